@@ -1,0 +1,53 @@
+# seg-assets: two commands for a newcomer, `make demo` and `make test`.
+# Every target creates or reuses .venv; nothing is installed outside it.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export SEG_DATA_DIR ?= $(CURDIR)/data
+DEMO_USERS ?= 20000
+DEMO_DAYS ?= 120
+DEMO_SEED ?= 7
+SIZE ?= small
+
+.PHONY: help venv demo test test-fast ui bench clean
+
+help:
+	@echo "make demo    generate demo data into \$$SEG_DATA_DIR ($(SEG_DATA_DIR)), materialize everything, print the segments"
+	@echo "make test    run the test suite (unit, materialize(), end-to-end with a real dagster dev)"
+	@echo "make ui      start the Dagster UI (dagster dev) with DAGSTER_HOME under \$$SEG_DATA_DIR"
+	@echo "make bench   benchmark (SIZE=small|medium|large), not part of CI"
+	@echo "make clean   remove \$$SEG_DATA_DIR and the virtualenv"
+
+$(STAMP): pyproject.toml setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	@if [ -z "$$(ls -A "$(SEG_DATA_DIR)/landing/orders" 2>/dev/null)" ]; then \
+	  $(BIN)/seg-assets generate "$(SEG_DATA_DIR)" --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED); \
+	else echo "landing data already in $(SEG_DATA_DIR)/landing: reusing it"; fi
+	$(BIN)/seg-assets refresh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+ui: $(STAMP)
+	@mkdir -p "$(SEG_DATA_DIR)"
+	export DAGSTER_HOME="$${DAGSTER_HOME:-$(SEG_DATA_DIR)/dagster_home}"; \
+	mkdir -p "$$DAGSTER_HOME" && $(BIN)/seg-assets init-dagster-home "$$DAGSTER_HOME" && \
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --size $(SIZE)
+
+clean:
+	rm -rf "$(SEG_DATA_DIR)" $(VENV)

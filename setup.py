@@ -1,0 +1,4 @@
+"""Classic packaging entry point; all metadata lives in pyproject.toml."""
+from setuptools import setup
+
+setup()
