@@ -1,0 +1,1 @@
+"""seg-assets: dynamic customer segmentation as Dagster software-defined assets."""

@@ -1,0 +1,71 @@
+"""The feature dictionary: every column of ``features.user_features``, what it means, and its range.
+
+This is the single place a column is described; the README table, the asset's column schema and the
+GE range checks are all generated from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str  # polars / DuckDB type family: "int", "float", "str", "datetime"
+    description: str
+    min_value: float | None = None
+    max_value: float | None = None
+    model: bool = False  # used by the segment model by default
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("user_id", "str", "User id from the landing files (orders, clicks or customers)."),
+    Feature("recency_days", "float", "Days from the last completed order to as-of; users who never completed an order get their tenure.", 0, None, True),
+    Feature("frequency", "int", "Completed orders, lifetime.", 0, None, True),
+    Feature("monetary", "float", "Sum of `amount` over completed orders (after discount).", 0, None, True),
+    Feature("avg_order_value", "float", "monetary / frequency; 0 without completed orders.", 0, None, True),
+    Feature("tenure_days", "float", "Days from signup (customers file) or else first activity to as-of.", 0, None, True),
+    Feature("orders_30d", "int", "Completed orders in the 30 days up to as-of.", 0, None, True),
+    Feature("orders_90d", "int", "Completed orders in the 90 days up to as-of.", 0, None, True),
+    Feature("discount_share", "float", "Discount / (amount + discount) over completed orders: how much of the list price was discounted.", 0, 1, True),
+    Feature("cancel_rate", "float", "Cancelled orders / all orders.", 0, 1, True),
+    Feature("return_rate", "float", "Returned orders / all orders.", 0, 1, True),
+    Feature("sessions", "int", "Distinct click sessions.", 0, None, True),
+    Feature("views", "int", "`view` events.", 0, None, True),
+    Feature("searches", "int", "`search` events.", 0, None, True),
+    Feature("add_to_carts", "int", "`add_to_cart` events.", 0, None, True),
+    Feature("checkouts", "int", "`checkout` events.", 0, None, True),
+    Feature("view_to_cart", "float", "add_to_carts / views (0 without views), capped at 1.", 0, 1, True),
+    Feature("cart_to_checkout", "float", "checkouts / add_to_carts (0 without carts), capped at 1.", 0, 1, True),
+    Feature("checkout_to_order", "float", "Completed orders / checkouts (0 without checkouts), capped at 1.", 0, 1, True),
+    Feature("session_to_order", "float", "Completed orders / sessions (0 without sessions), capped at 1: overall conversion.", 0, 1, True),
+    Feature("days_since_last_visit", "float", "Days from the last click event to as-of; users without clicks get their tenure.", 0, None, True),
+    Feature("category_count", "int", "Distinct categories ordered or browsed.", 0, None, False),
+    Feature("top_category", "str", "The category with the most orders and clicks ('' without any)."),
+    Feature("top_category_share", "float", "Share of the user's orders and clicks in `top_category`.", 0, 1, False),
+    Feature("first_seen_ts", "datetime", "First order, click or signup time (UTC)."),
+    Feature("last_order_ts", "datetime", "Last completed order time (UTC); null without one."),
+    Feature("country", "str", "Country from the customers file ('' when unknown)."),
+    Feature("channel", "str", "Acquisition channel from the customers file ('' when unknown)."),
+    Feature("as_of", "datetime", "The as-of time these features were computed for."),
+)
+
+# Per-category preference shares are added as `cat_share_<category>` columns (see user_features.py):
+# the categories come from the data, so they are not listed here one by one.
+CATEGORY_SHARE_PREFIX = "cat_share_"
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.model)
+BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+
+def markdown_table() -> str:
+    rows = ["| column | type | range | model | meaning |", "|---|---|---|---|---|"]
+    for f in FEATURES:
+        lo = "" if f.min_value is None else f"{f.min_value:g}"
+        hi = "" if f.max_value is None else f"{f.max_value:g}"
+        rng = f"[{lo}, {hi or '∞'}]" if (lo or hi) else ""
+        rows.append(f"| `{f.name}` | {f.dtype} | {rng} | {'yes' if f.model else ''} | {f.description} |")
+    rows.append(f"| `{CATEGORY_SHARE_PREFIX}<category>` | float | [0, 1] |  | Share of the user's orders and clicks in that category (most common categories; the rest in `{CATEGORY_SHARE_PREFIX}other`). |")
+    return "\n".join(rows)

@@ -1,0 +1,59 @@
+"""Resources, picked per environment in one place.
+
+Every asset talks to DuckDB through :class:`Warehouse` (Dagster's ``DuckDBResource``, which retries
+lock errors with backoff) and finds its folders and its notion of "now" through :class:`SegSettings`.
+Tests, the CLI and ``dagster dev`` all build their resources with :func:`build_resources`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, Optional
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from seg_assets.settings import DataPaths, data_paths
+from seg_assets.warehouse import prepare_connection, resolve_as_of
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse file under ``SEG_DATA_DIR``; creates its folder on first use."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        with super().get_connection() as con:
+            prepare_connection(con)
+            yield con
+
+
+class SegSettings(dg.ConfigurableResource):
+    """Project-wide settings shared by all assets of one run."""
+
+    data_dir: str = Field(description="The data root (SEG_DATA_DIR): landing/, warehouse.duckdb, models/, bi/.")
+    as_of: Optional[str] = Field(
+        default=None,
+        description="Fixed 'now' (ISO-8601, UTC) for recency and windows. "
+        "Default: the latest order or event time in the warehouse, so results are reproducible.",
+    )
+
+    @property
+    def paths(self) -> DataPaths:
+        return data_paths(self.data_dir)
+
+    def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> datetime:
+        return resolve_as_of(con, self.as_of)
+
+
+def build_resources(data_dir: str | Path | None = None, as_of: str | None = None) -> dict:
+    """The resources for one environment: the data root decides everything else."""
+    paths = data_paths(data_dir)
+    return {
+        "duckdb": Warehouse(database=str(paths.warehouse)),
+        "settings": SegSettings(data_dir=str(paths.root), as_of=as_of),
+    }

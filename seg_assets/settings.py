@@ -1,0 +1,73 @@
+"""Where seg-assets reads and writes.
+
+Everything the project writes lives under one folder, ``SEG_DATA_DIR`` (default ``./data``), so a
+test, a benchmark or a demo can point the whole platform at a temporary folder with one variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR_ENV = "SEG_DATA_DIR"
+DEFAULT_DATA_DIR = "./data"
+
+# The three landing folders of the data contract (../shared/DATA_CONTRACT.md).
+LANDING_TABLES = ("orders", "clicks", "customers")
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """The layout of a data root. Only paths; nothing is created until asked."""
+
+    root: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    def landing_for(self, table: str) -> Path:
+        return self.landing / table
+
+    @property
+    def warehouse(self) -> Path:
+        """The DuckDB file all assets write to (one writer at a time)."""
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def models(self) -> Path:
+        """Versioned model artifacts (segment models, classifiers)."""
+        return self.root / "models"
+
+    @property
+    def bi(self) -> Path:
+        """The read-only copy BI tools open; replaced atomically after each refresh."""
+        return self.root / "bi"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def truth(self) -> Path:
+        """Ground truth written by the demo generator (never read by the pipeline)."""
+        return self.root / "truth"
+
+    def ensure(self) -> "DataPaths":
+        for folder in (self.root, self.models, self.bi, self.locks, *(self.landing_for(t) for t in LANDING_TABLES)):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def data_dir() -> Path:
+    """The data root from ``SEG_DATA_DIR``, resolved to an absolute path."""
+    return Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR).expanduser().resolve()
+
+
+def data_paths(root: str | os.PathLike | None = None) -> DataPaths:
+    return DataPaths(Path(root).expanduser().resolve() if root is not None else data_dir())

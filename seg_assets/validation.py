@@ -1,0 +1,117 @@
+"""Great Expectations 1.x, called directly from Dagster asset checks.
+
+``dagster-ge`` needs GE < 1.0, so checks build expectations with :func:`validate_frame` and turn the
+outcome into an ``AssetCheckResult`` with :func:`check_result`, which names every failing expectation
+in the check's metadata. GE is imported lazily (its import costs seconds) and validates pandas frames:
+callers pass small frames (new rows, samples, or one-row aggregates), never a copy of a big table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import count
+from typing import Any, Callable, Sequence
+
+import dagster as dg
+
+# A function that receives ``great_expectations.expectations`` and returns the expectations to run.
+ExpectationBuilder = Callable[[Any], Sequence[Any]]
+
+_names = count()
+
+
+@dataclass(frozen=True)
+class FailedExpectation:
+    expectation: str
+    column: str | None
+    unexpected_count: int | None
+    examples: list
+    details: str
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    success: bool
+    evaluated: int
+    rows: int
+    failed: list[FailedExpectation] = field(default_factory=list)
+
+
+@lru_cache(maxsize=1)
+def _context():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    return gx, gx.get_context(mode="ephemeral")
+
+
+def validate_frame(frame, suite_name: str, build: ExpectationBuilder) -> ValidationOutcome:
+    """Validate a pandas (or polars) frame against the expectations ``build`` returns."""
+    if hasattr(frame, "to_pandas"):  # polars
+        frame = frame.to_pandas()
+    gx, ctx = _context()
+    import great_expectations.expectations as gxe
+
+    n = next(_names)
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"{suite_name}_{n}", expectations=list(build(gxe))))
+    batch_def = (
+        ctx.data_sources.add_pandas(f"pandas_{n}")
+        .add_dataframe_asset(suite_name)
+        .add_batch_definition_whole_dataframe("all")
+    )
+    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    failed = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        res = r.result or {}
+        exc = (r.exception_info or {}).get("exception_message") if isinstance(r.exception_info, dict) else None
+        kwargs = {k: v for k, v in cfg.kwargs.items() if k not in ("column", "batch_id")}
+        failed.append(
+            FailedExpectation(
+                expectation=cfg.type,
+                column=cfg.kwargs.get("column"),
+                unexpected_count=res.get("unexpected_count"),
+                examples=list(res.get("partial_unexpected_list") or [])[:5],
+                details=exc or ", ".join(f"{k}={v}" for k, v in kwargs.items()) or (f"observed {res.get('observed_value')}"),
+            )
+        )
+    return ValidationOutcome(
+        success=bool(result.success), evaluated=len(result.results), rows=len(frame), failed=failed
+    )
+
+
+def failures_markdown(outcome: ValidationOutcome) -> str:
+    if outcome.success:
+        return f"All {outcome.evaluated} expectations passed on {outcome.rows} rows."
+    lines = ["| expectation | column | unexpected | examples | details |", "|---|---|---|---|---|"]
+    for f in outcome.failed:
+        examples = ", ".join(map(str, f.examples)).replace("|", "/")
+        lines.append(f"| {f.expectation} | {f.column or ''} | {f.unexpected_count if f.unexpected_count is not None else ''} | {examples} | {f.details} |")
+    return "\n".join(lines)
+
+
+def check_result(
+    outcome: ValidationOutcome,
+    *,
+    asset_key: dg.AssetKey | None = None,
+    check_name: str | None = None,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    metadata: dict | None = None,
+) -> dg.AssetCheckResult:
+    """Turn a GE outcome into a Dagster check result that names the failing expectations."""
+    meta = {
+        "expectations_evaluated": dg.MetadataValue.int(outcome.evaluated),
+        "rows_validated": dg.MetadataValue.int(outcome.rows),
+        "failed_expectations": dg.MetadataValue.json(
+            [f"{f.expectation}({f.column})" if f.column else f.expectation for f in outcome.failed]
+        ),
+        "report": dg.MetadataValue.md(failures_markdown(outcome)),
+        **(metadata or {}),
+    }
+    return dg.AssetCheckResult(
+        passed=outcome.success, severity=severity, metadata=meta, asset_key=asset_key, check_name=check_name
+    )

@@ -1,0 +1,62 @@
+"""Small SQL helpers shared by every stage: schemas, existence checks, and the as-of time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import duckdb
+
+SCHEMAS = ("raw", "meta", "staging", "features", "analytics")
+
+
+def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
+    """Every connection works in UTC and sees the project's schemas."""
+    con.sql("SET TimeZone = 'UTC'")
+    for schema in SCHEMAS:
+        con.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
+    schema, name = qualified_name.split(".", 1)
+    return bool(
+        con.sql(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            params=[schema, name],
+        ).fetchall()[0][0]
+    )
+
+
+def row_count(con: duckdb.DuckDBPyConnection, qualified_name: str) -> int:
+    if not table_exists(con, qualified_name):
+        return 0
+    return int(con.sql(f"SELECT count(*) FROM {qualified_name}").fetchall()[0][0])
+
+
+def parse_utc(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp into a naive UTC datetime (the warehouse stores naive UTC)."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+# The activity timestamps that define "now" when no as-of is given.
+_ACTIVITY = (("raw.orders", "order_ts"), ("raw.clicks", "event_ts"))
+
+
+def latest_activity(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    parts = [f"SELECT max({col}) AS ts FROM {table}" for table, col in _ACTIVITY if table_exists(con, table)]
+    if not parts:
+        return None
+    value = con.sql(f"SELECT max(ts) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
+    return value
+
+
+def resolve_as_of(con: duckdb.DuckDBPyConnection, override: str | None) -> datetime:
+    """The run's "now": the override if given, else the latest activity in the data, else the wall clock."""
+    if override:
+        return parse_utc(override)
+    latest = latest_activity(con)
+    if latest is not None:
+        return latest
+    return datetime.now(timezone.utc).replace(tzinfo=None)
