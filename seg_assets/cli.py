@@ -1,4 +1,89 @@
-"""The `seg-assets` command line (placeholder, filled in below)."""
+"""The ``seg-assets`` command line: generate demo data, run a refresh, prepare a Dagster home."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(help="seg-assets: dynamic customer segmentation on Dagster + DuckDB.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def generate(
+    directory: Path = typer.Argument(..., help="Data root: files go to DIR/landing/<table>/, ground truth to DIR/truth/."),
+    users: int = typer.Option(20_000, help="Number of users."),
+    days: int = typer.Option(120, help="Days of history, ending at --end."),
+    seed: int = typer.Option(1, help="Random seed: the same seed gives the same files."),
+    format: str = typer.Option("parquet", "--format", help="csv or parquet."),
+    fault_rate: float = typer.Option(0.0, help="Share of rows with the contract's faults injected (0 = clean)."),
+    end: Optional[str] = typer.Option(None, help="Last timestamp of the data (ISO-8601, UTC); default 2026-10-31T23:59:59Z."),
+    clicks: bool = typer.Option(True, help="Write click events (--no-clicks for orders-only data)."),
+    customers: bool = typer.Option(True, help="Write customer records."),
+) -> None:
+    """Write demo landing files that follow the data contract, with planted kinds of shoppers."""
+    from seg_assets.demo.generate import DEFAULT_END, generate as run_generate
+    from seg_assets.warehouse import parse_utc
+
+    if format not in ("csv", "parquet"):
+        raise typer.BadParameter("--format must be csv or parquet")
+    with console.status(f"Generating {users:,} users x {days} days ..."):
+        summary = run_generate(
+            directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
+            end=parse_utc(end) if end else DEFAULT_END, with_clicks=clicks, with_customers=customers,
+        )
+    console.print(f"[green]Generated[/green] {summary}")
+
+
+@app.command()
+def refresh(
+    as_of: Optional[str] = typer.Option(None, help="Fix 'now' (ISO-8601, UTC). Default: the latest event time in the data."),
+    refit: bool = typer.Option(False, help="Force a new segment model fit (the promotion gate still decides)."),
+    data_dir: Optional[Path] = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
+    summary: bool = typer.Option(True, help="Print what was built."),
+) -> None:
+    """Materialize, in-process, everything the hourly refresh would; exits non-zero on failure."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from seg_assets.refresh import run_refresh
+    from seg_assets.report import print_summary
+
+    run_config = {"ops": {"segment_model": {"config": {"force_refit": True}}}} if refit else None
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+        tasks = {}
+
+        def on_stage(group, phase, outcome):
+            if phase == "start":
+                tasks[group] = progress.add_task(f"{group}", total=1)
+            else:
+                mark = "[green]ok[/green]" if outcome.success else "[red]FAILED[/red]"
+                progress.update(tasks[group], completed=1, description=f"{group} {mark} ({outcome.seconds:.1f}s)")
+
+        outcome = run_refresh(data_dir, as_of=as_of, run_config=run_config, on_stage=on_stage)
+    for stage in outcome.stages:
+        for failure in stage.failures:
+            console.print(f"[{'red' if not stage.success else 'yellow'}]{stage.group}: {failure}[/]")
+    if summary:
+        print_summary(data_dir, console)
+    if not outcome.success:
+        console.print("[red]Refresh failed[/red]; published segments were left as they were.")
+        raise typer.Exit(1)
+    console.print(f"[green]Refresh done[/green] in {outcome.seconds:.1f}s")
+
+
+@app.command("init-dagster-home")
+def init_dagster_home(path: Path = typer.Argument(..., help="The DAGSTER_HOME folder to prepare.")) -> None:
+    """Write dagster.yaml: one DuckDB writer at a time (pool 'duckdb'), runs queued."""
+    from seg_assets.automation.instance import write_dagster_yaml
+
+    target = write_dagster_yaml(path)
+    console.print(f"DAGSTER_HOME ready: {target}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())

@@ -1,0 +1,8 @@
+-- materialized: view
+-- description: Customer records without personal data: the email never leaves raw.customers.
+SELECT
+    user_id,
+    signup_ts,
+    NULLIF(UPPER(TRIM(country)), '') AS country,
+    NULLIF(LOWER(TRIM(channel)), '') AS channel
+FROM raw.customers

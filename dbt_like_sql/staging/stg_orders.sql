@@ -1,0 +1,12 @@
+-- materialized: view
+-- description: Orders as the models see them: money as DOUBLE, empty category as NULL, discount defaulted to 0.
+SELECT
+    order_id,
+    user_id,
+    order_ts,
+    CAST(amount AS DOUBLE) AS amount,
+    items,
+    NULLIF(TRIM(category), '') AS category,
+    CAST(COALESCE(discount, 0) AS DOUBLE) AS discount,
+    status
+FROM raw.orders

@@ -1,0 +1,162 @@
+"""SQL models from ``dbt_like_sql/``: one file, one table or view, one Dagster asset.
+
+``dbt_like_sql/<schema>/<name>.sql`` becomes the asset ``<schema>/<name>`` and the DuckDB object
+``<schema>.<name>``. Its upstream assets are read from the SQL itself with sqlglot (every qualified
+table it selects from, CTE names excluded), so adding a model means adding a file: there is no list to
+keep in sync. A leading comment block configures the model::
+
+    -- materialized: view | table      (default: table)
+    -- description: what the model holds
+
+Models may use ``getvariable('as_of')``: the run's "now", set on the connection before the model runs.
+"""
+
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import sqlglot
+from sqlglot import exp
+
+from seg_assets.resources import SegSettings, Warehouse
+
+SQL_DIR_ENV = "SEG_SQL_DIR"
+DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
+_HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    schema: str
+    name: str
+    sql: str
+    materialized: str
+    description: str
+    upstream: tuple[tuple[str, str], ...]
+    path: Path
+
+    @property
+    def table(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.schema, self.name])
+
+    @property
+    def code_version(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:12]
+
+
+def sql_dir() -> Path:
+    return Path(os.environ.get(SQL_DIR_ENV) or DEFAULT_SQL_DIR)
+
+
+def read_header(sql: str) -> dict[str, str]:
+    header = {}
+    for line in sql.splitlines():
+        if not line.strip():
+            continue
+        match = _HEADER.match(line)
+        if not match:
+            break
+        header[match.group(1).lower()] = match.group(2)
+    return header
+
+
+def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str], ...]:
+    """The qualified tables a query reads, from its syntax tree (CTE names are not tables)."""
+    tree = sqlglot.parse_one(sql, dialect="duckdb")
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    found = set()
+    for table in tree.find_all(exp.Table):
+        if not table.db and table.name in ctes:
+            continue
+        if not table.db:
+            raise ValueError(f"{source}: table '{table.name}' must be schema-qualified (e.g. raw.{table.name})")
+        found.add((table.db, table.name))
+    return tuple(sorted(found))
+
+
+def load_model(path: Path) -> SqlModel:
+    sql = path.read_text()
+    header = read_header(sql)
+    materialized = header.get("materialized", "table").lower()
+    if materialized not in ("table", "view"):
+        raise ValueError(f"{path}: materialized must be 'table' or 'view', not '{materialized}'")
+    return SqlModel(
+        schema=path.parent.name,
+        name=path.stem,
+        sql=sql,
+        materialized=materialized,
+        description=header.get("description", f"SQL model {path.parent.name}.{path.stem}"),
+        upstream=upstream_tables(sql, source=str(path)),
+        path=path,
+    )
+
+
+def discover_models(root: Path | None = None) -> list[SqlModel]:
+    root = root or sql_dir()
+    return [load_model(p) for p in sorted(root.glob("*/*.sql"))]
+
+
+def set_as_of(con, as_of) -> None:
+    """Expose the run's "now" to SQL as ``getvariable('as_of')`` (a naive UTC TIMESTAMP)."""
+    con.sql(f"SET VARIABLE as_of = TIMESTAMP '{as_of.isoformat(sep=' ')}'")
+
+
+def run_model(con, model: SqlModel, as_of) -> int:
+    """Create or replace the model's table/view in one statement; returns its row count."""
+    set_as_of(con, as_of)
+    kind = "VIEW" if model.materialized == "view" else "TABLE"
+    body = model.sql.strip().rstrip(";")
+    con.sql(f"CREATE OR REPLACE {kind} {model.table} AS\n{body}")
+    return int(con.sql(f"SELECT count(*) FROM {model.table}").fetchall()[0][0])
+
+
+def _columns(con, table: str) -> dg.TableSchema:
+    rows = con.sql(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        params=table.split(".", 1),
+    ).fetchall()
+    return dg.TableSchema(columns=[dg.TableColumn(name, dtype) for name, dtype in rows])
+
+
+def build_sql_asset(model: SqlModel, group_name: str = "features") -> dg.AssetsDefinition:
+    @dg.asset(
+        key=model.key,
+        deps=[dg.AssetKey(list(t)) for t in model.upstream],
+        group_name=group_name,
+        description=model.description,
+        code_version=model.code_version,
+        kinds={"duckdb", "sql"},
+        pool="duckdb",
+    )
+    def _sql_model(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+        with duckdb.get_connection() as con:
+            as_of = settings.resolve_as_of(con)
+            rows = run_model(con, model, as_of)
+            schema = _columns(con, model.table)
+        context.log.info(f"{model.table}: {rows} rows ({model.materialized}, as of {as_of})")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(rows),
+                "dagster/table_name": model.table,
+                "dagster/column_schema": schema,
+                "materialized": model.materialized,
+                "as_of": str(as_of),
+                "sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"),
+                "path": dg.MetadataValue.path(str(model.path)),
+            }
+        )
+
+    return _sql_model
+
+
+def sql_assets(root: Path | None = None) -> list[dg.AssetsDefinition]:
+    return [build_sql_asset(m) for m in discover_models(root)]

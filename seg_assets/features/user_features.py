@@ -1,0 +1,138 @@
+"""``features.user_features``: one row per user, built in polars from the SQL aggregates.
+
+Pure functions only (frames in, frame out) so the maths is unit-tested without a warehouse; the asset in
+``assets.py`` reads the aggregates from DuckDB and writes the result back. Every column is described in
+``dictionary.py``. Users are everyone with an order, a click or a customer record up to as-of; a table
+that is absent (orders-only stores have no clicks) simply means zero activity.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+import polars as pl
+
+from seg_assets.features.dictionary import CATEGORY_SHARE_PREFIX, FEATURE_NAMES
+
+TOP_CATEGORIES = 10
+_DAY_SECONDS = 86_400.0
+
+ORDER_STATS_SCHEMA = {
+    "user_id": pl.String, "completed_orders": pl.Int64, "all_orders": pl.Int64, "cancelled_orders": pl.Int64,
+    "returned_orders": pl.Int64, "monetary": pl.Float64, "discount_total": pl.Float64, "orders_30d": pl.Int64,
+    "orders_90d": pl.Int64, "last_order_ts": pl.Datetime("us"), "first_order_ts": pl.Datetime("us"),
+}
+CLICK_STATS_SCHEMA = {
+    "user_id": pl.String, "sessions": pl.Int64, "views": pl.Int64, "searches": pl.Int64, "add_to_carts": pl.Int64,
+    "checkouts": pl.Int64, "first_click_ts": pl.Datetime("us"), "last_click_ts": pl.Datetime("us"),
+}
+CATEGORY_SCHEMA = {"user_id": pl.String, "category": pl.String, "events": pl.Int64}
+CUSTOMER_SCHEMA = {"user_id": pl.String, "signup_ts": pl.Datetime("us"), "country": pl.String, "channel": pl.String}
+
+
+def _conform(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:
+    """Cast to the expected schema; a missing input becomes an empty frame of that schema."""
+    if frame is None:
+        return pl.DataFrame(schema=schema)
+    return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+
+def category_slug(category: str) -> str:
+    slug = re.sub(r"[^0-9a-z]+", "_", category.strip().lower()).strip("_")
+    return slug or "unknown"
+
+
+def _days_between(as_of: datetime, column: str) -> pl.Expr:
+    return ((pl.lit(as_of) - pl.col(column)).dt.total_seconds() / _DAY_SECONDS).clip(lower_bound=0.0)
+
+
+def _ratio(num: str, den: str, cap: float | None = 1.0) -> pl.Expr:
+    value = pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(0.0)
+    return value.clip(upper_bound=cap) if cap is not None else value
+
+
+def category_features(activity: pl.DataFrame, top_n: int = TOP_CATEGORIES) -> tuple[pl.DataFrame, list[str]]:
+    """Top category, its share, the number of categories, and shares of the most common categories."""
+    activity = activity.filter(pl.col("category").is_not_null() & (pl.col("category") != ""))
+    totals = activity.group_by("category").agg(pl.col("events").sum()).sort(["events", "category"], descending=[True, False])
+    top = totals.head(top_n)["category"].to_list()
+    per_user = activity.with_columns(
+        total=pl.col("events").sum().over("user_id"),
+        bucket=pl.when(pl.col("category").is_in(top)).then(pl.col("category")).otherwise(pl.lit("other")),
+    )
+    summary = (
+        per_user.sort(["user_id", "events", "category"], descending=[False, True, False])
+        .group_by("user_id", maintain_order=True)
+        .agg(
+            top_category=pl.col("category").first(),
+            top_category_share=(pl.col("events").first() / pl.col("total").first()),
+            category_count=pl.col("category").n_unique().cast(pl.Int64),
+        )
+    )
+    column_of = {c: CATEGORY_SHARE_PREFIX + category_slug(c) for c in [*top, "other"]}
+    share_cols = list(dict.fromkeys(column_of.values()))
+    shares = (
+        per_user.with_columns(share=pl.col("events") / pl.col("total"))
+        .with_columns(col=pl.col("bucket").replace_strict(column_of, return_dtype=pl.String))
+        .group_by("user_id", "col")
+        .agg(pl.col("share").sum())
+        .pivot(on="col", index="user_id", values="share")
+    )
+    for col in share_cols:
+        if col not in shares.columns:
+            shares = shares.with_columns(pl.lit(0.0).alias(col))
+    return summary.join(shares.select(["user_id", *share_cols]), on="user_id", how="left"), share_cols
+
+
+def build_user_features(
+    order_stats: pl.DataFrame | None,
+    click_stats: pl.DataFrame | None,
+    category_activity: pl.DataFrame | None,
+    customers: pl.DataFrame | None,
+    as_of: datetime,
+    top_categories: int = TOP_CATEGORIES,
+) -> pl.DataFrame:
+    """One row per user with the columns of the feature dictionary (plus ``cat_share_*``)."""
+    orders = _conform(order_stats, ORDER_STATS_SCHEMA)
+    clicks = _conform(click_stats, CLICK_STATS_SCHEMA)
+    categories = _conform(category_activity, CATEGORY_SCHEMA)
+    custs = _conform(customers, CUSTOMER_SCHEMA).filter(pl.col("signup_ts").is_null() | (pl.col("signup_ts") <= as_of))
+    custs = custs.unique("user_id", keep="first", maintain_order=True)
+
+    users = pl.concat([orders.select("user_id"), clicks.select("user_id"), custs.select("user_id")]).unique().sort("user_id")
+    cat_summary, share_cols = category_features(categories, top_categories)
+    frame = (
+        users.join(orders, on="user_id", how="left")
+        .join(clicks, on="user_id", how="left")
+        .join(custs, on="user_id", how="left")
+        .join(cat_summary, on="user_id", how="left")
+    )
+    counts = ["completed_orders", "all_orders", "cancelled_orders", "returned_orders", "orders_30d", "orders_90d",
+              "sessions", "views", "searches", "add_to_carts", "checkouts", "category_count"]
+    frame = frame.with_columns(
+        [pl.col(c).fill_null(0) for c in counts]
+        + [pl.col(c).fill_null(0.0) for c in ("monetary", "discount_total", "top_category_share", *share_cols)]
+        + [pl.min_horizontal("first_order_ts", "first_click_ts", "signup_ts").alias("first_seen_ts")]
+    ).with_columns(
+        tenure_days=_days_between(as_of, "signup_ts").fill_null(_days_between(as_of, "first_seen_ts")).fill_null(0.0),
+    ).with_columns(
+        recency_days=_days_between(as_of, "last_order_ts").fill_null(pl.col("tenure_days")),
+        days_since_last_visit=_days_between(as_of, "last_click_ts").fill_null(pl.col("tenure_days")),
+        frequency=pl.col("completed_orders"),
+        avg_order_value=_ratio("monetary", "completed_orders", cap=None),
+        discount_share=pl.when((pl.col("monetary") + pl.col("discount_total")) > 0)
+        .then(pl.col("discount_total") / (pl.col("monetary") + pl.col("discount_total")))
+        .otherwise(0.0),
+        cancel_rate=_ratio("cancelled_orders", "all_orders"),
+        return_rate=_ratio("returned_orders", "all_orders"),
+        view_to_cart=_ratio("add_to_carts", "views"),
+        cart_to_checkout=_ratio("checkouts", "add_to_carts"),
+        checkout_to_order=_ratio("completed_orders", "checkouts"),
+        session_to_order=_ratio("completed_orders", "sessions"),
+        top_category=pl.col("top_category").fill_null(""),
+        country=pl.col("country").fill_null(""),
+        channel=pl.col("channel").fill_null(""),
+        as_of=pl.lit(as_of).cast(pl.Datetime("us")),
+    )
+    return frame.select([*FEATURE_NAMES, *share_cols])

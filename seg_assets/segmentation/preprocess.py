@@ -1,0 +1,192 @@
+"""Turn the per-user feature table into the numeric space the clustering works in.
+
+Choices (and why):
+
+* **log1p on heavy-tailed non-negative counts, amounts and day counts** (orders, monetary, views,
+  recency, tenure...). Their distributions are long-tailed: without the log a few whales and bots
+  decide the clusters, and differences at the low end (0 vs 2 orders, 5 vs 30 days) that matter for
+  behaviour are squashed. A column of the feature dictionary is logged when it is non-negative with
+  no upper bound; an unknown column when it is non-negative, exceeds 1 and is right-skewed.
+  Rates and shares bounded in [0, 1] are left as they are.
+* **Clipping at a high quantile** (default 0.995, computed on the fit data, stored in original units)
+  so a handful of extreme users cannot stretch the scale; applied identically to new data.
+* **Scaling**: ``standard`` (mean/std, default) or ``robust`` (median/IQR). For zero-inflated counts
+  the IQR is often 0; the robust scaler then falls back to the std so no column is silently dropped.
+* **Optional per-feature weights** applied after scaling (e.g. to balance groups of correlated
+  columns); stored like every other parameter.
+
+Every parameter lives in the fitted object and :meth:`Preprocessor.to_dict` / :meth:`from_dict`
+round-trip it, so a stored model transforms next month's data exactly as it transformed its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from seg_assets.features.dictionary import BY_NAME
+
+SCALERS = ("standard", "robust")
+
+
+def _auto_log(name: str, values: np.ndarray) -> bool:
+    """Should ``name`` be log1p-transformed? Dictionary first, then a skew test."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or finite.min() < 0:
+        return False
+    feat = BY_NAME.get(name)
+    if feat is not None and feat.dtype in ("int", "float"):
+        return feat.max_value is None and (feat.min_value or 0) >= 0
+    if finite.max() <= 1.0:
+        return False
+    std = finite.std()
+    if std == 0:
+        return False
+    skew = float(np.mean(((finite - finite.mean()) / std) ** 3))
+    return skew > 1.0
+
+
+def to_matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """The ``features`` columns of ``frame`` as a float64 (n, d) array (nulls become NaN)."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise KeyError(f"feature columns missing from the frame: {missing}")
+    return frame.select([pl.col(f).cast(pl.Float64) for f in features]).to_numpy().astype(np.float64, copy=False)
+
+
+@dataclass
+class Preprocessor:
+    """log1p -> clip -> scale -> weight, per column; fit on one population, applied to any."""
+
+    scaler: str = "standard"
+    clip_quantile: float | None = 0.995
+    log_features: Sequence[str] | str = "auto"  # "auto" or an explicit list of columns to log
+    weights: Mapping[str, float] | None = None
+    # fitted state
+    features: list[str] = field(default_factory=list)
+    logged: list[bool] = field(default_factory=list)
+    fill: np.ndarray | None = None  # per-column median (original units) used for nulls
+    clip_low: np.ndarray | None = None  # original units
+    clip_high: np.ndarray | None = None  # original units
+    center: np.ndarray | None = None  # in the (logged) space
+    scale: np.ndarray | None = None
+    weight: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.scaler not in SCALERS:
+            raise ValueError(f"scaler must be one of {SCALERS}, not {self.scaler!r}")
+
+    @property
+    def fitted(self) -> bool:
+        return self.center is not None
+
+    def fit(self, frame: pl.DataFrame, features: Sequence[str] | None = None) -> "Preprocessor":
+        feats = list(features) if features is not None else [c for c in frame.columns if frame[c].dtype.is_numeric()]
+        X = to_matrix(frame, feats)
+        if X.shape[0] == 0:
+            raise ValueError("cannot fit a preprocessor on an empty frame")
+        self.features = feats
+        self.fill = np.array([np.nanmedian(c) if np.isfinite(c).any() else 0.0 for c in X.T])
+        X = np.where(np.isfinite(X), X, self.fill)
+        if isinstance(self.log_features, str):
+            if self.log_features != "auto":
+                raise ValueError("log_features must be 'auto' or a list of column names")
+            self.logged = [_auto_log(f, X[:, j]) for j, f in enumerate(feats)]
+        else:
+            chosen = set(self.log_features)
+            self.logged = [f in chosen and X[:, j].min() >= 0 for j, f in enumerate(feats)]
+        self.clip_low = X.min(axis=0)
+        self.clip_high = np.quantile(X, self.clip_quantile, axis=0) if self.clip_quantile else X.max(axis=0)
+        Z = self._logclip(X)
+        if self.scaler == "standard":
+            center, scale = Z.mean(axis=0), Z.std(axis=0)
+        else:
+            center = np.median(Z, axis=0)
+            q1, q3 = np.quantile(Z, [0.25, 0.75], axis=0)
+            scale = q3 - q1
+            scale = np.where(scale > 0, scale, Z.std(axis=0))  # zero-inflated columns: IQR is 0
+        self.center = center
+        self.scale = np.where(scale > 0, scale, 1.0)
+        w = self.weights or {}
+        self.weight = np.array([float(w.get(f, 1.0)) for f in feats])
+        return self
+
+    def _logclip(self, X: np.ndarray) -> np.ndarray:
+        Z = np.clip(X, self.clip_low, self.clip_high)
+        logged = np.asarray(self.logged, dtype=bool)
+        if logged.any():
+            Z[:, logged] = np.log1p(Z[:, logged])
+        return Z
+
+    def _check(self) -> None:
+        if not self.fitted:
+            raise RuntimeError("Preprocessor is not fitted")
+
+    def transform_array(self, X: np.ndarray, features: Sequence[str] | None = None) -> np.ndarray:
+        """Transform an (n, d) array in original units; ``features`` selects a subset of columns."""
+        self._check()
+        idx = self._index(features)
+        X = np.array(X, dtype=np.float64, copy=True)
+        X = np.where(np.isfinite(X), X, self.fill[idx])
+        Z = np.clip(X, self.clip_low[idx], self.clip_high[idx])
+        logged = np.asarray(self.logged, dtype=bool)[idx]
+        if logged.any():
+            Z[:, logged] = np.log1p(np.maximum(Z[:, logged], 0.0))
+        return (Z - self.center[idx]) / self.scale[idx] * self.weight[idx]
+
+    def transform(self, frame: pl.DataFrame) -> np.ndarray:
+        self._check()
+        return self.transform_array(to_matrix(frame, self.features))
+
+    def fit_transform(self, frame: pl.DataFrame, features: Sequence[str] | None = None) -> np.ndarray:
+        return self.fit(frame, features).transform(frame)
+
+    def inverse_transform(self, Z: np.ndarray, features: Sequence[str] | None = None) -> np.ndarray:
+        """Back to original units (a centroid becomes the 'typical user' of its cluster)."""
+        self._check()
+        idx = self._index(features)
+        X = np.asarray(Z, dtype=np.float64) / self.weight[idx] * self.scale[idx] + self.center[idx]
+        logged = np.asarray(self.logged, dtype=bool)[idx]
+        X = X.copy()
+        if logged.any():
+            X[:, logged] = np.expm1(X[:, logged])
+        return X
+
+    def _index(self, features: Sequence[str] | None) -> np.ndarray:
+        if features is None:
+            return np.arange(len(self.features))
+        pos = {f: i for i, f in enumerate(self.features)}
+        missing = [f for f in features if f not in pos]
+        if missing:
+            raise KeyError(f"preprocessor was not fitted on {missing}")
+        return np.array([pos[f] for f in features], dtype=int)
+
+    def to_dict(self) -> dict:
+        self._check()
+        arr = lambda a: [float(x) for x in a]  # noqa: E731
+        return {
+            "scaler": self.scaler, "clip_quantile": self.clip_quantile, "features": list(self.features),
+            "logged": [bool(b) for b in self.logged], "fill": arr(self.fill), "clip_low": arr(self.clip_low),
+            "clip_high": arr(self.clip_high), "center": arr(self.center), "scale": arr(self.scale),
+            "weight": arr(self.weight),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Preprocessor":
+        p = cls(scaler=d["scaler"], clip_quantile=d["clip_quantile"], log_features=[f for f, b in zip(d["features"], d["logged"]) if b],
+                weights=dict(zip(d["features"], d["weight"])))
+        p.features, p.logged = list(d["features"]), list(d["logged"])
+        for key in ("fill", "clip_low", "clip_high", "center", "scale", "weight"):
+            setattr(p, key, np.asarray(d[key], dtype=np.float64))
+        return p
+
+    def describe(self) -> pl.DataFrame:
+        """One row per feature: how it is treated (for the model card)."""
+        self._check()
+        return pl.DataFrame({
+            "feature": self.features, "log1p": self.logged, "clip_high": self.clip_high,
+            "center": self.center, "scale": self.scale, "weight": self.weight,
+        })

@@ -1,0 +1,65 @@
+"""SQL models: dependencies come from the SQL itself; a new file is a new asset."""
+
+from datetime import datetime
+
+import dagster as dg
+import duckdb
+import pytest
+import sqlglot
+
+from seg_assets.features.sql_models import build_sql_asset, discover_models, load_model, read_header, run_model, upstream_tables
+
+
+def test_upstream_tables_excludes_ctes_and_finds_joins():
+    sql = """
+    WITH recent AS (SELECT * FROM staging.stg_orders WHERE order_ts > getvariable('as_of') - INTERVAL 7 DAY)
+    SELECT r.user_id FROM recent r JOIN raw.clicks c USING (user_id) LEFT JOIN features.user_order_stats s USING (user_id)
+    """
+    assert upstream_tables(sql) == (("features", "user_order_stats"), ("raw", "clicks"), ("staging", "stg_orders"))
+
+
+def test_unqualified_table_is_a_clear_error():
+    with pytest.raises(ValueError, match="must be schema-qualified"):
+        upstream_tables("SELECT * FROM orders", source="x.sql")
+
+
+def test_header_is_read_until_the_first_sql_line():
+    assert read_header("-- materialized: view\n-- description: d e f\nSELECT 1 -- owner: nobody") == {
+        "materialized": "view", "description": "d e f"}
+
+
+def test_project_models_form_a_graph_rooted_in_raw_tables():
+    models = {m.table: m for m in discover_models()}
+    assert {"staging.stg_orders", "staging.stg_clicks", "staging.stg_customers", "features.user_order_stats",
+            "features.user_click_stats", "features.user_category_activity"} <= set(models)
+    assert models["staging.stg_orders"].upstream == (("raw", "orders"),)
+    assert models["features.user_order_stats"].upstream == (("staging", "stg_orders"),)
+    assert set(models["features.user_category_activity"].upstream) == {("staging", "stg_orders"), ("staging", "stg_clicks")}
+    # Personal data stays in raw.customers.
+    projection = sqlglot.parse_one(models["staging.stg_customers"].sql, dialect="duckdb").named_selects
+    assert "email" not in projection and "*" not in projection and "user_id" in projection
+
+
+def test_adding_a_file_adds_an_asset(tmp_path):
+    (tmp_path / "marts").mkdir()
+    (tmp_path / "marts" / "big_spenders.sql").write_text(
+        "-- materialized: table\n-- description: users above 100\nSELECT user_id FROM features.user_order_stats WHERE monetary > 100\n")
+    (model,) = discover_models(tmp_path)
+    asset = build_sql_asset(model)
+    assert asset.key == dg.AssetKey(["marts", "big_spenders"])
+    assert dg.AssetKey(["features", "user_order_stats"]) in {d.asset_key for d in asset.specs_by_key[asset.key].deps}
+
+
+def test_run_model_uses_the_as_of_variable(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.sql("CREATE SCHEMA raw; CREATE SCHEMA s")
+    con.sql("CREATE TABLE raw.t AS SELECT * FROM (VALUES (TIMESTAMP '2026-01-01'), (TIMESTAMP '2026-02-01')) v(ts)")
+    path = tmp_path / "s" / "m.sql"
+    path.parent.mkdir()
+    path.write_text("SELECT count(*) AS n FROM raw.t WHERE ts <= getvariable('as_of')")
+    model = load_model(path)
+    assert model.materialized == "table"
+    assert run_model(con, model, datetime(2026, 1, 15)) == 1
+    assert con.sql("SELECT n FROM s.m").fetchall() == [(1,)]
+    run_model(con, model, datetime(2026, 3, 1))  # re-running replaces, never appends
+    assert con.sql("SELECT n FROM s.m").fetchall() == [(2,)]

@@ -1,0 +1,81 @@
+"""The per-user feature maths, on a small hand-checked case."""
+
+from datetime import datetime
+
+import polars as pl
+import pytest
+
+from seg_assets.features.dictionary import FEATURES, FEATURE_NAMES, MODEL_FEATURES
+from seg_assets.features.user_features import build_user_features, category_slug
+
+AS_OF = datetime(2026, 3, 31)
+
+
+@pytest.fixture()
+def inputs():
+    orders = pl.DataFrame({
+        "user_id": ["a", "b"], "completed_orders": [2, 0], "all_orders": [3, 1], "cancelled_orders": [1, 1],
+        "returned_orders": [0, 0], "monetary": [100.0, 0.0], "discount_total": [25.0, 0.0], "orders_30d": [1, 0],
+        "orders_90d": [2, 0], "last_order_ts": [datetime(2026, 3, 21), None],
+        "first_order_ts": [datetime(2026, 1, 1), datetime(2026, 2, 1)],
+    })
+    clicks = pl.DataFrame({
+        "user_id": ["a", "c"], "sessions": [4, 2], "views": [10, 5], "searches": [2, 0], "add_to_carts": [4, 0],
+        "checkouts": [2, 0], "first_click_ts": [datetime(2025, 12, 31), datetime(2026, 3, 30)],
+        "last_click_ts": [datetime(2026, 3, 30), datetime(2026, 3, 30, 12)],
+    })
+    categories = pl.DataFrame({"user_id": ["a", "a", "c"], "category": ["Home & Garden", "books", "books"], "events": [3, 1, 2]})
+    customers = pl.DataFrame({
+        "user_id": ["d", "a", "late"], "signup_ts": [datetime(2026, 3, 1), datetime(2025, 12, 1), datetime(2026, 4, 2)],
+        "country": ["DE", None, "FR"], "channel": [None, "ads", None],
+    })
+    return orders, clicks, categories, customers
+
+
+def row(frame, user):
+    return frame.filter(pl.col("user_id") == user).row(0, named=True)
+
+
+def test_hand_checked_user(inputs):
+    f = build_user_features(*inputs, as_of=AS_OF)
+    a = row(f, "a")
+    assert a["recency_days"] == 10.0 and a["frequency"] == 2 and a["monetary"] == 100.0
+    assert a["avg_order_value"] == 50.0
+    assert a["tenure_days"] == 120.0  # from signup, not first activity
+    assert a["discount_share"] == pytest.approx(25 / 125)
+    assert a["cancel_rate"] == pytest.approx(1 / 3) and a["return_rate"] == 0.0
+    assert (a["view_to_cart"], a["cart_to_checkout"], a["checkout_to_order"], a["session_to_order"]) == (0.4, 0.5, 1.0, 0.5)
+    assert a["days_since_last_visit"] == 1.0
+    assert a["top_category"] == "Home & Garden" and a["top_category_share"] == 0.75 and a["category_count"] == 2
+    assert a["cat_share_home_garden"] == 0.75 and a["cat_share_books"] == 0.25 and a["cat_share_other"] == 0.0
+    assert a["channel"] == "ads" and a["country"] == ""
+
+
+def test_users_without_activity_get_zeros_and_tenure_based_recency(inputs):
+    f = build_user_features(*inputs, as_of=AS_OF)
+    b, d = row(f, "b"), row(f, "d")
+    assert b["frequency"] == 0 and b["sessions"] == 0 and b["recency_days"] == b["tenure_days"] == 58.0
+    assert d["tenure_days"] == 30.0 and d["recency_days"] == 30.0 and d["country"] == "DE"
+    assert "late" not in f["user_id"].to_list()  # signed up after as-of
+
+
+def test_every_user_once_no_nulls_in_model_features(inputs):
+    f = build_user_features(*inputs, as_of=AS_OF)
+    assert sorted(f["user_id"].to_list()) == ["a", "b", "c", "d"]
+    assert f.select(pl.col(list(MODEL_FEATURES)).null_count()).sum_horizontal().item() == 0
+    assert f.columns[: len(FEATURE_NAMES)] == list(FEATURE_NAMES)
+    for feat in FEATURES:
+        if feat.min_value is not None:
+            assert f[feat.name].min() >= feat.min_value
+        if feat.max_value is not None:
+            assert f[feat.name].max() <= feat.max_value
+
+
+def test_orders_only_data(inputs):
+    orders = inputs[0]
+    f = build_user_features(orders, None, None, None, as_of=AS_OF)
+    assert f.height == 2 and f["sessions"].sum() == 0 and f["cat_share_other"].sum() == 0
+
+
+def test_category_slug():
+    assert category_slug("Home & Garden") == "home_garden" and category_slug("  ") == "unknown"
