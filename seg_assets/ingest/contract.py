@@ -1,0 +1,214 @@
+"""The raw data contract (../shared/DATA_CONTRACT.md) as column specs, and the DDL of the ingest tables.
+
+One :class:`TableSpec` per landing folder says which columns exist, how each one is typed and which
+rules reject a row. The loader turns these specs into set-based SQL; the checks and the asset column
+schemas read them too, so a contract change is made here only.
+
+Conventions (documented decisions):
+
+* A column whose *value* is required (ids, timestamps, amount, items, enums) must be present in the
+  file; a column whose value may be empty (``category``, ``discount``, ``product_id``, ``country``,
+  ``channel``, ``email``) may also be absent from a file and is then treated as empty.
+* Strings are trimmed; an empty optional string is stored as NULL (not ``''``).
+* Enum values are matched case-insensitively and stored in lower case.
+* Timestamps are stored as naive UTC ``TIMESTAMP``; values without an offset are read as UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Column kinds understood by the loader's SQL builder.
+ID, STRING, TIMESTAMP, DECIMAL, INTEGER, ENUM = "id", "string", "timestamp", "decimal", "integer", "enum"
+
+SQL_TYPES = {
+    ID: "VARCHAR",
+    STRING: "VARCHAR",
+    TIMESTAMP: "TIMESTAMP",
+    DECIMAL: "DECIMAL(12,2)",
+    INTEGER: "INTEGER",
+    ENUM: "VARCHAR",
+}
+
+ORDER_STATUSES = ("completed", "cancelled", "returned")
+EVENT_TYPES = ("view", "search", "add_to_cart", "checkout")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    required: bool  # value required => column required in the file
+    description: str
+    enum: tuple[str, ...] = ()
+    min_value: float | None = None  # inclusive lower bound for numbers
+    empty_default: str | None = None  # SQL literal used when an optional value is empty
+    pii: bool = False  # never stored in clear outside raw.<table>
+
+    @property
+    def sql_type(self) -> str:
+        return SQL_TYPES[self.kind]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    id_column: str
+    columns: tuple[Column, ...]
+    description: str
+
+    @property
+    def qualified(self) -> str:
+        return f"raw.{self.name}"
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    @property
+    def timestamp_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.kind == TIMESTAMP)
+
+    @property
+    def pii_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.pii)
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def ddl(self) -> str:
+        cols = [
+            f"{c.name} {c.sql_type}{' NOT NULL' if c.required or c.empty_default is not None else ''}"
+            for c in self.columns
+        ]
+        cols += ["_file_id BIGINT NOT NULL", "_row BIGINT NOT NULL"]
+        return f"CREATE TABLE IF NOT EXISTS {self.qualified} (\n  " + ",\n  ".join(cols) + "\n)"
+
+
+ORDERS = TableSpec(
+    name="orders",
+    id_column="order_id",
+    description="Orders from the landing zone, typed and deduplicated by order_id (first delivery wins).",
+    columns=(
+        Column("order_id", ID, True, "Order id, unique."),
+        Column("user_id", ID, True, "Customer who placed the order."),
+        Column("order_ts", TIMESTAMP, True, "Order time, naive UTC."),
+        Column("amount", DECIMAL, True, "Order total after discount, >= 0.", min_value=0),
+        Column("items", INTEGER, True, "Number of items, >= 1.", min_value=1),
+        Column("category", STRING, False, "Main product category; NULL when empty."),
+        Column("discount", DECIMAL, False, "Discount, >= 0; empty means 0.", min_value=0, empty_default="0"),
+        Column("status", ENUM, True, "One of " + ", ".join(ORDER_STATUSES) + ".", enum=ORDER_STATUSES),
+    ),
+)
+
+CLICKS = TableSpec(
+    name="clicks",
+    id_column="event_id",
+    description="Click events from the landing zone, typed and deduplicated by event_id (first delivery wins).",
+    columns=(
+        Column("event_id", ID, True, "Event id, unique."),
+        Column("user_id", ID, True, "User who clicked."),
+        Column("session_id", ID, True, "Session id."),
+        Column("event_ts", TIMESTAMP, True, "Event time, naive UTC."),
+        Column("event_type", ENUM, True, "One of " + ", ".join(EVENT_TYPES) + ".", enum=EVENT_TYPES),
+        Column("product_id", STRING, False, "Product id; NULL when empty (search events)."),
+        Column("category", STRING, False, "Category; NULL when empty."),
+    ),
+)
+
+CUSTOMERS = TableSpec(
+    name="customers",
+    id_column="user_id",
+    description="Customers from the landing zone (optional), deduplicated by user_id (first delivery wins). "
+    "Holds `email` in clear: the only table that may.",
+    columns=(
+        Column("user_id", ID, True, "User id, unique."),
+        Column("signup_ts", TIMESTAMP, True, "Signup time, naive UTC."),
+        Column("country", STRING, False, "ISO-3166 alpha-2 as delivered; NULL when empty."),
+        Column("channel", STRING, False, "Acquisition channel; NULL when empty."),
+        Column("email", STRING, False, "Personal data: never copied in clear out of raw.customers.", pii=True),
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (ORDERS, CLICKS, CUSTOMERS)}
+
+# Landing file formats, matched on the lower-cased file name.
+FORMATS = ((".csv.gz", "csv.gz"), (".csv", "csv"), (".parquet", "parquet"))
+
+# meta.ingest_ledger.status values.
+STATUS_INGESTED = "ingested"  # read; its rows accepted, duplicate or rejected one by one
+STATUS_DUPLICATE_FILE = "duplicate_file"  # same bytes as a file already ingested under another name
+STATUS_REJECTED_FILE = "rejected_file"  # a required column is missing (or no header): every row rejected
+STATUS_FAILED = "failed"  # unreadable; nothing written; retried on the next run
+STATUSES = (STATUS_INGESTED, STATUS_DUPLICATE_FILE, STATUS_REJECTED_FILE, STATUS_FAILED)
+
+LEDGER_TABLE = "meta.ingest_ledger"
+REJECTS_TABLE = "raw.rejects"
+
+LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+  file_id BIGINT PRIMARY KEY,
+  table_name VARCHAR NOT NULL,
+  file_name VARCHAR NOT NULL,
+  file_format VARCHAR NOT NULL,
+  content_sha256 VARCHAR NOT NULL,
+  size_bytes BIGINT NOT NULL,
+  status VARCHAR NOT NULL,
+  delivered BIGINT NOT NULL,
+  accepted BIGINT NOT NULL,
+  duplicate BIGINT NOT NULL,
+  rejected BIGINT NOT NULL,
+  extra_columns VARCHAR[] NOT NULL,
+  message VARCHAR,
+  run_id VARCHAR NOT NULL,
+  ingested_at TIMESTAMP NOT NULL
+)"""
+
+REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
+  table_name VARCHAR NOT NULL,
+  file_id BIGINT NOT NULL,
+  file_name VARCHAR NOT NULL,
+  row_number BIGINT NOT NULL,
+  rule VARCHAR NOT NULL,
+  reason VARCHAR NOT NULL,
+  raw_values VARCHAR,
+  run_id VARCHAR NOT NULL,
+  rejected_at TIMESTAMP NOT NULL
+)"""
+
+LEDGER_COLUMNS = (
+    ("file_id", "BIGINT", "Ledger id; raw.<table>._file_id and raw.rejects.file_id point here."),
+    ("table_name", "VARCHAR", "orders, clicks or customers."),
+    ("file_name", "VARCHAR", "Path relative to the landing folder, e.g. orders/2026-03-01.csv."),
+    ("file_format", "VARCHAR", "csv, csv.gz or parquet."),
+    ("content_sha256", "VARCHAR", "sha256 of the file bytes: the ledger's key."),
+    ("size_bytes", "BIGINT", "File size."),
+    ("status", "VARCHAR", "ingested | duplicate_file | rejected_file | failed."),
+    ("delivered", "BIGINT", "Data rows in the file = accepted + duplicate + rejected."),
+    ("accepted", "BIGINT", "Rows inserted into raw.<table>."),
+    ("duplicate", "BIGINT", "Rows whose id was already in raw.<table> or earlier in the file."),
+    ("rejected", "BIGINT", "Rows written to raw.rejects."),
+    ("extra_columns", "VARCHAR[]", "Columns outside the contract (ignored)."),
+    ("message", "VARCHAR", "Why a file was rejected or failed; notes (missing optional columns)."),
+    ("run_id", "VARCHAR", "Dagster run that processed the file."),
+    ("ingested_at", "TIMESTAMP", "When (naive UTC)."),
+)
+
+REJECTS_COLUMNS = (
+    ("table_name", "VARCHAR", "orders, clicks or customers."),
+    ("file_id", "BIGINT", "The file's ledger row."),
+    ("file_name", "VARCHAR", "Path relative to the landing folder."),
+    ("row_number", "BIGINT", "1-based data row (header excluded) of the file."),
+    ("rule", "VARCHAR", "Machine-readable rule, e.g. missing:order_id, unknown:status, future:order_ts."),
+    ("reason", "VARCHAR", "Readable reason, e.g. `unparseable order_ts: 'not-a-date'`."),
+    ("raw_values", "VARCHAR", "JSON of the row as read; e-mail values replaced by their sha256."),
+    ("run_id", "VARCHAR", "Dagster run."),
+    ("rejected_at", "TIMESTAMP", "When (naive UTC)."),
+)
+
+
+def all_ddl() -> list[str]:
+    return [t.ddl() for t in TABLES.values()] + [REJECTS_DDL, LEDGER_DDL]

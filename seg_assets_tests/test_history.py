@@ -1,0 +1,63 @@
+"""Segment history and transitions, exact on a small hand-checked case."""
+
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from seg_assets.publish.history import record_history, segment_sizes_over_time
+from seg_assets.warehouse import prepare_connection
+
+T1, T2, T3 = datetime(2026, 1, 1), datetime(2026, 1, 2), datetime(2026, 1, 3)
+
+
+@pytest.fixture()
+def con(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    prepare_connection(con)
+    con.sql("CREATE TABLE analytics.user_segments (user_id VARCHAR, segment_id INTEGER, segment_name VARCHAR, model_version VARCHAR)")
+    return con
+
+
+def assign(con, rows):
+    con.sql("DELETE FROM analytics.user_segments")
+    con.executemany("INSERT INTO analytics.user_segments VALUES (?, ?, ?, 'v1')", [(u, s, f"S{s}") for u, s in rows])
+
+
+def test_history_and_transitions_exact(con):
+    assign(con, [("a", 1), ("b", 1), ("c", 2)])
+    first = record_history(con, T1, "r1")
+    assert (first.new_users, first.moved_users, first.unchanged_users) == (3, 0, 0)
+
+    assign(con, [("a", 1), ("b", 2), ("c", 2), ("d", 3)])  # b moves 1 -> 2, d is new
+    second = record_history(con, T2, "r2")
+    assert (second.new_users, second.moved_users, second.unchanged_users) == (1, 1, 2)
+
+    assign(con, [("a", 1), ("b", 1), ("c", 2), ("d", 3)])  # b moves back
+    record_history(con, T3, "r3")
+
+    history = con.sql("SELECT user_id, segment_id, valid_from, valid_to FROM analytics.segment_history ORDER BY user_id, valid_from").fetchall()
+    assert history == [
+        ("a", 1, T1, None),
+        ("b", 1, T1, T2), ("b", 2, T2, T3), ("b", 1, T3, None),
+        ("c", 2, T1, None),
+        ("d", 3, T2, None),
+    ]
+    transitions = con.sql("SELECT as_of, from_segment, to_segment, users FROM analytics.segment_transitions ORDER BY as_of, from_segment NULLS FIRST, to_segment").fetchall()
+    assert transitions == [
+        (T1, None, 1, 2), (T1, None, 2, 1),
+        (T2, None, 3, 1), (T2, 1, 2, 1),
+        (T3, 2, 1, 1),
+    ]
+    sizes = {(r["as_of"], r["segment_id"]): r["users"] for r in segment_sizes_over_time(con).iter_rows(named=True)}
+    assert sizes == {(T1, 1): 2, (T1, 2): 1, (T2, 1): 1, (T2, 2): 2, (T2, 3): 1, (T3, 1): 2, (T3, 2): 1, (T3, 3): 1}
+
+
+def test_rerun_with_nothing_changed_writes_nothing(con):
+    assign(con, [("a", 1), ("b", 2)])
+    record_history(con, T1, "r1")
+    before = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall(), con.sql("SELECT count(*) FROM analytics.segment_transitions").fetchall()
+    again = record_history(con, T2, "r2")
+    assert (again.new_users, again.moved_users, again.unchanged_users) == (0, 0, 2)
+    after = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall(), con.sql("SELECT count(*) FROM analytics.segment_transitions").fetchall()
+    assert before == after
