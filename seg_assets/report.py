@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 from rich.console import Console
 from rich.table import Table
 
+from seg_assets.resources import Warehouse
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import row_count, table_exists
 
@@ -27,7 +27,7 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
     if not paths.warehouse.exists():
         console.print("[yellow]No warehouse yet.[/yellow]")
         return
-    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+    with Warehouse(database=str(paths.warehouse)).get_connection() as con:
         if table_exists(con, "meta.ingest_ledger"):
             rows = con.sql(
                 "SELECT table_name, count(*)::INT, sum(delivered)::BIGINT, sum(accepted)::BIGINT, "

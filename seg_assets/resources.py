@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
+from filelock import FileLock
 from pydantic import Field
 
 from seg_assets.settings import DataPaths, data_paths
@@ -22,14 +23,34 @@ from seg_assets.warehouse import prepare_connection, resolve_as_of
 
 
 class Warehouse(DuckDBResource):
-    """The DuckDB warehouse file under ``SEG_DATA_DIR``; creates its folder on first use."""
+    """The DuckDB warehouse file under ``SEG_DATA_DIR``.
+
+    DuckDB allows one writing process per file. Inside Dagster, writer steps share the ``duckdb`` pool
+    (limit 1, see automation/instance.py); a file lock beside the warehouse also serializes processes
+    that Dagster does not schedule (``seg-assets refresh`` next to ``dagster dev``), so a second writer
+    waits for the first instead of failing on DuckDB's lock. The lock is re-entrant within a process.
+    """
+
+    lock_timeout_seconds: float = Field(default=3600.0, description="How long a writer waits for the warehouse.")
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
-        with super().get_connection() as con:
-            prepare_connection(con)
-            yield con
+        with warehouse_lock(self.database, self.lock_timeout_seconds):
+            with super().get_connection() as con:
+                prepare_connection(con)
+                yield con
+
+
+_LOCKS: dict[str, FileLock] = {}
+
+
+def warehouse_lock(database: str, timeout: float) -> FileLock:
+    """One re-entrant FileLock object per warehouse path in this process."""
+    path = str(Path(database).resolve()) + ".lock"
+    if path not in _LOCKS:
+        _LOCKS[path] = FileLock(path, timeout=timeout)
+    return _LOCKS[path]
 
 
 class SegSettings(dg.ConfigurableResource):

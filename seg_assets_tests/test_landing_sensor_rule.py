@@ -1,0 +1,46 @@
+"""The landing sensor's readiness rule (pure)."""
+
+import os
+import time
+
+from seg_assets.automation.landing import dump_cursor, is_candidate, load_cursor, ready_files, scan_landing
+
+
+def test_in_progress_names_are_never_candidates():
+    assert is_candidate("orders_2026.csv") and is_candidate("x.csv.gz") and is_candidate("x.parquet")
+    for name in (".orders.csv", "_tmp.csv", "orders.csv.part", "orders.parquet.tmp", "x.csv.inprogress", "notes.txt"):
+        assert not is_candidate(name), name
+
+
+def test_files_are_ready_after_settling_and_only_once(tmp_path):
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "clicks").mkdir()
+    old = tmp_path / "orders" / "a.csv"
+    old.write_text("order_id\n1\n")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    fresh = tmp_path / "clicks" / "b.parquet"
+    fresh.write_bytes(b"x")
+    (tmp_path / "clicks" / "c.parquet.part").write_bytes(b"x")
+
+    files = scan_landing(tmp_path)
+    assert [f.path for f in files] == ["orders/a.csv", "clicks/b.parquet"]
+    now = time.time()
+    first = ready_files(files, set(), now, settle_seconds=10)
+    assert [f.path for f in first] == ["orders/a.csv"]  # b.parquet is still settling
+
+    seen = load_cursor(dump_cursor({f.key for f in first}, files))
+    assert ready_files(files, seen, now, 10) == []  # never twice
+    assert [f.path for f in ready_files(files, seen, now + 11, 10)] == ["clicks/b.parquet"]
+
+    # A file that changes again is a new version (the ledger decides by content whether it adds rows).
+    fresh.write_bytes(b"xy")
+    later = scan_landing(tmp_path)
+    assert [f.path for f in ready_files(later, seen, time.time() + 11, 10)] == ["clicks/b.parquet"]
+
+
+def test_cursor_forgets_files_that_left(tmp_path):
+    (tmp_path / "orders").mkdir()
+    f = tmp_path / "orders" / "a.csv"
+    f.write_text("x")
+    files = scan_landing(tmp_path)
+    assert load_cursor(dump_cursor({files[0].key, "orders/gone.csv:1:1"}, files)) == {files[0].key}
