@@ -1,0 +1,55 @@
+"""Small matplotlib plots embedded in asset metadata (Dagster has no image type: PNG in markdown)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _to_markdown(fig, title: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return f"**{title}**\n\n![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+
+
+def k_selection_plot(ks, silhouettes, davies_bouldin=None, chosen=None) -> str:
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(ks, silhouettes, marker="o", label="silhouette (higher is better)")
+    if davies_bouldin is not None:
+        ax.plot(ks, davies_bouldin, marker="s", label="Davies-Bouldin (lower is better)")
+    if chosen is not None:
+        ax.axvline(chosen, color="grey", linestyle="--", label=f"chosen k={chosen}")
+    ax.set_xlabel("k")
+    ax.legend(fontsize=7)
+    return _to_markdown(fig, "k selection")
+
+
+def projection_plot(points: np.ndarray, labels, names: dict) -> str:
+    """Users in 2-D (e.g. PCA of the model space), coloured by segment."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    labels = np.asarray(labels)
+    for seg in sorted(set(labels.tolist())):
+        mask = labels == seg
+        ax.scatter(points[mask, 0], points[mask, 1], s=3, alpha=0.5, label=f"{seg}: {names.get(seg, seg)}")
+    ax.legend(fontsize=6, markerscale=3)
+    ax.set_xlabel("component 1")
+    ax.set_ylabel("component 2")
+    return _to_markdown(fig, "Users by segment (2-D projection)")
+
+
+def sizes_over_time_plot(frame) -> str:
+    """``frame``: polars frame with as_of, segment_id, segment_name, users."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    for (seg, name), part in frame.sort("as_of").group_by(["segment_id", "segment_name"], maintain_order=True):
+        ax.plot(part["as_of"].to_list(), part["users"].to_list(), marker="o", label=f"{seg}: {name}")
+    ax.legend(fontsize=6)
+    ax.set_ylabel("users")
+    fig.autofmt_xdate()
+    return _to_markdown(fig, "Segment sizes over time")
