@@ -1,0 +1,33 @@
+"""Named automation conditions, built from Dagster's combinators, each with a label for the UI.
+
+* Re-scoring follows new features or a newly promoted model: ``rescore_on_new_inputs`` (eager).
+* The segment model is re-fitted when no model exists, once a week, and when the population drifts
+  (its PSI check newly fails): ``refit_segment_model``. The promotion gate inside the asset still
+  decides whether the new fit replaces the model in service.
+* The drift check itself runs whenever the features change: ``check_drift_on_new_features``.
+"""
+
+import dagster as dg
+
+WEEKLY_REFIT_CRON = "0 4 * * 1"  # Mondays 04:00 UTC
+
+
+def rescore_on_new_inputs() -> dg.AutomationCondition:
+    return dg.AutomationCondition.eager().with_label("re-score when features or the model change")
+
+
+def refit_segment_model(cron: str = WEEKLY_REFIT_CRON) -> dg.AutomationCondition:
+    no_model = dg.AutomationCondition.on_missing().with_label("no model yet")
+    weekly = dg.AutomationCondition.on_cron(cron).with_label(f"weekly re-fit ({cron})")
+    drifted = (
+        dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed().newly_true())
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("population drift (PSI check newly failed)")
+    return (no_model | weekly | drifted).with_label("re-fit: missing, weekly, or on drift")
+
+
+def check_drift_on_new_features() -> dg.AutomationCondition:
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+    ).with_label("measure drift when features change")
