@@ -43,8 +43,11 @@ class ValidationOutcome:
 def _context():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    return gx, gx.get_context(mode="ephemeral")
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in run logs
+    return gx, ctx
 
 
 def validate_frame(frame, suite_name: str, build: ExpectationBuilder) -> ValidationOutcome:
