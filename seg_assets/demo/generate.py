@@ -1,0 +1,410 @@
+"""Demo and test data: landing files with planted shopper types, optional faults, and ground truth.
+
+Segmentation is only testable if there is something real to find, so every user is drawn from one of
+six shopper types (``SHOPPER_TYPES``) whose behaviour differs clearly in the features of
+``features/dictionary.py``; the type of each user is written to ``truth/`` (never read by the
+pipeline) so tests and benchmarks can score the segments. Everything is vectorized numpy/polars
+(no Python loop over rows or users) and deterministic: the same arguments give byte-identical files.
+
+Random streams: ``default_rng([seed, stream])``. The user stream depends on ``(seed, users)`` only,
+so ``generate_followup`` re-creates exactly the same users without reading the first delivery.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from seg_assets.demo import faults as F
+from seg_assets.demo.faults import DAY, PERIOD_DAYS, day_str, file_of, id_num, label, period_names, to_datetime
+from seg_assets.settings import DataPaths
+
+Format = Literal["csv", "parquet"]
+DEFAULT_END = datetime(2026, 10, 31, 23, 59, 59)  # naive UTC; deterministic, never the wall clock
+
+SHOPPER_TYPES = ("loyal_high_value", "bargain_hunter", "window_shopper", "occasional", "lapsed", "new_customer")
+LOYAL, BARGAIN, WINDOW, OCCASIONAL, LAPSED, NEW = range(6)
+TYPE_SHARES = np.array([0.12, 0.18, 0.18, 0.27, 0.15, 0.10])
+CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery")
+COUNTRIES = ("DE", "FR", "GB", "NL", "ES", "IT", "US", "PL", "SE", "AT")
+COUNTRY_P = np.array([0.22, 0.16, 0.14, 0.09, 0.09, 0.09, 0.08, 0.05, 0.04, 0.04])
+CHANNELS = ("organic", "paid_search", "social", "email", "referral", "affiliate")
+CHANNEL_P = np.array([0.35, 0.25, 0.15, 0.10, 0.10, 0.05])
+
+# Behaviour per shopper type; rows follow SHOPPER_TYPES.
+ORDERS_30D = np.array([1.2, 0.75, 0.04, 0.2, 0.9, 1.0])  # orders per active 30 days (new: followups only)
+BROWSE_30D = np.array([0.4, 0.5, 1.4, 0.35, 0.8, 2.0])  # sessions without an order per 30 days
+BROWSE_EVENTS = np.array([3.0, 4.0, 5.0, 2.0, 3.0, 3.0])  # extra events per browse session (Poisson)
+EVENT_MIX = np.array([  # view, search, add_to_cart, checkout in sessions without an order
+    [0.72, 0.12, 0.14, 0.02], [0.45, 0.40, 0.13, 0.02], [0.64, 0.10, 0.22, 0.04],
+    [0.76, 0.15, 0.08, 0.01], [0.70, 0.15, 0.13, 0.02], [0.65, 0.20, 0.13, 0.02]])
+LIST_PRICE = np.array([120.0, 38.0, 60.0, 65.0, 60.0, 55.0])  # median list price of an order
+ITEMS_EXTRA = np.array([1.2, 1.8, 0.5, 0.6, 0.8, 0.6])  # items = 1 + Poisson(this)
+DISCOUNT_P = np.array([0.08, 0.85, 0.25, 0.20, 0.25, 0.50])  # share of orders with a discount
+DISCOUNT_FRAC = np.array([[0.05, 0.12], [0.15, 0.45], [0.05, 0.25], [0.05, 0.25], [0.05, 0.25], [0.10, 0.20]])
+STATUS_P = np.array([  # completed, cancelled, returned
+    [0.95, 0.03, 0.02], [0.78, 0.06, 0.16], [0.78, 0.16, 0.06],
+    [0.90, 0.05, 0.05], [0.85, 0.07, 0.08], [0.90, 0.06, 0.04]])
+CATEGORY_PREF = np.array([  # CATEGORIES, per type
+    [0.30, 0.12, 0.20, 0.08, 0.12, 0.08, 0.04, 0.06], [0.06, 0.26, 0.08, 0.20, 0.06, 0.04, 0.08, 0.22],
+    [0.26, 0.30, 0.12, 0.12, 0.08, 0.04, 0.04, 0.04], [0.12, 0.12, 0.14, 0.10, 0.12, 0.18, 0.14, 0.08],
+    [0.14, 0.16, 0.14, 0.12, 0.12, 0.12, 0.10, 0.10], [0.14, 0.18, 0.14, 0.14, 0.10, 0.10, 0.10, 0.10]])
+SIGNUP_AGE_DAYS = np.array([700.0, 400.0, 300.0, 400.0, 500.0, 0.0])  # mean account age at window start
+FAV_P = 0.55  # chance an order or session is in the user's favourite category
+TRACKED_P = 0.90  # share of orders preceded by a click session (the rest: app/phone, untracked)
+
+_USERS, _EVENTS, _FAULTS, _FOLLOWUP = 1, 2, 3, 4
+
+
+@dataclass
+class GenerateSummary:
+    """What a generator call wrote, for the CLI to print and benchmarks to record."""
+
+    root: Path
+    users: int
+    rows: dict[str, int]  # data rows written per landing table (duplicates and bad rows included)
+    files: list[str] = field(default_factory=list)  # written paths, relative to root
+    seconds: float = 0.0
+    faults: int = 0  # rows in truth/faults.parquet
+
+
+@dataclass
+class _Users:
+    shopper: np.ndarray  # int8 code into SHOPPER_TYPES
+    act: np.ndarray  # order-rate multiplier (user-level noise)
+    browse: np.ndarray  # browse-rate multiplier
+    value: np.ndarray  # list-price multiplier
+    disc_p: np.ndarray  # probability an order carries a discount
+    fav: np.ndarray  # favourite category code
+    u_signup: np.ndarray  # uniforms placing signup / lapse inside a concrete window
+    u_lapse: np.ndarray
+    late_join: np.ndarray  # signed up during the window
+    country: np.ndarray  # code into COUNTRIES, -1 = empty
+    channel: np.ndarray  # code into CHANNELS, -1 = empty
+
+
+def _pick(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """One categorical draw per row from the distribution ``probs[rows[i]]`` (loops over types only)."""
+    u = rng.random(len(rows))
+    out = np.zeros(len(rows), dtype=np.int8)
+    cum = np.cumsum(probs, axis=1)
+    for t in range(probs.shape[0]):
+        m = rows == t
+        if m.any():
+            out[m] = np.minimum(np.searchsorted(cum[t], u[m], side="right"), probs.shape[1] - 1)
+    return out
+
+
+def _draw_users(rng: np.random.Generator, n: int, shopper: np.ndarray | None = None) -> _Users:
+    """Latent per-user traits; independent of the time window so followups can re-create them."""
+    if shopper is None:
+        shopper = rng.choice(len(SHOPPER_TYPES), size=n, p=TYPE_SHARES).astype(np.int8)
+    act = rng.lognormal(0.0, 0.4, n)
+    browse = np.sqrt(act) * rng.lognormal(0.0, 0.3, n)
+    value = rng.lognormal(0.0, 0.25, n)
+    disc_p = np.clip(DISCOUNT_P[shopper] + rng.normal(0.0, 0.08, n), 0.0, 1.0)
+    fav = _pick(rng, CATEGORY_PREF, shopper)
+    u_signup, u_lapse = rng.random(n), rng.random(n)
+    late_join = (rng.random(n) < 0.10) & (shopper <= OCCASIONAL)
+    country = rng.choice(len(COUNTRIES), size=n, p=COUNTRY_P).astype(np.int8)
+    country[rng.random(n) < 0.03] = -1
+    channel = rng.choice(len(CHANNELS), size=n, p=CHANNEL_P).astype(np.int8)
+    channel[rng.random(n) < 0.06] = -1
+    return _Users(shopper, act, browse, value, disc_p, fav, u_signup, u_lapse, late_join, country, channel)
+
+
+def _epoch(ts: datetime) -> int:
+    """Seconds since epoch; naive datetimes are UTC."""
+    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return int(ts.timestamp())
+
+
+def _place(u: _Users, start_s: int, end_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Signup time and active span [a0, a1] of every user inside the window (seconds)."""
+    span = end_s - start_s
+    sh = u.shopper
+    signup = start_s - (1.0 + 2.0 * u.u_signup * SIGNUP_AGE_DAYS[sh]) * DAY
+    late = u.late_join
+    signup[late] = start_s + u.u_signup[late] * 0.5 * span
+    new = sh == NEW
+    recent = min(30 * DAY, span) - 7200
+    signup[new] = end_s - 7200 - u.u_signup[new] * recent
+    signup = signup.astype(np.int64)
+    a0 = np.maximum(signup + 3600, start_s)
+    a1 = np.full(len(sh), end_s, dtype=np.int64)
+    lapsed = sh == LAPSED
+    stop = end_s - (60.0 + 60.0 * u.u_lapse[lapsed]) * DAY
+    a1[lapsed] = np.maximum(stop, start_s + 0.3 * span).astype(np.int64)
+    return signup, a0, np.maximum(a1, a0 + 60)
+
+
+def _orders(rng: np.random.Generator, u: _Users, counts: np.ndarray, a0: np.ndarray, a1: np.ndarray) -> dict:
+    """Order rows for ``counts[i]`` orders of user i, placed uniformly in the user's active span."""
+    user = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    n, sh = len(user), u.shopper[user]
+    lo = a0[user] + 600
+    ts = lo + (rng.random(n) * np.maximum(a1[user] - lo, 0)).astype(np.int64)
+    cat = np.where(rng.random(n) < FAV_P, u.fav[user], _pick(rng, CATEGORY_PREF, sh)).astype(np.int8)
+    items = (1 + rng.poisson(ITEMS_EXTRA[sh])).astype(np.int32)
+    price = LIST_PRICE[sh] * u.value[user] * rng.lognormal(0.0, 0.4, n) * (0.7 + 0.3 * items)
+    price = np.maximum(np.round(price, 2), 1.0)
+    has_disc = rng.random(n) < u.disc_p[user]
+    lo_f, hi_f = DISCOUNT_FRAC[sh, 0], DISCOUNT_FRAC[sh, 1]
+    discount = np.where(has_disc, np.round(price * (lo_f + rng.random(n) * (hi_f - lo_f)), 2), 0.0)
+    amount = np.round(price - discount, 2)
+    discount[~has_disc & (rng.random(n) < 0.5)] = np.nan  # "may be empty (means 0)"
+    status = _pick(rng, STATUS_P, sh)
+    return {"user": user, "ts": ts, "cat": cat, "items": items, "amount": amount, "discount": discount,
+            "status": status}
+
+
+def _clicks(rng: np.random.Generator, u: _Users, orders: dict, browse: np.ndarray,
+            a0: np.ndarray, a1: np.ndarray, end_s: int) -> dict:
+    """Click events: a session ending in add_to_cart + checkout before most orders, plus browse sessions."""
+    tracked = rng.random(len(orders["user"])) < TRACKED_P
+    p_user = orders["user"][tracked]
+    p_end = orders["ts"][tracked] - rng.integers(20, 180, len(p_user))
+    p_n = 3 + rng.poisson(1.0, len(p_user))
+    b_user = np.repeat(np.arange(len(browse), dtype=np.int32), browse)
+    b_sh = u.shopper[b_user]
+    b_n = 1 + rng.poisson(BROWSE_EVENTS[b_sh])
+    b_cat = np.where(rng.random(len(b_user)) < FAV_P, u.fav[b_user], _pick(rng, CATEGORY_PREF, b_sh))
+    s_user = np.concatenate([p_user, b_user])
+    s_n = np.concatenate([p_n, b_n]).astype(np.int64)
+    s_cat = np.concatenate([orders["cat"][tracked], b_cat]).astype(np.int8)
+    n_p, n_s = len(p_user), len(s_user)
+    first = np.cumsum(s_n) - s_n
+    sess = np.repeat(np.arange(n_s, dtype=np.int32), s_n)
+    e = len(sess)
+    gaps = rng.exponential(45.0, e)
+    gaps[first] = 0.0
+    cs = np.cumsum(gaps)
+    off = cs - np.repeat(cs[first], s_n)
+    dur = cs[first + s_n - 1] - cs[first]
+    b_lo = a0[b_user]
+    b_hi = np.maximum(a1[b_user] - dur[n_p:], b_lo)
+    s_start = np.concatenate([p_end - dur[:n_p], b_lo + rng.random(len(b_user)) * (b_hi - b_lo)])
+    user = s_user[sess]
+    ts = np.clip((np.repeat(s_start, s_n) + off).astype(np.int64), a0[user], end_s)
+    from_end = np.repeat(first + s_n - 1, s_n) - np.arange(e)
+    purchase = sess < n_p
+    etype = _pick(rng, EVENT_MIX, u.shopper[user])
+    prefix = np.where(rng.random(e) < 0.8, 0, 1).astype(np.int8)
+    etype = np.where(purchase, np.where(from_end == 0, 3, np.where(from_end == 1, 2, prefix)), etype)
+    cat = np.where(rng.random(e) < 0.85, s_cat[sess], rng.integers(0, len(CATEGORIES), e)).astype(np.int8)
+    cat[((etype == 1) & (rng.random(e) < 0.5)) | (rng.random(e) < 0.02)] = -1
+    product = np.maximum(cat, 0).astype(np.int64) * 10_000 + rng.integers(0, 1500, e)
+    product[etype == 1] = -1
+    rank = np.empty(n_s, dtype=np.int64)  # sessions numbered by start time
+    rank[np.argsort(s_start, kind="stable")] = np.arange(n_s)
+    return {"user": user, "session": rank[sess], "pos": np.arange(e) - np.repeat(first, s_n), "ts": ts,
+            "etype": etype.astype(np.int8), "cat": cat, "product": product}
+
+
+def _user_id(col: str = "_u", offset: int = 1) -> pl.Expr:
+    return id_num(pl.col(col) + offset, "u")
+
+
+# Frames stay numeric (compact) until written: ``Cols`` turns one file's rows into contract columns,
+# so only one file's strings are in memory at a time.
+Cols = list[pl.Expr]
+
+
+def _numbered(df: pl.DataFrame, rng: np.random.Generator, start_s: int, nper: int) -> pl.DataFrame:
+    files = file_of(rng, df["_ts"].to_numpy(), start_s, nper)
+    return df.with_columns(pl.Series("_file", files), pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("_n"))
+
+
+def _orders_frame(rng: np.random.Generator, o: dict, start_s: int, nper: int, prefix: str) -> tuple[pl.DataFrame, Cols]:
+    df = pl.DataFrame({"_u": o["user"], "_ts": o["ts"], "amount": o["amount"], "items": o["items"],
+                       "_cat": o["cat"], "discount": o["discount"], "_st": o["status"]})
+    df = _numbered(df.sort("_ts", maintain_order=True), rng, start_s, nper)
+    return df, [id_num(pl.col("_n"), prefix, 9).alias("order_id"), _user_id().alias("user_id"),
+                to_datetime("_ts").alias("order_ts"), pl.col("amount"), pl.col("items"),
+                label("_cat", CATEGORIES).alias("category"), pl.col("discount").fill_nan(None),
+                label("_st", F.STATUSES).alias("status")]
+
+
+def _clicks_frame(rng: np.random.Generator, c: dict, start_s: int, nper: int, prefix: str,
+                  sprefix: str) -> tuple[pl.DataFrame, Cols]:
+    df = pl.DataFrame({"_u": c["user"], "_s": c["session"], "_pos": c["pos"], "_ts": c["ts"], "_et": c["etype"],
+                       "_cat": c["cat"], "_p": c["product"]})
+    df = _numbered(df.sort(["_ts", "_s", "_pos"]).drop("_pos"), rng, start_s, nper)
+    return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), _user_id().alias("user_id"),
+                id_num(pl.col("_s") + 1, sprefix, 8).alias("session_id"), to_datetime("_ts").alias("event_ts"),
+                label("_et", F.EVENT_TYPES).alias("event_type"),
+                pl.when(pl.col("_p") >= 0).then(id_num(pl.col("_p"), "p", 5)).alias("product_id"),
+                label("_cat", CATEGORIES).alias("category")]
+
+
+def _customers_frame(u: _Users, idx: np.ndarray, signup: np.ndarray, file: np.ndarray,
+                     offset: int = 1) -> tuple[pl.DataFrame, Cols]:
+    df = pl.DataFrame({"_u": idx, "_ts": signup, "_c": u.country[idx], "_ch": u.channel[idx],
+                       "_file": file.astype(np.int32)})
+    return df, [_user_id(offset=offset).alias("user_id"), to_datetime("_ts").alias("signup_ts"),
+                label("_c", COUNTRIES).alias("country"), label("_ch", CHANNELS).alias("channel"),
+                (id_num(pl.col("_u") + offset, "user") + pl.lit("@example.com")).alias("email")]
+
+
+def _first_orders(rng: np.random.Generator, n: int) -> np.ndarray:
+    """New customers: a first order or two (some none yet)."""
+    return rng.choice(3, size=n, p=[0.12, 0.60, 0.28])
+
+
+def _check(users: int, days: int, fmt: str, share: float = 0.0) -> None:
+    if users < 1 or days < 1:
+        raise ValueError(f"users and days must be >= 1 (got users={users}, days={days})")
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"format must be 'csv' or 'parquet', got {fmt!r}")
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"rates and shares must be in [0, 1), got {share}")
+
+
+def _types_frame(shopper: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"_u": np.arange(len(shopper)), "_t": shopper}).select(
+        _user_id().alias("user_id"), label("_t", SHOPPER_TYPES).alias("shopper_type"))
+
+
+def _write_frames(paths: DataPaths, frames: dict, fmt: Format, rng: np.random.Generator, fault_rate: float,
+                  summary: GenerateSummary, plan=None, want_ids: bool = False) -> dict[str, F.TableWrite]:
+    """Write each table's files (faults planted by ``plan`` when fault_rate > 0); record them in ``summary``."""
+    written = {}
+    for table in list(frames):
+        df, cols, names = frames.pop(table)
+        w = F.write_table(df, cols, F.SPECS[table], plan(table, names) if plan else F.FilePlan(names),
+                          paths.landing_for(table), fmt, rng, fault_rate, want_ids=want_ids)
+        summary.rows[table] = w.rows
+        summary.files += [str(p.relative_to(paths.root)) for p in w.files]
+        written[table] = w
+    return written
+
+
+def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parquet", end: datetime = DEFAULT_END,
+             fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True) -> GenerateSummary:
+    """Write a first delivery of ``days`` days ending at ``end`` for ``users`` users, plus ground truth.
+
+    ``fault_rate`` P > 0 turns about a share P of each table's rows into the bad inputs of the data
+    contract and adds the file-level faults; truth/faults.parquet and truth/valid_ids_*.parquet say
+    exactly what a correct ingestion must reject and keep (see faults.py).
+    """
+    t0 = time.perf_counter()
+    _check(users, days, fmt, fault_rate)
+    paths = DataPaths(Path(root))
+    end_s = _epoch(end)
+    start_s = end_s - days * DAY + 1
+    nper = math.ceil(days / PERIOD_DAYS)
+    u = _draw_users(np.random.default_rng([seed, _USERS]), users)
+    rng = np.random.default_rng([seed, _EVENTS])
+    signup, a0, a1 = _place(u, start_s, end_s)
+    months = (a1 - a0) / (PERIOD_DAYS * DAY)
+    counts = rng.poisson(ORDERS_30D[u.shopper] * u.act * months)
+    new = u.shopper == NEW
+    counts[new] = _first_orders(rng, int(new.sum()))
+    o = _orders(rng, u, counts, a0, a1)
+    frames = {"orders": (*_orders_frame(rng, o, start_s, nper, "o"), period_names("orders", start_s, end_s, nper))}
+    if with_clicks:
+        browse = rng.poisson(BROWSE_30D[u.shopper] * u.browse * months)
+        c = _clicks(rng, u, o, browse, a0, a1, end_s)
+        del o
+        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, "e", "s"),
+                            period_names("clicks", start_s, end_s, nper))
+        del c
+    if with_customers:
+        idx = np.arange(users, dtype=np.int32)
+        file = (signup >= start_s).astype(np.int32)
+        names = [f"customers_until_{day_str(start_s - 1)}", f"customers_{day_str(start_s)}_{day_str(end_s)}"]
+        frames["customers"] = (*_customers_frame(u, idx, signup, file), names)
+    truth = paths.truth
+    truth.mkdir(parents=True, exist_ok=True)
+    for old in ("faults.parquet", *(f"valid_ids_{t}.parquet" for t in F.SPECS)):
+        (truth / old).unlink(missing_ok=True)  # truth always describes the latest delivery
+    summary = GenerateSummary(root=Path(root), users=users, rows={})
+    plan = (lambda t, names: F.plan_for(t, names, fmt, with_clicks)) if fault_rate > 0 else None
+    written = _write_frames(paths, frames, fmt, np.random.default_rng([seed, _FAULTS]), fault_rate, summary, plan)
+    truth_files = {"shopper_types.parquet": _types_frame(u.shopper)}
+    if fault_rate > 0:
+        truth_files["faults.parquet"] = pl.concat([w.faults for w in written.values()])
+        summary.faults = truth_files["faults.parquet"].height
+        truth_files |= {f"valid_ids_{t}.parquet": w.valid_ids.to_frame() for t, w in written.items()}
+    for name, df in truth_files.items():
+        df.write_parquet(truth / name)
+        summary.files.append(f"truth/{name}")
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def generate_followup(root: Path, users: int, days: int, seed: int, *, start: datetime, changed_share: float = 0.0,
+                      new_users: int = 0, fmt: Format = "parquet", tag: str = "followup",
+                      with_clicks: bool = True) -> GenerateSummary:
+    """Write a new delivery of ``days`` more days from ``start`` for the users of ``generate(users, seed)``.
+
+    Exactly ``round(changed_share * users)`` users (chosen by seed and tag) switch to another shopper
+    type for the new period (never to new_customer; a user switching to lapsed goes quiet), and
+    ``new_users`` users sign up during it. Used for incremental-refresh benchmarks and drift tests.
+    """
+    t0 = time.perf_counter()
+    _check(users, days, fmt, changed_share)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", tag):
+        raise ValueError(f"tag must be letters, digits, '_' or '-', got {tag!r}")
+    paths = DataPaths(Path(root))
+    start_s = _epoch(start)
+    end_s = start_s + days * DAY - 1
+    nper = math.ceil(days / PERIOD_DAYS)
+    u = _draw_users(np.random.default_rng([seed, _USERS]), users)
+    rng = np.random.default_rng([seed, _FOLLOWUP, zlib.crc32(tag.encode())])
+    old = u.shopper.copy()
+    changed = np.sort(rng.choice(users, size=round(changed_share * users), replace=False))
+    r = rng.integers(0, LAPSED, len(changed))  # 5 targets: LOYAL..LAPSED
+    was = old[changed]
+    u.shopper[changed] = np.where(was == NEW, rng.integers(0, LAPSED + 1, len(changed)), r + (r >= was))
+    nu = _draw_users(rng, new_users, np.full(new_users, NEW, dtype=np.int8))
+    nu_signup = (start_s + nu.u_signup * max(days * DAY - 7200, 1)).astype(np.int64)
+    allu = _Users(*(np.concatenate([a, b]) for a, b in zip(vars(u).values(), vars(nu).values())))
+    a0 = np.concatenate([np.full(users, start_s, dtype=np.int64), nu_signup + 3600])
+    a1 = np.maximum(np.full(users + new_users, end_s, dtype=np.int64), a0 + 60)
+    months = (a1 - a0) / (PERIOD_DAYS * DAY)
+    rate = np.where(allu.shopper == LAPSED, 0.0, ORDERS_30D[allu.shopper] * allu.act)
+    counts = rng.poisson(rate * months)
+    counts[users:] = _first_orders(rng, new_users)
+    o = _orders(rng, allu, counts, a0, a1)
+    frames = {"orders": (*_orders_frame(rng, o, start_s, nper, f"o-{tag}-"),
+                         period_names("orders", start_s, end_s, nper, tag))}
+    if with_clicks:
+        brate = np.where(allu.shopper == LAPSED, 0.0, BROWSE_30D[allu.shopper] * allu.browse)
+        c = _clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s)
+        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, f"e-{tag}-", f"s-{tag}-"),
+                            period_names("clicks", start_s, end_s, nper, tag))
+    if new_users:
+        frames["customers"] = (*_customers_frame(nu, np.arange(new_users, dtype=np.int32), nu_signup,
+                                                 np.zeros(new_users, dtype=np.int32), offset=users + 1),
+                               [f"customers_{tag}_{day_str(start_s)}_{day_str(end_s)}"])
+    summary = GenerateSummary(root=Path(root), users=users + new_users, rows={})
+    truth = paths.truth
+    truth.mkdir(parents=True, exist_ok=True)
+    want = (truth / "valid_ids_orders.parquet").exists()
+    for table, w in _write_frames(paths, frames, fmt, rng, 0.0, summary, want_ids=want).items():
+        known = truth / f"valid_ids_{table}.parquet"
+        if known.exists():  # keep the "exact set of ids after ingestion" true after this delivery
+            ids = pl.read_parquet(known).to_series()  # new ids carry the tag: only a rerun can repeat them
+            pl.concat([ids.filter(~ids.is_in(w.valid_ids)), w.valid_ids]).to_frame().write_parquet(known)
+    _types_frame(allu.shopper).write_parquet(truth / f"shopper_types_{tag}.parquet")
+    pl.DataFrame({"_u": changed, "_o": old[changed], "_t": u.shopper[changed]}).select(
+        _user_id().alias("user_id"), label("_o", SHOPPER_TYPES).alias("old_type"),
+        label("_t", SHOPPER_TYPES).alias("new_type")).write_parquet(truth / f"changed_users_{tag}.parquet")
+    summary.files += [f"truth/shopper_types_{tag}.parquet", f"truth/changed_users_{tag}.parquet"]
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def window_start(days: int, end: datetime = DEFAULT_END) -> datetime:
+    """First second of a ``generate(days=..., end=...)`` window (naive UTC); followups start after ``end``."""
+    return end.replace(tzinfo=None) - timedelta(days=days) + timedelta(seconds=1)
