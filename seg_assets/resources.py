@@ -8,7 +8,7 @@ Tests, the CLI and ``dagster dev`` all build their resources with :func:`build_r
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -19,7 +19,7 @@ from filelock import FileLock
 from pydantic import Field
 
 from seg_assets.settings import DataPaths, data_paths
-from seg_assets.warehouse import prepare_connection, resolve_as_of
+from seg_assets.warehouse import parse_utc, prepare_connection, resolve_as_of
 
 
 class Warehouse(DuckDBResource):
@@ -63,9 +63,26 @@ class SegSettings(dg.ConfigurableResource):
         "Default: the latest order or event time in the warehouse, so results are reproducible.",
     )
 
+    clock_skew_minutes: int = Field(
+        default=60, ge=0,
+        description="Allowance for producer clocks: a timestamp later than now + this many minutes is rejected as 'in the future'.",
+    )
+    min_valid_ts: str = Field(
+        default="1990-01-01",
+        description="ISO-8601 (UTC) lower bound: an order, event or signup time before it is rejected as implausible.",
+    )
+
     @property
     def paths(self) -> DataPaths:
         return data_paths(self.data_dir)
+
+    def timestamp_bounds(self, now: datetime) -> tuple[datetime, datetime]:
+        """The contract's plausible range for timestamps (naive UTC): [min_valid_ts, now + clock skew].
+
+        One place for both ingestion (which rejects rows outside it) and its checks (which verify it).
+        """
+        now = now.replace(tzinfo=None) if now.tzinfo is None else now.astimezone(timezone.utc).replace(tzinfo=None)
+        return parse_utc(self.min_valid_ts), now + timedelta(minutes=self.clock_skew_minutes)
 
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> datetime:
         return resolve_as_of(con, self.as_of)

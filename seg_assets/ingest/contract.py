@@ -1,8 +1,9 @@
 """The raw data contract (../shared/DATA_CONTRACT.md) as column specs, and the DDL of the ingest tables.
 
 One :class:`TableSpec` per landing folder says which columns exist, how each one is typed and which
-rules reject a row. The loader turns these specs into set-based SQL; the checks and the asset column
-schemas read them too, so a contract change is made here only.
+rules reject a row; :func:`column_sql` turns a column's rules into the SQL the loader runs (first
+failing rule wins). The checks and the asset column schemas read the same specs, so a contract change
+is made here only.
 
 Conventions (documented decisions):
 
@@ -17,6 +18,7 @@ Conventions (documented decisions):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 # Column kinds understood by the loader's SQL builder.
 ID, STRING, TIMESTAMP, DECIMAL, INTEGER, ENUM = "id", "string", "timestamp", "decimal", "integer", "enum"
@@ -208,6 +210,56 @@ REJECTS_COLUMNS = (
     ("run_id", "VARCHAR", "Dagster run."),
     ("rejected_at", "TIMESTAMP", "When (naive UTC)."),
 )
+
+
+# ----------------------------------------------------------------------------------------- rules as SQL
+
+REASON_VALUE_CHARS = 60
+
+
+def shown_sql(v: str) -> str:
+    """A raw value inside a reason: quoted, shortened, e-mail-like values hashed."""
+    return (
+        f"'''' || CASE WHEN {v} LIKE '%@%' THEN 'sha256:' || left(sha256({v}), 16) "
+        f"ELSE left({v}, {REASON_VALUE_CHARS}) END || ''''"
+    )
+
+
+def column_sql(col: Column, v: str, future_limit: datetime, min_ts: datetime) -> tuple[list[str], str, list[str]]:
+    """(inner select items, final typed expression, rule CASEs) for one contract column.
+
+    ``v`` is the column of trimmed raw text (NULL when empty or missing); rules yield 'rule|reason'.
+    """
+    n, p = col.name, f"p__{col.name}"
+    rules = [f"WHEN {v} IS NULL THEN 'missing:{n}|missing {n}'"] if col.required else []
+    inner: list[str] = []
+    if col.kind in (ID, STRING):
+        final = v
+    elif col.kind == ENUM:
+        final = f"lower({v})"
+        allowed = ", ".join(f"'{e}'" for e in col.enum)
+        rules.append(f"WHEN lower({v}) NOT IN ({allowed}) THEN 'unknown:{n}|unknown {n} ' || {shown_sql(v)}")
+    else:
+        if col.kind == TIMESTAMP:
+            inner.append(f"try_cast({v} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS {p}")
+        elif col.kind == DECIMAL:
+            inner.append(f"try_cast({v} AS DECIMAL(12,2)) AS {p}")
+        else:  # INTEGER: reject non-integral values instead of rounding them
+            inner.append(
+                f"CASE WHEN try_cast({v} AS DECIMAL(18,3)) = trunc(try_cast({v} AS DECIMAL(18,3))) "
+                f"THEN try_cast(try_cast({v} AS DECIMAL(18,3)) AS INTEGER) END AS {p}"
+            )
+        rules.append(f"WHEN {v} IS NOT NULL AND {p} IS NULL THEN 'unparseable:{n}|unparseable {n}: ' || {shown_sql(v)}")
+        if col.min_value is not None:
+            label = f"negative {n}" if col.min_value == 0 else f"{n} < {col.min_value:g}"
+            rule = "negative" if col.min_value == 0 else "below_min"
+            rules.append(f"WHEN {p} < {col.min_value} THEN '{rule}:{n}|{label}: ' || {shown_sql(v)}")
+        if col.kind == TIMESTAMP:
+            hi, lo = f"TIMESTAMP '{future_limit.isoformat(sep=' ')}'", f"TIMESTAMP '{min_ts.isoformat(sep=' ')}'"
+            rules.append(f"WHEN {p} > {hi} THEN 'future:{n}|{n} in the future: ' || {shown_sql(v)}")
+            rules.append(f"WHEN {p} < {lo} THEN 'too_old:{n}|{n} before {min_ts:%Y-%m-%d %H:%M:%S}: ' || {shown_sql(v)}")
+        final = f"coalesce({p}, {col.empty_default})" if col.empty_default is not None else p
+    return inner, final, rules
 
 
 def all_ddl() -> list[str]:

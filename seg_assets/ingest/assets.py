@@ -1,0 +1,172 @@
+"""The ingestion asset: landing files -> raw.orders / raw.clicks / raw.customers / raw.rejects / meta.ingest_ledger.
+
+One ``multi_asset`` (a single DuckDB writer, ``pool="duckdb"``) runs :func:`loader.ingest_landing` and
+reports, per output, what this run added: accepted / duplicate / rejected rows, the files it read (with
+their ledger rows), rejects by rule and the extra columns it saw.
+"""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+from pydantic import Field
+
+from seg_assets.ingest import contract as C
+from seg_assets.ingest import loader
+from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.warehouse import row_count
+
+GROUP = "ingest"
+RAW_KEYS: dict[str, dg.AssetKey] = {name: dg.AssetKey(["raw", name]) for name in C.TABLES}
+REJECTS_KEY = dg.AssetKey(["raw", "rejects"])
+LEDGER_KEY = dg.AssetKey(["meta", "ingest_ledger"])
+MAX_TABLE_ROWS = 200  # rows of a metadata table shown in the UI
+
+
+def _schema(columns) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, typ, description=desc) for name, typ, desc in columns])
+
+
+def _raw_schema(spec: C.TableSpec) -> dg.TableSchema:
+    cols = [(c.name, c.sql_type, c.description) for c in spec.columns]
+    cols += [("_file_id", "BIGINT", "meta.ingest_ledger.file_id of the file the row came from."),
+             ("_row", "BIGINT", "1-based data row of that file.")]
+    return _schema(cols)
+
+
+def _spec(key: dg.AssetKey, table: str, description: str, schema: dg.TableSchema) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key,
+        description=description,
+        group_name=GROUP,
+        kinds={"duckdb"},
+        metadata={"dagster/table_name": table, "dagster/column_schema": schema},
+    )
+
+
+SPECS = [
+    *(_spec(RAW_KEYS[name], spec.qualified, spec.description, _raw_schema(spec)) for name, spec in C.TABLES.items()),
+    _spec(REJECTS_KEY, C.REJECTS_TABLE,
+          "Rows that broke the data contract, with file, row number, rule, readable reason and the raw values "
+          "(e-mails hashed). sum(meta.ingest_ledger.rejected) = count(*).", _schema(C.REJECTS_COLUMNS)),
+    _spec(LEDGER_KEY, C.LEDGER_TABLE,
+          "One row per landing file (keyed by content sha256): status and delivered = accepted + duplicate + rejected.",
+          _schema(C.LEDGER_COLUMNS)),
+]
+
+_FILE_COLUMNS = ("file_id", "table_name", "file_name", "status", "delivered", "accepted", "duplicate", "rejected",
+                 "extra_columns", "message")
+
+
+def _files_table(files: list[loader.FileOutcome]) -> dg.MetadataValue:
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn(c, "int" if c in ("file_id", "delivered", "accepted", "duplicate", "rejected") else "string")
+        for c in _FILE_COLUMNS
+    ])
+    records = []
+    for f in files[:MAX_TABLE_ROWS]:
+        values = {c: getattr(f, c) for c in _FILE_COLUMNS}
+        values["extra_columns"] = ", ".join(f.extra_columns)
+        values["message"] = f.message or ""
+        records.append(dg.TableRecord(values))
+    return dg.MetadataValue.table(records, schema)
+
+
+def _rejects_by(con, column: str, run_id: str, table: str | None = None, limit: int = 50) -> dict[str, int]:
+    where, params = "run_id = ?", [run_id]
+    if table is not None:
+        where, params = where + " AND table_name = ?", params + [table]
+    rows = con.sql(
+        f"SELECT {column}, count(*) AS n FROM {C.REJECTS_TABLE} WHERE {where} GROUP BY 1 ORDER BY n DESC, 1 LIMIT {limit}",
+        params=params,
+    ).fetchall()
+    return {str(k): int(n) for k, n in rows}
+
+
+def _reasons_markdown(reasons: dict[str, int]) -> str:
+    if not reasons:
+        return "No rejects in this run."
+    lines = ["| reason | rows |", "|---|---|"]
+    lines += [f"| {r.replace('|', '/')} | {n} |" for r, n in reasons.items()]
+    return "\n".join(lines)
+
+
+def _counts(report: loader.IngestReport, table: str | None) -> dict:
+    t = report.totals(table)
+    return {
+        "files_this_run": dg.MetadataValue.int(t["files"]),
+        "files_ingested": dg.MetadataValue.int(t["files_ingested"]),
+        "files_duplicate": dg.MetadataValue.int(t["files_duplicate_file"]),
+        "files_rejected": dg.MetadataValue.int(t["files_rejected_file"]),
+        "files_failed": dg.MetadataValue.int(t["files_failed"]),
+        "rows_delivered": dg.MetadataValue.int(t["delivered"]),
+        "rows_accepted": dg.MetadataValue.int(t["accepted"]),
+        "rows_duplicate": dg.MetadataValue.int(t["duplicate"]),
+        "rows_rejected": dg.MetadataValue.int(t["rejected"]),
+    }
+
+
+def build_metadata(con, report: loader.IngestReport) -> dict[dg.AssetKey, dict]:
+    """Metadata of each output for one ingest report (queried after the load, on the same connection)."""
+    out: dict[dg.AssetKey, dict] = {}
+    for name, spec in C.TABLES.items():
+        total = row_count(con, spec.qualified)
+        out[RAW_KEYS[name]] = {
+            "dagster/row_count": dg.MetadataValue.int(total),
+            "total_rows": dg.MetadataValue.int(total),
+            **_counts(report, name),
+            "files": _files_table(report.for_table(name)),
+            "rejects_by_rule": dg.MetadataValue.json(_rejects_by(con, "rule", report.run_id, name)),
+            "extra_columns_seen": dg.MetadataValue.json(report.extra_columns(name)),
+        }
+    total_rejects = row_count(con, C.REJECTS_TABLE)
+    t = report.totals()
+    read = sum(f.delivered for f in report.files if f.status != C.STATUS_DUPLICATE_FILE)
+    out[REJECTS_KEY] = {
+        "dagster/row_count": dg.MetadataValue.int(total_rejects),
+        "rejected_this_run": dg.MetadataValue.int(t["rejected"]),
+        "reject_ratio_this_run": dg.MetadataValue.float(t["rejected"] / read if read else 0.0),
+        "rejects_by_table": dg.MetadataValue.json(_rejects_by(con, "table_name", report.run_id)),
+        "rejects_by_rule": dg.MetadataValue.json(_rejects_by(con, "rule", report.run_id)),
+        "top_reasons": dg.MetadataValue.md(_reasons_markdown(_rejects_by(con, "reason", report.run_id, limit=20))),
+    }
+    failed = {f.file_name: f.message or "" for f in report.files if f.status == C.STATUS_FAILED}
+    out[LEDGER_KEY] = {
+        "dagster/row_count": dg.MetadataValue.int(row_count(con, C.LEDGER_TABLE)),
+        **_counts(report, None),
+        "files": _files_table(report.files),
+        "files_skipped_already_ingested": dg.MetadataValue.int(len(report.skipped)),
+        "ignored_files": dg.MetadataValue.json(report.ignored),
+        "failed_files": dg.MetadataValue.json(failed),
+        "extra_columns_seen": dg.MetadataValue.json({n: report.extra_columns(n) for n in C.TABLES if report.extra_columns(n)}),
+    }
+    return out
+
+
+@dg.multi_asset(
+    name="ingest_landing",
+    specs=SPECS,
+    pool="duckdb",
+    can_subset=False,
+    description="Ingest new landing files (orders, clicks, customers) into raw.* with rejects and a content-keyed ledger.",
+)
+def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+    now = datetime.now(timezone.utc)  # the future rule is against real time, not the data's as-of
+    min_ts, future_limit = settings.timestamp_bounds(now)
+    landing = settings.paths.landing
+    with duckdb.get_connection() as con:
+        report = loader.ingest_landing(
+            con, landing, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts
+        )
+        metadata = build_metadata(con, report)
+    t = report.totals()
+    context.log.info(
+        f"ingest: {t['files']} new file(s) from {landing} ({len(report.skipped)} already ingested, "
+        f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['duplicate']} duplicate, {t['rejected']} rejected rows"
+    )
+    for f in report.files:
+        if f.status == C.STATUS_FAILED:
+            context.log.warning(f"ingest: {f.file_name} failed: {f.message}")
+        elif f.status == C.STATUS_REJECTED_FILE:
+            context.log.warning(f"ingest: {f.message}")
+    for spec in SPECS:
+        yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata[spec.key])

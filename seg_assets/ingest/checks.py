@@ -1,0 +1,190 @@
+"""Great Expectations checks on the ingest outputs, cheap at 25M rows.
+
+* ``raw_<table>_contract`` (blocking, one per raw table): GE column expectations on a deterministic
+  sample (at most ``sample_rows``) of the rows this run ingested, plus a one-row frame of exact DuckDB
+  aggregates: duplicate and null ids over the whole table, and rule violations over all rows of the run.
+* ``reject_ratio`` (non-blocking, WARN) on raw/rejects: rejected / delivered rows of this run's files.
+
+"This run" = ledger rows with the check's run id; when a check runs on its own (no files ingested by
+its run), it validates the files of the latest run that ingested into the table.
+"""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.assets import RAW_KEYS, REJECTS_KEY
+from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.validation import ValidationOutcome, check_result, validate_frame
+
+
+class RawCheckConfig(dg.Config):
+    sample_rows: int = Field(default=100_000, ge=1, description="At most this many of the run's new rows go through GE.")
+
+
+class RejectRatioConfig(dg.Config):
+    max_reject_ratio: float = Field(
+        default=0.05, ge=0, le=1, description="Warn when rejected / delivered rows of this run's files exceed this."
+    )
+
+
+def run_file_ids(con, table: str, run_id: str) -> tuple[str | None, list[int]]:
+    """(run id, file ids) of the files that run ingested into ``table``; falls back to the latest such run."""
+    params = [table, C.STATUS_INGESTED]
+    ids = [r[0] for r in con.sql(
+        f"SELECT file_id FROM {C.LEDGER_TABLE} WHERE table_name = ? AND status = ? AND run_id = ? ORDER BY 1",
+        params=params + [run_id]).fetchall()]
+    if ids:
+        return run_id, ids
+    latest = con.sql(
+        f"SELECT run_id FROM {C.LEDGER_TABLE} WHERE table_name = ? AND status = ? ORDER BY file_id DESC LIMIT 1",
+        params=params).fetchall()
+    if not latest:
+        return None, []
+    return run_file_ids(con, table, latest[0][0])
+
+
+def _sample_sql(spec: C.TableSpec, file_ids: list[int], limit: int) -> str:
+    cols = [f"CAST({c.name} AS DOUBLE) AS {c.name}" if c.kind == C.DECIMAL else c.name for c in spec.columns]
+    ids = ", ".join(map(str, file_ids)) or "NULL"
+    return (f"SELECT {', '.join(cols)} FROM {spec.qualified} WHERE _file_id IN ({ids}) "
+            f"ORDER BY hash({spec.id_column}, _file_id, _row) LIMIT {int(limit)}")
+
+
+def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
+    if col.kind == C.ENUM:
+        return f"{col.name} NOT IN ({', '.join(repr(e) for e in col.enum)})"
+    if col.min_value is not None:
+        return f"{col.name} < {col.min_value}"
+    if col.kind == C.TIMESTAMP:
+        return f"{col.name} < TIMESTAMP '{lo.isoformat(sep=' ')}' OR {col.name} > TIMESTAMP '{hi.isoformat(sep=' ')}'"
+    return None
+
+
+def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: datetime) -> pd.DataFrame:
+    """One row of exact counts: the table's duplicate/null ids, and per-rule violations among the run's rows."""
+    ident = spec.id_column
+    whole = con.sql(
+        f"SELECT count(*) - count(DISTINCT {ident}), count(*) - count({ident}) FROM {spec.qualified}"
+    ).fetchall()[0]
+    row = {"duplicate_ids": int(whole[0]), "null_ids": int(whole[1])}
+    rules = {f"invalid_{c.name}": _violation_sql(c, lo, hi) for c in spec.columns}
+    rules.update({f"null_{c}": f"{c} IS NULL" for c in spec.required_columns if c != ident})
+    rules = {k: v for k, v in rules.items() if v}
+    ids = ", ".join(map(str, file_ids)) or "NULL"
+    exprs = ", ".join(f"count(*) FILTER (WHERE ({v}))" for v in rules.values())
+    values = con.sql(f"SELECT {exprs} FROM {spec.qualified} WHERE _file_id IN ({ids})").fetchall()[0]
+    row.update({k: int(v) for k, v in zip(rules, values)})
+    return pd.DataFrame([row])
+
+
+def _sample_expectations(spec: C.TableSpec, lo: datetime, hi: datetime):
+    def build(gxe):
+        out = [gxe.ExpectColumnValuesToBeUnique(column=spec.id_column)]
+        out += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in spec.required_columns]
+        for c in spec.columns:
+            if c.kind == C.ENUM:
+                out.append(gxe.ExpectColumnValuesToBeInSet(column=c.name, value_set=list(c.enum)))
+            elif c.min_value is not None:
+                out.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=c.min_value))
+            elif c.kind == C.TIMESTAMP:
+                out.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=lo, max_value=hi))
+        return out
+
+    return build
+
+
+def _zero_expectations(columns):
+    return lambda gxe: [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in columns]
+
+
+def _merge(a: ValidationOutcome, b: ValidationOutcome) -> ValidationOutcome:
+    return ValidationOutcome(
+        success=a.success and b.success, evaluated=a.evaluated + b.evaluated, rows=a.rows, failed=[*a.failed, *b.failed]
+    )
+
+
+def validate_raw_table(con, spec: C.TableSpec, run_id: str, config: RawCheckConfig,
+                       bounds: tuple[datetime, datetime]) -> tuple[ValidationOutcome, dict]:
+    lo, hi = bounds
+    used_run, file_ids = run_file_ids(con, spec.name, run_id)
+    sample = con.sql(_sample_sql(spec, file_ids, config.sample_rows)).df()
+    aggregates = _aggregates(con, spec, file_ids, lo, hi)
+    outcome = _merge(
+        validate_frame(sample, f"raw_{spec.name}_sample", _sample_expectations(spec, lo, hi)),
+        validate_frame(aggregates, f"raw_{spec.name}_aggregates", _zero_expectations(list(aggregates.columns))),
+    )
+    metadata = {
+        "validated_run_id": dg.MetadataValue.text(used_run or ""),
+        "validated_file_ids": dg.MetadataValue.json(file_ids),
+        "sample_rows": dg.MetadataValue.int(len(sample)),
+        "aggregates": dg.MetadataValue.json(aggregates.iloc[0].to_dict()),
+    }
+    return outcome, metadata
+
+
+def _raw_check(name: str, spec: C.TableSpec):
+    @dg.asset_check(
+        asset=RAW_KEYS[name],
+        name=f"raw_{name}_contract",
+        blocking=True,
+        pool="duckdb",
+        description=f"{spec.qualified}: ids present and unique (whole table), enums, amounts and time window "
+        "on the rows of this run (GE on a sample + exact aggregates). Blocks downstream assets on failure.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, config: RawCheckConfig, duckdb: Warehouse, settings: SegSettings):
+        bounds = settings.timestamp_bounds(datetime.now(timezone.utc))
+        with duckdb.get_connection() as con:
+            outcome, metadata = validate_raw_table(con, spec, context.run.run_id, config, bounds)
+        return check_result(outcome, metadata=metadata)
+
+    return _check
+
+
+raw_checks = [_raw_check(name, spec) for name, spec in C.TABLES.items()]
+
+
+@dg.asset_check(
+    asset=REJECTS_KEY,
+    name="reject_ratio",
+    blocking=False,
+    pool="duckdb",
+    description="Rejected / delivered rows of the files this run read, under a threshold (WARN only: rejected "
+    "rows never flow on; a high ratio is a signal about the upstream).",
+)
+def reject_ratio(context: dg.AssetCheckExecutionContext, config: RejectRatioConfig, duckdb: Warehouse):
+    run_id = context.run.run_id
+    with duckdb.get_connection() as con:
+        delivered, rejected, files, failed = con.sql(
+            f"""SELECT coalesce(sum(delivered), 0), coalesce(sum(rejected), 0), count(*), count(*) FILTER (WHERE status = ?)
+            FROM {C.LEDGER_TABLE} WHERE run_id = ? AND status <> ?""",
+            params=[C.STATUS_FAILED, run_id, C.STATUS_DUPLICATE_FILE],
+        ).fetchall()[0]
+        by_rule = dict(con.sql(
+            f"SELECT rule, count(*) FROM {C.REJECTS_TABLE} WHERE run_id = ? GROUP BY 1 ORDER BY 2 DESC, 1",
+            params=[run_id]).fetchall())
+    ratio = rejected / delivered if delivered else 0.0
+    frame = pd.DataFrame([{"reject_ratio": ratio}])
+    outcome = validate_frame(
+        frame, "reject_ratio",
+        lambda gxe: [gxe.ExpectColumnValuesToBeBetween(column="reject_ratio", min_value=0, max_value=config.max_reject_ratio)],
+    )
+    return check_result(
+        outcome,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "reject_ratio": dg.MetadataValue.float(float(ratio)),
+            "max_reject_ratio": dg.MetadataValue.float(config.max_reject_ratio),
+            "rows_delivered": dg.MetadataValue.int(int(delivered)),
+            "rows_rejected": dg.MetadataValue.int(int(rejected)),
+            "files_read": dg.MetadataValue.int(int(files)),
+            "files_failed": dg.MetadataValue.int(int(failed)),
+            "rejects_by_rule": dg.MetadataValue.json({k: int(v) for k, v in by_rule.items()}),
+        },
+    )
+
+
+asset_checks = [*raw_checks, reject_ratio]

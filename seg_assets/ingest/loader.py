@@ -1,0 +1,426 @@
+"""Load the landing zone into ``raw.*`` with set-based DuckDB SQL, one transaction per file.
+
+``ingest_landing`` walks ``landing/{orders,clicks,customers}`` in name order, skips files whose bytes
+were already ingested (``meta.ingest_ledger`` is keyed by sha256 of the content), reads each new file
+into a temp table, types and validates every row in one SQL statement, writes bad rows to
+``raw.rejects`` and new good rows to ``raw.<table>`` (deduplicated by id: first row in the file wins,
+a row already in the table wins), and records the file's accounting in the ledger:
+``delivered = accepted + duplicate + rejected``.
+
+CSV is read without DuckDB's sniffer (explicit dialect, every column VARCHAR, header parsed here), plus
+one overflow column and a NULL sentinel, so that the SQL can tell a missing field (a truncated row:
+NULL) from an empty one (``''``) and spot rows with too many fields (overflow not NULL).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+
+from seg_assets.ingest import contract as C
+from seg_assets.warehouse import prepare_connection
+
+SRC = "_seg_ingest_src"
+STAGE = "_seg_ingest_stage"
+NULL_SENTINEL = "\x01"  # CSV nullstr: empty fields stay '', only padded (missing) fields become NULL
+OVERFLOW = "_seg_overflow"  # one column past the header: not NULL <=> the row has too many fields
+_EMAIL = re.compile(r"[^\s,;:\"'<>()\[\]{}|=]+@[^\s,;:\"'<>()\[\]{}|=]+")
+
+
+@dataclass
+class FileOutcome:
+    table_name: str
+    file_name: str  # relative to the landing folder
+    file_format: str
+    content_sha256: str
+    size_bytes: int
+    status: str
+    file_id: int | None = None
+    delivered: int = 0
+    accepted: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    extra_columns: tuple[str, ...] = ()
+    message: str | None = None
+    note: str | None = None  # prepended to the message when the ledger row is written
+
+
+@dataclass
+class IngestReport:
+    run_id: str
+    files: list[FileOutcome] = field(default_factory=list)  # processed by this call, in order
+    skipped: list[str] = field(default_factory=list)  # already in the ledger under this name (see ingest_landing)
+    ignored: list[str] = field(default_factory=list)  # not .csv / .csv.gz / .parquet, or outside a table folder
+
+    def for_table(self, table: str) -> list[FileOutcome]:
+        return [f for f in self.files if f.table_name == table]
+
+    def totals(self, table: str | None = None) -> dict[str, int]:
+        files = self.files if table is None else self.for_table(table)
+        out = {k: sum(getattr(f, k) for f in files) for k in ("delivered", "accepted", "duplicate", "rejected")}
+        out["files"] = len(files)
+        for status in C.STATUSES:
+            out[f"files_{status}"] = sum(f.status == status for f in files)
+        return out
+
+    def extra_columns(self, table: str) -> list[str]:
+        return sorted({c for f in self.for_table(table) for c in f.extra_columns})
+
+
+@dataclass(frozen=True)
+class _Source:
+    names: list[str]  # column names as delivered, in file order
+    idents: list[str]  # their SQL identifiers in SRC
+    types: list[str]  # their DuckDB types in SRC
+    row_expr: str  # SQL giving the 1-based data row number
+    is_csv: bool
+    relation: str  # what to select from: the temp table SRC (CSV) or read_parquet(...)
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    now: datetime
+    future_limit: datetime
+    min_ts: datetime
+
+
+def naive_utc(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _lit(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _path_lit(path: Path) -> str:
+    """A file path for read_csv/read_parquet, which glob: '[', '*', '?' become one-character classes."""
+    escaped = "".join(f"[{ch}]" if ch in "[*?" else ch for ch in str(path))
+    return _lit(escaped)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def redact(text: str | None) -> str | None:
+    """Replace anything that looks like an e-mail address in a message by a marker."""
+    return None if text is None else _EMAIL.sub("<redacted e-mail>", text)
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Schemas, UTC session, and the (empty) public tables: raw.orders/clicks/customers/rejects, meta.ingest_ledger."""
+    prepare_connection(con)
+    for ddl in C.all_ddl():
+        con.execute(ddl)
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def file_format(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((fmt for suffix, fmt in C.FORMATS if name.endswith(suffix)), None)
+
+
+def discover_files(landing_dir: Path) -> tuple[list[tuple[str, Path, str]], list[str]]:
+    """(table, path, format) of every landing file, sorted by relative name; and the ignored files."""
+    found, ignored = [], []
+    if not landing_dir.is_dir():
+        return found, ignored
+    for path in sorted((p for p in landing_dir.rglob("*") if p.is_file()), key=lambda p: p.relative_to(landing_dir).as_posix()):
+        rel = path.relative_to(landing_dir)
+        fmt = file_format(path)
+        # '.'/'_' names are in-progress or marker files by the landing rule (automation/landing.py)
+        if len(rel.parts) < 2 or rel.parts[0] not in C.TABLES or fmt is None or path.name.startswith((".", "_")):
+            ignored.append(rel.as_posix())
+        else:
+            found.append((rel.parts[0], path, fmt))
+    return found, ignored
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def _csv_header(path: Path, fmt: str) -> list[str] | None:
+    opener = gzip.open if fmt == "csv.gz" else open
+    with opener(path, "rb") as handle:
+        line = handle.readline(1 << 20)
+    text = line.decode("utf-8-sig")
+    if not text.strip():
+        return None
+    return [name.strip() for name in next(csv.reader([text]))]
+
+
+def _load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> _Source | None:
+    """Describe one file; a CSV is read into the temp table SRC (for rowid). None: a CSV without a header row."""
+    con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
+    if fmt == "parquet":  # typed columns and file_row_number: read straight into the stage, no copy
+        relation = f"read_parquet({_path_lit(path)}, file_row_number=true)"
+        described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+        described = [(n, t) for n, t in described if n != "file_row_number"]
+        names = [n for n, _ in described]
+        return _Source(names, [_ident(n) for n in names], [t for _, t in described], "file_row_number + 1", False, relation)
+    header = _csv_header(path, fmt)
+    if header is None:
+        return None
+    idents = [f"c{i}" for i in range(len(header))]
+    columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in [*idents, OVERFLOW]) + "}"
+    options = (
+        f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
+        f"null_padding=true, strict_mode=false, nullstr='{NULL_SENTINEL}', encoding='utf-8', "
+        f"compression='{'gzip' if fmt == 'csv.gz' else 'none'}'"
+    )
+    sql = f"CREATE TEMP TABLE {SRC} AS SELECT * FROM read_csv({_path_lit(path)}, {options}"
+    try:
+        con.execute(sql + ")")
+    except duckdb.Error as exc:  # quoted line breaks + null_padding need the single-threaded reader
+        if "parallel=false" not in str(exc):
+            raise
+        con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
+        con.execute(sql + ", parallel=false)")
+    # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
+    return _Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC)
+
+
+# ----------------------------------------------------------------------------------------- typing and rules
+
+
+def _value_sql(ident: str | None) -> str:
+    return "CAST(NULL AS VARCHAR)" if ident is None else f"nullif(trim(CAST({ident} AS VARCHAR)), '')"
+
+
+def _raw_json(src: _Source, spec: C.TableSpec) -> str:
+    """JSON of the row as read; PII columns hashed, any other text with an '@' hashed too."""
+    pii = set(spec.pii_columns)
+    parts = []
+    for name, ident, typ in zip(src.names, src.idents, src.types):
+        if name.strip().lower() in pii:
+            value = f"sha256(CAST({ident} AS VARCHAR))"
+        elif typ == "VARCHAR":
+            value = f"CASE WHEN {ident} LIKE '%@%' THEN sha256({ident}) ELSE {ident} END"
+        else:
+            value = ident
+        parts += [_lit(redact(name)), value]  # a headerless file makes data (maybe an e-mail) the header
+    return f"json_object({', '.join(parts)})::VARCHAR" if parts else "'{}'"
+
+
+def _match_columns(spec: C.TableSpec, src: _Source) -> tuple[dict[str, str], list[str]]:
+    """Contract column -> SRC identifier (matched on trimmed, lower-cased names), and the extra columns."""
+    mapping: dict[str, str] = {}
+    extras = []
+    for name, ident in zip(src.names, src.idents):
+        key = name.strip().lower()
+        if key in spec.column_names and key not in mapping:
+            mapping[key] = ident
+        else:
+            extras.append(redact(name))
+    return mapping, extras
+
+
+def _stage_rows(con, spec: C.TableSpec, src: _Source, mapping: dict[str, str], bounds: _Bounds) -> None:
+    """STAGE = one row per delivered row: _row, typed contract columns, rule/reason (NULL if good), raw_values."""
+    values = [f"{_value_sql(mapping.get(c.name))} AS v__{c.name}" for c in spec.columns]
+    inner, finals, cases = [], [], []
+    if src.is_csv:  # structural rules first: a truncated row, a row with too many fields
+        n = len(src.idents)
+        present = " + ".join(f"({c} IS NOT NULL)::INT" for c in src.idents)
+        cases.append(
+            f"WHEN {src.idents[-1]} IS NULL THEN 'truncated_row:row|truncated row: ' || "
+            f"({present}) || ' of {n} fields'"
+        )
+        cases.append(f"WHEN {OVERFLOW} IS NOT NULL THEN 'too_many_fields:row|too many fields: more than {n}'")
+    for col in spec.columns:
+        i, final, rules = C.column_sql(col, f"v__{col.name}", bounds.future_limit, bounds.min_ts)
+        inner += i
+        finals.append(f"{final} AS {col.name}")
+        cases += rules
+    why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
+    con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
+    con.execute(
+        f"""CREATE TEMP TABLE {STAGE} AS
+        SELECT _row, {', '.join(finals)},
+               split_part(why, '|', 1) AS rule,
+               substr(why, strpos(why, '|') + 1) AS reason,
+               CASE WHEN why IS NOT NULL THEN {_raw_json(src, spec)} END AS raw_values
+        FROM (SELECT *, {why} AS why FROM (
+            SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
+                SELECT *, {src.row_expr} AS _row, {', '.join(values)} FROM {src.relation})))"""
+    )
+
+
+def _stage_file_rejected(con, spec: C.TableSpec, src: _Source, rule: str, reason: str) -> None:
+    con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
+    con.execute(
+        f"""CREATE TEMP TABLE {STAGE} AS SELECT {src.row_expr} AS _row, {_lit(rule)} AS rule,
+        {_lit(reason)} AS reason, {_raw_json(src, spec)} AS raw_values FROM {src.relation}"""
+    )
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def _write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
+    """The file's ledger row (replacing an earlier `failed` attempt at the same file); inside a transaction."""
+    if out.note:
+        out.message, out.note = "; ".join(filter(None, [out.note, out.message])), None
+    con.execute(
+        f"DELETE FROM {C.LEDGER_TABLE} WHERE file_name = ? AND content_sha256 = ? AND status = ?",
+        [out.file_name, out.content_sha256, C.STATUS_FAILED],
+    )
+    con.execute(
+        f"INSERT INTO {C.LEDGER_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [out.file_id, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
+         out.status, out.delivered, out.accepted, out.duplicate, out.rejected, list(out.extra_columns),
+         out.message, run_id, now],
+    )
+
+
+def _rollback(con) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:  # already rolled back (e.g. a failed COMMIT): keep the original error
+        pass
+
+
+def _ledger_only(con, out: FileOutcome, run_id: str, now: datetime) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _write_ledger(con, out, run_id, now)
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
+
+
+def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime, insert_rows: bool) -> None:
+    """Rejects, new rows and the ledger row of one file, all or nothing."""
+    cols = ", ".join(spec.column_names)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        out.rejected = con.execute(
+            f"""INSERT INTO {C.REJECTS_TABLE} SELECT ?, ?, ?, _row, rule, reason, raw_values, ?, ?
+            FROM {STAGE} WHERE rule IS NOT NULL ORDER BY _row""",
+            [spec.name, out.file_id, out.file_name, run_id, now],
+        ).fetchall()[0][0]
+        if insert_rows:
+            out.accepted = con.execute(
+                f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row)
+                SELECT {cols}, ?, _row FROM {STAGE} s
+                WHERE s.rule IS NULL
+                  AND s._row IN (SELECT min(_row) FROM {STAGE} WHERE rule IS NULL GROUP BY {spec.id_column})
+                  AND NOT EXISTS (SELECT 1 FROM {spec.qualified} r WHERE r.{spec.id_column} = s.{spec.id_column})""",
+                [out.file_id],
+            ).fetchall()[0][0]
+        out.duplicate = out.delivered - out.accepted - out.rejected
+        _write_ledger(con, out, run_id, now)
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
+
+
+def _ingest_file(con, spec: C.TableSpec, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
+    src = _load_source(con, path, out.file_format)
+    if src is None:
+        out.status, out.message = C.STATUS_REJECTED_FILE, f"{out.file_name}: empty file (no header row)"
+        con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
+        con.execute(f"CREATE TEMP TABLE {STAGE} (_row BIGINT, rule VARCHAR, reason VARCHAR, raw_values VARCHAR)")
+        _commit(con, out, spec, run_id, bounds.now, insert_rows=False)
+        return
+    mapping, extras = _match_columns(spec, src)
+    out.extra_columns = tuple(extras)
+    missing = [c for c in spec.required_columns if c not in mapping]
+    notes = []
+    if missing:
+        listed = ", ".join(f"'{c}'" for c in missing)
+        what = f"missing required column{'s' if len(missing) > 1 else ''} {listed}"
+        out.status = C.STATUS_REJECTED_FILE
+        notes.append(f"{out.file_name}: {what}")
+        _stage_file_rejected(con, spec, src, f"missing_column:{missing[0]}", f"file rejected: {what}")
+    else:
+        absent = [c for c in spec.column_names if c not in mapping]
+        if absent:
+            notes.append(f"optional column(s) {', '.join(absent)} absent: treated as empty")
+        _stage_rows(con, spec, src, mapping, bounds)
+    if extras:
+        notes.append(f"extra column(s) ignored: {', '.join(extras)}")
+    out.message = "; ".join(notes) or None
+    con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
+    out.delivered = con.sql(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
+    _commit(con, out, spec, run_id, bounds.now, insert_rows=not missing)
+
+
+def ingest_landing(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    *,
+    run_id: str,
+    now: datetime,
+    clock_skew: timedelta,
+    min_ts: datetime,
+    rehash_known: bool = False,
+) -> IngestReport:
+    """Ingest every new landing file; see the module docstring. Idempotent: known files are skipped.
+
+    A file whose name and size match a ledger row (not ``failed``) is skipped without hashing, as landed
+    files never change (data contract); ``rehash_known=True`` hashes every file and skips only on equal content.
+    """
+    ensure_tables(con)
+    now = naive_utc(now)
+    bounds = _Bounds(now=now, future_limit=now + clock_skew, min_ts=naive_utc(min_ts))
+    landing_dir = Path(landing_dir)
+    files, ignored = discover_files(landing_dir)
+    report = IngestReport(run_id=run_id, ignored=ignored)
+    seen: dict[str, set[tuple[str, int]]] = {}
+    for name, sha, size in con.sql(
+        f"SELECT file_name, content_sha256, size_bytes FROM {C.LEDGER_TABLE} WHERE status <> ?", params=[C.STATUS_FAILED]
+    ).fetchall():
+        seen.setdefault(name, set()).add((sha, size))
+    for table, path, fmt in files:
+        rel = path.relative_to(landing_dir).as_posix()
+        if not rehash_known and path.stat().st_size in {size for _, size in seen.get(rel, ())}:
+            report.skipped.append(rel)
+            continue
+        sha, size = file_sha256(path)
+        known = con.sql(
+            f"""SELECT file_id, file_name, delivered FROM {C.LEDGER_TABLE}
+            WHERE content_sha256 = ? AND status <> ? ORDER BY (file_name = ?) DESC, file_id""",
+            params=[sha, C.STATUS_FAILED, rel],
+        ).fetchall()
+        if known and known[0][1] == rel:
+            report.skipped.append(rel)
+            continue
+        out = FileOutcome(table, rel, fmt, sha, size, C.STATUS_INGESTED)
+        out.file_id = con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0]
+        if rel in seen:
+            out.note = f"{rel} was ingested before with other content (landed files must not change)"
+        try:
+            if known:  # the same bytes under another name: a re-delivery, nothing to read
+                orig_id, orig_name, delivered = known[0]
+                out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, delivered, delivered
+                out.message = f"same content as {orig_name} (file_id {orig_id}): all rows are duplicates"
+                _ledger_only(con, out, run_id, now)
+            else:
+                _ingest_file(con, C.TABLES[table], path, out, run_id, bounds)
+        except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
+            out = FileOutcome(table, rel, fmt, sha, size, C.STATUS_FAILED, file_id=out.file_id, note=out.note)
+            out.message = redact(f"{rel}: {type(exc).__name__}: {exc}")[:1000]
+            _ledger_only(con, out, run_id, now)
+        finally:
+            for temp in (SRC, STAGE):
+                con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
+        report.files.append(out)
+    return report

@@ -1,0 +1,126 @@
+"""The ingest multi_asset and its GE checks through dg.materialize, on real files and a real DuckDB file."""
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from seg_assets.ingest import asset_checks, assets
+from seg_assets.ingest.assets import LEDGER_KEY, RAW_KEYS, REJECTS_KEY
+from seg_assets.resources import build_resources
+
+ORDERS = "order_id,user_id,order_ts,amount,items,category,discount,status"
+CLICKS = "event_id,user_id,session_id,event_ts,event_type,product_id,category"
+CUSTOMERS = "user_id,signup_ts,country,channel,email"
+TS = (datetime.now(timezone.utc) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")  # the future rule uses the wall clock
+
+
+def write(root: Path, table: str, name: str, header: str, lines: list[str]) -> None:
+    folder = root / "landing" / table
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join([header, *lines]) + "\n")
+
+
+def good_landing(root: Path) -> None:
+    write(root, "orders", "o1.csv", ORDERS,
+          [f"o{i},u{i % 7},{TS},{10 + i}.50,{1 + i % 3},books,,completed" for i in range(40)] + [f"o0,u0,{TS},1,1,,,completed"])
+    write(root, "clicks", "c1.csv", CLICKS, [f"e{i},u{i % 7},s{i // 4},{TS},view,p{i},books" for i in range(60)])
+    write(root, "customers", "k1.csv", CUSTOMERS, [f"u{i},2025-01-0{1 + i}T00:00:00Z,DE,ads,user{i}@example.com" for i in range(7)])
+
+
+def materialize(root: Path, extra=()):
+    return dg.materialize([*assets, *asset_checks, *extra], resources=build_resources(root / "data"), raise_on_error=False)
+
+
+def meta(result, key: dg.AssetKey) -> dict:
+    [mat] = [m for m in result.asset_materializations_for_node("ingest_landing") if m.asset_key == key]
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def evaluations(result) -> dict:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def query(root: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(root / "data" / "warehouse.duckdb")) as con:
+        return con.sql(sql).fetchall()
+
+
+def test_materialize_reports_and_checks_pass(tmp_path):
+    good_landing(tmp_path / "data")
+    result = materialize(tmp_path)
+    assert result.success
+    orders = meta(result, RAW_KEYS["orders"])
+    assert orders["dagster/row_count"] == 40 and orders["rows_accepted"] == 40 and orders["rows_duplicate"] == 1
+    assert orders["rows_rejected"] == 0 and orders["files_ingested"] == 1
+    assert [r.data["file_name"] for r in orders["files"].records] == ["orders/o1.csv"]
+    assert meta(result, RAW_KEYS["clicks"])["dagster/row_count"] == 60
+    assert meta(result, RAW_KEYS["customers"])["dagster/row_count"] == 7
+    assert meta(result, REJECTS_KEY)["dagster/row_count"] == 0
+    assert meta(result, LEDGER_KEY)["files_this_run"] == 3
+    assert query(tmp_path, "SELECT file_name, status, delivered, accepted, duplicate, rejected FROM meta.ingest_ledger ORDER BY 1") == [
+        ("clicks/c1.csv", "ingested", 60, 60, 0, 0), ("customers/k1.csv", "ingested", 7, 7, 0, 0),
+        ("orders/o1.csv", "ingested", 41, 40, 1, 0)]
+    checks = evaluations(result)
+    assert set(checks) == {"raw_orders_contract", "raw_clicks_contract", "raw_customers_contract", "reject_ratio"}
+    assert all(e.passed for e in checks.values())
+    assert checks["raw_orders_contract"].metadata["rows_validated"].value == 40
+
+
+def test_rejects_are_reported_and_ratio_only_warns(tmp_path):
+    root = tmp_path / "data"
+    write(root, "orders", "o1.csv", ORDERS,
+          [f"o1,u1,{TS},5,1,,,completed", f"o2,u1,{TS},-5,1,,,completed", f"o3,u1,not-a-date,5,1,,,completed",
+           f"o4,u1,{TS},5,1,,,shipped"])
+    write(root, "orders", "o2_bad.csv", "order_id,user_id,order_ts,items,status", [f"o9,u1,{TS},1,completed"])
+    (root / "landing" / "orders" / "readme.md").write_text("ignored")
+    result = materialize(tmp_path)
+    assert result.success  # rejects never fail the run
+    orders = meta(result, RAW_KEYS["orders"])
+    assert (orders["rows_accepted"], orders["rows_rejected"], orders["files_rejected"]) == (1, 4, 1)
+    assert orders["rejects_by_rule"] == {"missing_column:amount": 1, "negative:amount": 1, "unknown:status": 1,
+                                         "unparseable:order_ts": 1}
+    rejects = meta(result, REJECTS_KEY)
+    assert rejects["dagster/row_count"] == 4 and rejects["reject_ratio_this_run"] == 0.8
+    assert "unknown status 'shipped'" in rejects["top_reasons"]
+    assert meta(result, LEDGER_KEY)["ignored_files"] == ["orders/readme.md"]
+    ratio = evaluations(result)["reject_ratio"]
+    assert not ratio.passed and ratio.severity == dg.AssetCheckSeverity.WARN
+    assert ratio.metadata["rejects_by_rule"].value["negative:amount"] == 1
+    assert evaluations(result)["raw_orders_contract"].passed
+
+
+def test_blocking_check_fails_on_a_corrupted_raw_table(tmp_path):
+    root = tmp_path / "data"
+    good_landing(root)
+    assert materialize(tmp_path).success
+    # Corrupt raw.orders behind the loader's back: a second o1 with a negative amount, in the ingested file.
+    query(tmp_path, "INSERT INTO raw.orders SELECT * REPLACE (-1 AS amount, 99 AS _row) FROM raw.orders WHERE order_id = 'o1'")
+
+    # Run on their own, the checks validate the latest ingesting run: its sample holds the bad row.
+    alone = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
+                           selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
+    assert not alone.success
+    check = evaluations(alone)["raw_orders_contract"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert {"expect_column_values_to_be_unique(order_id)", "expect_column_values_to_be_between(amount)",
+            "expect_column_values_to_be_between(duplicate_ids)", "expect_column_values_to_be_between(invalid_amount)",
+            } == set(check.metadata["failed_expectations"].value)
+
+    # A new file arrives: the run ingests it, then the blocking check fails on the whole-table duplicate count
+    # and the downstream asset is not materialized.
+    write(root, "orders", "o2.csv", ORDERS, [f"o100,u1,{TS},5,1,,,completed"])
+
+    @dg.asset(deps=[RAW_KEYS["orders"]])
+    def downstream() -> None:
+        return None
+
+    result = materialize(tmp_path, extra=[downstream])
+    assert not result.success
+    check = evaluations(result)["raw_orders_contract"]
+    assert not check.passed
+    assert check.metadata["failed_expectations"].value == ["expect_column_values_to_be_between(duplicate_ids)"]
+    assert check.metadata["aggregates"].value["duplicate_ids"] == 1 and check.metadata["sample_rows"].value == 1
+    assert evaluations(result)["raw_clicks_contract"].passed
+    assert not result.asset_materializations_for_node("downstream")  # blocked
