@@ -10,10 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from seg_assets import features, ingest
+from seg_assets import features, ingest, publish, segmentation
+from seg_assets.automation import jobs as automation
 from seg_assets.resources import build_resources
 
-STAGES = (ingest, features)
+STAGES = (ingest, features, segmentation, publish)
 
 
 def all_assets() -> list:
@@ -31,6 +32,9 @@ def build_defs(data_dir: str | Path | None = None, as_of: str | None = None) -> 
         resources=build_resources(data_dir, as_of),
         # One process per run: the heavy imports happen once, and steps never fight over the DuckDB file.
         executor=dg.in_process_executor,
+        jobs=automation.jobs,
+        schedules=automation.schedules,
+        sensors=automation.sensors,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from seg_assets.automation.jobs import refresh_run_config
 from seg_assets.definitions import build_defs
 from seg_assets.settings import data_paths
 
@@ -57,7 +58,7 @@ def run_refresh(
     data_dir: str | Path | None = None,
     *,
     as_of: str | None = None,
-    run_config: dict | None = None,
+    refit: bool = False,
     instance: dg.DagsterInstance | None = None,
     on_stage=None,
 ) -> RefreshOutcome:
@@ -78,7 +79,7 @@ def run_refresh(
         result = job.execute_in_process(
             instance=instance,
             asset_selection=keys,
-            run_config=_stage_config(run_config, graph, keys),
+            run_config=_stage_config(refresh_run_config(refit), graph, keys),
             raise_on_error=False,
         )
         failures = _failures(result)

@@ -72,6 +72,12 @@ class SegSettings(dg.ConfigurableResource):
         description="ISO-8601 (UTC) lower bound: an order, event or signup time before it is rejected as implausible.",
     )
 
+    psi_threshold: float = Field(
+        default=0.25, gt=0,
+        description="Population drift: a model feature whose PSI against the model's reference exceeds this "
+        "triggers a re-fit (the drift check fails; 'when_needed' runs fit).",
+    )
+
     @property
     def paths(self) -> DataPaths:
         return data_paths(self.data_dir)

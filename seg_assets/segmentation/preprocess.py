@@ -12,8 +12,9 @@ Choices (and why):
   so a handful of extreme users cannot stretch the scale; applied identically to new data.
 * **Scaling**: ``standard`` (mean/std, default) or ``robust`` (median/IQR). For zero-inflated counts
   the IQR is often 0; the robust scaler then falls back to the std so no column is silently dropped.
-* **Optional per-feature weights** applied after scaling (e.g. to balance groups of correlated
-  columns); stored like every other parameter.
+* **Per-feature weights** applied after scaling; the segment model uses :func:`balanced_weights`
+  (every group of correlated columns weighs as much as one column) because otherwise the many
+  engagement and order-count columns decide the clusters on their own. Stored like the rest.
 
 Every parameter lives in the fitted object and :meth:`Preprocessor.to_dict` / :meth:`from_dict`
 round-trip it, so a stored model transforms next month's data exactly as it transformed its own.
@@ -30,6 +31,33 @@ import polars as pl
 from seg_assets.features.dictionary import BY_NAME
 
 SCALERS = ("standard", "robust")
+
+# Groups of model features that measure the same thing. With ``balanced_weights`` each group gets a
+# total weight of 1 (each column 1/sqrt(group size) after scaling), so five correlated engagement
+# counts do not outvote the one column that says a user only buys on discount.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "recency": ("recency_days", "days_since_last_visit"),
+    "value": ("frequency", "monetary", "avg_order_value", "orders_30d", "orders_90d"),
+    "tenure": ("tenure_days",),
+    "discount": ("discount_share",),
+    "quality": ("cancel_rate", "return_rate"),
+    "engagement": ("sessions", "views", "searches", "add_to_carts", "checkouts"),
+    "funnel": ("view_to_cart", "cart_to_checkout", "checkout_to_order", "session_to_order"),
+    "preferences": ("category_count", "top_category_share"),
+}
+
+
+def balanced_weights(features: Sequence[str], groups: Mapping[str, Sequence[str]] = FEATURE_GROUPS) -> dict[str, float]:
+    """Per-column weights giving every feature group the same total variance.
+
+    Columns in no group form their own group, except ``cat_share_*`` columns, which share one.
+    """
+    group_of = {f: g for g, cols in groups.items() for f in cols}
+    key = {f: group_of.get(f, "cat_share" if f.startswith("cat_share_") else f) for f in features}
+    sizes: dict[str, int] = {}
+    for g in key.values():
+        sizes[g] = sizes.get(g, 0) + 1
+    return {f: 1.0 / float(np.sqrt(sizes[key[f]])) for f in features}
 
 
 def _auto_log(name: str, values: np.ndarray) -> bool:

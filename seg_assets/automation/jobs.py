@@ -1,0 +1,73 @@
+"""The refresh job, its hourly schedule, the landing sensor and the run-failure sensor.
+
+The hourly schedule, the landing sensor and ``seg-assets refresh`` run the same thing: every asset,
+with the model and classifier fitted only ``when_needed`` (no model in service, drift, age). The
+declarative automation (conditions.py) adds re-fits on drift and on a weekly cron, and re-scoring
+after a re-fit, through the automation-condition sensor.
+"""
+
+import time
+
+import dagster as dg
+
+from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files, scan_landing
+from seg_assets.resources import SegSettings
+
+REFRESH_JOB = "refresh"
+SETTLE_SECONDS = 5.0
+
+
+def refresh_run_config(refit: bool = False) -> dict:
+    return {"ops": {
+        "segment_model": {"config": {"fit": "always" if refit else "when_needed"}},
+        "segment_classifier": {"config": {"fit": "when_needed"}},
+    }}
+
+
+refresh_job = dg.define_asset_job(
+    REFRESH_JOB,
+    selection=dg.AssetSelection.all(),
+    config=refresh_run_config(),
+    description="Ingest new landing files, validate, rebuild features, re-fit when needed, re-score, record history, publish for BI.",
+)
+
+hourly_refresh = dg.ScheduleDefinition(
+    name="hourly_refresh", job=refresh_job, cron_schedule="0 * * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="The hourly refresh (late files and late events included).",
+)
+
+
+@dg.sensor(job=refresh_job, minimum_interval_seconds=20, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Starts a refresh for each new set of settled landing files (see automation/landing.py for the rule).")
+def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
+    files = scan_landing(settings.paths.landing)
+    seen = load_cursor(context.cursor)
+    ready = ready_files(files, seen, time.time(), SETTLE_SECONDS)
+    if not ready:
+        context.update_cursor(dump_cursor(seen, files))
+        return dg.SkipReason(f"no new settled files ({len(files)} known)")
+    keys = sorted(f.key for f in ready)
+    context.update_cursor(dump_cursor(seen | set(keys), files))
+    return dg.RunRequest(run_key="|".join(keys), tags={"seg-assets/new_files": str(len(keys))})
+
+
+@dg.run_failure_sensor(name="refresh_failure_log", default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Logs which asset failed and why; published segments were left as they were.")
+def refresh_failure_log(context: dg.RunFailureSensorContext):
+    failed = [e for e in context.get_step_failure_events()]
+    details = "; ".join(
+        f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else 'unknown'}" for e in failed
+    ) or context.failure_event.message
+    context.log.error(f"run {context.dagster_run.run_id} ({context.dagster_run.job_name}) failed: {details}. "
+                      "Published BI tables were not touched.")
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "segment_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30, description="Re-fits on drift / weekly / when missing; re-scores after a re-fit.",
+)
+
+jobs = [refresh_job]
+schedules = [hourly_refresh]
+sensors = [landing_sensor, refresh_failure_log, automation_sensor]

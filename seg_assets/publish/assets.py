@@ -1,0 +1,69 @@
+"""Publish stage: record who moved between segments, then publish the analytics tables for BI."""
+
+import dagster as dg
+
+from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.plots import sizes_over_time_plot
+from seg_assets.publish.bi import publish_tables
+from seg_assets.publish.history import record_history, segment_sizes_over_time
+from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS
+
+GROUP = "publish"
+SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
+SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
+BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
+PUBLISHED_TABLES = ("analytics.user_segments", "analytics.segment_profiles", "analytics.segment_rules",
+                    "analytics.segment_history", "analytics.segment_transitions")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(SEGMENT_HISTORY, deps=[USER_SEGMENTS], group_name=GROUP, kinds={"duckdb"},
+                     automation_condition=rescore_on_new_inputs(),
+                     description="One row per user and segment spell (valid_from, valid_to): a new row only when a user's segment changes."),
+        dg.AssetSpec(SEGMENT_TRANSITIONS, deps=[USER_SEGMENTS], group_name=GROUP, kinds={"duckdb"},
+                     automation_condition=rescore_on_new_inputs(),
+                     description="Per refresh: users who entered a segment or moved from one segment to another."),
+    ],
+    name="segment_history", pool="duckdb",
+)
+def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
+    with duckdb.get_connection() as con:
+        (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
+        update = record_history(con, as_of, context.run_id)
+        moves = con.sql("SELECT coalesce(from_name, '(new)') AS from_segment, to_name AS to_segment, users "
+                        "FROM analytics.segment_transitions WHERE as_of = ? AND run_id = ? ORDER BY users DESC",
+                        params=[as_of, context.run_id]).pl()
+        sizes = segment_sizes_over_time(con)
+        spells = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall()[0][0]
+    context.log.info(f"history as of {as_of}: {update.new_users} new, {update.moved_users} moved, {update.unchanged_users} unchanged")
+    yield dg.MaterializeResult(asset_key=SEGMENT_HISTORY, metadata={
+        "as_of": str(as_of), "new_users": update.new_users, "moved_users": update.moved_users,
+        "unchanged_users": update.unchanged_users, "dagster/row_count": dg.MetadataValue.int(int(spells)),
+        "sizes_over_time": dg.MetadataValue.md(sizes_over_time_plot(sizes)) if sizes.height else "",
+    })
+    yield dg.MaterializeResult(asset_key=SEGMENT_TRANSITIONS, metadata={
+        "as_of": str(as_of), "moves": dg.MetadataValue.md(moves.to_pandas().to_markdown(index=False)) if moves.height else "no moves",
+    })
+
+
+@dg.asset(
+    key=BI_SEGMENTS, deps=[USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS],
+    group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
+    description="The analytics tables copied to SEG_DATA_DIR/bi/segments.duckdb and bi/*.parquet, each replaced "
+    "atomically: BI tools open these read-only and never block (or see half of) a refresh.",
+)
+def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+    with duckdb.get_connection() as con:
+        publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES))
+    return dg.MaterializeResult(metadata={
+        "database": dg.MetadataValue.path(str(publication.database)),
+        "rows": dg.MetadataValue.json(publication.rows),
+        "connect": dg.MetadataValue.md(f"```\nduckdb -readonly {publication.database}\n```"),
+    })
+
+
+assets = [segment_history, bi_segments]
+asset_checks: list = []

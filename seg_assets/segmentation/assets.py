@@ -1,0 +1,211 @@
+"""``segment_model`` and ``segment_classifier``: fit, match ids, gate, and register.
+
+Thin wiring around the pure maths in this package: read ``features.user_features``, call
+``fit_segment_model`` / ``train_classifier`` / ``decide_promotion``, store the artifact and the
+registry row (registry.py), and show what happened in the UI.
+
+Both assets take ``fit``: ``always`` (the default: a run someone or something asked for, e.g. the
+automation on drift or the weekly cron) or ``when_needed`` (the hourly job, the landing sensor and the
+CLI): fit only when no model is in service, the population drifted beyond the PSI threshold, or the
+model is older than ``max_age_days``. Either way the promotion gate decides whether a new fit serves.
+"""
+
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from seg_assets.automation.conditions import refit_segment_model, rescore_on_new_inputs
+from seg_assets.features.assets import USER_FEATURES
+from seg_assets.plots import k_selection_plot, projection_plot
+from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.segmentation import registry
+from seg_assets.segmentation.classifier import train_classifier
+from seg_assets.segmentation.drift import build_reference, population_stability
+from seg_assets.segmentation.gate import decide_promotion
+from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model
+from seg_assets.segmentation.selection import SelectionConfig, sample_indices
+
+SEGMENT_MODEL = dg.AssetKey("segment_model")
+SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")
+GROUP = "segmentation"
+
+
+class SegmentModelConfig(dg.Config):
+    fit: Literal["always", "when_needed"] = Field(
+        default="always", description="'when_needed': only without a model in service, on drift, or when it is too old.")
+    hierarchy: Literal["lifecycle", "flat"] = Field(
+        default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
+    k_min: int = Field(default=2, ge=1, description="Fewest behaviour clusters (flat: fewest segments, at least 2).")
+    k_max: int = Field(default=8, ge=2, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
+    algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
+    new_max_tenure_days: float = Field(default=30.0, description="Lifecycle stage 'new': tenure up to this many days.")
+    lapsed_after_days: float = Field(default=90.0, description="Lifecycle stage 'lapsed': no order and no visit for longer.")
+    max_match_distance: float = Field(default=1.0, description="A re-fitted segment keeps an old id only within this centroid distance.")
+    promotion_tolerance: float = Field(default=0.05, ge=0, description="A candidate may be this much worse on a gate metric and still serve.")
+    gate_classifier: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier used for the gate's macro-F1.")
+    max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model older than this (data time).")
+    seed: int = Field(default=0, description="Random seed: the same data and settings give the same segments and ids.")
+
+    def to_model_config(self) -> ModelConfig:
+        selection = SelectionConfig(algorithm=self.algorithm, k_min=max(2, self.k_min), k_max=max(2, self.k_min, self.k_max),
+                                    random_state=self.seed)
+        return ModelConfig(hierarchy=self.hierarchy, new_max_tenure_days=self.new_max_tenure_days,
+                           lapsed_after_days=self.lapsed_after_days, k_range=(self.k_min, self.k_max),
+                           max_distance=self.max_match_distance, selection=selection)
+
+
+def read_features(con) -> pl.DataFrame:
+    """All users, sorted by id (the maths samples by row position: sorted input, reproducible output)."""
+    return con.sql("SELECT * FROM features.user_features ORDER BY user_id").pl()
+
+
+def drift_table(model: SegmentModel, frame: pl.DataFrame) -> pl.DataFrame:
+    if model.reference_sample is None:
+        return pl.DataFrame(schema={"feature": pl.String, "psi": pl.Float64})
+    return population_stability(build_reference(model.reference_sample, list(model.features)), frame)
+
+
+def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetime, cfg: SegmentModelConfig,
+                 psi_threshold: float) -> str | None:
+    """Why a 'when_needed' run should fit (None: keep the model in service)."""
+    if model is None:
+        return "no model in service"
+    psi = drift_table(model, frame)
+    if psi.height and psi["psi"][0] > psi_threshold:
+        return f"population drift: PSI of {psi['feature'][0]} is {psi['psi'][0]:.2f} > {psi_threshold}"
+    if model.as_of is not None and as_of - model.as_of.replace(tzinfo=None) > timedelta(days=cfg.max_age_days):
+        return f"model older than {cfg.max_age_days:g} days (fitted on data as of {model.as_of:%Y-%m-%d})"
+    return None
+
+
+def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int) -> dict:
+    """The gate's metrics for a model, measured on TODAY's users so candidate and incumbent compare fairly."""
+    metrics = evaluate_model(model, frame, seed=seed)
+    sample = frame[sample_indices(frame.height, 50_000, seed + 11)]
+    labels, _ = model.predict(sample)
+    if len(np.unique(labels)) > 1:
+        metrics["classifier_macro_f1"] = train_classifier(sample, labels, kind, features=model.features, seed=seed).metrics["macro_f1"]
+    metrics["stability"] = model.metrics.get("stability")
+    return metrics
+
+
+def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:
+    keys = ("silhouette", "stability", "classifier_macro_f1", "davies_bouldin", "calinski_harabasz")
+    rows = ["| metric | candidate | in service |", "|---|---|---|"]
+    for k in keys:
+        fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+        rows.append(f"| {k} | {fmt(candidate.get(k))} | {fmt((incumbent or {}).get(k))} |")
+    return dg.MetadataValue.md("\n".join(rows))
+
+
+def _projection(model: SegmentModel, frame: pl.DataFrame, seed: int) -> str:
+    from sklearn.decomposition import PCA
+
+    sample = frame[sample_indices(frame.height, 3_000, seed + 21)]
+    ids, _ = model.predict(sample)
+    points = PCA(n_components=2, random_state=seed).fit_transform(model.preprocessor.transform(sample))
+    return projection_plot(points, ids, model.name_of)
+
+
+@dg.asset(
+    key=SEGMENT_MODEL, deps=[USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
+    automation_condition=refit_segment_model(),
+    description="Segment model: preprocessing, k by silhouette, clusters with stable ids and names, promotion gate. "
+    "Artifacts under models/, one row per fit in meta.segment_models.",
+)
+def segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig, duckdb: Warehouse, settings: SegSettings):
+    with duckdb.get_connection() as con:
+        registry.ensure_tables(con)
+        as_of = settings.resolve_as_of(con)
+        frame = read_features(con)
+        current = registry.in_service_model(con)
+        version = registry.next_version(con)
+    if frame.height == 0:
+        raise dg.Failure("features.user_features is empty: nothing to segment yet (land some orders first).")
+    previous = SegmentModel.load(current.artifact) if current else None
+    reason = "forced (fit=always)" if config.fit == "always" else refit_reason(previous, frame, as_of, config, settings.psi_threshold)
+    if reason is None:
+        psi = drift_table(previous, frame)
+        context.log.info(f"keeping {previous.version} in service: no drift, not too old")
+        return dg.MaterializeResult(metadata={
+            "decision": f"kept {previous.version} in service (no refit needed)", "in_service_version": previous.version,
+            "max_psi": float(psi["psi"].max() or 0.0), "users": frame.height})
+
+    context.log.info(f"fitting {version}: {reason}")
+    candidate = fit_segment_model(frame, config.to_model_config(), previous=previous, version=version, as_of=as_of)
+    cand_metrics = gate_metrics(candidate, frame, config.gate_classifier, config.seed)
+    prev_metrics = gate_metrics(previous, frame, config.gate_classifier, config.seed) if previous else None
+    decision = decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance)
+    artifact = candidate.save(registry.model_path(settings.paths.models, version))
+    candidate.metrics.update({f"gate_{k}": v for k, v in cand_metrics.items() if v is not None})
+    with duckdb.get_connection() as con:
+        registry.record_model(con, candidate, artifact=artifact, promoted=decision.promote,
+                              reason=f"{reason}; {decision.reason}", run_id=context.run_id)
+    serving = candidate if decision.promote else previous
+    context.log.info(f"{version}: {'promoted' if decision.promote else 'NOT promoted'} ({decision.reason})")
+    ksel = candidate.k_selection
+    metadata = {
+        "version": version, "promoted": decision.promote, "gate": decision.reason, "trigger": reason,
+        "in_service_version": serving.version, "k": candidate.k, "hierarchy": candidate.hierarchy,
+        "algorithm": candidate.algorithm, "users": frame.height, "artifact": dg.MetadataValue.path(str(artifact)),
+        "metrics": _metrics_table(cand_metrics, prev_metrics),
+        "segments": dg.MetadataValue.md(candidate.segments_frame().to_pandas().to_markdown(index=False)),
+        "projection": dg.MetadataValue.md(_projection(candidate, frame, config.seed)),
+    }
+    if ksel is not None and ksel.height:
+        engaged = ksel.filter(pl.col("stage") == ksel["stage"][0]).sort("k")
+        metadata["k_selection"] = dg.MetadataValue.md(k_selection_plot(
+            engaged["k"].to_list(), engaged["silhouette"].to_list(), engaged["davies_bouldin"].to_list(), candidate.metrics.get("k_behaviour")))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class ClassifierConfig(dg.Config):
+    fit: Literal["always", "when_needed"] = Field(default="always", description="'when_needed': only if the model in service has no classifier yet.")
+    kind: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier family.")
+    min_macro_f1: float = Field(default=0.80, ge=0, le=1, description="A classifier below this held-out macro-F1 stays out of service.")
+    max_rows: int = Field(default=200_000, ge=1_000, description="Training sample size (bounded so cost does not grow with users).")
+    seed: int = 0
+
+
+@dg.asset(
+    key=SEGMENT_CLASSIFIER, deps=[SEGMENT_MODEL, USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
+    automation_condition=rescore_on_new_inputs(),
+    description="Classifier trained on the segment labels of the model in service; assigns users between re-fits. "
+    "Held-out accuracy, macro-F1 and per-segment recall; below the threshold it stays out of service.",
+)
+def segment_classifier(context: dg.AssetExecutionContext, config: ClassifierConfig, duckdb: Warehouse, settings: SegSettings):
+    with duckdb.get_connection() as con:
+        current = registry.in_service_model(con)
+        if current is None:
+            raise dg.Failure("No segment model in service: materialize segment_model first.")
+        existing = registry.in_service_classifier(con, current.version)
+        frame = read_features(con)
+        version = registry.next_version(con, "meta.segment_classifiers", prefix="c")
+    if config.fit == "when_needed" and existing is not None:
+        return dg.MaterializeResult(metadata={"decision": f"kept {existing[0]} for model {current.version}"})
+    model = SegmentModel.load(current.artifact)
+    labels, _ = model.predict(frame)
+    clf = train_classifier(frame, labels, config.kind, features=model.features, max_rows=config.max_rows,
+                           seed=config.seed, model_version=model.version)
+    f1 = clf.metrics["macro_f1"]
+    serve = f1 >= config.min_macro_f1
+    reason = f"macro-F1 {f1:.3f} {'>=' if serve else '<'} {config.min_macro_f1}"
+    artifact = registry.save_artifact(clf, registry.classifier_path(settings.paths.models, version))
+    with duckdb.get_connection() as con:
+        registry.record_classifier(con, version=version, model_version=model.version, kind=config.kind, metrics=clf.metrics,
+                                   artifact=artifact, in_service=serve, reason=reason, run_id=context.run_id,
+                                   trained_at=datetime.now(timezone.utc))
+    recall = pl.DataFrame({"segment_id": list(clf.metrics["recall_by_segment"]),
+                           "segment_name": [model.name_of.get(s, "") for s in clf.metrics["recall_by_segment"]],
+                           "recall": list(clf.metrics["recall_by_segment"].values())})
+    return dg.MaterializeResult(metadata={
+        "version": version, "model_version": model.version, "kind": config.kind, "in_service": serve, "reason": reason,
+        "accuracy": float(clf.metrics["accuracy"]), "macro_f1": float(f1),
+        "recall_by_segment": dg.MetadataValue.md(recall.to_pandas().to_markdown(index=False)),
+        "feature_importance": dg.MetadataValue.md(clf.importances.head(15).to_pandas().to_markdown(index=False))
+        if clf.importances is not None else "",
+    })

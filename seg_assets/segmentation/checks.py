@@ -1,0 +1,110 @@
+"""Checks of the segmentation stage.
+
+* ``population_stable`` (on ``segment_model``, WARN): PSI of each model feature, today vs. the data the
+  model in service was fitted on. It runs whenever the features change; when it newly fails, the
+  automation re-fits the model (conditions.py).
+* ``candidate_promoted`` (on ``segment_model``, WARN): whether the latest fit passed the promotion
+  gate, and why not. A refused fit is not an error: the model in service stays.
+* ``classifier_quality`` (on ``segment_classifier``, blocking): the latest classifier is in service
+  only if its held-out macro-F1 reached the threshold; if not, scoring does not run.
+* ``user_segments_valid`` (on ``analytics/user_segments``, blocking): GE on exact aggregates before
+  anything is published.
+"""
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from seg_assets.automation.conditions import check_drift_on_new_features
+from seg_assets.features.assets import USER_FEATURES
+from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.segmentation import registry
+from seg_assets.segmentation.assets import SEGMENT_CLASSIFIER, SEGMENT_MODEL, drift_table, read_features
+from seg_assets.segmentation.model import SegmentModel
+from seg_assets.segmentation.rule_based import LIFECYCLE_STAGES, VALUE_TIERS
+from seg_assets.segmentation.scoring import USER_SEGMENTS
+from seg_assets.validation import check_result, validate_frame
+
+
+@dg.asset_check(
+    asset=SEGMENT_MODEL, additional_deps=[USER_FEATURES], blocking=False, pool="duckdb",
+    automation_condition=check_drift_on_new_features(),
+    description="Population stability index of each model feature against the model's reference data.",
+)
+def population_stable(duckdb: Warehouse, settings: SegSettings) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        current = registry.in_service_model(con)
+        if current is None:
+            return dg.AssetCheckResult(passed=True, metadata={"note": "no model in service yet"})
+        frame = read_features(con)
+    model = SegmentModel.load(current.artifact)
+    psi = drift_table(model, frame)
+    worst = float(psi["psi"].max() or 0.0)
+    return dg.AssetCheckResult(
+        passed=worst <= settings.psi_threshold, severity=dg.AssetCheckSeverity.WARN,
+        description=f"max PSI {worst:.3f} ({psi['feature'][0]}) vs threshold {settings.psi_threshold}",
+        metadata={"model_version": model.version, "max_psi": worst, "threshold": settings.psi_threshold,
+                  "psi_by_feature": dg.MetadataValue.md(psi.to_pandas().to_markdown(index=False, floatfmt=".3f"))},
+    )
+
+
+@dg.asset_check(asset=SEGMENT_MODEL, blocking=False, pool="duckdb",
+                description="The latest fit passed the promotion gate (otherwise the model in service stays; this says why).")
+def candidate_promoted(duckdb: Warehouse) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        registry.ensure_tables(con)
+        rows = con.sql("SELECT version, promoted, reason, metrics FROM meta.segment_models ORDER BY version DESC LIMIT 1").fetchall()
+    if not rows:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no model fitted yet"})
+    version, promoted, reason, metrics = rows[0]
+    return dg.AssetCheckResult(passed=bool(promoted), severity=dg.AssetCheckSeverity.WARN, description=reason,
+                               metadata={"version": version, "reason": reason, "metrics": dg.MetadataValue.json(json.loads(metrics))})
+
+
+@dg.asset_check(asset=SEGMENT_CLASSIFIER, blocking=True, pool="duckdb",
+                description="The latest classifier reached its macro-F1 threshold and is in service.")
+def classifier_quality(duckdb: Warehouse) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        registry.ensure_tables(con)
+        rows = con.sql("SELECT version, model_version, in_service, reason, metrics FROM meta.segment_classifiers "
+                       "ORDER BY trained_at DESC LIMIT 1").fetchall()
+    if not rows:
+        return dg.AssetCheckResult(passed=False, description="no classifier trained")
+    version, model_version, serving, reason, metrics = rows[0]
+    m = json.loads(metrics)
+    return dg.AssetCheckResult(passed=bool(serving), description=reason, metadata={
+        "version": version, "model_version": model_version, "macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"])})
+
+
+def _segment_aggregates(con, model: SegmentModel) -> pl.DataFrame:
+    ids = ", ".join(str(i) for i in model.segment_ids)
+    stages = ", ".join(f"'{s}'" for s in LIFECYCLE_STAGES)
+    tiers = ", ".join(f"'{t}'" for t in VALUE_TIERS)
+    return con.sql(f"""
+        SELECT
+            (SELECT count(*) FROM features.user_features) - count(*) AS users_missing,
+            count(*) - count(DISTINCT user_id) AS duplicate_user_ids,
+            count(*) FILTER (WHERE segment_id IS NULL OR segment_id NOT IN ({ids})) AS unknown_segments,
+            count(*) FILTER (WHERE segment_name IS NULL) AS unnamed,
+            count(*) FILTER (WHERE confidence IS NULL OR confidence < 0 OR confidence > 1) AS bad_confidence,
+            count(*) FILTER (WHERE r_score NOT BETWEEN 1 AND 10 OR f_score NOT BETWEEN 1 AND 10 OR m_score NOT BETWEEN 1 AND 10) AS bad_rfm,
+            count(*) FILTER (WHERE rfm_group IS NULL) AS no_rfm_group,
+            count(*) FILTER (WHERE lifecycle_stage NOT IN ({stages})) AS bad_lifecycle,
+            count(*) FILTER (WHERE value_tier NOT IN ({tiers})) AS bad_value_tier,
+            count(*) FILTER (WHERE model_version <> '{model.version}') AS wrong_model_version
+        FROM analytics.user_segments""").pl()
+
+
+@dg.asset_check(asset=USER_SEGMENTS, blocking=True, pool="duckdb",
+                description="Every user once, known segment ids and names, confidence in [0, 1], valid RFM and enums.")
+def user_segments_valid(duckdb: Warehouse) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as con:
+        current = registry.in_service_model(con)
+        aggregates = _segment_aggregates(con, SegmentModel.load(current.artifact))
+    outcome = validate_frame(aggregates, "user_segments", lambda gxe: [
+        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in aggregates.columns])
+    return check_result(outcome)
+
+
+asset_checks = [population_stable, candidate_promoted, classifier_quality, user_segments_valid]

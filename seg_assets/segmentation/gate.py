@@ -1,0 +1,67 @@
+"""Promotion gate: a re-fit replaces the model in service only if it is not worse.
+
+Metrics compared (all "higher is better" unless listed in ``LOWER_IS_BETTER``):
+
+* ``silhouette``: cluster separation on a sample (evaluate both models on TODAY's data, see
+  ``model.evaluate_model``, so the comparison is on the same users);
+* ``stability``: mean ARI between bootstrap re-fits (``selection.bootstrap_stability``): clusters
+  that change with the sample are not segments;
+* ``classifier_macro_f1``: how well the segments can be learned back from features.
+
+Rule: promote when nothing is in service, or when NO shared metric is worse than the in-service one
+by more than ``tolerance`` (absolute, default 0.05). The reason names every metric that failed, or
+the deltas when it passes. Optional ``floors`` refuse a candidate below an absolute minimum even
+when nothing is in service.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+GATE_METRICS = ("silhouette", "stability", "classifier_macro_f1")
+LOWER_IS_BETTER = frozenset({"davies_bouldin"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    deltas: dict[str, float] = field(default_factory=dict)  # candidate - in service (sign: better > 0)
+    failed: tuple[str, ...] = ()
+
+
+def _ok(v) -> bool:
+    return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics: Mapping[str, float] | None,
+                     tolerance: float | Mapping[str, float] = 0.05, metrics: tuple[str, ...] = GATE_METRICS,
+                     floors: Mapping[str, float] | None = None) -> Decision:
+    """Decide whether the candidate model replaces the one in service."""
+    tol = (lambda m: float(tolerance.get(m, 0.05))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
+    low = [m for m, v in (floors or {}).items() if not _ok(candidate_metrics.get(m)) or candidate_metrics[m] < v]
+    if low:
+        text = "; ".join(f"{m} {candidate_metrics.get(m)} < floor {floors[m]}" for m in low)
+        return Decision(False, f"below floor: {text}", failed=tuple(low))
+    if in_service_metrics is None:
+        return Decision(True, "no model in service")
+    deltas: dict[str, float] = {}
+    failed: list[str] = []
+    notes: list[str] = []
+    for m in metrics:
+        c, s = candidate_metrics.get(m), in_service_metrics.get(m)
+        if not (_ok(c) and _ok(s)):
+            continue
+        d = (s - c) if m in LOWER_IS_BETTER else (c - s)
+        deltas[m] = float(d)
+        if d < -tol(m):
+            failed.append(m)
+            notes.append(f"{m} {c:.3f} vs {s:.3f} in service (worse by {-d:.3f} > {tol(m):.3f})")
+    if not deltas:
+        return Decision(True, "no comparable metrics; promoting", deltas)
+    if failed:
+        return Decision(False, "worse than the model in service: " + "; ".join(notes), deltas, tuple(failed))
+    detail = ", ".join(f"{m} {'+' if d >= 0 else ''}{d:.3f}" for m, d in deltas.items())
+    return Decision(True, f"not worse than the model in service (tolerance {tolerance}): {detail}", deltas)

@@ -1,0 +1,371 @@
+"""The fitted segment model (one joblib artifact per version) and how it is built.
+
+Design decision: **hierarchical segments, lifecycle first** (``hierarchy="lifecycle"``, default).
+Every user is first put in a coarse lifecycle stage by two visible thresholds on raw features:
+
+* ``new``: ``tenure_days <= new_max_tenure_days`` (30), whatever else they did;
+* ``lapsed``: no order and no visit for more than ``lapsed_after_days`` (90), i.e.
+  ``min(recency_days, days_since_last_visit) > 90``;
+* ``engaged``: everyone else.
+
+Behaviour clusters (k chosen by silhouette, default 2..8, so 4..10 segments in all) are fitted inside
+``engaged``; ``new`` and ``lapsed`` are one segment each by default (configurable k ranges). Why:
+"new" and "lapsed" are *states in time*, not behaviours. In a flat k-means they are one or two
+coordinates among twenty, so they blur into the behaviour clusters (a lapsed occasional buyer sits
+next to an active one), and the silhouette then prefers a k that merges or splits the wrong groups.
+On simulated shoppers with six planted types (loyal high value, bargain hunter, window shopper,
+occasional, lapsed, new) the lifecycle-first model reached ARI ~0.93 where the flat model on the
+same features scored 0.62-0.74 depending on the chosen k, and StandardScaler + KMeans(6) on RFM 0.2-0.5.
+Ids stay stable because matching (matching.py) runs once over all segments, forbidding matches across
+stages. ``hierarchy="flat"`` (one stage ``all``, k 3..10) remains available; the lifecycle stage
+of rule_based.py stays a separate column either way.
+
+``predict`` returns ``(segment_id, confidence)``. Confidence for a k-means cluster is the posterior
+of an isotropic Gaussian mixture with equal weights centred on the stage's centroids and variance
+estimated from the fit (softmax of ``-d^2 / (2 sigma^2)``); for GMM the model's own posterior; 1.0
+for a stage that is a single segment (the thresholds decide with certainty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import joblib
+import numpy as np
+import polars as pl
+from sklearn.mixture import GaussianMixture
+
+from seg_assets.features.dictionary import MODEL_FEATURES
+from seg_assets.segmentation import matching, naming, profiles
+from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
+from seg_assets.segmentation.selection import (SelectionConfig, bootstrap_stability, centroids_of, cluster_metrics,
+                                               fit_clusters, sample_indices, select_k)
+
+ARTIFACT_FORMAT = 1
+STAGE_ORDER = ("engaged", "new", "lapsed", "all")
+HIERARCHIES = ("lifecycle", "flat")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    features: tuple[str, ...] | None = None  # default: MODEL_FEATURES present in the frame
+    hierarchy: str = "lifecycle"
+    new_max_tenure_days: float = 30.0
+    lapsed_after_days: float = 90.0
+    k_range: tuple[int, int] | None = None  # behaviour clusters; default (3, 8) lifecycle, (3, 10) flat
+    new_k: tuple[int, int] = (1, 1)
+    lapsed_k: tuple[int, int] = (1, 1)
+    min_stage_rows: int = 20  # a smaller stage gets no segment of its own (nearest centroid instead)
+    scaler: str = "standard"
+    clip_quantile: float | None = 0.995
+    balance_groups: bool = True
+    selection: SelectionConfig = SelectionConfig()
+    max_distance: float = matching.DEFAULT_MAX_DISTANCE
+    stability_boot: int = 4
+    stability_sample: int = 4_000
+    reference_rows: int = 5_000
+
+    def __post_init__(self) -> None:
+        if self.hierarchy not in HIERARCHIES:
+            raise ValueError(f"hierarchy must be one of {HIERARCHIES}, not {self.hierarchy!r}")
+
+    def stage_k(self, stage: str) -> tuple[int, int]:
+        if stage == "new":
+            return self.new_k
+        if stage == "lapsed":
+            return self.lapsed_k
+        return self.k_range or ((3, 8) if self.hierarchy == "lifecycle" else (3, 10))
+
+
+@dataclass
+class StageFit:
+    name: str
+    clusters: list[int]  # global cluster indices of this stage, in the estimator's label order
+    estimator: Any = None  # None: the stage is a single segment
+    sigma2: float = 1.0  # per-dimension within-cluster variance, the temperature of the confidence
+    k_selection: pl.DataFrame | None = None
+
+
+def stage_of(frame: pl.DataFrame, cfg: ModelConfig) -> np.ndarray:
+    """The hierarchy stage of every row (vectorised; see the module docstring)."""
+    if cfg.hierarchy == "flat":
+        return np.full(frame.height, "all", dtype=object)
+    need = ["tenure_days", "recency_days", "days_since_last_visit"]
+    missing = [c for c in need if c not in frame.columns]
+    if missing:
+        raise KeyError(f"hierarchy='lifecycle' needs columns {missing}; use hierarchy='flat'")
+    expr = (pl.when(pl.col("tenure_days") <= cfg.new_max_tenure_days).then(pl.lit("new"))
+            .when(pl.min_horizontal("recency_days", "days_since_last_visit") > cfg.lapsed_after_days).then(pl.lit("lapsed"))
+            .otherwise(pl.lit("engaged")))
+    return frame.select(expr.alias("s"))["s"].to_numpy().astype(object)
+
+
+def _soft_assign(Z: np.ndarray, centers: np.ndarray, sigma2: float) -> tuple[np.ndarray, np.ndarray]:
+    # |z - c|^2 = |z|^2 - 2 z.c + |c|^2: no (n, k, d) temporary for millions of rows
+    d2 = np.maximum((Z ** 2).sum(axis=1)[:, None] - 2.0 * Z @ centers.T + (centers ** 2).sum(axis=1)[None, :], 0.0)
+    label = d2.argmin(axis=1)
+    rel = d2 - d2[np.arange(len(d2)), label][:, None]
+    conf = 1.0 / np.exp(-rel / (2.0 * max(sigma2, 1e-12))).sum(axis=1)
+    return label, conf
+
+
+@dataclass
+class SegmentModel:
+    version: str
+    algorithm: str
+    hierarchy: str
+    features: list[str]
+    preprocessor: Preprocessor
+    stages: dict[str, StageFit]
+    centroids: np.ndarray  # (k, d) in the preprocessed space, global cluster order
+    centroids_original: np.ndarray  # (k, d) inverse-transformed: each cluster's typical user
+    cluster_stage: list[str]
+    segment_ids: list[int]  # stable id per global cluster index
+    names: list[str]
+    config: ModelConfig
+    metrics: dict[str, float] = field(default_factory=dict)
+    k_selection: pl.DataFrame | None = None
+    matching: pl.DataFrame | None = None
+    fitted_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    as_of: datetime | None = None
+    parent_version: str | None = None
+    max_issued_id: int = 0
+    retired_ids: list[int] = field(default_factory=list)  # cumulative over the lineage
+    reference_quantiles: dict[str, list[float]] = field(default_factory=dict)
+    reference_sample: pl.DataFrame | None = None
+    sizes: dict[int, int] = field(default_factory=dict)  # at fit time, on the fit sample
+    artifact_format: int = ARTIFACT_FORMAT
+
+    @property
+    def k(self) -> int:
+        return len(self.segment_ids)
+
+    @property
+    def estimator(self) -> Any:
+        """The behaviour-cluster estimator (the ``engaged`` stage, or ``all`` when flat)."""
+        st = self.stages.get("engaged") or self.stages.get("all")
+        return st.estimator if st else None
+
+    @property
+    def name_of(self) -> dict[int, str]:
+        return dict(zip(self.segment_ids, self.names))
+
+    def predict_clusters(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Global cluster index and confidence per row (stable ids: see ``predict``)."""
+        Z = self.preprocessor.transform(frame)
+        stage = stage_of(frame, self.config) if self.hierarchy != "flat" else np.full(frame.height, "all", dtype=object)
+        cluster = np.full(frame.height, -1, dtype=np.int64)
+        conf = np.ones(frame.height, dtype=np.float64)
+        for name, st in self.stages.items():
+            rows = np.flatnonzero(stage == name)
+            if rows.size == 0:
+                continue
+            if st.estimator is None:
+                cluster[rows] = st.clusters[0]
+            elif isinstance(st.estimator, GaussianMixture):
+                proba = st.estimator.predict_proba(Z[rows])
+                cluster[rows] = np.asarray(st.clusters)[proba.argmax(axis=1)]
+                conf[rows] = proba.max(axis=1)
+            else:
+                local, c = _soft_assign(Z[rows], self.centroids[st.clusters], st.sigma2)
+                cluster[rows], conf[rows] = np.asarray(st.clusters)[local], c
+        orphan = np.flatnonzero(cluster < 0)  # a stage too small at fit time: nearest segment
+        if orphan.size:
+            sig = float(np.mean([s.sigma2 for s in self.stages.values()]))
+            local, c = _soft_assign(Z[orphan], self.centroids, sig)
+            cluster[orphan], conf[orphan] = local, c
+        return cluster, conf
+
+    def predict(self, frame: pl.DataFrame, chunk_rows: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+        """(segment_id int64 array, confidence float64 array in (0, 1]) for every row, in order."""
+        ids = np.asarray(self.segment_ids, dtype=np.int64)
+        out_id, out_conf = [], []
+        for start in range(0, max(frame.height, 1), chunk_rows):
+            cl, cf = self.predict_clusters(frame.slice(start, chunk_rows))
+            out_id.append(ids[cl] if cl.size else np.empty(0, np.int64))
+            out_conf.append(cf)
+        return np.concatenate(out_id), np.concatenate(out_conf)
+
+    def assign(self, frame: pl.DataFrame, id_col: str = "user_id") -> pl.DataFrame:
+        """user id, segment_id, segment_name, stage, confidence: the rows of a segment table."""
+        sid, conf = self.predict(frame)
+        stage_by_id = dict(zip(self.segment_ids, self.cluster_stage))
+        out = pl.DataFrame({"segment_id": sid, "confidence": conf})
+        out = out.with_columns(
+            segment_name=pl.col("segment_id").replace_strict(self.name_of, return_dtype=pl.Utf8),
+            stage=pl.col("segment_id").replace_strict(stage_by_id, return_dtype=pl.Utf8),
+            model_version=pl.lit(self.version))
+        if id_col in frame.columns:
+            out = out.insert_column(0, frame[id_col])
+        return out
+
+    def segments_frame(self) -> pl.DataFrame:
+        """One row per segment of this version (for meta tables and the UI)."""
+        status = {}
+        dist = {}
+        if self.matching is not None:
+            for sid, st, d in self.matching.select("segment_id", "status", "distance").iter_rows():
+                status[sid], dist[sid] = st, d
+        return pl.DataFrame({
+            "segment_id": self.segment_ids, "segment_name": self.names, "stage": self.cluster_stage,
+            "status": [status.get(s, "new") for s in self.segment_ids],
+            "match_distance": [dist.get(s) for s in self.segment_ids],
+            "fit_size": [self.sizes.get(s, 0) for s in self.segment_ids],
+        }, schema_overrides={"match_distance": pl.Float64}).sort("segment_id")
+
+    def to_record(self) -> dict:
+        """A JSON-able summary, one row of ``meta.segment_models``."""
+        return {
+            "version": self.version, "parent_version": self.parent_version, "algorithm": self.algorithm,
+            "hierarchy": self.hierarchy, "k": self.k, "features": list(self.features),
+            "metrics": {k: (None if v is None or (isinstance(v, float) and not np.isfinite(v)) else v) for k, v in self.metrics.items()},
+            "segments": self.segments_frame().to_dicts(), "retired_ids": list(self.retired_ids),
+            "max_issued_id": self.max_issued_id, "fitted_at": self.fitted_at.isoformat(),
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        joblib.dump(self, tmp, compress=3)
+        tmp.replace(path)  # atomic: a reader never sees half an artifact
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> "SegmentModel":
+        obj = joblib.load(path)
+        if not isinstance(obj, SegmentModel):
+            raise TypeError(f"{path} does not hold a SegmentModel")
+        if obj.artifact_format != ARTIFACT_FORMAT:
+            raise ValueError(f"{path}: artifact format {obj.artifact_format}, expected {ARTIFACT_FORMAT}")
+        return obj
+
+
+def evaluate_model(model: SegmentModel, frame: pl.DataFrame, sample_size: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """Silhouette / DB / CH of ``model``'s segments on ``frame`` (e.g. the in-service model on today's data)."""
+    sub = frame[sample_indices(frame.height, sample_size, seed)]
+    cl, _ = model.predict_clusters(sub)
+    return cluster_metrics(model.preprocessor.transform(sub), cl, sample_size, seed)
+
+
+def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tuple[StageFit, np.ndarray, np.ndarray, str | None]:
+    """Fit one stage; returns (stage, centroids, labels on Zs, resolved algorithm or None)."""
+    k_min, k_max = cfg.stage_k(name)
+    if name == "all" and cfg.k_range is None:
+        k_min, k_max = cfg.selection.k_min, cfg.selection.k_max
+    if k_max <= 1:
+        centers = Zs.mean(axis=0, keepdims=True)
+        labels = np.zeros(len(Zs), dtype=np.int64)
+        est, algo, ksel = None, None, None
+    else:
+        k_min, k_max = max(2, k_min), min(k_max, len(Zs) - 1)
+        if k_min >= k_max:
+            k, ksel = k_max, None
+        else:
+            chosen = select_k(Zs, cfg.selection, (k_min, k_max))
+            k, ksel = chosen.k, chosen.metrics.with_columns(stage=pl.lit(name))
+        est, algo = fit_clusters(Zs, k, cfg.selection)
+        centers = centroids_of(est)
+        labels, _ = _soft_assign(Zs, centers, 1.0)
+        if isinstance(est, GaussianMixture):
+            labels = est.predict(Zs)
+    sigma2 = float(((Zs - centers[labels]) ** 2).sum() / max(Zs.size, 1)) or 1.0
+    stage = StageFit(name, list(range(offset, offset + len(centers))), est, sigma2, ksel)
+    return stage, centers, labels, algo
+
+
+def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), *, previous: SegmentModel | None = None,
+                      version: str | None = None, as_of: datetime | None = None,
+                      fitted_at: datetime | None = None) -> SegmentModel:
+    """Fit a new model version on ``frame`` (one row per user, original feature units).
+
+    With ``previous`` (the model in service), segments are matched to it: kept ones keep id and name,
+    new ones get fresh ids, vanished ones are retired. Sort ``frame`` by user id for reproducibility.
+    """
+    features = list(config.features or [f for f in MODEL_FEATURES if f in frame.columns])
+    if not features:
+        raise ValueError("no model features in the frame")
+    sel = config.selection
+    fit_frame = frame[sample_indices(frame.height, sel.fit_sample, sel.random_state + 3)]
+    pre = Preprocessor(scaler=config.scaler, clip_quantile=config.clip_quantile,
+                       weights=balanced_weights(features) if config.balance_groups else None).fit(fit_frame, features)
+    Z = pre.transform(fit_frame)
+    stage = stage_of(fit_frame, config)
+    stages: dict[str, StageFit] = {}
+    centers, cstage, labels = [], [], np.full(len(Z), -1, dtype=np.int64)
+    algorithm, behaviour = "rules", None
+    for name in STAGE_ORDER:
+        rows = np.flatnonzero(stage == name)
+        if rows.size < config.min_stage_rows:
+            continue
+        st, c, lab, algo = _fit_stage(name, Z[rows], config, len(centers))
+        stages[name] = st
+        labels[rows] = np.asarray(st.clusters)[lab]
+        centers.extend(c)
+        cstage.extend([name] * len(c))
+        if algo is not None:
+            algorithm, behaviour = algo, (name, rows, lab, len(c))
+    if not stages:
+        raise ValueError(f"too few rows to fit a segment model ({frame.height})")
+    C = np.vstack(centers)
+    C_orig = pre.inverse_transform(C)
+    order = matching.canonical_order(C_orig, features, cstage, STAGE_ORDER)
+    fixed: dict[int, str] = {}
+    if previous is None:
+        ids = matching.first_fit_ids(order)
+        match = matching.MatchResult(ids, ["new"] * len(ids), [float("nan")] * len(ids), [None] * len(ids), [], max(ids))
+        retired: list[int] = []
+    else:
+        common = [f for f in previous.features if f in features]
+        old = pre.transform_array(previous.centroids_original[:, [previous.features.index(f) for f in common]], common)
+        new = C[:, [features.index(f) for f in common]]
+        grouped = previous.hierarchy == config.hierarchy == "lifecycle"
+        match = matching.match_segments(old, previous.segment_ids, new, max_distance=config.max_distance,
+                                        old_groups=previous.cluster_stage if grouped else None,
+                                        new_groups=cstage if grouped else None,
+                                        max_issued_id=previous.max_issued_id, new_order=order)
+        ids = match.segment_ids
+        fixed = matching.carry_names(match, previous.name_of)
+        retired = sorted(set(previous.retired_ids) | set(match.retired))
+    # fit-sample rows that fell in a stage too small to get a segment: nearest centroid
+    orphan = np.flatnonzero(labels < 0)
+    if orphan.size:
+        labels[orphan], _ = _soft_assign(Z[orphan], C, 1.0)
+    seg = np.asarray(ids, dtype=np.int64)[labels]
+    contrasts = profiles.feature_contrasts(fit_frame, seg, features)
+    stage_by_id = dict(zip(ids, cstage))
+    named = naming.assign_names(profiles.rank_table(contrasts), stages=stage_by_id, fixed=fixed)
+    taken = set(named.values())
+    names = [named.get(i) or fixed.get(i) or f"Segment {i}" for i in ids]
+    if len(set(names)) != len(names) or any(n not in taken for n in names if not n.startswith("Segment ")):
+        names = [n if names.count(n) == 1 else f"{n} #{i}" for n, i in zip(names, ids)]
+    metrics = cluster_metrics(Z, labels, sel.silhouette_sample, sel.random_state + 4)
+    metrics.update(n_rows=frame.height, fit_rows=len(Z), k=len(ids))
+    if behaviour is not None:
+        name, rows, lab, kb = behaviour
+        bm = cluster_metrics(Z[rows], lab, sel.silhouette_sample, sel.random_state + 5)
+        metrics.update({f"behaviour_{m}": v for m, v in bm.items()}, k_behaviour=kb)
+        metrics["stability"] = bootstrap_stability(Z[rows], kb, algorithm="gmm" if algorithm == "gmm" else "kmeans",
+                                                   n_boot=config.stability_boot, sample_size=config.stability_sample,
+                                                   seed=sel.random_state)
+    else:
+        metrics["stability"] = 1.0
+    for name in stages:
+        metrics[f"share_{name}"] = float((stage == name).mean())
+    ksel = [s.k_selection for s in stages.values() if s.k_selection is not None]
+    fitted_at = fitted_at or datetime.now(timezone.utc)
+    ref = fit_frame.select(features)
+    return SegmentModel(
+        version=version or f"seg-{fitted_at:%Y%m%dT%H%M%S}", algorithm=algorithm, hierarchy=config.hierarchy,
+        features=features, preprocessor=pre, stages=stages, centroids=C, centroids_original=C_orig,
+        cluster_stage=cstage, segment_ids=[int(i) for i in ids], names=names, config=config, metrics=metrics,
+        k_selection=pl.concat(ksel) if ksel else None, matching=match.to_frame(), fitted_at=fitted_at, as_of=as_of,
+        parent_version=previous.version if previous else None, max_issued_id=match.max_issued_id, retired_ids=retired,
+        reference_quantiles={f: np.quantile(to_matrix(ref, [f])[:, 0], np.linspace(0, 1, 11)).tolist() for f in features},
+        reference_sample=ref[sample_indices(ref.height, config.reference_rows, sel.random_state + 6)],
+        sizes={int(s): int(c) for s, c in zip(*np.unique(seg, return_counts=True))},
+    )

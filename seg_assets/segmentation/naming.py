@@ -1,0 +1,105 @@
+"""Human-readable segment names from where a segment sits in the population.
+
+Input: per segment, the mean percentile rank of its users for each feature (0.5 = typical; see
+profiles.feature_contrasts). Each archetype below is a weighted signature of features that should
+sit high (+) or low (-); its score for a segment is the weighted mean of ``sign * (rank - 0.5)``.
+
+Assignment is deterministic and keeps names unique:
+
+1. segments that were KEPT by matching keep their old name (``fixed``);
+2. the remaining (segment, archetype) pairs are taken greedily by descending score, each archetype
+   once, and only if the archetype is close to the segment's best (so uniqueness never turns a
+   bargain-hunting cluster into "Window shoppers");
+3. a segment left without a free archetype takes its best one plus a qualifier from its most
+   distinctive other trait ("Bargain hunters (high value)"); a numeric suffix is the last resort.
+
+Hierarchy stages restrict the archetypes: the ``new`` stage is "New customers", the ``lapsed``
+stage is "Dormant" or "At risk", behaviour clusters in ``engaged`` use the others.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+# name -> {feature: weight * direction}
+ARCHETYPES: dict[str, dict[str, float]] = {
+    "High-value loyal": {"monetary": 2, "frequency": 2, "orders_90d": 1, "recency_days": -1},
+    "Bargain hunters": {"discount_share": 3, "avg_order_value": -1},
+    "Window shoppers": {"sessions": 1, "views": 1, "session_to_order": -2, "frequency": -1},
+    "Occasional buyers": {"sessions": -1, "views": -1, "frequency": -0.5, "orders_90d": -0.5,
+                          "days_since_last_visit": 0.5},
+    "At risk": {"recency_days": 1, "days_since_last_visit": 1, "monetary": 1, "frequency": 1},
+    "Dormant": {"recency_days": 2, "days_since_last_visit": 2, "orders_90d": -1},
+    "New customers": {"tenure_days": -3},
+}
+
+STAGE_ARCHETYPES: dict[str | None, tuple[str, ...]] = {
+    None: tuple(ARCHETYPES),
+    "all": tuple(ARCHETYPES),
+    "new": ("New customers",),
+    "lapsed": ("Dormant", "At risk"),
+    "engaged": ("High-value loyal", "Bargain hunters", "Window shoppers", "Occasional buyers", "At risk"),
+}
+
+# feature -> (qualifier when the segment ranks high, when it ranks low)
+QUALIFIERS: dict[str, tuple[str, str]] = {
+    "monetary": ("high value", "low value"),
+    "frequency": ("frequent", "infrequent"),
+    "discount_share": ("discount-driven", "full price"),
+    "sessions": ("engaged", "low engagement"),
+    "recency_days": ("lapsing", "recent"),
+    "tenure_days": ("long-standing", "recently joined"),
+    "avg_order_value": ("big baskets", "small baskets"),
+}
+
+CLOSE_TO_BEST = 0.08  # an archetype may be used for uniqueness if within this score of the best
+
+
+def archetype_scores(ranks: Mapping[str, float], allowed: tuple[str, ...] = tuple(ARCHETYPES)) -> dict[str, float]:
+    """Score of each allowed archetype for one segment (features missing from ``ranks`` are skipped)."""
+    out = {}
+    for name in allowed:
+        sig = {f: w for f, w in ARCHETYPES[name].items() if f in ranks}
+        total = sum(abs(w) for w in sig.values())
+        out[name] = sum(w * (ranks[f] - 0.5) for f, w in sig.items()) / total if total else 0.0
+    return out
+
+
+def _qualified(base: str, ranks: Mapping[str, float], taken: set[str]) -> str:
+    avoid = set(ARCHETYPES.get(base, {}))
+    options = sorted(((abs(r - 0.5), f) for f, r in ranks.items() if f in QUALIFIERS and f not in avoid),
+                     key=lambda t: (-t[0], t[1]))
+    for _, f in options:
+        name = f"{base} ({QUALIFIERS[f][0] if ranks[f] >= 0.5 else QUALIFIERS[f][1]})"
+        if name not in taken:
+            return name
+    i = 2
+    while f"{base} {i}" in taken:
+        i += 1
+    return f"{base} {i}"
+
+
+def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[int, str] | None = None,
+                 fixed: Mapping[int, str] | None = None) -> dict[int, str]:
+    """segment id -> unique name. ``fixed`` (kept segments' old names) always wins."""
+    fixed = {int(k): v for k, v in (fixed or {}).items() if int(k) in ranks}
+    if len(set(fixed.values())) != len(fixed):
+        raise ValueError(f"fixed names are not unique: {fixed}")
+    names: dict[int, str] = dict(fixed)
+    taken = set(fixed.values())
+    todo = sorted(s for s in ranks if s not in names)
+    scores = {s: archetype_scores(ranks[s], STAGE_ARCHETYPES.get((stages or {}).get(s), tuple(ARCHETYPES)))
+              for s in todo}
+    best = {s: max(sc.items(), key=lambda t: (t[1], -list(ARCHETYPES).index(t[0]))) for s, sc in scores.items()}
+    pairs = sorted(((sc, s, a) for s in todo for a, sc in scores[s].items() if sc >= best[s][1] - CLOSE_TO_BEST),
+                   key=lambda t: (-t[0], t[1], t[2]))
+    for sc, s, a in pairs:
+        if s in names or a in taken:
+            continue
+        names[s] = a
+        taken.add(a)
+    for s in todo:  # segments whose good archetypes were all taken
+        if s not in names:
+            names[s] = _qualified(best[s][0], ranks[s], taken)
+            taken.add(names[s])
+    return {s: names[s] for s in sorted(names)}

@@ -1,0 +1,139 @@
+"""What each segment looks like, in original feature units, for BI and for naming.
+
+:func:`segment_profiles` gives one row per segment (size, share, revenue share, mean and median of
+every feature, the most distinguishing features and a one-line description) for
+``analytics.segment_profiles``. :func:`feature_contrasts` gives the long form (segment x feature)
+with the standardized mean difference vs the rest of the population and the segment's mean
+percentile rank, which naming.py uses: ranks are unitless and robust to the heavy tails and
+zero-inflation of counts, where z-scores of raw means are dominated by a few whales.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+SEG = "segment_id"
+
+
+def _with_segments(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str]) -> pl.DataFrame:
+    if len(segment_ids) != frame.height:
+        raise ValueError(f"{len(segment_ids)} segment ids for {frame.height} rows")
+    return frame.select([pl.col(f).cast(pl.Float64) for f in features]).with_columns(
+        pl.Series(SEG, np.asarray(segment_ids), dtype=pl.Int64))
+
+
+def feature_contrasts(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str]) -> pl.DataFrame:
+    """Long frame: segment_id, feature, mean, median, population_mean, smd, mean_rank.
+
+    ``smd`` = (segment mean - mean of the rest) / population sd; ``mean_rank`` = average percentile
+    rank (0..1, ties averaged) of the segment's users in the whole population (0.5 = typical).
+    """
+    df = _with_segments(frame, segment_ids, features)
+    n = df.height
+    ranked = df.with_columns([((pl.col(f).rank("average") - 0.5) / n).alias(f"__rank_{f}") for f in features])
+    agg = ranked.group_by(SEG).agg(
+        pl.len().alias("__n"),
+        *[pl.col(f).sum().alias(f"__sum_{f}") for f in features],
+        *[pl.col(f).median().alias(f"__median_{f}") for f in features],
+        *[pl.col(f"__rank_{f}").mean().alias(f"__mrank_{f}") for f in features],
+    ).sort(SEG)
+    tot = df.select([pl.col(f).sum().alias(f) for f in features]).row(0, named=True)
+    sd = df.select([pl.col(f).std(ddof=0).alias(f) for f in features]).row(0, named=True)
+    parts = []
+    for f in features:
+        mean = pl.col(f"__sum_{f}") / pl.col("__n")
+        n_rest = n - pl.col("__n")
+        rest = pl.when(n_rest > 0).then((tot[f] - pl.col(f"__sum_{f}")) / n_rest).otherwise(mean)
+        scale = sd[f] if sd[f] and sd[f] > 0 else 1.0
+        parts.append(agg.select(
+            pl.col(SEG), pl.lit(f).alias("feature"), mean.alias("mean"), pl.col(f"__median_{f}").alias("median"),
+            pl.lit(tot[f] / n if n else 0.0).alias("population_mean"), ((mean - rest) / scale).alias("smd"),
+            pl.col(f"__mrank_{f}").alias("mean_rank")))
+    return pl.concat(parts).sort(SEG, "feature")
+
+
+def rank_table(contrasts: pl.DataFrame) -> dict[int, dict[str, float]]:
+    """segment id -> {feature: mean percentile rank}, the input of naming.py."""
+    out: dict[int, dict[str, float]] = {}
+    for sid, f, r in contrasts.select(SEG, "feature", "mean_rank").iter_rows():
+        out.setdefault(int(sid), {})[f] = float(r)
+    return out
+
+
+def _fmt_days(d: float) -> str:
+    return f"{d:.0f} day" + ("" if round(d) == 1 else "s")
+
+
+def describe_segment(stats: Mapping[str, float], population: Mapping[str, float], max_clauses: int = 4) -> str:
+    """One line in plain words from a segment's statistics (keys as produced in segment_profiles).
+
+    Clauses in priority order, the first ``max_clauses`` kept: never ordered, joined recently, spend vs
+    average, order interval, discounting (when notable), last order, visits.
+    """
+    parts: list[str] = []
+    buyers = stats.get("buyer_share")
+    buying = buyers is None or buyers >= 0.5
+    if buyers is not None and buyers < 0.5:
+        parts.append(f"{(1 - buyers):.0%} never ordered")
+    pop_tenure = population.get("tenure_days")
+    if stats.get("median_tenure_days") is not None and pop_tenure and stats["median_tenure_days"] < 0.25 * pop_tenure:
+        parts.append(f"joined {_fmt_days(stats['median_tenure_days'])} ago")
+    pop_m = population.get("monetary")
+    if stats.get("mean_monetary") is not None and pop_m:
+        ratio = stats["mean_monetary"] / pop_m
+        parts.append("spends almost nothing" if ratio < 0.05 else f"spends {ratio:.1f}x the average")
+    gap = stats.get("order_interval_days")
+    if buying and gap is not None and np.isfinite(gap):
+        parts.append(f"orders every {_fmt_days(gap)}")
+    disc = stats.get("buyer_discount_share")
+    if disc is not None and np.isfinite(disc) and disc >= 0.15:
+        parts.append(f"{disc:.0%} of spend discounted")
+    if buying and stats.get("median_recency_days") is not None:
+        parts.append(f"last ordered {_fmt_days(stats['median_recency_days'])} ago")
+    if stats.get("median_sessions") is not None and stats.get("median_days_since_last_visit") is not None:
+        parts.append(f"{stats['median_sessions']:.0f} sessions, last visit {_fmt_days(stats['median_days_since_last_visit'])} ago")
+    return ", ".join(parts[:max_clauses])
+
+
+def segment_profiles(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str],
+                     names: Mapping[int, str] | None = None, top_n: int = 3) -> pl.DataFrame:
+    """One row per segment: sizes, shares, mean_/median_ per feature, top features, description."""
+    features = list(features)
+    df = _with_segments(frame, segment_ids, features)
+    n = df.height
+    extra = []
+    if "frequency" in features:
+        extra.append((pl.col("frequency") > 0).mean().alias("buyer_share"))
+        if "tenure_days" in features:
+            extra.append((pl.col("tenure_days") / pl.col("frequency")).filter(pl.col("frequency") > 0)
+                         .median().alias("order_interval_days"))
+    if "discount_share" in features and "frequency" in features:
+        extra.append(pl.col("discount_share").filter(pl.col("frequency") > 0).mean().alias("buyer_discount_share"))
+    prof = df.group_by(SEG).agg(
+        pl.len().alias("size"),
+        *[pl.col(f).mean().alias(f"mean_{f}") for f in features],
+        *[pl.col(f).median().alias(f"median_{f}") for f in features],
+        *extra,
+    ).sort(SEG)
+    revenue = df["monetary"].sum() if "monetary" in features else 0.0
+    prof = prof.with_columns(
+        share=pl.col("size") / n,
+        revenue_share=(pl.col("mean_monetary") * pl.col("size") / revenue) if revenue else pl.lit(None, dtype=pl.Float64),
+    )
+    contrasts = feature_contrasts(frame, segment_ids, features)
+    tops = (contrasts.with_columns(abs_smd=pl.col("smd").abs())
+            .sort([SEG, "abs_smd", "feature"], descending=[False, True, False])
+            .group_by(SEG, maintain_order=True).head(top_n)
+            .group_by(SEG, maintain_order=True)
+            .agg(pl.format("{} ({} sd)", "feature", pl.col("smd").round(1)).str.join(", ").alias("top_features")))
+    prof = prof.join(tops, on=SEG, how="left")
+    population = {f: df[f].mean() for f in features}
+    desc = [describe_segment(row, population) for row in prof.iter_rows(named=True)]
+    prof = prof.with_columns(pl.Series("description", desc, dtype=pl.Utf8))
+    if names is not None:
+        prof = prof.with_columns(pl.col(SEG).replace_strict(dict(names), default=None, return_dtype=pl.Utf8).alias("segment_name"))
+    lead = [SEG] + (["segment_name"] if names is not None else []) + ["size", "share", "revenue_share", "description", "top_features"]
+    return prof.select(lead + [c for c in prof.columns if c not in lead])

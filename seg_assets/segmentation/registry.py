@@ -1,0 +1,147 @@
+"""The model registry: versioned artifacts under ``SEG_DATA_DIR/models`` plus rows in ``meta``.
+
+``meta.segment_models`` has one row per fitted segment model (promoted or not, with the reason), and
+exactly one row with ``in_service`` true once a model has been promoted. ``meta.segment_classifiers``
+does the same for classifiers, per model version. ``meta.segment_id_map`` records how each version's
+clusters map to stable segment ids (kept / new / retired). Artifacts are joblib files written
+atomically; a row is only written after its artifact exists.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import joblib
+
+from seg_assets.segmentation.model import SegmentModel
+
+MODELS_DDL = """
+CREATE TABLE IF NOT EXISTS meta.segment_models (
+    version VARCHAR PRIMARY KEY, parent_version VARCHAR, algorithm VARCHAR, hierarchy VARCHAR, k INTEGER,
+    features VARCHAR[], metrics JSON, fitted_at TIMESTAMP, data_as_of TIMESTAMP, promoted BOOLEAN,
+    in_service BOOLEAN, reason VARCHAR, artifact VARCHAR, run_id VARCHAR
+)"""
+ID_MAP_DDL = """
+CREATE TABLE IF NOT EXISTS meta.segment_id_map (
+    model_version VARCHAR, cluster INTEGER, segment_id INTEGER, segment_name VARCHAR, stage VARCHAR,
+    status VARCHAR, distance DOUBLE, matched_old_id INTEGER
+)"""
+CLASSIFIERS_DDL = """
+CREATE TABLE IF NOT EXISTS meta.segment_classifiers (
+    version VARCHAR PRIMARY KEY, model_version VARCHAR, kind VARCHAR, metrics JSON, trained_at TIMESTAMP,
+    in_service BOOLEAN, reason VARCHAR, artifact VARCHAR, run_id VARCHAR
+)"""
+
+
+@dataclass(frozen=True)
+class InService:
+    version: str
+    metrics: dict
+    artifact: Path
+
+
+def ensure_tables(con) -> None:
+    for ddl in (MODELS_DDL, ID_MAP_DDL, CLASSIFIERS_DDL):
+        con.sql(ddl)
+
+
+def model_path(models_dir: Path, version: str) -> Path:
+    return models_dir / "segment_model" / f"{version}.joblib"
+
+
+def classifier_path(models_dir: Path, version: str) -> Path:
+    return models_dir / "segment_classifier" / f"{version}.joblib"
+
+
+def next_version(con, table: str = "meta.segment_models", prefix: str = "v") -> str:
+    ensure_tables(con)
+    (count,) = con.sql(f"SELECT count(*) FROM {table}").fetchall()[0]
+    return f"{prefix}{count + 1:04d}"
+
+
+def in_service_model(con) -> InService | None:
+    ensure_tables(con)
+    rows = con.sql("SELECT version, metrics, artifact FROM meta.segment_models WHERE in_service").fetchall()
+    if not rows:
+        return None
+    version, metrics, artifact = rows[0]
+    return InService(version, json.loads(metrics) if metrics else {}, Path(artifact))
+
+
+def load_in_service_model(con) -> SegmentModel | None:
+    current = in_service_model(con)
+    return SegmentModel.load(current.artifact) if current else None
+
+
+def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, reason: str, run_id: str | None) -> None:
+    """Register a fitted model; if promoted it replaces the one in service, in one transaction."""
+    ensure_tables(con)
+    record = model.to_record()
+    con.sql("BEGIN TRANSACTION")
+    try:
+        if promoted:
+            con.sql("UPDATE meta.segment_models SET in_service = false WHERE in_service")
+        con.execute(
+            "INSERT INTO meta.segment_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [model.version, model.parent_version, model.algorithm, model.hierarchy, model.k, list(model.features),
+             json.dumps(record["metrics"]), _naive(model.fitted_at), _naive(model.as_of), promoted, promoted, reason,
+             str(artifact), run_id],
+        )
+        frame = model.matching
+        if frame is not None:
+            names, stages = model.name_of, dict(zip(model.segment_ids, model.cluster_stage))
+            rows = [(model.version, c, sid, names.get(sid), stages.get(sid), st, None if d != d else d, old)
+                    for c, sid, st, d, old in frame.select("cluster", "segment_id", "status", "distance", "matched_old_id").iter_rows()]
+            con.executemany("INSERT INTO meta.segment_id_map VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.sql("COMMIT")
+    except Exception:
+        con.sql("ROLLBACK")
+        raise
+
+
+def in_service_classifier(con, model_version: str):
+    """(version, metrics, fitted classifier) of the classifier in service for a model version, or None."""
+    ensure_tables(con)
+    rows = con.sql(
+        "SELECT version, metrics, artifact FROM meta.segment_classifiers WHERE in_service AND model_version = ?",
+        params=[model_version]).fetchall()
+    if not rows:
+        return None
+    version, metrics, artifact = rows[0]
+    return version, json.loads(metrics), joblib.load(artifact)
+
+
+def record_classifier(con, *, version: str, model_version: str, kind: str, metrics: dict, artifact: Path,
+                      in_service: bool, reason: str, run_id: str | None, trained_at: datetime) -> None:
+    ensure_tables(con)
+    con.sql("BEGIN TRANSACTION")
+    try:
+        if in_service:
+            con.sql("UPDATE meta.segment_classifiers SET in_service = false WHERE in_service")
+        con.execute(
+            "INSERT INTO meta.segment_classifiers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [version, model_version, kind, json.dumps(metrics), _naive(trained_at), in_service, reason, str(artifact), run_id],
+        )
+        con.sql("COMMIT")
+    except Exception:
+        con.sql("ROLLBACK")
+        raise
+
+
+def save_artifact(obj, path: Path) -> Path:
+    """Write atomically: a reader never sees half an artifact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    joblib.dump(obj, tmp, compress=3)
+    tmp.replace(path)
+    return path
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    """The warehouse stores naive UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)

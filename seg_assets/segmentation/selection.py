@@ -1,0 +1,154 @@
+"""Choosing k and fitting the clustering, in a way that scales to millions of users.
+
+* k is chosen in a configured range by the **silhouette on a deterministic sample** (at most
+  ``silhouette_sample`` rows, default 10k: the exact silhouette is O(n^2)). Davies-Bouldin and
+  Calinski-Harabasz are reported per k on the same sample for the k-selection plot, not used to
+  decide (one criterion keeps the choice explainable).
+* The candidate fits for k-selection run on a sample (``selection_sample`` rows); the final fit on
+  up to ``fit_sample`` rows; every user is then *predicted*, never fitted.
+* Algorithms: ``kmeans`` (n_init restarts, fixed random_state), ``minibatch`` (MiniBatchKMeans,
+  picked by ``auto`` when the final fit has more than ``minibatch_above`` rows) and ``gmm``
+  (GaussianMixture; soft assignments, elliptic clusters, slower).
+* Samples are drawn from a seeded generator over row positions, so the same frame in the same order
+  gives the same sample, the same clusters and (see matching.py) the same ids. Callers sort users by
+  id first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score, silhouette_score
+from sklearn.mixture import GaussianMixture
+
+ALGORITHMS = ("auto", "kmeans", "minibatch", "gmm")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How clusters are searched for and fitted (all sizes are row counts)."""
+
+    algorithm: str = "auto"
+    k_min: int = 3
+    k_max: int = 10
+    selection_sample: int = 20_000
+    silhouette_sample: int = 5_000
+    fit_sample: int = 300_000
+    minibatch_above: int = 200_000
+    n_init: int = 4
+    gmm_covariance: str = "full"
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, not {self.algorithm!r}")
+        if not 2 <= self.k_min <= self.k_max:
+            raise ValueError(f"need 2 <= k_min <= k_max, got {self.k_min}..{self.k_max}")
+
+
+@dataclass
+class KSelection:
+    k: int
+    metrics: pl.DataFrame  # k, silhouette, davies_bouldin, calinski_harabasz, inertia_or_bic, chosen
+
+
+def sample_indices(n: int, size: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of a deterministic sample without replacement (all rows when n <= size)."""
+    if size is None or n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def resolve_algorithm(algorithm: str, n_rows: int, cfg: SelectionConfig) -> str:
+    if algorithm == "auto":
+        return "minibatch" if n_rows > cfg.minibatch_above else "kmeans"
+    return algorithm
+
+
+def make_estimator(algorithm: str, k: int, cfg: SelectionConfig, n_rows: int = 0, seed: int | None = None) -> Any:
+    """A fresh, seeded estimator; ``auto`` resolves on ``n_rows``."""
+    algo = resolve_algorithm(algorithm, n_rows, cfg)
+    rs = cfg.random_state if seed is None else seed
+    if algo == "kmeans":
+        return KMeans(n_clusters=k, n_init=cfg.n_init, random_state=rs)
+    if algo == "minibatch":
+        return MiniBatchKMeans(n_clusters=k, n_init=cfg.n_init, random_state=rs, batch_size=4096)
+    if algo == "gmm":
+        return GaussianMixture(n_components=k, covariance_type=cfg.gmm_covariance, n_init=1,
+                               random_state=rs, reg_covar=1e-4)
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def centroids_of(estimator: Any) -> np.ndarray:
+    return np.asarray(estimator.means_ if isinstance(estimator, GaussianMixture) else estimator.cluster_centers_)
+
+
+def cluster_metrics(Z: np.ndarray, labels: np.ndarray, sample_size: int, seed: int) -> dict[str, float]:
+    """Silhouette, Davies-Bouldin and Calinski-Harabasz on a deterministic sample (NaN if < 2 labels)."""
+    idx = sample_indices(len(Z), sample_size, seed)
+    Zs, ls = Z[idx], labels[idx]
+    n_labels = len(np.unique(ls))
+    if n_labels < 2 or n_labels >= len(Zs):
+        return {"silhouette": float("nan"), "davies_bouldin": float("nan"), "calinski_harabasz": float("nan")}
+    return {
+        "silhouette": float(silhouette_score(Zs, ls)),
+        "davies_bouldin": float(davies_bouldin_score(Zs, ls)),
+        "calinski_harabasz": float(calinski_harabasz_score(Zs, ls)),
+    }
+
+
+def select_k(Z: np.ndarray, cfg: SelectionConfig = SelectionConfig(), k_range: tuple[int, int] | None = None) -> KSelection:
+    """Fit every k of the range on a sample and keep the best silhouette (ties: the smaller k)."""
+    k_min, k_max = k_range or (cfg.k_min, cfg.k_max)
+    sel = Z[sample_indices(len(Z), cfg.selection_sample, cfg.random_state)]
+    k_max = min(k_max, len(sel) - 1)
+    if k_max < k_min:
+        raise ValueError(f"{len(sel)} rows are too few to choose k in {k_min}..{k_max}")
+    algo = cfg.algorithm if cfg.algorithm == "gmm" else "kmeans"  # the sample is small: full KMeans
+    rows = []
+    for k in range(k_min, k_max + 1):
+        est = make_estimator(algo, k, cfg).fit(sel)
+        labels = est.predict(sel)
+        m = cluster_metrics(sel, labels, cfg.silhouette_sample, cfg.random_state + 1)
+        extra = float(est.bic(sel)) if algo == "gmm" else float(est.inertia_)
+        rows.append({"k": k, **m, "inertia_or_bic": extra, "n_clusters_found": int(len(np.unique(labels)))})
+    metrics = pl.DataFrame(rows)
+    scores = np.nan_to_num(metrics["silhouette"].to_numpy(), nan=-np.inf)
+    best = int(metrics["k"][int(np.argmax(scores))])  # argmax keeps the first, i.e. the smallest k
+    return KSelection(k=best, metrics=metrics.with_columns(chosen=pl.col("k") == best))
+
+
+def fit_clusters(Z: np.ndarray, k: int, cfg: SelectionConfig = SelectionConfig()) -> tuple[Any, str]:
+    """The final fit on at most ``fit_sample`` rows; returns (estimator, resolved algorithm)."""
+    idx = sample_indices(len(Z), cfg.fit_sample, cfg.random_state + 2)
+    algo = resolve_algorithm(cfg.algorithm, len(idx), cfg)
+    est = make_estimator(algo, k, cfg, n_rows=len(idx)).fit(Z[idx])
+    return est, algo
+
+
+def bootstrap_stability(X: np.ndarray, k: int, algorithm: str = "kmeans", n_boot: int = 5,
+                        sample_size: int = 5_000, seed: int = 0, n_init: int = 2) -> float:
+    """Mean pairwise ARI of ``n_boot`` re-fits on bootstrap samples, compared on one common sample.
+
+    1.0 means every re-fit partitions the users the same way; values under ~0.6 mean the clusters are
+    an artefact of the sample. Cost: n_boot fits on ``sample_size`` rows.
+    """
+    if n_boot < 2:
+        raise ValueError("need at least 2 bootstrap fits")
+    X = np.asarray(X, dtype=np.float64)
+    cfg = SelectionConfig(algorithm="kmeans" if algorithm in ("auto", "minibatch") else algorithm,
+                          n_init=n_init, random_state=seed)
+    rng = np.random.default_rng(seed)
+    common = X[sample_indices(len(X), sample_size, seed)]
+    labelings = []
+    for b in range(n_boot):
+        boot = X[rng.integers(0, len(X), size=min(sample_size, len(X)))]
+        est = make_estimator(cfg.algorithm, k, cfg, seed=seed + 1 + b).fit(boot)
+        labelings.append(est.predict(common))
+    scores = [adjusted_rand_score(labelings[i], labelings[j])
+              for i in range(n_boot) for j in range(i + 1, n_boot)]
+    return float(np.mean(scores))
