@@ -1,0 +1,23 @@
+"""Shared fixtures: small generated datasets (real files, real DuckDB, under pytest's tmp dirs)."""
+
+import shutil
+
+import pytest
+
+from seg_assets.demo.generate import generate
+
+
+@pytest.fixture(scope="session")
+def small_landing(tmp_path_factory):
+    """3,000 users x 60 days, generated once per session; copy it before mutating (see `data_dir`)."""
+    root = tmp_path_factory.mktemp("small_landing")
+    generate(root, users=3_000, days=60, seed=5)
+    return root
+
+
+@pytest.fixture()
+def data_dir(small_landing, tmp_path):
+    """A fresh SEG_DATA_DIR holding a copy of the small dataset's landing files and truth."""
+    root = tmp_path / "data"
+    shutil.copytree(small_landing, root)
+    return root

@@ -1,0 +1,86 @@
+"""The whole refresh, as the CLI and the hourly job run it, on real files and a real DuckDB warehouse."""
+
+import shutil
+
+import duckdb
+import polars as pl
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from seg_assets.demo.generate import generate
+from seg_assets.refresh import run_refresh
+from seg_assets.settings import data_paths
+
+TABLES = ("raw.orders", "raw.clicks", "raw.customers", "raw.rejects", "meta.ingest_ledger", "features.user_features",
+          "analytics.user_segments", "analytics.segment_profiles", "analytics.segment_history", "analytics.segment_transitions")
+
+
+def snapshot(root) -> dict:
+    with duckdb.connect(str(data_paths(root).warehouse), read_only=True) as con:
+        return {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
+
+
+def segments(root) -> pl.DataFrame:
+    with duckdb.connect(str(data_paths(root).bi / "segments.duckdb"), read_only=True) as con:
+        return con.sql("SELECT * FROM analytics.user_segments ORDER BY user_id").pl()
+
+
+@pytest.fixture()
+def refreshed(data_dir):
+    outcome = run_refresh(data_dir)
+    assert outcome.success, [f for s in outcome.stages for f in s.failures]
+    return data_dir
+
+
+def test_refresh_builds_and_publishes_every_table(refreshed):
+    published = segments(refreshed)
+    truth = pl.read_parquet(refreshed / "truth" / "shopper_types.parquet")
+    assert published.height == truth.height == published["user_id"].n_unique()
+    assert published["segment_id"].null_count() == 0 and published["segment_name"].null_count() == 0
+    assert published["confidence"].min() > 0 and published["confidence"].max() <= 1
+    assert set(published["lifecycle_stage"]) <= {"new", "active", "at risk", "dormant", "churned"}
+    assert published["r_score"].min() >= 1 and published["r_score"].max() <= 5
+    # Planted shoppers are found at least as well as a plain RFM KMeans would (see README for figures).
+    joined = truth.join(published, on="user_id")
+    assert adjusted_rand_score(joined["shopper_type"], joined["segment_id"]) > 0.25
+    with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM meta.segment_models WHERE in_service").fetchall() == [(1,)]
+        assert con.sql("SELECT count(*) FROM analytics.segment_rules").fetchall()[0][0] > 0
+        # Email never leaves raw.customers.
+        for table in TABLES[3:]:
+            assert "@" not in str(con.sql(f"SELECT * FROM {table}").fetchall()), table
+
+
+def test_second_refresh_with_nothing_new_changes_nothing(refreshed):
+    before = snapshot(refreshed)
+    assert run_refresh(refreshed).success
+    assert snapshot(refreshed) == before
+
+
+def test_refit_on_unchanged_data_keeps_every_segment_id(refreshed):
+    before = segments(refreshed)
+    assert run_refresh(refreshed, refit=True).success
+    with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM meta.segment_models").fetchall() == [(2,)]
+    after = segments(refreshed)
+    assert after.select("user_id", "segment_id", "segment_name").equals(before.select("user_id", "segment_id", "segment_name"))
+
+
+def test_failed_run_leaves_published_segments_as_they_were(refreshed):
+    bi = data_paths(refreshed).bi / "segments.duckdb"
+    published = bi.read_bytes()
+    shutil.rmtree(data_paths(refreshed).models)  # the model artifacts are lost: scoring cannot run
+    generate(refreshed / "more", users=3_000, days=5, seed=9)  # and new data arrives
+    shutil.copytree(refreshed / "more" / "landing" / "orders", refreshed / "landing" / "orders", dirs_exist_ok=True)
+    outcome = run_refresh(refreshed)
+    assert not outcome.success
+    assert outcome.stages[-1].group == "segmentation" and outcome.stages[-1].failures
+    assert bi.read_bytes() == published
+
+
+def test_orders_only_data_runs_end_to_end(tmp_path):
+    generate(tmp_path, users=2_000, days=60, seed=3, with_clicks=False, with_customers=False)
+    outcome = run_refresh(tmp_path)
+    assert outcome.success, [f for s in outcome.stages for f in s.failures]
+    published = segments(tmp_path)
+    assert published.height > 0 and published["segment_id"].n_unique() >= 2
