@@ -52,23 +52,31 @@ def _min_by(owner, values, n, default):
     return np.where(np.isinf(out), default, out)
 
 
-def make_shoppers(n: int, seed: int = 0, shares: dict[str, float] | None = None) -> tuple[pl.DataFrame, np.ndarray]:
-    """``n`` users with MODEL_FEATURES columns plus ``user_id``; returns (frame, planted type names)."""
+# A type that does not exist in the default population: for "a genuinely new cluster appears".
+VIP = dict(share=0.1, tenure=(300, 900), order_rate=1 / 4, aov=600.0, disc=0.0, session_rate=1 / 3, views=3,
+           searches=0.2, cart=0.5, checkout=0.9, cancel=0.01, ret=0.01, lapse=None)
+
+
+def make_shoppers(n: int, seed: int = 0, shares: dict[str, float] | None = None,
+                  types: dict[str, dict] | None = None) -> tuple[pl.DataFrame, np.ndarray]:
+    """``n`` users with MODEL_FEATURES columns plus ``user_id``; returns (frame, planted type names).
+
+    ``shares`` overrides type shares (0 removes a type); ``types`` replaces the type table.
+    """
     rng = np.random.default_rng(seed)
-    names = list(SHOPPER_TYPES)
-    p = np.array([(shares or {}).get(t, SHOPPER_TYPES[t]["share"]) for t in names], dtype=float)
+    table = types or SHOPPER_TYPES
+    names = list(table)
+    p = np.array([(shares or {}).get(t, table[t]["share"]) for t in names], dtype=float)
     kind = rng.choice(len(names), size=n, p=p / p.sum())
-    par = {key: np.array([SHOPPER_TYPES[t][key] if SHOPPER_TYPES[t][key] is not None else 0 for t in names],
-                         dtype=object) for key in SHOPPER_TYPES[names[0]]}
 
     def col(key):
-        return np.array([SHOPPER_TYPES[names[k]][key] for k in kind], dtype=float)
+        return np.array([table[t][key] for t in names], dtype=float)[kind]
 
-    lo = np.array([SHOPPER_TYPES[t]["tenure"][0] for t in names], dtype=float)[kind]
-    hi = np.array([SHOPPER_TYPES[t]["tenure"][1] for t in names], dtype=float)[kind]
+    lo = np.array([table[t]["tenure"][0] for t in names], dtype=float)[kind]
+    hi = np.array([table[t]["tenure"][1] for t in names], dtype=float)[kind]
     tenure = lo + rng.random(n) * (hi - lo)
-    lapse_lo = np.array([(SHOPPER_TYPES[t]["lapse"] or (0, 0))[0] for t in names], dtype=float)[kind]
-    lapse_hi = np.array([(SHOPPER_TYPES[t]["lapse"] or (0, 0))[1] for t in names], dtype=float)[kind]
+    lapse_lo = np.array([(table[t]["lapse"] or (0, 0))[0] for t in names], dtype=float)[kind]
+    lapse_hi = np.array([(table[t]["lapse"] or (0, 0))[1] for t in names], dtype=float)[kind]
     active_end = np.minimum(lapse_lo + rng.random(n) * (lapse_hi - lapse_lo), tenure)
     # per-user heterogeneity around the type's parameters
     het = lambda: rng.lognormal(0.0, 0.35, n)  # noqa: E731

@@ -4,6 +4,8 @@
 * The segment model is re-fitted when no model exists, once a week, and when the population drifts
   (its PSI check newly fails): ``refit_segment_model``. The promotion gate inside the asset still
   decides whether the new fit replaces the model in service.
+* The classifier is retrained when a new model is fitted (not on every feature change):
+  ``retrain_on_new_model``.
 * The drift check itself runs whenever the features change: ``check_drift_on_new_features``.
 """
 
@@ -14,6 +16,16 @@ WEEKLY_REFIT_CRON = "0 4 * * 1"  # Mondays 04:00 UTC
 
 def rescore_on_new_inputs() -> dg.AutomationCondition:
     return dg.AutomationCondition.eager().with_label("re-score when features or the model change")
+
+
+def retrain_on_new_model(model_key: dg.AssetKey) -> dg.AutomationCondition:
+    """Like eager, but only a new segment model counts: new features alone do not retrain the classifier."""
+    return (
+        dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets(model_key)).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("retrain when a new model is fitted")
 
 
 def refit_segment_model(cron: str = WEEKLY_REFIT_CRON) -> dg.AutomationCondition:

@@ -1,6 +1,8 @@
 """Feature assets: the SQL models of ``dbt_like_sql/`` plus ``features/user_features`` (polars)."""
 
 
+from datetime import timedelta
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -12,6 +14,8 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.warehouse import table_exists
 
 USER_FEATURES = dg.AssetKey(["features", "user_features"])
+# Refreshed hourly: warn when 75 minutes old, fail at 2 hours (reported in the UI; never launches runs).
+FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
 _INPUTS = {
     "order_stats": "features.user_order_stats",
     "click_stats": "features.user_click_stats",
@@ -36,6 +40,7 @@ def read_frame(con, table: str) -> "pl.DataFrame | None":
     group_name="features",
     kinds={"duckdb", "polars"},
     pool="duckdb",
+    freshness_policy=FRESHNESS,
     description="One row per user: recency, frequency, monetary value, funnel and category features. "
     "See the feature dictionary in the metadata.",
 )

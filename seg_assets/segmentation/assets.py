@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from seg_assets.automation.conditions import refit_segment_model, rescore_on_new_inputs
+from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.plots import k_selection_plot, projection_plot
 from seg_assets.resources import SegSettings, Warehouse
@@ -173,7 +173,7 @@ class ClassifierConfig(dg.Config):
 
 @dg.asset(
     key=SEGMENT_CLASSIFIER, deps=[SEGMENT_MODEL, USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
-    automation_condition=rescore_on_new_inputs(),
+    automation_condition=retrain_on_new_model(SEGMENT_MODEL),
     description="Classifier trained on the segment labels of the model in service; assigns users between re-fits. "
     "Held-out accuracy, macro-F1 and per-segment recall; below the threshold it stays out of service.",
 )

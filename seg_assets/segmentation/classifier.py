@@ -29,7 +29,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from seg_assets.segmentation.preprocess import Preprocessor, to_matrix
-from seg_assets.segmentation.selection import sample_indices
+from seg_assets.segmentation.selection import limit_threads, sample_indices
 
 KINDS = ("logreg", "tree", "gbm", "mlp")
 _SCALED = ("logreg", "mlp")
@@ -97,8 +97,18 @@ def _importances(kind: str, est: Any, X: np.ndarray, y: np.ndarray, features: li
 
 def train_classifier(X: pl.DataFrame, y: Sequence[int] | np.ndarray, kind: str = "logreg", *,
                      features: Sequence[str] | None = None, max_rows: int = 200_000, test_size: float = 0.2,
-                     seed: int = 0, perm_rows: int = 5_000, model_version: str | None = None) -> SegmentClassifier:
-    """Train ``kind`` on (features of ``X`` -> segment ids ``y``) and measure it on a held-out split."""
+                     seed: int = 0, perm_rows: int = 5_000, model_version: str | None = None,
+                     threads: int | None = 1) -> SegmentClassifier:
+    """Train ``kind`` on (features of ``X`` -> segment ids ``y``) and measure it on a held-out split.
+
+    ``threads`` caps OpenMP/BLAS threads while training (see ``selection.limit_threads``).
+    """
+    with limit_threads(threads):
+        return _train(X, y, kind, features, max_rows, test_size, seed, perm_rows, model_version)
+
+
+def _train(X: pl.DataFrame, y, kind: str, features, max_rows: int, test_size: float, seed: int, perm_rows: int,
+           model_version: str | None) -> SegmentClassifier:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     y_all = np.asarray(y, dtype=np.int64)

@@ -81,8 +81,9 @@ def _qualified(base: str, ranks: Mapping[str, float], taken: set[str]) -> str:
 
 def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[int, str] | None = None,
                  fixed: Mapping[int, str] | None = None) -> dict[int, str]:
-    """segment id -> unique name. ``fixed`` (kept segments' old names) always wins."""
-    fixed = {int(k): v for k, v in (fixed or {}).items() if int(k) in ranks}
+    """segment id -> unique name. ``fixed`` (kept segments' old names) always wins and is reserved,
+    also for a segment without ranks (no user in the sample)."""
+    fixed = {int(k): v for k, v in (fixed or {}).items()}
     if len(set(fixed.values())) != len(fixed):
         raise ValueError(f"fixed names are not unique: {fixed}")
     names: dict[int, str] = dict(fixed)

@@ -70,7 +70,7 @@ def rfm_scores(frame: pl.DataFrame, *, bins: int = 5, recency: str = "recency_da
     """``frame`` plus r_score, f_score, m_score (Int8) and rfm_score ("545")."""
     buyer = pl.col(frequency) > 0
     return frame.with_columns(
-        r_score=_score(pl.col(recency), pl.lit(True), bins, descending=True),
+        r_score=_score(pl.col(recency), pl.col(recency).is_not_null(), bins, descending=True),
         f_score=_score(pl.col(frequency), buyer, bins),
         m_score=_score(pl.col(monetary), buyer, bins),
     ).with_columns(rfm_score=pl.concat_str([pl.col("r_score"), pl.col("f_score"), pl.col("m_score")]))

@@ -1,13 +1,15 @@
 """Plain-text rules that explain segments, from a shallow surrogate decision tree.
 
-A ``DecisionTreeClassifier`` (depth 3 by default, 4 when there are more than 8 segments, since a
-depth-d tree has at most 2^d leaves) learns features -> segment in ORIGINAL feature units, so its
-thresholds read as business rules ("recency_days <= 30.5 AND frequency > 4"). Each leaf is one rule
-for the segment it predicts, with
+A ``DecisionTreeClassifier`` (depth 3 for up to 4 segments, 4 up to 8, 5 beyond: a depth-d tree
+has at most 2^d leaves) learns features -> segment in ORIGINAL feature units, so its thresholds read
+as business rules ("recency_days <= 30.5 AND frequency > 4"). For the lifecycle-first model
+(:func:`explain_model`) the stage thresholds are exact rules already: one tree per stage explains
+the behaviour clusters inside it, prefixed with the stage rule. Each leaf is one rule for the
+segment it predicts, with
 
 * ``precision``: share of the users matching the rule that are in the segment,
 * ``coverage``: share of the segment's users that match the rule,
-* ``support``: users matching the rule (on the training sample).
+* ``support``: users matching the rule (estimated for the whole frame from the sample).
 
 ``fidelity`` is the share of users (held-out part of the sample) for which the tree predicts the
 model's segment: how far the rules can be trusted as a description of the clusters.
@@ -80,10 +82,50 @@ def leaf_rules(tree: DecisionTreeClassifier, features: Sequence[str]) -> list[tu
     return out
 
 
+def auto_depth(n_segments: int) -> int:
+    """3 for up to 4 segments, 4 for up to 8, 5 beyond: a depth-d tree has at most 2^d leaves."""
+    return min(5, max(3, int(np.ceil(np.log2(max(n_segments, 2)))) + 1))
+
+
+def _tree_rules(X: np.ndarray, y: np.ndarray, features: list[str], depth: int | None, min_leaf_share: float,
+                test_size: float, seed: int, prefix: str = "") -> tuple[list[dict], float, DecisionTreeClassifier | None]:
+    """Rules of one surrogate tree: (rows with hits/support, held-out accuracy, tree)."""
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) == 1:  # the prefix alone decides (e.g. a lifecycle stage that is one segment)
+        return [{"segment_id": int(classes[0]), "rule": prefix or "everyone", "hits": len(y), "support": len(y)}], 1.0, None
+    depth = depth or auto_depth(len(classes))
+    strat = y if counts.min() >= 2 else None
+    if len(y) >= 20 and test_size > 0:
+        X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=strat)
+    else:
+        X_tr, X_te, y_tr, y_te = X, X, y, y
+    tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=max(1, int(min_leaf_share * len(y_tr))),
+                                  random_state=seed).fit(X_tr, y_tr)
+    accuracy = float((tree.predict(X_te) == y_te).mean())
+    leaves, pred = tree.apply(X_tr), tree.predict(X_tr)
+    rows = []
+    for node, text in leaf_rules(tree, features):
+        in_leaf = leaves == node
+        support = int(in_leaf.sum())
+        if support:
+            seg = int(pred[in_leaf][0])
+            rule = f"{prefix} AND {text}" if prefix and text != "everyone" else (prefix or text)
+            rows.append({"segment_id": seg, "rule": rule, "hits": int((y_tr[in_leaf] == seg).sum()), "support": support,
+                         "_scale": len(y) / len(y_tr)})
+    return rows, accuracy, tree
+
+
 def extract_rules(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str], *,
+                  stages: Sequence[str] | np.ndarray | None = None, stage_rules: dict[str, str] | None = None,
                   max_depth: int | None = None, min_leaf_share: float = 0.005, max_rows: int = 100_000,
                   test_size: float = 0.25, seed: int = 0) -> SegmentRules:
-    """Fit the surrogate tree on a sample of (features -> segment) and read its leaves as rules."""
+    """Fit surrogate tree(s) on a sample of (features -> segment) and read the leaves as rules.
+
+    With ``stages`` (the hierarchy stage of each row) and ``stage_rules`` (stage -> its exact rule
+    text), one tree is fitted per stage and its rules are prefixed with the stage rule: a stage that
+    is a single segment is explained exactly by its thresholds, and the tree depth is spent on
+    behaviour only.
+    """
     features = list(features)
     y_all = np.asarray(segment_ids)
     if len(y_all) != frame.height:
@@ -91,30 +133,35 @@ def extract_rules(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, 
     idx = sample_indices(frame.height, max_rows, seed)
     X, y = to_matrix(frame[idx], features), y_all[idx]
     X = np.where(np.isfinite(X), X, 0.0)
-    n_seg = len(np.unique(y))
-    depth = max_depth or (3 if n_seg <= 8 else 4)
-    strat = y if n_seg > 1 and np.bincount(np.unique(y, return_inverse=True)[1]).min() >= 2 else None
-    if len(y) >= 20 and test_size > 0:
-        X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=strat)
-    else:
-        X_tr, X_te, y_tr, y_te = X, X, y, y
-    tree = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=max(1, int(min_leaf_share * len(y_tr))),
-                                  random_state=seed).fit(X_tr, y_tr)
-    fidelity = float((tree.predict(X_te) == y_te).mean())
-    leaves = tree.apply(X_tr)
-    pred = tree.predict(X_tr)
-    seg_total = {s: int(c) for s, c in zip(*np.unique(y_tr, return_counts=True))}
-    rows = []
-    for node, text in leaf_rules(tree, features):
-        in_leaf = leaves == node
-        support = int(in_leaf.sum())
-        if support == 0:
-            continue
-        seg = int(pred[in_leaf][0])
-        hits = int((y_tr[in_leaf] == seg).sum())
-        rows.append({"segment_id": seg, "rule": text, "precision": hits / support,
-                     "coverage": hits / seg_total[seg], "support": support})
-    rules = pl.DataFrame(rows, schema={"segment_id": pl.Int64, "rule": pl.Utf8, "precision": pl.Float64,
-                                       "coverage": pl.Float64, "support": pl.Int64})
+    groups = np.asarray(stages, dtype=object)[idx] if stages is not None else np.full(len(y), "", dtype=object)
+    rows, fidelity, tree, depths = [], 0.0, None, []
+    for g in sorted(set(groups.tolist())):
+        m = groups == g
+        r, acc, tr = _tree_rules(X[m], y[m], features, max_depth, min_leaf_share, test_size, seed,
+                                 prefix=(stage_rules or {}).get(g, ""))
+        rows += r
+        fidelity += acc * m.sum() / len(y)  # weighted by the stage's share of users
+        if tr is not None:
+            tree = tr if stages is None else tree
+            depths.append(tr.get_depth())
+    seg_total = {s: int(n) for s, n in zip(*np.unique(y, return_counts=True))}
+    to_frame = frame.height / len(y)  # rules are read on a sample: support is scaled to the whole frame
+    out = [{"segment_id": r["segment_id"], "rule": r["rule"], "precision": r["hits"] / r["support"],
+            "coverage": min(1.0, r["hits"] * r.get("_scale", 1.0) / seg_total[r["segment_id"]]),
+            "support": int(round(r["support"] * r.get("_scale", 1.0) * to_frame))} for r in rows]
+    rules = pl.DataFrame(out, schema={"segment_id": pl.Int64, "rule": pl.Utf8, "precision": pl.Float64,
+                                      "coverage": pl.Float64, "support": pl.Int64})
     rules = rules.sort(["segment_id", "coverage", "rule"], descending=[False, True, False])
-    return SegmentRules(fidelity=fidelity, rules=rules, depth=depth, features=features, tree=tree)
+    return SegmentRules(fidelity=float(fidelity), rules=rules, depth=max(depths, default=0),
+                        features=features, tree=tree)
+
+
+def explain_model(model, frame: pl.DataFrame, **kwargs) -> SegmentRules:
+    """Rules for a fitted ``SegmentModel`` on ``frame``: per hierarchy stage, prefixed by the stage rule."""
+    from seg_assets.segmentation.model import stage_of  # local: model.py does not depend on rules.py
+
+    ids, _ = model.predict(frame)
+    if model.hierarchy == "flat":
+        return extract_rules(frame, ids, model.features, **kwargs)
+    return extract_rules(frame, ids, model.features, stages=stage_of(frame, model.config),
+                         stage_rules=model.stage_rules(), **kwargs)

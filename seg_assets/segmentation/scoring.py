@@ -7,7 +7,6 @@ history asset in ``publish/``. RFM scores and groups, lifecycle stage and value 
 to the model's segment from visible, configurable thresholds (rule_based.py).
 """
 
-from datetime import timedelta
 from typing import Literal
 
 import dagster as dg
@@ -16,7 +15,7 @@ import polars as pl
 from pydantic import Field
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
-from seg_assets.features.assets import USER_FEATURES
+from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL, read_features
@@ -29,7 +28,6 @@ USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
 SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
 
-FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
 
 
 class ScoringConfig(dg.Config):

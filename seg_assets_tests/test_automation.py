@@ -1,0 +1,76 @@
+"""Declarative automation, evaluated without a daemon on a real instance and real materializations."""
+
+import warnings
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from seg_assets.automation.jobs import refresh_run_config
+from seg_assets.definitions import all_assets, all_checks, build_defs
+from seg_assets.demo.generate import DEFAULT_END, generate_followup
+from seg_assets.resources import build_resources
+from seg_assets.segmentation.assets import SEGMENT_CLASSIFIER, SEGMENT_MODEL
+from seg_assets.segmentation.scoring import USER_SEGMENTS
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def requested(defs, result) -> set[str]:
+    return {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(k)}
+
+
+def check_requested(result, key: dg.AssetCheckKey) -> bool:
+    """get_num_requested counts assets only; a check's own evaluation says whether it is requested."""
+    return any(r.key == key and r.true_subset.size for r in result.results)
+
+
+def materialize_groups(defs, instance, *groups):
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in graph.materializable_asset_keys if graph.get(k).group_name in groups]
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=keys, run_config=QUIET)
+    assert result.success
+
+
+@pytest.fixture()
+def refreshed_instance(data_dir):
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    defs, instance = build_defs(data_dir), dg.DagsterInstance.ephemeral()
+    start = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert defs.resolve_job_def("refresh").execute_in_process(instance=instance, run_config={**refresh_run_config(), **QUIET}).success
+    return defs, instance, start.cursor
+
+
+def test_a_refresh_leaves_nothing_for_automation_to_redo(refreshed_instance):
+    defs, instance, cursor = refreshed_instance
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert requested(defs, after) == set()
+
+
+def test_new_features_are_rescored_without_retraining(refreshed_instance):
+    defs, instance, cursor = refreshed_instance
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).cursor
+    materialize_groups(defs, instance, "features")  # someone rebuilt features in the UI
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    wanted = requested(defs, after)
+    assert USER_SEGMENTS.to_user_string() in wanted and "bi/segments" in wanted
+    assert SEGMENT_CLASSIFIER.to_user_string() not in wanted and SEGMENT_MODEL.to_user_string() not in wanted
+
+
+def test_population_drift_triggers_a_refit(refreshed_instance, data_dir):
+    defs, instance, cursor = refreshed_instance
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).cursor
+    # A campaign doubles sign-ups and half of the users change behaviour: tenure and recency shift.
+    generate_followup(data_dir, users=3_000, days=30, seed=5, start=DEFAULT_END + timedelta(seconds=1),
+                      changed_share=0.5, new_users=3_000, tag="campaign")
+    materialize_groups(defs, instance, "ingest", "features")
+    step = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    drift_check = dg.AssetCheckKey(SEGMENT_MODEL, "population_stable")
+    assert check_requested(step, drift_check)  # the drift check follows new features
+    result = dg.materialize([*all_assets(), *all_checks()], selection=dg.AssetSelection.checks(drift_check),
+                            instance=instance, resources=build_resources(data_dir))
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["max_psi"].value > 0.25
+    refit = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=step.cursor)
+    assert refit.get_num_requested(SEGMENT_MODEL) == 1

@@ -1,0 +1,98 @@
+"""Profiles add up, descriptions read right, names are unique, sensible, and kept when fixed."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seg_assets.segmentation.naming import archetype_scores, assign_names
+from seg_assets.segmentation.profiles import feature_contrasts, rank_table, segment_profiles
+
+FEATS = ["recency_days", "frequency", "monetary", "tenure_days", "discount_share", "sessions", "views",
+         "session_to_order", "days_since_last_visit", "orders_90d", "avg_order_value"]
+
+
+def caricatures(n_per: int = 200, seed: int = 0) -> tuple[pl.DataFrame, np.ndarray]:
+    """Five cartoon segments, each extreme on its signature features."""
+    rng = np.random.default_rng(seed)
+    spec = {  # recency, frequency, monetary, tenure, discount, sessions, views, conv, last visit, o90, aov
+        1: (5, 30, 5000, 700, 0.02, 60, 200, 0.5, 2, 8, 160),  # high-value loyal
+        2: (20, 8, 300, 500, 0.45, 40, 300, 0.2, 4, 3, 35),  # bargain hunters
+        3: (300, 0, 0, 400, 0.0, 80, 900, 0.0, 1, 0, 0),  # window shoppers
+        4: (10, 1, 60, 12, 0.05, 4, 15, 0.25, 3, 1, 60),  # new customers
+        5: (400, 3, 150, 800, 0.08, 5, 20, 0.3, 380, 0, 50),  # dormant
+    }
+    rows, labels = [], []
+    for sid, vals in spec.items():
+        noise = rng.uniform(0.9, 1.1, size=(n_per, len(vals)))
+        rows.append(np.array(vals, dtype=float) * noise)
+        labels += [sid] * n_per
+    frame = pl.DataFrame(np.vstack(rows), schema=FEATS, orient="row").with_columns(pl.col("frequency").round(0))
+    return frame, np.array(labels)
+
+
+def test_profiles_add_up_and_describe():
+    frame, seg = caricatures()
+    prof = segment_profiles(frame, seg, FEATS, names={1: "A", 2: "B", 3: "C", 4: "D", 5: "E"})
+    assert prof["segment_id"].to_list() == [1, 2, 3, 4, 5]
+    assert prof["size"].sum() == frame.height
+    assert prof["share"].sum() == pytest.approx(1.0) and prof["revenue_share"].sum() == pytest.approx(1.0)
+    assert prof["segment_name"].to_list() == ["A", "B", "C", "D", "E"]
+    row = {r["segment_id"]: r for r in prof.iter_rows(named=True)}
+    assert row[1]["mean_monetary"] == pytest.approx(frame.filter(pl.Series(seg == 1))["monetary"].mean())
+    assert row[1]["median_frequency"] == pytest.approx(frame.filter(pl.Series(seg == 1))["frequency"].median())
+    assert "x the average" in row[1]["description"] and "orders every" in row[1]["description"]
+    assert "of spend discounted" in row[2]["description"]
+    assert row[3]["description"].startswith("100% never ordered")
+    assert "joined" in row[4]["description"]
+    assert row[2]["top_features"].startswith("discount_share")
+    assert row[5]["top_features"].split(" (")[0] in ("days_since_last_visit", "recency_days")
+
+
+def test_feature_contrasts_ranks_and_smd():
+    frame, seg = caricatures()
+    c = feature_contrasts(frame, seg, FEATS)
+    assert c.height == 5 * len(FEATS)
+    ranks = rank_table(c)
+    assert ranks[1]["monetary"] > 0.8 and ranks[3]["monetary"] < 0.3 and ranks[4]["tenure_days"] < 0.2
+    smd = {(r["segment_id"], r["feature"]): r["smd"] for r in c.iter_rows(named=True)}
+    assert smd[(2, "discount_share")] > 1.5 and smd[(3, "frequency")] < 0
+    # mean ranks average to 0.5 over the population
+    assert sum(ranks[s]["views"] * (seg == s).sum() for s in ranks) / len(seg) == pytest.approx(0.5)
+
+
+def test_caricatures_get_their_names():
+    frame, seg = caricatures()
+    names = assign_names(rank_table(feature_contrasts(frame, seg, FEATS)))
+    assert names == {1: "High-value loyal", 2: "Bargain hunters", 3: "Window shoppers", 4: "New customers", 5: "Dormant"}
+
+
+def test_duplicates_get_qualifiers_and_fixed_names_win():
+    frame, seg = caricatures()
+    # split the bargain hunters in a cheap and a pricier half: two clusters, one archetype
+    seg = seg.copy()
+    bargain = np.flatnonzero(seg == 2)
+    pricier = bargain[frame["monetary"].to_numpy()[bargain] > np.median(frame["monetary"].to_numpy()[bargain])]
+    seg[pricier] = 6
+    ranks = rank_table(feature_contrasts(frame, seg, FEATS))
+    names = assign_names(ranks)
+    assert len(set(names.values())) == 6
+    assert sorted([names[2], names[6]])[0] == "Bargain hunters" and "Bargain hunters (" in sorted([names[2], names[6]])[1]
+    # a kept segment keeps its old name even if the profile would suggest another
+    kept = assign_names(ranks, fixed={1: "Our VIPs", 3: "Bargain hunters"})
+    assert kept[1] == "Our VIPs" and kept[3] == "Bargain hunters"
+    assert len(set(kept.values())) == 6 and list(kept.values()).count("Bargain hunters") == 1
+
+
+def test_stage_restricts_archetypes_and_names_stay_unique():
+    ranks = {1: {"tenure_days": 0.1, "monetary": 0.9}, 2: {"tenure_days": 0.2, "monetary": 0.2},
+             3: {"recency_days": 0.9, "days_since_last_visit": 0.9, "monetary": 0.5}}
+    names = assign_names(ranks, stages={1: "new", 2: "new", 3: "lapsed"})
+    assert names[3] == "Dormant"
+    assert {names[1], names[2]} == {"New customers", "New customers (low value)"} or \
+        {names[1], names[2]} == {"New customers", "New customers (high value)"}
+    s = archetype_scores({"discount_share": 0.95, "avg_order_value": 0.2})
+    assert max(s, key=s.get) == "Bargain hunters"
+    with pytest.raises(ValueError):
+        assign_names(ranks, fixed={1: "X", 2: "X"})

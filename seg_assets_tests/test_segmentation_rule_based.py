@@ -1,0 +1,77 @@
+"""RFM scores and groups, lifecycle stages and value tiers, checked by hand."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from seg_assets.segmentation.rule_based import (RFM_GROUPS, LifecycleThresholds, ValueTiers, lifecycle_expr,
+                                                rfm_group_expr, rfm_scores, rule_based_segments, value_tier_expr)
+
+
+@pytest.fixture
+def ten_users() -> pl.DataFrame:
+    # recency 1..10 days; frequency 0 for two users; a tie in frequency and monetary
+    return pl.DataFrame({
+        "user_id": [f"u{i}" for i in range(10)],
+        "recency_days": [1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        "frequency": [9, 8, 7, 5, 5, 3, 2, 1, 0, 0],
+        "monetary": [900.0, 800, 700, 500, 500, 300, 200, 100, 0, 0],
+        "tenure_days": [400.0] * 10,
+    })
+
+
+def test_rfm_scores_by_hand(ten_users):
+    out = rfm_scores(ten_users)
+    # R: n=10, rank descending by recency: u0 (1 day) rank 10 -> 1 + floor(9*5/10) = 5; u9 rank 1 -> 1
+    assert out["r_score"].to_list() == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    # F among the 8 buyers: ranks 8,7,6,(4.5,4.5),3,2,1 -> 1+floor((rank-1)*5/8)
+    assert out["f_score"].to_list() == [5, 4, 4, 3, 3, 2, 1, 1, 1, 1]
+    assert out["m_score"].to_list() == out["f_score"].to_list()  # same order, same tie
+    assert out["rfm_score"][0] == "555" and out["rfm_score"][9] == "111"
+    # tied users share a score whatever the row order
+    shuffled = rfm_scores(ten_users.reverse()).reverse()
+    assert shuffled.select("r_score", "f_score", "m_score").equals(out.select("r_score", "f_score", "m_score"))
+
+
+def test_rfm_group_grid_covers_every_cell():
+    cells = pl.DataFrame({"r_score": [r for r in range(1, 6) for _ in range(5)], "f_score": [f for _ in range(5) for f in range(1, 6)]})
+    groups = cells.with_columns(rfm_group_expr())
+    assert groups["rfm_group"].null_count() == 0
+    g = {(r, f): name for r, f, name in groups.iter_rows()}
+    assert g[(5, 5)] == "Champions" and g[(5, 1)] == "New" and g[(4, 1)] == "Promising"
+    assert g[(3, 4)] == "Loyal" and g[(4, 2)] == "Potential loyalist" and g[(3, 3)] == "Need attention"
+    assert g[(3, 1)] == "About to sleep" and g[(1, 5)] == "Can't lose them" and g[(2, 3)] == "At risk"
+    assert g[(2, 2)] == "Hibernating" and g[(1, 1)] == "Lost"
+    assert {name for name, *_ in RFM_GROUPS} == set(groups["rfm_group"])
+    custom = cells.with_columns(rfm_group_expr([("Top", 4, 5, 4, 5)]))
+    assert custom.filter(pl.col("rfm_group") == "Top").height == 4 and custom["rfm_group"].null_count() == 21
+
+
+def test_lifecycle_boundaries_are_exact():
+    df = pl.DataFrame({
+        "tenure_days": [30.0, 30.0001, 400, 400, 400, 400, 400, 400, 400],
+        "recency_days": [500.0, 5, 30, 30.0001, 90, 90.0001, 180, 180.0001, 0],
+    })
+    assert df.select(lifecycle_expr())["lifecycle_stage"].to_list() == [
+        "new", "active", "active", "at risk", "at risk", "dormant", "dormant", "churned", "active"]
+    t = LifecycleThresholds(new_max_tenure_days=7, active_max_recency_days=14, at_risk_max_recency_days=60,
+                            dormant_max_recency_days=120)
+    assert df.select(lifecycle_expr(t))["lifecycle_stage"].to_list() == [
+        "churned", "active", "at risk", "at risk", "dormant", "dormant", "churned", "churned", "active"]
+
+
+def test_value_tiers(ten_users):
+    out = ten_users.with_columns(value_tier_expr())
+    # buyers' monetary: 900 800 700 500 500 300 200 100 -> q80 = 740, q50 = 500 (linear)
+    assert out["value_tier"].to_list() == ["high", "high", "medium", "medium", "medium", "low", "low", "low", "low", "low"]
+    top = ten_users.with_columns(value_tier_expr(ValueTiers(high_quantile=0.95, medium_quantile=0.1)))
+    assert top["value_tier"].to_list()[:2] == ["high", "medium"] and top["value_tier"][8] == "low"
+
+
+def test_rule_based_segments_columns_and_no_orders(ten_users):
+    out = rule_based_segments(ten_users)
+    assert out.columns == ["user_id", "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier"]
+    no_orders = out.filter(pl.col("user_id").is_in(["u8", "u9"]))
+    assert no_orders["f_score"].to_list() == [1, 1] and no_orders["m_score"].to_list() == [1, 1]
+    assert out.row(0, named=True)["rfm_group"] == "Champions"

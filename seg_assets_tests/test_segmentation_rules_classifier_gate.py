@@ -1,0 +1,128 @@
+"""Surrogate rules, the segment classifier and the promotion gate, on real sklearn fits."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seg_assets.segmentation.classifier import SegmentClassifier, train_classifier
+from seg_assets.segmentation.gate import decide_promotion
+from seg_assets.segmentation.model import ModelConfig, evaluate_model, fit_segment_model
+from seg_assets.segmentation.rules import auto_depth, explain_model, extract_rules
+from seg_assets.segmentation.selection import SelectionConfig
+from seg_assets_tests.test_segmentation_profiles_naming import FEATS, caricatures
+from seg_assets_tests.test_segmentation_synth import make_shoppers
+
+FIXED = ModelConfig(k_range=(4, 4), stability_boot=3, stability_sample=1000)
+_COND = re.compile(r"^(?:(?P<lo>[-\d.e+]+) < )?(?P<f>\w+) (?P<op><=|>) (?P<v>[-\d.e+]+)$")
+
+
+def rule_mask(frame: pl.DataFrame, rule: str) -> np.ndarray:
+    """Evaluate a rule text of extract_rules on a frame (only AND of simple conditions)."""
+    mask = np.ones(frame.height, dtype=bool)
+    for cond in rule.split(" AND "):
+        m = _COND.match(cond.strip())
+        assert m, cond
+        x = frame[m["f"]].to_numpy()
+        mask &= (x <= float(m["v"])) if m["op"] == "<=" else (x > float(m["v"]))
+        if m["lo"]:
+            mask &= x > float(m["lo"])
+    return mask
+
+
+@pytest.fixture(scope="module")
+def shoppers():
+    frame, truth = make_shoppers(2000, seed=21)
+    return frame, fit_segment_model(frame, FIXED)
+
+
+def test_rules_reproduce_separable_segments_and_read_right():
+    frame, seg = caricatures()
+    r = extract_rules(frame, seg, FEATS, max_depth=3)
+    assert r.fidelity > 0.95 and r.depth == 3
+    assert set(r.rules["segment_id"]) == {1, 2, 3, 4, 5}
+    for row in r.rules.iter_rows(named=True):
+        mask = rule_mask(frame, row["rule"])
+        # the text is the tree's own leaf: evaluating it gives the stated precision (on the whole frame)
+        assert abs((seg[mask] == row["segment_id"]).mean() - row["precision"]) < 0.05
+        assert 0 < row["coverage"] <= 1 and row["support"] > 0
+    assert r.text_for(2) and r.summary()["segment_id"].to_list() == [1, 2, 3, 4, 5]
+
+
+def test_model_rules_use_exact_stage_thresholds(shoppers):
+    frame, model = shoppers
+    r = explain_model(model, frame)
+    assert r.fidelity > 0.8
+    ids, _ = model.predict(frame)
+    new_id = [s for s, st in zip(model.segment_ids, model.cluster_stage) if st == "new"][0]
+    new_rules = r.rules.filter(pl.col("segment_id") == new_id)
+    assert new_rules["rule"].to_list() == ["tenure_days <= 30"] and new_rules["precision"].item() == 1.0
+    assert all(rule.startswith("tenure_days > 30 AND") for rule in r.rules.filter(pl.col("segment_id") != new_id)["rule"])
+    assert auto_depth(4) == 3 and auto_depth(7) == 4 and auto_depth(12) == 5
+
+
+@pytest.mark.parametrize("kind", ["logreg", "tree", "gbm", "mlp"])
+def test_classifier_learns_segments(shoppers, kind, tmp_path):
+    frame, model = shoppers
+    ids, _ = model.predict(frame)
+    clf = train_classifier(frame, ids, kind, features=model.features, max_rows=1500, perm_rows=300)
+    m = clf.metrics
+    assert m["macro_f1"] > 0.85 and m["accuracy"] > 0.85 and m["train_rows"] + m["test_rows"] == 1500
+    assert set(m["recall_by_segment"]) == set(model.segment_ids) and min(m["recall_by_segment"].values()) > 0.5
+    imp = clf.importances
+    assert imp.height == len(model.features) and imp["importance"].is_sorted(descending=True)
+    clf.save(tmp_path / "clf.joblib")
+    again = SegmentClassifier.load(tmp_path / "clf.joblib")
+    assert (again.predict(frame) == ids).mean() > 0.85
+
+
+def test_classifier_rejects_single_segment():
+    frame, _ = caricatures()
+    with pytest.raises(ValueError):
+        train_classifier(frame, np.ones(frame.height, dtype=int), "tree", features=FEATS)
+
+
+def test_gate_rules():
+    base = {"silhouette": 0.40, "stability": 0.90, "classifier_macro_f1": 0.95}
+    assert decide_promotion(base, None).promote and decide_promotion(base, None).reason == "no model in service"
+    same = decide_promotion(dict(base), base, 0.05)
+    assert same.promote and same.deltas == {"silhouette": 0.0, "stability": 0.0, "classifier_macro_f1": 0.0}
+    slightly = decide_promotion({**base, "silhouette": 0.36}, base, 0.05)
+    assert slightly.promote
+    worse = decide_promotion({**base, "silhouette": 0.30, "stability": 0.70}, base, 0.05)
+    assert not worse.promote and worse.failed == ("silhouette", "stability")
+    assert "silhouette" in worse.reason and "stability" in worse.reason and "classifier" not in worse.reason
+    assert not decide_promotion({**base, "classifier_macro_f1": 0.80}, base, 0.05).promote
+    assert decide_promotion({**base, "classifier_macro_f1": 0.80}, base, {"classifier_macro_f1": 0.2}).promote
+    # lower-is-better metrics compare the other way round
+    db = decide_promotion({"davies_bouldin": 1.5}, {"davies_bouldin": 1.0}, 0.05, metrics=("davies_bouldin",))
+    assert not db.promote and db.deltas["davies_bouldin"] == pytest.approx(-0.5)
+    floor = decide_promotion({**base, "stability": 0.5}, None, floors={"stability": 0.6})
+    assert not floor.promote and floor.failed == ("stability",)
+    assert decide_promotion({"silhouette": float("nan")}, base).promote  # nothing comparable
+
+
+def _gate_metrics(model, frame):
+    ids, _ = model.predict(frame)
+    return {"silhouette": evaluate_model(model, frame, sample_size=1500)["silhouette"],
+            "stability": model.metrics["stability"],
+            "classifier_macro_f1": train_classifier(frame, ids, "logreg", features=model.features).metrics["macro_f1"]}
+
+
+def test_gate_refuses_clearly_worse_models_and_promotes_an_equal_one(shoppers):
+    frame, model = shoppers
+    in_service = _gate_metrics(model, frame)
+    equal = fit_segment_model(frame, FIXED)
+    assert decide_promotion(_gate_metrics(equal, frame), in_service).promote
+    wrong_k = fit_segment_model(frame, ModelConfig(hierarchy="flat", selection=SelectionConfig(k_min=2, k_max=2),
+                                                   stability_boot=3, stability_sample=1000))
+    d = decide_promotion(_gate_metrics(wrong_k, frame), in_service)
+    assert not d.promote and d.failed and all(m in d.reason for m in d.failed)
+    rng = np.random.default_rng(0)
+    noise = frame.select([pl.Series(c, rng.permutation(frame[c].to_numpy())) for c in model.features])
+    on_noise = fit_segment_model(noise, ModelConfig(stability_boot=3, stability_sample=1000))
+    d = decide_promotion(_gate_metrics(on_noise, frame), in_service)
+    assert not d.promote and "stability" in d.failed
