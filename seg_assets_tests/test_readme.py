@@ -1,0 +1,20 @@
+"""The README is the newcomer's map: every asset is on it and the feature dictionary is current."""
+
+import re
+from pathlib import Path
+
+from seg_assets.definitions import defs
+from seg_assets.features.dictionary import markdown_table
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_feature_dictionary_copy_is_in_sync():
+    copy = re.search(r"<!-- feature-dictionary:start -->\n(.*?)\n<!-- feature-dictionary:end -->", README, re.S).group(1)
+    assert copy.strip() == markdown_table().strip(), "regenerate the README table from features/dictionary.py"
+
+
+def test_every_asset_is_on_the_architecture_map():
+    keys = [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()]
+    missing = [k for k in keys if f"`{k}`" not in README]
+    assert not missing, missing
