@@ -22,7 +22,7 @@ from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MO
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
 from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, rule_based_segments
-from seg_assets.segmentation.rules import extract_rules
+from seg_assets.segmentation.rules import explain_model
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
@@ -115,7 +115,7 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
     ids = frame["segment_id"].to_numpy()
     features = list(model.features)
     profiles = build_profiles(frame, ids, features, names=model.name_of)
-    rules = extract_rules(frame, ids, features)
+    rules = explain_model(model, frame)  # the segments' definition: stage rules, then behaviour rules
     summary = rules.summary().select("segment_id", pl.col("rules"), pl.col("precision").alias("rules_precision"),
                                      pl.col("coverage").alias("rules_coverage"))
     profiles = profiles.join(summary, on="segment_id", how="left").with_columns(
