@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export SEG_DATA_DIR ?= $(CURDIR)/data
 DEMO_USERS ?= 20000
-DEMO_DAYS ?= 120
+DEMO_DAYS ?= 180
 DEMO_SEED ?= 7
 SIZE ?= small
 

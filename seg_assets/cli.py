@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 
 app = typer.Typer(help="seg-assets: dynamic customer segmentation on Dagster + DuckDB.", no_args_is_help=True)
-console = Console()
+# Wide enough for the segment summary when output is not a terminal (make demo | tee, CI logs).
+console = Console(width=None if Console().is_terminal else 160)
 
 
 @app.command()
