@@ -50,6 +50,14 @@ def refresh(
     summary: bool = typer.Option(True, help="Print what was built."),
 ) -> None:
     """Materialize, in-process, everything the hourly refresh would; exits non-zero on failure."""
+    from seg_assets.published_state import nothing_new
+    from seg_assets.settings import data_paths
+
+    if not refit:
+        current = nothing_new(data_paths(data_dir), as_of)
+        if current:
+            console.print(f"[green]Segments are current[/green]: {current}.")
+            return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     import dagster as dg

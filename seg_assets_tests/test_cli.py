@@ -1,0 +1,44 @@
+"""The `seg-assets` command line, in-process through typer's runner, on real files."""
+
+import shutil
+
+from typer.testing import CliRunner
+
+from seg_assets.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("generate", "refresh", "init-dagster-home"):
+        assert command in result.output
+
+
+def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    result = runner.invoke(app, ["generate", str(root), "--users", "1500", "--days", "45", "--seed", "2", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+
+    first = runner.invoke(app, ["refresh"])
+    assert first.exit_code == 0, first.output
+    assert "Segments" in first.output and "Refresh done" in first.output
+
+    again = runner.invoke(app, ["refresh"])
+    assert again.exit_code == 0 and "Segments are current" in again.output
+
+    # A re-delivered file under a new name is new to the folder: the refresh runs, and adds no rows.
+    orders = sorted((root / "landing" / "orders").iterdir())[0]
+    shutil.copy(orders, orders.with_name("resent_" + orders.name))
+    third = runner.invoke(app, ["refresh"])
+    assert third.exit_code == 0 and "Refresh done" in third.output, third.output
+    assert "Segments are current" in runner.invoke(app, ["refresh"]).output
+
+
+def test_refresh_reports_failure_with_exit_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "empty"))
+    result = runner.invoke(app, ["refresh"])  # no landing files: nothing to segment
+    assert result.exit_code == 1
+    assert "Refresh failed" in result.output
