@@ -47,7 +47,7 @@ ui: $(STAMP)
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py --size $(SIZE)
+	$(BIN)/python bench/run.py --size $(SIZE) $(BENCH_ARGS)
 
 clean:
 	rm -rf "$(SEG_DATA_DIR)" $(VENV)

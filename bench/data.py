@@ -1,0 +1,141 @@
+"""Benchmark data: generated once per size/seed/format under ``bench/.cache`` (git-ignored), then reused.
+
+The cached base delivery and the ~1% follow-up delivery are never modified: each benchmark run gets a
+scenario folder whose landing files are hard links to the cache (landing files are immutable by the
+data contract, and the pipeline only reads them), so a scenario costs no copy even at 1M users.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+CACHE = BENCH_DIR / ".cache"
+BIN = Path(sys.executable).parent
+TABLES = ("orders", "clicks", "customers")
+
+
+@dataclass(frozen=True)
+class Size:
+    name: str
+    users: int
+    days: int
+
+    @property
+    def followup_days(self) -> int:
+        """About 1% more events: one day per hundred days of history (at least one)."""
+        return max(1, round(self.days / 100))
+
+    @property
+    def followup_new_users(self) -> int:
+        return max(1, self.users // 1000)
+
+    followup_changed_share = 0.01  # existing users that switch shopper type in the new delivery
+
+
+SIZES = {s.name: s for s in (Size("small", 20_000, 90), Size("medium", 200_000, 180), Size("large", 1_000_000, 180))}
+
+
+def _done(folder: Path) -> dict | None:
+    marker = folder / ".done.json"
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def _build(folder: Path, cmd: list[str], params: dict) -> dict:
+    """Run a generator command into ``folder`` (scratch first, renamed when complete) and record it."""
+    if (info := _done(folder)) is not None:
+        return info | {"cached": True}
+    scratch = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    start = time.perf_counter()
+    proc = subprocess.run([*cmd, str(scratch)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"data generation failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+    info = params | {"seconds": round(time.perf_counter() - start, 1), "rows": count_rows(scratch / "landing")}
+    (scratch / ".done.json").write_text(json.dumps(info, indent=1))
+    shutil.rmtree(folder, ignore_errors=True)
+    scratch.rename(folder)
+    return info | {"cached": False}
+
+
+_FOLLOWUP = """
+import sys
+from datetime import timedelta
+from pathlib import Path
+from seg_assets.demo.generate import DEFAULT_END, generate_followup
+users, days, seed, fd, nu, share, fmt, root = sys.argv[1:]
+generate_followup(Path(root), int(users), int(fd), int(seed), start=DEFAULT_END + timedelta(seconds=1),
+                  changed_share=float(share), new_users=int(nu), fmt=fmt, tag="bench")
+"""
+
+
+def ensure_data(size: Size, seed: int, fmt: str = "parquet") -> tuple[Path, Path, dict]:
+    """(base root, follow-up root, info) for this size; generated with ``seg-assets generate`` if missing."""
+    root = CACHE / size.name / f"seed{seed}-{fmt}"
+    base = _build(root / "base", [str(BIN / "seg-assets"), "generate", "--users", str(size.users),
+                                  "--days", str(size.days), "--seed", str(seed), "--format", fmt],
+                  {"users": size.users, "days": size.days, "seed": seed, "format": fmt})
+    follow = _build(root / "followup", [sys.executable, "-c", _FOLLOWUP, str(size.users), str(size.days), str(seed),
+                                        str(size.followup_days), str(size.followup_new_users),
+                                        str(size.followup_changed_share), fmt],
+                    {"days": size.followup_days, "new_users": size.followup_new_users,
+                     "changed_share": size.followup_changed_share})
+    return root / "base", root / "followup", {"base": base, "followup": follow}
+
+
+def count_rows(landing: Path) -> dict[str, int]:
+    """Rows per landing table (parquet footers; CSV lines minus headers)."""
+    import pyarrow.parquet as pq
+
+    rows = {}
+    for table in TABLES:
+        n = 0
+        for path in sorted((landing / table).glob("*")) if (landing / table).is_dir() else []:
+            if path.suffix == ".parquet":
+                n += pq.ParquetFile(path).metadata.num_rows
+            elif path.name.endswith(".csv"):
+                with open(path, "rb") as fh:
+                    n += max(sum(1 for _ in fh) - 1, 0)
+        rows[table] = n
+    return rows
+
+
+def link_landing(src_landing: Path, dst_landing: Path) -> int:
+    """Hard-link every landing file of ``src`` into ``dst`` (copy across file systems); returns files added."""
+    added = 0
+    for table_dir in sorted(p for p in src_landing.iterdir() if p.is_dir()):
+        target = dst_landing / table_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(table_dir.iterdir()):
+            if path.is_file():
+                try:
+                    os.link(path, target / path.name)
+                except OSError:
+                    shutil.copy2(path, target / path.name)
+                added += 1
+    return added
+
+
+def dagster_home(home: Path) -> str:
+    """Write the project's dagster.yaml, as `make ui` does: the benchmark measures what users run."""
+    from seg_assets.automation.instance import write_dagster_yaml
+
+    write_dagster_yaml(home)
+    return "project dagster.yaml (seg-assets init-dagster-home)"
+
+
+def new_scenario(size: Size, seed: int, fmt: str, base: Path) -> tuple[Path, str]:
+    """A fresh data root whose landing holds the base delivery, and an empty Dagster home."""
+    scenario = CACHE / size.name / f"seed{seed}-{fmt}" / "scenario"
+    shutil.rmtree(scenario, ignore_errors=True)
+    (scenario / "data").mkdir(parents=True)
+    link_landing(base / "landing", scenario / "data" / "landing")
+    return scenario, dagster_home(scenario / "dagster_home")

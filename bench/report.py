@@ -1,0 +1,146 @@
+"""The benchmark report as markdown: results, ratios, targets, per-asset timings, and the machine.
+
+Pure functions of the measurements (no I/O except reading /proc for the machine), so they are unit-tested.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+from bench.measure import MIB, Measurement
+from bench.timings import RunTiming
+
+ROWS = ("cold", "incremental", "no-op", "naive", "floor")
+PIPELINE = ("cold", "incremental", "no-op")
+GIB = 1024 * MIB
+
+
+def _ok(m: Measurement | None) -> bool:
+    return m is not None and m.ok
+
+
+def ratio(a: Measurement | None, b: Measurement | None, attr: str = "wall_s") -> float | None:
+    if not (_ok(a) and _ok(b)) or getattr(b, attr) <= 0:
+        return None
+    return getattr(a, attr) / getattr(b, attr)
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
+
+
+def results_table(ms: dict[str, Measurement | None], notes: dict[str, str] | None = None) -> str:
+    lines = ["| scenario | status | wall s | CPU s | peak RSS MiB | notes |", "|---|---|---:|---:|---:|---|"]
+    for name in ROWS:
+        m = ms.get(name)
+        note = (notes or {}).get(name, "")
+        if m is None:
+            lines.append(f"| {name} | skipped | | | | {note} |")
+        else:
+            status = "ok" if m.ok else f"**FAILED** (exit {m.returncode})"
+            lines.append(f"| {name} | {status} | {m.wall_s:.1f} | {m.cpu_s:.1f} | {m.peak_rss_mib:,.0f} | {note} |")
+    return "\n".join(lines)
+
+
+def ratios(ms: dict[str, Measurement | None]) -> list[tuple[str, float | None, float | None, float | None]]:
+    """(name, wall ratio, CPU ratio, peak RSS ratio) for the ratios the issue asks for."""
+    pairs = [("cold / naive", "cold", "naive"), ("cold / floor", "cold", "floor"),
+             ("incremental / cold", "incremental", "cold"), ("incremental / naive", "incremental", "naive"),
+             ("no-op / cold", "no-op", "cold")]
+    return [(name, ratio(ms.get(a), ms.get(b)), ratio(ms.get(a), ms.get(b), "cpu_s"),
+             ratio(ms.get(a), ms.get(b), "peak_rss")) for name, a, b in pairs]
+
+
+def ratios_table(ms: dict[str, Measurement | None]) -> str:
+    lines = ["| ratio | wall | CPU | peak RSS |", "|---|---:|---:|---:|"]
+    lines += [f"| {n} | {_fmt_ratio(w)} | {_fmt_ratio(c)} | {_fmt_ratio(r)} |" for n, w, c, r in ratios(ms)]
+    return "\n".join(lines)
+
+
+def targets(ms: dict[str, Measurement | None]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets (defined at size large): (target, measured, holds?); None = not measurable."""
+    cold, incr, noop, naive = (ms.get(k) for k in ("cold", "incremental", "no-op", "naive"))
+    out = []
+    r = ratio(cold, naive)
+    out.append(("cold <= naive (wall)", _fmt_ratio(r) + " x naive", None if r is None else r <= 1.0))
+    r = ratio(incr, cold)
+    out.append(("incremental <= 10% of cold (wall)", "n/a" if r is None else f"{r:.1%} of cold",
+                None if r is None else r <= 0.10))
+    out.append(("no-op < 5 s (wall)", f"{noop.wall_s:.1f} s" if _ok(noop) else "n/a",
+                noop.wall_s < 5.0 if _ok(noop) else None))
+    runs = [m for k in PIPELINE if _ok(m := ms.get(k))]
+    peak = max((m.peak_rss_mib for m in runs), default=None)
+    out.append(("pipeline peak RSS <= 3 GiB", "n/a" if peak is None else f"{peak:,.0f} MiB",
+                None if peak is None else peak * MIB <= 3 * GIB))
+    return out
+
+
+def targets_table(ms: dict[str, Measurement | None]) -> str:
+    mark = {True: "holds", False: "**misses**", None: "n/a"}
+    lines = ["| target (set for size large) | measured | |", "|---|---:|---|"]
+    lines += [f"| {t} | {v} | {mark[ok]} |" for t, v, ok in targets(ms)]
+    return "\n".join(lines)
+
+
+def steps_table(label: str, runs: list[RunTiming], m: Measurement | None) -> str:
+    """Per-step (asset / multi-asset / check) timings of one refresh, plus what lies outside the runs."""
+    if not runs:
+        return f"_{label}: no Dagster runs recorded._"
+    lines = [f"| {label}: stage | step | assets | s | peak RSS MiB | status |", "|---|---|---|---:|---:|---|"]
+
+    def peak(start, end) -> str:
+        value = m.peak_between(start, end) if m is not None and start and end else None
+        return "" if value is None else f"{value / MIB:,.0f}"
+
+    for run in runs:
+        for s in run.steps:
+            assets = ", ".join(s.assets[:4]) + (f" (+{len(s.assets) - 4})" if len(s.assets) > 4 else "")
+            secs = "" if s.seconds is None else f"{s.seconds:.2f}"
+            lines.append(f"| {run.stage} | {s.step} | {assets} | {secs} | {peak(s.start, s.end)} | {s.status} |")
+        total = "" if run.seconds is None else f"{run.seconds:.2f}"
+        lines.append(f"| {run.stage} | _whole run_ | | {total} | | {run.status} |")
+    in_runs = sum(r.seconds or 0 for r in runs)
+    if m is not None:
+        lines.append(f"| | _outside runs (imports, definitions, CLI summary)_ | | {m.wall_s - in_runs:.2f} | | |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, str]:
+    """What the figures depend on: cores, RAM, CPU model, load at start, library versions."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    info = {"cores (nproc)": str(os.cpu_count()), "RAM": f"{ram:.1f} GiB", "CPU": cpu,
+            "OS": f"{platform.system()} {platform.release()}", "Python": platform.python_version(),
+            "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+    for pkg in ("dagster", "duckdb", "polars", "pandas", "scikit-learn", "pyarrow"):
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return info
+
+
+def render(title: str, params: dict[str, str], ms: dict[str, Measurement | None], notes: dict[str, str],
+           runs: dict[str, list[RunTiming]], machine_info: dict[str, str]) -> str:
+    parts = [f"# {title}", "", *(f"- {k}: {v}" for k, v in params.items()), "",
+             "## Results", "", results_table(ms, notes), "", "## Ratios", "", ratios_table(ms), "",
+             "## Targets", "", targets_table(ms), ""]
+    failed = [(k, m) for k, m in ms.items() if m is not None and not m.ok]
+    if failed:
+        parts += ["## Failures", ""]
+        for name, m in failed:
+            parts += [f"### {name} (exit {m.returncode}): `{' '.join(m.cmd)}`", "", "```",
+                      m.stderr_tail or "(no output)", "```", f"Logs: {m.log_dir}", ""]
+    parts += ["## Time per asset (Dagster step records)", ""]
+    for name in PIPELINE:
+        if name in runs:
+            parts += [steps_table(name, runs[name], ms.get(name)), ""]
+    parts += ["## Machine", "", *(f"- {k}: {v}" for k, v in machine_info.items()), ""]
+    return "\n".join(parts)

@@ -1,0 +1,194 @@
+"""``make bench``: cold, incremental, no-op refresh vs the naive script and the DuckDB floor, on the same files.
+
+Every measured command is a subprocess (as a user runs it) with its own SEG_DATA_DIR and DAGSTER_HOME, so
+the per-asset step timings are read back from that Dagster instance afterwards. One command at a time:
+the figures are only meaningful if nothing else of ours competes for the cores.
+
+    python bench/run.py --size small|medium|large [--seed 1] [--repeat N] [--keep] [--only cold,naive,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import data, report  # noqa: E402
+from bench.measure import Measurement, run_measured  # noqa: E402
+from bench.timings import RunTiming, asset_groups, new_runs  # noqa: E402
+
+OUT = data.BENCH_DIR / "out"
+SCENARIOS = ("cold", "incremental", "no-op", "naive", "floor")
+PIPELINE = ("cold", "incremental", "no-op")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SEG_DATA_DIR", "DAGSTER_HOME")}
+    return env | {"GX_ANALYTICS_ENABLED": "false", "DAGSTER_DISABLE_TELEMETRY": "1"} | extra
+
+
+def _say(msg: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {msg}", flush=True)
+
+
+def _measure(label: str, cmd: list[str], logs: Path, **env: str) -> Measurement:
+    _say(f"{label}: {' '.join(map(str, cmd))}")
+    m = run_measured([str(c) for c in cmd], label, env=_env(**env), log_dir=logs)
+    state = "ok" if m.ok else f"FAILED (exit {m.returncode}); stderr tail:\n{m.stderr_tail}"
+    _say(f"{label}: {state}  wall {m.wall_s:.1f}s  cpu {m.cpu_s:.1f}s  peak RSS {m.peak_rss_mib:,.0f} MiB")
+    return m
+
+
+def one_pass(size: data.Size, seed: int, fmt: str, only: set[str], base: Path, followup: Path,
+             gen: dict) -> tuple[dict, dict, dict, Path, str]:
+    """Cold, incremental, no-op on a fresh scenario, then the baselines: (measurements, runs, notes, dir, home)."""
+    scenario, home_note = data.new_scenario(size, seed, fmt, base)
+    root, home, logs = scenario / "data", scenario / "dagster_home", scenario / "logs"
+    refresh = [data.BIN / "seg-assets", "refresh"]
+    ms: dict[str, Measurement | None] = dict.fromkeys(SCENARIOS)
+    runs: dict[str, list[RunTiming]] = {}
+    seen: set[str] = set()
+    notes: dict[str, str] = {}
+    groups: dict[str, str] = {}
+    base_rows, new_rows = gen["base"]["rows"], gen["followup"]["rows"]
+
+    def pipeline(label: str) -> None:
+        ms[label] = _measure(label, refresh, logs, SEG_DATA_DIR=str(root), DAGSTER_HOME=str(home))
+        groups.update(groups or asset_groups(root))
+        try:
+            runs[label] = new_runs(home, seen, groups)
+        except Exception as exc:  # keep the wall/CPU/RSS figures even if the run records are unreadable
+            notes[label] = f"run records unreadable: {exc}"
+
+    if only & set(PIPELINE):
+        pipeline("cold")  # incremental and no-op need the cold state, so cold always runs with them
+        _note(notes, "cold", f"{_events(base_rows):,} events")
+        if ms["cold"].ok and only & {"incremental", "no-op"}:
+            data.link_landing(followup / "landing", root / "landing")
+            pipeline("incremental")
+            _note(notes, "incremental", f"+{_events(new_rows):,} events "
+                  f"({_events(new_rows) / max(_events(base_rows), 1):.2%}), +{new_rows.get('customers', 0):,} new users")
+            if ms["incremental"].ok and "no-op" in only:
+                pipeline("no-op")
+                _note(notes, "no-op", "nothing new")
+    out_dir = scenario / "baselines"
+    out_dir.mkdir(exist_ok=True)
+    for label, note in (("naive", "pandas + sklearn, base files"), ("floor", "one DuckDB pass, base files")):
+        if label in only:
+            ms[label] = _measure(label, [sys.executable, data.BENCH_DIR / f"{label}.py", base / "landing",
+                                         out_dir / f"{label}.parquet"], logs)
+            _note(notes, label, note)
+    for label, m in ms.items():
+        if m is not None and not m.ok:
+            _note(notes, label, f"logs: {m.log_dir}")
+    return ms, runs, notes, scenario, home_note
+
+
+def _code_version() -> str:
+    """The pipeline code measured: git HEAD, plus how many pipeline files differ from it (others edit in parallel)."""
+    import subprocess
+
+    repo = data.BENCH_DIR.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "seg_assets", "dbt_like_sql"], cwd=repo,
+                               capture_output=True, text=True).stdout.splitlines()
+    except OSError:
+        return "unknown (no git)"
+    return f"git {head or '?'}" + (f" + {len(dirty)} uncommitted pipeline file(s)" if dirty else "")
+
+
+def _events(rows: dict) -> int:
+    return rows.get("orders", 0) + rows.get("clicks", 0)
+
+
+def _note(notes: dict[str, str], label: str, text: str) -> None:
+    notes[label] = f"{notes[label]}; {text}" if notes.get(label) else text
+
+
+def _median_pass(passes: list[tuple]) -> tuple[dict, dict, dict]:
+    """Per scenario, the pass with the median wall time (its runs and notes too); all walls in the notes."""
+    ms, runs, notes = {}, {}, {}
+    for label in SCENARIOS:
+        done = [p for p in passes if p[0].get(label) is not None]
+        if not done:
+            ms[label] = None
+            continue
+        ranked = sorted(done, key=lambda p: (not p[0][label].ok, p[0][label].wall_s))
+        pick = ranked[(len(ranked) - 1) // 2] if all(p[0][label].ok for p in done) else ranked[-1]
+        ms[label], notes[label] = pick[0][label], pick[2].get(label, "")
+        if label in pick[1]:
+            runs[label] = pick[1][label]
+        if len(done) > 1:
+            _note(notes, label, "median of walls " + "/".join(f"{p[0][label].wall_s:.1f}" for p in done))
+    return ms, runs, notes
+
+
+def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat: int = 1) -> str:
+    machine_info = report.machine()  # load average before we add our own
+    _say(f"data for {size.name} ({size.users:,} users, {size.days} days, seed {seed}, {fmt}) ...")
+    base, followup, gen = data.ensure_data(size, seed, fmt)
+    for part, info in gen.items():
+        _say(f"{part}: {'cached' if info['cached'] else 'generated'} in {info['seconds']}s, rows {info['rows']}")
+    passes = []
+    for i in range(repeat):
+        if repeat > 1:
+            _say(f"pass {i + 1}/{repeat}")
+        *result, scenario, home_note = one_pass(size, seed, fmt, only, base, followup, gen)
+        passes.append(result)
+        failed = any(m is not None and not m.ok for m in result[0].values())
+        if not keep and not failed:
+            shutil.rmtree(scenario, ignore_errors=True)  # failures keep their logs and warehouse
+        if failed:
+            break
+    ms, runs, notes = _median_pass(passes)
+    machine_info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    new_rows = gen["followup"]["rows"]
+    params = {"size": f"{size.name}: {size.users:,} users, {size.days} days, seed {seed}, {fmt} files",
+              "base delivery": ", ".join(f"{k} {v:,}" for k, v in gen["base"]["rows"].items()),
+              "incremental delivery": f"{size.followup_days} day(s), {size.followup_changed_share:.0%} of users "
+                                      f"change type, {size.followup_new_users:,} new users; "
+                                      + ", ".join(f"{k} {v:,}" for k, v in new_rows.items()),
+              "passes": f"{len(passes)} (each row: the pass with the median wall time)" if len(passes) > 1 else "1",
+              "DAGSTER_HOME": home_note,
+              "pipeline code": _code_version(),
+              "run at": datetime.now().strftime("%Y-%m-%d %H:%M")}
+    return report.render(f"seg-assets benchmark: {size.name}", params, ms, notes, runs, machine_info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(data.SIZES), default="small")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--keep", action="store_true", help="keep the scenario folder (warehouse, logs)")
+    parser.add_argument("--repeat", type=int, default=1, help="whole passes; each row reports the median pass")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if unknown := only - set(SCENARIOS):
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    start = time.perf_counter()
+    text = run(data.SIZES[args.size], args.seed, args.format, only, args.keep, max(1, args.repeat))
+    OUT.mkdir(exist_ok=True)
+    target = OUT / f"{args.size}-{datetime.now():%Y%m%d-%H%M%S}.md"
+    target.write_text(text)
+    try:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(text))
+    except ImportError:
+        print(text)
+    _say(f"report written to {target} (bench took {time.perf_counter() - start:.0f}s)")
+    return 0 if "**FAILED**" not in text else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

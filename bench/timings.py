@@ -1,0 +1,76 @@
+"""Per-asset timings of a refresh, read back from the Dagster instance the refresh recorded its runs on.
+
+``seg-assets refresh`` runs one Dagster run per stage; every asset, multi-asset and asset check is a
+step with a start and end time. Reading the run records afterwards (instead of parsing logs) means the
+harness picks up whatever stages and assets the pipeline has today without knowing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class StepTiming:
+    step: str
+    seconds: float | None
+    status: str
+    assets: list[str] = field(default_factory=list)  # asset keys the step materialized
+    start: float | None = None  # epoch seconds
+    end: float | None = None
+
+
+@dataclass
+class RunTiming:
+    run_id: str
+    stage: str
+    status: str
+    seconds: float | None
+    steps: list[StepTiming]
+
+
+def asset_groups(data_dir: Path) -> dict[str, str]:
+    """Asset key (user string) -> group (= refresh stage), from the pipeline's own definitions."""
+    try:
+        from seg_assets.definitions import build_defs
+
+        graph = build_defs(data_dir).resolve_asset_graph()
+        return {k.to_user_string(): graph.get(k).group_name for k in graph.materializable_asset_keys}
+    except Exception:  # the pipeline is edited in parallel: fall back to run numbers, never crash the bench
+        return {}
+
+
+def _stage(run, groups: dict[str, str], index: int) -> str:
+    keys = [k.to_user_string() for k in (run.asset_selection or ())]
+    found = sorted({groups[k] for k in keys if k in groups})
+    return "+".join(found) if found else f"run {index}"
+
+
+def new_runs(dagster_home: Path, seen: set[str], groups: dict[str, str]) -> list[RunTiming]:
+    """Runs recorded on ``dagster_home`` whose ids are not in ``seen`` (added to it), oldest first."""
+    import dagster as dg
+
+    out = []
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+        for index, record in enumerate(records, 1):
+            run = record.dagster_run
+            if run.run_id in seen:
+                continue
+            seen.add(run.run_id)
+            steps = []
+            for s in sorted(instance.get_run_step_stats(run.run_id), key=lambda s: s.start_time or 0):
+                secs = s.end_time - s.start_time if s.start_time and s.end_time else None
+                mats = [e.asset_materialization for e in (s.materialization_events or [])]
+                assets = [m.asset_key.to_user_string() for m in mats if m is not None]
+                steps.append(StepTiming(s.step_key, secs, s.status.value if s.status else "?", assets,
+                                        s.start_time, s.end_time))
+            run_secs = record.end_time - record.start_time if record.start_time and record.end_time else None
+            out.append(RunTiming(run.run_id, _stage(run, groups, index), run.status.value, run_secs, steps))
+    return out
+
+
+def top_steps(runs: list[RunTiming], n: int = 5) -> list[tuple[str, StepTiming]]:
+    steps = [(r.stage, s) for r in runs for s in r.steps if s.seconds is not None]
+    return sorted(steps, key=lambda x: -x[1].seconds)[:n]
