@@ -84,7 +84,8 @@ def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetim
 
 def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int) -> dict:
     """The gate's metrics for a model, measured on TODAY's users so candidate and incumbent compare fairly."""
-    metrics = evaluate_model(model, frame, seed=seed)
+    # 5k rows: the silhouette is O(n^2) in memory; 10k rows cost ~950 MiB, 5k ~370 MiB (bench/RESULTS.md).
+    metrics = evaluate_model(model, frame, sample_size=5_000, seed=seed)
     sample = frame[sample_indices(frame.height, 50_000, seed + 11)]
     labels, _ = model.predict(sample)
     if len(np.unique(labels)) > 1:
