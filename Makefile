@@ -11,13 +11,14 @@ DEMO_DAYS ?= 180
 DEMO_SEED ?= 7
 SIZE ?= small
 
-.PHONY: help venv demo test test-fast ui bench clean
+.PHONY: help venv demo test test-fast ui bench eval-cdnow clean
 
 help:
 	@echo "make demo    generate demo data into \$$SEG_DATA_DIR ($(SEG_DATA_DIR)), materialize everything, print the segments"
 	@echo "make test    run the test suite (unit, materialize(), end-to-end with a real dagster dev)"
 	@echo "make ui      start the Dagster UI (dagster dev) with DAGSTER_HOME under \$$SEG_DATA_DIR"
 	@echo "make bench   benchmark (SIZE=small|medium|large), not part of CI"
+	@echo "make eval-cdnow  churn model vs recency, frequency and BG/NBD on the CDNOW sample (downloads it from PyPI)"
 	@echo "make clean   remove \$$SEG_DATA_DIR and the virtualenv"
 
 $(STAMP): pyproject.toml setup.py
@@ -48,6 +49,9 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --size $(SIZE) $(BENCH_ARGS)
+
+eval-cdnow: $(STAMP)
+	$(BIN)/seg-assets eval-cdnow --work-dir build/eval-cdnow
 
 clean:
 	rm -rf "$(SEG_DATA_DIR)" $(VENV)

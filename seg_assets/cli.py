@@ -89,6 +89,34 @@ def refresh(
     console.print(f"[green]Refresh done[/green] in {outcome.seconds:.1f}s")
 
 
+@app.command("import-cdnow")
+def import_cdnow_command(
+    src: Path = typer.Argument(..., help="CDNOW_master.txt or CDNOW_sample.txt (from the `lifetimes` package's datasets)."),
+    directory: Path = typer.Argument(..., help="Data root: orders go to DIR/landing/orders/."),
+    until: Optional[str] = typer.Option(None, help="Keep purchases up to this date (YYYY-MM-DD, inclusive)."),
+    format: str = typer.Option("csv", "--format", help="csv or parquet."),
+) -> None:
+    """Convert the CDNOW purchase history into landing files of the orders contract (orders only)."""
+    from seg_assets.churn.cdnow import import_cdnow
+
+    console.print(str(import_cdnow(src, directory, until=until, fmt=format)))
+
+
+@app.command("eval-cdnow")
+def eval_cdnow_command(
+    work_dir: Path = typer.Option(Path("build/eval-cdnow"), help="Scratch folder (its data/ is rebuilt)."),
+    dataset: str = typer.Option("sample", help="sample (2,357 customers, the paper's) or master (23,570)."),
+    compare: bool = typer.Option(True, help="Also score recency, frequency and BG/NBD in the same run."),
+) -> None:
+    """The paper's split: weeks 1-39 in, refresh as of 1997-09-30, AUC on "buys in weeks 40-78"."""
+    from seg_assets.churn.evaluate import run_eval_cdnow
+
+    result = run_eval_cdnow(work_dir, dataset=dataset, compare=compare, echo=console.print)
+    if dataset == "sample" and result.churn_auc < 0.775:
+        console.print(f"[red]churn_probability AUC {result.churn_auc:.4f} < 0.775[/red]")
+        raise typer.Exit(1)
+
+
 @app.command("init-dagster-home")
 def init_dagster_home(path: Path = typer.Argument(..., help="The DAGSTER_HOME folder to prepare.")) -> None:
     """Write dagster.yaml: one DuckDB writer at a time (pool 'duckdb'), runs queued."""

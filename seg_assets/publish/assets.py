@@ -3,6 +3,7 @@
 import dagster as dg
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.plots import sizes_over_time_plot
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.history import record_history, segment_sizes_over_time
@@ -15,7 +16,7 @@ SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
 SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
 BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
 PUBLISHED_TABLES = ("analytics.user_segments", "analytics.segment_profiles", "analytics.segment_rules",
-                    "analytics.segment_history", "analytics.segment_transitions")
+                    "analytics.segment_history", "analytics.segment_transitions", "analytics.churn_scores")
 
 
 @dg.multi_asset(
@@ -50,7 +51,7 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 
 
 @dg.asset(
-    key=BI_SEGMENTS, deps=[USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS],
+    key=BI_SEGMENTS, deps=[USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES],
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     description="The analytics tables copied to SEG_DATA_DIR/bi/segments.duckdb and bi/*.parquet, each replaced "

@@ -92,7 +92,9 @@ def _segment_aggregates(con, model: SegmentModel) -> pl.DataFrame:
             count(*) FILTER (WHERE rfm_group IS NULL) AS no_rfm_group,
             count(*) FILTER (WHERE lifecycle_stage NOT IN ({stages})) AS bad_lifecycle,
             count(*) FILTER (WHERE value_tier NOT IN ({tiers})) AS bad_value_tier,
-            count(*) FILTER (WHERE model_version <> '{model.version}') AS wrong_model_version
+            count(*) FILTER (WHERE model_version <> '{model.version}') AS wrong_model_version,
+            count(*) FILTER (WHERE churn_probability < 0 OR churn_probability > 1
+                             OR (churn_risk IS NOT NULL AND churn_risk NOT IN ('high', 'medium', 'low'))) AS bad_churn
         FROM analytics.user_segments""").pl()
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import polars as pl
 from sklearn.mixture import GaussianMixture
 
+from seg_assets.artifacts import save_artifact
 from seg_assets.features.dictionary import MODEL_FEATURES
 from seg_assets.segmentation import matching, naming, profiles
 from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
@@ -248,12 +249,7 @@ class SegmentModel:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        joblib.dump(self, tmp, compress=3)
-        tmp.replace(path)  # atomic: a reader never sees half an artifact
-        return path
+        return save_artifact(self, path)
 
     @staticmethod
     def load(path: str | Path) -> "SegmentModel":

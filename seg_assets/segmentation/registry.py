@@ -16,6 +16,7 @@ from pathlib import Path
 
 import joblib
 
+from seg_assets.artifacts import save_artifact  # noqa: F401  (re-exported for the assets)
 from seg_assets.segmentation.model import SegmentModel
 
 MODELS_DDL = """
@@ -129,15 +130,6 @@ def record_classifier(con, *, version: str, model_version: str, kind: str, metri
     except Exception:
         con.sql("ROLLBACK")
         raise
-
-
-def save_artifact(obj, path: Path) -> Path:
-    """Write atomically: a reader never sees half an artifact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    joblib.dump(obj, tmp, compress=3)
-    tmp.replace(path)
-    return path
 
 
 def _naive(value: datetime | None) -> datetime | None:

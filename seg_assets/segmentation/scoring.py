@@ -15,19 +15,26 @@ import polars as pl
 from pydantic import Field
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL, read_features
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
-from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, rule_based_segments
+from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, rule_based_segments, value_tier_expr
 from seg_assets.segmentation.rules import explain_model
+from seg_assets.warehouse import table_exists
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
 SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
 
+
+
+# Joined from analytics.churn_scores (null while no churn model is in service).
+CHURN_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h")
+CHURN_SCHEMA = {"user_id": pl.String, "churn_probability": pl.Float64, "churn_risk": pl.String, "expected_value_next_h": pl.Float64}
 
 
 class ScoringConfig(dg.Config):
@@ -40,6 +47,8 @@ class ScoringConfig(dg.Config):
     dormant_max_recency_days: float = Field(default=180.0, description="Lifecycle 'dormant' up to this; 'churned' beyond.")
     value_high_quantile: float = Field(default=0.8, description="Value tier 'high': monetary at or above this quantile of buyers.")
     value_medium_quantile: float = Field(default=0.5, description="Value tier 'medium': at or above this quantile of buyers.")
+    value_tier_from: Literal["monetary", "expected_value"] = Field(
+        default="monetary", description="Rank value tiers by past spend, or by the churn model's expected spend over the next H days.")
 
 
 def assign(frame: pl.DataFrame, model: SegmentModel, classifier) -> tuple[np.ndarray, np.ndarray, str]:
@@ -53,10 +62,10 @@ def assign(frame: pl.DataFrame, model: SegmentModel, classifier) -> tuple[np.nda
 
 
 @dg.asset(
-    key=USER_SEGMENTS, deps=[USER_FEATURES, SEGMENT_MODEL, SEGMENT_CLASSIFIER], group_name=GROUP, pool="duckdb",
+    key=USER_SEGMENTS, deps=[USER_FEATURES, SEGMENT_MODEL, SEGMENT_CLASSIFIER, CHURN_SCORES], group_name=GROUP, pool="duckdb",
     kinds={"duckdb", "polars"}, automation_condition=rescore_on_new_inputs(), freshness_policy=FRESHNESS,
     description="One row per user: segment (stable id and name), confidence, model version, as-of, "
-    "RFM scores and group, lifecycle stage, value tier. Published for BI.",
+    "RFM scores and group, lifecycle stage, value tier, churn probability and risk, expected value. Published for BI.",
 )
 def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duckdb: Warehouse, settings: SegSettings):
     with duckdb.get_connection() as con:
@@ -68,6 +77,8 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         model = SegmentModel.load(current.artifact)
         served = registry.in_service_classifier(con, model.version) if config.assign_with == "classifier" else None
         frame = read_features(con)
+        churn = (con.sql(f"SELECT {', '.join(CHURN_COLUMNS)} FROM analytics.churn_scores").pl()
+                 if table_exists(con, "analytics.churn_scores") else pl.DataFrame(schema=CHURN_SCHEMA))
     ids, confidence, assigned_by = assign(frame, model, served[2] if served else None)
     rules = rule_based_segments(
         frame, bins=config.rfm_bins,
@@ -80,9 +91,12 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         segment_name=pl.col("segment_id").replace_strict(model.name_of, return_dtype=pl.String),
         segment_stage=pl.col("segment_id").replace_strict(stage_of, return_dtype=pl.String),
         model_version=pl.lit(model.version), as_of=pl.lit(as_of).cast(pl.Datetime("us")),
-    ).join(rules, on="user_id", how="left").select(
+    ).join(rules, on="user_id", how="left").join(churn, on="user_id", how="left").select(
         "user_id", "segment_id", "segment_name", "confidence", "model_version", "as_of", "segment_stage",
-        "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier")
+        "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier", *CHURN_COLUMNS[1:])
+    if config.value_tier_from == "expected_value" and scored["expected_value_next_h"].null_count() < scored.height:
+        tiers = ValueTiers(config.value_high_quantile, config.value_medium_quantile)
+        scored = scored.with_columns(value_tier_expr(tiers, monetary="expected_value_next_h", frequency="expected_value_next_h"))
     with duckdb.get_connection() as con:
         con.sql("CREATE OR REPLACE TABLE analytics.user_segments AS SELECT * FROM scored")
     sizes = scored.group_by("segment_id", "segment_name").agg(pl.len().alias("users"), pl.col("confidence").mean().alias("mean_confidence")).sort("segment_id")

@@ -1,0 +1,223 @@
+"""``churn_model`` and ``analytics/churn_scores``: who is about to leave, and what they will spend.
+
+Thin Dagster wiring around the pure parts of this package:
+
+* ``churn_model`` (group ``segmentation``): plans the training snapshots inside the history up to the
+  run's as-of time ``T`` (snapshots.py: features as of ``c_k``, labels from ``(c_k, c_k + H]``, never past
+  ``T``), trains and calibrates the classifier and the spend regressor (model.py), stores the artifact
+  under ``models/churn/<version>.joblib`` and a row in ``meta.churn_models``, and shows ROC-AUC, PR-AUC
+  and Brier on the time-based holdout. A fit below ``min_auc`` is recorded but does not serve, and the
+  blocking ``churn_auc`` check (checks.py) fails. With too little history for the horizon (fewer than two
+  snapshots: about ``H + step + min_history_days`` days) no model is trained: the asset says why, the
+  check warns, and the scores are null.
+* ``analytics/churn_scores``: every user of ``features.user_features`` scored as of the run's as-of with the
+  model in service: ``churn_probability`` (no completed order in the next H days), ``churn_risk`` (high /
+  medium / low by the model's thresholds), ``expected_value_next_h`` (expected spend over the next H days),
+  ``churn_model_version``, ``as_of``. Without a model in service every user is still listed, with nulls.
+
+``ChurnConfig.fit`` is ``when_needed`` by default (unlike ``segment_model``): the hourly refresh, the
+sensor and the weekly automation all re-fit only when no model serves (or its artifact is gone), the model's settings (horizon,
+kind, calibration, snapshot plan) changed, its data is older than ``max_age_days``, or the latest fit failed
+the AUC floor. ``always`` forces a fit. Changing only the risk thresholds or ``min_auc`` updates the
+model's row without a refit.
+"""
+
+from typing import Literal, Optional
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
+from seg_assets.churn import registry
+from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES
+from seg_assets.churn.model import ChurnModel, risk_levels, train_churn_model
+from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
+from seg_assets.features.assets import USER_FEATURES
+from seg_assets.resources import SegSettings, Warehouse
+
+GROUP = "segmentation"
+STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging", "stg_clicks"]),
+                  dg.AssetKey(["staging", "stg_customers"])]
+SCORE_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h", "churn_model_version", "as_of")
+
+
+class ChurnConfig(dg.Config):
+    fit: Literal["when_needed", "always"] = Field(
+        default="when_needed", description="'when_needed': only without a model in service, after a settings change, "
+        "when the model's data is older than max_age_days, or after a fit below min_auc. 'always' forces a fit.")
+    horizon_days: int = Field(default=90, ge=1, description="H: a user churns when they complete no order in the next H days.")
+    kind: Literal["auto", "gbm", "logreg"] = Field(
+        default="auto", description="gbm (HistGradientBoosting), logreg, or auto: both, keep the better time-based holdout ROC-AUC.")
+    calibration: Literal["sigmoid", "isotonic"] = Field(
+        default="sigmoid", description="Probability calibration on out-of-time scores (sigmoid keeps the ranking).")
+    step_days: Optional[int] = Field(default=None, ge=1, description="Days between training cut-offs (default max(7, H // 3)).")
+    max_snapshots: int = Field(default=6, ge=2, description="Most training snapshots (cut-offs T-H, T-H-step, ...).")
+    min_history_days: int = Field(default=30, ge=0, description="Days of data a cut-off needs before it.")
+    max_users_per_snapshot: int = Field(default=200_000, ge=1_000, description="Users sampled per snapshot (bounds training cost).")
+    risk_high: float = Field(default=0.7, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
+    risk_medium: float = Field(default=0.4, ge=0, le=1, description="churn_risk 'medium' when churn_probability >= this (else 'low').")
+    min_auc: float = Field(default=0.65, ge=0, le=1, description="Holdout ROC-AUC floor: below it the fit does not serve and the churn_auc check fails.")
+    max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model whose data is older than this (data time).")
+    threads: int = Field(default=1, ge=0, description="OpenMP/BLAS threads for fitting (0: library default).")
+    seed: int = Field(default=0, description="Random seed (sampling, boosting).")
+
+    def settings(self) -> dict:
+        """What a model in service must match for 'when_needed' to keep it."""
+        return {"horizon_days": self.horizon_days, "kind_requested": self.kind, "calibration": self.calibration,
+                "step_days": self.step_days, "max_snapshots": self.max_snapshots,
+                "min_history_days": self.min_history_days, "max_users_per_snapshot": self.max_users_per_snapshot}
+
+
+def refit_reason(current: "registry.ChurnRow | None", last: "registry.ChurnRow | None", as_of, config: ChurnConfig) -> Optional[str]:
+    """Why a 'when_needed' run should fit (None: keep the model in service)."""
+    if current is None:
+        return "no churn model in service"
+    if not current.artifact.exists():
+        return f"the artifact of {current.version} is missing ({current.artifact})"
+    if last is not None and last.version != current.version and not last.passed:
+        return f"the latest fit {last.version} was below its AUC floor"
+    stored = current.metrics.get("settings", {})
+    changed = [k for k, v in config.settings().items() if stored.get(k) != v]
+    if changed:
+        return "settings changed: " + ", ".join(changed)
+    if current.data_as_of is not None and (as_of - current.data_as_of).total_seconds() > config.max_age_days * 86_400:
+        return f"model older than {config.max_age_days:g} days (fitted on data as of {current.data_as_of:%Y-%m-%d})"
+    return None
+
+
+def _md(frame: pl.DataFrame, floatfmt: str = ".3f") -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_pandas().to_markdown(index=False, floatfmt=floatfmt))
+
+
+def _model_metadata(model: ChurnModel, plan_text: str) -> dict:
+    h = model.metrics["holdout"]
+    v = model.metrics["value_holdout"]
+    fmt = lambda x: None if x is None else float(x)  # noqa: E731
+    meta = {
+        "roc_auc": fmt(h["roc_auc"]), "pr_auc": fmt(h["pr_auc"]), "pr_auc_buyers": fmt(h["pr_auc_buyers"]),
+        "brier": fmt(h["brier"]), "brier_base_rate": fmt(h["brier_base_rate"]), "log_loss": fmt(h["log_loss"]),
+        "roc_auc_recency_only": fmt(h["roc_auc_recency_only"]), "holdout_churn_rate": fmt(h["churn_rate"]),
+        "holdout_rows": int(h["rows"]), "holdout_scheme": model.metrics["holdout_scheme"], "kind": model.kind,
+        "horizon_days": model.horizon_days, "training_rows": int(model.metrics["training_rows"]),
+        "snapshots": dg.MetadataValue.md(plan_text),
+        "candidates": dg.MetadataValue.json({k: v for k, v in model.metrics["candidates"].items()}),
+        "value_mae": fmt(v["mae"]), "value_mae_mean_baseline": fmt(v["mae_mean_baseline"]),
+        "value_total_predicted_over_actual": fmt(v["total_predicted"] / v["total_actual"]) if v["total_actual"] else None,
+        "value_spearman": fmt(v["spearman"]),
+        "reliability": _md(pl.DataFrame(model.metrics["holdout_reliability"]).with_columns(pl.col("rows").cast(pl.String))),
+    }
+    if model.importances is not None:
+        meta["feature_importance"] = _md(model.importances.head(12), ".4f")
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+@dg.asset(
+    key=CHURN_MODEL, deps=[USER_FEATURES, *STAGING_INPUTS], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
+    automation_condition=(dg.AutomationCondition.on_missing() | dg.AutomationCondition.on_cron(WEEKLY_REFIT_CRON))
+    .with_label(f"fit when missing; weekly check ({WEEKLY_REFIT_CRON})"),
+    description="Churn (no completed order in the next H days) and expected spend over H days, trained on time-based "
+    "snapshots of the history up to as-of; ROC-AUC / PR-AUC / Brier on a time-based holdout. Artifact under "
+    "models/churn/, one row per fit in meta.churn_models.",
+)
+def churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb: Warehouse, settings: SegSettings):
+    if config.risk_medium > config.risk_high:
+        raise dg.Failure(f"risk_medium ({config.risk_medium}) must not exceed risk_high ({config.risk_high})")
+    with duckdb.get_connection() as con:
+        registry.ensure_tables(con)
+        as_of = settings.resolve_as_of(con)
+        current, last = registry.in_service(con), registry.latest(con)
+        reason = "forced (fit=always)" if config.fit == "always" else refit_reason(current, last, as_of, config)
+        if reason is None:
+            registry.update_thresholds(con, current.version, risk_high=config.risk_high, risk_medium=config.risk_medium,
+                                       min_auc=config.min_auc)
+            context.log.info(f"keeping churn model {current.version} in service")
+            return dg.MaterializeResult(metadata={
+                "decision": f"kept {current.version} in service (no refit needed)", "in_service_version": current.version,
+                "roc_auc": float(current.roc_auc or 0.0), "horizon_days": current.horizon_days})
+        plan = plan_snapshots(first_order_ts(con, as_of), as_of, config.horizon_days, step_days=config.step_days,
+                              max_snapshots=config.max_snapshots, min_history_days=config.min_history_days)
+        if not plan.enough:
+            message = f"no churn model: not enough history for a {config.horizon_days}-day horizon ({plan.describe()})"
+            context.log.warning(message)
+            return dg.MaterializeResult(metadata={"decision": message, "in_service_version": current.version if current else ""})
+        snapshots = build_snapshots(con, plan, max_users_per_snapshot=config.max_users_per_snapshot, seed=config.seed)
+        version = registry.next_version(con)
+    context.log.info(f"fitting {version}: {reason}; {plan.describe()}; {snapshots.height} snapshot rows")
+    try:
+        model = train_churn_model(snapshots, horizon_days=config.horizon_days, kind=config.kind, calibration=config.calibration,
+                                  version=version, as_of=as_of, cutoffs=plan.cutoffs, seed=config.seed,
+                                  threads=config.threads or None)
+    except ValueError as err:  # e.g. every user churned in the training window: nothing to learn
+        message = f"no churn model: {err}"
+        context.log.warning(message)
+        return dg.MaterializeResult(metadata={"decision": message, "in_service_version": current.version if current else ""})
+    model.metrics["settings"] = config.settings()
+    model.metrics["plan"] = plan.describe()
+    artifact = model.save(registry.artifact_path(settings.paths.models, version))
+    with duckdb.get_connection() as con:
+        serving = registry.record(con, model, artifact=artifact, min_auc=config.min_auc, risk_high=config.risk_high,
+                                  risk_medium=config.risk_medium, reason=reason, run_id=context.run_id)
+    auc = model.metrics["holdout"]["roc_auc"]
+    decision = (f"{version} in service (holdout ROC-AUC {auc:.3f} >= {config.min_auc})" if serving else
+                f"{version} NOT in service: holdout ROC-AUC {auc if auc is None else round(auc, 3)} < {config.min_auc}")
+    context.log.info(decision)
+    return dg.MaterializeResult(metadata={
+        "version": version, "decision": decision, "trigger": reason, "in_service": serving,
+        "in_service_version": version if serving else (current.version if current else ""),
+        "artifact": dg.MetadataValue.path(str(artifact)), **_model_metadata(model, plan.describe()),
+    })
+
+
+def score_users(frame: pl.DataFrame, model: Optional[ChurnModel], as_of, *, risk_high: float = 0.7,
+                risk_medium: float = 0.4) -> pl.DataFrame:
+    """The rows of ``analytics.churn_scores`` for a features frame (nulls without a model)."""
+    n = frame.height
+    if model is None:
+        p = pl.Series("churn_probability", [None] * n, dtype=pl.Float64)
+        risk = pl.Series("churn_risk", [None] * n, dtype=pl.String)
+        value = pl.Series("expected_value_next_h", [None] * n, dtype=pl.Float64)
+        version = None
+    else:
+        prob = model.churn_probability(frame)
+        p = pl.Series("churn_probability", prob, dtype=pl.Float64)
+        risk = pl.Series("churn_risk", risk_levels(prob, risk_high, risk_medium) if n else [], dtype=pl.String)
+        value = pl.Series("expected_value_next_h", np.round(model.expected_value(frame), 2), dtype=pl.Float64)
+        version = model.version
+    return pl.DataFrame({"user_id": frame["user_id"]}).with_columns(
+        p, risk, value, churn_model_version=pl.lit(version, dtype=pl.String),
+        as_of=pl.lit(as_of).cast(pl.Datetime("us")),
+    ).select(SCORE_COLUMNS)
+
+
+@dg.asset(
+    key=CHURN_SCORES, deps=[USER_FEATURES, CHURN_MODEL], group_name=GROUP, pool="duckdb", kinds={"duckdb", "polars"},
+    automation_condition=rescore_on_new_inputs(),
+    description="One row per user: churn_probability (no completed order in the next H days), churn_risk "
+    "(high / medium / low), expected_value_next_h (expected spend over the next H days), model version, as-of. "
+    "Nulls while no churn model serves.",
+)
+def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+    with duckdb.get_connection() as con:
+        as_of = settings.resolve_as_of(con)
+        row = registry.in_service(con)
+        frame = con.sql("SELECT * FROM features.user_features ORDER BY user_id").pl()
+    model = ChurnModel.load(row.artifact) if row else None
+    scores = score_users(frame, model, as_of, risk_high=row.risk_high if row else 0.7, risk_medium=row.risk_medium if row else 0.4)
+    with duckdb.get_connection() as con:
+        con.sql("CREATE OR REPLACE TABLE analytics.churn_scores AS SELECT * FROM scores")
+    metadata = {"dagster/row_count": dg.MetadataValue.int(scores.height), "dagster/table_name": "analytics.churn_scores",
+                "as_of": str(as_of), "churn_model_version": row.version if row else ""}
+    if model is not None and scores.height:
+        metadata.update({
+            "horizon_days": model.horizon_days,
+            "mean_churn_probability": float(scores["churn_probability"].mean()),
+            "expected_value_total": float(scores["expected_value_next_h"].sum()),
+            "risk": _md(scores.group_by("churn_risk").agg(pl.len().alias("users"), pl.col("churn_probability").mean()
+                                                          .alias("mean_probability"), pl.col("expected_value_next_h").sum()
+                                                          .alias("expected_value")).sort("mean_probability", descending=True)),
+        })
+    else:
+        context.log.warning("no churn model in service: churn columns are null")
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,6 @@
+"""Asset keys of the churn stage (a module of its own so other stages can depend on them cheaply)."""
+
+import dagster as dg
+
+CHURN_MODEL = dg.AssetKey("churn_model")
+CHURN_SCORES = dg.AssetKey(["analytics", "churn_scores"])

@@ -1,0 +1,114 @@
+"""The churn model registry: artifacts under ``SEG_DATA_DIR/models/churn/`` and rows in ``meta.churn_models``.
+
+One row per fit (in service or not, with the reason). The fit in service is the latest one whose holdout
+ROC-AUC reached ``min_auc``; a fit below it is recorded with ``in_service = false`` and the previous model
+keeps serving (the ``churn_auc`` check fails, blocking the scores of that run). The risk thresholds used by
+``analytics/churn_scores`` are stored with the model (``risk_high``, ``risk_medium``), as is the AUC floor;
+both are updated without a refit when only they change. A row is only written after its artifact exists.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta.churn_models (
+    version VARCHAR PRIMARY KEY, kind VARCHAR, horizon_days INTEGER, calibration VARCHAR,
+    roc_auc DOUBLE, pr_auc DOUBLE, brier DOUBLE, min_auc DOUBLE, passed BOOLEAN, in_service BOOLEAN,
+    risk_high DOUBLE, risk_medium DOUBLE, metrics JSON, features VARCHAR[], cutoffs TIMESTAMP[],
+    fitted_at TIMESTAMP, data_as_of TIMESTAMP, reason VARCHAR, artifact VARCHAR, run_id VARCHAR
+)"""
+
+
+@dataclass(frozen=True)
+class ChurnRow:
+    version: str
+    kind: str
+    horizon_days: int
+    calibration: str
+    roc_auc: float | None
+    min_auc: float
+    passed: bool
+    in_service: bool
+    risk_high: float
+    risk_medium: float
+    metrics: dict
+    data_as_of: datetime | None
+    reason: str
+    artifact: Path
+
+
+_COLUMNS = ("version, kind, horizon_days, calibration, roc_auc, min_auc, passed, in_service, risk_high, risk_medium, "
+            "metrics, data_as_of, reason, artifact")
+
+
+def ensure_tables(con) -> None:
+    con.sql(DDL)
+
+
+def artifact_path(models_dir: Path, version: str) -> Path:
+    return Path(models_dir) / "churn" / f"{version}.joblib"
+
+
+def next_version(con) -> str:
+    ensure_tables(con)
+    (count,) = con.sql("SELECT count(*) FROM meta.churn_models").fetchall()[0]
+    return f"churn-{count + 1:04d}"
+
+
+def _row(values) -> ChurnRow:
+    (version, kind, horizon, calibration, auc, min_auc, passed, serving, high, medium, metrics, as_of, reason, artifact) = values
+    return ChurnRow(version, kind, int(horizon), calibration, auc, float(min_auc), bool(passed), bool(serving), float(high),
+                    float(medium), json.loads(metrics) if metrics else {}, as_of, reason or "", Path(artifact))
+
+
+def in_service(con) -> ChurnRow | None:
+    ensure_tables(con)
+    rows = con.sql(f"SELECT {_COLUMNS} FROM meta.churn_models WHERE in_service").fetchall()
+    return _row(rows[0]) if rows else None
+
+
+def latest(con) -> ChurnRow | None:
+    ensure_tables(con)
+    rows = con.sql(f"SELECT {_COLUMNS} FROM meta.churn_models ORDER BY version DESC LIMIT 1").fetchall()
+    return _row(rows[0]) if rows else None
+
+
+def record(con, model, *, artifact: Path, min_auc: float, risk_high: float, risk_medium: float, reason: str,
+           run_id: str | None) -> bool:
+    """Register a fit; it replaces the model in service when its holdout AUC reached ``min_auc``. Returns that."""
+    ensure_tables(con)
+    holdout = model.metrics.get("holdout", {})
+    auc = holdout.get("roc_auc")
+    passed = auc is not None and auc >= min_auc
+    con.sql("BEGIN TRANSACTION")
+    try:
+        if passed:
+            con.sql("UPDATE meta.churn_models SET in_service = false WHERE in_service")
+        con.execute(
+            "INSERT INTO meta.churn_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [model.version, model.kind, model.horizon_days, model.metrics.get("calibration"), auc, holdout.get("pr_auc"),
+             holdout.get("brier"), min_auc, passed, passed, risk_high, risk_medium, json.dumps(model.metrics),
+             list(model.features), [_naive(c) for c in model.cutoffs], _naive(model.fitted_at), _naive(model.as_of),
+             reason, str(artifact), run_id],
+        )
+        con.sql("COMMIT")
+    except Exception:
+        con.sql("ROLLBACK")
+        raise
+    return passed
+
+
+def update_thresholds(con, version: str, *, risk_high: float, risk_medium: float, min_auc: float) -> None:
+    """New risk thresholds and AUC floor for a model, without a refit (the ``churn_auc`` check reads ``min_auc``)."""
+    con.execute("UPDATE meta.churn_models SET risk_high = ?, risk_medium = ?, min_auc = ? WHERE version = ?",
+                [risk_high, risk_medium, min_auc, version])
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,175 @@
+"""Training snapshots for churn and future value: features as of a cut-off, labels from the horizon after it.
+
+With order history ``[t0, T]`` (``T`` = the run's as-of) and horizon ``H`` days, the cut-offs are
+
+    c_k = T - H - k * step      for k = 0 .. K-1, while c_k - t0 >= min_history_days (and k < max_snapshots)
+
+and snapshot ``k`` holds one row per user known at ``c_k`` (an order, click or signup at or before it):
+
+* **features as of c_k**, computed by the production code itself: the SQL models of
+  ``dbt_like_sql/features/`` run as queries with ``getvariable('as_of')`` set to ``c_k`` (so they read
+  nothing after it), and their output goes through :func:`build_user_features`, exactly as the
+  ``features/user_features`` asset does at ``T``;
+* **labels from (c_k, c_k + H]**: ``orders_next_h`` (completed orders), ``spend_next_h`` (their amount)
+  and ``churned`` (1 when there is no completed order in the window). ``c_0 + H = T``: nothing after the
+  run's as-of is ever read, whatever the warehouse holds beyond it.
+
+Users are sampled per snapshot (at most ``max_users_per_snapshot``, deterministic positions over the
+users sorted by id), so training cost is bounded whatever the number of users. The aggregation itself
+is set-based SQL in DuckDB plus vectorised polars: one pass over the orders per snapshot.
+
+``step_days`` defaults to ``max(7, H // 3)`` (30 days for H = 90). The latest snapshot (``k = 0``) is the
+time-based holdout of model.py; at least two snapshots are needed (one to train, one to test), that is
+``H + step + min_history_days`` days of history (150 for the defaults). With less history no model is
+trained (the asset says so) rather than a model with a shorter, different label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from seg_assets.features.sql_models import discover_models, set_as_of
+from seg_assets.features.user_features import build_user_features
+from seg_assets.segmentation.selection import sample_indices
+from seg_assets.warehouse import table_exists
+
+# build_user_features argument -> the SQL model (features/<name>.sql) or table that feeds it.
+FEATURE_MODELS = {"order_stats": "user_order_stats", "click_stats": "user_click_stats",
+                  "category_activity": "user_category_activity"}
+CUSTOMERS_TABLE = "staging.stg_customers"
+ORDERS_TABLE = "staging.stg_orders"
+LABEL_COLUMNS = ("snapshot", "snapshot_ts", "churned", "orders_next_h", "spend_next_h")
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    as_of: datetime
+    horizon_days: int
+    step_days: int
+    first_ts: datetime | None
+    cutoffs: tuple[datetime, ...]  # newest first; cutoffs[0] = as_of - horizon
+    reason: str  # why there are this many snapshots
+
+    @property
+    def enough(self) -> bool:
+        """At least one snapshot to train on and one (the latest) to test on."""
+        return len(self.cutoffs) >= 2
+
+    def describe(self) -> str:
+        cuts = ", ".join(f"{c:%Y-%m-%d}" for c in self.cutoffs) or "none"
+        return f"horizon {self.horizon_days} d, step {self.step_days} d, cut-offs {cuts} ({self.reason})"
+
+
+def default_step(horizon_days: int) -> int:
+    return max(7, horizon_days // 3)
+
+
+def plan_snapshots(first_ts: datetime | None, as_of: datetime, horizon_days: int, *, step_days: int | None = None,
+                   max_snapshots: int = 6, min_history_days: int = 30) -> SnapshotPlan:
+    """The cut-offs ``c_k = as_of - H - k * step`` with at least ``min_history_days`` of data before each."""
+    if horizon_days < 1:
+        raise ValueError("horizon_days must be >= 1")
+    step = step_days or default_step(horizon_days)
+    cutoffs: list[datetime] = []
+    if first_ts is None:
+        return SnapshotPlan(as_of, horizon_days, step, None, (), "no orders")
+    for k in range(max_snapshots):
+        cut = as_of - timedelta(days=horizon_days + k * step)
+        if cut - first_ts < timedelta(days=min_history_days):
+            break
+        cutoffs.append(cut)
+    history = (as_of - first_ts).total_seconds() / 86_400
+    if len(cutoffs) == max_snapshots:
+        reason = f"max_snapshots={max_snapshots}"
+    else:
+        reason = (f"{history:.0f} days of history; each cut-off needs {min_history_days} days before it and "
+                  f"{horizon_days} after it")
+    return SnapshotPlan(as_of, horizon_days, step, first_ts, tuple(cutoffs), reason)
+
+
+def first_order_ts(con, as_of: datetime) -> datetime | None:
+    """Earliest order time at or before as-of (the start of the usable history)."""
+    if not table_exists(con, ORDERS_TABLE):
+        return None
+    return con.sql(f"SELECT min(order_ts) FROM {ORDERS_TABLE} WHERE order_ts <= ?", params=[as_of]).fetchall()[0][0]
+
+
+def _feature_sql(sql_dir: Path | None = None) -> dict[str, object]:
+    models = {m.name: m for m in discover_models(sql_dir) if m.schema == "features"}
+    missing = [name for name in FEATURE_MODELS.values() if name not in models]
+    if missing:
+        raise RuntimeError(f"feature SQL models not found: {missing}")
+    return {arg: models[name] for arg, name in FEATURE_MODELS.items()}
+
+
+def _current_as_of(con):
+    try:
+        return con.sql("SELECT getvariable('as_of')").fetchall()[0][0]
+    except Exception:  # noqa: BLE001 - variable never set on this connection
+        return None
+
+
+def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None) -> pl.DataFrame:
+    """``features.user_features`` as the production asset would have built it at ``cutoff``.
+
+    Runs the feature SQL models as plain queries (nothing is written) with ``as_of`` set to ``cutoff`` and
+    restores the connection's previous ``as_of`` afterwards. A model whose inputs do not exist (no clicks
+    in an orders-only store) contributes nothing, as in the asset.
+    """
+    previous = _current_as_of(con)
+    set_as_of(con, cutoff)
+    try:
+        frames = {}
+        for arg, model in _feature_sql(sql_dir).items():
+            ready = all(table_exists(con, f"{schema}.{name}") for schema, name in model.upstream)
+            frames[arg] = con.sql(model.sql.strip().rstrip(";")).pl() if ready else None
+        customers = con.sql(f"SELECT * FROM {CUSTOMERS_TABLE}").pl() if table_exists(con, CUSTOMERS_TABLE) else None
+    finally:
+        if previous is not None:
+            set_as_of(con, previous)
+    return build_user_features(**frames, customers=customers, as_of=cutoff)
+
+
+def labels_after(con, cutoff: datetime, horizon_days: int, as_of: datetime) -> pl.DataFrame:
+    """Per user with a completed order in ``(cutoff, min(cutoff + H, as_of)]``: orders and spend."""
+    end = min(cutoff + timedelta(days=horizon_days), as_of)
+    return con.sql(
+        f"""SELECT user_id, count(*) AS orders_next_h, sum(amount)::DOUBLE AS spend_next_h
+            FROM {ORDERS_TABLE}
+            WHERE status = 'completed' AND order_ts > ? AND order_ts <= ? AND order_ts <= ?
+            GROUP BY user_id""",
+        params=[cutoff, end, as_of],
+    ).pl()
+
+
+def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *, index: int = 0,
+                   max_users: int | None = 200_000, seed: int = 0, sql_dir: Path | None = None) -> pl.DataFrame:
+    """One snapshot: the feature columns as of ``cutoff`` plus :data:`LABEL_COLUMNS`."""
+    if cutoff + timedelta(days=horizon_days) > as_of:
+        raise ValueError(f"cut-off {cutoff} + {horizon_days} days is after the as-of time {as_of}: the label would "
+                         "need data from the future")
+    features = features_as_of(con, cutoff, sql_dir=sql_dir)
+    features = features[sample_indices(features.height, max_users, seed + 101 * index)]
+    labels = labels_after(con, cutoff, horizon_days, as_of)
+    return features.join(labels, on="user_id", how="left").with_columns(
+        snapshot=pl.lit(index, dtype=pl.Int32),
+        snapshot_ts=pl.lit(cutoff).cast(pl.Datetime("us")),
+        orders_next_h=pl.col("orders_next_h").fill_null(0).cast(pl.Int64),
+        spend_next_h=pl.col("spend_next_h").fill_null(0.0),
+    ).with_columns(churned=(pl.col("orders_next_h") == 0).cast(pl.Int8))
+
+
+def build_snapshots(con, plan: SnapshotPlan, *, max_users_per_snapshot: int | None = 200_000, seed: int = 0,
+                    sql_dir: Path | None = None) -> pl.DataFrame:
+    """All snapshots of ``plan`` stacked (``snapshot`` = k, 0 the latest), restricted to the columns they share."""
+    parts = [build_snapshot(con, cut, plan.horizon_days, plan.as_of, index=k, max_users=max_users_per_snapshot,
+                            seed=seed, sql_dir=sql_dir)
+             for k, cut in enumerate(plan.cutoffs)]
+    if not parts:
+        return pl.DataFrame()
+    common = [c for c in parts[0].columns if all(c in p.columns for p in parts[1:])]
+    return pl.concat([p.select(common) for p in parts], how="vertical_relaxed")
