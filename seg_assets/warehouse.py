@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Iterator
 
 import duckdb
 
@@ -14,6 +16,18 @@ def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
     con.sql("SET TimeZone = 'UTC'")
     for schema in SCHEMAS:
         con.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit when the block ends, roll back (and re-raise) when it fails."""
+    con.sql("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.sql("ROLLBACK")
+        raise
+    con.sql("COMMIT")
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:

@@ -61,3 +61,16 @@ def test_rerun_with_nothing_changed_writes_nothing(con):
     assert (again.new_users, again.moved_users, again.unchanged_users) == (0, 0, 2)
     after = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall(), con.sql("SELECT count(*) FROM analytics.segment_transitions").fetchall()
     assert before == after
+
+
+def test_transaction_rolls_back_on_failure(con):
+    from seg_assets.warehouse import transaction
+
+    with pytest.raises(ZeroDivisionError):
+        with transaction(con):
+            con.sql("INSERT INTO analytics.user_segments VALUES ('x', 1, 'S1', 'v1')")
+            1 / 0
+    assert con.sql("SELECT count(*) FROM analytics.user_segments").fetchall() == [(0,)]
+    with transaction(con):
+        con.sql("INSERT INTO analytics.user_segments VALUES ('x', 1, 'S1', 'v1')")
+    assert con.sql("SELECT count(*) FROM analytics.user_segments").fetchall() == [(1,)]

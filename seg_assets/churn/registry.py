@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from seg_assets.warehouse import transaction
+
 DDL = """
 CREATE TABLE IF NOT EXISTS meta.churn_models (
     version VARCHAR PRIMARY KEY, kind VARCHAR, horizon_days INTEGER, calibration VARCHAR,
@@ -84,8 +86,7 @@ def record(con, model, *, artifact: Path, min_auc: float, risk_high: float, risk
     holdout = model.metrics.get("holdout", {})
     auc = holdout.get("roc_auc")
     passed = auc is not None and auc >= min_auc
-    con.sql("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if passed:
             con.sql("UPDATE meta.churn_models SET in_service = false WHERE in_service")
         con.execute(
@@ -95,10 +96,6 @@ def record(con, model, *, artifact: Path, min_auc: float, risk_high: float, risk
              list(model.features), [_naive(c) for c in model.cutoffs], _naive(model.fitted_at), _naive(model.as_of),
              reason, str(artifact), run_id],
         )
-        con.sql("COMMIT")
-    except Exception:
-        con.sql("ROLLBACK")
-        raise
     return passed
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from seg_assets.warehouse import transaction
+
 HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS analytics.segment_history (
     user_id VARCHAR NOT NULL, segment_id INTEGER NOT NULL, segment_name VARCHAR,
@@ -39,8 +41,7 @@ def ensure_history_tables(con) -> None:
 def record_history(con, as_of: datetime, run_id: str | None = None, source: str = "analytics.user_segments") -> HistoryUpdate:
     """Compare the current assignment with the open history rows and record the differences, atomically."""
     ensure_history_tables(con)
-    con.sql("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         con.sql(f"""
             CREATE OR REPLACE TEMP TABLE _changes AS
             SELECT u.user_id, h.segment_id AS from_segment, h.segment_name AS from_name,
@@ -65,10 +66,6 @@ def record_history(con, as_of: datetime, run_id: str | None = None, source: str 
         ).fetchall()[0]
         total = con.sql(f"SELECT count(*) FROM {source}").fetchall()[0][0]
         con.sql("DROP TABLE _changes")
-        con.sql("COMMIT")
-    except Exception:
-        con.sql("ROLLBACK")
-        raise
     return HistoryUpdate(new_users=int(new), moved_users=int(moved), unchanged_users=int(total - new - moved))
 
 

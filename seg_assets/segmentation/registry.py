@@ -18,6 +18,7 @@ import joblib
 
 from seg_assets.artifacts import save_artifact  # noqa: F401  (re-exported for the assets)
 from seg_assets.segmentation.model import SegmentModel
+from seg_assets.warehouse import transaction
 
 MODELS_DDL = """
 CREATE TABLE IF NOT EXISTS meta.segment_models (
@@ -81,8 +82,7 @@ def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, re
     """Register a fitted model; if promoted it replaces the one in service, in one transaction."""
     ensure_tables(con)
     record = model.to_record()
-    con.sql("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if promoted:
             con.sql("UPDATE meta.segment_models SET in_service = false WHERE in_service")
         con.execute(
@@ -97,10 +97,6 @@ def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, re
             rows = [(model.version, c, sid, names.get(sid), stages.get(sid), st, None if d != d else d, old)
                     for c, sid, st, d, old in frame.select("cluster", "segment_id", "status", "distance", "matched_old_id").iter_rows()]
             con.executemany("INSERT INTO meta.segment_id_map VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        con.sql("COMMIT")
-    except Exception:
-        con.sql("ROLLBACK")
-        raise
 
 
 def in_service_classifier(con, model_version: str):
@@ -118,18 +114,13 @@ def in_service_classifier(con, model_version: str):
 def record_classifier(con, *, version: str, model_version: str, kind: str, metrics: dict, artifact: Path,
                       in_service: bool, reason: str, run_id: str | None, trained_at: datetime) -> None:
     ensure_tables(con)
-    con.sql("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         if in_service:
             con.sql("UPDATE meta.segment_classifiers SET in_service = false WHERE in_service")
         con.execute(
             "INSERT INTO meta.segment_classifiers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [version, model_version, kind, json.dumps(metrics), _naive(trained_at), in_service, reason, str(artifact), run_id],
         )
-        con.sql("COMMIT")
-    except Exception:
-        con.sql("ROLLBACK")
-        raise
 
 
 def _naive(value: datetime | None) -> datetime | None:
