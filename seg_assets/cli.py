@@ -46,6 +46,8 @@ def generate(
 def refresh(
     as_of: Optional[str] = typer.Option(None, help="Fix 'now' (ISO-8601, UTC). Default: the latest event time in the data."),
     refit: bool = typer.Option(False, help="Force a new segment model fit (the promotion gate still decides)."),
+    rebase: bool = typer.Option(False, help="Recompute every user's features and scores (the daily rebase), not only "
+                                "the users with new rows."),
     data_dir: Optional[Path] = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
     summary: bool = typer.Option(True, help="Print what was built."),
 ) -> None:
@@ -53,7 +55,7 @@ def refresh(
     from seg_assets.published_state import nothing_new
     from seg_assets.settings import data_paths
 
-    if not refit:
+    if not (refit or rebase):
         current = nothing_new(data_paths(data_dir), as_of)
         if current:
             console.print(f"[green]Segments are current[/green]: {current}.")
@@ -77,7 +79,8 @@ def refresh(
 
         # With DAGSTER_HOME set, runs are recorded there (visible in `make ui`, timed by the benchmark).
         instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-        outcome = run_refresh(data_dir, as_of=as_of, refit=refit, on_stage=on_stage, instance=instance)
+        outcome = run_refresh(data_dir, as_of=as_of, refit=refit, rebase=rebase, on_stage=on_stage,
+                              instance=instance)
     for stage in outcome.stages:
         for failure in stage.failures:
             console.print(f"[{'red' if not stage.success else 'yellow'}]{stage.group}: {failure}[/]")

@@ -15,6 +15,7 @@ import dagster as dg
 
 from seg_assets.automation.jobs import refresh_run_config
 from seg_assets.definitions import build_defs
+from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.settings import data_paths
 
 # Asset groups in data-flow order.
@@ -59,10 +60,14 @@ def run_refresh(
     *,
     as_of: str | None = None,
     refit: bool = False,
+    rebase: bool = False,
     instance: dg.DagsterInstance | None = None,
     on_stage=None,
 ) -> RefreshOutcome:
-    """Materialize every stage in order; ``on_stage(group, 'start'|'done', outcome)`` reports progress."""
+    """Materialize every stage in order; ``on_stage(group, 'start'|'done', outcome)`` reports progress.
+
+    ``rebase`` recomputes every user's features and scores instead of only the users with new rows.
+    """
     paths = data_paths(data_dir).ensure()
     defs = build_defs(paths.root, as_of)
     job = defs.resolve_implicit_global_asset_job_def()
@@ -81,6 +86,7 @@ def run_refresh(
             asset_selection=keys,
             run_config=_stage_config(refresh_run_config(refit), graph, keys),
             raise_on_error=False,
+            tags={REBASE_TAG: "true"} if rebase else None,
         )
         failures = _failures(result)
         blocking = [f for f in failures if not f.endswith("(WARN)")]

@@ -59,7 +59,7 @@ def test_run_model_uses_the_as_of_variable(tmp_path):
     path.write_text("SELECT count(*) AS n FROM raw.t WHERE ts <= getvariable('as_of')")
     model = load_model(path)
     assert model.materialized == "table"
-    assert run_model(con, model, datetime(2026, 1, 15)) == 1
+    assert run_model(con, model, datetime(2026, 1, 15))[0] == 1
     assert con.sql("SELECT n FROM s.m").fetchall() == [(1,)]
     run_model(con, model, datetime(2026, 3, 1))  # re-running replaces, never appends
     assert con.sql("SELECT n FROM s.m").fetchall() == [(2,)]

@@ -1,4 +1,5 @@
--- materialized: table
+-- materialized: incremental
+-- unique_key: user_id
 -- description: Per-user, per-category activity (orders and click events with a category) up to as-of, in long form.
 WITH activity AS (
     SELECT user_id, category FROM staging.stg_orders

@@ -1,4 +1,5 @@
--- materialized: table
+-- materialized: incremental
+-- unique_key: user_id
 -- description: Per-user click aggregates (sessions and funnel events) up to the run's as-of time.
 WITH clicks AS (
     SELECT * FROM staging.stg_clicks WHERE event_ts <= getvariable('as_of')

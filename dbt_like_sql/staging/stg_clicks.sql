@@ -1,4 +1,5 @@
 -- materialized: view
+-- event_time: event_ts
 -- description: Click events with empty product and category as NULL.
 SELECT
     event_id,
@@ -7,5 +8,6 @@ SELECT
     event_ts,
     event_type,
     NULLIF(TRIM(product_id), '') AS product_id,
-    NULLIF(TRIM(category), '') AS category
+    NULLIF(TRIM(category), '') AS category,
+    _file_id
 FROM raw.clicks

@@ -1,4 +1,5 @@
 -- materialized: view
+-- event_time: order_ts
 -- description: Orders as the models see them: money as DOUBLE, empty category as NULL, discount defaulted to 0.
 SELECT
     order_id,
@@ -8,5 +9,6 @@ SELECT
     items,
     NULLIF(TRIM(category), '') AS category,
     CAST(COALESCE(discount, 0) AS DOUBLE) AS discount,
-    status
+    status,
+    _file_id
 FROM raw.orders

@@ -1,7 +1,8 @@
 """The refresh job, its hourly schedule, the landing sensor and the run-failure sensor.
 
 The hourly schedule, the landing sensor and ``seg-assets refresh`` run the same thing: every asset,
-with the model and classifier fitted only ``when_needed`` (no model in service, drift, age). The
+with the model and classifier fitted only ``when_needed`` (no model in service, drift, age), and only
+the users with new rows recomputed; the daily rebase (``seg-assets refresh --rebase``) recomputes all. The
 declarative automation (conditions.py) adds re-fits on drift and on a weekly cron, and re-scoring
 after a re-fit, through the automation-condition sensor.
 """
@@ -11,6 +12,7 @@ import time
 import dagster as dg
 
 from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files, scan_landing
+from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.resources import SegSettings
 
 REFRESH_JOB = "refresh"
@@ -37,7 +39,14 @@ refresh_job = dg.define_asset_job(
 hourly_refresh = dg.ScheduleDefinition(
     name="hourly_refresh", job=refresh_job, cron_schedule="0 * * * *", execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The hourly refresh (late files and late events included).",
+    description="The hourly refresh (late files and late events included): users with new rows are re-scored.",
+)
+
+daily_rebase = dg.ScheduleDefinition(
+    name="daily_rebase", job=refresh_job, cron_schedule="30 2 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING, tags={REBASE_TAG: "true"},
+    description="Once a day, every user's features and scores are recomputed as of now: users without new "
+    "activity age (recency, lifecycle, churn risk) and move segments even when they do nothing.",
 )
 
 
@@ -72,5 +81,5 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 jobs = [refresh_job]
-schedules = [hourly_refresh]
+schedules = [hourly_refresh, daily_rebase]
 sensors = [landing_sensor, refresh_failure_log, automation_sensor]

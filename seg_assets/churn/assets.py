@@ -10,10 +10,10 @@ Thin Dagster wiring around the pure parts of this package:
   blocking ``churn_auc`` check (checks.py) fails. With too little history for the horizon (fewer than two
   snapshots: about ``H + step + min_history_days`` days) no model is trained: the asset says why, the
   check warns, and the scores are null.
-* ``analytics/churn_scores``: every user of ``features.user_features`` scored as of the run's as-of with the
-  model in service: ``churn_probability`` (no completed order in the next H days), ``churn_risk`` (high /
+* ``analytics/churn_scores``: every user of ``features.user_features`` scored with the model in service
+  (incrementally: only users whose features were recomputed, or everyone after a model change): ``churn_probability`` (no completed order in the next H days), ``churn_risk`` (high /
   medium / low by the model's thresholds), ``expected_value_next_h`` (expected spend over the next H days),
-  ``churn_model_version``, ``as_of``. Without a model in service every user is still listed, with nulls.
+  ``churn_model_version``, ``as_of`` (of the features scored). Without a model in service every user is still listed, with nulls.
 
 ``ChurnConfig.fit`` is ``when_needed`` by default (unlike ``segment_model``): the hourly refresh, the
 sensor and the weekly automation all re-fit only when no model serves (or its artifact is gone), the model's settings (horizon,
@@ -34,12 +34,15 @@ from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES
 from seg_assets.churn.model import ChurnModel, risk_levels, train_churn_model
 from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
+from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "segmentation"
 STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging", "stg_clicks"]),
                   dg.AssetKey(["staging", "stg_customers"])]
+TABLE = "analytics.churn_scores"
 SCORE_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h", "churn_model_version", "as_of")
 
 
@@ -191,33 +194,57 @@ def score_users(frame: pl.DataFrame, model: Optional[ChurnModel], as_of, *, risk
     ).select(SCORE_COLUMNS)
 
 
+def _risk_sql(high: float, medium: float) -> str:
+    """churn_risk from churn_probability in SQL, exactly as :func:`risk_levels`."""
+    return (f"CASE WHEN churn_probability IS NULL THEN NULL WHEN churn_probability >= {float(high)!r} THEN 'high' "
+            f"WHEN churn_probability >= {float(medium)!r} THEN 'medium' ELSE 'low' END")
+
+
 @dg.asset(
     key=CHURN_SCORES, deps=[USER_FEATURES, CHURN_MODEL], group_name=GROUP, pool="duckdb", kinds={"duckdb", "polars"},
     automation_condition=rescore_on_new_inputs(),
     description="One row per user: churn_probability (no completed order in the next H days), churn_risk "
-    "(high / medium / low), expected_value_next_h (expected spend over the next H days), model version, as-of. "
-    "Nulls while no churn model serves.",
+    "(high / medium / low), expected_value_next_h (expected spend over the next H days), model version, and the "
+    "as-of of the features scored. Incremental: only users with new features (or all, after a model change) are "
+    "re-scored. Nulls while no churn model serves.",
 )
 def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+    rebase = inc.rebase_requested(context.run.tags)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
         row = registry.in_service(con)
-        frame = con.sql("SELECT * FROM features.user_features ORDER BY user_id").pl()
+        version = row.version if row else None
+        everyone = rebase or not table_exists(con, TABLE)
+        pending = inc.pending_rows_sql(con, TABLE, {"churn_model_version": version}, everyone=everyone)
+        frame = con.sql(f"{pending} ORDER BY user_id").pl()
     model = ChurnModel.load(row.artifact) if row else None
-    scores = score_users(frame, model, as_of, risk_high=row.risk_high if row else 0.7, risk_medium=row.risk_medium if row else 0.4)
-    with duckdb.get_connection() as con:
-        con.sql("CREATE OR REPLACE TABLE analytics.churn_scores AS SELECT * FROM scores")
-    metadata = {"dagster/row_count": dg.MetadataValue.int(scores.height), "dagster/table_name": "analytics.churn_scores",
-                "as_of": str(as_of), "churn_model_version": row.version if row else ""}
-    if model is not None and scores.height:
+    high, medium = (row.risk_high, row.risk_medium) if row else (0.7, 0.4)
+    scores = score_users(frame, model, as_of, risk_high=high, risk_medium=medium)
+    if frame.height:
+        scores = scores.with_columns(as_of=frame["as_of"].cast(pl.Datetime("us")))  # the features' as-of
+    with duckdb.get_connection() as con, transaction(con):
+        if everyone:
+            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM scores")
+        else:
+            con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scores)")
+            con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scores")
+            con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
+            con.sql(f"UPDATE {TABLE} SET churn_risk = {_risk_sql(high, medium)} "  # thresholds may have changed
+                    f"WHERE churn_risk IS DISTINCT FROM ({_risk_sql(high, medium)})")
+        users = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
+        summary = con.sql(f"""SELECT churn_risk, count(*) AS users, avg(churn_probability) AS mean_probability,
+                              sum(expected_value_next_h) AS expected_value FROM {TABLE} GROUP BY 1 ORDER BY 3 DESC""").pl()
+    metadata = {"dagster/row_count": dg.MetadataValue.int(users), "dagster/table_name": TABLE,
+                "users_scored": dg.MetadataValue.int(scores.height), "as_of": str(as_of),
+                "churn_model_version": version or ""}
+    if model is not None and users:
         metadata.update({
             "horizon_days": model.horizon_days,
-            "mean_churn_probability": float(scores["churn_probability"].mean()),
-            "expected_value_total": float(scores["expected_value_next_h"].sum()),
-            "risk": _md(scores.group_by("churn_risk").agg(pl.len().alias("users"), pl.col("churn_probability").mean()
-                                                          .alias("mean_probability"), pl.col("expected_value_next_h").sum()
-                                                          .alias("expected_value")).sort("mean_probability", descending=True)),
+            "mean_churn_probability": float((summary["mean_probability"] * summary["users"]).sum() / users),
+            "expected_value_total": float(summary["expected_value"].sum()),
+            "risk": _md(summary),
         })
     else:
         context.log.warning("no churn model in service: churn columns are null")
+    context.log.info(f"churn_scores: {scores.height} of {users} users scored")
     return dg.MaterializeResult(metadata=metadata)

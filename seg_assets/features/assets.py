@@ -1,19 +1,24 @@
 """Feature assets: the SQL models of ``dbt_like_sql/`` plus ``features/user_features`` (polars)."""
 
 
+import hashlib
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from seg_assets.features import dictionary, incremental as inc
+from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import sql_assets
-from seg_assets.features.user_features import build_user_features
+from seg_assets.features.user_features import build_user_features, top_category_list
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.warehouse import table_exists
+from seg_assets.warehouse import table_exists, transaction
 
 USER_FEATURES = dg.AssetKey(["features", "user_features"])
+TABLE = "features.user_features"
 # Refreshed hourly: warn when 75 minutes old, fail at 2 hours (reported in the UI; never launches runs).
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
 _INPUTS = {
@@ -22,6 +27,9 @@ _INPUTS = {
     "category_activity": "features.user_category_activity",
     "customers": "staging.stg_customers",
 }
+# What dates the rows behind a user's features: a user with a new row in any of these is recomputed.
+SOURCES = [inc.Source("staging.stg_orders", "order_ts"), inc.Source("staging.stg_clicks", "event_ts"),
+           inc.Source("staging.stg_customers", "signup_ts")]
 
 
 class FeatureConfig(dg.Config):
@@ -30,8 +38,16 @@ class FeatureConfig(dg.Config):
     )
 
 
-def read_frame(con, table: str) -> "pl.DataFrame | None":
-    return con.sql(f"SELECT * FROM {table}").pl() if table_exists(con, table) else None
+def read_frame(con, table: str, where: str = "") -> "pl.DataFrame | None":
+    return con.sql(f"SELECT * FROM {table} {where}").pl() if table_exists(con, table) else None
+
+
+def _code_version() -> str:
+    """user_features is rebuilt in full when its code changes (the maths and the dictionary)."""
+    digest = hashlib.sha256()
+    for module in (user_features_module, dictionary):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @dg.asset(
@@ -41,29 +57,50 @@ def read_frame(con, table: str) -> "pl.DataFrame | None":
     kinds={"duckdb", "polars"},
     pool="duckdb",
     freshness_policy=FRESHNESS,
-    description="One row per user: recency, frequency, monetary value, funnel and category features. "
+    description="One row per user: recency, frequency, monetary value, funnel and category features, as of the "
+    "row's `as_of`. Incremental: only users with new rows are recomputed (a rebase recomputes everyone). "
     "See the feature dictionary in the metadata.",
 )
 def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duckdb: Warehouse, settings: SegSettings):
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
-        frames = {name: read_frame(con, table) for name, table in _INPUTS.items()}
-        features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories)
-        con.sql("CREATE OR REPLACE TABLE features.user_features AS SELECT * FROM features")
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=SOURCES, code_version=_code_version(),
+                              as_of=as_of, rebase=inc.rebase_requested(context.run.tags),
+                              params={"top_categories": config.top_categories})
+        where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""
+        frames = {name: read_frame(con, table, where) for name, table in _INPUTS.items()}
+        if plan.incremental:
+            categories = inc.read_state(con, TABLE).params["categories"]
+        else:
+            activity = frames["category_activity"]
+            categories = top_category_list(activity, config.top_categories) if activity is not None else []
+        features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories, categories=categories)
+        with transaction(con):
+            if plan.incremental:
+                con.sql(f"DELETE FROM {TABLE} {where}")
+                con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM features")
+            else:
+                con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM features")
+            inc.write_state(con, TABLE, _code_version(), as_of, plan,
+                            params={"top_categories": config.top_categories, "categories": categories})
+        users = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
     summary = features.select(
-        pl.len().alias("users"),
+        pl.len().alias("rows_written"),
         (pl.col("frequency") > 0).sum().alias("buyers"),
         pl.col("monetary").sum().alias("revenue"),
         pl.col("recency_days").median().alias("median_recency_days"),
     ).row(0, named=True)
-    context.log.info(f"user_features: {summary['users']} users as of {as_of}")
+    context.log.info(f"user_features: {plan.mode} ({plan.reason}), {summary['rows_written']} of {users} users "
+                     f"recomputed as of {as_of}")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": dg.MetadataValue.int(summary["users"]),
+            "dagster/row_count": dg.MetadataValue.int(users),
+            "build": f"{plan.mode}: {plan.reason}",
+            "users_recomputed": dg.MetadataValue.int(summary["rows_written"]),
             "dagster/table_name": "features.user_features",
-            "buyers": dg.MetadataValue.int(int(summary["buyers"])),
-            "revenue": dg.MetadataValue.float(float(summary["revenue"] or 0.0)),
-            "median_recency_days": dg.MetadataValue.float(float(summary["median_recency_days"] or 0.0)),
+            "recomputed_buyers": dg.MetadataValue.int(int(summary["buyers"])),
+            "recomputed_revenue": dg.MetadataValue.float(float(summary["revenue"] or 0.0)),
+            "recomputed_median_recency_days": dg.MetadataValue.float(float(summary["median_recency_days"] or 0.0)),
             "as_of": str(as_of),
             "columns": dg.MetadataValue.int(features.width),
             "feature_dictionary": dg.MetadataValue.md(markdown_table()),

@@ -5,10 +5,15 @@
 table it selects from, CTE names excluded), so adding a model means adding a file: there is no list to
 keep in sync. A leading comment block configures the model::
 
-    -- materialized: view | table      (default: table)
+    -- materialized: view | table | incremental     (default: table)
     -- description: what the model holds
+    -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
+    -- event_time: event_ts         (on an input model: the column that dates its rows)
 
 Models may use ``getvariable('as_of')``: the run's "now", set on the connection before the model runs.
+An ``incremental`` model (dbt's word) is rebuilt only for the keys with new input rows (incremental.py);
+its inputs must expose ``_file_id`` and declare ``event_time``, and it must not depend on as-of in any
+way but ``<= as_of`` (a sliding window such as "orders in the last 30 days" needs ``table``).
 """
 
 
@@ -22,7 +27,9 @@ import dagster as dg
 import sqlglot
 from sqlglot import exp
 
+from seg_assets.features import incremental as inc
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.warehouse import transaction
 
 SQL_DIR_ENV = "SEG_SQL_DIR"
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
@@ -38,6 +45,8 @@ class SqlModel:
     description: str
     upstream: tuple[tuple[str, str], ...]
     path: Path
+    unique_key: str | None = None
+    event_time: str | None = None
 
     @property
     def table(self) -> str:
@@ -86,8 +95,10 @@ def load_model(path: Path) -> SqlModel:
     sql = path.read_text()
     header = read_header(sql)
     materialized = header.get("materialized", "table").lower()
-    if materialized not in ("table", "view"):
-        raise ValueError(f"{path}: materialized must be 'table' or 'view', not '{materialized}'")
+    if materialized not in ("table", "view", "incremental"):
+        raise ValueError(f"{path}: materialized must be 'table', 'view' or 'incremental', not '{materialized}'")
+    if materialized == "incremental" and not header.get("unique_key"):
+        raise ValueError(f"{path}: an incremental model needs a '-- unique_key:' header")
     return SqlModel(
         schema=path.parent.name,
         name=path.stem,
@@ -96,6 +107,8 @@ def load_model(path: Path) -> SqlModel:
         description=header.get("description", f"SQL model {path.parent.name}.{path.stem}"),
         upstream=upstream_tables(sql, source=str(path)),
         path=path,
+        unique_key=header.get("unique_key"),
+        event_time=header.get("event_time"),
     )
 
 
@@ -109,13 +122,31 @@ def set_as_of(con, as_of) -> None:
     con.sql(f"SET VARIABLE as_of = TIMESTAMP '{as_of.isoformat(sep=' ')}'")
 
 
-def run_model(con, model: SqlModel, as_of) -> int:
-    """Create or replace the model's table/view in one statement; returns its row count."""
+def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None = None,
+              rebase: bool = False) -> tuple[int, inc.Plan | None]:
+    """Build the model's table/view (incremental models: only the changed keys); (row count, plan)."""
     set_as_of(con, as_of)
-    kind = "VIEW" if model.materialized == "view" else "TABLE"
     body = model.sql.strip().rstrip(";")
-    con.sql(f"CREATE OR REPLACE {kind} {model.table} AS\n{body}")
-    return int(con.sql(f"SELECT count(*) FROM {model.table}").fetchall()[0][0])
+    plan = None
+    if model.materialized == "incremental":
+        models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
+        sources = [inc.Source(t, models[t].event_time if t in models and models[t].event_time else "NULL")
+                   for t in (".".join(u) for u in model.upstream)]
+        plan = inc.plan_build(con, model=model.table, target=model.table, key=model.unique_key, sources=sources,
+                              code_version=model.code_version, as_of=as_of, rebase=rebase)
+        if any(s.event_time == "NULL" for s in sources) and plan.incremental:
+            plan = inc.Plan("full", "an input declares no event_time", plan.max_file_id)
+        with transaction(con):
+            if plan.incremental:
+                delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
+                inc.replace_changed(con, model.table, model.unique_key, delta)
+            else:
+                con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
+            inc.write_state(con, model.table, model.code_version, as_of, plan)
+    else:
+        kind = "VIEW" if model.materialized == "view" else "TABLE"
+        con.sql(f"CREATE OR REPLACE {kind} {model.table} AS\n{body}")
+    return int(con.sql(f"SELECT count(*) FROM {model.table}").fetchall()[0][0]), plan
 
 
 def _columns(con, table: str) -> dg.TableSchema:
@@ -127,7 +158,8 @@ def _columns(con, table: str) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, dtype) for name, dtype in rows])
 
 
-def build_sql_asset(model: SqlModel, group_name: str = "features") -> dg.AssetsDefinition:
+def build_sql_asset(model: SqlModel, group_name: str = "features",
+                    models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:
     @dg.asset(
         key=model.key,
         deps=[dg.AssetKey(list(t)) for t in model.upstream],
@@ -140,11 +172,15 @@ def build_sql_asset(model: SqlModel, group_name: str = "features") -> dg.AssetsD
     def _sql_model(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
         with duckdb.get_connection() as con:
             as_of = settings.resolve_as_of(con)
-            rows = run_model(con, model, as_of)
+            rows, plan = run_model(con, model, as_of, models=models, rebase=inc.rebase_requested(context.run.tags))
             schema = _columns(con, model.table)
-        context.log.info(f"{model.table}: {rows} rows ({model.materialized}, as of {as_of})")
+        how = f"{plan.mode}: {plan.reason}" if plan else model.materialized
+        context.log.info(f"{model.table}: {rows} rows ({how}, as of {as_of})")
+        build = {"build": how, "changed_keys": dg.MetadataValue.int(plan.changed)} if plan and plan.changed is not None else (
+            {"build": how} if plan else {})
         return dg.MaterializeResult(
             metadata={
+                **build,
                 "dagster/row_count": dg.MetadataValue.int(rows),
                 "dagster/table_name": model.table,
                 "dagster/column_schema": schema,
@@ -159,4 +195,6 @@ def build_sql_asset(model: SqlModel, group_name: str = "features") -> dg.AssetsD
 
 
 def sql_assets(root: Path | None = None) -> list[dg.AssetsDefinition]:
-    return [build_sql_asset(m) for m in discover_models(root)]
+    models = discover_models(root)
+    by_table = {m.table: m for m in models}
+    return [build_sql_asset(m, models=by_table) for m in models]

@@ -52,11 +52,21 @@ def _ratio(num: str, den: str, cap: float | None = 1.0) -> pl.Expr:
     return value.clip(upper_bound=cap) if cap is not None else value
 
 
-def category_features(activity: pl.DataFrame, top_n: int = TOP_CATEGORIES) -> tuple[pl.DataFrame, list[str]]:
-    """Top category, its share, the number of categories, and shares of the most common categories."""
+def top_category_list(activity: pl.DataFrame, top_n: int = TOP_CATEGORIES) -> list[str]:
+    """The ``top_n`` categories with the most events (ties by name): they get their own share column."""
     activity = activity.filter(pl.col("category").is_not_null() & (pl.col("category") != ""))
     totals = activity.group_by("category").agg(pl.col("events").sum()).sort(["events", "category"], descending=[True, False])
-    top = totals.head(top_n)["category"].to_list()
+    return totals.head(top_n)["category"].to_list()
+
+
+def category_features(activity: pl.DataFrame, top_n: int = TOP_CATEGORIES,
+                      categories: list[str] | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """Top category, its share, the number of categories, and shares of the most common categories.
+
+    ``categories`` fixes the share columns (an incremental build keeps the columns of the table it updates).
+    """
+    activity = activity.filter(pl.col("category").is_not_null() & (pl.col("category") != ""))
+    top = list(categories) if categories is not None else top_category_list(activity, top_n)
     per_user = activity.with_columns(
         total=pl.col("events").sum().over("user_id"),
         bucket=pl.when(pl.col("category").is_in(top)).then(pl.col("category")).otherwise(pl.lit("other")),
@@ -92,16 +102,17 @@ def build_user_features(
     customers: pl.DataFrame | None,
     as_of: datetime,
     top_categories: int = TOP_CATEGORIES,
+    categories: list[str] | None = None,
 ) -> pl.DataFrame:
     """One row per user with the columns of the feature dictionary (plus ``cat_share_*``)."""
     orders = _conform(order_stats, ORDER_STATS_SCHEMA)
     clicks = _conform(click_stats, CLICK_STATS_SCHEMA)
-    categories = _conform(category_activity, CATEGORY_SCHEMA)
+    activity = _conform(category_activity, CATEGORY_SCHEMA)
     custs = _conform(customers, CUSTOMER_SCHEMA).filter(pl.col("signup_ts").is_null() | (pl.col("signup_ts") <= as_of))
     custs = custs.unique("user_id", keep="first", maintain_order=True)
 
     users = pl.concat([orders.select("user_id"), clicks.select("user_id"), custs.select("user_id")]).unique().sort("user_id")
-    cat_summary, share_cols = category_features(categories, top_categories)
+    cat_summary, share_cols = category_features(activity, top_categories, categories)
     frame = (
         users.join(orders, on="user_id", how="left")
         .join(clicks, on="user_id", how="left")

@@ -1,9 +1,10 @@
-"""``analytics/user_segments`` (every user re-scored) and ``analytics/segment_profiles`` + rules.
+"""``analytics/user_segments`` (users whose behaviour changed re-scored) and ``analytics/segment_profiles`` + rules.
 
-Every refresh scores every user with the classifier in service (or the model itself when no
-classifier passed its quality gate); scoring is vectorised and costs seconds for a million users, so
-"the users whose behaviour changed" are always included. Who actually moved is recorded by the
-history asset in ``publish/``. RFM scores and groups, lifecycle stage and value tier are computed next
+Every refresh assigns a segment with the classifier in service (or the model itself when no classifier
+passed its quality gate) to the users whose features were recomputed (new rows since the last refresh),
+to new users, and to everyone after a model or classifier change or a rebase; the other users keep
+their segment and the ``as_of`` of the features it was assigned from. Who actually moved is recorded
+by the history asset in ``publish/``. RFM scores and groups, lifecycle stage and value tier are computed next
 to the model's segment from visible, configurable thresholds (rule_based.py).
 """
 
@@ -16,6 +17,7 @@ from pydantic import Field
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.churn.keys import CHURN_SCORES
+from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
@@ -29,6 +31,7 @@ from seg_assets.warehouse import table_exists
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
 SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
+TABLE = "analytics.user_segments"
 
 
 
@@ -53,6 +56,8 @@ class ScoringConfig(dg.Config):
 
 def assign(frame: pl.DataFrame, model: SegmentModel, classifier) -> tuple[np.ndarray, np.ndarray, str]:
     """(segment ids, confidence, who assigned) for every row of ``frame``."""
+    if frame.height == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), "nobody to assign"
     if classifier is not None:
         proba = classifier.predict_proba(frame)
         classes = np.asarray(classifier.classes, dtype=np.int64)
@@ -68,6 +73,7 @@ def assign(frame: pl.DataFrame, model: SegmentModel, classifier) -> tuple[np.nda
     "RFM scores and group, lifecycle stage, value tier, churn probability and risk, expected value. Published for BI.",
 )
 def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duckdb: Warehouse, settings: SegSettings):
+    rebase = inc.rebase_requested(context.run.tags)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
         current = registry.in_service_model(con)
@@ -76,10 +82,22 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
                              "(automation does so when none exists; `seg-assets refresh` does it too).")
         model = SegmentModel.load(current.artifact)
         served = registry.in_service_classifier(con, model.version) if config.assign_with == "classifier" else None
-        frame = read_features(con)
+        scored_with = f"classifier {served[0]}" if served else f"model {model.version}"
+        everyone = rebase or not table_exists(con, TABLE)
+        pending = inc.pending_rows_sql(con, TABLE, {"model_version": model.version, "assigned_by": scored_with},
+                                       everyone=everyone)
+        changed = con.sql(f"{pending} ORDER BY user_id").pl()
+        frame = read_features(con)  # everyone: RFM scores and value tiers rank the whole population
+        kept = (con.sql(f"SELECT user_id, segment_id, confidence FROM {TABLE} "
+                        f"WHERE user_id NOT IN (SELECT user_id FROM ({pending}))").pl()
+                if not everyone else pl.DataFrame(schema={"user_id": pl.String, "segment_id": pl.Int32, "confidence": pl.Float64}))
         churn = (con.sql(f"SELECT {', '.join(CHURN_COLUMNS)} FROM analytics.churn_scores").pl()
                  if table_exists(con, "analytics.churn_scores") else pl.DataFrame(schema=CHURN_SCHEMA))
-    ids, confidence, assigned_by = assign(frame, model, served[2] if served else None)
+    ids, confidence, _ = assign(changed, model, served[2] if served else None)
+    assigned = pl.concat([
+        kept.with_columns(pl.col("segment_id").cast(pl.Int32), pl.col("confidence").cast(pl.Float64)),
+        pl.DataFrame({"user_id": changed["user_id"], "segment_id": ids.astype(np.int32), "confidence": confidence}),
+    ])
     rules = rule_based_segments(
         frame, bins=config.rfm_bins,
         lifecycle=LifecycleThresholds(config.new_max_tenure_days, config.active_max_recency_days,
@@ -87,22 +105,26 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         tiers=ValueTiers(config.value_high_quantile, config.value_medium_quantile),
     )
     stage_of = dict(zip(model.segment_ids, model.cluster_stage))
-    scored = pl.DataFrame({"user_id": frame["user_id"], "segment_id": ids.astype(np.int32), "confidence": confidence}).with_columns(
+    scored = frame.select("user_id", "as_of").join(assigned, on="user_id", how="left").with_columns(
         segment_name=pl.col("segment_id").replace_strict(model.name_of, return_dtype=pl.String),
         segment_stage=pl.col("segment_id").replace_strict(stage_of, return_dtype=pl.String),
-        model_version=pl.lit(model.version), as_of=pl.lit(as_of).cast(pl.Datetime("us")),
+        model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with),
+        as_of=pl.col("as_of").cast(pl.Datetime("us")),
     ).join(rules, on="user_id", how="left").join(churn, on="user_id", how="left").select(
         "user_id", "segment_id", "segment_name", "confidence", "model_version", "as_of", "segment_stage",
-        "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier", *CHURN_COLUMNS[1:])
+        "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier", *CHURN_COLUMNS[1:],
+        "assigned_by")
     if config.value_tier_from == "expected_value" and scored["expected_value_next_h"].null_count() < scored.height:
         tiers = ValueTiers(config.value_high_quantile, config.value_medium_quantile)
         scored = scored.with_columns(value_tier_expr(tiers, monetary="expected_value_next_h", frequency="expected_value_next_h"))
     with duckdb.get_connection() as con:
-        con.sql("CREATE OR REPLACE TABLE analytics.user_segments AS SELECT * FROM scored")
+        con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM scored")
     sizes = scored.group_by("segment_id", "segment_name").agg(pl.len().alias("users"), pl.col("confidence").mean().alias("mean_confidence")).sort("segment_id")
+    context.log.info(f"user_segments: {changed.height} of {scored.height} users assigned ({scored_with}), as of {as_of}")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(scored.height), "dagster/table_name": "analytics.user_segments",
-        "model_version": model.version, "assigned_by": assigned_by, "as_of": str(as_of),
+        "dagster/row_count": dg.MetadataValue.int(scored.height), "dagster/table_name": TABLE,
+        "users_assigned": dg.MetadataValue.int(changed.height),
+        "model_version": model.version, "assigned_by": scored_with, "as_of": str(as_of),
         "segments": dg.MetadataValue.md(sizes.to_pandas().to_markdown(index=False)),
         "rfm_groups": dg.MetadataValue.md(scored["rfm_group"].value_counts(sort=True).to_pandas().to_markdown(index=False)),
     })
@@ -126,21 +148,27 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
         model = SegmentModel.load(current.artifact)
         frame = con.sql("SELECT f.*, s.segment_id, s.segment_name, s.as_of AS scored_as_of FROM features.user_features f "
                         "JOIN analytics.user_segments s USING (user_id) ORDER BY user_id").pl()
+        cached = _cached_rules(con, model.version) if not inc.rebase_requested(context.run.tags) else None
     ids = frame["segment_id"].to_numpy()
     features = list(model.features)
     profiles = build_profiles(frame, ids, features, names=model.name_of)
-    rules = explain_model(model, frame)  # the segments' definition: stage rules, then behaviour rules
-    summary = rules.summary().select("segment_id", pl.col("rules"), pl.col("precision").alias("rules_precision"),
-                                     pl.col("coverage").alias("rules_coverage"))
+    if cached is None:  # the rules describe the model: worked out once per model version (or on a rebase)
+        rules = explain_model(model, frame)  # the segments' definition: stage rules, then behaviour rules
+        summary = rules.summary().select("segment_id", pl.col("rules"), pl.col("precision").alias("rules_precision"),
+                                         pl.col("coverage").alias("rules_coverage"))
+        rule_rows = rules.rules.with_columns(
+            segment_name=pl.col("segment_id").replace_strict(model.name_of, default=None, return_dtype=pl.String),
+            model_version=pl.lit(model.version), surrogate_fidelity=pl.lit(rules.fidelity))
+    else:
+        summary, rule_rows = cached
     profiles = profiles.join(summary, on="segment_id", how="left").with_columns(
-        model_version=pl.lit(model.version), as_of=pl.lit(frame["scored_as_of"][0]).cast(pl.Datetime("us")))
+        model_version=pl.lit(model.version), as_of=pl.lit(frame["scored_as_of"].max()).cast(pl.Datetime("us")))
     profiles = profiles.rename({"size": "users"})
-    rule_rows = rules.rules.with_columns(
-        segment_name=pl.col("segment_id").replace_strict(model.name_of, default=None, return_dtype=pl.String),
-        model_version=pl.lit(model.version), surrogate_fidelity=pl.lit(rules.fidelity))
     with duckdb.get_connection() as con:
         con.sql("CREATE OR REPLACE TABLE analytics.segment_profiles AS SELECT * FROM profiles")
-        con.sql("CREATE OR REPLACE TABLE analytics.segment_rules AS SELECT * FROM rule_rows")
+        if cached is None:
+            con.sql("CREATE OR REPLACE TABLE analytics.segment_rules AS SELECT * FROM rule_rows")
+    fidelity = float(rule_rows["surrogate_fidelity"][0]) if rule_rows.height else 0.0
     shown = profiles.select("segment_id", "segment_name", "users", "share", "revenue_share", "description", "rules")
     yield dg.MaterializeResult(asset_key=SEGMENT_PROFILES, metadata={
         "dagster/row_count": dg.MetadataValue.int(profiles.height), "dagster/table_name": "analytics.segment_profiles",
@@ -148,7 +176,18 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_RULES, metadata={
         "dagster/row_count": dg.MetadataValue.int(rule_rows.height), "dagster/table_name": "analytics.segment_rules",
-        "surrogate_fidelity": dg.MetadataValue.float(float(rules.fidelity)),
+        "surrogate_fidelity": dg.MetadataValue.float(fidelity),
+        "rules_from": "cache (same model version)" if cached is not None else "fitted now",
         "rules": dg.MetadataValue.md(rule_rows.select("segment_id", "segment_name", "rule", "precision", "coverage")
                                      .to_pandas().to_markdown(index=False, floatfmt=".2f")),
     })
+
+
+def _cached_rules(con, version: str) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """(per-segment summary, rule rows) stored for this model version, or None."""
+    if not (table_exists(con, "analytics.segment_rules") and table_exists(con, "analytics.segment_profiles")):
+        return None
+    rules = con.sql("SELECT * FROM analytics.segment_rules WHERE model_version = ?", params=[version]).pl()
+    summary = con.sql("SELECT segment_id, rules, rules_precision, rules_coverage FROM analytics.segment_profiles "
+                      "WHERE model_version = ?", params=[version]).pl()
+    return (summary, rules) if rules.height and summary.height else None

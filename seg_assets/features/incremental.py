@@ -1,0 +1,184 @@
+"""Incremental builds: re-aggregate only the users with new rows, and remember what each build saw.
+
+A per-user table is *incremental* when a user's row depends on that user's input rows only (sums,
+counts, min/max up to as-of). Such a table is updated by recomputing the rows of the **changed keys**:
+the users with a row that arrived since the last build (``_file_id`` above the build's watermark,
+raw tables being append-only) or whose event time has just come inside the window
+(``last as-of < event_time <= as-of``). Everything else in the table is still exact.
+
+``meta.model_builds`` keeps one row per incremental table: the code version, as-of and ledger watermark
+of its last build, and how it was built. A build falls back to a full rebuild when that state cannot be
+trusted (no state, other code, the as-of moved back, a rebase was asked for) or when so many keys changed
+that a full rebuild is cheaper.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlglot
+from sqlglot import exp
+
+from seg_assets.warehouse import table_exists
+
+STATE_TABLE = "meta.model_builds"
+CHANGED = "_seg_changed_keys"  # temp table holding the changed keys of the build in progress
+REBASE_TAG = "seg-assets/rebase"  # run tag: "true" rebuilds every incremental table in full
+FULL_WHEN_CHANGED_SHARE = 0.5  # more changed keys than this share of the table: a full rebuild is cheaper
+
+_DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
+  model VARCHAR PRIMARY KEY,
+  code_version VARCHAR NOT NULL,
+  as_of TIMESTAMP NOT NULL,
+  max_file_id BIGINT NOT NULL,
+  mode VARCHAR NOT NULL,
+  changed_keys BIGINT,
+  reason VARCHAR,
+  params JSON,
+  built_at TIMESTAMP NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+)"""
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input relation of an incremental table: its name and the column that dates its rows."""
+
+    table: str
+    event_time: str
+
+
+@dataclass(frozen=True)
+class BuildState:
+    code_version: str
+    as_of: datetime
+    max_file_id: int
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How this build runs: ``full`` (with the reason) or ``incremental`` over ``changed`` keys."""
+
+    mode: str
+    reason: str
+    max_file_id: int
+    changed: int | None = None
+
+    @property
+    def incremental(self) -> bool:
+        return self.mode == "incremental"
+
+
+def rebase_requested(tags: dict | None) -> bool:
+    return str((tags or {}).get(REBASE_TAG, "")).lower() in ("1", "true", "yes")
+
+
+def ensure_state_table(con) -> None:
+    con.sql(_DDL)
+
+
+def read_state(con, model: str) -> BuildState | None:
+    ensure_state_table(con)
+    row = con.sql(f"SELECT code_version, as_of, max_file_id, params FROM {STATE_TABLE} WHERE model = ?",
+                  params=[model]).fetchall()
+    if not row:
+        return None
+    code, as_of, max_file_id, params = row[0]
+    return BuildState(code, as_of, int(max_file_id), json.loads(params) if params else {})
+
+
+def write_state(con, model: str, code_version: str, as_of: datetime, plan: Plan, params: dict | None = None) -> None:
+    ensure_state_table(con)
+    con.execute(
+        f"INSERT OR REPLACE INTO {STATE_TABLE} (model, code_version, as_of, max_file_id, mode, changed_keys, reason, params) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [model, code_version, as_of, plan.max_file_id, plan.mode, plan.changed, plan.reason, json.dumps(params or {})],
+    )
+
+
+def ledger_watermark(con) -> int:
+    """The newest ledger file id: every raw row with ``_file_id`` up to it is visible to this build."""
+    if not table_exists(con, "meta.ingest_ledger"):
+        return 0
+    return int(con.sql("SELECT coalesce(max(file_id), 0) FROM meta.ingest_ledger").fetchall()[0][0])
+
+
+def _has_file_id(con, table: str) -> bool:
+    schema, name = table.split(".", 1)
+    return bool(con.sql("SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                        "AND column_name = '_file_id'", params=[schema, name]).fetchall()[0][0])
+
+
+def plan_build(con, *, model: str, target: str, key: str, sources: list[Source], code_version: str, as_of: datetime,
+               rebase: bool = False, params: dict | None = None) -> Plan:
+    """Decide full or incremental; for incremental, fill the temp table of changed keys."""
+    watermark = ledger_watermark(con)
+    state = read_state(con, model)
+    reason = None
+    if rebase:
+        reason = "rebase requested"
+    elif state is None or not table_exists(con, target):
+        reason = "first build"
+    elif state.code_version != code_version:
+        reason = "code changed"
+    elif params is not None and any(state.params.get(k) != v for k, v in params.items()):
+        reason = "settings changed"
+    elif as_of < state.as_of:
+        reason = f"as-of moved back ({as_of} < {state.as_of})"
+    elif watermark < state.max_file_id:
+        reason = "the ledger is behind the last build"
+    else:
+        missing = [s.table for s in sources if not table_exists(con, s.table) or not _has_file_id(con, s.table)]
+        if missing:
+            reason = f"inputs without _file_id: {', '.join(missing)}"
+    if reason:
+        return Plan("full", reason, watermark)
+    present = [s for s in sources if table_exists(con, s.table)]
+    since = f"TIMESTAMP '{state.as_of.isoformat(sep=' ')}'"
+    until = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
+    union = " UNION ".join(
+        f"SELECT {key} FROM {s.table} WHERE (_file_id > {state.max_file_id} AND _file_id <= {watermark}) "
+        f"OR ({s.event_time} > {since} AND {s.event_time} <= {until})"
+        for s in present
+    )
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS {union}")
+    changed = int(con.sql(f"SELECT count(*) FROM {CHANGED}").fetchall()[0][0])
+    size = int(con.sql(f"SELECT count(*) FROM {target}").fetchall()[0][0])
+    if size and changed > FULL_WHEN_CHANGED_SHARE * size:
+        return Plan("full", f"{changed:,} of {size:,} keys changed: a full rebuild is cheaper", watermark, changed)
+    return Plan("incremental", f"{changed:,} changed keys", watermark, changed)
+
+
+def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str) -> str:
+    """The query with each input table in ``tables`` replaced by its rows of the changed keys (sqlglot)."""
+    tree = sqlglot.parse_one(sql, dialect="duckdb")
+    for table in list(tree.find_all(exp.Table)):
+        if (table.db, table.name) not in tables:
+            continue
+        only = sqlglot.parse_one(
+            f"SELECT * FROM {table.db}.{table.name} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})", dialect="duckdb")
+        table.replace(only.subquery(table.alias_or_name))
+    return tree.sql(dialect="duckdb")
+
+
+def replace_changed(con, target: str, key: str, delta_sql: str) -> int:
+    """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written."""
+    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})")
+    return int(con.execute(f"INSERT INTO {target} BY NAME {delta_sql}").fetchall()[0][0])
+
+
+def pending_rows_sql(con, target: str, versions: dict[str, str | None], *, everyone: bool = False) -> str:
+    """``features.user_features`` rows that ``target`` has not scored yet at their as-of with these models.
+
+    Scores are stamped with the features' ``as_of`` and the versions that made them (``versions``: column ->
+    version in service): a user whose features were recomputed, a new user, or every user after a model
+    change is pending; the others keep their score. That is what makes a refresh cost what is new.
+    """
+    if everyone or not table_exists(con, target):
+        return "SELECT * FROM features.user_features"
+    lit = lambda v: "NULL" if v is None else "'" + str(v).replace("'", "''") + "'"  # noqa: E731
+    stale = " OR ".join(f"s.{col} IS DISTINCT FROM {lit(v)}" for col, v in versions.items())
+    return (f"SELECT f.* FROM features.user_features f LEFT JOIN {target} s USING (user_id) "
+            f"WHERE s.user_id IS NULL OR s.as_of IS DISTINCT FROM f.as_of" + (f" OR {stale}" if stale else ""))
