@@ -120,3 +120,15 @@ def test_users_per_snapshot_are_bounded_and_reproducible():
     a = build_snapshots(con, plan, max_users_per_snapshot=300, seed=1)
     b = build_snapshots(con, plan, max_users_per_snapshot=300, seed=1)
     assert a.group_by("snapshot").len()["len"].max() == 300 and a.equals(b)
+
+
+def test_a_sampled_snapshot_equals_the_same_users_of_the_full_one():
+    """Only the sampled users are aggregated, and their rows are exactly those of the full computation."""
+    rows = [(f"o{i}", f"u{i % 700:04d}", datetime(2024, 1, 1) + timedelta(hours=5 * i), 1.0 + i % 7,
+             "completed" if i % 5 else "cancelled") for i in range(2_000)]
+    con = _warehouse(rows)
+    cutoff = datetime(2024, 4, 15)  # about 500 users known by then
+    sampled = build_snapshot(con, cutoff, H, T, max_users=300, seed=4)
+    full = build_snapshot(con, cutoff, H, T, max_users=None, seed=4)
+    assert sampled.height == 300 and full.height > 300
+    assert sampled.equals(full.filter(pl.col("user_id").is_in(sampled["user_id"].implode())))

@@ -54,6 +54,8 @@ def test_incremental_build_equals_full_rebuild(two_deliveries, tmp_path):
     with duckdb.connect(str(data_paths(two_deliveries).warehouse), read_only=True) as con:
         users = con.sql("SELECT count(*) FROM features.user_features").fetchall()[0][0]
     assert 30 <= builds["features.user_features"][1] < users / 2
+    # Changed keys are users, counted once: those with new clicks are among those with any new row.
+    assert 0 < builds["features.user_click_stats"][1] <= builds["features.user_features"][1]
 
     _build(full, tags={REBASE_TAG: "true"})  # everything recomputed from scratch
     assert all(mode == "full" for mode, _ in _builds(full).values())

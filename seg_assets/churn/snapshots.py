@@ -32,6 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
+from seg_assets.features.incremental import restrict_to_changed
 from seg_assets.features.sql_models import discover_models, set_as_of
 from seg_assets.features.user_features import build_user_features
 from seg_assets.segmentation.selection import sample_indices
@@ -42,6 +43,9 @@ FEATURE_MODELS = {"order_stats": "user_order_stats", "click_stats": "user_click_
                   "category_activity": "user_category_activity"}
 CUSTOMERS_TABLE = "staging.stg_customers"
 ORDERS_TABLE = "staging.stg_orders"
+# Where users come from, with the column that says when: known at c if a row is at or before c.
+USER_SOURCES = ((ORDERS_TABLE, "order_ts"), ("staging.stg_clicks", "event_ts"), (CUSTOMERS_TABLE, "signup_ts"))
+SAMPLED = "_seg_snapshot_users"
 LABEL_COLUMNS = ("snapshot", "snapshot_ts", "churned", "orders_next_h", "spend_next_h")
 
 
@@ -113,21 +117,41 @@ def _current_as_of(con):
         return None
 
 
-def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None) -> pl.DataFrame:
+def known_users(con, cutoff: datetime) -> pl.Series:
+    """Users with an order, a click or a signup at or before ``cutoff``, sorted: the rows of features as of it."""
+    parts = [f"SELECT user_id FROM {table} WHERE {column} <= $cutoff" for table, column in USER_SOURCES
+             if table_exists(con, table)]
+    if not parts:
+        return pl.Series("user_id", [], dtype=pl.String)
+    return con.sql(f"SELECT DISTINCT user_id FROM ({' UNION ALL '.join(parts)}) ORDER BY user_id",
+                   params={"cutoff": cutoff}).pl()["user_id"]
+
+
+def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None, users: pl.Series | None = None) -> pl.DataFrame:
     """``features.user_features`` as the production asset would have built it at ``cutoff``.
 
     Runs the feature SQL models as plain queries (nothing is written) with ``as_of`` set to ``cutoff`` and
     restores the connection's previous ``as_of`` afterwards. A model whose inputs do not exist (no clicks
-    in an orders-only store) contributes nothing, as in the asset.
+    in an orders-only store) contributes nothing, as in the asset. With ``users``, only their rows are
+    aggregated (the SQL reads the inputs restricted to them: a sample costs a fraction of everyone).
     """
     previous = _current_as_of(con)
     set_as_of(con, cutoff)
+    keys = None
+    if users is not None:
+        picked = pl.DataFrame({"user_id": users})  # noqa: F841 - read by DuckDB's replacement scan
+        con.sql(f"CREATE OR REPLACE TEMP TABLE {SAMPLED} AS SELECT user_id FROM picked")
+        keys = SAMPLED
     try:
         frames = {}
         for arg, model in _feature_sql(sql_dir).items():
             ready = all(table_exists(con, f"{schema}.{name}") for schema, name in model.upstream)
-            frames[arg] = con.sql(model.sql.strip().rstrip(";")).pl() if ready else None
-        customers = con.sql(f"SELECT * FROM {CUSTOMERS_TABLE}").pl() if table_exists(con, CUSTOMERS_TABLE) else None
+            sql = model.sql.strip().rstrip(";")
+            if keys:
+                sql = restrict_to_changed(sql, set(model.upstream), "user_id", keys)
+            frames[arg] = con.sql(sql).pl() if ready else None
+        where = f" WHERE user_id IN (SELECT user_id FROM temp.{keys})" if keys else ""
+        customers = con.sql(f"SELECT * FROM {CUSTOMERS_TABLE}{where}").pl() if table_exists(con, CUSTOMERS_TABLE) else None
     finally:
         if previous is not None:
             set_as_of(con, previous)
@@ -152,8 +176,10 @@ def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *,
     if cutoff + timedelta(days=horizon_days) > as_of:
         raise ValueError(f"cut-off {cutoff} + {horizon_days} days is after the as-of time {as_of}: the label would "
                          "need data from the future")
-    features = features_as_of(con, cutoff, sql_dir=sql_dir)
-    features = features[sample_indices(features.height, max_users, seed + 101 * index)]
+    users = known_users(con, cutoff)  # the sample is drawn first, so only its users are aggregated
+    sampled = max_users is not None and users.len() > max_users
+    features = features_as_of(con, cutoff, sql_dir=sql_dir,
+                              users=users[sample_indices(users.len(), max_users, seed + 101 * index)] if sampled else None)
     labels = labels_after(con, cutoff, horizon_days, as_of)
     return features.join(labels, on="user_id", how="left").with_columns(
         snapshot=pl.lit(index, dtype=pl.Int32),

@@ -138,12 +138,12 @@ def plan_build(con, *, model: str, target: str, key: str, sources: list[Source],
     present = [s for s in sources if table_exists(con, s.table)]
     since = f"TIMESTAMP '{state.as_of.isoformat(sep=' ')}'"
     until = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
-    union = " UNION ".join(
+    union = " UNION ALL ".join(
         f"SELECT {key} FROM {s.table} WHERE (_file_id > {state.max_file_id} AND _file_id <= {watermark}) "
         f"OR ({s.event_time} > {since} AND {s.event_time} <= {until})"
         for s in present
     )
-    con.sql(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS {union}")
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS SELECT DISTINCT {key} FROM ({union})")
     changed = int(con.sql(f"SELECT count(*) FROM {CHANGED}").fetchall()[0][0])
     size = int(con.sql(f"SELECT count(*) FROM {target}").fetchall()[0][0])
     if size and changed > FULL_WHEN_CHANGED_SHARE * size:
@@ -151,14 +151,14 @@ def plan_build(con, *, model: str, target: str, key: str, sources: list[Source],
     return Plan("incremental", f"{changed:,} changed keys", watermark, changed)
 
 
-def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str) -> str:
-    """The query with each input table in ``tables`` replaced by its rows of the changed keys (sqlglot)."""
+def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str, keys_table: str = CHANGED) -> str:
+    """The query with each input table in ``tables`` replaced by its rows of the keys in temp.``keys_table`` (sqlglot)."""
     tree = sqlglot.parse_one(sql, dialect="duckdb")
     for table in list(tree.find_all(exp.Table)):
         if (table.db, table.name) not in tables:
             continue
         only = sqlglot.parse_one(
-            f"SELECT * FROM {table.db}.{table.name} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})", dialect="duckdb")
+            f"SELECT * FROM {table.db}.{table.name} WHERE {key} IN (SELECT {key} FROM temp.{keys_table})", dialect="duckdb")
         table.replace(only.subquery(table.alias_or_name))
     return tree.sql(dialect="duckdb")
 

@@ -191,10 +191,10 @@ def segment_classifier(context: dg.AssetExecutionContext, config: ClassifierConf
         if current is None:
             raise dg.Failure("No segment model in service: materialize segment_model first.")
         existing = registry.in_service_classifier(con, current.version)
+        if config.fit == "when_needed" and existing is not None:
+            return dg.MaterializeResult(metadata={"decision": f"kept {existing[0]} for model {current.version}"})
         frame = read_features(con)
         version = registry.next_version(con, "meta.segment_classifiers", prefix="c")
-    if config.fit == "when_needed" and existing is not None:
-        return dg.MaterializeResult(metadata={"decision": f"kept {existing[0]} for model {current.version}"})
     model = SegmentModel.load(current.artifact)
     labels, _ = model.predict(frame)
     clf = train_classifier(frame, labels, config.kind, features=model.features, max_rows=config.max_rows,

@@ -146,9 +146,10 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
     with duckdb.get_connection() as con:
         current = registry.in_service_model(con)
         model = SegmentModel.load(current.artifact)
-        frame = con.sql("SELECT f.*, s.segment_id, s.segment_name, s.as_of AS scored_as_of FROM features.user_features f "
-                        "JOIN analytics.user_segments s USING (user_id) ORDER BY user_id").pl()
         cached = _cached_rules(con, model.version) if not inc.rebase_requested(context.run.tags) else None
+        frame = con.sql("SELECT f.*, s.segment_id, s.segment_name, s.as_of AS scored_as_of FROM features.user_features f "
+                        "JOIN analytics.user_segments s USING (user_id)"
+                        + (" ORDER BY user_id" if cached is None else "")).pl()  # the rules' sample is by position
     ids = frame["segment_id"].to_numpy()
     features = list(model.features)
     profiles = build_profiles(frame, ids, features, names=model.name_of)
