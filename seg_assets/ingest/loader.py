@@ -198,10 +198,6 @@ def _load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> _Sourc
 # ----------------------------------------------------------------------------------------- typing and rules
 
 
-def _value_sql(ident: str | None) -> str:
-    return "CAST(NULL AS VARCHAR)" if ident is None else f"nullif(trim(CAST({ident} AS VARCHAR)), '')"
-
-
 def _raw_json(src: _Source, spec: C.TableSpec) -> str:
     """JSON of the row as read; PII columns hashed, any other text with an '@' hashed too."""
     pii = set(spec.pii_columns)
@@ -231,9 +227,12 @@ def _match_columns(spec: C.TableSpec, src: _Source) -> tuple[dict[str, str], lis
 
 
 def _stage_rows(con, spec: C.TableSpec, src: _Source, mapping: dict[str, str], bounds: _Bounds) -> None:
-    """STAGE = one row per delivered row: _row, typed contract columns, rule/reason (NULL if good), raw_values."""
-    values = [f"{_value_sql(mapping.get(c.name))} AS v__{c.name}" for c in spec.columns]
-    inner, finals, cases = [], [], []
+    """STAGE = one row per delivered row: _row, typed contract columns, rule/reason (NULL if good), raw_values.
+
+    A parquet column whose type fits its kind (C.typed_sql) is used as is, not cast to text and parsed back.
+    """
+    types = dict(zip(src.idents, src.types))
+    values, inner, finals, cases = [f"{src.row_expr} AS _row"], [], [], []
     if src.is_csv:  # structural rules first: a truncated row, a row with too many fields
         n = len(src.idents)
         present = " + ".join(f"({c} IS NOT NULL)::INT" for c in src.idents)
@@ -243,7 +242,9 @@ def _stage_rows(con, spec: C.TableSpec, src: _Source, mapping: dict[str, str], b
         )
         cases.append(f"WHEN {OVERFLOW} IS NOT NULL THEN 'too_many_fields:row|too many fields: more than {n}'")
     for col in spec.columns:
-        i, final, rules = C.column_sql(col, f"v__{col.name}", bounds.future_limit, bounds.min_ts)
+        ident = mapping.get(col.name)
+        texts, i, final, rules = C.column_sql(col, ident, types.get(ident), bounds.future_limit, bounds.min_ts)
+        values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")
         cases += rules
@@ -257,7 +258,7 @@ def _stage_rows(con, spec: C.TableSpec, src: _Source, mapping: dict[str, str], b
                CASE WHEN why IS NOT NULL THEN {_raw_json(src, spec)} END AS raw_values
         FROM (SELECT *, {why} AS why FROM (
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
-                SELECT *, {src.row_expr} AS _row, {', '.join(values)} FROM {src.relation})))"""
+                SELECT *, {', '.join(values)} FROM {src.relation})))"""
     )
 
 
@@ -305,9 +306,35 @@ def _ledger_only(con, out: FileOutcome, run_id: str, now: datetime) -> None:
         raise
 
 
+def _insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
+    """Insert STAGE's good rows with a new id: the first row per id in the file, none already in the table.
+
+    A dedupe clause is added only if a cheap look says it can drop a row (else a plain insert, in file order):
+    ids strictly ascending in any row order are unique (a streaming lag() is cheaper than a GROUP BY), and the
+    table is searched only between the file's min and max id (DuckDB skips other row groups by zonemap).
+    """
+    key, cols = spec.id_column, ", ".join(spec.column_names)
+    ascending, lo, hi = con.execute(
+        f"""SELECT coalesce(bool_and(k > prev), true), min(k), max(k)
+        FROM (SELECT {key} AS k, lag({key}) OVER () AS prev FROM {STAGE} WHERE rule IS NULL)"""
+    ).fetchall()[0]
+    where, bounds = ["s.rule IS NULL"], {"lo": lo, "hi": hi}
+    if not ascending:  # an id may repeat in the file: the first row wins
+        where.append(f"s._row IN (SELECT min(_row) FROM {STAGE} WHERE rule IS NULL GROUP BY {key})")
+    in_table = f"EXISTS (SELECT 1 FROM {spec.qualified} r WHERE r.{key} = s.{key} AND r.{key} BETWEEN $lo AND $hi)"
+    sql = f"SELECT EXISTS (SELECT 1 FROM {STAGE} s WHERE s.rule IS NULL AND {in_table})"
+    known = con.execute(sql, bounds).fetchall()[0][0]
+    if known:  # a row already in the table wins
+        where.append(f"NOT {in_table}")
+    return con.execute(
+        f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row)
+        SELECT {cols}, {int(file_id)}, _row FROM {STAGE} s WHERE {' AND '.join(where)}""",
+        bounds if known else {},
+    ).fetchall()[0][0]
+
+
 def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime, insert_rows: bool) -> None:
     """Rejects, new rows and the ledger row of one file, all or nothing."""
-    cols = ", ".join(spec.column_names)
     con.execute("BEGIN TRANSACTION")
     try:
         out.rejected = con.execute(
@@ -316,14 +343,7 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
             [spec.name, out.file_id, out.file_name, run_id, now],
         ).fetchall()[0][0]
         if insert_rows:
-            out.accepted = con.execute(
-                f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row)
-                SELECT {cols}, ?, _row FROM {STAGE} s
-                WHERE s.rule IS NULL
-                  AND s._row IN (SELECT min(_row) FROM {STAGE} WHERE rule IS NULL GROUP BY {spec.id_column})
-                  AND NOT EXISTS (SELECT 1 FROM {spec.qualified} r WHERE r.{spec.id_column} = s.{spec.id_column})""",
-                [out.file_id],
-            ).fetchall()[0][0]
+            out.accepted = _insert_new_rows(con, spec, out.file_id)
         out.duplicate = out.delivered - out.accepted - out.rejected
         _write_ledger(con, out, run_id, now)
         con.execute("COMMIT")

@@ -1,0 +1,132 @@
+"""Typed parquet columns (timestamps, decimals, integers) are used as is, not cast to text and parsed back:
+same rules, reasons and values as the text path, on real parquet files (polars) and real DuckDB files.
+Also the dedupe shortcuts of the insert (ids ascending in the file, id range disjoint from the table)."""
+
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import duckdb
+import polars as pl
+import pytest
+
+from seg_assets_tests.test_ingest_loader import con, counts, ids, landing, ledger, order, rejects, run, write  # noqa: F401
+
+PARIS = ZoneInfo("Europe/Paris")
+ORDER_SCHEMA = {
+    "order_id": pl.Utf8, "user_id": pl.Utf8, "order_ts": pl.Datetime("us", "Europe/Paris"), "amount": pl.Decimal(10, 3),
+    "items": pl.Int64, "category": pl.Utf8, "discount": pl.Float64, "status": pl.Utf8,
+}
+
+
+def typed_orders(rows: list[dict]) -> pl.DataFrame:
+    """Orders with typed columns; unspecified fields take a valid default."""
+    base = {"user_id": "u1", "order_ts": datetime(2026, 3, 1, 12, tzinfo=PARIS), "amount": Decimal("10"), "items": 1,
+            "category": "books", "discount": None, "status": "completed"}
+    return pl.DataFrame([base | r for r in rows], schema=ORDER_SCHEMA)
+
+
+def write_parquet(landing, table: str, name: str, df: pl.DataFrame):
+    path = landing / table / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(path)
+    return path
+
+
+def test_typed_columns_keep_rules_and_reasons(con, landing):
+    path = write_parquet(landing, "orders", "a.parquet", typed_orders([
+        {"order_id": "o1", "amount": Decimal("2.345"), "items": 2, "status": " Completed "},
+        {"order_id": "o2", "amount": Decimal("-1")},
+        {"order_id": "o3", "order_ts": datetime(2026, 3, 10, 14, 30, tzinfo=PARIS)},  # 13:30 UTC: beyond the skew
+        {"order_id": "o4", "order_ts": datetime(1980, 1, 1, 1, tzinfo=PARIS)},
+        {"order_id": "o5", "items": 0},
+        {"order_id": "o6", "items": 3_000_000_000},
+        {"order_id": "o7", "order_ts": None},
+        {"order_id": "o8", "amount": None},
+        {"order_id": "o9", "discount": -0.5},
+        {"order_id": "o1", "amount": Decimal("99")},
+    ]))
+    types = dict(r[:2] for r in duckdb.sql(f"DESCRIBE SELECT * FROM '{path}'").fetchall())
+    assert types["order_ts"] == "TIMESTAMP WITH TIME ZONE" and types["amount"] == "DECIMAL(10,3)" and types["items"] == "BIGINT"
+    run(con, landing)
+    assert counts(ledger(con)["orders/a.parquet"]) == ("ingested", 10, 1, 1, 8)
+    assert [r[1:] for r in rejects(con)] == [
+        (2, "negative:amount", "negative amount: '-1.000'"),
+        (3, "future:order_ts", "order_ts in the future: '2026-03-10 13:30:00+00'"),
+        (4, "too_old:order_ts", "order_ts before 1990-01-01 00:00:00: '1980-01-01 00:00:00+00'"),
+        (5, "below_min:items", "items < 1: '0'"),
+        (6, "unparseable:items", "unparseable items: '3000000000'"),
+        (7, "missing:order_ts", "missing order_ts"),
+        (8, "missing:amount", "missing amount"),
+        (9, "negative:discount", "negative discount: '-0.5'"),
+    ]
+    assert con.sql("SELECT order_id, order_ts, amount, items, discount, status, _row FROM raw.orders").fetchall() == [
+        ("o1", datetime(2026, 3, 1, 11), Decimal("2.35"), 2, Decimal("0.00"), "completed", 1)]
+
+
+def test_floating_point_columns_are_read_as_their_text(con, landing):
+    """A double is typed from its shortest text, like CSV: 0.145 is 0.15, and an items of 1.5 is rejected."""
+    df = pl.DataFrame({"order_id": ["o1", "o2"], "user_id": ["u1", "u1"], "order_ts": [datetime(2026, 3, 1)] * 2,
+                       "amount": [0.145, 1.0], "items": [2.0, 1.5], "status": ["completed"] * 2})
+    write_parquet(landing, "orders", "a.parquet", df)
+    run(con, landing)
+    assert counts(ledger(con)["orders/a.parquet"]) == ("ingested", 2, 1, 0, 1)
+    assert [r[2:] for r in rejects(con)] == [("unparseable:items", "unparseable items: '1.5'")]
+    assert con.sql("SELECT order_id, order_ts, amount, items FROM raw.orders").fetchall() == [
+        ("o1", datetime(2026, 3, 1), Decimal("0.15"), 2)]
+
+
+def test_typed_file_gives_the_same_result_as_its_text(tmp_path):
+    """The same rows as typed parquet and as parquet of their DuckDB text (what the loader used to parse)."""
+    typed = typed_orders([
+        {"order_id": f"o{i:02d}", "order_ts": datetime(2026, 3, 1 + i % 12, i % 24, tzinfo=PARIS) if i % 11 else None,
+         "amount": Decimal(i * 37 % 200 - 20) / 8, "items": i % 5 - (3_000_000_000 if i == 7 else 0),
+         "discount": [None, 0.145, -1.5, 2.675][i % 4], "status": ["returned", "lost", " Cancelled"][i % 3]}
+        for i in range(40)
+    ])
+    typed_file = write_parquet(tmp_path / "typed", "orders", "a.parquet", typed)
+    text_file = tmp_path / "text" / "orders" / "a.parquet"
+    text_file.parent.mkdir(parents=True)
+    with duckdb.connect() as con:  # DuckDB's text of each typed value: what CAST(col AS VARCHAR) gave the loader
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"COPY (SELECT COLUMNS(*)::VARCHAR FROM '{typed_file}') TO '{text_file}' (FORMAT parquet)")
+        assert {r[1] for r in con.sql(f"DESCRIBE SELECT * FROM '{text_file}'").fetchall()} == {"VARCHAR"}
+    results = []
+    for name in ("typed", "text"):
+        con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+        run(con, tmp_path / name)
+        results.append((counts(ledger(con)["orders/a.parquet"]), rejects(con),
+                        con.sql("SELECT * EXCLUDE (_file_id) FROM raw.orders ORDER BY _row").fetchall()))
+        con.close()
+    assert results[0][0][2] > 0 and results[0][0][4] > 0  # both good and bad rows
+    assert results[0] == results[1]
+
+
+def test_dedupe_shortcuts_still_drop_every_duplicate(con, landing):
+    """Ascending ids skip the in-file dedupe, an id range apart from the table skips the table lookup."""
+    write(landing, "orders", "1.csv", order("a1"), order("a3"), order("a5"), order("a7"))
+    run(con, landing)
+    write(landing, "orders", "2.csv", order("a2"), order("a3", amount="2"), order("a4"))  # ascending, one known
+    write(landing, "orders", "3.csv", order("b3"), order("b1"), order("b2"))  # unique, not ascending
+    write(landing, "orders", "4.csv", order("a0"), order("a6"), order("z9"))  # range spans the table, all new
+    write(landing, "orders", "5.csv", order("c1"), order("c1", amount="-1"), order("c2"))  # repeat is a reject
+    run(con, landing, "r2")
+    led = ledger(con)
+    assert [counts(led[f"orders/{n}.csv"])[1:] for n in range(1, 6)] == [
+        (4, 4, 0, 0), (3, 2, 1, 0), (3, 3, 0, 0), (3, 3, 0, 0), (3, 2, 0, 1)]
+    assert con.sql("SELECT amount FROM raw.orders WHERE order_id = 'a3'").fetchall() == [(Decimal("10.00"),)]
+    assert ids(con) == ["a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "b1", "b2", "b3", "c1", "c2", "z9"]
+
+
+@pytest.mark.parametrize("ids_in_file, kept", [
+    (["e2", "e1", "e2"], [("e1", "u2"), ("e2", "u1")]),
+    (["e1", "e2", "e2"], [("e1", "u1"), ("e2", "u2")]),
+])
+def test_repeated_id_in_typed_clicks_first_row_wins(con, landing, ids_in_file, kept):
+    df = pl.DataFrame({"event_id": ids_in_file, "user_id": ["u1", "u2", "u3"], "session_id": ["s"] * 3,
+                       "event_ts": [datetime(2026, 3, 1, 10, tzinfo=PARIS)] * 3, "event_type": ["view"] * 3})
+    write_parquet(landing, "clicks", "c.parquet", df)
+    run(con, landing)
+    assert counts(ledger(con)["clicks/c.parquet"]) == ("ingested", 3, 2, 1, 0)
+    assert con.sql("SELECT event_id, user_id, event_ts FROM raw.clicks ORDER BY 1").fetchall() == [
+        (e, u, datetime(2026, 3, 1, 9)) for e, u in kept]
