@@ -98,9 +98,9 @@ def steps_table(label: str, runs: list[RunTiming], m: Measurement | None) -> str
         for s in run.steps:
             assets = ", ".join(s.assets[:4]) + (f" (+{len(s.assets) - 4})" if len(s.assets) > 4 else "")
             secs = "" if s.seconds is None else f"{s.seconds:.2f}"
-            lines.append(f"| {run.stage} | {s.step} | {assets} | {secs} | {peak(s.start, s.end)} | {s.status} |")
+            lines.append(f"| {s.stage or run.stage} | {s.step} | {assets} | {secs} | {peak(s.start, s.end)} | {s.status} |")
         total = "" if run.seconds is None else f"{run.seconds:.2f}"
-        lines.append(f"| {run.stage} | _whole run_ | | {total} | | {run.status} |")
+        lines.append(f"| {'all' if '+' in run.stage else run.stage} | _whole run_ | | {total} | | {run.status} |")
     in_runs = sum(r.seconds or 0 for r in runs)
     if m is not None:
         lines.append(f"| | _outside runs (imports, definitions, CLI summary)_ | | {m.wall_s - in_runs:.2f} | | |")

@@ -1,7 +1,7 @@
 """Per-asset timings of a refresh, read back from the Dagster instance the refresh recorded its runs on.
 
-``seg-assets refresh`` runs one Dagster run per stage; every asset, multi-asset and asset check is a
-step with a start and end time. Reading the run records afterwards (instead of parsing logs) means the
+``seg-assets refresh`` is one Dagster run; every asset, multi-asset and asset check is a step with a
+start and end time, labelled with its stage (asset group). Reading the run records afterwards (instead of parsing logs) means the
 harness picks up whatever stages and assets the pipeline has today without knowing them.
 """
 
@@ -19,6 +19,7 @@ class StepTiming:
     assets: list[str] = field(default_factory=list)  # asset keys the step materialized
     start: float | None = None  # epoch seconds
     end: float | None = None
+    stage: str = ""  # the asset group of its assets (or of the asset a check is on)
 
 
 @dataclass
@@ -39,6 +40,16 @@ def asset_groups(data_dir: Path) -> dict[str, str]:
         return {k.to_user_string(): graph.get(k).group_name for k in graph.materializable_asset_keys}
     except Exception:  # the pipeline is edited in parallel: fall back to run numbers, never crash the bench
         return {}
+
+
+def step_stage(step_key: str, assets: list[str], groups: dict[str, str]) -> str:
+    """The group of a step's assets; for a check, of the asset whose identifier starts its step key."""
+    found = sorted({groups[a] for a in assets if a in groups})
+    if found:
+        return "+".join(found)
+    ids = {a.replace("/", "__"): g for a, g in groups.items()}
+    prefixes = [i for i in ids if step_key == i or step_key.startswith(i + "_")]
+    return ids[max(prefixes, key=len)] if prefixes else ""
 
 
 def _stage(run, groups: dict[str, str], index: int) -> str:
@@ -65,7 +76,7 @@ def new_runs(dagster_home: Path, seen: set[str], groups: dict[str, str]) -> list
                 mats = [e.asset_materialization for e in (s.materialization_events or [])]
                 assets = [m.asset_key.to_user_string() for m in mats if m is not None]
                 steps.append(StepTiming(s.step_key, secs, s.status.value if s.status else "?", assets,
-                                        s.start_time, s.end_time))
+                                        s.start_time, s.end_time, step_stage(s.step_key, assets, groups)))
             run_secs = record.end_time - record.start_time if record.start_time and record.end_time else None
             out.append(RunTiming(run.run_id, _stage(run, groups, index), run.status.value, run_secs, steps))
     return out

@@ -67,20 +67,14 @@ def refresh(
     from seg_assets.refresh import run_refresh
     from seg_assets.report import print_summary
 
+    # With DAGSTER_HOME set, runs are recorded there (visible in `make ui`, timed by the benchmark).
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-        tasks = {}
-
-        def on_stage(group, phase, outcome):
-            if phase == "start":
-                tasks[group] = progress.add_task(f"{group}", total=1)
-            else:
-                mark = "[green]ok[/green]" if outcome.success else "[red]FAILED[/red]"
-                progress.update(tasks[group], completed=1, description=f"{group} {mark} ({outcome.seconds:.1f}s)")
-
-        # With DAGSTER_HOME set, runs are recorded there (visible in `make ui`, timed by the benchmark).
-        instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-        outcome = run_refresh(data_dir, as_of=as_of, refit=refit, rebase=rebase, on_stage=on_stage,
-                              instance=instance)
+        progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
+        outcome = run_refresh(data_dir, as_of=as_of, refit=refit, rebase=rebase, instance=instance)
+    for stage in outcome.stages:
+        mark = "[green]ok[/green]" if stage.success else "[red]FAILED[/red]"
+        console.print(f"{stage.group} {mark} ({stage.seconds:.1f}s)")
     for stage in outcome.stages:
         for failure in stage.failures:
             console.print(f"[{'red' if not stage.success else 'yellow'}]{stage.group}: {failure}[/]")

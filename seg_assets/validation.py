@@ -9,8 +9,8 @@ callers pass small frames (new rows, samples, or one-row aggregates), never a co
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import count
 from typing import Any, Callable, Sequence
 
@@ -39,15 +39,33 @@ class ValidationOutcome:
     failed: list[FailedExpectation] = field(default_factory=list)
 
 
-@lru_cache(maxsize=1)
-def _context():
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+_CONTEXT: tuple | None = None
+_CONTEXT_LOCK = threading.Lock()
 
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in run logs
-    return gx, ctx
+
+def _context():
+    """GE and an ephemeral data context, made once per process (importing GE takes about 2.5 s)."""
+    global _CONTEXT
+    with _CONTEXT_LOCK:
+        if _CONTEXT is None:
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            ctx = gx.get_context(mode="ephemeral")
+            ctx.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars in run logs
+            _CONTEXT = (gx, ctx)
+    return _CONTEXT
+
+
+def warm_up() -> None:
+    """Import GE in a background thread while the caller works in DuckDB (which releases the GIL).
+
+    Ingestion calls this first: the raw checks that follow find GE ready instead of waiting seconds for
+    its import. Harmless if GE is already loaded or the thread is still running when a check needs it.
+    """
+    if _CONTEXT is None:
+        threading.Thread(target=_context, name="great-expectations-warm-up", daemon=True).start()
 
 
 def validate_frame(frame, suite_name: str, build: ExpectationBuilder) -> ValidationOutcome:

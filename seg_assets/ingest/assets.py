@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from pydantic import Field
 
+from seg_assets import validation
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
 from seg_assets.resources import SegSettings, Warehouse
@@ -153,6 +154,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     now = datetime.now(timezone.utc)  # the future rule is against real time, not the data's as-of
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
+    validation.warm_up()  # the raw checks run GE next: import it while DuckDB loads the files
     with duckdb.get_connection() as con:
         report = loader.ingest_landing(
             con, landing, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts
