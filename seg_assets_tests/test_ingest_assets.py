@@ -136,3 +136,22 @@ def test_check_counts_new_rows_that_duplicate_older_ones(tmp_path):
                            selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
     check = evaluations(alone)["raw_orders_contract"]
     assert not check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 1
+
+
+def test_big_deliveries_are_sampled_by_vectors_and_still_validated(tmp_path):
+    """More than 4x the sample size: a system sample (whole vectors) feeds GE; aggregates stay exact."""
+    root = tmp_path / "data"
+    write(root, "clicks", "c1.csv", CLICKS,
+          [f"e{i:06d},u{i % 70},s{i // 4},{TS},view,p{i},books" for i in range(20_000)] + [f"e000007,u1,s1,{TS},view,p1,books"])
+    result = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
+                            run_config={"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": 500}}}})
+    check = evaluations(result)["raw_clicks_contract"]
+    assert check.passed, check.metadata["report"].value
+    assert 0 < check.metadata["sample_rows"].value <= 500
+    assert check.metadata["aggregates"].value["duplicate_ids"] == 0  # the repeated id was never inserted
+    query(tmp_path, "INSERT INTO raw.clicks SELECT * REPLACE (7 AS _row) FROM raw.clicks WHERE event_id = 'e019999'")
+    again = dg.materialize(asset_checks, resources=build_resources(root), raise_on_error=False,
+                           selection=dg.AssetSelection.checks(dg.AssetCheckKey(RAW_KEYS["clicks"], "raw_clicks_contract")),
+                           run_config={"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": 500}}}})
+    check = evaluations(again)["raw_clicks_contract"]
+    assert not check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 1

@@ -47,12 +47,17 @@ def run_file_ids(con, table: str, run_id: str) -> tuple[str | None, list[int]]:
     return run_file_ids(con, table, latest[0][0])
 
 
-def _sample_sql(spec: C.TableSpec, file_ids: list[int], limit: int) -> str:
+def _sample_sql(spec: C.TableSpec, file_ids: list[int], limit: int, rows: int) -> str:
     cols = [f"CAST({c.name} AS DOUBLE) AS {c.name}" if c.kind == C.DECIMAL else c.name for c in spec.columns]
     ids = ", ".join(map(str, file_ids)) or "NULL"
-    # A reservoir sample: no sort of the run's rows (25M on a cold load) just to keep 100k of them.
-    return (f"SELECT {', '.join(cols)} FROM {spec.qualified} WHERE _file_id IN ({ids}) "
-            f"USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (42)")
+    if rows <= 4 * limit:  # a reservoir sample: no sort of the run's rows just to keep some of them
+        return (f"SELECT {', '.join(cols)} FROM {spec.qualified} WHERE _file_id IN ({ids}) "
+                f"USING SAMPLE reservoir({int(limit)} ROWS) REPEATABLE (42)")
+    # Many rows (27M on a cold load): system sampling reads about twice the rows needed, in vectors of
+    # 2,048 spread over every file, instead of decoding every row for a reservoir (2.2 s -> 0.1 s).
+    percent = min(100.0, 200.0 * limit / rows)
+    return (f"SELECT {', '.join(cols)} FROM (SELECT * FROM {spec.qualified} WHERE _file_id IN ({ids}) "
+            f"USING SAMPLE {percent:.4f} PERCENT (system, 42)) LIMIT {int(limit)}")
 
 
 def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
@@ -65,16 +70,21 @@ def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
     return None
 
 
-def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: datetime) -> pd.DataFrame:
+def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: datetime) -> tuple[pd.DataFrame, int]:
     """One row of exact counts over the run's new rows: ids duplicated within them or with older rows,
     null ids, and per-rule violations. Older rows were checked when they were new, so the cost follows
     the delivery, not the table (a hash of the new ids probed by one scan of the id column)."""
     ident = spec.id_column
     ids = ", ".join(map(str, file_ids)) or "NULL"
     new = f"SELECT {ident} FROM {spec.qualified} WHERE _file_id IN ({ids})"
-    within, nulls, first_id, last_id = con.sql(
-        f"SELECT count(*) - count(DISTINCT {ident}), count(*) - count({ident}), min({ident}), max({ident}) FROM ({new})"
+    # Ids strictly ascending in the order read are unique, whatever that order (a streaming lag(), 4x cheaper
+    # than count(DISTINCT) on 27M ids); otherwise count the duplicates exactly.
+    ascending, rows, nulls, first_id, last_id = con.sql(
+        f"SELECT coalesce(bool_and(k > prev), true), count(*), count(*) - count(k), min(k), max(k) "
+        f"FROM (SELECT {ident} AS k, lag({ident}) OVER () AS prev FROM {spec.qualified} WHERE _file_id IN ({ids}))"
     ).fetchall()[0]
+    within = 0 if ascending and not nulls else con.sql(
+        f"SELECT count({ident}) - count(DISTINCT {ident}) FROM ({new})").fetchall()[0][0]
     # Only ids between the new ones' min and max can collide: DuckDB skips the other row groups by their
     # min/max (ids that grow over time, as most do, leave one or two row groups to probe).
     (with_older,) = con.sql(
@@ -87,7 +97,7 @@ def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: d
     exprs = ", ".join(f"count(*) FILTER (WHERE ({v}))" for v in rules.values())
     values = con.sql(f"SELECT {exprs} FROM {spec.qualified} WHERE _file_id IN ({ids})").fetchall()[0]
     row.update({k: int(v) for k, v in zip(rules, values)})
-    return pd.DataFrame([row])
+    return pd.DataFrame([row]), int(rows)
 
 
 def _sample_expectations(spec: C.TableSpec, lo: datetime, hi: datetime):
@@ -120,8 +130,8 @@ def validate_raw_table(con, spec: C.TableSpec, run_id: str, config: RawCheckConf
                        bounds: tuple[datetime, datetime]) -> tuple[ValidationOutcome, dict]:
     lo, hi = bounds
     used_run, file_ids = run_file_ids(con, spec.name, run_id)
-    sample = con.sql(_sample_sql(spec, file_ids, config.sample_rows)).df()
-    aggregates = _aggregates(con, spec, file_ids, lo, hi)
+    aggregates, rows = _aggregates(con, spec, file_ids, lo, hi)
+    sample = con.sql(_sample_sql(spec, file_ids, config.sample_rows, rows)).df()
     outcome = _merge(
         validate_frame(sample, f"raw_{spec.name}_sample", _sample_expectations(spec, lo, hi)),
         validate_frame(aggregates, f"raw_{spec.name}_aggregates", _zero_expectations(list(aggregates.columns))),

@@ -20,7 +20,7 @@ from seg_assets.automation.conditions import check_drift_on_new_features
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.assets import SEGMENT_CLASSIFIER, SEGMENT_MODEL, drift_table, read_features
+from seg_assets.segmentation.assets import SEGMENT_CLASSIFIER, SEGMENT_MODEL, drift_table, read_drift_panel
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.rule_based import LIFECYCLE_STAGES, VALUE_TIERS
 from seg_assets.segmentation.scoring import USER_SEGMENTS
@@ -37,9 +37,9 @@ def population_stable(duckdb: Warehouse, settings: SegSettings) -> dg.AssetCheck
         current = registry.in_service_model(con)
         if current is None:
             return dg.AssetCheckResult(passed=True, metadata={"note": "no model in service yet"})
-        frame = read_features(con)
+        panel = read_drift_panel(con)
     model = SegmentModel.load(current.artifact)
-    psi = drift_table(model, frame)
+    psi = drift_table(model, panel)
     worst = float(psi["psi"].max() or 0.0)
     return dg.AssetCheckResult(
         passed=worst <= settings.psi_threshold, severity=dg.AssetCheckSeverity.WARN,

@@ -21,7 +21,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL, read_features
+from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
 from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, rule_based_segments, value_tier_expr
@@ -37,7 +37,7 @@ TABLE = "analytics.user_segments"
 
 # Joined from analytics.churn_scores (null while no churn model is in service).
 CHURN_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h")
-CHURN_SCHEMA = {"user_id": pl.String, "churn_probability": pl.Float64, "churn_risk": pl.String, "expected_value_next_h": pl.Float64}
+RULE_INPUTS = ("recency_days", "frequency", "monetary", "tenure_days")  # what rule_based_segments reads
 
 
 class ScoringConfig(dg.Config):
@@ -84,20 +84,16 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         served = registry.in_service_classifier(con, model.version) if config.assign_with == "classifier" else None
         scored_with = f"classifier {served[0]}" if served else f"model {model.version}"
         everyone = rebase or not table_exists(con, TABLE)
-        pending = inc.pending_rows_sql(con, TABLE, {"model_version": model.version, "assigned_by": scored_with},
-                                       everyone=everyone)
+        versions = {"model_version": model.version, "assigned_by": scored_with}
+        pending = inc.pending_rows_sql(con, TABLE, versions, everyone=everyone)
         changed = con.sql(f"{pending} ORDER BY user_id").pl()
-        frame = read_features(con)  # everyone: RFM scores and value tiers rank the whole population
-        kept = (con.sql(f"SELECT user_id, segment_id, confidence FROM {TABLE} "
-                        f"WHERE user_id NOT IN (SELECT user_id FROM ({pending}))").pl()
-                if not everyone else pl.DataFrame(schema={"user_id": pl.String, "segment_id": pl.Int32, "confidence": pl.Float64}))
-        churn = (con.sql(f"SELECT {', '.join(CHURN_COLUMNS)} FROM analytics.churn_scores").pl()
-                 if table_exists(con, "analytics.churn_scores") else pl.DataFrame(schema=CHURN_SCHEMA))
+        # Everyone, narrow: RFM scores and value tiers rank the whole population; kept segments; churn.
+        sql, params = _population_sql(con, everyone, versions)
+        frame = con.sql(sql, params=params or None).pl()
     ids, confidence, _ = assign(changed, model, served[2] if served else None)
-    assigned = pl.concat([
-        kept.with_columns(pl.col("segment_id").cast(pl.Int32), pl.col("confidence").cast(pl.Float64)),
+    assigned = frame.select("user_id", pl.col("kept_id").alias("segment_id"), pl.col("kept_confidence").alias("confidence")).update(
         pl.DataFrame({"user_id": changed["user_id"], "segment_id": ids.astype(np.int32), "confidence": confidence}),
-    ])
+        on="user_id", how="left")
     rules = rule_based_segments(
         frame, bins=config.rfm_bins,
         lifecycle=LifecycleThresholds(config.new_max_tenure_days, config.active_max_recency_days,
@@ -105,12 +101,12 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         tiers=ValueTiers(config.value_high_quantile, config.value_medium_quantile),
     )
     stage_of = dict(zip(model.segment_ids, model.cluster_stage))
-    scored = frame.select("user_id", "as_of").join(assigned, on="user_id", how="left").with_columns(
+    scored = frame.select("user_id", "as_of", *CHURN_COLUMNS[1:]).join(assigned, on="user_id", how="left").with_columns(
         segment_name=pl.col("segment_id").replace_strict(model.name_of, return_dtype=pl.String),
         segment_stage=pl.col("segment_id").replace_strict(stage_of, return_dtype=pl.String),
         model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with),
         as_of=pl.col("as_of").cast(pl.Datetime("us")),
-    ).join(rules, on="user_id", how="left").join(churn, on="user_id", how="left").select(
+    ).join(rules, on="user_id", how="left").select(
         "user_id", "segment_id", "segment_name", "confidence", "model_version", "as_of", "segment_stage",
         "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier", *CHURN_COLUMNS[1:],
         "assigned_by")
@@ -128,6 +124,25 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         "segments": dg.MetadataValue.md(sizes.to_pandas().to_markdown(index=False)),
         "rfm_groups": dg.MetadataValue.md(scored["rfm_group"].value_counts(sort=True).to_pandas().to_markdown(index=False)),
     })
+
+
+def _population_sql(con, everyone: bool, versions: dict[str, str]) -> tuple[str, dict]:
+    """Every user with the columns the rule-based segments need, the segment kept from the last refresh
+    (NULL when the user must be re-assigned, as in ``pending_rows_sql``) and the churn scores."""
+    kept, params = "", {}
+    if not everyone:
+        kept = ("LEFT JOIN (SELECT user_id, segment_id, confidence, as_of FROM analytics.user_segments "
+                "WHERE model_version = $version AND assigned_by = $by) s ON s.user_id = f.user_id AND s.as_of = f.as_of")
+        params = {"version": versions["model_version"], "by": versions["assigned_by"]}
+    has_churn = table_exists(con, "analytics.churn_scores")
+    churn = "LEFT JOIN analytics.churn_scores c ON c.user_id = f.user_id" if has_churn else ""
+    cols = ", ".join(f"c.{c}" if has_churn else f"NULL::{t} AS {c}"
+                     for c, t in zip(CHURN_COLUMNS[1:], ("DOUBLE", "VARCHAR", "DOUBLE")))
+    segment = ("s.segment_id::INTEGER AS kept_id, s.confidence::DOUBLE AS kept_confidence" if kept
+               else "NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence")
+    sql = (f"SELECT f.user_id, f.as_of, {', '.join(f'f.{c}' for c in RULE_INPUTS)}, {segment}, {cols} "
+           f"FROM features.user_features f {kept} {churn} ORDER BY f.user_id")
+    return sql, params
 
 
 @dg.multi_asset(
