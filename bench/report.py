@@ -74,6 +74,13 @@ def targets(ms: dict[str, Measurement | None]) -> list[tuple[str, str, bool | No
     peak = max((m.peak_rss_mib for m in runs), default=None)
     out.append(("pipeline peak RSS <= 3 GiB", "n/a" if peak is None else f"{peak:,.0f} MiB",
                 None if peak is None else peak * MIB <= 3 * GIB))
+    # The acceptance, checked on the same run.
+    r = ratio(cold, naive)
+    out.append(("acceptance: cold / naive <= 1.5", _fmt_ratio(r), None if r is None else r <= 1.5))
+    r = ratio(incr, naive)
+    out.append(("acceptance: incremental / naive <= 0.25", _fmt_ratio(r), None if r is None else r <= 0.25))
+    out.append(("acceptance: peak RSS <= 4 GiB", "n/a" if peak is None else f"{peak:,.0f} MiB",
+                None if peak is None else peak * MIB <= 4 * GIB))
     return out
 
 
