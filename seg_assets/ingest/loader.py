@@ -5,18 +5,11 @@ were already ingested (``meta.ingest_ledger`` is keyed by sha256 of the content)
 into a temp table, types and validates every row in one SQL statement, writes bad rows to
 ``raw.rejects`` and new good rows to ``raw.<table>`` (deduplicated by id: first row in the file wins,
 a row already in the table wins), and records the file's accounting in the ledger:
-``delivered = accepted + duplicate + rejected``.
-
-CSV is read without DuckDB's sniffer (explicit dialect, every column VARCHAR, header parsed here), plus
-one overflow column and a NULL sentinel, so that the SQL can tell a missing field (a truncated row:
-NULL) from an empty one (``''``) and spot rows with too many fields (overflow not NULL).
+``delivered = accepted + duplicate + rejected``. Finding and reading the files is in sources.py.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -25,12 +18,10 @@ from pathlib import Path
 import duckdb
 
 from seg_assets.ingest import contract as C
+from seg_assets.ingest.sources import OVERFLOW, SRC, Source, discover_files, file_sha256, load_source, sql_string
 from seg_assets.warehouse import prepare_connection
 
-SRC = "_seg_ingest_src"
 STAGE = "_seg_ingest_stage"
-NULL_SENTINEL = "\x01"  # CSV nullstr: empty fields stay '', only padded (missing) fields become NULL
-OVERFLOW = "_seg_overflow"  # one column past the header: not NULL <=> the row has too many fields
 _EMAIL = re.compile(r"[^\s,;:\"'<>()\[\]{}|=]+@[^\s,;:\"'<>()\[\]{}|=]+")
 
 
@@ -75,16 +66,6 @@ class IngestReport:
 
 
 @dataclass(frozen=True)
-class _Source:
-    names: list[str]  # column names as delivered, in file order
-    idents: list[str]  # their SQL identifiers in SRC
-    types: list[str]  # their DuckDB types in SRC
-    row_expr: str  # SQL giving the 1-based data row number
-    is_csv: bool
-    relation: str  # what to select from: the temp table SRC (CSV) or read_parquet(...)
-
-
-@dataclass(frozen=True)
 class _Bounds:
     now: datetime
     future_limit: datetime
@@ -93,20 +74,6 @@ class _Bounds:
 
 def naive_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-
-
-def _lit(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def _path_lit(path: Path) -> str:
-    """A file path for read_csv/read_parquet, which glob: '[', '*', '?' become one-character classes."""
-    escaped = "".join(f"[{ch}]" if ch in "[*?" else ch for ch in str(path))
-    return _lit(escaped)
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def redact(text: str | None) -> str | None:
@@ -121,84 +88,13 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def file_format(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((fmt for suffix, fmt in C.FORMATS if name.endswith(suffix)), None)
-
-
-def discover_files(landing_dir: Path) -> tuple[list[tuple[str, Path, str]], list[str]]:
-    """(table, path, format) of every landing file, sorted by relative name; and the ignored files."""
-    found, ignored = [], []
-    if not landing_dir.is_dir():
-        return found, ignored
-    for path in sorted((p for p in landing_dir.rglob("*") if p.is_file()), key=lambda p: p.relative_to(landing_dir).as_posix()):
-        rel = path.relative_to(landing_dir)
-        fmt = file_format(path)
-        # '.'/'_' names are in-progress or marker files by the landing rule (automation/landing.py)
-        if len(rel.parts) < 2 or rel.parts[0] not in C.TABLES or fmt is None or path.name.startswith((".", "_")):
-            ignored.append(rel.as_posix())
-        else:
-            found.append((rel.parts[0], path, fmt))
-    return found, ignored
-
-
 # ----------------------------------------------------------------------------------------- reading
-
-
-def _csv_header(path: Path, fmt: str) -> list[str] | None:
-    opener = gzip.open if fmt == "csv.gz" else open
-    with opener(path, "rb") as handle:
-        line = handle.readline(1 << 20)
-    text = line.decode("utf-8-sig")
-    if not text.strip():
-        return None
-    return [name.strip() for name in next(csv.reader([text]))]
-
-
-def _load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> _Source | None:
-    """Describe one file; a CSV is read into the temp table SRC (for rowid). None: a CSV without a header row."""
-    con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-    if fmt == "parquet":  # typed columns and file_row_number: read straight into the stage, no copy
-        relation = f"read_parquet({_path_lit(path)}, file_row_number=true)"
-        described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
-        described = [(n, t) for n, t in described if n != "file_row_number"]
-        names = [n for n, _ in described]
-        return _Source(names, [_ident(n) for n in names], [t for _, t in described], "file_row_number + 1", False, relation)
-    header = _csv_header(path, fmt)
-    if header is None:
-        return None
-    idents = [f"c{i}" for i in range(len(header))]
-    columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in [*idents, OVERFLOW]) + "}"
-    options = (
-        f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
-        f"null_padding=true, strict_mode=false, nullstr='{NULL_SENTINEL}', encoding='utf-8', "
-        f"compression='{'gzip' if fmt == 'csv.gz' else 'none'}'"
-    )
-    sql = f"CREATE TEMP TABLE {SRC} AS SELECT * FROM read_csv({_path_lit(path)}, {options}"
-    try:
-        con.execute(sql + ")")
-    except duckdb.Error as exc:  # quoted line breaks + null_padding need the single-threaded reader
-        if "parallel=false" not in str(exc):
-            raise
-        con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-        con.execute(sql + ", parallel=false)")
-    # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
-    return _Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC)
 
 
 # ----------------------------------------------------------------------------------------- typing and rules
 
 
-def _raw_json(src: _Source, spec: C.TableSpec) -> str:
+def _raw_json(src: Source, spec: C.TableSpec) -> str:
     """JSON of the row as read; PII columns hashed, any other text with an '@' hashed too."""
     pii = set(spec.pii_columns)
     parts = []
@@ -209,11 +105,11 @@ def _raw_json(src: _Source, spec: C.TableSpec) -> str:
             value = f"CASE WHEN {ident} LIKE '%@%' THEN sha256({ident}) ELSE {ident} END"
         else:
             value = ident
-        parts += [_lit(redact(name)), value]  # a headerless file makes data (maybe an e-mail) the header
+        parts += [sql_string(redact(name)), value]  # a headerless file makes data (maybe an e-mail) the header
     return f"json_object({', '.join(parts)})::VARCHAR" if parts else "'{}'"
 
 
-def _match_columns(spec: C.TableSpec, src: _Source) -> tuple[dict[str, str], list[str]]:
+def _match_columns(spec: C.TableSpec, src: Source) -> tuple[dict[str, str], list[str]]:
     """Contract column -> SRC identifier (matched on trimmed, lower-cased names), and the extra columns."""
     mapping: dict[str, str] = {}
     extras = []
@@ -226,7 +122,7 @@ def _match_columns(spec: C.TableSpec, src: _Source) -> tuple[dict[str, str], lis
     return mapping, extras
 
 
-def _stage_rows(con, spec: C.TableSpec, src: _Source, mapping: dict[str, str], bounds: _Bounds) -> None:
+def _stage_rows(con, spec: C.TableSpec, src: Source, mapping: dict[str, str], bounds: _Bounds) -> None:
     """STAGE = one row per delivered row: _row, typed contract columns, rule/reason (NULL if good), raw_values.
 
     A parquet column whose type fits its kind (C.typed_sql) is used as is, not cast to text and parsed back.
@@ -262,11 +158,11 @@ def _stage_rows(con, spec: C.TableSpec, src: _Source, mapping: dict[str, str], b
     )
 
 
-def _stage_file_rejected(con, spec: C.TableSpec, src: _Source, rule: str, reason: str) -> None:
+def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason: str) -> None:
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     con.execute(
-        f"""CREATE TEMP TABLE {STAGE} AS SELECT {src.row_expr} AS _row, {_lit(rule)} AS rule,
-        {_lit(reason)} AS reason, {_raw_json(src, spec)} AS raw_values FROM {src.relation}"""
+        f"""CREATE TEMP TABLE {STAGE} AS SELECT {src.row_expr} AS _row, {sql_string(rule)} AS rule,
+        {sql_string(reason)} AS reason, {_raw_json(src, spec)} AS raw_values FROM {src.relation}"""
     )
 
 
@@ -353,7 +249,7 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
 
 
 def _ingest_file(con, spec: C.TableSpec, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
-    src = _load_source(con, path, out.file_format)
+    src = load_source(con, path, out.file_format)
     if src is None:
         out.status, out.message = C.STATUS_REJECTED_FILE, f"{out.file_name}: empty file (no header row)"
         con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")

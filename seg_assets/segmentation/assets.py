@@ -67,10 +67,12 @@ def read_features(con) -> pl.DataFrame:
 DRIFT_SAMPLE_ROWS = 200_000  # PSI over 10 bins is estimated to about +-0.001 from this many users
 
 
-def read_drift_panel(con) -> pl.DataFrame:
+def read_drift_panel(con, features) -> pl.DataFrame:
     """A fixed panel of users for PSI (the ``DRIFT_SAMPLE_ROWS`` smallest hashes of user_id): a top-N in
     DuckDB instead of a million rows in Python, and the same users from one refresh to the next."""
-    return con.sql(f"SELECT * FROM features.user_features ORDER BY hash(user_id), user_id LIMIT {DRIFT_SAMPLE_ROWS}").pl()
+    cols = ", ".join(["user_id", *features])
+    return con.sql(f"SELECT {cols} FROM features.user_features ORDER BY hash(user_id), user_id "
+                   f"LIMIT {DRIFT_SAMPLE_ROWS}").pl()
 
 
 def drift_table(model: SegmentModel, frame: pl.DataFrame) -> pl.DataFrame:
@@ -139,7 +141,7 @@ def segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig,
         version = registry.next_version(con)
         previous = SegmentModel.load(current.artifact) if current else None
         keep_possible = previous is not None and config.fit != "always"
-        panel = read_drift_panel(con) if keep_possible else None  # deciding to keep needs no more than this
+        panel = read_drift_panel(con, previous.features) if keep_possible else None  # deciding to keep needs no more than this
         psi = drift_table(previous, panel) if keep_possible else None
         reason = ("forced (fit=always)" if config.fit == "always"
                   else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi))

@@ -37,8 +37,8 @@ def population_stable(duckdb: Warehouse, settings: SegSettings) -> dg.AssetCheck
         current = registry.in_service_model(con)
         if current is None:
             return dg.AssetCheckResult(passed=True, metadata={"note": "no model in service yet"})
-        panel = read_drift_panel(con)
-    model = SegmentModel.load(current.artifact)
+        model = SegmentModel.load(current.artifact)
+        panel = read_drift_panel(con, model.features)
     psi = drift_table(model, panel)
     worst = float(psi["psi"].max() or 0.0)
     return dg.AssetCheckResult(

@@ -141,7 +141,7 @@ def _population_sql(con, everyone: bool, versions: dict[str, str]) -> tuple[str,
     segment = ("s.segment_id::INTEGER AS kept_id, s.confidence::DOUBLE AS kept_confidence" if kept
                else "NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence")
     sql = (f"SELECT f.user_id, f.as_of, {', '.join(f'f.{c}' for c in RULE_INPUTS)}, {segment}, {cols} "
-           f"FROM features.user_features f {kept} {churn} ORDER BY f.user_id")
+           f"FROM features.user_features f {kept} {churn}")  # no ORDER BY: ranks and quantiles ignore row order
     return sql, params
 
 
