@@ -94,3 +94,37 @@ def test_restrict_to_changed_rewrites_only_the_named_inputs():
     out = restrict_to_changed(sql, {("staging", "stg_clicks")}, "user_id")
     assert "FROM staging.stg_clicks WHERE user_id IN (SELECT user_id FROM temp._seg_changed_keys)" in out
     assert "JOIN staging.other AS o" in out and "GETVARIABLE('as_of')" in out
+
+
+def _as_of_counts(root, table) -> dict:
+    with duckdb.connect(str(data_paths(root).warehouse), read_only=True) as con:
+        return dict(con.sql(f"SELECT as_of, count(*) FROM {table} GROUP BY 1").fetchall())
+
+
+def test_refresh_rescores_only_changed_users_and_rebase_everyone(two_deliveries):
+    """After a new delivery, churn scores and segments are redone for the recomputed users only; the
+    others keep their row (and its as-of). The daily rebase redoes everyone."""
+    from seg_assets.refresh import run_refresh
+
+    first = run_refresh(two_deliveries)  # ingests the follow-up; segment model fitted on this data
+    assert first.success, [f for s in first.stages for f in s.failures]
+    with duckdb.connect(str(data_paths(two_deliveries).warehouse), read_only=True) as con:
+        before = dict(con.sql("SELECT user_id, segment_id FROM analytics.user_segments").fetchall())
+    generate_followup(two_deliveries, 3_000, 1, 5, start=DEFAULT_END + timedelta(days=1, seconds=1),
+                      changed_share=0.05, new_users=10, tag="second")
+    second = run_refresh(two_deliveries)
+    assert second.success, [f for s in second.stages for f in s.failures]
+    features = _as_of_counts(two_deliveries, "features.user_features")
+    latest = max(features)
+    for table in ("analytics.churn_scores", "analytics.user_segments"):
+        counts = _as_of_counts(two_deliveries, table)
+        assert counts == features, table  # each row carries the as-of of the features it was scored from
+        assert 10 <= counts[latest] < sum(counts.values()) / 2, table
+    with duckdb.connect(str(data_paths(two_deliveries).warehouse), read_only=True) as con:
+        kept = con.sql("SELECT user_id, segment_id FROM analytics.user_segments WHERE as_of < $latest",
+                       params={"latest": latest}).fetchall()
+    assert kept and all(before[user] == segment for user, segment in kept)  # untouched users kept their segment
+    rebase = run_refresh(two_deliveries, rebase=True)
+    assert rebase.success
+    for table in ("features.user_features", "analytics.churn_scores", "analytics.user_segments"):
+        assert list(_as_of_counts(two_deliveries, table)) == [latest], table
