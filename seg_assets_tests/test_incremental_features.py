@@ -128,3 +128,38 @@ def test_refresh_rescores_only_changed_users_and_rebase_everyone(two_deliveries)
     assert rebase.success
     for table in ("features.user_features", "analytics.churn_scores", "analytics.user_segments"):
         assert list(_as_of_counts(two_deliveries, table)) == [latest], table
+
+
+def test_plan_build_falls_back_to_full_only_when_it_must():
+    from datetime import datetime
+
+    from seg_assets.features import incremental as inc
+
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA meta; CREATE SCHEMA s")
+    con.sql("CREATE TABLE meta.ingest_ledger (file_id BIGINT)")
+    con.sql("INSERT INTO meta.ingest_ledger VALUES (1), (2)")
+    con.sql("CREATE TABLE s.events (user_id VARCHAR, ts TIMESTAMP, _file_id BIGINT)")
+    con.sql("INSERT INTO s.events VALUES ('a', '2026-01-01', 1), ('b', '2026-01-02', 2), ('c', '2026-01-09', 2)")
+    con.sql("INSERT INTO s.events SELECT 'u' || i, '2026-01-01', 1 FROM range(10) t(i)")  # users that stay put
+    con.sql("CREATE TABLE s.target AS SELECT DISTINCT user_id FROM s.events")
+    sources = [inc.Source("s.events", "ts"), inc.Source("s.absent", "ts")]  # an input that does not exist yet
+
+    def plan(as_of, **kw):
+        return inc.plan_build(con, model="m", target="s.target", key="user_id", sources=sources, code_version="v1",
+                              as_of=datetime.fromisoformat(as_of), params={"k": 1}, **kw)
+
+    first = plan("2026-01-05")
+    assert first.mode == "full" and first.reason == "first build"
+    inc.write_state(con, "m", "v1", datetime(2026, 1, 5), first, params={"k": 1})
+    con.sql("INSERT INTO meta.ingest_ledger VALUES (3)")
+    con.sql("INSERT INTO s.events VALUES ('d', '2026-01-04', 3)")
+    step = plan("2026-01-10")  # 'd' is a new row; 'c' (Jan 9) has just come inside the as-of window
+    assert step.mode == "incremental", step.reason
+    assert sorted(r[0] for r in con.sql(f"SELECT user_id FROM temp.{inc.CHANGED}").fetchall()) == ["c", "d"]
+    assert plan("2026-01-04").reason.startswith("as-of moved back")
+    assert plan("2026-01-10", rebase=True).reason == "rebase requested"
+    assert inc.plan_build(con, model="m", target="s.target", key="user_id", sources=sources, code_version="v2",
+                          as_of=datetime(2026, 1, 10)).reason == "code changed"
+    assert inc.plan_build(con, model="m", target="s.target", key="user_id", sources=sources, code_version="v1",
+                          as_of=datetime(2026, 1, 10), params={"k": 2}).reason == "settings changed"

@@ -129,13 +129,13 @@ def plan_build(con, *, model: str, target: str, key: str, sources: list[Source],
         reason = f"as-of moved back ({as_of} < {state.as_of})"
     elif watermark < state.max_file_id:
         reason = "the ledger is behind the last build"
-    else:
-        missing = [s.table for s in sources if not table_exists(con, s.table) or not _has_file_id(con, s.table)]
-        if missing:
-            reason = f"inputs without _file_id: {', '.join(missing)}"
+    present = [s for s in sources if table_exists(con, s.table)]  # an absent input (no clicks yet) adds no rows
+    if reason is None and not present:
+        reason = "no inputs yet"
+    elif reason is None and (missing := [s.table for s in present if not _has_file_id(con, s.table)]):
+        reason = f"inputs without _file_id: {', '.join(missing)}"
     if reason:
         return Plan("full", reason, watermark)
-    present = [s for s in sources if table_exists(con, s.table)]
     since = f"TIMESTAMP '{state.as_of.isoformat(sep=' ')}'"
     until = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
     union = " UNION ALL ".join(
