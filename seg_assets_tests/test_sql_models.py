@@ -7,7 +7,7 @@ import duckdb
 import pytest
 import sqlglot
 
-from seg_assets.features.sql_models import build_sql_asset, discover_models, load_model, read_header, run_model, upstream_tables
+from seg_assets.features.sql_models import build_sql_asset, discover_models, load_model, read_header, run_model, sql_assets, upstream_tables
 
 
 def test_upstream_tables_excludes_ctes_and_finds_joins():
@@ -63,3 +63,16 @@ def test_run_model_uses_the_as_of_variable(tmp_path):
     assert con.sql("SELECT n FROM s.m").fetchall() == [(1,)]
     run_model(con, model, datetime(2026, 3, 1))  # re-running replaces, never appends
     assert con.sql("SELECT n FROM s.m").fetchall() == [(2,)]
+
+
+def test_an_incremental_model_must_read_dated_sql_models(tmp_path):
+    (tmp_path / "staging").mkdir()
+    (tmp_path / "features").mkdir()
+    (tmp_path / "staging" / "undated.sql").write_text("-- materialized: view\nSELECT user_id, _file_id FROM raw.clicks")
+    (tmp_path / "features" / "agg.sql").write_text(
+        "-- materialized: incremental\n-- unique_key: user_id\nSELECT user_id, count(*) AS n FROM staging.undated GROUP BY 1")
+    with pytest.raises(ValueError, match="event_time"):
+        sql_assets(tmp_path)
+    (tmp_path / "staging" / "undated.sql").write_text(
+        "-- materialized: view\n-- event_time: event_ts\nSELECT user_id, event_ts, _file_id FROM raw.clicks")
+    assert len(sql_assets(tmp_path)) == 2

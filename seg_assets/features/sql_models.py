@@ -122,6 +122,16 @@ def set_as_of(con, as_of) -> None:
     con.sql(f"SET VARIABLE as_of = TIMESTAMP '{as_of.isoformat(sep=' ')}'")
 
 
+def check_incremental_inputs(model: SqlModel, models: dict[str, SqlModel]) -> None:
+    """An incremental model reads SQL models that say which column dates their rows; fail at load time if not."""
+    if model.materialized != "incremental":
+        return
+    undated = [".".join(u) for u in model.upstream if ".".join(u) not in models or not models[".".join(u)].event_time]
+    if undated:
+        raise ValueError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be SQL models "
+                         "with an '-- event_time:' header (read raw tables through a staging model)")
+
+
 def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None = None,
               rebase: bool = False) -> tuple[int, inc.Plan | None]:
     """Build the model's table/view (incremental models: only the changed keys); (row count, plan)."""
@@ -130,12 +140,10 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
     plan = None
     if model.materialized == "incremental":
         models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
-        sources = [inc.Source(t, models[t].event_time if t in models and models[t].event_time else "NULL")
-                   for t in (".".join(u) for u in model.upstream)]
+        check_incremental_inputs(model, models)
+        sources = [inc.Source(t, models[t].event_time) for t in (".".join(u) for u in model.upstream)]
         plan = inc.plan_build(con, model=model.table, target=model.table, key=model.unique_key, sources=sources,
                               code_version=model.code_version, as_of=as_of, rebase=rebase)
-        if any(s.event_time == "NULL" for s in sources) and plan.incremental:
-            plan = inc.Plan("full", "an input declares no event_time", plan.max_file_id)
         with transaction(con):
             if plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
@@ -197,4 +205,6 @@ def build_sql_asset(model: SqlModel, group_name: str = "features",
 def sql_assets(root: Path | None = None) -> list[dg.AssetsDefinition]:
     models = discover_models(root)
     by_table = {m.table: m for m in models}
+    for model in models:
+        check_incremental_inputs(model, by_table)
     return [build_sql_asset(m, models=by_table) for m in models]
