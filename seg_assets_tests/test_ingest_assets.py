@@ -8,6 +8,7 @@ import duckdb
 
 from seg_assets.ingest import asset_checks, assets
 from seg_assets.ingest.assets import LEDGER_KEY, RAW_KEYS, REJECTS_KEY
+from seg_assets.ingest.checks import SYSTEM_SAMPLE_MIN
 from seg_assets.resources import build_resources
 
 ORDERS = "order_id,user_id,order_ts,amount,items,category,discount,status"
@@ -139,19 +140,38 @@ def test_check_counts_new_rows_that_duplicate_older_ones(tmp_path):
 
 
 def test_big_deliveries_are_sampled_by_vectors_and_still_validated(tmp_path):
-    """More than 4x the sample size: a system sample (whole vectors) feeds GE; aggregates stay exact."""
+    """More than 4x the sample size on a first load: a system sample (whole vectors) feeds GE; aggregates stay exact."""
     root = tmp_path / "data"
+    limit = SYSTEM_SAMPLE_MIN
+    config = {"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": limit}}}}
     write(root, "clicks", "c1.csv", CLICKS,
-          [f"e{i:06d},u{i % 70},s{i // 4},{TS},view,p{i},books" for i in range(20_000)] + [f"e000007,u1,s1,{TS},view,p1,books"])
-    result = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
-                            run_config={"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": 500}}}})
+          [f"e{i:06d},u{i % 70},s{i // 4},{TS},view,p{i},books" for i in range(5 * limit)] + [f"e000007,u1,s1,{TS},view,p1,books"])
+    result = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False, run_config=config)
     check = evaluations(result)["raw_clicks_contract"]
     assert check.passed, check.metadata["report"].value
-    assert 0 < check.metadata["sample_rows"].value <= 500
+    assert limit // 2 < check.metadata["sample_rows"].value <= limit
     assert check.metadata["aggregates"].value["duplicate_ids"] == 0  # the repeated id was never inserted
-    query(tmp_path, "INSERT INTO raw.clicks SELECT * REPLACE (7 AS _row) FROM raw.clicks WHERE event_id = 'e019999'")
+    query(tmp_path, f"INSERT INTO raw.clicks SELECT * REPLACE (7 AS _row) FROM raw.clicks WHERE event_id = 'e{5 * limit - 1:06d}'")
     again = dg.materialize(asset_checks, resources=build_resources(root), raise_on_error=False,
                            selection=dg.AssetSelection.checks(dg.AssetCheckKey(RAW_KEYS["clicks"], "raw_clicks_contract")),
-                           run_config={"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": 500}}}})
+                           run_config=config)
     check = evaluations(again)["raw_clicks_contract"]
     assert not check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 1
+
+
+def test_a_later_delivery_is_sampled_from_its_own_rows(tmp_path):
+    """GE sees the run's rows: all of them when they fit the sample, else exactly ``sample_rows`` of them
+    (a sample of the whole table, filtered afterwards, would hold only a sliver of a small delivery)."""
+    root = tmp_path / "data"
+    config = {"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": 1_000}}}}
+
+    def deliver(name: str, first: int, n: int):
+        write(root, "clicks", name, CLICKS, [f"e{i:06d},u{i % 70},s{i // 4},{TS},view,p{i},books" for i in range(first, first + n)])
+        result = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False, run_config=config)
+        check = evaluations(result)["raw_clicks_contract"]
+        assert check.passed, check.metadata["report"].value
+        return check.metadata["sample_rows"].value
+
+    assert deliver("c1.csv", 0, 6_000) == 1_000  # the first load: a reservoir (too small for vectors)
+    assert deliver("c2.csv", 6_000, 300) == 300  # fits: every new row
+    assert deliver("c3.csv", 6_300, 2_500) == 1_000  # a reservoir of the new rows
