@@ -1,6 +1,8 @@
 """The `seg-assets` command line, in-process through typer's runner, on real files."""
 
 import shutil
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 
@@ -42,3 +44,19 @@ def test_refresh_reports_failure_with_exit_code(tmp_path, monkeypatch):
     result = runner.invoke(app, ["refresh"])  # no landing files: nothing to segment
     assert result.exit_code == 1
     assert "Refresh failed" in result.output
+
+
+def _console(*args: str) -> "subprocess.CompletedProcess[str]":
+    """The installed entry point's code path (``seg_assets.cli:main``) in a fresh interpreter."""
+    code = "import sys; from seg_assets.cli import main; sys.argv = ['seg-assets', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_console_entry_point_keeps_exit_codes_and_output(tmp_path):
+    """main() ends the process without Python's module teardown: output still arrives, codes still say what happened."""
+    ok = _console("init-dagster-home", str(tmp_path / "home"))
+    assert ok.returncode == 0 and "DAGSTER_HOME ready" in ok.stdout
+    assert (tmp_path / "home" / "dagster.yaml").exists()
+    bad = _console("generate", str(tmp_path / "x"), "--format", "xml")
+    assert bad.returncode == 2 and "--format must be csv or parquet" in bad.stderr
+    assert _console("no-such-command").returncode == 2
