@@ -74,3 +74,20 @@ def test_population_drift_triggers_a_refit(refreshed_instance, data_dir):
     assert not evaluation.passed and evaluation.metadata["max_psi"].value > 0.25
     refit = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=step.cursor)
     assert refit.get_num_requested(SEGMENT_MODEL) == 1
+
+
+def test_the_drift_check_reuses_the_psi_segment_model_measured_in_its_run(refreshed_instance, data_dir):
+    """A refresh that keeps the model measures PSI once (in segment_model); the check alone measures the same."""
+    defs, instance, _ = refreshed_instance
+    drift_check = dg.AssetCheckKey(SEGMENT_MODEL, "population_stable")
+    kept = defs.resolve_job_def("refresh").execute_in_process(instance=instance, run_config={**refresh_run_config(), **QUIET})
+    [mat] = kept.asset_materializations_for_node("segment_model")
+    assert mat.metadata["decision"].value.startswith("kept")
+    [in_run] = [e for e in kept.get_asset_check_evaluations() if e.asset_check_key == drift_check]
+    alone = dg.materialize([*all_assets(), *all_checks()], selection=dg.AssetSelection.checks(drift_check),
+                           instance=instance, resources=build_resources(data_dir))
+    [measured] = alone.get_asset_check_evaluations()
+    assert in_run.metadata["psi_measured_by"].value == "segment_model, in this run"
+    assert measured.metadata["psi_measured_by"].value == "this check"
+    assert in_run.metadata["max_psi"].value == pytest.approx(measured.metadata["max_psi"].value, abs=1e-12)
+    assert in_run.metadata["psi_by_feature"].value == measured.metadata["psi_by_feature"].value

@@ -10,6 +10,8 @@ import pytest
 from seg_assets.definitions import build_defs
 from seg_assets.demo.generate import DEFAULT_END, generate_followup
 from seg_assets.features.incremental import REBASE_TAG, restrict_to_changed
+from seg_assets.segmentation.rule_based import rule_based_segments
+from seg_assets.segmentation.scoring import RULE_INPUTS
 from seg_assets.settings import data_paths
 
 INCREMENTAL = ("features.user_click_stats", "features.user_category_activity", "features.user_features")
@@ -109,7 +111,7 @@ def test_refresh_rescores_only_changed_users_and_rebase_everyone(two_deliveries)
     first = run_refresh(two_deliveries)  # ingests the follow-up; segment model fitted on this data
     assert first.success, [f for s in first.stages for f in s.failures]
     with duckdb.connect(str(data_paths(two_deliveries).warehouse), read_only=True) as con:
-        before = dict(con.sql("SELECT user_id, segment_id FROM analytics.user_segments").fetchall())
+        before = {r[0]: r for r in con.sql("SELECT * FROM analytics.user_segments").fetchall()}
     generate_followup(two_deliveries, 3_000, 1, 5, start=DEFAULT_END + timedelta(days=1, seconds=1),
                       changed_share=0.05, new_users=10, tag="second")
     second = run_refresh(two_deliveries)
@@ -121,9 +123,14 @@ def test_refresh_rescores_only_changed_users_and_rebase_everyone(two_deliveries)
         assert counts == features, table  # each row carries the as-of of the features it was scored from
         assert 10 <= counts[latest] < sum(counts.values()) / 2, table
     with duckdb.connect(str(data_paths(two_deliveries).warehouse), read_only=True) as con:
-        kept = con.sql("SELECT user_id, segment_id FROM analytics.user_segments WHERE as_of < $latest",
-                       params={"latest": latest}).fetchall()
-    assert kept and all(before[user] == segment for user, segment in kept)  # untouched users kept their segment
+        kept = con.sql("SELECT * FROM analytics.user_segments WHERE as_of < $latest", params={"latest": latest}).fetchall()
+        population = con.sql(f"SELECT user_id, {', '.join(RULE_INPUTS)} FROM features.user_features").pl()
+        rescored = con.sql("SELECT user_id, r_score, f_score, m_score, rfm_group, lifecycle_stage, value_tier "
+                           "FROM analytics.user_segments WHERE as_of = $latest ORDER BY user_id", params={"latest": latest}).pl()
+    assert kept and all(before[row[0]] == row for row in kept)  # untouched users: the same row, segment and all
+    # Re-scored users are ranked against everyone: what scoring the whole population would give them.
+    everyone = rule_based_segments(population).join(rescored.select("user_id"), on="user_id", how="semi").sort("user_id")
+    assert rescored.equals(everyone.select(rescored.columns))
     rebase = run_refresh(two_deliveries, rebase=True)
     assert rebase.success
     for table in ("features.user_features", "analytics.churn_scores", "analytics.user_segments"):
@@ -163,3 +170,22 @@ def test_plan_build_falls_back_to_full_only_when_it_must():
                           as_of=datetime(2026, 1, 10)).reason == "code changed"
     assert inc.plan_build(con, model="m", target="s.target", key="user_id", sources=sources, code_version="v1",
                           as_of=datetime(2026, 1, 10), params={"k": 2}).reason == "settings changed"
+
+
+def test_new_rule_settings_rescore_everyone(two_deliveries):
+    """The rule-based columns are stamped with a hash of their settings: changing one rewrites every row."""
+    from seg_assets.refresh import run_refresh
+    from seg_assets.segmentation.scoring import USER_SEGMENTS
+
+    assert run_refresh(two_deliveries).success
+    defs = build_defs(two_deliveries)
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), asset_selection=[USER_SEGMENTS],
+        run_config={"ops": {"analytics__user_segments": {"config": {"rfm_bins": 3}}}})
+    assert result.success
+    [mat] = result.asset_materializations_for_node("analytics__user_segments")
+    with duckdb.connect(str(data_paths(two_deliveries).warehouse), read_only=True) as con:
+        users, versions, top = con.sql("SELECT count(*), count(DISTINCT rules_version), max(r_score) "
+                                       "FROM analytics.user_segments").fetchall()[0]
+    assert mat.metadata["rows_rewritten"].value == users and versions == 1 and top == 3
+    assert mat.metadata["users_assigned"].value == 0  # the segments themselves were kept

@@ -64,6 +64,7 @@ def read_features(con) -> pl.DataFrame:
     return con.sql("SELECT * FROM features.user_features ORDER BY user_id").pl()
 
 
+PSI_METADATA = "psi_by_feature"  # the kept model's PSI table, which the population_stable check reuses in the same run
 DRIFT_SAMPLE_ROWS = 200_000  # PSI over 10 bins is estimated to about +-0.001 from this many users
 
 
@@ -150,7 +151,8 @@ def segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig,
             context.log.info(f"keeping {previous.version} in service: no drift, not too old")
             return dg.MaterializeResult(metadata={
                 "decision": f"kept {previous.version} in service (no refit needed)", "in_service_version": previous.version,
-                "max_psi": float(psi["psi"].max() or 0.0), "users": users})
+                "max_psi": float(psi["psi"].max() or 0.0), "users": users,
+                PSI_METADATA: dg.MetadataValue.json({"model_version": previous.version, "psi": psi.to_dicts()})})
         frame = read_features(con)
     if frame.height == 0:
         raise dg.Failure("features.user_features is empty: nothing to segment yet (land some orders first).")

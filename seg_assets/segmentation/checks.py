@@ -20,7 +20,7 @@ from seg_assets.automation.conditions import check_drift_on_new_features
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.assets import SEGMENT_CLASSIFIER, SEGMENT_MODEL, drift_table, read_drift_panel
+from seg_assets.segmentation.assets import PSI_METADATA, SEGMENT_CLASSIFIER, SEGMENT_MODEL, drift_table, read_drift_panel
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.rule_based import LIFECYCLE_STAGES, VALUE_TIERS
 from seg_assets.segmentation.scoring import USER_SEGMENTS
@@ -32,21 +32,33 @@ from seg_assets.validation import check_result, validate_frame
     automation_condition=check_drift_on_new_features(),
     description="Population stability index of each model feature against the model's reference data.",
 )
-def population_stable(duckdb: Warehouse, settings: SegSettings) -> dg.AssetCheckResult:
+def population_stable(context: dg.AssetCheckExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         current = registry.in_service_model(con)
         if current is None:
             return dg.AssetCheckResult(passed=True, metadata={"note": "no model in service yet"})
-        model = SegmentModel.load(current.artifact)
-        panel = read_drift_panel(con, model.features)
-    psi = drift_table(model, panel)
+        psi, measured_by = _psi_of_this_run(context, current.version), "segment_model, in this run"
+        if psi is None:  # not measured by segment_model in this run (it fitted, or the check runs alone)
+            model = SegmentModel.load(current.artifact)
+            psi, measured_by = drift_table(model, read_drift_panel(con, model.features)), "this check"
     worst = float(psi["psi"].max() or 0.0)
     return dg.AssetCheckResult(
         passed=worst <= settings.psi_threshold, severity=dg.AssetCheckSeverity.WARN,
         description=f"max PSI {worst:.3f} ({psi['feature'][0]}) vs threshold {settings.psi_threshold}",
-        metadata={"model_version": model.version, "max_psi": worst, "threshold": settings.psi_threshold,
+        metadata={"model_version": current.version, "psi_measured_by": measured_by, "max_psi": worst, "threshold": settings.psi_threshold,
                   "psi_by_feature": dg.MetadataValue.md(psi.to_pandas().to_markdown(index=False, floatfmt=".3f"))},
     )
+
+
+def _psi_of_this_run(context: dg.AssetCheckExecutionContext, version: str) -> pl.DataFrame | None:
+    """The PSI table segment_model measured for ``version`` in this run (it keeps a model only after measuring)."""
+    event = context.instance.get_latest_materialization_event(SEGMENT_MODEL)
+    if event is None or event.run_id != context.run.run_id or event.asset_materialization is None:
+        return None
+    stored = event.asset_materialization.metadata.get(PSI_METADATA)
+    if stored is None or stored.value.get("model_version") != version:
+        return None
+    return pl.DataFrame(stored.value["psi"], schema={"feature": pl.String, "psi": pl.Float64})
 
 
 @dg.asset_check(asset=SEGMENT_MODEL, blocking=False, pool="duckdb",

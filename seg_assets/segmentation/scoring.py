@@ -8,6 +8,8 @@ by the history asset in ``publish/``. RFM scores and groups, lifecycle stage and
 to the model's segment from visible, configurable thresholds (rule_based.py).
 """
 
+import hashlib
+import json
 from typing import Literal
 
 import dagster as dg
@@ -24,9 +26,10 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
-from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, rule_based_segments, value_tier_expr
+from seg_assets.segmentation.rule_based import (RFM_GROUPS, LifecycleThresholds, ValueTiers, rule_based_segments,
+                                                value_cuts, value_tier_expr)
 from seg_assets.segmentation.rules import explain_model
-from seg_assets.warehouse import table_exists
+from seg_assets.warehouse import table_exists, transaction
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
@@ -38,6 +41,9 @@ TABLE = "analytics.user_segments"
 # Joined from analytics.churn_scores (null while no churn model is in service).
 CHURN_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h")
 RULE_INPUTS = ("recency_days", "frequency", "monetary", "tenure_days")  # what rule_based_segments reads
+COLUMNS = ("user_id", "segment_id", "segment_name", "confidence", "model_version", "as_of", "segment_stage",
+           "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier",
+           *CHURN_COLUMNS[1:], "assigned_by", "rules_version")
 
 
 class ScoringConfig(dg.Config):
@@ -73,7 +79,10 @@ def assign(frame: pl.DataFrame, model: SegmentModel, classifier) -> tuple[np.nda
     "RFM scores and group, lifecycle stage, value tier, churn probability and risk, expected value. Published for BI.",
 )
 def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duckdb: Warehouse, settings: SegSettings):
-    rebase = inc.rebase_requested(context.run.tags)
+    """Rewrites only the rows that changed: users with recomputed features (re-assigned), new users,
+    changed churn scores; every row after a new model or classifier (re-assigned) or new rule settings
+    (segments kept). A rebase replaces the table."""
+    rules_version = _rules_version(config)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
         current = registry.in_service_model(con)
@@ -83,66 +92,98 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         model = SegmentModel.load(current.artifact)
         served = registry.in_service_classifier(con, model.version) if config.assign_with == "classifier" else None
         scored_with = f"classifier {served[0]}" if served else f"model {model.version}"
-        everyone = rebase or not table_exists(con, TABLE)
         versions = {"model_version": model.version, "assigned_by": scored_with}
-        pending = inc.pending_rows_sql(con, TABLE, versions, everyone=everyone)
-        changed = con.sql(f"{pending} ORDER BY user_id").pl()
-        # Everyone, narrow: RFM scores and value tiers rank the whole population; kept segments; churn.
-        sql, params = _population_sql(con, everyone, versions)
-        frame = con.sql(sql, params=params or None).pl()
+        everyone = (inc.rebase_requested(context.run.tags) or not table_exists(con, TABLE)
+                    or "rules_version" not in con.table(TABLE).columns)
+        sql, params = _rows_sql(con, versions, rules_version, everyone=everyone)
+        rows = con.sql(sql, params=params).pl()
+        reference = rows if everyone else con.sql(_reference_sql(con, config)).pl()
+        changed = con.sql(f"{inc.pending_rows_sql(con, TABLE, versions, everyone=everyone)} ORDER BY user_id").pl()
     ids, confidence, _ = assign(changed, model, served[2] if served else None)
-    assigned = frame.select("user_id", pl.col("kept_id").alias("segment_id"), pl.col("kept_confidence").alias("confidence")).update(
-        pl.DataFrame({"user_id": changed["user_id"], "segment_id": ids.astype(np.int32), "confidence": confidence}),
-        on="user_id", how="left")
-    rules = rule_based_segments(
-        frame, bins=config.rfm_bins,
-        lifecycle=LifecycleThresholds(config.new_max_tenure_days, config.active_max_recency_days,
-                                      config.at_risk_max_recency_days, config.dormant_max_recency_days),
-        tiers=ValueTiers(config.value_high_quantile, config.value_medium_quantile),
-    )
-    stage_of = dict(zip(model.segment_ids, model.cluster_stage))
-    scored = frame.select("user_id", "as_of", *CHURN_COLUMNS[1:]).join(assigned, on="user_id", how="left").with_columns(
-        segment_name=pl.col("segment_id").replace_strict(model.name_of, return_dtype=pl.String),
-        segment_stage=pl.col("segment_id").replace_strict(stage_of, return_dtype=pl.String),
-        model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with),
-        as_of=pl.col("as_of").cast(pl.Datetime("us")),
-    ).join(rules, on="user_id", how="left").select(
-        "user_id", "segment_id", "segment_name", "confidence", "model_version", "as_of", "segment_stage",
-        "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier", *CHURN_COLUMNS[1:],
-        "assigned_by")
-    if config.value_tier_from == "expected_value" and scored["expected_value_next_h"].null_count() < scored.height:
-        tiers = ValueTiers(config.value_high_quantile, config.value_medium_quantile)
-        scored = scored.with_columns(value_tier_expr(tiers, monetary="expected_value_next_h", frequency="expected_value_next_h"))
+    scored = _score_rows(rows, reference, changed["user_id"], ids, confidence, model, config).with_columns(
+        model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with), rules_version=pl.lit(rules_version)
+    ).select(*COLUMNS)
     with duckdb.get_connection() as con:
-        con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM scored")
-    sizes = scored.group_by("segment_id", "segment_name").agg(pl.len().alias("users"), pl.col("confidence").mean().alias("mean_confidence")).sort("segment_id")
-    context.log.info(f"user_segments: {changed.height} of {scored.height} users assigned ({scored_with}), as of {as_of}")
+        if everyone:
+            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM scored")
+        else:
+            with transaction(con):  # readers of the warehouse see the old rows or the new ones, never half
+                con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scored) "
+                        "OR user_id NOT IN (SELECT user_id FROM features.user_features)")
+                con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scored")
+        sizes = con.sql(f"SELECT segment_id, segment_name, count(*) AS users, avg(confidence) AS mean_confidence "
+                        f"FROM {TABLE} GROUP BY ALL ORDER BY segment_id").df()
+        groups = con.sql(f"SELECT rfm_group, count(*) AS users FROM {TABLE} GROUP BY ALL ORDER BY users DESC").df()
+        (total,) = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0]
+    context.log.info(f"user_segments: {changed.height} of {total} users assigned ({scored_with}), "
+                     f"{scored.height} rows rewritten, as of {as_of}")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": dg.MetadataValue.int(scored.height), "dagster/table_name": TABLE,
-        "users_assigned": dg.MetadataValue.int(changed.height),
-        "model_version": model.version, "assigned_by": scored_with, "as_of": str(as_of),
-        "segments": dg.MetadataValue.md(sizes.to_pandas().to_markdown(index=False)),
-        "rfm_groups": dg.MetadataValue.md(scored["rfm_group"].value_counts(sort=True).to_pandas().to_markdown(index=False)),
+        "dagster/row_count": dg.MetadataValue.int(int(total)), "dagster/table_name": TABLE,
+        "users_assigned": dg.MetadataValue.int(changed.height), "rows_rewritten": dg.MetadataValue.int(scored.height),
+        "model_version": model.version, "assigned_by": scored_with, "rules_version": rules_version, "as_of": str(as_of),
+        "segments": dg.MetadataValue.md(sizes.to_markdown(index=False)),
+        "rfm_groups": dg.MetadataValue.md(groups.to_markdown(index=False)),
     })
 
 
-def _population_sql(con, everyone: bool, versions: dict[str, str]) -> tuple[str, dict]:
-    """Every user with the columns the rule-based segments need, the segment kept from the last refresh
-    (NULL when the user must be re-assigned, as in ``pending_rows_sql``) and the churn scores."""
-    kept, params = "", {}
-    if not everyone:
-        kept = ("LEFT JOIN (SELECT user_id, segment_id, confidence, as_of FROM analytics.user_segments "
-                "WHERE model_version = $version AND assigned_by = $by) s ON s.user_id = f.user_id AND s.as_of = f.as_of")
-        params = {"version": versions["model_version"], "by": versions["assigned_by"]}
+def _rules_version(config: ScoringConfig) -> str:
+    """A short hash of what the rule-based columns depend on: a change re-scores everyone."""
+    params = {**config.model_dump(exclude={"assign_with"}), "groups": RFM_GROUPS}
+    return "rules-" + hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _score_rows(rows: pl.DataFrame, reference: pl.DataFrame, assigned_users: pl.Series, ids: np.ndarray,
+                confidence: np.ndarray, model: SegmentModel, config: ScoringConfig) -> pl.DataFrame:
+    """The table's rows for ``rows``: kept or newly assigned segment, rule-based columns ranked in ``reference``."""
+    new = pl.DataFrame({"user_id": assigned_users, "segment_id": ids.astype(np.int32), "confidence": confidence})
+    assigned = rows.select("user_id", pl.col("kept_id").alias("segment_id"), pl.col("kept_confidence").alias("confidence")
+                           ).update(new, on="user_id", how="left")
+    tiers = ValueTiers(config.value_high_quantile, config.value_medium_quantile)
+    rules = rule_based_segments(
+        rows, bins=config.rfm_bins, reference=reference, tiers=tiers,
+        lifecycle=LifecycleThresholds(config.new_max_tenure_days, config.active_max_recency_days,
+                                      config.at_risk_max_recency_days, config.dormant_max_recency_days),
+    )
+    stage_of = dict(zip(model.segment_ids, model.cluster_stage))
+    scored = rows.select("user_id", "as_of", *CHURN_COLUMNS[1:]).join(assigned, on="user_id", how="left").with_columns(
+        segment_name=pl.col("segment_id").replace_strict(model.name_of, return_dtype=pl.String),
+        segment_stage=pl.col("segment_id").replace_strict(stage_of, return_dtype=pl.String),
+        as_of=pl.col("as_of").cast(pl.Datetime("us")),
+    ).join(rules, on="user_id", how="left")
+    ev = "expected_value_next_h"
+    if config.value_tier_from == "expected_value" and reference[ev].null_count() < reference.height:
+        scored = scored.with_columns(value_tier_expr(tiers, monetary=ev, frequency=ev, cuts=value_cuts(reference, tiers, ev, ev)))
+    return scored
+
+
+def _rows_sql(con, versions: dict[str, str], rules_version: str, everyone: bool) -> tuple[str, dict | None]:
+    """Every user (``everyone``) or the users whose row must be rewritten, with the columns the rule-based
+    segments need, the segment kept from the last refresh (NULL when the user must be re-assigned, as in
+    ``pending_rows_sql``) and the churn scores. A row is rewritten when its user is re-assigned, when its
+    churn scores changed or when the rule settings did."""
     has_churn = table_exists(con, "analytics.churn_scores")
     churn = "LEFT JOIN analytics.churn_scores c ON c.user_id = f.user_id" if has_churn else ""
-    cols = ", ".join(f"c.{c}" if has_churn else f"NULL::{t} AS {c}"
-                     for c, t in zip(CHURN_COLUMNS[1:], ("DOUBLE", "VARCHAR", "DOUBLE")))
-    segment = ("s.segment_id::INTEGER AS kept_id, s.confidence::DOUBLE AS kept_confidence" if kept
-               else "NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence")
-    sql = (f"SELECT f.user_id, f.as_of, {', '.join(f'f.{c}' for c in RULE_INPUTS)}, {segment}, {cols} "
-           f"FROM features.user_features f {kept} {churn}")  # no ORDER BY: ranks and quantiles ignore row order
-    return sql, params
+    types = ("DOUBLE", "VARCHAR", "DOUBLE")
+    cols = ", ".join(f"c.{c}" if has_churn else f"NULL::{t} AS {c}" for c, t in zip(CHURN_COLUMNS[1:], types))
+    inputs = ", ".join(f"f.{c}" for c in RULE_INPUTS)
+    if everyone:
+        return (f"SELECT f.user_id, f.as_of, {inputs}, NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence, "
+                f"{cols} FROM features.user_features f {churn}", None)  # no ORDER BY: ranks and quantiles ignore row order
+    keep = "s.as_of = f.as_of AND s.model_version = $version AND s.assigned_by = $by"
+    churn_changed = " OR ".join(f"s.{c} IS DISTINCT FROM {'c.' + c if has_churn else 'NULL'}" for c in CHURN_COLUMNS[1:])
+    sql = (f"SELECT f.user_id, f.as_of, {inputs}, CASE WHEN {keep} THEN s.segment_id END::INTEGER AS kept_id, "
+           f"CASE WHEN {keep} THEN s.confidence END::DOUBLE AS kept_confidence, {cols} "
+           f"FROM features.user_features f LEFT JOIN {TABLE} s ON s.user_id = f.user_id {churn} "
+           f"WHERE s.user_id IS NULL OR NOT ({keep}) OR {churn_changed} OR s.rules_version IS DISTINCT FROM $rules")
+    return sql, {"version": versions["model_version"], "by": versions["assigned_by"], "rules": rules_version}
+
+
+def _reference_sql(con, config: ScoringConfig) -> str:
+    """The whole population's columns that RFM scores and value tiers are ranked in."""
+    if config.value_tier_from == "expected_value" and table_exists(con, "analytics.churn_scores"):
+        return (f"SELECT {', '.join(f'f.{c}' for c in RULE_INPUTS)}, c.expected_value_next_h FROM features.user_features f "
+                "LEFT JOIN analytics.churn_scores c ON c.user_id = f.user_id")
+    return f"SELECT {', '.join(RULE_INPUTS)}, NULL::DOUBLE AS expected_value_next_h FROM features.user_features"
 
 
 @dg.multi_asset(
@@ -162,9 +203,11 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
         current = registry.in_service_model(con)
         model = SegmentModel.load(current.artifact)
         cached = _cached_rules(con, model.version) if not inc.rebase_requested(context.run.tags) else None
-        frame = con.sql("SELECT f.*, s.segment_id, s.segment_name, s.as_of AS scored_as_of FROM features.user_features f "
-                        "JOIN analytics.user_segments s USING (user_id)"
-                        + (" ORDER BY user_id" if cached is None else "")).pl()  # the rules' sample is by position
+        # Profiles read the model's features only; fitting rules reads every column, in a fixed order
+        # (the rules' sample is by position).
+        cols = "f.*" if cached is None else ", ".join(f"f.{c}" for c in model.features)
+        frame = con.sql(f"SELECT {cols}, s.segment_id, s.segment_name, s.as_of AS scored_as_of FROM features.user_features f "
+                        "JOIN analytics.user_segments s USING (user_id)" + (" ORDER BY user_id" if cached is None else "")).pl()
     ids = frame["segment_id"].to_numpy()
     features = list(model.features)
     profiles = build_profiles(frame, ids, features, names=model.name_of)
