@@ -68,8 +68,11 @@ def warm_up() -> None:
         threading.Thread(target=_context, name="great-expectations-warm-up", daemon=True).start()
 
 
-def validate_frame(frame, suite_name: str, build: ExpectationBuilder) -> ValidationOutcome:
-    """Validate a pandas (or polars) frame against the expectations ``build`` returns."""
+def validate_frame(frame, suite_name: str, build: ExpectationBuilder, index_columns: Sequence[str] = ()) -> ValidationOutcome:
+    """Validate a pandas (or polars) frame against the expectations ``build`` returns.
+
+    ``index_columns`` name the rows in failures (a failing row's examples carry those columns' values).
+    """
     if hasattr(frame, "to_pandas"):  # polars
         frame = frame.to_pandas()
     gx, ctx = _context()
@@ -82,7 +85,9 @@ def validate_frame(frame, suite_name: str, build: ExpectationBuilder) -> Validat
         .add_dataframe_asset(suite_name)
         .add_batch_definition_whole_dataframe("all")
     )
-    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": list(index_columns)}
+                            ) if index_columns else batch.validate(suite)
     failed = []
     for r in result.results:
         if r.success:
@@ -96,12 +101,29 @@ def validate_frame(frame, suite_name: str, build: ExpectationBuilder) -> Validat
                 expectation=cfg.type,
                 column=cfg.kwargs.get("column"),
                 unexpected_count=res.get("unexpected_count"),
-                examples=list(res.get("partial_unexpected_list") or [])[:5],
+                examples=[_plain(e) for e in list((res.get("unexpected_index_list") if index_columns
+                                                    else res.get("partial_unexpected_list")) or [])[:5]],
                 details=exc or ", ".join(f"{k}={v}" for k, v in kwargs.items()) or (f"observed {res.get('observed_value')}"),
             )
         )
     return ValidationOutcome(
         success=bool(result.success), evaluated=len(result.results), rows=len(frame), failed=failed
+    )
+
+
+def _plain(value):
+    """numpy scalars (and dicts or tuples of them) as plain Python values, for readable reports and JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value.item() if hasattr(value, "item") else value
+
+
+def merge_outcomes(a: ValidationOutcome, b: ValidationOutcome) -> ValidationOutcome:
+    """One outcome for two validations of the same data (``rows`` of the first)."""
+    return ValidationOutcome(
+        success=a.success and b.success, evaluated=a.evaluated + b.evaluated, rows=a.rows, failed=[*a.failed, *b.failed]
     )
 
 

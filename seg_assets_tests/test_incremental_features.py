@@ -189,3 +189,29 @@ def test_new_rule_settings_rescore_everyone(two_deliveries):
                                        "FROM analytics.user_segments").fetchall()[0]
     assert mat.metadata["rows_rewritten"].value == users and versions == 1 and top == 3
     assert mat.metadata["users_assigned"].value == 0  # the segments themselves were kept
+
+
+def test_the_features_check_names_the_feature_out_of_range(two_deliveries):
+    """GE on DuckDB's aggregates: one row per feature, so a failure says which feature broke which bound."""
+    from seg_assets.definitions import all_assets, all_checks
+    from seg_assets.features.assets import USER_FEATURES
+    from seg_assets.resources import build_resources
+
+    check = dg.AssetCheckKey(USER_FEATURES, "user_features_valid")
+
+    def run_check():
+        result = dg.materialize([*all_assets(), *all_checks()], selection=dg.AssetSelection.checks(check),
+                                resources=build_resources(two_deliveries), raise_on_error=False)
+        [evaluation] = result.get_asset_check_evaluations()
+        return evaluation
+
+    good = run_check()
+    assert good.passed and good.metadata["expectations_evaluated"].value == 5
+    with duckdb.connect(str(data_paths(two_deliveries).warehouse)) as con:
+        con.sql("UPDATE features.user_features SET recency_days = -3 WHERE user_id = (SELECT min(user_id) FROM features.user_features)")
+        con.sql("UPDATE features.user_features SET sessions = NULL WHERE user_id = (SELECT max(user_id) FROM features.user_features)")
+    bad = run_check()
+    assert not bad.passed
+    report = bad.metadata["report"].value
+    assert "'feature': 'recency_days'" in report and "'min': -3.0" in report
+    assert "'feature': 'sessions'" in report and "'nulls': 1" in report

@@ -18,7 +18,7 @@ from pydantic import Field
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.assets import RAW_KEYS, REJECTS_KEY
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.validation import ValidationOutcome, check_result, validate_frame
+from seg_assets.validation import ValidationOutcome, check_result, merge_outcomes, validate_frame
 
 
 class RawCheckConfig(dg.Config):
@@ -130,12 +130,6 @@ def _zero_expectations(columns):
     return lambda gxe: [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in columns]
 
 
-def _merge(a: ValidationOutcome, b: ValidationOutcome) -> ValidationOutcome:
-    return ValidationOutcome(
-        success=a.success and b.success, evaluated=a.evaluated + b.evaluated, rows=a.rows, failed=[*a.failed, *b.failed]
-    )
-
-
 def validate_raw_table(con, spec: C.TableSpec, run_id: str, config: RawCheckConfig,
                        bounds: tuple[datetime, datetime]) -> tuple[ValidationOutcome, dict]:
     lo, hi = bounds
@@ -143,7 +137,7 @@ def validate_raw_table(con, spec: C.TableSpec, run_id: str, config: RawCheckConf
     aggregates, rows = _aggregates(con, spec, file_ids, lo, hi)
     (table_rows,) = con.sql(f"SELECT count(*) FROM {spec.qualified}").fetchall()[0]
     sample = con.sql(_sample_sql(spec, file_ids, config.sample_rows, rows, table_rows)).df()
-    outcome = _merge(
+    outcome = merge_outcomes(
         validate_frame(sample, f"raw_{spec.name}_sample", _sample_expectations(spec, lo, hi)),
         validate_frame(aggregates, f"raw_{spec.name}_aggregates", _zero_expectations(list(aggregates.columns))),
     )

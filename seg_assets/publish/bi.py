@@ -35,6 +35,8 @@ def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
     tmp_db = bi_dir / f".{BI_FILE}.{token}.tmp"
     alias = f"bi_{token}"
     rows, staged = {}, {}
+    # Tables are sets: letting DuckDB write them in any order lets both cores write (about -10%).
+    con.sql("SET preserve_insertion_order = false")
     try:
         con.sql(f"ATTACH '{_sql_path(tmp_db)}' AS {alias}")
         try:
@@ -48,6 +50,7 @@ def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
                 staged[table] = tmp_parquet
         finally:
             con.sql(f"DETACH {alias}")
+            con.sql("RESET preserve_insertion_order")
         # Everything is written: now swap each file into place.
         target_db = bi_dir / BI_FILE
         os.replace(tmp_db, target_db)

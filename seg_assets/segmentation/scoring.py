@@ -98,7 +98,9 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         sql, params = _rows_sql(con, versions, rules_version, everyone=everyone)
         rows = con.sql(sql, params=params).pl()
         reference = rows if everyone else con.sql(_reference_sql(con, config)).pl()
-        changed = con.sql(f"{inc.pending_rows_sql(con, TABLE, versions, everyone=everyone)} ORDER BY user_id").pl()
+        pending = rows.filter(pl.col("kept_id").is_null()).select("user_id")  # to (re-)assign: no kept segment
+        only = "" if everyone else "WHERE user_id IN (SELECT user_id FROM pending)"
+        changed = con.sql(f"SELECT * FROM features.user_features {only} ORDER BY user_id").pl()
     ids, confidence, _ = assign(changed, model, served[2] if served else None)
     scored = _score_rows(rows, reference, changed["user_id"], ids, confidence, model, config).with_columns(
         model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with), rules_version=pl.lit(rules_version)
