@@ -14,7 +14,7 @@ from seg_assets.segmentation.rule_based import rule_based_segments
 from seg_assets.segmentation.scoring import RULE_INPUTS
 from seg_assets.settings import data_paths
 
-INCREMENTAL = ("features.user_click_stats", "features.user_category_activity", "features.user_features")
+INCREMENTAL = ("features.user_click_stats", "features.user_category_activity", "features.user_order_stats", "features.user_features")
 
 
 def _build(root, tags=None):
@@ -61,7 +61,7 @@ def test_incremental_build_equals_full_rebuild(two_deliveries, tmp_path):
 
     _build(full, tags={REBASE_TAG: "true"})  # everything recomputed from scratch
     assert all(mode == "full" for mode, _ in _builds(full).values())
-    for table in INCREMENTAL[:2]:
+    for table in INCREMENTAL[:3]:  # the SQL models: exactly a full rebuild
         assert _rows(two_deliveries, table) == _rows(full, table), table
     # user_features: users recomputed now agree exactly; the others keep the row of their own as-of.
     with duckdb.connect(str(data_paths(two_deliveries).warehouse), read_only=True) as inc_con:
@@ -84,7 +84,7 @@ def test_nothing_new_changes_nothing_and_rebase_is_full(two_deliveries):
     before = {t: _rows(two_deliveries, t) for t in INCREMENTAL}
     _build(two_deliveries)  # no new files, same as-of: zero changed keys
     builds = _builds(two_deliveries)
-    assert [builds[m] for m in INCREMENTAL] == [("incremental", 0)] * 3
+    assert [builds[m] for m in INCREMENTAL] == [("incremental", 0)] * len(INCREMENTAL)
     assert {t: _rows(two_deliveries, t) for t in INCREMENTAL} == before
     _build(two_deliveries, tags={REBASE_TAG: "true"})
     assert all(mode == "full" for mode, _ in _builds(two_deliveries).values())

@@ -76,3 +76,13 @@ def test_an_incremental_model_must_read_dated_sql_models(tmp_path):
     (tmp_path / "staging" / "undated.sql").write_text(
         "-- materialized: view\n-- event_time: event_ts\nSELECT user_id, event_ts, _file_id FROM raw.clicks")
     assert len(sql_assets(tmp_path)) == 2
+
+
+def test_windows_are_read_from_the_header_and_checked(tmp_path):
+    (tmp_path / "f").mkdir()
+    path = tmp_path / "f" / "agg.sql"
+    path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- windows: 30 days, 6 hours\nSELECT 1 AS user_id")
+    assert load_model(path).windows == ("30 days", "6 hours")
+    path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- windows: a month\nSELECT 1 AS user_id")
+    with pytest.raises(ValueError, match="'a month'"):
+        load_model(path)

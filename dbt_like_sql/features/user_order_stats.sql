@@ -1,4 +1,6 @@
--- materialized: table
+-- materialized: incremental
+-- unique_key: user_id
+-- windows: 30 days, 90 days
 -- description: Per-user order aggregates up to the run's as-of time (nothing after it is read).
 WITH orders AS (
     SELECT * FROM staging.stg_orders WHERE order_ts <= getvariable('as_of')
@@ -9,8 +11,9 @@ SELECT
     count(*) AS all_orders,
     count(*) FILTER (WHERE status = 'cancelled') AS cancelled_orders,
     count(*) FILTER (WHERE status = 'returned') AS returned_orders,
-    coalesce(sum(amount) FILTER (WHERE status = 'completed'), 0) AS monetary,
-    coalesce(sum(discount) FILTER (WHERE status = 'completed'), 0) AS discount_total,
+    -- Money is summed in DECIMAL (exact, so in any order: an incremental build equals a full one), then DOUBLE.
+    coalesce(sum(amount::DECIMAL(18, 2)) FILTER (WHERE status = 'completed'), 0)::DOUBLE AS monetary,
+    coalesce(sum(discount::DECIMAL(18, 2)) FILTER (WHERE status = 'completed'), 0)::DOUBLE AS discount_total,
     count(*) FILTER (WHERE status = 'completed' AND order_ts > getvariable('as_of') - INTERVAL 30 DAY) AS orders_30d,
     count(*) FILTER (WHERE status = 'completed' AND order_ts > getvariable('as_of') - INTERVAL 90 DAY) AS orders_90d,
     max(order_ts) FILTER (WHERE status = 'completed') AS last_order_ts,

@@ -4,7 +4,9 @@ A per-user table is *incremental* when a user's row depends on that user's input
 counts, min/max up to as-of). Such a table is updated by recomputing the rows of the **changed keys**:
 the users with a row that arrived since the last build (``_file_id`` above the build's watermark,
 raw tables being append-only) or whose event time has just come inside the window
-(``last as-of < event_time <= as-of``). Everything else in the table is still exact.
+(``last as-of < event_time <= as-of``), and for a table that counts in sliding windows ending at as-of
+("orders in the last 30 days"), the users with a row that has just left one (``last as-of - 30 days <
+event_time <= as-of - 30 days``). Everything else in the table is still exact.
 
 ``meta.model_builds`` keeps one row per incremental table: the code version, as-of and ledger watermark
 of its last build, and how it was built. A build falls back to a full rebuild when that state cannot be
@@ -112,7 +114,7 @@ def _has_file_id(con, table: str) -> bool:
 
 
 def plan_build(con, *, model: str, target: str, key: str, sources: list[Source], code_version: str, as_of: datetime,
-               rebase: bool = False, params: dict | None = None) -> Plan:
+               rebase: bool = False, params: dict | None = None, windows: tuple[str, ...] = ()) -> Plan:
     """Decide full or incremental; for incremental, fill the temp table of changed keys."""
     watermark = ledger_watermark(con)
     state = read_state(con, model)
@@ -138,9 +140,10 @@ def plan_build(con, *, model: str, target: str, key: str, sources: list[Source],
         return Plan("full", reason, watermark)
     since = f"TIMESTAMP '{state.as_of.isoformat(sep=' ')}'"
     until = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
+    slices = [(since, until)] + [(f"{since} - INTERVAL '{w}'", f"{until} - INTERVAL '{w}'") for w in windows]
     union = " UNION ALL ".join(
         f"SELECT {key} FROM {s.table} WHERE (_file_id > {state.max_file_id} AND _file_id <= {watermark}) "
-        f"OR ({s.event_time} > {since} AND {s.event_time} <= {until})"
+        + "".join(f"OR ({s.event_time} > {lo} AND {s.event_time} <= {hi}) " for lo, hi in slices)
         for s in present
     )
     con.sql(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS SELECT DISTINCT {key} FROM ({union})")

@@ -8,12 +8,14 @@ keep in sync. A leading comment block configures the model::
     -- materialized: view | table | incremental     (default: table)
     -- description: what the model holds
     -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
+    -- windows: 30 days, 90 days    (incremental: the sliding windows ending at as-of that it counts in)
     -- event_time: event_ts         (on an input model: the column that dates its rows)
 
 Models may use ``getvariable('as_of')``: the run's "now", set on the connection before the model runs.
 An ``incremental`` model (dbt's word) is rebuilt only for the keys with new input rows (incremental.py);
 its inputs must expose ``_file_id`` and declare ``event_time``, and it must not depend on as-of in any
-way but ``<= as_of`` (a sliding window such as "orders in the last 30 days" needs ``table``).
+way but ``<= as_of`` and the sliding windows it declares ("orders in the last 30 days": a key is also
+rebuilt when one of its rows leaves such a window).
 """
 
 
@@ -34,6 +36,7 @@ from seg_assets.warehouse import transaction
 SQL_DIR_ENV = "SEG_SQL_DIR"
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
+_WINDOW = re.compile(r"^\d+ (minute|hour|day)s?$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class SqlModel:
     path: Path
     unique_key: str | None = None
     event_time: str | None = None
+    windows: tuple[str, ...] = ()
 
     @property
     def table(self) -> str:
@@ -99,6 +103,9 @@ def load_model(path: Path) -> SqlModel:
         raise ValueError(f"{path}: materialized must be 'table', 'view' or 'incremental', not '{materialized}'")
     if materialized == "incremental" and not header.get("unique_key"):
         raise ValueError(f"{path}: an incremental model needs a '-- unique_key:' header")
+    windows = tuple(w.strip().lower() for w in header.get("windows", "").split(",") if w.strip())
+    if bad := [w for w in windows if not _WINDOW.match(w)]:
+        raise ValueError(f"{path}: windows are intervals such as '30 days' or '6 hours', not {', '.join(map(repr, bad))}")
     return SqlModel(
         schema=path.parent.name,
         name=path.stem,
@@ -109,6 +116,7 @@ def load_model(path: Path) -> SqlModel:
         path=path,
         unique_key=header.get("unique_key"),
         event_time=header.get("event_time"),
+        windows=windows,
     )
 
 
@@ -143,7 +151,7 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
         check_incremental_inputs(model, models)
         sources = [inc.Source(t, models[t].event_time) for t in (".".join(u) for u in model.upstream)]
         plan = inc.plan_build(con, model=model.table, target=model.table, key=model.unique_key, sources=sources,
-                              code_version=model.code_version, as_of=as_of, rebase=rebase)
+                              code_version=model.code_version, as_of=as_of, rebase=rebase, windows=model.windows)
         with transaction(con):
             if plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
