@@ -1,26 +1,32 @@
-"""Small matplotlib plots embedded in asset metadata (Dagster has no image type: PNG in markdown)."""
+"""Small matplotlib plots embedded in asset metadata (Dagster has no image type: PNG in markdown).
+
+Figures are made with ``matplotlib.figure.Figure``, not pyplot (no global state, no GUI backend, safe in
+any thread), and matplotlib is imported on first use: loading the code location does not pay for it.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _figure(figsize: tuple[float, float]):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def _to_markdown(fig, title: str) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
     return f"**{title}**\n\n![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
 
 
 def k_selection_plot(ks, silhouettes, davies_bouldin=None, chosen=None) -> str:
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = _figure((5, 3))
     ax.plot(ks, silhouettes, marker="o", label="silhouette (higher is better)")
     if davies_bouldin is not None:
         ax.plot(ks, davies_bouldin, marker="s", label="Davies-Bouldin (lower is better)")
@@ -33,7 +39,7 @@ def k_selection_plot(ks, silhouettes, davies_bouldin=None, chosen=None) -> str:
 
 def projection_plot(points: np.ndarray, labels, names: dict) -> str:
     """Users in 2-D (e.g. PCA of the model space), coloured by segment."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _figure((5, 4))
     labels = np.asarray(labels)
     for seg in sorted(set(labels.tolist())):
         mask = labels == seg
@@ -46,7 +52,7 @@ def projection_plot(points: np.ndarray, labels, names: dict) -> str:
 
 def sizes_over_time_plot(frame) -> str:
     """``frame``: polars frame with as_of, segment_id, segment_name, users."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = _figure((6, 3))
     for (seg, name), part in frame.sort("as_of").group_by(["segment_id", "segment_name"], maintain_order=True):
         ax.plot(part["as_of"].to_list(), part["users"].to_list(), marker="o", label=f"{seg}: {name}")
     ax.legend(fontsize=6)

@@ -60,3 +60,13 @@ def test_the_console_entry_point_keeps_exit_codes_and_output(tmp_path):
     bad = _console("generate", str(tmp_path / "x"), "--format", "xml")
     assert bad.returncode == 2 and "--format must be csv or parquet" in bad.stderr
     assert _console("no-such-command").returncode == 2
+
+
+def test_loading_the_code_location_does_not_import_the_heavy_libraries():
+    """scikit-learn, SciPy and matplotlib are imported by the steps that use them, not when Dagster
+    (webserver, daemon, CLI) loads the definitions."""
+    code = ("import sys, seg_assets.definitions as d; d.defs; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -20,8 +20,6 @@ from datetime import datetime
 
 import numpy as np
 import polars as pl
-from scipy.optimize import minimize
-from scipy.special import betaln, gammaln, hyp2f1
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,8 @@ class BGNBD:
     def expected_purchases(self, t, x, t_x, T) -> np.ndarray:
         """E[purchases in (T, T + t] | x, t_x, T]."""
         x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
+        from scipy.special import hyp2f1
+
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
         hyp = hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + T + t))
         num = (a + b + x - 1) / (a - 1) * (1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp)
@@ -48,6 +48,8 @@ class BGNBD:
 
 
 def log_likelihood(params, x, t_x, T) -> np.ndarray:
+    from scipy.special import betaln, gammaln
+
     r, alpha, a, b = params
     a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
     a2 = betaln(a, b + x) - betaln(a, b)
@@ -58,6 +60,8 @@ def log_likelihood(params, x, t_x, T) -> np.ndarray:
 
 def fit_bgnbd(x, t_x, T, *, penalizer: float = 0.0) -> BGNBD:
     """Maximum likelihood fit; customers with identical (x, t_x, T) are grouped first (exact, faster)."""
+    from scipy.optimize import minimize
+
     frame = pl.DataFrame({"x": np.asarray(x, float), "t_x": np.asarray(t_x, float), "T": np.asarray(T, float)})
     grouped = frame.group_by("x", "t_x", "T").len()
     gx, gt, gT, w = (grouped[c].to_numpy().astype(np.float64) for c in ("x", "t_x", "T", "len"))

@@ -20,13 +20,6 @@ from typing import Any, Sequence
 import joblib
 import numpy as np
 import polars as pl
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.inspection import permutation_importance
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, recall_score
-from sklearn.model_selection import train_test_split
-from sklearn.neural_network import MLPClassifier
-from sklearn.tree import DecisionTreeClassifier
 
 from seg_assets.segmentation.preprocess import Preprocessor, to_matrix
 from seg_assets.segmentation.selection import limit_threads, sample_indices
@@ -36,6 +29,11 @@ _SCALED = ("logreg", "mlp")
 
 
 def _estimator(kind: str, seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
     if kind == "logreg":
         return LogisticRegression(max_iter=500, C=1.0)
     if kind == "tree":
@@ -89,6 +87,8 @@ def _importances(kind: str, est: Any, X: np.ndarray, y: np.ndarray, features: li
     elif kind == "tree":
         imp = est.feature_importances_
     else:
+        from sklearn.inspection import permutation_importance
+
         idx = sample_indices(len(X), perm_rows, seed)
         imp = permutation_importance(est, X[idx], y[idx], n_repeats=3, random_state=seed, n_jobs=1).importances_mean
     return pl.DataFrame({"feature": features, "importance": np.asarray(imp, dtype=np.float64)}).sort(
@@ -109,6 +109,9 @@ def train_classifier(X: pl.DataFrame, y: Sequence[int] | np.ndarray, kind: str =
 
 def _train(X: pl.DataFrame, y, kind: str, features, max_rows: int, test_size: float, seed: int, perm_rows: int,
            model_version: str | None) -> SegmentClassifier:
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+    from sklearn.model_selection import train_test_split
+
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     y_all = np.asarray(y, dtype=np.int64)

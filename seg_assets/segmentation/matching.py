@@ -26,7 +26,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
-from scipy.optimize import linear_sum_assignment
 
 # Default threshold, in the preprocessed space (group-balanced standard units): a distance of 1.0
 # is one population standard deviation of shift in one feature group, or ~0.4 sd in all seven.
@@ -110,6 +109,8 @@ def match_segments(old_centroids: np.ndarray, old_ids: Sequence[int], new_centro
         if old_groups is not None and new_groups is not None:
             cross = np.asarray(old_groups, dtype=object)[:, None] != np.asarray(new_groups, dtype=object)[None, :]
             cost[cross] = _FORBIDDEN
+        from scipy.optimize import linear_sum_assignment
+
         rows, cols = linear_sum_assignment(cost)
         for r, c in zip(rows, cols):
             if cost[r, c] >= _FORBIDDEN:

@@ -44,7 +44,6 @@ from typing import Any
 import joblib
 import numpy as np
 import polars as pl
-from sklearn.mixture import GaussianMixture
 
 from seg_assets.artifacts import save_artifact
 from seg_assets.features.dictionary import MODEL_FEATURES
@@ -99,6 +98,13 @@ class StageFit:
     sigma2: float = 1.0  # per-dimension within-cluster variance, the temperature of the confidence
     k_selection: pl.DataFrame | None = None
 
+
+
+def _is_mixture(estimator) -> bool:
+    """A GaussianMixture (soft assignments of its own); sklearn is imported when a model is used, not loaded."""
+    from sklearn.mixture import GaussianMixture
+
+    return isinstance(estimator, GaussianMixture)
 
 def stage_of(frame: pl.DataFrame, cfg: ModelConfig) -> np.ndarray:
     """The hierarchy stage of every row (vectorised; see the module docstring)."""
@@ -186,7 +192,7 @@ class SegmentModel:
                 continue
             if st.estimator is None:
                 cluster[rows] = st.clusters[0]
-            elif isinstance(st.estimator, GaussianMixture):
+            elif _is_mixture(st.estimator):
                 proba = st.estimator.predict_proba(Z[rows])
                 cluster[rows] = np.asarray(st.clusters)[proba.argmax(axis=1)]
                 conf[rows] = proba.max(axis=1)
@@ -288,7 +294,7 @@ def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tupl
         est, algo = fit_clusters(Zs, k, cfg.selection)
         centers = centroids_of(est)
         labels, _ = _soft_assign(Zs, centers, 1.0)
-        if isinstance(est, GaussianMixture):
+        if _is_mixture(est):
             labels = est.predict(Zs)
     sigma2 = float(((Zs - centers[labels]) ** 2).sum() / max(Zs.size, 1)) or 1.0
     stage = StageFit(name, list(range(offset, offset + len(centers))), est, sigma2, ksel)

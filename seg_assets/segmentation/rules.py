@@ -22,8 +22,6 @@ from typing import Sequence
 
 import numpy as np
 import polars as pl
-from sklearn.model_selection import train_test_split
-from sklearn.tree import DecisionTreeClassifier
 
 from seg_assets.segmentation.preprocess import to_matrix
 from seg_assets.segmentation.selection import sample_indices
@@ -90,6 +88,9 @@ def auto_depth(n_segments: int) -> int:
 def _tree_rules(X: np.ndarray, y: np.ndarray, features: list[str], depth: int | None, min_leaf_share: float,
                 test_size: float, seed: int, prefix: str = "") -> tuple[list[dict], float, DecisionTreeClassifier | None]:
     """Rules of one surrogate tree: (rows with hits/support, held-out accuracy, tree)."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.tree import DecisionTreeClassifier
+
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) == 1:  # the prefix alone decides (e.g. a lifecycle stage that is one segment)
         return [{"segment_id": int(classes[0]), "rule": prefix or "everyone", "hits": len(y), "support": len(y)}], 1.0, None

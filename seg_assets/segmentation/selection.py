@@ -24,9 +24,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score, silhouette_score
-from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 ALGORITHMS = ("auto", "kmeans", "minibatch", "gmm")
@@ -88,6 +85,9 @@ def resolve_algorithm(algorithm: str, n_rows: int, cfg: SelectionConfig) -> str:
 
 def make_estimator(algorithm: str, k: int, cfg: SelectionConfig, n_rows: int = 0, seed: int | None = None) -> Any:
     """A fresh, seeded estimator; ``auto`` resolves on ``n_rows``."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.mixture import GaussianMixture
+
     algo = resolve_algorithm(algorithm, n_rows, cfg)
     rs = cfg.random_state if seed is None else seed
     if algo == "kmeans":
@@ -101,11 +101,13 @@ def make_estimator(algorithm: str, k: int, cfg: SelectionConfig, n_rows: int = 0
 
 
 def centroids_of(estimator: Any) -> np.ndarray:
-    return np.asarray(estimator.means_ if isinstance(estimator, GaussianMixture) else estimator.cluster_centers_)
+    return np.asarray(estimator.means_ if hasattr(estimator, "means_") else estimator.cluster_centers_)  # mixture or k-means
 
 
 def cluster_metrics(Z: np.ndarray, labels: np.ndarray, sample_size: int, seed: int) -> dict[str, float]:
     """Silhouette, Davies-Bouldin and Calinski-Harabasz on a deterministic sample (NaN if < 2 labels)."""
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
     idx = sample_indices(len(Z), sample_size, seed)
     Zs, ls = Z[idx], labels[idx]
     n_labels = len(np.unique(ls))
@@ -163,6 +165,8 @@ def bootstrap_stability(X: np.ndarray, k: int, algorithm: str = "kmeans", n_boot
     1.0 means every re-fit partitions the users the same way; values under ~0.6 mean the clusters are
     an artefact of the sample. Cost: n_boot fits on ``sample_size`` rows.
     """
+    from sklearn.metrics import adjusted_rand_score
+
     if n_boot < 2:
         raise ValueError("need at least 2 bootstrap fits")
     X = np.asarray(X, dtype=np.float64)
