@@ -46,6 +46,15 @@ def row_count(con: duckdb.DuckDBPyConnection, qualified_name: str) -> int:
     return int(con.sql(f"SELECT count(*) FROM {qualified_name}").fetchall()[0][0])
 
 
+def as_enums(columns: dict[str, tuple[str, ...]]) -> str:
+    """``* REPLACE (...)`` casting each column to an ENUM of its values: a closed vocabulary stored as one
+    byte per row (a third of the cost of strings to write, copy and export) that also rejects other values."""
+    def enum(values: tuple[str, ...]) -> str:
+        return "ENUM(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+
+    return "* REPLACE (" + ", ".join(f"{col}::{enum(values)} AS {col}" for col, values in columns.items()) + ")"
+
+
 def parse_utc(text: str) -> datetime:
     """Parse an ISO-8601 timestamp into a naive UTC datetime (the warehouse stores naive UTC)."""
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))

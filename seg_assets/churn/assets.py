@@ -32,12 +32,12 @@ from pydantic import Field
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES
-from seg_assets.churn.model import ChurnModel, risk_levels, train_churn_model
+from seg_assets.churn.model import RISK_LEVELS, ChurnModel, risk_levels, train_churn_model
 from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.warehouse import table_exists, transaction
+from seg_assets.warehouse import as_enums, table_exists, transaction
 
 GROUP = "segmentation"
 STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging", "stg_clicks"]),
@@ -224,7 +224,7 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
         scores = scores.with_columns(as_of=frame["as_of"].cast(pl.Datetime("us")))  # the features' as-of
     with duckdb.get_connection() as con, transaction(con):
         if everyone:
-            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM scores")
+            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums({'churn_risk': RISK_LEVELS})} FROM scores")
         else:
             con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scores)")
             con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scores")

@@ -1,6 +1,7 @@
-"""Asset keys of the churn stage (a module of its own so other stages can depend on them cheaply)."""
+"""Asset keys and vocabulary of the churn stage (a module of its own so other stages can depend on them cheaply)."""
 
 import dagster as dg
 
 CHURN_MODEL = dg.AssetKey("churn_model")
 CHURN_SCORES = dg.AssetKey(["analytics", "churn_scores"])
+RISK_LEVELS = ("high", "medium", "low")  # analytics.churn_scores.churn_risk

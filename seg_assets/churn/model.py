@@ -53,12 +53,12 @@ import numpy as np
 import polars as pl
 
 from seg_assets.artifacts import save_artifact
+from seg_assets.churn.keys import RISK_LEVELS
 from seg_assets.features.dictionary import MODEL_FEATURES
 from seg_assets.segmentation.selection import limit_threads, sample_indices
 
 KINDS = ("auto", "gbm", "logreg")
 CALIBRATIONS = ("sigmoid", "isotonic")
-RISK_LEVELS = ("high", "medium", "low")
 DERIVED = ("orders_per_30d", "active_span_days", "mean_gap_days", "recency_over_gap", "monetary_per_30d")
 OUT_OF_TIME = "out-of-time"
 UNSEEN_USERS = "out-of-time, unseen users"

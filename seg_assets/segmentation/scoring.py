@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import Field
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
-from seg_assets.churn.keys import CHURN_SCORES
+from seg_assets.churn.keys import CHURN_SCORES, RISK_LEVELS
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
@@ -26,21 +26,21 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
-from seg_assets.segmentation.rule_based import (RFM_GROUPS, LifecycleThresholds, ValueTiers, rule_based_segments,
-                                                value_cuts, value_tier_expr)
+from seg_assets.segmentation.rule_based import (LIFECYCLE_STAGES, RFM_GROUPS, VALUE_TIERS, LifecycleThresholds,
+                                                ValueTiers, rule_based_segments, value_cuts, value_tier_expr)
 from seg_assets.segmentation.rules import explain_model
-from seg_assets.warehouse import table_exists, transaction
+from seg_assets.warehouse import as_enums, table_exists, transaction
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
 SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
 TABLE = "analytics.user_segments"
 
-
-
 # Joined from analytics.churn_scores (null while no churn model is in service).
 CHURN_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h")
 RULE_INPUTS = ("recency_days", "frequency", "monetary", "tenure_days")  # what rule_based_segments reads
+ENUMS = {"rfm_group": tuple(g[0] for g in RFM_GROUPS), "lifecycle_stage": LIFECYCLE_STAGES, "value_tier": VALUE_TIERS,
+         "churn_risk": RISK_LEVELS}  # closed vocabularies, stored as ENUM
 COLUMNS = ("user_id", "segment_id", "segment_name", "confidence", "model_version", "as_of", "segment_stage",
            "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier",
            *CHURN_COLUMNS[1:], "assigned_by", "rules_version")
@@ -107,7 +107,7 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
     ).select(*COLUMNS)
     with duckdb.get_connection() as con:
         if everyone:
-            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM scored")
+            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums(ENUMS)} FROM scored")
         else:
             with transaction(con):  # readers of the warehouse see the old rows or the new ones, never half
                 con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scored) "
