@@ -86,15 +86,3 @@ def test_windows_are_read_from_the_header_and_checked(tmp_path):
     path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- windows: a month\nSELECT 1 AS user_id")
     with pytest.raises(ValueError, match="'a month'"):
         load_model(path)
-
-
-def test_incremental_strategy_is_merge_or_delete_insert(tmp_path):
-    (tmp_path / "f").mkdir()
-    path = tmp_path / "f" / "agg.sql"
-    path.write_text("-- materialized: incremental\n-- unique_key: user_id\nSELECT 1 AS user_id")
-    assert load_model(path).incremental_strategy == "merge"
-    path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- incremental_strategy: delete+insert\nSELECT 1 AS user_id")
-    assert load_model(path).incremental_strategy == "delete+insert"
-    path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- incremental_strategy: append\nSELECT 1 AS user_id")
-    with pytest.raises(ValueError, match="'append'"):
-        load_model(path)

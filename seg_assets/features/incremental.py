@@ -186,23 +186,18 @@ def upsert(con, target: str, source, on: Sequence[str]) -> None:
             con.unregister(name)
 
 
-STRATEGIES = ("merge", "delete+insert")  # dbt's names for the two ways of writing an incremental build
-
-
-def replace_changed(con, target: str, key: str, delta_sql: str, strategy: str = "merge") -> int:
+def replace_changed(con, target: str, key: str, delta_sql: str, row_key: Sequence[str] = ()) -> int:
     """Make the changed keys' rows of ``target`` those of ``delta_sql`` (call inside a transaction); rows written.
 
-    ``merge`` (one row per key): update the keys' rows in place and insert new keys; a changed key the
-    delta no longer has (none while the as-of only moves forward) is deleted. ``delete+insert`` (many
-    rows per key, such as a user's categories): delete the keys' rows, insert the delta's. Merge is the
-    cheaper write for a wide table of one row per user; a 4M-row long table merges slower than it deletes.
+    Rows are merged on ``row_key`` (default: the key; ``(user_id, category)`` for a long table); a changed
+    key's row that the delta no longer has (none while the as-of only moves forward) is deleted.
     """
-    if strategy == "delete+insert":
-        con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})")
-        return int(con.execute(f"INSERT INTO {target} BY NAME {delta_sql}").fetchall()[0][0])
+    row_key = tuple(row_key) or (key,)
     con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
-    upsert(con, target, f"temp.{DELTA}", [key])
-    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED} EXCEPT SELECT {key} FROM temp.{DELTA})")
+    upsert(con, target, f"temp.{DELTA}", row_key)
+    same_row = " AND ".join(f"d.{c} = t.{c}" for c in row_key)
+    con.sql(f"DELETE FROM {target} t WHERE {key} IN (SELECT {key} FROM temp.{CHANGED}) "
+            f"AND NOT EXISTS (SELECT 1 FROM temp.{DELTA} d WHERE {same_row})")
     rows = int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
     con.sql(f"DROP TABLE temp.{DELTA}")
     return rows

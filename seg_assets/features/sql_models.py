@@ -8,7 +8,7 @@ keep in sync. A leading comment block configures the model::
     -- materialized: view | table | incremental     (default: table)
     -- description: what the model holds
     -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
-    -- incremental_strategy: merge  (incremental: merge, one row per key, or delete+insert; as in dbt)
+    -- row_key: user_id, category   (incremental: what identifies a row, when not the unique_key alone)
     -- windows: 30 days, 90 days    (incremental: the sliding windows ending at as-of that it counts in)
     -- event_time: event_ts         (on an input model: the column that dates its rows)
 
@@ -52,7 +52,7 @@ class SqlModel:
     unique_key: str | None = None
     event_time: str | None = None
     windows: tuple[str, ...] = ()
-    incremental_strategy: str = "merge"
+    row_key: tuple[str, ...] = ()
 
     @property
     def table(self) -> str:
@@ -105,9 +105,6 @@ def load_model(path: Path) -> SqlModel:
         raise ValueError(f"{path}: materialized must be 'table', 'view' or 'incremental', not '{materialized}'")
     if materialized == "incremental" and not header.get("unique_key"):
         raise ValueError(f"{path}: an incremental model needs a '-- unique_key:' header")
-    strategy = header.get("incremental_strategy", "merge").lower()
-    if strategy not in inc.STRATEGIES:
-        raise ValueError(f"{path}: incremental_strategy is one of {', '.join(inc.STRATEGIES)}, not '{strategy}'")
     windows = tuple(w.strip().lower() for w in header.get("windows", "").split(",") if w.strip())
     if bad := [w for w in windows if not _WINDOW.match(w)]:
         raise ValueError(f"{path}: windows are intervals such as '30 days' or '6 hours', not {', '.join(map(repr, bad))}")
@@ -122,7 +119,7 @@ def load_model(path: Path) -> SqlModel:
         unique_key=header.get("unique_key"),
         event_time=header.get("event_time"),
         windows=windows,
-        incremental_strategy=strategy,
+        row_key=tuple(c.strip() for c in header.get("row_key", "").split(",") if c.strip()),
     )
 
 
@@ -161,7 +158,7 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
         with transaction(con):
             if plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
-                inc.replace_changed(con, model.table, model.unique_key, delta, model.incremental_strategy)
+                inc.replace_changed(con, model.table, model.unique_key, delta, model.row_key)
             else:
                 con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
             inc.write_state(con, model.table, model.code_version, as_of, plan)
