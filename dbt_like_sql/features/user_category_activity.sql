@@ -1,6 +1,5 @@
 -- materialized: incremental
 -- unique_key: user_id
--- row_key: user_id, category
 -- description: Per-user, per-category activity (orders and click events with a category) up to as-of, in long form.
 WITH activity AS (
     SELECT user_id, category FROM staging.stg_orders

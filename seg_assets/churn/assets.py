@@ -226,7 +226,8 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
         if everyone:
             con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums({'churn_risk': RISK_LEVELS})} FROM scores")
         else:
-            inc.upsert(con, TABLE, scores, on=["user_id"])
+            con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scores)")
+            con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scores")
             con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
             con.sql(f"UPDATE {TABLE} SET churn_risk = {_risk_sql(high, medium)} "  # thresholds may have changed
                     f"WHERE churn_risk IS DISTINCT FROM ({_risk_sql(high, medium)})")

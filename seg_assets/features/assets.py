@@ -77,7 +77,8 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
         features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories, categories=categories)
         with transaction(con):
             if plan.incremental:
-                inc.upsert(con, TABLE, features, on=["user_id"])
+                con.sql(f"DELETE FROM {TABLE} {where}")
+                con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM features")
             else:
                 con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM features")
             inc.write_state(con, TABLE, _code_version(), as_of, plan,

@@ -8,7 +8,6 @@ keep in sync. A leading comment block configures the model::
     -- materialized: view | table | incremental     (default: table)
     -- description: what the model holds
     -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
-    -- row_key: user_id, category   (incremental: what identifies a row, when not the unique_key alone)
     -- windows: 30 days, 90 days    (incremental: the sliding windows ending at as-of that it counts in)
     -- event_time: event_ts         (on an input model: the column that dates its rows)
 
@@ -52,7 +51,6 @@ class SqlModel:
     unique_key: str | None = None
     event_time: str | None = None
     windows: tuple[str, ...] = ()
-    row_key: tuple[str, ...] = ()
 
     @property
     def table(self) -> str:
@@ -119,7 +117,6 @@ def load_model(path: Path) -> SqlModel:
         unique_key=header.get("unique_key"),
         event_time=header.get("event_time"),
         windows=windows,
-        row_key=tuple(c.strip() for c in header.get("row_key", "").split(",") if c.strip()),
     )
 
 
@@ -158,7 +155,7 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
         with transaction(con):
             if plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
-                inc.replace_changed(con, model.table, model.unique_key, delta, model.row_key)
+                inc.replace_changed(con, model.table, model.unique_key, delta)
             else:
                 con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
             inc.write_state(con, model.table, model.code_version, as_of, plan)

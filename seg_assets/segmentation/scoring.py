@@ -110,8 +110,9 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
             con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums(ENUMS)} FROM scored")
         else:
             with transaction(con):  # readers of the warehouse see the old rows or the new ones, never half
-                inc.upsert(con, TABLE, scored, on=["user_id"])
-                con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
+                con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scored) "
+                        "OR user_id NOT IN (SELECT user_id FROM features.user_features)")
+                con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scored")
         sizes = con.sql(f"SELECT segment_id, segment_name, count(*) AS users, avg(confidence) AS mean_confidence "
                         f"FROM {TABLE} GROUP BY ALL ORDER BY segment_id").df()
         groups = con.sql(f"SELECT rfm_group, count(*) AS users FROM {TABLE} GROUP BY ALL ORDER BY users DESC").df()
