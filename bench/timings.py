@@ -32,12 +32,15 @@ class RunTiming:
 
 
 def asset_groups(data_dir: Path) -> dict[str, str]:
-    """Asset key (user string) -> group (= refresh stage), from the pipeline's own definitions."""
+    """Asset key (user string), or op name of a check step, -> group (= refresh stage), from the pipeline's own definitions."""
     try:
         from seg_assets.definitions import build_defs
+        from seg_assets.refresh import _step_groups
 
-        graph = build_defs(data_dir).resolve_asset_graph()
-        return {k.to_user_string(): graph.get(k).group_name for k in graph.materializable_asset_keys}
+        defs = build_defs(data_dir)
+        graph = defs.resolve_asset_graph()
+        groups = {k.to_user_string(): graph.get(k).group_name for k in graph.materializable_asset_keys}
+        return {**_step_groups(defs), **groups}
     except Exception:  # the pipeline is edited in parallel: fall back to run numbers, never crash the bench
         return {}
 
@@ -47,6 +50,8 @@ def step_stage(step_key: str, assets: list[str], groups: dict[str, str]) -> str:
     found = sorted({groups[a] for a in assets if a in groups})
     if found:
         return "+".join(found)
+    if step_key in groups:  # an op name (a multi-asset check)
+        return groups[step_key]
     ids = {a.replace("/", "__"): g for a, g in groups.items()}
     prefixes = [i for i in ids if step_key == i or step_key.startswith(i + "_")]
     return ids[max(prefixes, key=len)] if prefixes else ""

@@ -42,13 +42,18 @@ class RefreshOutcome:
 
 
 def _step_groups(defs: dg.Definitions) -> dict[str, str]:
-    """Op name or asset identifier -> asset group (a check's step key starts with its asset's identifier)."""
+    """Op name or asset identifier -> asset group (a check's step key starts with its asset's identifier;
+    a multi-asset check's op takes the group of its first asset)."""
     graph = defs.resolve_asset_graph()
     out = {}
     for key in graph.materializable_asset_keys:
         node = graph.get(key)
         out[node.assets_def.node_def.name] = node.group_name
         out[key.to_python_identifier()] = node.group_name
+    for assets_def in graph.assets_defs:
+        checked = sorted(k.asset_key for k in assets_def.check_keys if k.asset_key in graph.materializable_asset_keys)
+        if checked and not assets_def.keys:
+            out.setdefault(assets_def.node_def.name, graph.get(checked[0]).group_name)
     return out
 
 

@@ -143,7 +143,7 @@ def test_big_deliveries_are_sampled_by_vectors_and_still_validated(tmp_path):
     """More than 4x the sample size on a first load: a system sample (whole vectors) feeds GE; aggregates stay exact."""
     root = tmp_path / "data"
     limit = SYSTEM_SAMPLE_MIN
-    config = {"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": limit}}}}
+    config = {"ops": {"raw_contracts": {"config": {"sample_rows": limit}}}}
     write(root, "clicks", "c1.csv", CLICKS,
           [f"e{i:06d},u{i % 70},s{i // 4},{TS},view,p{i},books" for i in range(5 * limit)] + [f"e000007,u1,s1,{TS},view,p1,books"])
     result = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False, run_config=config)
@@ -163,7 +163,7 @@ def test_a_later_delivery_is_sampled_from_its_own_rows(tmp_path):
     """GE sees the run's rows: all of them when they fit the sample, else exactly ``sample_rows`` of them
     (a sample of the whole table, filtered afterwards, would hold only a sliver of a small delivery)."""
     root = tmp_path / "data"
-    config = {"ops": {"raw__clicks_raw_clicks_contract": {"config": {"sample_rows": 1_000}}}}
+    config = {"ops": {"raw_contracts": {"config": {"sample_rows": 1_000}}}}
 
     def deliver(name: str, first: int, n: int):
         write(root, "clicks", name, CLICKS, [f"e{i:06d},u{i % 70},s{i // 4},{TS},view,p{i},books" for i in range(first, first + n)])

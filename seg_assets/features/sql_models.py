@@ -174,6 +174,28 @@ def _columns(con, table: str) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, dtype) for name, dtype in rows])
 
 
+def _materialize(context, con, model: SqlModel, as_of, models: dict[str, SqlModel] | None) -> dg.MaterializeResult:
+    """Build one model on ``con`` and describe it for the UI."""
+    rows, plan = run_model(con, model, as_of, models=models, rebase=inc.rebase_requested(context.run.tags))
+    how = f"{plan.mode}: {plan.reason}" if plan else model.materialized
+    context.log.info(f"{model.table}: {rows} rows ({how}, as of {as_of})")
+    build = {"build": how, "changed_keys": dg.MetadataValue.int(plan.changed)} if plan and plan.changed is not None else (
+        {"build": how} if plan else {})
+    return dg.MaterializeResult(
+        asset_key=model.key,
+        metadata={
+            **build,
+            "dagster/row_count": dg.MetadataValue.int(rows),
+            "dagster/table_name": model.table,
+            "dagster/column_schema": _columns(con, model.table),
+            "materialized": model.materialized,
+            "as_of": str(as_of),
+            "sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"),
+            "path": dg.MetadataValue.path(str(model.path)),
+        },
+    )
+
+
 def build_sql_asset(model: SqlModel, group_name: str = "features",
                     models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:
     @dg.asset(
@@ -187,27 +209,29 @@ def build_sql_asset(model: SqlModel, group_name: str = "features",
     )
     def _sql_model(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
         with duckdb.get_connection() as con:
-            as_of = settings.resolve_as_of(con)
-            rows, plan = run_model(con, model, as_of, models=models, rebase=inc.rebase_requested(context.run.tags))
-            schema = _columns(con, model.table)
-        how = f"{plan.mode}: {plan.reason}" if plan else model.materialized
-        context.log.info(f"{model.table}: {rows} rows ({how}, as of {as_of})")
-        build = {"build": how, "changed_keys": dg.MetadataValue.int(plan.changed)} if plan and plan.changed is not None else (
-            {"build": how} if plan else {})
-        return dg.MaterializeResult(
-            metadata={
-                **build,
-                "dagster/row_count": dg.MetadataValue.int(rows),
-                "dagster/table_name": model.table,
-                "dagster/column_schema": schema,
-                "materialized": model.materialized,
-                "as_of": str(as_of),
-                "sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"),
-                "path": dg.MetadataValue.path(str(model.path)),
-            }
-        )
+            return _materialize(context, con, model, settings.resolve_as_of(con), models)
 
     return _sql_model
+
+
+def build_view_assets(views: list[SqlModel], group_name: str = "features") -> dg.AssetsDefinition:
+    """All ``view`` models as one multi-asset: one step creates them all (a view holds no data, and every
+    step costs about 70 ms of Dagster work). Each view is still its own asset, and can be built alone."""
+    @dg.multi_asset(
+        specs=[dg.AssetSpec(m.key, deps=[dg.AssetKey(list(t)) for t in m.upstream], group_name=group_name,
+                            description=m.description, code_version=m.code_version, kinds={"duckdb", "sql"}, skippable=True)
+               for m in views],
+        name=f"{views[0].schema}_views" if len({m.schema for m in views}) == 1 else "sql_views",
+        can_subset=True, pool="duckdb",
+    )
+    def _views(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+        with duckdb.get_connection() as con:
+            as_of = settings.resolve_as_of(con)
+            for model in views:
+                if model.key in context.selected_asset_keys:
+                    yield _materialize(context, con, model, as_of, None)
+
+    return _views
 
 
 def sql_assets(root: Path | None = None) -> list[dg.AssetsDefinition]:
@@ -215,4 +239,6 @@ def sql_assets(root: Path | None = None) -> list[dg.AssetsDefinition]:
     by_table = {m.table: m for m in models}
     for model in models:
         check_incremental_inputs(model, by_table)
-    return [build_sql_asset(m, models=by_table) for m in models]
+    views = [m for m in models if m.materialized == "view"]
+    return ([build_view_assets(views)] if views else []) + [
+        build_sql_asset(m, models=by_table) for m in models if m.materialized != "view"]

@@ -5,8 +5,8 @@
 """
 
 from seg_assets.ingest.assets import ingest_landing
-from seg_assets.ingest.checks import RawCheckConfig, RejectRatioConfig, asset_checks
+from seg_assets.ingest.checks import RawCheckConfig, asset_checks
 
 assets = [ingest_landing]
 
-__all__ = ["assets", "asset_checks", "ingest_landing", "RawCheckConfig", "RejectRatioConfig"]
+__all__ = ["assets", "asset_checks", "ingest_landing", "RawCheckConfig"]
