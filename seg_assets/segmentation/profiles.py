@@ -26,12 +26,13 @@ def _with_segments(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray,
 
 
 def feature_contrasts(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str],
-                      ranks: bool = True) -> pl.DataFrame:
+                      ranks: bool = True, medians: bool = True) -> pl.DataFrame:
     """Long frame: segment_id, feature, mean, median, population_mean, smd, mean_rank.
 
     ``smd`` = (segment mean - mean of the rest) / population sd; ``mean_rank`` = average percentile
     rank (0..1, ties averaged) of the segment's users in the whole population (0.5 = typical).
-    Ranking a million users costs a second: ``ranks=False`` leaves ``mean_rank`` null (profiles need only smd).
+    Ranking a million users costs a second: ``ranks=False`` leaves ``mean_rank`` null, ``medians=False`` the
+    median (profiles need only smd, and have their own medians).
     """
     df = _with_segments(frame, segment_ids, features)
     n = df.height
@@ -40,7 +41,7 @@ def feature_contrasts(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarr
     agg = ranked.group_by(SEG).agg(
         pl.len().alias("__n"),
         *[pl.col(f).sum().alias(f"__sum_{f}") for f in features],
-        *[pl.col(f).median().alias(f"__median_{f}") for f in features],
+        *[(pl.col(f).median() if medians else pl.lit(None, dtype=pl.Float64)).alias(f"__median_{f}") for f in features],
         *[pl.col(f"__rank_{f}").mean().alias(f"__mrank_{f}") for f in features],
     ).sort(SEG)
     tot = df.select([pl.col(f).sum().alias(f) for f in features]).row(0, named=True)
@@ -126,7 +127,7 @@ def segment_profiles(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarra
         share=pl.col("size") / n,
         revenue_share=(pl.col("mean_monetary") * pl.col("size") / revenue) if revenue else pl.lit(None, dtype=pl.Float64),
     )
-    contrasts = feature_contrasts(frame, segment_ids, features, ranks=False)
+    contrasts = feature_contrasts(frame, segment_ids, features, ranks=False, medians=False)
     tops = (contrasts.with_columns(abs_smd=pl.col("smd").abs())
             .sort([SEG, "abs_smd", "feature"], descending=[False, True, False])
             .group_by(SEG, maintain_order=True).head(top_n)
