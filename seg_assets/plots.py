@@ -48,14 +48,3 @@ def projection_plot(points: np.ndarray, labels, names: dict) -> str:
     ax.set_xlabel("component 1")
     ax.set_ylabel("component 2")
     return _to_markdown(fig, "Users by segment (2-D projection)")
-
-
-def sizes_over_time_plot(frame) -> str:
-    """``frame``: polars frame with as_of, segment_id, segment_name, users."""
-    fig, ax = _figure((6, 3))
-    for (seg, name), part in frame.sort("as_of").group_by(["segment_id", "segment_name"], maintain_order=True):
-        ax.plot(part["as_of"].to_list(), part["users"].to_list(), marker="o", label=f"{seg}: {name}")
-    ax.legend(fontsize=6)
-    ax.set_ylabel("users")
-    fig.autofmt_xdate()
-    return _to_markdown(fig, "Segment sizes over time")

@@ -1,10 +1,10 @@
 """Publish stage: record who moved between segments, then publish the analytics tables for BI."""
 
 import dagster as dg
+import polars as pl
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.churn.keys import CHURN_SCORES
-from seg_assets.plots import sizes_over_time_plot
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.history import record_history, segment_sizes_over_time
 from seg_assets.published_state import ledger_files, write_published_state
@@ -38,12 +38,15 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
                         "FROM analytics.segment_transitions WHERE as_of = ? AND run_id = ? ORDER BY users DESC",
                         params=[as_of, context.run_id]).pl()
         sizes = segment_sizes_over_time(con)
+        current = con.sql("SELECT segment_id, count(*) FROM analytics.segment_history WHERE valid_to IS NULL GROUP BY 1").fetchall()
         spells = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall()[0][0]
     context.log.info(f"history as of {as_of}: {update.new_users} new, {update.moved_users} moved, {update.unchanged_users} unchanged")
     yield dg.MaterializeResult(asset_key=SEGMENT_HISTORY, metadata={
         "as_of": str(as_of), "new_users": update.new_users, "moved_users": update.moved_users,
         "unchanged_users": update.unchanged_users, "dagster/row_count": dg.MetadataValue.int(int(spells)),
-        "sizes_over_time": dg.MetadataValue.md(sizes_over_time_plot(sizes)) if sizes.height else "",
+        # Numeric metadata per segment: the asset's Plots tab in the UI draws each as a line over refreshes.
+        **{f"segment_{sid}_users": dg.MetadataValue.int(int(n)) for sid, n in sorted(current)},
+        "sizes_over_time": dg.MetadataValue.md(_sizes_table(sizes)) if sizes.height else "",
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_TRANSITIONS, metadata={
         "as_of": str(as_of), "moves": dg.MetadataValue.md(moves.to_pandas().to_markdown(index=False)) if moves.height else "no moves",
@@ -67,6 +70,13 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
         "rows": dg.MetadataValue.json(publication.rows),
         "connect": dg.MetadataValue.md(f"```\nduckdb -readonly {publication.database}\n```"),
     })
+
+
+def _sizes_table(sizes) -> str:
+    """Users per segment at the last 12 recorded as-ofs, one row per as-of."""
+    wide = sizes.with_columns(segment=pl.format("{}: {}", "segment_id", "segment_name")).pivot(
+        on="segment", index="as_of", values="users", aggregate_function="sum", sort_columns=True).sort("as_of").tail(12)
+    return wide.to_pandas().to_markdown(index=False)
 
 
 assets = [segment_history, bi_segments]
