@@ -32,3 +32,22 @@ def test_population_stability_ranks_features():
     now = pl.DataFrame({"a": rng.normal(0, 1, 10_000), "b": rng.normal(1.5, 1, 10_000)})
     out = population_stability(ref, now)
     assert out["feature"].to_list() == ["b", "a"] and out["psi"][0] > 0.25 > out["psi"][1]
+
+
+def test_the_drift_panel_is_a_fixed_hash_slice_of_about_the_target_size(monkeypatch):
+    import importlib
+
+    import duckdb
+
+    seg_assets_module = importlib.import_module("seg_assets.segmentation.assets")  # the package exports a list named assets
+
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA features")
+    con.sql("CREATE TABLE features.user_features AS SELECT 'u' || i AS user_id, i::DOUBLE AS x FROM range(20000) t(i)")
+    assert seg_assets_module.read_drift_panel(con, ["x"]).height == 20_000  # below the target: everyone
+    monkeypatch.setattr(seg_assets_module, "DRIFT_SAMPLE_ROWS", 2_000)
+    panel = seg_assets_module.read_drift_panel(con, ["x"])
+    assert 1_700 < panel.height < 2_300
+    con.sql("INSERT INTO features.user_features SELECT 'v' || i, i FROM range(200) t(i)")  # the population grows a little
+    again = seg_assets_module.read_drift_panel(con, ["x"])
+    assert len(set(panel["user_id"]) & set(again["user_id"])) > 0.95 * panel.height  # mostly the same users

@@ -69,11 +69,15 @@ DRIFT_SAMPLE_ROWS = 200_000  # PSI over 10 bins is estimated to about +-0.001 fr
 
 
 def read_drift_panel(con, features) -> pl.DataFrame:
-    """A fixed panel of users for PSI (the ``DRIFT_SAMPLE_ROWS`` smallest hashes of user_id): a top-N in
-    DuckDB instead of a million rows in Python, and the same users from one refresh to the next."""
+    """A fixed panel of about ``DRIFT_SAMPLE_ROWS`` users for PSI: those whose hash of user_id falls in the
+    lowest ``DRIFT_SAMPLE_ROWS / users`` of the hash range (everyone in a smaller population). A filter, not
+    a top-N sort of a million hashes (0.05 s instead of 0.2-0.4 s), and the same users from one refresh to
+    the next: the cut moves only as the population grows."""
     cols = ", ".join(["user_id", *features])
-    return con.sql(f"SELECT {cols} FROM features.user_features ORDER BY hash(user_id), user_id "
-                   f"LIMIT {DRIFT_SAMPLE_ROWS}").pl()
+    return con.sql(f"""
+        SELECT {cols} FROM features.user_features
+        WHERE hash(user_id)::DOUBLE < (SELECT least(1.0, {DRIFT_SAMPLE_ROWS} / greatest(count(*), 1)) FROM features.user_features)
+                                      * 18446744073709551616.0""").pl()
 
 
 def drift_table(model: SegmentModel, frame: pl.DataFrame) -> pl.DataFrame:
