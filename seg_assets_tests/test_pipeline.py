@@ -93,3 +93,21 @@ def test_orders_only_data_runs_end_to_end(tmp_path):
     assert outcome.success, [f for s in outcome.stages for f in s.failures]
     published = segments(tmp_path)
     assert published.height > 0 and published["segment_id"].n_unique() >= 2
+
+
+def test_a_failing_raw_contract_blocks_everything_downstream(refreshed):
+    """The raw checks are one multi-asset check step; a blocking one that fails still stops the run before
+    features, and the published segments stay as they were."""
+    bi = data_paths(refreshed).bi / "segments.duckdb"
+    published = bi.read_bytes()
+    with duckdb.connect(str(data_paths(refreshed).warehouse)) as con:  # a duplicate id behind the loader's back
+        con.sql("INSERT INTO raw.orders SELECT * FROM raw.orders ORDER BY _file_id DESC, _row LIMIT 1")
+        features_before = con.sql("SELECT max(built_at) FROM meta.model_builds").fetchall()
+    outcome = run_refresh(refreshed, rebase=True)  # a rebase: nothing would be skipped as "nothing new"
+    assert not outcome.success
+    ingest = {s.group: s for s in outcome.stages}["ingest"]
+    assert not ingest.success and any("raw_orders_contract" in f for f in ingest.failures)
+    assert {s.group for s in outcome.stages} == {"ingest"}  # nothing downstream ran
+    with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
+        assert con.sql("SELECT max(built_at) FROM meta.model_builds").fetchall() == features_before
+    assert bi.read_bytes() == published
