@@ -35,12 +35,12 @@ def asset_groups(data_dir: Path) -> dict[str, str]:
     """Asset key (user string), or op name of a check step, -> group (= refresh stage), from the pipeline's own definitions."""
     try:
         from seg_assets.definitions import build_defs
-        from seg_assets.refresh import _step_groups
+        from seg_assets.refresh import step_groups
 
         defs = build_defs(data_dir)
         graph = defs.resolve_asset_graph()
         groups = {k.to_user_string(): graph.get(k).group_name for k in graph.materializable_asset_keys}
-        return {**_step_groups(defs), **groups}
+        return {**step_groups(defs), **groups}
     except Exception:  # the pipeline is edited in parallel: fall back to run numbers, never crash the bench
         return {}
 

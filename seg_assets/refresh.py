@@ -41,7 +41,7 @@ class RefreshOutcome:
     seconds: float = 0.0  # wall time of the run
 
 
-def _step_groups(defs: dg.Definitions) -> dict[str, str]:
+def step_groups(defs: dg.Definitions) -> dict[str, str]:
     """Op name or asset identifier -> asset group (a check's step key starts with its asset's identifier;
     a multi-asset check's op takes the group of its first asset)."""
     graph = defs.resolve_asset_graph()
@@ -112,7 +112,7 @@ def run_refresh(
         tags={REBASE_TAG: "true"} if rebase else None,
     )
     wall = time.perf_counter() - start
-    groups = _step_groups(defs)
+    groups = step_groups(defs)
     seconds = _step_seconds(instance, result.run_id)
     failures = _failures(result)
     stages = []

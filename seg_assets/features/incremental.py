@@ -181,7 +181,12 @@ def pending_rows_sql(con, target: str, versions: dict[str, str | None], *, every
     """
     if everyone or not table_exists(con, target):
         return "SELECT * FROM features.user_features"
-    lit = lambda v: "NULL" if v is None else "'" + str(v).replace("'", "''") + "'"  # noqa: E731
-    stale = " OR ".join(f"s.{col} IS DISTINCT FROM {lit(v)}" for col, v in versions.items())
     return (f"SELECT f.* FROM features.user_features f LEFT JOIN {target} s USING (user_id) "
-            f"WHERE s.user_id IS NULL OR s.as_of IS DISTINCT FROM f.as_of" + (f" OR {stale}" if stale else ""))
+            f"WHERE {stale_row_sql(versions)}")
+
+
+def stale_row_sql(versions: dict[str, str | None]) -> str:
+    """The condition, on ``s`` (the scored row, left-joined) and ``f`` (its features), that the score must be redone."""
+    lit = lambda v: "NULL" if v is None else "'" + str(v).replace("'", "''") + "'"  # noqa: E731
+    stale = "".join(f" OR s.{col} IS DISTINCT FROM {lit(v)}" for col, v in versions.items())
+    return f"(s.user_id IS NULL OR s.as_of IS DISTINCT FROM f.as_of{stale})"

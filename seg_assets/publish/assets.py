@@ -38,14 +38,14 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
                         "FROM analytics.segment_transitions WHERE as_of = ? AND run_id = ? ORDER BY users DESC",
                         params=[as_of, context.run_id]).pl()
         sizes = segment_sizes_over_time(con)
-        current = con.sql("SELECT segment_id, count(*) FROM analytics.segment_history WHERE valid_to IS NULL GROUP BY 1").fetchall()
         spells = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall()[0][0]
     context.log.info(f"history as of {as_of}: {update.new_users} new, {update.moved_users} moved, {update.unchanged_users} unchanged")
     yield dg.MaterializeResult(asset_key=SEGMENT_HISTORY, metadata={
         "as_of": str(as_of), "new_users": update.new_users, "moved_users": update.moved_users,
         "unchanged_users": update.unchanged_users, "dagster/row_count": dg.MetadataValue.int(int(spells)),
         # Numeric metadata per segment: the asset's Plots tab in the UI draws each as a line over refreshes.
-        **{f"segment_{sid}_users": dg.MetadataValue.int(int(n)) for sid, n in sorted(current)},
+        **{f"segment_{sid}_users": dg.MetadataValue.int(int(n))
+           for sid, n in sizes.filter(pl.col("as_of") == pl.col("as_of").max()).select("segment_id", "users").sort("segment_id").iter_rows()},
         "sizes_over_time": dg.MetadataValue.md(_sizes_table(sizes)) if sizes.height else "",
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_TRANSITIONS, metadata={

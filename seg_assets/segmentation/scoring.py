@@ -171,13 +171,13 @@ def _rows_sql(con, versions: dict[str, str], rules_version: str, everyone: bool)
     if everyone:
         return (f"SELECT f.user_id, f.as_of, {inputs}, NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence, "
                 f"{cols} FROM features.user_features f {churn}", None)  # no ORDER BY: ranks and quantiles ignore row order
-    keep = "s.as_of = f.as_of AND s.model_version = $version AND s.assigned_by = $by"
+    keep = f"NOT {inc.stale_row_sql(versions)}"  # the segment stays: what pending_rows_sql would not select
     churn_changed = " OR ".join(f"s.{c} IS DISTINCT FROM {'c.' + c if has_churn else 'NULL'}" for c in CHURN_COLUMNS[1:])
     sql = (f"SELECT f.user_id, f.as_of, {inputs}, CASE WHEN {keep} THEN s.segment_id END::INTEGER AS kept_id, "
            f"CASE WHEN {keep} THEN s.confidence END::DOUBLE AS kept_confidence, {cols} "
            f"FROM features.user_features f LEFT JOIN {TABLE} s ON s.user_id = f.user_id {churn} "
-           f"WHERE s.user_id IS NULL OR NOT ({keep}) OR {churn_changed} OR s.rules_version IS DISTINCT FROM $rules")
-    return sql, {"version": versions["model_version"], "by": versions["assigned_by"], "rules": rules_version}
+           f"WHERE NOT ({keep}) OR {churn_changed} OR s.rules_version IS DISTINCT FROM $rules")
+    return sql, {"rules": rules_version}
 
 
 def _reference_sql(con, config: ScoringConfig) -> str:
