@@ -62,6 +62,9 @@ def refresh(
         if current:
             console.print(f"[green]Segments are current[/green]: {current}.")
             return
+    from seg_assets.expectations import start as start_validation  # light: imports neither GE nor Dagster
+
+    start_validation()  # the validation process imports GE on the other core while Dagster loads here
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     import dagster as dg

@@ -14,6 +14,7 @@ import polars as pl
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.features.dictionary import FEATURES, MODEL_FEATURES
 from seg_assets.resources import Warehouse
+from seg_assets.expectations import expect
 from seg_assets.validation import check_result, merge_outcomes, validate_frame
 
 _NUMERIC = [f for f in FEATURES if f.dtype in ("int", "float")]
@@ -41,16 +42,17 @@ def feature_aggregates(con) -> tuple[pl.DataFrame, pl.DataFrame]:
     return ids, features
 
 
-def id_expectations(gxe):
-    return [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in ("duplicate_user_ids", "user_id__nulls")]
+ID_EXPECTATIONS = [expect("ExpectColumnValuesToBeBetween", column=c, min_value=0, max_value=0)
+                   for c in ("duplicate_user_ids", "user_id__nulls")]
 
 
-def feature_expectations(gxe):
-    """Per feature: nulls <= allowed (model features: none), min >= lowest, max <= highest (where defined)."""
-    def at_least(a: str, b: str):
-        return gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=a, column_B=b, or_equal=True, ignore_row_if="either_value_is_missing")
+def _at_least(a: str, b: str):
+    return expect("ExpectColumnPairValuesAToBeGreaterThanB", column_A=a, column_B=b, or_equal=True,
+                  ignore_row_if="either_value_is_missing")
 
-    return [at_least("nulls_allowed", "nulls"), at_least("min", "lowest"), at_least("highest", "max")]
+
+# Per feature: nulls <= allowed (model features: none), min >= lowest, max <= highest (where defined).
+FEATURE_EXPECTATIONS = [_at_least("nulls_allowed", "nulls"), _at_least("min", "lowest"), _at_least("highest", "max")]
 
 
 @dg.asset_check(
@@ -61,8 +63,8 @@ def feature_expectations(gxe):
 def user_features_valid(duckdb: Warehouse) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         ids, features = feature_aggregates(con)
-    outcome = merge_outcomes(validate_frame(ids, "user_features_ids", id_expectations),
-                             validate_frame(features, "user_features_ranges", feature_expectations, index_columns=["feature"]))
+    outcome = merge_outcomes(validate_frame(ids, "user_features_ids", ID_EXPECTATIONS),
+                             validate_frame(features, "user_features_ranges", FEATURE_EXPECTATIONS, index_columns=["feature"]))
     return check_result(outcome, metadata={"users": dg.MetadataValue.int(int(ids["rows"][0])),
                                            "features": dg.MetadataValue.md(features.to_pandas().to_markdown(index=False))})
 

@@ -154,7 +154,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     now = datetime.now(timezone.utc)  # the future rule is against real time, not the data's as-of
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
-    validation.warm_up()  # the raw checks run GE next: import it while DuckDB loads the files
+    validation.start()  # the raw checks run GE next: its process starts (imports GE) while DuckDB loads the files
     with duckdb.get_connection() as con:
         report = loader.ingest_landing(
             con, landing, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts

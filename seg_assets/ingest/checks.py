@@ -20,7 +20,8 @@ from pydantic import Field
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.assets import RAW_KEYS, REJECTS_KEY
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.validation import ValidationOutcome, check_result, merge_outcomes, validate_frame
+from seg_assets.expectations import ValidationOutcome, expect
+from seg_assets.validation import check_result, merge_outcomes, validate_frame
 
 
 class RawCheckConfig(dg.Config):
@@ -110,23 +111,20 @@ def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: d
 
 
 def _sample_expectations(spec: C.TableSpec, lo: datetime, hi: datetime):
-    def build(gxe):
-        out = [gxe.ExpectColumnValuesToBeUnique(column=spec.id_column)]
-        out += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in spec.required_columns]
-        for c in spec.columns:
-            if c.kind == C.ENUM:
-                out.append(gxe.ExpectColumnValuesToBeInSet(column=c.name, value_set=list(c.enum)))
-            elif c.min_value is not None:
-                out.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=c.min_value))
-            elif c.kind == C.TIMESTAMP:
-                out.append(gxe.ExpectColumnValuesToBeBetween(column=c.name, min_value=lo, max_value=hi))
-        return out
-
-    return build
+    out = [expect("ExpectColumnValuesToBeUnique", column=spec.id_column)]
+    out += [expect("ExpectColumnValuesToNotBeNull", column=c) for c in spec.required_columns]
+    for c in spec.columns:
+        if c.kind == C.ENUM:
+            out.append(expect("ExpectColumnValuesToBeInSet", column=c.name, value_set=list(c.enum)))
+        elif c.min_value is not None:
+            out.append(expect("ExpectColumnValuesToBeBetween", column=c.name, min_value=c.min_value))
+        elif c.kind == C.TIMESTAMP:
+            out.append(expect("ExpectColumnValuesToBeBetween", column=c.name, min_value=lo, max_value=hi))
+    return out
 
 
 def _zero_expectations(columns):
-    return lambda gxe: [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in columns]
+    return [expect("ExpectColumnValuesToBeBetween", column=c, min_value=0, max_value=0) for c in columns]
 
 
 def validate_raw_table(con, spec: C.TableSpec, run_id: str, config: RawCheckConfig,
@@ -195,7 +193,7 @@ def _reject_ratio(con, run_id: str, max_ratio: float) -> dg.AssetCheckResult:
     ratio = rejected / delivered if delivered else 0.0
     outcome = validate_frame(
         pd.DataFrame([{"reject_ratio": ratio}]), "reject_ratio",
-        lambda gxe: [gxe.ExpectColumnValuesToBeBetween(column="reject_ratio", min_value=0, max_value=max_ratio)],
+        [expect("ExpectColumnValuesToBeBetween", column="reject_ratio", min_value=0, max_value=max_ratio)],
     )
     return check_result(
         outcome,

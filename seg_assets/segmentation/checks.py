@@ -24,6 +24,7 @@ from seg_assets.segmentation.assets import PSI_METADATA, SEGMENT_CLASSIFIER, SEG
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.rule_based import LIFECYCLE_STAGES, VALUE_TIERS
 from seg_assets.segmentation.scoring import USER_SEGMENTS
+from seg_assets.expectations import expect
 from seg_assets.validation import check_result, validate_frame
 
 
@@ -116,8 +117,8 @@ def user_segments_valid(duckdb: Warehouse) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:
         current = registry.in_service_model(con)
         aggregates = _segment_aggregates(con, SegmentModel.load(current.artifact))
-    outcome = validate_frame(aggregates, "user_segments", lambda gxe: [
-        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=0) for c in aggregates.columns])
+    outcome = validate_frame(aggregates, "user_segments", [
+        expect("ExpectColumnValuesToBeBetween", column=c, min_value=0, max_value=0) for c in aggregates.columns])
     return check_result(outcome)
 
 
