@@ -1,10 +1,11 @@
-"""Great Expectations suites as plain data, and the function that runs one.
+"""Great Expectations suites as plain data, and the validation process that runs them.
 
 Checks describe what they expect with :func:`expect` (a GE expectation class name and its arguments),
-not with GE objects, so they never import GE themselves: :mod:`seg_assets.validation` runs
-:func:`run_suite` in a separate validation process, whose start-up (importing GE takes 2.5 s of
-CPU: GE, SciPy, altair) overlaps the run's own start and ingestion. This module imports neither GE nor
-Dagster at the top, so that process stays lean.
+not with GE objects, and :func:`validate_frame` sends the frame and the suite to one spawned validation
+process, where :func:`run_suite` runs GE. Importing GE takes 2.5 s of CPU (GE, SciPy, altair); started
+early by :func:`start`, the process does it on the other core while the run starts and loads files, and
+the run's own process never imports GE. This module imports neither GE nor Dagster at the top, so the
+validation process stays lean and the caller can start it before importing Dagster.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,28 @@ def _exit_now() -> None:
     os._exit(0)
 
 
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start processes without the caller's main script.
+
+    A spawned process re-runs the parent's ``__main__`` script (``__main__.__file__``) to find functions
+    pickled from it. The validation process only runs this module, and re-running the caller's script
+    there would redo whatever it does at import time: a script without an ``if __name__ ==
+    "__main__":`` guard would start a second refresh, or delete its folders again. Hiding the path while
+    the process starts makes the spawned process skip that step.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 def _pool() -> ProcessPoolExecutor:
     global _POOL
     with _POOL_LOCK:
@@ -152,7 +176,8 @@ def _pool() -> ProcessPoolExecutor:
             # spawn, not fork: the caller may hold DuckDB and Dagster threads, which a fork would copy mid-flight.
             _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_init_validation_process)
-            _POOL.submit(int)  # the executor starts its process on the first task: start it (and GE's import) now
+            with _main_script_hidden():
+                _POOL.submit(int)  # the executor starts its process on the first task: start it (and GE's import) now
         return _POOL
 
 
@@ -186,5 +211,5 @@ def validate_frame(frame, suite_name: str, expectations: Sequence[Expectation],
         with _POOL_LOCK:
             _POOL = None  # the next validation starts a new process
         raise RuntimeError(
-            "the Great Expectations validation process died (killed, out of memory, or a script that starts a "
-            "run at import time without `if __name__ == '__main__':`); this validation did not run") from exc
+            "the Great Expectations validation process died (killed or out of memory); this validation did not run"
+        ) from exc

@@ -74,3 +74,20 @@ def test_the_callers_process_never_imports_great_expectations():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "1", "False"]
+
+
+def test_the_validation_process_does_not_rerun_the_callers_script(tmp_path):
+    """A spawned process re-runs the parent's main script unless told not to: a script without a main guard
+    (this one appends a line each time its body runs) would otherwise run twice."""
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import pandas as pd\n"
+        "from seg_assets.expectations import expect, validate_frame\n"
+        f"with open({str(marker)!r}, 'a') as fh:\n"
+        "    fh.write('ran\\n')\n"
+        "print(validate_frame(pd.DataFrame({'a': [1]}), 't', [expect('ExpectColumnValuesToNotBeNull', column='a')]).success)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+    assert marker.read_text() == "ran\n"
