@@ -70,3 +70,16 @@ def test_loading_the_code_location_does_not_import_the_heavy_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_ingestion_preloads_scikit_learn_in_a_background_thread():
+    """The model steps unpickle scikit-learn objects; ingestion starts importing it beside DuckDB's work."""
+    code = ("import sys, threading\n"
+            "from seg_assets.artifacts import preload_model_libraries\n"
+            "preload_model_libraries(); preload_model_libraries()\n"
+            "threads = [t for t in threading.enumerate() if t.name == 'preload-scikit-learn']\n"
+            "[t.join() for t in threads]\n"
+            "print(len(threads), 'sklearn.ensemble' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "True"]

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from seg_assets import validation
+from seg_assets.artifacts import preload_model_libraries
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
 from seg_assets.resources import SegSettings, Warehouse
@@ -155,6 +156,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
     validation.start()  # the raw checks run GE next: its process starts (imports GE) while DuckDB loads the files
+    preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     with duckdb.get_connection() as con:
         report = loader.ingest_landing(
             con, landing, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts
