@@ -9,8 +9,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
+from seg_assets.definitions import build_defs
 from seg_assets.demo.generate import generate
+from seg_assets.publish.assets import BI_SEGMENTS
 from seg_assets.refresh import run_refresh
+from seg_assets.segmentation.assets import SEGMENT_CLASSIFIER
+from seg_assets.segmentation.scoring import USER_SEGMENTS
 from seg_assets.settings import data_paths
 
 TABLES = ("raw.orders", "raw.clicks", "raw.customers", "raw.rejects", "meta.ingest_ledger", "features.user_features",
@@ -110,4 +114,21 @@ def test_a_failing_raw_contract_blocks_everything_downstream(refreshed):
     assert {s.group for s in outcome.stages} == {"ingest"}  # nothing downstream ran
     with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
         assert con.sql("SELECT max(built_at) FROM meta.model_builds").fetchall() == features_before
+    assert bi.read_bytes() == published
+
+
+def test_a_classifier_below_its_threshold_blocks_scoring(refreshed):
+    """classifier_quality runs in segment_classifier's own step; when it fails, user_segments and the BI copy
+    do not run, and the published segments stay as they were."""
+    bi = data_paths(refreshed).bi / "segments.duckdb"
+    published = bi.read_bytes()
+    job = build_defs(refreshed).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        asset_selection=[SEGMENT_CLASSIFIER, USER_SEGMENTS, BI_SEGMENTS], raise_on_error=False,
+        run_config={"ops": {"segment_classifier": {"config": {"fit": "always", "min_macro_f1": 1.0}}}})
+    assert not result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "classifier_quality" and not check.passed
+    assert check.metadata["macro_f1"].value < 1.0
+    assert {e.asset_key for e in result.get_asset_materialization_events()} == {SEGMENT_CLASSIFIER}
     assert bi.read_bytes() == published

@@ -7,7 +7,7 @@ Thin Dagster wiring around the pure parts of this package:
   ``T``), trains and calibrates the classifier and the spend regressor (model.py), stores the artifact
   under ``models/churn/<version>.joblib`` and a row in ``meta.churn_models``, and shows ROC-AUC, PR-AUC
   and Brier on the time-based holdout. A fit below ``min_auc`` is recorded but does not serve, and the
-  blocking ``churn_auc`` check (checks.py) fails. With too little history for the horizon (fewer than two
+  blocking ``churn_auc`` check (run in this asset's step) fails. With too little history for the horizon (fewer than two
   snapshots: about ``H + step + min_history_days`` days) no model is trained: the asset says why, the
   check warns, and the scores are null.
 * ``analytics/churn_scores``: every user of ``features.user_features`` scored with the model in service
@@ -37,6 +37,7 @@ from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_sna
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.validation import with_checks
 from seg_assets.warehouse import as_enums, table_exists, transaction
 
 GROUP = "segmentation"
@@ -116,15 +117,51 @@ def _model_metadata(model: ChurnModel, plan_text: str) -> dict:
     return {k: v for k, v in meta.items() if v is not None}
 
 
+CHURN_AUC = dg.AssetCheckSpec(
+    "churn_auc", asset=CHURN_MODEL, blocking=True,
+    description="The latest churn model's holdout ROC-AUC reached min_auc (otherwise it does not serve).")
+
+
+def churn_auc(con) -> dg.AssetCheckResult:
+    """Blocking: a fit below ``min_auc`` is not in service and this run's scores wait. With no model trained yet
+    (history shorter than the horizon needs) it fails as WARN: nothing is blocked and the scores stay null."""
+    last = registry.latest(con)
+    serving = registry.in_service(con)
+    if last is None:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN,
+            description="no churn model trained yet (too little history for the horizon? see churn_model's materialization)")
+    holdout = last.metrics.get("holdout", {})
+    auc = last.roc_auc
+    passed = auc is not None and auc >= last.min_auc
+    shown = "n/a" if auc is None else f"{auc:.3f}"
+    return dg.AssetCheckResult(
+        passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{last.version}: holdout ROC-AUC {shown} {'>=' if passed else '<'} {last.min_auc}",
+        metadata={
+            "version": last.version, "in_service_version": serving.version if serving else "",
+            "roc_auc": float(auc) if auc is not None else 0.0, "min_auc": float(last.min_auc),
+            "pr_auc": float(holdout.get("pr_auc") or 0.0), "brier": float(holdout.get("brier") or 0.0),
+            "holdout_scheme": last.metrics.get("holdout_scheme", ""), "horizon_days": last.horizon_days, "kind": last.kind,
+        },
+    )
+
+
 @dg.asset(
     key=CHURN_MODEL, deps=[USER_FEATURES, *STAGING_INPUTS], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
     automation_condition=(dg.AutomationCondition.on_missing() | dg.AutomationCondition.on_cron(WEEKLY_REFIT_CRON))
     .with_label(f"fit when missing; weekly check ({WEEKLY_REFIT_CRON})"),
+    check_specs=[CHURN_AUC],
     description="Churn (no completed order in the next H days) and expected spend over H days, trained on time-based "
     "snapshots of the history up to as-of; ROC-AUC / PR-AUC / Brier on a time-based holdout. Artifact under "
     "models/churn/, one row per fit in meta.churn_models.",
 )
 def churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb: Warehouse, settings: SegSettings):
+    return with_checks(context, _churn_model(context, config, duckdb, settings), duckdb, [(CHURN_AUC, churn_auc)])
+
+
+def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb: Warehouse,
+                 settings: SegSettings) -> dg.MaterializeResult:
     if config.risk_medium > config.risk_high:
         raise dg.Failure(f"risk_medium ({config.risk_medium}) must not exceed risk_high ({config.risk_high})")
     with duckdb.get_connection() as con:

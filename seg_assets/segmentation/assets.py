@@ -10,6 +10,7 @@ CLI): fit only when no model is in service, the population drifted beyond the PS
 model is older than ``max_age_days``. Either way the promotion gate decides whether a new fit serves.
 """
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -28,6 +29,7 @@ from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.gate import decide_promotion
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
+from seg_assets.validation import with_checks
 from seg_assets.warehouse import row_count
 
 SEGMENT_MODEL = dg.AssetKey("segment_model")
@@ -132,13 +134,34 @@ def _projection(model: SegmentModel, frame: pl.DataFrame, seed: int) -> str:
     return projection_plot(points, ids, model.name_of)
 
 
+CANDIDATE_PROMOTED = dg.AssetCheckSpec(
+    "candidate_promoted", asset=SEGMENT_MODEL, blocking=False,
+    description="The latest fit passed the promotion gate (otherwise the model in service stays; this says why).")
+
+
+def candidate_promoted(con) -> dg.AssetCheckResult:
+    registry.ensure_tables(con)
+    rows = con.sql("SELECT version, promoted, reason, metrics FROM meta.segment_models ORDER BY version DESC LIMIT 1").fetchall()
+    if not rows:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no model fitted yet"})
+    version, promoted, reason, metrics = rows[0]
+    return dg.AssetCheckResult(passed=bool(promoted), severity=dg.AssetCheckSeverity.WARN, description=reason,
+                               metadata={"version": version, "reason": reason, "metrics": dg.MetadataValue.json(json.loads(metrics))})
+
+
 @dg.asset(
     key=SEGMENT_MODEL, deps=[USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
-    automation_condition=refit_segment_model(),
+    automation_condition=refit_segment_model(), check_specs=[CANDIDATE_PROMOTED],
     description="Segment model: preprocessing, k by silhouette, clusters with stable ids and names, promotion gate. "
     "Artifacts under models/, one row per fit in meta.segment_models.",
 )
 def segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig, duckdb: Warehouse, settings: SegSettings):
+    return with_checks(context, _segment_model(context, config, duckdb, settings), duckdb,
+                       [(CANDIDATE_PROMOTED, candidate_promoted)])
+
+
+def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig, duckdb: Warehouse,
+                   settings: SegSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         registry.ensure_tables(con)
         as_of = settings.resolve_as_of(con)
@@ -197,13 +220,36 @@ class ClassifierConfig(dg.Config):
     seed: int = 0
 
 
+CLASSIFIER_QUALITY = dg.AssetCheckSpec(
+    "classifier_quality", asset=SEGMENT_CLASSIFIER, blocking=True,
+    description="The latest classifier reached its macro-F1 threshold and is in service.")
+
+
+def classifier_quality(con) -> dg.AssetCheckResult:
+    registry.ensure_tables(con)
+    rows = con.sql("SELECT version, model_version, in_service, reason, metrics FROM meta.segment_classifiers "
+                   "ORDER BY trained_at DESC LIMIT 1").fetchall()
+    if not rows:
+        return dg.AssetCheckResult(passed=False, description="no classifier trained")
+    version, model_version, serving, reason, metrics = rows[0]
+    m = json.loads(metrics)
+    return dg.AssetCheckResult(passed=bool(serving), description=reason, metadata={
+        "version": version, "model_version": model_version, "macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"])})
+
+
 @dg.asset(
     key=SEGMENT_CLASSIFIER, deps=[SEGMENT_MODEL, USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
-    automation_condition=retrain_on_new_model(SEGMENT_MODEL),
+    automation_condition=retrain_on_new_model(SEGMENT_MODEL), check_specs=[CLASSIFIER_QUALITY],
     description="Classifier trained on the segment labels of the model in service; assigns users between re-fits. "
     "Held-out accuracy, macro-F1 and per-segment recall; below the threshold it stays out of service.",
 )
 def segment_classifier(context: dg.AssetExecutionContext, config: ClassifierConfig, duckdb: Warehouse, settings: SegSettings):
+    return with_checks(context, _segment_classifier(context, config, duckdb, settings), duckdb,
+                       [(CLASSIFIER_QUALITY, classifier_quality)])
+
+
+def _segment_classifier(context: dg.AssetExecutionContext, config: ClassifierConfig, duckdb: Warehouse,
+                        settings: SegSettings) -> dg.MaterializeResult:
     with duckdb.get_connection() as con:
         current = registry.in_service_model(con)
         if current is None:

@@ -3,28 +3,27 @@
 * ``population_stable`` (on ``segment_model``, WARN): PSI of each model feature, today vs. the data the
   model in service was fitted on. It runs whenever the features change; when it newly fails, the
   automation re-fits the model (conditions.py).
-* ``candidate_promoted`` (on ``segment_model``, WARN): whether the latest fit passed the promotion
-  gate, and why not. A refused fit is not an error: the model in service stays.
-* ``classifier_quality`` (on ``segment_classifier``, blocking): the latest classifier is in service
-  only if its held-out macro-F1 reached the threshold; if not, scoring does not run.
+* ``candidate_promoted`` (on ``segment_model``, WARN) and ``classifier_quality`` (on
+  ``segment_classifier``, blocking) run in their asset's own step (assets.py): whether the latest fit
+  passed the promotion gate and why not (a refused fit is not an error: the model in service stays),
+  and whether the latest classifier reached its macro-F1 threshold (if not, scoring does not run).
 * ``user_segments_valid`` (on ``analytics/user_segments``, blocking): GE on exact aggregates before
   anything is published.
 """
 
-import json
 
 import dagster as dg
 import polars as pl
 
 from seg_assets.automation.conditions import check_drift_on_new_features
+from seg_assets.expectations import expect
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.assets import PSI_METADATA, SEGMENT_CLASSIFIER, SEGMENT_MODEL, drift_table, read_drift_panel
+from seg_assets.segmentation.assets import PSI_METADATA, SEGMENT_MODEL, drift_table, read_drift_panel
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.rule_based import LIFECYCLE_STAGES, VALUE_TIERS
 from seg_assets.segmentation.scoring import USER_SEGMENTS
-from seg_assets.expectations import expect
 from seg_assets.validation import check_result, validate_frame
 
 
@@ -62,34 +61,6 @@ def _psi_of_this_run(context: dg.AssetCheckExecutionContext, version: str) -> pl
     return pl.DataFrame(stored.value["psi"], schema={"feature": pl.String, "psi": pl.Float64})
 
 
-@dg.asset_check(asset=SEGMENT_MODEL, blocking=False, pool="duckdb",
-                description="The latest fit passed the promotion gate (otherwise the model in service stays; this says why).")
-def candidate_promoted(duckdb: Warehouse) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        registry.ensure_tables(con)
-        rows = con.sql("SELECT version, promoted, reason, metrics FROM meta.segment_models ORDER BY version DESC LIMIT 1").fetchall()
-    if not rows:
-        return dg.AssetCheckResult(passed=True, metadata={"note": "no model fitted yet"})
-    version, promoted, reason, metrics = rows[0]
-    return dg.AssetCheckResult(passed=bool(promoted), severity=dg.AssetCheckSeverity.WARN, description=reason,
-                               metadata={"version": version, "reason": reason, "metrics": dg.MetadataValue.json(json.loads(metrics))})
-
-
-@dg.asset_check(asset=SEGMENT_CLASSIFIER, blocking=True, pool="duckdb",
-                description="The latest classifier reached its macro-F1 threshold and is in service.")
-def classifier_quality(duckdb: Warehouse) -> dg.AssetCheckResult:
-    with duckdb.get_connection() as con:
-        registry.ensure_tables(con)
-        rows = con.sql("SELECT version, model_version, in_service, reason, metrics FROM meta.segment_classifiers "
-                       "ORDER BY trained_at DESC LIMIT 1").fetchall()
-    if not rows:
-        return dg.AssetCheckResult(passed=False, description="no classifier trained")
-    version, model_version, serving, reason, metrics = rows[0]
-    m = json.loads(metrics)
-    return dg.AssetCheckResult(passed=bool(serving), description=reason, metadata={
-        "version": version, "model_version": model_version, "macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"])})
-
-
 def _segment_aggregates(con, model: SegmentModel) -> pl.DataFrame:
     ids = ", ".join(str(i) for i in model.segment_ids)
     stages = ", ".join(f"'{s}'" for s in LIFECYCLE_STAGES)
@@ -122,4 +93,4 @@ def user_segments_valid(duckdb: Warehouse) -> dg.AssetCheckResult:
     return check_result(outcome)
 
 
-asset_checks = [population_stable, candidate_promoted, classifier_quality, user_segments_valid]
+asset_checks = [population_stable, user_segments_valid]
