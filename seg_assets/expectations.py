@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -192,24 +192,43 @@ def start() -> None:
         _pool()
 
 
-def validate_frame(frame, suite_name: str, expectations: Sequence[Expectation],
-                   index_columns: Sequence[str] = ()) -> ValidationOutcome:
-    """Validate ``frame`` against ``expectations`` in the validation process.
+def submit(frame, suite_name: str, expectations: Sequence[Expectation], index_columns: Sequence[str] = ()) -> Future:
+    """Start validating ``frame`` against ``expectations`` in the validation process; :func:`outcome` waits.
 
     ``frame`` is pandas, polars or Arrow (polars travels as Arrow; the validation process makes the
     pandas frame GE needs). ``index_columns`` name the rows in failures. Callers pass small frames (new
-    rows, samples, or one-row aggregates), never a copy of a big table.
+    rows, samples, or one-row aggregates), never a copy of a big table. A caller with more to validate
+    can prepare its next frame in DuckDB while GE works on this one.
     """
-    global _POOL
     if hasattr(frame, "to_arrow"):  # polars
         frame = frame.to_arrow()
     if os.environ.get(IN_PROCESS_ENV) == "1":
-        return run_suite(frame, suite_name, list(expectations), index_columns)
+        done: Future = Future()
+        done.set_result(run_suite(frame, suite_name, list(expectations), index_columns))
+        return done
     try:
-        return _pool().submit(run_suite, frame, suite_name, list(expectations), tuple(index_columns)).result()
+        return _pool().submit(run_suite, frame, suite_name, list(expectations), tuple(index_columns))
     except BrokenProcessPool as exc:
-        with _POOL_LOCK:
-            _POOL = None  # the next validation starts a new process
-        raise RuntimeError(
-            "the Great Expectations validation process died (killed or out of memory); this validation did not run"
-        ) from exc
+        raise _died(exc) from exc
+
+
+def outcome(future: Future) -> ValidationOutcome:
+    """The :class:`ValidationOutcome` of a :func:`submit`; a clear error if the validation process died."""
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise _died(exc) from exc
+
+
+def validate_frame(frame, suite_name: str, expectations: Sequence[Expectation],
+                   index_columns: Sequence[str] = ()) -> ValidationOutcome:
+    """Validate ``frame`` against ``expectations`` in the validation process and wait for the outcome."""
+    return outcome(submit(frame, suite_name, expectations, index_columns))
+
+
+def _died(exc: BaseException) -> RuntimeError:
+    global _POOL
+    with _POOL_LOCK:
+        _POOL = None  # the next validation starts a new process
+    return RuntimeError("the Great Expectations validation process died (killed or out of memory); "
+                        "this validation did not run")

@@ -9,6 +9,7 @@ import pytest
 
 from seg_assets.definitions import build_defs
 from seg_assets.demo.generate import DEFAULT_END, generate_followup
+from seg_assets.features.additive import additive_merge
 from seg_assets.features.incremental import REBASE_TAG, restrict_to_changed
 from seg_assets.segmentation.rule_based import rule_based_segments
 from seg_assets.segmentation.scoring import RULE_INPUTS
@@ -17,9 +18,9 @@ from seg_assets.settings import data_paths
 INCREMENTAL = ("features.user_click_stats", "features.user_category_activity", "features.user_order_stats", "features.user_features")
 
 
-def _build(root, tags=None):
+def _build(root, tags=None, as_of=None):
     """Ingest + features, as one refresh does."""
-    defs = build_defs(root)
+    defs = build_defs(root, as_of)
     graph = defs.resolve_asset_graph()
     keys = [k for k in graph.materializable_asset_keys if graph.get(k).group_name in ("ingest", "features")]
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
@@ -215,3 +216,35 @@ def test_the_features_check_names_the_feature_out_of_range(two_deliveries):
     report = bad.metadata["report"].value
     assert "'feature': 'recency_days'" in report and "'min': -3.0" in report
     assert "'feature': 'sessions'" in report and "'nulls': 1" in report
+
+
+def test_an_additive_model_merges_rows_whose_time_has_come(data_dir, tmp_path):
+    """user_category_activity adds the new rows' counts to the stored ones. Rows delivered earlier but dated
+    after the last build's as-of count once as-of passes them, with no new file: still exactly a full rebuild."""
+    _build(data_dir, as_of=(DEFAULT_END - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    before = _rows(data_dir, "features.user_category_activity")
+    _build(data_dir)  # as-of moves to the latest event: three days of already-loaded rows come inside it
+    mode, merged = _builds(data_dir)["features.user_category_activity"]
+    assert mode == "incremental" and merged > 0
+    after = _rows(data_dir, "features.user_category_activity")
+    assert after != before
+    full = tmp_path / "full"
+    shutil.copytree(data_dir, full)
+    _build(full, tags={REBASE_TAG: "true"})
+    assert _rows(full, "features.user_category_activity") == after
+
+
+def test_an_additive_model_must_say_what_makes_it_additive():
+    keys = ["user_id", "category"]
+    times = {("staging", "stg_clicks"): "event_ts"}
+    good = ("SELECT user_id, category, count(*) AS events, sum(n) AS n, min(event_ts) AS first_ts, max(event_ts) AS last_ts "
+            "FROM staging.stg_clicks WHERE event_ts <= getvariable('as_of') GROUP BY user_id, category")
+    assert set(additive_merge(good, keys, times)) == {"events", "n", "first_ts", "last_ts"}
+    with pytest.raises(ValueError, match="without DISTINCT"):
+        additive_merge(good.replace("count(*)", "count(DISTINCT session_id)"), keys, times)
+    with pytest.raises(ValueError, match="without DISTINCT"):
+        additive_merge(good.replace("count(*)", "avg(n)"), keys, times)
+    with pytest.raises(ValueError, match="groups by exactly its unique key"):
+        additive_merge(good.replace("GROUP BY user_id, category", "GROUP BY user_id, category, n"), keys, times)
+    with pytest.raises(ValueError, match="event_ts <= getvariable"):
+        additive_merge(good.replace("WHERE event_ts <= getvariable('as_of') ", ""), keys, times)

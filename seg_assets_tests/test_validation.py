@@ -91,3 +91,11 @@ def test_the_validation_process_does_not_rerun_the_callers_script(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
     assert marker.read_text() == "ran\n"
+
+
+def test_several_validations_can_be_in_flight_and_each_gets_its_own_outcome():
+    """The raw checks hand GE one table's frames while DuckDB prepares the next: outcomes must not mix."""
+    failing = E.submit(ORDERS, "orders", SUITE)
+    passing = E.submit(ORDERS[ORDERS.order_id == "o1"], "orders", SUITE)
+    assert E.outcome(passing).success and E.outcome(passing).rows == 1
+    assert not E.outcome(failing).success and len(E.outcome(failing).failed) == 4

@@ -1,5 +1,6 @@
 -- materialized: incremental
--- unique_key: user_id
+-- incremental_strategy: additive
+-- unique_key: user_id, category
 -- description: Per-user, per-category activity (orders and click events with a category) up to as-of, in long form.
 WITH activity AS (
     SELECT user_id, category FROM staging.stg_orders

@@ -67,6 +67,8 @@ class Plan:
     reason: str
     max_file_id: int
     changed: int | None = None
+    since_file_id: int | None = None  # incremental: the last build's watermark and as-of
+    since_as_of: datetime | None = None
 
     @property
     def incremental(self) -> bool:
@@ -113,9 +115,10 @@ def _has_file_id(con, table: str) -> bool:
                         "AND column_name = '_file_id'", params=[schema, name]).fetchall()[0][0])
 
 
-def plan_build(con, *, model: str, target: str, key: str, sources: list[Source], code_version: str, as_of: datetime,
+def plan_build(con, *, model: str, target: str, key: str | None, sources: list[Source], code_version: str, as_of: datetime,
                rebase: bool = False, params: dict | None = None, windows: tuple[str, ...] = ()) -> Plan:
-    """Decide full or incremental; for incremental, fill the temp table of changed keys."""
+    """Decide full or incremental; for incremental, fill the temp table of changed keys (``key=None``: an
+    additive model, which reads the new rows themselves and needs no changed keys)."""
     watermark = ledger_watermark(con)
     state = read_state(con, model)
     reason = None
@@ -138,6 +141,8 @@ def plan_build(con, *, model: str, target: str, key: str, sources: list[Source],
         reason = f"inputs without _file_id: {', '.join(missing)}"
     if reason:
         return Plan("full", reason, watermark)
+    if key is None:
+        return Plan("incremental", "rows since the last build", watermark, None, state.max_file_id, state.as_of)
     since = f"TIMESTAMP '{state.as_of.isoformat(sep=' ')}'"
     until = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
     slices = [(since, until)] + [(f"{since} - INTERVAL '{w}'", f"{until} - INTERVAL '{w}'") for w in windows]
@@ -151,7 +156,7 @@ def plan_build(con, *, model: str, target: str, key: str, sources: list[Source],
     size = int(con.sql(f"SELECT count(*) FROM {target}").fetchall()[0][0])
     if size and changed > FULL_WHEN_CHANGED_SHARE * size:
         return Plan("full", f"{changed:,} of {size:,} keys changed: a full rebuild is cheaper", watermark, changed)
-    return Plan("incremental", f"{changed:,} changed keys", watermark, changed)
+    return Plan("incremental", f"{changed:,} changed keys", watermark, changed, state.max_file_id, state.as_of)
 
 
 def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str, keys_table: str = CHANGED) -> str:

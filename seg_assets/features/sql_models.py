@@ -9,6 +9,7 @@ keep in sync. A leading comment block configures the model::
     -- description: what the model holds
     -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
     -- windows: 30 days, 90 days    (incremental: the sliding windows ending at as-of that it counts in)
+    -- incremental_strategy: additive  (counts, sums, min/max per unique_key: new rows merged in; additive.py)
     -- event_time: event_ts         (on an input model: the column that dates its rows)
 
 Models may use ``getvariable('as_of')``: the run's "now", set on the connection before the model runs.
@@ -22,14 +23,14 @@ rebuilt when one of its rows leaves such a window).
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
 import sqlglot
 from sqlglot import exp
 
-from seg_assets.features import incremental as inc
+from seg_assets.features import additive, incremental as inc
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.warehouse import transaction
 
@@ -37,6 +38,7 @@ SQL_DIR_ENV = "SEG_SQL_DIR"
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
 _WINDOW = re.compile(r"^\d+ (minute|hour|day)s?$")
+STRATEGIES = ("recompute", "additive")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class SqlModel:
     unique_key: str | None = None
     event_time: str | None = None
     windows: tuple[str, ...] = ()
+    strategy: str = "recompute"
+
+    @property
+    def keys(self) -> list[str]:
+        return [k.strip() for k in (self.unique_key or "").split(",") if k.strip()]
 
     @property
     def table(self) -> str:
@@ -103,7 +110,15 @@ def load_model(path: Path) -> SqlModel:
         raise ValueError(f"{path}: materialized must be 'table', 'view' or 'incremental', not '{materialized}'")
     if materialized == "incremental" and not header.get("unique_key"):
         raise ValueError(f"{path}: an incremental model needs a '-- unique_key:' header")
+    strategy = header.get("incremental_strategy", "recompute").lower()
+    if strategy not in STRATEGIES:
+        raise ValueError(f"{path}: incremental_strategy must be {' or '.join(STRATEGIES)}, not '{strategy}'")
+    if materialized == "incremental" and strategy == "recompute" and "," in header["unique_key"]:
+        raise ValueError(f"{path}: a recompute model rebuilds the rows of one key column (e.g. user_id); "
+                         "several key columns need '-- incremental_strategy: additive'")
     windows = tuple(w.strip().lower() for w in header.get("windows", "").split(",") if w.strip())
+    if windows and strategy == "additive":
+        raise ValueError(f"{path}: an additive model cannot count in sliding windows (rows leave them)")
     if bad := [w for w in windows if not _WINDOW.match(w)]:
         raise ValueError(f"{path}: windows are intervals such as '30 days' or '6 hours', not {', '.join(map(repr, bad))}")
     return SqlModel(
@@ -117,6 +132,7 @@ def load_model(path: Path) -> SqlModel:
         unique_key=header.get("unique_key"),
         event_time=header.get("event_time"),
         windows=windows,
+        strategy=strategy,
     )
 
 
@@ -138,6 +154,12 @@ def check_incremental_inputs(model: SqlModel, models: dict[str, SqlModel]) -> No
     if undated:
         raise ValueError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be SQL models "
                          "with an '-- event_time:' header (read raw tables through a staging model)")
+    if model.strategy == "additive":
+        additive.additive_merge(model.sql, model.keys, _event_times(model, models), source=str(model.path))
+
+
+def _event_times(model: SqlModel, models: dict[str, SqlModel]) -> dict[tuple[str, str], str]:
+    return {u: models[".".join(u)].event_time for u in model.upstream}
 
 
 def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None = None,
@@ -150,10 +172,18 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
         models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
         check_incremental_inputs(model, models)
         sources = [inc.Source(t, models[t].event_time) for t in (".".join(u) for u in model.upstream)]
-        plan = inc.plan_build(con, model=model.table, target=model.table, key=model.unique_key, sources=sources,
-                              code_version=model.code_version, as_of=as_of, rebase=rebase, windows=model.windows)
+        additive_model = model.strategy == "additive"
+        plan = inc.plan_build(con, model=model.table, target=model.table, key=None if additive_model else model.unique_key,
+                              sources=sources, code_version=model.code_version, as_of=as_of, rebase=rebase,
+                              windows=model.windows)
         with transaction(con):
-            if plan.incremental:
+            if plan.incremental and additive_model:
+                times = _event_times(model, models)
+                delta = additive.restrict_to_new_rows(body, times, since_file_id=plan.since_file_id, until_file_id=plan.max_file_id,
+                                                      since_as_of=plan.since_as_of, until_as_of=as_of)
+                merged = additive.merge_new_rows(con, model.table, model.keys, additive.additive_merge(body, model.keys, times), delta)
+                plan = replace(plan, changed=merged, reason=f"{merged:,} rows merged from the rows since the last build")
+            elif plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
                 inc.replace_changed(con, model.table, model.unique_key, delta)
             else:

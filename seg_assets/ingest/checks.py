@@ -12,15 +12,16 @@ its run), it validates the files of the latest run that ingested into the table.
 """
 
 from datetime import datetime, timezone
+from typing import Callable
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from seg_assets.expectations import ValidationOutcome, expect, outcome, submit
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.assets import RAW_KEYS, REJECTS_KEY
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.expectations import ValidationOutcome, expect
 from seg_assets.validation import check_result, merge_outcomes, validate_frame
 
 
@@ -127,24 +128,23 @@ def _zero_expectations(columns):
     return [expect("ExpectColumnValuesToBeBetween", column=c, min_value=0, max_value=0) for c in columns]
 
 
-def validate_raw_table(con, spec: C.TableSpec, run_id: str, config: RawCheckConfig,
-                       bounds: tuple[datetime, datetime]) -> tuple[ValidationOutcome, dict]:
+def start_raw_validation(con, spec: C.TableSpec, run_id: str, config: RawCheckConfig,
+                         bounds: tuple[datetime, datetime]) -> tuple[Callable[[], ValidationOutcome], dict]:
+    """Aggregate and sample in DuckDB, hand both to GE; (a function that waits for the outcome, metadata)."""
     lo, hi = bounds
     used_run, file_ids = run_file_ids(con, spec.name, run_id)
     aggregates, rows = _aggregates(con, spec, file_ids, lo, hi)
     (table_rows,) = con.sql(f"SELECT count(*) FROM {spec.qualified}").fetchall()[0]
     sample = con.sql(_sample_sql(spec, file_ids, config.sample_rows, rows, table_rows)).df()
-    outcome = merge_outcomes(
-        validate_frame(sample, f"raw_{spec.name}_sample", _sample_expectations(spec, lo, hi)),
-        validate_frame(aggregates, f"raw_{spec.name}_aggregates", _zero_expectations(list(aggregates.columns))),
-    )
+    on_sample = submit(sample, f"raw_{spec.name}_sample", _sample_expectations(spec, lo, hi))
+    on_aggregates = submit(aggregates, f"raw_{spec.name}_aggregates", _zero_expectations(list(aggregates.columns)))
     metadata = {
         "validated_run_id": dg.MetadataValue.text(used_run or ""),
         "validated_file_ids": dg.MetadataValue.json(file_ids),
         "sample_rows": dg.MetadataValue.int(len(sample)),
         "aggregates": dg.MetadataValue.json(aggregates.iloc[0].to_dict()),
     }
-    return outcome, metadata
+    return (lambda: merge_outcomes(outcome(on_sample), outcome(on_aggregates))), metadata
 
 
 def _contract_key(name: str) -> dg.AssetCheckKey:
@@ -173,10 +173,11 @@ def raw_contracts(context: dg.AssetCheckExecutionContext, config: RawCheckConfig
     selected = context.selected_asset_check_keys
     bounds = settings.timestamp_bounds(datetime.now(timezone.utc))
     with duckdb.get_connection() as con:
-        for name, spec in C.TABLES.items():
-            if _contract_key(name) in selected:
-                outcome, metadata = validate_raw_table(con, spec, context.run.run_id, config, bounds)
-                yield check_result(outcome, metadata=metadata, asset_key=RAW_KEYS[name], check_name=f"raw_{name}_contract")
+        # GE validates one table's frames (in its own process) while DuckDB prepares the next table's.
+        started = [(name, *start_raw_validation(con, spec, context.run.run_id, config, bounds))
+                   for name, spec in C.TABLES.items() if _contract_key(name) in selected]
+        for name, pending, metadata in started:
+            yield check_result(pending(), metadata=metadata, asset_key=RAW_KEYS[name], check_name=f"raw_{name}_contract")
         if REJECT_RATIO in selected:
             yield _reject_ratio(con, context.run.run_id, config.max_reject_ratio)
 
@@ -191,12 +192,12 @@ def _reject_ratio(con, run_id: str, max_ratio: float) -> dg.AssetCheckResult:
         f"SELECT rule, count(*) FROM {C.REJECTS_TABLE} WHERE run_id = ? GROUP BY 1 ORDER BY 2 DESC, 1",
         params=[run_id]).fetchall())
     ratio = rejected / delivered if delivered else 0.0
-    outcome = validate_frame(
+    validated = validate_frame(
         pd.DataFrame([{"reject_ratio": ratio}]), "reject_ratio",
         [expect("ExpectColumnValuesToBeBetween", column="reject_ratio", min_value=0, max_value=max_ratio)],
     )
     return check_result(
-        outcome,
+        validated,
         asset_key=REJECT_RATIO.asset_key, check_name=REJECT_RATIO.name,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
