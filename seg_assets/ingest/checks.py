@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import dagster as dg
-import pandas as pd
+import polars as pl
 from pydantic import Field
 
 from seg_assets.expectations import ValidationOutcome, expect, outcome, submit
@@ -81,7 +81,7 @@ def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
     return None
 
 
-def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: datetime) -> tuple[pd.DataFrame, int]:
+def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: datetime) -> tuple[pl.DataFrame, int]:
     """One row of exact counts over the run's new rows: ids duplicated within them or with older rows,
     null ids, and per-rule violations. Older rows were checked when they were new, so the cost follows
     the delivery, not the table (a hash of the new ids probed by one scan of the id column)."""
@@ -108,7 +108,7 @@ def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: d
     exprs = ", ".join(f"count(*) FILTER (WHERE ({v}))" for v in rules.values())
     values = con.sql(f"SELECT {exprs} FROM {spec.qualified} WHERE _file_id IN ({ids})").fetchall()[0]
     row.update({k: int(v) for k, v in zip(rules, values)})
-    return pd.DataFrame([row]), int(rows)
+    return pl.DataFrame([row]), int(rows)
 
 
 def _sample_expectations(spec: C.TableSpec, lo: datetime, hi: datetime):
@@ -135,14 +135,14 @@ def start_raw_validation(con, spec: C.TableSpec, run_id: str, config: RawCheckCo
     used_run, file_ids = run_file_ids(con, spec.name, run_id)
     aggregates, rows = _aggregates(con, spec, file_ids, lo, hi)
     (table_rows,) = con.sql(f"SELECT count(*) FROM {spec.qualified}").fetchall()[0]
-    sample = con.sql(_sample_sql(spec, file_ids, config.sample_rows, rows, table_rows)).df()
+    sample = con.sql(_sample_sql(spec, file_ids, config.sample_rows, rows, table_rows)).pl()  # GE gets it as Arrow
     on_sample = submit(sample, f"raw_{spec.name}_sample", _sample_expectations(spec, lo, hi))
-    on_aggregates = submit(aggregates, f"raw_{spec.name}_aggregates", _zero_expectations(list(aggregates.columns)))
+    on_aggregates = submit(aggregates, f"raw_{spec.name}_aggregates", _zero_expectations(aggregates.columns))
     metadata = {
         "validated_run_id": dg.MetadataValue.text(used_run or ""),
         "validated_file_ids": dg.MetadataValue.json(file_ids),
         "sample_rows": dg.MetadataValue.int(len(sample)),
-        "aggregates": dg.MetadataValue.json(aggregates.iloc[0].to_dict()),
+        "aggregates": dg.MetadataValue.json(aggregates.row(0, named=True)),
     }
     return (lambda: merge_outcomes(outcome(on_sample), outcome(on_aggregates))), metadata
 
@@ -193,7 +193,7 @@ def _reject_ratio(con, run_id: str, max_ratio: float) -> dg.AssetCheckResult:
         params=[run_id]).fetchall())
     ratio = rejected / delivered if delivered else 0.0
     validated = validate_frame(
-        pd.DataFrame([{"reject_ratio": ratio}]), "reject_ratio",
+        pl.DataFrame([{"reject_ratio": float(ratio)}]), "reject_ratio",
         [expect("ExpectColumnValuesToBeBetween", column="reject_ratio", min_value=0, max_value=max_ratio)],
     )
     return check_result(
