@@ -134,7 +134,7 @@ _exit_code: list[int] = []
 def _exit_without_teardown() -> None:
     """The last exit handler: flush, then end the process without Python's teardown of its modules.
 
-    A refresh imports about 4,000 modules (Dagster, Great Expectations, scikit-learn). Tearing them down
+    A refresh imports thousands of modules (Dagster, scikit-learn, SciPy, polars). Tearing them down
     runs several full garbage collections over half a million objects: 1.3 s of every refresh, spent on
     memory the OS frees anyway. Registered first, this runs after every other exit handler (those of
     logging, thread pools and the libraries), as Instagram did for its web workers. Everything the

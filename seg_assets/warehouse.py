@@ -46,6 +46,19 @@ def row_count(con: duckdb.DuckDBPyConnection, qualified_name: str) -> int:
     return int(con.sql(f"SELECT count(*) FROM {qualified_name}").fetchall()[0][0])
 
 
+def upsert(con: duckdb.DuckDBPyConnection, target: str, key: str, source: str, columns: list[str]) -> None:
+    """Write the rows of ``source`` (a table, view or registered frame) into ``target`` by ``key``: rows
+    whose key exists are updated in place, the others inserted. Call inside a transaction.
+
+    Why not DELETE + INSERT: DuckDB's checkpoint after scattered deletes plus appended replacements
+    vacuums (rewrites) the row groups they touch. At 1M users, replacing 76k rows: ``user_segments``
+    1.52 -> 1.34 s, ``user_features`` 0.86 -> 0.79 s for the write and its commit (two pairs of runs).
+    """
+    sets = ", ".join(f"{c} = s.{c}" for c in columns if c != key)
+    con.sql(f"UPDATE {target} t SET {sets} FROM {source} s WHERE t.{key} = s.{key}")
+    con.sql(f"INSERT INTO {target} BY NAME SELECT s.* FROM {source} s ANTI JOIN {target} t ON t.{key} = s.{key}")
+
+
 def as_enums(columns: dict[str, tuple[str, ...]]) -> str:
     """``* REPLACE (...)`` casting each column to an ENUM of its values: a closed vocabulary stored as one
     byte per row (a third of the cost of strings to write, copy and export) that also rejects other values."""

@@ -38,7 +38,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.validation import with_checks
-from seg_assets.warehouse import as_enums, table_exists, transaction
+from seg_assets.warehouse import as_enums, table_exists, transaction, upsert
 
 GROUP = "segmentation"
 STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging", "stg_clicks"]),
@@ -263,8 +263,9 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
         if everyone:
             con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums({'churn_risk': RISK_LEVELS})} FROM scores")
         else:
-            con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scores)")
-            con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scores")
+            con.register("new_scores", scores)
+            upsert(con, TABLE, "user_id", "new_scores", scores.columns)
+            con.unregister("new_scores")
             con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
             con.sql(f"UPDATE {TABLE} SET churn_risk = {_risk_sql(high, medium)} "  # thresholds may have changed
                     f"WHERE churn_risk IS DISTINCT FROM ({_risk_sql(high, medium)})")

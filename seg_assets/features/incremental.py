@@ -23,10 +23,11 @@ from datetime import datetime
 import sqlglot
 from sqlglot import exp
 
-from seg_assets.warehouse import table_exists
+from seg_assets.warehouse import table_exists, upsert
 
 STATE_TABLE = "meta.model_builds"
 CHANGED = "_seg_changed_keys"  # temp table holding the changed keys of the build in progress
+DELTA = "_seg_delta_rows"  # temp table holding the recomputed rows of those keys
 REBASE_TAG = "seg-assets/rebase"  # run tag: "true" rebuilds every incremental table in full
 FULL_WHEN_CHANGED_SHARE = 0.5  # more changed keys than this share of the table: a full rebuild is cheaper
 
@@ -172,9 +173,16 @@ def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str, keys_t
 
 
 def replace_changed(con, target: str, key: str, delta_sql: str) -> int:
-    """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written."""
-    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})")
-    return int(con.execute(f"INSERT INTO {target} BY NAME {delta_sql}").fetchall()[0][0])
+    """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written.
+
+    Rows of keys still present are updated in place (see :func:`upsert`), new keys inserted, and changed keys
+    the delta no longer has deleted.
+    """
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
+    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED}) "
+            f"AND {key} NOT IN (SELECT {key} FROM temp.{DELTA})")
+    upsert(con, target, key, f"temp.{DELTA}", con.table(f"temp.{DELTA}").columns)
+    return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
 
 
 def pending_rows_sql(con, target: str, versions: dict[str, str | None], *, everyone: bool = False) -> str:

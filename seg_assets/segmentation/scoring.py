@@ -29,7 +29,7 @@ from seg_assets.segmentation.profiles import segment_profiles as build_profiles
 from seg_assets.segmentation.rule_based import (LIFECYCLE_STAGES, RFM_GROUPS, VALUE_TIERS, LifecycleThresholds,
                                                 ValueTiers, rule_based_segments, value_cuts, value_tier_expr)
 from seg_assets.segmentation.rules import explain_model
-from seg_assets.warehouse import as_enums, table_exists, transaction
+from seg_assets.warehouse import as_enums, table_exists, transaction, upsert
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
@@ -110,9 +110,10 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
             con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums(ENUMS)} FROM scored")
         else:
             with transaction(con):  # readers of the warehouse see the old rows or the new ones, never half
-                con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM scored) "
-                        "OR user_id NOT IN (SELECT user_id FROM features.user_features)")
-                con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scored")
+                con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
+                con.register("rescored", scored)
+                upsert(con, TABLE, "user_id", "rescored", scored.columns)
+                con.unregister("rescored")
         sizes = con.sql(f"SELECT segment_id, segment_name, count(*) AS users, avg(confidence) AS mean_confidence "
                         f"FROM {TABLE} GROUP BY ALL ORDER BY segment_id").df()
         groups = con.sql(f"SELECT rfm_group, count(*) AS users FROM {TABLE} GROUP BY ALL ORDER BY users DESC").df()
