@@ -7,6 +7,7 @@ import sys
 from typer.testing import CliRunner
 
 from seg_assets.cli import app
+from seg_assets_tests.fresh_python import python_stdout
 
 runner = CliRunner()
 
@@ -67,9 +68,7 @@ def test_loading_the_code_location_does_not_import_the_heavy_libraries():
     ingestion, or in the validation process), not when Dagster (webserver, daemon, CLI) loads the definitions."""
     code = ("import sys, seg_assets.definitions as d; d.defs; print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'sklearn', 'scipy', 'matplotlib', 'pandas', 'great_expectations'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert python_stdout(code).strip() == "[]"
 
 
 def test_ingestion_preloads_scikit_learn_in_a_background_thread():
@@ -80,6 +79,4 @@ def test_ingestion_preloads_scikit_learn_in_a_background_thread():
             "threads = [t for t in threading.enumerate() if t.name == 'preload-scikit-learn']\n"
             "[t.join() for t in threads]\n"
             "print(len(threads), 'sklearn.ensemble' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "True"]
+    assert python_stdout(code).split() == ["1", "True"]

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from seg_assets import expectations as E
+from seg_assets_tests.fresh_python import python_stdout
 
 ORDERS = pd.DataFrame({
     "order_id": ["o1", "o2", "o2", "o4"],
@@ -71,9 +72,7 @@ def test_the_callers_process_never_imports_great_expectations():
             "if __name__ == '__main__':\n"
             "    o = V.validate_frame(pd.DataFrame({'a': [1, None]}), 't', [expect('ExpectColumnValuesToNotBeNull', column='a')])\n"
             "    print(o.success, o.failed[0].unexpected_count, 'great_expectations' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "1", "False"]
+    assert python_stdout(code).split() == ["False", "1", "False"]
 
 
 def test_the_validation_process_does_not_rerun_the_callers_script(tmp_path):
