@@ -23,6 +23,8 @@ from datetime import datetime
 import sqlglot
 from sqlglot import exp
 
+from seg_assets.features.incremental import new_rows_sql, restrict_inputs
+
 MERGERS = {  # aggregate -> how the stored value (t) and the new rows' value (d) combine
     exp.Count: "t.{c} + d.{c}",
     exp.Sum: "CASE WHEN t.{c} IS NULL THEN d.{c} WHEN d.{c} IS NULL THEN t.{c} ELSE t.{c} + d.{c} END",
@@ -71,20 +73,9 @@ def _is_as_of_bound(lte: exp.LTE, event_time: str) -> bool:
 
 def restrict_to_new_rows(sql: str, event_times: dict[tuple[str, str], str], *, since_file_id: int, until_file_id: int,
                          since_as_of: datetime, until_as_of: datetime) -> str:
-    """The query with each input replaced by its rows not counted by the last build (sqlglot)."""
-    since = f"TIMESTAMP '{since_as_of.isoformat(sep=' ')}'"
-    until = f"TIMESTAMP '{until_as_of.isoformat(sep=' ')}'"
-    tree = sqlglot.parse_one(sql, dialect="duckdb")
-    for table in list(tree.find_all(exp.Table)):
-        ref = (table.db, table.name)
-        if ref not in event_times:
-            continue
-        et = event_times[ref]
-        new = sqlglot.parse_one(
-            f"SELECT * FROM {table.db}.{table.name} WHERE (_file_id > {since_file_id} AND _file_id <= {until_file_id}) "
-            f"OR (_file_id <= {since_file_id} AND {et} > {since} AND {et} <= {until})", dialect="duckdb")
-        table.replace(new.subquery(table.alias_or_name))
-    return tree.sql(dialect="duckdb")
+    """The query with each input replaced by its rows not counted by the last build."""
+    return restrict_inputs(sql, {ref: new_rows_sql(et, since_file_id, until_file_id, since_as_of, until_as_of)
+                                 for ref, et in event_times.items()})
 
 
 def merge_new_rows(con, target: str, keys: list[str], merges: dict[str, str], delta_sql: str) -> int:

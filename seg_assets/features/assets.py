@@ -15,7 +15,7 @@ from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import sql_assets
 from seg_assets.features.user_features import build_user_features, top_category_list
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.warehouse import table_exists, transaction, upsert
+from seg_assets.warehouse import table_exists, transaction
 
 USER_FEATURES = dg.AssetKey(["features", "user_features"])
 TABLE = "features.user_features"
@@ -76,9 +76,9 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
             categories = top_category_list(activity, config.top_categories) if activity is not None else []
         features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories, categories=categories)
         with transaction(con):
-            if plan.incremental:  # every changed user has a row in ``features`` (they have a new input row)
+            if plan.incremental:
                 con.register("recomputed_features", features)
-                upsert(con, TABLE, "user_id", "recomputed_features", features.columns)
+                inc.replace_keys(con, TABLE, "user_id", "recomputed_features", features.columns)
                 con.unregister("recomputed_features")
             else:
                 con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM features")

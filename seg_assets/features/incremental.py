@@ -144,12 +144,9 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
         return Plan("full", reason, watermark)
     if key is None:
         return Plan("incremental", "rows since the last build", watermark, None, state.max_file_id, state.as_of)
-    since = f"TIMESTAMP '{state.as_of.isoformat(sep=' ')}'"
-    until = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
-    slices = [(since, until)] + [(f"{since} - INTERVAL '{w}'", f"{until} - INTERVAL '{w}'") for w in windows]
     union = " UNION ALL ".join(
-        f"SELECT {key} FROM {s.table} WHERE (_file_id > {state.max_file_id} AND _file_id <= {watermark}) "
-        + "".join(f"OR ({s.event_time} > {lo} AND {s.event_time} <= {hi}) " for lo, hi in slices)
+        f"SELECT {key} FROM {s.table} WHERE "
+        + new_rows_sql(s.event_time, state.max_file_id, watermark, state.as_of, as_of, windows)
         for s in present
     )
     con.sql(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS SELECT DISTINCT {key} FROM ({union})")
@@ -160,29 +157,49 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
     return Plan("incremental", f"{changed:,} changed keys", watermark, changed, state.max_file_id, state.as_of)
 
 
-def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str, keys_table: str = CHANGED) -> str:
-    """The query with each input table in ``tables`` replaced by its rows of the keys in temp.``keys_table`` (sqlglot)."""
+def new_rows_sql(event_time: str, since_file_id: int, until_file_id: int, since_as_of: datetime, until_as_of: datetime,
+                 windows: tuple[str, ...] = ()) -> str:
+    """The condition on an input's rows that a build since the last one has not seen counted: rows of files
+    ingested since, and rows whose event time has just come inside as-of (or, per window, just left it)."""
+    since = f"TIMESTAMP '{since_as_of.isoformat(sep=' ')}'"
+    until = f"TIMESTAMP '{until_as_of.isoformat(sep=' ')}'"
+    slices = [(since, until)] + [(f"{since} - INTERVAL '{w}'", f"{until} - INTERVAL '{w}'") for w in windows]
+    return (f"(_file_id > {since_file_id} AND _file_id <= {until_file_id}) "
+            + "".join(f"OR ({event_time} > {lo} AND {event_time} <= {hi}) " for lo, hi in slices))
+
+
+def restrict_inputs(sql: str, conditions: dict[tuple[str, str], str]) -> str:
+    """The query with each input table ``(schema, name)`` in ``conditions`` replaced by its rows that meet
+    the condition (sqlglot): how both incremental strategies point a model's SQL at a part of its inputs."""
     tree = sqlglot.parse_one(sql, dialect="duckdb")
     for table in list(tree.find_all(exp.Table)):
-        if (table.db, table.name) not in tables:
+        condition = conditions.get((table.db, table.name))
+        if condition is None:
             continue
-        only = sqlglot.parse_one(
-            f"SELECT * FROM {table.db}.{table.name} WHERE {key} IN (SELECT {key} FROM temp.{keys_table})", dialect="duckdb")
+        only = sqlglot.parse_one(f"SELECT * FROM {table.db}.{table.name} WHERE {condition}", dialect="duckdb")
         table.replace(only.subquery(table.alias_or_name))
     return tree.sql(dialect="duckdb")
 
 
-def replace_changed(con, target: str, key: str, delta_sql: str) -> int:
-    """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written.
+def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str, keys_table: str = CHANGED) -> str:
+    """The query with each input table in ``tables`` replaced by its rows of the keys in temp.``keys_table``."""
+    return restrict_inputs(sql, dict.fromkeys(tables, f"{key} IN (SELECT {key} FROM temp.{keys_table})"))
 
-    Rows of keys still present are updated in place (see :func:`upsert`), new keys inserted, and changed keys
-    the delta no longer has deleted.
-    """
+
+def replace_changed(con, target: str, key: str, delta_sql: str) -> int:
+    """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written."""
     con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
-    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED}) "
-            f"AND {key} NOT IN (SELECT {key} FROM temp.{DELTA})")
-    upsert(con, target, key, f"temp.{DELTA}", con.table(f"temp.{DELTA}").columns)
+    replace_keys(con, target, key, f"temp.{DELTA}", con.table(f"temp.{DELTA}").columns)
     return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
+
+
+def replace_keys(con, target: str, key: str, source: str, columns: list[str]) -> None:
+    """Make the changed keys' rows of ``target`` those of ``source`` (a table or registered frame): rows of
+    keys still present are updated in place (see :func:`upsert`), new keys inserted, changed keys that
+    ``source`` no longer has deleted. Call inside a transaction."""
+    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED}) "
+            f"AND {key} NOT IN (SELECT {key} FROM {source})")
+    upsert(con, target, key, source, columns)
 
 
 def pending_rows_sql(con, target: str, versions: dict[str, str | None], *, everyone: bool = False) -> str:
