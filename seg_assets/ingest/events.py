@@ -1,0 +1,81 @@
+"""The open click-event vocabulary: any event name is accepted and mapped to a funnel stage.
+
+Stores name their events their own way (``product_view``, ``view_item``, ``cart``, ``order_completed``,
+...). Ingestion keeps the delivered name in ``raw.clicks.event_type`` (trimmed, lower-cased) and adds
+``funnel_stage``, one of :data:`FUNNEL_STAGES`. :func:`stage_of` decides, in this order: the source's own
+``event_types`` (sources.yaml), the built-in names below, then keywords in the name (``search``,
+``cart``, ``checkout``, ``purchase``, ``view``, ...), so names nobody listed still land in the right
+stage. A name that matches nothing is stage ``other``: kept and counted, never rejected. Features count
+stages, not names.
+"""
+
+from __future__ import annotations
+
+import re
+
+FUNNEL_STAGES = ("view", "search", "add_to_cart", "checkout", "purchase", "other")
+OTHER = "other"
+
+_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "view": (
+        "view", "views", "page_view", "pageview", "page_viewed", "product_view", "product_viewed", "view_item",
+        "item_view", "detail", "product_detail", "pdp_view", "product_page", "product", "catalog", "catalog_view",
+        "category_view", "view_item_list", "product_list_view", "listing", "list_view", "home", "homepage",
+        "screen_view", "browse",
+    ),
+    "search": ("search", "searches", "site_search", "search_query", "search_results", "view_search_results",
+               "product_search", "searched"),
+    "add_to_cart": ("add_to_cart", "addtocart", "cart", "cart_add", "add_cart", "added_to_cart", "basket_add",
+                    "add_to_basket", "add_to_bag"),
+    "checkout": ("checkout", "begin_checkout", "checkout_started", "start_checkout", "checkout_start",
+                 "add_payment_info", "add_shipping_info", "payment", "shipping", "checkout_progress"),
+    "purchase": ("purchase", "purchased", "order", "order_completed", "order_complete", "order_placed", "checkout_completed",
+                 "transaction", "buy", "conversion", "payment_success", "sale"),
+    "other": ("remove_from_cart", "view_cart", "add_to_wishlist", "wishlist", "wishlist_add", "session_start",
+              "first_visit", "user_engagement", "scroll", "click", "login", "logout", "sign_up", "signup",
+              "view_promotion", "select_promotion", "impression"),
+}
+
+# Built-in name -> stage (names compared trimmed and lower-cased).
+DEFAULT_EVENT_STAGES: dict[str, str] = {name: stage for stage, names in _DEFAULTS.items() for name in names}
+
+# Keyword rules for names not listed, first match wins: (stage, pattern on the normalized name).
+_KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (stage, re.compile(pattern)) for stage, pattern in (
+        ("other", r"remove|delete|wish|promo|login|logout|sign_?up|session"),
+        ("search", r"search|query"),
+        ("purchase", r"purchase|transaction|order_?(complete|placed|confirm|success)|checkout_?(complete|success|done)"
+                     r"|payment_?(complete|success)|thank_?you"),
+        ("checkout", r"checkout|payment|shipping|billing"),
+        ("add_to_cart", r"cart|basket|bag"),
+        ("view", r"view|page|product|catalog|detail|listing|list|category|item|home|browse|pdp|plp"),
+    )
+)
+
+
+def normalize_event_name(name: str) -> str:
+    """Trimmed, lower-cased; camelCase, spaces and dashes become underscores (``addToCart`` -> ``add_to_cart``)."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip())
+    return re.sub(r"[\s\-.]+", "_", name.lower())
+
+
+def check_overrides(overrides: dict[str, str]) -> dict[str, str]:
+    """A source's ``event_types`` normalized; ValueError naming a value that is not a funnel stage."""
+    out = {}
+    for name, stage in overrides.items():
+        if str(stage).strip().lower() not in FUNNEL_STAGES:
+            raise ValueError(f"event type {name!r} maps to {stage!r}, not a funnel stage ({', '.join(FUNNEL_STAGES)})")
+        out[normalize_event_name(str(name))] = str(stage).strip().lower()
+    return out
+
+
+def stage_of(name: str | None, overrides: dict[str, str] | None = None) -> str:
+    """The funnel stage of one event name (see the module docstring for the order of the rules)."""
+    if name is None:
+        return OTHER
+    key = normalize_event_name(name)
+    if overrides and key in overrides:
+        return overrides[key]
+    if key in DEFAULT_EVENT_STAGES:
+        return DEFAULT_EVENT_STAGES[key]
+    return next((stage for stage, pattern in _KEYWORDS if pattern.search(key)), OTHER)
