@@ -77,7 +77,7 @@ def parse_utc(text: str) -> datetime:
 
 
 # The activity timestamps that define "now" when no as-of is given.
-_ACTIVITY = (("raw.orders", "order_ts"), ("raw.clicks", "event_ts"))
+_ACTIVITY = (("raw.orders", "order_ts"), ("raw.order_items", "order_ts"), ("raw.clicks", "event_ts"))
 
 
 def latest_activity(con: duckdb.DuckDBPyConnection) -> datetime | None:

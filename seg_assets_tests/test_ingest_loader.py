@@ -57,10 +57,10 @@ def run(con, landing, run_id="r1", now=NOW):
 
 def check_invariants(con):
     """Accounting that must hold after any ingest, whatever the files."""
-    for file_id, table, status, delivered, accepted, duplicate, rejected in con.sql(
-        "SELECT file_id, table_name, status, delivered, accepted, duplicate, rejected FROM meta.ingest_ledger"
+    for file_id, table, status, delivered, accepted, duplicate, rejected, filtered in con.sql(
+        "SELECT file_id, table_name, status, delivered, accepted, duplicate, rejected, filtered FROM meta.ingest_ledger"
     ).fetchall():
-        assert delivered == accepted + duplicate + rejected, file_id
+        assert delivered == accepted + duplicate + rejected + filtered, file_id
         assert con.sql(f"SELECT count(*) FROM raw.{table} WHERE _file_id = {file_id}").fetchall()[0][0] == accepted
         assert con.sql(f"SELECT count(*) FROM raw.rejects WHERE file_id = {file_id}").fetchall()[0][0] == rejected
         if status == C.STATUS_FAILED:
@@ -165,19 +165,20 @@ def test_negative_amount_and_discount_rejected(con, landing):
     assert ids(con) == ["o1"]
 
 
-def test_unknown_enum_rejected(con, landing):
+def test_unknown_enum_rejected_and_any_event_name_accepted(con, landing):
     write(landing, "orders", "a.csv", order("o1", status="shipped"), order("o2", status="RETURNED"), order("o3", status=""))
     write(landing, "clicks", "c.csv", "e1,u1,s1,2026-03-01T10:00:00Z,hover,p1,books", "e2,u1,s1,2026-03-01T10:00:00Z,search,,",
-          header=CLICKS)
+          "e3,u1,s1,2026-03-01T10:00:00Z, Product_View ,p1,books", "e4,u1,s1,2026-03-01T10:00:00Z,,p1,books", header=CLICKS)
     run(con, landing)
     assert counts(ledger(con)["orders/a.csv"]) == ("ingested", 3, 1, 0, 2)
-    assert counts(ledger(con)["clicks/c.csv"]) == ("ingested", 2, 1, 0, 1)
+    assert counts(ledger(con)["clicks/c.csv"]) == ("ingested", 4, 3, 0, 1)
     assert [r[2:] for r in rejects(con)] == [  # files in name order: clicks/ before orders/
-        ("unknown:event_type", "unknown event_type 'hover'"),
+        ("missing:event_type", "missing event_type"),
         ("unknown:status", "unknown status 'shipped'"), ("missing:status", "missing status"),
     ]
     assert ids(con) == ["o2"] and con.sql("SELECT status FROM raw.orders").fetchall() == [("returned",)]
-    assert con.sql("SELECT event_id, product_id, category FROM raw.clicks").fetchall() == [("e2", None, None)]
+    assert con.sql("SELECT event_id, event_type, funnel_stage::VARCHAR, product_id FROM raw.clicks ORDER BY 1").fetchall() == [
+        ("e1", "hover", "other", "p1"), ("e2", "search", "search", None), ("e3", "Product_View", "view", "p1")]
 
 
 def test_unparseable_timestamp_rejected(con, landing):
@@ -217,7 +218,8 @@ def test_missing_required_column_rejects_whole_file(con, landing):
     assert led["orders/b_no_amount.csv"]["message"].startswith("orders/b_no_amount.csv: missing required column 'amount'")
     assert counts(led["orders/a.csv"]) == ("ingested", 1, 1, 0, 0) and counts(led["orders/c.csv"]) == ("ingested", 1, 1, 0, 0)
     assert ids(con) == ["o1", "o4"]
-    assert {r[3] for r in rejects(con)} == {"file rejected: missing required column 'amount'"}
+    assert {r[3].split(":")[0] + ":" + r[3].split(":")[1] for r in rejects(con)} == {"file rejected: missing required column 'amount'"}
+    assert "sources.yaml" in rejects(con)[0][3]  # says how to fix it
     raw = json.loads(con.sql("SELECT raw_values FROM raw.rejects WHERE row_number = 1").fetchall()[0][0])
     assert raw == {"order_id": "o2", "user_id": "u2", "order_ts": "2026-03-01T10:00:00Z", "items": "1", "status": "completed"}
     assert report.totals("orders")["files_rejected_file"] == 1

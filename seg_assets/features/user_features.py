@@ -25,7 +25,7 @@ ORDER_STATS_SCHEMA = {
 }
 CLICK_STATS_SCHEMA = {
     "user_id": pl.String, "sessions": pl.Int64, "views": pl.Int64, "searches": pl.Int64, "add_to_carts": pl.Int64,
-    "checkouts": pl.Int64, "first_click_ts": pl.Datetime("us"), "last_click_ts": pl.Datetime("us"),
+    "checkouts": pl.Int64, "purchases": pl.Int64, "first_click_ts": pl.Datetime("us"), "last_click_ts": pl.Datetime("us"),
 }
 CATEGORY_SCHEMA = {"user_id": pl.String, "category": pl.String, "events": pl.Int64}
 CUSTOMER_SCHEMA = {"user_id": pl.String, "signup_ts": pl.Datetime("us"), "country": pl.String, "channel": pl.String}
@@ -120,7 +120,7 @@ def build_user_features(
         .join(cat_summary, on="user_id", how="left")
     )
     counts = ["completed_orders", "all_orders", "cancelled_orders", "returned_orders", "orders_30d", "orders_90d",
-              "sessions", "views", "searches", "add_to_carts", "checkouts", "category_count"]
+              "sessions", "views", "searches", "add_to_carts", "checkouts", "purchases", "category_count"]
     frame = frame.with_columns(
         [pl.col(c).fill_null(0) for c in counts]
         + [pl.col(c).fill_null(0.0) for c in ("monetary", "discount_total", "top_category_share", *share_cols)]

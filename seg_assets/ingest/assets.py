@@ -1,8 +1,10 @@
-"""The ingestion asset: landing files -> raw.orders / raw.clicks / raw.customers / raw.rejects / meta.ingest_ledger.
+"""The ingestion asset: landing files -> raw.<contract table> / raw.rejects / meta.ingest_ledger.
 
-One ``multi_asset`` (a single DuckDB writer, ``pool="duckdb"``) runs :func:`loader.ingest_landing` and
-reports, per output, what this run added: accepted / duplicate / rejected rows, the files it read (with
-their ledger rows), rejects by rule and the extra columns it saw.
+One ``multi_asset`` (a single DuckDB writer, ``pool="duckdb"``) reads the sources (sources.yaml, else one
+per contract folder), runs :func:`loader.ingest_landing` and reports, per output, what this run added:
+accepted / duplicate / rejected / filtered rows, the files it read (with their ledger rows), rejects by
+rule, the extra columns it saw, and for clicks the rows per event name and funnel stage. A sources file
+that cannot be used stops the step before any file is read, with one line saying what to fix.
 """
 
 from datetime import datetime, timezone
@@ -14,6 +16,7 @@ from seg_assets import validation
 from seg_assets.artifacts import preload_model_libraries
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
+from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.warehouse import row_count
 
@@ -55,13 +58,14 @@ SPECS = [
           _schema(C.LEDGER_COLUMNS)),
 ]
 
-_FILE_COLUMNS = ("file_id", "table_name", "file_name", "status", "delivered", "accepted", "duplicate", "rejected",
-                 "extra_columns", "message")
+_FILE_COLUMNS = ("file_id", "source", "table_name", "file_name", "status", "delivered", "accepted", "duplicate",
+                 "rejected", "filtered", "extra_columns", "message")
+_INT_COLUMNS = ("file_id", "delivered", "accepted", "duplicate", "rejected", "filtered")
 
 
 def _files_table(files: list[loader.FileOutcome]) -> dg.MetadataValue:
     schema = dg.TableSchema(columns=[
-        dg.TableColumn(c, "int" if c in ("file_id", "delivered", "accepted", "duplicate", "rejected") else "string")
+        dg.TableColumn(c, "int" if c in _INT_COLUMNS else "string")
         for c in _FILE_COLUMNS
     ])
     records = []
@@ -104,6 +108,27 @@ def _counts(report: loader.IngestReport, table: str | None) -> dict:
         "rows_accepted": dg.MetadataValue.int(t["accepted"]),
         "rows_duplicate": dg.MetadataValue.int(t["duplicate"]),
         "rows_rejected": dg.MetadataValue.int(t["rejected"]),
+        "rows_filtered": dg.MetadataValue.int(t["filtered"]),
+    }
+
+
+def _events_table(con, report: loader.IngestReport) -> dict:
+    """Rows per event name and funnel stage among this run's new clicks (an unmapped name shows as 'other')."""
+    ids = [f.file_id for f in report.for_table("clicks") if f.status == C.STATUS_INGESTED]
+    if not ids:
+        return {}
+    rows = con.sql(
+        f"SELECT event_type, funnel_stage::VARCHAR, count(*) FROM raw.clicks WHERE _file_id IN ({', '.join(map(str, ids))}) "
+        "GROUP BY ALL ORDER BY 3 DESC, 1 LIMIT 200").fetchall()
+    schema = dg.TableSchema(columns=[dg.TableColumn("event_type", "string"), dg.TableColumn("funnel_stage", "string"),
+                                     dg.TableColumn("rows", "int")])
+    stages: dict[str, int] = {}
+    for _, stage, n in rows:
+        stages[stage] = stages.get(stage, 0) + int(n)
+    return {
+        "events_by_name": dg.MetadataValue.table([dg.TableRecord({"event_type": e, "funnel_stage": s, "rows": int(n)})
+                                                  for e, s, n in rows], schema),
+        "rows_by_funnel_stage": dg.MetadataValue.json(stages),
     }
 
 
@@ -119,6 +144,7 @@ def build_metadata(con, report: loader.IngestReport) -> dict[dg.AssetKey, dict]:
             "files": _files_table(report.for_table(name)),
             "rejects_by_rule": dg.MetadataValue.json(_rejects_by(con, "rule", report.run_id, name)),
             "extra_columns_seen": dg.MetadataValue.json(report.extra_columns(name)),
+            **(_events_table(con, report) if name == "clicks" else {}),
         }
     total_rejects = row_count(con, C.REJECTS_TABLE)
     t = report.totals()
@@ -149,23 +175,29 @@ def build_metadata(con, report: loader.IngestReport) -> dict[dg.AssetKey, dict]:
     specs=SPECS,
     pool="duckdb",
     can_subset=False,
-    description="Ingest new landing files (orders, clicks, customers) into raw.* with rejects and a content-keyed ledger.",
+    description="Ingest new landing files of every source (sources.yaml) into raw.* with rejects and a ledger keyed by "
+    "source and content.",
 )
 def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
     now = datetime.now(timezone.utc)  # the future rule is against real time, not the data's as-of
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
+    try:
+        sources = load_sources(settings.paths.root)
+    except SourceConfigError as exc:  # configuration, not a transient fault: no retry, nothing ingested
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     validation.start()  # the raw checks run GE next: its process starts (imports GE) while DuckDB loads the files
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     with duckdb.get_connection() as con:
         report = loader.ingest_landing(
-            con, landing, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts
+            con, landing, sources=sources, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts
         )
         metadata = build_metadata(con, report)
     t = report.totals()
     context.log.info(
         f"ingest: {t['files']} new file(s) from {landing} ({len(report.skipped)} already ingested, "
-        f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['duplicate']} duplicate, {t['rejected']} rejected rows"
+        f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['duplicate']} duplicate, {t['rejected']} rejected, "
+        f"{t['filtered']} filtered rows"
     )
     for f in report.files:
         if f.status == C.STATUS_FAILED:

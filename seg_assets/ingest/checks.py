@@ -74,8 +74,10 @@ def _sample_sql(spec: C.TableSpec, file_ids: list[int], limit: int, rows: int, t
 def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
     if col.kind == C.ENUM:
         return f"{col.name} NOT IN ({', '.join(repr(e) for e in col.enum)})"
-    if col.min_value is not None:
-        return f"{col.name} < {col.min_value}"
+    if col.min_value is not None or col.max_value is not None:
+        bounds = [f"{col.name} < {col.min_value}" if col.min_value is not None else None,
+                  f"{col.name} > {col.max_value}" if col.max_value is not None else None]
+        return " OR ".join(b for b in bounds if b)
     if col.kind == C.TIMESTAMP:
         return f"{col.name} < TIMESTAMP '{lo.isoformat(sep=' ')}' OR {col.name} > TIMESTAMP '{hi.isoformat(sep=' ')}'"
     return None
@@ -117,8 +119,8 @@ def _sample_expectations(spec: C.TableSpec, lo: datetime, hi: datetime):
     for c in spec.columns:
         if c.kind == C.ENUM:
             out.append(expect("ExpectColumnValuesToBeInSet", column=c.name, value_set=list(c.enum)))
-        elif c.min_value is not None:
-            out.append(expect("ExpectColumnValuesToBeBetween", column=c.name, min_value=c.min_value))
+        elif c.min_value is not None or c.max_value is not None:
+            out.append(expect("ExpectColumnValuesToBeBetween", column=c.name, min_value=c.min_value, max_value=c.max_value))
         elif c.kind == C.TIMESTAMP:
             out.append(expect("ExpectColumnValuesToBeBetween", column=c.name, min_value=lo, max_value=hi))
     return out

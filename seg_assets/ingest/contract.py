@@ -12,13 +12,18 @@ Conventions (documented decisions):
   ``channel``, ``email``) may also be absent from a file and is then treated as empty.
 * Strings are trimmed; an empty optional string is stored as NULL (not ``''``).
 * Enum values are matched case-insensitively and stored in lower case.
-* Timestamps are stored as naive UTC ``TIMESTAMP``; values without an offset are read as UTC.
+* Timestamps are stored as naive UTC ``TIMESTAMP``; values without an offset are read as UTC (or in the
+  source's ``timezone``, sources.yaml).
+* A ``derived`` column is computed by ingestion, never delivered (``clicks.funnel_stage``); a ``key_from``
+  id may be absent from a file and is then derived from the row's values (see the loader).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+
+from seg_assets.ingest.events import FUNNEL_STAGES
 
 # Column kinds understood by the loader's SQL builder.
 ID, STRING, TIMESTAMP, DECIMAL, INTEGER, ENUM = "id", "string", "timestamp", "decimal", "integer", "enum"
@@ -33,7 +38,6 @@ SQL_TYPES = {
 }
 
 ORDER_STATUSES = ("completed", "cancelled", "returned")
-EVENT_TYPES = ("view", "search", "add_to_cart", "checkout")
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,16 @@ class Column:
     description: str
     enum: tuple[str, ...] = ()
     min_value: float | None = None  # inclusive lower bound for numbers
+    max_value: float | None = None  # inclusive upper bound for numbers
     empty_default: str | None = None  # SQL literal used when an optional value is empty
     pii: bool = False  # never stored in clear outside raw.<table>
+    type_override: str | None = None  # a DuckDB type other than the kind's default (e.g. prices with 4 decimals)
+    derived: bool = False  # computed by ingestion, never read from a file
+    key_from: tuple[str, ...] = ()  # an id that may be absent: derived from these columns' values
 
     @property
     def sql_type(self) -> str:
-        return SQL_TYPES[self.kind]
+        return self.type_override or SQL_TYPES[self.kind]
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,13 @@ class TableSpec:
 
     @property
     def required_columns(self) -> tuple[str, ...]:
+        """Columns whose value is required (a file must deliver them, unless derivable)."""
         return tuple(c.name for c in self.columns if c.required)
+
+    @property
+    def file_required_columns(self) -> tuple[str, ...]:
+        """Columns a file (or its source's mapping) must provide."""
+        return tuple(c.name for c in self.columns if c.required and not c.derived and not c.key_from)
 
     @property
     def timestamp_columns(self) -> tuple[str, ...]:
@@ -112,13 +126,54 @@ CLICKS = TableSpec(
     id_column="event_id",
     description="Click events from the landing zone, typed and deduplicated by event_id (first delivery wins).",
     columns=(
-        Column("event_id", ID, True, "Event id, unique."),
+        Column("event_id", ID, True, "Event id, unique; when a file has none, md5 of the event's values and its "
+               "occurrence among identical rows of the file (a re-delivered file still dedupes).",
+               key_from=("user_id", "session_id", "event_ts", "event_type", "product_id", "category")),
         Column("user_id", ID, True, "User who clicked."),
         Column("session_id", ID, True, "Session id."),
         Column("event_ts", TIMESTAMP, True, "Event time, naive UTC."),
-        Column("event_type", ENUM, True, "One of " + ", ".join(EVENT_TYPES) + ".", enum=EVENT_TYPES),
+        Column("event_type", STRING, True, "Event name as delivered (trimmed): any name is accepted."),
+        Column("funnel_stage", ENUM, True, "Stage of event_type: " + ", ".join(FUNNEL_STAGES) + " (ingest/events.py "
+               "and the source's event_types).", enum=FUNNEL_STAGES, derived=True),
         Column("product_id", STRING, False, "Product id; NULL when empty (search events)."),
         Column("category", STRING, False, "Category; NULL when empty."),
+    ),
+)
+
+ORDER_ITEMS = TableSpec(
+    name="order_items",
+    id_column="line_id",
+    description="Order lines (optional; orders at line grain). staging.stg_orders derives one order per order_id "
+    "from them (amount = sum(quantity * unit_price), items = sum(quantity)); product ids stay here for baskets.",
+    columns=(
+        Column("line_id", ID, True, "Line id; when a file has none, md5 of the line's values and its occurrence "
+               "among identical lines of the file (a re-delivered file still dedupes, genuine repeats are kept).",
+               key_from=("order_id", "user_id", "order_ts", "product_id", "quantity", "unit_price", "status")),
+        Column("order_id", ID, True, "The order (invoice) the line belongs to."),
+        Column("user_id", ID, True, "Customer who placed the order."),
+        Column("order_ts", TIMESTAMP, True, "Order time, naive UTC."),
+        Column("product_id", ID, True, "Product id (stock code)."),
+        Column("quantity", INTEGER, True, "Units, >= 1 (map credit notes' negative quantities with abs()).", min_value=1),
+        Column("unit_price", DECIMAL, True, "Price per unit, >= 0.", min_value=0, type_override="DECIMAL(14,4)"),
+        Column("category", STRING, False, "Product category; NULL when empty."),
+        Column("description", STRING, False, "Product description; NULL when empty."),
+        Column("status", ENUM, False, "One of " + ", ".join(ORDER_STATUSES) + "; empty means completed (a credit "
+               "note is a return).", enum=ORDER_STATUSES, empty_default="'completed'"),
+    ),
+)
+
+REVIEWS = TableSpec(
+    name="reviews",
+    id_column="review_id",
+    description="Product or order reviews (optional), deduplicated by review_id. `text` may hold personal data: it "
+    "never reaches BI in clear.",
+    columns=(
+        Column("review_id", ID, True, "Review id, unique."),
+        Column("user_id", ID, True, "Reviewer."),
+        Column("order_id", STRING, False, "Order reviewed; NULL when empty."),
+        Column("review_ts", TIMESTAMP, True, "Review time, naive UTC."),
+        Column("rating", INTEGER, False, "Stars 1-5; NULL when empty.", min_value=1, max_value=5),
+        Column("text", STRING, False, "Review text; NULL when empty.", pii=True),
     ),
 )
 
@@ -136,7 +191,8 @@ CUSTOMERS = TableSpec(
     ),
 )
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (ORDERS, CLICKS, CUSTOMERS)}
+TABLES: dict[str, TableSpec] = {t.name: t for t in (ORDERS, ORDER_ITEMS, CLICKS, CUSTOMERS, REVIEWS)}
+
 
 # Landing file formats, matched on the lower-cased file name.
 FORMATS = ((".csv.gz", "csv.gz"), (".csv", "csv"), (".parquet", "parquet"))
@@ -153,6 +209,7 @@ REJECTS_TABLE = "raw.rejects"
 
 LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
   file_id BIGINT PRIMARY KEY,
+  source VARCHAR NOT NULL,
   table_name VARCHAR NOT NULL,
   file_name VARCHAR NOT NULL,
   file_format VARCHAR NOT NULL,
@@ -163,6 +220,7 @@ LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
   accepted BIGINT NOT NULL,
   duplicate BIGINT NOT NULL,
   rejected BIGINT NOT NULL,
+  filtered BIGINT NOT NULL,
   extra_columns VARCHAR[] NOT NULL,
   message VARCHAR,
   run_id VARCHAR NOT NULL,
@@ -183,16 +241,18 @@ REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
 
 LEDGER_COLUMNS = (
     ("file_id", "BIGINT", "Ledger id; raw.<table>._file_id and raw.rejects.file_id point here."),
-    ("table_name", "VARCHAR", "orders, clicks or customers."),
+    ("source", "VARCHAR", "The source that read the file (sources.yaml; a contract folder's own name otherwise)."),
+    ("table_name", "VARCHAR", "Contract table fed: orders, order_items, clicks, customers or reviews."),
     ("file_name", "VARCHAR", "Path relative to the landing folder, e.g. orders/2026-03-01.csv."),
     ("file_format", "VARCHAR", "csv, csv.gz or parquet."),
-    ("content_sha256", "VARCHAR", "sha256 of the file bytes: the ledger's key."),
+    ("content_sha256", "VARCHAR", "sha256 of the file bytes: with the source, the ledger's key."),
     ("size_bytes", "BIGINT", "File size."),
     ("status", "VARCHAR", "ingested | duplicate_file | rejected_file | failed."),
-    ("delivered", "BIGINT", "Data rows in the file = accepted + duplicate + rejected."),
+    ("delivered", "BIGINT", "Data rows in the file = accepted + duplicate + rejected + filtered."),
     ("accepted", "BIGINT", "Rows inserted into raw.<table>."),
     ("duplicate", "BIGINT", "Rows whose id was already in raw.<table> or earlier in the file."),
     ("rejected", "BIGINT", "Rows written to raw.rejects."),
+    ("filtered", "BIGINT", "Rows the source's `where` left out (counted, not rejected; the message says why)."),
     ("extra_columns", "VARCHAR[]", "Columns outside the contract (ignored)."),
     ("message", "VARCHAR", "Why a file was rejected or failed; notes (missing optional columns)."),
     ("run_id", "VARCHAR", "Dagster run that processed the file."),
@@ -200,7 +260,7 @@ LEDGER_COLUMNS = (
 )
 
 REJECTS_COLUMNS = (
-    ("table_name", "VARCHAR", "orders, clicks or customers."),
+    ("table_name", "VARCHAR", "Contract table the row was meant for."),
     ("file_id", "BIGINT", "The file's ledger row."),
     ("file_name", "VARCHAR", "Path relative to the landing folder."),
     ("row_number", "BIGINT", "1-based data row (header excluded) of the file."),
@@ -232,15 +292,21 @@ def shown_sql(v: str) -> str:
 _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 TYPED_SOURCES: dict[str, dict[str, str]] = {
     TIMESTAMP: {"TIMESTAMP": "{x}", "TIMESTAMP WITH TIME ZONE": "{x} AT TIME ZONE 'UTC'"},
-    DECIMAL: {t: "try_cast({x} AS DECIMAL(12,2))" for t in (*_INTEGERS, "DECIMAL")},
+    DECIMAL: {t: "try_cast({x} AS {type})" for t in (*_INTEGERS, "DECIMAL")},
     INTEGER: {t: "try_cast({x} AS INTEGER)" for t in _INTEGERS},  # out of range: NULL, unparseable as from text
 }
 
 
-def typed_sql(col: Column, source: str, source_type: str) -> str | None:
-    """SQL typing the column ``source`` of DuckDB type ``source_type`` without a round trip through text, or None."""
-    template = TYPED_SOURCES.get(col.kind, {}).get(source_type.split("(")[0])
-    return None if template is None else template.format(x=source)
+def typed_sql(col: Column, source: str, source_type: str, local_time: bool = False) -> str | None:
+    """SQL typing the column ``source`` of DuckDB type ``source_type`` without a round trip through text, or None.
+
+    ``local_time``: a naive TIMESTAMP is local time of the session's TimeZone (the source's ``timezone``).
+    """
+    base = source_type.split("(")[0]
+    if local_time and col.kind == TIMESTAMP and base == "TIMESTAMP":
+        return f"CAST({source} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
+    template = TYPED_SOURCES.get(col.kind, {}).get(base)
+    return None if template is None else template.format(x=source, type=col.sql_type)
 
 
 def text_sql(source: str | None) -> str:
@@ -249,7 +315,8 @@ def text_sql(source: str | None) -> str:
 
 
 def column_sql(
-    col: Column, source: str | None, source_type: str | None, future_limit: datetime, min_ts: datetime
+    col: Column, source: str | None, source_type: str | None, future_limit: datetime, min_ts: datetime,
+    timestamp_format: str | None = None, local_time: bool = False,
 ) -> tuple[list[str], list[str], str, list[str]]:
     """(text select items, typed select items, final typed expression, rule CASEs) for one contract column.
 
@@ -257,9 +324,11 @@ def column_sql(
     trimmed text ``v`` (NULL when empty or missing) and yield 'rule|reason'. A column whose type already
     fits the kind (:func:`typed_sql`, parquet) is typed as is: ``v`` is then no column but an expression
     inside reasons only, built for the rows a rule rejects (a CASE branch runs for its own rows only).
+    Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601;
+    text without an offset is local time of the session's TimeZone (UTC unless the source names one).
     """
     n, p = col.name, f"p__{col.name}"
-    typed = typed_sql(col, source, source_type) if source and source_type else None
+    typed = typed_sql(col, source, source_type, local_time) if source and source_type else None
     v = text_sql(source) if typed else f"v__{n}"
     texts = [] if typed else [f"{text_sql(source)} AS {v}"]
     x = source if typed else v  # NULL exactly when the value is missing (a typed value's text is never blank)
@@ -268,16 +337,19 @@ def column_sql(
     if col.kind in (ID, STRING):
         final = v
     elif col.kind == ENUM:
-        final = f"lower({v})"
+        final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
         allowed = ", ".join(f"'{e}'" for e in col.enum)
         rules.append(f"WHEN lower({v}) NOT IN ({allowed}) THEN 'unknown:{n}|unknown {n} ' || {shown_sql(v)}")
     else:
         if typed:
             inner.append(f"{typed} AS {p}")
+        elif col.kind == TIMESTAMP and timestamp_format:
+            fmt = timestamp_format.replace("'", "''")
+            inner.append(f"CAST(try_strptime({v}, '{fmt}') AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS {p}")
         elif col.kind == TIMESTAMP:
             inner.append(f"try_cast({v} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS {p}")
         elif col.kind == DECIMAL:
-            inner.append(f"try_cast({v} AS DECIMAL(12,2)) AS {p}")
+            inner.append(f"try_cast({v} AS {col.sql_type}) AS {p}")
         else:  # INTEGER: reject non-integral values instead of rounding them
             inner.append(
                 f"CASE WHEN try_cast({v} AS DECIMAL(18,3)) = trunc(try_cast({v} AS DECIMAL(18,3))) "
@@ -288,6 +360,8 @@ def column_sql(
             label = f"negative {n}" if col.min_value == 0 else f"{n} < {col.min_value:g}"
             rule = "negative" if col.min_value == 0 else "below_min"
             rules.append(f"WHEN {p} < {col.min_value} THEN '{rule}:{n}|{label}: ' || {shown_sql(v)}")
+        if col.max_value is not None:
+            rules.append(f"WHEN {p} > {col.max_value} THEN 'above_max:{n}|{n} > {col.max_value:g}: ' || {shown_sql(v)}")
         if col.kind == TIMESTAMP:
             hi, lo = f"TIMESTAMP '{future_limit.isoformat(sep=' ')}'", f"TIMESTAMP '{min_ts.isoformat(sep=' ')}'"
             rules.append(f"WHEN {p} > {hi} THEN 'future:{n}|{n} in the future: ' || {shown_sql(v)}")
@@ -298,3 +372,15 @@ def column_sql(
 
 def all_ddl() -> list[str]:
     return [t.ddl() for t in TABLES.values()] + [REJECTS_DDL, LEDGER_DDL]
+
+
+# Warehouses created before a column existed: (table, column, statements that add and fill it).
+MIGRATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (LEDGER_TABLE, "source", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN source VARCHAR",
+                              f"UPDATE {LEDGER_TABLE} SET source = table_name")),
+    (LEDGER_TABLE, "filtered", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN filtered BIGINT DEFAULT 0",)),
+    ("raw.clicks", "funnel_stage", (
+        "ALTER TABLE raw.clicks ADD COLUMN funnel_stage VARCHAR",
+        "UPDATE raw.clicks SET funnel_stage = CASE WHEN event_type IN ('view', 'search', 'add_to_cart', 'checkout', "
+        "'purchase') THEN event_type ELSE 'other' END")),
+)

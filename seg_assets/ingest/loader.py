@@ -1,11 +1,12 @@
 """Load the landing zone into ``raw.*`` with set-based DuckDB SQL, one transaction per file.
 
-``ingest_landing`` walks ``landing/{orders,clicks,customers}`` in name order, skips files whose bytes
-were already ingested (``meta.ingest_ledger`` is keyed by sha256 of the content), reads each new file
-into a temp table, types and validates every row in one SQL statement, writes bad rows to
-``raw.rejects`` and new good rows to ``raw.<table>`` (deduplicated by id: first row in the file wins,
-a row already in the table wins), and records the file's accounting in the ledger:
-``delivered = accepted + duplicate + rejected``. Finding and reading the files is in sources.py.
+``ingest_landing`` walks the folders of the sources (sources.yaml, else one per contract table) in name
+order, skips files a source already ingested (``meta.ingest_ledger`` is keyed by source and sha256 of
+the content), reads each new file, maps it onto its contract table (mapping.py), types and validates
+every row in one SQL statement, writes bad rows to ``raw.rejects`` and new good rows to ``raw.<table>``
+(deduplicated by id: first row in the file wins, a row already in the table wins), and records the
+file's accounting in the ledger: ``delivered = accepted + duplicate + rejected + filtered`` (filtered:
+left out by the source's ``where``). Finding and reading the files is in sources.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 import duckdb
 
 from seg_assets.ingest import contract as C
+from seg_assets.ingest.mapping import Mapped, map_columns
+from seg_assets.ingest.source_config import SourceDef, load_sources
 from seg_assets.ingest.sources import OVERFLOW, SRC, Source, discover_files, file_sha256, load_source, sql_string
 from seg_assets.warehouse import prepare_connection
 
@@ -27,6 +30,7 @@ _EMAIL = re.compile(r"[^\s,;:\"'<>()\[\]{}|=]+@[^\s,;:\"'<>()\[\]{}|=]+")
 
 @dataclass
 class FileOutcome:
+    source: str
     table_name: str
     file_name: str  # relative to the landing folder
     file_format: str
@@ -38,6 +42,7 @@ class FileOutcome:
     accepted: int = 0
     duplicate: int = 0
     rejected: int = 0
+    filtered: int = 0
     extra_columns: tuple[str, ...] = ()
     message: str | None = None
     note: str | None = None  # prepended to the message when the ledger row is written
@@ -55,7 +60,7 @@ class IngestReport:
 
     def totals(self, table: str | None = None) -> dict[str, int]:
         files = self.files if table is None else self.for_table(table)
-        out = {k: sum(getattr(f, k) for f in files) for k in ("delivered", "accepted", "duplicate", "rejected")}
+        out = {k: sum(getattr(f, k) for f in files) for k in ("delivered", "accepted", "duplicate", "rejected", "filtered")}
         out["files"] = len(files)
         for status in C.STATUSES:
             out[f"files_{status}"] = sum(f.status == status for f in files)
@@ -82,21 +87,24 @@ def redact(text: str | None) -> str | None:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Schemas, UTC session, and the (empty) public tables: raw.orders/clicks/customers/rejects, meta.ingest_ledger."""
+    """Schemas, UTC session, the (empty) raw tables of the contract, raw.rejects and meta.ingest_ledger."""
     prepare_connection(con)
     for ddl in C.all_ddl():
         con.execute(ddl)
-
-
-# ----------------------------------------------------------------------------------------- reading
+    present = set(con.sql("SELECT table_schema || '.' || table_name || '.' || column_name "
+                          "FROM information_schema.columns").fetchall())
+    for table, column, statements in C.MIGRATIONS:
+        if (f"{table}.{column}",) not in present:
+            for statement in statements:
+                con.execute(statement)
 
 
 # ----------------------------------------------------------------------------------------- typing and rules
 
 
-def _raw_json(src: Source, spec: C.TableSpec) -> str:
+def _raw_json(src: Source, spec: C.TableSpec, pii_names: set[str] = frozenset()) -> str:
     """JSON of the row as read; PII columns hashed, any other text with an '@' hashed too."""
-    pii = set(spec.pii_columns)
+    pii = set(spec.pii_columns) | set(pii_names)
     parts = []
     for name, ident, typ in zip(src.names, src.idents, src.types):
         if name.strip().lower() in pii:
@@ -109,26 +117,14 @@ def _raw_json(src: Source, spec: C.TableSpec) -> str:
     return f"json_object({', '.join(parts)})::VARCHAR" if parts else "'{}'"
 
 
-def _match_columns(spec: C.TableSpec, src: Source) -> tuple[dict[str, str], list[str]]:
-    """Contract column -> SRC identifier (matched on trimmed, lower-cased names), and the extra columns."""
-    mapping: dict[str, str] = {}
-    extras = []
-    for name, ident in zip(src.names, src.idents):
-        key = name.strip().lower()
-        if key in spec.column_names and key not in mapping:
-            mapping[key] = ident
-        else:
-            extras.append(redact(name))
-    return mapping, extras
-
-
-def _stage_rows(con, spec: C.TableSpec, src: Source, mapping: dict[str, str], bounds: _Bounds) -> None:
-    """STAGE = one row per delivered row: _row, typed contract columns, rule/reason (NULL if good), raw_values.
+def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bounds) -> None:
+    """STAGE = one row per delivered row the source keeps: _row, typed contract columns, rule/reason (NULL if
+    good), raw_values.
 
     A parquet column whose type fits its kind (C.typed_sql) is used as is, not cast to text and parsed back.
     """
-    types = dict(zip(src.idents, src.types))
-    values, inner, finals, cases = [f"{src.row_expr} AS _row"], [], [], []
+    spec = source.spec
+    values, inner, finals, cases = [], [], [], []
     if src.is_csv:  # structural rules first: a truncated row, a row with too many fields
         n = len(src.idents)
         present = " + ".join(f"({c} IS NOT NULL)::INT" for c in src.idents)
@@ -137,9 +133,11 @@ def _stage_rows(con, spec: C.TableSpec, src: Source, mapping: dict[str, str], bo
             f"({present}) || ' of {n} fields'"
         )
         cases.append(f"WHEN {OVERFLOW} IS NOT NULL THEN 'too_many_fields:row|too many fields: more than {n}'")
+    local_time = source.timezone != "UTC"
     for col in spec.columns:
-        ident = mapping.get(col.name)
-        texts, i, final, rules = C.column_sql(col, ident, types.get(ident), bounds.future_limit, bounds.min_ts)
+        sql, typ = mapped.columns.get(col.name, (None, None))
+        texts, i, final, rules = C.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
+                                              source.timestamp_format, local_time)
         values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")
@@ -151,18 +149,19 @@ def _stage_rows(con, spec: C.TableSpec, src: Source, mapping: dict[str, str], bo
         SELECT _row, {', '.join(finals)},
                split_part(why, '|', 1) AS rule,
                substr(why, strpos(why, '|') + 1) AS reason,
-               CASE WHEN why IS NOT NULL THEN {_raw_json(src, spec)} END AS raw_values
+               CASE WHEN why IS NOT NULL THEN {_raw_json(src, spec, mapped.pii_names)} END AS raw_values
         FROM (SELECT *, {why} AS why FROM (
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
-                SELECT *, {', '.join(values)} FROM {src.relation})))"""
+                SELECT *, {', '.join(values) if values else 'NULL AS _seg_no_text'} FROM (
+                    SELECT *, {src.row_expr} AS _row FROM {src.relation}) WHERE {mapped.where or 'true'})))"""
     )
 
 
-def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason: str) -> None:
+def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason: str, pii_names: set[str]) -> None:
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     con.execute(
         f"""CREATE TEMP TABLE {STAGE} AS SELECT {src.row_expr} AS _row, {sql_string(rule)} AS rule,
-        {sql_string(reason)} AS reason, {_raw_json(src, spec)} AS raw_values FROM {src.relation}"""
+        {sql_string(reason)} AS reason, {_raw_json(src, spec, pii_names)} AS raw_values FROM {src.relation}"""
     )
 
 
@@ -174,15 +173,15 @@ def _write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
     if out.note:
         out.message, out.note = "; ".join(filter(None, [out.note, out.message])), None
     con.execute(
-        f"DELETE FROM {C.LEDGER_TABLE} WHERE file_name = ? AND content_sha256 = ? AND status = ?",
-        [out.file_name, out.content_sha256, C.STATUS_FAILED],
+        f"DELETE FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND content_sha256 = ? AND status = ?",
+        [out.source, out.file_name, out.content_sha256, C.STATUS_FAILED],
     )
-    con.execute(
-        f"INSERT INTO {C.LEDGER_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [out.file_id, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
-         out.status, out.delivered, out.accepted, out.duplicate, out.rejected, list(out.extra_columns),
-         out.message, run_id, now],
-    )
+    row = {"file_id": out.file_id, "source": out.source, "table_name": out.table_name, "file_name": out.file_name,
+           "file_format": out.file_format, "content_sha256": out.content_sha256, "size_bytes": out.size_bytes,
+           "status": out.status, "delivered": out.delivered, "accepted": out.accepted, "duplicate": out.duplicate,
+           "rejected": out.rejected, "filtered": out.filtered, "extra_columns": list(out.extra_columns),
+           "message": out.message, "run_id": run_id, "ingested_at": now}
+    con.execute(f"INSERT INTO {C.LEDGER_TABLE} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
 
 def _rollback(con) -> None:
@@ -240,7 +239,7 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
         ).fetchall()[0][0]
         if insert_rows:
             out.accepted = _insert_new_rows(con, spec, out.file_id)
-        out.duplicate = out.delivered - out.accepted - out.rejected
+        out.duplicate = out.delivered - out.accepted - out.rejected - out.filtered
         _write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:
@@ -248,7 +247,23 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
         raise
 
 
-def _ingest_file(con, spec: C.TableSpec, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
+def _missing_message(out: FileOutcome, source: SourceDef, mapped: Mapped) -> tuple[str, str]:
+    """(rule, one-line message) of a file that cannot feed its table: what is missing and how to fix it."""
+    if mapped.missing_inputs:
+        name, used_by = next(iter(mapped.missing_inputs.items()))
+        listed = ", ".join(sorted(mapped.missing_inputs))
+        return (f"missing_column:{name}",
+                f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {name!r}): "
+                "fix the file or the mapping in sources.yaml")
+    missing = mapped.missing_required(source.spec)
+    listed = ", ".join(f"'{c}'" for c in missing)
+    fix = (f"add the column or map it in sources.yaml under sources.{source.name}.columns" if source.declared
+           else "add the column, or declare a source in sources.yaml that maps your column names (see the README)")
+    return f"missing_column:{missing[0]}", f"missing required column{'s' if len(missing) > 1 else ''} {listed}: {fix}"
+
+
+def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
+    spec = source.spec
     src = load_source(con, path, out.file_format)
     if src is None:
         out.status, out.message = C.STATUS_REJECTED_FILE, f"{out.file_name}: empty file (no header row)"
@@ -256,72 +271,84 @@ def _ingest_file(con, spec: C.TableSpec, path: Path, out: FileOutcome, run_id: s
         con.execute(f"CREATE TEMP TABLE {STAGE} (_row BIGINT, rule VARCHAR, reason VARCHAR, raw_values VARCHAR)")
         _commit(con, out, spec, run_id, bounds.now, insert_rows=False)
         return
-    mapping, extras = _match_columns(spec, src)
-    out.extra_columns = tuple(extras)
-    missing = [c for c in spec.required_columns if c not in mapping]
-    notes = []
-    if missing:
-        listed = ", ".join(f"'{c}'" for c in missing)
-        what = f"missing required column{'s' if len(missing) > 1 else ''} {listed}"
+    mapped = map_columns(con, source, src)
+    out.extra_columns = tuple(redact(e) for e in mapped.extras)
+    notes = list(mapped.notes)
+    rejected = bool(mapped.missing_inputs or mapped.missing_required(spec))
+    out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
+    if rejected:
+        rule, what = _missing_message(out, source, mapped)
         out.status = C.STATUS_REJECTED_FILE
-        notes.append(f"{out.file_name}: {what}")
-        _stage_file_rejected(con, spec, src, f"missing_column:{missing[0]}", f"file rejected: {what}")
+        notes.insert(0, f"{out.file_name}: {what}")
+        _stage_file_rejected(con, spec, src, rule, f"file rejected: {what}", mapped.pii_names)
     else:
-        absent = [c for c in spec.column_names if c not in mapping]
+        absent = [c for c in spec.column_names if c not in mapped.columns]
         if absent:
             notes.append(f"optional column(s) {', '.join(absent)} absent: treated as empty")
-        _stage_rows(con, spec, src, mapping, bounds)
-    if extras:
-        notes.append(f"extra column(s) ignored: {', '.join(extras)}")
+        if source.timezone != "UTC":
+            con.execute(f"SET TimeZone = {sql_string(source.timezone)}")
+        try:
+            _stage_rows(con, source, src, mapped, bounds)
+        finally:
+            con.execute("SET TimeZone = 'UTC'")
+        out.filtered = out.delivered - con.sql(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
+        if out.filtered:
+            notes.append(f"{out.filtered} row(s) left out by the source's where: {source.where.text}")
+    if out.extra_columns:
+        notes.append(f"extra column(s) ignored: {', '.join(out.extra_columns)}")
     out.message = "; ".join(notes) or None
     con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-    out.delivered = con.sql(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
-    _commit(con, out, spec, run_id, bounds.now, insert_rows=not missing)
+    _commit(con, out, spec, run_id, bounds.now, insert_rows=not rejected)
 
 
 def ingest_landing(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
     *,
+    sources: list[SourceDef] | None = None,
     run_id: str,
     now: datetime,
     clock_skew: timedelta,
     min_ts: datetime,
     rehash_known: bool = False,
 ) -> IngestReport:
-    """Ingest every new landing file; see the module docstring. Idempotent: known files are skipped.
+    """Ingest every new landing file of every source; see the module docstring. Idempotent: known files are skipped.
 
-    A file whose name and size match a ledger row (not ``failed``) is skipped without hashing, as landed
-    files never change (data contract); ``rehash_known=True`` hashes every file and skips only on equal content.
+    A file whose name and size match a ledger row of its source (not ``failed``) is skipped without hashing,
+    as landed files never change (data contract); ``rehash_known=True`` hashes every file and skips only on
+    equal content. ``sources`` default: those of the data root holding ``landing_dir`` (source_config.py).
     """
     ensure_tables(con)
+    if sources is None:
+        sources = load_sources(Path(landing_dir).parent)
     now = naive_utc(now)
     bounds = _Bounds(now=now, future_limit=now + clock_skew, min_ts=naive_utc(min_ts))
     landing_dir = Path(landing_dir)
-    files, ignored = discover_files(landing_dir)
+    files, ignored = discover_files(landing_dir, sources)
     report = IngestReport(run_id=run_id, ignored=ignored)
-    seen: dict[str, set[tuple[str, int]]] = {}
-    for name, sha, size in con.sql(
-        f"SELECT file_name, content_sha256, size_bytes FROM {C.LEDGER_TABLE} WHERE status <> ?", params=[C.STATUS_FAILED]
+    seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
+    for source, name, sha, size in con.sql(
+        f"SELECT source, file_name, content_sha256, size_bytes FROM {C.LEDGER_TABLE} WHERE status <> ?",
+        params=[C.STATUS_FAILED],
     ).fetchall():
-        seen.setdefault(name, set()).add((sha, size))
-    for table, path, fmt in files:
+        seen.setdefault((source, name), set()).add((sha, size))
+    for source, path, fmt in files:
         rel = path.relative_to(landing_dir).as_posix()
-        if not rehash_known and path.stat().st_size in {size for _, size in seen.get(rel, ())}:
+        if not rehash_known and path.stat().st_size in {size for _, size in seen.get((source.name, rel), ())}:
             report.skipped.append(rel)
             continue
         sha, size = file_sha256(path)
         known = con.sql(
             f"""SELECT file_id, file_name, delivered FROM {C.LEDGER_TABLE}
-            WHERE content_sha256 = ? AND status <> ? ORDER BY (file_name = ?) DESC, file_id""",
-            params=[sha, C.STATUS_FAILED, rel],
+            WHERE source = ? AND content_sha256 = ? AND status <> ? ORDER BY (file_name = ?) DESC, file_id""",
+            params=[source.name, sha, C.STATUS_FAILED, rel],
         ).fetchall()
         if known and known[0][1] == rel:
             report.skipped.append(rel)
             continue
-        out = FileOutcome(table, rel, fmt, sha, size, C.STATUS_INGESTED)
+        out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED)
         out.file_id = con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0]
-        if rel in seen:
+        if (source.name, rel) in seen:
             out.note = f"{rel} was ingested before with other content (landed files must not change)"
         try:
             if known:  # the same bytes under another name: a re-delivery, nothing to read
@@ -330,10 +357,12 @@ def ingest_landing(
                 out.message = f"same content as {orig_name} (file_id {orig_id}): all rows are duplicates"
                 _ledger_only(con, out, run_id, now)
             else:
-                _ingest_file(con, C.TABLES[table], path, out, run_id, bounds)
+                _ingest_file(con, source, path, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
-            out = FileOutcome(table, rel, fmt, sha, size, C.STATUS_FAILED, file_id=out.file_id, note=out.note)
-            out.message = redact(f"{rel}: {type(exc).__name__}: {exc}")[:1000]
+            out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_FAILED, file_id=out.file_id,
+                              note=out.note)
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            out.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
             _ledger_only(con, out, run_id, now)
         finally:
             for temp in (SRC, STAGE):

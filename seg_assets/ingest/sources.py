@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from seg_assets.ingest import contract as C
+from seg_assets.ingest.source_config import SourceDef
 
 SRC = "_seg_ingest_src"  # temp table holding a CSV file as read
 NULL_SENTINEL = "\x01"  # CSV nullstr: empty fields stay '', only padded (missing) fields become NULL
@@ -61,19 +62,21 @@ def file_format(path: Path) -> str | None:
     return next((fmt for suffix, fmt in C.FORMATS if name.endswith(suffix)), None)
 
 
-def discover_files(landing_dir: Path) -> tuple[list[tuple[str, Path, str]], list[str]]:
-    """(table, path, format) of every landing file, sorted by relative name; and the ignored files."""
+def discover_files(landing_dir: Path, sources: list[SourceDef]) -> tuple[list[tuple[SourceDef, Path, str]], list[str]]:
+    """(source, path, format) of every landing file a source reads, sorted by relative name (then source
+    order: two sources may read one folder); and the files no source reads or that are not data files."""
     found, ignored = [], []
     if not landing_dir.is_dir():
         return found, ignored
     for path in sorted((p for p in landing_dir.rglob("*") if p.is_file()), key=lambda p: p.relative_to(landing_dir).as_posix()):
-        rel = path.relative_to(landing_dir)
+        rel = path.relative_to(landing_dir).as_posix()
         fmt = file_format(path)
+        readers = [s for s in sources if rel.startswith(s.folder + "/")]
         # '.'/'_' names are in-progress or marker files by the landing rule (automation/landing.py)
-        if len(rel.parts) < 2 or rel.parts[0] not in C.TABLES or fmt is None or path.name.startswith((".", "_")):
-            ignored.append(rel.as_posix())
+        if not readers or fmt is None or path.name.startswith((".", "_")):
+            ignored.append(rel)
         else:
-            found.append((rel.parts[0], path, fmt))
+            found += [(source, path, fmt) for source in readers]
     return found, ignored
 
 

@@ -47,7 +47,7 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "tenure": ("tenure_days",),
     "discount": ("discount_share",),
     "quality": ("cancel_rate", "return_rate"),
-    "engagement": ("sessions", "views", "searches", "add_to_carts", "checkouts"),
+    "engagement": ("sessions", "views", "searches", "add_to_carts", "checkouts", "purchases"),
     "funnel": ("view_to_cart", "cart_to_checkout", "checkout_to_order", "session_to_order"),
     "preferences": ("category_count", "top_category_share"),
 }

@@ -1,0 +1,154 @@
+"""One landing file, seen through its source: the SQL giving each contract column, and what is missing.
+
+A contract column comes from the source's mapping (sources.yaml: a file column or an expression), else
+from a file column of the same name (the contract's own layout), else it is absent. Values the file
+cannot deliver are derived here: an absent ``key_from`` id (``clicks.event_id``, ``order_items.line_id``)
+and ``clicks.funnel_stage``.
+
+CSV files are read as text (so that the loader can tell an empty field from a missing one and reject
+single rows). Inside an *expression*, though, a CSV column is typed the way a reader of the file would
+expect: BIGINT or DOUBLE when every non-empty value in the file is such a number (and none has a leading
+zero, which marks an id or code), otherwise text with empty fields as NULL. So ``abs(Quantity)`` or
+``Quantity * UnitPrice`` work on CSV as on Parquet. A column mapped by name alone stays text and is typed
+by the contract's rules, row by row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.events import stage_of
+from seg_assets.ingest.source_config import SourceDef
+from seg_assets.ingest.sources import Source, sql_string
+
+_KEY_SEPARATOR = "\x1f"
+
+
+class MappingError(ValueError):
+    """The source's mapping cannot be evaluated on this file (a type error in an expression, ...)."""
+
+
+@dataclass
+class Mapped:
+    columns: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # contract column -> (SQL, DuckDB type)
+    where: str | None = None  # keep a row when true
+    extras: list[str] = field(default_factory=list)  # file columns nothing reads
+    missing_inputs: dict[str, list[str]] = field(default_factory=dict)  # file column -> contract columns needing it
+    pii_names: set[str] = field(default_factory=set)  # file columns holding personal data (lower-cased)
+    notes: list[str] = field(default_factory=list)
+
+    def missing_required(self, spec: C.TableSpec) -> list[str]:
+        return [c for c in spec.file_required_columns if c not in self.columns]
+
+
+def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str]) -> dict[str, str]:
+    """SQL for each file column an expression reads: as is (Parquet) or typed from its text (CSV, see above)."""
+    if not src.is_csv:
+        return {n: by_lower[n] for n in names}
+    names = sorted(names)
+    if not names:
+        return {}
+    probes = []
+    for n in names:
+        v = f"nullif(trim({by_lower[n]}), '')"
+        plain = f"({v} IS NULL OR NOT regexp_matches({v}, '^[+-]?0[0-9]'))"
+        probes += [f"count({v}) > 0 AND bool_and({v} IS NULL OR (try_cast({v} AS BIGINT) IS NOT NULL AND {plain}))",
+                   f"count({v}) > 0 AND bool_and({v} IS NULL OR (try_cast({v} AS DOUBLE) IS NOT NULL AND {plain}))"]
+    flags = con.sql(f"SELECT {', '.join(probes)} FROM {src.relation}").fetchall()[0]
+    out = {}
+    for i, n in enumerate(names):
+        v = f"nullif(trim({by_lower[n]}), '')"
+        is_int, is_float = flags[2 * i], flags[2 * i + 1]
+        out[n] = (f"try_cast({v} AS BIGINT)" if is_int else f"try_cast({v} AS DOUBLE)" if is_float
+                  else f"nullif({by_lower[n]}, '')")
+    return out
+
+
+def _describe(con, src: Source, exprs: dict[str, str], source: SourceDef) -> dict[str, str]:
+    """DuckDB type of each mapped expression (binding errors become one readable line)."""
+    if not exprs:
+        return {}
+    items = ", ".join(f"{sql} AS {name}" for name, sql in exprs.items())  # contract names are plain identifiers
+    try:
+        rows = con.sql(f"DESCRIBE SELECT {items} FROM {src.relation}").fetchall()
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise MappingError(f"source {source.name!r}: a mapping does not fit this file: {first}. Fix the expression "
+                           "in sources.yaml (CAST or TRY_CAST where a text column meets a number)") from None
+    return {r[0]: r[1] for r in rows}
+
+
+def _derived_key(spec: C.TableSpec, col: C.Column, columns: dict[str, tuple[str, str | None]]) -> str:
+    """md5 of the row's values plus its occurrence among identical rows of the file (needs ``_row``)."""
+    texts = [f"coalesce(CAST({columns[c][0]} AS VARCHAR), '')" if c in columns else "''" for c in col.key_from]
+    values = f"concat_ws('{_KEY_SEPARATOR}', {', '.join(texts)})"
+    occurrence = f"row_number() OVER (PARTITION BY {values} ORDER BY _row)"
+    return f"md5({values} || '{_KEY_SEPARATOR}' || {occurrence})"
+
+
+def _funnel_stage(con, src: Source, event_sql: str, source: SourceDef) -> str:
+    """A CASE giving each event name of this file its stage (names decided in Python by events.stage_of)."""
+    name = f"trim(CAST({event_sql} AS VARCHAR))"
+    names = [r[0] for r in con.sql(f"SELECT DISTINCT {name} FROM {src.relation} WHERE {name} <> ''").fetchall()]
+    whens = [f"WHEN {sql_string(n)} THEN '{stage_of(n, source.event_types)}'" for n in sorted(names)]
+    whens = [w for w in whens if not w.endswith("THEN 'other'")]
+    return f"CASE {name} {' '.join(whens)} ELSE 'other' END" if whens else "'other'"
+
+
+def map_columns(con, source: SourceDef, src: Source) -> Mapped:
+    """How each contract column of ``source.table`` is read from one file (see the module docstring)."""
+    spec = source.spec
+    by_lower: dict[str, str] = {}
+    for name, ident in zip(src.names, src.idents):
+        by_lower.setdefault(name.strip().lower(), ident)
+    out = Mapped()
+    used: set[str] = set()
+    expr_inputs: set[str] = set()
+    for contract_name, expr in source.columns.items():
+        for name in expr.columns:
+            if name not in by_lower:
+                out.missing_inputs.setdefault(name, []).append(contract_name)
+        used |= expr.columns
+        if expr.column_name is None:
+            expr_inputs |= expr.columns
+    if source.where is not None:
+        for name in source.where.columns:
+            if name not in by_lower:
+                out.missing_inputs.setdefault(name, []).append("where")
+        used |= source.where.columns
+        expr_inputs |= source.where.columns
+    if out.missing_inputs:
+        return out
+    typed = _typed_inputs(con, src, expr_inputs, by_lower)
+    exprs: dict[str, str] = {}
+    for col in spec.columns:
+        if col.derived:
+            continue
+        expr = source.columns.get(col.name)
+        if expr is not None and expr.column_name is not None:
+            ident = by_lower[expr.column_name.lower()]
+            out.columns[col.name] = (ident, src.types[src.idents.index(ident)])
+        elif expr is not None:
+            exprs[col.name] = expr.sql(typed)
+        elif col.name in by_lower:
+            ident = by_lower[col.name]
+            out.columns[col.name] = (ident, src.types[src.idents.index(ident)])
+            used.add(col.name)
+        if col.pii and expr is not None:
+            out.pii_names |= expr.columns
+    types = _describe(con, src, exprs, source)
+    out.columns.update({name: (sql, types.get(name)) for name, sql in exprs.items()})
+    out.columns = {c.name: out.columns[c.name] for c in spec.columns if c.name in out.columns}  # contract order
+    if source.where is not None:
+        out.where = f"coalesce(CAST(({source.where.sql(typed)}) AS BOOLEAN), false)"
+    for col in spec.columns:
+        if col.key_from and col.name not in out.columns and all(c in out.columns for c in spec.file_required_columns):
+            out.columns[col.name] = (_derived_key(spec, col, out.columns), "VARCHAR")
+            out.notes.append(f"{col.name} derived from each row's values")
+        if col.derived and col.name == "funnel_stage" and "event_type" in out.columns:
+            out.columns[col.name] = (_funnel_stage(con, src, out.columns["event_type"][0], source), "VARCHAR")
+    out.extras = [n for n in src.names if n.strip().lower() not in used]
+    return out

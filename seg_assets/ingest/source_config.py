@@ -1,0 +1,250 @@
+"""``sources.yaml``: the user's landing folders, mapped onto the contract tables by configuration, not code.
+
+A source reads one folder under ``landing/`` and feeds one contract table; each contract column is a
+column of the file or a DuckDB SQL expression over the file's own columns. Folders of the contract
+tables that no declared source reads keep the contract's own column names (an implicit source per
+folder), so a project without a sources file works as before.
+
+The file is input like any landing file: it can rename, cast and compute, and it can never read other
+files or tables. Every expression is parsed with sqlglot and refused at load, with nothing ingested,
+when it holds a subquery, a table, a table function (``read_csv``, ...), an aggregate or window, a
+parameter, or a function that reads state or is not deterministic (``getvariable``, ``random``, ...):
+re-running an ingestion must give the same rows. Functions sqlglot does not know are checked against
+DuckDB's own catalog: only scalar functions pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Union
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlglot
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlglot import exp
+
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.events import check_overrides
+
+SOURCES_ENV = "SEG_SOURCES_FILE"
+SOURCES_FILE = "sources.yaml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Node types an expression may not contain, with the words a person reads.
+_FORBIDDEN: tuple[tuple[type[exp.Expression], str], ...] = (
+    (exp.Query, "a subquery"),
+    (exp.Subquery, "a subquery"),
+    (exp.Table, "a table"),
+    (exp.From, "a FROM clause"),
+    (exp.Join, "a join"),
+    (exp.Star, "'*'"),
+    (exp.Placeholder, "a parameter"),
+    (exp.Parameter, "a parameter"),
+    (exp.Window, "a window function"),
+    (exp.AggFunc, "an aggregate function (a column maps one row to one value)"),
+    (exp.UDTF, "a set-returning function"),
+    (exp.Explode, "a set-returning function"),
+    (exp.Command, "a command"),
+    (exp.Rand, "a random function (ingestion must be repeatable)"),
+    (exp.Uuid, "a random function (ingestion must be repeatable)"),
+    (exp.CurrentTimestamp, "the current time (ingestion must be repeatable)"),
+    (exp.CurrentDate, "the current time (ingestion must be repeatable)"),
+    (exp.CurrentTime, "the current time (ingestion must be repeatable)"),
+)
+# Scalar functions in DuckDB's catalog that read session state, sequences or the clock.
+_DENIED_FUNCTIONS = frozenset({
+    "getvariable", "current_setting", "getenv", "nextval", "currval", "setseed", "random", "uuid", "uuidv4",
+    "uuidv7", "gen_random_uuid", "now", "get_current_time", "get_current_timestamp", "current_date", "current_time",
+    "current_timestamp", "transaction_timestamp", "txid_current", "current_query", "current_schema", "current_schemas",
+    "current_database", "current_catalog", "current_user", "session_user", "user", "version", "pg_typeof",
+})
+
+
+class SourceConfigError(ValueError):
+    """A sources file that cannot be used; the message is one line naming the source and what to fix."""
+
+
+class _SourceModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    table: str
+    folder: Optional[str] = None
+    timestamp_format: Optional[str] = None
+    timezone: str = "UTC"
+    where: Optional[str] = None
+    columns: dict[str, Union[str, int, float]] = {}  # `amount: 0` is a literal: YAML gives a number
+    event_types: dict[str, str] = {}
+
+
+class _FileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sources: dict[str, _SourceModel] = {}
+
+
+@dataclass(frozen=True)
+class Expr:
+    """One mapped value: the text as written, and the file columns it reads (lower-cased names)."""
+
+    text: str
+    columns: frozenset[str]
+    column_name: Optional[str] = None  # set when the value is just a column of the file
+
+    def sql(self, idents: dict[str, str]) -> str:
+        """The expression with each column replaced by its identifier in the file's relation."""
+        if self.column_name is not None:
+            return idents[self.column_name.lower()]
+        tree = sqlglot.parse_one(self.text, read="duckdb")
+        tree = tree.transform(
+            lambda n: sqlglot.parse_one(idents[n.name.lower()], read="duckdb") if isinstance(n, exp.Column) else n)
+        return tree.sql(dialect="duckdb")
+
+
+@dataclass(frozen=True)
+class SourceDef:
+    name: str
+    table: str  # contract table it feeds
+    folder: str  # under landing/
+    columns: dict[str, Expr] = field(default_factory=dict)  # contract column -> value
+    timestamp_format: Optional[str] = None
+    timezone: str = "UTC"
+    where: Optional[Expr] = None
+    event_types: dict[str, str] = field(default_factory=dict)
+    declared: bool = True  # False: the implicit source of a contract folder
+
+    @property
+    def spec(self) -> C.TableSpec:
+        return C.TABLES[self.table]
+
+
+@lru_cache(maxsize=1)
+def _duckdb_functions() -> dict[str, set[str]]:
+    import duckdb
+
+    out: dict[str, set[str]] = {}
+    for name, kind in duckdb.sql("SELECT function_name, function_type FROM duckdb_functions()").fetchall():
+        out.setdefault(name.lower(), set()).add(kind)
+    return out
+
+
+def parse_expression(text: str, where: str) -> Expr:
+    """Validate one mapped value (see the module docstring); ``where`` names it in errors."""
+    text = str(text).strip()
+    if not text:
+        raise SourceConfigError(f"{where}: empty value (name a column of the file or write an expression)")
+    try:
+        trees = sqlglot.parse(text, read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        if re.fullmatch(r"[^()'\";]+", text):  # a column name with spaces or symbols, written bare
+            return Expr(text, frozenset({text.lower()}), column_name=text)
+        raise SourceConfigError(f"{where}: not a column name or a SQL expression ({str(exc).splitlines()[0]})") from None
+    if len(trees) != 1 or trees[0] is None:
+        raise SourceConfigError(f"{where}: one expression expected, found {len(trees)} statements")
+    tree = trees[0]
+    if isinstance(tree, exp.Alias) and re.fullmatch(r"[^()'\";]+", text):  # `Invoice Date`: a bare column name
+        return Expr(text, frozenset({text.lower()}), column_name=text)
+    for node in tree.walk():
+        for kind, words in _FORBIDDEN:
+            if isinstance(node, kind):
+                raise SourceConfigError(f"{where}: {words} is not allowed in a mapping: {node.sql(dialect='duckdb')[:80]}")
+        if isinstance(node, exp.Column) and (node.table or node.args.get("db") or node.args.get("catalog")):
+            raise SourceConfigError(f"{where}: {node.sql()} reads another table; name the file's column only")
+        if isinstance(node, exp.Alias):
+            raise SourceConfigError(f"{where}: aliases are not allowed ({node.sql()}); the contract column is the name")
+        if isinstance(node, exp.Func):
+            name = (node.name if isinstance(node, exp.Anonymous) else type(node).__name__).lower()
+            if "read" in type(node).__name__.lower() and not isinstance(node, exp.Anonymous):
+                raise SourceConfigError(f"{where}: {node.sql(dialect='duckdb')[:80]} reads files; a mapping may read "
+                                        "the file's own columns only")
+            if isinstance(node, exp.Anonymous):
+                kinds = _duckdb_functions().get(name, set())
+                if name in _DENIED_FUNCTIONS:
+                    raise SourceConfigError(f"{where}: function {node.name}() reads state or is not repeatable")
+                if not kinds & {"scalar", "macro"}:
+                    what = "a table function" if kinds & {"table", "table_macro"} else (
+                        "an aggregate function" if "aggregate" in kinds else "not a DuckDB scalar function")
+                    raise SourceConfigError(f"{where}: function {node.name}() is {what}; only scalar functions are allowed")
+    columns = frozenset(c.name.lower() for c in tree.find_all(exp.Column))
+    if isinstance(tree, exp.Column):
+        return Expr(text, columns, column_name=tree.name)
+    return Expr(text, columns)
+
+
+def sources_path(data_root: Path) -> Path:
+    return Path(os.environ.get(SOURCES_ENV) or Path(data_root) / SOURCES_FILE).expanduser()
+
+
+def _one_line(exc: ValidationError, path: Path) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{path}: {loc}: {err['msg']}"
+
+
+def _folder(name: str, value: Optional[str], where: str) -> str:
+    raw = (value or name).strip()
+    folder = raw.rstrip("/")
+    parts = Path(folder).parts
+    if not folder or raw.startswith(("/", "~")) or any(p in ("..", ".") for p in parts) or "\\" in folder:
+        raise SourceConfigError(f"{where}: folder {value!r} must be a folder name under landing/ (no '..', not absolute)")
+    return folder
+
+
+def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
+    where = f"{path.name}: source {name!r}"
+    if not _NAME.match(name):
+        raise SourceConfigError(f"{where}: a source name uses letters, digits, '_', '-' and '.'")
+    if model.table not in C.TABLES:
+        raise SourceConfigError(f"{where}: table {model.table!r} is not a contract table ({', '.join(C.TABLES)})")
+    spec = C.TABLES[model.table]
+    columns = {}
+    for column, value in model.columns.items():
+        if column not in spec.column_names or spec.column(column).derived:
+            raise SourceConfigError(f"{where}: {column!r} is not a column of {model.table} "
+                                    f"({', '.join(c.name for c in spec.columns if not c.derived)})")
+        columns[column] = parse_expression(value, f"{where}, column {column}")
+    try:
+        ZoneInfo(model.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SourceConfigError(f"{where}: unknown timezone {model.timezone!r} (an IANA name like Europe/London)") from None
+    if model.timestamp_format is not None and "%" not in model.timestamp_format:
+        raise SourceConfigError(f"{where}: timestamp_format {model.timestamp_format!r} has no %-codes (e.g. '%m/%d/%Y %H:%M')")
+    if model.event_types and model.table != "clicks":
+        raise SourceConfigError(f"{where}: event_types applies to clicks sources only")
+    try:
+        event_types = check_overrides(model.event_types)
+    except ValueError as exc:
+        raise SourceConfigError(f"{where}: {exc}") from None
+    where_expr = parse_expression(model.where, f"{where}, where") if model.where else None
+    return SourceDef(name, model.table, _folder(name, model.folder, where), columns, model.timestamp_format,
+                     model.timezone, where_expr, event_types)
+
+
+def parse_sources(text: str, path: Path) -> list[SourceDef]:
+    """The declared sources of one file's text, plus an implicit source per unclaimed contract folder."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SourceConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise SourceConfigError(f"{path}: expected a mapping with a 'sources:' key")
+    try:
+        model = _FileModel.model_validate(raw)
+    except ValidationError as exc:
+        raise SourceConfigError(_one_line(exc, path)) from None
+    declared = [_source(name, m, path) for name, m in model.sources.items()]
+    claimed = {s.folder for s in declared}
+    implicit = [SourceDef(t, t, t, declared=False) for t in C.TABLES if t not in claimed and t not in model.sources]
+    return declared + implicit
+
+
+def load_sources(data_root: Path) -> list[SourceDef]:
+    """The sources of a data root (``$SEG_SOURCES_FILE`` or ``<root>/sources.yaml``; none: one per contract folder)."""
+    path = sources_path(data_root)
+    if not path.exists():
+        if os.environ.get(SOURCES_ENV):
+            raise SourceConfigError(f"{path}: {SOURCES_ENV} names a file that does not exist")
+        return parse_sources("", path)
+    return parse_sources(path.read_text(encoding="utf-8"), path)

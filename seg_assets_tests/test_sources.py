@@ -1,0 +1,177 @@
+"""sources.yaml: parsing and refusing mappings, and real ingestion of the user's own layouts on real DuckDB files."""
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from seg_assets.ingest.loader import ingest_landing
+from seg_assets.ingest.source_config import SourceConfigError, load_sources, parse_sources
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+
+
+def parse(text: str):
+    return parse_sources(text, Path("sources.yaml"))
+
+
+def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
+    return f"sources:\n  shop:\n    table: {table}\n{extra}    columns:\n{columns}"
+
+
+@pytest.mark.parametrize("expression, words", [
+    ("read_csv('/etc/passwd')", "reads files"),
+    ("(SELECT max(user_id) FROM raw.orders)", "subquery"),
+    ("user_id IN (SELECT user_id FROM raw.customers)", "subquery"),
+    ("raw.orders.user_id", "another table"),
+    ("read_text('/etc/passwd')", "table function"),
+    ("query('SELECT 1')", "table function"),
+    ("sum(amount)", "aggregate"),
+    ("row_number() OVER ()", "window"),
+    ("getvariable('as_of')", "reads state"),
+    ("random()", "repeatable"),
+    ("now()", "repeatable"),
+    ("nextval('s')", "reads state"),
+    ("no_such_function(x)", "not a DuckDB scalar function"),
+    ("x; DROP TABLE raw.orders", "one expression"),
+    ("$1", "parameter"),
+    ("unnest([1, 2])", "set-returning"),
+])
+def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, words):
+    with pytest.raises(SourceConfigError) as err:
+        parse(one_source(f'      user_id: "{expression}"\n'))
+    message = str(err.value)
+    assert words in message and "'shop'" in message and "user_id" in message and "\n" not in message
+
+
+def test_where_is_checked_like_a_column():
+    with pytest.raises(SourceConfigError, match="where: a subquery"):
+        parse(one_source("      user_id: uid\n", extra="    where: \"uid IN (SELECT 1)\"\n"))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("sources:\n  s:\n    table: invoices\n", "not a contract table"),
+    ("sources:\n  s:\n    table: orders\n    colums: {}\n", "colums"),
+    ("sources:\n  s:\n    table: orders\n    columns: {amount_total: x}\n", "not a column of orders"),
+    ("sources:\n  s:\n    table: orders\n    timezone: Mars/Olympus\n", "unknown timezone"),
+    ("sources:\n  s:\n    table: orders\n    folder: ../../etc\n", "folder"),
+    ("sources:\n  s:\n    table: orders\n    folder: /etc\n", "folder"),
+    ("sources:\n  s:\n    table: orders\n    event_types: {x: view}\n", "clicks sources only"),
+    ("sources:\n  s:\n    table: clicks\n    event_types: {wishlist_add: basket}\n", "not a funnel stage"),
+    ("sources: [1, 2\n", "not valid YAML"),
+])
+def test_configuration_errors_are_one_line_naming_the_problem(text, words):
+    with pytest.raises(SourceConfigError) as err:
+        parse(text)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_declared_sources_replace_the_implicit_one_of_their_folder_only():
+    sources = parse("sources:\n  shop_orders:\n    table: orders\n    folder: orders\n    columns: {amount: 0, items: 1}\n")
+    by_name = {s.name: s for s in sources}
+    assert "orders" not in by_name and by_name["shop_orders"].folder == "orders"
+    assert {"clicks", "customers", "order_items", "reviews"} <= set(by_name)
+    assert by_name["shop_orders"].columns["amount"].text == "0"  # YAML numbers are literals
+
+
+def test_no_sources_file_means_the_contract_folders(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEG_SOURCES_FILE", raising=False)
+    assert sorted(s.folder for s in load_sources(tmp_path)) == ["clicks", "customers", "order_items", "orders", "reviews"]
+    monkeypatch.setenv("SEG_SOURCES_FILE", str(tmp_path / "elsewhere.yaml"))
+    with pytest.raises(SourceConfigError, match="does not exist"):
+        load_sources(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------- ingestion
+
+
+def ingest(root: Path, now=NOW):
+    con = duckdb.connect(str(root / "warehouse.duckdb"))
+    try:
+        report = ingest_landing(con, root / "landing", run_id="r1", now=now, clock_skew=timedelta(minutes=60),
+                                min_ts=datetime(1990, 1, 1))
+        ledger = con.sql("SELECT source, file_name, status, delivered, accepted, duplicate, rejected, filtered, message "
+                         "FROM meta.ingest_ledger ORDER BY file_id").fetchall()
+        for row in ledger:
+            assert row[3] == sum(row[4:8]), row  # every delivered row accounted for
+        return report, ledger, con.sql("SELECT * FROM raw.rejects").fetchall()
+    finally:
+        con.close()
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / "landing" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def test_expressions_timezones_formats_and_where_on_a_csv(tmp_path):
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n"
+        "  lines:\n"
+        "    table: order_items\n"
+        "    timestamp_format: '%d.%m.%Y %H:%M'\n"
+        "    timezone: Europe/Berlin\n"
+        "    where: \"Kunde IS NOT NULL AND Kunde <> 'TEST'\"\n"
+        "    columns:\n"
+        "      order_id: Beleg\n"
+        "      user_id: Kunde\n"
+        "      order_ts: Datum\n"
+        "      product_id: Artikel\n"
+        "      quantity: abs(Menge)\n"
+        "      unit_price: Preis / 100\n"
+        "      status: \"CASE WHEN Menge < 0 THEN 'returned' ELSE 'completed' END\"\n")
+    write(tmp_path, "lines/a.csv", "Beleg,Kunde,Datum,Artikel,Menge,Preis\n"
+          "B1,007,01.07.2025 12:00,A1,2,250\n"      # CEST: 10:00 UTC; '007' stays text
+          "B1,007,01.07.2025 12:00,A1,2,250\n"      # a genuine repeat line is kept
+          "B2,,01.07.2025 12:00,A1,1,250\n"         # no customer: filtered by where
+          "B3,TEST,01.07.2025 12:00,A1,1,250\n"     # filtered
+          "C4,007,15.01.2025 09:30,A2,-1,999\n"     # CET: 08:30 UTC, a credit note
+          "B5,008,31.02.2025 09:30,A2,1,100\n")     # no such date: rejected with a reason
+    report, ledger, rejects = ingest(tmp_path)
+    assert [r[:8] for r in ledger] == [("lines", "lines/a.csv", "ingested", 6, 3, 0, 1, 2)]
+    assert "left out by the source's where" in ledger[0][8]
+    assert [r[4] for r in rejects] == ["unparseable:order_ts"]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    rows = con.sql("SELECT order_id, user_id, order_ts, quantity, unit_price::DOUBLE, status FROM raw.order_items "
+                   "ORDER BY order_id").fetchall()
+    con.close()
+    assert rows == [("B1", "007", datetime(2025, 7, 1, 10, 0), 2, 2.5, "completed"),
+                    ("B1", "007", datetime(2025, 7, 1, 10, 0), 2, 2.5, "completed"),
+                    ("C4", "007", datetime(2025, 1, 15, 8, 30), 1, 9.99, "returned")]
+    # Re-delivered under another name: same bytes; and the same lines inside a new file: derived keys dedupe.
+    write(tmp_path, "lines/a_again.csv", (tmp_path / "landing/lines/a.csv").read_text())
+    write(tmp_path, "lines/b.csv", "Beleg,Kunde,Datum,Artikel,Menge,Preis\nB1,007,01.07.2025 12:00,A1,2,250\n"
+          "B9,009,01.07.2025 12:00,A1,1,100\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert [r[2:8] for r in ledger[1:]] == [("duplicate_file", 6, 0, 6, 0, 0), ("ingested", 2, 1, 1, 0, 0)]
+
+
+def test_a_mapping_that_does_not_fit_the_file_fails_that_file_only_with_a_reason(tmp_path):
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: customer, amount: total, items: 1}\n")
+    write(tmp_path, "shop/a.csv", "id,customer,total,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\n")
+    write(tmp_path, "shop/b.csv", "id,client,total,order_ts,status\no2,u2,10,2026-03-01T00:00:00Z,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[1], r[2], r[4]) for r in ledger] == [("shop/a.csv", "ingested", 1), ("shop/b.csv", "rejected_file", 0)]
+    assert "customer not in the file" in ledger[1][8] and "sources.yaml" in ledger[1][8]
+    assert len(rejects) == 1
+
+
+def test_a_refused_sources_file_ingests_nothing(tmp_path):
+    from seg_assets.refresh import run_refresh
+
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T00:00:00Z,1,1,completed\n")
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  shop:\n    table: orders\n    folder: orders\n    columns: {user_id: \"(SELECT 'x')\"}\n")
+    outcome = run_refresh(tmp_path)
+    assert not outcome.success
+    messages = [m for s in outcome.stages for m in s.failures]
+    assert any("subquery is not allowed" in m for m in messages), messages
+    warehouse = tmp_path / "warehouse.duckdb"
+    if warehouse.exists():
+        con = duckdb.connect(str(warehouse), read_only=True)
+        tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert "ingest_ledger" not in tables or con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall()[0][0] == 0
+        con.close()
