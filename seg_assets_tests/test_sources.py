@@ -175,3 +175,19 @@ def test_a_refused_sources_file_ingests_nothing(tmp_path):
         tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
         assert "ingest_ledger" not in tables or con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall()[0][0] == 0
         con.close()
+
+
+def test_reviews_and_unix_times_with_the_contract_layout(tmp_path):
+    write(tmp_path, "reviews/r.csv", "review_id,user_id,order_id,review_ts,rating,text\n"
+          "r1,u1,o1,1767225600,5,Lovely mug\n"           # Unix seconds: 2026-01-01
+          "r2,u2,,1767225600000,,\n"                      # milliseconds; rating and text may be empty
+          "r3,u3,o3,2026-01-02T00:00:00Z,6,Too many stars\n"
+          "r4,u4,o4,2026-01-02T00:00:00Z,0,mail me at someone@example.com\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [r[2:8] for r in ledger] == [("ingested", 4, 2, 0, 2, 0)]
+    assert sorted(r[4] for r in rejects) == ["above_max:rating", "below_min:rating"]
+    assert all("someone@example.com" not in (r[6] or "") for r in rejects)  # review text is personal data
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    rows = con.sql("SELECT review_id, review_ts, rating FROM raw.reviews ORDER BY 1").fetchall()
+    con.close()
+    assert rows == [("r1", datetime(2026, 1, 1), 5), ("r2", datetime(2026, 1, 1), None)]

@@ -309,6 +309,15 @@ def typed_sql(col: Column, source: str, source_type: str, local_time: bool = Fal
     return None if template is None else template.format(x=source, type=col.sql_type)
 
 
+def epoch_sql(v: str) -> str:
+    """Text of a Unix time (9 to 19 digits: seconds, milliseconds, microseconds or nanoseconds, told apart by
+    magnitude, as exports from trackers and databases write them) as naive UTC; NULL for anything else."""
+    x = f"try_cast({v} AS DOUBLE)"
+    scale = f"CASE WHEN {x} < 1e11 THEN 1e6 WHEN {x} < 1e14 THEN 1e3 WHEN {x} < 1e17 THEN 1 ELSE 1e-3 END"
+    return (f"CASE WHEN regexp_full_match({v}, '[0-9]{{9,19}}([.][0-9]+)?') "
+            f"THEN make_timestamp(CAST({x} * {scale} AS BIGINT)) END")
+
+
 def text_sql(source: str | None) -> str:
     """A delivered column as trimmed text, NULL when empty or missing (no such column)."""
     return "CAST(NULL AS VARCHAR)" if source is None else f"nullif(trim(CAST({source} AS VARCHAR)), '')"
@@ -343,11 +352,13 @@ def column_sql(
     else:
         if typed:
             inner.append(f"{typed} AS {p}")
-        elif col.kind == TIMESTAMP and timestamp_format:
-            fmt = timestamp_format.replace("'", "''")
-            inner.append(f"CAST(try_strptime({v}, '{fmt}') AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS {p}")
         elif col.kind == TIMESTAMP:
-            inner.append(f"try_cast({v} AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS {p}")
+            if timestamp_format:
+                fmt = timestamp_format.replace("'", "''")
+                parsed = f"CAST(try_strptime({v}, '{fmt}') AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
+            else:
+                parsed = f"try_cast({v} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
+            inner.append(f"coalesce({parsed}, {epoch_sql(v)}) AS {p}")
         elif col.kind == DECIMAL:
             inner.append(f"try_cast({v} AS {col.sql_type}) AS {p}")
         else:  # INTEGER: reject non-integral values instead of rounding them
