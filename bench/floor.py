@@ -15,6 +15,13 @@ import os
 
 import duckdb
 
+from seg_assets.ingest.events import DEFAULT_EVENT_STAGES
+
+
+def names_of(stage: str) -> str:
+    """The built-in event names of one funnel stage, as a SQL list (the demo data uses only those)."""
+    return ", ".join(f"'{n}'" for n, s in DEFAULT_EVENT_STAGES.items() if s == stage)
+
 
 def scan(landing: str, table: str) -> str:
     """A SQL source over every parquet and CSV file of one landing folder (either may be absent)."""
@@ -41,10 +48,10 @@ COPY (
     ), c AS (
         SELECT user_id,
                count(DISTINCT session_id) AS sessions,
-               count(*) FILTER (WHERE event_type = 'view') AS views,
-               count(*) FILTER (WHERE event_type = 'search') AS searches,
-               count(*) FILTER (WHERE event_type = 'add_to_cart') AS add_to_carts,
-               count(*) FILTER (WHERE event_type = 'checkout') AS checkouts,
+               count(*) FILTER (WHERE event_type IN ({view})) AS views,
+               count(*) FILTER (WHERE event_type IN ({search})) AS searches,
+               count(*) FILTER (WHERE event_type IN ({add_to_cart})) AS add_to_carts,
+               count(*) FILTER (WHERE event_type IN ({checkout})) AS checkouts,
                max(event_ts::TIMESTAMP) AS last_click_ts
         FROM ({clicks}) GROUP BY user_id
     )
@@ -59,7 +66,8 @@ def main() -> None:
     parser.add_argument("out")
     args = parser.parse_args()
     con = duckdb.connect()
-    con.sql(QUERY.format(orders=scan(args.landing, "orders"), clicks=scan(args.landing, "clicks"), out=args.out))
+    stages = {s: names_of(s) for s in ("view", "search", "add_to_cart", "checkout")}
+    con.sql(QUERY.format(orders=scan(args.landing, "orders"), clicks=scan(args.landing, "clicks"), out=args.out, **stages))
     users = con.sql(f"SELECT count(*) FROM read_parquet('{args.out}')").fetchall()[0][0]
     print(f"{users:,} users -> {args.out}")
 

@@ -1,6 +1,7 @@
 """The honest baseline: the script a data scientist would write instead of the pipeline.
 
-Read every landing file with pandas, drop re-delivered rows, RFM + click counts per user, StandardScaler,
+Read every landing file with pandas, drop re-delivered rows, RFM + click counts per funnel stage (event
+names mapped to stages once per distinct name, as anyone would with a dict) per user, StandardScaler,
 KMeans(6), a LogisticRegression that predicts the segment, write one parquet table. No sampling, no
 incremental tricks, no validation, no history: exactly what the tutorials do, no handicaps either
 (vectorized groupbys, pyarrow-backed strings as pandas 3 gives by default).
@@ -18,6 +19,8 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+
+from seg_assets.ingest.events import stage_of
 
 FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "sessions", "view", "search",
             "add_to_cart", "checkout"]
@@ -46,7 +49,9 @@ def build_features(landing: str) -> pd.DataFrame:
     rfm["recency_days"] = (now - rfm["last_order"]).dt.days
     rfm["avg_order_value"] = rfm["monetary"] / rfm["frequency"]
 
-    events = clicks.groupby(["user_id", "event_type"]).size().unstack(fill_value=0)
+    stages = {name: stage_of(name) for name in clicks["event_type"].dropna().unique()}
+    clicks["stage"] = clicks["event_type"].map(stages)
+    events = clicks.groupby(["user_id", "stage"]).size().unstack(fill_value=0)
     events["sessions"] = clicks.groupby("user_id")["session_id"].nunique()
 
     users = rfm.drop(columns="last_order").join(events, how="outer")
