@@ -42,9 +42,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not e2e"
 
 ui: $(STAMP)
-	@mkdir -p "$(SEG_DATA_DIR)"
-	export DAGSTER_HOME="$${DAGSTER_HOME:-$(SEG_DATA_DIR)/dagster_home}"; \
-	mkdir -p "$$DAGSTER_HOME" && $(BIN)/seg-assets init-dagster-home "$$DAGSTER_HOME" && \
+	home="$$($(BIN)/seg-assets init-dagster-home --print-path)" || exit 1; \
+	echo "DAGSTER_HOME=$$home"; export DAGSTER_HOME="$$home"; \
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: $(STAMP)

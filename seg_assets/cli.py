@@ -50,15 +50,32 @@ def refresh(
     refit: bool = typer.Option(False, help="Force a new segment model fit (the promotion gate still decides)."),
     rebase: bool = typer.Option(False, help="Recompute every user's features and scores (the daily rebase), not only "
                                 "the users with new rows."),
+    set_: list[str] = typer.Option([], "--set", metavar="OP.FIELD=VALUE",
+                                   help="A setting of the run, e.g. --set churn_model.min_auc=0.6 (repeatable; value read as YAML)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A YAML file of settings in Dagster's run config shape "
+                                          "(ops: OP: config: FIELD: VALUE); --set wins over it."),
     data_dir: Optional[Path] = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
     summary: bool = typer.Option(True, help="Print what was built."),
 ) -> None:
-    """Materialize, in-process, everything the hourly refresh would; exits non-zero on failure."""
-    from seg_assets.published_state import nothing_new
+    """Run the refresh job in-process, recorded in the instance `make ui` shows; exits non-zero on failure."""
+    from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
+    from seg_assets.errors import InputError
+    from seg_assets.published_state import nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
+    from seg_assets.warehouse import parse_utc
 
+    if as_of is not None:
+        try:
+            parse_utc(as_of)
+        except ValueError:
+            raise typer.BadParameter(f"{as_of!r} is not an ISO-8601 time, e.g. 2026-10-31T23:59:59Z", param_hint="--as-of")
+    try:
+        overrides = settings_overrides(config, set_)
+    except InputError as exc:
+        _input_error(exc)
+    paths = data_paths(data_dir)
     if not (refit or rebase):
-        current = nothing_new(data_paths(data_dir), as_of)
+        current = nothing_new(paths, settings_fingerprint(merge(refresh_run_config(), overrides)["ops"], as_of))
         if current:
             console.print(f"[green]Segments are current[/green]: {current}.")
             return
@@ -67,28 +84,54 @@ def refresh(
     start_validation()  # the validation process imports GE on the other core while Dagster loads here
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    import dagster as dg
-
+    from seg_assets.automation.instance import open_instance
     from seg_assets.refresh import run_refresh
     from seg_assets.report import print_summary
 
-    # With DAGSTER_HOME set, runs are recorded there (visible in `make ui`, timed by the benchmark).
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-        progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
-        outcome = run_refresh(data_dir, as_of=as_of, refit=refit, rebase=rebase, instance=instance)
+    instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
+            progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
+            outcome = run_refresh(paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides,
+                                  instance=instance, tags={"seg-assets/launched_by": "cli"})
+    except InputError as exc:
+        _input_error(exc)
     for stage in outcome.stages:
         mark = "[green]ok[/green]" if stage.success else "[red]FAILED[/red]"
         console.print(f"{stage.group} {mark} ({stage.seconds:.1f}s)")
-    for stage in outcome.stages:
-        for failure in stage.failures:
-            console.print(f"[{'red' if not stage.success else 'yellow'}]{stage.group}: {failure}[/]")
+    for problem in outcome.problems:
+        colour = {"warning": "yellow"}.get(problem.kind, "red")
+        console.print(f"[{colour}]{problem.kind}[/] {problem.line()}", markup=True, highlight=False, soft_wrap=True)
+        if problem.traceback:
+            console.print(problem.traceback, markup=False, highlight=False, soft_wrap=True)
     if summary:
-        print_summary(data_dir, console)
+        print_summary(paths.root, console)
+    console.print(_closing_line(outcome, paths), highlight=False, soft_wrap=True)
+    console.print(f"Run {outcome.run_id} is in the Dagster instance at {instance.root_directory}.", highlight=False, soft_wrap=True)
     if not outcome.success:
-        console.print("[red]Refresh failed[/red]; published segments were left as they were.")
         raise typer.Exit(1)
-    console.print(f"[green]Refresh done[/green] in {outcome.seconds:.1f}s")
+
+
+def _closing_line(outcome, paths) -> str:
+    """Says how it went, repeats the causes, and says what BI tools see now."""
+    from rich.markup import escape
+
+    from seg_assets.published_state import published, read_state
+
+    causes = "; ".join(escape(p.line()) for p in outcome.causes)
+    if outcome.success:
+        return f"[green]Refresh done[/green] in {outcome.seconds:.1f}s" + (f"; not taken in: {causes}" if causes else "")
+    state = read_state(paths) if published(paths) else None
+    bi = (f"published segments (as of {state['as_of']}) were left as they were" if state
+          else "published segments were left as they were" if published(paths) else "nothing has been published yet")
+    return f"[red]Refresh failed[/red]: {causes or 'see the errors above'}. {bi[0].upper()}{bi[1:]}."
+
+
+def _input_error(exc: Exception) -> None:
+    """An input problem: one line on stderr, exit 2, no traceback."""
+    Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160).print(
+        f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @app.command("import-cdnow")
@@ -120,12 +163,21 @@ def eval_cdnow_command(
 
 
 @app.command("init-dagster-home")
-def init_dagster_home(path: Path = typer.Argument(..., help="The DAGSTER_HOME folder to prepare.")) -> None:
+def init_dagster_home(
+    path: Optional[Path] = typer.Argument(None, help="The DAGSTER_HOME folder to prepare (default: $DAGSTER_HOME, "
+                                          "else $SEG_DATA_DIR/dagster_home, the one `seg-assets refresh` records in)."),
+    print_path: bool = typer.Option(False, "--print-path", help="Print only the folder (for `make ui`)."),
+) -> None:
     """Write dagster.yaml: one DuckDB writer at a time (pool 'duckdb'), runs queued."""
-    from seg_assets.automation.instance import write_dagster_yaml
+    from seg_assets.automation.instance import dagster_home, write_dagster_yaml
+    from seg_assets.settings import data_paths
 
-    target = write_dagster_yaml(path)
-    console.print(f"DAGSTER_HOME ready: {target}")
+    home = path or dagster_home(data_paths())
+    target = write_dagster_yaml(home)
+    if print_path:
+        print(target.parent.resolve())
+    else:
+        console.print(f"DAGSTER_HOME ready: {target}")
 
 
 _exit_code: list[int] = []

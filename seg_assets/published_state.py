@@ -1,23 +1,28 @@
 """What the published segments reflect, so a refresh with nothing new can stop in well under a second.
 
 After each successful publication ``bi_segments`` writes ``SEG_DATA_DIR/state/published.json``: the
-landing files (path and size) that the ingestion ledger had taken in, and the as-of setting. Before it
-loads Dagster, ``seg-assets refresh`` compares the landing folder with that record; if no file is new
-or changed and the as-of setting is the same, the published segments are current and it exits. The
-file is only a shortcut: deleting it just means the next refresh runs (and finds nothing to ingest).
+landing files (path and size) that the ingestion ledger had taken in, a fingerprint of the code that
+built them (the ``seg_assets`` package's ``.py`` files and the SQL models) and one of the settings (the
+as-of setting and the run's op config: ``--set``/``--config`` values, or the launchpad's). Before it
+loads Dagster, ``seg-assets refresh`` compares the landing folder, the code and its settings with that
+record; if nothing differs, the published segments are current and it exits. The file is only a
+shortcut: deleting it just means the next refresh runs (and finds nothing to ingest).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 from seg_assets.automation.landing import scan_landing
-from seg_assets.settings import DataPaths
+from seg_assets.settings import DataPaths, sql_dir
 
 STATE_FILE = "published.json"
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def state_path(paths: DataPaths) -> Path:
@@ -31,23 +36,53 @@ def ledger_files(con) -> list[list]:
     return [[name, int(size)] for name, size in rows]
 
 
-def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, as_of_setting: str | None) -> Path:
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 over the package's .py files and the SQL models, by relative path and content.
+
+    Computed once per process: a long-running code server records the code it loaded (about), not
+    edits made on disk since.
+    """
+    digest = hashlib.sha256()
+    for label, root, pattern in (("py", PACKAGE_DIR, "*.py"), ("sql", sql_dir(), "*.sql")):
+        for path in sorted(root.rglob(pattern)):
+            digest.update(f"{label}:{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def settings_fingerprint(ops_config: dict, as_of_setting: str | None) -> str:
+    """sha256 of the run's op config and as-of setting (key order does not matter)."""
+    text = json.dumps({"ops": ops_config, "as_of": as_of_setting}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_state(paths: DataPaths) -> dict | None:
+    target = state_path(paths)
+    return json.loads(target.read_text()) if target.exists() else None
+
+
+def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, settings: str) -> Path:
     target = state_path(paths)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"files": files, "as_of": str(as_of), "as_of_setting": as_of_setting,
+    tmp.write_text(json.dumps({"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
                                "published_at": datetime.now(timezone.utc).isoformat()}))
     os.replace(tmp, target)
     return target
 
 
-def nothing_new(paths: DataPaths, as_of_setting: str | None) -> str | None:
-    """A message if the published segments already reflect every landing file, else None."""
-    target = state_path(paths)
-    if not target.exists() or not (paths.bi / "segments.duckdb").exists():
+def published(paths: DataPaths) -> bool:
+    """Whether a refresh has ever published segments for BI."""
+    return (paths.bi / "segments.duckdb").exists()
+
+
+def nothing_new(paths: DataPaths, settings: str) -> str | None:
+    """A message if the published segments already reflect every landing file, this code and these settings."""
+    state = read_state(paths)
+    if state is None or not published(paths):
         return None
-    state = json.loads(target.read_text())
-    if state.get("as_of_setting") != as_of_setting:
+    if state.get("settings") != settings or state.get("code") != code_fingerprint():
         return None
     known = {(name, size) for name, size in state["files"]}
     landing = [(f.path, f.size) for f in scan_landing(paths.landing)]

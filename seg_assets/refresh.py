@@ -1,28 +1,40 @@
-"""Run the refresh in-process, as one Dagster run, the way the hourly schedule would.
+"""Run the refresh in-process, as one run of the ``refresh`` job (the schedule's, with its retry policy).
 
 The CLI (``seg-assets refresh``), ``make demo`` and the benchmark use this. The run is recorded on the
-instance (which gives the benchmark its per-asset timings) and materializes every asset in data-flow
-order; a blocking check that fails stops everything downstream of it, so published segments stay as
-they were. One run, not one per stage: each Dagster run costs about half a second to plan and record.
-The outcome is reported per stage (asset group) from the run's step records.
+instance it is given (the CLI's is the one ``make ui`` shows); a blocking check that fails stops
+everything downstream of it, so published segments stay as they were. One run, not one per stage: each
+Dagster run costs about half a second to plan and record. The outcome is reported per stage (asset
+group) from the run's step records, plus what a person should read: input problems as one line each,
+unexpected errors with their traceback, warnings the steps logged, and files the ingestion rejected.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from seg_assets.automation.jobs import refresh_run_config
+from seg_assets.automation.jobs import REFRESH_JOB
+from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs
 from seg_assets.features.incremental import REBASE_TAG
+from seg_assets.ingest import contract as C
+from seg_assets.resources import Warehouse
 from seg_assets.settings import data_paths
+from seg_assets.warehouse import table_exists
 
 # Asset groups in data-flow order.
 STAGE_GROUPS = ("ingest", "features", "segmentation", "publish")
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger prints every error with its stack trace; the outcome carries what matters.
+SILENT = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# What to do about a file the ingestion did not take in, by ledger status.
+FILE_FIXES = {
+    C.STATUS_REJECTED_FILE: "correct it to the data contract and land the corrected file under a new name",
+    C.STATUS_FAILED: "it could not be read and is tried again on the next refresh; replace it with a readable file",
+}
 
 
 @dataclass
@@ -34,11 +46,31 @@ class StageOutcome:
     failures: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One line for a person: ``where`` (step, check or file), what is wrong and, if known, how to fix it."""
+
+    kind: str  # "error" (fails the refresh), "warning", or "file" (a landing file not taken in)
+    where: str
+    message: str
+    traceback: str | None = None  # only for unexpected errors (a bug to report)
+
+    def line(self) -> str:
+        return f"{self.where}: {self.message.rstrip('.')}"
+
+
 @dataclass
 class RefreshOutcome:
     success: bool
     stages: list[StageOutcome]
     seconds: float = 0.0  # wall time of the run
+    run_id: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def causes(self) -> list[Problem]:
+        """What the closing summary repeats: errors and files not taken in."""
+        return [p for p in self.problems if p.kind in ("error", "file")]
 
 
 def step_groups(defs: dg.Definitions) -> dict[str, str]:
@@ -57,18 +89,71 @@ def step_groups(defs: dg.Definitions) -> dict[str, str]:
     return out
 
 
-def _failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
-    """(step key, message) of failed steps and failed checks."""
+def _root_error(error) -> dg.SerializableErrorInfo:
+    """The exception the step raised (a retry policy wraps it in 'Exceeded max_retries')."""
+    while error.cause is not None:
+        error = error.cause
+    return error
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str, Problem]]:
+    """(step key, stage failure text, problem) of failed steps and failed checks."""
     out = []
     for event in result.all_events:
-        if event.is_step_failure:
-            err = event.step_failure_data.error
-            out.append((event.step_key, f"step {event.step_key} failed: {err.message.strip() if err else 'unknown error'}"))
+        if not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        if data.user_failure_data is not None:  # dg.Failure: the asset told what is wrong
+            message = (data.user_failure_data.description or data.error.message).strip()
+            problem = Problem("error", event.step_key, message)
+        else:
+            root = _root_error(data.error)
+            message = root.message.strip()  # "ValueError: ..."
+            problem = Problem("error", event.step_key, f"{message} (unexpected: please report it with the traceback)",
+                              traceback=data.error.to_string())
+        out.append((event.step_key, f"step {event.step_key} failed: {message}", problem))
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
             sev = evaluation.severity.value if evaluation.severity else "ERROR"
             name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-            out.append((evaluation.asset_key.to_python_identifier(), f"check {name} failed ({sev})"))
+            detail = f": {evaluation.description}" if evaluation.description else ""
+            kind = "warning" if sev == "WARN" else "error"
+            out.append((evaluation.asset_key.to_python_identifier(), f"check {name} failed ({sev}){detail}",
+                        Problem(kind, f"check {name}", f"failed{detail}")))
+    return out
+
+
+def _logged_warnings(instance: dg.DagsterInstance, run_id: str, files: list[Problem]) -> list[Problem]:
+    """Warnings the steps logged, except those about a file already reported (one line per file).
+
+    Errors are not taken from the log: a step's error is its failure (reported from the result), and
+    Dagster logs its "dependencies failed, not executing" lines at that level.
+    """
+    out = []
+    for entry in instance.all_logs(run_id):
+        if entry.is_dagster_event or not logging.WARNING <= entry.level < logging.ERROR:
+            continue
+        message = entry.user_message.strip()
+        if not any(f"{f.where}:" in message for f in files):
+            out.append(Problem("warning", entry.step_key or "run", message))
+    return out
+
+
+def _files_not_taken(database: Path, run_id: str) -> list[Problem]:
+    """Files this run rejected whole or could not read, from the ingestion ledger."""
+    if not database.exists():
+        return []
+    statuses = list(FILE_FIXES)
+    with Warehouse(database=str(database)).get_connection() as con:
+        if not table_exists(con, C.LEDGER_TABLE):
+            return []
+        rows = con.sql(f"SELECT file_name, status, message FROM {C.LEDGER_TABLE} WHERE run_id = ? "
+                       f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY file_id",
+                       params=[run_id, *statuses]).fetchall()
+    out = []
+    for name, status, message in rows:
+        what = (message or status).removeprefix(f"{name}: ")
+        out.append(Problem("file", name, f"{status.replace('_', ' ')}: {what}; {FILE_FIXES[status]}"))
     return out
 
 
@@ -84,32 +169,57 @@ def _group_of(step_key: str, groups: dict[str, str]) -> str:
     return groups[max(prefixes, key=len)] if prefixes else "other"
 
 
+def check_settings(job: dg.JobDefinition, run_config: dict, overrides: dict) -> None:
+    """Raise SettingsError (one line) for an op or field the job does not have, or a value of the wrong type."""
+    fields = {}
+    for name, node in job.graph.node_dict.items():
+        schema = node.definition.config_schema
+        names = getattr(schema.config_type, "fields", None) if schema else None
+        if names:
+            fields[name] = sorted(names)
+    for op, entry in overrides.get("ops", {}).items():
+        for name in entry["config"]:
+            if op not in fields:
+                raise SettingsError(f"unknown setting {op}.{name}: {op} is not an op with settings; "
+                                    f"those are {', '.join(sorted(fields))}")
+            if name not in fields[op]:
+                raise SettingsError(f"unknown setting {op}.{name}: {op} has fields {', '.join(fields[op])}")
+    try:
+        dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as exc:
+        raise SettingsError("invalid setting: " + "; ".join(e.message for e in exc.errors)) from None
+
+
 def run_refresh(
     data_dir: str | Path | None = None,
     *,
     as_of: str | None = None,
     refit: bool = False,
     rebase: bool = False,
+    overrides: dict | None = None,
     instance: dg.DagsterInstance | None = None,
+    tags: dict[str, str] | None = None,
     on_stage=None,
 ) -> RefreshOutcome:
-    """Materialize every asset in one run; ``on_stage(group, 'done', outcome)`` reports each stage after it.
+    """Run the refresh job once; ``on_stage(group, 'done', outcome)`` reports each stage after it.
 
-    ``rebase`` recomputes every user's features and scores instead of only the users with new rows.
+    ``rebase`` recomputes every user's features and scores instead of only the users with new rows;
+    ``overrides`` (``{"ops": {op: {"config": {...}}}}``) are laid over the job's settings. Without an
+    ``instance`` the run is recorded in a temporary one.
     """
     paths = data_paths(data_dir).ensure()
     defs = build_defs(paths.root, as_of)
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_job_def(REFRESH_JOB)
+    overrides = overrides or {"ops": {}}
+    run_config = merge(refresh_run_config(refit), overrides)
+    check_settings(job, run_config, overrides)
     instance = instance or dg.DagsterInstance.ephemeral()
-    graph = defs.resolve_asset_graph()
-    keys = list(graph.materializable_asset_keys)
     start = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,
-        asset_selection=keys,
-        run_config=_run_config(refresh_run_config(refit), graph, keys),
+        run_config={**SILENT, **run_config},
         raise_on_error=False,
-        tags={REBASE_TAG: "true"} if rebase else None,
+        tags={**(tags or {}), **({REBASE_TAG: "true"} if rebase else {})},
     )
     wall = time.perf_counter() - start
     groups = step_groups(defs)
@@ -118,19 +228,14 @@ def run_refresh(
     stages = []
     for group in STAGE_GROUPS:
         steps = [k for k in seconds if _group_of(k, groups) == group]
-        mine = [msg for key, msg in failures if _group_of(key, groups) == group]
-        failed = any(m.startswith("step") or (m.startswith("check") and not m.endswith("(WARN)")) for m in mine)
+        mine = [(msg, problem) for key, msg, problem in failures if _group_of(key, groups) == group]
+        failed = any(problem.kind == "error" for _, problem in mine)
         if not steps and not mine:
             continue  # nothing of this stage ran (skipped after an upstream failure)
-        outcome = StageOutcome(group, not failed, sum(seconds[k] for k in steps), result.run_id, mine)
+        outcome = StageOutcome(group, not failed, sum(seconds[k] for k in steps), result.run_id, [m for m, _ in mine])
         stages.append(outcome)
         if on_stage:
             on_stage(group, "done", outcome)
-    return RefreshOutcome(result.success and not any(not s.success for s in stages), stages, wall)
-
-
-def _run_config(run_config: dict | None, graph, keys) -> dict:
-    """Quiet console logs, plus op config only for the selected ops (Dagster rejects the rest)."""
-    ops = {graph.get(k).assets_def.node_def.name for k in keys}
-    stage_ops = {op: cfg for op, cfg in (run_config or {}).get("ops", {}).items() if op in ops}
-    return {**QUIET, "ops": stage_ops} if stage_ops else dict(QUIET)
+    files = _files_not_taken(paths.warehouse, result.run_id)
+    problems = files + _logged_warnings(instance, result.run_id, files) + [problem for _, _, problem in failures]
+    return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems)

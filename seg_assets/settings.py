@@ -16,6 +16,14 @@ DEFAULT_DATA_DIR = "./data"
 # The three landing folders of the data contract (../shared/DATA_CONTRACT.md).
 LANDING_TABLES = ("orders", "clicks", "customers")
 
+# The SQL models (features/sql_models.py); here, without Dagster, for the published state's code fingerprint.
+SQL_DIR_ENV = "SEG_SQL_DIR"
+DEFAULT_SQL_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
+
+
+def sql_dir() -> Path:
+    return Path(os.environ.get(SQL_DIR_ENV) or DEFAULT_SQL_DIR)
+
 
 @dataclass(frozen=True)
 class DataPaths:

@@ -1,5 +1,8 @@
 """Declarative automation, evaluated without a daemon on a real instance and real materializations."""
 
+import os
+import shutil
+import time
 import warnings
 from datetime import timedelta
 
@@ -91,3 +94,18 @@ def test_the_drift_check_reuses_the_psi_segment_model_measured_in_its_run(refres
     assert measured.metadata["psi_measured_by"].value == "this check"
     assert in_run.metadata["max_psi"].value == pytest.approx(measured.metadata["max_psi"].value, abs=1e-12)
     assert in_run.metadata["psi_by_feature"].value == measured.metadata["psi_by_feature"].value
+
+
+def test_the_landing_sensor_does_not_redo_what_a_run_ingested(refreshed_instance, data_dir):
+    """The refresh ran outside the sensor (as `seg-assets refresh` does): its files are not requested again."""
+    defs, instance, _ = refreshed_instance
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    resources = build_resources(data_dir)
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+    assert not tick.run_requests and "no new settled files" in tick.skip_message
+    orders = sorted((data_dir / "landing" / "orders").iterdir())[0]
+    late = shutil.copy(orders, orders.with_name("late_" + orders.name))
+    os.utime(late, (time.time() - 60, time.time() - 60))  # settled
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=tick.cursor))
+    [request] = tick.run_requests
+    assert request.run_key.startswith(f"orders/late_{orders.name}:") and "|" not in request.run_key

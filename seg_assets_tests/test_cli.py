@@ -4,9 +4,13 @@ import shutil
 import subprocess
 import sys
 
+import dagster as dg
 from typer.testing import CliRunner
 
+from seg_assets import published_state
+from seg_assets.automation.run_config import merge, parse_assignment, refresh_run_config
 from seg_assets.cli import app
+from seg_assets.settings import data_paths
 from seg_assets_tests.fresh_python import python_stdout
 
 runner = CliRunner()
@@ -24,27 +28,85 @@ def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
     result = runner.invoke(app, ["generate", str(root), "--users", "1500", "--days", "45", "--seed", "2", "--format", "csv"])
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
 
     first = runner.invoke(app, ["refresh"])
     assert first.exit_code == 0, first.output
     assert "Segments" in first.output and "Refresh done" in first.output
 
+    # The run is in the instance `make ui` uses, as the `refresh` job, with its materializations.
+    instance = dg.DagsterInstance.from_config(str(root / "dagster_home"))
+    [run] = instance.get_runs()
+    assert run.job_name == "refresh" and run.status == dg.DagsterRunStatus.SUCCESS
+    assert instance.get_latest_materialization_event(dg.AssetKey(["bi", "segments"])).run_id == run.run_id
+
     again = runner.invoke(app, ["refresh"])
     assert again.exit_code == 0 and "Segments are current" in again.output
+
+    # A setting is part of what was published: a new value refreshes, the same value again does not.
+    setting = ["refresh", "--set", "raw_contracts.sample_rows=10000"]
+    changed = runner.invoke(app, setting)
+    assert changed.exit_code == 0 and "Refresh done" in changed.output, changed.output
+    assert "Segments are current" in runner.invoke(app, setting).output
+    assert len(instance.get_runs()) == 2
 
     # A re-delivered file under a new name is new to the folder: the refresh runs, and adds no rows.
     orders = sorted((root / "landing" / "orders").iterdir())[0]
     shutil.copy(orders, orders.with_name("resent_" + orders.name))
-    third = runner.invoke(app, ["refresh"])
+    third = runner.invoke(app, setting)
     assert third.exit_code == 0 and "Refresh done" in third.output, third.output
-    assert "Segments are current" in runner.invoke(app, ["refresh"]).output
+    assert "Segments are current" in runner.invoke(app, setting).output
 
 
-def test_refresh_reports_failure_with_exit_code(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "empty"))
-    result = runner.invoke(app, ["refresh"])  # no landing files: nothing to segment
-    assert result.exit_code == 1
-    assert "Refresh failed" in result.output
+def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monkeypatch):
+    paths = data_paths(tmp_path).ensure()
+    (paths.bi / "segments.duckdb").write_bytes(b"")
+    settings = published_state.settings_fingerprint({}, None)
+    published_state.write_published_state(paths, [], "2026-10-31", settings)
+    assert published_state.nothing_new(paths, settings)
+    assert published_state.nothing_new(paths, published_state.settings_fingerprint({}, "2026-10-01")) is None
+    monkeypatch.setattr(published_state, "code_fingerprint", lambda: "other code")
+    assert published_state.nothing_new(paths, settings) is None
+
+
+def test_a_rejected_file_is_one_line_and_the_cause_in_the_closing_line(tmp_path, monkeypatch):
+    """An unconverted file in landing/orders: exit 1, no traceback, the file and what to do, nothing published yet."""
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    (root / "landing" / "orders" / "export.csv").write_text("customer,date,qty,amount\n1,19970101,1,29.33\n")
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--no-summary"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "Stack Trace" not in result.output
+    [closing] = [line for line in result.output.splitlines() if line.startswith("Refresh failed")]
+    assert "orders/export.csv: rejected file: missing required column" in closing
+    assert "land the corrected file under a new name" in closing
+    assert closing.endswith("Nothing has been published yet.") and "left as they were" not in closing
+
+
+def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    typo = runner.invoke(app, ["refresh", "--set", "churn_model.min_aucc=0.7"])
+    assert typo.exit_code == 2 and "Traceback" not in typo.output
+    assert "unknown setting churn_model.min_aucc: churn_model has fields " in typo.output and "min_auc," in typo.output
+    wrong_type = runner.invoke(app, ["refresh", "--set", "churn_model.min_auc=high"])
+    assert wrong_type.exit_code == 2 and "invalid setting" in wrong_type.output and "min_auc" in wrong_type.output
+    config = tmp_path / "settings.yaml"
+    config.write_text("ops:\n  no_such_op:\n    config:\n      x: 1\n")
+    unknown_op = runner.invoke(app, ["refresh", "--config", str(config)])
+    assert unknown_op.exit_code == 2
+    assert "unknown setting no_such_op.x: no_such_op is not an op with settings" in unknown_op.output
+    config.write_text("resources:\n  settings: {}\n")
+    assert "expected only 'ops:'" in runner.invoke(app, ["refresh", "--config", str(config)]).output
+
+
+def test_settings_are_yaml_scalars_laid_over_the_refresh_config():
+    laid = merge(refresh_run_config(), parse_assignment("segment_model.k_max=6"))
+    assert laid["ops"]["segment_model"]["config"] == {"fit": "when_needed", "k_max": 6}
+    assert parse_assignment("churn_model.kind=logreg")["ops"]["churn_model"]["config"] == {"kind": "logreg"}
+    assert parse_assignment("x.flag=true")["ops"]["x"]["config"]["flag"] is True
 
 
 def _console(*args: str) -> "subprocess.CompletedProcess[str]":
@@ -80,3 +142,29 @@ def test_ingestion_preloads_scikit_learn_in_a_background_thread():
             "[t.join() for t in threads]\n"
             "print(len(threads), 'sklearn.ensemble' in sys.modules)\n")
     assert python_stdout(code).split() == ["1", "True"]
+
+
+def test_a_failure_is_one_line_and_a_bug_keeps_its_traceback():
+    """dg.Failure (an input problem the asset explains) vs any other exception (a bug to report)."""
+    from seg_assets.errors import input_failure
+    from seg_assets.refresh import _failures
+
+    @dg.op
+    def bad_input():
+        raise input_failure("orders/x.csv: no 'order_id' column; rename the id column to order_id")
+
+    @dg.op
+    def bug():
+        raise ZeroDivisionError("division by zero")
+
+    @dg.job(op_retry_policy=dg.RetryPolicy(max_retries=1))
+    def both():
+        bad_input()
+        bug()
+
+    result = both.execute_in_process(raise_on_error=False, run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
+    problems = {problem.where: problem for _, _, problem in _failures(result)}
+    assert problems["bad_input"].message == "orders/x.csv: no 'order_id' column; rename the id column to order_id"
+    assert problems["bad_input"].traceback is None
+    assert problems["bug"].message.startswith("ZeroDivisionError: division by zero (unexpected")
+    assert "Traceback" in problems["bug"].traceback or "File " in problems["bug"].traceback

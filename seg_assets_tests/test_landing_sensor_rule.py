@@ -3,7 +3,11 @@
 import os
 import time
 
-from seg_assets.automation.landing import dump_cursor, is_candidate, load_cursor, ready_files, scan_landing
+import json
+
+from seg_assets.automation.landing import (
+    TAKEN_FILES, SensorCursor, dump_cursor, is_candidate, load_cursor, ready_files, scan_landing, taken_files_metadata,
+)
 
 
 def test_in_progress_names_are_never_candidates():
@@ -28,7 +32,7 @@ def test_files_are_ready_after_settling_and_only_once(tmp_path):
     first = ready_files(files, set(), now, settle_seconds=10)
     assert [f.path for f in first] == ["orders/a.csv"]  # b.parquet is still settling
 
-    seen = load_cursor(dump_cursor({f.key for f in first}, files))
+    seen = load_cursor(dump_cursor(SensorCursor({f.key for f in first}), files)).seen
     assert ready_files(files, seen, now, 10) == []  # never twice
     assert [f.path for f in ready_files(files, seen, now + 11, 10)] == ["clicks/b.parquet"]
 
@@ -43,4 +47,18 @@ def test_cursor_forgets_files_that_left(tmp_path):
     f = tmp_path / "orders" / "a.csv"
     f.write_text("x")
     files = scan_landing(tmp_path)
-    assert load_cursor(dump_cursor({files[0].key, "orders/gone.csv:1:1"}, files)) == {files[0].key}
+    cursor = load_cursor(dump_cursor(SensorCursor({files[0].key, "orders/gone.csv:1:1"}, ledger_storage_id=7), files))
+    assert cursor.seen == {files[0].key} and cursor.ledger_storage_id == 7
+
+
+def test_a_cursor_of_the_earlier_format_is_read(tmp_path):
+    assert load_cursor(json.dumps(["orders/a.csv:1:1"])) == SensorCursor({"orders/a.csv:1:1"}, None)
+    assert load_cursor(None) == SensorCursor()
+
+
+def test_taken_files_are_the_ones_still_as_read(tmp_path):
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "orders" / "a.csv").write_text("abc")
+    (tmp_path / "orders" / "b.csv").write_text("grown since it was read")
+    [a, _] = scan_landing(tmp_path)
+    assert taken_files_metadata(tmp_path, {"orders/a.csv": 3, "orders/b.csv": 3}) == {TAKEN_FILES: [a.key]}

@@ -1,6 +1,6 @@
 """The refresh job, its hourly schedule, the landing sensor and the run-failure sensor.
 
-The hourly schedule, the landing sensor and ``seg-assets refresh`` run the same thing: every asset,
+The hourly schedule, the landing sensor and ``seg-assets refresh`` run the same job: every asset,
 with the model and classifier fitted only ``when_needed`` (no model in service, drift, age), and only
 the users with new rows recomputed; the daily rebase (``seg-assets refresh --rebase``) recomputes all. The
 declarative automation (conditions.py) adds re-fits on drift and on a weekly cron, and re-scoring
@@ -11,19 +11,15 @@ import time
 
 import dagster as dg
 
-from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files, scan_landing
+from seg_assets.automation.landing import TAKEN_FILES, dump_cursor, load_cursor, ready_files, scan_landing
+from seg_assets.automation.run_config import refresh_run_config
 from seg_assets.features.incremental import REBASE_TAG
+from seg_assets.ingest.assets import LEDGER_KEY
 from seg_assets.resources import SegSettings
 
 REFRESH_JOB = "refresh"
 SETTLE_SECONDS = 5.0
-
-
-def refresh_run_config(refit: bool = False) -> dict:
-    return {"ops": {
-        "segment_model": {"config": {"fit": "always" if refit else "when_needed"}},
-        "segment_classifier": {"config": {"fit": "when_needed"}},
-    }}
+LEDGER_PAGE = 500
 
 
 refresh_job = dg.define_asset_job(
@@ -54,14 +50,31 @@ daily_rebase = dg.ScheduleDefinition(
            description="Starts a refresh for each new set of settled landing files (see automation/landing.py for the rule).")
 def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     files = scan_landing(settings.paths.landing)
-    seen = load_cursor(context.cursor)
-    ready = ready_files(files, seen, time.time(), SETTLE_SECONDS)
+    cursor = load_cursor(context.cursor)
+    taken, cursor.ledger_storage_id = taken_since(context.instance, cursor.ledger_storage_id)
+    cursor.seen |= taken  # ingested by a run the sensor did not start (the CLI, the schedule, a person)
+    ready = ready_files(files, cursor.seen, time.time(), SETTLE_SECONDS)
     if not ready:
-        context.update_cursor(dump_cursor(seen, files))
+        context.update_cursor(dump_cursor(cursor, files))
         return dg.SkipReason(f"no new settled files ({len(files)} known)")
     keys = sorted(f.key for f in ready)
-    context.update_cursor(dump_cursor(seen | set(keys), files))
+    cursor.seen |= set(keys)
+    context.update_cursor(dump_cursor(cursor, files))
     return dg.RunRequest(run_key="|".join(keys), tags={"seg-assets/new_files": str(len(keys))})
+
+
+def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[str], int | None]:
+    """Keys of the landing files taken in by ledger materializations after storage id ``after``, and the last id."""
+    taken: set[str] = set()
+    while True:
+        page = instance.fetch_materializations(dg.AssetRecordsFilter(LEDGER_KEY, after_storage_id=after),
+                                               limit=LEDGER_PAGE, ascending=True).records
+        for record in page:
+            entry = record.asset_materialization.metadata.get(TAKEN_FILES) if record.asset_materialization else None
+            taken |= set(entry.value) if entry else set()
+            after = record.storage_id
+        if len(page) < LEDGER_PAGE:
+            return taken, after
 
 
 @dg.run_failure_sensor(name="refresh_failure_log", default_status=dg.DefaultSensorStatus.RUNNING,

@@ -9,19 +9,24 @@ A writer may still be writing a file when the sensor looks. The rule (documented
 
 The sensor remembers what it already requested (by path, size and mtime) in its cursor, so a file
 starts exactly one run; ingestion itself is idempotent (its ledger is keyed by content) as a second
-line of defence.
+line of defence. A run the sensor did not start (``seg-assets refresh``, a person in the UI) records the
+files it took in on the ``meta/ingest_ledger`` materialization (:func:`taken_files_metadata`); the
+sensor counts those as seen, so it does not redo what a CLI run ingested. It reads them from the
+Dagster instance, never from the warehouse (a reader in another process would block the writers).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from seg_assets.settings import LANDING_TABLES
 
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".inprogress")
 DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+TAKEN_FILES = "landing_files_taken"  # metadata entry of meta/ingest_ledger: keys of the files the run took in
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,28 @@ def ready_files(files: list[LandingFile], seen: set[str], now: float, settle_sec
     return [f for f in files if f.key not in seen and now - f.mtime >= settle_seconds]
 
 
-def load_cursor(cursor: str | None) -> set[str]:
-    return set(json.loads(cursor)) if cursor else set()
+def taken_files_metadata(landing: Path, taken: Mapping[str, int]) -> dict[str, list[str]]:
+    """The ledger materialization's entry: keys of the files an ingestion took in (path -> size it read).
+
+    A file whose size is no longer the size read changed since, and stays new to the sensor.
+    """
+    return {TAKEN_FILES: sorted(f.key for f in scan_landing(landing) if taken.get(f.path) == f.size)}
 
 
-def dump_cursor(seen: set[str], files: list[LandingFile]) -> str:
+@dataclass
+class SensorCursor:
+    seen: set[str] = field(default_factory=set)  # keys of files requested or taken in
+    ledger_storage_id: int | None = None  # the last ledger materialization whose taken files are in ``seen``
+
+
+def load_cursor(cursor: str | None) -> SensorCursor:
+    data = json.loads(cursor) if cursor else {}
+    if isinstance(data, list):  # a cursor written before the ledger was read: the seen keys only
+        data = {"seen": data}
+    return SensorCursor(set(data.get("seen", [])), data.get("ledger_storage_id"))
+
+
+def dump_cursor(cursor: SensorCursor, files: list[LandingFile]) -> str:
     """Keep only keys of files still present, so the cursor does not grow forever."""
     present = {f.key for f in files}
-    return json.dumps(sorted(seen & present))
+    return json.dumps({"seen": sorted(cursor.seen & present), "ledger_storage_id": cursor.ledger_storage_id})

@@ -21,7 +21,6 @@ rebuilt when one of its rows leaves such a window).
 
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,10 +31,9 @@ from sqlglot import exp
 
 from seg_assets.features import additive, incremental as inc
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.settings import sql_dir
 from seg_assets.warehouse import transaction
 
-SQL_DIR_ENV = "SEG_SQL_DIR"
-DEFAULT_SQL_DIR = Path(__file__).resolve().parents[2] / "dbt_like_sql"
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
 _WINDOW = re.compile(r"^\d+ (minute|hour|day)s?$")
 STRATEGIES = ("recompute", "additive")
@@ -70,10 +68,6 @@ class SqlModel:
     @property
     def code_version(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()[:12]
-
-
-def sql_dir() -> Path:
-    return Path(os.environ.get(SQL_DIR_ENV) or DEFAULT_SQL_DIR)
 
 
 def read_header(sql: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from seg_assets import validation
 from seg_assets.artifacts import preload_model_libraries
+from seg_assets.automation.landing import taken_files_metadata
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
@@ -193,6 +194,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             con, landing, sources=sources, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts
         )
         metadata = build_metadata(con, report)
+    metadata[LEDGER_KEY].update(taken_files_metadata(landing, {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}))
     t = report.totals()
     context.log.info(
         f"ingest: {t['files']} new file(s) from {landing} ({len(report.skipped)} already ingested, "

@@ -7,7 +7,7 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.history import record_history, segment_sizes_over_time
-from seg_assets.published_state import ledger_files, write_published_state
+from seg_assets.published_state import ledger_files, settings_fingerprint, write_published_state
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS
 
@@ -64,7 +64,8 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     with duckdb.get_connection() as con:
         publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES))
         (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
-        write_published_state(settings.paths, ledger_files(con), as_of, settings.as_of)
+        run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of)
+        write_published_state(settings.paths, ledger_files(con), as_of, run_settings)
     return dg.MaterializeResult(metadata={
         "database": dg.MetadataValue.path(str(publication.database)),
         "rows": dg.MetadataValue.json(publication.rows),

@@ -1,0 +1,23 @@
+"""Input problems a person fixes, told apart from bugs.
+
+A missing column, a bad mapping, an unknown format or a setting the job does not have is expected:
+``seg-assets`` prints its message as one line (no traceback) and repeats it in the closing summary. Any
+other exception is a bug and keeps its traceback. Messages name the file or source, say what is wrong
+and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Raised outside a run (settings, definitions): the CLI prints ``str(exc)`` and exits 2."""
+
+
+def input_failure(message: str):
+    """Raise this in an asset for an input problem: Dagster's Failure, never retried (retrying cannot fix input).
+
+    The CLI shows a step's ``dg.Failure`` as its one-line description; anything else with its traceback.
+    """
+    import dagster as dg  # here, so that the CLI can import InputError without loading Dagster
+
+    return dg.Failure(description=message, allow_retries=False)
