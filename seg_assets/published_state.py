@@ -18,7 +18,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from seg_assets.automation.landing import scan_landing
+from seg_assets.ingest.source_config import SourceConfigError, load_sources
+from seg_assets.ingest.sources import scan_landing
 from seg_assets.settings import DataPaths, sql_dir
 
 STATE_FILE = "published.json"
@@ -85,7 +86,11 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
     if state.get("settings") != settings or state.get("code") != code_fingerprint():
         return None
     known = {(name, size) for name, size in state["files"]}
-    landing = [(f.path, f.size) for f in scan_landing(paths.landing)]
+    try:
+        sources = load_sources(paths.root)
+    except SourceConfigError:
+        return None  # the refresh says what is wrong
+    landing = [(f.path, f.size) for f in scan_landing(paths.landing, sources)]
     if any(f not in known for f in landing):
         return None
     return f"nothing new in {paths.landing} since the last refresh ({len(landing)} files, as of {state['as_of']})"

@@ -18,7 +18,7 @@ from dagster_duckdb import DuckDBResource
 from filelock import FileLock
 from pydantic import Field
 
-from seg_assets.settings import DataPaths, data_paths
+from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, settle_seconds
 from seg_assets.warehouse import parse_utc, prepare_connection, resolve_as_of
 
 
@@ -72,6 +72,13 @@ class SegSettings(dg.ConfigurableResource):
         description="ISO-8601 (UTC) lower bound: an order, event or signup time before it is rejected as implausible.",
     )
 
+    settle_seconds: float = Field(
+        default=DEFAULT_SETTLE_SECONDS, ge=0,
+        description="A landing file is read once its size and mtime have not changed for this long (the sensor waits "
+        "for it; ingestion waits up to max_settle_wait_seconds, then leaves a file still changing to the next run).",
+    )
+    max_settle_wait_seconds: float = Field(default=60.0, ge=0, description="How long ingestion waits for young files.")
+
     psi_threshold: float = Field(
         default=0.25, gt=0,
         description="Population drift: a model feature whose PSI against the model's reference exceeds this "
@@ -99,5 +106,5 @@ def build_resources(data_dir: str | Path | None = None, as_of: str | None = None
     paths = data_paths(data_dir)
     return {
         "duckdb": Warehouse(database=str(paths.warehouse)),
-        "settings": SegSettings(data_dir=str(paths.root), as_of=as_of),
+        "settings": SegSettings(data_dir=str(paths.root), as_of=as_of, settle_seconds=settle_seconds()),
     }

@@ -12,6 +12,8 @@ from pathlib import Path
 
 DATA_DIR_ENV = "SEG_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
+SETTLE_ENV = "SEG_SETTLE_SECONDS"
+DEFAULT_SETTLE_SECONDS = 5.0
 
 # The three landing folders of the data contract (../shared/DATA_CONTRACT.md).
 LANDING_TABLES = ("orders", "clicks", "customers")
@@ -70,6 +72,11 @@ class DataPaths:
         for folder in (self.root, self.models, self.bi, self.locks, *(self.landing_for(t) for t in LANDING_TABLES)):
             folder.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def settle_seconds() -> float:
+    """How long a landing file's size and mtime must stay unchanged before it is read (the landing rule)."""
+    return float(os.environ.get(SETTLE_ENV) or DEFAULT_SETTLE_SECONDS)
 
 
 def data_dir() -> Path:

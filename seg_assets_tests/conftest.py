@@ -1,8 +1,12 @@
 """Shared fixtures: small generated datasets (real files, real DuckDB, under pytest's tmp dirs)."""
 
+import os
 import shutil
 
 import pytest
+
+# Tests write landing files and read them at once: no settling wait (the landing rule's own tests set it).
+os.environ["SEG_SETTLE_SECONDS"] = "0"
 
 from seg_assets.demo.generate import generate
 

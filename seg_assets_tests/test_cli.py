@@ -168,3 +168,40 @@ def test_a_failure_is_one_line_and_a_bug_keeps_its_traceback():
     assert problems["bad_input"].traceback is None
     assert problems["bug"].message.startswith("ZeroDivisionError: division by zero (unexpected")
     assert "Traceback" in problems["bug"].traceback or "File " in problems["bug"].traceback
+
+
+def test_a_file_written_slowly_during_a_refresh_is_not_read_half_written(tmp_path, monkeypatch):
+    """The landing rule in the CLI's run: a file still growing is waited for (size and mtime quiet for
+    SEG_SETTLE_SECONDS), then read whole; nothing of it is read while it is being written."""
+    import threading
+    import time
+
+    import duckdb
+
+    root = tmp_path / "data"
+    assert runner.invoke(app, ["generate", str(root), "--users", "300", "--days", "20", "--seed", "4",
+                               "--format", "csv", "--no-clicks"]).exit_code == 0
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.setenv("SEG_SETTLE_SECONDS", "1.5")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    slow = root / "landing" / "orders" / "slow.csv"
+    rows = [f"slow{i},u{i % 50},2026-10-30T10:00:00Z,12.50,1,books,,completed" for i in range(40)]
+
+    def writer():
+        with open(slow, "w") as handle:
+            handle.write("order_id,user_id,order_ts,amount,items,category,discount,status\n")
+            for i in range(0, 40, 5):
+                handle.write("\n".join(rows[i:i + 5]) + "\n")
+                handle.flush()
+                time.sleep(0.4)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.2)
+    result = runner.invoke(app, ["refresh"])
+    thread.join()
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    ledger = con.sql("SELECT delivered, accepted FROM meta.ingest_ledger WHERE file_name = 'orders/slow.csv'").fetchall()
+    con.close()
+    assert ledger == [(40, 40)]

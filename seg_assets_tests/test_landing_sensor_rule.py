@@ -4,10 +4,17 @@ import os
 import time
 
 import json
+from pathlib import Path
 
-from seg_assets.automation.landing import (
-    TAKEN_FILES, SensorCursor, dump_cursor, is_candidate, load_cursor, ready_files, scan_landing, taken_files_metadata,
-)
+from seg_assets.automation.landing import SensorCursor, dump_cursor, load_cursor, ready_files
+from seg_assets.ingest.source_config import parse_sources
+from seg_assets.ingest.sources import TAKEN_FILES, is_candidate, scan_landing as scan, taken_files_metadata, wait_until_settled
+
+SOURCES = parse_sources("", Path("sources.yaml"))  # the contract's folders
+
+
+def scan_landing(landing):
+    return scan(landing, SOURCES)
 
 
 def test_in_progress_names_are_never_candidates():
@@ -27,7 +34,7 @@ def test_files_are_ready_after_settling_and_only_once(tmp_path):
     (tmp_path / "clicks" / "c.parquet.part").write_bytes(b"x")
 
     files = scan_landing(tmp_path)
-    assert [f.path for f in files] == ["orders/a.csv", "clicks/b.parquet"]
+    assert [f.path for f in files] == ["clicks/b.parquet", "orders/a.csv"]
     now = time.time()
     first = ready_files(files, set(), now, settle_seconds=10)
     assert [f.path for f in first] == ["orders/a.csv"]  # b.parquet is still settling
@@ -61,4 +68,23 @@ def test_taken_files_are_the_ones_still_as_read(tmp_path):
     (tmp_path / "orders" / "a.csv").write_text("abc")
     (tmp_path / "orders" / "b.csv").write_text("grown since it was read")
     [a, _] = scan_landing(tmp_path)
-    assert taken_files_metadata(tmp_path, {"orders/a.csv": 3, "orders/b.csv": 3}) == {TAKEN_FILES: [a.key]}
+    assert taken_files_metadata(tmp_path, SOURCES, {"orders/a.csv": 3, "orders/b.csv": 3}) == {TAKEN_FILES: [a.key]}
+
+
+def test_waiting_for_a_file_to_settle(tmp_path):
+    """Ingestion's side of the rule: a young file is waited for; one still changing at the deadline is left."""
+    old, young = tmp_path / "old.csv", tmp_path / "young.csv"
+    old.write_text("x")
+    young.write_text("x")
+    os.utime(old, (time.time() - 60, time.time() - 60))
+    now = [time.time()]
+
+    def sleep(seconds):
+        now[0] += seconds
+        young.write_text(young.read_text() + "x")  # the writer keeps appending while we wait
+        os.utime(young, (now[0], now[0]))
+
+    settled, changing = wait_until_settled([old, young], 5, 10, clock=lambda: now[0], sleep=sleep)
+    assert settled == {old} and changing == {young}
+    settled, changing = wait_until_settled([young], 5, 30, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert settled == {young} and not changing  # the writer stopped: read after 5 quiet seconds

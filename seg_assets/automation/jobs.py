@@ -11,14 +11,15 @@ import time
 
 import dagster as dg
 
-from seg_assets.automation.landing import TAKEN_FILES, dump_cursor, load_cursor, ready_files, scan_landing
+from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files
 from seg_assets.automation.run_config import refresh_run_config
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest.assets import LEDGER_KEY
+from seg_assets.ingest.source_config import SourceConfigError, load_sources
+from seg_assets.ingest.sources import TAKEN_FILES, scan_landing
 from seg_assets.resources import SegSettings
 
 REFRESH_JOB = "refresh"
-SETTLE_SECONDS = 5.0
 LEDGER_PAGE = 500
 
 
@@ -49,11 +50,15 @@ daily_rebase = dg.ScheduleDefinition(
 @dg.sensor(job=refresh_job, minimum_interval_seconds=20, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts a refresh for each new set of settled landing files (see automation/landing.py for the rule).")
 def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
-    files = scan_landing(settings.paths.landing)
+    try:
+        sources = load_sources(settings.paths.root)
+    except SourceConfigError as exc:
+        return dg.SkipReason(f"sources.yaml cannot be used: {exc}")
+    files = scan_landing(settings.paths.landing, sources)
     cursor = load_cursor(context.cursor)
     taken, cursor.ledger_storage_id = taken_since(context.instance, cursor.ledger_storage_id)
     cursor.seen |= taken  # ingested by a run the sensor did not start (the CLI, the schedule, a person)
-    ready = ready_files(files, cursor.seen, time.time(), SETTLE_SECONDS)
+    ready = ready_files(files, cursor.seen, time.time(), settings.settle_seconds)
     if not ready:
         context.update_cursor(dump_cursor(cursor, files))
         return dg.SkipReason(f"no new settled files ({len(files)} known)")

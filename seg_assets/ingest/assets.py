@@ -14,10 +14,11 @@ from pydantic import Field
 
 from seg_assets import validation
 from seg_assets.artifacts import preload_model_libraries
-from seg_assets.automation.landing import taken_files_metadata
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
+from seg_assets.errors import input_failure
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
+from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.warehouse import row_count
 
@@ -186,21 +187,27 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     try:
         sources = load_sources(settings.paths.root)
     except SourceConfigError as exc:  # configuration, not a transient fault: no retry, nothing ingested
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise input_failure(str(exc)) from None
     validation.start()  # the raw checks run GE next: its process starts (imports GE) while DuckDB loads the files
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     with duckdb.get_connection() as con:
         report = loader.ingest_landing(
-            con, landing, sources=sources, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None), min_ts=min_ts
+            con, landing, sources=sources, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None),
+            min_ts=min_ts, settle_seconds=settings.settle_seconds, max_settle_wait=settings.max_settle_wait_seconds,
         )
         metadata = build_metadata(con, report)
-    metadata[LEDGER_KEY].update(taken_files_metadata(landing, {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}))
+    taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}
+    metadata[LEDGER_KEY].update(taken_files_metadata(landing, sources, taken))
+    metadata[LEDGER_KEY]["files_still_settling"] = dg.MetadataValue.json(report.unsettled)
     t = report.totals()
     context.log.info(
         f"ingest: {t['files']} new file(s) from {landing} ({len(report.skipped)} already ingested, "
         f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['duplicate']} duplicate, {t['rejected']} rejected, "
         f"{t['filtered']} filtered rows"
     )
+    if report.unsettled:
+        context.log.warning(f"ingest: {len(report.unsettled)} file(s) still being written, left to the next run: "
+                            + ", ".join(report.unsettled[:5]))
     for f in report.files:
         if f.status == C.STATUS_FAILED:
             context.log.warning(f"ingest: {f.file_name} failed: {f.message}")

@@ -21,7 +21,9 @@ import duckdb
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.mapping import Mapped, map_columns
 from seg_assets.ingest.source_config import SourceDef, load_sources
-from seg_assets.ingest.sources import OVERFLOW, SRC, Source, discover_files, file_sha256, load_source, sql_string
+from seg_assets.ingest.sources import (
+    OVERFLOW, SRC, Source, discover_files, file_sha256, load_source, sql_string, wait_until_settled,
+)
 from seg_assets.warehouse import prepare_connection
 
 STAGE = "_seg_ingest_stage"
@@ -53,7 +55,8 @@ class IngestReport:
     run_id: str
     files: list[FileOutcome] = field(default_factory=list)  # processed by this call, in order
     skipped: list[str] = field(default_factory=list)  # already in the ledger under this name (see ingest_landing)
-    ignored: list[str] = field(default_factory=list)  # not .csv / .csv.gz / .parquet, or outside a table folder
+    ignored: list[str] = field(default_factory=list)  # not a candidate, or in no source's folder (landing rule)
+    unsettled: list[str] = field(default_factory=list)  # still being written: left to the next run
 
     def for_table(self, table: str) -> list[FileOutcome]:
         return [f for f in self.files if f.table_name == table]
@@ -311,12 +314,16 @@ def ingest_landing(
     clock_skew: timedelta,
     min_ts: datetime,
     rehash_known: bool = False,
+    settle_seconds: float = 0.0,
+    max_settle_wait: float = 60.0,
 ) -> IngestReport:
     """Ingest every new landing file of every source; see the module docstring. Idempotent: known files are skipped.
 
     A file whose name and size match a ledger row of its source (not ``failed``) is skipped without hashing,
     as landed files never change (data contract); ``rehash_known=True`` hashes every file and skips only on
     equal content. ``sources`` default: those of the data root holding ``landing_dir`` (source_config.py).
+    Files changed less than ``settle_seconds`` ago are waited for, at most ``max_settle_wait`` seconds; one
+    still changing then is left to the next run (the landing rule, sources.py).
     """
     ensure_tables(con)
     if sources is None:
@@ -325,7 +332,10 @@ def ingest_landing(
     bounds = _Bounds(now=now, future_limit=now + clock_skew, min_ts=naive_utc(min_ts))
     landing_dir = Path(landing_dir)
     files, ignored = discover_files(landing_dir, sources)
-    report = IngestReport(run_id=run_id, ignored=ignored)
+    settled, unsettled = wait_until_settled(sorted({p for _, p, _ in files}), settle_seconds, max_settle_wait)
+    files = [f for f in files if f[1] in settled]
+    report = IngestReport(run_id=run_id, ignored=ignored,
+                          unsettled=sorted(p.relative_to(landing_dir).as_posix() for p in unsettled))
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
     for source, name, sha, size in con.sql(
         f"SELECT source, file_name, content_sha256, size_bytes FROM {C.LEDGER_TABLE} WHERE status <> ?",

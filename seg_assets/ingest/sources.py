@@ -1,4 +1,12 @@
-"""Landing files as SQL: which files there are, their content hash, and each one as a relation to select from.
+"""Landing files: which files there are (the one landing rule), their content hash, and each as a relation.
+
+**The landing rule**, used by ingestion (so by the CLI, the schedule and the UI's runs) and by the landing
+sensor alike: a file is a *candidate* when a source reads its folder, its name ends in ``.csv``,
+``.csv.gz`` or ``.parquet``, and it does not start with ``.`` or ``_`` nor end in ``.tmp``, ``.part`` or
+``.inprogress`` (write under such a name, then rename into place: a rename is atomic). A candidate is
+*settled* when its size and modification time have not changed for ``settle_seconds``: the sensor starts
+a run only for settled files, and ingestion waits (a bounded time) for a young file to settle and leaves
+one still changing to the next run, so a file being written slowly is never read half-written.
 
 Parquet is read in place with its own types (``read_parquet``); CSV is read without DuckDB's sniffer
 (explicit dialect, every column VARCHAR, header parsed here), plus one overflow column and a NULL
@@ -11,6 +19,8 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,27 +67,97 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".inprogress")
+TAKEN_FILES = "landing_files_taken"  # metadata entry of meta/ingest_ledger: keys of the files the run took in
+
+
 def file_format(path: Path) -> str | None:
     name = path.name.lower()
     return next((fmt for suffix, fmt in C.FORMATS if name.endswith(suffix)), None)
 
 
+def is_candidate(name: str) -> bool:
+    """A data file's name that is not in progress (see the landing rule above)."""
+    return (not name.startswith((".", "_")) and not name.lower().endswith(IN_PROGRESS_SUFFIXES)
+            and file_format(Path(name)) is not None)
+
+
 def discover_files(landing_dir: Path, sources: list[SourceDef]) -> tuple[list[tuple[SourceDef, Path, str]], list[str]]:
-    """(source, path, format) of every landing file a source reads, sorted by relative name (then source
-    order: two sources may read one folder); and the files no source reads or that are not data files."""
+    """(source, path, format) of every candidate file a source reads, sorted by relative name (then source
+    order: two sources may read one folder); and the files that are not candidates or that no source reads."""
     found, ignored = [], []
     if not landing_dir.is_dir():
         return found, ignored
     for path in sorted((p for p in landing_dir.rglob("*") if p.is_file()), key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
-        fmt = file_format(path)
         readers = [s for s in sources if rel.startswith(s.folder + "/")]
-        # '.'/'_' names are in-progress or marker files by the landing rule (automation/landing.py)
-        if not readers or fmt is None or path.name.startswith((".", "_")):
+        if not readers or not is_candidate(path.name):
             ignored.append(rel)
         else:
-            found += [(source, path, fmt) for source in readers]
+            found += [(source, path, file_format(path)) for source in readers]
     return found, ignored
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: str  # relative to the landing folder
+    size: int
+    mtime: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.path}:{self.size}:{int(self.mtime)}"
+
+
+def scan_landing(landing: Path, sources: list[SourceDef]) -> list[LandingFile]:
+    """The candidate files the sources read (each once, however many sources read it), by path."""
+    files: dict[str, LandingFile] = {}
+    for _, path, _ in discover_files(landing, sources)[0]:
+        rel = path.relative_to(landing).as_posix()
+        if rel not in files:
+            stat = path.stat()
+            files[rel] = LandingFile(rel, stat.st_size, stat.st_mtime)
+    return list(files.values())
+
+
+def taken_files_metadata(landing: Path, sources: list[SourceDef], taken: Mapping[str, int]) -> dict[str, list[str]]:
+    """The ledger materialization's entry: keys of the files an ingestion took in (path -> size it read).
+
+    A file whose size is no longer the size read changed since, and stays new to the sensor.
+    """
+    return {TAKEN_FILES: sorted(f.key for f in scan_landing(landing, sources) if taken.get(f.path) == f.size)}
+
+
+def _stamp(path: Path) -> tuple[int, float] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime
+
+
+def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float,
+                       clock=time.time, sleep=time.sleep) -> tuple[set[Path], set[Path]]:
+    """(settled, still changing) after waiting at most ``max_wait`` seconds for young files to settle.
+
+    A file is settled once its (size, mtime) is ``settle_seconds`` old and unchanged since the last look.
+    """
+    pending = {p: _stamp(p) for p in paths}
+    settled: set[Path] = set()
+    deadline = clock() + max_wait
+    while True:
+        now = clock()
+        for path, stamp in list(pending.items()):
+            current = _stamp(path)
+            if current is not None and current == stamp and now - current[1] >= settle_seconds:
+                settled.add(path)
+                del pending[path]
+            else:
+                pending[path] = current
+        waits = [settle_seconds - (now - s[1]) for s in pending.values() if s is not None]
+        if not pending or not waits or now >= deadline:
+            return settled, set(pending)
+        sleep(max(0.05, min(max(waits), deadline - now, 1.0)))
 
 
 def _csv_header(path: Path, fmt: str) -> list[str] | None:
