@@ -260,7 +260,10 @@ def classifier_quality(con) -> dg.AssetCheckResult:
     version, model_version, serving, reason, metrics = rows[0]
     m = json.loads(metrics)
     if not serving:
-        reason += ": not in service, users are assigned by the segment model itself"
+        kept = con.sql("SELECT version FROM meta.segment_classifiers WHERE in_service AND model_version = ?",
+                       params=[model_version]).fetchall()
+        reason += (f": not in service, {kept[0][0]} keeps serving" if kept else
+                   ": not in service, users are assigned by the segment model itself")
     return dg.AssetCheckResult(passed=bool(serving), severity=dg.AssetCheckSeverity.WARN, description=reason, metadata={
         "version": version, "model_version": model_version, "macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"])})
 
