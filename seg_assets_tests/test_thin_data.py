@@ -147,6 +147,15 @@ def test_orders_only_refresh_never_talks_about_sessions(tmp_path):
     assert "session" not in text and "visit" not in text
     assert any("no click events" in n and "sessions" in n for n in notes(tmp_path))
     assert "no click events" in summary_text(tmp_path)
+    # Clicks arrive later: the left-out features have data now, so the next (when_needed) refresh re-fits with them.
+    generate(tmp_path / "with_clicks", users=600, days=60, seed=3, with_customers=False)
+    shutil.copytree(tmp_path / "with_clicks" / "landing" / "clicks", data_paths(tmp_path).landing / "clicks",
+                    dirs_exist_ok=True)
+    refresh_ok(tmp_path)
+    with duckdb.connect(str(data_paths(tmp_path).warehouse), read_only=True) as con:
+        (reason, features), = con.sql("SELECT reason, features FROM meta.segment_models WHERE in_service").fetchall()
+    assert "now have data: sessions" in reason and "sessions" in features
+    assert not any("no click events" in n for n in notes(tmp_path))
 
 
 def test_clicks_only_refresh_publishes_segments(tmp_path):

@@ -27,7 +27,7 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
-from seg_assets.segmentation.gate import decide_promotion
+from seg_assets.segmentation.gate import Decision, decide_promotion
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.validation import with_checks
@@ -211,8 +211,12 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         context.log.warning(f"{version}: features without data left out: "
                             f"{FeatureAvailability(tuple(candidate.features), candidate.left_out).describe()}")
     cand_metrics = gate_metrics(candidate, frame, config.gate_classifier, config.seed)
-    prev_metrics = gate_metrics(previous, frame, config.gate_classifier, config.seed) if previous else None
-    decision = decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance)
+    # A model in service that leaves out features which have data now is not a fair comparison (fewer
+    # dimensions score a better silhouette): it describes a population that no longer exists.
+    blind = gained_data([f for f, _ in previous.left_out], frame) if previous else []
+    prev_metrics = gate_metrics(previous, frame, config.gate_classifier, config.seed) if previous and not blind else None
+    decision = (Decision(True, f"{previous.version} leaves out features that have data now ({', '.join(blind)})")
+                if blind else decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance))
     artifact = candidate.save(registry.model_path(settings.paths.models, version))
     candidate.metrics.update({f"gate_{k}": v for k, v in cand_metrics.items() if v is not None})
     with duckdb.get_connection() as con:
