@@ -43,7 +43,7 @@ def not_computed(con) -> list[str]:
     if table_exists(con, "meta.segment_models"):
         rows = con.sql("SELECT metrics FROM meta.segment_models WHERE in_service").fetchall()
         left_out = json.loads(rows[0][0]).get("left_out_features") or {} if rows and rows[0][0] else {}
-        by_reason: dict[str, list[str]] = {}
+        by_reason: dict[str, list[str]] = {}  # as FeatureAvailability.by_reason; not imported: it loads the stage
         for feature, why in left_out.items():
             by_reason.setdefault(why, []).append(feature)
         lines += [f"segments: features without data left out ({why}): {', '.join(fs)}" for why, fs in by_reason.items()]

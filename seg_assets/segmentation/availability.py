@@ -55,6 +55,16 @@ class FeatureAvailability:
         return "; ".join(f"{', '.join(fs)} ({why})" for why, fs in self.by_reason().items())
 
 
+RECENCY_SIGNALS = ("recency_days", "days_since_last_visit")
+
+
+def recency_signals(features) -> tuple[str, ...]:
+    """The recency columns the lifecycle stage 'lapsed' reads: those the model uses (without clicks,
+    days_since_last_visit is only the tenure), both when it uses neither or ``features`` is None."""
+    present = tuple(c for c in RECENCY_SIGNALS if features is None or c in features)
+    return present or RECENCY_SIGNALS
+
+
 def _all_zero(frame: pl.DataFrame, column: str) -> bool:
     if column not in frame.columns or frame.height == 0:
         return False

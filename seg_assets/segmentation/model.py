@@ -48,7 +48,7 @@ import polars as pl
 from seg_assets.artifacts import save_artifact
 from seg_assets.features.dictionary import MODEL_FEATURES
 from seg_assets.segmentation import matching, naming, profiles
-from seg_assets.segmentation.availability import feature_availability
+from seg_assets.segmentation.availability import feature_availability, recency_signals
 from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
 from seg_assets.segmentation.selection import (SelectionConfig, bootstrap_stability, centroids_of, cluster_metrics,
                                                fit_clusters, limit_threads, sample_indices, select_k)
@@ -106,16 +106,6 @@ def _is_mixture(estimator) -> bool:
     from sklearn.mixture import GaussianMixture
 
     return isinstance(estimator, GaussianMixture)
-
-RECENCY_SIGNALS = ("recency_days", "days_since_last_visit")
-
-
-def recency_signals(features) -> tuple[str, ...]:
-    """The recency columns 'lapsed' reads: those the model uses (without clicks, days_since_last_visit is only
-    the tenure and says nothing), both when it uses neither or ``features`` is None."""
-    present = tuple(c for c in RECENCY_SIGNALS if features is None or c in features)
-    return present or RECENCY_SIGNALS
-
 
 def stage_of(frame: pl.DataFrame, cfg: ModelConfig, features=None) -> np.ndarray:
     """The hierarchy stage of every row (vectorised; see the module docstring); ``features``: the model's."""
