@@ -1,7 +1,12 @@
-"""What a refresh built, as rich tables for the terminal (``seg-assets refresh``, ``make demo``)."""
+"""What a refresh built, as rich tables for the terminal (``seg-assets refresh``, ``make demo``).
+
+Thin data is normal (no clicks, no revenue, a short history): every value may be NULL, and what could not
+be computed is listed with the reason (:func:`not_computed`) instead of failing after a successful run.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.console import Console
@@ -12,12 +17,51 @@ from seg_assets.settings import data_paths
 from seg_assets.warehouse import row_count, table_exists
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+MIN_AUC_HINT = "set with --set churn_model.min_auc=..."
+
+
+def not_computed(con) -> list[str]:
+    """One line per thing the last refresh could not compute, and why (empty when everything was)."""
+    lines = []
+    if table_exists(con, "meta.churn_runs"):
+        last = con.sql("SELECT in_service_version, note FROM meta.churn_runs ORDER BY recorded_at DESC LIMIT 1").fetchall()
+        if last and last[0][0] is None:
+            hint = f" ({MIN_AUC_HINT})" if "min_auc" in last[0][1] else ""
+            lines.append(f"churn: not scored: {last[0][1]}{hint}")
+        elif last and "keeps serving" in last[0][1]:
+            lines.append(f"churn: {last[0][1]}")
+    if table_exists(con, "meta.segment_models"):
+        rows = con.sql("SELECT metrics FROM meta.segment_models WHERE in_service").fetchall()
+        left_out = json.loads(rows[0][0]).get("left_out_features") or {} if rows and rows[0][0] else {}
+        by_reason: dict[str, list[str]] = {}  # as FeatureAvailability.by_reason; not imported: it loads the stage
+        for feature, why in left_out.items():
+            by_reason.setdefault(why, []).append(feature)
+        lines += [f"segments: features without data left out ({why}): {', '.join(fs)}" for why, fs in by_reason.items()]
+    if table_exists(con, "meta.segment_classifiers") and table_exists(con, "analytics.user_segments"):
+        rows = con.sql("SELECT any_value(assigned_by), count(*) FROM analytics.user_segments "
+                       "WHERE assigned_by LIKE 'model%' AND NOT EXISTS "
+                       "(SELECT 1 FROM meta.segment_classifiers WHERE in_service)").fetchall()
+        if rows and rows[0][1]:
+            lines.append(f"classifier: none in service, users assigned by the segment {rows[0][0]} itself")
+    return lines
+
+
 def _table(title: str, columns: list[str], rows: list[tuple]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in columns:
         table.add_column(col, justify="right" if col not in ("file", "table", "status", "segment", "description", "reason") else "left")
     for row in rows:
-        table.add_row(*[f"{v:,.2f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+        table.add_row(*[_cell(v) for v in row])
     return table
 
 
@@ -43,4 +87,9 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
                 "FROM analytics.segment_profiles ORDER BY segment_id"
             ).fetchall()
             console.print(_table("Segments", ["id", "segment", "users", "share", "revenue share", "description"],
-                                 [(sid, name, int(u), f"{s:.1%}", f"{r:.1%}", d) for sid, name, u, s, r, d in rows]))
+                                 [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
+        notes = not_computed(con)
+        if notes:
+            console.print("[yellow]Not computed[/yellow]")
+            for line in notes:
+                console.print(f"  [yellow]-[/yellow] {line}", highlight=False)

@@ -6,8 +6,10 @@ Thin Dagster wiring around the pure parts of this package:
   run's as-of time ``T`` (snapshots.py: features as of ``c_k``, labels from ``(c_k, c_k + H]``, never past
   ``T``), trains and calibrates the classifier and the spend regressor (model.py), stores the artifact
   under ``models/churn/<version>.joblib`` and a row in ``meta.churn_models``, and shows ROC-AUC, PR-AUC
-  and Brier on the time-based holdout. A fit below ``min_auc`` is recorded but does not serve, and the
-  blocking ``churn_auc`` check (run in this asset's step) fails. With too little history for the horizon (fewer than two
+  and Brier on the time-based holdout. A fit below ``min_auc`` is recorded but does not serve: the previous
+  model keeps serving, or, without one, the churn columns stay null. It blocks nothing (segments are
+  published either way): the ``churn_auc`` check (run in this asset's step) warns, and the reason is on the
+  asset and in ``meta.churn_runs`` for the CLI summary. With too little history for the horizon (fewer than two
   snapshots: about ``H + step + min_history_days`` days) no model is trained: the asset says why, the
   check warns, and the scores are null.
 * ``analytics/churn_scores``: every user of ``features.user_features`` scored with the model in service
@@ -62,7 +64,8 @@ class ChurnConfig(dg.Config):
     max_users_per_snapshot: int = Field(default=100_000, ge=1_000, description="Users sampled per snapshot (bounds training cost; 100k and 200k gave the same holdout AUC at 1M users).")
     risk_high: float = Field(default=0.7, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
     risk_medium: float = Field(default=0.4, ge=0, le=1, description="churn_risk 'medium' when churn_probability >= this (else 'low').")
-    min_auc: float = Field(default=0.65, ge=0, le=1, description="Holdout ROC-AUC floor: below it the fit does not serve and the churn_auc check fails.")
+    min_auc: float = Field(default=0.65, ge=0, le=1, description="Holdout ROC-AUC floor: below it the fit does not serve "
+                           "(churn columns null unless an earlier model serves) and the churn_auc check warns.")
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model whose data is older than this (data time).")
     threads: int = Field(default=0, ge=0, description="OpenMP/BLAS threads for fitting (0: all cores; the fit is the same whatever the count).")
     seed: int = Field(default=0, description="Random seed (sampling, boosting).")
@@ -118,13 +121,21 @@ def _model_metadata(model: ChurnModel, plan_text: str) -> dict:
 
 
 CHURN_AUC = dg.AssetCheckSpec(
-    "churn_auc", asset=CHURN_MODEL, blocking=True,
-    description="The latest churn model's holdout ROC-AUC reached min_auc (otherwise it does not serve).")
+    "churn_auc", asset=CHURN_MODEL, blocking=False,
+    description="The latest churn model's holdout ROC-AUC reached min_auc (otherwise it does not serve; segments "
+    "are published anyway, with the churn columns of the model still in service, or null).")
+
+
+def below_floor_note(version: str, auc, min_auc: float, serving: str | None) -> str:
+    """Why the churn columns are what they are after a fit below its floor, in words (asset, check, CLI)."""
+    shown = "n/a" if auc is None else f"{auc:.2f}"
+    then = f"{serving} keeps serving" if serving else "churn columns left empty"
+    return f"{version} not in service: holdout ROC-AUC {shown} < min_auc {min_auc:g}: {then}"
 
 
 def churn_auc(con) -> dg.AssetCheckResult:
-    """Blocking: a fit below ``min_auc`` is not in service and this run's scores wait. With no model trained yet
-    (history shorter than the horizon needs) it fails as WARN: nothing is blocked and the scores stay null."""
+    """WARN, never blocking: a fit below ``min_auc`` does not serve, the rest of the refresh goes on (thin data
+    must degrade, not stop the segments). Also WARN with no model trained yet (history shorter than the horizon)."""
     last = registry.latest(con)
     serving = registry.in_service(con)
     if last is None:
@@ -135,9 +146,10 @@ def churn_auc(con) -> dg.AssetCheckResult:
     auc = last.roc_auc
     passed = auc is not None and auc >= last.min_auc
     shown = "n/a" if auc is None else f"{auc:.3f}"
+    description = (f"{last.version}: holdout ROC-AUC {shown} >= {last.min_auc}" if passed else
+                   below_floor_note(last.version, auc, last.min_auc, serving.version if serving else None))
     return dg.AssetCheckResult(
-        passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{last.version}: holdout ROC-AUC {shown} {'>=' if passed else '<'} {last.min_auc}",
+        passed=passed, severity=dg.AssetCheckSeverity.WARN, description=description,
         metadata={
             "version": last.version, "in_service_version": serving.version if serving else "",
             "roc_auc": float(auc) if auc is not None else 0.0, "min_auc": float(last.min_auc),
@@ -173,6 +185,8 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
             registry.update_thresholds(con, current.version, risk_high=config.risk_high, risk_medium=config.risk_medium,
                                        min_auc=config.min_auc)
             context.log.info(f"keeping churn model {current.version} in service")
+            registry.record_run(con, run_id=context.run_id, as_of=as_of, in_service_version=current.version,
+                                note=f"{current.version} in service (kept; holdout ROC-AUC {_auc(current.roc_auc)})")
             return dg.MaterializeResult(metadata={
                 "decision": f"kept {current.version} in service (no refit needed)", "in_service_version": current.version,
                 "roc_auc": float(current.roc_auc or 0.0), "horizon_days": current.horizon_days})
@@ -181,7 +195,7 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
         if not plan.enough:
             message = f"no churn model: not enough history for a {config.horizon_days}-day horizon ({plan.describe()})"
             context.log.warning(message)
-            return dg.MaterializeResult(metadata={"decision": message, "in_service_version": current.version if current else ""})
+            return _not_fitted(context, duckdb, message, current, as_of)
         snapshots = build_snapshots(con, plan, max_users_per_snapshot=config.max_users_per_snapshot, seed=config.seed)
         version = registry.next_version(con)
     context.log.info(f"fitting {version}: {reason}; {plan.describe()}; {snapshots.height} snapshot rows")
@@ -190,9 +204,7 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
                                   version=version, as_of=as_of, cutoffs=plan.cutoffs, seed=config.seed,
                                   threads=config.threads or None)
     except ValueError as err:  # e.g. every user churned in the training window: nothing to learn
-        message = f"no churn model: {err}"
-        context.log.warning(message)
-        return dg.MaterializeResult(metadata={"decision": message, "in_service_version": current.version if current else ""})
+        return _not_fitted(context, duckdb, f"no churn model: {err}", current, as_of)
     model.metrics["settings"] = config.settings()
     model.metrics["plan"] = plan.describe()
     artifact = model.save(registry.artifact_path(settings.paths.models, version))
@@ -200,14 +212,32 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
         serving = registry.record(con, model, artifact=artifact, min_auc=config.min_auc, risk_high=config.risk_high,
                                   risk_medium=config.risk_medium, reason=reason, run_id=context.run_id)
     auc = model.metrics["holdout"]["roc_auc"]
+    kept = current.version if current and not serving else None
     decision = (f"{version} in service (holdout ROC-AUC {auc:.3f} >= {config.min_auc})" if serving else
-                f"{version} NOT in service: holdout ROC-AUC {auc if auc is None else round(auc, 3)} < {config.min_auc}")
-    context.log.info(decision)
+                below_floor_note(version, auc, config.min_auc, kept))
+    with duckdb.get_connection() as con:
+        registry.record_run(con, run_id=context.run_id, as_of=as_of, in_service_version=version if serving else kept,
+                            note=decision)
+    (context.log.info if serving else context.log.warning)(decision)
     return dg.MaterializeResult(metadata={
         "version": version, "decision": decision, "trigger": reason, "in_service": serving,
         "in_service_version": version if serving else (current.version if current else ""),
         "artifact": dg.MetadataValue.path(str(artifact)), **_model_metadata(model, plan.describe()),
     })
+
+
+def _auc(auc) -> str:
+    return "n/a" if auc is None else f"{auc:.2f}"
+
+
+def _not_fitted(context, duckdb: Warehouse, message: str, current, as_of) -> dg.MaterializeResult:
+    """No model could be trained this run: say why, here and in meta.churn_runs; the columns stay as they are."""
+    context.log.warning(message)
+    note = f"{message}: {current.version} keeps serving" if current else f"{message}: churn columns left empty"
+    with duckdb.get_connection() as con:
+        registry.record_run(con, run_id=context.run_id, as_of=as_of, in_service_version=current.version if current else None,
+                            note=note)
+    return dg.MaterializeResult(metadata={"decision": note, "in_service_version": current.version if current else ""})
 
 
 def score_users(frame: pl.DataFrame, model: Optional[ChurnModel], as_of, *, risk_high: float = 0.7,
@@ -283,6 +313,10 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
             "risk": _md(summary),
         })
     else:
-        context.log.warning("no churn model in service: churn columns are null")
+        with duckdb.get_connection() as con:
+            last = registry.latest_run(con)
+        why = last[1] if last else "no churn model in service"
+        metadata["churn_columns"] = f"null: {why}"
+        context.log.warning(f"no churn model in service: churn columns are null ({why})")
     context.log.info(f"churn_scores: {scores.height} of {users} users scored")
     return dg.MaterializeResult(metadata=metadata)

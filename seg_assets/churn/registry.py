@@ -2,9 +2,12 @@
 
 One row per fit (in service or not, with the reason). The fit in service is the latest one whose holdout
 ROC-AUC reached ``min_auc``; a fit below it is recorded with ``in_service = false`` and the previous model
-keeps serving (the ``churn_auc`` check fails, blocking the scores of that run). The risk thresholds used by
+keeps serving; with none, the churn columns stay null. Nothing is blocked: the ``churn_auc`` check warns. The risk thresholds used by
 ``analytics/churn_scores`` are stored with the model (``risk_high``, ``risk_medium``), as is the AUC floor;
 both are updated without a refit when only they change. A row is only written after its artifact exists.
+
+``meta.churn_runs`` holds one row per ``churn_model`` run: which model serves after it and, in words, why
+(or why the churn columns are empty): the asset shows it, the CLI summary reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ CREATE TABLE IF NOT EXISTS meta.churn_models (
     roc_auc DOUBLE, pr_auc DOUBLE, brier DOUBLE, min_auc DOUBLE, passed BOOLEAN, in_service BOOLEAN,
     risk_high DOUBLE, risk_medium DOUBLE, metrics JSON, features VARCHAR[], cutoffs TIMESTAMP[],
     fitted_at TIMESTAMP, data_as_of TIMESTAMP, reason VARCHAR, artifact VARCHAR, run_id VARCHAR
+)"""
+
+RUNS_DDL = """
+CREATE TABLE IF NOT EXISTS meta.churn_runs (
+    recorded_at TIMESTAMP, run_id VARCHAR, as_of TIMESTAMP, in_service_version VARCHAR, note VARCHAR
 )"""
 
 
@@ -49,6 +57,21 @@ _COLUMNS = ("version, kind, horizon_days, calibration, roc_auc, min_auc, passed,
 
 def ensure_tables(con) -> None:
     con.sql(DDL)
+    con.sql(RUNS_DDL)
+
+
+def record_run(con, *, run_id: str | None, as_of: datetime | None, in_service_version: str | None, note: str) -> None:
+    """What this run of ``churn_model`` left in service, and why, in words."""
+    ensure_tables(con)
+    con.execute("INSERT INTO meta.churn_runs VALUES (?, ?, ?, ?, ?)",
+                [datetime.now(timezone.utc).replace(tzinfo=None), run_id, _naive(as_of), in_service_version or None, note])
+
+
+def latest_run(con) -> tuple[str | None, str] | None:
+    """(version in service or None, note) of the latest ``churn_model`` run, or None before the first."""
+    ensure_tables(con)
+    rows = con.sql("SELECT in_service_version, note FROM meta.churn_runs ORDER BY recorded_at DESC LIMIT 1").fetchall()
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 def artifact_path(models_dir: Path, version: str) -> Path:

@@ -24,9 +24,10 @@ from seg_assets.features.assets import USER_FEATURES
 from seg_assets.plots import k_selection_plot, projection_plot
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
+from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
-from seg_assets.segmentation.gate import decide_promotion
+from seg_assets.segmentation.gate import Decision, decide_promotion
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.validation import with_checks
@@ -82,6 +83,22 @@ def read_drift_panel(con, features) -> pl.DataFrame:
                                       * 18446744073709551616.0""").pl()
 
 
+def panel_columns(model: SegmentModel) -> list[str]:
+    """What deciding to keep ``model`` reads: its features, plus what tells whether a feature it left out
+    has data now (availability.py)."""
+    extra = [f for f, _ in model.left_out] + (["sessions", "frequency", "monetary"] if model.left_out else [])
+    return list(dict.fromkeys([*model.features, *extra]))
+
+
+def left_out_metadata(model: SegmentModel) -> dict:
+    """The features a model leaves out for lack of data, and why (shown on segment_model)."""
+    if not model.left_out:
+        return {"features_left_out": "none"}
+    table = pl.DataFrame({"feature": [f for f, _ in model.left_out], "reason": [r for _, r in model.left_out]})
+    return {"features_left_out": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False)),
+            "features_left_out_summary": FeatureAvailability(tuple(model.features), model.left_out).describe()}
+
+
 def drift_table(model: SegmentModel, frame: pl.DataFrame) -> pl.DataFrame:
     """PSI per model feature of today's users (a fixed sample of them) against the model's reference."""
     if model.reference_sample is None:
@@ -96,6 +113,9 @@ def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetim
     """Why a 'when_needed' run should fit (None: keep the model in service)."""
     if model is None:
         return "no model in service"
+    gained = gained_data([f for f, _ in model.left_out], frame)
+    if gained:
+        return f"features left out of {model.version} now have data: {', '.join(gained)}"
     psi = drift_table(model, frame) if psi is None else psi
     if psi.height and psi["psi"][0] > psi_threshold:
         return f"population drift: PSI of {psi['feature'][0]} is {psi['psi'][0]:.2f} > {psi_threshold}"
@@ -169,7 +189,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         version = registry.next_version(con)
         previous = SegmentModel.load(current.artifact) if current else None
         keep_possible = previous is not None and config.fit != "always"
-        panel = read_drift_panel(con, previous.features) if keep_possible else None  # deciding to keep needs no more than this
+        panel = read_drift_panel(con, panel_columns(previous)) if keep_possible else None  # deciding to keep needs no more than this
         psi = drift_table(previous, panel) if keep_possible else None
         reason = ("forced (fit=always)" if config.fit == "always"
                   else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi))
@@ -178,7 +198,8 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
             context.log.info(f"keeping {previous.version} in service: no drift, not too old")
             return dg.MaterializeResult(metadata={
                 "decision": f"kept {previous.version} in service (no refit needed)", "in_service_version": previous.version,
-                "max_psi": float(psi["psi"].max() or 0.0), "users": users,
+                "max_psi": float(psi["psi"].max() or 0.0), "users": users, "features_used": len(previous.features),
+                **left_out_metadata(previous),
                 PSI_METADATA: dg.MetadataValue.json({"model_version": previous.version, "psi": psi.to_dicts()})})
         frame = read_features(con)
     if frame.height == 0:
@@ -186,9 +207,16 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
 
     context.log.info(f"fitting {version}: {reason}")
     candidate = fit_segment_model(frame, config.to_model_config(), previous=previous, version=version, as_of=as_of)
+    if candidate.left_out:
+        context.log.warning(f"{version}: features without data left out: "
+                            f"{FeatureAvailability(tuple(candidate.features), candidate.left_out).describe()}")
     cand_metrics = gate_metrics(candidate, frame, config.gate_classifier, config.seed)
-    prev_metrics = gate_metrics(previous, frame, config.gate_classifier, config.seed) if previous else None
-    decision = decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance)
+    # A model in service that leaves out features which have data now is not a fair comparison (fewer
+    # dimensions score a better silhouette): it describes a population that no longer exists.
+    blind = gained_data([f for f, _ in previous.left_out], frame) if previous else []
+    prev_metrics = gate_metrics(previous, frame, config.gate_classifier, config.seed) if previous and not blind else None
+    decision = (Decision(True, f"{previous.version} leaves out features that have data now ({', '.join(blind)})")
+                if blind else decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance))
     artifact = candidate.save(registry.model_path(settings.paths.models, version))
     candidate.metrics.update({f"gate_{k}": v for k, v in cand_metrics.items() if v is not None})
     with duckdb.get_connection() as con:
@@ -200,7 +228,8 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     metadata = {
         "version": version, "promoted": decision.promote, "gate": decision.reason, "trigger": reason,
         "in_service_version": serving.version, "k": candidate.k, "hierarchy": candidate.hierarchy,
-        "algorithm": candidate.algorithm, "users": frame.height, "artifact": dg.MetadataValue.path(str(artifact)),
+        "algorithm": candidate.algorithm, "users": frame.height, "features_used": len(candidate.features),
+        **left_out_metadata(candidate), "artifact": dg.MetadataValue.path(str(artifact)),
         "metrics": _metrics_table(cand_metrics, prev_metrics),
         "segments": dg.MetadataValue.md(candidate.segments_frame().to_pandas().to_markdown(index=False)),
         "projection": dg.MetadataValue.md(_projection(candidate, frame, config.seed)),
@@ -221,8 +250,9 @@ class ClassifierConfig(dg.Config):
 
 
 CLASSIFIER_QUALITY = dg.AssetCheckSpec(
-    "classifier_quality", asset=SEGMENT_CLASSIFIER, blocking=True,
-    description="The latest classifier reached its macro-F1 threshold and is in service.")
+    "classifier_quality", asset=SEGMENT_CLASSIFIER, blocking=False,
+    description="The latest classifier reached its macro-F1 threshold and is in service (otherwise it stays out of "
+    "service and the segment model itself assigns users: slower, never wrong, so nothing is blocked).")
 
 
 def classifier_quality(con) -> dg.AssetCheckResult:
@@ -230,10 +260,15 @@ def classifier_quality(con) -> dg.AssetCheckResult:
     rows = con.sql("SELECT version, model_version, in_service, reason, metrics FROM meta.segment_classifiers "
                    "ORDER BY trained_at DESC LIMIT 1").fetchall()
     if not rows:
-        return dg.AssetCheckResult(passed=False, description="no classifier trained")
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description="no classifier trained")
     version, model_version, serving, reason, metrics = rows[0]
     m = json.loads(metrics)
-    return dg.AssetCheckResult(passed=bool(serving), description=reason, metadata={
+    if not serving:
+        kept = con.sql("SELECT version FROM meta.segment_classifiers WHERE in_service AND model_version = ?",
+                       params=[model_version]).fetchall()
+        reason += (f": not in service, {kept[0][0]} keeps serving" if kept else
+                   ": not in service, users are assigned by the segment model itself")
+    return dg.AssetCheckResult(passed=bool(serving), severity=dg.AssetCheckSeverity.WARN, description=reason, metadata={
         "version": version, "model_version": model_version, "macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"])})
 
 

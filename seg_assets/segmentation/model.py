@@ -48,6 +48,7 @@ import polars as pl
 from seg_assets.artifacts import save_artifact
 from seg_assets.features.dictionary import MODEL_FEATURES
 from seg_assets.segmentation import matching, naming, profiles
+from seg_assets.segmentation.availability import feature_availability, recency_signals
 from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
 from seg_assets.segmentation.selection import (SelectionConfig, bootstrap_stability, centroids_of, cluster_metrics,
                                                fit_clusters, limit_threads, sample_indices, select_k)
@@ -106,16 +107,17 @@ def _is_mixture(estimator) -> bool:
 
     return isinstance(estimator, GaussianMixture)
 
-def stage_of(frame: pl.DataFrame, cfg: ModelConfig) -> np.ndarray:
-    """The hierarchy stage of every row (vectorised; see the module docstring)."""
+def stage_of(frame: pl.DataFrame, cfg: ModelConfig, features=None) -> np.ndarray:
+    """The hierarchy stage of every row (vectorised; see the module docstring); ``features``: the model's."""
     if cfg.hierarchy == "flat":
         return np.full(frame.height, "all", dtype=object)
-    need = ["tenure_days", "recency_days", "days_since_last_visit"]
+    signals = recency_signals(features)
+    need = ["tenure_days", *signals]
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise KeyError(f"hierarchy='lifecycle' needs columns {missing}; use hierarchy='flat'")
     expr = (pl.when(pl.col("tenure_days") <= cfg.new_max_tenure_days).then(pl.lit("new"))
-            .when(pl.min_horizontal("recency_days", "days_since_last_visit") > cfg.lapsed_after_days).then(pl.lit("lapsed"))
+            .when(pl.min_horizontal(*signals) > cfg.lapsed_after_days).then(pl.lit("lapsed"))
             .otherwise(pl.lit("engaged")))
     return frame.select(expr.alias("s"))["s"].to_numpy().astype(object)
 
@@ -154,6 +156,9 @@ class SegmentModel:
     reference_quantiles: dict[str, list[float]] = field(default_factory=dict)
     reference_sample: pl.DataFrame | None = None
     sizes: dict[int, int] = field(default_factory=dict)  # at fit time, on the fit sample
+    # (feature, reason) of the candidates without data (availability.py); a class default, so artifacts
+    # pickled before this field load as "nothing left out"
+    left_out: tuple[tuple[str, str], ...] = ()
     artifact_format: int = ARTIFACT_FORMAT
 
     @property
@@ -176,14 +181,16 @@ class SegmentModel:
         t, lapse = f"{c.new_max_tenure_days:g}", f"{c.lapsed_after_days:g}"
         if self.hierarchy == "flat":
             return {"all": ""}
-        return {"new": f"tenure_days <= {t}",
-                "lapsed": f"tenure_days > {t} AND recency_days > {lapse} AND days_since_last_visit > {lapse}",
-                "engaged": f"tenure_days > {t} AND (recency_days <= {lapse} OR days_since_last_visit <= {lapse})"}
+        signals = recency_signals(self.features)
+        quiet = " AND ".join(f"{c} > {lapse}" for c in signals)
+        active = " OR ".join(f"{c} <= {lapse}" for c in signals)
+        return {"new": f"tenure_days <= {t}", "lapsed": f"tenure_days > {t} AND {quiet}",
+                "engaged": f"tenure_days > {t} AND " + (f"({active})" if len(signals) > 1 else active)}
 
     def predict_clusters(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Global cluster index and confidence per row (stable ids: see ``predict``)."""
         Z = self.preprocessor.transform(frame)
-        stage = stage_of(frame, self.config) if self.hierarchy != "flat" else np.full(frame.height, "all", dtype=object)
+        stage = stage_of(frame, self.config, self.features) if self.hierarchy != "flat" else np.full(frame.height, "all", dtype=object)
         cluster = np.full(frame.height, -1, dtype=np.int64)
         conf = np.ones(frame.height, dtype=np.float64)
         for name, st in self.stages.items():
@@ -309,15 +316,17 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     With ``previous`` (the model in service), segments are matched to it: kept ones keep id and name,
     new ones get fresh ids, vanished ones are retired. Sort ``frame`` by user id for reproducibility.
     """
-    features = list(config.features or [f for f in MODEL_FEATURES if f in frame.columns])
-    if not features:
+    candidates = list(config.features or [f for f in MODEL_FEATURES if f in frame.columns])
+    if not candidates:
         raise ValueError("no model features in the frame")
+    availability = feature_availability(frame, candidates)  # features without data are left out everywhere
+    features = list(availability.used)
     sel = config.selection
     fit_frame = frame[sample_indices(frame.height, sel.fit_sample, sel.random_state + 3)]
     pre = Preprocessor(scaler=config.scaler, clip_quantile=config.clip_quantile, skew_transform=config.skew_transform,
                        overrides=dict(config.transforms) or None, weights=balanced_weights(features) if config.balance_groups else None).fit(fit_frame, features)
     Z = pre.transform(fit_frame)
-    stage = stage_of(fit_frame, config)
+    stage = stage_of(fit_frame, config, features)
     stages: dict[str, StageFit] = {}
     centers, cstage, labels = [], [], np.full(len(Z), -1, dtype=np.int64)
     algorithm, behaviour = "rules", None
@@ -365,7 +374,7 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     names = [named.get(i, f"Segment {i}") for i in ids]  # "Segment i": no user in the fit sample
     with limit_threads(sel.threads):
         metrics = cluster_metrics(Z, labels, sel.silhouette_sample, sel.random_state + 4)
-    metrics.update(n_rows=frame.height, fit_rows=len(Z), k=len(ids))
+    metrics.update(n_rows=frame.height, fit_rows=len(Z), k=len(ids), left_out_features=dict(availability.left_out))
     if behaviour is not None:
         name, rows, lab, kb = behaviour
         with limit_threads(sel.threads):
@@ -389,5 +398,5 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         parent_version=previous.version if previous else None, max_issued_id=match.max_issued_id, retired_ids=retired,
         reference_quantiles={f: np.quantile(to_matrix(ref, [f])[:, 0], np.linspace(0, 1, 11)).tolist() for f in features},
         reference_sample=ref[sample_indices(ref.height, config.reference_rows, sel.random_state + 6)],
-        sizes={int(s): int(c) for s, c in zip(*np.unique(seg, return_counts=True))},
+        sizes={int(s): int(c) for s, c in zip(*np.unique(seg, return_counts=True))}, left_out=availability.left_out,
     )

@@ -13,6 +13,10 @@ Assignment is deterministic and keeps names unique:
 3. a segment left without a free archetype takes its best one plus a qualifier from its most
    distinctive other trait ("Bargain hunters (high value)"); a numeric suffix is the last resort.
 
+An archetype is only a candidate when the data it speaks about is there (``REQUIRES``: at least one of
+its listed features among the model's, i.e. in ``ranks``; see availability.py). An orders-only population
+is never "Window shoppers": that name is about browsing, and without clicks nobody is seen browsing.
+
 Hierarchy stages restrict the archetypes: the ``new`` stage is "New customers", the ``lapsed``
 stage is "Dormant" or "At risk", behaviour clusters in ``engaged`` use the others.
 """
@@ -33,6 +37,17 @@ ARCHETYPES: dict[str, dict[str, float]] = {
     "New customers": {"tenure_days": -3},
 }
 
+# name -> the features it speaks about: at least one must be a model feature for the name to be used
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "High-value loyal": ("frequency",),
+    "Bargain hunters": ("discount_share",),
+    "Window shoppers": ("sessions", "views"),
+    "Occasional buyers": ("frequency",),
+    "At risk": ("recency_days", "days_since_last_visit"),
+    "Dormant": ("recency_days", "days_since_last_visit"),
+    "New customers": ("tenure_days",),
+}
+
 STAGE_ARCHETYPES: dict[str | None, tuple[str, ...]] = {
     None: tuple(ARCHETYPES),
     "all": tuple(ARCHETYPES),
@@ -50,15 +65,20 @@ QUALIFIERS: dict[str, tuple[str, str]] = {
     "recency_days": ("lapsing", "recent"),
     "tenure_days": ("long-standing", "recently joined"),
     "avg_order_value": ("big baskets", "small baskets"),
+    "views": ("browses a lot", "browses little"),
+    "days_since_last_visit": ("not visiting lately", "visited recently"),
 }
 
 CLOSE_TO_BEST = 0.08  # an archetype may be used for uniqueness if within this score of the best
 
 
 def archetype_scores(ranks: Mapping[str, float], allowed: tuple[str, ...] = tuple(ARCHETYPES)) -> dict[str, float]:
-    """Score of each allowed archetype for one segment (features missing from ``ranks`` are skipped)."""
+    """Score of each allowed archetype for one segment (features missing from ``ranks`` are skipped; an
+    archetype none of whose ``REQUIRES`` features is in ``ranks`` is not scored at all)."""
     out = {}
     for name in allowed:
+        if not any(f in ranks for f in REQUIRES.get(name, ())):
+            continue
         sig = {f: w for f, w in ARCHETYPES[name].items() if f in ranks}
         total = sum(abs(w) for w in sig.values())
         out[name] = sum(w * (ranks[f] - 0.5) for f, w in sig.items()) / total if total else 0.0
@@ -91,7 +111,7 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
     todo = sorted(s for s in ranks if s not in names)
     scores = {s: archetype_scores(ranks[s], STAGE_ARCHETYPES.get((stages or {}).get(s), tuple(ARCHETYPES)))
               for s in todo}
-    best = {s: max(sc.items(), key=lambda t: (t[1], -list(ARCHETYPES).index(t[0]))) for s, sc in scores.items()}
+    best = {s: max(sc.items(), key=lambda t: (t[1], -list(ARCHETYPES).index(t[0]))) for s, sc in scores.items() if sc}
     pairs = sorted(((sc, s, a) for s in todo for a, sc in scores[s].items() if sc >= best[s][1] - CLOSE_TO_BEST),
                    key=lambda t: (-t[0], t[1], t[2]))
     for sc, s, a in pairs:
@@ -100,7 +120,7 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
         names[s] = a
         taken.add(a)
     for s in todo:  # segments whose good archetypes were all taken
-        if s not in names:
-            names[s] = _qualified(best[s][0], ranks[s], taken)
+        if s not in names:  # "Segment (...)": no archetype has the data it needs
+            names[s] = _qualified(best[s][0] if s in best else "Segment", ranks[s], taken)
             taken.add(names[s])
     return {s: names[s] for s in sorted(names)}

@@ -164,5 +164,5 @@ def explain_model(model, frame: pl.DataFrame, **kwargs) -> SegmentRules:
     ids, _ = model.predict(frame)
     if model.hierarchy == "flat":
         return extract_rules(frame, ids, model.features, **kwargs)
-    return extract_rules(frame, ids, model.features, stages=stage_of(frame, model.config),
+    return extract_rules(frame, ids, model.features, stages=stage_of(frame, model.config, model.features),
                          stage_rules=model.stage_rules(), **kwargs)

@@ -1,0 +1,111 @@
+"""Which model features carry information in a population, and why the others are left out.
+
+The one place this is decided. The segment model fits on :attr:`FeatureAvailability.used` and stores it as
+its feature list; naming (archetypes), profiles (descriptions), the surrogate rules, the classifier and the
+lifecycle stage all read the model's feature list, so a feature left out here is left out everywhere.
+Why: a column with no data is not "zero" but "unknown". Without clicks, ``sessions`` is 0 for everyone and
+``days_since_last_visit`` is the tenure; clustering on them, or naming a segment "Window shoppers" from
+them, describes the absence of a data source, not the customers.
+
+Rules, in order (the first that applies gives the reason):
+
+* no click events at all (``sessions`` is 0 for every user): every click feature;
+* no completed order at all (``frequency`` 0 for every user): every order and revenue feature;
+* completed orders but no revenue (``monetary`` 0 for every user): the revenue features;
+* any other column with one value for every user: that column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import polars as pl
+
+CLICK_FEATURES = ("sessions", "views", "searches", "add_to_carts", "checkouts", "view_to_cart", "cart_to_checkout",
+                  "checkout_to_order", "session_to_order", "days_since_last_visit")
+REVENUE_FEATURES = ("monetary", "avg_order_value", "discount_share")
+ORDER_FEATURES = ("recency_days", "frequency", "orders_30d", "orders_90d", "checkout_to_order", "session_to_order",
+                  *REVENUE_FEATURES)
+
+NO_CLICKS = "no click events"
+NO_ORDERS = "no completed orders"
+NO_REVENUE = "all order amounts are 0"
+CONSTANT = "the same value for every user"
+
+
+@dataclass(frozen=True)
+class FeatureAvailability:
+    used: tuple[str, ...]
+    left_out: tuple[tuple[str, str], ...] = ()  # (feature, reason), in candidate order
+
+    @property
+    def left_out_features(self) -> tuple[str, ...]:
+        return tuple(f for f, _ in self.left_out)
+
+    def by_reason(self) -> dict[str, list[str]]:
+        """reason -> features, in the order the reasons first appear."""
+        out: dict[str, list[str]] = {}
+        for f, why in self.left_out:
+            out.setdefault(why, []).append(f)
+        return out
+
+    def describe(self) -> str:
+        """One line for the UI and the CLI ('' when nothing is left out)."""
+        return "; ".join(f"{', '.join(fs)} ({why})" for why, fs in self.by_reason().items())
+
+
+RECENCY_SIGNALS = ("recency_days", "days_since_last_visit")
+
+
+def recency_signals(features) -> tuple[str, ...]:
+    """The recency columns the lifecycle stage 'lapsed' reads: those the model uses (without clicks,
+    days_since_last_visit is only the tenure), both when it uses neither or ``features`` is None."""
+    present = tuple(c for c in RECENCY_SIGNALS if features is None or c in features)
+    return present or RECENCY_SIGNALS
+
+
+def _all_zero(frame: pl.DataFrame, column: str) -> bool:
+    if column not in frame.columns or frame.height == 0:
+        return False
+    return bool(frame.select((pl.col(column).fill_null(0).cast(pl.Float64).abs().max() == 0).alias("z"))["z"][0])
+
+
+def _constant(frame: pl.DataFrame, column: str) -> bool:
+    return frame.select(pl.col(column).drop_nulls().n_unique() <= 1)[column][0]
+
+
+def _reasons(frame: pl.DataFrame, candidates: Sequence[str]) -> dict[str, str]:
+    """feature -> why it carries no information (features with data are absent)."""
+    reasons: dict[str, str] = {}
+    if _all_zero(frame, "sessions"):
+        reasons.update({f: NO_CLICKS for f in CLICK_FEATURES})
+    if _all_zero(frame, "frequency"):
+        reasons.update({f: NO_ORDERS for f in ORDER_FEATURES if f not in reasons})
+    elif _all_zero(frame, "monetary"):
+        reasons.update({f: NO_REVENUE for f in REVENUE_FEATURES if f not in reasons})
+    for f in candidates:
+        if f not in reasons and f in frame.columns and frame.height and _constant(frame, f):
+            reasons[f] = CONSTANT
+    return reasons
+
+
+def feature_availability(frame: pl.DataFrame, candidates: Sequence[str]) -> FeatureAvailability:
+    """Split ``candidates`` (columns of ``frame``) into the features with data and those without (module doc).
+
+    If no candidate has data (a handful of identical users), all are kept: there is nothing better to fit on.
+    """
+    candidates = [c for c in candidates if c in frame.columns]
+    reasons = _reasons(frame, candidates)
+    used = tuple(f for f in candidates if f not in reasons)
+    if not used:
+        return FeatureAvailability(tuple(candidates))
+    return FeatureAvailability(used, tuple((f, reasons[f]) for f in candidates if f in reasons))
+
+
+def gained_data(left_out: Sequence[str], frame: pl.DataFrame) -> list[str]:
+    """Features a model left out that ``frame`` now has data for (a reason to re-fit). ``frame`` should hold
+    every model feature: whether clicks or orders exist is read from ``sessions`` and ``frequency``."""
+    present = [f for f in left_out if f in frame.columns]
+    reasons = _reasons(frame, present) if frame.height else {f: "" for f in present}
+    return [f for f in present if f not in reasons]

@@ -1,0 +1,217 @@
+"""Thin data degrades, never crashes (issue 12): orders only, clicks only, no revenue, 50 users, one day, a
+churn model under its floor. Each refresh succeeds and publishes ``bi/segments.duckdb``; what could not be
+computed is left out (features, names, descriptions) or left null (churn), and the reason is shown.
+
+Pure rules first (availability.py, naming.py, profiles.py), then real refreshes on real files and DuckDB.
+"""
+
+import shutil
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from rich.console import Console
+
+from seg_assets.automation.jobs import refresh_run_config
+from seg_assets.definitions import build_defs
+from seg_assets.demo.generate import generate
+from seg_assets.refresh import QUIET, run_refresh
+from seg_assets.report import not_computed, print_summary
+from seg_assets.segmentation import naming
+from seg_assets.segmentation.availability import (CLICK_FEATURES, NO_CLICKS, NO_ORDERS, NO_REVENUE, REVENUE_FEATURES,
+                                                  feature_availability, gained_data)
+from seg_assets.segmentation.profiles import segment_profiles
+from seg_assets.settings import data_paths
+
+MODEL = ("recency_days", "frequency", "monetary", "avg_order_value", "tenure_days", "discount_share", "cancel_rate",
+         "sessions", "views", "session_to_order", "days_since_last_visit")
+
+
+def users(n=200, seed=0, clicks=True, orders=True, revenue=True) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    tenure = rng.uniform(1, 300, n)
+    freq = rng.poisson(3, n) if orders else np.zeros(n, dtype=int)
+    sessions = rng.poisson(5, n) if clicks else np.zeros(n, dtype=int)
+    money = freq * rng.gamma(2, 30, n) if revenue else np.zeros(n)
+    return pl.DataFrame({
+        "user_id": [f"u{i}" for i in range(n)], "tenure_days": tenure,
+        "recency_days": np.where(freq > 0, rng.uniform(0, 1, n) * tenure, tenure), "frequency": freq, "monetary": money,
+        "avg_order_value": np.where(freq > 0, money / np.maximum(freq, 1), 0.0),
+        "discount_share": rng.uniform(0, 0.4, n) * (money > 0), "cancel_rate": rng.uniform(0, 0.2, n) * (freq > 0),
+        "sessions": sessions, "views": sessions * 3, "session_to_order": np.minimum(freq / np.maximum(sessions, 1), 1) * (sessions > 0),
+        "days_since_last_visit": np.where(sessions > 0, rng.uniform(0, 1, n) * tenure, tenure),
+    })
+
+
+def test_orders_only_leaves_out_every_click_feature():
+    a = feature_availability(users(clicks=False), MODEL)
+    assert set(a.left_out_features) == {f for f in CLICK_FEATURES if f in MODEL}
+    assert set(a.by_reason()) == {NO_CLICKS}
+    assert "days_since_last_visit" not in a.used  # it is the tenure without clicks: no information
+    assert "frequency" in a.used and "monetary" in a.used
+
+
+def test_no_revenue_and_no_orders_and_constant_columns():
+    a = feature_availability(users(revenue=False), MODEL)
+    assert dict(a.left_out) == {f: NO_REVENUE for f in REVENUE_FEATURES}
+    b = feature_availability(users(orders=False), MODEL)
+    assert {"recency_days", "frequency", "monetary"} <= set(b.by_reason()[NO_ORDERS])
+    assert "sessions" in b.used and "days_since_last_visit" in b.used
+    assert "cancel_rate" in b.left_out_features  # 0 for everyone without orders: constant
+    c = feature_availability(users().with_columns(cancel_rate=pl.lit(0.0)), MODEL)
+    assert c.left_out == (("cancel_rate", "the same value for every user"),)
+    assert feature_availability(users(), MODEL).left_out == ()
+    assert "no click events" in feature_availability(users(clicks=False), MODEL).describe()
+
+
+def test_nothing_informative_keeps_everything_rather_than_nothing():
+    one = users(1)
+    assert feature_availability(one, MODEL).used == tuple(MODEL)
+
+
+def test_gained_data_says_which_left_out_features_have_data_now():
+    left_out = [f for f in CLICK_FEATURES if f in MODEL]
+    assert gained_data(left_out, users(clicks=False)) == []
+    assert set(gained_data(left_out, users())) == set(left_out)
+
+
+def test_names_only_use_archetypes_whose_data_is_there():
+    browsing_like = {"frequency": 0.2, "recency_days": 0.6, "monetary": 0.3, "tenure_days": 0.5}  # no click features
+    scores = naming.archetype_scores(browsing_like)
+    assert "Window shoppers" not in scores and "Bargain hunters" not in scores
+    names = naming.assign_names({1: browsing_like, 2: {**browsing_like, "frequency": 0.8}, 3: {**browsing_like, "tenure_days": 0.9}},
+                                stages={1: "engaged", 2: "engaged", 3: "engaged"})
+    assert not any("Window shoppers" in n or "Bargain" in n for n in names.values()), names
+    assert len(set(names.values())) == 3
+    # no archetype has its data: a neutral name, still unique
+    bare = naming.assign_names({1: {"cancel_rate": 0.7}, 2: {"cancel_rate": 0.2}}, stages={1: "engaged", 2: "engaged"})
+    assert len(set(bare.values())) == 2 and all(n.startswith("Segment") for n in bare.values())
+
+
+def test_descriptions_say_nothing_about_visits_without_click_data():
+    frame = users(300, clicks=False)
+    used = feature_availability(frame, MODEL).used
+    ids = np.arange(frame.height) % 3
+    prof = segment_profiles(frame, ids, used)
+    text = " ".join(prof["description"])
+    assert "session" not in text and "visit" not in text and "spends" in text
+    no_money = users(300, revenue=False)
+    prof = segment_profiles(no_money, ids, feature_availability(no_money, MODEL).used)
+    assert prof["revenue_share"].null_count() == prof.height and "spends" not in " ".join(prof["description"])
+
+
+# --- real refreshes -------------------------------------------------------------------------------------------
+
+def published(root) -> tuple[pl.DataFrame, pl.DataFrame]:
+    bi = data_paths(root).bi / "segments.duckdb"
+    assert bi.is_file()
+    with duckdb.connect(str(bi), read_only=True) as con:
+        return (con.sql("SELECT * FROM analytics.user_segments ORDER BY user_id").pl(),
+                con.sql("SELECT * FROM analytics.segment_profiles ORDER BY segment_id").pl())
+
+
+def refresh_ok(root, **kwargs):
+    outcome = run_refresh(root, **kwargs)
+    failures = [f for s in outcome.stages for f in s.failures]
+    assert outcome.success, failures
+    assert not [f for f in failures if "(WARN)" not in f], failures
+    return outcome
+
+
+def summary_text(root) -> str:
+    console = Console(record=True, width=200)
+    print_summary(root, console=console)
+    return console.export_text()
+
+
+def notes(root) -> list[str]:
+    with duckdb.connect(str(data_paths(root).warehouse), read_only=True) as con:
+        return not_computed(con)
+
+
+def write_csv(root, table: str, frame: pl.DataFrame) -> None:
+    folder = data_paths(root).landing / table
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.write_csv(folder / f"{table}.csv")
+
+
+def test_orders_only_refresh_never_talks_about_sessions(tmp_path):
+    generate(tmp_path, users=600, days=60, seed=3, with_clicks=False, with_customers=False)
+    refresh_ok(tmp_path)
+    segs, prof = published(tmp_path)
+    assert segs.height > 0 and segs["segment_name"].null_count() == 0
+    assert not any("Window shoppers" in n for n in prof["segment_name"])
+    text = " ".join(prof["description"]) + " ".join(prof["top_features"]) + " ".join(prof["rules"].fill_null(""))
+    assert "session" not in text and "visit" not in text
+    assert any("no click events" in n and "sessions" in n for n in notes(tmp_path))
+    assert "no click events" in summary_text(tmp_path)
+    # Clicks arrive later: the left-out features have data now, so the next (when_needed) refresh re-fits with them.
+    generate(tmp_path / "with_clicks", users=600, days=60, seed=3, with_customers=False)
+    shutil.copytree(tmp_path / "with_clicks" / "landing" / "clicks", data_paths(tmp_path).landing / "clicks",
+                    dirs_exist_ok=True)
+    refresh_ok(tmp_path)
+    with duckdb.connect(str(data_paths(tmp_path).warehouse), read_only=True) as con:
+        (reason, features), = con.sql("SELECT reason, features FROM meta.segment_models WHERE in_service").fetchall()
+    assert "now have data: sessions" in reason and "sessions" in features
+    assert not any("no click events" in n for n in notes(tmp_path))
+
+
+def test_clicks_only_refresh_publishes_segments(tmp_path):
+    generate(tmp_path, users=600, days=60, seed=3, with_customers=False)
+    shutil.rmtree(data_paths(tmp_path).landing / "orders")
+    refresh_ok(tmp_path)
+    segs, prof = published(tmp_path)
+    assert segs.height > 0 and segs["segment_id"].n_unique() >= 2
+    assert prof["revenue_share"].null_count() == prof.height
+    assert not any(a in n for n in prof["segment_name"] for a in ("High-value", "Bargain", "Occasional buyers"))
+    assert "ordered" not in " ".join(prof["description"])
+    assert any(NO_ORDERS in n for n in notes(tmp_path))
+    text = summary_text(tmp_path)
+    assert "n/a" in text and NO_ORDERS in text
+
+
+def test_zero_amounts_no_revenue_features_and_the_summary_does_not_crash(tmp_path):
+    """A clickstream whose purchase events became orders with amount 0 (CSV, as a source would deliver)."""
+    generate(tmp_path, users=600, days=60, seed=4, with_customers=False, with_clicks=True)
+    orders_dir = data_paths(tmp_path).landing / "orders"
+    orders = pl.concat([pl.read_parquet(f) for f in sorted(orders_dir.glob("*.parquet"))])
+    shutil.rmtree(orders_dir)
+    write_csv(tmp_path, "orders", orders.with_columns(amount=pl.lit(0.0), discount=pl.lit(None, dtype=pl.Float64),
+                                                      order_ts=pl.col("order_ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    refresh_ok(tmp_path)
+    segs, prof = published(tmp_path)
+    assert segs.height > 0 and prof["revenue_share"].null_count() == prof.height
+    assert not any("Bargain" in n for n in prof["segment_name"])
+    assert any(NO_REVENUE in n and "monetary" in n for n in notes(tmp_path))
+    assert NO_REVENUE in summary_text(tmp_path)
+
+
+@pytest.mark.parametrize("users_, days", [(50, 60), (300, 1)], ids=["50-users", "one-day"])
+def test_tiny_populations_and_one_day_publish_segments(tmp_path, users_, days):
+    generate(tmp_path, users=users_, days=days, seed=7)
+    refresh_ok(tmp_path)
+    segs, prof = published(tmp_path)
+    assert segs.height == users_ and segs["segment_id"].null_count() == 0 and prof.height >= 1
+    assert segs["churn_probability"].null_count() == segs.height  # no history for a churn model
+    assert "churn: not scored" in summary_text(tmp_path)
+
+
+def test_a_churn_model_under_its_floor_blocks_nothing(tmp_path):
+    generate(tmp_path, users=600, days=200, seed=11, with_clicks=False, with_customers=False)
+    job = build_defs(tmp_path).resolve_implicit_global_asset_job_def()
+    config = refresh_run_config()
+    config["ops"]["churn_model"] = {"config": {"min_auc": 0.99}}
+    result = job.execute_in_process(run_config={**QUIET, **config}, raise_on_error=False)
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "churn_auc"]
+    assert not check.passed and check.severity.value == "WARN"
+    assert "churn columns left empty" in check.description
+    segs, _ = published(tmp_path)
+    assert segs.height > 0
+    assert segs.select("churn_probability", "churn_risk", "expected_value_next_h").null_count().row(0) == (segs.height,) * 3
+    with duckdb.connect(str(data_paths(tmp_path).warehouse), read_only=True) as con:
+        assert con.sql("SELECT in_service, passed FROM meta.churn_models").fetchall() == [(False, False)]
+    (line,) = [n for n in notes(tmp_path) if n.startswith("churn")]
+    assert "< min_auc 0.99" in line and "churn_model.min_auc" in line
