@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from seg_assets.errors import input_failure
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES
@@ -175,7 +176,8 @@ def churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb: 
 def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb: Warehouse,
                  settings: SegSettings) -> dg.MaterializeResult:
     if config.risk_medium > config.risk_high:
-        raise dg.Failure(f"risk_medium ({config.risk_medium}) must not exceed risk_high ({config.risk_high})")
+        raise input_failure(f"risk_medium ({config.risk_medium}) must not exceed risk_high ({config.risk_high}): "
+                            "set them with --set churn_model.risk_medium=... / risk_high=...")
     with duckdb.get_connection() as con:
         registry.ensure_tables(con)
         as_of = settings.resolve_as_of(con)

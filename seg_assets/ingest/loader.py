@@ -379,3 +379,18 @@ def ingest_landing(
                 con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
         report.files.append(out)
     return report
+
+
+def why_no_rows(con) -> str:
+    """For a person looking at an empty warehouse: were files landed at all, and what happened to them."""
+    if not con.sql(f"SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = "
+                   f"'{C.LEDGER_TABLE}'").fetchall()[0][0]:
+        return "no landing files ingested yet: land orders, order lines or clicks under landing/ (see the README)"
+    files, accepted = con.sql(f"SELECT count(*), coalesce(sum(accepted), 0) FROM {C.LEDGER_TABLE}").fetchall()[0]
+    if not files:
+        return "no landing files ingested yet: land orders, order lines or clicks under landing/ (see the README)"
+    problems = con.sql(f"SELECT file_name, message FROM {C.LEDGER_TABLE} WHERE accepted = 0 AND message IS NOT NULL "
+                       "ORDER BY file_id LIMIT 1").fetchall()
+    first = f"; first problem: {problems[0][1]}" if problems else ""
+    return (f"{files} landing file(s) ingested, {accepted} row(s) accepted (see meta.ingest_ledger and raw.rejects)"
+            f"{first}")

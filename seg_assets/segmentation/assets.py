@@ -19,6 +19,8 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from seg_assets.errors import input_failure
+from seg_assets.ingest.loader import why_no_rows
 from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.plots import k_selection_plot, projection_plot
@@ -203,7 +205,8 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
                 PSI_METADATA: dg.MetadataValue.json({"model_version": previous.version, "psi": psi.to_dicts()})})
         frame = read_features(con)
     if frame.height == 0:
-        raise dg.Failure("features.user_features is empty: nothing to segment yet (land some orders first).")
+        with duckdb.get_connection() as con:
+            raise input_failure("features.user_features is empty: nothing to segment yet; " + why_no_rows(con))
 
     context.log.info(f"fitting {version}: {reason}")
     candidate = fit_segment_model(frame, config.to_model_config(), previous=previous, version=version, as_of=as_of)
@@ -288,7 +291,7 @@ def _segment_classifier(context: dg.AssetExecutionContext, config: ClassifierCon
     with duckdb.get_connection() as con:
         current = registry.in_service_model(con)
         if current is None:
-            raise dg.Failure("No segment model in service: materialize segment_model first.")
+            raise input_failure("No segment model in service: materialize segment_model first.")
         existing = registry.in_service_classifier(con, current.version)
         if config.fit == "when_needed" and existing is not None:
             return dg.MaterializeResult(metadata={"decision": f"kept {existing[0]} for model {current.version}"})

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from seg_assets.errors import input_failure
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.churn.keys import CHURN_SCORES, RISK_LEVELS
 from seg_assets.features import incremental as inc
@@ -87,7 +88,7 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         as_of = settings.resolve_as_of(con)
         current = registry.in_service_model(con)
         if current is None:
-            raise dg.Failure("No segment model in service: materialize segment_model first "
+            raise input_failure("No segment model in service: materialize segment_model first "
                              "(automation does so when none exists; `seg-assets refresh` does it too).")
         model = SegmentModel.load(current.artifact)
         served = registry.in_service_classifier(con, model.version) if config.assign_with == "classifier" else None
