@@ -17,7 +17,7 @@ from rich.console import Console
 from seg_assets.automation.jobs import refresh_run_config
 from seg_assets.definitions import build_defs
 from seg_assets.demo.generate import generate
-from seg_assets.refresh import QUIET, run_refresh
+from seg_assets.refresh import SILENT as QUIET, run_refresh
 from seg_assets.report import not_computed, print_summary
 from seg_assets.segmentation import naming
 from seg_assets.segmentation.availability import (CLICK_FEATURES, NO_CLICKS, NO_ORDERS, NO_REVENUE, REVENUE_FEATURES,
