@@ -24,7 +24,6 @@ import polars as pl
 DAY = 86_400
 PERIOD_DAYS = 30  # orders and clicks are split into one file per 30-day period (by arrival)
 STATUSES = ("completed", "cancelled", "returned")
-EVENT_TYPES = ("view", "search", "add_to_cart", "checkout")
 TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 EFFECT = {
