@@ -353,12 +353,30 @@ def _orders_frame(rng: np.random.Generator, o: dict, start_s: int, nper: int, pr
                 label("_st", F.STATUSES).alias("status")]
 
 
+def _order_key(parts: list[dict]) -> list[np.ndarray | None]:
+    """Per part, one int64 that orders events by (ts, session, pos) when the three fit in 62 bits, else None.
+
+    Sorting on one key column is about twice as fast as on three, with exactly the same order.
+    """
+    lo, lo_pos = (min((int(p[col].min()) for p in parts if len(p[col])), default=0) for col in ("ts", "pos"))
+    top = [max((int(p[col].max()) - m for p in parts if len(p[col])), default=0) + 1
+           for col, m in (("ts", lo), ("session", 0), ("pos", lo_pos))]
+    b_ts, b_s, b_pos = (t.bit_length() for t in top)
+    if b_ts + b_s + b_pos > 62:
+        return [None] * len(parts)
+    return [((p["ts"] - lo) << (b_s + b_pos)) | (p["session"].astype(np.int64) << b_pos) | (p["pos"] - lo_pos)
+            for p in parts]
+
+
 def _clicks_frame(rng: np.random.Generator, c: list[dict], start_s: int, nper: int, prefix: str,
                   sprefix: str, names: tuple[str, ...]) -> tuple[pl.DataFrame, Cols]:
-    df = pl.concat([pl.DataFrame({"_u": p["user"], "_s": p["session"], "_pos": p["pos"], "_ts": p["ts"],
-                                  "_et": p["etype"], "_cat": p["cat"], "_p": p["product"]})
-                    for p in c], rechunk=False)  # parts stay separate chunks until the sort
-    df = _numbered(df.sort(["_ts", "_s", "_pos"]).drop("_pos"), rng, start_s, nper)
+    key = _order_key(c)
+    df = pl.concat([pl.DataFrame({"_u": p["user"], "_s": p["session"], "_ts": p["ts"], "_et": p["etype"],
+                                  "_cat": p["cat"], "_p": p["product"],
+                                  **({"_pos": p["pos"]} if k is None else {"_k": k})})
+                    for p, k in zip(c, key)], rechunk=False)  # parts stay separate chunks until the sort
+    by = ["_ts", "_s", "_pos"] if key[0] is None else ["_k"]
+    df = _numbered(df.sort(by).drop(by[-1]), rng, start_s, nper)
     return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), _user_id().alias("user_id"),
                 id_num(pl.col("_s") + 1, sprefix, 8).alias("session_id"), to_datetime("_ts").alias("event_ts"),
                 label("_et", names).alias("event_type"),
