@@ -121,13 +121,6 @@ def test_one_sort_key_orders_clicks_as_three_keys_do(tmp_path, monkeypatch):
         assert _digest(fast.root) == _digest(slow.root)
 
 
-def test_id_num_is_zfill():
-    values = pl.DataFrame({"x": [0, 1, 42, 9_999_999, 10_000_000, 123_456_789, -1, -42, None]}, schema={"x": pl.Int64})
-    got = values.select(F.id_num(pl.col("x"), "u", 7)).to_series()
-    assert got.to_list() == values.select(pl.lit("u") + pl.col("x").cast(pl.String).str.zfill(7)).to_series().to_list()
-    assert got[1] == "u0000001" and got[4] == "u10000000"
-
-
 def test_layout_and_summary(clean):
     for table in REQUIRED:
         files = sorted((clean / "landing" / table).glob("*.parquet"))

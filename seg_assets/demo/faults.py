@@ -58,14 +58,8 @@ def to_datetime(col: str) -> pl.Expr:
 
 
 def id_num(expr: pl.Expr, prefix: str, width: int = 7) -> pl.Expr:
-    """Zero-padded ids like ``u0000001`` (wider numbers as they are).
-
-    ``str(n + 10**width)[1:]`` is ``n`` zero-padded and costs two thirds of ``zfill`` (tens of millions of
-    ids per benchmark dataset); the other numbers take the plain way.
-    """
-    top = 10**width
-    padded = pl.when((expr >= 0) & (expr < top)).then((expr + top).cast(pl.String).str.slice(1))
-    return pl.lit(prefix) + padded.otherwise(expr.cast(pl.String).str.zfill(width))
+    """Zero-padded ids like ``u0000001``."""
+    return pl.lit(prefix) + expr.cast(pl.String).str.zfill(width)
 
 
 def day_str(s: int) -> str:
