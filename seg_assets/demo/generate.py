@@ -368,6 +368,15 @@ def _order_key(parts: list[dict]) -> list[np.ndarray | None]:
             for p in parts]
 
 
+def _ids(col: str, n: int, prefix: str, width: int) -> pl.Expr:
+    """``id_num(col + 1, prefix, width)`` for ``col`` in [0, n), made once per number and gathered per row.
+
+    Users and sessions have many events each: formatting their ids once costs a tenth of once per event.
+    """
+    table = pl.select(id_num(pl.int_range(1, n + 1, dtype=pl.Int64), prefix, width)).to_series()
+    return pl.lit(table).gather(pl.col(col))
+
+
 def _clicks_frame(rng: np.random.Generator, c: list[dict], start_s: int, nper: int, prefix: str,
                   sprefix: str, names: tuple[str, ...]) -> tuple[pl.DataFrame, Cols]:
     key = _order_key(c)
@@ -377,8 +386,9 @@ def _clicks_frame(rng: np.random.Generator, c: list[dict], start_s: int, nper: i
                     for p, k in zip(c, key)], rechunk=False)  # parts stay separate chunks until the sort
     by = ["_ts", "_s", "_pos"] if key[0] is None else ["_k"]
     df = _numbered(df.sort(by).drop(by[-1]), rng, start_s, nper)
-    return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), _user_id().alias("user_id"),
-                id_num(pl.col("_s") + 1, sprefix, 8).alias("session_id"), to_datetime("_ts").alias("event_ts"),
+    n_u, n_s = (int(df.get_column(col).max() or 0) + 1 for col in ("_u", "_s"))
+    return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), _ids("_u", n_u, "u", 7).alias("user_id"),
+                _ids("_s", n_s, sprefix, 8).alias("session_id"), to_datetime("_ts").alias("event_ts"),
                 label("_et", names).alias("event_type"),
                 pl.when(pl.col("_p") >= 0).then(id_num(pl.col("_p"), "p", 5)).alias("product_id"),
                 label("_cat", CATEGORIES).alias("category")]
