@@ -1,4 +1,4 @@
-"""The demo generator: determinism, the landing contract, planted shopper types, followups, fault truth.
+"""The demo generator: determinism, the landing contract, planted shopper types, event names, followups, fault truth.
 
 The fault tests run an independent reference ingestion (the contract's rules, written plainly here)
 over the landing files and require it to end with exactly truth/valid_ids_*.parquet.
@@ -16,8 +16,10 @@ import pytest
 
 from seg_assets.demo import faults as F
 from seg_assets.demo.generate import (
-    CATEGORIES, CHANNELS, COUNTRIES, DEFAULT_END, SHOPPER_TYPES, generate, generate_followup, window_start,
+    CATEGORIES, CHANNELS, CONTRACT_EVENT_TYPES, COUNTRIES, DEFAULT_END, EVENT_NAMES, NO_PRODUCT, SHOPPER_TYPES, STAGES,
+    generate, generate_followup, window_start,
 )
+from seg_assets.ingest.events import FUNNEL_STAGES, stage_of
 
 USERS, DAYS, SEED = 2000, 180, 11
 TS = "%Y-%m-%dT%H:%M:%SZ"
@@ -27,6 +29,7 @@ REQUIRED = {
     "customers": ["user_id", "signup_ts", "country", "channel", "email"],
 }
 ID = {"orders": "order_id", "clicks": "event_id", "customers": "user_id"}
+STAGE = pl.col("event_type").replace_strict(EVENT_NAMES, return_dtype=pl.String)  # what the generator meant
 TS_COL = {"orders": "order_ts", "clicks": "event_ts", "customers": "signup_ts"}
 
 
@@ -73,8 +76,8 @@ def _reference_ingest(root: Path, table: str, end: datetime) -> set[str]:
         amount = pl.col("amount").cast(pl.Float64, strict=False)
         ok &= amount.is_not_null() & (amount >= 0) & pl.col("status").is_in(F.STATUSES)
         ok &= pl.col("items").cast(pl.Int64, strict=False) >= 1
-    if table == "clicks":
-        ok &= pl.col("event_type").is_in(F.EVENT_TYPES)
+    if table == "clicks":  # any event name is valid, an empty one is not
+        ok &= pl.col("event_type").str.strip_chars().fill_null("") != ""
     return set(df.filter(ok).get_column(ID[table]).to_list())
 
 
@@ -106,6 +109,18 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     assert f1.rows == f2.rows
 
 
+def test_one_sort_key_orders_clicks_as_three_keys_do(tmp_path, monkeypatch):
+    """Clicks are sorted on one packed int64 when (time, session, position) fit; without it, the same bytes."""
+    import seg_assets.demo.generate as G
+
+    for vocabulary in ("rich", "contract"):
+        fast = generate(tmp_path / f"fast_{vocabulary}", 300, 40, 4, fmt="csv", event_vocabulary=vocabulary)
+        with monkeypatch.context() as m:
+            m.setattr(G, "_order_key", lambda parts: [None] * len(parts))
+            slow = generate(tmp_path / f"slow_{vocabulary}", 300, 40, 4, fmt="csv", event_vocabulary=vocabulary)
+        assert _digest(fast.root) == _digest(slow.root)
+
+
 def test_layout_and_summary(clean):
     for table in REQUIRED:
         files = sorted((clean / "landing" / table).glob("*.parquet"))
@@ -133,10 +148,10 @@ def test_contract_conformance(fmt, clean, tmp_path):
     assert (o["amount"] >= 0).all() and (o["items"] >= 1).all() and (o["discount"].drop_nulls() >= 0).all()
     assert 0 < o["discount"].null_count() < o.height
     assert ((o["amount"] * 100).round(6) % 1 == 0).all()
-    assert set(o["status"]) == set(F.STATUSES) and set(c["event_type"]) == set(F.EVENT_TYPES)
+    assert set(o["status"]) == set(F.STATUSES) and set(c["event_type"]) == set(EVENT_NAMES)
     assert set(o["category"].drop_nulls()) == set(CATEGORIES) and set(c["category"].drop_nulls()) == set(CATEGORIES)
-    search = pl.col("event_type") == "search"
-    assert c.filter(search)["product_id"].is_null().all() and c.filter(~search)["product_id"].is_not_null().all()
+    listing = pl.col("event_type").is_in(NO_PRODUCT)  # searches, list and landing pages, tracker noise
+    assert c.filter(listing)["product_id"].is_null().all() and c.filter(~listing)["product_id"].is_not_null().all()
     assert set(cu["country"].drop_nulls()) <= set(COUNTRIES) and 0 < cu["country"].null_count()
     assert set(cu["channel"].drop_nulls()) <= set(CHANNELS) and 0 < cu["channel"].null_count()
     assert (cu["email"] == ("user" + cu["user_id"].str.slice(1) + "@example.com")).all()
@@ -144,7 +159,8 @@ def test_contract_conformance(fmt, clean, tmp_path):
     first = pl.concat([o.select("user_id", ts="order_ts"), c.select("user_id", ts="event_ts")]).group_by("user_id").agg(
         first=pl.col("ts").min())
     assert first.join(cu, on="user_id").filter(pl.col("signup_ts") >= pl.col("first")).height == 0
-    # roughly the documented volumes: ~2.5 orders and ~25 click events per user over 180 days
+    # roughly the documented volumes: ~2.5 orders and ~30 click events per user over 180 days (~26 of them
+    # view, search, add_to_cart or checkout)
     assert 2.0 < o.height / USERS < 3.5 and 18 < c.height / USERS < 36
 
 
@@ -153,7 +169,7 @@ def test_planted_types_differ(clean):
     o, c, cu = (_typed(clean, t) for t in ("orders", "clicks", "customers"))
     types = pl.read_parquet(clean / "truth" / "shopper_types.parquet")
     done = o.filter(pl.col("status") == "completed")
-    is_ = lambda kind: (pl.col("event_type") == kind).sum()  # noqa: E731
+    is_ = lambda stage: (STAGE == stage).sum()  # noqa: E731
     per_order = done.group_by("user_id").agg(
         freq=pl.len(), aov=pl.col("amount").mean(), last=pl.col("order_ts").max(),
         disc=pl.col("discount").fill_null(0).sum(), paid=pl.col("amount").sum())
@@ -179,6 +195,39 @@ def test_planted_types_differ(clean):
     assert new["min_signup"] >= end - timedelta(days=30) and new["freq"] <= 2
 
 
+def test_every_event_name_maps_to_the_stage_it_stands_for(clean):
+    """The rich vocabulary: 15+ names, and ingestion's defaults (stage_of) put each one in its intended stage."""
+    c = _table(clean, "clicks")
+    names = set(c["event_type"])
+    assert len(names) >= 15 and names == set(EVENT_NAMES)  # every name occurs in a 2,000-user dataset
+    assert set(STAGES) == set(FUNNEL_STAGES) == set(EVENT_NAMES.values())
+    wrong = {n: (EVENT_NAMES[n], stage_of(n)) for n in sorted(names) if stage_of(n) != EVENT_NAMES[n]}
+    assert not wrong, wrong  # name: (meant, mapped)
+    per_stage = c.group_by(STAGE.alias("stage")).len()
+    share = dict(zip(per_stage["stage"], per_stage["len"] / c.height))
+    assert 0.01 < share["other"] < 0.06  # tracker noise is a small share
+    assert 0.04 < share["purchase"] < 0.12
+
+
+def test_rich_vocabulary_plants_the_same_stage_events_as_the_contract_one(clean, tmp_path):
+    """Same seed: the same view/search/add_to_cart/checkout events (user, session, time, category) under either
+    vocabulary; rich adds one purchase event per tracked order, at its time, and ``other`` noise in sessions."""
+    generate(tmp_path, USERS, DAYS, SEED, with_customers=False, event_vocabulary="contract")
+    contract, rich = _typed(tmp_path, "clicks"), _typed(clean, "clicks").with_columns(stage=STAGE)
+    assert set(contract["event_type"]) == set(CONTRACT_EVENT_TYPES)
+    cols = ["user_id", "session_id", "event_ts", "category", "stage"]
+    funnel = rich.filter(pl.col("stage").is_in(CONTRACT_EVENT_TYPES)).select(cols).sort(cols)
+    assert funnel.equals(contract.rename({"event_type": "stage"}).select(cols).sort(cols))
+    orders = _typed(clean, "orders")
+    bought = rich.filter(pl.col("stage") == "purchase")
+    assert bought.join(orders, left_on=["user_id", "event_ts"], right_on=["user_id", "order_ts"], how="anti").height == 0
+    assert 0.85 < bought.height / orders.height < 0.95  # TRACKED_P of the orders had a click session
+    last = contract.sort("event_ts").group_by("session_id").agg(pl.col("event_type").last())  # checkout, then order
+    assert set(bought["session_id"]) <= set(last.filter(pl.col("event_type") == "checkout")["session_id"])
+    assert bought["session_id"].n_unique() == bought.height
+    assert set(rich.filter(pl.col("stage") == "other")["session_id"]) <= set(contract["session_id"])
+
+
 @pytest.mark.parametrize("share", [0.0, 0.1])
 def test_followup_keeps_users_and_changes_exact_share(share, tmp_path):
     users, days = 1000, 14
@@ -201,6 +250,7 @@ def test_followup_keeps_users_and_changes_exact_share(share, tmp_path):
     c = pl.concat([pl.read_parquet(p) for p in new_files["clicks"]])
     base_orders = _table(tmp_path, "orders")  # includes the followup: ids must not collide
     assert base_orders["order_id"].n_unique() == base_orders.height
+    assert set(c["event_type"]) <= set(EVENT_NAMES) and set(c["event_type"].replace_strict(EVENT_NAMES)) == set(STAGES)
     for df, col in ((o, "order_ts"), (c, "event_ts")):
         assert df[col].min() >= start and df[col].max() < start + timedelta(days=days)
         assert set(df["user_id"]) <= set(after["user_id"])
@@ -224,6 +274,9 @@ def test_fault_truth_is_exact(faulty):
     assert kinds["orders"] == set(F.SPECS["orders"].row_kinds) | file_kinds
     assert kinds["clicks"] == set(F.SPECS["clicks"].row_kinds) | {"reordered_columns"} | (
         {"truncated_line"} if fmt == "csv" else set())
+    assert "missing_value" in kinds["clicks"] and "unknown_enum" not in kinds["clicks"]  # any name is an event
+    empty = truth.filter(pl.col("kind") == "missing_value")
+    assert set(empty["table"]) == {"clicks"} and set(empty["column"]) == {"event_type"}
     assert all(F.EFFECT[k] == e for k, e in truth.select("kind", "effect").iter_rows())
     for table in REQUIRED:
         valid = set(pl.read_parquet(faulty / f"truth/valid_ids_{table}.parquet").to_series().to_list())
@@ -274,3 +327,5 @@ def test_rejects_bad_arguments(tmp_path):
         generate(tmp_path, 10, 10, 1, fmt="json")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         generate_followup(tmp_path, 10, 1, 1, start=DEFAULT_END, tag="a/b")
+    with pytest.raises(ValueError):
+        generate(tmp_path, 10, 10, 1, event_vocabulary="ga4")  # type: ignore[arg-type]

@@ -24,20 +24,22 @@ import polars as pl
 DAY = 86_400
 PERIOD_DAYS = 30  # orders and clicks are split into one file per 30-day period (by arrival)
 STATUSES = ("completed", "cancelled", "returned")
-EVENT_TYPES = ("view", "search", "add_to_cart", "checkout")
 TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 EFFECT = {
     "duplicate_row": "dedupe", "redelivered_file": "dedupe", "null_id": "reject_row",
-    "negative_amount": "reject_row", "unknown_enum": "reject_row", "bad_timestamp": "reject_row",
+    "negative_amount": "reject_row", "unknown_enum": "reject_row", "missing_value": "reject_row",
+    "bad_timestamp": "reject_row",
     "future_timestamp": "reject_row", "truncated_line": "reject_row", "missing_column": "reject_file",
     "extra_column": "none", "reordered_columns": "none",
 }
 KINDS = tuple(EFFECT)
 K = {k: i for i, k in enumerate(KINDS)}
 BAD_TIMESTAMPS = ("not-a-date", "2026-13-45T00:00:00Z", "2026-02-30T10:00:00Z", "31/12/2026 25:61")
-BAD_ENUMS = {"orders": ("shipped", "pending", "refunded", "on_hold"),
-             "clicks": ("scroll", "wishlist", "purchase", "hover")}
+BAD_ENUMS = {"orders": ("shipped", "pending", "refunded", "on_hold")}
+# A required value left empty (``missing_value``), by variant: null, "", whitespace. Click names are an
+# open vocabulary (any name is a funnel stage, "other" at worst), so an empty one is their contract fault.
+EMPTY_VALUES = (None, "", None, "   ")
 FUTURE = datetime(2099, 1, 1)
 EXTRA_COLUMN = "coupon_code"
 MISSING_COLUMN = "amount"
@@ -85,20 +87,22 @@ class TableSpec:
     id_col: str
     ts_col: str
     user_col: str | None = None  # a second required id
-    enum_col: str | None = None
+    enum_col: str | None = None  # a closed vocabulary (unknown_enum)
     amount_col: str | None = None
+    required_col: str | None = None  # a required value that is neither id nor enum (missing_value)
 
     @property
     def row_kinds(self) -> tuple[str, ...]:
         kinds = ["duplicate_row", "null_id", "bad_timestamp", "future_timestamp"]
         kinds += ["unknown_enum"] if self.enum_col else []
+        kinds += ["missing_value"] if self.required_col else []
         kinds += ["negative_amount"] if self.amount_col else []
         return tuple(kinds)
 
 
 SPECS = {
     "orders": TableSpec("orders", "order_id", "order_ts", "user_id", "status", "amount"),
-    "clicks": TableSpec("clicks", "event_id", "event_ts", "user_id", "event_type"),
+    "clicks": TableSpec("clicks", "event_id", "event_ts", "user_id", required_col="event_type"),
     "customers": TableSpec("customers", "user_id", "signup_ts"),
 }
 
@@ -277,6 +281,9 @@ def _mutate(df: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
     if spec.enum_col:
         exprs.append(pl.when(is_("unknown_enum")).then(_pick("_v", BAD_ENUMS[spec.name]))
                      .otherwise(pl.col(spec.enum_col)).alias(spec.enum_col))
+    if spec.required_col:
+        exprs.append(pl.when(is_("missing_value")).then(_pick("_v", EMPTY_VALUES))
+                     .otherwise(pl.col(spec.required_col)).alias(spec.required_col))
     if spec.amount_col:
         exprs.append(pl.when(is_("negative_amount")).then(-pl.col(spec.amount_col).clip(lower_bound=1.0))
                      .otherwise(pl.col(spec.amount_col)).alias(spec.amount_col))
@@ -285,10 +292,11 @@ def _mutate(df: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
         .when(is_("null_id")).then(pl.lit(spec.id_col))
         .when(is_("negative_amount")).then(pl.lit(spec.amount_col))
         .when(is_("unknown_enum")).then(pl.lit(spec.enum_col))
+        .when(is_("missing_value")).then(pl.lit(spec.required_col))
         .when(is_("bad_timestamp") | is_("future_timestamp")).then(pl.lit(spec.ts_col)))
 
 
-def _pick(col: str, values: tuple[str, ...]) -> pl.Expr:
+def _pick(col: str, values: tuple[str | None, ...]) -> pl.Expr:
     return pl.col(col).replace_strict(list(range(len(values))), list(values), return_dtype=pl.String)
 
 

@@ -6,6 +6,14 @@ six shopper types (``SHOPPER_TYPES``) whose behaviour differs clearly in the fea
 pipeline) so tests and benchmarks can score the segments. Everything is vectorized numpy/polars
 (no Python loop over rows or users) and deterministic: the same arguments give byte-identical files.
 
+Click events use an open vocabulary (``event_vocabulary="rich"``, the default): the names real shops'
+trackers send (``EVENT_NAMES``: ``page_view``, ``view_item``, ``cart``, ``begin_checkout``, ``purchase``,
+``session_start``, ...), each meaning one funnel stage. The planted behaviour is drawn at the stage level
+first, exactly as with the contract's four names (``"contract"``: ``view``, ``search``, ``add_to_cart``,
+``checkout``), and the names, the ``purchase`` event of each tracked order and a little ``other`` noise
+come from a stream of their own: for the same seed both vocabularies hold the same view, search, cart and
+checkout events per user and session, at the same times.
+
 Random streams: ``default_rng([seed, stream])``. The user stream depends on ``(seed, users)`` only,
 so ``generate_followup`` re-creates exactly the same users without reading the first delivery.
 """
@@ -29,6 +37,7 @@ from seg_assets.demo.faults import DAY, PERIOD_DAYS, day_str, file_of, id_num, l
 from seg_assets.settings import DataPaths
 
 Format = Literal["csv", "parquet"]
+Vocabulary = Literal["rich", "contract"]
 DEFAULT_END = datetime(2026, 10, 31, 23, 59, 59)  # naive UTC; deterministic, never the wall clock
 
 SHOPPER_TYPES = ("loyal_high_value", "bargain_hunter", "window_shopper", "occasional", "lapsed", "new_customer")
@@ -62,7 +71,42 @@ SIGNUP_AGE_DAYS = np.array([700.0, 400.0, 300.0, 400.0, 500.0, 0.0])  # mean acc
 FAV_P = 0.55  # chance an order or session is in the user's favourite category
 TRACKED_P = 0.90  # share of orders preceded by a click session (the rest: app/phone, untracked)
 
-_USERS, _EVENTS, _FAULTS, _FOLLOWUP = 1, 2, 3, 4
+_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES = 1, 2, 3, 4, 5
+
+# Click events. Behaviour is planted in stage codes (STAGES); the rich vocabulary then names each event.
+STAGES = ("view", "search", "add_to_cart", "checkout", "purchase", "other")  # ingest.events.FUNNEL_STAGES
+CONTRACT_EVENT_TYPES = STAGES[:4]  # event_vocabulary="contract": the stage is the name
+EVENT_NAMES: dict[str, str] = {  # event_vocabulary="rich": name -> the funnel stage it stands for
+    "page_view": "view", "home": "view", "view_item_list": "view", "catalog": "view", "product_view": "view",
+    "view_item": "view",
+    "search": "search", "view_search_results": "search",
+    "add_to_cart": "add_to_cart", "cart": "add_to_cart",
+    "begin_checkout": "checkout", "add_shipping_info": "checkout", "add_payment_info": "checkout",
+    "purchase": "purchase", "order_completed": "purchase",
+    "session_start": "other", "user_engagement": "other", "scroll": "other", "remove_from_cart": "other",
+    "add_to_wishlist": "other",
+}
+_NAME = {name: i for i, name in enumerate(EVENT_NAMES)}
+# Which name an event of a stage gets, by context (probabilities in whole per mille): a session's first
+# view is a landing or list page, later views are mostly product pages; the checkout step right before an
+# order is often the payment step, an abandoned one more often the first.
+_NAME_CONTEXTS = (
+    {"home": 0.35, "page_view": 0.35, "view_item_list": 0.15, "catalog": 0.15},  # 0: first view of a session
+    {"product_view": 0.35, "view_item": 0.30, "view_item_list": 0.15, "catalog": 0.10, "page_view": 0.10},  # 1
+    {"search": 0.60, "view_search_results": 0.40},  # 2: search
+    {"add_to_cart": 0.80, "cart": 0.20},  # 3: add_to_cart
+    {"begin_checkout": 0.50, "add_shipping_info": 0.20, "add_payment_info": 0.30},  # 4: checkout before an order
+    {"begin_checkout": 0.70, "add_shipping_info": 0.20, "add_payment_info": 0.10},  # 5: abandoned checkout
+    {"purchase": 0.80, "order_completed": 0.20},  # 6: the order's confirmation (_PURCHASE)
+)
+_PURCHASE = 6
+# Names that carry no product (list and landing pages, searches, tracker noise).
+NO_PRODUCT = ("home", "view_item_list", "catalog", "search", "view_search_results", "session_start",
+              "user_engagement", "scroll")
+# ``other`` noise, per mille of the events it follows (about 4 % of all events; see _rich for the times).
+SESSION_START_PM = 80  # of sessions: session_start at their first event (same second, ordered before it)
+WISHLIST_PM, REMOVE_PM = 20, 80  # of product views / of add_to_carts in sessions without an order
+ENGAGEMENT_PM, SCROLL_PM = 8, 6  # of any event
 
 
 @dataclass
@@ -168,8 +212,12 @@ def _orders(rng: np.random.Generator, u: _Users, counts: np.ndarray, a0: np.ndar
 
 
 def _clicks(rng: np.random.Generator, u: _Users, orders: dict, browse: np.ndarray,
-            a0: np.ndarray, a1: np.ndarray, end_s: int) -> dict:
-    """Click events: a session ending in add_to_cart + checkout before most orders, plus browse sessions."""
+            a0: np.ndarray, a1: np.ndarray, end_s: int, names_rng: np.random.Generator | None = None) -> list[dict]:
+    """Click events: a session ending in add_to_cart + checkout before most orders, plus browse sessions.
+
+    Parts of the events (one frame each): ``etype`` codes into CONTRACT_EVENT_TYPES, or with ``names_rng``
+    into EVENT_NAMES (see :func:`_rich`); ``rng`` draws the same numbers either way.
+    """
     tracked = rng.random(len(orders["user"])) < TRACKED_P
     p_user = orders["user"][tracked]
     p_end = orders["ts"][tracked] - rng.integers(20, 180, len(p_user))
@@ -206,8 +254,79 @@ def _clicks(rng: np.random.Generator, u: _Users, orders: dict, browse: np.ndarra
     product[etype == 1] = -1
     rank = np.empty(n_s, dtype=np.int64)  # sessions numbered by start time
     rank[np.argsort(s_start, kind="stable")] = np.arange(n_s)
-    return {"user": user, "session": rank[sess], "pos": np.arange(e) - np.repeat(first, s_n), "ts": ts,
-            "etype": etype.astype(np.int8), "cat": cat, "product": product}
+    c = {"user": user, "session": rank[sess], "pos": np.arange(e) - np.repeat(first, s_n), "ts": ts,
+         "etype": etype.astype(np.int8), "cat": cat, "product": product}
+    if names_rng is None:
+        return [c]
+    n_pe = int(first[n_p]) if n_p < n_s else e  # events of the sessions ending in an order come first
+    return _rich(names_rng, c, first, n_pe, first[:n_p] + s_n[:n_p] - 1, orders["ts"][tracked], end_s)
+
+
+def _name_table(contexts: tuple[dict[str, float], ...]) -> np.ndarray:
+    """Per context, 1000 name codes in proportion to its probabilities (per mille, exact)."""
+    rows = []
+    for probs in contexts:
+        counts = [round(p * 1000) for p in probs.values()]
+        if sum(counts) != 1000 or any(abs(p * 1000 - k) > 1e-9 for p, k in zip(probs.values(), counts)):
+            raise ValueError(f"name probabilities must be whole per mille and sum to 1: {probs}")
+        rows.append(np.repeat(np.array([_NAME[n] for n in probs], dtype=np.int8), counts))
+    return np.concatenate(rows)
+
+
+_NAME_TABLE = _name_table(_NAME_CONTEXTS)
+_NO_PRODUCT = np.isin(np.arange(len(EVENT_NAMES)), [_NAME[n] for n in NO_PRODUCT])
+
+
+def _rich(rng: np.random.Generator, c: dict, first: np.ndarray, n_pe: int, checkout_before_order: np.ndarray,
+          order_ts: np.ndarray, end_s: int) -> list[dict]:
+    """Name the stage-coded events of ``c`` and add ``purchase`` and ``other`` events (codes into EVENT_NAMES).
+
+    ``first``: each session's first event; events ``[0, n_pe)`` are the sessions ending in an order, whose
+    last events (the checkouts) are ``checkout_before_order``, placed ``order_ts``. The stage events stay
+    as they are (same rows, times, categories); each such session gets a ``purchase`` event at the order
+    time, and a small share of events get tracker noise next to them. Only ``rng`` is drawn from; the
+    work is per session or per drawn anchor wherever it can be (this runs on tens of millions of events).
+    """
+    et, pos, e = c["etype"], c["pos"], len(c["etype"])
+    ctx = (et + 1).astype(np.int16)  # 1 view (not first), 2 search, 3 add_to_cart, 4 checkout before an order
+    ctx[first[et[first] == 0]] = 0
+    tail = ctx[n_pe:]
+    tail[tail == 4] = 5  # checkouts of sessions without an order
+    ctx *= 1000
+    ctx += rng.integers(0, 1000, e, dtype=np.int16)
+    name = _NAME_TABLE[ctx]
+    del ctx
+    q = rng.integers(0, 1000, e, dtype=np.int16)  # per mille, for the noise
+    views = np.flatnonzero(q < WISHLIST_PM)
+    carts = np.flatnonzero(q[n_pe:] < REMOVE_PM) + n_pe
+    high = np.flatnonzero(q >= 1000 - ENGAGEMENT_PM - SCROLL_PM)
+    engaged = q[high] >= 1000 - ENGAGEMENT_PM
+    kinds = (  # (anchor events, name, seconds after the anchor [lo, hi))
+        (checkout_before_order, -1, (0, 0)),
+        (first[q[first] < SESSION_START_PM], _NAME["session_start"], (0, 0)),
+        (views[(name[views] == _NAME["product_view"]) | (name[views] == _NAME["view_item"])],
+         _NAME["add_to_wishlist"], (2, 30)),
+        (carts[et[carts] == 2], _NAME["remove_from_cart"], (10, 300)),
+        (high[engaged], _NAME["user_engagement"], (5, 60)),
+        (high[~engaged], _NAME["scroll"], (1, 20)),
+    )
+    del q
+    a = np.concatenate([x for x, _, _ in kinds])
+    k = np.repeat(np.arange(len(kinds), dtype=np.int8), [len(x) for x, _, _ in kinds])
+    x_name = np.array([n for _, n, _ in kinds], dtype=np.int8)[k]
+    n_o = len(checkout_before_order)
+    x_name[:n_o] = _NAME_TABLE[_PURCHASE * 1000 + rng.integers(0, 1000, n_o)]
+    lo, hi = (np.array([w[i] for _, _, w in kinds], dtype=np.int64)[k] for i in (0, 1))
+    x_ts = np.minimum(c["ts"][a] + lo + (rng.random(len(a)) * (hi - lo)).astype(np.int64), end_s)
+    x_ts[:n_o] = order_ts
+    no_product = _NO_PRODUCT[x_name]
+    x = {"user": c["user"][a], "session": c["session"][a],
+         "pos": 8 * pos[a] + np.where(k == 1, -1, 1 + k),  # session_start just before its anchor, the rest after
+         "ts": x_ts, "etype": x_name, "cat": np.where(no_product, -1, c["cat"][a]).astype(np.int8),
+         "product": np.where(no_product, -1, c["product"][a])}
+    c["product"][_NO_PRODUCT[name]] = -1
+    c["etype"], c["pos"] = name, pos * 8
+    return [c, x]
 
 
 def _user_id(col: str = "_u", offset: int = 1) -> pl.Expr:
@@ -234,14 +353,43 @@ def _orders_frame(rng: np.random.Generator, o: dict, start_s: int, nper: int, pr
                 label("_st", F.STATUSES).alias("status")]
 
 
-def _clicks_frame(rng: np.random.Generator, c: dict, start_s: int, nper: int, prefix: str,
-                  sprefix: str) -> tuple[pl.DataFrame, Cols]:
-    df = pl.DataFrame({"_u": c["user"], "_s": c["session"], "_pos": c["pos"], "_ts": c["ts"], "_et": c["etype"],
-                       "_cat": c["cat"], "_p": c["product"]})
-    df = _numbered(df.sort(["_ts", "_s", "_pos"]).drop("_pos"), rng, start_s, nper)
-    return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), _user_id().alias("user_id"),
-                id_num(pl.col("_s") + 1, sprefix, 8).alias("session_id"), to_datetime("_ts").alias("event_ts"),
-                label("_et", F.EVENT_TYPES).alias("event_type"),
+def _order_key(parts: list[dict]) -> list[np.ndarray | None]:
+    """Per part, one int64 that orders events by (ts, session, pos) when the three fit in 62 bits, else None.
+
+    Sorting on one key column is about twice as fast as on three, with exactly the same order.
+    """
+    lo, lo_pos = (min((int(p[col].min()) for p in parts if len(p[col])), default=0) for col in ("ts", "pos"))
+    top = [max((int(p[col].max()) - m for p in parts if len(p[col])), default=0) + 1
+           for col, m in (("ts", lo), ("session", 0), ("pos", lo_pos))]
+    b_ts, b_s, b_pos = (t.bit_length() for t in top)
+    if b_ts + b_s + b_pos > 62:
+        return [None] * len(parts)
+    return [((p["ts"] - lo) << (b_s + b_pos)) | (p["session"].astype(np.int64) << b_pos) | (p["pos"] - lo_pos)
+            for p in parts]
+
+
+def _ids(col: str, n: int, prefix: str, width: int) -> pl.Expr:
+    """``id_num(col + 1, prefix, width)`` for ``col`` in [0, n), made once per number and gathered per row.
+
+    Users and sessions have many events each: formatting their ids once costs a tenth of once per event.
+    """
+    table = pl.select(id_num(pl.int_range(1, n + 1, dtype=pl.Int64), prefix, width)).to_series()
+    return pl.lit(table).gather(pl.col(col))
+
+
+def _clicks_frame(rng: np.random.Generator, c: list[dict], start_s: int, nper: int, prefix: str,
+                  sprefix: str, names: tuple[str, ...]) -> tuple[pl.DataFrame, Cols]:
+    key = _order_key(c)
+    df = pl.concat([pl.DataFrame({"_u": p["user"], "_s": p["session"], "_ts": p["ts"], "_et": p["etype"],
+                                  "_cat": p["cat"], "_p": p["product"],
+                                  **({"_pos": p["pos"]} if k is None else {"_k": k})})
+                    for p, k in zip(c, key)], rechunk=False)  # parts stay separate chunks until the sort
+    by = ["_ts", "_s", "_pos"] if key[0] is None else ["_k"]
+    df = _numbered(df.sort(by).drop(by[-1]), rng, start_s, nper)
+    n_u, n_s = (int(df.get_column(col).max() or 0) + 1 for col in ("_u", "_s"))
+    return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), _ids("_u", n_u, "u", 7).alias("user_id"),
+                _ids("_s", n_s, sprefix, 8).alias("session_id"), to_datetime("_ts").alias("event_ts"),
+                label("_et", names).alias("event_type"),
                 pl.when(pl.col("_p") >= 0).then(id_num(pl.col("_p"), "p", 5)).alias("product_id"),
                 label("_cat", CATEGORIES).alias("category")]
 
@@ -258,6 +406,13 @@ def _customers_frame(u: _Users, idx: np.ndarray, signup: np.ndarray, file: np.nd
 def _first_orders(rng: np.random.Generator, n: int) -> np.ndarray:
     """New customers: a first order or two (some none yet)."""
     return rng.choice(3, size=n, p=[0.12, 0.60, 0.28])
+
+
+def _vocabulary(vocabulary: str, rng: np.random.Generator) -> tuple[np.random.Generator | None, tuple[str, ...]]:
+    """(the names stream or None, the event names the codes index) of an ``event_vocabulary``."""
+    if vocabulary not in ("rich", "contract"):
+        raise ValueError(f"event_vocabulary must be 'rich' or 'contract', got {vocabulary!r}")
+    return (rng, tuple(EVENT_NAMES)) if vocabulary == "rich" else (None, CONTRACT_EVENT_TYPES)
 
 
 def _check(users: int, days: int, fmt: str, share: float = 0.0) -> None:
@@ -289,8 +444,12 @@ def _write_frames(paths: DataPaths, frames: dict, fmt: Format, rng: np.random.Ge
 
 
 def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parquet", end: datetime = DEFAULT_END,
-             fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True) -> GenerateSummary:
+             fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True,
+             event_vocabulary: Vocabulary = "rich") -> GenerateSummary:
     """Write a first delivery of ``days`` days ending at ``end`` for ``users`` users, plus ground truth.
+
+    ``event_vocabulary``: ``rich`` (EVENT_NAMES, with purchase and other events) or ``contract`` (the
+    four stage names only); see the module docstring.
 
     ``fault_rate`` P > 0 turns about a share P of each table's rows into the bad inputs of the data
     contract and adds the file-level faults; truth/faults.parquet and truth/valid_ids_*.parquet say
@@ -298,6 +457,7 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     """
     t0 = time.perf_counter()
     _check(users, days, fmt, fault_rate)
+    names_rng, names = _vocabulary(event_vocabulary, np.random.default_rng([seed, _NAMES]))
     paths = DataPaths(Path(root))
     end_s = _epoch(end)
     start_s = end_s - days * DAY + 1
@@ -313,9 +473,9 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     frames = {"orders": (*_orders_frame(rng, o, start_s, nper, "o"), period_names("orders", start_s, end_s, nper))}
     if with_clicks:
         browse = rng.poisson(BROWSE_30D[u.shopper] * u.browse * months)
-        c = _clicks(rng, u, o, browse, a0, a1, end_s)
+        c = _clicks(rng, u, o, browse, a0, a1, end_s, names_rng)
         del o
-        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, "e", "s"),
+        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, "e", "s", names),
                             period_names("clicks", start_s, end_s, nper))
         del c
     if with_customers:
@@ -344,7 +504,7 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
 
 def generate_followup(root: Path, users: int, days: int, seed: int, *, start: datetime, changed_share: float = 0.0,
                       new_users: int = 0, fmt: Format = "parquet", tag: str = "followup",
-                      with_clicks: bool = True) -> GenerateSummary:
+                      with_clicks: bool = True, event_vocabulary: Vocabulary = "rich") -> GenerateSummary:
     """Write a new delivery of ``days`` more days from ``start`` for the users of ``generate(users, seed)``.
 
     Exactly ``round(changed_share * users)`` users (chosen by seed and tag) switch to another shopper
@@ -355,6 +515,7 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
     _check(users, days, fmt, changed_share)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", tag):
         raise ValueError(f"tag must be letters, digits, '_' or '-', got {tag!r}")
+    names_rng, names = _vocabulary(event_vocabulary, np.random.default_rng([seed, _NAMES, zlib.crc32(tag.encode())]))
     paths = DataPaths(Path(root))
     start_s = _epoch(start)
     end_s = start_s + days * DAY - 1
@@ -380,8 +541,8 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
                          period_names("orders", start_s, end_s, nper, tag))}
     if with_clicks:
         brate = np.where(allu.shopper == LAPSED, 0.0, BROWSE_30D[allu.shopper] * allu.browse)
-        c = _clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s)
-        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, f"e-{tag}-", f"s-{tag}-"),
+        c = _clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s, names_rng)
+        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, f"e-{tag}-", f"s-{tag}-", names),
                             period_names("clicks", start_s, end_s, nper, tag))
     if new_users:
         frames["customers"] = (*_customers_frame(nu, np.arange(new_users, dtype=np.int32), nu_signup,
