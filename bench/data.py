@@ -77,9 +77,13 @@ generate_followup(Path(root), int(users), int(fd), int(seed), start=DEFAULT_END 
 """
 
 
+# Part of the cache key: bump when the generator's output changes (v2: the rich click-event vocabulary).
+DATA_VERSION = "v2"
+
+
 def ensure_data(size: Size, seed: int, fmt: str = "parquet") -> tuple[Path, Path, dict]:
     """(base root, follow-up root, info) for this size; generated with ``seg-assets generate`` if missing."""
-    root = CACHE / size.name / f"seed{seed}-{fmt}"
+    root = CACHE / size.name / f"seed{seed}-{fmt}-{DATA_VERSION}"
     base = _build(root / "base", [str(BIN / "seg-assets"), "generate", "--users", str(size.users),
                                   "--days", str(size.days), "--seed", str(seed), "--format", fmt],
                   {"users": size.users, "days": size.days, "seed": seed, "format": fmt})
@@ -134,7 +138,7 @@ def dagster_home(home: Path) -> str:
 
 def new_scenario(size: Size, seed: int, fmt: str, base: Path) -> tuple[Path, str]:
     """A fresh data root whose landing holds the base delivery, and an empty Dagster home."""
-    scenario = CACHE / size.name / f"seed{seed}-{fmt}" / "scenario"
+    scenario = CACHE / size.name / f"seed{seed}-{fmt}-{DATA_VERSION}" / "scenario"
     shutil.rmtree(scenario, ignore_errors=True)
     (scenario / "data").mkdir(parents=True)
     link_landing(base / "landing", scenario / "data" / "landing")

@@ -29,6 +29,8 @@ def generate(
     end: Optional[str] = typer.Option(None, help="Last timestamp of the data (ISO-8601, UTC); default 2026-10-31T23:59:59Z."),
     clicks: bool = typer.Option(True, help="Write click events (--no-clicks for orders-only data)."),
     customers: bool = typer.Option(True, help="Write customer records."),
+    event_vocabulary: str = typer.Option("rich", "--event-vocabulary", help="Click event names: rich (20 tracker "
+                                         "names over the six funnel stages) or contract (view, search, add_to_cart, checkout)."),
 ) -> None:
     """Write demo landing files that follow the data contract, with planted kinds of shoppers."""
     from seg_assets.demo.generate import DEFAULT_END, generate as run_generate
@@ -36,10 +38,13 @@ def generate(
 
     if format not in ("csv", "parquet"):
         raise typer.BadParameter("--format must be csv or parquet")
+    if event_vocabulary not in ("rich", "contract"):
+        raise typer.BadParameter("--event-vocabulary must be rich or contract")
     with console.status(f"Generating {users:,} users x {days} days ..."):
         summary = run_generate(
             directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
             end=parse_utc(end) if end else DEFAULT_END, with_clicks=clicks, with_customers=customers,
+            event_vocabulary=event_vocabulary,
         )
     console.print(f"[green]Generated[/green] {summary}")
 

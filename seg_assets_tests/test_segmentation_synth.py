@@ -129,6 +129,7 @@ def make_shoppers(n: int, seed: int = 0, shares: dict[str, float] | None = None,
         "searches": searches.astype(np.int64),
         "add_to_carts": carts.astype(np.int64),
         "checkouts": checkouts.astype(np.int64),
+        "purchases": freq.astype(np.int64),  # the clickstream's purchase event of each order
         "view_to_cart": ratio(carts, views),
         "cart_to_checkout": ratio(checkouts, carts),
         "checkout_to_order": ratio(freq, checkouts),

@@ -32,10 +32,11 @@ CUSTOMER_SCHEMA = {"user_id": pl.String, "signup_ts": pl.Datetime("us"), "countr
 
 
 def _conform(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:
-    """Cast to the expected schema; a missing input becomes an empty frame of that schema."""
+    """Cast to the expected schema; a missing input becomes an empty frame of that schema, a missing column nulls."""
     if frame is None:
         return pl.DataFrame(schema=schema)
-    return frame.select([pl.col(c).cast(t) for c, t in schema.items()])
+    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
+                         for c, t in schema.items()])
 
 
 def category_slug(category: str) -> str:
