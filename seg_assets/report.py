@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from seg_assets.ingest import contract as C
 from seg_assets.resources import Warehouse
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import row_count, table_exists
@@ -59,7 +60,8 @@ def not_computed(con) -> list[str]:
 def _table(title: str, columns: list[str], rows: list[tuple]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col, justify="right" if col not in ("file", "table", "status", "segment", "description", "reason") else "left")
+        left = ("file", "source", "table", "status", "segment", "description", "reason", "rule", "example")
+        table.add_column(col, justify="right" if col not in left else "left")
     for row in rows:
         table.add_row(*[_cell(v) for v in row])
     return table
@@ -74,12 +76,20 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
     with Warehouse(database=str(paths.warehouse)).get_connection() as con:
         if table_exists(con, "meta.ingest_ledger"):
             rows = con.sql(
-                "SELECT table_name, count(*)::INT, sum(delivered)::BIGINT, sum(accepted)::BIGINT, "
-                "sum(duplicate)::BIGINT, sum(rejected)::BIGINT FROM meta.ingest_ledger GROUP BY 1 ORDER BY 1"
+                "SELECT source, table_name, count(*)::INT, sum(delivered)::BIGINT, sum(accepted)::BIGINT, "
+                "sum(duplicate)::BIGINT, sum(rejected)::BIGINT, sum(filtered)::BIGINT FROM meta.ingest_ledger "
+                "GROUP BY 1, 2 ORDER BY 1, 2"
             ).fetchall()
-            console.print(_table("Ingested (all files so far)", ["table", "files", "delivered", "accepted", "duplicate", "rejected"],
+            console.print(_table("Ingested (all files so far)",
+                                 ["source", "table", "files", "delivered", "accepted", "duplicate", "rejected", "filtered"],
                                  [tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows]))
-        counts = [(t, row_count(con, t)) for t in ("raw.orders", "raw.clicks", "raw.customers", "raw.rejects", "features.user_features")]
+            reasons = con.sql("SELECT table_name, rule, count(*)::BIGINT, any_value(reason) FROM raw.rejects "
+                              "GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5").fetchall()
+            if reasons:
+                console.print(_table("Most common reject reasons (all rows in raw.rejects)",
+                                     ["table", "rule", "rows", "example"], [tuple(r) for r in reasons]))
+        raw_tables = [f"raw.{t}" for t in C.TABLES] + ["raw.rejects"]
+        counts = [(t, row_count(con, t)) for t in (*raw_tables, "features.user_features") if table_exists(con, t)]
         console.print(_table("Tables", ["table", "rows"], counts))
         if table_exists(con, "analytics.segment_profiles"):
             rows = con.sql(

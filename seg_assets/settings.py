@@ -15,9 +15,6 @@ DEFAULT_DATA_DIR = "./data"
 SETTLE_ENV = "SEG_SETTLE_SECONDS"
 DEFAULT_SETTLE_SECONDS = 5.0
 
-# The three landing folders of the data contract (../shared/DATA_CONTRACT.md).
-LANDING_TABLES = ("orders", "clicks", "customers")
-
 # The SQL models (features/sql_models.py); here, without Dagster, for the published state's code fingerprint.
 SQL_DIR_ENV = "SEG_SQL_DIR"
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
@@ -56,10 +53,6 @@ class DataPaths:
         return self.root / "bi"
 
     @property
-    def locks(self) -> Path:
-        return self.root / "locks"
-
-    @property
     def dagster_home(self) -> Path:
         return self.root / "dagster_home"
 
@@ -69,7 +62,7 @@ class DataPaths:
         return self.root / "truth"
 
     def ensure(self) -> "DataPaths":
-        for folder in (self.root, self.models, self.bi, self.locks, *(self.landing_for(t) for t in LANDING_TABLES)):
+        for folder in (self.root, self.models, self.bi, self.landing):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
