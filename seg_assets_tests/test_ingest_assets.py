@@ -65,7 +65,7 @@ def test_materialize_reports_and_checks_pass(tmp_path):
         ("orders/o1.csv", "ingested", 41, 40, 1, 0)]
     checks = evaluations(result)
     assert set(checks) == {"raw_orders_contract", "raw_order_items_contract", "raw_clicks_contract",
-                           "raw_customers_contract", "raw_reviews_contract", "reject_ratio"}
+                           "raw_customers_contract", "raw_reviews_contract", "raw_campaign_sends_contract", "reject_ratio"}
     assert all(e.passed for e in checks.values())
     assert checks["raw_orders_contract"].metadata["rows_validated"].value == 40
 

@@ -71,13 +71,14 @@ def test_declared_sources_replace_the_implicit_one_of_their_folder_only():
     sources = parse("sources:\n  shop_orders:\n    table: orders\n    folder: orders\n    columns: {amount: 0, items: 1}\n")
     by_name = {s.name: s for s in sources}
     assert "orders" not in by_name and by_name["shop_orders"].folder == "orders"
-    assert {"clicks", "customers", "order_items", "reviews"} <= set(by_name)
+    assert {"clicks", "customers", "order_items", "reviews", "campaign_sends"} <= set(by_name)
     assert by_name["shop_orders"].columns["amount"].text == "0"  # YAML numbers are literals
 
 
 def test_no_sources_file_means_the_contract_folders(tmp_path, monkeypatch):
     monkeypatch.delenv("SEG_SOURCES_FILE", raising=False)
-    assert sorted(s.folder for s in load_sources(tmp_path)) == ["clicks", "customers", "order_items", "orders", "reviews"]
+    assert sorted(s.folder for s in load_sources(tmp_path)) == [
+        "campaign_sends", "clicks", "customers", "order_items", "orders", "reviews"]
     monkeypatch.setenv("SEG_SOURCES_FILE", str(tmp_path / "elsewhere.yaml"))
     with pytest.raises(SourceConfigError, match="does not exist"):
         load_sources(tmp_path)
@@ -191,3 +192,20 @@ def test_reviews_and_unix_times_with_the_contract_layout(tmp_path):
     rows = con.sql("SELECT review_id, review_ts, rating FROM raw.reviews ORDER BY 1").fetchall()
     con.close()
     assert rows == [("r1", datetime(2026, 1, 1), 5), ("r2", datetime(2026, 1, 1), None)]
+
+
+def test_campaign_sends_with_bad_rows_are_accounted_like_any_table(tmp_path):
+    write(tmp_path, "campaign_sends/s.csv", "send_id,campaign_id,user_id,action_id,sent_ts,group,propensity\n"
+          "s1,c1,u1,a1,2026-01-02T10:00:00Z,treatment,0.25\n"
+          "s2,c1,u2,a1,2026-01-02T10:00:00Z,control,\n"           # propensity may be empty
+          "s3,c1,u3,a1,2026-01-02T10:00:00Z,holdout,0.5\n"        # not a group
+          "s4,c1,u4,a1,2026-01-02T10:00:00Z,treatment,0\n"        # propensity must be > 0
+          "s5,c1,u5,a1,2026-01-02T10:00:00Z,Treatment,1.5\n"      # and <= 1
+          "s1,c1,u1,a1,2026-01-02T10:00:00Z,treatment,0.25\n")    # a repeated send
+    _, ledger, rejects = ingest(tmp_path)
+    assert [r[2:8] for r in ledger] == [("ingested", 6, 2, 1, 3, 0)]
+    assert sorted(r[4] for r in rejects) == ["above_max:propensity", "below_min:propensity", "unknown:send_group"]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    rows = con.sql("SELECT send_id, send_group, propensity FROM raw.campaign_sends ORDER BY 1").fetchall()
+    con.close()
+    assert rows == [("s1", "treatment", 0.25), ("s2", "control", None)]

@@ -54,6 +54,7 @@ class Column:
     type_override: str | None = None  # a DuckDB type other than the kind's default (e.g. prices with 4 decimals)
     derived: bool = False  # computed by ingestion, never read from a file
     key_from: tuple[str, ...] = ()  # an id that may be absent: derived from these columns' values
+    file_names: tuple[str, ...] = ()  # other names a file may use (the contract's `group` is an SQL keyword)
 
     @property
     def sql_type(self) -> str:
@@ -191,7 +192,27 @@ CUSTOMERS = TableSpec(
     ),
 )
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (ORDERS, ORDER_ITEMS, CLICKS, CUSTOMERS, REVIEWS)}
+SEND_GROUPS = ("treatment", "control")
+
+CAMPAIGN_SENDS = TableSpec(
+    name="campaign_sends",
+    id_column="send_id",
+    description="Campaign sends (optional): who was sent which action, or held out as control, and with what "
+    "probability the policy chose it. Outcomes are the orders after sent_ts (activation stage).",
+    columns=(
+        Column("send_id", ID, True, "Send id, unique."),
+        Column("campaign_id", ID, True, "Campaign."),
+        Column("user_id", ID, True, "Recipient (or held-out user)."),
+        Column("action_id", ID, True, "Action sent; for control rows, the action the user would have received."),
+        Column("sent_ts", TIMESTAMP, True, "Send time, naive UTC."),
+        Column("send_group", ENUM, True, "treatment or control (the file's `group` column).", enum=SEND_GROUPS,
+               file_names=("group",)),
+        Column("propensity", DECIMAL, False, "Probability in (0, 1] with which the logging policy chose this action; "
+               "NULL when unknown.", min_value=0.000001, max_value=1, type_override="DOUBLE"),
+    ),
+)
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (ORDERS, ORDER_ITEMS, CLICKS, CUSTOMERS, REVIEWS, CAMPAIGN_SENDS)}
 
 
 # Landing file formats, matched on the lower-cased file name.

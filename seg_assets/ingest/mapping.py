@@ -133,10 +133,11 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             out.columns[col.name] = (ident, src.types[src.idents.index(ident)])
         elif expr is not None:
             exprs[col.name] = expr.sql(typed)
-        elif col.name in by_lower:
-            ident = by_lower[col.name]
+        elif any(name in by_lower for name in (col.name, *col.file_names)):
+            name = next(name for name in (col.name, *col.file_names) if name in by_lower)
+            ident = by_lower[name]
             out.columns[col.name] = (ident, src.types[src.idents.index(ident)])
-            used.add(col.name)
+            used.add(name)
         if col.pii and expr is not None:
             out.pii_names |= expr.columns
     types = _describe(con, src, exprs, source)

@@ -200,7 +200,9 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
         raise SourceConfigError(f"{where}: table {model.table!r} is not a contract table ({', '.join(C.TABLES)})")
     spec = C.TABLES[model.table]
     columns = {}
+    aliases = {alias: c.name for c in spec.columns for alias in c.file_names}
     for column, value in model.columns.items():
+        column = aliases.get(column, column)
         if column not in spec.column_names or spec.column(column).derived:
             raise SourceConfigError(f"{where}: {column!r} is not a column of {model.table} "
                                     f"({', '.join(c.name for c in spec.columns if not c.derived)})")
