@@ -10,15 +10,21 @@ from pathlib import Path
 
 import dagster as dg
 
-from seg_assets import churn, features, ingest, publish, segmentation
+from seg_assets import activation, churn, features, ingest, publish, segmentation
 from seg_assets.automation import jobs as automation
 from seg_assets.resources import build_resources
 
-STAGES = (ingest, features, segmentation, churn, publish)
+STAGES = (ingest, features, segmentation, churn, activation, publish)
 
 
 def all_assets() -> list:
     return [a for stage in STAGES for a in stage.assets]
+
+
+def stage_groups() -> tuple[str, ...]:
+    """Asset groups in data-flow order (the order of STAGES): how the CLI reports a run, stage by stage."""
+    names = [group for a in all_assets() for group in a.group_names_by_key.values()]
+    return tuple(dict.fromkeys(names))
 
 
 def all_checks() -> list:

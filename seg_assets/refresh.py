@@ -19,15 +19,13 @@ import dagster as dg
 
 from seg_assets.automation.jobs import REFRESH_JOB
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
-from seg_assets.definitions import build_defs
+from seg_assets.definitions import build_defs, stage_groups
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.resources import Warehouse
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import table_exists
 
-# Asset groups in data-flow order.
-STAGE_GROUPS = ("ingest", "features", "segmentation", "publish")
 # Dagster's console logger prints every error with its stack trace; the outcome carries what matters.
 SILENT = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # What to do about a file the ingestion did not take in, by ledger status.
@@ -226,7 +224,7 @@ def run_refresh(
     seconds = _step_seconds(instance, result.run_id)
     failures = _failures(result)
     stages = []
-    for group in STAGE_GROUPS:
+    for group in stage_groups():
         steps = [k for k in seconds if _group_of(k, groups) == group]
         mine = [(msg, problem) for key, msg, problem in failures if _group_of(key, groups) == group]
         failed = any(problem.kind == "error" for _, problem in mine)

@@ -24,10 +24,10 @@ from typing import Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlglot
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 
+from seg_assets.config_files import config_path, parse_model
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import check_overrides
 
@@ -174,13 +174,7 @@ def parse_expression(text: str, where: str) -> Expr:
 
 
 def sources_path(data_root: Path) -> Path:
-    return Path(os.environ.get(SOURCES_ENV) or Path(data_root) / SOURCES_FILE).expanduser()
-
-
-def _one_line(exc: ValidationError, path: Path) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{path}: {loc}: {err['msg']}"
+    return config_path(data_root, SOURCES_FILE, SOURCES_ENV)
 
 
 def _folder(name: str, value: Optional[str], where: str) -> str:
@@ -226,16 +220,7 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
 
 def parse_sources(text: str, path: Path) -> list[SourceDef]:
     """The declared sources of one file's text, plus an implicit source per unclaimed contract folder."""
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SourceConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise SourceConfigError(f"{path}: expected a mapping with a 'sources:' key")
-    try:
-        model = _FileModel.model_validate(raw)
-    except ValidationError as exc:
-        raise SourceConfigError(_one_line(exc, path)) from None
+    model = parse_model(text, path, _FileModel, SourceConfigError)
     declared = [_source(name, m, path) for name, m in model.sources.items()]
     claimed = {s.folder for s in declared}
     implicit = [SourceDef(t, t, t, declared=False) for t in C.TABLES if t not in claimed and t not in model.sources]
@@ -245,8 +230,7 @@ def parse_sources(text: str, path: Path) -> list[SourceDef]:
 def load_sources(data_root: Path) -> list[SourceDef]:
     """The sources of a data root (``$SEG_SOURCES_FILE`` or ``<root>/sources.yaml``; none: one per contract folder)."""
     path = sources_path(data_root)
-    if not path.exists():
-        if os.environ.get(SOURCES_ENV):
-            raise SourceConfigError(f"{path}: {SOURCES_ENV} names a file that does not exist")
-        return parse_sources("", path)
-    return parse_sources(path.read_text(encoding="utf-8"), path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if not path.exists() and os.environ.get(SOURCES_ENV):
+        raise SourceConfigError(f"{path}: {SOURCES_ENV} names a file that does not exist")
+    return parse_sources(text, path)

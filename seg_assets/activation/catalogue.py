@@ -1,0 +1,68 @@
+"""``actions.yaml``: what can be done for a segment, and who is held out.
+
+Declared in ``$SEG_DATA_DIR/actions.yaml`` (or the file ``$SEG_ACTIONS_FILE`` names), like sources.yaml:
+
+```yaml
+control:
+  share: 0.05          # global control group: never receives an action
+  salt: "2026-12"      # changing it re-draws the group (recorded in meta.control_salts with the date)
+holdout_share: 0.10    # per campaign, on top of the global control
+attribution_days: 7    # an order within this many days after a send is its outcome
+actions:
+  winback_10:
+    description: 10 % off the next order
+    channel: email
+    cost_per_send: 0.02
+    eligible_segments: [Dormant, At risk]   # segment names or ids; absent: every segment
+    eligible_stages: [at risk, dormant]     # lifecycle stages; absent: every stage
+```
+
+Without a file there are no actions and a 5 % global control group with salt ``seg-assets``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from seg_assets.config_files import load_model
+
+ACTIONS_FILE = "actions.yaml"
+ACTIONS_ENV = "SEG_ACTIONS_FILE"
+
+
+class ActionsConfigError(ValueError):
+    """An actions file that cannot be used; one line naming the key and what to fix."""
+
+
+class Control(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    share: float = Field(default=0.05, ge=0, le=0.5, description="Share of users in the global control group.")
+    salt: str = Field(default="seg-assets", min_length=1, description="Hash salt: a new salt re-draws the group.")
+
+
+class Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    channel: str = "email"
+    cost_per_send: float = Field(default=0.0, ge=0)
+    eligible_segments: list[str | int] = Field(default_factory=list)
+    eligible_stages: list[str] = Field(default_factory=list)
+
+    def eligible(self, segment_id: int, segment_name: str, lifecycle_stage: str | None) -> bool:
+        segments = {str(s).strip().lower() for s in self.eligible_segments}
+        stages = {s.strip().lower() for s in self.eligible_stages}
+        in_segment = not segments or str(segment_id) in segments or segment_name.strip().lower() in segments
+        in_stage = not stages or (lifecycle_stage or "").strip().lower() in stages
+        return in_segment and in_stage
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    control: Control = Field(default_factory=Control)
+    holdout_share: float = Field(default=0.10, ge=0, le=0.5)
+    attribution_days: int = Field(default=7, ge=1, le=365)
+    actions: dict[str, Action] = Field(default_factory=dict)
+
+
+def load_catalogue(data_root) -> Catalogue:
+    return load_model(data_root, ACTIONS_FILE, ACTIONS_ENV, Catalogue, ActionsConfigError)

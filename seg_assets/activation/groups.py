@@ -1,0 +1,44 @@
+"""Control groups drawn from a salted hash of ``user_id``: the same user, the same bucket, everywhere.
+
+``bucket = first 32 bits of md5(salt || ':' || user_id) mod 10,000``. md5 exists in every engine (DuckDB
+``md5``, Spark ``md5`` + ``conv(substr(...), 16, 10)``, Python ``hashlib``), so a user's bucket is the
+same on every refresh, after a refit or a drift, after a re-delivery and on any engine; it depends on
+nothing but the salt and the id. Buckets below ``share * 10,000`` are the global control group, which
+never receives an action. Changing the salt re-draws the group; the history of salts is kept in
+``meta.control_salts`` (one row per salt and share, with the time it came into use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+BUCKETS = 10_000
+SALTS_TABLE = "meta.control_salts"
+SALTS_DDL = f"""CREATE TABLE IF NOT EXISTS {SALTS_TABLE} (
+  salt_version INTEGER PRIMARY KEY, salt VARCHAR NOT NULL, share DOUBLE NOT NULL, since TIMESTAMP NOT NULL)"""
+
+
+def bucket(user_id: str, salt: str) -> int:
+    return int(hashlib.md5(f"{salt}:{user_id}".encode()).hexdigest()[:8], 16) % BUCKETS
+
+
+def bucket_sql(user_column: str, salt: str) -> str:
+    """The same bucket in DuckDB SQL."""
+    literal = "'" + salt.replace("'", "''") + ":'"
+    return f"(('0x' || substr(md5({literal} || {user_column}), 1, 8))::UBIGINT % {BUCKETS})::INTEGER"
+
+
+def control_cutoff(share: float) -> int:
+    """Buckets below this are in the global control group."""
+    return round(share * BUCKETS)
+
+
+def salt_version(con, salt: str, share: float, now) -> int:
+    """The version of (salt, share), recorded with the time it was first used when it is new."""
+    con.execute(SALTS_DDL)
+    rows = con.sql(f"SELECT salt_version, salt, share FROM {SALTS_TABLE} ORDER BY salt_version DESC LIMIT 1").fetchall()
+    if rows and rows[0][1] == salt and rows[0][2] == share:
+        return int(rows[0][0])
+    version = (int(rows[0][0]) if rows else 0) + 1
+    con.execute(f"INSERT INTO {SALTS_TABLE} VALUES (?, ?, ?, ?)", [version, salt, share, now])
+    return version
