@@ -15,7 +15,7 @@ import functools
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
@@ -68,7 +68,7 @@ def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps({"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
-                               "published_at": datetime.now(timezone.utc).isoformat()}))
+                               "published_at": datetime.now(UTC).isoformat()}))
     os.replace(tmp, target)
     return target
 

@@ -7,10 +7,10 @@ Tests, the CLI and ``dagster dev`` all build their resources with :func:`build_r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator, Optional
 
 import dagster as dg
 import duckdb
@@ -57,7 +57,7 @@ class SegSettings(dg.ConfigurableResource):
     """Project-wide settings shared by all assets of one run."""
 
     data_dir: str = Field(description="The data root (SEG_DATA_DIR): landing/, warehouse.duckdb, models/, bi/.")
-    as_of: Optional[str] = Field(
+    as_of: str | None = Field(
         default=None,
         description="Fixed 'now' (ISO-8601, UTC) for recency and windows. "
         "Default: the latest order or event time in the warehouse, so results are reproducible.",
@@ -94,7 +94,7 @@ class SegSettings(dg.ConfigurableResource):
 
         One place for both ingestion (which rejects rows outside it) and its checks (which verify it).
         """
-        now = now.replace(tzinfo=None) if now.tzinfo is None else now.astimezone(timezone.utc).replace(tzinfo=None)
+        now = now.replace(tzinfo=None) if now.tzinfo is None else now.astimezone(UTC).replace(tzinfo=None)
         return parse_utc(self.min_valid_ts), now + timedelta(minutes=self.clock_skew_minutes)
 
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> datetime:

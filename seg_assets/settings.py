@@ -61,7 +61,7 @@ class DataPaths:
         """Ground truth written by the demo generator (never read by the pipeline)."""
         return self.root / "truth"
 
-    def ensure(self) -> "DataPaths":
+    def ensure(self) -> DataPaths:
         for folder in (self.root, self.models, self.bi, self.landing):
             folder.mkdir(parents=True, exist_ok=True)
         return self

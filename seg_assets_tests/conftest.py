@@ -2,7 +2,9 @@
 
 import os
 import shutil
+from pathlib import Path
 
+import duckdb
 import pytest
 
 # Tests write landing files and read them at once: no settling wait (the landing rule's own tests set it).
@@ -25,3 +27,18 @@ def data_dir(small_landing, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(small_landing, root)
     return root
+
+
+@pytest.fixture
+def con(tmp_path):
+    """A warehouse file of its own (ingestion tests)."""
+    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def landing(tmp_path) -> Path:
+    path = tmp_path / "landing"
+    path.mkdir()
+    return path

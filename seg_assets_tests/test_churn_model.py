@@ -8,8 +8,7 @@ import polars as pl
 import pytest
 
 from seg_assets.churn.bgnbd import BGNBD, fit_bgnbd, log_likelihood, summarize
-from seg_assets.churn.model import (OUT_OF_TIME, UNSEEN_USERS, Calibrator, ChurnModel, holdout_split, risk_levels,
-                                    train_churn_model)
+from seg_assets.churn.model import OUT_OF_TIME, UNSEEN_USERS, Calibrator, ChurnModel, holdout_split, risk_levels, train_churn_model
 from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
 
 START = datetime(2024, 1, 1)
@@ -39,7 +38,9 @@ def warehouse(orders: pl.DataFrame) -> duckdb.DuckDBPyConnection:
     con.sql("CREATE SCHEMA staging")
     frame = orders.with_columns(items=pl.lit(1), category=pl.lit(None, dtype=pl.String), discount=pl.lit(0.0),
                                 status=pl.lit("completed"))
-    con.sql("CREATE TABLE staging.stg_orders AS SELECT * FROM frame")
+    con.register("orders_frame", frame)
+    con.sql("CREATE TABLE staging.stg_orders AS SELECT * FROM orders_frame")
+    con.unregister("orders_frame")
     return con
 
 

@@ -10,8 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from seg_assets.churn.snapshots import (build_snapshot, build_snapshots, features_as_of, first_order_ts, labels_after,
-                                        plan_snapshots)
+from seg_assets.churn.snapshots import build_snapshot, build_snapshots, features_as_of, first_order_ts, labels_after, plan_snapshots
 from seg_assets.features.sql_models import set_as_of
 
 T = datetime(2024, 4, 30)  # the run's as-of
@@ -35,7 +34,10 @@ def _warehouse(rows) -> duckdb.DuckDBPyConnection:
     con.sql("CREATE SCHEMA staging")
     frame = pl.DataFrame(rows, schema=["order_id", "user_id", "order_ts", "amount", "status"], orient="row").with_columns(
         items=pl.lit(1), category=pl.lit(None, dtype=pl.String), discount=pl.lit(0.0))
-    con.sql("CREATE TABLE staging.stg_orders AS SELECT order_id, user_id, order_ts, amount, items, category, discount, status FROM frame")
+    con.register("orders_frame", frame)
+    con.sql("CREATE TABLE staging.stg_orders AS "
+            "SELECT order_id, user_id, order_ts, amount, items, category, discount, status FROM orders_frame")
+    con.unregister("orders_frame")
     return con
 
 

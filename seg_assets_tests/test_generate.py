@@ -16,8 +16,18 @@ import pytest
 
 from seg_assets.demo import faults as F
 from seg_assets.demo.generate import (
-    CATEGORIES, CHANNELS, CONTRACT_EVENT_TYPES, COUNTRIES, DEFAULT_END, EVENT_NAMES, NO_PRODUCT, SHOPPER_TYPES, STAGES,
-    generate, generate_followup, window_start,
+    CATEGORIES,
+    CHANNELS,
+    CONTRACT_EVENT_TYPES,
+    COUNTRIES,
+    DEFAULT_END,
+    EVENT_NAMES,
+    NO_PRODUCT,
+    SHOPPER_TYPES,
+    STAGES,
+    generate,
+    generate_followup,
+    window_start,
 )
 from seg_assets.ingest.events import FUNNEL_STAGES, stage_of
 

@@ -36,14 +36,16 @@ def test_history_and_transitions_exact(con):
     assign(con, [("a", 1), ("b", 1), ("c", 2), ("d", 3)])  # b moves back
     record_history(con, T3, "r3")
 
-    history = con.sql("SELECT user_id, segment_id, valid_from, valid_to FROM analytics.segment_history ORDER BY user_id, valid_from").fetchall()
+    history = con.sql("SELECT user_id, segment_id, valid_from, valid_to FROM analytics.segment_history "
+                      "ORDER BY user_id, valid_from").fetchall()
     assert history == [
         ("a", 1, T1, None),
         ("b", 1, T1, T2), ("b", 2, T2, T3), ("b", 1, T3, None),
         ("c", 2, T1, None),
         ("d", 3, T2, None),
     ]
-    transitions = con.sql("SELECT as_of, from_segment, to_segment, users FROM analytics.segment_transitions ORDER BY as_of, from_segment NULLS FIRST, to_segment").fetchall()
+    transitions = con.sql("SELECT as_of, from_segment, to_segment, users FROM analytics.segment_transitions "
+                          "ORDER BY as_of, from_segment NULLS FIRST, to_segment").fetchall()
     assert transitions == [
         (T1, None, 1, 2), (T1, None, 2, 1),
         (T2, None, 3, 1), (T2, 1, 2, 1),
@@ -56,11 +58,13 @@ def test_history_and_transitions_exact(con):
 def test_rerun_with_nothing_changed_writes_nothing(con):
     assign(con, [("a", 1), ("b", 2)])
     record_history(con, T1, "r1")
-    before = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall(), con.sql("SELECT count(*) FROM analytics.segment_transitions").fetchall()
+    def counts():
+        return [con.sql(f"SELECT count(*) FROM analytics.{t}").fetchall() for t in ("segment_history", "segment_transitions")]
+
+    before = counts()
     again = record_history(con, T2, "r2")
     assert (again.new_users, again.moved_users, again.unchanged_users) == (0, 0, 2)
-    after = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall(), con.sql("SELECT count(*) FROM analytics.segment_transitions").fetchall()
-    assert before == after
+    assert before == counts()
 
 
 def test_transaction_rolls_back_on_failure(con):
@@ -69,7 +73,7 @@ def test_transaction_rolls_back_on_failure(con):
     with pytest.raises(ZeroDivisionError):
         with transaction(con):
             con.sql("INSERT INTO analytics.user_segments VALUES ('x', 1, 'S1', 'v1')")
-            1 / 0
+            raise ZeroDivisionError
     assert con.sql("SELECT count(*) FROM analytics.user_segments").fetchall() == [(0,)]
     with transaction(con):
         con.sql("INSERT INTO analytics.user_segments VALUES ('x', 1, 'S1', 'v1')")

@@ -3,16 +3,15 @@ each with the exact per-file accounting (delivered = accepted + duplicate + reje
 
 import gzip
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.loader import ingest_landing
 
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ORDERS = "order_id,user_id,order_ts,amount,items,category,discount,status"
 CLICKS = "event_id,user_id,session_id,event_ts,event_type,product_id,category"
 CUSTOMERS = "user_id,signup_ts,country,channel,email"
@@ -30,20 +29,6 @@ def write(landing: Path, table: str, name: str, *lines: str, header: str = ORDER
         path.write_bytes(gzip.compress(text.encode()))
     else:
         path.write_text(text, encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def con(tmp_path):
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    yield connection
-    connection.close()
-
-
-@pytest.fixture
-def landing(tmp_path) -> Path:
-    path = tmp_path / "landing"
-    path.mkdir()
     return path
 
 
@@ -97,13 +82,15 @@ def test_clean_file_is_typed_with_lineage(con, landing):
           order("o2", ts="2026-03-01T12:34:56+02:00", amount="20", items="3", discount="1.25", status=" Cancelled "))
     report = run(con, landing)
     assert [(f.file_name, f.status, f.delivered, f.accepted) for f in report.files] == [("orders/a.csv", "ingested", 2, 2)]
-    rows = con.sql("SELECT order_id, order_ts, amount, items, category, discount, status, _file_id, _row FROM raw.orders ORDER BY 1").fetchall()
+    rows = con.sql("SELECT order_id, order_ts, amount, items, category, discount, status, _file_id, _row "
+                   "FROM raw.orders ORDER BY 1").fetchall()
     file_id = report.files[0].file_id
     assert rows == [
         ("o1", datetime(2026, 3, 1, 12, 34, 56), pytest.approx(10.5), 1, None, 0, "completed", file_id, 1),
         ("o2", datetime(2026, 3, 1, 10, 34, 56), 20, 3, "books", pytest.approx(1.25), "cancelled", file_id, 2),
     ]
-    types = dict(con.sql("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema='raw' AND table_name='orders'").fetchall())
+    types = dict(con.sql("SELECT column_name, data_type FROM information_schema.columns "
+                         "WHERE table_schema='raw' AND table_name='orders'").fetchall())
     assert types["order_ts"] == "TIMESTAMP" and types["amount"] == "DECIMAL(12,2)" and types["items"] == "INTEGER"
     assert types["_file_id"] == "BIGINT" and types["_row"] == "BIGINT"
 
@@ -320,8 +307,9 @@ def test_incremental_file_adds_exactly_its_new_rows(con, landing):
     assert [f.file_name for f in report.files] == ["orders/2026-03-02.csv"]
     assert counts(ledger(con)["orders/2026-03-02.csv"]) == ("ingested", 3, 1, 1, 1)
     assert ids(con) == ["o1", "o2", "o3"]
-    assert con.sql("SELECT run_id, count(*) FROM raw.orders JOIN meta.ingest_ledger l ON _file_id = l.file_id GROUP BY 1 ORDER BY 1").fetchall() == [
-        ("r1", 2), ("r2", 1)]
+    by_run = con.sql("SELECT run_id, count(*) FROM raw.orders JOIN meta.ingest_ledger l ON _file_id = l.file_id "
+                     "GROUP BY 1 ORDER BY 1").fetchall()
+    assert by_run == [("r1", 2), ("r2", 1)]
 
 
 def test_orders_only_creates_empty_tables(con, landing):

@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from seg_assets_tests.test_ingest_loader import con, counts, ids, landing, ledger, order, rejects, run, write  # noqa: F401
+from seg_assets_tests.test_ingest_loader import counts, ids, ledger, order, rejects, run, write  # noqa: F401
 
 PARIS = ZoneInfo("Europe/Paris")
 ORDER_SCHEMA = {

@@ -1,14 +1,14 @@
 """The landing sensor's readiness rule (pure)."""
 
+import json
 import os
 import time
-
-import json
 from pathlib import Path
 
 from seg_assets.automation.landing import SensorCursor, dump_cursor, load_cursor, ready_files
 from seg_assets.ingest.source_config import parse_sources
-from seg_assets.ingest.sources import TAKEN_FILES, is_candidate, scan_landing as scan, taken_files_metadata, wait_until_settled
+from seg_assets.ingest.sources import TAKEN_FILES, is_candidate, taken_files_metadata, wait_until_settled
+from seg_assets.ingest.sources import scan_landing as scan
 
 SOURCES = parse_sources("", Path("sources.yaml"))  # the contract's folders
 

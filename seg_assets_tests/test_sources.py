@@ -1,6 +1,6 @@
 """sources.yaml: parsing and refusing mappings, and real ingestion of the user's own layouts on real DuckDB files."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -9,7 +9,7 @@ import pytest
 from seg_assets.ingest.loader import ingest_landing
 from seg_assets.ingest.source_config import SourceConfigError, load_sources, parse_sources
 
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def parse(text: str):

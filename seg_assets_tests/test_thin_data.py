@@ -6,7 +6,6 @@ Pure rules first (availability.py, naming.py, profiles.py), then real refreshes 
 """
 
 import shutil
-from datetime import datetime, timedelta, timezone
 
 import duckdb
 import numpy as np
@@ -17,11 +16,19 @@ from rich.console import Console
 from seg_assets.automation.jobs import refresh_run_config
 from seg_assets.definitions import build_defs
 from seg_assets.demo.generate import generate
-from seg_assets.refresh import SILENT as QUIET, run_refresh
+from seg_assets.refresh import SILENT as QUIET
+from seg_assets.refresh import run_refresh
 from seg_assets.report import not_computed, print_summary
 from seg_assets.segmentation import naming
-from seg_assets.segmentation.availability import (CLICK_FEATURES, NO_CLICKS, NO_ORDERS, NO_REVENUE, REVENUE_FEATURES,
-                                                  feature_availability, gained_data)
+from seg_assets.segmentation.availability import (
+    CLICK_FEATURES,
+    NO_CLICKS,
+    NO_ORDERS,
+    NO_REVENUE,
+    REVENUE_FEATURES,
+    feature_availability,
+    gained_data,
+)
 from seg_assets.segmentation.profiles import segment_profiles
 from seg_assets.settings import data_paths
 

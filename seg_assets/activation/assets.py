@@ -5,7 +5,7 @@ control group (groups.py), with the salt version that drew it; its materializati
 catalogue (actions.yaml) so a person sees in the UI what can be sent to whom.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -45,7 +45,7 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
         raise input_failure(str(exc)) from None
     control = catalogue.control
     with duckdb.get_connection() as con, transaction(con):
-        version = salt_version(con, control.salt, control.share, datetime.now(timezone.utc).replace(tzinfo=None))
+        version = salt_version(con, control.salt, control.share, datetime.now(UTC).replace(tzinfo=None))
         con.execute(f"""CREATE OR REPLACE TABLE {TABLE} AS
             SELECT user_id, bucket < {control_cutoff(control.share)} AS global_control, bucket,
                    {version}::INTEGER AS salt_version

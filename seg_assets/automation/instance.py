@@ -49,7 +49,7 @@ def dagster_home(paths: DataPaths) -> Path:
     return Path(home).expanduser().resolve() if home else paths.dagster_home
 
 
-def open_instance(paths: DataPaths) -> "dg.DagsterInstance":
+def open_instance(paths: DataPaths) -> dg.DagsterInstance:
     """The instance at :func:`dagster_home`, prepared like ``make ui`` prepares it."""
     import dagster as dg  # here: init-dagster-home and the "segments are current" check do not load Dagster
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,7 @@ def id_num(expr: pl.Expr, prefix: str, width: int = 7) -> pl.Expr:
 
 
 def day_str(s: int) -> str:
-    return datetime.fromtimestamp(s, timezone.utc).strftime("%Y%m%d")
+    return datetime.fromtimestamp(s, UTC).strftime("%Y%m%d")
 
 
 def file_of(rng: np.random.Generator, ts: np.ndarray, start_s: int, nper: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -168,7 +168,7 @@ def _draw_users(rng: np.random.Generator, n: int, shopper: np.ndarray | None = N
 
 def _epoch(ts: datetime) -> int:
     """Seconds since epoch; naive datetimes are UTC."""
-    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     return int(ts.timestamp())
 
 

@@ -7,16 +7,15 @@ rule, the extra columns it saw, and for clicks the rows per event name and funne
 that cannot be used stops the step before any file is read, with one line saying what to fix.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
-from pydantic import Field
 
 from seg_assets import validation
 from seg_assets.artifacts import preload_model_libraries
+from seg_assets.errors import input_failure
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
-from seg_assets.errors import input_failure
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.resources import SegSettings, Warehouse
@@ -181,7 +180,7 @@ def build_metadata(con, report: loader.IngestReport) -> dict[dg.AssetKey, dict]:
     "source and content.",
 )
 def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
-    now = datetime.now(timezone.utc)  # the future rule is against real time, not the data's as-of
+    now = datetime.now(UTC)  # the future rule is against real time, not the data's as-of
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
     try:

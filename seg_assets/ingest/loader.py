@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -22,7 +22,14 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.mapping import Mapped, map_columns
 from seg_assets.ingest.source_config import SourceDef, load_sources
 from seg_assets.ingest.sources import (
-    OVERFLOW, SRC, Source, discover_files, file_sha256, load_source, sql_string, wait_until_settled,
+    OVERFLOW,
+    SRC,
+    Source,
+    discover_files,
+    file_sha256,
+    load_source,
+    sql_string,
+    wait_until_settled,
 )
 from seg_assets.warehouse import prepare_connection
 
@@ -81,7 +88,7 @@ class _Bounds:
 
 
 def naive_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def redact(text: str | None) -> str | None:

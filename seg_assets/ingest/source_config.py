@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlglot
@@ -72,11 +71,11 @@ class SourceConfigError(ValueError):
 class _SourceModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     table: str
-    folder: Optional[str] = None
-    timestamp_format: Optional[str] = None
+    folder: str | None = None
+    timestamp_format: str | None = None
     timezone: str = "UTC"
-    where: Optional[str] = None
-    columns: dict[str, Union[str, int, float]] = {}  # `amount: 0` is a literal: YAML gives a number
+    where: str | None = None
+    columns: dict[str, str | int | float] = {}  # `amount: 0` is a literal: YAML gives a number
     event_types: dict[str, str] = {}
 
 
@@ -91,7 +90,7 @@ class Expr:
 
     text: str
     columns: frozenset[str]
-    column_name: Optional[str] = None  # set when the value is just a column of the file
+    column_name: str | None = None  # set when the value is just a column of the file
 
     def sql(self, idents: dict[str, str]) -> str:
         """The expression with each column replaced by its identifier in the file's relation."""
@@ -109,9 +108,9 @@ class SourceDef:
     table: str  # contract table it feeds
     folder: str  # under landing/
     columns: dict[str, Expr] = field(default_factory=dict)  # contract column -> value
-    timestamp_format: Optional[str] = None
+    timestamp_format: str | None = None
     timezone: str = "UTC"
-    where: Optional[Expr] = None
+    where: Expr | None = None
     event_types: dict[str, str] = field(default_factory=dict)
     declared: bool = True  # False: the implicit source of a contract folder
 
@@ -177,7 +176,7 @@ def sources_path(data_root: Path) -> Path:
     return config_path(data_root, SOURCES_FILE, SOURCES_ENV)
 
 
-def _folder(name: str, value: Optional[str], where: str) -> str:
+def _folder(name: str, value: str | None, where: str) -> str:
     raw = (value or name).strip()
     folder = raw.rstrip("/")
     parts = Path(folder).parts

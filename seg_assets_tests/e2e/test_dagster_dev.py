@@ -95,7 +95,8 @@ def test_landing_files_drift_and_graphql_under_dagster_dev(dev, tmp_path):
     states = dev.graphql(STATES_QUERY)["repositoriesOrError"]["nodes"][0]
     assert {s["name"]: s["sensorState"]["status"] for s in states["sensors"]} == {
         "landing_sensor": "RUNNING", "refresh_failure_log": "RUNNING", "segment_automation": "RUNNING"}
-    assert {s["name"]: s["scheduleState"]["status"] for s in states["schedules"]} == {"hourly_refresh": "RUNNING", "daily_rebase": "RUNNING"}
+    schedules = {s["name"]: s["scheduleState"]["status"] for s in states["schedules"]}
+    assert schedules == {"hourly_refresh": "RUNNING", "daily_rebase": "RUNNING"}
 
     landing, bi = dev.data_dir / "landing", dev.data_dir / "bi" / "segments.duckdb"
     # 1. First delivery: the sensor starts a refresh that ingests, fits, scores and publishes.
