@@ -204,6 +204,8 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['duplicate']} duplicate, {t['rejected']} rejected, "
         f"{t['filtered']} filtered rows"
     )
+    for name, reason in [(n, r) for n, r in report.ignored.items() if r][:10]:
+        context.log.warning(f"ingest: landing/{name} not read: {reason}")
     if report.unsettled:
         context.log.warning(f"ingest: {len(report.unsettled)} file(s) still being written, left to the next run: "
                             + ", ".join(report.unsettled[:5]))

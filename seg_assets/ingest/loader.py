@@ -62,7 +62,7 @@ class IngestReport:
     run_id: str
     files: list[FileOutcome] = field(default_factory=list)  # processed by this call, in order
     skipped: list[str] = field(default_factory=list)  # already in the ledger under this name (see ingest_landing)
-    ignored: list[str] = field(default_factory=list)  # not a candidate, or in no source's folder (landing rule)
+    ignored: dict[str, str | None] = field(default_factory=dict)  # not read: path -> reason (None: in progress)
     unsettled: list[str] = field(default_factory=list)  # still being written: left to the next run
 
     def for_table(self, table: str) -> list[FileOutcome]:

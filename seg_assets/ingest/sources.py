@@ -82,17 +82,31 @@ def is_candidate(name: str) -> bool:
             and file_format(Path(name)) is not None)
 
 
-def discover_files(landing_dir: Path, sources: list[SourceDef]) -> tuple[list[tuple[SourceDef, Path, str]], list[str]]:
+def ignore_reason(name: str, readers: list[SourceDef], folder: str) -> str | None:
+    """Why a file that is not read deserves a person's attention; None for in-progress names (by design)."""
+    if name.startswith((".", "_")) or name.lower().endswith(IN_PROGRESS_SUFFIXES):
+        return None
+    if file_format(Path(name)) is None:
+        suffix = Path(name).suffix or "no extension"
+        return f"unknown format ({suffix}): land it as .csv, .csv.gz or .parquet"
+    if not readers:
+        return f"no source reads folder '{folder}': use a contract table's folder or declare a source in sources.yaml"
+    return None
+
+
+def discover_files(landing_dir: Path, sources: list[SourceDef]
+                   ) -> tuple[list[tuple[SourceDef, Path, str]], dict[str, str | None]]:
     """(source, path, format) of every candidate file a source reads, sorted by relative name (then source
-    order: two sources may read one folder); and the files that are not candidates or that no source reads."""
-    found, ignored = [], []
+    order: two sources may read one folder); and the files not read, each with the reason a person should
+    hear (None: an in-progress name, ignored by design)."""
+    found, ignored = [], {}
     if not landing_dir.is_dir():
         return found, ignored
     for path in sorted((p for p in landing_dir.rglob("*") if p.is_file()), key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
         readers = [s for s in sources if rel.startswith(s.folder + "/")]
         if not readers or not is_candidate(path.name):
-            ignored.append(rel)
+            ignored[rel] = ignore_reason(path.name, readers, rel.rsplit("/", 1)[0] if "/" in rel else ".")
         else:
             found += [(source, path, file_format(path)) for source in readers]
     return found, ignored
