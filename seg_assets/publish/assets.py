@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.history import record_history, segment_sizes_over_time
@@ -16,7 +17,8 @@ SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
 SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
 BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
 PUBLISHED_TABLES = ("analytics.user_segments", "analytics.segment_profiles", "analytics.segment_rules",
-                    "analytics.segment_history", "analytics.segment_transitions", "analytics.churn_scores")
+                    "analytics.segment_history", "analytics.segment_transitions", "analytics.churn_scores",
+                    "analytics.basket_rules", "analytics.segment_basket_rules")
 
 
 @dg.multi_asset(
@@ -54,7 +56,8 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 
 
 @dg.asset(
-    key=BI_SEGMENTS, deps=[USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES],
+    key=BI_SEGMENTS, deps=[USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES,
+                         BASKET_RULES, SEGMENT_BASKET_RULES],
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     description="The analytics tables copied to SEG_DATA_DIR/bi/segments.duckdb and bi/*.parquet, each replaced "
