@@ -73,19 +73,20 @@ from pathlib import Path
 from seg_assets.demo.generate import DEFAULT_END, generate_followup
 users, days, seed, fd, nu, share, fmt, root = sys.argv[1:]
 generate_followup(Path(root), int(users), int(fd), int(seed), start=DEFAULT_END + timedelta(seconds=1),
-                  changed_share=float(share), new_users=int(nu), fmt=fmt, tag="bench")
+                  changed_share=float(share), new_users=int(nu), fmt=fmt, tag="bench", with_lines=False)
 """
 
 
-# Part of the cache key: bump when the generator's output changes (v2: the rich click-event vocabulary).
-DATA_VERSION = "v2"
+# Part of the cache key: bump when the generator's output changes (v3: rich click-event names, no order lines:
+# the core benchmark compares with the naive script, which reads orders and clicks only).
+DATA_VERSION = "v3"
 
 
 def ensure_data(size: Size, seed: int, fmt: str = "parquet") -> tuple[Path, Path, dict]:
     """(base root, follow-up root, info) for this size; generated with ``seg-assets generate`` if missing."""
     root = CACHE / size.name / f"seed{seed}-{fmt}-{DATA_VERSION}"
     base = _build(root / "base", [str(BIN / "seg-assets"), "generate", "--users", str(size.users),
-                                  "--days", str(size.days), "--seed", str(seed), "--format", fmt],
+                                  "--days", str(size.days), "--seed", str(seed), "--format", fmt, "--no-lines"],
                   {"users": size.users, "days": size.days, "seed": seed, "format": fmt})
     follow = _build(root / "followup", [sys.executable, "-c", _FOLLOWUP, str(size.users), str(size.days), str(seed),
                                         str(size.followup_days), str(size.followup_new_users),

@@ -29,6 +29,8 @@ def generate(
     end: Optional[str] = typer.Option(None, help="Last timestamp of the data (ISO-8601, UTC); default 2026-10-31T23:59:59Z."),
     clicks: bool = typer.Option(True, help="Write click events (--no-clicks for orders-only data)."),
     customers: bool = typer.Option(True, help="Write customer records."),
+    lines: bool = typer.Option(True, help="Also write order lines with product ids (landing/order_items/) for the "
+                               "basket rules (--no-lines: orders only, as the core benchmark compares)."),
     event_vocabulary: str = typer.Option("rich", "--event-vocabulary", help="Click event names: rich (20 tracker "
                                          "names over the six funnel stages) or contract (view, search, add_to_cart, checkout)."),
 ) -> None:
@@ -44,7 +46,7 @@ def generate(
         summary = run_generate(
             directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
             end=parse_utc(end) if end else DEFAULT_END, with_clicks=clicks, with_customers=customers,
-            event_vocabulary=event_vocabulary,
+            event_vocabulary=event_vocabulary, with_lines=lines,
         )
     console.print(f"[green]Generated[/green] {summary}")
 

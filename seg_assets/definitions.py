@@ -10,11 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from seg_assets import activation, churn, features, ingest, publish, segmentation
+from seg_assets import activation, baskets, churn, features, ingest, publish, segmentation
 from seg_assets.automation import jobs as automation
 from seg_assets.resources import build_resources
 
-STAGES = (ingest, features, segmentation, churn, activation, publish)
+STAGES = (ingest, features, segmentation, churn, baskets, activation, publish)
 
 
 def all_assets() -> list:

@@ -270,7 +270,7 @@ def test_followup_keeps_users_and_changes_exact_share(share, tmp_path):
 
 
 def test_orders_only(tmp_path):
-    s = generate(tmp_path, 200, 30, 1, with_clicks=False, with_customers=False)
+    s = generate(tmp_path, 200, 30, 1, with_clicks=False, with_customers=False, with_lines=False)
     assert set(s.rows) == {"orders"} and all(not f.startswith("landing/c") for f in s.files)
     assert not any((tmp_path / "landing").glob("c*/*"))
 

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from seg_assets.demo import faults as F
+from seg_assets.demo import lines as L
 from seg_assets.demo.faults import DAY, PERIOD_DAYS, day_str, file_of, id_num, label, period_names, to_datetime
 from seg_assets.settings import DataPaths
 
@@ -71,7 +72,7 @@ SIGNUP_AGE_DAYS = np.array([700.0, 400.0, 300.0, 400.0, 500.0, 0.0])  # mean acc
 FAV_P = 0.55  # chance an order or session is in the user's favourite category
 TRACKED_P = 0.90  # share of orders preceded by a click session (the rest: app/phone, untracked)
 
-_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES = 1, 2, 3, 4, 5
+_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES = 1, 2, 3, 4, 5, 6
 
 # Click events. Behaviour is planted in stage codes (STAGES); the rich vocabulary then names each event.
 STAGES = ("view", "search", "add_to_cart", "checkout", "purchase", "other")  # ingest.events.FUNNEL_STAGES
@@ -443,13 +444,27 @@ def _write_frames(paths: DataPaths, frames: dict, fmt: Format, rng: np.random.Ge
     return written
 
 
+LINES_SPEC = F.TableSpec("order_items", "line_id", "order_ts", "user_id", "status")
+
+
+def _write_lines(paths: DataPaths, orders: pl.DataFrame, shopper: np.ndarray, prefix: str, names: list[str],
+                 fmt: Format, rng: np.random.Generator, summary: GenerateSummary) -> None:
+    """Order lines of the orders just drawn (demo/lines.py), without faults, from a random stream of their own
+    (the other files are the same with or without lines)."""
+    df, cols = L.lines_frame(rng, orders, shopper, prefix, CATEGORIES)
+    w = F.write_table(df, cols, LINES_SPEC, F.FilePlan(names), paths.landing_for("order_items"), fmt, rng, 0.0)
+    summary.rows["order_items"] = w.rows
+    summary.files += [str(p.relative_to(paths.root)) for p in w.files]
+
+
 def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parquet", end: datetime = DEFAULT_END,
              fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True,
-             event_vocabulary: Vocabulary = "rich") -> GenerateSummary:
+             event_vocabulary: Vocabulary = "rich", with_lines: bool = True) -> GenerateSummary:
     """Write a first delivery of ``days`` days ending at ``end`` for ``users`` users, plus ground truth.
 
     ``event_vocabulary``: ``rich`` (EVENT_NAMES, with purchase and other events) or ``contract`` (the
-    four stage names only); see the module docstring.
+    four stage names only); see the module docstring. ``with_lines``: also order lines of the same orders
+    (landing/order_items/: product ids, planted co-purchases per shopper type; demo/lines.py).
 
     ``fault_rate`` P > 0 turns about a share P of each table's rows into the bad inputs of the data
     contract and adds the file-level faults; truth/faults.parquet and truth/valid_ids_*.parquet say
@@ -471,6 +486,8 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     counts[new] = _first_orders(rng, int(new.sum()))
     o = _orders(rng, u, counts, a0, a1)
     frames = {"orders": (*_orders_frame(rng, o, start_s, nper, "o"), period_names("orders", start_s, end_s, nper))}
+    # A faulty delivery has no lines: an order rejected at order grain would come back from its lines.
+    line_orders = frames["orders"][0] if with_lines and fault_rate == 0 else None
     if with_clicks:
         browse = rng.poisson(BROWSE_30D[u.shopper] * u.browse * months)
         c = _clicks(rng, u, o, browse, a0, a1, end_s, names_rng)
@@ -491,6 +508,10 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     plan = (lambda t, names: F.plan_for(t, names, fmt, with_clicks)) if fault_rate > 0 else None
     written = _write_frames(paths, frames, fmt, np.random.default_rng([seed, _FAULTS]), fault_rate, summary, plan)
     truth_files = {"shopper_types.parquet": _types_frame(u.shopper)}
+    if line_orders is not None:
+        _write_lines(paths, line_orders, u.shopper, "o", period_names("order_items", start_s, end_s, nper), fmt,
+                     np.random.default_rng([seed, _LINES]), summary)
+        truth_files["planted_pairs.parquet"] = L.planted_pairs(SHOPPER_TYPES)
     if fault_rate > 0:
         truth_files["faults.parquet"] = pl.concat([w.faults for w in written.values()])
         summary.faults = truth_files["faults.parquet"].height
@@ -504,7 +525,8 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
 
 def generate_followup(root: Path, users: int, days: int, seed: int, *, start: datetime, changed_share: float = 0.0,
                       new_users: int = 0, fmt: Format = "parquet", tag: str = "followup",
-                      with_clicks: bool = True, event_vocabulary: Vocabulary = "rich") -> GenerateSummary:
+                      with_clicks: bool = True, event_vocabulary: Vocabulary = "rich",
+                      with_lines: bool = True) -> GenerateSummary:
     """Write a new delivery of ``days`` more days from ``start`` for the users of ``generate(users, seed)``.
 
     Exactly ``round(changed_share * users)`` users (chosen by seed and tag) switch to another shopper
@@ -539,6 +561,7 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
     o = _orders(rng, allu, counts, a0, a1)
     frames = {"orders": (*_orders_frame(rng, o, start_s, nper, f"o-{tag}-"),
                          period_names("orders", start_s, end_s, nper, tag))}
+    line_orders = frames["orders"][0] if with_lines else None
     if with_clicks:
         brate = np.where(allu.shopper == LAPSED, 0.0, BROWSE_30D[allu.shopper] * allu.browse)
         c = _clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s, names_rng)
@@ -557,6 +580,9 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
         if known.exists():  # keep the "exact set of ids after ingestion" true after this delivery
             ids = pl.read_parquet(known).to_series()  # new ids carry the tag: only a rerun can repeat them
             pl.concat([ids.filter(~ids.is_in(w.valid_ids)), w.valid_ids]).to_frame().write_parquet(known)
+    if line_orders is not None:
+        _write_lines(paths, line_orders, allu.shopper, f"o-{tag}-", period_names("order_items", start_s, end_s, nper, tag),
+                     fmt, np.random.default_rng([seed, _LINES, zlib.crc32(tag.encode())]), summary)
     _types_frame(allu.shopper).write_parquet(truth / f"shopper_types_{tag}.parquet")
     pl.DataFrame({"_u": changed, "_o": old[changed], "_t": u.shopper[changed]}).select(
         _user_id().alias("user_id"), label("_o", SHOPPER_TYPES).alias("old_type"),

@@ -5,6 +5,7 @@ import polars as pl
 
 from seg_assets.activation.assets import USER_GROUPS
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.history import record_history, segment_sizes_over_time
@@ -16,9 +17,10 @@ GROUP = "publish"
 SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
 SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
 BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
-PUBLISHED_TABLES = ("analytics.user_segments", "analytics.segment_profiles", "analytics.segment_rules",
-                    "analytics.segment_history", "analytics.segment_transitions", "analytics.churn_scores",
-                    "analytics.user_groups")
+# What BI gets: these assets' tables (key analytics/x -> table analytics.x), copied after all of them.
+PUBLISHED = (USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES,
+             USER_GROUPS, BASKET_RULES, SEGMENT_BASKET_RULES)
+PUBLISHED_TABLES = tuple(".".join(key.path) for key in PUBLISHED)
 
 
 @dg.multi_asset(
@@ -56,8 +58,7 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 
 
 @dg.asset(
-    key=BI_SEGMENTS, deps=[USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES,
-                           USER_GROUPS],
+    key=BI_SEGMENTS, deps=list(PUBLISHED),
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     description="The analytics tables copied to SEG_DATA_DIR/bi/segments.duckdb and bi/*.parquet, each replaced "

@@ -1,0 +1,229 @@
+"""Exact basket counts in DuckDB, kept up to date incrementally where the counts allow.
+
+A **basket** is an order: the distinct product ids of its ``completed`` lines in ``raw.order_items``
+(credit notes are ``returned`` orders and cancelled orders have no completed line, so neither is a
+basket); its owner is the order's user (``min(user_id)`` of its lines, as ``staging.stg_orders``). Baskets
+with more than ``max_basket_size`` distinct products are left out of every scope (numerator and
+denominator). A **scope** is the whole shop (``SHOP``) or a segment: the baskets whose owner is in that
+segment *now* (``analytics.user_segments``), whenever the order was placed.
+
+Counts per scope, in ``meta``: baskets (``basket_scopes``), baskets per product (``basket_items``, every
+product) and baskets per product pair (``basket_pairs``) for the pairs of *tracked* products only: those
+with at least ``margin x threshold`` baskets when the scope was last counted in full. A pair can reach
+the threshold only if both its products do (support is anti-monotone), so pruning to frequent products
+is exact, and a million baskets of three lines cost a pair join over the few frequent products only.
+
+Incremental: the **dirty users** are the owners with lines that arrived after the watermark (the ledger
+file id the counts were made at; raw tables are append-only) and the owners whose segment changed since
+(``basket_members`` holds the segment each owner was counted in). Their orders' old contribution (lines
+up to the watermark, old segment) is subtracted and the new one (all lines, current segment) added, to
+the items of every scope and to the pairs of tracked products. That stays exact while every product at
+or above a scope's threshold is tracked; a scope where one is not is counted again in full (the whole
+shop: everything). Nothing changed: nothing is read but the watermark and the members' segments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+SHOP = -1  # the whole shop's scope id in the count tables (segment_id NULL in analytics.basket_rules)
+SEGMENTS = "analytics.user_segments"
+
+DDL = (
+    "CREATE TABLE IF NOT EXISTS meta.basket_state (watermark BIGINT, counts_key VARCHAR, mode VARCHAR, "
+    "dirty_users BIGINT, rescoped VARCHAR, built_at TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS meta.basket_members (user_id VARCHAR, segment_id INTEGER)",
+    "CREATE TABLE IF NOT EXISTS meta.basket_scopes (scope INTEGER, baskets BIGINT, tracked_from BIGINT)",
+    "CREATE TABLE IF NOT EXISTS meta.basket_items (scope INTEGER, product_id VARCHAR, baskets BIGINT, tracked BOOLEAN)",
+    "CREATE TABLE IF NOT EXISTS meta.basket_pairs (scope INTEGER, a VARCHAR, b VARCHAR, baskets BIGINT)",
+)
+
+
+@dataclass(frozen=True)
+class CountSettings:
+    """What the stored counts depend on (a change recounts everything)."""
+
+    min_support: float
+    min_baskets: int
+    max_basket_size: int
+    track_margin: float = 0.5
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def threshold(baskets: int, min_support: float, min_baskets: int) -> int:
+    """Fewest baskets a product pair needs in a scope of ``baskets`` baskets (exact integer form of
+    support >= min_support, floored at min_baskets)."""
+    return max(math.ceil(baskets * min_support - 1e-9), min_baskets, 1)
+
+
+def threshold_sql(n: str, cfg: CountSettings) -> str:
+    """:func:`threshold` in SQL over the column ``n``."""
+    return f"greatest(ceil({n} * {cfg.min_support!r} - 1e-9)::BIGINT, {int(cfg.min_baskets)}, 1)"
+
+
+def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str | None = None) -> str:
+    """(order_id, user_id, product_id): one row per basket and distinct product; ``watermark`` keeps the
+    lines of files up to it (the counts' past), ``orders_of`` (a table with ``user_id``) the orders with a
+    line of those users."""
+    where = ["status = 'completed'"]
+    if watermark is not None:
+        where.append(f"_file_id <= {int(watermark)}")
+    if orders_of is not None:
+        where.append(f"order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN (SELECT user_id FROM {orders_of}))")
+    return f"""
+        WITH l AS (SELECT order_id, product_id, min(user_id) AS user_id FROM raw.order_items
+                   WHERE {' AND '.join(where)} GROUP BY order_id, product_id),
+             o AS (SELECT order_id, min(user_id) AS user_id, count(*) AS size FROM l GROUP BY order_id)
+        SELECT l.order_id, o.user_id, l.product_id FROM l JOIN o USING (order_id)
+        WHERE o.size <= {int(cfg.max_basket_size)}"""
+
+
+def watermark(con) -> int:
+    return int(con.sql("SELECT coalesce(max(_file_id), 0) FROM raw.order_items").fetchall()[0][0])
+
+
+def ensure_tables(con) -> None:
+    for ddl in DDL:
+        con.sql(ddl)
+
+
+def _scoped(con, name: str, baskets: str, segments: str) -> None:
+    """Temp table ``name``: basket rows with the owner's segment in ``segments`` (NULL: none)."""
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT b.order_id, b.product_id, b.user_id, s.segment_id "
+            f"FROM ({baskets}) b LEFT JOIN {segments} s USING (user_id)")
+
+
+def _expand(source: str, shop: bool, segments: str | None, extra: str = "") -> str:
+    """Rows of ``source`` once per scope: the whole shop (``shop``) and the owner's segment when it is in
+    ``segments`` (SQL list, or 'all')."""
+    parts = [f"SELECT order_id, product_id, {SHOP} AS scope{extra} FROM {source}"] if shop else []
+    if segments is not None:
+        cond = "segment_id IS NOT NULL" + ("" if segments == "all" else f" AND segment_id IN ({segments})")
+        parts.append(f"SELECT order_id, product_id, segment_id AS scope{extra} FROM {source} WHERE {cond}")
+    return " UNION ALL ".join(parts)
+
+
+def _count_full(con, cfg: CountSettings, shop: bool, segments: str | None) -> None:
+    """Replace the counts of the scopes chosen (see :func:`_expand`) with a full count of ``_b``."""
+    rows = _expand("_b", shop, segments)
+    con.sql(f"CREATE OR REPLACE TEMP TABLE _x AS {rows}")
+    con.sql("CREATE OR REPLACE TEMP TABLE _sc AS SELECT scope, count(DISTINCT order_id) AS baskets FROM _x GROUP BY scope")
+    con.sql("CREATE OR REPLACE TEMP TABLE _it AS SELECT scope, product_id, count(*) AS baskets FROM _x GROUP BY ALL")
+    track = f"floor({threshold_sql('s.baskets', cfg)} * {cfg.track_margin!r})::BIGINT"
+    con.sql(f"CREATE OR REPLACE TEMP TABLE _sc AS SELECT scope, baskets, {track} AS tracked_from FROM _sc s")
+    con.sql("CREATE OR REPLACE TEMP TABLE _it AS SELECT i.scope, i.product_id, i.baskets, i.baskets >= s.tracked_from AS tracked "
+            "FROM _it i JOIN _sc s USING (scope)")
+    con.sql("CREATE OR REPLACE TEMP TABLE _t AS SELECT x.* FROM _x x SEMI JOIN _it i "
+            "ON i.scope = x.scope AND i.product_id = x.product_id AND i.tracked")
+    con.sql("CREATE OR REPLACE TEMP TABLE _pr AS SELECT x.scope, x.product_id AS a, y.product_id AS b, count(*) AS baskets "
+            "FROM _t x JOIN _t y ON x.scope = y.scope AND x.order_id = y.order_id AND x.product_id < y.product_id GROUP BY ALL")
+    scopes = "SELECT scope FROM _sc"
+    if shop and segments == "all":  # everything: the tables are replaced
+        con.sql("DELETE FROM meta.basket_scopes; DELETE FROM meta.basket_items; DELETE FROM meta.basket_pairs")
+    else:
+        stale = ("scope = -1 OR " if shop else "") + (f"scope IN ({segments}) OR " if segments not in (None, "all") else "")
+        for table in ("basket_scopes", "basket_items", "basket_pairs"):
+            con.sql(f"DELETE FROM meta.{table} WHERE {stale}scope IN ({scopes})")
+    con.sql("INSERT INTO meta.basket_scopes SELECT * FROM _sc")
+    con.sql("INSERT INTO meta.basket_items SELECT * FROM _it")
+    con.sql("INSERT INTO meta.basket_pairs SELECT * FROM _pr")
+    for t in ("_x", "_sc", "_it", "_t", "_pr"):
+        con.sql(f"DROP TABLE {t}")
+
+
+def rebuild(con, cfg: CountSettings, wm: int) -> None:
+    """Count every scope from scratch."""
+    _scoped(con, "_b", baskets_sql(cfg), SEGMENTS)
+    _count_full(con, cfg, shop=True, segments="all")
+    con.sql("CREATE OR REPLACE TABLE meta.basket_members AS SELECT DISTINCT user_id, segment_id FROM _b")
+    con.sql("DROP TABLE _b")
+
+
+def _dirty_users(con, wm_old: int) -> int:
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _dirty AS
+        SELECT DISTINCT user_id FROM raw.order_items WHERE _file_id > {int(wm_old)} AND status = 'completed'
+        UNION
+        SELECT m.user_id FROM meta.basket_members m LEFT JOIN {SEGMENTS} s USING (user_id)
+        WHERE s.segment_id IS DISTINCT FROM m.segment_id""")
+    return int(con.sql("SELECT count(*) FROM _dirty").fetchall()[0][0])
+
+
+def _apply_delta(con, cfg: CountSettings, wm_old: int) -> list[int]:
+    """Subtract the dirty users' orders as counted, add them as they are now; return the scopes that must
+    be counted again in full (a product at or above the threshold that is not tracked)."""
+    _scoped(con, "_old", baskets_sql(cfg, watermark=wm_old, orders_of="_dirty"), "meta.basket_members")
+    _scoped(con, "_b", baskets_sql(cfg, orders_of="_dirty"), SEGMENTS)
+    con.sql("CREATE OR REPLACE TEMP TABLE _d AS SELECT *, -1 AS sign FROM _old UNION ALL SELECT *, 1 AS sign FROM _b")
+    con.sql(f"CREATE OR REPLACE TEMP TABLE _xd AS {_expand('_d', True, 'all', ', sign')}")
+    con.sql("""CREATE OR REPLACE TEMP TABLE _dsc AS SELECT scope, sum(sign) AS delta
+               FROM (SELECT DISTINCT order_id, scope, sign FROM _xd) GROUP BY scope""")
+    con.sql("CREATE OR REPLACE TEMP TABLE _dit AS SELECT scope, product_id, sum(sign) AS delta FROM _xd GROUP BY ALL")
+    con.sql("""CREATE OR REPLACE TEMP TABLE _t AS SELECT x.* FROM _xd x SEMI JOIN meta.basket_items i
+               ON i.scope = x.scope AND i.product_id = x.product_id AND i.tracked""")
+    con.sql("""CREATE OR REPLACE TEMP TABLE _dpr AS SELECT x.scope, x.product_id AS a, y.product_id AS b, sum(x.sign) AS delta
+               FROM _t x JOIN _t y ON x.scope = y.scope AND x.order_id = y.order_id AND x.sign = y.sign
+                AND x.product_id < y.product_id GROUP BY ALL""")
+    con.sql("""CREATE OR REPLACE TABLE meta.basket_scopes AS
+               SELECT scope, coalesce(s.baskets, 0) + coalesce(d.delta, 0) AS baskets, coalesce(s.tracked_from, 0) AS tracked_from
+               FROM meta.basket_scopes s FULL JOIN _dsc d USING (scope) WHERE coalesce(s.baskets, 0) + coalesce(d.delta, 0) > 0""")
+    con.sql("""CREATE OR REPLACE TABLE meta.basket_items AS
+               SELECT scope, product_id, coalesce(i.baskets, 0) + coalesce(d.delta, 0) AS baskets, coalesce(i.tracked, false) AS tracked
+               FROM meta.basket_items i FULL JOIN _dit d USING (scope, product_id)
+               WHERE coalesce(i.baskets, 0) + coalesce(d.delta, 0) > 0 AND scope IN (SELECT scope FROM meta.basket_scopes)""")
+    con.sql("""CREATE OR REPLACE TABLE meta.basket_pairs AS
+               SELECT scope, a, b, coalesce(p.baskets, 0) + coalesce(d.delta, 0) AS baskets
+               FROM meta.basket_pairs p FULL JOIN _dpr d USING (scope, a, b)
+               WHERE coalesce(p.baskets, 0) + coalesce(d.delta, 0) > 0 AND scope IN (SELECT scope FROM meta.basket_scopes)""")
+    con.sql("DELETE FROM meta.basket_members WHERE user_id IN (SELECT user_id FROM _dirty) OR user_id IN (SELECT user_id FROM _b)")
+    con.sql("INSERT INTO meta.basket_members SELECT DISTINCT user_id, segment_id FROM _b")
+    stale = con.sql(f"""SELECT DISTINCT i.scope FROM meta.basket_items i JOIN meta.basket_scopes s USING (scope)
+                        WHERE NOT i.tracked AND i.baskets >= {threshold_sql('s.baskets', cfg)} ORDER BY 1""").fetchall()
+    for t in ("_old", "_b", "_d", "_xd", "_dsc", "_dit", "_t", "_dpr"):
+        con.sql(f"DROP TABLE {t}")
+    return [s for (s,) in stale]
+
+
+@dataclass(frozen=True)
+class CountUpdate:
+    mode: str  # "full", "incremental", "unchanged"
+    reason: str
+    dirty_users: int = 0
+    recounted: tuple[int, ...] = ()  # scopes counted again in full during an incremental update
+
+
+def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
+    """Bring the counts up to date with ``raw.order_items`` and the current segments (see the module doc)."""
+    ensure_tables(con)
+    wm = watermark(con)
+    state = con.sql("SELECT watermark, counts_key FROM meta.basket_state").fetchall()
+    reason = ("requested (rebase)" if full else "first count" if not state
+              else "count settings changed" if state[0][1] != cfg.key() else "")
+    if reason:
+        rebuild(con, cfg, wm)
+        update = CountUpdate("full", reason)
+    else:
+        wm_old = int(state[0][0])
+        dirty = _dirty_users(con, wm_old)
+        if dirty == 0 and wm == wm_old:
+            con.sql("DROP TABLE _dirty")
+            return CountUpdate("unchanged", "no new order lines and no buyer changed segment")
+        stale = _apply_delta(con, cfg, wm_old)
+        con.sql("DROP TABLE _dirty")
+        if SHOP in stale:
+            rebuild(con, cfg, wm)
+            update = CountUpdate("full", "a product became frequent in the whole shop", dirty)
+        else:
+            if stale:
+                _scoped(con, "_b", baskets_sql(cfg), SEGMENTS)
+                _count_full(con, cfg, shop=False, segments=", ".join(str(int(s)) for s in stale))
+                con.sql("DROP TABLE _b")
+            update = CountUpdate("incremental", f"{dirty} users with new orders or a new segment", dirty, tuple(stale))
+    con.sql("DELETE FROM meta.basket_state")
+    con.execute("INSERT INTO meta.basket_state VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                [wm, cfg.key(), update.mode, update.dirty_users, ",".join(map(str, update.recounted))])
+    return update

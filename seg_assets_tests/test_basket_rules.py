@@ -1,0 +1,117 @@
+"""Basket rules: the SQL pair rules equal mlxtend's on the public retail extract, and the incremental
+counts equal a full count after new lines and segment moves."""
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pytest
+
+from seg_assets.baskets import counts as C
+from seg_assets.baskets import rules as R
+
+RETAIL = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_germany.csv"
+CFG = R.RuleSettings(C.CountSettings(min_support=0.02, min_baskets=5, max_basket_size=1000), 0.0, 0.0)
+
+
+def _warehouse(lines: pl.DataFrame) -> duckdb.DuckDBPyConnection:
+    """A warehouse with raw.order_items (as the example sources file maps the CSV) and user_segments."""
+    con = duckdb.connect()
+    for schema in ("raw", "meta", "analytics"):
+        con.sql(f"CREATE SCHEMA {schema}")
+    con.sql("CREATE TABLE raw.order_items AS SELECT * FROM lines")
+    con.sql("CREATE TABLE analytics.user_segments AS SELECT DISTINCT user_id, (hash(user_id) % 3)::INTEGER AS segment_id, "
+            "'seg ' || (hash(user_id) % 3) AS segment_name FROM raw.order_items")
+    return con
+
+
+@pytest.fixture(scope="module")
+def retail() -> pl.DataFrame:
+    assert RETAIL.exists(), f"{RETAIL} is missing: the public test data lives in ../shared/data beside the repository"
+    raw = pl.read_csv(RETAIL, infer_schema=False, encoding="utf8-lossy")
+    raw = raw.rename({raw.columns[0]: "InvoiceNo"})  # the export starts with a byte-order mark
+    return raw.filter(pl.col("CustomerID").is_not_null()).with_row_index("_row").select(
+        order_id=pl.col("InvoiceNo"), user_id=pl.col("CustomerID"), product_id=pl.col("StockCode"),
+        description=pl.col("Description"), order_ts=pl.col("InvoiceDate"),
+        status=pl.when(pl.col("InvoiceNo").str.starts_with("C")).then(pl.lit("returned")).otherwise(pl.lit("completed")),
+        _file_id=(pl.col("_row") // 3000 + 1).cast(pl.Int64))  # four "files", for the incremental test
+
+
+def _rules(con) -> pl.DataFrame:
+    R.derive_rules(con, CFG, "SELECT segment_id, any_value(segment_name) AS segment_name FROM analytics.user_segments GROUP BY 1")
+    return con.sql("SELECT * FROM _rules").pl()
+
+
+def mlxtend_pair_rules(baskets: list[set[str]], min_support: float) -> pd.DataFrame:
+    from mlxtend.frequent_patterns import association_rules, fpgrowth
+    from mlxtend.preprocessing import TransactionEncoder
+
+    encoder = TransactionEncoder()
+    onehot = pd.DataFrame(encoder.fit(baskets).transform(baskets), columns=encoder.columns_)
+    itemsets = fpgrowth(onehot, min_support=min_support, use_colnames=True, max_len=2)
+    rules = association_rules(itemsets, num_itemsets=len(baskets), metric="confidence", min_threshold=0.0)
+    return pd.DataFrame({"antecedent": [next(iter(a)) for a in rules["antecedents"]],
+                         "consequent": [next(iter(c)) for c in rules["consequents"]],
+                         "support": rules["support"], "confidence": rules["confidence"], "lift": rules["lift"]})
+
+
+def test_pair_rules_equal_mlxtend_on_the_retail_extract(retail):
+    con = _warehouse(retail)
+    C.update_counts(con, CFG.counts)
+    mine = _rules(con).filter(pl.col("segment_id").is_null())
+    completed = retail.filter(pl.col("status") == "completed")
+    baskets = [set(g) for g in completed.group_by("order_id").agg(pl.col("product_id").unique())["product_id"].to_list()]
+    # support >= 0.02 on 457 baskets is >= 9.14 baskets, so >= 10; mlxtend's threshold is the same fraction
+    theirs = mlxtend_pair_rules(baskets, CFG.counts.min_support)
+    assert len(baskets) == 457 and len(theirs) > 50
+    joined = pl.from_pandas(theirs).join(mine, on=["antecedent", "consequent"], how="full", suffix="_sql")
+    assert joined.height == len(theirs) == mine.height, "the same rules"
+    for col in ("support", "confidence", "lift"):
+        assert (joined[col] - joined[f"{col}_sql"]).abs().max() < 1e-12, col
+    assert (mine["baskets"] == (mine["support"] * 457).round()).all()
+    assert mine.filter(pl.col("support") >= 0.05).height >= 5
+
+
+def test_segment_rules_equal_mlxtend_on_the_segments_baskets(retail):
+    con = _warehouse(retail)
+    C.update_counts(con, CFG.counts)
+    mine = _rules(con)
+    owners = con.sql("SELECT user_id, segment_id FROM analytics.user_segments").pl()
+    completed = retail.filter(pl.col("status") == "completed").join(owners, on="user_id")
+    for sid in (0, 1, 2):
+        part = completed.filter(pl.col("segment_id") == sid)
+        baskets = [set(g) for g in part.group_by("order_id").agg(pl.col("product_id").unique())["product_id"].to_list()]
+        threshold = C.threshold(len(baskets), CFG.counts.min_support, CFG.counts.min_baskets)
+        theirs = mlxtend_pair_rules(baskets, (threshold - 0.5) / len(baskets))
+        seg = mine.filter(pl.col("segment_id") == sid)
+        joined = pl.from_pandas(theirs).join(seg, on=["antecedent", "consequent"], how="full", suffix="_sql")
+        assert joined.height == len(theirs) == seg.height > 0, sid
+        assert (joined["lift"] - joined["lift_sql"]).abs().max() < 1e-12
+
+
+def _full_rules(con) -> pl.DataFrame:
+    """The rules of a full count of the same lines and segments, in a warehouse of their own."""
+    lines = con.sql("SELECT * FROM raw.order_items").pl()
+    fresh = _warehouse(lines)
+    segments = con.sql("SELECT * FROM analytics.user_segments").pl()
+    fresh.sql("CREATE OR REPLACE TABLE analytics.user_segments AS SELECT * FROM segments")
+    assert C.update_counts(fresh, CFG.counts).mode == "full"
+    return _rules(fresh).sort(pl.all())
+
+
+def test_incremental_counts_equal_a_full_count(retail):
+    """New files arrive, then users move between segments: the rules equal those of a full count each time."""
+    con = _warehouse(retail)
+    con.sql("CREATE TABLE _all AS SELECT * FROM raw.order_items; DELETE FROM raw.order_items WHERE _file_id > 3")
+    assert C.update_counts(con, CFG.counts).mode == "full"
+    assert C.update_counts(con, CFG.counts).mode == "unchanged"
+    con.sql("INSERT INTO raw.order_items SELECT * FROM _all WHERE _file_id > 3")
+    step = C.update_counts(con, CFG.counts)
+    assert step.mode == "incremental" and step.dirty_users > 0, step
+    assert _rules(con).sort(pl.all()).equals(_full_rules(con))
+    con.sql("UPDATE analytics.user_segments SET segment_id = (segment_id + 1) % 3 WHERE hash(user_id) % 5 = 0")
+    step = C.update_counts(con, CFG.counts)
+    assert step.mode == "incremental" and step.dirty_users > 0, step
+    assert _rules(con).sort(pl.all()).equals(_full_rules(con))
+    assert C.update_counts(con, CFG.counts).mode == "unchanged"
