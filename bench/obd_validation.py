@@ -115,8 +115,8 @@ def markdown(checks: list[ObdCheck], n_boot: int, seed: int) -> str:
         f"Click rates in % with percentile-bootstrap 95 % intervals ({n_boot} resamples, seed {seed}); obp {OBP_VERSION} sample, "
         "10,000 impressions per file.",
         "",
-        "| campaign | items | random logs: observed CTR (truth) | BTS logs: observed CTR | IPS of random from BTS | SNIPS of random from BTS "
-        "| rel. error IPS / SNIPS | truth in IPS / SNIPS interval | mean / max weight | ESS of weights |",
+        "| campaign | items | random logs: observed CTR (truth) | BTS logs: observed CTR | IPS of random from BTS "
+        "| SNIPS of random from BTS | rel. error IPS / SNIPS | truth in IPS / SNIPS interval | mean / max weight | ESS of weights |",
         "|---|---:|---|---|---|---|---|---|---:|---:|",
     ]
     for c in checks:

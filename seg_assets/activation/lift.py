@@ -37,8 +37,8 @@ Cells with no treated or no control user get null statistics (counts still shown
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import polars as pl
@@ -202,7 +202,8 @@ def campaign_lift(frame, planned_control_share: float | Mapping[str, float] = 0.
         row.update(n_treated=n_t, n_control=n_c, conversions_treated=x_t, conversions_control=x_c,
                    conv_rate_treated=x_t / n_t if n_t else None, conv_rate_control=rate_c,
                    revenue_per_user_treated=t["rev_mean"], revenue_per_user_control=c["rev_mean"])
-        row.update(_conversion_stats(x_t, n_t, x_c, n_c, alpha))
+        with np.errstate(divide="ignore", invalid="ignore"):  # statsmodels computes a ratio even when it is not asked for
+            row.update(_conversion_stats(x_t, n_t, x_c, n_c, alpha))
         row.update(_revenue_stats(t["rev_mean"] or 0.0, t["rev_var"] or 0.0, n_t, c["rev_mean"] or 0.0,
                                   c["rev_var"] or 0.0, n_c, alpha))
         mde = minimum_detectable_effect(n_t, n_c, rate_c, alpha, power) if rate_c is not None else math.nan

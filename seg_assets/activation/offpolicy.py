@@ -25,8 +25,8 @@ evaluated on its own training data a learned policy looks better than it is.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import polars as pl

@@ -26,8 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
