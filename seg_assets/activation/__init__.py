@@ -1,5 +1,2 @@
-"""Activation stage: from segments to actions (control groups, the action catalogue; lift and the policy next)."""
-
-from seg_assets.activation.assets import asset_checks, assets
-
-__all__ = ["assets", "asset_checks"]
+"""Activation stage: from segments to actions. The maths (lift.py, policy.py, offpolicy.py, groups.py) imports
+no Dagster; assets.py wires it to the warehouse and is what the code location registers."""
