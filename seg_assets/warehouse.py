@@ -4,17 +4,32 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import duckdb
 
-SCHEMAS = ("raw", "meta", "staging", "features", "analytics")
+from seg_assets.settings import sql_dir
+
+# The schemas Python code writes to (ingestion, bookkeeping, features.user_features, scoring); the SQL
+# models add one schema per folder of the SQL dir (see schemas()).
+PYTHON_SCHEMAS = ("raw", "meta", "features", "analytics")
+
+
+def sql_model_files(root: Path | None = None) -> list[Path]:
+    """The SQL models: ``<schema>/<name>.sql`` under the SQL dir (features/sql_models.py reads them)."""
+    return sorted((root or sql_dir()).glob("*/*.sql"))
+
+
+def schemas(root: Path | None = None) -> tuple[str, ...]:
+    """The schemas Python writes plus every SQL model folder: adding a folder needs no list kept in sync."""
+    return tuple(dict.fromkeys([*PYTHON_SCHEMAS, *(path.parent.name for path in sql_model_files(root))]))
 
 
 def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
     """Every connection works in UTC and sees the project's schemas."""
     con.sql("SET TimeZone = 'UTC'")
-    for schema in SCHEMAS:
+    for schema in schemas():
         con.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
 
 

@@ -50,6 +50,20 @@ def test_adding_a_file_adds_an_asset(tmp_path):
     assert dg.AssetKey(["features", "user_order_stats"]) in {d.asset_key for d in asset.specs_by_key[asset.key].deps}
 
 
+def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):
+    """The warehouse creates a schema per SQL folder: a new folder needs no list kept in sync."""
+    from seg_assets.resources import build_resources
+
+    sql = tmp_path / "sql"
+    (sql / "marts").mkdir(parents=True)
+    (sql / "marts" / "x.sql").write_text("-- materialized: table\nSELECT 42 AS answer\n")
+    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
+    result = dg.materialize(sql_assets(sql), resources=build_resources(tmp_path / "data", "2026-01-01T00:00:00Z"))
+    assert result.success
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT answer FROM marts.x").fetchall() == [(42,)]
+
+
 def test_run_model_uses_the_as_of_variable(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.sql("CREATE SCHEMA raw; CREATE SCHEMA s")

@@ -31,8 +31,7 @@ from sqlglot import exp
 
 from seg_assets.features import additive, incremental as inc
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.settings import sql_dir
-from seg_assets.warehouse import transaction
+from seg_assets.warehouse import sql_model_files, transaction
 
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
 _WINDOW = re.compile(r"^\d+ (minute|hour|day)s?$")
@@ -131,8 +130,7 @@ def load_model(path: Path) -> SqlModel:
 
 
 def discover_models(root: Path | None = None) -> list[SqlModel]:
-    root = root or sql_dir()
-    return [load_model(p) for p in sorted(root.glob("*/*.sql"))]
+    return [load_model(p) for p in sql_model_files(root)]
 
 
 def set_as_of(con, as_of) -> None:
