@@ -27,10 +27,31 @@ def schemas(root: Path | None = None) -> tuple[str, ...]:
 
 
 def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
-    """Every connection works in UTC and sees the project's schemas."""
+    """Every connection works in UTC and sees the project's schemas. SQL reads Python frames only by
+    the name they are registered under (:func:`registered`), never a variable that happens to share a
+    table's name (DuckDB's replacement scans: ``FROM features`` would read a local ``features`` frame)."""
     con.sql("SET TimeZone = 'UTC'")
+    con.sql("SET python_enable_replacements = false")
     for schema in schemas():
         con.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, **frames) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Python frames (polars, pandas, Arrow) readable by SQL under these names inside the block only."""
+    for name, frame in frames.items():
+        con.register(name, frame)
+    try:
+        yield con
+    finally:
+        for name in frames:
+            con.unregister(name)
+
+
+def create_table_from(con: duckdb.DuckDBPyConnection, table: str, frame, select: str = "*", *, temp: bool = False) -> None:
+    """``CREATE OR REPLACE [TEMP] TABLE table AS SELECT select FROM`` a Python frame, registered by name."""
+    with registered(con, _seg_frame=frame):
+        con.sql(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS SELECT {select} FROM _seg_frame")
 
 
 @contextmanager
