@@ -4,18 +4,54 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import duckdb
 
-SCHEMAS = ("raw", "meta", "staging", "features", "analytics")
+from seg_assets.settings import sql_dir
+
+# The schemas Python code writes to (ingestion, bookkeeping, features.user_features, scoring); the SQL
+# models add one schema per folder of the SQL dir (see schemas()).
+PYTHON_SCHEMAS = ("raw", "meta", "features", "analytics")
+
+
+def sql_model_files(root: Path | None = None) -> list[Path]:
+    """The SQL models: ``<schema>/<name>.sql`` under the SQL dir (features/sql_models.py reads them)."""
+    return sorted((root or sql_dir()).glob("*/*.sql"))
+
+
+def schemas(root: Path | None = None) -> tuple[str, ...]:
+    """The schemas Python writes plus every SQL model folder: adding a folder needs no list kept in sync."""
+    return tuple(dict.fromkeys([*PYTHON_SCHEMAS, *(path.parent.name for path in sql_model_files(root))]))
 
 
 def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
-    """Every connection works in UTC and sees the project's schemas."""
+    """Every connection works in UTC and sees the project's schemas. SQL reads Python frames only by
+    the name they are registered under (:func:`registered`), never a variable that happens to share a
+    table's name (DuckDB's replacement scans: ``FROM features`` would read a local ``features`` frame)."""
     con.sql("SET TimeZone = 'UTC'")
-    for schema in SCHEMAS:
+    con.sql("SET python_enable_replacements = false")
+    for schema in schemas():
         con.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, **frames) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Python frames (polars, pandas, Arrow) readable by SQL under these names inside the block only."""
+    for name, frame in frames.items():
+        con.register(name, frame)
+    try:
+        yield con
+    finally:
+        for name in frames:
+            con.unregister(name)
+
+
+def create_table_from(con: duckdb.DuckDBPyConnection, table: str, frame, select: str = "*", *, temp: bool = False) -> None:
+    """``CREATE OR REPLACE [TEMP] TABLE table AS SELECT select FROM`` a Python frame, registered by name."""
+    with registered(con, _seg_frame=frame):
+        con.sql(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS SELECT {select} FROM _seg_frame")
 
 
 @contextmanager

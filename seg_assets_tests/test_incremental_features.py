@@ -248,3 +248,41 @@ def test_an_additive_model_must_say_what_makes_it_additive():
         additive_merge(good.replace("GROUP BY user_id, category", "GROUP BY user_id, category, n"), keys, times)
     with pytest.raises(ValueError, match="event_ts <= getvariable"):
         additive_merge(good.replace("WHERE event_ts <= getvariable('as_of') ", ""), keys, times)
+
+
+def test_a_new_windowed_column_stays_exact(data_dir, tmp_path, monkeypatch):
+    """Add ``orders_7d`` to user_order_stats and nothing else: its 7-day window is read from the SQL, so as
+    as-of moves and orders leave the window, the incremental table stays exactly what a full rebuild gives."""
+    from seg_assets.features.sql_models import discover_models, incremental_windows, set_as_of, sql_assets
+    from seg_assets.ingest import ingest_landing
+    from seg_assets.resources import build_resources
+    from seg_assets.settings import sql_dir
+
+    sql = tmp_path / "sql"
+    shutil.copytree(sql_dir(), sql, ignore=shutil.ignore_patterns("user_click_stats.sql", "user_category_activity.sql"))
+    path = sql / "features" / "user_order_stats.sql"
+    path.write_text(path.read_text().replace("    max(order_ts) FILTER", "    count(*) FILTER (WHERE status = 'completed' "
+                                             "AND order_ts > getvariable('as_of') - INTERVAL 7 DAY) AS orders_7d,\n"
+                                             "    max(order_ts) FILTER", 1))
+    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
+    models = {m.table: m for m in discover_models(sql)}
+    stats = models["features.user_order_stats"]
+    assert incremental_windows(stats, models) == ("7 days", "30 days", "90 days")
+    assets = [ingest_landing, *sql_assets(sql)]
+    previous, left_window = {}, 0
+    for days_back in (12, 9, 6, 3, 0):  # as-of moves forward: orders leave the 7-day window of users with no new order
+        as_of = DEFAULT_END - timedelta(days=days_back)
+        resources = build_resources(data_dir, as_of.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        assert dg.materialize(assets, resources=resources).success
+        with duckdb.connect(str(data_paths(data_dir).warehouse), read_only=True) as con:
+            set_as_of(con, as_of)
+            table = con.sql("SELECT * FROM features.user_order_stats ORDER BY ALL").fetchall()
+            full = con.sql(f"SELECT * FROM ({stats.sql.strip().rstrip(';')}) ORDER BY ALL").fetchall()
+            (mode,) = con.sql("SELECT mode FROM meta.model_builds WHERE model = 'features.user_order_stats'").fetchall()[0]
+            column = con.table("features.user_order_stats").columns.index("orders_7d")
+        assert mode == ("full" if days_back == 12 else "incremental")
+        assert table == full, as_of
+        now = {row[0]: row for row in table}
+        left_window += sum(now[user][column] < row[column] for user, row in previous.items())
+        previous = now
+    assert left_window > 0  # the case the window is for did happen

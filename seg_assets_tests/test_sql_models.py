@@ -7,7 +7,9 @@ import duckdb
 import pytest
 import sqlglot
 
-from seg_assets.features.sql_models import build_sql_asset, discover_models, load_model, read_header, run_model, sql_assets, upstream_tables
+from seg_assets.features.incremental import sliding_windows
+from seg_assets.features.sql_models import (build_sql_asset, discover_models, incremental_windows, load_model, read_header,
+                                          run_model, sql_assets, upstream_tables)
 
 
 def test_upstream_tables_excludes_ctes_and_finds_joins():
@@ -50,6 +52,20 @@ def test_adding_a_file_adds_an_asset(tmp_path):
     assert dg.AssetKey(["features", "user_order_stats"]) in {d.asset_key for d in asset.specs_by_key[asset.key].deps}
 
 
+def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):
+    """The warehouse creates a schema per SQL folder: a new folder needs no list kept in sync."""
+    from seg_assets.resources import build_resources
+
+    sql = tmp_path / "sql"
+    (sql / "marts").mkdir(parents=True)
+    (sql / "marts" / "x.sql").write_text("-- materialized: table\nSELECT 42 AS answer\n")
+    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
+    result = dg.materialize(sql_assets(sql), resources=build_resources(tmp_path / "data", "2026-01-01T00:00:00Z"))
+    assert result.success
+    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT answer FROM marts.x").fetchall() == [(42,)]
+
+
 def test_run_model_uses_the_as_of_variable(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.sql("CREATE SCHEMA raw; CREATE SCHEMA s")
@@ -78,11 +94,31 @@ def test_an_incremental_model_must_read_dated_sql_models(tmp_path):
     assert len(sql_assets(tmp_path)) == 2
 
 
-def test_windows_are_read_from_the_header_and_checked(tmp_path):
+def test_windows_are_derived_from_the_sql(tmp_path):
+    """The sliding windows are read from the SQL's event-time comparisons with as-of; a header would be a second
+    copy of that rule, and a use of as-of whose rows cannot be found is an error naming the model and expression."""
+    models = {m.table: m for m in discover_models()}
+    assert incremental_windows(models["features.user_order_stats"], models) == ("30 days", "90 days")
+    assert "windows" not in read_header(models["features.user_order_stats"].sql)
+
+    def windows(condition):
+        return sliding_windows(f"SELECT count(*) FILTER (WHERE {condition}) AS n FROM s.t", {"order_ts"}, "m.sql")
+
+    as_of = "getvariable('as_of')"
+    assert windows(f"o.order_ts > {as_of} - INTERVAL 7 DAY AND order_ts <= {as_of}") == ("7 days",)
+    assert windows(f"order_ts >= ({as_of} - INTERVAL '90 days') OR {as_of}::TIMESTAMP - to_hours(6) < order_ts") == (
+        "6 hours", "90 days")
+    assert windows(f"order_ts BETWEEN {as_of} - CAST('1 month' AS INTERVAL) AND {as_of}") == ("1 month",)
+    assert windows(f"order_ts < {as_of}") == ("0 days",)  # strict: a row at the last as-of comes in now
+    for unbounded in (f"date_diff('day', order_ts, {as_of}) < 30", f"signup_ts > {as_of} - INTERVAL 3 DAY",
+                      f"order_ts > {as_of} - INTERVAL (n) DAY", f"order_ts = {as_of}"):
+        with pytest.raises(ValueError, match=r"m\.sql: cannot tell which rows `.*(DATE_DIFF|signup_ts|\(n\)|=)"):
+            windows(unbounded)
+    with pytest.raises(ValueError, match="AS stamped"):
+        sliding_windows(f"SELECT user_id, {as_of} AS stamped FROM s.t", {"order_ts"})
+
     (tmp_path / "f").mkdir()
     path = tmp_path / "f" / "agg.sql"
-    path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- windows: 30 days, 6 hours\nSELECT 1 AS user_id")
-    assert load_model(path).windows == ("30 days", "6 hours")
-    path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- windows: a month\nSELECT 1 AS user_id")
-    with pytest.raises(ValueError, match="'a month'"):
+    path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- windows: 30 days\nSELECT 1 AS user_id")
+    with pytest.raises(ValueError, match="windows are derived from the SQL; remove the '-- windows:' header"):
         load_model(path)

@@ -1,6 +1,5 @@
 -- materialized: incremental
 -- unique_key: user_id
--- windows: 30 days, 90 days
 -- description: Per-user order aggregates up to the run's as-of time (nothing after it is read).
 WITH orders AS (
     SELECT * FROM staging.stg_orders WHERE order_ts <= getvariable('as_of')

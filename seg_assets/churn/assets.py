@@ -41,7 +41,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.validation import with_checks
-from seg_assets.warehouse import as_enums, table_exists, transaction, upsert
+from seg_assets.warehouse import as_enums, create_table_from, table_exists, transaction, upsert
 
 GROUP = "segmentation"
 STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging", "stg_clicks"]),
@@ -293,7 +293,7 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
         scores = scores.with_columns(as_of=frame["as_of"].cast(pl.Datetime("us")))  # the features' as-of
     with duckdb.get_connection() as con, transaction(con):
         if everyone:
-            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums({'churn_risk': RISK_LEVELS})} FROM scores")
+            create_table_from(con, TABLE, scores, as_enums({'churn_risk': RISK_LEVELS}))
         else:
             con.register("new_scores", scores)
             upsert(con, TABLE, "user_id", "new_scores", scores.columns)

@@ -36,7 +36,7 @@ from seg_assets.features.incremental import restrict_to_changed
 from seg_assets.features.sql_models import discover_models, set_as_of
 from seg_assets.features.user_features import build_user_features
 from seg_assets.segmentation.selection import sample_indices
-from seg_assets.warehouse import table_exists
+from seg_assets.warehouse import create_table_from, table_exists
 
 # build_user_features argument -> the SQL model (features/<name>.sql) or table that feeds it.
 FEATURE_MODELS = {"order_stats": "user_order_stats", "click_stats": "user_click_stats",
@@ -139,8 +139,7 @@ def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None, users:
     set_as_of(con, cutoff)
     keys = None
     if users is not None:
-        picked = pl.DataFrame({"user_id": users})  # noqa: F841 - read by DuckDB's replacement scan
-        con.sql(f"CREATE OR REPLACE TEMP TABLE {SAMPLED} AS SELECT user_id FROM picked")
+        create_table_from(con, SAMPLED, pl.DataFrame({"user_id": users}), temp=True)
         keys = SAMPLED
     try:
         frames = {}

@@ -15,7 +15,7 @@ from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import sql_assets
 from seg_assets.features.user_features import build_user_features, top_category_list
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.warehouse import table_exists, transaction
+from seg_assets.warehouse import create_table_from, table_exists, transaction
 
 USER_FEATURES = dg.AssetKey(["features", "user_features"])
 TABLE = "features.user_features"
@@ -81,7 +81,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
                 inc.replace_keys(con, TABLE, "user_id", "recomputed_features", features.columns)
                 con.unregister("recomputed_features")
             else:
-                con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM features")
+                create_table_from(con, TABLE, features)
             inc.write_state(con, TABLE, _code_version(), as_of, plan,
                             params={"top_categories": config.top_categories, "categories": categories})
         users = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]

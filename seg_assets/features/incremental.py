@@ -5,8 +5,9 @@ counts, min/max up to as-of). Such a table is updated by recomputing the rows of
 the users with a row that arrived since the last build (``_file_id`` above the build's watermark,
 raw tables being append-only) or whose event time has just come inside the window
 (``last as-of < event_time <= as-of``), and for a table that counts in sliding windows ending at as-of
-("orders in the last 30 days"), the users with a row that has just left one (``last as-of - 30 days <
-event_time <= as-of - 30 days``). Everything else in the table is still exact.
+("orders in the last 30 days"), the users with a row that has just left one (``last as-of - 30 days <=
+event_time <= as-of - 30 days``). Everything else in the table is still exact. The windows are read from
+the SQL (:func:`sliding_windows`), so a new windowed column needs nothing else.
 
 ``meta.model_builds`` keeps one row per incremental table: the code version, as-of and ledger watermark
 of its last build, and how it was built. A build falls back to a full rebuild when that state cannot be
@@ -17,6 +18,7 @@ that a full rebuild is cheaper.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -160,12 +162,13 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
 def new_rows_sql(event_time: str, since_file_id: int, until_file_id: int, since_as_of: datetime, until_as_of: datetime,
                  windows: tuple[str, ...] = ()) -> str:
     """The condition on an input's rows that a build since the last one has not seen counted: rows of files
-    ingested since, and rows whose event time has just come inside as-of (or, per window, just left it)."""
+    ingested since, and rows whose event time has just come inside as-of (or, per window, just left it: a
+    closed slice, which catches both ``>`` and ``>=`` windows at their edge)."""
     since = f"TIMESTAMP '{since_as_of.isoformat(sep=' ')}'"
     until = f"TIMESTAMP '{until_as_of.isoformat(sep=' ')}'"
-    slices = [(since, until)] + [(f"{since} - INTERVAL '{w}'", f"{until} - INTERVAL '{w}'") for w in windows]
     return (f"(_file_id > {since_file_id} AND _file_id <= {until_file_id}) "
-            + "".join(f"OR ({event_time} > {lo} AND {event_time} <= {hi}) " for lo, hi in slices))
+            f"OR ({event_time} > {since} AND {event_time} <= {until}) "
+            + "".join(f"OR ({event_time} BETWEEN {since} - INTERVAL '{w}' AND {until} - INTERVAL '{w}') " for w in windows))
 
 
 def restrict_inputs(sql: str, conditions: dict[tuple[str, str], str]) -> str:
@@ -220,3 +223,78 @@ def stale_row_sql(versions: dict[str, str | None]) -> str:
     lit = lambda v: "NULL" if v is None else "'" + str(v).replace("'", "''") + "'"  # noqa: E731
     stale = "".join(f" OR s.{col} IS DISTINCT FROM {lit(v)}" for col, v in versions.items())
     return f"(s.user_id IS NULL OR s.as_of IS DISTINCT FROM f.as_of{stale})"
+
+
+# Sliding windows, read from the SQL: where a row's part in an incremental model can change as as-of moves.
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400, "month": 30 * 86400,
+                 "year": 365 * 86400}  # only to sort the windows
+_INTERVAL = re.compile(rf"(\d+)\s*({'|'.join(_UNIT_SECONDS)})s?")
+_FLIPPED = {exp.LT: exp.GT, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.GTE: exp.LTE}  # as-of on the left: mirror
+
+
+def sliding_windows(sql: str, event_times: set[str], source: str = "<sql>") -> tuple[str, ...]:
+    """The sliding windows ending at as-of that ``sql`` counts in, e.g. ``('30 days',)`` for ``order_ts >
+    getvariable('as_of') - INTERVAL 30 DAY``: each use of as-of must compare an input's event time with as-of
+    or as-of minus a constant interval, the only uses whose rows :func:`new_rows_sql` can find when as-of
+    moves. Any other use (``date_diff``, a derived column, as-of in the output) is a ``ValueError`` naming it.
+    ``'0 days'`` stands for a strict ``event_time < as-of`` bound, which the ``<= as-of`` slice would miss."""
+    windows = set()
+    for call in sqlglot.parse_one(sql, dialect="duckdb").find_all(exp.Anonymous):
+        if call.name.lower() == "getvariable" and [a.name for a in call.expressions] == ["as_of"]:
+            windows |= _window(call, event_times, source)
+    return tuple(sorted(windows, key=lambda w: int(w.split()[0]) * _UNIT_SECONDS[w.split()[1].rstrip("s")]))
+
+
+def _outer(node: exp.Expression) -> exp.Expression:
+    while isinstance(node.parent, exp.Paren):
+        node = node.parent
+    return node
+
+
+def _window(as_of: exp.Expression, event_times: set[str], source: str) -> set[str]:
+    """The window of one use of as-of (none for ``<= as-of``); ``ValueError`` when the use has no such bound."""
+    bound = _outer(as_of)
+    if isinstance(bound.parent, exp.Cast):  # getvariable('as_of')::TIMESTAMP
+        bound = _outer(bound.parent)
+    window = None
+    if isinstance(bound.parent, exp.Sub) and bound.parent.this is bound:
+        window, bound = _interval(bound.parent.expression), _outer(bound.parent)
+    test, column = bound.parent, None
+    if type(test) in _FLIPPED and window != "":
+        column, op = (test.expression, _FLIPPED[type(test)]) if test.this is bound else (test.this, type(test))
+    elif isinstance(test, exp.Between) and any(bound is test.args[k] for k in ("low", "high")) and window != "":
+        column, op = test.this, exp.GTE if bound is test.args["low"] else exp.LTE
+    while isinstance(column, exp.Paren):
+        column = column.this
+    if not (isinstance(column, exp.Column) and column.name in event_times):
+        shown = bound.find_ancestor(exp.Predicate) or bound.parent or bound
+        raise ValueError(
+            f"{source}: cannot tell which rows `{shown.sql(dialect='duckdb')}` changes as as-of moves: an incremental "
+            f"model uses as-of only to compare an input's event time ({', '.join(sorted(event_times)) or 'none'}) with "
+            "getvariable('as_of'), or with getvariable('as_of') - INTERVAL <n> <unit> (INTERVAL 30 DAY, "
+            "INTERVAL '30 days', to_days(30)) for a sliding window")
+    if window:
+        return {window}
+    # the column on the left: "<= as-of" and "> as-of" flip where the as-of slice looks, "< as-of" and ">= as-of" at its edge
+    return {"0 days"} if op in (exp.LT, exp.GTE) else set()
+
+
+def _interval(node: exp.Expression) -> str:
+    """``'30 days'`` for INTERVAL 30 DAY, INTERVAL '30 days', CAST('30 days' AS INTERVAL), to_days(30); ``''``
+    for anything else (not a constant interval this module can name)."""
+    node = node.unnest()
+    text = ""
+    if isinstance(node, exp.Interval) and isinstance(node.this.unnest(), exp.Literal):
+        text = f"{node.this.unnest().name} {node.unit.name if node.unit else ''}"
+    elif isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.INTERVAL) and node.this.is_string:
+        text = node.this.name
+    elif isinstance(node, (exp.ToDays, exp.Anonymous)):
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else "to_days"
+        args = node.expressions if isinstance(node, exp.Anonymous) else [node.this]
+        if name.startswith("to_") and len(args) == 1 and isinstance(args[0], exp.Literal) and args[0].is_int:
+            text = f"{args[0].name} {name[3:]}"
+    match = _INTERVAL.fullmatch(text.strip().lower())
+    if not match:
+        return ""
+    n, unit = int(match.group(1)), match.group(2)
+    return f"{n} {unit}{'' if n == 1 else 's'}"

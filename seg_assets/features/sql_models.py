@@ -8,15 +8,15 @@ keep in sync. A leading comment block configures the model::
     -- materialized: view | table | incremental     (default: table)
     -- description: what the model holds
     -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
-    -- windows: 30 days, 90 days    (incremental: the sliding windows ending at as-of that it counts in)
     -- incremental_strategy: additive  (counts, sums, min/max per unique_key: new rows merged in; additive.py)
     -- event_time: event_ts         (on an input model: the column that dates its rows)
 
 Models may use ``getvariable('as_of')``: the run's "now", set on the connection before the model runs.
 An ``incremental`` model (dbt's word) is rebuilt only for the keys with new input rows (incremental.py);
-its inputs must expose ``_file_id`` and declare ``event_time``, and it must not depend on as-of in any
-way but ``<= as_of`` and the sliding windows it declares ("orders in the last 30 days": a key is also
-rebuilt when one of its rows leaves such a window).
+its inputs must expose ``_file_id`` and declare ``event_time``, and it may use as-of only to compare an
+input's event time with as-of or with as-of minus an interval ("orders in the last 30 days": a key is also
+rebuilt when one of its rows leaves such a window). The windows are read from those comparisons
+(incremental.sliding_windows), never declared: a declaration could disagree with the SQL.
 """
 
 
@@ -31,11 +31,9 @@ from sqlglot import exp
 
 from seg_assets.features import additive, incremental as inc
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.settings import sql_dir
-from seg_assets.warehouse import transaction
+from seg_assets.warehouse import sql_model_files, transaction
 
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
-_WINDOW = re.compile(r"^\d+ (minute|hour|day)s?$")
 STRATEGIES = ("recompute", "additive")
 
 
@@ -50,7 +48,6 @@ class SqlModel:
     path: Path
     unique_key: str | None = None
     event_time: str | None = None
-    windows: tuple[str, ...] = ()
     strategy: str = "recompute"
 
     @property
@@ -110,11 +107,8 @@ def load_model(path: Path) -> SqlModel:
     if materialized == "incremental" and strategy == "recompute" and "," in header["unique_key"]:
         raise ValueError(f"{path}: a recompute model rebuilds the rows of one key column (e.g. user_id); "
                          "several key columns need '-- incremental_strategy: additive'")
-    windows = tuple(w.strip().lower() for w in header.get("windows", "").split(",") if w.strip())
-    if windows and strategy == "additive":
-        raise ValueError(f"{path}: an additive model cannot count in sliding windows (rows leave them)")
-    if bad := [w for w in windows if not _WINDOW.match(w)]:
-        raise ValueError(f"{path}: windows are intervals such as '30 days' or '6 hours', not {', '.join(map(repr, bad))}")
+    if "windows" in header:
+        raise ValueError(f"{path}: windows are derived from the SQL; remove the '-- windows:' header")
     return SqlModel(
         schema=path.parent.name,
         name=path.stem,
@@ -125,14 +119,12 @@ def load_model(path: Path) -> SqlModel:
         path=path,
         unique_key=header.get("unique_key"),
         event_time=header.get("event_time"),
-        windows=windows,
         strategy=strategy,
     )
 
 
 def discover_models(root: Path | None = None) -> list[SqlModel]:
-    root = root or sql_dir()
-    return [load_model(p) for p in sorted(root.glob("*/*.sql"))]
+    return [load_model(p) for p in sql_model_files(root)]
 
 
 def set_as_of(con, as_of) -> None:
@@ -140,16 +132,23 @@ def set_as_of(con, as_of) -> None:
     con.sql(f"SET VARIABLE as_of = TIMESTAMP '{as_of.isoformat(sep=' ')}'")
 
 
-def check_incremental_inputs(model: SqlModel, models: dict[str, SqlModel]) -> None:
-    """An incremental model reads SQL models that say which column dates their rows; fail at load time if not."""
+def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[str, ...]:
+    """The sliding windows an incremental model counts in, read from its SQL, after checking what makes its
+    builds exact: it reads SQL models that say which column dates their rows, and uses as-of only to bound
+    those columns (an additive model: ``<= as-of`` alone). A ``ValueError`` at load time if not."""
     if model.materialized != "incremental":
-        return
+        return ()
     undated = [".".join(u) for u in model.upstream if ".".join(u) not in models or not models[".".join(u)].event_time]
     if undated:
         raise ValueError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be SQL models "
                          "with an '-- event_time:' header (read raw tables through a staging model)")
+    windows = inc.sliding_windows(model.sql, set(_event_times(model, models).values()), source=str(model.path))
     if model.strategy == "additive":
+        if windows:
+            raise ValueError(f"{model.path}: an additive model cannot count in sliding windows (rows leave them): "
+                             f"{', '.join(windows)}")
         additive.additive_merge(model.sql, model.keys, _event_times(model, models), source=str(model.path))
+    return windows
 
 
 def _event_times(model: SqlModel, models: dict[str, SqlModel]) -> dict[tuple[str, str], str]:
@@ -164,12 +163,12 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
     plan = None
     if model.materialized == "incremental":
         models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
-        check_incremental_inputs(model, models)
+        windows = incremental_windows(model, models)
         sources = [inc.Source(t, models[t].event_time) for t in (".".join(u) for u in model.upstream)]
         additive_model = model.strategy == "additive"
         plan = inc.plan_build(con, model=model.table, target=model.table, key=None if additive_model else model.unique_key,
                               sources=sources, code_version=model.code_version, as_of=as_of, rebase=rebase,
-                              windows=model.windows)
+                              windows=windows)
         with transaction(con):
             if plan.incremental and additive_model:
                 times = _event_times(model, models)
@@ -262,7 +261,7 @@ def sql_assets(root: Path | None = None) -> list[dg.AssetsDefinition]:
     models = discover_models(root)
     by_table = {m.table: m for m in models}
     for model in models:
-        check_incremental_inputs(model, by_table)
+        incremental_windows(model, by_table)
     views = [m for m in models if m.materialized == "view"]
     return ([build_view_assets(views)] if views else []) + [
         build_sql_asset(m, models=by_table) for m in models if m.materialized != "view"]

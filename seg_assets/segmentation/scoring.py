@@ -30,7 +30,7 @@ from seg_assets.segmentation.profiles import segment_profiles as build_profiles
 from seg_assets.segmentation.rule_based import (LIFECYCLE_STAGES, RFM_GROUPS, VALUE_TIERS, LifecycleThresholds,
                                                 ValueTiers, rule_based_segments, value_cuts, value_tier_expr)
 from seg_assets.segmentation.rules import explain_model
-from seg_assets.warehouse import as_enums, table_exists, transaction, upsert
+from seg_assets.warehouse import as_enums, create_table_from, registered, table_exists, transaction, upsert
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
@@ -100,15 +100,16 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         rows = con.sql(sql, params=params).pl()
         reference = rows if everyone else con.sql(_reference_sql(con, config)).pl()
         pending = rows.filter(pl.col("kept_id").is_null()).select("user_id")  # to (re-)assign: no kept segment
-        only = "" if everyone else "WHERE user_id IN (SELECT user_id FROM pending)"
-        changed = con.sql(f"SELECT * FROM features.user_features {only} ORDER BY user_id").pl()
+        only = "" if everyone else "WHERE user_id IN (SELECT user_id FROM pending_users)"
+        with registered(con, pending_users=pending):
+            changed = con.sql(f"SELECT * FROM features.user_features {only} ORDER BY user_id").pl()
     ids, confidence, _ = assign(changed, model, served[2] if served else None)
     scored = _score_rows(rows, reference, changed["user_id"], ids, confidence, model, config).with_columns(
         model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with), rules_version=pl.lit(rules_version)
     ).select(*COLUMNS)
     with duckdb.get_connection() as con:
         if everyone:
-            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums(ENUMS)} FROM scored")
+            create_table_from(con, TABLE, scored, as_enums(ENUMS))
         else:
             with transaction(con):  # readers of the warehouse see the old rows or the new ones, never half
                 con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
@@ -228,9 +229,9 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
         model_version=pl.lit(model.version), as_of=pl.lit(frame["scored_as_of"].max()).cast(pl.Datetime("us")))
     profiles = profiles.rename({"size": "users"})
     with duckdb.get_connection() as con:
-        con.sql("CREATE OR REPLACE TABLE analytics.segment_profiles AS SELECT * FROM profiles")
+        create_table_from(con, "analytics.segment_profiles", profiles)
         if cached is None:
-            con.sql("CREATE OR REPLACE TABLE analytics.segment_rules AS SELECT * FROM rule_rows")
+            create_table_from(con, "analytics.segment_rules", rule_rows)
     fidelity = float(rule_rows["surrogate_fidelity"][0]) if rule_rows.height else 0.0
     shown = profiles.select("segment_id", "segment_name", "users", "share", "revenue_share", "description", "rules")
     yield dg.MaterializeResult(asset_key=SEGMENT_PROFILES, metadata={
