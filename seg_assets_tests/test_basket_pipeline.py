@@ -50,7 +50,7 @@ def test_retail_extract_whole_shop_rules_are_exact_and_published(tmp_path):
 
 
 def test_planted_co_purchases_are_found_in_their_shoppers_segments(tmp_path):
-    generate(tmp_path, users=3_000, days=120, seed=21, with_customers=False)
+    generate(tmp_path, users=3_000, days=120, seed=21, with_customers=False, with_lines=True)
     outcome = run_refresh(tmp_path)
     assert outcome.success, [m for s in outcome.stages for m in s.failures]
     truth = pl.read_parquet(tmp_path / "truth" / "shopper_types.parquet")

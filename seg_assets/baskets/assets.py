@@ -19,7 +19,7 @@ from seg_assets.baskets import rules as R
 from seg_assets.features import incremental as inc
 from seg_assets.resources import Warehouse
 from seg_assets.segmentation.scoring import USER_SEGMENTS
-from seg_assets.warehouse import table_exists, transaction
+from seg_assets.warehouse import create_table_from, table_exists, transaction
 
 GROUP = "baskets"
 BASKET_RULES = dg.AssetKey(["analytics", "basket_rules"])
@@ -94,7 +94,7 @@ def basket_rules(context: dg.AssetExecutionContext, config: BasketRulesConfig, d
                         "ORDER BY segment_id NULLS FIRST, lift DESC, support DESC, antecedent, consequent")
                 con.sql("DROP TABLE _rules")
                 per_segment = R.summary(con, rules, cfg.top_rules, NAMES)
-                con.sql("CREATE OR REPLACE TABLE analytics.segment_basket_rules AS SELECT * FROM per_segment")
+                create_table_from(con, "analytics.segment_basket_rules", per_segment)
                 con.sql(f"CREATE OR REPLACE TABLE meta.basket_rules_state AS SELECT '{rule_key}' AS rule_key")
             else:
                 rules = con.sql("SELECT * FROM analytics.basket_rules").pl()

@@ -459,7 +459,7 @@ def _write_lines(paths: DataPaths, orders: pl.DataFrame, shopper: np.ndarray, pr
 
 def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parquet", end: datetime = DEFAULT_END,
              fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True,
-             event_vocabulary: Vocabulary = "rich", with_lines: bool = True) -> GenerateSummary:
+             event_vocabulary: Vocabulary = "rich", with_lines: bool = False) -> GenerateSummary:
     """Write a first delivery of ``days`` days ending at ``end`` for ``users`` users, plus ground truth.
 
     ``event_vocabulary``: ``rich`` (EVENT_NAMES, with purchase and other events) or ``contract`` (the
@@ -526,7 +526,7 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
 def generate_followup(root: Path, users: int, days: int, seed: int, *, start: datetime, changed_share: float = 0.0,
                       new_users: int = 0, fmt: Format = "parquet", tag: str = "followup",
                       with_clicks: bool = True, event_vocabulary: Vocabulary = "rich",
-                      with_lines: bool = True) -> GenerateSummary:
+                      with_lines: bool = False) -> GenerateSummary:
     """Write a new delivery of ``days`` more days from ``start`` for the users of ``generate(users, seed)``.
 
     Exactly ``round(changed_share * users)`` users (chosen by seed and tag) switch to another shopper
