@@ -1,4 +1,4 @@
-"""The ingest multi_asset and its GE checks through dg.materialize, on real files and a real DuckDB file."""
+"""The ingest multi_asset and its checks through dg.materialize, on real files and a real DuckDB file."""
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 import dagster as dg
 from pydantic import Field
 
-from seg_assets import expectations
 from seg_assets.artifacts import preload_model_libraries
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
@@ -188,7 +187,6 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         sources = load_sources(settings.paths.root)
     except SourceConfigError as exc:  # configuration, not a transient fault: no retry, nothing ingested
         raise input_failure(str(exc)) from None
-    expectations.start()  # the raw checks run GE next: its process starts (imports GE) while DuckDB loads the files
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     with duckdb.get_connection() as con:
         report = loader.ingest_landing(
