@@ -1,31 +1,41 @@
-"""Great Expectations 1.x, called directly from Dagster asset checks.
+"""Asset check results: plain ones for counts and thresholds, and the report of a GE sample validation.
 
-``dagster-ge`` needs GE < 1.0, so checks describe their expectations as data
-(:func:`seg_assets.expectations.expect`), validate a frame with :func:`validate_frame` and turn the
-outcome into an ``AssetCheckResult`` with :func:`check_result`, which names every failing expectation
-in the check's metadata.
-
-GE runs in a validation process (see :mod:`seg_assets.expectations`), started early by :func:`start`:
-importing GE costs about 2.5 s of CPU, which a thread beside ingestion could not hide (imports hold the
-GIL), while a process on the second core does. The run's own process never imports GE.
+A scalar comparison (a count that must be 0, a ratio under a threshold) is a plain ``AssetCheckResult``
+whose description names what broke and whose metadata holds the numbers: it costs microseconds and
+reads clearly in the UI. Great Expectations (:mod:`seg_assets.expectations`) is kept for row-level
+expectations on samples, where its per-expectation report with unexpected examples helps a person.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import dagster as dg
 
-from seg_assets.expectations import ValidationOutcome, start, validate_frame
-
-__all__ = ["check_result", "failures_markdown", "merge_outcomes", "start", "validate_frame", "with_checks"]
+from seg_assets.expectations import ValidationOutcome
 
 
-def merge_outcomes(a: ValidationOutcome, b: ValidationOutcome) -> ValidationOutcome:
-    """One outcome for two validations of the same data (``rows`` of the first)."""
-    return ValidationOutcome(
-        success=a.success and b.success, evaluated=a.evaluated + b.evaluated, rows=a.rows, failed=[*a.failed, *b.failed]
-    )
+def nonzero(counts: Mapping[str, int]) -> dict[str, int]:
+    """The counts that are not 0: each is a rule broken that many times."""
+    return {k: int(v) for k, v in counts.items() if v}
+
+
+def describe_counts(subject: str, broken: Mapping[str, int]) -> str:
+    """``"raw.orders (40 rows): duplicate_ids 1, invalid_amount 2"``, or ``"...: every rule holds"``."""
+    if not broken:
+        return f"{subject}: every rule holds"
+    return f"{subject}: " + ", ".join(f"{k} {v:,}" for k, v in broken.items())
+
+
+def ge_metadata(outcome: ValidationOutcome) -> dict[str, Any]:
+    """GE's report on a sample: what was evaluated and, per failing expectation, counts and examples."""
+    return {
+        "expectations_evaluated": dg.MetadataValue.int(outcome.evaluated),
+        "rows_validated": dg.MetadataValue.int(outcome.rows),
+        "failed_expectations": dg.MetadataValue.json(
+            [f"{f.expectation}({f.column})" if f.column else f.expectation for f in outcome.failed]),
+        "report": dg.MetadataValue.md(failures_markdown(outcome)),
+    }
 
 
 def failures_markdown(outcome: ValidationOutcome) -> str:
@@ -36,29 +46,6 @@ def failures_markdown(outcome: ValidationOutcome) -> str:
         examples = ", ".join(map(str, f.examples)).replace("|", "/")
         lines.append(f"| {f.expectation} | {f.column or ''} | {f.unexpected_count if f.unexpected_count is not None else ''} | {examples} | {f.details} |")
     return "\n".join(lines)
-
-
-def check_result(
-    outcome: ValidationOutcome,
-    *,
-    asset_key: dg.AssetKey | None = None,
-    check_name: str | None = None,
-    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
-    metadata: dict | None = None,
-) -> dg.AssetCheckResult:
-    """Turn a GE outcome into a Dagster check result that names the failing expectations."""
-    meta = {
-        "expectations_evaluated": dg.MetadataValue.int(outcome.evaluated),
-        "rows_validated": dg.MetadataValue.int(outcome.rows),
-        "failed_expectations": dg.MetadataValue.json(
-            [f"{f.expectation}({f.column})" if f.column else f.expectation for f in outcome.failed]
-        ),
-        "report": dg.MetadataValue.md(failures_markdown(outcome)),
-        **(metadata or {}),
-    }
-    return dg.AssetCheckResult(
-        passed=outcome.success, severity=severity, metadata=meta, asset_key=asset_key, check_name=check_name
-    )
 
 
 # A check of what an asset just decided (a gate, a holdout score): it reads one registry row.

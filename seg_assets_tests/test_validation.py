@@ -1,16 +1,19 @@
-"""GE validation in its own process (seg_assets.expectations): same outcomes as GE in-process, failures named,
-a dead process reported clearly and replaced, and the caller's process never importing GE."""
+"""Validation that costs what it checks: plain check results for counts and thresholds (named in the
+description, numbers in the metadata), Great Expectations for row-level expectations on samples."""
 
-import os
-import signal
-import subprocess
-import sys
+from datetime import datetime, timedelta, timezone
 
+import dagster as dg
+import duckdb
 import pandas as pd
 import polars as pl
 import pytest
 
 from seg_assets import expectations as E
+from seg_assets.features.checks import range_violations
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.checks import RawCheckConfig, _reject_ratio, raw_contract
+from seg_assets.ingest.loader import ensure_tables
 from seg_assets_tests.fresh_python import python_stdout
 
 ORDERS = pd.DataFrame({
@@ -24,14 +27,14 @@ SUITE = [
     E.expect("ExpectColumnValuesToBeBetween", column="amount", min_value=0),
     E.expect("ExpectColumnValuesToBeInSet", column="status", value_set=["completed", "refunded"]),
 ]
+NOW = datetime.now(timezone.utc).replace(tzinfo=None)
+BOUNDS = (NOW - timedelta(days=3650), NOW + timedelta(hours=1))
 
 
-def test_the_validation_process_reports_what_ge_reports_in_process():
-    remote = E.validate_frame(ORDERS, "orders", SUITE)
-    local = E.run_suite(ORDERS, "orders", SUITE)
-    assert repr(remote) == repr(local)  # repr: a null example is NaN, which equals nothing
-    assert not remote.success and remote.evaluated == 4 and remote.rows == 4
-    failed = {(f.expectation, f.column): f for f in remote.failed}
+def test_ge_names_every_failing_expectation_with_examples():
+    outcome = E.validate_frame(ORDERS, "orders", SUITE)
+    assert not outcome.success and outcome.evaluated == 4 and outcome.rows == 4
+    failed = {(f.expectation, f.column): f for f in outcome.failed}
     assert set(failed) == {
         ("expect_column_values_to_be_unique", "order_id"),
         ("expect_column_values_to_not_be_null", "amount"),
@@ -40,61 +43,82 @@ def test_the_validation_process_reports_what_ge_reports_in_process():
     }
     assert failed[("expect_column_values_to_be_in_set", "status")].examples == ["lost"]
     assert failed[("expect_column_values_to_be_between", "amount")].unexpected_count == 1
+    assert E.validate_frame(pl.from_pandas(ORDERS[ORDERS.order_id == "o1"]), "orders", SUITE).success  # polars too
 
 
-def test_a_polars_frame_is_validated_and_failing_rows_are_named():
-    features = pl.DataFrame({"feature": ["recency", "frequency"], "max": [400.0, 12.0], "highest": [365.0, 100.0]})
-    outcome = E.validate_frame(features, "ranges", [E.expect(
-        "ExpectColumnPairValuesAToBeGreaterThanB", column_A="highest", column_B="max", or_equal=True)],
-        index_columns=["feature"])
-    assert not outcome.success
-    (failure,) = outcome.failed
-    assert [row["feature"] for row in failure.examples] == ["recency"]
-    assert E.validate_frame(features.filter(pl.col("feature") == "frequency"), "ranges", [E.expect(
-        "ExpectColumnPairValuesAToBeGreaterThanB", column_A="highest", column_B="max", or_equal=True)]).success
-
-
-def test_a_killed_validation_process_is_a_clear_error_and_the_next_validation_gets_a_new_one():
-    E.start()
-    pid = E._pool().submit(os.getpid).result()
-    assert pid != os.getpid()
-    os.kill(pid, signal.SIGKILL)
-    with pytest.raises(RuntimeError, match="validation process died"):
-        E.validate_frame(ORDERS, "orders", SUITE)
-    assert E._pool().submit(os.getpid).result() != pid
-    assert E.validate_frame(ORDERS[ORDERS.order_id == "o1"], "orders", SUITE).success
-
-
-def test_the_callers_process_never_imports_great_expectations():
+def test_great_expectations_is_imported_by_the_first_validation_only():
     code = ("import sys, pandas as pd\n"
-            "from seg_assets import validation as V\n"
-            "from seg_assets.expectations import expect\n"
-            "if __name__ == '__main__':\n"
-            "    o = V.validate_frame(pd.DataFrame({'a': [1, None]}), 't', [expect('ExpectColumnValuesToNotBeNull', column='a')])\n"
-            "    print(o.success, o.failed[0].unexpected_count, 'great_expectations' in sys.modules)\n")
-    assert python_stdout(code).split() == ["False", "1", "False"]
+            "import seg_assets.definitions as d; d.defs\n"
+            "from seg_assets.expectations import expect, validate_frame\n"
+            "before = 'great_expectations' in sys.modules\n"
+            "o = validate_frame(pd.DataFrame({'a': [1, None]}), 't', [expect('ExpectColumnValuesToNotBeNull', column='a')])\n"
+            "print(before, o.success, o.failed[0].unexpected_count, 'great_expectations' in sys.modules)\n")
+    assert python_stdout(code).split() == ["False", "False", "1", "True"]
 
 
-def test_the_validation_process_does_not_rerun_the_callers_script(tmp_path):
-    """A spawned process re-runs the parent's main script unless told not to: a script without a main guard
-    (this one appends a line each time its body runs) would otherwise run twice."""
-    marker = tmp_path / "runs.txt"
-    script = tmp_path / "unguarded.py"
-    script.write_text(
-        "import pandas as pd\n"
-        "from seg_assets.expectations import expect, validate_frame\n"
-        f"with open({str(marker)!r}, 'a') as fh:\n"
-        "    fh.write('ran\\n')\n"
-        "print(validate_frame(pd.DataFrame({'a': [1]}), 't', [expect('ExpectColumnValuesToNotBeNull', column='a')]).success)\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "True"
-    assert marker.read_text() == "ran\n"
+@pytest.fixture
+def warehouse():
+    con = duckdb.connect()
+    ensure_tables(con)
+    yield con
+    con.close()
 
 
-def test_several_validations_can_be_in_flight_and_each_gets_its_own_outcome():
-    """The raw checks hand GE one table's frames while DuckDB prepares the next: outcomes must not mix."""
-    failing = E.submit(ORDERS, "orders", SUITE)
-    passing = E.submit(ORDERS[ORDERS.order_id == "o1"], "orders", SUITE)
-    assert E.outcome(passing).success and E.outcome(passing).rows == 1
-    assert not E.outcome(failing).success and len(E.outcome(failing).failed) == 4
+def _ledger(con, file_id: int, table: str, run_id: str, delivered: int, rejected: int) -> None:
+    con.execute(f"INSERT INTO {C.LEDGER_TABLE} VALUES (?, 'src', ?, ?, 'csv', ?, 1, ?, ?, ?, 0, ?, 0, [], NULL, ?, ?)",
+                [file_id, table, f"{table}/f{file_id}.csv", f"sha{file_id}", C.STATUS_INGESTED, delivered,
+                 delivered - rejected, rejected, run_id, NOW])
+
+
+def _orders(con, file_id: int, rows: list[tuple]) -> None:
+    """rows: (order_id, amount, status); the other contract columns get valid values."""
+    columns = [c[0] for c in con.sql(f"DESCRIBE {C.ORDERS.qualified}").fetchall()]
+    for i, (order_id, amount, status) in enumerate(rows):
+        values = {"order_id": order_id, "user_id": "u1", "order_ts": NOW - timedelta(days=1), "amount": amount,
+                  "items": 1, "discount": 0, "status": status, "_file_id": file_id, "_row": i}
+        con.execute(f"INSERT INTO {C.ORDERS.qualified} BY NAME SELECT " +
+                    ", ".join(f"${k} AS {k}" for k in values if k in columns), values)
+
+
+def test_a_raw_contract_count_fails_the_blocking_check_and_the_description_names_the_rule(warehouse):
+    _ledger(warehouse, 1, "orders", "run1", delivered=3, rejected=0)
+    _orders(warehouse, 1, [("o1", 5, "completed"), ("o2", -1, "completed"), ("o2", 7, "returned")])
+    result = raw_contract(warehouse, C.ORDERS, "run1", RawCheckConfig(), BOUNDS)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert result.description.startswith("raw.orders (3 rows of this run): duplicate_ids 1, invalid_amount 1")
+    assert result.metadata["failed_rules"].value == ["duplicate_ids", "invalid_amount"]
+    assert result.metadata["rows_validated"].value == 3  # GE's sample of the new rows, with examples
+    assert "expect_column_values_to_be_unique(order_id)" in result.metadata["failed_expectations"].value
+
+
+def test_older_rows_are_recounted_without_ge_while_they_hold(warehouse):
+    """A run that ingested nothing into the table re-checks the latest ingesting run's rows by exact counts;
+    GE's sample (a report for a person) runs only when a count is not 0."""
+    _ledger(warehouse, 1, "orders", "run1", delivered=2, rejected=0)
+    _orders(warehouse, 1, [("o1", 5, "completed"), ("o2", 6, "completed")])
+    result = raw_contract(warehouse, C.ORDERS, "run2", RawCheckConfig(), BOUNDS)
+    assert result.passed and result.description == "raw.orders (2 rows of run run1): every rule holds"
+    assert "rows_validated" not in result.metadata and result.metadata["rows_checked"].value == 2
+
+
+def test_a_reject_ratio_over_its_threshold_warns_with_the_numbers(warehouse):
+    _ledger(warehouse, 1, "orders", "run1", delivered=10, rejected=3)
+    for row, rule in enumerate(["negative:amount", "negative:amount", "unknown:status"]):
+        warehouse.execute(f"INSERT INTO {C.REJECTS_TABLE} VALUES ('orders', 1, 'orders/f1.csv', ?, ?, 'x', NULL, 'run1', ?)",
+                          [row, rule, NOW])
+    result = _reject_ratio(warehouse, "run1", max_ratio=0.05)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.description == "3 of 10 rows rejected (30.00%) > max 5.00%; most: negative:amount 2, unknown:status 1"
+    assert result.metadata["reject_ratio"].value == pytest.approx(0.3)
+    assert result.metadata["rejects_by_rule"].value == {"negative:amount": 2, "unknown:status": 1}
+    assert _reject_ratio(warehouse, "run1", max_ratio=0.5).passed
+
+
+def test_feature_ranges_name_the_feature_and_the_bound():
+    ids = pl.DataFrame([{"rows": 3, "duplicate_user_ids": 1, "user_id__nulls": 0}])
+    features = pl.DataFrame({"feature": ["recency_days", "cancel_rate", "country_code"], "nulls": [0, 2, 5],
+                             "min": [-3.0, 0.0, 1.0], "max": [10.0, 1.5, 2.0], "nulls_allowed": [0, 0, None],
+                             "lowest": [0.0, 0.0, None], "highest": [None, 1.0, None]})
+    assert range_violations(ids, features) == [
+        "duplicate_user_ids 1", "recency_days: min -3 < lowest 0", "cancel_rate: 2 nulls (allowed 0)",
+        "cancel_rate: max 1.5 > highest 1"]

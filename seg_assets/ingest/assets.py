@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from seg_assets import validation
 from seg_assets.artifacts import preload_model_libraries
 from seg_assets.errors import input_failure
 from seg_assets.ingest import contract as C
@@ -187,7 +186,6 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         sources = load_sources(settings.paths.root)
     except SourceConfigError as exc:  # configuration, not a transient fault: no retry, nothing ingested
         raise input_failure(str(exc)) from None
-    validation.start()  # the raw checks run GE next: its process starts (imports GE) while DuckDB loads the files
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     with duckdb.get_connection() as con:
         report = loader.ingest_landing(
