@@ -114,12 +114,15 @@ def same_stage(model: "SegmentModel", frame: pl.DataFrame, previous: np.ndarray)
     """True where the previous segment is one of ``model``'s and in the lifecycle stage the user is in now."""
     from seg_assets.segmentation.model import stage_of
 
-    stage_by_id = dict(zip(model.segment_ids, model.cluster_stage))
+    previous = np.asarray(previous, dtype=np.int64)
+    known = np.isin(previous, model.segment_ids)
     if model.hierarchy == "flat":
-        return np.isin(previous, model.segment_ids)
-    now = stage_of(frame, model.config, model.features)
-    before = np.array([stage_by_id.get(int(p), "") for p in previous], dtype=object)
-    return before == now
+        return known
+    ids = np.asarray(model.segment_ids, dtype=np.int64)
+    order = np.argsort(ids)
+    at = order[np.minimum(np.searchsorted(ids[order], previous), len(ids) - 1)]
+    before = np.asarray(model.cluster_stage, dtype=object)[at]
+    return known & (before == stage_of(frame, model.config, model.features))
 
 
 def sticky_model_assign(model: "SegmentModel", frame: pl.DataFrame, previous: np.ndarray,
