@@ -264,6 +264,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         "algorithm": candidate.algorithm, "users": frame.height, "features_used": len(candidate.features),
         **left_out_metadata(candidate), "artifact": dg.MetadataValue.path(str(artifact)),
         "metrics": _metrics_table(cand_metrics, prev_metrics),
+        **{k: float(cand_metrics[k]) for k in ("membership_churn", "membership_churn_stable") if k in cand_metrics},
         "segments": dg.MetadataValue.md(candidate.segments_frame().to_pandas().to_markdown(index=False)),
         "projection": dg.MetadataValue.md(_projection(candidate, frame, config.seed)),
     }
