@@ -31,7 +31,8 @@ of data nudge their features, although nothing about them changed. So every (re-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -72,7 +73,7 @@ def sticky_assign(proba: np.ndarray, classes: Sequence[int], previous: np.ndarra
     return classes[chosen], proba[rows, chosen]
 
 
-def model_proba(model: "SegmentModel", frame: pl.DataFrame) -> np.ndarray:
+def model_proba(model: SegmentModel, frame: pl.DataFrame) -> np.ndarray:
     """(n, k) posterior of each of ``model.segment_ids`` (columns in that order), the model's own
     assignment made soft: zero outside the user's lifecycle stage, the stage's mixture posterior
     (GMM) or the isotropic-Gaussian softmax of ``-d^2 / (2 sigma^2)`` (k-means) inside it."""
@@ -110,7 +111,7 @@ def _softmax(Z: np.ndarray, centers: np.ndarray, sigma2: float) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def same_stage(model: "SegmentModel", frame: pl.DataFrame, previous: np.ndarray) -> np.ndarray:
+def same_stage(model: SegmentModel, frame: pl.DataFrame, previous: np.ndarray) -> np.ndarray:
     """True where the previous segment is one of ``model``'s and in the lifecycle stage the user is in now."""
     from seg_assets.segmentation.model import stage_of
 
@@ -125,7 +126,7 @@ def same_stage(model: "SegmentModel", frame: pl.DataFrame, previous: np.ndarray)
     return known & (before == stage_of(frame, model.config, model.features))
 
 
-def sticky_model_assign(model: "SegmentModel", frame: pl.DataFrame, previous: np.ndarray,
+def sticky_model_assign(model: SegmentModel, frame: pl.DataFrame, previous: np.ndarray,
                         odds: float) -> tuple[np.ndarray, np.ndarray]:
     """The margin rule on the model's own posterior (what the gate measures a candidate with)."""
     return sticky_assign(model_proba(model, frame), model.segment_ids, previous, odds,
@@ -143,7 +144,7 @@ def membership_churn(previous: np.ndarray, candidate: np.ndarray, barely_changed
             "users_compared": int(had.sum()), "stable_users": int(barely.sum())}
 
 
-def refit_churn(incumbent: "SegmentModel", candidate: "SegmentModel", frame: pl.DataFrame, previous: np.ndarray,
+def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, previous: np.ndarray,
                 odds: float) -> dict[str, float | int]:
     """Membership churn of ``candidate`` against the published ids ``previous`` (aligned with ``frame``).
 
