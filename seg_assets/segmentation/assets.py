@@ -30,10 +30,11 @@ from seg_assets.segmentation.availability import FeatureAvailability, gained_dat
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.gate import Decision, decide_promotion
+from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN, DEFAULT_ODDS, NO_SEGMENT, refit_churn
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.validation import with_checks
-from seg_assets.warehouse import row_count
+from seg_assets.warehouse import row_count, table_exists
 
 SEGMENT_MODEL = dg.AssetKey("segment_model")
 SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")
@@ -52,6 +53,12 @@ class SegmentModelConfig(dg.Config):
     lapsed_after_days: float = Field(default=90.0, description="Lifecycle stage 'lapsed': no order and no visit for longer.")
     max_match_distance: float = Field(default=1.0, description="A re-fitted segment keeps an old id only within this centroid distance.")
     promotion_tolerance: float = Field(default=0.05, ge=0, description="A candidate may be this much worse on a gate metric and still serve.")
+    sticky_odds: float = Field(
+        default=DEFAULT_ODDS, ge=1.0, description="The refit margin: a user leaves a segment that still exists only for one "
+        "this many times as likely (1: plain nearest segment). Carried by the model, so scoring and the gate use the same.")
+    max_membership_churn: float | None = Field(
+        default=DEFAULT_MAX_CHURN, ge=0, le=1, description="Refuse a candidate that moves more than this share of the users "
+        "whose features barely changed to another segment (None: report only).")
     gate_classifier: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier used for the gate's macro-F1.")
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model older than this (data time).")
     seed: int = Field(default=0, description="Random seed: the same data and settings give the same segments and ids.")
@@ -61,7 +68,7 @@ class SegmentModelConfig(dg.Config):
                                     random_state=self.seed)
         return ModelConfig(hierarchy=self.hierarchy, new_max_tenure_days=self.new_max_tenure_days,
                            lapsed_after_days=self.lapsed_after_days, k_range=(self.k_min, self.k_max),
-                           max_distance=self.max_match_distance, selection=selection)
+                           max_distance=self.max_match_distance, selection=selection, sticky_odds=self.sticky_odds)
 
 
 def read_features(con) -> pl.DataFrame:
@@ -138,8 +145,25 @@ def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int)
     return metrics
 
 
+CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
+
+
+def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int) -> dict:
+    """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment."""
+    if not table_exists(con, "analytics.user_segments"):
+        return {}
+    sample = frame[sample_indices(frame.height, CHURN_SAMPLE_ROWS, seed + 13)]
+    con.register("churn_sample", sample.select("user_id"))
+    published = con.sql("SELECT c.user_id, s.segment_id FROM churn_sample c "
+                        "LEFT JOIN analytics.user_segments s USING (user_id)").pl()
+    con.unregister("churn_sample")
+    prev = sample.select("user_id").join(published, on="user_id", how="left")["segment_id"].fill_null(NO_SEGMENT)
+    return refit_churn(previous, candidate, sample, prev.to_numpy(), candidate.config.sticky_odds)
+
+
 def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:
-    keys = ("silhouette", "stability", "classifier_macro_f1", "davies_bouldin", "calinski_harabasz")
+    keys = ("silhouette", "stability", "classifier_macro_f1", "membership_churn", "membership_churn_stable",
+            "davies_bouldin", "calinski_harabasz")
     rows = ["| metric | candidate | in service |", "|---|---|---|"]
     for k in keys:
         fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
@@ -167,8 +191,10 @@ def candidate_promoted(con) -> dg.AssetCheckResult:
     if not rows:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no model fitted yet"})
     version, promoted, reason, metrics = rows[0]
+    metrics = json.loads(metrics)
+    churn = {k: float(metrics[f"gate_{k}"]) for k in ("membership_churn", "membership_churn_stable") if f"gate_{k}" in metrics}
     return dg.AssetCheckResult(passed=bool(promoted), severity=dg.AssetCheckSeverity.WARN, description=reason,
-                               metadata={"version": version, "reason": reason, "metrics": dg.MetadataValue.json(json.loads(metrics))})
+                               metadata={"version": version, "reason": reason, **churn, "metrics": dg.MetadataValue.json(metrics)})
 
 
 @dg.asset(
@@ -218,8 +244,12 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     # dimensions score a better silhouette): it describes a population that no longer exists.
     blind = gained_data([f for f, _ in previous.left_out], frame) if previous else []
     prev_metrics = gate_metrics(previous, frame, config.gate_classifier, config.seed) if previous and not blind else None
+    if previous is not None:
+        with duckdb.get_connection() as con:
+            cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed))
     decision = (Decision(True, f"{previous.version} leaves out features that have data now ({', '.join(blind)})")
-                if blind else decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance))
+                if blind else decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance,
+                                               max_membership_churn=config.max_membership_churn))
     artifact = candidate.save(registry.model_path(settings.paths.models, version))
     candidate.metrics.update({f"gate_{k}": v for k, v in cand_metrics.items() if v is not None})
     with duckdb.get_connection() as con:
@@ -234,6 +264,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         "algorithm": candidate.algorithm, "users": frame.height, "features_used": len(candidate.features),
         **left_out_metadata(candidate), "artifact": dg.MetadataValue.path(str(artifact)),
         "metrics": _metrics_table(cand_metrics, prev_metrics),
+        **{k: float(cand_metrics[k]) for k in ("membership_churn", "membership_churn_stable") if k in cand_metrics},
         "segments": dg.MetadataValue.md(candidate.segments_frame().to_pandas().to_markdown(index=False)),
         "projection": dg.MetadataValue.md(_projection(candidate, frame, config.seed)),
     }

@@ -12,6 +12,11 @@ Rule: promote when nothing is in service, or when NO shared metric is worse than
 by more than ``tolerance`` (absolute, default 0.05). The reason names every metric that failed, or
 the deltas when it passes. Optional ``floors`` refuse a candidate below an absolute minimum even
 when nothing is in service.
+
+Membership churn (membership.py): with ``max_membership_churn``, a candidate whose
+``membership_churn_stable`` (the share of users whose features barely changed that it would move to
+another segment) is above it is refused too: a campaign keyed on a segment cannot live with a refit
+that reshuffles users who did nothing. With nothing in service there is nobody to move.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 GATE_METRICS = ("silhouette", "stability", "classifier_macro_f1")
+CHURN_METRIC = "membership_churn_stable"
 LOWER_IS_BETTER = frozenset({"davies_bouldin"})
 
 
@@ -38,7 +44,7 @@ def _ok(v) -> bool:
 
 def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics: Mapping[str, float] | None,
                      tolerance: float | Mapping[str, float] = 0.05, metrics: tuple[str, ...] = GATE_METRICS,
-                     floors: Mapping[str, float] | None = None) -> Decision:
+                     floors: Mapping[str, float] | None = None, max_membership_churn: float | None = None) -> Decision:
     """Decide whether the candidate model replaces the one in service."""
     tol = (lambda m: float(tolerance.get(m, 0.05))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
     low = [m for m, v in (floors or {}).items() if not _ok(candidate_metrics.get(m)) or candidate_metrics[m] < v]
@@ -59,9 +65,15 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
         if d < -tol(m):
             failed.append(m)
             notes.append(f"{m} {c:.3f} vs {s:.3f} in service (worse by {-d:.3f} > {tol(m):.3f})")
-    if not deltas:
-        return Decision(True, "no comparable metrics; promoting", deltas)
+    churn = candidate_metrics.get(CHURN_METRIC)
+    if max_membership_churn is not None and _ok(churn) and churn > max_membership_churn:
+        failed.append(CHURN_METRIC)
+        notes.append(f"{CHURN_METRIC} {churn:.3f} > {max_membership_churn:.3f} (moves users whose features barely changed)")
     if failed:
         return Decision(False, "worse than the model in service: " + "; ".join(notes), deltas, tuple(failed))
+    if not deltas:
+        return Decision(True, "no comparable metrics; promoting", deltas)
     detail = ", ".join(f"{m} {'+' if d >= 0 else ''}{d:.3f}" for m, d in deltas.items())
+    if _ok(churn):
+        detail += f"; {CHURN_METRIC} {churn:.3f}" + (f" <= {max_membership_churn:.3f}" if max_membership_churn is not None else "")
     return Decision(True, f"not worse than the model in service (tolerance {tolerance}): {detail}", deltas)

@@ -49,6 +49,7 @@ from seg_assets.artifacts import save_artifact
 from seg_assets.features.dictionary import MODEL_FEATURES
 from seg_assets.segmentation import matching, naming, profiles
 from seg_assets.segmentation.availability import feature_availability, recency_signals
+from seg_assets.segmentation.membership import DEFAULT_ODDS
 from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
 from seg_assets.segmentation.selection import (SelectionConfig, bootstrap_stability, centroids_of, cluster_metrics,
                                                fit_clusters, limit_threads, sample_indices, select_k)
@@ -75,6 +76,7 @@ class ModelConfig:
     balance_groups: bool = True
     selection: SelectionConfig = SelectionConfig()
     max_distance: float = matching.DEFAULT_MAX_DISTANCE
+    sticky_odds: float = DEFAULT_ODDS  # the refit margin (membership.py); artifacts without it load with the default
     stability_boot: int = 4
     stability_sample: int = 4_000
     reference_rows: int = 20_000  # raw feature sample kept in the artifact (drift reference, plots)

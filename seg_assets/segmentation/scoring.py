@@ -3,7 +3,9 @@
 Every refresh assigns a segment with the classifier in service (or the model itself when no classifier
 passed its quality gate) to the users whose features were recomputed (new rows since the last refresh),
 to new users, and to everyone after a model or classifier change or a rebase; the other users keep
-their segment and the ``as_of`` of the features it was assigned from. Who actually moved is recorded
+their segment and the ``as_of`` of the features it was assigned from. A re-assigned user keeps the
+segment they are in unless another one is clearly better (the refit margin, membership.py), so
+neither a refit nor a few days of data reshuffle users near a boundary. Who actually moved is recorded
 by the history asset in ``publish/``. RFM scores and groups, lifecycle stage and value tier are computed next
 to the model's segment from visible, configurable thresholds (rule_based.py).
 """
@@ -25,6 +27,7 @@ from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL
+from seg_assets.segmentation.membership import DEFAULT_ODDS, NO_SEGMENT, model_proba, same_stage, sticky_assign
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
 from seg_assets.segmentation.rule_based import (LIFECYCLE_STAGES, RFM_GROUPS, VALUE_TIERS, LifecycleThresholds,
@@ -61,16 +64,29 @@ class ScoringConfig(dg.Config):
         default="monetary", description="Rank value tiers by past spend, or by the churn model's expected spend over the next H days.")
 
 
-def assign(frame: pl.DataFrame, model: SegmentModel, classifier) -> tuple[np.ndarray, np.ndarray, str]:
-    """(segment ids, confidence, who assigned) for every row of ``frame``."""
+def assign(frame: pl.DataFrame, model: SegmentModel, classifier, previous: np.ndarray | None = None,
+           chunk_rows: int = 500_000) -> tuple[np.ndarray, np.ndarray, str]:
+    """(segment ids, confidence, who assigned) for every row of ``frame``.
+
+    ``previous``: each user's published segment id (``NO_SEGMENT`` for none); a user keeps it unless
+    another segment is clearly better (the model's ``sticky_odds``, membership.py). Confidence is the
+    assigner's probability of the segment given.
+    """
     if frame.height == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0), "nobody to assign"
-    if classifier is not None:
-        proba = classifier.predict_proba(frame)
-        classes = np.asarray(classifier.classes, dtype=np.int64)
-        return classes[proba.argmax(axis=1)], proba.max(axis=1), f"classifier {classifier.kind}"
-    ids, conf = model.predict(frame)
-    return ids, conf, "model"
+    odds = getattr(model.config, "sticky_odds", DEFAULT_ODDS)
+    prev = np.full(frame.height, NO_SEGMENT, dtype=np.int64) if previous is None else np.asarray(previous, dtype=np.int64)
+    ids, conf = [], []
+    for start in range(0, frame.height, chunk_rows):
+        part, before = frame.slice(start, chunk_rows), prev[start:start + chunk_rows]
+        if classifier is not None:
+            proba, classes = classifier.predict_proba(part), classifier.classes
+        else:
+            proba, classes = model_proba(model, part), model.segment_ids
+        i, c = sticky_assign(proba, classes, before, odds, same_stage(model, part, before))
+        ids.append(i)
+        conf.append(c)
+    return np.concatenate(ids), np.concatenate(conf), (f"classifier {classifier.kind}" if classifier is not None else "model")
 
 
 @dg.asset(
@@ -103,7 +119,8 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         only = "" if everyone else "WHERE user_id IN (SELECT user_id FROM pending_users)"
         with registered(con, pending_users=pending):
             changed = con.sql(f"SELECT * FROM features.user_features {only} ORDER BY user_id").pl()
-    ids, confidence, _ = assign(changed, model, served[2] if served else None)
+        previous = _previous_ids(con, changed)
+    ids, confidence, _ = assign(changed, model, served[2] if served else None, previous)
     scored = _score_rows(rows, reference, changed["user_id"], ids, confidence, model, config).with_columns(
         model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with), rules_version=pl.lit(rules_version)
     ).select(*COLUMNS)
@@ -129,6 +146,16 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         "segments": dg.MetadataValue.md(sizes.to_markdown(index=False)),
         "rfm_groups": dg.MetadataValue.md(groups.to_markdown(index=False)),
     })
+
+
+def _previous_ids(con, frame: pl.DataFrame) -> np.ndarray:
+    """Each user's segment id in the table now (``NO_SEGMENT`` for a new user), aligned with ``frame``."""
+    if frame.height == 0 or not table_exists(con, TABLE):
+        return np.full(frame.height, NO_SEGMENT, dtype=np.int64)
+    with registered(con, assigning=frame.select("user_id")):
+        published = con.sql(f"SELECT s.user_id, s.segment_id FROM {TABLE} s SEMI JOIN assigning a USING (user_id)").pl()
+    joined = frame.select("user_id").join(published, on="user_id", how="left", maintain_order="left")
+    return joined["segment_id"].fill_null(NO_SEGMENT).to_numpy().astype(np.int64)
 
 
 def _rules_version(config: ScoringConfig) -> str:

@@ -1,0 +1,157 @@
+"""Membership that does not churn: a user keeps their segment unless another one fits clearly better.
+
+A campaign is keyed on a segment id. Nearest-centroid (or most-probable-class) assignment moves every
+user who sits near a boundary whenever the boundary shifts a little, on a refit or when a few days
+of data nudge their features, although nothing about them changed. So every (re-)assignment is
+*sticky*:
+
+* **The margin rule** (:func:`sticky_assign`). For each user the assigner gives a probability per
+  segment (the classifier's ``predict_proba``, or the segment model's own posterior:
+  :func:`model_proba`). A user whose previous segment id still exists in the model, in the lifecycle
+  stage the user is in now, keeps it unless another segment is more than ``odds`` times as likely:
+  ``p_best > odds * p_previous``. Lifecycle stages (new / lapsed / engaged) are rules in time, not
+  behaviour: a user whose stage moved goes where the rules put them, and that is not churn. Ids kept
+  by matching (matching.py) are the same segment and new ids are never re-used, so "the previous id
+  still exists" means "the same segment still exists".
+* **Why an odds ratio** (``SegmentModelConfig.sticky_odds``, default 3): in the model's own space it
+  is exactly a distance margin, ``d_prev^2 - d_best^2 > 2 sigma^2 ln(odds)`` (sigma^2: the stage's
+  within-cluster variance), a band of fixed width around each boundary in units of the clusters'
+  own spread, so it does not depend on k, the feature weights or today's population; for the
+  classifier it is the same statement about its probabilities. A difference ``p_best - p_prev`` would
+  keep a user in a segment of probability 0 whenever the mass is spread over many segments. Users
+  clearly inside another segment (a split-off new segment, a real change of behaviour) still move.
+  The default is measured on the demo generator (README, "Segments that keep their meaning").
+* **Membership churn** (:func:`membership_churn`): on a refit, the share of users with a previous
+  assignment whose id the candidate would change, overall and among the users whose features
+  *barely changed*: the model in service, with the same margin rule, keeps them where they are (the
+  model's own preprocessed space and posterior decide what "barely" means, so no feature snapshot is
+  needed) and their lifecycle stage did not move. The gate (gate.py) refuses a candidate that moves
+  more than ``max_membership_churn`` of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+if TYPE_CHECKING:
+    from seg_assets.segmentation.model import SegmentModel
+
+DEFAULT_ODDS = 3.0
+DEFAULT_MAX_CHURN = 0.02  # the gate's max_membership_churn (gate.py), see README
+NO_SEGMENT = -1  # a user with no previous assignment
+
+
+def sticky_assign(proba: np.ndarray, classes: Sequence[int], previous: np.ndarray, odds: float,
+                  eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(segment id, probability of that segment) per row: the best segment, or the previous one
+    when it is still a column of ``proba``, the row is ``eligible`` and ``p_best <= odds * p_prev``.
+
+    ``proba``: (n, k), columns follow ``classes``; ``previous``: (n,) ids, ``NO_SEGMENT`` for none.
+    ``odds`` 1 is plain argmax (ties stay); ``inf`` never moves an eligible user with ``p_prev > 0``.
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    classes = np.asarray(classes, dtype=np.int64)
+    previous = np.asarray(previous, dtype=np.int64)
+    n = len(proba)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    best = proba.argmax(axis=1)
+    order = np.argsort(classes, kind="stable")
+    pos = np.searchsorted(classes[order], previous)
+    pos = np.minimum(pos, len(classes) - 1)
+    col = order[pos]
+    known = classes[col] == previous
+    if eligible is not None:
+        known &= np.asarray(eligible, dtype=bool)
+    rows = np.arange(n)
+    keep = known & (proba[rows, best] <= odds * proba[rows, col])
+    chosen = np.where(keep, col, best)
+    return classes[chosen], proba[rows, chosen]
+
+
+def model_proba(model: SegmentModel, frame: pl.DataFrame) -> np.ndarray:
+    """(n, k) posterior of each of ``model.segment_ids`` (columns in that order), the model's own
+    assignment made soft: zero outside the user's lifecycle stage, the stage's mixture posterior
+    (GMM) or the isotropic-Gaussian softmax of ``-d^2 / (2 sigma^2)`` (k-means) inside it."""
+    from seg_assets.segmentation.model import _is_mixture, stage_of
+
+    n, k = frame.height, model.k
+    out = np.zeros((n, k))
+    if n == 0:
+        return out
+    Z = model.preprocessor.transform(frame)
+    stage = (stage_of(frame, model.config, model.features) if model.hierarchy != "flat"
+             else np.full(n, "all", dtype=object))
+    done = np.zeros(n, dtype=bool)
+    for name, st in model.stages.items():
+        rows = np.flatnonzero(stage == name)
+        if rows.size == 0:
+            continue
+        done[rows] = True
+        if st.estimator is None:
+            out[rows, st.clusters[0]] = 1.0
+        elif _is_mixture(st.estimator):
+            out[np.ix_(rows, st.clusters)] = st.estimator.predict_proba(Z[rows])
+        else:
+            out[np.ix_(rows, st.clusters)] = _softmax(Z[rows], model.centroids[st.clusters], st.sigma2)
+    orphan = np.flatnonzero(~done)  # a stage without segments of its own: every segment, as predict does
+    if orphan.size:
+        sigma2 = float(np.mean([s.sigma2 for s in model.stages.values()]))
+        out[orphan] = _softmax(Z[orphan], model.centroids, sigma2)
+    return out
+
+
+def _softmax(Z: np.ndarray, centers: np.ndarray, sigma2: float) -> np.ndarray:
+    d2 = np.maximum((Z ** 2).sum(axis=1)[:, None] - 2.0 * Z @ centers.T + (centers ** 2).sum(axis=1)[None, :], 0.0)
+    w = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / (2.0 * max(sigma2, 1e-12)))
+    return w / w.sum(axis=1, keepdims=True)
+
+
+def same_stage(model: SegmentModel, frame: pl.DataFrame, previous: np.ndarray) -> np.ndarray:
+    """True where the previous segment is one of ``model``'s and in the lifecycle stage the user is in now."""
+    from seg_assets.segmentation.model import stage_of
+
+    previous = np.asarray(previous, dtype=np.int64)
+    known = np.isin(previous, model.segment_ids)
+    if model.hierarchy == "flat":
+        return known
+    ids = np.asarray(model.segment_ids, dtype=np.int64)
+    order = np.argsort(ids)
+    at = order[np.minimum(np.searchsorted(ids[order], previous), len(ids) - 1)]
+    before = np.asarray(model.cluster_stage, dtype=object)[at]
+    return known & (before == stage_of(frame, model.config, model.features))
+
+
+def sticky_model_assign(model: SegmentModel, frame: pl.DataFrame, previous: np.ndarray,
+                        odds: float) -> tuple[np.ndarray, np.ndarray]:
+    """The margin rule on the model's own posterior (what the gate measures a candidate with)."""
+    return sticky_assign(model_proba(model, frame), model.segment_ids, previous, odds,
+                         same_stage(model, frame, previous))
+
+
+def membership_churn(previous: np.ndarray, candidate: np.ndarray, barely_changed: np.ndarray) -> dict[str, float | int]:
+    """Share of users with a previous id whose id ``candidate`` changes: overall and among ``barely_changed``."""
+    previous, candidate = np.asarray(previous), np.asarray(candidate)
+    had = previous != NO_SEGMENT
+    barely = had & np.asarray(barely_changed, dtype=bool)
+    moved = previous != candidate
+    share = lambda m: float(moved[m].mean()) if m.any() else 0.0  # noqa: E731
+    return {"membership_churn": share(had), "membership_churn_stable": share(barely),
+            "users_compared": int(had.sum()), "stable_users": int(barely.sum())}
+
+
+def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, previous: np.ndarray,
+                odds: float) -> dict[str, float | int]:
+    """Membership churn of ``candidate`` against the published ids ``previous`` (aligned with ``frame``).
+
+    "Barely changed": the model in service, with the same margin rule in its own space, keeps the user
+    where they are (their lifecycle stage did not move and no other segment became clearly better).
+    """
+    previous = np.asarray(previous, dtype=np.int64)
+    stays, _ = sticky_model_assign(incumbent, frame, previous, odds)
+    moved_to, _ = sticky_model_assign(candidate, frame, previous, odds)
+    return membership_churn(previous, moved_to, stays == previous)

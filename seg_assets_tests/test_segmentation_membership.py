@@ -1,0 +1,111 @@
+"""The refit margin: a user keeps their segment unless another one fits clearly better (membership.py)."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from seg_assets.segmentation.gate import decide_promotion
+from seg_assets.segmentation.membership import (NO_SEGMENT, membership_churn, model_proba, refit_churn, same_stage,
+                                                sticky_assign, sticky_model_assign)
+from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+from seg_assets.segmentation.selection import SelectionConfig
+
+CLASSES = [3, 7, 9]
+
+
+def test_the_previous_segment_stays_within_the_margin():
+    proba = np.array([[0.6, 0.4, 0.0],   # prev 7: 0.6 <= 3 * 0.4, stays
+                      [0.9, 0.1, 0.0],   # prev 7: 0.9 > 3 * 0.1, moves to 3
+                      [0.75, 0.25, 0.0],  # prev 7: exactly 3:1, stays (the margin is inclusive)
+                      [0.3, 0.2, 0.5],   # prev 3: 0.5 <= 0.9, stays
+                      [0.6, 0.0, 0.4]])  # prev 7 with probability 0: moves, whatever the margin
+    ids, conf = sticky_assign(proba, CLASSES, np.array([7, 7, 7, 3, 7]), odds=3.0)
+    assert ids.tolist() == [7, 3, 7, 3, 3]
+    assert conf.tolist() == [0.4, 0.9, 0.25, 0.3, 0.6]  # the confidence is that of the segment kept
+
+
+def test_no_previous_segment_a_retired_one_or_margin_zero_is_plain_argmax():
+    proba = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    best = [7, 3, 9]
+    assert sticky_assign(proba, CLASSES, np.array([NO_SEGMENT, 4, 12]), 3.0)[0].tolist() == best  # unknown ids
+    assert sticky_assign(proba, CLASSES, np.array([3, 7, 3]), 1.0)[0].tolist() == best
+    assert sticky_assign(proba, CLASSES, np.array([3, 7, 3]), np.inf)[0].tolist() == [3, 7, 3]  # never moves
+    assert sticky_assign(np.zeros((0, 3)), CLASSES, np.zeros(0), 3.0)[0].size == 0
+
+
+def test_a_user_whose_lifecycle_stage_moved_goes_where_the_rules_put_them():
+    proba = np.array([[0.4, 0.6, 0.0], [0.4, 0.6, 0.0]])
+    ids, _ = sticky_assign(proba, CLASSES, np.array([3, 3]), 3.0, eligible=np.array([True, False]))
+    assert ids.tolist() == [3, 7]
+
+
+def test_classes_in_any_order():
+    proba = np.array([[0.3, 0.7], [0.7, 0.3]])
+    assert sticky_assign(proba, [9, 2], np.array([9, 9]), 2.0)[0].tolist() == [2, 9]
+
+
+def test_membership_churn_counts_users_with_a_previous_segment():
+    prev = np.array([1, 1, 2, 2, NO_SEGMENT])
+    cand = np.array([1, 2, 2, 3, 4])
+    stable = np.array([True, True, True, False, True])
+    out = membership_churn(prev, cand, stable)
+    assert out == {"membership_churn": 0.5, "membership_churn_stable": pytest.approx(1 / 3),
+                   "users_compared": 4, "stable_users": 3}
+    assert membership_churn(prev[:0], cand[:0], stable[:0])["membership_churn"] == 0.0
+
+
+def _blobs(n: int, centres: list[tuple[float, float]], seed: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    pts = np.vstack([rng.normal(c, 0.6, size=(n, 2)) for c in centres])
+    return pl.DataFrame({"user_id": [f"u{i:05d}" for i in range(len(pts))],
+                         "monetary": np.exp(pts[:, 0]), "frequency": np.exp(pts[:, 1])})
+
+
+def _cfg(k: tuple[int, int]) -> ModelConfig:
+    return ModelConfig(features=("monetary", "frequency"), hierarchy="flat", k_range=k, balance_groups=False,
+                       selection=SelectionConfig(k_min=k[0], k_max=k[1], random_state=0))
+
+
+def test_model_posterior_is_the_models_assignment_made_soft():
+    frame = _blobs(300, [(0, 0), (3, 0), (0, 3)], 1)
+    model = fit_segment_model(frame, _cfg((3, 3)))
+    proba = model_proba(model, frame)
+    assert proba.shape == (frame.height, 3) and np.allclose(proba.sum(axis=1), 1.0)
+    ids, conf = model.predict(frame)
+    assert (np.asarray(model.segment_ids)[proba.argmax(axis=1)] == ids).all()
+    assert np.allclose(proba.max(axis=1), conf)
+    assert same_stage(model, frame, ids).all() and not same_stage(model, frame, np.full(frame.height, 99)).any()
+
+
+def test_a_refit_that_splits_a_segment_moves_only_the_users_who_clearly_belong_to_the_new_one():
+    """Two blobs, then the same users fitted with three clusters: the new segment takes the users clearly
+    inside it; the margin keeps the others where they were."""
+    frame = _blobs(400, [(0, 0), (4, 0)], 2)
+    old = fit_segment_model(frame, _cfg((2, 2)))
+    prev, _ = old.predict(frame)
+    new = fit_segment_model(frame, _cfg((3, 3)), previous=old)
+    plain, _ = sticky_model_assign(new, frame, prev, odds=1.0)
+    sticky, _ = sticky_model_assign(new, frame, prev, odds=3.0)
+    moved = lambda ids: float((ids != prev).mean())  # noqa: E731
+    assert 0 < moved(sticky) < moved(plain)
+    proba = model_proba(new, frame)
+    col = {s: i for i, s in enumerate(new.segment_ids)}
+    p_prev = proba[np.arange(frame.height), [col.get(int(p), 0) for p in prev]]
+    assert (proba.max(axis=1)[sticky != prev] > 3.0 * p_prev[sticky != prev]).all()  # clearly better off
+    churn = refit_churn(old, new, frame, prev, 3.0)
+    assert churn["membership_churn"] == pytest.approx(moved(sticky)) and churn["stable_users"] > 0.9 * frame.height
+    # refitting on the same data keeps everyone
+    same = fit_segment_model(frame, _cfg((2, 2)), previous=old)
+    assert (sticky_model_assign(same, frame, prev, 3.0)[0] == prev).all()
+    assert refit_churn(old, same, frame, prev, 3.0)["membership_churn"] == 0.0
+
+
+def test_the_gate_refuses_a_candidate_that_moves_too_many_stable_users():
+    good = {"silhouette": 0.5, "membership_churn_stable": 0.02}
+    bad = {"silhouette": 0.5, "membership_churn_stable": 0.12}
+    served = {"silhouette": 0.5}
+    assert decide_promotion(good, served, 0.05, max_membership_churn=0.05).promote
+    refused = decide_promotion(bad, served, 0.05, max_membership_churn=0.05)
+    assert not refused.promote and "membership_churn_stable" in refused.failed and "0.120 > 0.050" in refused.reason
+    assert decide_promotion(bad, None, 0.05, max_membership_churn=0.05).promote  # nothing in service: nobody to move
+    assert decide_promotion(bad, served, 0.05, max_membership_churn=None).promote

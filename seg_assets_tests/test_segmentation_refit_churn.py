@@ -1,0 +1,38 @@
+"""Membership that does not churn (issue 13 item 4), end to end: a refit after 15 % of users changed
+behaviour keeps the segment of the users who did not change; a refit on unchanged data keeps everyone."""
+
+import json
+from datetime import timedelta
+
+import duckdb
+import polars as pl
+
+from bench.membership import kept_share, published
+from seg_assets.demo.generate import DEFAULT_END, generate_followup
+from seg_assets.refresh import run_refresh
+from seg_assets.segmentation.assets import candidate_promoted
+from seg_assets.settings import data_paths
+
+
+def test_a_refit_after_drift_keeps_the_users_who_did_not_change(data_dir):
+    assert run_refresh(data_dir).success
+    before = published(data_dir)
+    generate_followup(data_dir, 3_000, 14, 5, start=DEFAULT_END + timedelta(seconds=1), changed_share=0.15,
+                      new_users=30, tag="drift")
+    changed = pl.read_parquet(data_dir / "truth" / "changed_users_drift.parquet")["user_id"]
+    outcome = run_refresh(data_dir, refit=True)
+    assert outcome.success, [f for s in outcome.stages for f in s.failures]
+    after = published(data_dir)
+    drift = kept_share(before, after, changed)
+    assert drift["kept_same_stage"] >= 0.95, drift
+    with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:
+        (metrics,) = con.sql("SELECT metrics FROM meta.segment_models ORDER BY version DESC LIMIT 1").fetchall()[0]
+        check = candidate_promoted(con)
+    metrics = json.loads(metrics)
+    assert 0 <= metrics["gate_membership_churn_stable"] <= 1 and 0 <= metrics["gate_membership_churn"] <= 1
+    assert metrics["gate_stable_users"] > 0
+    assert check.metadata["membership_churn_stable"].value == metrics["gate_membership_churn_stable"]
+    if metrics["gate_membership_churn_stable"] > 0.02:  # max_membership_churn: the model in service stays
+        assert not check.passed and "membership_churn_stable" in check.description
+    assert run_refresh(data_dir, refit=True).success  # nothing new: every segment id stays
+    assert kept_share(after, published(data_dir))["kept"] == 1.0
