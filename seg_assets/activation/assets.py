@@ -204,6 +204,22 @@ def _evaluate(candidate: ThompsonPolicy, in_service: ThompsonPolicy | None, hold
     return evaluation, logs
 
 
+def _policy_segments(con, policy: ThompsonPolicy, users: pl.DataFrame) -> pl.DataFrame:
+    """``users`` with ``policy_segment``: the segment whose posterior chooses the user's action. That is the current
+    segment when the policy has sends of it; a segment it has none of (new after a refit) takes the user's latest
+    earlier segment that it has (analytics.segment_history), else the pooled posterior."""
+    known = [k for k in policy.counts if isinstance(k, int)]
+    users = users.with_columns(pl.col("segment_id").alias("policy_segment"))
+    if not known or users.filter(~pl.col("segment_id").is_in(known)).height == 0:
+        return users
+    history = con.sql("SELECT user_id, segment_id::BIGINT AS segment_id, valid_from FROM analytics.segment_history").pl()
+    earlier = history.filter(pl.col("segment_id").is_in(known)).sort("valid_from").group_by("user_id").agg(
+        pl.col("segment_id").last().alias("earlier_segment"))
+    return users.join(earlier, on="user_id", how="left").with_columns(
+        pl.when(pl.col("segment_id").is_in(known)).then(pl.col("segment_id"))
+        .otherwise(pl.coalesce("earlier_segment", "segment_id")).alias("policy_segment")).drop("earlier_segment")
+
+
 @dg.asset(
     key=NEXT_BEST_ACTION, deps=[CAMPAIGN_LIFT, RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, USER_GROUPS, SEGMENT_HISTORY],
     group_name=GROUP, pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
@@ -253,7 +269,11 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         served = fit_policy(treated, arms, seed=0) if treated.height and evaluation is not None else candidate
     else:
         served = in_service
-    nba = choose(served, users.select("user_id", "segment_id", "global_control", "eligible_actions")).select(NBA_COLUMNS)
+    with duckdb.get_connection() as con:
+        context_users = _policy_segments(con, served, users)
+    nba = choose(served, context_users.select("user_id", pl.col("policy_segment").alias("segment_id"), "global_control",
+                                              "eligible_actions")).drop("segment_id")
+    nba = nba.join(users.select("user_id", "segment_id"), on="user_id", how="left").select(NBA_COLUMNS)
     estimates = evaluation.table.to_dicts() if evaluation is not None else []
     with duckdb.get_connection() as con, transaction(con):
         con.execute(POLICIES_DDL)

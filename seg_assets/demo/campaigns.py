@@ -29,16 +29,16 @@ ACTIONS = ("discount_10", "free_shipping", "new_arrivals", "loyalty_points")
 # Planted chance of an extra completed order within 7 days of a treated send; rows follow SHOPPER_TYPES
 # (loyal_high_value, bargain_hunter, window_shopper, occasional, lapsed, new_customer), columns ACTIONS.
 RESPONSE_RATES = np.array([
-    [0.02, 0.04, 0.10, 0.20],
-    [0.22, 0.08, 0.03, 0.04],
-    [0.05, 0.14, 0.04, 0.02],
-    [0.06, 0.04, 0.16, 0.03],
-    [0.12, 0.03, 0.02, 0.02],
-    [0.05, 0.16, 0.06, 0.03],
+    [0.03, 0.06, 0.12, 0.33],
+    [0.36, 0.12, 0.04, 0.15],
+    [0.06, 0.27, 0.06, 0.15],
+    [0.09, 0.07, 0.12, 0.09],
+    [0.14, 0.06, 0.04, 0.09],
+    [0.06, 0.27, 0.09, 0.04],
 ])
 CONTROL_SHARE, CONTROL_SALT = 0.05, "demo"  # the global control group of the demo's actions.yaml
 HOLDOUT_SHARE = 0.15  # per-campaign control share (actions.yaml holdout_share: the SRM check's planned split)
-SEND_SHARE = 0.8  # share of the reachable users each campaign picks
+SEND_SHARE = 0.9  # share of the reachable users each campaign picks
 WEEKS = 4
 ATTRIBUTION_DAYS = 7
 
