@@ -2,7 +2,7 @@
 
 Weekly campaigns over the last weeks of the window (sent at 10:00 UTC, 8, 15, 22 and 29 days before the
 end, so every 7-day attribution window closes before the data ends). Each campaign picks about
-``SEND_SHARE`` of the users who have signed up and are not in the global control group (the salted hash of
+``SEND_SHARE`` (all) of the users who have signed up and are not in the global control group (the salted hash of
 ``actions.yaml``, the same rule as ``activation/groups.py``: a real sender honours it). The logging policy is
 uniform random over ``ACTIONS`` (propensity 1/k), and ``HOLDOUT_SHARE`` of the picked users are held out as
 ``control`` (the row still names the action they would have received). A treated user places one extra
@@ -38,7 +38,7 @@ RESPONSE_RATES = np.array([
 ])
 CONTROL_SHARE, CONTROL_SALT = 0.05, "demo"  # the global control group of the demo's actions.yaml
 HOLDOUT_SHARE = 0.15  # per-campaign control share (actions.yaml holdout_share: the SRM check's planned split)
-SEND_SHARE = 0.9  # share of the reachable users each campaign picks
+SEND_SHARE = 1.0  # share of the reachable users each campaign picks (all: more sends per segment x action)
 WEEKS = 4
 ATTRIBUTION_DAYS = 7
 
