@@ -23,10 +23,12 @@ import polars as pl
 from seg_assets.activation.audiences import audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
-from seg_assets.activation.lift import LIFT_COLUMNS, campaign_lift as lift_table
+from seg_assets.activation.lift import LIFT_COLUMNS
+from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
 from seg_assets.activation.outcomes import send_outcomes, time_split
-from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy, next_best_action as choose, policy_from_state
+from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy, policy_from_state
+from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
 from seg_assets.resources import SegSettings, Warehouse
