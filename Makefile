@@ -32,7 +32,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	@if [ -z "$$(ls -A "$(SEG_DATA_DIR)/landing/orders" 2>/dev/null)" ]; then \
-	  $(BIN)/seg-assets generate "$(SEG_DATA_DIR)" --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED); \
+	  $(BIN)/seg-assets generate "$(SEG_DATA_DIR)" --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --campaigns; \
 	else echo "landing data already in $(SEG_DATA_DIR)/landing: reusing it"; fi
 	$(BIN)/seg-assets refresh
 

@@ -1,16 +1,34 @@
-"""Activation stage assets: the global control group (and, as the stage grows, lift and the policy).
+"""Activation stage assets: the global control group, campaign lift, the next-best-action policy, audiences.
 
 ``analytics/user_groups`` gives every scored user their hash bucket and whether they are in the global
 control group (groups.py), with the salt version that drew it; its materialization shows the action
 catalogue (actions.yaml) so a person sees in the UI what can be sent to whom.
+
+``analytics/campaign_lift``: outcomes of the campaign sends (outcomes.py) per campaign x action x segment
+(lift.py), with a sample-ratio-mismatch check against the catalogue's ``holdout_share``.
+``analytics/next_best_action``: a per-segment Thompson-sampling policy (policy.py) fitted on the treated
+sends, evaluated off-policy on the latest sends (offpolicy.py) against the policy in service, promoted
+only when not worse, recorded in ``meta.policies``; one action per eligible user, none for the global control.
+``bi/audiences``: per campaign, the treated and held-out users as Parquet and CSV (audiences.py).
 """
 
+import json
+import math
 from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
+import polars as pl
 
+from seg_assets.activation.audiences import audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
+from seg_assets.activation.lift import LIFT_COLUMNS
+from seg_assets.activation.lift import campaign_lift as lift_table
+from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
+from seg_assets.activation.outcomes import send_outcomes, time_split
+from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy, policy_from_state
+from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
 from seg_assets.resources import SegSettings, Warehouse
@@ -20,6 +38,17 @@ from seg_assets.warehouse import transaction
 GROUP = "activation"
 USER_GROUPS = dg.AssetKey(["analytics", "user_groups"])
 TABLE = "analytics.user_groups"
+CAMPAIGN_LIFT = dg.AssetKey(["analytics", "campaign_lift"])
+NEXT_BEST_ACTION = dg.AssetKey(["analytics", "next_best_action"])
+AUDIENCES = dg.AssetKey(["bi", "audiences"])
+RAW_CAMPAIGN_SENDS = dg.AssetKey(["raw", "campaign_sends"])
+STG_ORDERS = dg.AssetKey(["staging", "stg_orders"])
+SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])  # publish/assets.py (which imports this module)
+POLICIES_TABLE = "meta.policies"
+POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (
+  policy_version VARCHAR NOT NULL, fitted_at TIMESTAMP NOT NULL, as_of TIMESTAMP, run_id VARCHAR,
+  fit_sends BIGINT, holdout_sends BIGINT, promoted BOOLEAN NOT NULL, reason VARCHAR, state JSON, estimates JSON)"""
+HOLDOUT_SHARE = 0.3  # latest share of sends (by send time) held out to evaluate a candidate policy
 
 
 def catalogue_markdown(catalogue: Catalogue) -> str:
@@ -65,5 +94,241 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     })
 
 
-assets = [user_groups]
+def _catalogue(settings: SegSettings) -> Catalogue:
+    try:
+        return load_catalogue(settings.paths.root)
+    except ActionsConfigError as exc:
+        raise input_failure(str(exc)) from None
+
+
+def _as_of(con):
+    return con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0][0]
+
+
+def _write(con, table: str, frame: pl.DataFrame) -> None:
+    """Replace ``table`` with ``frame`` (registered under an explicit name, never a replacement scan)."""
+    name = "activation_" + table.replace(".", "_") + "_frame"
+    con.register(name, frame.to_arrow())
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {name}")
+    finally:
+        con.unregister(name)
+
+
+def _md(frame: pl.DataFrame, limit: int = 40) -> str:
+    if not frame.height:
+        return "(none)"
+    head = frame.head(limit)
+    rows = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in head.iter_rows()]
+    return "\n".join(rows) + (f"\n\n({frame.height - limit} more rows in the table)" if frame.height > limit else "")
+
+
+@dg.asset(
+    key=CAMPAIGN_LIFT, deps=[RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, SEGMENT_HISTORY], group_name=GROUP,
+    pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
+    check_specs=[dg.AssetCheckSpec("sample_ratio", asset=CAMPAIGN_LIFT, description="Treated/control split of every "
+                                   "campaign x action x segment against the planned holdout share (chi-square, p < 0.001 warns).")],
+    description="Lift of each campaign x action x segment: conversion (completed order within the attribution window "
+    "after the send) and revenue of treated vs held-out users, with 95 % intervals, p-values, MDE and a sample-ratio check.",
+)
+def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
+    catalogue = _catalogue(settings)
+    with duckdb.get_connection() as con:
+        as_of = _as_of(con)
+        outcomes = send_outcomes(con, as_of, catalogue.attribution_days)
+        lift = lift_table(outcomes.select("campaign_id", "action_id", "segment_id", "user_id", "group", "converted", "revenue"),
+                          planned_control_share=catalogue.holdout_share).select(LIFT_COLUMNS)
+        with transaction(con):
+            _write(con, "analytics.campaign_lift", lift)
+    broken = lift.filter(pl.col("srm_warning").fill_null(False))
+    treated = outcomes.filter(pl.col("group") == "treatment")
+    control = outcomes.filter(pl.col("group") == "control")
+    per_action = outcomes.group_by("action_id", "group").agg(pl.col("converted").mean().alias("rate"))
+    plots = {}  # numeric metadata per action: the asset's Plots tab draws each over refreshes
+    for action in sorted(set(outcomes["action_id"].to_list())):
+        rates = dict(per_action.filter(pl.col("action_id") == action).select("group", "rate").iter_rows())
+        if "treatment" in rates and "control" in rates:
+            plots[f"lift_{action}"] = dg.MetadataValue.float(float(rates["treatment"] - rates["control"]))
+    check = dg.AssetCheckResult(
+        check_name="sample_ratio", passed=broken.height == 0, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"cells": lift.height, "cells_with_mismatch": broken.height,
+                  "planned_control_share": catalogue.holdout_share,
+                  "mismatched": dg.MetadataValue.md(_md(broken.select("campaign_id", "action_id", "segment_id", "n_treated",
+                                                                      "n_control", "srm_p_value")))})
+    shown = lift.sort("campaign_id", "action_id", "segment_id").select(
+        "campaign_id", "action_id", "segment_id", "n_treated", "n_control", "conv_rate_treated", "conv_rate_control",
+        "abs_lift", "abs_lift_ci_low", "abs_lift_ci_high", "p_value", "srm_warning")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": dg.MetadataValue.int(lift.height), "as_of": str(as_of),
+        "sends": dg.MetadataValue.int(outcomes.height), "treated": dg.MetadataValue.int(treated.height),
+        "control": dg.MetadataValue.int(control.height),
+        "conversion_treated": dg.MetadataValue.float(float(treated["converted"].mean() or 0.0)),
+        "conversion_control": dg.MetadataValue.float(float(control["converted"].mean() or 0.0)),
+        "attribution_days": catalogue.attribution_days, **plots,
+        "lift": dg.MetadataValue.md(_md(shown)),
+    }, check_results=[check])
+
+
+def _eligible_lists(catalogue: Catalogue, arms: tuple[str, ...], users: pl.DataFrame) -> pl.DataFrame:
+    """``users`` (segment_id, segment_name, lifecycle_stage, ...) with ``eligible_actions`` from the catalogue."""
+    keys = users.select("segment_id", "segment_name", "lifecycle_stage").unique()
+    lists = [[a for a in arms if catalogue.actions[a].eligible(int(sid), name or "", stage)] for sid, name, stage in keys.iter_rows()]
+    keys = keys.with_columns(pl.Series("eligible_actions", lists, dtype=pl.List(pl.Utf8)))
+    return users.join(keys, on=["segment_id", "segment_name", "lifecycle_stage"], how="left", nulls_equal=True)
+
+
+def _in_service(con) -> tuple[ThompsonPolicy | None, str]:
+    row = con.sql(f"SELECT state FROM {POLICIES_TABLE} WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()
+    if not row:
+        return None, "none"
+    policy = policy_from_state(json.loads(row[0][0]))
+    return policy, policy.policy_version
+
+
+def _evaluate(candidate: ThompsonPolicy, in_service: ThompsonPolicy | None, holdout: pl.DataFrame, arms, eligible_of):
+    """Off-policy evaluation of ``candidate`` on the held-out treated sends with a logged propensity."""
+    logs = holdout.filter(pl.col("propensity").is_not_null() & (pl.col("propensity") > 0))
+    if logs.height == 0:
+        return None, logs
+    index = {a: i for i, a in enumerate(arms)}
+    segs = logs["segment_id"].to_list()
+    elig = [eligible_of.get(u) for u in logs["user_id"].to_list()]
+    frame = pl.DataFrame({"action": [index[a] for a in logs["action_id"].to_list()],
+                          "reward": logs["converted"].cast(pl.Float64), "propensity": logs["propensity"]})
+    mask = np.array([[e is None or a in e for a in arms] for e in elig], dtype=bool)
+    q_hat = cell_reward_model(segs, frame["action"].to_numpy(), frame["reward"].to_numpy(), len(arms))
+    evaluation = evaluate_candidates(
+        frame, candidate.action_probabilities(segs, elig),
+        in_service.action_probabilities(segs, elig) if in_service is not None else None, len(arms),
+        eligible=mask, q_hat=q_hat, primary="snips", n_boot=500)
+    return evaluation, logs
+
+
+def _policy_segments(con, policy: ThompsonPolicy, users: pl.DataFrame) -> pl.DataFrame:
+    """``users`` with ``policy_segment``: the segment whose posterior chooses the user's action. That is the current
+    segment when the policy has sends of it; a segment it has none of (new after a refit) takes the user's latest
+    earlier segment that it has (analytics.segment_history), else the pooled posterior."""
+    known = [k for k in policy.counts if isinstance(k, int)]
+    users = users.with_columns(pl.col("segment_id").alias("policy_segment"))
+    if not known or users.filter(~pl.col("segment_id").is_in(known)).height == 0:
+        return users
+    history = con.sql("SELECT user_id, segment_id::BIGINT AS segment_id, valid_from FROM analytics.segment_history").pl()
+    earlier = history.filter(pl.col("segment_id").is_in(known)).sort("valid_from").group_by("user_id").agg(
+        pl.col("segment_id").last().alias("earlier_segment"))
+    return users.join(earlier, on="user_id", how="left").with_columns(
+        pl.when(pl.col("segment_id").is_in(known)).then(pl.col("segment_id"))
+        .otherwise(pl.coalesce("earlier_segment", "segment_id")).alias("policy_segment")).drop("earlier_segment")
+
+
+@dg.asset(
+    key=NEXT_BEST_ACTION, deps=[CAMPAIGN_LIFT, RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, USER_GROUPS, SEGMENT_HISTORY],
+    group_name=GROUP, pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
+    description="One action per eligible user from a per-segment Thompson-sampling policy learnt from the campaign "
+    "outcomes (uniform over the eligible actions before any send), with its propensity; the policy is promoted only "
+    "when its off-policy value on the latest sends is not worse than the policy in service (meta.policies). "
+    "Global-control users never get an action.",
+)
+def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
+    catalogue = _catalogue(settings)
+    arms = tuple(sorted(catalogue.actions))
+    with duckdb.get_connection() as con:
+        as_of = _as_of(con)
+        users = con.sql("""SELECT s.user_id, s.segment_id::BIGINT AS segment_id, s.segment_name,
+                                  CAST(s.lifecycle_stage AS VARCHAR) AS lifecycle_stage,
+                                  coalesce(g.global_control, false) AS global_control
+                           FROM analytics.user_segments s LEFT JOIN analytics.user_groups g USING (user_id)""").pl()
+        if not arms:
+            with transaction(con):
+                _write(con, "analytics.next_best_action", pl.DataFrame(schema={
+                    "user_id": pl.Utf8, "segment_id": pl.Int64, "action_id": pl.Utf8, "expected_reward": pl.Float64,
+                    "explore": pl.Boolean, "propensity": pl.Float64, "policy_version": pl.Utf8}))
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
+        outcomes = send_outcomes(con, as_of, catalogue.attribution_days)
+        con.execute(POLICIES_DDL)
+        in_service, in_service_version = _in_service(con)
+    notes = []
+    if in_service is not None and tuple(in_service.arms) != arms:
+        notes.append(f"the catalogue's actions changed since {in_service_version}: it cannot serve them")
+        in_service = None
+    treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(
+        pl.col("converted").cast(pl.Int8).alias("reward"))
+    users = _eligible_lists(catalogue, arms, users)
+    eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
+    fit, holdout = time_split(treated, HOLDOUT_SHARE)
+    # Before any send the policy is uniform over the eligible actions (epsilon 1: propensity exactly 1/k).
+    candidate = fit_policy(fit, arms, seed=0) if fit.height else fit_policy(fit, arms, seed=0, epsilon=1.0)
+    evaluation, logs = _evaluate(candidate, in_service, holdout, arms, eligible_of)
+    if evaluation is None:
+        decision = PromotionDecision(in_service is None, "no held-out sends to evaluate on: " + (
+            "nothing in service, promoting" if in_service is None else f"keeping {in_service_version}"))
+    else:
+        decision = promote(evaluation.candidate, evaluation.in_service if in_service is not None else None,
+                           difference=evaluation.difference if in_service is not None else None)
+    if decision.promote:
+        # The gate judged the fitting procedure on sends it had not seen; the policy served is fitted on all sends.
+        served = fit_policy(treated, arms, seed=0) if treated.height and evaluation is not None else candidate
+    else:
+        served = in_service
+    with duckdb.get_connection() as con:
+        context_users = _policy_segments(con, served, users)
+    nba = choose(served, context_users.select("user_id", pl.col("policy_segment").alias("segment_id"), "global_control",
+                                              "eligible_actions")).drop("segment_id")
+    nba = nba.join(users.select("user_id", "segment_id"), on="user_id", how="left").select(NBA_COLUMNS)
+    estimates = evaluation.table.to_dicts() if evaluation is not None else []
+    with duckdb.get_connection() as con, transaction(con):
+        con.execute(POLICIES_DDL)
+        con.execute(f"INSERT INTO {POLICIES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            served.policy_version if decision.promote else candidate.policy_version,
+            datetime.now(UTC).replace(tzinfo=None), as_of, context.run_id, fit.height, logs.height, decision.promote,
+            "; ".join([decision.reason, *notes, *(evaluation.notes if evaluation is not None else ())]),
+            json.dumps(served.state() if decision.promote else candidate.state()),
+            json.dumps(estimates, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v))])
+        _write(con, "analytics.next_best_action", nba)
+        con.execute("DELETE FROM analytics.next_best_action WHERE user_id IN "
+                    "(SELECT user_id FROM analytics.user_groups WHERE global_control)")  # never, defensively
+    meta = {
+        "dagster/row_count": dg.MetadataValue.int(nba.height), "as_of": str(as_of),
+        "policy_version": served.policy_version, "candidate_version": candidate.policy_version,
+        "promoted": decision.promote, "reason": decision.reason, "fit_sends": fit.height, "holdout_sends": logs.height,
+        "explore_share": dg.MetadataValue.float(float(nba["explore"].mean() or 0.0)),
+        **{f"users_{a}": dg.MetadataValue.int(int(n)) for a, n in nba.group_by("action_id").len().sort("action_id").iter_rows()},
+    }
+    if evaluation is not None:
+        for name, est in (("candidate", evaluation.candidate), ("in_service", evaluation.in_service),
+                          ("uniform_random", evaluation.uniform), ("best_single_action", evaluation.best_single_action)):
+            if math.isfinite(est.value):
+                meta[f"value_{name}"] = dg.MetadataValue.float(est.value)
+        meta["best_single_action"] = arms[evaluation.best_action]
+        meta["estimates"] = dg.MetadataValue.md(_md(evaluation.table))
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS], group_name=GROUP, pool="duckdb", kinds={"parquet", "csv"},
+    automation_condition=rescore_on_new_inputs(),
+    description="Per campaign (one per action of the next-best-action run: <action_id>-<as_of yyyymmdd>), the users "
+    "to target and the held-out users (per-campaign salted hash, the catalogue's holdout_share) as Parquet and CSV "
+    "under bi/audiences/, each file replaced atomically: what a CRM or ESP imports. No global-control user.",
+)
+def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
+    catalogue = _catalogue(settings)
+    with duckdb.get_connection() as con:
+        as_of = _as_of(con)
+        nba = con.sql("SELECT user_id, action_id, propensity, policy_version FROM analytics.next_best_action").pl()
+        control = set(con.sql("SELECT user_id FROM analytics.user_groups WHERE global_control").pl()["user_id"].to_list())
+    frame = audiences(nba, as_of, catalogue.holdout_share, control)
+    folder = settings.paths.bi / "audiences"
+    counts = write_audiences(frame, folder)
+    return dg.MaterializeResult(metadata={
+        "folder": dg.MetadataValue.path(str(folder)), "campaigns": dg.MetadataValue.int(len(counts)),
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "audiences": dg.MetadataValue.md(_md(pl.DataFrame(
+            [{"campaign_id": c, "treatment": g.get("treatment", 0), "control": g.get("control", 0)} for c, g in counts.items()],
+            schema={"campaign_id": pl.Utf8, "treatment": pl.Int64, "control": pl.Int64}))),
+    })
+
+
+assets = [user_groups, campaign_lift, next_best_action, campaign_audiences]
 asset_checks: list = []

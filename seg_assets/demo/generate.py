@@ -72,7 +72,7 @@ SIGNUP_AGE_DAYS = np.array([700.0, 400.0, 300.0, 400.0, 500.0, 0.0])  # mean acc
 FAV_P = 0.55  # chance an order or session is in the user's favourite category
 TRACKED_P = 0.90  # share of orders preceded by a click session (the rest: app/phone, untracked)
 
-_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES = 1, 2, 3, 4, 5, 6
+_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES, _CAMPAIGNS = 1, 2, 3, 4, 5, 6, 7
 
 # Click events. Behaviour is planted in stage codes (STAGES); the rich vocabulary then names each event.
 STAGES = ("view", "search", "add_to_cart", "checkout", "purchase", "other")  # ingest.events.FUNNEL_STAGES
@@ -459,12 +459,16 @@ def _write_lines(paths: DataPaths, orders: pl.DataFrame, shopper: np.ndarray, pr
 
 def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parquet", end: datetime = DEFAULT_END,
              fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True,
-             event_vocabulary: Vocabulary = "rich", with_lines: bool = False) -> GenerateSummary:
+             event_vocabulary: Vocabulary = "rich", with_lines: bool = False,
+             with_campaigns: bool = False) -> GenerateSummary:
     """Write a first delivery of ``days`` days ending at ``end`` for ``users`` users, plus ground truth.
 
     ``event_vocabulary``: ``rich`` (EVENT_NAMES, with purchase and other events) or ``contract`` (the
     four stage names only); see the module docstring. ``with_lines``: also order lines of the same orders
     (landing/order_items/: product ids, planted co-purchases per shopper type; demo/lines.py).
+    ``with_campaigns``: also weekly campaign sends (uniform-random actions, logged propensities, a held-out
+    control share), the extra orders they cause at planted per shopper type x action rates, and
+    ``actions.yaml`` (demo/campaigns.py); opt-in, and the other files are the same with or without them.
 
     ``fault_rate`` P > 0 turns about a share P of each table's rows into the bad inputs of the data
     contract and adds the file-level faults; truth/faults.parquet and truth/valid_ids_*.parquet say
@@ -516,6 +520,17 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
         truth_files["faults.parquet"] = pl.concat([w.faults for w in written.values()])
         summary.faults = truth_files["faults.parquet"].height
         truth_files |= {f"valid_ids_{t}.parquet": w.valid_ids.to_frame() for t, w in written.items()}
+    for old in ("planted_action_rates.parquet", "campaign_responses.parquet"):
+        (truth / old).unlink(missing_ok=True)
+    if with_campaigns:
+        from seg_assets.demo.campaigns import write_campaigns
+
+        rows, files, campaign_truth = write_campaigns(
+            paths.root, paths.landing_for, np.random.default_rng([seed, _CAMPAIGNS]), u.shopper, signup, end_s, start_s,
+            fmt, SHOPPER_TYPES, CATEGORIES)
+        summary.rows |= rows
+        summary.files += [str(p.relative_to(paths.root)) for p in files]
+        truth_files |= campaign_truth
     for name, df in truth_files.items():
         df.write_parquet(truth / name)
         summary.files.append(f"truth/{name}")

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from seg_assets.activation.assets import USER_GROUPS
+from seg_assets.activation.assets import CAMPAIGN_LIFT, NEXT_BEST_ACTION, USER_GROUPS
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
@@ -19,7 +19,7 @@ SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
 BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
 # What BI gets: these assets' tables (key analytics/x -> table analytics.x), copied after all of them.
 PUBLISHED = (USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES,
-             USER_GROUPS, BASKET_RULES, SEGMENT_BASKET_RULES)
+             USER_GROUPS, BASKET_RULES, SEGMENT_BASKET_RULES, CAMPAIGN_LIFT, NEXT_BEST_ACTION)
 PUBLISHED_TABLES = tuple(".".join(key.path) for key in PUBLISHED)
 
 

@@ -1,0 +1,62 @@
+"""Audience files: per campaign, the users to target and the users held out, as a CRM or ESP imports them.
+
+One campaign per action of a next-best-action run: ``campaign_id = f"{action_id}-{as_of:%Y%m%d}"``. Its
+users are those whose next best action is that action; a user is held out (``group = control``) when
+``bucket(user_id, salt=campaign_id) < holdout_share * 10,000`` (groups.py: a per-campaign salted hash, so
+re-running the day's publication holds out the same users), else ``group = treatment``. Global-control
+users never appear: they get no next best action, and are dropped here once more.
+
+Files: ``bi/audiences/<campaign_id>.parquet`` and ``.csv`` with ``campaign_id, user_id, action_id, group,
+propensity, policy_version`` (the columns of ``landing/campaign_sends/`` less the send id and time, so
+the sender's log can come back as campaign sends). Each is written under a temporary name and moved into
+place with ``os.replace``, like the BI copy (publish/bi.py): a reader sees the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+
+from seg_assets.activation.groups import bucket, control_cutoff
+
+AUDIENCE_COLUMNS = ("campaign_id", "user_id", "action_id", "group", "propensity", "policy_version")
+
+
+def campaign_id(action_id: str, as_of: datetime) -> str:
+    return f"{action_id}-{as_of:%Y%m%d}"
+
+
+def audiences(nba: pl.DataFrame, as_of: datetime, holdout_share: float, global_control: set[str] | frozenset = frozenset()) -> pl.DataFrame:
+    """One row per user of ``nba`` (user_id, action_id, propensity, policy_version) not in ``global_control``."""
+    df = nba.filter(~pl.col("user_id").is_in(list(global_control))) if global_control else nba
+    df = df.with_columns(pl.col("action_id").map_elements(lambda a: campaign_id(a, as_of), return_dtype=pl.Utf8).alias("campaign_id"))
+    cutoff = control_cutoff(holdout_share)
+    held = [bucket(u, c) < cutoff for u, c in zip(df["user_id"].to_list(), df["campaign_id"].to_list())]
+    return df.with_columns(pl.Series("group", held, dtype=pl.Boolean)).with_columns(
+        pl.when(pl.col("group")).then(pl.lit("control")).otherwise(pl.lit("treatment")).alias("group")
+    ).select(AUDIENCE_COLUMNS).sort("campaign_id", "user_id")
+
+
+def write_audiences(frame: pl.DataFrame, folder: Path) -> dict[str, dict[str, int]]:
+    """Write one Parquet and one CSV file per campaign, each atomically; returns counts per campaign and group."""
+    folder.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    counts: dict[str, dict[str, int]] = {}
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for (cid,), part in frame.partition_by("campaign_id", as_dict=True, maintain_order=True).items():
+            for ext, write in (("parquet", part.write_parquet), ("csv", part.write_csv)):
+                tmp = folder / f".{cid}.{token}.{ext}.tmp"
+                write(tmp)
+                staged.append((tmp, folder / f"{cid}.{ext}"))
+            counts[cid] = {g: int(n) for g, n in part.group_by("group").len().iter_rows()}
+        for tmp, target in staged:  # everything is written: swap each file into place
+            os.replace(tmp, target)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return counts

@@ -1,0 +1,83 @@
+"""Campaign outcomes from the warehouse: one row per campaign and user, with the segment at send time.
+
+A send's outcome is read from the orders already ingested (``staging.stg_orders``): ``converted`` when the
+user completed an order in ``(sent_ts, sent_ts + attribution_days]``, ``revenue`` the sum of those orders'
+amounts. Only sends whose attribution window has closed by the run's as-of are counted (an open window
+would count part of an outcome). A user sent twice in one campaign counts once (the first send). The
+segment is the user's segment at send time (``analytics.segment_history``: valid_from <= sent_ts < valid_to,
+or the open row), else their current segment (``analytics.user_segments``); users without a segment are
+left out.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+OUTCOME_COLUMNS = ("send_id", "campaign_id", "action_id", "segment_id", "user_id", "group", "sent_ts", "propensity",
+                   "converted", "revenue")
+
+
+def _exists(con, schema: str, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                            [schema, table]).fetchall()[0][0])
+
+
+def send_outcomes(con, as_of, attribution_days: int) -> pl.DataFrame:
+    """Outcomes of every send whose window closed by ``as_of`` (see the module docstring)."""
+    empty = pl.DataFrame(schema={"send_id": pl.Utf8, "campaign_id": pl.Utf8, "action_id": pl.Utf8,
+                                 "segment_id": pl.Int64, "user_id": pl.Utf8, "group": pl.Utf8,
+                                 "sent_ts": pl.Datetime("us"), "propensity": pl.Float64, "converted": pl.Boolean,
+                                 "revenue": pl.Float64})
+    if not _exists(con, "raw", "campaign_sends"):
+        return empty
+    days = int(attribution_days)
+    at_send = """,
+        at_send AS (
+            SELECT s.send_id, h.segment_id
+            FROM sends s
+            JOIN analytics.segment_history h
+              ON h.user_id = s.user_id AND h.valid_from <= s.sent_ts AND (h.valid_to IS NULL OR s.sent_ts < h.valid_to)
+            QUALIFY row_number() OVER (PARTITION BY s.send_id ORDER BY h.valid_from DESC) = 1
+        )""" if _exists(con, "analytics", "segment_history") else """,
+        at_send AS (SELECT NULL::VARCHAR AS send_id, NULL::INTEGER AS segment_id WHERE false)"""
+    frame = con.sql(f"""
+        WITH sends AS (
+            SELECT send_id, campaign_id, user_id, action_id, sent_ts, CAST(send_group AS VARCHAR) AS "group",
+                   CAST(propensity AS DOUBLE) AS propensity
+            FROM raw.campaign_sends
+            WHERE sent_ts + INTERVAL {days} DAY <= ?
+            QUALIFY row_number() OVER (PARTITION BY campaign_id, user_id ORDER BY sent_ts, send_id) = 1
+        ),
+        outcome AS (
+            SELECT s.send_id, count(o.order_id) > 0 AS converted, coalesce(sum(o.amount), 0)::DOUBLE AS revenue
+            FROM sends s
+            LEFT JOIN staging.stg_orders o
+              ON o.user_id = s.user_id AND o.status = 'completed'
+             AND o.order_ts > s.sent_ts AND o.order_ts <= s.sent_ts + INTERVAL {days} DAY
+            GROUP BY s.send_id
+        ){at_send}
+        SELECT s.send_id, s.campaign_id, s.action_id,
+               CAST(coalesce(a.segment_id, u.segment_id) AS BIGINT) AS segment_id,
+               s.user_id, s."group", s.sent_ts, s.propensity, o.converted, o.revenue
+        FROM sends s
+        JOIN outcome o USING (send_id)
+        LEFT JOIN at_send a USING (send_id)
+        LEFT JOIN analytics.user_segments u ON u.user_id = s.user_id
+        ORDER BY s.sent_ts, s.send_id""", params=[as_of]).pl()
+    frame = frame.filter(pl.col("segment_id").is_not_null())
+    return frame.cast({c: t for c, t in empty.schema.items()}) if frame.height else empty
+
+
+def time_split(outcomes: pl.DataFrame, holdout_share: float = 0.3) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(fit, holdout): the latest ``holdout_share`` of sends by ``sent_ts`` are held out for evaluation.
+
+    The cut is at a send time, so one campaign (one send time) is never split between the two.
+    """
+    if outcomes.height == 0:
+        return outcomes, outcomes
+    times = outcomes["sent_ts"].sort()
+    cut = times[min(int(round((1 - holdout_share) * len(times))), len(times) - 1)]
+    fit, holdout = outcomes.filter(pl.col("sent_ts") < cut), outcomes.filter(pl.col("sent_ts") >= cut)
+    if fit.height == 0:  # a single send time: nothing earlier to fit on
+        return outcomes, outcomes.clear()
+    return fit, holdout
