@@ -6,9 +6,7 @@ import atexit
 import logging
 import os
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -26,7 +24,7 @@ def generate(
     seed: int = typer.Option(1, help="Random seed: the same seed gives the same files."),
     format: str = typer.Option("parquet", "--format", help="csv or parquet."),
     fault_rate: float = typer.Option(0.0, help="Share of rows with the contract's faults injected (0 = clean)."),
-    end: Optional[str] = typer.Option(None, help="Last timestamp of the data (ISO-8601, UTC); default 2026-10-31T23:59:59Z."),
+    end: str | None = typer.Option(None, help="Last timestamp of the data (ISO-8601, UTC); default 2026-10-31T23:59:59Z."),
     clicks: bool = typer.Option(True, help="Write click events (--no-clicks for orders-only data)."),
     customers: bool = typer.Option(True, help="Write customer records."),
     lines: bool = typer.Option(True, help="Also write order lines with product ids (landing/order_items/) for the "
@@ -37,7 +35,8 @@ def generate(
                                          "names over the six funnel stages) or contract (view, search, add_to_cart, checkout)."),
 ) -> None:
     """Write demo landing files that follow the data contract, with planted kinds of shoppers."""
-    from seg_assets.demo.generate import DEFAULT_END, generate as run_generate
+    from seg_assets.demo.generate import DEFAULT_END
+    from seg_assets.demo.generate import generate as run_generate
     from seg_assets.warehouse import parse_utc
 
     if format not in ("csv", "parquet"):
@@ -55,15 +54,15 @@ def generate(
 
 @app.command()
 def refresh(
-    as_of: Optional[str] = typer.Option(None, help="Fix 'now' (ISO-8601, UTC). Default: the latest event time in the data."),
+    as_of: str | None = typer.Option(None, help="Fix 'now' (ISO-8601, UTC). Default: the latest event time in the data."),
     refit: bool = typer.Option(False, help="Force a new segment model fit (the promotion gate still decides)."),
     rebase: bool = typer.Option(False, help="Recompute every user's features and scores (the daily rebase), not only "
                                 "the users with new rows."),
     set_: list[str] = typer.Option([], "--set", metavar="OP.FIELD=VALUE",
                                    help="A setting of the run, e.g. --set churn_model.min_auc=0.6 (repeatable; value read as YAML)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="A YAML file of settings in Dagster's run config shape "
+    config: Path | None = typer.Option(None, "--config", help="A YAML file of settings in Dagster's run config shape "
                                           "(ops: OP: config: FIELD: VALUE); --set wins over it."),
-    data_dir: Optional[Path] = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
+    data_dir: Path | None = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
     summary: bool = typer.Option(True, help="Print what was built."),
 ) -> None:
     """Run the refresh job in-process, recorded in the instance `make ui` shows; exits non-zero on failure."""
@@ -77,7 +76,7 @@ def refresh(
         try:
             parse_utc(as_of)
         except ValueError:
-            raise typer.BadParameter(f"{as_of!r} is not an ISO-8601 time, e.g. 2026-10-31T23:59:59Z", param_hint="--as-of")
+            raise typer.BadParameter(f"{as_of!r} is not an ISO-8601 time, e.g. 2026-10-31T23:59:59Z", param_hint="--as-of") from None
     try:
         overrides = settings_overrides(config, set_)
     except InputError as exc:
@@ -144,7 +143,7 @@ def _input_error(exc: Exception) -> None:
 def import_cdnow_command(
     src: Path = typer.Argument(..., help="CDNOW_master.txt or CDNOW_sample.txt (from the `lifetimes` package's datasets)."),
     directory: Path = typer.Argument(..., help="Data root: orders go to DIR/landing/orders/."),
-    until: Optional[str] = typer.Option(None, help="Keep purchases up to this date (YYYY-MM-DD, inclusive)."),
+    until: str | None = typer.Option(None, help="Keep purchases up to this date (YYYY-MM-DD, inclusive)."),
     format: str = typer.Option("csv", "--format", help="csv or parquet."),
 ) -> None:
     """Convert the CDNOW purchase history into landing files of the orders contract (orders only)."""
@@ -170,7 +169,7 @@ def eval_cdnow_command(
 
 @app.command("init-dagster-home")
 def init_dagster_home(
-    path: Optional[Path] = typer.Argument(None, help="The DAGSTER_HOME folder to prepare (default: $DAGSTER_HOME, "
+    path: Path | None = typer.Argument(None, help="The DAGSTER_HOME folder to prepare (default: $DAGSTER_HOME, "
                                           "else $SEG_DATA_DIR/dagster_home, the one `seg-assets refresh` records in)."),
     print_path: bool = typer.Option(False, "--print-path", help="Print only the folder (for `make ui`)."),
 ) -> None:
@@ -194,7 +193,8 @@ def _exit_without_teardown() -> None:
 
     A refresh imports thousands of modules (Dagster, scikit-learn, SciPy, polars). Tearing them down
     runs several full garbage collections over half a million objects: 1.3 s of wall and CPU per refresh
-    (200k users, medians of alternated runs), spent on memory the OS frees anyway. Registered first, this runs after every other exit handler (those of
+    (200k users, medians of alternated runs), spent on memory the OS frees anyway. Registered first, this runs
+    after every other exit handler (those of
     logging, thread pools and the libraries), as Instagram did for its web workers. Everything the
     command wrote is committed by then (DuckDB and the Dagster instance close per use).
     """

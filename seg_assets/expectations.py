@@ -10,9 +10,10 @@ have new rows to sample (or a count that failed). Scalar thresholds and counts a
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)

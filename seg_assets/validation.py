@@ -8,7 +8,8 @@ expectations on samples, where its per-expectation report with unexpected exampl
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -44,7 +45,8 @@ def failures_markdown(outcome: ValidationOutcome) -> str:
     lines = ["| expectation | column | unexpected | examples | details |", "|---|---|---|---|---|"]
     for f in outcome.failed:
         examples = ", ".join(map(str, f.examples)).replace("|", "/")
-        lines.append(f"| {f.expectation} | {f.column or ''} | {f.unexpected_count if f.unexpected_count is not None else ''} | {examples} | {f.details} |")
+        count = f.unexpected_count if f.unexpected_count is not None else ""
+        lines.append(f"| {f.expectation} | {f.column or ''} | {count} | {examples} | {f.details} |")
     return "\n".join(lines)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 
@@ -108,7 +108,7 @@ def parse_utc(text: str) -> datetime:
     """Parse an ISO-8601 timestamp into a naive UTC datetime (the warehouse stores naive UTC)."""
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -131,4 +131,4 @@ def resolve_as_of(con: duckdb.DuckDBPyConnection, override: str | None) -> datet
     latest = latest_activity(con)
     if latest is not None:
         return latest
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -95,7 +95,8 @@ def _full_rules(con) -> pl.DataFrame:
     lines = con.sql("SELECT * FROM raw.order_items").pl()
     fresh = _warehouse(lines)
     segments = con.sql("SELECT * FROM analytics.user_segments").pl()
-    fresh.sql("CREATE OR REPLACE TABLE analytics.user_segments AS SELECT * FROM segments")
+    fresh.register("segments_frame", segments)
+    fresh.sql("CREATE OR REPLACE TABLE analytics.user_segments AS SELECT * FROM segments_frame")
     assert C.update_counts(fresh, CFG.counts).mode == "full"
     return _rules(fresh).sort(pl.all())
 

@@ -4,7 +4,7 @@ Small files in the CDNOW formats are written here (no network). One ``slow`` tes
 from PyPI (the ``lifetimes`` wheel) and checks the published figures; it is skipped when offline.
 """
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -77,7 +77,7 @@ def test_the_real_loader_accepts_every_imported_row(tmp_path, fmt):
     summary = import_cdnow(src, tmp_path / "data", fmt=fmt)
     assert (summary.rows, summary.rejected_rows) == (10, 4)
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    report = ingest_landing(con, tmp_path / "data" / "landing", run_id="t", now=datetime.now(timezone.utc),
+    report = ingest_landing(con, tmp_path / "data" / "landing", run_id="t", now=datetime.now(UTC),
                             clock_skew=timedelta(hours=1), min_ts=datetime(1990, 1, 1))
     assert report.totals("orders")["accepted"] == 10 and report.totals("orders")["rejected"] == 0
     total, items, first = con.sql("SELECT sum(amount), sum(items), min(order_ts) FROM raw.orders").fetchall()[0]

@@ -1,6 +1,6 @@
 """The ingest multi_asset and its checks through dg.materialize, on real files and a real DuckDB file."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +14,7 @@ from seg_assets.resources import build_resources
 ORDERS = "order_id,user_id,order_ts,amount,items,category,discount,status"
 CLICKS = "event_id,user_id,session_id,event_ts,event_type,product_id,category"
 CUSTOMERS = "user_id,signup_ts,country,channel,email"
-TS = (datetime.now(timezone.utc) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")  # the future rule uses the wall clock
+TS = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")  # the future rule uses the wall clock
 
 
 def write(root: Path, table: str, name: str, header: str, lines: list[str]) -> None:
@@ -73,7 +73,7 @@ def test_materialize_reports_and_checks_pass(tmp_path):
 def test_rejects_are_reported_and_ratio_only_warns(tmp_path):
     root = tmp_path / "data"
     write(root, "orders", "o1.csv", ORDERS,
-          [f"o1,u1,{TS},5,1,,,completed", f"o2,u1,{TS},-5,1,,,completed", f"o3,u1,not-a-date,5,1,,,completed",
+          [f"o1,u1,{TS},5,1,,,completed", f"o2,u1,{TS},-5,1,,,completed", "o3,u1,not-a-date,5,1,,,completed",
            f"o4,u1,{TS},5,1,,,shipped"])
     write(root, "orders", "o2_bad.csv", "order_id,user_id,order_ts,items,status", [f"o9,u1,{TS},1,completed"])
     (root / "landing" / "orders" / "readme.md").write_text("ignored")

@@ -5,8 +5,15 @@ import polars as pl
 import pytest
 
 from seg_assets.segmentation.gate import decide_promotion
-from seg_assets.segmentation.membership import (NO_SEGMENT, membership_churn, model_proba, refit_churn, same_stage,
-                                                sticky_assign, sticky_model_assign)
+from seg_assets.segmentation.membership import (
+    NO_SEGMENT,
+    membership_churn,
+    model_proba,
+    refit_churn,
+    same_stage,
+    sticky_assign,
+    sticky_model_assign,
+)
 from seg_assets.segmentation.model import ModelConfig, fit_segment_model
 from seg_assets.segmentation.selection import SelectionConfig
 

@@ -6,8 +6,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from seg_assets.segmentation.rule_based import (RFM_GROUPS, LifecycleThresholds, ValueTiers, lifecycle_expr,
-                                                rfm_group_expr, rfm_scores, rule_based_segments, value_tier_expr)
+from seg_assets.segmentation.rule_based import (
+    RFM_GROUPS,
+    LifecycleThresholds,
+    ValueTiers,
+    lifecycle_expr,
+    rfm_group_expr,
+    rfm_scores,
+    rule_based_segments,
+    value_tier_expr,
+)
 
 
 @pytest.fixture

@@ -8,8 +8,16 @@ import pytest
 import sqlglot
 
 from seg_assets.features.incremental import sliding_windows
-from seg_assets.features.sql_models import (build_sql_asset, discover_models, incremental_windows, load_model, read_header,
-                                          run_model, sql_assets, upstream_tables)
+from seg_assets.features.sql_models import (
+    build_sql_asset,
+    discover_models,
+    incremental_windows,
+    load_model,
+    read_header,
+    run_model,
+    sql_assets,
+    upstream_tables,
+)
 
 
 def test_upstream_tables_excludes_ctes_and_finds_joins():

@@ -5,7 +5,7 @@ from datetime import datetime
 import polars as pl
 import pytest
 
-from seg_assets.features.dictionary import FEATURES, FEATURE_NAMES, MODEL_FEATURES
+from seg_assets.features.dictionary import FEATURE_NAMES, FEATURES, MODEL_FEATURES
 from seg_assets.features.user_features import build_user_features, category_slug
 
 AS_OF = datetime(2026, 3, 31)

@@ -1,7 +1,7 @@
 """Validation that costs what it checks: plain check results for counts and thresholds (named in the
 description, numbers in the metadata), Great Expectations for row-level expectations on samples."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -27,7 +27,7 @@ SUITE = [
     E.expect("ExpectColumnValuesToBeBetween", column="amount", min_value=0),
     E.expect("ExpectColumnValuesToBeInSet", column="status", value_set=["completed", "refunded"]),
 ]
-NOW = datetime.now(timezone.utc).replace(tzinfo=None)
+NOW = datetime.now(UTC).replace(tzinfo=None)
 BOUNDS = (NOW - timedelta(days=3650), NOW + timedelta(hours=1))
 
 

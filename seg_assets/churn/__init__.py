@@ -6,6 +6,7 @@ evaluation against the paper's split (evaluate.py).
 """
 
 from seg_assets.churn.assets import churn_model, churn_scores
+
 assets = [churn_model, churn_scores]
 asset_checks: list = []  # churn_auc runs in churn_model's own step (check_specs)
 

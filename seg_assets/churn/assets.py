@@ -13,7 +13,8 @@ Thin Dagster wiring around the pure parts of this package:
   snapshots: about ``H + step + min_history_days`` days) no model is trained: the asset says why, the
   check warns, and the scores are null.
 * ``analytics/churn_scores``: every user of ``features.user_features`` scored with the model in service
-  (incrementally: only users whose features were recomputed, or everyone after a model change): ``churn_probability`` (no completed order in the next H days), ``churn_risk`` (high /
+  (incrementally: only users whose features were recomputed, or everyone after a model change):
+  ``churn_probability`` (no completed order in the next H days), ``churn_risk`` (high /
   medium / low by the model's thresholds), ``expected_value_next_h`` (expected spend over the next H days),
   ``churn_model_version``, ``as_of`` (of the features scored). Without a model in service every user is still listed, with nulls.
 
@@ -24,19 +25,19 @@ the AUC floor. ``always`` forces a fit. Changing only the risk thresholds or ``m
 model's row without a refit.
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 import dagster as dg
 import numpy as np
 import polars as pl
 from pydantic import Field
 
-from seg_assets.errors import input_failure
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES
 from seg_assets.churn.model import RISK_LEVELS, ChurnModel, risk_levels, train_churn_model
 from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
+from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
@@ -59,16 +60,18 @@ class ChurnConfig(dg.Config):
         default="auto", description="gbm (HistGradientBoosting), logreg, or auto: both, keep the better time-based holdout ROC-AUC.")
     calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration on out-of-time scores (sigmoid keeps the ranking).")
-    step_days: Optional[int] = Field(default=None, ge=1, description="Days between training cut-offs (default max(7, H // 3)).")
+    step_days: int | None = Field(default=None, ge=1, description="Days between training cut-offs (default max(7, H // 3)).")
     max_snapshots: int = Field(default=6, ge=2, description="Most training snapshots (cut-offs T-H, T-H-step, ...).")
     min_history_days: int = Field(default=30, ge=0, description="Days of data a cut-off needs before it.")
-    max_users_per_snapshot: int = Field(default=100_000, ge=1_000, description="Users sampled per snapshot (bounds training cost; 100k and 200k gave the same holdout AUC at 1M users).")
+    max_users_per_snapshot: int = Field(default=100_000, ge=1_000, description="Users sampled per snapshot (bounds training "
+                                        "cost; 100k and 200k gave the same holdout AUC at 1M users).")
     risk_high: float = Field(default=0.7, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
     risk_medium: float = Field(default=0.4, ge=0, le=1, description="churn_risk 'medium' when churn_probability >= this (else 'low').")
     min_auc: float = Field(default=0.65, ge=0, le=1, description="Holdout ROC-AUC floor: below it the fit does not serve "
                            "(churn columns null unless an earlier model serves) and the churn_auc check warns.")
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model whose data is older than this (data time).")
-    threads: int = Field(default=0, ge=0, description="OpenMP/BLAS threads for fitting (0: all cores; the fit is the same whatever the count).")
+    threads: int = Field(default=0, ge=0,
+                         description="OpenMP/BLAS threads for fitting (0: all cores; the fit is the same whatever the count).")
     seed: int = Field(default=0, description="Random seed (sampling, boosting).")
 
     def settings(self) -> dict:
@@ -78,7 +81,7 @@ class ChurnConfig(dg.Config):
                 "min_history_days": self.min_history_days, "max_users_per_snapshot": self.max_users_per_snapshot}
 
 
-def refit_reason(current: "registry.ChurnRow | None", last: "registry.ChurnRow | None", as_of, config: ChurnConfig) -> Optional[str]:
+def refit_reason(current: "registry.ChurnRow | None", last: "registry.ChurnRow | None", as_of, config: ChurnConfig) -> str | None:
     """Why a 'when_needed' run should fit (None: keep the model in service)."""
     if current is None:
         return "no churn model in service"
@@ -242,7 +245,7 @@ def _not_fitted(context, duckdb: Warehouse, message: str, current, as_of) -> dg.
     return dg.MaterializeResult(metadata={"decision": note, "in_service_version": current.version if current else ""})
 
 
-def score_users(frame: pl.DataFrame, model: Optional[ChurnModel], as_of, *, risk_high: float = 0.7,
+def score_users(frame: pl.DataFrame, model: ChurnModel | None, as_of, *, risk_high: float = 0.7,
                 risk_medium: float = 0.4) -> pl.DataFrame:
     """The rows of ``analytics.churn_scores`` for a features frame (nulls without a model)."""
     n = frame.height

@@ -45,7 +45,7 @@ Fits run single-threaded by default (``threads``; see ``segmentation.selection.l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import joblib
@@ -53,7 +53,6 @@ import numpy as np
 import polars as pl
 
 from seg_assets.artifacts import save_artifact
-from seg_assets.churn.keys import RISK_LEVELS
 from seg_assets.features.dictionary import MODEL_FEATURES
 from seg_assets.segmentation.selection import limit_threads, sample_indices
 
@@ -145,7 +144,7 @@ class Calibrator:
         self.method = method
         self._model = None
 
-    def fit(self, scores: np.ndarray, y: np.ndarray) -> "Calibrator":
+    def fit(self, scores: np.ndarray, y: np.ndarray) -> Calibrator:
         if len(np.unique(y)) < 2:  # one class only: nothing to learn, keep the scores as they are
             self._model = None
             return self
@@ -272,7 +271,7 @@ class ChurnModel:
     metrics: dict
     as_of: datetime | None = None
     cutoffs: tuple[datetime, ...] = ()
-    fitted_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    fitted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     importances: pl.DataFrame | None = None
 
     @property
@@ -294,7 +293,7 @@ class ChurnModel:
         return save_artifact(self, path)
 
     @staticmethod
-    def load(path: Path) -> "ChurnModel":
+    def load(path: Path) -> ChurnModel:
         return joblib.load(path)
 
 

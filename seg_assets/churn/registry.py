@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from seg_assets.warehouse import transaction
@@ -64,7 +64,7 @@ def record_run(con, *, run_id: str | None, as_of: datetime | None, in_service_ve
     """What this run of ``churn_model`` left in service, and why, in words."""
     ensure_tables(con)
     con.execute("INSERT INTO meta.churn_runs VALUES (?, ?, ?, ?, ?)",
-                [datetime.now(timezone.utc).replace(tzinfo=None), run_id, _naive(as_of), in_service_version or None, note])
+                [datetime.now(UTC).replace(tzinfo=None), run_id, _naive(as_of), in_service_version or None, note])
 
 
 def latest_run(con) -> tuple[str | None, str] | None:
@@ -131,4 +131,4 @@ def update_thresholds(con, version: str, *, risk_high: float, risk_medium: float
 def _naive(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.astimezone(UTC).replace(tzinfo=None)

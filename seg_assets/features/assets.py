@@ -9,7 +9,8 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from seg_assets.features import dictionary, incremental as inc
+from seg_assets.features import dictionary
+from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import sql_assets

@@ -21,14 +21,16 @@ class Feature:
 
 FEATURES: tuple[Feature, ...] = (
     Feature("user_id", "str", "User id from the landing files (orders, clicks or customers)."),
-    Feature("recency_days", "float", "Days from the last completed order to as-of; users who never completed an order get their tenure.", 0, None, True),
+    Feature("recency_days", "float", "Days from the last completed order to as-of; users who never completed an order get their "
+            "tenure.", 0, None, True),
     Feature("frequency", "int", "Completed orders, lifetime.", 0, None, True),
     Feature("monetary", "float", "Sum of `amount` over completed orders (after discount).", 0, None, True),
     Feature("avg_order_value", "float", "monetary / frequency; 0 without completed orders.", 0, None, True),
     Feature("tenure_days", "float", "Days from signup (customers file) or else first activity to as-of.", 0, None, True),
     Feature("orders_30d", "int", "Completed orders in the 30 days up to as-of.", 0, None, True),
     Feature("orders_90d", "int", "Completed orders in the 90 days up to as-of.", 0, None, True),
-    Feature("discount_share", "float", "Discount / (amount + discount) over completed orders: how much of the list price was discounted.", 0, 1, True),
+    Feature("discount_share", "float", "Discount / (amount + discount) over completed orders: how much of the list price was "
+            "discounted.", 0, 1, True),
     Feature("cancel_rate", "float", "Cancelled orders / all orders.", 0, 1, True),
     Feature("return_rate", "float", "Returned orders / all orders.", 0, 1, True),
     Feature("sessions", "int", "Distinct click sessions.", 0, None, True),
@@ -42,7 +44,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("cart_to_checkout", "float", "checkouts / add_to_carts (0 without carts), capped at 1.", 0, 1, True),
     Feature("checkout_to_order", "float", "Completed orders / checkouts (0 without checkouts), capped at 1.", 0, 1, True),
     Feature("session_to_order", "float", "Completed orders / sessions (0 without sessions), capped at 1: overall conversion.", 0, 1, True),
-    Feature("days_since_last_visit", "float", "Days from the last click event to as-of; users without clicks get their tenure.", 0, None, True),
+    Feature("days_since_last_visit", "float", "Days from the last click event to as-of; users without clicks get their tenure.",
+            0, None, True),
     Feature("category_count", "int", "Distinct categories ordered or browsed.", 0, None, False),
     Feature("top_category", "str", "The category with the most orders and clicks ('' without any)."),
     Feature("top_category_share", "float", "Share of the user's orders and clicks in `top_category`.", 0, 1, False),
@@ -69,5 +72,6 @@ def markdown_table() -> str:
         hi = "" if f.max_value is None else f"{f.max_value:g}"
         rng = f"[{lo}, {hi or '∞'}]" if (lo or hi) else ""
         rows.append(f"| `{f.name}` | {f.dtype} | {rng} | {'yes' if f.model else ''} | {f.description} |")
-    rows.append(f"| `{CATEGORY_SHARE_PREFIX}<category>` | float | [0, 1] |  | Share of the user's orders and clicks in that category (most common categories; the rest in `{CATEGORY_SHARE_PREFIX}other`). |")
+    rows.append(f"| `{CATEGORY_SHARE_PREFIX}<category>` | float | [0, 1] |  | Share of the user's orders and clicks in that category "
+                f"(most common categories; the rest in `{CATEGORY_SHARE_PREFIX}other`). |")
     return "\n".join(rows)

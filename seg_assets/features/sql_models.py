@@ -29,7 +29,8 @@ import dagster as dg
 import sqlglot
 from sqlglot import exp
 
-from seg_assets.features import additive, incremental as inc
+from seg_assets.features import additive
+from seg_assets.features import incremental as inc
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.warehouse import sql_model_files, transaction
 

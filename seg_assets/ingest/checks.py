@@ -14,7 +14,7 @@ All four are one ``multi_asset_check`` (one step, subsettable: a check can still
 its run), it validates the files of the latest run that ingested into the table.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
@@ -183,7 +183,7 @@ REJECT_RATIO = dg.AssetCheckKey(REJECTS_KEY, "reject_ratio")
 )
 def raw_contracts(context: dg.AssetCheckExecutionContext, config: RawCheckConfig, duckdb: Warehouse, settings: SegSettings):
     selected = context.selected_asset_check_keys
-    bounds = settings.timestamp_bounds(datetime.now(timezone.utc))
+    bounds = settings.timestamp_bounds(datetime.now(UTC))
     with duckdb.get_connection() as con:
         for name, spec in C.TABLES.items():
             if _contract_key(name) in selected:

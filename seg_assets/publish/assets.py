@@ -27,7 +27,8 @@ PUBLISHED_TABLES = tuple(".".join(key.path) for key in PUBLISHED)
     specs=[
         dg.AssetSpec(SEGMENT_HISTORY, deps=[USER_SEGMENTS], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),
-                     description="One row per user and segment spell (valid_from, valid_to): a new row only when a user's segment changes."),
+                     description="One row per user and segment spell (valid_from, valid_to): a new row only when a user's "
+                                 "segment changes."),
         dg.AssetSpec(SEGMENT_TRANSITIONS, deps=[USER_SEGMENTS], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),
                      description="Per refresh: users who entered a segment or moved from one segment to another."),
@@ -49,7 +50,8 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
         "unchanged_users": update.unchanged_users, "dagster/row_count": dg.MetadataValue.int(int(spells)),
         # Numeric metadata per segment: the asset's Plots tab in the UI draws each as a line over refreshes.
         **{f"segment_{sid}_users": dg.MetadataValue.int(int(n))
-           for sid, n in sizes.filter(pl.col("as_of") == pl.col("as_of").max()).select("segment_id", "users").sort("segment_id").iter_rows()},
+           for sid, n in sizes.filter(pl.col("as_of") == pl.col("as_of").max()).select("segment_id", "users")
+           .sort("segment_id").iter_rows()},
         "sizes_over_time": dg.MetadataValue.md(_sizes_table(sizes)) if sizes.height else "",
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_TRANSITIONS, metadata={

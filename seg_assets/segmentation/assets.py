@@ -11,7 +11,7 @@ model is older than ``max_age_days``. Either way the promotion gate decides whet
 """
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import dagster as dg
@@ -19,10 +19,10 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from seg_assets.errors import input_failure
-from seg_assets.ingest.loader import why_no_rows
 from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
+from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
+from seg_assets.ingest.loader import why_no_rows
 from seg_assets.plots import k_selection_plot, projection_plot
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
@@ -48,18 +48,21 @@ class SegmentModelConfig(dg.Config):
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
     k_min: int = Field(default=2, ge=1, description="Fewest behaviour clusters (flat: fewest segments, at least 2).")
     k_max: int = Field(default=8, ge=2, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
-    algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
+    algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
+        default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
     new_max_tenure_days: float = Field(default=30.0, description="Lifecycle stage 'new': tenure up to this many days.")
     lapsed_after_days: float = Field(default=90.0, description="Lifecycle stage 'lapsed': no order and no visit for longer.")
     max_match_distance: float = Field(default=1.0, description="A re-fitted segment keeps an old id only within this centroid distance.")
-    promotion_tolerance: float = Field(default=0.05, ge=0, description="A candidate may be this much worse on a gate metric and still serve.")
+    promotion_tolerance: float = Field(
+        default=0.05, ge=0, description="A candidate may be this much worse on a gate metric and still serve.")
     sticky_odds: float = Field(
         default=DEFAULT_ODDS, ge=1.0, description="The refit margin: a user leaves a segment that still exists only for one "
         "this many times as likely (1: plain nearest segment). Carried by the model, so scoring and the gate use the same.")
     max_membership_churn: float | None = Field(
         default=DEFAULT_MAX_CHURN, ge=0, le=1, description="Refuse a candidate that moves more than this share of the users "
         "whose features barely changed to another segment (None: report only).")
-    gate_classifier: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier used for the gate's macro-F1.")
+    gate_classifier: Literal["logreg", "tree", "gbm", "mlp"] = Field(
+        default="logreg", description="Classifier used for the gate's macro-F1.")
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model older than this (data time).")
     seed: int = Field(default=0, description="Random seed: the same data and settings give the same segments and ids.")
 
@@ -271,12 +274,14 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     if ksel is not None and ksel.height:
         engaged = ksel.filter(pl.col("stage") == ksel["stage"][0]).sort("k")
         metadata["k_selection"] = dg.MetadataValue.md(k_selection_plot(
-            engaged["k"].to_list(), engaged["silhouette"].to_list(), engaged["davies_bouldin"].to_list(), candidate.metrics.get("k_behaviour")))
+            engaged["k"].to_list(), engaged["silhouette"].to_list(), engaged["davies_bouldin"].to_list(),
+            candidate.metrics.get("k_behaviour")))
     return dg.MaterializeResult(metadata=metadata)
 
 
 class ClassifierConfig(dg.Config):
-    fit: Literal["always", "when_needed"] = Field(default="always", description="'when_needed': only if the model in service has no classifier yet.")
+    fit: Literal["always", "when_needed"] = Field(
+        default="always", description="'when_needed': only if the model in service has no classifier yet.")
     kind: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier family.")
     min_macro_f1: float = Field(default=0.80, ge=0, le=1, description="A classifier below this held-out macro-F1 stays out of service.")
     max_rows: int = Field(default=200_000, ge=1_000, description="Training sample size (bounded so cost does not grow with users).")
@@ -339,7 +344,7 @@ def _segment_classifier(context: dg.AssetExecutionContext, config: ClassifierCon
     with duckdb.get_connection() as con:
         registry.record_classifier(con, version=version, model_version=model.version, kind=config.kind, metrics=clf.metrics,
                                    artifact=artifact, in_service=serve, reason=reason, run_id=context.run_id,
-                                   trained_at=datetime.now(timezone.utc))
+                                   trained_at=datetime.now(UTC))
     recall = pl.DataFrame({"segment_id": list(clf.metrics["recall_by_segment"]),
                            "segment_name": [model.name_of.get(s, "") for s in clf.metrics["recall_by_segment"]],
                            "recall": list(clf.metrics["recall_by_segment"].values())})

@@ -17,8 +17,8 @@ Rules, in order (the first that applies gives the reason):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import polars as pl
 

@@ -14,8 +14,9 @@ that is good only on the big segments fails it). Kinds:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import joblib
 import numpy as np
@@ -73,7 +74,7 @@ class SegmentClassifier:
         joblib.dump(self, path, compress=3)
 
     @staticmethod
-    def load(path) -> "SegmentClassifier":
+    def load(path) -> SegmentClassifier:
         obj = joblib.load(path)
         if not isinstance(obj, SegmentClassifier):
             raise TypeError(f"{path} does not hold a SegmentClassifier")

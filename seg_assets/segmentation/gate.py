@@ -22,8 +22,8 @@ that reshuffles users who did nothing. With nothing in service there is nobody t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 GATE_METRICS = ("silhouette", "stability", "classifier_macro_f1")
 CHURN_METRIC = "membership_churn_stable"

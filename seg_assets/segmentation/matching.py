@@ -21,8 +21,8 @@ assigned here, never taken from the estimator.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl

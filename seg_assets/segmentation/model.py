@@ -37,7 +37,7 @@ for a stage that is a single segment (the thresholds decide with certainty).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,16 @@ from seg_assets.segmentation import matching, naming, profiles
 from seg_assets.segmentation.availability import feature_availability, recency_signals
 from seg_assets.segmentation.membership import DEFAULT_ODDS
 from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
-from seg_assets.segmentation.selection import (SelectionConfig, bootstrap_stability, centroids_of, cluster_metrics,
-                                               fit_clusters, limit_threads, sample_indices, select_k)
+from seg_assets.segmentation.selection import (
+    SelectionConfig,
+    bootstrap_stability,
+    centroids_of,
+    cluster_metrics,
+    fit_clusters,
+    limit_threads,
+    sample_indices,
+    select_k,
+)
 
 ARTIFACT_FORMAT = 1
 STAGE_ORDER = ("engaged", "new", "lapsed", "all")
@@ -150,7 +158,7 @@ class SegmentModel:
     metrics: dict[str, float] = field(default_factory=dict)
     k_selection: pl.DataFrame | None = None
     matching: pl.DataFrame | None = None
-    fitted_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    fitted_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     as_of: datetime | None = None
     parent_version: str | None = None
     max_issued_id: int = 0
@@ -267,7 +275,7 @@ class SegmentModel:
         return save_artifact(self, path)
 
     @staticmethod
-    def load(path: str | Path) -> "SegmentModel":
+    def load(path: str | Path) -> SegmentModel:
         obj = joblib.load(path)
         if not isinstance(obj, SegmentModel):
             raise TypeError(f"{path} does not hold a SegmentModel")
@@ -326,7 +334,8 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     sel = config.selection
     fit_frame = frame[sample_indices(frame.height, sel.fit_sample, sel.random_state + 3)]
     pre = Preprocessor(scaler=config.scaler, clip_quantile=config.clip_quantile, skew_transform=config.skew_transform,
-                       overrides=dict(config.transforms) or None, weights=balanced_weights(features) if config.balance_groups else None).fit(fit_frame, features)
+                       overrides=dict(config.transforms) or None,
+                       weights=balanced_weights(features) if config.balance_groups else None).fit(fit_frame, features)
     Z = pre.transform(fit_frame)
     stage = stage_of(fit_frame, config, features)
     stages: dict[str, StageFit] = {}
@@ -390,7 +399,7 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     for name in stages:
         metrics[f"share_{name}"] = float((stage == name).mean())
     ksel = [s.k_selection for s in stages.values() if s.k_selection is not None]
-    fitted_at = fitted_at or datetime.now(timezone.utc)
+    fitted_at = fitted_at or datetime.now(UTC)
     ref = fit_frame.select(features)
     return SegmentModel(
         version=version or f"seg-{fitted_at:%Y%m%dT%H%M%S}", algorithm=algorithm, hierarchy=config.hierarchy,

@@ -23,7 +23,7 @@ stage is "Dormant" or "At risk", behaviour clusters in ``engaged`` use the other
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 # name -> {feature: weight * direction}
 ARCHETYPES: dict[str, dict[str, float]] = {
@@ -114,7 +114,7 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
     best = {s: max(sc.items(), key=lambda t: (t[1], -list(ARCHETYPES).index(t[0]))) for s, sc in scores.items() if sc}
     pairs = sorted(((sc, s, a) for s in todo for a, sc in scores[s].items() if sc >= best[s][1] - CLOSE_TO_BEST),
                    key=lambda t: (-t[0], t[1], t[2]))
-    for sc, s, a in pairs:
+    for _score, s, a in pairs:
         if s in names or a in taken:
             continue
         names[s] = a

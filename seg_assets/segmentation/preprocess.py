@@ -28,8 +28,8 @@ round-trip it, so a stored model transforms next month's data exactly as it tran
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import polars as pl
@@ -129,7 +129,7 @@ class Preprocessor:
     def fitted(self) -> bool:
         return self.center is not None
 
-    def fit(self, frame: pl.DataFrame, features: Sequence[str] | None = None) -> "Preprocessor":
+    def fit(self, frame: pl.DataFrame, features: Sequence[str] | None = None) -> Preprocessor:
         feats = list(features) if features is not None else [c for c in frame.columns if frame[c].dtype.is_numeric()]
         X = to_matrix(frame, feats)
         if X.shape[0] == 0:
@@ -229,7 +229,7 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "Preprocessor":
+    def from_dict(cls, d: Mapping) -> Preprocessor:
         p = cls(scaler=d["scaler"], clip_quantile=d["clip_quantile"], skew_transform=d.get("skew_transform", "log1p"),
                 overrides=dict(zip(d["features"], d["transforms"])), weights=dict(zip(d["features"], d["weight"])))
         p.features, p.transforms = list(d["features"]), list(d["transforms"])

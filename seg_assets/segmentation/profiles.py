@@ -10,7 +10,7 @@ zero-inflation of counts, where z-scores of raw means are dominated by a few wha
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl

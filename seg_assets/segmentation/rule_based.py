@@ -20,8 +20,8 @@ Everything is a vectorised polars expression (no loop over rows), deterministic 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import polars as pl

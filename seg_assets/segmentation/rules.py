@@ -17,14 +17,18 @@ model's segment: how far the rules can be trusted as a description of the cluste
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from seg_assets.segmentation.preprocess import to_matrix
 from seg_assets.segmentation.selection import sample_indices
+
+if TYPE_CHECKING:  # scikit-learn is imported where a tree is fitted (the code location loads faster)
+    from sklearn.tree import DecisionTreeClassifier
 
 
 @dataclass

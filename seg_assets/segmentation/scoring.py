@@ -19,9 +19,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from seg_assets.errors import input_failure
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.churn.keys import CHURN_SCORES, RISK_LEVELS
+from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
@@ -30,8 +30,16 @@ from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MO
 from seg_assets.segmentation.membership import DEFAULT_ODDS, NO_SEGMENT, model_proba, same_stage, sticky_assign
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
-from seg_assets.segmentation.rule_based import (LIFECYCLE_STAGES, RFM_GROUPS, VALUE_TIERS, LifecycleThresholds,
-                                                ValueTiers, rule_based_segments, value_cuts, value_tier_expr)
+from seg_assets.segmentation.rule_based import (
+    LIFECYCLE_STAGES,
+    RFM_GROUPS,
+    VALUE_TIERS,
+    LifecycleThresholds,
+    ValueTiers,
+    rule_based_segments,
+    value_cuts,
+    value_tier_expr,
+)
 from seg_assets.segmentation.rules import explain_model
 from seg_assets.warehouse import as_enums, create_table_from, registered, table_exists, transaction, upsert
 
