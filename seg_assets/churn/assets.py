@@ -34,8 +34,8 @@ from pydantic import Field
 
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.churn import registry
-from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES
-from seg_assets.churn.model import RISK_LEVELS, ChurnModel, risk_levels, train_churn_model
+from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_LEVELS
+from seg_assets.churn.model import ChurnModel, risk_levels, train_churn_model
 from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
