@@ -86,7 +86,8 @@ def test_rejects_are_reported_and_ratio_only_warns(tmp_path):
     rejects = meta(result, REJECTS_KEY)
     assert rejects["dagster/row_count"] == 4 and rejects["reject_ratio_this_run"] == 0.8
     assert "unknown status 'shipped'" in rejects["top_reasons"]
-    assert meta(result, LEDGER_KEY)["ignored_files"] == ["orders/readme.md"]
+    assert meta(result, LEDGER_KEY)["ignored_files"] == {
+        "orders/readme.md": "unknown format (.md): land it as .csv, .csv.gz or .parquet"}
     ratio = evaluations(result)["reject_ratio"]
     assert not ratio.passed and ratio.severity == dg.AssetCheckSeverity.WARN
     assert ratio.metadata["rejects_by_rule"].value["negative:amount"] == 1

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 KEYS = ("campaign_id", "action_id", "segment_id")
 TREATMENT, CONTROL = "treatment", "control"
@@ -85,6 +84,8 @@ def sample_ratio_mismatch(n_treated: int, n_control: int, planned_control_share:
     if n == 0:
         return SampleRatioCheck(0, 0, planned_control_share, math.nan, math.nan, math.nan, False)
     expected = np.array([n * (1 - planned_control_share), n * planned_control_share])
+    from scipy import stats  # here: loading the code location must not import SciPy
+
     chi2, p = stats.chisquare([n_treated, n_control], expected)
     return SampleRatioCheck(int(n_treated), int(n_control), float(planned_control_share), n_control / n,
                             float(chi2), float(p), bool(p < threshold))
@@ -131,6 +132,8 @@ def _conversion_stats(x_t: int, n_t: int, x_c: int, n_c: int, alpha: float) -> d
 
 def _revenue_stats(m_t: float, v_t: float, n_t: int, m_c: float, v_c: float, n_c: int, alpha: float) -> dict[str, float | None]:
     """Welch interval and test for the difference of means, delta-method interval for the ratio."""
+    from scipy import stats
+
     out: dict[str, float | None] = dict.fromkeys(("revenue_abs_lift", "revenue_abs_lift_ci_low", "revenue_abs_lift_ci_high",
                                                   "revenue_rel_lift", "revenue_rel_lift_ci_low", "revenue_rel_lift_ci_high",
                                                   "revenue_p_value"))
