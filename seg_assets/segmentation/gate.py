@@ -10,8 +10,7 @@ Metrics compared (all "higher is better" unless listed in ``LOWER_IS_BETTER``):
 
 Rule: promote when nothing is in service, or when NO shared metric is worse than the in-service one
 by more than ``tolerance`` (absolute, default 0.05). The reason names every metric that failed, or
-the deltas when it passes. Optional ``floors`` refuse a candidate below an absolute minimum even
-when nothing is in service.
+the deltas when it passes.
 
 Membership churn (membership.py): with ``max_membership_churn``, a candidate whose
 ``membership_churn_stable`` (the share of users whose features barely changed that it would move to
@@ -44,13 +43,9 @@ def _ok(v) -> bool:
 
 def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics: Mapping[str, float] | None,
                      tolerance: float | Mapping[str, float] = 0.05, metrics: tuple[str, ...] = GATE_METRICS,
-                     floors: Mapping[str, float] | None = None, max_membership_churn: float | None = None) -> Decision:
+                     max_membership_churn: float | None = None) -> Decision:
     """Decide whether the candidate model replaces the one in service."""
     tol = (lambda m: float(tolerance.get(m, 0.05))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
-    low = [m for m, v in (floors or {}).items() if not _ok(candidate_metrics.get(m)) or candidate_metrics[m] < v]
-    if low:
-        text = "; ".join(f"{m} {candidate_metrics.get(m)} < floor {floors[m]}" for m in low)
-        return Decision(False, f"below floor: {text}", failed=tuple(low))
     if in_service_metrics is None:
         return Decision(True, "no model in service")
     deltas: dict[str, float] = {}

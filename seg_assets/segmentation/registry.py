@@ -73,11 +73,6 @@ def in_service_model(con) -> InService | None:
     return InService(version, json.loads(metrics) if metrics else {}, Path(artifact))
 
 
-def load_in_service_model(con) -> SegmentModel | None:
-    current = in_service_model(con)
-    return SegmentModel.load(current.artifact) if current else None
-
-
 def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, reason: str, run_id: str | None) -> None:
     """Register a fitted model; if promoted it replaces the one in service, in one transaction."""
     ensure_tables(con)
