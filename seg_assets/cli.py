@@ -31,6 +31,8 @@ def generate(
                                "basket rules (--no-lines: orders only, as the core benchmark compares)."),
     campaigns: bool = typer.Option(False, help="Also write four campaigns' sends with planted responses per shopper "
                                    "type and action, and actions.yaml (the activation stage: lift, next best action)."),
+    reviews: bool = typer.Option(True, help="Also write English reviews of the orders, their tone by shopper type and "
+                                 "order outcome (landing/reviews/: review sentiment; --no-reviews: none)."),
     event_vocabulary: str = typer.Option("rich", "--event-vocabulary", help="Click event names: rich (20 tracker "
                                          "names over the six funnel stages) or contract (view, search, add_to_cart, checkout)."),
 ) -> None:
@@ -48,6 +50,7 @@ def generate(
             directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
             end=parse_utc(end) if end else DEFAULT_END, with_clicks=clicks, with_customers=customers,
             event_vocabulary=event_vocabulary, with_lines=lines, with_campaigns=campaigns,
+            with_reviews=reviews,
         )
     console.print(f"[green]Generated[/green] {summary}")
 

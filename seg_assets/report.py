@@ -48,6 +48,8 @@ def not_computed(con) -> list[str]:
         for feature, why in left_out.items():
             by_reason.setdefault(why, []).append(feature)
         lines += [f"segments: features without data left out ({why}): {', '.join(fs)}" for why, fs in by_reason.items()]
+    if table_exists(con, "analytics.review_sentiment") and not row_count(con, "analytics.review_sentiment"):
+        lines.append("reviews: none delivered (landing/reviews/): review features left out of churn and the profiles")
     if table_exists(con, "meta.segment_classifiers") and table_exists(con, "analytics.user_segments"):
         rows = con.sql("SELECT any_value(assigned_by), count(*) FROM analytics.user_segments "
                        "WHERE assigned_by LIKE 'model%' AND NOT EXISTS "
@@ -98,6 +100,13 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
             ).fetchall()
             console.print(_table("Segments", ["id", "segment", "users", "share", "revenue share", "description"],
                                  [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
+        if table_exists(con, "analytics.segment_profiles") and "reviews_note" in con.table("analytics.segment_profiles").columns:
+            rows = con.sql("SELECT segment_id, segment_name, reviews, reviews_note, basket_rules FROM analytics.segment_profiles "
+                           "WHERE reviews > 0 OR basket_rules <> '' ORDER BY segment_id").fetchall()
+            if rows:
+                console.print(_table("Reviews and basket rules by segment", ["id", "segment", "reviews", "description", "rule"],
+                                     [(sid, name, int(n or 0), note or "", (rules or "").split("; ")[0])
+                                      for sid, name, n, note, rules in rows]))
         notes = not_computed(con)
         if notes:
             console.print("[yellow]Not computed[/yellow]")

@@ -61,6 +61,11 @@ class DataPaths:
         """Ground truth written by the demo generator (never read by the pipeline)."""
         return self.root / "truth"
 
+    @property
+    def sentiment_lexicons(self) -> Path:
+        """Optional review-sentiment lexicons, one ``<language>.txt`` each (reviews/sentiment.py)."""
+        return self.root / "sentiment"
+
     def ensure(self) -> DataPaths:
         for folder in (self.root, self.models, self.bi, self.landing):
             folder.mkdir(parents=True, exist_ok=True)

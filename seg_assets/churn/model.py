@@ -2,7 +2,8 @@
 
 Pure maths over the snapshot frames of snapshots.py (``snapshot`` 0 = the latest cut-off ``c_0 = T - H``).
 
-**Inputs** (:func:`churn_inputs`): the numeric model features of the feature dictionary, plus ratios
+**Inputs** (:func:`churn_inputs`): the numeric model features of the feature dictionary and, when the
+training snapshots hold reviews, the review features (availability.py), plus ratios
 derived from them (orders and spend per 30 days of tenure, active span, mean gap between orders, recency
 over that gap). The same function prepares the training snapshots and today's users.
 
@@ -53,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from seg_assets.artifacts import save_artifact
-from seg_assets.features.dictionary import MODEL_FEATURES
+from seg_assets.features.dictionary import CHURN_FEATURES, REVIEW_FEATURES
 from seg_assets.segmentation.selection import limit_threads, sample_indices
 
 KINDS = ("auto", "gbm", "logreg")
@@ -70,7 +71,7 @@ def churn_inputs(frame: pl.DataFrame) -> pl.DataFrame:
     months = pl.col("tenure_days").clip(lower_bound=1.0) / 30.0
     gap = (pl.when(pl.col("frequency") >= 2).then(span / (pl.col("frequency") - 1).clip(lower_bound=1))
            .otherwise(pl.col("tenure_days"))).clip(lower_bound=1.0)
-    base = [c for c in MODEL_FEATURES if c in frame.columns]
+    base = [c for c in CHURN_FEATURES if c in frame.columns]
     return frame.select(
         *[pl.col(c).cast(pl.Float64) for c in base],
         orders_per_30d=pl.col("frequency") / months,
@@ -318,7 +319,10 @@ def train_churn_model(snapshots: pl.DataFrame, *, horizon_days: int, kind: str =
     split = holdout_split(snapshots, horizon_days, seed=seed)
     if not split.train.any() or not split.test.any():
         raise ValueError("need the latest snapshot (0) to test on and at least one earlier snapshot to train on")
-    features = tuple(churn_inputs(snapshots.head(1)).columns)
+    from seg_assets.segmentation.availability import without_data
+
+    no_data = without_data(snapshots, REVIEW_FEATURES)  # review features only when the history has reviews
+    features = tuple(c for c in churn_inputs(snapshots.head(1)).columns if c not in no_data)
     x = _matrix(snapshots, features)
     y = snapshots["churned"].to_numpy().astype(np.int64)
     spend = snapshots["spend_next_h"].to_numpy().astype(np.float64)

@@ -40,7 +40,7 @@ from seg_assets.warehouse import create_table_from, table_exists
 
 # build_user_features argument -> the SQL model (features/<name>.sql) or table that feeds it.
 FEATURE_MODELS = {"order_stats": "user_order_stats", "click_stats": "user_click_stats",
-                  "category_activity": "user_category_activity"}
+                  "category_activity": "user_category_activity", "review_stats": "user_review_stats"}
 CUSTOMERS_TABLE = "staging.stg_customers"
 ORDERS_TABLE = "staging.stg_orders"
 # Where users come from, with the column that says when: known at c if a row is at or before c.

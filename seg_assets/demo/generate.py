@@ -34,6 +34,7 @@ import polars as pl
 
 from seg_assets.demo import faults as F
 from seg_assets.demo import lines as L
+from seg_assets.demo import reviews as R
 from seg_assets.demo.faults import DAY, PERIOD_DAYS, day_str, file_of, id_num, label, period_names, to_datetime
 from seg_assets.settings import DataPaths
 
@@ -72,7 +73,7 @@ SIGNUP_AGE_DAYS = np.array([700.0, 400.0, 300.0, 400.0, 500.0, 0.0])  # mean acc
 FAV_P = 0.55  # chance an order or session is in the user's favourite category
 TRACKED_P = 0.90  # share of orders preceded by a click session (the rest: app/phone, untracked)
 
-_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES, _CAMPAIGNS = 1, 2, 3, 4, 5, 6, 7
+_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES, _CAMPAIGNS, _REVIEWS = 1, 2, 3, 4, 5, 6, 7, 8
 
 # Click events. Behaviour is planted in stage codes (STAGES); the rich vocabulary then names each event.
 STAGES = ("view", "search", "add_to_cart", "checkout", "purchase", "other")  # ingest.events.FUNNEL_STAGES
@@ -460,7 +461,7 @@ def _write_lines(paths: DataPaths, orders: pl.DataFrame, shopper: np.ndarray, pr
 def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parquet", end: datetime = DEFAULT_END,
              fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True,
              event_vocabulary: Vocabulary = "rich", with_lines: bool = False,
-             with_campaigns: bool = False) -> GenerateSummary:
+             with_campaigns: bool = False, with_reviews: bool = False) -> GenerateSummary:
     """Write a first delivery of ``days`` days ending at ``end`` for ``users`` users, plus ground truth.
 
     ``event_vocabulary``: ``rich`` (EVENT_NAMES, with purchase and other events) or ``contract`` (the
@@ -469,6 +470,8 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     ``with_campaigns``: also weekly campaign sends (uniform-random actions, logged propensities, a held-out
     control share), the extra orders they cause at planted per shopper type x action rates, and
     ``actions.yaml`` (demo/campaigns.py); opt-in, and the other files are the same with or without them.
+    ``with_reviews``: also English reviews of the orders, their tone by shopper type and order outcome
+    (landing/reviews/, truth/review_tones.parquet; demo/reviews.py); opt-in like lines and campaigns.
 
     ``fault_rate`` P > 0 turns about a share P of each table's rows into the bad inputs of the data
     contract and adds the file-level faults; truth/faults.parquet and truth/valid_ids_*.parquet say
@@ -492,6 +495,7 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     frames = {"orders": (*_orders_frame(rng, o, start_s, nper, "o"), period_names("orders", start_s, end_s, nper))}
     # A faulty delivery has no lines: an order rejected at order grain would come back from its lines.
     line_orders = frames["orders"][0] if with_lines and fault_rate == 0 else None
+    review_orders = frames["orders"][0] if with_reviews and fault_rate == 0 else None
     if with_clicks:
         browse = rng.poisson(BROWSE_30D[u.shopper] * u.browse * months)
         c = _clicks(rng, u, o, browse, a0, a1, end_s, names_rng)
@@ -516,6 +520,10 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
         _write_lines(paths, line_orders, u.shopper, "o", period_names("order_items", start_s, end_s, nper), fmt,
                      np.random.default_rng([seed, _LINES]), summary)
         truth_files["planted_pairs.parquet"] = L.planted_pairs(SHOPPER_TYPES)
+    (truth / "review_tones.parquet").unlink(missing_ok=True)
+    if review_orders is not None:
+        truth_files["review_tones.parquet"] = R.write_reviews(paths, review_orders, u.shopper, "o", start_s, end_s, nper,
+                                                              fmt, np.random.default_rng([seed, _REVIEWS]), summary)
     if fault_rate > 0:
         truth_files["faults.parquet"] = pl.concat([w.faults for w in written.values()])
         summary.faults = truth_files["faults.parquet"].height
@@ -541,7 +549,7 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
 def generate_followup(root: Path, users: int, days: int, seed: int, *, start: datetime, changed_share: float = 0.0,
                       new_users: int = 0, fmt: Format = "parquet", tag: str = "followup",
                       with_clicks: bool = True, event_vocabulary: Vocabulary = "rich",
-                      with_lines: bool = False) -> GenerateSummary:
+                      with_lines: bool = False, with_reviews: bool = False) -> GenerateSummary:
     """Write a new delivery of ``days`` more days from ``start`` for the users of ``generate(users, seed)``.
 
     Exactly ``round(changed_share * users)`` users (chosen by seed and tag) switch to another shopper
@@ -577,6 +585,7 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
     frames = {"orders": (*_orders_frame(rng, o, start_s, nper, f"o-{tag}-"),
                          period_names("orders", start_s, end_s, nper, tag))}
     line_orders = frames["orders"][0] if with_lines else None
+    review_orders = frames["orders"][0] if with_reviews else None
     if with_clicks:
         brate = np.where(allu.shopper == LAPSED, 0.0, BROWSE_30D[allu.shopper] * allu.browse)
         c = _clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s, names_rng)
@@ -598,6 +607,11 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
     if line_orders is not None:
         _write_lines(paths, line_orders, allu.shopper, f"o-{tag}-", period_names("order_items", start_s, end_s, nper, tag),
                      fmt, np.random.default_rng([seed, _LINES, zlib.crc32(tag.encode())]), summary)
+    if review_orders is not None:
+        tones = R.write_reviews(paths, review_orders, allu.shopper, f"o-{tag}-", start_s, end_s, nper, fmt,
+                               np.random.default_rng([seed, _REVIEWS, zlib.crc32(tag.encode())]), summary, tag)
+        tones.write_parquet(truth / f"review_tones_{tag}.parquet")
+        summary.files.append(f"truth/review_tones_{tag}.parquet")
     _types_frame(allu.shopper).write_parquet(truth / f"shopper_types_{tag}.parquet")
     pl.DataFrame({"_u": changed, "_o": old[changed], "_t": u.shopper[changed]}).select(
         _user_id().alias("user_id"), label("_o", SHOPPER_TYPES).alias("old_type"),

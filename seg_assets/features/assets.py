@@ -27,10 +27,11 @@ _INPUTS = {
     "click_stats": "features.user_click_stats",
     "category_activity": "features.user_category_activity",
     "customers": "staging.stg_customers",
+    "review_stats": "features.user_review_stats",
 }
 # What dates the rows behind a user's features: a user with a new row in any of these is recomputed.
 SOURCES = [inc.Source("staging.stg_orders", "order_ts"), inc.Source("staging.stg_clicks", "event_ts"),
-           inc.Source("staging.stg_customers", "signup_ts")]
+           inc.Source("staging.stg_customers", "signup_ts"), inc.Source("staging.stg_reviews", "review_ts")]
 
 
 class FeatureConfig(dg.Config):

@@ -51,6 +51,13 @@ FEATURES: tuple[Feature, ...] = (
     Feature("top_category_share", "float", "Share of the user's orders and clicks in `top_category`.", 0, 1, False),
     Feature("first_seen_ts", "datetime", "First order, click or signup time (UTC)."),
     Feature("last_order_ts", "datetime", "Last completed order time (UTC); null without one."),
+    Feature("reviews", "int", "Reviews written up to as-of (any language, with or without text).", 0, None, False),
+    Feature("avg_rating", "float", "Mean stars (1-5) of the user's rated reviews; null without one.", 1, 5, False),
+    Feature("avg_sentiment", "float", "Mean text sentiment (VADER compound, -1..1) of the user's reviews with a scored text; "
+            "null without one (reviews/sentiment.py).", -1, 1, False),
+    Feature("negative_reviews_90d", "int", "Negative reviews (by text, else by stars) in the 90 days up to as-of.", 0, None, False),
+    Feature("negative_review_share", "float", "Negative reviews / reviews with a label (text or stars); null without one.",
+            0, 1, False),
     Feature("country", "str", "Country from the customers file ('' when unknown)."),
     Feature("channel", "str", "Acquisition channel from the customers file ('' when unknown)."),
     Feature("as_of", "datetime", "The as-of time these features were computed for."),
@@ -62,6 +69,10 @@ CATEGORY_SHARE_PREFIX = "cat_share_"
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.model)
+# Not in the segment model (module doc of reviews/sentiment.py and the README say why): churn and profiles only,
+# and only when the population has reviews (segmentation/availability.py).
+REVIEW_FEATURES: tuple[str, ...] = ("reviews", "avg_rating", "avg_sentiment", "negative_reviews_90d", "negative_review_share")
+CHURN_FEATURES: tuple[str, ...] = MODEL_FEATURES + REVIEW_FEATURES
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 

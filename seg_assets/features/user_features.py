@@ -28,6 +28,10 @@ CLICK_STATS_SCHEMA = {
     "checkouts": pl.Int64, "purchases": pl.Int64, "first_click_ts": pl.Datetime("us"), "last_click_ts": pl.Datetime("us"),
 }
 CATEGORY_SCHEMA = {"user_id": pl.String, "category": pl.String, "events": pl.Int64}
+REVIEW_STATS_SCHEMA = {
+    "user_id": pl.String, "reviews": pl.Int64, "avg_rating": pl.Float64, "avg_sentiment": pl.Float64,
+    "negative_reviews": pl.Int64, "labelled_reviews": pl.Int64, "negative_reviews_90d": pl.Int64,
+}
 CUSTOMER_SCHEMA = {"user_id": pl.String, "signup_ts": pl.Datetime("us"), "country": pl.String, "channel": pl.String}
 
 
@@ -104,11 +108,16 @@ def build_user_features(
     as_of: datetime,
     top_categories: int = TOP_CATEGORIES,
     categories: list[str] | None = None,
+    review_stats: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """One row per user with the columns of the feature dictionary (plus ``cat_share_*``)."""
+    """One row per user with the columns of the feature dictionary (plus ``cat_share_*``).
+
+    Reviews add to a user's row but never make a user: a reviewer is a user through an order, a click or a
+    customer record. Without reviews the review averages and share are null (unknown, not 0)."""
     orders = _conform(order_stats, ORDER_STATS_SCHEMA)
     clicks = _conform(click_stats, CLICK_STATS_SCHEMA)
     activity = _conform(category_activity, CATEGORY_SCHEMA)
+    reviews = _conform(review_stats, REVIEW_STATS_SCHEMA)
     custs = _conform(customers, CUSTOMER_SCHEMA).filter(pl.col("signup_ts").is_null() | (pl.col("signup_ts") <= as_of))
     custs = custs.unique("user_id", keep="first", maintain_order=True)
 
@@ -119,9 +128,11 @@ def build_user_features(
         .join(clicks, on="user_id", how="left")
         .join(custs, on="user_id", how="left")
         .join(cat_summary, on="user_id", how="left")
+        .join(reviews, on="user_id", how="left")
     )
     counts = ["completed_orders", "all_orders", "cancelled_orders", "returned_orders", "orders_30d", "orders_90d",
-              "sessions", "views", "searches", "add_to_carts", "checkouts", "purchases", "category_count"]
+              "sessions", "views", "searches", "add_to_carts", "checkouts", "purchases", "category_count",
+              "reviews", "negative_reviews", "labelled_reviews", "negative_reviews_90d"]
     frame = frame.with_columns(
         [pl.col(c).fill_null(0) for c in counts]
         + [pl.col(c).fill_null(0.0) for c in ("monetary", "discount_total", "top_category_share", *share_cols)]
@@ -142,6 +153,8 @@ def build_user_features(
         cart_to_checkout=_ratio("checkouts", "add_to_carts"),
         checkout_to_order=_ratio("completed_orders", "checkouts"),
         session_to_order=_ratio("completed_orders", "sessions"),
+        negative_review_share=pl.when(pl.col("labelled_reviews") > 0)
+        .then(pl.col("negative_reviews") / pl.col("labelled_reviews")),
         top_category=pl.col("top_category").fill_null(""),
         country=pl.col("country").fill_null(""),
         channel=pl.col("channel").fill_null(""),

@@ -12,6 +12,7 @@ Rules, in order (the first that applies gives the reason):
 * no click events at all (``sessions`` is 0 for every user): every click feature;
 * no completed order at all (``frequency`` 0 for every user): every order and revenue feature;
 * completed orders but no revenue (``monetary`` 0 for every user): the revenue features;
+* no reviews at all (``reviews`` 0 for every user): the review features (used by churn, not by the segment model);
 * any other column with one value for every user: that column.
 """
 
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from seg_assets.features.dictionary import REVIEW_FEATURES
+
 CLICK_FEATURES = ("sessions", "views", "searches", "add_to_carts", "checkouts", "view_to_cart", "cart_to_checkout",
                   "checkout_to_order", "session_to_order", "days_since_last_visit")
 REVENUE_FEATURES = ("monetary", "avg_order_value", "discount_share")
@@ -31,6 +34,7 @@ ORDER_FEATURES = ("recency_days", "frequency", "orders_30d", "orders_90d", "chec
 NO_CLICKS = "no click events"
 NO_ORDERS = "no completed orders"
 NO_REVENUE = "all order amounts are 0"
+NO_REVIEWS = "no reviews"
 CONSTANT = "the same value for every user"
 
 
@@ -84,6 +88,8 @@ def _reasons(frame: pl.DataFrame, candidates: Sequence[str]) -> dict[str, str]:
         reasons.update({f: NO_ORDERS for f in ORDER_FEATURES if f not in reasons})
     elif _all_zero(frame, "monetary"):
         reasons.update({f: NO_REVENUE for f in REVENUE_FEATURES if f not in reasons})
+    if "reviews" in frame.columns and (frame.height == 0 or _all_zero(frame, "reviews")):
+        reasons.update({f: NO_REVIEWS for f in REVIEW_FEATURES})
     for f in candidates:
         if f not in reasons and f in frame.columns and frame.height and _constant(frame, f):
             reasons[f] = CONSTANT
@@ -101,6 +107,13 @@ def feature_availability(frame: pl.DataFrame, candidates: Sequence[str]) -> Feat
     if not used:
         return FeatureAvailability(tuple(candidates))
     return FeatureAvailability(used, tuple((f, reasons[f]) for f in candidates if f in reasons))
+
+
+def without_data(frame: pl.DataFrame, candidates: Sequence[str]) -> dict[str, str]:
+    """feature -> why it carries no information, for the ``candidates`` that have none (no fallback: a caller
+    with other inputs, such as the churn model, simply leaves them out)."""
+    present = [c for c in candidates if c in frame.columns]
+    return {f: why for f, why in _reasons(frame, present).items() if f in present}
 
 
 def gained_data(left_out: Sequence[str], frame: pl.DataFrame) -> list[str]:

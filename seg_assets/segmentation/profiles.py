@@ -141,3 +141,60 @@ def segment_profiles(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarra
         prof = prof.with_columns(pl.col(SEG).replace_strict(dict(names), default=None, return_dtype=pl.Utf8).alias("segment_name"))
     lead = [SEG] + (["segment_name"] if names is not None else []) + ["size", "share", "revenue_share", "description", "top_features"]
     return prof.select(lead + [c for c in prof.columns if c not in lead])
+
+
+REVIEWS_NOT_AVAILABLE = "reviews not available (none delivered)"
+REVIEW_COLUMNS = {"reviews": pl.Int64, "negative_review_share": pl.Float64, "avg_sentiment": pl.Float64,
+                  "avg_rating": pl.Float64, "reviews_note": pl.String}
+
+
+def _pct_text(share: float) -> str:
+    return f"{100 * share:.0f} %"
+
+
+def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.DataFrame:
+    """What each segment's reviews say, next to the whole shop's.
+
+    ``per_segment``: ``segment_id, reviews, labelled_reviews, negative_reviews, sentiment_sum, scored_reviews,
+    rating_sum, rated_reviews`` (sums, so the shop's figures are exact). One row per id of ``segment_ids``:
+    ``REVIEW_COLUMNS``, with a line such as "22 % of 340 reviews negative (shop: 9 %)". Without any review in
+    the shop every note says so and the figures are null.
+    """
+    ids = pl.DataFrame({SEG: list(segment_ids)}, schema={SEG: pl.Int64})
+    sums = ("reviews", "labelled_reviews", "negative_reviews", "sentiment_sum", "scored_reviews", "rating_sum", "rated_reviews")
+    seg = ids.join(per_segment.with_columns(pl.col(SEG).cast(pl.Int64)), on=SEG, how="left").with_columns(
+        [pl.col(c).fill_null(0) for c in sums])
+    shop = per_segment.select([pl.col(c).sum() for c in sums]).row(0, named=True) if per_segment.height else dict.fromkeys(sums, 0)
+
+    def ratio(num: str, den: str) -> pl.Expr:
+        return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den))
+
+    seg = seg.with_columns(negative_review_share=ratio("negative_reviews", "labelled_reviews"),
+                           avg_sentiment=ratio("sentiment_sum", "scored_reviews"), avg_rating=ratio("rating_sum", "rated_reviews"))
+    if not shop["reviews"]:
+        notes = [REVIEWS_NOT_AVAILABLE] * seg.height
+    else:
+        shop_share = shop["negative_reviews"] / shop["labelled_reviews"] if shop["labelled_reviews"] else None
+        notes = []
+        for n, share in seg.select("reviews", "negative_review_share").iter_rows():
+            if not n:
+                notes.append("no reviews from this segment")
+            elif share is None or shop_share is None:
+                notes.append(f"{n:,} reviews, none with a usable text or rating")
+            else:
+                notes.append(f"{_pct_text(share)} of {n:,} reviews negative (shop: {_pct_text(shop_share)})")
+    return seg.with_columns(pl.Series("reviews_note", notes, dtype=pl.String)).select(
+        SEG, *[pl.col(c).cast(t) for c, t in REVIEW_COLUMNS.items()])
+
+
+def rules_markdown(best: pl.DataFrame, names: Mapping[int, str]) -> str:
+    """The UI's table of each segment's strongest basket rules (``best``: segment_id, rank, rule, as
+    baskets/rules.top_rules gives them), one table per segment."""
+    if best.height == 0:
+        return "no basket rules (no order lines, or no rule above the thresholds)"
+    parts = []
+    for (sid,), rows in best.sort(SEG, "rank", nulls_last=False).group_by(SEG, maintain_order=True):
+        title = "Whole shop" if sid is None else f"Segment {sid}: {names.get(sid) or ''}"
+        parts.append(f"**{title}**\n\n| # | rule (lift, support) |\n|---|---|\n"
+                     + "\n".join(f"| {r} | {t.replace('|', '/')} |" for r, t in rows.select("rank", "rule").iter_rows()))
+    return "\n\n".join(parts)

@@ -25,10 +25,13 @@ from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.reviews.assets import REVIEW_SENTIMENT
+from seg_assets.reviews.assets import TABLE as REVIEW_TABLE
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL
 from seg_assets.segmentation.membership import DEFAULT_ODDS, NO_SEGMENT, model_proba, same_stage, sticky_assign
 from seg_assets.segmentation.model import SegmentModel
+from seg_assets.segmentation.profiles import review_profile, rules_markdown
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
 from seg_assets.segmentation.rule_based import (
     LIFECYCLE_STAGES,
@@ -46,6 +49,9 @@ from seg_assets.warehouse import as_enums, create_table_from, registered, table_
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
 SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
+# Written by baskets/assets.py, which imports it from here (it reads USER_SEGMENTS: the other way round is a cycle).
+SEGMENT_BASKET_RULES = dg.AssetKey(["analytics", "segment_basket_rules"])
+PROFILE_BASKET_RULES = 5  # rules per segment in the profile asset's table (the column holds the basket stage's top_rules)
 TABLE = "analytics.user_segments"
 
 # Joined from analytics.churn_scores (null while no churn model is in service).
@@ -228,18 +234,22 @@ def _reference_sql(con, config: ScoringConfig) -> str:
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(SEGMENT_PROFILES, deps=[USER_SEGMENTS, USER_FEATURES], group_name=GROUP, kinds={"duckdb"},
-                     automation_condition=rescore_on_new_inputs(),
+        dg.AssetSpec(SEGMENT_PROFILES, deps=[USER_SEGMENTS, USER_FEATURES, SEGMENT_BASKET_RULES, REVIEW_SENTIMENT],
+                     group_name=GROUP, kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
                      description="Per segment: size, share, revenue share, mean and median of each feature, the most "
-                     "distinguishing features, a one-line description and the rules that describe it."),
+                     "distinguishing features, a one-line description, the rules that describe it, what its reviews "
+                     "say (share negative vs the shop) and its strongest basket rules (by lift, with support)."),
         dg.AssetSpec(SEGMENT_RULES, deps=[USER_SEGMENTS, USER_FEATURES], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),
                      description="Plain-text rules (a shallow surrogate decision tree) per segment, with precision and coverage."),
     ],
     name="segment_profiles", pool="duckdb",
 )
-def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
+def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
     with duckdb.get_connection() as con:
+        as_of = settings.resolve_as_of(con)
+        review_counts = _review_counts(con, as_of)
+        basket_rules, best_rules = _basket_rules(con)
         current = registry.in_service_model(con)
         model = SegmentModel.load(current.artifact)
         cached = _cached_rules(con, model.version) if not inc.rebase_requested(context.run.tags) else None
@@ -262,16 +272,23 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
         summary, rule_rows = cached
     profiles = profiles.join(summary, on="segment_id", how="left").with_columns(
         model_version=pl.lit(model.version), as_of=pl.lit(frame["scored_as_of"].max()).cast(pl.Datetime("us")))
-    profiles = profiles.rename({"size": "users"})
+    profiles = profiles.rename({"size": "users"}).join(review_profile(review_counts, profiles["segment_id"].to_list()),
+                                                       on="segment_id", how="left")
+    profiles = profiles.join(basket_rules, on="segment_id", how="left")
     with duckdb.get_connection() as con:
         create_table_from(con, "analytics.segment_profiles", profiles)
         if cached is None:
             create_table_from(con, "analytics.segment_rules", rule_rows)
     fidelity = float(rule_rows["surrogate_fidelity"][0]) if rule_rows.height else 0.0
-    shown = profiles.select("segment_id", "segment_name", "users", "share", "revenue_share", "description", "rules")
+    shown = profiles.select("segment_id", "segment_name", "users", "share", "revenue_share", "description", "rules",
+                            "reviews_note")
     yield dg.MaterializeResult(asset_key=SEGMENT_PROFILES, metadata={
         "dagster/row_count": dg.MetadataValue.int(profiles.height), "dagster/table_name": "analytics.segment_profiles",
         "profiles": dg.MetadataValue.md(shown.to_pandas().to_markdown(index=False, floatfmt=".3f")),
+        "reviews": dg.MetadataValue.md(profiles.select("segment_id", "segment_name", "reviews", "negative_review_share",
+                                                       "avg_sentiment", "avg_rating", "reviews_note")
+                                       .to_pandas().to_markdown(index=False, floatfmt=".3f")),
+        "basket_rules": dg.MetadataValue.md(rules_markdown(best_rules, model.name_of)),
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_RULES, metadata={
         "dagster/row_count": dg.MetadataValue.int(rule_rows.height), "dagster/table_name": "analytics.segment_rules",
@@ -280,6 +297,32 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse):
         "rules": dg.MetadataValue.md(rule_rows.select("segment_id", "segment_name", "rule", "precision", "coverage")
                                      .to_pandas().to_markdown(index=False, floatfmt=".2f")),
     })
+
+
+def _review_counts(con, as_of) -> pl.DataFrame:
+    """Per current segment, sums over its users' reviews up to as-of (review_profile's input)."""
+    if not table_exists(con, REVIEW_TABLE):
+        return pl.DataFrame()
+    return con.sql(f"""
+        SELECT s.segment_id, count(*) AS reviews, count(r.label) AS labelled_reviews,
+               count(*) FILTER (WHERE r.label = 'negative') AS negative_reviews,
+               coalesce(sum(r.sentiment), 0)::DOUBLE AS sentiment_sum, count(r.sentiment) AS scored_reviews,
+               coalesce(sum(r.rating), 0)::DOUBLE AS rating_sum, count(r.rating) AS rated_reviews
+        FROM {REVIEW_TABLE} r JOIN {TABLE} s USING (user_id)
+        WHERE r.review_ts <= $as_of GROUP BY s.segment_id""", params={"as_of": as_of}).pl()
+
+
+def _basket_rules(con) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(segment_id, baskets, basket_rules: the strongest rules as text) per segment, and the strongest rules
+    one per row for the UI, from the basket stage's tables (empty without order lines)."""
+    from seg_assets.baskets.rules import top_rules  # here: the basket stage imports this module
+
+    if not (table_exists(con, "analytics.segment_basket_rules") and table_exists(con, "analytics.basket_rules")):
+        return (pl.DataFrame(schema={"segment_id": pl.Int64, "baskets": pl.Int64, "basket_rules": pl.String}),
+                pl.DataFrame(schema={"segment_id": pl.Int32, "rank": pl.UInt32, "rule": pl.String}))
+    per_segment = con.sql("SELECT segment_id::BIGINT AS segment_id, baskets::BIGINT AS baskets, top_rules AS basket_rules "
+                          "FROM analytics.segment_basket_rules WHERE segment_id IS NOT NULL").pl()
+    return per_segment, top_rules(con.sql("SELECT * FROM analytics.basket_rules").pl(), PROFILE_BASKET_RULES)
 
 
 def _cached_rules(con, version: str) -> tuple[pl.DataFrame, pl.DataFrame] | None:

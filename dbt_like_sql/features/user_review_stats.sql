@@ -1,0 +1,19 @@
+-- materialized: incremental
+-- unique_key: user_id
+-- description: Per-user review aggregates up to as-of: reviews, average stars, average text sentiment, negative reviews (all time and in the last 90 days). Sentiment is averaged in DECIMAL so that an incremental build equals a full one.
+WITH reviews AS (
+    SELECT * FROM staging.stg_reviews WHERE review_ts <= getvariable('as_of')
+)
+SELECT
+    user_id,
+    count(*) AS reviews,
+    count(rating) AS rated_reviews,
+    avg(rating)::DOUBLE AS avg_rating,
+    count(sentiment) AS scored_reviews,
+    avg(sentiment::DECIMAL(18, 4))::DOUBLE AS avg_sentiment,
+    count(*) FILTER (WHERE label = 'negative') AS negative_reviews,
+    count(*) FILTER (WHERE label IS NOT NULL) AS labelled_reviews,
+    count(*) FILTER (WHERE label = 'negative' AND review_ts > getvariable('as_of') - INTERVAL 90 DAY) AS negative_reviews_90d,
+    max(review_ts) AS last_review_ts
+FROM reviews
+GROUP BY user_id

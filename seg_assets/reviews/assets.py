@@ -1,0 +1,95 @@
+"""``analytics/review_sentiment``: one row per review with the sentiment of its text (never the text itself).
+
+Incremental: only reviews not yet scored with the current scorer (VADER's version, the lexicon files, the
+rules of sentiment.py) are read and scored. When the scorer changes, every review is scored again and the
+per-user review aggregates are rebuilt in full (their incremental builds only see new rows).
+"""
+
+import time
+
+import dagster as dg
+import polars as pl
+
+from seg_assets.errors import input_failure
+from seg_assets.features import incremental as inc
+from seg_assets.features.sql_models import discover_models
+from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.reviews.sentiment import LexiconError, load_scorer, score_reviews
+from seg_assets.warehouse import registered, table_exists, transaction
+
+GROUP = "reviews"
+REVIEW_SENTIMENT = dg.AssetKey(["analytics", "review_sentiment"])
+RAW_REVIEWS = dg.AssetKey(["raw", "reviews"])
+TABLE = "analytics.review_sentiment"
+COLUMNS = {"review_id": "VARCHAR", "user_id": "VARCHAR", "order_id": "VARCHAR", "review_ts": "TIMESTAMP",
+           "rating": "INTEGER", "language": "VARCHAR", "sentiment": "DOUBLE", "label": "VARCHAR", "label_from": "VARCHAR",
+           "note": "VARCHAR", "scored_with": "VARCHAR"}
+USER_FEATURES_TABLE = "features.user_features"
+
+
+def _downstream_models() -> list[str]:
+    """Incremental tables whose rows are built from review sentiment: rebuilt in full after a re-score."""
+    return [m.table for m in discover_models() if ("staging", "stg_reviews") in m.upstream] + [USER_FEATURES_TABLE]
+
+
+@dg.asset(
+    key=REVIEW_SENTIMENT, deps=[RAW_REVIEWS], group_name=GROUP, pool="duckdb", kinds={"duckdb", "python"},
+    description="Per review: language, text sentiment (VADER compound, -1..1; NULL when the language has no lexicon), "
+    "label (positive / neutral / negative; from the stars when the text cannot be scored) and where the label came "
+    "from. The text itself stays in raw.reviews. Incremental: only new reviews are scored.",
+)
+def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+    lexicons = settings.paths.sentiment_lexicons
+    try:
+        scorer = load_scorer(lexicons)
+    except (LexiconError, UnicodeDecodeError) as error:
+        raise input_failure(f"review sentiment: {error} (fix or remove the file in {lexicons})") from None
+    with duckdb.get_connection() as con:
+        con.sql(f"CREATE TABLE IF NOT EXISTS {TABLE} (" + ", ".join(f"{c} {t}" for c, t in COLUMNS.items()) + ")")
+        has_reviews = table_exists(con, "raw.reviews")
+        pending = con.sql(
+            f"SELECT r.review_id, r.user_id, r.order_id, r.review_ts, r.rating, r.text FROM raw.reviews r "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id AND s.scored_with = $v) "
+            "ORDER BY r.review_id", params={"v": scorer.version}).pl() if has_reviews else pl.DataFrame()
+        t0 = time.perf_counter()
+        scored = score_reviews(pending, scorer) if pending.height else pl.DataFrame()
+        seconds = time.perf_counter() - t0
+        rescored = 0
+        if pending.height:
+            rows = pending.drop("text").join(scored, on="review_id", how="left").with_columns(
+                scored_with=pl.lit(scorer.version))
+            with transaction(con), registered(con, scored_reviews=rows):
+                rescored = con.sql(f"SELECT count(*) FROM {TABLE} WHERE review_id IN (SELECT review_id FROM scored_reviews)"
+                                   ).fetchall()[0][0]
+                con.sql(f"DELETE FROM {TABLE} WHERE review_id IN (SELECT review_id FROM scored_reviews)")
+                con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scored_reviews")
+                if rescored:  # old reviews changed score: the per-user aggregates cannot be updated by new rows alone
+                    inc.ensure_state_table(con)
+                    models = _downstream_models()
+                    con.sql(f"DELETE FROM {inc.STATE_TABLE} WHERE model IN ({', '.join('?' * len(models))})",
+                            params=models)
+        (total,) = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0]
+        labels = con.sql(f"SELECT label, label_from, count(*) AS reviews, round(avg(sentiment), 3) AS mean_sentiment "
+                         f"FROM {TABLE} GROUP BY ALL ORDER BY ALL").pl()
+        notes = con.sql(f"SELECT note, count(*) AS reviews FROM {TABLE} WHERE note IS NOT NULL GROUP BY ALL "
+                        "ORDER BY reviews DESC LIMIT 10").pl()
+    rate = pending.height / seconds if seconds > 0 else 0.0
+    how = (f"{pending.height:,} reviews scored ({rescored:,} again with a new scorer), {rate:,.0f}/s" if pending.height
+           else "no new reviews")
+    context.log.info(f"review_sentiment: {how}; {total:,} reviews in {TABLE}; languages {', '.join(scorer.languages)}")
+    metadata = {
+        "dagster/row_count": dg.MetadataValue.int(int(total)), "dagster/table_name": TABLE,
+        "scored_now": dg.MetadataValue.int(pending.height), "scored_again": dg.MetadataValue.int(int(rescored)),
+        "reviews_per_second": dg.MetadataValue.float(round(rate, 1)), "scorer_version": scorer.version,
+        "languages": ", ".join(scorer.languages), "lexicon_folder": str(lexicons),
+        "labels": dg.MetadataValue.md(labels.to_pandas().to_markdown(index=False) if labels.height else "no reviews"),
+    }
+    if notes.height:
+        metadata["not_scored"] = dg.MetadataValue.md(notes.to_pandas().to_markdown(index=False))
+    if not total:
+        metadata["skipped"] = "no reviews (landing/reviews/ is empty): review features are left out"
+    return dg.MaterializeResult(metadata=metadata)
+
+
+assets = [review_sentiment]
+asset_checks: list = []
