@@ -2,7 +2,8 @@
 
 After each successful publication ``bi_segments`` writes ``SEG_DATA_DIR/state/published.json``: the
 landing files (path and size) that the ingestion ledger had taken in, a fingerprint of the code that
-built them (the ``seg_assets`` package's ``.py`` files and the SQL models) and one of the settings (the
+built them (the ``seg_assets`` package's ``.py`` files and the SQL models), one of the sentiment lexicon files
+and one of the settings (the
 as-of setting and the run's op config: ``--set``/``--config`` values, or the launchpad's). Before it
 loads Dagster, ``seg-assets refresh`` compares the landing folder, the code and its settings with that
 record; if nothing differs, the published segments are current and it exits. The file is only a
@@ -52,6 +53,15 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def lexicon_fingerprint(paths: DataPaths) -> str:
+    """sha256 of the review-sentiment lexicon files (reviews/sentiment.py): a new one is a reason to run."""
+    digest = hashlib.sha256()
+    folder = paths.sentiment_lexicons
+    for path in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def settings_fingerprint(ops_config: dict, as_of_setting: str | None) -> str:
     """sha256 of the run's op config and as-of setting (key order does not matter)."""
     text = json.dumps({"ops": ops_config, "as_of": as_of_setting}, sort_keys=True, default=str)
@@ -68,7 +78,7 @@ def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps({"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
-                               "published_at": datetime.now(UTC).isoformat()}))
+                               "lexicons": lexicon_fingerprint(paths), "published_at": datetime.now(UTC).isoformat()}))
     os.replace(tmp, target)
     return target
 
@@ -84,6 +94,8 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
     if state is None or not published(paths):
         return None
     if state.get("settings") != settings or state.get("code") != code_fingerprint():
+        return None
+    if state.get("lexicons") != lexicon_fingerprint(paths):
         return None
     known = {(name, size) for name, size in state["files"]}
     try:

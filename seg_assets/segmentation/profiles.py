@@ -162,9 +162,11 @@ def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.
     """
     ids = pl.DataFrame({SEG: list(segment_ids)}, schema={SEG: pl.Int64})
     sums = ("reviews", "labelled_reviews", "negative_reviews", "sentiment_sum", "scored_reviews", "rating_sum", "rated_reviews")
+    if per_segment.height == 0:
+        per_segment = pl.DataFrame(schema={SEG: pl.Int64, **dict.fromkeys(sums, pl.Float64)})
     seg = ids.join(per_segment.with_columns(pl.col(SEG).cast(pl.Int64)), on=SEG, how="left").with_columns(
         [pl.col(c).fill_null(0) for c in sums])
-    shop = per_segment.select([pl.col(c).sum() for c in sums]).row(0, named=True) if per_segment.height else dict.fromkeys(sums, 0)
+    shop = per_segment.select([pl.col(c).sum() for c in sums]).row(0, named=True)
 
     def ratio(num: str, den: str) -> pl.Expr:
         return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den))

@@ -1,0 +1,119 @@
+"""Review sentiment and the review features: pure parts (no warehouse)."""
+
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from seg_assets.features.user_features import build_user_features
+from seg_assets.reviews.sentiment import LexiconError, label_of, load_scorer, rating_label, score_reviews, score_text
+from seg_assets.segmentation.availability import NO_REVIEWS, without_data
+from seg_assets.segmentation.profiles import REVIEWS_NOT_AVAILABLE, review_profile
+
+LABELLED = Path(__file__).parent / "data" / "labelled_reviews.csv"
+GERMAN = "Schlechte Qualität, ich bin sehr enttäuscht und die Lieferung war viel zu spät."
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return load_scorer()
+
+
+def test_clear_tone_gets_the_right_sign_on_the_hand_labelled_set(scorer):
+    reviews = pl.read_csv(LABELLED)
+    assert reviews.height >= 60 and set(reviews["tone"]) == {"positive", "negative"}
+    assert min(reviews["tone"].value_counts()["count"]) >= 25
+    right = labels = 0
+    for tone, text in reviews.iter_rows():
+        language, compound, label, label_from, _ = score_text(text, None, scorer)
+        assert language == "en" and label_from == "text", text  # every English review is read as English
+        right += (compound > 0) if tone == "positive" else (compound < 0)
+        labels += label == tone
+    assert right / reviews.height >= 0.90, f"{right} of {reviews.height} with the right sign"
+    assert labels / reviews.height >= 0.90
+
+
+def test_labels_from_the_score_or_else_the_stars(scorer):
+    assert (label_of(0.05), label_of(0.0499), label_of(-0.05)) == ("positive", "neutral", "negative")
+    assert [rating_label(r) for r in (1, 2, 3, 4, 5, None)] == ["negative"] * 2 + ["neutral"] + ["positive"] * 2 + [None]
+    assert score_text(None, 1, scorer) == (None, None, "negative", "rating", "no text")
+    assert score_text("  ", None, scorer) == (None, None, None, None, "no text")
+    assert score_text(GERMAN, 4, scorer) == ("de", None, "positive", "rating", "language not supported: de")
+    for short in ("Top", "ok", "Super!", "AWESOME quality!!!"):  # unsure guesses stay English
+        assert score_text(short, None, scorer)[0] == "en"
+
+
+def test_a_lexicon_file_adds_a_language_and_en_txt_extends_english(tmp_path):
+    (tmp_path / "de.txt").write_text("schlechte\t-2.5\nenttäuscht\t-2.0\n# comment\n\ngut\t1.9\t0.5\t[1, 2]\n", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("refund\t-1.5\n", encoding="utf-8")
+    base, custom = load_scorer(), load_scorer(tmp_path)
+    assert custom.languages == ("de", "en") and custom.version != base.version
+    language, compound, label, label_from, note = score_text(GERMAN, 5, custom)
+    assert (language, label, label_from, note) == ("de", "negative", "text", None) and compound < -0.05
+    assert score_text("Waiting for a refund", None, base)[1] == 0.0
+    assert score_text("Waiting for a refund", None, custom)[1] < 0
+    (tmp_path / "fr.txt").write_text("bon\tgood\n", encoding="utf-8")
+    with pytest.raises(LexiconError, match=r"fr\.txt:1: expected 'token<TAB>valence'"):
+        load_scorer(tmp_path)
+
+
+def test_score_reviews_keeps_one_row_per_review_in_order(scorer):
+    reviews = pl.DataFrame({"review_id": ["a", "b", "c"], "text": ["Love it!", None, "Awful, broke at once."],
+                            "rating": [None, 2, 1]}, schema={"review_id": pl.String, "text": pl.String, "rating": pl.Int32})
+    out = score_reviews(reviews, scorer)
+    assert out["review_id"].to_list() == ["a", "b", "c"]
+    assert out["label"].to_list() == ["positive", "negative", "negative"]
+    assert out["label_from"].to_list() == ["text", "rating", "text"]
+
+
+def test_scoring_needs_no_network_library():
+    code = ("import sys; from seg_assets.reviews.sentiment import load_scorer, score_text; "
+            "print(score_text('Great!', None, load_scorer())[2], 'requests' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == ["positive", "False"]
+
+
+AS_OF = datetime(2026, 10, 31)
+
+
+def test_review_features_in_user_features():
+    orders = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "completed_orders": [1, 2, 3]})
+    reviews = pl.DataFrame({"user_id": ["u1", "u2", "nobody"], "reviews": [4, 1, 2], "avg_rating": [2.5, None, 5.0],
+                            "avg_sentiment": [-0.25, None, 0.9], "negative_reviews": [3, 0, 0],
+                            "labelled_reviews": [4, 0, 2], "negative_reviews_90d": [2, 0, 0]})
+    f = build_user_features(orders, None, None, None, AS_OF, review_stats=reviews).sort("user_id")
+    assert f["user_id"].to_list() == ["u1", "u2", "u3"]  # a review alone makes no user
+    assert f["reviews"].to_list() == [4, 1, 0]
+    assert f["negative_review_share"].to_list() == [0.75, None, None]
+    assert f["avg_sentiment"].to_list() == [-0.25, None, None]
+    assert f["negative_reviews_90d"].to_list() == [2, 0, 0]
+    without = build_user_features(orders, None, None, None, AS_OF)
+    assert without["reviews"].to_list() == [0, 0, 0] and without["avg_rating"].null_count() == 3
+
+
+def test_review_features_are_left_out_without_reviews():
+    frame = pl.DataFrame({"reviews": [0, 0], "avg_sentiment": [None, None], "negative_review_share": [None, None],
+                          "frequency": [1, 2]})
+    assert without_data(frame, ["avg_sentiment", "negative_review_share"]) == {
+        "avg_sentiment": NO_REVIEWS, "negative_review_share": NO_REVIEWS}
+    frame = pl.DataFrame({"reviews": [0, 3, 1], "avg_sentiment": [None, 0.4, -0.2], "negative_review_share": [None, 0.0, 1.0]})
+    assert without_data(frame, ["avg_sentiment", "negative_review_share"]) == {}
+    assert without_data(frame.head(2), ["avg_sentiment"]) == {"avg_sentiment": "the same value for every user"}
+
+
+def test_review_profile_compares_each_segment_with_the_shop():
+    counts = pl.DataFrame({"segment_id": [1, 2], "reviews": [100, 300], "labelled_reviews": [100, 290],
+                           "negative_reviews": [22, 14], "sentiment_sum": [-5.0, 90.0], "scored_reviews": [90, 280],
+                           "rating_sum": [300.0, 1200.0], "rated_reviews": [100, 300]})
+    out = review_profile(counts, [1, 2, 3]).sort("segment_id")
+    assert out["reviews"].to_list() == [100, 300, 0]
+    assert out["negative_review_share"].to_list()[:2] == [0.22, 14 / 290]
+    assert out["avg_sentiment"].to_list()[:2] == [-5.0 / 90, 90.0 / 280]
+    assert out["reviews_note"].to_list() == ["22 % of 100 reviews negative (shop: 9 %)",
+                                             "5 % of 300 reviews negative (shop: 9 %)", "no reviews from this segment"]
+    empty = review_profile(pl.DataFrame(), [1, 2])
+    assert empty["reviews_note"].to_list() == [REVIEWS_NOT_AVAILABLE] * 2 and empty["negative_review_share"].null_count() == 2
