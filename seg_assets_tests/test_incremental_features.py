@@ -255,6 +255,7 @@ def test_a_new_windowed_column_stays_exact(data_dir, tmp_path, monkeypatch):
     from seg_assets.features.sql_models import discover_models, incremental_windows, set_as_of, sql_assets
     from seg_assets.ingest import ingest_landing
     from seg_assets.resources import build_resources
+    from seg_assets.reviews.assets import review_sentiment
     from seg_assets.settings import sql_dir
 
     sql = tmp_path / "sql"
@@ -267,7 +268,7 @@ def test_a_new_windowed_column_stays_exact(data_dir, tmp_path, monkeypatch):
     models = {m.table: m for m in discover_models(sql)}
     stats = models["features.user_order_stats"]
     assert incremental_windows(stats, models) == ("7 days", "30 days", "90 days")
-    assets = [ingest_landing, *sql_assets(sql)]
+    assets = [ingest_landing, review_sentiment, *sql_assets(sql)]  # staging.stg_reviews reads review_sentiment
     previous, left_window = {}, 0
     for days_back in (12, 9, 6, 3, 0):  # as-of moves forward: orders leave the 7-day window of users with no new order
         as_of = DEFAULT_END - timedelta(days=days_back)

@@ -70,7 +70,8 @@ def test_demo_reviews_show_per_segment_sentiment_and_only_new_reviews_are_scored
         con.close()
     new = pl.DataFrame({"review_id": ["x1", "x2", "x3"], "user_id": [u for (u,) in users], "order_id": [None] * 3,
                         "review_ts": [as_of.replace(microsecond=0)] * 3, "rating": [1, 5, None],
-                        "text": ["Broken on arrival, awful.", "Lovely, thank you!", "Die Qualität ist leider nicht gut, ich bin sehr enttäuscht."]})
+                        "text": ["Broken on arrival, awful.", "Lovely, thank you!",
+                                 "Die Qualität ist leider nicht gut, ich bin sehr enttäuscht."]})
     new.write_csv(tmp_path / "landing" / "reviews" / "reviews_extra.csv")
     outcome = run_refresh(tmp_path, instance=instance)
     assert outcome.success, [m for s in outcome.stages for m in s.failures]

@@ -17,7 +17,7 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.sentiment import LexiconError, load_scorer, score_reviews
 from seg_assets.warehouse import registered, table_exists, transaction
 
-GROUP = "reviews"
+GROUP = "features"  # scoring text is feature preparation: the feature SQL (staging.stg_reviews) reads it
 REVIEW_SENTIMENT = dg.AssetKey(["analytics", "review_sentiment"])
 RAW_REVIEWS = dg.AssetKey(["raw", "reviews"])
 TABLE = "analytics.review_sentiment"
