@@ -117,3 +117,16 @@ def test_review_profile_compares_each_segment_with_the_shop():
                                              "5 % of 300 reviews negative (shop: 9 %)", "no reviews from this segment"]
     empty = review_profile(pl.DataFrame(), [1, 2])
     assert empty["reviews_note"].to_list() == [REVIEWS_NOT_AVAILABLE] * 2 and empty["negative_review_share"].null_count() == 2
+
+
+def test_the_ui_shows_a_table_of_strongest_rules_per_segment():
+    from seg_assets.segmentation.profiles import rules_markdown
+
+    best = pl.DataFrame({"segment_id": [None, 2, 2], "rank": [1, 1, 2],
+                         "rule": ["a -> b (lift 3.0, support 2.0 %)", "c -> d (lift 9.1, support 1.5 %)",
+                                  "e|f -> g (lift 2.0, support 5.0 %)"]},
+                        schema={"segment_id": pl.Int32, "rank": pl.UInt32, "rule": pl.String})
+    text = rules_markdown(best, {2: "Bargain hunters"})
+    assert text.index("**Whole shop**") < text.index("**Segment 2: Bargain hunters**")
+    assert "| 1 | c -> d (lift 9.1, support 1.5 %) |" in text and "| 2 | e/f -> g" in text
+    assert rules_markdown(best.head(0), {}).startswith("no basket rules")
