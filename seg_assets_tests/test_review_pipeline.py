@@ -62,7 +62,6 @@ def test_demo_reviews_show_per_segment_sentiment_and_only_new_reviews_are_scored
         assert churn > 0 and set(REVIEW_FEATURES) & set(features[0][0])  # churn learns from reviews when they exist
 
         # a new delivery of three reviews: only those are scored; earlier ones keep their rows
-        con.sql("UPDATE analytics.review_sentiment SET scored_with = scored_with || ''")  # no-op write: rows stay
         users = con.sql("SELECT user_id FROM features.user_features WHERE frequency > 0 ORDER BY user_id LIMIT 3").fetchall()
         (as_of,) = con.sql("SELECT max(as_of) FROM features.user_features").fetchall()[0]
         before = dict(con.sql("SELECT user_id, reviews FROM features.user_features").fetchall())

@@ -130,3 +130,32 @@ def test_the_ui_shows_a_table_of_strongest_rules_per_segment():
     assert text.index("**Whole shop**") < text.index("**Segment 2: Bargain hunters**")
     assert "| 1 | c -> d (lift 9.1, support 1.5 %) |" in text and "| 2 | e/f -> g" in text
     assert rules_markdown(best.head(0), {}).startswith("no basket rules")
+
+
+def test_demo_reviews_are_opt_in_deterministic_and_leave_the_other_files_alone(tmp_path):
+    from datetime import timedelta
+
+    from seg_assets.demo.generate import DEFAULT_END, generate, generate_followup
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted((root / "landing").rglob("*.parquet"))}
+
+    plain, with_reviews, again = tmp_path / "plain", tmp_path / "reviews", tmp_path / "again"
+    generate(plain, users=400, days=40, seed=3)
+    generate(with_reviews, users=400, days=40, seed=3, with_reviews=True)
+    generate(again, users=400, days=40, seed=3, with_reviews=True)
+    a, b = files(plain), files(with_reviews)
+    assert not any(k.startswith("reviews/") for k in a) and any(k.startswith("reviews/") for k in b)
+    assert {k: v for k, v in b.items() if not k.startswith("reviews/")} == a
+    assert files(again) == b
+    reviews = pl.read_parquet(with_reviews / "landing" / "reviews" / "*.parquet")
+    orders = pl.read_parquet(with_reviews / "landing" / "orders" / "*.parquet")
+    joined = reviews.join(orders.select("order_id", pl.col("user_id").alias("buyer"), "order_ts"), on="order_id")
+    assert joined.height == reviews.height  # every review is of an order of the delivery, by its buyer, after it
+    assert (joined["user_id"] == joined["buyer"]).all() and (joined["review_ts"] > joined["order_ts"]).all()
+    tones = pl.read_parquet(with_reviews / "truth" / "review_tones.parquet")
+    assert tones["review_id"].to_list() == reviews.sort("review_id")["review_id"].to_list()
+    generate_followup(with_reviews, 400, 10, 3, start=DEFAULT_END + timedelta(seconds=1), with_reviews=True)
+    later = pl.read_parquet(with_reviews / "landing" / "reviews" / "*.parquet")
+    assert later.height > reviews.height and later["review_id"].n_unique() == later.height
+    assert (with_reviews / "truth" / "review_tones_followup.parquet").exists()
