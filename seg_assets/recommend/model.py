@@ -107,11 +107,12 @@ def score(x: np.ndarray, w: Weights) -> np.ndarray:
 def _terms(w: Weights) -> dict[str, str]:
     """Each feature's term of the logit, in SQL."""
     k = len(FEATURES)
-    return {f: f"(CASE WHEN {f} > 0 THEN {w.coef[i]!r} + {w.coef[k + i]!r} * ln({f}) ELSE 0 END)" for i, f in enumerate(FEATURES)}
+    return {f: f"(CASE WHEN {f} > 0 THEN {float(w.coef[i])!r} + {float(w.coef[k + i])!r} * ln({f}) ELSE 0 END)"
+            for i, f in enumerate(FEATURES)}
 
 
 def score_sql(w: Weights) -> str:
-    return f"1.0 / (1.0 + exp(-({w.intercept!r} + {' + '.join(_terms(w).values())})))"
+    return f"1.0 / (1.0 + exp(-({float(w.intercept)!r} + {' + '.join(_terms(w).values())})))"
 
 
 def reason_sql(w: Weights) -> str:
