@@ -226,7 +226,7 @@ def fit(con, cut: datetime, segments: str, s: RecSettings) -> Weights:
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _fit_users AS
         SELECT DISTINCT b.user_id, coalesce(g.segment_id, -1) AS segment_id FROM {BASKETS} b LEFT JOIN ({segments}) g USING (user_id)
         WHERE b.order_ts > {_ts(start)} AND b.order_ts <= {_ts(cut)}
-        AND EXISTS (SELECT 1 FROM {BASKETS} p WHERE p.user_id = b.user_id AND p.order_ts <= {_ts(start)})
+        AND b.user_id IN (SELECT user_id FROM {BASKETS} WHERE order_ts <= {_ts(start)})
         ORDER BY hash(b.user_id), b.user_id LIMIT {int(s.max_fit_users)}""")
     model_tables(con, start, s, segments, "_fit_", temp=True)
     candidates(con, start, "_fit_users", s, "_fit_")
