@@ -17,10 +17,11 @@ order's distinct products, credit notes and cancelled orders excluded) up to the
   user's category shares count purchased lines 1 and category clicks ``click_weight`` each;
 * ``clicked``: share of the user's product clicks on it (``click_weight``; 0 without clicks);
 
-and the score is ``sigmoid(b + sum_k w_k ln(f_k + 1e-6))``: a logistic regression (scikit-learn) whose
-weights are fitted on the last ``horizon_days`` before the cut-off (features as of ``cut-off - horizon``,
-label: bought in the horizon). Where a signal does not predict, its weight goes to ~0 and the ranking is
-the baseline's; too little history to fit gives the baseline's ranking (weight 1 on ``seg_pop``).
+and the score is ``sigmoid(b + sum_k [f_k > 0] (u_k + v_k ln f_k))``: a logistic regression (scikit-learn)
+on "has it" and "log of it" per feature, fitted on the last ``horizon_days`` before the cut-off (features as
+of ``cut-off - horizon`` for buyers in the horizon with earlier baskets, label: bought in the horizon).
+Where a signal does not predict, its weights go to ~0; too little history to fit gives the baseline's
+ranking (weight 1 on ``ln seg_pop``).
 Products the user bought in the last ``exclude_days`` are never recommended.
 """
 
@@ -105,7 +106,7 @@ def score(x: np.ndarray, w: Weights) -> np.ndarray:
 
 
 def _terms(w: Weights) -> dict[str, str]:
-    """Each feature's term of the logit, in SQL."""
+    """Each feature's term of the logit, in SQL (the columns of :func:`design` times their weights)."""
     k = len(FEATURES)
     return {f: f"(CASE WHEN {f} > 0 THEN {float(w.coef[i])!r} + {float(w.coef[k + i])!r} * ln({f}) ELSE 0 END)"
             for i, f in enumerate(FEATURES)}
@@ -221,7 +222,8 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> N
 
 def fit(con, cut: datetime, segments: str, s: RecSettings) -> Weights:
     """Weights from the ``horizon_days`` before ``cut``: features as of ``cut - horizon`` for (a hash sample of
-    up to ``max_fit_users`` of) the users who bought in the horizon, labelled by what they bought."""
+    up to ``max_fit_users`` of) the users who bought in the horizon and before it, labelled by what they bought
+    in the horizon (buyers without earlier baskets carry no personal purchase signal to weigh)."""
     start = cut - timedelta(days=s.horizon_days)
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _fit_users AS
         SELECT DISTINCT b.user_id, coalesce(g.segment_id, -1) AS segment_id FROM {BASKETS} b LEFT JOIN ({segments}) g USING (user_id)
