@@ -90,10 +90,12 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
                 stored = json.loads(state[0][2])
                 weights = M.Weights(**{**stored, "coef": tuple(stored["coef"])})
                 mode, users = "segments", _rerank_moved(con, s, weights)
-            if mode == "full" or users:
+            if mode == "full":
                 con.sql("DELETE FROM meta.rec_state")
                 con.execute("INSERT INTO meta.rec_state VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
                             [wm, s.key(), as_of, json.dumps(weights.__dict__), mode, users])
+            elif users:  # the shared tables, weights and cut-off (as_of) stay those of the last full build
+                con.execute("UPDATE meta.rec_state SET mode = ?, users = ?, built_at = now()::TIMESTAMP", [mode, users])
             else:
                 mode = "unchanged"
         rows = con.sql(f"SELECT count(*), count(DISTINCT user_id) FROM {TABLE}").fetchall()[0]
