@@ -10,12 +10,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from seg_assets import baskets, churn, features, ingest, publish, reviews, segmentation
+from seg_assets import baskets, churn, features, ingest, publish, recommend, reviews, segmentation
 from seg_assets.activation import assets as activation
 from seg_assets.automation import jobs as automation
 from seg_assets.resources import build_resources
 
-STAGES = (ingest, reviews, features, segmentation, churn, baskets, activation, publish)
+STAGES = (ingest, reviews, features, segmentation, churn, baskets, recommend, activation, publish)
 
 
 def all_assets() -> list:

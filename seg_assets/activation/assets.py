@@ -20,7 +20,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from seg_assets.activation.audiences import audiences, write_audiences
+from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS
@@ -31,9 +31,10 @@ from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
+from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation.scoring import USER_SEGMENTS
-from seg_assets.warehouse import transaction
+from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"
 USER_GROUPS = dg.AssetKey(["analytics", "user_groups"])
@@ -306,7 +307,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 
 
 @dg.asset(
-    key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS], group_name=GROUP, pool="duckdb", kinds={"parquet", "csv"},
+    key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS], group_name=GROUP, pool="duckdb", kinds={"parquet", "csv"},
     automation_condition=rescore_on_new_inputs(),
     description="Per campaign (one per action of the next-best-action run: <action_id>-<as_of yyyymmdd>), the users "
     "to target and the held-out users (per-campaign salted hash, the catalogue's holdout_share) as Parquet and CSV "
@@ -318,7 +319,10 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
         as_of = _as_of(con)
         nba = con.sql("SELECT user_id, action_id, propensity, policy_version FROM analytics.next_best_action").pl()
         control = set(con.sql("SELECT user_id FROM analytics.user_groups WHERE global_control").pl()["user_id"].to_list())
-    frame = audiences(nba, as_of, catalogue.holdout_share, control)
+        recommended = con.sql(f"""SELECT user_id, string_agg(product_id, ',' ORDER BY rank) AS recommended_products
+            FROM analytics.user_recommendations WHERE rank <= {RECOMMENDED_IN_AUDIENCE} GROUP BY user_id""").pl() \
+            if table_exists(con, "analytics.user_recommendations") else None
+    frame = audiences(nba, as_of, catalogue.holdout_share, control, recommended)
     folder = settings.paths.bi / "audiences"
     counts = write_audiences(frame, folder)
     return dg.MaterializeResult(metadata={

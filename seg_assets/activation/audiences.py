@@ -8,7 +8,8 @@ users never appear: they get no next best action, and are dropped here once more
 
 Files: ``bi/audiences/<campaign_id>.parquet`` and ``.csv`` with ``campaign_id, user_id, action_id, group,
 propensity, policy_version`` (the columns of ``landing/campaign_sends/`` less the send id and time, so
-the sender's log can come back as campaign sends). Each is written under a temporary name and moved into
+the sender's log can come back as campaign sends) and ``recommended_products``: the user's top 3 recommended
+product ids, comma-separated, best first (recommend stage; '' when the user has none). Each is written under a temporary name and moved into
 place with ``os.replace``, like the BI copy (publish/bi.py): a reader sees the old file or the new one.
 """
 
@@ -23,16 +24,22 @@ import polars as pl
 
 from seg_assets.activation.groups import bucket, control_cutoff
 
-AUDIENCE_COLUMNS = ("campaign_id", "user_id", "action_id", "group", "propensity", "policy_version")
+AUDIENCE_COLUMNS = ("campaign_id", "user_id", "action_id", "group", "propensity", "policy_version", "recommended_products")
+RECOMMENDED_IN_AUDIENCE = 3  # product ids per audience row, best first (analytics.user_recommendations)
 
 
 def campaign_id(action_id: str, as_of: datetime) -> str:
     return f"{action_id}-{as_of:%Y%m%d}"
 
 
-def audiences(nba: pl.DataFrame, as_of: datetime, holdout_share: float, global_control: set[str] | frozenset = frozenset()) -> pl.DataFrame:
-    """One row per user of ``nba`` (user_id, action_id, propensity, policy_version) not in ``global_control``."""
+def audiences(nba: pl.DataFrame, as_of: datetime, holdout_share: float, global_control: set[str] | frozenset = frozenset(),
+              recommended: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per user of ``nba`` (user_id, action_id, propensity, policy_version) not in ``global_control``;
+    ``recommended`` (user_id, recommended_products: comma-separated product ids) fills that column ('' without)."""
     df = nba.filter(~pl.col("user_id").is_in(list(global_control))) if global_control else nba
+    rec = recommended if recommended is not None else pl.DataFrame(schema={"user_id": pl.Utf8, "recommended_products": pl.Utf8})
+    df = df.join(rec.select("user_id", "recommended_products"), on="user_id", how="left").with_columns(
+        pl.col("recommended_products").fill_null(""))
     df = df.with_columns(pl.col("action_id").map_elements(lambda a: campaign_id(a, as_of), return_dtype=pl.Utf8).alias("campaign_id"))
     cutoff = control_cutoff(holdout_share)
     held = [bucket(u, c) < cutoff for u, c in zip(df["user_id"].to_list(), df["campaign_id"].to_list())]

@@ -66,20 +66,24 @@ def threshold_sql(n: str, cfg: CountSettings) -> str:
     return f"greatest(ceil({n} * {cfg.min_support!r} - 1e-9)::BIGINT, {int(cfg.min_baskets)}, 1)"
 
 
-def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str | None = None) -> str:
+def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str | None = None, detail: bool = False) -> str:
     """(order_id, user_id, product_id): one row per basket and distinct product; ``watermark`` keeps the
     lines of files up to it (the counts' past), ``orders_of`` (a table with ``user_id``) the orders with a
-    line of those users."""
+    line of those users; ``detail`` adds the order's time (``order_ts``) and the line's ``category``
+    (recommendations read baskets in time)."""
     where = ["status = 'completed'"]
     if watermark is not None:
         where.append(f"_file_id <= {int(watermark)}")
     if orders_of is not None:
         where.append(f"order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN (SELECT user_id FROM {orders_of}))")
+    line_detail, order_detail, select_detail = ((", min(order_ts) AS order_ts, any_value(category) AS category",
+                                                 ", min(order_ts) AS order_ts", ", o.order_ts, l.category")
+                                                if detail else ("", "", ""))
     return f"""
-        WITH l AS (SELECT order_id, product_id, min(user_id) AS user_id FROM raw.order_items
+        WITH l AS (SELECT order_id, product_id, min(user_id) AS user_id{line_detail} FROM raw.order_items
                    WHERE {' AND '.join(where)} GROUP BY order_id, product_id),
-             o AS (SELECT order_id, min(user_id) AS user_id, count(*) AS size FROM l GROUP BY order_id)
-        SELECT l.order_id, o.user_id, l.product_id FROM l JOIN o USING (order_id)
+             o AS (SELECT order_id, min(user_id) AS user_id, count(*) AS size{order_detail} FROM l GROUP BY order_id)
+        SELECT l.order_id, o.user_id, l.product_id{select_detail} FROM l JOIN o USING (order_id)
         WHERE o.size <= {int(cfg.max_basket_size)}"""
 
 

@@ -10,6 +10,7 @@ from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.history import record_history, segment_sizes_over_time
 from seg_assets.published_state import ledger_files, settings_fingerprint, write_published_state
+from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS
@@ -21,7 +22,7 @@ BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
 # What BI gets: these assets' tables (key analytics/x -> table analytics.x), copied after all of them.
 PUBLISHED = (USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES,
              USER_GROUPS, BASKET_RULES, SEGMENT_BASKET_RULES, CAMPAIGN_LIFT, NEXT_BEST_ACTION,
-             REVIEW_SENTIMENT)
+             REVIEW_SENTIMENT, USER_RECOMMENDATIONS)
 PUBLISHED_TABLES = tuple(".".join(key.path) for key in PUBLISHED)
 
 

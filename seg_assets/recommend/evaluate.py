@@ -1,0 +1,82 @@
+"""Time-split evaluation: recommend as of a cut-off, score against the purchases after it.
+
+Train on the baskets up to ``cut`` (the model fits its own weights on the horizon before ``cut``), test on
+the distinct products each user bought in (``cut``, ``cut + test_days``]. Every user who bought in the test
+window is a test user (those without history get their segment's popular items, from every method).
+**hit rate@k**: share of test users with at least one bought product among their k recommendations;
+**recall@k**: per test user, bought products recommended / bought products, averaged over test users.
+Baselines, served under the same rule (no product the user bought in the ``exclude_days`` before ``cut``):
+the k most popular products of the user's segment (share of the segment's baskets) and of the whole shop.
+Segments are the current ones (``segments``), the same for every method.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from seg_assets.recommend import model as M
+
+
+def hit_rate_recall(recs: pl.DataFrame, truth: pl.DataFrame) -> dict[str, float]:
+    """``recs`` (user_id, product_id: the top k of each user), ``truth`` (user_id, product_id bought later).
+
+    Users of ``truth`` without recommendations count as misses; users only in ``recs`` do not count."""
+    t = truth.select("user_id", "product_id").unique()
+    users = t["user_id"].n_unique()
+    if users == 0:
+        return {"users": 0, "hit_rate": float("nan"), "recall": float("nan")}
+    hits = t.join(recs.select("user_id", "product_id").unique(), on=["user_id", "product_id"], how="semi")
+    per_user = (t.group_by("user_id").len("bought")
+                .join(hits.group_by("user_id").len("hits"), on="user_id", how="left").fill_null(0))
+    return {"users": users, "hit_rate": float((per_user["hits"] > 0).mean()),
+            "recall": float((per_user["hits"] / per_user["bought"]).mean())}
+
+
+def popular_sql(cut: datetime, users: str, s: M.RecSettings, prefix: str, scope: str) -> str:
+    """The ``top_n`` most popular products of the user's segment (``scope='segment'``; the shop's most popular
+    fill in when the segment has too few) or of the shop, less the products the user bought in the
+    ``exclude_days`` before ``cut`` (``prefix``: model_tables' tables)."""
+    recent = (f"SELECT user_id, product_id FROM {M.BASKETS} WHERE order_ts <= {M._ts(cut)} "
+              f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))}") if s.exclude_days > 0 else \
+        "SELECT NULL::VARCHAR AS user_id, NULL::VARCHAR AS product_id WHERE false"
+    m = int(s.candidates)
+    shop = f"SELECT product_id, shop_pop FROM {prefix}shop_pop WHERE pop_rank <= {m}"
+    if scope == "segment":
+        ranked = f"""SELECT u.user_id, c.product_id, coalesce(sp.seg_pop, 0) AS pop, coalesce(p.shop_pop, 0) AS pop2
+            FROM {users} u JOIN (SELECT segment_id, product_id FROM {prefix}seg_pop WHERE pop_rank <= {m}
+                                 UNION SELECT g.segment_id, s.product_id FROM ({shop}) s, (SELECT DISTINCT segment_id FROM {users}) g) c
+              USING (segment_id)
+            LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = u.segment_id AND sp.product_id = c.product_id
+            LEFT JOIN {prefix}shop_pop p ON p.product_id = c.product_id"""
+    else:
+        ranked = f"SELECT u.user_id, s.product_id, s.shop_pop AS pop, 0 AS pop2 FROM {users} u, ({shop}) s"
+    return f"""SELECT user_id, product_id FROM ({ranked}) r ANTI JOIN ({recent}) x USING (user_id, product_id)
+               QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY pop DESC, pop2 DESC, product_id) <= {int(s.top_n)}"""
+
+
+def evaluate(con, cut: datetime, s: M.RecSettings, segments: str, test_days: int | None = None) -> pl.DataFrame:
+    """Hit rate@top_n and recall@top_n of the recommendations and both baselines (one row each), with the
+    fitted weights' note. Needs ``model.load_baskets`` first (the ``_rb_all`` table)."""
+    end = cut + timedelta(days=test_days or s.horizon_days)
+    truth = con.sql(f"SELECT DISTINCT user_id, product_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} "
+                    f"AND order_ts <= {M._ts(end)}").pl()
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _eval_users AS SELECT t.user_id, coalesce(g.segment_id, -1) AS segment_id
+                FROM (SELECT DISTINCT user_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}) t
+                LEFT JOIN ({segments}) g USING (user_id)""")
+    weights = M.fit(con, cut, segments, s)
+    M.model_tables(con, cut, s, segments, "_ev_", temp=True)
+    M.candidates(con, cut, "_eval_users", s, "_ev_")
+    M.rank(con, weights, s)
+    rows = []
+    for method, sql in (("recommendations", "SELECT user_id, product_id FROM _recs"),
+                        ("segment_popular", popular_sql(cut, "_eval_users", s, "_ev_", "segment")),
+                        ("shop_popular", popular_sql(cut, "_eval_users", s, "_ev_", "shop"))):
+        rows.append({"method": method, **hit_rate_recall(con.sql(sql).pl(), truth)})
+    for t in ("_recs", "_cand", "_eval_users", "_ev_seg_pop", "_ev_shop_pop", "_ev_together", "_ev_cat_pop"):
+        con.sql(f"DROP TABLE {t}")
+    out = pl.DataFrame(rows).with_columns(k=pl.lit(s.top_n), cut=pl.lit(cut), test_days=pl.lit(test_days or s.horizon_days))
+    return out.with_columns(weights=pl.lit(json.dumps(weights.as_dict())))
+

@@ -1,0 +1,91 @@
+"""Recommendations: the evaluation maths, the blend's weights and score, and the serving rules on a tiny warehouse."""
+
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from seg_assets.recommend import evaluate as E
+from seg_assets.recommend import model as M
+
+
+def test_hit_rate_and_recall_by_hand():
+    truth = pl.DataFrame({"user_id": ["a", "a", "b", "c"], "product_id": ["x", "y", "z", "x"]})
+    recs = pl.DataFrame({"user_id": ["a", "a", "b", "d"], "product_id": ["x", "q", "q", "x"]})
+    r = E.hit_rate_recall(recs, truth)
+    # a: 1 of 2 bought recommended (hit); b: 0 of 1; c: no recommendations (a miss); d: not a test user
+    assert r["users"] == 3 and r["hit_rate"] == 1 / 3 and abs(r["recall"] - (0.5 + 0 + 0) / 3) < 1e-12
+
+
+def test_fitted_weights_follow_the_signal_and_thin_history_gives_the_baseline():
+    rng = np.random.default_rng(0)
+    x = rng.random((4000, len(M.FEATURES))) * (rng.random((4000, len(M.FEATURES))) < 0.5)
+    i = M.FEATURES.index("bought_before")
+    y = (rng.random(4000) < np.where(x[:, i] > 0, 0.6, 0.05)).astype(int)
+    w = M.fit_weights(x, y)
+    assert w.fitted and w.coef[i] > 1  # "has bought it" raises the odds a lot
+    assert max(abs(w.coef[j]) for j in range(len(M.FEATURES)) if j != i) < 0.3  # the noise features barely count
+    thin = M.fit_weights(x[:50], np.r_[np.ones(3), np.zeros(47)].astype(int))
+    assert not thin.fitted and thin.coef == M.BASELINE.coef and "need 20" in thin.note
+
+
+def test_sql_score_equals_the_python_score_and_reason_names_the_biggest_personal_term():
+    rng = np.random.default_rng(1)
+    x = rng.random((200, len(M.FEATURES))) * (rng.random((200, len(M.FEATURES))) < 0.6)
+    w = M.Weights(tuple(rng.normal(size=2 * len(M.FEATURES))), -1.0, True, "")
+    frame = pl.DataFrame(x, schema=list(M.FEATURES))
+    con = duckdb.connect()
+    con.register("f", frame)
+    out = con.sql(f"SELECT {M.score_sql(w)} AS s, {M.reason_sql(w)} AS r FROM f").fetchnumpy()
+    assert np.allclose(out["s"], M.score(x, w), rtol=1e-12)
+    terms = M.design(x) * np.asarray(w.coef)
+    k = len(M.FEATURES)
+    personal = [f for f in M.FEATURES if f in M.REASONS]
+    gain = np.column_stack([np.maximum(terms[:, M.FEATURES.index(f)] + terms[:, k + M.FEATURES.index(f)], 0) for f in personal])
+    expect = np.where(gain.max(axis=1) <= 0, M.SEGMENT_POPULAR, np.array([M.REASONS[f] for f in personal])[gain.argmax(axis=1)])
+    assert list(out["r"]) == list(expect)
+
+
+def _tiny() -> duckdb.DuckDBPyConnection:
+    """Two segments; u1 bought A+B twice (last time 3 days before as-of), u2 bought C+D, u3 (segment 1) never bought."""
+    con = duckdb.connect()
+    for schema in ("raw", "meta", "analytics"):
+        con.sql(f"CREATE SCHEMA {schema}")
+    lines = [("o1", "u1", "A", "2026-01-01"), ("o1", "u1", "B", "2026-01-01"), ("o2", "u1", "A", "2026-02-26"),
+             ("o2", "u1", "B", "2026-02-26"), ("o3", "u2", "C", "2026-01-10"), ("o3", "u2", "D", "2026-01-10"),
+             ("o4", "u4", "A", "2026-01-20"), ("o4", "u4", "C", "2026-01-20"), ("o5", "u1", "E", "2026-01-05"),
+             ("o6", "u5", "A", "2026-01-07"), ("c1", "u2", "E", "2026-02-20")]
+    con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
+            "category VARCHAR, status VARCHAR, _file_id BIGINT)")
+    for o, u, p, t in lines:
+        con.execute("INSERT INTO raw.order_items VALUES (?, ?, ?, ?, NULL, ?, 1)", [o, u, p, t, "returned" if o == "c1" else "completed"])
+    con.sql("CREATE TABLE analytics.user_segments AS SELECT * FROM (VALUES ('u1', 1), ('u2', 2), ('u3', 1), ('u4', 1), ('u5', 2)) "
+            "t(user_id, segment_id)")
+    return con
+
+
+def test_serving_rules_on_a_tiny_shop():
+    con = _tiny()
+    s = M.RecSettings(top_n=3, exclude_days=14, min_fit_positives=1000)  # too little to fit: the baseline's ranking
+    segments = "SELECT user_id, segment_id FROM analytics.user_segments"
+    cut = datetime(2026, 3, 1)
+    M.load_baskets(con, s)
+    assert con.sql(f"SELECT count(*) FROM {M.BASKETS} WHERE order_id = 'c1'").fetchall()[0][0] == 0  # credit notes are no basket
+    w = M.fit(con, cut, segments, s)
+    assert not w.fitted
+    M.model_tables(con, cut, s, segments, "_t_", temp=True)
+    con.sql(f"CREATE TEMP TABLE _u AS {segments}")
+    M.candidates(con, cut, "_u", s, "_t_")
+    M.rank(con, w, s)
+    recs = con.sql("SELECT * FROM _recs ORDER BY user_id, rank").pl()
+    u1 = recs.filter(pl.col("user_id") == "u1")
+    assert not set(u1["product_id"]) & {"A", "B"}  # bought 3 days ago: excluded
+    u3 = recs.filter(pl.col("user_id") == "u3")  # no history: the segment's popular products, said so
+    assert u3["product_id"].to_list()[:2] == ["A", "B"] and set(u3["reason"]) == {M.SEGMENT_POPULAR}
+    assert recs.group_by("user_id").agg(pl.col("rank").sort()).filter(
+        pl.col("rank").list.eval(pl.element() == pl.int_range(1, pl.len() + 1)).list.all().not_()).height == 0
+    # popularity baselines exclude the same recent purchases; the shop fills a segment with too few products
+    base = con.sql(E.popular_sql(cut, "_u", s, "_t_", "segment")).pl()
+    assert not set(base.filter(pl.col("user_id") == "u1")["product_id"]) & {"A", "B"}
+    assert base.filter(pl.col("user_id") == "u1").height == 3
