@@ -20,7 +20,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from seg_assets.activation.audiences import audiences, write_audiences
+from seg_assets.activation.audiences import audience_files, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS
@@ -308,6 +308,9 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 @dg.asset(
     key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS], group_name=GROUP, pool="duckdb", kinds={"parquet", "csv"},
     automation_condition=rescore_on_new_inputs(),
+    check_specs=[dg.AssetCheckSpec("no_global_control", asset=AUDIENCES, blocking=True, description="Reads back every "
+                                   "file under bi/audiences/: none holds a global-control user, none is of a campaign "
+                                   "that is no longer current.")],
     description="Per campaign (one per action of the next-best-action run: <action_id>-<as_of yyyymmdd>), the users "
     "to target and the held-out users (per-campaign salted hash, the catalogue's holdout_share) as Parquet and CSV "
     "under bi/audiences/, each file replaced atomically: what a CRM or ESP imports. No global-control user.",
@@ -321,13 +324,32 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
     frame = audiences(nba, as_of, catalogue.holdout_share, control)
     folder = settings.paths.bi / "audiences"
     counts = write_audiences(frame, folder)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[_audience_check(folder, control, set(counts))], metadata={
         "folder": dg.MetadataValue.path(str(folder)), "campaigns": dg.MetadataValue.int(len(counts)),
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "audiences": dg.MetadataValue.md(_md(pl.DataFrame(
             [{"campaign_id": c, "treatment": g.get("treatment", 0), "control": g.get("control", 0)} for c, g in counts.items()],
             schema={"campaign_id": pl.Utf8, "treatment": pl.Int64, "control": pl.Int64}))),
     })
+
+
+def _audience_check(folder, control: set[str], campaigns: set[str]) -> dg.AssetCheckResult:
+    """What a CRM would import, read back from the files: no global-control user, only the current campaigns."""
+    files = audience_files(folder)
+    leaked: dict[str, int] = {}
+    for path in files:
+        users = (pl.read_parquet(path, columns=["user_id"]) if path.suffix == ".parquet"
+                 else pl.read_csv(path, columns=["user_id"], schema_overrides={"user_id": pl.Utf8}))["user_id"]
+        n = int(users.is_in(list(control)).sum()) if control else 0
+        if n:
+            leaked[path.name] = n
+    stale = sorted(p.name for p in files if p.stem not in campaigns)
+    return dg.AssetCheckResult(
+        check_name="no_global_control", passed=not leaked and not stale, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if not leaked and not stale else
+        f"global-control users in {leaked or 'no file'}; files of campaigns no longer current: {stale or 'none'}",
+        metadata={"files": len(files), "global_control_users": len(control),
+                  "control_users_in_files": sum(leaked.values()), "stale_files": len(stale)})
 
 
 assets = [user_groups, campaign_lift, next_best_action, campaign_audiences]
