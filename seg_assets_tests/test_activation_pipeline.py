@@ -61,9 +61,11 @@ def test_lift_and_policy_are_published_and_no_control_user_gets_an_action(campai
     assert set(nba.columns) >= {"user_id", "action_id", "expected_reward", "explore", "propensity", "policy_version"}
     assert nba["user_id"].is_unique().all() and nba["policy_version"].n_unique() == 1
     assert not set(nba["user_id"].to_list()) & global_control(campaigns_root)
-    # The demo splits as planned; a rare warning is real: users who signed up after the pre-send refresh have no
-    # send-time segment, and their post-send segment depends on whether they were treated.
-    assert lift["srm_warning"].mean() <= 0.05
+    # The demo splits as planned. Users who signed up after the pre-send refresh have no send-time segment: they
+    # are counted in a cell of their own (segment null), not in the segment the send itself moved them to.
+    assert not lift["srm_warning"].any(), lift.filter("srm_warning").select("campaign_id", "action_id", "segment_id",
+                                                                              "n_treated", "n_control")
+    assert lift["segment_id"].null_count() > 0 and lift["segment_id"].n_unique() > 4
     con = duckdb.connect(str(campaigns_root / "warehouse.duckdb"), read_only=True)
     try:
         rows = con.sql("SELECT promoted, reason, estimates FROM meta.policies ORDER BY fitted_at").fetchall()

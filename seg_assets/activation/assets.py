@@ -26,7 +26,7 @@ from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, contr
 from seg_assets.activation.lift import LIFT_COLUMNS
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
-from seg_assets.activation.outcomes import send_outcomes, time_split
+from seg_assets.activation.outcomes import policy_context, send_outcomes, time_split
 from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy, policy_from_state
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
@@ -245,7 +245,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                     "user_id": pl.Utf8, "segment_id": pl.Int64, "action_id": pl.Utf8, "expected_reward": pl.Float64,
                     "explore": pl.Boolean, "propensity": pl.Float64, "policy_version": pl.Utf8}))
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
-        outcomes = send_outcomes(con, as_of, catalogue.attribution_days)
+        outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days))
         con.execute(POLICIES_DDL)
         in_service, in_service_version = _in_service(con)
     notes = []
