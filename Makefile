@@ -34,6 +34,12 @@ demo: $(STAMP)
 	@if [ -z "$$(ls -A "$(SEG_DATA_DIR)/landing/orders" 2>/dev/null)" ]; then \
 	  $(BIN)/seg-assets generate "$(SEG_DATA_DIR)" --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --campaigns; \
 	else echo "landing data already in $(SEG_DATA_DIR)/landing: reusing it"; fi
+	@# Segments as a shop had them when it sent the campaigns: lift then counts each send in the segment it was sent to.
+	@if [ ! -f "$(SEG_DATA_DIR)/warehouse.duckdb" ]; then \
+	  before="$$($(BIN)/python -m seg_assets.demo.campaigns "$(SEG_DATA_DIR)")"; \
+	  if [ -n "$$before" ]; then echo "refresh as of $$before (before the first campaign)"; \
+	    $(BIN)/seg-assets refresh --as-of "$$before" --no-summary || exit 1; fi; \
+	fi
 	$(BIN)/seg-assets refresh
 
 lint: $(STAMP)

@@ -1,13 +1,22 @@
-"""The global control group: deterministic by salted hash, stable across refits and re-deliveries, re-drawn
-only by a new salt (recorded), and the actions file validated like any configuration."""
+"""The global control group: deterministic by salted hash, stable across refits, drifts and re-deliveries (end to
+end through the command line, with campaigns and audience files), re-drawn only by a new salt (recorded), and
+the actions file validated like any configuration."""
 
 import shutil
+from datetime import timedelta
+from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from seg_assets.activation.audiences import audience_files
 from seg_assets.activation.catalogue import ActionsConfigError, load_catalogue
 from seg_assets.activation.groups import bucket, bucket_sql, control_cutoff
+from seg_assets.cli import app
+from seg_assets.demo.campaigns import CONTROL_SALT, CONTROL_SHARE
+from seg_assets.demo.generate import DEFAULT_END, generate, generate_followup
 from seg_assets.refresh import run_refresh
 
 
@@ -57,3 +66,68 @@ def test_the_control_group_survives_refits_and_redeliveries_and_a_new_salt_redra
     assert run_refresh(data_dir, rebase=True).success
     redrawn, [(newer,)] = groups(data_dir)
     assert newer == version + 1 and redrawn != before and set(redrawn) == set(before)
+
+
+# ------------------------------------------------------------------ end to end, through the command line
+
+
+def published(root: Path) -> tuple[dict[str, bool], set[int], str]:
+    """(user -> global_control, salt versions, as-of day) from the BI copy."""
+    con = duckdb.connect(str(root / "bi" / "segments.duckdb"), read_only=True)
+    try:
+        groups = dict(con.sql("SELECT user_id, global_control FROM analytics.user_groups").fetchall())
+        versions = {v for (v,) in con.sql("SELECT DISTINCT salt_version FROM analytics.user_groups").fetchall()}
+        campaigns = {f"{a}-{t:%Y%m%d}" for a, t in con.sql(
+            "SELECT DISTINCT n.action_id, (SELECT max(as_of) FROM analytics.user_segments) "
+            "FROM analytics.next_best_action n").fetchall()}
+    finally:
+        con.close()
+    return groups, versions, campaigns
+
+
+def audience_users(root: Path) -> tuple[set[str], set[str]]:
+    """(every user in any audience file, Parquet or CSV; the campaigns the folder holds)."""
+    files = audience_files(root / "bi" / "audiences")
+    users = set()
+    for path in files:
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, schema_overrides={"user_id": pl.Utf8})
+        users |= set(frame["user_id"].to_list())
+    return users, {p.stem for p in files}
+
+
+def test_the_control_group_is_the_same_users_after_a_refit_a_drift_and_a_redelivery(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    generate(root, users=1_200, days=60, seed=11, with_campaigns=True)
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    hashed = lambda users: {u for u in users if bucket(u, CONTROL_SALT) < control_cutoff(CONTROL_SHARE)}  # noqa: E731
+
+    def refresh(*args: str):
+        result = CliRunner().invoke(app, ["refresh", "--no-summary", *args])
+        assert result.exit_code == 0, result.output
+        groups, versions, campaigns = published(root)
+        control = {u for u, c in groups.items() if c}
+        assert control == hashed(groups) and versions == {1}  # the salted hash of actions.yaml, nothing else
+        in_files, file_campaigns = audience_users(root)
+        assert in_files and not in_files & control  # no control user in any audience file, Parquet or CSV
+        assert file_campaigns == campaigns  # only the current campaigns: older ones are removed
+        return groups, campaigns
+
+    before, first_campaigns = refresh()
+    assert 0.03 < sum(before.values()) / len(before) < 0.08
+
+    refit, _ = refresh("--refit", "--set", "analytics__user_segments.assign_with=model")  # a new model and other scoring rules
+    assert refit == before
+
+    # A drift: a new month in which a third of the users behave like another kind of shopper, and new users.
+    generate_followup(root, users=1_200, days=30, seed=11, start=DEFAULT_END + timedelta(seconds=1),
+                      changed_share=0.3, new_users=150, tag="drift")
+    drifted, drift_campaigns = refresh()
+    assert {u: drifted[u] for u in before} == before and len(drifted) > len(before)
+    assert not drift_campaigns & first_campaigns  # a later as-of: new campaigns, the earlier files are gone
+
+    # A re-delivery: every landing file again, under a new name.
+    for path in [p for p in (root / "landing").rglob("*") if p.is_file()]:
+        shutil.copy(path, path.with_name("again_" + path.name))
+    again, _ = refresh("--rebase")
+    assert again == drifted

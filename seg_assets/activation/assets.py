@@ -20,13 +20,13 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audiences, write_audiences
+from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_files, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
-from seg_assets.activation.outcomes import send_outcomes, time_split
+from seg_assets.activation.outcomes import policy_context, send_outcomes, time_split
 from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy, policy_from_state
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
@@ -246,7 +246,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                     "user_id": pl.Utf8, "segment_id": pl.Int64, "action_id": pl.Utf8, "expected_reward": pl.Float64,
                     "explore": pl.Boolean, "propensity": pl.Float64, "policy_version": pl.Utf8}))
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
-        outcomes = send_outcomes(con, as_of, catalogue.attribution_days)
+        outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days))
         con.execute(POLICIES_DDL)
         in_service, in_service_version = _in_service(con)
     notes = []
@@ -309,6 +309,9 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 @dg.asset(
     key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS], group_name=GROUP, pool="duckdb", kinds={"parquet", "csv"},
     automation_condition=rescore_on_new_inputs(),
+    check_specs=[dg.AssetCheckSpec("no_global_control", asset=AUDIENCES, blocking=True, description="Reads back every "
+                                   "file under bi/audiences/: none holds a global-control user, none is of a campaign "
+                                   "that is no longer current.")],
     description="Per campaign (one per action of the next-best-action run: <action_id>-<as_of yyyymmdd>), the users "
     "to target and the held-out users (per-campaign salted hash, the catalogue's holdout_share) as Parquet and CSV "
     "under bi/audiences/, each file replaced atomically: what a CRM or ESP imports. No global-control user.",
@@ -325,13 +328,32 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
     frame = audiences(nba, as_of, catalogue.holdout_share, control, recommended)
     folder = settings.paths.bi / "audiences"
     counts = write_audiences(frame, folder)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(check_results=[_audience_check(folder, control, set(counts))], metadata={
         "folder": dg.MetadataValue.path(str(folder)), "campaigns": dg.MetadataValue.int(len(counts)),
         "dagster/row_count": dg.MetadataValue.int(frame.height),
         "audiences": dg.MetadataValue.md(_md(pl.DataFrame(
             [{"campaign_id": c, "treatment": g.get("treatment", 0), "control": g.get("control", 0)} for c, g in counts.items()],
             schema={"campaign_id": pl.Utf8, "treatment": pl.Int64, "control": pl.Int64}))),
     })
+
+
+def _audience_check(folder, control: set[str], campaigns: set[str]) -> dg.AssetCheckResult:
+    """What a CRM would import, read back from the files: no global-control user, only the current campaigns."""
+    files = audience_files(folder)
+    leaked: dict[str, int] = {}
+    for path in files:
+        users = (pl.read_parquet(path, columns=["user_id"]) if path.suffix == ".parquet"
+                 else pl.read_csv(path, columns=["user_id"], schema_overrides={"user_id": pl.Utf8}))["user_id"]
+        n = int(users.is_in(list(control)).sum()) if control else 0
+        if n:
+            leaked[path.name] = n
+    stale = sorted(p.name for p in files if p.stem not in campaigns)
+    return dg.AssetCheckResult(
+        check_name="no_global_control", passed=not leaked and not stale, severity=dg.AssetCheckSeverity.ERROR,
+        description=None if not leaked and not stale else
+        f"global-control users in {leaked or 'no file'}; files of campaigns no longer current: {stale or 'none'}",
+        metadata={"files": len(files), "global_control_users": len(control),
+                  "control_users_in_files": sum(leaked.values()), "stale_files": len(stale)})
 
 
 assets = [user_groups, campaign_lift, next_best_action, campaign_audiences]

@@ -9,8 +9,12 @@ users never appear: they get no next best action, and are dropped here once more
 Files: ``bi/audiences/<campaign_id>.parquet`` and ``.csv`` with ``campaign_id, user_id, action_id, group,
 propensity, policy_version`` (the columns of ``landing/campaign_sends/`` less the send id and time, so
 the sender's log can come back as campaign sends) and ``recommended_products``: the user's top 3 recommended
-product ids, comma-separated, best first (recommend stage; '' when the user has none). Each is written under a temporary name and moved into
-place with ``os.replace``, like the BI copy (publish/bi.py): a reader sees the old file or the new one.
+product ids, comma-separated, best first (recommend stage; '' when the user has none). Each is written under a
+temporary name and moved into place with ``os.replace``, like the BI copy (publish/bi.py): a reader sees the old
+file or the new one. Once every current file is in place, the files of campaigns that are no longer current (an
+earlier day's, or an action nobody gets any more) are removed, so the folder holds exactly the current campaigns:
+a CRM that imports every file of the folder never re-sends an old audience. Files are removed only after the new
+ones are in place, so the folder is never empty in between; a failed write leaves the folder as it was.
 """
 
 from __future__ import annotations
@@ -48,21 +52,36 @@ def audiences(nba: pl.DataFrame, as_of: datetime, holdout_share: float, global_c
     ).select(AUDIENCE_COLUMNS).sort("campaign_id", "user_id")
 
 
+AUDIENCE_FORMATS = ("parquet", "csv")
+
+
+def audience_files(folder: Path) -> list[Path]:
+    """The published audience files in ``folder`` (temporary files, which start with a dot, excluded)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for ext in AUDIENCE_FORMATS for p in folder.glob(f"*.{ext}") if not p.name.startswith("."))
+
+
 def write_audiences(frame: pl.DataFrame, folder: Path) -> dict[str, dict[str, int]]:
-    """Write one Parquet and one CSV file per campaign, each atomically; returns counts per campaign and group."""
+    """Write one Parquet and one CSV file per campaign, each atomically, then remove the files of campaigns no
+    longer current; returns counts per campaign and group."""
     folder.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     counts: dict[str, dict[str, int]] = {}
     staged: list[tuple[Path, Path]] = []
     try:
         for (cid,), part in frame.partition_by("campaign_id", as_dict=True, maintain_order=True).items():
-            for ext, write in (("parquet", part.write_parquet), ("csv", part.write_csv)):
+            for ext, write in zip(AUDIENCE_FORMATS, (part.write_parquet, part.write_csv), strict=True):
                 tmp = folder / f".{cid}.{token}.{ext}.tmp"
                 write(tmp)
                 staged.append((tmp, folder / f"{cid}.{ext}"))
             counts[cid] = {g: int(n) for g, n in part.group_by("group").len().iter_rows()}
         for tmp, target in staged:  # everything is written: swap each file into place
             os.replace(tmp, target)
+        current = {target for _, target in staged}
+        for stale in audience_files(folder):  # then the campaigns that are no longer current go
+            if stale not in current:
+                stale.unlink(missing_ok=True)
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)

@@ -28,8 +28,11 @@ Output: one row per campaign x action x segment (:data:`LIFT_COLUMNS`):
 * ``mde_abs``: the minimum detectable absolute conversion lift at this sample size (two-sided
   ``alpha`` 0.05, power 0.8): Cohen's h from ``statsmodels.stats.power.NormalIndPower`` turned back into
   a rate difference at the control rate;
-* ``srm_p_value``, ``srm_warning``: chi-square of the observed treated/control counts against the planned
-  split (:func:`sample_ratio_mismatch`); a broken split makes every other figure of the cell suspect.
+* ``srm_p_value``, ``srm_p_holm``, ``srm_warning``: chi-square of the observed treated/control counts against
+  the planned split (:func:`sample_ratio_mismatch`), its Holm adjustment over all the cells of the table, and
+  the warning (adjusted p below the threshold); a broken split makes every other figure of the cell suspect.
+  The adjustment keeps the threshold's meaning for the table: 100 sound cells tested at p < 0.001 each would
+  warn on one run in ten by chance alone; a real mismatch gives p-values far below the threshold and still warns.
 
 Cells with no treated or no control user get null statistics (counts still shown).
 """
@@ -53,7 +56,7 @@ LIFT_COLUMNS = (
     "abs_lift", "abs_lift_ci_low", "abs_lift_ci_high", "rel_lift", "rel_lift_ci_low", "rel_lift_ci_high", "p_value",
     "revenue_abs_lift", "revenue_abs_lift_ci_low", "revenue_abs_lift_ci_high", "revenue_rel_lift",
     "revenue_rel_lift_ci_low", "revenue_rel_lift_ci_high", "revenue_p_value",
-    "mde_abs", "planned_control_share", "srm_p_value", "srm_warning",
+    "mde_abs", "planned_control_share", "srm_p_value", "srm_p_holm", "srm_warning",
 )
 
 
@@ -218,6 +221,15 @@ def campaign_lift(frame, planned_control_share: float | Mapping[str, float] = 0.
     schema = {k: pl.Utf8 for k in KEYS} | {c: pl.Float64 for c in LIFT_COLUMNS if c not in KEYS}
     schema |= {c: pl.Int64 for c in ("n_treated", "n_control", "conversions_treated", "conversions_control")}
     schema |= {"srm_warning": pl.Boolean}
+    tested = [i for i, r in enumerate(out) if r["srm_p_value"] is not None]
+    if tested:  # Holm over the table's cells: the family-wise chance of a false warning stays below the threshold
+        from statsmodels.stats.multitest import multipletests
+
+        reject, adjusted, _, _ = multipletests([out[i]["srm_p_value"] for i in tested], alpha=srm_threshold, method="holm")
+        for i, r, a in zip(tested, reject, adjusted, strict=True):
+            out[i].update(srm_p_holm=float(a), srm_warning=bool(r))
+    for r in out:
+        r.setdefault("srm_p_holm", None)
     for k in KEYS:  # keep the caller's key types (segment ids are integers elsewhere in the project)
         schema[k] = df.schema[k]
     return pl.DataFrame(out, schema=schema).select(LIFT_COLUMNS).sort(list(KEYS))

@@ -3,18 +3,24 @@
 A send's outcome is read from the orders already ingested (``staging.stg_orders``): ``converted`` when the
 user completed an order in ``(sent_ts, sent_ts + attribution_days]``, ``revenue`` the sum of those orders'
 amounts. Only sends whose attribution window has closed by the run's as-of are counted (an open window
-would count part of an outcome). A user sent twice in one campaign counts once (the first send). The
-segment is the user's segment at send time (``analytics.segment_history``: valid_from <= sent_ts < valid_to,
-or the open row), else their current segment (``analytics.user_segments``); users without a segment are
-left out.
+would count part of an outcome). A user sent twice in one campaign counts once (the first send).
+
+``segment_id`` is the user's segment at send time (``analytics.segment_history``: valid_from <= sent_ts <
+valid_to, or the open row), null when the user had none then (first scored after the send: a refresh that
+ran only after the campaign, or a user who signed up in between). Such a user is **not** given their current
+segment for lift: the current segment is assigned after the send, and the send changes it (a treated user
+who responds has one more order and moves to a more valuable segment, a held-out user does not), so per
+segment the treated/control split would be broken by the treatment itself. Lift counts them in a cell of
+their own (segment null), where the random split holds. ``current_segment_id`` (``analytics.user_segments``)
+is kept for the policy, which needs a context for every send. Sends of users with neither are left out.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-OUTCOME_COLUMNS = ("send_id", "campaign_id", "action_id", "segment_id", "user_id", "group", "sent_ts", "propensity",
-                   "converted", "revenue")
+OUTCOME_COLUMNS = ("send_id", "campaign_id", "action_id", "segment_id", "current_segment_id", "user_id", "group",
+                   "sent_ts", "propensity", "converted", "revenue")
 
 
 def _exists(con, schema: str, table: str) -> bool:
@@ -25,7 +31,7 @@ def _exists(con, schema: str, table: str) -> bool:
 def send_outcomes(con, as_of, attribution_days: int) -> pl.DataFrame:
     """Outcomes of every send whose window closed by ``as_of`` (see the module docstring)."""
     empty = pl.DataFrame(schema={"send_id": pl.Utf8, "campaign_id": pl.Utf8, "action_id": pl.Utf8,
-                                 "segment_id": pl.Int64, "user_id": pl.Utf8, "group": pl.Utf8,
+                                 "segment_id": pl.Int64, "current_segment_id": pl.Int64, "user_id": pl.Utf8, "group": pl.Utf8,
                                  "sent_ts": pl.Datetime("us"), "propensity": pl.Float64, "converted": pl.Boolean,
                                  "revenue": pl.Float64})
     if not _exists(con, "raw", "campaign_sends"):
@@ -57,15 +63,21 @@ def send_outcomes(con, as_of, attribution_days: int) -> pl.DataFrame:
             GROUP BY s.send_id
         ){at_send}
         SELECT s.send_id, s.campaign_id, s.action_id,
-               CAST(coalesce(a.segment_id, u.segment_id) AS BIGINT) AS segment_id,
+               CAST(a.segment_id AS BIGINT) AS segment_id, CAST(u.segment_id AS BIGINT) AS current_segment_id,
                s.user_id, s."group", s.sent_ts, s.propensity, o.converted, o.revenue
         FROM sends s
         JOIN outcome o USING (send_id)
         LEFT JOIN at_send a USING (send_id)
         LEFT JOIN analytics.user_segments u ON u.user_id = s.user_id
         ORDER BY s.sent_ts, s.send_id""", params=[as_of]).pl()
-    frame = frame.filter(pl.col("segment_id").is_not_null())
-    return frame.cast({c: t for c, t in empty.schema.items()}) if frame.height else empty
+    frame = frame.filter(pl.col("segment_id").is_not_null() | pl.col("current_segment_id").is_not_null())
+    return frame.cast({c: t for c, t in empty.schema.items()}).select(OUTCOME_COLUMNS) if frame.height else empty
+
+
+def policy_context(outcomes: pl.DataFrame) -> pl.DataFrame:
+    """``outcomes`` with ``segment_id`` filled by the current segment where the segment at send time is unknown:
+    the context a policy learns from (it needs one for every send; lift must not use it, see the module doc)."""
+    return outcomes.with_columns(pl.coalesce("segment_id", "current_segment_id").alias("segment_id"))
 
 
 def time_split(outcomes: pl.DataFrame, holdout_share: float = 0.3) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -130,3 +130,24 @@ def write_campaigns(root: Path, landing_for, rng: np.random.Generator, shopper: 
     return ({"campaign_sends": written.rows, "campaign_response_orders": o.rows},
             [*written.files, *o.files, Path(root) / "actions.yaml"],
             {"planted_action_rates.parquet": rates, "campaign_responses.parquet": truth_sends})
+
+
+def before_first_send(root: Path) -> str | None:
+    """One second before the earliest ``sent_ts`` under ``landing/campaign_sends/`` (ISO-8601 UTC), or None.
+
+    ``make demo`` refreshes as of this time before the normal refresh, as a shop scores its segments before it
+    sends a campaign: the lift of each segment then counts each send in the segment it was sent to.
+    """
+    from datetime import timedelta
+
+    folder = Path(root) / "landing" / "campaign_sends"
+    times = [pl.read_parquet(p)["sent_ts"].min() for p in folder.glob("*.parquet")]
+    times += [pl.read_csv(p, try_parse_dates=True)["sent_ts"].min() for p in folder.glob("*.csv*")]
+    times = [t for t in times if t is not None]
+    return (min(times) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ") if times else None
+
+
+if __name__ == "__main__":  # python -m seg_assets.demo.campaigns DIR: the as-of of make demo's first refresh
+    import sys
+
+    print(before_first_send(Path(sys.argv[1])) or "")

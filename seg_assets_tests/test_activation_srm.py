@@ -1,0 +1,100 @@
+"""The sample-ratio check counts each send in the segment it was sent to: a segment assigned after the send is
+changed by the send (responders move to a more valuable segment), which breaks the split by itself. On a real
+DuckDB file: sends, orders, segment history and current segments as the pipeline publishes them."""
+
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from seg_assets.activation.lift import campaign_lift
+from seg_assets.activation.outcomes import policy_context, send_outcomes
+
+SENT = datetime(2026, 10, 1, 10, 0)
+AS_OF = datetime(2026, 10, 31, 23, 59)
+PLANNED = 0.15
+
+
+def warehouse(tmp_path, *, scored_before_send: bool, control_share: float = PLANNED, n: int = 6000, seed: int = 0):
+    """``n`` users sent one campaign (``control_share`` held out at random). A treated user responds with an order
+    with probability 0.3, anyone orders with probability 0.05; the segment scored after the campaign is 1 for users
+    who ordered, else 2. ``scored_before_send``: a refresh also ran before the send (every user in segment 2)."""
+    rng = np.random.default_rng(seed)
+    users = [f"u{i:05d}" for i in range(n)]
+    control = rng.random(n) < control_share
+    ordered = (~control & (rng.random(n) < 0.3)) | (rng.random(n) < 0.05)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    for schema in ("raw", "staging", "analytics"):
+        con.execute(f"CREATE SCHEMA {schema}")
+    sends = pl.DataFrame({"send_id": [f"s{i}" for i in range(n)], "campaign_id": "c1", "user_id": users,
+                          "action_id": "a1", "sent_ts": SENT, "send_group": np.where(control, "control", "treatment"),
+                          "propensity": 1.0})
+    orders = pl.DataFrame({"order_id": [f"o{i}" for i in range(n)], "user_id": users,
+                           "order_ts": SENT + timedelta(days=2), "amount": 30.0, "status": "completed"}).filter(pl.Series(ordered))
+    after = SENT + timedelta(days=20)
+    history = pl.DataFrame({"user_id": users, "segment_id": np.where(ordered, 1, 2), "valid_from": after,
+                            "valid_to": None}, schema_overrides={"valid_to": pl.Datetime("us")})
+    if scored_before_send:
+        before = pl.DataFrame({"user_id": users, "segment_id": 2, "valid_from": SENT - timedelta(days=1), "valid_to": after})
+        history = pl.concat([before, history], how="vertical_relaxed")
+    for name, frame in (("raw.campaign_sends", sends), ("staging.stg_orders", orders),
+                        ("analytics.segment_history", history),
+                        ("analytics.user_segments", history.filter(pl.col("valid_to").is_null()).select("user_id", "segment_id"))):
+        con.register("frame", frame.to_arrow())
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+        con.unregister("frame")
+    return con
+
+
+def lift_of(con) -> pl.DataFrame:
+    outcomes = send_outcomes(con, AS_OF, 7)
+    return campaign_lift(outcomes, planned_control_share=PLANNED)
+
+
+@pytest.mark.parametrize("scored_before_send", [False, True])
+def test_a_planned_split_passes_whether_or_not_segments_were_scored_before_the_send(tmp_path, scored_before_send):
+    con = warehouse(tmp_path, scored_before_send=scored_before_send)
+    lift = lift_of(con)
+    assert not lift["srm_warning"].any(), lift.select("segment_id", "n_treated", "n_control", "srm_p_value")
+    assert lift["segment_id"].to_list() == ([2] if scored_before_send else [None])  # the segment at send time
+    assert lift["n_treated"].sum() + lift["n_control"].sum() == 6000
+    # What the check used to do: count each send in the segment scored after it. The split breaks by itself.
+    outcomes = policy_context(send_outcomes(con, AS_OF, 7))  # the policy's context: current segment when unknown
+    if not scored_before_send:
+        post = campaign_lift(outcomes, planned_control_share=PLANNED)
+        assert post.filter(pl.col("segment_id") == 1)["srm_warning"].all()
+        assert (post.filter(pl.col("segment_id") == 1)["n_control"] / post.filter(pl.col("segment_id") == 1)["n_treated"]
+                ).item() < 0.1  # responders are treated users
+    assert outcomes["segment_id"].null_count() == 0
+    con.close()
+
+
+@pytest.mark.parametrize("scored_before_send", [False, True])
+def test_a_broken_split_still_warns(tmp_path, scored_before_send):
+    con = warehouse(tmp_path, scored_before_send=scored_before_send, control_share=0.12)  # 12 % held out, 15 % planned
+    lift = lift_of(con)
+    assert lift["srm_warning"].all() and (lift["srm_p_value"] < 1e-3).all()
+    con.close()
+
+
+def test_many_sound_cells_do_not_warn_by_chance_and_a_broken_one_among_them_does():
+    rng = np.random.default_rng(3)
+    rows = []
+    for cell in range(120):  # 120 cells of 400 users split as planned, plus one at 111 treated / 37 held out (p ~ 7e-4)
+        n_c = rng.binomial(400, PLANNED)
+        rows += [(f"c{cell}", "control")] * n_c + [(f"c{cell}", "treatment")] * (400 - n_c)
+    rows += [("lucky", "control")] * 37 + [("lucky", "treatment")] * 111
+    frame = pl.DataFrame(rows, schema=["campaign_id", "group"], orient="row").with_columns(
+        pl.lit("a1").alias("action_id"), pl.lit(1).alias("segment_id"), pl.int_range(pl.len()).cast(pl.Utf8).alias("user_id"),
+        pl.lit(False).alias("converted"), pl.lit(0.0).alias("revenue"))
+    lift = campaign_lift(frame, planned_control_share=PLANNED)
+    lucky = lift.filter(pl.col("campaign_id") == "lucky")
+    assert lucky["srm_p_value"].item() < 1e-3 and lucky["srm_p_holm"].item() > 1e-3
+    assert not lift["srm_warning"].any()
+    broken = pl.DataFrame({"campaign_id": "broken", "group": ["control"] * 720 + ["treatment"] * 5280}).with_columns(
+        pl.lit("a1").alias("action_id"), pl.lit(1).alias("segment_id"),
+        pl.int_range(pl.len()).cast(pl.Utf8).alias("user_id"), pl.lit(False).alias("converted"), pl.lit(0.0).alias("revenue"))
+    lift = campaign_lift(pl.concat([frame, broken]), planned_control_share=PLANNED)
+    assert lift.filter(pl.col("srm_warning"))["campaign_id"].to_list() == ["broken"]
