@@ -32,11 +32,11 @@ def all_checks() -> list:
     return [c for stage in STAGES for c in stage.asset_checks]
 
 
-def build_defs(data_dir: str | Path | None = None, as_of: str | None = None) -> dg.Definitions:
+def build_defs(data_dir: str | Path | None = None, as_of: str | None = None, engine: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=all_assets(),
         asset_checks=all_checks(),
-        resources=build_resources(data_dir, as_of),
+        resources=build_resources(data_dir, as_of, engine),
         # One process per run: the heavy imports happen once, and steps never fight over the DuckDB file.
         executor=dg.in_process_executor,
         jobs=automation.jobs,
