@@ -18,6 +18,8 @@ from seg_assets.ingest import loader
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.spark.ingest import export_raw
+from seg_assets.spark.session import Engine
 from seg_assets.warehouse import row_count
 
 GROUP = "ingest"
@@ -178,7 +180,7 @@ def build_metadata(con, report: loader.IngestReport) -> dict[dg.AssetKey, dict]:
     description="Ingest new landing files of every source (sources.yaml) into raw.* with rejects and a ledger keyed by "
     "source and content.",
 )
-def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     now = datetime.now(UTC)  # the future rule is against real time, not the data's as-of
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
@@ -193,6 +195,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             min_ts=min_ts, settle_seconds=settings.settle_seconds, max_settle_wait=settings.max_settle_wait_seconds,
         )
         metadata = build_metadata(con, report)
+        if engine.is_spark:  # the raw rows of the new files as Parquet for Spark (spark/ingest.py)
+            exported = export_raw(con, settings.paths)
+            context.log.info(f"ingest: raw Parquet for Spark under {settings.paths.spark / 'raw'}: "
+                             + ", ".join(f"{n} +{r}" for n, r in exported.items() if r))
     taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}
     metadata[LEDGER_KEY].update(taken_files_metadata(landing, sources, taken))
     metadata[LEDGER_KEY]["files_still_settling"] = dg.MetadataValue.json(report.unsettled)

@@ -10,6 +10,7 @@ of the DuckDB path. ``master`` points the session at a cluster (``spark://...``,
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Literal
 
@@ -48,6 +49,9 @@ def get_spark(master: str = "local[2]", conf: dict[str, str] | None = None) -> S
 
     with _LOCK:
         builder = SparkSession.builder.master(master).appName("seg-assets")
+        # Python workers run this interpreter (polars, the project's maths; SparkContext reads PYSPARK_PYTHON, not
+        # spark.pyspark.python, which only spark-submit reads). On a cluster: ship the same environment.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
             builder = builder.config(key, value)
         spark = builder.getOrCreate()
