@@ -90,11 +90,11 @@ class Engine(dg.ConfigurableResource):
 
     def spark(self) -> SparkSession:
         """The run's session, started on first use (a run without Spark work starts no JVM)."""
-        from pyspark.sql import SparkSession
+        from pyspark import SparkContext
 
         if not self.is_spark:
             raise RuntimeError("the engine is duckdb: no Spark session (set --engine spark or SEG_ENGINE=spark)")
-        running = SparkSession.getActiveSession()
+        running = SparkContext._active_spark_context  # any thread's: a test session's fixture, say
         spark = get_spark(self.master, self.conf)
         if running is None and not _OWNED:
             _OWNED.append(spark)
