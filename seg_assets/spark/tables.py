@@ -43,7 +43,8 @@ class SparkTables:
                 built_by = "its SQL model's step" if model is not None else "ingestion (raw tables)"
                 raise FileNotFoundError(f"{table}: no Spark table at {folder}; it is written by {built_by} with "
                                         "--engine spark: materialize that first")
-            self.spark.read.parquet(str(folder)).createOrReplaceTempView(view)
+            reader = self.spark.read.option("recursiveFileLookup", "true") if schema == "raw" else self.spark.read
+            reader.parquet(str(folder)).createOrReplaceTempView(view)
         self._done.add(table)
         return view
 
