@@ -73,6 +73,7 @@ def refresh(
     from seg_assets.errors import InputError
     from seg_assets.published_state import nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
+    from seg_assets.spark.session import engine_from_env
     from seg_assets.warehouse import parse_utc
 
     if engine is not None and engine.strip().lower() not in ("duckdb", "spark"):
@@ -89,7 +90,8 @@ def refresh(
         _input_error(exc)
     paths = data_paths(data_dir)
     if not (refit or rebase):
-        current = nothing_new(paths, settings_fingerprint(merge(refresh_run_config(), overrides)["ops"], as_of))
+        ops = merge(refresh_run_config(), overrides)["ops"]
+        current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))
         if current:
             console.print(f"[green]Segments are current[/green]: {current}.")
             return

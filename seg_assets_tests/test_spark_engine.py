@@ -81,3 +81,20 @@ def test_every_user_gets_the_same_segment(two_engines):
     sql = "SELECT user_id, segment_id FROM analytics.user_segments ORDER BY user_id"
     duck, spark = (_read(two_engines[e][0], sql) for e in ("duckdb", "spark"))
     assert duck.height > 1_500 and duck.equals(spark)
+
+
+def test_the_engine_is_part_of_what_was_published_and_a_root_keeps_its_engine(two_engines, monkeypatch):
+    root = two_engines["spark"][0]
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    again = runner.invoke(app, ["refresh", "--engine", "spark", "--as-of", AS_OF, "--no-summary"])
+    assert again.exit_code == 0 and "Segments are current" in again.output, again.output
+    other = runner.invoke(app, ["refresh", "--engine", "duckdb", "--as-of", AS_OF, "--no-summary"])
+    assert other.exit_code == 1 and "Parquet written by --engine spark" in other.output, other.output
+    assert (root / "bi" / "segments.duckdb").exists()
+
+
+def test_an_unknown_engine_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path))
+    result = runner.invoke(app, ["refresh", "--engine", "flink"])
+    assert result.exit_code == 2 and "the engine is duckdb or spark" in result.output
