@@ -66,3 +66,20 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
     assert _rows(roots["duckdb"], rejects) == _rows(roots["spark"], rejects)
     with duckdb.connect(str(roots["spark"] / "warehouse.duckdb"), read_only=True) as con:
         assert spark_ingested(con)
+
+
+def test_a_root_ingested_by_duckdb_moves_to_spark_without_losing_a_row(landings, spark, tmp_path):
+    """DuckDB's raw rows move into the Parquet folders; the next files dedupe against them as before."""
+    roots = {e: tmp_path / e for e in ("duckdb", "mixed")}
+    for name, root in roots.items():
+        shutil.copytree(landings / "first" / "landing", root / "landing")
+        _ingest(root, "duckdb", spark, "run1")
+        orders = sorted((root / "landing" / "orders").glob("*.csv"))[0]
+        lines = orders.read_text().splitlines()
+        (root / "landing" / "orders" / "zz_overlap.csv").write_text("\n".join([lines[0], *lines[1:40]]) + "\n")
+        _ingest(root, "duckdb" if name == "duckdb" else "spark", spark, "run2")
+    assert _rows(roots["duckdb"], LEDGER) == _rows(roots["mixed"], LEDGER)
+    for spec in C.TABLES.values():
+        sql = f"SELECT * FROM {spec.qualified} ORDER BY _file_id, _row"
+        assert _rows(roots["duckdb"], sql) == _rows(roots["mixed"], sql), spec.name
+    assert (roots["mixed"] / "spark" / "raw" / "orders" / "duckdb_engine" / "rows.parquet").exists()
