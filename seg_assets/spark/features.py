@@ -17,7 +17,7 @@ import polars as pl
 from seg_assets.features import user_features as uf
 from seg_assets.settings import DataPaths
 from seg_assets.spark.sql import model_spark_sql
-from seg_assets.spark.tables import SparkTables, write_table
+from seg_assets.spark.tables import SparkTables, parquet_rows, write_table
 
 # build_user_features argument -> (input table, the polars schema it is conformed to)
 INPUTS = {
@@ -38,7 +38,7 @@ def build_model(spark, paths: DataPaths, model, models: dict, as_of: datetime) -
     key = model.keys[0] if model.keys else None
     target = paths.spark_table(model.table)
     write_table(frame, target, by=key)
-    return spark.read.parquet(str(target)).count()
+    return parquet_rows(target)
 
 
 def _prefix(side: str, column: str) -> str:
@@ -99,4 +99,4 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
     frame = spark.sql(_wide_sql(views, activity)).mapInArrow(per_batch, schema)
     target = paths.spark_table(USER_FEATURES)
     write_table(frame, target, by="user_id")
-    return spark.read.parquet(str(target)).count(), categories
+    return parquet_rows(target), categories

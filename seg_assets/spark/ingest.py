@@ -26,7 +26,7 @@ import pyarrow as pa
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import loader
 from seg_assets.settings import DataPaths
-from seg_assets.spark.tables import duckdb_view, sql_string
+from seg_assets.spark.tables import duckdb_view, parquet_rows, sql_string
 from seg_assets.warehouse import object_type
 
 EMPTY = "empty.parquet"  # a table with no rows yet still has its schema, for Spark and for DuckDB's view
@@ -129,13 +129,10 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
         good = (staged.where(F.col("rule").isNull() & F.col("_file_id").isin(sorted(insertable)))
                 .withColumn("_seq", F.row_number().over(first)).where("_seq = 1"))
         existing = spark.read.option("recursiveFileLookup", "true").parquet(str(folder)).select(key)
-        accepted = good.join(existing, on=key, how="left_anti").select(*spec.column_names, "_file_id", "_row").cache()
-        try:
-            counts = {r["_file_id"]: r["count"] for r in accepted.groupBy("_file_id").count().collect()}
-            if counts:
-                accepted.write.mode("append").parquet(str(folder / f"{RUN_PREFIX}{run_id}"))
-        finally:
-            accepted.unpersist()
+        accepted = good.join(existing, on=key, how="left_anti").select(*spec.column_names, "_file_id", "_row")
+        written = folder / f"{RUN_PREFIX}{run_id}"
+        accepted.write.mode("append").parquet(str(written))
+        counts = parquet_rows(written, by="_file_id")
         rejects = (staged.where(F.col("rule").isNotNull()).select("_file_id", "_row", "rule", "reason", "raw_values")
                    .orderBy("_file_id", "_row").toArrow())
     names = {o.file_id: o.file_name for o in outs}
