@@ -5,6 +5,10 @@ the per-asset step timings are read back from that Dagster instance afterwards. 
 the figures are only meaningful if nothing else of ours competes for the cores.
 
     python bench/run.py --size small|medium|large [--seed 1] [--repeat N] [--keep] [--only cold,naive,...]
+                        [--engine duckdb|spark]
+
+``--engine spark`` runs the pipeline scenarios with ``seg-assets refresh --engine spark`` (Spark local mode,
+``$SEG_SPARK_MASTER`` for a cluster); the baselines stay what they are, so the two reports compare directly.
 """
 
 from __future__ import annotations
@@ -46,11 +50,11 @@ def _measure(label: str, cmd: list[str], logs: Path, **env: str) -> Measurement:
 
 
 def one_pass(size: data.Size, seed: int, fmt: str, only: set[str], base: Path, followup: Path,
-             gen: dict) -> tuple[dict, dict, dict, Path, str]:
+             gen: dict, engine: str = "duckdb") -> tuple[dict, dict, dict, Path, str]:
     """Cold, incremental, no-op on a fresh scenario, then the baselines: (measurements, runs, notes, dir, home)."""
     scenario, home_note = data.new_scenario(size, seed, fmt, base)
     root, home, logs = scenario / "data", scenario / "dagster_home", scenario / "logs"
-    refresh = [data.BIN / "seg-assets", "refresh"]
+    refresh = [data.BIN / "seg-assets", "refresh", "--engine", engine]
     ms: dict[str, Measurement | None] = dict.fromkeys(SCENARIOS)
     runs: dict[str, list[RunTiming]] = {}
     seen: set[str] = set()
@@ -130,7 +134,7 @@ def _median_pass(passes: list[tuple]) -> tuple[dict, dict, dict]:
     return ms, runs, notes
 
 
-def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat: int = 1) -> str:
+def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat: int = 1, engine: str = "duckdb") -> str:
     machine_info = report.machine()  # load average before we add our own
     _say(f"data for {size.name} ({size.users:,} users, {size.days} days, seed {seed}, {fmt}) ...")
     base, followup, gen = data.ensure_data(size, seed, fmt)
@@ -140,7 +144,7 @@ def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat
     for i in range(repeat):
         if repeat > 1:
             _say(f"pass {i + 1}/{repeat}")
-        *result, scenario, home_note = one_pass(size, seed, fmt, only, base, followup, gen)
+        *result, scenario, home_note = one_pass(size, seed, fmt, only, base, followup, gen, engine)
         passes.append(result)
         failed = any(m is not None and not m.ok for m in result[0].values())
         if not keep and not failed:
@@ -155,11 +159,13 @@ def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat
               "incremental delivery": f"{size.followup_days} day(s), {size.followup_changed_share:.0%} of users "
                                       f"change type, {size.followup_new_users:,} new users; "
                                       + ", ".join(f"{k} {v:,}" for k, v in new_rows.items()),
+              "engine": engine,
               "passes": f"{len(passes)} (each row: the pass with the median wall time)" if len(passes) > 1 else "1",
               "DAGSTER_HOME": home_note,
               "pipeline code": _code_version(),
               "run at": datetime.now().strftime("%Y-%m-%d %H:%M")}
-    return report.render(f"seg-assets benchmark: {size.name}", params, ms, notes, runs, machine_info)
+    title = f"seg-assets benchmark: {size.name}" + (f" (engine {engine})" if engine != "duckdb" else "")
+    return report.render(title, params, ms, notes, runs, machine_info)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,14 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
     parser.add_argument("--keep", action="store_true", help="keep the scenario folder (warehouse, logs)")
     parser.add_argument("--repeat", type=int, default=1, help="whole passes; each row reports the median pass")
+    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="the refresh's engine")
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if unknown := only - set(SCENARIOS):
         parser.error(f"unknown scenarios: {sorted(unknown)}")
     start = time.perf_counter()
-    text = run(data.SIZES[args.size], args.seed, args.format, only, args.keep, max(1, args.repeat))
+    text = run(data.SIZES[args.size], args.seed, args.format, only, args.keep, max(1, args.repeat), args.engine)
     OUT.mkdir(exist_ok=True)
-    target = OUT / f"{args.size}-{datetime.now():%Y%m%d-%H%M%S}.md"
+    target = OUT / f"{args.size}{'-spark' if args.engine == 'spark' else ''}-{datetime.now():%Y%m%d-%H%M%S}.md"
     target.write_text(text)
     try:
         from rich.console import Console

@@ -67,14 +67,21 @@ def refresh(
                                           "(ops: OP: config: FIELD: VALUE); --set wins over it."),
     data_dir: Path | None = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
     summary: bool = typer.Option(True, help="Print what was built."),
+    engine: str | None = typer.Option(None, "--engine", envvar="SEG_ENGINE",
+                                      help="duckdb (default) or spark: where ingestion, the SQL models and the features run "
+                                      "(spark: local[2], or $SEG_SPARK_MASTER)."),
 ) -> None:
     """Run the refresh job in-process, recorded in the instance `make ui` shows; exits non-zero on failure."""
     from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
     from seg_assets.errors import InputError
     from seg_assets.published_state import nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
+    from seg_assets.spark.session import engine_from_env
     from seg_assets.warehouse import parse_utc
 
+    if engine is not None and engine.strip().lower() not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"{engine!r}: the engine is duckdb or spark", param_hint="--engine")
+    engine = engine.strip().lower() if engine else None
     if as_of is not None:
         try:
             parse_utc(as_of)
@@ -86,7 +93,8 @@ def refresh(
         _input_error(exc)
     paths = data_paths(data_dir)
     if not (refit or rebase):
-        current = nothing_new(paths, settings_fingerprint(merge(refresh_run_config(), overrides)["ops"], as_of))
+        ops = merge(refresh_run_config(), overrides)["ops"]
+        current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))
         if current:
             console.print(f"[green]Segments are current[/green]: {current}.")
             return
@@ -101,7 +109,7 @@ def refresh(
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
             progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
             outcome = run_refresh(paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides,
-                                  instance=instance, tags={"seg-assets/launched_by": "cli"})
+                                  instance=instance, tags={"seg-assets/launched_by": "cli"}, engine=engine)
     except InputError as exc:
         _input_error(exc)
     for stage in outcome.stages:

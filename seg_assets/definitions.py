@@ -32,11 +32,17 @@ def all_checks() -> list:
     return [c for stage in STAGES for c in stage.asset_checks]
 
 
-def build_defs(data_dir: str | Path | None = None, as_of: str | None = None) -> dg.Definitions:
+def build_defs(data_dir: str | Path | None = None, as_of: str | None = None, engine: str | None = None) -> dg.Definitions:
+    resources = build_resources(data_dir, as_of, engine)
+    if resources["engine"].is_spark:  # a model Spark cannot run fails here, naming it and the function
+        from seg_assets.features.sql_models import discover_models
+        from seg_assets.spark.sql import check_models
+
+        check_models(discover_models())
     return dg.Definitions(
         assets=all_assets(),
         asset_checks=all_checks(),
-        resources=build_resources(data_dir, as_of),
+        resources=resources,
         # One process per run: the heavy imports happen once, and steps never fight over the DuckDB file.
         executor=dg.in_process_executor,
         jobs=automation.jobs,

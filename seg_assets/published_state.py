@@ -62,9 +62,10 @@ def lexicon_fingerprint(paths: DataPaths) -> str:
     return digest.hexdigest()[:16]
 
 
-def settings_fingerprint(ops_config: dict, as_of_setting: str | None) -> str:
-    """sha256 of the run's op config and as-of setting (key order does not matter)."""
-    text = json.dumps({"ops": ops_config, "as_of": as_of_setting}, sort_keys=True, default=str)
+def settings_fingerprint(ops_config: dict, as_of_setting: str | None, engine: str = "duckdb") -> str:
+    """sha256 of the run's op config, as-of setting and engine (key order does not matter)."""
+    what = {"ops": ops_config, "as_of": as_of_setting, **({"engine": engine} if engine != "duckdb" else {})}
+    text = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -198,15 +198,17 @@ def run_refresh(
     instance: dg.DagsterInstance | None = None,
     tags: dict[str, str] | None = None,
     on_stage=None,
+    engine: str | None = None,
 ) -> RefreshOutcome:
     """Run the refresh job once; ``on_stage(group, 'done', outcome)`` reports each stage after it.
 
     ``rebase`` recomputes every user's features and scores instead of only the users with new rows;
-    ``overrides`` (``{"ops": {op: {"config": {...}}}}``) are laid over the job's settings. Without an
+    ``overrides`` (``{"ops": {op: {"config": {...}}}}``) are laid over the job's settings; ``engine``: duckdb
+    or spark (default ``$SEG_ENGINE``, else duckdb). Without an
     ``instance`` the run is recorded in a temporary one.
     """
     paths = data_paths(data_dir).ensure()
-    defs = build_defs(paths.root, as_of)
+    defs = build_defs(paths.root, as_of, engine)
     job = defs.resolve_job_def(REFRESH_JOB)
     overrides = overrides or {"ops": {}}
     run_config = merge(refresh_run_config(refit), overrides)

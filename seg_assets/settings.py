@@ -53,6 +53,15 @@ class DataPaths:
         return self.root / "bi"
 
     @property
+    def spark(self) -> Path:
+        """The Spark engine's tables: Parquet folders ``spark/<schema>/<table>/`` (DuckDB reads them through views)."""
+        return self.root / "spark"
+
+    def spark_table(self, qualified: str) -> Path:
+        schema, name = qualified.split(".", 1)
+        return self.spark / schema / name
+
+    @property
     def dagster_home(self) -> Path:
         return self.root / "dagster_home"
 

@@ -17,8 +17,9 @@ PYTHON_SCHEMAS = ("raw", "meta", "features", "analytics")
 
 
 def sql_model_files(root: Path | None = None) -> list[Path]:
-    """The SQL models: ``<schema>/<name>.sql`` under the SQL dir (features/sql_models.py reads them)."""
-    return sorted((root or sql_dir()).glob("*/*.sql"))
+    """The SQL models: ``<schema>/<name>.sql`` under the SQL dir (features/sql_models.py reads them); a
+    ``<name>.spark.sql`` beside one is that model's Spark form (spark/sql.py), not a model."""
+    return sorted(p for p in (root or sql_dir()).glob("*/*.sql") if not p.name.endswith(".spark.sql"))
 
 
 def schemas(root: Path | None = None) -> tuple[str, ...]:
@@ -74,6 +75,22 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
             params=[schema, name],
         ).fetchall()[0][0]
     )
+
+
+def object_type(con, table: str) -> str | None:
+    """'BASE TABLE', 'VIEW' or None for a DuckDB object."""
+    schema, name = table.split(".", 1)
+    rows = con.sql("SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                   params=[schema, name]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def drop_other_kind(con, table: str, keep: str) -> None:
+    """Drop ``table`` if it exists as the other kind of object (a switch of engine: a table becomes a view over
+    Spark's Parquet, or back): ``CREATE OR REPLACE`` cannot change the kind."""
+    kind = object_type(con, table)
+    if kind is not None and kind != keep:
+        con.sql(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {table}")
 
 
 def row_count(con: duckdb.DuckDBPyConnection, qualified_name: str) -> int:

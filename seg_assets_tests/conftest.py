@@ -42,3 +42,14 @@ def landing(tmp_path) -> Path:
     path = tmp_path / "landing"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local SparkSession for the whole test session (it takes ~5 s to start): every Spark test and every
+    ``--engine spark`` refresh in this process uses it (the Engine resource stops only a session it started)."""
+    from seg_assets.spark.session import get_spark
+
+    session = get_spark("local[2]")
+    yield session
+    session.stop()

@@ -126,10 +126,10 @@ def test_the_console_entry_point_keeps_exit_codes_and_output(tmp_path):
 
 
 def test_loading_the_code_location_does_not_import_the_heavy_libraries():
-    """scikit-learn, SciPy, matplotlib, pandas and GE are imported by the steps that use them (or beside
+    """scikit-learn, SciPy, matplotlib, pandas, GE and pyspark are imported by the steps that use them (or beside
     ingestion), not when Dagster (webserver, daemon, CLI) loads the definitions."""
     code = ("import sys, seg_assets.definitions as d; d.defs; print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'sklearn', 'scipy', 'matplotlib', 'pandas', 'great_expectations'}))")
+            "{'sklearn', 'scipy', 'matplotlib', 'pandas', 'great_expectations', 'pyspark'}))")
     assert python_stdout(code).strip() == "[]"
 
 

@@ -16,7 +16,8 @@ from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import sql_assets
 from seg_assets.features.user_features import build_user_features, top_category_list
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.warehouse import create_table_from, table_exists, transaction
+from seg_assets.spark.session import Engine
+from seg_assets.warehouse import create_table_from, drop_other_kind, table_exists, transaction
 
 USER_FEATURES = dg.AssetKey(["features", "user_features"])
 TABLE = "features.user_features"
@@ -56,14 +57,17 @@ def _code_version() -> str:
     key=USER_FEATURES,
     deps=[dg.AssetKey(t.split(".")) for t in _INPUTS.values()],
     group_name="features",
-    kinds={"duckdb", "polars"},
+    kinds={"duckdb", "polars", "spark"},
     pool="duckdb",
     freshness_policy=FRESHNESS,
     description="One row per user: recency, frequency, monetary value, funnel and category features, as of the "
     "row's `as_of`. Incremental: only users with new rows are recomputed (a rebase recomputes everyone). "
     "See the feature dictionary in the metadata.",
 )
-def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duckdb: Warehouse, settings: SegSettings):
+def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duckdb: Warehouse, settings: SegSettings,
+                  engine: Engine):
+    if engine.is_spark:
+        return _user_features_on_spark(context, config, duckdb, settings, engine)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
         plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=SOURCES, code_version=_code_version(),
@@ -83,6 +87,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
                 inc.replace_keys(con, TABLE, "user_id", "recomputed_features", features.columns)
                 con.unregister("recomputed_features")
             else:
+                drop_other_kind(con, TABLE, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
                 create_table_from(con, TABLE, features)
             inc.write_state(con, TABLE, _code_version(), as_of, plan,
                             params={"top_categories": config.top_categories, "categories": categories})
@@ -108,6 +113,45 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
             "columns": dg.MetadataValue.int(features.width),
             "feature_dictionary": dg.MetadataValue.md(markdown_table()),
             "preview": dg.MetadataValue.md(features.head(5).to_pandas().to_markdown(index=False)),
+        }
+    )
+
+
+def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, settings: SegSettings, engine: Engine):
+    """Every user's features on Spark (spark/features.py: the same polars function per batch of users), written as
+    Parquet and read by DuckDB through the view features.user_features: the steps downstream do not change."""
+    from seg_assets.features.sql_models import discover_models
+    from seg_assets.spark.features import build_user_features as build_on_spark
+    from seg_assets.spark.tables import duckdb_view
+
+    with duckdb.get_connection() as con:
+        as_of = settings.resolve_as_of(con)
+    models = {m.table: m for m in discover_models()}
+    users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories)
+    folder = settings.paths.spark_table(TABLE)
+    with duckdb.get_connection() as con, transaction(con):
+        duckdb_view(con, TABLE, folder)
+        inc.forget_state(con, TABLE)  # a later DuckDB build starts from a full one
+        summary = con.sql(f"SELECT count(*) FILTER (WHERE frequency > 0), coalesce(sum(monetary), 0), "
+                          f"coalesce(median(recency_days), 0) FROM {TABLE}").fetchall()[0]
+        preview = con.sql(f"SELECT * FROM {TABLE} ORDER BY user_id LIMIT 5").df()
+    context.log.info(f"user_features: full build on Spark, {users} users as of {as_of} -> {folder}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(users),
+            "build": "full on Spark",
+            "engine": "spark",
+            "users_recomputed": dg.MetadataValue.int(users),
+            "dagster/table_name": TABLE,
+            "parquet": dg.MetadataValue.path(str(folder)),
+            "recomputed_buyers": dg.MetadataValue.int(int(summary[0])),
+            "recomputed_revenue": dg.MetadataValue.float(float(summary[1])),
+            "recomputed_median_recency_days": dg.MetadataValue.float(float(summary[2])),
+            "as_of": str(as_of),
+            "categories": dg.MetadataValue.json(categories),
+            "columns": dg.MetadataValue.int(preview.shape[1]),
+            "feature_dictionary": dg.MetadataValue.md(markdown_table()),
+            "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
         }
     )
 

@@ -105,6 +105,12 @@ def write_state(con, model: str, code_version: str, as_of: datetime, plan: Plan,
     )
 
 
+def forget_state(con, model: str) -> None:
+    """Drop a table's build state: its next build is a full one (the table was rebuilt elsewhere, e.g. on Spark)."""
+    ensure_state_table(con)
+    con.execute(f"DELETE FROM {STATE_TABLE} WHERE model = ?", [model])
+
+
 def ledger_watermark(con) -> int:
     """The newest ledger file id: every raw row with ``_file_id`` up to it is visible to this build."""
     if not table_exists(con, "meta.ingest_ledger"):

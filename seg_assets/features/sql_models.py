@@ -32,7 +32,8 @@ from sqlglot import exp
 from seg_assets.features import additive
 from seg_assets.features import incremental as inc
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.warehouse import sql_model_files, transaction
+from seg_assets.spark.session import Engine
+from seg_assets.warehouse import drop_other_kind, sql_model_files, transaction
 
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
 STRATEGIES = ("recompute", "additive")
@@ -181,6 +182,7 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
                 inc.replace_changed(con, model.table, model.unique_key, delta)
             else:
+                drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
                 con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
             inc.write_state(con, model.table, model.code_version, as_of, plan)
     else:
@@ -220,6 +222,39 @@ def _materialize(context, con, model: SqlModel, as_of, models: dict[str, SqlMode
     )
 
 
+def _materialize_on_spark(context, con, engine: Engine, settings: SegSettings, model: SqlModel,
+                          models: dict[str, SqlModel] | None) -> dg.MaterializeResult:
+    """Build a table model in full on Spark (spark/features.py) and expose it to DuckDB as a view."""
+    from seg_assets.spark.features import build_model
+    from seg_assets.spark.sql import model_spark_sql
+    from seg_assets.spark.tables import duckdb_view
+
+    as_of = settings.resolve_as_of(con)
+    models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
+    rows = build_model(engine.spark(), settings.paths, model, models, as_of)
+    folder = settings.paths.spark_table(model.table)
+    with transaction(con):
+        duckdb_view(con, model.table, folder)
+        inc.forget_state(con, model.table)  # a later DuckDB build of this table starts from a full one
+    context.log.info(f"{model.table}: {rows} rows (full build on Spark, as of {as_of}) -> {folder}")
+    return dg.MaterializeResult(
+        asset_key=model.key,
+        metadata={
+            "build": "full on Spark",
+            "dagster/row_count": dg.MetadataValue.int(rows),
+            "dagster/table_name": model.table,
+            "dagster/column_schema": _columns(con, model.table),
+            "materialized": model.materialized,
+            "engine": "spark",
+            "parquet": dg.MetadataValue.path(str(folder)),
+            "as_of": str(as_of),
+            "sql": dg.MetadataValue.md(f"```sql\n{model.sql.strip()}\n```"),
+            "spark_sql": dg.MetadataValue.md(f"```sql\n{model_spark_sql(model, as_of)}\n```"),
+            "path": dg.MetadataValue.path(str(model.path)),
+        },
+    )
+
+
 def build_sql_asset(model: SqlModel, group_name: str = "features",
                     models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:
     @dg.asset(
@@ -228,11 +263,13 @@ def build_sql_asset(model: SqlModel, group_name: str = "features",
         group_name=group_name,
         description=model.description,
         code_version=model.code_version,
-        kinds={"duckdb", "sql"},
+        kinds={"duckdb", "sql", "spark"},
         pool="duckdb",
     )
-    def _sql_model(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+    def _sql_model(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
         with duckdb.get_connection() as con:
+            if engine.is_spark:
+                return _materialize_on_spark(context, con, engine, settings, model, models)
             return _materialize(context, con, model, settings.resolve_as_of(con), models)
 
     return _sql_model

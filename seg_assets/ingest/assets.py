@@ -18,6 +18,7 @@ from seg_assets.ingest import loader
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.spark.session import Engine
 from seg_assets.warehouse import row_count
 
 GROUP = "ingest"
@@ -178,7 +179,7 @@ def build_metadata(con, report: loader.IngestReport) -> dict[dg.AssetKey, dict]:
     description="Ingest new landing files of every source (sources.yaml) into raw.* with rejects and a ledger keyed by "
     "source and content.",
 )
-def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     now = datetime.now(UTC)  # the future rule is against real time, not the data's as-of
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
@@ -187,10 +188,20 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     except SourceConfigError as exc:  # configuration, not a transient fault: no retry, nothing ingested
         raise input_failure(str(exc)) from None
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
+    from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager  # (Spark tasks import it)
+
     with duckdb.get_connection() as con:
+        stage_files = None
+        if engine.is_spark:  # files read and validated in Spark tasks, raw tables as Parquet (spark/ingest.py)
+            raw_as_parquet_views(con, settings.paths)
+            stage_files = spark_stager(engine.spark(), settings.paths)
+        elif spark_ingested(con):
+            raise input_failure(f"the raw tables of {settings.paths.root} are Parquet written by --engine spark: keep "
+                                "--engine spark for this data root, or ingest into a new one with --engine duckdb")
         report = loader.ingest_landing(
             con, landing, sources=sources, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None),
             min_ts=min_ts, settle_seconds=settings.settle_seconds, max_settle_wait=settings.max_settle_wait_seconds,
+            stage_files=stage_files,
         )
         metadata = build_metadata(con, report)
     taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}

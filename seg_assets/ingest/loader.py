@@ -272,15 +272,17 @@ def _missing_message(out: FileOutcome, source: SourceDef, mapped: Mapped) -> tup
     return f"missing_column:{missing[0]}", f"missing required column{'s' if len(missing) > 1 else ''} {listed}: {fix}"
 
 
-def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
+def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bounds) -> bool:
+    """Read, map, type and validate one file into the temp table STAGE (``out`` gets delivered, filtered, status,
+    message); whether its good rows may be inserted (False: the whole file is rejected). Both engines run this:
+    the DuckDB loader on the warehouse connection, the Spark engine in a task per file (spark/ingest.py)."""
     spec = source.spec
     src = load_source(con, path, out.file_format)
     if src is None:
         out.status, out.message = C.STATUS_REJECTED_FILE, f"{out.file_name}: empty file (no header row)"
         con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
         con.execute(f"CREATE TEMP TABLE {STAGE} (_row BIGINT, rule VARCHAR, reason VARCHAR, raw_values VARCHAR)")
-        _commit(con, out, spec, run_id, bounds.now, insert_rows=False)
-        return
+        return False
     mapped = map_columns(con, source, src)
     out.extra_columns = tuple(redact(e) for e in mapped.extras)
     notes = list(mapped.notes)
@@ -308,7 +310,22 @@ def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: s
         notes.append(f"extra column(s) ignored: {', '.join(out.extra_columns)}")
     out.message = "; ".join(notes) or None
     con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-    _commit(con, out, spec, run_id, bounds.now, insert_rows=not rejected)
+    return not rejected
+
+
+def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
+    insert_rows = stage_file(con, source, path, out, bounds)
+    _commit(con, out, source.spec, run_id, bounds.now, insert_rows=insert_rows)
+
+
+def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
+    """A file that could not be read: status failed, one redacted line (retried on the next run)."""
+    failed = FileOutcome(out.source, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
+                         C.STATUS_FAILED, file_id=out.file_id, note=out.note)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    rel = out.file_name
+    failed.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
+    return failed
 
 
 def ingest_landing(
@@ -323,12 +340,15 @@ def ingest_landing(
     rehash_known: bool = False,
     settle_seconds: float = 0.0,
     max_settle_wait: float = 60.0,
+    stage_files=None,
 ) -> IngestReport:
     """Ingest every new landing file of every source; see the module docstring. Idempotent: known files are skipped.
 
     A file whose name and size match a ledger row of its source (not ``failed``) is skipped without hashing,
     as landed files never change (data contract); ``rehash_known=True`` hashes every file and skips only on
     equal content. ``sources`` default: those of the data root holding ``landing_dir`` (source_config.py).
+    ``stage_files(con, pending, bounds, run_id, now)``: read the new files elsewhere, all at once (the Spark
+    engine, spark/ingest.py); it fills each pending file's outcome and writes its ledger row and rejects.
     Files changed less than ``settle_seconds`` ago are waited for, at most ``max_settle_wait`` seconds; one
     still changing then is left to the next run (the landing rule, sources.py).
     """
@@ -349,6 +369,10 @@ def ingest_landing(
         params=[C.STATUS_FAILED],
     ).fetchall():
         seen.setdefault((source, name), set()).add((sha, size))
+    planned: dict[tuple[str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha)
+    pending: list[tuple[SourceDef, Path, FileOutcome]] = []
+    copies: list[tuple[FileOutcome, FileOutcome]] = []
+    next_id = 0
     for source, path, fmt in files:
         rel = path.relative_to(landing_dir).as_posix()
         if not rehash_known and path.stat().st_size in {size for _, size in seen.get((source.name, rel), ())}:
@@ -364,9 +388,18 @@ def ingest_landing(
             report.skipped.append(rel)
             continue
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED)
-        out.file_id = con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0]
+        out.file_id = max(next_id, con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0])
+        next_id = out.file_id + 1
         if (source.name, rel) in seen:
             out.note = f"{rel} was ingested before with other content (landed files must not change)"
+        report.files.append(out)
+        if stage_files is not None and not known:
+            if (source.name, sha) in planned:  # the same bytes twice in this run: known once the first is read
+                copies.append((out, planned[(source.name, sha)]))
+            else:
+                planned[(source.name, sha)] = out
+                pending.append((source, path, out))
+            continue
         try:
             if known:  # the same bytes under another name: a re-delivery, nothing to read
                 orig_id, orig_name, delivered = known[0]
@@ -376,15 +409,20 @@ def ingest_landing(
             else:
                 _ingest_file(con, source, path, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
-            out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_FAILED, file_id=out.file_id,
-                              note=out.note)
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            out.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
+            out.__dict__.update(failed_outcome(out, exc).__dict__)
             _ledger_only(con, out, run_id, now)
         finally:
             for temp in (SRC, STAGE):
                 con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
-        report.files.append(out)
+    if pending:
+        stage_files(con, pending, bounds, run_id, now)
+    for out, first in copies:
+        if first.status == C.STATUS_FAILED:
+            out.__dict__.update(failed_outcome(out, RuntimeError(f"same content as {first.file_name}, which failed")).__dict__)
+        else:
+            out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, first.delivered, first.delivered
+            out.message = f"same content as {first.file_name} (file_id {first.file_id}): all rows are duplicates"
+        _ledger_only(con, out, run_id, now)
     return report
 
 

@@ -14,6 +14,7 @@ from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS
+from seg_assets.spark.session import Engine
 
 GROUP = "publish"
 SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
@@ -69,11 +70,11 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     description="The analytics tables copied to SEG_DATA_DIR/bi/segments.duckdb and bi/*.parquet, each replaced "
     "atomically: BI tools open these read-only and never block (or see half of) a refresh.",
 )
-def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     with duckdb.get_connection() as con:
         publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES))
         (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
-        run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of)
+        run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
         write_published_state(settings.paths, ledger_files(con), as_of, run_settings)
     return dg.MaterializeResult(metadata={
         "database": dg.MetadataValue.path(str(publication.database)),

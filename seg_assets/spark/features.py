@@ -1,0 +1,102 @@
+"""The feature stage on Spark: the SQL models (transpiled, spark/sql.py) and ``features.user_features``.
+
+Every run rebuilds the feature tables in full on Spark (the DuckDB engine updates only the changed users;
+docs/spark.md says how the incremental builds carry over to a cluster). ``user_features`` calls the SAME
+polars function as the DuckDB path (``build_user_features``) on each Arrow batch of users (``mapInArrow``):
+the per-user inputs are joined on Spark into one row per user, split back into the function's four frames in
+the batch, with the top categories (a global choice) computed once and passed in. One function per rule, both
+engines call it: that is why the features are identical.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from seg_assets.features import user_features as uf
+from seg_assets.settings import DataPaths
+from seg_assets.spark.sql import model_spark_sql
+from seg_assets.spark.tables import SparkTables, parquet_rows, write_table
+
+# build_user_features argument -> (input table, the polars schema it is conformed to)
+INPUTS = {
+    "order_stats": ("features.user_order_stats", uf.ORDER_STATS_SCHEMA),
+    "click_stats": ("features.user_click_stats", uf.CLICK_STATS_SCHEMA),
+    "customers": ("staging.stg_customers", uf.CUSTOMER_SCHEMA),
+}
+ACTIVITY = "features.user_category_activity"
+USER_FEATURES = "features.user_features"
+
+
+def build_model(spark, paths: DataPaths, model, models: dict, as_of: datetime) -> int:
+    """Build one table/incremental SQL model in full on Spark into its Parquet folder; its row count."""
+    tables = SparkTables(spark, paths, models, as_of)
+    for upstream in model.upstream:
+        tables.ensure(".".join(upstream))
+    frame = spark.sql(model_spark_sql(model, as_of))
+    key = model.keys[0] if model.keys else None
+    target = paths.spark_table(model.table)
+    write_table(frame, target, by=key)
+    return parquet_rows(target)
+
+
+def _prefix(side: str, column: str) -> str:
+    return f"{side}__{column}"
+
+
+def _wide_sql(views: dict[str, str], activity: str) -> str:
+    """One row per user: each input's columns under ``<input>__``, the category activity as a list of structs."""
+    unions = " UNION ".join(f"SELECT user_id FROM {views[name]}" for name in INPUTS)
+    cols, joins = [], []
+    for name, (_, schema) in INPUTS.items():
+        cols += [f"{name}.{c} AS {_prefix(name, c)}" for c in schema]
+        joins.append(f"LEFT JOIN {views[name]} AS {name} ON {name}.user_id = u.user_id")
+    return (f"SELECT u.user_id, {', '.join(cols)}, a.activity FROM ({unions}) AS u {' '.join(joins)} "
+            f"LEFT JOIN (SELECT user_id, collect_list(named_struct('category', category, 'events', events)) AS activity "
+            f"FROM {activity} GROUP BY user_id) AS a ON a.user_id = u.user_id")
+
+
+def features_of_batch(wide: pl.DataFrame, as_of: datetime, top_categories: int, categories: list[str]) -> pl.DataFrame:
+    """``build_user_features`` on one batch of whole users (the rows of ``_wide_sql``)."""
+    frames = {}
+    for name, (_, schema) in INPUTS.items():
+        present = wide.filter(pl.col(_prefix(name, "user_id")).is_not_null())
+        frames[name] = present.select([pl.col(_prefix(name, c)).alias(c) for c in schema])
+    activity = (wide.select("user_id", "activity").filter(pl.col("activity").is_not_null())
+                .explode("activity").unnest("activity"))
+    return uf.build_user_features(frames["order_stats"], frames["click_stats"], activity, frames["customers"],
+                                  as_of=as_of, top_categories=top_categories, categories=categories)
+
+
+def top_categories_of(spark, activity_view: str, top_n: int) -> list[str]:
+    """The share columns: the same ``top_category_list`` as the DuckDB path, on per-category totals."""
+    totals = spark.sql(f"SELECT category, CAST(sum(events) AS BIGINT) AS events FROM {activity_view} GROUP BY category")
+    frame = pl.from_arrow(totals.toArrow()) if totals.columns else None
+    return uf.top_category_list(frame, top_n) if frame is not None and frame.height else []
+
+
+def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, top_categories: int) -> tuple[int, list[str]]:
+    """``features.user_features`` on Spark into its Parquet folder, hash-partitioned by user; (users, categories)."""
+    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+    tables = SparkTables(spark, paths, models, as_of)
+    views = {name: tables.ensure(table) for name, (table, _) in INPUTS.items()}
+    activity = tables.ensure(ACTIVITY)
+    categories = top_categories_of(spark, activity, top_categories)
+    empty = uf.build_user_features(None, None, None, None, as_of=as_of, top_categories=top_categories, categories=categories)
+    schema = from_arrow_schema(empty.to_arrow().schema, prefer_timestamp_ntz=True)
+    arrow_schema = to_arrow_schema(schema)
+
+    def per_batch(batches):
+        import pyarrow as pa
+
+        for batch in batches:
+            wide = pl.from_arrow(pa.Table.from_batches([batch]))
+            out = features_of_batch(wide, as_of, top_categories, categories)
+            yield from out.to_arrow().cast(arrow_schema).to_batches()
+
+    frame = spark.sql(_wide_sql(views, activity)).mapInArrow(per_batch, schema)
+    target = paths.spark_table(USER_FEATURES)
+    write_table(frame, target, by="user_id")
+    return parquet_rows(target), categories

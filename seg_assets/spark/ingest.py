@@ -1,0 +1,162 @@
+"""Ingestion with ``--engine spark``: landing files -> raw Parquet, read and validated in Spark tasks.
+
+The unit of parallel work is the landing file. Each new file is read, mapped, typed and validated in a Spark
+task by the SAME function the DuckDB engine runs (``loader.stage_file``: the contract's rules as DuckDB SQL, on
+an in-memory DuckDB inside the task), and its staged rows are written as Parquet. Why not transpile that SQL to
+Spark: the rules parse text (timestamps, numbers), and the two engines' parsers disagree on real inputs
+(``'2026/10/01 12:00:00'`` is a timestamp to DuckDB, NULL to Spark's ``try_cast``; ``' 2026-10-01 '`` the
+reverse), so a transpiled rule would silently accept or reject other rows. Then Spark, over all the run's files
+of a table at once, deduplicates by id (first delivery wins: the lowest (file_id, row); a row already in the table
+wins) and appends the accepted rows to ``spark/raw/<table>/run_<run id>/``. The ledger and the rejects stay in
+DuckDB, keyed by (source, sha256), with the same accounting: delivered = accepted + duplicate + rejected + filtered.
+
+DuckDB reads the raw tables through views over that Parquet (so the contract checks, GE samples, the churn
+snapshots and the baskets run unchanged). Rows written by a run whose ledger rows were never committed are
+removed before the next run, so a failure in between leaves no orphan rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from seg_assets.ingest import contract as C
+from seg_assets.ingest import loader
+from seg_assets.settings import DataPaths
+from seg_assets.spark.tables import duckdb_view, parquet_rows, sql_string
+from seg_assets.warehouse import object_type
+
+EMPTY = "empty.parquet"  # a table with no rows yet still has its schema, for Spark and for DuckDB's view
+RUN_PREFIX = "run_"
+
+
+def raw_folder(paths: DataPaths, spec: C.TableSpec) -> Path:
+    return paths.spark_table(spec.qualified)
+
+
+def raw_as_parquet_views(con, paths: DataPaths) -> None:
+    """Make each raw table a DuckDB view over its Parquet folder. Rows a DuckDB-engine run ingested move into
+    the folder first; run folders without ledger rows (a failed run) are removed."""
+    loader.ensure_tables(con)
+    runs = {r[0] for r in con.sql(f"SELECT DISTINCT run_id FROM {C.LEDGER_TABLE}").fetchall()}
+    for spec in C.TABLES.values():
+        folder = raw_folder(paths, spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        for run_dir in folder.glob(f"{RUN_PREFIX}*"):
+            if run_dir.name[len(RUN_PREFIX):] not in runs:
+                shutil.rmtree(run_dir)
+        if object_type(con, spec.qualified) == "BASE TABLE":
+            target = folder / "duckdb_engine" / "rows.parquet"
+            if con.sql(f"SELECT count(*) FROM {spec.qualified}").fetchall()[0][0]:
+                target.parent.mkdir(exist_ok=True)
+                con.sql(f"COPY (SELECT * FROM {spec.qualified} ORDER BY _file_id, _row) TO {sql_string(str(target))} "
+                        "(FORMAT parquet)")
+            if not (folder / EMPTY).exists():
+                con.sql(f"COPY (SELECT * FROM {spec.qualified} LIMIT 0) TO {sql_string(str(folder / EMPTY))} (FORMAT parquet)")
+            duckdb_view(con, spec.qualified, folder)
+
+
+def spark_ingested(con) -> bool:
+    """Whether this warehouse's raw tables are views over Spark's Parquet (ingested with --engine spark)."""
+    return any(object_type(con, spec.qualified) == "VIEW" for spec in C.TABLES.values())
+
+
+def _staged_columns(spec: C.TableSpec, present: set[str], file_id: int) -> str:
+    """One schema for every staged file of a table (a rejected file stages only rule and reason)."""
+    cols = [f"CAST({c.name if c.name in present else 'NULL'} AS {c.sql_type}) AS {c.name}" for c in spec.columns]
+    return ", ".join([*cols, "CAST(_row AS BIGINT) AS _row", "rule", "reason", "raw_values", f"CAST({int(file_id)} AS BIGINT) AS _file_id"])
+
+
+def _stage_task(item):
+    """In a Spark task: one file through ``loader.stage_file`` on an in-memory DuckDB, staged rows to Parquet."""
+    source, path, out, bounds, target = item
+    con = duckdb.connect()
+    try:
+        con.sql("SET TimeZone = 'UTC'")
+        con.sql("SET python_enable_replacements = false")
+        insertable = loader.stage_file(con, source, Path(path), out, bounds)
+        present = {r[0] for r in con.sql(f"DESCRIBE temp.{loader.STAGE}").fetchall()}
+        con.sql(f"COPY (SELECT {_staged_columns(source.spec, present, out.file_id)} FROM temp.{loader.STAGE}) "
+                f"TO {sql_string(target)} (FORMAT parquet)")
+        return out, insertable
+    except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others (as in the DuckDB loader)
+        return loader.failed_outcome(out, exc), False
+    finally:
+        con.close()
+
+
+def spark_stager(spark, paths: DataPaths):
+    """``stage_files`` for ``loader.ingest_landing``: the run's new files read in Spark tasks (see above)."""
+    def stage_files(con, pending, bounds, run_id: str, now) -> None:
+        staging = paths.spark / "_staging" / run_id
+        staging.mkdir(parents=True, exist_ok=True)
+        items = [(source, str(path), out, bounds, str(staging / f"{out.file_id}.parquet")) for source, path, out in pending]
+        try:
+            results = spark.sparkContext.parallelize(items, len(items)).map(_stage_task).collect()
+            insertable = set()
+            for (_, _, out), (done, ok) in zip(pending, results, strict=True):
+                out.__dict__.update(done.__dict__)  # the task's copy of the outcome: delivered, filtered, status...
+                if ok:
+                    insertable.add(out.file_id)
+            by_table: dict[str, list] = {}
+            for source, _, out in pending:
+                by_table.setdefault(source.table, []).append(out)
+            for table, outs in by_table.items():
+                _load_table(spark, con, paths, C.TABLES[table], outs, insertable, staging, run_id, now)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    return stage_files
+
+
+def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertable: set[int], staging: Path,
+                run_id: str, now) -> None:
+    """Dedupe and append one table's staged rows on Spark; rejects and ledger rows to DuckDB in one transaction."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    read = [o for o in outs if o.status != C.STATUS_FAILED]
+    folder = raw_folder(paths, spec)
+    counts: dict[int, int] = {}
+    rejects = None
+    if read:
+        staged = spark.read.parquet(*[str(staging / f"{o.file_id}.parquet") for o in read])
+        key = spec.id_column
+        first = Window.partitionBy(key).orderBy("_file_id", "_row")
+        good = (staged.where(F.col("rule").isNull() & F.col("_file_id").isin(sorted(insertable)))
+                .withColumn("_seq", F.row_number().over(first)).where("_seq = 1"))
+        existing = spark.read.option("recursiveFileLookup", "true").parquet(str(folder)).select(key)
+        accepted = good.join(existing, on=key, how="left_anti").select(*spec.column_names, "_file_id", "_row")
+        written = folder / f"{RUN_PREFIX}{run_id}"
+        accepted.write.mode("append").parquet(str(written))
+        counts = parquet_rows(written, by="_file_id")
+        rejects = (staged.where(F.col("rule").isNotNull()).select("_file_id", "_row", "rule", "reason", "raw_values")
+                   .orderBy("_file_id", "_row").toArrow())
+    names = {o.file_id: o.file_name for o in outs}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if rejects is not None and rejects.num_rows:
+            con.register("_seg_spark_rejects", rejects)
+            con.register("_seg_spark_files", pa.table({"file_id": list(names), "file_name": list(names.values())}))
+            con.execute(f"""INSERT INTO {C.REJECTS_TABLE} SELECT ?, r._file_id, f.file_name, r._row, r.rule, r.reason,
+                r.raw_values, ?, ? FROM _seg_spark_rejects r JOIN _seg_spark_files f ON f.file_id = r._file_id
+                ORDER BY r._file_id, r._row""", [spec.name, run_id, now])
+            con.unregister("_seg_spark_rejects")
+            con.unregister("_seg_spark_files")
+        rejected = {}
+        if rejects is not None:
+            for file_id in rejects.column("_file_id").to_pylist():
+                rejected[file_id] = rejected.get(file_id, 0) + 1
+        for out in outs:
+            if out.status != C.STATUS_FAILED:
+                out.rejected = rejected.get(out.file_id, 0)
+                out.accepted = counts.get(out.file_id, 0)
+                out.duplicate = out.delivered - out.accepted - out.rejected - out.filtered
+            loader._write_ledger(con, out, run_id, now)
+        con.execute("COMMIT")
+    except BaseException:
+        loader._rollback(con)
+        raise

@@ -1,0 +1,107 @@
+"""The Spark session as a Dagster resource, and the engine setting (``duckdb`` or ``spark``).
+
+Why a resource in the run's process and not Dagster Pipes: the code location runs every step of a run in one
+process (``dg.in_process_executor``), so one lazily built SparkSession serves every Spark step of the run
+(a session starts in about 5 s locally). Pipes would start a session per asset in a subprocess, or force the
+Spark work into one opaque asset; the in-process resource keeps the asset graph, the logs and the metadata
+of the DuckDB path. ``master`` points the session at a cluster (``spark://...``, ``yarn``, ``k8s://...``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import TYPE_CHECKING, Literal
+
+import dagster as dg
+from pydantic import Field
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+ENGINE_ENV = "SEG_ENGINE"
+SPARK_MASTER_ENV = "SEG_SPARK_MASTER"
+ENGINES = ("duckdb", "spark")
+
+# Local mode on a small machine: few shuffle partitions (the default 200 costs seconds of task overhead on
+# thousands of users), no UI, UTC everywhere (timestamps are naive UTC, as in the warehouse).
+DEFAULT_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.ansi.enabled": "false",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.driver.memory": "2g",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+}
+
+_LOCK = threading.Lock()
+_OWNED: list = []  # the session an Engine resource started (stopped at the end of its run); not a test's session
+
+
+def get_spark(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
+    """The process's SparkSession (built once; ``getOrCreate`` returns the running one to later callers)."""
+    from pyspark.sql import SparkSession
+
+    with _LOCK:
+        builder = SparkSession.builder.master(master).appName("seg-assets")
+        # Python workers run this interpreter (polars, the project's maths; SparkContext reads PYSPARK_PYTHON, not
+        # spark.pyspark.python, which only spark-submit reads). On a cluster: ship the same environment.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+        spark.sparkContext.setLogLevel("ERROR")
+        return spark
+
+
+def engine_from_env() -> str:
+    """``SEG_ENGINE`` (for ``make ui`` and the schedule's runs): duckdb unless it says spark."""
+    kind = (os.environ.get(ENGINE_ENV) or "duckdb").strip().lower()
+    if kind not in ENGINES:
+        raise ValueError(f"{ENGINE_ENV}={kind!r}: the engine is 'duckdb' or 'spark'")
+    return kind
+
+
+def spark_master() -> str:
+    """``SEG_SPARK_MASTER`` (a cluster's master URL), else two local cores."""
+    return os.environ.get(SPARK_MASTER_ENV) or "local[2]"
+
+
+class Engine(dg.ConfigurableResource):
+    """Where the heavy steps run: ``duckdb`` (the default, one machine) or ``spark`` (local mode or a cluster).
+
+    DuckDB stays the ledger, the metadata store and what BI reads in both; with ``spark``, ingestion writes
+    raw Parquet, the SQL models and ``user_features`` run on Spark over Parquet under ``$SEG_DATA_DIR/spark``,
+    and DuckDB reads the results through views.
+    """
+
+    kind: Literal["duckdb", "spark"] = Field(default="duckdb", description="duckdb or spark.")
+    master: str = Field(default="local[2]", description="spark.master: local[N], spark://host:7077, yarn, k8s://...")
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings laid over the defaults.")
+
+    @property
+    def is_spark(self) -> bool:
+        return self.kind == "spark"
+
+    def spark(self) -> SparkSession:
+        """The run's session, started on first use (a run without Spark work starts no JVM)."""
+        from pyspark import SparkContext
+
+        if not self.is_spark:
+            raise RuntimeError("the engine is duckdb: no Spark session (set --engine spark or SEG_ENGINE=spark)")
+        running = SparkContext._active_spark_context  # any thread's: a test session's fixture, say
+        spark = get_spark(self.master, self.conf)
+        if running is None and not _OWNED:
+            _OWNED.append(spark)
+        return spark
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Stop the session this resource started, at the end of the run (in-process executor: one run, one
+        session); a session someone else started (a test session's fixture) keeps running."""
+        while _OWNED:
+            _OWNED.pop().stop()

@@ -1,0 +1,108 @@
+"""The SQL models of ``dbt_like_sql/`` as Spark SQL: one source of truth, transpiled by sqlglot.
+
+A model's DuckDB SQL is parsed, its DuckDB-only variable ``getvariable('as_of')`` bound to a TIMESTAMP literal,
+and written in Spark's dialect with ``unsupported_level=RAISE``. sqlglot passes a function it does not know
+through unchanged (``GETVARIABLE``, ``list_aggregate``...), which Spark would reject at run time or, worse,
+resolve to something else: such a function fails here instead, naming the model and the function.
+
+A model that needs another form on Spark says so explicitly with a sibling file ``<name>.spark.sql`` (same
+folder): that file is used on Spark instead of transpiling, must read the same tables, and is itself checked
+(bound and written by sqlglot, so it may use either dialect's spelling of what sqlglot knows).
+
+Tables are read as ``<schema>__<name>`` temporary views (Spark's temp views are unqualified); the resolver in
+``spark/models.py`` registers each one: raw Parquet, a view model's SQL, or a table model's Parquet.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, UnsupportedError
+
+SPARK_SUFFIX = ".spark.sql"
+PLACEHOLDER_AS_OF = datetime(2000, 1, 1)
+
+
+class SparkSqlError(ValueError):
+    """A model cannot run on Spark as written (unknown function, unsupported construct, bad Spark form)."""
+
+
+def spark_form_path(model_path: Path) -> Path:
+    """Where a model's explicit Spark form lives: ``<name>.spark.sql`` beside ``<name>.sql``."""
+    return model_path.with_name(model_path.stem + SPARK_SUFFIX)
+
+
+def view_name(schema: str, name: str) -> str:
+    return f"{schema}__{name}"
+
+
+def _bind(tree: exp.Expression, variables: dict[str, exp.Expression], source: str) -> exp.Expression:
+    """Replace ``getvariable('x')`` by the literal bound to ``x`` (DuckDB's session variables do not exist on Spark)."""
+    def replace(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Anonymous) and node.name.lower() == "getvariable":
+            arg = node.expressions[0] if node.expressions else None
+            name = arg.name if isinstance(arg, exp.Literal) and arg.is_string else None
+            if name not in variables:
+                raise SparkSqlError(f"{source}: getvariable({arg.sql() if arg else ''}) has no value on Spark "
+                                    f"(known: {', '.join(sorted(variables))})")
+            return variables[name].copy()
+        return node
+
+    return tree.transform(replace)
+
+
+def _rename_tables(tree: exp.Expression) -> exp.Expression:
+    """``schema.name`` -> the temp view ``schema__name`` (aliased as ``name`` so qualified columns still resolve)."""
+    for table in list(tree.find_all(exp.Table)):
+        if not table.db:  # a CTE (models read only schema-qualified tables: sql_models.upstream_tables)
+            continue
+        alias = table.alias or table.name
+        table.replace(exp.table_(view_name(table.db, table.name), alias=exp.to_identifier(alias)))
+    return tree
+
+
+def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb") -> str:
+    """The query in Spark SQL, as-of bound, tables renamed to their temp views; SparkSqlError if it cannot be."""
+    try:
+        tree = sqlglot.parse_one(sql, dialect=read)
+    except ParseError as exc:
+        raise SparkSqlError(f"{source}: not valid {read} SQL: {str(exc).splitlines()[0]}") from None
+    literal = exp.cast(exp.Literal.string(as_of.isoformat(sep=" ")), exp.DataType.build("TIMESTAMPNTZ"))
+    tree = _bind(tree, {"as_of": literal}, source)
+    unknown = sorted({node.name for node in tree.find_all(exp.Anonymous)})
+    if unknown:
+        raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} have no known Spark form: rewrite them, or "
+                            f"give the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+    tree = _rename_tables(tree)
+    try:
+        return tree.sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
+    except UnsupportedError as exc:
+        raise SparkSqlError(f"{source}: not expressible in Spark SQL: {str(exc).splitlines()[0]}") from None
+
+
+def model_spark_sql(model, as_of: datetime) -> str:
+    """The Spark SQL of a SqlModel (features/sql_models.py): its ``.spark.sql`` form if it has one, else transpiled."""
+    from seg_assets.features.sql_models import upstream_tables
+
+    explicit = spark_form_path(model.path)
+    if explicit.exists():
+        text = explicit.read_text()
+        reads = upstream_tables(text, source=str(explicit))
+        if reads != model.upstream:
+            raise SparkSqlError(f"{explicit}: reads {_names(reads)} but {model.path.name} reads {_names(model.upstream)}: "
+                                "the Spark form must read the same tables")
+        return to_spark(text, source=str(explicit), as_of=as_of)
+    return to_spark(model.sql, source=str(model.path), as_of=as_of)
+
+
+def check_models(models) -> None:
+    """Fail at load (``--engine spark``), naming the model and the function, if any model cannot run on Spark."""
+    for model in models:
+        model_spark_sql(model, PLACEHOLDER_AS_OF)
+
+
+def _names(tables) -> str:
+    return ", ".join(".".join(t) for t in tables) or "nothing"

@@ -1,0 +1,100 @@
+"""`seg-assets refresh --engine spark` against `--engine duckdb` on the same generated data: identical features.
+
+Real files, real Spark (local mode, the session fixture: started once per test session), real DuckDB files.
+"""
+
+import math
+import shutil
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from seg_assets.cli import app
+from seg_assets.demo.generate import generate
+
+AS_OF = "2026-10-31T23:59:59Z"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def two_engines(tmp_path_factory, spark):
+    """One dataset (2,000 users with the contract's faults, plus clean order lines of other users) refreshed
+    once with each engine into its own data root."""
+    base = tmp_path_factory.mktemp("spark_engine")
+    land = base / "land"
+    generate(land, users=2_000, days=60, seed=11, fault_rate=0.02)
+    generate(base / "lines", users=300, days=60, seed=12, with_lines=True)
+    shutil.copytree(base / "lines" / "landing" / "order_items", land / "landing" / "order_items")
+    roots = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("DAGSTER_HOME", raising=False)
+        for engine in ("duckdb", "spark"):
+            root = base / engine
+            shutil.copytree(land / "landing", root / "landing")
+            mp.setenv("SEG_DATA_DIR", str(root))
+            result = runner.invoke(app, ["refresh", "--engine", engine, "--as-of", AS_OF, "--no-summary"])
+            roots[engine] = (root, result)
+    return roots
+
+
+def _read(root, sql):
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.sql(sql).pl()
+
+
+def test_spark_refresh_exits_0_and_publishes(two_engines):
+    for engine, (root, result) in two_engines.items():
+        assert result.exit_code == 0, f"{engine}: {result.output}"
+        assert (root / "bi" / "segments.duckdb").exists()
+    spark_root = two_engines["spark"][0]
+    assert (spark_root / "spark" / "features" / "user_features").is_dir()
+    assert not (two_engines["duckdb"][0] / "spark").exists()
+
+
+def test_every_feature_of_every_user_is_equal(two_engines):
+    duck = _read(two_engines["duckdb"][0], "SELECT * FROM features.user_features ORDER BY user_id")
+    spark = _read(two_engines["spark"][0], "SELECT * FROM features.user_features ORDER BY user_id")
+    assert duck.height > 1_500 and duck.columns == spark.columns
+    assert dict(duck.schema) == dict(spark.schema)
+    assert duck["user_id"].to_list() == spark["user_id"].to_list()
+    assert (spark["frequency"] > 0).sum() > 500 and (spark["sessions"] > 0).sum() > 500
+    for column in duck.columns:
+        for a, b in zip(duck[column].to_list(), spark[column].to_list(), strict=True):
+            if isinstance(a, float) and isinstance(b, float):
+                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or a == b, (column, a, b)
+            else:
+                assert a == b, (column, a, b)
+
+
+def test_the_sql_models_and_the_row_accounting_are_equal(two_engines):
+    for table in ("features.user_order_stats", "features.user_click_stats", "features.user_category_activity"):
+        keys = "user_id, category" if table.endswith("activity") else "user_id"
+        duck, spark = (_read(two_engines[e][0], f"SELECT * FROM {table} ORDER BY {keys}") for e in ("duckdb", "spark"))
+        assert duck.equals(spark), table
+    ledger = "SELECT source, file_name, status, delivered, accepted, duplicate, rejected, filtered FROM meta.ingest_ledger ORDER BY file_id"
+    duck, spark = (_read(two_engines[e][0], ledger) for e in ("duckdb", "spark"))
+    assert duck.equals(spark) and duck["rejected"].sum() > 0 and duck["accepted"].sum() > 0
+
+
+def test_every_user_gets_the_same_segment(two_engines):
+    sql = "SELECT user_id, segment_id FROM analytics.user_segments ORDER BY user_id"
+    duck, spark = (_read(two_engines[e][0], sql) for e in ("duckdb", "spark"))
+    assert duck.height > 1_500 and duck.equals(spark)
+
+
+def test_the_engine_is_part_of_what_was_published_and_a_root_keeps_its_engine(two_engines, monkeypatch):
+    root = two_engines["spark"][0]
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    again = runner.invoke(app, ["refresh", "--engine", "spark", "--as-of", AS_OF, "--no-summary"])
+    assert again.exit_code == 0 and "Segments are current" in again.output, again.output
+    other = runner.invoke(app, ["refresh", "--engine", "duckdb", "--as-of", AS_OF, "--no-summary"])
+    assert other.exit_code == 1 and "Parquet written by --engine spark" in other.output, other.output
+    assert (root / "bi" / "segments.duckdb").exists()
+
+
+def test_an_unknown_engine_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path))
+    result = runner.invoke(app, ["refresh", "--engine", "flink"])
+    assert result.exit_code == 2 and "the engine is duckdb or spark" in result.output

@@ -1,0 +1,85 @@
+"""Ingestion with the Spark engine against the DuckDB loader on the same landing files, over two runs: the same
+ledger (accepted, duplicate, rejected, filtered per file), the same raw rows and the same rejects."""
+
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+
+from seg_assets.demo.generate import generate
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.loader import ingest_landing
+from seg_assets.settings import data_paths
+from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+LEDGER = ("SELECT file_id, source, file_name, status, delivered, accepted, duplicate, rejected, filtered, message "
+          "FROM meta.ingest_ledger ORDER BY file_id")
+
+
+def _ingest(root, engine, spark, run_id):
+    con = duckdb.connect(str(root / "warehouse.duckdb"))
+    try:
+        stager = None
+        if engine == "spark":
+            raw_as_parquet_views(con, data_paths(root))
+            stager = spark_stager(spark, data_paths(root))
+        ingest_landing(con, root / "landing", run_id=run_id, now=NOW, clock_skew=timedelta(minutes=60),
+                       min_ts=datetime(1990, 1, 1), stage_files=stager)
+    finally:
+        con.close()
+
+
+def _rows(root, sql):
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.sql(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def landings(tmp_path_factory):
+    base = tmp_path_factory.mktemp("spark_ingest")
+    generate(base / "first", users=400, days=30, seed=3, fmt="csv", fault_rate=0.05)
+    return base
+
+
+def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_path):
+    roots = {e: tmp_path / e for e in ("duckdb", "spark")}
+    for engine, root in roots.items():
+        shutil.copytree(landings / "first" / "landing", root / "landing")
+        _ingest(root, engine, spark, "run1")
+        # Second run: a re-delivery under a new name, and a file whose rows are partly known.
+        orders = sorted((root / "landing" / "orders").glob("*.csv"))[0]
+        shutil.copy(orders, orders.with_name("again_" + orders.name))
+        lines = orders.read_text().splitlines()
+        (root / "landing" / "orders" / "zz_overlap.csv").write_text("\n".join([lines[0], *lines[1:40]]) + "\n")
+        _ingest(root, engine, spark, "run2")
+    duck, spark_rows = (_rows(roots[e], LEDGER) for e in ("duckdb", "spark"))
+    assert duck == spark_rows
+    statuses = {row[3] for row in duck}
+    assert {C.STATUS_INGESTED, C.STATUS_DUPLICATE_FILE} <= statuses
+    assert sum(r[7] for r in duck) > 0 and sum(r[6] for r in duck) > 0  # rows rejected and rows duplicate
+    for spec in C.TABLES.values():
+        sql = f"SELECT * FROM {spec.qualified} ORDER BY _file_id, _row"
+        assert _rows(roots["duckdb"], sql) == _rows(roots["spark"], sql), spec.name
+    rejects = "SELECT table_name, file_id, file_name, row_number, rule, reason, raw_values FROM raw.rejects ORDER BY 2, 4"
+    assert _rows(roots["duckdb"], rejects) == _rows(roots["spark"], rejects)
+    with duckdb.connect(str(roots["spark"] / "warehouse.duckdb"), read_only=True) as con:
+        assert spark_ingested(con)
+
+
+def test_a_root_ingested_by_duckdb_moves_to_spark_without_losing_a_row(landings, spark, tmp_path):
+    """DuckDB's raw rows move into the Parquet folders; the next files dedupe against them as before."""
+    roots = {e: tmp_path / e for e in ("duckdb", "mixed")}
+    for name, root in roots.items():
+        shutil.copytree(landings / "first" / "landing", root / "landing")
+        _ingest(root, "duckdb", spark, "run1")
+        orders = sorted((root / "landing" / "orders").glob("*.csv"))[0]
+        lines = orders.read_text().splitlines()
+        (root / "landing" / "orders" / "zz_overlap.csv").write_text("\n".join([lines[0], *lines[1:40]]) + "\n")
+        _ingest(root, "duckdb" if name == "duckdb" else "spark", spark, "run2")
+    assert _rows(roots["duckdb"], LEDGER) == _rows(roots["mixed"], LEDGER)
+    for spec in C.TABLES.values():
+        sql = f"SELECT * FROM {spec.qualified} ORDER BY _file_id, _row"
+        assert _rows(roots["duckdb"], sql) == _rows(roots["mixed"], sql), spec.name
+    assert (roots["mixed"] / "spark" / "raw" / "orders" / "duckdb_engine" / "rows.parquet").exists()

@@ -1,0 +1,57 @@
+"""The SQL models on Spark: transpiled by sqlglot, as-of bound, unknown functions fail at load, explicit Spark forms."""
+
+from datetime import datetime
+
+import pytest
+
+from seg_assets.features.sql_models import discover_models
+from seg_assets.spark.sql import SparkSqlError, check_models, model_spark_sql, spark_form_path, to_spark
+from seg_assets.warehouse import sql_model_files
+
+AS_OF = datetime(2026, 10, 31, 23, 59, 59)
+
+
+def _model(root, name, sql, spark_sql=None):
+    folder = root / "marts"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.sql").write_text(sql)
+    if spark_sql is not None:
+        spark_form_path(folder / f"{name}.sql").write_text(spark_sql)
+    return next(m for m in discover_models(root) if m.name == name)
+
+
+def test_the_shipped_models_all_run_on_spark_with_as_of_bound():
+    models = discover_models()
+    check_models(models)
+    sql = model_spark_sql(next(m for m in models if m.name == "user_order_stats"), AS_OF)
+    assert "GETVARIABLE" not in sql.upper()
+    assert "CAST('2026-10-31 23:59:59' AS TIMESTAMP_NTZ) - INTERVAL '30' DAY" in sql
+    assert "FROM staging__stg_orders AS stg_orders" in sql  # qualified tables read as temp views
+
+
+def test_an_unknown_function_fails_naming_the_model_and_the_function(tmp_path):
+    model = _model(tmp_path, "odd", "SELECT user_id, list_aggregate(tags, 'min') AS t FROM raw.orders")
+    with pytest.raises(SparkSqlError, match=r"odd\.sql: function\(s\) list_aggregate have no known Spark form.*odd\.spark\.sql"):
+        check_models([model])
+
+
+def test_an_unknown_variable_fails():
+    with pytest.raises(SparkSqlError, match=r"getvariable\('run_id'\) has no value on Spark"):
+        to_spark("SELECT getvariable('run_id') AS r FROM raw.orders", source="m.sql", as_of=AS_OF)
+
+
+def test_an_explicit_spark_form_is_used_and_must_read_the_same_tables(tmp_path):
+    duck = "SELECT user_id, list_aggregate(tags, 'min') AS t FROM raw.orders"
+    model = _model(tmp_path, "odd", duck, "SELECT user_id, array_min(tags) AS t FROM raw.orders")
+    assert model_spark_sql(model, AS_OF) == "SELECT user_id, ARRAY_MIN(tags) AS t FROM raw__orders AS orders"
+    assert [p.name for p in sql_model_files(tmp_path)] == ["odd.sql"]  # the Spark form is no model of its own
+    other = _model(tmp_path, "other", duck, "SELECT user_id, array_min(tags) AS t FROM raw.clicks")
+    with pytest.raises(SparkSqlError, match="reads raw.clicks but other.sql reads raw.orders"):
+        model_spark_sql(other, AS_OF)
+
+
+def test_an_explicit_spark_form_runs_on_spark(tmp_path, spark):
+    model = _model(tmp_path, "odd", "SELECT list_aggregate(tags, 'min') AS t FROM raw.orders",
+                   "SELECT array_min(tags) AS t FROM raw.orders")
+    spark.sql("SELECT array(3, 1, 2) AS tags").createOrReplaceTempView("raw__orders")
+    assert spark.sql(model_spark_sql(model, AS_OF)).collect()[0]["t"] == 1
