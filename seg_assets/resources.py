@@ -19,6 +19,7 @@ from filelock import FileLock
 from pydantic import Field
 
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, settle_seconds
+from seg_assets.spark.session import Engine
 from seg_assets.warehouse import parse_utc, prepare_connection, resolve_as_of
 
 
@@ -101,10 +102,12 @@ class SegSettings(dg.ConfigurableResource):
         return resolve_as_of(con, self.as_of)
 
 
-def build_resources(data_dir: str | Path | None = None, as_of: str | None = None) -> dict:
-    """The resources for one environment: the data root decides everything else."""
+def build_resources(data_dir: str | Path | None = None, as_of: str | None = None, engine: str = "duckdb") -> dict:
+    """The resources for one environment: the data root decides everything else; ``engine`` which engine
+    runs the heavy steps (seg_assets/spark/session.py)."""
     paths = data_paths(data_dir)
     return {
         "duckdb": Warehouse(database=str(paths.warehouse)),
         "settings": SegSettings(data_dir=str(paths.root), as_of=as_of, settle_seconds=settle_seconds()),
+        "engine": Engine(kind=engine),
     }

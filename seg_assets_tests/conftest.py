@@ -42,3 +42,14 @@ def landing(tmp_path) -> Path:
     path = tmp_path / "landing"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the whole test session (starting one takes 5-10 s): tests share it, and
+    the engine resource's ``get_spark()`` in a materialization returns this same session."""
+    from seg_assets.spark.session import get_spark
+
+    session = get_spark()
+    yield session
+    session.stop()
