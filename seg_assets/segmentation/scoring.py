@@ -8,6 +8,10 @@ segment they are in unless another one is clearly better (the refit margin, memb
 neither a refit nor a few days of data reshuffle users near a boundary. Who actually moved is recorded
 by the history asset in ``publish/``. RFM scores and groups, lifecycle stage and value tier are computed next
 to the model's segment from visible, configurable thresholds (rule_based.py).
+
+This module picks the rows and writes the table; the per-user maths is one function,
+``batch.score_segments``, which the DuckDB engine calls here and the Spark engine on every batch
+(``seg_assets/spark/scoring.py``), so both engines give every user the same row.
 """
 
 import hashlib
