@@ -11,6 +11,7 @@ from seg_assets.segmentation.rule_based import (
     LifecycleThresholds,
     ValueTiers,
     lifecycle_expr,
+    rank_cuts,
     rfm_group_expr,
     rfm_scores,
     rule_based_segments,
@@ -120,3 +121,35 @@ def test_a_few_users_scored_against_everyone_get_what_scoring_everyone_gives():
     expected = few.select("user_id").join(everyone, on="user_id", how="left", maintain_order="left")
     assert alone.equals(expected)
     assert alone["rfm_score"].n_unique() > 20  # the sample spans the grid: the comparison is not vacuous
+
+
+def _rank_score(values: np.ndarray, reference: np.ndarray, bins: int, descending: bool) -> np.ndarray:
+    """The definition: 1 + floor(bins * (average rank - 1) / n), the rank found by binary search."""
+    ref = np.sort(reference)
+    n = len(ref)
+    below, up_to = np.searchsorted(ref, values, side="left"), np.searchsorted(ref, values, side="right")
+    if descending:
+        below, up_to = n - up_to, n - below
+    return np.clip(np.floor(((below + up_to + 1) / 2 - 1) * bins / n) + 1, 1, bins).astype(np.int64)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("bins", [2, 5, 10])
+def test_rank_cuts_give_the_score_of_the_average_rank_in_the_whole_reference(bins, descending):
+    rng = np.random.default_rng(bins)
+    for reference in (
+        rng.integers(1, 8, 500).astype(float),  # heavy ties (order counts)
+        np.round(rng.lognormal(3, 1, 997), 2),  # money, a few ties
+        np.array([3.0] * 40),  # one value
+        np.array([1.0, 2.0]),  # fewer values than bins
+    ):
+        # the reference's own values, values between and beyond them
+        probe = np.concatenate([reference, rng.uniform(reference.min() - 1, reference.max() + 1, 300),
+                                [reference.min() - 5, reference.max() + 5]])
+        cuts = rank_cuts(reference, bins, descending=descending)
+        assert len(cuts.at) == bins - 1
+        assert np.array_equal(cuts.score(probe), _rank_score(probe, reference, bins, descending))
+
+
+def test_an_empty_reference_scores_everyone_one():
+    assert rank_cuts(np.array([]), 5).score(np.array([0.0, 3.0, 1e9])).tolist() == [1, 1, 1]

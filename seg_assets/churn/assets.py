@@ -28,27 +28,28 @@ model's row without a refit.
 from typing import Literal
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from pydantic import Field
 
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_LEVELS
-from seg_assets.churn.model import ChurnModel, risk_levels, train_churn_model
+from seg_assets.churn.model import ChurnModel, train_churn_model
+from seg_assets.churn.scoring import SCORE_COLUMNS, ChurnScorer, score_churn
 from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.spark import scoring as on_spark
+from seg_assets.spark.session import Engine
 from seg_assets.validation import with_checks
-from seg_assets.warehouse import as_enums, create_table_from, table_exists, transaction, upsert
+from seg_assets.warehouse import as_enums, registered, table_exists, transaction, upsert
 
 GROUP = "segmentation"
 STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging", "stg_clicks"]),
                   dg.AssetKey(["staging", "stg_customers"])]
 TABLE = "analytics.churn_scores"
-SCORE_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h", "churn_model_version", "as_of")
 
 
 class ChurnConfig(dg.Config):
@@ -245,27 +246,6 @@ def _not_fitted(context, duckdb: Warehouse, message: str, current, as_of) -> dg.
     return dg.MaterializeResult(metadata={"decision": note, "in_service_version": current.version if current else ""})
 
 
-def score_users(frame: pl.DataFrame, model: ChurnModel | None, as_of, *, risk_high: float = 0.7,
-                risk_medium: float = 0.4) -> pl.DataFrame:
-    """The rows of ``analytics.churn_scores`` for a features frame (nulls without a model)."""
-    n = frame.height
-    if model is None:
-        p = pl.Series("churn_probability", [None] * n, dtype=pl.Float64)
-        risk = pl.Series("churn_risk", [None] * n, dtype=pl.String)
-        value = pl.Series("expected_value_next_h", [None] * n, dtype=pl.Float64)
-        version = None
-    else:
-        prob = model.churn_probability(frame)
-        p = pl.Series("churn_probability", prob, dtype=pl.Float64)
-        risk = pl.Series("churn_risk", risk_levels(prob, risk_high, risk_medium) if n else [], dtype=pl.String)
-        value = pl.Series("expected_value_next_h", np.round(model.expected_value(frame), 2), dtype=pl.Float64)
-        version = model.version
-    return pl.DataFrame({"user_id": frame["user_id"]}).with_columns(
-        p, risk, value, churn_model_version=pl.lit(version, dtype=pl.String),
-        as_of=pl.lit(as_of).cast(pl.Datetime("us")),
-    ).select(SCORE_COLUMNS)
-
-
 def _risk_sql(high: float, medium: float) -> str:
     """churn_risk from churn_probability in SQL, exactly as :func:`risk_levels`."""
     return (f"CASE WHEN churn_probability IS NULL THEN NULL WHEN churn_probability >= {float(high)!r} THEN 'high' "
@@ -280,7 +260,7 @@ def _risk_sql(high: float, medium: float) -> str:
     "as-of of the features scored. Incremental: only users with new features (or all, after a model change) are "
     "re-scored. Nulls while no churn model serves.",
 )
-def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     rebase = inc.rebase_requested(context.run.tags)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
@@ -288,27 +268,35 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
         version = row.version if row else None
         everyone = rebase or not table_exists(con, TABLE)
         pending = inc.pending_rows_sql(con, TABLE, {"churn_model_version": version}, everyone=everyone)
-        frame = con.sql(f"{pending} ORDER BY user_id").pl()
+        work, selected = None, 0
+        if engine.is_spark:
+            work = on_spark.work_dir(settings.paths.root, TABLE)
+            _, selected = on_spark.export_selection(con, f"SELECT user_id FROM ({pending})", work)
+        if not selected:  # the DuckDB engine, or nobody to score (Spark is not started for nothing)
+            frame = con.sql(f"{pending} ORDER BY user_id").pl()
+            selected = frame.height
     model = ChurnModel.load(row.artifact) if row else None
     high, medium = (row.risk_high, row.risk_medium) if row else (0.7, 0.4)
-    scores = score_users(frame, model, as_of, risk_high=high, risk_medium=medium)
-    if frame.height:
-        scores = scores.with_columns(as_of=frame["as_of"].cast(pl.Datetime("us")))  # the features' as-of
-    with duckdb.get_connection() as con, transaction(con):
-        if everyone:
-            create_table_from(con, TABLE, scores, as_enums({'churn_risk': RISK_LEVELS}))
+    scorer = ChurnScorer(model, high, medium)
+    on = work is not None and selected
+    if on:
+        scores = on_spark.churn_scores_spark(engine.spark(), on_spark.require_features(settings.paths.root),
+                                             None if everyone else work / "selection.parquet", scorer, work / "scored")
+    else:
+        scores = score_churn(frame, scorer)
+    with duckdb.get_connection() as con:
+        if on:
+            on_spark.scored_view(con, "new_scores", scores)
+            _write_scores(con, "new_scores", everyone, high, medium)
+            con.sql("DROP VIEW new_scores")
         else:
-            con.register("new_scores", scores)
-            upsert(con, TABLE, "user_id", "new_scores", scores.columns)
-            con.unregister("new_scores")
-            con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
-            con.sql(f"UPDATE {TABLE} SET churn_risk = {_risk_sql(high, medium)} "  # thresholds may have changed
-                    f"WHERE churn_risk IS DISTINCT FROM ({_risk_sql(high, medium)})")
+            with registered(con, new_scores=scores):
+                _write_scores(con, "new_scores", everyone, high, medium)
         users = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         summary = con.sql(f"""SELECT churn_risk, count(*) AS users, avg(churn_probability) AS mean_probability,
                               sum(expected_value_next_h) AS expected_value FROM {TABLE} GROUP BY 1 ORDER BY 3 DESC""").pl()
     metadata = {"dagster/row_count": dg.MetadataValue.int(users), "dagster/table_name": TABLE,
-                "users_scored": dg.MetadataValue.int(scores.height), "as_of": str(as_of),
+                "users_scored": dg.MetadataValue.int(int(selected)), "as_of": str(as_of), "engine": engine.kind,
                 "churn_model_version": version or ""}
     if model is not None and users:
         metadata.update({
@@ -323,5 +311,17 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
         why = last[1] if last else "no churn model in service"
         metadata["churn_columns"] = f"null: {why}"
         context.log.warning(f"no churn model in service: churn columns are null ({why})")
-    context.log.info(f"churn_scores: {scores.height} of {users} users scored")
+    context.log.info(f"churn_scores: {selected} of {users} users scored ({'on spark' if on else 'in process'})")
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _write_scores(con, source: str, everyone: bool, high: float, medium: float) -> None:
+    """The score rows of ``source`` into the table, replaced in full or upserted, in one transaction."""
+    with transaction(con):
+        if everyone:
+            con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums({'churn_risk': RISK_LEVELS})} FROM {source}")
+            return
+        upsert(con, TABLE, "user_id", source, list(SCORE_COLUMNS))
+        con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
+        con.sql(f"UPDATE {TABLE} SET churn_risk = {_risk_sql(high, medium)} "  # thresholds may have changed
+                f"WHERE churn_risk IS DISTINCT FROM ({_risk_sql(high, medium)})")

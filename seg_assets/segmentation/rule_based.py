@@ -8,8 +8,10 @@ Everything is a vectorised polars expression (no loop over rows), deterministic 
   (feature dictionary), so a fresh sign-up scores high R and lands in "New". F and M are ranked among
   buyers only; users with no completed order get F = M = 1. Ranks are taken in a *reference*
   population (default: the frame itself), so a refresh can score the users whose features changed
-  against everyone without re-scoring everyone: a value's average rank is found by binary search in
-  the sorted reference (``(below + up_to + 1) / 2``), the same number ``rank("average")`` gives.
+  against everyone without re-scoring everyone. The reference is reduced once to *cuts*
+  (:class:`RankCuts`: the ``bins - 1`` values where the score of a value's average rank,
+  ``(below + up_to + 1) / 2``, steps up), so every batch of users, on one machine or on Spark,
+  is scored with a handful of numbers and gets exactly the score a rank in the whole population gives.
 * **RFM group** from the common R x F grid, :data:`RFM_GROUPS` (first matching row wins; pass your own
   table to change it). Every one of the 25 cells is covered.
 * **Lifecycle stage** from tenure and order recency (:class:`LifecycleThresholds`, bounds inclusive):
@@ -60,33 +62,102 @@ LIFECYCLE_STAGES = ("new", "active", "at risk", "dormant", "churned")
 VALUE_TIERS = ("high", "medium", "low")
 
 
-def _ranked_score(values: pl.Series, eligible: pl.Series, reference: pl.Series, bins: int,
-                  descending: bool = False) -> pl.Series:
-    """1..bins by the average rank of each value among ``reference`` (its eligible values); others get 1."""
-    ref = np.sort(reference.drop_nulls().cast(pl.Float64).to_numpy())
+@dataclass(frozen=True)
+class RankCuts:
+    """A 1..bins rank score as thresholds: ``score(x) = 1 + #{i : x > at[i] or (x == at[i] and closed[i])}``
+    (on ``-x`` when ``descending``). Exactly the score of ``x``'s average rank in the reference
+    (:func:`rank_cuts`), in ``bins - 1`` numbers instead of the sorted reference: what every batch of a
+    distributed scoring needs from the whole population."""
+
+    at: tuple[float, ...]
+    closed: tuple[bool, ...]
+    descending: bool = False
+
+    def score(self, values: np.ndarray) -> np.ndarray:
+        x = -values if self.descending else values
+        score = np.ones(len(x), dtype=np.int64)
+        for at, closed in zip(self.at, self.closed):
+            score += (x > at) | ((x == at) if closed else False)
+        return score
+
+
+def rank_cuts(reference: pl.Series | np.ndarray, bins: int, descending: bool = False) -> RankCuts:
+    """The cuts of ``1 + floor(bins * (rank - 1) / n)`` (average rank in ``reference``, nulls dropped).
+
+    The score only changes at a reference value or just after it: between two distinct reference values
+    ``u_i < x < u_{i+1}`` every ``x`` has the same rank. So the score is evaluated once per distinct value
+    and per gap, and each step up is recorded as ``x >= u`` (at a value) or ``x > u`` (in the gap after it).
+    """
+    ref = pl.Series(reference).drop_nulls().cast(pl.Float64).to_numpy()
+    ref = np.sort(-ref if descending else ref)
     n = len(ref)
-    x = values.cast(pl.Float64).fill_null(0.0).to_numpy()
     if n == 0:
-        return pl.Series(values.name, np.ones(len(x)), dtype=pl.Int8)
-    below, up_to = np.searchsorted(ref, x, side="left"), np.searchsorted(ref, x, side="right")
-    if descending:
-        below, up_to = n - up_to, n - below
-    rank = (below + up_to + 1) / 2  # ties share the mean of their positions, 1-based
+        return RankCuts((np.inf,) * (bins - 1), (False,) * (bins - 1), descending)  # everyone scores 1
+    values, counts = np.unique(ref, return_counts=True)
+    up_to = np.cumsum(counts)
+    below = up_to - counts
+    # positions in order: the gap before the first value, then each value followed by the gap after it
+    lo = np.concatenate([[0], np.column_stack([below, up_to]).ravel()])
+    hi = np.concatenate([[0], np.column_stack([up_to, up_to]).ravel()])
+    rank = (lo + hi + 1) / 2  # ties share the mean of their positions, 1-based
     score = np.clip(np.floor((rank - 1) * bins / n) + 1, 1, bins)
+    at, closed = [], []
+    for s in range(2, bins + 1):
+        first = int(np.searchsorted(score, s, side="left"))
+        if first == len(score):
+            at.append(np.inf), closed.append(False)
+        elif first == 0:
+            at.append(-np.inf), closed.append(True)
+        else:
+            at.append(float(values[(first - 1) // 2])), closed.append(first % 2 == 1)
+    return RankCuts(tuple(at), tuple(closed), descending)
+
+
+def _ranked_score(values: pl.Series, eligible: pl.Series, cuts: RankCuts) -> pl.Series:
+    """1..bins by ``cuts``; rows not ``eligible`` get 1."""
+    score = cuts.score(values.cast(pl.Float64).fill_null(0.0).to_numpy())
     return pl.Series(values.name, np.where(eligible.fill_null(False).to_numpy(), score, 1), dtype=pl.Int8)
 
 
+@dataclass(frozen=True)
+class ReferenceCuts:
+    """All a user's rule-based columns need from the population: RFM rank cuts and value-tier cuts.
+
+    Computed once from the reference (:func:`reference_cuts`) and passed to every batch, so scoring a few
+    users, or every user in parallel batches, gives each one what ranking them in the whole population would.
+    """
+
+    r: RankCuts
+    f: RankCuts
+    m: RankCuts
+    value: tuple[float | None, float | None]
+
+
+def reference_cuts(reference: pl.DataFrame, *, bins: int = 5, tiers: ValueTiers = ValueTiers(),
+                   recency: str = "recency_days", frequency: str = "frequency", monetary: str = "monetary") -> ReferenceCuts:
+    """R ranks recency (descending) among all users; F and M rank among buyers; value cuts among buyers."""
+    buyer = reference[frequency] > 0
+    return ReferenceCuts(
+        r=rank_cuts(reference[recency], bins, descending=True),
+        f=rank_cuts(reference[frequency].filter(buyer), bins),
+        m=rank_cuts(reference[monetary].filter(buyer), bins),
+        value=value_cuts(reference, tiers, monetary, frequency),
+    )
+
+
 def rfm_scores(frame: pl.DataFrame, *, bins: int = 5, recency: str = "recency_days", frequency: str = "frequency",
-               monetary: str = "monetary", reference: pl.DataFrame | None = None) -> pl.DataFrame:
+               monetary: str = "monetary", reference: pl.DataFrame | None = None,
+               cuts: ReferenceCuts | None = None) -> pl.DataFrame:
     """``frame`` plus r_score, f_score, m_score (Int8) and rfm_score ("545"), ranked within ``reference``
-    (same columns; default ``frame``)."""
-    ref = frame if reference is None else reference
-    ref_buyer = ref[frequency] > 0
+    (same columns; default ``frame``) or by its precomputed ``cuts``."""
+    if cuts is None:
+        cuts = reference_cuts(frame if reference is None else reference, bins=bins, recency=recency,
+                              frequency=frequency, monetary=monetary)
     buyer = frame[frequency] > 0
     return frame.with_columns(
-        r_score=_ranked_score(frame[recency], frame[recency].is_not_null(), ref[recency], bins, descending=True),
-        f_score=_ranked_score(frame[frequency], buyer, ref[frequency].filter(ref_buyer), bins),
-        m_score=_ranked_score(frame[monetary], buyer, ref[monetary].filter(ref_buyer), bins),
+        r_score=_ranked_score(frame[recency], frame[recency].is_not_null(), cuts.r),
+        f_score=_ranked_score(frame[frequency], buyer, cuts.f),
+        m_score=_ranked_score(frame[monetary], buyer, cuts.m),
     ).with_columns(rfm_score=pl.concat_str([pl.col("r_score"), pl.col("f_score"), pl.col("m_score")]))
 
 
@@ -133,14 +204,17 @@ def value_tier_expr(tiers: ValueTiers = ValueTiers(), monetary: str = "monetary"
 def rule_based_segments(frame: pl.DataFrame, *, id_col: str = "user_id", bins: int = 5,
                         groups: Sequence[tuple[str, int, int, int, int]] = RFM_GROUPS,
                         lifecycle: LifecycleThresholds = LifecycleThresholds(),
-                        tiers: ValueTiers = ValueTiers(), reference: pl.DataFrame | None = None) -> pl.DataFrame:
+                        tiers: ValueTiers = ValueTiers(), reference: pl.DataFrame | None = None,
+                        cuts: ReferenceCuts | None = None) -> pl.DataFrame:
     """One row per user of ``frame``: id, r/f/m scores, rfm_score, rfm_group, lifecycle_stage, value_tier.
 
     Scores and tiers are relative to ``reference`` (recency, frequency, monetary of the whole population;
-    default ``frame``): scoring a few users against everyone gives them what scoring everyone would.
+    default ``frame``), or to its ``cuts`` computed beforehand: scoring a few users against everyone gives
+    them what scoring everyone would.
     """
-    ref = frame if reference is None else reference
-    out = rfm_scores(frame, bins=bins, reference=ref).with_columns(
-        rfm_group_expr(groups), lifecycle_expr(lifecycle), value_tier_expr(tiers, cuts=value_cuts(ref, tiers)))
+    if cuts is None:
+        cuts = reference_cuts(frame if reference is None else reference, bins=bins, tiers=tiers)
+    out = rfm_scores(frame, bins=bins, cuts=cuts).with_columns(
+        rfm_group_expr(groups), lifecycle_expr(lifecycle), value_tier_expr(tiers, cuts=cuts.value))
     keep = [c for c in (id_col,) if c in frame.columns]
     return out.select(keep + ["r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier"])

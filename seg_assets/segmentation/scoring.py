@@ -8,6 +8,10 @@ segment they are in unless another one is clearly better (the refit margin, memb
 neither a refit nor a few days of data reshuffle users near a boundary. Who actually moved is recorded
 by the history asset in ``publish/``. RFM scores and groups, lifecycle stage and value tier are computed next
 to the model's segment from visible, configurable thresholds (rule_based.py).
+
+This module picks the rows and writes the table; the per-user maths is one function,
+``batch.score_segments``, which the DuckDB engine calls here and the Spark engine on every batch
+(``seg_assets/spark/scoring.py``), so both engines give every user the same row.
 """
 
 import hashlib
@@ -15,7 +19,6 @@ import json
 from typing import Literal
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -29,7 +32,15 @@ from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.reviews.assets import TABLE as REVIEW_TABLE
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL
-from seg_assets.segmentation.membership import DEFAULT_ODDS, NO_SEGMENT, model_proba, same_stage, sticky_assign
+from seg_assets.segmentation.batch import (  # noqa: F401  (assign, COLUMNS, RULE_INPUTS: imported from here too)
+    CHURN_COLUMNS,
+    COLUMNS,
+    EXPECTED_VALUE,
+    RULE_INPUTS,
+    SegmentScorer,
+    assign,
+    score_segments,
+)
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import review_profile, rules_markdown
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
@@ -39,11 +50,12 @@ from seg_assets.segmentation.rule_based import (
     VALUE_TIERS,
     LifecycleThresholds,
     ValueTiers,
-    rule_based_segments,
+    reference_cuts,
     value_cuts,
-    value_tier_expr,
 )
 from seg_assets.segmentation.rules import explain_model
+from seg_assets.spark import scoring as on_spark
+from seg_assets.spark.session import Engine
 from seg_assets.warehouse import as_enums, create_table_from, registered, table_exists, transaction, upsert
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
@@ -54,14 +66,8 @@ SEGMENT_BASKET_RULES = dg.AssetKey(["analytics", "segment_basket_rules"])
 PROFILE_BASKET_RULES = 5  # rules per segment in the profile asset's table (the column holds the basket stage's top_rules)
 TABLE = "analytics.user_segments"
 
-# Joined from analytics.churn_scores (null while no churn model is in service).
-CHURN_COLUMNS = ("user_id", "churn_probability", "churn_risk", "expected_value_next_h")
-RULE_INPUTS = ("recency_days", "frequency", "monetary", "tenure_days")  # what rule_based_segments reads
 ENUMS = {"rfm_group": tuple(g[0] for g in RFM_GROUPS), "lifecycle_stage": LIFECYCLE_STAGES, "value_tier": VALUE_TIERS,
          "churn_risk": RISK_LEVELS}  # closed vocabularies, stored as ENUM
-COLUMNS = ("user_id", "segment_id", "segment_name", "confidence", "model_version", "as_of", "segment_stage",
-           "r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier",
-           *CHURN_COLUMNS[1:], "assigned_by", "rules_version")
 
 
 class ScoringConfig(dg.Config):
@@ -78,41 +84,18 @@ class ScoringConfig(dg.Config):
         default="monetary", description="Rank value tiers by past spend, or by the churn model's expected spend over the next H days.")
 
 
-def assign(frame: pl.DataFrame, model: SegmentModel, classifier, previous: np.ndarray | None = None,
-           chunk_rows: int = 500_000) -> tuple[np.ndarray, np.ndarray, str]:
-    """(segment ids, confidence, who assigned) for every row of ``frame``.
-
-    ``previous``: each user's published segment id (``NO_SEGMENT`` for none); a user keeps it unless
-    another segment is clearly better (the model's ``sticky_odds``, membership.py). Confidence is the
-    assigner's probability of the segment given.
-    """
-    if frame.height == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0), "nobody to assign"
-    odds = getattr(model.config, "sticky_odds", DEFAULT_ODDS)
-    prev = np.full(frame.height, NO_SEGMENT, dtype=np.int64) if previous is None else np.asarray(previous, dtype=np.int64)
-    ids, conf = [], []
-    for start in range(0, frame.height, chunk_rows):
-        part, before = frame.slice(start, chunk_rows), prev[start:start + chunk_rows]
-        if classifier is not None:
-            proba, classes = classifier.predict_proba(part), classifier.classes
-        else:
-            proba, classes = model_proba(model, part), model.segment_ids
-        i, c = sticky_assign(proba, classes, before, odds, same_stage(model, part, before))
-        ids.append(i)
-        conf.append(c)
-    return np.concatenate(ids), np.concatenate(conf), (f"classifier {classifier.kind}" if classifier is not None else "model")
-
-
 @dg.asset(
     key=USER_SEGMENTS, deps=[USER_FEATURES, SEGMENT_MODEL, SEGMENT_CLASSIFIER, CHURN_SCORES], group_name=GROUP, pool="duckdb",
     kinds={"duckdb", "polars"}, automation_condition=rescore_on_new_inputs(), freshness_policy=FRESHNESS,
     description="One row per user: segment (stable id and name), confidence, model version, as-of, "
     "RFM scores and group, lifecycle stage, value tier, churn probability and risk, expected value. Published for BI.",
 )
-def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duckdb: Warehouse, settings: SegSettings):
+def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duckdb: Warehouse, settings: SegSettings,
+                  engine: Engine):
     """Rewrites only the rows that changed: users with recomputed features (re-assigned), new users,
     changed churn scores; every row after a new model or classifier (re-assigned) or new rule settings
-    (segments kept). A rebase replaces the table."""
+    (segments kept). A rebase replaces the table. With the spark engine the same rows are scored on Spark
+    (segmentation/batch.py, the one per-batch function) and loaded here."""
     rules_version = _rules_version(config)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
@@ -126,50 +109,72 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         versions = {"model_version": model.version, "assigned_by": scored_with}
         everyone = (inc.rebase_requested(context.run.tags) or not table_exists(con, TABLE)
                     or "rules_version" not in con.table(TABLE).columns)
-        sql, params = _rows_sql(con, versions, rules_version, everyone=everyone)
-        rows = con.sql(sql, params=params).pl()
-        reference = rows if everyone else con.sql(_reference_sql(con, config)).pl()
-        pending = rows.filter(pl.col("kept_id").is_null()).select("user_id")  # to (re-)assign: no kept segment
-        only = "" if everyone else "WHERE user_id IN (SELECT user_id FROM pending_users)"
-        with registered(con, pending_users=pending):
-            changed = con.sql(f"SELECT * FROM features.user_features {only} ORDER BY user_id").pl()
-        previous = _previous_ids(con, changed)
-    ids, confidence, _ = assign(changed, model, served[2] if served else None, previous)
-    scored = _score_rows(rows, reference, changed["user_id"], ids, confidence, model, config).with_columns(
-        model_version=pl.lit(model.version), assigned_by=pl.lit(scored_with), rules_version=pl.lit(rules_version)
-    ).select(*COLUMNS)
+        selection = _selection_sql(con, versions, rules_version, everyone=everyone)
+        scorer = _scorer(con, config, model, served[2] if served else None, scored_with, rules_version)
+        work, selected = None, 0
+        if engine.is_spark:
+            work = on_spark.work_dir(settings.paths.root, TABLE)
+            path, selected = on_spark.export_selection(con, selection, work)
+            (assigning,) = con.sql(f"SELECT count(*) FROM read_parquet('{path}') WHERE kept_id IS NULL").fetchall()[0]
+        if not selected:  # the DuckDB engine, or nobody to score (Spark is not started for nothing)
+            batch = con.sql(f"SELECT f.*, s.* EXCLUDE (user_id) FROM features.user_features f "
+                            f"JOIN ({selection}) s USING (user_id) ORDER BY user_id").pl()
+            selected, assigning = batch.height, batch["kept_id"].null_count()
+    if work is not None and selected:
+        scored = on_spark.score_users_spark(engine.spark(), on_spark.require_features(settings.paths.root),
+                                            work / "selection.parquet", scorer, work / "scored")
+    else:
+        scored = score_segments(batch, scorer)
     with duckdb.get_connection() as con:
-        if everyone:
-            create_table_from(con, TABLE, scored, as_enums(ENUMS))
+        if isinstance(scored, pl.DataFrame):
+            with registered(con, rescored=scored):
+                _write(con, "rescored", everyone)
         else:
-            with transaction(con):  # readers of the warehouse see the old rows or the new ones, never half
-                con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
-                con.register("rescored", scored)
-                upsert(con, TABLE, "user_id", "rescored", scored.columns)
-                con.unregister("rescored")
+            on_spark.scored_view(con, "rescored", scored)
+            _write(con, "rescored", everyone)
+            con.sql("DROP VIEW rescored")
         sizes = con.sql(f"SELECT segment_id, segment_name, count(*) AS users, avg(confidence) AS mean_confidence "
                         f"FROM {TABLE} GROUP BY ALL ORDER BY segment_id").df()
         groups = con.sql(f"SELECT rfm_group, count(*) AS users FROM {TABLE} GROUP BY ALL ORDER BY users DESC").df()
         (total,) = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0]
-    context.log.info(f"user_segments: {changed.height} of {total} users assigned ({scored_with}), "
-                     f"{scored.height} rows rewritten, as of {as_of}")
+    where = "on spark" if work is not None and selected else "in process"
+    context.log.info(f"user_segments: {assigning} of {total} users assigned ({scored_with}), "
+                     f"{selected} rows rewritten ({where}), as of {as_of}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(int(total)), "dagster/table_name": TABLE,
-        "users_assigned": dg.MetadataValue.int(changed.height), "rows_rewritten": dg.MetadataValue.int(scored.height),
+        "users_assigned": dg.MetadataValue.int(int(assigning)), "rows_rewritten": dg.MetadataValue.int(int(selected)),
+        "engine": engine.kind, "scored": where,
         "model_version": model.version, "assigned_by": scored_with, "rules_version": rules_version, "as_of": str(as_of),
         "segments": dg.MetadataValue.md(sizes.to_markdown(index=False)),
         "rfm_groups": dg.MetadataValue.md(groups.to_markdown(index=False)),
     })
 
 
-def _previous_ids(con, frame: pl.DataFrame) -> np.ndarray:
-    """Each user's segment id in the table now (``NO_SEGMENT`` for a new user), aligned with ``frame``."""
-    if frame.height == 0 or not table_exists(con, TABLE):
-        return np.full(frame.height, NO_SEGMENT, dtype=np.int64)
-    with registered(con, assigning=frame.select("user_id")):
-        published = con.sql(f"SELECT s.user_id, s.segment_id FROM {TABLE} s SEMI JOIN assigning a USING (user_id)").pl()
-    joined = frame.select("user_id").join(published, on="user_id", how="left", maintain_order="left")
-    return joined["segment_id"].fill_null(NO_SEGMENT).to_numpy().astype(np.int64)
+def _write(con, source: str, everyone: bool) -> None:
+    """The scored rows of ``source`` into the table: replaced in full, or upserted in one transaction
+    (readers of the warehouse see the old rows or the new ones, never half)."""
+    if everyone:
+        con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT {as_enums(ENUMS)} FROM {source}")
+        return
+    with transaction(con):
+        con.sql(f"DELETE FROM {TABLE} WHERE user_id NOT IN (SELECT user_id FROM features.user_features)")
+        upsert(con, TABLE, "user_id", source, list(COLUMNS))
+
+
+def _scorer(con, config: ScoringConfig, model: SegmentModel, classifier, scored_with: str,
+            rules_version: str) -> SegmentScorer:
+    """The scorer every batch gets: the models in service and the whole population's RFM and value cuts."""
+    reference = con.sql(_reference_sql(con, config)).pl()
+    tiers = ValueTiers(config.value_high_quantile, config.value_medium_quantile)
+    ev = EXPECTED_VALUE
+    by_expected = config.value_tier_from == "expected_value" and reference[ev].null_count() < reference.height
+    return SegmentScorer(
+        model=model, classifier=classifier, assigned_by=scored_with, rules_version=rules_version, bins=config.rfm_bins,
+        lifecycle=LifecycleThresholds(config.new_max_tenure_days, config.active_max_recency_days,
+                                      config.at_risk_max_recency_days, config.dormant_max_recency_days),
+        tiers=tiers, cuts=reference_cuts(reference, bins=config.rfm_bins, tiers=tiers),
+        value_cuts_expected=value_cuts(reference, tiers, ev, ev) if by_expected else None,
+    )
 
 
 def _rules_version(config: ScoringConfig) -> str:
@@ -178,50 +183,27 @@ def _rules_version(config: ScoringConfig) -> str:
     return "rules-" + hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _score_rows(rows: pl.DataFrame, reference: pl.DataFrame, assigned_users: pl.Series, ids: np.ndarray,
-                confidence: np.ndarray, model: SegmentModel, config: ScoringConfig) -> pl.DataFrame:
-    """The table's rows for ``rows``: kept or newly assigned segment, rule-based columns ranked in ``reference``."""
-    new = pl.DataFrame({"user_id": assigned_users, "segment_id": ids.astype(np.int32), "confidence": confidence})
-    assigned = rows.select("user_id", pl.col("kept_id").alias("segment_id"), pl.col("kept_confidence").alias("confidence")
-                           ).update(new, on="user_id", how="left")
-    tiers = ValueTiers(config.value_high_quantile, config.value_medium_quantile)
-    rules = rule_based_segments(
-        rows, bins=config.rfm_bins, reference=reference, tiers=tiers,
-        lifecycle=LifecycleThresholds(config.new_max_tenure_days, config.active_max_recency_days,
-                                      config.at_risk_max_recency_days, config.dormant_max_recency_days),
-    )
-    stage_of = dict(zip(model.segment_ids, model.cluster_stage))
-    scored = rows.select("user_id", "as_of", *CHURN_COLUMNS[1:]).join(assigned, on="user_id", how="left").with_columns(
-        segment_name=pl.col("segment_id").replace_strict(model.name_of, return_dtype=pl.String),
-        segment_stage=pl.col("segment_id").replace_strict(stage_of, return_dtype=pl.String),
-        as_of=pl.col("as_of").cast(pl.Datetime("us")),
-    ).join(rules, on="user_id", how="left")
-    ev = "expected_value_next_h"
-    if config.value_tier_from == "expected_value" and reference[ev].null_count() < reference.height:
-        scored = scored.with_columns(value_tier_expr(tiers, monetary=ev, frequency=ev, cuts=value_cuts(reference, tiers, ev, ev)))
-    return scored
-
-
-def _rows_sql(con, versions: dict[str, str], rules_version: str, everyone: bool) -> tuple[str, dict | None]:
-    """Every user (``everyone``) or the users whose row must be rewritten, with the columns the rule-based
-    segments need, the segment kept from the last refresh (NULL when the user must be re-assigned, as in
-    ``pending_rows_sql``) and the churn scores. A row is rewritten when its user is re-assigned, when its
-    churn scores changed or when the rule settings did."""
-    has_churn = table_exists(con, "analytics.churn_scores")
+def _selection_sql(con, versions: dict[str, str], rules_version: str, everyone: bool) -> str:
+    """Every user (``everyone``) or the users whose row must be rewritten, with the segment kept from the
+    last refresh (``kept_id``, NULL when the user must be re-assigned, as in ``pending_rows_sql``), the
+    published one (``previous_id``, for the sticky rule) and the churn scores. A row is rewritten when its
+    user is re-assigned, when its churn scores changed or when the rule settings did."""
+    has_churn, has_table = table_exists(con, "analytics.churn_scores"), table_exists(con, TABLE)
     churn = "LEFT JOIN analytics.churn_scores c ON c.user_id = f.user_id" if has_churn else ""
     types = ("DOUBLE", "VARCHAR", "DOUBLE")
-    cols = ", ".join(f"c.{c}" if has_churn else f"NULL::{t} AS {c}" for c, t in zip(CHURN_COLUMNS[1:], types))
-    inputs = ", ".join(f"f.{c}" for c in RULE_INPUTS)
+    cols = ", ".join(f"c.{c}::{t} AS {c}" if has_churn else f"NULL::{t} AS {c}" for c, t in zip(CHURN_COLUMNS[1:], types))
+    published = f"LEFT JOIN {TABLE} s ON s.user_id = f.user_id" if has_table else ""
+    previous = f"{'s.segment_id' if has_table else 'NULL'}::BIGINT AS previous_id"
     if everyone:
-        return (f"SELECT f.user_id, f.as_of, {inputs}, NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence, "
-                f"{cols} FROM features.user_features f {churn}", None)  # no ORDER BY: ranks and quantiles ignore row order
+        return (f"SELECT f.user_id, NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence, {previous}, {cols} "
+                f"FROM features.user_features f {published} {churn}")
     keep = f"NOT {inc.stale_row_sql(versions)}"  # the segment stays: what pending_rows_sql would not select
     churn_changed = " OR ".join(f"s.{c} IS DISTINCT FROM {'c.' + c if has_churn else 'NULL'}" for c in CHURN_COLUMNS[1:])
-    sql = (f"SELECT f.user_id, f.as_of, {inputs}, CASE WHEN {keep} THEN s.segment_id END::INTEGER AS kept_id, "
-           f"CASE WHEN {keep} THEN s.confidence END::DOUBLE AS kept_confidence, {cols} "
-           f"FROM features.user_features f LEFT JOIN {TABLE} s ON s.user_id = f.user_id {churn} "
-           f"WHERE NOT ({keep}) OR {churn_changed} OR s.rules_version IS DISTINCT FROM $rules")
-    return sql, {"rules": rules_version}
+    quoted = rules_version.replace("'", "''")
+    return (f"SELECT f.user_id, CASE WHEN {keep} THEN s.segment_id END::INTEGER AS kept_id, "
+            f"CASE WHEN {keep} THEN s.confidence END::DOUBLE AS kept_confidence, {previous}, {cols} "
+            f"FROM features.user_features f {published} {churn} "
+            f"WHERE NOT ({keep}) OR {churn_changed} OR s.rules_version IS DISTINCT FROM '{quoted}'")
 
 
 def _reference_sql(con, config: ScoringConfig) -> str:
