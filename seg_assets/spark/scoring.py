@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from seg_assets.errors import input_failure
+from seg_assets.settings import data_paths
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -31,18 +32,14 @@ if TYPE_CHECKING:
     from seg_assets.segmentation.batch import SegmentScorer
 
 
-def spark_root(data_root: str | Path) -> Path:
-    return Path(data_root) / "spark"
-
-
 def features_dir(data_root: str | Path) -> Path:
-    """Where the Spark engine keeps ``features.user_features`` (Parquet)."""
-    return spark_root(data_root) / "features" / "user_features"
+    """Where the Spark engine keeps ``features.user_features`` (Parquet; the layout is DataPaths.spark_table's)."""
+    return data_paths(data_root).spark_table("features.user_features")
 
 
 def work_dir(data_root: str | Path, table: str) -> Path:
     """``scoring/<table>``: the selection DuckDB hands to Spark and Spark's scored rows."""
-    return spark_root(data_root) / "scoring" / table.split(".")[-1]
+    return data_paths(data_root).spark / "scoring" / table.split(".")[-1]
 
 
 def _types(dtype: pl.DataType) -> tuple[Any, Any]:
