@@ -38,13 +38,13 @@ class RecommendConfig(dg.Config):
                               "not recommended (0: none excluded).")
     horizon_days: int = Field(default=30, ge=1, description="The weights are fitted on purchases in this many days before "
                               "as-of (features as of its start).")
-    candidates: int = Field(default=50, ge=1, description="Per source (segment's popular, co-purchased, category): "
+    candidates: int = Field(default=20, ge=1, description="Per source (segment's popular, co-purchased, category): "
                             "products considered per user.")
     click_weight: float = Field(default=0.1, ge=0, description="A click counts this much of a purchased line "
                                 "(category shares, clicked products); 0 ignores clicks.")
     max_basket_size: int = Field(default=1000, ge=2, description="Orders with more distinct products are left out, "
                                  "as in basket rules.")
-    max_fit_users: int = Field(default=20_000, ge=100, description="Users (a hash sample) the weights are fitted on.")
+    max_fit_users: int = Field(default=5_000, ge=100, description="Users (a hash sample) the weights are fitted on.")
 
     def settings(self) -> M.RecSettings:
         return M.RecSettings(top_n=self.top_n, exclude_days=self.exclude_days, horizon_days=self.horizon_days,

@@ -50,10 +50,10 @@ class RecSettings:
     top_n: int = 10
     exclude_days: int = 14
     horizon_days: int = 30
-    candidates: int = 50
+    candidates: int = 20
     click_weight: float = 0.1
     max_basket_size: int = 1000
-    max_fit_users: int = 20_000
+    max_fit_users: int = 5_000
     min_fit_positives: int = 20
 
     def key(self) -> str:
