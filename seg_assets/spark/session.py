@@ -9,6 +9,7 @@ of the DuckDB path. ``master`` points the session at a cluster (``spark://...``,
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -40,7 +41,7 @@ DEFAULT_CONF = {
 }
 
 _LOCK = threading.Lock()
-_OWNED: list = []  # the session an Engine resource started (stopped at the end of its run); not a test's session
+_OWNED: list = []  # the session an Engine resource started (stopped at process exit); not a test's session
 
 
 def get_spark(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
@@ -89,7 +90,10 @@ class Engine(dg.ConfigurableResource):
         return self.kind == "spark"
 
     def spark(self) -> SparkSession:
-        """The run's session, started on first use (a run without Spark work starts no JVM)."""
+        """The process's session, started on first use (a run without Spark work starts no JVM) and stopped when
+        the process ends (a CLI refresh, or the run worker of ``dagster dev``: one run, one session). Not a
+        resource teardown: that would make this a context-manager resource, which sensors and schedules
+        evaluated outside a ``with`` block cannot build."""
         from pyspark import SparkContext
 
         if not self.is_spark:
@@ -98,10 +102,10 @@ class Engine(dg.ConfigurableResource):
         spark = get_spark(self.master, self.conf)
         if running is None and not _OWNED:
             _OWNED.append(spark)
+            atexit.register(_stop_owned)
         return spark
 
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        """Stop the session this resource started, at the end of the run (in-process executor: one run, one
-        session); a session someone else started (a test session's fixture) keeps running."""
-        while _OWNED:
-            _OWNED.pop().stop()
+
+def _stop_owned() -> None:
+    while _OWNED:
+        _OWNED.pop().stop()
