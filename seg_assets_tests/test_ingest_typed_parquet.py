@@ -130,3 +130,17 @@ def test_repeated_id_in_typed_clicks_first_row_wins(con, landing, ids_in_file, k
     assert counts(ledger(con)["clicks/c.parquet"]) == ("ingested", 3, 2, 1, 0)
     assert con.sql("SELECT event_id, user_id, event_ts FROM raw.clicks ORDER BY 1").fetchall() == [
         (e, u, datetime(2026, 3, 1, 9)) for e, u in kept]
+
+
+def test_clicks_are_stored_in_file_order(con, landing):
+    """The loader's and the raw checks' id tests stream over rows in file order (a lag(), no hash of the ids):
+    the rule SQL must keep that order (an IN list of 5+ values, planned as a hash join, did not)."""
+    n = 200_000
+    df = pl.DataFrame({"event_id": [f"e{i:07d}" for i in range(n)], "user_id": [f"u{i % 997}" for i in range(n)],
+                       "session_id": [f"s{i // 10}" for i in range(n)],
+                       "event_ts": [datetime(2026, 3, 1, 10, tzinfo=PARIS)] * n,
+                       "event_type": ["view", "search", "cart", "checkout", "purchase", "scroll"] * (n // 6) + ["view"] * (n % 6)})
+    write_parquet(landing, "clicks", "c.parquet", df)
+    run(con, landing)
+    assert counts(ledger(con)["clicks/c.parquet"]) == ("ingested", n, n, 0, 0)
+    assert con.sql("SELECT count(*) FILTER (WHERE _row <> rowid + 1) FROM raw.clicks").fetchall() == [(0,)]
