@@ -74,7 +74,7 @@ def _sample_sql(spec: C.TableSpec, file_ids: list[int], limit: int, rows: int, t
 
 def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
     if col.kind == C.ENUM:
-        return f"{col.name} NOT IN ({', '.join(repr(e) for e in col.enum)})"
+        return C.outside_enum_sql(col, col.name)
     if col.min_value is not None or col.max_value is not None:
         bounds = [f"{col.name} < {col.min_value}" if col.min_value is not None else None,
                   f"{col.name} > {col.max_value}" if col.max_value is not None else None]

@@ -330,6 +330,16 @@ def typed_sql(col: Column, source: str, source_type: str, local_time: bool = Fal
     return None if template is None else template.format(x=source, type=col.sql_type)
 
 
+def outside_enum_sql(col: Column, value: str) -> str:
+    """``value`` is not NULL and not one of the column's enum values (the loader's rule and the raw check's count).
+
+    list_position, not ``NOT IN (...)``: DuckDB plans an IN list of 5+ values as a hash join, which costs a
+    build per query and does not keep the file's row order that the streaming id tests rely on.
+    """
+    allowed = ", ".join(f"'{e}'" for e in col.enum)
+    return f"{value} IS NOT NULL AND list_position([{allowed}], {value}) IS NULL"
+
+
 def epoch_sql(v: str) -> str:
     """Text of a Unix time (9 to 19 digits: seconds, milliseconds, microseconds or nanoseconds, told apart by
     magnitude, as exports from trackers and databases write them) as naive UTC; NULL for anything else."""
@@ -368,11 +378,7 @@ def column_sql(
         final = v
     elif col.kind == ENUM:
         final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
-        # list_position, not NOT IN: DuckDB plans an IN list of 5+ values as a hash join, which costs a build and
-        # does not keep the file's row order that the loader's and the checks' streaming id tests rely on.
-        allowed = ", ".join(f"'{e}'" for e in col.enum)
-        rules.append(f"WHEN {v} IS NOT NULL AND list_position([{allowed}], lower({v})) IS NULL "
-                     f"THEN 'unknown:{n}|unknown {n} ' || {shown_sql(v)}")
+        rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {n} ' || {shown_sql(v)}")
     else:
         if typed:
             inner.append(f"{typed} AS {p}")
