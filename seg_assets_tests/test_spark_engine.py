@@ -19,11 +19,11 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def two_engines(tmp_path_factory, spark):
-    """One dataset (2,000 users with the contract's faults, plus clean order lines of other users) refreshed
-    once with each engine into its own data root."""
+    """One dataset (2,000 users with the contract's faults, reviews and campaign sends, plus clean order lines of
+    other users) refreshed once with each engine into its own data root."""
     base = tmp_path_factory.mktemp("spark_engine")
     land = base / "land"
-    generate(land, users=2_000, days=60, seed=11, fault_rate=0.02)
+    generate(land, users=2_000, days=60, seed=11, fault_rate=0.02, with_reviews=True, with_campaigns=True)
     generate(base / "lines", users=300, days=60, seed=12, with_lines=True)
     shutil.copytree(base / "lines" / "landing" / "order_items", land / "landing" / "order_items")
     roots = {}
@@ -58,6 +58,7 @@ def test_every_feature_of_every_user_is_equal(two_engines):
     assert duck.height > 1_500 and duck.columns == spark.columns
     assert dict(duck.schema) == dict(spark.schema)
     assert duck["user_id"].to_list() == spark["user_id"].to_list()
+    assert duck["reviews"].sum() > 0 and spark["reviews"].sum() == duck["reviews"].sum()  # reviews reach both
     assert (spark["frequency"] > 0).sum() > 500 and (spark["sessions"] > 0).sum() > 500
     for column in duck.columns:
         for a, b in zip(duck[column].to_list(), spark[column].to_list(), strict=True):

@@ -14,7 +14,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import sql_assets
-from seg_assets.features.user_features import build_user_features, top_category_list
+from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features, top_category_list
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import create_table_from, drop_other_kind, table_exists, transaction
@@ -23,13 +23,7 @@ USER_FEATURES = dg.AssetKey(["features", "user_features"])
 TABLE = "features.user_features"
 # Refreshed hourly: warn when 75 minutes old, fail at 2 hours (reported in the UI; never launches runs).
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
-_INPUTS = {
-    "order_stats": "features.user_order_stats",
-    "click_stats": "features.user_click_stats",
-    "category_activity": "features.user_category_activity",
-    "customers": "staging.stg_customers",
-    "review_stats": "features.user_review_stats",
-}
+_INPUTS = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
 # What dates the rows behind a user's features: a user with a new row in any of these is recomputed.
 SOURCES = [inc.Source("staging.stg_orders", "order_ts"), inc.Source("staging.stg_clicks", "event_ts"),
            inc.Source("staging.stg_customers", "signup_ts"), inc.Source("staging.stg_reviews", "review_ts")]

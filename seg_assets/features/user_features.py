@@ -33,6 +33,16 @@ REVIEW_STATS_SCHEMA = {
     "negative_reviews": pl.Int64, "labelled_reviews": pl.Int64, "negative_reviews_90d": pl.Int64,
 }
 CUSTOMER_SCHEMA = {"user_id": pl.String, "signup_ts": pl.Datetime("us"), "country": pl.String, "channel": pl.String}
+# build_user_features argument -> (the table it is read from, its schema): the one list both engines read
+# (features/assets.py on DuckDB, spark/features.py on Spark). Per-user tables, one row per user ...
+USER_INPUTS = {
+    "order_stats": ("features.user_order_stats", ORDER_STATS_SCHEMA),
+    "click_stats": ("features.user_click_stats", CLICK_STATS_SCHEMA),
+    "customers": ("staging.stg_customers", CUSTOMER_SCHEMA),
+    "review_stats": ("features.user_review_stats", REVIEW_STATS_SCHEMA),
+}
+# ... and the long per-user, per-category table.
+CATEGORY_INPUT = ("category_activity", "features.user_category_activity")
 
 
 def _conform(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:

@@ -15,6 +15,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features.sql_models import discover_models
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.sentiment import LexiconError, load_scorer, score_reviews
+from seg_assets.spark.session import Engine
 from seg_assets.warehouse import registered, table_exists, transaction
 
 GROUP = "features"  # scoring text is feature preparation: the feature SQL (staging.stg_reviews) reads it
@@ -38,7 +39,7 @@ def _downstream_models() -> list[str]:
     "label (positive / neutral / negative; from the stars when the text cannot be scored) and where the label came "
     "from. The text itself stays in raw.reviews. Incremental: only new reviews are scored.",
 )
-def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
+def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     lexicons = settings.paths.sentiment_lexicons
     try:
         scorer = load_scorer(lexicons)
@@ -73,6 +74,10 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                          f"FROM {TABLE} GROUP BY ALL ORDER BY ALL").pl()
         notes = con.sql(f"SELECT note, count(*) AS reviews FROM {TABLE} WHERE note IS NOT NULL GROUP BY ALL "
                         "ORDER BY reviews DESC LIMIT 10").pl()
+        if engine.is_spark:  # the review feature models run on Spark and read this table there
+            from seg_assets.spark.tables import export_duckdb_table
+
+            export_duckdb_table(con, TABLE, settings.paths)
     rate = pending.height / seconds if seconds > 0 else 0.0
     how = (f"{pending.height:,} reviews scored ({rescored:,} again with a new scorer), {rate:,.0f}/s" if pending.height
            else "no new reviews")

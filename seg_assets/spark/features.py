@@ -19,13 +19,8 @@ from seg_assets.settings import DataPaths
 from seg_assets.spark.sql import model_spark_sql
 from seg_assets.spark.tables import SparkTables, parquet_rows, write_table
 
-# build_user_features argument -> (input table, the polars schema it is conformed to)
-INPUTS = {
-    "order_stats": ("features.user_order_stats", uf.ORDER_STATS_SCHEMA),
-    "click_stats": ("features.user_click_stats", uf.CLICK_STATS_SCHEMA),
-    "customers": ("staging.stg_customers", uf.CUSTOMER_SCHEMA),
-}
-ACTIVITY = "features.user_category_activity"
+INPUTS = uf.USER_INPUTS
+ACTIVITY = uf.CATEGORY_INPUT[1]
 USER_FEATURES = "features.user_features"
 
 
@@ -65,8 +60,8 @@ def features_of_batch(wide: pl.DataFrame, as_of: datetime, top_categories: int, 
         frames[name] = present.select([pl.col(_prefix(name, c)).alias(c) for c in schema])
     activity = (wide.select("user_id", "activity").filter(pl.col("activity").is_not_null())
                 .explode("activity").unnest("activity"))
-    return uf.build_user_features(frames["order_stats"], frames["click_stats"], activity, frames["customers"],
-                                  as_of=as_of, top_categories=top_categories, categories=categories)
+    return uf.build_user_features(**frames, **{uf.CATEGORY_INPUT[0]: activity}, as_of=as_of,
+                                  top_categories=top_categories, categories=categories)
 
 
 def top_categories_of(spark, activity_view: str, top_n: int) -> list[str]:

@@ -54,10 +54,24 @@ def write_table(frame, target: Path, *, partitions: int | None = None, by: str |
     swapped in. ``by``: hash-partition the rows by this column into ``partitions`` files (features: by user)."""
     if by is not None:
         frame = frame.repartition(partitions or int(frame.sparkSession.conf.get("spark.sql.shuffle.partitions")), by)
+    _swap_in(target, lambda fresh: frame.write.mode("overwrite").parquet(str(fresh)))
+
+
+def export_duckdb_table(con, table: str, paths: DataPaths) -> Path:
+    """A table a Python step keeps in DuckDB (e.g. ``analytics.review_sentiment``) as Spark's Parquet folder, so the
+    SQL models that read it run on Spark like the rest; whole or not at all, like :func:`write_table`."""
+    target = paths.spark_table(table)
+    _swap_in(target, lambda fresh: (fresh.mkdir(parents=True),
+                                    con.sql(f"COPY {table} TO {sql_string(str(fresh / 'part-0.parquet'))} (FORMAT parquet)")))
+    return target
+
+
+def _swap_in(target: Path, write) -> None:
+    """Run ``write(fresh)`` into a folder beside ``target``, then swap it into place (a failed write leaves ``target``)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     stamp = uuid.uuid4().hex[:8]
     fresh, old = target.with_name(f".{target.name}.new-{stamp}"), target.with_name(f".{target.name}.old-{stamp}")
-    frame.write.mode("overwrite").parquet(str(fresh))
+    write(fresh)
     if target.exists():
         target.rename(old)
     fresh.rename(target)
