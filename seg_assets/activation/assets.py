@@ -194,30 +194,28 @@ def _in_service(con) -> tuple[Policy | None, str]:
     return policy, policy.policy_version
 
 
-def _fit(sends: pl.DataFrame, x: np.ndarray | None, arms: tuple[str, ...]) -> Policy:
+def _fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...]) -> Policy:
     """The contextual policy when every action has MIN_SENDS_PER_ACTION sends with a context, else per segment (thin
     data); uniform over the eligible actions before any send (epsilon 1: propensity exactly 1/k)."""
     per_action = dict(sends.group_by("action_id").len().iter_rows())
-    if x is not None and sends.height and min(per_action.get(a, 0) for a in arms) >= MIN_SENDS_PER_ACTION:
+    if sends.height and min(per_action.get(a, 0) for a in arms) >= MIN_SENDS_PER_ACTION:
         return fit_contextual_policy(x[sends["__row"].to_numpy()], sends["segment_id"].to_list(), sends["action_id"].to_list(),
                                      sends["reward"].cast(pl.Float64).to_numpy(), arms)
     return fit_policy(sends, arms, seed=0) if sends.height else fit_policy(sends, arms, seed=0, epsilon=1.0)
 
 
-def _probabilities(policy: Policy, rows: pl.DataFrame, x: np.ndarray | None, eligible) -> np.ndarray:
+def _probabilities(policy: Policy, rows: pl.DataFrame, x: np.ndarray, eligible) -> np.ndarray:
     """(n, k) choice probabilities of ``policy`` for logged sends (``segment_id``, ``__row`` into the send contexts)."""
     if isinstance(policy, ContextualPolicy):
         return policy.action_probabilities(x[rows["__row"].to_numpy()], rows["segment_id"].to_list(), eligible)
     return policy.action_probabilities(rows["segment_id"].to_list(), eligible)
 
 
-def _evaluate(candidate: Policy, in_service: Policy | None, holdout: pl.DataFrame, x: np.ndarray | None, arms, eligible_of):
+def _evaluate(candidate: Policy, in_service: Policy | None, holdout: pl.DataFrame, x: np.ndarray, arms, eligible_of):
     """Off-policy evaluation of ``candidate`` on the held-out treated sends with a logged propensity."""
     logs = holdout.filter(pl.col("propensity").is_not_null() & (pl.col("propensity") > 0))
     if logs.height == 0:
         return None, logs
-    if x is None and any(isinstance(p, ContextualPolicy) for p in (candidate, in_service)):
-        return None, logs.clear()  # no send contexts (no click table): a contextual policy cannot be evaluated
     index = {a: i for i, a in enumerate(arms)}
     segs = logs["segment_id"].to_list()
     elig = [eligible_of.get(u) for u in logs["user_id"].to_list()]
@@ -278,8 +276,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         in_service, in_service_version = _in_service(con)
         treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(
             pl.col("converted").cast(pl.Int8).alias("reward")).with_row_index("__row")
-        has_context = table_exists(con, "staging.stg_clicks")  # stg_orders is a dependency of this asset
-        x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t"))) if has_context else None
+        x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
     notes = []
     if in_service is not None and tuple(in_service.arms) != arms:
         notes.append(f"the catalogue's actions changed since {in_service_version}: it cannot serve them")
