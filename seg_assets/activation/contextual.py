@@ -11,7 +11,10 @@ with mean ``x . beta`` and standard deviation ``alpha sqrt(x' A^-1 x)``, indepen
 that each eligible action wins that draw is computed per user by Gauss-Hermite quadrature
 (``P(a) = E[prod_{b != a} Phi((S_a - mu_b) / sd_b)]``, S_a the normal score of a), the action is drawn from those
 probabilities and the chosen one's probability is the logged ``propensity``: what LinTS does, with the exact
-(not Monte Carlo) chance of each action, which off-policy evaluation of the next round needs. ``epsilon`` mixes in
+(not Monte Carlo) chance of each action, which off-policy evaluation of the next round needs. The draws are
+independent across actions, as in LinTS with one model per action (Agrawal and Goyal, 2013); mabwiser's own
+``predict`` draws every action's coefficients from copies of one random state (its ``_Linear.fit`` deep-copies the
+model, generator included), so its arms share the same standard-normal draw: mabwiser is used to fit, not to choose. ``epsilon`` mixes in
 a uniform share over the eligible actions. ``expected_reward`` is ``x . beta`` of the chosen action (a linear
 estimate of its conversion probability); ``explore`` marks a chosen action that is not the one with the
 highest ``x . beta``.
