@@ -186,12 +186,13 @@ def _eligible_lists(catalogue: Catalogue, arms: tuple[str, ...], users: pl.DataF
     return users.join(keys, on=["segment_id", "segment_name", "lifecycle_stage"], how="left", nulls_equal=True)
 
 
-def _in_service(con) -> tuple[Policy | None, str]:
-    row = con.sql(f"SELECT state FROM {POLICIES_TABLE} WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()
+def _in_service(con) -> tuple[Policy | None, str, object]:
+    """The promoted policy, its version and the as-of it was fitted at (it saw the sends whose window closed by then)."""
+    row = con.sql(f"SELECT state, as_of FROM {POLICIES_TABLE} WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()
     if not row:
-        return None, "none"
+        return None, "none", None
     policy = load_policy(json.loads(row[0][0]))
-    return policy, policy.policy_version
+    return policy, policy.policy_version, row[0][1]
 
 
 def _fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...]) -> Policy:
@@ -273,7 +274,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
         outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days))
         con.execute(POLICIES_DDL)
-        in_service, in_service_version = _in_service(con)
+        in_service, in_service_version, in_service_as_of = _in_service(con)
         treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(
             pl.col("converted").cast(pl.Int8).alias("reward")).with_row_index("__row")
         x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
@@ -285,9 +286,13 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
     fit, holdout = time_split(treated, HOLDOUT_SHARE)
     candidate = _fit(fit, x_sends, arms)
+    if in_service is not None and in_service_as_of is not None:
+        # only sends the policy in service was not fitted on: on its own training sends it would look better than it is
+        holdout = holdout.filter(pl.col("sent_ts") + pl.duration(days=catalogue.attribution_days) > in_service_as_of)
     evaluation, logs = _evaluate(candidate, in_service, holdout, x_sends, arms, eligible_of)
     if evaluation is None:
-        decision = PromotionDecision(in_service is None, "no held-out sends to evaluate on: " + (
+        decision = PromotionDecision(in_service is None, "no held-out sends (that the policy in service was not fitted on) "
+                                     "to evaluate on: " + (
             "nothing in service, promoting" if in_service is None else f"keeping {in_service_version}"))
     else:
         decision = promote(evaluation.candidate, evaluation.in_service if in_service is not None else None,
