@@ -160,3 +160,21 @@ def test_the_policy_closes_half_the_gap_on_other_planted_rates(tmp_path):
 
     build(tmp_path / "shape", users=8_000, days=120, seed=2, shape=True)
     assert gap_closed(tmp_path / "shape") >= 0.55  # 0.62 on this seed
+
+
+def test_a_refit_without_new_sends_keeps_the_policy_in_service(campaigns_root, tmp_path):
+    """The gate judges a candidate only on sends the policy in service was not fitted on: with none, it keeps it
+    (on its own training sends the policy in service looked better than a candidate fitted on fewer)."""
+    import shutil
+
+    root = tmp_path / "again"
+    shutil.copytree(campaigns_root, root)
+    served = bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list()
+    assert run_refresh(root, refit=True).success
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    try:
+        promoted, reason = con.sql("SELECT promoted, reason FROM meta.policies ORDER BY fitted_at DESC LIMIT 1").fetchall()[0]
+    finally:
+        con.close()
+    assert not promoted and "not fitted on" in reason and served[0] in reason
+    assert bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list() == served
