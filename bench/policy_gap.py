@@ -2,9 +2,9 @@
 
 End to end on generated shoppers (``generate(..., with_campaigns=True)``, a refresh as of one second before the
 first send, a refresh after), per seed: the published policy, its posterior-mean argmax, the best any
-per-segment policy could do (the segment ceiling), the segments' purity, and a prototype that is not in the
-pipeline: per-action logistic reward models on a context computed **as of each send** from the staged orders
-and clicks (no post-send leak), applied to every user as of now. Figures in docs/activation.md.
+per-segment policy could do (the segment ceiling), the segments' purity, and for comparison per-action logistic
+reward models (scikit-learn, argmax, no exploration) on the same send-time context the policy uses
+(activation/context.py), without the segment. Figures in docs/activation.md.
 
     python bench/policy_gap.py --users 4000 --days 90 --seeds 1 2 3 5 7 [--shape] [--work /tmp/policy_gap]
 
@@ -27,24 +27,6 @@ SHAPE_RATES = np.array([  # rows: SHOPPER_TYPES; columns: campaigns.ACTIONS
     [0.20, 0.05, 0.05, 0.08], [0.05, 0.05, 0.25, 0.05], [0.10, 0.08, 0.06, 0.22],
     [0.04, 0.18, 0.04, 0.04], [0.02, 0.02, 0.10, 0.02], [0.15, 0.05, 0.05, 0.05]])
 
-CONTEXT_SQL = """
-WITH k AS (SELECT * FROM policy_gap_keys),
-o AS (SELECT k.key,
-        count(o.order_id) FILTER (WHERE o.status = 'completed') AS n_orders,
-        count(o.order_id) FILTER (WHERE o.status = 'completed' AND o.order_ts > k.t - INTERVAL 90 DAY) AS n90,
-        coalesce(sum(o.discount) FILTER (WHERE o.status = 'completed')
-                 / nullif(sum(o.amount + o.discount) FILTER (WHERE o.status = 'completed'), 0), 0) * 10 AS disc,
-        coalesce(avg(o.amount) FILTER (WHERE o.status = 'completed'), 0) AS aov,
-        coalesce(date_diff('day', max(o.order_ts) FILTER (WHERE o.status = 'completed'), k.t), 999) AS rec,
-        count(o.order_id) FILTER (WHERE o.status <> 'completed') AS n_other
-      FROM k LEFT JOIN staging.stg_orders o ON o.user_id = k.user_id AND o.order_ts < k.t GROUP BY k.key, k.t),
-c AS (SELECT k.key, count(DISTINCT c.session_id) AS sess, count(c.event_id) AS ev,
-        count(c.event_id) FILTER (WHERE c.funnel_stage = 'add_to_cart') AS carts,
-        coalesce(date_diff('day', min(c.event_ts), k.t), 0) AS age
-      FROM k LEFT JOIN staging.stg_clicks c ON c.user_id = k.user_id AND c.event_ts < k.t GROUP BY k.key, k.t)
-SELECT * EXCLUDE (key) FROM o JOIN c USING (key) ORDER BY key"""
-
-
 def build(root: Path, users: int, days: int, seed: int, shape: bool) -> None:
     import seg_assets.demo.campaigns as campaigns
     from seg_assets.demo.generate import generate
@@ -62,21 +44,13 @@ def build(root: Path, users: int, days: int, seed: int, shape: bool) -> None:
     assert run_refresh(root).success
 
 
-def _context(con, keys: pl.DataFrame) -> np.ndarray:
-    con.register("policy_gap_keys", keys.to_arrow())
-    try:
-        x = con.sql(CONTEXT_SQL).pl().cast(pl.Float64).fill_null(0).to_numpy()
-    finally:
-        con.unregister("policy_gap_keys")
-    return np.log1p(np.clip(x, 0, None))
-
-
 def measure(root: Path) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    from seg_assets.activation.context import context_at
+    from seg_assets.activation.contextual import ContextualPolicy, load_policy
     from seg_assets.activation.outcomes import policy_context, send_outcomes
-    from seg_assets.activation.policy import policy_from_state
 
     types = pl.read_parquet(root / "truth" / "shopper_types.parquet")
     rates = pl.read_parquet(root / "truth" / "planted_action_rates.parquet")
@@ -85,12 +59,12 @@ def measure(root: Path) -> dict:
         as_of = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0][0]
         nba = con.sql("SELECT user_id, segment_id, action_id, explore FROM analytics.next_best_action ORDER BY user_id").pl()
         state = con.sql("SELECT state FROM meta.policies WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()[0][0]
-        sends = policy_context(send_outcomes(con, as_of, 7)).filter(pl.col("group") == "treatment").with_row_index("key")
-        x_sends = _context(con, sends.select("key", "user_id", pl.col("sent_ts").alias("t")))
-        x_users = _context(con, nba.with_row_index("key").select("key", "user_id", pl.lit(as_of).alias("t")))
+        sends = policy_context(send_outcomes(con, as_of, 7)).filter(pl.col("group") == "treatment")
+        x_sends = context_at(con, sends.select("user_id", pl.col("sent_ts").alias("t")))
+        x_users = context_at(con, nba.select("user_id", pl.lit(as_of).alias("t")))
     finally:
         con.close()
-    policy = policy_from_state(json.loads(state))
+    policy = load_policy(json.loads(state))
     arms = list(policy.arms)
     rate = {(t, a): r for t, a, r in rates.select("shopper_type", "action_id", "rate").iter_rows()}
     user_type = nba.join(types, on="user_id", how="left")["shopper_type"].to_list()
@@ -100,7 +74,10 @@ def measure(root: Path) -> dict:
     def gap(choices) -> float:
         return float((np.mean([rate[(t, a)] for t, a in zip(user_type, choices, strict=True)]) - uniform) / (best - uniform))
 
-    greedy = [arms[int(np.argmax(policy.posterior_mean(s)))] for s in nba["segment_id"].to_list()]
+    if isinstance(policy, ContextualPolicy):  # the published segment_id is the current one; fine for a measure
+        greedy = [arms[j] for j in policy.expected(x_users, nba["segment_id"].to_list()).argmax(axis=1)]
+    else:
+        greedy = [arms[int(np.argmax(policy.posterior_mean(s)))] for s in nba["segment_id"].to_list()]
     cells = (nba.select("segment_id", "user_id").join(types, on="user_id").join(rates, on="shopper_type")
              .group_by("segment_id", "action_id").agg(pl.col("rate").mean(), pl.len()))
     ceiling_choice = dict(cells.sort("rate", descending=True).group_by("segment_id").first()
@@ -112,7 +89,8 @@ def measure(root: Path) -> dict:
     converted = sends["converted"].to_numpy().astype(float)
     scores = np.column_stack([LogisticRegression(max_iter=2000).fit(scaler.transform(x_sends[action == j]), converted[action == j])
                               .predict_proba(scaler.transform(x_users))[:, 1] for j in range(len(arms))])
-    return {"segments": nba["segment_id"].n_unique(), "published": gap(nba["action_id"].to_list()), "greedy": gap(greedy),
+    return {"segments": nba["segment_id"].n_unique(), "kind": policy.state().get("kind", "segment"),
+            "published": gap(nba["action_id"].to_list()), "greedy": gap(greedy),
             "segment_ceiling": gap([ceiling_choice[s] for s in nba["segment_id"].to_list()]),
             "send_time_logistic": gap([arms[j] for j in scores.argmax(axis=1)]),
             "explore_share": float(nba["explore"].mean()), "purity": [round(p, 2) for p in purity.to_list()]}

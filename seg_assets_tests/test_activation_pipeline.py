@@ -68,11 +68,13 @@ def test_lift_and_policy_are_published_and_no_control_user_gets_an_action(campai
     assert lift["segment_id"].null_count() > 0 and lift["segment_id"].n_unique() > 4
     con = duckdb.connect(str(campaigns_root / "warehouse.duckdb"), read_only=True)
     try:
-        rows = con.sql("SELECT promoted, reason, estimates FROM meta.policies ORDER BY fitted_at").fetchall()
+        rows = con.sql("SELECT promoted, reason, estimates, state->>'kind' FROM meta.policies ORDER BY fitted_at").fetchall()
     finally:
         con.close()
-    assert len(rows) == 2 and rows[0][0]  # before any send: uniform, promoted (nothing in service)
+    assert len(rows) == 2 and rows[0][0] and rows[0][3] is None  # before any send: uniform per segment, promoted
     assert rows[1][0] and "not worse" in rows[1][1] and "snips" in rows[1][2]
+    assert rows[1][3] == "lints"  # enough sends: the contextual policy replaced it through the gate
+    assert ((nba["propensity"] > 0) & (nba["propensity"] <= 1)).all() and 0 < nba["explore"].mean() < 0.2
 
 
 def test_audience_files_per_campaign_hold_treatment_and_holdout_and_no_control_user(campaigns_root):
@@ -97,15 +99,21 @@ def test_audience_files_per_campaign_hold_treatment_and_holdout_and_no_control_u
     assert not list(folder.glob(".*"))  # no temporary file left
 
 
+def gap_closed(root) -> float:
+    """Share of the gap between uniform random and the best action per shopper type that the published actions close."""
+    types = pl.read_parquet(root / "truth" / "shopper_types.parquet")
+    rates = pl.read_parquet(root / "truth" / "planted_action_rates.parquet")
+    per_type = rates.group_by("shopper_type").agg(pl.col("rate").mean().alias("uniform"), pl.col("rate").max().alias("best"))
+    nba = bi(root, "SELECT user_id, action_id FROM analytics.next_best_action")
+    scored = nba.join(types, on="user_id").join(rates, on=["shopper_type", "action_id"]).join(per_type, on="shopper_type")
+    return (scored["rate"].mean() - scored["uniform"].mean()) / (scored["best"].mean() - scored["uniform"].mean())
+
+
 def test_the_policy_closes_half_the_gap_and_lift_intervals_cover_the_planted_lift(campaigns_root):
     truth = campaigns_root / "truth"
     types = pl.read_parquet(truth / "shopper_types.parquet")
     rates = pl.read_parquet(truth / "planted_action_rates.parquet")
-    per_type = rates.group_by("shopper_type").agg(pl.col("rate").mean().alias("uniform"), pl.col("rate").max().alias("best"))
-    nba = bi(campaigns_root, "SELECT user_id, action_id FROM analytics.next_best_action")
-    scored = nba.join(types, on="user_id").join(rates, on=["shopper_type", "action_id"]).join(per_type, on="shopper_type")
-    value, uniform, best = scored["rate"].mean(), scored["uniform"].mean(), scored["best"].mean()
-    assert (value - uniform) / (best - uniform) >= 0.5, (value, uniform, best)
+    assert gap_closed(campaigns_root) >= 0.55  # 0.67 on this seed; 0.64-0.73 on five (docs/activation.md)
 
     # Planted lift of a cell: its treated users' mean planted rate, times the chance they would not have ordered anyway.
     sends = pl.read_parquet(campaigns_root / "landing" / "campaign_sends" / "*.parquet")
@@ -143,3 +151,30 @@ def test_audience_files_of_campaigns_no_longer_current_are_removed(tmp_path):
     assert [p.name for p in audience_files(folder)] == ["a-20261102.csv", "a-20261102.parquet"]
     write_audiences(audiences(nba.clear(), datetime(2026, 11, 3), 0.1), folder)  # nobody to target: no campaign
     assert audience_files(folder) == [] and sorted(p.name for p in folder.iterdir()) == ["notes"]
+
+
+def test_the_policy_closes_half_the_gap_on_other_planted_rates(tmp_path):
+    """Each shopper type's best action moved (bench/policy_gap.py --shape): the segment model then finds 3 segments
+    and no per-segment policy closes more than 0.23 of the gap; the contextual policy does (0.59-0.65 on 3 seeds)."""
+    from bench.policy_gap import build
+
+    build(tmp_path / "shape", users=8_000, days=120, seed=2, shape=True)
+    assert gap_closed(tmp_path / "shape") >= 0.55  # 0.62 on this seed
+
+
+def test_a_refit_without_new_sends_keeps_the_policy_in_service(campaigns_root, tmp_path):
+    """The gate judges a candidate only on sends the policy in service was not fitted on: with none, it keeps it
+    (on its own training sends the policy in service looked better than a candidate fitted on fewer)."""
+    import shutil
+
+    root = tmp_path / "again"
+    shutil.copytree(campaigns_root, root)
+    served = bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list()
+    assert run_refresh(root, refit=True).success
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    try:
+        promoted, reason = con.sql("SELECT promoted, reason FROM meta.policies ORDER BY fitted_at DESC LIMIT 1").fetchall()[0]
+    finally:
+        con.close()
+    assert not promoted and "not fitted on" in reason and served[0] in reason
+    assert bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list() == served

@@ -6,9 +6,11 @@ catalogue (actions.yaml) so a person sees in the UI what can be sent to whom.
 
 ``analytics/campaign_lift``: outcomes of the campaign sends (outcomes.py) per campaign x action x segment
 (lift.py), with a sample-ratio-mismatch check against the catalogue's ``holdout_share``.
-``analytics/next_best_action``: a per-segment Thompson-sampling policy (policy.py) fitted on the treated
-sends, evaluated off-policy on the latest sends (offpolicy.py) against the policy in service, promoted
-only when not worse, recorded in ``meta.policies``; one action per eligible user, none for the global control.
+``analytics/next_best_action``: a contextual policy (contextual.py: mabwiser LinTS on the user's history as of the
+send, context.py, and the segment) fitted on the treated sends, or the per-segment Thompson-sampling policy
+(policy.py) while there are fewer than MIN_SENDS_PER_ACTION sends of an action to fit it on; evaluated off-policy
+on the latest sends (offpolicy.py) against the policy in service (of either kind), promoted only when not worse,
+recorded in ``meta.policies``; one action per eligible user, none for the global control.
 ``bi/audiences``: per campaign, the treated and held-out users as Parquet and CSV (audiences.py).
 """
 
@@ -22,12 +24,14 @@ import polars as pl
 
 from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_files, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
+from seg_assets.activation.context import context_at
+from seg_assets.activation.contextual import ContextualPolicy, choose_contextual, fit_contextual_policy, load_policy
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
 from seg_assets.activation.outcomes import policy_context, send_outcomes, time_split
-from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy, policy_from_state
+from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
@@ -50,6 +54,8 @@ POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (
   policy_version VARCHAR NOT NULL, fitted_at TIMESTAMP NOT NULL, as_of TIMESTAMP, run_id VARCHAR,
   fit_sends BIGINT, holdout_sends BIGINT, promoted BOOLEAN NOT NULL, reason VARCHAR, state JSON, estimates JSON)"""
 HOLDOUT_SHARE = 0.3  # latest share of sends (by send time) held out to evaluate a candidate policy
+MIN_SENDS_PER_ACTION = 100  # fewer treated sends of any action to fit on: the per-segment policy, not the contextual one
+Policy = ThompsonPolicy | ContextualPolicy
 
 
 def catalogue_markdown(catalogue: Catalogue) -> str:
@@ -180,15 +186,33 @@ def _eligible_lists(catalogue: Catalogue, arms: tuple[str, ...], users: pl.DataF
     return users.join(keys, on=["segment_id", "segment_name", "lifecycle_stage"], how="left", nulls_equal=True)
 
 
-def _in_service(con) -> tuple[ThompsonPolicy | None, str]:
-    row = con.sql(f"SELECT state FROM {POLICIES_TABLE} WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()
+def _in_service(con) -> tuple[Policy | None, str, object]:
+    """The promoted policy, its version and the as-of it was fitted at (it saw the sends whose window closed by then)."""
+    row = con.sql(f"SELECT state, as_of FROM {POLICIES_TABLE} WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()
     if not row:
-        return None, "none"
-    policy = policy_from_state(json.loads(row[0][0]))
-    return policy, policy.policy_version
+        return None, "none", None
+    policy = load_policy(json.loads(row[0][0]))
+    return policy, policy.policy_version, row[0][1]
 
 
-def _evaluate(candidate: ThompsonPolicy, in_service: ThompsonPolicy | None, holdout: pl.DataFrame, arms, eligible_of):
+def _fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...]) -> Policy:
+    """The contextual policy when every action has MIN_SENDS_PER_ACTION sends with a context, else per segment (thin
+    data); uniform over the eligible actions before any send (epsilon 1: propensity exactly 1/k)."""
+    per_action = dict(sends.group_by("action_id").len().iter_rows())
+    if sends.height and min(per_action.get(a, 0) for a in arms) >= MIN_SENDS_PER_ACTION:
+        return fit_contextual_policy(x[sends["__row"].to_numpy()], sends["segment_id"].to_list(), sends["action_id"].to_list(),
+                                     sends["reward"].cast(pl.Float64).to_numpy(), arms)
+    return fit_policy(sends, arms, seed=0) if sends.height else fit_policy(sends, arms, seed=0, epsilon=1.0)
+
+
+def _probabilities(policy: Policy, rows: pl.DataFrame, x: np.ndarray, eligible) -> np.ndarray:
+    """(n, k) choice probabilities of ``policy`` for logged sends (``segment_id``, ``__row`` into the send contexts)."""
+    if isinstance(policy, ContextualPolicy):
+        return policy.action_probabilities(x[rows["__row"].to_numpy()], rows["segment_id"].to_list(), eligible)
+    return policy.action_probabilities(rows["segment_id"].to_list(), eligible)
+
+
+def _evaluate(candidate: Policy, in_service: Policy | None, holdout: pl.DataFrame, x: np.ndarray, arms, eligible_of):
     """Off-policy evaluation of ``candidate`` on the held-out treated sends with a logged propensity."""
     logs = holdout.filter(pl.col("propensity").is_not_null() & (pl.col("propensity") > 0))
     if logs.height == 0:
@@ -201,17 +225,17 @@ def _evaluate(candidate: ThompsonPolicy, in_service: ThompsonPolicy | None, hold
     mask = np.array([[e is None or a in e for a in arms] for e in elig], dtype=bool)
     q_hat = cell_reward_model(segs, frame["action"].to_numpy(), frame["reward"].to_numpy(), len(arms))
     evaluation = evaluate_candidates(
-        frame, candidate.action_probabilities(segs, elig),
-        in_service.action_probabilities(segs, elig) if in_service is not None else None, len(arms),
+        frame, _probabilities(candidate, logs, x, elig),
+        _probabilities(in_service, logs, x, elig) if in_service is not None else None, len(arms),
         eligible=mask, q_hat=q_hat, primary="snips", n_boot=500)
     return evaluation, logs
 
 
-def _policy_segments(con, policy: ThompsonPolicy, users: pl.DataFrame) -> pl.DataFrame:
+def _policy_segments(con, policy: Policy, users: pl.DataFrame) -> pl.DataFrame:
     """``users`` with ``policy_segment``: the segment whose posterior chooses the user's action. That is the current
     segment when the policy has sends of it; a segment it has none of (new after a refit) takes the user's latest
     earlier segment that it has (analytics.segment_history), else the pooled posterior."""
-    known = [k for k in policy.counts if isinstance(k, int)]
+    known = list(policy.segments) if isinstance(policy, ContextualPolicy) else [k for k in policy.counts if isinstance(k, int)]
     users = users.with_columns(pl.col("segment_id").alias("policy_segment"))
     if not known or users.filter(~pl.col("segment_id").is_in(known)).height == 0:
         return users
@@ -226,8 +250,10 @@ def _policy_segments(con, policy: ThompsonPolicy, users: pl.DataFrame) -> pl.Dat
 @dg.asset(
     key=NEXT_BEST_ACTION, deps=[CAMPAIGN_LIFT, RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, USER_GROUPS, SEGMENT_HISTORY],
     group_name=GROUP, pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
-    description="One action per eligible user from a per-segment Thompson-sampling policy learnt from the campaign "
-    "outcomes (uniform over the eligible actions before any send), with its propensity; the policy is promoted only "
+    description="One action per eligible user from a linear Thompson-sampling policy (mabwiser LinTS) on the user's "
+    "history as of each send and their segment, learnt from the campaign outcomes (per segment while sends are few; "
+    "uniform over the eligible actions "
+    "before any send), with its propensity; the policy is promoted only "
     "when its off-policy value on the latest sends is not worse than the policy in service (meta.policies). "
     "Global-control users never get an action.",
 )
@@ -248,34 +274,44 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
         outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days))
         con.execute(POLICIES_DDL)
-        in_service, in_service_version = _in_service(con)
+        in_service, in_service_version, in_service_as_of = _in_service(con)
+        treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(
+            pl.col("converted").cast(pl.Int8).alias("reward")).with_row_index("__row")
+        x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
     notes = []
     if in_service is not None and tuple(in_service.arms) != arms:
         notes.append(f"the catalogue's actions changed since {in_service_version}: it cannot serve them")
         in_service = None
-    treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(
-        pl.col("converted").cast(pl.Int8).alias("reward"))
     users = _eligible_lists(catalogue, arms, users)
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
     fit, holdout = time_split(treated, HOLDOUT_SHARE)
-    # Before any send the policy is uniform over the eligible actions (epsilon 1: propensity exactly 1/k).
-    candidate = fit_policy(fit, arms, seed=0) if fit.height else fit_policy(fit, arms, seed=0, epsilon=1.0)
-    evaluation, logs = _evaluate(candidate, in_service, holdout, arms, eligible_of)
+    candidate = _fit(fit, x_sends, arms)
+    if in_service is not None and in_service_as_of is not None:
+        # only sends the policy in service was not fitted on: on its own training sends it would look better than it is
+        holdout = holdout.filter(pl.col("sent_ts") + pl.duration(days=catalogue.attribution_days) > in_service_as_of)
+    evaluation, logs = _evaluate(candidate, in_service, holdout, x_sends, arms, eligible_of)
     if evaluation is None:
-        decision = PromotionDecision(in_service is None, "no held-out sends to evaluate on: " + (
+        decision = PromotionDecision(in_service is None, "no held-out sends (that the policy in service was not fitted on) "
+                                     "to evaluate on: " + (
             "nothing in service, promoting" if in_service is None else f"keeping {in_service_version}"))
     else:
         decision = promote(evaluation.candidate, evaluation.in_service if in_service is not None else None,
                            difference=evaluation.difference if in_service is not None else None)
     if decision.promote:
         # The gate judged the fitting procedure on sends it had not seen; the policy served is fitted on all sends.
-        served = fit_policy(treated, arms, seed=0) if treated.height and evaluation is not None else candidate
+        served = _fit(treated, x_sends, arms) if treated.height and evaluation is not None else candidate
     else:
         served = in_service
     with duckdb.get_connection() as con:
-        context_users = _policy_segments(con, served, users)
-    nba = choose(served, context_users.select("user_id", pl.col("policy_segment").alias("segment_id"), "global_control",
-                                              "eligible_actions")).drop("segment_id")
+        context_users = _policy_segments(con, served, users).select(
+            "user_id", pl.col("policy_segment").alias("segment_id"), "global_control", "eligible_actions")
+        if isinstance(served, ContextualPolicy):
+            served_users = context_users.filter(~pl.col("global_control"))
+            x_users = context_at(con, served_users.select("user_id", pl.lit(as_of).alias("t")))
+    if isinstance(served, ContextualPolicy):
+        nba = choose_contextual(served, served_users, x_users).drop("segment_id")
+    else:
+        nba = choose(served, context_users).drop("segment_id")
     nba = nba.join(users.select("user_id", "segment_id"), on="user_id", how="left").select(NBA_COLUMNS)
     estimates = evaluation.table.to_dicts() if evaluation is not None else []
     with duckdb.get_connection() as con, transaction(con):
@@ -292,6 +328,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     meta = {
         "dagster/row_count": dg.MetadataValue.int(nba.height), "as_of": str(as_of),
         "policy_version": served.policy_version, "candidate_version": candidate.policy_version,
+        "policy_kind": "contextual (LinTS)" if isinstance(served, ContextualPolicy) else "per segment (Thompson)",
         "promoted": decision.promote, "reason": decision.reason, "fit_sends": fit.height, "holdout_sends": logs.height,
         "explore_share": dg.MetadataValue.float(float(nba["explore"].mean() or 0.0)),
         **{f"users_{a}": dg.MetadataValue.int(int(n)) for a, n in nba.group_by("action_id").len().sort("action_id").iter_rows()},

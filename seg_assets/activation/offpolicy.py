@@ -3,7 +3,7 @@
 Logs: one row per send with the logged action (an index into the action list), the reward and the
 logging propensity (the probability with which the policy in service chose that action, as
 ``next_best_action`` logs it). A target policy is given as its probability of each action for each
-logged row (an (n, k) matrix, ``ThompsonPolicy.action_probabilities``).
+logged row (an (n, k) matrix: ``ThompsonPolicy.action_probabilities`` or ``ContextualPolicy.action_probabilities``).
 
 Estimators (per-row terms, so that the bootstrap and paired differences are cheap):
 

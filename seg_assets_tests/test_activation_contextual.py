@@ -1,0 +1,97 @@
+"""The contextual next-best-action policy: honest propensities (against mabwiser's own LinTS draws), choices,
+state round trip, the send-time context (nothing at or after the time is read) and the thin-data fallback."""
+
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from seg_assets.activation.assets import MIN_SENDS_PER_ACTION, _fit
+from seg_assets.activation.context import CONTEXT_FEATURES, context_at
+from seg_assets.activation.contextual import (
+    ContextualPolicy,
+    _design,
+    choose_contextual,
+    fit_contextual_policy,
+    load_policy,
+)
+from seg_assets.activation.policy import ThompsonPolicy
+
+ARMS = ("a", "b", "c", "d")
+
+
+def planted(n=4000, seed=0):
+    """Sends with a context in which action b converts far better when feature 0 is high, c when it is low."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, len(CONTEXT_FEATURES)))
+    segs = rng.choice([1, 2], n).tolist()
+    actions = rng.choice(ARMS, n)
+    p = 0.05 + 0.3 * ((x[:, 0] > 0.5) & (actions == "b")) + 0.3 * ((x[:, 0] <= 0.5) & (actions == "c"))
+    return x, segs, actions.tolist(), (rng.random(n) < p).astype(float)
+
+
+def test_propensities_are_the_chance_each_action_wins_an_independent_lints_draw():
+    from mabwiser.mab import MAB, LearningPolicy
+
+    x, segs, actions, rewards = planted(1500)
+    policy = fit_contextual_policy(x, segs, actions, rewards, ARMS, alpha=1.0)
+    probe = np.random.default_rng(1).random((3, len(CONTEXT_FEATURES)))
+    probs = policy.action_probabilities(probe, [1, 2, 1], [None, ["a", "c"], None])
+    assert np.allclose(probs.sum(axis=1), 1) and probs[1, 1] == probs[1, 3] == 0
+    # the same models fitted by mabwiser; coefficients drawn from each arm's posterior independently, 20,000 times
+    mab = MAB(list(ARMS), LearningPolicy.LinTS(alpha=1.0, l2_lambda=1.0), seed=7)
+    mab.fit(np.array(actions, dtype=object), rewards, contexts=_design(x, segs, policy.segments, policy.mean, policy.scale))
+    z = _design(probe, [1, 2, 1], policy.segments, policy.mean, policy.scale)
+    rng = np.random.default_rng(3)
+    for i in (0, 2):
+        models = [mab._imp.arm_to_model[a] for a in ARMS]
+        scores = np.column_stack([rng.multivariate_normal(m.beta, m.A_inv, size=20_000) @ z[i] for m in models])
+        wins = np.bincount(scores.argmax(axis=1), minlength=4) / 20_000
+        assert np.abs(wins - probs[i]).max() < 0.015, (wins, probs[i])
+
+
+def test_the_policy_learns_the_planted_context_and_choices_are_logged_honestly():
+    x, segs, actions, rewards = planted()
+    policy = fit_contextual_policy(x, segs, actions, rewards, ARMS)
+    users = pl.DataFrame({"user_id": [f"u{i:03d}" for i in range(200)], "segment_id": [1, 2] * 100,
+                          "global_control": [i % 10 == 0 for i in range(200)],
+                          "eligible_actions": [["a", "d"] if i % 7 == 0 else None for i in range(200)]})
+    ux = np.random.default_rng(2).random((200, len(CONTEXT_FEATURES)))
+    nba = choose_contextual(policy, users, ux)
+    assert nba.height == 180 and not set(nba["user_id"]) & {f"u{i:03d}" for i in range(0, 200, 10)}
+    restricted = nba.join(users, on="user_id").filter(pl.col("eligible_actions").is_not_null())
+    assert set(restricted["action_id"]) <= {"a", "d"}
+    free = nba.join(users.with_row_index("i"), on="user_id").filter(pl.col("eligible_actions").is_null())
+    want = np.where(ux[free["i"].to_numpy(), 0] > 0.5, "b", "c")
+    assert (free["action_id"].to_numpy() == want).mean() > 0.9
+    probs = policy.action_probabilities(ux, users["segment_id"].to_list(), users["eligible_actions"].to_list())
+    got = nba.join(users.with_row_index("i"), on="user_id")
+    logged = probs[got["i"].to_numpy(), [ARMS.index(a) for a in got["action_id"]]]
+    assert np.allclose(got["propensity"].to_numpy(), logged) and (logged > 0).all()
+    again = choose_contextual(load_policy(policy.state()), users.reverse(), ux[::-1])  # state round trip, row order
+    assert again.sort("user_id").equals(nba.sort("user_id"))
+
+
+def test_the_context_reads_only_what_happened_before_its_time():
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA staging")
+    con.execute("""CREATE TABLE staging.stg_orders AS SELECT * FROM (VALUES
+        ('o1', 'u1', TIMESTAMP '2024-01-01', 'completed', 40.0, 10.0),
+        ('o2', 'u1', TIMESTAMP '2024-02-01', 'completed', 60.0, 0.0),
+        ('o3', 'u1', TIMESTAMP '2024-03-01', 'returned', 30.0, 0.0)) t(order_id, user_id, order_ts, status, amount, discount)""")
+    t = [datetime(2024, 2, 1), datetime(2024, 2, 1, 0, 0, 1), datetime(2024, 6, 1)]
+    x = np.expm1(context_at(con, pl.DataFrame({"user_id": ["u1"] * 3, "t": t})))  # no click table: zeros
+    col = {f: x[:, i] for i, f in enumerate(CONTEXT_FEATURES)}
+    assert np.allclose(col["orders"], [1, 2, 2]) and np.allclose(col["other_orders"], [0, 0, 1])
+    assert np.allclose(col["avg_order_value"], [40, 50, 50]) and np.isclose(col["days_since_order"][0], 31)
+    assert np.allclose(col["discount_share_x10"][:2], [10 / 50 * 10, 10 / 110 * 10]) and (col["sessions"] == 0).all()
+
+
+@pytest.mark.parametrize("per_action, kind", [(MIN_SENDS_PER_ACTION - 1, ThompsonPolicy), (MIN_SENDS_PER_ACTION, ContextualPolicy)])
+def test_thin_data_keeps_the_per_segment_policy(per_action, kind):
+    x, segs, actions, rewards = planted(4 * per_action)
+    sends = pl.DataFrame({"segment_id": segs, "action_id": np.repeat(ARMS, per_action).tolist(),
+                          "reward": rewards.astype(np.int8)}).with_row_index("__row")
+    assert isinstance(_fit(sends, x, ARMS), kind)
