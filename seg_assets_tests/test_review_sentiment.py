@@ -138,7 +138,8 @@ def test_demo_reviews_are_opt_in_deterministic_and_leave_the_other_files_alone(t
     from seg_assets.demo.generate import DEFAULT_END, generate, generate_followup
 
     def files(root):
-        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted((root / "landing").rglob("*.parquet"))}
+        landing = root / "landing"
+        return {p.relative_to(landing).as_posix(): p.read_bytes() for p in sorted(landing.rglob("*.parquet"))}
 
     plain, with_reviews, again = tmp_path / "plain", tmp_path / "reviews", tmp_path / "again"
     generate(plain, users=400, days=40, seed=3)
