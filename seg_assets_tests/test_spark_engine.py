@@ -19,13 +19,14 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def two_engines(tmp_path_factory, spark):
-    """One dataset (2,000 users with the contract's faults, reviews and campaign sends, plus clean order lines of
-    other users) refreshed once with each engine into its own data root."""
+    """One dataset (2,000 users with the contract's faults and campaign sends, plus clean order lines and reviews
+    of 300 other users) refreshed once with each engine into its own data root."""
     base = tmp_path_factory.mktemp("spark_engine")
     land = base / "land"
     generate(land, users=2_000, days=60, seed=11, fault_rate=0.02, with_reviews=True, with_campaigns=True)
-    generate(base / "lines", users=300, days=60, seed=12, with_lines=True)
-    shutil.copytree(base / "lines" / "landing" / "order_items", land / "landing" / "order_items")
+    generate(base / "lines", users=300, days=60, seed=12, with_lines=True, with_reviews=True)  # reviews need a clean set
+    for table in ("order_items", "reviews"):
+        shutil.copytree(base / "lines" / "landing" / table, land / "landing" / table)
     roots = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("DAGSTER_HOME", raising=False)

@@ -29,14 +29,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
-from scipy.special import ndtr, roots_hermitenorm
 
 from seg_assets.activation.context import CONTEXT_FEATURES
 from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, _seed_for, policy_from_state
 
 KIND = "lints"
-_NODES, _WEIGHTS = roots_hermitenorm(48)  # E[f(Z)], Z ~ N(0, 1) = sum(w f(node)) / sqrt(2 pi)
-_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def _quadrature() -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights: E[f(Z)], Z ~ N(0, 1) = sum(w f(node)). SciPy is imported here, by the step
+    that scores, not when the code location loads."""
+    from scipy.special import roots_hermitenorm
+
+    nodes, weights = roots_hermitenorm(48)
+    return nodes, weights / weights.sum()
 
 
 @dataclass
@@ -65,6 +71,9 @@ class ContextualPolicy:
     def action_probabilities(self, x: np.ndarray, segment_ids: Sequence,
                              eligible: Sequence[Sequence[str] | None] | None = None, chunk: int = 20_000) -> np.ndarray:
         """(n, k) probability of each action being chosen for each row (context ``x``, segment; 0 for ineligible actions)."""
+        from scipy.special import ndtr
+
+        nodes, weights = _quadrature()
         z_all = self._design(x, segment_ids)
         mask = _mask(self.arms, len(z_all), eligible)
         out = np.zeros((len(z_all), len(self.arms)))
@@ -75,11 +84,11 @@ class ContextualPolicy:
             m = mask[lo:lo + chunk]
             win = np.zeros_like(mu)
             for a in range(len(self.arms)):
-                s = mu[:, a, None] + sd[:, a, None] * _NODES[None, :]  # (n, q) quadrature points of S_a
+                s = mu[:, a, None] + sd[:, a, None] * nodes[None, :]  # (n, q) quadrature points of S_a
                 cdf = ndtr((s[:, None, :] - mu[:, :, None]) / sd[:, :, None])  # (n, k, q)
                 cdf = np.where(m[:, :, None], cdf, 1.0)
                 cdf[:, a, :] = 1.0
-                win[:, a] = np.where(m[:, a], cdf.prod(axis=1) @ _WEIGHTS, 0.0)
+                win[:, a] = np.where(m[:, a], cdf.prod(axis=1) @ weights, 0.0)
             total = win.sum(axis=1, keepdims=True)
             p = np.where(total > 0, win / np.where(total > 0, total, 1), 0.0)
             k = m.sum(axis=1, keepdims=True)
