@@ -180,3 +180,20 @@ def test_a_later_delivery_is_sampled_from_its_own_rows(tmp_path):
     assert deliver("c1.csv", 0, 6_000) == 1_000  # the first load: a reservoir (too small for vectors)
     assert deliver("c2.csv", 6_000, 300) == 300  # fits: every new row
     assert deliver("c3.csv", 6_300, 2_500) == 1_000  # a reservoir of the new rows
+
+
+def test_check_finds_an_id_repeated_across_files_of_one_run(tmp_path):
+    """Ids ascending within each file are unique there; a repeat across files is found where their ranges overlap."""
+    root = tmp_path / "data"
+    good_landing(root)
+    write(root, "orders", "o2.csv", ORDERS, [f"x{i:03d},u1,{TS},5,1,,,completed" for i in range(50, 60)])
+    write(root, "orders", "o3.csv", ORDERS, [f"x{i:03d},u2,{TS},5,1,,,completed" for i in range(55, 70, 2)])
+    result = materialize(tmp_path)
+    check = evaluations(result)["raw_orders_contract"]
+    assert check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 0  # the loader kept the first x055..
+    # Behind the loader's back: o3.csv gets x052 (inside o2.csv's range, outside o1.csv's), still ascending in its file.
+    query(tmp_path, "UPDATE raw.orders SET order_id = 'x052' WHERE order_id = 'x061'")
+    alone = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
+                           selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
+    check = evaluations(alone)["raw_orders_contract"]
+    assert not check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 1

@@ -64,8 +64,8 @@ class ChurnConfig(dg.Config):
     step_days: int | None = Field(default=None, ge=1, description="Days between training cut-offs (default max(7, H // 3)).")
     max_snapshots: int = Field(default=6, ge=2, description="Most training snapshots (cut-offs T-H, T-H-step, ...).")
     min_history_days: int = Field(default=30, ge=0, description="Days of data a cut-off needs before it.")
-    max_users_per_snapshot: int = Field(default=100_000, ge=1_000, description="Users sampled per snapshot (bounds training "
-                                        "cost; 100k and 200k gave the same holdout AUC at 1M users).")
+    max_users_per_snapshot: int = Field(default=50_000, ge=1_000, description="Users sampled per snapshot (bounds training "
+                                        "cost; 50k, 100k and 200k gave the same holdout AUC at 1M users, bench/RESULTS.md).")
     risk_high: float = Field(default=0.7, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
     risk_medium: float = Field(default=0.4, ge=0, le=1, description="churn_risk 'medium' when churn_probability >= this (else 'low').")
     min_auc: float = Field(default=0.65, ge=0, le=1, description="Holdout ROC-AUC floor: below it the fit does not serve "

@@ -84,6 +84,43 @@ def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
     return None
 
 
+def _duplicates_within(con, spec: C.TableSpec, file_ids: list[int]) -> tuple[int, int, int, object, object]:
+    """(ids repeated within the run's rows, rows, null ids, min id, max id), counting only where a repeat can be.
+
+    One streaming pass in stored order finds, per file, its id range and whether its ids are strictly
+    ascending (then unique within it: cheaper than hashing them). An id can then repeat only inside a file
+    that is not ascending, or where two files' ranges overlap: only those rows are hashed and counted
+    (on a cold load of 30M clicks, a sliver at each file boundary instead of every id). Exact either way.
+    """
+    ident = spec.id_column
+    ids = ", ".join(map(str, file_ids)) or "NULL"
+    files = con.sql(
+        f"""SELECT _file_id, count(*), count(k), min(k), max(k),
+                   coalesce(bool_and(k > prev) FILTER (WHERE prev_file = _file_id), true)
+        FROM (SELECT {ident} AS k, _file_id, lag({ident}) OVER () AS prev, lag(_file_id) OVER () AS prev_file
+              FROM {spec.qualified} WHERE _file_id IN ({ids}))
+        GROUP BY _file_id"""
+    ).fetchall()
+    rows, nulls = sum(f[1] for f in files), sum(f[1] - f[2] for f in files)
+    ranged = [f for f in files if f[3] is not None]
+    first_id = min((f[3] for f in ranged), default=None)
+    last_id = max((f[4] for f in ranged), default=None)
+    where, params = [], []
+    for fid, n, present, lo, hi, ascending in files:
+        if not ascending or present < n:  # (a null id breaks the ascending test: hash that file)
+            where.append(f"_file_id = {int(fid)}")
+            continue
+        for other, _, _, olo, ohi, _ in ranged:  # this file's rows inside another file's range
+            if other != fid and olo <= hi and lo <= ohi:
+                where.append(f"(_file_id = {int(fid)} AND {ident} BETWEEN ? AND ?)")
+                params += [max(lo, olo), min(hi, ohi)]
+    if not where:
+        return 0, rows, nulls, first_id, last_id
+    (within,) = con.sql(f"SELECT count({ident}) - count(DISTINCT {ident}) FROM {spec.qualified} "
+                        f"WHERE _file_id IN ({ids}) AND ({' OR '.join(where)})", params=params).fetchall()[0]
+    return int(within), rows, nulls, first_id, last_id
+
+
 def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: datetime) -> tuple[dict[str, int], int]:
     """(exact counts, rows): counts over the run's new rows: ids duplicated within them or with older rows,
     null ids, and per-rule violations. Older rows were checked when they were new, so the cost follows
@@ -91,14 +128,7 @@ def _aggregates(con, spec: C.TableSpec, file_ids: list[int], lo: datetime, hi: d
     ident = spec.id_column
     ids = ", ".join(map(str, file_ids)) or "NULL"
     new = f"SELECT {ident} FROM {spec.qualified} WHERE _file_id IN ({ids})"
-    # Ids strictly ascending in the order read are unique, whatever that order (a streaming lag(), 4x cheaper
-    # than count(DISTINCT) on 27M ids); otherwise count the duplicates exactly.
-    ascending, rows, nulls, first_id, last_id = con.sql(
-        f"SELECT coalesce(bool_and(k > prev), true), count(*), count(*) - count(k), min(k), max(k) "
-        f"FROM (SELECT {ident} AS k, lag({ident}) OVER () AS prev FROM {spec.qualified} WHERE _file_id IN ({ids}))"
-    ).fetchall()[0]
-    within = 0 if ascending and not nulls else con.sql(
-        f"SELECT count({ident}) - count(DISTINCT {ident}) FROM ({new})").fetchall()[0][0]
+    within, rows, nulls, first_id, last_id = _duplicates_within(con, spec, file_ids)
     # Only older ids between the new ones' min and max can collide: DuckDB skips the other row groups by their
     # min/max (ids that grow over time, as most do, leave one or two row groups to probe). The new ids are
     # hashed only when such older rows exist (none on a cold load, where hashing 30M ids cost seconds).
