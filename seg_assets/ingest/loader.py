@@ -12,6 +12,8 @@ left out by the source's ``where``). Finding and reading the files is in sources
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,24 +233,34 @@ def _insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
     known = con.execute(sql, bounds).fetchall()[0][0]
     if known:  # a row already in the table wins
         where.append(f"NOT {in_table}")
-    # One writer thread: DuckDB's order-preserving parallel insert leaves a short row group per batch of
-    # input row groups, and the next checkpoints merge them (rewriting the table: 8 s after a cold load of
-    # 30M clicks). Written by one thread the row groups are full and nothing is rewritten; the insert
-    # takes the same time (it was serial in practice: CPU = wall).
+    return con.execute(
+        f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row)
+        SELECT {cols}, {int(file_id)}, _row FROM {STAGE} s WHERE {' AND '.join(where)}""",
+        bounds if known else {},
+    ).fetchall()[0][0]
+
+
+@contextmanager
+def _one_writer_thread(con) -> Iterator[None]:
+    """DuckDB's order-preserving parallel insert leaves a short row group per batch of input row groups, and
+    the next checkpoints merge them, rewriting the table (8 s after a cold load of 30M clicks). Written by
+    one thread the row groups are full and nothing is rewritten; the insert takes as long (it was serial in
+    practice: CPU = wall)."""
     threads = con.execute("SELECT current_setting('threads')").fetchall()[0][0]
     con.execute("SET threads = 1")
     try:
-        return con.execute(
-            f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row)
-            SELECT {cols}, {int(file_id)}, _row FROM {STAGE} s WHERE {' AND '.join(where)}""",
-            bounds if known else {},
-        ).fetchall()[0][0]
+        yield
     finally:
         con.execute(f"SET threads = {int(threads)}")
 
 
 def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime, insert_rows: bool) -> None:
     """Rejects, new rows and the ledger row of one file, all or nothing."""
+    with _one_writer_thread(con):
+        _commit_file(con, out, spec, run_id, now, insert_rows)
+
+
+def _commit_file(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime, insert_rows: bool) -> None:
     con.execute("BEGIN TRANSACTION")
     try:
         out.rejected = con.execute(
