@@ -168,7 +168,7 @@ def test_a_later_delivery_is_sampled_from_its_own_rows(tmp_path):
     """GE sees the run's rows: all of them when they fit the sample, else exactly ``sample_rows`` of them
     (a sample of the whole table, filtered afterwards, would hold only a sliver of a small delivery)."""
     root = tmp_path / "data"
-    config = {"ops": {"raw_contracts": {"config": {"sample_rows": 1_000}}}}
+    config = {"ops": {"raw_contracts": {"config": {"sample_rows": 1_000, "ge_every_delivery": True}}}}
 
     def deliver(name: str, first: int, n: int):
         write(root, "clicks", name, CLICKS, [f"e{i:06d},u{i % 70},s{i // 4},{TS},view,p{i},books" for i in range(first, first + n)])
@@ -197,3 +197,15 @@ def test_check_finds_an_id_repeated_across_files_of_one_run(tmp_path):
                            selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
     check = evaluations(alone)["raw_orders_contract"]
     assert not check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 1
+
+
+def test_a_routine_delivery_whose_counts_pass_does_not_run_ge(tmp_path):
+    """GE runs on the first load and when a count fails; a later clean delivery is decided by the counts alone."""
+    root = tmp_path / "data"
+    good_landing(root)
+    first = evaluations(materialize(tmp_path))["raw_orders_contract"]
+    assert first.passed and first.metadata["sample_rows"].value == 40 and "failed_expectations" in first.metadata
+    write(root, "orders", "o2.csv", ORDERS, [f"x{i:03d},u1,{TS},5,1,,,completed" for i in range(10)])
+    later = evaluations(materialize(tmp_path))["raw_orders_contract"]
+    assert later.passed and later.metadata["rows_checked"].value == 10
+    assert later.metadata["sample_rows"].value == 0 and "GE not run" in later.metadata["report"].value
