@@ -38,7 +38,7 @@ class RecommendConfig(dg.Config):
                               "not recommended (0: none excluded).")
     horizon_days: int = Field(default=30, ge=1, description="The weights are fitted on purchases in this many days before "
                               "as-of (features as of its start).")
-    candidates: int = Field(default=20, ge=1, description="Per source (segment's popular, co-purchased, category): "
+    candidates: int = Field(default=10, ge=1, description="Per source (segment's popular, co-purchased, category): "
                             "products considered per user.")
     click_weight: float = Field(default=0.1, ge=0, description="A click counts this much of a purchased line "
                                 "(category shares, clicked products); 0 ignores clicks.")
