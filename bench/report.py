@@ -117,34 +117,42 @@ def steps_table(label: str, runs: list[RunTiming], m: Measurement | None) -> str
     return "\n".join(lines)
 
 
-def package_seconds(runs: list[RunTiming], packages: tuple[str, ...]) -> dict[str, float]:
-    """Step seconds per package (``StepTiming.package``) of ``packages``, over the runs of one refresh."""
-    out = dict.fromkeys(packages, 0.0)
+def package_seconds(runs: list[RunTiming], packages: tuple[str, ...], m: Measurement | None = None) -> dict[str, float]:
+    """Step seconds per package (``StepTiming.package``) of ``packages``, over the runs of one refresh; with ``m``,
+    the CPU seconds the measured process used during those steps instead (None when a step had too few samples)."""
+    out: dict[str, float | None] = dict.fromkeys(packages, 0.0)
     for run in runs:
         for s in run.steps:
-            if s.package in out and s.seconds is not None:
-                out[s.package] += s.seconds
+            if s.package in out and s.seconds is not None and out[s.package] is not None:
+                secs = s.seconds if m is None else m.cpu_between(s.start, s.end) if s.start and s.end else None
+                out[s.package] = None if secs is None else out[s.package] + secs
     return out
 
 
 def share_table(ms: dict[str, Measurement | None], runs: dict[str, list[RunTiming]], packages: tuple[str, ...]) -> str:
-    """Per pipeline scenario: the step seconds of ``packages`` and their share of the refresh's wall.
+    """Per pipeline scenario: the step seconds of ``packages`` and their share of the refresh, in wall time and
+    in CPU time (a shared machine stretches wall time, CPU much less).
 
-    "adds" is their seconds over the rest of the refresh (wall minus them): what they add to a refresh
+    "adds" is their seconds over the rest of the refresh (the refresh minus them): what they add to a refresh
     without them."""
     head = " | ".join(f"{p} s" for p in packages)
-    lines = [f"| scenario | refresh wall s | {head} | together s | share of wall | adds |",
-             "|---|---:|" + "---:|" * len(packages) + "---:|---:|---:|"]
+    lines = [f"| scenario | clock | refresh s | {head} | together s | share | adds |",
+             "|---|---|---:|" + "---:|" * len(packages) + "---:|---:|---:|"]
     for name in PIPELINE:
         m = ms.get(name)
         if name not in runs or not _ok(m):
             continue
-        secs = package_seconds(runs[name], packages)
-        total = sum(secs.values())
-        rest = m.wall_s - total
-        adds = f"{total / rest:.1%}" if rest > 0 else "n/a"
-        cells = " | ".join(f"{secs[p]:.2f}" for p in packages)
-        lines.append(f"| {name} | {m.wall_s:.1f} | {cells} | {total:.2f} | {total / m.wall_s:.1%} | {adds} |")
+        for clock, whole, secs in (("wall", m.wall_s, package_seconds(runs[name], packages)),
+                                   ("CPU", m.cpu_s, package_seconds(runs[name], packages, m))):
+            if any(v is None for v in secs.values()):
+                lines.append(f"| {name} | {clock} | {whole:.1f} | " + " | ".join("n/a" for _ in packages) + " | | | |")
+                continue
+            total = sum(secs.values())
+            rest = whole - total
+            adds = f"{total / rest:.1%}" if rest > 0 else "n/a"
+            cells = " | ".join(f"{secs[p]:.2f}" for p in packages)
+            share = f"{total / whole:.1%}" if whole > 0 else "n/a"
+            lines.append(f"| {name} | {clock} | {whole:.1f} | {cells} | {total:.2f} | {share} | {adds} |")
     return "\n".join(lines)
 
 

@@ -141,8 +141,8 @@ def test_share_of_packages_in_each_refresh():
     ms = {"cold": _m("cold", 100.0), "clicks-only": _m("clicks-only", 10.0), "naive": _m("naive", 2.0)}
     assert report.package_seconds(runs["cold"], ("reviews", "baskets")) == {"reviews": 6.0, "baskets": 4.0}
     table = report.share_table(ms, runs, ("reviews", "baskets", "recommend"))
-    assert "| cold | 100.0 | 6.00 | 4.00 | 10.00 | 20.00 | 20.0% | 25.0% |" in table
-    assert "| clicks-only | 10.0 | 0.00 | 0.50 | 0.00 | 0.50 | 5.0% | 5.3% |" in table
+    assert "| cold | wall | 100.0 | 6.00 | 4.00 | 10.00 | 20.00 | 20.0% | 25.0% |" in table
+    assert "| clicks-only | wall | 10.0 | 0.00 | 0.50 | 0.00 | 0.50 | 5.0% | 5.3% |" in table
     text = report.render("t", {}, ms, {}, runs, {}, ("reviews", "baskets", "recommend"))
     assert "## Share of reviews, baskets, recommend" in text and "| clicks-only | ok |" in text
     assert "## Share of" not in report.render("t", {}, {"cold": ms["cold"]}, {}, runs, {})
@@ -171,3 +171,18 @@ def test_lines_variant_is_cached_apart_and_clicks_only_links_clicks(tmp_path):
         (src / table / f"{table}_1.parquet").write_bytes(b"x")
     assert data.link_landing(src, tmp_path / "dst", tables=("clicks",)) == 1
     assert [p.name for p in (tmp_path / "dst").iterdir()] == ["clicks"]
+
+
+def test_cpu_per_step_from_the_sampled_cpu_of_the_tree(tmp_path):
+    m = _m("cold", 10.0, cpu=6.0)
+    m.cpu_timeline = [(100.0, 1.0), (102.0, 2.0), (104.0, 5.0), (106.0, 6.0)]
+    assert m.cpu_between(101.0, 105.0) == pytest.approx(5.5 - 1.5)  # interpolated between samples
+    assert m.cpu_between(99.0, 100.5) == pytest.approx(0.25)
+    runs = {"cold": [RunTiming("r1", "all", "SUCCESS", 9.0, [
+        StepTiming("analytics__review_sentiment", 4.0, "SUCCESS", [], 100.0, 104.0, package="reviews")])]}
+    assert report.package_seconds(runs["cold"], ("reviews",), m) == {"reviews": pytest.approx(4.0)}
+    assert "| cold | CPU | 6.0 | 4.00 | 4.00 | 66.7% | 200.0% |" in report.share_table({"cold": m}, runs, ("reviews",))
+    # and the sampler records it: a child burning 0.5 s of CPU shows up in the timeline
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(0.2)"
+    real = run_measured([sys.executable, "-c", burn], "burn", log_dir=tmp_path)
+    assert real.cpu_timeline and real.cpu_between(real.cpu_timeline[0][0], real.cpu_timeline[-1][0]) >= 0.35
