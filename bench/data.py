@@ -20,6 +20,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 CACHE = BENCH_DIR / ".cache"
 BIN = Path(sys.executable).parent
 TABLES = ("orders", "clicks", "customers")
+LINE_TABLES = ("order_items", "reviews")  # only in the ``lines`` variant
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,10 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from seg_assets.demo.generate import DEFAULT_END, generate_followup
-users, days, seed, fd, nu, share, fmt, root = sys.argv[1:]
-generate_followup(Path(root), int(users), int(fd), int(seed), start=DEFAULT_END + timedelta(seconds=1),
-                  changed_share=float(share), new_users=int(nu), fmt=fmt, tag="bench", with_lines=False)
+users, days, seed, fd, nu, share, fmt, lines, after, tag, root = sys.argv[1:]
+generate_followup(Path(root), int(users), int(fd), int(seed), start=DEFAULT_END + timedelta(days=int(after), seconds=1),
+                  changed_share=float(share), new_users=int(nu), fmt=fmt, tag=tag, with_lines=lines == "1",
+                  with_reviews=lines == "1")
 """
 
 
@@ -83,19 +85,37 @@ generate_followup(Path(root), int(users), int(fd), int(seed), start=DEFAULT_END 
 DATA_VERSION = "v3"
 
 
-def ensure_data(size: Size, seed: int, fmt: str = "parquet") -> tuple[Path, Path, dict]:
-    """(base root, follow-up root, info) for this size; generated with ``seg-assets generate`` if missing."""
-    root = CACHE / size.name / f"seed{seed}-{fmt}-{DATA_VERSION}"
+def data_root(size: Size, seed: int, fmt: str, lines: bool = False) -> Path:
+    """The cache folder of one data variant; ``lines``: with order lines and reviews (issue 15's stages)."""
+    return CACHE / size.name / (f"seed{seed}-{fmt}-{DATA_VERSION}" + ("-lines" if lines else ""))
+
+
+def _followup(root: Path, size: Size, seed: int, fmt: str, lines: bool, after: int, tag: str,
+              new_users: int, changed_share: float) -> dict:
+    return _build(root, [sys.executable, "-c", _FOLLOWUP, str(size.users), str(size.days), str(seed),
+                         str(size.followup_days), str(new_users), str(changed_share), fmt, "1" if lines else "0",
+                         str(after), tag],
+                  {"days": size.followup_days, "new_users": new_users, "changed_share": changed_share})
+
+
+def ensure_data(size: Size, seed: int, fmt: str = "parquet", lines: bool = False) -> tuple[Path, Path, dict]:
+    """(base root, follow-up root, info) for this size; generated with ``seg-assets generate`` if missing.
+
+    ``lines``: the base and the follow-up also have order lines and reviews, and a second follow-up
+    (``clicks``, the days after the first) is generated whose clicks alone are delivered: an incremental
+    refresh without new orders, lines or reviews."""
+    root = data_root(size, seed, fmt, lines)
+    no_lines = [] if lines else ["--no-lines", "--no-reviews"]
     base = _build(root / "base", [str(BIN / "seg-assets"), "generate", "--users", str(size.users),
-                                  "--days", str(size.days), "--seed", str(seed), "--format", fmt, "--no-lines",
-                                  "--no-reviews"],
+                                  "--days", str(size.days), "--seed", str(seed), "--format", fmt, *no_lines],
                   {"users": size.users, "days": size.days, "seed": seed, "format": fmt})
-    follow = _build(root / "followup", [sys.executable, "-c", _FOLLOWUP, str(size.users), str(size.days), str(seed),
-                                        str(size.followup_days), str(size.followup_new_users),
-                                        str(size.followup_changed_share), fmt],
-                    {"days": size.followup_days, "new_users": size.followup_new_users,
-                     "changed_share": size.followup_changed_share})
-    return root / "base", root / "followup", {"base": base, "followup": follow}
+    follow = _followup(root / "followup", size, seed, fmt, lines, 0, "bench", size.followup_new_users,
+                       size.followup_changed_share)
+    info = {"base": base, "followup": follow}
+    if lines:
+        info["clicks"] = _followup(root / "clicks", size, seed, fmt, False, size.followup_days, "benchclicks", 0, 0.0)
+        info["clicks"]["rows"] = {"clicks": info["clicks"]["rows"].get("clicks", 0)}  # only its clicks are delivered
+    return root / "base", root / "followup", info
 
 
 def count_rows(landing: Path) -> dict[str, int]:
@@ -103,7 +123,9 @@ def count_rows(landing: Path) -> dict[str, int]:
     import pyarrow.parquet as pq
 
     rows = {}
-    for table in TABLES:
+    for table in TABLES + LINE_TABLES:
+        if table in LINE_TABLES and not (landing / table).is_dir():
+            continue
         n = 0
         for path in sorted((landing / table).glob("*")) if (landing / table).is_dir() else []:
             if path.suffix == ".parquet":
@@ -115,10 +137,11 @@ def count_rows(landing: Path) -> dict[str, int]:
     return rows
 
 
-def link_landing(src_landing: Path, dst_landing: Path) -> int:
-    """Hard-link every landing file of ``src`` into ``dst`` (copy across file systems); returns files added."""
+def link_landing(src_landing: Path, dst_landing: Path, tables: tuple[str, ...] | None = None) -> int:
+    """Hard-link every landing file of ``src`` (of ``tables`` only, if given) into ``dst`` (copy across file
+    systems); returns files added."""
     added = 0
-    for table_dir in sorted(p for p in src_landing.iterdir() if p.is_dir()):
+    for table_dir in sorted(p for p in src_landing.iterdir() if p.is_dir() and (tables is None or p.name in tables)):
         target = dst_landing / table_dir.name
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(table_dir.iterdir()):
@@ -140,8 +163,8 @@ def dagster_home(home: Path) -> str:
 
 
 def new_scenario(size: Size, seed: int, fmt: str, base: Path) -> tuple[Path, str]:
-    """A fresh data root whose landing holds the base delivery, and an empty Dagster home."""
-    scenario = CACHE / size.name / f"seed{seed}-{fmt}-{DATA_VERSION}" / "scenario"
+    """A fresh data root (next to ``base``) whose landing holds the base delivery, and an empty Dagster home."""
+    scenario = base.parent / "scenario"
     shutil.rmtree(scenario, ignore_errors=True)
     (scenario / "data").mkdir(parents=True)
     link_landing(base / "landing", scenario / "data" / "landing")

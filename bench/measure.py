@@ -10,6 +10,7 @@ harness's), which inflated small commands by hundreds of MiB in a first version.
 
 from __future__ import annotations
 
+import bisect
 import os
 import subprocess
 import threading
@@ -77,6 +78,23 @@ def tree_rss(root: int) -> int:
     return sum(rss_bytes(pid) for pid in tree_pids(root))
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (all its threads), from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime: fields 14 and 15 of stat
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def tree_cpu(root: int) -> float:
+    return sum(cpu_seconds(pid) for pid in tree_pids(root))
+
+
 class PeakSampler(threading.Thread):
     """Samples the summed RSS of a process tree until stopped; ``peak`` is the largest sum seen."""
 
@@ -85,6 +103,9 @@ class PeakSampler(threading.Thread):
         self.pid, self.interval = pid, interval
         self.peak = 0
         self.timeline: list[tuple[float, int]] = []  # (epoch seconds, bytes): lets the report peak per step
+        # (epoch seconds, CPU seconds of the live tree): CPU per step, which a busy machine does not inflate as it
+        # does wall time (a niced refresh waits for the CPU while its step clocks run)
+        self.cpu_timeline: list[tuple[float, float]] = []
         self._stop_event = threading.Event()
 
     @property
@@ -95,7 +116,9 @@ class PeakSampler(threading.Thread):
         while not self._stop_event.is_set():
             rss = tree_rss(self.pid)
             self.peak = max(self.peak, rss)
-            self.timeline.append((time.time(), rss))
+            now = time.time()
+            self.timeline.append((now, rss))
+            self.cpu_timeline.append((now, tree_cpu(self.pid)))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> int:
@@ -118,11 +141,28 @@ class Measurement:
     log_dir: str = ""
     extra: dict = field(default_factory=dict)
     timeline: list[tuple[float, int]] = field(default_factory=list, repr=False)
+    cpu_timeline: list[tuple[float, float]] = field(default_factory=list, repr=False)
 
     def peak_between(self, start: float, end: float) -> int | None:
         """Peak tree RSS (bytes) sampled in [start, end] (epoch seconds), e.g. during one Dagster step."""
         inside = [rss for t, rss in self.timeline if start <= t <= end]
         return max(inside) if inside else None
+
+    def cpu_at(self, when: float) -> float | None:
+        """CPU seconds of the tree at ``when`` (epoch seconds), interpolated between the samples around it."""
+        line = self.cpu_timeline
+        if not line:
+            return None
+        after = bisect.bisect_left(line, (when, float("-inf")))
+        if after == 0 or after == len(line):
+            return line[min(after, len(line) - 1)][1]
+        (t0, c0), (t1, c1) = line[after - 1], line[after]
+        return c0 + (c1 - c0) * (when - t0) / (t1 - t0) if t1 > t0 else c1
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """CPU seconds the tree used in [start, end] (epoch seconds), e.g. during one Dagster step."""
+        a, b = self.cpu_at(start), self.cpu_at(end)
+        return None if a is None or b is None else max(b - a, 0.0)
 
     @property
     def ok(self) -> bool:
@@ -164,4 +204,4 @@ def run_measured(cmd: list[str], label: str, *, env: dict | None = None, cwd: st
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
     tail = "" if proc.returncode == 0 else (_tail(err_path, tail_lines) or _tail(out_path, tail_lines))
     return Measurement(label, [str(c) for c in cmd], proc.returncode, wall, usage.ru_utime + usage.ru_stime,
-                       peak, tail, str(log), {"rss_samples": sampler.samples}, sampler.timeline)
+                       peak, tail, str(log), {"rss_samples": sampler.samples}, sampler.timeline, sampler.cpu_timeline)

@@ -12,8 +12,9 @@ from importlib import metadata
 from bench.measure import MIB, Measurement
 from bench.timings import RunTiming
 
-ROWS = ("cold", "incremental", "no-op", "naive", "floor")
-PIPELINE = ("cold", "incremental", "no-op")
+ROWS = ("cold", "incremental", "clicks-only", "no-op", "naive", "floor")
+PIPELINE = ("cold", "incremental", "clicks-only", "no-op")
+OPTIONAL = ("clicks-only",)  # rows shown only when measured (``bench/run.py --lines``)
 GIB = 1024 * MIB
 
 
@@ -34,6 +35,8 @@ def _fmt_ratio(value: float | None) -> str:
 def results_table(ms: dict[str, Measurement | None], notes: dict[str, str] | None = None) -> str:
     lines = ["| scenario | status | wall s | CPU s | peak RSS MiB | notes |", "|---|---|---:|---:|---:|---|"]
     for name in ROWS:
+        if name in OPTIONAL and name not in ms:
+            continue
         m = ms.get(name)
         note = (notes or {}).get(name, "")
         if m is None:
@@ -107,6 +110,45 @@ def steps_table(label: str, runs: list[RunTiming], m: Measurement | None) -> str
     return "\n".join(lines)
 
 
+def package_seconds(runs: list[RunTiming], packages: tuple[str, ...], m: Measurement | None = None) -> dict[str, float]:
+    """Step seconds per package (``StepTiming.package``) of ``packages``, over the runs of one refresh; with ``m``,
+    the CPU seconds the measured process used during those steps instead (None when a step had too few samples)."""
+    out: dict[str, float | None] = dict.fromkeys(packages, 0.0)
+    for run in runs:
+        for s in run.steps:
+            if s.package in out and s.seconds is not None and out[s.package] is not None:
+                secs = s.seconds if m is None else m.cpu_between(s.start, s.end) if s.start and s.end else None
+                out[s.package] = None if secs is None else out[s.package] + secs
+    return out
+
+
+def share_table(ms: dict[str, Measurement | None], runs: dict[str, list[RunTiming]], packages: tuple[str, ...]) -> str:
+    """Per pipeline scenario: the step seconds of ``packages`` and their share of the refresh, in wall time and
+    in CPU time (a shared machine stretches wall time, CPU much less).
+
+    "adds" is their seconds over the rest of the refresh (the refresh minus them): what they add to a refresh
+    without them."""
+    head = " | ".join(f"{p} s" for p in packages)
+    lines = [f"| scenario | clock | refresh s | {head} | together s | share | adds |",
+             "|---|---|---:|" + "---:|" * len(packages) + "---:|---:|---:|"]
+    for name in PIPELINE:
+        m = ms.get(name)
+        if name not in runs or not _ok(m):
+            continue
+        for clock, whole, secs in (("wall", m.wall_s, package_seconds(runs[name], packages)),
+                                   ("CPU", m.cpu_s, package_seconds(runs[name], packages, m))):
+            if any(v is None for v in secs.values()):
+                lines.append(f"| {name} | {clock} | {whole:.1f} | " + " | ".join("n/a" for _ in packages) + " | | | |")
+                continue
+            total = sum(secs.values())
+            rest = whole - total
+            adds = f"{total / rest:.1%}" if rest > 0 else "n/a"
+            cells = " | ".join(f"{secs[p]:.2f}" for p in packages)
+            share = f"{total / whole:.1%}" if whole > 0 else "n/a"
+            lines.append(f"| {name} | {clock} | {whole:.1f} | {cells} | {total:.2f} | {share} | {adds} |")
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, str]:
     """What the figures depend on: cores, RAM, CPU model, load at start, library versions."""
     cpu = "unknown"
@@ -128,10 +170,14 @@ def machine() -> dict[str, str]:
 
 
 def render(title: str, params: dict[str, str], ms: dict[str, Measurement | None], notes: dict[str, str],
-           runs: dict[str, list[RunTiming]], machine_info: dict[str, str]) -> str:
+           runs: dict[str, list[RunTiming]], machine_info: dict[str, str], packages: tuple[str, ...] = ()) -> str:
+    """The report; ``packages``: also the share of each refresh taken by the steps of these pipeline packages."""
     parts = [f"# {title}", "", *(f"- {k}: {v}" for k, v in params.items()), "",
              "## Results", "", results_table(ms, notes), "", "## Ratios", "", ratios_table(ms), "",
              "## Targets", "", targets_table(ms), ""]
+    if packages:
+        parts += [f"## Share of {', '.join(packages)} (their step seconds in each refresh)", "",
+                  share_table(ms, runs, packages), ""]
     failed = [(k, m) for k, m in ms.items() if m is not None and not m.ok]
     if failed:
         parts += ["## Failures", ""]

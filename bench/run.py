@@ -5,10 +5,16 @@ the per-asset step timings are read back from that Dagster instance afterwards. 
 the figures are only meaningful if nothing else of ours competes for the cores.
 
     python bench/run.py --size small|medium|large [--seed 1] [--repeat N] [--keep] [--only cold,naive,...]
-                        [--engine duckdb|spark]
+                        [--engine duckdb|spark] [--lines]
 
 ``--engine spark`` runs the pipeline scenarios with ``seg-assets refresh --engine spark`` (Spark local mode,
 ``$SEG_SPARK_MASTER`` for a cluster); the baselines stay what they are, so the two reports compare directly.
+
+``--lines`` uses a data variant with order lines (and reviews) in the base and follow-up deliveries (cached
+apart, ``...-lines``), adds the scenario ``clicks-only`` (after the incremental one, or right after cold when
+``--only`` leaves incremental and no-op out: a delivery of clicks alone, no orders, lines or reviews) and
+reports the share of each refresh taken by the steps of the reviews, baskets and recommend packages (issue 15:
+rules, recommendations and sentiment), in wall and in CPU seconds.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import data, report  # noqa: E402
 from bench.measure import Measurement, run_measured  # noqa: E402
-from bench.timings import RunTiming, asset_groups, new_runs  # noqa: E402
+from bench.timings import RunTiming, asset_groups, asset_packages, new_runs  # noqa: E402
 
 OUT = data.BENCH_DIR / "out"
 SCENARIOS = ("cold", "incremental", "no-op", "naive", "floor")
-PIPELINE = ("cold", "incremental", "no-op")
+LINES_SCENARIOS = ("clicks-only",)  # only with --lines
+PIPELINE = ("cold", "incremental", "clicks-only", "no-op")
+ISSUE15 = ("reviews", "baskets", "recommend")  # packages of definitions.STAGES whose share --lines reports
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -50,37 +58,46 @@ def _measure(label: str, cmd: list[str], logs: Path, **env: str) -> Measurement:
 
 
 def one_pass(size: data.Size, seed: int, fmt: str, only: set[str], base: Path, followup: Path,
-             gen: dict, engine: str = "duckdb") -> tuple[dict, dict, dict, Path, str]:
-    """Cold, incremental, no-op on a fresh scenario, then the baselines: (measurements, runs, notes, dir, home)."""
+             gen: dict, engine: str = "duckdb", clicks: Path | None = None) -> tuple[dict, dict, dict, Path, str]:
+    """Cold, incremental, (clicks-only,) no-op on a fresh scenario, then the baselines: (measurements, runs,
+    notes, dir, home). ``clicks``: the root of a delivery whose clicks alone make the clicks-only scenario."""
     scenario, home_note = data.new_scenario(size, seed, fmt, base)
     root, home, logs = scenario / "data", scenario / "dagster_home", scenario / "logs"
     refresh = [data.BIN / "seg-assets", "refresh", "--engine", engine]
-    ms: dict[str, Measurement | None] = dict.fromkeys(SCENARIOS)
+    ms: dict[str, Measurement | None] = dict.fromkeys(SCENARIOS + (LINES_SCENARIOS if clicks else ()))
     runs: dict[str, list[RunTiming]] = {}
     seen: set[str] = set()
     notes: dict[str, str] = {}
     groups: dict[str, str] = {}
+    packages = asset_packages()
     base_rows, new_rows = gen["base"]["rows"], gen["followup"]["rows"]
 
     def pipeline(label: str) -> None:
         ms[label] = _measure(label, refresh, logs, SEG_DATA_DIR=str(root), DAGSTER_HOME=str(home))
         groups.update(groups or asset_groups(root))
         try:
-            runs[label] = new_runs(home, seen, groups)
+            runs[label] = new_runs(home, seen, groups, packages)
         except Exception as exc:  # keep the wall/CPU/RSS figures even if the run records are unreadable
             notes[label] = f"run records unreadable: {exc}"
 
     if only & set(PIPELINE):
         pipeline("cold")  # incremental and no-op need the cold state, so cold always runs with them
-        _note(notes, "cold", f"{_events(base_rows):,} events")
+        _note(notes, "cold", f"{_events(base_rows):,} events" + _lines_note(base_rows))
         if ms["cold"].ok and only & {"incremental", "no-op"}:
             data.link_landing(followup / "landing", root / "landing")
             pipeline("incremental")
             _note(notes, "incremental", f"+{_events(new_rows):,} events "
-                  f"({_events(new_rows) / max(_events(base_rows), 1):.2%}), +{new_rows.get('customers', 0):,} new users")
-            if ms["incremental"].ok and "no-op" in only:
-                pipeline("no-op")
-                _note(notes, "no-op", "nothing new")
+                  f"({_events(new_rows) / max(_events(base_rows), 1):.2%}), +{new_rows.get('customers', 0):,} new users"
+                  + _lines_note(new_rows))
+        ok = all(m.ok for m in ms.values() if m is not None)
+        if clicks is not None and ok and "clicks-only" in only:  # after the incremental delivery, or cold if it did not run
+            data.link_landing(clicks / "landing", root / "landing", tables=("clicks",))
+            pipeline("clicks-only")
+            _note(notes, "clicks-only", f"+{gen['clicks']['rows']['clicks']:,} clicks, nothing else"
+                  + ("" if ms["incremental"] else " (right after cold)"))
+        if "no-op" in only and all(m.ok for m in ms.values() if m is not None):
+            pipeline("no-op")
+            _note(notes, "no-op", "nothing new")
     out_dir = scenario / "baselines"
     out_dir.mkdir(exist_ok=True)
     for label, note in (("naive", "pandas + sklearn, base files"), ("floor", "one DuckDB pass, base files")):
@@ -112,6 +129,13 @@ def _events(rows: dict) -> int:
     return rows.get("orders", 0) + rows.get("clicks", 0)
 
 
+def _lines_note(rows: dict) -> str:
+    if "order_items" not in rows:
+        return ""
+    per = rows["order_items"] / max(rows.get("orders", 0), 1)
+    return f", {rows['order_items']:,} order lines ({per:.2f} per order), {rows.get('reviews', 0):,} reviews"
+
+
 def _note(notes: dict[str, str], label: str, text: str) -> None:
     notes[label] = f"{notes[label]}; {text}" if notes.get(label) else text
 
@@ -119,7 +143,9 @@ def _note(notes: dict[str, str], label: str, text: str) -> None:
 def _median_pass(passes: list[tuple]) -> tuple[dict, dict, dict]:
     """Per scenario, the pass with the median wall time (its runs and notes too); all walls in the notes."""
     ms, runs, notes = {}, {}, {}
-    for label in SCENARIOS:
+    for label in report.ROWS:
+        if not any(label in p[0] for p in passes):
+            continue
         done = [p for p in passes if p[0].get(label) is not None]
         if not done:
             ms[label] = None
@@ -134,17 +160,20 @@ def _median_pass(passes: list[tuple]) -> tuple[dict, dict, dict]:
     return ms, runs, notes
 
 
-def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat: int = 1, engine: str = "duckdb") -> str:
+def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat: int = 1, engine: str = "duckdb",
+        lines: bool = False) -> str:
     machine_info = report.machine()  # load average before we add our own
-    _say(f"data for {size.name} ({size.users:,} users, {size.days} days, seed {seed}, {fmt}) ...")
-    base, followup, gen = data.ensure_data(size, seed, fmt)
+    _say(f"data for {size.name} ({size.users:,} users, {size.days} days, seed {seed}, {fmt}"
+         f"{', order lines and reviews' if lines else ''}) ...")
+    base, followup, gen = data.ensure_data(size, seed, fmt, lines)
     for part, info in gen.items():
         _say(f"{part}: {'cached' if info['cached'] else 'generated'} in {info['seconds']}s, rows {info['rows']}")
     passes = []
     for i in range(repeat):
         if repeat > 1:
             _say(f"pass {i + 1}/{repeat}")
-        *result, scenario, home_note = one_pass(size, seed, fmt, only, base, followup, gen, engine)
+        *result, scenario, home_note = one_pass(size, seed, fmt, only, base, followup, gen, engine,
+                                                base.parent / "clicks" if lines else None)
         passes.append(result)
         failed = any(m is not None and not m.ok for m in result[0].values())
         if not keep and not failed:
@@ -154,7 +183,8 @@ def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat
     ms, runs, notes = _median_pass(passes)
     machine_info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     new_rows = gen["followup"]["rows"]
-    params = {"size": f"{size.name}: {size.users:,} users, {size.days} days, seed {seed}, {fmt} files",
+    params = {"size": f"{size.name}: {size.users:,} users, {size.days} days, seed {seed}, {fmt} files"
+                      + (", with order lines and reviews (--lines)" if lines else ""),
               "base delivery": ", ".join(f"{k} {v:,}" for k, v in gen["base"]["rows"].items()),
               "incremental delivery": f"{size.followup_days} day(s), {size.followup_changed_share:.0%} of users "
                                       f"change type, {size.followup_new_users:,} new users; "
@@ -164,8 +194,12 @@ def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat
               "DAGSTER_HOME": home_note,
               "pipeline code": _code_version(),
               "run at": datetime.now().strftime("%Y-%m-%d %H:%M")}
-    title = f"seg-assets benchmark: {size.name}" + (f" (engine {engine})" if engine != "duckdb" else "")
-    return report.render(title, params, ms, notes, runs, machine_info)
+    if lines:
+        params["clicks-only delivery"] = (f"{size.followup_days} day(s) after the incremental one, its clicks only: "
+                                          f"{gen['clicks']['rows']['clicks']:,} clicks")
+    title = (f"seg-assets benchmark: {size.name}" + (" with order lines and reviews" if lines else "")
+             + (f" (engine {engine})" if engine != "duckdb" else ""))
+    return report.render(title, params, ms, notes, runs, machine_info, ISSUE15 if lines else ())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,18 +207,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=list(data.SIZES), default="small")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {SCENARIOS + LINES_SCENARIOS} "
+                        "(default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the scenario folder (warehouse, logs)")
     parser.add_argument("--repeat", type=int, default=1, help="whole passes; each row reports the median pass")
     parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="the refresh's engine")
+    parser.add_argument("--lines", action="store_true", help="data with order lines and reviews, the clicks-only "
+                        "scenario, and the share of reviews, baskets and recommend in each refresh")
     args = parser.parse_args(argv)
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if unknown := only - set(SCENARIOS):
-        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    known = SCENARIOS + (LINES_SCENARIOS if args.lines else ())
+    only = {s.strip() for s in (args.only or ",".join(known)).split(",") if s.strip()}
+    if unknown := only - set(known):
+        parser.error(f"unknown scenarios: {sorted(unknown)}" + ("" if args.lines else " (clicks-only needs --lines)"))
     start = time.perf_counter()
-    text = run(data.SIZES[args.size], args.seed, args.format, only, args.keep, max(1, args.repeat), args.engine)
+    text = run(data.SIZES[args.size], args.seed, args.format, only, args.keep, max(1, args.repeat), args.engine,
+               args.lines)
     OUT.mkdir(exist_ok=True)
-    target = OUT / f"{args.size}{'-spark' if args.engine == 'spark' else ''}-{datetime.now():%Y%m%d-%H%M%S}.md"
+    variant = ("-lines" if args.lines else "") + ("-spark" if args.engine == "spark" else "")
+    target = OUT / f"{args.size}{variant}-{datetime.now():%Y%m%d-%H%M%S}.md"
     target.write_text(text)
     try:
         from rich.console import Console

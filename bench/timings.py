@@ -20,6 +20,7 @@ class StepTiming:
     start: float | None = None  # epoch seconds
     end: float | None = None
     stage: str = ""  # the asset group of its assets (or of the asset a check is on)
+    package: str = ""  # the pipeline package (definitions.STAGES) its assets come from: ingest, reviews, baskets...
 
 
 @dataclass
@@ -45,6 +46,26 @@ def asset_groups(data_dir: Path) -> dict[str, str]:
         return {}
 
 
+def asset_packages() -> dict[str, str]:
+    """Asset key (user string), op name of an asset or check -> the package of ``definitions.STAGES`` defining it.
+
+    The asset groups are the refresh's stages; a package is where the code lives (``review_sentiment`` is in
+    group features but in package reviews), which is what a stage's cost is asked of."""
+    try:
+        from seg_assets.definitions import STAGES
+    except Exception:  # edited in parallel: the report then leaves the package column empty
+        return {}
+    out = {}
+    for module in STAGES:
+        package = module.__name__.split(".")[1]
+        for a in module.assets:
+            out[a.node_def.name] = package
+            out.update({k.to_user_string(): package for k in a.keys})
+        for c in module.asset_checks:
+            out[c.node_def.name] = package
+    return out
+
+
 def step_stage(step_key: str, assets: list[str], groups: dict[str, str]) -> str:
     """The group of a step's assets; for a check, of the asset whose identifier starts its step key."""
     found = sorted({groups[a] for a in assets if a in groups})
@@ -63,8 +84,10 @@ def _stage(run, groups: dict[str, str], index: int) -> str:
     return "+".join(found) if found else f"run {index}"
 
 
-def new_runs(dagster_home: Path, seen: set[str], groups: dict[str, str]) -> list[RunTiming]:
-    """Runs recorded on ``dagster_home`` whose ids are not in ``seen`` (added to it), oldest first."""
+def new_runs(dagster_home: Path, seen: set[str], groups: dict[str, str],
+             packages: dict[str, str] | None = None) -> list[RunTiming]:
+    """Runs recorded on ``dagster_home`` whose ids are not in ``seen`` (added to it), oldest first; ``packages``
+    (:func:`asset_packages`) labels each step with its package as ``groups`` does with its stage."""
     import dagster as dg
 
     out = []
@@ -81,7 +104,8 @@ def new_runs(dagster_home: Path, seen: set[str], groups: dict[str, str]) -> list
                 mats = [e.asset_materialization for e in (s.materialization_events or [])]
                 assets = [m.asset_key.to_user_string() for m in mats if m is not None]
                 steps.append(StepTiming(s.step_key, secs, s.status.value if s.status else "?", assets,
-                                        s.start_time, s.end_time, step_stage(s.step_key, assets, groups)))
+                                        s.start_time, s.end_time, step_stage(s.step_key, assets, groups),
+                                        step_stage(s.step_key, assets, packages or {})))
             run_secs = record.end_time - record.start_time if record.start_time and record.end_time else None
             out.append(RunTiming(run.run_id, _stage(run, groups, index), run.status.value, run_secs, steps))
     return out

@@ -125,3 +125,64 @@ def test_baseline_writes_one_row_per_user(tiny_landing, tmp_path, script):
         assert table["segment"].n_unique() == 6
         assert {"recency_days", "frequency", "monetary", "predicted_segment"} <= set(table.columns)
         assert table.select(pl.all().is_null().sum()).sum_horizontal().item() == 0
+
+
+def test_share_of_packages_in_each_refresh():
+    # issue 15: the steps of reviews, baskets and recommend, summed per refresh, over the refresh's wall
+    def step(name, secs, package):
+        return StepTiming(name, secs, "SUCCESS", [], package=package)
+
+    runs = {"cold": [RunTiming("r1", "all", "SUCCESS", 90.0, [step("ingest_landing", 50.0, "ingest"),
+                                                              step("analytics__review_sentiment", 6.0, "reviews"),
+                                                              step("basket_rules", 4.0, "baskets"),
+                                                              step("analytics__user_recommendations", 10.0, "recommend")])],
+            "clicks-only": [RunTiming("r2", "all", "SUCCESS", 9.0, [step("ingest_landing", 8.0, "ingest"),
+                                                                    step("basket_rules", 0.5, "baskets")])]}
+    ms = {"cold": _m("cold", 100.0), "clicks-only": _m("clicks-only", 10.0), "naive": _m("naive", 2.0)}
+    assert report.package_seconds(runs["cold"], ("reviews", "baskets")) == {"reviews": 6.0, "baskets": 4.0}
+    table = report.share_table(ms, runs, ("reviews", "baskets", "recommend"))
+    assert "| cold | wall | 100.0 | 6.00 | 4.00 | 10.00 | 20.00 | 20.0% | 25.0% |" in table
+    assert "| clicks-only | wall | 10.0 | 0.00 | 0.50 | 0.00 | 0.50 | 5.0% | 5.3% |" in table
+    text = report.render("t", {}, ms, {}, runs, {}, ("reviews", "baskets", "recommend"))
+    assert "## Share of reviews, baskets, recommend" in text and "| clicks-only | ok |" in text
+    assert "## Share of" not in report.render("t", {}, {"cold": ms["cold"]}, {}, runs, {})
+    assert "clicks-only" not in report.results_table({"cold": ms["cold"]})  # only shown when measured
+
+
+def test_packages_name_where_each_asset_is_defined():
+    from bench.timings import asset_packages, step_stage
+
+    packages = asset_packages()
+    assert packages["analytics/review_sentiment"] == "reviews"  # in group features, defined in seg_assets/reviews
+    assert packages["analytics/user_recommendations"] == "recommend"
+    assert step_stage("basket_rules", ["analytics/basket_rules", "analytics/segment_basket_rules"], packages) == "baskets"
+    assert step_stage("analytics__review_sentiment", [], packages) == "reviews"
+
+
+def test_lines_variant_is_cached_apart_and_clicks_only_links_clicks(tmp_path):
+    from bench import data
+
+    size = data.SIZES["small"]
+    assert data.data_root(size, 1, "parquet") != data.data_root(size, 1, "parquet", lines=True)
+    assert data.data_root(size, 1, "parquet").name == f"seed1-parquet-{data.DATA_VERSION}"  # the default data as it was
+    src = tmp_path / "src"
+    for table in ("clicks", "orders", "order_items"):
+        (src / table).mkdir(parents=True)
+        (src / table / f"{table}_1.parquet").write_bytes(b"x")
+    assert data.link_landing(src, tmp_path / "dst", tables=("clicks",)) == 1
+    assert [p.name for p in (tmp_path / "dst").iterdir()] == ["clicks"]
+
+
+def test_cpu_per_step_from_the_sampled_cpu_of_the_tree(tmp_path):
+    m = _m("cold", 10.0, cpu=6.0)
+    m.cpu_timeline = [(100.0, 1.0), (102.0, 2.0), (104.0, 5.0), (106.0, 6.0)]
+    assert m.cpu_between(101.0, 105.0) == pytest.approx(5.5 - 1.5)  # interpolated between samples
+    assert m.cpu_between(99.0, 100.5) == pytest.approx(0.25)
+    runs = {"cold": [RunTiming("r1", "all", "SUCCESS", 9.0, [
+        StepTiming("analytics__review_sentiment", 4.0, "SUCCESS", [], 100.0, 104.0, package="reviews")])]}
+    assert report.package_seconds(runs["cold"], ("reviews",), m) == {"reviews": pytest.approx(4.0)}
+    assert "| cold | CPU | 6.0 | 4.00 | 4.00 | 66.7% | 200.0% |" in report.share_table({"cold": m}, runs, ("reviews",))
+    # and the sampler records it: a child burning 0.5 s of CPU shows up in the timeline
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(0.2)"
+    real = run_measured([sys.executable, "-c", burn], "burn", log_dir=tmp_path)
+    assert real.cpu_timeline and real.cpu_between(real.cpu_timeline[0][0], real.cpu_timeline[-1][0]) >= 0.35

@@ -69,6 +69,36 @@ def test_score_reviews_keeps_one_row_per_review_in_order(scorer):
     assert out["label_from"].to_list() == ["text", "rating", "text"]
 
 
+def _labelled_batch(repeat: int) -> pl.DataFrame:
+    texts = pl.read_csv(LABELLED)["text"].to_list() + [GERMAN, None, "  "]
+    rows = [(f"r{i}-{j}", t, 1 + (i + j) % 5) for j in range(repeat) for i, t in enumerate(texts)]
+    return pl.DataFrame(rows, schema={"review_id": pl.String, "text": pl.String, "rating": pl.Int32}, orient="row")
+
+
+def test_each_distinct_text_and_rating_is_scored_once(scorer, monkeypatch):
+    from seg_assets.reviews import sentiment as S
+
+    reviews = _labelled_batch(3).with_columns(rating=pl.lit(4, pl.Int32))  # every text three times, same stars
+    calls = []
+    monkeypatch.setattr(S, "score_text", lambda text, rating, sc: calls.append(text) or score_text(text, rating, sc))
+    out = S.score_reviews(reviews, scorer, workers=1)
+    assert len(calls) == reviews.select("text", "rating").n_unique() == reviews.height // 3
+    expected = [score_text(t, r, scorer) for t, r in reviews.select("text", "rating").iter_rows()]
+    assert out.drop("review_id").rows() == expected and out["review_id"].equals(reviews["review_id"])
+
+
+def test_many_texts_are_scored_in_worker_processes_with_the_same_result(scorer, monkeypatch, tmp_path):
+    from seg_assets.reviews import sentiment as S
+
+    (tmp_path / "de.txt").write_text("schlechte\t-2.5\nenttäuscht\t-2.0\n", encoding="utf-8")
+    with_german = load_scorer(tmp_path)  # the workers rebuild it from the folder: German must be scored there too
+    reviews = _labelled_batch(2)
+    monkeypatch.setattr(S, "PARALLEL_FROM", 10)
+    pooled = S.score_reviews(reviews, with_german, workers=2)
+    assert pooled.equals(S.score_reviews(reviews, with_german, workers=1))
+    assert pooled.filter(pl.col("language") == "de")["sentiment"].to_list()[0] < 0
+
+
 def test_scoring_needs_no_network_library():
     code = ("import sys; from seg_assets.reviews.sentiment import load_scorer, score_text; "
             "print(score_text('Great!', None, load_scorer())[2], 'requests' in sys.modules)")

@@ -38,7 +38,7 @@ class RecommendConfig(dg.Config):
                               "not recommended (0: none excluded).")
     horizon_days: int = Field(default=30, ge=1, description="The weights are fitted on purchases in this many days before "
                               "as-of (features as of its start).")
-    candidates: int = Field(default=20, ge=1, description="Per source (segment's popular, co-purchased, category): "
+    candidates: int = Field(default=10, ge=1, description="Per source (segment's popular, co-purchased, category): "
                             "products considered per user.")
     click_weight: float = Field(default=0.1, ge=0, description="A click counts this much of a purchased line "
                                 "(category shares, clicked products); 0 ignores clicks.")
@@ -81,8 +81,10 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
         wm = watermark(con)
         (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
         state = con.sql("SELECT watermark, settings_key, weights FROM meta.rec_state").fetchall()
-        full = (inc.rebase_requested(context.run.tags) or not state or state[0][0] != wm or state[0][1] != s.key()
-                or not table_exists(con, TABLE))
+        why = ("rebase requested" if inc.rebase_requested(context.run.tags) else "first build" if not state
+               else "new order lines" if state[0][0] != wm else "settings changed" if state[0][1] != s.key()
+               else "table missing" if not table_exists(con, TABLE) else "")
+        full = bool(why)
         with transaction(con):
             if full:
                 mode, users, weights = "full", *_full_build(con, s, as_of)
@@ -98,12 +100,15 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
                 con.execute("UPDATE meta.rec_state SET mode = ?, users = ?, built_at = now()::TIMESTAMP", [mode, users])
             else:
                 mode = "unchanged"
+        why = why or (f"{users:,} users changed segment: re-ranked with the last full build's tables and weights" if users
+                      else "no new order lines and no user changed segment: nothing re-ranked or written (new clicks wait "
+                      "for the next full build)")
         rows = con.sql(f"SELECT count(*), count(DISTINCT user_id) FROM {TABLE}").fetchall()[0]
         table = _md(con)
-    context.log.info(f"recommendations: {mode}, {users} users ranked; {weights.note}")
+    context.log.info(f"recommendations: {mode} ({why}), {users} users ranked; {weights.note}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(int(rows[0])), "dagster/table_name": TABLE,
-        "users": dg.MetadataValue.int(int(rows[1])), "mode": mode, "users_ranked": dg.MetadataValue.int(users),
+        "users": dg.MetadataValue.int(int(rows[1])), "mode": mode, "why": why, "users_ranked": dg.MetadataValue.int(users),
         "weights": dg.MetadataValue.json(weights.as_dict()), "reasons": dg.MetadataValue.md(table),
     })
 

@@ -1,7 +1,7 @@
 """``analytics/review_sentiment``: one row per review with the sentiment of its text (never the text itself).
 
 Incremental: only reviews not yet scored with the current scorer (VADER's version, the lexicon files, the
-rules of sentiment.py) are read and scored. When the scorer changes, every review is scored again and the
+rules of sentiment.py) are read and scored, each distinct (text, stars) once. When the scorer changes, every review is scored again and the
 per-user review aggregates are rebuilt in full (their incremental builds only see new rows).
 """
 
@@ -55,6 +55,7 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         t0 = time.perf_counter()
         scored = score_reviews(pending, scorer) if pending.height else pl.DataFrame()
         seconds = time.perf_counter() - t0
+        distinct = pending.select("text", "rating").n_unique() if pending.height else 0
         rescored = 0
         if pending.height:
             rows = pending.drop("text").join(scored, on="review_id", how="left").with_columns(
@@ -79,12 +80,14 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 
             export_duckdb_table(con, TABLE, settings.paths)
     rate = pending.height / seconds if seconds > 0 else 0.0
-    how = (f"{pending.height:,} reviews scored ({rescored:,} again with a new scorer), {rate:,.0f}/s" if pending.height
+    how = (f"{pending.height:,} reviews scored ({distinct:,} distinct texts and stars; {rescored:,} again with a new scorer), "
+           f"{rate:,.0f}/s" if pending.height
            else "no new reviews")
     context.log.info(f"review_sentiment: {how}; {total:,} reviews in {TABLE}; languages {', '.join(scorer.languages)}")
     metadata = {
         "dagster/row_count": dg.MetadataValue.int(int(total)), "dagster/table_name": TABLE,
         "scored_now": dg.MetadataValue.int(pending.height), "scored_again": dg.MetadataValue.int(int(rescored)),
+        "distinct_scored": dg.MetadataValue.int(distinct),
         "reviews_per_second": dg.MetadataValue.float(round(rate, 1)), "scorer_version": scorer.version,
         "languages": ", ".join(scorer.languages), "lexicon_folder": str(lexicons),
         "labels": dg.MetadataValue.md(labels.to_pandas().to_markdown(index=False) if labels.height else "no reviews"),
