@@ -101,11 +101,12 @@ def refresh(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from seg_assets.automation.instance import open_instance
-    from seg_assets.refresh import run_refresh
     from seg_assets.report import print_summary
 
     instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
     try:
+        from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
+
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
             progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
             outcome = run_refresh(paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides,

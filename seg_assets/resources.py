@@ -18,7 +18,7 @@ from dagster_duckdb import DuckDBResource
 from filelock import FileLock
 from pydantic import Field
 
-from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, settle_seconds
+from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
 from seg_assets.warehouse import parse_utc, prepare_connection, resolve_as_of
 
@@ -107,8 +107,9 @@ def build_resources(data_dir: str | Path | None = None, as_of: str | None = None
     default ``$SEG_ENGINE``, else duckdb) is chosen here and nowhere else (spark/session.py)."""
     paths = data_paths(data_dir)
     kind = engine or engine_from_env()
+    limit = duckdb_memory_limit()
     return {
-        "duckdb": Warehouse(database=str(paths.warehouse)),
+        "duckdb": Warehouse(database=str(paths.warehouse), connection_config={"memory_limit": limit} if limit else {}),
         "settings": SegSettings(data_dir=str(paths.root), as_of=as_of, settle_seconds=settle_seconds()),
         "engine": Engine(kind=kind, master=spark_master()),
     }

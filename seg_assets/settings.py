@@ -7,6 +7,7 @@ test, a benchmark or a demo can point the whole platform at a temporary folder w
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ DATA_DIR_ENV = "SEG_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
 SETTLE_ENV = "SEG_SETTLE_SECONDS"
 DEFAULT_SETTLE_SECONDS = 5.0
+MEMORY_LIMIT_ENV = "SEG_DUCKDB_MEMORY_LIMIT"
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 # The SQL models (features/sql_models.py); here, without Dagster, for the published state's code fingerprint.
 SQL_DIR_ENV = "SEG_SQL_DIR"
@@ -84,6 +87,19 @@ class DataPaths:
 def settle_seconds() -> float:
     """How long a landing file's size and mtime must stay unchanged before it is read (the landing rule)."""
     return float(os.environ.get(SETTLE_ENV) or DEFAULT_SETTLE_SECONDS)
+
+
+def duckdb_memory_limit() -> str | None:
+    """DuckDB's memory limit for the warehouse connections (``SEG_DUCKDB_MEMORY_LIMIT``, e.g. ``4GB``); None: DuckDB's
+    default, 80 % of RAM. Past the limit DuckDB spills sorts, joins and temp tables to disk instead of growing."""
+    value = (os.environ.get(MEMORY_LIMIT_ENV) or "").strip()
+    if not value:
+        return None
+    if not _SIZE.fullmatch(value):
+        from seg_assets.errors import InputError
+
+        raise InputError(f"{MEMORY_LIMIT_ENV}={value!r} is not a size: give a number and a unit, e.g. 4GB or 1500MB")
+    return value
 
 
 def data_dir() -> Path:

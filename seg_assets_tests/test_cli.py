@@ -205,3 +205,18 @@ def test_a_file_written_slowly_during_a_refresh_is_not_read_half_written(tmp_pat
     ledger = con.sql("SELECT delivered, accepted FROM meta.ingest_ledger WHERE file_name = 'orders/slow.csv'").fetchall()
     con.close()
     assert ledger == [(40, 40)]
+
+
+def test_duckdb_memory_limit_is_applied_and_a_bad_one_is_one_line(tmp_path, monkeypatch):
+    from seg_assets.resources import build_resources
+
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("SEG_DUCKDB_MEMORY_LIMIT", "1500MB")
+    with build_resources(tmp_path / "data")["duckdb"].get_connection() as con:
+        limit = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert limit.replace(" ", "") in ("1.3GiB", "1.4GiB", "1.5GB")  # DuckDB shows it in its own units
+    monkeypatch.setenv("SEG_DUCKDB_MEMORY_LIMIT", "lots")
+    bad = runner.invoke(app, ["refresh"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    assert "SEG_DUCKDB_MEMORY_LIMIT='lots' is not a size" in bad.output
