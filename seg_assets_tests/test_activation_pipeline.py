@@ -13,6 +13,7 @@ from seg_assets.activation.groups import bucket, control_cutoff
 from seg_assets.demo.campaigns import CONTROL_SALT, CONTROL_SHARE, HOLDOUT_SHARE
 from seg_assets.demo.generate import generate
 from seg_assets.refresh import run_refresh
+from seg_assets_tests.bi_copy import read_bi
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +28,9 @@ def campaigns_root(tmp_path_factory):
     return root
 
 
-def bi(root, sql):
-    con = duckdb.connect(str(root / "bi" / "segments.duckdb"), read_only=True)
-    try:
-        return con.sql(sql).pl()
-    finally:
-        con.close()
-
 
 def global_control(root) -> set[str]:
-    return set(bi(root, "SELECT user_id FROM analytics.user_groups WHERE global_control")["user_id"].to_list())
+    return set(read_bi(root, "SELECT user_id FROM analytics.user_groups WHERE global_control")["user_id"].to_list())
 
 
 def test_campaigns_are_an_extra_the_other_files_stay_byte_identical(tmp_path):
@@ -55,8 +49,8 @@ def test_campaigns_are_an_extra_the_other_files_stay_byte_identical(tmp_path):
 
 
 def test_lift_and_policy_are_published_and_no_control_user_gets_an_action(campaigns_root):
-    lift = bi(campaigns_root, "SELECT * FROM analytics.campaign_lift")
-    nba = bi(campaigns_root, "SELECT * FROM analytics.next_best_action")
+    lift = read_bi(campaigns_root, "SELECT * FROM analytics.campaign_lift")
+    nba = read_bi(campaigns_root, "SELECT * FROM analytics.next_best_action")
     assert lift.height > 20 and nba.height > 1000
     assert set(nba.columns) >= {"user_id", "action_id", "expected_reward", "explore", "propensity", "policy_version"}
     assert nba["user_id"].is_unique().all() and nba["policy_version"].n_unique() == 1
@@ -79,8 +73,8 @@ def test_lift_and_policy_are_published_and_no_control_user_gets_an_action(campai
 
 def test_audience_files_per_campaign_hold_treatment_and_holdout_and_no_control_user(campaigns_root):
     folder = campaigns_root / "bi" / "audiences"
-    nba = bi(campaigns_root, "SELECT user_id, action_id FROM analytics.next_best_action")
-    as_of = bi(campaigns_root, "SELECT max(as_of) AS t FROM analytics.user_segments")["t"][0]
+    nba = read_bi(campaigns_root, "SELECT user_id, action_id FROM analytics.next_best_action")
+    as_of = read_bi(campaigns_root, "SELECT max(as_of) AS t FROM analytics.user_segments")["t"][0]
     control = global_control(campaigns_root)
     seen = []
     for action in sorted(set(nba["action_id"])):
@@ -104,7 +98,7 @@ def gap_closed(root) -> float:
     types = pl.read_parquet(root / "truth" / "shopper_types.parquet")
     rates = pl.read_parquet(root / "truth" / "planted_action_rates.parquet")
     per_type = rates.group_by("shopper_type").agg(pl.col("rate").mean().alias("uniform"), pl.col("rate").max().alias("best"))
-    nba = bi(root, "SELECT user_id, action_id FROM analytics.next_best_action")
+    nba = read_bi(root, "SELECT user_id, action_id FROM analytics.next_best_action")
     scored = nba.join(types, on="user_id").join(rates, on=["shopper_type", "action_id"]).join(per_type, on="shopper_type")
     return (scored["rate"].mean() - scored["uniform"].mean()) / (scored["best"].mean() - scored["uniform"].mean())
 
@@ -117,7 +111,7 @@ def test_the_policy_closes_half_the_gap_and_lift_intervals_cover_the_planted_lif
 
     # Planted lift of a cell: its treated users' mean planted rate, times the chance they would not have ordered anyway.
     sends = pl.read_parquet(campaigns_root / "landing" / "campaign_sends" / "*.parquet")
-    lift = bi(campaigns_root, "SELECT * FROM analytics.campaign_lift WHERE abs_lift_ci_low IS NOT NULL")
+    lift = read_bi(campaigns_root, "SELECT * FROM analytics.campaign_lift WHERE abs_lift_ci_low IS NOT NULL")
     con = duckdb.connect(str(campaigns_root / "warehouse.duckdb"), read_only=True)
     try:
         from seg_assets.activation.outcomes import send_outcomes
@@ -169,7 +163,7 @@ def test_a_refit_without_new_sends_keeps_the_policy_in_service(campaigns_root, t
 
     root = tmp_path / "again"
     shutil.copytree(campaigns_root, root)
-    served = bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list()
+    served = read_bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list()
     assert run_refresh(root, refit=True).success
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     try:
@@ -177,4 +171,4 @@ def test_a_refit_without_new_sends_keeps_the_policy_in_service(campaigns_root, t
     finally:
         con.close()
     assert not promoted and "not fitted on" in reason and served[0] in reason
-    assert bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list() == served
+    assert read_bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list() == served

@@ -9,17 +9,11 @@ import polars as pl
 
 from seg_assets.demo.generate import generate
 from seg_assets.refresh import run_refresh
+from seg_assets_tests.bi_copy import read_bi
 
 REPO = Path(__file__).resolve().parents[1]
 RETAIL = REPO.parent / "shared" / "data" / "online_retail_germany.csv"
 
-
-def bi(root: Path, sql: str) -> pl.DataFrame:
-    con = duckdb.connect(str(root / "bi" / "segments.duckdb"), read_only=True)
-    try:
-        return con.sql(sql).pl()
-    finally:
-        con.close()
 
 
 def test_retail_extract_whole_shop_rules_are_exact_and_published(tmp_path):
@@ -29,7 +23,7 @@ def test_retail_extract_whole_shop_rules_are_exact_and_published(tmp_path):
     shutil.copy(REPO / "examples" / "online_retail" / "sources.yaml", tmp_path / "sources.yaml")
     outcome = run_refresh(tmp_path)
     assert outcome.success, [m for s in outcome.stages for m in s.failures]
-    rules = bi(tmp_path, "SELECT * FROM analytics.basket_rules WHERE segment_id IS NULL AND support >= 0.05")
+    rules = read_bi(tmp_path, "SELECT * FROM analytics.basket_rules WHERE segment_id IS NULL AND support >= 0.05")
     assert rules.height >= 5
     # the same figures straight from the CSV: baskets = non-credit invoices, items = distinct stock codes
     con = duckdb.connect()
@@ -44,7 +38,7 @@ def test_retail_extract_whole_shop_rules_are_exact_and_published(tmp_path):
         assert r["support"] == both / n and r["baskets"] == both and r["scope_baskets"] == n
         assert abs(r["confidence"] - both / items[r["antecedent"]]) < 1e-12
         assert abs(r["lift"] - both * n / (items[r["antecedent"]] * items[r["consequent"]])) < 1e-12
-    summary = bi(tmp_path, "SELECT * FROM analytics.segment_basket_rules")
+    summary = read_bi(tmp_path, "SELECT * FROM analytics.segment_basket_rules")
     assert summary.filter(pl.col("segment_id").is_null())["baskets"][0] == n
     assert (tmp_path / "bi" / "analytics.basket_rules.parquet").exists()
 
@@ -55,9 +49,9 @@ def test_planted_co_purchases_are_found_in_their_shoppers_segments(tmp_path):
     assert outcome.success, [m for s in outcome.stages for m in s.failures]
     truth = pl.read_parquet(tmp_path / "truth" / "shopper_types.parquet")
     planted = pl.read_parquet(tmp_path / "truth" / "planted_pairs.parquet")
-    segments = bi(tmp_path, "SELECT user_id, segment_id FROM analytics.user_segments")
-    rules = bi(tmp_path, "SELECT * FROM analytics.basket_rules")
-    top = bi(tmp_path, "SELECT * FROM analytics.segment_basket_rules")
+    segments = read_bi(tmp_path, "SELECT user_id, segment_id FROM analytics.user_segments")
+    rules = read_bi(tmp_path, "SELECT * FROM analytics.basket_rules")
+    top = read_bi(tmp_path, "SELECT * FROM analytics.segment_basket_rules")
     home = (truth.join(segments, on="user_id").group_by("shopper_type", "segment_id").len()
             .sort("len", descending=True).unique("shopper_type", keep="first"))
     found = 0

@@ -43,6 +43,12 @@ def evaluations(result) -> dict:
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
+def orders_checks_alone(root: Path):
+    """The raw.orders checks run on their own (no ingestion): they validate the latest ingesting run's rows."""
+    return dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
+                          selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
+
+
 def query(root: Path, sql: str) -> list[tuple]:
     with duckdb.connect(str(root / "data" / "warehouse.duckdb")) as con:
         return con.sql(sql).fetchall()
@@ -104,8 +110,7 @@ def test_blocking_check_fails_on_a_corrupted_raw_table(tmp_path):
     query(tmp_path, "INSERT INTO raw.orders SELECT * REPLACE (-1 AS amount, 99 AS _row) FROM raw.orders WHERE order_id = 'o1'")
 
     # Run on their own, the checks validate the latest ingesting run: its sample holds the bad row.
-    alone = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
-                           selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
+    alone = orders_checks_alone(root)
     assert not alone.success
     check = evaluations(alone)["raw_orders_contract"]
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
@@ -138,8 +143,7 @@ def test_check_counts_new_rows_that_duplicate_older_ones(tmp_path):
     assert materialize(tmp_path).success
     # Behind the loader's back, an older file gets a row with the new file's id: the new row is now a duplicate.
     query(tmp_path, "INSERT INTO raw.orders SELECT * REPLACE (1 AS _file_id, 77 AS _row) FROM raw.orders WHERE order_id = 'o100'")
-    alone = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
-                           selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
+    alone = orders_checks_alone(root)
     check = evaluations(alone)["raw_orders_contract"]
     assert not check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 1
 
@@ -193,8 +197,7 @@ def test_check_finds_an_id_repeated_across_files_of_one_run(tmp_path):
     assert check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 0  # the loader kept the first x055..
     # Behind the loader's back: o3.csv gets x052 (inside o2.csv's range, outside o1.csv's), still ascending in its file.
     query(tmp_path, "UPDATE raw.orders SET order_id = 'x052' WHERE order_id = 'x061'")
-    alone = dg.materialize([*assets, *asset_checks], resources=build_resources(root), raise_on_error=False,
-                           selection=dg.AssetSelection.checks_for_assets(RAW_KEYS["orders"]))
+    alone = orders_checks_alone(root)
     check = evaluations(alone)["raw_orders_contract"]
     assert not check.passed and check.metadata["aggregates"].value["duplicate_ids"] == 1
 

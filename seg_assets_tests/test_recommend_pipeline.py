@@ -19,6 +19,7 @@ from seg_assets.recommend import model as M
 from seg_assets.recommend.assets import SEGMENTS, user_recommendations
 from seg_assets.refresh import run_refresh
 from seg_assets.resources import build_resources
+from seg_assets_tests.bi_copy import read_bi
 
 REPO = Path(__file__).resolve().parents[1]
 RETAIL = REPO.parent / "shared" / "data" / "online_retail_germany.csv"
@@ -65,17 +66,10 @@ def test_retail_extract_recommendations_beat_the_segment_baseline(tmp_path):
     assert r["recommendations"]["recall"] > r["segment_popular"]["recall"], r
 
 
-def _bi(root: Path, sql: str) -> pl.DataFrame:
-    con = duckdb.connect(str(root / "bi" / "segments.duckdb"), read_only=True)
-    try:
-        return con.sql(sql).pl()
-    finally:
-        con.close()
-
 
 def test_published_to_bi_and_audiences_and_refreshed_only_when_needed(demo):
-    recs = _bi(demo, "SELECT * FROM analytics.user_recommendations")
-    users = _bi(demo, "SELECT count(*) AS n FROM analytics.user_segments")["n"][0]
+    recs = read_bi(demo, "SELECT * FROM analytics.user_recommendations")
+    users = read_bi(demo, "SELECT count(*) AS n FROM analytics.user_segments")["n"][0]
     assert recs["user_id"].n_unique() == users and recs.group_by("user_id").len()["len"].max() == 10
     assert set(recs["reason"]) >= {M.SEGMENT_POPULAR, "bought_before"}
     con = duckdb.connect(str(demo / "warehouse.duckdb"), read_only=True)

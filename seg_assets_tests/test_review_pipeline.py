@@ -13,14 +13,7 @@ from seg_assets.refresh import run_refresh
 from seg_assets.report import not_computed
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.segmentation.profiles import REVIEWS_NOT_AVAILABLE
-
-
-def bi(root, sql: str) -> pl.DataFrame:
-    con = duckdb.connect(str(root / "bi" / "segments.duckdb"), read_only=True)
-    try:
-        return con.sql(sql).pl()
-    finally:
-        con.close()
+from seg_assets_tests.bi_copy import read_bi
 
 
 def scored_now(instance: dg.DagsterInstance) -> int:
@@ -34,7 +27,7 @@ def test_demo_reviews_show_per_segment_sentiment_and_only_new_reviews_are_scored
     outcome = run_refresh(tmp_path, instance=instance)
     assert outcome.success, [m for s in outcome.stages for m in s.failures]
     landed = pl.read_parquet(tmp_path / "landing" / "reviews" / "*.parquet")
-    scored = bi(tmp_path, "SELECT * FROM analytics.review_sentiment")
+    scored = read_bi(tmp_path, "SELECT * FROM analytics.review_sentiment")
     assert scored.height == landed.height == scored_now(instance) and "text" not in scored.columns
 
     # the text's label agrees with the planted tone (English texts, clear tone)
@@ -45,17 +38,17 @@ def test_demo_reviews_show_per_segment_sentiment_and_only_new_reviews_are_scored
 
     # per segment: where the lapsed shoppers land, reviews are more often negative than where the loyal ones do
     truth = pl.read_parquet(tmp_path / "truth" / "shopper_types.parquet")
-    segments = bi(tmp_path, "SELECT user_id, segment_id FROM analytics.user_segments")
+    segments = read_bi(tmp_path, "SELECT user_id, segment_id FROM analytics.user_segments")
     home = dict(truth.join(segments, on="user_id").group_by("shopper_type", "segment_id").len()
                 .sort("len", descending=True).unique("shopper_type", keep="first").select("shopper_type", "segment_id").iter_rows())
-    profiles = bi(tmp_path, "SELECT * FROM analytics.segment_profiles")
+    profiles = read_bi(tmp_path, "SELECT * FROM analytics.segment_profiles")
     share = dict(profiles.select("segment_id", "negative_review_share").iter_rows())
     assert home["lapsed"] != home["loyal_high_value"]
     assert share[home["lapsed"]] > share[home["loyal_high_value"]] + 0.1
     notes = profiles["reviews_note"].to_list()
     assert all("reviews negative (shop: " in n for n in notes), notes
     assert profiles.filter(pl.col("basket_rules") != "").height >= 2  # strongest basket rules in the profile
-    churn = bi(tmp_path, "SELECT count(*) AS n FROM analytics.churn_scores")["n"][0]
+    churn = read_bi(tmp_path, "SELECT count(*) AS n FROM analytics.churn_scores")["n"][0]
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     try:
         features = con.sql("SELECT features FROM meta.churn_models ORDER BY fitted_at DESC LIMIT 1").fetchall()
@@ -97,10 +90,10 @@ def test_without_reviews_everything_publishes_and_profiles_say_so(tmp_path):
     generate(tmp_path, users=1_200, days=60, seed=3)
     outcome = run_refresh(tmp_path)
     assert outcome.success, [m for s in outcome.stages for m in s.failures]
-    profiles = bi(tmp_path, "SELECT reviews, reviews_note, negative_review_share FROM analytics.segment_profiles")
+    profiles = read_bi(tmp_path, "SELECT reviews, reviews_note, negative_review_share FROM analytics.segment_profiles")
     assert profiles["reviews_note"].to_list() == [REVIEWS_NOT_AVAILABLE] * profiles.height
     assert profiles["negative_review_share"].null_count() == profiles.height and profiles["reviews"].sum() == 0
-    assert bi(tmp_path, "SELECT count(*) AS n FROM analytics.review_sentiment")["n"][0] == 0
+    assert read_bi(tmp_path, "SELECT count(*) AS n FROM analytics.review_sentiment")["n"][0] == 0
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     try:
         assert any(line.startswith("reviews: none delivered") for line in not_computed(con))
