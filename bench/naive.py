@@ -1,10 +1,11 @@
 """The honest baseline: the script a data scientist would write instead of the pipeline.
 
-Read every landing file with pandas, drop re-delivered rows, RFM + click counts per funnel stage (event
-names mapped to stages once per distinct name, as anyone would with a dict) per user, StandardScaler,
-KMeans(6), a LogisticRegression that predicts the segment, write one parquet table. No sampling, no
-incremental tricks, no validation, no history: exactly what the tutorials do, no handicaps either
-(vectorized groupbys, pyarrow-backed strings as pandas 3 gives by default).
+Read every landing file with pandas, drop re-delivered rows, RFM + click counts per funnel stage per
+user, StandardScaler, KMeans(6), a LogisticRegression that predicts the segment, write one parquet table.
+No sampling, no incremental tricks, no validation, no history: what the tutorials do, written as lean as
+a competent data scientist would (issue 13 asks for that): only the columns used are read, clicks are
+counted per event name and then summed per stage (the 20-odd names are mapped, not the 30M rows), and
+sessions are counted from the distinct (user, session) pairs rather than a per-group ``nunique``.
 
     python bench/naive.py LANDING_DIR OUT.parquet
 """
@@ -26,22 +27,23 @@ FEATURES = ["recency_days", "frequency", "monetary", "avg_order_value", "session
             "add_to_cart", "checkout"]
 
 
-def read_folder(folder: str) -> pd.DataFrame:
+def read_folder(folder: str, columns: list[str]) -> pd.DataFrame:
     frames = []
     for path in sorted(glob.glob(os.path.join(folder, "*"))):
         if path.endswith(".parquet"):
-            frames.append(pd.read_parquet(path))
+            frames.append(pd.read_parquet(path, columns=columns))
         elif path.endswith((".csv", ".csv.gz")):
-            frames.append(pd.read_csv(path))
+            frames.append(pd.read_csv(path, usecols=columns))
     return pd.concat(frames, ignore_index=True)
 
 
 def build_features(landing: str) -> pd.DataFrame:
-    orders = read_folder(os.path.join(landing, "orders")).drop_duplicates("order_id")
+    orders = read_folder(os.path.join(landing, "orders"), ["order_id", "user_id", "order_ts", "amount", "status"])
+    orders = orders.drop_duplicates("order_id")
     orders["order_ts"] = pd.to_datetime(orders["order_ts"], utc=True)
-    clicks = read_folder(os.path.join(landing, "clicks")).drop_duplicates("event_id")
-    clicks["event_ts"] = pd.to_datetime(clicks["event_ts"], utc=True)
-    now = max(orders["order_ts"].max(), clicks["event_ts"].max())
+    clicks = read_folder(os.path.join(landing, "clicks"), ["event_id", "user_id", "session_id", "event_ts", "event_type"])
+    clicks = clicks.drop_duplicates("event_id")
+    now = max(orders["order_ts"].max(), pd.to_datetime(clicks["event_ts"].max(), utc=True))
 
     completed = orders[orders["status"] == "completed"]
     rfm = completed.groupby("user_id").agg(
@@ -49,10 +51,10 @@ def build_features(landing: str) -> pd.DataFrame:
     rfm["recency_days"] = (now - rfm["last_order"]).dt.days
     rfm["avg_order_value"] = rfm["monetary"] / rfm["frequency"]
 
-    stages = {name: stage_of(name) for name in clicks["event_type"].dropna().unique()}
-    clicks["stage"] = clicks["event_type"].map(stages)
-    events = clicks.groupby(["user_id", "stage"]).size().unstack(fill_value=0)
-    events["sessions"] = clicks.groupby("user_id")["session_id"].nunique()
+    by_name = clicks.groupby(["user_id", "event_type"]).size().reset_index(name="n")
+    by_name["stage"] = by_name["event_type"].map({name: stage_of(name) for name in by_name["event_type"].unique()})
+    events = by_name.pivot_table(index="user_id", columns="stage", values="n", aggfunc="sum", fill_value=0)
+    events["sessions"] = clicks[["user_id", "session_id"]].drop_duplicates()["user_id"].value_counts()
 
     users = rfm.drop(columns="last_order").join(events, how="outer")
     for col in FEATURES:
