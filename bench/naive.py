@@ -3,9 +3,11 @@
 Read every landing file with pandas, drop re-delivered rows, RFM + click counts per funnel stage per
 user, StandardScaler, KMeans(6), a LogisticRegression that predicts the segment, write one parquet table.
 No sampling, no incremental tricks, no validation, no history: what the tutorials do, written as lean as
-a competent data scientist would (issue 13 asks for that): only the columns used are read, clicks are
-counted per event name and then summed per stage (the 20-odd names are mapped, not the 30M rows), and
-sessions are counted from the distinct (user, session) pairs rather than a per-group ``nunique``.
+a competent data scientist would (issue 13 asks for that): only the columns used are read (a third less
+time reading the clicks), event names are mapped to stages once per distinct name with a dict, and the
+groupbys are vectorized on pandas 3's pyarrow-backed strings. Tried and not faster on 5M clicks: counting
+per event name first and summing per stage (2.97 s + pivot vs 0.96 + 2.30 s), sessions from distinct
+(user, session) pairs (1.36 s vs ``nunique`` 1.27 s).
 
     python bench/naive.py LANDING_DIR OUT.parquet
 """
@@ -43,7 +45,8 @@ def build_features(landing: str) -> pd.DataFrame:
     orders["order_ts"] = pd.to_datetime(orders["order_ts"], utc=True)
     clicks = read_folder(os.path.join(landing, "clicks"), ["event_id", "user_id", "session_id", "event_ts", "event_type"])
     clicks = clicks.drop_duplicates("event_id")
-    now = max(orders["order_ts"].max(), pd.to_datetime(clicks["event_ts"].max(), utc=True))
+    clicks["event_ts"] = pd.to_datetime(clicks["event_ts"], utc=True)
+    now = max(orders["order_ts"].max(), clicks["event_ts"].max())
 
     completed = orders[orders["status"] == "completed"]
     rfm = completed.groupby("user_id").agg(
@@ -51,10 +54,10 @@ def build_features(landing: str) -> pd.DataFrame:
     rfm["recency_days"] = (now - rfm["last_order"]).dt.days
     rfm["avg_order_value"] = rfm["monetary"] / rfm["frequency"]
 
-    by_name = clicks.groupby(["user_id", "event_type"]).size().reset_index(name="n")
-    by_name["stage"] = by_name["event_type"].map({name: stage_of(name) for name in by_name["event_type"].unique()})
-    events = by_name.pivot_table(index="user_id", columns="stage", values="n", aggfunc="sum", fill_value=0)
-    events["sessions"] = clicks[["user_id", "session_id"]].drop_duplicates()["user_id"].value_counts()
+    stages = {name: stage_of(name) for name in clicks["event_type"].dropna().unique()}
+    clicks["stage"] = clicks["event_type"].map(stages)
+    events = clicks.groupby(["user_id", "stage"]).size().unstack(fill_value=0)
+    events["sessions"] = clicks.groupby("user_id")["session_id"].nunique()
 
     users = rfm.drop(columns="last_order").join(events, how="outer")
     for col in FEATURES:
