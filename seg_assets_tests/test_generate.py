@@ -15,16 +15,13 @@ import polars as pl
 import pytest
 
 from seg_assets.demo import faults as F
+from seg_assets.demo.event_names import CONTRACT_EVENT_TYPES, EVENT_NAMES, NO_PRODUCT, STAGES
 from seg_assets.demo.generate import (
     CATEGORIES,
     CHANNELS,
-    CONTRACT_EVENT_TYPES,
     COUNTRIES,
     DEFAULT_END,
-    EVENT_NAMES,
-    NO_PRODUCT,
     SHOPPER_TYPES,
-    STAGES,
     generate,
     generate_followup,
     window_start,
