@@ -27,6 +27,8 @@ import polars as pl
 from seg_assets.segmentation.preprocess import to_matrix
 from seg_assets.segmentation.selection import sample_indices
 
+MAX_RULE_ROWS = 100_000  # users the surrogate trees are fitted on (a bounded sample: rules describe, they do not score)
+
 if TYPE_CHECKING:  # scikit-learn is imported where a tree is fitted (the code location loads faster)
     from sklearn.tree import DecisionTreeClassifier
 
@@ -122,9 +124,11 @@ def _tree_rules(X: np.ndarray, y: np.ndarray, features: list[str], depth: int | 
 
 def extract_rules(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str], *,
                   stages: Sequence[str] | np.ndarray | None = None, stage_rules: dict[str, str] | None = None,
-                  max_depth: int | None = None, min_leaf_share: float = 0.005, max_rows: int = 100_000,
-                  test_size: float = 0.25, seed: int = 0) -> SegmentRules:
+                  max_depth: int | None = None, min_leaf_share: float = 0.005, max_rows: int = MAX_RULE_ROWS,
+                  test_size: float = 0.25, seed: int = 0, population: int | None = None) -> SegmentRules:
     """Fit surrogate tree(s) on a sample of (features -> segment) and read the leaves as rules.
+
+    ``population``: the rows ``frame`` stands for when it is already a sample (supports are scaled to it).
 
     With ``stages`` (the hierarchy stage of each row) and ``stage_rules`` (stage -> its exact rule
     text), one tree is fitted per stage and its rules are prefixed with the stage rule: a stage that
@@ -150,7 +154,7 @@ def extract_rules(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, 
             tree = tr if stages is None else tree
             depths.append(tr.get_depth())
     seg_total = {s: int(n) for s, n in zip(*np.unique(y, return_counts=True))}
-    to_frame = frame.height / len(y)  # rules are read on a sample: support is scaled to the whole frame
+    to_frame = (population or frame.height) / len(y)  # rules are read on a sample: support is scaled to all rows
     out = [{"segment_id": r["segment_id"], "rule": r["rule"], "precision": r["hits"] / r["support"],
             "coverage": min(1.0, r["hits"] * r.get("_scale", 1.0) / seg_total[r["segment_id"]]),
             "support": int(round(r["support"] * r.get("_scale", 1.0) * to_frame))} for r in rows]
@@ -162,11 +166,15 @@ def extract_rules(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, 
 
 
 def explain_model(model, frame: pl.DataFrame, **kwargs) -> SegmentRules:
-    """Rules for a fitted ``SegmentModel`` on ``frame``: per hierarchy stage, prefixed by the stage rule."""
+    """Rules for a fitted ``SegmentModel`` on ``frame``: per hierarchy stage, prefixed by the stage rule.
+
+    The model labels only the rows the rules are read on (``extract_rules``' sample, the same rows in the
+    same order), not the whole frame: at 1M users that is 100k predictions instead of a million."""
     from seg_assets.segmentation.model import stage_of  # local: model.py does not depend on rules.py
 
-    ids, _ = model.predict(frame)
+    sample = frame[sample_indices(frame.height, kwargs.get("max_rows", MAX_RULE_ROWS), kwargs.get("seed", 0))]
+    ids, _ = model.predict(sample)
     if model.hierarchy == "flat":
-        return extract_rules(frame, ids, model.features, **kwargs)
-    return extract_rules(frame, ids, model.features, stages=stage_of(frame, model.config, model.features),
-                         stage_rules=model.stage_rules(), **kwargs)
+        return extract_rules(sample, ids, model.features, population=frame.height, **kwargs)
+    return extract_rules(sample, ids, model.features, stages=stage_of(sample, model.config, model.features),
+                         stage_rules=model.stage_rules(), population=frame.height, **kwargs)
