@@ -119,10 +119,11 @@ def _full_build(con, s: M.RecSettings, as_of) -> tuple[int, M.Weights]:
     M.model_tables(con, as_of, s, SEGMENTS, PREFIX, temp=False)
     con.sql(f"CREATE OR REPLACE TABLE meta.rec_members AS {SEGMENTS}")
     M.candidates(con, as_of, "meta.rec_members", s, PREFIX)
-    M.rank(con, weights, s)
+    M.rank(con, weights, s, "meta.rec_members")
     con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM _recs ORDER BY user_id, rank")
     users = int(con.sql("SELECT count(*) FROM meta.rec_members").fetchall()[0][0])
-    con.sql(f"DROP TABLE _recs; DROP TABLE _cand; DROP TABLE {M.BASKETS}")
+    M.drop_candidates(con)
+    con.sql(f"DROP TABLE _recs; DROP TABLE {M.BASKETS}")
     return users, weights
 
 
@@ -135,12 +136,13 @@ def _rerank_moved(con, s: M.RecSettings, weights: M.Weights) -> int:
         (cut,) = con.sql("SELECT as_of FROM meta.rec_state").fetchall()[0]
         M.load_baskets(con, s, orders_of="_moved")
         M.candidates(con, cut, "_moved", s, PREFIX)
-        M.rank(con, weights, s)
+        M.rank(con, weights, s, "_moved")
         con.sql(f"DELETE FROM {TABLE} WHERE user_id IN (SELECT user_id FROM _moved)")
         con.sql(f"INSERT INTO {TABLE} SELECT * FROM _recs")
         con.sql("DELETE FROM meta.rec_members WHERE user_id IN (SELECT user_id FROM _moved)")
         con.sql("INSERT INTO meta.rec_members SELECT * FROM _moved")
-        con.sql(f"DROP TABLE _recs; DROP TABLE _cand; DROP TABLE {M.BASKETS}")
+        M.drop_candidates(con)
+        con.sql(f"DROP TABLE _recs; DROP TABLE {M.BASKETS}")
     con.sql("DROP TABLE _moved")
     return moved
 
