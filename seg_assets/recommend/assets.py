@@ -124,15 +124,20 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.
     con.sql(f"CREATE OR REPLACE TABLE meta.rec_members AS {SEGMENTS}")
     users = int(con.sql("SELECT count(*) FROM meta.rec_members").fetchall()[0][0])
     chunks = max(1, -(-users // chunk_users))
+    chunk = f"hash(user_id) % {chunks}"
+    clicks = s.click_weight > 0 and M._clicks(con)
+    if clicks:  # every user's clicks counted once (one scan of raw.clicks), not once per chunk
+        con.sql(f"CREATE OR REPLACE TEMP TABLE _clicks AS SELECT *, {chunk} AS chunk FROM ({M.click_counts_sql(as_of)})")
     _empty(con)
     for i in range(chunks):
-        con.sql(f"CREATE OR REPLACE TEMP TABLE _chunk AS SELECT * FROM meta.rec_members WHERE hash(user_id) % {chunks} = {i}")
-        M.candidates(con, as_of, "_chunk", s, PREFIX)
+        con.sql(f"CREATE OR REPLACE TEMP TABLE _chunk AS SELECT * FROM meta.rec_members WHERE {chunk} = {i}")
+        M.candidates(con, as_of, "_chunk", s, PREFIX,
+                     clicks=f"SELECT user_id, product_id, category, n FROM _clicks WHERE chunk = {i}" if clicks else None)
         M.rank(con, weights, s, "_chunk")
         con.sql(f"INSERT INTO {TABLE} SELECT * FROM _recs ORDER BY user_id, rank")
         M.drop_candidates(con)
         con.sql("DROP TABLE _recs; DROP TABLE _chunk")
-    con.sql(f"DROP TABLE {M.BASKETS}")
+    con.sql(f"DROP TABLE {M.BASKETS}" + ("; DROP TABLE _clicks" if clicks else ""))
     return users, weights
 
 

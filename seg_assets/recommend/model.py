@@ -172,7 +172,15 @@ def _clicks(con) -> bool:
     return table_exists(con, "raw.clicks")
 
 
-def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> None:
+def click_counts_sql(cut: datetime, users: str | None = None) -> str:
+    """(user_id, product_id, category, n): the clicks up to ``cut`` counted per user, product and category (of the
+    users of the table ``users``; None: all). One scan of the clicks for both click signals of :func:`candidates`."""
+    semi = f"SEMI JOIN {users} u USING (user_id) " if users else ""
+    return (f"SELECT user_id, product_id, category, count(*) AS n FROM raw.clicks c {semi}WHERE event_ts <= {_ts(cut)} "
+            "AND (product_id IS NOT NULL OR category IS NOT NULL) GROUP BY user_id, product_id, category")
+
+
+def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clicks: str | None = None) -> None:
     """The candidates of the users of the table ``users`` (user_id, segment_id), in two tables.
 
     ``_cand`` (user_id, segment_id, product_id, <FEATURES>, excluded): the **personal** candidates, what the user
@@ -182,7 +190,9 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> N
     ``_pop`` (segment_id, product_id, seg_pop, shop_pop): the **popular** candidates of each segment, its
     ``candidates`` most popular products and the shop's ``top_n``. A popular product on which a user has no personal
     signal has the same features, and so the same score, for everyone in the segment: it is scored once per
-    segment (:func:`rank`), not once per user (20 of 28 rows per user when it was)."""
+    segment (:func:`rank`), not once per user (20 of 28 rows per user when it was).
+    ``clicks``: SQL of :func:`click_counts_sql`'s rows for these users (a full build counts every user's clicks once
+    for all its chunks); None counts them here."""
     m, cut_sql, w = int(s.candidates), _ts(cut), float(s.click_weight)
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _ub AS SELECT b.user_id, b.order_id, b.product_id, b.order_ts, b.category
                 FROM {BASKETS} b SEMI JOIN {users} u USING (user_id) WHERE b.order_ts <= {cut_sql}""")
@@ -194,9 +204,11 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> N
                   SELECT h.user_id, t.i AS product_id, sum(t.p) / any_value(h.h) AS bought_together
                   FROM _hist h JOIN {prefix}together t ON t.j = h.product_id GROUP BY ALL)
                 QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY bought_together DESC, product_id) <= {m}""")
-    clicks = _clicks(con)
-    click_cats = (f"UNION ALL SELECT user_id, category, {w!r} FROM raw.clicks c SEMI JOIN {users} u USING (user_id) "
-                  f"WHERE category IS NOT NULL AND event_ts <= {cut_sql}") if clicks and w > 0 else ""
+    use_clicks = w > 0 and _clicks(con)
+    if use_clicks:
+        con.sql(f"CREATE OR REPLACE TEMP TABLE _uclk AS {clicks or click_counts_sql(cut, users)}")
+    click_cats = (f"UNION ALL SELECT user_id, category, {w!r} * n FROM _uclk WHERE category IS NOT NULL"
+                  if use_clicks else "")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _cat AS
         WITH e AS (SELECT user_id, category, 1.0 AS w FROM _ub WHERE category IS NOT NULL {click_cats}),
              a AS (SELECT user_id, category, sum(w) / sum(sum(w)) OVER v AS share, row_number() OVER v AS r FROM e
@@ -207,16 +219,16 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> N
         SELECT * FROM (SELECT sh.user_id, c.product_id, sum(sh.share * c.p) AS category FROM sh JOIN {prefix}cat_pop c USING (category)
                        GROUP BY ALL)
         QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY category DESC, product_id) <= {m}""")
-    if clicks and w > 0:
+    if use_clicks:
         # one window (the share's total over the same sorted partition) instead of two: one sort of the (user, product) rows
         con.sql(f"""CREATE OR REPLACE TEMP TABLE _clk AS
             SELECT user_id, product_id, clicked FROM (
-                SELECT user_id, product_id, count(*) / sum(count(*)) OVER w AS clicked, row_number() OVER w AS r
-                FROM raw.clicks c SEMI JOIN {users} u USING (user_id) WHERE product_id IS NOT NULL AND event_ts <= {cut_sql}
-                GROUP BY user_id, product_id
-                WINDOW w AS (PARTITION BY user_id ORDER BY count(*) DESC, product_id
+                SELECT user_id, product_id, sum(n) / sum(sum(n)) OVER w AS clicked, row_number() OVER w AS r
+                FROM _uclk WHERE product_id IS NOT NULL GROUP BY user_id, product_id
+                WINDOW w AS (PARTITION BY user_id ORDER BY sum(n) DESC, product_id
                              ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))
             WHERE r <= {m}""")
+        con.sql("DROP TABLE _uclk")
     else:
         con.sql("CREATE OR REPLACE TEMP TABLE _clk (user_id VARCHAR, product_id VARCHAR, clicked DOUBLE)")
     excluded = f"c.last_ts > {_ts(cut - timedelta(days=s.exclude_days))}" if s.exclude_days > 0 else "false"
@@ -274,7 +286,7 @@ def fit(con, cut: datetime, segments: str, s: RecSettings) -> Weights:
     candidates(con, start, "_fit_users", s, "_fit_")
     frame = con.sql(f"""SELECT {', '.join(FEATURES)}, (l.user_id IS NOT NULL)::INTEGER AS y FROM ({all_candidates("_fit_users")}) c
         LEFT JOIN (SELECT DISTINCT user_id, product_id FROM {BASKETS} WHERE order_ts > {_ts(start)} AND order_ts <= {_ts(cut)}) l
-        USING (user_id, product_id) WHERE NOT c.excluded""").fetchnumpy()
+        USING (user_id, product_id) WHERE NOT c.excluded ORDER BY c.user_id, c.product_id""").fetchnumpy()  # same rows, same weights
     drop_candidates(con)
     for t in ("_fit_users", "_fit_seg_pop", "_fit_shop_pop", "_fit_together", "_fit_cat_pop"):
         con.sql(f"DROP TABLE {t}")
