@@ -29,6 +29,7 @@ USER_RECOMMENDATIONS = dg.AssetKey(["analytics", "user_recommendations"])
 TABLE = "analytics.user_recommendations"
 SEGMENTS = "SELECT user_id, segment_id FROM analytics.user_segments"
 PREFIX = "meta.rec_"
+NEXT = "meta.rec_next"  # a full build's lists, copied to TABLE in one transaction when complete
 STATE_COLUMNS = ("watermark BIGINT, settings_key VARCHAR, as_of TIMESTAMP, weights JSON, users BIGINT, summary JSON, "
                  "built_at TIMESTAMP")
 
@@ -55,8 +56,8 @@ class RecommendConfig(dg.Config):
                              max_basket_size=self.max_basket_size, max_fit_users=self.max_fit_users)
 
 
-def _empty(con) -> None:
-    con.sql(f"CREATE OR REPLACE TABLE {TABLE} (" + ", ".join(f"{c} {t}" for c, t in M.REC_COLUMNS.items()) + ")")
+def _empty(con, table: str = TABLE) -> None:
+    con.sql(f"CREATE OR REPLACE TABLE {table} (" + ", ".join(f"{c} {t}" for c, t in M.REC_COLUMNS.items()) + ")")
 
 
 @dg.asset(
@@ -83,12 +84,16 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
                else "table missing" if not table_exists(con, TABLE) else "")
         if why:
             (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
+            # built outside a transaction (each chunk's temp tables are freed as it ends; in one transaction DuckDB
+            # keeps them all until the commit: 9.3 GiB at 1M users), published in one: a failure leaves the table
+            users, weights = _full_build(con, s, as_of, config.chunk_users)
+            summary = _summary(con, NEXT)
             with transaction(con):
-                users, weights = _full_build(con, s, as_of, config.chunk_users)
-                summary = _summary(con)
+                con.sql(f"CREATE OR REPLACE TABLE {TABLE} AS SELECT * FROM {NEXT}")
                 con.sql(f"CREATE OR REPLACE TABLE meta.rec_state ({STATE_COLUMNS})")
                 con.execute("INSERT INTO meta.rec_state VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
                             [wm, s.key(), as_of, json.dumps(weights.__dict__), users, json.dumps(summary)])
+            con.sql(f"DROP TABLE {NEXT}")
             mode = "full"
         else:
             stored = json.loads(state[0]["weights"])
@@ -105,19 +110,19 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
     })
 
 
-def _summary(con) -> dict:
+def _summary(con, table: str) -> dict:
     """Rows, users and rows per reason of the table: kept in the state, so a run without new order lines reports
     them without reading the table (10M rows at 1M users)."""
-    rows = con.sql(f"SELECT reason, count(DISTINCT user_id) AS users, count(*) AS rows FROM {TABLE} GROUP BY 1 ORDER BY 3 DESC").pl()
-    users = int(con.sql(f"SELECT count(DISTINCT user_id) FROM {TABLE}").fetchall()[0][0])
+    rows = con.sql(f"SELECT reason, count(DISTINCT user_id) AS users, count(*) AS rows FROM {table} GROUP BY 1 ORDER BY 3 DESC").pl()
+    users = int(con.sql(f"SELECT count(DISTINCT user_id) FROM {table}").fetchall()[0][0])
     return {"rows": int(rows["rows"].sum()) if rows.height else 0, "users": users,
             "reasons": rows.to_pandas().to_markdown(index=False) if rows.height else "no recommendations"}
 
 
 def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.Weights]:
-    """Every user ranked, in chunks of about ``chunk_users`` users (by hash): a chunk's candidates are independent of
-    the other users', and sorting one chunk at a time bounds the memory (and the sorts' cost, which grows faster
-    than the rows)."""
+    """Every user ranked into ``NEXT``, in chunks of about ``chunk_users`` users (by hash): a chunk's candidates are
+    independent of the other users', and sorting one chunk at a time bounds the memory (and the sorts' cost, which
+    grows faster than the rows). The ``meta.rec_*`` tables it replaces are read by full builds only."""
     M.load_baskets(con, s)
     weights = M.fit(con, as_of, SEGMENTS, s)
     M.model_tables(con, as_of, s, SEGMENTS, PREFIX, temp=False)
@@ -128,13 +133,13 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.
     clicks = s.click_weight > 0 and M._clicks(con)
     if clicks:  # every user's clicks counted once (one scan of raw.clicks), not once per chunk
         con.sql(f"CREATE OR REPLACE TEMP TABLE _clicks AS SELECT *, {chunk} AS chunk FROM ({M.click_counts_sql(as_of)})")
-    _empty(con)
+    _empty(con, NEXT)
     for i in range(chunks):
         con.sql(f"CREATE OR REPLACE TEMP TABLE _chunk AS SELECT * FROM meta.rec_members WHERE {chunk} = {i}")
         M.candidates(con, as_of, "_chunk", s, PREFIX,
                      clicks=f"SELECT user_id, product_id, category, n FROM _clicks WHERE chunk = {i}" if clicks else None)
         M.rank(con, weights, s, "_chunk")
-        con.sql(f"INSERT INTO {TABLE} SELECT * FROM _recs ORDER BY user_id, rank")
+        con.sql(f"INSERT INTO {NEXT} SELECT * FROM _recs ORDER BY user_id, rank")
         M.drop_candidates(con)
         con.sql("DROP TABLE _recs; DROP TABLE _chunk")
     con.sql(f"DROP TABLE {M.BASKETS}" + ("; DROP TABLE _clicks" if clicks else ""))
