@@ -77,7 +77,7 @@ def test_serving_rules_on_a_tiny_shop():
     M.model_tables(con, cut, s, segments, "_t_", temp=True)
     con.sql(f"CREATE TEMP TABLE _u AS {segments}")
     M.candidates(con, cut, "_u", s, "_t_")
-    M.rank(con, w, s)
+    M.rank(con, w, s, "_u")
     recs = con.sql("SELECT * FROM _recs ORDER BY user_id, rank").pl()
     u1 = recs.filter(pl.col("user_id") == "u1")
     assert not set(u1["product_id"]) & {"A", "B"}  # bought 3 days ago: excluded

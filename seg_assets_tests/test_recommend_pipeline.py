@@ -2,7 +2,8 @@
 
 Acceptance: with a time split, the recommendations beat the most-popular-in-segment baseline on hit rate@10.
 Wiring: the table is published for BI and its top 3 reach the audience files; a materialization with nothing
-new writes nothing, one after segment moves re-ranks only the users who moved."""
+new or only segment moves writes nothing (the moves wait for the next order lines or the rebase), and a full
+build in chunks of users gives the lists of one in a piece."""
 
 import shutil
 from datetime import timedelta
@@ -14,6 +15,7 @@ import polars as pl
 import pytest
 
 from seg_assets.demo.generate import generate
+from seg_assets.features import incremental as inc
 from seg_assets.recommend import evaluate as E
 from seg_assets.recommend import model as M
 from seg_assets.recommend.assets import SEGMENTS, user_recommendations
@@ -92,17 +94,30 @@ def test_published_to_bi_and_audiences_and_refreshed_only_when_needed(demo):
     assert event.materialization.metadata["mode"].value == "unchanged"
     con = duckdb.connect(str(demo / "warehouse.duckdb"))
     moved = [u for (u,) in con.sql("SELECT user_id FROM analytics.user_segments ORDER BY user_id LIMIT 5").fetchall()]
-    before = con.sql("SELECT * FROM analytics.user_recommendations").pl()
+    before = con.sql("SELECT * FROM analytics.user_recommendations ORDER BY user_id, rank").pl()
     con.execute("UPDATE analytics.user_segments SET segment_id = (SELECT max(segment_id) FROM analytics.user_segments) + 1 "
                 "WHERE user_id IN (SELECT unnest(?))", [moved])
     con.close()
+    # segment moves without new order lines wait for the next full build, and the metadata says so
     after_move = dg.materialize([user_recommendations], resources=resources, raise_on_error=False)
     (event,) = after_move.get_asset_materialization_events()
     md = event.materialization.metadata
-    assert md["mode"].value == "segments" and md["users_ranked"].value == 5
-    con = duckdb.connect(str(demo / "warehouse.duckdb"), read_only=True)
-    after = con.sql("SELECT * FROM analytics.user_recommendations").pl()
-    con.close()
-    kept = pl.col("user_id").is_in(moved).not_()
-    assert after.filter(kept).sort("user_id", "rank").equals(before.filter(kept).sort("user_id", "rank"))
-    assert set(after.filter(~kept)["user_id"]) == set(moved)
+    assert md["mode"].value == "unchanged" and md["users_ranked"].value == 0 and "daily rebase" in md["why"].value
+    assert _recs(demo).equals(before)
+    # the rebase ranks everyone; in chunks of 1,000 users (4 here) the lists are the same as in one
+    tags = {inc.REBASE_TAG: "true"}
+    rebased = dg.materialize([user_recommendations], resources=resources, raise_on_error=False, tags=tags)
+    (event,) = rebased.get_asset_materialization_events()
+    assert event.materialization.metadata["mode"].value == "full"
+    whole = _recs(demo)
+    assert set(whole["user_id"]) == set(before["user_id"])
+    config = {"ops": {"analytics__user_recommendations": {"config": {"chunk_users": 1_000}}}}
+    chunked = dg.materialize([user_recommendations], resources=resources, raise_on_error=False, tags=tags, run_config=config)
+    again = _recs(demo)
+    assert chunked.success and again.drop("score").equals(whole.drop("score"))
+    assert (again["score"] - whole["score"]).abs().max() < 1e-9  # sums in another order
+
+
+def _recs(root: Path) -> pl.DataFrame:
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        return con.sql("SELECT * FROM analytics.user_recommendations ORDER BY user_id, rank").pl()

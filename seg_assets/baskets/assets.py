@@ -2,8 +2,9 @@
 
 Thin wiring: counts.py keeps exact basket counts per scope (whole shop and each current segment) up to
 date, incrementally where the counts allow; rules.py derives the pair rules and each scope's strongest
-ones. Runs after the segments or the order lines change (eager, like the other analytics assets); with
-nothing new it reads two small things and writes nothing.
+ones. Runs after the segments or the order lines change (eager, like the other analytics assets); without
+new order lines it reads the watermark and the rules' state and writes nothing (segment moves wait for the next
+order lines or the daily rebase, counts.py).
 """
 
 

@@ -19,7 +19,12 @@ file id the counts were made at; raw tables are append-only) and the owners whos
 up to the watermark, old segment) is subtracted and the new one (all lines, current segment) added, to
 the items of every scope and to the pairs of tracked products. That stays exact while every product at
 or above a scope's threshold is tracked; a scope where one is not is counted again in full (the whole
-shop: everything). Nothing changed: nothing is read but the watermark and the members' segments.
+shop: everything).
+
+Without new order lines nothing else is read and nothing is written: a buyer whose segment moved (with new
+clicks, or a refit: segment ids are stable across refits) is counted in the new segment with the next delivery
+with order lines or the daily rebase. Comparing the segments of every buyer and moving the movers' orders cost a
+clicks-only refresh 1.9 CPU s at 1M users, for counts that move by a fraction of a percent.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from dataclasses import dataclass
 
 SHOP = -1  # the whole shop's scope id in the count tables (segment_id NULL in analytics.basket_rules)
 SEGMENTS = "analytics.user_segments"
+DEFERRED = ("no new order lines: nothing counted; buyers whose segment moved since are counted in their new segment "
+            "with the next delivery with order lines or the daily rebase")
 
 DDL = (
     "CREATE TABLE IF NOT EXISTS meta.basket_state (watermark BIGINT, counts_key VARCHAR, mode VARCHAR, "
@@ -212,10 +219,9 @@ def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
         update = CountUpdate("full", reason)
     else:
         wm_old = int(state[0][0])
+        if wm == wm_old:
+            return CountUpdate("unchanged", DEFERRED)
         dirty = _dirty_users(con, wm_old)
-        if dirty == 0 and wm == wm_old:
-            con.sql("DROP TABLE _dirty")
-            return CountUpdate("unchanged", "no new order lines and no buyer changed segment")
         stale = _apply_delta(con, cfg, wm_old)
         con.sql("DROP TABLE _dirty")
         if SHOP in stale:

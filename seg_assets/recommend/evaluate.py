@@ -69,13 +69,14 @@ def evaluate(con, cut: datetime, s: M.RecSettings, segments: str, test_days: int
     weights = M.fit(con, cut, segments, s)
     M.model_tables(con, cut, s, segments, "_ev_", temp=True)
     M.candidates(con, cut, "_eval_users", s, "_ev_")
-    M.rank(con, weights, s)
+    M.rank(con, weights, s, "_eval_users")
     rows = []
     for method, sql in (("recommendations", "SELECT user_id, product_id FROM _recs"),
                         ("segment_popular", popular_sql(cut, "_eval_users", s, "_ev_", "segment")),
                         ("shop_popular", popular_sql(cut, "_eval_users", s, "_ev_", "shop"))):
         rows.append({"method": method, **hit_rate_recall(con.sql(sql).pl(), truth)})
-    for t in ("_recs", "_cand", "_eval_users", "_ev_seg_pop", "_ev_shop_pop", "_ev_together", "_ev_cat_pop"):
+    M.drop_candidates(con)
+    for t in ("_recs", "_eval_users", "_ev_seg_pop", "_ev_shop_pop", "_ev_together", "_ev_cat_pop"):
         con.sql(f"DROP TABLE {t}")
     out = pl.DataFrame(rows).with_columns(k=pl.lit(s.top_n), cut=pl.lit(cut), test_days=pl.lit(test_days or s.horizon_days))
     return out.with_columns(weights=pl.lit(json.dumps(weights.as_dict())))

@@ -172,13 +172,27 @@ def _clicks(con) -> bool:
     return table_exists(con, "raw.clicks")
 
 
-def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> None:
-    """``_cand``: (user_id, segment_id, product_id, <FEATURES>, excluded) for the users of the table ``users``
-    (user_id, segment_id): the segment's ``candidates`` most popular products, the shop's ``top_n``, what the user bought, and
-    per user the ``candidates`` strongest of: the neighbours of what they bought, the products of their categories, the
-    products they clicked. Each source bounded per user (not per product or category) keeps the rows per user, and so
-    the cost of scoring and ranking every user, bounded (28 rows per user at 10 on 200k generated users; about 100
-    when these sources were bounded per product and category, at 20)."""
+def click_counts_sql(cut: datetime, users: str | None = None) -> str:
+    """(user_id, product_id, category, n): the clicks up to ``cut`` counted per user, product and category (of the
+    users of the table ``users``; None: all). One scan of the clicks for both click signals of :func:`candidates`."""
+    semi = f"SEMI JOIN {users} u USING (user_id) " if users else ""
+    return (f"SELECT user_id, product_id, category, count(*) AS n FROM raw.clicks c {semi}WHERE event_ts <= {_ts(cut)} "
+            "AND (product_id IS NOT NULL OR category IS NOT NULL) GROUP BY user_id, product_id, category")
+
+
+def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clicks: str | None = None) -> None:
+    """The candidates of the users of the table ``users`` (user_id, segment_id), in two tables.
+
+    ``_cand`` (user_id, segment_id, product_id, <FEATURES>, excluded): the **personal** candidates, what the user
+    bought and per user the ``candidates`` strongest of: the neighbours of what they bought, the products of their
+    categories, the products they clicked. Each source bounded per user keeps the rows per user, and so the cost of
+    scoring and ranking every user, bounded.
+    ``_pop`` (segment_id, product_id, seg_pop, shop_pop): the **popular** candidates of each segment, its
+    ``candidates`` most popular products and the shop's ``top_n``. A popular product on which a user has no personal
+    signal has the same features, and so the same score, for everyone in the segment: it is scored once per
+    segment (:func:`rank`), not once per user (20 of 28 rows per user when it was).
+    ``clicks``: SQL of :func:`click_counts_sql`'s rows for these users (a full build counts every user's clicks once
+    for all its chunks); None counts them here."""
     m, cut_sql, w = int(s.candidates), _ts(cut), float(s.click_weight)
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _ub AS SELECT b.user_id, b.order_id, b.product_id, b.order_ts, b.category
                 FROM {BASKETS} b SEMI JOIN {users} u USING (user_id) WHERE b.order_ts <= {cut_sql}""")
@@ -190,22 +204,31 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> N
                   SELECT h.user_id, t.i AS product_id, sum(t.p) / any_value(h.h) AS bought_together
                   FROM _hist h JOIN {prefix}together t ON t.j = h.product_id GROUP BY ALL)
                 QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY bought_together DESC, product_id) <= {m}""")
-    clicks = _clicks(con)
-    click_cats = (f"UNION ALL SELECT user_id, category, {w!r} FROM raw.clicks c SEMI JOIN {users} u USING (user_id) "
-                  f"WHERE category IS NOT NULL AND event_ts <= {cut_sql}") if clicks and w > 0 else ""
+    use_clicks = w > 0 and _clicks(con)
+    if use_clicks:
+        con.sql(f"CREATE OR REPLACE TEMP TABLE _uclk AS {clicks or click_counts_sql(cut, users)}")
+    click_cats = (f"UNION ALL SELECT user_id, category, {w!r} * n FROM _uclk WHERE category IS NOT NULL"
+                  if use_clicks else "")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _cat AS
         WITH e AS (SELECT user_id, category, 1.0 AS w FROM _ub WHERE category IS NOT NULL {click_cats}),
-             a AS (SELECT user_id, category, sum(w) / sum(sum(w)) OVER (PARTITION BY user_id) AS share FROM e GROUP BY user_id, category),
-             sh AS (SELECT * FROM a QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY share DESC, category) <= 3)
+             a AS (SELECT user_id, category, sum(w) / sum(sum(w)) OVER v AS share, row_number() OVER v AS r FROM e
+                   GROUP BY user_id, category
+                   WINDOW v AS (PARTITION BY user_id ORDER BY sum(w) DESC, category
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
+             sh AS (SELECT user_id, category, share FROM a WHERE r <= 3)
         SELECT * FROM (SELECT sh.user_id, c.product_id, sum(sh.share * c.p) AS category FROM sh JOIN {prefix}cat_pop c USING (category)
                        GROUP BY ALL)
         QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY category DESC, product_id) <= {m}""")
-    if clicks and w > 0:
+    if use_clicks:
+        # one window (the share's total over the same sorted partition) instead of two: one sort of the (user, product) rows
         con.sql(f"""CREATE OR REPLACE TEMP TABLE _clk AS
-            SELECT * FROM (SELECT user_id, product_id, count(*) / sum(count(*)) OVER (PARTITION BY user_id) AS clicked
-                           FROM raw.clicks c SEMI JOIN {users} u USING (user_id) WHERE product_id IS NOT NULL AND event_ts <= {cut_sql}
-                           GROUP BY user_id, product_id)
-            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY clicked DESC, product_id) <= {m}""")
+            SELECT user_id, product_id, clicked FROM (
+                SELECT user_id, product_id, sum(n) / sum(sum(n)) OVER w AS clicked, row_number() OVER w AS r
+                FROM _uclk WHERE product_id IS NOT NULL GROUP BY user_id, product_id
+                WINDOW w AS (PARTITION BY user_id ORDER BY sum(n) DESC, product_id
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING))
+            WHERE r <= {m}""")
+        con.sql("DROP TABLE _uclk")
     else:
         con.sql("CREATE OR REPLACE TEMP TABLE _clk (user_id VARCHAR, product_id VARCHAR, clicked DOUBLE)")
     excluded = f"c.last_ts > {_ts(cut - timedelta(days=s.exclude_days))}" if s.exclude_days > 0 else "false"
@@ -213,11 +236,7 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> N
     # so max() is its value (0 where it has none); cheaper than a DISTINCT union joined back to every source.
     z = "0.0::DOUBLE"
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _cand AS
-        WITH f AS (SELECT u.user_id, p.product_id, {z} AS bb, {z} AS bt, {z} AS ca, {z} AS cl, NULL::TIMESTAMP AS last_ts
-                     FROM {users} u JOIN {prefix}seg_pop p ON p.segment_id = u.segment_id AND p.pop_rank <= {m}
-                   UNION ALL SELECT u.user_id, p.product_id, {z}, {z}, {z}, {z}, NULL FROM {users} u, {prefix}shop_pop p
-                     WHERE p.pop_rank <= {int(s.top_n)}
-                   UNION ALL SELECT user_id, product_id, bought_before, {z}, {z}, {z}, last_ts FROM _hist
+        WITH f AS (SELECT user_id, product_id, bought_before AS bb, {z} AS bt, {z} AS ca, {z} AS cl, last_ts FROM _hist
                    UNION ALL SELECT user_id, product_id, {z}, bought_together, {z}, {z}, NULL FROM _tog
                    UNION ALL SELECT user_id, product_id, {z}, {z}, category, {z}, NULL FROM _cat
                    UNION ALL SELECT user_id, product_id, {z}, {z}, {z}, clicked, NULL FROM _clk),
@@ -228,7 +247,29 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str) -> N
         FROM c JOIN {users} u USING (user_id)
         LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = u.segment_id AND sp.product_id = c.product_id
         LEFT JOIN {prefix}shop_pop p ON p.product_id = c.product_id""")
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _pop AS
+        WITH q AS (SELECT segment_id, product_id FROM {prefix}seg_pop WHERE pop_rank <= {m}
+                     AND segment_id IN (SELECT segment_id FROM {users})
+                   UNION SELECT g.segment_id, p.product_id FROM (SELECT DISTINCT segment_id FROM {users}) g, {prefix}shop_pop p
+                     WHERE p.pop_rank <= {int(s.top_n)})
+        SELECT q.segment_id, q.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, coalesce(p.shop_pop, 0) AS shop_pop FROM q
+        LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = q.segment_id AND sp.product_id = q.product_id
+        LEFT JOIN {prefix}shop_pop p ON p.product_id = q.product_id""")
     con.sql("DROP TABLE _ub; DROP TABLE _hist; DROP TABLE _tog; DROP TABLE _cat; DROP TABLE _clk")
+
+
+def all_candidates(users: str) -> str:
+    """SQL of every (user, candidate) row of :func:`candidates`' tables, as the fit reads them: the personal ones and
+    each popular product of the user's segment the user has no personal row for (personal features 0)."""
+    z = "0.0::DOUBLE"
+    return f"""SELECT * FROM _cand UNION ALL
+        SELECT u.user_id, u.segment_id, p.product_id, p.seg_pop, p.shop_pop, {z}, {z}, {z}, {z}, false
+        FROM {users} u JOIN _pop p ON p.segment_id IS NOT DISTINCT FROM u.segment_id
+        ANTI JOIN _cand c ON c.user_id = u.user_id AND c.product_id = p.product_id"""
+
+
+def drop_candidates(con) -> None:
+    con.sql("DROP TABLE _cand; DROP TABLE _pop")
 
 
 def fit(con, cut: datetime, segments: str, s: RecSettings) -> Weights:
@@ -243,20 +284,41 @@ def fit(con, cut: datetime, segments: str, s: RecSettings) -> Weights:
         ORDER BY hash(b.user_id), b.user_id LIMIT {int(s.max_fit_users)}""")
     model_tables(con, start, s, segments, "_fit_", temp=True)
     candidates(con, start, "_fit_users", s, "_fit_")
-    frame = con.sql(f"""SELECT {', '.join(FEATURES)}, (l.user_id IS NOT NULL)::INTEGER AS y FROM _cand c
+    frame = con.sql(f"""SELECT {', '.join(FEATURES)}, (l.user_id IS NOT NULL)::INTEGER AS y FROM ({all_candidates("_fit_users")}) c
         LEFT JOIN (SELECT DISTINCT user_id, product_id FROM {BASKETS} WHERE order_ts > {_ts(start)} AND order_ts <= {_ts(cut)}) l
-        USING (user_id, product_id) WHERE NOT c.excluded""").fetchnumpy()
-    for t in ("_cand", "_fit_users", "_fit_seg_pop", "_fit_shop_pop", "_fit_together", "_fit_cat_pop"):
+        USING (user_id, product_id) WHERE NOT c.excluded ORDER BY c.user_id, c.product_id""").fetchnumpy()  # same rows, same weights
+    drop_candidates(con)
+    for t in ("_fit_users", "_fit_seg_pop", "_fit_shop_pop", "_fit_together", "_fit_cat_pop"):
         con.sql(f"DROP TABLE {t}")
     x = np.column_stack([frame[f] for f in FEATURES]) if len(frame["y"]) else np.zeros((0, len(FEATURES)))
     return fit_weights(x, np.asarray(frame["y"]), s.min_fit_positives)
 
 
-def rank(con, w: Weights, s: RecSettings, out: str = "_recs") -> None:
-    """``out``: the ``top_n`` best candidates of ``_cand`` per user (excluded ones never), with score and reason."""
+def rank(con, w: Weights, s: RecSettings, users: str, out: str = "_recs") -> None:
+    """``out``: each user's ``top_n`` best candidates (excluded ones never), with score and reason.
+
+    The popular candidates (``_pop``) are scored once per segment; a user gets the best of their segment's list less
+    the products they have a personal row for (``_cand``: scored with their own features, or excluded), merged with
+    their personal rows. The same list as scoring every popular product per user, for a tenth of the rows."""
+    n, z = int(s.top_n), "0.0::DOUBLE"
+    order = "score DESC, seg_pop DESC, shop_pop DESC, product_id"
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _popr AS
+        SELECT segment_id, product_id, seg_pop, shop_pop, score, reason,
+               row_number() OVER (PARTITION BY segment_id ORDER BY {order}) AS fill_rank
+        FROM (SELECT segment_id, product_id, seg_pop, shop_pop, {score_sql(w)} AS score, {reason_sql(w)} AS reason
+              FROM (SELECT *, {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked FROM _pop))""")
+    # a user's personal rows among their segment's popular products: each pushes the fill one place further down
+    con.sql("""CREATE OR REPLACE TEMP TABLE _mine AS SELECT c.user_id, c.product_id FROM _cand c
+               SEMI JOIN _pop p ON p.segment_id IS NOT DISTINCT FROM c.segment_id AND p.product_id = c.product_id""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {out} AS
-        SELECT user_id, row_number() OVER (PARTITION BY user_id ORDER BY score DESC, seg_pop DESC, shop_pop DESC,
-                                           product_id)::INTEGER AS rank, product_id, score, reason
-        FROM (SELECT user_id, product_id, seg_pop, shop_pop, {score_sql(w)} AS score, {reason_sql(w)} AS reason
-              FROM _cand WHERE NOT excluded)
-        QUALIFY rank <= {int(s.top_n)}""")
+        WITH k AS (SELECT user_id, count(*) AS k FROM _mine GROUP BY user_id),
+             fill AS (SELECT u.user_id, p.product_id, p.seg_pop, p.shop_pop, p.score, p.reason
+                      FROM {users} u JOIN _popr p ON p.segment_id IS NOT DISTINCT FROM u.segment_id LEFT JOIN k USING (user_id)
+                      ANTI JOIN _mine m ON m.user_id = u.user_id AND m.product_id = p.product_id
+                      WHERE p.fill_rank <= {n} + coalesce(k.k, 0)),
+             own AS (SELECT user_id, product_id, seg_pop, shop_pop, {score_sql(w)} AS score, {reason_sql(w)} AS reason
+                     FROM _cand WHERE NOT excluded)
+        SELECT user_id, row_number() OVER (PARTITION BY user_id ORDER BY {order})::INTEGER AS rank, product_id, score, reason
+        FROM (SELECT * FROM own UNION ALL SELECT * FROM fill)
+        QUALIFY rank <= {n}""")
+    con.sql("DROP TABLE _popr; DROP TABLE _mine")

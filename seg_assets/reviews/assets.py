@@ -1,8 +1,10 @@
 """``analytics/review_sentiment``: one row per review with the sentiment of its text (never the text itself).
 
 Incremental: only reviews not yet scored with the current scorer (VADER's version, the lexicon files, the
-rules of sentiment.py) are read and scored, each distinct (text, stars) once. When the scorer changes, every review is scored again and the
-per-user review aggregates are rebuilt in full (their incremental builds only see new rows).
+rules of sentiment.py) are read and scored, each distinct (text, stars) once; when raw.reviews and this table have
+the rows (and raw.reviews the last file id) they had after the last scoring (``meta.review_sentiment_state``), nothing
+is read at all. When the scorer changes, every review is scored again and the per-user review aggregates are rebuilt
+in full (their incremental builds only see new rows).
 """
 
 import time
@@ -26,6 +28,18 @@ COLUMNS = {"review_id": "VARCHAR", "user_id": "VARCHAR", "order_id": "VARCHAR", 
            "rating": "INTEGER", "language": "VARCHAR", "sentiment": "DOUBLE", "label": "VARCHAR", "label_from": "VARCHAR",
            "note": "VARCHAR", "scored_with": "VARCHAR"}
 USER_FEATURES_TABLE = "features.user_features"
+STATE = "meta.review_sentiment_state"  # raw.reviews as of the last scoring: while it holds, nothing new to score
+
+
+def _reviews_seen(con, version: str) -> tuple | None:
+    """(scorer version, rows and last file id of raw.reviews, rows scored): raw.reviews is append-only with one
+    ledger file id per delivered file, so this is cheap to read and moves with every delivery, rollback, new scorer
+    or loss of scored rows (None: no reviews table)."""
+    if not table_exists(con, "raw.reviews"):
+        return None
+    rows, last = con.sql("SELECT count(*), coalesce(max(_file_id), 0) FROM raw.reviews").fetchall()[0]
+    (scored,) = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0]
+    return (version, int(rows), int(last), int(scored))
 
 
 def _downstream_models() -> list[str]:
@@ -47,11 +61,13 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         raise input_failure(f"review sentiment: {error} (fix or remove the file in {lexicons})") from None
     with duckdb.get_connection() as con:
         con.sql(f"CREATE TABLE IF NOT EXISTS {TABLE} (" + ", ".join(f"{c} {t}" for c, t in COLUMNS.items()) + ")")
-        has_reviews = table_exists(con, "raw.reviews")
-        pending = con.sql(
+        con.sql(f"CREATE TABLE IF NOT EXISTS {STATE} (scored_with VARCHAR, reviews BIGINT, max_file_id BIGINT, scored BIGINT)")
+        seen = _reviews_seen(con, scorer.version)
+        unchanged = seen is not None and con.sql(f"SELECT * FROM {STATE}").fetchall() == [seen]
+        pending = pl.DataFrame() if seen is None or unchanged else con.sql(
             f"SELECT r.review_id, r.user_id, r.order_id, r.review_ts, r.rating, r.text FROM raw.reviews r "
             f"WHERE NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id AND s.scored_with = $v) "
-            "ORDER BY r.review_id", params={"v": scorer.version}).pl() if has_reviews else pl.DataFrame()
+            "ORDER BY r.review_id", params={"v": scorer.version}).pl()
         t0 = time.perf_counter()
         scored = score_reviews(pending, scorer) if pending.height else pl.DataFrame()
         seconds = time.perf_counter() - t0
@@ -70,6 +86,10 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                     models = _downstream_models()
                     con.sql(f"DELETE FROM {inc.STATE_TABLE} WHERE model IN ({', '.join('?' * len(models))})",
                             params=models)
+        if seen is not None and not unchanged:
+            with transaction(con):
+                con.sql(f"DELETE FROM {STATE}")
+                con.execute(f"INSERT INTO {STATE} VALUES (?, ?, ?, ?)", list(_reviews_seen(con, scorer.version)))
         (total,) = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0]
         labels = con.sql(f"SELECT label, label_from, count(*) AS reviews, round(avg(sentiment), 3) AS mean_sentiment "
                          f"FROM {TABLE} GROUP BY ALL ORDER BY ALL").pl()
@@ -82,11 +102,12 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     rate = pending.height / seconds if seconds > 0 else 0.0
     how = (f"{pending.height:,} reviews scored ({distinct:,} distinct texts and stars; {rescored:,} again with a new scorer), "
            f"{rate:,.0f}/s" if pending.height
-           else "no new reviews")
+           else "no new reviews since the last scoring (raw.reviews has the rows and files it had): nothing read"
+           if unchanged else "no new reviews")
     context.log.info(f"review_sentiment: {how}; {total:,} reviews in {TABLE}; languages {', '.join(scorer.languages)}")
     metadata = {
         "dagster/row_count": dg.MetadataValue.int(int(total)), "dagster/table_name": TABLE,
-        "scored_now": dg.MetadataValue.int(pending.height), "scored_again": dg.MetadataValue.int(int(rescored)),
+        "scored_now": dg.MetadataValue.int(pending.height), "scored_again": dg.MetadataValue.int(int(rescored)), "scoring": how,
         "distinct_scored": dg.MetadataValue.int(distinct),
         "reviews_per_second": dg.MetadataValue.float(round(rate, 1)), "scorer_version": scorer.version,
         "languages": ", ".join(scorer.languages), "lexicon_folder": str(lexicons),
