@@ -89,3 +89,19 @@ def test_serving_rules_on_a_tiny_shop():
     base = con.sql(E.popular_sql(cut, "_u", s, "_t_", "segment")).pl()
     assert not set(base.filter(pl.col("user_id") == "u1")["product_id"]) & {"A", "B"}
     assert base.filter(pl.col("user_id") == "u1").height == 3
+
+
+def test_only_the_recent_clicks_count():
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA raw")
+    con.sql("CREATE TABLE raw.clicks AS SELECT * FROM (VALUES ('u1', 'A', 'toys', TIMESTAMP '2026-02-25'), "
+            "('u1', 'A', 'toys', TIMESTAMP '2026-01-10'), ('u1', 'B', NULL, TIMESTAMP '2026-02-28 23:00'), "
+            "('u2', 'C', 'food', TIMESTAMP '2026-03-02')) t(user_id, product_id, category, event_ts)")
+    cut = datetime(2026, 3, 1)
+
+    def counts(days: int) -> set:
+        return set(con.sql(M.click_counts_sql(cut, M.RecSettings(click_days=days))).fetchall())
+
+    # 30 days: the January click is too old and the March one is after the cut-off
+    assert counts(30) == {("u1", "A", "toys", 1), ("u1", "B", None, 1)}
+    assert counts(0) == {("u1", "A", "toys", 2), ("u1", "B", None, 1)}  # 0: every click up to the cut-off

@@ -52,6 +52,7 @@ class RecSettings:
     horizon_days: int = 30
     candidates: int = 10
     click_weight: float = 0.1
+    click_days: int = 30
     max_basket_size: int = 1000
     max_fit_users: int = 5_000
     min_fit_positives: int = 20
@@ -172,12 +173,15 @@ def _clicks(con) -> bool:
     return table_exists(con, "raw.clicks")
 
 
-def click_counts_sql(cut: datetime, users: str | None = None) -> str:
-    """(user_id, product_id, category, n): the clicks up to ``cut`` counted per user, product and category (of the
-    users of the table ``users``; None: all). One scan of the clicks for both click signals of :func:`candidates`."""
+def click_counts_sql(cut: datetime, s: RecSettings, users: str | None = None) -> str:
+    """(user_id, product_id, category, n): the clicks of the ``click_days`` up to ``cut`` counted per user, product
+    and category (of the users of the table ``users``; None: all). One scan of the clicks for both click signals
+    of :func:`candidates`. Recent browsing is the intent a list can serve; months-old clicks are most of the rows
+    (30 of 180 days are a sixth of them) and say little about what a user buys next."""
     semi = f"SEMI JOIN {users} u USING (user_id) " if users else ""
+    since = f"AND event_ts > {_ts(cut - timedelta(days=s.click_days))} " if s.click_days > 0 else ""
     return (f"SELECT user_id, product_id, category, count(*) AS n FROM raw.clicks c {semi}WHERE event_ts <= {_ts(cut)} "
-            "AND (product_id IS NOT NULL OR category IS NOT NULL) GROUP BY user_id, product_id, category")
+            f"{since}AND (product_id IS NOT NULL OR category IS NOT NULL) GROUP BY user_id, product_id, category")
 
 
 def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clicks: str | None = None) -> None:
@@ -206,7 +210,7 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
                 QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY bought_together DESC, product_id) <= {m}""")
     use_clicks = w > 0 and _clicks(con)
     if use_clicks:
-        con.sql(f"CREATE OR REPLACE TEMP TABLE _uclk AS {clicks or click_counts_sql(cut, users)}")
+        con.sql(f"CREATE OR REPLACE TEMP TABLE _uclk AS {clicks or click_counts_sql(cut, s, users)}")
     click_cats = (f"UNION ALL SELECT user_id, category, {w!r} * n FROM _uclk WHERE category IS NOT NULL"
                   if use_clicks else "")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _cat AS
