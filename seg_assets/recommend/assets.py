@@ -49,7 +49,7 @@ class RecommendConfig(dg.Config):
     max_basket_size: int = Field(default=1000, ge=2, description="Orders with more distinct products are left out, "
                                  "as in basket rules.")
     max_fit_users: int = Field(default=5_000, ge=100, description="Users (a hash sample) the weights are fitted on.")
-    chunk_users: int = Field(default=250_000, ge=1_000, description="A full build ranks about this many users at a time "
+    chunk_users: int = Field(default=125_000, ge=1_000, description="A full build ranks about this many users at a time "
                              "(bounds its memory; the result does not depend on it).")
 
     def settings(self) -> M.RecSettings:
