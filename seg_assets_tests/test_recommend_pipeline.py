@@ -114,8 +114,7 @@ def test_published_to_bi_and_audiences_and_refreshed_only_when_needed(demo):
     config = {"ops": {"analytics__user_recommendations": {"config": {"chunk_users": 1_000}}}}
     chunked = dg.materialize([user_recommendations], resources=resources, raise_on_error=False, tags=tags, run_config=config)
     again = _recs(demo)
-    assert chunked.success and again.drop("score").equals(whole.drop("score"))
-    assert (again["score"] - whole["score"]).abs().max() < 1e-9  # sums in another order
+    assert chunked.success and again.equals(whole)  # scores too: the features' sums are exact (model.EXACT)
 
 
 def _recs(root: Path) -> pl.DataFrame:

@@ -42,6 +42,9 @@ REASONS = {"bought_before": "bought_before", "bought_together": "bought_together
            "clicked": "clicked"}
 SEGMENT_POPULAR = "segment_popular"
 REC_COLUMNS = {"user_id": "VARCHAR", "rank": "INTEGER", "product_id": "VARCHAR", "score": "DOUBLE", "reason": "VARCHAR"}
+# Sums of fractions in DECIMAL: exact, so a user's features (and the fitted weights) do not depend on the order in which
+# threads add the terms up (in DOUBLE, near-ties swapped ranks between a whole build and one in chunks under load)
+EXACT, WEIGHT = "DECIMAL(18, 17)", "DECIMAL(18, 6)"
 BASKETS = "_rb_all"  # temp table: every basket line with time and category (see :func:`load_baskets`)
 
 
@@ -205,22 +208,23 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
         FROM (SELECT *, count(DISTINCT order_id) OVER (PARTITION BY user_id) AS n FROM _ub)
         JOIN (SELECT user_id, count(DISTINCT product_id) AS h FROM _ub GROUP BY ALL) USING (user_id) GROUP BY ALL""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _tog AS SELECT * FROM (
-                  SELECT h.user_id, t.i AS product_id, sum(t.p) / any_value(h.h) AS bought_together
+                  SELECT h.user_id, t.i AS product_id, sum(t.p::{EXACT})::DOUBLE / any_value(h.h) AS bought_together
                   FROM _hist h JOIN {prefix}together t ON t.j = h.product_id GROUP BY ALL)
                 QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY bought_together DESC, product_id) <= {m}""")
     use_clicks = w > 0 and _clicks(con)
     if use_clicks:
         con.sql(f"CREATE OR REPLACE TEMP TABLE _uclk AS {clicks or click_counts_sql(cut, s, users)}")
-    click_cats = (f"UNION ALL SELECT user_id, category, {w!r} * n FROM _uclk WHERE category IS NOT NULL"
+    click_cats = (f"UNION ALL SELECT user_id, category, ({w!r} * n)::{WEIGHT} FROM _uclk WHERE category IS NOT NULL"
                   if use_clicks else "")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _cat AS
-        WITH e AS (SELECT user_id, category, 1.0 AS w FROM _ub WHERE category IS NOT NULL {click_cats}),
+        WITH e AS (SELECT user_id, category, 1::{WEIGHT} AS w FROM _ub WHERE category IS NOT NULL {click_cats}),
              a AS (SELECT user_id, category, sum(w) / sum(sum(w)) OVER v AS share, row_number() OVER v AS r FROM e
                    GROUP BY user_id, category
                    WINDOW v AS (PARTITION BY user_id ORDER BY sum(w) DESC, category
                                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
              sh AS (SELECT user_id, category, share FROM a WHERE r <= 3)
-        SELECT * FROM (SELECT sh.user_id, c.product_id, sum(sh.share * c.p) AS category FROM sh JOIN {prefix}cat_pop c USING (category)
+        SELECT * FROM (SELECT sh.user_id, c.product_id, sum((sh.share * c.p)::{EXACT})::DOUBLE AS category
+                       FROM sh JOIN {prefix}cat_pop c USING (category)
                        GROUP BY ALL)
         QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY category DESC, product_id) <= {m}""")
     if use_clicks:
