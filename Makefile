@@ -10,6 +10,9 @@ DEMO_USERS ?= 20000
 DEMO_DAYS ?= 180
 DEMO_SEED ?= 7
 SIZE ?= small
+# Test workers (pytest-xdist): whole modules per worker, modules with a slow test first (seg_assets_tests/conftest.py).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: help venv demo test test-fast lint ui bench eval-cdnow clean
 
@@ -46,10 +49,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not e2e"
 
 ui: $(STAMP)
 	home="$$($(BIN)/seg-assets init-dagster-home --print-path)" || exit 1; \

@@ -47,9 +47,39 @@ def landing(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def spark():
     """One local SparkSession for the whole test session (it takes ~5 s to start): every Spark test and every
-    ``--engine spark`` refresh in this process uses it (the Engine resource stops only a session it started)."""
+    ``--engine spark`` refresh in this process uses it (the Engine resource stops only a session it started).
+    Under `make test`'s workers all Spark modules run on one worker (`pytest_xdist_make_scheduler` below)."""
     from seg_assets.spark.session import get_spark
 
     session = get_spark("local[2]")
     yield session
     session.stop()
+
+
+
+def _module_has_a_slow_test(items: list[pytest.Item]) -> set[str]:
+    return {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a slow test first (each module kept in one piece, so its module fixtures are built once), so that
+    under `make test`'s workers the long ones start at once instead of ending the run on one worker."""
+    slow = _module_has_a_slow_test(items)
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`pytest -n 2 --dist loadscope` (make test): whole modules per worker (a module fixture is built once, not on
+    every worker), and all `test_spark_*.py` modules on one worker (one Spark JVM per run, not one per worker).
+    pytest-xdist's own `xdist_group` marks do not work with pytest 9 (they rename node ids through a private field)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "spark" if Path(module).name.startswith("test_spark_") else module
+
+    return ModuleScheduling(config, log)

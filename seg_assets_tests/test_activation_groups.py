@@ -53,6 +53,7 @@ def groups(root):
         con.close()
 
 
+@pytest.mark.slow
 def test_the_control_group_survives_refits_and_redeliveries_and_a_new_salt_redraws_it(data_dir):
     assert run_refresh(data_dir).success
     before, [(version,)] = groups(data_dir)
@@ -95,6 +96,7 @@ def audience_users(root: Path) -> tuple[set[str], set[str]]:
     return users, {p.stem for p in files}
 
 
+@pytest.mark.slow
 def test_the_control_group_is_the_same_users_after_a_refit_a_drift_and_a_redelivery(tmp_path, monkeypatch):
     root = tmp_path / "data"
     generate(root, users=1_200, days=60, seed=11, with_campaigns=True)

@@ -48,6 +48,7 @@ def test_campaigns_are_an_extra_the_other_files_stay_byte_identical(tmp_path):
     assert (tmp_path / "b" / "actions.yaml").exists() and not (tmp_path / "a" / "actions.yaml").exists()
 
 
+@pytest.mark.slow
 def test_lift_and_policy_are_published_and_no_control_user_gets_an_action(campaigns_root):
     lift = read_bi(campaigns_root, "SELECT * FROM analytics.campaign_lift")
     nba = read_bi(campaigns_root, "SELECT * FROM analytics.next_best_action")
@@ -147,6 +148,7 @@ def test_audience_files_of_campaigns_no_longer_current_are_removed(tmp_path):
     assert audience_files(folder) == [] and sorted(p.name for p in folder.iterdir()) == ["notes"]
 
 
+@pytest.mark.slow
 def test_the_policy_closes_half_the_gap_on_other_planted_rates(tmp_path):
     """Each shopper type's best action moved (bench/policy_gap.py --shape): the segment model then finds 3 segments
     and no per-segment policy closes more than 0.23 of the gap; the contextual policy does (0.59-0.65 on 3 seeds)."""

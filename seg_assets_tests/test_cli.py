@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import dagster as dg
+import pytest
 from typer.testing import CliRunner
 
 from seg_assets import published_state
@@ -23,6 +24,7 @@ def test_help_lists_the_commands():
         assert command in result.output
 
 
+@pytest.mark.slow
 def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
     root = tmp_path / "data"
     result = runner.invoke(app, ["generate", str(root), "--users", "1500", "--days", "45", "--seed", "2", "--format", "csv"])

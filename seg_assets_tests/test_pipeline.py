@@ -79,6 +79,7 @@ def test_refit_on_unchanged_data_keeps_every_segment_id(refreshed):
     assert after.select("user_id", "segment_id", "segment_name").equals(before.select("user_id", "segment_id", "segment_name"))
 
 
+@pytest.mark.slow
 def test_failed_run_leaves_published_segments_as_they_were(refreshed):
     bi = data_paths(refreshed).bi / "segments.duckdb"
     published = bi.read_bytes()

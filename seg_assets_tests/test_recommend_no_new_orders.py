@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import dagster as dg
 import duckdb
+import pytest
 
 from seg_assets.baskets import counts as C
 from seg_assets.baskets.assets import BASKET_RULES, BasketRulesConfig, basket_rules
@@ -29,6 +30,7 @@ def _tables(root, *tables: str) -> dict:
         return {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in tables}
 
 
+@pytest.mark.slow
 def test_a_delivery_of_clicks_only_adds_no_work_and_the_next_order_lines_catch_up(tmp_path):
     root, extra, orders = tmp_path / "shop", tmp_path / "clicks_delivery", tmp_path / "orders_delivery"
     generate(root, users=600, days=90, seed=11, with_lines=True, with_reviews=True)

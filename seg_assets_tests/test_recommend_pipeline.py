@@ -48,6 +48,7 @@ def demo(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_generated_shoppers_recommendations_beat_the_segment_baseline(demo):
     r = _evaluate(demo, test_days=30)
     assert r["recommendations"]["users"] > 500

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import duckdb
 import polars as pl
+import pytest
 
 from bench.membership import kept_share, published
 from seg_assets.demo.generate import DEFAULT_END, generate_followup
@@ -14,6 +15,7 @@ from seg_assets.segmentation.assets import candidate_promoted
 from seg_assets.settings import data_paths
 
 
+@pytest.mark.slow
 def test_a_refit_after_drift_keeps_the_users_who_did_not_change(data_dir):
     assert run_refresh(data_dir).success
     before = published(data_dir)

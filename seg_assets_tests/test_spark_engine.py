@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from seg_assets.cli import app
 from seg_assets.demo.generate import generate
 
+pytestmark = pytest.mark.slow  # one refresh per engine (a minute); make test starts it first
 AS_OF = "2026-10-31T23:59:59Z"
 runner = CliRunner()
 

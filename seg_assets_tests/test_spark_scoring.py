@@ -26,6 +26,7 @@ from seg_assets.segmentation.scoring import COLUMNS, user_segments
 from seg_assets.settings import data_paths
 from seg_assets.spark.scoring import features_dir
 
+pytestmark = pytest.mark.slow
 FLOATS = ("confidence", "churn_probability", "expected_value_next_h")
 CHURN = {"ops": {"churn_model": {"config": {"horizon_days": 14, "min_auc": 0.0, "kind": "logreg"}}}}
 
