@@ -64,9 +64,8 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
                     f"WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}").pl()
     train = con.sql(f"SELECT user_id, product_id, 1.0 AS w FROM {M.BASKETS} WHERE order_ts <= {M._ts(cut)}").pl()
     if s.click_weight > 0 and table_exists(con, "raw.clicks"):
-        since = f"AND event_ts > {M._ts(cut - timedelta(days=s.click_days))} " if s.click_days > 0 else ""
-        clicks = con.sql(f"SELECT user_id, product_id, {s.click_weight!r} AS w FROM raw.clicks WHERE product_id IS NOT NULL "
-                         f"AND event_ts <= {M._ts(cut)} {since}").pl()  # the clicks our model reads (click_days)
+        clicks = con.sql(f"SELECT user_id, product_id, {s.click_weight!r} * n AS w FROM ({M.click_counts_sql(cut, s)}) "
+                         "WHERE product_id IS NOT NULL").pl()  # the clicks our model reads (click_days)
         train = pl.concat([train, clicks.filter(pl.col("product_id").is_in(train["product_id"].unique().implode()))])
     users = sorted(set(train["user_id"]) | set(truth["user_id"]))
     items = sorted(set(train["product_id"]))

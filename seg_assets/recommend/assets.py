@@ -34,28 +34,29 @@ STATE_COLUMNS = ("watermark BIGINT, settings_key VARCHAR, as_of TIMESTAMP, weigh
                  "built_at TIMESTAMP")
 
 
+DEFAULTS = M.RecSettings()  # the model's defaults, so each lives in one place
+
+
 class RecommendConfig(dg.Config):
-    top_n: int = Field(default=10, ge=1, le=100, description="Products per user.")
-    exclude_days: int = Field(default=14, ge=0, description="Products the user bought in this many days before as-of are "
-                              "not recommended (0: none excluded).")
-    horizon_days: int = Field(default=30, ge=1, description="The weights are fitted on purchases in this many days before "
-                              "as-of (features as of its start).")
-    candidates: int = Field(default=10, ge=1, description="Per source (segment's popular, co-purchased, category): "
+    top_n: int = Field(default=DEFAULTS.top_n, ge=1, le=100, description="Products per user.")
+    exclude_days: int = Field(default=DEFAULTS.exclude_days, ge=0, description="Products the user bought in this many days "
+                              "before as-of are not recommended (0: none excluded).")
+    horizon_days: int = Field(default=DEFAULTS.horizon_days, ge=1, description="The weights are fitted on purchases in this "
+                              "many days before as-of (features as of its start).")
+    candidates: int = Field(default=DEFAULTS.candidates, ge=1, description="Per source (segment's popular, co-purchased, category): "
                             "products considered per user.")
-    click_weight: float = Field(default=0.1, ge=0, description="A click counts this much of a purchased line "
+    click_weight: float = Field(default=DEFAULTS.click_weight, ge=0, description="A click counts this much of a purchased line "
                                 "(category shares, clicked products); 0 ignores clicks.")
-    click_days: int = Field(default=30, ge=0, description="Only clicks in this many days before as-of count (recent "
+    click_days: int = Field(default=DEFAULTS.click_days, ge=0, description="Only clicks in this many days before as-of count (recent "
                             "browsing; 0: every click).")
-    max_basket_size: int = Field(default=1000, ge=2, description="Orders with more distinct products are left out, "
+    max_basket_size: int = Field(default=DEFAULTS.max_basket_size, ge=2, description="Orders with more distinct products are left out, "
                                  "as in basket rules.")
-    max_fit_users: int = Field(default=5_000, ge=100, description="Users (a hash sample) the weights are fitted on.")
+    max_fit_users: int = Field(default=DEFAULTS.max_fit_users, ge=100, description="Users (a hash sample) the weights are fitted on.")
     chunk_users: int = Field(default=125_000, ge=1_000, description="A full build ranks about this many users at a time "
                              "(bounds its memory; the result does not depend on it).")
 
     def settings(self) -> M.RecSettings:
-        return M.RecSettings(top_n=self.top_n, exclude_days=self.exclude_days, horizon_days=self.horizon_days,
-                             candidates=self.candidates, click_weight=self.click_weight, click_days=self.click_days,
-                             max_basket_size=self.max_basket_size, max_fit_users=self.max_fit_users)
+        return M.RecSettings(**self.model_dump(exclude={"chunk_users"}))
 
 
 def _empty(con, table: str = TABLE) -> None:

@@ -44,7 +44,7 @@ SEGMENT_POPULAR = "segment_popular"
 REC_COLUMNS = {"user_id": "VARCHAR", "rank": "INTEGER", "product_id": "VARCHAR", "score": "DOUBLE", "reason": "VARCHAR"}
 # Sums of fractions in DECIMAL: exact, so a user's features (and the fitted weights) do not depend on the order in which
 # threads add the terms up (in DOUBLE, near-ties swapped ranks between a whole build and one in chunks under load)
-EXACT, WEIGHT = "DECIMAL(18, 17)", "DECIMAL(18, 6)"
+EXACT, WEIGHT = "DECIMAL(18, 17)", "DECIMAL(38, 12)"
 BASKETS = "_rb_all"  # temp table: every basket line with time and category (see :func:`load_baskets`)
 
 
