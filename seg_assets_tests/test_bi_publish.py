@@ -35,3 +35,49 @@ def test_publish_replaces_files_and_keeps_schema(tmp_path):
     assert fresh.sql("SELECT count(*) FROM analytics.user_segments").fetchall() == [(15,)]
     assert duckdb.sql(f"SELECT count(*) FROM '{second.parquet['analytics.user_segments']}'").fetchall() == [(15,)]
     assert sorted(p.name for p in (tmp_path / "bi").iterdir()) == ["analytics.user_segments.parquet", "segments.duckdb"]
+
+
+def test_only_changed_tables_are_written_again(tmp_path):
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    con.sql("CREATE TABLE analytics.a AS SELECT i, 'x' || i AS s FROM range(1000) t(i)")
+    con.sql("CREATE TABLE analytics.b AS SELECT i FROM range(500) t(i)")
+    con.sql("CREATE TABLE analytics.c AS SELECT i FROM range(5) t(i)")
+    bi = tmp_path / "bi"
+    first = publish_tables(con, bi, ["analytics.a", "analytics.b", "analytics.c"])
+    assert first.written == ("analytics.a", "analytics.b", "analytics.c")
+    stamps = {t: p.stat().st_mtime_ns for t, p in first.parquet.items()}
+
+    con.sql("UPDATE analytics.a SET s = 'changed' WHERE i = 7")  # one value of one table
+    con.sql("CREATE OR REPLACE TABLE analytics.b AS SELECT i FROM range(500) t(i) ORDER BY i DESC")  # same rows, rewritten
+    second = publish_tables(con, bi, ["analytics.a", "analytics.b"])  # c is no longer published
+    assert second.written == ("analytics.a",)
+    assert second.parquet["analytics.b"].stat().st_mtime_ns == stamps["analytics.b"]
+    assert second.parquet["analytics.a"].stat().st_mtime_ns != stamps["analytics.a"]
+    reader = duckdb.connect(str(second.database), read_only=True)
+    assert reader.sql("SELECT s FROM analytics.a WHERE i = 7").fetchall() == [("changed",)]
+    assert reader.sql("SELECT count(*), sum(i) FROM analytics.b").fetchall() == [(500, sum(range(500)))]
+    assert reader.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics' "
+                      "ORDER BY 1").fetchall() == [("a",), ("b",)]
+    written_at = dict(reader.sql("SELECT table_name, written_at FROM meta.bi_tables").fetchall())
+    reader.close()
+    assert written_at["analytics.a"] > written_at["analytics.b"]
+    assert sorted(p.name for p in bi.iterdir()) == ["analytics.a.parquet", "analytics.b.parquet", "segments.duckdb"]
+
+    con.sql("ALTER TABLE analytics.b ADD COLUMN j INTEGER")  # a new column is a change, even with the same rows
+    assert publish_tables(con, bi, ["analytics.a", "analytics.b"]).written == ("analytics.b",)
+    (bi / "analytics.a.parquet").unlink()  # a Parquet file gone missing is written again
+    assert publish_tables(con, bi, ["analytics.a", "analytics.b"]).written == ("analytics.a",)
+    assert duckdb.sql(f"SELECT count(*) FROM '{bi / 'analytics.a.parquet'}'").fetchall() == [(1000,)]
+
+
+def test_a_bi_file_mostly_free_blocks_starts_afresh(tmp_path):
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    bi = tmp_path / "bi"
+    sizes = []
+    for n in range(6):  # a big table replaced each time: the file does not grow without bound
+        con.sql(f"CREATE OR REPLACE TABLE analytics.big AS SELECT i + {n} AS i, md5((i + {n})::VARCHAR) AS s FROM range(300000) t(i)")
+        publish_tables(con, bi, ["analytics.big"])
+        sizes.append((bi / "segments.duckdb").stat().st_size)
+    assert max(sizes) <= 2.5 * sizes[0], sizes

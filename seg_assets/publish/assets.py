@@ -68,7 +68,8 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     description="The analytics tables copied to SEG_DATA_DIR/bi/segments.duckdb and bi/*.parquet, each replaced "
-    "atomically: BI tools open these read-only and never block (or see half of) a refresh.",
+    "atomically: BI tools open these read-only and never block (or see half of) a refresh. Tables whose content did "
+    "not change are carried over, not written again (bi/segments.duckdb's meta.bi_tables).",
 )
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     with duckdb.get_connection() as con:
@@ -79,6 +80,9 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     return dg.MaterializeResult(metadata={
         "database": dg.MetadataValue.path(str(publication.database)),
         "rows": dg.MetadataValue.json(publication.rows),
+        "written": dg.MetadataValue.md(", ".join(publication.written) or "nothing changed"),
+        "unchanged (carried over)": dg.MetadataValue.md(
+            ", ".join(t for t in publication.rows if t not in publication.written) or "none"),
         "connect": dg.MetadataValue.md(f"```\nduckdb -readonly {publication.database}\n```"),
     })
 

@@ -5,16 +5,28 @@ BI tools never open the warehouse (a reader in another process would block every
 written to a temporary file in the same folder and moved into place with ``os.replace`` (an atomic
 rename on POSIX): a reader that holds the old file open keeps reading the old, complete file; the next
 one opens the new, complete file. Nobody ever sees a half-written table, and nobody blocks the writer.
+
+Only tables whose content changed are written again. Each table's fingerprint (its columns, row count and
+the sum of its rows' hashes: one scan, 0.13 s for 10M rows) is kept in the BI file's ``meta.bi_tables``
+with the time the content was last written. The next publication starts from a file copy of the current
+BI file and replaces only the tables whose fingerprint moved, and leaves their Parquet files alone: a
+refresh that re-scores users does not rewrite 10M unchanged recommendation rows twice (3 s at 1M users).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+
 BI_FILE = "segments.duckdb"
+MANIFEST = "meta.bi_tables"  # in the BI file: table_name, rows, fingerprint, written_at (of the content)
 
 
 @dataclass(frozen=True)
@@ -22,43 +34,99 @@ class Publication:
     database: Path
     parquet: dict[str, Path]
     rows: dict[str, int]
+    written: tuple[str, ...]  # tables whose content changed since the last publication (written again)
 
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
+def fingerprint(con, table: str) -> tuple[int, str]:
+    """(rows, fingerprint) of a warehouse table: equal fingerprints, equal content (as a multiset of rows)."""
+    columns = con.sql(f"DESCRIBE {table}").fetchall()
+    rows, total = con.sql(f"SELECT count(*), sum(hash(t))::VARCHAR FROM {table} t").fetchall()[0]
+    text = repr(([(c[0], c[1]) for c in columns], rows, total))
+    return int(rows), hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _previous(con, alias: str) -> dict[str, tuple[int, str, datetime]]:
+    """What the attached copy of the current BI file holds: table -> (rows, fingerprint, written_at)."""
+    try:
+        found = con.sql(f"SELECT table_name, rows, fingerprint, written_at FROM {alias}.{MANIFEST}").fetchall()
+    except duckdb.CatalogException:  # a file from before the manifest: everything is written again
+        return {}
+    return {name: (rows, fp, at) for name, rows, fp, at in found}
+
+
+def _start_from_current(con, current: Path, tmp_db: Path, alias: str) -> dict[str, tuple[int, str, datetime]]:
+    """Attach ``tmp_db`` as ``alias``: a copy of the current BI file when it has a manifest and is mostly live data
+    (replaced tables leave free blocks; once they outnumber the used ones it starts afresh), else a new file.
+    Returns its manifest (empty for a new file)."""
+    if current.exists():
+        shutil.copyfile(current, tmp_db)
+        try:
+            con.sql(f"ATTACH '{_sql_path(tmp_db)}' AS {alias}")
+            free, used = con.sql("SELECT free_blocks, used_blocks FROM pragma_database_size() "
+                                 f"WHERE database_name = '{alias}'").fetchall()[0]
+            previous = _previous(con, alias)
+            if previous and free <= used:
+                return previous
+            con.sql(f"DETACH {alias}")
+        except duckdb.Error:  # unreadable (another DuckDB version, damaged): publish into a new file
+            con.sql(f"DETACH DATABASE IF EXISTS {alias}")
+        tmp_db.unlink()
+    con.sql(f"ATTACH '{_sql_path(tmp_db)}' AS {alias}")
+    return {}
+
+
 def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
-    """Copy ``tables`` (``schema.name``) from the warehouse into a fresh BI file and Parquet files."""
+    """Copy ``tables`` (``schema.name``) from the warehouse into a fresh BI file and Parquet files; tables whose
+    content did not change since the last publication are carried over, not written again."""
     bi_dir.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     tmp_db = bi_dir / f".{BI_FILE}.{token}.tmp"
+    target_db = bi_dir / BI_FILE
     alias = f"bi_{token}"
-    rows, staged = {}, {}
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows, staged, manifest, written = {}, {}, [], []
     # Tables are sets: letting DuckDB write them in any order lets both cores write (about -10%).
     con.sql("SET preserve_insertion_order = false")
     try:
-        con.sql(f"ATTACH '{_sql_path(tmp_db)}' AS {alias}")
+        previous = _start_from_current(con, target_db, tmp_db, alias)
         try:
             for table in tables:
                 schema, name = table.split(".", 1)
+                rows[table], fp = fingerprint(con, table)
+                parquet = bi_dir / f"{table}.parquet"
+                old = previous.get(table)
+                if old is not None and old[1] == fp and parquet.exists():
+                    manifest.append((table, rows[table], fp, old[2]))
+                    continue
                 con.sql(f"CREATE SCHEMA IF NOT EXISTS {alias}.{schema}")
-                con.sql(f"CREATE TABLE {alias}.{schema}.{name} AS SELECT * FROM {table}")
-                rows[table] = int(con.sql(f"SELECT count(*) FROM {alias}.{schema}.{name}").fetchall()[0][0])
-                tmp_parquet = bi_dir / f".{table}.{token}.parquet.tmp"
-                con.sql(f"COPY (SELECT * FROM {table}) TO '{_sql_path(tmp_parquet)}' (FORMAT parquet)")
-                staged[table] = tmp_parquet
+                con.sql(f"CREATE OR REPLACE TABLE {alias}.{schema}.{name} AS SELECT * FROM {table}")
+                staged[table] = bi_dir / f".{table}.{token}.parquet.tmp"
+                con.sql(f"COPY (SELECT * FROM {table}) TO '{_sql_path(staged[table])}' (FORMAT parquet)")
+                manifest.append((table, rows[table], fp, now))
+                written.append(table)
+            for table in set(previous) - set(tables):  # no longer published
+                con.sql(f"DROP TABLE IF EXISTS {alias}.{table}")
+            schema = MANIFEST.split(".")[0]
+            con.sql(f"CREATE SCHEMA IF NOT EXISTS {alias}.{schema}")
+            con.sql(f"CREATE OR REPLACE TABLE {alias}.{MANIFEST} (table_name VARCHAR, rows BIGINT, fingerprint VARCHAR, "
+                    "written_at TIMESTAMP)")
+            if manifest:
+                con.executemany(f"INSERT INTO {alias}.{MANIFEST} VALUES (?, ?, ?, ?)", manifest)
         finally:
-            con.sql(f"DETACH {alias}")
+            con.sql(f"DETACH DATABASE IF EXISTS {alias}")
             con.sql("RESET preserve_insertion_order")
-        # Everything is written: now swap each file into place.
-        target_db = bi_dir / BI_FILE
-        os.replace(tmp_db, target_db)
-        parquet = {}
+        # Everything is written: now swap each file into place, the BI file (which holds the manifest) last.
         for table, tmp in staged.items():
-            parquet[table] = bi_dir / f"{table}.parquet"
-            os.replace(tmp, parquet[table])
-        return Publication(database=target_db, parquet=parquet, rows=rows)
+            os.replace(tmp, bi_dir / f"{table}.parquet")
+        for table in set(previous) - set(tables):
+            (bi_dir / f"{table}.parquet").unlink(missing_ok=True)
+        os.replace(tmp_db, target_db)
+        return Publication(database=target_db, parquet={t: bi_dir / f"{t}.parquet" for t in tables}, rows=rows,
+                           written=tuple(written))
     finally:
         for leftover in [tmp_db, tmp_db.with_name(tmp_db.name + ".wal"), *staged.values()]:
             if leftover.exists():
