@@ -81,3 +81,18 @@ def test_a_bi_file_mostly_free_blocks_starts_afresh(tmp_path):
         publish_tables(con, bi, ["analytics.big"])
         sizes.append((bi / "segments.duckdb").stat().st_size)
     assert max(sizes) <= 2.5 * sizes[0], sizes
+
+
+def test_a_publication_where_everything_changed_writes_a_new_file(tmp_path):
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    con.sql("CREATE TABLE analytics.a AS SELECT i FROM range(100000) t(i)")
+    con.sql("CREATE TABLE analytics.gone AS SELECT 1 AS x")
+    bi = tmp_path / "bi"
+    publish_tables(con, bi, ["analytics.a", "analytics.gone"])
+    size = (bi / "segments.duckdb").stat().st_size
+    for n in range(3):  # no table unchanged: nothing to carry, so no copy and no free blocks piling up
+        con.sql(f"CREATE OR REPLACE TABLE analytics.a AS SELECT i + {n + 1} AS i FROM range(100000) t(i)")
+        assert publish_tables(con, bi, ["analytics.a"]).written == ("analytics.a",)
+        assert (bi / "segments.duckdb").stat().st_size <= size
+    assert sorted(p.name for p in bi.iterdir()) == ["analytics.a.parquet", "segments.duckdb"]
