@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from seg_assets.recommend import evaluate as E  # noqa: E402
 from seg_assets.recommend import model as M  # noqa: E402
+from seg_assets.recommend.assets import SEGMENTS  # noqa: E402
 from seg_assets.warehouse import table_exists  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SEGMENTS = "SELECT user_id, segment_id FROM analytics.user_segments"
 
 
 def prepare(kind: str, args, root: Path) -> Path:
@@ -77,8 +77,8 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
                      f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))}").pl()
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _eu AS SELECT t.user_id, coalesce(g.segment_id, -1) AS segment_id
                 FROM (SELECT DISTINCT user_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}) t
-                LEFT JOIN ({SEGMENTS}) g USING (user_id)""")
-    M.model_tables(con, cut, s, SEGMENTS, "_im_", temp=True)
+                LEFT JOIN {M.SEGMENTS} g USING (user_id)""")
+    M.model_tables(con, cut, s, "_im_", temp=True)
     fill = con.sql(E.popular_sql(cut, "_eu", s, "_im_", "segment")).pl()
     test_users = truth["user_id"].unique().to_list()
     rows = []
@@ -96,7 +96,8 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
         recs = (recs.filter(pl.col("product_id").is_not_null() & pl.col("s").is_finite()
                             & pl.col("user_id").is_in(pl.Series(np.array(test_users)[has]).implode()))
                 .join(recent, on=["user_id", "product_id"], how="anti").sort("user_id", "pos").group_by("user_id").head(s.top_n))
-        recs = pl.concat([recs.select("user_id", "product_id"), fill.join(recs.select("user_id").unique(), on="user_id", how="anti")])
+        recs = pl.concat([recs.select("user_id", "product_id"), fill.join(recs.select("user_id").unique(), on="user_id", how="anti")],
+                         how="vertical_relaxed")  # codes: python ints from the model, INTEGER from DuckDB
         rows.append({"method": name, **E.hit_rate_recall(recs, truth), "seconds": round(time.time() - t, 1)})
     for t in ("_eu", "_im_seg_pop", "_im_shop_pop", "_im_together", "_im_cat_pop"):
         con.sql(f"DROP TABLE {t}")
@@ -118,11 +119,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="seg-recs-") as tmp:
         root = prepare(args.kind, args, Path(tmp))
         con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
-        M.load_baskets(con, s)
+        M.load(con, s, SEGMENTS)
         (last,) = con.sql(f"SELECT max(order_ts) FROM {M.BASKETS}").fetchall()[0]
         cut = last - timedelta(days=args.test_days)
         t = time.time()
-        result = E.evaluate(con, cut, s, SEGMENTS, args.test_days)
+        result = E.evaluate(con, cut, s, args.test_days)
         seconds = round(time.time() - t, 1)
         rows = [{**r, "seconds": seconds if r["method"] == "recommendations" else None}
                 for r in result.select("method", "users", "hit_rate", "recall").to_dicts()]

@@ -70,15 +70,18 @@ def test_serving_rules_on_a_tiny_shop():
     s = M.RecSettings(top_n=3, exclude_days=14, min_fit_positives=1000)  # too little to fit: the baseline's ranking
     segments = "SELECT user_id, segment_id FROM analytics.user_segments"
     cut = datetime(2026, 3, 1)
-    M.load_baskets(con, s)
+    M.load(con, s, segments)
     assert con.sql(f"SELECT count(*) FROM {M.BASKETS} WHERE order_id = 'c1'").fetchall()[0][0] == 0  # credit notes are no basket
-    w = M.fit(con, cut, segments, s)
+    # ids are coded in their own order (ties broken by product id break the same way) and decode to what was delivered
+    assert con.sql(f"SELECT name FROM {M.PRODUCTS} ORDER BY code").fetchall() == [(p,) for p in "ABCDE"]
+    assert con.sql(f"SELECT count(*) FROM {M.USERS}").fetchall() == [(5,)]  # u3: in a segment, never bought
+    w = M.fit(con, cut, s)
     assert not w.fitted
-    M.model_tables(con, cut, s, segments, "_t_", temp=True)
-    con.sql(f"CREATE TEMP TABLE _u AS {segments}")
+    M.model_tables(con, cut, s, "_t_", temp=True)
+    con.sql(f"CREATE TEMP TABLE _u AS SELECT * FROM {M.SEGMENTS}")
     M.candidates(con, cut, "_u", s, "_t_")
     M.rank(con, w, s, "_u")
-    recs = con.sql("SELECT * FROM _recs ORDER BY user_id, rank").pl()
+    recs = con.sql(f"SELECT * FROM ({M.decoded('_recs')}) ORDER BY user_id, rank").pl()
     u1 = recs.filter(pl.col("user_id") == "u1")
     assert not set(u1["product_id"]) & {"A", "B"}  # bought 3 days ago: excluded
     u3 = recs.filter(pl.col("user_id") == "u3")  # no history: the segment's popular products, said so
@@ -86,7 +89,7 @@ def test_serving_rules_on_a_tiny_shop():
     assert recs.group_by("user_id").agg(pl.col("rank").sort()).filter(
         pl.col("rank").list.eval(pl.element() == pl.int_range(1, pl.len() + 1)).list.all().not_()).height == 0
     # popularity baselines exclude the same recent purchases; the shop fills a segment with too few products
-    base = con.sql(E.popular_sql(cut, "_u", s, "_t_", "segment")).pl()
+    base = con.sql(M.decoded(E.popular_sql(cut, "_u", s, "_t_", "segment"))).pl()
     assert not set(base.filter(pl.col("user_id") == "u1")["product_id"]) & {"A", "B"}
     assert base.filter(pl.col("user_id") == "u1").height == 3
 
@@ -94,14 +97,19 @@ def test_serving_rules_on_a_tiny_shop():
 def test_only_the_recent_clicks_count():
     con = duckdb.connect()
     con.sql("CREATE SCHEMA raw")
+    con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
+            "category VARCHAR, status VARCHAR, _file_id BIGINT)")
     con.sql("CREATE TABLE raw.clicks AS SELECT * FROM (VALUES ('u1', 'A', 'toys', TIMESTAMP '2026-02-25'), "
             "('u1', 'A', 'toys', TIMESTAMP '2026-01-10'), ('u1', 'B', NULL, TIMESTAMP '2026-02-28 23:00'), "
-            "('u2', 'C', 'food', TIMESTAMP '2026-03-02')) t(user_id, product_id, category, event_ts)")
+            "('u2', 'C', 'food', TIMESTAMP '2026-03-02'), ('u9', 'A', 'toys', TIMESTAMP '2026-02-26')) "
+            "t(user_id, product_id, category, event_ts)")
+    M.load(con, M.RecSettings(), "SELECT * FROM (VALUES ('u1', 1), ('u2', 1)) t(user_id, segment_id)")
     cut = datetime(2026, 3, 1)
 
     def counts(days: int) -> set:
-        return set(con.sql(M.click_counts_sql(cut, M.RecSettings(click_days=days))).fetchall())
+        return set(con.sql(M.decoded(M.click_counts_sql(cut, M.RecSettings(click_days=days)))).fetchall())
 
-    # 30 days: the January click is too old and the March one is after the cut-off
+    # 30 days: the January click is too old and the March one is after the cut-off; u9 (no segment, no basket) is
+    # nobody the model ranks
     assert counts(30) == {("u1", "A", "toys", 1), ("u1", "B", None, 1)}
     assert counts(0) == {("u1", "A", "toys", 2), ("u1", "B", None, 1)}  # 0: every click up to the cut-off

@@ -31,9 +31,9 @@ def _evaluate(root: Path, test_days: int) -> dict[str, dict]:
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     try:
         s = M.RecSettings()
-        M.load_baskets(con, s)
+        M.load(con, s, SEGMENTS)
         (last,) = con.sql(f"SELECT max(order_ts) FROM {M.BASKETS}").fetchall()[0]
-        result = E.evaluate(con, last - timedelta(days=test_days), s, SEGMENTS, test_days)
+        result = E.evaluate(con, last - timedelta(days=test_days), s, test_days)
     finally:
         con.close()
     return {r["method"]: r for r in result.to_dicts()}

@@ -126,11 +126,11 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.
     """Every user ranked into ``NEXT``, in chunks of about ``chunk_users`` users (by hash): a chunk's candidates are
     independent of the other users', and sorting one chunk at a time bounds the memory (and the sorts' cost, which
     grows faster than the rows). The ``meta.rec_*`` tables it replaces are read by full builds only."""
-    M.load_baskets(con, s)
-    weights = M.fit(con, as_of, SEGMENTS, s)
-    M.model_tables(con, as_of, s, SEGMENTS, PREFIX, temp=False)
+    M.load(con, s, SEGMENTS)
+    weights = M.fit(con, as_of, s)
+    M.model_tables(con, as_of, s, PREFIX, temp=False)
     con.sql(f"CREATE OR REPLACE TABLE meta.rec_members AS {SEGMENTS}")
-    users = int(con.sql("SELECT count(*) FROM meta.rec_members").fetchall()[0][0])
+    users = int(con.sql(f"SELECT count(*) FROM {M.SEGMENTS}").fetchall()[0][0])
     chunks = max(1, -(-users // chunk_users))
     chunk = f"hash(user_id) % {chunks}"
     clicks = s.click_weight > 0 and M._clicks(con)
@@ -138,14 +138,16 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.
         con.sql(f"CREATE OR REPLACE TEMP TABLE _clicks AS SELECT *, {chunk} AS chunk FROM ({M.click_counts_sql(as_of, s)})")
     _empty(con, NEXT)
     for i in range(chunks):
-        con.sql(f"CREATE OR REPLACE TEMP TABLE _chunk AS SELECT * FROM meta.rec_members WHERE {chunk} = {i}")
+        con.sql(f"CREATE OR REPLACE TEMP TABLE _chunk AS SELECT * FROM {M.SEGMENTS} WHERE {chunk} = {i}")
         M.candidates(con, as_of, "_chunk", s, PREFIX,
                      clicks=f"SELECT user_id, product_id, category, n FROM _clicks WHERE chunk = {i}" if clicks else None)
         M.rank(con, weights, s, "_chunk")
-        con.sql(f"INSERT INTO {NEXT} SELECT * FROM _recs")
+        con.sql(f"INSERT INTO {NEXT} SELECT user_id, rank, product_id, score, reason FROM ({M.decoded('_recs')})")
         M.drop_candidates(con)
         con.sql("DROP TABLE _recs; DROP TABLE _chunk")
-    con.sql(f"DROP TABLE {M.BASKETS}" + ("; DROP TABLE _clicks" if clicks else ""))
+    M.unload(con)
+    if clicks:
+        con.sql("DROP TABLE _clicks")
     return users, weights
 
 

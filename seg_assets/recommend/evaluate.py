@@ -7,7 +7,7 @@ window is a test user (those without history get their segment's popular items, 
 **recall@k**: per test user, bought products recommended / bought products, averaged over test users.
 Baselines, served under the same rule (no product the user bought in the ``exclude_days`` before ``cut``):
 the k most popular products of the user's segment (share of the segment's baskets) and of the whole shop.
-Segments are the current ones (``segments``), the same for every method.
+Segments are those given to ``model.load`` (the current ones), the same for every method.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def popular_sql(cut: datetime, users: str, s: M.RecSettings, prefix: str, scope:
     ``exclude_days`` before ``cut`` (``prefix``: model_tables' tables)."""
     recent = (f"SELECT user_id, product_id FROM {M.BASKETS} WHERE order_ts <= {M._ts(cut)} "
               f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))}") if s.exclude_days > 0 else \
-        "SELECT NULL::VARCHAR AS user_id, NULL::VARCHAR AS product_id WHERE false"
+        f"SELECT user_id, product_id FROM {M.BASKETS} WHERE false"
     m = int(s.candidates)
     shop = f"SELECT product_id, shop_pop FROM {prefix}shop_pop WHERE pop_rank <= {m}"
     if scope == "segment":
@@ -57,17 +57,17 @@ def popular_sql(cut: datetime, users: str, s: M.RecSettings, prefix: str, scope:
                QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY pop DESC, pop2 DESC, product_id) <= {int(s.top_n)}"""
 
 
-def evaluate(con, cut: datetime, s: M.RecSettings, segments: str, test_days: int | None = None) -> pl.DataFrame:
+def evaluate(con, cut: datetime, s: M.RecSettings, test_days: int | None = None) -> pl.DataFrame:
     """Hit rate@top_n and recall@top_n of the recommendations and both baselines (one row each), with the
-    fitted weights' note. Needs ``model.load_baskets`` first (the ``_rb_all`` table)."""
+    fitted weights' note. Needs ``model.load`` first (its tables; every id here is a code: hits compare codes)."""
     end = cut + timedelta(days=test_days or s.horizon_days)
     truth = con.sql(f"SELECT DISTINCT user_id, product_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} "
                     f"AND order_ts <= {M._ts(end)}").pl()
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _eval_users AS SELECT t.user_id, coalesce(g.segment_id, -1) AS segment_id
                 FROM (SELECT DISTINCT user_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}) t
-                LEFT JOIN ({segments}) g USING (user_id)""")
-    weights = M.fit(con, cut, segments, s)
-    M.model_tables(con, cut, s, segments, "_ev_", temp=True)
+                LEFT JOIN {M.SEGMENTS} g USING (user_id)""")
+    weights = M.fit(con, cut, s)
+    M.model_tables(con, cut, s, "_ev_", temp=True)
     M.candidates(con, cut, "_eval_users", s, "_ev_")
     M.rank(con, weights, s, "_eval_users")
     rows = []
