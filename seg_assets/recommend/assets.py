@@ -129,7 +129,7 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.
     M.load(con, s, SEGMENTS)
     weights = M.fit(con, as_of, s)
     M.model_tables(con, as_of, s, PREFIX, temp=False)
-    con.sql(f"CREATE OR REPLACE TABLE meta.rec_members AS {SEGMENTS}")
+    con.sql("DROP TABLE IF EXISTS meta.rec_members")  # written by earlier versions, read by nothing
     users = int(con.sql(f"SELECT count(*) FROM {M.SEGMENTS}").fetchall()[0][0])
     chunks = max(1, -(-users // chunk_users))
     chunk = f"hash(user_id) % {chunks}"
