@@ -33,6 +33,8 @@ def generate(
                                    "type and action, and actions.yaml (the activation stage: lift, next best action)."),
     reviews: bool = typer.Option(True, help="Also write English reviews of the orders, their tone by shopper type and "
                                  "order outcome (landing/reviews/: review sentiment; --no-reviews: none)."),
+    lines_per_order: float | None = typer.Option(None, min=1.0, help="Items (order lines) per order on average "
+                                                 "(default: each shopper type's own, 2.2 over the mix)."),
     event_vocabulary: str = typer.Option("rich", "--event-vocabulary", help="Click event names: rich (20 tracker "
                                          "names over the six funnel stages) or contract (view, search, add_to_cart, checkout)."),
 ) -> None:
@@ -50,7 +52,7 @@ def generate(
             directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
             end=parse_utc(end) if end else DEFAULT_END, with_clicks=clicks, with_customers=customers,
             event_vocabulary=event_vocabulary, with_lines=lines, with_campaigns=campaigns,
-            with_reviews=reviews,
+            with_reviews=reviews, lines_per_order=lines_per_order,
         )
     console.print(f"[green]Generated[/green] {summary}")
 
