@@ -51,6 +51,12 @@ def test_a_delivery_of_clicks_only_adds_no_work_and_the_next_order_lines_catch_u
 
     sentiment, recs = _metadata(instance, REVIEW_SENTIMENT), _metadata(instance, USER_RECOMMENDATIONS)
     counts = _metadata(instance, BASKET_RULES)["counts"]
+    records = instance.get_records_for_run(outcome.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    checks = {e.check_name: e for e in (r.event_log_entry.dagster_event.event_specific_data for r in records)}
+    for table in ("orders", "order_items", "reviews"):  # the last delivery's rows are not counted again
+        check = checks[f"raw_{table}_contract"]
+        assert check.passed and check.description.endswith("nothing new to check"), check.description
+    assert checks["raw_clicks_contract"].metadata["rows_checked"].value > 0  # the new clicks are
     assert sentiment["scored_now"] == 0 and "nothing read" in sentiment["scoring"], sentiment
     assert recs["mode"] == "unchanged" and recs["users_ranked"] == 0 and "daily rebase" in recs["why"], recs
     assert recs["dagster/row_count"] == before["analytics.user_recommendations"].height

@@ -122,3 +122,14 @@ def test_feature_ranges_name_the_feature_and_the_bound():
     assert range_violations(ids, features) == [
         "duplicate_user_ids 1", "recency_days: min -3 < lowest 0", "cancel_rate: 2 nulls (allowed 0)",
         "cancel_rate: max 1.5 > highest 1"]
+
+
+def test_a_run_that_ingested_other_tables_has_nothing_new_to_check_here(warehouse):
+    """In a refresh whose ingestion brought no file for this table, the check passes without re-counting the last
+    delivery (run alone, it re-checks the latest ingesting run's rows: the test above)."""
+    _ledger(warehouse, 1, "orders", "run1", delivered=3, rejected=0)
+    _orders(warehouse, 1, [("o1", 5, "completed"), ("o2", -1, "completed"), ("o2", 7, "returned")])  # bad, but old
+    result = raw_contract(warehouse, C.ORDERS, "run2", RawCheckConfig(), BOUNDS, ingested_here=True)
+    assert result.passed and result.description == "raw.orders: no new file in this run, nothing new to check"
+    assert result.metadata["rows_checked"].value == 0
+    assert not raw_contract(warehouse, C.ORDERS, "run1", RawCheckConfig(), BOUNDS, ingested_here=True).passed
