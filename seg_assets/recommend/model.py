@@ -49,7 +49,7 @@ EXACT, WEIGHT = "DECIMAL(18, 17)", "DECIMAL(38, 12)"
 # integer codes (numbered in the ids' own order, so a tie broken by product id breaks the same way): joins, sorts and
 # windows over 10M+ (user, product) rows cost a third less on integers than on the delivered strings (46.7 -> 31 s for
 # a full build at 1M users). :func:`decoded` turns them back into the delivered ids.
-BASKETS = "_rb_all"  # every basket line with time and category
+BASKETS = "_rb_all"  # every basket line with time, category and the owner's segment (-1: none)
 USERS, PRODUCTS = "_rb_users", "_rb_products"  # the codes: (name, code) per user and per product
 SEGMENTS = "_rb_segments"  # (user_id, segment_id) of the segments given to :func:`load`
 
@@ -138,8 +138,9 @@ def reason_sql(w: Weights) -> str:
 
 def load(con, s: RecSettings, segments: str) -> None:
     """The model's inputs, as temp tables with integer codes (see :data:`BASKETS`): the baskets (baskets/counts.py's
-    definition: one row per basket and product) with time and category, the codes of their users, of the users of
-    ``segments`` (SQL of user_id, segment_id) and of every product bought or clicked, and the segments."""
+    definition: one row per basket and product) with time, category and the owner's segment, the codes of their
+    users, of the users of ``segments`` (SQL of user_id, segment_id) and of every product bought or clicked, and the
+    segments."""
     cfg = CountSettings(min_support=1.0, min_baskets=1, max_basket_size=s.max_basket_size)
     con.sql(f"CREATE OR REPLACE TEMP TABLE _rb_named AS {baskets_sql(cfg, detail=True)}")
     con.sql(f"CREATE OR REPLACE TEMP TABLE {SEGMENTS} AS {segments}")
@@ -149,11 +150,13 @@ def load(con, s: RecSettings, segments: str) -> None:
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {PRODUCTS} AS
                 SELECT product_id AS name, row_number() OVER (ORDER BY product_id)::INTEGER AS code
                 FROM (SELECT DISTINCT product_id FROM _rb_named {clicked})""")
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE {BASKETS} AS
-                SELECT b.order_id, u.code AS user_id, p.code AS product_id, b.order_ts, b.category FROM _rb_named b
-                JOIN {USERS} u ON u.name = b.user_id JOIN {PRODUCTS} p ON p.name = b.product_id""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {SEGMENTS} AS
                 SELECT u.code AS user_id, g.segment_id FROM {SEGMENTS} g JOIN {USERS} u ON u.name = g.user_id""")
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE {BASKETS} AS
+                SELECT b.order_id, u.code AS user_id, p.code AS product_id, b.order_ts, b.category,
+                       coalesce(g.segment_id, -1) AS segment_id FROM _rb_named b
+                JOIN {USERS} u ON u.name = b.user_id JOIN {PRODUCTS} p ON p.name = b.product_id
+                LEFT JOIN {SEGMENTS} g ON g.user_id = u.code""")
     con.sql("DROP TABLE _rb_named")
 
 
@@ -178,9 +181,7 @@ def model_tables(con, cut: datetime, s: RecSettings, prefix: str, temp: bool) ->
     category's products."""
     kind = "TEMP TABLE" if temp else "TABLE"
     m = int(s.candidates)
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb AS SELECT b.order_id, b.user_id, b.product_id, b.order_ts, b.category,
-                coalesce(g.segment_id, -1) AS segment_id FROM {BASKETS} b LEFT JOIN {SEGMENTS} g USING (user_id)
-                WHERE b.order_ts <= {_ts(cut)}""")
+    con.sql(f"CREATE OR REPLACE TEMP VIEW _rb AS SELECT * FROM {BASKETS} WHERE order_ts <= {_ts(cut)}")
     con.sql(f"""CREATE OR REPLACE {kind} {prefix}seg_pop AS
         WITH n AS (SELECT segment_id, count(DISTINCT order_id) AS n FROM _rb GROUP BY ALL)
         SELECT segment_id, product_id, count(*) / any_value(n.n) AS seg_pop,
@@ -198,7 +199,7 @@ def model_tables(con, cut: datetime, s: RecSettings, prefix: str, temp: bool) ->
         SELECT * FROM (SELECT category, product_id, count(*) / sum(count(*)) OVER (PARTITION BY category) AS p FROM _rb
                        WHERE category IS NOT NULL GROUP BY category, product_id)
         QUALIFY row_number() OVER (PARTITION BY category ORDER BY p DESC, product_id) <= {m}""")
-    con.sql("DROP TABLE _rb")
+    con.sql("DROP VIEW _rb")
 
 
 def _clicks(con) -> bool:
@@ -319,7 +320,7 @@ def fit(con, cut: datetime, s: RecSettings) -> Weights:
     in the horizon (buyers without earlier baskets carry no personal purchase signal to weigh)."""
     start = cut - timedelta(days=s.horizon_days)
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _fit_users AS
-        SELECT DISTINCT b.user_id, coalesce(g.segment_id, -1) AS segment_id FROM {BASKETS} b LEFT JOIN {SEGMENTS} g USING (user_id)
+        SELECT DISTINCT b.user_id, b.segment_id FROM {BASKETS} b
         WHERE b.order_ts > {_ts(start)} AND b.order_ts <= {_ts(cut)}
         AND b.user_id IN (SELECT user_id FROM {BASKETS} WHERE order_ts <= {_ts(start)})
         ORDER BY hash(b.user_id), b.user_id LIMIT {int(s.max_fit_users)}""")
