@@ -13,7 +13,7 @@ All four are one ``multi_asset_check`` (one step, subsettable: a check can still
 
 "This run" = ledger rows with the check's run id. In a run that ingested (a refresh), a table that got no new
 file has nothing new to check: the check passes at once, saying so (re-counting the last delivery's 8M order
-lines cost 1.6 s of every clicks-only refresh at 1M users). A rebase (the daily one, or ``--rebase``) and a
+lines cost 2.0 s of every clicks-only refresh at 1M users). A rebase (the daily one, or ``--rebase``) and a
 check run on its own validate the files of the latest run that ingested into the table: the last delivery is
 re-counted once a day, and a row slipped in behind the loader's back among them is caught.
 """
