@@ -75,9 +75,8 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
     x.sum_duplicates()
     recent = con.sql(f"SELECT DISTINCT user_id, product_id FROM {M.BASKETS} WHERE order_ts <= {M._ts(cut)} "
                      f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))}").pl()
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE _eu AS SELECT t.user_id, coalesce(g.segment_id, -1) AS segment_id
-                FROM (SELECT DISTINCT user_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}) t
-                LEFT JOIN {M.SEGMENTS} g USING (user_id)""")
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _eu AS SELECT DISTINCT user_id, segment_id FROM {M.BASKETS}
+                WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}""")
     M.model_tables(con, cut, s, "_im_", temp=True)
     fill = con.sql(E.popular_sql(cut, "_eu", s, "_im_", "segment")).pl()
     test_users = truth["user_id"].unique().to_list()

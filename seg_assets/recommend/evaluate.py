@@ -63,9 +63,8 @@ def evaluate(con, cut: datetime, s: M.RecSettings, test_days: int | None = None)
     end = cut + timedelta(days=test_days or s.horizon_days)
     truth = con.sql(f"SELECT DISTINCT user_id, product_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} "
                     f"AND order_ts <= {M._ts(end)}").pl()
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE _eval_users AS SELECT t.user_id, coalesce(g.segment_id, -1) AS segment_id
-                FROM (SELECT DISTINCT user_id FROM {M.BASKETS} WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}) t
-                LEFT JOIN {M.SEGMENTS} g USING (user_id)""")
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _eval_users AS SELECT DISTINCT user_id, segment_id FROM {M.BASKETS}
+                WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}""")
     weights = M.fit(con, cut, s)
     M.model_tables(con, cut, s, "_ev_", temp=True)
     M.candidates(con, cut, "_eval_users", s, "_ev_")

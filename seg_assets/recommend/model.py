@@ -143,21 +143,21 @@ def load(con, s: RecSettings, segments: str) -> None:
     segments."""
     cfg = CountSettings(min_support=1.0, min_baskets=1, max_basket_size=s.max_basket_size)
     con.sql(f"CREATE OR REPLACE TEMP TABLE _rb_named AS {baskets_sql(cfg, detail=True)}")
-    con.sql(f"CREATE OR REPLACE TEMP TABLE {SEGMENTS} AS {segments}")
+    con.sql(f"CREATE OR REPLACE TEMP TABLE _rb_segments_named AS {segments}")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {USERS} AS SELECT user_id AS name, row_number() OVER (ORDER BY user_id) AS code
-                FROM (SELECT user_id FROM _rb_named UNION SELECT user_id FROM {SEGMENTS})""")
+                FROM (SELECT user_id FROM _rb_named UNION SELECT user_id FROM _rb_segments_named)""")
     clicked = "UNION SELECT product_id FROM raw.clicks WHERE product_id IS NOT NULL" if _clicks(con) else ""
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {PRODUCTS} AS
                 SELECT product_id AS name, row_number() OVER (ORDER BY product_id)::INTEGER AS code
                 FROM (SELECT DISTINCT product_id FROM _rb_named {clicked})""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {SEGMENTS} AS
-                SELECT u.code AS user_id, g.segment_id FROM {SEGMENTS} g JOIN {USERS} u ON u.name = g.user_id""")
+                SELECT u.code AS user_id, g.segment_id FROM _rb_segments_named g JOIN {USERS} u ON u.name = g.user_id""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {BASKETS} AS
                 SELECT b.order_id, u.code AS user_id, p.code AS product_id, b.order_ts, b.category,
                        coalesce(g.segment_id, -1) AS segment_id FROM _rb_named b
                 JOIN {USERS} u ON u.name = b.user_id JOIN {PRODUCTS} p ON p.name = b.product_id
                 LEFT JOIN {SEGMENTS} g ON g.user_id = u.code""")
-    con.sql("DROP TABLE _rb_named")
+    con.sql("DROP TABLE _rb_named; DROP TABLE _rb_segments_named")
 
 
 def unload(con) -> None:
