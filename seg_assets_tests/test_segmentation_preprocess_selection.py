@@ -8,7 +8,15 @@ import pytest
 from sklearn.datasets import make_blobs
 
 from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights
-from seg_assets.segmentation.selection import SelectionConfig, bootstrap_stability, fit_clusters, sample_indices, select_k
+from seg_assets.segmentation.selection import (
+    SelectionConfig,
+    bootstrap_stability,
+    cluster_metrics,
+    fit_clusters,
+    sample_distances,
+    sample_indices,
+    select_k,
+)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +103,15 @@ def test_select_k_finds_the_planted_k(planted):
     assert {"silhouette", "davies_bouldin", "calinski_harabasz"} <= set(m.columns)
     best = m.filter(pl.col("k") == planted).row(0, named=True)
     assert best["davies_bouldin"] == m["davies_bouldin"].min()
+
+
+def test_silhouette_from_shared_distances_equals_the_direct_one():
+    """select_k scores every k on one distance matrix of the silhouette sample: the metrics must not move."""
+    X, _ = make_blobs(n_samples=4000, centers=5, n_features=6, random_state=1)
+    distances = sample_distances(X, 1500, 7)
+    for k in (2, 3, 5):
+        labels = np.arange(len(X)) % k
+        assert cluster_metrics(X, labels, 1500, 7, distances) == pytest.approx(cluster_metrics(X, labels, 1500, 7), abs=1e-12)
 
 
 def test_gmm_and_minibatch_paths():

@@ -117,14 +117,20 @@ def _current_as_of(con):
         return None
 
 
-def known_users(con, cutoff: datetime) -> pl.Series:
-    """Users with an order, a click or a signup at or before ``cutoff``, sorted: the rows of features as of it."""
-    parts = [f"SELECT user_id FROM {table} WHERE {column} <= $cutoff" for table, column in USER_SOURCES
-             if table_exists(con, table)]
+def first_seen(con, until: datetime) -> pl.DataFrame:
+    """(user_id, first_seen) of users with an order, a click or a signup at or before ``until``, sorted by id.
+    One scan serves every snapshot: the users known at a cut-off are those first seen at or before it."""
+    parts = [f"SELECT user_id, min({column}) AS first_seen FROM {table} WHERE {column} <= $until GROUP BY user_id"
+             for table, column in USER_SOURCES if table_exists(con, table)]
     if not parts:
-        return pl.Series("user_id", [], dtype=pl.String)
-    return con.sql(f"SELECT DISTINCT user_id FROM ({' UNION ALL '.join(parts)}) ORDER BY user_id",
-                   params={"cutoff": cutoff}).pl()["user_id"]
+        return pl.DataFrame(schema={"user_id": pl.String, "first_seen": pl.Datetime("us")})
+    return con.sql(f"SELECT user_id, min(first_seen) AS first_seen FROM ({' UNION ALL '.join(parts)}) "
+                   "GROUP BY user_id ORDER BY user_id", params={"until": until}).pl()
+
+
+def known_users(seen: pl.DataFrame, cutoff: datetime) -> pl.Series:
+    """Users of :func:`first_seen` known at ``cutoff``, sorted: the rows of features as of it."""
+    return seen.filter(pl.col("first_seen") <= cutoff)["user_id"]
 
 
 def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None, users: pl.Series | None = None) -> pl.DataFrame:
@@ -170,12 +176,14 @@ def labels_after(con, cutoff: datetime, horizon_days: int, as_of: datetime) -> p
 
 
 def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *, index: int = 0,
-                   max_users: int | None = 200_000, seed: int = 0, sql_dir: Path | None = None) -> pl.DataFrame:
-    """One snapshot: the feature columns as of ``cutoff`` plus :data:`LABEL_COLUMNS`."""
+                   max_users: int | None = 200_000, seed: int = 0, sql_dir: Path | None = None,
+                   seen: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One snapshot: the feature columns as of ``cutoff`` plus :data:`LABEL_COLUMNS` (``seen``: :func:`first_seen`
+    up to at least ``cutoff``, shared by the snapshots of one build)."""
     if cutoff + timedelta(days=horizon_days) > as_of:
         raise ValueError(f"cut-off {cutoff} + {horizon_days} days is after the as-of time {as_of}: the label would "
                          "need data from the future")
-    users = known_users(con, cutoff)  # the sample is drawn first, so only its users are aggregated
+    users = known_users(first_seen(con, cutoff) if seen is None else seen, cutoff)  # sampled before aggregating
     sampled = max_users is not None and users.len() > max_users
     features = features_as_of(con, cutoff, sql_dir=sql_dir,
                               users=users[sample_indices(users.len(), max_users, seed + 101 * index)] if sampled else None)
@@ -191,8 +199,9 @@ def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *,
 def build_snapshots(con, plan: SnapshotPlan, *, max_users_per_snapshot: int | None = 200_000, seed: int = 0,
                     sql_dir: Path | None = None) -> pl.DataFrame:
     """All snapshots of ``plan`` stacked (``snapshot`` = k, 0 the latest), restricted to the columns they share."""
+    seen = first_seen(con, max(plan.cutoffs)) if plan.cutoffs else None
     parts = [build_snapshot(con, cut, plan.horizon_days, plan.as_of, index=k, max_users=max_users_per_snapshot,
-                            seed=seed, sql_dir=sql_dir)
+                            seed=seed, sql_dir=sql_dir, seen=seen)
              for k, cut in enumerate(plan.cutoffs)]
     if not parts:
         return pl.DataFrame()
