@@ -11,6 +11,7 @@ import pytest
 
 from seg_assets import expectations as E
 from seg_assets.features.checks import range_violations
+from seg_assets.ingest import checks
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.checks import RawCheckConfig, _reject_ratio, raw_contract
 from seg_assets.ingest.loader import ensure_tables
@@ -89,6 +90,20 @@ def test_a_raw_contract_count_fails_the_blocking_check_and_the_description_names
     assert result.metadata["failed_rules"].value == ["duplicate_ids", "invalid_amount"]
     assert result.metadata["rows_validated"].value == 3  # GE's sample of the new rows, with examples
     assert "expect_column_values_to_be_unique(order_id)" in result.metadata["failed_expectations"].value
+
+
+@pytest.mark.parametrize("per_statement", [64, 2])
+def test_ids_repeated_within_and_across_the_runs_files_are_counted_exactly(warehouse, monkeypatch, per_statement):
+    """Each file's ids are checked in stored order (ascending: unique within it); only files out of order and
+    overlapping ranges are hashed. A file whose rows all went elsewhere (rejected, duplicates) has none here."""
+    monkeypatch.setattr(checks, "FILES_PER_STATEMENT", per_statement)
+    for fid in (1, 2, 3, 4):
+        _ledger(warehouse, fid, "orders", "run1", delivered=3, rejected=0)
+    _orders(warehouse, 1, [("o1", 5, "completed"), ("o2", 5, "completed"), ("o5", 5, "completed")])  # ascending
+    _orders(warehouse, 2, [("o4", 5, "completed"), ("o3", 5, "completed"), ("o4", 5, "completed")])  # o4 twice
+    _orders(warehouse, 4, [("o5", 5, "completed"), ("o6", 5, "completed")])  # o5 again (file 1's range)
+    counts, rows = checks._aggregates(warehouse, C.ORDERS, [1, 2, 3, 4], *BOUNDS)
+    assert rows == 8 and counts["duplicate_ids"] == 2 and counts["null_ids"] == 0
 
 
 def test_older_rows_are_recounted_without_ge_while_they_hold(warehouse):

@@ -93,6 +93,9 @@ def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
     return None
 
 
+FILES_PER_STATEMENT = 64
+
+
 def _duplicates_within(con, spec: C.TableSpec, file_ids: list[int]) -> tuple[int, int, int, object, object]:
     """(ids repeated within the run's rows, rows, null ids, min id, max id), counting only where a repeat can be.
 
@@ -103,13 +106,15 @@ def _duplicates_within(con, spec: C.TableSpec, file_ids: list[int]) -> tuple[int
     """
     ident = spec.id_column
     ids = ", ".join(map(str, file_ids)) or "NULL"
-    files = con.sql(
-        f"""SELECT _file_id, count(*), count(k), min(k), max(k),
-                   coalesce(bool_and(k > prev) FILTER (WHERE prev_file = _file_id), true)
-        FROM (SELECT {ident} AS k, _file_id, lag({ident}) OVER () AS prev, lag(_file_id) OVER () AS prev_file
-              FROM {spec.qualified} WHERE _file_id IN ({ids}))
-        GROUP BY _file_id"""
-    ).fetchall()
+    # One pass per file, the files side by side in one statement: a window over all of them runs on one thread
+    # (cold load of 30M clicks in 6 files: 2.0 s as one window, 1.0 s as six).
+    files = []
+    for start in range(0, len(file_ids), FILES_PER_STATEMENT):
+        files += con.sql(" UNION ALL ".join(
+            f"""SELECT {int(fid)}, count(*), count(k), min(k), max(k), coalesce(bool_and(k > prev), true)
+            FROM (SELECT {ident} AS k, lag({ident}) OVER () AS prev FROM {spec.qualified} WHERE _file_id = {int(fid)})"""
+            for fid in file_ids[start:start + FILES_PER_STATEMENT])).fetchall()
+    files = [f for f in files if f[1]]  # a file whose rows were all rejected or duplicates left none here
     rows, nulls = sum(f[1] for f in files), sum(f[1] - f[2] for f in files)
     ranged = [f for f in files if f[3] is not None]
     first_id = min((f[3] for f in ranged), default=None)
