@@ -112,6 +112,8 @@ def test_silhouette_from_shared_distances_equals_the_direct_one():
     for k in (2, 3, 5):
         labels = np.arange(len(X)) % k
         assert cluster_metrics(X, labels, 1500, 7, distances) == pytest.approx(cluster_metrics(X, labels, 1500, 7), abs=1e-12)
+    assert sample_distances(X, 1500, 7).shape == (1500, 1500)
+    assert sample_distances(np.zeros((9_000, 2)), 9_000, 7) is None  # too large to hold: scored per k in chunks
 
 
 def test_gmm_and_minibatch_paths():

@@ -123,13 +123,18 @@ def cluster_metrics(Z: np.ndarray, labels: np.ndarray, sample_size: int, seed: i
     }
 
 
-def sample_distances(Z: np.ndarray, sample_size: int, seed: int) -> np.ndarray:
-    """Euclidean distances between the rows of ``cluster_metrics``' sample (at most 5k x 5k: 200 MB). Every k of a
-    selection is scored on the same rows, so they are computed once, not once per k (sklearn's silhouette
-    spends most of its time on them: 6 candidates at 5k rows, 1.8 s -> 0.7 s, same values)."""
+SHARED_DISTANCES_MAX_ROWS = 8_000  # a matrix of n^2 doubles: 512 MB at 8k rows (the default sample, 5k: 200 MB)
+
+
+def sample_distances(Z: np.ndarray, sample_size: int, seed: int) -> np.ndarray | None:
+    """Euclidean distances between the rows of ``cluster_metrics``' sample. Every k of a selection is scored on
+    the same rows, so they are computed once, not once per k (sklearn's silhouette spends most of its time on
+    them: 6 candidates at 5k rows, 1.8 s -> 0.7 s, same values). None above SHARED_DISTANCES_MAX_ROWS rows:
+    a larger configured sample is scored per k in sklearn's bounded chunks instead of held as one matrix."""
     from sklearn.metrics import pairwise_distances
 
-    return pairwise_distances(Z[sample_indices(len(Z), sample_size, seed)])
+    idx = sample_indices(len(Z), sample_size, seed)
+    return pairwise_distances(Z[idx]) if len(idx) <= SHARED_DISTANCES_MAX_ROWS else None
 
 
 def select_k(Z: np.ndarray, cfg: SelectionConfig = SelectionConfig(), k_range: tuple[int, int] | None = None) -> KSelection:
@@ -151,7 +156,7 @@ def select_k(Z: np.ndarray, cfg: SelectionConfig = SelectionConfig(), k_range: t
     return KSelection(k=best, metrics=metrics.with_columns(chosen=pl.col("k") == best))
 
 
-def _try_k(sel: np.ndarray, k: int, algo: str, cfg: SelectionConfig, distances: np.ndarray) -> dict:
+def _try_k(sel: np.ndarray, k: int, algo: str, cfg: SelectionConfig, distances: np.ndarray | None) -> dict:
     """One row of the k-selection table: fit k on the sample, score it on the silhouette sample."""
     est = make_estimator(algo, k, cfg).fit(sel)
     labels = est.predict(sel)
