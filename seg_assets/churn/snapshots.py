@@ -124,7 +124,8 @@ def first_seen(con, until: datetime) -> pl.DataFrame:
              for table, column in USER_SOURCES if table_exists(con, table)]
     if not parts:
         return pl.DataFrame(schema={"user_id": pl.String, "first_seen": pl.Datetime("us")})
-    return con.sql(f"SELECT user_id, min(first_seen) AS first_seen FROM ({' UNION ALL '.join(parts)}) "
+    # naive UTC (the session is in UTC), so polars compares it with the naive cut-offs whatever the sources' types
+    return con.sql(f"SELECT user_id, min(first_seen)::TIMESTAMP AS first_seen FROM ({' UNION ALL '.join(parts)}) "
                    "GROUP BY user_id ORDER BY user_id", params={"until": until}).pl()
 
 
