@@ -43,6 +43,12 @@ def test_profiles_add_up_and_describe():
     assert row[1]["mean_monetary"] == pytest.approx(frame.filter(pl.Series(seg == 1))["monetary"].mean())
     assert row[1]["median_frequency"] == pytest.approx(frame.filter(pl.Series(seg == 1))["frequency"].median())
     assert "x the average" in row[1]["description"] and "orders every" in row[1]["description"]
+    # the order rhythm is the last 90 days' (8 orders: ~11 days), not tenure / orders (700 days / 30 orders: 23)
+    loyal = frame.filter(pl.Series(seg == 1))
+    assert row[1]["order_interval_days"] == pytest.approx(90 * loyal.height / loyal["orders_90d"].sum())
+    assert f"orders every {row[1]['order_interval_days']:.0f} days" in row[1]["description"]
+    assert "orders every" not in row[4]["description"]  # 12 days of tenure: no 90-day rhythm to state
+    assert row[5]["order_interval_days"] is None and "orders every" not in row[5]["description"]  # none in 90 days
     assert "of spend discounted" in row[2]["description"]
     assert row[3]["description"].startswith("100% never ordered")
     assert "joined" in row[4]["description"]

@@ -16,6 +16,9 @@ import numpy as np
 import polars as pl
 
 SEG = "segment_id"
+ORDER_RATE_WINDOW_DAYS = 90  # the window of the feature below (features/dictionary.py)
+ORDERS_IN_WINDOW = f"orders_{ORDER_RATE_WINDOW_DAYS}d"
+MAX_STATED_INTERVAL_DAYS = 365  # rarer than once a year is not a rhythm worth a clause ("last ordered" says it)
 
 
 def _with_segments(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str]) -> pl.DataFrame:
@@ -90,7 +93,8 @@ def describe_segment(stats: Mapping[str, float], population: Mapping[str, float]
         ratio = stats["mean_monetary"] / pop_m
         parts.append("spends almost nothing" if ratio < 0.05 else f"spends {ratio:.1f}x the average")
     gap = stats.get("order_interval_days")
-    if buying and gap is not None and np.isfinite(gap):
+    observed = (stats.get("median_tenure_days") or 0) >= ORDER_RATE_WINDOW_DAYS  # a rate over a window they were there for
+    if buying and observed and gap is not None and np.isfinite(gap) and gap <= MAX_STATED_INTERVAL_DAYS:
         parts.append(f"orders every {_fmt_days(gap)}")
     disc = stats.get("buyer_discount_share")
     if disc is not None and np.isfinite(disc) and disc >= 0.15:
@@ -111,9 +115,15 @@ def segment_profiles(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarra
     extra = []
     if "frequency" in features:
         extra.append((pl.col("frequency") > 0).mean().alias("buyer_share"))
-        if "tenure_days" in features:
-            extra.append((pl.col("tenure_days") / pl.col("frequency")).filter(pl.col("frequency") > 0)
-                         .median().alias("order_interval_days"))
+        if {"tenure_days", ORDERS_IN_WINDOW} <= set(features):
+            # Days per completed order of the segment's buyers over the last 90 days (each buyer counted for the part
+            # of the window since they signed up). Not tenure / orders: a signup years before the data starts made
+            # loyal buyers who order every ~45 days read "every 183 days".
+            buyer = pl.col("frequency") > 0
+            exposure = pl.min_horizontal(pl.col("tenure_days"), pl.lit(float(ORDER_RATE_WINDOW_DAYS)))
+            orders = pl.col(ORDERS_IN_WINDOW).filter(buyer).sum()
+            extra.append(pl.when(orders > 0).then(exposure.filter(buyer).sum() / orders).otherwise(None)
+                         .alias("order_interval_days"))
     if "discount_share" in features and "frequency" in features:
         extra.append(pl.col("discount_share").filter(pl.col("frequency") > 0).mean().alias("buyer_discount_share"))
     prof = df.group_by(SEG).agg(
