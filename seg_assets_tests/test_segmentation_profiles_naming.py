@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from seg_assets.segmentation.naming import archetype_scores, assign_names
-from seg_assets.segmentation.profiles import feature_contrasts, rank_table, segment_profiles
+from seg_assets.segmentation.profiles import describe_segment, feature_contrasts, rank_table, segment_profiles
 
 FEATS = ["recency_days", "frequency", "monetary", "tenure_days", "discount_share", "sessions", "views",
          "session_to_order", "days_since_last_visit", "orders_90d", "avg_order_value"]
@@ -54,6 +54,13 @@ def test_profiles_add_up_and_describe():
     assert "joined" in row[4]["description"]
     assert row[2]["top_features"].startswith("discount_share")
     assert row[5]["top_features"].split(" (")[0] in ("days_since_last_visit", "recency_days")
+
+
+def test_a_segment_that_never_visits_says_so_without_a_last_visit():
+    stats = {"buyer_share": 1.0, "median_sessions": 0.0, "median_days_since_last_visit": 400.0, "median_recency_days": 20.0}
+    assert describe_segment(stats, {}) == "last ordered 20 days ago, no sessions"
+    stats["median_sessions"] = 3.0
+    assert describe_segment(stats, {}).endswith("3 sessions, last visit 400 days ago")
 
 
 def test_feature_contrasts_ranks_and_smd():
