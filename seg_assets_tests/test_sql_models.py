@@ -89,6 +89,19 @@ def test_run_model_uses_the_as_of_variable(tmp_path):
     assert con.sql("SELECT n FROM s.m").fetchall() == [(2,)]
 
 
+def test_a_view_model_is_created_not_run(tmp_path):
+    """Counting a view's rows would run it (every order line aggregated into orders, on every refresh)."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.sql("CREATE SCHEMA raw; CREATE SCHEMA s")
+    con.sql("CREATE TABLE raw.t AS SELECT * FROM (VALUES ('1'), ('x')) v(n)")
+    path = tmp_path / "s" / "v.sql"
+    path.parent.mkdir()
+    path.write_text("-- materialized: view\nSELECT CAST(n AS INTEGER) AS n FROM raw.t")
+    assert run_model(con, load_model(path), datetime(2026, 1, 15)) == (None, None)  # not run: 'x' would fail here
+    with pytest.raises(duckdb.ConversionException):  # the view exists; reading it is what runs it
+        con.sql("SELECT * FROM s.v").fetchall()
+
+
 def test_an_incremental_model_must_read_dated_sql_models(tmp_path):
     (tmp_path / "staging").mkdir()
     (tmp_path / "features").mkdir()
