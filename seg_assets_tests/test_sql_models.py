@@ -42,7 +42,8 @@ def test_project_models_form_a_graph_rooted_in_raw_tables():
     models = {m.table: m for m in discover_models()}
     assert {"staging.stg_orders", "staging.stg_clicks", "staging.stg_customers", "features.user_order_stats",
             "features.user_click_stats", "features.user_category_activity"} <= set(models)
-    assert set(models["staging.stg_orders"].upstream) == {("raw", "orders"), ("raw", "order_items")}
+    assert set(models["staging.stg_orders"].upstream) == {("raw", "orders"), ("staging", "line_orders")}
+    assert set(models["staging.line_orders"].upstream) == {("raw", "orders"), ("raw", "order_items")}
     assert models["features.user_order_stats"].upstream == (("staging", "stg_orders"),)
     assert set(models["features.user_category_activity"].upstream) == {("staging", "stg_orders"), ("staging", "stg_clicks")}
     # Personal data stays in raw.customers.

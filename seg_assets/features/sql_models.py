@@ -160,8 +160,8 @@ def _event_times(model: SqlModel, models: dict[str, SqlModel]) -> dict[tuple[str
 def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None = None,
               rebase: bool = False) -> tuple[int | None, inc.Plan | None]:
     """Build the model's table/view (incremental models: only the changed keys); (row count, plan). A view's rows
-    are not counted: that would run it (``stg_orders`` aggregates every order line: 1.2-1.6 s per refresh at 8M
-    lines), and the count is stale by the next delivery anyway."""
+    are not counted: that would run it (``stg_orders`` then aggregated every order line: 1.2-1.6 s per refresh at
+    8M lines), and the count is stale by the next delivery anyway."""
     set_as_of(con, as_of)
     body = model.sql.strip().rstrip(";")
     plan = None
