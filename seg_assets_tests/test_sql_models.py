@@ -75,14 +75,20 @@ def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):
         assert con.sql("SELECT answer FROM marts.x").fetchall() == [(42,)]
 
 
-def test_run_model_uses_the_as_of_variable(tmp_path):
+def _one_model(tmp_path, raw_values: str, sql: str):
+    """A warehouse with ``raw.t`` (one column from ``raw_values``) and the model ``s.m`` of ``sql``: (con, model)."""
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.sql("CREATE SCHEMA raw; CREATE SCHEMA s")
-    con.sql("CREATE TABLE raw.t AS SELECT * FROM (VALUES (TIMESTAMP '2026-01-01'), (TIMESTAMP '2026-02-01')) v(ts)")
+    con.sql(f"CREATE TABLE raw.t AS SELECT * FROM (VALUES {raw_values}) v(x)")
     path = tmp_path / "s" / "m.sql"
     path.parent.mkdir()
-    path.write_text("SELECT count(*) AS n FROM raw.t WHERE ts <= getvariable('as_of')")
-    model = load_model(path)
+    path.write_text(sql)
+    return con, load_model(path)
+
+
+def test_run_model_uses_the_as_of_variable(tmp_path):
+    con, model = _one_model(tmp_path, "(TIMESTAMP '2026-01-01'), (TIMESTAMP '2026-02-01')",
+                            "SELECT count(*) AS n FROM raw.t WHERE x <= getvariable('as_of')")
     assert model.materialized == "table"
     assert run_model(con, model, datetime(2026, 1, 15))[0] == 1
     assert con.sql("SELECT n FROM s.m").fetchall() == [(1,)]
@@ -92,15 +98,10 @@ def test_run_model_uses_the_as_of_variable(tmp_path):
 
 def test_a_view_model_is_created_not_run(tmp_path):
     """Counting a view's rows would run it (every order line aggregated into orders, on every refresh)."""
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    con.sql("CREATE SCHEMA raw; CREATE SCHEMA s")
-    con.sql("CREATE TABLE raw.t AS SELECT * FROM (VALUES ('1'), ('x')) v(n)")
-    path = tmp_path / "s" / "v.sql"
-    path.parent.mkdir()
-    path.write_text("-- materialized: view\nSELECT CAST(n AS INTEGER) AS n FROM raw.t")
-    assert run_model(con, load_model(path), datetime(2026, 1, 15)) == (None, None)  # not run: 'x' would fail here
+    con, model = _one_model(tmp_path, "('1'), ('x')", "-- materialized: view\nSELECT CAST(x AS INTEGER) AS n FROM raw.t")
+    assert run_model(con, model, datetime(2026, 1, 15)) == (None, None)  # not run: 'x' would fail here
     with pytest.raises(duckdb.ConversionException):  # the view exists; reading it is what runs it
-        con.sql("SELECT * FROM s.v").fetchall()
+        con.sql("SELECT * FROM s.m").fetchall()
 
 
 def test_an_incremental_model_must_read_dated_sql_models(tmp_path):
