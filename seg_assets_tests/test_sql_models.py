@@ -1,6 +1,6 @@
 """SQL models: dependencies come from the SQL itself; a new file is a new asset."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -145,3 +145,41 @@ def test_windows_are_derived_from_the_sql(tmp_path):
     path.write_text("-- materialized: incremental\n-- unique_key: user_id\n-- windows: 30 days\nSELECT 1 AS user_id")
     with pytest.raises(ValueError, match="windows are derived from the SQL; remove the '-- windows:' header"):
         load_model(path)
+
+
+def test_orders_from_lines_are_updated_for_the_orders_that_changed(tmp_path):
+    """staging.line_orders is incremental by order id over the raw tables (dated by the contract's order_ts): a
+    line added to an order, a new order, and an order later delivered as an order row (dropped here) give
+    exactly a full rebuild's rows, the other orders untouched."""
+    from seg_assets.ingest.loader import ingest_landing
+
+    models = {m.table: m for m in discover_models()}
+    model = models["staging.line_orders"]
+    lines = "order_id,user_id,order_ts,product_id,quantity,unit_price,category,description,status\n"
+    orders = "order_id,user_id,order_ts,amount,items,category,discount,status\n"
+    deliveries = [
+        {"order_items/l1.csv": lines + "L1,u1,2026-01-02T10:00:00Z,p1,1,5.0,a,x,completed\n"
+                                       "L1,u1,2026-01-02T10:00:00Z,p2,2,1.5,b,y,completed\n"
+                                       "L2,u2,2026-01-03T10:00:00Z,p1,1,5.0,a,x,cancelled\n"
+                                       + "".join(f"K{i},u{i},2026-01-04T10:00:00Z,p1,1,5.0,a,x,completed\n" for i in range(6)),
+         "orders/o1.csv": orders + "O1,u3,2026-01-02T09:00:00Z,12.50,1,a,0,completed\n"},
+        {"order_items/l2.csv": lines + "L1,u1,2026-01-02T10:00:00Z,p3,3,2.0,b,z,completed\n"
+                                       "L3,u4,2026-01-05T10:00:00Z,p2,1,1.5,b,y,returned\n",
+         "orders/o2.csv": orders + "L2,u2,2026-01-03T10:00:00Z,5.00,1,a,0,cancelled\n"},
+    ]
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    builds = []
+    for k, files in enumerate(deliveries):
+        for name, text in files.items():
+            (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "landing" / name).write_text(text)
+        ingest_landing(con, tmp_path / "landing", run_id=f"r{k}", now=datetime(2026, 2, 1),
+                       clock_skew=timedelta(hours=1), min_ts=datetime(2000, 1, 1))
+        builds.append(run_model(con, model, datetime(2026, 1, 31), models=models)[1].mode)
+    assert builds == ["full", "incremental"]
+    assert con.sql("SELECT changed_keys FROM meta.model_builds WHERE model = 'staging.line_orders'").fetchall() == [(3,)]
+    body = model.sql.strip().rstrip(";")
+    assert con.sql("SELECT * FROM staging.line_orders ORDER BY ALL").fetchall() == con.sql(f"{body} ORDER BY ALL").fetchall()
+    rows = {r[0]: r for r in con.sql("SELECT order_id, amount, items, category, status FROM staging.line_orders").fetchall()}
+    assert rows["L1"] == ("L1", 14.0, 6, "b", "completed") and rows["L3"] == ("L3", 1.5, 1, "b", "returned")
+    assert "L2" not in rows and len(rows) == 8  # L2 came as an order row: stg_orders takes it from raw.orders

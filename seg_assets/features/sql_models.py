@@ -9,11 +9,12 @@ keep in sync. A leading comment block configures the model::
     -- description: what the model holds
     -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
     -- incremental_strategy: additive  (counts, sums, min/max per unique_key: new rows merged in; additive.py)
-    -- event_time: event_ts         (on an input model: the column that dates its rows)
+    -- event_time: event_ts         (on an input model: the column that dates its rows; raw tables: the contract's)
 
 Models may use ``getvariable('as_of')``: the run's "now", set on the connection before the model runs.
 An ``incremental`` model (dbt's word) is rebuilt only for the keys with new input rows (incremental.py);
-its inputs must expose ``_file_id`` and declare ``event_time``, and it may use as-of only to compare an
+its inputs must expose ``_file_id`` and be dated (``event_time``; a raw table by its contract timestamp, e.g.
+``order_ts``), and it may use as-of only to compare an
 input's event time with as-of or with as-of minus an interval ("orders in the last 30 days": a key is also
 rebuilt when one of its rows leaves such a window). The windows are read from those comparisons
 (incremental.sliding_windows), never declared: a declaration could disagree with the SQL.
@@ -31,6 +32,7 @@ from sqlglot import exp
 
 from seg_assets.features import additive
 from seg_assets.features import incremental as inc
+from seg_assets.ingest import contract as C
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import drop_other_kind, sql_model_files, transaction
@@ -140,10 +142,10 @@ def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[s
     those columns (an additive model: ``<= as-of`` alone). A ``ValueError`` at load time if not."""
     if model.materialized != "incremental":
         return ()
-    undated = [".".join(u) for u in model.upstream if ".".join(u) not in models or not models[".".join(u)].event_time]
+    undated = [".".join(u) for u in model.upstream if event_time_of(".".join(u), models) is None]
     if undated:
-        raise ValueError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be SQL models "
-                         "with an '-- event_time:' header (read raw tables through a staging model)")
+        raise ValueError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be raw tables or SQL "
+                         "models with an '-- event_time:' header")
     windows = inc.sliding_windows(model.sql, set(_event_times(model, models).values()), source=str(model.path))
     if model.strategy == "additive":
         if windows:
@@ -153,8 +155,17 @@ def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[s
     return windows
 
 
+def event_time_of(table: str, models: dict[str, SqlModel]) -> str | None:
+    """The column that dates ``table``'s rows: its model's ``event_time``, or a raw table's contract timestamp."""
+    if table in models:
+        return models[table].event_time
+    schema, name = table.split(".", 1)
+    spec = C.TABLES.get(name) if schema == "raw" else None
+    return spec.timestamp_columns[0] if spec is not None and len(spec.timestamp_columns) == 1 else None
+
+
 def _event_times(model: SqlModel, models: dict[str, SqlModel]) -> dict[tuple[str, str], str]:
-    return {u: models[".".join(u)].event_time for u in model.upstream}
+    return {u: event_time_of(".".join(u), models) for u in model.upstream}
 
 
 def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None = None,
@@ -168,7 +179,7 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
     if model.materialized == "incremental":
         models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
         windows = incremental_windows(model, models)
-        sources = [inc.Source(t, models[t].event_time) for t in (".".join(u) for u in model.upstream)]
+        sources = [inc.Source(".".join(u), t) for u, t in _event_times(model, models).items()]
         additive_model = model.strategy == "additive"
         plan = inc.plan_build(con, model=model.table, target=model.table, key=None if additive_model else model.unique_key,
                               sources=sources, code_version=model.code_version, as_of=as_of, rebase=rebase,
