@@ -141,11 +141,13 @@ def count_rows(landing: Path) -> dict[str, int]:
     return rows
 
 
-def link_landing(src_landing: Path, dst_landing: Path, tables: tuple[str, ...] | None = None) -> int:
-    """Hard-link every landing file of ``src`` (of ``tables`` only, if given) into ``dst`` (copy across file
-    systems); returns files added."""
+def link_landing(src_landing: Path, dst_landing: Path, tables: tuple[str, ...] | None = None,
+                 exclude: tuple[str, ...] = ()) -> int:
+    """Hard-link every landing file of ``src`` (of ``tables`` only, if given; none of ``exclude``) into ``dst``
+    (copy across file systems); returns files added."""
     added = 0
-    for table_dir in sorted(p for p in src_landing.iterdir() if p.is_dir() and (tables is None or p.name in tables)):
+    for table_dir in sorted(p for p in src_landing.iterdir()
+                            if p.is_dir() and (tables is None or p.name in tables) and p.name not in exclude):
         target = dst_landing / table_dir.name
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(table_dir.iterdir()):
@@ -166,10 +168,11 @@ def dagster_home(home: Path) -> str:
     return "project dagster.yaml (seg-assets init-dagster-home)"
 
 
-def new_scenario(size: Size, seed: int, fmt: str, base: Path) -> tuple[Path, str]:
-    """A fresh data root (next to ``base``) whose landing holds the base delivery, and an empty Dagster home."""
+def new_scenario(size: Size, seed: int, fmt: str, base: Path, exclude: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """A fresh data root (next to ``base``) whose landing holds the base delivery (but its tables in ``exclude``),
+    and an empty Dagster home."""
     scenario = base.parent / "scenario"
     shutil.rmtree(scenario, ignore_errors=True)
     (scenario / "data").mkdir(parents=True)
-    link_landing(base / "landing", scenario / "data" / "landing")
+    link_landing(base / "landing", scenario / "data" / "landing", exclude=exclude)
     return scenario, dagster_home(scenario / "dagster_home")

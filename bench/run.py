@@ -58,10 +58,11 @@ def _measure(label: str, cmd: list[str], logs: Path, **env: str) -> Measurement:
 
 
 def one_pass(size: data.Size, seed: int, fmt: str, only: set[str], base: Path, followup: Path,
-             gen: dict, engine: str = "duckdb", clicks: Path | None = None) -> tuple[dict, dict, dict, Path, str]:
+             gen: dict, engine: str = "duckdb", clicks: Path | None = None,
+             exclude: tuple[str, ...] = ()) -> tuple[dict, dict, dict, Path, str]:
     """Cold, incremental, (clicks-only,) no-op on a fresh scenario, then the baselines: (measurements, runs,
     notes, dir, home). ``clicks``: the root of a delivery whose clicks alone make the clicks-only scenario."""
-    scenario, home_note = data.new_scenario(size, seed, fmt, base)
+    scenario, home_note = data.new_scenario(size, seed, fmt, base, exclude)
     root, home, logs = scenario / "data", scenario / "dagster_home", scenario / "logs"
     refresh = [data.BIN / "seg-assets", "refresh", "--engine", engine]
     ms: dict[str, Measurement | None] = dict.fromkeys(SCENARIOS + (LINES_SCENARIOS if clicks else ()))
@@ -84,7 +85,7 @@ def one_pass(size: data.Size, seed: int, fmt: str, only: set[str], base: Path, f
         pipeline("cold")  # incremental and no-op need the cold state, so cold always runs with them
         _note(notes, "cold", f"{_events(base_rows):,} events" + _lines_note(base_rows))
         if ms["cold"].ok and only & {"incremental", "no-op"}:
-            data.link_landing(followup / "landing", root / "landing")
+            data.link_landing(followup / "landing", root / "landing", exclude=exclude)
             pipeline("incremental")
             _note(notes, "incremental", f"+{_events(new_rows):,} events "
                   f"({_events(new_rows) / max(_events(base_rows), 1):.2%}), +{new_rows.get('customers', 0):,} new users"
@@ -161,7 +162,7 @@ def _median_pass(passes: list[tuple]) -> tuple[dict, dict, dict]:
 
 
 def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat: int = 1, engine: str = "duckdb",
-        lines: bool = False) -> str:
+        lines: bool = False, lines_only: bool = False) -> str:
     machine_info = report.machine()  # load average before we add our own
     _say(f"data for {size.name} ({size.users:,} users, {size.days} days, seed {seed}, {fmt}"
          f"{', order lines and reviews' if lines else ''}) ...")
@@ -173,7 +174,8 @@ def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat
         if repeat > 1:
             _say(f"pass {i + 1}/{repeat}")
         *result, scenario, home_note = one_pass(size, seed, fmt, only, base, followup, gen, engine,
-                                                base.parent / "clicks" if lines else None)
+                                                base.parent / "clicks" if lines else None,
+                                                ("orders",) if lines_only else ())
         passes.append(result)
         failed = any(m is not None and not m.ok for m in result[0].values())
         if not keep and not failed:
@@ -184,7 +186,9 @@ def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat
     machine_info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     new_rows = gen["followup"]["rows"]
     params = {"size": f"{size.name}: {size.users:,} users, {size.days} days, seed {seed}, {fmt} files"
-                      + (", with order lines and reviews (--lines)" if lines else ""),
+                      + (", with order lines and reviews (--lines)" if lines else "")
+                      + (": orders delivered as lines only (--lines-only; the orders files are not linked)"
+                         if lines_only else ""),
               "base delivery": ", ".join(f"{k} {v:,}" for k, v in gen["base"]["rows"].items()),
               "incremental delivery": f"{size.followup_days} day(s), {size.followup_changed_share:.0%} of users "
                                       f"change type, {size.followup_new_users:,} new users; "
@@ -214,16 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="the refresh's engine")
     parser.add_argument("--lines", action="store_true", help="data with order lines and reviews, the clicks-only "
                         "scenario, and the share of reviews, baskets and recommend in each refresh")
+    parser.add_argument("--lines-only", action="store_true", help="--lines, with the orders delivered as lines only "
+                        "(the pipeline's scenarios; naive and floor still read the base files)")
     args = parser.parse_args(argv)
+    args.lines = args.lines or args.lines_only
     known = SCENARIOS + (LINES_SCENARIOS if args.lines else ())
     only = {s.strip() for s in (args.only or ",".join(known)).split(",") if s.strip()}
     if unknown := only - set(known):
         parser.error(f"unknown scenarios: {sorted(unknown)}" + ("" if args.lines else " (clicks-only needs --lines)"))
     start = time.perf_counter()
     text = run(data.SIZES[args.size], args.seed, args.format, only, args.keep, max(1, args.repeat), args.engine,
-               args.lines)
+               args.lines, args.lines_only)
     OUT.mkdir(exist_ok=True)
-    variant = ("-lines" if args.lines else "") + ("-spark" if args.engine == "spark" else "")
+    variant = ("-linesonly" if args.lines_only else "-lines" if args.lines else "") + ("-spark" if args.engine == "spark" else "")
     target = OUT / f"{args.size}{variant}-{datetime.now():%Y%m%d-%H%M%S}.md"
     target.write_text(text)
     try:

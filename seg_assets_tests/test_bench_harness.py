@@ -171,6 +171,8 @@ def test_lines_variant_is_cached_apart_and_clicks_only_links_clicks(tmp_path):
         (src / table / f"{table}_1.parquet").write_bytes(b"x")
     assert data.link_landing(src, tmp_path / "dst", tables=("clicks",)) == 1
     assert [p.name for p in (tmp_path / "dst").iterdir()] == ["clicks"]
+    assert data.link_landing(src, tmp_path / "lines_only", exclude=("orders",)) == 2  # --lines-only
+    assert sorted(p.name for p in (tmp_path / "lines_only").iterdir()) == ["clicks", "order_items"]
 
 
 def test_cpu_per_step_from_the_sampled_cpu_of_the_tree(tmp_path):
