@@ -217,20 +217,61 @@ def test_the_features_check_names_the_feature_out_of_range(two_deliveries):
     assert "recency_days: min -3 < lowest 0; sessions: 1 nulls (allowed 0)" in bad.description
 
 
-def test_an_additive_model_merges_rows_whose_time_has_come(data_dir, tmp_path):
-    """user_category_activity adds the new rows' counts to the stored ones. Rows delivered earlier but dated
-    after the last build's as-of count once as-of passes them, with no new file: still exactly a full rebuild."""
-    _build(data_dir, as_of=(DEFAULT_END - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    before = _rows(data_dir, "features.user_category_activity")
-    _build(data_dir)  # as-of moves to the latest event: three days of already-loaded rows come inside it
-    mode, merged = _builds(data_dir)["features.user_category_activity"]
+ADDITIVE_CLICKS = """-- materialized: incremental
+-- incremental_strategy: additive
+-- unique_key: user_id, category
+SELECT user_id, category, count(*) AS events FROM staging.stg_clicks
+WHERE event_ts <= getvariable('as_of') AND category IS NOT NULL
+GROUP BY user_id, category
+"""
+
+
+def test_an_additive_model_merges_rows_whose_time_has_come(data_dir, tmp_path, monkeypatch):
+    """An additive model (clicks per user and category) adds the new rows' counts to the stored ones. Rows
+    delivered earlier but dated after the last build's as-of count once as-of passes them, with no new file:
+    still exactly a full rebuild."""
+    from seg_assets.features.sql_models import sql_assets
+    from seg_assets.ingest import ingest_landing
+    from seg_assets.resources import build_resources
+    from seg_assets.reviews.assets import review_sentiment
+    from seg_assets.settings import sql_dir
+
+    sql = tmp_path / "sql"
+    shutil.copytree(sql_dir(), sql)
+    (sql / "features" / "user_click_categories.sql").write_text(ADDITIVE_CLICKS)
+    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
+    assets = [ingest_landing, review_sentiment, *sql_assets(sql)]  # staging.stg_reviews reads review_sentiment
+
+    def build(root, as_of=None, tags=None):
+        assert dg.materialize(assets, resources=build_resources(root, as_of), tags=tags).success
+
+    build(data_dir, (DEFAULT_END - timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    before = _rows(data_dir, "features.user_click_categories")
+    build(data_dir)  # as-of moves to the latest event: three days of already-loaded rows come inside it
+    mode, merged = _builds(data_dir)["features.user_click_categories"]
     assert mode == "incremental" and merged > 0
-    after = _rows(data_dir, "features.user_category_activity")
+    after = _rows(data_dir, "features.user_click_categories")
     assert after != before
     full = tmp_path / "full"
     shutil.copytree(data_dir, full)
-    _build(full, tags={REBASE_TAG: "true"})
-    assert _rows(full, "features.user_category_activity") == after
+    build(full, tags={REBASE_TAG: "true"})
+    assert _rows(full, "features.user_click_categories") == after
+
+
+def test_an_additive_model_cannot_read_rewritten_rows(tmp_path):
+    """stg_orders reads staging.line_orders, whose builds rewrite an order's row (more lines, or the order row
+    delivered later): added up again, that order would count twice. Refused at load time, with the fix."""
+    from seg_assets.features.sql_models import built_inputs, discover_models, incremental_windows
+    from seg_assets.settings import sql_dir
+
+    sql = tmp_path / "sql"
+    shutil.copytree(sql_dir(), sql)
+    (sql / "features" / "user_order_categories.sql").write_text(
+        ADDITIVE_CLICKS.replace("staging.stg_clicks", "staging.stg_orders").replace("event_ts", "order_ts"))
+    models = {m.table: m for m in discover_models(sql)}
+    assert built_inputs(["staging.stg_orders", "staging.stg_clicks", "raw.orders"], models) == ("staging.line_orders",)
+    with pytest.raises(ValueError, match="reads staging.line_orders, whose builds rewrite rows.*delete\\+insert"):
+        incremental_windows(models["features.user_order_categories"], models)
 
 
 def test_an_additive_model_must_say_what_makes_it_additive():

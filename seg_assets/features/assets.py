@@ -13,7 +13,7 @@ from seg_assets.features import dictionary
 from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
-from seg_assets.features.sql_models import sql_assets
+from seg_assets.features.sql_models import built_inputs, discover_models, sql_assets
 from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features, top_category_list
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
@@ -64,9 +64,10 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
         return _user_features_on_spark(context, config, duckdb, settings, engine)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
+        built = built_inputs([s.table for s in SOURCES] + list(_INPUTS.values()), {m.table: m for m in discover_models()})
         plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=SOURCES, code_version=_code_version(),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags),
-                              params={"top_categories": config.top_categories})
+                              params={"top_categories": config.top_categories}, built=built)
         where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""
         frames = {name: read_frame(con, table, where) for name, table in _INPUTS.items()}
         activity = frames["category_activity"]
@@ -115,7 +116,6 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
 def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     """Every user's features on Spark (spark/features.py: the same polars function per batch of users), written as
     Parquet and read by DuckDB through the view features.user_features: the steps downstream do not change."""
-    from seg_assets.features.sql_models import discover_models
     from seg_assets.spark.features import build_user_features as build_on_spark
     from seg_assets.spark.tables import duckdb_view
 

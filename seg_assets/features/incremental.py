@@ -124,15 +124,33 @@ def _has_file_id(con, table: str) -> bool:
                         "AND column_name = '_file_id'", params=[schema, name]).fetchall()[0][0])
 
 
+def built_watermark(con, ledger: int, built: tuple[str, ...]) -> tuple[int, str | None]:
+    """(watermark, reason for a full build or None) of a build that reads the tables ``built``: tables that their
+    own builds rewrite (SQL table and incremental models), which hold the raw rows only up to their last build's
+    watermark. Recording the ledger's instead would skip for good the rows they take in later (a subset run that
+    builds this table before them)."""
+    marks = [ledger]
+    for table in built:
+        state = read_state(con, table)
+        if state is None:
+            return ledger, f"input {table} has no build state"
+        marks.append(state.max_file_id)
+    return min(marks), None
+
+
 def plan_build(con, *, model: str, target: str, key: str | None, sources: list[Source], code_version: str, as_of: datetime,
-               rebase: bool = False, params: dict | None = None, windows: tuple[str, ...] = ()) -> Plan:
+               rebase: bool = False, params: dict | None = None, windows: tuple[str, ...] = (),
+               built: tuple[str, ...] = ()) -> Plan:
     """Decide full or incremental; for incremental, fill the temp table of changed keys (``key=None``: an
-    additive model, which reads the new rows themselves and needs no changed keys)."""
-    watermark = ledger_watermark(con)
+    additive model, which reads the new rows themselves and needs no changed keys). ``built``: the rewritten
+    tables the build reads, directly or through views (:func:`built_watermark`)."""
+    watermark, unbuilt = built_watermark(con, ledger_watermark(con), built)
     state = read_state(con, model)
     reason = None
     if rebase:
         reason = "rebase requested"
+    elif unbuilt:
+        reason = unbuilt
     elif state is None or not table_exists(con, target):
         reason = "first build"
     elif state.code_version != code_version:
@@ -199,6 +217,15 @@ def replace_changed(con, target: str, key: str, delta_sql: str) -> int:
     """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written."""
     con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
     replace_keys(con, target, key, f"temp.{DELTA}", con.table(f"temp.{DELTA}").columns)
+    return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
+
+
+def replace_changed_groups(con, target: str, key: str, delta_sql: str) -> int:
+    """Replace every row of the changed keys in ``target`` (several rows per key: ``delete+insert``) by
+    ``delta_sql``'s rows (call inside a transaction); rows written."""
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
+    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})")
+    con.sql(f"INSERT INTO {target} BY NAME SELECT * FROM temp.{DELTA}")
     return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
 
 

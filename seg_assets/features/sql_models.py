@@ -8,7 +8,10 @@ keep in sync. A leading comment block configures the model::
     -- materialized: view | table | incremental     (default: table)
     -- description: what the model holds
     -- unique_key: user_id          (incremental: one row per key, built from that key's input rows only)
-    -- incremental_strategy: additive  (counts, sums, min/max per unique_key: new rows merged in; additive.py)
+    -- incremental_strategy: recompute | delete+insert | additive
+         recompute (default): the changed keys' rows are rebuilt; delete+insert: the same for a table with
+         several rows per key (every row of a changed key is replaced); additive: counts, sums, min/max per
+         unique_key, the new input rows merged in (additive.py), over inputs whose rows are never rewritten
     -- event_time: event_ts         (on an input model: the column that dates its rows; raw tables: the contract's)
 
 Models may use ``getvariable('as_of')``: the run's "now", set on the connection before the model runs.
@@ -38,7 +41,7 @@ from seg_assets.spark.session import Engine
 from seg_assets.warehouse import drop_other_kind, sql_model_files, transaction
 
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
-STRATEGIES = ("recompute", "additive")
+STRATEGIES = ("recompute", "delete+insert", "additive")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class SqlModel:
     @property
     def table(self) -> str:
         return f"{self.schema}.{self.name}"
+
+    @property
+    def inputs(self) -> list[str]:
+        return [".".join(u) for u in self.upstream]
 
     @property
     def key(self) -> dg.AssetKey:
@@ -108,9 +115,9 @@ def load_model(path: Path) -> SqlModel:
     strategy = header.get("incremental_strategy", "recompute").lower()
     if strategy not in STRATEGIES:
         raise ValueError(f"{path}: incremental_strategy must be {' or '.join(STRATEGIES)}, not '{strategy}'")
-    if materialized == "incremental" and strategy == "recompute" and "," in header["unique_key"]:
-        raise ValueError(f"{path}: a recompute model rebuilds the rows of one key column (e.g. user_id); "
-                         "several key columns need '-- incremental_strategy: additive'")
+    if materialized == "incremental" and strategy != "additive" and "," in header["unique_key"]:
+        raise ValueError(f"{path}: a {strategy} model rebuilds the rows of one key column (e.g. user_id; "
+                         "delete+insert: several rows per key)")
     if "windows" in header:
         raise ValueError(f"{path}: windows are derived from the SQL; remove the '-- windows:' header")
     return SqlModel(
@@ -136,18 +143,36 @@ def set_as_of(con, as_of) -> None:
     con.sql(f"SET VARIABLE as_of = TIMESTAMP '{as_of.isoformat(sep=' ')}'")
 
 
+def built_inputs(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
+    """The SQL table and incremental models that reading ``tables`` reads, directly or through views: their rows
+    are rewritten by their builds, unlike raw rows (appended once). An incremental build over them sees the raw
+    rows only as far as their last build (incremental.built_watermark), and an additive one cannot use them."""
+    found: set[str] = set()
+    for table in tables:
+        model = models.get(table)
+        if model is not None:
+            found.update(built_inputs(model.inputs, models) if model.materialized == "view"
+                         else [table])
+    return tuple(sorted(found))
+
+
 def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[str, ...]:
     """The sliding windows an incremental model counts in, read from its SQL, after checking what makes its
-    builds exact: it reads SQL models that say which column dates their rows, and uses as-of only to bound
-    those columns (an additive model: ``<= as-of`` alone). A ``ValueError`` at load time if not."""
+    builds exact: it reads raw tables or SQL models that say which column dates their rows, and uses as-of only
+    to bound those columns (an additive model: ``<= as-of`` alone, over inputs whose rows are never rewritten).
+    A ``ValueError`` at load time if not."""
     if model.materialized != "incremental":
         return ()
-    undated = [".".join(u) for u in model.upstream if event_time_of(".".join(u), models) is None]
+    undated = [t for t in model.inputs if event_time_of(t, models) is None]
     if undated:
         raise ValueError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be raw tables or SQL "
                          "models with an '-- event_time:' header")
     windows = inc.sliding_windows(model.sql, set(_event_times(model, models).values()), source=str(model.path))
     if model.strategy == "additive":
+        if rewritten := built_inputs(model.inputs, models):
+            raise ValueError(f"{model.path}: an additive model adds the rows that are new since its last build, but it "
+                             f"reads {', '.join(rewritten)}, whose builds rewrite rows (a row counted again would be "
+                             "counted twice): use '-- incremental_strategy: delete+insert'")
         if windows:
             raise ValueError(f"{model.path}: an additive model cannot count in sliding windows (rows leave them): "
                              f"{', '.join(windows)}")
@@ -176,14 +201,14 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
     set_as_of(con, as_of)
     body = model.sql.strip().rstrip(";")
     plan = None
+    models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
     if model.materialized == "incremental":
-        models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
         windows = incremental_windows(model, models)
         sources = [inc.Source(".".join(u), t) for u, t in _event_times(model, models).items()]
         additive_model = model.strategy == "additive"
         plan = inc.plan_build(con, model=model.table, target=model.table, key=None if additive_model else model.unique_key,
                               sources=sources, code_version=model.code_version, as_of=as_of, rebase=rebase,
-                              windows=windows)
+                              windows=windows, built=built_inputs(model.inputs, models))
         with transaction(con):
             if plan.incremental and additive_model:
                 times = _event_times(model, models)
@@ -193,7 +218,8 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
                 plan = replace(plan, changed=merged, reason=f"{merged:,} rows merged from the rows since the last build")
             elif plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
-                inc.replace_changed(con, model.table, model.unique_key, delta)
+                write_delta = inc.replace_changed_groups if model.strategy == "delete+insert" else inc.replace_changed
+                write_delta(con, model.table, model.unique_key, delta)
             else:
                 drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
                 con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
@@ -202,7 +228,10 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
         con.sql(f"CREATE OR REPLACE VIEW {model.table} AS\n{body}")
         return None, plan
     else:
-        con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
+        watermark, _ = inc.built_watermark(con, inc.ledger_watermark(con), built_inputs(model.inputs, models))
+        with transaction(con):  # its build state: how far the incremental models that read it may trust it
+            con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
+            inc.write_state(con, model.table, model.code_version, as_of, inc.Plan("full", "table model", watermark))
     return int(con.sql(f"SELECT count(*) FROM {model.table}").fetchall()[0][0]), plan
 
 
