@@ -47,6 +47,9 @@ def test_profiles_add_up_and_describe():
     loyal = frame.filter(pl.Series(seg == 1))
     assert row[1]["order_interval_days"] == pytest.approx(90 * loyal.height / loyal["orders_90d"].sum())
     assert f"orders every {row[1]['order_interval_days']:.0f} days" in row[1]["description"]
+    # orders that go back 45 days only: 8 orders in 45 days, not in 90 (signups years before the orders start)
+    short = segment_profiles(frame, seg, FEATS, order_history_days=45.0).row(0, named=True)
+    assert short["order_interval_days"] == pytest.approx(row[1]["order_interval_days"] / 2)
     assert "orders every" not in row[4]["description"]  # 12 days of tenure: no 90-day rhythm to state
     assert row[5]["order_interval_days"] is None and "orders every" not in row[5]["description"]  # none in 90 days
     assert "of spend discounted" in row[2]["description"]

@@ -109,8 +109,10 @@ def describe_segment(stats: Mapping[str, float], population: Mapping[str, float]
 
 
 def segment_profiles(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarray, features: Sequence[str],
-                     names: Mapping[int, str] | None = None, top_n: int = 3) -> pl.DataFrame:
-    """One row per segment: sizes, shares, mean_/median_ per feature, top features, description."""
+                     names: Mapping[int, str] | None = None, top_n: int = 3,
+                     order_history_days: float | None = None) -> pl.DataFrame:
+    """One row per segment: sizes, shares, mean_/median_ per feature, top features, description.
+    ``order_history_days``: how far back the shop's orders go (None: at least the 90-day window)."""
     features = list(features)
     df = _with_segments(frame, segment_ids, features)
     n = df.height
@@ -119,10 +121,11 @@ def segment_profiles(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarra
         extra.append((pl.col("frequency") > 0).mean().alias("buyer_share"))
         if {"tenure_days", ORDERS_IN_WINDOW} <= set(features):
             # Days per completed order of the segment's buyers over the last 90 days (each buyer counted for the part
-            # of the window since they signed up). Not tenure / orders: a signup years before the data starts made
-            # loyal buyers who order every ~45 days read "every 183 days".
+            # of the window since they signed up, and that the order history covers). Not tenure / orders: a signup
+            # years before the data starts made loyal buyers who order every ~45 days read "every 183 days".
             buyer = pl.col("frequency") > 0
-            exposure = pl.min_horizontal(pl.col("tenure_days"), pl.lit(float(ORDER_RATE_WINDOW_DAYS)))
+            window = min(float(ORDER_RATE_WINDOW_DAYS), order_history_days if order_history_days is not None else np.inf)
+            exposure = pl.min_horizontal(pl.col("tenure_days"), pl.lit(max(window, 0.0)))
             orders = pl.col(ORDERS_IN_WINDOW).filter(buyer).sum()
             extra.append(pl.when(orders > 0).then(exposure.filter(buyer).sum() / orders).otherwise(None)
                          .alias("order_interval_days"))
