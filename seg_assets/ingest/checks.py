@@ -99,8 +99,9 @@ FILES_PER_STATEMENT = 64
 def _duplicates_within(con, spec: C.TableSpec, file_ids: list[int]) -> tuple[int, int, int, object, object]:
     """(ids repeated within the run's rows, rows, null ids, min id, max id), counting only where a repeat can be.
 
-    One streaming pass in stored order finds, per file, its id range and whether its ids are strictly
-    ascending (then unique within it: cheaper than hashing them). An id can then repeat only inside a file
+    One streaming pass per file in stored order (the files side by side in one statement, up to
+    ``FILES_PER_STATEMENT``) finds its id range and whether its ids are strictly ascending (then unique within
+    it: cheaper than hashing them). An id can then repeat only inside a file
     that is not ascending, or where two files' ranges overlap: only those rows are hashed and counted
     (on a cold load of 30M clicks, a sliver at each file boundary instead of every id). Exact either way.
     """

@@ -147,8 +147,8 @@ CLICKS = TableSpec(
 ORDER_ITEMS = TableSpec(
     name="order_items",
     id_column="line_id",
-    description="Order lines (optional; orders at line grain). staging.stg_orders derives one order per order_id "
-    "from them (amount = sum(quantity * unit_price), items = sum(quantity)); product ids stay here for baskets.",
+    description="Order lines (optional; orders at line grain). staging.line_orders derives one order per order_id "
+    "not delivered as an order row (amount = sum(quantity * unit_price), items = sum(quantity)); product ids stay here for baskets.",
     columns=(
         Column("line_id", ID, True, "Line id; when a file has none, md5 of the line's values and its occurrence "
                "among identical lines of the file (a re-delivered file still dedupes, genuine repeats are kept).",
