@@ -5,8 +5,10 @@ their input rows: for a user with a new click, every click of that user is read 
 aggregates are counts, sums, minima and maxima per key (``-- incremental_strategy: additive``, e.g.
 events per user and category) does not need that: the stored row plus the aggregates of the new rows
 *is* the new row. A build then reads only the new input rows and merges them into the table
-(``MERGE``: ``count``/``sum`` add up, ``min``/``max`` take the smaller/larger). At 1M users that is
-0.6 s instead of 1.4 s for ``features.user_category_activity``.
+(``MERGE``: ``count``/``sum`` add up, ``min``/``max`` take the smaller/larger): at 1M users, 0.6 s instead
+of 1.4 s for clicks per user and category. Its inputs must be raw rows, never rewritten: over
+``staging.stg_orders`` (which reads the rewritten ``staging.line_orders``) an order that got another line
+would be added up twice, so ``features.user_category_activity`` uses ``delete+insert`` (sql_models.py).
 
 Which rows are new: rows of files ingested since the last build, plus older rows whose event time has
 just come inside ``<= as-of`` (delivered early, dated after the last build's as-of). That is exact only
