@@ -240,7 +240,7 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         cols = "f.*" if cached is None else ", ".join(f"f.{c}" for c in model.features)
         frame = con.sql(f"SELECT {cols}, s.segment_id, s.segment_name, s.as_of AS scored_as_of FROM features.user_features f "
                         "JOIN analytics.user_segments s USING (user_id)" + (" ORDER BY user_id" if cached is None else "")).pl()
-        (first_order,) = con.sql("SELECT min(first_order_ts) FROM features.user_features").fetchall()[0]
+        (first_order,) = con.sql("SELECT min(first_order_ts) FROM features.user_order_stats").fetchall()[0]
     ids = frame["segment_id"].to_numpy()
     features = list(model.features)
     history = (as_of - first_order).total_seconds() / 86_400 if first_order is not None else None
