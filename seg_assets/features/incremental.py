@@ -83,6 +83,7 @@ def rebase_requested(tags: dict | None) -> bool:
 
 
 def ensure_state_table(con) -> None:
+    con.sql(f"CREATE SCHEMA IF NOT EXISTS {STATE_TABLE.split('.')[0]}")
     con.sql(_DDL)
 
 
