@@ -147,12 +147,21 @@ def test_windows_are_derived_from_the_sql(tmp_path):
         load_model(path)
 
 
+def _deliver(con, tmp_path, k: int, files: dict[str, str]) -> None:
+    """Land ``files`` (path under landing/ -> CSV text) and ingest them as run ``r<k>``."""
+    from seg_assets.ingest.loader import ingest_landing
+
+    for name, text in files.items():
+        (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "landing" / name).write_text(text)
+    ingest_landing(con, tmp_path / "landing", run_id=f"r{k}", now=datetime(2026, 2, 1),
+                   clock_skew=timedelta(hours=1), min_ts=datetime(2000, 1, 1))
+
+
 def test_orders_from_lines_are_updated_for_the_orders_that_changed(tmp_path):
     """staging.line_orders is incremental by order id over the raw tables (dated by the contract's order_ts): a
     line added to an order, a new order, and an order later delivered as an order row (dropped here) give
     exactly a full rebuild's rows, the other orders untouched."""
-    from seg_assets.ingest.loader import ingest_landing
-
     models = {m.table: m for m in discover_models()}
     model = models["staging.line_orders"]
     lines = "order_id,user_id,order_ts,product_id,quantity,unit_price,category,description,status\n"
@@ -170,11 +179,7 @@ def test_orders_from_lines_are_updated_for_the_orders_that_changed(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     builds = []
     for k, files in enumerate(deliveries):
-        for name, text in files.items():
-            (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "landing" / name).write_text(text)
-        ingest_landing(con, tmp_path / "landing", run_id=f"r{k}", now=datetime(2026, 2, 1),
-                       clock_skew=timedelta(hours=1), min_ts=datetime(2000, 1, 1))
+        _deliver(con, tmp_path, k, files)
         builds.append(run_model(con, model, datetime(2026, 1, 31), models=models)[1].mode)
     assert builds == ["full", "incremental"]
     assert con.sql("SELECT changed_keys FROM meta.model_builds WHERE model = 'staging.line_orders'").fetchall() == [(3,)]
@@ -189,8 +194,6 @@ def test_a_model_built_before_its_rewritten_input_catches_up_later(tmp_path):
     """A subset run may build features.user_order_stats while staging.line_orders has not yet taken in a
     delivery's lines. The stats then record line_orders' watermark, not the ledger's, so the order rewritten by
     line_orders' next build is still new to them: both stay exactly what a full rebuild gives."""
-    from seg_assets.ingest.loader import ingest_landing
-
     models = {m.table: m for m in discover_models()}
     lines = "order_id,user_id,order_ts,product_id,quantity,unit_price,category,description,status\n"
     deliveries = [
@@ -204,16 +207,9 @@ def test_a_model_built_before_its_rewritten_input_catches_up_later(tmp_path):
     def build(*tables):
         return [run_model(con, models[t], as_of, models=models)[1] for t in tables]
 
-    def deliver(k):
-        for name, text in deliveries[k].items():
-            (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "landing" / name).write_text(text)
-        ingest_landing(con, tmp_path / "landing", run_id=f"r{k}", now=datetime(2026, 2, 1),
-                       clock_skew=timedelta(hours=1), min_ts=datetime(2000, 1, 1))
-
-    deliver(0)
+    _deliver(con, tmp_path, 0, deliveries[0])
     build("staging.line_orders", "staging.stg_orders", "features.user_order_stats")
-    deliver(1)
+    _deliver(con, tmp_path, 1, deliveries[1])
     [stats] = build("features.user_order_stats")  # line_orders is behind: nothing new for the stats yet
     assert stats.incremental and stats.changed == 0
     [orders, stats] = build("staging.line_orders", "features.user_order_stats")
@@ -227,8 +223,6 @@ def test_a_model_built_before_its_rewritten_input_catches_up_later(tmp_path):
 def test_orders_rewritten_by_line_orders_are_counted_once_per_category(tmp_path):
     """An order that gets another line, and one whose order row arrives after its lines, are rewritten in
     staging.line_orders; user_category_activity (delete+insert per changed user) still counts each order once."""
-    from seg_assets.ingest.loader import ingest_landing
-
     models = {m.table: m for m in discover_models()}
     lines = "order_id,user_id,order_ts,product_id,quantity,unit_price,category,description,status\n"
     orders = "order_id,user_id,order_ts,amount,items,category,discount,status\n"
@@ -242,11 +236,7 @@ def test_orders_rewritten_by_line_orders_are_counted_once_per_category(tmp_path)
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     chain = ("staging.line_orders", "staging.stg_orders", "staging.stg_clicks", "features.user_category_activity")
     for k, files in enumerate(deliveries):
-        for name, text in files.items():
-            (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / "landing" / name).write_text(text)
-        ingest_landing(con, tmp_path / "landing", run_id=f"r{k}", now=datetime(2026, 2, 1),
-                       clock_skew=timedelta(hours=1), min_ts=datetime(2000, 1, 1))
+        _deliver(con, tmp_path, k, files)
         plans = [run_model(con, models[t], datetime(2026, 1, 31), models=models)[1] for t in chain]
     assert plans[-1].incremental and plans[-1].changed == 2
     activity = con.sql("SELECT * FROM features.user_category_activity ORDER BY ALL").fetchall()
