@@ -243,3 +243,24 @@ def test_orders_rewritten_by_line_orders_are_counted_once_per_category(tmp_path)
     assert activity == [("k0", "b", 1), ("k1", "b", 1), ("k2", "b", 1), ("u1", "a", 1), ("u2", "a", 1)]
     body = models["features.user_category_activity"].sql.strip().rstrip(";")
     assert activity == con.sql(f"{body} ORDER BY ALL").fetchall()
+
+
+def test_line_orders_stay_incremental_for_order_rows_and_as_of_moves(tmp_path):
+    """staging.line_orders never reads as-of, and new order rows are keys it does not hold: a delivery of many
+    order rows and one new line order, or an as-of moved back, is not a reason to aggregate every line again."""
+    models = {m.table: m for m in discover_models()}
+    model = models["staging.line_orders"]
+    lines = "order_id,user_id,order_ts,product_id,quantity,unit_price,category,description,status\n"
+    orders = "order_id,user_id,order_ts,amount,items,category,discount,status\n"
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _deliver(con, tmp_path, 0, {"order_items/l1.csv": lines + "".join(
+        f"L{i},u{i},2026-01-0{1 + i % 9}T10:00:00Z,p1,1,5.0,a,x,completed\n" for i in range(20))})
+    assert run_model(con, model, datetime(2026, 1, 31), models=models)[1].mode == "full"
+    _deliver(con, tmp_path, 1, {"orders/o1.csv": orders + "".join(
+        f"O{i},v{i},2026-01-20T10:00:00Z,9.00,1,b,0,completed\n" for i in range(15)),
+        "order_items/l2.csv": lines + "N1,w1,2026-01-21T10:00:00Z,p2,2,1.5,b,y,completed\n"})
+    plan = run_model(con, model, datetime(2026, 1, 10), models=models)[1]  # as-of moved back: line_orders does not care
+    assert plan.mode == "incremental" and plan.changed == 16, plan.reason
+    body = model.sql.strip().rstrip(";")
+    assert con.sql("SELECT * FROM staging.line_orders ORDER BY ALL").fetchall() == con.sql(f"{body} ORDER BY ALL").fetchall()
+    assert con.sql("SELECT count(*) FROM staging.line_orders").fetchall() == [(21,)]

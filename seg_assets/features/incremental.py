@@ -141,10 +141,14 @@ def built_watermark(con, ledger: int, built: tuple[str, ...]) -> tuple[int, str 
 
 def plan_build(con, *, model: str, target: str, key: str | None, sources: list[Source], code_version: str, as_of: datetime,
                rebase: bool = False, params: dict | None = None, windows: tuple[str, ...] = (),
-               built: tuple[str, ...] = ()) -> Plan:
+               built: tuple[str, ...] = (), dated: bool = True) -> Plan:
     """Decide full or incremental; for incremental, fill the temp table of changed keys (``key=None``: an
     additive model, which reads the new rows themselves and needs no changed keys). ``built``: the rewritten
-    tables the build reads, directly or through views (:func:`built_watermark`)."""
+    tables the build reads, directly or through views (:func:`built_watermark`). ``dated=False``: the build
+    does not read as-of (:func:`reads_as_of`), so only new files change keys and a move of as-of is nothing.
+
+    A full rebuild is chosen when the changed keys already in the table are more than half of it: keys not in it
+    yet (new users, or orders the model will not hold) add rows, not rewrites."""
     watermark, unbuilt = built_watermark(con, ledger_watermark(con), built)
     state = read_state(con, model)
     reason = None
@@ -158,7 +162,7 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
         reason = "code changed"
     elif params is not None and any(state.params.get(k) != v for k, v in params.items()):
         reason = "settings changed"
-    elif as_of < state.as_of:
+    elif dated and as_of < state.as_of:
         reason = f"as-of moved back ({as_of} < {state.as_of})"
     elif watermark < state.max_file_id:
         reason = "the ledger is behind the last build"
@@ -173,14 +177,16 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
         return Plan("incremental", "rows since the last build", watermark, None, state.max_file_id, state.as_of)
     union = " UNION ALL ".join(
         f"SELECT {key} FROM {s.table} WHERE "
-        + new_rows_sql(s.event_time, state.max_file_id, watermark, state.as_of, as_of, windows)
+        + (new_rows_sql(s.event_time, state.max_file_id, watermark, state.as_of, as_of, windows) if dated
+           else f"_file_id > {state.max_file_id} AND _file_id <= {watermark}")
         for s in present
     )
     con.sql(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS SELECT DISTINCT {key} FROM ({union})")
     changed = int(con.sql(f"SELECT count(*) FROM {CHANGED}").fetchall()[0][0])
-    size = int(con.sql(f"SELECT count(*) FROM {target}").fetchall()[0][0])
-    if size and changed > FULL_WHEN_CHANGED_SHARE * size:
-        return Plan("full", f"{changed:,} of {size:,} keys changed: a full rebuild is cheaper", watermark, changed)
+    size, held = con.sql(f"SELECT (SELECT count(*) FROM {target}), "
+                         f"(SELECT count(*) FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED}))").fetchall()[0]
+    if size and held > FULL_WHEN_CHANGED_SHARE * size:
+        return Plan("full", f"{held:,} of {size:,} keys changed: a full rebuild is cheaper", watermark, changed)
     return Plan("incremental", f"{changed:,} changed keys", watermark, changed, state.max_file_id, state.as_of)
 
 
@@ -273,10 +279,19 @@ def sliding_windows(sql: str, event_times: set[str], source: str = "<sql>") -> t
     moves. Any other use (``date_diff``, a derived column, as-of in the output) is a ``ValueError`` naming it.
     ``'0 days'`` stands for a strict ``event_time < as-of`` bound, which the ``<= as-of`` slice would miss."""
     windows = set()
-    for call in sqlglot.parse_one(sql, dialect="duckdb").find_all(exp.Anonymous):
-        if call.name.lower() == "getvariable" and [a.name for a in call.expressions] == ["as_of"]:
-            windows |= _window(call, event_times, source)
+    for call in _as_of_calls(sql):
+        windows |= _window(call, event_times, source)
     return tuple(sorted(windows, key=lambda w: int(w.split()[0]) * _UNIT_SECONDS[w.split()[1].rstrip("s")]))
+
+
+def _as_of_calls(sql: str) -> list[exp.Expression]:
+    return [call for call in sqlglot.parse_one(sql, dialect="duckdb").find_all(exp.Anonymous)
+            if call.name.lower() == "getvariable" and [a.name for a in call.expressions] == ["as_of"]]
+
+
+def reads_as_of(sql: str) -> bool:
+    """Whether ``sql`` uses the run's as-of: one that does not holds every delivered row, whatever the as-of."""
+    return bool(_as_of_calls(sql))
 
 
 def _outer(node: exp.Expression) -> exp.Expression:

@@ -208,7 +208,7 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
         additive_model = model.strategy == "additive"
         plan = inc.plan_build(con, model=model.table, target=model.table, key=None if additive_model else model.unique_key,
                               sources=sources, code_version=model.code_version, as_of=as_of, rebase=rebase,
-                              windows=windows, built=built_inputs(model.inputs, models))
+                              windows=windows, built=built_inputs(model.inputs, models), dated=inc.reads_as_of(model.sql))
         with transaction(con):
             if plan.incremental and additive_model:
                 times = _event_times(model, models)
