@@ -201,6 +201,9 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
     set_as_of(con, as_of)
     body = model.sql.strip().rstrip(";")
     plan = None
+    if model.materialized == "view":
+        con.sql(f"CREATE OR REPLACE VIEW {model.table} AS\n{body}")
+        return None, plan
     models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
     if model.materialized == "incremental":
         windows = incremental_windows(model, models)
@@ -224,9 +227,6 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
                 drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
                 con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
             inc.write_state(con, model.table, model.code_version, as_of, plan)
-    elif model.materialized == "view":
-        con.sql(f"CREATE OR REPLACE VIEW {model.table} AS\n{body}")
-        return None, plan
     else:
         watermark, _ = inc.built_watermark(con, inc.ledger_watermark(con), built_inputs(model.inputs, models))
         with transaction(con):  # its build state: how far the incremental models that read it may trust it
