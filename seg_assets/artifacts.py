@@ -1,4 +1,6 @@
-"""Model artifacts on disk: joblib files written atomically (a reader never sees half an artifact)."""
+"""Model artifacts on disk: joblib files written atomically (a reader never sees half an artifact), recorded in the
+warehouse relative to its data root's ``models/`` folder, so a data root that is moved, restored elsewhere or mounted
+at another path (a container) still finds its models."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import threading
 from pathlib import Path
 
 import joblib
+
+from seg_assets.settings import data_paths
 
 # What the model artifacts unpickle into (segment model, classifier, churn model and its calibrator).
 MODEL_LIBRARIES = ("sklearn.preprocessing", "sklearn.cluster", "sklearn.linear_model", "sklearn.ensemble",
@@ -35,3 +39,32 @@ def save_artifact(obj, path: str | Path) -> Path:
     joblib.dump(obj, tmp, compress=3)
     tmp.replace(path)
     return path
+
+
+def _models_dir(con) -> Path | None:
+    """The ``models/`` folder of the data root whose warehouse ``con`` is on (None: an in-memory database)."""
+    rows = con.sql("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    return data_paths(Path(rows[0][0]).parent).models if rows and rows[0][0] else None
+
+
+def recorded_path(con, path: Path) -> str:
+    """How an artifact's path is stored in the registry: relative to the data root's models folder."""
+    models = _models_dir(con)
+    try:
+        return Path(path).resolve().relative_to(models.resolve()).as_posix() if models else str(path)
+    except ValueError:  # outside the models folder: kept as given
+        return str(path)
+
+
+def located_path(con, recorded: str) -> Path:
+    """Where a registered artifact is now. An absolute path stored by an earlier version, under a data root since
+    moved, is found again by its part below ``models/``."""
+    path, models = Path(recorded), _models_dir(con)
+    if models is None:
+        return path
+    if not path.is_absolute():
+        return models / path
+    if path.exists() or "models" not in path.parts:
+        return path
+    below = path.parts[len(path.parts) - path.parts[::-1].index("models"):]
+    return models.joinpath(*below)

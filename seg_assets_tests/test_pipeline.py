@@ -1,6 +1,7 @@
 """The whole refresh, as the CLI and the hourly job run it, on real files and a real DuckDB warehouse."""
 
 import shutil
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -77,6 +78,35 @@ def test_refit_on_unchanged_data_keeps_every_segment_id(refreshed):
         assert con.sql("SELECT count(*) FROM meta.segment_models").fetchall() == [(2,)]
     after = segments(refreshed)
     assert after.select("user_id", "segment_id", "segment_name").equals(before.select("user_id", "segment_id", "segment_name"))
+
+
+def test_a_moved_data_root_finds_its_models(refreshed, tmp_path):
+    """The registry records artifacts relative to the data root's models folder: a root moved, restored elsewhere or
+    mounted at another path (a container) re-scores with the models it has, keeping every segment id."""
+    with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
+        stored = [r[0] for t in ("segment_models", "segment_classifiers", "churn_models")
+                  for r in con.sql(f"SELECT artifact FROM meta.{t}").fetchall()]
+    assert stored and not any(a.startswith("/") for a in stored), stored
+    before = segments(refreshed)
+    moved = tmp_path / "elsewhere"
+    shutil.move(refreshed, moved)
+    outcome = run_refresh(moved, rebase=True)
+    assert outcome.success, [f for s in outcome.stages for f in s.failures]
+    assert segments(moved).select("user_id", "segment_id").equals(before.select("user_id", "segment_id"))
+
+
+def test_artifact_paths_recorded_by_earlier_versions_are_found_under_a_moved_root(tmp_path):
+    from seg_assets.artifacts import located_path, recorded_path
+
+    root = tmp_path / "now"
+    root.mkdir()
+    with duckdb.connect(str(data_paths(root).warehouse)) as con:
+        models = data_paths(root).models
+        assert recorded_path(con, models / "churn" / "churn-0001.joblib") == "churn/churn-0001.joblib"
+        assert located_path(con, "churn/churn-0001.joblib") == models / "churn" / "churn-0001.joblib"
+        old = str(tmp_path / "then" / "models" / "segment_model" / "v0001.joblib")  # absolute, the root since moved
+        assert located_path(con, old) == models / "segment_model" / "v0001.joblib"
+        assert located_path(con, "/opt/elsewhere/model.joblib") == Path("/opt/elsewhere/model.joblib")  # not ours
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from seg_assets.artifacts import located_path, recorded_path
 from seg_assets.warehouse import transaction
 
 DDL = """
@@ -84,22 +85,22 @@ def next_version(con) -> str:
     return f"churn-{count + 1:04d}"
 
 
-def _row(values) -> ChurnRow:
+def _row(con, values) -> ChurnRow:
     (version, kind, horizon, calibration, auc, min_auc, passed, serving, high, medium, metrics, as_of, reason, artifact) = values
     return ChurnRow(version, kind, int(horizon), calibration, auc, float(min_auc), bool(passed), bool(serving), float(high),
-                    float(medium), json.loads(metrics) if metrics else {}, as_of, reason or "", Path(artifact))
+                    float(medium), json.loads(metrics) if metrics else {}, as_of, reason or "", located_path(con, artifact))
 
 
 def in_service(con) -> ChurnRow | None:
     ensure_tables(con)
     rows = con.sql(f"SELECT {_COLUMNS} FROM meta.churn_models WHERE in_service").fetchall()
-    return _row(rows[0]) if rows else None
+    return _row(con, rows[0]) if rows else None
 
 
 def latest(con) -> ChurnRow | None:
     ensure_tables(con)
     rows = con.sql(f"SELECT {_COLUMNS} FROM meta.churn_models ORDER BY version DESC LIMIT 1").fetchall()
-    return _row(rows[0]) if rows else None
+    return _row(con, rows[0]) if rows else None
 
 
 def record(con, model, *, artifact: Path, min_auc: float, risk_high: float, risk_medium: float, reason: str,
@@ -117,7 +118,7 @@ def record(con, model, *, artifact: Path, min_auc: float, risk_high: float, risk
             [model.version, model.kind, model.horizon_days, model.metrics.get("calibration"), auc, holdout.get("pr_auc"),
              holdout.get("brier"), min_auc, passed, passed, risk_high, risk_medium, json.dumps(model.metrics),
              list(model.features), [_naive(c) for c in model.cutoffs], _naive(model.fitted_at), _naive(model.as_of),
-             reason, str(artifact), run_id],
+             reason, recorded_path(con, artifact), run_id],
         )
     return passed
 

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import joblib
 
-from seg_assets.artifacts import save_artifact  # noqa: F401  (re-exported for the assets)
+from seg_assets.artifacts import (
+    located_path,
+    recorded_path,
+    save_artifact,  # noqa: F401  (re-exported for the assets)
+)
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.warehouse import transaction
 
@@ -70,7 +74,7 @@ def in_service_model(con) -> InService | None:
     if not rows:
         return None
     version, metrics, artifact = rows[0]
-    return InService(version, json.loads(metrics) if metrics else {}, Path(artifact))
+    return InService(version, json.loads(metrics) if metrics else {}, located_path(con, artifact))
 
 
 def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, reason: str, run_id: str | None) -> None:
@@ -84,7 +88,7 @@ def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, re
             "INSERT INTO meta.segment_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [model.version, model.parent_version, model.algorithm, model.hierarchy, model.k, list(model.features),
              json.dumps(record["metrics"]), _naive(model.fitted_at), _naive(model.as_of), promoted, promoted, reason,
-             str(artifact), run_id],
+             recorded_path(con, artifact), run_id],
         )
         frame = model.matching
         if frame is not None:
@@ -103,7 +107,7 @@ def in_service_classifier(con, model_version: str):
     if not rows:
         return None
     version, metrics, artifact = rows[0]
-    return version, json.loads(metrics), joblib.load(artifact)
+    return version, json.loads(metrics), joblib.load(located_path(con, artifact))
 
 
 def record_classifier(con, *, version: str, model_version: str, kind: str, metrics: dict, artifact: Path,
@@ -114,7 +118,8 @@ def record_classifier(con, *, version: str, model_version: str, kind: str, metri
             con.sql("UPDATE meta.segment_classifiers SET in_service = false WHERE in_service")
         con.execute(
             "INSERT INTO meta.segment_classifiers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [version, model_version, kind, json.dumps(metrics), _naive(trained_at), in_service, reason, str(artifact), run_id],
+            [version, model_version, kind, json.dumps(metrics), _naive(trained_at), in_service, reason,
+             recorded_path(con, artifact), run_id],
         )
 
 
