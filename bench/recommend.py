@@ -77,7 +77,7 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
                      f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))}").pl()
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _eu AS SELECT DISTINCT user_id, segment_id FROM {M.BASKETS}
                 WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}""")
-    M.model_tables(con, cut, s, "_im_", temp=True)
+    M.model_tables(con, s, {"_im_": (cut, True)})
     fill = con.sql(E.popular_sql(cut, "_eu", s, "_im_", "segment")).pl()
     test_users = truth["user_id"].unique().to_list()
     rows = []

@@ -75,9 +75,8 @@ def test_serving_rules_on_a_tiny_shop():
     # ids are coded in their own order (ties broken by product id break the same way) and decode to what was delivered
     assert con.sql(f"SELECT name FROM {M.PRODUCTS} ORDER BY code").fetchall() == [(p,) for p in "ABCDE"]
     assert con.sql(f"SELECT count(*) FROM {M.USERS}").fetchall() == [(5,)]  # u3: in a segment, never bought
-    w = M.fit(con, cut, s)
+    w = M.fit(con, cut, s, serve=("_t_", True))
     assert not w.fitted
-    M.model_tables(con, cut, s, "_t_", temp=True)
     con.sql(f"CREATE TEMP TABLE _u AS SELECT * FROM {M.SEGMENTS}")
     M.candidates(con, cut, "_u", s, "_t_")
     M.rank(con, w, s, "_u")

@@ -127,8 +127,7 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.
     independent of the other users', and sorting one chunk at a time bounds the memory (and the sorts' cost, which
     grows faster than the rows). The ``meta.rec_*`` tables it replaces are read by full builds only."""
     M.load(con, s, SEGMENTS)
-    weights = M.fit(con, as_of, s)
-    M.model_tables(con, as_of, s, PREFIX, temp=False)
+    weights = M.fit(con, as_of, s, serve=(PREFIX, False))
     con.sql("DROP TABLE IF EXISTS meta.rec_members")  # written by earlier versions, read by nothing
     users = int(con.sql(f"SELECT count(*) FROM {M.SEGMENTS}").fetchall()[0][0])
     chunks = max(1, -(-users // chunk_users))

@@ -65,8 +65,7 @@ def evaluate(con, cut: datetime, s: M.RecSettings, test_days: int | None = None)
                     f"AND order_ts <= {M._ts(end)}").pl()
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _eval_users AS SELECT DISTINCT user_id, segment_id FROM {M.BASKETS}
                 WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}""")
-    weights = M.fit(con, cut, s)
-    M.model_tables(con, cut, s, "_ev_", temp=True)
+    weights = M.fit(con, cut, s, serve=("_ev_", True))
     M.candidates(con, cut, "_eval_users", s, "_ev_")
     M.rank(con, weights, s, "_eval_users")
     rows = []
