@@ -232,3 +232,7 @@ def main() -> None:
         code = exc.code
         _exit_code.append(code if isinstance(code, int) else 0 if code is None else 1)
         raise
+
+
+if __name__ == "__main__":  # python -m seg_assets.cli, as the entry point
+    main()

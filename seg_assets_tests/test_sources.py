@@ -149,6 +149,43 @@ def test_expressions_timezones_formats_and_where_on_a_csv(tmp_path):
     assert [r[2:8] for r in ledger[1:]] == [("duplicate_file", 6, 0, 6, 0, 0), ("ingested", 2, 1, 1, 0, 0)]
 
 
+def test_one_mapping_fits_every_file_of_a_source_whatever_its_values_look_like(tmp_path):
+    """A column used as text stays text in a file where all its values are digits; a header-only file or an empty
+    column fits any expression (each failed for good with the column typed from the file's values)."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  lines:\n    table: order_items\n    timestamp_format: '%m/%d/%Y %H:%M'\n"
+        "    where: \"CustomerID <> ''\"\n"
+        "    columns:\n      order_id: InvoiceNo\n      user_id: CAST(CustomerID AS VARCHAR)\n      order_ts: InvoiceDate\n"
+        "      product_id: StockCode\n      quantity: abs(Quantity)\n      unit_price: UnitPrice\n"
+        "      status: \"CASE WHEN InvoiceNo LIKE 'C%' THEN 'returned' ELSE 'completed' END\"\n")
+    header = "InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID\n"
+    write(tmp_path, "lines/d1.csv", header + "536365,A1,2,12/1/2010 8:26,2.5,12680\nC536366,A1,-1,12/1/2010 9:00,2.5,12680\n")
+    write(tmp_path, "lines/d2.csv", header + "536367,A2,3,12/2/2010 8:26,1.5,12681\n536368,A2,1,12/2/2010 9:26,1.5,\n")
+    write(tmp_path, "lines/d3.csv", header)  # a day without sales
+    write(tmp_path, "lines/d4.csv", header + "536369,A3,,12/3/2010 8:26,1.5,12682\n")  # no quantity at all
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[1], r[2], r[3:8]) for r in ledger] == [
+        ("lines/d1.csv", "ingested", (2, 2, 0, 0, 0)), ("lines/d2.csv", "ingested", (2, 1, 0, 0, 1)),
+        ("lines/d3.csv", "ingested", (0, 0, 0, 0, 0)), ("lines/d4.csv", "ingested", (1, 0, 0, 1, 0))]
+    assert [r[4] for r in rejects] == ["missing:quantity"]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    rows = con.sql("SELECT order_id, user_id, quantity, status FROM raw.order_items ORDER BY order_id").fetchall()
+    con.close()
+    assert rows == [("536365", "12680", 2, "completed"), ("536367", "12681", 3, "completed"), ("C536366", "12680", 1, "returned")]
+
+
+def test_a_file_in_another_encoding_fails_with_the_reason_and_the_fix_not_the_row(tmp_path):
+    path = tmp_path / "landing" / "orders" / "cp1252.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes("order_id,user_id,order_ts,amount,items,status\no1,Zoë Müller,2026-03-01T00:00:00Z,5,1,completed\n"
+                     .encode("cp1252"))
+    _, ledger, _ = ingest(tmp_path)
+    status, message = ledger[0][2], ledger[0][8]
+    assert status == "failed" and "\n" not in message
+    assert "not utf-8 encoded" in message and "save the file as UTF-8" in message
+    assert "Original Line" not in message and "M\ufffdller" not in message and "ller" not in message
+
+
 def test_a_mapping_that_does_not_fit_the_file_fails_that_file_only_with_a_reason(tmp_path):
     (tmp_path / "sources.yaml").write_text(
         "sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: customer, amount: total, items: 1}\n")

@@ -323,11 +323,29 @@ def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: s
     _commit(con, out, source.spec, run_id, bounds.now, insert_rows=insert_rows)
 
 
+# Lines of a reader's error that do not help a person fix the file: the row as read (it may hold personal data),
+# the reader's own option dump and its hints about reader options the loader sets itself.
+_NOISE = ("Original Line", "Possible", "*", "LINE ", "^")
+_FIXES = {"not utf-8 encoded": "save the file as UTF-8 (the data contract's encoding) and land it again"}
+
+
+def error_line(exc: Exception) -> str:
+    """One line of ``exc``: its first line and the lines explaining it, plus how to fix it where known."""
+    lines = str(exc).splitlines()
+    if not lines:
+        return type(exc).__name__
+    kept = [lines[0].strip()] + [x.strip() for x in lines[1:]
+                                 if x.strip() and not x.startswith((" ", "\t")) and not x.startswith(_NOISE)]
+    text = "; ".join(k.rstrip(".") for k in kept)
+    fixes = [fix for words, fix in _FIXES.items() if words in text.lower()]
+    return "; ".join([text, *fixes])
+
+
 def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
     """A file that could not be read: status failed, one redacted line (retried on the next run)."""
     failed = FileOutcome(out.source, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
                          C.STATUS_FAILED, file_id=out.file_id, note=out.note)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = error_line(exc)
     rel = out.file_name
     failed.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
     return failed

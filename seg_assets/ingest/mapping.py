@@ -9,8 +9,11 @@ CSV files are read as text (so that the loader can tell an empty field from a mi
 single rows). Inside an *expression*, though, a CSV column is typed the way a reader of the file would
 expect: BIGINT or DOUBLE when every non-empty value in the file is such a number (and none has a leading
 zero, which marks an id or code), otherwise text with empty fields as NULL. So ``abs(Quantity)`` or
-``Quantity * UnitPrice`` work on CSV as on Parquet. A column mapped by name alone stays text and is typed
-by the contract's rules, row by row.
+``Quantity * UnitPrice`` work on CSV as on Parquet. Two exceptions keep one mapping working on every file
+of a source: a column the source's expressions use as text (``InvoiceNo LIKE 'C%'``, ``CustomerID <> ''``:
+source_config.text_columns) is text in every file, and a column without any value in the file (a header-only
+file, a column left empty) is an untyped NULL, which fits any expression. A column mapped by name alone stays
+text and is typed by the contract's rules, row by row.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ class Mapped:
         return [c for c in spec.file_required_columns if c not in self.columns]
 
 
-def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str]) -> dict[str, str]:
-    """SQL for each file column an expression reads: as is (Parquet) or typed from its text (CSV, see above)."""
+def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], text: set[str]) -> dict[str, str]:
+    """SQL for each file column an expression reads: as is (Parquet) or typed from its text (CSV, see above;
+    ``text``: the columns the expressions use as text)."""
     if not src.is_csv:
         return {n: by_lower[n] for n in names}
     names = sorted(names)
@@ -55,14 +59,15 @@ def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str]) -
     for n in names:
         v = f"nullif(trim({by_lower[n]}), '')"
         plain = f"({v} IS NULL OR NOT regexp_matches({v}, '^[+-]?0[0-9]'))"
-        probes += [f"count({v}) > 0 AND bool_and({v} IS NULL OR (try_cast({v} AS BIGINT) IS NOT NULL AND {plain}))",
-                   f"count({v}) > 0 AND bool_and({v} IS NULL OR (try_cast({v} AS DOUBLE) IS NOT NULL AND {plain}))"]
+        probes += [f"count({v}) > 0", f"bool_and({v} IS NULL OR (try_cast({v} AS BIGINT) IS NOT NULL AND {plain}))",
+                   f"bool_and({v} IS NULL OR (try_cast({v} AS DOUBLE) IS NOT NULL AND {plain}))"]
     flags = con.sql(f"SELECT {', '.join(probes)} FROM {src.relation}").fetchall()[0]
     out = {}
     for i, n in enumerate(names):
         v = f"nullif(trim({by_lower[n]}), '')"
-        is_int, is_float = flags[2 * i], flags[2 * i + 1]
-        out[n] = (f"try_cast({v} AS BIGINT)" if is_int else f"try_cast({v} AS DOUBLE)" if is_float
+        has_values, is_int, is_float = flags[3 * i: 3 * i + 3]
+        out[n] = ("NULL" if not has_values else f"nullif({by_lower[n]}, '')" if n in text
+                  else f"try_cast({v} AS BIGINT)" if is_int else f"try_cast({v} AS DOUBLE)" if is_float
                   else f"nullif({by_lower[n]}, '')")
     return out
 
@@ -75,7 +80,7 @@ def _describe(con, src: Source, exprs: dict[str, str], source: SourceDef) -> dic
     try:
         rows = con.sql(f"DESCRIBE SELECT {items} FROM {src.relation}").fetchall()
     except duckdb.Error as exc:
-        first = str(exc).splitlines()[0]
+        first = str(exc).splitlines()[0].rstrip(".")
         raise MappingError(f"source {source.name!r}: a mapping does not fit this file: {first}. Fix the expression "
                            "in sources.yaml (CAST or TRY_CAST where a text column meets a number)") from None
     return {r[0]: r[1] for r in rows}
@@ -107,6 +112,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     out = Mapped()
     used: set[str] = set()
     expr_inputs: set[str] = set()
+    text_inputs: set[str] = set()
     for contract_name, expr in source.columns.items():
         for name in expr.columns:
             if name not in by_lower:
@@ -114,15 +120,17 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         used |= expr.columns
         if expr.column_name is None:
             expr_inputs |= expr.columns
+            text_inputs |= expr.text_columns
     if source.where is not None:
         for name in source.where.columns:
             if name not in by_lower:
                 out.missing_inputs.setdefault(name, []).append("where")
         used |= source.where.columns
         expr_inputs |= source.where.columns
+        text_inputs |= source.where.text_columns
     if out.missing_inputs:
         return out
-    typed = _typed_inputs(con, src, expr_inputs, by_lower)
+    typed = _typed_inputs(con, src, expr_inputs, by_lower, text_inputs)
     exprs: dict[str, str] = {}
     for col in spec.columns:
         if col.derived:

@@ -91,6 +91,7 @@ class Expr:
     text: str
     columns: frozenset[str]
     column_name: str | None = None  # set when the value is just a column of the file
+    text_columns: frozenset[str] = frozenset()  # the columns it uses as text (text_columns())
 
     def sql(self, idents: dict[str, str]) -> str:
         """The expression with each column replaced by its identifier in the file's relation."""
@@ -169,7 +170,53 @@ def parse_expression(text: str, where: str) -> Expr:
     columns = frozenset(c.name.lower() for c in tree.find_all(exp.Column))
     if isinstance(tree, exp.Column):
         return Expr(text, columns, column_name=tree.name)
-    return Expr(text, columns)
+    return Expr(text, columns, text_columns=text_columns(tree))
+
+
+# Where an expression uses a column as text: the operand of a pattern match or of a string function, the parts of
+# a concatenation, a side of a comparison with a text literal. A CSV column used so stays text in every file
+# (mapping.py), also in a file where all its values look like numbers: invoice numbers are digits except credit
+# notes ('C536379'), and a day without credit notes made `InvoiceNo LIKE 'C%'` fail on a BIGINT.
+_TEXT_OPERAND = (exp.Like, exp.ILike, exp.Glob, exp.SimilarTo, exp.RegexpLike, exp.RegexpILike, exp.StartsWith,
+                 exp.Upper, exp.Lower, exp.Substring, exp.Trim, exp.Left, exp.Right, exp.RegexpExtract,
+                 exp.RegexpReplace, exp.StrPosition)
+_COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.In)
+
+
+def text_columns(tree: exp.Expression) -> frozenset[str]:
+    """The file columns ``tree`` uses as text (see above); functions sqlglot does not know count when every
+    DuckDB overload takes text as their first argument."""
+    def column(node) -> str | None:
+        node = node.unnest() if isinstance(node, exp.Expression) else None
+        return node.name.lower() if isinstance(node, exp.Column) else None
+
+    out: set[str] = set()
+    for node in tree.walk():
+        operands = [node.this, node.args.get("expression"), *node.args.get("expressions", [])]
+        if isinstance(node, (exp.DPipe, exp.Concat)):
+            picked = operands
+        elif isinstance(node, _TEXT_OPERAND):
+            picked = [node.this]
+        elif isinstance(node, exp.Anonymous):
+            picked = operands[2:3] if node.name.lower() in _text_first_functions() else []
+        elif isinstance(node, _COMPARISON):
+            text = any(isinstance(o, exp.Literal) and o.is_string for o in operands)
+            picked = operands if text else []
+        else:
+            picked = []
+        out |= {c for c in map(column, picked) if c}
+    return frozenset(out)
+
+
+@lru_cache(maxsize=1)
+def _text_first_functions() -> frozenset[str]:
+    import duckdb
+
+    firsts: dict[str, set[str]] = {}
+    for name, params in duckdb.sql("SELECT function_name, parameter_types FROM duckdb_functions() "
+                                   "WHERE function_type = 'scalar' AND len(parameter_types) > 0").fetchall():
+        firsts.setdefault(name.lower(), set()).add(params[0])
+    return frozenset(n for n, types in firsts.items() if types == {"VARCHAR"})
 
 
 def sources_path(data_root: Path) -> Path:
