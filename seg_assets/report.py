@@ -48,6 +48,8 @@ def not_computed(con) -> list[str]:
         for feature, why in left_out.items():
             by_reason.setdefault(why, []).append(feature)
         lines += [f"segments: features without data left out ({why}): {', '.join(fs)}" for why, fs in by_reason.items()]
+        single = json.loads(rows[0][0]).get("single_segment") if rows and rows[0][0] else None
+        lines += [f"segments: {single}"] if single else []
     if table_exists(con, "analytics.review_sentiment") and not row_count(con, "analytics.review_sentiment"):
         lines.append("reviews: none delivered (landing/reviews/): review features left out of churn and the profiles")
     if table_exists(con, "meta.segment_classifiers") and table_exists(con, "analytics.user_segments"):

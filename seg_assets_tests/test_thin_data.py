@@ -195,7 +195,7 @@ def test_zero_amounts_no_revenue_features_and_the_summary_does_not_crash(tmp_pat
     assert NO_REVENUE in summary_text(tmp_path)
 
 
-@pytest.mark.parametrize("users_, days", [(50, 60), (300, 1)], ids=["50-users", "one-day"])
+@pytest.mark.parametrize("users_, days", [(50, 60), (300, 1), (12, 60)], ids=["50-users", "one-day", "12-users"])
 def test_tiny_populations_and_one_day_publish_segments(tmp_path, users_, days):
     generate(tmp_path, users=users_, days=days, seed=7)
     refresh_ok(tmp_path)
@@ -203,6 +203,9 @@ def test_tiny_populations_and_one_day_publish_segments(tmp_path, users_, days):
     assert segs.height == users_ and segs["segment_id"].null_count() == 0 and prof.height >= 1
     assert segs["churn_probability"].null_count() == segs.height  # no history for a churn model
     assert "churn: not scored" in summary_text(tmp_path)
+    if users_ < 20:  # no lifecycle stage with min_stage_rows users: one segment of everyone, said so
+        assert segs["segment_id"].n_unique() == 1 and prof.height == 1
+        assert any("one segment of all 12 users" in n for n in notes(tmp_path))
 
 
 def test_a_churn_model_under_its_floor_blocks_nothing(tmp_path):

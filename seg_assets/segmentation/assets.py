@@ -336,6 +336,10 @@ def _segment_classifier(context: dg.AssetExecutionContext, config: ClassifierCon
     model = SegmentModel.load(current.artifact)
     sample = frame[sample_indices(frame.height, config.max_rows, config.seed)]  # the rows train_classifier would keep:
     labels, _ = model.predict(sample)  # labelled alone (at 1M users, 200k predictions instead of 1M)
+    if len(np.unique(labels)) < 2:  # a model of one segment (a shop's first few users): nothing to tell apart
+        why = "one segment: users are assigned by the segment model itself"
+        context.log.info(f"no classifier trained for {model.version}: {why}")
+        return dg.MaterializeResult(metadata={"decision": f"no classifier for {model.version}: {why}"})
     clf = train_classifier(sample, labels, config.kind, features=model.features, max_rows=config.max_rows,
                            seed=config.seed, model_version=model.version)
     f1 = clf.metrics["macro_f1"]

@@ -36,7 +36,7 @@ for a stage that is a single segment (the thresholds decide with certainty).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -352,8 +352,14 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         cstage.extend([name] * len(c))
         if algo is not None and behaviour is None:  # the behaviour stage: engaged (or all, flat)
             algorithm, behaviour = algo, (name, rows, lab, len(c))
-    if not stages:
-        raise ValueError(f"too few rows to fit a segment model ({frame.height})")
+    single = None
+    if not stages:  # every stage under min_stage_rows (a shop's first few users): one segment of everyone
+        st, c, labels, _ = _fit_stage("all", Z, replace(config, k_range=(1, 1)), 0)
+        stages["all"] = st
+        centers.extend(c)
+        cstage.extend(["all"] * len(c))
+        single = (f"one segment of all {frame.height} users: no lifecycle stage has the {config.min_stage_rows} users "
+                  "a segment of its own needs (min_stage_rows)")
     C = np.vstack(centers)
     C_orig = pre.inverse_transform(C)
     order = matching.canonical_order(C_orig, features, cstage, STAGE_ORDER)
@@ -385,7 +391,8 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     names = [named.get(i, f"Segment {i}") for i in ids]  # "Segment i": no user in the fit sample
     with limit_threads(sel.threads):
         metrics = cluster_metrics(Z, labels, sel.silhouette_sample, sel.random_state + 4)
-    metrics.update(n_rows=frame.height, fit_rows=len(Z), k=len(ids), left_out_features=dict(availability.left_out))
+    metrics.update(n_rows=frame.height, fit_rows=len(Z), k=len(ids), left_out_features=dict(availability.left_out),
+                   **({"single_segment": single} if single else {}))
     if behaviour is not None:
         name, rows, lab, kb = behaviour
         with limit_threads(sel.threads):
