@@ -95,6 +95,11 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     assert "unknown setting churn_model.min_aucc: churn_model has fields " in typo.output and "min_auc," in typo.output
     wrong_type = runner.invoke(app, ["refresh", "--set", "churn_model.min_auc=high"])
     assert wrong_type.exit_code == 2 and "invalid setting" in wrong_type.output and "min_auc" in wrong_type.output
+    # a value outside a Config field's limits is refused before the run (its step refused it after ingestion ran)
+    limit = runner.invoke(app, ["refresh", "--set", "basket_rules.min_support=0"])
+    assert limit.exit_code == 2 and "Traceback" not in limit.output
+    assert "invalid setting: basket_rules.min_support: Input should be greater than 0" in limit.output
+    assert not (tmp_path / "data" / "warehouse.duckdb").exists()
     config = tmp_path / "settings.yaml"
     config.write_text("ops:\n  no_such_op:\n    config:\n      x: 1\n")
     unknown_op = runner.invoke(app, ["refresh", "--config", str(config)])
