@@ -40,13 +40,13 @@ def ledger_files(con) -> list[list]:
 
 @functools.cache
 def code_fingerprint() -> str:
-    """sha256 over the package's .py files and the SQL models, by relative path and content.
+    """sha256 over the package's .py files, the SQL models and its lexicons, by relative path and content.
 
     Computed once per process: a long-running code server records the code it loaded (about), not
     edits made on disk since.
     """
     digest = hashlib.sha256()
-    for label, root, pattern in (("py", PACKAGE_DIR, "*.py"), ("sql", sql_dir(), "*.sql")):
+    for label, root, pattern in (("py", PACKAGE_DIR, "*.py"), ("sql", sql_dir(), "*.sql"), ("lexicon", PACKAGE_DIR, "*.txt")):
         for path in sorted(root.rglob(pattern)):
             digest.update(f"{label}:{path.relative_to(root).as_posix()}\0".encode())
             digest.update(path.read_bytes())

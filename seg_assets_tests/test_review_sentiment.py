@@ -36,6 +36,17 @@ def test_clear_tone_gets_the_right_sign_on_the_hand_labelled_set(scorer):
     assert labels / reviews.height >= 0.90
 
 
+@pytest.mark.parametrize("text, sign", [
+    ("Rubbish.", -1), ("Total junk.", -1), ("Not working.", -1), ("It didn't work at all.", -1), ("Not as described.", -1),
+    ("Flimsy and overpriced.", -1), ("Never arrived.", -1), ("Stopped working after a week.", -1),
+    ("Item as described, fast delivery.", 1), ("Works perfectly.", 1), ("Sturdy and comfy.", 1),
+])
+def test_terse_shop_reviews_read_with_the_shop_words(scorer, text, sign):
+    """VADER's general lexicon scores these 0 (neutral) or barely: the shop words (lexicons/en_shop.txt) read them."""
+    _, compound, *_ = score_text(text, None, scorer)
+    assert compound * sign >= 0.05, (text, compound)
+
+
 def test_labels_from_the_score_or_else_the_stars(scorer):
     assert (label_of(0.05), label_of(0.0499), label_of(-0.05)) == ("positive", "neutral", "negative")
     assert [rating_label(r) for r in (1, 2, 3, 4, 5, None)] == ["negative"] * 2 + ["neutral"] + ["positive"] * 2 + [None]
@@ -48,13 +59,14 @@ def test_labels_from_the_score_or_else_the_stars(scorer):
 
 def test_a_lexicon_file_adds_a_language_and_en_txt_extends_english(tmp_path):
     (tmp_path / "de.txt").write_text("schlechte\t-2.5\nenttäuscht\t-2.0\n# comment\n\ngut\t1.9\t0.5\t[1, 2]\n", encoding="utf-8")
-    (tmp_path / "en.txt").write_text("refund\t-1.5\n", encoding="utf-8")
+    (tmp_path / "en.txt").write_text("backordered\t-1.5\nrefund\t0\n", encoding="utf-8")  # a word added, a shop word undone
     base, custom = load_scorer(), load_scorer(tmp_path)
     assert custom.languages == ("de", "en") and custom.version != base.version
     language, compound, label, label_from, note = score_text(GERMAN, 5, custom)
     assert (language, label, label_from, note) == ("de", "negative", "text", None) and compound < -0.05
-    assert score_text("Waiting for a refund", None, base)[1] == 0.0
-    assert score_text("Waiting for a refund", None, custom)[1] < 0
+    assert score_text("Still backordered", None, base)[1] == 0.0
+    assert score_text("Still backordered", None, custom)[1] < 0
+    assert score_text("Waiting for a refund", None, base)[1] < 0 and score_text("Waiting for a refund", None, custom)[1] == 0.0
     (tmp_path / "fr.txt").write_text("bon\tgood\n", encoding="utf-8")
     with pytest.raises(LexiconError, match=r"fr\.txt:1: expected 'token<TAB>valence'"):
         load_scorer(tmp_path)
