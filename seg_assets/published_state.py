@@ -1,9 +1,10 @@
 """What the published segments reflect, so a refresh with nothing new can stop in well under a second.
 
 After each successful publication ``bi_segments`` writes ``SEG_DATA_DIR/state/published.json``: the
-landing files (path and size) that the ingestion ledger had taken in, a fingerprint of the code that
-built them (the ``seg_assets`` package's ``.py`` files and the SQL models), one of the sentiment lexicon files
-and one of the settings (the
+landing files (path and size) that the ingestion ledger holds (failed ones too: unchanged, they would fail
+again), a fingerprint of the code that built them (the ``seg_assets`` package's ``.py`` files and the SQL
+models), one of the sentiment lexicon files, one of the configuration files (sources.yaml, actions.yaml) and one
+of the settings (the
 as-of setting and the run's op config: ``--set``/``--config`` values, or the launchpad's). Before it
 loads Dagster, ``seg-assets refresh`` compares the landing folder, the code and its settings with that
 record; if nothing differs, the published segments are current and it exits. The file is only a
@@ -19,6 +20,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from seg_assets.config_files import config_fingerprint
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import scan_landing
 from seg_assets.settings import DataPaths, sql_dir
@@ -32,10 +34,11 @@ def state_path(paths: DataPaths) -> Path:
 
 
 def ledger_files(con) -> list[list]:
-    """(path under landing/, size) of every file the ledger has settled (failed files are retried)."""
-    rows = con.sql("SELECT file_name, size_bytes FROM meta.ingest_ledger "
-                   "WHERE status <> 'failed' ORDER BY 1").fetchall()
-    return [[name, int(size)] for name, size in rows]
+    """(path under landing/, size, failed) of every file in the ledger. A failed file is read again by every run
+    that ingests; one that has not changed since (nor the configuration or the code) is no reason to run."""
+    rows = con.sql("SELECT file_name, size_bytes, bool_and(status = 'failed') FROM meta.ingest_ledger "
+                   "GROUP BY ALL ORDER BY 1").fetchall()
+    return [[name, int(size), bool(failed)] for name, size, failed in rows]
 
 
 @functools.cache
@@ -79,7 +82,8 @@ def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps({"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
-                               "lexicons": lexicon_fingerprint(paths), "published_at": datetime.now(UTC).isoformat()}))
+                               "lexicons": lexicon_fingerprint(paths), "config": config_fingerprint(paths.root),
+                               "published_at": datetime.now(UTC).isoformat()}))
     os.replace(tmp, target)
     return target
 
@@ -96,9 +100,9 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
         return None
     if state.get("settings") != settings or state.get("code") != code_fingerprint():
         return None
-    if state.get("lexicons") != lexicon_fingerprint(paths):
+    if state.get("lexicons") != lexicon_fingerprint(paths) or state.get("config") != config_fingerprint(paths.root):
         return None
-    known = {(name, size) for name, size in state["files"]}
+    known = {(name, size): failed for name, size, *failed in state["files"]}
     try:
         sources = load_sources(paths.root)
     except SourceConfigError:
@@ -106,4 +110,7 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
     landing = [(f.path, f.size) for f in scan_landing(paths.landing, sources)]
     if any(f not in known for f in landing):
         return None
-    return f"nothing new in {paths.landing} since the last refresh ({len(landing)} files, as of {state['as_of']})"
+    failed = sorted(name for (name, size), flag in known.items() if flag == [True] and (name, size) in set(landing))
+    waiting = (f"; {len(failed)} failed file(s) ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}) are read again "
+               "when they, the configuration or the code change, or with --rebase (see meta.ingest_ledger)") if failed else ""
+    return f"nothing new in {paths.landing} since the last refresh ({len(landing)} files, as of {state['as_of']}){waiting}"

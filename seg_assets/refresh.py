@@ -32,7 +32,8 @@ from seg_assets.warehouse import table_exists
 SILENT = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # What to do about a file the ingestion did not take in, by ledger status.
 FILE_FIXES = {
-    C.STATUS_REJECTED_FILE: "correct it to the data contract and land the corrected file under a new name",
+    C.STATUS_REJECTED_FILE: "correct it to the data contract and land the corrected file under a new name, or map the "
+                            "missing column in sources.yaml (the file is then read again)",
     C.STATUS_FAILED: "it could not be read and is tried again on the next refresh: fix what the message names (the file, "
                      "or its source's mapping in sources.yaml)",
 }

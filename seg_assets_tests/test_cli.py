@@ -67,6 +67,19 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
     published_state.write_published_state(paths, [], "2026-10-31", settings)
     assert published_state.nothing_new(paths, settings)
     assert published_state.nothing_new(paths, published_state.settings_fingerprint({}, "2026-10-01")) is None
+    # a configuration file is input too: a new or changed sources.yaml or actions.yaml refreshes
+    (paths.root / "actions.yaml").write_text("actions: {}\n")
+    assert published_state.nothing_new(paths, settings) is None
+    published_state.write_published_state(paths, [], "2026-10-31", settings)
+    assert published_state.nothing_new(paths, settings)
+    # a file that failed is read again when it changes, not on every refresh (it would fail the same way)
+    (paths.landing / "orders").mkdir(parents=True)
+    (paths.landing / "orders" / "a.csv").write_text("x\n")
+    assert published_state.nothing_new(paths, settings) is None
+    published_state.write_published_state(paths, [["orders/a.csv", 2, True]], "2026-10-31", settings)
+    assert "1 failed file(s) (orders/a.csv) are read again" in published_state.nothing_new(paths, settings)
+    (paths.landing / "orders" / "a.csv").write_text("x,y\n")
+    assert published_state.nothing_new(paths, settings) is None
     monkeypatch.setattr(published_state, "code_fingerprint", lambda: "other code")
     assert published_state.nothing_new(paths, settings) is None
 

@@ -197,6 +197,26 @@ def test_a_mapping_that_does_not_fit_the_file_fails_that_file_only_with_a_reason
     assert len(rejects) == 1
 
 
+def test_a_file_rejected_for_a_mapping_mistake_is_read_again_once_the_mapping_is_fixed(tmp_path):
+    """Its rows were lost for good: the ledger took the rejected file in, and a re-delivery was a duplicate."""
+    mapping = "sources:\n  shop:\n    table: orders\n    columns: {{order_id: id, user_id: {user}, amount: total, items: 1}}\n"
+    (tmp_path / "sources.yaml").write_text(mapping.format(user="custmer"))
+    write(tmp_path, "shop/a.csv", "id,customer,total,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\n"
+          "o2,u2,12,2026-03-01T00:00:00Z,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[1], r[2], r[3], r[6]) for r in ledger] == [("shop/a.csv", "rejected_file", 2, 2)] and len(rejects) == 2
+    report, ledger, rejects = ingest(tmp_path)  # the same mapping: not read again, nothing counted twice
+    assert report.skipped == ["shop/a.csv"] and len(ledger) == 1 and len(rejects) == 2
+    (tmp_path / "sources.yaml").write_text(mapping.format(user="customer"))
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[1], r[2], r[3], r[4]) for r in ledger] == [("shop/a.csv", "ingested", 2, 2)] and rejects == []
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert con.sql("SELECT order_id, user_id FROM raw.orders ORDER BY 1").fetchall() == [("o1", "u1"), ("o2", "u2")]
+    con.close()
+    report, ledger, _ = ingest(tmp_path)
+    assert report.skipped == ["shop/a.csv"] and len(ledger) == 1
+
+
 def test_a_refused_sources_file_ingests_nothing(tmp_path):
     from seg_assets.refresh import run_refresh
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from seg_assets.config_files import yaml_problem
 from seg_assets.errors import InputError
 
 
@@ -62,7 +63,7 @@ def load_config_file(path: Path) -> dict:
     except OSError as exc:
         raise SettingsError(f"--config {path}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise SettingsError(f"--config {path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict) or set(data) - {"ops"}:
         found = ", ".join(sorted(map(str, data))) if isinstance(data, dict) else type(data).__name__
         raise SettingsError(f"--config {path}: expected only 'ops:' (op -> config -> field: value), found {found}")

@@ -224,7 +224,8 @@ FORMATS = ((".csv.gz", "csv.gz"), (".csv", "csv"), (".parquet", "parquet"))
 # meta.ingest_ledger.status values.
 STATUS_INGESTED = "ingested"  # read; its rows accepted, duplicate or rejected one by one
 STATUS_DUPLICATE_FILE = "duplicate_file"  # same bytes as a file already ingested under another name
-STATUS_REJECTED_FILE = "rejected_file"  # a required column is missing (or no header): every row rejected
+STATUS_REJECTED_FILE = "rejected_file"  # a required column is missing (or no header): every row rejected; read
+# again when its source's mapping changes (source_key), and then replaced with its rejects
 STATUS_FAILED = "failed"  # unreadable; nothing written; retried on the next run
 STATUSES = (STATUS_INGESTED, STATUS_DUPLICATE_FILE, STATUS_REJECTED_FILE, STATUS_FAILED)
 
@@ -248,7 +249,8 @@ LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
   extra_columns VARCHAR[] NOT NULL,
   message VARCHAR,
   run_id VARCHAR NOT NULL,
-  ingested_at TIMESTAMP NOT NULL
+  ingested_at TIMESTAMP NOT NULL,
+  source_key VARCHAR
 )"""
 
 REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
@@ -281,6 +283,8 @@ LEDGER_COLUMNS = (
     ("message", "VARCHAR", "Why a file was rejected or failed; notes (missing optional columns)."),
     ("run_id", "VARCHAR", "Dagster run that processed the file."),
     ("ingested_at", "TIMESTAMP", "When (naive UTC)."),
+    ("source_key", "VARCHAR", "Fingerprint of the source's mapping that read the file: a rejected_file is read again "
+     "when it changes (a mapping can supply the missing column)."),
 )
 
 REJECTS_COLUMNS = (
@@ -423,6 +427,7 @@ MIGRATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (LEDGER_TABLE, "source", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN source VARCHAR",
                               f"UPDATE {LEDGER_TABLE} SET source = table_name")),
     (LEDGER_TABLE, "filtered", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN filtered BIGINT DEFAULT 0",)),
+    (LEDGER_TABLE, "source_key", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN source_key VARCHAR",)),
     ("raw.clicks", "funnel_stage", (
         "ALTER TABLE raw.clicks ADD COLUMN funnel_stage VARCHAR",
         "UPDATE raw.clicks SET funnel_stage = CASE WHEN event_type IN ('view', 'search', 'add_to_cart', 'checkout', "

@@ -55,6 +55,7 @@ class FileOutcome:
     extra_columns: tuple[str, ...] = ()
     message: str | None = None
     note: str | None = None  # prepended to the message when the ledger row is written
+    source_key: str | None = None  # SourceDef.key of the source that read it
 
 
 @dataclass
@@ -179,18 +180,20 @@ def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason:
 
 
 def _write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
-    """The file's ledger row (replacing an earlier `failed` attempt at the same file); inside a transaction."""
+    """The file's ledger row, replacing an earlier attempt at the same file that is read again (`failed`, or
+    `rejected_file` under another mapping, whose rejects go with it); inside a transaction."""
     if out.note:
         out.message, out.note = "; ".join(filter(None, [out.note, out.message])), None
-    con.execute(
-        f"DELETE FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND content_sha256 = ? AND status = ?",
-        [out.source, out.file_name, out.content_sha256, C.STATUS_FAILED],
-    )
+    earlier = (f"SELECT file_id FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND content_sha256 = ? "
+               f"AND file_id <> ? AND status IN ('{C.STATUS_FAILED}', '{C.STATUS_REJECTED_FILE}')")
+    params = [out.source, out.file_name, out.content_sha256, out.file_id]
+    con.execute(f"DELETE FROM {C.REJECTS_TABLE} WHERE file_id IN ({earlier})", params)
+    con.execute(f"DELETE FROM {C.LEDGER_TABLE} WHERE file_id IN ({earlier})", params)
     row = {"file_id": out.file_id, "source": out.source, "table_name": out.table_name, "file_name": out.file_name,
            "file_format": out.file_format, "content_sha256": out.content_sha256, "size_bytes": out.size_bytes,
            "status": out.status, "delivered": out.delivered, "accepted": out.accepted, "duplicate": out.duplicate,
            "rejected": out.rejected, "filtered": out.filtered, "extra_columns": list(out.extra_columns),
-           "message": out.message, "run_id": run_id, "ingested_at": now}
+           "message": out.message, "run_id": run_id, "ingested_at": now, "source_key": out.source_key}
     con.execute(f"INSERT INTO {C.LEDGER_TABLE} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
 
@@ -344,7 +347,7 @@ def error_line(exc: Exception) -> str:
 def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
     """A file that could not be read: status failed, one redacted line (retried on the next run)."""
     failed = FileOutcome(out.source, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
-                         C.STATUS_FAILED, file_id=out.file_id, note=out.note)
+                         C.STATUS_FAILED, file_id=out.file_id, note=out.note, source_key=out.source_key)
     text = error_line(exc)
     rel = out.file_name
     failed.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
@@ -386,12 +389,16 @@ def ingest_landing(
     files = [f for f in files if f[1] in settled]
     report = IngestReport(run_id=run_id, ignored=ignored,
                           unsettled=sorted(p.relative_to(landing_dir).as_posix() for p in unsettled))
+    keys = {s.name: s.key for s in sources}
+    # taken in: every ledger row but failed ones and files rejected as a whole under another mapping (read again)
+    taken = (f"status <> '{C.STATUS_FAILED}' AND NOT (status = '{C.STATUS_REJECTED_FILE}' "
+             "AND source_key IS DISTINCT FROM ?)")
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
-    for source, name, sha, size in con.sql(
-        f"SELECT source, file_name, content_sha256, size_bytes FROM {C.LEDGER_TABLE} WHERE status <> ?",
-        params=[C.STATUS_FAILED],
-    ).fetchall():
-        seen.setdefault((source, name), set()).add((sha, size))
+    for source, name, sha, size, status, key in con.sql(
+        f"SELECT source, file_name, content_sha256, size_bytes, status, source_key FROM {C.LEDGER_TABLE} "
+        f"WHERE status <> '{C.STATUS_FAILED}'").fetchall():
+        if status != C.STATUS_REJECTED_FILE or key == keys.get(source):
+            seen.setdefault((source, name), set()).add((sha, size))
     planned: dict[tuple[str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha)
     pending: list[tuple[SourceDef, Path, FileOutcome]] = []
     copies: list[tuple[FileOutcome, FileOutcome]] = []
@@ -404,13 +411,13 @@ def ingest_landing(
         sha, size = file_sha256(path)
         known = con.sql(
             f"""SELECT file_id, file_name, delivered FROM {C.LEDGER_TABLE}
-            WHERE source = ? AND content_sha256 = ? AND status <> ? ORDER BY (file_name = ?) DESC, file_id""",
-            params=[source.name, sha, C.STATUS_FAILED, rel],
+            WHERE source = ? AND content_sha256 = ? AND {taken} ORDER BY (file_name = ?) DESC, file_id""",
+            params=[source.name, sha, source.key, rel],
         ).fetchall()
         if known and known[0][1] == rel:
             report.skipped.append(rel)
             continue
-        out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED)
+        out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
         out.file_id = max(next_id, con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0])
         next_id = out.file_id + 1
         if (source.name, rel) in seen:

@@ -15,6 +15,8 @@ DuckDB's own catalog: only scalar functions pass.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -118,6 +120,14 @@ class SourceDef:
     @property
     def spec(self) -> C.TableSpec:
         return C.TABLES[self.table]
+
+    @property
+    def key(self) -> str:
+        """How this source reads a file, as a fingerprint: a file rejected as a whole (a column missing, which a
+        mapping can supply) is read again once the source reads files differently (meta.ingest_ledger.source_key)."""
+        what = [self.table, self.folder, {c: e.text for c, e in self.columns.items()}, self.timestamp_format,
+                self.timezone, self.where.text if self.where else None, self.event_types]
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @lru_cache(maxsize=1)
