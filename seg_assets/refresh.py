@@ -38,6 +38,8 @@ FILE_FIXES = {
                      "or its source's mapping in sources.yaml)",
 }
 
+TIME_HINT = " (times: ISO-8601, or the source's timestamp_format in sources.yaml)"
+
 
 @dataclass
 class StageOutcome:
@@ -142,7 +144,8 @@ def _logged_warnings(instance: dg.DagsterInstance, run_id: str, files: list[Prob
 
 
 def _files_not_taken(database: Path, run_id: str) -> list[Problem]:
-    """Files this run rejected whole or could not read, from the ingestion ledger."""
+    """Files this run rejected whole or could not read, and those it took in with rejected rows (a warning each),
+    from the ingestion ledger."""
     if not database.exists():
         return []
     statuses = list(FILE_FIXES)
@@ -152,10 +155,22 @@ def _files_not_taken(database: Path, run_id: str) -> list[Problem]:
         rows = con.sql(f"SELECT file_name, status, message FROM {C.LEDGER_TABLE} WHERE run_id = ? "
                        f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY file_id",
                        params=[run_id, *statuses]).fetchall()
+        rejected = con.sql(f"""
+            SELECT l.file_name, any_value(l.delivered), any_value(l.rejected),
+                   string_agg(r.rule || ' (' || r.n || ')', ', ' ORDER BY r.n DESC, r.rule), arg_min(r.example, r.first)
+            FROM {C.LEDGER_TABLE} l
+            JOIN (SELECT file_id, rule, count(*) AS n, arg_min(reason, row_number) AS example, min(row_number) AS first
+                  FROM {C.REJECTS_TABLE} GROUP BY ALL) r USING (file_id)
+            WHERE l.run_id = ? AND l.status = '{C.STATUS_INGESTED}' AND l.rejected > 0
+            GROUP BY l.file_id, l.file_name ORDER BY l.file_id""", params=[run_id]).fetchall()
     out = []
     for name, status, message in rows:
         what = (message or status).removeprefix(f"{name}: ")
         out.append(Problem("file", name, f"{status.replace('_', ' ')}: {what}; {FILE_FIXES[status]}"))
+    for name, delivered, n, rules, example in rejected:  # the file was taken in, some of its rows were not
+        hint = TIME_HINT if "unparseable:" in rules and "_ts" in rules else ""
+        out.append(Problem("warning", name, f"{n} of {delivered} rows rejected: {rules}; first: {example}; the rows are in "
+                           f"raw.rejects: correct them and land them in a new file{hint}"))
     return out
 
 

@@ -217,6 +217,37 @@ def test_a_file_rejected_for_a_mapping_mistake_is_read_again_once_the_mapping_is
     assert report.skipped == ["shop/a.csv"] and len(ledger) == 1
 
 
+def test_a_file_taken_in_with_rejected_rows_gets_one_line_naming_it_and_the_fix(tmp_path):
+    from seg_assets.refresh import _files_not_taken
+
+    good = "".join(f"o{i},u{i},2026-03-0{i}T10:00:00Z,10,1,completed\n" for i in range(1, 6))
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\n" + good +
+          "o8,u8,2026-13-45T10:00:00Z,10,1,completed\no9,u9,31/10/2026,10,1,completed\no10,u10,2026-03-01T10:00:00Z,-5,1,completed\n")
+    ingest(tmp_path)
+    [problem] = _files_not_taken(tmp_path / "warehouse.duckdb", "r1")
+    assert (problem.kind, problem.where) == ("warning", "orders/a.csv")
+    assert problem.message.startswith("3 of 8 rows rejected: unparseable:order_ts (2), ")
+    assert "first: unparseable order_ts: '2026-13-45T10:00:00Z'" in problem.message
+    assert "raw.rejects" in problem.message and "timestamp_format in sources.yaml" in problem.message
+
+
+def test_a_semicolon_separated_file_is_told_so(tmp_path):
+    write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10;1;completed\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "rejected_file" and "the file is not comma-separated" in ledger[0][8] and "';'" in ledger[0][8]
+
+
+def test_a_landing_folder_linked_elsewhere_is_read(tmp_path):
+    export = tmp_path / "share" / "orders"
+    export.mkdir(parents=True)
+    (export / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T10:00:00Z,10,1,completed\n")
+    (tmp_path / "root" / "landing").mkdir(parents=True)
+    (tmp_path / "root" / "landing" / "orders").symlink_to(export)
+    (tmp_path / "root" / "landing" / "loop").symlink_to(tmp_path / "root" / "landing")  # a link loop ends
+    _, ledger, _ = ingest(tmp_path / "root")
+    assert [(r[1], r[2], r[4]) for r in ledger] == [("orders/a.csv", "ingested", 1)]
+
+
 def test_a_refused_sources_file_ingests_nothing(tmp_path):
     from seg_assets.refresh import run_refresh
 

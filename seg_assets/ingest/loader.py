@@ -298,6 +298,9 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
     out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
     if rejected:
         rule, what = _missing_message(out, source, mapped)
+        separator = next((s for s in ";\t|" if src.is_csv and len(src.names) == 1 and s in src.names[0]), None)
+        if separator:  # the whole header read as one column
+            what += f" (the header is one column holding {separator!r}: the file is not comma-separated; export it with ',')"
         out.status = C.STATUS_REJECTED_FILE
         notes.insert(0, f"{out.file_name}: {what}")
         _stage_file_rejected(con, spec, src, rule, f"file rejected: {what}", mapped.pii_names)

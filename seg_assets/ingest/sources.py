@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,6 +95,20 @@ def ignore_reason(name: str, readers: list[SourceDef], folder: str) -> str | Non
     return None
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, through folder symlinks too (a landing folder linked to a mounted export share is
+    read like any other; ``Path.rglob`` silently skipped it), each real folder once (a link loop ends)."""
+    out, visited = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        out += [p for p in (Path(top) / n for n in names) if p.is_file()]
+    return out
+
+
 def discover_files(landing_dir: Path, sources: list[SourceDef]
                    ) -> tuple[list[tuple[SourceDef, Path, str]], dict[str, str | None]]:
     """(source, path, format) of every candidate file a source reads, sorted by relative name (then source
@@ -102,7 +117,7 @@ def discover_files(landing_dir: Path, sources: list[SourceDef]
     found, ignored = [], {}
     if not landing_dir.is_dir():
         return found, ignored
-    for path in sorted((p for p in landing_dir.rglob("*") if p.is_file()), key=lambda p: p.relative_to(landing_dir).as_posix()):
+    for path in sorted(_files_under(landing_dir), key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
         readers = [s for s in sources if rel.startswith(s.folder + "/")]
         if not readers or not is_candidate(path.name):
