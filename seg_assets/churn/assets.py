@@ -200,8 +200,7 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
                               max_snapshots=config.max_snapshots, min_history_days=config.min_history_days)
         if not plan.enough:
             message = f"no churn model: not enough history for a {config.horizon_days}-day horizon ({plan.describe()})"
-            context.log.warning(message)
-            return _not_fitted(context, duckdb, message, current, as_of)
+            return _not_fitted(context, duckdb, message, current, as_of)  # which logs it
         snapshots = build_snapshots(con, plan, max_users_per_snapshot=config.max_users_per_snapshot, seed=config.seed)
         version = registry.next_version(con)
     context.log.info(f"fitting {version}: {reason}; {plan.describe()}; {snapshots.height} snapshot rows")
