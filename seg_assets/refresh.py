@@ -33,9 +33,10 @@ SILENT = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # What to do about a file the ingestion did not take in, by ledger status.
 FILE_FIXES = {
     C.STATUS_REJECTED_FILE: "correct it to the data contract and land the corrected file under a new name, or map the "
-                            "missing column in sources.yaml (the file is then read again)",
-    C.STATUS_FAILED: "it could not be read and is tried again on the next refresh: fix what the message names (the file, "
-                     "or its source's mapping in sources.yaml)",
+                            "missing column in sources.yaml (the next run that ingests reads the file again)",
+    C.STATUS_FAILED: "it could not be read: fix what the message names (the file, or its source's mapping in sources.yaml); "
+                     "every run that ingests reads it again, and the CLI runs when it, sources.yaml or the code changes "
+                     "(--rebase forces a run)",
 }
 
 TIME_HINT = " (times: ISO-8601, or the source's timestamp_format in sources.yaml)"

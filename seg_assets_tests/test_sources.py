@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from seg_assets.ingest.loader import ingest_landing
-from seg_assets.ingest.source_config import SourceConfigError, load_sources, parse_sources
+from seg_assets.ingest.source_config import SourceConfigError, load_sources, parse_expression, parse_sources
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -217,6 +217,30 @@ def test_a_file_rejected_for_a_mapping_mistake_is_read_again_once_the_mapping_is
     assert report.skipped == ["shop/a.csv"] and len(ledger) == 1
 
 
+def test_a_copy_of_a_rejected_file_is_no_duplicate_and_both_are_read_again_after_the_fix(tmp_path):
+    """A copy counted as duplicates of a rejected file's rows made the rows vanish once the first was read again."""
+    mapping = "sources:\n  shop:\n    table: orders\n    columns: {{order_id: id, user_id: {user}, amount: total, items: 1}}\n"
+    (tmp_path / "sources.yaml").write_text(mapping.format(user="custmer"))
+    text = "id,customer,total,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\no2,u2,12,2026-03-01T00:00:00Z,completed\n"
+    write(tmp_path, "shop/a.csv", text)
+    write(tmp_path, "shop/b.csv", text)
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[1], r[2], r[6]) for r in ledger] == [("shop/a.csv", "rejected_file", 2), ("shop/b.csv", "rejected_file", 2)]
+    (tmp_path / "sources.yaml").write_text(mapping.format(user="customer"))
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[1], r[2], r[4], r[5]) for r in ledger] == [("shop/a.csv", "ingested", 2, 0), ("shop/b.csv", "duplicate_file", 0, 2)]
+    assert rejects == []
+    # files rejected before the ledger recorded the mapping keep their outcome (no surprise re-read after an upgrade)
+    (tmp_path / "sources.yaml").write_text(mapping.format(user="custmer"))
+    write(tmp_path, "shop/c.csv", text.replace("o1,", "o3,").replace("o2,", "o4,"))
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.sql("UPDATE meta.ingest_ledger SET source_key = NULL WHERE file_name = 'shop/c.csv'")
+    (tmp_path / "sources.yaml").write_text(mapping.format(user="customer"))
+    report, ledger, _ = ingest(tmp_path)
+    assert "shop/c.csv" in report.skipped and ledger[-1][2] == "rejected_file"
+
+
 def test_a_file_taken_in_with_rejected_rows_gets_one_line_naming_it_and_the_fix(tmp_path):
     from seg_assets.refresh import _files_not_taken
 
@@ -244,8 +268,19 @@ def test_a_landing_folder_linked_elsewhere_is_read(tmp_path):
     (tmp_path / "root" / "landing").mkdir(parents=True)
     (tmp_path / "root" / "landing" / "orders").symlink_to(export)
     (tmp_path / "root" / "landing" / "loop").symlink_to(tmp_path / "root" / "landing")  # a link loop ends
+    (tmp_path / "root" / "landing" / "latest").symlink_to(tmp_path / "root" / "landing" / "orders")  # not followed
+    (export / "back").symlink_to(export)  # a loop outside ends too
     _, ledger, _ = ingest(tmp_path / "root")
     assert [(r[1], r[2], r[4]) for r in ledger] == [("orders/a.csv", "ingested", 1)]
+
+
+@pytest.mark.parametrize("text, used_as_text", [
+    ("InvoiceNo LIKE 'C%'", {"invoiceno"}), ("CustomerID <> ''", {"customerid"}), ("prefix(InvoiceNo, 'C')", {"invoiceno"}),
+    ("strptime(D, '%Y%m%d')", {"d"}), ("S[1:1] = 'C'", {"s"}), ("Country = 'DE' AND Quantity > 0", {"country"}),
+    ("CAST(P AS DOUBLE)", set()), ("P::DOUBLE * 2", set()), ("TRY_CAST(total AS DOUBLE)", set()), ("abs(Quantity)", set()),
+])
+def test_the_columns_an_expression_uses_as_text(text, used_as_text):
+    assert set(parse_expression(text, "x").text_columns) == used_as_text
 
 
 def test_a_refused_sources_file_ingests_nothing(tmp_path):

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seg_assets.config_files import load_model
+from seg_assets.config_files import FILES, load_model
 
 ACTIONS_FILE = "actions.yaml"
-ACTIONS_ENV = "SEG_ACTIONS_FILE"
+ACTIONS_ENV = FILES[ACTIONS_FILE]
 
 
 class ActionsConfigError(ValueError):

@@ -226,7 +226,7 @@ STATUS_INGESTED = "ingested"  # read; its rows accepted, duplicate or rejected o
 STATUS_DUPLICATE_FILE = "duplicate_file"  # same bytes as a file already ingested under another name
 STATUS_REJECTED_FILE = "rejected_file"  # a required column is missing (or no header): every row rejected; read
 # again when its source's mapping changes (source_key), and then replaced with its rejects
-STATUS_FAILED = "failed"  # unreadable; nothing written; retried on the next run
+STATUS_FAILED = "failed"  # unreadable; nothing written; read again by every run that ingests
 STATUSES = (STATUS_INGESTED, STATUS_DUPLICATE_FILE, STATUS_REJECTED_FILE, STATUS_FAILED)
 
 LEDGER_TABLE = "meta.ingest_ledger"

@@ -348,7 +348,7 @@ def error_line(exc: Exception) -> str:
 
 
 def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
-    """A file that could not be read: status failed, one redacted line (retried on the next run)."""
+    """A file that could not be read: status failed, one redacted line (read again by the next run that ingests)."""
     failed = FileOutcome(out.source, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
                          C.STATUS_FAILED, file_id=out.file_id, note=out.note, source_key=out.source_key)
     text = error_line(exc)
@@ -392,16 +392,10 @@ def ingest_landing(
     files = [f for f in files if f[1] in settled]
     report = IngestReport(run_id=run_id, ignored=ignored,
                           unsettled=sorted(p.relative_to(landing_dir).as_posix() for p in unsettled))
-    keys = {s.name: s.key for s in sources}
-    # taken in: every ledger row but failed ones and files rejected as a whole under another mapping (read again)
-    taken = (f"status <> '{C.STATUS_FAILED}' AND NOT (status = '{C.STATUS_REJECTED_FILE}' "
-             "AND source_key IS DISTINCT FROM ?)")
+    taken = _taken_rows({s.name: s.key for s in sources})
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
-    for source, name, sha, size, status, key in con.sql(
-        f"SELECT source, file_name, content_sha256, size_bytes, status, source_key FROM {C.LEDGER_TABLE} "
-        f"WHERE status <> '{C.STATUS_FAILED}'").fetchall():
-        if status != C.STATUS_REJECTED_FILE or key == keys.get(source):
-            seen.setdefault((source, name), set()).add((sha, size))
+    for source, name, sha, size in con.sql(f"SELECT source, file_name, content_sha256, size_bytes FROM ({taken})").fetchall():
+        seen.setdefault((source, name), set()).add((sha, size))
     planned: dict[tuple[str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha)
     pending: list[tuple[SourceDef, Path, FileOutcome]] = []
     copies: list[tuple[FileOutcome, FileOutcome]] = []
@@ -413,13 +407,16 @@ def ingest_landing(
             continue
         sha, size = file_sha256(path)
         known = con.sql(
-            f"""SELECT file_id, file_name, delivered FROM {C.LEDGER_TABLE}
-            WHERE source = ? AND content_sha256 = ? AND {taken} ORDER BY (file_name = ?) DESC, file_id""",
-            params=[source.name, sha, source.key, rel],
+            f"""SELECT file_id, file_name, delivered, status FROM ({taken})
+            WHERE source = ? AND content_sha256 = ? ORDER BY (file_name = ?) DESC, file_id""",
+            params=[source.name, sha, rel],
         ).fetchall()
         if known and known[0][1] == rel:
             report.skipped.append(rel)
             continue
+        # a re-delivery of rows taken in; a copy of a file rejected as a whole is read on its own (its rows were not
+        # taken in: counted as duplicates of them, they were lost once the first was read again under a fixed mapping)
+        known = [k for k in known if k[3] == C.STATUS_INGESTED]
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
         out.file_id = max(next_id, con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0])
         next_id = out.file_id + 1
@@ -435,7 +432,7 @@ def ingest_landing(
             continue
         try:
             if known:  # the same bytes under another name: a re-delivery, nothing to read
-                orig_id, orig_name, delivered = known[0]
+                orig_id, orig_name, delivered, _ = known[0]
                 out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, delivered, delivered
                 out.message = f"same content as {orig_name} (file_id {orig_id}): all rows are duplicates"
                 _ledger_only(con, out, run_id, now)
@@ -457,6 +454,16 @@ def ingest_landing(
             out.message = f"same content as {first.file_name} (file_id {first.file_id}): all rows are duplicates"
         _ledger_only(con, out, run_id, now)
     return report
+
+
+def _taken_rows(keys: dict[str, str]) -> str:
+    """SQL of the ledger rows whose file is taken in (not read again): all but failed ones and files rejected as a
+    whole under another mapping of their source (``keys``: source -> SourceDef.key); rows written before the
+    ledger recorded the mapping keep theirs."""
+    values = ", ".join(f"({sql_string(name)}, {sql_string(key)})" for name, key in keys.items()) or "(NULL, NULL)"
+    return (f"SELECT l.* FROM {C.LEDGER_TABLE} l LEFT JOIN (VALUES {values}) k(source, key) ON k.source = l.source "
+            f"WHERE l.status <> '{C.STATUS_FAILED}' AND NOT (l.status = '{C.STATUS_REJECTED_FILE}' "
+            "AND l.source_key IS NOT NULL AND l.source_key IS DISTINCT FROM k.key)")
 
 
 def why_no_rows(con) -> str:

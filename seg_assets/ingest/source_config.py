@@ -28,12 +28,12 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 
-from seg_assets.config_files import config_path, parse_model
+from seg_assets.config_files import FILES, config_path, parse_model
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import check_overrides
 
-SOURCES_ENV = "SEG_SOURCES_FILE"
 SOURCES_FILE = "sources.yaml"
+SOURCES_ENV = FILES[SOURCES_FILE]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # Node types an expression may not contain, with the words a person reads.
@@ -189,7 +189,8 @@ def parse_expression(text: str, where: str) -> Expr:
 # notes ('C536379'), and a day without credit notes made `InvoiceNo LIKE 'C%'` fail on a BIGINT.
 _TEXT_OPERAND = (exp.Like, exp.ILike, exp.Glob, exp.SimilarTo, exp.RegexpLike, exp.RegexpILike, exp.StartsWith,
                  exp.Upper, exp.Lower, exp.Substring, exp.Trim, exp.Left, exp.Right, exp.RegexpExtract,
-                 exp.RegexpReplace, exp.StrPosition)
+                 exp.RegexpReplace, exp.RegexpSplit, exp.StrPosition, exp.StrToTime, exp.StrToDate, exp.Contains,
+                 exp.SplitPart, exp.Split, exp.Pad, exp.Length, exp.Reverse, exp.Initcap, exp.Levenshtein, exp.Bracket)
 _COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.In)
 
 
@@ -202,7 +203,7 @@ def text_columns(tree: exp.Expression) -> frozenset[str]:
 
     out: set[str] = set()
     for node in tree.walk():
-        operands = [node.this, node.args.get("expression"), *node.args.get("expressions", [])]
+        operands = [node.this, node.args.get("expression"), *(node.args.get("expressions") or [])]
         if isinstance(node, (exp.DPipe, exp.Concat)):
             picked = operands
         elif isinstance(node, _TEXT_OPERAND):
@@ -211,7 +212,7 @@ def text_columns(tree: exp.Expression) -> frozenset[str]:
             picked = operands[2:3] if node.name.lower() in _text_first_functions() else []
         elif isinstance(node, _COMPARISON):
             text = any(isinstance(o, exp.Literal) and o.is_string for o in operands)
-            picked = operands if text else []
+            picked = [o.this if isinstance(o, exp.Bracket) else o for o in operands] if text else []
         else:
             picked = []
         out |= {c for c in map(column, picked) if c}

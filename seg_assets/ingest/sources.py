@@ -96,15 +96,25 @@ def ignore_reason(name: str, readers: list[SourceDef], folder: str) -> str | Non
 
 
 def _files_under(folder: Path) -> list[Path]:
-    """Every file below ``folder``, through folder symlinks too (a landing folder linked to a mounted export share is
-    read like any other; ``Path.rglob`` silently skipped it), each real folder once (a link loop ends)."""
-    out, visited = [], set()
+    """Every file below ``folder``, through links to folders elsewhere too (a landing folder linked to a mounted
+    export share is read like any other; ``Path.rglob`` skipped it silently). A link to a folder inside ``folder``
+    is not followed (its files are read under their own path, once) and each outside folder is entered once (a link
+    loop ends)."""
+    roots = {os.path.abspath(folder), os.path.realpath(folder)}
+    entered: set[str] = set()
+    out = []
     for top, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(top)
-        if real in visited:
-            dirs[:] = []
-            continue
-        visited.add(real)
+        dirs.sort()  # links to one folder: the first by name is entered, on every machine
+        for d in list(dirs):
+            path = os.path.join(top, d)
+            if not os.path.islink(path):
+                continue
+            target = os.path.normpath(os.path.join(top, os.readlink(path)))
+            real = os.path.realpath(path)
+            if any(p == r or p.startswith(r + os.sep) for p in (target, real) for r in roots) or real in entered:
+                dirs.remove(d)
+            else:
+                entered.add(real)
         out += [p for p in (Path(top) / n for n in names) if p.is_file()]
     return out
 

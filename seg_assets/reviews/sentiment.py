@@ -144,7 +144,8 @@ def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[st
         label = rating_label(rating)
         return language, None, label, "rating" if label else None, f"language not supported: {language}"
     sentences = [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
-    compound = sum(float(analyzer.polarity_scores(s)["compound"]) for s in sentences) / len(sentences)
+    # rounded as VADER rounds its compound: 4 decimals, which features add up exactly (DECIMAL(18, 4)) on either engine
+    compound = round(sum(float(analyzer.polarity_scores(s)["compound"]) for s in sentences) / len(sentences), 4)
     return language, compound, label_of(compound), "text", None
 
 

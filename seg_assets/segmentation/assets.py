@@ -296,10 +296,13 @@ CLASSIFIER_QUALITY = dg.AssetCheckSpec(
 
 def classifier_quality(con) -> dg.AssetCheckResult:
     registry.ensure_tables(con)
+    current = registry.in_service_model(con)
     rows = con.sql("SELECT version, model_version, in_service, reason, metrics FROM meta.segment_classifiers "
-                   "ORDER BY trained_at DESC LIMIT 1").fetchall()
+                   "WHERE model_version = ? ORDER BY trained_at DESC LIMIT 1",
+                   params=[current.version if current else None]).fetchall()
     if not rows:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description="no classifier trained")
+        what = f"for the model in service ({current.version}): it assigns users itself" if current else "trained"
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"no classifier {what}")
     version, model_version, serving, reason, metrics = rows[0]
     m = json.loads(metrics)
     if not serving:

@@ -404,7 +404,7 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     else:
         metrics["stability"] = 1.0
     for name in stages:
-        metrics[f"share_{name}"] = float((stage == name).mean())
+        metrics[f"share_{name}"] = 1.0 if single else float((stage == name).mean())
     ksel = [s.k_selection for s in stages.values() if s.k_selection is not None]
     fitted_at = fitted_at or datetime.now(UTC)
     ref = fit_frame.select(features)
