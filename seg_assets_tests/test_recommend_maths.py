@@ -93,6 +93,25 @@ def test_serving_rules_on_a_tiny_shop():
     assert base.filter(pl.col("user_id") == "u1").height == 3
 
 
+def test_click_weight_zero_keeps_the_coded_ids_and_the_lists():
+    """With clicks ignored the empty click source was typed VARCHAR: the candidates' ids became text (ties broken
+    as text, '10' before '9'), and a caller joining the codes failed."""
+    lists = []
+    for weight in (0.1, 0.0):
+        con = _tiny()  # no raw.clicks: the click signal is empty either way
+        s = M.RecSettings(top_n=3, exclude_days=14, min_fit_positives=1000, click_weight=weight)
+        cut = datetime(2026, 3, 1)
+        M.load(con, s, "SELECT user_id, segment_id FROM analytics.user_segments")
+        w = M.fit(con, cut, s, serve=("_t_", True))
+        con.sql(f"CREATE TEMP TABLE _u AS SELECT * FROM {M.SEGMENTS}")
+        M.candidates(con, cut, "_u", s, "_t_")
+        assert {t for (t,) in con.sql("SELECT DISTINCT typeof(user_id) || typeof(product_id) FROM _cand").fetchall()} \
+            <= {"BIGINTINTEGER"}, weight
+        M.rank(con, w, s, "_u")
+        lists.append(con.sql(f"SELECT user_id, rank, product_id FROM ({M.decoded('_recs')}) ORDER BY ALL").fetchall())
+    assert lists[0] == lists[1] and lists[0]
+
+
 def test_only_the_recent_clicks_count():
     con = duckdb.connect()
     con.sql("CREATE SCHEMA raw")

@@ -284,7 +284,7 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
             WHERE r <= {m}""")
         con.sql("DROP TABLE _uclk")
     else:
-        con.sql("CREATE OR REPLACE TEMP TABLE _clk (user_id VARCHAR, product_id VARCHAR, clicked DOUBLE)")
+        con.sql("CREATE OR REPLACE TEMP TABLE _clk AS SELECT user_id, product_id, 0.0::DOUBLE AS clicked FROM _hist WHERE false")
     excluded = f"c.last_ts > {_ts(cut - timedelta(days=s.exclude_days))}" if s.exclude_days > 0 else "false"
     # One row per (user, product) from every source, then one aggregation: each source holds a (user, product) once,
     # so max() is its value (0 where it has none); cheaper than a DISTINCT union joined back to every source.
