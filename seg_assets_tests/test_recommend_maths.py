@@ -1,5 +1,6 @@
 """Recommendations: the evaluation maths, the blend's weights and score, and the serving rules on a tiny warehouse."""
 
+from dataclasses import replace
 from datetime import datetime
 
 import duckdb
@@ -91,6 +92,9 @@ def test_serving_rules_on_a_tiny_shop():
     base = con.sql(M.decoded(E.popular_sql(cut, "_u", s, "_t_", "segment"))).pl()
     assert not set(base.filter(pl.col("user_id") == "u1")["product_id"]) & {"A", "B"}
     assert base.filter(pl.col("user_id") == "u1").height == 3
+    # the baseline is the top_n whatever the model's candidates setting (a small one cut it short)
+    few = con.sql(M.decoded(E.popular_sql(cut, "_u", replace(s, candidates=1), "_t_", "segment"))).pl()
+    assert few.sort("user_id", "product_id").equals(base.sort("user_id", "product_id"))
 
 
 def test_click_weight_zero_keeps_the_coded_ids_and_the_lists():

@@ -42,11 +42,15 @@ def popular_sql(cut: datetime, users: str, s: M.RecSettings, prefix: str, scope:
     recent = (f"SELECT user_id, product_id FROM {M.BASKETS} WHERE order_ts <= {M._ts(cut)} "
               f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))}") if s.exclude_days > 0 else \
         f"SELECT user_id, product_id FROM {M.BASKETS} WHERE false"
-    m = int(s.candidates)
-    shop = f"SELECT product_id, shop_pop FROM {prefix}shop_pop WHERE pop_rank <= {m}"
+    # Enough of each list for top_n after the exclusions, whatever the model's ``candidates``: drawn from the top
+    # ``candidates`` it was cut short when candidates < top_n (3: the segment baseline's hit rate 0.289 -> 0.236 on
+    # generated shoppers, and the model "won" by that).
+    n = (f"{int(s.top_n)} + (SELECT coalesce(max(k), 0) FROM (SELECT count(DISTINCT product_id) AS k FROM ({recent}) "
+         f"GROUP BY user_id))")
+    shop = f"SELECT product_id, shop_pop FROM {prefix}shop_pop WHERE pop_rank <= {n}"
     if scope == "segment":
         ranked = f"""SELECT u.user_id, c.product_id, coalesce(sp.seg_pop, 0) AS pop, coalesce(p.shop_pop, 0) AS pop2
-            FROM {users} u JOIN (SELECT segment_id, product_id FROM {prefix}seg_pop WHERE pop_rank <= {m}
+            FROM {users} u JOIN (SELECT segment_id, product_id FROM {prefix}seg_pop WHERE pop_rank <= {n}
                                  UNION SELECT g.segment_id, s.product_id FROM ({shop}) s, (SELECT DISTINCT segment_id FROM {users}) g) c
               USING (segment_id)
             LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = u.segment_id AND sp.product_id = c.product_id
