@@ -76,7 +76,7 @@ def refresh(
     """Run the refresh job in-process, recorded in the instance `make ui` shows; exits non-zero on failure."""
     from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
     from seg_assets.errors import InputError
-    from seg_assets.published_state import nothing_new, settings_fingerprint
+    from seg_assets.published_state import landed, nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
     from seg_assets.spark.session import engine_from_env
     from seg_assets.warehouse import parse_utc
@@ -94,6 +94,10 @@ def refresh(
     except InputError as exc:
         _input_error(exc)
     paths = data_paths(data_dir)
+    if not overrides.get("ops") and not paths.warehouse.exists() and not landed(paths):  # settings given: checked first
+        console.print(f"Nothing to do: no landing files under {paths.landing} yet. Land orders, order lines or clicks "
+                      "there (see the README), or make a demo shop: seg-assets generate.", highlight=False, soft_wrap=True)
+        return
     if not (refit or rebase):
         ops = merge(refresh_run_config(), overrides)["ops"]
         current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))

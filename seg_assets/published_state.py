@@ -93,6 +93,14 @@ def published(paths: DataPaths) -> bool:
     return (paths.bi / "segments.duckdb").exists()
 
 
+def landed(paths: DataPaths) -> bool:
+    """Whether any file a source reads is in the landing folder (a configuration error counts: the refresh says it)."""
+    try:
+        return bool(scan_landing(paths.landing, load_sources(paths.root)))
+    except SourceConfigError:
+        return True
+
+
 def nothing_new(paths: DataPaths, settings: str) -> str | None:
     """A message if the published segments already reflect every landing file, this code and these settings."""
     state = read_state(paths)

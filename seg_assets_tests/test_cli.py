@@ -100,6 +100,14 @@ def test_a_rejected_file_is_one_line_and_the_cause_in_the_closing_line(tmp_path,
     assert closing.endswith("Nothing has been published yet.") and "left as they were" not in closing
 
 
+def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh"])
+    assert result.exit_code == 0 and "Nothing to do: no landing files under" in result.output
+    assert not (tmp_path / "data" / "warehouse.duckdb").exists()
+
+
 def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
