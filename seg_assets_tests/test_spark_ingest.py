@@ -47,6 +47,9 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
     roots = {e: tmp_path / e for e in ("duckdb", "spark")}
     for engine, root in roots.items():
         shutil.copytree(landings / "first" / "landing", root / "landing")
+        bad = "order_id,order_ts,amount,items,status\nb1,2026-10-01T00:00:00Z,5,1,completed\nb2,2026-10-01T00:00:00Z,6,1,completed\n"
+        for name in ("zz_bad.csv", "zz_bad_copy.csv"):  # no user_id: rejected whole; the copy too, with its own rejects
+            (root / "landing" / "orders" / name).write_text(bad)
         _ingest(root, engine, spark, "run1")
         # Second run: a re-delivery under a new name, and a file whose rows are partly known.
         orders = sorted((root / "landing" / "orders").glob("*.csv"))[0]
@@ -58,6 +61,8 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
     assert duck == spark_rows
     statuses = {row[3] for row in duck}
     assert {C.STATUS_INGESTED, C.STATUS_DUPLICATE_FILE} <= statuses
+    assert [(r[2], r[3], r[7]) for r in duck if "zz_bad" in r[2]] == [("orders/zz_bad.csv", C.STATUS_REJECTED_FILE, 2),
+                                                                    ("orders/zz_bad_copy.csv", C.STATUS_REJECTED_FILE, 2)]
     assert sum(r[7] for r in duck) > 0 and sum(r[6] for r in duck) > 0  # rows rejected and rows duplicate
     for spec in C.TABLES.values():
         sql = f"SELECT * FROM {spec.qualified} ORDER BY _file_id, _row"

@@ -449,11 +449,31 @@ def ingest_landing(
     for out, first in copies:
         if first.status == C.STATUS_FAILED:
             out.__dict__.update(failed_outcome(out, RuntimeError(f"same content as {first.file_name}, which failed")).__dict__)
+        elif first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects
+            _reject_as(con, out, first, run_id, now)
+            continue
         else:
             out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, first.delivered, first.delivered
             out.message = f"same content as {first.file_name} (file_id {first.file_id}): all rows are duplicates"
         _ledger_only(con, out, run_id, now)
     return report
+
+
+def _reject_as(con, out: FileOutcome, first: FileOutcome, run_id: str, now: datetime) -> None:
+    """``out``, a copy of ``first`` read in the same run (the Spark engine reads each content once), rejected as a
+    whole as ``first`` was: its ledger row and a copy of ``first``'s rejects under its own file, in one transaction."""
+    out.status, out.delivered, out.rejected, out.filtered = first.status, first.delivered, first.rejected, first.filtered
+    out.message, out.extra_columns = (first.message or "").replace(first.file_name, out.file_name) or None, first.extra_columns
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"""INSERT INTO {C.REJECTS_TABLE} SELECT table_name, ?, ?, row_number, rule, reason, raw_values, ?, ?
+                        FROM {C.REJECTS_TABLE} WHERE file_id = ? ORDER BY row_number""",
+                    [out.file_id, out.file_name, run_id, now, first.file_id])
+        _write_ledger(con, out, run_id, now)
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
 
 
 def _taken_rows(keys: dict[str, str]) -> str:
