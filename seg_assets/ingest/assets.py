@@ -14,7 +14,7 @@ import dagster as dg
 from seg_assets.artifacts import preload_model_libraries
 from seg_assets.errors import input_failure
 from seg_assets.ingest import contract as C
-from seg_assets.ingest import loader
+from seg_assets.ingest import ledger, loader
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.resources import SegSettings, Warehouse
@@ -64,7 +64,7 @@ _FILE_COLUMNS = ("file_id", "source", "table_name", "file_name", "status", "deli
 _INT_COLUMNS = ("file_id", "delivered", "accepted", "duplicate", "rejected", "filtered")
 
 
-def _files_table(files: list[loader.FileOutcome]) -> dg.MetadataValue:
+def _files_table(files: list[ledger.FileOutcome]) -> dg.MetadataValue:
     schema = dg.TableSchema(columns=[
         dg.TableColumn(c, "int" if c in _INT_COLUMNS else "string")
         for c in _FILE_COLUMNS
@@ -97,7 +97,7 @@ def _reasons_markdown(reasons: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def _counts(report: loader.IngestReport, table: str | None) -> dict:
+def _counts(report: ledger.IngestReport, table: str | None) -> dict:
     t = report.totals(table)
     return {
         "files_this_run": dg.MetadataValue.int(t["files"]),
@@ -113,7 +113,7 @@ def _counts(report: loader.IngestReport, table: str | None) -> dict:
     }
 
 
-def _events_table(con, report: loader.IngestReport) -> dict:
+def _events_table(con, report: ledger.IngestReport) -> dict:
     """Rows per event name and funnel stage among this run's new clicks (an unmapped name shows as 'other')."""
     ids = [f.file_id for f in report.for_table("clicks") if f.status == C.STATUS_INGESTED]
     if not ids:
@@ -133,7 +133,7 @@ def _events_table(con, report: loader.IngestReport) -> dict:
     }
 
 
-def build_metadata(con, report: loader.IngestReport) -> dict[dg.AssetKey, dict]:
+def build_metadata(con, report: ledger.IngestReport) -> dict[dg.AssetKey, dict]:
     """Metadata of each output for one ingest report (queried after the load, on the same connection)."""
     out: dict[dg.AssetKey, dict] = {}
     for name, spec in C.TABLES.items():

@@ -6,19 +6,29 @@ the content), reads each new file, maps it onto its contract table (mapping.py),
 every row in one SQL statement, writes bad rows to ``raw.rejects`` and new good rows to ``raw.<table>``
 (deduplicated by id: first row in the file wins, a row already in the table wins), and records the
 file's accounting in the ledger: ``delivered = accepted + duplicate + rejected + filtered`` (filtered:
-left out by the source's ``where``). Finding and reading the files is in sources.py.
+left out by the source's ``where``; ledger.py). Finding and reading the files is in sources.py.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 
 from seg_assets.ingest import contract as C
+from seg_assets.ingest.ledger import (
+    FileOutcome,
+    IngestReport,
+    failed_outcome,
+    ledger_only,
+    redact,
+    reject_as,
+    rollback,
+    taken_rows,
+    write_ledger,
+)
 from seg_assets.ingest.mapping import Mapped, map_columns
 from seg_assets.ingest.source_config import SourceDef, load_sources
 from seg_assets.ingest.sources import (
@@ -34,51 +44,6 @@ from seg_assets.ingest.sources import (
 from seg_assets.warehouse import prepare_connection
 
 STAGE = "_seg_ingest_stage"
-_EMAIL = re.compile(r"[^\s,;:\"'<>()\[\]{}|=]+@[^\s,;:\"'<>()\[\]{}|=]+")
-
-
-@dataclass
-class FileOutcome:
-    source: str
-    table_name: str
-    file_name: str  # relative to the landing folder
-    file_format: str
-    content_sha256: str
-    size_bytes: int
-    status: str
-    file_id: int | None = None
-    delivered: int = 0
-    accepted: int = 0
-    duplicate: int = 0
-    rejected: int = 0
-    filtered: int = 0
-    extra_columns: tuple[str, ...] = ()
-    message: str | None = None
-    note: str | None = None  # prepended to the message when the ledger row is written
-    source_key: str | None = None  # SourceDef.key of the source that read it
-
-
-@dataclass
-class IngestReport:
-    run_id: str
-    files: list[FileOutcome] = field(default_factory=list)  # processed by this call, in order
-    skipped: list[str] = field(default_factory=list)  # already in the ledger under this name (see ingest_landing)
-    ignored: dict[str, str | None] = field(default_factory=dict)  # not read: path -> reason (None: in progress)
-    unsettled: list[str] = field(default_factory=list)  # still being written: left to the next run
-
-    def for_table(self, table: str) -> list[FileOutcome]:
-        return [f for f in self.files if f.table_name == table]
-
-    def totals(self, table: str | None = None) -> dict[str, int]:
-        files = self.files if table is None else self.for_table(table)
-        out = {k: sum(getattr(f, k) for f in files) for k in ("delivered", "accepted", "duplicate", "rejected", "filtered")}
-        out["files"] = len(files)
-        for status in C.STATUSES:
-            out[f"files_{status}"] = sum(f.status == status for f in files)
-        return out
-
-    def extra_columns(self, table: str) -> list[str]:
-        return sorted({c for f in self.for_table(table) for c in f.extra_columns})
 
 
 @dataclass(frozen=True)
@@ -90,11 +55,6 @@ class _Bounds:
 
 def naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-
-
-def redact(text: str | None) -> str | None:
-    """Replace anything that looks like an e-mail address in a message by a marker."""
-    return None if text is None else _EMAIL.sub("<redacted e-mail>", text)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -179,41 +139,6 @@ def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason:
 # ----------------------------------------------------------------------------------------- writing
 
 
-def _write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
-    """The file's ledger row, replacing an earlier attempt at the same file that is read again (`failed`, or
-    `rejected_file` under another mapping, whose rejects go with it); inside a transaction."""
-    if out.note:
-        out.message, out.note = "; ".join(filter(None, [out.note, out.message])), None
-    earlier = (f"SELECT file_id FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND content_sha256 = ? "
-               f"AND file_id <> ? AND status IN ('{C.STATUS_FAILED}', '{C.STATUS_REJECTED_FILE}')")
-    params = [out.source, out.file_name, out.content_sha256, out.file_id]
-    con.execute(f"DELETE FROM {C.REJECTS_TABLE} WHERE file_id IN ({earlier})", params)
-    con.execute(f"DELETE FROM {C.LEDGER_TABLE} WHERE file_id IN ({earlier})", params)
-    row = {"file_id": out.file_id, "source": out.source, "table_name": out.table_name, "file_name": out.file_name,
-           "file_format": out.file_format, "content_sha256": out.content_sha256, "size_bytes": out.size_bytes,
-           "status": out.status, "delivered": out.delivered, "accepted": out.accepted, "duplicate": out.duplicate,
-           "rejected": out.rejected, "filtered": out.filtered, "extra_columns": list(out.extra_columns),
-           "message": out.message, "run_id": run_id, "ingested_at": now, "source_key": out.source_key}
-    con.execute(f"INSERT INTO {C.LEDGER_TABLE} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-
-
-def _rollback(con) -> None:
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:  # already rolled back (e.g. a failed COMMIT): keep the original error
-        pass
-
-
-def _ledger_only(con, out: FileOutcome, run_id: str, now: datetime) -> None:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        _write_ledger(con, out, run_id, now)
-        con.execute("COMMIT")
-    except BaseException:
-        _rollback(con)
-        raise
-
-
 def _insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
     """Insert STAGE's good rows with a new id: the first row per id in the file, none already in the table.
 
@@ -258,10 +183,10 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
         if insert_rows:
             out.accepted = _insert_new_rows(con, spec, out.file_id)
         out.duplicate = out.delivered - out.accepted - out.rejected - out.filtered
-        _write_ledger(con, out, run_id, now)
+        write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:
-        _rollback(con)
+        rollback(con)
         raise
 
 
@@ -329,34 +254,6 @@ def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: s
     _commit(con, out, source.spec, run_id, bounds.now, insert_rows=insert_rows)
 
 
-# Lines of a reader's error that do not help a person fix the file: the row as read (it may hold personal data),
-# the reader's own option dump and its hints about reader options the loader sets itself.
-_NOISE = ("Original Line", "Possible", "*", "LINE ", "^")
-_FIXES = {"not utf-8 encoded": "save the file as UTF-8 (the data contract's encoding) and land it again"}
-
-
-def error_line(exc: Exception) -> str:
-    """One line of ``exc``: its first line and the lines explaining it, plus how to fix it where known."""
-    lines = str(exc).splitlines()
-    if not lines:
-        return type(exc).__name__
-    kept = [lines[0].strip()] + [x.strip() for x in lines[1:]
-                                 if x.strip() and not x.startswith((" ", "\t")) and not x.startswith(_NOISE)]
-    text = "; ".join(k.rstrip(".") for k in kept)
-    fixes = [fix for words, fix in _FIXES.items() if words in text.lower()]
-    return "; ".join([text, *fixes])
-
-
-def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
-    """A file that could not be read: status failed, one redacted line (read again by the next run that ingests)."""
-    failed = FileOutcome(out.source, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
-                         C.STATUS_FAILED, file_id=out.file_id, note=out.note, source_key=out.source_key)
-    text = error_line(exc)
-    rel = out.file_name
-    failed.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
-    return failed
-
-
 def ingest_landing(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
@@ -392,7 +289,7 @@ def ingest_landing(
     files = [f for f in files if f[1] in settled]
     report = IngestReport(run_id=run_id, ignored=ignored,
                           unsettled=sorted(p.relative_to(landing_dir).as_posix() for p in unsettled))
-    taken = _taken_rows({s.name: s.key for s in sources})
+    taken = taken_rows({s.name: s.key for s in sources})
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
     for source, name, sha, size in con.sql(f"SELECT source, file_name, content_sha256, size_bytes FROM ({taken})").fetchall():
         seen.setdefault((source, name), set()).add((sha, size))
@@ -435,12 +332,12 @@ def ingest_landing(
                 orig_id, orig_name, delivered, _ = known[0]
                 out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, delivered, delivered
                 out.message = f"same content as {orig_name} (file_id {orig_id}): all rows are duplicates"
-                _ledger_only(con, out, run_id, now)
+                ledger_only(con, out, run_id, now)
             else:
                 _ingest_file(con, source, path, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             out.__dict__.update(failed_outcome(out, exc).__dict__)
-            _ledger_only(con, out, run_id, now)
+            ledger_only(con, out, run_id, now)
         finally:
             for temp in (SRC, STAGE):
                 con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
@@ -450,52 +347,12 @@ def ingest_landing(
         if first.status == C.STATUS_FAILED:
             out.__dict__.update(failed_outcome(out, RuntimeError(f"same content as {first.file_name}, which failed")).__dict__)
         elif first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects
-            _reject_as(con, out, first, run_id, now)
+            reject_as(con, out, first, run_id, now)
             continue
         else:
             out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, first.delivered, first.delivered
             out.message = f"same content as {first.file_name} (file_id {first.file_id}): all rows are duplicates"
-        _ledger_only(con, out, run_id, now)
+        ledger_only(con, out, run_id, now)
     return report
 
 
-def _reject_as(con, out: FileOutcome, first: FileOutcome, run_id: str, now: datetime) -> None:
-    """``out``, a copy of ``first`` read in the same run (the Spark engine reads each content once), rejected as a
-    whole as ``first`` was: its ledger row and a copy of ``first``'s rejects under its own file, in one transaction."""
-    out.status, out.delivered, out.rejected, out.filtered = first.status, first.delivered, first.rejected, first.filtered
-    out.message, out.extra_columns = (first.message or "").replace(first.file_name, out.file_name) or None, first.extra_columns
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(f"""INSERT INTO {C.REJECTS_TABLE} SELECT table_name, ?, ?, row_number, rule, reason, raw_values, ?, ?
-                        FROM {C.REJECTS_TABLE} WHERE file_id = ? ORDER BY row_number""",
-                    [out.file_id, out.file_name, run_id, now, first.file_id])
-        _write_ledger(con, out, run_id, now)
-        con.execute("COMMIT")
-    except BaseException:
-        _rollback(con)
-        raise
-
-
-def _taken_rows(keys: dict[str, str]) -> str:
-    """SQL of the ledger rows whose file is taken in (not read again): all but failed ones and files rejected as a
-    whole under another mapping of their source (``keys``: source -> SourceDef.key); rows written before the
-    ledger recorded the mapping keep theirs."""
-    values = ", ".join(f"({sql_string(name)}, {sql_string(key)})" for name, key in keys.items()) or "(NULL, NULL)"
-    return (f"SELECT l.* FROM {C.LEDGER_TABLE} l LEFT JOIN (VALUES {values}) k(source, key) ON k.source = l.source "
-            f"WHERE l.status <> '{C.STATUS_FAILED}' AND NOT (l.status = '{C.STATUS_REJECTED_FILE}' "
-            "AND l.source_key IS NOT NULL AND l.source_key IS DISTINCT FROM k.key)")
-
-
-def why_no_rows(con) -> str:
-    """For a person looking at an empty warehouse: were files landed at all, and what happened to them."""
-    if not con.sql(f"SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = "
-                   f"'{C.LEDGER_TABLE}'").fetchall()[0][0]:
-        return "no landing files ingested yet: land orders, order lines or clicks under landing/ (see the README)"
-    files, accepted = con.sql(f"SELECT count(*), coalesce(sum(accepted), 0) FROM {C.LEDGER_TABLE}").fetchall()[0]
-    if not files:
-        return "no landing files ingested yet: land orders, order lines or clicks under landing/ (see the README)"
-    problems = con.sql(f"SELECT file_name, message FROM {C.LEDGER_TABLE} WHERE accepted = 0 AND message IS NOT NULL "
-                       "ORDER BY file_id LIMIT 1").fetchall()
-    first = f"; first problem: {problems[0][1]}" if problems else ""
-    return (f"{files} landing file(s) ingested, {accepted} row(s) accepted (see meta.ingest_ledger and raw.rejects)"
-            f"{first}")

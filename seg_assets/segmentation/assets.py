@@ -22,7 +22,7 @@ from pydantic import Field
 from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
 from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
-from seg_assets.ingest.loader import why_no_rows
+from seg_assets.ingest.ledger import why_no_rows
 from seg_assets.plots import k_selection_plot, projection_plot
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry

@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from seg_assets.ingest import contract as C
-from seg_assets.ingest import loader
+from seg_assets.ingest import ledger, loader
 from seg_assets.settings import DataPaths
 from seg_assets.spark.tables import duckdb_view, parquet_rows, sql_string
 from seg_assets.warehouse import object_type
@@ -83,7 +83,7 @@ def _stage_task(item):
                 f"TO {sql_string(target)} (FORMAT parquet)")
         return out, insertable
     except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others (as in the DuckDB loader)
-        return loader.failed_outcome(out, exc), False
+        return ledger.failed_outcome(out, exc), False
     finally:
         con.close()
 
@@ -155,8 +155,8 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
                 out.rejected = rejected.get(out.file_id, 0)
                 out.accepted = counts.get(out.file_id, 0)
                 out.duplicate = out.delivered - out.accepted - out.rejected - out.filtered
-            loader._write_ledger(con, out, run_id, now)
+            ledger.write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:
-        loader._rollback(con)
+        ledger.rollback(con)
         raise
