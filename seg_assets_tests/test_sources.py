@@ -255,6 +255,23 @@ def test_a_file_taken_in_with_rejected_rows_gets_one_line_naming_it_and_the_fix(
     assert "raw.rejects" in problem.message and "timestamp_format in sources.yaml" in problem.message
 
 
+def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
+    """pandas writes an integer id column with gaps as floats: 12680.0 in Parquet, 12680 in CSV, one customer."""
+    import pandas as pd
+
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    where: customer IS NOT NULL\n"
+                                           "    columns: {order_id: id, user_id: customer, amount: total, items: 1}\n")
+    folder = tmp_path / "landing" / "shop"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"id": ["o1", "o2", "o3"], "customer": [12680.0, None, 7.5], "total": [10.0, 5.0, 1.0],
+                  "order_ts": pd.to_datetime(["2026-03-01"] * 3), "status": ["completed"] * 3}).to_parquet(folder / "a.parquet")
+    write(tmp_path, "shop/b.csv", "id,customer,total,order_ts,status\no4,12680,10,2026-03-02T00:00:00Z,completed\n")
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.sql("SELECT order_id, user_id FROM raw.orders ORDER BY 1").fetchall()
+    assert rows == [("o1", "12680"), ("o3", "7.5"), ("o4", "12680")]
+
+
 def test_a_semicolon_separated_file_is_told_so(tmp_path):
     write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10;1;completed\n")
     _, ledger, _ = ingest(tmp_path)
