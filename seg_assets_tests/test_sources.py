@@ -272,6 +272,22 @@ def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
     assert rows == [("o1", "12680"), ("o3", "7.5"), ("o4", "12680")]
 
 
+def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_text(tmp_path):
+    """DuckDB's try_cast('8.16' AS BIGINT) is 8: a column of decimals was typed as whole numbers (amounts rounded), and
+    GA4 ids made of digits and a dot became one number (200 users became one)."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  shop:\n    table: orders\n"
+        "    columns: {order_id: id, user_id: 'coalesce(uid, pseudo_id)', amount: total - shipping, items: 1}\n")
+    write(tmp_path, "shop/a.csv", "id,uid,pseudo_id,total,shipping,order_ts,status\n"
+          "o1,,1234567890.1700000123,10.16,2,2026-03-01T00:00:00Z,completed\n"
+          "o2,,1234567890.1700000456,12.5,2.25,2026-03-01T00:00:00Z,completed\n"
+          "o3,7,99,3,1,2026-03-01T00:00:00Z,completed\n")
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.sql("SELECT order_id, user_id, amount::DOUBLE FROM raw.orders ORDER BY 1").fetchall()
+    assert rows == [("o1", "1234567890.1700000123", 8.16), ("o2", "1234567890.1700000456", 10.25), ("o3", "7", 2.0)]
+
+
 def test_a_semicolon_separated_file_is_told_so(tmp_path):
     write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10;1;completed\n")
     _, ledger, _ = ingest(tmp_path)

@@ -7,11 +7,12 @@ and ``clicks.funnel_stage``.
 
 CSV files are read as text (so that the loader can tell an empty field from a missing one and reject
 single rows). Inside an *expression*, though, a CSV column is typed the way a reader of the file would
-expect: BIGINT or DOUBLE when every non-empty value in the file is such a number (and none has a leading
-zero, which marks an id or code), otherwise text with empty fields as NULL. So ``abs(Quantity)`` or
-``Quantity * UnitPrice`` work on CSV as on Parquet. Two exceptions keep one mapping working on every file
-of a source: a column the source's expressions use as text (``InvoiceNo LIKE 'C%'``, ``CustomerID <> ''``:
-source_config.text_columns) is text in every file, and a column without any value in the file (a header-only
+expect: BIGINT when every non-empty value in the file is a whole number written with digits only, DOUBLE when
+every one is a number (neither with a leading zero, which marks an id or code), otherwise text with empty
+fields as NULL. So ``abs(Quantity)`` or ``Quantity * UnitPrice`` work on CSV as on Parquet. Exceptions keep one
+mapping working on every file of a source: a column the source's expressions use as text (``InvoiceNo LIKE
+'C%'``, ``CustomerID <> ''``: source_config.text_columns) is text in every file, and so is every column an id's
+expression reads (``coalesce(user_id, user_pseudo_id)``); a column without any value in the file (a header-only
 file, a column left empty) is an untyped NULL, which fits any expression. A column mapped by name alone stays
 text and is typed by the contract's rules, row by row.
 """
@@ -59,7 +60,9 @@ def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], t
     for n in names:
         v = f"nullif(trim({by_lower[n]}), '')"
         plain = f"({v} IS NULL OR NOT regexp_matches({v}, '^[+-]?0[0-9]'))"
-        probes += [f"count({v}) > 0", f"bool_and({v} IS NULL OR (try_cast({v} AS BIGINT) IS NOT NULL AND {plain}))",
+        # digits only: DuckDB's try_cast('2.5' AS BIGINT) rounds to 3 (8.16 was stored as 8)
+        whole = f"regexp_full_match({v}, '[+-]?[0-9]+') AND try_cast({v} AS BIGINT) IS NOT NULL"
+        probes += [f"count({v}) > 0", f"bool_and({v} IS NULL OR ({whole} AND {plain}))",
                    f"bool_and({v} IS NULL OR (try_cast({v} AS DOUBLE) IS NOT NULL AND {plain}))"]
     flags = con.sql(f"SELECT {', '.join(probes)} FROM {src.relation}").fetchall()[0]
     out = {}
@@ -110,6 +113,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     for name, ident in zip(src.names, src.idents):
         by_lower.setdefault(name.strip().lower(), ident)
     out = Mapped()
+    kinds = {col.name: col.kind for col in spec.columns}
     used: set[str] = set()
     expr_inputs: set[str] = set()
     text_inputs: set[str] = set()
@@ -120,7 +124,9 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         used |= expr.columns
         if expr.column_name is None:
             expr_inputs |= expr.columns
-            text_inputs |= expr.text_columns
+            # an id is text: the columns it is made of stay text (a GA4 id 1234567890.1700000123 typed as a number
+            # lost its digits, 200 users became one)
+            text_inputs |= expr.columns if kinds.get(contract_name) == C.ID else expr.text_columns
     if source.where is not None:
         for name in source.where.columns:
             if name not in by_lower:
