@@ -173,6 +173,7 @@ def test_orders_from_lines_are_updated_for_the_orders_that_changed(tmp_path):
                                        + "".join(f"K{i},u{i},2026-01-04T10:00:00Z,p1,1,5.0,a,x,completed\n" for i in range(6)),
          "orders/o1.csv": orders + "O1,u3,2026-01-02T09:00:00Z,12.50,1,a,0,completed\n"},
         {"order_items/l2.csv": lines + "L1,u1,2026-01-02T10:00:00Z,p3,3,2.0,b,z,completed\n"
+                                       "L1,u1,2026-01-02T10:00:00Z,p4,1,30.0,b,w,cancelled\n"  # not spend: L1 stays 14.0
                                        "L3,u4,2026-01-05T10:00:00Z,p2,1,1.5,b,y,returned\n",
          "orders/o2.csv": orders + "L2,u2,2026-01-03T10:00:00Z,5.00,1,a,0,cancelled\n"},
     ]
