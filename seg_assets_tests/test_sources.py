@@ -288,6 +288,16 @@ def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_tex
     assert rows == [("o1", "1234567890.1700000123", 8.16), ("o2", "1234567890.1700000456", 10.25), ("o3", "7", 2.0)]
 
 
+@pytest.mark.parametrize("name, stage", [
+    ("Product Added", "add_to_cart"), ("Cart Viewed", "other"), ("Product Viewed", "view"), ("Product List Viewed", "view"),
+    ("Products Searched", "search"), ("Checkout Started", "checkout"), ("Order Completed", "purchase"),
+])
+def test_segments_ecommerce_event_names_land_in_their_stage(name, stage):
+    from seg_assets.ingest.events import stage_of
+
+    assert stage_of(name) == stage  # "Product Added" was a view and "Cart Viewed" an add to cart (keywords)
+
+
 def test_a_semicolon_separated_file_is_told_so(tmp_path):
     write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10;1;completed\n")
     _, ledger, _ = ingest(tmp_path)

@@ -36,8 +36,17 @@ _DEFAULTS: dict[str, tuple[str, ...]] = {
               "view_promotion", "select_promotion", "impression"),
 }
 
+# Segment's e-commerce spec ("Product Added", "Cart Viewed", ...), by name: the keywords read "product" as a view
+# and "cart" as an add to cart, and both were wrong for these.
+_SEGMENT_SPEC = {"product_viewed": "view", "product_clicked": "view", "product_list_viewed": "view",
+                 "product_list_filtered": "view", "products_searched": "search", "product_added": "add_to_cart",
+                 "product_removed": "other", "cart_viewed": "other", "checkout_started": "checkout",
+                 "checkout_step_viewed": "checkout", "checkout_step_completed": "checkout",
+                 "payment_info_entered": "checkout", "order_completed": "purchase", "product_added_to_wishlist": "other",
+                 "promotion_viewed": "other", "promotion_clicked": "other"}
+
 # Built-in name -> stage (names compared trimmed and lower-cased).
-DEFAULT_EVENT_STAGES: dict[str, str] = {name: stage for stage, names in _DEFAULTS.items() for name in names}
+DEFAULT_EVENT_STAGES: dict[str, str] = {name: stage for stage, names in _DEFAULTS.items() for name in names} | _SEGMENT_SPEC
 
 # Keyword rules for names not listed, first match wins: (stage, pattern on the normalized name).
 _KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
