@@ -39,6 +39,7 @@ def test_clear_tone_gets_the_right_sign_on_the_hand_labelled_set(scorer):
 @pytest.mark.parametrize("text, sign", [
     ("Rubbish.", -1), ("Total junk.", -1), ("Not working.", -1), ("It didn't work at all.", -1), ("Not as described.", -1),
     ("Flimsy and overpriced.", -1), ("Never arrived.", -1), ("Stopped working after a week.", -1),
+    ("DO NOT BUY, total rubbish. Customer service never replied.", -1), ("Not worth the money, cheap plastic.", -1),
     ("Item as described, fast delivery.", 1), ("Works perfectly.", 1), ("Sturdy and comfy.", 1),
 ])
 def test_terse_shop_reviews_read_with_the_shop_words(scorer, text, sign):
