@@ -232,39 +232,6 @@ STATUSES = (STATUS_INGESTED, STATUS_DUPLICATE_FILE, STATUS_REJECTED_FILE, STATUS
 LEDGER_TABLE = "meta.ingest_ledger"
 REJECTS_TABLE = "raw.rejects"
 
-LEDGER_DDL = f"""CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
-  file_id BIGINT PRIMARY KEY,
-  source VARCHAR NOT NULL,
-  table_name VARCHAR NOT NULL,
-  file_name VARCHAR NOT NULL,
-  file_format VARCHAR NOT NULL,
-  content_sha256 VARCHAR NOT NULL,
-  size_bytes BIGINT NOT NULL,
-  status VARCHAR NOT NULL,
-  delivered BIGINT NOT NULL,
-  accepted BIGINT NOT NULL,
-  duplicate BIGINT NOT NULL,
-  rejected BIGINT NOT NULL,
-  filtered BIGINT NOT NULL,
-  extra_columns VARCHAR[] NOT NULL,
-  message VARCHAR,
-  run_id VARCHAR NOT NULL,
-  ingested_at TIMESTAMP NOT NULL,
-  source_key VARCHAR
-)"""
-
-REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (
-  table_name VARCHAR NOT NULL,
-  file_id BIGINT NOT NULL,
-  file_name VARCHAR NOT NULL,
-  row_number BIGINT NOT NULL,
-  rule VARCHAR NOT NULL,
-  reason VARCHAR NOT NULL,
-  raw_values VARCHAR,
-  run_id VARCHAR NOT NULL,
-  rejected_at TIMESTAMP NOT NULL
-)"""
-
 LEDGER_COLUMNS = (
     ("file_id", "BIGINT", "Ledger id; raw.<table>._file_id and raw.rejects.file_id point here."),
     ("source", "VARCHAR", "The source that read the file (sources.yaml; a contract folder's own name otherwise)."),
@@ -298,6 +265,18 @@ REJECTS_COLUMNS = (
     ("run_id", "VARCHAR", "Dagster run."),
     ("rejected_at", "TIMESTAMP", "When (naive UTC)."),
 )
+
+
+def _ddl(table: str, columns: tuple[tuple[str, str, str], ...], nullable: tuple[str, ...], key: str | None = None) -> str:
+    """``CREATE TABLE`` from the documented columns (one definition of the table's shape)."""
+    body = ",\n  ".join(f"{name} {sql_type}" + (" PRIMARY KEY" if name == key else "")
+                         + ("" if name in nullable or name == key else " NOT NULL") for name, sql_type, _ in columns)
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {body}\n)"
+
+
+# message and source_key are empty for most files; source_key also for rows from before the column (MIGRATIONS)
+LEDGER_DDL = _ddl(LEDGER_TABLE, LEDGER_COLUMNS, nullable=("message", "source_key"), key="file_id")
+REJECTS_DDL = _ddl(REJECTS_TABLE, REJECTS_COLUMNS, nullable=("raw_values",))
 
 
 # ----------------------------------------------------------------------------------------- rules as SQL
