@@ -48,25 +48,46 @@ def test_terse_shop_reviews_read_with_the_shop_words(scorer, text, sign):
     assert compound * sign >= 0.05, (text, compound)
 
 
+@pytest.mark.parametrize("text, sign", [
+    ("Looks nice but fell apart in a week.", -1), ("It never fell apart, even after a year.", 1),  # a phrase, negated
+    ("Looks great, but it broke after a week.", -1), ("Bit pricey, but worth every penny.", 1),  # "but" after a comma
+    ("Comfortable at first. But after two weeks the sole started peeling off.", -1),
+    ("5 stars, would buy again.", 1), ("1/5. Fell apart in the first wash.", -1), ("10/10", 1), ("Zero stars.", -1),
+    ("★★★★☆", 1), ("★☆☆☆☆", -1), ("👍👍👍", 1), ("Never again 👎", -1), ("Couldn't be happier.", 1),
+    ("Don\u2019t buy this junk", -1), ("Wouldn't buy again.", -1),
+])
+def test_phrases_ratings_emoji_and_but_across_clauses(scorer, text, sign):
+    """Complaints and praise said in phrases of plain words, ratings and emoji (VADER reads none of them), and VADER's
+    "but" rule kept when a comma or a full stop splits the text into clauses."""
+    _, compound, *_ = score_text(text, None, scorer)
+    assert compound * sign >= 0.05, (text, compound)
+
+
 def test_labels_from_the_score_or_else_the_stars(scorer):
     assert (label_of(0.05), label_of(0.0499), label_of(-0.05)) == ("positive", "neutral", "negative")
     assert [rating_label(r) for r in (1, 2, 3, 4, 5, None)] == ["negative"] * 2 + ["neutral"] + ["positive"] * 2 + [None]
     assert score_text(None, 1, scorer) == (None, None, "negative", "rating", "no text")
     assert score_text("  ", None, scorer) == (None, None, None, None, "no text")
     assert score_text(GERMAN, 4, scorer) == ("de", None, "positive", "rating", "language not supported: de")
+    # a text without a word that carries sentiment: the stars label it (the score stays the text's: 0)
+    assert score_text("Bought it for my dad on Tuesday.", 1, scorer) == ("en", 0.0, "negative", "rating", "no sentiment words")
+    assert score_text("Bought it for my dad on Tuesday.", None, scorer) == ("en", 0.0, "neutral", "text", None)
     for short in ("Top", "ok", "Super!", "AWESOME quality!!!"):  # unsure guesses stay English
         assert score_text(short, None, scorer)[0] == "en"
 
 
 def test_a_lexicon_file_adds_a_language_and_en_txt_extends_english(tmp_path):
     (tmp_path / "de.txt").write_text("schlechte\t-2.5\nenttäuscht\t-2.0\n# comment\n\ngut\t1.9\t0.5\t[1, 2]\n", encoding="utf-8")
-    (tmp_path / "en.txt").write_text("backordered\t-1.5\nrefund\t0\n", encoding="utf-8")  # a word added, a shop word undone
+    (tmp_path / "en.txt").write_text("backordered\t-1.5\nrefund\t0\nleft  on the  doorstep\t-1.5\n",  # a phrase too
+                                     encoding="utf-8")  # a word added, a shop word undone
     base, custom = load_scorer(), load_scorer(tmp_path)
     assert custom.languages == ("de", "en") and custom.version != base.version
     language, compound, label, label_from, note = score_text(GERMAN, 5, custom)
     assert (language, label, label_from, note) == ("de", "negative", "text", None) and compound < -0.05
     assert score_text("Still backordered", None, base)[1] == 0.0
     assert score_text("Still backordered", None, custom)[1] < 0
+    assert score_text("Parcel left on the\ndoorstep.", None, base)[1] == 0.0
+    assert score_text("Parcel left on the\ndoorstep.", None, custom)[1] < 0
     assert score_text("Waiting for a refund", None, base)[1] < 0 and score_text("Waiting for a refund", None, custom)[1] == 0.0
     (tmp_path / "fr.txt").write_text("bon\tgood\n", encoding="utf-8")
     with pytest.raises(LexiconError, match=r"fr\.txt:1: expected 'token<TAB>valence'"):

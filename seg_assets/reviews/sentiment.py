@@ -6,6 +6,12 @@
 * **Shop words**: ``lexicons/en_shop.txt`` (in the package) adds to VADER's English lexicon the words of shop
   reviews it lacks ("rubbish", "flimsy", "works", "as described"): without them "Not working." and "Total junk."
   scored 0 (neutral). A user's ``en.txt`` is read after it and wins.
+* **Phrases**: a lexicon entry with spaces ("fell apart", "waste of money", "thumbs up") is a phrase: where the text
+  has it, it is read as one token of that valence, so VADER's negation and "but" rules treat it as a word ("never
+  fell apart" is praise). Complaints are mostly phrases of plain words ("fell apart", "sent it back") and emoji are
+  read by VADER as their names ("thumbs down"), which carry no word it scores.
+* **Ratings in the text**: "5 stars", "1/5", "10/10", "★★★★☆" read as a strong word: 80 % of the scale or more
+  positive, 40 % or less negative (VADER reads the digits as nothing).
 * **Language**: py3langid (langid.py's model, shipped in its wheel) names the language. Short reviews are
   hard to place ("Top", "ok", "Super!"), so a review counts as another language only when the identifier
   is at least ``CONFIDENT`` sure; everything else is read as English.
@@ -19,10 +25,13 @@
   mean compound of its clauses that carry sentiment (0 when none does), as VADER's authors advise averaging the
   sentences of longer texts. VADER's negation looks three words back across any punctuation: "DO NOT BUY, total
   rubbish." read the NOT as negating "rubbish" and scored positive; neutral clauses ("Customer service never
-  replied.") no longer dilute the ones that say something.
+  replied.") no longer dilute the ones that say something. VADER's "but" rule (what comes before weighs half,
+  what follows one and a half) is kept across clauses: from the first clause that opens with "but" or "however",
+  clauses weigh 1.5, those before it 0.5 ("Looks great, but it broke in a week." is a complaint).
 * **Label**: VADER's documented cut-offs: compound >= 0.05 positive, <= -0.05 negative, neutral between.
-  From stars: 1-2 negative, 3 neutral, 4-5 positive. A review without usable text is labelled by its
-  stars too; without either it has no label.
+  From stars: 1-2 negative, 3 neutral, 4-5 positive. A review without usable text, or whose text has no word
+  that carries sentiment (compound exactly 0: "Arrived on Tuesday."), is labelled by its stars; without either it
+  has no label (a text with sentiment words that cancel out stays neutral).
 """
 
 from __future__ import annotations
@@ -43,8 +52,16 @@ LEXICON_SUFFIX = ".txt"
 SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
 # imports the package, Dagster included: seconds; one core scores about 14,000 texts a second)
-_CODE_VERSION = "3"  # bump when the rules above change: every review is scored again
+_CODE_VERSION = "4"  # bump when the rules above change: every review is scored again
 _CLAUSE_END = re.compile(r"(?<=[.!?,;:])\s+")
+_CONTRAST = re.compile(r"(?:but|however)\b", re.IGNORECASE)  # a clause opening with it turns the review (VADER's "but")
+_BEFORE, _AFTER = 0.5, 1.5  # VADER's own weights of the words before and after "but"
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})  # "don\u2019t" is "don't" to VADER's negation
+_NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+_RATING = re.compile(r"(?<![\w/.,])(\d+(?:\.\d+)?|zero|one|two|three|four|five|six|seven|eight|nine|ten)"
+                     r"(?:\s*(?:/|out\s+of)\s*(5|10)(?![\w/.,]\d)|[\s-]*stars?\b|\s*\*(?!\w))", re.IGNORECASE)
+_STARS = re.compile("([\u2605\u2b50]+)(\u2606*)")  # filled stars (black star, emoji star), then empty ones
+RATING_WORDS = {"stars_high": 2.0, "stars_low": -2.0}  # a rating said in the text: >= 80 % / <= 40 % of its scale
 
 SCORE_SCHEMA = {"review_id": pl.String, "language": pl.String, "sentiment": pl.Float64, "label": pl.String,
                 "label_from": pl.String, "note": pl.String}
@@ -77,7 +94,7 @@ def read_lexicon(path: Path) -> dict[str, float]:
             raise LexiconError(f"{path}:{number}: expected 'token<TAB>valence' (valence -4..4), got {line!r}") from None
         if not token or not -4.0 <= valence <= 4.0:
             raise LexiconError(f"{path}:{number}: valence {valence} of {token!r} is outside -4..4")
-        out[token] = valence
+        out[" ".join(token.split())] = valence
     return out
 
 
@@ -88,6 +105,7 @@ class Scorer:
     lexicon_dir: Path | None = None
     analyzers: dict = field(default_factory=dict)
     version: str = ""
+    phrases: dict = field(default_factory=dict)  # language -> pattern of its lexicon's phrases (None: none)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -101,20 +119,53 @@ def load_scorer(lexicon_dir: Path | None = None) -> Scorer:
     digest = hashlib.sha256(f"{_CODE_VERSION}|vader {version('vaderSentiment')}|{THRESHOLD}|{CONFIDENT}".encode())
     files = sorted(Path(lexicon_dir).glob(f"*{LEXICON_SUFFIX}")) if lexicon_dir and Path(lexicon_dir).is_dir() else []
     english = SentimentIntensityAnalyzer()
-    english.lexicon.update(read_lexicon(SHOP_LEXICON))
+    english.lexicon.update(RATING_WORDS)
+    words = {"en": read_lexicon(SHOP_LEXICON)}
     digest.update(b"|shop:" + SHOP_LEXICON.read_bytes())
     analyzers = {"en": english}
     for path in files:
         code = path.stem.lower()
-        words = read_lexicon(path)
         digest.update(f"|{code}:".encode() + path.read_bytes())
-        if code == "en":
-            english.lexicon.update(words)
-        else:
-            analyzer = SentimentIntensityAnalyzer()
-            analyzer.lexicon = words  # the emoji lexicon and the (English) rules stay
-            analyzers[code] = analyzer
-    return Scorer(Path(lexicon_dir) if lexicon_dir else None, analyzers, digest.hexdigest()[:12])
+        words[code] = words.get(code, {}) | read_lexicon(path)
+        if code not in analyzers:
+            analyzers[code] = analyzer = SentimentIntensityAnalyzer()
+            analyzer.lexicon = dict(RATING_WORDS)  # the emoji lexicon and the (English) rules stay
+    for code, entries in words.items():
+        analyzers[code].lexicon.update({"_".join(token.split()): valence for token, valence in entries.items()})
+    phrases = {code: _phrase_pattern([t for t in entries if " " in t]) for code, entries in words.items()}
+    return Scorer(Path(lexicon_dir) if lexicon_dir else None, analyzers, digest.hexdigest()[:12], phrases)
+
+
+def _phrase_pattern(phrases: list[str]) -> re.Pattern | None:
+    """One pattern for every phrase, longest first, any whitespace between its words, whole words only."""
+    if not phrases:
+        return None
+    alternatives = (r"\s+".join(map(re.escape, p.split())) for p in sorted(phrases, key=len, reverse=True))
+    return re.compile(rf"(?<![\w'])(?:{'|'.join(alternatives)})(?![\w'])", re.IGNORECASE)
+
+
+def _rating_word(filled: float, scale: float) -> str | None:
+    share = filled / scale
+    return "stars_high" if share >= 0.8 else "stars_low" if share <= 0.4 else None
+
+
+def _said_rating(m: re.Match) -> str:
+    value = m.group(1).lower()
+    word = _rating_word(float(_NUMBERS.get(value, value)), float(m.group(2) or 5))
+    return f" {word} " if word else m.group(0)
+
+
+def _star_run(m: re.Match) -> str:
+    filled, empty = len(m.group(1)), len(m.group(2))
+    word = _rating_word(filled, filled + empty if empty else 5) if filled > 1 or empty else None  # a lone star decorates
+    return f" {word} " if word else m.group(0)
+
+
+def prepared(text: str, analyzer, phrases: re.Pattern | None) -> str:
+    """The text as VADER should read it: ratings as rating words, emoji as VADER's names for them, phrases as tokens."""
+    text = _RATING.sub(_said_rating, _STARS.sub(_star_run, text.translate(_APOSTROPHES)))
+    text = "".join(f" {analyzer.emojis[c]} " if c in analyzer.emojis else c for c in text)
+    return phrases.sub(lambda m: "_".join(m.group(0).split()), text) if phrases else text
 
 
 _IDENTIFIER = None
@@ -145,10 +196,14 @@ def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[st
     if analyzer is None:
         label = rating_label(rating)
         return language, None, label, "rating" if label else None, f"language not supported: {language}"
-    scores = [float(analyzer.polarity_scores(c)["compound"]) for c in _CLAUSE_END.split(text.strip()) if c.strip()]
-    said = [x for x in scores if x != 0.0] or [0.0]
+    clauses = [c.strip() for c in _CLAUSE_END.split(prepared(text, analyzer, scorer.phrases.get(language)).strip())]
+    turn = next((i for i, c in enumerate(clauses) if _CONTRAST.match(c)), None)
+    said = [(x, 1.0 if turn is None else _BEFORE if i < turn else _AFTER)
+            for i, c in enumerate(clauses) if c and (x := float(analyzer.polarity_scores(c)["compound"])) != 0.0]
+    if not said and rating_label(rating) is not None:  # nothing in the text carries sentiment: the stars say it
+        return language, 0.0, rating_label(rating), "rating", "no sentiment words"
     # rounded as VADER rounds its compound: 4 decimals, which features add up exactly (DECIMAL(18, 4)) on either engine
-    compound = round(sum(said) / len(said), 4)
+    compound = round(sum(x * w for x, w in said) / sum(w for _, w in said), 4) if said else 0.0
     return language, compound, label_of(compound), "text", None
 
 
