@@ -27,7 +27,9 @@
   rubbish." read the NOT as negating "rubbish" and scored positive; neutral clauses ("Customer service never
   replied.") no longer dilute the ones that say something. VADER's "but" rule (what comes before weighs half,
   what follows one and a half) is kept across clauses: from the first clause that opens with "but" or "however",
-  clauses weigh 1.5, those before it 0.5 ("Looks great, but it broke in a week." is a complaint).
+  clauses weigh 1.5, those before it 0.5 ("Looks great, but it broke in a week." is a complaint). A "but" starts a
+  clause too ("but also" and "anything but" do not turn a text). When nothing after the turn carries sentiment
+  ("Pretty, but the soles split in a week."), it is read as the opposite of what came before: "but" says so.
 * **Label**: VADER's documented cut-offs: compound >= 0.05 positive, <= -0.05 negative, neutral between.
   From stars: 1-2 negative, 3 neutral, 4-5 positive. A review without usable text, or whose text has no word
   that carries sentiment (compound exactly 0: "Arrived on Tuesday."), is labelled by its stars; without either it
@@ -53,8 +55,9 @@ SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
 # imports the package, Dagster included: seconds; one core scores about 14,000 texts a second)
 _CODE_VERSION = "4"  # bump when the rules above change: every review is scored again
-_CLAUSE_END = re.compile(r"(?<=[.!?,;:])\s+")
-_CONTRAST = re.compile(r"(?:but|however)\b", re.IGNORECASE)  # a clause opening with it turns the review (VADER's "but")
+# clauses end after . ! ? , ; : and before a "but" that turns the text ("but also" adds, "anything but" negates)
+_CLAUSE_END = re.compile(r"(?<=[.!?,;:])\s+|(?<!\banything)\s+(?=but\b(?!\s+also\b))", re.IGNORECASE)
+_CONTRAST = re.compile(r"(?:but|however)\b(?!\s+also\b)", re.IGNORECASE)  # a clause opening with it turns the text
 _BEFORE, _AFTER = 0.5, 1.5  # VADER's own weights of the words before and after "but"
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})  # "don\u2019t" is "don't" to VADER's negation
 _NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
@@ -198,8 +201,12 @@ def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[st
         return language, None, label, "rating" if label else None, f"language not supported: {language}"
     clauses = [c.strip() for c in _CLAUSE_END.split(prepared(text, analyzer, scorer.phrases.get(language)).strip())]
     turn = next((i for i, c in enumerate(clauses) if _CONTRAST.match(c)), None)
-    said = [(x, 1.0 if turn is None else _BEFORE if i < turn else _AFTER)
-            for i, c in enumerate(clauses) if c and (x := float(analyzer.polarity_scores(c)["compound"])) != 0.0]
+    scores = [float(analyzer.polarity_scores(c)["compound"]) if c else 0.0 for c in clauses]
+    if turn is not None and any(scores[:turn]) and not any(scores[turn:]):
+        # "Pretty, but the soles split in a week": the turn says the rest is the opposite of what came before,
+        # in words the lexicon lacks; weighed as VADER weighs the two sides of "but" (0.5 x before - 1.5 x before)
+        scores[turn] = -sum(scores[:turn]) / sum(1 for x in scores[:turn] if x)
+    said = [(x, 1.0 if turn is None else _BEFORE if i < turn else _AFTER) for i, x in enumerate(scores) if x != 0.0]
     if not said and rating_label(rating) is not None:  # nothing in the text carries sentiment: the stars say it
         return language, 0.0, rating_label(rating), "rating", "no sentiment words"
     # rounded as VADER rounds its compound: 4 decimals, which features add up exactly (DECIMAL(18, 4)) on either engine
