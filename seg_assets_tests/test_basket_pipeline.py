@@ -38,6 +38,10 @@ def test_retail_extract_whole_shop_rules_are_exact_and_published(tmp_path):
         assert r["support"] == both / n and r["baskets"] == both and r["scope_baskets"] == n
         assert abs(r["confidence"] - both / items[r["antecedent"]]) < 1e-12
         assert abs(r["lift"] - both * n / (items[r["antecedent"]] * items[r["consequent"]])) < 1e-12
+    # every product of a rule has its description, a consequent that is never an antecedent (POST) too
+    described = read_bi(tmp_path, "SELECT * FROM analytics.basket_rules")
+    assert described.filter(pl.col("antecedent_description").is_null() | pl.col("consequent_description").is_null()).height == 0
+    assert rules.filter(pl.col("consequent") == "POST").height > 0
     summary = read_bi(tmp_path, "SELECT * FROM analytics.segment_basket_rules")
     assert summary.filter(pl.col("segment_id").is_null())["baskets"][0] == n
     assert (tmp_path / "bi" / "analytics.basket_rules.parquet").exists()

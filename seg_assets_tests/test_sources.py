@@ -48,6 +48,10 @@ def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, w
 def test_where_is_checked_like_a_column():
     with pytest.raises(SourceConfigError, match="where: a subquery"):
         parse(one_source("      user_id: uid\n", extra="    where: \"uid IN (SELECT 1)\"\n"))
+    # a column name with a space is written bare in `columns`, but in a condition it must be quoted: say how
+    with pytest.raises(SourceConfigError, match='where: not a SQL condition .*double quotes: "Customer ID" IS NOT NULL'):
+        parse(one_source("      user_id: Customer ID\n", extra="    where: Customer ID IS NOT NULL\n"))
+    assert parse(one_source("      user_id: Customer ID\n", extra="    where: '\"Customer ID\" IS NOT NULL'\n"))
 
 
 @pytest.mark.parametrize("text, words", [
@@ -266,10 +270,13 @@ def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
     pd.DataFrame({"id": ["o1", "o2", "o3"], "customer": [12680.0, None, 7.5], "total": [10.0, 5.0, 1.0],
                   "order_ts": pd.to_datetime(["2026-03-01"] * 3), "status": ["completed"] * 3}).to_parquet(folder / "a.parquet")
     write(tmp_path, "shop/b.csv", "id,customer,total,order_ts,status\no4,12680,10,2026-03-02T00:00:00Z,completed\n")
+    # pandas' CSV export of the same column writes the float's text; a GA4-style id with a real fraction stays as it is
+    write(tmp_path, "shop/c.csv", "id,customer,total,order_ts,status\no5,12680.0,10,2026-03-03T00:00:00Z,completed\n"
+                                  "o6,1234567890.17,1,2026-03-03T00:00:00Z,completed\n")
     ingest(tmp_path)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         rows = con.sql("SELECT order_id, user_id FROM raw.orders ORDER BY 1").fetchall()
-    assert rows == [("o1", "12680"), ("o3", "7.5"), ("o4", "12680")]
+    assert rows == [("o1", "12680"), ("o3", "7.5"), ("o4", "12680"), ("o5", "12680"), ("o6", "1234567890.17")]
 
 
 def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_text(tmp_path):

@@ -55,7 +55,8 @@ def derive_rules(con, cfg: RuleSettings, segment_names: str) -> None:
     con.sql(f"CREATE OR REPLACE TEMP TABLE _pairs AS {pair_rules_sql(cfg)}")
     con.sql("""CREATE OR REPLACE TEMP TABLE _desc AS
                SELECT product_id, arg_max(trim(description), order_ts) AS description FROM raw.order_items
-               WHERE nullif(trim(description), '') IS NOT NULL AND product_id IN (SELECT antecedent FROM _pairs)
+               WHERE nullif(trim(description), '') IS NOT NULL
+               AND product_id IN (SELECT antecedent FROM _pairs UNION SELECT consequent FROM _pairs)
                GROUP BY product_id""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rules AS
         SELECT r.segment_id, n.segment_name, r.antecedent, r.consequent, da.description AS antecedent_description,

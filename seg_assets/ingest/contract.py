@@ -337,8 +337,13 @@ def epoch_sql(v: str) -> str:
 
 def id_source(source: str | None, source_type: str | None) -> str | None:
     """An id delivered as a number, as the id's text: a whole number without its fraction. pandas writes an integer
-    id column with a gap as floats, so one customer arrived as '12680.0' from Parquet and '12680' from CSV: two users."""
-    if source is None or (source_type or "").split("(")[0] not in ("DOUBLE", "FLOAT", "REAL", "DECIMAL"):
+    id column with a gap as floats, so one customer arrived as '12680.0' from Parquet and '12680' from CSV: two users;
+    its CSV export writes '12680.0' as text, which is the same number (other text with a '.' is kept as it is)."""
+    base = (source_type or "").split("(")[0]
+    if source is not None and base == "VARCHAR":
+        return (f"CASE WHEN contains({source}, '.') THEN regexp_replace({source}, '^\\s*(-?[0-9]+)[.]0+\\s*$', '\\1') "
+                f"ELSE {source} END")
+    if source is None or base not in ("DOUBLE", "FLOAT", "REAL", "DECIMAL"):
         return source
     return (f"CASE WHEN {source} = trunc({source}) AND abs({source}) < 1e15 THEN CAST(CAST({source} AS BIGINT) AS VARCHAR) "
             f"ELSE CAST({source} AS VARCHAR) END")

@@ -140,21 +140,25 @@ def _duckdb_functions() -> dict[str, set[str]]:
     return out
 
 
-def parse_expression(text: str, where: str) -> Expr:
-    """Validate one mapped value (see the module docstring); ``where`` names it in errors."""
+def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
+    """Validate one mapped value (see the module docstring); ``where`` names it in errors. A ``condition`` (the
+    source's ``where``) is never a bare column name: ``Customer ID IS NOT NULL`` is a column to quote."""
     text = str(text).strip()
     if not text:
         raise SourceConfigError(f"{where}: empty value (name a column of the file or write an expression)")
     try:
         trees = sqlglot.parse(text, read="duckdb")
     except sqlglot.errors.ParseError as exc:
-        if re.fullmatch(r"[^()'\";]+", text):  # a column name with spaces or symbols, written bare
+        if not condition and re.fullmatch(r"[^()'\";]+", text):  # a column name with spaces or symbols, written bare
             return Expr(text, frozenset({text.lower()}), column_name=text)
-        raise SourceConfigError(f"{where}: not a column name or a SQL expression ({str(exc).splitlines()[0]})") from None
+        hint = ('; a column name with spaces or symbols is written in double quotes: "Customer ID" IS NOT NULL'
+                if condition else "")
+        what = "a SQL condition" if condition else "a column name or a SQL expression"
+        raise SourceConfigError(f"{where}: not {what} ({str(exc).splitlines()[0]}){hint}") from None
     if len(trees) != 1 or trees[0] is None:
         raise SourceConfigError(f"{where}: one expression expected, found {len(trees)} statements")
     tree = trees[0]
-    if isinstance(tree, exp.Alias) and re.fullmatch(r"[^()'\";]+", text):  # `Invoice Date`: a bare column name
+    if not condition and isinstance(tree, exp.Alias) and re.fullmatch(r"[^()'\";]+", text):  # `Invoice Date`: bare
         return Expr(text, frozenset({text.lower()}), column_name=text)
     for node in tree.walk():
         for kind, words in _FORBIDDEN:
@@ -270,7 +274,7 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
         event_types = check_overrides(model.event_types)
     except ValueError as exc:
         raise SourceConfigError(f"{where}: {exc}") from None
-    where_expr = parse_expression(model.where, f"{where}, where") if model.where else None
+    where_expr = parse_expression(model.where, f"{where}, where", condition=True) if model.where else None
     return SourceDef(name, model.table, _folder(name, model.folder, where), columns, model.timestamp_format,
                      model.timezone, where_expr, event_types)
 
