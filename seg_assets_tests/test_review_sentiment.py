@@ -54,7 +54,8 @@ def test_terse_shop_reviews_read_with_the_shop_words(scorer, text, sign):
     ("Comfortable at first. But after two weeks the sole started peeling off.", -1),
     ("5 stars, would buy again.", 1), ("1/5. Fell apart in the first wash.", -1), ("10/10", 1), ("Zero stars.", -1),
     ("★★★★☆", 1), ("★☆☆☆☆", -1), ("👍👍👍", 1), ("Never again 👎", -1), ("Couldn't be happier.", 1),
-    ("Don\u2019t buy this junk", -1), ("Wouldn't buy again.", -1),
+    ("Don\u2019t buy this junk", -1), ("Wouldn't buy again.", -1), ("Don't waste your money.", -1),
+    ("Smells like burnt plastic, it stinks.", -1), ("No issues at all.", 1), ("Fits him perfectly, snug but not tight.", 1),
 ])
 def test_phrases_ratings_emoji_and_but_across_clauses(scorer, text, sign):
     """Complaints and praise said in phrases of plain words, ratings and emoji (VADER reads none of them), and VADER's

@@ -29,7 +29,8 @@
   what follows one and a half) is kept across clauses: from the first clause that opens with "but" or "however",
   clauses weigh 1.5, those before it 0.5 ("Looks great, but it broke in a week." is a complaint). A "but" starts a
   clause too ("but also" and "anything but" do not turn a text). When nothing after the turn carries sentiment
-  ("Pretty, but the soles split in a week."), it is read as the opposite of what came before: "but" says so.
+  ("Pretty, but the soles split in a week."), it is read as the opposite of what came before: "but" says so
+  (unless it holds a negation: "snug, but not tight" denies something, and which side that takes is unknown).
 * **Label**: VADER's documented cut-offs: compound >= 0.05 positive, <= -0.05 negative, neutral between.
   From stars: 1-2 negative, 3 neutral, 4-5 positive. A review without usable text, or whose text has no word
   that carries sentiment (compound exactly 0: "Arrived on Tuesday."), is labelled by its stars; without either it
@@ -189,6 +190,13 @@ def language_of(text: str) -> str:
     return code if code != "en" and probability >= CONFIDENT else "en"
 
 
+def _negated(clauses: list[str]) -> bool:
+    """A negation among the words: "snug, but not tight" denies something the lexicon lacks; no side to take."""
+    from vaderSentiment.vaderSentiment import NEGATE
+
+    return any(w.strip(".,!?;:").lower() in NEGATE or "n't" in w.lower() for c in clauses for w in c.split())
+
+
 def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[str | None, float | None, str | None, str | None, str | None]:
     """(language, compound or None, label, label_from, note) of one review."""
     if text is None or not text.strip():
@@ -202,7 +210,7 @@ def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[st
     clauses = [c.strip() for c in _CLAUSE_END.split(prepared(text, analyzer, scorer.phrases.get(language)).strip())]
     turn = next((i for i, c in enumerate(clauses) if _CONTRAST.match(c)), None)
     scores = [float(analyzer.polarity_scores(c)["compound"]) if c else 0.0 for c in clauses]
-    if turn is not None and any(scores[:turn]) and not any(scores[turn:]):
+    if turn is not None and any(scores[:turn]) and not any(scores[turn:]) and not _negated(clauses[turn:]):
         # "Pretty, but the soles split in a week": the turn says the rest is the opposite of what came before,
         # in words the lexicon lacks; weighed as VADER weighs the two sides of "but" (0.5 x before - 1.5 x before)
         scores[turn] = -sum(scores[:turn]) / sum(1 for x in scores[:turn] if x)
