@@ -235,6 +235,36 @@ def test_a_file_written_slowly_during_a_refresh_is_not_read_half_written(tmp_pat
     assert ledger == [(40, 40)]
 
 
+def test_a_file_whose_writer_pauses_mid_line_is_not_read_until_it_is_whole(tmp_path, monkeypatch):
+    """A writer paused longer than the settle time in the middle of a line (a value cut short: '131.52' would be
+    read as '13'): not read; read whole once finished."""
+    import duckdb
+
+    root = tmp_path / "data"
+    assert runner.invoke(app, ["generate", str(root), "--users", "300", "--days", "20", "--seed", "4",
+                               "--format", "csv", "--no-clicks", "--no-reviews"]).exit_code == 0
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.setenv("SEG_SETTLE_SECONDS", "1")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    slow = root / "landing" / "orders" / "slow.csv"
+    text = "order_id,user_id,order_ts,status,items,category,discount,amount\n" + "".join(
+        f"slow{i},u{i % 50},2026-10-30T10:00:00Z,completed,1,books,,131.52\n" for i in range(40))
+    cut = text.index("131.52", len(text) // 2) + 2
+    slow.write_text(text[:cut])  # ... ,13 and the writer pauses for the whole refresh
+    first = runner.invoke(app, ["refresh"])
+    assert first.exit_code == 0, first.output
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM meta.ingest_ledger WHERE file_name = 'orders/slow.csv'").fetchall() == [(0,)]
+        assert con.sql("SELECT count(*) FROM raw.orders WHERE order_id LIKE 'slow%'").fetchall() == [(0,)]
+    slow.write_text(text)
+    second = runner.invoke(app, ["refresh"])
+    assert second.exit_code == 0, second.output
+    with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT delivered, accepted FROM meta.ingest_ledger WHERE file_name = 'orders/slow.csv'").fetchall() == [(40, 40)]
+        amounts = con.sql("SELECT min(amount)::DOUBLE, max(amount)::DOUBLE FROM raw.orders WHERE order_id LIKE 'slow%'")
+        assert amounts.fetchall() == [(131.52, 131.52)]
+
+
 def test_duckdb_memory_limit_is_applied_and_a_bad_one_is_one_line(tmp_path, monkeypatch):
     from seg_assets.resources import build_resources
 

@@ -321,7 +321,7 @@ def test_fault_truth_is_exact(faulty):
         assert {n for n, d in dtypes.items() if d == pl.String} == bad_files and len(bad_files) < len(dtypes)
     else:
         last = (folder / truth.filter(pl.col("kind") == "truncated_line").filter(pl.col("table") == "orders")["file"][0])
-        assert not last.read_bytes().endswith(b"\n")
+        assert last.read_bytes().endswith(b"\n") and len(last.read_text().splitlines()[-1].split(",")) < 8  # a row cut short
     assert "amount" not in _read(folder / f"orders_adhoc_export.{fmt}").columns
     extra = truth.filter(pl.col("kind") == "extra_column")["file"][0]
     assert "coupon_code" in _read(folder / extra).columns

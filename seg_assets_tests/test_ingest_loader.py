@@ -3,6 +3,8 @@ each with the exact per-file accounting (delivered = accepted + duplicate + reje
 
 import gzip
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.loader import ingest_landing
+from seg_assets.ingest.sources import UNFINISHED_SETTLE_SECONDS
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ORDERS = "order_id,user_id,order_ts,amount,items,category,discount,status"
@@ -221,7 +224,12 @@ def test_missing_optional_columns_are_empty(con, landing):
 
 
 def test_truncated_last_line_rejected(con, landing):
+    """A file cut short that stays so (the landing rule reads it once unchanged for 10 minutes): the cut row is rejected."""
     write(landing, "orders", "a.csv", order("o1"), order("o2"), "o3,u3,2026-03-0", newline_at_end=False)
+    run(con, landing)
+    assert "orders/a.csv" not in ledger(con)  # not yet: a writer may have paused mid-line
+    long_ago = time.time() - UNFINISHED_SETTLE_SECONDS - 1
+    os.utime(landing / "orders" / "a.csv", (long_ago, long_ago))
     run(con, landing)
     assert counts(ledger(con)["orders/a.csv"]) == ("ingested", 3, 2, 0, 1)
     assert rejects(con) == [("orders/a.csv", 3, "truncated_row:row", "truncated row: 3 of 8 fields")]
@@ -386,6 +394,10 @@ def test_quoted_fields_with_commas_and_line_breaks(con, landing):
 def test_empty_files(con, landing):
     write(landing, "orders", "header_only.csv")
     (landing / "orders" / "zero.csv").write_bytes(b"")
+    run(con, landing)
+    assert "orders/zero.csv" not in ledger(con)  # a writer that has not started yet, for all we know
+    long_ago = time.time() - UNFINISHED_SETTLE_SECONDS - 1
+    os.utime(landing / "orders" / "zero.csv", (long_ago, long_ago))
     run(con, landing)
     led = ledger(con)
     assert counts(led["orders/header_only.csv"]) == ("ingested", 0, 0, 0, 0)

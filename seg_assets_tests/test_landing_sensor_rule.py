@@ -7,7 +7,14 @@ from pathlib import Path
 
 from seg_assets.automation.landing import SensorCursor, dump_cursor, load_cursor, ready_files
 from seg_assets.ingest.source_config import parse_sources
-from seg_assets.ingest.sources import TAKEN_FILES, is_candidate, taken_files_metadata, wait_until_settled
+from seg_assets.ingest.sources import (
+    TAKEN_FILES,
+    UNFINISHED_SETTLE_SECONDS,
+    is_candidate,
+    taken_files_metadata,
+    unfinished,
+    wait_until_settled,
+)
 from seg_assets.ingest.sources import scan_landing as scan
 
 SOURCES = parse_sources("", Path("sources.yaml"))  # the contract's folders
@@ -19,8 +26,53 @@ def scan_landing(landing):
 
 def test_in_progress_names_are_never_candidates():
     assert is_candidate("orders_2026.csv") and is_candidate("x.csv.gz") and is_candidate("x.parquet")
-    for name in (".orders.csv", "_tmp.csv", "orders.csv.part", "orders.parquet.tmp", "x.csv.inprogress", "notes.txt"):
+    assert is_candidate("orders/2026/11/x.csv")
+    for name in (".orders.csv", "_tmp.csv", "orders.csv.part", "orders.parquet.tmp", "x.csv.inprogress", "notes.txt",
+                 "orders/x.csv~", "orders/x.csv.crdownload", "orders/x.csv.filepart",
+                 "orders/_temporary/0/_temporary/attempt_1/part-00000.csv", "orders/.staging/f.csv"):  # Spark, hidden
         assert not is_candidate(name), name
+
+
+PARQUET_TAIL = b"PAR1" + b"x" * 8 + b"PAR1"  # a footer's magic bytes: what unfinished() looks for
+
+
+def test_a_file_that_looks_cut_short_is_not_settled_until_long_unchanged(tmp_path):
+    """A writer that pauses longer than the settle time mid-line, before a Parquet footer or before its first byte."""
+    cut = {"a.csv": b"order_id,amount\no1,13", "b.parquet": b"PAR1" + b"x" * 20, "c.csv": b""}
+    whole = {"d.csv": b"order_id,amount\no1,131.52\r\n", "e.parquet": PARQUET_TAIL, "f.csv.gz": b"\x1f\x8b"}
+    for name, data in {**cut, **whole}.items():
+        (tmp_path / name).write_bytes(data)
+        os.utime(tmp_path / name, (time.time() - 60, time.time() - 60))  # quiet for a minute
+    assert {n: unfinished(tmp_path / n, len(d)) is not None for n, d in {**cut, **whole}.items()} == (
+        {n: True for n in cut} | {n: False for n in whole})
+    paths = [tmp_path / n for n in {**cut, **whole}]
+    start = time.time()
+    now = [start]
+    settled, why = wait_until_settled(paths, 5, 60, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert settled == {tmp_path / n for n in whole}
+    assert why == {tmp_path / "a.csv": "its last line has no end yet", tmp_path / "b.parquet": "no Parquet footer yet",
+                   tmp_path / "c.csv": "empty so far"}
+    assert now[0] - start <= 6  # watched unchanged for the settle time, not waited for until the deadline
+    old = time.time() - UNFINISHED_SETTLE_SECONDS - 1  # a CSV exported without a last line end is read in the end
+    os.utime(tmp_path / "a.csv", (old, old))
+    assert wait_until_settled([tmp_path / "a.csv"], 0.2, 60)[0] == {tmp_path / "a.csv"}  # after watching it 0.2 s
+
+
+
+def test_an_mtime_in_the_future_settles_by_watching(tmp_path):
+    """Another machine's clock: the mtime's age tells nothing, watching the file unchanged does (CLI and sensor)."""
+    (tmp_path / "orders").mkdir()
+    f = tmp_path / "orders" / "a.csv"
+    f.write_text("order_id\n1\n")
+    later = time.time() + 3600
+    os.utime(f, (later, later))
+    clock = [time.time()]
+    settled, _ = wait_until_settled([f], 5, 60, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    assert settled == {f}
+    files, cursor = scan_landing(tmp_path), SensorCursor()
+    assert ready_files(files, cursor, clock[0], 5) == []  # first seen now
+    cursor = load_cursor(dump_cursor(cursor, files))
+    assert [x.path for x in ready_files(files, cursor, clock[0] + 6, 5)] == ["orders/a.csv"]
 
 
 def test_files_are_ready_after_settling_and_only_once(tmp_path):
@@ -30,23 +82,23 @@ def test_files_are_ready_after_settling_and_only_once(tmp_path):
     old.write_text("order_id\n1\n")
     os.utime(old, (time.time() - 60, time.time() - 60))
     fresh = tmp_path / "clicks" / "b.parquet"
-    fresh.write_bytes(b"x")
+    fresh.write_bytes(PARQUET_TAIL)
     (tmp_path / "clicks" / "c.parquet.part").write_bytes(b"x")
 
     files = scan_landing(tmp_path)
     assert [f.path for f in files] == ["clicks/b.parquet", "orders/a.csv"]
     now = time.time()
-    first = ready_files(files, set(), now, settle_seconds=10)
+    first = ready_files(files, SensorCursor(), now, settle_seconds=10)
     assert [f.path for f in first] == ["orders/a.csv"]  # b.parquet is still settling
 
-    seen = load_cursor(dump_cursor(SensorCursor({f.key for f in first}), files)).seen
-    assert ready_files(files, seen, now, 10) == []  # never twice
-    assert [f.path for f in ready_files(files, seen, now + 11, 10)] == ["clicks/b.parquet"]
+    cursor = load_cursor(dump_cursor(SensorCursor({f.key for f in first}), files))
+    assert ready_files(files, cursor, now, 10) == []  # never twice
+    assert [f.path for f in ready_files(files, cursor, now + 11, 10)] == ["clicks/b.parquet"]
 
     # A file that changes again is a new version (the ledger decides by content whether it adds rows).
-    fresh.write_bytes(b"xy")
+    fresh.write_bytes(PARQUET_TAIL * 2)
     later = scan_landing(tmp_path)
-    assert [f.path for f in ready_files(later, seen, time.time() + 11, 10)] == ["clicks/b.parquet"]
+    assert [f.path for f in ready_files(later, cursor, time.time() + 11, 10)] == ["clicks/b.parquet"]
 
 
 def test_cursor_forgets_files_that_left(tmp_path):
@@ -74,17 +126,17 @@ def test_taken_files_are_the_ones_still_as_read(tmp_path):
 def test_waiting_for_a_file_to_settle(tmp_path):
     """Ingestion's side of the rule: a young file is waited for; one still changing at the deadline is left."""
     old, young = tmp_path / "old.csv", tmp_path / "young.csv"
-    old.write_text("x")
-    young.write_text("x")
+    old.write_text("x\n")
+    young.write_text("x\n")
     os.utime(old, (time.time() - 60, time.time() - 60))
     now = [time.time()]
 
     def sleep(seconds):
         now[0] += seconds
-        young.write_text(young.read_text() + "x")  # the writer keeps appending while we wait
+        young.write_text(young.read_text() + "x\n")  # the writer keeps appending while we wait
         os.utime(young, (now[0], now[0]))
 
     settled, changing = wait_until_settled([old, young], 5, 10, clock=lambda: now[0], sleep=sleep)
-    assert settled == {old} and changing == {young}
+    assert settled == {old} and changing == {young: "still being written"}
     settled, changing = wait_until_settled([young], 5, 30, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert settled == {young} and not changing  # the writer stopped: read after 5 quiet seconds

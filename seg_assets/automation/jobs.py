@@ -58,7 +58,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     cursor = load_cursor(context.cursor)
     taken, cursor.ledger_storage_id = taken_since(context.instance, cursor.ledger_storage_id)
     cursor.seen |= taken  # ingested by a run the sensor did not start (the CLI, the schedule, a person)
-    ready = ready_files(files, cursor.seen, time.time(), settings.settle_seconds)
+    ready = ready_files(files, cursor, time.time(), settings.settle_seconds)
     if not ready:
         context.update_cursor(dump_cursor(cursor, files))
         return dg.SkipReason(f"no new settled files ({len(files)} known)")

@@ -16,28 +16,42 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from seg_assets.ingest.sources import LandingFile
-
-
-def ready_files(files: list[LandingFile], seen: set[str], now: float, settle_seconds: float) -> list[LandingFile]:
-    """New files (not in ``seen``) whose last change is at least ``settle_seconds`` old."""
-    return [f for f in files if f.key not in seen and now - f.mtime >= settle_seconds]
+from seg_assets.ingest.sources import LandingFile, is_settled, quiet_seconds
 
 
 @dataclass
 class SensorCursor:
     seen: set[str] = field(default_factory=set)  # keys of files requested or taken in
     ledger_storage_id: int | None = None  # the last ledger materialization whose taken files are in ``seen``
+    watching: dict[str, float] = field(default_factory=dict)  # key of a file not settled yet -> first seen as such
+
+
+def ready_files(files: list[LandingFile], cursor: SensorCursor, now: float, settle_seconds: float) -> list[LandingFile]:
+    """New files (not seen) that are settled (the landing rule, ``sources.is_settled``). A file's key changes with
+    its size and mtime, so the time since the cursor first saw a key is time watched unchanged: it settles a file
+    whose mtime is in the future (another machine's clock) as ingestion's own watching does."""
+    ready, watching = [], {}
+    for f in files:
+        if f.key in cursor.seen:
+            continue
+        since = cursor.watching.get(f.key, now)
+        if is_settled(quiet_seconds(f.mtime, now - since, now), now - since, f.unfinished, settle_seconds):
+            ready.append(f)
+        else:
+            watching[f.key] = since
+    cursor.watching = watching
+    return ready
 
 
 def load_cursor(cursor: str | None) -> SensorCursor:
     data = json.loads(cursor) if cursor else {}
     if isinstance(data, list):  # a cursor written before the ledger was read: the seen keys only
         data = {"seen": data}
-    return SensorCursor(set(data.get("seen", [])), data.get("ledger_storage_id"))
+    return SensorCursor(set(data.get("seen", [])), data.get("ledger_storage_id"), dict(data.get("watching", {})))
 
 
 def dump_cursor(cursor: SensorCursor, files: list[LandingFile]) -> str:
     """Keep only keys of files still present, so the cursor does not grow forever."""
     present = {f.key for f in files}
-    return json.dumps({"seen": sorted(cursor.seen & present), "ledger_storage_id": cursor.ledger_storage_id})
+    return json.dumps({"seen": sorted(cursor.seen & present), "ledger_storage_id": cursor.ledger_storage_id,
+                       "watching": {k: v for k, v in sorted(cursor.watching.items()) if k in present}})

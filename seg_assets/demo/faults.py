@@ -316,7 +316,8 @@ def _whole(spec: TableSpec, name: str, fmt: str, kind: str, column: str | None =
 
 
 def _truncate_last_line(path: Path, ts_col: str) -> None:
-    """Cut the file's last line inside its timestamp field, with no newline: a half-written upload."""
+    """Cut the file's last line inside its timestamp field, then end the line: an export that cut a row short. (A
+    file that ends mid-line is an upload still being written: the landing rule does not read it yet, sources.py.)"""
     with path.open("rb+") as f:
         col = f.readline().decode().rstrip("\n").split(",").index(ts_col)
         size = f.seek(0, 2)
@@ -329,3 +330,5 @@ def _truncate_last_line(path: Path, ts_col: str) -> None:
         for _ in range(col):
             pos = line.index(b",", pos + 1)
         f.truncate(tail_start + line_start + pos + 1 + 5)
+        f.seek(0, 2)
+        f.write(b"\n")

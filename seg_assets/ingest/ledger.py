@@ -47,7 +47,7 @@ class IngestReport:
     files: list[FileOutcome] = field(default_factory=list)  # processed by this call, in order
     skipped: list[str] = field(default_factory=list)  # already in the ledger under this name (see ingest_landing)
     ignored: dict[str, str | None] = field(default_factory=dict)  # not read: path -> reason (None: in progress)
-    unsettled: list[str] = field(default_factory=list)  # still being written: left to the next run
+    unsettled: dict[str, str] = field(default_factory=dict)  # not settled (path -> why): left to the next run
 
     def for_table(self, table: str) -> list[FileOutcome]:
         return [f for f in self.files if f.table_name == table]

@@ -275,8 +275,8 @@ def ingest_landing(
     equal content. ``sources`` default: those of the data root holding ``landing_dir`` (source_config.py).
     ``stage_files(con, pending, bounds, run_id, now)``: read the new files elsewhere, all at once (the Spark
     engine, spark/ingest.py); it fills each pending file's outcome and writes its ledger row and rejects.
-    Files changed less than ``settle_seconds`` ago are waited for, at most ``max_settle_wait`` seconds; one
-    still changing then is left to the next run (the landing rule, sources.py).
+    Files not settled yet are waited for, at most ``max_settle_wait`` seconds; one still changing or looking cut
+    short then is left to the next run (the landing rule, sources.py).
     """
     ensure_tables(con)
     if sources is None:
@@ -288,7 +288,7 @@ def ingest_landing(
     settled, unsettled = wait_until_settled(sorted({p for _, p, _ in files}), settle_seconds, max_settle_wait)
     files = [f for f in files if f[1] in settled]
     report = IngestReport(run_id=run_id, ignored=ignored,
-                          unsettled=sorted(p.relative_to(landing_dir).as_posix() for p in unsettled))
+                          unsettled={p.relative_to(landing_dir).as_posix(): why for p, why in sorted(unsettled.items())})
     taken = taken_rows({s.name: s.key for s in sources})
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
     for source, name, sha, size in con.sql(f"SELECT source, file_name, content_sha256, size_bytes FROM ({taken})").fetchall():

@@ -2,11 +2,19 @@
 
 **The landing rule**, used by ingestion (so by the CLI, the schedule and the UI's runs) and by the landing
 sensor alike: a file is a *candidate* when a source reads its folder, its name ends in ``.csv``,
-``.csv.gz`` or ``.parquet``, and it does not start with ``.`` or ``_`` nor end in ``.tmp``, ``.part`` or
-``.inprogress`` (write under such a name, then rename into place: a rename is atomic). A candidate is
-*settled* when its size and modification time have not changed for ``settle_seconds``: the sensor starts
-a run only for settled files, and ingestion waits (a bounded time) for a young file to settle and leaves
-one still changing to the next run, so a file being written slowly is never read half-written.
+``.csv.gz`` or ``.parquet``, and neither its name nor a folder on its path below the landing folder starts
+with ``.`` or ``_`` (Spark's ``_temporary/``, hidden staging folders), nor does its name end like a file
+in progress (``.tmp``, ``.part``, ``~``, ...: write under such a name, then rename into place: a rename is
+atomic). A candidate is *settled* (:func:`is_settled`) when its size and modification time have not
+changed for ``settle_seconds``, as watched by us or told by an mtime in the past (an mtime in the future,
+another machine's clock, tells nothing: then only watching counts), and it does not look cut short
+(:func:`unfinished`: a Parquet file without its closing footer, a CSV whose last line has no end, an empty
+file) unless it has stayed so for ``UNFINISHED_SETTLE_SECONDS`` and we watched it unchanged for
+``settle_seconds`` (a CSV exported without a final line end is read then). The sensor starts a run only
+for settled files; ingestion waits (a bounded time) for a young file to settle and leaves one still
+changing, or still looking cut short, to the next run: a file
+being written slowly is not read half-written, even when its writer pauses longer than ``settle_seconds``
+in the middle of a line or before a Parquet footer.
 
 Parquet is read in place with its own types (``read_parquet``); CSV is read without DuckDB's sniffer
 (explicit dialect, every column VARCHAR, header parsed here), plus one overflow column and a NULL
@@ -68,7 +76,8 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".inprogress")
+IN_PROGRESS_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".inprogress", "~", ".filepart", ".crdownload", ".download")
+UNFINISHED_SETTLE_SECONDS = 600.0  # a file that looks cut short is read once unchanged this long (see unfinished())
 TAKEN_FILES = "landing_files_taken"  # metadata entry of meta/ingest_ledger: keys of the files the run took in
 
 
@@ -77,18 +86,22 @@ def file_format(path: Path) -> str | None:
     return next((fmt for suffix, fmt in C.FORMATS if name.endswith(suffix)), None)
 
 
-def is_candidate(name: str) -> bool:
-    """A data file's name that is not in progress (see the landing rule above)."""
-    return (not name.startswith((".", "_")) and not name.lower().endswith(IN_PROGRESS_SUFFIXES)
-            and file_format(Path(name)) is not None)
+def _in_progress(rel: str) -> bool:
+    """A name (or a folder on the path) that says "not for reading yet" (see the landing rule above)."""
+    return any(part.startswith((".", "_")) for part in rel.split("/")) or rel.lower().endswith(IN_PROGRESS_SUFFIXES)
 
 
-def ignore_reason(name: str, readers: list[SourceDef], folder: str) -> str | None:
+def is_candidate(rel: str) -> bool:
+    """A data file's path below the landing folder that is not in progress (see the landing rule above)."""
+    return not _in_progress(rel) and file_format(Path(rel)) is not None
+
+
+def ignore_reason(rel: str, readers: list[SourceDef], folder: str) -> str | None:
     """Why a file that is not read deserves a person's attention; None for in-progress names (by design)."""
-    if name.startswith((".", "_")) or name.lower().endswith(IN_PROGRESS_SUFFIXES):
+    if _in_progress(rel):
         return None
-    if file_format(Path(name)) is None:
-        suffix = Path(name).suffix or "no extension"
+    if file_format(Path(rel)) is None:
+        suffix = Path(rel).suffix or "no extension"
         return f"unknown format ({suffix}): land it as .csv, .csv.gz or .parquet"
     if not readers:
         return f"no source reads folder '{folder}': use a contract table's folder or declare a source in sources.yaml"
@@ -130,8 +143,8 @@ def discover_files(landing_dir: Path, sources: list[SourceDef]
     for path in sorted(_files_under(landing_dir), key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
         readers = [s for s in sources if rel.startswith(s.folder + "/")]
-        if not readers or not is_candidate(path.name):
-            ignored[rel] = ignore_reason(path.name, readers, rel.rsplit("/", 1)[0] if "/" in rel else ".")
+        if not readers or not is_candidate(rel):
+            ignored[rel] = ignore_reason(rel, readers, rel.rsplit("/", 1)[0] if "/" in rel else ".")
         else:
             found += [(source, path, file_format(path)) for source in readers]
     return found, ignored
@@ -142,6 +155,7 @@ class LandingFile:
     path: str  # relative to the landing folder
     size: int
     mtime: float
+    unfinished: str | None = None  # why it looks cut short (unfinished()), None when it does not
 
     @property
     def key(self) -> str:
@@ -155,7 +169,7 @@ def scan_landing(landing: Path, sources: list[SourceDef]) -> list[LandingFile]:
         rel = path.relative_to(landing).as_posix()
         if rel not in files:
             stat = path.stat()
-            files[rel] = LandingFile(rel, stat.st_size, stat.st_mtime)
+            files[rel] = LandingFile(rel, stat.st_size, stat.st_mtime, unfinished(path, stat.st_size))
     return list(files.values())
 
 
@@ -167,6 +181,43 @@ def taken_files_metadata(landing: Path, sources: list[SourceDef], taken: Mapping
     return {TAKEN_FILES: sorted(f.key for f in scan_landing(landing, sources) if taken.get(f.path) == f.size)}
 
 
+def unfinished(path: Path, size: int) -> str | None:
+    """Why a file looks cut short, or None: a Parquet file ends with its footer's magic bytes (a writer adds the
+    footer last), a CSV file with a line end (a writer paused mid-line left a value cut short: '131.52' read as
+    '13'), and an empty file is a writer that has not started. Cheap: the last bytes only."""
+    if size == 0:
+        return "empty so far"
+    fmt = file_format(path)
+    if fmt not in ("parquet", "csv"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, size - 4))
+            tail = handle.read(4)
+    except OSError:
+        return None  # unreadable: ingestion says so, file by file
+    if fmt == "parquet" and tail != b"PAR1":
+        return "no Parquet footer yet"
+    if fmt == "csv" and not tail.endswith((b"\n", b"\r")):
+        return "its last line has no end yet"
+    return None
+
+
+def quiet_seconds(mtime: float, watched: float, now: float) -> float:
+    """How long a file is known not to have changed: as long as we watched it unchanged, or its mtime's age;
+    an mtime in the future (another machine's clock) tells nothing."""
+    return max(watched, now - mtime if mtime <= now else 0.0)
+
+
+def is_settled(quiet: float, watched: float, unfinished_reason: str | None, settle_seconds: float) -> bool:
+    """The landing rule's *settled* (module docstring), for the sensor and ingestion alike. A file that looks cut
+    short must also have been watched unchanged for ``settle_seconds``: its old mtime may be a copy's or another
+    clock's, and only watching tells a paused writer from a finished one."""
+    if unfinished_reason:
+        return quiet >= max(settle_seconds, UNFINISHED_SETTLE_SECONDS) and watched >= settle_seconds
+    return quiet >= settle_seconds
+
+
 def _stamp(path: Path) -> tuple[int, float] | None:
     try:
         st = path.stat()
@@ -176,27 +227,38 @@ def _stamp(path: Path) -> tuple[int, float] | None:
 
 
 def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float,
-                       clock=time.time, sleep=time.sleep) -> tuple[set[Path], set[Path]]:
-    """(settled, still changing) after waiting at most ``max_wait`` seconds for young files to settle.
+                       clock=time.time, sleep=time.sleep) -> tuple[set[Path], dict[Path, str]]:
+    """(settled, not settled -> why) after waiting at most ``max_wait`` seconds for files to settle (:func:`is_settled`).
 
-    A file is settled once its (size, mtime) is ``settle_seconds`` old and unchanged since the last look.
-    """
-    pending = {p: _stamp(p) for p in paths}
+    A file that changes is watched anew; one that looks cut short and has not changed for ``settle_seconds`` of
+    watching is not waited for further (its writer may have paused for minutes: the next run looks again)."""
+    start = clock()
+    watch = {p: (_stamp(p), start) for p in paths}  # stamp, and since when we have seen it unchanged
     settled: set[Path] = set()
-    deadline = clock() + max_wait
+    why: dict[Path, str] = {}
+    deadline = start + max_wait
     while True:
         now = clock()
-        for path, stamp in list(pending.items()):
+        for path, (stamp, since) in list(watch.items()):
             current = _stamp(path)
-            if current is not None and current == stamp and now - current[1] >= settle_seconds:
+            if current is None or current != stamp:
+                watch[path] = (current, now)
+                why[path] = "gone" if current is None else "still being written"
+                continue
+            reason = unfinished(path, current[0])
+            quiet = quiet_seconds(current[1], now - since, now)
+            if is_settled(quiet, now - since, reason, settle_seconds):
                 settled.add(path)
-                del pending[path]
+                del watch[path]
+                why.pop(path, None)
+            elif reason and now - since >= settle_seconds:  # unchanged but cut short: not worth waiting for
+                why[path] = reason
+                del watch[path]
             else:
-                pending[path] = current
-        waits = [settle_seconds - (now - s[1]) for s in pending.values() if s is not None]
-        if not pending or not waits or now >= deadline:
-            return settled, set(pending)
-        sleep(max(0.05, min(max(waits), deadline - now, 1.0)))
+                why[path] = reason or "still being written"
+        if not watch or now >= deadline:
+            return settled, why
+        sleep(max(0.05, min(deadline - now, 1.0)))
 
 
 def _csv_header(path: Path, fmt: str) -> list[str] | None:
