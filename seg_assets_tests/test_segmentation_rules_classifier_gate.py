@@ -124,3 +124,24 @@ def test_gate_refuses_clearly_worse_models_and_promotes_an_equal_one(shoppers):
     on_noise = fit_segment_model(noise, ModelConfig(stability_boot=3, stability_sample=1000))
     d = decide_promotion(_gate_metrics(on_noise, frame), in_service)
     assert not d.promote and "stability" in d.failed
+
+
+def test_the_classifier_assigns_within_the_users_lifecycle_stage(shoppers):
+    """A classifier's boundary blurs where stages meet (tenure 30 days): it must never put a 104-day-old customer
+    in "New customers". Its probabilities are kept to the stage's segments (membership.in_stage)."""
+    from seg_assets.segmentation.batch import assign
+    from seg_assets.segmentation.membership import in_stage
+    from seg_assets.segmentation.model import stage_of
+
+    frame, model = shoppers
+    ids, _ = model.predict(frame)
+    clf = train_classifier(frame, ids, "logreg", features=model.features, max_rows=1500, perm_rows=300)
+    stage_by_id = dict(zip(model.segment_ids, model.cluster_stage))
+    stages = stage_of(frame, model.config, model.features)
+    raw = np.asarray(clf.classes)[clf.predict_proba(frame).argmax(axis=1)]
+    assert (np.array([stage_by_id[int(s)] for s in raw]) != stages).sum() > 0  # the blur this guards against
+    proba = in_stage(clf.predict_proba(frame), clf.classes, model, frame)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    given, confidence, who = assign(frame, model, clf)
+    assert who.startswith("classifier") and (np.array([stage_by_id[int(s)] for s in given]) == stages).all()
+    assert (confidence > 0).all()

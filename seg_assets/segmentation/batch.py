@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seg_assets.segmentation.membership import DEFAULT_ODDS, NO_SEGMENT, model_proba, same_stage, sticky_assign
+from seg_assets.segmentation.membership import DEFAULT_ODDS, NO_SEGMENT, in_stage, model_proba, same_stage, sticky_assign
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.rule_based import (
     RFM_GROUPS,
@@ -78,8 +78,8 @@ def assign(frame: pl.DataFrame, model: SegmentModel, classifier, previous: np.nd
     ids, conf = [], []
     for start in range(0, frame.height, chunk_rows):
         part, before = frame.slice(start, chunk_rows), prev[start:start + chunk_rows]
-        if classifier is not None:
-            proba, classes = classifier.predict_proba(part), classifier.classes
+        if classifier is not None:  # kept to the user's lifecycle stage, as the model's own assignment is
+            proba, classes = in_stage(classifier.predict_proba(part), classifier.classes, model, part), classifier.classes
         else:
             proba, classes = model_proba(model, part), model.segment_ids
         i, c = sticky_assign(proba, classes, before, odds, same_stage(model, part, before))

@@ -73,6 +73,35 @@ def sticky_assign(proba: np.ndarray, classes: Sequence[int], previous: np.ndarra
     return classes[chosen], proba[rows, chosen]
 
 
+def in_stage(proba: np.ndarray, classes: Sequence[int], model: SegmentModel, frame: pl.DataFrame) -> np.ndarray:
+    """A classifier's probabilities kept to the segments of each user's lifecycle stage, renormalised.
+
+    The classifier learned the segments from features; the stage is a rule (tenure, days since the last visit),
+    and a segment belongs to one stage: a user 104 days old must not land in "New customers" because the
+    classifier's boundary blurs there. Where it gives no weight to any segment of the stage, the model's own
+    posterior decides; a stage without segments of its own keeps every segment (as the model does)."""
+    from seg_assets.segmentation.model import stage_of
+
+    proba = np.asarray(proba, dtype=np.float64)
+    if model.hierarchy == "flat" or len(proba) == 0:
+        return proba
+    stage_by_id = dict(zip(model.segment_ids, model.cluster_stage))
+    class_stage = np.array([stage_by_id.get(int(c)) for c in classes], dtype=object)
+    allowed = class_stage[None, :] == stage_of(frame, model.config, model.features)[:, None]
+    allowed[~allowed.any(axis=1)] = True
+    out = np.where(allowed, proba, 0.0)
+    total = out.sum(axis=1)
+    lost = np.flatnonzero(total <= 0)
+    if lost.size:
+        own = model_proba(model, frame[lost])
+        column = {int(s): i for i, s in enumerate(model.segment_ids)}
+        for j, c in enumerate(classes):
+            if int(c) in column:
+                out[lost, j] = own[:, column[int(c)]] * allowed[lost, j]
+        total = out.sum(axis=1)
+    return np.divide(out, total[:, None], out=np.zeros_like(out), where=total[:, None] > 0)
+
+
 def model_proba(model: SegmentModel, frame: pl.DataFrame) -> np.ndarray:
     """(n, k) posterior of each of ``model.segment_ids`` (columns in that order), the model's own
     assignment made soft: zero outside the user's lifecycle stage, the stage's mixture posterior
