@@ -14,7 +14,7 @@ from seg_assets.segmentation.membership import (
     sticky_assign,
     sticky_model_assign,
 )
-from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+from seg_assets.segmentation.model import ModelConfig, fit_segment_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig
 
 CLASSES = [3, 7, 9]
@@ -116,3 +116,18 @@ def test_the_gate_refuses_a_candidate_that_moves_too_many_stable_users():
     assert not refused.promote and "membership_churn_stable" in refused.failed and "0.120 > 0.050" in refused.reason
     assert decide_promotion(bad, None, 0.05, max_membership_churn=0.05).promote  # nothing in service: nobody to move
     assert decide_promotion(bad, served, 0.05, max_membership_churn=None).promote
+
+
+def test_the_gate_measures_both_models_stability_on_todays_users():
+    """The stability the gate compares is measured on today's users for both models (the one recorded when the
+    model in service was fitted described the population of then: every re-fit after a drift looked less stable)."""
+    from seg_assets.segmentation.assets import gate_metrics
+
+    before = _blobs(400, [(0, 0), (1.5, 0)], 3)
+    old = fit_segment_model(before, _cfg((2, 2)))
+    today = _blobs(400, [(0, 0), (1.0, 0)], 5)
+    new = fit_segment_model(today, _cfg((2, 2)), previous=old)
+    assert stability_on(new, today) == pytest.approx(new.metrics["stability"])  # the same measure as at fit time
+    assert stability_on(old, before) == pytest.approx(old.metrics["stability"])
+    assert gate_metrics(old, today, "logreg", 0)["stability"] == pytest.approx(stability_on(old, today))
+    assert stability_on(old, today) != pytest.approx(old.metrics["stability"])

@@ -31,7 +31,7 @@ from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.gate import Decision, decide_promotion
 from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN, DEFAULT_ODDS, NO_SEGMENT, refit_churn
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model
+from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.validation import with_checks
 from seg_assets.warehouse import row_count, table_exists
@@ -144,7 +144,7 @@ def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int)
     labels, _ = model.predict(sample)
     if len(np.unique(labels)) > 1:
         metrics["classifier_macro_f1"] = train_classifier(sample, labels, kind, features=model.features, seed=seed).metrics["macro_f1"]
-    metrics["stability"] = model.metrics.get("stability")
+    metrics["stability"] = stability_on(model, frame, seed)
     return metrics
 
 
