@@ -61,6 +61,25 @@ def not_computed(con) -> list[str]:
     return lines
 
 
+def model_line(con) -> str | None:
+    """Which segment model serves, and what became of the latest fit: promoted, or refused with the gate's reason."""
+    if not table_exists(con, "meta.segment_models"):
+        return None
+    serving = con.sql("SELECT version, k, data_as_of FROM meta.segment_models WHERE in_service").fetchall()
+    latest = con.sql("SELECT version, promoted, reason FROM meta.segment_models ORDER BY fitted_at DESC, version DESC "
+                     "LIMIT 1").fetchall()
+    if not serving or not latest:
+        return None
+    version, k, as_of = serving[0]
+    line = f"Segment model {version} in service ({k} segments, fitted on data as of {as_of:%Y-%m-%d})"
+    fit, promoted, reason = latest[0]
+    if fit != version and not promoted:
+        line += f"; the latest re-fit {fit} was refused: {reason}"
+    elif fit == version and reason:
+        line += f": {reason}"
+    return line
+
+
 def _table(title: str, columns: list[str], rows: list[tuple]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in columns:
@@ -102,6 +121,8 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
             ).fetchall()
             console.print(_table("Segments", ["id", "segment", "users", "share", "revenue share", "description"],
                                  [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
+            if line := model_line(con):
+                console.print(line, highlight=False)
         if table_exists(con, "analytics.segment_profiles") and "reviews_note" in con.table("analytics.segment_profiles").columns:
             rows = con.sql("SELECT segment_id, segment_name, reviews, reviews_note, basket_rules FROM analytics.segment_profiles "
                            "WHERE reviews > 0 OR basket_rules <> '' ORDER BY segment_id").fetchall()

@@ -35,6 +35,7 @@ def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
     first = runner.invoke(app, ["refresh"])
     assert first.exit_code == 0, first.output
     assert "Segments" in first.output and "Refresh done" in first.output
+    assert "Segment model v0001 in service (" in first.output and "no model in service" in first.output
 
     # The run is in the instance `make ui` uses, as the `refresh` job, with its materializations.
     instance = dg.DagsterInstance.from_config(str(root / "dagster_home"))
@@ -58,6 +59,24 @@ def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
     third = runner.invoke(app, setting)
     assert third.exit_code == 0 and "Refresh done" in third.output, third.output
     assert "Segments are current" in runner.invoke(app, setting).output
+
+
+def test_the_summary_names_the_model_in_service_and_a_refused_refit():
+    import duckdb
+
+    from seg_assets.report import model_line
+    from seg_assets.segmentation import registry
+
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA meta")
+    registry.ensure_tables(con)
+    con.sql("INSERT INTO meta.segment_models (version, k, fitted_at, data_as_of, promoted, in_service, reason) VALUES "
+            "('v0001', 5, '2026-11-01', '2026-10-31', true, true, 'no model in service'), "
+            "('v0002', 6, '2026-11-15', '2026-11-14', false, false, 'worse than the model in service: stability')")
+    assert model_line(con) == ("Segment model v0001 in service (5 segments, fitted on data as of 2026-10-31); "
+                               "the latest re-fit v0002 was refused: worse than the model in service: stability")
+    con.sql("UPDATE meta.segment_models SET in_service = (version = 'v0002'), promoted = true, reason = 'not worse'")
+    assert model_line(con) == "Segment model v0002 in service (6 segments, fitted on data as of 2026-11-14): not worse"
 
 
 def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monkeypatch):
