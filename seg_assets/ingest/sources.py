@@ -92,7 +92,7 @@ def _in_progress(rel: str) -> bool:
 
 
 def is_candidate(rel: str) -> bool:
-    """A data file's path below the landing folder that is not in progress (see the landing rule above)."""
+    """A data file's path below its source's folder that is not in progress (see the landing rule above)."""
     return not _in_progress(rel) and file_format(Path(rel)) is not None
 
 
@@ -143,8 +143,10 @@ def discover_files(landing_dir: Path, sources: list[SourceDef]
     for path in sorted(_files_under(landing_dir), key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
         readers = [s for s in sources if rel.startswith(s.folder + "/")]
-        if not readers or not is_candidate(rel):
-            ignored[rel] = ignore_reason(rel, readers, rel.rsplit("/", 1)[0] if "/" in rel else ".")
+        # below the source's folder (a folder a source declares may itself start with '_')
+        inner = rel[max((len(s.folder) + 1 for s in readers), default=0):]
+        if not readers or not is_candidate(inner):
+            ignored[rel] = ignore_reason(inner, readers, rel.rsplit("/", 1)[0] if "/" in rel else ".")
         else:
             found += [(source, path, file_format(path)) for source in readers]
     return found, ignored
