@@ -59,7 +59,7 @@ def measure(root: Path) -> dict:
         as_of = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0][0]
         nba = con.sql("SELECT user_id, segment_id, action_id, explore FROM analytics.next_best_action ORDER BY user_id").pl()
         state = con.sql("SELECT state FROM meta.policies WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()[0][0]
-        sends = policy_context(send_outcomes(con, as_of, 7)).filter(pl.col("group") == "treatment")
+        sends = policy_context(send_outcomes(con, as_of, 7)[0]).filter(pl.col("group") == "treatment")
         x_sends = context_at(con, sends.select("user_id", pl.col("sent_ts").alias("t")))
         x_users = context_at(con, nba.select("user_id", pl.lit(as_of).alias("t")))
     finally:

@@ -117,7 +117,7 @@ def test_the_policy_closes_half_the_gap_and_lift_intervals_cover_the_planted_lif
     try:
         from seg_assets.activation.outcomes import send_outcomes
         as_of = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0][0]
-        segment_at_send = send_outcomes(con, as_of, 7).select("send_id", "segment_id")
+        segment_at_send = send_outcomes(con, as_of, 7)[0].select("send_id", "segment_id")
     finally:
         con.close()
     planted = (sends.filter(pl.col("group") == "treatment").join(segment_at_send, on="send_id")

@@ -30,7 +30,7 @@ def warehouse(tmp_path, *, scored_before_send: bool, control_share: float = PLAN
         con.execute(f"CREATE SCHEMA {schema}")
     sends = pl.DataFrame({"send_id": [f"s{i}" for i in range(n)], "campaign_id": "c1", "user_id": users,
                           "action_id": "a1", "sent_ts": SENT, "send_group": np.where(control, "control", "treatment"),
-                          "propensity": 1.0})
+                          "propensity": 1.0, "_file_id": 1, "_row": np.arange(1, n + 1)})
     orders = pl.DataFrame({"order_id": [f"o{i}" for i in range(n)], "user_id": users,
                            "order_ts": SENT + timedelta(days=2), "amount": 30.0, "status": "completed"}).filter(pl.Series(ordered))
     after = SENT + timedelta(days=20)
@@ -49,7 +49,7 @@ def warehouse(tmp_path, *, scored_before_send: bool, control_share: float = PLAN
 
 
 def lift_of(con) -> pl.DataFrame:
-    outcomes = send_outcomes(con, AS_OF, 7)
+    outcomes, _ = send_outcomes(con, AS_OF, 7)
     return campaign_lift(outcomes, planned_control_share=PLANNED)
 
 
@@ -61,7 +61,7 @@ def test_a_planned_split_passes_whether_or_not_segments_were_scored_before_the_s
     assert lift["segment_id"].to_list() == ([2] if scored_before_send else [None])  # the segment at send time
     assert lift["n_treated"].sum() + lift["n_control"].sum() == 6000
     # What the check used to do: count each send in the segment scored after it. The split breaks by itself.
-    outcomes = policy_context(send_outcomes(con, AS_OF, 7))  # the policy's context: current segment when unknown
+    outcomes = policy_context(send_outcomes(con, AS_OF, 7)[0])  # the policy's context: current segment when unknown
     if not scored_before_send:
         post = campaign_lift(outcomes, planned_control_share=PLANNED)
         assert post.filter(pl.col("segment_id") == 1)["srm_warning"].all()
@@ -98,3 +98,33 @@ def test_many_sound_cells_do_not_warn_by_chance_and_a_broken_one_among_them_does
         pl.int_range(pl.len()).cast(pl.Utf8).alias("user_id"), pl.lit(False).alias("converted"), pl.lit(0.0).alias("revenue"))
     lift = campaign_lift(pl.concat([frame, broken]), planned_control_share=PLANNED)
     assert lift.filter(pl.col("srm_warning"))["campaign_id"].to_list() == ["broken"]
+
+
+def test_every_send_is_accounted_for_and_global_control_users_are_left_out(tmp_path):
+    """A send lift does not count says why: a user of the global control group (a treatment send to them breaks a
+    promise), a user in both groups of a campaign, a repeat (the first delivered counts, whatever its id's spelling),
+    an unknown user, a window still open."""
+    con = warehouse(tmp_path, scored_before_send=True, n=100)
+    con.execute("CREATE TABLE analytics.user_groups AS SELECT user_id, user_id IN ('u00000', 'u00001') AS global_control "
+                "FROM analytics.user_segments")
+    late = AS_OF - timedelta(days=2)
+    extra = pl.DataFrame({
+        "send_id": ["zz-first", "aa-repeat", "x-both", "x-unknown", "x-open"], "campaign_id": ["c2", "c2", "c1", "c1", "c3"],
+        "user_id": ["u00050", "u00050", "u00060", "nobody", "u00070"], "action_id": ["first", "second", "a1", "a1", "a1"],
+        "sent_ts": [SENT, SENT, SENT, SENT, late], "send_group": ["treatment"] * 5,
+        "propensity": 1.0, "_file_id": 2, "_row": [1, 2, 3, 4, 5]})
+    both = con.sql("SELECT send_group FROM raw.campaign_sends WHERE user_id = 'u00060'").fetchall()[0][0]
+    extra = extra.with_columns(pl.when(pl.col("send_id") == "x-both").then(pl.lit("treatment" if both == "control" else "control"))
+                               .otherwise(pl.col("send_group")).alias("send_group"))
+    con.register("extra", extra.to_arrow())
+    con.execute("INSERT INTO raw.campaign_sends SELECT * FROM extra")
+    con.execute("UPDATE raw.campaign_sends SET send_group = 'treatment' WHERE user_id = 'u00000'")  # an action sent
+    outcomes, left_out = send_outcomes(con, AS_OF, 7)
+    treated_control = con.sql("SELECT count(*) FILTER (WHERE send_group = 'treatment') FROM raw.campaign_sends "
+                              "WHERE user_id IN ('u00000', 'u00001')").fetchall()[0][0]
+    assert left_out == {"window_open": 1, "both_groups": 2, "repeat": 1, "global_control": 2, "unknown_user": 1,
+                        "treatment_to_global_control": treated_control}
+    assert treated_control >= 1
+    assert outcomes.height + sum(v for k, v in left_out.items() if k != "treatment_to_global_control") == 105
+    assert outcomes.filter(pl.col("campaign_id") == "c2")["action_id"].to_list() == ["first"]  # first delivered
+    assert not set(outcomes["user_id"]) & {"u00000", "u00001", "u00060", "nobody"}

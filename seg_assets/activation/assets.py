@@ -30,7 +30,7 @@ from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, contr
 from seg_assets.activation.lift import LIFT_COLUMNS
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
-from seg_assets.activation.outcomes import policy_context, send_outcomes, time_split
+from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes, time_split
 from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
@@ -133,10 +133,12 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> str:
 
 
 @dg.asset(
-    key=CAMPAIGN_LIFT, deps=[RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, SEGMENT_HISTORY], group_name=GROUP,
+    key=CAMPAIGN_LIFT, deps=[RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, SEGMENT_HISTORY, USER_GROUPS], group_name=GROUP,
     pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
     check_specs=[dg.AssetCheckSpec("sample_ratio", asset=CAMPAIGN_LIFT, description="Treated/control split of every "
-                                   "campaign x action x segment against the planned holdout share (chi-square, p < 0.001 warns).")],
+                                   "campaign x action x segment against the planned holdout share (chi-square, p < 0.001 warns)."),
+                 dg.AssetCheckSpec("no_sends_to_global_control", asset=CAMPAIGN_LIFT, description="No treatment send "
+                                   "went to a user of the global control group (such sends are left out of lift; warns).")],
     description="Lift of each campaign x action x segment: conversion (completed order within the attribution window "
     "after the send) and revenue of treated vs held-out users, with 95 % intervals, p-values, MDE and a sample-ratio check.",
 )
@@ -144,7 +146,7 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
     catalogue = _catalogue(settings)
     with duckdb.get_connection() as con:
         as_of = _as_of(con)
-        outcomes = send_outcomes(con, as_of, catalogue.attribution_days)
+        outcomes, left_out = send_outcomes(con, as_of, catalogue.attribution_days)
         lift = lift_table(outcomes.select("campaign_id", "action_id", "segment_id", "user_id", "group", "converted", "revenue"),
                           planned_control_share=catalogue.holdout_share).select(LIFT_COLUMNS)
         with transaction(con):
@@ -158,6 +160,18 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         rates = dict(per_action.filter(pl.col("action_id") == action).select("group", "rate").iter_rows())
         if "treatment" in rates and "control" in rates:
             plots[f"lift_{action}"] = dg.MetadataValue.float(float(rates["treatment"] - rates["control"]))
+    breach = left_out.get(CONTROL_BREACH, 0)
+    if breach:
+        context.log.warning(f"campaign_lift: {breach} treatment send(s) to users of the global control group, which never "
+                            "receives an action: left out of lift and of the policy; fix the audience the sender used "
+                            "(bi/audiences excludes them)")
+    unknown = sorted(set(outcomes["action_id"].to_list()) - set(catalogue.actions))
+    if unknown:
+        context.log.warning(f"campaign_lift: sends of actions not in actions.yaml ({', '.join(unknown[:5])}): their lift is "
+                            "measured, the policy never chooses them")
+    control_check = dg.AssetCheckResult(
+        check_name="no_sends_to_global_control", passed=breach == 0, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"treatment_sends_to_global_control": breach})
     check = dg.AssetCheckResult(
         check_name="sample_ratio", passed=broken.height == 0, severity=dg.AssetCheckSeverity.WARN,
         metadata={"cells": lift.height, "cells_with_mismatch": broken.height,
@@ -170,12 +184,15 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(lift.height), "as_of": str(as_of),
         "sends": dg.MetadataValue.int(outcomes.height), "treated": dg.MetadataValue.int(treated.height),
+        "sends_left_out": dg.MetadataValue.md(_md(pl.DataFrame(
+            [(k, LEFT_OUT.get(k, "treatment sends among the global-control ones"), v) for k, v in left_out.items() if v],
+            schema=["reason", "meaning", "sends"], orient="row"))),
         "control": dg.MetadataValue.int(control.height),
         "conversion_treated": dg.MetadataValue.float(float(treated["converted"].mean() or 0.0)),
         "conversion_control": dg.MetadataValue.float(float(control["converted"].mean() or 0.0)),
         "attribution_days": catalogue.attribution_days, **plots,
         "lift": dg.MetadataValue.md(_md(shown)),
-    }, check_results=[check])
+    }, check_results=[check, control_check])
 
 
 def _eligible_lists(catalogue: Catalogue, arms: tuple[str, ...], users: pl.DataFrame) -> pl.DataFrame:
@@ -272,7 +289,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                     "user_id": pl.Utf8, "segment_id": pl.Int64, "action_id": pl.Utf8, "expected_reward": pl.Float64,
                     "explore": pl.Boolean, "propensity": pl.Float64, "policy_version": pl.Utf8}))
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
-        outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days))
+        outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days)[0])
         con.execute(POLICIES_DDL)
         in_service, in_service_version, in_service_as_of = _in_service(con)
         treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(

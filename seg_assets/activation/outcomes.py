@@ -13,6 +13,12 @@ who responds has one more order and moves to a more valuable segment, a held-out
 segment the treated/control split would be broken by the treatment itself. Lift counts them in a cell of
 their own (segment null), where the random split holds. ``current_segment_id`` (``analytics.user_segments``)
 is kept for the policy, which needs a context for every send. Sends of users with neither are left out.
+
+Every send is accounted for (:data:`LEFT_OUT`): a send not counted says why, as ingestion's ledger does for rows.
+A user in the global control group is never to be sent an action: their sends (either group) are left out of
+lift and of the policy, so the treated/control split stays the random one, and a treatment send to them is a
+broken promise the asset warns about. A user in both groups of one campaign is contaminated: left out. Repeats
+keep the first send as delivered (send time, then file and row: not the send id's spelling).
 """
 
 from __future__ import annotations
@@ -21,6 +27,14 @@ import polars as pl
 
 OUTCOME_COLUMNS = ("send_id", "campaign_id", "action_id", "segment_id", "current_segment_id", "user_id", "group",
                    "sent_ts", "propensity", "converted", "revenue")
+LEFT_OUT = {  # why a send is not counted (lift, policy), by the first reason that applies
+    "window_open": "its attribution window has not closed by the as-of",
+    "both_groups": "its user is in both groups of the campaign",
+    "repeat": "a repeat send to its user in the campaign (the first one counts)",
+    "global_control": "its user is in the global control group",
+    "unknown_user": "its user has no segment (unknown, or never scored)",
+}
+CONTROL_BREACH = "treatment_to_global_control"  # of the global_control sends: those that sent an action
 
 
 def _exists(con, schema: str, table: str) -> bool:
@@ -28,15 +42,18 @@ def _exists(con, schema: str, table: str) -> bool:
                             [schema, table]).fetchall()[0][0])
 
 
-def send_outcomes(con, as_of, attribution_days: int) -> pl.DataFrame:
-    """Outcomes of every send whose window closed by ``as_of`` (see the module docstring)."""
+def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Outcomes of the sends counted (see the module docstring), and how many were left out per :data:`LEFT_OUT`
+    reason (plus :data:`CONTROL_BREACH`)."""
     empty = pl.DataFrame(schema={"send_id": pl.Utf8, "campaign_id": pl.Utf8, "action_id": pl.Utf8,
                                  "segment_id": pl.Int64, "current_segment_id": pl.Int64, "user_id": pl.Utf8, "group": pl.Utf8,
                                  "sent_ts": pl.Datetime("us"), "propensity": pl.Float64, "converted": pl.Boolean,
                                  "revenue": pl.Float64})
     if not _exists(con, "raw", "campaign_sends"):
-        return empty
+        return empty, {}
     days = int(attribution_days)
+    control = ("LEFT JOIN analytics.user_groups g USING (user_id)", "coalesce(g.global_control, false)") if _exists(
+        con, "analytics", "user_groups") else ("", "false")
     at_send = """,
         at_send AS (
             SELECT s.send_id, h.segment_id
@@ -46,13 +63,22 @@ def send_outcomes(con, as_of, attribution_days: int) -> pl.DataFrame:
             QUALIFY row_number() OVER (PARTITION BY s.send_id ORDER BY h.valid_from DESC) = 1
         )""" if _exists(con, "analytics", "segment_history") else """,
         at_send AS (SELECT NULL::VARCHAR AS send_id, NULL::INTEGER AS segment_id WHERE false)"""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _judged_sends AS
+        SELECT r.*, CASE WHEN r.sent_ts + INTERVAL {days} DAY > ? THEN 'window_open'
+                         WHEN r.groups > 1 THEN 'both_groups' WHEN r.nth > 1 THEN 'repeat'
+                         WHEN {control[1]} THEN 'global_control' END AS left_out, {control[1]} AS global_control
+        FROM (SELECT send_id, campaign_id, user_id, action_id, sent_ts, CAST(send_group AS VARCHAR) AS "group",
+                     CAST(propensity AS DOUBLE) AS propensity,
+                     row_number() OVER (PARTITION BY campaign_id, user_id ORDER BY sent_ts, _file_id, _row) AS nth,
+                     count(DISTINCT send_group) OVER (PARTITION BY campaign_id, user_id) AS groups
+              FROM raw.campaign_sends) r {control[0]}""", [as_of])
+    left_out = dict(con.sql("SELECT left_out, count(*) FROM _judged_sends WHERE left_out IS NOT NULL GROUP BY 1").fetchall())
+    (breach,) = con.sql("""SELECT count(*) FROM _judged_sends WHERE global_control AND "group" = 'treatment'
+                           AND left_out IN ('global_control', 'repeat', 'both_groups')""").fetchall()[0]
     frame = con.sql(f"""
         WITH sends AS (
-            SELECT send_id, campaign_id, user_id, action_id, sent_ts, CAST(send_group AS VARCHAR) AS "group",
-                   CAST(propensity AS DOUBLE) AS propensity
-            FROM raw.campaign_sends
-            WHERE sent_ts + INTERVAL {days} DAY <= ?
-            QUALIFY row_number() OVER (PARTITION BY campaign_id, user_id ORDER BY sent_ts, send_id) = 1
+            SELECT send_id, campaign_id, user_id, action_id, sent_ts, "group", propensity FROM _judged_sends
+            WHERE left_out IS NULL
         ),
         outcome AS (
             SELECT s.send_id, count(o.order_id) > 0 AS converted, coalesce(sum(o.amount), 0)::DOUBLE AS revenue
@@ -69,9 +95,12 @@ def send_outcomes(con, as_of, attribution_days: int) -> pl.DataFrame:
         JOIN outcome o USING (send_id)
         LEFT JOIN at_send a USING (send_id)
         LEFT JOIN analytics.user_segments u ON u.user_id = s.user_id
-        ORDER BY s.sent_ts, s.send_id""", params=[as_of]).pl()
-    frame = frame.filter(pl.col("segment_id").is_not_null() | pl.col("current_segment_id").is_not_null())
-    return frame.cast({c: t for c, t in empty.schema.items()}).select(OUTCOME_COLUMNS) if frame.height else empty
+        ORDER BY s.sent_ts, s.send_id""").pl()
+    con.execute("DROP TABLE _judged_sends")
+    known = frame.filter(pl.col("segment_id").is_not_null() | pl.col("current_segment_id").is_not_null())
+    left_out["unknown_user"] = frame.height - known.height
+    accounting = {k: int(left_out.get(k, 0)) for k in LEFT_OUT} | {CONTROL_BREACH: int(breach)}
+    return (known.cast({c: t for c, t in empty.schema.items()}).select(OUTCOME_COLUMNS) if known.height else empty), accounting
 
 
 def policy_context(outcomes: pl.DataFrame) -> pl.DataFrame:
