@@ -80,6 +80,25 @@ def model_line(con) -> str | None:
     return line
 
 
+def activation_lines(con) -> list[str]:
+    """Campaigns measured and the next-best-action policy in service (nothing when no campaign was sent)."""
+    lines = []
+    if table_exists(con, "analytics.campaign_lift") and row_count(con, "analytics.campaign_lift"):
+        campaigns, cells, no_control = con.sql("SELECT count(DISTINCT campaign_id), count(*), count(*) FILTER "
+                                               "(WHERE n_control = 0) FROM analytics.campaign_lift").fetchall()[0]
+        lines.append(f"Campaign lift: {campaigns} campaign(s), {cells} campaign x action x segment cells"
+                     + (f" ({no_control} without control users: no interval)" if no_control else ""))
+    if table_exists(con, "meta.policies"):
+        latest = con.sql("SELECT policy_version, promoted, reason FROM meta.policies ORDER BY fitted_at DESC LIMIT 1").fetchall()
+        serving = con.sql("SELECT policy_version FROM meta.policies WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()
+        if latest:
+            version, promoted, reason = latest[0]
+            lines.append(f"Next best action: policy {version} promoted: {reason}" if promoted else
+                         f"Next best action: policy {serving[0][0] if serving else 'none'} in service; the latest "
+                         f"candidate {version} was refused: {reason}")
+    return lines
+
+
 def _table(title: str, columns: list[str], rows: list[tuple]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in columns:
@@ -121,8 +140,9 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
             ).fetchall()
             console.print(_table("Segments", ["id", "segment", "users", "share", "revenue share", "description"],
                                  [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
-            if line := model_line(con):
-                console.print(line, highlight=False)
+            for line in [model_line(con), *activation_lines(con)]:
+                if line:
+                    console.print(line, highlight=False)
         if table_exists(con, "analytics.segment_profiles") and "reviews_note" in con.table("analytics.segment_profiles").columns:
             rows = con.sql("SELECT segment_id, segment_name, reviews, reviews_note, basket_rules FROM analytics.segment_profiles "
                            "WHERE reviews > 0 OR basket_rules <> '' ORDER BY segment_id").fetchall()

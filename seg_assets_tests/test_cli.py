@@ -297,3 +297,21 @@ def test_duckdb_memory_limit_is_applied_and_a_bad_one_is_one_line(tmp_path, monk
     bad = runner.invoke(app, ["refresh"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert "SEG_DUCKDB_MEMORY_LIMIT='lots' is not a size" in bad.output
+
+
+def test_the_summary_says_what_campaigns_measured_and_which_policy_serves():
+    import duckdb
+
+    from seg_assets.activation.assets import POLICIES_DDL
+    from seg_assets.report import activation_lines
+
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA meta; CREATE SCHEMA analytics")
+    assert activation_lines(con) == []  # no campaign sent: nothing to say
+    con.sql("CREATE TABLE analytics.campaign_lift AS SELECT * FROM (VALUES ('c1', 5), ('c1', 0), ('c2', 9)) t(campaign_id, n_control)")
+    con.sql(POLICIES_DDL)
+    con.sql("INSERT INTO meta.policies (policy_version, fitted_at, promoted, reason) VALUES "
+            "('p1', '2026-11-01', true, 'no policy in service'), ('p2', '2026-11-08', false, 'worse beyond noise')")
+    assert activation_lines(con) == [
+        "Campaign lift: 2 campaign(s), 3 campaign x action x segment cells (1 without control users: no interval)",
+        "Next best action: policy p1 in service; the latest candidate p2 was refused: worse beyond noise"]
