@@ -248,3 +248,39 @@ def test_duckdb_memory_limit_is_applied_and_a_bad_one_is_one_line(tmp_path, monk
     bad = runner.invoke(app, ["refresh"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert "SEG_DUCKDB_MEMORY_LIMIT='lots' is not a size" in bad.output
+
+
+def test_a_process_holding_the_warehouse_open_fails_the_refresh_soon_in_one_line(tmp_path, monkeypatch):
+    """A notebook holding warehouse.duckdb (read-only) made a refresh wait 7 minutes in silence (DuckDB's backoff x
+    step retries), then print a traceback. Now: about 20 s, one line naming the holder and what to do, exit 1."""
+    import os
+    import time
+
+    import duckdb
+
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    landed = root / "landing" / "orders" / "a.csv"
+    landed.write_text("order_id,user_id,order_ts,amount,items,category,discount,status\n"
+                      "o1,u1,2026-03-01T10:00:00Z,10.00,1,books,,completed\n")
+    os.utime(landed, (time.time() - 60, time.time() - 60))  # settled
+    duckdb.connect(str(root / "warehouse.duckdb")).close()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys\nc = duckdb.connect(sys.argv[1], read_only=True)\n"
+                               "print('open', flush=True)\nsys.stdin.read()", str(root / "warehouse.duckdb")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        monkeypatch.setenv("SEG_DATA_DIR", str(root))
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        start = time.monotonic()
+        result = runner.invoke(app, ["refresh", "--no-summary"])
+        took = time.monotonic() - start
+    finally:
+        holder.communicate("", timeout=30)
+    assert result.exit_code == 1, result.output
+    assert took < 60, took
+    assert "Traceback" not in result.output and "Stack Trace" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert line.startswith("error ingest_landing: the warehouse ") and f"is locked by another process (PID {holder.pid}," in line
+    assert line.endswith(f"must open {root / 'bi' / 'segments.duckdb'} (read-only), never the warehouse; close it and run again")
+
