@@ -19,11 +19,13 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
+from seg_assets import interrupts
 from seg_assets.automation.jobs import REFRESH_JOB
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs, stage_groups
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
+from seg_assets.publish.assets import BI_SEGMENTS
 from seg_assets.resources import Warehouse, WarehouseLocked
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import table_exists
@@ -71,6 +73,7 @@ class RefreshOutcome:
     seconds: float = 0.0  # wall time of the run
     run_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    published: bool = False  # this run wrote a new BI publication
 
     @property
     def causes(self) -> list[Problem]:
@@ -147,7 +150,7 @@ def _logged_warnings(instance: dg.DagsterInstance, run_id: str, files: list[Prob
 def _files_not_taken(database: Path, run_id: str) -> list[Problem]:
     """Files this run rejected whole or could not read, and those it took in with rejected rows (a warning each),
     from the ingestion ledger."""
-    if not database.exists():
+    if not database.exists() or interrupts.STOP.is_set():  # stopped: the CLI says only that
         return []
     try:
         with Warehouse(database=str(database), other_process_wait_seconds=0).get_connection() as con:
@@ -287,4 +290,6 @@ def run_refresh(
             on_stage(group, "done", outcome)
     files = _files_not_taken(paths.warehouse, result.run_id)
     problems = files + _logged_warnings(instance, result.run_id, files) + [problem for _, _, problem in failures]
-    return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems)
+    published = any(e.is_step_materialization and e.asset_key == BI_SEGMENTS for e in result.all_events)
+    return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems,
+                          published)

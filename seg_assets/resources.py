@@ -20,6 +20,7 @@ from dagster_duckdb import DuckDBResource
 from filelock import FileLock
 from pydantic import Field
 
+from seg_assets import interrupts
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
 from seg_assets.warehouse import parse_utc, prepare_connection, resolve_as_of
@@ -42,12 +43,14 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        interrupts.check()
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with warehouse_lock(self.database, self.lock_timeout_seconds):
             con = self._connect()
             try:
-                prepare_connection(con)
-                yield con
+                with interrupts.interruptible(con):
+                    prepare_connection(con)
+                    yield con
             finally:
                 con.close()
 
@@ -66,6 +69,7 @@ class Warehouse(DuckDBResource):
                 if time.monotonic() + delay > deadline:
                     raise WarehouseLocked(self.database, exc) from None
             time.sleep(delay)
+            interrupts.check()
             delay = min(delay * 2, 2.0)
 
 

@@ -284,3 +284,41 @@ def test_a_process_holding_the_warehouse_open_fails_the_refresh_soon_in_one_line
     assert line.startswith("error ingest_landing: the warehouse ") and f"is locked by another process (PID {holder.pid}," in line
     assert line.endswith(f"must open {root / 'bi' / 'segments.duckdb'} (read-only), never the warehouse; close it and run again")
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_the_refresh_and_publishes_nothing(data_dir, signum, code):
+    """The job's retry policy retried Dagster's interrupt: the run went on and ended 'Refresh done', exit 0. Now the
+    steps after the signal fail without a retry, the run is failed, and one line says nothing was published."""
+    import os
+    import time
+
+    from seg_assets.automation.instance import write_dagster_yaml
+
+    env = {**os.environ, "SEG_DATA_DIR": str(data_dir)}
+    env.pop("DAGSTER_HOME", None)
+    home = data_dir / "dagster_home"
+    write_dagster_yaml(home)
+    instance = dg.DagsterInstance.from_config(str(home))  # its storage is made here, not raced with the child's
+    code_ = "import sys; from seg_assets.cli import main; sys.argv = ['seg-assets', *sys.argv[1:]]; main()"
+    child = subprocess.Popen([sys.executable, "-c", code_, "refresh", "--no-summary"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    started = False
+    while not started and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        started = any(e.step_key == "features__user_features"
+                      for run in instance.get_runs()
+                      for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START))
+    assert started, "the refresh ended before its features step"
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == code, out + err
+    assert "Traceback" not in out + err and "Refresh done" not in out
+    [line] = [line for line in out.splitlines() if line.startswith("interrupted")]
+    assert line.startswith("interrupted: nothing published by this run; nothing has been published yet; run seg-assets "
+                           "refresh again to finish")
+    [run] = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert not (data_dir / "bi" / "segments.duckdb").exists()

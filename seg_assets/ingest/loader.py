@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from seg_assets import interrupts
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import (
     FileOutcome,
@@ -304,6 +305,7 @@ def ingest_landing(
     copies: list[tuple[FileOutcome, FileOutcome]] = []
     next_id = 0
     for source, path, fmt in files:
+        interrupts.check()  # Ctrl-C / SIGTERM: stop between files
         rel = path.relative_to(landing_dir).as_posix()
         try:
             if not rehash_known and path.stat().st_size in {size for _, size in seen.get((source.name, rel), ())}:
@@ -348,6 +350,7 @@ def ingest_landing(
             else:
                 _ingest_file(con, source, path, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
+            interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
             out.__dict__.update(failed_outcome(out, exc).__dict__)
             ledger_only(con, out, run_id, now)
         finally:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import duckdb
 
+from seg_assets import interrupts
+
 BI_FILE = "segments.duckdb"
 MANIFEST = "meta.bi_tables"  # in the BI file: table_name, rows, fingerprint, written_at (of the content)
 TOKEN_HEX = 12
@@ -139,6 +141,7 @@ def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
         finally:
             con.sql(f"DETACH DATABASE IF EXISTS {alias}")
             con.sql("RESET preserve_insertion_order")
+        interrupts.check()  # Ctrl-C / SIGTERM before the swap: nothing of this publication is seen
         # Everything is written: now swap each file into place, the BI file (which holds the manifest) last.
         for table, tmp in staged.items():
             os.replace(tmp, bi_dir / f"{table}.parquet")
