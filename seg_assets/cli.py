@@ -107,10 +107,13 @@ def refresh(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from seg_assets import interrupts
-    from seg_assets.automation.instance import open_instance
+    from seg_assets.automation.instance import PID_TAG, fail_dead_runs, open_instance, process_tags
     from seg_assets.report import print_summary
 
     instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
+    for dead in fail_dead_runs(instance):
+        console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "
+                      "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
     try:
         from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
 
@@ -118,7 +121,7 @@ def refresh(
             progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
             outcome = interrupts.run_until_signal(lambda: run_refresh(
                 paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides, instance=instance,
-                tags={"seg-assets/launched_by": "cli"}, engine=engine))
+                tags={"seg-assets/launched_by": "cli", **process_tags()}, engine=engine))
     except InputError as exc:
         _input_error(exc)
     if interrupts.STOP.is_set() and not outcome.success:

@@ -322,3 +322,53 @@ def test_ctrl_c_or_sigterm_stops_the_refresh_and_publishes_nothing(data_dir, sig
     assert run.status == dg.DagsterRunStatus.FAILURE
     assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
     assert not (data_dir / "bi" / "segments.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_refresh_is_marked_failed_by_the_next_so_it_holds_no_pool_slot(data_dir, monkeypatch):
+    """A SIGKILLed CLI refresh stayed STARTED, holding the 'duckdb' pool (limit 1) that queued runs wait for. The next
+    refresh marks it failed; runs of a live process or of another host are left alone."""
+    import os
+    import signal
+    import socket
+    import time
+    import uuid
+
+    from seg_assets.automation.instance import HOST_TAG, PID_TAG, write_dagster_yaml
+
+    home = data_dir / "dagster_home"
+    write_dagster_yaml(home)
+    instance = dg.DagsterInstance.from_config(str(home))
+    env = {**os.environ, "SEG_DATA_DIR": str(data_dir)}
+    env.pop("DAGSTER_HOME", None)
+    code = "import sys; from seg_assets.cli import main; sys.argv = ['seg-assets', *sys.argv[1:]]; main()"
+    child = subprocess.Popen([sys.executable, "-c", code, "refresh", "--no-summary"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline and not any(
+            instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START) for r in instance.get_runs()):
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    [killed] = instance.get_runs()
+    assert killed.status == dg.DagsterRunStatus.STARTED and killed.tags[PID_TAG] == str(child.pid)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    others = {}
+    for name, tags in {"live": {PID_TAG: str(live.pid), HOST_TAG: socket.gethostname()},
+                       "elsewhere": {PID_TAG: str(child.pid), HOST_TAG: "another-host"}}.items():
+        run_id = str(uuid.uuid4())
+        instance.add_run(dg.DagsterRun(job_name="refresh", run_id=run_id, status=dg.DagsterRunStatus.STARTED, tags=tags))
+        others[name] = run_id
+    try:
+        monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        result = runner.invoke(app, ["refresh", "--no-summary"])
+    finally:
+        live.kill()
+        live.wait()
+    assert result.exit_code == 0, result.output
+    assert f"warning run {killed.run_id} was left in progress by process {child.pid}, which ended" in result.output
+    assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert f"process {child.pid} on {socket.gethostname()} ended without finishing this run" in failure.message
+    assert {instance.get_run_by_id(r).status for r in others.values()} == {dg.DagsterRunStatus.STARTED}

@@ -11,6 +11,7 @@ import time
 
 import dagster as dg
 
+from seg_assets.automation.instance import fail_dead_runs
 from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files
 from seg_assets.automation.run_config import refresh_run_config
 from seg_assets.features.incremental import REBASE_TAG
@@ -94,6 +95,14 @@ def refresh_failure_log(context: dg.RunFailureSensorContext):
                       "Published BI tables were not touched.")
 
 
+@dg.sensor(name="dead_cli_runs", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Marks failed the `seg-assets refresh` runs whose process on this machine died (SIGKILL): "
+           "left STARTED, they would hold the 'duckdb' pool and every queued run behind it.")
+def dead_cli_runs(context: dg.SensorEvaluationContext):
+    dead = fail_dead_runs(context.instance)
+    return dg.SkipReason(f"marked failed: {', '.join(r.run_id for r in dead)}" if dead else "no run of a dead process")
+
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "segment_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30, description="Re-fits on drift / weekly / when missing; re-scores after a re-fit.",
@@ -101,4 +110,4 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 jobs = [refresh_job]
 schedules = [hourly_refresh, daily_rebase]
-sensors = [landing_sensor, refresh_failure_log, automation_sensor]
+sensors = [landing_sensor, refresh_failure_log, dead_cli_runs, automation_sensor]
