@@ -106,19 +106,27 @@ def refresh(
             return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from seg_assets.automation.instance import open_instance
+    from seg_assets import interrupts
+    from seg_assets.automation.instance import PID_TAG, fail_dead_runs, open_instance, process_tags
     from seg_assets.report import print_summary
 
     instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
+    for dead in fail_dead_runs(instance):
+        console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "
+                      "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
     try:
         from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
             progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
-            outcome = run_refresh(paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides,
-                                  instance=instance, tags={"seg-assets/launched_by": "cli"}, engine=engine)
+            outcome = interrupts.run_until_signal(lambda: run_refresh(
+                paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides, instance=instance,
+                tags={"seg-assets/launched_by": "cli", **process_tags()}, engine=engine))
     except InputError as exc:
         _input_error(exc)
+    if interrupts.STOP.is_set() and not outcome.success:
+        console.print(_interrupted_line(outcome, paths, instance), highlight=False, soft_wrap=True)
+        raise typer.Exit(interrupts.exit_code())
     for stage in outcome.stages:
         mark = "[green]ok[/green]" if stage.success else "[red]FAILED[/red]"
         console.print(f"{stage.group} {mark} ({stage.seconds:.1f}s)")
@@ -148,6 +156,20 @@ def _closing_line(outcome, paths) -> str:
     bi = (f"published segments (as of {state['as_of']}) were left as they were" if state
           else "published segments were left as they were" if published(paths) else "nothing has been published yet")
     return f"[red]Refresh failed[/red]: {causes or 'see the errors above'}. {bi[0].upper()}{bi[1:]}."
+
+
+def _interrupted_line(outcome, paths, instance) -> str:
+    """Ctrl-C or SIGTERM stopped the run: what was published, and what to do."""
+    from seg_assets.published_state import published, read_state
+
+    state = read_state(paths) if published(paths) else None
+    if outcome.published:
+        bi = f"this run had published its segments (as of {state['as_of']})" if state else "this run had published"
+    else:
+        bi = "nothing published by this run; " + (f"published segments (as of {state['as_of']}) were left as they were"
+                                                  if state else "nothing has been published yet")
+    return (f"[red]interrupted[/red]: {bi}; run seg-assets refresh again to finish (run {outcome.run_id}, marked failed, "
+            f"is in the Dagster instance at {instance.root_directory}).")
 
 
 def _input_error(exc: Exception) -> None:

@@ -19,12 +19,14 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
+from seg_assets import interrupts
 from seg_assets.automation.jobs import REFRESH_JOB
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs, stage_groups
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
-from seg_assets.resources import Warehouse
+from seg_assets.publish.assets import BI_SEGMENTS
+from seg_assets.resources import Warehouse, WarehouseLocked
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import table_exists
 
@@ -71,6 +73,7 @@ class RefreshOutcome:
     seconds: float = 0.0  # wall time of the run
     run_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    published: bool = False  # this run wrote a new BI publication
 
     @property
     def causes(self) -> list[Problem]:
@@ -147,23 +150,31 @@ def _logged_warnings(instance: dg.DagsterInstance, run_id: str, files: list[Prob
 def _files_not_taken(database: Path, run_id: str) -> list[Problem]:
     """Files this run rejected whole or could not read, and those it took in with rejected rows (a warning each),
     from the ingestion ledger."""
-    if not database.exists():
+    if not database.exists() or interrupts.STOP.is_set():  # stopped: the CLI says only that
         return []
+    try:
+        with Warehouse(database=str(database), other_process_wait_seconds=0).get_connection() as con:
+            return _ledger_problems(con, run_id)
+    except WarehouseLocked:  # the run failed on it, and says so
+        return []
+
+
+def _ledger_problems(con, run_id: str) -> list[Problem]:
+    """The ledger's lines for a person about the files of run ``run_id``."""
     statuses = list(FILE_FIXES)
-    with Warehouse(database=str(database)).get_connection() as con:
-        if not table_exists(con, C.LEDGER_TABLE):
-            return []
-        rows = con.sql(f"SELECT file_name, status, message FROM {C.LEDGER_TABLE} WHERE run_id = ? "
-                       f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY file_id",
-                       params=[run_id, *statuses]).fetchall()
-        rejected = con.sql(f"""
-            SELECT l.file_name, any_value(l.delivered), any_value(l.rejected),
-                   string_agg(r.rule || ' (' || r.n || ')', ', ' ORDER BY r.n DESC, r.rule), arg_min(r.example, r.first)
-            FROM {C.LEDGER_TABLE} l
-            JOIN (SELECT file_id, rule, count(*) AS n, arg_min(reason, row_number) AS example, min(row_number) AS first
-                  FROM {C.REJECTS_TABLE} GROUP BY ALL) r USING (file_id)
-            WHERE l.run_id = ? AND l.status = '{C.STATUS_INGESTED}' AND l.rejected > 0
-            GROUP BY l.file_id, l.file_name ORDER BY l.file_id""", params=[run_id]).fetchall()
+    if not table_exists(con, C.LEDGER_TABLE):
+        return []
+    rows = con.sql(f"SELECT file_name, status, message FROM {C.LEDGER_TABLE} WHERE run_id = ? "
+                   f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY file_id",
+                   params=[run_id, *statuses]).fetchall()
+    rejected = con.sql(f"""
+        SELECT l.file_name, any_value(l.delivered), any_value(l.rejected),
+               string_agg(r.rule || ' (' || r.n || ')', ', ' ORDER BY r.n DESC, r.rule), arg_min(r.example, r.first)
+        FROM {C.LEDGER_TABLE} l
+        JOIN (SELECT file_id, rule, count(*) AS n, arg_min(reason, row_number) AS example, min(row_number) AS first
+              FROM {C.REJECTS_TABLE} GROUP BY ALL) r USING (file_id)
+        WHERE l.run_id = ? AND l.status = '{C.STATUS_INGESTED}' AND l.rejected > 0
+        GROUP BY l.file_id, l.file_name ORDER BY l.file_id""", params=[run_id]).fetchall()
     out = []
     for name, status, message in rows:
         what = (message or status).removeprefix(f"{name}: ")
@@ -279,4 +290,6 @@ def run_refresh(
             on_stage(group, "done", outcome)
     files = _files_not_taken(paths.warehouse, result.run_id)
     problems = files + _logged_warnings(instance, result.run_id, files) + [problem for _, _, problem in failures]
-    return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems)
+    published = any(e.is_step_materialization and e.asset_key == BI_SEGMENTS for e in result.all_events)
+    return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems,
+                          published)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seg_assets.ingest import contract as C
-from seg_assets.resources import Warehouse
+from seg_assets.resources import Warehouse, WarehouseLocked
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import row_count, table_exists
 
@@ -115,43 +115,50 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
     if not paths.warehouse.exists():
         console.print("[yellow]No warehouse yet.[/yellow]")
         return
-    with Warehouse(database=str(paths.warehouse)).get_connection() as con:
-        if table_exists(con, "meta.ingest_ledger"):
-            rows = con.sql(
-                "SELECT source, table_name, count(*)::INT, sum(delivered)::BIGINT, sum(accepted)::BIGINT, "
-                "sum(duplicate)::BIGINT, sum(rejected)::BIGINT, sum(filtered)::BIGINT FROM meta.ingest_ledger "
-                "GROUP BY 1, 2 ORDER BY 1, 2"
-            ).fetchall()
-            console.print(_table("Ingested (all files so far)",
-                                 ["source", "table", "files", "delivered", "accepted", "duplicate", "rejected", "filtered"],
-                                 [tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows]))
-            reasons = con.sql("SELECT table_name, rule, count(*)::BIGINT, any_value(reason) FROM raw.rejects "
-                              "GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5").fetchall()
-            if reasons:
-                console.print(_table("Most common reject reasons (all rows in raw.rejects)",
-                                     ["table", "rule", "rows", "example"], [tuple(r) for r in reasons]))
-        raw_tables = [f"raw.{t}" for t in C.TABLES] + ["raw.rejects"]
-        counts = [(t, row_count(con, t)) for t in (*raw_tables, "features.user_features") if table_exists(con, t)]
-        console.print(_table("Tables", ["table", "rows"], counts))
-        if table_exists(con, "analytics.segment_profiles"):
-            rows = con.sql(
-                "SELECT segment_id, segment_name, users, share, revenue_share, description "
-                "FROM analytics.segment_profiles ORDER BY segment_id"
-            ).fetchall()
-            console.print(_table("Segments", ["id", "segment", "users", "share", "revenue share", "description"],
-                                 [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
-            for line in [model_line(con), *activation_lines(con)]:
-                if line:
-                    console.print(line, highlight=False)
-        if table_exists(con, "analytics.segment_profiles") and "reviews_note" in con.table("analytics.segment_profiles").columns:
-            rows = con.sql("SELECT segment_id, segment_name, reviews, reviews_note, basket_rules FROM analytics.segment_profiles "
-                           "WHERE reviews > 0 OR basket_rules <> '' ORDER BY segment_id").fetchall()
-            if rows:
-                console.print(_table("Reviews and basket rules by segment", ["id", "segment", "reviews", "description", "rule"],
-                                     [(sid, name, int(n or 0), note or "", (rules or "").split("; ")[0])
-                                      for sid, name, n, note, rules in rows]))
-        notes = not_computed(con)
-        if notes:
-            console.print("[yellow]Not computed[/yellow]")
-            for line in notes:
-                console.print(f"  [yellow]-[/yellow] {line}", highlight=False)
+    try:
+        with Warehouse(database=str(paths.warehouse), other_process_wait_seconds=0).get_connection() as con:
+            _print_tables(con, console)
+    except WarehouseLocked:  # the refresh failed on it, and said so
+        pass
+
+
+def _print_tables(con, console: Console) -> None:
+    if table_exists(con, "meta.ingest_ledger"):
+        rows = con.sql(
+            "SELECT source, table_name, count(*)::INT, sum(delivered)::BIGINT, sum(accepted)::BIGINT, "
+            "sum(duplicate)::BIGINT, sum(rejected)::BIGINT, sum(filtered)::BIGINT FROM meta.ingest_ledger "
+            "GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        console.print(_table("Ingested (all files so far)",
+                             ["source", "table", "files", "delivered", "accepted", "duplicate", "rejected", "filtered"],
+                             [tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows]))
+        reasons = con.sql("SELECT table_name, rule, count(*)::BIGINT, any_value(reason) FROM raw.rejects "
+                          "GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5").fetchall()
+        if reasons:
+            console.print(_table("Most common reject reasons (all rows in raw.rejects)",
+                                 ["table", "rule", "rows", "example"], [tuple(r) for r in reasons]))
+    raw_tables = [f"raw.{t}" for t in C.TABLES] + ["raw.rejects"]
+    counts = [(t, row_count(con, t)) for t in (*raw_tables, "features.user_features") if table_exists(con, t)]
+    console.print(_table("Tables", ["table", "rows"], counts))
+    if table_exists(con, "analytics.segment_profiles"):
+        rows = con.sql(
+            "SELECT segment_id, segment_name, users, share, revenue_share, description "
+            "FROM analytics.segment_profiles ORDER BY segment_id"
+        ).fetchall()
+        console.print(_table("Segments", ["id", "segment", "users", "share", "revenue share", "description"],
+                             [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
+        for line in [model_line(con), *activation_lines(con)]:
+            if line:
+                console.print(line, highlight=False)
+    if table_exists(con, "analytics.segment_profiles") and "reviews_note" in con.table("analytics.segment_profiles").columns:
+        rows = con.sql("SELECT segment_id, segment_name, reviews, reviews_note, basket_rules FROM analytics.segment_profiles "
+                       "WHERE reviews > 0 OR basket_rules <> '' ORDER BY segment_id").fetchall()
+        if rows:
+            console.print(_table("Reviews and basket rules by segment", ["id", "segment", "reviews", "description", "rule"],
+                                 [(sid, name, int(n or 0), note or "", (rules or "").split("; ")[0])
+                                  for sid, name, n, note, rules in rows]))
+    notes = not_computed(con)
+    if notes:
+        console.print("[yellow]Not computed[/yellow]")
+        for line in notes:
+            console.print(f"  [yellow]-[/yellow] {line}", highlight=False)

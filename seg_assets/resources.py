@@ -1,12 +1,14 @@
 """Resources, picked per environment in one place.
 
-Every asset talks to DuckDB through :class:`Warehouse` (Dagster's ``DuckDBResource``, which retries
-lock errors with backoff) and finds its folders and its notion of "now" through :class:`SegSettings`.
+Every asset talks to DuckDB through :class:`Warehouse` (Dagster's ``DuckDBResource``; a lock held by another
+process is waited for briefly, then told as one line) and finds its folders and its notion of "now" through :class:`SegSettings`.
 Tests, the CLI and ``dagster dev`` all build their resources with :func:`build_resources`.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from dagster_duckdb import DuckDBResource
 from filelock import FileLock
 from pydantic import Field
 
+from seg_assets import interrupts
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
 from seg_assets.warehouse import parse_utc, prepare_connection, resolve_as_of
@@ -33,14 +36,52 @@ class Warehouse(DuckDBResource):
     """
 
     lock_timeout_seconds: float = Field(default=3600.0, description="How long a writer waits for the warehouse.")
+    other_process_wait_seconds: float = Field(
+        default=20.0, ge=0,
+        description="How long to wait for a process outside the refresh that holds the warehouse open (a notebook, "
+        "a BI tool) before failing with what to do.")
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        interrupts.check()
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with warehouse_lock(self.database, self.lock_timeout_seconds):
-            with super().get_connection() as con:
-                prepare_connection(con)
-                yield con
+            con = self._connect()
+            try:
+                with interrupts.interruptible(con):
+                    prepare_connection(con)
+                    yield con
+            finally:
+                con.close()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """A write connection. Writers of this project queue on the file lock; DuckDB's own lock held past it is
+        another process (DuckDBResource retried it for 100 s, and each step's retries again: 7 minutes of silence):
+        waited for briefly, then :class:`WarehouseLocked`."""
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        deadline, delay = time.monotonic() + self.other_process_wait_seconds, 0.1
+        while True:
+            try:
+                return duckdb.connect(self.database, read_only=False, config=config)
+            except duckdb.IOException as exc:
+                if "Could not set lock" not in str(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise WarehouseLocked(self.database, exc) from None
+            time.sleep(delay)
+            interrupts.check()
+            delay = min(delay * 2, 2.0)
+
+
+class WarehouseLocked(dg.Failure):
+    """Another process holds the warehouse file open: one line saying what to do, never retried."""
+
+    def __init__(self, database: str, error: Exception) -> None:
+        holder = re.search(r"held in (.*?) \(PID (\d+)\)", str(error))
+        by = f" (PID {holder[2]}, {holder[1]})" if holder else ""
+        bi = Path(database).parent / "bi" / "segments.duckdb"
+        super().__init__(description=f"the warehouse {database} is locked by another process{by}: BI tools and notebooks "
+                         f"must open {bi} (read-only), never the warehouse; close it and run again", allow_retries=False)
 
 
 _LOCKS: dict[str, FileLock] = {}

@@ -109,3 +109,26 @@ def test_the_landing_sensor_does_not_redo_what_a_run_ingested(refreshed_instance
     tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=tick.cursor))
     [request] = tick.run_requests
     assert request.run_key.startswith(f"orders/late_{orders.name}:") and "|" not in request.run_key
+
+
+def test_the_dead_cli_runs_sensor_fails_runs_whose_process_is_gone():
+    """Under `make ui` the daemon frees the pool a killed `seg-assets refresh` held, without waiting for the next one."""
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    from seg_assets.automation.instance import HOST_TAG, PID_TAG
+    from seg_assets.definitions import defs
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    instance = dg.DagsterInstance.ephemeral()
+    run_id = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="refresh", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                                   tags={PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname()}))
+    sensor = defs.resolve_sensor_def("dead_cli_runs")
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    assert tick.skip_message == f"marked failed: {run_id}"
+    assert sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).skip_message == "no run of a dead process"

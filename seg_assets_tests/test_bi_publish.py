@@ -96,3 +96,36 @@ def test_a_publication_where_everything_changed_writes_a_new_file(tmp_path):
         assert publish_tables(con, bi, ["analytics.a"]).written == ("analytics.a",)
         assert (bi / "segments.duckdb").stat().st_size <= size
     assert sorted(p.name for p in bi.iterdir()) == ["analytics.a.parquet", "segments.duckdb"]
+
+
+def test_the_next_publication_removes_the_temp_files_of_a_killed_one(tmp_path):
+    """A publication SIGKILLed mid-write leaves full-size temp files (its own cleanup never ran); the next removes
+    them, and nothing else in bi/."""
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    con.sql("CREATE TABLE analytics.user_segments AS SELECT 'u' || i AS user_id, i % 3 AS segment_id FROM range(10) t(i)")
+    bi = tmp_path / "bi"
+    publish_tables(con, bi, ["analytics.user_segments"])
+    con.close()
+    killed = subprocess.run([sys.executable, "-c", (  # a publication killed between writing and renaming
+        "import os, signal, sys, duckdb\n"
+        "from pathlib import Path\n"
+        "from seg_assets.publish import bi\n"
+        "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.sql(\"INSERT INTO analytics.user_segments VALUES ('w', 2)\")\n"
+        "bi.publish_tables(con, Path(sys.argv[2]), ['analytics.user_segments'])\n"),
+        str(tmp_path / "warehouse.duckdb"), str(bi)], capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    left = sorted(p.name for p in bi.iterdir() if p.name.startswith("."))
+    assert any(n.startswith(".segments.duckdb.") and n.endswith(".tmp") for n in left), left
+    assert any(n.endswith(".parquet.tmp") for n in left), left
+    (bi / "notes.txt").write_text("a reader's own file")
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    con.sql("INSERT INTO analytics.user_segments SELECT 'v' || i, 1 FROM range(5) t(i)")
+    publish_tables(con, bi, ["analytics.user_segments"])
+    assert sorted(p.name for p in bi.iterdir()) == ["analytics.user_segments.parquet", "notes.txt", "segments.duckdb"]
+    published = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
+    count = "SELECT count(*) FROM analytics.user_segments"
+    assert published.sql(count).fetchall() == con.sql(count).fetchall()

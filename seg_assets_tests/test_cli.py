@@ -315,3 +315,127 @@ def test_the_summary_says_what_campaigns_measured_and_which_policy_serves():
     assert activation_lines(con) == [
         "Campaign lift: 2 campaign(s), 3 campaign x action x segment cells (1 without control users: no interval)",
         "Next best action: policy p1 in service; the latest candidate p2 was refused: worse beyond noise"]
+
+
+def test_a_process_holding_the_warehouse_open_fails_the_refresh_soon_in_one_line(tmp_path, monkeypatch):
+    """A notebook holding warehouse.duckdb (read-only) made a refresh wait 7 minutes in silence (DuckDB's backoff x
+    step retries), then print a traceback. Now: about 20 s, one line naming the holder and what to do, exit 1."""
+    import os
+    import time
+
+    import duckdb
+
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    landed = root / "landing" / "orders" / "a.csv"
+    landed.write_text("order_id,user_id,order_ts,amount,items,category,discount,status\n"
+                      "o1,u1,2026-03-01T10:00:00Z,10.00,1,books,,completed\n")
+    os.utime(landed, (time.time() - 60, time.time() - 60))  # settled
+    duckdb.connect(str(root / "warehouse.duckdb")).close()
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys\nc = duckdb.connect(sys.argv[1], read_only=True)\n"
+                               "print('open', flush=True)\nsys.stdin.read()", str(root / "warehouse.duckdb")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        monkeypatch.setenv("SEG_DATA_DIR", str(root))
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        start = time.monotonic()
+        result = runner.invoke(app, ["refresh", "--no-summary"])
+        took = time.monotonic() - start
+    finally:
+        holder.communicate("", timeout=30)
+    assert result.exit_code == 1, result.output
+    assert took < 60, took
+    assert "Traceback" not in result.output and "Stack Trace" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert line.startswith("error ingest_landing: the warehouse ") and f"is locked by another process (PID {holder.pid}," in line
+    assert line.endswith(f"must open {root / 'bi' / 'segments.duckdb'} (read-only), never the warehouse; close it and run again")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_the_refresh_and_publishes_nothing(data_dir, signum, code):
+    """The job's retry policy retried Dagster's interrupt: the run went on and ended 'Refresh done', exit 0. Now the
+    steps after the signal fail without a retry, the run is failed, and one line says nothing was published."""
+    import os
+    import time
+
+    from seg_assets.automation.instance import write_dagster_yaml
+
+    env = {**os.environ, "SEG_DATA_DIR": str(data_dir)}
+    env.pop("DAGSTER_HOME", None)
+    home = data_dir / "dagster_home"
+    write_dagster_yaml(home)
+    instance = dg.DagsterInstance.from_config(str(home))  # its storage is made here, not raced with the child's
+    code_ = "import sys; from seg_assets.cli import main; sys.argv = ['seg-assets', *sys.argv[1:]]; main()"
+    child = subprocess.Popen([sys.executable, "-c", code_, "refresh", "--no-summary"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    started = False
+    while not started and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        started = any(e.step_key == "features__user_features"
+                      for run in instance.get_runs()
+                      for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START))
+    assert started, "the refresh ended before its features step"
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == code, out + err
+    assert "Traceback" not in out + err and "Refresh done" not in out
+    [line] = [line for line in out.splitlines() if line.startswith("interrupted")]
+    assert line.startswith("interrupted: nothing published by this run; nothing has been published yet; run seg-assets "
+                           "refresh again to finish")
+    [run] = instance.get_runs()
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert not instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert not (data_dir / "bi" / "segments.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_refresh_is_marked_failed_by_the_next_so_it_holds_no_pool_slot(data_dir, monkeypatch):
+    """A SIGKILLed CLI refresh stayed STARTED, holding the 'duckdb' pool (limit 1) that queued runs wait for. The next
+    refresh marks it failed; runs of a live process or of another host are left alone."""
+    import os
+    import signal
+    import socket
+    import time
+    import uuid
+
+    from seg_assets.automation.instance import HOST_TAG, PID_TAG, write_dagster_yaml
+
+    home = data_dir / "dagster_home"
+    write_dagster_yaml(home)
+    instance = dg.DagsterInstance.from_config(str(home))
+    env = {**os.environ, "SEG_DATA_DIR": str(data_dir)}
+    env.pop("DAGSTER_HOME", None)
+    code = "import sys; from seg_assets.cli import main; sys.argv = ['seg-assets', *sys.argv[1:]]; main()"
+    child = subprocess.Popen([sys.executable, "-c", code, "refresh", "--no-summary"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline and not any(
+            instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START) for r in instance.get_runs()):
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    [killed] = instance.get_runs()
+    assert killed.status == dg.DagsterRunStatus.STARTED and killed.tags[PID_TAG] == str(child.pid)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    others = {}
+    for name, tags in {"live": {PID_TAG: str(live.pid), HOST_TAG: socket.gethostname()},
+                       "elsewhere": {PID_TAG: str(child.pid), HOST_TAG: "another-host"}}.items():
+        run_id = str(uuid.uuid4())
+        instance.add_run(dg.DagsterRun(job_name="refresh", run_id=run_id, status=dg.DagsterRunStatus.STARTED, tags=tags))
+        others[name] = run_id
+    try:
+        monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        result = runner.invoke(app, ["refresh", "--no-summary"])
+    finally:
+        live.kill()
+        live.wait()
+    assert result.exit_code == 0, result.output
+    assert f"warning run {killed.run_id} was left in progress by process {child.pid}, which ended" in result.output
+    assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert f"process {child.pid} on {socket.gethostname()} ended without finishing this run" in failure.message
+    assert {instance.get_run_by_id(r).status for r in others.values()} == {dg.DagsterRunStatus.STARTED}

@@ -435,3 +435,38 @@ def test_known_files_skipped_without_rehash_unless_asked(con, landing):
     assert [(f.file_name, f.status, f.accepted) for f in report.files] == [("orders/a.csv", "ingested", 1)]
     assert "ingested before with other content" in ledger(con)["orders/a.csv"]["message"]
     assert ids(con) == ["o1", "o2"]
+
+
+def test_an_unreadable_file_fails_alone_in_one_line_and_is_read_once_readable(tmp_path, landing):
+    """Permission denied on one file: a failed ledger row saying what to fix, the files after it ingested. The
+    ingestion runs in a child without root's read override (root reads a chmod 000 file)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    write(landing, "orders", "a.csv", order("o1"))
+    locked = write(landing, "orders", "b.csv", order("o2"))
+    write(landing, "orders", "c.csv", order("o3"))
+    locked.chmod(0)
+    caps = "-dac_override,-dac_read_search"
+    prefix = [] if os.geteuid() else [shutil.which("setpriv") or pytest.skip("root, and no setpriv to drop its read override"),
+                                      f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    database = tmp_path / "wh.duckdb"
+    code = ("import sys, duckdb; from seg_assets_tests.test_ingest_loader import run; from pathlib import Path\n"
+            "con = duckdb.connect(sys.argv[1]); run(con, Path(sys.argv[2])); con.close()")
+    child = subprocess.run([*prefix, sys.executable, "-c", code, str(database), str(landing)],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    import duckdb
+
+    with duckdb.connect(str(database)) as con:
+        led = ledger(con)
+        assert counts(led["orders/b.csv"]) == ("failed", 0, 0, 0, 0)
+        assert led["orders/b.csv"]["message"] == "orders/b.csv: cannot read orders/b.csv: permission denied; fix its permissions"
+        assert ids(con) == ["o1", "o3"]
+        locked.chmod(0o644)  # fixed: the next run reads it, and its row replaces the failed one
+        run(con, landing, "r2")
+        assert counts(ledger(con)["orders/b.csv"]) == ("ingested", 1, 1, 0, 0)
+        assert con.sql("SELECT count(*) FROM meta.ingest_ledger WHERE file_name = 'orders/b.csv'").fetchall() == [(1,)]
+        assert ids(con) == ["o1", "o2", "o3"]

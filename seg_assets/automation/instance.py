@@ -8,6 +8,7 @@ writers from several processes (a CLI run while ``dagster dev`` runs); the wareh
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,3 +57,44 @@ def open_instance(paths: DataPaths) -> dg.DagsterInstance:
     home = dagster_home(paths)
     write_dagster_yaml(home)
     return dg.DagsterInstance.from_config(str(home))
+
+
+# A run in progress holds the "duckdb" pool slot. One whose process was killed (SIGKILL, a closed laptop) stays
+# STARTED forever, and every queued run would wait for it: the runs of `seg-assets refresh` carry its pid and host.
+PID_TAG = "seg-assets/pid"
+HOST_TAG = "seg-assets/host"
+
+
+def process_tags() -> dict[str, str]:
+    """Tags that let a later process tell whether this one still runs the run."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def fail_dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Mark failed the runs left in progress by a process of this machine that no longer exists; those marked.
+
+    Only runs with our pid and host tags are judged: a run of a live process (a reused pid counts as live), of
+    another host or without the tags (the daemon's own run workers, which its run monitoring watches) is left alone.
+    """
+    import dagster as dg
+
+    host, out = socket.gethostname(), []
+    active = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=active, tags={HOST_TAG: host})):
+        pid = run.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            instance.report_run_failed(run, message=f"process {pid} on {host} ended without finishing this run (killed?); "
+                                       "marked failed so that queued runs get the 'duckdb' pool. Steps it completed are "
+                                       "kept; BI tables are replaced only by a finished publication.")
+            out.append(run)
+    return out

@@ -11,6 +11,7 @@ import time
 
 import dagster as dg
 
+from seg_assets.automation.instance import fail_dead_runs
 from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files
 from seg_assets.automation.run_config import refresh_run_config
 from seg_assets.features.incremental import REBASE_TAG
@@ -27,8 +28,9 @@ refresh_job = dg.define_asset_job(
     REFRESH_JOB,
     selection=dg.AssetSelection.all(),
     config=refresh_run_config(),
-    # Transient failures (a file still syncing, a lock held past DuckDBResource's own retries) get two
-    # more tries with exponential backoff; each step is idempotent, so a retry is always safe.
+    # Transient failures (a file still syncing, a database hiccup) get two more tries with exponential backoff; each
+    # step is idempotent, so a retry is always safe. A warehouse held by another process is not retried
+    # (resources.py: WarehouseLocked says what to do).
     op_retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
     description="Ingest new landing files, validate, rebuild features, re-fit when needed, re-score, record history, publish for BI.",
 )
@@ -93,6 +95,14 @@ def refresh_failure_log(context: dg.RunFailureSensorContext):
                       "Published BI tables were not touched.")
 
 
+@dg.sensor(name="dead_cli_runs", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Marks failed the `seg-assets refresh` runs whose process on this machine died (SIGKILL): "
+           "left STARTED, they would hold the 'duckdb' pool and every queued run behind it.")
+def dead_cli_runs(context: dg.SensorEvaluationContext):
+    dead = fail_dead_runs(context.instance)
+    return dg.SkipReason(f"marked failed: {', '.join(r.run_id for r in dead)}" if dead else "no run of a dead process")
+
+
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "segment_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30, description="Re-fits on drift / weekly / when missing; re-scores after a re-fit.",
@@ -100,4 +110,4 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 jobs = [refresh_job]
 schedules = [hourly_refresh, daily_rebase]
-sensors = [landing_sensor, refresh_failure_log, automation_sensor]
+sensors = [landing_sensor, refresh_failure_log, dead_cli_runs, automation_sensor]

@@ -69,14 +69,18 @@ def redact(text: str | None) -> str | None:
     return None if text is None else _EMAIL.sub("<redacted e-mail>", text)
 
 
+UNREAD = ""  # content_sha256 of a file that could not be read: its content is unknown
+
+
 def write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
     """The file's ledger row, replacing an earlier attempt at the same file that is read again (`failed`, or
     `rejected_file` under another mapping, whose rejects go with it); inside a transaction."""
     if out.note:
         out.message, out.note = "; ".join(filter(None, [out.note, out.message])), None
-    earlier = (f"SELECT file_id FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND content_sha256 = ? "
-               f"AND file_id <> ? AND status IN ('{C.STATUS_FAILED}', '{C.STATUS_REJECTED_FILE}')")
-    params = [out.source, out.file_name, out.content_sha256, out.file_id]
+    earlier = (f"SELECT file_id FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND file_id <> ? "
+               f"AND ((content_sha256 = ? AND status IN ('{C.STATUS_FAILED}', '{C.STATUS_REJECTED_FILE}')) "
+               f"OR (content_sha256 = '{UNREAD}' AND status = '{C.STATUS_FAILED}'))")
+    params = [out.source, out.file_name, out.file_id, out.content_sha256]
     con.execute(f"DELETE FROM {C.REJECTS_TABLE} WHERE file_id IN ({earlier})", params)
     con.execute(f"DELETE FROM {C.LEDGER_TABLE} WHERE file_id IN ({earlier})", params)
     row = {"file_id": out.file_id, "source": out.source, "table_name": out.table_name, "file_name": out.file_name,
@@ -130,6 +134,19 @@ def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
     rel = out.file_name
     failed.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
     return failed
+
+
+def unreadable_outcome(source, rel: str, fmt: str, path, exc: OSError) -> FileOutcome:
+    """A file that cannot even be opened or hashed (permissions, gone): failed, with one line saying what to fix."""
+    try:
+        size = path.stat().st_size  # the size the CLI's "segments are current" check compares
+    except OSError:
+        size = 0
+    why = (exc.strerror or type(exc).__name__).lower()
+    fix = "fix its permissions" if isinstance(exc, PermissionError) else "fix the file or remove it"
+    out = FileOutcome(source.name, source.table, rel, fmt, UNREAD, size, C.STATUS_FAILED, source_key=source.key)
+    out.message = redact(f"{rel}: cannot read {rel}: {why}; {fix}")
+    return out
 
 
 def reject_as(con, out: FileOutcome, first: FileOutcome, run_id: str, now: datetime) -> None:

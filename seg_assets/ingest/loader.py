@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from seg_assets import interrupts
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import (
     FileOutcome,
@@ -27,6 +28,7 @@ from seg_assets.ingest.ledger import (
     reject_as,
     rollback,
     taken_rows,
+    unreadable_outcome,
     write_ledger,
 )
 from seg_assets.ingest.mapping import Mapped, map_columns
@@ -254,6 +256,11 @@ def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: s
     _commit(con, out, source.spec, run_id, bounds.now, insert_rows=insert_rows)
 
 
+def _next_file_id(con, last: int) -> int:
+    """A ledger id after ``last`` (ids given out in this run) and after every ledger row."""
+    return max(last + 1, con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0])
+
+
 def ingest_landing(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
@@ -298,11 +305,19 @@ def ingest_landing(
     copies: list[tuple[FileOutcome, FileOutcome]] = []
     next_id = 0
     for source, path, fmt in files:
+        interrupts.check()  # Ctrl-C / SIGTERM: stop between files
         rel = path.relative_to(landing_dir).as_posix()
-        if not rehash_known and path.stat().st_size in {size for _, size in seen.get((source.name, rel), ())}:
-            report.skipped.append(rel)
+        try:
+            if not rehash_known and path.stat().st_size in {size for _, size in seen.get((source.name, rel), ())}:
+                report.skipped.append(rel)
+                continue
+            sha, size = file_sha256(path)
+        except OSError as exc:  # unreadable (permissions, gone): this file fails, the others go on
+            out = unreadable_outcome(source, rel, fmt, path, exc)
+            out.file_id = next_id = _next_file_id(con, next_id)
+            report.files.append(out)
+            ledger_only(con, out, run_id, now)
             continue
-        sha, size = file_sha256(path)
         known = con.sql(
             f"""SELECT file_id, file_name, delivered, status FROM ({taken})
             WHERE source = ? AND content_sha256 = ? ORDER BY (file_name = ?) DESC, file_id""",
@@ -315,8 +330,7 @@ def ingest_landing(
         # taken in: counted as duplicates of them, they were lost once the first was read again under a fixed mapping)
         known = [k for k in known if k[3] == C.STATUS_INGESTED]
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
-        out.file_id = max(next_id, con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0])
-        next_id = out.file_id + 1
+        out.file_id = next_id = _next_file_id(con, next_id)
         if (source.name, rel) in seen:
             out.note = f"{rel} was ingested before with other content (landed files must not change)"
         report.files.append(out)
@@ -336,6 +350,7 @@ def ingest_landing(
             else:
                 _ingest_file(con, source, path, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
+            interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
             out.__dict__.update(failed_outcome(out, exc).__dict__)
             ledger_only(con, out, run_id, now)
         finally:

@@ -12,12 +12,16 @@ with the time the content was last written. When some tables are unchanged, the 
 from a file copy of the current BI file, replaces only the tables whose fingerprint moved, and leaves the
 others' Parquet files alone: a refresh that re-scores users does not rewrite 10M unchanged recommendation
 rows twice (3 s at 1M users). When every table changed, it writes a new file.
+
+A publication killed before its own cleanup (SIGKILL, power loss) leaves its temporary files; the next one
+removes them (:func:`remove_leftovers`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -26,8 +30,14 @@ from pathlib import Path
 
 import duckdb
 
+from seg_assets import interrupts
+
 BI_FILE = "segments.duckdb"
 MANIFEST = "meta.bi_tables"  # in the BI file: table_name, rows, fingerprint, written_at (of the content)
+TOKEN_HEX = 12
+# What a publication writes before renaming into place: .segments.duckdb.<token>.tmp (and DuckDB's .wal beside it),
+# .<schema.table>.<token>.parquet.tmp
+TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{{TOKEN_HEX}}}(\.parquet)?\.tmp(\.wal)?$")
 
 
 @dataclass(frozen=True)
@@ -70,11 +80,27 @@ def _current(con, current: Path, alias: str) -> tuple[dict[str, tuple[int, str, 
     return {name: (rows, fp, at) for name, rows, fp, at in found}, free <= used
 
 
+def remove_leftovers(bi_dir: Path) -> list[str]:
+    """Remove the temporary files of earlier publications that were killed before their own cleanup; their names.
+
+    Only temporary names are touched, never the live files. Safe because publications never overlap: the one caller
+    (publish/assets.py: bi_segments) publishes while holding the warehouse's write connection, i.e. its file lock
+    (resources.py: warehouse_lock) and DuckDB's one-writer lock, so no other publication is writing now.
+    """
+    removed = []
+    for path in bi_dir.iterdir() if bi_dir.is_dir() else ():
+        if TEMP_NAME.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return sorted(removed)
+
+
 def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
     """Copy ``tables`` (``schema.name``) from the warehouse into a fresh BI file and Parquet files; tables whose
     content did not change since the last publication are carried over, not written again."""
     bi_dir.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
+    remove_leftovers(bi_dir)
+    token = uuid.uuid4().hex[:TOKEN_HEX]
     tmp_db = bi_dir / f".{BI_FILE}.{token}.tmp"
     target_db = bi_dir / BI_FILE
     alias = f"bi_{token}"
@@ -115,6 +141,7 @@ def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
         finally:
             con.sql(f"DETACH DATABASE IF EXISTS {alias}")
             con.sql("RESET preserve_insertion_order")
+        interrupts.check()  # Ctrl-C / SIGTERM before the swap: nothing of this publication is seen
         # Everything is written: now swap each file into place, the BI file (which holds the manifest) last.
         for table, tmp in staged.items():
             os.replace(tmp, bi_dir / f"{table}.parquet")
