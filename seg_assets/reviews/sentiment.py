@@ -54,7 +54,7 @@ LABELS = ("positive", "neutral", "negative")
 LEXICON_SUFFIX = ".txt"
 SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
-# imports the package, Dagster included: seconds; one core scores about 14,000 texts a second)
+# imports the package, Dagster included: seconds; one core scores about 10,000 short texts a second)
 _CODE_VERSION = "4"  # bump when the rules above change: every review is scored again
 # clauses end after . ! ? , ; : and before a "but" that turns the text ("but also" adds, "anything but" negates)
 _CLAUSE_END = re.compile(r"(?<=[.!?,;:])\s+|(?<!\banything)\s+(?=but\b(?!\s+also\b))", re.IGNORECASE)
@@ -233,7 +233,7 @@ def _score_chunk(keys: list[tuple[str | None, int | None]], lexicon_dir: Path | 
 def _score_keys(keys: list[tuple[str | None, int | None]], scorer: Scorer, workers: int) -> list[tuple]:
     """``score_text`` of each (text, rating); in ``workers`` processes when there are at least ``PARALLEL_FROM``.
 
-    VADER and the language identifier are pure Python: one core scores about 14,000 texts a second. A worker
+    VADER and the language identifier are pure Python: one core scores about 10,000 short texts a second. A worker
     takes seconds to start (it imports this package, Dagster included), so smaller batches stay in this process."""
     if workers <= 1 or len(keys) < PARALLEL_FROM:
         return [score_text(text, rating, scorer) for text, rating in keys]
