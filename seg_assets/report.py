@@ -73,6 +73,7 @@ def model_line(con) -> str | None:
     version, k, as_of = serving[0]
     line = f"Segment model {version} in service ({k} segments, fitted on data as of {as_of:%Y-%m-%d})"
     fit, promoted, reason = latest[0]
+    reason = "; ".join(dict.fromkeys((reason or "").split("; ")))  # "no model in service" is both why and verdict
     if fit != version and not promoted:
         line += f"; the latest re-fit {fit} was refused: {reason}"
     elif fit == version and reason:
