@@ -94,7 +94,8 @@ def dev(tmp_path):
 def test_landing_files_drift_and_graphql_under_dagster_dev(dev, tmp_path):
     states = dev.graphql(STATES_QUERY)["repositoriesOrError"]["nodes"][0]
     assert {s["name"]: s["sensorState"]["status"] for s in states["sensors"]} == {
-        "landing_sensor": "RUNNING", "refresh_failure_log": "RUNNING", "segment_automation": "RUNNING"}
+        "landing_sensor": "RUNNING", "refresh_failure_log": "RUNNING", "segment_automation": "RUNNING",
+        "dead_cli_runs": "RUNNING"}
     schedules = {s["name"]: s["scheduleState"]["status"] for s in states["schedules"]}
     assert schedules == {"hourly_refresh": "RUNNING", "daily_rebase": "RUNNING"}
 
