@@ -47,6 +47,9 @@ def generate(
         raise typer.BadParameter("--format must be csv or parquet")
     if event_vocabulary not in ("rich", "contract"):
         raise typer.BadParameter("--event-vocabulary must be rich or contract")
+    if fault_rate > 0 and (lines or reviews):  # generate.py: an order rejected at order grain would come back from its lines
+        console.print("[yellow]With --fault-rate, no order lines and no reviews are written (a faulty order rejected at "
+                      "order grain would come back from its lines); generate them in a clean delivery.[/yellow]")
     with console.status(f"Generating {users:,} users x {days} days ..."):
         summary = run_generate(
             directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,

@@ -439,3 +439,9 @@ def test_a_killed_refresh_is_marked_failed_by_the_next_so_it_holds_no_pool_slot(
     [failure] = instance.all_logs(killed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert f"process {child.pid} on {socket.gethostname()} ended without finishing this run" in failure.message
     assert {instance.get_run_by_id(r).status for r in others.values()} == {dg.DagsterRunStatus.STARTED}
+
+
+def test_generate_with_faults_says_it_writes_no_lines_or_reviews(tmp_path):
+    result = runner.invoke(app, ["generate", str(tmp_path / "d"), "--users", "200", "--days", "20", "--fault-rate", "0.02"])
+    assert result.exit_code == 0 and "no order lines and no reviews are written" in result.output
+    assert not (tmp_path / "d" / "landing" / "order_items").exists()
