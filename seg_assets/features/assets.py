@@ -116,27 +116,41 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
 def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     """Every user's features on Spark (spark/features.py: the same polars function per batch of users), written as
     Parquet and read by DuckDB through the view features.user_features: the steps downstream do not change."""
+    from seg_assets.ingest.sources import sql_string
     from seg_assets.spark.features import build_user_features as build_on_spark
     from seg_assets.spark.tables import duckdb_view
 
+    params = {"top_categories": config.top_categories, "engine": "spark"}
+    folder = settings.paths.spark_table(TABLE)
+    changed, categories = None, None
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
+        # the DuckDB engine's plan, on the raw Parquet views: the SQL models are rebuilt in full on Spark in this run,
+        # so only the raw inputs (built=()) say which users changed
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=SOURCES, code_version=_code_version(),
+                              as_of=as_of, rebase=inc.rebase_requested(context.run.tags), params=params, built=())
+        if plan.incremental:
+            categories = inc.read_state(con, TABLE).params["categories"]
+            changed = folder.parent / "user_features_changed.parquet"
+            con.sql(f"COPY (SELECT user_id FROM temp.{inc.CHANGED}) TO {sql_string(str(changed))} (FORMAT parquet)")
     models = {m.table: m for m in discover_models()}
-    users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories)
-    folder = settings.paths.spark_table(TABLE)
+    users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories,
+                                       changed=changed, categories=categories)
+    if changed is not None:
+        changed.unlink()
     with duckdb.get_connection() as con, transaction(con):
         duckdb_view(con, TABLE, folder)
-        inc.forget_state(con, TABLE)  # a later DuckDB build starts from a full one
+        inc.write_state(con, TABLE, _code_version(), as_of, plan, params={**params, "categories": categories})
         summary = con.sql(f"SELECT count(*) FILTER (WHERE frequency > 0), coalesce(sum(monetary), 0), "
                           f"coalesce(median(recency_days), 0) FROM {TABLE}").fetchall()[0]
         preview = con.sql(f"SELECT * FROM {TABLE} ORDER BY user_id LIMIT 5").df()
-    context.log.info(f"user_features: full build on Spark, {users} users as of {as_of} -> {folder}")
+    context.log.info(f"user_features: {plan.mode} on Spark ({plan.reason}), {users} users as of {as_of} -> {folder}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(users),
-            "build": "full on Spark",
+            "build": f"{plan.mode} on Spark: {plan.reason}",
             "engine": "spark",
-            "users_recomputed": dg.MetadataValue.int(users),
+            "users_recomputed": dg.MetadataValue.int(users if not plan.incremental else int(plan.changed or 0)),
             "dagster/table_name": TABLE,
             "parquet": dg.MetadataValue.path(str(folder)),
             "recomputed_buyers": dg.MetadataValue.int(int(summary[0])),

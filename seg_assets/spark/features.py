@@ -1,7 +1,9 @@
 """The feature stage on Spark: the SQL models (transpiled, spark/sql.py) and ``features.user_features``.
 
-Every run rebuilds the feature tables in full on Spark (the DuckDB engine updates only the changed users;
-docs/spark.md says how the incremental builds carry over to a cluster). ``user_features`` calls the SAME
+Every run rebuilds the SQL models in full on Spark. ``user_features`` follows the DuckDB engine's incremental plan
+(``features/incremental.py: plan_build``, decided in DuckDB on the raw Parquet views): the changed users' rows are
+recomputed on Spark, every other user keeps their row and its as-of, so both engines publish the same rows after any
+refresh, not only after a full one. ``user_features`` calls the SAME
 polars function as the DuckDB path (``build_user_features``) on each Arrow batch of users (``mapInArrow``):
 the per-user inputs are joined on Spark into one row per user, split back into the function's four frames in
 the batch, with the top categories (a global choice) computed once and passed in. One function per rule, both
@@ -11,6 +13,7 @@ engines call it: that is why the features are identical.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 
@@ -71,14 +74,19 @@ def top_categories_of(spark, activity_view: str, top_n: int) -> list[str]:
     return uf.top_category_list(frame, top_n) if frame is not None and frame.height else []
 
 
-def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, top_categories: int) -> tuple[int, list[str]]:
-    """``features.user_features`` on Spark into its Parquet folder, hash-partitioned by user; (users, categories)."""
+def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, top_categories: int,
+                        changed: Path | None = None, categories: list[str] | None = None) -> tuple[int, list[str]]:
+    """``features.user_features`` on Spark into its Parquet folder, hash-partitioned by user; (users, categories).
+
+    ``changed``: a Parquet file of the user ids to recompute (an incremental build); the others keep their rows of
+    the current folder, and ``categories`` (the share columns) are the last build's."""
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     tables = SparkTables(spark, paths, models, as_of)
     views = {name: tables.ensure(table) for name, (table, _) in INPUTS.items()}
     activity = tables.ensure(ACTIVITY)
-    categories = top_categories_of(spark, activity, top_categories)
+    if categories is None:
+        categories = top_categories_of(spark, activity, top_categories)
     empty = uf.build_user_features(None, None, None, None, as_of=as_of, top_categories=top_categories, categories=categories)
     schema = from_arrow_schema(empty.to_arrow().schema, prefer_timestamp_ntz=True)
     arrow_schema = to_arrow_schema(schema)
@@ -91,7 +99,13 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
             out = features_of_batch(wide, as_of, top_categories, categories)
             yield from out.to_arrow().cast(arrow_schema).to_batches()
 
-    frame = spark.sql(_wide_sql(views, activity)).mapInArrow(per_batch, schema)
+    wide = spark.sql(_wide_sql(views, activity))
     target = paths.spark_table(USER_FEATURES)
-    write_table(frame, target, by="user_id")
+    if changed is not None:
+        keys = spark.read.parquet(str(changed))
+        kept = spark.read.schema(schema).parquet(str(target)).join(keys, "user_id", "left_anti")
+        frame = kept.unionByName(wide.join(keys, "user_id", "left_semi").mapInArrow(per_batch, schema))
+    else:
+        frame = wide.mapInArrow(per_batch, schema)
+    write_table(frame, target, by="user_id")  # beside the current folder, then swapped in: kept rows read it first
     return parquet_rows(target), categories
