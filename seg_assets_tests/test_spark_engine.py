@@ -46,6 +46,16 @@ def _read(root, sql):
         return con.sql(sql).pl()
 
 
+def _assert_same_values(duck, spark):
+    """Every value equal; floats within 1e-9 relative (they are in fact bit-equal)."""
+    for column in duck.columns:
+        for a, b in zip(duck[column].to_list(), spark[column].to_list(), strict=True):
+            if isinstance(a, float) and isinstance(b, float):
+                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or a == b, (column, a, b)
+            else:
+                assert a == b, (column, a, b)
+
+
 def test_spark_refresh_exits_0_and_publishes(two_engines):
     for engine, (root, result) in two_engines.items():
         assert result.exit_code == 0, f"{engine}: {result.output}"
@@ -63,12 +73,7 @@ def test_every_feature_of_every_user_is_equal(two_engines):
     assert duck["user_id"].to_list() == spark["user_id"].to_list()
     assert duck["reviews"].sum() > 0 and spark["reviews"].sum() == duck["reviews"].sum()  # reviews reach both
     assert (spark["frequency"] > 0).sum() > 500 and (spark["sessions"] > 0).sum() > 500
-    for column in duck.columns:
-        for a, b in zip(duck[column].to_list(), spark[column].to_list(), strict=True):
-            if isinstance(a, float) and isinstance(b, float):
-                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or a == b, (column, a, b)
-            else:
-                assert a == b, (column, a, b)
+    _assert_same_values(duck, spark)
 
 
 def test_the_sql_models_and_the_row_accounting_are_equal(two_engines):
@@ -120,12 +125,7 @@ def test_after_an_incremental_delivery_both_engines_publish_the_same_rows(two_en
     duck, spark = (_read(two_engines[e][0], features) for e in ("duckdb", "spark"))
     assert duck.columns == spark.columns and duck["user_id"].to_list() == spark["user_id"].to_list()
     assert duck["as_of"].n_unique() == 2  # kept users at the first as-of, recomputed ones at the second
-    for column in duck.columns:
-        for a, b in zip(duck[column].to_list(), spark[column].to_list(), strict=True):
-            if isinstance(a, float) and isinstance(b, float):
-                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0) or a == b, (column, a, b)
-            else:
-                assert a == b, (column, a, b)
+    _assert_same_values(duck, spark)
     segments = "SELECT user_id, segment_id, as_of FROM analytics.user_segments ORDER BY user_id"
     duck, spark = (_read(two_engines[e][0], segments) for e in ("duckdb", "spark"))
     assert duck.height > 1_900 and duck.equals(spark)
