@@ -79,7 +79,9 @@ class WarehouseLocked(dg.Failure):
     def __init__(self, database: str, error: Exception) -> None:
         holder = re.search(r"held in (.*?) \(PID (\d+)\)", str(error))
         by = f" (PID {holder[2]}, {holder[1]})" if holder else ""
-        bi = Path(database).parent / "bi" / "segments.duckdb"
+        from seg_assets.publish.bi import BI_FILE
+
+        bi = data_paths(Path(database).parent).bi / BI_FILE  # the warehouse's own data root
         super().__init__(description=f"the warehouse {database} is locked by another process{by}: BI tools and notebooks "
                          f"must open {bi} (read-only), never the warehouse; close it and run again", allow_retries=False)
 
