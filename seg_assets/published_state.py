@@ -41,6 +41,15 @@ def ledger_files(con) -> list[list]:
     return [[name, int(size), bool(failed)] for name, size, failed in rows]
 
 
+def _changed_at(landing: Path, name: str) -> int | None:
+    """The file's ctime (ns): it moves when its permissions, owner or content change, which its size may not show (a
+    file that failed as unreadable is fixed with chmod)."""
+    try:
+        return (landing / name).stat().st_ctime_ns
+    except OSError:
+        return None
+
+
 @functools.cache
 def code_fingerprint() -> str:
     """sha256 over the package's .py files, the SQL models and its lexicons, by relative path and content.
@@ -81,6 +90,7 @@ def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, 
     target = state_path(paths)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
+    files = [[*f, _changed_at(paths.landing, f[0])] if f[2] else f for f in files]  # a failed file: when it last changed
     tmp.write_text(json.dumps({"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
                                "lexicons": lexicon_fingerprint(paths), "config": config_fingerprint(paths.root),
                                "published_at": datetime.now(UTC).isoformat()}))
@@ -110,7 +120,7 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
         return None
     if state.get("lexicons") != lexicon_fingerprint(paths) or state.get("config") != config_fingerprint(paths.root):
         return None
-    known = {(name, size): failed for name, size, *failed in state["files"]}
+    known = {(name, size): failed for name, size, *failed in state["files"]}  # failed: [] or [True, ctime] or [False]
     try:
         sources = load_sources(paths.root)
     except SourceConfigError:
@@ -118,7 +128,10 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
     landing = [(f.path, f.size) for f in scan_landing(paths.landing, sources)]
     if any(f not in known for f in landing):
         return None
-    failed = sorted(name for (name, size), flag in known.items() if flag == [True] and (name, size) in set(landing))
+    failed = sorted(name for (name, size), flag in known.items() if flag[:1] == [True] and (name, size) in set(landing))
+    if any(known[(name, size)][1:] != [_changed_at(paths.landing, name)] for name, size in landing if name in failed):
+        return None  # a failed file was touched since (its permissions fixed, rewritten at the same size): read it again
     waiting = (f"; {len(failed)} failed file(s) ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}) are read again "
-               "when they, the configuration or the code change, or with --rebase (see meta.ingest_ledger)") if failed else ""
+               "when they change (their permissions too), the configuration or the code changes, or with --rebase "
+               "(see meta.ingest_ledger)") if failed else ""
     return f"nothing new in {paths.landing} since the last refresh ({len(landing)} files, as of {state['as_of']}){waiting}"

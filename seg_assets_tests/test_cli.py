@@ -1,8 +1,10 @@
 """The `seg-assets` command line, in-process through typer's runner, on real files."""
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 
 import dagster as dg
 import pytest
@@ -97,6 +99,12 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
     assert published_state.nothing_new(paths, settings) is None
     published_state.write_published_state(paths, [["orders/a.csv", 2, True]], "2026-10-31", settings)
     assert "1 failed file(s) (orders/a.csv) are read again" in published_state.nothing_new(paths, settings)
+    # fixed without a change of size (chmod of an unreadable file, a rewrite at the same size): read again
+    time.sleep(0.05)  # past the file system's timestamp tick
+    os.chmod(paths.landing / "orders" / "a.csv", 0o600)
+    assert published_state.nothing_new(paths, settings) is None
+    published_state.write_published_state(paths, [["orders/a.csv", 2, True]], "2026-10-31", settings)
+    assert published_state.nothing_new(paths, settings)
     (paths.landing / "orders" / "a.csv").write_text("x,y\n")
     assert published_state.nothing_new(paths, settings) is None
     monkeypatch.setattr(published_state, "code_fingerprint", lambda: "other code")
