@@ -1,9 +1,10 @@
 """Demo and test data: landing files with planted shopper types, optional faults, and ground truth.
 
 Segmentation is only testable if there is something real to find, so every user is drawn from one of
-six shopper types (``SHOPPER_TYPES``) whose behaviour differs clearly in the features of
-``features/dictionary.py``; the type of each user is written to ``truth/`` (never read by the
-pipeline) so tests and benchmarks can score the segments. Everything is vectorized numpy/polars
+six shopper types (``SHOPPER_TYPES``, shoppers.py: their behaviour and the draws of their orders and
+click sessions) whose behaviour differs clearly in the features of ``features/dictionary.py``; the type
+of each user is written to ``truth/`` (never read by the pipeline) so tests and benchmarks can score the
+segments. Everything is vectorized numpy/polars
 (no Python loop over rows or users) and deterministic: the same arguments give byte-identical files.
 
 Click events use an open vocabulary (``event_vocabulary="rich"``, the default): the names real shops'
@@ -23,7 +24,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -33,44 +34,30 @@ import polars as pl
 from seg_assets.demo import faults as F
 from seg_assets.demo import lines as L
 from seg_assets.demo import reviews as R
-from seg_assets.demo.event_names import CONTRACT_EVENT_TYPES, EVENT_NAMES, name_events
+from seg_assets.demo.event_names import CONTRACT_EVENT_TYPES, EVENT_NAMES
 from seg_assets.demo.faults import DAY, PERIOD_DAYS, day_str, file_of, id_num, label, period_names, to_datetime
+from seg_assets.demo.shoppers import (
+    BROWSE_30D,
+    CATEGORIES,
+    CHANNELS,
+    COUNTRIES,
+    LAPSED,
+    NEW,
+    ORDERS_30D,
+    SHOPPER_TYPES,
+    Users,
+    draw_clicks,
+    draw_orders,
+    draw_users,
+    epoch,
+    place,
+)
 from seg_assets.settings import DataPaths
 
 Format = Literal["csv", "parquet"]
 Vocabulary = Literal["rich", "contract"]
 DEFAULT_END = datetime(2026, 10, 31, 23, 59, 59)  # naive UTC; deterministic, never the wall clock
 
-SHOPPER_TYPES = ("loyal_high_value", "bargain_hunter", "window_shopper", "occasional", "lapsed", "new_customer")
-LOYAL, BARGAIN, WINDOW, OCCASIONAL, LAPSED, NEW = range(6)
-TYPE_SHARES = np.array([0.12, 0.18, 0.18, 0.27, 0.15, 0.10])
-CATEGORIES = ("electronics", "fashion", "home", "beauty", "sports", "books", "toys", "grocery")
-COUNTRIES = ("DE", "FR", "GB", "NL", "ES", "IT", "US", "PL", "SE", "AT")
-COUNTRY_P = np.array([0.22, 0.16, 0.14, 0.09, 0.09, 0.09, 0.08, 0.05, 0.04, 0.04])
-CHANNELS = ("organic", "paid_search", "social", "email", "referral", "affiliate")
-CHANNEL_P = np.array([0.35, 0.25, 0.15, 0.10, 0.10, 0.05])
-
-# Behaviour per shopper type; rows follow SHOPPER_TYPES.
-ORDERS_30D = np.array([1.2, 0.75, 0.04, 0.2, 0.9, 1.0])  # orders per active 30 days (new: followups only)
-BROWSE_30D = np.array([0.4, 0.5, 1.4, 0.35, 0.8, 2.0])  # sessions without an order per 30 days
-BROWSE_EVENTS = np.array([3.0, 4.0, 5.0, 2.0, 3.0, 3.0])  # extra events per browse session (Poisson)
-EVENT_MIX = np.array([  # view, search, add_to_cart, checkout in sessions without an order
-    [0.72, 0.12, 0.14, 0.02], [0.45, 0.40, 0.13, 0.02], [0.64, 0.10, 0.22, 0.04],
-    [0.76, 0.15, 0.08, 0.01], [0.70, 0.15, 0.13, 0.02], [0.65, 0.20, 0.13, 0.02]])
-LIST_PRICE = np.array([120.0, 38.0, 60.0, 65.0, 60.0, 55.0])  # median list price of an order
-ITEMS_EXTRA = np.array([1.2, 1.8, 0.5, 0.6, 0.8, 0.6])  # items = 1 + Poisson(this)
-DISCOUNT_P = np.array([0.08, 0.85, 0.25, 0.20, 0.25, 0.50])  # share of orders with a discount
-DISCOUNT_FRAC = np.array([[0.05, 0.12], [0.15, 0.45], [0.05, 0.25], [0.05, 0.25], [0.05, 0.25], [0.10, 0.20]])
-STATUS_P = np.array([  # completed, cancelled, returned
-    [0.95, 0.03, 0.02], [0.78, 0.06, 0.16], [0.78, 0.16, 0.06],
-    [0.90, 0.05, 0.05], [0.85, 0.07, 0.08], [0.90, 0.06, 0.04]])
-CATEGORY_PREF = np.array([  # CATEGORIES, per type
-    [0.30, 0.12, 0.20, 0.08, 0.12, 0.08, 0.04, 0.06], [0.06, 0.26, 0.08, 0.20, 0.06, 0.04, 0.08, 0.22],
-    [0.26, 0.30, 0.12, 0.12, 0.08, 0.04, 0.04, 0.04], [0.12, 0.12, 0.14, 0.10, 0.12, 0.18, 0.14, 0.08],
-    [0.14, 0.16, 0.14, 0.12, 0.12, 0.12, 0.10, 0.10], [0.14, 0.18, 0.14, 0.14, 0.10, 0.10, 0.10, 0.10]])
-SIGNUP_AGE_DAYS = np.array([700.0, 400.0, 300.0, 400.0, 500.0, 0.0])  # mean account age at window start
-FAV_P = 0.55  # chance an order or session is in the user's favourite category
-TRACKED_P = 0.90  # share of orders preceded by a click session (the rest: app/phone, untracked)
 
 _USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES, _CAMPAIGNS, _REVIEWS = 1, 2, 3, 4, 5, 6, 7, 8
 
@@ -86,152 +73,6 @@ class GenerateSummary:
     files: list[str] = field(default_factory=list)  # written paths, relative to root
     seconds: float = 0.0
     faults: int = 0  # rows in truth/faults.parquet
-
-
-@dataclass
-class _Users:
-    shopper: np.ndarray  # int8 code into SHOPPER_TYPES
-    act: np.ndarray  # order-rate multiplier (user-level noise)
-    browse: np.ndarray  # browse-rate multiplier
-    value: np.ndarray  # list-price multiplier
-    disc_p: np.ndarray  # probability an order carries a discount
-    fav: np.ndarray  # favourite category code
-    u_signup: np.ndarray  # uniforms placing signup / lapse inside a concrete window
-    u_lapse: np.ndarray
-    late_join: np.ndarray  # signed up during the window
-    country: np.ndarray  # code into COUNTRIES, -1 = empty
-    channel: np.ndarray  # code into CHANNELS, -1 = empty
-
-
-def _pick(rng: np.random.Generator, probs: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """One categorical draw per row from the distribution ``probs[rows[i]]`` (loops over types only)."""
-    u = rng.random(len(rows))
-    out = np.zeros(len(rows), dtype=np.int8)
-    cum = np.cumsum(probs, axis=1)
-    for t in range(probs.shape[0]):
-        m = rows == t
-        if m.any():
-            out[m] = np.minimum(np.searchsorted(cum[t], u[m], side="right"), probs.shape[1] - 1)
-    return out
-
-
-def _draw_users(rng: np.random.Generator, n: int, shopper: np.ndarray | None = None) -> _Users:
-    """Latent per-user traits; independent of the time window so followups can re-create them."""
-    if shopper is None:
-        shopper = rng.choice(len(SHOPPER_TYPES), size=n, p=TYPE_SHARES).astype(np.int8)
-    act = rng.lognormal(0.0, 0.4, n)
-    browse = np.sqrt(act) * rng.lognormal(0.0, 0.3, n)
-    value = rng.lognormal(0.0, 0.25, n)
-    disc_p = np.clip(DISCOUNT_P[shopper] + rng.normal(0.0, 0.08, n), 0.0, 1.0)
-    fav = _pick(rng, CATEGORY_PREF, shopper)
-    u_signup, u_lapse = rng.random(n), rng.random(n)
-    late_join = (rng.random(n) < 0.10) & (shopper <= OCCASIONAL)
-    country = rng.choice(len(COUNTRIES), size=n, p=COUNTRY_P).astype(np.int8)
-    country[rng.random(n) < 0.03] = -1
-    channel = rng.choice(len(CHANNELS), size=n, p=CHANNEL_P).astype(np.int8)
-    channel[rng.random(n) < 0.06] = -1
-    return _Users(shopper, act, browse, value, disc_p, fav, u_signup, u_lapse, late_join, country, channel)
-
-
-def _epoch(ts: datetime) -> int:
-    """Seconds since epoch; naive datetimes are UTC."""
-    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-    return int(ts.timestamp())
-
-
-def _place(u: _Users, start_s: int, end_s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Signup time and active span [a0, a1] of every user inside the window (seconds)."""
-    span = end_s - start_s
-    sh = u.shopper
-    signup = start_s - (1.0 + 2.0 * u.u_signup * SIGNUP_AGE_DAYS[sh]) * DAY
-    late = u.late_join
-    signup[late] = start_s + u.u_signup[late] * 0.5 * span
-    new = sh == NEW
-    recent = min(30 * DAY, span) - 7200
-    signup[new] = end_s - 7200 - u.u_signup[new] * recent
-    signup = signup.astype(np.int64)
-    a0 = np.maximum(signup + 3600, start_s)
-    a1 = np.full(len(sh), end_s, dtype=np.int64)
-    lapsed = sh == LAPSED
-    stop = end_s - (60.0 + 60.0 * u.u_lapse[lapsed]) * DAY
-    a1[lapsed] = np.maximum(stop, start_s + 0.3 * span).astype(np.int64)
-    return signup, a0, np.maximum(a1, a0 + 60)
-
-
-def _orders(rng: np.random.Generator, u: _Users, counts: np.ndarray, a0: np.ndarray, a1: np.ndarray,
-            lines_per_order: float | None = None) -> dict:
-    """Order rows for ``counts[i]`` orders of user i, placed uniformly in the user's active span; ``lines_per_order``:
-    the items per order scaled (each type's extra items alike) so that the mean is about this (None: ITEMS_EXTRA)."""
-    user = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    n, sh = len(user), u.shopper[user]
-    lo = a0[user] + 600
-    ts = lo + (rng.random(n) * np.maximum(a1[user] - lo, 0)).astype(np.int64)
-    cat = np.where(rng.random(n) < FAV_P, u.fav[user], _pick(rng, CATEGORY_PREF, sh)).astype(np.int8)
-    extra = ITEMS_EXTRA[sh]
-    if lines_per_order is not None and n:
-        extra = extra * (lines_per_order - 1) / extra.mean()
-    items = (1 + rng.poisson(extra)).astype(np.int32)
-    price = LIST_PRICE[sh] * u.value[user] * rng.lognormal(0.0, 0.4, n) * (0.7 + 0.3 * items)
-    price = np.maximum(np.round(price, 2), 1.0)
-    has_disc = rng.random(n) < u.disc_p[user]
-    lo_f, hi_f = DISCOUNT_FRAC[sh, 0], DISCOUNT_FRAC[sh, 1]
-    discount = np.where(has_disc, np.round(price * (lo_f + rng.random(n) * (hi_f - lo_f)), 2), 0.0)
-    amount = np.round(price - discount, 2)
-    discount[~has_disc & (rng.random(n) < 0.5)] = np.nan  # "may be empty (means 0)"
-    status = _pick(rng, STATUS_P, sh)
-    return {"user": user, "ts": ts, "cat": cat, "items": items, "amount": amount, "discount": discount,
-            "status": status}
-
-
-def _clicks(rng: np.random.Generator, u: _Users, orders: dict, browse: np.ndarray,
-            a0: np.ndarray, a1: np.ndarray, end_s: int, names_rng: np.random.Generator | None = None) -> list[dict]:
-    """Click events: a session ending in add_to_cart + checkout before most orders, plus browse sessions.
-
-    Parts of the events (one frame each): ``etype`` codes into CONTRACT_EVENT_TYPES, or with ``names_rng``
-    into EVENT_NAMES (see :func:`event_names.name_events`); ``rng`` draws the same numbers either way.
-    """
-    tracked = rng.random(len(orders["user"])) < TRACKED_P
-    p_user = orders["user"][tracked]
-    p_end = orders["ts"][tracked] - rng.integers(20, 180, len(p_user))
-    p_n = 3 + rng.poisson(1.0, len(p_user))
-    b_user = np.repeat(np.arange(len(browse), dtype=np.int32), browse)
-    b_sh = u.shopper[b_user]
-    b_n = 1 + rng.poisson(BROWSE_EVENTS[b_sh])
-    b_cat = np.where(rng.random(len(b_user)) < FAV_P, u.fav[b_user], _pick(rng, CATEGORY_PREF, b_sh))
-    s_user = np.concatenate([p_user, b_user])
-    s_n = np.concatenate([p_n, b_n]).astype(np.int64)
-    s_cat = np.concatenate([orders["cat"][tracked], b_cat]).astype(np.int8)
-    n_p, n_s = len(p_user), len(s_user)
-    first = np.cumsum(s_n) - s_n
-    sess = np.repeat(np.arange(n_s, dtype=np.int32), s_n)
-    e = len(sess)
-    gaps = rng.exponential(45.0, e)
-    gaps[first] = 0.0
-    cs = np.cumsum(gaps)
-    off = cs - np.repeat(cs[first], s_n)
-    dur = cs[first + s_n - 1] - cs[first]
-    b_lo = a0[b_user]
-    b_hi = np.maximum(a1[b_user] - dur[n_p:], b_lo)
-    s_start = np.concatenate([p_end - dur[:n_p], b_lo + rng.random(len(b_user)) * (b_hi - b_lo)])
-    user = s_user[sess]
-    ts = np.clip((np.repeat(s_start, s_n) + off).astype(np.int64), a0[user], end_s)
-    from_end = np.repeat(first + s_n - 1, s_n) - np.arange(e)
-    purchase = sess < n_p
-    etype = _pick(rng, EVENT_MIX, u.shopper[user])
-    prefix = np.where(rng.random(e) < 0.8, 0, 1).astype(np.int8)
-    etype = np.where(purchase, np.where(from_end == 0, 3, np.where(from_end == 1, 2, prefix)), etype)
-    cat = np.where(rng.random(e) < 0.85, s_cat[sess], rng.integers(0, len(CATEGORIES), e)).astype(np.int8)
-    cat[((etype == 1) & (rng.random(e) < 0.5)) | (rng.random(e) < 0.02)] = -1
-    product = np.maximum(cat, 0).astype(np.int64) * 10_000 + rng.integers(0, 1500, e)
-    product[etype == 1] = -1
-    rank = np.empty(n_s, dtype=np.int64)  # sessions numbered by start time
-    rank[np.argsort(s_start, kind="stable")] = np.arange(n_s)
-    c = {"user": user, "session": rank[sess], "pos": np.arange(e) - np.repeat(first, s_n), "ts": ts,
-         "etype": etype.astype(np.int8), "cat": cat, "product": product}
-    if names_rng is None:
-        return [c]
-    n_pe = int(first[n_p]) if n_p < n_s else e  # events of the sessions ending in an order come first
-    return name_events(names_rng, c, first, n_pe, first[:n_p] + s_n[:n_p] - 1, orders["ts"][tracked], end_s)
 
 
 
@@ -300,7 +141,7 @@ def _clicks_frame(rng: np.random.Generator, c: list[dict], start_s: int, nper: i
                 label("_cat", CATEGORIES).alias("category")]
 
 
-def _customers_frame(u: _Users, idx: np.ndarray, signup: np.ndarray, file: np.ndarray,
+def _customers_frame(u: Users, idx: np.ndarray, signup: np.ndarray, file: np.ndarray,
                      offset: int = 1) -> tuple[pl.DataFrame, Cols]:
     df = pl.DataFrame({"_u": idx, "_ts": signup, "_c": u.country[idx], "_ch": u.channel[idx],
                        "_file": file.astype(np.int32)})
@@ -309,7 +150,7 @@ def _customers_frame(u: _Users, idx: np.ndarray, signup: np.ndarray, file: np.nd
                 (id_num(pl.col("_u") + offset, "user") + pl.lit("@example.com")).alias("email")]
 
 
-def _first_orders(rng: np.random.Generator, n: int) -> np.ndarray:
+def _firstdraw_orders(rng: np.random.Generator, n: int) -> np.ndarray:
     """New customers: a first order or two (some none yet)."""
     return rng.choice(3, size=n, p=[0.12, 0.60, 0.28])
 
@@ -389,24 +230,24 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     _check(users, days, fmt, fault_rate)
     names_rng, names = _vocabulary(event_vocabulary, np.random.default_rng([seed, _NAMES]))
     paths = DataPaths(Path(root))
-    end_s = _epoch(end)
+    end_s = epoch(end)
     start_s = end_s - days * DAY + 1
     nper = math.ceil(days / PERIOD_DAYS)
-    u = _draw_users(np.random.default_rng([seed, _USERS]), users)
+    u = draw_users(np.random.default_rng([seed, _USERS]), users)
     rng = np.random.default_rng([seed, _EVENTS])
-    signup, a0, a1 = _place(u, start_s, end_s)
+    signup, a0, a1 = place(u, start_s, end_s)
     months = (a1 - a0) / (PERIOD_DAYS * DAY)
     counts = rng.poisson(ORDERS_30D[u.shopper] * u.act * months)
     new = u.shopper == NEW
-    counts[new] = _first_orders(rng, int(new.sum()))
-    o = _orders(rng, u, counts, a0, a1, lines_per_order)
+    counts[new] = _firstdraw_orders(rng, int(new.sum()))
+    o = draw_orders(rng, u, counts, a0, a1, lines_per_order)
     frames = {"orders": (*_orders_frame(rng, o, start_s, nper, "o"), period_names("orders", start_s, end_s, nper))}
     # A faulty delivery has no lines: an order rejected at order grain would come back from its lines.
     line_orders = frames["orders"][0] if with_lines and fault_rate == 0 else None
     review_orders = frames["orders"][0] if with_reviews and fault_rate == 0 else None
     if with_clicks:
         browse = rng.poisson(BROWSE_30D[u.shopper] * u.browse * months)
-        c = _clicks(rng, u, o, browse, a0, a1, end_s, names_rng)
+        c = draw_clicks(rng, u, o, browse, a0, a1, end_s, names_rng)
         del o
         frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, "e", "s", names),
                             period_names("clicks", start_s, end_s, nper))
@@ -471,33 +312,33 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
         raise ValueError(f"tag must be letters, digits, '_' or '-', got {tag!r}")
     names_rng, names = _vocabulary(event_vocabulary, np.random.default_rng([seed, _NAMES, zlib.crc32(tag.encode())]))
     paths = DataPaths(Path(root))
-    start_s = _epoch(start)
+    start_s = epoch(start)
     end_s = start_s + days * DAY - 1
     nper = math.ceil(days / PERIOD_DAYS)
-    u = _draw_users(np.random.default_rng([seed, _USERS]), users)
+    u = draw_users(np.random.default_rng([seed, _USERS]), users)
     rng = np.random.default_rng([seed, _FOLLOWUP, zlib.crc32(tag.encode())])
     old = u.shopper.copy()
     changed = np.sort(rng.choice(users, size=round(changed_share * users), replace=False))
     r = rng.integers(0, LAPSED, len(changed))  # 5 targets: LOYAL..LAPSED
     was = old[changed]
     u.shopper[changed] = np.where(was == NEW, rng.integers(0, LAPSED + 1, len(changed)), r + (r >= was))
-    nu = _draw_users(rng, new_users, np.full(new_users, NEW, dtype=np.int8))
+    nu = draw_users(rng, new_users, np.full(new_users, NEW, dtype=np.int8))
     nu_signup = (start_s + nu.u_signup * max(days * DAY - 7200, 1)).astype(np.int64)
-    allu = _Users(*(np.concatenate([a, b]) for a, b in zip(vars(u).values(), vars(nu).values())))
+    allu = Users(*(np.concatenate([a, b]) for a, b in zip(vars(u).values(), vars(nu).values())))
     a0 = np.concatenate([np.full(users, start_s, dtype=np.int64), nu_signup + 3600])
     a1 = np.maximum(np.full(users + new_users, end_s, dtype=np.int64), a0 + 60)
     months = (a1 - a0) / (PERIOD_DAYS * DAY)
     rate = np.where(allu.shopper == LAPSED, 0.0, ORDERS_30D[allu.shopper] * allu.act)
     counts = rng.poisson(rate * months)
-    counts[users:] = _first_orders(rng, new_users)
-    o = _orders(rng, allu, counts, a0, a1, lines_per_order)
+    counts[users:] = _firstdraw_orders(rng, new_users)
+    o = draw_orders(rng, allu, counts, a0, a1, lines_per_order)
     frames = {"orders": (*_orders_frame(rng, o, start_s, nper, f"o-{tag}-"),
                          period_names("orders", start_s, end_s, nper, tag))}
     line_orders = frames["orders"][0] if with_lines else None
     review_orders = frames["orders"][0] if with_reviews else None
     if with_clicks:
         brate = np.where(allu.shopper == LAPSED, 0.0, BROWSE_30D[allu.shopper] * allu.browse)
-        c = _clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s, names_rng)
+        c = draw_clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s, names_rng)
         frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, f"e-{tag}-", f"s-{tag}-", names),
                             period_names("clicks", start_s, end_s, nper, tag))
     if new_users:
