@@ -13,7 +13,7 @@ from seg_assets.automation.jobs import refresh_run_config
 from seg_assets.definitions import all_assets, all_checks, build_defs
 from seg_assets.demo.generate import DEFAULT_END, generate_followup
 from seg_assets.resources import build_resources
-from seg_assets.segmentation.assets import SEGMENT_CLASSIFIER, SEGMENT_MODEL
+from seg_assets.segmentation.assets import DRIFT_CHECK, SEGMENT_CLASSIFIER, SEGMENT_MODEL
 from seg_assets.segmentation.scoring import USER_SEGMENTS
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -69,7 +69,7 @@ def test_population_drift_triggers_a_refit(refreshed_instance, data_dir):
                       changed_share=0.5, new_users=3_000, tag="campaign")
     materialize_groups(defs, instance, "ingest", "features")
     step = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-    drift_check = dg.AssetCheckKey(SEGMENT_MODEL, "population_stable")
+    drift_check = DRIFT_CHECK
     assert check_requested(step, drift_check)  # the drift check follows new features
     result = dg.materialize([*all_assets(), *all_checks()], selection=dg.AssetSelection.checks(drift_check),
                             instance=instance, resources=build_resources(data_dir))
@@ -82,7 +82,7 @@ def test_population_drift_triggers_a_refit(refreshed_instance, data_dir):
 def test_the_drift_check_reuses_the_psi_segment_model_measured_in_its_run(refreshed_instance, data_dir):
     """A refresh that keeps the model measures PSI once (in segment_model); the check alone measures the same."""
     defs, instance, _ = refreshed_instance
-    drift_check = dg.AssetCheckKey(SEGMENT_MODEL, "population_stable")
+    drift_check = DRIFT_CHECK
     kept = defs.resolve_job_def("refresh").execute_in_process(instance=instance, run_config={**refresh_run_config(), **QUIET})
     [mat] = kept.asset_materializations_for_node("segment_model")
     assert mat.metadata["decision"].value.startswith("kept")
@@ -132,3 +132,19 @@ def test_the_dead_cli_runs_sensor_fails_runs_whose_process_is_gone():
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert tick.skip_message == f"marked failed: {run_id}"
     assert sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).skip_message == "no run of a dead process"
+
+
+def test_a_refused_candidate_does_not_trigger_a_refit(refreshed_instance):
+    """Only the drift check re-fits: candidate_promoted failing (the gate kept the model in service) is not drift,
+    and re-fitting on it would fit the same data again."""
+    defs, instance, cursor = refreshed_instance
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).cursor
+    refused = dg.AssetCheckKey(SEGMENT_MODEL, "candidate_promoted")
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=SEGMENT_MODEL, check_name=refused.name, passed=False, severity=dg.AssetCheckSeverity.WARN))
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert after.get_num_requested(SEGMENT_MODEL) == 0
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=SEGMENT_MODEL, check_name=DRIFT_CHECK.name, passed=False, severity=dg.AssetCheckSeverity.WARN))
+    drifted = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
+    assert drifted.get_num_requested(SEGMENT_MODEL) == 1

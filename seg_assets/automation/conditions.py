@@ -28,13 +28,16 @@ def retrain_on_new_model(model_key: dg.AssetKey) -> dg.AutomationCondition:
     ).with_label("retrain when a new model is fitted")
 
 
-def refit_segment_model(cron: str = WEEKLY_REFIT_CRON) -> dg.AutomationCondition:
+def refit_segment_model(drift_check: dg.AssetCheckKey, cron: str = WEEKLY_REFIT_CRON) -> dg.AutomationCondition:
+    """Only ``drift_check`` counts among the model's checks: another one failing (the gate refusing a candidate)
+    is no reason to fit the same data again."""
     no_model = dg.AutomationCondition.on_missing().with_label("no model yet")
     weekly = dg.AutomationCondition.on_cron(cron).with_label(f"weekly re-fit ({cron})")
     drifted = (
         dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed().newly_true())
+        .allow(dg.AssetSelection.checks(drift_check))
         & ~dg.AutomationCondition.in_progress()
-    ).with_label("population drift (PSI check newly failed)")
+    ).with_label(f"population drift ({drift_check.name} newly failed)")
     return (no_model | weekly | drifted).with_label("re-fit: missing, weekly, or on drift")
 
 

@@ -183,6 +183,7 @@ def _projection(model: SegmentModel, frame: pl.DataFrame, seed: int) -> str:
     return projection_plot(points, ids, model.name_of)
 
 
+DRIFT_CHECK = dg.AssetCheckKey(SEGMENT_MODEL, "population_stable")  # checks.py; the one check that re-fits
 CANDIDATE_PROMOTED = dg.AssetCheckSpec(
     "candidate_promoted", asset=SEGMENT_MODEL, blocking=False,
     description="The latest fit passed the promotion gate (otherwise the model in service stays; this says why).")
@@ -202,7 +203,7 @@ def candidate_promoted(con) -> dg.AssetCheckResult:
 
 @dg.asset(
     key=SEGMENT_MODEL, deps=[USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
-    automation_condition=refit_segment_model(), check_specs=[CANDIDATE_PROMOTED],
+    automation_condition=refit_segment_model(DRIFT_CHECK), check_specs=[CANDIDATE_PROMOTED],
     description="Segment model: preprocessing, k by silhouette, clusters with stable ids and names, promotion gate. "
     "Artifacts under models/, one row per fit in meta.segment_models.",
 )

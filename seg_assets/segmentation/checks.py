@@ -20,7 +20,7 @@ from seg_assets.automation.conditions import check_drift_on_new_features
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.assets import PSI_METADATA, SEGMENT_MODEL, drift_table, read_drift_panel
+from seg_assets.segmentation.assets import DRIFT_CHECK, PSI_METADATA, SEGMENT_MODEL, drift_table, read_drift_panel
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.rule_based import LIFECYCLE_STAGES, VALUE_TIERS
 from seg_assets.segmentation.scoring import USER_SEGMENTS
@@ -28,7 +28,7 @@ from seg_assets.validation import describe_counts, nonzero
 
 
 @dg.asset_check(
-    asset=SEGMENT_MODEL, additional_deps=[USER_FEATURES], blocking=False, pool="duckdb",
+    asset=SEGMENT_MODEL, name=DRIFT_CHECK.name, additional_deps=[USER_FEATURES], blocking=False, pool="duckdb",
     automation_condition=check_drift_on_new_features(),
     description="Population stability index of each model feature against the model's reference data.",
 )
