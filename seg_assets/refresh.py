@@ -226,7 +226,7 @@ def check_settings(job: dg.JobDefinition, run_config: dict, overrides: dict) -> 
                 classes[op](**entry.get("config", {}))
             except pydantic.ValidationError as exc:
                 raise SettingsError("invalid setting: " + "; ".join(
-                    f"{op}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+                    f"{'.'.join(map(str, (op, *e['loc'])))}: {e['msg']}" for e in exc.errors())) from None
 
 
 def _config_classes(job: dg.JobDefinition) -> dict[str, type[dg.Config]]:

@@ -147,6 +147,10 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     limit = runner.invoke(app, ["refresh", "--set", "basket_rules.min_support=0"])
     assert limit.exit_code == 2 and "Traceback" not in limit.output
     assert "invalid setting: basket_rules.min_support: Input should be greater than 0" in limit.output
+    # settings that only make sense together (thresholds in order) are checked together, before the run too
+    order = runner.invoke(app, ["refresh", "--set", "analytics__user_segments.at_risk_max_recency_days=10"])
+    assert order.exit_code == 2 and "Traceback" not in order.output
+    assert "invalid setting: analytics__user_segments: Value error, recency thresholds must not decrease" in order.output
     assert not (tmp_path / "data" / "warehouse.duckdb").exists()
     config = tmp_path / "settings.yaml"
     config.write_text("ops:\n  no_such_op:\n    config:\n      x: 1\n")

@@ -153,3 +153,18 @@ def test_rank_cuts_give_the_score_of_the_average_rank_in_the_whole_reference(bin
 
 def test_an_empty_reference_scores_everyone_one():
     assert rank_cuts(np.array([]), 5).score(np.array([0.0, 3.0, 1e9])).tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("bins", [2, 3, 4, 5, 7, 10])
+def test_every_rfm_score_of_any_bin_count_has_a_group(bins):
+    """The grid is written on scores 1..5; other bin counts are looked up by the quintile of their bin's middle."""
+    cells = pl.DataFrame([(r, f) for r in range(1, bins + 1) for f in range(1, bins + 1)], schema=["r_score", "f_score"],
+                         orient="row")
+    groups = cells.with_columns(rfm_group_expr(bins=bins))
+    assert groups["rfm_group"].null_count() == 0
+    best = groups.filter((pl.col("r_score") == bins) & (pl.col("f_score") == bins))["rfm_group"][0]
+    worst = groups.filter((pl.col("r_score") == 1) & (pl.col("f_score") == 1))["rfm_group"][0]
+    if bins >= 3:  # with 2 bins the top half's middle is the 4th quintile ("Loyal")
+        assert (best, worst) == ("Champions", "Lost")
+    if bins == 10:  # the top two deciles are the top quintile
+        assert groups.filter((pl.col("r_score") == 9) & (pl.col("f_score") == 9))["rfm_group"][0] == "Champions"

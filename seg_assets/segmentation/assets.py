@@ -6,8 +6,10 @@ registry row (registry.py), and show what happened in the UI.
 
 Both assets take ``fit``: ``always`` (the default: a run someone or something asked for, e.g. the
 automation on drift or the weekly cron) or ``when_needed`` (the hourly job, the landing sensor and the
-CLI): fit only when no model is in service, the population drifted beyond the PSI threshold, or the
-model is older than ``max_age_days``. Either way the promotion gate decides whether a new fit serves.
+CLI). ``segment_model`` then fits only for one of :func:`refit_reason`'s reasons: no model in service,
+features it left out for lack of data now have data, the population drifted beyond the PSI threshold,
+or the model is older than ``max_age_days``; either way the promotion gate decides whether a new fit
+serves. ``segment_classifier`` then trains only if the model in service has no classifier yet.
 """
 
 import json
@@ -17,7 +19,7 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
 from seg_assets.errors import input_failure
@@ -41,17 +43,23 @@ SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")
 GROUP = "segmentation"
 
 
+MODEL_DEFAULTS = ModelConfig()  # the maths' defaults, so each lives in one place
+
+
 class SegmentModelConfig(dg.Config):
     fit: Literal["always", "when_needed"] = Field(
-        default="always", description="'when_needed': only without a model in service, on drift, or when it is too old.")
+        default="always", description="'when_needed': only without a model in service, when left-out features gained "
+        "data, on drift, or when it is too old.")
     hierarchy: Literal["lifecycle", "flat"] = Field(
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
-    k_min: int = Field(default=2, ge=1, description="Fewest behaviour clusters (flat: fewest segments, at least 2).")
+    k_min: int = Field(default=2, ge=2, description="Fewest behaviour clusters (flat: fewest segments).")
     k_max: int = Field(default=8, ge=2, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
     algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
         default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
-    new_max_tenure_days: float = Field(default=30.0, description="Lifecycle stage 'new': tenure up to this many days.")
-    lapsed_after_days: float = Field(default=90.0, description="Lifecycle stage 'lapsed': no order and no visit for longer.")
+    new_max_tenure_days: float = Field(default=MODEL_DEFAULTS.new_max_tenure_days, ge=0,
+                                       description="Lifecycle stage 'new': tenure up to this many days.")
+    lapsed_after_days: float = Field(default=MODEL_DEFAULTS.lapsed_after_days, gt=0,
+                                     description="Lifecycle stage 'lapsed': no order and no visit for longer.")
     max_match_distance: float = Field(default=1.0, description="A re-fitted segment keeps an old id only within this centroid distance.")
     promotion_tolerance: float = Field(
         default=0.05, ge=0, description="A candidate may be this much worse on a gate metric and still serve.")
@@ -66,9 +74,14 @@ class SegmentModelConfig(dg.Config):
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model older than this (data time).")
     seed: int = Field(default=0, description="Random seed: the same data and settings give the same segments and ids.")
 
+    @model_validator(mode="after")
+    def _k_range(self):
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        return self
+
     def to_model_config(self) -> ModelConfig:
-        selection = SelectionConfig(algorithm=self.algorithm, k_min=max(2, self.k_min), k_max=max(2, self.k_min, self.k_max),
-                                    random_state=self.seed)
+        selection = SelectionConfig(algorithm=self.algorithm, k_min=self.k_min, k_max=self.k_max, random_state=self.seed)
         return ModelConfig(hierarchy=self.hierarchy, new_max_tenure_days=self.new_max_tenure_days,
                            lapsed_after_days=self.lapsed_after_days, k_range=(self.k_min, self.k_max),
                            max_distance=self.max_match_distance, selection=selection, sticky_odds=self.sticky_odds)

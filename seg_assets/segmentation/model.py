@@ -73,7 +73,7 @@ class ModelConfig:
     hierarchy: str = "lifecycle"
     new_max_tenure_days: float = 30.0
     lapsed_after_days: float = 90.0
-    k_range: tuple[int, int] | None = None  # behaviour clusters; default (3, 8) lifecycle, (3, 10) flat
+    k_range: tuple[int, int] | None = None  # behaviour clusters; None: (3, 8) lifecycle, (3, 10) flat (the asset passes its own)
     new_k: tuple[int, int] = (1, 1)
     lapsed_k: tuple[int, int] = (1, 1)
     min_stage_rows: int = 20  # a smaller stage gets no segment of its own (nearest centroid instead)

@@ -13,7 +13,8 @@ Everything is a vectorised polars expression (no loop over rows), deterministic 
   ``(below + up_to + 1) / 2``, steps up), so every batch of users, on one machine or on Spark,
   is scored with a handful of numbers and gets exactly the score a rank in the whole population gives.
 * **RFM group** from the common R x F grid, :data:`RFM_GROUPS` (first matching row wins; pass your own
-  table to change it). Every one of the 25 cells is covered.
+  table to change it). Every one of the 25 cells is covered; scores of another ``bins`` are looked up on it
+  by the quintile of their bin's middle (:func:`on_grid`).
 * **Lifecycle stage** from tenure and order recency (:class:`LifecycleThresholds`, bounds inclusive):
   new (tenure <= 30d), active (recency <= 30d), at risk (<= 90d), dormant (<= 180d), churned.
 * **Value tier** from monetary quantiles among the reference's buyers: high (>= 80th percentile),
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-# (group, R min, R max, F min, F max); the first match wins.
+# (group, R min, R max, F min, F max) on scores 1..GRID_BINS; the first match wins.
+GRID_BINS = 5
 RFM_GROUPS: tuple[tuple[str, int, int, int, int], ...] = (
     ("Champions", 5, 5, 4, 5),
     ("Loyal", 3, 4, 4, 5),
@@ -161,12 +163,21 @@ def rfm_scores(frame: pl.DataFrame, *, bins: int = 5, recency: str = "recency_da
     ).with_columns(rfm_score=pl.concat_str([pl.col("r_score"), pl.col("f_score"), pl.col("m_score")]))
 
 
+def on_grid(score: pl.Expr, bins: int) -> pl.Expr:
+    """A 1..bins score as the 1..5 score of the grid: the quintile holding the middle of its bin (bins 10: 1-2 -> 1,
+    ..., 9-10 -> 5; bins 3: 1, 3, 5), so :data:`RFM_GROUPS` covers every cell whatever ``rfm_bins`` is."""
+    if bins == GRID_BINS:
+        return score
+    return (GRID_BINS * (score - 0.5) / bins).ceil().cast(pl.Int64)
+
+
 def rfm_group_expr(table: Sequence[tuple[str, int, int, int, int]] = RFM_GROUPS, r: str = "r_score",
-                   f: str = "f_score") -> pl.Expr:
-    """The group of each row from its R and F scores (null if the table leaves a cell uncovered)."""
+                   f: str = "f_score", bins: int = GRID_BINS) -> pl.Expr:
+    """The group of each row from its R and F scores of 1..``bins`` (null if the table leaves a cell uncovered)."""
     expr = None
+    r_grid, f_grid = on_grid(pl.col(r), bins), on_grid(pl.col(f), bins)
     for name, r_lo, r_hi, f_lo, f_hi in table:
-        cond = pl.col(r).is_between(r_lo, r_hi) & pl.col(f).is_between(f_lo, f_hi)
+        cond = r_grid.is_between(r_lo, r_hi) & f_grid.is_between(f_lo, f_hi)
         expr = pl.when(cond).then(pl.lit(name)) if expr is None else expr.when(cond).then(pl.lit(name))
     return expr.otherwise(pl.lit(None, dtype=pl.Utf8)).alias("rfm_group")
 
@@ -215,6 +226,6 @@ def rule_based_segments(frame: pl.DataFrame, *, id_col: str = "user_id", bins: i
     if cuts is None:
         cuts = reference_cuts(frame if reference is None else reference, bins=bins, tiers=tiers)
     out = rfm_scores(frame, bins=bins, cuts=cuts).with_columns(
-        rfm_group_expr(groups), lifecycle_expr(lifecycle), value_tier_expr(tiers, cuts=cuts.value))
+        rfm_group_expr(groups, bins=bins), lifecycle_expr(lifecycle), value_tier_expr(tiers, cuts=cuts.value))
     keep = [c for c in (id_col,) if c in frame.columns]
     return out.select(keep + ["r_score", "f_score", "m_score", "rfm_score", "rfm_group", "lifecycle_stage", "value_tier"])

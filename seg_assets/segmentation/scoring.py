@@ -20,7 +20,7 @@ from typing import Literal
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.churn.keys import CHURN_SCORES, RISK_LEVELS
@@ -70,18 +70,38 @@ ENUMS = {"rfm_group": tuple(g[0] for g in RFM_GROUPS), "lifecycle_stage": LIFECY
          "churn_risk": RISK_LEVELS}  # closed vocabularies, stored as ENUM
 
 
+LIFECYCLE, TIERS = LifecycleThresholds(), ValueTiers()  # the rules' defaults, so each lives in one place
+
+
 class ScoringConfig(dg.Config):
     assign_with: Literal["classifier", "model"] = Field(
         default="classifier", description="Who assigns users: the classifier in service (falls back to the model if none).")
     rfm_bins: int = Field(default=5, ge=2, le=10, description="RFM score range 1..rfm_bins (quantiles).")
-    new_max_tenure_days: float = Field(default=30.0, description="Lifecycle 'new': tenure up to this many days.")
-    active_max_recency_days: float = Field(default=30.0, description="Lifecycle 'active': last order within this many days.")
-    at_risk_max_recency_days: float = Field(default=90.0, description="Lifecycle 'at risk': last order within this many days.")
-    dormant_max_recency_days: float = Field(default=180.0, description="Lifecycle 'dormant' up to this; 'churned' beyond.")
-    value_high_quantile: float = Field(default=0.8, description="Value tier 'high': monetary at or above this quantile of buyers.")
-    value_medium_quantile: float = Field(default=0.5, description="Value tier 'medium': at or above this quantile of buyers.")
+    new_max_tenure_days: float = Field(default=LIFECYCLE.new_max_tenure_days, ge=0,
+                                       description="Lifecycle 'new': tenure up to this many days.")
+    active_max_recency_days: float = Field(default=LIFECYCLE.active_max_recency_days, ge=0,
+                                           description="Lifecycle 'active': last order within this many days.")
+    at_risk_max_recency_days: float = Field(default=LIFECYCLE.at_risk_max_recency_days, ge=0,
+                                            description="Lifecycle 'at risk': last order within this many days.")
+    dormant_max_recency_days: float = Field(default=LIFECYCLE.dormant_max_recency_days, ge=0,
+                                            description="Lifecycle 'dormant' up to this; 'churned' beyond.")
+    value_high_quantile: float = Field(default=TIERS.high_quantile, ge=0, le=1,
+                                       description="Value tier 'high': monetary at or above this quantile of buyers.")
+    value_medium_quantile: float = Field(default=TIERS.medium_quantile, ge=0, le=1,
+                                         description="Value tier 'medium': at or above this quantile of buyers.")
     value_tier_from: Literal["monetary", "expected_value"] = Field(
         default="monetary", description="Rank value tiers by past spend, or by the churn model's expected spend over the next H days.")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        days = (self.active_max_recency_days, self.at_risk_max_recency_days, self.dormant_max_recency_days)
+        if list(days) != sorted(days):
+            raise ValueError("recency thresholds must not decrease: active <= at_risk <= dormant, not "
+                             f"{' / '.join(f'{d:g}' for d in days)}")
+        if self.value_medium_quantile > self.value_high_quantile:
+            raise ValueError(f"value_medium_quantile ({self.value_medium_quantile:g}) must not exceed value_high_quantile "
+                             f"({self.value_high_quantile:g})")
+        return self
 
 
 @dg.asset(
