@@ -51,6 +51,7 @@ from seg_assets.segmentation import matching, naming, profiles
 from seg_assets.segmentation.availability import feature_availability, recency_signals
 from seg_assets.segmentation.membership import DEFAULT_ODDS
 from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
+from seg_assets.segmentation.rule_based import LifecycleThresholds
 from seg_assets.segmentation.selection import (
     SelectionConfig,
     bootstrap_stability,
@@ -71,7 +72,7 @@ HIERARCHIES = ("lifecycle", "flat")
 class ModelConfig:
     features: tuple[str, ...] | None = None  # default: MODEL_FEATURES present in the frame
     hierarchy: str = "lifecycle"
-    new_max_tenure_days: float = 30.0
+    new_max_tenure_days: float = LifecycleThresholds.new_max_tenure_days  # 'new' means what it means in the rules
     lapsed_after_days: float = 90.0
     k_range: tuple[int, int] | None = None  # behaviour clusters; None: (3, 8) lifecycle, (3, 10) flat (the asset passes its own)
     new_k: tuple[int, int] = (1, 1)
