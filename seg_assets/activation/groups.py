@@ -1,11 +1,11 @@
 """Control groups drawn from a salted hash of ``user_id``: the same user, the same bucket, everywhere.
 
-``bucket = first 32 bits of md5(salt || ':' || user_id) mod 10,000``. md5 exists in every engine (DuckDB
-``md5``, Spark ``md5`` + ``conv(substr(...), 16, 10)``, Python ``hashlib``), so a user's bucket is the
-same on every refresh, after a refit or a drift, after a re-delivery and on any engine; it depends on
-nothing but the salt and the id. Buckets below ``share * 10,000`` are the global control group, which
-never receives an action. Changing the salt re-draws the group; the history of salts is kept in
-``meta.control_salts`` (one row per salt and share, with the time it came into use).
+``bucket = first 32 bits of md5(salt || ':' || user_id) mod 10,000``, in DuckDB (:func:`bucket_sql`, which
+``user_groups`` runs on either engine) and in Python (:func:`bucket`, the same numbers), so a user's bucket is
+the same on every refresh, after a refit or a drift, after a re-delivery and on any engine; it depends on
+nothing but the salt and the id (a Spark form would be ``conv(substr(md5(...), 1, 8), 16, 10)``). Buckets
+below ``share * 10,000`` are the global control group, which never receives an action. Changing the salt
+re-draws the group; the history of salts is kept in ``meta.control_salts`` (one row per salt and share, with the time it came into use).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from seg_assets.features import dictionary
 from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
-from seg_assets.features.sql_models import built_inputs, discover_models, sql_assets
+from seg_assets.features.sql_models import built_inputs, discover_models, event_time_of, sql_assets
 from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features, top_category_list
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
@@ -24,9 +24,13 @@ TABLE = "features.user_features"
 # Refreshed hourly: warn when 75 minutes old, fail at 2 hours (reported in the UI; never launches runs).
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
 _INPUTS = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
-# What dates the rows behind a user's features: a user with a new row in any of these is recomputed.
-SOURCES = [inc.Source("staging.stg_orders", "order_ts"), inc.Source("staging.stg_clicks", "event_ts"),
-           inc.Source("staging.stg_customers", "signup_ts"), inc.Source("staging.stg_reviews", "review_ts")]
+# The views whose rows are behind a user's features: a user with a new row in any of them is recomputed.
+STAGING = ("staging.stg_orders", "staging.stg_clicks", "staging.stg_customers", "staging.stg_reviews")
+
+
+def sources(models: dict) -> list[inc.Source]:
+    """STAGING with the column that dates each view's rows: its SQL's ``-- event_time:`` header, read, not spelled here."""
+    return [inc.Source(table, event_time_of(table, models)) for table in STAGING]
 
 
 class FeatureConfig(dg.Config):
@@ -64,8 +68,9 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
         return _user_features_on_spark(context, config, duckdb, settings, engine)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
-        built = built_inputs([s.table for s in SOURCES] + list(_INPUTS.values()), {m.table: m for m in discover_models()})
-        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=SOURCES, code_version=_code_version(),
+        models = {m.table: m for m in discover_models()}
+        built = built_inputs(list(STAGING) + list(_INPUTS.values()), models)
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags),
                               params={"top_categories": config.top_categories}, built=built)
         where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""
@@ -123,17 +128,17 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
     params = {"top_categories": config.top_categories, "engine": "spark"}
     folder = settings.paths.spark_table(TABLE)
     changed, categories = None, None
+    models = {m.table: m for m in discover_models()}
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
         # the DuckDB engine's plan, on the raw Parquet views: the SQL models are rebuilt in full on Spark in this run,
         # so only the raw inputs (built=()) say which users changed
-        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=SOURCES, code_version=_code_version(),
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags), params=params, built=())
         if plan.incremental:
             categories = inc.read_state(con, TABLE).params["categories"]
             changed = folder.parent / "user_features_changed.parquet"
             con.sql(f"COPY (SELECT user_id FROM temp.{inc.CHANGED}) TO {sql_string(str(changed))} (FORMAT parquet)")
-    models = {m.table: m for m in discover_models()}
     users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories,
                                        changed=changed, categories=categories)
     if changed is not None:
