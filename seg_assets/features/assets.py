@@ -119,8 +119,9 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
 
 
 def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, settings: SegSettings, engine: Engine):
-    """Every user's features on Spark (spark/features.py: the same polars function per batch of users), written as
-    Parquet and read by DuckDB through the view features.user_features: the steps downstream do not change."""
+    """The changed users' features on Spark (spark/features.py: the same polars function per batch of users; everyone
+    on a first build or a rebase, the others' rows kept), written as Parquet and read by DuckDB through the view
+    features.user_features: the steps downstream do not change."""
     from seg_assets.ingest.sources import sql_string
     from seg_assets.spark.features import build_user_features as build_on_spark
     from seg_assets.spark.tables import duckdb_view
@@ -158,9 +159,9 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
             "users_recomputed": dg.MetadataValue.int(users if not plan.incremental else int(plan.changed or 0)),
             "dagster/table_name": TABLE,
             "parquet": dg.MetadataValue.path(str(folder)),
-            "recomputed_buyers": dg.MetadataValue.int(int(summary[0])),
-            "recomputed_revenue": dg.MetadataValue.float(float(summary[1])),
-            "recomputed_median_recency_days": dg.MetadataValue.float(float(summary[2])),
+            "buyers": dg.MetadataValue.int(int(summary[0])),  # of every user: the Spark table is read whole here
+            "revenue": dg.MetadataValue.float(float(summary[1])),
+            "median_recency_days": dg.MetadataValue.float(float(summary[2])),
             "as_of": str(as_of),
             "categories": dg.MetadataValue.json(categories),
             "columns": dg.MetadataValue.int(preview.shape[1]),
