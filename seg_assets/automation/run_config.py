@@ -80,8 +80,3 @@ def settings_overrides(config_file: Path | None, assignments: list[str]) -> dict
         out = merge(out, parse_assignment(text))
     return out
 
-
-def settings_lines(overrides: dict) -> list[str]:
-    """``op.field=value`` lines, for the summary and the published state."""
-    return [f"{op}.{field}={value!r}" for op, entry in sorted(overrides.get("ops", {}).items())
-            for field, value in sorted(entry["config"].items())]

@@ -147,7 +147,7 @@ def _count_full(con, cfg: CountSettings, shop: bool, segments: str | None) -> No
         con.sql(f"DROP TABLE {t}")
 
 
-def rebuild(con, cfg: CountSettings, wm: int) -> None:
+def rebuild(con, cfg: CountSettings) -> None:
     """Count every scope from scratch."""
     _scoped(con, "_b", baskets_sql(cfg), SEGMENTS)
     _count_full(con, cfg, shop=True, segments="all")
@@ -215,7 +215,7 @@ def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
     reason = ("requested (rebase)" if full else "first count" if not state
               else "count settings changed" if state[0][1] != cfg.key() else "")
     if reason:
-        rebuild(con, cfg, wm)
+        rebuild(con, cfg)
         update = CountUpdate("full", reason)
     else:
         wm_old = int(state[0][0])
@@ -225,7 +225,7 @@ def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
         stale = _apply_delta(con, cfg, wm_old)
         con.sql("DROP TABLE _dirty")
         if SHOP in stale:
-            rebuild(con, cfg, wm)
+            rebuild(con, cfg)
             update = CountUpdate("full", "a product became frequent in the whole shop", dirty)
         else:
             if stale:

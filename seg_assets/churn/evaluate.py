@@ -40,8 +40,6 @@ CALIBRATION_END = date(1997, 9, 30)
 HOLDOUT_END = date(1998, 6, 30)
 AS_OF = "1997-09-30T23:59:59Z"
 DATASETS = {"sample": "CDNOW_sample.txt", "master": "CDNOW_master.txt"}
-# AUCs the issue measured on the same split (for the report; not used by the code).
-ISSUE_FIGURES = {"BG/NBD expected purchases": 0.773, "recency only": 0.771, "frequency only": 0.758, "BG/NBD P(alive)": 0.316}
 
 
 @dataclass

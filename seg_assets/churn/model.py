@@ -59,7 +59,6 @@ from seg_assets.segmentation.selection import limit_threads, sample_indices
 
 KINDS = ("auto", "gbm", "logreg")
 CALIBRATIONS = ("sigmoid", "isotonic")
-DERIVED = ("orders_per_30d", "active_span_days", "mean_gap_days", "recency_over_gap", "monetary_per_30d")
 OUT_OF_TIME = "out-of-time"
 UNSEEN_USERS = "out-of-time, unseen users"
 _DAY = 86_400.0

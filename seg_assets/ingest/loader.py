@@ -192,7 +192,7 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
         raise
 
 
-def _missing_message(out: FileOutcome, source: SourceDef, mapped: Mapped) -> tuple[str, str]:
+def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
     """(rule, one-line message) of a file that cannot feed its table: what is missing and how to fix it."""
     if mapped.missing_inputs:
         name, used_by = next(iter(mapped.missing_inputs.items()))
@@ -224,7 +224,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
     rejected = bool(mapped.missing_inputs or mapped.missing_required(spec))
     out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
     if rejected:
-        rule, what = _missing_message(out, source, mapped)
+        rule, what = _missing_message(source, mapped)
         separator = next((s for s in ";\t|" if src.is_csv and len(src.names) == 1 and s in src.names[0]), None)
         if separator:  # the whole header read as one column
             what += f" (the header is one column holding {separator!r}: the file is not comma-separated; export it with ',')"

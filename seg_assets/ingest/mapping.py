@@ -89,7 +89,7 @@ def _describe(con, src: Source, exprs: dict[str, str], source: SourceDef) -> dic
     return {r[0]: r[1] for r in rows}
 
 
-def _derived_key(spec: C.TableSpec, col: C.Column, columns: dict[str, tuple[str, str | None]]) -> str:
+def _derived_key(col: C.Column, columns: dict[str, tuple[str, str | None]]) -> str:
     """md5 of the row's values plus its occurrence among identical rows of the file (needs ``_row``)."""
     texts = [f"coalesce(CAST({columns[c][0]} AS VARCHAR), '')" if c in columns else "''" for c in col.key_from]
     values = f"concat_ws('{_KEY_SEPARATOR}', {', '.join(texts)})"
@@ -161,7 +161,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         out.where = f"coalesce(CAST(({source.where.sql(typed)}) AS BOOLEAN), false)"
     for col in spec.columns:
         if col.key_from and col.name not in out.columns and all(c in out.columns for c in spec.file_required_columns):
-            out.columns[col.name] = (_derived_key(spec, col, out.columns), "VARCHAR")
+            out.columns[col.name] = (_derived_key(col, out.columns), "VARCHAR")
             out.notes.append(f"{col.name} derived from each row's values")
         if col.derived and col.name == "funnel_stage" and "event_type" in out.columns:
             out.columns[col.name] = (_funnel_stage(con, src, out.columns["event_type"][0], source), "VARCHAR")

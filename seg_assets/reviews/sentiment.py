@@ -50,7 +50,6 @@ import polars as pl
 
 THRESHOLD = 0.05  # VADER's cut-off between neutral and positive / negative
 CONFIDENT = 0.9  # another language than English only when the identifier is this sure
-LABELS = ("positive", "neutral", "negative")
 LEXICON_SUFFIX = ".txt"
 SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
