@@ -49,13 +49,16 @@ DDL = (
 )
 
 
+MAX_BASKET_SIZE = 1000  # the default of basket rules and recommendations: larger orders are wholesale or data errors
+
+
 @dataclass(frozen=True)
 class CountSettings:
     """What the stored counts depend on (a change recounts everything)."""
 
     min_support: float
     min_baskets: int
-    max_basket_size: int
+    max_basket_size: int = MAX_BASKET_SIZE
     track_margin: float = 0.5
 
     def key(self) -> str:

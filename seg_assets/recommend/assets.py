@@ -49,8 +49,8 @@ class RecommendConfig(dg.Config):
                                 "(category shares, clicked products); 0 ignores clicks.")
     click_days: int = Field(default=DEFAULTS.click_days, ge=0, description="Only clicks in this many days before as-of count (recent "
                             "browsing; 0: every click).")
-    max_basket_size: int = Field(default=DEFAULTS.max_basket_size, ge=2, description="Orders with more distinct products are left out, "
-                                 "as in basket rules.")
+    max_basket_size: int = Field(default=DEFAULTS.max_basket_size, ge=2, description="Orders with more distinct products are left out "
+                                 "(the rule and default of basket rules; set apart from basket_rules.max_basket_size).")
     max_fit_users: int = Field(default=DEFAULTS.max_fit_users, ge=100, description="Users (a hash sample) the weights are fitted on.")
     chunk_users: int = Field(default=125_000, ge=1_000, description="A full build ranks about this many users at a time "
                              "(bounds its memory; the result does not depend on it).")

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from seg_assets.baskets.counts import CountSettings, baskets_sql
+from seg_assets.baskets.counts import MAX_BASKET_SIZE, CountSettings, baskets_sql
 
 FEATURES = ("seg_pop", "shop_pop", "bought_before", "bought_together", "category", "clicked")
 # The reason a row is recommended: the personal feature that adds most to its score, else the segment.
@@ -62,7 +62,7 @@ class RecSettings:
     candidates: int = 10
     click_weight: float = 0.1
     click_days: int = 30
-    max_basket_size: int = 1000
+    max_basket_size: int = MAX_BASKET_SIZE
     max_fit_users: int = 5_000
     min_fit_positives: int = 20
 
