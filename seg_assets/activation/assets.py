@@ -35,9 +35,11 @@ from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
+from seg_assets.ingest.assets import RAW_KEYS
+from seg_assets.publish.history import SEGMENT_HISTORY
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.segmentation.scoring import USER_SEGMENTS
+from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"
@@ -46,9 +48,8 @@ TABLE = "analytics.user_groups"
 CAMPAIGN_LIFT = dg.AssetKey(["analytics", "campaign_lift"])
 NEXT_BEST_ACTION = dg.AssetKey(["analytics", "next_best_action"])
 AUDIENCES = dg.AssetKey(["bi", "audiences"])
-RAW_CAMPAIGN_SENDS = dg.AssetKey(["raw", "campaign_sends"])
+RAW_CAMPAIGN_SENDS = RAW_KEYS["campaign_sends"]
 STG_ORDERS = dg.AssetKey(["staging", "stg_orders"])
-SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])  # publish/assets.py (which imports this module)
 POLICIES_TABLE = "meta.policies"
 POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (
   policy_version VARCHAR NOT NULL, fitted_at TIMESTAMP NOT NULL, as_of TIMESTAMP, run_id VARCHAR,
@@ -75,10 +76,7 @@ def catalogue_markdown(catalogue: Catalogue) -> str:
     "global control group, which never receives an action: the same users on every refresh, refit and engine.",
 )
 def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
-    try:
-        catalogue = load_catalogue(settings.paths.root)
-    except ActionsConfigError as exc:
-        raise input_failure(str(exc)) from None
+    catalogue = _catalogue(settings)
     control = catalogue.control
     with duckdb.get_connection() as con, transaction(con):
         version = salt_version(con, control.salt, control.share, datetime.now(UTC).replace(tzinfo=None))
@@ -106,10 +104,6 @@ def _catalogue(settings: SegSettings) -> Catalogue:
         return load_catalogue(settings.paths.root)
     except ActionsConfigError as exc:
         raise input_failure(str(exc)) from None
-
-
-def _as_of(con):
-    return con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0][0]
 
 
 def _write(con, table: str, frame: pl.DataFrame) -> None:
@@ -145,7 +139,7 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> str:
 def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
     catalogue = _catalogue(settings)
     with duckdb.get_connection() as con:
-        as_of = _as_of(con)
+        as_of = segments_as_of(con)
         outcomes, left_out = send_outcomes(con, as_of, catalogue.attribution_days)
         lift = lift_table(outcomes.select("campaign_id", "action_id", "segment_id", "user_id", "group", "converted", "revenue"),
                           planned_control_share=catalogue.holdout_share).select(LIFT_COLUMNS)
@@ -278,7 +272,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     catalogue = _catalogue(settings)
     arms = tuple(sorted(catalogue.actions))
     with duckdb.get_connection() as con:
-        as_of = _as_of(con)
+        as_of = segments_as_of(con)
         users = con.sql("""SELECT s.user_id, s.segment_id::BIGINT AS segment_id, s.segment_name,
                                   CAST(s.lifecycle_stage AS VARCHAR) AS lifecycle_stage,
                                   coalesce(g.global_control, false) AS global_control
@@ -373,7 +367,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
     catalogue = _catalogue(settings)
     with duckdb.get_connection() as con:
-        as_of = _as_of(con)
+        as_of = segments_as_of(con)
         nba = con.sql("SELECT user_id, action_id, propensity, policy_version FROM analytics.next_best_action").pl()
         control = set(con.sql("SELECT user_id FROM analytics.user_groups WHERE global_control").pl()["user_id"].to_list())
         # one column per rank, joined in rank order (concat_ws skips a missing one): a quarter of the cost of an

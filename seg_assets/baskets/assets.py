@@ -18,13 +18,14 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets import counts as C
 from seg_assets.baskets import rules as R
 from seg_assets.features import incremental as inc
+from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.resources import Warehouse
 from seg_assets.segmentation.scoring import SEGMENT_BASKET_RULES, USER_SEGMENTS
 from seg_assets.warehouse import create_table_from, table_exists, transaction
 
 GROUP = "baskets"
 BASKET_RULES = dg.AssetKey(["analytics", "basket_rules"])
-ORDER_ITEMS = dg.AssetKey(["raw", "order_items"])
+ORDER_ITEMS = RAW_KEYS["order_items"]
 NAMES = f"SELECT segment_id, any_value(segment_name) AS segment_name FROM {C.SEGMENTS} GROUP BY segment_id"
 
 

@@ -8,17 +8,15 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.publish.bi import publish_tables
-from seg_assets.publish.history import record_history, segment_sizes_over_time
+from seg_assets.publish.history import SEGMENT_HISTORY, SEGMENT_TRANSITIONS, record_history, segment_sizes_over_time
 from seg_assets.published_state import ledger_files, settings_fingerprint, write_published_state
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
-from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS
+from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS, segments_as_of
 from seg_assets.spark.session import Engine
 
 GROUP = "publish"
-SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
-SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
 BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
 # What BI gets: these assets' tables (key analytics/x -> table analytics.x), copied after all of them.
 PUBLISHED = (USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES,
@@ -41,7 +39,7 @@ PUBLISHED_TABLES = tuple(".".join(key.path) for key in PUBLISHED)
 )
 def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     with duckdb.get_connection() as con:
-        (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
+        as_of = segments_as_of(con)
         update = record_history(con, as_of, context.run_id)
         moves = con.sql("SELECT coalesce(from_name, '(new)') AS from_segment, to_name AS to_segment, users "
                         "FROM analytics.segment_transitions WHERE as_of = ? AND run_id = ? ORDER BY users DESC",
@@ -74,7 +72,7 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     with duckdb.get_connection() as con:
         publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES))
-        (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
+        as_of = segments_as_of(con)
         run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
         write_published_state(settings.paths, ledger_files(con), as_of, run_settings)
     return dg.MaterializeResult(metadata={

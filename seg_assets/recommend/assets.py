@@ -21,7 +21,7 @@ from seg_assets.baskets.counts import watermark
 from seg_assets.features import incremental as inc
 from seg_assets.recommend import model as M
 from seg_assets.resources import Warehouse
-from seg_assets.segmentation.scoring import USER_SEGMENTS
+from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "recommend"
@@ -86,7 +86,7 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
                else "new order lines" if state[0]["watermark"] != wm else "settings changed" if state[0]["settings_key"] != s.key()
                else "table missing" if not table_exists(con, TABLE) else "")
         if why:
-            (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
+            as_of = segments_as_of(con)
             # built outside a transaction (each chunk's temp tables are freed as it ends; in one transaction DuckDB
             # keeps them all until the commit: 9.3 GiB at 1M users), published in one: a failure leaves the table
             users, weights = _full_build(con, s, as_of, config.chunk_users)

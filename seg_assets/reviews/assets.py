@@ -15,6 +15,7 @@ import polars as pl
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.sql_models import discover_models
+from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.sentiment import LexiconError, load_scorer, score_reviews
 from seg_assets.spark.session import Engine
@@ -22,7 +23,7 @@ from seg_assets.warehouse import registered, table_exists, transaction
 
 GROUP = "features"  # scoring text is feature preparation: the feature SQL (staging.stg_reviews) reads it
 REVIEW_SENTIMENT = dg.AssetKey(["analytics", "review_sentiment"])
-RAW_REVIEWS = dg.AssetKey(["raw", "reviews"])
+RAW_REVIEWS = RAW_KEYS["reviews"]
 TABLE = "analytics.review_sentiment"
 COLUMNS = {"review_id": "VARCHAR", "user_id": "VARCHAR", "order_id": "VARCHAR", "review_ts": "TIMESTAMP",
            "rating": "INTEGER", "language": "VARCHAR", "sentiment": "DOUBLE", "label": "VARCHAR", "label_from": "VARCHAR",

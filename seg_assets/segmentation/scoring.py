@@ -70,6 +70,11 @@ ENUMS = {"rfm_group": tuple(g[0] for g in RFM_GROUPS), "lifecycle_stage": LIFECY
          "churn_risk": RISK_LEVELS}  # closed vocabularies, stored as ENUM
 
 
+def segments_as_of(con):
+    """The as-of of the published segments: the stages after scoring date their rows with it."""
+    return con.sql(f"SELECT max(as_of) FROM {TABLE}").fetchall()[0][0]
+
+
 LIFECYCLE, TIERS = LifecycleThresholds(), ValueTiers()  # the rules' defaults, so each lives in one place
 
 
