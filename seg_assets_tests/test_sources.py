@@ -8,6 +8,7 @@ import pytest
 
 from seg_assets.ingest.loader import ingest_landing
 from seg_assets.ingest.source_config import SourceConfigError, load_sources, parse_expression, parse_sources
+from seg_assets.ingest.sources import LINK_REFUSED, LINK_ROOTS_ENV, discover_files
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -311,7 +312,7 @@ def test_a_semicolon_separated_file_is_told_so(tmp_path):
     assert ledger[0][2] == "rejected_file" and "the file is not comma-separated" in ledger[0][8] and "';'" in ledger[0][8]
 
 
-def test_a_landing_folder_linked_elsewhere_is_read(tmp_path):
+def test_a_landing_folder_linked_to_an_allowed_share_is_read(tmp_path, monkeypatch):
     export = tmp_path / "share" / "orders"
     export.mkdir(parents=True)
     (export / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T10:00:00Z,10,1,completed\n")
@@ -321,7 +322,31 @@ def test_a_landing_folder_linked_elsewhere_is_read(tmp_path):
     (tmp_path / "root" / "landing" / "latest").symlink_to(tmp_path / "root" / "landing" / "orders")  # not followed
     (export / "back").symlink_to(export)  # a loop outside ends too
     _, ledger, _ = ingest(tmp_path / "root")
+    assert ledger == []  # the share is not allowed: nothing read through the link
+    assert discover_files(tmp_path / "root" / "landing", parse_sources("", Path("sources.yaml")))[1] == {"orders": LINK_REFUSED}
+    monkeypatch.setenv(LINK_ROOTS_ENV, str(tmp_path / "share"))
+    _, ledger, _ = ingest(tmp_path / "root")
     assert [(r[1], r[2], r[4]) for r in ledger] == [("orders/a.csv", "ingested", 1)]
+
+
+def test_a_link_out_of_landing_is_not_read(tmp_path):
+    """Whoever drops files can often make links (SFTP): a link to a system file or to the data root's own files (the
+    warehouse, the Dagster home) is named as not read, and nothing of it reaches the warehouse."""
+    secret = tmp_path / "outside" / "secret_orders.csv"
+    secret.parent.mkdir()
+    secret.write_text("order_id,user_id,order_ts,amount,items,status\nSECRET1,uSECRET,2026-03-01T10:00:00Z,999,1,completed\n")
+    write(tmp_path / "root", "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T10:00:00Z,10,1,completed\n")
+    landing = tmp_path / "root" / "landing"
+    (landing / "orders" / "zz_secret.csv").symlink_to(secret)
+    (landing / "orders" / "passwd.csv").symlink_to("/etc/passwd")
+    (landing / "orders" / "db.csv").symlink_to(tmp_path / "root" / "sources.yaml")
+    (landing / "orders" / "sub").symlink_to(secret.parent)
+    (landing / "orders" / "copy.csv").symlink_to(landing / "orders" / "a.csv")  # inside landing: read (a duplicate)
+    _, ignored = discover_files(landing, parse_sources("", Path("sources.yaml")))
+    assert ignored == {f"orders/{n}": LINK_REFUSED for n in ("zz_secret.csv", "passwd.csv", "db.csv", "sub")}
+    report, ledger, rejects = ingest(tmp_path / "root")
+    assert sorted((r[1], r[2]) for r in ledger) == [("orders/a.csv", "ingested"), ("orders/copy.csv", "duplicate_file")]
+    assert rejects == []
 
 
 @pytest.mark.parametrize("text, used_as_text", [

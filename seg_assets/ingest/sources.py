@@ -108,14 +108,32 @@ def ignore_reason(rel: str, readers: list[SourceDef], folder: str) -> str | None
     return None
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every file below ``folder``, through links to folders elsewhere too (a landing folder linked to a mounted
-    export share is read like any other; ``Path.rglob`` skipped it silently). A link to a folder inside ``folder``
-    is not followed (its files are read under their own path, once) and each outside folder is entered once (a link
-    loop ends)."""
+LINK_ROOTS_ENV = "SEG_LANDING_LINK_ROOTS"  # folders outside the data root that links in landing/ may lead to
+LINK_REFUSED = (f"a link out of the landing folder: not read (links in landing/ are followed only into it and into the "
+                f"folders {LINK_ROOTS_ENV} lists, separated by '{os.pathsep}')")
+
+
+def link_roots(landing: Path) -> tuple[str, ...]:
+    """Where a link in ``landing`` may lead: landing itself (wherever it is mounted) and the folders the operator
+    lists in ``SEG_LANDING_LINK_ROOTS``. Whoever can drop files can often create links (SFTP can): followed anywhere,
+    ``landing/orders/x.csv -> /etc/passwd`` copied a system file into raw.rejects."""
+    listed = [p for p in os.environ.get(LINK_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return tuple({os.path.realpath(p) for p in (landing, *listed)})
+
+
+def _inside(path: str, roots) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(every file below ``folder``, the links refused), through links to folders elsewhere too when
+    :func:`link_roots` allows them (a landing folder linked to a mounted export share is read like any other;
+    ``Path.rglob`` skipped it silently). A link to a folder inside ``folder`` is not followed (its files are read
+    under their own path, once) and each outside folder is entered once (a link loop ends)."""
     roots = {os.path.abspath(folder), os.path.realpath(folder)}
+    allowed = link_roots(folder)
     entered: set[str] = set()
-    out = []
+    out, refused = [], []
     for top, dirs, names in os.walk(folder, followlinks=True):
         dirs.sort()  # links to one folder: the first by name is entered, on every machine
         for d in list(dirs):
@@ -124,12 +142,19 @@ def _files_under(folder: Path) -> list[Path]:
                 continue
             target = os.path.normpath(os.path.join(top, os.readlink(path)))
             real = os.path.realpath(path)
-            if any(p == r or p.startswith(r + os.sep) for p in (target, real) for r in roots) or real in entered:
+            if any(_inside(p, roots) for p in (target, real)) or real in entered:
                 dirs.remove(d)
+            elif not _inside(real, allowed):
+                dirs.remove(d)
+                refused.append(Path(path))
             else:
                 entered.add(real)
-        out += [p for p in (Path(top) / n for n in names) if p.is_file()]
-    return out
+        for p in (Path(top) / n for n in names):
+            if p.is_symlink() and not _inside(os.path.realpath(p), allowed):
+                refused.append(p)
+            elif p.is_file():
+                out.append(p)
+    return out, refused
 
 
 def discover_files(landing_dir: Path, sources: list[SourceDef]
@@ -140,7 +165,9 @@ def discover_files(landing_dir: Path, sources: list[SourceDef]
     found, ignored = [], {}
     if not landing_dir.is_dir():
         return found, ignored
-    for path in sorted(_files_under(landing_dir), key=lambda p: p.relative_to(landing_dir).as_posix()):
+    files, refused = _files_under(landing_dir)
+    ignored.update({p.relative_to(landing_dir).as_posix(): LINK_REFUSED for p in refused})
+    for path in sorted(files, key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
         readers = [s for s in sources if rel.startswith(s.folder + "/")]
         # below the source's folder (a folder a source declares may itself start with '_')
