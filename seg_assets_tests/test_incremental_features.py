@@ -327,3 +327,32 @@ def test_a_new_windowed_column_stays_exact(data_dir, tmp_path, monkeypatch):
         left_window += sum(now[user][column] < row[column] for user, row in previous.items())
         previous = now
     assert left_window > 0  # the case the window is for did happen
+
+
+def test_late_rows_at_an_unchanged_as_of_are_scored_again(data_dir):
+    """Orders that arrive late (dated before the latest activity) recompute their users' features at the same
+    as-of; their churn scores and segments were kept until the daily rebase, as the as-of had not moved."""
+    from seg_assets.refresh import run_refresh
+
+    assert run_refresh(data_dir).success
+    with duckdb.connect(str(data_paths(data_dir).warehouse), read_only=True) as con:
+        as_of = con.sql("SELECT max(as_of) FROM features.user_features").fetchall()[0][0]
+        late = [r[0] for r in con.sql("SELECT user_id FROM features.user_features WHERE frequency = 0 "
+                                      "AND as_of = $a ORDER BY user_id LIMIT 40", params={"a": as_of}).fetchall()]
+    rows = [f"late-{i},{u},{as_of - timedelta(days=2):%Y-%m-%d %H:%M:%S},250.00,3,,0,completed" for i, u in enumerate(late)]
+    (data_dir / "landing" / "orders" / "late_orders.csv").write_text(
+        "order_id,user_id,order_ts,amount,items,category,discount,status\n" + "\n".join(rows) + "\n")
+    assert run_refresh(data_dir).success
+    with duckdb.connect(str(data_paths(data_dir).warehouse), read_only=True) as con:
+        assert con.sql("SELECT count(DISTINCT as_of) FROM features.user_features").fetchall()[0][0] == 1  # not moved
+        for table in ("analytics.churn_scores", "analytics.user_segments"):
+            stale = con.sql(f"SELECT count(*) FROM features.user_features f JOIN {table} s USING (user_id) "
+                            "WHERE s.features_build IS DISTINCT FROM f.features_build").fetchall()[0][0]
+            assert stale == 0, table
+        population = con.sql(f"SELECT user_id, {', '.join(RULE_INPUTS)} FROM features.user_features").pl()
+        scored = con.sql("SELECT user_id, r_score, f_score, m_score, rfm_group, lifecycle_stage, value_tier "
+                         "FROM analytics.user_segments WHERE list_contains($late, user_id) ORDER BY user_id",
+                         params={"late": late}).pl()
+    assert scored.height == len(late) and scored["f_score"].min() > 1  # buyers now, scored as buyers
+    everyone = rule_based_segments(population).join(scored.select("user_id"), on="user_id", how="semi").sort("user_id")
+    assert scored.equals(everyone.select(scored.columns))

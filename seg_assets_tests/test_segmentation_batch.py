@@ -19,7 +19,7 @@ def _users(n: int = 600, seed: int = 4) -> pl.DataFrame:
     return pl.DataFrame({
         "user_id": [f"u{i:04d}" for i in range(n)], "monetary": np.round(np.exp(pts[:, 0]), 2),
         "frequency": np.exp(pts[:, 1]).round(), "recency_days": rng.integers(0, 200, n).astype(float),
-        "tenure_days": rng.integers(10, 400, n).astype(float), "as_of": [datetime(2026, 10, 31)] * n,
+        "tenure_days": rng.integers(10, 400, n).astype(float), "as_of": [datetime(2026, 10, 31)] * n, "features_build": ["7-0"] * n,
         "churn_probability": rng.uniform(0, 1, n), "churn_risk": ["low"] * n, "expected_value_next_h": rng.uniform(0, 50, n),
     })
 

@@ -265,7 +265,7 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
         as_of = settings.resolve_as_of(con)
         row = registry.in_service(con)
         version = row.version if row else None
-        everyone = rebase or not table_exists(con, TABLE)
+        everyone = rebase or not table_exists(con, TABLE) or "features_build" not in con.table(TABLE).columns
         pending = inc.pending_rows_sql(con, TABLE, {"churn_model_version": version}, everyone=everyone)
         work, selected = None, 0
         if engine.is_spark:

@@ -17,7 +17,7 @@ from seg_assets.churn.model import ChurnModel, risk_levels
 # analytics.churn_scores, column by column (the Spark schema is derived from it).
 OUTPUT: dict[str, pl.DataType] = {
     "user_id": pl.String, "churn_probability": pl.Float64, "churn_risk": pl.String, "expected_value_next_h": pl.Float64,
-    "churn_model_version": pl.String, "as_of": pl.Datetime("us"),
+    "churn_model_version": pl.String, "as_of": pl.Datetime("us"), "features_build": pl.String,
 }
 SCORE_COLUMNS = tuple(OUTPUT)
 
@@ -46,12 +46,13 @@ def score_users(frame: pl.DataFrame, model: ChurnModel | None, as_of, *, risk_hi
         version = model.version
     return pl.DataFrame({"user_id": frame["user_id"]}).with_columns(
         p, risk, value, churn_model_version=pl.lit(version, dtype=pl.String),
-        as_of=pl.lit(as_of).cast(pl.Datetime("us")),
+        as_of=pl.lit(as_of).cast(pl.Datetime("us")), features_build=pl.lit(None, dtype=pl.String),
     ).select(SCORE_COLUMNS)
 
 
 def score_churn(batch: pl.DataFrame, scorer: ChurnScorer) -> pl.DataFrame:
-    """Score rows for ``batch``, stamped with the as-of of the features scored (columns :data:`OUTPUT`)."""
+    """Score rows for ``batch``, stamped with the as-of and build of the features scored (columns :data:`OUTPUT`)."""
     scores = score_users(batch, scorer.model, None, risk_high=scorer.risk_high, risk_medium=scorer.risk_medium)
-    return scores.with_columns(as_of=batch["as_of"].cast(pl.Datetime("us"))).select(
+    return scores.with_columns(as_of=batch["as_of"].cast(pl.Datetime("us")),
+                               features_build=batch["features_build"].cast(pl.String)).select(
         [pl.col(c).cast(t) for c, t in OUTPUT.items()])

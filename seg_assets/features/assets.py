@@ -80,7 +80,9 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
             categories = inc.read_state(con, TABLE).params["categories"]
         else:
             categories = top_category_list(activity, config.top_categories) if activity is not None else []
-        features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories, categories=categories)
+        stamp = inc.build_stamp(plan, _code_version(), {"top_categories": config.top_categories, "categories": categories})
+        features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories, categories=categories,
+                                       build=stamp)
         del frames, activity  # the inputs (5M category rows at 1M users) are freed before DuckDB copies the result
         with transaction(con):
             if plan.incremental:
@@ -140,8 +142,12 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
             categories = inc.read_state(con, TABLE).params["categories"]
             changed = folder.parent / "user_features_changed.parquet"
             con.sql(f"COPY (SELECT user_id FROM temp.{inc.CHANGED}) TO {sql_string(str(changed))} (FORMAT parquet)")
+
+    def stamp(cats: list[str]) -> str:  # the categories are known on Spark, on a first build
+        return inc.build_stamp(plan, _code_version(), {"top_categories": config.top_categories, "categories": cats})
+
     users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories,
-                                       changed=changed, categories=categories)
+                                       changed=changed, categories=categories, stamp=stamp)
     if changed is not None:
         changed.unlink()
     with duckdb.get_connection() as con, transaction(con):

@@ -61,6 +61,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("country", "str", "Country from the customers file ('' when unknown)."),
     Feature("channel", "str", "Acquisition channel from the customers file ('' when unknown)."),
     Feature("as_of", "datetime", "The as-of time these features were computed for."),
+    Feature("features_build", "str", "Which build computed the row (its ledger watermark and a digest of the code and "
+            "settings): rows rebuilt at the same as-of (late rows) get a new one, and the scores made from them are redone."),
 )
 
 # Per-category preference shares are added as `cat_share_<category>` columns (see user_features.py):

@@ -17,6 +17,7 @@ that a full rebuild is cheaper.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -95,6 +96,14 @@ def read_state(con, model: str) -> BuildState | None:
         return None
     code, as_of, max_file_id, params = row[0]
     return BuildState(code, as_of, int(max_file_id), json.loads(params) if params else {})
+
+
+def build_stamp(plan: Plan, code_version: str, params: dict) -> str:
+    """What a build stamps its rows with (``features_build``): the ledger watermark it read and a digest of its code
+    and settings. Scores compare it with the one they were made from, as they compare ``as_of``: a row recomputed at
+    an unchanged as-of (rows that arrived late, a code change) is scored again."""
+    digest = hashlib.sha1(json.dumps([code_version, params], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{plan.max_file_id}-{digest}"
 
 
 def write_state(con, model: str, code_version: str, as_of: datetime, plan: Plan, params: dict | None = None) -> None:
@@ -262,7 +271,7 @@ def stale_row_sql(versions: dict[str, str | None]) -> str:
     """The condition, on ``s`` (the scored row, left-joined) and ``f`` (its features), that the score must be redone."""
     lit = lambda v: "NULL" if v is None else "'" + str(v).replace("'", "''") + "'"  # noqa: E731
     stale = "".join(f" OR s.{col} IS DISTINCT FROM {lit(v)}" for col, v in versions.items())
-    return f"(s.user_id IS NULL OR s.as_of IS DISTINCT FROM f.as_of{stale})"
+    return f"(s.user_id IS NULL OR s.as_of IS DISTINCT FROM f.as_of OR s.features_build IS DISTINCT FROM f.features_build{stale})"
 
 
 # Sliding windows, read from the SQL: where a row's part in an incremental model can change as as-of moves.

@@ -108,8 +108,10 @@ def build_user_features(
     top_categories: int = TOP_CATEGORIES,
     categories: list[str] | None = None,
     review_stats: pl.DataFrame | None = None,
+    build: str | None = None,
 ) -> pl.DataFrame:
-    """One row per user with the columns of the feature dictionary (plus ``cat_share_*``).
+    """One row per user with the columns of the feature dictionary (plus ``cat_share_*``); ``build``: the
+    ``features_build`` stamp of the rows (incremental.build_stamp).
 
     Reviews add to a user's row but never make a user: a reviewer is a user through an order, a click or a
     customer record. Without reviews the review averages and share are null (unknown, not 0)."""
@@ -158,5 +160,6 @@ def build_user_features(
         country=pl.col("country").fill_null(""),
         channel=pl.col("channel").fill_null(""),
         as_of=pl.lit(as_of).cast(pl.Datetime("us")),
+        features_build=pl.lit(build, dtype=pl.String),
     )
     return frame.select([*FEATURE_NAMES, *share_cols])

@@ -42,7 +42,7 @@ OUTPUT: dict[str, pl.DataType] = {
     "model_version": pl.String, "as_of": pl.Datetime("us"), "segment_stage": pl.String,
     "r_score": pl.Int8, "f_score": pl.Int8, "m_score": pl.Int8, "rfm_score": pl.String, "rfm_group": pl.String,
     "lifecycle_stage": pl.String, "value_tier": pl.String, "churn_probability": pl.Float64, "churn_risk": pl.String,
-    EXPECTED_VALUE: pl.Float64, "assigned_by": pl.String, "rules_version": pl.String,
+    EXPECTED_VALUE: pl.Float64, "assigned_by": pl.String, "rules_version": pl.String, "features_build": pl.String,
 }
 COLUMNS = tuple(OUTPUT)
 
@@ -107,7 +107,7 @@ def score_segments(batch: pl.DataFrame, scorer: SegmentScorer) -> pl.DataFrame:
                                                        cuts=scorer.value_cuts_expected))
         rules = rules.drop("value_tier").join(tier, on="user_id", how="left", maintain_order="left")
     stage_of = dict(zip(model.segment_ids, model.cluster_stage))
-    scored = batch.select("user_id", "as_of", *CHURN_COLUMNS[1:]).join(
+    scored = batch.select("user_id", "as_of", "features_build", *CHURN_COLUMNS[1:]).join(
         assigned, on="user_id", how="left", maintain_order="left").with_columns(
         segment_name=pl.col("segment_id").replace_strict(model.name_of, return_dtype=pl.String),
         segment_stage=pl.col("segment_id").replace_strict(stage_of, return_dtype=pl.String),

@@ -133,7 +133,7 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         scored_with = f"classifier {served[0]}" if served else f"model {model.version}"
         versions = {"model_version": model.version, "assigned_by": scored_with}
         everyone = (inc.rebase_requested(context.run.tags) or not table_exists(con, TABLE)
-                    or "rules_version" not in con.table(TABLE).columns)
+                    or not {"rules_version", "features_build"} <= set(con.table(TABLE).columns))
         selection = _selection_sql(con, versions, rules_version, everyone=everyone)
         scorer = _scorer(con, config, model, served[2] if served else None, scored_with, rules_version)
         work, selected = None, 0

@@ -55,7 +55,8 @@ def _wide_sql(views: dict[str, str], activity: str) -> str:
             f"FROM {activity} GROUP BY user_id) AS a ON a.user_id = u.user_id")
 
 
-def features_of_batch(wide: pl.DataFrame, as_of: datetime, top_categories: int, categories: list[str]) -> pl.DataFrame:
+def features_of_batch(wide: pl.DataFrame, as_of: datetime, top_categories: int, categories: list[str],
+                      build: str | None = None) -> pl.DataFrame:
     """``build_user_features`` on one batch of whole users (the rows of ``_wide_sql``)."""
     frames = {}
     for name, (_, schema) in INPUTS.items():
@@ -64,7 +65,7 @@ def features_of_batch(wide: pl.DataFrame, as_of: datetime, top_categories: int, 
     activity = (wide.select("user_id", "activity").filter(pl.col("activity").is_not_null())
                 .explode("activity").unnest("activity"))
     return uf.build_user_features(**frames, **{uf.CATEGORY_INPUT[0]: activity}, as_of=as_of,
-                                  top_categories=top_categories, categories=categories)
+                                  top_categories=top_categories, categories=categories, build=build)
 
 
 def top_categories_of(spark, activity_view: str, top_n: int) -> list[str]:
@@ -75,11 +76,13 @@ def top_categories_of(spark, activity_view: str, top_n: int) -> list[str]:
 
 
 def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, top_categories: int,
-                        changed: Path | None = None, categories: list[str] | None = None) -> tuple[int, list[str]]:
+                        changed: Path | None = None, categories: list[str] | None = None,
+                        stamp=lambda categories: None) -> tuple[int, list[str]]:
     """``features.user_features`` on Spark into its Parquet folder, hash-partitioned by user; (users, categories).
 
     ``changed``: a Parquet file of the user ids to recompute (an incremental build); the others keep their rows of
-    the current folder, and ``categories`` (the share columns) are the last build's."""
+    the current folder, and ``categories`` (the share columns) are the last build's. ``stamp(categories)``: the
+    ``features_build`` of the recomputed rows."""
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     tables = SparkTables(spark, paths, models, as_of)
@@ -87,6 +90,7 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
     activity = tables.ensure(ACTIVITY)
     if categories is None:
         categories = top_categories_of(spark, activity, top_categories)
+    build = stamp(categories)
     empty = uf.build_user_features(None, None, None, None, as_of=as_of, top_categories=top_categories, categories=categories)
     schema = from_arrow_schema(empty.to_arrow().schema, prefer_timestamp_ntz=True)
     arrow_schema = to_arrow_schema(schema)
@@ -96,7 +100,7 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
 
         for batch in batches:
             wide = pl.from_arrow(pa.Table.from_batches([batch]))
-            out = features_of_batch(wide, as_of, top_categories, categories)
+            out = features_of_batch(wide, as_of, top_categories, categories, build)
             yield from out.to_arrow().cast(arrow_schema).to_batches()
 
     wide = spark.sql(_wide_sql(views, activity))
