@@ -131,3 +131,13 @@ def test_the_gate_measures_both_models_stability_on_todays_users():
     assert stability_on(old, before) == pytest.approx(old.metrics["stability"])
     assert gate_metrics(old, today, "logreg", 0)["stability"] == pytest.approx(stability_on(old, today))
     assert stability_on(old, today) != pytest.approx(old.metrics["stability"])
+
+
+def test_a_model_in_service_with_one_segment_does_not_lock_out_later_fits():
+    """Fitted on 12 users (or identical ones), the model in service has one segment: trivially stable, and every
+    refit moves users; it would refuse every fit once the data is there."""
+    one = {"silhouette": None, "stability": 1.0, "segments_used": 1}
+    fit = {"silhouette": 0.4, "stability": 0.9, "segments_used": 5, "membership_churn_stable": 1.0}
+    decision = decide_promotion(fit, one, 0.05, max_membership_churn=0.02)
+    assert decision.promote and "one segment" in decision.reason
+    assert not decide_promotion({**fit, "segments_used": 1}, one, 0.05, max_membership_churn=0.02).promote

@@ -6,6 +6,7 @@ Pure rules first (availability.py, naming.py, profiles.py), then real refreshes 
 """
 
 import shutil
+from datetime import timedelta
 
 import duckdb
 import numpy as np
@@ -15,7 +16,7 @@ from rich.console import Console
 
 from seg_assets.automation.jobs import refresh_run_config
 from seg_assets.definitions import build_defs
-from seg_assets.demo.generate import generate
+from seg_assets.demo.generate import DEFAULT_END, generate, generate_followup
 from seg_assets.refresh import SILENT as QUIET
 from seg_assets.refresh import run_refresh
 from seg_assets.report import not_computed, print_summary
@@ -206,6 +207,11 @@ def test_tiny_populations_and_one_day_publish_segments(tmp_path, users_, days):
     if users_ < 20:  # no lifecycle stage with min_stage_rows users: one segment of everyone, said so
         assert segs["segment_id"].n_unique() == 1 and prof.height == 1
         assert any("one segment of all 12 users" in n for n in notes(tmp_path))
+        # the shop grows: the one-segment model does not lock the segmentation of the new data out of service
+        generate_followup(tmp_path, users_, 120, 7, start=DEFAULT_END + timedelta(seconds=1), new_users=600)
+        refresh_ok(tmp_path, refit=True)
+        segs, prof = published(tmp_path)
+        assert segs["segment_id"].n_unique() > 1 and prof.height > 1
 
 
 def test_a_churn_model_under_its_floor_blocks_nothing(tmp_path):

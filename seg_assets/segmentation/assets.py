@@ -31,7 +31,7 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
-from seg_assets.segmentation.gate import Decision, decide_promotion
+from seg_assets.segmentation.gate import SEGMENTS_USED, Decision, decide_promotion
 from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN, DEFAULT_ODDS, NO_SEGMENT, refit_churn
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
@@ -155,6 +155,7 @@ def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int)
     metrics = evaluate_model(model, frame, sample_size=5_000, seed=seed)
     sample = frame[sample_indices(frame.height, 50_000, seed + 11)]
     labels, _ = model.predict(sample)
+    metrics[SEGMENTS_USED] = len(np.unique(labels))
     if len(np.unique(labels)) > 1:
         metrics["classifier_macro_f1"] = train_classifier(sample, labels, kind, features=model.features, seed=seed).metrics["macro_f1"]
     metrics["stability"] = stability_on(model, frame, seed)

@@ -11,7 +11,9 @@ Metrics compared (all "higher is better" unless listed in ``LOWER_IS_BETTER``):
 
 Rule: promote when nothing is in service, or when NO shared metric is worse than the in-service one
 by more than ``tolerance`` (absolute, default 0.05). The reason names every metric that failed, or
-the deltas when it passes.
+the deltas when it passes. A model in service that puts today's users in one segment (``segments_used``,
+fitted on a handful of users or on identical ones) is no yardstick: one segment is trivially stable and
+every refit "moves" users, so it would refuse every later fit; any candidate that separates users replaces it.
 
 Membership churn (membership.py): with ``max_membership_churn``, a candidate whose
 ``membership_churn_stable`` (the share of users whose features barely changed that it would move to
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 GATE_METRICS = ("silhouette", "stability", "classifier_macro_f1")
 CHURN_METRIC = "membership_churn_stable"
+SEGMENTS_USED = "segments_used"  # segments today's users fall in (a sample of them)
 LOWER_IS_BETTER = frozenset({"davies_bouldin"})
 
 
@@ -49,6 +52,9 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
     tol = (lambda m: float(tolerance.get(m, 0.05))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
     if in_service_metrics is None:
         return Decision(True, "no model in service")
+    if in_service_metrics.get(SEGMENTS_USED, 2) < 2 <= candidate_metrics.get(SEGMENTS_USED, 0):
+        return Decision(True, f"the model in service puts every user in one segment; this fit separates them into "
+                              f"{candidate_metrics[SEGMENTS_USED]:g}")
     deltas: dict[str, float] = {}
     failed: list[str] = []
     notes: list[str] = []
