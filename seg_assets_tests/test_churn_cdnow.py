@@ -4,6 +4,7 @@ Small files in the CDNOW formats are written here (no network). One ``slow`` tes
 from PyPI (the ``lifetimes`` wheel) and checks the published figures; it is skipped when offline.
 """
 
+import subprocess
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -101,7 +102,7 @@ def test_real_cdnow_files(tmp_path_factory):
 
     try:
         folder = fetch_cdnow(tmp_path_factory.mktemp("cdnow"))
-    except Exception as err:  # noqa: BLE001 - no network
+    except (subprocess.CalledProcessError, OSError) as err:  # pip could not download (no network): anything else is a bug
         pytest.skip(f"CDNOW files not available: {err}")
     out = tmp_path_factory.mktemp("data")
     sample = import_cdnow(folder / "CDNOW_sample.txt", out)
@@ -120,18 +121,13 @@ def test_real_cdnow_files(tmp_path_factory):
 @pytest.mark.slow
 def test_eval_cdnow_meets_the_acceptance(tmp_path_factory):
     """`make eval-cdnow` on the paper's split: churn_probability beats BG/NBD and recency (AUC >= 0.775)."""
-    import seg_assets.churn as churn
-    from seg_assets import definitions
     from seg_assets.churn.evaluate import run_eval_cdnow
 
     try:
         folder = fetch_cdnow(tmp_path_factory.mktemp("cdnow_eval_src"))
-    except Exception as err:  # noqa: BLE001 - no network
+    except (subprocess.CalledProcessError, OSError) as err:  # pip could not download (no network): anything else is a bug
         pytest.skip(f"CDNOW files not available: {err}")
-    with pytest.MonkeyPatch.context() as mp:
-        if churn not in definitions.STAGES:  # until the stage is wired into the code location
-            mp.setattr(definitions, "STAGES", (*definitions.STAGES, churn))
-        result = run_eval_cdnow(tmp_path_factory.mktemp("cdnow_eval"), cdnow_dir=folder, compare=False, echo=lambda *_: None)
+    result = run_eval_cdnow(tmp_path_factory.mktemp("cdnow_eval"), cdnow_dir=folder, compare=False, echo=lambda *_: None)
     assert (result.users, result.buyers) == (2357, 684)
     assert result.churn_auc >= 0.775
     assert result.churn_auc > result.auc["BG/NBD expected purchases"] > 0.77

@@ -12,6 +12,7 @@ from bench.membership import kept_share, published
 from seg_assets.demo.generate import DEFAULT_END, generate_followup
 from seg_assets.refresh import run_refresh
 from seg_assets.segmentation.assets import candidate_promoted
+from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN
 from seg_assets.settings import data_paths
 
 
@@ -34,7 +35,7 @@ def test_a_refit_after_drift_keeps_the_users_who_did_not_change(data_dir):
     assert 0 <= metrics["gate_membership_churn_stable"] <= 1 and 0 <= metrics["gate_membership_churn"] <= 1
     assert metrics["gate_stable_users"] > 0
     assert check.metadata["membership_churn_stable"].value == metrics["gate_membership_churn_stable"]
-    if metrics["gate_membership_churn_stable"] > 0.02:  # max_membership_churn: the model in service stays
+    if metrics["gate_membership_churn_stable"] > DEFAULT_MAX_CHURN:  # max_membership_churn: the model in service stays
         assert not check.passed and "membership_churn_stable" in check.description
     assert run_refresh(data_dir, refit=True).success  # nothing new: every segment id stays
     assert kept_share(after, published(data_dir))["kept"] == 1.0
