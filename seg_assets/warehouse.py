@@ -133,11 +133,12 @@ def parse_utc(text: str) -> datetime:
 _ACTIVITY = (("raw.orders", "order_ts"), ("raw.order_items", "order_ts"), ("raw.clicks", "event_ts"))
 
 
-def latest_activity(con: duckdb.DuckDBPyConnection) -> datetime | None:
-    parts = [f"SELECT max({col}) AS ts FROM {table}" for table, col in _ACTIVITY if table_exists(con, table)]
+def latest_activity(con: duckdb.DuckDBPyConnection, how: str = "max") -> datetime | None:
+    """The latest order or click time (``how="min"``: the earliest)."""
+    parts = [f"SELECT {how}({col}) AS ts FROM {table}" for table, col in _ACTIVITY if table_exists(con, table)]
     if not parts:
         return None
-    value = con.sql(f"SELECT max(ts) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
+    value = con.sql(f"SELECT {how}(ts) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
     return value
 
 

@@ -231,3 +231,12 @@ def test_a_churn_model_under_its_floor_blocks_nothing(tmp_path):
         assert con.sql("SELECT in_service, passed FROM meta.churn_models").fetchall() == [(False, False)]
     (line,) = [n for n in notes(tmp_path) if n.startswith("churn")]
     assert "< min_auc 0.99" in line and "churn_model.min_auc" in line
+
+
+def test_an_as_of_before_every_row_says_so(tmp_path):
+    """Rows were taken in, none by the as-of: the message names the as-of and the earliest row, not an empty ledger."""
+    generate(tmp_path, users=50, days=30, seed=3)
+    outcome = run_refresh(tmp_path, as_of="2020-01-01T00:00:00Z")
+    failures = " ".join(str(f) for s in outcome.stages for f in s.failures)
+    assert not outcome.success and "nothing happened by the as-of 2020-01-01 00:00" in failures, failures
+    assert "refresh with a later --as-of" in failures

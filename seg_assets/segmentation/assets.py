@@ -36,7 +36,7 @@ from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN, DEFAULT_ODDS, 
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.validation import with_checks
-from seg_assets.warehouse import row_count, table_exists
+from seg_assets.warehouse import latest_activity, row_count, table_exists
 
 SEGMENT_MODEL = dg.AssetKey("segment_model")
 SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")
@@ -250,6 +250,10 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         frame = read_features(con)
     if frame.height == 0:
         with duckdb.get_connection() as con:
+            first = latest_activity(con, "min")
+            if first is not None and as_of < first:  # rows were taken in, none by the as-of
+                raise input_failure(f"nothing happened by the as-of {as_of:%Y-%m-%d %H:%M}: the earliest order or click "
+                                    f"is {first:%Y-%m-%d %H:%M}; refresh with a later --as-of (or none: the latest data)")
             raise input_failure("features.user_features is empty: nothing to segment yet; " + why_no_rows(con))
 
     context.log.info(f"fitting {version}: {reason}")
