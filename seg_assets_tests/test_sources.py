@@ -407,3 +407,16 @@ def test_campaign_sends_with_bad_rows_are_accounted_like_any_table(tmp_path):
     rows = con.sql("SELECT send_id, send_group, propensity FROM raw.campaign_sends ORDER BY 1").fetchall()
     con.close()
     assert rows == [("s1", "treatment", 0.25), ("s2", "control", None)]
+
+
+def test_a_mapping_that_does_not_fit_one_file_names_the_expression_and_the_value(tmp_path):
+    """`summe * 1.0` works where the file's values read as numbers; a file with decimal commas gives text."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  pos:\n    table: orders\n    columns:\n      order_id: bon\n      user_id: kunde\n      order_ts: zeit\n"
+        "      amount: summe * 1.0\n      items: anzahl\n      status: \"'completed'\"\n")
+    head = "bon,kunde,zeit,summe,anzahl\n"
+    write(tmp_path, "pos/a.csv", head + "B1,K1,2024-05-01T10:00:00Z,10.50,1\n")
+    write(tmp_path, "pos/b.csv", head + 'C1,K1,2024-05-02T10:00:00Z,"10,50",1\n')
+    _, ledger, _ = ingest(tmp_path)
+    assert [(r[1], r[2]) for r in ledger] == [("pos/a.csv", "ingested"), ("pos/b.csv", "failed")]
+    assert "amount: summe * 1.0 does not fit this file (summe is VARCHAR (e.g. '10,50'))" in ledger[1][8]

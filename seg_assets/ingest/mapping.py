@@ -83,10 +83,36 @@ def _describe(con, src: Source, exprs: dict[str, str], source: SourceDef) -> dic
     try:
         rows = con.sql(f"DESCRIBE SELECT {items} FROM {src.relation}").fetchall()
     except duckdb.Error as exc:
-        first = str(exc).splitlines()[0].rstrip(".")
-        raise MappingError(f"source {source.name!r}: a mapping does not fit this file: {first}. Fix the expression "
-                           "in sources.yaml (CAST or TRY_CAST where a text column meets a number)") from None
+        raise MappingError(_misfit(con, src, exprs, source, exc)) from None
     return {r[0]: r[1] for r in rows}
+
+
+def _misfit(con, src: Source, exprs: dict[str, str], source: SourceDef, exc: Exception) -> str:
+    """One line for a mapping that does not bind on this file: which expression, the columns it reads as this file
+    gives them (type, a value) and DuckDB's reason. The same mapping may work on a file whose values read as numbers
+    (``10.50``) and not on one where they are text (``"10,50"``)."""
+    first = str(exc).splitlines()[0].rstrip(".")
+    name = next((n for n, sql in exprs.items() if _binds(con, src, sql) is False), None)
+    if name is None:
+        return (f"source {source.name!r}: a mapping does not fit this file: {first}. Fix the expression "
+                "in sources.yaml (CAST or TRY_CAST where a text column meets a number)")
+    expr = source.columns[name]
+    columns = {n.strip().lower(): (i, t) for n, i, t in zip(src.names, src.idents, src.types)}
+    seen = []
+    for col in sorted(expr.columns & set(columns)):
+        ident, typ = columns[col]
+        value = con.sql(f"SELECT {ident}::VARCHAR FROM {src.relation} WHERE {ident} IS NOT NULL LIMIT 1").fetchall()
+        seen.append(f"{col} is {typ}" + (f" (e.g. {str(value[0][0])[:30]!r})" if value else ""))
+    return (f"source {source.name!r}: {name}: {expr.text} does not fit this file ({'; '.join(seen)}): {first}. "
+            "Make it fit every file in sources.yaml, e.g. TRY_CAST(replace(col, ',', '.') AS DOUBLE) for decimal commas")
+
+
+def _binds(con, src: Source, sql: str) -> bool:
+    try:
+        con.sql(f"DESCRIBE SELECT {sql} FROM {src.relation}").fetchall()
+        return True
+    except duckdb.Error:
+        return False
 
 
 def _derived_key(col: C.Column, columns: dict[str, tuple[str, str | None]]) -> str:
