@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ FILE_FIXES = {
                      "(--rebase forces a run)",
 }
 
+# A rejected file's message that already says what to do (the loader's do): the generic fix would contradict it.
+OWN_FIX = re.compile(r"under a new name")
 TIME_HINT = " (times: ISO-8601, or the source's timestamp_format in sources.yaml)"
 
 
@@ -178,7 +181,8 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
     out = []
     for name, status, message in rows:
         what = (message or status).removeprefix(f"{name}: ")
-        out.append(Problem("file", name, f"{status.replace('_', ' ')}: {what}; {FILE_FIXES[status]}"))
+        fix = "" if status == C.STATUS_REJECTED_FILE and OWN_FIX.search(what) else f"; {FILE_FIXES[status]}"
+        out.append(Problem("file", name, f"{status.replace('_', ' ')}: {what}{fix}"))
     for name, delivered, n, rules, example in rejected:  # the file was taken in, some of its rows were not
         hint = TIME_HINT if "unparseable:" in rules and "_ts" in rules else ""
         out.append(Problem("warning", name, f"{n} of {delivered} rows rejected: {rules}; first: {example}; the rows are in "
