@@ -77,6 +77,19 @@ def in_service_model(con) -> InService | None:
     return InService(version, json.loads(metrics) if metrics else {}, located_path(con, artifact))
 
 
+@dataclass(frozen=True)
+class Fit:
+    version: str
+    data_as_of: datetime | None
+
+
+def latest_fit(con) -> Fit | None:
+    """The latest fit, promoted or refused: what a 'when_needed' run dates the models' age from."""
+    ensure_tables(con)
+    rows = con.sql("SELECT version, data_as_of FROM meta.segment_models ORDER BY fitted_at DESC, version DESC LIMIT 1").fetchall()
+    return Fit(*rows[0]) if rows else None
+
+
 def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, reason: str, run_id: str | None) -> None:
     """Register a fitted model; if promoted it replaces the one in service, in one transaction."""
     ensure_tables(con)
