@@ -58,6 +58,10 @@ def test_when_needed_dates_the_age_from_the_latest_fit_even_a_refused_one(data_d
             return [v for (v,) in con.sql("SELECT version FROM meta.segment_models ORDER BY version").fetchall()]
 
     assert when_needed(8) == ["v0001", "v0002"]  # older than max_age_days: a re-fit, whatever the gate says of it
+    with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:  # why it fitted and the gate's verdict, apart
+        (first, _), (fit_reason, reason) = con.sql("SELECT fit_reason, reason FROM meta.segment_models ORDER BY version").fetchall()
+    assert first == "no model in service" and fit_reason.startswith("the latest fit v0001 is older than 7 days")
+    assert "older than" not in reason and fit_reason not in reason
     with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:  # as if the gate had refused it
         con.sql("UPDATE meta.segment_models SET in_service = (version = 'v0001'), promoted = (version = 'v0001')")
     assert len(when_needed(8)) == 2  # refused on this very data: not fitted again

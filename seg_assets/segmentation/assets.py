@@ -213,14 +213,16 @@ CANDIDATE_PROMOTED = dg.AssetCheckSpec(
 
 def candidate_promoted(con) -> dg.AssetCheckResult:
     registry.ensure_tables(con)
-    rows = con.sql("SELECT version, promoted, reason, metrics FROM meta.segment_models ORDER BY version DESC LIMIT 1").fetchall()
+    rows = con.sql("SELECT version, promoted, reason, fit_reason, metrics FROM meta.segment_models "
+                   "ORDER BY version DESC LIMIT 1").fetchall()
     if not rows:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no model fitted yet"})
-    version, promoted, reason, metrics = rows[0]
+    version, promoted, reason, fit_reason, metrics = rows[0]
     metrics = json.loads(metrics)
     churn = {k: float(metrics[f"gate_{k}"]) for k in ("membership_churn", "membership_churn_stable") if f"gate_{k}" in metrics}
     return dg.AssetCheckResult(passed=bool(promoted), severity=dg.AssetCheckSeverity.WARN, description=reason,
-                               metadata={"version": version, "reason": reason, **churn, "metrics": dg.MetadataValue.json(metrics)})
+                               metadata={"version": version, "reason": reason, "fitted_because": fit_reason or "", **churn,
+                                         "metrics": dg.MetadataValue.json(metrics)})
 
 
 @dg.asset(
@@ -245,7 +247,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         keep_possible = previous is not None and config.fit != "always"
         panel = read_drift_panel(con, panel_columns(previous)) if keep_possible else None  # deciding to keep needs no more than this
         psi = drift_table(previous, panel) if keep_possible else None
-        reason = ("forced (fit=always)" if config.fit == "always"
+        reason = ("a re-fit was asked for (fit=always)" if config.fit == "always"
                   else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi, registry.latest_fit(con)))
         if reason is None:
             users = row_count(con, "features.user_features")
@@ -280,7 +282,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     candidate.metrics.update({f"gate_{k}": v for k, v in cand_metrics.items() if v is not None})
     with duckdb.get_connection() as con:
         registry.record_model(con, candidate, artifact=artifact, promoted=decision.promote,
-                              reason=f"{reason}; {decision.reason}", run_id=context.run_id)
+                              reason=decision.reason, fit_reason=reason, run_id=context.run_id)
     serving = candidate if decision.promote else previous
     context.log.info(f"{version}: {'promoted' if decision.promote else 'NOT promoted'} ({decision.reason})")
     ksel = candidate.k_selection

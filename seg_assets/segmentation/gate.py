@@ -48,7 +48,7 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
     """Decide whether the candidate model replaces the one in service."""
     tol = (lambda m: float(tolerance.get(m, 0.05))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
     if in_service_metrics is None:
-        return Decision(True, "no model in service")
+        return Decision(True, "the first model")
     deltas: dict[str, float] = {}
     failed: list[str] = []
     notes: list[str] = []
