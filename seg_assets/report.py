@@ -66,18 +66,18 @@ def model_line(con) -> str | None:
     if not table_exists(con, "meta.segment_models"):
         return None
     serving = con.sql("SELECT version, k, data_as_of FROM meta.segment_models WHERE in_service").fetchall()
-    latest = con.sql("SELECT version, promoted, reason FROM meta.segment_models ORDER BY fitted_at DESC, version DESC "
-                     "LIMIT 1").fetchall()
+    latest = con.sql("SELECT version, promoted, reason, fit_reason FROM meta.segment_models "
+                     "ORDER BY fitted_at DESC, version DESC LIMIT 1").fetchall()
     if not serving or not latest:
         return None
     version, k, as_of = serving[0]
     line = f"Segment model {version} in service ({k} segments, fitted on data as of {as_of:%Y-%m-%d})"
-    fit, promoted, reason = latest[0]
-    reason = "; ".join(dict.fromkeys((reason or "").split("; ")))  # "no model in service" is both why and verdict
+    fit, promoted, reason, fit_reason = latest[0]
+    why = f"fitted because {fit_reason}" if fit_reason else ""  # rows of earlier versions: both in reason
     if fit != version and not promoted:
-        line += f"; the latest re-fit {fit} was refused: {reason}"
+        line += f"; the latest re-fit {fit}{f', {why},' if why else ''} was refused: {reason}"
     elif fit == version and reason:
-        line += f": {reason}"
+        line += f": {why}; promoted: {reason}" if why else f": {reason}"
     return line
 
 

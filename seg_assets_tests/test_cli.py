@@ -72,13 +72,20 @@ def test_the_summary_names_the_model_in_service_and_a_refused_refit():
     con = duckdb.connect()
     con.sql("CREATE SCHEMA meta")
     registry.ensure_tables(con)
-    con.sql("INSERT INTO meta.segment_models (version, k, fitted_at, data_as_of, promoted, in_service, reason) VALUES "
-            "('v0001', 5, '2026-11-01', '2026-10-31', true, true, 'no model in service'), "
-            "('v0002', 6, '2026-11-15', '2026-11-14', false, false, 'worse than the model in service: stability')")
-    assert model_line(con) == ("Segment model v0001 in service (5 segments, fitted on data as of 2026-10-31); "
-                               "the latest re-fit v0002 was refused: worse than the model in service: stability")
+    con.sql("INSERT INTO meta.segment_models (version, k, fitted_at, data_as_of, promoted, in_service, reason, fit_reason) "
+            "VALUES ('v0001', 5, '2026-11-01', '2026-10-31', true, true, 'the first model', 'no model in service'), "
+            "('v0002', 6, '2026-11-15', '2026-11-14', false, false, 'worse than the model in service: stability', "
+            "'a re-fit was asked for (fit=always)')")
+    assert model_line(con) == ("Segment model v0001 in service (5 segments, fitted on data as of 2026-10-31); the latest "
+                               "re-fit v0002, fitted because a re-fit was asked for (fit=always), was refused: worse than "
+                               "the model in service: stability")
     con.sql("UPDATE meta.segment_models SET in_service = (version = 'v0002'), promoted = true, reason = 'not worse'")
-    assert model_line(con) == "Segment model v0002 in service (6 segments, fitted on data as of 2026-11-14): not worse"
+    assert model_line(con) == ("Segment model v0002 in service (6 segments, fitted on data as of 2026-11-14): fitted "
+                               "because a re-fit was asked for (fit=always); promoted: not worse")
+    con.sql("DELETE FROM meta.segment_models WHERE version = 'v0002'")
+    con.sql("UPDATE meta.segment_models SET in_service = true, reason = 'the first model'")
+    assert model_line(con) == ("Segment model v0001 in service (5 segments, fitted on data as of 2026-10-31): fitted "
+                               "because no model in service; promoted: the first model")
 
 
 def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monkeypatch):

@@ -78,3 +78,82 @@ def test_transaction_rolls_back_on_failure(con):
     with transaction(con):
         con.sql("INSERT INTO analytics.user_segments VALUES ('x', 1, 'S1', 'v1')")
     assert con.sql("SELECT count(*) FROM analytics.user_segments").fetchall() == [(1,)]
+
+
+T4 = datetime(2026, 1, 4)
+
+
+def history(con):
+    return con.sql("SELECT user_id, segment_id, valid_from, valid_to FROM analytics.segment_history "
+                   "ORDER BY user_id, valid_from").fetchall()
+
+
+def transitions(con):
+    return con.sql("SELECT as_of, from_segment, to_segment, users, run_id FROM analytics.segment_transitions "
+                   "ORDER BY as_of, from_segment NULLS FIRST, to_segment").fetchall()
+
+
+def test_a_backfill_leaves_the_history_as_it_was_and_later_refreshes_go_on(con):
+    assign(con, [("a", 1), ("b", 1)])
+    record_history(con, T1, "r1")
+    assign(con, [("a", 1), ("b", 2), ("c", 2)])
+    record_history(con, T3, "r3")
+    before = history(con), transitions(con)
+
+    assign(con, [("a", 2), ("b", 1)])  # as of T2: c had not signed up yet, a and b were elsewhere
+    backfill = record_history(con, T2, "r2")
+    assert backfill.skipped and "before the latest as-of" in backfill.skipped
+    assert (history(con), transitions(con)) == before
+
+    assign(con, [("a", 2), ("b", 2), ("c", 2)])  # back to now: a moves once, dated after everything recorded
+    record_history(con, T4, "r4")
+    assert history(con) == [("a", 1, T1, T4), ("a", 2, T4, None), ("b", 1, T1, T3), ("b", 2, T3, None), ("c", 2, T3, None)]
+    assert transitions(con)[-1] == (T4, 1, 2, 1, "r4")
+
+
+def test_a_republication_at_the_same_as_of_replaces_what_it_recorded(con):
+    assign(con, [("a", 1), ("b", 1), ("c", 2)])
+    record_history(con, T1, "r1")
+    assign(con, [("a", 2), ("b", 2), ("c", 2), ("d", 3)])
+    record_history(con, T2, "r2")
+
+    # a refit at the same as-of: a goes back, b and d land elsewhere, c moves now
+    assign(con, [("a", 1), ("b", 3), ("c", 1), ("d", 1)])
+    again = record_history(con, T2, "r2b")
+    assert (again.new_users, again.moved_users, again.unchanged_users) == (1, 2, 1)
+    assert history(con) == [
+        ("a", 1, T1, None),
+        ("b", 1, T1, T2), ("b", 3, T2, None),
+        ("c", 2, T1, T2), ("c", 1, T2, None),
+        ("d", 1, T2, None),
+    ]
+    assert transitions(con) == [
+        (T1, None, 1, 2, "r1"), (T1, None, 2, 1, "r1"),
+        (T2, None, 1, 1, "r2b"), (T2, 1, 3, 1, "r2b"), (T2, 2, 1, 1, "r2b"),
+    ]
+    assert con.sql("SELECT count(*) FROM analytics.segment_history WHERE valid_to <= valid_from").fetchall() == [(0,)]
+    before = history(con), transitions(con)
+    assert record_history(con, T2, "r2c").unchanged_users == 4  # the same again: nothing written
+    assert (history(con), transitions(con)) == before
+
+
+def test_the_history_asset_says_a_backfill_was_not_recorded(tmp_path):
+    import dagster as dg
+
+    from seg_assets.publish.assets import segment_history
+    from seg_assets.resources import Warehouse
+
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as db:
+        prepare_connection(db)
+        db.sql("CREATE TABLE analytics.user_segments AS SELECT 'a' AS user_id, 1 AS segment_id, 'S1' AS segment_name, "
+               "'v1' AS model_version, TIMESTAMP '2026-01-03' AS as_of")
+    resources = {"duckdb": Warehouse(database=str(path))}
+    assert dg.materialize([segment_history], resources=resources).success
+    with duckdb.connect(str(path)) as db:
+        db.sql("UPDATE analytics.user_segments SET segment_id = 2, as_of = TIMESTAMP '2026-01-02'")
+    result = dg.materialize([segment_history], resources=resources)
+    for materialization in result.asset_materializations_for_node("segment_history"):  # history and transitions
+        assert "before the latest as-of" in materialization.metadata["not_recorded"].value
+    with duckdb.connect(str(path)) as db:
+        assert db.sql("SELECT segment_id, valid_from, valid_to FROM analytics.segment_history").fetchall() == [(1, T3, None)]

@@ -39,3 +39,32 @@ def test_a_refit_after_drift_keeps_the_users_who_did_not_change(data_dir):
         assert not check.passed and "membership_churn_stable" in check.description
     assert run_refresh(data_dir, refit=True).success  # nothing new: every segment id stays
     assert kept_share(after, published(data_dir))["kept"] == 1.0
+
+
+def test_when_needed_dates_the_age_from_the_latest_fit_even_a_refused_one(data_dir):
+    """A candidate refused for age must not be fitted again on every refresh: the hourly job would re-fit hourly."""
+    import dagster as dg
+
+    from seg_assets.resources import build_resources
+    from seg_assets.segmentation.assets import segment_model
+
+    assert run_refresh(data_dir).success  # v0001 in service, fitted on data as of DEFAULT_END
+
+    def when_needed(days):
+        as_of = (DEFAULT_END + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        result = dg.materialize([segment_model], resources=build_resources(data_dir, as_of),
+                                run_config={"ops": {"segment_model": {"config": {"fit": "when_needed"}}}})
+        assert result.success
+        with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:
+            return [v for (v,) in con.sql("SELECT version FROM meta.segment_models ORDER BY version").fetchall()]
+
+    assert when_needed(8) == ["v0001", "v0002"]  # older than max_age_days: a re-fit, whatever the gate says of it
+    with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:  # why it fitted and the gate's verdict, apart
+        (first, _), (fit_reason, reason) = con.sql("SELECT fit_reason, reason FROM meta.segment_models ORDER BY version").fetchall()
+    assert first == "no model in service" and fit_reason.startswith("the latest fit v0001 is older than 7 days")
+    assert "older than" not in reason and fit_reason not in reason
+    with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:  # as if the gate had refused it
+        con.sql("UPDATE meta.segment_models SET in_service = (version = 'v0001'), promoted = (version = 'v0001')")
+    assert len(when_needed(8)) == 2  # refused on this very data: not fitted again
+    assert len(when_needed(9)) == 2  # a day later: the latest fit is a day old, v0001 in service nine
+    assert len(when_needed(16)) == 3  # a week after the latest fit

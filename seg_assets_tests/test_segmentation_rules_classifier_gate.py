@@ -87,7 +87,7 @@ def test_classifier_rejects_single_segment():
 
 def test_gate_rules():
     base = {"silhouette": 0.40, "stability": 0.90, "classifier_macro_f1": 0.95}
-    assert decide_promotion(base, None).promote and decide_promotion(base, None).reason == "no model in service"
+    assert decide_promotion(base, None).promote and decide_promotion(base, None).reason == "the first model"
     same = decide_promotion(dict(base), base, 0.05)
     assert same.promote and same.deltas == {"silhouette": 0.0, "stability": 0.0, "classifier_macro_f1": 0.0}
     slightly = decide_promotion({**base, "silhouette": 0.36}, base, 0.05)

@@ -33,7 +33,7 @@ PUBLISHED_TABLES = tuple(".".join(key.path) for key in PUBLISHED)
                                  "segment changes."),
         dg.AssetSpec(SEGMENT_TRANSITIONS, deps=[USER_SEGMENTS], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),
-                     description="Per refresh: users who entered a segment or moved from one segment to another."),
+                     description="Per as-of: users who entered a segment or moved from one segment to another."),
     ],
     name="segment_history", pool="duckdb",
 )
@@ -46,9 +46,13 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
                         params=[as_of, context.run_id]).pl()
         sizes = segment_sizes_over_time(con)
         spells = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall()[0][0]
-    context.log.info(f"history as of {as_of}: {update.new_users} new, {update.moved_users} moved, {update.unchanged_users} unchanged")
+    if update.skipped:
+        context.log.warning(f"segment history not recorded: {update.skipped}")
+    else:
+        context.log.info(f"history as of {as_of}: {update.new_users} new, {update.moved_users} moved, {update.unchanged_users} unchanged")
+    skipped = {"not_recorded": update.skipped} if update.skipped else {}
     yield dg.MaterializeResult(asset_key=SEGMENT_HISTORY, metadata={
-        "as_of": str(as_of), "new_users": update.new_users, "moved_users": update.moved_users,
+        "as_of": str(as_of), **skipped, "new_users": update.new_users, "moved_users": update.moved_users,
         "unchanged_users": update.unchanged_users, "dagster/row_count": dg.MetadataValue.int(int(spells)),
         # Numeric metadata per segment: the asset's Plots tab in the UI draws each as a line over refreshes.
         **{f"segment_{sid}_users": dg.MetadataValue.int(int(n))
@@ -57,7 +61,8 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
         "sizes_over_time": dg.MetadataValue.md(_sizes_table(sizes)) if sizes.height else "",
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_TRANSITIONS, metadata={
-        "as_of": str(as_of), "moves": dg.MetadataValue.md(moves.to_pandas().to_markdown(index=False)) if moves.height else "no moves",
+        "as_of": str(as_of), **skipped,
+        "moves": dg.MetadataValue.md(moves.to_pandas().to_markdown(index=False)) if moves.height else "no moves",
     })
 
 

@@ -3,7 +3,7 @@
 ``analytics.segment_history`` is slowly-changing (type 2): a user has a new row only when their
 segment changes; the open row (``valid_to IS NULL``) is their current segment. The open rows are also
 the "previous assignment" the next refresh compares against, so no snapshot has to be kept.
-``analytics.segment_transitions`` counts, per refresh, the users who entered a segment (``from_segment``
+``analytics.segment_transitions`` counts, per as-of, the users who entered a segment (``from_segment``
 NULL: first seen) or moved from one to another. Re-running with nothing changed writes nothing.
 """
 
@@ -36,6 +36,7 @@ class HistoryUpdate:
     new_users: int
     moved_users: int
     unchanged_users: int
+    skipped: str | None = None  # why nothing was recorded (a publication dated before the history's latest as-of)
 
 
 def ensure_history_tables(con) -> None:
@@ -43,29 +44,56 @@ def ensure_history_tables(con) -> None:
     con.sql(TRANSITIONS_DDL)
 
 
-def record_history(con, as_of: datetime, run_id: str | None = None, source: str = "analytics.user_segments") -> HistoryUpdate:
-    """Compare the current assignment with the open history rows and record the differences, atomically."""
+def recorded_as_of(con) -> datetime | None:
+    """The latest as-of the history recorded (every spell's end is another spell's start)."""
     ensure_history_tables(con)
+    return con.sql("SELECT max(valid_from) FROM analytics.segment_history").fetchall()[0][0]
+
+
+CHANGES = """
+    CREATE OR REPLACE TEMP TABLE _changes AS
+    SELECT u.user_id, h.segment_id AS from_segment, u.segment_id AS to_segment, u.segment_name AS to_name, u.model_version
+    FROM {source} u
+    LEFT JOIN analytics.segment_history h ON h.user_id = u.user_id AND h.valid_to IS NULL
+    WHERE h.segment_id IS DISTINCT FROM u.segment_id"""
+
+
+def record_history(con, as_of: datetime, run_id: str | None = None, source: str = "analytics.user_segments") -> HistoryUpdate:
+    """Compare the current assignment with the open history rows and record the differences, atomically.
+
+    History is a forward-only record: a publication dated before its latest as-of (a backfill) would
+    close spells before they opened, so it records nothing and says why. One at the latest as-of (a re-run,
+    a refit) replaces what that as-of recorded: a user moves at most once per as-of, no spell is empty.
+    """
+    latest = recorded_as_of(con)
+    if latest is not None and as_of < latest:
+        return HistoryUpdate(0, 0, 0, skipped=f"as of {as_of} is before the latest as-of in the history ({latest}): "
+                                              "history only moves forward, left as it was")
     with transaction(con):
-        con.sql(f"""
-            CREATE OR REPLACE TEMP TABLE _changes AS
-            SELECT u.user_id, h.segment_id AS from_segment, h.segment_name AS from_name,
-                   u.segment_id AS to_segment, u.segment_name AS to_name, u.model_version
-            FROM {source} u
-            LEFT JOIN analytics.segment_history h ON h.user_id = u.user_id AND h.valid_to IS NULL
-            WHERE h.segment_id IS DISTINCT FROM u.segment_id
-        """)
+        con.sql(CHANGES.format(source=source))
+        changed = con.sql("SELECT count(*) FROM _changes").fetchall()[0][0]
+        if changed and as_of == latest:  # undo this as-of's move of the users it changes again: their spell before it reopens
+            con.execute("DELETE FROM analytics.segment_history WHERE valid_from = ? AND user_id IN (SELECT user_id FROM _changes)",
+                        [as_of])
+            con.execute("UPDATE analytics.segment_history SET valid_to = NULL WHERE valid_to = ? AND user_id IN "
+                        "(SELECT user_id FROM _changes)", [as_of])
+            con.sql(CHANGES.format(source=source))
         con.execute(
             "UPDATE analytics.segment_history SET valid_to = ? WHERE valid_to IS NULL AND user_id IN "
             "(SELECT user_id FROM _changes WHERE from_segment IS NOT NULL)", [as_of])
         con.execute(
             "INSERT INTO analytics.segment_history SELECT user_id, to_segment, to_name, ?, NULL, model_version FROM _changes",
             [as_of])
-        con.execute(
-            "INSERT INTO analytics.segment_transitions "
-            "SELECT ?, from_segment, to_segment, any_value(from_name), any_value(to_name), count(*), ?, now()::TIMESTAMP "
-            "FROM _changes GROUP BY from_segment, to_segment ORDER BY from_segment NULLS FIRST, to_segment",
-            [as_of, run_id])
+        if changed:  # this as-of's transitions, as the history now holds them
+            con.execute("DELETE FROM analytics.segment_transitions WHERE as_of = ?", [as_of])
+            con.execute("""
+                INSERT INTO analytics.segment_transitions
+                SELECT h.valid_from, p.segment_id, h.segment_id, any_value(p.segment_name), any_value(h.segment_name),
+                       count(*), ?, now()::TIMESTAMP
+                FROM analytics.segment_history h
+                LEFT JOIN analytics.segment_history p ON p.user_id = h.user_id AND p.valid_to = h.valid_from
+                WHERE h.valid_from = ?
+                GROUP BY ALL ORDER BY 2 NULLS FIRST, 3""", [run_id, as_of])
         new, moved = con.sql(
             "SELECT count(*) FILTER (WHERE from_segment IS NULL), count(*) FILTER (WHERE from_segment IS NOT NULL) FROM _changes"
         ).fetchall()[0]

@@ -8,8 +8,9 @@ Both assets take ``fit``: ``always`` (the default: a run someone or something as
 automation on drift or the weekly cron) or ``when_needed`` (the hourly job, the landing sensor and the
 CLI). ``segment_model`` then fits only for one of :func:`refit_reason`'s reasons: no model in service,
 features it left out for lack of data now have data, the population drifted beyond the PSI threshold,
-or the model is older than ``max_age_days``; either way the promotion gate decides whether a new fit
-serves. ``segment_classifier`` then trains only if the model in service has no classifier yet.
+or the latest fit (promoted or refused) is older than ``max_age_days``; never again on the data as-of of
+a refused fit. Either way the promotion gate decides whether a new fit serves. ``segment_classifier``
+then trains only if the model in service has no classifier yet.
 """
 
 import json
@@ -71,7 +72,8 @@ class SegmentModelConfig(dg.Config):
         "whose features barely changed to another segment (None: report only).")
     gate_classifier: Literal["logreg", "tree", "gbm", "mlp"] = Field(
         default="logreg", description="Classifier used for the gate's macro-F1.")
-    max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model older than this (data time).")
+    max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits when the latest fit, promoted or "
+                                "refused, is older than this (data time).")
     seed: int = Field(default=0, description="Random seed: the same data and settings give the same segments and ids.")
 
     @model_validator(mode="after")
@@ -134,18 +136,25 @@ def drift_table(model: SegmentModel, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetime, cfg: SegmentModelConfig,
-                 psi_threshold: float, psi: pl.DataFrame | None = None) -> str | None:
-    """Why a 'when_needed' run should fit (None: keep the model in service)."""
+                 psi_threshold: float, psi: pl.DataFrame | None = None, latest: registry.Fit | None = None) -> str | None:
+    """Why a 'when_needed' run should fit (None: keep the model in service).
+
+    Age counts from the latest fit, promoted or refused (``latest``), and a fit refused on this very data
+    as-of is not repeated: a candidate refused for drift or age would otherwise be re-fitted every hour."""
     if model is None:
         return "no model in service"
+    latest = latest or registry.Fit(model.version, model.as_of)
+    fitted_on = latest.data_as_of.replace(tzinfo=None) if latest.data_as_of is not None else None
+    if latest.version != model.version and fitted_on == as_of:
+        return None
     gained = gained_data([f for f, _ in model.left_out], frame)
     if gained:
         return f"features left out of {model.version} now have data: {', '.join(gained)}"
     psi = drift_table(model, frame) if psi is None else psi
     if psi.height and psi["psi"][0] > psi_threshold:
         return f"population drift: PSI of {psi['feature'][0]} is {psi['psi'][0]:.2f} > {psi_threshold}"
-    if model.as_of is not None and as_of - model.as_of.replace(tzinfo=None) > timedelta(days=cfg.max_age_days):
-        return f"model older than {cfg.max_age_days:g} days (fitted on data as of {model.as_of:%Y-%m-%d})"
+    if fitted_on is not None and as_of - fitted_on > timedelta(days=cfg.max_age_days):
+        return f"the latest fit {latest.version} is older than {cfg.max_age_days:g} days (data as of {fitted_on:%Y-%m-%d})"
     return None
 
 
@@ -205,14 +214,16 @@ CANDIDATE_PROMOTED = dg.AssetCheckSpec(
 
 def candidate_promoted(con) -> dg.AssetCheckResult:
     registry.ensure_tables(con)
-    rows = con.sql("SELECT version, promoted, reason, metrics FROM meta.segment_models ORDER BY version DESC LIMIT 1").fetchall()
+    rows = con.sql("SELECT version, promoted, reason, fit_reason, metrics FROM meta.segment_models "
+                   "ORDER BY version DESC LIMIT 1").fetchall()
     if not rows:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no model fitted yet"})
-    version, promoted, reason, metrics = rows[0]
+    version, promoted, reason, fit_reason, metrics = rows[0]
     metrics = json.loads(metrics)
     churn = {k: float(metrics[f"gate_{k}"]) for k in ("membership_churn", "membership_churn_stable") if f"gate_{k}" in metrics}
     return dg.AssetCheckResult(passed=bool(promoted), severity=dg.AssetCheckSeverity.WARN, description=reason,
-                               metadata={"version": version, "reason": reason, **churn, "metrics": dg.MetadataValue.json(metrics)})
+                               metadata={"version": version, "reason": reason, "fitted_because": fit_reason or "", **churn,
+                                         "metrics": dg.MetadataValue.json(metrics)})
 
 
 @dg.asset(
@@ -237,11 +248,11 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         keep_possible = previous is not None and config.fit != "always"
         panel = read_drift_panel(con, panel_columns(previous)) if keep_possible else None  # deciding to keep needs no more than this
         psi = drift_table(previous, panel) if keep_possible else None
-        reason = ("forced (fit=always)" if config.fit == "always"
-                  else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi))
+        reason = ("a re-fit was asked for (fit=always)" if config.fit == "always"
+                  else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi, registry.latest_fit(con)))
         if reason is None:
             users = row_count(con, "features.user_features")
-            context.log.info(f"keeping {previous.version} in service: no drift, not too old")
+            context.log.info(f"keeping {previous.version} in service: no refit needed")
             return dg.MaterializeResult(metadata={
                 "decision": f"kept {previous.version} in service (no refit needed)", "in_service_version": previous.version,
                 "max_psi": float(psi["psi"].max() or 0.0), "users": users, "features_used": len(previous.features),
@@ -276,7 +287,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     candidate.metrics.update({f"gate_{k}": v for k, v in cand_metrics.items() if v is not None})
     with duckdb.get_connection() as con:
         registry.record_model(con, candidate, artifact=artifact, promoted=decision.promote,
-                              reason=f"{reason}; {decision.reason}", run_id=context.run_id)
+                              reason=decision.reason, fit_reason=reason, run_id=context.run_id)
     serving = candidate if decision.promote else previous
     context.log.info(f"{version}: {'promoted' if decision.promote else 'NOT promoted'} ({decision.reason})")
     ksel = candidate.k_selection

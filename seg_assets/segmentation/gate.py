@@ -51,7 +51,7 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
     """Decide whether the candidate model replaces the one in service."""
     tol = (lambda m: float(tolerance.get(m, 0.05))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
     if in_service_metrics is None:
-        return Decision(True, "no model in service")
+        return Decision(True, "the first model")
     if in_service_metrics.get(SEGMENTS_USED, 2) < 2 <= candidate_metrics.get(SEGMENTS_USED, 0):
         return Decision(True, f"the model in service puts every user in one segment; this fit separates them into "
                               f"{candidate_metrics[SEGMENTS_USED]:g}")

@@ -1,6 +1,6 @@
 """The model registry: versioned artifacts under ``SEG_DATA_DIR/models`` plus rows in ``meta``.
 
-``meta.segment_models`` has one row per fitted segment model (promoted or not, with the reason), and
+``meta.segment_models`` has one row per fitted segment model (why it was fitted, promoted or not and why), and
 exactly one row with ``in_service`` true once a model has been promoted. ``meta.segment_classifiers``
 does the same for classifiers, per model version. ``meta.segment_id_map`` records how each version's
 clusters map to stable segment ids (kept / new / retired). Artifacts are joblib files written
@@ -28,8 +28,10 @@ MODELS_DDL = """
 CREATE TABLE IF NOT EXISTS meta.segment_models (
     version VARCHAR PRIMARY KEY, parent_version VARCHAR, algorithm VARCHAR, hierarchy VARCHAR, k INTEGER,
     features VARCHAR[], metrics JSON, fitted_at TIMESTAMP, data_as_of TIMESTAMP, promoted BOOLEAN,
-    in_service BOOLEAN, reason VARCHAR, artifact VARCHAR, run_id VARCHAR
+    in_service BOOLEAN, reason VARCHAR, artifact VARCHAR, run_id VARCHAR, fit_reason VARCHAR
 )"""
+# reason: why the gate promoted or refused it; fit_reason: why it was fitted (rows of earlier versions: NULL, both in reason)
+FIT_REASON_DDL = "ALTER TABLE meta.segment_models ADD COLUMN IF NOT EXISTS fit_reason VARCHAR"
 ID_MAP_DDL = """
 CREATE TABLE IF NOT EXISTS meta.segment_id_map (
     model_version VARCHAR, cluster INTEGER, segment_id INTEGER, segment_name VARCHAR, stage VARCHAR,
@@ -50,7 +52,7 @@ class InService:
 
 
 def ensure_tables(con) -> None:
-    for ddl in (MODELS_DDL, ID_MAP_DDL, CLASSIFIERS_DDL):
+    for ddl in (MODELS_DDL, FIT_REASON_DDL, ID_MAP_DDL, CLASSIFIERS_DDL):
         con.sql(ddl)
 
 
@@ -77,7 +79,21 @@ def in_service_model(con) -> InService | None:
     return InService(version, json.loads(metrics) if metrics else {}, located_path(con, artifact))
 
 
-def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, reason: str, run_id: str | None) -> None:
+@dataclass(frozen=True)
+class Fit:
+    version: str
+    data_as_of: datetime | None
+
+
+def latest_fit(con) -> Fit | None:
+    """The latest fit, promoted or refused: what a 'when_needed' run dates the models' age from."""
+    ensure_tables(con)
+    rows = con.sql("SELECT version, data_as_of FROM meta.segment_models ORDER BY fitted_at DESC, version DESC LIMIT 1").fetchall()
+    return Fit(*rows[0]) if rows else None
+
+
+def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, reason: str, fit_reason: str,
+                 run_id: str | None) -> None:
     """Register a fitted model; if promoted it replaces the one in service, in one transaction."""
     ensure_tables(con)
     record = model.to_record()
@@ -85,10 +101,10 @@ def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, re
         if promoted:
             con.sql("UPDATE meta.segment_models SET in_service = false WHERE in_service")
         con.execute(
-            "INSERT INTO meta.segment_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO meta.segment_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [model.version, model.parent_version, model.algorithm, model.hierarchy, model.k, list(model.features),
              json.dumps(record["metrics"]), _naive(model.fitted_at), _naive(model.as_of), promoted, promoted, reason,
-             recorded_path(con, artifact), run_id],
+             recorded_path(con, artifact), run_id, fit_reason],
         )
         frame = model.matching
         if frame is not None:
