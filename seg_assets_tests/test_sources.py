@@ -333,16 +333,21 @@ def test_the_columns_an_expression_uses_as_text(text, used_as_text):
     assert set(parse_expression(text, "x").text_columns) == used_as_text
 
 
-def test_a_refused_sources_file_ingests_nothing(tmp_path):
+@pytest.mark.parametrize("content, words", [
+    (b"sources:\n  shop:\n    table: orders\n    folder: orders\n    columns: {user_id: \"(SELECT 'x')\"}\n",
+     "subquery is not allowed"),
+    (b"sources:\n  shop:\n    table: orders\n    where: \"\xff\"\n", "not UTF-8 text"),  # was a traceback, retried twice
+])
+def test_a_refused_sources_file_ingests_nothing(tmp_path, content, words):
     from seg_assets.refresh import run_refresh
 
     write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T00:00:00Z,1,1,completed\n")
-    (tmp_path / "sources.yaml").write_text(
-        "sources:\n  shop:\n    table: orders\n    folder: orders\n    columns: {user_id: \"(SELECT 'x')\"}\n")
+    (tmp_path / "sources.yaml").write_bytes(content)
     outcome = run_refresh(tmp_path)
     assert not outcome.success
     messages = [m for s in outcome.stages for m in s.failures]
-    assert any("subquery is not allowed" in m for m in messages), messages
+    assert any(words in m for m in messages), messages
+    assert not any(p.traceback for p in outcome.problems)
     warehouse = tmp_path / "warehouse.duckdb"
     if warehouse.exists():
         con = duckdb.connect(str(warehouse), read_only=True)

@@ -24,24 +24,24 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seg_assets.config_files import FILES, load_model
+from seg_assets.config_files import FILES, ConfigError, load_model
 
 ACTIONS_FILE = "actions.yaml"
 ACTIONS_ENV = FILES[ACTIONS_FILE]
 
 
-class ActionsConfigError(ValueError):
+class ActionsConfigError(ConfigError):
     """An actions file that cannot be used; one line naming the key and what to fix."""
 
 
 class Control(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     share: float = Field(default=0.05, ge=0, le=0.5, description="Share of users in the global control group.")
     salt: str = Field(default="seg-assets", min_length=1, description="Hash salt: a new salt re-draws the group.")
 
 
 class Action(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     description: str = ""
     channel: str = "email"
     cost_per_send: float = Field(default=0.0, ge=0)
@@ -57,7 +57,7 @@ class Action(BaseModel):
 
 
 class Catalogue(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     control: Control = Field(default_factory=Control)
     holdout_share: float = Field(default=0.10, ge=0, le=0.5)
     attribution_days: int = Field(default=7, ge=1, le=365)

@@ -28,7 +28,7 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 
-from seg_assets.config_files import FILES, config_path, parse_model
+from seg_assets.config_files import FILES, ConfigError, config_path, parse_model, read_text
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import check_overrides
 
@@ -66,7 +66,7 @@ _DENIED_FUNCTIONS = frozenset({
 })
 
 
-class SourceConfigError(ValueError):
+class SourceConfigError(ConfigError):
     """A sources file that cannot be used; the message is one line naming the source and what to fix."""
 
 
@@ -291,7 +291,7 @@ def parse_sources(text: str, path: Path) -> list[SourceDef]:
 def load_sources(data_root: Path) -> list[SourceDef]:
     """The sources of a data root (``$SEG_SOURCES_FILE`` or ``<root>/sources.yaml``; none: one per contract folder)."""
     path = sources_path(data_root)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = read_text(path, SourceConfigError) if path.exists() else ""
     if not path.exists() and os.environ.get(SOURCES_ENV):
         raise SourceConfigError(f"{path}: {SOURCES_ENV} names a file that does not exist")
     return parse_sources(text, path)
