@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +25,9 @@ M = TypeVar("M", bound=BaseModel)
 # The data root's configuration files and the environment variable that can name another path for each. Only these
 # are read (load_model), and a change to any of them makes the next refresh run (published_state).
 FILES = {"sources.yaml": "SEG_SOURCES_FILE", "actions.yaml": "SEG_ACTIONS_FILE"}
+# A name from a configuration file that becomes part of a file or table name (a source, an action id).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SAFE_NAME_RULE = "letters, digits, '_', '-' and '.' (not first), at most 64 characters"
 
 
 class ConfigError(InputError, ValueError):

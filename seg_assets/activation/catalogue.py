@@ -22,9 +22,9 @@ Without a file there are no actions and a 5 % global control group with salt ``s
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from seg_assets.config_files import FILES, ConfigError, load_model
+from seg_assets.config_files import FILES, SAFE_NAME, SAFE_NAME_RULE, ConfigError, load_model
 
 ACTIONS_FILE = "actions.yaml"
 ACTIONS_ENV = FILES[ACTIONS_FILE]
@@ -62,6 +62,15 @@ class Catalogue(BaseModel):
     holdout_share: float = Field(default=0.10, ge=0, le=0.5)
     attribution_days: int = Field(default=7, ge=1, le=365)
     actions: dict[str, Action] = Field(default_factory=dict)
+
+    @field_validator("actions")
+    @classmethod
+    def _ids_are_file_names(cls, actions: dict[str, Action]) -> dict[str, Action]:
+        """An action id names its audience files (bi/audiences/<id>-<yyyymmdd>.csv): never a path."""
+        for action_id in actions:
+            if not SAFE_NAME.fullmatch(action_id):
+                raise ValueError(f"action id {action_id[:80]!r} must use {SAFE_NAME_RULE} (it names audience files)")
+        return actions
 
 
 def load_catalogue(data_root) -> Catalogue:

@@ -28,13 +28,12 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 
-from seg_assets.config_files import FILES, ConfigError, config_path, parse_model, read_text
+from seg_assets.config_files import FILES, SAFE_NAME, SAFE_NAME_RULE, ConfigError, config_path, parse_model, read_text
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import check_overrides
 
 SOURCES_FILE = "sources.yaml"
 SOURCES_ENV = FILES[SOURCES_FILE]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # Node types an expression may not contain, with the words a person reads.
 _FORBIDDEN: tuple[tuple[type[exp.Expression], str], ...] = (
@@ -249,8 +248,8 @@ def _folder(name: str, value: str | None, where: str) -> str:
 
 def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
     where = f"{path.name}: source {name!r}"
-    if not _NAME.match(name):
-        raise SourceConfigError(f"{where}: a source name uses letters, digits, '_', '-' and '.'")
+    if not SAFE_NAME.fullmatch(name):
+        raise SourceConfigError(f"{where}: a source name uses {SAFE_NAME_RULE}")
     if model.table not in C.TABLES:
         raise SourceConfigError(f"{where}: table {model.table!r} is not a contract table ({', '.join(C.TABLES)})")
     spec = C.TABLES[model.table]
