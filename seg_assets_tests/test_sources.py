@@ -37,6 +37,18 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     ("x; DROP TABLE raw.orders", "one expression"),
     ("$1", "parameter"),
     ("unnest([1, 2])", "set-returning"),
+    # functions sqlglot parses into classes of its own, not Anonymous: checked by their SQL names too
+    ("current_database()", "reads state"),
+    ("version()", "reads state"),
+    ("current_user", "reads state"),
+    ("session_user", "reads state"),
+    ("current_schema()", "reads state"),
+    ("current_schemas(true)", "reads state"),
+    ("current_catalog", "reads state"),
+    ("localtimestamp", "repeatable"),
+    ("current_localtimestamp()", "repeatable"),
+    ("localtime", "repeatable"),
+    ("upper(current_database() || version())", "reads state"),
 ])
 def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, words):
     with pytest.raises(SourceConfigError) as err:
@@ -45,7 +57,13 @@ def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, w
     assert words in message and "'shop'" in message and "user_id" in message and "\n" not in message
 
 
+def test_columns_named_like_state_functions_are_columns():
+    assert parse(one_source("      category: \"version || '/' || upper(user)\"\n"))
+
+
 def test_where_is_checked_like_a_column():
+    with pytest.raises(SourceConfigError, match="where: function LOCALTIMESTAMP reads state"):
+        parse(one_source("      user_id: uid\n", extra="    where: \"order_ts::TIMESTAMP < localtimestamp\"\n"))
     with pytest.raises(SourceConfigError, match="where: a subquery"):
         parse(one_source("      user_id: uid\n", extra="    where: \"uid IN (SELECT 1)\"\n"))
     # a column name with a space is written bare in `columns`, but in a condition it must be quoted: say how
