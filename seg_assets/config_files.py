@@ -133,6 +133,15 @@ def load_model(data_root: Path, file_name: str, env: str, model: type[M], error:
     return parse_model(read_text(path, error), path, model, error)
 
 
+def check_files(data_root: Path) -> None:
+    """Read each file of ``FILES`` as its stage will: a bad one is refused (ConfigError) before a run starts."""
+    from seg_assets.activation.catalogue import load_catalogue
+    from seg_assets.ingest.source_config import load_sources
+
+    load_sources(data_root)
+    load_catalogue(data_root)
+
+
 def config_fingerprint(data_root: Path) -> str:
     """sha256 of every configuration file of ``FILES`` (its content, or that it is absent)."""
     digest = hashlib.sha256()
