@@ -161,6 +161,19 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     assert "expected only 'ops:'" in runner.invoke(app, ["refresh", "--config", str(config)]).output
 
 
+@pytest.mark.parametrize("setting, words", [
+    ("segment_model.k_max=1000000000000000000000", "segment_model.k_max: Input should be less than or equal to 50"),
+    ("segment_model.seed=100000000000000000000000", "segment_model.seed: Input should be less than or equal to"),
+    ("churn_model.seed=-1", "churn_model.seed: Input should be greater than or equal to 0"),
+    ("basket_rules.top_rules=1000000", "basket_rules.top_rules: Input should be less than or equal to 100"),
+])
+def test_settings_that_size_something_have_a_sane_bound(tmp_path, monkeypatch, setting, words):
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--set", setting])
+    assert result.exit_code == 2 and "Traceback" not in result.output and words in result.output, result.output
+
+
 @pytest.mark.parametrize("name, content, words", [
     ("sources.yaml", "sources:\n  s:\n    table: orders\n    columns: {user_id: current_database()}\n", "reads state"),
     ("sources.yaml", "sources: {}\nsources: {}\n", "duplicate key 'sources'"),
