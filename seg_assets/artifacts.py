@@ -16,6 +16,9 @@ from seg_assets.settings import data_paths
 MODEL_LIBRARIES = ("sklearn.preprocessing", "sklearn.cluster", "sklearn.linear_model", "sklearn.ensemble",
                    "sklearn.isotonic")
 _preload_started = threading.Event()
+# The largest seed a model setting takes: numpy's and scikit-learn's random_state is below 2**32, and steps derive
+# seeds from it (seed + 21).
+MAX_SEED = 2**31 - 1
 
 
 def preload_model_libraries() -> None:

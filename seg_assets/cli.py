@@ -78,6 +78,7 @@ def refresh(
 ) -> None:
     """Run the refresh job in-process, recorded in the instance `make ui` shows; exits non-zero on failure."""
     from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
+    from seg_assets.config_files import check_files
     from seg_assets.errors import InputError
     from seg_assets.published_state import landed, nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
@@ -92,11 +93,12 @@ def refresh(
             parse_utc(as_of)
         except ValueError:
             raise typer.BadParameter(f"{as_of!r} is not an ISO-8601 time, e.g. 2026-10-31T23:59:59Z", param_hint="--as-of") from None
+    paths = data_paths(data_dir)
     try:
         overrides = settings_overrides(config, set_)
+        check_files(paths.root)  # sources.yaml, actions.yaml: refused here, not after the stages before theirs ran
     except InputError as exc:
         _input_error(exc)
-    paths = data_paths(data_dir)
     if not overrides.get("ops") and not paths.warehouse.exists() and not landed(paths):  # settings given: checked first
         console.print(f"Nothing to do: no landing files under {paths.landing} yet. Land orders, order lines or clicks "
                       "there (see the README), or make a demo shop: seg-assets generate.", highlight=False, soft_wrap=True)

@@ -2,23 +2,98 @@
 
 A configuration file is input like a landing file: it is validated against a pydantic model that
 refuses unknown keys (a typo is an error, not a silently ignored setting), and every problem is one
-line naming the file, the key and what is wrong.
+line naming the file, the key and what is wrong. Every YAML the project reads (these files, ``--config`` and
+``--set`` values) goes through ``load_yaml``: safe tags only, and no anchors or aliases (a few lines of them
+expand to gigabytes), no duplicate keys (the last would silently win), no infinite or NaN numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from seg_assets.errors import InputError
+
 M = TypeVar("M", bound=BaseModel)
 # The data root's configuration files and the environment variable that can name another path for each. Only these
 # are read (load_model), and a change to any of them makes the next refresh run (published_state).
 FILES = {"sources.yaml": "SEG_SOURCES_FILE", "actions.yaml": "SEG_ACTIONS_FILE"}
+# A name from a configuration file that becomes part of a file or table name (a source, an action id).
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SAFE_NAME_RULE = "letters, digits, '_', '-' and '.' (not first), at most 64 characters"
+
+
+class ConfigError(InputError, ValueError):
+    """A configuration file (or value) that cannot be used: one line naming it, what is wrong and how to fix it."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses anchors, aliases, duplicate keys and non-finite numbers (see the module)."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.MarkedYAMLError(problem="anchors and aliases (&name, *name) are not allowed: write the values out",
+                                       problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.MarkedYAMLError(problem=f"duplicate key {shown(key)}: keep one", problem_mark=key_node.start_mark)
+                seen.add(key)
+            except TypeError:  # an unhashable key: construct_mapping refuses it
+                pass
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_float(self, node):
+        value = super().construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise yaml.MarkedYAMLError(problem=f"{node.value} is not a finite number", problem_mark=node.start_mark)
+        return value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
+
+
+def load_yaml(text: str):
+    """``text`` as YAML, by the rules above (yaml.YAMLError otherwise)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+
+
+def read_text(path: Path, error: type[ValueError]) -> str:
+    """The UTF-8 text of the file at ``path``; ``error`` with one line if it is a folder, unreadable or not UTF-8."""
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a file: give a YAML file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): save it as UTF-8") from None
+
+
+def plain(value) -> bool:
+    """Whether a key may be quoted in a message: not what the content of some other file looks like (long, or with
+    ':' as in /etc/passwd, or unprintable)."""
+    text = str(value)
+    return len(text) <= 40 and ":" not in text and text.isprintable()
+
+
+def shown(value) -> str:
+    return repr(str(value)) if plain(value) else "(not shown: long or with ':')"
 
 
 def config_path(data_root: Path, file_name: str, env: str) -> Path:
@@ -29,15 +104,18 @@ def config_path(data_root: Path, file_name: str, env: str) -> Path:
 def parse_model(text: str, path: Path, model: type[M], error: type[ValueError]) -> M:
     """The file's text validated as ``model``; ``error`` with one line on any problem. Empty text: defaults."""
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
+    expected = ", ".join(model.model_fields)
     if not isinstance(raw, dict):
-        raise error(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+        raise error(f"{path}: not a mapping of the expected keys ({expected}): is it the right file?")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
+        if not all(map(plain, err["loc"])):
+            raise error(f"{path}: not a mapping of the expected keys ({expected}): is it the right file?") from None
         where = ".".join(str(p) for p in err["loc"])
         raise error(f"{path}: {where}: {err['msg']}") from None
 
@@ -52,7 +130,16 @@ def load_model(data_root: Path, file_name: str, env: str, model: type[M], error:
         if os.environ.get(env):
             raise error(f"{path}: {env} names a file that does not exist")
         return model()
-    return parse_model(path.read_text(encoding="utf-8"), path, model, error)
+    return parse_model(read_text(path, error), path, model, error)
+
+
+def check_files(data_root: Path) -> None:
+    """Read each file of ``FILES`` as its stage will: a bad one is refused (ConfigError) before a run starts."""
+    from seg_assets.activation.catalogue import load_catalogue
+    from seg_assets.ingest.source_config import load_sources
+
+    load_sources(data_root)
+    load_catalogue(data_root)
 
 
 def config_fingerprint(data_root: Path) -> str:

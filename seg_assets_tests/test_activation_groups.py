@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from seg_assets.activation.audiences import audience_files
+from seg_assets.activation.audiences import audience_files, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, load_catalogue
 from seg_assets.activation.groups import bucket, bucket_sql, control_cutoff
 from seg_assets.cli import app
@@ -42,6 +42,26 @@ def test_the_actions_file_is_checked(tmp_path, monkeypatch):
     (tmp_path / "actions.yaml").write_text("actions:\n  a1: {chanel: email}\n")
     with pytest.raises(ActionsConfigError, match="chanel"):
         load_catalogue(tmp_path)
+
+
+@pytest.mark.parametrize("action_id", ["/../../../../outside/pwn_action", "a/b", "..", ".hidden", "a\\nb", "x" * 65])
+def test_an_action_id_is_a_file_name_never_a_path(tmp_path, monkeypatch, action_id):
+    monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
+    (tmp_path / "actions.yaml").write_text(f'actions:\n  "{action_id}":\n    description: x\n')
+    with pytest.raises(ActionsConfigError, match=r"action id .* must use letters, digits, '_', '-' and '.' \(not first\)") as err:
+        load_catalogue(tmp_path)
+    assert "\n" not in str(err.value)
+    (tmp_path / "actions.yaml").write_text("actions:\n  winback_10.v2-b: {}\n")
+    assert list(load_catalogue(tmp_path).actions) == ["winback_10.v2-b"]
+
+
+@pytest.mark.parametrize("campaign", ["../../pwn-20261031", "a/b-20261031", "/tmp/pwn-20261031"])
+def test_the_audience_writer_refuses_a_path_outside_its_folder(tmp_path, campaign):
+    frame = pl.DataFrame({"campaign_id": ["ok-20261031", campaign], "user_id": ["u1", "u2"]})
+    folder = tmp_path / "bi" / "audiences"
+    with pytest.raises(ValueError, match="would write outside"):
+        write_audiences(frame, folder)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []
 
 
 def groups(root):

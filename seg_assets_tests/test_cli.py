@@ -168,6 +168,42 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     assert "expected only 'ops:'" in runner.invoke(app, ["refresh", "--config", str(config)]).output
 
 
+@pytest.mark.parametrize("setting, words", [
+    ("segment_model.k_max=1000000000000000000000", "segment_model.k_max: Input should be less than or equal to 50"),
+    ("segment_model.seed=100000000000000000000000", "segment_model.seed: Input should be less than or equal to"),
+    ("churn_model.seed=-1", "churn_model.seed: Input should be greater than or equal to 0"),
+    ("basket_rules.top_rules=1000000", "basket_rules.top_rules: Input should be less than or equal to 100"),
+])
+def test_settings_that_size_something_have_a_sane_bound(tmp_path, monkeypatch, setting, words):
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--set", setting])
+    assert result.exit_code == 2 and "Traceback" not in result.output and words in result.output, result.output
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("sources.yaml", "sources:\n  s:\n    table: orders\n    columns: {user_id: current_database()}\n", "reads state"),
+    ("sources.yaml", "sources: {}\nsources: {}\n", "duplicate key 'sources'"),
+    ("actions.yaml", "actions:\n  a/b: {}\n", "action id 'a/b' must use letters"),
+    ("actions.yaml", "actions:\n  w:\n    cost_per_send: .inf\n", "not a finite number"),
+    ("actions.yaml", None, "is a folder, not a file"),
+])
+def test_a_bad_configuration_file_is_one_line_and_exit_2_before_the_run(tmp_path, monkeypatch, name, content, words):
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    (root / "landing" / "orders" / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
+                                                       "o1,u1,2026-03-01T00:00:00Z,1,1,completed\n")
+    (root / name).mkdir() if content is None else (root / name).write_text(content)
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("SEG_SOURCES_FILE", raising=False)
+    monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
+    result = runner.invoke(app, ["refresh"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("error ") and words in result.output and name in result.output, result.output
+    assert not (root / "warehouse.duckdb").exists() and not (root / "dagster_home").exists()
+
+
 def test_settings_are_yaml_scalars_laid_over_the_refresh_config():
     laid = merge(refresh_run_config(), parse_assignment("segment_model.k_max=6"))
     assert laid["ops"]["segment_model"]["config"] == {"fit": "when_needed", "k_max": 6}

@@ -38,6 +38,18 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     ("x; DROP TABLE raw.orders", "one expression"),
     ("$1", "parameter"),
     ("unnest([1, 2])", "set-returning"),
+    # functions sqlglot parses into classes of its own, not Anonymous: checked by their SQL names too
+    ("current_database()", "reads state"),
+    ("version()", "reads state"),
+    ("current_user", "reads state"),
+    ("session_user", "reads state"),
+    ("current_schema()", "reads state"),
+    ("current_schemas(true)", "reads state"),
+    ("current_catalog", "reads state"),
+    ("localtimestamp", "repeatable"),
+    ("current_localtimestamp()", "repeatable"),
+    ("localtime", "repeatable"),
+    ("upper(current_database() || version())", "reads state"),
 ])
 def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, words):
     with pytest.raises(SourceConfigError) as err:
@@ -46,7 +58,13 @@ def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, w
     assert words in message and "'shop'" in message and "user_id" in message and "\n" not in message
 
 
+def test_columns_named_like_state_functions_are_columns():
+    assert parse(one_source("      category: \"version || '/' || upper(user)\"\n"))
+
+
 def test_where_is_checked_like_a_column():
+    with pytest.raises(SourceConfigError, match="where: function LOCALTIMESTAMP reads state"):
+        parse(one_source("      user_id: uid\n", extra="    where: \"order_ts::TIMESTAMP < localtimestamp\"\n"))
     with pytest.raises(SourceConfigError, match="where: a subquery"):
         parse(one_source("      user_id: uid\n", extra="    where: \"uid IN (SELECT 1)\"\n"))
     # a column name with a space is written bare in `columns`, but in a condition it must be quoted: say how
@@ -358,16 +376,21 @@ def test_the_columns_an_expression_uses_as_text(text, used_as_text):
     assert set(parse_expression(text, "x").text_columns) == used_as_text
 
 
-def test_a_refused_sources_file_ingests_nothing(tmp_path):
+@pytest.mark.parametrize("content, words", [
+    (b"sources:\n  shop:\n    table: orders\n    folder: orders\n    columns: {user_id: \"(SELECT 'x')\"}\n",
+     "subquery is not allowed"),
+    (b"sources:\n  shop:\n    table: orders\n    where: \"\xff\"\n", "not UTF-8 text"),  # was a traceback, retried twice
+])
+def test_a_refused_sources_file_ingests_nothing(tmp_path, content, words):
     from seg_assets.refresh import run_refresh
 
     write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T00:00:00Z,1,1,completed\n")
-    (tmp_path / "sources.yaml").write_text(
-        "sources:\n  shop:\n    table: orders\n    folder: orders\n    columns: {user_id: \"(SELECT 'x')\"}\n")
+    (tmp_path / "sources.yaml").write_bytes(content)
     outcome = run_refresh(tmp_path)
     assert not outcome.success
     messages = [m for s in outcome.stages for m in s.failures]
-    assert any("subquery is not allowed" in m for m in messages), messages
+    assert any(words in m for m in messages), messages
+    assert not any(p.traceback for p in outcome.problems)
     warehouse = tmp_path / "warehouse.duckdb"
     if warehouse.exists():
         con = duckdb.connect(str(warehouse), read_only=True)

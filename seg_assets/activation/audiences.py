@@ -27,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from seg_assets.activation.groups import bucket, control_cutoff
+from seg_assets.config_files import SAFE_NAME_RULE
 
 AUDIENCE_COLUMNS = ("campaign_id", "user_id", "action_id", "group", "propensity", "policy_version", "recommended_products")
 RECOMMENDED_IN_AUDIENCE = 3  # product ids per audience row, best first (analytics.user_recommendations)
@@ -66,6 +67,10 @@ def write_audiences(frame: pl.DataFrame, folder: Path) -> dict[str, dict[str, in
     """Write one Parquet and one CSV file per campaign, each atomically, then remove the files of campaigns no
     longer current; returns counts per campaign and group."""
     folder.mkdir(parents=True, exist_ok=True)
+    inside = folder.resolve()
+    for cid in frame["campaign_id"].unique().to_list():  # actions.yaml checks action ids; whatever the id, stay inside
+        if (inside / f"{cid}.csv").resolve().parent != inside:
+            raise ValueError(f"campaign id {cid[:80]!r} would write outside {folder}: an action id uses {SAFE_NAME_RULE}")
     token = uuid.uuid4().hex[:12]
     counts: dict[str, dict[str, int]] = {}
     staged: list[tuple[Path, Path]] = []

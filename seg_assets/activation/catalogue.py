@@ -22,26 +22,26 @@ Without a file there are no actions and a 5 % global control group with salt ``s
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from seg_assets.config_files import FILES, load_model
+from seg_assets.config_files import FILES, SAFE_NAME, SAFE_NAME_RULE, ConfigError, load_model
 
 ACTIONS_FILE = "actions.yaml"
 ACTIONS_ENV = FILES[ACTIONS_FILE]
 
 
-class ActionsConfigError(ValueError):
+class ActionsConfigError(ConfigError):
     """An actions file that cannot be used; one line naming the key and what to fix."""
 
 
 class Control(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     share: float = Field(default=0.05, ge=0, le=0.5, description="Share of users in the global control group.")
     salt: str = Field(default="seg-assets", min_length=1, description="Hash salt: a new salt re-draws the group.")
 
 
 class Action(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     description: str = ""
     channel: str = "email"
     cost_per_send: float = Field(default=0.0, ge=0)
@@ -57,11 +57,20 @@ class Action(BaseModel):
 
 
 class Catalogue(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     control: Control = Field(default_factory=Control)
     holdout_share: float = Field(default=0.10, ge=0, le=0.5)
     attribution_days: int = Field(default=7, ge=1, le=365)
     actions: dict[str, Action] = Field(default_factory=dict)
+
+    @field_validator("actions")
+    @classmethod
+    def _ids_are_file_names(cls, actions: dict[str, Action]) -> dict[str, Action]:
+        """An action id names its audience files (bi/audiences/<id>-<yyyymmdd>.csv): never a path."""
+        for action_id in actions:
+            if not SAFE_NAME.fullmatch(action_id):
+                raise ValueError(f"action id {action_id[:80]!r} must use {SAFE_NAME_RULE} (it names audience files)")
+        return actions
 
 
 def load_catalogue(data_root) -> Catalogue:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from seg_assets.config_files import yaml_problem
+from seg_assets.config_files import load_yaml, read_text, shown, yaml_problem
 from seg_assets.errors import InputError
 
 
@@ -50,7 +50,7 @@ def parse_assignment(text: str) -> dict:
     if not (sep and dot and op and field) or "." in field:
         raise SettingsError(f"--set {text!r}: write op.field=value, e.g. --set churn_model.min_auc=0.6")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise SettingsError(f"--set {text!r}: the value is not a YAML scalar ({exc.problem})") from None
     return {"ops": {op: {"config": {field: value}}}}
@@ -59,13 +59,13 @@ def parse_assignment(text: str) -> dict:
 def load_config_file(path: Path) -> dict:
     """A YAML file in Dagster's run config shape, ``ops:`` only (resources and loggers are the project's)."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise SettingsError(f"--config {path}: cannot read it ({exc.strerror})") from None
+        data = load_yaml(read_text(Path(path), SettingsError)) or {}
+    except SettingsError as exc:
+        raise SettingsError(f"--config {exc}") from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"--config {path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict) or set(data) - {"ops"}:
-        found = ", ".join(sorted(map(str, data))) if isinstance(data, dict) else type(data).__name__
+        found = ", ".join(sorted(map(shown, data))) if isinstance(data, dict) else type(data).__name__
         raise SettingsError(f"--config {path}: expected only 'ops:' (op -> config -> field: value), found {found}")
     for op, entry in (data.get("ops") or {}).items():
         if not isinstance(entry, dict) or set(entry) != {"config"} or not isinstance(entry["config"], dict):

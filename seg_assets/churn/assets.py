@@ -31,6 +31,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from seg_assets.artifacts import MAX_SEED
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_LEVELS
@@ -73,7 +74,7 @@ class ChurnConfig(dg.Config):
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model whose data is older than this (data time).")
     threads: int = Field(default=0, ge=0,
                          description="OpenMP/BLAS threads for fitting (0: all cores; the fit is the same whatever the count).")
-    seed: int = Field(default=0, description="Random seed (sampling, boosting).")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Random seed (sampling, boosting).")
 
     def settings(self) -> dict:
         """What a model in service must match for 'when_needed' to keep it."""

@@ -35,7 +35,7 @@ def sources(models: dict) -> list[inc.Source]:
 
 class FeatureConfig(dg.Config):
     top_categories: int = Field(
-        default=10, ge=1, description="Categories that get their own cat_share_<category> column; the rest go to cat_share_other."
+        default=10, ge=1, le=100, description="Categories that get their own cat_share_<category> column; the rest go to cat_share_other."
     )
 
 

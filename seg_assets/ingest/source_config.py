@@ -28,13 +28,12 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 
-from seg_assets.config_files import FILES, config_path, parse_model
+from seg_assets.config_files import FILES, SAFE_NAME, SAFE_NAME_RULE, ConfigError, config_path, parse_model, read_text
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import check_overrides
 
 SOURCES_FILE = "sources.yaml"
 SOURCES_ENV = FILES[SOURCES_FILE]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # Node types an expression may not contain, with the words a person reads.
 _FORBIDDEN: tuple[tuple[type[exp.Expression], str], ...] = (
@@ -57,16 +56,18 @@ _FORBIDDEN: tuple[tuple[type[exp.Expression], str], ...] = (
     (exp.CurrentDate, "the current time (ingestion must be repeatable)"),
     (exp.CurrentTime, "the current time (ingestion must be repeatable)"),
 )
-# Scalar functions in DuckDB's catalog that read session state, sequences or the clock.
+# Scalar functions in DuckDB's catalog that read session state, sequences or the clock. A function is checked by every
+# name it goes by: as written, sqlglot's for its class (version() is CurrentVersion) and as sqlglot writes it back.
 _DENIED_FUNCTIONS = frozenset({
     "getvariable", "current_setting", "getenv", "nextval", "currval", "setseed", "random", "uuid", "uuidv4",
     "uuidv7", "gen_random_uuid", "now", "get_current_time", "get_current_timestamp", "current_date", "current_time",
     "current_timestamp", "transaction_timestamp", "txid_current", "current_query", "current_schema", "current_schemas",
     "current_database", "current_catalog", "current_user", "session_user", "user", "version", "pg_typeof",
+    "current_version", "current_role", "localtimestamp", "current_localtimestamp", "localtime", "today",
 })
 
 
-class SourceConfigError(ValueError):
+class SourceConfigError(ConfigError):
     """A sources file that cannot be used; the message is one line naming the source and what to fix."""
 
 
@@ -173,10 +174,11 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
             if "read" in type(node).__name__.lower() and not isinstance(node, exp.Anonymous):
                 raise SourceConfigError(f"{where}: {node.sql(dialect='duckdb')[:80]} reads files; a mapping may read "
                                         "the file's own columns only")
+            if _function_names(node) & _DENIED_FUNCTIONS:
+                raise SourceConfigError(f"{where}: function {node.sql(dialect='duckdb')[:80]} reads state or is not "
+                                        "repeatable")
             if isinstance(node, exp.Anonymous):
                 kinds = _duckdb_functions().get(name, set())
-                if name in _DENIED_FUNCTIONS:
-                    raise SourceConfigError(f"{where}: function {node.name}() reads state or is not repeatable")
                 if not kinds & {"scalar", "macro"}:
                     what = "a table function" if kinds & {"table", "table_macro"} else (
                         "an aggregate function" if "aggregate" in kinds else "not a DuckDB scalar function")
@@ -185,6 +187,13 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     if isinstance(tree, exp.Column):
         return Expr(text, columns, column_name=tree.name)
     return Expr(text, columns, text_columns=text_columns(tree))
+
+
+def _function_names(node: exp.Func) -> set[str]:
+    """The names a function node goes by, lower-cased (see _DENIED_FUNCTIONS)."""
+    written = re.match(r"([A-Za-z_]\w*)(?:\(|$)", node.sql(dialect="duckdb"))  # NAME(...) or a bare NAME
+    return {n.lower() for n in (node.name if isinstance(node, exp.Anonymous) else "", node.sql_name(),
+                                written.group(1) if written else "") if n}
 
 
 # Where an expression uses a column as text: the operand of a pattern match or of a string function, the parts of
@@ -249,8 +258,8 @@ def _folder(name: str, value: str | None, where: str) -> str:
 
 def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
     where = f"{path.name}: source {name!r}"
-    if not _NAME.match(name):
-        raise SourceConfigError(f"{where}: a source name uses letters, digits, '_', '-' and '.'")
+    if not SAFE_NAME.fullmatch(name):
+        raise SourceConfigError(f"{where}: a source name uses {SAFE_NAME_RULE}")
     if model.table not in C.TABLES:
         raise SourceConfigError(f"{where}: table {model.table!r} is not a contract table ({', '.join(C.TABLES)})")
     spec = C.TABLES[model.table]
@@ -291,7 +300,7 @@ def parse_sources(text: str, path: Path) -> list[SourceDef]:
 def load_sources(data_root: Path) -> list[SourceDef]:
     """The sources of a data root (``$SEG_SOURCES_FILE`` or ``<root>/sources.yaml``; none: one per contract folder)."""
     path = sources_path(data_root)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = read_text(path, SourceConfigError) if path.exists() else ""
     if not path.exists() and os.environ.get(SOURCES_ENV):
         raise SourceConfigError(f"{path}: {SOURCES_ENV} names a file that does not exist")
     return parse_sources(text, path)

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
+from seg_assets.artifacts import MAX_SEED
 from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
 from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
@@ -54,7 +55,7 @@ class SegmentModelConfig(dg.Config):
     hierarchy: Literal["lifecycle", "flat"] = Field(
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
     k_min: int = Field(default=2, ge=2, description="Fewest behaviour clusters (flat: fewest segments).")
-    k_max: int = Field(default=8, ge=2, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
+    k_max: int = Field(default=8, ge=2, le=50, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
     algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
         default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
     new_max_tenure_days: float = Field(default=MODEL_DEFAULTS.new_max_tenure_days, ge=0,
@@ -74,7 +75,8 @@ class SegmentModelConfig(dg.Config):
         default="logreg", description="Classifier used for the gate's macro-F1.")
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits when the latest fit, promoted or "
                                 "refused, is older than this (data time).")
-    seed: int = Field(default=0, description="Random seed: the same data and settings give the same segments and ids.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED,
+                      description="Random seed: the same data and settings give the same segments and ids.")
 
     @model_validator(mode="after")
     def _k_range(self):
@@ -315,7 +317,7 @@ class ClassifierConfig(dg.Config):
     kind: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier family.")
     min_macro_f1: float = Field(default=0.80, ge=0, le=1, description="A classifier below this held-out macro-F1 stays out of service.")
     max_rows: int = Field(default=200_000, ge=1_000, description="Training sample size (bounded so cost does not grow with users).")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
 
 CLASSIFIER_QUALITY = dg.AssetCheckSpec(

@@ -1,0 +1,73 @@
+"""Every YAML the project reads (sources.yaml, actions.yaml, --config, --set): one loader, one line per problem."""
+
+import time
+
+import pytest
+
+from seg_assets.activation.catalogue import ActionsConfigError, load_catalogue
+from seg_assets.automation.run_config import SettingsError, load_config_file, parse_assignment
+from seg_assets.ingest.source_config import SourceConfigError, load_sources
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.fixture(autouse=True)
+def _no_env_paths(monkeypatch):
+    monkeypatch.delenv("SEG_SOURCES_FILE", raising=False)
+    monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
+
+
+def refusal(tmp_path, name: str, content: bytes | None) -> str:
+    """The one line refusing ``content`` as ``name`` (None: a folder of that name)."""
+    target = tmp_path / name
+    target.mkdir() if content is None else target.write_bytes(content)
+    load, error = {"sources.yaml": (load_sources, SourceConfigError),
+                   "actions.yaml": (load_catalogue, ActionsConfigError)}[name]
+    with pytest.raises(error) as err:
+        load(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and name in message, message
+    return message
+
+
+@pytest.mark.parametrize("name", ["sources.yaml", "actions.yaml"])
+@pytest.mark.parametrize("content, words", [
+    (BOMB.encode(), "anchors and aliases"),
+    (b"base: &b {share: 0.1}\ncontrol: *b\n", "anchors and aliases"),
+    (b"control:\n  share: 0.05\n  share: 0.5\n", "duplicate key 'share'"),
+    (b"sources: {}\nsources: {}\n", "duplicate key 'sources'"),
+    (b"control:\n  share: .nan\n", ".nan is not a finite number"),
+    (b"holdout_share: -.inf\n", "-.inf is not a finite number"),
+    (b"actions:\n  w:\n    description: \"\xff\xfe\"\n", "not UTF-8 text (byte 0xff"),
+    (None, "is a folder, not a file"),
+    (b"x: !!python/object/apply:os.system [\"true\"]\n", "could not determine a constructor"),
+    (b"root:*:20228:0:99999:7:::\n", "not a mapping of the expected keys"),
+    (b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n", "not a mapping"),
+])
+def test_a_file_that_is_not_a_plain_config_is_refused_in_one_line(tmp_path, name, content, words):
+    start = time.perf_counter()
+    message = refusal(tmp_path, name, content)
+    assert words in message, message
+    assert "root:" not in message and "daemon" not in message  # never the content of a file that is not a config
+    assert time.perf_counter() - start < 5  # the alias bomb is refused before it expands
+
+
+def test_a_string_where_a_number_is_expected_is_not_infinite(tmp_path):
+    assert "cost_per_send" in refusal(tmp_path, "actions.yaml", b"actions:\n  w:\n    cost_per_send: 'inf'\n")
+
+
+def test_config_and_set_use_the_same_loader(tmp_path):
+    config = tmp_path / "settings.yaml"
+    for content, words in [(b"ops:\n  segment_model:\n    config: {k_max: 3, k_max: 6}\n", "duplicate key 'k_max'"),
+                           (b"ops:\n  churn_model:\n    config: {min_auc: \xff}\n", "not UTF-8 text"),
+                           (b"ops: &o {}\nx: *o\n", "anchors and aliases")]:
+        config.write_bytes(content)
+        with pytest.raises(SettingsError, match=words) as err:
+            load_config_file(config)
+        assert str(err.value).startswith(f"--config {config}")
+    with pytest.raises(SettingsError, match="is a folder"):
+        load_config_file(tmp_path)
+    with pytest.raises(SettingsError, match="not a finite number"):
+        parse_assignment("churn_model.min_auc=.nan")
+    assert parse_assignment("churn_model.min_auc=0.6")["ops"]["churn_model"]["config"] == {"min_auc": 0.6}
