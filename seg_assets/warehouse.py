@@ -143,10 +143,13 @@ def latest_activity(con: duckdb.DuckDBPyConnection, how: str = "max") -> datetim
 
 
 def resolve_as_of(con: duckdb.DuckDBPyConnection, override: str | None) -> datetime:
-    """The run's "now": the override if given, else the latest activity in the data, else the wall clock."""
+    """The run's "now": the override if given, else the latest activity in the data (orders, clicks; with customer
+    records only, the latest sign-up: a refresh stays reproducible), else the wall clock."""
     if override:
         return parse_utc(override)
     latest = latest_activity(con)
+    if latest is None and table_exists(con, "raw.customers"):  # customer records only: the latest sign-up is data time
+        latest = con.sql("SELECT max(signup_ts) FROM raw.customers").fetchall()[0][0]
     if latest is not None:
         return latest
     return datetime.now(UTC).replace(tzinfo=None)

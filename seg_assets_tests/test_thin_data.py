@@ -240,3 +240,17 @@ def test_an_as_of_before_every_row_says_so(tmp_path):
     failures = " ".join(str(f) for s in outcome.stages for f in s.failures)
     assert not outcome.success and "nothing happened by the as-of 2020-01-01 00:00" in failures, failures
     assert "refresh with a later --as-of" in failures
+
+
+def test_customer_records_alone_date_the_refresh_by_the_latest_sign_up():
+    """Without orders or clicks the as-of was the wall clock: the same files gave another refresh every day."""
+    from datetime import datetime
+
+    from seg_assets.warehouse import resolve_as_of
+
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA raw; CREATE TABLE raw.customers AS SELECT * FROM (VALUES ('u1', TIMESTAMP '2026-01-02 03:04:05'), "
+            "('u2', TIMESTAMP '2026-02-01 00:00:00')) t(user_id, signup_ts)")
+    assert resolve_as_of(con, None) == datetime(2026, 2, 1)
+    con.sql("CREATE TABLE raw.orders AS SELECT TIMESTAMP '2026-01-15 00:00:00' AS order_ts")
+    assert resolve_as_of(con, None) == datetime(2026, 1, 15)  # activity dates a refresh when there is some
