@@ -161,7 +161,7 @@ def test_orders_only_refresh_never_talks_about_sessions(tmp_path):
                     dirs_exist_ok=True)
     refresh_ok(tmp_path)
     with duckdb.connect(str(data_paths(tmp_path).warehouse), read_only=True) as con:
-        (reason, features), = con.sql("SELECT reason, features FROM meta.segment_models WHERE in_service").fetchall()
+        (reason, features), = con.sql("SELECT fit_reason, features FROM meta.segment_models WHERE in_service").fetchall()
     assert "now have data: sessions" in reason and "sessions" in features
     assert not any("no click events" in n for n in notes(tmp_path))
 
@@ -191,7 +191,8 @@ def test_zero_amounts_no_revenue_features_and_the_summary_does_not_crash(tmp_pat
     refresh_ok(tmp_path)
     segs, prof = published(tmp_path)
     assert segs.height > 0 and prof["revenue_share"].null_count() == prof.height
-    assert not any("Bargain" in n for n in prof["segment_name"])
+    assert not any("Bargain" in n or "High-value" in n for n in prof["segment_name"])  # no amounts: no value claims
+    assert set(segs["value_tier"]) == {"low"}  # nothing spent is never high or medium value
     assert any(NO_REVENUE in n and "monetary" in n for n in notes(tmp_path))
     assert NO_REVENUE in summary_text(tmp_path)
 

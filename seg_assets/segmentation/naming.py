@@ -39,7 +39,7 @@ ARCHETYPES: dict[str, dict[str, float]] = {
 
 # name -> the features it speaks about: at least one must be a model feature for the name to be used
 REQUIRES: dict[str, tuple[str, ...]] = {
-    "High-value loyal": ("frequency",),
+    "High-value loyal": ("monetary",),  # the name claims value: not without amounts (every amount 0)
     "Bargain hunters": ("discount_share",),
     "Window shoppers": ("sessions", "views"),
     "Occasional buyers": ("frequency",),

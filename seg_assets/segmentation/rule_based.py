@@ -200,8 +200,9 @@ def value_cuts(reference: pl.DataFrame, tiers: ValueTiers = ValueTiers(), moneta
 
 def value_tier_expr(tiers: ValueTiers = ValueTiers(), monetary: str = "monetary", frequency: str = "frequency",
                     cuts: tuple[float | None, float | None] | None = None) -> pl.Expr:
-    """high / medium / low by ``cuts`` (:func:`value_cuts` of a reference), default the quantiles of the frame itself."""
-    buyer = pl.col(frequency) > 0
+    """high / medium / low by ``cuts`` (:func:`value_cuts` of a reference), default the quantiles of the frame itself.
+    Nothing spent is never high or medium value: with every amount 0 the quantiles are 0 and every buyer was "high"."""
+    buyer = (pl.col(frequency) > 0) & (pl.col(monetary) > 0)
     if cuts is None:
         spend = pl.when(buyer).then(pl.col(monetary))
         hi, mid = spend.quantile(tiers.high_quantile, "linear"), spend.quantile(tiers.medium_quantile, "linear")
