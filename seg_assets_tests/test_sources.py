@@ -443,3 +443,27 @@ def test_a_mapping_that_does_not_fit_one_file_names_the_expression_and_the_value
     _, ledger, _ = ingest(tmp_path)
     assert [(r[1], r[2]) for r in ledger] == [("pos/a.csv", "ingested"), ("pos/b.csv", "failed")]
     assert "amount: summe * 1.0 does not fit this file (summe is VARCHAR (e.g. '10,50'))" in ledger[1][8]
+
+
+def test_lines_without_an_id_are_the_same_lines_in_any_format(tmp_path):
+    """The derived line id hashes the typed values: the same lines re-delivered as CSV ('8.5', another way to write the
+    time) after Parquet (DECIMAL 8.500, a TIMESTAMP, integer ids) are duplicates, not a second copy of the order."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "landing" / "order_items"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "order_id": pa.array([537197, 537197, 537197], pa.int64()), "user_id": pa.array([12662, 12662, 12662], pa.int64()),
+        "order_ts": pa.array([datetime(2010, 12, 5, 12, 16)] * 3, pa.timestamp("us")),
+        "product_id": ["22138", "22138", "84029E"], "quantity": pa.array([1, 1, 6], pa.int32()),
+        "unit_price": pa.array([Decimal("8.500"), Decimal("8.500"), Decimal("3.750")], pa.decimal128(10, 3)),
+    }), folder / "a.parquet")
+    write(tmp_path, "order_items/b.csv", "order_id,user_id,order_ts,product_id,quantity,unit_price\n"
+          "537197,12662,2010-12-05 12:16:00,22138,1,8.5\n537197,12662,2010-12-05T12:16:00Z,22138,1,8.50\n"
+          "537197,12662,2010-12-05 12:16,84029E,6,3.75\n537197,12662,2010-12-05 12:16,22138,1,8.5\n")
+    _, ledger, _ = ingest(tmp_path, now=datetime(2011, 1, 1, tzinfo=UTC))
+    # the two identical lines of the first file are two lines (occurrence); the CSV's first three are the same three
+    assert [(r[1], r[3], r[4], r[5]) for r in ledger] == [("order_items/a.parquet", 3, 3, 0), ("order_items/b.csv", 4, 1, 3)]

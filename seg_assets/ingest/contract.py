@@ -130,8 +130,8 @@ CLICKS = TableSpec(
     id_column="event_id",
     description="Click events from the landing zone, typed and deduplicated by event_id (first delivery wins).",
     columns=(
-        Column("event_id", ID, True, "Event id, unique; when a file has none, md5 of the event's values and its "
-               "occurrence among identical rows of the file (a re-delivered file still dedupes).",
+        Column("event_id", ID, True, "Event id, unique; when a file has none, md5 of the event's typed values and "
+               "its occurrence among identical rows of the file (a re-delivered file still dedupes, in any format).",
                key_from=("user_id", "session_id", "event_ts", "event_type", "product_id", "category")),
         Column("user_id", ID, True, "User who clicked."),
         Column("session_id", ID, True, "Session id."),
@@ -150,8 +150,9 @@ ORDER_ITEMS = TableSpec(
     description="Order lines (optional; orders at line grain). staging.line_orders derives one order per order_id "
     "not delivered as an order row (amount = sum(quantity * unit_price), items = sum(quantity)); product ids stay here for baskets.",
     columns=(
-        Column("line_id", ID, True, "Line id; when a file has none, md5 of the line's values and its occurrence "
-               "among identical lines of the file (a re-delivered file still dedupes, genuine repeats are kept).",
+        Column("line_id", ID, True, "Line id; when a file has none, md5 of the line's typed values and its "
+               "occurrence among identical lines of the file (a re-delivered file still dedupes, in any format; genuine "
+               "repeats are kept).",
                key_from=("order_id", "user_id", "order_ts", "product_id", "quantity", "unit_price", "status")),
         Column("order_id", ID, True, "The order (invoice) the line belongs to."),
         Column("user_id", ID, True, "Customer who placed the order."),

@@ -31,7 +31,7 @@ from seg_assets.ingest.ledger import (
     unreadable_outcome,
     write_ledger,
 )
-from seg_assets.ingest.mapping import Mapped, map_columns
+from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns
 from seg_assets.ingest.source_config import SourceDef, load_sources
 from seg_assets.ingest.sources import (
     OVERFLOW,
@@ -107,7 +107,10 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
         )
         cases.append(f"WHEN {OVERFLOW} IS NOT NULL THEN 'too_many_fields:row|too many fields: more than {n}'")
     local_time = source.timezone != "UTC"
+    keys = [col for col in spec.columns if mapped.columns.get(col.name, (None,))[0] == DERIVED_KEY]
     for col in spec.columns:
+        if col in keys:
+            continue
         sql, typ = mapped.columns.get(col.name, (None, None))
         texts, i, final, rules = C.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time)
@@ -117,8 +120,10 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
         cases += rules
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
+    typed = {c.name for c in spec.columns if c not in keys}
+    derived = "".join(f", {derived_key_sql(col, typed)} AS {col.name}" for col in keys)
     con.execute(
-        f"""CREATE TEMP TABLE {STAGE} AS
+        f"""CREATE TEMP TABLE {STAGE} AS SELECT *{derived} FROM (
         SELECT _row, {', '.join(finals)},
                split_part(why, '|', 1) AS rule,
                substr(why, strpos(why, '|') + 1) AS reason,
@@ -126,7 +131,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
         FROM (SELECT *, {why} AS why FROM (
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
                 SELECT *, {', '.join(values) if values else 'NULL AS _seg_no_text'} FROM (
-                    SELECT *, {src.row_expr} AS _row FROM {src.relation}) WHERE {mapped.where or 'true'})))"""
+                    SELECT *, {src.row_expr} AS _row FROM {src.relation}) WHERE {mapped.where or 'true'}))))"""
     )
 
 

@@ -115,9 +115,14 @@ def _binds(con, src: Source, sql: str) -> bool:
         return False
 
 
-def _derived_key(col: C.Column, columns: dict[str, tuple[str, str | None]]) -> str:
-    """md5 of the row's values plus its occurrence among identical rows of the file (needs ``_row``)."""
-    texts = [f"coalesce(CAST({columns[c][0]} AS VARCHAR), '')" if c in columns else "''" for c in col.key_from]
+DERIVED_KEY = "<derived from the row's typed values>"  # Mapped.columns' SQL of an id that derived_key_sql computes
+
+
+def derived_key_sql(col: C.Column, present: set[str]) -> str:
+    """md5 of the row's **typed** contract values plus its occurrence among identical rows of the file (needs ``_row``
+    and the typed columns). Typed, not as delivered: the same line re-delivered as CSV (``8.5``, ``12/2/2010 10:37``)
+    after Parquet (``8.500``, a timestamp) is the same key, a duplicate, not a second line."""
+    texts = [f"coalesce(CAST({c} AS VARCHAR), '')" if c in present else "''" for c in col.key_from]
     values = f"concat_ws('{_KEY_SEPARATOR}', {', '.join(texts)})"
     occurrence = f"row_number() OVER (PARTITION BY {values} ORDER BY _row)"
     return f"md5({values} || '{_KEY_SEPARATOR}' || {occurrence})"
@@ -187,7 +192,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         out.where = f"coalesce(CAST(({source.where.sql(typed)}) AS BOOLEAN), false)"
     for col in spec.columns:
         if col.key_from and col.name not in out.columns and all(c in out.columns for c in spec.file_required_columns):
-            out.columns[col.name] = (_derived_key(col, out.columns), "VARCHAR")
+            out.columns[col.name] = (DERIVED_KEY, "VARCHAR")
             out.notes.append(f"{col.name} derived from each row's values")
         if col.derived and col.name == "funnel_stage" and "event_type" in out.columns:
             out.columns[col.name] = (_funnel_stage(con, src, out.columns["event_type"][0], source), "VARCHAR")
