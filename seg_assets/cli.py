@@ -72,6 +72,8 @@ def refresh(
                                           "(ops: OP: config: FIELD: VALUE); --set wins over it."),
     data_dir: Path | None = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
     summary: bool = typer.Option(True, help="Print what was built."),
+    strict: bool = typer.Option(False, help="Exit 3 when a landing file was not taken in (rejected or failed), though the "
+                                "rest was published (for cron and CI: by default such a refresh exits 0 and names the file)."),
     engine: str | None = typer.Option(None, "--engine", envvar="SEG_ENGINE",
                                       help="duckdb (default) or spark: where ingestion, the SQL models and the features run "
                                       "(spark: local[2], or $SEG_SPARK_MASTER)."),
@@ -80,7 +82,7 @@ def refresh(
     from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
     from seg_assets.config_files import check_files
     from seg_assets.errors import InputError
-    from seg_assets.published_state import landed, nothing_new, settings_fingerprint
+    from seg_assets.published_state import FAILED_FILES, landed, nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
     from seg_assets.spark.session import engine_from_env
     from seg_assets.warehouse import parse_utc
@@ -108,6 +110,8 @@ def refresh(
         current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))
         if current:
             console.print(f"[green]Segments are current[/green]: {current}.")
+            if strict and FAILED_FILES in current:  # still not taken in
+                raise typer.Exit(3)
             return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -146,6 +150,8 @@ def refresh(
     console.print(f"Run {outcome.run_id} is in the Dagster instance at {instance.root_directory}.", highlight=False, soft_wrap=True)
     if not outcome.success:
         raise typer.Exit(1)
+    if strict and any(p.kind == "file" for p in outcome.problems):
+        raise typer.Exit(3)
 
 
 def _closing_line(outcome, paths) -> str:

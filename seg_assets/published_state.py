@@ -26,6 +26,7 @@ from seg_assets.ingest.sources import scan_landing
 from seg_assets.settings import DataPaths, sql_dir
 
 STATE_FILE = "published.json"
+FAILED_FILES = "file(s) not taken in"  # how "current" names the files that wait for a fix (cli --strict reads it)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -34,9 +35,9 @@ def state_path(paths: DataPaths) -> Path:
 
 
 def ledger_files(con) -> list[list]:
-    """(path under landing/, size, failed) of every file in the ledger. A failed file is read again by every run
-    that ingests; one that has not changed since (nor the configuration or the code) is no reason to run."""
-    rows = con.sql("SELECT file_name, size_bytes, bool_and(status = 'failed') FROM meta.ingest_ledger "
+    """(path under landing/, size, not taken in) of every file in the ledger. A file that failed or was rejected as a
+    whole and has not changed since (nor the configuration or the code) is no reason to run: it would fare the same."""
+    rows = con.sql("SELECT file_name, size_bytes, bool_and(status IN ('failed', 'rejected_file')) FROM meta.ingest_ledger "
                    "GROUP BY ALL ORDER BY 1").fetchall()
     return [[name, int(size), bool(failed)] for name, size, failed in rows]
 
@@ -131,7 +132,7 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
     failed = sorted(name for (name, size), flag in known.items() if flag[:1] == [True] and (name, size) in set(landing))
     if any(known[(name, size)][1:] != [_changed_at(paths.landing, name)] for name, size in landing if name in failed):
         return None  # a failed file was touched since (its permissions fixed, rewritten at the same size): read it again
-    waiting = (f"; {len(failed)} failed file(s) ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}) are read again "
-               "when they change (their permissions too), the configuration or the code changes, or with --rebase "
+    waiting = (f"; {len(failed)} {FAILED_FILES} ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}) are read "
+               "again when they change (their permissions too), the configuration or the code changes, or with --rebase "
                "(see meta.ingest_ledger)") if failed else ""
     return f"nothing new in {paths.landing} since the last refresh ({len(landing)} files, as of {state['as_of']}){waiting}"

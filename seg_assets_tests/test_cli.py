@@ -105,7 +105,7 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
     (paths.landing / "orders" / "a.csv").write_text("x\n")
     assert published_state.nothing_new(paths, settings) is None
     published_state.write_published_state(paths, [["orders/a.csv", 2, True]], "2026-10-31", settings)
-    assert "1 failed file(s) (orders/a.csv) are read again" in published_state.nothing_new(paths, settings)
+    assert "1 file(s) not taken in (orders/a.csv) are read again" in published_state.nothing_new(paths, settings)
     # fixed without a change of size (chmod of an unreadable file, a rewrite at the same size): read again
     time.sleep(0.05)  # past the file system's timestamp tick
     os.chmod(paths.landing / "orders" / "a.csv", 0o600)
@@ -132,6 +132,24 @@ def test_a_rejected_file_is_one_line_and_the_cause_in_the_closing_line(tmp_path,
     assert "orders/export.csv: rejected file: missing required column" in closing
     assert "land the corrected file under a new name" in closing
     assert closing.endswith("Nothing has been published yet.") and "left as they were" not in closing
+
+
+def test_strict_exits_3_while_a_landing_file_is_not_taken_in(tmp_path, monkeypatch):
+    """A good delivery and one unconverted file: published, exit 0 by default (the file named), 3 with --strict, also
+    when nothing changed since (the file still waits for a fix); cron and CI can tell."""
+    from seg_assets.demo.generate import generate
+
+    root = tmp_path / "data"
+    generate(root, users=60, days=60, seed=3)
+    (root / "landing" / "orders" / "export.csv").write_text("customer,date,qty,amount\n1,19970101,1,29.33\n")
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    strict = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
+    assert strict.exit_code == 3, strict.output
+    assert "Refresh done" in strict.output and "orders/export.csv: rejected file" in strict.output
+    again = runner.invoke(app, ["refresh", "--no-summary"])
+    assert again.exit_code == 0 and "Segments are current" in again.output and "(orders/export.csv)" in again.output
+    assert runner.invoke(app, ["refresh", "--no-summary", "--strict"]).exit_code == 3
 
 
 def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
