@@ -89,7 +89,7 @@ def test_a_delivery_of_clicks_only_adds_no_work_and_the_next_order_lines_catch_u
             con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()  # ranked in the current segments
         exact = {"basket_scopes": "scope, baskets", "basket_items": "scope, product_id, baskets"}  # pairs: tracked ones only
         kept = {t: con.sql(f"SELECT {cols} FROM meta.{t} ORDER BY ALL").pl() for t, cols in exact.items()}
-        C.rebuild(con, BasketRulesConfig().settings().counts, C.watermark(con))
+        C.rebuild(con, BasketRulesConfig().settings().counts)
         for t, cols in exact.items():
             assert kept[t].equals(con.sql(f"SELECT {cols} FROM meta.{t} ORDER BY ALL").pl()), t
 

@@ -36,10 +36,9 @@ from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
-from seg_assets.publish.history import SEGMENT_HISTORY
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
+from seg_assets.segmentation.scoring import SEGMENT_HISTORY, USER_SEGMENTS, segments_as_of
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"

@@ -8,12 +8,19 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.publish.bi import publish_tables
-from seg_assets.publish.history import SEGMENT_HISTORY, SEGMENT_TRANSITIONS, record_history, segment_sizes_over_time
+from seg_assets.publish.history import record_history, segment_sizes_over_time
 from seg_assets.published_state import ledger_files, settings_fingerprint, write_published_state
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
-from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS, segments_as_of
+from seg_assets.segmentation.scoring import (
+    SEGMENT_HISTORY,
+    SEGMENT_PROFILES,
+    SEGMENT_RULES,
+    SEGMENT_TRANSITIONS,
+    USER_SEGMENTS,
+    segments_as_of,
+)
 from seg_assets.spark.session import Engine
 
 GROUP = "publish"

@@ -12,12 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-import dagster as dg
-
 from seg_assets.warehouse import transaction
-
-SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])  # written by publish/assets.py, read by activation too
-SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
 
 HISTORY_DDL = """
 CREATE TABLE IF NOT EXISTS analytics.segment_history (

@@ -63,6 +63,9 @@ SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
 SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
 # Written by baskets/assets.py, which imports it from here (it reads USER_SEGMENTS: the other way round is a cycle).
 SEGMENT_BASKET_RULES = dg.AssetKey(["analytics", "segment_basket_rules"])
+# Written by publish/assets.py, read by activation too (publish imports activation: the keys live here, as above).
+SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
+SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
 PROFILE_BASKET_RULES = 5  # rules per segment in the profile asset's table (the column holds the basket stage's top_rules)
 TABLE = "analytics.user_segments"
 
