@@ -27,6 +27,7 @@ from seg_assets.expectations import expect, validate_frame
 from seg_assets.features.incremental import rebase_requested
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.assets import RAW_KEYS, REJECTS_KEY
+from seg_assets.ingest.row_rules import outside_enum_sql
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.validation import describe_counts, ge_metadata, nonzero
 
@@ -83,7 +84,7 @@ def _sample_sql(spec: C.TableSpec, file_ids: list[int], limit: int, rows: int, t
 
 def _violation_sql(col: C.Column, lo: datetime, hi: datetime) -> str | None:
     if col.kind == C.ENUM:
-        return C.outside_enum_sql(col, col.name)
+        return outside_enum_sql(col, col.name)
     if col.min_value is not None or col.max_value is not None:
         bounds = [f"{col.name} < {col.min_value}" if col.min_value is not None else None,
                   f"{col.name} > {col.max_value}" if col.max_value is not None else None]

@@ -1,7 +1,7 @@
 """The raw data contract (../shared/DATA_CONTRACT.md) as column specs, and the DDL of the ingest tables.
 
 One :class:`TableSpec` per landing folder says which columns exist, how each one is typed and which
-rules reject a row; :func:`column_sql` turns a column's rules into the SQL the loader runs (first
+rules reject a row; ``row_rules.column_sql`` turns a column's rules into the SQL the loader runs (first
 failing rule wins). The checks and the asset column schemas read the same specs, so a contract change
 is made here only.
 
@@ -21,7 +21,6 @@ Conventions (documented decisions):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from seg_assets.ingest.events import FUNNEL_STAGES
 
@@ -278,138 +277,6 @@ def _ddl(table: str, columns: tuple[tuple[str, str, str], ...], nullable: tuple[
 # message and source_key are empty for most files; source_key also for rows from before the column (MIGRATIONS)
 LEDGER_DDL = _ddl(LEDGER_TABLE, LEDGER_COLUMNS, nullable=("message", "source_key"), key="file_id")
 REJECTS_DDL = _ddl(REJECTS_TABLE, REJECTS_COLUMNS, nullable=("raw_values",))
-
-
-# ----------------------------------------------------------------------------------------- rules as SQL
-
-REASON_VALUE_CHARS = 60
-
-
-def shown_sql(v: str) -> str:
-    """A raw value inside a reason: quoted, shortened, e-mail-like values hashed."""
-    return (
-        f"'''' || CASE WHEN {v} LIKE '%@%' THEN 'sha256:' || left(sha256({v}), 16) "
-        f"ELSE left({v}, {REASON_VALUE_CHARS}) END || ''''"
-    )
-
-
-# Parquet column types whose values already fit a kind, and the SQL typing them ({x}: the column) to what the
-# text path gives. Other types (strings, floating point, ...) are typed from their text, like CSV. Floating
-# point stays there on purpose: the double 0.145 casts to 0.14 but its text '0.145' to 0.15, and an `items`
-# of 1.0000001 is rejected directly but 1 from its text (the text path costs ~0.05 s per 500k-row file).
-_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
-TYPED_SOURCES: dict[str, dict[str, str]] = {
-    TIMESTAMP: {"TIMESTAMP": "{x}", "TIMESTAMP WITH TIME ZONE": "{x} AT TIME ZONE 'UTC'"},
-    DECIMAL: {t: "try_cast({x} AS {type})" for t in (*_INTEGERS, "DECIMAL")},
-    INTEGER: {t: "try_cast({x} AS INTEGER)" for t in _INTEGERS},  # out of range: NULL, unparseable as from text
-}
-
-
-def typed_sql(col: Column, source: str, source_type: str, local_time: bool = False) -> str | None:
-    """SQL typing the column ``source`` of DuckDB type ``source_type`` without a round trip through text, or None.
-
-    ``local_time``: a naive TIMESTAMP is local time of the session's TimeZone (the source's ``timezone``).
-    """
-    base = source_type.split("(")[0]
-    if local_time and col.kind == TIMESTAMP and base == "TIMESTAMP":
-        return f"CAST({source} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
-    template = TYPED_SOURCES.get(col.kind, {}).get(base)
-    return None if template is None else template.format(x=source, type=col.sql_type)
-
-
-def outside_enum_sql(col: Column, value: str) -> str:
-    """``value`` is not NULL and not one of the column's enum values (the loader's rule and the raw check's count).
-
-    list_position, not ``NOT IN (...)``: DuckDB plans an IN list of 5+ values as a hash join, which costs a
-    build per query and does not keep the file's row order that the streaming id tests rely on.
-    """
-    allowed = ", ".join(f"'{e}'" for e in col.enum)
-    return f"{value} IS NOT NULL AND list_position([{allowed}], {value}) IS NULL"
-
-
-def epoch_sql(v: str) -> str:
-    """Text of a Unix time (9 to 19 digits: seconds, milliseconds, microseconds or nanoseconds, told apart by
-    magnitude, as exports from trackers and databases write them) as naive UTC; NULL for anything else."""
-    x = f"try_cast({v} AS DOUBLE)"
-    scale = f"CASE WHEN {x} < 1e11 THEN 1e6 WHEN {x} < 1e14 THEN 1e3 WHEN {x} < 1e17 THEN 1 ELSE 1e-3 END"
-    return (f"CASE WHEN regexp_full_match({v}, '[0-9]{{9,19}}([.][0-9]+)?') "
-            f"THEN make_timestamp(CAST({x} * {scale} AS BIGINT)) END")
-
-
-def id_source(source: str | None, source_type: str | None) -> str | None:
-    """An id delivered as a number, as the id's text: a whole number without its fraction. pandas writes an integer
-    id column with a gap as floats, so one customer arrived as '12680.0' from Parquet and '12680' from CSV: two users;
-    its CSV export writes '12680.0' as text, which is the same number (other text with a '.' is kept as it is)."""
-    base = (source_type or "").split("(")[0]
-    if source is not None and base == "VARCHAR":
-        return (f"CASE WHEN contains({source}, '.') THEN regexp_replace({source}, '^\\s*(-?[0-9]+)[.]0+\\s*$', '\\1') "
-                f"ELSE {source} END")
-    if source is None or base not in ("DOUBLE", "FLOAT", "REAL", "DECIMAL"):
-        return source
-    return (f"CASE WHEN {source} = trunc({source}) AND abs({source}) < 1e15 THEN CAST(CAST({source} AS BIGINT) AS VARCHAR) "
-            f"ELSE CAST({source} AS VARCHAR) END")
-
-
-def text_sql(source: str | None) -> str:
-    """A delivered column as trimmed text, NULL when empty or missing (no such column)."""
-    return "CAST(NULL AS VARCHAR)" if source is None else f"nullif(trim(CAST({source} AS VARCHAR)), '')"
-
-
-def column_sql(
-    col: Column, source: str | None, source_type: str | None, future_limit: datetime, min_ts: datetime,
-    timestamp_format: str | None = None, local_time: bool = False,
-) -> tuple[list[str], list[str], str, list[str]]:
-    """(text select items, typed select items, final typed expression, rule CASEs) for one contract column.
-
-    ``source`` is the delivered column (None: absent), ``source_type`` its DuckDB type. Rules test its
-    trimmed text ``v`` (NULL when empty or missing) and yield 'rule|reason'. A column whose type already
-    fits the kind (:func:`typed_sql`, parquet) is typed as is: ``v`` is then no column but an expression
-    inside reasons only, built for the rows a rule rejects (a CASE branch runs for its own rows only).
-    Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601;
-    text without an offset is local time of the session's TimeZone (UTC unless the source names one).
-    """
-    n, p = col.name, f"p__{col.name}"
-    typed = typed_sql(col, source, source_type, local_time) if source and source_type else None
-    v = text_sql(source) if typed else f"v__{n}"
-    texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]
-    x = source if typed else v  # NULL exactly when the value is missing (a typed value's text is never blank)
-    rules = [f"WHEN {x} IS NULL THEN 'missing:{n}|missing {n}'"] if col.required else []
-    inner: list[str] = []
-    if col.kind in (ID, STRING):
-        final = v
-    elif col.kind == ENUM:
-        final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
-        rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {n} ' || {shown_sql(v)}")
-    else:
-        if typed:
-            inner.append(f"{typed} AS {p}")
-        elif col.kind == TIMESTAMP:
-            if timestamp_format:
-                fmt = timestamp_format.replace("'", "''")
-                parsed = f"CAST(try_strptime({v}, '{fmt}') AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
-            else:
-                parsed = f"try_cast({v} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
-            inner.append(f"coalesce({parsed}, {epoch_sql(v)}) AS {p}")
-        elif col.kind == DECIMAL:
-            inner.append(f"try_cast({v} AS {col.sql_type}) AS {p}")
-        else:  # INTEGER: reject non-integral values instead of rounding them
-            inner.append(
-                f"CASE WHEN try_cast({v} AS DECIMAL(18,3)) = trunc(try_cast({v} AS DECIMAL(18,3))) "
-                f"THEN try_cast(try_cast({v} AS DECIMAL(18,3)) AS INTEGER) END AS {p}"
-            )
-        rules.append(f"WHEN {x} IS NOT NULL AND {p} IS NULL THEN 'unparseable:{n}|unparseable {n}: ' || {shown_sql(v)}")
-        if col.min_value is not None:
-            label = f"negative {n}" if col.min_value == 0 else f"{n} < {col.min_value:g}"
-            rule = "negative" if col.min_value == 0 else "below_min"
-            rules.append(f"WHEN {p} < {col.min_value} THEN '{rule}:{n}|{label}: ' || {shown_sql(v)}")
-        if col.max_value is not None:
-            rules.append(f"WHEN {p} > {col.max_value} THEN 'above_max:{n}|{n} > {col.max_value:g}: ' || {shown_sql(v)}")
-        if col.kind == TIMESTAMP:
-            hi, lo = f"TIMESTAMP '{future_limit.isoformat(sep=' ')}'", f"TIMESTAMP '{min_ts.isoformat(sep=' ')}'"
-            rules.append(f"WHEN {p} > {hi} THEN 'future:{n}|{n} in the future: ' || {shown_sql(v)}")
-            rules.append(f"WHEN {p} < {lo} THEN 'too_old:{n}|{n} before {min_ts:%Y-%m-%d %H:%M:%S}: ' || {shown_sql(v)}")
-        final = f"coalesce({p}, {col.empty_default})" if col.empty_default is not None else p
-    return texts, inner, final, rules
 
 
 def all_ddl() -> list[str]:

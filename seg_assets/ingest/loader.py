@@ -19,6 +19,7 @@ import duckdb
 
 from seg_assets import interrupts
 from seg_assets.ingest import contract as C
+from seg_assets.ingest import row_rules
 from seg_assets.ingest.ledger import (
     FileOutcome,
     IngestReport,
@@ -94,7 +95,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
     """STAGE = one row per delivered row the source keeps: _row, typed contract columns, rule/reason (NULL if
     good), raw_values.
 
-    A parquet column whose type fits its kind (C.typed_sql) is used as is, not cast to text and parsed back.
+    A parquet column whose type fits its kind (row_rules.typed_sql) is used as is, not cast to text and parsed back.
     """
     spec = source.spec
     values, inner, finals, cases = [], [], [], []
@@ -112,7 +113,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
         if col in keys:
             continue
         sql, typ = mapped.columns.get(col.name, (None, None))
-        texts, i, final, rules = C.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
+        texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time)
         values += texts
         inner += i
