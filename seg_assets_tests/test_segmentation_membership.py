@@ -14,7 +14,8 @@ from seg_assets.segmentation.membership import (
     sticky_assign,
     sticky_model_assign,
 )
-from seg_assets.segmentation.model import ModelConfig, fit_segment_model, stability_on
+from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+from seg_assets.segmentation.quality import stability_on
 from seg_assets.segmentation.selection import SelectionConfig
 
 CLASSES = [3, 7, 9]

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model, stage_of
+from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model, stage_of
+from seg_assets.segmentation.quality import evaluate_model
 from seg_assets.segmentation.selection import SelectionConfig
 from seg_assets_tests.test_segmentation_synth import SHOPPER_TYPES, VIP, make_shoppers
 

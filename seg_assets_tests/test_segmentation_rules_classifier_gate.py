@@ -10,7 +10,8 @@ import pytest
 
 from seg_assets.segmentation.classifier import SegmentClassifier, train_classifier
 from seg_assets.segmentation.gate import decide_promotion
-from seg_assets.segmentation.model import ModelConfig, evaluate_model, fit_segment_model
+from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+from seg_assets.segmentation.quality import evaluate_model
 from seg_assets.segmentation.rules import auto_depth, explain_model, extract_rules
 from seg_assets.segmentation.selection import SelectionConfig
 from seg_assets_tests.test_segmentation_profiles_naming import FEATS, caricatures

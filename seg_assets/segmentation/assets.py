@@ -35,7 +35,8 @@ from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.gate import SEGMENTS_USED, Decision, decide_promotion
 from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN, DEFAULT_ODDS, NO_SEGMENT, refit_churn
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, evaluate_model, fit_segment_model, stability_on
+from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model
+from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.validation import with_checks
 from seg_assets.warehouse import latest_activity, row_count, table_exists

@@ -3,10 +3,10 @@
 Metrics compared (all "higher is better" unless listed in ``LOWER_IS_BETTER``):
 
 * ``silhouette``: cluster separation on a sample (evaluate both models on TODAY's data, see
-  ``model.evaluate_model``, so the comparison is on the same users);
+  ``quality.evaluate_model``, so the comparison is on the same users);
 * ``stability``: mean ARI between bootstrap re-fits (``selection.bootstrap_stability``): clusters
   that change with the sample are not segments; re-fitted on today's users for both models too
-  (``model.stability_on``);
+  (``quality.stability_on``);
 * ``classifier_macro_f1``: how well the segments can be learned back from features.
 
 Rule: promote when nothing is in service, or when NO shared metric is worse than the in-service one
