@@ -142,3 +142,22 @@ def test_a_model_in_service_with_one_segment_does_not_lock_out_later_fits():
     decision = decide_promotion(fit, one, 0.05, max_membership_churn=0.02)
     assert decision.promote and "one segment" in decision.reason
     assert not decide_promotion({**fit, "segments_used": 1}, one, 0.05, max_membership_churn=0.02).promote
+
+
+def test_a_refused_fit_is_retried_a_day_later_not_every_hour():
+    """Drift that persists while the gate refuses every candidate: 'when_needed' fits again once a day of data later."""
+    from datetime import datetime, timedelta
+
+    from seg_assets.segmentation.assets import SegmentModelConfig, refit_reason
+    from seg_assets.segmentation.registry import Fit
+
+    before, today = _blobs(200, [(0, 0), (3, 0)], 1), _blobs(200, [(1.5, 1.5), (4.5, 1.5)], 2)  # today drifted
+    served = fit_segment_model(before, _cfg((2, 2)), version="v0001", as_of=datetime(2026, 11, 1))
+    cfg, t = SegmentModelConfig(), datetime(2026, 11, 2)
+    assert refit_reason(served, today, t, cfg, 0.25).startswith("population drift")
+    refused = Fit("v0002", t)  # fitted at t and refused: v0001 still serves
+    assert refit_reason(served, today, t + timedelta(hours=1), cfg, 0.25, latest=refused) is None
+    assert refit_reason(served, today, t + timedelta(hours=25), cfg, 0.25, latest=refused).startswith("population drift")
+    hourly = SegmentModelConfig(refit_retry_hours=0)
+    assert refit_reason(served, today, t, hourly, 0.25, latest=refused) is None  # never again on the same data
+    assert refit_reason(served, today, t + timedelta(hours=1), hourly, 0.25, latest=refused) is not None

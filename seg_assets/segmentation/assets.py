@@ -76,6 +76,8 @@ class SegmentModelConfig(dg.Config):
         default="logreg", description="Classifier used for the gate's macro-F1.")
     max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits when the latest fit, promoted or "
                                 "refused, is older than this (data time).")
+    refit_retry_hours: float = Field(default=24.0, ge=0, description="After a refused fit, 'when_needed' fits again only "
+                                     "this many hours of data later (drift that persists would re-fit every hourly refresh).")
     seed: int = Field(default=0, ge=0, le=MAX_SEED,
                       description="Random seed: the same data and settings give the same segments and ids.")
 
@@ -142,13 +144,15 @@ def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetim
                  psi_threshold: float, psi: pl.DataFrame | None = None, latest: registry.Fit | None = None) -> str | None:
     """Why a 'when_needed' run should fit (None: keep the model in service).
 
-    Age counts from the latest fit, promoted or refused (``latest``), and a fit refused on this very data
-    as-of is not repeated: a candidate refused for drift or age would otherwise be re-fitted every hour."""
+    Age counts from the latest fit, promoted or refused (``latest``), and after a refused fit the next waits
+    ``refit_retry_hours`` of data time (never on the same as-of): a candidate refused for drift that persists would
+    otherwise be re-fitted on every hourly refresh."""
     if model is None:
         return "no model in service"
     latest = latest or registry.Fit(model.version, model.as_of)
     fitted_on = latest.data_as_of.replace(tzinfo=None) if latest.data_as_of is not None else None
-    if latest.version != model.version and fitted_on == as_of:
+    if latest.version != model.version and fitted_on is not None and (
+            fitted_on == as_of or as_of - fitted_on < timedelta(hours=cfg.refit_retry_hours)):
         return None
     gained = gained_data([f for f, _ in model.left_out], frame)
     if gained:
