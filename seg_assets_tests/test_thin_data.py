@@ -79,6 +79,16 @@ def test_nothing_informative_keeps_everything_rather_than_nothing():
     assert feature_availability(one, MODEL).used == tuple(MODEL)
 
 
+def test_identical_users_are_one_segment_of_everyone_said_so():
+    """Nothing tells 30 users apart: one segment, named for no contrast ("At risk" for users who ordered today)."""
+    from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+
+    same = users(1).select(pl.all().repeat_by(30).explode()).with_columns(user_id=pl.Series([f"u{i}" for i in range(30)]))
+    model = fit_segment_model(same, ModelConfig(features=MODEL))
+    assert model.k == 1 and model.names == ["All customers"]
+    assert model.metrics["single_segment"] == "one segment of all 30 users: every feature has one value for everyone"
+
+
 def test_gained_data_says_which_left_out_features_have_data_now():
     left_out = [f for f in CLICK_FEATURES if f in MODEL]
     assert gained_data(left_out, users(clicks=False)) == []

@@ -334,9 +334,10 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     stages: dict[str, StageFit] = {}
     centers, cstage, labels = [], [], np.full(len(Z), -1, dtype=np.int64)
     algorithm, behaviour = "rules", None
+    identical = len(Z) > 0 and not np.any(np.ptp(Z, axis=0) > 0)  # nothing tells users apart: no clusters to find
     for name in STAGE_ORDER:
         rows = np.flatnonzero(stage == name)
-        if rows.size < config.min_stage_rows:
+        if rows.size < config.min_stage_rows or identical:
             continue
         st, c, lab, algo = _fit_stage(name, Z[rows], config, len(centers))
         stages[name] = st
@@ -351,8 +352,9 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         stages["all"] = st
         centers.extend(c)
         cstage.extend(["all"] * len(c))
-        single = (f"one segment of all {frame.height} users: no lifecycle stage has the {config.min_stage_rows} users "
-                  "a segment of its own needs (min_stage_rows)")
+        single = (f"one segment of all {frame.height} users: " + (
+            "every feature has one value for everyone" if identical else
+            f"no lifecycle stage has the {config.min_stage_rows} users a segment of its own needs (min_stage_rows)"))
     C = np.vstack(centers)
     C_orig = pre.inverse_transform(C)
     order = matching.canonical_order(C_orig, features, cstage, STAGE_ORDER)

@@ -69,6 +69,7 @@ QUALIFIERS: dict[str, tuple[str, str]] = {
     "days_since_last_visit": ("not visiting lately", "visited recently"),
 }
 
+EVERYONE = "All customers"  # the one segment of everyone: names are contrasts, and there is nothing to contrast it with
 CLOSE_TO_BEST = 0.08  # an archetype may be used for uniqueness if within this score of the best
 
 
@@ -107,6 +108,8 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
     if len(set(fixed.values())) != len(fixed):
         raise ValueError(f"fixed names are not unique: {fixed}")
     names: dict[int, str] = dict(fixed)
+    if not fixed and len(ranks) == 1:  # ranks against no other segment: "At risk" for users who ordered today
+        return {int(next(iter(ranks))): EVERYONE}
     taken = set(fixed.values())
     todo = sorted(s for s in ranks if s not in names)
     scores = {s: archetype_scores(ranks[s], STAGE_ARCHETYPES.get((stages or {}).get(s), tuple(ARCHETYPES)))
