@@ -171,6 +171,11 @@ def test_plan_build_falls_back_to_full_only_when_it_must():
                           as_of=datetime(2026, 1, 10)).reason == "code changed"
     assert inc.plan_build(con, model="m", target="s.target", key="user_id", sources=sources, code_version="v1",
                           as_of=datetime(2026, 1, 10), params={"k": 2}).reason == "settings changed"
+    # a backfill, then "now" again: the rows of users who did nothing since would keep the past as-of
+    back = plan("2026-01-04")
+    inc.write_state(con, "m", "v1", datetime(2026, 1, 4), back, params={"k": 1})
+    assert plan("2026-01-04").mode == "incremental"  # the backfill again: nothing new
+    assert plan("2026-01-10").reason.startswith("the last build was a backfill")
 
 
 def test_new_rule_settings_rescore_everyone(two_deliveries):
@@ -356,3 +361,27 @@ def test_late_rows_at_an_unchanged_as_of_are_scored_again(data_dir):
     assert scored.height == len(late) and scored["f_score"].min() > 1  # buyers now, scored as buyers
     everyone = rule_based_segments(population).join(scored.select("user_id"), on="user_id", how="semi").sort("user_id")
     assert scored.equals(everyone.select(scored.columns))
+
+
+def test_back_to_now_after_a_backfill_publishes_what_it_did_before(data_dir):
+    """A backfill (--as-of in the past) rebuilds everything as of then; a plain refresh after it published that past
+    for every user who did nothing since, and re-recorded the latest as-of's moves from it (a tester lost 189 moves)."""
+    from seg_assets.refresh import run_refresh
+
+    def published():
+        with duckdb.connect(str(data_paths(data_dir).warehouse), read_only=True) as con:
+            return (con.sql("SELECT user_id, segment_id, as_of FROM analytics.user_segments ORDER BY ALL").fetchall(),
+                    con.sql("SELECT * FROM analytics.segment_history ORDER BY ALL").fetchall())
+
+    assert run_refresh(data_dir).success
+    before = published()
+    as_of = max(r[2] for r in before[0])
+    assert run_refresh(data_dir, as_of=f"{as_of - timedelta(days=10):%Y-%m-%dT%H:%M:%SZ}").success
+    assert published()[1] == before[1]  # the backfill records no history
+    assert run_refresh(data_dir, as_of=f"{as_of:%Y-%m-%dT%H:%M:%S}Z").success
+    segments, history = published()
+    assert {r[2] for r in segments} == {as_of}  # every user as of now again, none left in the backfill's past
+    was = {u: s for u, s, _ in before[0]}
+    same = {u for u, s, _ in segments if was.get(u) == s}
+    assert len(same) >= 0.99 * len(segments)  # the rest: kept by the sticky rule in the segment the backfill gave them
+    assert [h for h in history if h[0] in same] == [h for h in before[1] if h[0] in same]

@@ -33,6 +33,7 @@ CHANGED = "_seg_changed_keys"  # temp table holding the changed keys of the buil
 DELTA = "_seg_delta_rows"  # temp table holding the recomputed rows of those keys
 REBASE_TAG = "seg-assets/rebase"  # run tag: "true" rebuilds every incremental table in full
 FULL_WHEN_CHANGED_SHARE = 0.5  # more changed keys than this share of the table: a full rebuild is cheaper
+MOVED_BACK = "as-of moved back"  # a build's reason when its as-of is before the last build's (a backfill)
 
 _DDL = f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
   model VARCHAR PRIMARY KEY,
@@ -61,6 +62,12 @@ class BuildState:
     as_of: datetime
     max_file_id: int
     params: dict = field(default_factory=dict)
+    reason: str = ""  # why the last build ran as it did
+
+    @property
+    def backfill(self) -> bool:
+        """The last build went back in time (an ``--as-of`` in the past): its rows describe that past."""
+        return self.reason.startswith(MOVED_BACK)
 
 
 @dataclass(frozen=True)
@@ -90,12 +97,12 @@ def ensure_state_table(con) -> None:
 
 def read_state(con, model: str) -> BuildState | None:
     ensure_state_table(con)
-    row = con.sql(f"SELECT code_version, as_of, max_file_id, params FROM {STATE_TABLE} WHERE model = ?",
+    row = con.sql(f"SELECT code_version, as_of, max_file_id, params, reason FROM {STATE_TABLE} WHERE model = ?",
                   params=[model]).fetchall()
     if not row:
         return None
-    code, as_of, max_file_id, params = row[0]
-    return BuildState(code, as_of, int(max_file_id), json.loads(params) if params else {})
+    code, as_of, max_file_id, params, reason = row[0]
+    return BuildState(code, as_of, int(max_file_id), json.loads(params) if params else {}, reason or "")
 
 
 def build_stamp(plan: Plan, code_version: str, params: dict) -> str:
@@ -172,7 +179,11 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
     elif params is not None and any(state.params.get(k) != v for k, v in params.items()):
         reason = "settings changed"
     elif dated and as_of < state.as_of:
-        reason = f"as-of moved back ({as_of} < {state.as_of})"
+        reason = f"{MOVED_BACK} ({as_of} < {state.as_of})"
+    elif dated and as_of > state.as_of and state.backfill:
+        # rows of the users who did nothing since would keep the backfill's past as-of: a return to "now" after a
+        # backfill followed by a plain refresh published the past for most users and lost the history it had
+        reason = f"the last build was a backfill (as of {state.as_of}): every key is rebuilt at the new as-of"
     elif watermark < state.max_file_id:
         reason = "the ledger is behind the last build"
     present = [s for s in sources if table_exists(con, s.table)]  # an absent input (no clicks yet) adds no rows

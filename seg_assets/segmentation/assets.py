@@ -149,14 +149,14 @@ def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetim
     otherwise be re-fitted on every hourly refresh."""
     if model is None:
         return "no model in service"
+    gained = gained_data([f for f, _ in model.left_out], frame)
+    if gained:  # the candidate then serves whatever the gate says (a blind model in service is no yardstick)
+        return f"features left out of {model.version} now have data: {', '.join(gained)}"
     latest = latest or registry.Fit(model.version, model.as_of)
     fitted_on = latest.data_as_of.replace(tzinfo=None) if latest.data_as_of is not None else None
     if latest.version != model.version and fitted_on is not None and (
             fitted_on == as_of or as_of - fitted_on < timedelta(hours=cfg.refit_retry_hours)):
         return None
-    gained = gained_data([f for f, _ in model.left_out], frame)
-    if gained:
-        return f"features left out of {model.version} now have data: {', '.join(gained)}"
     psi = drift_table(model, frame) if psi is None else psi
     if psi.height and psi["psi"][0] > psi_threshold:
         return f"population drift: PSI of {psi['feature'][0]} is {psi['psi'][0]:.2f} > {psi_threshold}"
