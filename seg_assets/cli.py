@@ -72,8 +72,9 @@ def refresh(
                                           "(ops: OP: config: FIELD: VALUE); --set wins over it."),
     data_dir: Path | None = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
     summary: bool = typer.Option(True, help="Print what was built."),
-    strict: bool = typer.Option(False, help="Exit 3 when a landing file was not taken in (rejected or failed), though the "
-                                "rest was published (for cron and CI: by default such a refresh exits 0 and names the file)."),
+    strict: bool = typer.Option(False, help="Exit 3 when a landing file was not taken in (rejected, failed, or not read: "
+                                "a link out of landing/, an unknown format), though the rest was published (for cron and "
+                                "CI: by default such a refresh exits 0 and names the file)."),
     engine: str | None = typer.Option(None, "--engine", envvar="SEG_ENGINE",
                                       help="duckdb (default) or spark: where ingestion, the SQL models and the features run "
                                       "(spark: local[2], or $SEG_SPARK_MASTER)."),
@@ -110,7 +111,7 @@ def refresh(
         current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))
         if current:
             console.print(f"[green]Segments are current[/green]: {current}.")
-            if strict and FAILED_FILES in current:  # still not taken in
+            if strict and (FAILED_FILES in current or _unread(paths)):  # still not taken in
                 raise typer.Exit(3)
             return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -150,8 +151,20 @@ def refresh(
     console.print(f"Run {outcome.run_id} is in the Dagster instance at {instance.root_directory}.", highlight=False, soft_wrap=True)
     if not outcome.success:
         raise typer.Exit(1)
-    if strict and any(p.kind == "file" for p in outcome.problems):
-        raise typer.Exit(3)
+    if strict:
+        unread = _unread(paths)  # named either way
+        if unread or any(p.kind == "file" for p in outcome.problems):
+            raise typer.Exit(3)
+
+
+def _unread(paths) -> dict[str, str]:
+    """--strict: the landing files no source reads (a link out of landing/, an unknown format), each named."""
+    from seg_assets.published_state import not_read
+
+    unread = not_read(paths)
+    for name, why in list(unread.items())[:10]:
+        console.print(f"[yellow]not read[/yellow] landing/{name}: {why}", highlight=False, soft_wrap=True)
+    return unread
 
 
 def _closing_line(outcome, paths) -> str:

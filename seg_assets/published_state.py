@@ -22,7 +22,7 @@ from pathlib import Path
 
 from seg_assets.config_files import config_fingerprint
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
-from seg_assets.ingest.sources import scan_landing
+from seg_assets.ingest.sources import discover_files, scan_landing
 from seg_assets.settings import DataPaths, sql_dir
 
 STATE_FILE = "published.json"
@@ -102,6 +102,15 @@ def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, 
 def published(paths: DataPaths) -> bool:
     """Whether a refresh has ever published segments for BI."""
     return (paths.bi / "segments.duckdb").exists()
+
+
+def not_read(paths: DataPaths) -> dict[str, str]:
+    """Landing files no source reads, with the reason (a link out of landing/, an unknown format, a folder no source
+    reads); in-progress names are left out: they are not read by design."""
+    try:
+        return {name: why for name, why in discover_files(paths.landing, load_sources(paths.root))[1].items() if why}
+    except SourceConfigError:
+        return {}
 
 
 def landed(paths: DataPaths) -> bool:

@@ -150,6 +150,12 @@ def test_strict_exits_3_while_a_landing_file_is_not_taken_in(tmp_path, monkeypat
     again = runner.invoke(app, ["refresh", "--no-summary"])
     assert again.exit_code == 0 and "Segments are current" in again.output and "(orders/export.csv)" in again.output
     assert runner.invoke(app, ["refresh", "--no-summary", "--strict"]).exit_code == 3
+    # a file no source reads counts too (a link out of landing/), named, also when the segments are current
+    (root / "landing" / "orders" / "export.csv").unlink()
+    (root / "landing" / "orders" / "passwd.csv").symlink_to("/etc/passwd")
+    assert runner.invoke(app, ["refresh", "--no-summary"]).exit_code == 0
+    linked = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
+    assert linked.exit_code == 3 and "not read landing/orders/passwd.csv: a link out of the landing folder" in linked.output
 
 
 def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
