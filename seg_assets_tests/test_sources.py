@@ -326,8 +326,9 @@ def test_segments_ecommerce_event_names_land_in_their_stage(name, stage):
 
 def test_a_semicolon_separated_file_is_told_so(tmp_path):
     write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10;1;completed\n")
-    _, ledger, _ = ingest(tmp_path)
+    _, ledger, rejects = ingest(tmp_path)
     assert ledger[0][2] == "rejected_file" and "the file is not comma-separated" in ledger[0][8] and "';'" in ledger[0][8]
+    assert {r[4] for r in rejects} == {"not_comma_separated:file"}  # what the reject-ratio check counts it as
 
 
 def test_a_landing_folder_linked_to_an_allowed_share_is_read(tmp_path, monkeypatch):

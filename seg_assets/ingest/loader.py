@@ -233,8 +233,9 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
         rule, what = _missing_message(source, mapped)
         separator = next((s for s in ";\t|" if src.is_csv and len(src.names) == 1 and s in src.names[0]), None)
         if separator:  # the whole header read as one column: that is the one thing to fix (no mapping can)
-            what = (f"the file is not comma-separated (its header is one column holding {separator!r}): export it with "
-                    "',' as the separator and land it under a new name")
+            rule, what = "not_comma_separated:file", (
+                f"the file is not comma-separated (its header is one column holding {separator!r}): export it with ',' "
+                "as the separator and land it under a new name")
             out.extra_columns, notes = (), []
         out.status = C.STATUS_REJECTED_FILE
         notes.insert(0, f"{out.file_name}: {what}")
