@@ -101,7 +101,7 @@ def test_every_user_gets_the_same_segment_scores_and_churn_on_both_engines(refre
 
 
 def _perturb(root) -> pl.DataFrame:
-    """Publish another segment of the same lifecycle stage for every other user whose stage has several."""
+    """Publish (and record) another segment of the same lifecycle stage for every other user whose stage has several."""
     with duckdb.connect(str(data_paths(root).warehouse)) as con:
         model = SegmentModel.load(registry.in_service_model(con).artifact)
         by_stage: dict[str, list[int]] = {}
@@ -113,6 +113,9 @@ def _perturb(root) -> pl.DataFrame:
                                              ).select("user_id", pl.col("segment_id").replace_strict(other).alias("published"))
         con.register("moved", moved)
         con.sql("UPDATE analytics.user_segments s SET segment_id = m.published FROM moved m WHERE s.user_id = m.user_id")
+        # as published and recorded: the sticky rule reads the history's open spell
+        con.sql("UPDATE analytics.segment_history h SET segment_id = m.published FROM moved m "
+                "WHERE h.user_id = m.user_id AND h.valid_to IS NULL")
     return moved
 
 

@@ -66,6 +66,7 @@ SEGMENT_BASKET_RULES = dg.AssetKey(["analytics", "segment_basket_rules"])
 # Written by publish/assets.py, read by activation too (publish imports activation: the keys live here, as above).
 SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
 SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
+HISTORY_TABLE = "analytics.segment_history"
 PROFILE_BASKET_RULES = 5  # rules per segment in the profile asset's table (the column holds the basket stage's top_rules)
 TABLE = "analytics.user_segments"
 
@@ -214,14 +215,20 @@ def _rules_version(config: ScoringConfig) -> str:
 def _selection_sql(con, versions: dict[str, str], rules_version: str, everyone: bool) -> str:
     """Every user (``everyone``) or the users whose row must be rewritten, with the segment kept from the
     last refresh (``kept_id``, NULL when the user must be re-assigned, as in ``pending_rows_sql``), the
-    published one (``previous_id``, for the sticky rule) and the churn scores. A row is rewritten when its
+    one the history last recorded, else the published one (``previous_id``, for the sticky rule: history only
+    moves forward, so a backfill's published past is not what a return to now sticks to) and the churn scores. A row is rewritten when its
     user is re-assigned, when its churn scores changed or when the rule settings did."""
     has_churn, has_table = table_exists(con, "analytics.churn_scores"), table_exists(con, TABLE)
     churn = "LEFT JOIN analytics.churn_scores c ON c.user_id = f.user_id" if has_churn else ""
     types = ("DOUBLE", "VARCHAR", "DOUBLE")
     cols = ", ".join(f"c.{c}::{t} AS {c}" if has_churn else f"NULL::{t} AS {c}" for c, t in zip(CHURN_COLUMNS[1:], types))
     published = f"LEFT JOIN {TABLE} s ON s.user_id = f.user_id" if has_table else ""
-    previous = f"{'s.segment_id' if has_table else 'NULL'}::BIGINT AS previous_id"
+    if table_exists(con, HISTORY_TABLE):
+        published += (f" LEFT JOIN (SELECT user_id, segment_id FROM {HISTORY_TABLE} WHERE valid_to IS NULL) h "
+                      "ON h.user_id = f.user_id")
+        previous = f"coalesce(h.segment_id, {'s.segment_id' if has_table else 'NULL'})::BIGINT AS previous_id"
+    else:
+        previous = f"{'s.segment_id' if has_table else 'NULL'}::BIGINT AS previous_id"
     if everyone:
         return (f"SELECT f.user_id, NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence, {previous}, {cols} "
                 f"FROM features.user_features f {published} {churn}")
