@@ -38,7 +38,7 @@ from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.segmentation.scoring import SEGMENT_HISTORY, USER_SEGMENTS, segments_as_of
+from seg_assets.segmentation.scoring import HISTORY_TABLE, SEGMENT_HISTORY, USER_SEGMENTS, segments_as_of
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"
@@ -249,7 +249,7 @@ def _policy_segments(con, policy: Policy, users: pl.DataFrame) -> pl.DataFrame:
     users = users.with_columns(pl.col("segment_id").alias("policy_segment"))
     if not known or users.filter(~pl.col("segment_id").is_in(known)).height == 0:
         return users
-    history = con.sql("SELECT user_id, segment_id::BIGINT AS segment_id, valid_from FROM analytics.segment_history").pl()
+    history = con.sql(f"SELECT user_id, segment_id::BIGINT AS segment_id, valid_from FROM {HISTORY_TABLE}").pl()
     earlier = history.filter(pl.col("segment_id").is_in(known)).sort("valid_from").group_by("user_id").agg(
         pl.col("segment_id").last().alias("earlier_segment"))
     return users.join(earlier, on="user_id", how="left").with_columns(

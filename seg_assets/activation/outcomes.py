@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from seg_assets.segmentation.scoring import HISTORY_TABLE
+from seg_assets.warehouse import table_exists
+
 OUTCOME_COLUMNS = ("send_id", "campaign_id", "action_id", "segment_id", "current_segment_id", "user_id", "group",
                    "sent_ts", "propensity", "converted", "revenue")
 LEFT_OUT = {  # why a send is not counted (lift, policy), by the first reason that applies
@@ -37,11 +40,6 @@ LEFT_OUT = {  # why a send is not counted (lift, policy), by the first reason th
 CONTROL_BREACH = "treatment_to_global_control"  # of the global_control sends: those that sent an action
 
 
-def _exists(con, schema: str, table: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                            [schema, table]).fetchall()[0][0])
-
-
 def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict[str, int]]:
     """Outcomes of the sends counted (see the module docstring), and how many were left out per :data:`LEFT_OUT`
     reason (plus :data:`CONTROL_BREACH`)."""
@@ -49,19 +47,19 @@ def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict
                                  "segment_id": pl.Int64, "current_segment_id": pl.Int64, "user_id": pl.Utf8, "group": pl.Utf8,
                                  "sent_ts": pl.Datetime("us"), "propensity": pl.Float64, "converted": pl.Boolean,
                                  "revenue": pl.Float64})
-    if not _exists(con, "raw", "campaign_sends"):
+    if not table_exists(con, "raw.campaign_sends"):
         return empty, {}
     days = int(attribution_days)
-    control = ("LEFT JOIN analytics.user_groups g USING (user_id)", "coalesce(g.global_control, false)") if _exists(
-        con, "analytics", "user_groups") else ("", "false")
-    at_send = """,
+    control = ("LEFT JOIN analytics.user_groups g USING (user_id)", "coalesce(g.global_control, false)") if table_exists(
+        con, "analytics.user_groups") else ("", "false")
+    at_send = f""",
         at_send AS (
             SELECT s.send_id, h.segment_id
             FROM sends s
-            JOIN analytics.segment_history h
+            JOIN {HISTORY_TABLE} h
               ON h.user_id = s.user_id AND h.valid_from <= s.sent_ts AND (h.valid_to IS NULL OR s.sent_ts < h.valid_to)
             QUALIFY row_number() OVER (PARTITION BY s.send_id ORDER BY h.valid_from DESC) = 1
-        )""" if _exists(con, "analytics", "segment_history") else """,
+        )""" if table_exists(con, HISTORY_TABLE) else """,
         at_send AS (SELECT NULL::VARCHAR AS send_id, NULL::INTEGER AS segment_id WHERE false)"""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _judged_sends AS
         SELECT r.*, CASE WHEN r.sent_ts + INTERVAL {days} DAY > ? THEN 'window_open'

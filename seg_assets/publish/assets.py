@@ -14,10 +14,12 @@ from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.segmentation.scoring import (
+    HISTORY_TABLE,
     SEGMENT_HISTORY,
     SEGMENT_PROFILES,
     SEGMENT_RULES,
     SEGMENT_TRANSITIONS,
+    TRANSITIONS_TABLE,
     USER_SEGMENTS,
     segments_as_of,
 )
@@ -49,10 +51,10 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
         as_of = segments_as_of(con)
         update = record_history(con, as_of, context.run_id)
         moves = con.sql("SELECT coalesce(from_name, '(new)') AS from_segment, to_name AS to_segment, users "
-                        "FROM analytics.segment_transitions WHERE as_of = ? AND run_id = ? ORDER BY users DESC",
+                        f"FROM {TRANSITIONS_TABLE} WHERE as_of = ? AND run_id = ? ORDER BY users DESC",
                         params=[as_of, context.run_id]).pl()
         sizes = segment_sizes_over_time(con)
-        spells = con.sql("SELECT count(*) FROM analytics.segment_history").fetchall()[0][0]
+        spells = con.sql(f"SELECT count(*) FROM {HISTORY_TABLE}").fetchall()[0][0]
     if update.skipped:
         context.log.warning(f"segment history not recorded: {update.skipped}")
     else:

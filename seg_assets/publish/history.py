@@ -12,15 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from seg_assets.segmentation.scoring import HISTORY_TABLE, TABLE, TRANSITIONS_TABLE
 from seg_assets.warehouse import transaction
 
-HISTORY_DDL = """
-CREATE TABLE IF NOT EXISTS analytics.segment_history (
+HISTORY_DDL = f"""
+CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (
     user_id VARCHAR NOT NULL, segment_id INTEGER NOT NULL, segment_name VARCHAR,
     valid_from TIMESTAMP NOT NULL, valid_to TIMESTAMP, model_version VARCHAR
 )"""
-TRANSITIONS_DDL = """
-CREATE TABLE IF NOT EXISTS analytics.segment_transitions (
+TRANSITIONS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {TRANSITIONS_TABLE} (
     as_of TIMESTAMP NOT NULL, from_segment INTEGER, to_segment INTEGER NOT NULL,
     from_name VARCHAR, to_name VARCHAR, users BIGINT NOT NULL, run_id VARCHAR, recorded_at TIMESTAMP
 )"""
@@ -42,18 +43,18 @@ def ensure_history_tables(con) -> None:
 def recorded_as_of(con) -> datetime | None:
     """The latest as-of the history recorded (every spell's end is another spell's start)."""
     ensure_history_tables(con)
-    return con.sql("SELECT max(valid_from) FROM analytics.segment_history").fetchall()[0][0]
+    return con.sql(f"SELECT max(valid_from) FROM {HISTORY_TABLE}").fetchall()[0][0]
 
 
-CHANGES = """
+CHANGES = f"""
     CREATE OR REPLACE TEMP TABLE _changes AS
     SELECT u.user_id, h.segment_id AS from_segment, u.segment_id AS to_segment, u.segment_name AS to_name, u.model_version
-    FROM {source} u
-    LEFT JOIN analytics.segment_history h ON h.user_id = u.user_id AND h.valid_to IS NULL
+    FROM {{source}} u
+    LEFT JOIN {HISTORY_TABLE} h ON h.user_id = u.user_id AND h.valid_to IS NULL
     WHERE h.segment_id IS DISTINCT FROM u.segment_id"""
 
 
-def record_history(con, as_of: datetime, run_id: str | None = None, source: str = "analytics.user_segments") -> HistoryUpdate:
+def record_history(con, as_of: datetime, run_id: str | None = None, source: str = TABLE) -> HistoryUpdate:
     """Compare the current assignment with the open history rows and record the differences, atomically.
 
     History is a forward-only record: a publication dated before its latest as-of (a backfill) would
@@ -68,25 +69,25 @@ def record_history(con, as_of: datetime, run_id: str | None = None, source: str 
         con.sql(CHANGES.format(source=source))
         changed = con.sql("SELECT count(*) FROM _changes").fetchall()[0][0]
         if changed and as_of == latest:  # undo this as-of's move of the users it changes again: their spell before it reopens
-            con.execute("DELETE FROM analytics.segment_history WHERE valid_from = ? AND user_id IN (SELECT user_id FROM _changes)",
+            con.execute(f"DELETE FROM {HISTORY_TABLE} WHERE valid_from = ? AND user_id IN (SELECT user_id FROM _changes)",
                         [as_of])
-            con.execute("UPDATE analytics.segment_history SET valid_to = NULL WHERE valid_to = ? AND user_id IN "
+            con.execute(f"UPDATE {HISTORY_TABLE} SET valid_to = NULL WHERE valid_to = ? AND user_id IN "
                         "(SELECT user_id FROM _changes)", [as_of])
             con.sql(CHANGES.format(source=source))
         con.execute(
-            "UPDATE analytics.segment_history SET valid_to = ? WHERE valid_to IS NULL AND user_id IN "
+            f"UPDATE {HISTORY_TABLE} SET valid_to = ? WHERE valid_to IS NULL AND user_id IN "
             "(SELECT user_id FROM _changes WHERE from_segment IS NOT NULL)", [as_of])
         con.execute(
-            "INSERT INTO analytics.segment_history SELECT user_id, to_segment, to_name, ?, NULL, model_version FROM _changes",
+            f"INSERT INTO {HISTORY_TABLE} SELECT user_id, to_segment, to_name, ?, NULL, model_version FROM _changes",
             [as_of])
         if changed:  # this as-of's transitions, as the history now holds them
-            con.execute("DELETE FROM analytics.segment_transitions WHERE as_of = ?", [as_of])
-            con.execute("""
-                INSERT INTO analytics.segment_transitions
+            con.execute(f"DELETE FROM {TRANSITIONS_TABLE} WHERE as_of = ?", [as_of])
+            con.execute(f"""
+                INSERT INTO {TRANSITIONS_TABLE}
                 SELECT h.valid_from, p.segment_id, h.segment_id, any_value(p.segment_name), any_value(h.segment_name),
                        count(*), ?, now()::TIMESTAMP
-                FROM analytics.segment_history h
-                LEFT JOIN analytics.segment_history p ON p.user_id = h.user_id AND p.valid_to = h.valid_from
+                FROM {HISTORY_TABLE} h
+                LEFT JOIN {HISTORY_TABLE} p ON p.user_id = h.user_id AND p.valid_to = h.valid_from
                 WHERE h.valid_from = ?
                 GROUP BY ALL ORDER BY 2 NULLS FIRST, 3""", [run_id, as_of])
         new, moved = con.sql(
@@ -99,10 +100,10 @@ def record_history(con, as_of: datetime, run_id: str | None = None, source: str 
 
 def segment_sizes_over_time(con):
     """Users per segment at each recorded as-of (for the sizes-over-time plot), as a polars frame."""
-    return con.sql("""
-        WITH points AS (SELECT DISTINCT valid_from AS ts FROM analytics.segment_history)
+    return con.sql(f"""
+        WITH points AS (SELECT DISTINCT valid_from AS ts FROM {HISTORY_TABLE})
         SELECT p.ts AS as_of, h.segment_id, any_value(h.segment_name) AS segment_name, count(*) AS users
-        FROM points p JOIN analytics.segment_history h
+        FROM points p JOIN {HISTORY_TABLE} h
           ON h.valid_from <= p.ts AND (h.valid_to IS NULL OR h.valid_to > p.ts)
         GROUP BY ALL ORDER BY as_of, segment_id
     """).pl()

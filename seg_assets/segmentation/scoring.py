@@ -66,7 +66,7 @@ SEGMENT_BASKET_RULES = dg.AssetKey(["analytics", "segment_basket_rules"])
 # Written by publish/assets.py, read by activation too (publish imports activation: the keys live here, as above).
 SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
 SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
-HISTORY_TABLE = ".".join(SEGMENT_HISTORY.path)  # its DuckDB table, derived from the key
+HISTORY_TABLE, TRANSITIONS_TABLE = (".".join(k.path) for k in (SEGMENT_HISTORY, SEGMENT_TRANSITIONS))  # their tables
 PROFILE_BASKET_RULES = 5  # rules per segment in the profile asset's table (the column holds the basket stage's top_rules)
 TABLE = "analytics.user_segments"
 
