@@ -50,6 +50,7 @@ def test_campaign_sends_with_bad_rows_are_accounted_like_the_other_tables(tmp_pa
         ledger = con.sql("SELECT file_name, status, delivered, accepted, duplicate, rejected, filtered "
                          "FROM meta.ingest_ledger WHERE table_name = 'campaign_sends' ORDER BY file_name").fetchall()
         rejects = con.sql("SELECT file_name, raw_values, rule FROM raw.rejects WHERE table_name = 'campaign_sends'").fetchall()
+        reasons = [r for (r,) in con.sql("SELECT reason FROM raw.rejects WHERE rule LIKE '%send_group'").fetchall()]
         raw = con.sql("SELECT send_id, user_id, send_group, propensity FROM raw.campaign_sends ORDER BY send_id").fetchall()
     finally:
         con.close()
@@ -60,6 +61,7 @@ def test_campaign_sends_with_bad_rows_are_accounted_like_the_other_tables(tmp_pa
     by_send = {json.loads(values)["send_id"]: rule for file, values, rule in rejects if file == "campaign_sends/sends_1.csv"}
     assert by_send == {send: rule for send, (_, rule) in BAD_ROWS.items()}
     assert sorted(rule for file, _, rule in rejects if file == "esp_log/log.csv") == ["unknown:send_group"]
+    assert reasons and all("send_group" not in r and "group" in r for r in reasons)  # the file's name for the column
     assert raw == [("e1", "u1", "treatment", 0.5), ("s1", "u1", "treatment", 0.25), ("s2", "u2", "control", None)]
 
     sends = {k: v.value for k, v in next(m for m in result.asset_materializations_for_node("ingest_landing")
@@ -87,4 +89,6 @@ def test_a_sends_file_without_a_required_column_is_rejected_whole(tmp_path):
             "SELECT status, delivered, accepted, rejected, message FROM meta.ingest_ledger").fetchall()
     finally:
         con.close()
-    assert (status, delivered, accepted, rejected) == ("rejected_file", 2, 0, 2) and "group" in message
+    assert (status, delivered, accepted, rejected) == ("rejected_file", 2, 0, 2)
+    # the file's column is `group` (data contract); the table's name for it is internal
+    assert "missing required column 'group'" in message and "send_group" not in message

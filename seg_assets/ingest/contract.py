@@ -59,6 +59,11 @@ class Column:
     def sql_type(self) -> str:
         return self.type_override or SQL_TYPES[self.kind]
 
+    @property
+    def file_name(self) -> str:
+        """The name the data contract gives a file's column: what messages to a person say (the rule ids keep ``name``)."""
+        return self.file_names[0] if self.file_names else self.name
+
 
 @dataclass(frozen=True)
 class TableSpec:

@@ -207,7 +207,7 @@ def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
                 f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {name!r}): "
                 "fix the file or the mapping in sources.yaml")
     missing = mapped.missing_required(source.spec)
-    listed = ", ".join(f"'{c}'" for c in missing)
+    listed = ", ".join(f"'{source.spec.column(c).file_name}'" for c in missing)
     fix = (f"add the column or map it in sources.yaml under sources.{source.name}.columns" if source.declared
            else "add the column, or declare a source in sources.yaml that maps your column names (see the README)")
     return f"missing_column:{missing[0]}", f"missing required column{'s' if len(missing) > 1 else ''} {listed}: {fix}"

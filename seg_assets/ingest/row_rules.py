@@ -96,18 +96,18 @@ def column_sql(
     Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601;
     text without an offset is local time of the session's TimeZone (UTC unless the source names one).
     """
-    n, p = col.name, f"p__{col.name}"
+    n, p, shown = col.name, f"p__{col.name}", col.file_name
     typed = typed_sql(col, source, source_type, local_time) if source and source_type else None
     v = text_sql(source) if typed else f"v__{n}"
     texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]
     x = source if typed else v  # NULL exactly when the value is missing (a typed value's text is never blank)
-    rules = [f"WHEN {x} IS NULL THEN 'missing:{n}|missing {n}'"] if col.required else []
+    rules = [f"WHEN {x} IS NULL THEN 'missing:{n}|missing {shown}'"] if col.required else []
     inner: list[str] = []
     if col.kind in (ID, STRING):
         final = v
     elif col.kind == ENUM:
         final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
-        rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {n} ' || {shown_sql(v)}")
+        rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {shown} ' || {shown_sql(v)}")
     else:
         if typed:
             inner.append(f"{typed} AS {p}")
@@ -125,16 +125,16 @@ def column_sql(
                 f"CASE WHEN try_cast({v} AS DECIMAL(18,3)) = trunc(try_cast({v} AS DECIMAL(18,3))) "
                 f"THEN try_cast(try_cast({v} AS DECIMAL(18,3)) AS INTEGER) END AS {p}"
             )
-        rules.append(f"WHEN {x} IS NOT NULL AND {p} IS NULL THEN 'unparseable:{n}|unparseable {n}: ' || {shown_sql(v)}")
+        rules.append(f"WHEN {x} IS NOT NULL AND {p} IS NULL THEN 'unparseable:{n}|unparseable {shown}: ' || {shown_sql(v)}")
         if col.min_value is not None:
-            label = f"negative {n}" if col.min_value == 0 else f"{n} < {col.min_value:g}"
+            label = f"negative {shown}" if col.min_value == 0 else f"{shown} < {col.min_value:g}"
             rule = "negative" if col.min_value == 0 else "below_min"
             rules.append(f"WHEN {p} < {col.min_value} THEN '{rule}:{n}|{label}: ' || {shown_sql(v)}")
         if col.max_value is not None:
-            rules.append(f"WHEN {p} > {col.max_value} THEN 'above_max:{n}|{n} > {col.max_value:g}: ' || {shown_sql(v)}")
+            rules.append(f"WHEN {p} > {col.max_value} THEN 'above_max:{n}|{shown} > {col.max_value:g}: ' || {shown_sql(v)}")
         if col.kind == TIMESTAMP:
             hi, lo = f"TIMESTAMP '{future_limit.isoformat(sep=' ')}'", f"TIMESTAMP '{min_ts.isoformat(sep=' ')}'"
-            rules.append(f"WHEN {p} > {hi} THEN 'future:{n}|{n} in the future: ' || {shown_sql(v)}")
-            rules.append(f"WHEN {p} < {lo} THEN 'too_old:{n}|{n} before {min_ts:%Y-%m-%d %H:%M:%S}: ' || {shown_sql(v)}")
+            rules.append(f"WHEN {p} > {hi} THEN 'future:{n}|{shown} in the future: ' || {shown_sql(v)}")
+            rules.append(f"WHEN {p} < {lo} THEN 'too_old:{n}|{shown} before {min_ts:%Y-%m-%d %H:%M:%S}: ' || {shown_sql(v)}")
         final = f"coalesce({p}, {col.empty_default})" if col.empty_default is not None else p
     return texts, inner, final, rules
