@@ -220,7 +220,8 @@ def import_cdnow_command(
 def eval_cdnow_command(
     work_dir: Path = typer.Option(Path("build/eval-cdnow"), help="Scratch folder (its data/ is rebuilt)."),
     dataset: str = typer.Option("sample", help="sample (2,357 customers, the paper's) or master (23,570)."),
-    compare: bool = typer.Option(True, help="Also score recency, frequency and BG/NBD in the same run."),
+    compare: bool = typer.Option(True, help="Also train and score each churn model kind (gbm, logreg) on the same "
+                                 "snapshots; recency, frequency and BG/NBD are scored either way."),
 ) -> None:
     """The paper's split: weeks 1-39 in, refresh as of 1997-09-30, AUC on "buys in weeks 40-78"."""
     from seg_assets.churn.evaluate import run_eval_cdnow
