@@ -3,9 +3,9 @@
 Stores name their events their own way (``product_view``, ``view_item``, ``cart``, ``order_completed``,
 ...). Ingestion keeps the delivered name in ``raw.clicks.event_type`` (trimmed, lower-cased) and adds
 ``funnel_stage``, one of :data:`FUNNEL_STAGES`. :func:`stage_of` decides, in this order: the source's own
-``event_types`` (sources.yaml), the built-in names below, then keywords in the name (``search``,
-``cart``, ``checkout``, ``purchase``, ``view``, ...), so names nobody listed still land in the right
-stage. A name that matches nothing is stage ``other``: kept and counted, never rejected. Features count
+``event_types`` (sources.yaml), the built-in names below, then the words of the name (``search``,
+``cart``, ``checkout``, ``purchase``, ``view``, ``placed order``, ...), so names nobody listed still land in the
+right stage. A name that matches nothing is stage ``other``: kept and counted, never rejected. Features count
 stages, not names.
 """
 
@@ -48,18 +48,62 @@ _SEGMENT_SPEC = {"product_viewed": "view", "product_clicked": "view", "product_l
 # Built-in name -> stage (names compared trimmed and lower-cased).
 DEFAULT_EVENT_STAGES: dict[str, str] = {name: stage for stage, names in _DEFAULTS.items() for name in names} | _SEGMENT_SPEC
 
-# Keyword rules for names not listed, first match wins: (stage, pattern on the normalized name).
-_KEYWORDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+# Word rules for names not listed: a name is split into words (``Placed Order`` -> placed, order), and the first rule
+# whose words it holds wins. Words, not substrings: "review" holds "view" and "Subscribed to List" holds "list".
+_WORDS = {
+    "other": {"remove", "removed", "removes", "delete", "deleted", "wish", "wishlist", "wishlisted", "favorite",
+              "favourite", "favorited", "promo", "promotion", "login", "logged", "logout", "signin", "signup", "register",
+              "registered", "registration", "session", "review", "reviews", "reviewed", "rate", "rated", "rating",
+              "subscribe", "subscribed", "subscription", "unsubscribe", "unsubscribed", "newsletter", "email", "share",
+              "shared", "cancel", "cancelled", "canceled", "cancellation", "refund", "refunded", "return", "returned",
+              "scroll", "engagement", "notification", "impression"},
+    "search": {"search", "searched", "searches", "searching", "query", "queried"},
+    "purchase": {"purchase", "purchased", "purchases", "transaction", "transactions", "buy", "bought", "ordered",
+                 "thankyou", "conversion", "converted"},
+    "checkout": {"checkout", "payment", "shipping", "billing", "coupon"},
+    "add_to_cart": {"cart", "basket", "bag", "trolley", "add", "added", "adds"},
+    "view": {"view", "viewed", "views", "pageview", "page", "screen", "product", "products", "catalog", "catalogue",
+             "detail", "details", "listing", "list", "category", "item", "items", "home", "homepage", "browse",
+             "browsed", "pdp", "plp", "visit", "visited"},
+}
+# Phrases of two words, checked first: a step of ordering or paying that completes it, a cart looked at (not added to).
+_DONE = {"complete", "completed", "placed", "place", "confirm", "confirmed", "confirmation", "success", "successful",
+         "succeeded", "submit", "submitted", "paid", "done", "finished"}
+_PAIRS: tuple[tuple[str, set[str], set[str]], ...] = (
+    ("other", {"sign", "log"}, {"up", "in", "out"}),
+    ("other", {"cart", "basket", "bag", "sc"}, {"view", "viewed", "open", "opened"}),
+    ("purchase", {"order", "orders", "checkout", "payment"}, _DONE),
+    ("purchase", {"thank"}, {"you"}),
+    ("checkout", {"check", "checked"}, {"out"}),
+)
+
+
+# Names run together (``productview``, ``ordercomplete``) hold no known word: then the first of these patterns found
+# inside the name decides.
+_RUN_TOGETHER: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (stage, re.compile(pattern)) for stage, pattern in (
-        ("other", r"remove|delete|wish|promo|login|logout|sign_?up|session"),
+        ("other", r"remove|delete|wish|promo|login|logout|signup|session|review|subscri|cancel|refund"),
         ("search", r"search|query"),
         ("purchase", r"purchase|transaction|order_?(complete|placed|confirm|success)|checkout_?(complete|success|done)"
                      r"|payment_?(complete|success)|thank_?you"),
         ("checkout", r"checkout|payment|shipping|billing"),
         ("add_to_cart", r"cart|basket|bag"),
-        ("view", r"view|page|product|catalog|detail|listing|list|category|item|home|browse|pdp|plp"),
+        ("view", r"view|page|product|catalog|detail|listing|category|item|home|browse|pdp|plp"),
     )
 )
+
+
+def _word_stage(key: str) -> str:
+    words = set(re.split(r"[^a-z0-9]+", key))
+    if words & _WORDS["other"]:
+        return OTHER
+    for stage, first, second in _PAIRS:
+        if words & first and words & second:
+            return stage
+    for stage, vocabulary in _WORDS.items():
+        if words & vocabulary:
+            return stage
+    return next((stage for stage, pattern in _RUN_TOGETHER if pattern.search(key)), OTHER)
 
 
 def normalize_event_name(name: str) -> str:
@@ -87,4 +131,4 @@ def stage_of(name: str | None, overrides: dict[str, str] | None = None) -> str:
         return overrides[key]
     if key in DEFAULT_EVENT_STAGES:
         return DEFAULT_EVENT_STAGES[key]
-    return next((stage for stage, pattern in _KEYWORDS if pattern.search(key)), OTHER)
+    return _word_stage(key)
