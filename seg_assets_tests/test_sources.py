@@ -339,6 +339,23 @@ def test_event_names_are_read_by_their_words(name, stage):
     assert stage_of(name) == stage
 
 
+def test_a_gzip_file_still_being_written_is_left_to_the_next_run(tmp_path):
+    """Its last bytes tell nothing (compressed), so the landing rule cannot see a .csv.gz cut short: reading it can."""
+    import gzip
+
+    text = "order_id,user_id,order_ts,amount,items,status\n" + "".join(
+        f"o{i},u{i % 50},2026-03-01T10:00:00Z,{i % 90 + 1}.25,1,completed\n" for i in range(20_000))
+    whole = gzip.compress(text.encode())
+    path = tmp_path / "landing" / "orders" / "a.csv.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(whole[: len(whole) // 2])  # the writer has not finished
+    report, ledger, rejects = ingest(tmp_path)
+    assert (ledger, rejects) == ([], []) and report.unsettled == {"orders/a.csv.gz": "its gzip stream has no end yet"}
+    path.write_bytes(whole)  # finished: read whole by the next run
+    report, ledger, _ = ingest(tmp_path)
+    assert [(r[1], r[2], r[4]) for r in ledger] == [("orders/a.csv.gz", "ingested", 20_000)] and not report.unsettled
+
+
 def test_a_semicolon_separated_file_is_told_so(tmp_path):
     write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10;1;completed\n")
     _, ledger, rejects = ingest(tmp_path)
