@@ -1,4 +1,4 @@
-"""BI publication: atomic replacement, readable while a reader holds the old file open."""
+"""BI publication: one atomic switch per publication, seen by a reader that holds the file open."""
 
 import subprocess
 import sys
@@ -7,6 +7,17 @@ import duckdb
 
 from seg_assets.publish.bi import publish_tables
 from seg_assets.warehouse import prepare_connection
+
+LIVE = ["current", "meta.bi_tables.parquet", "segments.duckdb"]  # besides a link per table
+
+
+def visible(bi):
+    """The names a person sees in bi/ (version folders and temporary names start with a dot)."""
+    return sorted(p.name for p in bi.iterdir() if not p.name.startswith("."))
+
+
+def versions(bi):
+    return sorted(p.name for p in bi.iterdir() if p.name.startswith(".v-"))
 
 
 def test_publish_replaces_files_and_keeps_schema(tmp_path):
@@ -29,12 +40,13 @@ def test_publish_replaces_files_and_keeps_schema(tmp_path):
     con.sql("INSERT INTO analytics.user_segments SELECT 'v' || i, 1 FROM range(5) t(i)")
     second = publish_tables(con, tmp_path / "bi", ["analytics.user_segments"])  # must not block on the reader
     out, _ = reader.communicate("go\n", timeout=30)
-    assert out.strip() == "10"  # the reader kept its complete old copy
+    assert out.strip() == "15"  # the reader holding its connection sees the new publication at its next query
     assert second.rows == {"analytics.user_segments": 15}
     fresh = duckdb.connect(str(second.database), read_only=True)
     assert fresh.sql("SELECT count(*) FROM analytics.user_segments").fetchall() == [(15,)]
     assert duckdb.sql(f"SELECT count(*) FROM '{second.parquet['analytics.user_segments']}'").fetchall() == [(15,)]
-    assert sorted(p.name for p in (tmp_path / "bi").iterdir()) == ["analytics.user_segments.parquet", "segments.duckdb"]
+    assert visible(tmp_path / "bi") == sorted(["analytics.user_segments.parquet", *LIVE])
+    assert len(versions(tmp_path / "bi")) == 2  # the current one, and the one before for queries across the switch
 
 
 def test_only_changed_tables_are_written_again(tmp_path):
@@ -62,40 +74,34 @@ def test_only_changed_tables_are_written_again(tmp_path):
     written_at = dict(reader.sql("SELECT table_name, written_at FROM meta.bi_tables").fetchall())
     reader.close()
     assert written_at["analytics.a"] > written_at["analytics.b"]
-    assert sorted(p.name for p in bi.iterdir()) == ["analytics.a.parquet", "analytics.b.parquet", "segments.duckdb"]
+    assert visible(bi) == sorted(["analytics.a.parquet", "analytics.b.parquet", *LIVE])
 
     con.sql("ALTER TABLE analytics.b ADD COLUMN j INTEGER")  # a new column is a change, even with the same rows
     assert publish_tables(con, bi, ["analytics.a", "analytics.b"]).written == ("analytics.b",)
-    (bi / "analytics.a.parquet").unlink()  # a Parquet file gone missing is written again
+    (bi / "current" / "analytics.a.parquet").unlink()  # a Parquet file gone missing is written again
     assert publish_tables(con, bi, ["analytics.a", "analytics.b"]).written == ("analytics.a",)
     assert duckdb.sql(f"SELECT count(*) FROM '{bi / 'analytics.a.parquet'}'").fetchall() == [(1000,)]
 
 
-def test_a_bi_file_mostly_free_blocks_starts_afresh(tmp_path):
+def test_the_bi_folder_keeps_two_versions_and_the_views_file_is_written_when_the_tables_change(tmp_path):
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     prepare_connection(con)
-    bi = tmp_path / "bi"
-    sizes = []
-    for n in range(6):  # a big table replaced each time: the file does not grow without bound
-        con.sql(f"CREATE OR REPLACE TABLE analytics.big AS SELECT i + {n} AS i, md5((i + {n})::VARCHAR) AS s FROM range(300000) t(i)")
-        publish_tables(con, bi, ["analytics.big"])
-        sizes.append((bi / "segments.duckdb").stat().st_size)
-    assert max(sizes) <= 2.5 * sizes[0], sizes
-
-
-def test_a_publication_where_everything_changed_writes_a_new_file(tmp_path):
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    prepare_connection(con)
-    con.sql("CREATE TABLE analytics.a AS SELECT i FROM range(100000) t(i)")
     con.sql("CREATE TABLE analytics.gone AS SELECT 1 AS x")
     bi = tmp_path / "bi"
-    publish_tables(con, bi, ["analytics.a", "analytics.gone"])
-    size = (bi / "segments.duckdb").stat().st_size
-    for n in range(3):  # no table unchanged: nothing to carry, so no copy and no free blocks piling up
-        con.sql(f"CREATE OR REPLACE TABLE analytics.a AS SELECT i + {n + 1} AS i FROM range(100000) t(i)")
-        assert publish_tables(con, bi, ["analytics.a"]).written == ("analytics.a",)
-        assert (bi / "segments.duckdb").stat().st_size <= size
-    assert sorted(p.name for p in bi.iterdir()) == ["analytics.a.parquet", "segments.duckdb"]
+    sizes = []
+    for n in range(5):  # a big table replaced each time: the folder does not grow without bound
+        con.sql(f"CREATE OR REPLACE TABLE analytics.big AS SELECT i + {n} AS i, md5((i + {n})::VARCHAR) AS s FROM range(300000) t(i)")
+        publish_tables(con, bi, ["analytics.big", "analytics.gone"])
+        sizes.append(sum(f.stat().st_size for f in bi.rglob("*") if f.is_file() and not f.is_symlink()))
+        assert len(versions(bi)) == min(n + 1, 2)
+    assert max(sizes) <= 2.2 * sizes[0], sizes
+    views = (bi / "segments.duckdb").stat().st_mtime_ns
+    publish_tables(con, bi, ["analytics.big", "analytics.gone"])
+    assert (bi / "segments.duckdb").stat().st_mtime_ns == views  # same tables, same folder: the views file is kept
+    publish_tables(con, bi, ["analytics.big"])  # a table no longer published: its view and link go
+    reader = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
+    assert reader.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics'").fetchall() == [("big",)]
+    assert visible(bi) == sorted(["analytics.big.parquet", *LIVE])
 
 
 def test_the_next_publication_removes_the_temp_files_of_a_killed_one(tmp_path):
@@ -117,15 +123,20 @@ def test_the_next_publication_removes_the_temp_files_of_a_killed_one(tmp_path):
         "bi.publish_tables(con, Path(sys.argv[2]), ['analytics.user_segments'])\n"),
         str(tmp_path / "warehouse.duckdb"), str(bi)], capture_output=True, text=True, timeout=60)
     assert killed.returncode == -9, killed.stderr
+    live = (bi / "current").resolve().name
     left = sorted(p.name for p in bi.iterdir() if p.name.startswith("."))
-    assert any(n.startswith(".segments.duckdb.") and n.endswith(".tmp") for n in left), left
-    assert any(n.endswith(".parquet.tmp") for n in left), left
+    assert any(n.startswith(".current.") and n.endswith(".tmp") for n in left), left  # killed at the switch
+    killed_version = [n for n in versions(bi) if n != live]
+    assert len(killed_version) == 1, left
+    assert duckdb.connect(str(bi / "segments.duckdb"), read_only=True).sql(
+        "SELECT count(*) FROM analytics.user_segments").fetchall() == [(10,)]  # readers still see the last publication
     (bi / "notes.txt").write_text("a reader's own file")
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     prepare_connection(con)
     con.sql("INSERT INTO analytics.user_segments SELECT 'v' || i, 1 FROM range(5) t(i)")
     publish_tables(con, bi, ["analytics.user_segments"])
-    assert sorted(p.name for p in bi.iterdir()) == ["analytics.user_segments.parquet", "notes.txt", "segments.duckdb"]
+    assert visible(bi) == sorted(["analytics.user_segments.parquet", "notes.txt", *LIVE])
+    assert killed_version[0] not in versions(bi) and not any(p.name.endswith(".tmp") for p in bi.iterdir())
     published = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
     count = "SELECT count(*) FROM analytics.user_segments"
     assert published.sql(count).fetchall() == con.sql(count).fetchall()

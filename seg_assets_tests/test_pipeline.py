@@ -112,14 +112,14 @@ def test_artifact_paths_recorded_by_earlier_versions_are_found_under_a_moved_roo
 @pytest.mark.slow
 def test_failed_run_leaves_published_segments_as_they_were(refreshed):
     bi = data_paths(refreshed).bi / "segments.duckdb"
-    published = bi.read_bytes()
+    published = bi.read_bytes(), (bi.parent / "current").resolve()  # the views, and the version they read
     shutil.rmtree(data_paths(refreshed).models)  # the model artifacts are lost: scoring cannot run
     generate(refreshed / "more", users=3_000, days=5, seed=9)  # and new data arrives
     shutil.copytree(refreshed / "more" / "landing" / "orders", refreshed / "landing" / "orders", dirs_exist_ok=True)
     outcome = run_refresh(refreshed)
     assert not outcome.success
     assert outcome.stages[-1].group == "segmentation" and outcome.stages[-1].failures
-    assert bi.read_bytes() == published
+    assert (bi.read_bytes(), (bi.parent / "current").resolve()) == published
 
 
 def test_orders_only_data_runs_end_to_end(tmp_path):
@@ -134,7 +134,7 @@ def test_a_failing_raw_contract_blocks_everything_downstream(refreshed):
     """The raw checks are one multi-asset check step; a blocking one that fails still stops the run before
     features, and the published segments stay as they were."""
     bi = data_paths(refreshed).bi / "segments.duckdb"
-    published = bi.read_bytes()
+    published = bi.read_bytes(), (bi.parent / "current").resolve()  # the views, and the version they read
     with duckdb.connect(str(data_paths(refreshed).warehouse)) as con:  # a duplicate id behind the loader's back
         con.sql("INSERT INTO raw.orders SELECT * FROM raw.orders ORDER BY _file_id DESC, _row LIMIT 1")
         features_before = con.sql("SELECT max(built_at) FROM meta.model_builds").fetchall()
@@ -145,7 +145,7 @@ def test_a_failing_raw_contract_blocks_everything_downstream(refreshed):
     assert {s.group for s in outcome.stages} == {"ingest"}  # nothing downstream ran
     with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
         assert con.sql("SELECT max(built_at) FROM meta.model_builds").fetchall() == features_before
-    assert bi.read_bytes() == published
+    assert (bi.read_bytes(), (bi.parent / "current").resolve()) == published
 
 
 def test_a_classifier_below_its_threshold_does_not_serve_and_the_model_assigns(refreshed):

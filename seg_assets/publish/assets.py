@@ -79,9 +79,10 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     key=BI_SEGMENTS, deps=list(PUBLISHED),
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
-    description="The analytics tables copied to SEG_DATA_DIR/bi/segments.duckdb and bi/*.parquet, each replaced "
-    "atomically: BI tools open these read-only and never block (or see half of) a refresh. Tables whose content did "
-    "not change are carried over, not written again (bi/segments.duckdb's meta.bi_tables).",
+    description="The analytics tables written as Parquet into a new version of SEG_DATA_DIR/bi/, switched in one "
+    "rename (bi/current); bi/segments.duckdb holds views over them: BI tools open it read-only, never block (or see "
+    "half of) a refresh, and a held connection sees each new publication. Tables whose content did not change are "
+    "linked, not written again (meta.bi_tables).",
 )
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     with duckdb.get_connection() as con:

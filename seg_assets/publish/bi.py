@@ -1,20 +1,25 @@
-"""Publish the analytics tables for BI: a DuckDB file and Parquet files, each replaced atomically.
+"""Publish the analytics tables for BI: Parquet files, and a DuckDB file of views over them.
 
 BI tools never open the warehouse (a reader in another process would block every refresh). They open
-``SEG_DATA_DIR/bi/segments.duckdb`` read-only, or the Parquet files beside it. Each publication is
-written to a temporary file in the same folder and moved into place with ``os.replace`` (an atomic
-rename on POSIX): a reader that holds the old file open keeps reading the old, complete file; the next
-one opens the new, complete file. Nobody ever sees a half-written table, and nobody blocks the writer.
+``SEG_DATA_DIR/bi/segments.duckdb`` read-only, or the Parquet files beside it. Each publication writes
+every table's Parquet file into a new version folder (``bi/.v-<token>/``) and then, in one atomic rename,
+points the link ``bi/current`` at it. ``segments.duckdb`` holds only views that read
+``bi/current/<schema>.<table>.parquet`` and ``bi/<schema>.<table>.parquet`` are links to the same files, so:
+
+* a reader that keeps one connection open sees each new publication at its next query (DuckDB opens a
+  view's Parquet file when a query runs); nobody ever sees a half-written table, and nobody blocks the writer;
+* a publication is switched in one rename: a query never mixes two publications unless it runs across the switch.
+
+The DuckDB file itself is written again (under a temporary name, renamed into place) only when the set of
+tables or the folder changes. The version folder before the current one is kept until the next
+publication, for queries that started before the switch.
 
 Only tables whose content changed are written again. Each table's fingerprint (its columns, row count and
-the sum of its rows' hashes: one scan, 0.13 s for 10M rows) is kept in the BI file's ``meta.bi_tables``
-with the time the content was last written. When some tables are unchanged, the next publication starts
-from a file copy of the current BI file, replaces only the tables whose fingerprint moved, and leaves the
-others' Parquet files alone: a refresh that re-scores users does not rewrite 10M unchanged recommendation
-rows twice (3 s at 1M users). When every table changed, it writes a new file.
+the sum of its rows' hashes: one scan, 0.13 s for 10M rows) is kept in ``meta.bi_tables`` with the time
+the content was last written; an unchanged table's file is hard-linked into the new version, not copied.
 
-A publication killed before its own cleanup (SIGKILL, power loss) leaves its temporary files; the next one
-removes them (:func:`remove_leftovers`).
+A publication killed before the switch (SIGKILL, power loss) leaves its temporary files and version
+folder; the next one removes them (:func:`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ import duckdb
 from seg_assets import interrupts
 
 BI_FILE = "segments.duckdb"
-MANIFEST = "meta.bi_tables"  # in the BI file: table_name, rows, fingerprint, written_at (of the content)
+CURRENT = "current"  # the link to the current version folder
+MANIFEST = "meta.bi_tables"  # table_name, rows, fingerprint, written_at (of the content)
+LAYOUT = "meta.bi_layout"  # in the DuckDB file: what its views read (rewritten when that changes)
 TOKEN_HEX = 12
-# What a publication writes before renaming into place: .segments.duckdb.<token>.tmp (and DuckDB's .wal beside it),
-# .<schema.table>.<token>.parquet.tmp
+VERSION = re.compile(rf"^\.v-[0-9a-f]{{{TOKEN_HEX}}}$")
+# Temporary names of a publication: .segments.duckdb.<token>.tmp (and DuckDB's .wal beside it), .<name>.<token>.tmp links
 TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{{TOKEN_HEX}}}(\.parquet)?\.tmp(\.wal)?$")
 
 
@@ -60,97 +67,122 @@ def fingerprint(con, table: str) -> tuple[int, str]:
     return int(rows), hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _current(con, current: Path, alias: str) -> tuple[dict[str, tuple[int, str, datetime]], bool]:
-    """(manifest of the current BI file: table -> (rows, fingerprint, written_at); whether it is mostly live data).
-    Replaced tables leave free blocks in a carried-over file: once they outnumber the used ones, start afresh."""
-    if not current.exists():
-        return {}, False
-    try:
-        con.sql(f"ATTACH '{_sql_path(current)}' AS {alias} (READ_ONLY)")
-    except duckdb.Error:  # unreadable (another DuckDB version, damaged): publish into a new file
-        return {}, False
-    try:
-        free, used = con.sql("SELECT free_blocks, used_blocks FROM pragma_database_size() "
-                             f"WHERE database_name = '{alias}'").fetchall()[0]
-        found = con.sql(f"SELECT table_name, rows, fingerprint, written_at FROM {alias}.{MANIFEST}").fetchall()
-    except duckdb.CatalogException:  # a file from before the manifest: everything is written again
-        return {}, False
-    finally:
-        con.sql(f"DETACH {alias}")
-    return {name: (rows, fp, at) for name, rows, fp, at in found}, free <= used
+def _current_version(bi_dir: Path) -> Path | None:
+    link = bi_dir / CURRENT
+    target = link.resolve() if link.is_symlink() else None
+    return target if target is not None and target.is_dir() and target.parent == bi_dir.resolve() else None
+
+
+def _manifest(con, version: Path | None) -> dict[str, tuple[int, str, datetime]]:
+    """The manifest of the current version: table -> (rows, fingerprint, written_at)."""
+    path = version / f"{MANIFEST}.parquet" if version else None
+    if path is None or not path.exists():
+        return {}
+    rows = con.sql(f"SELECT table_name, rows, fingerprint, written_at FROM read_parquet('{_sql_path(path)}')").fetchall()
+    return {name: (n, fp, at) for name, n, fp, at in rows}
+
+
+def _replace_link(link: Path, target: str, token: str) -> None:
+    """Point ``link`` at ``target`` in one rename (a reader sees the old target or the new, never no file)."""
+    tmp = link.with_name(f".{link.name}.{token}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
 
 
 def remove_leftovers(bi_dir: Path) -> list[str]:
-    """Remove the temporary files of earlier publications that were killed before their own cleanup; their names.
+    """Remove what earlier publications left: temporary files of one killed before its own cleanup, and version
+    folders other than the current one (the previous one was kept for queries running across its switch); their names.
 
-    Only temporary names are touched, never the live files. Safe because publications never overlap: the one caller
+    Only these names are touched, never the live files. Safe because publications never overlap: the one caller
     (publish/assets.py: bi_segments) publishes while holding the warehouse's write connection, i.e. its file lock
     (resources.py: warehouse_lock) and DuckDB's one-writer lock, so no other publication is writing now.
     """
     removed = []
+    current = _current_version(bi_dir)
     for path in bi_dir.iterdir() if bi_dir.is_dir() else ():
-        if TEMP_NAME.match(path.name) and path.is_file():
+        if TEMP_NAME.match(path.name) and (path.is_symlink() or path.is_file()):
             path.unlink(missing_ok=True)
+            removed.append(path.name)
+        elif VERSION.match(path.name) and path.is_dir() and not path.is_symlink() and path.resolve() != current:
+            shutil.rmtree(path)
             removed.append(path.name)
     return sorted(removed)
 
 
+def _write_views(con, bi_dir: Path, tables: list[str], token: str) -> Path | None:
+    """A new DuckDB file of views over ``bi/current``'s Parquet files, when the current one reads another set of
+    tables or another folder; None when it already reads these."""
+    target = bi_dir / BI_FILE
+    layout = repr((str((bi_dir / CURRENT).absolute()), sorted(tables)))
+    if target.exists():
+        try:
+            with duckdb.connect(str(target), read_only=True) as old:
+                if old.sql(f"SELECT layout FROM {LAYOUT}").fetchall() == [(layout,)]:
+                    return None
+        except duckdb.Error:  # another layout (tables, not views), another DuckDB version, damaged: write a new one
+            pass
+    tmp = bi_dir / f".{BI_FILE}.{token}.tmp"
+    with duckdb.connect(str(tmp)) as out:
+        for table in [*tables, MANIFEST]:
+            schema, _ = table.split(".", 1)
+            out.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            path = (bi_dir / CURRENT).absolute() / f"{table}.parquet"
+            out.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{_sql_path(path)}')")
+        out.sql(f"CREATE TABLE {LAYOUT} (layout VARCHAR)")
+        out.execute(f"INSERT INTO {LAYOUT} VALUES (?)", [layout])
+    return tmp
+
+
 def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
-    """Copy ``tables`` (``schema.name``) from the warehouse into a fresh BI file and Parquet files; tables whose
-    content did not change since the last publication are carried over, not written again."""
+    """Copy ``tables`` (``schema.name``) from the warehouse into a new BI version and switch to it; tables whose
+    content did not change since the last publication are linked, not written again."""
     bi_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(bi_dir)
     token = uuid.uuid4().hex[:TOKEN_HEX]
-    tmp_db = bi_dir / f".{BI_FILE}.{token}.tmp"
-    target_db = bi_dir / BI_FILE
-    alias = f"bi_{token}"
+    version = bi_dir / f".v-{token}"
+    version.mkdir()
     now = datetime.now(UTC).replace(tzinfo=None)
-    rows, staged, manifest, written = {}, {}, [], []
+    rows, manifest, written = {}, [], []
+    tmp_db, switched = None, False
     # Tables are sets: letting DuckDB write them in any order lets both cores write (about -10%).
     con.sql("SET preserve_insertion_order = false")
     try:
-        prints = {table: fingerprint(con, table) for table in tables}
-        previous, compact = _current(con, target_db, alias)
-        keep = {t for t, (_, fp) in prints.items()
-                if t in previous and previous[t][1] == fp and (bi_dir / f"{t}.parquet").exists()}
-        carry = bool(keep) and compact
-        if carry:  # the unchanged tables come over in a file copy
-            shutil.copyfile(target_db, tmp_db)
-        con.sql(f"ATTACH '{_sql_path(tmp_db)}' AS {alias}")
-        try:
-            for table in tables:
-                schema, name = table.split(".", 1)
-                rows[table], fp = prints[table]
-                if carry and table in keep:
-                    manifest.append((table, rows[table], fp, previous[table][2]))
-                    continue
-                con.sql(f"CREATE SCHEMA IF NOT EXISTS {alias}.{schema}")
-                con.sql(f"CREATE OR REPLACE TABLE {alias}.{schema}.{name} AS SELECT * FROM {table}")
-                staged[table] = bi_dir / f".{table}.{token}.parquet.tmp"
-                con.sql(f"COPY (SELECT * FROM {table}) TO '{_sql_path(staged[table])}' (FORMAT parquet)")
-                manifest.append((table, rows[table], fp, now))
-                written.append(table)
-            for table in set(previous) - set(tables) if carry else ():  # no longer published
-                con.sql(f"DROP TABLE IF EXISTS {alias}.{table}")
-            schema = MANIFEST.split(".")[0]
-            con.sql(f"CREATE SCHEMA IF NOT EXISTS {alias}.{schema}")
-            con.sql(f"CREATE OR REPLACE TABLE {alias}.{MANIFEST} (table_name VARCHAR, rows BIGINT, fingerprint VARCHAR, "
-                    "written_at TIMESTAMP)")
-            if manifest:
-                con.executemany(f"INSERT INTO {alias}.{MANIFEST} VALUES (?, ?, ?, ?)", manifest)
-        finally:
-            con.sql(f"DETACH DATABASE IF EXISTS {alias}")
-            con.sql("RESET preserve_insertion_order")
-        interrupts.check()  # Ctrl-C / SIGTERM before the swap: nothing of this publication is seen
-        # Everything is written: now swap each file into place, the BI file (which holds the manifest) last.
-        for table, tmp in staged.items():
-            os.replace(tmp, bi_dir / f"{table}.parquet")
+        current = _current_version(bi_dir)
+        previous = _manifest(con, current)
+        for table in tables:
+            rows[table], fp = fingerprint(con, table)
+            old = current / f"{table}.parquet" if current else None
+            if old is not None and table in previous and previous[table][1] == fp and old.exists():
+                os.link(old, version / old.name)  # unchanged: the same file in the new version
+                manifest.append((table, rows[table], fp, previous[table][2]))
+                continue
+            con.sql(f"COPY (SELECT * FROM {table}) TO '{_sql_path(version / f'{table}.parquet')}' (FORMAT parquet)")
+            manifest.append((table, rows[table], fp, now))
+            written.append(table)
+        values = ", ".join("(?, ?, ?, ?)" for _ in manifest) or "(NULL, NULL, NULL, NULL)"
+        con.execute(f"""COPY (SELECT * FROM (VALUES {values}) t(table_name, rows, fingerprint, written_at)
+                        WHERE table_name IS NOT NULL) TO '{_sql_path(version / f'{MANIFEST}.parquet')}' (FORMAT parquet)""",
+                    [v for row in manifest for v in row])
+        interrupts.check()  # Ctrl-C / SIGTERM before the switch: nothing of this publication is seen
+        _replace_link(bi_dir / CURRENT, version.name, token)  # the switch
+        switched = True
+        for table in [*tables, MANIFEST]:
+            link = bi_dir / f"{table}.parquet"
+            if not link.is_symlink():  # first publication, or a regular file of an earlier version
+                _replace_link(link, f"{CURRENT}/{table}.parquet", token)
         for table in set(previous) - set(tables):
             (bi_dir / f"{table}.parquet").unlink(missing_ok=True)
-        os.replace(tmp_db, target_db)
-        return Publication(database=target_db, parquet={t: bi_dir / f"{t}.parquet" for t in tables}, rows=rows,
+        tmp_db = _write_views(con, bi_dir, tables, token)  # after the switch: a view is checked against its file
+        if tmp_db is not None:
+            os.replace(tmp_db, bi_dir / BI_FILE)
+        return Publication(database=bi_dir / BI_FILE, parquet={t: bi_dir / f"{t}.parquet" for t in tables}, rows=rows,
                            written=tuple(written))
+    except BaseException:
+        if not switched:  # nothing of it was seen
+            shutil.rmtree(version, ignore_errors=True)
+        raise
     finally:
-        for leftover in [tmp_db, tmp_db.with_name(tmp_db.name + ".wal"), *staged.values()]:
-            if leftover.exists():
-                leftover.unlink()
+        con.sql("RESET preserve_insertion_order")
+        for leftover in [tmp_db, tmp_db.with_name(tmp_db.name + ".wal")] if tmp_db else []:
+            leftover.unlink(missing_ok=True)
