@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=180)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--test-days", type=int, default=30)
-    ap.add_argument("--exclude-days", type=int, default=14)
+    ap.add_argument("--exclude-days", type=int, default=M.RecSettings.exclude_days)
     ap.add_argument("--implicit", action="store_true")
     args = ap.parse_args()
     s = M.RecSettings(exclude_days=args.exclude_days)

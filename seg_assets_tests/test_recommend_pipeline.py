@@ -78,7 +78,7 @@ def test_published_to_bi_and_audiences_and_refreshed_only_when_needed(demo):
     con = duckdb.connect(str(demo / "warehouse.duckdb"), read_only=True)
     (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
     recent = con.sql("SELECT DISTINCT user_id, product_id FROM raw.order_items WHERE status = 'completed' "
-                     "AND order_ts > ? AND order_ts <= ?", params=[as_of - timedelta(days=14), as_of]).pl()
+                     "AND order_ts > ? AND order_ts <= ?", params=[as_of - timedelta(days=M.RecSettings.exclude_days), as_of]).pl()
     con.close()
     assert recent.height > 0 and recs.join(recent, on=["user_id", "product_id"], how="semi").height == 0
     top3 = recs.filter(pl.col("rank") <= 3).sort("rank").group_by("user_id").agg(pl.col("product_id").str.join(","))

@@ -57,7 +57,7 @@ SEGMENTS = "_rb_segments"  # (user_id, segment_id) of the segments given to :fun
 @dataclass(frozen=True)
 class RecSettings:
     top_n: int = 10
-    exclude_days: int = 14
+    exclude_days: int = 1  # what was just bought; longer windows cost hits where shoppers re-buy (README, measured)
     horizon_days: int = 30
     candidates: int = 10
     click_weight: float = 0.1
