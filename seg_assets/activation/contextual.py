@@ -166,7 +166,7 @@ def fit_contextual_policy(x: np.ndarray, segment_ids: Sequence, actions: Sequenc
 
     ``rewards`` 0/1. ``alpha`` scales the posterior spread of the coefficients: the exploration (default
     ALPHA_LOGISTIC or ALPHA_LINEAR). Logistic, 0.1 explores on 3-7 % of users of the measured runs; 0.2 on 7-11 %
-    at a cost of 0.00-0.02 of the gap; linear, 0.1 explored on 9-17 % (docs/activation.md).
+    at a cost of 0.00-0.01 of the gap; linear, 0.1 explored on 9-16 % (docs/activation.md).
     """
     x = np.asarray(x, float)
     arms = tuple(str(a) for a in arms)
