@@ -8,7 +8,8 @@ reward models (scikit-learn, argmax, no exploration) on the same send-time conte
 
     python bench/policy_gap.py --users 4000 --days 90 --seeds 1 2 3 5 7 [--shape] [--work /tmp/policy_gap]
 
-``--shape`` plants other response rates (each shopper type's best action moved).
+``--shape`` plants other response rates (each shopper type's best action moved); ``--small`` a reviewer's
+small-effect rates (each type's best action 0.08-0.15, the others 0.02-0.05).
 """
 
 from __future__ import annotations
@@ -27,14 +28,20 @@ SHAPE_RATES = np.array([  # rows: SHOPPER_TYPES; columns: campaigns.ACTIONS
     [0.20, 0.05, 0.05, 0.08], [0.05, 0.05, 0.25, 0.05], [0.10, 0.08, 0.06, 0.22],
     [0.04, 0.18, 0.04, 0.04], [0.02, 0.02, 0.10, 0.02], [0.15, 0.05, 0.05, 0.05]])
 
-def build(root: Path, users: int, days: int, seed: int, shape: bool) -> None:
+# A reviewer's rates (issue 14): each type's best action 0.08-0.15, the others 0.02-0.05 (small effects: harder)
+SMALL_EFFECT_RATES = np.array([
+    [0.02, 0.10, 0.02, 0.04], [0.03, 0.03, 0.03, 0.15], [0.12, 0.02, 0.02, 0.02],
+    [0.02, 0.02, 0.14, 0.02], [0.08, 0.02, 0.02, 0.02], [0.02, 0.02, 0.02, 0.12]])
+
+
+def build(root: Path, users: int, days: int, seed: int, shape: bool, rates: np.ndarray | None = None) -> None:
     import seg_assets.demo.campaigns as campaigns
     from seg_assets.demo.generate import generate
     from seg_assets.refresh import run_refresh
 
     shutil.rmtree(root, ignore_errors=True)
     planted = campaigns.RESPONSE_RATES
-    campaigns.RESPONSE_RATES = SHAPE_RATES if shape else planted
+    campaigns.RESPONSE_RATES = rates if rates is not None else SHAPE_RATES if shape else planted
     try:
         generate(root, users=users, days=days, seed=seed, with_campaigns=True)
     finally:
@@ -102,13 +109,15 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 5, 7])
     parser.add_argument("--shape", action="store_true", help="other planted response rates")
+    parser.add_argument("--small", action="store_true", help="a reviewer's small-effect rates (SMALL_EFFECT_RATES)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/policy_gap"))
     args = parser.parse_args()
     for seed in args.seeds:
-        root = args.work / f"{'shape' if args.shape else 'demo'}_{args.users}_{seed}"
+        name = "small" if args.small else "shape" if args.shape else "demo"
+        root = args.work / f"{name}_{args.users}_{seed}"
         if not (root / "warehouse.duckdb").exists():
-            build(root, args.users, args.days, seed, args.shape)
-        print(json.dumps({"users": args.users, "days": args.days, "seed": seed, "shape": args.shape, **measure(root)}), flush=True)
+            build(root, args.users, args.days, seed, args.shape, SMALL_EFFECT_RATES if args.small else None)
+        print(json.dumps({"users": args.users, "days": args.days, "seed": seed, "rates": name, **measure(root)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_propensities_are_the_chance_each_action_wins_an_independent_lints_draw(
     from mabwiser.mab import MAB, LearningPolicy
 
     x, segs, actions, rewards = planted(1500)
-    policy = fit_contextual_policy(x, segs, actions, rewards, ARMS, alpha=1.0)
+    policy = fit_contextual_policy(x, segs, actions, rewards, ARMS, alpha=1.0, model="linear")
     probe = np.random.default_rng(1).random((3, len(CONTEXT_FEATURES)))
     probs = policy.action_probabilities(probe, [1, 2, 1], [None, ["a", "c"], None])
     assert np.allclose(probs.sum(axis=1), 1) and probs[1, 1] == probs[1, 3] == 0
@@ -95,3 +95,36 @@ def test_thin_data_keeps_the_per_segment_policy(per_action, kind):
     sends = pl.DataFrame({"segment_id": segs, "action_id": np.repeat(ARMS, per_action).tolist(),
                           "reward": rewards.astype(np.int8)}).with_row_index("__row")
     assert isinstance(_fit(sends, x, ARMS), kind)
+
+
+def test_the_logistic_model_is_the_laplace_posterior_and_its_choices_are_the_probability_ranking():
+    """The default model: per action a logistic regression (scikit-learn) whose posterior is its Laplace approximation.
+    Unpenalised, coefficients and covariance are statsmodels' Logit MLE and its cov_params (the inverse Hessian)."""
+    import statsmodels.api as sm
+
+    x, _, actions, rewards = planted(3000)
+    segs = [None] * len(x)  # no segment indicator: the design (context and constant) has full rank
+    policy = fit_contextual_policy(x, segs, actions, rewards, ARMS, l2_lambda=1e-8)
+    assert policy.link == "logit" and load_policy(policy.state()).link == "logit"
+    z = _design(x, segs, policy.segments, policy.mean, policy.scale)
+    for k, arm in enumerate(ARMS):
+        rows = np.array(actions) == arm
+        fit = sm.Logit(rewards[rows], z[rows]).fit(disp=0)
+        assert np.allclose(policy.beta[k], fit.params, atol=1e-3), (arm, policy.beta[k], fit.params)
+        assert np.allclose(policy.a_inv[k], fit.cov_params(), rtol=1e-2, atol=1e-5), arm
+    # propensities: the chance each action wins a draw of the coefficients from its (alpha-scaled) Laplace posterior
+    policy = fit_contextual_policy(x, segs, actions, rewards, ARMS, alpha=1.0)
+    probe = np.random.default_rng(1).random((2, len(CONTEXT_FEATURES)))
+    probs = policy.action_probabilities(probe, [None, None])
+    z = _design(probe, [None, None], policy.segments, policy.mean, policy.scale)
+    rng = np.random.default_rng(3)
+    for i in (0, 1):
+        scores = np.column_stack([rng.multivariate_normal(policy.beta[k], policy.a_inv[k], size=20_000) @ z[i]
+                                  for k in range(len(ARMS))])
+        wins = np.bincount(scores.argmax(axis=1), minlength=4) / 20_000
+        assert np.abs(wins - probs[i]).max() < 0.015, (wins, probs[i])
+    # the estimates are probabilities, ranked as the scores the Thompson draw compares
+    probe = np.random.default_rng(4).random((50, len(CONTEXT_FEATURES)))
+    p = policy.expected(probe, [None] * 50)
+    assert ((p > 0) & (p < 1)).all()
+    assert (p.argmax(axis=1) == (policy._design(probe, [None] * 50) @ policy.beta.T).argmax(axis=1)).all()

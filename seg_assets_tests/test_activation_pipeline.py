@@ -108,7 +108,7 @@ def test_the_policy_closes_half_the_gap_and_lift_intervals_cover_the_planted_lif
     truth = campaigns_root / "truth"
     types = pl.read_parquet(truth / "shopper_types.parquet")
     rates = pl.read_parquet(truth / "planted_action_rates.parquet")
-    assert gap_closed(campaigns_root) >= 0.55  # 0.67 on this seed; 0.64-0.73 on five (docs/activation.md)
+    assert gap_closed(campaigns_root) >= 0.55  # 0.64 on this seed; 0.64-0.73 on five (docs/activation.md)
 
     # Planted lift of a cell: its treated users' mean planted rate, times the chance they would not have ordered anyway.
     sends = pl.read_parquet(campaigns_root / "landing" / "campaign_sends" / "*.parquet")
@@ -151,11 +151,12 @@ def test_audience_files_of_campaigns_no_longer_current_are_removed(tmp_path):
 @pytest.mark.slow
 def test_the_policy_closes_half_the_gap_on_other_planted_rates(tmp_path):
     """Each shopper type's best action moved (bench/policy_gap.py --shape): the segment model then finds 3 segments
-    and no per-segment policy closes more than 0.23 of the gap; the contextual policy does (0.59-0.65 on 3 seeds)."""
+    and no per-segment policy closes more than 0.23 of the gap; the contextual policy does (0.59-0.65 on 3 seeds with LinTS;
+    0.61 on seed 2 with the logistic model)."""
     from bench.policy_gap import build
 
     build(tmp_path / "shape", users=8_000, days=120, seed=2, shape=True)
-    assert gap_closed(tmp_path / "shape") >= 0.55  # 0.62 on this seed
+    assert gap_closed(tmp_path / "shape") >= 0.55  # 0.61 on this seed
 
 
 def test_a_refit_without_new_sends_keeps_the_policy_in_service(campaigns_root, tmp_path):

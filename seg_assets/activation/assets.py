@@ -6,11 +6,11 @@ catalogue (actions.yaml) so a person sees in the UI what can be sent to whom.
 
 ``analytics/campaign_lift``: outcomes of the campaign sends (outcomes.py) per campaign x action x segment
 (lift.py), with a sample-ratio-mismatch check against the catalogue's ``holdout_share``.
-``analytics/next_best_action``: a contextual policy (contextual.py: mabwiser LinTS on the user's history as of the
-send, context.py, and the segment) fitted on the treated sends, or the per-segment Thompson-sampling policy
-(policy.py) while there are fewer than MIN_SENDS_PER_ACTION sends of an action to fit it on; evaluated off-policy
-on the latest sends (offpolicy.py) against the policy in service (of either kind), promoted only when not worse,
-recorded in ``meta.policies``; one action per eligible user, none for the global control.
+``analytics/next_best_action``: a contextual policy (contextual.py: Thompson sampling on per-action logistic
+regressions of the user's history as of the send, context.py, and the segment) fitted on the treated sends, or the
+per-segment Thompson-sampling policy (policy.py) while there are fewer than MIN_SENDS_PER_ACTION sends of an action
+to fit it on; evaluated off-policy on the latest sends (offpolicy.py) against the policy in service (of either kind),
+promoted only when not worse, recorded in ``meta.policies``; one action per eligible user, none for the global control.
 ``bi/audiences``: per campaign, the treated and held-out users as Parquet and CSV (audiences.py).
 """
 
@@ -260,7 +260,7 @@ def _policy_segments(con, policy: Policy, users: pl.DataFrame) -> pl.DataFrame:
 @dg.asset(
     key=NEXT_BEST_ACTION, deps=[CAMPAIGN_LIFT, RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, USER_GROUPS, SEGMENT_HISTORY],
     group_name=GROUP, pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
-    description="One action per eligible user from a linear Thompson-sampling policy (mabwiser LinTS) on the user's "
+    description="One action per eligible user from a Thompson-sampling policy (per-action logistic regressions) on the user's "
     "history as of each send and their segment, learnt from the campaign outcomes (per segment while sends are few; "
     "uniform over the eligible actions "
     "before any send), with its propensity; the policy is promoted only "
@@ -338,7 +338,8 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     meta = {
         "dagster/row_count": dg.MetadataValue.int(nba.height), "as_of": str(as_of),
         "policy_version": served.policy_version, "candidate_version": candidate.policy_version,
-        "policy_kind": "contextual (LinTS)" if isinstance(served, ContextualPolicy) else "per segment (Thompson)",
+        "policy_kind": "per segment (Thompson)" if not isinstance(served, ContextualPolicy) else
+        "contextual (logistic TS)" if served.link == "logit" else "contextual (LinTS)",
         "promoted": decision.promote, "reason": decision.reason, "fit_sends": fit.height, "holdout_sends": logs.height,
         "explore_share": dg.MetadataValue.float(float(nba["explore"].mean() or 0.0)),
         **{f"users_{a}": dg.MetadataValue.int(int(n)) for a, n in nba.group_by("action_id").len().sort("action_id").iter_rows()},
