@@ -128,3 +128,14 @@ def test_the_logistic_model_is_the_laplace_posterior_and_its_choices_are_the_pro
     p = policy.expected(probe, [None] * 50)
     assert ((p > 0) & (p < 1)).all()
     assert (p.argmax(axis=1) == (policy._design(probe, [None] * 50) @ policy.beta.T).argmax(axis=1)).all()
+
+
+def test_the_version_does_not_depend_on_the_last_bits_of_the_contexts():
+    """It seeds the draws: DuckDB and Spark compute the same contexts up to 1e-16, and must serve the same actions."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, len(CONTEXT_FEATURES)))
+    actions = rng.choice(["a", "b"], size=400)
+    rewards = (rng.random(400) < 0.2).astype(float)
+    one = fit_contextual_policy(x, [1] * 400, actions, rewards, ["a", "b"])
+    two = fit_contextual_policy(x * (1 + 1e-15), [1] * 400, actions, rewards, ["a", "b"])
+    assert one.policy_version == two.policy_version
