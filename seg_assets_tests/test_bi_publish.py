@@ -140,3 +140,23 @@ def test_the_next_publication_removes_the_temp_files_of_a_killed_one(tmp_path):
     published = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
     count = "SELECT count(*) FROM analytics.user_segments"
     assert published.sql(count).fetchall() == con.sql(count).fetchall()
+
+
+def test_a_copy_of_the_data_folder_that_followed_the_links_publishes(tmp_path):
+    """shutil.copytree (and some backup tools) copy what links point to: bi/current becomes a folder, the table
+    links files. The copy's next publication still switches, and its views read the copy's files."""
+    import shutil
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    con.sql("CREATE TABLE analytics.a AS SELECT i FROM range(10) t(i)")
+    publish_tables(con, tmp_path / "bi", ["analytics.a"])
+    shutil.copytree(tmp_path / "bi", tmp_path / "copy")  # links followed
+    assert not (tmp_path / "copy" / "current").is_symlink()
+    con.sql("INSERT INTO analytics.a SELECT 10")
+    publish_tables(con, tmp_path / "copy", ["analytics.a"])
+    assert (tmp_path / "copy" / "current").is_symlink()
+    reader = duckdb.connect(str(tmp_path / "copy" / "segments.duckdb"), read_only=True)
+    assert reader.sql("SELECT count(*) FROM analytics.a").fetchall() == [(11,)]
+    assert duckdb.connect(str(tmp_path / "bi" / "segments.duckdb"), read_only=True).sql(
+        "SELECT count(*) FROM analytics.a").fetchall() == [(10,)]  # the original is untouched

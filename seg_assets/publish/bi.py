@@ -165,6 +165,9 @@ def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
                         WHERE table_name IS NOT NULL) TO '{_sql_path(version / f'{MANIFEST}.parquet')}' (FORMAT parquet)""",
                     [v for row in manifest for v in row])
         interrupts.check()  # Ctrl-C / SIGTERM before the switch: nothing of this publication is seen
+        stale = bi_dir / CURRENT
+        if stale.exists() and not stale.is_symlink():  # a copy of bi/ that followed the links: set aside, removed next time
+            os.rename(stale, bi_dir / f".v-{uuid.uuid4().hex[:TOKEN_HEX]}")
         _replace_link(bi_dir / CURRENT, version.name, token)  # the switch
         switched = True
         for table in [*tables, MANIFEST]:
