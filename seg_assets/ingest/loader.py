@@ -11,6 +11,7 @@ left out by the source's ``where``; ledger.py). Finding and reading the files is
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from seg_assets.ingest.source_config import SourceDef, load_sources
 from seg_assets.ingest.sources import (
     OVERFLOW,
     SRC,
+    UNFINISHED_SETTLE_SECONDS,
     Source,
     discover_files,
     file_sha256,
@@ -201,6 +203,14 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
 GZIP_CUT_SHORT = "Unexpected end of GZIP stream"  # DuckDB's error reading a .csv.gz cut short
 
 
+def _recent(path: Path) -> bool:
+    """Changed within UNFINISHED_SETTLE_SECONDS: a writer may still be at it (the landing rule's wait for files cut short)."""
+    try:
+        return time.time() - path.stat().st_mtime < UNFINISHED_SETTLE_SECONDS
+    except OSError:
+        return False
+
+
 def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
     """(rule, one-line message) of a file that cannot feed its table: what is missing and how to fix it."""
     if mapped.missing_inputs:
@@ -363,8 +373,9 @@ def ingest_landing(
                 _ingest_file(con, source, path, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
-            if fmt == "csv.gz" and GZIP_CUT_SHORT in str(exc):
-                # a gzip stream still being written (its end is read only here: the landing rule reads last bytes)
+            if fmt == "csv.gz" and GZIP_CUT_SHORT in str(exc) and _recent(path):
+                # a gzip stream still being written (its end is read only here: the landing rule reads last bytes);
+                # one cut short and unchanged for UNFINISHED_SETTLE_SECONDS is a broken file: failed, said so
                 report.files.remove(out)
                 report.unsettled[rel] = "its gzip stream has no end yet"
                 continue
