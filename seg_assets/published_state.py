@@ -123,8 +123,10 @@ def landed(paths: DataPaths) -> bool:
 
 def nothing_new(paths: DataPaths, settings: str) -> str | None:
     """A message if the published segments already reflect every landing file, this code and these settings."""
+    from seg_assets.publish.bi import views_read  # here: publish/ imports this module
+
     state = read_state(paths)
-    if state is None or not published(paths):
+    if state is None or not published(paths) or views_read(paths.bi) is None:  # None: BI's views read another folder
         return None
     if state.get("settings") != settings or state.get("code") != code_fingerprint():
         return None

@@ -160,3 +160,20 @@ def test_a_copy_of_the_data_folder_that_followed_the_links_publishes(tmp_path):
     assert reader.sql("SELECT count(*) FROM analytics.a").fetchall() == [(11,)]
     assert duckdb.connect(str(tmp_path / "bi" / "segments.duckdb"), read_only=True).sql(
         "SELECT count(*) FROM analytics.a").fetchall() == [(10,)]  # the original is untouched
+
+
+def test_views_that_read_another_folder_are_noticed(tmp_path):
+    """A moved data folder: the CLI's "segments are current" must not hold while BI's views read the old path."""
+    from seg_assets.publish.bi import views_read
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    con.sql("CREATE TABLE analytics.a AS SELECT 1 AS i")
+    publish_tables(con, tmp_path / "bi", ["analytics.a"])
+    assert views_read(tmp_path / "bi") == ["analytics.a"]
+    (tmp_path / "bi").rename(tmp_path / "moved")
+    assert views_read(tmp_path / "moved") is None
+    publish_tables(con, tmp_path / "moved", ["analytics.a"])
+    assert views_read(tmp_path / "moved") == ["analytics.a"]
+    assert duckdb.connect(str(tmp_path / "moved" / "segments.duckdb"), read_only=True).sql(
+        "SELECT count(*) FROM analytics.a").fetchall() == [(1,)]

@@ -24,6 +24,7 @@ folder; the next one removes them (:func:`remove_leftovers`).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import re
@@ -110,18 +111,30 @@ def remove_leftovers(bi_dir: Path) -> list[str]:
     return sorted(removed)
 
 
+def _layout(bi_dir: Path, tables) -> str:
+    return repr((str((bi_dir / CURRENT).absolute()), sorted(tables)))
+
+
+def views_read(bi_dir: Path) -> list[str] | None:
+    """The tables whose views ``bi/segments.duckdb`` holds, if they read this folder's ``bi/current`` (a link); None
+    when they read another folder (the data folder was moved or copied), or the file is of an earlier layout."""
+    if not (bi_dir / CURRENT).is_symlink():
+        return None
+    try:
+        with duckdb.connect(str(bi_dir / BI_FILE), read_only=True) as views:
+            [(layout,)] = views.sql(f"SELECT layout FROM {LAYOUT}").fetchall()
+    except (duckdb.Error, ValueError):  # no file, tables not views, another DuckDB version, damaged
+        return None
+    folder, tables = ast.literal_eval(layout)
+    return list(tables) if folder == str((bi_dir / CURRENT).absolute()) else None
+
+
 def _write_views(con, bi_dir: Path, tables: list[str], token: str) -> Path | None:
     """A new DuckDB file of views over ``bi/current``'s Parquet files, when the current one reads another set of
     tables or another folder; None when it already reads these."""
-    target = bi_dir / BI_FILE
-    layout = repr((str((bi_dir / CURRENT).absolute()), sorted(tables)))
-    if target.exists():
-        try:
-            with duckdb.connect(str(target), read_only=True) as old:
-                if old.sql(f"SELECT layout FROM {LAYOUT}").fetchall() == [(layout,)]:
-                    return None
-        except duckdb.Error:  # another layout (tables, not views), another DuckDB version, damaged: write a new one
-            pass
+    if views_read(bi_dir) == sorted(tables):
+        return None
+    layout = _layout(bi_dir, tables)
     tmp = bi_dir / f".{BI_FILE}.{token}.tmp"
     with duckdb.connect(str(tmp)) as out:
         for table in [*tables, MANIFEST]:
