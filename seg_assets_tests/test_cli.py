@@ -89,8 +89,13 @@ def test_the_summary_names_the_model_in_service_and_a_refused_refit():
 
 
 def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monkeypatch):
+    import duckdb
+
+    from seg_assets.publish.bi import publish_tables
+
     paths = data_paths(tmp_path).ensure()
-    (paths.bi / "segments.duckdb").write_bytes(b"")
+    with duckdb.connect() as con:  # a publication of no table: the views file and bi/current
+        publish_tables(con, paths.bi, [])
     settings = published_state.settings_fingerprint({}, None)
     published_state.write_published_state(paths, [], "2026-10-31", settings)
     assert published_state.nothing_new(paths, settings)
