@@ -43,6 +43,7 @@ from seg_assets.ingest.sources import (
     discover_files,
     file_sha256,
     load_source,
+    quiet_seconds,
     sql_string,
     wait_until_settled,
 )
@@ -206,7 +207,7 @@ GZIP_CUT_SHORT = "Unexpected end of GZIP stream"  # DuckDB's error reading a .cs
 def _recent(path: Path) -> bool:
     """Changed within UNFINISHED_SETTLE_SECONDS: a writer may still be at it (the landing rule's wait for files cut short)."""
     try:
-        return time.time() - path.stat().st_mtime < UNFINISHED_SETTLE_SECONDS
+        return quiet_seconds(path.stat().st_mtime, 0.0, time.time()) < UNFINISHED_SETTLE_SECONDS
     except OSError:
         return False
 
