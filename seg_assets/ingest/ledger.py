@@ -111,7 +111,8 @@ def ledger_only(con, out: FileOutcome, run_id: str, now: datetime) -> None:
 # Lines of a reader's error that do not help a person fix the file: the row as read (it may hold personal data),
 # the reader's own option dump and its hints about reader options the loader sets itself.
 _NOISE = ("Original Line", "Possible", "*", "LINE ", "^")
-_FIXES = {"not utf-8 encoded": "save the file as UTF-8 (the data contract's encoding) and land it again"}
+_FIXES = {"not utf-8 encoded": "save the file as UTF-8 (the data contract's encoding) and land it again, or set its "
+                               "source's csv encoding in sources.yaml (e.g. csv: {encoding: cp1252})"}
 
 
 def error_line(exc: Exception) -> str:

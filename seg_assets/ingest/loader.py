@@ -36,6 +36,7 @@ from seg_assets.ingest.ledger import (
 from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns
 from seg_assets.ingest.source_config import SourceDef, load_sources
 from seg_assets.ingest.sources import (
+    GZIP_CUT_SHORT,
     OVERFLOW,
     SRC,
     UNFINISHED_SETTLE_SECONDS,
@@ -201,9 +202,6 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
         raise
 
 
-GZIP_CUT_SHORT = "Unexpected end of GZIP stream"  # DuckDB's error reading a .csv.gz cut short
-
-
 def _recent(path: Path) -> bool:
     """Changed within UNFINISHED_SETTLE_SECONDS: a writer may still be at it (the landing rule's wait for files cut short)."""
     try:
@@ -232,7 +230,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
     message); whether its good rows may be inserted (False: the whole file is rejected). Both engines run this:
     the DuckDB loader on the warehouse connection, the Spark engine in a task per file (spark/ingest.py)."""
     spec = source.spec
-    src = load_source(con, path, out.file_format)
+    src = load_source(con, path, out.file_format, source.csv)
     if src is None:
         out.status, out.message = C.STATUS_REJECTED_FILE, f"{out.file_name}: empty file (no header row)"
         con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
@@ -245,11 +243,16 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
     out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
     if rejected:
         rule, what = _missing_message(source, mapped)
-        separator = next((s for s in ";\t|" if src.is_csv and len(src.names) == 1 and s in src.names[0]), None)
+        delimiter = source.csv.delimiter
+        separator = next((s for s in ",;\t|" if src.is_csv and len(src.names) == 1 and s in src.names[0]
+                          and s != delimiter), None)
         if separator:  # the whole header read as one column: that is the one thing to fix (no mapping can)
             rule, what = "not_comma_separated:file", (
-                f"the file is not comma-separated (its header is one column holding {separator!r}): export it with ',' "
-                "as the separator and land it under a new name")
+                f"the file is not separated by {delimiter!r} (its header is one column holding {separator!r}): "
+                + (f"set csv: {{delimiter: {separator!r}}} on source {source.name!r} in sources.yaml" if source.declared
+                   else f"declare its folder in sources.yaml (sources: {{{source.name}: {{table: {source.table}, csv: "
+                        f"{{delimiter: {separator!r}}}}}}}}}, README 'Your own data')")
+                + f", or export it with {delimiter!r}")
             out.extra_columns, notes = (), []
         out.status = C.STATUS_REJECTED_FILE
         notes.insert(0, f"{out.file_name}: {what}")

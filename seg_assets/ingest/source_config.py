@@ -15,6 +15,7 @@ DuckDB's own catalog: only scalar functions pass.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -71,10 +72,17 @@ class SourceConfigError(ConfigError):
     """A sources file that cannot be used; the message is one line naming the source and what to fix."""
 
 
+class _CsvModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delimiter: str = ","
+    encoding: str = "utf-8"
+
+
 class _SourceModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     table: str
     folder: str | None = None
+    csv: _CsvModel = _CsvModel()
     timestamp_format: str | None = None
     timezone: str = "UTC"
     where: str | None = None
@@ -107,6 +115,43 @@ class Expr:
 
 
 @dataclass(frozen=True)
+class CsvDialect:
+    """How a source's CSV files are written, where they differ from the contract (',' and UTF-8): exports of
+    spreadsheets and European ERPs use ';' and a Windows code page, and the people landing them cannot always
+    change the exporter. Parquet files carry their own types and ignore this."""
+
+    delimiter: str = ","
+    encoding: str = "utf-8"  # Python's codec name (codecs.lookup), normalised
+
+    @property
+    def utf8(self) -> bool:
+        return self.encoding == "utf-8"
+
+
+CONTRACT_CSV = CsvDialect()
+
+
+def csv_dialect(delimiter: str, encoding: str, where: str) -> CsvDialect:
+    """A checked dialect: one delimiter character that is not a quote or a line end, and an encoding Python knows
+    in which a line end and the delimiter are the ASCII bytes (the landing rule reads a CSV's last bytes for its line
+    end; UTF-16 files have to be converted first)."""
+    if len(delimiter) != 1 or delimiter in "\"\r\n" or delimiter.isalnum():
+        raise SourceConfigError(f"{where}: csv delimiter {delimiter!r} must be one character, not a letter, digit, "
+                                "quote or line end (e.g. ';', '|' or a tab written \"\\t\")")
+    try:
+        name = codecs.lookup(encoding).name
+        name = "utf-8" if name == "utf-8-sig" else name  # the header is read past a byte-order mark either way
+        single_bytes = "\n".encode(name, errors="replace") == b"\n" and delimiter.encode(name, errors="replace") == delimiter.encode()
+    except LookupError:  # unknown, or not a text encoding (rot13, base64)
+        raise SourceConfigError(f"{where}: unknown csv encoding {encoding!r} (a Python codec name: utf-8, cp1252, "
+                                "latin-1, ...)") from None
+    if not single_bytes:
+        raise SourceConfigError(f"{where}: csv encoding {encoding!r} does not write line ends and {delimiter!r} as "
+                                "single bytes (UTF-16 or UTF-32?): convert the files to UTF-8 first")
+    return CsvDialect(delimiter, name)
+
+
+@dataclass(frozen=True)
 class SourceDef:
     name: str
     table: str  # contract table it feeds
@@ -117,6 +162,7 @@ class SourceDef:
     where: Expr | None = None
     event_types: dict[str, str] = field(default_factory=dict)
     declared: bool = True  # False: the implicit source of a contract folder
+    csv: CsvDialect = CONTRACT_CSV
 
     @property
     def spec(self) -> C.TableSpec:
@@ -128,6 +174,8 @@ class SourceDef:
         mapping can supply) is read again once the source reads files differently (meta.ingest_ledger.source_key)."""
         what = [self.table, self.folder, {c: e.text for c, e in self.columns.items()}, self.timestamp_format,
                 self.timezone, self.where.text if self.where else None, self.event_types]
+        if self.csv != CONTRACT_CSV:  # only then: the keys of sources written before this option stay the same
+            what.append([self.csv.delimiter, self.csv.encoding])
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -285,7 +333,8 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
         raise SourceConfigError(f"{where}: {exc}") from None
     where_expr = parse_expression(model.where, f"{where}, where", condition=True) if model.where else None
     return SourceDef(name, model.table, _folder(name, model.folder, where), columns, model.timestamp_format,
-                     model.timezone, where_expr, event_types)
+                     model.timezone, where_expr, event_types,
+                     csv=csv_dialect(model.csv.delimiter, model.csv.encoding, where))
 
 
 def parse_sources(text: str, path: Path) -> list[SourceDef]:

@@ -19,15 +19,19 @@ in the middle of a line or before a Parquet footer.
 Parquet is read in place with its own types (``read_parquet``); CSV is read without DuckDB's sniffer
 (explicit dialect, every column VARCHAR, header parsed here), plus one overflow column and a NULL
 sentinel, so that the loader's SQL can tell a missing field (a truncated row: NULL) from an empty one
-(``''``) and spot rows with too many fields (overflow not NULL).
+(``''``) and spot rows with too many fields (overflow not NULL). A source's CSV dialect (source_config.CsvDialect)
+sets the delimiter; a file in another encoding than UTF-8 is decoded by Python's codec into a UTF-8 copy first (DuckDB's
+reader knows UTF-8, UTF-16 and a Latin-1 that refuses Windows-1252's curly quotes and euro sign).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,11 +40,12 @@ from pathlib import Path
 import duckdb
 
 from seg_assets.ingest import contract as C
-from seg_assets.ingest.source_config import SourceDef
+from seg_assets.ingest.source_config import CONTRACT_CSV, CsvDialect, SourceDef
 
 SRC = "_seg_ingest_src"  # temp table holding a CSV file as read
 NULL_SENTINEL = "\x01"  # CSV nullstr: empty fields stay '', only padded (missing) fields become NULL
 OVERFLOW = "_seg_overflow"  # one column past the header: not NULL <=> the row has too many fields
+GZIP_CUT_SHORT = "Unexpected end of GZIP stream"  # DuckDB's error reading a .csv.gz cut short (ours says the same)
 
 
 @dataclass(frozen=True)
@@ -290,17 +295,42 @@ def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float
         sleep(max(0.05, min(deadline - now, 1.0)))
 
 
-def _csv_header(path: Path, fmt: str) -> list[str] | None:
+def _csv_header(path: Path, fmt: str, dialect: CsvDialect) -> list[str] | None:
     opener = gzip.open if fmt == "csv.gz" else open
     with opener(path, "rb") as handle:
         line = handle.readline(1 << 20)
-    text = line.decode("utf-8-sig")
+    text = line.decode("utf-8-sig" if dialect.utf8 else dialect.encoding, errors="replace")
     if not text.strip():
         return None
-    return [name.strip() for name in next(csv.reader([text]))]
+    return [name.strip() for name in next(csv.reader([text], delimiter=dialect.delimiter))]
 
 
-def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> Source | None:
+def _utf8_copy(path: Path, fmt: str, encoding: str) -> Path:
+    """The file decoded with ``encoding`` into a UTF-8 temp file (the caller deletes it); one clear error at the first
+    byte the codec cannot decode, and a gzip stream cut short reported as DuckDB reports it."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    handle, temp = tempfile.mkstemp(prefix="seg-ingest-", suffix=".csv")
+    offset = 0
+    try:
+        with (gzip.open if fmt == "csv.gz" else open)(path, "rb") as src, open(handle, "w", encoding="utf-8", newline="") as out:
+            while chunk := src.read(1 << 20):
+                out.write(decoder.decode(chunk))
+                offset += len(chunk)
+            out.write(decoder.decode(b"", final=True))
+    except UnicodeDecodeError as exc:
+        os.unlink(temp)
+        raise ValueError(f"not {encoding} encoded: byte {exc.object[exc.start]:#04x} at byte offset {offset + exc.start} has no "
+                         f"character in {encoding}; set the source's csv encoding in sources.yaml to the file's own") from None
+    except EOFError:
+        os.unlink(temp)
+        raise ValueError(f"{GZIP_CUT_SHORT}: the file ends before its compressed stream does") from None
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return Path(temp)
+
+
+def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: CsvDialect = CONTRACT_CSV) -> Source | None:
     """Describe one file; a CSV is read into the temp table SRC (for rowid). None: a CSV without a header row."""
     con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
     if fmt == "parquet":  # typed columns and file_row_number: read straight into the stage, no copy
@@ -309,23 +339,28 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str) -> Source 
         described = [(n, t) for n, t in described if n != "file_row_number"]
         names = [n for n, _ in described]
         return Source(names, [_ident(n) for n in names], [t for _, t in described], "file_row_number + 1", False, relation)
-    header = _csv_header(path, fmt)
+    header = _csv_header(path, fmt, dialect)
     if header is None:
         return None
+    copy = None if dialect.utf8 else _utf8_copy(path, fmt, dialect.encoding)
     idents = [f"c{i}" for i in range(len(header))]
     columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in [*idents, OVERFLOW]) + "}"
     options = (
-        f"columns={columns}, header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
-        f"null_padding=true, strict_mode=false, nullstr='{NULL_SENTINEL}', encoding='utf-8', "
-        f"compression='{'gzip' if fmt == 'csv.gz' else 'none'}'"
+        f"columns={columns}, header=true, auto_detect=false, delim={sql_string(dialect.delimiter)}, quote='\"', "
+        f"escape='\"', null_padding=true, strict_mode=false, nullstr='{NULL_SENTINEL}', encoding='utf-8', "
+        f"compression='{'gzip' if fmt == 'csv.gz' and copy is None else 'none'}'"
     )
-    sql = f"CREATE TEMP TABLE {SRC} AS SELECT * FROM read_csv({_path_lit(path)}, {options}"
+    sql = f"CREATE TEMP TABLE {SRC} AS SELECT * FROM read_csv({_path_lit(copy or path)}, {options}"
     try:
-        con.execute(sql + ")")
-    except duckdb.Error as exc:  # quoted line breaks + null_padding need the single-threaded reader
-        if "parallel=false" not in str(exc):
-            raise
-        con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-        con.execute(sql + ", parallel=false)")
+        try:
+            con.execute(sql + ")")
+        except duckdb.Error as exc:  # quoted line breaks + null_padding need the single-threaded reader
+            if "parallel=false" not in str(exc):
+                raise
+            con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
+            con.execute(sql + ", parallel=false)")
+    finally:
+        if copy is not None:
+            copy.unlink(missing_ok=True)
     # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
     return Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC)
