@@ -109,8 +109,3 @@ def new_runs(dagster_home: Path, seen: set[str], groups: dict[str, str],
             run_secs = record.end_time - record.start_time if record.start_time and record.end_time else None
             out.append(RunTiming(run.run_id, _stage(run, groups, index), run.status.value, run_secs, steps))
     return out
-
-
-def top_steps(runs: list[RunTiming], n: int = 5) -> list[tuple[str, StepTiming]]:
-    steps = [(r.stage, s) for r in runs for s in r.steps if s.seconds is not None]
-    return sorted(steps, key=lambda x: -x[1].seconds)[:n]

@@ -151,7 +151,7 @@ def test_save_load_roundtrip_and_record(tmp_path, shoppers, model):
     out = model.assign(frame)
     assert out.columns == ["user_id", "segment_id", "confidence", "segment_name", "stage", "model_version"]
     assert out.height == frame.height and out["segment_name"].null_count() == 0
-    assert set(model.reference_quantiles) == set(model.features) and model.reference_sample.height == N
+    assert model.reference_sample.columns == model.features and model.reference_sample.height == N
 
 
 def test_stage_thresholds_are_inclusive_and_small_stages_fold():

@@ -50,7 +50,7 @@ from seg_assets.features.dictionary import MODEL_FEATURES
 from seg_assets.segmentation import matching, naming, profiles
 from seg_assets.segmentation.availability import feature_availability, recency_signals
 from seg_assets.segmentation.membership import DEFAULT_ODDS
-from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights, to_matrix
+from seg_assets.segmentation.preprocess import Preprocessor, balanced_weights
 from seg_assets.segmentation.rule_based import LifecycleThresholds
 from seg_assets.segmentation.selection import (
     SelectionConfig,
@@ -164,7 +164,6 @@ class SegmentModel:
     parent_version: str | None = None
     max_issued_id: int = 0
     retired_ids: list[int] = field(default_factory=list)  # cumulative over the lineage
-    reference_quantiles: dict[str, list[float]] = field(default_factory=dict)
     reference_sample: pl.DataFrame | None = None
     sizes: dict[int, int] = field(default_factory=dict)  # at fit time, on the fit sample
     # (feature, reason) of the candidates without data (availability.py); a class default, so artifacts
@@ -409,7 +408,6 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         cluster_stage=cstage, segment_ids=[int(i) for i in ids], names=names, config=config, metrics=metrics,
         k_selection=pl.concat(ksel) if ksel else None, matching=match.to_frame(), fitted_at=fitted_at, as_of=as_of,
         parent_version=previous.version if previous else None, max_issued_id=match.max_issued_id, retired_ids=retired,
-        reference_quantiles={f: np.quantile(to_matrix(ref, [f])[:, 0], np.linspace(0, 1, 11)).tolist() for f in features},
         reference_sample=ref[sample_indices(ref.height, config.reference_rows, sel.random_state + 6)],
         sizes={int(s): int(c) for s, c in zip(*np.unique(seg, return_counts=True))}, left_out=availability.left_out,
     )

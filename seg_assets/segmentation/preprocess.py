@@ -22,8 +22,8 @@ Choices (and why):
   (every group of correlated columns weighs as much as one column) because otherwise the many
   engagement and order-count columns decide the clusters on their own. Stored like the rest.
 
-Every parameter lives in the fitted object and :meth:`Preprocessor.to_dict` / :meth:`from_dict`
-round-trip it, so a stored model transforms next month's data exactly as it transformed its own.
+Every parameter lives in the fitted object, which is stored inside the model's joblib artifact
+(``artifacts.save_artifact``), so a stored model transforms next month's data exactly as it transformed its own.
 """
 
 from __future__ import annotations
@@ -217,25 +217,6 @@ class Preprocessor:
         if missing:
             raise KeyError(f"preprocessor was not fitted on {missing}")
         return np.array([pos[f] for f in features], dtype=int)
-
-    def to_dict(self) -> dict:
-        self._check()
-        arr = lambda a: [float(x) for x in a]  # noqa: E731
-        return {
-            "scaler": self.scaler, "clip_quantile": self.clip_quantile, "skew_transform": self.skew_transform,
-            "features": list(self.features), "transforms": list(self.transforms), "fill": arr(self.fill), "clip_low": arr(self.clip_low),
-            "clip_high": arr(self.clip_high), "center": arr(self.center), "scale": arr(self.scale),
-            "weight": arr(self.weight),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> Preprocessor:
-        p = cls(scaler=d["scaler"], clip_quantile=d["clip_quantile"], skew_transform=d.get("skew_transform", "log1p"),
-                overrides=dict(zip(d["features"], d["transforms"])), weights=dict(zip(d["features"], d["weight"])))
-        p.features, p.transforms = list(d["features"]), list(d["transforms"])
-        for key in ("fill", "clip_low", "clip_high", "center", "scale", "weight"):
-            setattr(p, key, np.asarray(d[key], dtype=np.float64))
-        return p
 
     def describe(self) -> pl.DataFrame:
         """One row per feature: how it is treated (for the model card)."""
