@@ -84,6 +84,10 @@ class ObdCheck:
         """The estimator's 95 % interval contains the observed random click rate."""
         return e.ci_low <= self.on_policy.value <= e.ci_high
 
+    def overlaps(self, e: Estimate) -> bool:
+        """The two 95 % intervals overlap."""
+        return e.ci_low <= self.on_policy.ci_high and self.on_policy.ci_low <= e.ci_high
+
 
 def validate(random_logs: pl.DataFrame, bts_logs: pl.DataFrame, campaign: str = "", n_actions: int | None = None,
              n_boot: int = 2000, seed: int = 0) -> ObdCheck:

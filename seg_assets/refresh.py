@@ -43,7 +43,7 @@ FILE_FIXES = {
 }
 
 # A rejected file's message that already says what to do (the loader's do): the generic fix would contradict it.
-OWN_FIX = re.compile(r"under a new name")
+OWN_FIX = re.compile(r"under a new name|csv: \{")
 TIME_HINT = " (times: ISO-8601, or the source's timestamp_format in sources.yaml)"
 
 

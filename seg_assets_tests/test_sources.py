@@ -359,8 +359,8 @@ def test_a_gzip_file_still_being_written_is_left_to_the_next_run(tmp_path):
 def test_a_semicolon_separated_file_is_told_so_and_read_once_its_source_says_so(tmp_path):
     write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10,5;1;completed\n")
     _, ledger, rejects = ingest(tmp_path)
-    assert ledger[0][2] == "rejected_file" and "the file is not separated by ','" in ledger[0][8]
-    assert "csv: {delimiter: ';'}" in ledger[0][8] and "sources.yaml" in ledger[0][8]
+    assert ledger[0][2] == "rejected_file" and 'the file is not separated by ","' in ledger[0][8]
+    assert 'sources: {orders: {table: orders, csv: {delimiter: ";"}}}' in ledger[0][8]
     assert {r[4] for r in rejects} == {"not_comma_separated:file"}  # what the reject-ratio check counts it as
     # the fix the message names: the same file is read again (its source now reads files differently)
     (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    csv: {delimiter: ';'}\n"

@@ -88,3 +88,33 @@ def test_a_root_ingested_by_duckdb_moves_to_spark_without_losing_a_row(landings,
         sql = f"SELECT * FROM {spec.qualified} ORDER BY _file_id, _row"
         assert _rows(roots["duckdb"], sql) == _rows(roots["mixed"], sql), spec.name
     assert (roots["mixed"] / "spark" / "raw" / "orders" / "duckdb_engine" / "rows.parquet").exists()
+
+
+def test_a_gzip_still_being_written_waits_and_a_windows_export_reads_the_same_on_both_engines(spark, tmp_path):
+    """The landing rule on Spark as on DuckDB: a .csv.gz cut short while still being written is left to the next run
+    (no ledger row), and its copy in the same run with it; a ';'-separated Windows-1252 source gives the same rows."""
+    import gzip
+
+    text = "order_id;user_id;order_ts;amount;items;category;status\r\n" + "".join(
+        f"o{i};Zoë{i % 7};2026-10-01T10:00:00Z;{i % 9 + 1};1;Küche „{i % 3}“ €;completed\r\n" for i in range(3000))
+    whole = gzip.compress(text.encode("cp1252"))
+    roots = {e: tmp_path / e for e in ("duckdb", "spark")}
+    for engine, root in roots.items():
+        (root / "sources.yaml").parent.mkdir(parents=True)
+        (root / "sources.yaml").write_text("sources:\n  erp:\n    table: orders\n    csv: {delimiter: ';', encoding: cp1252}\n")
+        folder = root / "landing" / "erp"
+        folder.mkdir(parents=True)
+        (folder / "a.csv").write_bytes(text.encode("cp1252"))
+        for name in ("b.csv.gz", "b_copy.csv.gz"):
+            (folder / name).write_bytes(whole[: len(whole) // 2])  # the writer has not finished
+        _ingest(root, engine, spark, "run1")
+        assert [r[2:5] for r in _rows(root, LEDGER)] == [("erp/a.csv", "ingested", 3000)], engine
+        for name in ("b.csv.gz", "b_copy.csv.gz"):
+            (folder / name).write_bytes(whole)  # finished: read whole, all rows known from a.csv
+        _ingest(root, engine, spark, "run2")
+    duck, spark_rows = (_rows(roots[e], LEDGER) for e in ("duckdb", "spark"))
+    assert duck == spark_rows and [(r[2], r[3], r[6]) for r in duck] == [
+        ("erp/a.csv", "ingested", 0), ("erp/b.csv.gz", "ingested", 3000), ("erp/b_copy.csv.gz", "duplicate_file", 3000)]
+    sql = "SELECT order_id, user_id, category FROM raw.orders ORDER BY order_id"
+    assert _rows(roots["duckdb"], sql) == _rows(roots["spark"], sql)
+    assert _rows(roots["duckdb"], sql)[0] == ("o0", "Zoë0", "Küche „0“ €")

@@ -112,7 +112,8 @@ def ledger_only(con, out: FileOutcome, run_id: str, now: datetime) -> None:
 # the reader's own option dump and its hints about reader options the loader sets itself.
 _NOISE = ("Original Line", "Possible", "*", "LINE ", "^")
 _FIXES = {"not utf-8 encoded": "save the file as UTF-8 (the data contract's encoding) and land it again, or set its "
-                               "source's csv encoding in sources.yaml (e.g. csv: {encoding: cp1252})"}
+                               "source's csv encoding in sources.yaml (e.g. csv: {encoding: cp1252})",
+          "unexpected end of gzip stream": "the compressed file is cut short: land it again whole, under a new name"}
 
 
 def error_line(exc: Exception) -> str:

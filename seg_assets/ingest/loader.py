@@ -11,6 +11,7 @@ left out by the source's ``where``; ledger.py). Finding and reading the files is
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,7 @@ from seg_assets.ingest.sources import (
 from seg_assets.warehouse import prepare_connection
 
 STAGE = "_seg_ingest_stage"
+GZIP_UNFINISHED = "its gzip stream has no end yet"
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,12 @@ def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime
         raise
 
 
+def still_written(fmt: str, path: Path, exc: BaseException) -> bool:
+    """A gzip stream still being written (its end is read only when the file is read: the landing rule reads last
+    bytes); one cut short and unchanged for UNFINISHED_SETTLE_SECONDS is a broken file (failed, said so)."""
+    return fmt == "csv.gz" and GZIP_CUT_SHORT in str(exc) and _recent(path)
+
+
 def _recent(path: Path) -> bool:
     """Changed within UNFINISHED_SETTLE_SECONDS: a writer may still be at it (the landing rule's wait for files cut short)."""
     try:
@@ -238,7 +246,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
         return False
     mapped = map_columns(con, source, src)
     out.extra_columns = tuple(redact(e) for e in mapped.extras)
-    notes = list(mapped.notes)
+    notes = [*([src.note] if src.note else []), *mapped.notes]
     rejected = bool(mapped.missing_inputs or mapped.missing_required(spec))
     out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
     if rejected:
@@ -247,12 +255,12 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
         separator = next((s for s in ",;\t|" if src.is_csv and len(src.names) == 1 and s in src.names[0]
                           and s != delimiter), None)
         if separator:  # the whole header read as one column: that is the one thing to fix (no mapping can)
+            csv = source.csv.yaml(delimiter=separator)
+            where = (f"set csv: {csv} on source {source.name!r} in sources.yaml" if source.declared else
+                     f"declare its folder in sources.yaml: sources: {{{source.name}: {{table: {source.table}, csv: {csv}}}}}")
             rule, what = "not_comma_separated:file", (
-                f"the file is not separated by {delimiter!r} (its header is one column holding {separator!r}): "
-                + (f"set csv: {{delimiter: {separator!r}}} on source {source.name!r} in sources.yaml" if source.declared
-                   else f"declare its folder in sources.yaml (sources: {{{source.name}: {{table: {source.table}, csv: "
-                        f"{{delimiter: {separator!r}}}}}}}}}, README 'Your own data')")
-                + f", or export it with {delimiter!r}")
+                f"the file is not separated by {json.dumps(delimiter)} (its header is one column holding "
+                f"{json.dumps(separator)}): {where} (the file is then read again), or export it with {json.dumps(delimiter)}")
             out.extra_columns, notes = (), []
         out.status = C.STATUS_REJECTED_FILE
         notes.insert(0, f"{out.file_name}: {what}")
@@ -307,7 +315,8 @@ def ingest_landing(
     as landed files never change (data contract); ``rehash_known=True`` hashes every file and skips only on
     equal content. ``sources`` default: those of the data root holding ``landing_dir`` (source_config.py).
     ``stage_files(con, pending, bounds, run_id, now)``: read the new files elsewhere, all at once (the Spark
-    engine, spark/ingest.py); it fills each pending file's outcome and writes its ledger row and rejects.
+    engine, spark/ingest.py); it fills each pending file's outcome and writes its ledger row and rejects, and returns
+    the outcomes of the files it found still being written (:func:`still_written`: no ledger row, left to the next run).
     Files not settled yet are waited for, at most ``max_settle_wait`` seconds; one still changing or looking cut
     short then is left to the next run (the landing rule, sources.py).
     """
@@ -377,11 +386,9 @@ def ingest_landing(
                 _ingest_file(con, source, path, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
-            if fmt == "csv.gz" and GZIP_CUT_SHORT in str(exc) and _recent(path):
-                # a gzip stream still being written (its end is read only here: the landing rule reads last bytes);
-                # one cut short and unchanged for UNFINISHED_SETTLE_SECONDS is a broken file: failed, said so
+            if still_written(fmt, path, exc):
                 report.files.remove(out)
-                report.unsettled[rel] = "its gzip stream has no end yet"
+                report.unsettled[rel] = GZIP_UNFINISHED
                 continue
             out.__dict__.update(failed_outcome(out, exc).__dict__)
             ledger_only(con, out, run_id, now)
@@ -389,8 +396,14 @@ def ingest_landing(
             for temp in (SRC, STAGE):
                 con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
     if pending:
-        stage_files(con, pending, bounds, run_id, now)
+        for out in stage_files(con, pending, bounds, run_id, now):  # returned: still being written, not read
+            report.files.remove(out)
+            report.unsettled[out.file_name] = GZIP_UNFINISHED
     for out, first in copies:
+        if first.file_name in report.unsettled:  # the same bytes as a file still being written: read with it, later
+            report.files.remove(out)
+            report.unsettled[out.file_name] = GZIP_UNFINISHED
+            continue
         if first.status == C.STATUS_FAILED:
             out.__dict__.update(failed_outcome(out, RuntimeError(f"same content as {first.file_name}, which failed")).__dict__)
         elif first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects

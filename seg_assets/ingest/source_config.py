@@ -127,27 +127,43 @@ class CsvDialect:
     def utf8(self) -> bool:
         return self.encoding == "utf-8"
 
+    def yaml(self, **change: str) -> str:
+        """This dialect with ``change`` as the ``csv:`` value of a sources file: a line a person can paste (JSON
+        strings are YAML strings: a tab is written "\\t")."""
+        values = {"delimiter": self.delimiter, "encoding": self.encoding} | change
+        shown = {k: v for k, v in values.items() if v != getattr(CONTRACT_CSV, k)}
+        return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in shown.items()) + "}"
+
 
 CONTRACT_CSV = CsvDialect()
 
 
 def csv_dialect(delimiter: str, encoding: str, where: str) -> CsvDialect:
-    """A checked dialect: one delimiter character that is not a quote or a line end, and an encoding Python knows
-    in which a line end and the delimiter are the ASCII bytes (the landing rule reads a CSV's last bytes for its line
-    end; UTF-16 files have to be converted first)."""
-    if len(delimiter) != 1 or delimiter in "\"\r\n" or delimiter.isalnum():
+    """A checked dialect: one delimiter character that is not a letter, digit, quote, line end or control character
+    (a tab excepted; the CSV reader's null marker is one), and an encoding Python knows that reads ASCII text as itself
+    (the header, delimiters, quotes and line ends are ASCII; the landing rule reads a CSV's last bytes for its line end):
+    UTF-16 files have to be converted first."""
+    control = not delimiter.isprintable() and delimiter != "\t"
+    if len(delimiter) != 1 or delimiter in "\"\r\n" or delimiter.isalnum() or control:
         raise SourceConfigError(f"{where}: csv delimiter {delimiter!r} must be one character, not a letter, digit, "
-                                "quote or line end (e.g. ';', '|' or a tab written \"\\t\")")
+                                "quote, line end or control character (e.g. ';', '|' or a tab written \"\\t\")")
+    ascii_text = bytes(range(32, 127)) + b"\t\r\n"
     try:
-        name = codecs.lookup(encoding).name
-        name = "utf-8" if name == "utf-8-sig" else name  # the header is read past a byte-order mark either way
-        single_bytes = "\n".encode(name, errors="replace") == b"\n" and delimiter.encode(name, errors="replace") == delimiter.encode()
-    except LookupError:  # unknown, or not a text encoding (rot13, base64)
+        info = codecs.lookup(encoding)
+        if not getattr(info, "_is_text_encoding", True):  # rot13, base64: not a text encoding
+            raise LookupError(encoding)
+        name = "utf-8" if info.name == "utf-8-sig" else info.name  # a byte-order mark is read past either way
+        decoder = codecs.getincrementaldecoder(name)()
+    except LookupError:
         raise SourceConfigError(f"{where}: unknown csv encoding {encoding!r} (a Python codec name: utf-8, cp1252, "
                                 "latin-1, ...)") from None
-    if not single_bytes:
-        raise SourceConfigError(f"{where}: csv encoding {encoding!r} does not write line ends and {delimiter!r} as "
-                                "single bytes (UTF-16 or UTF-32?): convert the files to UTF-8 first")
+    try:
+        reads_ascii = decoder.decode(ascii_text, final=True) == ascii_text.decode()
+    except (UnicodeError, TypeError):
+        reads_ascii = False
+    if not reads_ascii:
+        raise SourceConfigError(f"{where}: csv encoding {encoding!r} does not read ASCII text as itself (UTF-16, UTF-32, "
+                                "UTF-7, EBCDIC?): convert the files to UTF-8 first")
     return CsvDialect(delimiter, name)
 
 

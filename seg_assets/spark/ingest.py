@@ -83,6 +83,8 @@ def _stage_task(item):
                 f"TO {sql_string(target)} (FORMAT parquet)")
         return out, insertable
     except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others (as in the DuckDB loader)
+        if loader.still_written(out.file_format, Path(path), exc):
+            return out, None  # not read: left to the next run, as the DuckDB loader leaves it
         return ledger.failed_outcome(out, exc), False
     finally:
         con.close()
@@ -90,22 +92,26 @@ def _stage_task(item):
 
 def spark_stager(spark, paths: DataPaths):
     """``stage_files`` for ``loader.ingest_landing``: the run's new files read in Spark tasks (see above)."""
-    def stage_files(con, pending, bounds, run_id: str, now) -> None:
+    def stage_files(con, pending, bounds, run_id: str, now) -> list:
         staging = paths.spark / "_staging" / run_id
         staging.mkdir(parents=True, exist_ok=True)
         items = [(source, str(path), out, bounds, str(staging / f"{out.file_id}.parquet")) for source, path, out in pending]
         try:
             results = spark.sparkContext.parallelize(items, len(items)).map(_stage_task).collect()
-            insertable = set()
+            insertable, unfinished = set(), []
             for (_, _, out), (done, ok) in zip(pending, results, strict=True):
                 out.__dict__.update(done.__dict__)  # the task's copy of the outcome: delivered, filtered, status...
-                if ok:
+                if ok is None:
+                    unfinished.append(out)
+                elif ok:
                     insertable.add(out.file_id)
             by_table: dict[str, list] = {}
             for source, _, out in pending:
-                by_table.setdefault(source.table, []).append(out)
+                if all(out is not u for u in unfinished):
+                    by_table.setdefault(source.table, []).append(out)
             for table, outs in by_table.items():
                 _load_table(spark, con, paths, C.TABLES[table], outs, insertable, staging, run_id, now)
+            return unfinished
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

@@ -1,0 +1,157 @@
+"""A source's CSV dialect (sources.yaml `csv:`) on the exports people actually land: what is refused at load, what
+a person is told, and what is read (found by a review of the first version: each test failed on it)."""
+
+import gzip
+import os
+import re
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from seg_assets.ingest.source_config import SourceConfigError
+from seg_assets_tests.test_sources import ingest, parse
+
+ORDERS = "order_id{d}user_id{d}order_ts{d}amount{d}items{d}status\r\no1{d}Zoë{d}2026-03-01T10:00:00Z{d}10{d}1{d}completed\r\n"
+
+
+def land(root: Path, rel: str, data: bytes, sources: str, mtime: float | None = None) -> Path:
+    (root / "sources.yaml").write_text(sources)
+    path = root / "landing" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def ledger_message(root: Path) -> tuple[str, str]:
+    con = duckdb.connect(str(root / "warehouse.duckdb"))
+    try:
+        return con.sql("SELECT status, message FROM meta.ingest_ledger").fetchall()[0]
+    finally:
+        con.close()
+
+
+def test_hive_delimiter_ctrl_a_is_read_or_refused_at_load(tmp_path):
+    """'\\x01' (Hive's default field separator) is the CSV reader's null marker: refused at load in one line, not a
+    failure of every file."""
+    sources = 'sources:\n  shop:\n    table: orders\n    folder: shop\n    csv: {delimiter: "\\x01"}\n'
+    try:
+        parse(sources)
+    except SourceConfigError:
+        return  # refused at load with one line: acceptable
+    land(tmp_path, "shop/a.csv", ORDERS.format(d="\x01").encode(), sources)
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "ingested", ledger[0][8]
+
+
+def test_the_suggested_csv_line_keeps_the_sources_encoding(tmp_path):
+    """The csv line a rejected file's message suggests keeps the source's encoding: written as told, the file reads."""
+    sources = "sources:\n  shop:\n    table: orders\n    csv: {encoding: cp1252}\n"
+    land(tmp_path, "shop/a.csv", ORDERS.format(d=";").encode("cp1252"), sources)
+    ingest(tmp_path)
+    status, message = ledger_message(tmp_path)
+    assert status == "rejected_file"
+    line = re.search(r"set (csv: \{.*?\}) on source", message).group(1)
+    (tmp_path / "sources.yaml").write_text(f"sources:\n  shop:\n    table: orders\n    {line}\n")
+    ingest(tmp_path)
+    status, message = ledger_message(tmp_path)
+    assert status == "ingested", message
+
+
+def test_the_suggested_csv_line_for_a_tab_is_accepted(tmp_path):
+    """A tab is suggested as "\\t" (double quotes: YAML's single quotes would keep the backslash)."""
+    sources = "sources:\n  shop:\n    table: orders\n"
+    land(tmp_path, "shop/a.csv", ORDERS.format(d="\t").encode(), sources)
+    ingest(tmp_path)
+    _, message = ledger_message(tmp_path)
+    line = re.search(r"set (csv: \{.*?\}) on source", message).group(1)
+    parse(f"sources:\n  shop:\n    table: orders\n    {line}\n")  # raises SourceConfigError
+
+
+def test_the_suggested_declaration_for_a_contract_folder_is_valid_yaml(tmp_path):
+    """For a contract folder the suggested declaration is valid YAML that declares the dialect."""
+    land(tmp_path, "orders/a.csv", ORDERS.format(d=";").encode(), "")
+    ingest(tmp_path)
+    _, message = ledger_message(tmp_path)
+    snippet = re.search(r"sources.yaml: (sources: .*?) \(the file", message).group(1)
+    assert parse(snippet)[0].csv.delimiter == ";"  # yaml.safe_load(snippet) raises first
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "utf-8"])
+def test_a_gz_whose_writer_has_only_started_is_left_to_the_next_run(tmp_path, encoding):
+    """A gzip writer writes its 10-byte header first; a .csv.gz with only that, just modified, is left to the next
+    run like one cut short further in (the header read meets the end of the stream first)."""
+    full = gzip.compress(ORDERS.format(d=";").encode(encoding))
+    sources = f"sources:\n  shop:\n    table: orders\n    csv: {{delimiter: ';', encoding: {encoding}}}\n"
+    land(tmp_path, "shop/a.csv.gz", full[:10], sources, mtime=time.time() - 5)
+    report, ledger, _ = ingest(tmp_path)
+    assert ledger == [] and "shop/a.csv.gz" in report.unsettled, ledger
+
+
+def test_a_utf8_file_with_a_bom_in_a_cp1252_source_says_it_is_utf8(tmp_path):
+    """Excel's "CSV UTF-8" (a byte-order mark) in a cp1252 source is read as UTF-8, and the ledger says so."""
+    sources = "sources:\n  shop:\n    table: orders\n    csv: {delimiter: ';', encoding: cp1252}\n"
+    land(tmp_path, "shop/a.csv", b"\xef\xbb\xbf" + ORDERS.format(d=";").encode(), sources)
+    ingest(tmp_path)
+    status, message = ledger_message(tmp_path)
+    assert status == "ingested" and "read as UTF-8, not cp1252" in message and "byte-order mark" in message, message
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT order_id, user_id FROM raw.orders").fetchall() == [("o1", "Zoë")]
+
+
+def test_a_utf8_redelivery_in_a_cp1252_source_is_not_silently_garbled(tmp_path):
+    """UTF-8 bytes decode in cp1252 without error ('Zoë' as 'ZoÃ«', another user): a file that is valid UTF-8 is
+    read as UTF-8, and the ledger says so."""
+    sources = "sources:\n  shop:\n    table: orders\n    csv: {delimiter: ';', encoding: cp1252}\n"
+    land(tmp_path, "shop/a.csv", ORDERS.format(d=";").encode(), sources)
+    ingest(tmp_path)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    users = con.sql("SELECT user_id FROM raw.orders").fetchall()
+    con.close()
+    assert users == [("Zoë",)]
+    assert "read as UTF-8, not cp1252: the file is valid UTF-8" in ledger_message(tmp_path)[1]
+
+
+def test_a_utf16_file_says_convert_to_utf8(tmp_path):
+    """Excel's "Unicode Text" (UTF-16 with a BOM, tab-separated) is read by the landing rule (its line ends are
+    UTF-16's) and fails saying to convert it."""
+    sources = 'sources:\n  shop:\n    table: orders\n    csv: {delimiter: "\\t"}\n'
+    land(tmp_path, "shop/a.csv", ORDERS.format(d="\t").encode("utf-16"), sources)
+    ingest(tmp_path)
+    _, message = ledger_message(tmp_path)
+    assert "utf-16" in message.lower() and "universal-newline" not in message, message
+
+
+@pytest.mark.parametrize("encoding", ["punycode", "utf-7", "cp500", "hz", "utf-32", "base64"])
+def test_an_unusable_codec_is_a_config_error_not_a_traceback(encoding):
+    """Encodings in which ASCII does not read as itself (the delimiter, quotes and line ends are ASCII)."""
+    with pytest.raises(SourceConfigError, match="csv encoding"):
+        parse(f"sources:\n  shop:\n    table: orders\n    csv: {{encoding: {encoding}}}\n")
+
+
+def test_the_undecodable_byte_offset_is_exact_across_the_chunk_boundary(tmp_path):
+    """The offset of an undecodable byte counts a two-byte character straddling the 1 MiB read chunk once."""
+    from seg_assets.ingest.sources import _utf8_copy
+
+    pre = ("x" * ((1 << 20) - 1)).encode("shift_jis") + "あ".encode("shift_jis") + b"abc"
+    path = tmp_path / "a.csv"
+    path.write_bytes(pre + b"\x80\n")
+    with pytest.raises(ValueError, match=f"at byte offset {len(pre)} "):
+        _utf8_copy(path, "csv", "shift_jis")
+
+
+
+def test_windows_letters_in_a_latin1_source_fail_naming_cp1252(tmp_path):
+    """cp1252's euro sign and curly quotes are C1 control characters in latin-1: stored, they would read as nothing."""
+    sources = "sources:\n  shop:\n    table: orders\n    csv: {delimiter: ';', encoding: latin-1}\n"
+    land(tmp_path, "shop/a.csv", ORDERS.format(d=";").replace("Zoë", "\u201eZoë\u201c €").encode("cp1252"), sources)
+    ingest(tmp_path)
+    status, message = ledger_message(tmp_path)
+    assert status == "failed" and "not iso8859-1 encoded" in message and "cp1252" in message, message
+    land(tmp_path, "shop/a.csv", ORDERS.format(d=";").encode("latin-1"), sources)  # no such letters: read
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT user_id FROM raw.orders").fetchall() == [("Zoë",)]
