@@ -134,7 +134,7 @@ def test_an_unusable_codec_is_a_config_error_not_a_traceback(encoding):
 
 def test_the_undecodable_byte_offset_is_exact_across_the_chunk_boundary(tmp_path):
     """The offset of an undecodable byte counts a two-byte character straddling the 1 MiB read chunk once."""
-    from seg_assets.ingest.sources import _utf8_copy
+    from seg_assets.ingest.reading import _utf8_copy
 
     pre = ("x" * ((1 << 20) - 1)).encode("shift_jis") + "あ".encode("shift_jis") + b"abc"
     path = tmp_path / "a.csv"

@@ -35,16 +35,12 @@ from seg_assets.ingest.ledger import (
     write_ledger,
 )
 from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns
+from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
 from seg_assets.ingest.source_config import SourceDef, load_sources
 from seg_assets.ingest.sources import (
-    GZIP_CUT_SHORT,
-    OVERFLOW,
-    SRC,
     UNFINISHED_SETTLE_SECONDS,
-    Source,
     discover_files,
     file_sha256,
-    load_source,
     quiet_seconds,
     sql_string,
     wait_until_settled,

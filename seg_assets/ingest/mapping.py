@@ -25,8 +25,9 @@ import duckdb
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import stage_of
+from seg_assets.ingest.reading import Source
 from seg_assets.ingest.source_config import SourceDef
-from seg_assets.ingest.sources import Source, sql_string
+from seg_assets.ingest.sources import sql_string
 
 _KEY_SEPARATOR = "\x1f"
 

@@ -16,63 +16,24 @@ changing, or still looking cut short, to the next run: a file
 being written slowly is not read half-written, even when its writer pauses longer than ``settle_seconds``
 in the middle of a line or before a Parquet footer.
 
-Parquet is read in place with its own types (``read_parquet``); CSV is read without DuckDB's sniffer
-(explicit dialect, every column VARCHAR, header parsed here), plus one overflow column and a NULL
-sentinel, so that the loader's SQL can tell a missing field (a truncated row: NULL) from an empty one
-(``''``) and spot rows with too many fields (overflow not NULL). A source's CSV dialect (source_config.CsvDialect)
-sets the delimiter; a file of a source in another encoding than UTF-8 is decoded by Python's codec into a UTF-8 copy
-first (DuckDB's reader knows UTF-8, UTF-16 and a Latin-1 that refuses Windows-1252's curly quotes and euro sign), unless
-it is UTF-8 after all (:func:`_utf8_copy`).
+Each file is read as a relation by ``reading.py``.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import gzip
 import hashlib
 import os
-import re
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 from seg_assets.ingest import contract as C
-from seg_assets.ingest.source_config import CONTRACT_CSV, CsvDialect, SourceDef
-
-SRC = "_seg_ingest_src"  # temp table holding a CSV file as read
-NULL_SENTINEL = "\x01"  # CSV nullstr: empty fields stay '', only padded (missing) fields become NULL
-OVERFLOW = "_seg_overflow"  # one column past the header: not NULL <=> the row has too many fields
-GZIP_CUT_SHORT = "Unexpected end of GZIP stream"  # DuckDB's error reading a .csv.gz cut short (ours says the same)
-
-
-@dataclass(frozen=True)
-class Source:
-    names: list[str]  # column names as delivered, in file order
-    idents: list[str]  # their SQL identifiers in SRC
-    types: list[str]  # their DuckDB types in SRC
-    row_expr: str  # SQL giving the 1-based data row number
-    is_csv: bool
-    relation: str  # what to select from: the temp table SRC (CSV) or read_parquet(...)
-    note: str | None = None  # how the file was read, where that differs from its source's settings
+from seg_assets.ingest.source_config import SourceDef
 
 
 def sql_string(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _path_lit(path: Path) -> str:
-    """A file path for read_csv/read_parquet, which glob: '[', '*', '?' become one-character classes."""
-    escaped = "".join(f"[{ch}]" if ch in "[*?" else ch for ch in str(path))
-    return sql_string(escaped)
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> tuple[str, int]:
@@ -296,124 +257,3 @@ def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float
         if not watch or now >= deadline:
             return settled, why
         sleep(max(0.05, min(deadline - now, 1.0)))
-
-
-# Byte-order marks that say a file is not in its source's encoding (UTF-32 LE first: it starts like UTF-16 LE's)
-_FOREIGN_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
-                 (codecs.BOM_UTF16_BE, "UTF-16"))
-_C1 = re.compile("[\x80-\x9f]")  # control characters no text holds: what cp1252's letters become in latin-1
-
-
-def _open(path: Path, fmt: str):
-    return (gzip.open if fmt == "csv.gz" else open)(path, "rb")
-
-
-def _csv_header(path: Path, fmt: str, dialect: CsvDialect) -> tuple[list[str] | None, bool]:
-    """(the header's column names, or None for a file without one; whether the file starts with a UTF-8 byte-order
-    mark, which says it is UTF-8 whatever its source's encoding)."""
-    try:
-        with _open(path, fmt) as handle:
-            line = handle.readline(1 << 20)
-    except EOFError:  # a gzip stream whose writer has written its header only
-        raise ValueError(f"{GZIP_CUT_SHORT}: the file ends before its compressed stream does") from None
-    for bom, name in _FOREIGN_BOMS:
-        if line.startswith(bom):
-            raise ValueError(f"the file is {name} (its byte-order mark says so): save it as UTF-8 (or as the source's "
-                             f"csv encoding, {dialect.encoding}) and land it again")
-    utf8 = dialect.utf8 or line.startswith(codecs.BOM_UTF8)
-    text = line.decode("utf-8-sig" if utf8 else dialect.encoding, errors="replace")
-    if not text.strip():
-        return None, utf8
-    return [name.strip() for name in next(csv.reader([text], delimiter=dialect.delimiter))], utf8
-
-
-def _decode_into(src, out, encoding: str, gz: bool) -> bool:
-    """Decode ``src`` (a binary file) with ``encoding`` into ``out``; whether any character was not ASCII. Raises
-    ValueError at the first byte the codec cannot decode, or that it decodes to a C1 control character."""
-    decoder = codecs.getincrementaldecoder(encoding)()
-    offset, wide = 0, False
-    where = "of its uncompressed text" if gz else "of the file"
-    while True:
-        chunk = src.read(1 << 20)
-        pending = len(decoder.getstate()[0])  # bytes of a character begun in the chunk before
-        try:
-            text = decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as exc:
-            at = offset - pending + exc.start
-            raise ValueError(f"not {encoding} encoded: byte {exc.object[exc.start]:#04x} at byte offset {at} {where} has "
-                             f"no character in {encoding}; set the source's csv encoding in sources.yaml to the file's "
-                             "own") from None
-        if (c1 := _C1.search(text)) is not None:
-            raise ValueError(f"not {encoding} encoded: it holds {c1.group()!r}, a control character no text holds (in "
-                             f"{encoding}); Windows files are cp1252: set the source's csv encoding in sources.yaml")
-        wide = wide or not text.isascii()
-        out.write(text)
-        offset += len(chunk)
-        if not chunk:
-            return wide
-
-
-def _utf8_copy(path: Path, fmt: str, encoding: str) -> tuple[Path, str | None]:
-    """The file as a UTF-8 temp file (the caller deletes it; ``TMPDIR`` says where), and a note when it was read as
-    UTF-8 rather than ``encoding``: a file with letters beyond ASCII that decodes as UTF-8 is UTF-8 (text in a
-    single-byte code page practically never forms valid UTF-8 sequences), and decoding it with the source's code page
-    would store every such letter garbled (``Zoë`` as ``ZoÃ«``: another user). One clear error at the first byte that
-    decodes to nothing, and a gzip stream cut short reported as DuckDB reports it."""
-    handle, temp = tempfile.mkstemp(prefix="seg-ingest-", suffix=".csv")
-    try:
-        with open(handle, "w", encoding="utf-8", newline="") as out:
-            try:
-                with _open(path, fmt) as src:
-                    wide = _decode_into(src, out, "utf-8", fmt == "csv.gz")
-                note = f"read as UTF-8, not {encoding}: the file is valid UTF-8" if wide else None
-            except ValueError:  # not UTF-8: the source's own encoding
-                out.seek(0)
-                out.truncate()
-                with _open(path, fmt) as src:
-                    _decode_into(src, out, encoding, fmt == "csv.gz")
-                note = None
-    except EOFError:
-        os.unlink(temp)
-        raise ValueError(f"{GZIP_CUT_SHORT}: the file ends before its compressed stream does") from None
-    except BaseException:
-        os.unlink(temp)
-        raise
-    return Path(temp), note
-
-
-def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: CsvDialect = CONTRACT_CSV) -> Source | None:
-    """Describe one file; a CSV is read into the temp table SRC (for rowid). None: a CSV without a header row."""
-    con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-    if fmt == "parquet":  # typed columns and file_row_number: read straight into the stage, no copy
-        relation = f"read_parquet({_path_lit(path)}, file_row_number=true)"
-        described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
-        described = [(n, t) for n, t in described if n != "file_row_number"]
-        names = [n for n, _ in described]
-        return Source(names, [_ident(n) for n in names], [t for _, t in described], "file_row_number + 1", False, relation)
-    header, utf8 = _csv_header(path, fmt, dialect)
-    if header is None:
-        return None
-    copy, note = (None, None) if utf8 else _utf8_copy(path, fmt, dialect.encoding)
-    if utf8 and not dialect.utf8:
-        note = f"read as UTF-8, not {dialect.encoding}: the file starts with UTF-8's byte-order mark"
-    idents = [f"c{i}" for i in range(len(header))]
-    columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in [*idents, OVERFLOW]) + "}"
-    options = (
-        f"columns={columns}, header=true, auto_detect=false, delim={sql_string(dialect.delimiter)}, quote='\"', "
-        f"escape='\"', null_padding=true, strict_mode=false, nullstr='{NULL_SENTINEL}', encoding='utf-8', "
-        f"compression='{'gzip' if fmt == 'csv.gz' and copy is None else 'none'}'"
-    )
-    sql = f"CREATE TEMP TABLE {SRC} AS SELECT * FROM read_csv({_path_lit(copy or path)}, {options}"
-    try:
-        try:
-            con.execute(sql + ")")
-        except duckdb.Error as exc:  # quoted line breaks + null_padding need the single-threaded reader
-            if "parallel=false" not in str(exc):
-                raise
-            con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-            con.execute(sql + ", parallel=false)")
-    finally:
-        if copy is not None:
-            copy.unlink(missing_ok=True)
-    # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
-    return Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC, note)
