@@ -177,3 +177,25 @@ def test_views_that_read_another_folder_are_noticed(tmp_path):
     assert views_read(tmp_path / "moved") == ["analytics.a"]
     assert duckdb.connect(str(tmp_path / "moved" / "segments.duckdb"), read_only=True).sql(
         "SELECT count(*) FROM analytics.a").fetchall() == [(1,)]
+
+
+def test_columns_carry_their_descriptions_and_a_new_column_or_description_rewrites_the_views(tmp_path):
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    con.sql("CREATE TABLE analytics.a AS SELECT i AS user_id, i * 2 AS score FROM range(3) t(i)")
+    bi = tmp_path / "bi"
+    docs = {"user_id": "The user's id.", "score": "Twice the id (it's a test)."}
+
+    def comments():
+        with duckdb.connect(str(bi / "segments.duckdb"), read_only=True) as reader:
+            return dict(reader.sql("SELECT column_name, comment FROM duckdb_columns() WHERE table_name = 'a'").fetchall())
+
+    publish_tables(con, bi, ["analytics.a"], lambda table, column: docs.get(column))
+    assert comments() == docs
+    inode = (bi / "segments.duckdb").stat().st_ino
+    publish_tables(con, bi, ["analytics.a"], lambda table, column: docs.get(column))
+    assert (bi / "segments.duckdb").stat().st_ino == inode  # nothing changed: the views file is kept
+    con.sql("ALTER TABLE analytics.a ADD COLUMN extra INTEGER")  # a column without a description: none, no error
+    docs["score"] = "Two times the id."
+    publish_tables(con, bi, ["analytics.a"], lambda table, column: docs.get(column))
+    assert comments() == {**docs, "extra": None}

@@ -8,6 +8,7 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.publish.bi import publish_tables
+from seg_assets.publish.columns import describe
 from seg_assets.publish.history import record_history, segment_sizes_over_time
 from seg_assets.published_state import ledger_files, settings_fingerprint, write_published_state
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
@@ -82,11 +83,11 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     description="The analytics tables written as Parquet into a new version of SEG_DATA_DIR/bi/, switched in one "
     "rename (bi/current); bi/segments.duckdb holds views over them: BI tools open it read-only, never block (or see "
     "half of) a refresh, and a held connection sees each new publication. Tables whose content did not change are "
-    "linked, not written again (meta.bi_tables).",
+    "linked, not written again (meta.bi_tables). Each column carries its description (publish/columns.py) as a comment.",
 )
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     with duckdb.get_connection() as con:
-        publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES))
+        publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
         as_of = segments_as_of(con)
         run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
         write_published_state(settings.paths, ledger_files(con), as_of, run_settings)

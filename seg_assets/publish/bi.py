@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,10 @@ class Publication:
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def fingerprint(con, table: str) -> tuple[int, str]:
@@ -111,8 +116,11 @@ def remove_leftovers(bi_dir: Path) -> list[str]:
     return sorted(removed)
 
 
-def _layout(bi_dir: Path, tables) -> str:
-    return repr((str((bi_dir / CURRENT).absolute()), sorted(tables)))
+def _layout(bi_dir: Path, tables, comments: Mapping[str, Mapping[str, str]]) -> str:
+    """What the views file holds: the folder its views read, the tables, and a digest of the column comments (a
+    column or a description that changed rewrites the file)."""
+    digest = hashlib.sha256(repr(sorted((t, sorted(c.items())) for t, c in comments.items())).encode()).hexdigest()[:16]
+    return repr((str((bi_dir / CURRENT).absolute()), sorted(tables), digest))
 
 
 def views_read(bi_dir: Path) -> list[str] | None:
@@ -120,21 +128,34 @@ def views_read(bi_dir: Path) -> list[str] | None:
     when they read another folder (the data folder was moved or copied), or the file is of an earlier layout."""
     if not (bi_dir / CURRENT).is_symlink():
         return None
+    layout = _stored_layout(bi_dir)
+    if layout is None:
+        return None
+    folder, tables = ast.literal_eval(layout)[:2]
+    return list(tables) if folder == str((bi_dir / CURRENT).absolute()) else None
+
+
+def _stored_layout(bi_dir: Path) -> str | None:
     try:
         with duckdb.connect(str(bi_dir / BI_FILE), read_only=True) as views:
             [(layout,)] = views.sql(f"SELECT layout FROM {LAYOUT}").fetchall()
     except (duckdb.Error, ValueError):  # no file, tables not views, another DuckDB version, damaged
         return None
-    folder, tables = ast.literal_eval(layout)
-    return list(tables) if folder == str((bi_dir / CURRENT).absolute()) else None
+    return layout
 
 
-def _write_views(con, bi_dir: Path, tables: list[str], token: str) -> Path | None:
+def column_comments(con, tables: list[str], describe: Callable[[str, str], str | None]) -> dict[str, dict[str, str]]:
+    """Per table, its columns in the warehouse now with their descriptions (``describe``; '' where it has none)."""
+    return {t: {c[0]: describe(t, c[0]) or "" for c in con.sql(f"DESCRIBE {t}").fetchall()} for t in tables}
+
+
+def _write_views(bi_dir: Path, tables: list[str], comments: Mapping[str, Mapping[str, str]], token: str) -> Path | None:
     """A new DuckDB file of views over ``bi/current``'s Parquet files, when the current one reads another set of
-    tables or another folder; None when it already reads these."""
-    if views_read(bi_dir) == sorted(tables):
+    tables or another folder, or its column comments differ; None when it already holds these. Each column with a
+    description carries it as a comment (``duckdb_columns().comment``, what BI tools show beside the column)."""
+    layout = _layout(bi_dir, tables, comments)
+    if (bi_dir / CURRENT).is_symlink() and _stored_layout(bi_dir) == layout:
         return None
-    layout = _layout(bi_dir, tables)
     tmp = bi_dir / f".{BI_FILE}.{token}.tmp"
     with duckdb.connect(str(tmp)) as out:
         for table in [*tables, MANIFEST]:
@@ -142,14 +163,19 @@ def _write_views(con, bi_dir: Path, tables: list[str], token: str) -> Path | Non
             out.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             path = (bi_dir / CURRENT).absolute() / f"{table}.parquet"
             out.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{_sql_path(path)}')")
+            for column, text in comments.get(table, {}).items():
+                if text:
+                    out.sql(f"COMMENT ON COLUMN {table}.{_ident(column)} IS '{text.replace(chr(39), chr(39) * 2)}'")
         out.sql(f"CREATE TABLE {LAYOUT} (layout VARCHAR)")
         out.execute(f"INSERT INTO {LAYOUT} VALUES (?)", [layout])
     return tmp
 
 
-def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
+def publish_tables(con, bi_dir: Path, tables: list[str],
+                   describe: Callable[[str, str], str | None] = lambda table, column: None) -> Publication:
     """Copy ``tables`` (``schema.name``) from the warehouse into a new BI version and switch to it; tables whose
-    content did not change since the last publication are linked, not written again."""
+    content did not change since the last publication are linked, not written again. ``describe(table, column)``:
+    the comment BI tools show for a column (None: none)."""
     bi_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(bi_dir)
     token = uuid.uuid4().hex[:TOKEN_HEX]
@@ -189,7 +215,8 @@ def publish_tables(con, bi_dir: Path, tables: list[str]) -> Publication:
                 _replace_link(link, f"{CURRENT}/{table}.parquet", token)
         for table in set(previous) - set(tables):
             (bi_dir / f"{table}.parquet").unlink(missing_ok=True)
-        tmp_db = _write_views(con, bi_dir, tables, token)  # after the switch: a view is checked against its file
+        # after the switch: a view is checked against its file
+        tmp_db = _write_views(bi_dir, tables, column_comments(con, tables, describe), token)
         if tmp_db is not None:
             os.replace(tmp_db, bi_dir / BI_FILE)
         return Publication(database=bi_dir / BI_FILE, parquet={t: bi_dir / f"{t}.parquet" for t in tables}, rows=rows,
