@@ -80,7 +80,7 @@ def test_serving_rules_on_a_tiny_shop():
     assert not w.fitted
     con.sql(f"CREATE TEMP TABLE _u AS SELECT * FROM {M.SEGMENTS}")
     M.candidates(con, cut, "_u", s, "_t_")
-    M.rank(con, w, s, "_u")
+    M.rank(con, w, s, "_u", "_t_")
     recs = con.sql(f"SELECT * FROM ({M.decoded('_recs')}) ORDER BY user_id, rank").pl()
     u1 = recs.filter(pl.col("user_id") == "u1")
     assert not set(u1["product_id"]) & {"A", "B"}  # bought 3 days ago: excluded
@@ -97,6 +97,26 @@ def test_serving_rules_on_a_tiny_shop():
     assert few.sort("user_id", "product_id").equals(base.sort("user_id", "product_id"))
 
 
+def test_a_user_whose_recent_purchases_take_the_popular_list_still_gets_top_n():
+    """u1 just bought A and B, the segment's popular products: the list is topped up from the rest of the shop (in
+    score order, never with an excluded product), as the popularity baselines are; nobody gets more than top_n."""
+    con = _tiny()
+    s = M.RecSettings(top_n=3, exclude_days=14, candidates=1, min_fit_positives=1000)
+    cut = datetime(2026, 3, 1)
+    M.load(con, s, "SELECT user_id, segment_id FROM analytics.user_segments")
+    w = M.fit(con, cut, s, serve=("_t_", True))
+    con.sql(f"CREATE TEMP TABLE _u AS SELECT * FROM {M.SEGMENTS}")
+    M.candidates(con, cut, "_u", s, "_t_")
+    M.rank(con, w, s, "_u", "_t_")
+    recs = con.sql(f"SELECT user_id, rank, product_id, score FROM ({M.decoded('_recs')}) ORDER BY user_id, rank").pl()
+    assert recs.group_by("user_id").len().sort("user_id").rows() == [(u, 3) for u in ("u1", "u2", "u3", "u4", "u5")]
+    u1 = recs.filter(pl.col("user_id") == "u1")
+    assert u1["rank"].to_list() == [1, 2, 3] and not set(u1["product_id"]) & {"A", "B"}
+    assert u1["score"].to_list() == sorted(u1["score"].to_list(), reverse=True)
+    base = con.sql(M.decoded(E.popular_sql(cut, "_u", s, "_t_", "segment"))).pl()
+    assert set(base.filter(pl.col("user_id") == "u1")["product_id"]) == set(u1["product_id"]) == {"C", "D", "E"}
+
+
 def test_click_weight_zero_keeps_the_coded_ids_and_the_lists():
     """With clicks ignored the empty click source was typed VARCHAR: the candidates' ids became text (ties broken
     as text, '10' before '9'), and a caller joining the codes failed."""
@@ -111,7 +131,7 @@ def test_click_weight_zero_keeps_the_coded_ids_and_the_lists():
         M.candidates(con, cut, "_u", s, "_t_")
         assert {t for (t,) in con.sql("SELECT DISTINCT typeof(user_id) || typeof(product_id) FROM _cand").fetchall()} \
             <= {"BIGINTINTEGER"}, weight
-        M.rank(con, w, s, "_u")
+        M.rank(con, w, s, "_u", "_t_")
         lists.append(con.sql(f"SELECT user_id, rank, product_id FROM ({M.decoded('_recs')}) ORDER BY ALL").fetchall())
     assert lists[0] == lists[1] and lists[0]
 

@@ -140,7 +140,7 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.
         con.sql(f"CREATE OR REPLACE TEMP TABLE _chunk AS SELECT * FROM {M.SEGMENTS} WHERE {chunk} = {i}")
         M.candidates(con, as_of, "_chunk", s, PREFIX,
                      clicks=f"SELECT user_id, product_id, category, n FROM _clicks WHERE chunk = {i}" if clicks else None)
-        M.rank(con, weights, s, "_chunk")
+        M.rank(con, weights, s, "_chunk", PREFIX)
         con.sql(f"INSERT INTO {NEXT} SELECT user_id, rank, product_id, score, reason FROM ({M.decoded('_recs')})")
         M.drop_candidates(con)
         con.sql("DROP TABLE _recs; DROP TABLE _chunk")

@@ -71,7 +71,7 @@ def evaluate(con, cut: datetime, s: M.RecSettings, test_days: int | None = None)
                 WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}""")
     weights = M.fit(con, cut, s, serve=("_ev_", True))
     M.candidates(con, cut, "_eval_users", s, "_ev_")
-    M.rank(con, weights, s, "_eval_users")
+    M.rank(con, weights, s, "_eval_users", "_ev_")
     rows = []
     for method, sql in (("recommendations", "SELECT user_id, product_id FROM _recs"),
                         ("segment_popular", popular_sql(cut, "_eval_users", s, "_ev_", "segment")),

@@ -349,12 +349,14 @@ def fit(con, cut: datetime, s: RecSettings, serve: tuple[str, bool] | None = Non
     return fit_weights(x, np.asarray(frame["y"]), s.min_fit_positives)
 
 
-def rank(con, w: Weights, s: RecSettings, users: str, out: str = "_recs") -> None:
+def rank(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str = "_recs") -> None:
     """``out``: each user's ``top_n`` best candidates (excluded ones never), with score and reason.
 
     The popular candidates (``_pop``) are scored once per segment; a user gets the best of their segment's list less
     the products they have a personal row for (``_cand``: scored with their own features, or excluded), merged with
-    their personal rows. The same list as scoring every popular product per user, for a tenth of the rows."""
+    their personal rows. The same list as scoring every popular product per user, for a tenth of the rows. A user
+    left with fewer than ``top_n`` (their recent purchases took most of a small popular list) is topped up from
+    every product of the shop (``prefix``'s popularity tables), as the popularity baselines are."""
     n, z = int(s.top_n), "0.0::DOUBLE"
     order = "score DESC, seg_pop DESC, shop_pop DESC, product_id"
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _popr AS
@@ -365,6 +367,8 @@ def rank(con, w: Weights, s: RecSettings, users: str, out: str = "_recs") -> Non
     # a user's personal rows among their segment's popular products: each pushes the fill one place further down
     con.sql("""CREATE OR REPLACE TEMP TABLE _mine AS SELECT c.user_id, c.product_id FROM _cand c
                SEMI JOIN _pop p ON p.segment_id IS NOT DISTINCT FROM c.segment_id AND p.product_id = c.product_id""")
+    columns = "user_id, row_number() OVER (PARTITION BY user_id ORDER BY {order})::INTEGER AS rank, product_id, score, reason, "
+    columns = columns.format(order=order) + "seg_pop, shop_pop"
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {out} AS
         WITH k AS (SELECT user_id, count(*) AS k FROM _mine GROUP BY user_id),
              fill AS (SELECT u.user_id, p.product_id, p.seg_pop, p.shop_pop, p.score, p.reason
@@ -373,7 +377,22 @@ def rank(con, w: Weights, s: RecSettings, users: str, out: str = "_recs") -> Non
                       WHERE p.fill_rank <= {n} + coalesce(k.k, 0)),
              own AS (SELECT user_id, product_id, seg_pop, shop_pop, {score_sql(w)} AS score, {reason_sql(w)} AS reason
                      FROM _cand WHERE NOT excluded)
-        SELECT user_id, row_number() OVER (PARTITION BY user_id ORDER BY {order})::INTEGER AS rank, product_id, score, reason
-        FROM (SELECT * FROM own UNION ALL SELECT * FROM fill)
+        SELECT {columns} FROM (SELECT * FROM own UNION ALL SELECT * FROM fill)
         QUALIFY rank <= {n}""")
     con.sql("DROP TABLE _popr; DROP TABLE _mine")
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _short AS SELECT u.user_id, u.segment_id FROM {users} u
+                LEFT JOIN {out} r USING (user_id) GROUP BY ALL HAVING count(r.user_id) < {n}""")
+    if con.sql("SELECT count(*) FROM _short").fetchall()[0][0]:
+        con.sql(f"""CREATE OR REPLACE TEMP TABLE {out} AS
+            WITH more AS (SELECT x.user_id, p.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, p.shop_pop,
+                                 {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked
+                          FROM _short x CROSS JOIN {prefix}shop_pop p
+                          LEFT JOIN {prefix}seg_pop sp ON sp.segment_id IS NOT DISTINCT FROM x.segment_id
+                                                      AND sp.product_id = p.product_id
+                          ANTI JOIN _cand c ON c.user_id = x.user_id AND c.product_id = p.product_id
+                          ANTI JOIN {out} r ON r.user_id = x.user_id AND r.product_id = p.product_id),
+                 listed AS (SELECT user_id, product_id, seg_pop, shop_pop, score, reason FROM {out} SEMI JOIN _short USING (user_id)
+                            UNION ALL SELECT user_id, product_id, seg_pop, shop_pop, {score_sql(w)}, {reason_sql(w)} FROM more)
+            SELECT * FROM {out} ANTI JOIN _short USING (user_id)
+            UNION ALL SELECT {columns} FROM listed QUALIFY rank <= {n}""")
+    con.sql("DROP TABLE _short")
