@@ -111,10 +111,12 @@ def test_a_user_whose_recent_purchases_take_the_popular_list_still_gets_top_n():
     recs = con.sql(f"SELECT user_id, rank, product_id, score FROM ({M.decoded('_recs')}) ORDER BY user_id, rank").pl()
     assert recs.group_by("user_id").len().sort("user_id").rows() == [(u, 3) for u in ("u1", "u2", "u3", "u4", "u5")]
     u1 = recs.filter(pl.col("user_id") == "u1")
-    assert u1["rank"].to_list() == [1, 2, 3] and not set(u1["product_id"]) & {"A", "B"}
+    # C and E (bought in u1's segment) before D (never bought there), which only tops the list up (a reviewer saw D
+    # ranked first: unfitted, the blend's form scored a product its segment never bought above every one it did)
+    assert u1["product_id"].to_list() == ["C", "E", "D"] and u1["rank"].to_list() == [1, 2, 3]
     assert u1["score"].to_list() == sorted(u1["score"].to_list(), reverse=True)
     base = con.sql(M.decoded(E.popular_sql(cut, "_u", s, "_t_", "segment"))).pl()
-    assert set(base.filter(pl.col("user_id") == "u1")["product_id"]) == set(u1["product_id"]) == {"C", "D", "E"}
+    assert set(base.filter(pl.col("user_id") == "u1")["product_id"]) == set(u1["product_id"])
 
 
 def test_click_weight_zero_keeps_the_coded_ids_and_the_lists():

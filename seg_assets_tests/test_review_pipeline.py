@@ -48,8 +48,8 @@ def test_demo_reviews_show_per_segment_sentiment_and_only_new_reviews_are_scored
     notes = profiles["reviews_note"].to_list()
     assert all("reviews negative (shop: " in n for n in notes), notes
     assert profiles.filter(pl.col("basket_rules") != "").height >= 2  # strongest basket rules in the profile
-    undocumented = read_bi(tmp_path, "SELECT table_name, column_name FROM duckdb_columns() WHERE comment IS NULL "
-                                     "AND schema_name = 'analytics'")  # BI tools show each column's description
+    undocumented = read_bi(tmp_path, "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE comment "
+                                     "IS NULL AND database_name = 'segments'")  # BI tools show each column's description
     assert undocumented.height == 0, undocumented.rows()
     churn = read_bi(tmp_path, "SELECT count(*) AS n FROM analytics.churn_scores")["n"][0]
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))

@@ -144,9 +144,13 @@ def _stored_layout(bi_dir: Path) -> str | None:
     return layout
 
 
+MANIFEST_COLUMNS = ("table_name", "rows", "fingerprint", "written_at")
+
+
 def column_comments(con, tables: list[str], describe: Callable[[str, str], str | None]) -> dict[str, dict[str, str]]:
-    """Per table, its columns in the warehouse now with their descriptions (``describe``; '' where it has none)."""
-    return {t: {c[0]: describe(t, c[0]) or "" for c in con.sql(f"DESCRIBE {t}").fetchall()} for t in tables}
+    """Per table (and the manifest), its columns now with their descriptions (``describe``; '' where it has none)."""
+    comments = {t: {c[0]: describe(t, c[0]) or "" for c in con.sql(f"DESCRIBE {t}").fetchall()} for t in tables}
+    return comments | {MANIFEST: {c: describe(MANIFEST, c) or "" for c in MANIFEST_COLUMNS}}
 
 
 def _write_views(bi_dir: Path, tables: list[str], comments: Mapping[str, Mapping[str, str]], token: str) -> Path | None:
@@ -167,6 +171,8 @@ def _write_views(bi_dir: Path, tables: list[str], comments: Mapping[str, Mapping
                 if text:
                     out.sql(f"COMMENT ON COLUMN {table}.{_ident(column)} IS '{text.replace(chr(39), chr(39) * 2)}'")
         out.sql(f"CREATE TABLE {LAYOUT} (layout VARCHAR)")
+        out.sql(f"COMMENT ON COLUMN {LAYOUT}.layout IS 'For the publisher: the folder and tables these views read, and a "
+                "digest of their column comments (this file is written again when they change).'")
         out.execute(f"INSERT INTO {LAYOUT} VALUES (?)", [layout])
     return tmp
 
@@ -200,7 +206,7 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
             manifest.append((table, rows[table], fp, now))
             written.append(table)
         values = ", ".join("(?, ?, ?, ?)" for _ in manifest) or "(NULL, NULL, NULL, NULL)"
-        con.execute(f"""COPY (SELECT * FROM (VALUES {values}) t(table_name, rows, fingerprint, written_at)
+        con.execute(f"""COPY (SELECT * FROM (VALUES {values}) t({', '.join(MANIFEST_COLUMNS)})
                         WHERE table_name IS NOT NULL) TO '{_sql_path(version / f'{MANIFEST}.parquet')}' (FORMAT parquet)""",
                     [v for row in manifest for v in row])
         interrupts.check()  # Ctrl-C / SIGTERM before the switch: nothing of this publication is seen

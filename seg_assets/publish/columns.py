@@ -37,13 +37,14 @@ TABLES: dict[str, dict[str, str]] = {
         "model_version": "Segment model in service when the row was written (v0001, v0002, ...).",
         "as_of": _AS_OF_FEATURES,
         "segment_stage": "The model's stage of the segment: new, lapsed or engaged (all for a flat model).",
-        "r_score": "Recency score 1-5 (rfm_bins): rank of recency_days among all users, 5 = most recent order.",
+        "r_score": "Recency score 1..rfm_bins (default 5): rank of recency_days (tenure if never ordered) among all users; the "
+                   "top score is the most recent.",
         "f_score": "Frequency score 1-5 (rfm_bins): rank of completed orders among buyers; 1 for users who never ordered.",
         "m_score": "Monetary score 1-5 (rfm_bins): rank of lifetime spend among buyers; 1 for users who never ordered.",
         "rfm_score": "r_score, f_score and m_score as one text, e.g. '545'.",
         "rfm_group": "RFM group from the R x F grid (Champions, Loyal, ..., Lost).",
-        "lifecycle_stage": "new (tenure <= 30 d), active (last order <= 30 d ago), at risk (<= 90 d), dormant (<= 180 d) "
-                           "or churned; thresholds configurable.",
+        "lifecycle_stage": "new (tenure <= 30 d), else by recency_days (tenure if never ordered): active <= 30 d, at risk <= 90 d, "
+                           "dormant <= 180 d, else churned; configurable.",
         "value_tier": "high / medium / low: lifetime spend at or above the 80th / 50th percentile of buyers', else low "
                       "(configurable, also by expected value).",
         **_CHURN,
@@ -66,8 +67,9 @@ TABLES: dict[str, dict[str, str]] = {
                                "from signup if later); NULL without such orders.",
         "buyer_discount_share": "Mean discount_share (0-1, share of the list price discounted) over the segment's buyers.",
         "rules": "The segment's rules from segment_rules joined with OR; NULL when no rule predicts it.",
-        "rules_precision": "Share (0-1) of the users matching one of the segment's rules who are in the segment.",
-        "rules_coverage": "Share (0-1) of the segment's users matching one of its rules (on the users the rules were read on).",
+        "rules_precision": "Share (0-1) of sampled users matching one of the rules whom the segment model itself assigns to the segment.",
+        "rules_coverage": "Estimated share of the segment's users matching one of its rules (summed over its rules, read on a sample: "
+                          "can slightly exceed 1 on small segments).",
         "model_version": "Segment model version the profile describes.",
         "as_of": "Latest as-of (UTC) of the user_segments rows the profile was computed from.",
         "reviews": "Reviews up to as-of written by the segment's current users (0 when none).",
@@ -84,8 +86,9 @@ TABLES: dict[str, dict[str, str]] = {
         "segment_id": _SEGMENT_ID,
         "rule": "Conditions on features, in their own units, that describe the segment (the stage's rule first in the "
                 "lifecycle model).",
-        "precision": "Share (0-1) of the users matching the rule who are in the segment.",
-        "coverage": "Share (0-1) of the segment's users matching the rule.",
+        "precision": "Share (0-1) of sampled users matching the rule whom the segment model itself assigns to the segment "
+                     "(not the published, sticky assignment).",
+        "coverage": "Share (0-1) of the segment's users (as the segment model assigns them, on a sample) matching the rule.",
         "support": "Users matching the rule, estimated for all segmented users from the sample the rules were read on.",
         "segment_name": _SEGMENT_NAME,
         "model_version": "Segment model version the rules describe.",
@@ -158,8 +161,10 @@ TABLES: dict[str, dict[str, str]] = {
         "conversions_control": "Held-out users who completed an order within the attribution window after the send.",
         "conv_rate_treated": "conversions_treated / n_treated (0-1); NULL without treated users.",
         "conv_rate_control": "conversions_control / n_control (0-1); NULL without held-out users.",
-        "revenue_per_user_treated": "Mean completed-order amount per treated user within the attribution window (delivered currency).",
-        "revenue_per_user_control": "Mean completed-order amount per held-out user within the attribution window (delivered currency).",
+        "revenue_per_user_treated": "Completed-order revenue in the attribution window per treated user (non-buyers count 0; delivered "
+                                    "currency); NULL without treated users.",
+        "revenue_per_user_control": "Completed-order revenue in the attribution window per held-out user (non-buyers count 0; delivered "
+                                    "currency); NULL without held-out users.",
         "abs_lift": "conv_rate_treated - conv_rate_control; NULL when a group is empty.",
         "abs_lift_ci_low": "Lower bound of the 95 % (Newcomb) interval of abs_lift.",
         "abs_lift_ci_high": "Upper bound of the 95 % (Newcomb) interval of abs_lift.",
@@ -170,7 +175,8 @@ TABLES: dict[str, dict[str, str]] = {
         "revenue_abs_lift": "revenue_per_user_treated - revenue_per_user_control (delivered currency).",
         "revenue_abs_lift_ci_low": "Lower bound of the 95 % Welch interval of revenue_abs_lift; NULL with under 2 users in a group.",
         "revenue_abs_lift_ci_high": "Upper bound of the 95 % Welch interval of revenue_abs_lift; NULL with under 2 users in a group.",
-        "revenue_rel_lift": "revenue_per_user_treated / revenue_per_user_control - 1; NULL unless both are above 0.",
+        "revenue_rel_lift": "revenue_per_user_treated / revenue_per_user_control - 1; NULL unless both groups have 2+ users and both "
+                            "means are above 0.",
         "revenue_rel_lift_ci_low": "Lower bound of the 95 % (delta-method) interval of revenue_rel_lift.",
         "revenue_rel_lift_ci_high": "Upper bound of the 95 % (delta-method) interval of revenue_rel_lift.",
         "revenue_p_value": "Two-sided Welch t-test p-value of revenue_abs_lift; NULL with under 2 users in a group.",
@@ -209,8 +215,8 @@ TABLES: dict[str, dict[str, str]] = {
         "user_id": "User id from the landing files.",
         "rank": "Position in the user's list, 1 = best (up to top_n, default 10).",
         "product_id": "Recommended product id.",
-        "score": "Score 0-1 of a logistic blend of popularity and the user's own signals, fitted on purchases in the last "
-                 "30 days (horizon_days).",
+        "score": "Score 0-1 of a logistic blend of popularity and the user's own signals fitted on the last 30 days "
+                 "(horizon_days); the segment's popularity share if too few purchases to fit.",
         "reason": "The signal adding most to the score: bought_before, bought_together, favourite_category, clicked; "
                   "else segment_popular.",
     },

@@ -112,7 +112,11 @@ def fit_weights(x: np.ndarray, y: np.ndarray, min_positives: int = 20) -> Weight
 
 
 def score(x: np.ndarray, w: Weights) -> np.ndarray:
-    """The blend's probability for feature rows ``x`` (the same formula as :func:`score_sql`)."""
+    """The blend's probability for feature rows ``x`` (the same formula as :func:`score_sql`); without fitted weights,
+    the segment's popularity itself (the baseline's ranking; the blend's form would put a product the segment never
+    bought, ``ln`` term 0, above every product it did)."""
+    if not w.fitted:
+        return np.asarray(x, dtype=np.float64)[:, FEATURES.index("seg_pop")]
     return 1.0 / (1.0 + np.exp(-(w.intercept + design(x) @ np.asarray(w.coef))))
 
 
@@ -124,6 +128,8 @@ def _terms(w: Weights) -> dict[str, str]:
 
 
 def score_sql(w: Weights) -> str:
+    if not w.fitted:
+        return "seg_pop::DOUBLE"
     return f"1.0 / (1.0 + exp(-({float(w.intercept)!r} + {' + '.join(_terms(w).values())})))"
 
 
@@ -380,19 +386,38 @@ def rank(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str = "_
         SELECT {columns} FROM (SELECT * FROM own UNION ALL SELECT * FROM fill)
         QUALIFY rank <= {n}""")
     con.sql("DROP TABLE _popr; DROP TABLE _mine")
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE _short AS SELECT u.user_id, u.segment_id FROM {users} u
-                LEFT JOIN {out} r USING (user_id) GROUP BY ALL HAVING count(r.user_id) < {n}""")
+    _top_up(con, w, s, users, prefix, out)
+
+
+def _top_up(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str) -> None:
+    """Users of ``out`` with fewer than ``top_n`` rows get the next products of their segment's ranking over the
+    whole shop (``prefix``'s popularity tables), below the rows they have, never one of their personal rows
+    (``_cand``: listed, or excluded). The products are scored once per segment (few segments, few short users)."""
+    n, z = int(s.top_n), "0.0::DOUBLE"
+    order = "score DESC, seg_pop DESC, shop_pop DESC, product_id"
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _short AS SELECT u.user_id, u.segment_id, count(r.user_id) AS have
+                FROM {users} u LEFT JOIN {out} r USING (user_id) GROUP BY ALL HAVING count(r.user_id) < {n}""")
     if con.sql("SELECT count(*) FROM _short").fetchall()[0][0]:
-        con.sql(f"""CREATE OR REPLACE TEMP TABLE {out} AS
-            WITH more AS (SELECT x.user_id, p.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, p.shop_pop,
-                                 {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked
-                          FROM _short x CROSS JOIN {prefix}shop_pop p
-                          LEFT JOIN {prefix}seg_pop sp ON sp.segment_id IS NOT DISTINCT FROM x.segment_id
-                                                      AND sp.product_id = p.product_id
-                          ANTI JOIN _cand c ON c.user_id = x.user_id AND c.product_id = p.product_id
-                          ANTI JOIN {out} r ON r.user_id = x.user_id AND r.product_id = p.product_id),
-                 listed AS (SELECT user_id, product_id, seg_pop, shop_pop, score, reason FROM {out} SEMI JOIN _short USING (user_id)
-                            UNION ALL SELECT user_id, product_id, seg_pop, shop_pop, {score_sql(w)}, {reason_sql(w)} FROM more)
-            SELECT * FROM {out} ANTI JOIN _short USING (user_id)
-            UNION ALL SELECT {columns} FROM listed QUALIFY rank <= {n}""")
+        con.sql(f"""CREATE OR REPLACE TEMP TABLE _skip AS SELECT user_id, count(*) AS k FROM (
+                        SELECT user_id, product_id FROM _cand SEMI JOIN _short USING (user_id)
+                        UNION SELECT user_id, product_id FROM {out} SEMI JOIN _short USING (user_id)) GROUP BY ALL""")
+        most = con.sql(f"SELECT {n} + coalesce(max(k), 0) FROM _skip").fetchall()[0][0]  # the longest ranking a user needs
+        con.sql(f"""CREATE OR REPLACE TEMP TABLE _shopr AS SELECT * FROM (
+            SELECT segment_id, product_id, seg_pop, shop_pop, score, reason,
+                   row_number() OVER (PARTITION BY segment_id ORDER BY {order}) AS fill_rank
+            FROM (SELECT *, {score_sql(w)} AS score, {reason_sql(w)} AS reason FROM (
+                SELECT g.segment_id, p.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, p.shop_pop,
+                       {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked
+                FROM (SELECT DISTINCT segment_id FROM _short) g CROSS JOIN {prefix}shop_pop p
+                LEFT JOIN {prefix}seg_pop sp ON sp.segment_id IS NOT DISTINCT FROM g.segment_id AND sp.product_id = p.product_id)))
+            WHERE fill_rank <= {int(most)}""")
+        con.sql(f"""INSERT INTO {out}
+            SELECT x.user_id, (x.have + row_number() OVER (PARTITION BY x.user_id ORDER BY p.fill_rank))::INTEGER AS rank,
+                   p.product_id, p.score, p.reason, p.seg_pop, p.shop_pop
+            FROM _short x LEFT JOIN _skip k USING (user_id)
+            JOIN _shopr p ON p.segment_id IS NOT DISTINCT FROM x.segment_id AND p.fill_rank <= {n} - x.have + coalesce(k.k, 0)
+            ANTI JOIN _cand c ON c.user_id = x.user_id AND c.product_id = p.product_id
+            ANTI JOIN {out} r ON r.user_id = x.user_id AND r.product_id = p.product_id
+            QUALIFY rank <= {n}""")
+        con.sql("DROP TABLE _skip; DROP TABLE _shopr")
     con.sql("DROP TABLE _short")
