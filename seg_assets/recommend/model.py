@@ -21,7 +21,7 @@ and the score is ``sigmoid(b + sum_k [f_k > 0] (u_k + v_k ln f_k))``: a logistic
 on "has it" and "log of it" per feature, fitted on the last ``horizon_days`` before the cut-off (features as
 of ``cut-off - horizon`` for buyers in the horizon with earlier baskets, label: bought in the horizon).
 Where a signal does not predict, its weights go to ~0; too little history to fit gives the baseline's
-ranking (weight 1 on ``ln seg_pop``).
+ranking (the score is ``seg_pop`` itself).
 Products the user bought in the last ``exclude_days`` are never recommended.
 """
 
