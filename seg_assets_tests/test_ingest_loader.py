@@ -180,6 +180,16 @@ def test_unparseable_timestamp_rejected(con, landing):
     assert ids(con) == ["o3", "o4"]
 
 
+def test_an_offset_after_a_space_is_read_as_iso_8601(con, landing):
+    """Shopify writes '2026-02-05 23:14:00 +0100' (a space before the offset): every row was rejected."""
+    write(landing, "orders", "a.csv", order("o1", ts="2026-03-01 08:00:00 +0100"), order("o2", ts="2026-03-01 08:00:00 -05:00"),
+          order("o3", ts="2026-03-01T08:00:00 Z"), order("o4", ts="2026-03-01 08:00 +02"), order("o5", ts="08:00 +0100"))
+    run(con, landing)
+    assert counts(ledger(con)["orders/a.csv"]) == ("ingested", 5, 4, 0, 1)
+    assert con.sql("SELECT order_id, strftime(order_ts, '%d %H:%M') FROM raw.orders ORDER BY 1").fetchall() == [
+        ("o1", "01 07:00"), ("o2", "01 13:00"), ("o3", "01 08:00"), ("o4", "01 06:00")]
+
+
 def test_far_future_and_too_old_timestamps_rejected(con, landing):
     write(landing, "orders", "a.csv",
           order("o1", ts="2026-03-10T12:30:00Z"),  # within the 60 min clock-skew allowance

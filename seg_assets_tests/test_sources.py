@@ -372,6 +372,23 @@ def test_a_semicolon_separated_file_is_told_so_and_read_once_its_source_says_so(
     con.close()
 
 
+def test_a_column_named_with_a_hyphen_is_that_column(tmp_path):
+    """`user_id: Kunden-ID` parses as `Kunden - ID` (a subtraction): it was rejected as missing columns 'kunden', 'id'."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    columns:\n      order_id: Bestell-Nr.\n"
+                                           "      user_id: Kunden-ID\n      amount: \"Betrag-EUR * 1\"\n")
+    write(tmp_path, "orders/a.csv", "Bestell-Nr.,Kunden-ID,order_ts,Betrag-EUR,items,status\n"
+                                    "o1,k7,2026-03-01T10:00:00Z,10,1,completed\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "rejected_file" and "betrag" in ledger[0][8]  # an expression stays an expression
+    (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    columns:\n      order_id: Bestell-Nr.\n"
+                                           "      user_id: Kunden-ID\n      amount: '\"Betrag-EUR\" * 1'\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert [(r[1], r[2], r[4]) for r in ledger][-1] == ("orders/a.csv", "ingested", 1), ledger
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    assert con.sql("SELECT order_id, user_id, amount::DOUBLE FROM raw.orders").fetchall() == [("o1", "k7", 10.0)]
+    con.close()
+
+
 @pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
 def test_a_windows_export_is_read_with_its_source_dialect(tmp_path, suffix):
     """';' and Windows-1252 (a euro sign and curly quotes, which DuckDB's own Latin-1 refuses), quoted fields with the

@@ -26,7 +26,7 @@ import duckdb
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import stage_of
 from seg_assets.ingest.reading import Source
-from seg_assets.ingest.source_config import SourceDef
+from seg_assets.ingest.source_config import Expr, SourceDef
 from seg_assets.ingest.sources import sql_string
 
 _KEY_SEPARATOR = "\x1f"
@@ -138,6 +138,15 @@ def _funnel_stage(con, src: Source, event_sql: str, source: SourceDef) -> str:
     return f"CASE {name} {' '.join(whens)} ELSE 'other' END" if whens else "'other'"
 
 
+def _as_column(expr: Expr, by_lower: dict[str, str]) -> Expr:
+    """A value written as exactly a column name of this file is that column, even where it also parses as an
+    expression: ``Kunden-ID`` is the column, not ``Kunden - ID`` (German exports: ``E-Mail``, ``Artikel-Nr.``)."""
+    name = expr.text.strip()
+    if expr.column_name is None and name.lower() in by_lower:
+        return Expr(expr.text, frozenset({name.lower()}), column_name=name)
+    return expr
+
+
 def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     """How each contract column of ``source.table`` is read from one file (see the module docstring)."""
     spec = source.spec
@@ -149,7 +158,8 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     used: set[str] = set()
     expr_inputs: set[str] = set()
     text_inputs: set[str] = set()
-    for contract_name, expr in source.columns.items():
+    mapping = {name: _as_column(expr, by_lower) for name, expr in source.columns.items()}
+    for contract_name, expr in mapping.items():
         for name in expr.columns:
             if name not in by_lower:
                 out.missing_inputs.setdefault(name, []).append(contract_name)
@@ -173,7 +183,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     for col in spec.columns:
         if col.derived:
             continue
-        expr = source.columns.get(col.name)
+        expr = mapping.get(col.name)
         if expr is not None and expr.column_name is not None:
             ident = by_lower[expr.column_name.lower()]
             out.columns[col.name] = (ident, src.types[src.idents.index(ident)])

@@ -93,8 +93,9 @@ def column_sql(
     trimmed text ``v`` (NULL when empty or missing) and yield 'rule|reason'. A column whose type already
     fits the kind (:func:`typed_sql`, parquet) is typed as is: ``v`` is then no column but an expression
     inside reasons only, built for the rows a rule rejects (a CASE branch runs for its own rows only).
-    Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601;
-    text without an offset is local time of the session's TimeZone (UTC unless the source names one).
+    Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601 (an offset
+    may follow a space); text without an offset is local time of the session's TimeZone (UTC unless the source names
+    one).
     """
     n, p, shown = col.name, f"p__{col.name}", col.file_name
     typed = typed_sql(col, source, source_type, local_time) if source and source_type else None
@@ -115,8 +116,8 @@ def column_sql(
             if timestamp_format:
                 fmt = timestamp_format.replace("'", "''")
                 parsed = f"CAST(try_strptime({v}, '{fmt}') AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
-            else:
-                parsed = f"try_cast({v} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
+            else:  # an offset after a space ('2026-02-05 23:14:00 +0100': Shopify's exports) joined to the time
+                parsed = f"try_cast(regexp_replace({v}, '\\s+([+-]\\d{{2}}(:?\\d{{2}})?|Z)$', '\\1') AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
             inner.append(f"coalesce({parsed}, {epoch_sql(v)}) AS {p}")
         elif col.kind == DECIMAL:
             inner.append(f"try_cast({v} AS {col.sql_type}) AS {p}")
