@@ -209,6 +209,27 @@ def test_a_file_in_another_encoding_fails_with_the_reason_and_the_fix_not_the_ro
     assert "Original Line" not in message and "M\ufffdller" not in message and "ller" not in message
 
 
+def test_a_file_whose_every_row_was_rejected_is_read_again_once_its_source_changes(tmp_path):
+    """A timestamp_format that fits no row rejects every row; fixing it in sources.yaml took none of them in (the same
+    bytes under a new name were counted as duplicates of rows never accepted). Nothing of the file was taken in, so it
+    is read again, its ledger row and rejects replaced. A file with some rows taken in is not (first delivery wins)."""
+    rows = "".join(f"o{i},u{i},01.03.2026 10:0{i},5,1,completed\n" for i in range(3))
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\n" + rows)
+    write(tmp_path, "orders/b.csv", "order_id,user_id,order_ts,amount,items,status\n"
+                                    "p1,u1,2026-03-01T10:00:00Z,5,1,completed\np2,u2,01.03.2026 10:00,5,1,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert sorted((r[1], r[4], r[6]) for r in ledger) == [("orders/a.csv", 0, 3), ("orders/b.csv", 1, 1)]
+    (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    timestamp_format: '%d.%m.%Y %H:%M'\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert sorted((r[1], r[2], r[3], r[4], r[5], r[6]) for r in ledger) == [
+        ("orders/a.csv", "ingested", 3, 3, 0, 0), ("orders/b.csv", "ingested", 2, 1, 0, 1)]  # b: kept as it was
+    assert [r[2] for r in rejects] == ["orders/b.csv"]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    assert con.sql("SELECT order_id, strftime(order_ts, '%H:%M') FROM raw.orders ORDER BY 1").fetchall() == [
+        ("o0", "10:00"), ("o1", "10:01"), ("o2", "10:02"), ("p1", "10:00")]
+    con.close()
+
+
 def test_a_mapping_that_does_not_fit_the_file_fails_that_file_only_with_a_reason(tmp_path):
     (tmp_path / "sources.yaml").write_text(
         "sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: customer, amount: total, items: 1}\n")

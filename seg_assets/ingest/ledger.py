@@ -73,12 +73,12 @@ UNREAD = ""  # content_sha256 of a file that could not be read: its content is u
 
 
 def write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
-    """The file's ledger row, replacing an earlier attempt at the same file that is read again (`failed`, or
-    `rejected_file` under another mapping, whose rejects go with it); inside a transaction."""
+    """The file's ledger row, replacing an earlier attempt at the same file that is read again (`failed`, or nothing
+    taken in under another mapping: :data:`NOTHING_TAKEN`, whose rejects go with it); inside a transaction."""
     if out.note:
         out.message, out.note = "; ".join(filter(None, [out.note, out.message])), None
     earlier = (f"SELECT file_id FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND file_id <> ? "
-               f"AND ((content_sha256 = ? AND status IN ('{C.STATUS_FAILED}', '{C.STATUS_REJECTED_FILE}')) "
+               f"AND ((content_sha256 = ? AND (status = '{C.STATUS_FAILED}' OR {NOTHING_TAKEN})) "
                f"OR (content_sha256 = '{UNREAD}' AND status = '{C.STATUS_FAILED}'))")
     params = [out.source, out.file_name, out.file_id, out.content_sha256]
     con.execute(f"DELETE FROM {C.REJECTS_TABLE} WHERE file_id IN ({earlier})", params)
@@ -168,13 +168,19 @@ def reject_as(con, out: FileOutcome, first: FileOutcome, run_id: str, now: datet
         raise
 
 
+# A file none of whose rows was taken in: rejected as a whole, or every row rejected (a timestamp_format that fits
+# no row). Read again once its source reads files differently; its ledger row and rejects are replaced.
+NOTHING_TAKEN = (f"(status = '{C.STATUS_REJECTED_FILE}' OR (status = '{C.STATUS_INGESTED}' AND accepted = 0 AND duplicate = 0 "
+                 "AND rejected > 0))")
+
+
 def taken_rows(keys: dict[str, str]) -> str:
-    """SQL of the ledger rows whose file is taken in (not read again): all but failed ones and files rejected as a
-    whole under another mapping of their source (``keys``: source -> SourceDef.key); rows written before the
-    ledger recorded the mapping keep theirs."""
+    """SQL of the ledger rows whose file is taken in (not read again): all but failed ones and files of which nothing
+    was taken in (:data:`NOTHING_TAKEN`) under another mapping of their source (``keys``: source -> SourceDef.key);
+    rows written before the ledger recorded the mapping keep theirs."""
     values = ", ".join(f"({sql_string(name)}, {sql_string(key)})" for name, key in keys.items()) or "(NULL, NULL)"
     return (f"SELECT l.* FROM {C.LEDGER_TABLE} l LEFT JOIN (VALUES {values}) k(source, key) ON k.source = l.source "
-            f"WHERE l.status <> '{C.STATUS_FAILED}' AND NOT (l.status = '{C.STATUS_REJECTED_FILE}' "
+            f"WHERE l.status <> '{C.STATUS_FAILED}' AND NOT ({NOTHING_TAKEN} "
             "AND l.source_key IS NOT NULL AND l.source_key IS DISTINCT FROM k.key)")
 
 
