@@ -185,6 +185,10 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
         out.append(Problem("file", name, f"{status.replace('_', ' ')}: {what}{fix}"))
     for name, delivered, n, rules, example in rejected:  # the file was taken in, some of its rows were not
         hint = TIME_HINT if "unparseable:" in rules and "_ts" in rules else ""
+        if n == delivered:  # none of its rows: as good as a file not taken in (named in the closing line, --strict)
+            out.append(Problem("file", name, f"all {n} rows rejected: {rules}; first: {example}; fix its source in "
+                               f"sources.yaml (the file is then read again) or land it corrected under a new name{hint}"))
+            continue
         out.append(Problem("warning", name, f"{n} of {delivered} rows rejected: {rules}; first: {example}; the rows are in "
                            f"raw.rejects: correct them and land them in a new file{hint}"))
     return out

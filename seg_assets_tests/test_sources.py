@@ -299,6 +299,19 @@ def test_a_file_taken_in_with_rejected_rows_gets_one_line_naming_it_and_the_fix(
     assert "raw.rejects" in problem.message and "timestamp_format in sources.yaml" in problem.message
 
 
+def test_a_file_with_every_row_rejected_is_named_as_not_taken_in(tmp_path):
+    """902 of 902 Shopify rows rejected was a warning like any other: the closing line named no file, --strict exited 0."""
+    from seg_assets.refresh import _files_not_taken
+
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\n"
+                                    "o1,u1,05.02.2026 23:14,10,1,completed\no2,u2,06.02.2026 10:00,10,1,completed\n")
+    ingest(tmp_path)
+    [problem] = _files_not_taken(tmp_path / "warehouse.duckdb", "r1")
+    assert (problem.kind, problem.where) == ("file", "orders/a.csv")
+    assert problem.message.startswith("all 2 rows rejected: unparseable:order_ts (2); ")
+    assert "read again" in problem.message and "timestamp_format in sources.yaml" in problem.message
+
+
 def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
     """pandas writes an integer id column with gaps as floats: 12680.0 in Parquet, 12680 in CSV, one customer."""
     import pandas as pd
