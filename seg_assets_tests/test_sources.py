@@ -312,6 +312,21 @@ def test_a_file_with_every_row_rejected_is_named_as_not_taken_in(tmp_path):
     assert "read again" in problem.message and "timestamp_format in sources.yaml" in problem.message
 
 
+def test_a_rejected_value_names_the_file_column_or_expression_it_was_mapped_from(tmp_path):
+    """'missing product_id' on 21 Shopify lines did not say the column was 'Lineitem sku'."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  shop:\n    table: order_items\n    columns:\n      order_id: Name\n      product_id: Lineitem sku\n"
+        "      quantity: Lineitem quantity\n      unit_price: Lineitem price\n"
+        "      status: \"CASE WHEN Paid = 'yes' THEN 'completed' ELSE 'pending' END\"\n")
+    write(tmp_path, "shop/a.csv", "Name,user_id,order_ts,Lineitem sku,Lineitem quantity,Lineitem price,Paid\n"
+                                  "#1,u1,2026-03-01T10:00:00Z,,1,5,yes\n#2,u1,2026-03-01T10:00:00Z,p1,1,5,no\n"
+                                  "#3,u1,2026-03-01T10:00:00Z,p1,1,5,yes\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[4], r[6]) for r in ledger] == [(1, 2)]
+    assert [r[5] for r in rejects] == ["missing product_id (from Lineitem sku)",
+                                       "unknown status (from CASE WHEN Paid = 'yes' THEN 'completed' ELSE 'pending' END) 'pending'"]
+
+
 def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
     """pandas writes an integer id column with gaps as floats: 12680.0 in Parquet, 12680 in CSV, one customer."""
     import pandas as pd

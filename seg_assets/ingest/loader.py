@@ -115,8 +115,9 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
         if col in keys:
             continue
         sql, typ = mapped.columns.get(col.name, (None, None))
+        mapped_from = source.columns[col.name].text if col.name in source.columns else None
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
-                                              source.timestamp_format, local_time)
+                                              source.timestamp_format, local_time, mapped_from)
         values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")

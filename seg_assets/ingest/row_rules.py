@@ -85,19 +85,22 @@ def text_sql(source: str | None) -> str:
 
 def column_sql(
     col: Column, source: str | None, source_type: str | None, future_limit: datetime, min_ts: datetime,
-    timestamp_format: str | None = None, local_time: bool = False,
+    timestamp_format: str | None = None, local_time: bool = False, mapped_from: str | None = None,
 ) -> tuple[list[str], list[str], str, list[str]]:
     """(text select items, typed select items, final typed expression, rule CASEs) for one contract column.
 
     ``source`` is the delivered column (None: absent), ``source_type`` its DuckDB type. Rules test its
     trimmed text ``v`` (NULL when empty or missing) and yield 'rule|reason'. A column whose type already
     fits the kind (:func:`typed_sql`, parquet) is typed as is: ``v`` is then no column but an expression
-    inside reasons only, built for the rows a rule rejects (a CASE branch runs for its own rows only).
+    inside reasons only, built for the rows a rule rejects (a CASE branch runs for its own rows only). ``mapped_from``:
+    the file column or expression a source maps the column from, named in reasons.
     Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601 (an offset
     may follow a space); text without an offset is local time of the session's TimeZone (UTC unless the source names
     one).
     """
-    n, p, shown = col.name, f"p__{col.name}", col.file_name
+    n, p = col.name, f"p__{col.name}"
+    # how a person finds the value: the contract column, and the file's column or expression a source maps it from
+    shown = (col.file_name if mapped_from is None else f"{col.file_name} (from {mapped_from[:60]})").replace("'", "''")
     typed = typed_sql(col, source, source_type, local_time) if source and source_type else None
     v = text_sql(source) if typed else f"v__{n}"
     texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]
