@@ -171,7 +171,7 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
                    f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY file_id",
                    params=[run_id, *statuses]).fetchall()
     rejected = con.sql(f"""
-        SELECT l.file_name, any_value(l.delivered), any_value(l.rejected),
+        SELECT l.file_name, any_value(l.delivered), any_value(l.rejected), any_value(l.accepted + l.duplicate) = 0,
                string_agg(r.rule || ' (' || r.n || ')', ', ' ORDER BY r.n DESC, r.rule), arg_min(r.example, r.first)
         FROM {C.LEDGER_TABLE} l
         JOIN (SELECT file_id, rule, count(*) AS n, arg_min(reason, row_number) AS example, min(row_number) AS first
@@ -183,11 +183,12 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
         what = (message or status).removeprefix(f"{name}: ")
         fix = "" if status == C.STATUS_REJECTED_FILE and OWN_FIX.search(what) else f"; {FILE_FIXES[status]}"
         out.append(Problem("file", name, f"{status.replace('_', ' ')}: {what}{fix}"))
-    for name, delivered, n, rules, example in rejected:  # the file was taken in, some of its rows were not
+    for name, delivered, n, none_taken, rules, example in rejected:  # the file was taken in, some of its rows were not
         hint = TIME_HINT if "unparseable:" in rules and "_ts" in rules else ""
-        if n == delivered:  # none of its rows: as good as a file not taken in (named in the closing line, --strict)
-            out.append(Problem("file", name, f"all {n} rows rejected: {rules}; first: {example}; fix its source in "
-                               f"sources.yaml (the file is then read again) or land it corrected under a new name{hint}"))
+        if none_taken:  # ledger.NOTHING_TAKEN: read again once its source changes; named like a file not taken in
+            out.append(Problem("file", name, f"{n} of {delivered} rows rejected, none taken in: {rules}; first: {example}; "
+                               "fix its source in sources.yaml (the file is then read again) or land it corrected under "
+                               f"a new name{hint}"))
             continue
         out.append(Problem("warning", name, f"{n} of {delivered} rows rejected: {rules}; first: {example}; the rows are in "
                            f"raw.rejects: correct them and land them in a new file{hint}"))

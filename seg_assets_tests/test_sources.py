@@ -308,7 +308,7 @@ def test_a_file_with_every_row_rejected_is_named_as_not_taken_in(tmp_path):
     ingest(tmp_path)
     [problem] = _files_not_taken(tmp_path / "warehouse.duckdb", "r1")
     assert (problem.kind, problem.where) == ("file", "orders/a.csv")
-    assert problem.message.startswith("all 2 rows rejected: unparseable:order_ts (2); ")
+    assert problem.message.startswith("2 of 2 rows rejected, none taken in: unparseable:order_ts (2); ")
     assert "read again" in problem.message and "timestamp_format in sources.yaml" in problem.message
 
 
