@@ -9,6 +9,7 @@ import polars as pl
 from seg_assets.demo.generate import generate
 from seg_assets.features.dictionary import REVIEW_FEATURES
 from seg_assets.features.sql_models import discover_models, set_as_of
+from seg_assets.publish.assets import BI_SEGMENTS, PUBLISHED_TABLES
 from seg_assets.refresh import run_refresh
 from seg_assets.report import not_computed
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
@@ -51,6 +52,10 @@ def test_demo_reviews_show_per_segment_sentiment_and_only_new_reviews_are_scored
     undocumented = read_bi(tmp_path, "SELECT schema_name, table_name, column_name FROM duckdb_columns() WHERE comment "
                                      "IS NULL AND database_name = 'segments'")  # BI tools show each column's description
     assert undocumented.height == 0, undocumented.rows()
+    meta = instance.get_latest_materialization_event(BI_SEGMENTS).asset_materialization.metadata
+    assert {f"columns: {t}" for t in PUBLISHED_TABLES} <= set(meta)  # the same descriptions in the UI, with types
+    schema = {c.name: c for c in meta["columns: analytics.user_segments"].schema.columns}
+    assert schema["churn_probability"].type == "DOUBLE" and "probability" in schema["churn_probability"].description
     churn = read_bi(tmp_path, "SELECT count(*) AS n FROM analytics.churn_scores")["n"][0]
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     try:
