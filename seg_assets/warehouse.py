@@ -27,6 +27,11 @@ def schemas(root: Path | None = None) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*PYTHON_SCHEMAS, *(path.parent.name for path in sql_model_files(root))]))
 
 
+def sql_ident(name: str) -> str:
+    """A name as a quoted SQL identifier (any characters: a file's column, a published column)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
     """Every connection works in UTC and sees the project's schemas. SQL reads Python frames only by
     the name they are registered under (:func:`registered`), never a variable that happens to share a

@@ -24,6 +24,7 @@ import duckdb
 
 from seg_assets.ingest.source_config import CONTRACT_CSV, CsvDialect
 from seg_assets.ingest.sources import sql_string
+from seg_assets.warehouse import sql_ident
 
 SRC = "_seg_ingest_src"  # temp table holding a CSV file as read
 NULL_SENTINEL = "\x01"  # CSV nullstr: empty fields stay '', only padded (missing) fields become NULL
@@ -48,14 +49,15 @@ def _path_lit(path: Path) -> str:
     return sql_string(escaped)
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 # Byte-order marks that say a file is not in its source's encoding (UTF-32 LE first: it starts like UTF-16 LE's)
 _FOREIGN_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
                  (codecs.BOM_UTF16_BE, "UTF-16"))
 _C1 = re.compile("[\x80-\x9f]")  # control characters no text holds: what cp1252's letters become in latin-1
+
+
+def _cut_short() -> ValueError:
+    """A gzip stream that ends early, said as DuckDB says it (loader.still_written reads the words)."""
+    return ValueError(f"{GZIP_CUT_SHORT}: the file ends before its compressed stream does")
 
 
 def _open(path: Path, fmt: str):
@@ -69,7 +71,7 @@ def _csv_header(path: Path, fmt: str, dialect: CsvDialect) -> tuple[list[str] | 
         with _open(path, fmt) as handle:
             line = handle.readline(1 << 20)
     except EOFError:  # a gzip stream whose writer has written its header only
-        raise ValueError(f"{GZIP_CUT_SHORT}: the file ends before its compressed stream does") from None
+        raise _cut_short() from None
     for bom, name in _FOREIGN_BOMS:
         if line.startswith(bom):
             raise ValueError(f"the file is {name} (its byte-order mark says so): save it as UTF-8 (or as the source's "
@@ -128,7 +130,7 @@ def _utf8_copy(path: Path, fmt: str, encoding: str) -> tuple[Path, str | None]:
                 note = None
     except EOFError:
         os.unlink(temp)
-        raise ValueError(f"{GZIP_CUT_SHORT}: the file ends before its compressed stream does") from None
+        raise _cut_short() from None
     except BaseException:
         os.unlink(temp)
         raise
@@ -143,7 +145,7 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: C
         described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
         described = [(n, t) for n, t in described if n != "file_row_number"]
         names = [n for n, _ in described]
-        return Source(names, [_ident(n) for n in names], [t for _, t in described], "file_row_number + 1", False, relation)
+        return Source(names, [sql_ident(n) for n in names], [t for _, t in described], "file_row_number + 1", False, relation)
     header, utf8 = _csv_header(path, fmt, dialect)
     if header is None:
         return None

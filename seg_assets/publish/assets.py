@@ -88,9 +88,6 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     with duckdb.get_connection() as con:
         publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
-        schemas = {t: dg.MetadataValue.table_schema(dg.TableSchema(columns=[
-            dg.TableColumn(name, str(kind), description=describe(t, name)) for name, kind, *_ in con.sql(f"DESCRIBE {t}").fetchall()]))
-            for t in PUBLISHED_TABLES}  # what the views offer, column by column, for the person in the UI
         as_of = segments_as_of(con)
         run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
         write_published_state(settings.paths, ledger_files(con), as_of, run_settings)
@@ -101,7 +98,9 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
         "unchanged (carried over)": dg.MetadataValue.md(
             ", ".join(t for t in publication.rows if t not in publication.written) or "none"),
         "connect": dg.MetadataValue.md(f"```\nduckdb -readonly {publication.database}\n```"),
-        **{f"columns: {table}": schema for table, schema in schemas.items()},
+        **{f"columns: {table}": dg.MetadataValue.table_schema(dg.TableSchema(columns=[  # what the views offer, for the UI
+            dg.TableColumn(name, kind, description=text or None) for name, kind, text in columns]))
+           for table, columns in publication.columns.items()},
     })
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import duckdb
 
 from seg_assets import interrupts
+from seg_assets.warehouse import sql_ident
 
 BI_FILE = "segments.duckdb"
 CURRENT = "current"  # the link to the current version folder
@@ -55,14 +56,12 @@ class Publication:
     parquet: dict[str, Path]
     rows: dict[str, int]
     written: tuple[str, ...]  # tables whose content changed since the last publication (written again)
+    columns: dict[str, list[tuple]]  # per table: (name, type, description) (published_columns)
 
 
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def _sql_text(value: str | Path) -> str:
+    """A path or text inside a SQL string literal."""
+    return str(value).replace("'", "''")
 
 
 def fingerprint(con, table: str) -> tuple[int, str]:
@@ -84,7 +83,7 @@ def _manifest(con, version: Path | None) -> dict[str, tuple[int, str, datetime]]
     path = version / f"{MANIFEST}.parquet" if version else None
     if path is None or not path.exists():
         return {}
-    rows = con.sql(f"SELECT table_name, rows, fingerprint, written_at FROM read_parquet('{_sql_path(path)}')").fetchall()
+    rows = con.sql(f"SELECT table_name, rows, fingerprint, written_at FROM read_parquet('{_sql_text(path)}')").fetchall()
     return {name: (n, fp, at) for name, n, fp, at in rows}
 
 
@@ -147,9 +146,15 @@ def _stored_layout(bi_dir: Path) -> str | None:
 MANIFEST_COLUMNS = ("table_name", "rows", "fingerprint", "written_at")
 
 
-def column_comments(con, tables: list[str], describe: Callable[[str, str], str | None]) -> dict[str, dict[str, str]]:
-    """Per table (and the manifest), its columns now with their descriptions (``describe``; '' where it has none)."""
-    comments = {t: {c[0]: describe(t, c[0]) or "" for c in con.sql(f"DESCRIBE {t}").fetchall()} for t in tables}
+def published_columns(con, tables: list[str], describe: Callable[[str, str], str | None]) -> dict[str, list[tuple]]:
+    """Per table, its columns now as (name, DuckDB type, description or ''): the views' comments, and the column
+    tables of the asset's metadata."""
+    return {t: [(c[0], str(c[1]), describe(t, c[0]) or "") for c in con.sql(f"DESCRIBE {t}").fetchall()] for t in tables}
+
+
+def _comments(columns: Mapping[str, list[tuple]], describe: Callable[[str, str], str | None]) -> dict[str, dict[str, str]]:
+    """Per table (and the manifest), column -> description."""
+    comments = {t: {name: text for name, _, text in cols} for t, cols in columns.items()}
     return comments | {MANIFEST: {c: describe(MANIFEST, c) or "" for c in MANIFEST_COLUMNS}}
 
 
@@ -166,10 +171,10 @@ def _write_views(bi_dir: Path, tables: list[str], comments: Mapping[str, Mapping
             schema, _ = table.split(".", 1)
             out.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             path = (bi_dir / CURRENT).absolute() / f"{table}.parquet"
-            out.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{_sql_path(path)}')")
+            out.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{_sql_text(path)}')")
             for column, text in comments.get(table, {}).items():
                 if text:
-                    out.sql(f"COMMENT ON COLUMN {table}.{_ident(column)} IS '{text.replace(chr(39), chr(39) * 2)}'")
+                    out.sql(f"COMMENT ON COLUMN {table}.{sql_ident(column)} IS '{_sql_text(text)}'")
         out.sql(f"CREATE TABLE {LAYOUT} (layout VARCHAR)")
         out.sql(f"COMMENT ON COLUMN {LAYOUT}.layout IS 'For the publisher: the folder and tables these views read, and a "
                 "digest of their column comments (this file is written again when they change).'")
@@ -202,12 +207,12 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
                 os.link(old, version / old.name)  # unchanged: the same file in the new version
                 manifest.append((table, rows[table], fp, previous[table][2]))
                 continue
-            con.sql(f"COPY (SELECT * FROM {table}) TO '{_sql_path(version / f'{table}.parquet')}' (FORMAT parquet)")
+            con.sql(f"COPY (SELECT * FROM {table}) TO '{_sql_text(version / f'{table}.parquet')}' (FORMAT parquet)")
             manifest.append((table, rows[table], fp, now))
             written.append(table)
         values = ", ".join("(?, ?, ?, ?)" for _ in manifest) or "(NULL, NULL, NULL, NULL)"
         con.execute(f"""COPY (SELECT * FROM (VALUES {values}) t({', '.join(MANIFEST_COLUMNS)})
-                        WHERE table_name IS NOT NULL) TO '{_sql_path(version / f'{MANIFEST}.parquet')}' (FORMAT parquet)""",
+                        WHERE table_name IS NOT NULL) TO '{_sql_text(version / f'{MANIFEST}.parquet')}' (FORMAT parquet)""",
                     [v for row in manifest for v in row])
         interrupts.check()  # Ctrl-C / SIGTERM before the switch: nothing of this publication is seen
         stale = bi_dir / CURRENT
@@ -221,12 +226,13 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
                 _replace_link(link, f"{CURRENT}/{table}.parquet", token)
         for table in set(previous) - set(tables):
             (bi_dir / f"{table}.parquet").unlink(missing_ok=True)
+        columns = published_columns(con, tables, describe)
         # after the switch: a view is checked against its file
-        tmp_db = _write_views(bi_dir, tables, column_comments(con, tables, describe), token)
+        tmp_db = _write_views(bi_dir, tables, _comments(columns, describe), token)
         if tmp_db is not None:
             os.replace(tmp_db, bi_dir / BI_FILE)
         return Publication(database=bi_dir / BI_FILE, parquet={t: bi_dir / f"{t}.parquet" for t in tables}, rows=rows,
-                           written=tuple(written))
+                           written=tuple(written), columns=columns)
     except BaseException:
         if not switched:  # nothing of it was seen
             shutil.rmtree(version, ignore_errors=True)

@@ -41,6 +41,7 @@ FEATURES = ("seg_pop", "shop_pop", "bought_before", "bought_together", "category
 REASONS = {"bought_before": "bought_before", "bought_together": "bought_together", "category": "favourite_category",
            "clicked": "clicked"}
 SEGMENT_POPULAR = "segment_popular"
+ORDER = "score DESC, seg_pop DESC, shop_pop DESC, product_id"  # a list's order (ties: the more popular, then the id)
 REC_COLUMNS = {"user_id": "VARCHAR", "rank": "INTEGER", "product_id": "VARCHAR", "score": "DOUBLE", "reason": "VARCHAR"}
 # Sums of fractions in DECIMAL: exact, so a user's features (and the fitted weights) do not depend on the order in which
 # threads add the terms up (in DOUBLE, near-ties swapped ranks between a whole build and one in chunks under load)
@@ -363,18 +364,13 @@ def rank(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str = "_
     their personal rows. The same list as scoring every popular product per user, for a tenth of the rows. A user
     left with fewer than ``top_n`` (their recent purchases took most of a small popular list) is topped up from
     every product of the shop (``prefix``'s popularity tables), as the popularity baselines are."""
-    n, z = int(s.top_n), "0.0::DOUBLE"
-    order = "score DESC, seg_pop DESC, shop_pop DESC, product_id"
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE _popr AS
-        SELECT segment_id, product_id, seg_pop, shop_pop, score, reason,
-               row_number() OVER (PARTITION BY segment_id ORDER BY {order}) AS fill_rank
-        FROM (SELECT segment_id, product_id, seg_pop, shop_pop, {score_sql(w)} AS score, {reason_sql(w)} AS reason
-              FROM (SELECT *, {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked FROM _pop))""")
+    n = int(s.top_n)
+    con.sql(f"CREATE OR REPLACE TEMP TABLE _popr AS {_ranked_per_segment(w, '_pop')}")
     # a user's personal rows among their segment's popular products: each pushes the fill one place further down
     con.sql("""CREATE OR REPLACE TEMP TABLE _mine AS SELECT c.user_id, c.product_id FROM _cand c
                SEMI JOIN _pop p ON p.segment_id IS NOT DISTINCT FROM c.segment_id AND p.product_id = c.product_id""")
-    columns = "user_id, row_number() OVER (PARTITION BY user_id ORDER BY {order})::INTEGER AS rank, product_id, score, reason, "
-    columns = columns.format(order=order) + "seg_pop, shop_pop"
+    columns = (f"user_id, row_number() OVER (PARTITION BY user_id ORDER BY {ORDER})::INTEGER AS rank, product_id, score, "
+               "reason, seg_pop, shop_pop")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {out} AS
         WITH k AS (SELECT user_id, count(*) AS k FROM _mine GROUP BY user_id),
              fill AS (SELECT u.user_id, p.product_id, p.seg_pop, p.shop_pop, p.score, p.reason
@@ -389,12 +385,22 @@ def rank(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str = "_
     _top_up(con, w, s, users, prefix, out)
 
 
+def _ranked_per_segment(w: Weights, rows: str) -> str:
+    """SQL of ``rows`` (segment_id, product_id, seg_pop, shop_pop) scored without any personal signal (the same for
+    every user of the segment) and ranked per segment (``fill_rank``)."""
+    z = "0.0::DOUBLE"
+    return f"""SELECT segment_id, product_id, seg_pop, shop_pop, score, reason,
+                      row_number() OVER (PARTITION BY segment_id ORDER BY {ORDER}) AS fill_rank
+               FROM (SELECT segment_id, product_id, seg_pop, shop_pop, {score_sql(w)} AS score, {reason_sql(w)} AS reason
+                     FROM (SELECT *, {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked
+                           FROM ({rows})))"""
+
+
 def _top_up(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str) -> None:
     """Users of ``out`` with fewer than ``top_n`` rows get the next products of their segment's ranking over the
     whole shop (``prefix``'s popularity tables), below the rows they have, never one of their personal rows
     (``_cand``: listed, or excluded). The products are scored once per segment (few segments, few short users)."""
-    n, z = int(s.top_n), "0.0::DOUBLE"
-    order = "score DESC, seg_pop DESC, shop_pop DESC, product_id"
+    n = int(s.top_n)
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _short AS SELECT u.user_id, u.segment_id, count(r.user_id) AS have
                 FROM {users} u LEFT JOIN {out} r USING (user_id) GROUP BY ALL HAVING count(r.user_id) < {n}""")
     if con.sql("SELECT count(*) FROM _short").fetchall()[0][0]:
@@ -402,14 +408,10 @@ def _top_up(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str) 
                         SELECT user_id, product_id FROM _cand SEMI JOIN _short USING (user_id)
                         UNION SELECT user_id, product_id FROM {out} SEMI JOIN _short USING (user_id)) GROUP BY ALL""")
         most = con.sql(f"SELECT {n} + coalesce(max(k), 0) FROM _skip").fetchall()[0][0]  # the longest ranking a user needs
-        con.sql(f"""CREATE OR REPLACE TEMP TABLE _shopr AS SELECT * FROM (
-            SELECT segment_id, product_id, seg_pop, shop_pop, score, reason,
-                   row_number() OVER (PARTITION BY segment_id ORDER BY {order}) AS fill_rank
-            FROM (SELECT *, {score_sql(w)} AS score, {reason_sql(w)} AS reason FROM (
-                SELECT g.segment_id, p.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, p.shop_pop,
-                       {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked
-                FROM (SELECT DISTINCT segment_id FROM _short) g CROSS JOIN {prefix}shop_pop p
-                LEFT JOIN {prefix}seg_pop sp ON sp.segment_id IS NOT DISTINCT FROM g.segment_id AND sp.product_id = p.product_id)))
+        shop = (f"SELECT g.segment_id, p.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, p.shop_pop "
+                f"FROM (SELECT DISTINCT segment_id FROM _short) g CROSS JOIN {prefix}shop_pop p LEFT JOIN {prefix}seg_pop sp "
+                "ON sp.segment_id IS NOT DISTINCT FROM g.segment_id AND sp.product_id = p.product_id")
+        con.sql(f"""CREATE OR REPLACE TEMP TABLE _shopr AS SELECT * FROM ({_ranked_per_segment(w, shop)})
             WHERE fill_rank <= {int(most)}""")
         con.sql(f"""INSERT INTO {out}
             SELECT x.user_id, (x.have + row_number() OVER (PARTITION BY x.user_id ORDER BY p.fill_rank))::INTEGER AS rank,
