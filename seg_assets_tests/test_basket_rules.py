@@ -10,6 +10,7 @@ import pytest
 
 from seg_assets.baskets import counts as C
 from seg_assets.baskets import rules as R
+from seg_assets.ingest import contract as CONTRACT
 
 RETAIL = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_germany.csv"
 CFG = R.RuleSettings(C.CountSettings(min_support=0.02, min_baskets=5, max_basket_size=1000), 0.0, 0.0)
@@ -21,6 +22,7 @@ def _warehouse(lines: pl.DataFrame) -> duckdb.DuckDBPyConnection:
     for schema in ("raw", "meta", "analytics"):
         con.sql(f"CREATE SCHEMA {schema}")
     con.sql("CREATE TABLE raw.order_items AS SELECT * FROM lines")
+    con.sql(CONTRACT.TABLES["orders"].ddl())  # empty: every order delivered as lines only
     con.sql("CREATE TABLE analytics.user_segments AS SELECT DISTINCT user_id, (hash(user_id) % 3)::INTEGER AS segment_id, "
             "'seg ' || (hash(user_id) % 3) AS segment_name FROM raw.order_items")
     return con
@@ -91,9 +93,11 @@ def test_segment_rules_equal_mlxtend_on_the_segments_baskets(retail):
 
 
 def _full_rules(con) -> pl.DataFrame:
-    """The rules of a full count of the same lines and segments, in a warehouse of their own."""
+    """The rules of a full count of the same lines, order rows and segments, in a warehouse of their own."""
     lines = con.sql("SELECT * FROM raw.order_items").pl()
     fresh = _warehouse(lines)
+    fresh.register("orders_frame", con.sql("SELECT * FROM raw.orders").pl())
+    fresh.sql("INSERT INTO raw.orders SELECT * FROM orders_frame")
     segments = con.sql("SELECT * FROM analytics.user_segments").pl()
     fresh.register("segments_frame", segments)
     fresh.sql("CREATE OR REPLACE TABLE analytics.user_segments AS SELECT * FROM segments_frame")
@@ -125,3 +129,25 @@ def test_incremental_counts_equal_a_full_count(retail):
     assert step.mode == "incremental" and step.dirty_users >= moved > 0, step
     assert _rules(con).sort(pl.all()).equals(_full_rules(con))
     assert C.update_counts(con, CFG.counts).mode == "unchanged"
+
+
+def test_an_order_row_not_completed_is_no_basket_and_counts_follow_it(retail):
+    """Shopify's export carries a cancellation on the order's first line only, so the lines are mapped 'completed' and
+    the order row says 'cancelled': the order row wins, as in staging.stg_orders. Arriving in a later file than its
+    lines, it takes the basket out of the counts (incrementally, equal to a full count)."""
+    con = _warehouse(retail)
+    assert C.update_counts(con, CFG.counts).mode == "full"
+    before = con.sql("SELECT baskets FROM meta.basket_scopes WHERE scope = -1").fetchall()[0][0]
+    top = con.sql("""SELECT order_id, min(user_id) FROM raw.order_items WHERE status = 'completed' GROUP BY 1
+                     ORDER BY count(*) DESC, 1 LIMIT 40""").fetchall()  # orders that hold frequent pairs
+    for n, (order_id, user_id) in enumerate(top):
+        status = "completed" if n % 2 else "cancelled"
+        con.execute("INSERT INTO raw.orders (order_id, user_id, order_ts, amount, items, discount, status, _file_id, _row) "
+                    "VALUES (?, ?, TIMESTAMP '2011-01-01', 1, 1, 0, ?, 9, ?)", [order_id, user_id, status, n])
+    step = C.update_counts(con, CFG.counts)
+    assert step.mode == "incremental" and step.dirty_users > 0, step
+    assert con.sql("SELECT baskets FROM meta.basket_scopes WHERE scope = -1").fetchall()[0][0] == before - 20
+    assert _rules(con).sort(pl.all()).equals(_full_rules(con))
+    baskets = {r[0] for r in con.sql(f"SELECT DISTINCT order_id FROM ({C.baskets_sql(CFG.counts)})").fetchall()}
+    assert {o for n, (o, _) in enumerate(top) if n % 2 == 0}.isdisjoint(baskets)
+    assert {o for n, (o, _) in enumerate(top) if n % 2} <= baskets

@@ -7,6 +7,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from seg_assets.ingest import contract as CONTRACT
 from seg_assets.recommend import evaluate as E
 from seg_assets.recommend import model as M
 
@@ -61,6 +62,7 @@ def _tiny() -> duckdb.DuckDBPyConnection:
             "category VARCHAR, status VARCHAR, _file_id BIGINT)")
     for o, u, p, t in lines:
         con.execute("INSERT INTO raw.order_items VALUES (?, ?, ?, ?, NULL, ?, 1)", [o, u, p, t, "returned" if o == "c1" else "completed"])
+    con.sql(CONTRACT.TABLES["orders"].ddl())  # empty: no order delivered at order grain
     con.sql("CREATE TABLE analytics.user_segments AS SELECT * FROM (VALUES ('u1', 1), ('u2', 2), ('u3', 1), ('u4', 1), ('u5', 2)) "
             "t(user_id, segment_id)")
     return con
@@ -143,6 +145,7 @@ def test_only_the_recent_clicks_count():
     con.sql("CREATE SCHEMA raw")
     con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
             "category VARCHAR, status VARCHAR, _file_id BIGINT)")
+    con.sql(CONTRACT.TABLES["orders"].ddl())
     con.sql("CREATE TABLE raw.clicks AS SELECT * FROM (VALUES ('u1', 'A', 'toys', TIMESTAMP '2026-02-25'), "
             "('u1', 'A', 'toys', TIMESTAMP '2026-01-10'), ('u1', 'B', NULL, TIMESTAMP '2026-02-28 23:00'), "
             "('u2', 'C', 'food', TIMESTAMP '2026-03-02'), ('u9', 'A', 'toys', TIMESTAMP '2026-02-26')) "

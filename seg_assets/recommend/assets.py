@@ -83,7 +83,8 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
         state = con.sql("SELECT * FROM meta.rec_state").pl().to_dicts() if table_exists(con, "meta.rec_state") else []
         why = ("rebase requested" if inc.rebase_requested(context.run.tags) else "first build" if not state
                else "state of an older version" if "summary" not in state[0]
-               else "new order lines" if state[0]["watermark"] != wm else "settings changed" if state[0]["settings_key"] != s.key()
+               else "new order lines or order rows" if state[0]["watermark"] != wm
+               else "settings changed" if state[0]["settings_key"] != s.key()
                else "table missing" if not table_exists(con, TABLE) else "")
         if why:
             as_of = segments_as_of(con)
@@ -102,9 +103,9 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
             stored = json.loads(state[0]["weights"])
             weights, summary, users = M.Weights(**{**stored, "coef": tuple(stored["coef"])}), json.loads(state[0]["summary"]), 0
             mode, as_of = "unchanged", state[0]["as_of"]
-            why = (f"no new order lines: nothing re-ranked or written. Users whose segment moved or who are new since the last "
-                   f"full build (as of {as_of:%Y-%m-%d %H:%M}) keep their list, or have none, until the next delivery with order "
-                   "lines or the daily rebase; so do new clicks")
+            why = ("no new order lines or order rows: nothing re-ranked or written. Users whose segment moved or who are new "
+                   f"since the last full build (as of {as_of:%Y-%m-%d %H:%M}) keep their list, or have none, until the next "
+                   "delivery with order lines or the daily rebase; so do new clicks")
     context.log.info(f"recommendations: {mode} ({why}), {users} users ranked; {weights.note}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(summary["rows"]), "dagster/table_name": TABLE,
