@@ -633,3 +633,26 @@ def test_lines_without_an_id_are_the_same_lines_in_any_format(tmp_path):
     _, ledger, _ = ingest(tmp_path, now=datetime(2011, 1, 1, tzinfo=UTC))
     # the two identical lines of the first file are two lines (occurrence); the CSV's first three are the same three
     assert [(r[1], r[3], r[4], r[5]) for r in ledger] == [("order_items/a.parquet", 3, 3, 0), ("order_items/b.csv", 4, 1, 3)]
+
+
+def test_rejects_keep_the_columns_the_mapping_reads_not_the_names_and_phones_beside_them(tmp_path):
+    """A platform export carries names, addresses and phones nothing here reads: a rejected row's raw values hold
+    the columns its source maps (the file and row number find the rest), also when the whole file is rejected."""
+    import json
+
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  shop:\n    table: orders\n    columns: {order_id: Name, user_id: Customer, amount: Total, items: 1, "
+        "order_ts: Created, status: \"'completed'\"}\n")
+    header = "Name,Customer,Total,Created,Billing Name,Phone,Shipping Street\n"
+    write(tmp_path, "shop/a.csv", header + "#1,c1,10,2026-03-01T00:00:00Z,Jane Roe,+49 30 1234567,Hauptstr. 1\n"
+          "#2,c2,-5,2026-03-01T00:00:00Z,John Doe,+49 30 7654321,Nebenstr. 2\n")
+    write(tmp_path, "shop/b.csv", "Name,Client,Total,Created,Billing Name,Phone,Shipping Street\n"
+          "#3,c3,10,2026-03-01T00:00:00Z,Ann Poe,+49 30 5555555,Weg 3\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [(r[1], r[2]) for r in ledger] == [("shop/a.csv", "ingested"), ("shop/b.csv", "rejected_file")]
+    raws = {r[2]: json.loads(r[6]) for r in rejects}
+    assert raws["shop/a.csv"] == {"Name": "#2", "Customer": "c2", "Total": "-5", "Created": "2026-03-01T00:00:00Z"}
+    assert raws["shop/b.csv"] == {"Name": "#3", "Total": "10", "Created": "2026-03-01T00:00:00Z"}
+    dump = json.dumps(rejects, default=str)
+    assert not any(word in dump for word in ("Doe", "Poe", "+49", "str.", "Weg"))
+    assert "Billing Name" in ledger[1][8]  # the file's columns are named in its message: 'Client' is there to see

@@ -78,11 +78,15 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 # ----------------------------------------------------------------------------------------- typing and rules
 
 
-def _raw_json(src: Source, spec: C.TableSpec, pii_names: set[str] = frozenset()) -> str:
-    """JSON of the row as read; PII columns hashed, any other text with an '@' hashed too."""
-    pii = set(spec.pii_columns) | set(pii_names)
+def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
+    """JSON of the row as read, of the columns the mapping reads: the file's other columns are not copied (a platform
+    export carries names, addresses and phone numbers nothing here needs; the file and row number find them). PII
+    columns hashed, any other text with an '@' hashed too."""
+    pii, unread = set(spec.pii_columns) | set(mapped.pii_names), set(mapped.extras)
     parts = []
     for name, ident, typ in zip(src.names, src.idents, src.types):
+        if name in unread:
+            continue
         if name.strip().lower() in pii:
             value = f"sha256(CAST({ident} AS VARCHAR))"
         elif typ == "VARCHAR":
@@ -131,7 +135,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
         SELECT _row, {', '.join(finals)},
                split_part(why, '|', 1) AS rule,
                substr(why, strpos(why, '|') + 1) AS reason,
-               CASE WHEN why IS NOT NULL THEN {_raw_json(src, spec, mapped.pii_names)} END AS raw_values
+               CASE WHEN why IS NOT NULL THEN {_raw_json(src, spec, mapped)} END AS raw_values
         FROM (SELECT *, {why} AS why FROM (
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
                 SELECT *, {', '.join(values) if values else 'NULL AS _seg_no_text'} FROM (
@@ -139,11 +143,11 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: _Bo
     )
 
 
-def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason: str, pii_names: set[str]) -> None:
+def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason: str, mapped: Mapped) -> None:
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     con.execute(
         f"""CREATE TEMP TABLE {STAGE} AS SELECT {src.row_expr} AS _row, {sql_string(rule)} AS rule,
-        {sql_string(reason)} AS reason, {_raw_json(src, spec, pii_names)} AS raw_values FROM {src.relation}"""
+        {sql_string(reason)} AS reason, {_raw_json(src, spec, mapped)} AS raw_values FROM {src.relation}"""
     )
 
 
@@ -261,7 +265,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
             out.extra_columns, notes = (), []
         out.status = C.STATUS_REJECTED_FILE
         notes.insert(0, f"{out.file_name}: {what}")
-        _stage_file_rejected(con, spec, src, rule, f"file rejected: {what}", mapped.pii_names)
+        _stage_file_rejected(con, spec, src, rule, f"file rejected: {what}", mapped)
     else:
         absent = [c for c in spec.column_names if c not in mapped.columns]
         if absent:

@@ -177,6 +177,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         expr_inputs |= source.where.columns
         text_inputs |= source.where.text_columns
     if out.missing_inputs:
+        out.extras = [n for n in src.names if n.strip().lower() not in used]
         return out
     typed = _typed_inputs(con, src, expr_inputs, by_lower, text_inputs)
     exprs: dict[str, str] = {}
