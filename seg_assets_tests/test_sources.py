@@ -656,3 +656,21 @@ def test_rejects_keep_the_columns_the_mapping_reads_not_the_names_and_phones_bes
     dump = json.dumps(rejects, default=str)
     assert not any(word in dump for word in ("Doe", "Poe", "+49", "str.", "Weg"))
     assert "Billing Name" in ledger[1][8]  # the file's columns are named in its message: 'Client' is there to see
+
+
+def test_local_times_of_a_clock_change_are_read_as_the_readme_says(tmp_path):
+    """The autumn hour that repeats: its second occurrence (standard time); the spring hour that is skipped: the
+    standard-time offset; the same with and without a timestamp_format."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  iso: {table: orders, timezone: Europe/Berlin}\n"
+        "  fmt: {table: orders, timezone: Europe/Berlin, timestamp_format: '%d.%m.%Y %H:%M'}\n")
+    head = "order_id,user_id,order_ts,amount,items,status\n"
+    write(tmp_path, "iso/a.csv", head + "o1,u1,2025-10-26 02:30,1,1,completed\no2,u1,2025-03-30 02:30,1,1,completed\n")
+    write(tmp_path, "fmt/a.csv", head + "p1,u1,26.10.2025 02:30,1,1,completed\np2,u1,30.03.2025 02:30,1,1,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert rejects == [] and [r[4] for r in ledger] == [2, 2]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    rows = dict(con.sql("SELECT order_id, order_ts FROM raw.orders").fetchall())
+    con.close()
+    assert rows["o1"] == rows["p1"] == datetime(2025, 10, 26, 1, 30)
+    assert rows["o2"] == rows["p2"] == datetime(2025, 3, 30, 1, 30)
