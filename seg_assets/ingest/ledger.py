@@ -77,6 +77,7 @@ def write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
     taken in under another mapping: :data:`NOTHING_TAKEN`, whose rejects go with it); inside a transaction."""
     if out.note:
         out.message, out.note = "; ".join(filter(None, [out.note, out.message])), None
+    out.message = redact(out.message)  # one place for every message (a source's `where` may name an address)
     earlier = (f"SELECT file_id FROM {C.LEDGER_TABLE} WHERE source = ? AND file_name = ? AND file_id <> ? "
                f"AND ((content_sha256 = ? AND (status = '{C.STATUS_FAILED}' OR {NOTHING_TAKEN})) "
                f"OR (content_sha256 = '{UNREAD}' AND status = '{C.STATUS_FAILED}'))")

@@ -1,0 +1,83 @@
+"""Personal data in a real export stays in the raw tables: what the product shows about files, rows, events and
+products (ledger, rejects, asset metadata, published labels) does not repeat it. Found by a sweep that planted names,
+phones and addresses in every input and searched every output for them."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from seg_assets.baskets import counts as BC
+from seg_assets.baskets import rules as R
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.assets import _events_table
+from seg_assets.ingest.loader import ingest_landing
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+PERSONAL = ("Peter Parker", "+1 212 555 0123", "jane.roe@example.com", "Jane Roe")
+
+
+def _ingest(root: Path):
+    con = duckdb.connect(str(root / "warehouse.duckdb"))
+    report = ingest_landing(con, root / "landing", run_id="r1", now=NOW, clock_skew=timedelta(minutes=60),
+                            min_ts=datetime(1990, 1, 1))
+    return con, report
+
+
+def _shown(con, report) -> str:
+    """Everything the ledger, the rejects and the CLI's file lines say."""
+    rows = con.sql("SELECT * FROM meta.ingest_ledger").fetchall() + con.sql("SELECT * FROM raw.rejects").fetchall()
+    return json.dumps([rows, [(f.message, f.extra_columns) for f in report.files]], default=str)
+
+
+def test_a_file_without_its_header_row_is_not_repeated_in_messages(tmp_path):
+    """Its first line is data: the fields are neither listed as extra columns nor copied into the rejects."""
+    folder = tmp_path / "landing" / "customers"
+    folder.mkdir(parents=True)
+    (folder / "crm.csv").write_text("u5,2025-01-01,DE,Peter Parker,+1 212 555 0123\nu6,2025-01-02,DE,Mary Jane,+1 212 555 0124\n")
+    con, report = _ingest(tmp_path)
+    (message,) = [f.message for f in report.files]
+    assert "none of the 5 fields of its first line is a column the source reads" in message, message
+    assert not any(p.lower() in _shown(con, report).lower() for p in PERSONAL)
+    assert con.sql("SELECT extra_columns FROM meta.ingest_ledger").fetchall() == [([],)]
+
+
+def test_an_address_in_a_where_or_an_event_name_is_redacted_where_the_product_shows_it(tmp_path):
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  web:\n    table: clicks\n    where: \"user_id <> 'jane.roe@example.com'\"\n")
+    folder = tmp_path / "landing" / "web"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text(
+        "event_id,user_id,session_id,event_ts,event_type\n"
+        "e1,u1,s1,2026-03-01T10:00:00Z,page_view\n"
+        "e2,u1,s1,2026-03-01T10:01:00Z,signup jane.roe@example.com\n"
+        "e3,u2,s2,2026-03-01T10:02:00Z,signup john.doe@example.org\n"
+        "e4,jane.roe@example.com,s3,2026-03-01T10:03:00Z,page_view\n")
+    con, report = _ingest(tmp_path)
+    assert [(f.accepted, f.filtered) for f in report.files] == [(3, 1)]
+    assert "<redacted e-mail>" in report.files[0].message and "@" not in _shown(con, report)
+    events = _events_table(con, report)["events_by_name"]
+    shown = {(r.data["event_type"], r.data["rows"]) for r in events.value.records}
+    assert shown == {("page_view", 1), ("signup <redacted e-mail>", 2)}
+
+
+def test_a_product_label_is_the_name_most_buyers_saw_not_one_customers_line(tmp_path):
+    con = duckdb.connect()
+    for schema in ("raw", "meta", "analytics"):
+        con.sql(f"CREATE SCHEMA {schema}")
+    con.sql(C.TABLES["orders"].ddl())
+    lines = [(f"o{i}", f"u{i}", p, d, datetime(2026, 1, 1 + i)) for i in range(8) for p, d in
+             (("MUG", "Mug engraved 'For Jane Roe'" if i == 7 else "Enamel mug"), ("SPOON", "Tea spoon"))]
+    con.register("frame", pl.DataFrame(lines, schema=["order_id", "user_id", "product_id", "description", "order_ts"],
+                                       orient="row"))
+    con.sql("CREATE TABLE raw.order_items AS SELECT *, 'completed' AS status, 1::BIGINT AS _file_id FROM frame")
+    con.sql("CREATE TABLE analytics.user_segments AS SELECT DISTINCT user_id, 1 AS segment_id FROM raw.order_items")
+    cfg = R.RuleSettings(BC.CountSettings(min_support=0.1, min_baskets=2), 0.0, 0.0)
+    BC.update_counts(con, cfg.counts)
+    R.derive_rules(con, cfg, "SELECT 1 AS segment_id, 'a' AS segment_name")
+    labels = set(con.sql("SELECT antecedent_description FROM _rules UNION SELECT consequent_description FROM _rules")
+                 .fetchall())
+    assert labels == {("Enamel mug",), ("Tea spoon",)}
+
