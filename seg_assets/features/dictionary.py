@@ -86,5 +86,6 @@ def markdown_table() -> str:
         rng = f"[{lo}, {hi or '∞'}]" if (lo or hi) else ""
         rows.append(f"| `{f.name}` | {f.dtype} | {rng} | {'yes' if f.model else ''} | {f.description} |")
     rows.append(f"| `{CATEGORY_SHARE_PREFIX}<category>` | float | [0, 1] |  | Share of the user's orders and clicks in that category "
-                f"(most common categories; the rest in `{CATEGORY_SHARE_PREFIX}other`). |")
+                f"(the most common categories when the table was last built in full: first build, code or settings "
+                f"change, daily rebase; the rest, and a category that became common since, in `{CATEGORY_SHARE_PREFIX}other`). |")
     return "\n".join(rows)
