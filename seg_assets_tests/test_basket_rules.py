@@ -131,17 +131,22 @@ def test_incremental_counts_equal_a_full_count(retail):
     assert C.update_counts(con, CFG.counts).mode == "unchanged"
 
 
-def test_an_order_row_not_completed_is_no_basket_and_counts_follow_it(retail):
+def test_a_cancelled_order_row_is_no_basket_and_counts_follow_it(retail):
     """Shopify's export carries a cancellation on the order's first line only, so the lines are mapped 'completed' and
-    the order row says 'cancelled': the order row wins, as in staging.stg_orders. Arriving in a later file than its
-    lines, it takes the basket out of the counts (incrementally, equal to a full count)."""
+    the order row says 'cancelled'. Arriving in a later file than its lines, it takes the basket out of the counts
+    (incrementally, equal to a full count). A refund ('returned' order row) keeps the basket, and order rows that
+    cancel nothing change no count."""
     con = _warehouse(retail)
     assert C.update_counts(con, CFG.counts).mode == "full"
     before = con.sql("SELECT baskets FROM meta.basket_scopes WHERE scope = -1").fetchall()[0][0]
     top = con.sql("""SELECT order_id, min(user_id) FROM raw.order_items WHERE status = 'completed' GROUP BY 1
                      ORDER BY count(*) DESC, 1 LIMIT 40""").fetchall()  # orders that hold frequent pairs
-    for n, (order_id, user_id) in enumerate(top):
-        status = "completed" if n % 2 else "cancelled"
+    for n, (order_id, user_id) in enumerate(top[20:]):
+        con.execute("INSERT INTO raw.orders (order_id, user_id, order_ts, amount, items, discount, status, _file_id, _row) "
+                    "VALUES (?, ?, TIMESTAMP '2011-01-01', 1, 1, 0, ?, 8, ?)", [order_id, user_id, ("completed", "returned")[n % 2], n])
+    assert C.update_counts(con, CFG.counts).mode == "unchanged"
+    for n, (order_id, user_id) in enumerate(top[:20]):
+        status = "cancelled"
         con.execute("INSERT INTO raw.orders (order_id, user_id, order_ts, amount, items, discount, status, _file_id, _row) "
                     "VALUES (?, ?, TIMESTAMP '2011-01-01', 1, 1, 0, ?, 9, ?)", [order_id, user_id, status, n])
     step = C.update_counts(con, CFG.counts)
@@ -149,5 +154,4 @@ def test_an_order_row_not_completed_is_no_basket_and_counts_follow_it(retail):
     assert con.sql("SELECT baskets FROM meta.basket_scopes WHERE scope = -1").fetchall()[0][0] == before - 20
     assert _rules(con).sort(pl.all()).equals(_full_rules(con))
     baskets = {r[0] for r in con.sql(f"SELECT DISTINCT order_id FROM ({C.baskets_sql(CFG.counts)})").fetchall()}
-    assert {o for n, (o, _) in enumerate(top) if n % 2 == 0}.isdisjoint(baskets)
-    assert {o for n, (o, _) in enumerate(top) if n % 2} <= baskets
+    assert {o for o, _ in top[:20]}.isdisjoint(baskets) and {o for o, _ in top[20:]} <= baskets

@@ -33,15 +33,35 @@ def _shown(con, report) -> str:
 
 
 def test_a_file_without_its_header_row_is_not_repeated_in_messages(tmp_path):
-    """Its first line is data: the fields are neither listed as extra columns nor copied into the rejects."""
+    """Its first line is data (one field of which happens to be a column name, 'email'): the fields are neither
+    listed as extra columns nor copied into the rejects. A Parquet file's column names are a schema: listed."""
     folder = tmp_path / "landing" / "customers"
     folder.mkdir(parents=True)
-    (folder / "crm.csv").write_text("u5,2025-01-01,DE,Peter Parker,+1 212 555 0123\nu6,2025-01-02,DE,Mary Jane,+1 212 555 0124\n")
+    (folder / "crm.csv").write_text("u5,2025-01-01,DE,email,Peter Parker,+1 212 555 0123\n"
+                                    "u6,2025-01-02,DE,ads,Mary Jane,+1 212 555 0124\n")
+    pl.DataFrame({"client": ["u7"], "Billing Name": ["x"]}).write_parquet(folder / "other.parquet")
     con, report = _ingest(tmp_path)
-    (message,) = [f.message for f in report.files]
-    assert "none of the 5 fields of its first line is a column the source reads" in message, message
+    messages = {f.file_name: f.message for f in report.files}
+    assert "the other 5 field(s) of its first line are not repeated here" in messages["customers/crm.csv"], messages
+    assert "extra column(s) ignored: client, Billing Name" in messages["customers/other.parquet"], messages
     assert not any(p.lower() in _shown(con, report).lower() for p in PERSONAL)
-    assert con.sql("SELECT extra_columns FROM meta.ingest_ledger").fetchall() == [([],)]
+    assert con.sql("SELECT file_name, extra_columns FROM meta.ingest_ledger ORDER BY 1").fetchall() == [
+        ("customers/crm.csv", []), ("customers/other.parquet", ["client", "Billing Name"])]
+
+
+def test_a_personal_column_is_hashed_in_the_rejects_of_a_file_rejected_whole(tmp_path):
+    """A review export lacking a mapped column: its review text (mapped to the personal column `text`) is hashed."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  yotpo:\n    table: reviews\n    columns: {review_id: id, user_id: customer, review_ts: created, "
+        "rating: score, text: content}\n")
+    folder = tmp_path / "landing" / "yotpo"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("id,customer,created,content\nr1,u1,2026-03-01T10:00:00Z,Broken. Peter Parker here\n")
+    con, report = _ingest(tmp_path)
+    assert [f.status for f in report.files] == ["rejected_file"]
+    (raw,) = [json.loads(v) for (v,) in con.sql("SELECT raw_values FROM raw.rejects").fetchall()]
+    assert raw["content"] == con.sql("SELECT sha256('Broken. Peter Parker here')").fetchall()[0][0]
+    assert "Peter Parker" not in _shown(con, report)
 
 
 def test_an_address_in_a_where_or_an_event_name_is_redacted_where_the_product_shows_it(tmp_path):

@@ -2,9 +2,9 @@
 
 Thin wiring: counts.py keeps exact basket counts per scope (whole shop and each current segment) up to
 date, incrementally where the counts allow; rules.py derives the pair rules and each scope's strongest
-ones. Runs after the segments or the order lines change (eager, like the other analytics assets); without
-new order lines it reads the watermark and the rules' state and writes nothing (segment moves wait for the next
-order lines or the daily rebase, counts.py).
+ones. Runs after the segments or the orders change (eager, like the other analytics assets); without
+new order lines or cancellations it reads the watermark and the rules' state and writes nothing (segment moves wait
+for the next order lines or the daily rebase, counts.py).
 """
 
 
@@ -25,7 +25,7 @@ from seg_assets.warehouse import create_table_from, table_exists, transaction
 
 GROUP = "baskets"
 BASKET_RULES = dg.AssetKey(["analytics", "basket_rules"])
-ORDER_ITEMS = RAW_KEYS["order_items"]
+BASKET_INPUTS = [RAW_KEYS["order_items"], RAW_KEYS["orders"]]  # lines, and order rows that cancel an order
 NAMES = f"SELECT segment_id, any_value(segment_name) AS segment_name FROM {C.SEGMENTS} GROUP BY segment_id"
 
 
@@ -62,11 +62,11 @@ def _markdown(best: pl.DataFrame, names: dict) -> str:
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(BASKET_RULES, deps=[USER_SEGMENTS, ORDER_ITEMS], group_name=GROUP, kinds={"duckdb"},
+        dg.AssetSpec(BASKET_RULES, deps=[USER_SEGMENTS, *BASKET_INPUTS], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),
                      description="Product pair rules (antecedent -> consequent) with support, confidence, lift and baskets, "
                      "for the whole shop (segment_id NULL) and each segment (baskets of its current users). Exact counts."),
-        dg.AssetSpec(SEGMENT_BASKET_RULES, deps=[USER_SEGMENTS, ORDER_ITEMS], group_name=GROUP, kinds={"duckdb"},
+        dg.AssetSpec(SEGMENT_BASKET_RULES, deps=[USER_SEGMENTS, *BASKET_INPUTS], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),
                      description="Per segment (and the whole shop): baskets, number of rules and the strongest rules "
                      "(by lift, with support) as text, for the segment profile."),

@@ -2,9 +2,9 @@
 
 A **basket** is an order: the distinct product ids of its ``completed`` lines in ``raw.order_items``
 (credit notes are ``returned`` orders and cancelled orders have no completed line, so neither is a
-basket), unless the order's own row in ``raw.orders`` says otherwise: an order delivered at both grains takes
-its status from the order row, as ``staging.stg_orders`` does (Shopify's export carries the cancellation on
-the order's first line only, so its later lines are mapped ``completed``); its owner is the order's user
+basket), and no order whose own row in ``raw.orders`` says ``cancelled`` (Shopify's export carries the
+cancellation on the order's first line only, so its later lines are mapped ``completed``). An order row saying
+``returned`` (a refund, maybe partial) keeps the basket: its products were bought together; its owner is the order's user
 (``min(user_id)`` of its lines, as ``staging.stg_orders``). Baskets
 with more than ``max_basket_size`` distinct products are left out of every scope (numerator and
 denominator). A **scope** is the whole shop (``SHOP``) or a segment: the baskets whose owner is in that
@@ -17,15 +17,15 @@ the threshold only if both its products do (support is anti-monotone), so prunin
 is exact, and a million baskets of three lines cost a pair join over the few frequent products only.
 
 Incremental: the **dirty users** are the owners with lines that arrived after the watermark (the ledger
-file id the counts were made at, over order lines and order rows; raw tables are append-only), the owners of
-orders whose order row arrived since saying they are not ``completed``, and the owners whose segment changed since
+file id the counts were made at, over order lines and cancelled order rows; raw tables are append-only), the
+owners of orders whose cancelled order row arrived since, and the owners whose segment changed since
 (``basket_members`` holds the segment each owner was counted in). Their orders' old contribution (lines
 up to the watermark, old segment) is subtracted and the new one (all lines, current segment) added, to
 the items of every scope and to the pairs of tracked products. That stays exact while every product at
 or above a scope's threshold is tracked; a scope where one is not is counted again in full (the whole
 shop: everything).
 
-Without new order lines or order rows nothing else is read and nothing is written: a buyer whose segment moved (with new
+Without new order lines or cancellations nothing else is read and nothing is written: a buyer whose segment moved (with new
 clicks, or a refit: segment ids are stable across refits) is counted in the new segment with the next delivery
 with order lines or the daily rebase. Comparing the segments of every buyer and moving the movers' orders cost a
 clicks-only refresh 1.9 CPU s at 1M users, for counts that move by a fraction of a percent.
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 SHOP = -1  # the whole shop's scope id in the count tables (segment_id NULL in analytics.basket_rules)
 SEGMENTS = "analytics.user_segments"
-DEFERRED = ("no new order lines or order rows: nothing counted; buyers whose segment moved since are counted in their new segment "
+DEFERRED = ("no new order lines or cancellations: nothing counted; buyers whose segment moved since are counted in their new segment "
             "with the next delivery with order lines or the daily rebase")
 
 DDL = (
@@ -53,8 +53,8 @@ DDL = (
 )
 
 
-# Orders whose own row says they are not a purchase (cancelled, returned): their lines are no basket
-NOT_COMPLETED_ORDERS = "SELECT order_id FROM raw.orders WHERE status <> 'completed'"
+# Orders whose own row says they were cancelled: their lines are no basket (their order row may arrive later)
+CANCELLED_ORDERS = "SELECT order_id FROM raw.orders WHERE status = 'cancelled'"
 MAX_BASKET_SIZE = 1000  # the default of basket rules and recommendations: larger orders are wholesale or data errors
 
 
@@ -88,7 +88,7 @@ def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str
     line of those users; ``detail`` adds the order's time (``order_ts``) and the line's ``category``
     (recommendations read baskets in time)."""
     up_to = f" AND _file_id <= {int(watermark)}" if watermark is not None else ""
-    where = ["status = 'completed'", f"order_id NOT IN ({NOT_COMPLETED_ORDERS}{up_to})"]
+    where = ["status = 'completed'", f"order_id NOT IN ({CANCELLED_ORDERS}{up_to})"]
     if watermark is not None:
         where.append(f"_file_id <= {int(watermark)}")
     if orders_of is not None:
@@ -105,9 +105,10 @@ def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str
 
 
 def watermark(con) -> int:
-    """The newest ledger file id of the rows baskets read: order lines, and order rows (which can cancel a basket)."""
+    """The newest ledger file id of the rows baskets read: order lines and cancelled order rows (an order row that
+    cancels nothing changes no basket, and so re-ranks no recommendation)."""
     return int(con.sql("SELECT greatest((SELECT coalesce(max(_file_id), 0) FROM raw.order_items), "
-                       "(SELECT coalesce(max(_file_id), 0) FROM raw.orders))").fetchall()[0][0])
+                       "(SELECT coalesce(max(_file_id), 0) FROM raw.orders WHERE status = 'cancelled'))").fetchall()[0][0])
 
 
 def ensure_tables(con) -> None:
@@ -171,7 +172,7 @@ def _dirty_users(con, wm_old: int) -> int:
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _dirty AS
         SELECT DISTINCT user_id FROM raw.order_items WHERE _file_id > {int(wm_old)} AND status = 'completed'
         UNION
-        SELECT DISTINCT user_id FROM raw.order_items WHERE order_id IN ({NOT_COMPLETED_ORDERS} AND _file_id > {int(wm_old)})
+        SELECT DISTINCT user_id FROM raw.order_items WHERE order_id IN ({CANCELLED_ORDERS} AND _file_id > {int(wm_old)})
         UNION
         SELECT m.user_id FROM meta.basket_members m LEFT JOIN {SEGMENTS} s USING (user_id)
         WHERE s.segment_id IS DISTINCT FROM m.segment_id""")

@@ -263,9 +263,9 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
                 f"the file is not separated by {json.dumps(delimiter)} (its header is one column holding "
                 f"{json.dumps(separator)}): {where} (the file is then read again), or export it with {json.dumps(delimiter)}")
             out.extra_columns, notes = (), []
-        elif len(mapped.extras) == len(src.names):  # no field of the first line is a column it reads: may be data
-            what += (f"; none of the {len(src.names)} fields of its first line is a column the source reads (a file "
-                     "without its header row, or one of another table?): they are not repeated here")
+        elif src.is_csv and mapped.extras:  # the first line may be data (no header row): its fields are not repeated
+            what += (f"; the other {len(mapped.extras)} field(s) of its first line are not repeated here (if they are "
+                     "data, the file lacks its header row)")
             out.extra_columns = ()
         out.status = C.STATUS_REJECTED_FILE
         notes.insert(0, f"{out.file_name}: {what}")

@@ -176,6 +176,9 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         used |= source.where.columns
         expr_inputs |= source.where.columns
         text_inputs |= source.where.text_columns
+    for col in spec.columns:  # known before the file is read: a file rejected whole hashes them in its rejects too
+        if col.pii and col.name in mapping:
+            out.pii_names |= mapping[col.name].columns
     if out.missing_inputs:
         out.extras = [n for n in src.names if n.strip().lower() not in used]
         return out
@@ -195,8 +198,6 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             ident = by_lower[name]
             out.columns[col.name] = (ident, src.types[src.idents.index(ident)])
             used.add(name)
-        if col.pii and expr is not None:
-            out.pii_names |= expr.columns
     types = _describe(con, src, exprs, source)
     out.columns.update({name: (sql, types.get(name)) for name, sql in exprs.items()})
     out.columns = {c.name: out.columns[c.name] for c in spec.columns if c.name in out.columns}  # contract order

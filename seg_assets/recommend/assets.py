@@ -16,7 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
-from seg_assets.baskets.assets import ORDER_ITEMS
+from seg_assets.baskets.assets import BASKET_INPUTS
 from seg_assets.baskets.counts import watermark
 from seg_assets.features import incremental as inc
 from seg_assets.recommend import model as M
@@ -64,7 +64,7 @@ def _empty(con, table: str = TABLE) -> None:
 
 
 @dg.asset(
-    key=USER_RECOMMENDATIONS, deps=[USER_SEGMENTS, ORDER_ITEMS], group_name=GROUP, pool="duckdb", kinds={"duckdb"},
+    key=USER_RECOMMENDATIONS, deps=[USER_SEGMENTS, *BASKET_INPUTS], group_name=GROUP, pool="duckdb", kinds={"duckdb"},
     automation_condition=rescore_on_new_inputs(),
     description="Top-N products per user (user_id, rank, product_id, score, reason): a logistic blend of the segment's "
     "popular products with the user's own purchases, co-purchases, categories and clicks, fitted on the last horizon; "
@@ -83,7 +83,7 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
         state = con.sql("SELECT * FROM meta.rec_state").pl().to_dicts() if table_exists(con, "meta.rec_state") else []
         why = ("rebase requested" if inc.rebase_requested(context.run.tags) else "first build" if not state
                else "state of an older version" if "summary" not in state[0]
-               else "new order lines or order rows" if state[0]["watermark"] != wm
+               else "new order lines or cancellations" if state[0]["watermark"] != wm
                else "settings changed" if state[0]["settings_key"] != s.key()
                else "table missing" if not table_exists(con, TABLE) else "")
         if why:
@@ -103,7 +103,7 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
             stored = json.loads(state[0]["weights"])
             weights, summary, users = M.Weights(**{**stored, "coef": tuple(stored["coef"])}), json.loads(state[0]["summary"]), 0
             mode, as_of = "unchanged", state[0]["as_of"]
-            why = ("no new order lines or order rows: nothing re-ranked or written. Users whose segment moved or who are new "
+            why = ("no new order lines or cancellations: nothing re-ranked or written. Users whose segment moved or who are new "
                    f"since the last full build (as of {as_of:%Y-%m-%d %H:%M}) keep their list, or have none, until the next "
                    "delivery with order lines or the daily rebase; so do new clicks")
     context.log.info(f"recommendations: {mode} ({why}), {users} users ranked; {weights.note}")
