@@ -171,7 +171,7 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
                    f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY file_id",
                    params=[run_id, *statuses]).fetchall()
     rejected = con.sql(f"""
-        SELECT l.file_name, any_value(l.delivered), any_value(l.rejected), any_value(l.accepted + l.duplicate) = 0,
+        SELECT l.file_name, any_value(l.delivered), any_value(l.rejected), any_value(l.accepted + l.updated + l.duplicate) = 0,
                string_agg(r.rule || ' (' || r.n || ')', ', ' ORDER BY r.n DESC, r.rule), arg_min(r.example, r.first)
         FROM {C.LEDGER_TABLE} l
         JOIN (SELECT file_id, rule, count(*) AS n, arg_min(reason, row_number) AS example, min(row_number) AS first

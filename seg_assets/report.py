@@ -127,11 +127,12 @@ def _print_tables(con, console: Console) -> None:
     if table_exists(con, "meta.ingest_ledger"):
         rows = con.sql(
             "SELECT source, table_name, count(*)::INT, sum(delivered)::BIGINT, sum(accepted)::BIGINT, "
-            "sum(duplicate)::BIGINT, sum(rejected)::BIGINT, sum(filtered)::BIGINT FROM meta.ingest_ledger "
-            "GROUP BY 1, 2 ORDER BY 1, 2"
+            "sum(updated)::BIGINT, sum(duplicate)::BIGINT, sum(rejected)::BIGINT, sum(filtered)::BIGINT "
+            "FROM meta.ingest_ledger GROUP BY 1, 2 ORDER BY 1, 2"
         ).fetchall()
         console.print(_table("Ingested (all files so far)",
-                             ["source", "table", "files", "delivered", "accepted", "duplicate", "rejected", "filtered"],
+                             ["source", "table", "files", "delivered", "accepted", "updated", "duplicate", "rejected",
+                              "filtered"],
                              [tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows]))
         reasons = con.sql("SELECT table_name, rule, count(*)::BIGINT, any_value(reason) FROM raw.rejects "
                           "GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5").fetchall()

@@ -265,8 +265,9 @@ def test_an_additive_model_merges_rows_whose_time_has_come(data_dir, tmp_path, m
 
 def test_an_additive_model_cannot_read_rewritten_rows(tmp_path):
     """stg_orders reads staging.line_orders, whose builds rewrite an order's row (more lines, or the order row
-    delivered later): added up again, that order would count twice. Refused at load time, with the fix."""
-    from seg_assets.features.sql_models import built_inputs, discover_models, incremental_windows
+    delivered later), and raw.orders, whose rows a source with keep: latest replaces: added up again, that order
+    would count twice. Refused at load time, with the fix. Raw clicks are events, never replaced."""
+    from seg_assets.features.sql_models import built_inputs, discover_models, incremental_windows, updatable_inputs
     from seg_assets.settings import sql_dir
 
     sql = tmp_path / "sql"
@@ -275,7 +276,8 @@ def test_an_additive_model_cannot_read_rewritten_rows(tmp_path):
         ADDITIVE_CLICKS.replace("staging.stg_clicks", "staging.stg_orders").replace("event_ts", "order_ts"))
     models = {m.table: m for m in discover_models(sql)}
     assert built_inputs(["staging.stg_orders", "staging.stg_clicks", "raw.orders"], models) == ("staging.line_orders",)
-    with pytest.raises(ValueError, match="reads staging.line_orders, whose builds rewrite rows.*delete\\+insert"):
+    assert updatable_inputs(["staging.stg_orders", "staging.stg_clicks", "raw.clicks"], models) == ("raw.orders",)
+    with pytest.raises(ValueError, match="reads staging.line_orders, raw.orders, whose rows can be rewritten.*delete\\+insert"):
         incremental_windows(models["features.user_order_categories"], models)
 
 

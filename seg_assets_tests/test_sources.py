@@ -115,10 +115,10 @@ def ingest(root: Path, now=NOW):
     try:
         report = ingest_landing(con, root / "landing", run_id="r1", now=now, clock_skew=timedelta(minutes=60),
                                 min_ts=datetime(1990, 1, 1))
-        ledger = con.sql("SELECT source, file_name, status, delivered, accepted, duplicate, rejected, filtered, message "
-                         "FROM meta.ingest_ledger ORDER BY file_id").fetchall()
+        ledger = con.sql("SELECT source, file_name, status, delivered, accepted, duplicate, rejected, filtered, message, "
+                         "updated FROM meta.ingest_ledger ORDER BY file_id").fetchall()
         for row in ledger:
-            assert row[3] == sum(row[4:8]), row  # every delivered row accounted for
+            assert row[3] == sum(row[4:8]) + row[9], row  # every delivered row accounted for
         return report, ledger, con.sql("SELECT * FROM raw.rejects").fetchall()
     finally:
         con.close()
@@ -674,3 +674,35 @@ def test_local_times_of_a_clock_change_are_read_as_the_readme_says(tmp_path):
     con.close()
     assert rows["o1"] == rows["p1"] == datetime(2025, 10, 26, 1, 30)
     assert rows["o2"] == rows["p2"] == datetime(2025, 3, 30, 1, 30)
+
+
+def test_keep_latest_replaces_a_changed_row_and_counts_it(tmp_path):
+    """A later export with an order's new status replaces the stored row (keep: latest); the same values again are a
+    duplicate; within a file the last row of an id wins. delivered = accepted + updated + duplicate + rejected."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    keep: latest\n")
+    head = "order_id,user_id,order_ts,amount,items,status\n"
+    write(tmp_path, "shop/a.csv", head + "o1,u1,2026-03-01T10:00:00Z,10,1,completed\no2,u2,2026-03-01T10:00:00Z,12,1,completed\n")
+    ingest(tmp_path)
+    write(tmp_path, "shop/b.csv", head + "o1,u1,2026-03-01T10:00:00Z,10,1,cancelled\n"   # changed: replaces
+          "o2,u2,2026-03-01T10:00:00Z,12,1,completed\n"                                   # the same: a duplicate
+          "o3,u3,2026-03-02T10:00:00Z,5,1,completed\n"                                    # new
+          "o4,u4,2026-03-02T10:00:00Z,7,1,completed\no4,u4,2026-03-02T10:00:00Z,7,1,returned\n")  # the last wins
+    ingest(tmp_path)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    led = con.sql("SELECT file_name, delivered, accepted, updated, duplicate, rejected, filtered FROM meta.ingest_ledger "
+                  "ORDER BY file_id").fetchall()
+    rows = con.sql("SELECT order_id, status, _file_id FROM raw.orders ORDER BY 1").fetchall()
+    con.close()
+    assert led == [("shop/a.csv", 2, 2, 0, 0, 0, 0), ("shop/b.csv", 5, 2, 1, 2, 0, 0)]
+    b = rows[0][2]
+    assert rows == [("o1", "cancelled", b), ("o2", "completed", b - 1), ("o3", "completed", b), ("o4", "returned", b)]
+
+
+@pytest.mark.parametrize("source, words", [
+    ("  web:\n    table: clicks\n    keep: latest\n", "clicks rows are events"),
+    ("  shop:\n    table: orders\n    keep: last\n", "keep must be 'first'"),
+])
+def test_keep_latest_is_refused_for_events_and_unknown_values(source, words):
+    with pytest.raises(SourceConfigError) as err:
+        parse("sources:\n" + source)
+    assert words in str(err.value) and "\n" not in str(err.value)

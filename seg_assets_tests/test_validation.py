@@ -66,7 +66,7 @@ def warehouse():
 
 
 def _ledger(con, file_id: int, table: str, run_id: str, delivered: int, rejected: int) -> None:
-    con.execute(f"INSERT INTO {C.LEDGER_TABLE} VALUES (?, 'src', ?, ?, 'csv', ?, 1, ?, ?, ?, 0, ?, 0, [], NULL, ?, ?, NULL)",
+    con.execute(f"INSERT INTO {C.LEDGER_TABLE} VALUES (?, 'src', ?, ?, 'csv', ?, 1, ?, ?, ?, 0, ?, 0, [], NULL, ?, ?, NULL, 0)",
                 [file_id, table, f"{table}/f{file_id}.csv", f"sha{file_id}", C.STATUS_INGESTED, delivered,
                  delivered - rejected, rejected, run_id, NOW])
 

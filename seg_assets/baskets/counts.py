@@ -38,6 +38,9 @@ import json
 import math
 from dataclasses import dataclass
 
+from seg_assets.ingest.contract import LEDGER_TABLE as LEDGER
+from seg_assets.warehouse import table_exists
+
 SHOP = -1  # the whole shop's scope id in the count tables (segment_id NULL in analytics.basket_rules)
 SEGMENTS = "analytics.user_segments"
 DEFERRED = ("no new order lines or cancellations: nothing counted; buyers whose segment moved since are counted in their new segment "
@@ -106,9 +109,19 @@ def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str
 
 def watermark(con) -> int:
     """The newest ledger file id of the rows baskets read: order lines and cancelled order rows (an order row that
-    cancels nothing changes no basket, and so re-ranks no recommendation)."""
-    return int(con.sql("SELECT greatest((SELECT coalesce(max(_file_id), 0) FROM raw.order_items), "
-                       "(SELECT coalesce(max(_file_id), 0) FROM raw.orders WHERE status = 'cancelled'))").fetchall()[0][0])
+    cancels nothing changes no basket, and so re-ranks no recommendation), and files that replaced rows of either
+    (a source with ``keep: latest``: an order cancelled, then restored)."""
+    return max(int(con.sql("SELECT greatest((SELECT coalesce(max(_file_id), 0) FROM raw.order_items), "
+                           "(SELECT coalesce(max(_file_id), 0) FROM raw.orders WHERE status = 'cancelled'))"
+                           ).fetchall()[0][0]), _last_replacing_file(con))
+
+
+def _last_replacing_file(con, after: int = 0) -> int:
+    """The newest file that replaced stored rows of order lines or orders after the file id ``after`` (0: none)."""
+    if not table_exists(con, LEDGER):
+        return 0
+    return int(con.sql(f"SELECT coalesce(max(file_id), 0) FROM {LEDGER} WHERE table_name IN ('orders', 'order_items') "
+                       f"AND updated > 0 AND file_id > {int(after)}").fetchall()[0][0])
 
 
 def ensure_tables(con) -> None:
@@ -222,6 +235,21 @@ class CountUpdate:
     recounted: tuple[int, ...] = ()  # scopes counted again in full during an incremental update
 
 
+def _incremental(con, cfg: CountSettings, wm_old: int) -> CountUpdate:
+    """The dirty users' orders moved from their counted state to the current one (module doc)."""
+    dirty = _dirty_users(con, wm_old)
+    stale = _apply_delta(con, cfg, wm_old)
+    con.sql("DROP TABLE _dirty")
+    if SHOP in stale:
+        rebuild(con, cfg)
+        return CountUpdate("full", "a product became frequent in the whole shop", dirty)
+    if stale:
+        _scoped(con, "_b", baskets_sql(cfg), SEGMENTS)
+        _count_full(con, cfg, shop=False, segments=", ".join(str(int(s)) for s in stale))
+        con.sql("DROP TABLE _b")
+    return CountUpdate("incremental", f"{dirty} users with new orders or a new segment", dirty, tuple(stale))
+
+
 def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
     """Bring the counts up to date with ``raw.order_items`` and the current segments (see the module doc)."""
     ensure_tables(con)
@@ -236,18 +264,11 @@ def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
         wm_old = int(state[0][0])
         if wm == wm_old:
             return CountUpdate("unchanged", DEFERRED)
-        dirty = _dirty_users(con, wm_old)
-        stale = _apply_delta(con, cfg, wm_old)
-        con.sql("DROP TABLE _dirty")
-        if SHOP in stale:
+        if _last_replacing_file(con, after=wm_old):  # the rows as counted are gone: their contribution is unknown
             rebuild(con, cfg)
-            update = CountUpdate("full", "a product became frequent in the whole shop", dirty)
+            update = CountUpdate("full", "rows of orders or order lines replaced since the last count (keep: latest)")
         else:
-            if stale:
-                _scoped(con, "_b", baskets_sql(cfg), SEGMENTS)
-                _count_full(con, cfg, shop=False, segments=", ".join(str(int(s)) for s in stale))
-                con.sql("DROP TABLE _b")
-            update = CountUpdate("incremental", f"{dirty} users with new orders or a new segment", dirty, tuple(stale))
+            update = _incremental(con, cfg, wm_old)
     con.sql("DELETE FROM meta.basket_state")
     con.execute("INSERT INTO meta.basket_state VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
                 [wm, cfg.key(), update.mode, update.dirty_users, ",".join(map(str, update.recounted))])

@@ -156,6 +156,19 @@ def built_inputs(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def updatable_inputs(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
+    """The raw tables that reading ``tables`` reads, directly or through views, whose rows a later delivery can
+    replace (contract ``updatable``: a source with ``keep: latest``)."""
+    found: set[str] = set()
+    for table in tables:
+        model = models.get(table)
+        if model is not None and model.materialized == "view":
+            found.update(updatable_inputs(model.inputs, models))
+        elif model is None and table.startswith("raw.") and getattr(C.TABLES.get(table[4:]), "updatable", False):
+            found.add(table)
+    return tuple(sorted(found))
+
+
 def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[str, ...]:
     """The sliding windows an incremental model counts in, read from its SQL, after checking what makes its
     builds exact: it reads raw tables or SQL models that say which column dates their rows, and uses as-of only
@@ -169,9 +182,10 @@ def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[s
                          "models with an '-- event_time:' header")
     windows = inc.sliding_windows(model.sql, set(_event_times(model, models).values()), source=str(model.path))
     if model.strategy == "additive":
-        if rewritten := built_inputs(model.inputs, models):
+        if rewritten := built_inputs(model.inputs, models) + updatable_inputs(model.inputs, models):
             raise ValueError(f"{model.path}: an additive model adds the rows that are new since its last build, but it "
-                             f"reads {', '.join(rewritten)}, whose builds rewrite rows (a row counted again would be "
+                             f"reads {', '.join(rewritten)}, whose rows can be rewritten (by their builds, or by a delivery "
+                             "with keep: latest; a row counted again would be "
                              "counted twice): use '-- incremental_strategy: delete+insert'")
         if windows:
             raise ValueError(f"{model.path}: an additive model cannot count in sliding windows (rows leave them): "

@@ -15,7 +15,7 @@ from seg_assets.artifacts import preload_model_libraries
 from seg_assets.errors import input_failure
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
-from seg_assets.ingest.source_config import SourceConfigError, load_sources
+from seg_assets.ingest.source_config import KEEP_LATEST, SourceConfigError, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
@@ -55,13 +55,14 @@ SPECS = [
           "Rows that broke the data contract, with file, row number, rule, readable reason and the raw values "
           "(e-mails hashed). sum(meta.ingest_ledger.rejected) = count(*).", _schema(C.REJECTS_COLUMNS)),
     _spec(LEDGER_KEY, C.LEDGER_TABLE,
-          "One row per landing file (keyed by content sha256): status and delivered = accepted + duplicate + rejected.",
+          "One row per landing file (keyed by content sha256): status and delivered = accepted + updated + duplicate + "
+          "rejected + filtered.",
           _schema(C.LEDGER_COLUMNS)),
 ]
 
-_FILE_COLUMNS = ("file_id", "source", "table_name", "file_name", "status", "delivered", "accepted", "duplicate",
+_FILE_COLUMNS = ("file_id", "source", "table_name", "file_name", "status", "delivered", "accepted", "updated", "duplicate",
                  "rejected", "filtered", "extra_columns", "message")
-_INT_COLUMNS = ("file_id", "delivered", "accepted", "duplicate", "rejected", "filtered")
+_INT_COLUMNS = ("file_id", "delivered", "accepted", "updated", "duplicate", "rejected", "filtered")
 
 
 def _files_table(files: list[ledger.FileOutcome]) -> dg.MetadataValue:
@@ -107,6 +108,7 @@ def _counts(report: ledger.IngestReport, table: str | None) -> dict:
         "files_failed": dg.MetadataValue.int(t["files_failed"]),
         "rows_delivered": dg.MetadataValue.int(t["delivered"]),
         "rows_accepted": dg.MetadataValue.int(t["accepted"]),
+        "rows_updated": dg.MetadataValue.int(t["updated"]),
         "rows_duplicate": dg.MetadataValue.int(t["duplicate"]),
         "rows_rejected": dg.MetadataValue.int(t["rejected"]),
         "rows_filtered": dg.MetadataValue.int(t["filtered"]),
@@ -192,6 +194,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager  # (Spark tasks import it)
 
+    latest = [s.name for s in sources if s.keep == KEEP_LATEST]
+    if engine.is_spark and latest:  # its raw tables are append-only Parquet: a replaced row would be a rewrite
+        raise input_failure(f"source(s) {', '.join(latest)} keep the latest delivery of an id (keep: latest), which the "
+                            "Spark engine does not do yet: use --engine duckdb, or keep: first")
     with duckdb.get_connection() as con:
         stage_files = None
         if engine.is_spark:  # files read and validated in Spark tasks, raw tables as Parquet (spark/ingest.py)
@@ -212,7 +218,8 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     t = report.totals()
     context.log.info(
         f"ingest: {t['files']} new file(s) from {landing} ({len(report.skipped)} already ingested, "
-        f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['duplicate']} duplicate, {t['rejected']} rejected, "
+        f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['updated']} updated, {t['duplicate']} duplicate, "
+        f"{t['rejected']} rejected, "
         f"{t['filtered']} filtered rows"
     )
     for name, reason in [(n, r) for n, r in report.ignored.items() if r][:10]:

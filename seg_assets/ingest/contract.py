@@ -71,6 +71,9 @@ class TableSpec:
     id_column: str
     columns: tuple[Column, ...]
     description: str
+    # A row of it can change after delivery (an order cancelled, a customer's country, a review edited): a source may
+    # then keep the latest delivery of an id (sources.yaml `keep: latest`). Events (clicks, sends) never change.
+    updatable: bool = False
 
     @property
     def qualified(self) -> str:
@@ -116,7 +119,7 @@ class TableSpec:
 ORDERS = TableSpec(
     name="orders",
     id_column="order_id",
-    description="Orders from the landing zone, typed and deduplicated by order_id (first delivery wins).",
+    description="Orders from the landing zone, typed and deduplicated by order_id (first delivery wins, or the latest with keep: latest).",
     columns=(
         Column("order_id", ID, True, "Order id, unique."),
         Column("user_id", ID, True, "Customer who placed the order."),
@@ -127,6 +130,7 @@ ORDERS = TableSpec(
         Column("discount", DECIMAL, False, "Discount, >= 0; empty means 0.", min_value=0, empty_default="0"),
         Column("status", ENUM, True, "One of " + ", ".join(ORDER_STATUSES) + ".", enum=ORDER_STATUSES),
     ),
+    updatable=True,
 )
 
 CLICKS = TableSpec(
@@ -169,6 +173,7 @@ ORDER_ITEMS = TableSpec(
         Column("status", ENUM, False, "One of " + ", ".join(ORDER_STATUSES) + "; empty means completed (a credit "
                "note is a return).", enum=ORDER_STATUSES, empty_default="'completed'"),
     ),
+    updatable=True,
 )
 
 REVIEWS = TableSpec(
@@ -184,13 +189,14 @@ REVIEWS = TableSpec(
         Column("rating", INTEGER, False, "Stars 1-5; NULL when empty.", min_value=1, max_value=5),
         Column("text", STRING, False, "Review text; NULL when empty.", pii=True),
     ),
+    updatable=True,
 )
 
 CUSTOMERS = TableSpec(
     name="customers",
     id_column="user_id",
-    description="Customers from the landing zone (optional), deduplicated by user_id (first delivery wins). "
-    "Holds `email` in clear: the only table that may.",
+    description="Customers from the landing zone (optional), deduplicated by user_id (first delivery wins, or the latest "
+    "with keep: latest). Holds `email` in clear: the only table that may.",
     columns=(
         Column("user_id", ID, True, "User id, unique."),
         Column("signup_ts", TIMESTAMP, True, "Signup time, naive UTC."),
@@ -198,6 +204,7 @@ CUSTOMERS = TableSpec(
         Column("channel", STRING, False, "Acquisition channel; NULL when empty."),
         Column("email", STRING, False, "Personal data: never copied in clear out of raw.customers.", pii=True),
     ),
+    updatable=True,
 )
 
 SEND_GROUPS = ("treatment", "control")
@@ -246,9 +253,10 @@ LEDGER_COLUMNS = (
     ("content_sha256", "VARCHAR", "sha256 of the file bytes: with the source, the ledger's key."),
     ("size_bytes", "BIGINT", "File size."),
     ("status", "VARCHAR", "ingested | duplicate_file | rejected_file | failed."),
-    ("delivered", "BIGINT", "Data rows in the file = accepted + duplicate + rejected + filtered."),
+    ("delivered", "BIGINT", "Data rows in the file = accepted + updated + duplicate + rejected + filtered."),
     ("accepted", "BIGINT", "Rows inserted into raw.<table>."),
-    ("duplicate", "BIGINT", "Rows whose id was already in raw.<table> or earlier in the file."),
+    ("duplicate", "BIGINT", "Rows whose id was already in raw.<table> or earlier in the file (keep: latest: with the same "
+     "values, or later in the file)."),
     ("rejected", "BIGINT", "Rows written to raw.rejects."),
     ("filtered", "BIGINT", "Rows the source's `where` left out (counted, not rejected; the message says why)."),
     ("extra_columns", "VARCHAR[]", "Columns outside the contract (ignored)."),
@@ -257,6 +265,8 @@ LEDGER_COLUMNS = (
     ("ingested_at", "TIMESTAMP", "When (naive UTC)."),
     ("source_key", "VARCHAR", "Fingerprint of the source's mapping that read the file: a rejected_file is read again "
      "when it changes (a mapping can supply the missing column)."),
+    ("updated", "BIGINT", "Rows that replaced the stored row of their id (a source with keep: latest); counted in "
+     "delivered = accepted + updated + duplicate + rejected + filtered."),
 )
 
 REJECTS_COLUMNS = (
@@ -294,6 +304,7 @@ MIGRATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
                               f"UPDATE {LEDGER_TABLE} SET source = table_name")),
     (LEDGER_TABLE, "filtered", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN filtered BIGINT DEFAULT 0",)),
     (LEDGER_TABLE, "source_key", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN source_key VARCHAR",)),
+    (LEDGER_TABLE, "updated", (f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN updated BIGINT DEFAULT 0",)),
     ("raw.clicks", "funnel_stage", (
         "ALTER TABLE raw.clicks ADD COLUMN funnel_stage VARCHAR",
         "UPDATE raw.clicks SET funnel_stage = CASE WHEN event_type IN ('view', 'search', 'add_to_cart', 'checkout', "

@@ -32,6 +32,7 @@ class FileOutcome:
     file_id: int | None = None
     delivered: int = 0
     accepted: int = 0
+    updated: int = 0  # rows that replaced the stored row of their id (keep: latest)
     duplicate: int = 0
     rejected: int = 0
     filtered: int = 0
@@ -54,7 +55,8 @@ class IngestReport:
 
     def totals(self, table: str | None = None) -> dict[str, int]:
         files = self.files if table is None else self.for_table(table)
-        out = {k: sum(getattr(f, k) for f in files) for k in ("delivered", "accepted", "duplicate", "rejected", "filtered")}
+        out = {k: sum(getattr(f, k) for f in files) for k in ("delivered", "accepted", "updated", "duplicate", "rejected",
+                                                                 "filtered")}
         out["files"] = len(files)
         for status in C.STATUSES:
             out[f"files_{status}"] = sum(f.status == status for f in files)
@@ -86,7 +88,8 @@ def write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
     con.execute(f"DELETE FROM {C.LEDGER_TABLE} WHERE file_id IN ({earlier})", params)
     row = {"file_id": out.file_id, "source": out.source, "table_name": out.table_name, "file_name": out.file_name,
            "file_format": out.file_format, "content_sha256": out.content_sha256, "size_bytes": out.size_bytes,
-           "status": out.status, "delivered": out.delivered, "accepted": out.accepted, "duplicate": out.duplicate,
+           "status": out.status, "delivered": out.delivered, "accepted": out.accepted, "updated": out.updated,
+           "duplicate": out.duplicate,
            "rejected": out.rejected, "filtered": out.filtered, "extra_columns": list(out.extra_columns),
            "message": out.message, "run_id": run_id, "ingested_at": now, "source_key": out.source_key}
     con.execute(f"INSERT INTO {C.LEDGER_TABLE} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
@@ -172,7 +175,7 @@ def reject_as(con, out: FileOutcome, first: FileOutcome, run_id: str, now: datet
 # A file none of whose rows was taken in: rejected as a whole, or every row rejected (a timestamp_format that fits
 # no row). Read again once its source reads files differently; its ledger row and rejects are replaced.
 NOTHING_TAKEN = (f"(status = '{C.STATUS_REJECTED_FILE}' OR (status = '{C.STATUS_INGESTED}' AND accepted = 0 AND duplicate = 0 "
-                 "AND rejected > 0))")
+                 "AND updated = 0 AND rejected > 0))")
 
 
 def taken_rows(keys: dict[str, str]) -> str:

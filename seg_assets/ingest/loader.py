@@ -4,9 +4,10 @@
 order, skips files a source already ingested (``meta.ingest_ledger`` is keyed by source and sha256 of
 the content), reads each new file, maps it onto its contract table (mapping.py), types and validates
 every row in one SQL statement, writes bad rows to ``raw.rejects`` and new good rows to ``raw.<table>``
-(deduplicated by id: first row in the file wins, a row already in the table wins), and records the
-file's accounting in the ledger: ``delivered = accepted + duplicate + rejected + filtered`` (filtered:
-left out by the source's ``where``; ledger.py). Finding and reading the files is in sources.py.
+(deduplicated by id: first row in the file wins, a row already in the table wins; or with ``keep: latest`` the
+last row wins and replaces a stored row with other values: writing.py), and records the file's accounting in the
+ledger: ``delivered = accepted + updated + duplicate + rejected + filtered`` (filtered: left out by the source's
+``where``; ledger.py). Finding the files is in sources.py, reading one in reading.py.
 """
 
 from __future__ import annotations
@@ -29,14 +30,12 @@ from seg_assets.ingest.ledger import (
     ledger_only,
     redact,
     reject_as,
-    rollback,
     taken_rows,
     unreadable_outcome,
-    write_ledger,
 )
 from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns
 from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
-from seg_assets.ingest.source_config import SourceDef, load_sources
+from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef, load_sources
 from seg_assets.ingest.sources import (
     UNFINISHED_SETTLE_SECONDS,
     discover_files,
@@ -45,9 +44,9 @@ from seg_assets.ingest.sources import (
     sql_string,
     wait_until_settled,
 )
+from seg_assets.ingest.writing import STAGE, commit_file
 from seg_assets.warehouse import prepare_connection
 
-STAGE = "_seg_ingest_stage"
 GZIP_UNFINISHED = "its gzip stream has no end yet"
 
 
@@ -151,60 +150,6 @@ def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason:
     )
 
 
-# ----------------------------------------------------------------------------------------- writing
-
-
-def _insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
-    """Insert STAGE's good rows with a new id: the first row per id in the file, none already in the table.
-
-    A dedupe clause is added only if a cheap look says it can drop a row (else a plain insert, in file order):
-    ids strictly ascending in any row order are unique (a streaming lag() is cheaper than a GROUP BY), and the
-    table is searched only between the file's min and max id (DuckDB skips other row groups by zonemap).
-    """
-    key, cols = spec.id_column, ", ".join(spec.column_names)
-    ascending, lo, hi = con.execute(
-        f"""SELECT coalesce(bool_and(k > prev), true), min(k), max(k)
-        FROM (SELECT {key} AS k, lag({key}) OVER () AS prev FROM {STAGE} WHERE rule IS NULL)"""
-    ).fetchall()[0]
-    where, bounds = ["s.rule IS NULL"], {"lo": lo, "hi": hi}
-    if not ascending:  # an id may repeat in the file: the first row wins
-        where.append(f"s._row IN (SELECT min(_row) FROM {STAGE} WHERE rule IS NULL GROUP BY {key})")
-    in_table = f"EXISTS (SELECT 1 FROM {spec.qualified} r WHERE r.{key} = s.{key} AND r.{key} BETWEEN $lo AND $hi)"
-    sql = f"SELECT EXISTS (SELECT 1 FROM {STAGE} s WHERE s.rule IS NULL AND {in_table})"
-    known = con.execute(sql, bounds).fetchall()[0][0]
-    if known:  # a row already in the table wins
-        where.append(f"NOT {in_table}")
-    # ORDER BY _row: rows are stored in file order (the ascending-id shortcuts rely on it), in full row groups.
-    # Without it DuckDB's order-preserving parallel insert also keeps file order but leaves a short row group
-    # per batch of input row groups, which the next checkpoints merge by rewriting the table (8 s after a
-    # cold load of 30M clicks); the sort is parallel and costs less than that (quiet machine, 2 files of
-    # 5M clicks: insert + checkpoints 18.1 s without, 8.1 s with).
-    return con.execute(
-        f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row)
-        SELECT {cols}, {int(file_id)}, _row FROM {STAGE} s WHERE {' AND '.join(where)} ORDER BY _row""",
-        bounds if known else {},
-    ).fetchall()[0][0]
-
-
-def _commit(con, out: FileOutcome, spec: C.TableSpec, run_id: str, now: datetime, insert_rows: bool) -> None:
-    """Rejects, new rows and the ledger row of one file, all or nothing."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        out.rejected = con.execute(
-            f"""INSERT INTO {C.REJECTS_TABLE} SELECT ?, ?, ?, _row, rule, reason, raw_values, ?, ?
-            FROM {STAGE} WHERE rule IS NOT NULL ORDER BY _row""",
-            [spec.name, out.file_id, out.file_name, run_id, now],
-        ).fetchall()[0][0]
-        if insert_rows:
-            out.accepted = _insert_new_rows(con, spec, out.file_id)
-        out.duplicate = out.delivered - out.accepted - out.rejected - out.filtered
-        write_ledger(con, out, run_id, now)
-        con.execute("COMMIT")
-    except BaseException:
-        rollback(con)
-        raise
-
-
 def still_written(fmt: str, path: Path, exc: BaseException) -> bool:
     """A gzip stream still being written (its end is read only when the file is read: the landing rule reads last
     bytes); one cut short and unchanged for UNFINISHED_SETTLE_SECONDS is a broken file (failed, said so)."""
@@ -280,6 +225,9 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
             _stage_rows(con, source, src, mapped, bounds)
         finally:
             con.execute("SET TimeZone = 'UTC'")
+        if source.keep == KEEP_LATEST and mapped.columns.get(spec.id_column, (None,))[0] == DERIVED_KEY:
+            notes.append(f"keep: latest cannot replace rows of this file: its {spec.id_column} is derived from each "
+                         "row's values, so a changed row is a new row; deliver or map an id column")
         out.filtered = out.delivered - con.sql(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
         if out.filtered:
             notes.append(f"{out.filtered} row(s) left out by the source's where: {source.where.text}")
@@ -292,7 +240,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
 
 def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
     insert_rows = stage_file(con, source, path, out, bounds)
-    _commit(con, out, source.spec, run_id, bounds.now, insert_rows=insert_rows)
+    commit_file(con, out, source, run_id, bounds.now, insert_rows=insert_rows)
 
 
 def _next_file_id(con, last: int) -> int:

@@ -78,6 +78,9 @@ class _CsvModel(BaseModel):
     encoding: str = "utf-8"
 
 
+KEEP_FIRST, KEEP_LATEST = "first", "latest"  # of the rows delivered with one id, the one kept
+
+
 class _SourceModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     table: str
@@ -88,6 +91,7 @@ class _SourceModel(BaseModel):
     where: str | None = None
     columns: dict[str, str | int | float] = {}  # `amount: 0` is a literal: YAML gives a number
     event_types: dict[str, str] = {}
+    keep: str = KEEP_FIRST
 
 
 class _FileModel(BaseModel):
@@ -179,6 +183,7 @@ class SourceDef:
     event_types: dict[str, str] = field(default_factory=dict)
     declared: bool = True  # False: the implicit source of a contract folder
     csv: CsvDialect = CONTRACT_CSV
+    keep: str = KEEP_FIRST  # KEEP_LATEST: a later delivery of an id with other values replaces the stored row
 
     @property
     def spec(self) -> C.TableSpec:
@@ -192,6 +197,8 @@ class SourceDef:
                 self.timezone, self.where.text if self.where else None, self.event_types]
         if self.csv != CONTRACT_CSV:  # only then: the keys of sources written before this option stay the same
             what.append([self.csv.delimiter, self.csv.encoding])
+        if self.keep != KEEP_FIRST:  # the same
+            what.append(self.keep)
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -348,9 +355,16 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
     except ValueError as exc:
         raise SourceConfigError(f"{where}: {exc}") from None
     where_expr = parse_expression(model.where, f"{where}, where", condition=True) if model.where else None
+    if model.keep not in (KEEP_FIRST, KEEP_LATEST):
+        raise SourceConfigError(f"{where}: keep must be {KEEP_FIRST!r} (the first delivery of an id wins) or {KEEP_LATEST!r} "
+                                f"(a later delivery with other values replaces it), not {model.keep!r}")
+    if model.keep == KEEP_LATEST and not spec.updatable:
+        updatable = ", ".join(t for t, s in C.TABLES.items() if s.updatable)
+        raise SourceConfigError(f"{where}: keep: latest is for rows that change after delivery ({updatable}); "
+                                f"{model.table} rows are events, delivered once")
     return SourceDef(name, model.table, _folder(name, model.folder, where), columns, model.timestamp_format,
                      model.timezone, where_expr, event_types,
-                     csv=csv_dialect(model.csv.delimiter, model.csv.encoding, where))
+                     csv=csv_dialect(model.csv.delimiter, model.csv.encoding, where), keep=model.keep)
 
 
 def parse_sources(text: str, path: Path) -> list[SourceDef]:

@@ -1,0 +1,86 @@
+"""Writing one staged file (the temp table ``STAGE``) into its raw table, with its rejects and ledger row, all or
+nothing: new ids inserted (the first delivery of an id wins), or, for a source with ``keep: latest``, a stored row
+with other values replaced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.ledger import FileOutcome, rollback, write_ledger
+from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
+
+STAGE = "_seg_ingest_stage"
+
+
+def insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
+    """Insert STAGE's good rows with a new id: the first row per id in the file, none already in the table.
+
+    A dedupe clause is added only if a cheap look says it can drop a row (else a plain insert, in file order):
+    ids strictly ascending in any row order are unique (a streaming lag() is cheaper than a GROUP BY), and the
+    table is searched only between the file's min and max id (DuckDB skips other row groups by zonemap).
+    """
+    key, cols = spec.id_column, ", ".join(spec.column_names)
+    ascending, lo, hi = con.execute(
+        f"""SELECT coalesce(bool_and(k > prev), true), min(k), max(k)
+        FROM (SELECT {key} AS k, lag({key}) OVER () AS prev FROM {STAGE} WHERE rule IS NULL)"""
+    ).fetchall()[0]
+    where, bounds = ["s.rule IS NULL"], {"lo": lo, "hi": hi}
+    if not ascending:  # an id may repeat in the file: the first row wins
+        where.append(f"s._row IN (SELECT min(_row) FROM {STAGE} WHERE rule IS NULL GROUP BY {key})")
+    in_table = f"EXISTS (SELECT 1 FROM {spec.qualified} r WHERE r.{key} = s.{key} AND r.{key} BETWEEN $lo AND $hi)"
+    sql = f"SELECT EXISTS (SELECT 1 FROM {STAGE} s WHERE s.rule IS NULL AND {in_table})"
+    known = con.execute(sql, bounds).fetchall()[0][0]
+    if known:  # a row already in the table wins
+        where.append(f"NOT {in_table}")
+    # ORDER BY _row: rows are stored in file order (the ascending-id shortcuts rely on it), in full row groups.
+    # Without it DuckDB's order-preserving parallel insert also keeps file order but leaves a short row group
+    # per batch of input row groups, which the next checkpoints merge by rewriting the table (8 s after a
+    # cold load of 30M clicks); the sort is parallel and costs less than that (quiet machine, 2 files of
+    # 5M clicks: insert + checkpoints 18.1 s without, 8.1 s with).
+    return con.execute(
+        f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row)
+        SELECT {cols}, {int(file_id)}, _row FROM {STAGE} s WHERE {' AND '.join(where)} ORDER BY _row""",
+        bounds if known else {},
+    ).fetchall()[0][0]
+
+
+def replace_changed_rows(con, spec: C.TableSpec, file_id: int) -> tuple[int, int]:
+    """``keep: latest``: STAGE's good rows, the last per id in the file, go in; a stored row of the same id with other
+    values is replaced (deleted, then inserted with this file's id: incremental builds see the row as new and
+    recompute its owner). Returns (new ids, replaced rows); the rest are duplicates."""
+    key, cols = spec.id_column, ", ".join(spec.column_names)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _seg_latest AS SELECT * FROM {STAGE} s WHERE rule IS NULL
+                    AND _row IN (SELECT max(_row) FROM {STAGE} WHERE rule IS NULL GROUP BY {key})""")
+    same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM l.{c}" for c in spec.column_names)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _seg_known AS SELECT l.{key}, {same} AS same
+                    FROM _seg_latest l JOIN {spec.qualified} r ON r.{key} = l.{key}""")
+    replaced = con.execute(f"DELETE FROM {spec.qualified} WHERE {key} IN (SELECT {key} FROM _seg_known WHERE NOT same)"
+                           ).fetchall()[0][0]
+    inserted = con.execute(
+        f"""INSERT INTO {spec.qualified} ({cols}, _file_id, _row) SELECT {cols}, {int(file_id)}, _row FROM _seg_latest l
+        WHERE {key} NOT IN (SELECT {key} FROM _seg_known WHERE same) ORDER BY _row""").fetchall()[0][0]
+    con.execute("DROP TABLE _seg_latest; DROP TABLE _seg_known")
+    return inserted - replaced, replaced
+
+
+def commit_file(con, out: FileOutcome, source: SourceDef, run_id: str, now: datetime, insert_rows: bool) -> None:
+    """Rejects, new rows and the ledger row of one file, all or nothing."""
+    spec = source.spec
+    con.execute("BEGIN TRANSACTION")
+    try:
+        out.rejected = con.execute(
+            f"""INSERT INTO {C.REJECTS_TABLE} SELECT ?, ?, ?, _row, rule, reason, raw_values, ?, ?
+            FROM {STAGE} WHERE rule IS NOT NULL ORDER BY _row""",
+            [spec.name, out.file_id, out.file_name, run_id, now],
+        ).fetchall()[0][0]
+        if insert_rows and source.keep == KEEP_LATEST:
+            out.accepted, out.updated = replace_changed_rows(con, spec, out.file_id)
+        elif insert_rows:
+            out.accepted = insert_new_rows(con, spec, out.file_id)
+        out.duplicate = out.delivered - out.accepted - out.updated - out.rejected - out.filtered
+        write_ledger(con, out, run_id, now)
+        con.execute("COMMIT")
+    except BaseException:
+        rollback(con)
+        raise
