@@ -70,3 +70,82 @@ def test_keep_latest_on_the_spark_engine_is_one_line_and_ingests_nothing(tmp_pat
     failures = [f for s in outcome.stages for f in s.failures]
     assert not outcome.success and any("keep: latest" in f and "--engine duckdb" in f for f in failures), failures
     assert not (data_paths(tmp_path).spark / "raw").exists() or not any((data_paths(tmp_path).spark / "raw").rglob("*.parquet"))
+
+
+def _materialize(root) -> None:
+    """Ingestion, review scores and the feature tables, without models: what the incremental builds do."""
+    import dagster as dg
+
+    from seg_assets.features.assets import assets as feature_assets
+    from seg_assets.ingest.assets import ingest_landing
+    from seg_assets.resources import build_resources
+    from seg_assets.reviews.assets import review_sentiment
+
+    result = dg.materialize([ingest_landing, review_sentiment, *feature_assets], resources=build_resources(str(root), AS_OF))
+    assert result.success
+
+
+def test_a_replacement_that_moves_a_line_or_an_order_recomputes_what_it_left(tmp_path):
+    """A line moved to another order, and an order moved to another user: the order and the user they left are
+    recomputed at once (they have no new row: the replaced row's old keys are recorded), equal to a cold build."""
+    live, cold = tmp_path / "live", tmp_path / "cold"
+    lines = "line_id,order_id,user_id,order_ts,product_id,quantity,unit_price,status\n"
+    orders = "order_id,user_id,order_ts,amount,items,status\n"
+    filler_lines = "".join(f"f{i},p{i},v{i},2026-08-{1 + i % 28:02d}T10:00:00Z,C,1,5,completed\n" for i in range(20))
+    filler_orders = "".join(f"q{i},w{i},2026-08-{1 + i % 28:02d}T10:00:00Z,5,1,completed\n" for i in range(20))
+    files = {"order_items/a.csv": lines + "l1,o1,u1,2026-09-01T10:00:00Z,A,1,10,completed\n"
+                                          "l2,o1,u1,2026-09-01T10:00:00Z,B,1,20,completed\n" + filler_lines,
+             "orders/a.csv": orders + "o3,u3,2026-09-03T10:00:00Z,30,1,completed\no4,u3,2026-09-04T10:00:00Z,5,1,completed\n"
+             + filler_orders}  # (other users' orders: the refresh after the move is incremental, not a rebuild)
+    later = {"order_items/b.csv": lines + "l2,o2,u1,2026-09-02T10:00:00Z,B,1,20,completed\n",
+             "orders/b.csv": orders + "o3,u4,2026-09-03T10:00:00Z,30,1,completed\n"}
+    for root, deliveries in ((live, (files, later)), (cold, ({**files, **later},))):
+        (root / "landing").mkdir(parents=True)
+        (root / "sources.yaml").write_text(SOURCES)
+        for delivery in deliveries:
+            for name, text in delivery.items():
+                (root / "landing" / name).parent.mkdir(exist_ok=True)
+                (root / "landing" / name).write_text(text)
+            _materialize(root)
+    sql = ("SELECT user_id, all_orders, completed_orders, monetary FROM features.user_order_stats ORDER BY 1",
+           "SELECT order_id, user_id, amount, items FROM staging.line_orders ORDER BY 1")
+    assert _read(live, sql[1]).rows()[:2] == [("o1", "u1", 10, 1), ("o2", "u1", 20, 1)]
+    for q in sql:
+        assert _read(live, q).equals(_read(cold, q)), (q, _read(live, q), _read(cold, q))
+    modes = _read(live, "SELECT model, mode FROM meta.model_builds WHERE model IN ('staging.line_orders', "
+                        "'features.user_order_stats') ORDER BY 1").rows()
+    assert modes == [("features.user_order_stats", "incremental"), ("staging.line_orders", "incremental")]
+
+
+def test_an_edited_review_is_scored_again_and_its_owner_recomputed(tmp_path):
+    """keep: latest on reviews: the edit replaces the raw row, the review is scored again (it was kept with its old
+    score), and only the edited reviews' owners are recomputed, not every user (a new scorer would be everyone)."""
+    import dagster as dg
+
+    from seg_assets.features.assets import assets as feature_assets
+    from seg_assets.ingest.assets import ingest_landing
+    from seg_assets.resources import build_resources
+    from seg_assets.reviews.assets import review_sentiment
+
+    (tmp_path / "landing" / "reviews").mkdir(parents=True)
+    (tmp_path / "sources.yaml").write_text("sources:\n  reviews: {table: reviews, keep: latest}\n")
+    head = "review_id,user_id,order_id,review_ts,rating,text\n"
+    (tmp_path / "landing" / "reviews" / "a.csv").write_text(
+        head + "r1,u1,o1,2026-09-01T10:00:00Z,5,Absolutely love it. Great value!\n"
+        "r2,u2,o2,2026-09-02T10:00:00Z,4,Nice and sturdy.\n")
+
+    def run():
+        result = dg.materialize([ingest_landing, review_sentiment, *feature_assets],
+                                resources=build_resources(str(tmp_path), AS_OF), raise_on_error=False)
+        return _read(tmp_path, "SELECT review_id, rating, label FROM analytics.review_sentiment ORDER BY 1").rows(), result
+
+    first, _ = run()
+    assert first == [("r1", 5, "positive"), ("r2", 4, "positive")]
+    (tmp_path / "landing" / "reviews" / "b.csv").write_text(
+        head + "r1,u1,o1,2026-09-01T10:00:00Z,1,Awful. Broke in a week. Total waste of money.\n")
+    second, _ = run()
+    assert second == [("r1", 1, "negative"), ("r2", 4, "positive")]
+    stats = _read(tmp_path, "SELECT user_id, negative_reviews FROM features.user_review_stats ORDER BY 1").rows()
+    assert stats == [("u1", 1), ("u2", 0)], stats
+    build = _read(tmp_path, "SELECT mode FROM meta.model_builds WHERE model = 'features.user_review_stats'")["mode"][0]
+    assert build == "incremental"

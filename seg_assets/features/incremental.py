@@ -201,6 +201,11 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
            else f"_file_id > {state.max_file_id} AND _file_id <= {watermark}")
         for s in present
     )
+    from seg_assets.ingest.contract import REPLACED_KEYS_TABLE  # (here: the ingest package imports this module)
+
+    if "," not in key and table_exists(con, REPLACED_KEYS_TABLE):  # keys a replaced row named and its new one does not
+        union += (f" UNION ALL SELECT value AS {key} FROM {REPLACED_KEYS_TABLE} WHERE key_column = '{key}' "
+                  f"AND file_id > {state.max_file_id} AND file_id <= {watermark}")
     con.sql(f"CREATE OR REPLACE TEMP TABLE {CHANGED} AS SELECT DISTINCT {key} FROM ({union})")
     changed = int(con.sql(f"SELECT count(*) FROM {CHANGED}").fetchall()[0][0])
     size, held = con.sql(f"SELECT (SELECT count(*) FROM {target}), "

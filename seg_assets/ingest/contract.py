@@ -294,8 +294,15 @@ LEDGER_DDL = _ddl(LEDGER_TABLE, LEDGER_COLUMNS, nullable=("message", "source_key
 REJECTS_DDL = _ddl(REJECTS_TABLE, REJECTS_COLUMNS, nullable=("raw_values",))
 
 
+# keep: latest: a replaced row's old owner and order (ID columns whose value the replacement changed), so that the
+# incremental builds keyed by them recompute that owner too (incremental.plan_build); the row itself is gone.
+REPLACED_KEYS_TABLE = "meta.replaced_keys"
+REPLACED_KEYS_DDL = (f"CREATE TABLE IF NOT EXISTS {REPLACED_KEYS_TABLE} (table_name VARCHAR NOT NULL, "
+                     "file_id BIGINT NOT NULL, key_column VARCHAR NOT NULL, value VARCHAR NOT NULL)")
+
+
 def all_ddl() -> list[str]:
-    return [t.ddl() for t in TABLES.values()] + [REJECTS_DDL, LEDGER_DDL]
+    return [t.ddl() for t in TABLES.values()] + [REJECTS_DDL, LEDGER_DDL, REPLACED_KEYS_DDL]
 
 
 # Warehouses created before a column existed: (table, column, statements that add and fill it).

@@ -48,13 +48,19 @@ def insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
 def replace_changed_rows(con, spec: C.TableSpec, file_id: int) -> tuple[int, int]:
     """``keep: latest``: STAGE's good rows, the last per id in the file, go in; a stored row of the same id with other
     values is replaced (deleted, then inserted with this file's id: incremental builds see the row as new and
-    recompute its owner). Returns (new ids, replaced rows); the rest are duplicates."""
+    recompute its owner; an owner or order it no longer names is recorded in ``REPLACED_KEYS_TABLE`` for them).
+    Returns (new ids, replaced rows); the rest are duplicates."""
     key, cols = spec.id_column, ", ".join(spec.column_names)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _seg_latest AS SELECT * FROM {STAGE} s WHERE rule IS NULL
                     AND _row IN (SELECT max(_row) FROM {STAGE} WHERE rule IS NULL GROUP BY {key})""")
     same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM l.{c}" for c in spec.column_names)
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _seg_known AS SELECT l.{key}, {same} AS same
                     FROM _seg_latest l JOIN {spec.qualified} r ON r.{key} = l.{key}""")
+    for col in (c.name for c in spec.columns if c.kind == C.ID and c.name != key):  # e.g. a line moved to another order
+        con.execute(f"""INSERT INTO {C.REPLACED_KEYS_TABLE} SELECT DISTINCT '{spec.name}', {int(file_id)}, '{col}', r.{col}
+                        FROM {spec.qualified} r JOIN _seg_latest l ON l.{key} = r.{key}
+                        WHERE r.{key} IN (SELECT {key} FROM _seg_known WHERE NOT same) AND r.{col} IS DISTINCT FROM l.{col}
+                        AND r.{col} IS NOT NULL""")
     replaced = con.execute(f"DELETE FROM {spec.qualified} WHERE {key} IN (SELECT {key} FROM _seg_known WHERE NOT same)"
                            ).fetchall()[0][0]
     inserted = con.execute(

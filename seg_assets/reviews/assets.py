@@ -64,21 +64,29 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         con.sql(f"CREATE TABLE IF NOT EXISTS {TABLE} (" + ", ".join(f"{c} {t}" for c, t in COLUMNS.items()) + ")")
         con.sql(f"CREATE TABLE IF NOT EXISTS {STATE} (scored_with VARCHAR, reviews BIGINT, max_file_id BIGINT, scored BIGINT)")
         seen = _reviews_seen(con, scorer.version)
-        unchanged = seen is not None and con.sql(f"SELECT * FROM {STATE}").fetchall() == [seen]
+        state = con.sql(f"SELECT * FROM {STATE}").fetchall()
+        unchanged = seen is not None and state == [seen]
+        # rows of files since the last scoring are new, or replaced an edited review (keep: latest): scored (again)
+        since = int(state[0][2]) if state and state[0][0] == scorer.version else -1
         pending = pl.DataFrame() if seen is None or unchanged else con.sql(
-            f"SELECT r.review_id, r.user_id, r.order_id, r.review_ts, r.rating, r.text FROM raw.reviews r "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id AND s.scored_with = $v) "
-            "ORDER BY r.review_id", params={"v": scorer.version}).pl()
+            f"SELECT r.review_id, r.user_id, r.order_id, r.review_ts, r.rating, r.text, ($since >= 0 AND r._file_id > $since) "
+            f"OR NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id) AS _new "
+            f"FROM raw.reviews r WHERE r._file_id > $since "
+            f"OR NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id AND s.scored_with = $v) "
+            "ORDER BY r.review_id", params={"v": scorer.version, "since": since}).pl()
         t0 = time.perf_counter()
         scored = score_reviews(pending, scorer) if pending.height else pl.DataFrame()
         seconds = time.perf_counter() - t0
         distinct = pending.select("text", "rating").n_unique() if pending.height else 0
         rescored = 0
         if pending.height:
-            rows = pending.drop("text").join(scored, on="review_id", how="left").with_columns(
+            rows = pending.drop("text", "_new").join(scored, on="review_id", how="left").with_columns(
                 scored_with=pl.lit(scorer.version))
-            with transaction(con), registered(con, scored_reviews=rows):
-                rescored = con.sql(f"SELECT count(*) FROM {TABLE} WHERE review_id IN (SELECT review_id FROM scored_reviews)"
+            old_rows = pending.filter(~pl.col("_new")).select("review_id")  # scored before with another scorer
+            with transaction(con), registered(con, scored_reviews=rows, rescored_reviews=old_rows):
+                # an edited review's owner is recomputed by the incremental builds (its raw row is new); a review
+                # whose unchanged text got another score is not: those make the per-user aggregates rebuild in full
+                rescored = con.sql(f"SELECT count(*) FROM {TABLE} WHERE review_id IN (SELECT review_id FROM rescored_reviews)"
                                    ).fetchall()[0][0]
                 con.sql(f"DELETE FROM {TABLE} WHERE review_id IN (SELECT review_id FROM scored_reviews)")
                 con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scored_reviews")
