@@ -169,7 +169,8 @@ def test_expressions_timezones_formats_and_where_on_a_csv(tmp_path):
     write(tmp_path, "lines/b.csv", "Beleg,Kunde,Datum,Artikel,Menge,Preis\nB1,007,01.07.2025 12:00,A1,2,250\n"
           "B9,009,01.07.2025 12:00,A1,1,100\n")
     _, ledger, _ = ingest(tmp_path)
-    assert [r[2:8] for r in ledger[1:]] == [("duplicate_file", 6, 0, 6, 0, 0), ("ingested", 2, 1, 1, 0, 0)]
+    # the copy's rows are duplicates, except those the source's where leaves out again (filtered, as in a.csv)
+    assert [r[2:8] for r in ledger[1:]] == [("duplicate_file", 6, 0, 4, 0, 2), ("ingested", 2, 1, 1, 0, 0)]
 
 
 def test_one_mapping_fits_every_file_of_a_source_whatever_its_values_look_like(tmp_path):

@@ -307,7 +307,7 @@ def ingest_landing(
             ledger_only(con, out, run_id, now)
             continue
         known = con.sql(
-            f"""SELECT file_id, file_name, delivered, status FROM ({taken})
+            f"""SELECT file_id, file_name, delivered, status, filtered FROM ({taken})
             WHERE source = ? AND content_sha256 = ? ORDER BY (file_name = ?) DESC, file_id""",
             params=[source.name, sha, rel],
         ).fetchall()
@@ -331,8 +331,9 @@ def ingest_landing(
             continue
         try:
             if known:  # the same bytes under another name: a re-delivery, nothing to read
-                orig_id, orig_name, delivered, _ = known[0]
-                out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, delivered, delivered
+                orig_id, orig_name, delivered, _, filtered = known[0]
+                out.status, out.delivered, out.filtered = C.STATUS_DUPLICATE_FILE, delivered, filtered
+                out.duplicate = delivered - filtered  # the source's where leaves out the same rows again
                 out.message = f"same content as {orig_name} (file_id {orig_id}): all rows are duplicates"
                 ledger_only(con, out, run_id, now)
             else:
@@ -363,7 +364,8 @@ def ingest_landing(
             reject_as(con, out, first, run_id, now)
             continue
         else:
-            out.status, out.delivered, out.duplicate = C.STATUS_DUPLICATE_FILE, first.delivered, first.delivered
+            out.status, out.delivered, out.filtered = C.STATUS_DUPLICATE_FILE, first.delivered, first.filtered
+            out.duplicate = first.delivered - first.filtered
             out.message = f"same content as {first.file_name} (file_id {first.file_id}): all rows are duplicates"
         ledger_only(con, out, run_id, now)
     return report
