@@ -707,3 +707,26 @@ def test_keep_latest_is_refused_for_events_and_unknown_values(source, words):
     with pytest.raises(SourceConfigError) as err:
         parse("sources:\n" + source)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_keep_latest_reads_an_earlier_files_bytes_again_when_delivered_again(tmp_path):
+    """A change reverted by an export identical to an earlier one: with keep: latest that file is the latest delivery
+    (read, not skipped as a copy); with keep: first it stays a copy."""
+    head = "order_id,user_id,order_ts,amount,items,status\n"
+    first = head + "o1,u1,2026-03-01T10:00:00Z,10,1,completed\n"
+    for keep, expected in (("latest", "completed"), ("first", "completed")):
+        root = tmp_path / keep
+        (root / "sources.yaml").parent.mkdir(parents=True)
+        (root / "sources.yaml").write_text(f"sources:\n  shop:\n    table: orders\n    keep: {keep}\n")
+        write(root, "shop/a.csv", first)
+        write(root, "shop/b.csv", head + "o1,u1,2026-03-01T10:00:00Z,10,1,cancelled\n")
+        write(root, "shop/c.csv", first)  # the same bytes as a.csv
+        _, ledger, _ = ingest(root)
+        con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+        status = con.sql("SELECT status FROM raw.orders").fetchall()[0][0]
+        con.close()
+        if keep == "latest":
+            assert [(r[1], r[2], r[9]) for r in ledger] == [("shop/a.csv", "ingested", 0), ("shop/b.csv", "ingested", 1),
+                                                           ("shop/c.csv", "ingested", 1)] and status == expected
+        else:
+            assert [(r[1], r[2]) for r in ledger][2] == ("shop/c.csv", "duplicate_file") and status == expected

@@ -317,6 +317,8 @@ def ingest_landing(
         # a re-delivery of rows taken in; a copy of a file rejected as a whole is read on its own (its rows were not
         # taken in: counted as duplicates of them, they were lost once the first was read again under a fixed mapping)
         known = [k for k in known if k[3] == C.STATUS_INGESTED]
+        if source.keep == KEEP_LATEST:  # the same bytes delivered again are the latest: they restore what came between
+            known = []
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
         out.file_id = next_id = _next_file_id(con, next_id)
         if (source.name, rel) in seen:

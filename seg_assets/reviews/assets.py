@@ -33,9 +33,9 @@ STATE = "meta.review_sentiment_state"  # raw.reviews as of the last scoring: whi
 
 
 def _reviews_seen(con, version: str) -> tuple | None:
-    """(scorer version, rows and last file id of raw.reviews, rows scored): raw.reviews is append-only with one
-    ledger file id per delivered file, so this is cheap to read and moves with every delivery, rollback, new scorer
-    or loss of scored rows (None: no reviews table)."""
+    """(scorer version, rows and last file id of raw.reviews, rows scored): every row of raw.reviews, new or an edit
+    replacing one (keep: latest), carries its file's ledger id, so this is cheap to read and moves with every
+    delivery, rollback, new scorer or loss of scored rows (None: no reviews table)."""
     if not table_exists(con, "raw.reviews"):
         return None
     rows, last = con.sql("SELECT count(*), coalesce(max(_file_id), 0) FROM raw.reviews").fetchall()[0]
@@ -52,7 +52,7 @@ def _downstream_models() -> list[str]:
     key=REVIEW_SENTIMENT, deps=[RAW_REVIEWS], group_name=GROUP, pool="duckdb", kinds={"duckdb", "python"},
     description="Per review: language, text sentiment (VADER compound, -1..1; NULL when the language has no lexicon), "
     "label (positive / neutral / negative; from the stars when the text cannot be scored) and where the label came "
-    "from. The text itself stays in raw.reviews. Incremental: only new reviews are scored.",
+    "from. The text itself stays in raw.reviews. Incremental: only new and edited reviews are scored.",
 )
 def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     lexicons = settings.paths.sentiment_lexicons
