@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seg_assets.ingest import contract as C
+from seg_assets.ingest.ledger import ROW_COUNTS
 from seg_assets.resources import Warehouse, WarehouseLocked
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import row_count, table_exists
@@ -126,13 +127,10 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
 def _print_tables(con, console: Console) -> None:
     if table_exists(con, "meta.ingest_ledger"):
         rows = con.sql(
-            "SELECT source, table_name, count(*)::INT, sum(delivered)::BIGINT, sum(accepted)::BIGINT, "
-            "sum(updated)::BIGINT, sum(duplicate)::BIGINT, sum(rejected)::BIGINT, sum(filtered)::BIGINT "
-            "FROM meta.ingest_ledger GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT source, table_name, count(*)::INT, " + ", ".join(f"sum({k})::BIGINT" for k in ROW_COUNTS)
+            + " FROM meta.ingest_ledger GROUP BY 1, 2 ORDER BY 1, 2"
         ).fetchall()
-        console.print(_table("Ingested (all files so far)",
-                             ["source", "table", "files", "delivered", "accepted", "updated", "duplicate", "rejected",
-                              "filtered"],
+        console.print(_table("Ingested (all files so far)", ["source", "table", "files", *ROW_COUNTS],
                              [tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows]))
         reasons = con.sql("SELECT table_name, rule, count(*)::BIGINT, any_value(reason) FROM raw.rejects "
                           "GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 5").fetchall()

@@ -83,7 +83,7 @@ def test_an_address_in_a_where_or_an_event_name_is_redacted_where_the_product_sh
     assert shown == {("page_view", 1), ("signup <redacted e-mail>", 2)}
 
 
-def test_a_product_label_is_the_name_most_buyers_saw_not_one_customers_line(tmp_path):
+def test_a_product_label_is_the_name_most_lines_carry_not_one_customers_line(tmp_path):
     con = duckdb.connect()
     for schema in ("raw", "meta", "analytics"):
         con.sql(f"CREATE SCHEMA {schema}")
@@ -101,3 +101,18 @@ def test_a_product_label_is_the_name_most_buyers_saw_not_one_customers_line(tmp_
                  .fetchall())
     assert labels == {("Enamel mug",), ("Tea spoon",)}
 
+
+
+def test_a_file_rejected_whole_keeps_the_columns_read_under_their_contract_names(tmp_path):
+    """A source maps one column (order_id from Name) and reads the rest under the contract's names: a file lacking
+    Name is rejected whole, and its rejects keep the contract-named columns (not 'not read'), not the phone beside."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    columns: {order_id: Name}\n")
+    folder = tmp_path / "landing" / "shop"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text("user_id,order_ts,amount,items,status,Phone\n"
+                                  "u1,2026-03-01T10:00:00Z,10,1,completed,+1 212 555 0123\n")
+    con, report = _ingest(tmp_path)
+    assert [f.status for f in report.files] == ["rejected_file"]
+    (raw,) = [json.loads(v) for (v,) in con.sql("SELECT raw_values FROM raw.rejects").fetchall()]
+    assert raw == {"user_id": "u1", "order_ts": "2026-03-01T10:00:00Z", "amount": "10", "items": "1", "status": "completed"}
+    assert "the other 1 field(s) of its first line are not repeated here" in report.files[0].message

@@ -714,7 +714,7 @@ def test_keep_latest_reads_an_earlier_files_bytes_again_when_delivered_again(tmp
     (read, not skipped as a copy); with keep: first it stays a copy."""
     head = "order_id,user_id,order_ts,amount,items,status\n"
     first = head + "o1,u1,2026-03-01T10:00:00Z,10,1,completed\n"
-    for keep, expected in (("latest", "completed"), ("first", "completed")):
+    for keep in ("latest", "first"):
         root = tmp_path / keep
         (root / "sources.yaml").parent.mkdir(parents=True)
         (root / "sources.yaml").write_text(f"sources:\n  shop:\n    table: orders\n    keep: {keep}\n")
@@ -725,8 +725,8 @@ def test_keep_latest_reads_an_earlier_files_bytes_again_when_delivered_again(tmp
         con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
         status = con.sql("SELECT status FROM raw.orders").fetchall()[0][0]
         con.close()
-        if keep == "latest":
+        if keep == "latest":  # cancelled by b.csv, completed again by c.csv
             assert [(r[1], r[2], r[9]) for r in ledger] == [("shop/a.csv", "ingested", 0), ("shop/b.csv", "ingested", 1),
-                                                           ("shop/c.csv", "ingested", 1)] and status == expected
-        else:
-            assert [(r[1], r[2]) for r in ledger][2] == ("shop/c.csv", "duplicate_file") and status == expected
+                                                           ("shop/c.csv", "ingested", 1)] and status == "completed"
+        else:  # b.csv's change was a duplicate; c.csv a copy of a.csv
+            assert [(r[1], r[2]) for r in ledger][1:] == [("shop/b.csv", "ingested"), ("shop/c.csv", "duplicate_file")]

@@ -17,12 +17,13 @@ the threshold only if both its products do (support is anti-monotone), so prunin
 is exact, and a million baskets of three lines cost a pair join over the few frequent products only.
 
 Incremental: the **dirty users** are the owners with lines that arrived after the watermark (the ledger
-file id the counts were made at, over order lines and cancelled order rows; raw tables are append-only), the
-owners of orders whose cancelled order row arrived since, and the owners whose segment changed since
+file id the counts were made at, over order lines and cancelled order rows), the owners of orders whose
+cancelled order row arrived since, and the owners whose segment changed since
 (``basket_members`` holds the segment each owner was counted in). Their orders' old contribution (lines
 up to the watermark, old segment) is subtracted and the new one (all lines, current segment) added, to
-the items of every scope and to the pairs of tracked products. That stays exact while every product at
-or above a scope's threshold is tracked; a scope where one is not is counted again in full (the whole
+the items of every scope and to the pairs of tracked products (rows up to the watermark as they were counted:
+after a replacement of order rows or lines, keep: latest, everything is counted again). That stays exact while
+every product at or above a scope's threshold is tracked; a scope where one is not is counted again in full (the whole
 shop: everything).
 
 Without new order lines or cancellations nothing else is read and nothing is written: a buyer whose segment moved (with new
@@ -251,7 +252,7 @@ def _incremental(con, cfg: CountSettings, wm_old: int) -> CountUpdate:
 
 
 def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
-    """Bring the counts up to date with ``raw.order_items`` and the current segments (see the module doc)."""
+    """Bring the counts up to date with the order lines, cancelled order rows and current segments (module doc)."""
     ensure_tables(con)
     wm = watermark(con)
     state = con.sql("SELECT watermark, counts_key FROM meta.basket_state").fetchall()

@@ -2,8 +2,9 @@
 
 A per-user table is *incremental* when a user's row depends on that user's input rows only (sums,
 counts, min/max up to as-of). Such a table is updated by recomputing the rows of the **changed keys**:
-the users with a row that arrived since the last build (``_file_id`` above the build's watermark,
-raw tables being append-only) or whose event time has just come inside the window
+the users with a row that arrived since the last build (``_file_id`` above the build's watermark: a raw row
+is never changed in place, a replaced one (keep: latest) comes back with its file's id and leaves the keys it
+no longer names in ``meta.replaced_keys``) or whose event time has just come inside the window
 (``last as-of < event_time <= as-of``), and for a table that counts in sliding windows ending at as-of
 ("orders in the last 30 days"), the users with a row that has just left one (``last as-of - 30 days <=
 event_time <= as-of - 30 days``). Everything else in the table is still exact. The windows are read from

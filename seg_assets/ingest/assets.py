@@ -2,7 +2,7 @@
 
 One ``multi_asset`` (a single DuckDB writer, ``pool="duckdb"``) reads the sources (sources.yaml, else one
 per contract folder), runs :func:`loader.ingest_landing` and reports, per output, what this run added:
-accepted / duplicate / rejected / filtered rows, the files it read (with their ledger rows), rejects by
+accepted / updated / duplicate / rejected / filtered rows, the files it read (with their ledger rows), rejects by
 rule, the extra columns it saw, and for clicks the rows per event name and funnel stage. A sources file
 that cannot be used stops the step before any file is read, with one line saying what to fix.
 """
@@ -55,14 +55,13 @@ SPECS = [
           "Rows that broke the data contract, with file, row number, rule, readable reason and the raw values "
           "(e-mails hashed). sum(meta.ingest_ledger.rejected) = count(*).", _schema(C.REJECTS_COLUMNS)),
     _spec(LEDGER_KEY, C.LEDGER_TABLE,
-          "One row per landing file (keyed by content sha256): status and delivered = accepted + updated + duplicate + "
-          "rejected + filtered.",
+          "One row per landing file read (keyed by source and content sha256; a source with keep: latest reads the same "
+          "bytes again when delivered again): status and delivered = accepted + updated + duplicate + rejected + filtered.",
           _schema(C.LEDGER_COLUMNS)),
 ]
 
-_FILE_COLUMNS = ("file_id", "source", "table_name", "file_name", "status", "delivered", "accepted", "updated", "duplicate",
-                 "rejected", "filtered", "extra_columns", "message")
-_INT_COLUMNS = ("file_id", "delivered", "accepted", "updated", "duplicate", "rejected", "filtered")
+_FILE_COLUMNS = ("file_id", "source", "table_name", "file_name", "status", *ledger.ROW_COUNTS, "extra_columns", "message")
+_INT_COLUMNS = ("file_id", *ledger.ROW_COUNTS)
 
 
 def _files_table(files: list[ledger.FileOutcome]) -> dg.MetadataValue:
@@ -106,12 +105,7 @@ def _counts(report: ledger.IngestReport, table: str | None) -> dict:
         "files_duplicate": dg.MetadataValue.int(t["files_duplicate_file"]),
         "files_rejected": dg.MetadataValue.int(t["files_rejected_file"]),
         "files_failed": dg.MetadataValue.int(t["files_failed"]),
-        "rows_delivered": dg.MetadataValue.int(t["delivered"]),
-        "rows_accepted": dg.MetadataValue.int(t["accepted"]),
-        "rows_updated": dg.MetadataValue.int(t["updated"]),
-        "rows_duplicate": dg.MetadataValue.int(t["duplicate"]),
-        "rows_rejected": dg.MetadataValue.int(t["rejected"]),
-        "rows_filtered": dg.MetadataValue.int(t["filtered"]),
+        **{f"rows_{k}": dg.MetadataValue.int(t[k]) for k in ledger.ROW_COUNTS},
     }
 
 
@@ -197,7 +191,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     latest = [s.name for s in sources if s.keep == KEEP_LATEST]
     if engine.is_spark and latest:  # its raw tables are append-only Parquet: a replaced row would be a rewrite
         raise input_failure(f"source(s) {', '.join(latest)} keep the latest delivery of an id (keep: latest), which the "
-                            "Spark engine does not do yet: use --engine duckdb, or keep: first")
+                            "Spark engine does not do yet: use --engine duckdb (in a new data root), or keep: first")
     with duckdb.get_connection() as con:
         stage_files = None
         if engine.is_spark:  # files read and validated in Spark tasks, raw tables as Parquet (spark/ingest.py)
@@ -218,9 +212,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     t = report.totals()
     context.log.info(
         f"ingest: {t['files']} new file(s) from {landing} ({len(report.skipped)} already ingested, "
-        f"{len(report.ignored)} ignored): {t['accepted']} accepted, {t['updated']} updated, {t['duplicate']} duplicate, "
-        f"{t['rejected']} rejected, "
-        f"{t['filtered']} filtered rows"
+        f"{len(report.ignored)} ignored): " + ", ".join(f"{t[k]} {k}" for k in ledger.ROW_COUNTS[1:]) + " rows"
     )
     for name, reason in [(n, r) for n, r in report.ignored.items() if r][:10]:
         context.log.warning(f"ingest: landing/{name} not read: {reason}")

@@ -254,9 +254,9 @@ LEDGER_COLUMNS = (
     ("size_bytes", "BIGINT", "File size."),
     ("status", "VARCHAR", "ingested | duplicate_file | rejected_file | failed."),
     ("delivered", "BIGINT", "Data rows in the file = accepted + updated + duplicate + rejected + filtered."),
-    ("accepted", "BIGINT", "Rows inserted into raw.<table>."),
+    ("accepted", "BIGINT", "Rows with a new id inserted into raw.<table>."),
     ("duplicate", "BIGINT", "Rows whose id was already in raw.<table> or earlier in the file (keep: latest: with the same "
-     "values, or later in the file)."),
+     "values, or later in the file); of a duplicate_file, every row but those its source's where leaves out."),
     ("rejected", "BIGINT", "Rows written to raw.rejects."),
     ("filtered", "BIGINT", "Rows the source's `where` left out (counted, not rejected; the message says why)."),
     ("extra_columns", "VARCHAR[]", "Columns outside the contract (ignored)."),

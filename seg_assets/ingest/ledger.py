@@ -1,9 +1,10 @@
 """The ingestion ledger: what became of each landing file, written with its rows or alone, and read back.
 
-One row per file in ``meta.ingest_ledger`` (contract.py: LEDGER_DDL): ``delivered = accepted + duplicate + rejected +
-filtered``. A file is *taken in* by every row but a ``failed`` one and a ``rejected_file`` read under another mapping of
-its source (:func:`taken_rows`): those are read again, and their new row replaces the old one, with its rejects
-(:func:`write_ledger`). Both engines write the ledger through here (loader.py, spark/ingest.py).
+One row per file in ``meta.ingest_ledger`` (contract.py: LEDGER_DDL): ``delivered = accepted + updated + duplicate +
+rejected + filtered`` (:data:`ROW_COUNTS`). A file is *taken in* by every row but a ``failed`` one and a
+``rejected_file`` read under another mapping of its source (:func:`taken_rows`): those are read again, and their new
+row replaces the old one, with its rejects (:func:`write_ledger`). Both engines write the ledger through here
+(loader.py, spark/ingest.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.sources import sql_string
 
 _EMAIL = re.compile(r"[^\s,;:\"'<>()\[\]{}|=]+@[^\s,;:\"'<>()\[\]{}|=]+")
+
+
+# A file's row counts, as the ledger stores them: delivered = accepted + updated + duplicate + rejected + filtered
+ROW_COUNTS = ("delivered", "accepted", "updated", "duplicate", "rejected", "filtered")
 
 
 @dataclass
@@ -41,6 +46,17 @@ class FileOutcome:
     note: str | None = None  # prepended to the message when the ledger row is written
     source_key: str | None = None  # SourceDef.key of the source that read it
 
+    def count_duplicates(self) -> None:
+        """The rows neither taken in, replaced, rejected nor filtered were duplicates (the ledger's identity)."""
+        self.duplicate = self.delivered - self.accepted - self.updated - self.rejected - self.filtered
+
+    def as_copy_of(self, file_id: int, file_name: str, delivered: int, filtered: int) -> None:
+        """A file with the same bytes as one taken in (keep: first): its rows are duplicates, but for those its
+        source's where leaves out again (and the original's rejects: seen, counted with the duplicates)."""
+        self.status, self.delivered, self.filtered = C.STATUS_DUPLICATE_FILE, delivered, filtered
+        self.count_duplicates()
+        self.message = f"same content as {file_name} (file_id {file_id}): all rows are duplicates"
+
 
 @dataclass
 class IngestReport:
@@ -55,8 +71,7 @@ class IngestReport:
 
     def totals(self, table: str | None = None) -> dict[str, int]:
         files = self.files if table is None else self.for_table(table)
-        out = {k: sum(getattr(f, k) for f in files) for k in ("delivered", "accepted", "updated", "duplicate", "rejected",
-                                                                 "filtered")}
+        out = {k: sum(getattr(f, k) for f in files) for k in ROW_COUNTS}
         out["files"] = len(files)
         for status in C.STATUSES:
             out[f"files_{status}"] = sum(f.status == status for f in files)
@@ -138,7 +153,7 @@ def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
                          C.STATUS_FAILED, file_id=out.file_id, note=out.note, source_key=out.source_key)
     text = error_line(exc)
     rel = out.file_name
-    failed.message = redact(f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
+    failed.message = (f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
     return failed
 
 
@@ -151,7 +166,7 @@ def unreadable_outcome(source, rel: str, fmt: str, path, exc: OSError) -> FileOu
     why = (exc.strerror or type(exc).__name__).lower()
     fix = "fix its permissions" if isinstance(exc, PermissionError) else "fix the file or remove it"
     out = FileOutcome(source.name, source.table, rel, fmt, UNREAD, size, C.STATUS_FAILED, source_key=source.key)
-    out.message = redact(f"{rel}: cannot read {rel}: {why}; {fix}")
+    out.message = f"{rel}: cannot read {rel}: {why}; {fix}"
     return out
 
 

@@ -334,9 +334,7 @@ def ingest_landing(
         try:
             if known:  # the same bytes under another name: a re-delivery, nothing to read
                 orig_id, orig_name, delivered, _, filtered = known[0]
-                out.status, out.delivered, out.filtered = C.STATUS_DUPLICATE_FILE, delivered, filtered
-                out.duplicate = delivered - filtered  # the source's where leaves out the same rows again
-                out.message = f"same content as {orig_name} (file_id {orig_id}): all rows are duplicates"
+                out.as_copy_of(orig_id, orig_name, delivered, filtered)
                 ledger_only(con, out, run_id, now)
             else:
                 _ingest_file(con, source, path, out, run_id, bounds)
@@ -366,9 +364,7 @@ def ingest_landing(
             reject_as(con, out, first, run_id, now)
             continue
         else:
-            out.status, out.delivered, out.filtered = C.STATUS_DUPLICATE_FILE, first.delivered, first.filtered
-            out.duplicate = first.delivered - first.filtered
-            out.message = f"same content as {first.file_name} (file_id {first.file_id}): all rows are duplicates"
+            out.as_copy_of(first.file_id, first.file_name, first.delivered, first.filtered)
         ledger_only(con, out, run_id, now)
     return report
 

@@ -179,8 +179,10 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     for col in spec.columns:  # known before the file is read: a file rejected whole hashes them in its rejects too
         if col.pii and col.name in mapping:
             out.pii_names |= mapping[col.name].columns
+        if col.name not in mapping and not col.derived:  # read under its contract name (or a name the contract allows)
+            used.update(name for name in (col.name, *col.file_names) if name in by_lower)
+    out.extras = [n for n in src.names if n.strip().lower() not in used]  # what nothing reads
     if out.missing_inputs:
-        out.extras = [n for n in src.names if n.strip().lower() not in used]
         return out
     typed = _typed_inputs(con, src, expr_inputs, by_lower, text_inputs)
     exprs: dict[str, str] = {}
@@ -197,7 +199,6 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             name = next(name for name in (col.name, *col.file_names) if name in by_lower)
             ident = by_lower[name]
             out.columns[col.name] = (ident, src.types[src.idents.index(ident)])
-            used.add(name)
     types = _describe(con, src, exprs, source)
     out.columns.update({name: (sql, types.get(name)) for name, sql in exprs.items()})
     out.columns = {c.name: out.columns[c.name] for c in spec.columns if c.name in out.columns}  # contract order
@@ -209,5 +210,4 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             out.notes.append(f"{col.name} derived from each row's values")
         if col.derived and col.name == "funnel_stage" and "event_type" in out.columns:
             out.columns[col.name] = (_funnel_stage(con, src, out.columns["event_type"][0], source), "VARCHAR")
-    out.extras = [n for n in src.names if n.strip().lower() not in used]
     return out

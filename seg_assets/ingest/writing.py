@@ -84,7 +84,7 @@ def commit_file(con, out: FileOutcome, source: SourceDef, run_id: str, now: date
             out.accepted, out.updated = replace_changed_rows(con, spec, out.file_id)
         elif insert_rows:
             out.accepted = insert_new_rows(con, spec, out.file_id)
-        out.duplicate = out.delivered - out.accepted - out.updated - out.rejected - out.filtered
+        out.count_duplicates()
         write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:

@@ -1,9 +1,10 @@
 """``analytics/user_recommendations``: each user's top-N products (model.py), refreshed with the order lines.
 
-Thin wiring. A **full build** (first build, new order lines, other settings, a rebase) recomputes the shared
-tables (``meta.rec_*``: popularity per segment and shop, co-purchases, category products), re-fits the
-weights on the last horizon and re-ranks every user, a chunk of users at a time. Without new order lines
-nothing is read but the order-lines watermark and the state, and nothing is written: users whose segment moved
+Thin wiring. A **full build** (first build, new order lines, cancelled order rows or replaced rows of either,
+other settings, a rebase) recomputes the shared tables (``meta.rec_*``: popularity per segment and shop,
+co-purchases, category products), re-fits the weights on the last horizon and re-ranks every user, a chunk of
+users at a time. Otherwise nothing is read but the baskets' watermark (baskets/counts.py) and the state, and
+nothing is written: users whose segment moved
 since (with new clicks, say) and users new since keep their list, or have none, until the next delivery with
 order lines or the daily rebase; new clicks and the exclusion window's clock wait for it too. Re-ranking the
 moved users at once cost a scan of every click (4.7 CPU s at 1M users) for lists that the next full build redoes.

@@ -70,7 +70,7 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         since = int(state[0][2]) if state and state[0][0] == scorer.version else -1
         pending = pl.DataFrame() if seen is None or unchanged else con.sql(
             f"SELECT r.review_id, r.user_id, r.order_id, r.review_ts, r.rating, r.text, ($since >= 0 AND r._file_id > $since) "
-            f"OR NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id) AS _new "
+            f"OR NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id) AS _owner_rebuilt "
             f"FROM raw.reviews r WHERE r._file_id > $since "
             f"OR NOT EXISTS (SELECT 1 FROM {TABLE} s WHERE s.review_id = r.review_id AND s.scored_with = $v) "
             "ORDER BY r.review_id", params={"v": scorer.version, "since": since}).pl()
@@ -80,9 +80,10 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         distinct = pending.select("text", "rating").n_unique() if pending.height else 0
         rescored = 0
         if pending.height:
-            rows = pending.drop("text", "_new").join(scored, on="review_id", how="left").with_columns(
+            rows = pending.drop("text", "_owner_rebuilt").join(scored, on="review_id", how="left").with_columns(
                 scored_with=pl.lit(scorer.version))
-            old_rows = pending.filter(~pl.col("_new")).select("review_id")  # scored before with another scorer
+            # scored before, not edited since: only the scorer changed (the incremental builds cannot see that)
+            old_rows = pending.filter(~pl.col("_owner_rebuilt")).select("review_id")
             with transaction(con), registered(con, scored_reviews=rows, rescored_reviews=old_rows):
                 # an edited review's owner is recomputed by the incremental builds (its raw row is new); a review
                 # whose unchanged text got another score is not: those make the per-user aggregates rebuild in full

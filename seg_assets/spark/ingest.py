@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
+from seg_assets.ingest.writing import STAGE
 from seg_assets.settings import DataPaths
 from seg_assets.spark.tables import duckdb_view, parquet_rows, sql_string
 from seg_assets.warehouse import object_type
@@ -78,8 +79,8 @@ def _stage_task(item):
         con.sql("SET TimeZone = 'UTC'")
         con.sql("SET python_enable_replacements = false")
         insertable = loader.stage_file(con, source, Path(path), out, bounds)
-        present = {r[0] for r in con.sql(f"DESCRIBE temp.{loader.STAGE}").fetchall()}
-        con.sql(f"COPY (SELECT {_staged_columns(source.spec, present, out.file_id)} FROM temp.{loader.STAGE}) "
+        present = {r[0] for r in con.sql(f"DESCRIBE temp.{STAGE}").fetchall()}
+        con.sql(f"COPY (SELECT {_staged_columns(source.spec, present, out.file_id)} FROM temp.{STAGE}) "
                 f"TO {sql_string(target)} (FORMAT parquet)")
         return out, insertable
     except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others (as in the DuckDB loader)
@@ -160,7 +161,7 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
             if out.status != C.STATUS_FAILED:
                 out.rejected = rejected.get(out.file_id, 0)
                 out.accepted = counts.get(out.file_id, 0)
-                out.duplicate = out.delivered - out.accepted - out.rejected - out.filtered
+                out.count_duplicates()
             ledger.write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:
