@@ -138,14 +138,17 @@ def test_an_edited_review_is_scored_again_and_its_owner_recomputed(tmp_path):
         result = dg.materialize([ingest_landing, review_sentiment, *feature_assets],
                                 resources=build_resources(str(tmp_path), AS_OF))
         assert result.success
-        return _read(tmp_path, "SELECT review_id, rating, label FROM analytics.review_sentiment ORDER BY 1").rows()
+        (event,) = [e for e in result.get_asset_materialization_events()
+                    if e.asset_key == dg.AssetKey(["analytics", "review_sentiment"])]
+        edits = event.materialization.metadata["scored_edited"].value
+        return _read(tmp_path, "SELECT review_id, rating, label FROM analytics.review_sentiment ORDER BY 1").rows(), edits
 
-    first = run()
+    first, _ = run()
     assert first == [("r1", 5, "positive"), ("r2", 4, "positive")]
     (tmp_path / "landing" / "reviews" / "b.csv").write_text(
         head + "r1,u1,o1,2026-09-01T10:00:00Z,1,Awful. Broke in a week. Total waste of money.\n")
-    second = run()
-    assert second == [("r1", 1, "negative"), ("r2", 4, "positive")]
+    second, edits = run()
+    assert second == [("r1", 1, "negative"), ("r2", 4, "positive")] and edits == 1  # the asset says one was an edit
     stats = _read(tmp_path, "SELECT user_id, negative_reviews FROM features.user_review_stats ORDER BY 1").rows()
     assert stats == [("u1", 1), ("u2", 0)], stats
     build = _read(tmp_path, "SELECT mode FROM meta.model_builds WHERE model = 'features.user_review_stats'")["mode"][0]

@@ -78,7 +78,7 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         scored = score_reviews(pending, scorer) if pending.height else pl.DataFrame()
         seconds = time.perf_counter() - t0
         distinct = pending.select("text", "rating").n_unique() if pending.height else 0
-        rescored = 0
+        rescored, edited = 0, 0
         if pending.height:
             rows = pending.drop("text", "_owner_rebuilt").join(scored, on="review_id", how="left").with_columns(
                 scored_with=pl.lit(scorer.version))
@@ -87,8 +87,10 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
             with transaction(con), registered(con, scored_reviews=rows, rescored_reviews=old_rows):
                 # an edited review's owner is recomputed by the incremental builds (its raw row is new); a review
                 # whose unchanged text got another score is not: those make the per-user aggregates rebuild in full
-                rescored = con.sql(f"SELECT count(*) FROM {TABLE} WHERE review_id IN (SELECT review_id FROM rescored_reviews)"
-                                   ).fetchall()[0][0]
+                rescored, edited = con.sql(
+                    f"SELECT count(*) FILTER (WHERE review_id IN (SELECT review_id FROM rescored_reviews)), count(*) "
+                    f"FROM {TABLE} WHERE review_id IN (SELECT review_id FROM scored_reviews)").fetchall()[0]
+                edited -= rescored  # scored before and scored again for their new row (keep: latest)
                 con.sql(f"DELETE FROM {TABLE} WHERE review_id IN (SELECT review_id FROM scored_reviews)")
                 con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scored_reviews")
                 if rescored:  # old reviews changed score: the per-user aggregates cannot be updated by new rows alone
@@ -110,14 +112,16 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 
             export_duckdb_table(con, TABLE, settings.paths)
     rate = pending.height / seconds if seconds > 0 else 0.0
-    how = (f"{pending.height:,} reviews scored ({distinct:,} distinct texts and stars; {rescored:,} again with a new scorer), "
+    how = (f"{pending.height:,} reviews scored ({distinct:,} distinct texts and stars; {edited:,} edited since their score; "
+           f"{rescored:,} again with a new scorer), "
            f"{rate:,.0f}/s" if pending.height
            else "no new reviews since the last scoring (raw.reviews has the rows and files it had): nothing read"
            if unchanged else "no new reviews")
     context.log.info(f"review_sentiment: {how}; {total:,} reviews in {TABLE}; languages {', '.join(scorer.languages)}")
     metadata = {
         "dagster/row_count": dg.MetadataValue.int(int(total)), "dagster/table_name": TABLE,
-        "scored_now": dg.MetadataValue.int(pending.height), "scored_again": dg.MetadataValue.int(int(rescored)), "scoring": how,
+        "scored_now": dg.MetadataValue.int(pending.height), "scored_again": dg.MetadataValue.int(int(rescored)),
+        "scored_edited": dg.MetadataValue.int(int(edited)), "scoring": how,
         "distinct_scored": dg.MetadataValue.int(distinct),
         "reviews_per_second": dg.MetadataValue.float(round(rate, 1)), "scorer_version": scorer.version,
         "languages": ", ".join(scorer.languages), "lexicon_folder": str(lexicons),
