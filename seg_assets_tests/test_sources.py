@@ -730,3 +730,20 @@ def test_keep_latest_reads_an_earlier_files_bytes_again_when_delivered_again(tmp
                                                            ("shop/c.csv", "ingested", 1)] and status == "completed"
         else:  # b.csv's change was a duplicate; c.csv a copy of a.csv
             assert [(r[1], r[2]) for r in ledger][1:] == [("shop/b.csv", "ingested"), ("shop/c.csv", "duplicate_file")]
+
+
+def test_a_ledger_from_before_the_updated_column_is_migrated_and_keeps_its_rows(tmp_path):
+    """A warehouse written by an earlier version (no `updated` column): the next ingestion adds it, 0 for the old
+    rows, and the accounting holds for old and new files alike."""
+    from seg_assets.ingest import contract as C
+
+    head = "order_id,user_id,order_ts,amount,items,status\n"
+    write(tmp_path, "orders/a.csv", head + "o1,u1,2026-03-01T10:00:00Z,10,1,completed\n")
+    ingest(tmp_path)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.sql(f"ALTER TABLE {C.LEDGER_TABLE} DROP COLUMN updated")  # as an earlier version left it
+    con.close()
+    (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    keep: latest\n")
+    write(tmp_path, "orders/b.csv", head + "o1,u1,2026-03-01T10:00:00Z,10,1,cancelled\n")
+    _, ledger, _ = ingest(tmp_path)  # (its helper checks delivered = the counts, updated included, on every row)
+    assert [(r[1], r[4], r[9]) for r in ledger] == [("orders/a.csv", 1, 0), ("orders/b.csv", 0, 1)]
