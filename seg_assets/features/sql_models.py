@@ -143,30 +143,28 @@ def set_as_of(con, as_of) -> None:
     con.sql(f"SET VARIABLE as_of = TIMESTAMP '{as_of.isoformat(sep=' ')}'")
 
 
-def built_inputs(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
-    """The SQL table and incremental models that reading ``tables`` reads, directly or through views: their rows
-    are rewritten by their builds, unlike raw rows (appended once). An incremental build over them sees the raw
-    rows only as far as their last build (incremental.built_watermark), and an additive one cannot use them."""
+def _read_through_views(tables, models: dict[str, SqlModel]) -> set[str]:
+    """The tables that reading ``tables`` reads, with each view replaced by what it reads."""
     found: set[str] = set()
     for table in tables:
         model = models.get(table)
-        if model is not None:
-            found.update(built_inputs(model.inputs, models) if model.materialized == "view"
-                         else [table])
-    return tuple(sorted(found))
+        found.update(_read_through_views(model.inputs, models) if model is not None and model.materialized == "view"
+                     else [table])
+    return found
+
+
+def built_inputs(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
+    """The SQL table and incremental models that reading ``tables`` reads, directly or through views: their rows
+    are rewritten by their builds. An incremental build over them sees the raw rows only as far as their last
+    build (incremental.built_watermark), and an additive one cannot use them."""
+    return tuple(sorted(t for t in _read_through_views(tables, models) if t in models))
 
 
 def updatable_inputs(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
     """The raw tables that reading ``tables`` reads, directly or through views, whose rows a later delivery can
     replace (contract ``updatable``: a source with ``keep: latest``)."""
-    found: set[str] = set()
-    for table in tables:
-        model = models.get(table)
-        if model is not None and model.materialized == "view":
-            found.update(updatable_inputs(model.inputs, models))
-        elif model is None and table.startswith("raw.") and getattr(C.TABLES.get(table[4:]), "updatable", False):
-            found.add(table)
-    return tuple(sorted(found))
+    return tuple(sorted(t for t in _read_through_views(tables, models) if t not in models and t.startswith("raw.")
+                        and getattr(C.TABLES.get(t[4:]), "updatable", False)))
 
 
 def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[str, ...]:
