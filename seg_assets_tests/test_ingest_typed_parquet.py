@@ -144,3 +144,76 @@ def test_clicks_are_stored_in_file_order(con, landing):
     run(con, landing)
     assert counts(ledger(con)["clicks/c.parquet"]) == ("ingested", n, n, 0, 0)
     assert con.sql("SELECT count(*) FILTER (WHERE _row <> rowid + 1) FROM raw.clicks").fetchall() == [(0,)]
+
+
+def test_text_written_as_bare_binary_is_text(con, landing):
+    """Impala, Hive and older Spark write strings as BINARY without the UTF-8 annotation: the same text as a CSV's,
+    not escape codes (``Zo\\xC3\\xAB`` was a second user next to the CSV's ``Zoë``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = landing / "orders" / "bin.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "order_id": pa.array([b"o1"], pa.binary()), "user_id": pa.array(["Zoë".encode()], pa.binary()),
+        "order_ts": pa.array([datetime(2026, 3, 1, 10)], pa.timestamp("us")), "amount": [10.0], "items": [1],
+        "category": pa.array(["Café".encode()], pa.binary()), "status": pa.array([b"completed"], pa.binary())}), path)
+    run(con, landing)
+    assert counts(ledger(con)["orders/bin.parquet"]) == ("ingested", 1, 1, 0, 0)
+    assert con.sql("SELECT order_id, user_id, category, status FROM raw.orders").fetchall() == [
+        ("o1", "Zoë", "Café", "completed")]
+
+
+def test_folder_names_are_not_columns(con, landing):
+    """A folder named like a Hive partition (``status=cancelled/``) is a folder: DuckDB's guess would have made it a
+    column overriding the file's own status."""
+    write_parquet(landing, "orders", "status=cancelled/part-0.parquet", typed_orders([{"order_id": "o1"}]))
+    run(con, landing)
+    assert counts(ledger(con)["orders/status=cancelled/part-0.parquet"]) == ("ingested", 1, 1, 0, 0)
+    assert con.sql("SELECT order_id, status FROM raw.orders").fetchall() == [("o1", "completed")]
+
+
+def test_file_columns_named_like_the_loaders_own_are_data(con, landing):
+    """The loader's own names (``_row``, ``why``, ``v__<column>``, ``p__<column>``) in a Parquet file are extra columns,
+    not the loader's: both orders kept, no row rejected with the file's text as its reason."""
+    df = typed_orders([{"order_id": "o1"}, {"order_id": "o2"}]).with_columns(
+        v__order_id=pl.lit("A"), why=pl.Series(["see note", "customer asked"]), _row=pl.Series([98, 99]),
+        p__amount=pl.lit("x"))
+    write_parquet(landing, "orders", "a.parquet", df)
+    run(con, landing)
+    assert counts(ledger(con)["orders/a.parquet"]) == ("ingested", 2, 2, 0, 0)
+    assert con.sql("SELECT order_id, _row FROM raw.orders ORDER BY 1").fetchall() == [("o1", 1), ("o2", 2)]
+    write_parquet(landing, "orders", "b.parquet", typed_orders([{"order_id": "o3"}]).with_columns(file_row_number=pl.lit(7)))
+    run(con, landing, run_id="r2")
+    row = ledger(con)["orders/b.parquet"]
+    assert row["status"] == "failed" and "column named file_row_number" in row["message"], row["message"]
+
+
+def test_misnamed_and_damaged_files_fail_at_once_saying_what_they_are(con, landing):
+    """A Parquet file named .csv (and the reverse) is not taken for a file still being written (the landing rule
+    waited 10 minutes for its "last line"), and fails with what it is; a damaged Parquet file says so, without the
+    engine's words only; bytes that are not UTF-8 in a text column say that."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from seg_assets.ingest.sources import unfinished
+
+    good = write_parquet(landing, "orders", "a.parquet", typed_orders([{"order_id": "o1"}]))
+    other = write_parquet(landing.parent / "elsewhere", "orders", "b.parquet", typed_orders([{"order_id": "o9"}]))
+    (landing / "orders" / "b.csv").write_bytes(other.read_bytes())
+    (landing / "orders" / "c.parquet").write_text("order_id,user_id\no2,u1\n")
+    (landing / "orders" / "d.parquet").write_bytes(good.read_bytes()[:200] + b"PAR1")
+    pq.write_table(pa.table({"order_id": pa.array([b"o5"], pa.binary()), "user_id": pa.array([b"\xff\xfe"], pa.binary()),
+                             "order_ts": pa.array([datetime(2026, 3, 1)], pa.timestamp("us")), "amount": [1.0],
+                             "items": [1], "status": ["completed"]}), landing / "orders" / "e.parquet")
+    for name in ("b.csv", "c.parquet"):
+        path = landing / "orders" / name
+        assert unfinished(path, path.stat().st_size) is None, name
+    run(con, landing)
+    rows = ledger(con)
+    assert rows["orders/a.parquet"]["status"] == "ingested"
+    expected = {"b.csv": "a Parquet file named as CSV: rename it to .parquet", "c.parquet": "named .parquet but not a Parquet file",
+                "d.parquet": "the Parquet file is damaged or cut short", "e.parquet": "holds bytes that are not UTF-8 text"}
+    for name, words in expected.items():
+        row = rows[f"orders/{name}"]
+        assert row["status"] == "failed" and words in row["message"] and str(landing) not in row["message"], row["message"]

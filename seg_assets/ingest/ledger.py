@@ -132,7 +132,9 @@ def ledger_only(con, out: FileOutcome, run_id: str, now: datetime) -> None:
 _NOISE = ("Original Line", "Possible", "*", "LINE ", "^")
 _FIXES = {"not utf-8 encoded": "save the file as UTF-8 (the data contract's encoding) and land it again, or set its "
                                "source's csv encoding in sources.yaml (e.g. csv: {encoding: cp1252})",
-          "unexpected end of gzip stream": "the compressed file is cut short: land it again whole, under a new name"}
+          "unexpected end of gzip stream": "the compressed file is cut short: land it again whole, under a new name",
+          "is not valid utf8": "a text column of the Parquet file holds bytes that are not UTF-8 text: write its "
+                               "strings as UTF-8 and land it again"}
 
 
 def error_line(exc: Exception) -> str:
@@ -151,8 +153,9 @@ def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
     """A file that could not be read: status failed, one redacted line (read again by the next run that ingests)."""
     failed = FileOutcome(out.source, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
                          C.STATUS_FAILED, file_id=out.file_id, note=out.note, source_key=out.source_key)
-    text = error_line(exc)
     rel = out.file_name
+    # the engine names the file by its absolute path (quoted): the line already starts with its landing name
+    text = re.sub(r"""(['"]?)/[^'"\s]*/""" + re.escape(rel) + r"\1", "the file", error_line(exc))
     failed.message = (f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
     return failed
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from seg_assets.ingest.source_config import CONTRACT_CSV, CsvDialect
-from seg_assets.ingest.sources import sql_string
+from seg_assets.ingest.sources import PARQUET_MAGIC, sql_string
 from seg_assets.warehouse import sql_ident
 
 SRC = "_seg_ingest_src"  # temp table holding a CSV file as read
@@ -137,15 +137,55 @@ def _utf8_copy(path: Path, fmt: str, encoding: str) -> tuple[Path, str | None]:
     return Path(temp), note
 
 
+# Text stored as bare BINARY (Impala, Hive, older Spark) is text, not bytes to escape; folder names such as
+# ``status=cancelled/`` are folders, not columns that override the file's own (DuckDB guesses Hive partitions otherwise)
+PARQUET_OPTIONS = "binary_as_string=true, hive_partitioning=false"
+ROW_COLUMN = "file_row_number"  # the column read_parquet adds (file_row_number=true): a file may not have its own
+
+
+def _parquet_source(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
+    """A Parquet file read in place with its own types, its columns renamed ``c0..cN`` as a CSV's are: a file column
+    named like one of the loader's own (``_row``, ``why``, ``v__amount``) is then just data."""
+    read = f"read_parquet({_path_lit(path)}, {PARQUET_OPTIONS}"
+    try:
+        described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {read})").fetchall()]
+    except duckdb.Error as exc:  # the footer (the schema) does not parse: "Footer length error", "Invalid data", ...
+        raise ValueError(f"the Parquet file is damaged or cut short ({str(exc).splitlines()[0].replace(str(path), 'the file')}):"
+                         " land it again, whole, under a new name") from None
+    names = [n for n, _ in described]
+    if any(n.lower() == ROW_COLUMN for n in names):
+        raise ValueError(f"the file has a column named {ROW_COLUMN}, a name DuckDB's Parquet reader keeps for itself: "
+                         "rename that column and land the file again")
+    idents = [f"c{i}" for i in range(len(names))]
+    columns = "".join(f"{sql_ident(n)} AS {i}, " for n, i in zip(names, idents))
+    relation = f"(SELECT {columns}{ROW_COLUMN} AS _seg_file_row FROM {read}, {ROW_COLUMN}=true))"
+    return Source(names, idents, [t for _, t in described], "_seg_file_row + 1", False, relation)
+
+
+def misnamed(path: Path, fmt: str) -> str | None:
+    """What a file named for ``fmt`` really is, when its first bytes say another format (None: they agree)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return None
+    is_parquet, is_gzip = head == PARQUET_MAGIC, head[:2] == b"\x1f\x8b"
+    if fmt == "parquet" and not is_parquet:
+        what = "gzip-compressed (a .csv.gz?)" if is_gzip else "not a Parquet file (text? a CSV?)"
+        return f"named .parquet but {what}: its first bytes are not Parquet's; land it under its own extension"
+    if fmt != "parquet" and is_parquet:
+        return "a Parquet file named as CSV: rename it to .parquet and land it again"
+    if fmt == "csv" and is_gzip:
+        return "gzip-compressed: rename it to .csv.gz and land it again"
+    return None
+
+
 def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: CsvDialect = CONTRACT_CSV) -> Source | None:
     """Describe one file; a CSV is read into the temp table SRC (for rowid). None: a CSV without a header row."""
     con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
-    if fmt == "parquet":  # typed columns and file_row_number: read straight into the stage, no copy
-        relation = f"read_parquet({_path_lit(path)}, file_row_number=true)"
-        described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
-        described = [(n, t) for n, t in described if n != "file_row_number"]
-        names = [n for n, _ in described]
-        return Source(names, [sql_ident(n) for n in names], [t for _, t in described], "file_row_number + 1", False, relation)
+    if (wrong := misnamed(path, fmt)) is not None:
+        raise ValueError(wrong)
+    if fmt == "parquet":
+        return _parquet_source(con, path)
     header, utf8 = _csv_header(path, fmt, dialect)
     if header is None:
         return None

@@ -179,6 +179,9 @@ def taken_files_metadata(landing: Path, sources: list[SourceDef], taken: Mapping
     return {TAKEN_FILES: sorted(f.key for f in scan_landing(landing, sources) if taken.get(f.path) == f.size)}
 
 
+PARQUET_MAGIC = b"PAR1"  # a Parquet file's first and last four bytes
+
+
 def unfinished(path: Path, size: int) -> str | None:
     """Why a file looks cut short, or None: a Parquet file ends with its footer's magic bytes (a writer adds the
     footer last), a CSV file with a line end (a writer paused mid-line left a value cut short: '131.52' read as
@@ -190,11 +193,14 @@ def unfinished(path: Path, size: int) -> str | None:
         return None
     try:
         with open(path, "rb") as handle:
+            head = handle.read(4)
             handle.seek(max(0, size - 4))
             tail = handle.read(4)
     except OSError:
         return None  # unreadable: ingestion says so, file by file
-    if fmt == "parquet" and tail != b"PAR1":
+    if (fmt == "parquet") != (head == PARQUET_MAGIC):  # a writer starts with the magic: a file named for another format
+        return None  # (read at once, and reading.misnamed says what it is)
+    if fmt == "parquet" and tail != PARQUET_MAGIC:
         return "no Parquet footer yet"
     if fmt == "csv" and not tail.endswith((b"\n", b"\r", b"\n\x00", b"\r\x00")):  # UTF-16 LE's too: read, told to convert
         return "its last line has no end yet"
