@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from seg_assets.config_files import config_fingerprint
+from seg_assets.ingest import contract as C
+from seg_assets.ingest.ledger import NOTHING_TAKEN
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import discover_files, scan_landing
 from seg_assets.settings import DataPaths, sql_dir
@@ -35,10 +37,11 @@ def state_path(paths: DataPaths) -> Path:
 
 
 def ledger_files(con) -> list[list]:
-    """(path under landing/, size, not taken in) of every file in the ledger. A file that failed or was rejected as a
-    whole and has not changed since (nor the configuration or the code) is no reason to run: it would fare the same."""
-    rows = con.sql("SELECT file_name, size_bytes, bool_and(status IN ('failed', 'rejected_file')) FROM meta.ingest_ledger "
-                   "GROUP BY ALL ORDER BY 1").fetchall()
+    """(path under landing/, size, not taken in) of every file in the ledger. A file that failed or of which nothing
+    was taken in (rejected as a whole, or every row rejected: ledger.NOTHING_TAKEN) and has not changed since (nor the
+    configuration or the code) is no reason to run: it would fare the same."""
+    rows = con.sql(f"SELECT file_name, size_bytes, bool_and(status = '{C.STATUS_FAILED}' OR {NOTHING_TAKEN}) "
+                   f"FROM {C.LEDGER_TABLE} GROUP BY ALL ORDER BY 1").fetchall()
     return [[name, int(size), bool(failed)] for name, size, failed in rows]
 
 

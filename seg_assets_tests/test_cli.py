@@ -161,6 +161,14 @@ def test_strict_exits_3_while_a_landing_file_is_not_taken_in(tmp_path, monkeypat
     assert runner.invoke(app, ["refresh", "--no-summary"]).exit_code == 0
     linked = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
     assert linked.exit_code == 3 and "not read landing/orders/passwd.csv: a link out of the landing folder" in linked.output
+    # a file read but every row of it rejected is not taken in either, on the next runs too (it was forgotten there)
+    (root / "landing" / "orders" / "passwd.csv").unlink()
+    (root / "landing" / "orders" / "bad_rows.csv").write_text(
+        "order_id,user_id,order_ts,amount,items,category,discount,status\n"
+        "x1,u1,2026-01-01T10:00:00Z,-5.00,1,books,,completed\nx2,u1,2026-01-01T11:00:00Z,-1.00,1,books,,completed\n")
+    assert runner.invoke(app, ["refresh", "--no-summary", "--strict"]).exit_code == 3
+    again = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
+    assert again.exit_code == 3 and "Segments are current" in again.output and "(orders/bad_rows.csv)" in again.output
 
 
 def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
