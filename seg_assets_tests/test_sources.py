@@ -747,3 +747,34 @@ def test_a_ledger_from_before_the_updated_column_is_migrated_and_keeps_its_rows(
     write(tmp_path, "orders/b.csv", head + "o1,u1,2026-03-01T10:00:00Z,10,1,cancelled\n")
     _, ledger, _ = ingest(tmp_path)  # (its helper checks delivered = the counts, updated included, on every row)
     assert [(r[1], r[4], r[9]) for r in ledger] == [("orders/a.csv", 1, 0), ("orders/b.csv", 0, 1)]
+
+
+def test_typed_times_ignore_a_text_format_and_int96_is_utc(tmp_path):
+    """A source's timestamp_format is for its text times: a Parquet file of the same source with nanosecond times,
+    zoned times or dates is typed as delivered (it was parsed back from text with the format: every row rejected).
+    Naive times and dates are the source's local time; Spark's legacy INT96 times are UTC instants whatever it says."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  erp: {table: orders, timezone: Europe/Berlin, timestamp_format: '%d.%m.%Y %H:%M', columns: {order_ts: Datum}}\n")
+    noon = datetime(2026, 1, 29, 12)
+    kinds = {"ns": pa.timestamp("ns"), "nstz": pa.timestamp("ns", tz="UTC"), "ms": pa.timestamp("ms"), "date": pa.date32()}
+    (tmp_path / "landing" / "erp").mkdir(parents=True)
+    for name, kind in kinds.items():
+        value = noon.date() if name == "date" else noon
+        table = pa.table({"order_id": [name], "user_id": ["u1"], "Datum": pa.array([value], kind), "amount": [1.0],
+                          "items": [1], "status": ["completed"]})
+        pq.write_table(table, tmp_path / "landing" / "erp" / f"{name}.parquet")
+    pq.write_table(pa.table({"order_id": ["int96"], "user_id": ["u1"], "Datum": pa.array([noon], pa.timestamp("us")),
+                             "amount": [1.0], "items": [1], "status": ["completed"]}),
+                   tmp_path / "landing" / "erp" / "int96.parquet", use_deprecated_int96_timestamps=True)
+    write(tmp_path, "erp/text.csv", "order_id,user_id,Datum,amount,items,status\ntext,u1,29.01.2026 12:00,1,1,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert rejects == [] and all(r[2] == "ingested" for r in ledger), ledger
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    rows = dict(con.sql("SELECT order_id, order_ts FROM raw.orders").fetchall())
+    con.close()
+    local_noon = datetime(2026, 1, 29, 11)  # 12:00 in Berlin (winter) is 11:00 UTC
+    assert rows == {"ns": local_noon, "ms": local_noon, "text": local_noon, "nstz": noon, "int96": noon,
+                    "date": datetime(2026, 1, 28, 23)}

@@ -156,8 +156,13 @@ def _parquet_source(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
     if any(n.lower() == ROW_COLUMN for n in names):
         raise ValueError(f"the file has a column named {ROW_COLUMN}, a name DuckDB's Parquet reader keeps for itself: "
                          "rename that column and land the file again")
+    # Spark's legacy INT96 times are UTC instants, which DuckDB reads as naive times: a source's timezone would shift them
+    int96 = {r[0] for r in con.sql(f"SELECT name FROM parquet_schema({_path_lit(path)}) WHERE type = 'INT96'").fetchall()}
+    int96 = {n for n, t in described if n in int96 and t == "TIMESTAMP"}
     idents = [f"c{i}" for i in range(len(names))]
-    columns = "".join(f"{sql_ident(n)} AS {i}, " for n, i in zip(names, idents))
+    read_as = {n: f"timezone('UTC', {sql_ident(n)})" for n in int96}
+    columns = "".join(f"{read_as.get(n, sql_ident(n))} AS {i}, " for n, i in zip(names, idents))
+    described = [(n, "TIMESTAMP WITH TIME ZONE" if n in int96 else t) for n, t in described]
     relation = f"(SELECT {columns}{ROW_COLUMN} AS _seg_file_row FROM {read}, {ROW_COLUMN}=true))"
     return Source(names, idents, [t for _, t in described], "_seg_file_row + 1", False, relation)
 

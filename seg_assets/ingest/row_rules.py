@@ -26,8 +26,10 @@ def shown_sql(v: str) -> str:
 # point stays there on purpose: the double 0.145 casts to 0.14 but its text '0.145' to 0.15, and an `items`
 # of 1.0000001 is rejected directly but 1 from its text (the text path costs ~0.05 s per 500k-row file).
 _INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+NAIVE_TIMES = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")  # a date is its midnight
 TYPED_SOURCES: dict[str, dict[str, str]] = {
-    TIMESTAMP: {"TIMESTAMP": "{x}", "TIMESTAMP WITH TIME ZONE": "{x} AT TIME ZONE 'UTC'"},
+    TIMESTAMP: {"TIMESTAMP": "{x}", **{t: "CAST({x} AS TIMESTAMP)" for t in NAIVE_TIMES[1:]},
+                "TIMESTAMP WITH TIME ZONE": "{x} AT TIME ZONE 'UTC'", "TIMESTAMPTZ_NS": "CAST({x} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"},
     DECIMAL: {t: "try_cast({x} AS {type})" for t in (*_INTEGERS, "DECIMAL")},
     INTEGER: {t: "try_cast({x} AS INTEGER)" for t in _INTEGERS},  # out of range: NULL, unparseable as from text
 }
@@ -39,8 +41,8 @@ def typed_sql(col: Column, source: str, source_type: str, local_time: bool = Fal
     ``local_time``: a naive TIMESTAMP is local time of the session's TimeZone (the source's ``timezone``).
     """
     base = source_type.split("(")[0]
-    if local_time and col.kind == TIMESTAMP and base == "TIMESTAMP":
-        return f"CAST({source} AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
+    if local_time and col.kind == TIMESTAMP and base in NAIVE_TIMES:
+        return f"CAST(CAST({source} AS TIMESTAMP) AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
     template = TYPED_SOURCES.get(col.kind, {}).get(base)
     return None if template is None else template.format(x=source, type=col.sql_type)
 
