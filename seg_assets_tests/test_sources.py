@@ -1,6 +1,7 @@
 """sources.yaml: parsing and refusing mappings, and real ingestion of the user's own layouts on real DuckDB files."""
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -348,6 +349,26 @@ def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
     assert rows == [("o1", "12680"), ("o3", "7.5"), ("o4", "12680"), ("o5", "12680"), ("o6", "1234567890.17")]
 
 
+def test_a_large_id_delivered_as_a_double_or_decimal_is_its_whole_number(tmp_path):
+    """16 digits and more (a snowflake or a database sequence): a double up to 2^53 and a decimal of any size are
+    exact, so the id is its digits as in the CSV twin, not '1234567890123456.0' or '...456.00' (another user)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n"
+                                           "    columns: {order_id: id, user_id: customer, amount: total, items: 1}\n")
+    folder = tmp_path / "landing" / "shop"
+    folder.mkdir(parents=True)
+    base = {"total": [1.0], "order_ts": pa.array([datetime(2026, 3, 1)], pa.timestamp("us")), "status": ["completed"]}
+    pq.write_table(pa.table({"id": ["o1"], "customer": pa.array([1234567890123456.0], pa.float64()), **base}), folder / "a.parquet")
+    pq.write_table(pa.table({"id": ["o2"], "customer": pa.array([Decimal("12345678901234567890.00")], pa.decimal128(22, 2)),
+                             **base}), folder / "b.parquet")
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        rows = con.sql("SELECT order_id, user_id FROM raw.orders ORDER BY 1").fetchall()
+    assert rows == [("o1", "1234567890123456"), ("o2", "12345678901234567890")]
+
+
 def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_text(tmp_path):
     """DuckDB's try_cast('8.16' AS BIGINT) is 8: a column of decimals was typed as whole numbers (amounts rounded), and
     GA4 ids made of digits and a dot became one number (200 users became one)."""
@@ -615,7 +636,6 @@ def test_a_mapping_that_does_not_fit_one_file_names_the_expression_and_the_value
 def test_lines_without_an_id_are_the_same_lines_in_any_format(tmp_path):
     """The derived line id hashes the typed values: the same lines re-delivered as CSV ('8.5', another way to write the
     time) after Parquet (DECIMAL 8.500, a TIMESTAMP, integer ids) are duplicates, not a second copy of the order."""
-    from decimal import Decimal
 
     import pyarrow as pa
     import pyarrow.parquet as pq

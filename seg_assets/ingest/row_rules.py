@@ -76,7 +76,9 @@ def id_source(source: str | None, source_type: str | None) -> str | None:
                 f"ELSE {source} END")
     if source is None or base not in ("DOUBLE", "FLOAT", "REAL", "DECIMAL"):
         return source
-    return (f"CASE WHEN {source} = trunc({source}) AND abs({source}) < 1e15 THEN CAST(CAST({source} AS BIGINT) AS VARCHAR) "
+    # a decimal is exact at any size; a double's whole numbers are its integers up to 2^53 (beyond, digits were lost)
+    exact = "" if base == "DECIMAL" else f" AND abs({source}) <= 9007199254740992"
+    return (f"CASE WHEN {source} = trunc({source}){exact} THEN CAST(CAST({source} AS HUGEINT) AS VARCHAR) "
             f"ELSE CAST({source} AS VARCHAR) END")
 
 
