@@ -798,3 +798,39 @@ def test_typed_times_ignore_a_text_format_and_int96_is_utc(tmp_path):
     local_noon = datetime(2026, 1, 29, 11)  # 12:00 in Berlin (winter) is 11:00 UTC
     assert rows == {"ns": local_noon, "ms": local_noon, "text": local_noon, "nstz": noon, "int96": noon,
                     "date": datetime(2026, 1, 28, 23)}
+
+
+def test_a_ga4_export_maps_struct_fields_with_a_dot_and_text_functions_fit_typed_parquet(tmp_path):
+    """A GA4 export nests: ``device.category`` is a field of the STRUCT column device (it was refused as "another
+    table"), the session id sits in event_params. And ``replace(Betrag, ',', '.')`` written for a CSV's decimal commas
+    fits a Parquet file of the same source where Betrag is DOUBLE (it failed: replace() takes text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n"
+        "  ga4:\n    table: clicks\n"
+        "    columns: {user_id: user_pseudo_id, event_ts: event_timestamp, event_type: event_name, category: device.category,\n"
+        "              session_id: \"list_filter(event_params, p -> p.key = 'ga_session_id')[1].value.int_value\"}\n"
+        "  erp:\n    table: orders\n    columns: {amount: \"TRY_CAST(replace(Betrag, ',', '.') AS DOUBLE)\"}\n")
+    param = pa.struct([("key", pa.string()), ("value", pa.struct([("string_value", pa.string()), ("int_value", pa.int64())]))])
+    (tmp_path / "landing" / "ga4").mkdir(parents=True)
+    pq.write_table(pa.table({
+        "event_timestamp": pa.array([1772366400000000], pa.int64()), "event_name": ["page_view"],
+        "user_pseudo_id": ["123.456"], "device": pa.array([{"category": "mobile"}], pa.struct([("category", pa.string())])),
+        "event_params": pa.array([[{"key": "page_title", "value": {"string_value": "Home", "int_value": None}},
+                                   {"key": "ga_session_id", "value": {"string_value": None, "int_value": 1772366}}]],
+                                 pa.list_(param))}), tmp_path / "landing" / "ga4" / "events.parquet")
+    (tmp_path / "landing" / "erp").mkdir(parents=True)
+    pq.write_table(pa.table({"order_id": ["o1"], "user_id": ["u1"], "order_ts": pa.array([datetime(2026, 3, 1)], pa.timestamp("us")),
+                             "Betrag": [12.5], "items": [1], "status": ["completed"]}), tmp_path / "landing" / "erp" / "a.parquet")
+    write(tmp_path, "erp/b.csv", "order_id,user_id,order_ts,Betrag,items,status\no2,u1,2026-03-01T00:00:00Z,\"7,25\",1,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert rejects == [] and [r[2] for r in ledger] == ["ingested"] * 3, ledger
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        clicks = con.sql("SELECT user_id, session_id, category, event_ts FROM raw.clicks").fetchall()
+        orders = con.sql("SELECT order_id, amount FROM raw.orders ORDER BY 1").fetchall()
+    assert clicks == [("123.456", "1772366", "mobile", datetime(2026, 3, 1, 12))]
+    assert orders == [("o1", Decimal("12.50")), ("o2", Decimal("7.25"))]
+    with pytest.raises(SourceConfigError, match="reads another table"):
+        parse(one_source('      user_id: "staging.stg_orders.user_id"\n'))

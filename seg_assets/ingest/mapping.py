@@ -49,11 +49,15 @@ class Mapped:
         return [c for c in spec.file_required_columns if c not in self.columns]
 
 
-def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], text: set[str]) -> dict[str, str]:
-    """SQL for each file column an expression reads: as is (Parquet) or typed from its text (CSV, see above;
-    ``text``: the columns the expressions use as text)."""
+def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], text: set[str],
+                  strings: set[str]) -> dict[str, str]:
+    """SQL for each file column an expression reads: as is (Parquet; a number or time the expressions use as text,
+    ``strings``, is cast to text: ``replace(Betrag, ',', '.')`` fits a file where Betrag is DOUBLE) or typed from its
+    text (CSV, see above; ``text``: the columns the expressions use as text, or that an id is made of)."""
     if not src.is_csv:
-        return {n: by_lower[n] for n in names}
+        type_of = dict(zip(src.idents, src.types))
+        return {n: f"CAST({by_lower[n]} AS VARCHAR)" if n in strings and _scalar(type_of[by_lower[n]]) else by_lower[n]
+                for n in names}
     names = sorted(names)
     if not names:
         return {}
@@ -74,6 +78,11 @@ def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], t
                   else f"try_cast({v} AS BIGINT)" if is_int else f"try_cast({v} AS DOUBLE)" if is_float
                   else f"nullif({by_lower[n]}, '')")
     return out
+
+
+def _scalar(duckdb_type: str) -> bool:
+    """A number, time or flag (not text, and not a STRUCT, MAP or LIST, whose parts an expression reaches into)."""
+    return not duckdb_type.startswith(("VARCHAR", "STRUCT", "MAP", "UNION")) and not duckdb_type.endswith("]")
 
 
 def _describe(con, src: Source, exprs: dict[str, str], source: SourceDef) -> dict[str, str]:
@@ -105,7 +114,7 @@ def _misfit(con, src: Source, exprs: dict[str, str], source: SourceDef, exc: Exc
         value = con.sql(f"SELECT {ident}::VARCHAR FROM {src.relation} WHERE {ident} IS NOT NULL LIMIT 1").fetchall()
         seen.append(f"{col} is {typ}" + (f" (e.g. {str(value[0][0])[:30]!r})" if value else ""))
     return (f"source {source.name!r}: {name}: {expr.text} does not fit this file ({'; '.join(seen)}): {first}. "
-            "Make it fit every file in sources.yaml, e.g. TRY_CAST(replace(col, ',', '.') AS DOUBLE) for decimal commas")
+            "Make it fit every file in sources.yaml (CAST(col AS VARCHAR) where a number or time meets text)")
 
 
 def _binds(con, src: Source, sql: str) -> bool:
@@ -158,6 +167,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     used: set[str] = set()
     expr_inputs: set[str] = set()
     text_inputs: set[str] = set()
+    string_inputs: set[str] = set()  # used as text by an expression (not only an id's part)
     mapping = {name: _as_column(expr, by_lower) for name, expr in source.columns.items()}
     for contract_name, expr in mapping.items():
         for name in expr.columns:
@@ -169,6 +179,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             # an id is text: the columns it is made of stay text (a GA4 id 1234567890.1700000123 typed as a number
             # lost its digits, 200 users became one)
             text_inputs |= expr.columns if kinds.get(contract_name) == C.ID else expr.text_columns
+            string_inputs |= expr.text_columns
     if source.where is not None:
         for name in source.where.columns:
             if name not in by_lower:
@@ -176,6 +187,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         used |= source.where.columns
         expr_inputs |= source.where.columns
         text_inputs |= source.where.text_columns
+        string_inputs |= source.where.text_columns
     for col in spec.columns:  # known before the file is read: a file rejected whole hashes them in its rejects too
         if col.pii and col.name in mapping:
             out.pii_names |= mapping[col.name].columns
@@ -184,7 +196,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     out.extras = [n for n in src.names if n.strip().lower() not in used]  # what nothing reads
     if out.missing_inputs:
         return out
-    typed = _typed_inputs(con, src, expr_inputs, by_lower, text_inputs)
+    typed = _typed_inputs(con, src, expr_inputs, by_lower, text_inputs, string_inputs)
     exprs: dict[str, str] = {}
     for col in spec.columns:
         if col.derived:

@@ -112,7 +112,7 @@ class Expr:
         """The expression with each column replaced by its identifier in the file's relation."""
         if self.column_name is not None:
             return idents[self.column_name.lower()]
-        tree = sqlglot.parse_one(self.text, read="duckdb")
+        tree = struct_fields(sqlglot.parse_one(self.text, read="duckdb"))
         tree = tree.transform(
             lambda n: sqlglot.parse_one(idents[n.name.lower()], read="duckdb") if isinstance(n, exp.Column) else n)
         return tree.sql(dialect="duckdb")
@@ -212,6 +212,28 @@ def _duckdb_functions() -> dict[str, set[str]]:
     return out
 
 
+@lru_cache(maxsize=1)
+def _warehouse_names() -> frozenset[str]:
+    """Names a dotted name may not start with: the warehouse's schemas (one per SQL model folder too) and DuckDB's own."""
+    from seg_assets.warehouse import schemas
+
+    return frozenset({*schemas(), "main", "temp", "system", "information_schema", "pg_catalog", "memory"})
+
+
+def struct_fields(tree: exp.Expression) -> exp.Expression:
+    """``device.category`` (a GA4 export's STRUCT column ``device``) as ``device['category']``: a mapping reads one
+    file, so a name before a dot is a column of it, never another table (sqlglot reads it as a table)."""
+    def field_access(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Column) or not node.table or not isinstance(node.this, exp.Identifier):
+            return node
+        parts = [node.args[k] for k in ("catalog", "db", "table") if node.args.get(k)] + [node.this]
+        out: exp.Expression = exp.Column(this=parts[0].copy())
+        for part in parts[1:]:
+            out = exp.Bracket(this=out, expressions=[exp.Literal.string(part.name)])
+        return out
+    return tree.transform(field_access)
+
+
 def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     """Validate one mapped value (see the module docstring); ``where`` names it in errors. A ``condition`` (the
     source's ``where``) is never a bare column name: ``Customer ID IS NOT NULL`` is a column to quote."""
@@ -229,15 +251,17 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
         raise SourceConfigError(f"{where}: not {what} ({str(exc).splitlines()[0]}){hint}") from None
     if len(trees) != 1 or trees[0] is None:
         raise SourceConfigError(f"{where}: one expression expected, found {len(trees)} statements")
-    tree = trees[0]
+    for node in trees[0].find_all(exp.Column):
+        root = next((node.args[k].name for k in ("catalog", "db", "table") if node.args.get(k)), "")
+        if root.lower() in _warehouse_names():  # not a STRUCT column's field: a table of the warehouse
+            raise SourceConfigError(f"{where}: {node.sql()} reads another table; name the file's column only")
+    tree = struct_fields(trees[0])
     if not condition and isinstance(tree, exp.Alias) and re.fullmatch(r"[^()'\";]+", text):  # `Invoice Date`: bare
         return Expr(text, frozenset({text.lower()}), column_name=text)
     for node in tree.walk():
         for kind, words in _FORBIDDEN:
             if isinstance(node, kind):
                 raise SourceConfigError(f"{where}: {words} is not allowed in a mapping: {node.sql(dialect='duckdb')[:80]}")
-        if isinstance(node, exp.Column) and (node.table or node.args.get("db") or node.args.get("catalog")):
-            raise SourceConfigError(f"{where}: {node.sql()} reads another table; name the file's column only")
         if isinstance(node, exp.Alias):
             raise SourceConfigError(f"{where}: aliases are not allowed ({node.sql()}); the contract column is the name")
         if isinstance(node, exp.Func):
@@ -274,7 +298,8 @@ def _function_names(node: exp.Func) -> set[str]:
 _TEXT_OPERAND = (exp.Like, exp.ILike, exp.Glob, exp.SimilarTo, exp.RegexpLike, exp.RegexpILike, exp.StartsWith,
                  exp.Upper, exp.Lower, exp.Substring, exp.Trim, exp.Left, exp.Right, exp.RegexpExtract,
                  exp.RegexpReplace, exp.RegexpSplit, exp.StrPosition, exp.StrToTime, exp.StrToDate, exp.Contains,
-                 exp.SplitPart, exp.Split, exp.Pad, exp.Length, exp.Reverse, exp.Initcap, exp.Levenshtein, exp.Bracket)
+                 exp.SplitPart, exp.Split, exp.Pad, exp.Length, exp.Reverse, exp.Initcap, exp.Levenshtein, exp.Bracket,
+                 exp.Replace)
 _COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.In)
 
 
