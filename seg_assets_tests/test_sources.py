@@ -403,6 +403,9 @@ def test_segments_ecommerce_event_names_land_in_their_stage(name, stage):
     ("review_submitted", "other"), ("Subscribed to List", "other"), ("cart_view", "other"), ("Order Cancelled", "other"),
     ("purchase_refund", "other"), ("add_payment_info", "checkout"), ("Checked Out", "checkout"),
     ("productview", "view"), ("ordercomplete", "purchase"),  # run together: patterns inside the name
+    # a purchase that failed is none, a completed checkout step is still checking out, "buy now" starts a checkout
+    ("purchase_failed", "other"), ("Payment Declined", "other"), ("paymentfailed", "other"),
+    ("Completed Checkout Step", "checkout"), ("checkout_step_2_completed", "checkout"), ("Buy Now Clicked", "checkout"),
 ])
 def test_event_names_are_read_by_their_words(name, stage):
     from seg_assets.ingest.events import stage_of

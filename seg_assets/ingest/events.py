@@ -43,6 +43,7 @@ _SEGMENT_SPEC = {"product_viewed": "view", "product_clicked": "view", "product_l
                  "product_removed": "other", "cart_viewed": "other", "checkout_started": "checkout",
                  "checkout_step_viewed": "checkout", "checkout_step_completed": "checkout",
                  "payment_info_entered": "checkout", "order_completed": "purchase", "product_added_to_wishlist": "other",
+                 "viewed_checkout_step": "checkout", "completed_checkout_step": "checkout",  # the spec's v1 names
                  "promotion_viewed": "other", "promotion_clicked": "other"}
 
 # Built-in name -> stage (names compared trimmed and lower-cased).
@@ -56,7 +57,8 @@ _WORDS = {
               "registered", "registration", "session", "review", "reviews", "reviewed", "rate", "rated", "rating",
               "subscribe", "subscribed", "subscription", "unsubscribe", "unsubscribed", "newsletter", "email", "share",
               "shared", "cancel", "cancelled", "canceled", "cancellation", "refund", "refunded", "return", "returned",
-              "scroll", "engagement", "notification", "impression"},
+              "scroll", "engagement", "notification", "impression", "fail", "failed", "failure", "error", "declined",
+              "abandon", "abandoned"},
     "search": {"search", "searched", "searches", "searching", "query", "queried"},
     "purchase": {"purchase", "purchased", "purchases", "transaction", "transactions", "buy", "bought", "ordered",
                  "thankyou", "conversion", "converted"},
@@ -66,12 +68,15 @@ _WORDS = {
              "detail", "details", "listing", "list", "category", "item", "items", "home", "homepage", "browse",
              "browsed", "pdp", "plp", "visit", "visited"},
 }
-# Phrases of two words, checked first: a step of ordering or paying that completes it, a cart looked at (not added to).
+# Phrases of two words, checked first: a step of ordering or paying that completes it, a cart looked at (not added to),
+# a checkout step, a "buy now" button.
 _DONE = {"complete", "completed", "placed", "place", "confirm", "confirmed", "confirmation", "success", "successful",
          "succeeded", "submit", "submitted", "paid", "done", "finished"}
 _PAIRS: tuple[tuple[str, set[str], set[str]], ...] = (
     ("other", {"sign", "log"}, {"up", "in", "out"}),
     ("other", {"cart", "basket", "bag", "sc"}, {"view", "viewed", "open", "opened"}),
+    ("checkout", {"checkout", "payment"}, {"step", "steps"}),  # a step of checking out, completed or not
+    ("checkout", {"buy"}, {"now", "button", "click", "clicked"}),  # a button that starts a checkout, not a purchase
     ("purchase", {"order", "orders", "checkout", "payment"}, _DONE),
     ("purchase", {"thank"}, {"you"}),
     ("checkout", {"check", "checked"}, {"out"}),
@@ -82,7 +87,7 @@ _PAIRS: tuple[tuple[str, set[str], set[str]], ...] = (
 # inside the name decides.
 _RUN_TOGETHER: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (stage, re.compile(pattern)) for stage, pattern in (
-        ("other", r"remove|delete|wish|promo|login|logout|signup|session|review|subscri|cancel|refund"),
+        ("other", r"remove|delete|wish|promo|login|logout|signup|session|review|subscri|cancel|refund|fail|error|declin"),
         ("search", r"search|query"),
         ("purchase", r"purchase|transaction|order_?(complete|placed|confirm|success)|checkout_?(complete|success|done)"
                      r"|payment_?(complete|success)|thank_?you"),
