@@ -59,6 +59,16 @@ def test_profiles_add_up_and_describe():
     assert row[5]["top_features"].split(" (")[0] in ("days_since_last_visit", "recency_days")
 
 
+def test_last_ordered_is_the_buyers_recency_not_the_tenure_of_those_who_never_ordered():
+    """A non-buyer's recency is their tenure: over everyone, a segment of 60 days of data read "last ordered 95 days
+    ago" (3 non-buyers of 160-516 days of tenure, 2 buyers of 2 and 26 days)."""
+    frame = pl.DataFrame({"frequency": [1, 2, 0, 0, 0], "recency_days": [2.0, 26.0, 160.0, 300.0, 516.0],
+                          "monetary": [10.0, 20.0, 0.0, 0.0, 0.0]})
+    row = segment_profiles(frame, np.zeros(5, dtype=int), ["frequency", "recency_days", "monetary"]).row(0, named=True)
+    assert row["median_recency_days"] == 160.0 and row["buyer_recency_days"] == 14.0
+    assert describe_segment({**row, "buyer_share": 0.5}, {}).endswith("last ordered 14 days ago")
+
+
 def test_a_segment_that_never_visits_says_so_without_a_last_visit():
     stats = {"buyer_share": 1.0, "median_sessions": 0.0, "median_days_since_last_visit": 400.0, "median_recency_days": 20.0}
     assert describe_segment(stats, {}) == "last ordered 20 days ago, no sessions"

@@ -66,6 +66,8 @@ TABLES: dict[str, dict[str, str]] = {
         "order_interval_days": "Days per completed order of the segment's buyers in the last 90 days (each buyer counted "
                                "from signup if later); NULL without such orders.",
         "buyer_discount_share": "Mean discount_share (0-1, share of the list price discounted) over the segment's buyers.",
+        "buyer_recency_days": "Median days since the last completed order, over the segment's buyers (median_recency_days "
+        "also counts users who never ordered, whose recency is their tenure).",
         "rules": "The segment's rules from segment_rules joined with OR; NULL when no rule predicts it.",
         "rules_precision": "Share (0-1) of sampled users matching one of the rules whom the segment model itself assigns to the segment.",
         "rules_coverage": "Estimated share of the segment's users matching one of its rules (summed over its rules, read on a sample: "

@@ -99,8 +99,9 @@ def describe_segment(stats: Mapping[str, float], population: Mapping[str, float]
     disc = stats.get("buyer_discount_share")
     if disc is not None and np.isfinite(disc) and disc >= 0.15:
         parts.append(f"{disc:.0%} of spend discounted")
-    if buying and stats.get("median_recency_days") is not None:
-        parts.append(f"last ordered {_fmt_days(stats['median_recency_days'])} ago")
+    recency = stats.get("buyer_recency_days", stats.get("median_recency_days"))
+    if buying and recency is not None and np.isfinite(recency):
+        parts.append(f"last ordered {_fmt_days(recency)} ago")
     if stats.get("median_sessions") is not None and round(stats["median_sessions"]) == 0:
         parts.append("no sessions")  # (days since the last visit is the tenure of users who never visited)
     elif stats.get("median_sessions") is not None and stats.get("median_days_since_last_visit") is not None:
@@ -131,6 +132,8 @@ def segment_profiles(frame: pl.DataFrame, segment_ids: Sequence[int] | np.ndarra
                          .alias("order_interval_days"))
     if "discount_share" in features and "frequency" in features:
         extra.append(pl.col("discount_share").filter(pl.col("frequency") > 0).mean().alias("buyer_discount_share"))
+    if "recency_days" in features and "frequency" in features:  # a non-buyer's recency is their tenure, no last order
+        extra.append(pl.col("recency_days").filter(pl.col("frequency") > 0).median().alias("buyer_recency_days"))
     prof = df.group_by(SEG).agg(
         pl.len().alias("size"),
         *[pl.col(f).mean().alias(f"mean_{f}") for f in features],
