@@ -160,3 +160,15 @@ def test_only_the_recent_clicks_count():
     # nobody the model ranks
     assert counts(30) == {("u1", "A", "toys", 1), ("u1", "B", None, 1)}
     assert counts(0) == {("u1", "A", "toys", 2), ("u1", "B", None, 1)}  # 0: every click up to the cut-off
+
+
+def test_without_fitted_weights_a_product_the_segment_never_bought_gives_its_personal_reason():
+    """Unfitted, the ranking is the segment's popularity; a product listed with none of it is there for the user's own
+    signal (a shop whose orders were all cancelled listed the clicked products as 'segment_popular', score 0)."""
+    rows = pl.DataFrame({"seg_pop": [0.2, 0.0, 0.0, 0.0, 0.0], "shop_pop": [0.1, 0.1, 0.0, 0.0, 0.3],
+                         "bought_before": [0.5, 0.0, 0.0, 0.0, 0.0], "bought_together": [0.0, 0.3, 0.0, 0.0, 0.0],
+                         "category": [0.0, 0.0, 0.4, 0.0, 0.0], "clicked": [0.9, 0.0, 0.0, 0.7, 0.0]})
+    con = duckdb.connect()
+    con.register("f", rows)
+    reasons = [r for (r,) in con.sql(f"SELECT {M.reason_sql(M.BASELINE)} FROM f").fetchall()]
+    assert reasons == [M.SEGMENT_POPULAR, "bought_together", "favourite_category", "clicked", M.SEGMENT_POPULAR]

@@ -135,7 +135,12 @@ def score_sql(w: Weights) -> str:
 
 
 def reason_sql(w: Weights) -> str:
-    """The personal feature adding most to the score (over its value at 0), else 'segment_popular'."""
+    """The personal feature adding most to the score (over its value at 0), else 'segment_popular'. Without fitted
+    weights the ranking is the segment's popularity: a product the segment never bought is listed for a personal
+    signal (clicks, say, in a shop without baskets yet), which is then its reason."""
+    if not w.fitted:
+        personal = " ".join(f"WHEN {f} > 0 THEN '{r}'" for f, r in REASONS.items())
+        return f"CASE WHEN seg_pop > 0 THEN '{SEGMENT_POPULAR}' {personal} ELSE '{SEGMENT_POPULAR}' END"
     terms = _terms(w)
     gains = {REASONS[f]: f"greatest({terms[f]}, 0)" for f in FEATURES if f in REASONS}
     best = f"greatest({', '.join(gains.values())})"
