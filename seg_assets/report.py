@@ -51,14 +51,42 @@ def not_computed(con) -> list[str]:
         lines += [f"segments: features without data left out ({why}): {', '.join(fs)}" for why, fs in by_reason.items()]
         single = json.loads(rows[0][0]).get("single_segment") if rows and rows[0][0] else None
         lines += [f"segments: {single}"] if single else []
-    if table_exists(con, "analytics.review_sentiment") and not row_count(con, "analytics.review_sentiment"):
-        lines.append("reviews: none delivered (landing/reviews/): review features left out of churn and the profiles")
+    lines += _reviews_and_baskets(con)
     if table_exists(con, "meta.segment_classifiers") and table_exists(con, "analytics.user_segments"):
         rows = con.sql("SELECT any_value(assigned_by), count(*) FROM analytics.user_segments "
                        "WHERE assigned_by LIKE 'model%' AND NOT EXISTS "
                        "(SELECT 1 FROM meta.segment_classifiers WHERE in_service)").fetchall()
         if rows and rows[0][1]:
             lines.append(f"classifier: none in service, users assigned by the segment {rows[0][0]} itself")
+    return lines
+
+
+def _reviews_and_baskets(con) -> list[str]:
+    """Reviews without a sentiment score, and empty basket rules or recommendations, with why."""
+    lines = []
+    if table_exists(con, "analytics.review_sentiment"):
+        total, unscored, languages = con.sql(
+            "SELECT count(*), count(*) FILTER (WHERE sentiment IS NULL AND note LIKE 'language not supported%'), "
+            "string_agg(DISTINCT language, ', ' ORDER BY language) FILTER (WHERE sentiment IS NULL AND note LIKE "
+            "'language not supported%') FROM analytics.review_sentiment").fetchall()[0]
+        if not total:
+            lines.append("reviews: none delivered (landing/reviews/): review features left out of churn and the profiles")
+        elif unscored:
+            lines.append(f"reviews: {unscored:,} of {total:,} without a sentiment score, in a language without a lexicon "
+                         f"({languages}): labelled from their stars; README, Review sentiment, says how to add one")
+    lines_in = table_exists(con, "raw.order_items") and row_count(con, "raw.order_items") > 0
+    if table_exists(con, "raw.order_items") and not lines_in:
+        lines.append("basket rules and recommendations: no order lines delivered (landing/order_items/): nothing to "
+                     "find bought together or to recommend from")
+    elif lines_in and table_exists(con, "analytics.basket_rules") and not row_count(con, "analytics.basket_rules"):
+        baskets = con.sql("SELECT coalesce(max(baskets), 0) FROM meta.basket_scopes").fetchall()[0][0] \
+            if table_exists(con, "meta.basket_scopes") else 0
+        lines.append(f"basket rules: none passed the thresholds in {baskets:,} baskets; lower them with "
+                     "--set basket_rules.min_support=... (README, Bought together)")
+    if lines_in and table_exists(con, "analytics.user_recommendations") and \
+            not row_count(con, "analytics.user_recommendations"):
+        lines.append("recommendations: none (no basket left once cancelled orders and credit notes are set aside, or "
+                     "every candidate bought in the exclusion window)")
     return lines
 
 

@@ -186,8 +186,26 @@ def test_clicks_only_refresh_publishes_segments(tmp_path):
     assert not any(a in n for n in prof["segment_name"] for a in ("High-value", "Bargain", "Occasional buyers"))
     assert "ordered" not in " ".join(prof["description"])
     assert any(NO_ORDERS in n for n in notes(tmp_path))
+    assert any(n.startswith("basket rules and recommendations: no order lines delivered") for n in notes(tmp_path))
     text = summary_text(tmp_path)
     assert "n/a" in text and NO_ORDERS in text
+
+
+def test_not_computed_names_unscored_languages_and_empty_rules():
+    """Reviews in a language without a lexicon, and order lines that give no rule or list: said, with why."""
+    con = duckdb.connect()
+    for schema in ("raw", "meta", "analytics"):
+        con.sql(f"CREATE SCHEMA {schema}")
+    con.sql("CREATE TABLE analytics.review_sentiment AS SELECT * FROM (VALUES ('de', NULL, 'language not supported: de'), "
+            "('fr', NULL, 'language not supported: fr'), ('en', 0.5, NULL), ('en', NULL, 'no text')) t(language, sentiment, note)")
+    con.sql("CREATE TABLE raw.order_items AS SELECT 'o1' AS order_id")
+    con.sql("CREATE TABLE analytics.basket_rules (segment_id INTEGER)")
+    con.sql("CREATE TABLE meta.basket_scopes AS SELECT -1 AS scope, 40 AS baskets")
+    con.sql("CREATE TABLE analytics.user_recommendations (user_id VARCHAR)")
+    lines = not_computed(con)
+    assert "reviews: 2 of 4 without a sentiment score, in a language without a lexicon (de, fr)" in lines[0]
+    assert lines[1].startswith("basket rules: none passed the thresholds in 40 baskets")
+    assert lines[2].startswith("recommendations: none")
 
 
 def test_zero_amounts_no_revenue_features_and_the_summary_does_not_crash(tmp_path):
