@@ -100,7 +100,7 @@ def model_line(con) -> str | None:
     if not serving or not latest:
         return None
     version, k, as_of = serving[0]
-    line = f"Segment model {version} in service ({k} segments, fitted on data as of {as_of:%Y-%m-%d})"
+    line = f"Segment model {version} in service ({k} segment{'' if k == 1 else 's'}, fitted on data as of {as_of:%Y-%m-%d})"
     fit, promoted, reason, fit_reason = latest[0]
     why = f"fitted because {fit_reason}" if fit_reason else ""  # rows of earlier versions: both in reason
     if fit != version and not promoted:

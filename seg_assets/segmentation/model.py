@@ -351,9 +351,9 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         stages["all"] = st
         centers.extend(c)
         cstage.extend(["all"] * len(c))
-        single = (f"one segment of all {frame.height} users: " + (
+        single = (f"one segment of all {frame.height} users: " if frame.height != 1 else "one segment of its one user: ") + (
             "every feature has one value for everyone" if identical else
-            f"no lifecycle stage has the {config.min_stage_rows} users a segment of its own needs (min_stage_rows)"))
+            f"no lifecycle stage has the {config.min_stage_rows} users a segment of its own needs (min_stage_rows)")
     C = np.vstack(centers)
     C_orig = pre.inverse_transform(C)
     order = matching.canonical_order(C_orig, features, cstage, STAGE_ORDER)

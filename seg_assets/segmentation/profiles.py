@@ -105,7 +105,9 @@ def describe_segment(stats: Mapping[str, float], population: Mapping[str, float]
     if stats.get("median_sessions") is not None and round(stats["median_sessions"]) == 0:
         parts.append("no sessions")  # (days since the last visit is the tenure of users who never visited)
     elif stats.get("median_sessions") is not None and stats.get("median_days_since_last_visit") is not None:
-        parts.append(f"{stats['median_sessions']:.0f} sessions, last visit {_fmt_days(stats['median_days_since_last_visit'])} ago")
+        sessions = round(stats["median_sessions"])
+        parts.append(f"{sessions} session{'' if sessions == 1 else 's'}, last visit "
+                     f"{_fmt_days(stats['median_days_since_last_visit'])} ago")
     return ", ".join(parts[:max_clauses])
 
 
