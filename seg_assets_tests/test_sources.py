@@ -1,5 +1,6 @@
 """sources.yaml: parsing and refusing mappings, and real ingestion of the user's own layouts on real DuckDB files."""
 
+import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -556,6 +557,33 @@ def test_a_link_out_of_landing_is_not_read(tmp_path):
     report, ledger, rejects = ingest(tmp_path / "root")
     assert sorted((r[1], r[2]) for r in ledger) == [("orders/a.csv", "ingested"), ("orders/copy.csv", "duplicate_file")]
     assert rejects == []
+
+
+def test_a_link_swapped_in_after_discovery_is_not_read(tmp_path, monkeypatch):
+    """Discovery saw a plain file; while ingestion waited for it to settle, it became a link to a file outside
+    (``ln -sf /outside/secret.csv tmp && mv tmp young.csv``): the file is opened once and checked as opened, so
+    nothing of the secret is read (it was ingested into raw.orders)."""
+    from seg_assets.ingest import loader
+
+    secret = tmp_path / "outside" / "secret_orders.csv"
+    secret.parent.mkdir()
+    secret.write_text("order_id,user_id,order_ts,amount,items,status\nSECRET1,uSECRET,2026-03-01T10:00:00Z,999,1,completed\n")
+    write(tmp_path / "root", "orders/young.csv", "order_id,user_id,order_ts,amount,items,status\n"
+          "o1,u1,2026-03-01T10:00:00Z,10,1,completed\n")
+    young = tmp_path / "root" / "landing" / "orders" / "young.csv"
+    settle = loader.wait_until_settled
+
+    def swap_while_waiting(paths, *args):
+        swapped = young.with_suffix(".tmp")
+        swapped.symlink_to(secret)
+        os.replace(swapped, young)
+        return settle(paths, *args)
+
+    monkeypatch.setattr(loader, "wait_until_settled", swap_while_waiting)
+    _, ledger, rejects = ingest(tmp_path / "root")
+    assert [(r[1], r[2]) for r in ledger] == [("orders/young.csv", "failed")] and "a link out of the landing" in ledger[0][8]
+    with duckdb.connect(str(tmp_path / "root" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM raw.orders").fetchall() == [(0,)] and rejects == []
 
 
 @pytest.mark.parametrize("text, used_as_text", [

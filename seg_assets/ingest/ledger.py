@@ -154,8 +154,8 @@ def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
     failed = FileOutcome(out.source, out.table_name, out.file_name, out.file_format, out.content_sha256, out.size_bytes,
                          C.STATUS_FAILED, file_id=out.file_id, note=out.note, source_key=out.source_key)
     rel = out.file_name
-    # the engine names the file by its absolute path (quoted): the line already starts with its landing name
-    text = re.sub(r"""(['"]?)/[^'"\s]*/""" + re.escape(rel) + r"\1", "the file", error_line(exc))
+    # the engine names the file by the path it read (absolute, or the open file's): the line starts with its name
+    text = re.sub(r"""(['"]?)(/[^'"\s]*/""" + re.escape(rel) + r"|/proc/self/fd/\d+)\1", "the file", error_line(exc))
     failed.message = (f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
     return failed
 

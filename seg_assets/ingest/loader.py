@@ -40,6 +40,7 @@ from seg_assets.ingest.sources import (
     UNFINISHED_SETTLE_SECONDS,
     discover_files,
     file_sha256,
+    opened_inside,
     quiet_seconds,
     sql_string,
     wait_until_settled,
@@ -299,8 +300,9 @@ def ingest_landing(
             if not rehash_known and path.stat().st_size in {size for _, size in seen.get((source.name, rel), ())}:
                 report.skipped.append(rel)
                 continue
-            sha, size = file_sha256(path)
-        except OSError as exc:  # unreadable (permissions, gone): this file fails, the others go on
+            with opened_inside(path, landing_dir) as pinned:
+                sha, size = file_sha256(pinned)
+        except OSError as exc:  # unreadable (permissions, gone, a link swapped in): this file fails, the others go on
             out = unreadable_outcome(source, rel, fmt, path, exc)
             out.file_id = next_id = _next_file_id(con, next_id)
             report.files.append(out)
@@ -337,7 +339,8 @@ def ingest_landing(
                 out.as_copy_of(orig_id, orig_name, delivered, filtered)
                 ledger_only(con, out, run_id, now)
             else:
-                _ingest_file(con, source, path, out, run_id, bounds)
+                with opened_inside(path, landing_dir) as pinned:  # checked again: a link may be swapped in after hashing
+                    _ingest_file(con, source, pinned, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
             if still_written(fmt, path, exc):

@@ -21,10 +21,13 @@ Each file is read as a relation by ``reading.py``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +95,25 @@ def link_roots(landing: Path) -> tuple[str, ...]:
 
 def _inside(path: str, roots) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+@contextmanager
+def opened_inside(path: Path, landing: Path) -> Iterator[Path]:
+    """``path`` opened once, as a path to that open file (``/proc/self/fd/N`` where the system has it) that reads it
+    however ``path`` changes meanwhile, after checking that the file actually opened lies where :func:`link_roots`
+    allows. Discovery checks links when it lists the files; a link swapped in during the settle wait
+    (``x.csv -> /etc/passwd``) was followed by the read. OSError (EPERM) for a file outside, or not a regular file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # non-blocking: a FIFO does not hang the run
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EPERM, "not a regular file")
+        pinned = Path(f"/proc/self/fd/{fd}")
+        real = os.readlink(pinned) if pinned.exists() else os.path.realpath(path)
+        if not _inside(real, link_roots(landing)):
+            raise OSError(errno.EPERM, LINK_REFUSED)
+        yield pinned if pinned.exists() else path
+    finally:
+        os.close(fd)
 
 
 def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
