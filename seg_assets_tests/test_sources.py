@@ -52,6 +52,11 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     ("current_localtimestamp()", "repeatable"),
     ("localtime", "repeatable"),
     ("upper(current_database() || version())", "reads state"),
+    # from DuckDB's catalog: not CONSISTENT, or a macro with a subquery or calling such a function (these passed)
+    ("coalesce(pg_get_viewdef(CAST(oid AS BIGINT)), '')", "reads state"), ("sleep_ms(5000)", "reads state"),
+    ("pg_sleep(3600)", "reads state"), ("ago(INTERVAL 0 SECOND)", "reads state"), ("write_log('x')", "reads state"),
+    ("current_transaction_id()", "reads state"), ("error('x')", "reads state"), ("get_block_size('memory')", "reads state"),
+    ("(" * 60 + "x" + ")" * 60, "nested too deeply"), (" OR ".join(f"x = {i}" for i in range(2000)), "characters, more than"),
 ])
 def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, words):
     with pytest.raises(SourceConfigError) as err:

@@ -203,6 +203,27 @@ class SourceDef:
 
 
 @lru_cache(maxsize=1)
+def _unrepeatable_functions() -> frozenset[str]:
+    """DuckDB's functions a mapping may not call, from its own catalog rather than a list kept by hand: scalar functions
+    not CONSISTENT (the clock, sequences, session and catalog state, ``sleep_ms``, ``error``, ``write_log``), and the
+    macros whose definition holds a subquery (``pg_get_viewdef`` reads the warehouse's view definitions, ``get_block_size``
+    its storage) or calls one of these (``ago`` reads the clock, ``pg_sleep`` sleeps), to any depth."""
+    import duckdb
+
+    rows = duckdb.sql("SELECT function_name, function_type, stability, macro_definition FROM duckdb_functions() "
+                      "WHERE function_type IN ('scalar', 'macro')").fetchall()
+    bad = {n.lower() for n, kind, stability, _ in rows if kind == "scalar" and stability != "CONSISTENT"}
+    bad |= _DENIED_FUNCTIONS
+    macros = {n.lower(): (d or "").lower() for n, kind, _, d in rows if kind == "macro"}
+    while True:
+        words = re.compile(r"\b(select|" + "|".join(map(re.escape, sorted(bad))) + r")\b")
+        more = {n for n, definition in macros.items() if n not in bad and words.search(definition)}
+        if not more:
+            return frozenset(bad)
+        bad |= more
+
+
+@lru_cache(maxsize=1)
 def _duckdb_functions() -> dict[str, set[str]]:
     import duckdb
 
@@ -234,14 +255,22 @@ def struct_fields(tree: exp.Expression) -> exp.Expression:
     return tree.transform(field_access)
 
 
+MAX_EXPRESSION_CHARS = 10_000  # sqlglot's parse and checks grow faster than the text
+
+
 def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     """Validate one mapped value (see the module docstring); ``where`` names it in errors. A ``condition`` (the
     source's ``where``) is never a bare column name: ``Customer ID IS NOT NULL`` is a column to quote."""
     text = str(text).strip()
     if not text:
         raise SourceConfigError(f"{where}: empty value (name a column of the file or write an expression)")
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise SourceConfigError(f"{where}: {len(text):,} characters, more than the {MAX_EXPRESSION_CHARS:,} a mapping may "
+                                "have: filter with a shorter condition (IN (...), a LIKE pattern)")
     try:
         trees = sqlglot.parse(text, read="duckdb")
+    except RecursionError:
+        raise SourceConfigError(f"{where}: nested too deeply to read (parentheses or operators); write it flatter") from None
     except sqlglot.errors.ParseError as exc:
         if not condition and re.fullmatch(r"[^()'\";]+", text):  # a column name with spaces or symbols, written bare
             return Expr(text, frozenset({text.lower()}), column_name=text)
@@ -264,12 +293,12 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
                 raise SourceConfigError(f"{where}: {words} is not allowed in a mapping: {node.sql(dialect='duckdb')[:80]}")
         if isinstance(node, exp.Alias):
             raise SourceConfigError(f"{where}: aliases are not allowed ({node.sql()}); the contract column is the name")
-        if isinstance(node, exp.Func):
+        if isinstance(node, exp.Func) and not isinstance(node, exp.Binary):  # AND / OR are operators, not calls
             name = (node.name if isinstance(node, exp.Anonymous) else type(node).__name__).lower()
             if "read" in type(node).__name__.lower() and not isinstance(node, exp.Anonymous):
                 raise SourceConfigError(f"{where}: {node.sql(dialect='duckdb')[:80]} reads files; a mapping may read "
                                         "the file's own columns only")
-            if _function_names(node) & _DENIED_FUNCTIONS:
+            if _function_names(node) & _unrepeatable_functions():
                 raise SourceConfigError(f"{where}: function {node.sql(dialect='duckdb')[:80]} reads state or is not "
                                         "repeatable")
             if isinstance(node, exp.Anonymous):
