@@ -33,6 +33,14 @@ def test_unqualified_table_is_a_clear_error():
         upstream_tables("SELECT * FROM orders", source="x.sql")
 
 
+@pytest.mark.parametrize("sql", ["SELECT 1 AS user_id FROM raw.orders LIMIT 1; COPY (SELECT 'x') TO 'pwned.csv'",
+                                 "DELETE FROM raw.orders", "SELECT 1 FROM raw.orders; SELECT 2 FROM raw.clicks"])
+def test_a_model_is_one_query(sql):
+    """A second statement ran too (a COPY wrote a file), unseen by the reading of what the model reads."""
+    with pytest.raises(ValueError, match="a model is one SELECT"):
+        upstream_tables(sql, source="x.sql")
+
+
 def test_header_is_read_until_the_first_sql_line():
     assert read_header("-- materialized: view\n-- description: d e f\nSELECT 1 -- owner: nobody") == {
         "materialized": "view", "description": "d e f"}

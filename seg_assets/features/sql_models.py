@@ -91,8 +91,13 @@ def read_header(sql: str) -> dict[str, str]:
 
 
 def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str], ...]:
-    """The qualified tables a query reads, from its syntax tree (CTE names are not tables)."""
-    tree = sqlglot.parse_one(sql, dialect="duckdb")
+    """The qualified tables a query reads, from its syntax tree (CTE names are not tables). A model is one query: a
+    second statement after a ``;`` would run too (``COPY ... TO`` a file), unseen by this reading."""
+    statements = [t for t in sqlglot.parse(sql, dialect="duckdb") if t is not None]
+    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+        raise ValueError(f"{source}: a model is one SELECT (or WITH ... SELECT) query; found "
+                         f"{', '.join(type(t).__name__.upper() for t in statements) or 'nothing'}")
+    tree = statements[0]
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     found = set()
     for table in tree.find_all(exp.Table):
