@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,14 +72,23 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
 
 
-def read_text(path: Path, error: type[ValueError]) -> str:
-    """The UTF-8 text of the file at ``path``; ``error`` with one line if it is a folder, unreadable or not UTF-8."""
+MAX_CONFIG_BYTES = 1 << 20  # a configuration file is kilobytes; /dev/zero named as one read until memory ran out
+
+
+def read_text(path: Path, error: type[ValueError], max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The UTF-8 text of the file at ``path``; ``error`` with one line if it is a folder, not a regular file (a pipe
+    would wait forever, a device never end), larger than ``max_bytes``, unreadable or not UTF-8."""
     if path.is_dir():
         raise error(f"{path}: is a folder, not a file: give a YAML file")
     try:
-        data = path.read_bytes()
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise error(f"{path}: not a regular file (a pipe, device or socket): give the file itself")
+            data = handle.read(max_bytes + 1)
     except OSError as exc:
         raise error(f"{path}: cannot read it ({exc.strerror})") from None
+    if len(data) > max_bytes:
+        raise error(f"{path}: larger than {max_bytes:,} bytes: not a configuration file of this project")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

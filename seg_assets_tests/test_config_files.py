@@ -71,3 +71,24 @@ def test_config_and_set_use_the_same_loader(tmp_path):
     with pytest.raises(SettingsError, match="not a finite number"):
         parse_assignment("churn_model.min_auc=.nan")
     assert parse_assignment("churn_model.min_auc=0.6")["ops"]["churn_model"]["config"] == {"min_auc": 0.6}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_config_path_naming_a_pipe_a_device_or_a_huge_file_is_one_line(tmp_path, monkeypatch, kind):
+    """SEG_SOURCES_FILE naming a FIFO waited forever; /dev/zero read until memory ran out."""
+    import os
+
+    target = tmp_path / "sources.yaml"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        target = tmp_path / "zero.yaml"
+        target.symlink_to("/dev/zero")
+    else:
+        target.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    monkeypatch.setenv("SEG_SOURCES_FILE", str(target))
+    start = time.perf_counter()
+    with pytest.raises(SourceConfigError) as err:
+        load_sources(tmp_path)
+    words = "larger than" if kind == "huge" else "not a regular file"
+    assert words in str(err.value) and "\n" not in str(err.value) and time.perf_counter() - start < 5

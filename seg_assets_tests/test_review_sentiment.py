@@ -225,3 +225,20 @@ def test_demo_reviews_are_opt_in_deterministic_and_leave_the_other_files_alone(t
     later = pl.read_parquet(with_reviews / "landing" / "reviews" / "*.parquet")
     assert later.height > reviews.height and later["review_id"].n_unique() == later.height
     assert (with_reviews / "truth" / "review_tones_followup.parquet").exists()
+
+
+def test_a_lexicon_that_is_a_link_or_not_text_is_one_line_without_its_content(tmp_path):
+    """A lexicon linked to a secret had its first line quoted in the error (and in the run's event log); one that is
+    not UTF-8 named the folder, not the file."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:*:20228:0:99999:7:::\n")
+    folder = tmp_path / "sentiment"
+    folder.mkdir()
+    (folder / "de.txt").symlink_to(secret)
+    with pytest.raises(LexiconError) as err:
+        load_scorer(folder)
+    assert "a link, not read" in str(err.value) and "20228" not in str(err.value)
+    (folder / "de.txt").unlink()
+    (folder / "fr.txt").write_bytes(b"caf\xe9\t2.0\n")
+    with pytest.raises(LexiconError, match=r"fr\.txt: not UTF-8 text"):
+        load_scorer(folder)

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import polars as pl
 
+from seg_assets.config_files import read_text, shown
+
 THRESHOLD = 0.05  # VADER's cut-off between neutral and positive / negative
 CONFIDENT = 0.9  # another language than English only when the identifier is this sure
 LEXICON_SUFFIX = ".txt"
@@ -84,17 +86,22 @@ def rating_label(rating: int | None) -> str | None:
     return "negative" if rating <= 2 else "neutral" if rating == 3 else "positive"
 
 
+MAX_LEXICON_BYTES = 50 << 20  # VADER's own is 0.4 MB
+
+
 def read_lexicon(path: Path) -> dict[str, float]:
     """token -> valence from a VADER-format file; a bad line is a ``LexiconError`` naming it."""
     out: dict[str, float] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    if path.is_symlink():  # a link to a secret (/etc/shadow) had its first line quoted in the error and the run's log
+        raise LexiconError(f"{path}: a link, not read: put the lexicon file itself in the folder")
+    for number, line in enumerate(read_text(path, LexiconError, MAX_LEXICON_BYTES).splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.rstrip("\n").split("\t")
         try:
             token, valence = parts[0].strip().lower(), float(parts[1])
         except (IndexError, ValueError):
-            raise LexiconError(f"{path}:{number}: expected 'token<TAB>valence' (valence -4..4), got {line!r}") from None
+            raise LexiconError(f"{path}:{number}: expected 'token<TAB>valence' (valence -4..4), got {shown(line)}") from None
         if not token or not -4.0 <= valence <= 4.0:
             raise LexiconError(f"{path}:{number}: valence {valence} of {token!r} is outside -4..4")
         out[" ".join(token.split())] = valence
