@@ -85,6 +85,11 @@ def test_where_is_checked_like_a_column():
     ("sources:\n  s:\n    table: orders\n    colums: {}\n", "colums"),
     ("sources:\n  s:\n    table: orders\n    columns: {amount_total: x}\n", "not a column of orders"),
     ("sources:\n  s:\n    table: orders\n    timezone: Mars/Olympus\n", "unknown timezone"),
+    # Python knows them, DuckDB (which reads the files) does not: each file failed, the run went on
+    ("sources:\n  s:\n    table: orders\n    timezone: posixrules\n", "unknown timezone"),
+    ("sources:\n  s:\n    table: orders\n    timestamp_format: '%Q%'\n", "not strptime %-codes that DuckDB reads"),
+    ("sources:\n  s:\n    table: orders\n    csv: {encoding: idna}\n", "does not read ASCII text as itself"),
+    ("sources:\n  s:\n    table: orders\n    csv: {encoding: raw_unicode_escape}\n", "does not read ASCII text as itself"),
     ("sources:\n  s:\n    table: orders\n    folder: ../../etc\n", "folder"),
     ("sources:\n  s:\n    table: orders\n    folder: /etc\n", "folder"),
     ("sources:\n  s:\n    table: orders\n    event_types: {x: view}\n", "clicks sources only"),

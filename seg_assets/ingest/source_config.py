@@ -151,7 +151,7 @@ def csv_dialect(delimiter: str, encoding: str, where: str) -> CsvDialect:
     if len(delimiter) != 1 or delimiter in "\"\r\n" or delimiter.isalnum() or control:
         raise SourceConfigError(f"{where}: csv delimiter {delimiter!r} must be one character, not a letter, digit, "
                                 "quote, line end or control character (e.g. ';', '|' or a tab written \"\\t\")")
-    ascii_text = bytes(range(32, 127)) + b"\t\r\n"
+    ascii_text = bytes(range(32, 127)) + b"\t\r\n\\n\\x41\\u0041"  # escapes too: unicode_escape decodes them
     try:
         info = codecs.lookup(encoding)
         if not getattr(info, "_is_text_encoding", True):  # rot13, base64: not a text encoding
@@ -161,8 +161,8 @@ def csv_dialect(delimiter: str, encoding: str, where: str) -> CsvDialect:
     except LookupError:
         raise SourceConfigError(f"{where}: unknown csv encoding {encoding!r} (a Python codec name: utf-8, cp1252, "
                                 "latin-1, ...)") from None
-    try:
-        reads_ascii = decoder.decode(ascii_text, final=True) == ascii_text.decode()
+    try:  # both ways the files are read: decoded in full, and a header decoded with errors="replace" (idna has no such)
+        reads_ascii = decoder.decode(ascii_text, final=True) == ascii_text.decode() == codecs.decode(ascii_text, name, "replace")
     except (UnicodeError, TypeError):
         reads_ascii = False
     if not reads_ascii:
@@ -200,6 +200,29 @@ class SourceDef:
         if self.keep != KEEP_FIRST:  # the same
             what.append(self.keep)
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def timezone_known(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+        return True
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+
+
+@lru_cache(maxsize=256)
+def _duckdb_accepts(sql: str, precondition: bool, *params: str) -> bool:
+    """Whether DuckDB runs ``sql`` (a setting files are read with: Python's tz database knows ``posixrules`` and
+    ``right/UTC``, DuckDB's does not; ``%Q`` is no code of DuckDB's strptime): checked at load, not file by file."""
+    import duckdb
+
+    if not precondition:
+        return False
+    try:
+        duckdb.connect().execute(sql, list(params) or None).fetchall()
+        return True
+    except duckdb.Error:
+        return False
 
 
 @lru_cache(maxsize=1)
@@ -396,12 +419,12 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
             raise SourceConfigError(f"{where}: {column!r} is not a column of {model.table} "
                                     f"({', '.join(c.name for c in spec.columns if not c.derived)})")
         columns[column] = parse_expression(value, f"{where}, column {column}")
-    try:
-        ZoneInfo(model.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SourceConfigError(f"{where}: unknown timezone {model.timezone!r} (an IANA name like Europe/London)") from None
-    if model.timestamp_format is not None and "%" not in model.timestamp_format:
-        raise SourceConfigError(f"{where}: timestamp_format {model.timestamp_format!r} has no %-codes (e.g. '%m/%d/%Y %H:%M')")
+    if not _duckdb_accepts(f"SET TimeZone = '{model.timezone.replace(chr(39), '')}'", timezone_known(model.timezone)):
+        raise SourceConfigError(f"{where}: unknown timezone {model.timezone!r} (an IANA name like Europe/London)")
+    if model.timestamp_format is not None and ("%" not in model.timestamp_format or not _duckdb_accepts(
+            "SELECT try_strptime('', ?)", True, model.timestamp_format)):
+        raise SourceConfigError(f"{where}: timestamp_format {model.timestamp_format!r} is not strptime %-codes that "
+                                "DuckDB reads (e.g. '%m/%d/%Y %H:%M')")
     if model.event_types and model.table != "clicks":
         raise SourceConfigError(f"{where}: event_types applies to clicks sources only")
     try:
