@@ -17,6 +17,8 @@ SETTLE_ENV = "SEG_SETTLE_SECONDS"
 DEFAULT_SETTLE_SECONDS = 5.0
 MEMORY_LIMIT_ENV = "SEG_DUCKDB_MEMORY_LIMIT"
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+_MIB = {"KB": 1 / 1024, "MB": 1, "GB": 1024, "TB": 1024**2}  # near enough to tell a usable size (KiB: the same keys)
+MAX_DAYS = 36_500  # a day count in a setting: 100 years; past it a typo overflows Python's and DuckDB's dates mid-run
 
 # The SQL models (features/sql_models.py); here, without Dagster, for the published state's code fingerprint.
 SQL_DIR_ENV = "SEG_SQL_DIR"
@@ -86,7 +88,16 @@ class DataPaths:
 
 def settle_seconds() -> float:
     """How long a landing file's size and mtime must stay unchanged before it is read (the landing rule)."""
-    return float(os.environ.get(SETTLE_ENV) or DEFAULT_SETTLE_SECONDS)
+    text = (os.environ.get(SETTLE_ENV) or "").strip()
+    try:
+        value = float(text) if text else DEFAULT_SETTLE_SECONDS
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 86_400:  # nan too
+        from seg_assets.errors import InputError
+
+        raise InputError(f"{SETTLE_ENV}={text!r} is not a number of seconds from 0 to 86400 (a day), e.g. 5")
+    return value
 
 
 def duckdb_memory_limit() -> str | None:
@@ -95,10 +106,13 @@ def duckdb_memory_limit() -> str | None:
     value = (os.environ.get(MEMORY_LIMIT_ENV) or "").strip()
     if not value:
         return None
-    if not _SIZE.fullmatch(value):
+    size = _SIZE.fullmatch(value)
+    mib = float(size.group(0)[: size.start(2) - size.start(0)]) * _MIB[size.group(2).upper().replace("I", "")] if size else 0
+    if not 64 <= mib <= 1 << 30:  # DuckDB cannot work below tens of MB, and refuses a size past its range mid-run
         from seg_assets.errors import InputError
 
-        raise InputError(f"{MEMORY_LIMIT_ENV}={value!r} is not a size: give a number and a unit, e.g. 4GB or 1500MB")
+        raise InputError(f"{MEMORY_LIMIT_ENV}={value!r} is not a size from 64MB to 1PB: give a number and a unit, e.g. "
+                         "4GB or 1500MB")
     return value
 
 

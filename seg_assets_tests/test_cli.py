@@ -203,6 +203,18 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     assert "unknown setting no_such_op.x: no_such_op is not an op with settings" in unknown_op.output
     config.write_text("resources:\n  settings: {}\n")
     assert "expected only 'ops:'" in runner.invoke(app, ["refresh", "--config", str(config)]).output
+    config.write_text("ops: [1, 2]\n")  # was an AttributeError traceback
+    listed = runner.invoke(app, ["refresh", "--config", str(config)])
+    assert listed.exit_code == 2 and "ops must hold op names" in listed.output and "Traceback" not in listed.output
+    # environment settings: one line, exit 2, before anything runs (tracebacks, or a failure mid-run)
+    (tmp_path / "data" / "landing" / "orders").mkdir(parents=True)
+    (tmp_path / "data" / "landing" / "orders" / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n")
+    for env, value, words in (("SEG_SETTLE_SECONDS", "abc", "not a number of seconds"), ("SEG_SETTLE_SECONDS", "nan", "from 0"),
+                              ("SEG_DUCKDB_MEMORY_LIMIT", "0KB", "not a size from 64MB")):
+        monkeypatch.setenv(env, value)
+        bad = runner.invoke(app, ["refresh"])
+        assert bad.exit_code == 2 and words in bad.output and "Traceback" not in bad.output, (env, value, bad.output)
+        monkeypatch.delenv(env)
 
 
 @pytest.mark.parametrize("setting, words", [
@@ -210,6 +222,10 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     ("segment_model.seed=100000000000000000000000", "segment_model.seed: Input should be less than or equal to"),
     ("churn_model.seed=-1", "churn_model.seed: Input should be greater than or equal to 0"),
     ("basket_rules.top_rules=1000000", "basket_rules.top_rules: Input should be less than or equal to 100"),
+    # day counts past a century overflowed Python's dates mid-run ("unexpected: please report it")
+    ("churn_model.horizon_days=1000000000", "churn_model.horizon_days: Input should be less than or equal to 36500"),
+    ("analytics__user_recommendations.exclude_days=3000000", "exclude_days: Input should be less than or equal to 36500"),
+    ("churn_model.threads=100000", "churn_model.threads: Input should be less than or equal to 1024"),
 ])
 def test_settings_that_size_something_have_a_sane_bound(tmp_path, monkeypatch, setting, words):
     monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))

@@ -67,6 +67,9 @@ def load_config_file(path: Path) -> dict:
     if not isinstance(data, dict) or set(data) - {"ops"}:
         found = ", ".join(sorted(map(shown, data))) if isinstance(data, dict) else type(data).__name__
         raise SettingsError(f"--config {path}: expected only 'ops:' (op -> config -> field: value), found {found}")
+    if not isinstance(data.get("ops") or {}, dict):
+        raise SettingsError(f"--config {path}: ops must hold op names (op -> config -> field: value), found "
+                            f"{type(data['ops']).__name__}")
     for op, entry in (data.get("ops") or {}).items():
         if not isinstance(entry, dict) or set(entry) != {"config"} or not isinstance(entry["config"], dict):
             raise SettingsError(f"--config {path}: ops.{op} must hold 'config:' with field: value lines")

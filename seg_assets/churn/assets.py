@@ -42,6 +42,7 @@ from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.settings import MAX_DAYS
 from seg_assets.spark import scoring as on_spark
 from seg_assets.spark.session import Engine
 from seg_assets.validation import with_checks
@@ -57,22 +58,23 @@ class ChurnConfig(dg.Config):
     fit: Literal["when_needed", "always"] = Field(
         default="when_needed", description="'when_needed': only without a model in service, after a settings change, "
         "when the model's data is older than max_age_days, or after a fit below min_auc. 'always' forces a fit.")
-    horizon_days: int = Field(default=90, ge=1, description="H: a user churns when they complete no order in the next H days.")
+    horizon_days: int = Field(default=90, ge=1, le=MAX_DAYS, description="H: a user churns when they complete no order in the next H days.")
     kind: Literal["auto", "gbm", "logreg"] = Field(
         default="auto", description="gbm (HistGradientBoosting), logreg, or auto: both, keep the better time-based holdout ROC-AUC.")
     calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration on out-of-time scores (sigmoid keeps the ranking).")
-    step_days: int | None = Field(default=None, ge=1, description="Days between training cut-offs (default max(7, H // 3)).")
+    step_days: int | None = Field(default=None, ge=1, le=MAX_DAYS, description="Days between training cut-offs (default max(7, H // 3)).")
     max_snapshots: int = Field(default=6, ge=2, description="Most training snapshots (cut-offs T-H, T-H-step, ...).")
-    min_history_days: int = Field(default=30, ge=0, description="Days of data a cut-off needs before it.")
+    min_history_days: int = Field(default=30, ge=0, le=MAX_DAYS, description="Days of data a cut-off needs before it.")
     max_users_per_snapshot: int = Field(default=50_000, ge=1_000, description="Users sampled per snapshot (bounds training "
                                         "cost; 50k, 100k and 200k gave the same holdout AUC at 1M users, bench/RESULTS.md).")
     risk_high: float = Field(default=0.7, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
     risk_medium: float = Field(default=0.4, ge=0, le=1, description="churn_risk 'medium' when churn_probability >= this (else 'low').")
     min_auc: float = Field(default=0.65, ge=0, le=1, description="Holdout ROC-AUC floor: below it the fit does not serve "
                            "(churn columns null unless an earlier model serves) and the churn_auc check warns.")
-    max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits a model whose data is older than this (data time).")
-    threads: int = Field(default=0, ge=0,
+    max_age_days: float = Field(default=7.0, gt=0, le=MAX_DAYS,
+                                description="'when_needed' re-fits a model whose data is older than this (data time).")
+    threads: int = Field(default=0, ge=0, le=1024,
                          description="OpenMP/BLAS threads for fitting (0: all cores; the fit is the same whatever the count).")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Random seed (sampling, boosting).")
 

@@ -23,6 +23,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.recommend import model as M
 from seg_assets.resources import Warehouse
 from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
+from seg_assets.settings import MAX_DAYS
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "recommend"
@@ -40,16 +41,16 @@ DEFAULTS = M.RecSettings()  # the model's defaults, so each lives in one place
 
 class RecommendConfig(dg.Config):
     top_n: int = Field(default=DEFAULTS.top_n, ge=1, le=100, description="Products per user.")
-    exclude_days: int = Field(default=DEFAULTS.exclude_days, ge=0, description="Products the user bought in this many days "
+    exclude_days: int = Field(default=DEFAULTS.exclude_days, ge=0, le=MAX_DAYS, description="Products the user bought in this many days "
                               "before as-of are not recommended (0: none excluded).")
-    horizon_days: int = Field(default=DEFAULTS.horizon_days, ge=1, description="The weights are fitted on purchases in this "
+    horizon_days: int = Field(default=DEFAULTS.horizon_days, ge=1, le=MAX_DAYS, description="The weights are fitted on purchases in this "
                               "many days before as-of (features as of its start).")
     candidates: int = Field(default=DEFAULTS.candidates, ge=1, le=1000, description="Per source (segment's popular, "
                             "co-purchased, category): products considered per user.")
     click_weight: float = Field(default=DEFAULTS.click_weight, ge=0, description="A click counts this much of a purchased line "
                                 "(category shares, clicked products); 0 ignores clicks.")
-    click_days: int = Field(default=DEFAULTS.click_days, ge=0, description="Only clicks in this many days before as-of count (recent "
-                            "browsing; 0: every click).")
+    click_days: int = Field(default=DEFAULTS.click_days, ge=0, le=MAX_DAYS, description="Only clicks in this many days "
+                            "before as-of count (recent browsing; 0: every click).")
     max_basket_size: int = Field(default=DEFAULTS.max_basket_size, ge=2, description="Orders with more distinct products are left out "
                                  "(the rule and default of basket rules; set apart from basket_rules.max_basket_size).")
     max_fit_users: int = Field(default=DEFAULTS.max_fit_users, ge=100, description="Users (a hash sample) the weights are fitted on.")

@@ -38,6 +38,7 @@ from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN, DEFAULT_ODDS, 
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model
 from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
+from seg_assets.settings import MAX_DAYS
 from seg_assets.validation import with_checks
 from seg_assets.warehouse import latest_activity, row_count, table_exists
 
@@ -59,9 +60,9 @@ class SegmentModelConfig(dg.Config):
     k_max: int = Field(default=8, ge=2, le=50, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
     algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
         default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
-    new_max_tenure_days: float = Field(default=MODEL_DEFAULTS.new_max_tenure_days, ge=0,
+    new_max_tenure_days: float = Field(default=MODEL_DEFAULTS.new_max_tenure_days, ge=0, le=MAX_DAYS,
                                        description="Lifecycle stage 'new': tenure up to this many days.")
-    lapsed_after_days: float = Field(default=MODEL_DEFAULTS.lapsed_after_days, gt=0,
+    lapsed_after_days: float = Field(default=MODEL_DEFAULTS.lapsed_after_days, gt=0, le=MAX_DAYS,
                                      description="Lifecycle stage 'lapsed': no order and no visit for longer.")
     max_match_distance: float = Field(default=1.0, description="A re-fitted segment keeps an old id only within this centroid distance.")
     promotion_tolerance: float = Field(
@@ -74,7 +75,7 @@ class SegmentModelConfig(dg.Config):
         "whose features barely changed to another segment (None: report only).")
     gate_classifier: Literal["logreg", "tree", "gbm", "mlp"] = Field(
         default="logreg", description="Classifier used for the gate's macro-F1.")
-    max_age_days: float = Field(default=7.0, gt=0, description="'when_needed' re-fits when the latest fit, promoted or "
+    max_age_days: float = Field(default=7.0, gt=0, le=MAX_DAYS, description="'when_needed' re-fits when the latest fit, promoted or "
                                 "refused, is older than this (data time).")
     refit_retry_hours: float = Field(default=24.0, ge=0, description="After a refused fit, 'when_needed' fits again only "
                                      "this many hours of data later (drift that persists would re-fit every hourly refresh).")

@@ -54,6 +54,7 @@ from seg_assets.segmentation.rule_based import (
     value_cuts,
 )
 from seg_assets.segmentation.rules import explain_model
+from seg_assets.settings import MAX_DAYS
 from seg_assets.spark import scoring as on_spark
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import as_enums, create_table_from, registered, table_exists, transaction, upsert
@@ -86,13 +87,13 @@ class ScoringConfig(dg.Config):
     assign_with: Literal["classifier", "model"] = Field(
         default="classifier", description="Who assigns users: the classifier in service (falls back to the model if none).")
     rfm_bins: int = Field(default=5, ge=2, le=10, description="RFM score range 1..rfm_bins (quantiles).")
-    new_max_tenure_days: float = Field(default=LIFECYCLE.new_max_tenure_days, ge=0,
+    new_max_tenure_days: float = Field(default=LIFECYCLE.new_max_tenure_days, ge=0, le=MAX_DAYS,
                                        description="Lifecycle 'new': tenure up to this many days.")
-    active_max_recency_days: float = Field(default=LIFECYCLE.active_max_recency_days, ge=0,
+    active_max_recency_days: float = Field(default=LIFECYCLE.active_max_recency_days, ge=0, le=MAX_DAYS,
                                            description="Lifecycle 'active': last order within this many days.")
-    at_risk_max_recency_days: float = Field(default=LIFECYCLE.at_risk_max_recency_days, ge=0,
+    at_risk_max_recency_days: float = Field(default=LIFECYCLE.at_risk_max_recency_days, ge=0, le=MAX_DAYS,
                                             description="Lifecycle 'at risk': last order within this many days.")
-    dormant_max_recency_days: float = Field(default=LIFECYCLE.dormant_max_recency_days, ge=0,
+    dormant_max_recency_days: float = Field(default=LIFECYCLE.dormant_max_recency_days, ge=0, le=MAX_DAYS,
                                             description="Lifecycle 'dormant' up to this; 'churned' beyond.")
     value_high_quantile: float = Field(default=TIERS.high_quantile, ge=0, le=1,
                                        description="Value tier 'high': monetary at or above this quantile of buyers.")
