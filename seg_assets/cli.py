@@ -83,7 +83,6 @@ def refresh(
     from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
     from seg_assets.config_files import check_files
     from seg_assets.errors import InputError
-    from seg_assets.published_state import FAILED_FILES, landed, nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
     from seg_assets.spark.session import engine_from_env
     from seg_assets.warehouse import parse_utc
@@ -98,6 +97,9 @@ def refresh(
             raise typer.BadParameter(f"{as_of!r} is not an ISO-8601 time, e.g. 2026-10-31T23:59:59Z", param_hint="--as-of") from None
     paths = data_paths(data_dir)
     try:
+        _check_environment(paths)
+        from seg_assets.published_state import FAILED_FILES, landed, nothing_new, settings_fingerprint  # loads the stages
+
         overrides = settings_overrides(config, set_)
         check_files(paths.root)  # sources.yaml, actions.yaml: refused here, not after the stages before theirs ran
     except InputError as exc:
@@ -194,6 +196,15 @@ def _interrupted_line(outcome, paths, instance) -> str:
                                                   if state else "nothing has been published yet")
     return (f"[red]interrupted[/red]: {bi}; run seg-assets refresh again to finish (run {outcome.run_id}, marked failed, "
             f"is in the Dagster instance at {instance.root_directory}).")
+
+
+def _check_environment(paths) -> None:
+    """The environment's settings, each refused in one line (InputError) before anything runs or is opened."""
+    from seg_assets.automation.instance import dagster_home
+    from seg_assets.settings import duckdb_memory_limit, settle_seconds
+    from seg_assets.warehouse import sql_model_files
+
+    dagster_home(paths), sql_model_files(), settle_seconds(), duckdb_memory_limit()
 
 
 def _input_error(exc: Exception) -> None:

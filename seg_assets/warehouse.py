@@ -19,7 +19,12 @@ PYTHON_SCHEMAS = ("raw", "meta", "features", "analytics")
 def sql_model_files(root: Path | None = None) -> list[Path]:
     """The SQL models: ``<schema>/<name>.sql`` under the SQL dir (features/sql_models.py reads them); a
     ``<name>.spark.sql`` beside one is that model's Spark form (spark/sql.py), not a model."""
-    return sorted(p for p in (root or sql_dir()).glob("*/*.sql") if not p.name.endswith(".spark.sql"))
+    folder = root or sql_dir()
+    if not folder.is_dir():
+        from seg_assets.errors import InputError
+
+        raise InputError(f"SEG_SQL_DIR={folder}: no such folder of SQL models (unset it to use the project's dbt_like_sql/)")
+    return sorted(p for p in folder.glob("*/*.sql") if not p.name.endswith(".spark.sql"))
 
 
 def schemas(root: Path | None = None) -> tuple[str, ...]:

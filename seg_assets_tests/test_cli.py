@@ -210,7 +210,9 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     (tmp_path / "data" / "landing" / "orders").mkdir(parents=True)
     (tmp_path / "data" / "landing" / "orders" / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n")
     for env, value, words in (("SEG_SETTLE_SECONDS", "abc", "not a number of seconds"), ("SEG_SETTLE_SECONDS", "nan", "from 0"),
-                              ("SEG_DUCKDB_MEMORY_LIMIT", "0KB", "not a size from 64MB")):
+                              ("SEG_DUCKDB_MEMORY_LIMIT", "0KB", "not a size from 64MB"),
+                              ("DAGSTER_HOME", str(config), "is a file, not a folder"),
+                              ("SEG_SQL_DIR", str(tmp_path / "no_models"), "no such folder of SQL models")):
         monkeypatch.setenv(env, value)
         bad = runner.invoke(app, ["refresh"])
         assert bad.exit_code == 2 and words in bad.output and "Traceback" not in bad.output, (env, value, bad.output)

@@ -47,7 +47,12 @@ def write_dagster_yaml(home: str | Path) -> Path:
 def dagster_home(paths: DataPaths) -> Path:
     """``$DAGSTER_HOME`` if set, else the data root's ``dagster_home``."""
     home = os.environ.get("DAGSTER_HOME")
-    return Path(home).expanduser().resolve() if home else paths.dagster_home
+    path = Path(home).expanduser().resolve() if home else paths.dagster_home
+    if path.exists() and not path.is_dir():
+        from seg_assets.errors import InputError
+
+        raise InputError(f"DAGSTER_HOME={path} is a file, not a folder: point it at a folder (created if missing)")
+    return path
 
 
 def open_instance(paths: DataPaths) -> dg.DagsterInstance:
