@@ -165,4 +165,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     """What the YAML parser found wrong, and where (line and column, 1-based)."""
     mark = getattr(exc, "problem_mark", None)
     what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    # the parser quotes the tag it does not know: `token: !sk_live_...` would print a secret (any quoted text longer
+    # than a tag name is cut)
+    what = re.sub(r"'(![^']{8})[^']+'", r"'\1...'", what)
     return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark else what

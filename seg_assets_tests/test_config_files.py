@@ -92,3 +92,9 @@ def test_a_config_path_naming_a_pipe_a_device_or_a_huge_file_is_one_line(tmp_pat
         load_sources(tmp_path)
     words = "larger than" if kind == "huge" else "not a regular file"
     assert words in str(err.value) and "\n" not in str(err.value) and time.perf_counter() - start < 5
+
+
+def test_an_unknown_yaml_tag_is_not_quoted_whole(tmp_path):
+    """The parser quotes the tag it does not know: a secret written as one was printed."""
+    message = refusal(tmp_path, "sources.yaml", b"token: !sk_live_51HSECRETxyz\n")
+    assert "could not determine a constructor" in message and "SECRET" not in message
