@@ -54,6 +54,7 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     ("upper(current_database() || version())", "reads state"),
     # from DuckDB's catalog: not CONSISTENT, or a macro with a subquery or calling such a function (these passed)
     ("coalesce(pg_get_viewdef(CAST(oid AS BIGINT)), '')", "reads state"), ("sleep_ms(5000)", "reads state"),
+    ("pg_get_constraintdef(CAST(oid AS BIGINT))", "reads state"),  # one of its two overloads runs a subquery
     ("pg_sleep(3600)", "reads state"), ("ago(INTERVAL 0 SECOND)", "reads state"), ("write_log('x')", "reads state"),
     ("current_transaction_id()", "reads state"), ("error('x')", "reads state"), ("get_block_size('memory')", "reads state"),
     ("(" * 60 + "x" + ")" * 60, "nested too deeply"), (" OR ".join(f"x = {i}" for i in range(2000)), "characters, more than"),

@@ -237,7 +237,10 @@ def _unrepeatable_functions() -> frozenset[str]:
                       "WHERE function_type IN ('scalar', 'macro')").fetchall()
     bad = {n.lower() for n, kind, stability, _ in rows if kind == "scalar" and stability != "CONSISTENT"}
     bad |= _DENIED_FUNCTIONS
-    macros = {n.lower(): (d or "").lower() for n, kind, _, d in rows if kind == "macro"}
+    macros: dict[str, str] = {}  # every overload's definition (pg_get_constraintdef has one with a subquery)
+    for n, kind, _, d in rows:
+        if kind == "macro":
+            macros[n.lower()] = macros.get(n.lower(), "") + " " + (d or "").lower()
     while True:
         words = re.compile(r"\b(select|" + "|".join(map(re.escape, sorted(bad))) + r")\b")
         more = {n for n, definition in macros.items() if n not in bad and words.search(definition)}
