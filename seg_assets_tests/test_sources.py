@@ -876,3 +876,19 @@ def test_a_ga4_export_maps_struct_fields_with_a_dot_and_text_functions_fit_typed
     assert orders == [("o1", Decimal("12.50")), ("o2", Decimal("7.25"))]
     with pytest.raises(SourceConfigError, match="reads another table"):
         parse(one_source('      user_id: "staging.stg_orders.user_id"\n'))
+
+
+def test_a_typed_parquet_column_compared_with_a_text_literal_is_compared_as_its_type(tmp_path):
+    """Only a string function's column is cast to text: ``amount < '100'`` on a DOUBLE compares numbers (cast to
+    text, '99.5' < '100' was false and '10.0' <> '10' true: the filter kept the row it was written to drop)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    where: \"amount <> '10' AND amount < '100'\"\n")
+    (tmp_path / "landing" / "shop").mkdir(parents=True)
+    pq.write_table(pa.table({"order_id": ["o1", "o2", "o3"], "user_id": ["u1"] * 3, "amount": [10.0, 99.5, 150.0],
+                             "order_ts": pa.array([datetime(2026, 3, 1)] * 3, pa.timestamp("us")), "items": [1] * 3,
+                             "status": ["completed"] * 3}), tmp_path / "landing" / "shop" / "a.parquet")
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("o2",)]

@@ -167,7 +167,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     used: set[str] = set()
     expr_inputs: set[str] = set()
     text_inputs: set[str] = set()
-    string_inputs: set[str] = set()  # used as text by an expression (not only an id's part)
+    string_inputs: set[str] = set()  # read by a string function or || of an expression (Parquet casts them to text)
     mapping = {name: _as_column(expr, by_lower) for name, expr in source.columns.items()}
     for contract_name, expr in mapping.items():
         for name in expr.columns:
@@ -179,7 +179,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             # an id is text: the columns it is made of stay text (a GA4 id 1234567890.1700000123 typed as a number
             # lost its digits, 200 users became one)
             text_inputs |= expr.columns if kinds.get(contract_name) == C.ID else expr.text_columns
-            string_inputs |= expr.text_columns
+            string_inputs |= expr.string_columns
     if source.where is not None:
         for name in source.where.columns:
             if name not in by_lower:
@@ -187,7 +187,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         used |= source.where.columns
         expr_inputs |= source.where.columns
         text_inputs |= source.where.text_columns
-        string_inputs |= source.where.text_columns
+        string_inputs |= source.where.string_columns
     for col in spec.columns:  # known before the file is read: a file rejected whole hashes them in its rejects too
         if col.pii and col.name in mapping:
             out.pii_names |= mapping[col.name].columns

@@ -107,6 +107,7 @@ class Expr:
     columns: frozenset[str]
     column_name: str | None = None  # set when the value is just a column of the file
     text_columns: frozenset[str] = frozenset()  # the columns it uses as text (text_columns())
+    string_columns: frozenset[str] = frozenset()  # of those, the ones a string function or || reads (not a comparison)
 
     def sql(self, idents: dict[str, str]) -> str:
         """The expression with each column replaced by its identifier in the file's relation."""
@@ -336,7 +337,7 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     columns = frozenset(c.name.lower() for c in tree.find_all(exp.Column))
     if isinstance(tree, exp.Column):
         return Expr(text, columns, column_name=tree.name)
-    return Expr(text, columns, text_columns=text_columns(tree))
+    return Expr(text, columns, text_columns=text_columns(tree), string_columns=text_columns(tree, comparisons=False))
 
 
 def _function_names(node: exp.Func) -> set[str]:
@@ -358,9 +359,10 @@ _TEXT_OPERAND = (exp.Like, exp.ILike, exp.Glob, exp.SimilarTo, exp.RegexpLike, e
 _COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.In)
 
 
-def text_columns(tree: exp.Expression) -> frozenset[str]:
+def text_columns(tree: exp.Expression, comparisons: bool = True) -> frozenset[str]:
     """The file columns ``tree`` uses as text (see above); functions sqlglot does not know count when every
-    DuckDB overload takes text as their first argument."""
+    DuckDB overload takes text as their first argument. ``comparisons=False``: only what a string function or a
+    concatenation reads (a typed column compared with a text literal is compared as its type: ``amount < '100'``)."""
     def column(node) -> str | None:
         node = node.unnest() if isinstance(node, exp.Expression) else None
         return node.name.lower() if isinstance(node, exp.Column) else None
@@ -374,7 +376,7 @@ def text_columns(tree: exp.Expression) -> frozenset[str]:
             picked = [node.this]
         elif isinstance(node, exp.Anonymous):
             picked = operands[2:3] if node.name.lower() in _text_first_functions() else []
-        elif isinstance(node, _COMPARISON):
+        elif isinstance(node, _COMPARISON) and comparisons:
             text = any(isinstance(o, exp.Literal) and o.is_string for o in operands)
             picked = [o.this if isinstance(o, exp.Bracket) else o for o in operands] if text else []
         else:
