@@ -237,7 +237,16 @@ def test_a_lexicon_that_is_a_link_or_not_text_is_one_line_without_its_content(tm
     (folder / "de.txt").symlink_to(secret)
     with pytest.raises(LexiconError) as err:
         load_scorer(folder)
-    assert "a link, not read" in str(err.value) and "20228" not in str(err.value)
+    assert "a link out of its folder, not read" in str(err.value) and "20228" not in str(err.value)
+    (folder / "de.txt").unlink()
+    (folder / "de.txt").symlink_to("/dev/zero")  # read whole before the checks ran (it filled the memory)
+    with pytest.raises(LexiconError, match="a link out of its folder"):
+        load_scorer(folder)
+    (folder / "de.txt").unlink()
+    (folder / "..data").mkdir()  # a Kubernetes ConfigMap: every file a link into the folder's ..data/
+    (folder / "..data" / "de.txt").write_text("tolles\t3.0\n")
+    (folder / "de.txt").symlink_to(folder / "..data" / "de.txt")
+    assert load_scorer(folder).analyzers["de"].lexicon["tolles"] == 3.0
     (folder / "de.txt").unlink()
     (folder / "fr.txt").write_bytes(b"caf\xe9\t2.0\n")
     with pytest.raises(LexiconError, match=r"fr\.txt: not UTF-8 text"):

@@ -89,12 +89,20 @@ def rating_label(rating: int | None) -> str | None:
 MAX_LEXICON_BYTES = 50 << 20  # VADER's own is 0.4 MB
 
 
-def read_lexicon(path: Path) -> dict[str, float]:
-    """token -> valence from a VADER-format file; a bad line is a ``LexiconError`` naming it."""
+def lexicon_text(path: Path) -> str:
+    """A lexicon file's text: a regular file (a pipe hung the run, /dev/zero filled the memory) of at most
+    MAX_LEXICON_BYTES, and a link only within its folder (a Kubernetes ConfigMap's ``..data/``): one to a secret
+    (``/etc/shadow``) had its first line quoted in the error and the run's log."""
+    if path.is_symlink() and not os.path.realpath(path).startswith(os.path.realpath(path.parent) + os.sep):
+        raise LexiconError(f"{path}: a link out of its folder, not read: put the lexicon file itself in the folder")
+    return read_text(path, LexiconError, MAX_LEXICON_BYTES)
+
+
+def read_lexicon(path: Path, text: str | None = None) -> dict[str, float]:
+    """token -> valence from a VADER-format file (``text``: its text, read already); a bad line is a ``LexiconError``
+    naming it."""
     out: dict[str, float] = {}
-    if path.is_symlink():  # a link to a secret (/etc/shadow) had its first line quoted in the error and the run's log
-        raise LexiconError(f"{path}: a link, not read: put the lexicon file itself in the folder")
-    for number, line in enumerate(read_text(path, LexiconError, MAX_LEXICON_BYTES).splitlines(), start=1):
+    for number, line in enumerate((lexicon_text(path) if text is None else text).splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         parts = line.rstrip("\n").split("\t")
@@ -134,9 +142,9 @@ def load_scorer(lexicon_dir: Path | None = None) -> Scorer:
     digest.update(b"|shop:" + SHOP_LEXICON.read_bytes())
     analyzers = {"en": english}
     for path in files:
-        code = path.stem.lower()
-        digest.update(f"|{code}:".encode() + path.read_bytes())
-        words[code] = words.get(code, {}) | read_lexicon(path)
+        code, text = path.stem.lower(), lexicon_text(path)  # read once: the bytes hashed are the bytes parsed
+        digest.update(f"|{code}:".encode() + text.encode())
+        words[code] = words.get(code, {}) | read_lexicon(path, text)
         if code not in analyzers:
             analyzers[code] = analyzer = SentimentIntensityAnalyzer()
             analyzer.lexicon = dict(RATING_WORDS)  # the emoji lexicon and the (English) rules stay
