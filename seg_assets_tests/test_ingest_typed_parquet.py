@@ -158,10 +158,16 @@ def test_text_written_as_bare_binary_is_text(con, landing):
         "order_id": pa.array([b"o1"], pa.binary()), "user_id": pa.array(["Zoë".encode()], pa.binary()),
         "order_ts": pa.array([datetime(2026, 3, 1, 10)], pa.timestamp("us")), "amount": [10.0], "items": [1],
         "category": pa.array(["Café".encode()], pa.binary()), "status": pa.array([b"completed"], pa.binary())}), path)
+    # bytes that are no text (a raw 16-byte UUID as the id) keep their escaped form: the file is read, not failed
+    raw_id = bytes(range(0x80, 0x90))
+    pq.write_table(pa.table({
+        "order_id": ["o2"], "user_id": pa.array([raw_id], pa.binary()), "order_ts": pa.array([datetime(2026, 3, 1, 10)],
+        pa.timestamp("us")), "amount": [10.0], "items": [1], "status": ["completed"]}), landing / "orders" / "uuid.parquet")
     run(con, landing)
     assert counts(ledger(con)["orders/bin.parquet"]) == ("ingested", 1, 1, 0, 0)
-    assert con.sql("SELECT order_id, user_id, category, status FROM raw.orders").fetchall() == [
-        ("o1", "Zoë", "Café", "completed")]
+    assert counts(ledger(con)["orders/uuid.parquet"]) == ("ingested", 1, 1, 0, 0)
+    assert con.sql("SELECT order_id, user_id, category, status FROM raw.orders ORDER BY 1").fetchall() == [
+        ("o1", "Zoë", "Café", "completed"), ("o2", "".join(f"\\x{b:02X}" for b in raw_id), None, "completed")]
 
 
 def test_folder_names_are_not_columns(con, landing):
@@ -192,7 +198,7 @@ def test_file_columns_named_like_the_loaders_own_are_data(con, landing):
 def test_misnamed_and_damaged_files_fail_at_once_saying_what_they_are(con, landing):
     """A Parquet file named .csv (and the reverse) is not taken for a file still being written (the landing rule
     waited 10 minutes for its "last line"), and fails with what it is; a damaged Parquet file says so, without the
-    engine's words only; bytes that are not UTF-8 in a text column say that."""
+    engine's words only; bytes that are not UTF-8 in a column typed as text say that."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -203,7 +209,7 @@ def test_misnamed_and_damaged_files_fail_at_once_saying_what_they_are(con, landi
     (landing / "orders" / "b.csv").write_bytes(other.read_bytes())
     (landing / "orders" / "c.parquet").write_text("order_id,user_id\no2,u1\n")
     (landing / "orders" / "d.parquet").write_bytes(good.read_bytes()[:200] + b"PAR1")
-    pq.write_table(pa.table({"order_id": pa.array([b"o5"], pa.binary()), "user_id": pa.array([b"\xff\xfe"], pa.binary()),
+    pq.write_table(pa.table({"order_id": pa.array([b"o5"], pa.binary()), "user_id": pa.array([b"\xff\xfe"], pa.binary()).view(pa.string()),
                              "order_ts": pa.array([datetime(2026, 3, 1)], pa.timestamp("us")), "amount": [1.0],
                              "items": [1], "status": ["completed"]}), landing / "orders" / "e.parquet")
     for name in ("b.csv", "c.parquet"):

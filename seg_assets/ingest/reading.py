@@ -137,9 +137,13 @@ def _utf8_copy(path: Path, fmt: str, encoding: str) -> tuple[Path, str | None]:
     return Path(temp), note
 
 
-# Text stored as bare BINARY (Impala, Hive, older Spark) is text, not bytes to escape; folder names such as
-# ``status=cancelled/`` are folders, not columns that override the file's own (DuckDB guesses Hive partitions otherwise)
-PARQUET_OPTIONS = "binary_as_string=true, hive_partitioning=false"
+# Folder names such as ``status=cancelled/`` are folders, not columns that override the file's own (DuckDB guesses
+# Hive partitions otherwise)
+PARQUET_OPTIONS = "hive_partitioning=false"
+# Text stored as bare BINARY (Impala, Hive, older Spark) is text, not bytes to escape ('Zo\xC3\xAB' was a second user
+# beside the CSV's 'Zoë'); bytes that are no UTF-8 (a raw UUID) keep their escaped form, value by value (DuckDB's
+# binary_as_string failed the whole file on one of them)
+BINARY_AS_TEXT = "coalesce(try(decode({c})), CAST({c} AS VARCHAR))"
 ROW_COLUMN = "file_row_number"  # the column read_parquet adds (file_row_number=true): a file may not have its own
 
 
@@ -161,8 +165,9 @@ def _parquet_source(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
     int96 = {n for n, t in described if n in int96 and t == "TIMESTAMP"}
     idents = [f"c{i}" for i in range(len(names))]
     read_as = {n: f"timezone('UTC', {sql_ident(n)})" for n in int96}
+    read_as |= {n: BINARY_AS_TEXT.format(c=sql_ident(n)) for n, t in described if t == "BLOB"}
     columns = "".join(f"{read_as.get(n, sql_ident(n))} AS {i}, " for n, i in zip(names, idents))
-    described = [(n, "TIMESTAMP WITH TIME ZONE" if n in int96 else t) for n, t in described]
+    described = [(n, "TIMESTAMP WITH TIME ZONE" if n in int96 else "VARCHAR" if t == "BLOB" else t) for n, t in described]
     relation = f"(SELECT {columns}{ROW_COLUMN} AS _seg_file_row FROM {read}, {ROW_COLUMN}=true))"
     return Source(names, idents, [t for _, t in described], "_seg_file_row + 1", False, relation)
 
