@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -75,16 +76,21 @@ def load_yaml(text: str):
 MAX_CONFIG_BYTES = 1 << 20  # a configuration file is kilobytes; /dev/zero named as one read until memory ran out
 
 
-def read_text(path: Path, error: type[ValueError], max_bytes: int = MAX_CONFIG_BYTES) -> str:
-    """The UTF-8 text of the file at ``path``; ``error`` with one line if it is a folder, not a regular file (a pipe
-    would wait forever, a device never end), larger than ``max_bytes``, unreadable or not UTF-8."""
+def read_text(path: Path, error: type[ValueError], max_bytes: int = MAX_CONFIG_BYTES, pipe: bool = False) -> str:
+    """The UTF-8 text of the file at ``path``; ``error`` with one line if it is a folder, not a regular file (a device
+    never ends; a pipe is read where ``pipe`` allows it, ``--config <(envsubst < x.yaml)``, and its writer has
+    PIPE_SECONDS to finish), larger than ``max_bytes``, unreadable or not UTF-8."""
     if path.is_dir():
         raise error(f"{path}: is a folder, not a file: give a YAML file")
-    try:
+    try:  # opened without blocking: a pipe nobody writes to would wait for a writer forever
         with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            mode = os.fstat(handle.fileno()).st_mode
+            if pipe and stat.S_ISFIFO(mode):
+                data = _read_pipe(handle, max_bytes + 1, path, error)
+            elif not stat.S_ISREG(mode):
                 raise error(f"{path}: not a regular file (a pipe, device or socket): give the file itself")
-            data = handle.read(max_bytes + 1)
+            else:
+                data = handle.read(max_bytes + 1)
     except OSError as exc:
         raise error(f"{path}: cannot read it ({exc.strerror})") from None
     if len(data) > max_bytes:
@@ -93,6 +99,32 @@ def read_text(path: Path, error: type[ValueError], max_bytes: int = MAX_CONFIG_B
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): save it as UTF-8") from None
+
+
+PIPE_SECONDS = 30.0
+
+
+def _read_pipe(handle, limit: int, path: Path, error: type[ValueError]) -> bytes:
+    """Up to ``limit`` bytes of a pipe, until its writer closes it (no writer: nothing), within PIPE_SECONDS."""
+    import select
+
+    chunks, size, deadline, waited = [], 0, time.monotonic() + PIPE_SECONDS, False
+    while size < limit:
+        try:
+            chunk = os.read(handle.fileno(), min(1 << 16, limit - size))  # non-blocking: b"" is the end (or no writer)
+        except BlockingIOError:  # a writer that has not written yet
+            if not select.select([handle], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise error(f"{path}: the pipe's writer did not finish within {PIPE_SECONDS:.0f} s") from None
+            continue
+        if not chunk and not chunks and not waited:  # maybe read before a waiting writer's open completed
+            waited = True
+            if select.select([handle], [], [], 0.5)[0]:
+                continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def plain(value) -> bool:

@@ -59,7 +59,7 @@ def parse_assignment(text: str) -> dict:
 def load_config_file(path: Path) -> dict:
     """A YAML file in Dagster's run config shape, ``ops:`` only (resources and loggers are the project's)."""
     try:
-        data = load_yaml(read_text(Path(path), SettingsError)) or {}
+        data = load_yaml(read_text(Path(path), SettingsError, pipe=True)) or {}  # --config <(...) is a pipe
     except SettingsError as exc:
         raise SettingsError(f"--config {exc}") from None
     except yaml.YAMLError as exc:
