@@ -215,6 +215,9 @@ def test_misnamed_and_damaged_files_fail_at_once_saying_what_they_are(con, landi
     for name in ("b.csv", "c.parquet"):
         path = landing / "orders" / name
         assert unfinished(path, path.stat().st_size) is None, name
+    started = landing.parent / "started.parquet"  # a writer's first bytes: still being written, not "another format"
+    started.write_bytes(b"PA")
+    assert unfinished(started, 2) is not None
     run(con, landing)
     rows = ledger(con)
     assert rows["orders/a.parquet"]["status"] == "ingested"

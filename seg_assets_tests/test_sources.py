@@ -55,6 +55,7 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     # from DuckDB's catalog: not CONSISTENT, or a macro with a subquery or calling such a function (these passed)
     ("coalesce(pg_get_viewdef(CAST(oid AS BIGINT)), '')", "reads state"), ("sleep_ms(5000)", "reads state"),
     ("pg_get_constraintdef(CAST(oid AS BIGINT))", "reads state"),  # one of its two overloads runs a subquery
+    ("age(order_ts)", "reads state"),  # since now; age(a, b) is allowed
     ("pg_sleep(3600)", "reads state"), ("ago(INTERVAL 0 SECOND)", "reads state"), ("write_log('x')", "reads state"),
     ("current_transaction_id()", "reads state"), ("error('x')", "reads state"), ("get_block_size('memory')", "reads state"),
     ("(" * 60 + "x" + ")" * 60, "nested too deeply"), (" OR ".join(f"x = {i}" for i in range(2000)), "characters, more than"),
@@ -418,6 +419,7 @@ def test_segments_ecommerce_event_names_land_in_their_stage(name, stage):
     # a purchase that failed is none, a completed checkout step is still checking out, "buy now" starts a checkout
     ("purchase_failed", "other"), ("Payment Declined", "other"), ("paymentfailed", "other"),
     ("Completed Checkout Step", "checkout"), ("checkout_step_2_completed", "checkout"), ("Buy Now Clicked", "checkout"),
+    ("one_click_buy", "purchase"), ("buy_now_purchase_completed", "purchase"),
 ])
 def test_event_names_are_read_by_their_words(name, stage):
     from seg_assets.ingest.events import stage_of
@@ -593,6 +595,7 @@ def test_a_link_swapped_in_after_discovery_is_not_read(tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "wait_until_settled", swap_while_waiting)
     _, ledger, rejects = ingest(tmp_path / "root")
     assert [(r[1], r[2]) for r in ledger] == [("orders/young.csv", "failed")] and "a link out of the landing" in ledger[0][8]
+    assert "land the file itself" in ledger[0][8] and "permissions" not in ledger[0][8]
     with duckdb.connect(str(tmp_path / "root" / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM raw.orders").fetchall() == [(0,)] and rejects == []
 

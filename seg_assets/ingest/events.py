@@ -76,8 +76,8 @@ _PAIRS: tuple[tuple[str, set[str], set[str]], ...] = (
     ("other", {"sign", "log"}, {"up", "in", "out"}),
     ("other", {"cart", "basket", "bag", "sc"}, {"view", "viewed", "open", "opened"}),
     ("checkout", {"checkout", "payment"}, {"step", "steps"}),  # a step of checking out, completed or not
-    ("checkout", {"buy"}, {"now", "button", "click", "clicked"}),  # a button that starts a checkout, not a purchase
-    ("purchase", {"order", "orders", "checkout", "payment"}, _DONE),
+    ("purchase", {"order", "orders", "checkout", "payment", "purchase"}, _DONE),
+    ("checkout", {"buy"}, {"now", "button"}),  # a button that starts a checkout ("one click buy" buys)
     ("purchase", {"thank"}, {"you"}),
     ("checkout", {"check", "checked"}, {"out"}),
 )

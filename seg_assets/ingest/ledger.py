@@ -167,7 +167,8 @@ def unreadable_outcome(source, rel: str, fmt: str, path, exc: OSError) -> FileOu
     except OSError:
         size = 0
     why = (exc.strerror or type(exc).__name__).lower()
-    fix = "fix its permissions" if isinstance(exc, PermissionError) else "fix the file or remove it"
+    fix = ("land the file itself" if why.startswith("a link out") else  # sources.opened_inside: LINK_REFUSED
+           "fix its permissions" if isinstance(exc, PermissionError) else "fix the file or remove it")
     out = FileOutcome(source.name, source.table, rel, fmt, UNREAD, size, C.STATUS_FAILED, source_key=source.key)
     out.message = f"{rel}: cannot read {rel}: {why}; {fix}"
     return out

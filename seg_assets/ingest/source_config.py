@@ -310,7 +310,8 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     for node in trees[0].find_all(exp.Column):
         root = next((node.args[k].name for k in ("catalog", "db", "table") if node.args.get(k)), "")
         if root.lower() in _warehouse_names():  # not a STRUCT column's field: a table of the warehouse
-            raise SourceConfigError(f"{where}: {node.sql()} reads another table; name the file's column only")
+            raise SourceConfigError(f"{where}: {node.sql()} reads another table; name the file's column only (a STRUCT "
+                                    f"column named {root!r}: write {root}['{node.name}'])")
     tree = struct_fields(trees[0])
     if not condition and isinstance(tree, exp.Alias) and re.fullmatch(r"[^()'\";]+", text):  # `Invoice Date`: bare
         return Expr(text, frozenset({text.lower()}), column_name=text)
@@ -325,7 +326,8 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
             if "read" in type(node).__name__.lower() and not isinstance(node, exp.Anonymous):
                 raise SourceConfigError(f"{where}: {node.sql(dialect='duckdb')[:80]} reads files; a mapping may read "
                                         "the file's own columns only")
-            if _function_names(node) & _unrepeatable_functions():
+            since_now = name == "age" and len(node.expressions) == 1  # age(ts) reads the clock (DuckDB: CONSISTENT)
+            if _function_names(node) & _unrepeatable_functions() or since_now:
                 raise SourceConfigError(f"{where}: function {node.sql(dialect='duckdb')[:80]} reads state or is not "
                                         "repeatable")
             if isinstance(node, exp.Anonymous):

@@ -98,18 +98,21 @@ def _inside(path: str, roots) -> bool:
 
 
 @contextmanager
-def opened_inside(path: Path, landing: Path) -> Iterator[Path]:
-    """``path`` opened once, as a path to that open file (``/proc/self/fd/N`` where the system has it) that reads it
+def opened_inside(path: Path, landing: Path, roots: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """``path`` opened, as a path to that open file (``/proc/self/fd/N`` where the system has it) that reads it
     however ``path`` changes meanwhile, after checking that the file actually opened lies where :func:`link_roots`
-    allows. Discovery checks links when it lists the files; a link swapped in during the settle wait
-    (``x.csv -> /etc/passwd``) was followed by the read. OSError (EPERM) for a file outside, or not a regular file."""
+    allows (``roots``: computed by the caller, the Spark driver, whose environment names them). Discovery checks links
+    when it lists the files; a link swapped in during the settle wait (``x.csv -> /etc/passwd``) was followed by the
+    read. Each read (the hash, the ingestion) opens the file this way. Without ``/proc`` (macOS) the path is checked
+    and read by name: a swap between the check and the read is not caught there. OSError for a file outside
+    (LINK_REFUSED), or not a regular file."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # non-blocking: a FIFO does not hang the run
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EPERM, "not a regular file")
+            raise OSError(errno.EINVAL, "not a regular file")
         pinned = Path(f"/proc/self/fd/{fd}")
         real = os.readlink(pinned) if pinned.exists() else os.path.realpath(path)
-        if not _inside(real, link_roots(landing)):
+        if not _inside(real, roots if roots is not None else link_roots(landing)):
             raise OSError(errno.EPERM, LINK_REFUSED)
         yield pinned if pinned.exists() else path
     finally:
@@ -220,7 +223,7 @@ def unfinished(path: Path, size: int) -> str | None:
             tail = handle.read(4)
     except OSError:
         return None  # unreadable: ingestion says so, file by file
-    if (fmt == "parquet") != (head == PARQUET_MAGIC):  # a writer starts with the magic: a file named for another format
+    if size >= 4 and (fmt == "parquet") != (head == PARQUET_MAGIC):  # a writer starts with the magic: another format
         return None  # (read at once, and reading.misnamed says what it is)
     if fmt == "parquet" and tail != PARQUET_MAGIC:
         return "no Parquet footer yet"

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
-from seg_assets.ingest.sources import opened_inside
+from seg_assets.ingest.sources import link_roots, opened_inside
 from seg_assets.ingest.writing import STAGE
 from seg_assets.settings import DataPaths
 from seg_assets.spark.tables import duckdb_view, parquet_rows, sql_string
@@ -74,12 +74,12 @@ def _staged_columns(spec: C.TableSpec, present: set[str], file_id: int) -> str:
 
 def _stage_task(item):
     """In a Spark task: one file through ``loader.stage_file`` on an in-memory DuckDB, staged rows to Parquet."""
-    source, path, out, bounds, target, landing = item
+    source, path, out, bounds, target, landing, roots = item
     con = duckdb.connect()
     try:
         con.sql("SET TimeZone = 'UTC'")
         con.sql("SET python_enable_replacements = false")
-        with opened_inside(Path(path), Path(landing)) as pinned:  # as the DuckDB loader: the file as opened, checked
+        with opened_inside(Path(path), Path(landing), roots) as pinned:  # as the DuckDB loader: the file as opened, checked
             insertable = loader.stage_file(con, source, pinned, out, bounds)
         present = {r[0] for r in con.sql(f"DESCRIBE temp.{STAGE}").fetchall()}
         con.sql(f"COPY (SELECT {_staged_columns(source.spec, present, out.file_id)} FROM temp.{STAGE}) "
@@ -98,7 +98,8 @@ def spark_stager(spark, paths: DataPaths):
     def stage_files(con, pending, bounds, run_id: str, now) -> list:
         staging = paths.spark / "_staging" / run_id
         staging.mkdir(parents=True, exist_ok=True)
-        items = [(source, str(path), out, bounds, str(staging / f"{out.file_id}.parquet"), str(paths.landing))
+        roots = link_roots(paths.landing)  # here: an executor's environment may not name them
+        items = [(source, str(path), out, bounds, str(staging / f"{out.file_id}.parquet"), str(paths.landing), roots)
                  for source, path, out in pending]
         try:
             results = spark.sparkContext.parallelize(items, len(items)).map(_stage_task).collect()
