@@ -56,6 +56,11 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     ("coalesce(pg_get_viewdef(CAST(oid AS BIGINT)), '')", "reads state"), ("sleep_ms(5000)", "reads state"),
     ("pg_get_constraintdef(CAST(oid AS BIGINT))", "reads state"),  # one of its two overloads runs a subquery
     ("age(order_ts)", "reads state"),  # since now; age(a, b) is allowed
+    # a re-test found these: SQL text planned against the warehouse, a clock DuckDB calls CONSISTENT, method calls
+    # (x.age() is age(x); x is no column to sqlglot), COLUMNS picking the reader's own columns
+    ("json_serialize_plan('SELECT * FROM raw.customers')", "reads state"), ("current_localtime()", "reads state"),
+    ("CAST(order_ts.age() AS VARCHAR)", "method-call syntax"), ("status.upper()", "method-call syntax"),
+    ("COLUMNS('c[01]')", "COLUMNS(...)"),
     ("pg_sleep(3600)", "reads state"), ("ago(INTERVAL 0 SECOND)", "reads state"), ("write_log('x')", "reads state"),
     ("current_transaction_id()", "reads state"), ("error('x')", "reads state"), ("get_block_size('memory')", "reads state"),
     ("(" * 60 + "x" + ")" * 60, "nested too deeply"), (" OR ".join(f"x = {i}" for i in range(2000)), "characters, more than"),

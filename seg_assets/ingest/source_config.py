@@ -56,6 +56,7 @@ _FORBIDDEN: tuple[tuple[type[exp.Expression], str], ...] = (
     (exp.CurrentTimestamp, "the current time (ingestion must be repeatable)"),
     (exp.CurrentDate, "the current time (ingestion must be repeatable)"),
     (exp.CurrentTime, "the current time (ingestion must be repeatable)"),
+    (exp.Columns, "COLUMNS(...) (it picks the reader's columns by pattern: name the file's columns)"),
 )
 # Scalar functions in DuckDB's catalog that read session state, sequences or the clock. A function is checked by every
 # name it goes by: as written, sqlglot's for its class (version() is CurrentVersion) and as sqlglot writes it back.
@@ -65,6 +66,9 @@ _DENIED_FUNCTIONS = frozenset({
     "current_timestamp", "transaction_timestamp", "txid_current", "current_query", "current_schema", "current_schemas",
     "current_database", "current_catalog", "current_user", "session_user", "user", "version", "pg_typeof",
     "current_version", "current_role", "localtimestamp", "current_localtimestamp", "localtime", "today",
+    # marked CONSISTENT by DuckDB, yet: the clock, and SQL text planned against the warehouse (a plan names the
+    # columns of any table, the value of a variable, whether a file exists)
+    "current_localtime", "json_serialize_plan", "json_serialize_sql", "json_deserialize_sql",
 })
 
 
@@ -316,6 +320,10 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     if not condition and isinstance(tree, exp.Alias) and re.fullmatch(r"[^()'\";]+", text):  # `Invoice Date`: bare
         return Expr(text, frozenset({text.lower()}), column_name=text)
     for node in tree.walk():
+        if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):  # x.upper(): its x is no column to sqlglot
+            raise SourceConfigError(f"{where}: method-call syntax is not allowed ({node.sql(dialect='duckdb')[:80]}): "
+                                    f"write {node.expression.sql(dialect='duckdb').split('(')[0].lower()}(...) with the "
+                                    "column as its first argument")
         for kind, words in _FORBIDDEN:
             if isinstance(node, kind):
                 raise SourceConfigError(f"{where}: {words} is not allowed in a mapping: {node.sql(dialect='duckdb')[:80]}")
