@@ -605,6 +605,35 @@ def test_a_link_swapped_in_after_discovery_is_not_read(tmp_path, monkeypatch):
         assert con.sql("SELECT count(*) FROM raw.orders").fetchall() == [(0,)] and rejects == []
 
 
+def test_a_file_replaced_between_hashing_and_reading_fails_and_is_read_again(tmp_path, monkeypatch):
+    """An exporter that rewrites a fixed name (by rename) between the hash and the read: the ledger held A's hash
+    with B's rows, and A's rows, landed again later, counted as duplicates of rows never taken in. Now the file fails
+    (read again by the next run, whole)."""
+    from seg_assets.ingest import loader
+
+    head = "order_id,user_id,order_ts,amount,items,status\n"
+    write(tmp_path, "orders/a.csv", head + "oA,u1,2026-03-01T10:00:00Z,10,1,completed\n")
+    a = tmp_path / "landing" / "orders" / "a.csv"
+    hashed = loader.file_sha256
+
+    def hash_then_swap(path):
+        out = hashed(path)
+        if not (tmp_path / "swapped").exists():
+            (tmp_path / "swapped").touch()
+            b = a.with_name("b.tmp")
+            b.write_text(head + "oB,u2,2026-03-01T10:00:00Z,12,1,completed\n")
+            os.replace(b, a)
+        return out
+
+    monkeypatch.setattr(loader, "file_sha256", hash_then_swap)
+    _, ledger, _ = ingest(tmp_path)
+    assert [(r[1], r[2]) for r in ledger] == [("orders/a.csv", "failed")] and "changed between hashing" in ledger[0][8]
+    _, ledger, _ = ingest(tmp_path)  # the next run reads it whole (the failed attempt, under A's hash, stays on record)
+    assert [(r[1], r[2], r[4]) for r in ledger] == [("orders/a.csv", "failed", 0), ("orders/a.csv", "ingested", 1)]
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("oB",)]
+
+
 @pytest.mark.parametrize("text, used_as_text", [
     ("InvoiceNo LIKE 'C%'", {"invoiceno"}), ("CustomerID <> ''", {"customerid"}), ("prefix(InvoiceNo, 'C')", {"invoiceno"}),
     ("strptime(D, '%Y%m%d')", {"d"}), ("S[1:1] = 'C'", {"s"}), ("Country = 'DE' AND Quantity > 0", {"country"}),

@@ -12,6 +12,7 @@ ledger: ``delivered = accepted + updated + duplicate + rejected + filtered`` (fi
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_
 from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef, load_sources
 from seg_assets.ingest.sources import (
+    CHANGED_WHILE_READ,
     UNFINISHED_SETTLE_SECONDS,
     discover_files,
+    file_identity,
     file_sha256,
     opened_inside,
     quiet_seconds,
@@ -290,7 +293,7 @@ def ingest_landing(
     for source, name, sha, size in con.sql(f"SELECT source, file_name, content_sha256, size_bytes FROM ({taken})").fetchall():
         seen.setdefault((source, name), set()).add((sha, size))
     planned: dict[tuple[str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha)
-    pending: list[tuple[SourceDef, Path, FileOutcome]] = []
+    pending: list[tuple[SourceDef, Path, FileOutcome, tuple]] = []  # with the identity hashed (sources.file_identity)
     copies: list[tuple[FileOutcome, FileOutcome]] = []
     next_id = 0
     for source, path, fmt in files:
@@ -302,6 +305,7 @@ def ingest_landing(
                 continue
             with opened_inside(path, landing_dir) as pinned:
                 sha, size = file_sha256(pinned)
+                identity = file_identity(pinned)
         except OSError as exc:  # unreadable (permissions, gone, a link swapped in): this file fails, the others go on
             out = unreadable_outcome(source, rel, fmt, path, exc)
             out.file_id = next_id = _next_file_id(con, next_id)
@@ -331,7 +335,7 @@ def ingest_landing(
                 copies.append((out, planned[(source.name, sha)]))
             else:
                 planned[(source.name, sha)] = out
-                pending.append((source, path, out))
+                pending.append((source, path, out, identity))
             continue
         try:
             if known:  # the same bytes under another name: a re-delivery, nothing to read
@@ -340,6 +344,8 @@ def ingest_landing(
                 ledger_only(con, out, run_id, now)
             else:
                 with opened_inside(path, landing_dir) as pinned:  # checked again: a link may be swapped in after hashing
+                    if file_identity(pinned) != identity:
+                        raise OSError(errno.ESTALE, CHANGED_WHILE_READ)
                     _ingest_file(con, source, pinned, out, run_id, bounds)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault

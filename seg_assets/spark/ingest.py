@@ -17,6 +17,7 @@ removed before the next run, so a failure in between leaves no orphan rows.
 
 from __future__ import annotations
 
+import errno
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import pyarrow as pa
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
-from seg_assets.ingest.sources import link_roots, opened_inside
+from seg_assets.ingest.sources import CHANGED_WHILE_READ, file_identity, link_roots, opened_inside
 from seg_assets.ingest.writing import STAGE
 from seg_assets.settings import DataPaths
 from seg_assets.spark.tables import duckdb_view, parquet_rows, sql_string
@@ -74,12 +75,14 @@ def _staged_columns(spec: C.TableSpec, present: set[str], file_id: int) -> str:
 
 def _stage_task(item):
     """In a Spark task: one file through ``loader.stage_file`` on an in-memory DuckDB, staged rows to Parquet."""
-    source, path, out, bounds, target, landing, roots = item
+    source, path, out, bounds, target, landing, roots, identity = item
     con = duckdb.connect()
     try:
         con.sql("SET TimeZone = 'UTC'")
         con.sql("SET python_enable_replacements = false")
         with opened_inside(Path(path), Path(landing), roots) as pinned:  # as the DuckDB loader: the file as opened, checked
+            if file_identity(pinned) != identity:
+                raise OSError(errno.ESTALE, CHANGED_WHILE_READ)
             insertable = loader.stage_file(con, source, pinned, out, bounds)
         present = {r[0] for r in con.sql(f"DESCRIBE temp.{STAGE}").fetchall()}
         con.sql(f"COPY (SELECT {_staged_columns(source.spec, present, out.file_id)} FROM temp.{STAGE}) "
@@ -99,19 +102,19 @@ def spark_stager(spark, paths: DataPaths):
         staging = paths.spark / "_staging" / run_id
         staging.mkdir(parents=True, exist_ok=True)
         roots = link_roots(paths.landing)  # here: an executor's environment may not name them
-        items = [(source, str(path), out, bounds, str(staging / f"{out.file_id}.parquet"), str(paths.landing), roots)
-                 for source, path, out in pending]
+        items = [(source, str(path), out, bounds, str(staging / f"{out.file_id}.parquet"), str(paths.landing), roots,
+                  identity) for source, path, out, identity in pending]
         try:
             results = spark.sparkContext.parallelize(items, len(items)).map(_stage_task).collect()
             insertable, unfinished = set(), []
-            for (_, _, out), (done, ok) in zip(pending, results, strict=True):
+            for (_, _, out, _), (done, ok) in zip(pending, results, strict=True):
                 out.__dict__.update(done.__dict__)  # the task's copy of the outcome: delivered, filtered, status...
                 if ok is None:
                     unfinished.append(out)
                 elif ok:
                     insertable.add(out.file_id)
             by_table: dict[str, list] = {}
-            for source, _, out in pending:
+            for source, _, out, _ in pending:
                 if all(out is not u for u in unfinished):
                     by_table.setdefault(source.table, []).append(out)
             for table, outs in by_table.items():
