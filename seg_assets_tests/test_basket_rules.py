@@ -117,6 +117,10 @@ def test_incremental_counts_equal_a_full_count(retail):
     step = C.update_counts(con, CFG.counts)
     assert step.mode == "incremental" and step.dirty_users > 0, step
     assert _rules(con).sort(pl.all()).equals(_full_rules(con))
+    # the counts keep their type (sum() of the deltas is HUGEINT: the BI copy's counts turned into decimals)
+    types = con.sql("SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema = 'meta' "
+                    "AND table_name LIKE 'basket_%' AND column_name = 'baskets'").fetchall()
+    assert types == [("BIGINT",)], types
     counted = _rules(con).sort(pl.all())
     con.sql("UPDATE analytics.user_segments SET segment_id = (segment_id + 1) % 3 WHERE hash(user_id) % 5 = 0")
     step = C.update_counts(con, CFG.counts)  # moves without new order lines wait for the next ones

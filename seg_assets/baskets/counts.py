@@ -209,14 +209,15 @@ def _apply_delta(con, cfg: CountSettings, wm_old: int) -> list[int]:
                FROM _t x JOIN _t y ON x.scope = y.scope AND x.order_id = y.order_id AND x.sign = y.sign
                 AND x.product_id < y.product_id GROUP BY ALL""")
     con.sql("""CREATE OR REPLACE TABLE meta.basket_scopes AS
-               SELECT scope, coalesce(s.baskets, 0) + coalesce(d.delta, 0) AS baskets, coalesce(s.tracked_from, 0) AS tracked_from
+               SELECT scope, (coalesce(s.baskets, 0) + coalesce(d.delta, 0))::BIGINT AS baskets, coalesce(s.tracked_from, 0) AS tracked_from
                FROM meta.basket_scopes s FULL JOIN _dsc d USING (scope) WHERE coalesce(s.baskets, 0) + coalesce(d.delta, 0) > 0""")
     con.sql("""CREATE OR REPLACE TABLE meta.basket_items AS
-               SELECT scope, product_id, coalesce(i.baskets, 0) + coalesce(d.delta, 0) AS baskets, coalesce(i.tracked, false) AS tracked
+               SELECT scope, product_id, (coalesce(i.baskets, 0) + coalesce(d.delta, 0))::BIGINT AS baskets,
+                      coalesce(i.tracked, false) AS tracked
                FROM meta.basket_items i FULL JOIN _dit d USING (scope, product_id)
                WHERE coalesce(i.baskets, 0) + coalesce(d.delta, 0) > 0 AND scope IN (SELECT scope FROM meta.basket_scopes)""")
     con.sql("""CREATE OR REPLACE TABLE meta.basket_pairs AS
-               SELECT scope, a, b, coalesce(p.baskets, 0) + coalesce(d.delta, 0) AS baskets
+               SELECT scope, a, b, (coalesce(p.baskets, 0) + coalesce(d.delta, 0))::BIGINT AS baskets  -- sum() gave HUGEINT
                FROM meta.basket_pairs p FULL JOIN _dpr d USING (scope, a, b)
                WHERE coalesce(p.baskets, 0) + coalesce(d.delta, 0) > 0 AND scope IN (SELECT scope FROM meta.basket_scopes)""")
     con.sql("DELETE FROM meta.basket_members WHERE user_id IN (SELECT user_id FROM _dirty) OR user_id IN (SELECT user_id FROM _b)")
