@@ -70,24 +70,37 @@ def _reviews_and_baskets(con) -> list[str]:
             "string_agg(DISTINCT language, ', ' ORDER BY language) FILTER (WHERE sentiment IS NULL AND note LIKE "
             "'language not supported%') FROM analytics.review_sentiment").fetchall()[0]
         if not total:
-            lines.append("reviews: none delivered (landing/reviews/): review features left out of churn and the profiles")
+            lines.append(f"reviews: {_none_taken(con, 'reviews')}: review features left out of churn and the profiles")
         elif unscored:
             lines.append(f"reviews: {unscored:,} of {total:,} without a sentiment score, in a language without a lexicon "
                          f"({languages}): labelled from their stars; README, Review sentiment, says how to add one")
     lines_in = table_exists(con, "raw.order_items") and row_count(con, "raw.order_items") > 0
     if table_exists(con, "raw.order_items") and not lines_in:
-        lines.append("basket rules and recommendations: no order lines delivered (landing/order_items/): nothing to "
-                     "find bought together or to recommend from")
+        lines.append(f"basket rules and recommendations: {_none_taken(con, 'order_items', 'no order lines')}: nothing "
+                     "to find bought together or to recommend from")
     elif lines_in and table_exists(con, "analytics.basket_rules") and not row_count(con, "analytics.basket_rules"):
         baskets = con.sql("SELECT coalesce(max(baskets), 0) FROM meta.basket_scopes").fetchall()[0][0] \
             if table_exists(con, "meta.basket_scopes") else 0
         lines.append(f"basket rules: none passed the thresholds in {baskets:,} baskets; lower them with "
-                     "--set basket_rules.min_support=... (README, Bought together)")
+                     "--set basket_rules.min_support=... (README, Bought together)" if baskets else
+                     "basket rules: no basket left: every order with lines was cancelled or a credit note")
     if lines_in and table_exists(con, "analytics.user_recommendations") and \
             not row_count(con, "analytics.user_recommendations"):
         lines.append("recommendations: none (no basket left once cancelled orders and credit notes are set aside, or "
                      "every candidate bought in the exclusion window)")
     return lines
+
+
+def _none_taken(con, table: str, what: str | None = None) -> str:
+    """Why ``raw.<table>`` is empty: nothing delivered, or rows delivered and every one rejected or filtered."""
+    what = what or f"no {table}"
+    if not table_exists(con, C.LEDGER_TABLE):
+        return f"{what} delivered (landing/{table}/)"
+    delivered, rejected = con.sql(f"SELECT coalesce(sum(delivered), 0), coalesce(sum(rejected), 0) FROM {C.LEDGER_TABLE} "
+                                  "WHERE table_name = ?", params=[table]).fetchall()[0]
+    if not delivered:
+        return f"{what} delivered (landing/{table}/)"
+    return f"{what} taken in: {delivered:,} delivered, {rejected:,} rejected (raw.rejects says why), the rest filtered out"
 
 
 def model_line(con) -> str | None:

@@ -104,7 +104,7 @@ def test_without_reviews_everything_publishes_and_profiles_say_so(tmp_path):
     assert read_bi(tmp_path, "SELECT count(*) AS n FROM analytics.review_sentiment")["n"][0] == 0
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     try:
-        assert any(line.startswith("reviews: none delivered") for line in not_computed(con))
+        assert any(line.startswith("reviews: no reviews delivered") for line in not_computed(con))
     finally:
         con.close()
 

@@ -206,6 +206,16 @@ def test_not_computed_names_unscored_languages_and_empty_rules():
     assert "reviews: 2 of 4 without a sentiment score, in a language without a lexicon (de, fr)" in lines[0]
     assert lines[1].startswith("basket rules: none passed the thresholds in 40 baskets")
     assert lines[2].startswith("recommendations: none")
+    # no basket at all (every order cancelled): thresholds are not the cause; rows delivered but all rejected are not
+    # "none delivered"
+    con.sql("UPDATE meta.basket_scopes SET baskets = 0")
+    assert any(n.startswith("basket rules: no basket left: every order") for n in not_computed(con))
+    con.sql("DELETE FROM analytics.review_sentiment; DELETE FROM raw.order_items")
+    con.sql("CREATE TABLE meta.ingest_ledger AS SELECT * FROM (VALUES ('order_items', 143, 143), ('reviews', 18, 18)) "
+            "t(table_name, delivered, rejected)")
+    lines = not_computed(con)
+    assert "reviews: no reviews taken in: 18 delivered, 18 rejected" in lines[0]
+    assert "basket rules and recommendations: no order lines taken in: 143 delivered, 143 rejected" in lines[1]
 
 
 def test_zero_amounts_no_revenue_features_and_the_summary_does_not_crash(tmp_path):
