@@ -122,3 +122,17 @@ def test_stage_restricts_archetypes_and_names_stay_unique():
     assert max(s, key=s.get) == "Bargain hunters"
     with pytest.raises(ValueError):
         assign_names(ranks, fixed={1: "X", 2: "X"})
+
+
+def test_a_segment_that_never_ordered_gets_no_buyer_name():
+    """"Occasional buyers | 100% never ordered" (and "At risk" for users who never completed an order): a name that
+    says the segment buys needs most of its users to have ordered."""
+    from seg_assets.segmentation.naming import BUYER_ARCHETYPES, NOT_YET_BUYERS
+
+    ranks = {1: {"frequency": 0.2, "sessions": 0.2, "views": 0.2, "orders_90d": 0.2, "days_since_last_visit": 0.7},
+             2: {"frequency": 0.9, "monetary": 0.9, "orders_90d": 0.8, "recency_days": 0.2, "sessions": 0.8, "views": 0.8}}
+    assert assign_names(ranks)[1] == "Occasional buyers"
+    named = assign_names(ranks, buyer_share={1: 0.0, 2: 1.0})
+    assert named[1] not in BUYER_ARCHETYPES and named[2] == "High-value loyal", named
+    only_buying_names = {1: {"frequency": 0.2, "monetary": 0.2}, 2: {"frequency": 0.9, "monetary": 0.9}}
+    assert assign_names(only_buying_names, buyer_share={1: 0.1, 2: 0.9})[1] == NOT_YET_BUYERS

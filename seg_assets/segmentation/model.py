@@ -381,7 +381,10 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     seg = np.asarray(ids, dtype=np.int64)[labels]
     contrasts = profiles.feature_contrasts(fit_frame, seg, features)
     stage_by_id = dict(zip(ids, cstage))
-    named = naming.assign_names(profiles.rank_table(contrasts), stages=stage_by_id, fixed=fixed)
+    buyers = (pl.DataFrame({"s": seg, "b": fit_frame["frequency"].to_numpy() > 0}).group_by("s").agg(pl.col("b").mean())
+              if "frequency" in fit_frame.columns else pl.DataFrame({"s": ids, "b": [0.0] * len(ids)}))  # no orders: none
+    named = naming.assign_names(profiles.rank_table(contrasts), stages=stage_by_id, fixed=fixed,
+                                buyer_share=dict(zip(buyers["s"].to_list(), buyers["b"].to_list())))
     names = [named.get(i, f"Segment {i}") for i in ids]  # "Segment i": no user in the fit sample
     with limit_threads(sel.threads):
         metrics = cluster_metrics(Z, labels, sel.silhouette_sample, sel.random_state + 4)

@@ -69,6 +69,10 @@ QUALIFIERS: dict[str, tuple[str, str]] = {
     "days_since_last_visit": ("not visiting lately", "visited recently"),
 }
 
+# Names that say the segment buys: not for a segment most of whose users never ordered (its profile would read
+# "Occasional buyers | 100% never ordered"); such a segment without another fitting name is NOT_YET_BUYERS
+BUYER_ARCHETYPES = ("High-value loyal", "Bargain hunters", "Occasional buyers", "At risk")
+NOT_YET_BUYERS = "Not yet buyers"
 EVERYONE = "All customers"  # the one segment of everyone: names are contrasts, and there is nothing to contrast it with
 CLOSE_TO_BEST = 0.08  # an archetype may be used for uniqueness if within this score of the best
 
@@ -101,9 +105,10 @@ def _qualified(base: str, ranks: Mapping[str, float], taken: set[str]) -> str:
 
 
 def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[int, str] | None = None,
-                 fixed: Mapping[int, str] | None = None) -> dict[int, str]:
+                 fixed: Mapping[int, str] | None = None, buyer_share: Mapping[int, float] | None = None) -> dict[int, str]:
     """segment id -> unique name. ``fixed`` (kept segments' old names) always wins and is reserved,
-    also for a segment without ranks (no user in the sample)."""
+    also for a segment without ranks (no user in the sample). ``buyer_share``: per segment, the share of its users with
+    an order; under half, no name of :data:`BUYER_ARCHETYPES`."""
     fixed = {int(k): v for k, v in (fixed or {}).items()}
     if len(set(fixed.values())) != len(fixed):
         raise ValueError(f"fixed names are not unique: {fixed}")
@@ -112,8 +117,12 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
         return {int(next(iter(ranks))): EVERYONE}
     taken = set(fixed.values())
     todo = sorted(s for s in ranks if s not in names)
-    scores = {s: archetype_scores(ranks[s], STAGE_ARCHETYPES.get((stages or {}).get(s), tuple(ARCHETYPES)))
-              for s in todo}
+    def allowed(s: int) -> tuple[str, ...]:
+        names_ = STAGE_ARCHETYPES.get((stages or {}).get(s), tuple(ARCHETYPES))
+        buying = (buyer_share or {}).get(s, 1.0) >= 0.5
+        return names_ if buying else tuple(a for a in names_ if a not in BUYER_ARCHETYPES)
+
+    scores = {s: archetype_scores(ranks[s], allowed(s)) for s in todo}
     best = {s: max(sc.items(), key=lambda t: (t[1], -list(ARCHETYPES).index(t[0]))) for s, sc in scores.items() if sc}
     pairs = sorted(((sc, s, a) for s in todo for a, sc in scores[s].items() if sc >= best[s][1] - CLOSE_TO_BEST),
                    key=lambda t: (-t[0], t[1], t[2]))
@@ -124,6 +133,10 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
         taken.add(a)
     for s in todo:  # segments whose good archetypes were all taken
         if s not in names:  # "Segment (...)": no archetype has the data it needs
-            names[s] = _qualified(best[s][0] if s in best else "Segment", ranks[s], taken)
+            buying = (buyer_share or {}).get(s, 1.0) >= 0.5
+            if s not in best and not buying and NOT_YET_BUYERS not in taken:
+                names[s] = NOT_YET_BUYERS
+            else:
+                names[s] = _qualified(best[s][0] if s in best else "Segment" if buying else NOT_YET_BUYERS, ranks[s], taken)
             taken.add(names[s])
     return {s: names[s] for s in sorted(names)}
