@@ -136,3 +136,10 @@ def test_a_segment_that_never_ordered_gets_no_buyer_name():
     assert named[1] not in BUYER_ARCHETYPES and named[2] == "High-value loyal", named
     only_buying_names = {1: {"frequency": 0.2, "monetary": 0.2}, 2: {"frequency": 0.9, "monetary": 0.9}}
     assert assign_names(only_buying_names, buyer_share={1: 0.1, 2: 0.9})[1] == NOT_YET_BUYERS
+
+
+def test_the_ui_tables_say_n_a_not_nan():
+    from seg_assets.segmentation.scoring import _markdown
+
+    text = _markdown(pl.DataFrame({"segment_id": [None, 2], "revenue_share": [None, 0.25], "note": ["x", None]}), ".3f")
+    assert "nan" not in text and text.count("n/a") == 3 and "0.250" in text

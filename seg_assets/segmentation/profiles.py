@@ -204,7 +204,7 @@ def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.
             elif share is None or shop_share is None:
                 notes.append(f"{n:,} reviews, none with a usable text or rating")
             else:
-                notes.append(f"{_pct_text(share)} of {n:,} reviews negative (shop: {_pct_text(shop_share)})")
+                notes.append(f"{_pct_text(share)} of {n:,} review{'' if n == 1 else 's'} negative (shop: {_pct_text(shop_share)})")
     return seg.with_columns(pl.Series("reviews_note", notes, dtype=pl.String)).select(
         SEG, *[pl.col(c).cast(t) for c, t in REVIEW_COLUMNS.items()])
 

@@ -304,18 +304,17 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                             "reviews_note")
     yield dg.MaterializeResult(asset_key=SEGMENT_PROFILES, metadata={
         "dagster/row_count": dg.MetadataValue.int(profiles.height), "dagster/table_name": "analytics.segment_profiles",
-        "profiles": dg.MetadataValue.md(shown.to_pandas().to_markdown(index=False, floatfmt=".3f")),
-        "reviews": dg.MetadataValue.md(profiles.select("segment_id", "segment_name", "reviews", "negative_review_share",
-                                                       "avg_sentiment", "avg_rating", "reviews_note")
-                                       .to_pandas().to_markdown(index=False, floatfmt=".3f")),
+        "profiles": dg.MetadataValue.md(_markdown(shown, ".3f")),
+        "reviews": dg.MetadataValue.md(_markdown(profiles.select("segment_id", "segment_name", "reviews", "negative_review_share",
+                                                                 "avg_sentiment", "avg_rating", "reviews_note"), ".3f")),
         "basket_rules": dg.MetadataValue.md(rules_markdown(best_rules, model.name_of)),
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_RULES, metadata={
         "dagster/row_count": dg.MetadataValue.int(rule_rows.height), "dagster/table_name": "analytics.segment_rules",
         "surrogate_fidelity": dg.MetadataValue.float(fidelity),
         "rules_from": "cache (same model version)" if cached is not None else "fitted now",
-        "rules": dg.MetadataValue.md(rule_rows.select("segment_id", "segment_name", "rule", "precision", "coverage")
-                                     .to_pandas().to_markdown(index=False, floatfmt=".2f")),
+        "rules": dg.MetadataValue.md(_markdown(rule_rows.select("segment_id", "segment_name", "rule", "precision", "coverage"),
+                                               ".2f")),
     })
 
 
@@ -353,3 +352,9 @@ def _cached_rules(con, version: str) -> tuple[pl.DataFrame, pl.DataFrame] | None
     summary = con.sql("SELECT segment_id, rules, rules_precision, rules_coverage FROM analytics.segment_profiles "
                       "WHERE model_version = ?", params=[version]).pl()
     return (summary, rules) if rules.height and summary.height else None
+
+
+def _markdown(frame: pl.DataFrame, floatfmt: str) -> str:
+    """A table for the UI with "n/a" where a value is missing (pandas printed its NaN as "nan")."""
+    table = frame.to_pandas().astype(object)
+    return table.where(table.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="n/a")
