@@ -570,8 +570,10 @@ def test_a_link_out_of_landing_is_not_read(tmp_path):
     (landing / "orders" / "db.csv").symlink_to(tmp_path / "root" / "sources.yaml")
     (landing / "orders" / "sub").symlink_to(secret.parent)
     (landing / "orders" / "copy.csv").symlink_to(landing / "orders" / "a.csv")  # inside landing: read (a duplicate)
+    os.mkfifo(landing / "orders" / "pipe.csv")  # named, not skipped in silence (or read: it would wait for a writer)
     _, ignored = discover_files(landing, parse_sources("", Path("sources.yaml")))
-    assert ignored == {f"orders/{n}": LINK_REFUSED for n in ("zz_secret.csv", "passwd.csv", "db.csv", "sub")}
+    assert ignored == {f"orders/{n}": LINK_REFUSED for n in ("zz_secret.csv", "passwd.csv", "db.csv", "sub")} | {
+        "orders/pipe.csv": "not a regular file (a pipe, socket or device): not read"}
     report, ledger, rejects = ingest(tmp_path / "root")
     assert sorted((r[1], r[2]) for r in ledger) == [("orders/a.csv", "ingested"), ("orders/copy.csv", "duplicate_file")]
     assert rejects == []

@@ -129,15 +129,19 @@ def file_identity(path: Path) -> tuple[int, int, int, int]:
 CHANGED_WHILE_READ = "the file changed between hashing and reading it (landed files must not change): read again next run"
 
 
-def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(every file below ``folder``, the links refused), through links to folders elsewhere too when
-    :func:`link_roots` allows them (a landing folder linked to a mounted export share is read like any other;
+NOT_A_FILE = "not a regular file (a pipe, socket or device): not read"
+
+
+def _files_under(folder: Path) -> tuple[list[Path], dict[Path, str]]:
+    """(every file below ``folder``, what is not read there and why: links refused, pipes, sockets and devices),
+    through links to folders elsewhere too when :func:`link_roots` allows them (a landing folder linked to a mounted
+    export share is read like any other;
     ``Path.rglob`` skipped it silently). A link to a folder inside ``folder`` is not followed (its files are read
     under their own path, once) and each outside folder is entered once (a link loop ends)."""
     roots = {os.path.abspath(folder), os.path.realpath(folder)}
     allowed = link_roots(folder)
     entered: set[str] = set()
-    out, refused = [], []
+    out, refused = [], {}
     for top, dirs, names in os.walk(folder, followlinks=True):
         dirs.sort()  # links to one folder: the first by name is entered, on every machine
         for d in list(dirs):
@@ -150,14 +154,16 @@ def _files_under(folder: Path) -> tuple[list[Path], list[Path]]:
                 dirs.remove(d)
             elif not _inside(real, allowed):
                 dirs.remove(d)
-                refused.append(Path(path))
+                refused[Path(path)] = LINK_REFUSED
             else:
                 entered.add(real)
         for p in (Path(top) / n for n in names):
             if p.is_symlink() and not _inside(os.path.realpath(p), allowed):
-                refused.append(p)
+                refused[p] = LINK_REFUSED
             elif p.is_file():
                 out.append(p)
+            elif p.exists():
+                refused[p] = NOT_A_FILE
     return out, refused
 
 
@@ -170,7 +176,7 @@ def discover_files(landing_dir: Path, sources: list[SourceDef]
     if not landing_dir.is_dir():
         return found, ignored
     files, refused = _files_under(landing_dir)
-    ignored.update({p.relative_to(landing_dir).as_posix(): LINK_REFUSED for p in refused})
+    ignored.update({p.relative_to(landing_dir).as_posix(): why for p, why in refused.items()})
     for path in sorted(files, key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
         readers = [s for s in sources if rel.startswith(s.folder + "/")]
