@@ -368,8 +368,8 @@ def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
 
 
 def test_a_large_id_delivered_as_a_double_or_decimal_is_its_whole_number(tmp_path):
-    """16 digits and more (a snowflake or a database sequence): a double up to 2^53 and a decimal of any size are
-    exact, so the id is its digits as in the CSV twin, not '1234567890123456.0' or '...456.00' (another user)."""
+    """16 digits and more (a snowflake or a database sequence): a whole double and a decimal of any size are the
+    id's digits as in the CSV twin, not '1234567890123456.0', '...456.00' or '1e+16' (another user)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -378,13 +378,15 @@ def test_a_large_id_delivered_as_a_double_or_decimal_is_its_whole_number(tmp_pat
     folder = tmp_path / "landing" / "shop"
     folder.mkdir(parents=True)
     base = {"total": [1.0], "order_ts": pa.array([datetime(2026, 3, 1)], pa.timestamp("us")), "status": ["completed"]}
-    pq.write_table(pa.table({"id": ["o1"], "customer": pa.array([1234567890123456.0], pa.float64()), **base}), folder / "a.parquet")
+    pq.write_table(pa.table({"id": ["o1", "o3"], "customer": pa.array([1234567890123456.0, 1e16], pa.float64()),
+                             "total": [1.0, 1.0], "order_ts": pa.array([datetime(2026, 3, 1)] * 2, pa.timestamp("us")),
+                             "status": ["completed"] * 2}), folder / "a.parquet")
     pq.write_table(pa.table({"id": ["o2"], "customer": pa.array([Decimal("12345678901234567890.00")], pa.decimal128(22, 2)),
                              **base}), folder / "b.parquet")
     ingest(tmp_path)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         rows = con.sql("SELECT order_id, user_id FROM raw.orders ORDER BY 1").fetchall()
-    assert rows == [("o1", "1234567890123456"), ("o2", "12345678901234567890")]
+    assert rows == [("o1", "1234567890123456"), ("o2", "12345678901234567890"), ("o3", "10000000000000000")]
 
 
 def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_text(tmp_path):

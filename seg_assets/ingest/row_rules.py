@@ -76,8 +76,9 @@ def id_source(source: str | None, source_type: str | None) -> str | None:
                 f"ELSE {source} END")
     if source is None or base not in ("DOUBLE", "FLOAT", "REAL", "DECIMAL"):
         return source
-    # a decimal is exact at any size; a double's whole numbers are its integers up to 2^53 (beyond, digits were lost)
-    exact = "" if base == "DECIMAL" else f" AND abs({source}) <= 9007199254740992"
+    # a decimal is exact at any size; a whole double is an integer too (past 2^53 the writer may have rounded the id,
+    # but its digits are then what the file holds, as a CSV export of it would write them)
+    exact = "" if base == "DECIMAL" else f" AND abs({source}) < 1e38"  # HUGEINT's range
     return (f"CASE WHEN {source} = trunc({source}){exact} THEN CAST(CAST({source} AS HUGEINT) AS VARCHAR) "
             f"ELSE CAST({source} AS VARCHAR) END")
 
