@@ -933,3 +933,17 @@ def test_a_typed_parquet_column_compared_with_a_text_literal_is_compared_as_its_
     ingest(tmp_path)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("o2",)]
+
+
+def test_a_column_named_with_a_dot_in_an_expression_is_told_to_be_quoted(tmp_path):
+    """``upper(a.b)`` reads field b of a STRUCT column a; a file whose column is literally named "a.b" is told how to
+    write it (it said only "column a not in the file")."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    columns: {category: upper(cat.name)}\n")
+    write(tmp_path, "shop/a.csv", "order_id,user_id,order_ts,amount,items,status,cat.name\n"
+          "o1,u1,2026-03-01T10:00:00Z,10,1,completed,books\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "rejected_file" and 'write it in double quotes, "cat.name"' in ledger[0][8], ledger
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    columns: {category: 'upper(\"cat.name\")'}\n")
+    _, ledger, _ = ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT category FROM raw.orders").fetchall() == [("BOOKS",)]

@@ -173,8 +173,11 @@ def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
     if mapped.missing_inputs:
         name, used_by = next(iter(mapped.missing_inputs.items()))
         listed = ", ".join(sorted(mapped.missing_inputs))
+        # `upper(a.b)` reads field b of a STRUCT column a: a column named "a.b" is written in double quotes
+        dotted = next((e for e in mapped.extras if e.strip().lower().startswith(f"{name}.")), None)
+        hint = f' (the file has a column {dotted!r}: in an expression write it in double quotes, "{dotted}")' if dotted else ""
         return (f"missing_column:{name}",
-                f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {name!r}): "
+                f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {name!r}){hint}: "
                 "fix the file or the mapping in sources.yaml")
     missing = mapped.missing_required(source.spec)
     listed = ", ".join(f"'{source.spec.column(c).file_name}'" for c in missing)
