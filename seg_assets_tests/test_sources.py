@@ -94,6 +94,7 @@ def test_where_is_checked_like_a_column():
     ("sources:\n  s:\n    table: orders\n    timezone: Mars/Olympus\n", "unknown timezone"),
     # Python knows them, DuckDB (which reads the files) does not: each file failed, the run went on
     ("sources:\n  s:\n    table: orders\n    timezone: posixrules\n", "unknown timezone"),
+    ("sources:\n  s:\n    table: orders\n    columns: {amount: yes}\n", "as a boolean"),  # it became the amount 1
     ("sources:\n  s:\n    table: orders\n    timestamp_format: '%Q%'\n", "not strptime %-codes that DuckDB reads"),
     ("sources:\n  s:\n    table: orders\n    csv: {encoding: idna}\n", "does not read ASCII text as itself"),
     ("sources:\n  s:\n    table: orders\n    csv: {encoding: raw_unicode_escape}\n", "does not read ASCII text as itself"),

@@ -93,7 +93,7 @@ class _SourceModel(BaseModel):
     timestamp_format: str | None = None
     timezone: str = "UTC"
     where: str | None = None
-    columns: dict[str, str | int | float] = {}  # `amount: 0` is a literal: YAML gives a number
+    columns: dict[str, str | bool | int | float] = {}  # `amount: 0` is a literal: YAML gives a number (a bool: refused)
     event_types: dict[str, str] = {}
     keep: str = KEEP_FIRST
 
@@ -433,6 +433,9 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
         if column not in spec.column_names or spec.column(column).derived:
             raise SourceConfigError(f"{where}: {column!r} is not a column of {model.table} "
                                     f"({', '.join(c.name for c in spec.columns if not c.derived)})")
+        if isinstance(value, bool):  # YAML reads `yes`, `no`, `true`, `on` as booleans: `amount: true` became 1
+            raise SourceConfigError(f"{where}, column {column}: YAML reads this value (yes, no, true, false, on, off) as "
+                                    "a boolean: quote it to name a column of that name, or write the number or text you mean")
         columns[column] = parse_expression(value, f"{where}, column {column}")
     if not _duckdb_accepts(f"SET TimeZone = '{model.timezone.replace(chr(39), '')}'", timezone_known(model.timezone)):
         raise SourceConfigError(f"{where}: unknown timezone {model.timezone!r} (an IANA name like Europe/London)")
