@@ -101,7 +101,7 @@ def refresh(
         from seg_assets.published_state import FAILED_FILES, landed, nothing_new, settings_fingerprint  # loads the stages
 
         overrides = settings_overrides(config, set_)
-        check_files(paths.root)  # sources.yaml, actions.yaml: refused here, not after the stages before theirs ran
+        check_files(paths.root)  # sources.yaml, actions.yaml, lexicons: refused here, not after the stages before theirs ran
     except InputError as exc:
         _input_error(exc)
     if not overrides.get("ops") and not paths.warehouse.exists() and not landed(paths):  # settings given: checked first

@@ -176,12 +176,21 @@ def load_model(data_root: Path, file_name: str, env: str, model: type[M], error:
 
 
 def check_files(data_root: Path) -> None:
-    """Read each file of ``FILES`` as its stage will: a bad one is refused (ConfigError) before a run starts."""
+    """Read each file of ``FILES`` and the review lexicons as their stages will: a bad one is refused (ConfigError) before
+    a run starts."""
     from seg_assets.activation.catalogue import load_catalogue
     from seg_assets.ingest.source_config import load_sources
+    from seg_assets.reviews.sentiment import LexiconError, read_lexicon
+    from seg_assets.settings import data_paths
 
     load_sources(data_root)
     load_catalogue(data_root)
+    folder = data_paths(data_root).sentiment_lexicons  # checked before the run, not when the review step reaches them
+    for path in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
+        try:
+            read_lexicon(path)
+        except LexiconError as exc:
+            raise ConfigError(f"review sentiment: {exc} (fix or remove the file)") from None
 
 
 def config_fingerprint(data_root: Path) -> str:

@@ -73,8 +73,14 @@ def lexicon_fingerprint(paths: DataPaths) -> str:
     """sha256 of the review-sentiment lexicon files (reviews/sentiment.py): a new one is a reason to run."""
     digest = hashlib.sha256()
     folder = paths.sentiment_lexicons
+    from seg_assets.reviews.sentiment import LexiconError, lexicon_text  # its checks: a pipe or /dev/zero hung here
+
     for path in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        try:
+            content = lexicon_text(path).encode()
+        except LexiconError as exc:  # not current: the run says what is wrong
+            content = f"unreadable: {exc}".encode()
+        digest.update(path.name.encode() + b"\0" + content)
     return digest.hexdigest()[:16]
 
 

@@ -555,3 +555,28 @@ def test_generate_with_faults_says_it_writes_no_lines_or_reviews(tmp_path):
     result = runner.invoke(app, ["generate", str(tmp_path / "d"), "--users", "200", "--days", "20", "--fault-rate", "0.02"])
     assert result.exit_code == 0 and "no order lines and no reviews are written" in result.output
     assert not (tmp_path / "d" / "landing" / "order_items").exists()
+
+
+def test_a_bad_lexicon_is_one_line_before_the_run_and_a_pipe_there_does_not_hang(tmp_path, monkeypatch):
+    """A lexicon was checked only when the review step reached it (after ingestion and features), and the "segments
+    are current" check read a pipe in sentiment/ until its writer came (forever) or /dev/zero until memory ran out."""
+    import os
+
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    (root / "landing" / "orders" / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n")
+    (root / "sentiment").mkdir()
+    (root / "sentiment" / "de.txt").write_text("gut 2.0\n")  # a space, not a tab
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    bad = runner.invoke(app, ["refresh"])
+    assert bad.exit_code == 2 and "de.txt:1: expected 'token<TAB>valence'" in bad.output and "Traceback" not in bad.output
+    assert not (root / "warehouse.duckdb").exists()
+    (root / "sentiment" / "de.txt").unlink()
+    os.mkfifo(root / "sentiment" / "de.txt")
+    from seg_assets.published_state import lexicon_fingerprint
+    from seg_assets.settings import data_paths
+
+    assert lexicon_fingerprint(data_paths(root))  # returns (a pipe is not read), the run then refuses it in one line
+    piped = runner.invoke(app, ["refresh"])
+    assert piped.exit_code == 2 and "not a regular file" in piped.output
