@@ -11,7 +11,7 @@ expect: BIGINT when every non-empty value in the file is a whole number written 
 every one is a number (neither with a leading zero, which marks an id or code), otherwise text with empty
 fields as NULL. So ``abs(Quantity)`` or ``Quantity * UnitPrice`` work on CSV as on Parquet. Exceptions keep one
 mapping working on every file of a source: a column the source's expressions use as text (``InvoiceNo LIKE
-'C%'``, ``CustomerID <> ''``: source_config.text_columns) is text in every file, and so is every column an id's
+'C%'``, ``CustomerID <> ''``: expressions.text_columns) is text in every file, and so is every column an id's
 expression reads (``coalesce(user_id, user_pseudo_id)``); a column without any value in the file (a header-only
 file, a column left empty) is an untyped NULL, which fits any expression. A column mapped by name alone stays
 text and is typed by the contract's rules, row by row.
@@ -25,8 +25,9 @@ import duckdb
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.events import stage_of
+from seg_assets.ingest.expressions import Expr
 from seg_assets.ingest.reading import Source
-from seg_assets.ingest.source_config import Expr, SourceDef
+from seg_assets.ingest.source_config import SourceDef
 from seg_assets.ingest.sources import sql_string
 
 _KEY_SEPARATOR = "\x1f"
