@@ -118,3 +118,23 @@ def test_a_gzip_still_being_written_waits_and_a_windows_export_reads_the_same_on
     sql = "SELECT order_id, user_id, category FROM raw.orders ORDER BY order_id"
     assert _rows(roots["duckdb"], sql) == _rows(roots["spark"], sql)
     assert _rows(roots["duckdb"], sql)[0] == ("o0", "Zoë0", "Küche „0“ €")
+
+
+def test_a_misnamed_twin_does_not_fail_the_well_named_file_on_spark(spark, tmp_path):
+    """A Parquet file landed again as .csv (and renamed, as its error says, but the .csv left behind): on Spark the
+    same bytes were read once and the well-named file failed with its twin; its rows were lost for good."""
+    import polars as pl
+
+    frame = pl.DataFrame({"order_id": ["o1", "o2"], "user_id": ["u1", "u2"], "order_ts": [datetime(2026, 10, 1)] * 2,
+                          "amount": [5.0, 6.0], "items": [1, 1], "status": ["completed"] * 2})
+    roots = {e: tmp_path / e for e in ("duckdb", "spark")}
+    for engine, root in roots.items():
+        folder = root / "landing" / "orders"
+        folder.mkdir(parents=True)
+        frame.write_parquet(folder / "b_orders.parquet")
+        shutil.copy(folder / "b_orders.parquet", folder / "a_orders.csv")
+        _ingest(root, engine, spark, "run1")
+    duck, spark_rows = (_rows(roots[e], LEDGER) for e in ("duckdb", "spark"))
+    assert [r[2:4] for r in spark_rows] == [("orders/a_orders.csv", "failed"), ("orders/b_orders.parquet", "ingested")]
+    assert [r[2:6] for r in duck] == [r[2:6] for r in spark_rows]
+    assert _rows(roots["spark"], "SELECT order_id FROM raw.orders ORDER BY 1") == [("o1",), ("o2",)]

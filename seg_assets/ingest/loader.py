@@ -295,7 +295,7 @@ def ingest_landing(
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
     for source, name, sha, size in con.sql(f"SELECT source, file_name, content_sha256, size_bytes FROM ({taken})").fetchall():
         seen.setdefault((source, name), set()).add((sha, size))
-    planned: dict[tuple[str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha)
+    planned: dict[tuple[str, str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha, format)
     pending: list[tuple[SourceDef, Path, FileOutcome, tuple]] = []  # with the identity hashed (sources.file_identity)
     copies: list[tuple[FileOutcome, FileOutcome]] = []
     next_id = 0
@@ -334,10 +334,11 @@ def ingest_landing(
             out.note = f"{rel} was ingested before with other content (landed files must not change)"
         report.files.append(out)
         if stage_files is not None and not known:
-            if (source.name, sha) in planned:  # the same bytes twice in this run: known once the first is read
-                copies.append((out, planned[(source.name, sha)]))
+            twin = (source.name, sha, fmt)  # the same bytes under the same format: a Parquet file named .csv fails,
+            if twin in planned:  # its twin named .parquet is read (the engine read the first only and failed both)
+                copies.append((out, planned[twin]))
             else:
-                planned[(source.name, sha)] = out
+                planned[twin] = out
                 pending.append((source, path, out, identity))
             continue
         try:

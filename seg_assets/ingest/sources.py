@@ -119,11 +119,12 @@ def opened_inside(path: Path, landing: Path, roots: tuple[str, ...] | None = Non
         os.close(fd)
 
 
-def file_identity(path: Path) -> tuple[int, int, int, int]:
-    """(device, inode, size, mtime ns) of the file at ``path`` (an :func:`opened_inside` path: the opened file): the
-    same between hashing a file and reading it, or it changed in between (the ledger would hold another file's hash)."""
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """(inode, size, mtime ns) of the file at ``path`` (an :func:`opened_inside` path: the opened file): the same
+    between hashing a file and reading it, or it changed in between (the ledger would hold another file's hash). Not
+    the device: a Spark executor on another host numbers a shared mount's device its own way."""
     st = os.stat(path)
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 CHANGED_WHILE_READ = "the file changed between hashing and reading it (landed files must not change): read again next run"
