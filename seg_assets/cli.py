@@ -173,10 +173,12 @@ def _closing_line(outcome, paths) -> str:
     """Says how it went, repeats the causes, and says what BI tools see now."""
     from rich.markup import escape
 
-    from seg_assets.published_state import published, read_state
+    from seg_assets.published_state import not_read, published, read_state
 
     causes = "; ".join(escape(p.line()) for p in outcome.causes)
     if outcome.success:
+        unread = [f"{name}: {why}" for name, why in not_read(paths).items()]  # a link out of landing/, a pipe, ...
+        causes = "; ".join(filter(None, [causes, *map(escape, unread[:3]), f"{len(unread) - 3} more not read" * (len(unread) > 3)]))
         return f"[green]Refresh done[/green] in {outcome.seconds:.1f}s" + (f"; not taken in: {causes}" if causes else "")
     state = read_state(paths) if published(paths) else None
     bi = (f"published segments (as of {state['as_of']}) were left as they were" if state

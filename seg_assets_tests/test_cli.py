@@ -161,6 +161,11 @@ def test_strict_exits_3_while_a_landing_file_is_not_taken_in(tmp_path, monkeypat
     assert runner.invoke(app, ["refresh", "--no-summary"]).exit_code == 0
     linked = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
     assert linked.exit_code == 3 and "not read landing/orders/passwd.csv: a link out of the landing folder" in linked.output
+    # a refresh that runs names it in its closing line too, with the files not taken in (it was only in a warning)
+    shutil.copy(next((root / "landing" / "orders").glob("*.parquet")), root / "landing" / "orders" / "again.parquet")
+    ran = runner.invoke(app, ["refresh", "--no-summary"])
+    [closing] = [line for line in ran.output.splitlines() if line.startswith("Refresh done")]
+    assert "orders/passwd.csv: a link out of the landing folder" in closing, ran.output
     # a file read but every row of it rejected is not taken in either, on the next runs too (it was forgotten there)
     (root / "landing" / "orders" / "passwd.csv").unlink()
     (root / "landing" / "orders" / "bad_rows.csv").write_text(
