@@ -191,6 +191,15 @@ def test_clicks_only_refresh_publishes_segments(tmp_path):
     assert "n/a" in text and NO_ORDERS in text
 
 
+def test_one_segment_is_said_whatever_made_it_one():
+    """A shop whose users all fell in one stage that clustered into one group ended with one segment and no word."""
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA meta")
+    con.sql("CREATE TABLE meta.segment_models AS SELECT '{}' AS metrics, 1 AS k, true AS in_service")
+    assert not_computed(con) == ["segments: one segment of all users: the model found no groups in this data it could "
+                                 "tell apart"]
+
+
 def test_not_computed_names_unscored_languages_and_empty_rules():
     """Reviews in a language without a lexicon, and order lines that give no rule or list: said, with why."""
     con = duckdb.connect()
