@@ -87,6 +87,8 @@ def read_text(path: Path, error: type[ValueError], max_bytes: int = MAX_CONFIG_B
             mode = os.fstat(handle.fileno()).st_mode
             if pipe and stat.S_ISFIFO(mode):
                 data = _read_pipe(handle, max_bytes + 1, path, error)
+                if not data:  # no writer (yet): running on the defaults instead would be silent
+                    raise error(f"{path}: a pipe nothing was written to: give the file, or write the settings to it")
             elif not stat.S_ISREG(mode):
                 raise error(f"{path}: not a regular file (a pipe, device or socket): give the file itself")
             else:

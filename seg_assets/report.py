@@ -43,15 +43,13 @@ def not_computed(con) -> list[str]:
         elif last and "keeps serving" in last[0][1]:
             lines.append(f"churn: {last[0][1]}")
     if table_exists(con, "meta.segment_models"):
-        rows = con.sql("SELECT metrics, k FROM meta.segment_models WHERE in_service").fetchall()
+        rows = con.sql("SELECT metrics FROM meta.segment_models WHERE in_service").fetchall()
         left_out = json.loads(rows[0][0]).get("left_out_features") or {} if rows and rows[0][0] else {}
         by_reason: dict[str, list[str]] = {}  # as FeatureAvailability.by_reason; not imported: it loads the stage
         for feature, why in left_out.items():
             by_reason.setdefault(why, []).append(feature)
         lines += [f"segments: features without data left out ({why}): {', '.join(fs)}" for why, fs in by_reason.items()]
         single = json.loads(rows[0][0]).get("single_segment") if rows and rows[0][0] else None
-        if not single and rows and rows[0][1] == 1:  # one stage held everyone and its clustering found one group
-            single = "one segment of all users: the model found no groups in this data it could tell apart"
         lines += [f"segments: {single}"] if single else []
     lines += _reviews_and_baskets(con)
     if table_exists(con, "meta.segment_classifiers") and table_exists(con, "analytics.user_segments"):

@@ -191,13 +191,22 @@ def test_clicks_only_refresh_publishes_segments(tmp_path):
     assert "n/a" in text and NO_ORDERS in text
 
 
-def test_one_segment_is_said_whatever_made_it_one():
-    """A shop whose users all fell in one stage that clustered into one group ended with one segment and no word."""
-    con = duckdb.connect()
-    con.sql("CREATE SCHEMA meta")
-    con.sql("CREATE TABLE meta.segment_models AS SELECT '{}' AS metrics, 1 AS k, true AS in_service")
-    assert not_computed(con) == ["segments: one segment of all users: the model found no groups in this data it could "
-                                 "tell apart"]
+def test_one_segment_is_said_with_its_cause_when_only_one_stage_is_big_enough():
+    """A shop in its first month: only the 'new' stage has enough users, and it is one segment by design; the model
+    had one segment and "Not computed" said nothing."""
+    import numpy as np
+
+    from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+
+    rng = np.random.default_rng(0)
+    n = 200
+    frame = pl.DataFrame({"user_id": np.arange(n), "tenure_days": rng.integers(0, 30, n).astype(float),
+                          "recency_days": rng.integers(0, 30, n).astype(float), "frequency": rng.integers(0, 6, n),
+                          "monetary": rng.gamma(2, 50, n), "sessions": rng.integers(1, 40, n).astype(float),
+                          "days_since_last_visit": rng.integers(0, 30, n).astype(float)})
+    model = fit_segment_model(frame, ModelConfig())
+    assert len(model.segment_ids) == 1
+    assert "only the 'new' lifecycle stage has the" in model.metrics["single_segment"]
 
 
 def test_not_computed_names_unscored_languages_and_empty_rules():

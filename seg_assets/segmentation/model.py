@@ -354,6 +354,10 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         single = (f"one segment of all {frame.height} users: " if frame.height != 1 else "one segment of its one user: ") + (
             "every feature has one value for everyone" if identical else
             f"no lifecycle stage has the {config.min_stage_rows} users a segment of its own needs (min_stage_rows)")
+    if single is None and len(centers) == 1:  # one stage big enough, and it is one segment by design (new, lapsed)
+        single = (f"one segment of all {frame.height} users: only the '{cstage[0]}' lifecycle stage has the "
+                  f"{config.min_stage_rows} users a segment of its own needs (min_stage_rows), and that stage is one "
+                  "segment; the other stages' users join it")
     C = np.vstack(centers)
     C_orig = pre.inverse_transform(C)
     order = matching.canonical_order(C_orig, features, cstage, STAGE_ORDER)
@@ -401,7 +405,7 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
     else:
         metrics["stability"] = 1.0
     for name in stages:
-        metrics[f"share_{name}"] = 1.0 if single else float((stage == name).mean())
+        metrics[f"share_{name}"] = 1.0 if name == "all" else float((stage == name).mean())
     ksel = [s.k_selection for s in stages.values() if s.k_selection is not None]
     fitted_at = fitted_at or datetime.now(UTC)
     ref = fit_frame.select(features)
