@@ -73,6 +73,11 @@ QUALIFIERS: dict[str, tuple[str, str]] = {
 # "Occasional buyers | 100% never ordered"); such a segment without another fitting name is NOT_YET_BUYERS
 BUYER_ARCHETYPES = ("High-value loyal", "Bargain hunters", "Occasional buyers", "At risk")
 NOT_YET_BUYERS = "Not yet buyers"
+
+
+def buying(buyer_share: float | None) -> bool:
+    """Whether a segment is one of buyers: most of its users ordered (unknown: yes). Names and descriptions use it."""
+    return buyer_share is None or buyer_share >= 0.5
 EVERYONE = "All customers"  # the one segment of everyone: names are contrasts, and there is nothing to contrast it with
 CLOSE_TO_BEST = 0.08  # an archetype may be used for uniqueness if within this score of the best
 
@@ -119,8 +124,7 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
     todo = sorted(s for s in ranks if s not in names)
     def allowed(s: int) -> tuple[str, ...]:
         names_ = STAGE_ARCHETYPES.get((stages or {}).get(s), tuple(ARCHETYPES))
-        buying = (buyer_share or {}).get(s, 1.0) >= 0.5
-        return names_ if buying else tuple(a for a in names_ if a not in BUYER_ARCHETYPES)
+        return names_ if buying((buyer_share or {}).get(s)) else tuple(a for a in names_ if a not in BUYER_ARCHETYPES)
 
     scores = {s: archetype_scores(ranks[s], allowed(s)) for s in todo}
     best = {s: max(sc.items(), key=lambda t: (t[1], -list(ARCHETYPES).index(t[0]))) for s, sc in scores.items() if sc}
@@ -133,10 +137,10 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
         taken.add(a)
     for s in todo:  # segments whose good archetypes were all taken
         if s not in names:  # "Segment (...)": no archetype has the data it needs
-            buying = (buyer_share or {}).get(s, 1.0) >= 0.5
-            if s not in best and not buying and NOT_YET_BUYERS not in taken:
+            buys = buying((buyer_share or {}).get(s))
+            if s not in best and not buys and NOT_YET_BUYERS not in taken:
                 names[s] = NOT_YET_BUYERS
             else:
-                names[s] = _qualified(best[s][0] if s in best else "Segment" if buying else NOT_YET_BUYERS, ranks[s], taken)
+                names[s] = _qualified(best[s][0] if s in best else "Segment" if buys else NOT_YET_BUYERS, ranks[s], taken)
             taken.add(names[s])
     return {s: names[s] for s in sorted(names)}

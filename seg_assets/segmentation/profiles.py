@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from seg_assets.segmentation import naming
+
 SEG = "segment_id"
 ORDER_RATE_WINDOW_DAYS = 90  # the window of the feature below (features/dictionary.py)
 ORDERS_IN_WINDOW = f"orders_{ORDER_RATE_WINDOW_DAYS}d"
@@ -82,8 +84,8 @@ def describe_segment(stats: Mapping[str, float], population: Mapping[str, float]
     """
     parts: list[str] = []
     buyers = stats.get("buyer_share")
-    buying = buyers is None or buyers >= 0.5
-    if buyers is not None and buyers < 0.5:
+    buying = naming.buying(buyers)
+    if not buying:
         parts.append(f"{(1 - buyers):.0%} never ordered")
     pop_tenure = population.get("tenure_days")
     if stats.get("median_tenure_days") is not None and pop_tenure and stats["median_tenure_days"] < 0.25 * pop_tenure:
