@@ -182,7 +182,7 @@ def check_files(data_root: Path) -> None:
     a run starts."""
     from seg_assets.activation.catalogue import load_catalogue
     from seg_assets.ingest.source_config import load_sources
-    from seg_assets.reviews.sentiment import LexiconError, read_lexicon
+    from seg_assets.reviews.sentiment import LexiconError, lexicon_language, read_lexicon
     from seg_assets.settings import data_paths
 
     load_sources(data_root)
@@ -190,6 +190,7 @@ def check_files(data_root: Path) -> None:
     folder = data_paths(data_root).sentiment_lexicons  # checked before the run, not when the review step reaches them
     for path in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
         try:
+            lexicon_language(path)
             read_lexicon(path)
         except LexiconError as exc:
             raise ConfigError(f"review sentiment: {exc} (fix or remove the file)") from None

@@ -585,3 +585,8 @@ def test_a_bad_lexicon_is_one_line_before_the_run_and_a_pipe_there_does_not_hang
     assert lexicon_fingerprint(data_paths(root))  # returns (a pipe is not read), the run then refuses it in one line
     piped = runner.invoke(app, ["refresh"])
     assert piped.exit_code == 2 and "not a regular file" in piped.output
+    (root / "sentiment" / "de.txt").unlink()
+    (root / "sentiment" / "german.txt").write_text("gut\t2.0\n")  # would never be used
+    named = runner.invoke(app, ["refresh"])
+    assert named.exit_code == 2 and "'german' is no language code the identifier knows" in named.output
+    assert not (root / "warehouse.duckdb").exists()

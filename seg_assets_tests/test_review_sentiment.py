@@ -251,3 +251,24 @@ def test_a_lexicon_that_is_a_link_or_not_text_is_one_line_without_its_content(tm
     (folder / "fr.txt").write_bytes(b"caf\xe9\t2.0\n")
     with pytest.raises(LexiconError, match=r"fr\.txt: not UTF-8 text"):
         load_scorer(folder)
+
+
+def test_short_reviews_in_a_language_with_a_lexicon_are_read_with_it(tmp_path):
+    """Short German reviews are no language the identifier is sure of among all it knows, so a shop that wrote a German
+    lexicon had them read as English (scored 0: "no sentiment words", the stars' label). Beside English they are
+    clearly German; short English ones stay English, and without a German lexicon nothing changes."""
+    (tmp_path / "de.txt").write_text("kaputt\t-2.5\nleider\t-1.0\nklein\t-0.5\nteuer\t-1.5\nbestens\t2.5\n", encoding="utf-8")
+    german = load_scorer(tmp_path)
+    for text, sign in [("Ware kam kaputt an", -1), ("Leider zu klein", -1), ("Zu teuer", -1), ("Alles bestens", 1)]:
+        language, compound, label, label_from, _ = score_text(text, 3, german)
+        assert (language, label_from) == ("de", "text") and compound * sign > 0.05, text
+    for text in ("Great product!", "Total junk.", "Not working.", "Love it", "waste of money"):
+        assert score_text(text, None, german)[0] == "en", text
+    assert score_text("Ware kam kaputt an", 3, load_scorer())[:2] == ("en", 0.0)  # no lexicon: read as English
+
+
+def test_a_lexicon_named_by_no_language_code_is_refused(tmp_path):
+    """``german.txt`` was checked and loaded, and no review was ever read with it (no identifier names "german")."""
+    (tmp_path / "german.txt").write_text("kaputt\t-2.5\n", encoding="utf-8")
+    with pytest.raises(LexiconError, match=r"german\.txt: 'german' is no language code the identifier knows: .*de\.txt"):
+        load_scorer(tmp_path)

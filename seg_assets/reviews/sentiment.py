@@ -14,7 +14,9 @@
   positive, 40 % or less negative (VADER reads the digits as nothing).
 * **Language**: py3langid (langid.py's model, shipped in its wheel) names the language. Short reviews are
   hard to place ("Top", "ok", "Super!"), so a review counts as another language only when the identifier
-  is at least ``CONFIDENT`` sure; everything else is read as English.
+  is at least ``CONFIDENT`` sure, or, for a language with a lexicon (below), when it is ``LIKELY`` among the languages
+  with one (English included: "Ware kam kaputt an" is 0.08 sure of any language, 0.98 German beside English);
+  everything else is read as English.
 * **Other languages**: with a lexicon file ``<code>.txt`` (ISO 639-1, e.g. ``de.txt``) in the lexicon folder
   (``$SEG_DATA_DIR/sentiment/``), reviews in that language are scored by VADER with that lexicon (VADER's
   format: ``token<TAB>valence`` from -4 to +4, further columns ignored). VADER's negation, intensifier and
@@ -52,11 +54,12 @@ from seg_assets.config_files import read_text, shown
 
 THRESHOLD = 0.05  # VADER's cut-off between neutral and positive / negative
 CONFIDENT = 0.9  # another language than English only when the identifier is this sure
+LIKELY = 0.7  # ... or when the shop has a lexicon for it and it is this likely among the lexicons' languages
 LEXICON_SUFFIX = ".txt"
 SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
 # imports the package, Dagster included: seconds; one core scores about 10,000 short texts a second)
-_CODE_VERSION = "4"  # bump when the rules above change: every review is scored again
+_CODE_VERSION = "5"  # bump when the rules above change: every review is scored again
 # clauses end after . ! ? , ; : and before a "but" that turns the text ("but also" adds, "anything but" negates)
 _CLAUSE_END = re.compile(r"(?<=[.!?,;:])\s+|(?<!\banything)\s+(?=but\b(?!\s+also\b))", re.IGNORECASE)
 _CONTRAST = re.compile(r"(?:but|however)\b(?!\s+also\b)", re.IGNORECASE)  # a clause opening with it turns the text
@@ -116,6 +119,16 @@ def read_lexicon(path: Path, text: str | None = None) -> dict[str, float]:
     return out
 
 
+def lexicon_language(path: Path) -> str:
+    """The language a lexicon file is for, from its name (``de.txt``): one the identifier names, or the file would
+    never be used (``german.txt`` was read, checked and matched no review)."""
+    code = path.stem.lower()
+    if code not in _identifier().nb_classes:
+        raise LexiconError(f"{path.name}: {shown(path.stem)} is no language code the identifier knows: name the file by "
+                           "the language's ISO 639-1 code (de.txt for German, fr.txt for French)")
+    return code
+
+
 @dataclass
 class Scorer:
     """One VADER analyzer per supported language; ``version`` changes when any lexicon or rule does."""
@@ -134,7 +147,7 @@ def load_scorer(lexicon_dir: Path | None = None) -> Scorer:
     """English (VADER's own lexicon, the shop words, then ``en.txt`` if present) and a language per ``<code>.txt`` file."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-    digest = hashlib.sha256(f"{_CODE_VERSION}|vader {version('vaderSentiment')}|{THRESHOLD}|{CONFIDENT}".encode())
+    digest = hashlib.sha256(f"{_CODE_VERSION}|vader {version('vaderSentiment')}|{THRESHOLD}|{CONFIDENT}|{LIKELY}".encode())
     files = sorted(Path(lexicon_dir).glob(f"*{LEXICON_SUFFIX}")) if lexicon_dir and Path(lexicon_dir).is_dir() else []
     english = SentimentIntensityAnalyzer()
     english.lexicon.update(RATING_WORDS)
@@ -142,7 +155,7 @@ def load_scorer(lexicon_dir: Path | None = None) -> Scorer:
     digest.update(b"|shop:" + SHOP_LEXICON.read_bytes())
     analyzers = {"en": english}
     for path in files:
-        code, text = path.stem.lower(), lexicon_text(path)  # read once: the bytes hashed are the bytes parsed
+        code, text = lexicon_language(path), lexicon_text(path)  # read once: the bytes hashed are the bytes parsed
         digest.update(f"|{code}:".encode() + text.encode())
         words[code] = words.get(code, {}) | read_lexicon(path, text)
         if code not in analyzers:
@@ -186,22 +199,31 @@ def prepared(text: str, analyzer, phrases: re.Pattern | None) -> str:
     return phrases.sub(lambda m: "_".join(m.group(0).split()), text) if phrases else text
 
 
-_IDENTIFIER = None
+_IDENTIFIERS: dict[tuple[str, ...] | None, object] = {}
 
 
-def _identifier():
-    global _IDENTIFIER
-    if _IDENTIFIER is None:
+def _identifier(languages: tuple[str, ...] | None = None):
+    """py3langid's identifier over all its languages (None) or only ``languages``; each read once per process
+    (about 0.3 s)."""
+    if languages not in _IDENTIFIERS:
         from py3langid.langid import _load_identifier
 
-        _IDENTIFIER = _load_identifier(norm_probs=True)  # the model is read once per process (about 0.3 s)
-    return _IDENTIFIER
+        _IDENTIFIERS[languages] = identifier = _load_identifier(norm_probs=True)
+        if languages is not None:
+            identifier.set_languages(list(languages))
+    return _IDENTIFIERS[languages]
 
 
-def language_of(text: str) -> str:
-    """ISO 639-1 code: another language than English only when the identifier is ``CONFIDENT``."""
+def language_of(text: str, lexicons: tuple[str, ...] = ("en",)) -> str:
+    """ISO 639-1 code: another language than English when the identifier is ``CONFIDENT`` of it, or when the shop has a
+    lexicon for it (``lexicons``: the languages with one) and it is ``LIKELY`` among those languages. A short German
+    review ("Ware kam kaputt an") is no language in particular among all (Javanese, 0.08) and clearly German beside
+    English (0.98): a shop that wrote a German lexicon had such reviews read with the English one, which scored them 0."""
     code, probability = _identifier().classify(text)
-    return code if code != "en" and probability >= CONFIDENT else "en"
+    if probability >= CONFIDENT or len(lexicons) < 2:
+        return code if code != "en" and probability >= CONFIDENT else "en"
+    code, probability = _identifier(lexicons).classify(text)
+    return code if code != "en" and probability >= LIKELY else "en"
 
 
 def _negated(clauses: list[str]) -> bool:
@@ -216,7 +238,7 @@ def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[st
     if text is None or not text.strip():
         label = rating_label(rating)
         return None, None, label, "rating" if label else None, "no text"
-    language = language_of(text)
+    language = language_of(text, scorer.languages)
     analyzer = scorer.analyzers.get(language)
     if analyzer is None:
         label = rating_label(rating)
