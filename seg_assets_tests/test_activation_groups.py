@@ -3,7 +3,7 @@ end through the command line, with campaigns and audience files), re-drawn only 
 the actions file validated like any configuration."""
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from seg_assets.activation.audiences import audience_files, write_audiences
+from seg_assets.activation.audiences import audience_files, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, load_catalogue
 from seg_assets.activation.groups import bucket, bucket_sql, control_cutoff
 from seg_assets.cli import app
@@ -153,3 +153,35 @@ def test_the_control_group_is_the_same_users_after_a_refit_a_drift_and_a_redeliv
         shutil.copy(path, path.with_name("again_" + path.name))
     again, _ = refresh("--rebase")
     assert again == drifted
+
+
+def test_lifecycle_stages_and_campaign_shares_in_the_actions_file_are_checked(tmp_path, monkeypatch):
+    """A misspelt stage made the action eligible for nobody, in silence (and emptied the audience folder)."""
+    monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
+    (tmp_path / "actions.yaml").write_text("actions:\n  a1: {eligible_stages: [at_risk]}\n")
+    with pytest.raises(ActionsConfigError, match=r"unknown lifecycle stage 'at_risk': use new, active, at risk, dormant"):
+        load_catalogue(tmp_path)
+    (tmp_path / "actions.yaml").write_text("actions:\n  a1: {eligible_stages: [At Risk, dormant]}\n"
+                                           "holdout_share: 0\ncampaigns: {spring: {holdout_share: 0.5}}\n")
+    catalogue = load_catalogue(tmp_path)
+    assert (catalogue.holdout_of("spring"), catalogue.holdout_of("other")) == (0.5, 0.0)
+    (tmp_path / "actions.yaml").write_text("campaigns: {spring: {holdout_share: 0.9}}\n")
+    with pytest.raises(ActionsConfigError, match="campaigns.spring.holdout_share"):
+        load_catalogue(tmp_path)
+
+
+def test_a_failed_move_of_audience_files_leaves_the_folder_as_it_was(tmp_path):
+    """The files were moved in one by one: a failure half way left yesterday's campaigns beside part of today's, which
+    a CRM importing the folder would both send."""
+    folder = tmp_path / "audiences"
+    nba = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "action_id": ["a", "b", "c"], "propensity": 1.0, "policy_version": "p"})
+    write_audiences(audiences(nba, datetime(2026, 11, 1), 0.1), folder)
+    write_audiences(audiences(nba.head(2), datetime(2026, 11, 2), 0.1), folder)  # a and b again today; c no longer
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (folder / "c-20261103.csv").mkdir()  # the last file's place is taken: its move fails
+    changed = nba.with_columns(pl.lit("q").alias("policy_version"))
+    with pytest.raises(OSError):
+        write_audiences(audiences(changed, datetime(2026, 11, 2), 0.1).vstack(
+            audiences(changed.tail(1), datetime(2026, 11, 3), 0.1)), folder)
+    (folder / "c-20261103.csv").rmdir()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

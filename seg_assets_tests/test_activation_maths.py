@@ -296,3 +296,39 @@ def test_obd_validation_on_a_synthetic_file_in_the_obd_format(tmp_path):
     assert check.ips.ci_low <= truth <= check.ips.ci_high and check.snips.ci_low <= truth <= check.snips.ci_high
     assert check.covers(check.snips) and check.overlaps(check.ips)
     assert "| synthetic | 10 |" in markdown([check], 200, 0)
+
+
+def test_a_cell_where_everyone_converted_has_no_interval_and_no_mde():
+    """4/4 treated against 2/2 held out: the ratio's interval was [0, 0] (the method's at x = n) and the MDE 0 (no rate
+    above 1 to detect), both read as certainty; the difference keeps its (wide) interval."""
+    row = campaign_lift(cell_frame(4, 4, 2, 2)).row(0, named=True)
+    assert row["rel_lift"] == 0.0 and row["rel_lift_ci_low"] is None and row["rel_lift_ci_high"] is None
+    assert row["mde_abs"] is None and row["abs_lift_ci_low"] < 0 < row["abs_lift_ci_high"]
+    half = campaign_lift(cell_frame(4, 4, 1, 2)).row(0, named=True)  # one group short of it: an interval
+    assert half["rel_lift_ci_low"] < half["rel_lift"] < half["rel_lift_ci_high"] and half["mde_abs"] > 0
+
+
+def test_campaigns_that_hold_out_nobody_and_campaigns_with_their_own_share():
+    """``holdout_share: 0`` passed the actions.yaml check and then failed every refresh with sends ("planned_control_share
+    must be in (0, 1)"); a 50/50 test was checked against the shop's 15 % and warned."""
+    none_held = campaign_lift(cell_frame(3, 200, 0, 0), planned_control_share=0.0).row(0, named=True)
+    assert none_held["srm_p_value"] == 1.0 and not none_held["srm_warning"] and none_held["abs_lift"] is None
+    off_plan = campaign_lift(cell_frame(3, 200, 1, 30), planned_control_share=0.0).row(0, named=True)
+    assert off_plan["srm_p_value"] == 0.0 and off_plan["srm_warning"]
+    frame = pl.concat([cell_frame(10, 100, 9, 100, campaign="half"), cell_frame(10, 850, 2, 150, campaign="usual")])
+    from seg_assets.activation.catalogue import Catalogue
+
+    catalogue = Catalogue(holdout_share=0.15, campaigns={"half": {"holdout_share": 0.5}})
+    planned = {c: catalogue.holdout_of(c) for c in ("half", "usual")}
+    lift = campaign_lift(frame, planned_control_share=planned)
+    assert lift["planned_control_share"].to_list() == [0.5, 0.15] and not lift["srm_warning"].any()
+    assert campaign_lift(frame, planned_control_share=0.15).filter(pl.col("campaign_id") == "half")["srm_warning"].item()
+
+
+def test_a_tie_for_the_best_action_is_not_exploring():
+    """Before any send every action's posterior mean is the prior's: 75 % of users were marked exploring."""
+    policy = fit_policy(pl.DataFrame(schema={"segment_id": pl.Int64, "action_id": pl.Utf8, "reward": pl.Int64}), ARMS, seed=0)
+    users = pl.DataFrame({"user_id": [f"u{i}" for i in range(400)], "segment_id": 1, "global_control": False})
+    nba = next_best_action(policy, users)
+    assert nba.height == 400 and not nba["explore"].any()
+    assert nba["action_id"].n_unique() == 4

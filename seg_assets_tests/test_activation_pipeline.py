@@ -175,3 +175,29 @@ def test_a_refit_without_new_sends_keeps_the_policy_in_service(campaigns_root, t
         con.close()
     assert not promoted and "not fitted on" in reason and served[0] in reason
     assert read_bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list() == served
+
+
+def test_a_later_as_of_closes_attribution_windows_without_new_data(campaigns_root, tmp_path):
+    """Activation read the as-of of the published segments, which only moves for users with new rows: ``refresh
+    --as-of`` a week on, with no new delivery, left the windows open by the old as-of open and the policy and the
+    audiences dated as before."""
+    import shutil
+
+    root = tmp_path / "later"
+    shutil.copytree(campaigns_root, root)
+    later = read_bi(root, "SELECT max(as_of) AS t FROM analytics.user_segments")["t"].item() + timedelta(days=8)
+
+    def counted() -> tuple[int, object]:
+        con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+        try:
+            (n,) = con.sql("SELECT sum(n_treated + n_control) FROM analytics.campaign_lift").fetchall()[0]
+            (as_of,) = con.sql("SELECT as_of FROM meta.policies ORDER BY fitted_at DESC LIMIT 1").fetchall()[0]
+        finally:
+            con.close()
+        return int(n), as_of
+
+    before, _ = counted()
+    assert run_refresh(root, as_of=later.strftime("%Y-%m-%dT%H:%M:%SZ")).success
+    after, as_of = counted()
+    assert after >= before and as_of == later
+    assert {p.stem.rsplit("-", 1)[1] for p in (root / "bi" / "audiences").glob("*.csv")} == {f"{later:%Y%m%d}"}

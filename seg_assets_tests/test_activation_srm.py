@@ -105,8 +105,7 @@ def test_every_send_is_accounted_for_and_global_control_users_are_left_out(tmp_p
     promise), a user in both groups of a campaign, a repeat (the first delivered counts, whatever its id's spelling),
     an unknown user, a window still open."""
     con = warehouse(tmp_path, scored_before_send=True, n=100)
-    con.execute("CREATE TABLE analytics.user_groups AS SELECT user_id, user_id IN ('u00000', 'u00001') AS global_control "
-                "FROM analytics.user_segments")
+    in_control = draw_control(con, None, SENT - timedelta(days=30), ["u00000", "u00001"])
     late = AS_OF - timedelta(days=2)
     extra = pl.DataFrame({
         "send_id": ["zz-first", "aa-repeat", "x-both", "x-unknown", "x-open"], "campaign_id": ["c2", "c2", "c1", "c1", "c3"],
@@ -118,13 +117,50 @@ def test_every_send_is_accounted_for_and_global_control_users_are_left_out(tmp_p
                                .otherwise(pl.col("send_group")).alias("send_group"))
     con.register("extra", extra.to_arrow())
     con.execute("INSERT INTO raw.campaign_sends SELECT * FROM extra")
-    con.execute("UPDATE raw.campaign_sends SET send_group = 'treatment' WHERE user_id = 'u00000'")  # an action sent
+    con.execute(f"UPDATE raw.campaign_sends SET send_group = 'treatment' WHERE user_id = '{in_control[0]}'")  # an action sent
     outcomes, left_out = send_outcomes(con, AS_OF, 7)
     treated_control = con.sql("SELECT count(*) FILTER (WHERE send_group = 'treatment') FROM raw.campaign_sends "
-                              "WHERE user_id IN ('u00000', 'u00001')").fetchall()[0][0]
+                              f"WHERE user_id IN {tuple(in_control)}").fetchall()[0][0]
     assert left_out == {"window_open": 1, "both_groups": 2, "repeat": 1, "global_control": 2, "unknown_user": 1,
                         "treatment_to_global_control": treated_control}
     assert treated_control >= 1
     assert outcomes.height + sum(v for k, v in left_out.items() if k != "treatment_to_global_control") == 105
     assert outcomes.filter(pl.col("campaign_id") == "c2")["action_id"].to_list() == ["first"]  # first delivered
-    assert not set(outcomes["user_id"]) & {"u00000", "u00001", "u00060", "nobody"}
+    assert not set(outcomes["user_id"]) & {*in_control, "u00060", "nobody"}
+    # a treatment send to a control user whose window is still open is a broken promise now, not a week later
+    con.execute(f"UPDATE raw.campaign_sends SET user_id = '{in_control[1]}' WHERE send_id = 'x-open'")
+    assert send_outcomes(con, AS_OF, 7)[1]["treatment_to_global_control"] == treated_control + 1
+
+
+def draw_control(con, salt: str | None, since: datetime, users: list[str]) -> list[str]:
+    """Record ``salt`` (share 0.05; None: one that puts none of the users of the sends in the global control group) as
+    in force from ``since``; ``users`` are renamed (in every table) to ids it puts in the group, which are returned."""
+    from seg_assets.activation.groups import SALTS_DDL, bucket, bucket_sql, control_cutoff
+
+    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+    con.execute(SALTS_DDL)
+    ids = [u for (u,) in con.sql("SELECT DISTINCT user_id FROM raw.campaign_sends").fetchall()]
+    salt = salt or next(f"s{k}" for k in range(1000) if all(bucket(u, f"s{k}") >= control_cutoff(0.05) for u in ids))
+    version = con.sql("SELECT coalesce(max(salt_version), 0) + 1 FROM meta.control_salts").fetchall()[0][0]
+    con.execute("INSERT INTO meta.control_salts VALUES (?, ?, 0.05, ?)", [version, salt, since])
+    picked = [f"c{i}" for i in range(10_000) if bucket(f"c{i}", salt) < control_cutoff(0.05)][:len(users)]
+    for old, new in zip(users, picked, strict=True):
+        for table in ("raw.campaign_sends", "staging.stg_orders", "analytics.segment_history", "analytics.user_segments"):
+            con.execute(f"UPDATE {table} SET user_id = ? WHERE user_id = ?", [new, old])
+    con.execute(f"""CREATE OR REPLACE TABLE analytics.user_groups AS SELECT user_id,  -- today's group, as user_groups draws it
+                    {bucket_sql('user_id', salt)} < {control_cutoff(0.05)} AS global_control FROM analytics.user_segments""")
+    return picked
+
+
+def test_a_send_is_judged_by_the_control_group_in_force_when_it_was_made(tmp_path):
+    """A new salt re-draws the global control group from its use on: judged by today's group, a salt change dropped
+    past sends from lift and called treatment sends to users then outside the group broken promises."""
+    con = warehouse(tmp_path, scored_before_send=True, n=400)
+    draw_control(con, "s1", SENT - timedelta(days=30), [])
+    judged = send_outcomes(con, AS_OF, 7)
+    assert judged[1]["global_control"] > 0
+    draw_control(con, "s2", SENT + timedelta(days=1), [])  # drawn after the send: the send keeps its group
+    assert send_outcomes(con, AS_OF, 7)[0].equals(judged[0]) and send_outcomes(con, AS_OF, 7)[1] == judged[1]
+    con.execute("UPDATE meta.control_salts SET since = ? WHERE salt = 's2'", [SENT - timedelta(days=1)])
+    redrawn = send_outcomes(con, AS_OF, 7)  # in force before the send: the send is judged by it
+    assert set(redrawn[0]["user_id"]) != set(judged[0]["user_id"])

@@ -38,7 +38,7 @@ from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.segmentation.scoring import HISTORY_TABLE, SEGMENT_HISTORY, USER_SEGMENTS, segments_as_of
+from seg_assets.segmentation.scoring import HISTORY_TABLE, SEGMENT_HISTORY, USER_SEGMENTS
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"
@@ -78,7 +78,8 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     catalogue = _catalogue(settings)
     control = catalogue.control
     with duckdb.get_connection() as con, transaction(con):
-        version = salt_version(con, control.salt, control.share, datetime.now(UTC).replace(tzinfo=None))
+        # dated by the refresh's as-of: the sends after it were made against this group (outcomes.py)
+        version = salt_version(con, control.salt, control.share, settings.resolve_as_of(con))
         con.execute(f"""CREATE OR REPLACE TABLE {TABLE} AS
             SELECT user_id, bucket < {control_cutoff(control.share)} AS global_control, bucket,
                    {version}::INTEGER AS salt_version
@@ -138,10 +139,11 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> str:
 def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
     catalogue = _catalogue(settings)
     with duckdb.get_connection() as con:
-        as_of = segments_as_of(con)
+        as_of = settings.resolve_as_of(con)  # the refresh's (--as-of closes windows even when no user had new rows)
         outcomes, left_out = send_outcomes(con, as_of, catalogue.attribution_days)
+        planned = {c: catalogue.holdout_of(c) for c in outcomes["campaign_id"].unique().to_list()}
         lift = lift_table(outcomes.select("campaign_id", "action_id", "segment_id", "user_id", "group", "converted", "revenue"),
-                          planned_control_share=catalogue.holdout_share).select(LIFT_COLUMNS)
+                          planned_control_share=planned).select(LIFT_COLUMNS)
         with transaction(con):
             _write(con, "analytics.campaign_lift", lift)
     broken = lift.filter(pl.col("srm_warning").fill_null(False))
@@ -158,6 +160,9 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         context.log.warning(f"campaign_lift: {breach} treatment send(s) to users of the global control group, which never "
                             "receives an action: left out of lift and of the policy; fix the audience the sender used "
                             "(bi/audiences excludes them)")
+    if left_out.get("unknown_user"):
+        context.log.warning(f"campaign_lift: {left_out['unknown_user']} send(s) to users with no segment (an id no delivery "
+                            "names, or not scored yet): left out of lift and of the policy; check the sender's user ids")
     unknown = sorted(set(outcomes["action_id"].to_list()) - set(catalogue.actions))
     if unknown:
         context.log.warning(f"campaign_lift: sends of actions not in actions.yaml ({', '.join(unknown[:5])}): their lift is "
@@ -168,7 +173,7 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
     check = dg.AssetCheckResult(
         check_name="sample_ratio", passed=broken.height == 0, severity=dg.AssetCheckSeverity.WARN,
         metadata={"cells": lift.height, "cells_with_mismatch": broken.height,
-                  "planned_control_share": catalogue.holdout_share,
+                  "planned_control_share": catalogue.holdout_share, "campaigns_with_own_share": len(catalogue.campaigns),
                   "mismatched": dg.MetadataValue.md(_md(broken.select("campaign_id", "action_id", "segment_id", "n_treated",
                                                                       "n_control", "srm_p_value")))})
     shown = lift.sort("campaign_id", "action_id", "segment_id").select(
@@ -271,7 +276,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     catalogue = _catalogue(settings)
     arms = tuple(sorted(catalogue.actions))
     with duckdb.get_connection() as con:
-        as_of = segments_as_of(con)
+        as_of = settings.resolve_as_of(con)
         users = con.sql("""SELECT s.user_id, s.segment_id::BIGINT AS segment_id, s.segment_name,
                                   CAST(s.lifecycle_stage AS VARCHAR) AS lifecycle_stage,
                                   coalesce(g.global_control, false) AS global_control
@@ -293,6 +298,11 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         notes.append(f"the catalogue's actions changed since {in_service_version}: it cannot serve them")
         in_service = None
     users = _eligible_lists(catalogue, arms, users)
+    offered = {a for actions in users.filter(~pl.col("global_control"))["eligible_actions"].to_list() for a in actions or []}
+    if set(arms) - offered:
+        context.log.warning(f"next_best_action: no user is eligible for {', '.join(sorted(set(arms) - offered))}: its "
+                            "eligible_segments / eligible_stages in actions.yaml name no current segment (names or ids: "
+                            f"{', '.join(sorted(map(str, users['segment_name'].unique().to_list())))}) or stage of a user")
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
     fit, holdout = time_split(treated, HOLDOUT_SHARE)
     candidate = _fit(fit, x_sends, arms)
@@ -367,7 +377,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
     catalogue = _catalogue(settings)
     with duckdb.get_connection() as con:
-        as_of = segments_as_of(con)
+        as_of = settings.resolve_as_of(con)  # the refresh's, as next_best_action's
         nba = con.sql("SELECT user_id, action_id, propensity, policy_version FROM analytics.next_best_action").pl()
         control = set(con.sql("SELECT user_id FROM analytics.user_groups WHERE global_control").pl()["user_id"].to_list())
         # one column per rank, joined in rank order (concat_ws skips a missing one): a quarter of the cost of an
@@ -376,7 +386,7 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
         recommended = con.sql(f"""SELECT user_id, concat_ws(',', {by_rank}) AS recommended_products
             FROM analytics.user_recommendations WHERE rank <= {RECOMMENDED_IN_AUDIENCE} GROUP BY user_id""").pl() \
             if table_exists(con, "analytics.user_recommendations") else None
-    frame = audiences(nba, as_of, catalogue.holdout_share, control, recommended)
+    frame = audiences(nba, as_of, catalogue.holdout_of, control, recommended)
     folder = settings.paths.bi / "audiences"
     counts = write_audiences(frame, folder)
     return dg.MaterializeResult(check_results=[_audience_check(folder, control, set(counts))], metadata={

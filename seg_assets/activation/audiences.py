@@ -14,13 +14,15 @@ temporary name and moved into place with ``os.replace``, like the BI copy (publi
 file or the new one. Once every current file is in place, the files of campaigns that are no longer current (an
 earlier day's, or an action nobody gets any more) are removed, so the folder holds exactly the current campaigns:
 a CRM that imports every file of the folder never re-sends an old audience. Files are removed only after the new
-ones are in place, so the folder is never empty in between; a failed write leaves the folder as it was.
+ones are in place, so the folder is never empty in between; a failed write or move leaves the folder as it was.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -37,17 +39,19 @@ def campaign_id(action_id: str, as_of: datetime) -> str:
     return f"{action_id}-{as_of:%Y%m%d}"
 
 
-def audiences(nba: pl.DataFrame, as_of: datetime, holdout_share: float, global_control: set[str] | frozenset = frozenset(),
-              recommended: pl.DataFrame | None = None) -> pl.DataFrame:
+def audiences(nba: pl.DataFrame, as_of: datetime, holdout_share: float | Callable[[str], float],
+              global_control: set[str] | frozenset = frozenset(), recommended: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per user of ``nba`` (user_id, action_id, propensity, policy_version) not in ``global_control``;
+    ``holdout_share``: one for every campaign, or the share of each campaign id (``Catalogue.holdout_of``);
     ``recommended`` (user_id, recommended_products: comma-separated product ids) fills that column ('' without)."""
     df = nba.filter(~pl.col("user_id").is_in(list(global_control))) if global_control else nba
     rec = recommended if recommended is not None else pl.DataFrame(schema={"user_id": pl.Utf8, "recommended_products": pl.Utf8})
     df = df.join(rec.select("user_id", "recommended_products"), on="user_id", how="left").with_columns(
         pl.col("recommended_products").fill_null(""))
     df = df.with_columns(pl.col("action_id").map_elements(lambda a: campaign_id(a, as_of), return_dtype=pl.Utf8).alias("campaign_id"))
-    cutoff = control_cutoff(holdout_share)
-    held = [bucket(u, c) < cutoff for u, c in zip(df["user_id"].to_list(), df["campaign_id"].to_list())]
+    share_of = holdout_share if callable(holdout_share) else lambda _: holdout_share
+    cutoff = {c: control_cutoff(share_of(c)) for c in df["campaign_id"].unique().to_list()}
+    held = [bucket(u, c) < cutoff[c] for u, c in zip(df["user_id"].to_list(), df["campaign_id"].to_list())]
     return df.with_columns(pl.Series("group", held, dtype=pl.Boolean)).with_columns(
         pl.when(pl.col("group")).then(pl.lit("control")).otherwise(pl.lit("treatment")).alias("group")
     ).select(AUDIENCE_COLUMNS).sort("campaign_id", "user_id")
@@ -81,8 +85,7 @@ def write_audiences(frame: pl.DataFrame, folder: Path) -> dict[str, dict[str, in
                 write(tmp)
                 staged.append((tmp, folder / f"{cid}.{ext}"))
             counts[cid] = {g: int(n) for g, n in part.group_by("group").len().iter_rows()}
-        for tmp, target in staged:  # everything is written: swap each file into place
-            os.replace(tmp, target)
+        _swap_in(staged, token)
         current = {target for _, target in staged}
         for stale in audience_files(folder):  # then the campaigns that are no longer current go
             if stale not in current:
@@ -91,3 +94,30 @@ def write_audiences(frame: pl.DataFrame, folder: Path) -> dict[str, dict[str, in
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     return counts
+
+
+def _swap_in(staged: list[tuple[Path, Path]], token: str) -> None:
+    """Move each written file into place (each replace atomic: a reader sees the old file or the new one); if one move
+    fails, put back what the folder held (a file replaced keeps a second link until every move is done), so a CRM
+    never imports two days' campaigns, or half of today's, side by side."""
+    kept: list[tuple[Path, Path]] = []  # (target, a link to its previous content)
+    moved: list[Path] = []
+    try:
+        for tmp, target in staged:
+            if target.exists():
+                aside = target.with_name(f".{target.name}.{token}.old")
+                try:
+                    os.link(target, aside)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(target, aside)
+                kept.append((target, aside))
+            os.replace(tmp, target)
+            moved.append(target)
+    except BaseException:
+        for target in moved:
+            target.unlink(missing_ok=True)
+        for target, aside in kept:
+            os.replace(aside, target)
+        raise
+    for _, aside in kept:
+        aside.unlink(missing_ok=True)

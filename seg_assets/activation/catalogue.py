@@ -6,7 +6,9 @@ Declared in ``$SEG_DATA_DIR/actions.yaml`` (or the file ``$SEG_ACTIONS_FILE`` na
 control:
   share: 0.05          # global control group: never receives an action
   salt: "2026-12"      # changing it re-draws the group (recorded in meta.control_salts with the date)
-holdout_share: 0.10    # per campaign, on top of the global control
+holdout_share: 0.10    # per campaign, on top of the global control (0: campaigns hold out nobody)
+campaigns:             # optional: campaigns that planned another holdout share (a 50/50 test), by campaign id
+  spring_test: {holdout_share: 0.5}
 attribution_days: 7    # an order within this many days after a send is its outcome
 actions:
   winback_10:
@@ -22,9 +24,12 @@ Without a file there are no actions and a 5 % global control group with salt ``s
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seg_assets.config_files import FILES, SAFE_NAME, SAFE_NAME_RULE, ConfigError, load_model
+from seg_assets.segmentation.rule_based import LIFECYCLE_STAGES
 
 ACTIONS_FILE = "actions.yaml"
 ACTIONS_ENV = FILES[ACTIONS_FILE]
@@ -40,6 +45,9 @@ class Control(BaseModel):
     salt: str = Field(default="seg-assets", min_length=1, description="Hash salt: a new salt re-draws the group.")
 
 
+HoldoutShare = Annotated[float, Field(ge=0, le=0.5, description="Share of a campaign's users held out (control).")]
+
+
 class Action(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     description: str = ""
@@ -47,6 +55,15 @@ class Action(BaseModel):
     cost_per_send: float = Field(default=0.0, ge=0)
     eligible_segments: list[str | int] = Field(default_factory=list)
     eligible_stages: list[str] = Field(default_factory=list)
+
+    @field_validator("eligible_stages")
+    @classmethod
+    def _known_stages(cls, stages: list[str]) -> list[str]:
+        """Stages are a closed set: a misspelt one ("at_risk", "vip") made the action eligible for nobody, in silence."""
+        unknown = [s for s in stages if s.strip().lower() not in LIFECYCLE_STAGES]
+        if unknown:
+            raise ValueError(f"unknown lifecycle stage {unknown[0][:40]!r}: use {', '.join(LIFECYCLE_STAGES)}")
+        return stages
 
     def eligible(self, segment_id: int, segment_name: str, lifecycle_stage: str | None) -> bool:
         segments = {str(s).strip().lower() for s in self.eligible_segments}
@@ -56,12 +73,23 @@ class Action(BaseModel):
         return in_segment and in_stage
 
 
+class Campaign(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    holdout_share: HoldoutShare
+
+
 class Catalogue(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     control: Control = Field(default_factory=Control)
-    holdout_share: float = Field(default=0.10, ge=0, le=0.5)
+    holdout_share: HoldoutShare = 0.10
+    campaigns: dict[str, Campaign] = Field(default_factory=dict)
     attribution_days: int = Field(default=7, ge=1, le=365)
     actions: dict[str, Action] = Field(default_factory=dict)
+
+    def holdout_of(self, campaign_id: str) -> float:
+        """The holdout share the campaign planned: its own in ``campaigns``, else ``holdout_share``."""
+        plan = self.campaigns.get(campaign_id)
+        return self.holdout_share if plan is None else plan.holdout_share
 
     @field_validator("actions")
     @classmethod

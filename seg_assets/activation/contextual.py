@@ -24,7 +24,7 @@ independent across actions, as in LinTS with one model per action (Agrawal and G
 model, generator included), so its arms share the same standard-normal draw: mabwiser is used to fit, not to choose. ``epsilon`` mixes in
 a uniform share over the eligible actions. ``expected_reward`` is ``x . beta`` of the chosen action (a linear
 estimate of its conversion probability); ``explore`` marks a chosen action that is not the one with the
-highest ``x . beta``.
+highest ``x . beta`` (one tied for the highest is no exploring).
 """
 
 from __future__ import annotations
@@ -248,12 +248,12 @@ def choose_contextual(policy: ContextualPolicy, users: pl.DataFrame, x: np.ndarr
     has = cum[:, -1] > 0 if len(rows) else np.zeros(0, bool)
     j = np.minimum((cum < (u * cum[:, -1])[:, None]).sum(axis=1), len(policy.arms) - 1)
     j = np.where(p[np.arange(len(j)), j] > 0, j, np.argmax(p > 0, axis=1) if len(j) else j)  # float edge at the top
-    best = np.argmax(np.where(_mask(policy.arms, len(rows), elig), mean, -np.inf), axis=1) if len(rows) else j
+    best = np.max(np.where(_mask(policy.arms, len(rows), elig), mean, -np.inf), axis=1) if len(rows) else mean[:, 0]
     arms = np.array(policy.arms)
     idx = np.arange(len(rows))[has]
     return df.filter(pl.Series(has)).select("user_id", "segment_id").with_columns(
         pl.Series("action_id", arms[j[idx]].tolist(), dtype=pl.Utf8),
         pl.Series("expected_reward", mean[idx, j[idx]], dtype=pl.Float64),
-        pl.Series("explore", j[idx] != best[idx], dtype=pl.Boolean),
+        pl.Series("explore", mean[idx, j[idx]] < best[idx], dtype=pl.Boolean),  # a tie for the best is no exploring
         pl.Series("propensity", p[idx, j[idx]], dtype=pl.Float64),
         pl.lit(policy.policy_version).alias("policy_version")).select(NBA_COLUMNS)

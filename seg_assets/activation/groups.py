@@ -24,8 +24,22 @@ def bucket(user_id: str, salt: str) -> int:
 
 def bucket_sql(user_column: str, salt: str) -> str:
     """The same bucket in DuckDB SQL."""
-    literal = "'" + salt.replace("'", "''") + ":'"
-    return f"(('0x' || substr(md5({literal} || {user_column}), 1, 8))::UBIGINT % {BUCKETS})::INTEGER"
+    return salted_bucket_sql(user_column, "'" + salt.replace("'", "''") + "'")
+
+
+def salted_bucket_sql(user_column: str, salt_sql: str) -> str:
+    """The bucket with the salt an SQL expression (a column of :data:`SALTS_TABLE`, say)."""
+    return f"(('0x' || substr(md5({salt_sql} || ':' || {user_column}), 1, 8))::UBIGINT % {BUCKETS})::INTEGER"
+
+
+def in_control_at_sql(user_column: str, time_column: str) -> str:
+    """SQL: whether the user was in the global control group at that time, by the salt and share in force then (the
+    latest version recorded by then; before the first, the first). A new salt re-draws the group from its use on:
+    the sends before it are judged by the group they were sent against (judged by today's group, a salt change
+    dropped past sends from lift and called sends to users then outside the group broken promises)."""
+    return f"""(SELECT {salted_bucket_sql(user_column, 'v.salt')} < round(v.share * {BUCKETS}) FROM {SALTS_TABLE} v
+                ORDER BY (v.since <= {time_column}) DESC, CASE WHEN v.since <= {time_column} THEN -v.salt_version
+                ELSE v.salt_version END LIMIT 1)"""
 
 
 def control_cutoff(share: float) -> int:

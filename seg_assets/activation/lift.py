@@ -77,15 +77,19 @@ def sample_ratio_mismatch(n_treated: int, n_control: int, planned_control_share:
                           threshold: float = SRM_THRESHOLD) -> SampleRatioCheck:
     """Sample-ratio-mismatch check: chi-square (1 df) of the counts against the planned split.
 
-    ``planned_control_share`` is the share of users the campaign meant to hold out (0 < share < 1).
+    ``planned_control_share`` is the share of users the campaign meant to hold out (0 <= share < 1; 0: none, when
+    any held-out user is a mismatch, p 0, and none is p 1).
     ``warning`` is True when the p-value is below ``threshold`` (0.001 by default, as is usual for SRM: the
     check runs on every cell, and a real mismatch gives p-values far below that).
     """
-    if not 0.0 < planned_control_share < 1.0:
-        raise ValueError(f"planned_control_share must be in (0, 1), got {planned_control_share}")
+    if not 0.0 <= planned_control_share < 1.0:
+        raise ValueError(f"planned_control_share must be in [0, 1), got {planned_control_share}")
     n = n_treated + n_control
     if n == 0:
         return SampleRatioCheck(0, 0, planned_control_share, math.nan, math.nan, math.nan, False)
+    if planned_control_share == 0.0:  # no chi-square with an expected count of 0: held-out users are off plan or not
+        p = 0.0 if n_control else 1.0
+        return SampleRatioCheck(int(n_treated), int(n_control), 0.0, n_control / n, math.nan, p, bool(p < threshold))
     expected = np.array([n * (1 - planned_control_share), n * planned_control_share])
     from scipy import stats  # here: loading the code location must not import SciPy
 
@@ -104,8 +108,8 @@ def minimum_detectable_effect(n_treated: int, n_control: int, control_rate: floa
     """
     from statsmodels.stats.power import NormalIndPower
 
-    if n_treated <= 0 or n_control <= 0 or not math.isfinite(control_rate):
-        return math.nan
+    if n_treated <= 0 or n_control <= 0 or not math.isfinite(control_rate) or control_rate >= 1.0:
+        return math.nan  # every held-out user converted: no higher rate to detect
     h = NormalIndPower().solve_power(effect_size=None, nobs1=n_treated, alpha=alpha, power=power,
                                      ratio=n_control / n_treated, alternative="two-sided")
     phi = math.asin(math.sqrt(min(max(control_rate, 0.0), 1.0))) + float(h) / 2
@@ -123,8 +127,10 @@ def _conversion_stats(x_t: int, n_t: int, x_c: int, n_c: int, alpha: float) -> d
     low, high = confint_proportions_2indep(x_t, n_t, x_c, n_c, method="newcomb", compare="diff", alpha=alpha)
     out.update(abs_lift=p_t - p_c, abs_lift_ci_low=float(low), abs_lift_ci_high=float(high))
     if x_c > 0:
+        out["rel_lift"] = p_t / p_c - 1
+    if x_c > 0 and (x_t, x_c) != (n_t, n_c):  # every user of both groups converted: the method's interval is [1, 1]
         low, high = confint_proportions_2indep(x_t, n_t, x_c, n_c, method="log-adjusted", compare="ratio", alpha=alpha)
-        out.update(rel_lift=p_t / p_c - 1, rel_lift_ci_low=float(low) - 1, rel_lift_ci_high=float(high) - 1)
+        out.update(rel_lift_ci_low=float(low) - 1, rel_lift_ci_high=float(high) - 1)
     if 0 < x_t + x_c < n_t + n_c:  # the test is undefined when every user (or none) converted
         out["p_value"] = float(test_proportions_2indep(x_t, n_t, x_c, n_c, method="score", compare="diff",
                                                        correction=False).pvalue)

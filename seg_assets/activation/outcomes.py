@@ -17,14 +17,17 @@ is kept for the policy, which needs a context for every send. Sends of users wit
 Every send is accounted for (:data:`LEFT_OUT`): a send not counted says why, as ingestion's ledger does for rows.
 A user in the global control group is never to be sent an action: their sends (either group) are left out of
 lift and of the policy, so the treated/control split stays the random one, and a treatment send to them is a
-broken promise the asset warns about. A user in both groups of one campaign is contaminated: left out. Repeats
-keep the first send as delivered (send time, then file and row: not the send id's spelling).
+broken promise the asset warns about (as soon as it is delivered, its window open or not). The group is the one in
+force when the send was made (groups.py: the salt and share recorded by then), not today's. A user in both groups
+of one campaign is contaminated: left out. Repeats keep the first send as delivered (send time, then file and row:
+not the send id's spelling).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from seg_assets.activation.groups import SALTS_TABLE, in_control_at_sql
 from seg_assets.segmentation.scoring import HISTORY_TABLE
 from seg_assets.warehouse import table_exists
 
@@ -50,8 +53,7 @@ def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict
     if not table_exists(con, "raw.campaign_sends"):
         return empty, {}
     days = int(attribution_days)
-    control = ("LEFT JOIN analytics.user_groups g USING (user_id)", "coalesce(g.global_control, false)") if table_exists(
-        con, "analytics.user_groups") else ("", "false")
+    control = in_control_at_sql("r.user_id", "r.sent_ts") if table_exists(con, SALTS_TABLE) else "false"
     at_send = f""",
         at_send AS (
             SELECT s.send_id, h.segment_id
@@ -62,17 +64,18 @@ def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict
         )""" if table_exists(con, HISTORY_TABLE) else """,
         at_send AS (SELECT NULL::VARCHAR AS send_id, NULL::INTEGER AS segment_id WHERE false)"""
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _judged_sends AS
-        SELECT r.*, CASE WHEN r.sent_ts + INTERVAL {days} DAY > ? THEN 'window_open'
-                         WHEN r.groups > 1 THEN 'both_groups' WHEN r.nth > 1 THEN 'repeat'
-                         WHEN {control[1]} THEN 'global_control' END AS left_out, {control[1]} AS global_control
-        FROM (SELECT send_id, campaign_id, user_id, action_id, sent_ts, CAST(send_group AS VARCHAR) AS "group",
-                     CAST(propensity AS DOUBLE) AS propensity,
-                     row_number() OVER (PARTITION BY campaign_id, user_id ORDER BY sent_ts, _file_id, _row) AS nth,
-                     count(DISTINCT send_group) OVER (PARTITION BY campaign_id, user_id) AS groups
-              FROM raw.campaign_sends) r {control[0]}""", [as_of])
+        SELECT *, CASE WHEN sent_ts + INTERVAL {days} DAY > ? THEN 'window_open'
+                       WHEN groups > 1 THEN 'both_groups' WHEN nth > 1 THEN 'repeat'
+                       WHEN global_control THEN 'global_control' END AS left_out
+        FROM (SELECT r.*, coalesce({control}, false) AS global_control
+              FROM (SELECT send_id, campaign_id, user_id, action_id, sent_ts, CAST(send_group AS VARCHAR) AS "group",
+                           CAST(propensity AS DOUBLE) AS propensity,
+                           row_number() OVER (PARTITION BY campaign_id, user_id ORDER BY sent_ts, _file_id, _row) AS nth,
+                           count(DISTINCT send_group) OVER (PARTITION BY campaign_id, user_id) AS groups
+                    FROM raw.campaign_sends) r)""", [as_of])
     left_out = dict(con.sql("SELECT left_out, count(*) FROM _judged_sends WHERE left_out IS NOT NULL GROUP BY 1").fetchall())
-    (breach,) = con.sql("""SELECT count(*) FROM _judged_sends WHERE global_control AND "group" = 'treatment'
-                           AND left_out IN ('global_control', 'repeat', 'both_groups')""").fetchall()[0]
+    # a broken promise is one whatever else is true of the send (its window still open, say: it was reported a week late)
+    (breach,) = con.sql("""SELECT count(*) FROM _judged_sends WHERE global_control AND "group" = 'treatment'""").fetchall()[0]
     frame = con.sql(f"""
         WITH sends AS (
             SELECT send_id, campaign_id, user_id, action_id, sent_ts, "group", propensity FROM _judged_sends

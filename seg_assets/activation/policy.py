@@ -15,7 +15,7 @@ logged ``propensity`` exactly the probability the action was chosen with, which 
 evaluation of the next round needs (the Open Bandit Dataset's propensities are computed the same way).
 
 Output columns (:data:`NBA_COLUMNS`): ``user_id``, ``action_id``, ``expected_reward`` (posterior mean of
-the chosen action), ``explore`` (the chosen action is not the one with the highest posterior mean among the
+the chosen action), ``explore`` (the chosen action's posterior mean is below the highest among the
 eligible), ``propensity``, ``policy_version`` (a hash of the fitted state and the settings), plus
 ``segment_id``. One row per eligible user: global-control users and users with no eligible action get
 no row. Deterministic for a given seed and user set.
@@ -209,8 +209,8 @@ def next_best_action(policy: ThompsonPolicy, users, *, seed: int | None = None) 
         j = np.where(p[j] > 0, j, np.flatnonzero(p > 0)[-1])  # float edge at the top of the cumulative sum
         mean = policy.posterior_mean(seg)
         mask = np.ones(len(arms), bool) if elig is None else np.isin(arms, list(elig))
-        best = int(np.argmax(np.where(mask, mean, -np.inf)))
-        chosen[idx], expected[idx], explore[idx], propensity[idx] = j, mean[j], j != best, p[j]
+        best = np.max(np.where(mask, mean, -np.inf))
+        chosen[idx], expected[idx], explore[idx], propensity[idx] = j, mean[j], mean[j] < best, p[j]
     keep = chosen >= 0
     out = df.filter(pl.Series(keep)).select("user_id", "segment_id")
     return out.with_columns(pl.Series("action_id", arms[chosen[keep]].tolist(), dtype=pl.Utf8),
