@@ -77,7 +77,8 @@ def _bootstrap(num: np.ndarray, den: np.ndarray | None, n_boot: int, seed: int) 
     reps = []
     for idx in _boot_indices(len(num), n_boot, seed):
         top = num[idx].sum(axis=1)
-        reps.append(top / (den[idx].sum(axis=1) if den is not None else len(num)))
+        with np.errstate(divide="ignore", invalid="ignore"):  # a replicate without weight is NaN, dropped by _interval
+            reps.append(top / (den[idx].sum(axis=1) if den is not None else len(num)))
     return np.concatenate(reps)
 
 
