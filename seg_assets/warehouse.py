@@ -37,6 +37,25 @@ def sql_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_string(value: str | Path) -> str:
+    """A text or a path as a quoted SQL string literal (a data root named ``o'brien`` ended the literal)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def glob_escaped(path: str | Path) -> str:
+    """A path for DuckDB's readers, which glob: '[', '*', '?' become one-character classes (a data root ``shop[eu]``
+    matched no file)."""
+    return "".join(f"[{ch}]" if ch in "[*?" else ch for ch in str(path))
+
+
+def read_parquet_sql(path: str | Path, pattern: str | None = None) -> str:
+    """``read_parquet`` of a file, or of the files matching ``pattern`` (a glob) under the folder ``path``: the path
+    read as written (:func:`glob_escaped`), and no folder name read as a Hive partition (a data root under
+    ``/data/env=prod/`` gave every table read so an ``env`` column)."""
+    target = glob_escaped(path) + (f"/{pattern}" if pattern else "")
+    return f"read_parquet({sql_string(target)}, hive_partitioning=false)"
+
+
 def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:
     """Every connection works in UTC and sees the project's schemas. SQL reads Python frames only by
     the name they are registered under (:func:`registered`), never a variable that happens to share a

@@ -44,12 +44,17 @@ def landings(tmp_path_factory):
 
 
 def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_path):
-    roots = {e: tmp_path / e for e in ("duckdb", "spark")}
+    # under paths Spark and DuckDB could misread: a Hive-like folder, glob characters, a quote (test_odd_paths.py)
+    roots = {e: tmp_path / "env=prod" / f"shop[eu] o'brien {e}" for e in ("duckdb", "spark")}
     for engine, root in roots.items():
         shutil.copytree(landings / "first" / "landing", root / "landing")
         bad = "order_id,order_ts,amount,items,status\nb1,2026-10-01T00:00:00Z,5,1,completed\nb2,2026-10-01T00:00:00Z,6,1,completed\n"
         for name in ("zz_bad.csv", "zz_bad_copy.csv"):  # no user_id: rejected whole; the copy too, with its own rejects
             (root / "landing" / "orders" / name).write_text(bad)
+        misnamed = tmp_path / "misnamed.parquet"  # Parquet named .csv, twice: each fails saying so (Spark named the
+        duckdb.sql(f"COPY (SELECT 'm1' AS order_id) TO '{misnamed}' (FORMAT parquet)")  # copy "same content as")
+        for name in ("zz_misnamed.csv", "zz_misnamed_copy.csv"):
+            shutil.copy(misnamed, root / "landing" / "orders" / name)
         _ingest(root, engine, spark, "run1")
         # Second run: a re-delivery under a new name, and a file whose rows are partly known.
         orders = sorted((root / "landing" / "orders").glob("*.csv"))[0]
@@ -63,6 +68,7 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
     assert {C.STATUS_INGESTED, C.STATUS_DUPLICATE_FILE} <= statuses
     assert [(r[2], r[3], r[7]) for r in duck if "zz_bad" in r[2]] == [("orders/zz_bad.csv", C.STATUS_REJECTED_FILE, 2),
                                                                     ("orders/zz_bad_copy.csv", C.STATUS_REJECTED_FILE, 2)]
+    assert [(r[3], "a Parquet file named as CSV" in r[9]) for r in duck if "zz_misnamed" in r[2]] == [(C.STATUS_FAILED, True)] * 2
     assert sum(r[7] for r in duck) > 0 and sum(r[6] for r in duck) > 0  # rows rejected and rows duplicate
     for spec in C.TABLES.values():
         sql = f"SELECT * FROM {spec.qualified} ORDER BY _file_id, _row"

@@ -124,9 +124,9 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
     """The changed users' features on Spark (spark/features.py: the same polars function per batch of users; everyone
     on a first build or a rebase, the others' rows kept), written as Parquet and read by DuckDB through the view
     features.user_features: the steps downstream do not change."""
-    from seg_assets.ingest.sources import sql_string
     from seg_assets.spark.features import build_user_features as build_on_spark
     from seg_assets.spark.tables import duckdb_view
+    from seg_assets.warehouse import sql_string
 
     params = {"top_categories": config.top_categories, "engine": "spark"}
     folder = settings.paths.spark_table(TABLE)

@@ -16,7 +16,7 @@ from datetime import datetime
 import duckdb
 
 from seg_assets.ingest import contract as C
-from seg_assets.ingest.sources import sql_string
+from seg_assets.warehouse import sql_string
 
 _EMAIL = re.compile(r"[^\s,;:\"'<>()\[\]{}|=]+@[^\s,;:\"'<>()\[\]{}|=]+")
 

@@ -45,11 +45,10 @@ from seg_assets.ingest.sources import (
     file_sha256,
     opened_inside,
     quiet_seconds,
-    sql_string,
     wait_until_settled,
 )
 from seg_assets.ingest.writing import STAGE, commit_file
-from seg_assets.warehouse import prepare_connection
+from seg_assets.warehouse import prepare_connection, sql_string
 
 GZIP_UNFINISHED = "its gzip stream has no end yet"
 
@@ -255,6 +254,22 @@ def _next_file_id(con, last: int) -> int:
     return max(last + 1, con.sql(f"SELECT coalesce(max(file_id), 0) + 1 FROM {C.LEDGER_TABLE}").fetchall()[0][0])
 
 
+def _copies_to_read(copies: list, unsettled: dict) -> tuple[list, list]:
+    """(files to read next, copies left): of the copies of a file that failed, the first is read itself (the failure
+    may be its name's or its moment's: a Parquet file named .csv, a file replaced while read; a copy read alone fared
+    better), the others copy it."""
+    again: dict[int, tuple] = {}
+    left = []
+    for source, path, out, identity, first in copies:
+        if first.status != C.STATUS_FAILED or first.file_name in unsettled:
+            left.append((source, path, out, identity, first))
+        elif id(first) in again:
+            left.append((source, path, out, identity, again[id(first)][2]))
+        else:
+            again[id(first)] = (source, path, out, identity)
+    return list(again.values()), left
+
+
 def ingest_landing(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
@@ -297,7 +312,7 @@ def ingest_landing(
         seen.setdefault((source, name), set()).add((sha, size))
     planned: dict[tuple[str, str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha, format)
     pending: list[tuple[SourceDef, Path, FileOutcome, tuple]] = []  # with the identity hashed (sources.file_identity)
-    copies: list[tuple[FileOutcome, FileOutcome]] = []
+    copies: list[tuple[SourceDef, Path, FileOutcome, tuple, FileOutcome]] = []  # a pending item and the file it copies
     next_id = 0
     for source, path, fmt in files:
         interrupts.check()  # Ctrl-C / SIGTERM: stop between files
@@ -336,7 +351,7 @@ def ingest_landing(
         if stage_files is not None and not known:
             twin = (source.name, sha, fmt)  # the same bytes under the same format: a Parquet file named .csv fails,
             if twin in planned:  # its twin named .parquet is read (the engine read the first only and failed both)
-                copies.append((out, planned[twin]))
+                copies.append((source, path, out, identity, planned[twin]))
             else:
                 planned[twin] = out
                 pending.append((source, path, out, identity))
@@ -362,18 +377,17 @@ def ingest_landing(
         finally:
             for temp in (SRC, STAGE):
                 con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
-    if pending:
+    while pending:
         for out in stage_files(con, pending, bounds, run_id, now):  # returned: still being written, not read
             report.files.remove(out)
             report.unsettled[out.file_name] = GZIP_UNFINISHED
-    for out, first in copies:
+        pending, copies = _copies_to_read(copies, report.unsettled)
+    for _, _, out, _, first in copies:
         if first.file_name in report.unsettled:  # the same bytes as a file still being written: read with it, later
             report.files.remove(out)
             report.unsettled[out.file_name] = GZIP_UNFINISHED
             continue
-        if first.status == C.STATUS_FAILED:
-            out.__dict__.update(failed_outcome(out, RuntimeError(f"same content as {first.file_name}, which failed")).__dict__)
-        elif first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects
+        if first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects
             reject_as(con, out, first, run_id, now)
             continue
         else:

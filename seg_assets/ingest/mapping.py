@@ -28,7 +28,7 @@ from seg_assets.ingest.events import stage_of
 from seg_assets.ingest.expressions import Expr
 from seg_assets.ingest.reading import Source
 from seg_assets.ingest.source_config import SourceDef
-from seg_assets.ingest.sources import sql_string
+from seg_assets.warehouse import sql_string
 
 _KEY_SEPARATOR = "\x1f"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import duckdb
 
 from seg_assets.ingest.source_config import CONTRACT_CSV, CsvDialect
-from seg_assets.ingest.sources import PARQUET_MAGIC, sql_string
-from seg_assets.warehouse import sql_ident
+from seg_assets.ingest.sources import PARQUET_MAGIC
+from seg_assets.warehouse import glob_escaped, sql_ident, sql_string
 
 SRC = "_seg_ingest_src"  # temp table holding a CSV file as read
 NULL_SENTINEL = "\x01"  # CSV nullstr: empty fields stay '', only padded (missing) fields become NULL
@@ -44,9 +44,8 @@ class Source:
 
 
 def _path_lit(path: Path) -> str:
-    """A file path for read_csv/read_parquet, which glob: '[', '*', '?' become one-character classes."""
-    escaped = "".join(f"[{ch}]" if ch in "[*?" else ch for ch in str(path))
-    return sql_string(escaped)
+    """A file path for read_csv/read_parquet, which glob."""
+    return sql_string(glob_escaped(path))
 
 
 # Byte-order marks that say a file is not in its source's encoding (UTF-32 LE first: it starts like UTF-16 LE's)

@@ -35,10 +35,6 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.source_config import SourceDef
 
 
-def sql_string(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     with open(path, "rb") as handle:

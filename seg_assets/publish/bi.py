@@ -38,7 +38,7 @@ from pathlib import Path
 import duckdb
 
 from seg_assets import interrupts
-from seg_assets.warehouse import sql_ident
+from seg_assets.warehouse import read_parquet_sql, sql_ident
 
 BI_FILE = "segments.duckdb"
 CURRENT = "current"  # the link to the current version folder
@@ -83,7 +83,7 @@ def _manifest(con, version: Path | None) -> dict[str, tuple[int, str, datetime]]
     path = version / f"{MANIFEST}.parquet" if version else None
     if path is None or not path.exists():
         return {}
-    rows = con.sql(f"SELECT table_name, rows, fingerprint, written_at FROM read_parquet('{_sql_text(path)}')").fetchall()
+    rows = con.sql(f"SELECT table_name, rows, fingerprint, written_at FROM {read_parquet_sql(path)}").fetchall()
     return {name: (n, fp, at) for name, n, fp, at in rows}
 
 
@@ -171,7 +171,7 @@ def _write_views(bi_dir: Path, tables: list[str], comments: Mapping[str, Mapping
             schema, _ = table.split(".", 1)
             out.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             path = (bi_dir / CURRENT).absolute() / f"{table}.parquet"
-            out.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{_sql_text(path)}')")
+            out.sql(f"CREATE VIEW {table} AS SELECT * FROM {read_parquet_sql(path)}")
             for column, text in comments.get(table, {}).items():
                 if text:
                     out.sql(f"COMMENT ON COLUMN {table}.{sql_ident(column)} IS '{_sql_text(text)}'")

@@ -57,7 +57,7 @@ from seg_assets.segmentation.rules import explain_model
 from seg_assets.settings import MAX_DAYS
 from seg_assets.spark import scoring as on_spark
 from seg_assets.spark.session import Engine
-from seg_assets.warehouse import as_enums, create_table_from, registered, table_exists, transaction, upsert
+from seg_assets.warehouse import as_enums, create_table_from, read_parquet_sql, registered, table_exists, transaction, upsert
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
@@ -145,7 +145,7 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         if engine.is_spark:
             work = on_spark.work_dir(settings.paths.root, TABLE)
             path, selected = on_spark.export_selection(con, selection, work)
-            (assigning,) = con.sql(f"SELECT count(*) FROM read_parquet('{path}') WHERE kept_id IS NULL").fetchall()[0]
+            (assigning,) = con.sql(f"SELECT count(*) FROM {read_parquet_sql(path)} WHERE kept_id IS NULL").fetchall()[0]
         if not selected:  # the DuckDB engine, or nobody to score (Spark is not started for nothing)
             batch = con.sql(f"SELECT f.*, s.* EXCLUDE (user_id) FROM features.user_features f "
                             f"JOIN ({selection}) s USING (user_id) ORDER BY user_id").pl()

@@ -20,7 +20,7 @@ import polars as pl
 from seg_assets.features import user_features as uf
 from seg_assets.settings import DataPaths
 from seg_assets.spark.sql import model_spark_sql
-from seg_assets.spark.tables import SparkTables, parquet_rows, write_table
+from seg_assets.spark.tables import SparkTables, parquet_rows, read_path, write_table
 
 INPUTS = uf.USER_INPUTS
 ACTIVITY = uf.CATEGORY_INPUT[1]
@@ -106,8 +106,8 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
     wide = spark.sql(_wide_sql(views, activity))
     target = paths.spark_table(USER_FEATURES)
     if changed is not None:
-        keys = spark.read.parquet(str(changed))
-        kept = spark.read.schema(schema).parquet(str(target)).join(keys, "user_id", "left_anti")
+        keys = spark.read.parquet(read_path(changed))
+        kept = spark.read.schema(schema).parquet(read_path(target)).join(keys, "user_id", "left_anti")
         frame = kept.unionByName(wide.join(keys, "user_id", "left_semi").mapInArrow(per_batch, schema))
     else:
         frame = wide.mapInArrow(per_batch, schema)

@@ -29,8 +29,8 @@ from seg_assets.ingest import ledger, loader
 from seg_assets.ingest.sources import CHANGED_WHILE_READ, file_identity, link_roots, opened_inside
 from seg_assets.ingest.writing import STAGE
 from seg_assets.settings import DataPaths
-from seg_assets.spark.tables import duckdb_view, parquet_rows, sql_string
-from seg_assets.warehouse import object_type
+from seg_assets.spark.tables import duckdb_view, parquet_rows, read_path
+from seg_assets.warehouse import object_type, sql_string
 
 EMPTY = "empty.parquet"  # a table with no rows yet still has its schema, for Spark and for DuckDB's view
 RUN_PREFIX = "run_"
@@ -137,12 +137,12 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
     counts: dict[int, int] = {}
     rejects = None
     if read:
-        staged = spark.read.parquet(*[str(staging / f"{o.file_id}.parquet") for o in read])
+        staged = spark.read.parquet(*[read_path(staging / f"{o.file_id}.parquet") for o in read])
         key = spec.id_column
         first = Window.partitionBy(key).orderBy("_file_id", "_row")
         good = (staged.where(F.col("rule").isNull() & F.col("_file_id").isin(sorted(insertable)))
                 .withColumn("_seq", F.row_number().over(first)).where("_seq = 1"))
-        existing = spark.read.option("recursiveFileLookup", "true").parquet(str(folder)).select(key)
+        existing = spark.read.option("recursiveFileLookup", "true").parquet(read_path(folder)).select(key)
         accepted = good.join(existing, on=key, how="left_anti").select(*spec.column_names, "_file_id", "_row")
         written = folder / f"{RUN_PREFIX}{run_id}"
         accepted.write.mode("append").parquet(str(written))

@@ -24,6 +24,8 @@ import polars as pl
 
 from seg_assets.errors import input_failure
 from seg_assets.settings import data_paths
+from seg_assets.spark.tables import read_path
+from seg_assets.warehouse import read_parquet_sql, sql_string
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -88,9 +90,9 @@ def score_on_spark(spark: SparkSession, features: Path, selection: Path | None, 
                    schema: dict[str, pl.DataType], out_dir: Path) -> Path:
     """Score the users of ``selection`` (every user of ``features`` when None), joined to their features;
     write the rows to ``out_dir`` (Parquet, replaced)."""
-    frame = spark.read.parquet(str(features))
+    frame = spark.read.parquet(read_path(features))
     if selection is not None:
-        frame = frame.join(spark.read.parquet(str(selection)), on="user_id", how="inner")
+        frame = frame.join(spark.read.parquet(read_path(selection)), on="user_id", how="inner")
     map_batches(spark, frame, fn, scorer, schema).write.mode("overwrite").parquet(str(out_dir))
     return out_dir
 
@@ -116,13 +118,13 @@ def export_selection(con, sql: str, work: Path) -> tuple[Path, int]:
     """Write the rows of ``sql`` (DuckDB) to ``work/selection.parquet`` for Spark; (path, rows)."""
     work.mkdir(parents=True, exist_ok=True)
     path = work / "selection.parquet"
-    con.sql(f"COPY ({sql}) TO '{path}' (FORMAT parquet)")
-    return path, int(con.sql(f"SELECT count(*) FROM read_parquet('{path}')").fetchall()[0][0])
+    con.sql(f"COPY ({sql}) TO {sql_string(path)} (FORMAT parquet)")
+    return path, int(con.sql(f"SELECT count(*) FROM {read_parquet_sql(path)}").fetchall()[0][0])
 
 
 def scored_view(con, name: str, out_dir: Path) -> None:
     """A temp view ``name`` over Spark's scored Parquet, for the warehouse's write."""
-    con.sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet('{out_dir}/*.parquet')")
+    con.sql(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {read_parquet_sql(out_dir, '*.parquet')}")
 
 
 def require_features(data_root: str | Path) -> Path:

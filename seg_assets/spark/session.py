@@ -13,6 +13,7 @@ import atexit
 import os
 import sys
 import threading
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
@@ -55,9 +56,31 @@ def get_spark(master: str = "local[2]", conf: dict[str, str] | None = None) -> S
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for key, value in {**DEFAULT_CONF, **(conf or {})}.items():
             builder = builder.config(key, value)
-        spark = builder.getOrCreate()
+        with _utf8_locale():
+            spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("ERROR")
         return spark
+
+
+@contextmanager
+def _utf8_locale():
+    """The JVM names files in its locale's encoding: under ``LC_ALL=C`` (cron, a bare container) a data root
+    ``münchen`` was a path that "does not exist". The local JVM is started with a UTF-8 locale instead."""
+    import locale
+
+    if locale.nl_langinfo(locale.CODESET).replace("-", "").upper() == "UTF8":
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("LC_ALL", "LC_CTYPE")}
+    os.environ["LC_ALL"] = os.environ["LC_CTYPE"] = "C.UTF-8"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def engine_from_env() -> str:

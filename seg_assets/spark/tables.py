@@ -9,6 +9,7 @@ steps downstream (fit on a sample, history, publish) run unchanged and nothing l
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from datetime import datetime
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from seg_assets.settings import DataPaths
 from seg_assets.spark.sql import model_spark_sql, view_name
-from seg_assets.warehouse import drop_other_kind
+from seg_assets.warehouse import drop_other_kind, read_parquet_sql, sql_string
 
 
 class SparkTables:
@@ -44,7 +45,7 @@ class SparkTables:
                 raise FileNotFoundError(f"{table}: no Spark table at {folder}; it is written by {built_by} with "
                                         "--engine spark: materialize that first")
             reader = self.spark.read.option("recursiveFileLookup", "true") if schema == "raw" else self.spark.read
-            reader.parquet(str(folder)).createOrReplaceTempView(view)
+            reader.parquet(read_path(folder)).createOrReplaceTempView(view)
         self._done.add(table)
         return view
 
@@ -85,22 +86,24 @@ def parquet_rows(folder: Path, by: str | None = None):
 
     if not any(folder.rglob("*.parquet")):
         return 0 if by is None else {}
-    source = f"read_parquet({sql_string(parquet_glob(folder))})"
+    source = read_parquet_sql(folder, PARQUET_FILES)
     with duckdb.connect() as con:
         if by is None:
             return int(con.sql(f"SELECT count(*) FROM {source}").fetchall()[0][0])
         return dict(con.sql(f"SELECT {by}, count(*) FROM {source} GROUP BY 1").fetchall())
 
 
-def parquet_glob(folder: Path) -> str:
-    return str(folder / "**" / "*.parquet")
+PARQUET_FILES = "**/*.parquet"  # every Parquet file under a folder Spark wrote
+_HADOOP_GLOB = re.compile(r"([\[\]{}*?\\])")
 
 
-def sql_string(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
+def read_path(path: str | Path) -> str:
+    """A path for Spark's readers, which glob (Hadoop's patterns): ``[ ] { } * ? \\`` escaped with a backslash, so a
+    data root ``shop[eu]`` is read as written."""
+    return _HADOOP_GLOB.sub(r"\\\1", str(path))
 
 
 def duckdb_view(con, table: str, folder: Path) -> None:
     """``table`` in DuckDB as a view over Spark's Parquet folder (what downstream steps and checks read)."""
     drop_other_kind(con, table, "VIEW")
-    con.sql(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({sql_string(parquet_glob(folder))})")
+    con.sql(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {read_parquet_sql(folder, PARQUET_FILES)}")
