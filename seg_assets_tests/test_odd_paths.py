@@ -46,3 +46,21 @@ def test_the_spark_engines_folders_are_read_as_written(odd_root):
     assert rows == 5 and path.exists()
     scoring.scored_view(con, "scored", odd_root / "work")
     assert con.sql("SELECT * FROM scored").columns == ["user_id"] and con.sql("SELECT count(*) FROM scored").fetchall() == [(5,)]
+
+
+@pytest.mark.slow
+def test_spark_reads_a_non_ascii_root_under_the_c_locale(tmp_path):
+    """The JVM names files in its locale's encoding: under LC_ALL=C (cron, a bare container) ``münchen`` was a path
+    that "does not exist". A process of its own: the locale is read when the JVM starts."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "münchen" / "t"
+    folder.mkdir(parents=True)
+    duckdb.sql(f"COPY (SELECT 1 AS a) TO '{folder / 'p.parquet'}' (FORMAT parquet)")
+    script = ("from seg_assets.spark.session import get_spark\nfrom seg_assets.spark.tables import read_path\n"
+              f"print('ROWS', get_spark('local[1]').read.parquet(read_path({str(folder)!r})).count())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG"))} | {"LC_ALL": "C", "LANG": "C"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "ROWS 1" in done.stdout, done.stderr[-2000:]
