@@ -83,6 +83,7 @@ def refresh(
     from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
     from seg_assets.config_files import check_files
     from seg_assets.errors import InputError
+    from seg_assets.ingest.source_config import check_engine, load_sources
     from seg_assets.settings import data_paths
     from seg_assets.spark.session import engine_from_env
     from seg_assets.warehouse import parse_utc
@@ -102,6 +103,7 @@ def refresh(
 
         overrides = settings_overrides(config, set_)
         check_files(paths.root)  # sources.yaml, actions.yaml, lexicons: refused here, not after the stages before theirs ran
+        check_engine(load_sources(paths.root), (engine or engine_from_env()) == "spark")
     except InputError as exc:
         _input_error(exc)
     if not overrides.get("ops") and not paths.warehouse.exists() and not landed(paths):  # settings given: checked first

@@ -70,6 +70,13 @@ def test_keep_latest_on_the_spark_engine_is_one_line_and_ingests_nothing(tmp_pat
     failures = [f for s in outcome.stages for f in s.failures]
     assert not outcome.success and any("keep: latest" in f and "--engine duckdb" in f for f in failures), failures
     assert not (data_paths(tmp_path).spark / "raw").exists() or not any((data_paths(tmp_path).spark / "raw").rglob("*.parquet"))
+    # the command line refuses it before anything runs, as a bad configuration (exit 2; it was exit 1, a failed run)
+    from typer.testing import CliRunner
+
+    from seg_assets.cli import app
+
+    cli = CliRunner().invoke(app, ["refresh", "--engine", "spark", "--data-dir", str(tmp_path)])
+    assert cli.exit_code == 2 and "keep: latest" in cli.output and "Traceback" not in cli.output
 
 
 def _materialize(root) -> None:

@@ -15,7 +15,7 @@ from seg_assets.artifacts import preload_model_libraries
 from seg_assets.errors import input_failure
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
-from seg_assets.ingest.source_config import KEEP_LATEST, SourceConfigError, load_sources
+from seg_assets.ingest.source_config import SourceConfigError, check_engine, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
@@ -183,15 +183,12 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     landing = settings.paths.landing
     try:
         sources = load_sources(settings.paths.root)
+        check_engine(sources, engine.is_spark)
     except SourceConfigError as exc:  # configuration, not a transient fault: no retry, nothing ingested
         raise input_failure(str(exc)) from None
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager  # (Spark tasks import it)
 
-    latest = [s.name for s in sources if s.keep == KEEP_LATEST]
-    if engine.is_spark and latest:  # its raw tables are append-only Parquet: a replaced row would be a rewrite
-        raise input_failure(f"source(s) {', '.join(latest)} keep the latest delivery of an id (keep: latest), which the "
-                            "Spark engine does not do yet: use --engine duckdb (in a new data root), or keep: first")
     with duckdb.get_connection() as con:
         stage_files = None
         if engine.is_spark:  # files read and validated in Spark tasks, raw tables as Parquet (spark/ingest.py)

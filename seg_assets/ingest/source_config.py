@@ -263,3 +263,11 @@ def load_sources(data_root: Path) -> list[SourceDef]:
     if not path.exists() and os.environ.get(SOURCES_ENV):
         raise SourceConfigError(f"{path}: {SOURCES_ENV} names a file that does not exist")
     return parse_sources(text, path)
+
+
+def check_engine(sources: list[SourceDef], spark: bool) -> None:
+    """What the Spark engine cannot do yet, refused before a run (the CLI) and in ingestion's step (the UI)."""
+    latest = [s.name for s in sources if s.keep == KEEP_LATEST]
+    if spark and latest:  # its raw tables are append-only Parquet: a replaced row would be a rewrite
+        raise SourceConfigError(f"source(s) {', '.join(latest)} keep the latest delivery of an id (keep: latest), which "
+                                "the Spark engine does not do yet: use --engine duckdb (in a new data root), or keep: first")
