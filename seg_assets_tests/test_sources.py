@@ -1,5 +1,6 @@
 """sources.yaml: parsing and refusing mappings, and real ingestion of the user's own layouts on real DuckDB files."""
 
+import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -637,6 +638,34 @@ def test_a_file_replaced_between_hashing_and_reading_fails_and_is_read_again(tmp
     assert [(r[1], r[2], r[4]) for r in ledger] == [("orders/a.csv", "failed", 0), ("orders/a.csv", "ingested", 1)]
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("oB",)]
+
+
+def test_a_file_rewritten_in_place_while_hashed_fails_and_is_read_again(tmp_path, monkeypatch):
+    """Rewritten (same file, new bytes) while its hash was computed: the identity was taken after the hash, so the
+    ledger kept the old bytes' hash beside the new bytes' rows."""
+    from seg_assets.ingest import loader
+
+    head = "order_id,user_id,order_ts,amount,items,status\n"
+    write(tmp_path, "orders/a.csv", head + "oA,u1,2026-03-01T10:00:00Z,10,1,completed\n")
+    a = tmp_path / "landing" / "orders" / "a.csv"
+    hashed = loader.file_sha256
+
+    def hash_while_rewritten(path):
+        out = hashed(path)
+        if not (tmp_path / "rewritten").exists():
+            (tmp_path / "rewritten").touch()
+            a.write_text(head + "oB,u2,2026-03-01T10:00:00Z,12,1,completed\n" + "oC,u3,2026-03-01T11:00:00Z,9,1,completed\n")
+        return out
+
+    monkeypatch.setattr(loader, "file_sha256", hash_while_rewritten)
+    _, ledger, _ = ingest(tmp_path)
+    assert [(r[1], r[2]) for r in ledger] == [("orders/a.csv", "failed")] and "changed between hashing" in ledger[0][8]
+    _, ledger, _ = ingest(tmp_path)
+    assert [(r[1], r[2], r[4]) for r in ledger][-1] == ("orders/a.csv", "ingested", 2)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT order_id FROM raw.orders ORDER BY 1").fetchall() == [("oB",), ("oC",)]
+        assert con.sql("SELECT content_sha256 FROM meta.ingest_ledger WHERE status = 'ingested'").fetchall() == [
+            (hashlib.sha256(a.read_bytes()).hexdigest(),)]
 
 
 @pytest.mark.parametrize("text, used_as_text", [

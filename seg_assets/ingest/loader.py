@@ -322,8 +322,10 @@ def ingest_landing(
                 report.skipped.append(rel)
                 continue
             with opened_inside(path, landing_dir) as pinned:
-                sha, size = file_sha256(pinned)
                 identity = file_identity(pinned)
+                sha, size = file_sha256(pinned)
+                if file_identity(pinned) != identity:  # written to while hashed: the hash is of no one content
+                    raise OSError(errno.ESTALE, CHANGED_WHILE_READ)
         except OSError as exc:  # unreadable (permissions, gone, a link swapped in): this file fails, the others go on
             out = unreadable_outcome(source, rel, fmt, path, exc)
             out.file_id = next_id = _next_file_id(con, next_id)
