@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(help="seg-assets: dynamic customer segmentation on Dagster + DuckDB.", no_args_is_help=True)
 # Wide enough for the segment summary when output is not a terminal (make demo | tee, CI logs).
@@ -107,14 +108,14 @@ def refresh(
     except InputError as exc:
         _input_error(exc)
     if not overrides.get("ops") and not paths.warehouse.exists() and not landed(paths):  # settings given: checked first
-        console.print(f"Nothing to do: no landing files under {paths.landing} yet. Land orders, order lines or clicks "
+        console.print(f"Nothing to do: no landing files under {escape(str(paths.landing))} yet. Land orders, order lines or clicks "
                       "there (see the README), or make a demo shop: seg-assets generate.", highlight=False, soft_wrap=True)
         return
     if not (refit or rebase):
         ops = merge(refresh_run_config(), overrides)["ops"]
         current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))
         if current:
-            console.print(f"[green]Segments are current[/green]: {current}.")
+            console.print(f"[green]Segments are current[/green]: {escape(current)}.", highlight=False, soft_wrap=True)
             if strict and (FAILED_FILES in current or _unread(paths)):  # still not taken in
                 raise typer.Exit(3)
             return
@@ -146,13 +147,14 @@ def refresh(
         console.print(f"{stage.group} {mark} ({stage.seconds:.1f}s)")
     for problem in outcome.problems:
         colour = {"warning": "yellow"}.get(problem.kind, "red")
-        console.print(f"[{colour}]{problem.kind}[/] {problem.line()}", markup=True, highlight=False, soft_wrap=True)
+        console.print(f"[{colour}]{problem.kind}[/] {escape(problem.line())}", highlight=False, soft_wrap=True)
         if problem.traceback:
             console.print(problem.traceback, markup=False, highlight=False, soft_wrap=True)
     if summary:
         print_summary(paths.root, console)
     console.print(_closing_line(outcome, paths), highlight=False, soft_wrap=True)
-    console.print(f"Run {outcome.run_id} is in the Dagster instance at {instance.root_directory}.", highlight=False, soft_wrap=True)
+    console.print(f"Run {outcome.run_id} is in the Dagster instance at {escape(instance.root_directory)}.", highlight=False,
+                  soft_wrap=True)
     if not outcome.success:
         raise typer.Exit(1)
     if strict:
@@ -167,14 +169,12 @@ def _unread(paths) -> dict[str, str]:
 
     unread = not_read(paths)
     for name, why in list(unread.items())[:10]:
-        console.print(f"[yellow]not read[/yellow] landing/{name}: {why}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]not read[/yellow] {escape(f'landing/{name}: {why}')}", highlight=False, soft_wrap=True)
     return unread
 
 
 def _closing_line(outcome, paths) -> str:
     """Says how it went, repeats the causes, and says what BI tools see now."""
-    from rich.markup import escape
-
     from seg_assets.published_state import not_read, published, read_state
 
     causes = "; ".join(escape(p.line()) for p in outcome.causes)
@@ -214,7 +214,7 @@ def _check_environment(paths) -> None:
 def _input_error(exc: Exception) -> None:
     """An input problem: one line on stderr, exit 2, no traceback."""
     Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160).print(
-        f"[red]error[/red] {exc}", highlight=False, soft_wrap=True)
+        f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -262,7 +262,7 @@ def init_dagster_home(
     if print_path:
         print(target.parent.resolve())
     else:
-        console.print(f"DAGSTER_HOME ready: {target}")
+        console.print(f"DAGSTER_HOME ready: {escape(str(target))}", highlight=False)
 
 
 _exit_code: list[int] = []

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from seg_assets.ingest import contract as C
@@ -24,9 +25,10 @@ def _pct(value) -> str:
 
 
 def _cell(value) -> str:
+    """A table cell as text (rich reads markup in cells: a product or file named ``[eu]`` lost it)."""
     if value is None:
         return ""
-    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+    return f"{value:,.2f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else escape(str(value))
 
 
 MIN_AUC_HINT = "set with --set churn_model.min_auc=..."
@@ -190,7 +192,7 @@ def _print_tables(con, console: Console) -> None:
                              [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
         for line in [model_line(con), *activation_lines(con)]:
             if line:
-                console.print(line, highlight=False)
+                console.print(escape(line), highlight=False)
     if table_exists(con, "analytics.segment_profiles") and "reviews_note" in con.table("analytics.segment_profiles").columns:
         rows = con.sql("SELECT segment_id, segment_name, reviews, reviews_note, basket_rules FROM analytics.segment_profiles "
                        "WHERE reviews > 0 OR basket_rules <> '' ORDER BY segment_id").fetchall()
@@ -202,4 +204,4 @@ def _print_tables(con, console: Console) -> None:
     if notes:
         console.print("[yellow]Not computed[/yellow]")
         for line in notes:
-            console.print(f"  [yellow]-[/yellow] {line}", highlight=False)
+            console.print(f"  [yellow]-[/yellow] {escape(line)}", highlight=False)

@@ -590,3 +590,20 @@ def test_a_bad_lexicon_is_one_line_before_the_run_and_a_pipe_there_does_not_hang
     named = runner.invoke(app, ["refresh"])
     assert named.exit_code == 2 and "'german' is no language code the identifier knows" in named.output
     assert not (root / "warehouse.duckdb").exists()
+
+
+def test_names_and_values_with_brackets_are_printed_as_they_are(tmp_path, monkeypatch):
+    """rich reads ``[...]`` as markup: a data root ``shop[eu]`` was printed without ``[eu]``, and a column named like a
+    closing tag (``[/b]``) in a message would have stopped the CLI with a MarkupError."""
+    root = tmp_path / "shop[eu]"
+    (root / "landing" / "orders").mkdir(parents=True)
+    (root / "landing" / "orders" / "[b]a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
+                                                         "o1,u1,2026-10-01T10:00:00Z,5,1,completed\n"
+                                                         "o2,u1,2026-10-01T11:00:00Z,[/b],1,completed\n")
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--no-summary"])
+    assert "MarkupError" not in result.output and "Traceback" not in result.output, result.output
+    flat = " ".join(result.output.split())
+    assert "shop[eu]/dagster_home" in flat and "orders/[b]a.csv: 1 of 2 rows rejected" in flat
+    assert "unparseable amount: '[/b]'" in flat
