@@ -575,9 +575,11 @@ def test_a_link_out_of_landing_is_not_read(tmp_path):
     (landing / "orders" / "sub").symlink_to(secret.parent)
     (landing / "orders" / "copy.csv").symlink_to(landing / "orders" / "a.csv")  # inside landing: read (a duplicate)
     os.mkfifo(landing / "orders" / "pipe.csv")  # named, not skipped in silence (or read: it would wait for a writer)
+    (landing / "orders" / "gone.csv").symlink_to("moved_away.csv")  # a link to nothing inside landing: named too
     _, ignored = discover_files(landing, parse_sources("", Path("sources.yaml")))
     assert ignored == {f"orders/{n}": LINK_REFUSED for n in ("zz_secret.csv", "passwd.csv", "db.csv", "sub")} | {
-        "orders/pipe.csv": "not a regular file (a pipe, socket or device): not read"}
+        "orders/pipe.csv": "not a regular file (a pipe, socket or device): not read",
+        "orders/gone.csv": "a link to nothing (its target is gone): not read; land the file itself"}
     report, ledger, rejects = ingest(tmp_path / "root")
     assert sorted((r[1], r[2]) for r in ledger) == [("orders/a.csv", "ingested"), ("orders/copy.csv", "duplicate_file")]
     assert rejects == []

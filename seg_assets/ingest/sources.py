@@ -127,10 +127,11 @@ CHANGED_WHILE_READ = "the file changed between hashing and reading it (landed fi
 
 
 NOT_A_FILE = "not a regular file (a pipe, socket or device): not read"
+LINK_BROKEN = "a link to nothing (its target is gone): not read; land the file itself"
 
 
 def _files_under(folder: Path) -> tuple[list[Path], dict[Path, str]]:
-    """(every file below ``folder``, what is not read there and why: links refused, pipes, sockets and devices),
+    """(every file below ``folder``, what is not read there and why: links refused or broken, pipes, sockets and devices),
     through links to folders elsewhere too when :func:`link_roots` allows them (a landing folder linked to a mounted
     export share is read like any other;
     ``Path.rglob`` skipped it silently). A link to a folder inside ``folder`` is not followed (its files are read
@@ -161,6 +162,8 @@ def _files_under(folder: Path) -> tuple[list[Path], dict[Path, str]]:
                 out.append(p)
             elif p.exists():
                 refused[p] = NOT_A_FILE
+            elif p.is_symlink():  # dangling: skipped in silence, so --strict stayed green
+                refused[p] = LINK_BROKEN
     return out, refused
 
 
