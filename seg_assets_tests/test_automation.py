@@ -144,7 +144,32 @@ def test_a_refused_candidate_does_not_trigger_a_refit(refreshed_instance):
         asset_key=SEGMENT_MODEL, check_name=refused.name, passed=False, severity=dg.AssetCheckSeverity.WARN))
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     assert after.get_num_requested(SEGMENT_MODEL) == 0
-    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=SEGMENT_MODEL, check_name=DRIFT_CHECK.name, passed=False, severity=dg.AssetCheckSeverity.WARN))
+    drift_failed = dg.AssetCheckEvaluation(asset_key=SEGMENT_MODEL, check_name=DRIFT_CHECK.name, passed=False,
+                                           severity=dg.AssetCheckSeverity.WARN)
+    materialize_groups(defs, instance, "features")  # new features, on which the drift check fails
+    instance.report_runless_asset_event(drift_failed)
     drifted = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
     assert drifted.get_num_requested(SEGMENT_MODEL) == 1
+
+
+def test_drift_that_lasts_asks_for_one_fit_per_delivery_not_one_per_tick(refreshed_instance):
+    """Under dagster dev a drift the gate kept refusing re-fitted every 30 s without end: the check ran again after
+    each fit, failed again and counted as "newly failed"; and automation's runs (no run config) fitted 'always'."""
+    defs, instance, cursor = refreshed_instance
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor).cursor
+    drift_failed = dg.AssetCheckEvaluation(asset_key=SEGMENT_MODEL, check_name=DRIFT_CHECK.name, passed=False,
+                                           severity=dg.AssetCheckSeverity.WARN)
+    materialize_groups(defs, instance, "features")
+    instance.report_runless_asset_event(drift_failed)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert first.get_num_requested(SEGMENT_MODEL) == 1
+    ran = defs.resolve_implicit_global_asset_job_def().execute_in_process(  # the requested run: no run config
+        instance=instance, asset_selection=[SEGMENT_MODEL], run_config=QUIET)
+    [mat] = ran.asset_materializations_for_node("segment_model")
+    assert mat.metadata["decision"].value.startswith("kept")  # fit: when_needed by default (no drift in this data)
+    instance.report_runless_asset_event(drift_failed)  # the check fails again after the model's run
+    cursor = first.cursor
+    for _ in range(3):
+        again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert again.get_num_requested(SEGMENT_MODEL) == 0
+        cursor = again.cursor

@@ -51,9 +51,11 @@ MODEL_DEFAULTS = ModelConfig()  # the maths' defaults, so each lives in one plac
 
 
 class SegmentModelConfig(dg.Config):
+    # 'when_needed' by default: the runs automation launches have no run config, and with 'always' a drift that the gate
+    # kept refusing re-fitted every 30 s (the check re-ran on the refused fit, failed again, asked for another)
     fit: Literal["always", "when_needed"] = Field(
-        default="always", description="'when_needed': only without a model in service, when left-out features gained "
-        "data, on drift, or when it is too old.")
+        default="when_needed", description="'when_needed': only without a model in service, when left-out features gained "
+        "data, on drift (not again within refit_retry_hours of a refused fit), or when it is too old; 'always': now.")
     hierarchy: Literal["lifecycle", "flat"] = Field(
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
     k_min: int = Field(default=2, ge=2, description="Fewest behaviour clusters (flat: fewest segments).")
@@ -319,7 +321,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
 
 class ClassifierConfig(dg.Config):
     fit: Literal["always", "when_needed"] = Field(
-        default="always", description="'when_needed': only if the model in service has no classifier yet.")
+        default="when_needed", description="'when_needed': only if the model in service has no classifier yet; 'always': now.")
     kind: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier family.")
     min_macro_f1: float = Field(default=0.80, ge=0, le=1, description="A classifier below this held-out macro-F1 stays out of service.")
     max_rows: int = Field(default=200_000, ge=1_000, description="Training sample size (bounded so cost does not grow with users).")
