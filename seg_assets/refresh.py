@@ -10,7 +10,6 @@ unexpected errors with their traceback, warnings the steps logged, and files the
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import time
@@ -18,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-import pydantic
 
 from seg_assets import interrupts
 from seg_assets.automation.jobs import REFRESH_JOB
+from seg_assets.automation.limits import check_limits
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs, stage_groups
 from seg_assets.features.incremental import REBASE_TAG
@@ -226,27 +225,7 @@ def check_settings(job: dg.JobDefinition, run_config: dict, overrides: dict) -> 
         dg.validate_run_config(job, run_config)
     except dg.DagsterInvalidConfigError as exc:
         raise SettingsError("invalid setting: " + "; ".join(e.message for e in exc.errors)) from None
-    # Dagster's schema checks names and types, not a Config class's limits (Field(ge=..., gt=...)), which its step
-    # would then refuse with a traceback, after every step before it ran: built here, before the run starts.
-    classes = _config_classes(job)
-    for op, entry in run_config.get("ops", {}).items():
-        if op in classes and isinstance(entry, dict):
-            try:
-                classes[op](**entry.get("config", {}))
-            except pydantic.ValidationError as exc:
-                raise SettingsError("invalid setting: " + "; ".join(
-                    f"{'.'.join(map(str, (op, *e['loc'])))}: {e['msg']}" for e in exc.errors())) from None
-
-
-def _config_classes(job: dg.JobDefinition) -> dict[str, type[dg.Config]]:
-    """The Config class of each op of ``job`` that has one (the annotation of its ``config`` parameter)."""
-    out = {}
-    for name, node in job.graph.node_dict.items():
-        fn = getattr(getattr(node.definition, "compute_fn", None), "decorated_fn", None)
-        param = inspect.signature(fn, eval_str=True).parameters.get("config") if fn is not None else None
-        if param is not None and isinstance(param.annotation, type) and issubclass(param.annotation, dg.Config):
-            out[name] = param.annotation
-    return out
+    check_limits(job, run_config)  # before the run starts (automation/limits.py)
 
 
 def run_refresh(

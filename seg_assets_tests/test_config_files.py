@@ -117,3 +117,42 @@ def test_config_from_a_pipe_is_read_and_a_pipe_without_writer_does_not_hang(tmp_
     time.sleep(0.2)
     assert load_config_file(fifo) == {"ops": {"churn_model": {"config": {"min_auc": 0.6}}}}
     writer.join()
+
+
+def test_a_run_launched_with_a_value_out_of_range_stops_at_its_first_step_in_one_line(data_dir):
+    """The launchpad checks names and types, not a Config class's limits: ``k_min: -3`` ran ingestion and the features,
+    then failed segment_model with pydantic's traceback, retried twice. Now the first step refuses it, not retried, and
+    the failure sensor names the cause, not the retry policy's "Exceeded max_retries"."""
+    import dagster as dg
+
+    from seg_assets.automation.jobs import _cause
+    from seg_assets.definitions import build_defs
+
+    job = build_defs(data_dir).resolve_job_def("refresh")
+    result = job.execute_in_process(run_config={"ops": {"segment_model": {"config": {"k_min": -3}}}},
+                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failure.step_key == "ingest_landing"
+    assert "invalid setting: segment_model.k_min: Input should be greater than or equal to 2" in failure.step_failure_data.error.message
+    assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+    assert not (data_dir / "warehouse.duckdb").exists() or not result.asset_materializations_for_node("ingest_landing")
+
+    class Error:  # SerializableErrorInfo's shape
+        def __init__(self, message, cause=None):
+            self.message, self.cause = message, cause
+
+    assert _cause(Error("Exceeded max_retries of 2\n", Error("OverflowError: too big"))) == "OverflowError: too big"
+
+
+@pytest.mark.parametrize("field, value", [("refit_retry_hours", 1e300), ("max_match_distance", -1.0),
+                                          ("promotion_tolerance", 5.0), ("sticky_odds", 1e300), ("k_min", 10**12)])
+def test_model_settings_that_size_or_sign_something_are_bounded(field, value):
+    """``refit_retry_hours=1e300`` overflowed a timedelta mid-run ("unexpected: please report it"); a negative
+    ``max_match_distance`` would give every re-fitted segment a new id."""
+    import pydantic
+
+    from seg_assets.segmentation.assets import SegmentModelConfig
+
+    with pytest.raises(pydantic.ValidationError, match=field):
+        SegmentModelConfig(**{field: value})

@@ -88,11 +88,18 @@ def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[st
                        description="Logs which asset failed and why; published segments were left as they were.")
 def refresh_failure_log(context: dg.RunFailureSensorContext):
     failed = [e for e in context.get_step_failure_events()]
-    details = "; ".join(
-        f"{e.step_key}: {e.step_failure_data.error.message.strip() if e.step_failure_data.error else 'unknown'}" for e in failed
-    ) or context.failure_event.message
+    details = "; ".join(f"{e.step_key}: {_cause(e.step_failure_data.error)}" for e in failed) or context.failure_event.message
     context.log.error(f"run {context.dagster_run.run_id} ({context.dagster_run.job_name}) failed: {details}. "
                       "Published BI tables were not touched.")
+
+
+def _cause(error) -> str:
+    """A step's error, past the retry policy's wrapper ("Exceeded max_retries of 2" said nothing of the cause)."""
+    if error is None:
+        return "unknown"
+    while error.message.startswith("Exceeded max_retries") and error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 @dg.sensor(name="dead_cli_runs", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from seg_assets.artifacts import preload_model_libraries
+from seg_assets.automation.limits import check_limits
+from seg_assets.automation.run_config import SettingsError
 from seg_assets.errors import input_failure
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
@@ -182,9 +184,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     min_ts, future_limit = settings.timestamp_bounds(now)
     landing = settings.paths.landing
     try:
+        check_limits(context.job_def, context.run.run_config)  # a run launched from the UI: its settings, first
         sources = load_sources(settings.paths.root)
         check_engine(sources, engine.is_spark)
-    except SourceConfigError as exc:  # configuration, not a transient fault: no retry, nothing ingested
+    except (SourceConfigError, SettingsError) as exc:  # configuration, not a transient fault: no retry, nothing ingested
         raise input_failure(str(exc)) from None
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
     from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager  # (Spark tasks import it)

@@ -47,7 +47,7 @@ class RecommendConfig(dg.Config):
                               "many days before as-of (features as of its start).")
     candidates: int = Field(default=DEFAULTS.candidates, ge=1, le=1000, description="Per source (segment's popular, "
                             "co-purchased, category): products considered per user.")
-    click_weight: float = Field(default=DEFAULTS.click_weight, ge=0, description="A click counts this much of a purchased line "
+    click_weight: float = Field(default=DEFAULTS.click_weight, ge=0, le=1000, description="A click counts this much of a purchased line "
                                 "(category shares, clicked products); 0 ignores clicks.")
     click_days: int = Field(default=DEFAULTS.click_days, ge=0, le=MAX_DAYS, description="Only clicks in this many days "
                             "before as-of count (recent browsing; 0: every click).")

@@ -58,7 +58,7 @@ class SegmentModelConfig(dg.Config):
         "data, on drift (not again within refit_retry_hours of a refused fit), or when it is too old; 'always': now.")
     hierarchy: Literal["lifecycle", "flat"] = Field(
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
-    k_min: int = Field(default=2, ge=2, description="Fewest behaviour clusters (flat: fewest segments).")
+    k_min: int = Field(default=2, ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments).")
     k_max: int = Field(default=8, ge=2, le=50, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
     algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
         default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
@@ -66,11 +66,12 @@ class SegmentModelConfig(dg.Config):
                                        description="Lifecycle stage 'new': tenure up to this many days.")
     lapsed_after_days: float = Field(default=MODEL_DEFAULTS.lapsed_after_days, gt=0, le=MAX_DAYS,
                                      description="Lifecycle stage 'lapsed': no order and no visit for longer.")
-    max_match_distance: float = Field(default=1.0, description="A re-fitted segment keeps an old id only within this centroid distance.")
+    max_match_distance: float = Field(default=1.0, ge=0, le=1000, description="A re-fitted segment keeps an old id only within this "
+                                      "centroid distance (standardized features; 0: every re-fitted segment gets a new id).")
     promotion_tolerance: float = Field(
-        default=0.05, ge=0, description="A candidate may be this much worse on a gate metric and still serve.")
+        default=0.05, ge=0, le=1, description="A candidate may be this much worse on a gate metric and still serve.")
     sticky_odds: float = Field(
-        default=DEFAULT_ODDS, ge=1.0, description="The refit margin: a user leaves a segment that still exists only for one "
+        default=DEFAULT_ODDS, ge=1.0, le=1e6, description="The refit margin: a user leaves a segment that still exists only for one "
         "this many times as likely (1: plain nearest segment). Carried by the model, so scoring and the gate use the same.")
     max_membership_churn: float | None = Field(
         default=DEFAULT_MAX_CHURN, ge=0, le=1, description="Refuse a candidate that moves more than this share of the users "
@@ -79,7 +80,7 @@ class SegmentModelConfig(dg.Config):
         default="logreg", description="Classifier used for the gate's macro-F1.")
     max_age_days: float = Field(default=7.0, gt=0, le=MAX_DAYS, description="'when_needed' re-fits when the latest fit, promoted or "
                                 "refused, is older than this (data time).")
-    refit_retry_hours: float = Field(default=24.0, ge=0, description="After a refused fit, 'when_needed' fits again only "
+    refit_retry_hours: float = Field(default=24.0, ge=0, le=MAX_DAYS * 24, description="After a refused fit, 'when_needed' fits again only "
                                      "this many hours of data later (drift that persists would re-fit every hourly refresh).")
     seed: int = Field(default=0, ge=0, le=MAX_SEED,
                       description="Random seed: the same data and settings give the same segments and ids.")
