@@ -129,6 +129,7 @@ def refresh(
     for dead in fail_dead_runs(instance):
         console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "
                       "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
+    _wait_for_writers(instance)
     try:
         from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
 
@@ -161,6 +162,31 @@ def refresh(
         unread = _unread(paths)  # named either way
         if unread or any(p.kind == "file" for p in outcome.problems):
             raise typer.Exit(3)
+
+
+WAIT_FOR_RUNS_SECONDS = 3600.0  # as long as a writer waits for the warehouse's lock (resource duckdb)
+
+
+def _wait_for_writers(instance, poll_seconds: float = 2.0) -> None:
+    """One refresh at a time: wait while a run of the instance (the schedule's, the sensor's, the UI's) writes the
+    warehouse, then start; after WAIT_FOR_RUNS_SECONDS, one line naming the run and exit 1."""
+    import time
+
+    from seg_assets.automation.instance import runs_writing
+
+    deadline, told = time.monotonic() + WAIT_FOR_RUNS_SECONDS, set()
+    while running := runs_writing(instance):
+        for run in running:
+            if run.run_id not in told:
+                told.add(run.run_id)
+                console.print(f"waiting for run {run.run_id} ({run.job_name}) to finish: one refresh at a time",
+                              highlight=False, soft_wrap=True)
+        if time.monotonic() > deadline:
+            console.print(f"[red]Refresh not started[/red]: run {running[0].run_id} has been writing the warehouse for "
+                          f"{WAIT_FOR_RUNS_SECONDS / 60:.0f} min; let it finish, or terminate it in the Dagster UI "
+                          "(Runs), then refresh again", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+        time.sleep(poll_seconds)
 
 
 def _unread(paths) -> dict[str, str]:

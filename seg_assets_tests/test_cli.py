@@ -607,3 +607,30 @@ def test_names_and_values_with_brackets_are_printed_as_they_are(tmp_path, monkey
     flat = " ".join(result.output.split())
     assert "shop[eu]/dagster_home" in flat and "orders/[b]a.csv: 1 of 2 rows rejected" in flat
     assert "unparseable amount: '[/b]'" in flat
+
+
+def test_a_refresh_waits_for_a_run_that_writes_the_warehouse(data_dir, monkeypatch):
+    """`seg-assets refresh` ran beside a sensor's run under dagster dev, their steps interleaved (its in-process run
+    took no turn in the 'duckdb' pool). It now waits for such a run; one stuck for the whole wait is named."""
+    import dagster as dg
+    from dagster._core.storage.dagster_run import RunOpConcurrency
+
+    from seg_assets import cli
+    from seg_assets.automation.instance import open_instance, runs_writing
+    from seg_assets.settings import data_paths
+
+    monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    instance = open_instance(data_paths(data_dir))
+    pools = RunOpConcurrency(root_key_counts={"duckdb": 1}, has_unconstrained_root_nodes=False, all_pools={"duckdb"})
+    sensor_run = dg.DagsterRun(job_name="refresh", run_id="sensor-run-1", status=dg.DagsterRunStatus.STARTED,
+                               run_op_concurrency=pools)  # a daemon's run worker: no pid tags, alive
+    instance.add_run(sensor_run)
+    instance.add_run(dg.DagsterRun(job_name="other", run_id="reader-1", status=dg.DagsterRunStatus.STARTED))
+    assert [r.run_id for r in runs_writing(instance)] == ["sensor-run-1"]
+    monkeypatch.setattr(cli, "WAIT_FOR_RUNS_SECONDS", 0.5)
+    stuck = runner.invoke(app, ["refresh"])
+    flat = " ".join(stuck.output.split())
+    assert stuck.exit_code == 1 and "waiting for run sensor-run-1 (refresh) to finish" in flat
+    assert "Refresh not started: run sensor-run-1 has been writing the warehouse" in flat
+    assert not (data_dir / "warehouse.duckdb").exists()  # nothing ran

@@ -103,3 +103,17 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
                                        "kept; BI tables are replaced only by a finished publication.")
             out.append(run)
     return out
+
+
+WRITERS_POOL = "duckdb"  # the pool of every asset that writes the warehouse
+
+
+def runs_writing(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """The runs in progress that write the warehouse (their plan holds the ``duckdb`` pool): the daemon queues its own
+    runs behind them, and ``seg-assets refresh`` waits for them (its in-process run took no turn: its steps and a
+    sensor run's interleaved)."""
+    import dagster as dg
+
+    active = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    return [r for r in instance.get_runs(filters=dg.RunsFilter(statuses=active))
+            if r.run_op_concurrency is not None and WRITERS_POOL in (r.run_op_concurrency.all_pools or ())]
