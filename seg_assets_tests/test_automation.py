@@ -173,3 +173,16 @@ def test_drift_that_lasts_asks_for_one_fit_per_delivery_not_one_per_tick(refresh
         again = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         assert again.get_num_requested(SEGMENT_MODEL) == 0
         cursor = again.cursor
+
+
+def test_the_hourly_schedule_skips_when_the_segments_are_current(refreshed_instance, data_dir):
+    """It re-materialized every asset each hour with nothing new, so the freshness policies never saw a stalled feed."""
+    defs, instance, _ = refreshed_instance
+    schedule = defs.resolve_schedule_def("hourly_refresh")
+    context = dg.build_schedule_context(instance=instance, resources=build_resources(data_dir))
+    idle = schedule.evaluate_tick(context)
+    assert not idle.run_requests and idle.skip_message.startswith("segments are current: nothing new in")
+    orders = sorted((data_dir / "landing" / "orders").iterdir())[0]
+    shutil.copy(orders, orders.with_name("late_" + orders.name))
+    [request] = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, resources=build_resources(data_dir))).run_requests
+    assert request.job_name in (None, "refresh")

@@ -35,11 +35,20 @@ refresh_job = dg.define_asset_job(
     description="Ingest new landing files, validate, rebuild features, re-fit when needed, re-score, record history, publish for BI.",
 )
 
-hourly_refresh = dg.ScheduleDefinition(
-    name="hourly_refresh", job=refresh_job, cron_schedule="0 * * * *", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The hourly refresh (late files and late events included): users with new rows are re-scored.",
-)
+@dg.schedule(name="hourly_refresh", job=refresh_job, cron_schedule="0 * * * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="The hourly refresh (late files and late events included): users with new rows are re-scored. "
+             "Skipped when the segments are current (the rule of `seg-assets refresh`), so a stalled feed shows as stale.")
+def hourly_refresh(context: dg.ScheduleEvaluationContext, settings: SegSettings):
+    """A run that would change nothing is not started: it re-materialized every asset each hour, so the freshness
+    policies could never notice a feed that stopped (and re-ran the drift check for nothing)."""
+    from seg_assets.published_state import nothing_new, settings_fingerprint
+    from seg_assets.spark.session import engine_from_env
+
+    current = nothing_new(settings.paths, settings_fingerprint(refresh_run_config()["ops"], settings.as_of, engine_from_env()))
+    if current:
+        return dg.SkipReason(f"segments are current: {current}")
+    return dg.RunRequest()
 
 daily_rebase = dg.ScheduleDefinition(
     name="daily_rebase", job=refresh_job, cron_schedule="30 2 * * *", execution_timezone="UTC",
