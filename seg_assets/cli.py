@@ -84,7 +84,6 @@ def refresh(
     from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
     from seg_assets.config_files import check_files
     from seg_assets.errors import InputError
-    from seg_assets.ingest.source_config import check_engine, load_sources
     from seg_assets.settings import data_paths
     from seg_assets.spark.session import engine_from_env
     from seg_assets.warehouse import parse_utc
@@ -100,7 +99,8 @@ def refresh(
     paths = data_paths(data_dir)
     try:
         _check_environment(paths)
-        from seg_assets.published_state import FAILED_FILES, landed, nothing_new, settings_fingerprint  # loads the stages
+        from seg_assets.ingest.source_config import check_engine, load_sources  # loads the stages (the SQL models too)
+        from seg_assets.published_state import FAILED_FILES, landed, nothing_new, settings_fingerprint
 
         overrides = settings_overrides(config, set_)
         check_files(paths.root)  # sources.yaml, actions.yaml, lexicons: refused here, not after the stages before theirs ran

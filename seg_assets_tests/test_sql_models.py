@@ -83,6 +83,24 @@ def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):
         assert con.sql("SELECT answer FROM marts.x").fetchall() == [(42,)]
 
 
+@pytest.mark.parametrize("body", ["SELECT CAST('x' AS INTEGER) AS answer", "SELECT nope FROM (SELECT 1 AS answer)",
+])
+def test_a_broken_model_of_your_own_folder_is_one_line_not_retried(tmp_path, monkeypatch, body):
+    """A model in SEG_SQL_DIR that DuckDB cannot run was "unexpected: please report it" with a traceback, retried twice."""
+    from seg_assets.resources import build_resources
+
+    sql = tmp_path / "sql"
+    (sql / "marts").mkdir(parents=True)
+    (sql / "marts" / "x.sql").write_text(f"-- materialized: table\n{body}\n")
+    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
+    result = dg.materialize(sql_assets(sql), resources=build_resources(tmp_path / "data", "2026-01-01T00:00:00Z"),
+                            raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.step_failure_data.user_failure_data
+    assert error is not None and error.description.startswith(f"SQL model {sql / 'marts' / 'x.sql'}: ")
+    assert "fix the model" in error.description and "\n" not in error.description
+
+
 def _one_model(tmp_path, raw_values: str, sql: str):
     """A warehouse with ``raw.t`` (one column from ``raw_values``) and the model ``s.m`` of ``sql``: (con, model)."""
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
@@ -273,3 +291,26 @@ def test_line_orders_stay_incremental_for_order_rows_and_as_of_moves(tmp_path):
     body = model.sql.strip().rstrip(";")
     assert con.sql("SELECT * FROM staging.line_orders ORDER BY ALL").fetchall() == con.sql(f"{body} ORDER BY ALL").fetchall()
     assert con.sql("SELECT count(*) FROM staging.line_orders").fetchall() == [(21,)]
+
+
+def test_a_model_file_that_is_no_sql_is_one_line_and_exit_2(tmp_path):
+    """sqlglot's ParseError, and every other "this cannot be a model" (headers, two statements), was a traceback of
+    the command line: the models are read when the stages load. A process of its own: they load once per process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from seg_assets.settings import DEFAULT_SQL_DIR
+
+    sql = tmp_path / "sql"
+    shutil.copytree(DEFAULT_SQL_DIR, sql)
+    (sql / "features" / "zz_mine.sql").write_text("-- materialized: table\nSELECT FROM WHERE\n")
+    (tmp_path / "data" / "landing" / "orders").mkdir(parents=True)
+    env = {**os.environ, "SEG_SQL_DIR": str(sql), "SEG_DATA_DIR": str(tmp_path / "data")}
+    env.pop("DAGSTER_HOME", None)
+    done = subprocess.run([sys.executable, "-m", "seg_assets.cli", "refresh"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{sql / 'features' / 'zz_mine.sql'}: not SQL DuckDB reads" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stdout + done.stderr

@@ -26,22 +26,30 @@ rebuilt when one of its rows leaves such a window). The windows are read from th
 
 import hashlib
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import sqlglot
 from sqlglot import exp
 
+from seg_assets.errors import InputError, input_failure
 from seg_assets.features import additive
 from seg_assets.features import incremental as inc
 from seg_assets.ingest import contract as C
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.settings import DEFAULT_SQL_DIR
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import drop_other_kind, sql_model_files, transaction
 
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
 STRATEGIES = ("recompute", "delete+insert", "additive")
+
+
+class SqlModelError(InputError, ValueError):
+    """A SQL model file that cannot be a model (one line naming the file; the command line exits 2 before a run)."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,13 @@ def read_header(sql: str) -> dict[str, str]:
 def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str], ...]:
     """The qualified tables a query reads, from its syntax tree (CTE names are not tables). A model is one query: a
     second statement after a ``;`` would run too (``COPY ... TO`` a file), unseen by this reading."""
-    statements = [t for t in sqlglot.parse(sql, dialect="duckdb") if t is not None]
+    try:
+        statements = [t for t in sqlglot.parse(sql, dialect="duckdb") if t is not None]
+    except sqlglot.errors.ParseError as exc:
+        first = next((str(e.get("description")) for e in exc.errors), str(exc).splitlines()[0])
+        raise SqlModelError(f"{source}: not SQL DuckDB reads ({first}): fix the model") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-        raise ValueError(f"{source}: a model is one SELECT (or WITH ... SELECT) query; found "
+        raise SqlModelError(f"{source}: a model is one SELECT (or WITH ... SELECT) query; found "
                          f"{', '.join(type(t).__name__.upper() for t in statements) or 'nothing'}")
     tree = statements[0]
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
@@ -104,7 +116,7 @@ def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str]
         if not table.db and table.name in ctes:
             continue
         if not table.db:
-            raise ValueError(f"{source}: table '{table.name}' must be schema-qualified (e.g. raw.{table.name})")
+            raise SqlModelError(f"{source}: table '{table.name}' must be schema-qualified (e.g. raw.{table.name})")
         found.add((table.db, table.name))
     return tuple(sorted(found))
 
@@ -114,17 +126,17 @@ def load_model(path: Path) -> SqlModel:
     header = read_header(sql)
     materialized = header.get("materialized", "table").lower()
     if materialized not in ("table", "view", "incremental"):
-        raise ValueError(f"{path}: materialized must be 'table', 'view' or 'incremental', not '{materialized}'")
+        raise SqlModelError(f"{path}: materialized must be 'table', 'view' or 'incremental', not '{materialized}'")
     if materialized == "incremental" and not header.get("unique_key"):
-        raise ValueError(f"{path}: an incremental model needs a '-- unique_key:' header")
+        raise SqlModelError(f"{path}: an incremental model needs a '-- unique_key:' header")
     strategy = header.get("incremental_strategy", "recompute").lower()
     if strategy not in STRATEGIES:
-        raise ValueError(f"{path}: incremental_strategy must be {' or '.join(STRATEGIES)}, not '{strategy}'")
+        raise SqlModelError(f"{path}: incremental_strategy must be {' or '.join(STRATEGIES)}, not '{strategy}'")
     if materialized == "incremental" and strategy != "additive" and "," in header["unique_key"]:
-        raise ValueError(f"{path}: a {strategy} model rebuilds the rows of one key column (e.g. user_id; "
+        raise SqlModelError(f"{path}: a {strategy} model rebuilds the rows of one key column (e.g. user_id; "
                          "delete+insert: several rows per key)")
     if "windows" in header:
-        raise ValueError(f"{path}: windows are derived from the SQL; remove the '-- windows:' header")
+        raise SqlModelError(f"{path}: windows are derived from the SQL; remove the '-- windows:' header")
     return SqlModel(
         schema=path.parent.name,
         name=path.stem,
@@ -181,17 +193,17 @@ def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[s
         return ()
     undated = [t for t in model.inputs if event_time_of(t, models) is None]
     if undated:
-        raise ValueError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be raw tables or SQL "
+        raise SqlModelError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be raw tables or SQL "
                          "models with an '-- event_time:' header")
     windows = inc.sliding_windows(model.sql, set(_event_times(model, models).values()), source=str(model.path))
     if model.strategy == "additive":
         if rewritten := built_inputs(model.inputs, models) + updatable_inputs(model.inputs, models):
-            raise ValueError(f"{model.path}: an additive model adds the rows that are new since its last build, but it "
+            raise SqlModelError(f"{model.path}: an additive model adds the rows that are new since its last build, but it "
                              f"reads {', '.join(rewritten)}, whose rows can be rewritten (by their builds, or by a delivery "
                              "with keep: latest; a row counted again would be "
                              "counted twice): use '-- incremental_strategy: delete+insert'")
         if windows:
-            raise ValueError(f"{model.path}: an additive model cannot count in sliding windows (rows leave them): "
+            raise SqlModelError(f"{model.path}: an additive model cannot count in sliding windows (rows leave them): "
                              f"{', '.join(windows)}")
         additive.additive_merge(model.sql, model.keys, _event_times(model, models), source=str(model.path))
     return windows
@@ -316,6 +328,20 @@ def _materialize_on_spark(context, con, engine: Engine, settings: SegSettings, m
     )
 
 
+@contextmanager
+def _your_sql(model: SqlModel):
+    """A model of a folder the user keeps (``SEG_SQL_DIR``) that DuckDB cannot parse, bind or run is the user's SQL to
+    fix: one line naming the file, not retried (it was "unexpected: please report it", retried twice)."""
+    try:
+        yield
+    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.ConversionException,
+            duckdb.InvalidInputException) as exc:
+        if Path(model.path).resolve().is_relative_to(DEFAULT_SQL_DIR):
+            raise  # the project's own SQL: a bug to report, with its traceback
+        first = str(exc).strip().splitlines()[0]
+        raise input_failure(f"SQL model {model.path}: {first}: fix the model (DuckDB SQL) and refresh again") from None
+
+
 def build_sql_asset(model: SqlModel, group_name: str = "features",
                     models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:
     @dg.asset(
@@ -328,7 +354,7 @@ def build_sql_asset(model: SqlModel, group_name: str = "features",
         pool="duckdb",
     )
     def _sql_model(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
-        with duckdb.get_connection() as con:
+        with duckdb.get_connection() as con, _your_sql(model):
             if engine.is_spark:
                 return _materialize_on_spark(context, con, engine, settings, model, models)
             return _materialize(context, con, model, settings.resolve_as_of(con), models)
@@ -351,7 +377,8 @@ def build_view_assets(views: list[SqlModel], group_name: str = "features") -> dg
             as_of = settings.resolve_as_of(con)
             for model in views:
                 if model.key in context.selected_asset_keys:
-                    yield _materialize(context, con, model, as_of, None)
+                    with _your_sql(model):
+                        yield _materialize(context, con, model, as_of, None)
 
     return _views
 
