@@ -186,3 +186,30 @@ def test_the_hourly_schedule_skips_when_the_segments_are_current(refreshed_insta
     shutil.copy(orders, orders.with_name("late_" + orders.name))
     [request] = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, resources=build_resources(data_dir))).run_requests
     assert request.job_name in (None, "refresh")
+
+
+def test_the_files_of_a_sensor_run_that_failed_before_ingesting_are_requested_again(refreshed_instance, data_dir):
+    """They were marked seen when requested: a run that failed on a warehouse held by another process left them to
+    the hourly schedule. Now they are requested again, twice at most (a run that keeps failing is not repeated)."""
+    defs, instance, _ = refreshed_instance
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    resources = build_resources(data_dir)
+
+    def tick(cursor):
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor,
+                                                            sensor_name="landing_sensor"))
+
+    first = tick(None)
+    orders = sorted((data_dir / "landing" / "orders").iterdir())[0]
+    late = shutil.copy(orders, orders.with_name("late_" + orders.name))
+    os.utime(late, (time.time() - 60, time.time() - 60))
+    result, cursor, keys = tick(first.cursor), None, []
+    for attempt in range(3):
+        [request] = result.run_requests
+        keys.append(request.run_key)
+        instance.add_run(dg.DagsterRun(job_name="refresh", run_id=f"failed-{attempt}", status=dg.DagsterRunStatus.FAILURE,
+                                       tags={"dagster/sensor_name": "landing_sensor", "dagster/run_key": request.run_key}))
+        cursor = result.cursor
+        result = tick(cursor)
+    assert keys == [keys[0], f"{keys[0]}#retry1", f"{keys[0]}#retry2"] and keys[0].startswith(f"orders/late_{orders.name}:")
+    assert not result.run_requests and "no new settled files" in result.skip_message  # not a fourth time

@@ -12,7 +12,7 @@ import time
 import dagster as dg
 
 from seg_assets.automation.instance import fail_dead_runs
-from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files
+from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files, retry_failed, run_key
 from seg_assets.automation.run_config import refresh_run_config
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest.assets import LEDGER_KEY
@@ -69,14 +69,20 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     cursor = load_cursor(context.cursor)
     taken, cursor.ledger_storage_id = taken_since(context.instance, cursor.ledger_storage_id)
     cursor.seen |= taken  # ingested by a run the sensor did not start (the CLI, the schedule, a person)
+    cursor.requested = {k: n for k, n in cursor.requested.items() if k not in taken}
+    failed = context.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+                                                     tags={"dagster/sensor_name": context.sensor_name}), limit=20)
+    retry_failed(cursor, [(r.run_id, r.tags.get("dagster/run_key", "")) for r in failed])
     ready = ready_files(files, cursor, time.time(), settings.settle_seconds)
     if not ready:
         context.update_cursor(dump_cursor(cursor, files))
         return dg.SkipReason(f"no new settled files ({len(files)} known)")
     keys = sorted(f.key for f in ready)
     cursor.seen |= set(keys)
+    retries = max(cursor.requested.get(k, 0) for k in keys)
+    cursor.requested |= {k: cursor.requested.get(k, 0) for k in keys}
     context.update_cursor(dump_cursor(cursor, files))
-    return dg.RunRequest(run_key="|".join(keys), tags={"seg-assets/new_files": str(len(keys))})
+    return dg.RunRequest(run_key=run_key(keys, retries), tags={"seg-assets/new_files": str(len(keys))})
 
 
 def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[str], int | None]:
