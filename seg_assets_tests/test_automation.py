@@ -213,3 +213,22 @@ def test_the_files_of_a_sensor_run_that_failed_before_ingesting_are_requested_ag
         result = tick(cursor)
     assert keys == [keys[0], f"{keys[0]}#retry1", f"{keys[0]}#retry2"] and keys[0].startswith(f"orders/late_{orders.name}:")
     assert not result.run_requests and "no new settled files" in result.skip_message  # not a fourth time
+
+
+def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_another(refreshed_instance, data_dir):
+    """A run killed after user_segments (other settings) left its table; automation's next run published it to BI,
+    settings no finished run had. BI now keeps its last publication until a run rewrites the table and finishes."""
+    defs, instance, _ = refreshed_instance
+    job = defs.resolve_implicit_global_asset_job_def()
+    killed = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS], run_config=QUIET)
+    instance.report_run_failed(instance.get_run_by_id(killed.run_id), message="killed (test)")
+    bi_before = sorted(p.name for p in (data_dir / "bi").iterdir())
+    publish = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["bi", "segments"])], run_config=QUIET,
+                                     raise_on_error=False)
+    [failure] = [e for e in publish.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert f"analytics/user_segments was last written by run {killed.run_id}, which did not finish" in \
+        failure.step_failure_data.user_failure_data.description
+    assert sorted(p.name for p in (data_dir / "bi").iterdir()) == bi_before
+    redone = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS, dg.AssetKey(["bi", "segments"])],
+                                    run_config=QUIET)
+    assert redone.success
