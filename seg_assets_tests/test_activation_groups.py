@@ -185,3 +185,10 @@ def test_a_failed_move_of_audience_files_leaves_the_folder_as_it_was(tmp_path):
             audiences(changed.tail(1), datetime(2026, 11, 3), 0.1)), folder)
     (folder / "c-20261103.csv").rmdir()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_key_yaml_reads_as_a_boolean_or_a_number_is_told_to_be_quoted(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
+    (tmp_path / "actions.yaml").write_text("actions:\n  yes: {}\n")  # was "actions.1.[key]: Input should be a valid string"
+    with pytest.raises(ActionsConfigError, match=r"actions: a key must be text, and YAML read one as bool 'True' .*quote the key"):
+        load_catalogue(tmp_path)
