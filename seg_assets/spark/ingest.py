@@ -28,7 +28,7 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
 from seg_assets.ingest.sources import CHANGED_WHILE_READ, file_identity, link_roots, opened_inside
 from seg_assets.ingest.writing import STAGE
-from seg_assets.settings import DataPaths
+from seg_assets.settings import DataPaths, duckdb_memory_limit
 from seg_assets.spark.tables import duckdb_view, parquet_rows, read_path
 from seg_assets.warehouse import object_type, sql_string
 
@@ -75,8 +75,8 @@ def _staged_columns(spec: C.TableSpec, present: set[str], file_id: int) -> str:
 
 def _stage_task(item):
     """In a Spark task: one file through ``loader.stage_file`` on an in-memory DuckDB, staged rows to Parquet."""
-    source, path, out, bounds, target, landing, roots, identity = item
-    con = duckdb.connect()
+    source, path, out, bounds, target, landing, roots, identity, memory_limit = item
+    con = duckdb.connect(config={"memory_limit": memory_limit} if memory_limit else {})  # the warehouse's limit
     try:
         con.sql("SET TimeZone = 'UTC'")
         con.sql("SET python_enable_replacements = false")
@@ -101,9 +101,10 @@ def spark_stager(spark, paths: DataPaths):
     def stage_files(con, pending, bounds, run_id: str, now) -> list:
         staging = paths.spark / "_staging" / run_id
         staging.mkdir(parents=True, exist_ok=True)
-        roots = link_roots(paths.landing)  # here: an executor's environment may not name them
+        roots = link_roots(paths.landing)  # here: an executor's environment may not name them (nor the memory limit)
+        limit = duckdb_memory_limit()
         items = [(source, str(path), out, bounds, str(staging / f"{out.file_id}.parquet"), str(paths.landing), roots,
-                  identity) for source, path, out, identity in pending]
+                  identity, limit) for source, path, out, identity in pending]
         try:
             results = spark.sparkContext.parallelize(items, len(items)).map(_stage_task).collect()
             insertable, unfinished = set(), []
