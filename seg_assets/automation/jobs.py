@@ -58,7 +58,10 @@ daily_rebase = dg.ScheduleDefinition(
 )
 
 
-@dg.sensor(job=refresh_job, minimum_interval_seconds=20, default_status=dg.DefaultSensorStatus.RUNNING,
+LANDING_SENSOR = "landing_sensor"
+
+
+@dg.sensor(name=LANDING_SENSOR, job=refresh_job, minimum_interval_seconds=20, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts a refresh for each new set of settled landing files (see automation/landing.py for the rule).")
 def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     try:
@@ -71,7 +74,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     cursor.seen |= taken  # ingested by a run the sensor did not start (the CLI, the schedule, a person)
     cursor.requested = {k: n for k, n in cursor.requested.items() if k not in taken}
     failed = context.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
-                                                     tags={"dagster/sensor_name": context.sensor_name}), limit=20)
+                                                     tags={"dagster/sensor_name": LANDING_SENSOR}), limit=20)
     retry_failed(cursor, [(r.run_id, r.tags.get("dagster/run_key", "")) for r in failed])
     ready = ready_files(files, cursor, time.time(), settings.settle_seconds)
     if not ready:
