@@ -613,56 +613,35 @@ def test_a_link_swapped_in_after_discovery_is_not_read(tmp_path, monkeypatch):
         assert con.sql("SELECT count(*) FROM raw.orders").fetchall() == [(0,)] and rejects == []
 
 
-def test_a_file_replaced_between_hashing_and_reading_fails_and_is_read_again(tmp_path, monkeypatch):
-    """An exporter that rewrites a fixed name (by rename) between the hash and the read: the ledger held A's hash
-    with B's rows, and A's rows, landed again later, counted as duplicates of rows never taken in. Now the file fails
-    (read again by the next run, whole)."""
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_file_changed_while_hashed_or_before_its_read_fails_and_is_read_again(tmp_path, monkeypatch, in_place):
+    """An exporter that rewrites a fixed name between the hash and the read (by rename): the ledger held A's hash with
+    B's rows, and A's rows, landed again later, counted as duplicates of rows never taken in. Rewritten in place while
+    hashed: the identity was taken after the hash, with the same result. Now the file fails, and the next run reads it
+    whole, under the hash of what it read."""
     from seg_assets.ingest import loader
 
     head = "order_id,user_id,order_ts,amount,items,status\n"
     write(tmp_path, "orders/a.csv", head + "oA,u1,2026-03-01T10:00:00Z,10,1,completed\n")
     a = tmp_path / "landing" / "orders" / "a.csv"
     hashed = loader.file_sha256
+    b = head + "oB,u2,2026-03-01T10:00:00Z,12,1,completed\n" + "oC,u3,2026-03-01T11:00:00Z,9,1,completed\n"
 
-    def hash_then_swap(path):
+    def hash_then_change(path):
         out = hashed(path)
-        if not (tmp_path / "swapped").exists():
-            (tmp_path / "swapped").touch()
-            b = a.with_name("b.tmp")
-            b.write_text(head + "oB,u2,2026-03-01T10:00:00Z,12,1,completed\n")
-            os.replace(b, a)
+        if not (tmp_path / "changed").exists():
+            (tmp_path / "changed").touch()
+            if in_place:
+                a.write_text(b)
+            else:
+                a.with_name("b.tmp").write_text(b)
+                os.replace(a.with_name("b.tmp"), a)
         return out
 
-    monkeypatch.setattr(loader, "file_sha256", hash_then_swap)
+    monkeypatch.setattr(loader, "file_sha256", hash_then_change)
     _, ledger, _ = ingest(tmp_path)
     assert [(r[1], r[2]) for r in ledger] == [("orders/a.csv", "failed")] and "changed between hashing" in ledger[0][8]
-    _, ledger, _ = ingest(tmp_path)  # the next run reads it whole (the failed attempt, under A's hash, stays on record)
-    assert [(r[1], r[2], r[4]) for r in ledger] == [("orders/a.csv", "failed", 0), ("orders/a.csv", "ingested", 1)]
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
-        assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("oB",)]
-
-
-def test_a_file_rewritten_in_place_while_hashed_fails_and_is_read_again(tmp_path, monkeypatch):
-    """Rewritten (same file, new bytes) while its hash was computed: the identity was taken after the hash, so the
-    ledger kept the old bytes' hash beside the new bytes' rows."""
-    from seg_assets.ingest import loader
-
-    head = "order_id,user_id,order_ts,amount,items,status\n"
-    write(tmp_path, "orders/a.csv", head + "oA,u1,2026-03-01T10:00:00Z,10,1,completed\n")
-    a = tmp_path / "landing" / "orders" / "a.csv"
-    hashed = loader.file_sha256
-
-    def hash_while_rewritten(path):
-        out = hashed(path)
-        if not (tmp_path / "rewritten").exists():
-            (tmp_path / "rewritten").touch()
-            a.write_text(head + "oB,u2,2026-03-01T10:00:00Z,12,1,completed\n" + "oC,u3,2026-03-01T11:00:00Z,9,1,completed\n")
-        return out
-
-    monkeypatch.setattr(loader, "file_sha256", hash_while_rewritten)
-    _, ledger, _ = ingest(tmp_path)
-    assert [(r[1], r[2]) for r in ledger] == [("orders/a.csv", "failed")] and "changed between hashing" in ledger[0][8]
-    _, ledger, _ = ingest(tmp_path)
+    _, ledger, _ = ingest(tmp_path)  # the next run reads it whole
     assert [(r[1], r[2], r[4]) for r in ledger][-1] == ("orders/a.csv", "ingested", 2)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT order_id FROM raw.orders ORDER BY 1").fetchall() == [("oB",), ("oC",)]
