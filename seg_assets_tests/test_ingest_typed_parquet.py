@@ -226,3 +226,17 @@ def test_misnamed_and_damaged_files_fail_at_once_saying_what_they_are(con, landi
     for name, words in expected.items():
         row = rows[f"orders/{name}"]
         assert row["status"] == "failed" and words in row["message"] and str(landing) not in row["message"], row["message"]
+
+
+def test_a_nested_column_read_as_one_value_fails_the_file_saying_so(con, landing):
+    """A LIST id was stored as the text "['a']" (a STRUCT as '{...}'): one line says to map one of its parts."""
+    df = typed_orders([{"order_id": "o1"}]).with_columns(user_id=pl.Series([["u1", "u2"]]))
+    write_parquet(landing, "orders", "lists.parquet", df)
+    df = typed_orders([{"order_id": "o2"}]).with_columns(category=pl.Series([{"main": "books", "sub": "sf"}]))
+    write_parquet(landing, "orders", "structs.parquet", df)
+    run(con, landing)
+    for name, column, kind in (("lists", "user_id", "VARCHAR[]"), ("structs", "category", "STRUCT(")):
+        row = ledger(con)[f"orders/{name}.parquet"]
+        assert row["status"] == "failed" and f"{column} is read from a nested value ({kind}" in row["message"], row["message"]
+        assert "column.field for a STRUCT" in row["message"]
+    assert con.sql("SELECT count(*) FROM raw.orders").fetchall() == [(0,)]

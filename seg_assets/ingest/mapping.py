@@ -81,9 +81,12 @@ def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], t
     return out
 
 
+NESTED = ("STRUCT", "MAP", "UNION")  # with a LIST ("...[]"): DuckDB types whose parts an expression reaches into
+
+
 def _scalar(duckdb_type: str) -> bool:
-    """A number, time or flag (not text, and not a STRUCT, MAP or LIST, whose parts an expression reaches into)."""
-    return not duckdb_type.startswith(("VARCHAR", "STRUCT", "MAP", "UNION")) and not duckdb_type.endswith("]")
+    """A number, time or flag (not text, and not a STRUCT, MAP or LIST)."""
+    return not duckdb_type.startswith(("VARCHAR", *NESTED)) and not duckdb_type.endswith("]")
 
 
 def _describe(con, src: Source, exprs: dict[str, str], source: SourceDef) -> dict[str, str]:
@@ -215,6 +218,11 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     types = _describe(con, src, exprs, source)
     out.columns.update({name: (sql, types.get(name)) for name, sql in exprs.items()})
     out.columns = {c.name: out.columns[c.name] for c in spec.columns if c.name in out.columns}  # contract order
+    nested = next(((n, t) for n, (_, t) in out.columns.items() if t and (t.endswith("]") or t.startswith(NESTED))), None)
+    if nested is not None:  # a LIST id was stored as the text '[a]', a STRUCT category as '{...}'
+        raise MappingError(f"source {source.name!r}: {nested[0]} is read from a nested value ({nested[1][:60]}), not one "
+                           "value: map one of its parts in sources.yaml (column.field for a STRUCT, column[1] for a "
+                           "list's first item)")
     if source.where is not None:
         out.where = f"coalesce(CAST(({source.where.sql(typed)}) AS BOOLEAN), false)"
     for col in spec.columns:
