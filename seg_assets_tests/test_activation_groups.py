@@ -187,6 +187,40 @@ def test_a_failed_move_of_audience_files_leaves_the_folder_as_it_was(tmp_path):
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_a_stale_audience_that_cannot_be_removed_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    """Removing yesterday's files came after today's were in place, without an undo: a file that could not be removed
+    (immutable, another owner) left both days side by side. And a replace that failed left a hidden copy behind."""
+    import os
+
+    from seg_assets.activation import audiences as A
+
+    folder = tmp_path / "audiences"
+    nba = pl.DataFrame({"user_id": ["u1", "u2", "u3"], "action_id": ["a", "b", "c"], "propensity": 1.0, "policy_version": "p"})
+    write_audiences(audiences(nba, datetime(2026, 11, 1), 0.1), folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real = os.replace
+
+    def stuck(src, dst):
+        if Path(src).name == "c-20261101.parquet":
+            raise PermissionError(1, "Operation not permitted", str(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(A.os, "replace", stuck)
+    with pytest.raises(PermissionError):
+        write_audiences(audiences(nba.head(2), datetime(2026, 11, 2), 0.1), folder)  # c is stale and stuck
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no hidden copy left either
+
+    def stuck_in_place(src, dst):
+        if Path(dst).name == "b-20261101.csv":
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(A.os, "replace", stuck_in_place)
+    with pytest.raises(PermissionError):
+        write_audiences(audiences(nba, datetime(2026, 11, 1), 0.2), folder)  # today again, b cannot be replaced
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_a_key_yaml_reads_as_a_boolean_or_a_number_is_told_to_be_quoted(tmp_path, monkeypatch):
     monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
     (tmp_path / "actions.yaml").write_text("actions:\n  yes: {}\n")  # was "actions.1.[key]: Input should be a valid string"

@@ -17,6 +17,7 @@ promoted only when not worse, recorded in ``meta.policies``; one action per elig
 import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -78,8 +79,8 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     catalogue = _catalogue(settings)
     control = catalogue.control
     with duckdb.get_connection() as con, transaction(con):
-        # dated by the refresh's as-of: the sends after it were made against this group (outcomes.py)
-        version = salt_version(con, control.salt, control.share, settings.resolve_as_of(con))
+        # dated by the wall clock: the sends after it were made against this group (groups.in_control_at_sql)
+        version = salt_version(con, control.salt, control.share, datetime.now(UTC).replace(tzinfo=None))
         con.execute(f"""CREATE OR REPLACE TABLE {TABLE} AS
             SELECT user_id, bucket < {control_cutoff(control.share)} AS global_control, bucket,
                    {version}::INTEGER AS salt_version
@@ -388,7 +389,12 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
             if table_exists(con, "analytics.user_recommendations") else None
     frame = audiences(nba, as_of, catalogue.holdout_of, control, recommended)
     folder = settings.paths.bi / "audiences"
-    counts = write_audiences(frame, folder)
+    try:
+        counts = write_audiences(frame, folder)
+    except OSError as exc:  # permissions, a read-only or immutable file: the folder is as it was; retrying cannot fix it
+        name = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
+        raise input_failure(f"bi/audiences: {exc.strerror or exc}{name}: the folder was left as it was (no audience "
+                            "replaced or removed); fix the folder's permissions and refresh again") from None
     return dg.MaterializeResult(check_results=[_audience_check(folder, control, set(counts))], metadata={
         "folder": dg.MetadataValue.path(str(folder)), "campaigns": dg.MetadataValue.int(len(counts)),
         "dagster/row_count": dg.MetadataValue.int(frame.height),

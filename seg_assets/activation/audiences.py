@@ -69,7 +69,7 @@ def audience_files(folder: Path) -> list[Path]:
 
 def write_audiences(frame: pl.DataFrame, folder: Path) -> dict[str, dict[str, int]]:
     """Write one Parquet and one CSV file per campaign, each atomically, then remove the files of campaigns no
-    longer current; returns counts per campaign and group."""
+    longer current, all or nothing (:func:`_replace_all`); returns counts per campaign and group."""
     folder.mkdir(parents=True, exist_ok=True)
     inside = folder.resolve()
     for cid in frame["campaign_id"].unique().to_list():  # actions.yaml checks action ids; whatever the id, stay inside
@@ -85,39 +85,47 @@ def write_audiences(frame: pl.DataFrame, folder: Path) -> dict[str, dict[str, in
                 write(tmp)
                 staged.append((tmp, folder / f"{cid}.{ext}"))
             counts[cid] = {g: int(n) for g, n in part.group_by("group").len().iter_rows()}
-        _swap_in(staged, token)
         current = {target for _, target in staged}
-        for stale in audience_files(folder):  # then the campaigns that are no longer current go
-            if stale not in current:
-                stale.unlink(missing_ok=True)
+        _replace_all(staged, [p for p in audience_files(folder) if p not in current], token)
     finally:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
     return counts
 
 
-def _swap_in(staged: list[tuple[Path, Path]], token: str) -> None:
-    """Move each written file into place (each replace atomic: a reader sees the old file or the new one); if one move
-    fails, put back what the folder held (a file replaced keeps a second link until every move is done), so a CRM
-    never imports two days' campaigns, or half of today's, side by side."""
-    kept: list[tuple[Path, Path]] = []  # (target, a link to its previous content)
-    moved: list[Path] = []
+def _replace_all(staged: list[tuple[Path, Path]], stale: list[Path], token: str) -> None:
+    """Move each written file into place (each replace atomic: a reader sees the old file or the new one), then take
+    the ``stale`` files (campaigns no longer current) out of view; if any step fails, undo every one before it and
+    raise its error, so a CRM never imports two days' campaigns, or half of today's, side by side. A replaced or
+    stale file keeps a second, hidden name until every step is done."""
+    undo: list = []  # how to put back each step done, last first
     try:
         for tmp, target in staged:
+            aside = target.with_name(f".{target.name}.{token}.old")
             if target.exists():
-                aside = target.with_name(f".{target.name}.{token}.old")
                 try:
                     os.link(target, aside)
                 except OSError:  # a file system without hard links
                     shutil.copy2(target, aside)
-                kept.append((target, aside))
-            os.replace(tmp, target)
-            moved.append(target)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    aside.unlink(missing_ok=True)  # the target is as it was
+                    raise
+                undo.append(lambda t=target, a=aside: os.replace(a, t))
+            else:
+                os.replace(tmp, target)
+                undo.append(lambda t=target: t.unlink(missing_ok=True))
+        for path in stale:
+            aside = path.with_name(f".{path.name}.{token}.old")
+            os.replace(path, aside)
+            undo.append(lambda t=path, a=aside: os.replace(a, t))
     except BaseException:
-        for target in moved:
-            target.unlink(missing_ok=True)
-        for target, aside in kept:
-            os.replace(aside, target)
+        for step in reversed(undo):
+            try:
+                step()
+            except OSError:  # keep undoing the others; the error that stopped the write is the one raised
+                pass
         raise
-    for _, aside in kept:
-        aside.unlink(missing_ok=True)
+    for old in {*[t for _, t in staged], *stale}:
+        old.with_name(f".{old.name}.{token}.old").unlink(missing_ok=True)

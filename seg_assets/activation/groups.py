@@ -34,12 +34,14 @@ def salted_bucket_sql(user_column: str, salt_sql: str) -> str:
 
 def in_control_at_sql(user_column: str, time_column: str) -> str:
     """SQL: whether the user was in the global control group at that time, by the salt and share in force then (the
-    latest version recorded by then; before the first, the first). A new salt re-draws the group from its use on:
-    the sends before it are judged by the group they were sent against (judged by today's group, a salt change
-    dropped past sends from lift and called sends to users then outside the group broken promises)."""
+    one recorded latest by then; before the first, the first). A new salt re-draws the group from its use on: the
+    sends before it are judged by the group they were sent against (judged by today's group, a salt change dropped
+    past sends from lift and called sends to users then outside the group broken promises). ``since`` is the wall
+    clock of the refresh that first drew a salt, when its audiences were written: the data's as-of lags behind sends
+    made from the previous audiences, and moves back and forth with ``--as-of``."""
     return f"""(SELECT {salted_bucket_sql(user_column, 'v.salt')} < round(v.share * {BUCKETS}) FROM {SALTS_TABLE} v
-                ORDER BY (v.since <= {time_column}) DESC, CASE WHEN v.since <= {time_column} THEN -v.salt_version
-                ELSE v.salt_version END LIMIT 1)"""
+                ORDER BY (v.since <= {time_column}) DESC, CASE WHEN v.since <= {time_column} THEN -epoch(v.since)
+                ELSE epoch(v.since) END, -v.salt_version LIMIT 1)"""
 
 
 def control_cutoff(share: float) -> int:

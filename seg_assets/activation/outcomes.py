@@ -53,7 +53,10 @@ def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict
     if not table_exists(con, "raw.campaign_sends"):
         return empty, {}
     days = int(attribution_days)
-    control = in_control_at_sql("r.user_id", "r.sent_ts") if table_exists(con, SALTS_TABLE) else "false"
+    scored = table_exists(con, SALTS_TABLE) and table_exists(con, "analytics.user_groups")
+    # only a scored user is in a group (an id no delivery names stays an unknown user, whatever its hash)
+    control = (f"(r.user_id IN (SELECT user_id FROM analytics.user_groups) AND {in_control_at_sql('r.user_id', 'r.sent_ts')})"
+               if scored else "false")
     at_send = f""",
         at_send AS (
             SELECT s.send_id, h.segment_id
