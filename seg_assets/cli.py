@@ -86,16 +86,16 @@ def refresh(
     from seg_assets.errors import InputError
     from seg_assets.settings import data_paths
     from seg_assets.spark.session import engine_from_env
-    from seg_assets.warehouse import parse_utc
+    from seg_assets.warehouse import as_of_setting
 
     if engine is not None and engine.strip().lower() not in ("duckdb", "spark"):
         raise typer.BadParameter(f"{engine!r}: the engine is duckdb or spark", param_hint="--engine")
     engine = engine.strip().lower() if engine else None
     if as_of is not None:
         try:
-            parse_utc(as_of)
-        except ValueError:
-            raise typer.BadParameter(f"{as_of!r} is not an ISO-8601 time, e.g. 2026-10-31T23:59:59Z", param_hint="--as-of") from None
+            as_of_setting(as_of)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--as-of") from None
     paths = data_paths(data_dir)
     try:
         _check_environment(paths)

@@ -18,12 +18,12 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 from filelock import FileLock
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seg_assets import interrupts
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
-from seg_assets.warehouse import parse_utc, prepare_connection, resolve_as_of
+from seg_assets.warehouse import as_of_setting, parse_utc, prepare_connection, resolve_as_of
 
 
 class Warehouse(DuckDBResource):
@@ -128,6 +128,12 @@ class SegSettings(dg.ConfigurableResource):
         description="Population drift: a model feature whose PSI against the model's reference exceeds this "
         "triggers a re-fit (the drift check fails; 'when_needed' runs fit).",
     )
+
+    @model_validator(mode="after")
+    def _as_of_is_a_time_up_to_now(self):
+        if self.as_of:
+            as_of_setting(self.as_of, self.clock_skew_minutes)
+        return self
 
     @property
     def paths(self) -> DataPaths:

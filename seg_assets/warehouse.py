@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -155,6 +155,21 @@ def parse_utc(text: str) -> datetime:
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def as_of_setting(text: str, skew_minutes: float = 60) -> datetime:
+    """An as-of a person gives (``--as-of``, resource ``settings.as_of``): an ISO-8601 time no later than now plus the
+    clock skew ingestion allows (a time past it closed attribution windows no order could have filled yet, and
+    dated audiences in the future). ValueError says which rule it breaks."""
+    try:
+        value = parse_utc(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO-8601 time, e.g. 2026-10-31T23:59:59Z") from None
+    now = datetime.now(UTC).replace(tzinfo=None)
+    if value > now + timedelta(minutes=skew_minutes):
+        raise ValueError(f"{text!r} is in the future (now is {now:%Y-%m-%dT%H:%M}Z): give a time up to now, or none "
+                         "(the latest order or click)")
     return value
 
 

@@ -634,3 +634,16 @@ def test_a_refresh_waits_for_a_run_that_writes_the_warehouse(data_dir, monkeypat
     assert stuck.exit_code == 1 and "waiting for run sensor-run-1 (refresh) to finish" in flat
     assert "Refresh not started: run sensor-run-1 has been writing the warehouse" in flat
     assert not (data_dir / "warehouse.duckdb").exists()  # nothing ran
+
+
+def test_an_as_of_in_the_future_is_refused(tmp_path, monkeypatch):
+    """--as-of 2030-01-01 closed attribution windows no order could fill yet, fed the policy zero conversions and dated
+    audiences in 2030. Refused on the command line and as the resource's setting (a run launched from the UI)."""
+    from seg_assets.resources import SegSettings
+
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path))
+    result = runner.invoke(app, ["refresh", "--as-of", "2030-01-01T00:00:00Z"])
+    assert result.exit_code == 2 and "is in the future" in " ".join(result.output.split())
+    with pytest.raises(ValueError, match="is in the future"):
+        SegSettings(data_dir=str(tmp_path), as_of="2030-01-01T00:00:00Z")
+    assert SegSettings(data_dir=str(tmp_path), as_of="2026-10-31T23:59:59Z").as_of
