@@ -160,8 +160,8 @@ def parse_model(text: str, path: Path, model: type[M], error: type[ValueError]) 
         err = exc.errors()[0]
         if not all(map(plain, err["loc"])):
             raise error(f"{path}: not a mapping of the expected keys ({expected}): is it the right file?") from None
-        if err["loc"][-1:] == ("[key]",):  # a key YAML read as a boolean or a number (`yes:` is True, `123:` an int)
-            where = ".".join(str(p) for p in err["loc"][:-2])
+        if err["loc"][-1:] == ("[key]",) or err["type"] == "invalid_key":  # a key YAML read as a boolean or a number
+            where = ".".join(str(p) for p in err["loc"][:-2 if err["loc"][-1:] == ("[key]",) else -1]) or "(top level)"
             raise error(f"{path}: {where}: a key must be text, and YAML read one as {type(err['input']).__name__} "
                         f"{shown(str(err['input']))} (yes/no/on/off and numbers are not text): quote the key") from None
         where = ".".join(str(p) for p in err["loc"])

@@ -226,3 +226,16 @@ def test_a_key_yaml_reads_as_a_boolean_or_a_number_is_told_to_be_quoted(tmp_path
     (tmp_path / "actions.yaml").write_text("actions:\n  yes: {}\n")  # was "actions.1.[key]: Input should be a valid string"
     with pytest.raises(ActionsConfigError, match=r"actions: a key must be text, and YAML read one as bool 'True' .*quote the key"):
         load_catalogue(tmp_path)
+
+
+def test_campaign_keys_are_trimmed_and_flags_are_no_segments(tmp_path, monkeypatch):
+    """Ingestion trims campaign ids, so a key " spring " matched nothing; ``eligible_segments: [on]`` was segment 1."""
+    monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
+    (tmp_path / "actions.yaml").write_text('campaigns:\n  " spring ": {holdout_share: 0.5}\n')
+    assert load_catalogue(tmp_path).holdout_of("spring") == 0.5
+    (tmp_path / "actions.yaml").write_text("actions:\n  a: {eligible_segments: [on, 2]}\n")
+    with pytest.raises(ActionsConfigError, match="a segment YAML read as True"):
+        load_catalogue(tmp_path)
+    (tmp_path / "actions.yaml").write_text("control:\n  on: 1\n")
+    with pytest.raises(ActionsConfigError, match="control: a key must be text"):
+        load_catalogue(tmp_path)

@@ -201,3 +201,24 @@ def test_a_later_as_of_closes_attribution_windows_without_new_data(campaigns_roo
     after, as_of = counted()
     assert after >= before and as_of == later
     assert {p.stem.rsplit("-", 1)[1] for p in (root / "bi" / "audiences").glob("*.csv")} == {f"{later:%Y%m%d}"}
+
+
+def test_settings_that_match_nothing_are_named(campaigns_root, tmp_path):
+    """A campaign share for an id no send names, and one mistyped segment in an eligibility list (the action still had
+    users, so nothing warned: a segment silently never got it)."""
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "named"
+    shutil.copytree(campaigns_root, root)
+    actions = yaml.safe_load((root / "actions.yaml").read_text())
+    first = next(iter(actions["actions"]))
+    actions["actions"][first]["eligible_segments"] = [1, "Bargain  huntres"]
+    actions["campaigns"] = {"Demo-Typo": {"holdout_share": 0.5}}
+    (root / "actions.yaml").write_text(yaml.safe_dump(actions))
+    outcome = run_refresh(root)
+    assert outcome.success
+    warnings = " ".join(p.message for p in outcome.problems if p.kind == "warning")
+    assert "holdout share for campaign(s) no send names: 'Demo-Typo'" in warnings
+    assert f"{first}'s eligible_segments name no current segment: 'Bargain  huntres'" in warnings

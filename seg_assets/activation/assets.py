@@ -142,7 +142,9 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)  # the refresh's (--as-of closes windows even when no user had new rows)
         outcomes, left_out = send_outcomes(con, as_of, catalogue.attribution_days)
-        planned = {c: catalogue.holdout_of(c) for c in outcomes["campaign_id"].unique().to_list()}
+        delivered = (con.sql("SELECT DISTINCT campaign_id FROM raw.campaign_sends").fetchall()
+                     if table_exists(con, "raw.campaign_sends") else [])
+        planned = {c: catalogue.holdout_of(c) for (c,) in delivered}  # every campaign delivered, counted or not yet
         lift = lift_table(outcomes.select("campaign_id", "action_id", "segment_id", "user_id", "group", "converted", "revenue"),
                           planned_control_share=planned).select(LIFT_COLUMNS)
         with transaction(con):
@@ -161,6 +163,10 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         context.log.warning(f"campaign_lift: {breach} treatment send(s) to users of the global control group, which never "
                             "receives an action: left out of lift and of the policy; fix the audience the sender used "
                             "(bi/audiences excludes them)")
+    unmatched = sorted(set(catalogue.campaigns) - set(planned))
+    if unmatched:
+        context.log.warning(f"campaign_lift: actions.yaml sets a holdout share for campaign(s) no send names: "
+                            f"{', '.join(map(repr, unmatched[:5]))} (ids match exactly, case included)")
     if left_out.get("unknown_user"):
         context.log.warning(f"campaign_lift: {left_out['unknown_user']} send(s) to users with no segment (an id no delivery "
                             "names, or not scored yet): left out of lift and of the policy; check the sender's user ids")
@@ -174,7 +180,8 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
     check = dg.AssetCheckResult(
         check_name="sample_ratio", passed=broken.height == 0, severity=dg.AssetCheckSeverity.WARN,
         metadata={"cells": lift.height, "cells_with_mismatch": broken.height,
-                  "planned_control_share": catalogue.holdout_share, "campaigns_with_own_share": len(catalogue.campaigns),
+                  "planned_control_share": catalogue.holdout_share,
+                  "campaigns_with_own_share": len(set(catalogue.campaigns) & set(planned)),
                   "mismatched": dg.MetadataValue.md(_md(broken.select("campaign_id", "action_id", "segment_id", "n_treated",
                                                                       "n_control", "srm_p_value")))})
     shown = lift.sort("campaign_id", "action_id", "segment_id").select(
@@ -184,7 +191,8 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         "dagster/row_count": dg.MetadataValue.int(lift.height), "as_of": str(as_of),
         "sends": dg.MetadataValue.int(outcomes.height), "treated": dg.MetadataValue.int(treated.height),
         "sends_left_out": dg.MetadataValue.md(_md(pl.DataFrame(
-            [(k, LEFT_OUT.get(k, "treatment sends among the global-control ones"), v) for k, v in left_out.items() if v],
+            [(k, LEFT_OUT.get(k, "of all sends left out: treatment sent to a global-control user (counted above too)"), v)
+             for k, v in left_out.items() if v],
             schema=["reason", "meaning", "sends"], orient="row"))),
         "control": dg.MetadataValue.int(control.height),
         "conversion_treated": dg.MetadataValue.float(float(treated["converted"].mean() or 0.0)),
@@ -302,8 +310,14 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     offered = {a for actions in users.filter(~pl.col("global_control"))["eligible_actions"].to_list() for a in actions or []}
     if set(arms) - offered:
         context.log.warning(f"next_best_action: no user is eligible for {', '.join(sorted(set(arms) - offered))}: its "
-                            "eligible_segments / eligible_stages in actions.yaml name no current segment (names or ids: "
-                            f"{', '.join(sorted(map(str, users['segment_name'].unique().to_list())))}) or stage of a user")
+                            "eligible_segments / eligible_stages in actions.yaml name no current segment or stage of a user")
+    current = {str(v).strip().lower() for v in [*users["segment_id"].to_list(), *users["segment_name"].to_list()] if v is not None}
+    for action_id in arms:  # a typo in one entry of a list silently left that segment without the action
+        unknown = [s for s in catalogue.actions[action_id].eligible_segments if str(s).strip().lower() not in current]
+        if unknown:
+            context.log.warning(f"next_best_action: {action_id}'s eligible_segments name no current segment: "
+                                f"{', '.join(map(repr, unknown[:5]))} (current: "
+                                f"{', '.join(sorted(map(str, users['segment_name'].unique().to_list())))})")
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
     fit, holdout = time_split(treated, HOLDOUT_SHARE)
     candidate = _fit(fit, x_sends, arms)

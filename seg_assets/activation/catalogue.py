@@ -56,6 +56,15 @@ class Action(BaseModel):
     eligible_segments: list[str | int] = Field(default_factory=list)
     eligible_stages: list[str] = Field(default_factory=list)
 
+    @field_validator("eligible_segments", mode="before")
+    @classmethod
+    def _no_flags(cls, segments):
+        """YAML reads ``on``/``no`` as booleans, which would count as segment ids 1 and 0."""
+        flags = [s for s in segments or [] if isinstance(s, bool)] if isinstance(segments, list) else []
+        if flags:
+            raise ValueError(f"a segment YAML read as {flags[0]!r} (yes/no/on/off): quote the name or give the id")
+        return segments
+
     @field_validator("eligible_stages")
     @classmethod
     def _known_stages(cls, stages: list[str]) -> list[str]:
@@ -85,6 +94,12 @@ class Catalogue(BaseModel):
     campaigns: dict[str, Campaign] = Field(default_factory=dict)
     attribution_days: int = Field(default=7, ge=1, le=365)
     actions: dict[str, Action] = Field(default_factory=dict)
+
+    @field_validator("campaigns")
+    @classmethod
+    def _trimmed(cls, campaigns: dict[str, Campaign]) -> dict[str, Campaign]:
+        """Campaign ids as ingestion stores them (trimmed): a key ``" spring "`` matched no campaign."""
+        return {key.strip(): plan for key, plan in campaigns.items()}
 
     def holdout_of(self, campaign_id: str) -> float:
         """The holdout share the campaign planned: its own in ``campaigns``, else ``holdout_share``."""
