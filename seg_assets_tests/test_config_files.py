@@ -150,9 +150,26 @@ def test_a_run_launched_with_a_value_out_of_range_stops_at_its_first_step_in_one
 def test_model_settings_that_size_or_sign_something_are_bounded(field, value):
     """``refit_retry_hours=1e300`` overflowed a timedelta mid-run ("unexpected: please report it"); a negative
     ``max_match_distance`` would give every re-fitted segment a new id."""
-    import pydantic
+    import dagster as dg
 
     from seg_assets.segmentation.assets import SegmentModelConfig
 
-    with pytest.raises(pydantic.ValidationError, match=field):
+    with pytest.raises(dg.Failure, match=f"invalid setting: {field}: Input should be"):
         SegmentModelConfig(**{field: value})
+
+
+def test_a_subset_launched_with_a_value_out_of_range_fails_in_one_line_not_retried(data_dir):
+    """'Materialize selected' with config skips ingestion's check: segment_model failed with pydantic's traceback,
+    retried twice. Every op's Config class now refuses its own values in one line."""
+    import dagster as dg
+
+    from seg_assets.definitions import build_defs
+    from seg_assets.segmentation.assets import SEGMENT_MODEL
+
+    job = build_defs(data_dir).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(run_config={"ops": {"segment_model": {"config": {"k_min": -3}}}}, asset_selection=[SEGMENT_MODEL],
+                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failure.step_failure_data.user_failure_data.description == (
+        "invalid setting: k_min: Input should be greater than or equal to 2")
+    assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)

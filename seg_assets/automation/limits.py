@@ -2,7 +2,9 @@
 
 Dagster's config schema checks names and types, not a Config class's limits: a value out of range passed the
 launchpad, then failed its step with pydantic's traceback, retried twice, after every step before it ran. The
-command line checks before a run (refresh.py), and the refresh job's first step checks a run launched from the UI.
+command line checks before a run (refresh.py), the refresh job's first step checks a run launched from the UI, and
+every op's Config class (:class:`CheckedConfig`) refuses its own values in one line, not retried, when only some
+assets are launched.
 """
 
 from __future__ import annotations
@@ -11,8 +13,27 @@ import inspect
 
 import dagster as dg
 import pydantic
+from pydantic import model_validator
 
 from seg_assets.automation.run_config import SettingsError
+
+
+class CheckedConfig(dg.Config):
+    """An op's settings: a value outside a field's limits is a ``dg.Failure`` (one line, never retried) instead of
+    pydantic's ValidationError, which Dagster reported with its traceback and retried."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, data, handler):
+        try:
+            return handler(data)
+        except pydantic.ValidationError as exc:
+            from seg_assets.errors import input_failure
+
+            failure = input_failure("invalid setting: " + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or cls.__name__}: {e['msg']}" for e in exc.errors()))
+            failure.setting_errors = exc.errors()
+            raise failure from None
 
 
 def config_classes(job: dg.JobDefinition) -> dict[str, type[dg.Config]]:
@@ -33,6 +54,9 @@ def check_limits(job: dg.JobDefinition, run_config: dict) -> None:
         if op in classes and isinstance(entry, dict):
             try:
                 classes[op](**(entry.get("config") or {}))
-            except pydantic.ValidationError as exc:
+            except (pydantic.ValidationError, dg.Failure) as exc:
+                errors = exc.errors() if isinstance(exc, pydantic.ValidationError) else getattr(exc, "setting_errors", None)
+                if errors is None:
+                    raise
                 raise SettingsError("invalid setting: " + "; ".join(
-                    f"{'.'.join(map(str, (op, *e['loc'])))}: {e['msg']}" for e in exc.errors())) from None
+                    f"{'.'.join(map(str, (op, *e['loc'])))}: {e['msg']}" for e in errors)) from None

@@ -15,6 +15,7 @@ import polars as pl
 from pydantic import Field
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.baskets import counts as C
 from seg_assets.baskets import rules as R
 from seg_assets.features import incremental as inc
@@ -29,7 +30,7 @@ BASKET_INPUTS = [RAW_KEYS["order_items"], RAW_KEYS["orders"]]  # lines, and orde
 NAMES = f"SELECT segment_id, any_value(segment_name) AS segment_name FROM {C.SEGMENTS} GROUP BY segment_id"
 
 
-class BasketRulesConfig(dg.Config):
+class BasketRulesConfig(CheckedConfig):
     min_support: float = Field(default=0.01, gt=0, le=1, description="A rule's itemset is in at least this share of its scope's baskets.")
     min_baskets: int = Field(default=5, ge=1, description="... and in at least this many baskets (guards small segments and small shops).")
     min_confidence: float = Field(default=0.2, ge=0, le=1, description="P(consequent | antecedent) at least this.")

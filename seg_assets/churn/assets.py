@@ -33,6 +33,7 @@ from pydantic import Field
 
 from seg_assets.artifacts import MAX_SEED
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_LEVELS
 from seg_assets.churn.model import ChurnModel, train_churn_model
@@ -54,7 +55,7 @@ STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging"
 TABLE = "analytics.churn_scores"
 
 
-class ChurnConfig(dg.Config):
+class ChurnConfig(CheckedConfig):
     fit: Literal["when_needed", "always"] = Field(
         default="when_needed", description="'when_needed': only without a model in service, after a settings change, "
         "when the model's data is older than max_age_days, or after a fit below min_auc. 'always' forces a fit.")

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.features import dictionary
 from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
@@ -33,7 +34,7 @@ def sources(models: dict) -> list[inc.Source]:
     return [inc.Source(table, event_time_of(table, models)) for table in STAGING]
 
 
-class FeatureConfig(dg.Config):
+class FeatureConfig(CheckedConfig):
     top_categories: int = Field(
         default=10, ge=1, le=100, description="Categories that get their own cat_share_<category> column; the rest go to cat_share_other."
     )

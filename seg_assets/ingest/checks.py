@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.expectations import expect, validate_frame
 from seg_assets.features.incremental import rebase_requested
 from seg_assets.ingest import contract as C
@@ -32,7 +33,7 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.validation import describe_counts, ge_metadata, nonzero
 
 
-class RawCheckConfig(dg.Config):
+class RawCheckConfig(CheckedConfig):
     # Every rule is also counted exactly over all the run's rows in DuckDB (``_aggregates``); GE's sample is the
     # second opinion that shows examples. 20k rows catch a fault in 1 row of 2,000 with probability 1 - e^-10.
     sample_rows: int = Field(default=20_000, ge=1, description="At most this many of the run's new rows go through GE.")

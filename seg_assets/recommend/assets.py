@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.baskets.assets import BASKET_INPUTS
 from seg_assets.baskets.counts import watermark
 from seg_assets.features import incremental as inc
@@ -39,7 +40,7 @@ STATE_COLUMNS = ("watermark BIGINT, settings_key VARCHAR, as_of TIMESTAMP, weigh
 DEFAULTS = M.RecSettings()  # the model's defaults, so each lives in one place
 
 
-class RecommendConfig(dg.Config):
+class RecommendConfig(CheckedConfig):
     top_n: int = Field(default=DEFAULTS.top_n, ge=1, le=100, description="Products per user.")
     exclude_days: int = Field(default=DEFAULTS.exclude_days, ge=0, le=MAX_DAYS, description="Products the user bought in this many days "
                               "before as-of are not recommended (0: none excluded).")

@@ -24,6 +24,7 @@ from pydantic import Field, model_validator
 
 from seg_assets.artifacts import MAX_SEED
 from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.ingest.ledger import why_no_rows
@@ -50,7 +51,7 @@ GROUP = "segmentation"
 MODEL_DEFAULTS = ModelConfig()  # the maths' defaults, so each lives in one place
 
 
-class SegmentModelConfig(dg.Config):
+class SegmentModelConfig(CheckedConfig):
     # 'when_needed' by default: the runs automation launches have no run config, and with 'always' a drift that the gate
     # kept refusing re-fitted every 30 s (the check re-ran on the refused fit, failed again, asked for another)
     fit: Literal["always", "when_needed"] = Field(
@@ -320,7 +321,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     return dg.MaterializeResult(metadata=metadata)
 
 
-class ClassifierConfig(dg.Config):
+class ClassifierConfig(CheckedConfig):
     fit: Literal["always", "when_needed"] = Field(
         default="when_needed", description="'when_needed': only if the model in service has no classifier yet; 'always': now.")
     kind: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier family.")

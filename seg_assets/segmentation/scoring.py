@@ -23,6 +23,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.churn.keys import CHURN_SCORES, RISK_LEVELS
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
@@ -83,7 +84,7 @@ def segments_as_of(con):
 LIFECYCLE, TIERS = LifecycleThresholds(), ValueTiers()  # the rules' defaults, so each lives in one place
 
 
-class ScoringConfig(dg.Config):
+class ScoringConfig(CheckedConfig):
     assign_with: Literal["classifier", "model"] = Field(
         default="classifier", description="Who assigns users: the classifier in service (falls back to the model if none).")
     rfm_bins: int = Field(default=5, ge=2, le=10, description="RFM score range 1..rfm_bins (quantiles).")
