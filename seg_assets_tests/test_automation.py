@@ -186,6 +186,10 @@ def test_the_hourly_schedule_skips_when_the_segments_are_current(refreshed_insta
     shutil.copy(orders, orders.with_name("late_" + orders.name))
     [request] = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, resources=build_resources(data_dir))).run_requests
     assert request.job_name in (None, "refresh")
+    # published by a run that carries no op config (the sensor's, automation's): current too (it never was)
+    assert defs.resolve_job_def("refresh").execute_in_process(instance=instance, run_config=QUIET).success
+    again = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, resources=build_resources(data_dir)))
+    assert not again.run_requests and again.skip_message.startswith("segments are current")
 
 
 def test_the_files_of_a_sensor_run_that_failed_before_ingesting_are_requested_again(refreshed_instance, data_dir):
