@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import typer
+from filelock import FileLock
 from rich.console import Console
 from rich.markup import escape
 
@@ -129,7 +130,7 @@ def refresh(
     for dead in fail_dead_runs(instance):
         console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "
                       "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
-    _wait_for_writers(instance)
+    turn = FileLock(str(paths.root / ".refresh.lock"), thread_local=False)  # one command-line refresh of a root at a time
     try:
         from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
 
@@ -137,9 +138,17 @@ def refresh(
             progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
             outcome = interrupts.run_until_signal(lambda: run_refresh(
                 paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides, instance=instance,
-                tags={"seg-assets/launched_by": "cli", **process_tags()}, engine=engine))
+                tags={"seg-assets/launched_by": "cli", **process_tags()}, engine=engine,
+                before_run=lambda: _take_turn(turn, instance)))
     except InputError as exc:
         _input_error(exc)
+    finally:
+        if turn.is_locked:
+            turn.release()
+    if not outcome.success:  # its steps may have written tables newer than the publication: the next refresh runs
+        from seg_assets.published_state import mark_not_current
+
+        mark_not_current(paths)
     if interrupts.STOP.is_set() and not outcome.success:
         console.print(_interrupted_line(outcome, paths, instance), highlight=False, soft_wrap=True)
         raise typer.Exit(interrupts.exit_code())
@@ -167,14 +176,29 @@ def refresh(
 WAIT_FOR_RUNS_SECONDS = 3600.0  # as long as a writer waits for the warehouse's lock (resource duckdb)
 
 
-def _wait_for_writers(instance, poll_seconds: float = 2.0) -> None:
-    """One refresh at a time: wait while a run of the instance (the schedule's, the sensor's, the UI's) writes the
-    warehouse, then start; after WAIT_FOR_RUNS_SECONDS, one line naming the run and exit 1."""
+def _take_turn(turn, instance, poll_seconds: float = 2.0) -> None:
+    """One refresh at a time, once the settings are checked (a bad one is refused at once): wait for another
+    command-line refresh of this data root (two started half a second apart both ran), then for a run of the instance
+    (the schedule's, the sensor's, the UI's) that writes the warehouse; after WAIT_FOR_RUNS_SECONDS, one line, exit 1."""
     import time
+
+    from filelock import Timeout
 
     from seg_assets.automation.instance import runs_writing
 
     deadline, told = time.monotonic() + WAIT_FOR_RUNS_SECONDS, set()
+    while True:
+        try:
+            turn.acquire(timeout=poll_seconds)
+            break
+        except Timeout:
+            if not told:
+                told.add("cli")
+                console.print("waiting for another seg-assets refresh of this data root to finish", highlight=False)
+            if time.monotonic() > deadline:
+                console.print("[red]Refresh not started[/red]: another seg-assets refresh of this data root has run for "
+                              f"{WAIT_FOR_RUNS_SECONDS / 60:.0f} min", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
     while running := runs_writing(instance):
         for run in running:
             if run.run_id not in told:

@@ -113,6 +113,16 @@ def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, 
     return target
 
 
+def mark_not_current(paths: DataPaths) -> None:
+    """The warehouse holds tables newer than the publication (a run that wrote some and did not finish): the next
+    refresh must run, whatever the landing files and settings say (it said "Segments are current" and left them)."""
+    state = read_state(paths)
+    if state is not None and state.get("settings") is not None:
+        tmp = state_path(paths).with_suffix(".tmp")
+        tmp.write_text(json.dumps({**state, "settings": None}))
+        os.replace(tmp, state_path(paths))
+
+
 def published(paths: DataPaths) -> bool:
     """Whether a refresh has ever published segments for BI."""
     return (paths.bi / "segments.duckdb").exists()

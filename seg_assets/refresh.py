@@ -239,13 +239,15 @@ def run_refresh(
     tags: dict[str, str] | None = None,
     on_stage=None,
     engine: str | None = None,
+    before_run=None,
 ) -> RefreshOutcome:
     """Run the refresh job once; ``on_stage(group, 'done', outcome)`` reports each stage after it.
 
     ``rebase`` recomputes every user's features and scores instead of only the users with new rows;
     ``overrides`` (``{"ops": {op: {"config": {...}}}}``) are laid over the job's settings; ``engine``: duckdb
     or spark (default ``$SEG_ENGINE``, else duckdb). Without an
-    ``instance`` the run is recorded in a temporary one.
+    ``instance`` the run is recorded in a temporary one. ``before_run()`` is called once the settings are checked,
+    just before the run starts (the command line takes its turn there).
     """
     paths = data_paths(data_dir).ensure()
     defs = build_defs(paths.root, as_of, engine)
@@ -254,6 +256,8 @@ def run_refresh(
     run_config = merge(refresh_run_config(refit), overrides)
     check_settings(job, run_config, overrides)
     instance = instance or dg.DagsterInstance.ephemeral()
+    if before_run is not None:
+        before_run()
     start = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,

@@ -41,6 +41,16 @@ class Warehouse(DuckDBResource):
         description="How long to wait for a process outside the refresh that holds the warehouse open (a notebook, "
         "a BI tool) before failing with what to do.")
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Tag the run with this process (pid, host) when it has none (a daemon's run worker): one killed with `dagster
+        dev` stayed STARTED, held the 'duckdb' pool and made `seg-assets refresh` wait for it an hour; tagged, the CLI
+        and the dead_cli_runs sensor mark it failed (automation/instance.py: fail_dead_runs)."""
+        from seg_assets.automation.instance import PID_TAG, process_tags
+
+        run, instance = context.dagster_run, context.instance
+        if run is not None and instance is not None and PID_TAG not in run.tags:
+            instance.add_run_tags(run.run_id, process_tags())
+
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         interrupts.check()

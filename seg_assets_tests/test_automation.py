@@ -233,6 +233,30 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
     assert f"analytics/user_segments was last written by run {killed.run_id}, which did not finish" in \
         failure.step_failure_data.user_failure_data.description
     assert sorted(p.name for p in (data_dir / "bi").iterdir()) == bi_before
+    from seg_assets.published_state import nothing_new, settings_fingerprint
+    from seg_assets.settings import data_paths
+
+    assert nothing_new(data_paths(data_dir), settings_fingerprint({}, None)) is None  # the next refresh runs: not "current"
     redone = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS, dg.AssetKey(["bi", "segments"])],
                                     run_config=QUIET)
     assert redone.success
+
+
+def test_a_run_that_writes_the_warehouse_carries_its_process(tmp_path):
+    """A daemon's run worker killed with `dagster dev` stayed STARTED and made `seg-assets refresh` wait an hour: runs
+    had the pid/host tags only when the CLI started them. The warehouse resource now tags any run it serves, so a dead
+    one is marked failed like a dead CLI run."""
+    import socket
+
+    from seg_assets.automation.instance import HOST_TAG, PID_TAG
+    from seg_assets.resources import Warehouse
+
+    @dg.asset
+    def touches(duckdb: Warehouse) -> None:
+        with duckdb.get_connection() as con:
+            con.sql("SELECT 1")
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([touches], resources={"duckdb": Warehouse(database=str(tmp_path / "w.duckdb"))}, instance=instance)
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags[PID_TAG] == str(os.getpid()) and tags[HOST_TAG] == socket.gethostname()

@@ -647,3 +647,26 @@ def test_an_as_of_in_the_future_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="is in the future"):
         SegSettings(data_dir=str(tmp_path), as_of="2030-01-01T00:00:00Z")
     assert SegSettings(data_dir=str(tmp_path), as_of="2026-10-31T23:59:59Z").as_of
+
+
+def test_a_second_command_line_refresh_waits_for_the_first(data_dir, monkeypatch):
+    """Two refreshes started half a second apart both ran, their steps interleaved. The second now waits (here: the
+    first is simulated by holding its lock); a bad setting is still refused at once, without waiting."""
+    from filelock import FileLock
+
+    from seg_assets import cli
+
+    monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(cli, "WAIT_FOR_RUNS_SECONDS", 0.5)
+    first = FileLock(str(data_dir / ".refresh.lock"), thread_local=False)
+    first.acquire()
+    try:
+        bad = runner.invoke(app, ["refresh", "--set", "segment_model.k_min=-3"])
+        assert bad.exit_code == 2 and "waiting" not in bad.output
+        second = runner.invoke(app, ["refresh"])
+        flat = " ".join(second.output.split())
+        assert second.exit_code == 1 and "waiting for another seg-assets refresh of this data root" in flat
+    finally:
+        first.release()
+    assert not (data_dir / "warehouse.duckdb").exists()

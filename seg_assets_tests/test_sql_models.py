@@ -84,7 +84,7 @@ def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("body", ["SELECT CAST('x' AS INTEGER) AS answer", "SELECT nope FROM (SELECT 1 AS answer)",
-])
+                                  "SELECT 9223372036854775807::BIGINT * 2 AS answer"])
 def test_a_broken_model_of_your_own_folder_is_one_line_not_retried(tmp_path, monkeypatch, body):
     """A model in SEG_SQL_DIR that DuckDB cannot run was "unexpected: please report it" with a traceback, retried twice."""
     from seg_assets.resources import build_resources

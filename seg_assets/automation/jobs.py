@@ -73,7 +73,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     taken, cursor.ledger_storage_id = taken_since(context.instance, cursor.ledger_storage_id)
     cursor.seen |= taken  # ingested by a run the sensor did not start (the CLI, the schedule, a person)
     cursor.requested = {k: n for k, n in cursor.requested.items() if k not in taken}
-    failed = context.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+    failed = context.instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE],  # terminated: a person's call
                                                      tags={"dagster/sensor_name": LANDING_SENSOR}), limit=20)
     retry_failed(cursor, [(r.run_id, r.tags.get("dagster/run_key", "")) for r in failed])
     ready = ready_files(files, cursor, time.time(), settings.settle_seconds)

@@ -334,8 +334,9 @@ def _your_sql(model: SqlModel):
     fix: one line naming the file, not retried (it was "unexpected: please report it", retried twice)."""
     try:
         yield
-    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException, duckdb.ConversionException,
-            duckdb.InvalidInputException) as exc:
+    except (duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException, duckdb.CatalogException,
+            duckdb.ConversionException, duckdb.InvalidInputException, duckdb.OutOfRangeException, duckdb.TypeMismatchException,
+            duckdb.InvalidTypeException, duckdb.NotImplementedException, duckdb.DependencyException) as exc:
         if Path(model.path).resolve().is_relative_to(DEFAULT_SQL_DIR):
             raise  # the project's own SQL: a bug to report, with its traceback
         first = str(exc).strip().splitlines()[0]

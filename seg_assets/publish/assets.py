@@ -11,7 +11,7 @@ from seg_assets.errors import input_failure
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
 from seg_assets.publish.history import record_history, segment_sizes_over_time
-from seg_assets.published_state import ledger_files, settings_fingerprint, write_published_state
+from seg_assets.published_state import ledger_files, mark_not_current, settings_fingerprint, write_published_state
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
@@ -87,7 +87,7 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     "linked, not written again (meta.bi_tables). Each column carries its description (publish/columns.py) as a comment.",
 )
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
-    _refuse_tables_of_failed_runs(context)
+    _refuse_tables_of_failed_runs(context, settings)
     with duckdb.get_connection() as con:
         publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
         as_of = segments_as_of(con)
@@ -106,7 +106,7 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     })
 
 
-def _refuse_tables_of_failed_runs(context: dg.AssetExecutionContext) -> None:
+def _refuse_tables_of_failed_runs(context: dg.AssetExecutionContext, settings: SegSettings) -> None:
     """A run that failed or was killed may have written some tables (each step commits its own): published later by
     another run (automation re-publishes after any new materialization), they put settings no finished run had in
     front of BI. The tables stay out of BI until a run writes them again and finishes."""
@@ -117,6 +117,7 @@ def _refuse_tables_of_failed_runs(context: dg.AssetExecutionContext) -> None:
             continue
         run = context.instance.get_run_by_id(event.run_id)
         if run is not None and run.status in broken:
+            mark_not_current(settings.paths)  # the next refresh runs (and rewrites the table), not "current"
             raise input_failure(f"{key.to_user_string()} was last written by run {event.run_id}, which did not finish "
                                 f"({run.status.value.lower()}): BI keeps the last publication; refresh again (seg-assets "
                                 "refresh --rebase rewrites every table)")
