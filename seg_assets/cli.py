@@ -184,10 +184,12 @@ def _take_turn(turn, instance, poll_seconds: float = 2.0) -> None:
 
     from filelock import Timeout
 
+    from seg_assets import interrupts
     from seg_assets.automation.instance import runs_writing
 
     deadline, told = time.monotonic() + WAIT_FOR_RUNS_SECONDS, set()
     while True:
+        interrupts.check()  # Ctrl-C while waiting stops the wait (it ran the refresh once the wait ended)
         try:
             turn.acquire(timeout=poll_seconds)
             break
@@ -200,6 +202,7 @@ def _take_turn(turn, instance, poll_seconds: float = 2.0) -> None:
                               f"{WAIT_FOR_RUNS_SECONDS / 60:.0f} min", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
     while running := runs_writing(instance):
+        interrupts.check()
         for run in running:
             if run.run_id not in told:
                 told.add(run.run_id)
@@ -249,7 +252,7 @@ def _interrupted_line(outcome, paths, instance) -> str:
         bi = "nothing published by this run; " + (f"published segments (as of {state['as_of']}) were left as they were"
                                                   if state else "nothing has been published yet")
     return (f"[red]interrupted[/red]: {bi}; run seg-assets refresh again to finish (run {outcome.run_id}, marked failed, "
-            f"is in the Dagster instance at {instance.root_directory}).")
+            f"is in the Dagster instance at {escape(instance.root_directory)}).")
 
 
 def _check_environment(paths) -> None:

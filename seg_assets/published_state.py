@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,20 +98,29 @@ def settings_fingerprint(ops_config: dict, as_of_setting: str | None, engine: st
 
 
 def read_state(paths: DataPaths) -> dict | None:
+    """The last publication's record; None without one, or when it cannot be read (the next refresh then runs)."""
     target = state_path(paths)
-    return json.loads(target.read_text()) if target.exists() else None
+    try:
+        return json.loads(target.read_text()) if target.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(paths: DataPaths, state: dict) -> Path:
+    """Written under a name of its own and renamed: a CLI and a daemon run may write at once."""
+    target = state_path(paths)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, target)
+    return target
 
 
 def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, settings: str) -> Path:
-    target = state_path(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
     files = [[*f, _changed_at(paths.landing, f[0])] if f[2] else f for f in files]  # a failed file: when it last changed
-    tmp.write_text(json.dumps({"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
-                               "lexicons": lexicon_fingerprint(paths), "config": config_fingerprint(paths.root),
-                               "published_at": datetime.now(UTC).isoformat()}))
-    os.replace(tmp, target)
-    return target
+    return _write_state(paths, {"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
+                                "lexicons": lexicon_fingerprint(paths), "config": config_fingerprint(paths.root),
+                                "published_at": datetime.now(UTC).isoformat()})
 
 
 def mark_not_current(paths: DataPaths) -> None:
@@ -118,9 +128,7 @@ def mark_not_current(paths: DataPaths) -> None:
     refresh must run, whatever the landing files and settings say (it said "Segments are current" and left them)."""
     state = read_state(paths)
     if state is not None and state.get("settings") is not None:
-        tmp = state_path(paths).with_suffix(".tmp")
-        tmp.write_text(json.dumps({**state, "settings": None}))
-        os.replace(tmp, state_path(paths))
+        _write_state(paths, {**state, "settings": None})
 
 
 def published(paths: DataPaths) -> bool:

@@ -45,11 +45,12 @@ class Warehouse(DuckDBResource):
         """Tag the run with this process (pid, host) when it has none (a daemon's run worker): one killed with `dagster
         dev` stayed STARTED, held the 'duckdb' pool and made `seg-assets refresh` wait for it an hour; tagged, the CLI
         and the dead_cli_runs sensor mark it failed (automation/instance.py: fail_dead_runs)."""
-        from seg_assets.automation.instance import PID_TAG, process_tags
+        from seg_assets.automation.instance import process_tags
 
-        run, instance = context.dagster_run, context.instance
-        if run is not None and instance is not None and PID_TAG not in run.tags:
-            instance.add_run_tags(run.run_id, process_tags())
+        run, instance, mine = context.dagster_run, context.instance, process_tags()
+        # a re-executed run copies its parent's tags: the parent's (dead) process would get the live run failed
+        if run is not None and instance is not None and any(run.tags.get(k) != v for k, v in mine.items()):
+            instance.add_run_tags(run.run_id, mine)
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -265,6 +265,13 @@ def test_short_reviews_in_a_language_with_a_lexicon_are_read_with_it(tmp_path):
     for text in ("Great product!", "Total junk.", "Not working.", "Love it", "waste of money"):
         assert score_text(text, None, german)[0] == "en", text
     assert score_text("Ware kam kaputt an", 3, load_scorer())[:2] == ("en", 0.0)  # no lexicon: read as English
+    (tmp_path / "it.txt").write_text("pessimo\t-3\n", encoding="utf-8")
+    (tmp_path / "nl.txt").write_text("slecht\t-3\n", encoding="utf-8")
+    more = load_scorer(tmp_path)  # short English texts likely Italian or Dutch beside English: no word of theirs, English
+    for text, sign in [("bad quality", -1), ("poor", -1), ("horrible", -1), ("Fantastic", 1)]:
+        language, compound, *_ = score_text(text, None, more)
+        assert language == "en" and compound * sign > 0.05, text
+    assert score_text("prodotto pessimo", None, more)[:1] == ("it",)
 
 
 def test_a_lexicon_named_by_no_language_code_is_refused(tmp_path):

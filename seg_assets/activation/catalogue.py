@@ -7,8 +7,8 @@ control:
   share: 0.05          # global control group: never receives an action
   salt: "2026-12"      # changing it re-draws the group (recorded in meta.control_salts with the date)
 holdout_share: 0.10    # per campaign, on top of the global control (0: campaigns hold out nobody)
-campaigns:             # optional: campaigns that planned another holdout share (a 50/50 test), by campaign id
-  spring_test: {holdout_share: 0.5}
+campaigns:             # optional: campaigns that planned another holdout share (a 50/50 test), by campaign id as
+  spring_test: {holdout_share: 0.5}   # the sends name it (an audience file's campaign is <action_id>-<yyyymmdd>)
 attribution_days: 7    # an order within this many days after a send is its outcome
 actions:
   winback_10:
@@ -99,7 +99,10 @@ class Catalogue(BaseModel):
     @classmethod
     def _trimmed(cls, campaigns: dict[str, Campaign]) -> dict[str, Campaign]:
         """Campaign ids as ingestion stores them (trimmed): a key ``" spring "`` matched no campaign."""
-        return {key.strip(): plan for key, plan in campaigns.items()}
+        trimmed = {key.strip(): plan for key, plan in campaigns.items()}
+        if len(trimmed) < len(campaigns):
+            raise ValueError("two keys name one campaign once trimmed (campaign ids are stored without surrounding spaces)")
+        return trimmed
 
     def holdout_of(self, campaign_id: str) -> float:
         """The holdout share the campaign planned: its own in ``campaigns``, else ``holdout_share``."""

@@ -11,6 +11,7 @@ re-draws the group; the history of salts is kept in ``meta.control_salts`` (one 
 from __future__ import annotations
 
 import hashlib
+import math
 
 BUCKETS = 10_000
 SALTS_TABLE = "meta.control_salts"
@@ -45,8 +46,9 @@ def in_control_at_sql(user_column: str, time_column: str) -> str:
 
 
 def control_cutoff(share: float) -> int:
-    """Buckets below this are in the global control group."""
-    return round(share * BUCKETS)
+    """Buckets below this are in the global control group: half up, as DuckDB's round() in :func:`in_control_at_sql`
+    (Python's round() takes halves to even: 12.5 was 12 here and 13 there)."""
+    return math.floor(share * BUCKETS + 0.5)
 
 
 def salt_version(con, salt: str, share: float, now) -> int:

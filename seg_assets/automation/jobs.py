@@ -107,6 +107,10 @@ def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[st
 def refresh_failure_log(context: dg.RunFailureSensorContext):
     failed = [e for e in context.get_step_failure_events()]
     details = "; ".join(f"{e.step_key}: {_cause(e.step_failure_data.error)}" for e in failed) or context.failure_event.message
+    from seg_assets.published_state import mark_not_current
+    from seg_assets.settings import data_paths
+
+    mark_not_current(data_paths())  # it may have written tables newer than the publication: the next refresh runs
     context.log.error(f"run {context.dagster_run.run_id} ({context.dagster_run.job_name}) failed: {details}. "
                       "Published BI tables were not touched.")
 

@@ -59,7 +59,7 @@ LEXICON_SUFFIX = ".txt"
 SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
 # imports the package, Dagster included: seconds; one core scores about 10,000 short texts a second)
-_CODE_VERSION = "5"  # bump when the rules above change: every review is scored again
+_CODE_VERSION = "6"  # bump when the rules above change: every review is scored again
 # clauses end after . ! ? , ; : and before a "but" that turns the text ("but also" adds, "anything but" negates)
 _CLAUSE_END = re.compile(r"(?<=[.!?,;:])\s+|(?<!\banything)\s+(?=but\b(?!\s+also\b))", re.IGNORECASE)
 _CONTRAST = re.compile(r"(?:but|however)\b(?!\s+also\b)", re.IGNORECASE)  # a clause opening with it turns the text
@@ -214,7 +214,7 @@ def _identifier(languages: tuple[str, ...] | None = None):
     return _IDENTIFIERS[languages]
 
 
-def language_of(text: str, lexicons: tuple[str, ...] = ("en",)) -> str:
+def language_of(text: str, lexicons: tuple[str, ...] = ("en",), has_words=None) -> str:
     """ISO 639-1 code: another language than English when the identifier is ``CONFIDENT`` of it, or when the shop has a
     lexicon for it (``lexicons``: the languages with one) and it is ``LIKELY`` among those languages. A short German
     review ("Ware kam kaputt an") is no language in particular among all (Javanese, 0.08) and clearly German beside
@@ -223,7 +223,21 @@ def language_of(text: str, lexicons: tuple[str, ...] = ("en",)) -> str:
     if probability >= CONFIDENT or len(lexicons) < 2:
         return code if code != "en" and probability >= CONFIDENT else "en"
     code, probability = _identifier(lexicons).classify(text)
-    return code if code != "en" and probability >= LIKELY else "en"
+    if code == "en" or probability < LIKELY:
+        return "en"
+    # and only with a word of that language's lexicon in it: short English texts ("bad quality", "Fantastic") are
+    # often likely Italian or Spanish beside English, and the English words would be lost (scored 0)
+    return code if has_words is None or has_words(code, text) else "en"
+
+
+_WORD = re.compile(r"\w+(?:'\w+)?")
+
+
+def _has_lexicon_word(scorer: Scorer, code: str, text: str) -> bool:
+    """Whether ``text`` holds a word or phrase of the shop's ``code`` lexicon (its own entries, not the rating words)."""
+    analyzer = scorer.analyzers[code]
+    prepared_text = prepared(text, analyzer, scorer.phrases.get(code)).lower()
+    return any(w in analyzer.lexicon and w not in RATING_WORDS for w in _WORD.findall(prepared_text))
 
 
 def _negated(clauses: list[str]) -> bool:
@@ -238,7 +252,7 @@ def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[st
     if text is None or not text.strip():
         label = rating_label(rating)
         return None, None, label, "rating" if label else None, "no text"
-    language = language_of(text, scorer.languages)
+    language = language_of(text, scorer.languages, lambda code, t: _has_lexicon_word(scorer, code, t))
     analyzer = scorer.analyzers.get(language)
     if analyzer is None:
         label = rating_label(rating)
