@@ -200,25 +200,20 @@ def test_a_stale_audience_that_cannot_be_removed_leaves_the_folder_as_it_was(tmp
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     real = os.replace
 
-    def stuck(src, dst):
-        if Path(src).name == "c-20261101.parquet":
-            raise PermissionError(1, "Operation not permitted", str(src))
-        return real(src, dst)
+    def stuck(name: str, end: int):
+        """os.replace failing where the file ``name`` is the source (end 0) or the target (end 1)."""
+        def replace(src, dst):
+            if Path((src, dst)[end]).name == name:
+                raise PermissionError(1, "Operation not permitted", str((src, dst)[end]))
+            return real(src, dst)
+        return replace
 
-    monkeypatch.setattr(A.os, "replace", stuck)
-    with pytest.raises(PermissionError):
-        write_audiences(audiences(nba.head(2), datetime(2026, 11, 2), 0.1), folder)  # c is stale and stuck
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no hidden copy left either
-
-    def stuck_in_place(src, dst):
-        if Path(dst).name == "b-20261101.csv":
-            raise PermissionError(1, "Operation not permitted", str(dst))
-        return real(src, dst)
-
-    monkeypatch.setattr(A.os, "replace", stuck_in_place)
-    with pytest.raises(PermissionError):
-        write_audiences(audiences(nba, datetime(2026, 11, 1), 0.2), folder)  # today again, b cannot be replaced
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    for name, end, frame, day, share in (("c-20261101.parquet", 0, nba.head(2), 2, 0.1),  # c is stale and stuck
+                                         ("b-20261101.csv", 1, nba, 1, 0.2)):  # today again, b cannot be replaced
+        monkeypatch.setattr(A.os, "replace", stuck(name, end))
+        with pytest.raises(PermissionError):
+            write_audiences(audiences(frame, datetime(2026, 11, day), share), folder)
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no hidden copy left either
 
 
 def test_a_key_yaml_reads_as_a_boolean_or_a_number_is_told_to_be_quoted(tmp_path, monkeypatch):
