@@ -85,6 +85,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _active() -> list:
+    """Run statuses of a run that may still hold the warehouse."""
+    import dagster as dg
+
+    return [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
 def fail_dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     """Mark failed the runs left in progress by a process of this machine that no longer exists; those marked.
 
@@ -94,8 +101,7 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     import dagster as dg
 
     host, out = socket.gethostname(), []
-    active = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=active, tags={HOST_TAG: host})):
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=_active(), tags={HOST_TAG: host})):
         pid = run.tags.get(PID_TAG, "")
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             instance.report_run_failed(run, message=f"process {pid} on {host} ended without finishing this run (killed?); "
@@ -114,6 +120,5 @@ def runs_writing(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     sensor run's interleaved)."""
     import dagster as dg
 
-    active = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-    return [r for r in instance.get_runs(filters=dg.RunsFilter(statuses=active))
+    return [r for r in instance.get_runs(filters=dg.RunsFilter(statuses=_active()))
             if r.run_op_concurrency is not None and WRITERS_POOL in (r.run_op_concurrency.all_pools or ())]
