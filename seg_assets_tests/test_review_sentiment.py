@@ -56,6 +56,9 @@ def test_terse_shop_reviews_read_with_the_shop_words(scorer, text, sign):
     ("★★★★☆", 1), ("★☆☆☆☆", -1), ("👍👍👍", 1), ("Never again 👎", -1), ("Couldn't be happier.", 1),
     ("Don\u2019t buy this junk", -1), ("Wouldn't buy again.", -1), ("Don't waste your money.", -1),
     ("Smells like burnt plastic, it stinks.", -1), ("No issues at all.", 1), ("Fits him perfectly, snug but not tight.", 1),
+    ("isnt what i ordered and they wont refund me", -1), ("Never got my refund.", -1), ("didnt get my money back", -1),
+    ("Parcel never turned up.", -1), ("It did not arrive.", -1), ("Customer support was a joke.", -1),
+    ("Total rip off", -1), ("Great customer support!", 1), ("Really chuffed with it.", 1),
 ])
 def test_phrases_ratings_emoji_and_but_across_clauses(scorer, text, sign):
     """Complaints and praise said in phrases of plain words, ratings and emoji (VADER reads none of them), and VADER's
@@ -251,6 +254,29 @@ def test_a_lexicon_that_is_a_link_or_not_text_is_one_line_without_its_content(tm
     (folder / "fr.txt").write_bytes(b"caf\xe9\t2.0\n")
     with pytest.raises(LexiconError, match=r"fr\.txt: not UTF-8 text"):
         load_scorer(folder)
+
+
+@pytest.mark.parametrize("text, sign", [
+    ("Terrible<br/>", -1), ("<p>Love it</p>", 1), ("Didn&#39;t work at all", -1), ("It is not <b>good</b>.", -1),
+    ("Broke in a week.<br><br>Avoid!", -1), ("Size &lt; 10 &amp; comfy, love it", 1),
+])
+def test_markup_of_an_export_is_read_as_text(scorer, text, sign):
+    """A tag glued to a word hid the word, an escaped apostrophe broke the negation: markup is read as its text."""
+    _, compound, *_ = score_text(text, None, scorer)
+    assert compound * sign >= 0.05, (text, compound)
+
+
+def test_clear_text_in_another_language_is_not_scored_as_english(scorer):
+    """Spanish reviews the identifier is 64-88 % sure of, and clearly Spanish beside English, were read as English
+    ("sin" is an English sin): no score, the stars' label. Short English texts, which the identifier places nowhere,
+    stay English."""
+    for text in ("Los auriculares suenan genial, totalmente recomendables.", "No funciona bien, la batería dura muy poco.",
+                 "Pésima calidad, se rompió al segundo día.", "Schlechte Qualität, nach zwei Tagen defekt."):
+        language, compound, label, label_from, note = score_text(text, 5, scorer)
+        assert language != "en" and compound is None and (label, label_from) == ("positive", "rating"), text
+    for text in ("Perfect.", "Excellent!", "Superb quality", "Utter rubbish.", "doesnt work, total waste", "Works fine :)",
+                 "Tastes great 👍", "Top quality. LOVE IT!!!", "Useless.", "Cant complain!"):
+        assert score_text(text, None, scorer)[0] == "en", text
 
 
 def test_short_reviews_in_a_language_with_a_lexicon_are_read_with_it(tmp_path):

@@ -14,9 +14,9 @@
   positive, 40 % or less negative (VADER reads the digits as nothing).
 * **Language**: py3langid (langid.py's model, shipped in its wheel) names the language. Short reviews are
   hard to place ("Top", "ok", "Super!"), so a review counts as another language only when the identifier
-  is at least ``CONFIDENT`` sure, or, for a language with a lexicon (below), when it is ``LIKELY`` among the languages
-  with one (English included: "Ware kam kaputt an" is 0.08 sure of any language, 0.98 German beside English);
-  everything else is read as English.
+  is at least ``CONFIDENT`` sure, or ``PROBABLE`` and ``BESIDE_ENGLISH`` likely beside English, or, for a language with
+  a lexicon (below), when it is ``LIKELY`` among the languages with one (English included: "Ware kam kaputt an" is
+  0.08 sure of any language, 0.98 German beside English); everything else is read as English.
 * **Other languages**: with a lexicon file ``<code>.txt`` (ISO 639-1, e.g. ``de.txt``) in the lexicon folder
   (``$SEG_DATA_DIR/sentiment/``), reviews in that language are scored by VADER with that lexicon (VADER's
   format: ``token<TAB>valence`` from -4 to +4, further columns ignored). VADER's negation, intensifier and
@@ -33,6 +33,8 @@
   clause too ("but also" and "anything but" do not turn a text). When nothing after the turn carries sentiment
   ("Pretty, but the soles split in a week."), it is read as the opposite of what came before: "but" says so
   (unless it holds a negation: "snug, but not tight" denies something, and which side that takes is unknown).
+* **Markup** (HTML entities and tags of a shop's export) is read as its text; **refunds** denied stay complaints
+  (``NEGATION_PROOF``).
 * **Label**: VADER's documented cut-offs: compound >= 0.05 positive, <= -0.05 negative, neutral between.
   From stars: 1-2 negative, 3 neutral, 4-5 positive. A review without usable text, or whose text has no word
   that carries sentiment (compound exactly 0: "Arrived on Tuesday."), is labelled by its stars; without either it
@@ -42,6 +44,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 import re
 from dataclasses import dataclass, field
@@ -49,17 +52,20 @@ from importlib.metadata import version
 from pathlib import Path
 
 import polars as pl
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from seg_assets.config_files import read_text, shown
 
 THRESHOLD = 0.05  # VADER's cut-off between neutral and positive / negative
-CONFIDENT = 0.9  # another language than English only when the identifier is this sure
+CONFIDENT = 0.9  # another language than English when the identifier is this sure
+PROBABLE, BESIDE_ENGLISH = 0.5, 0.99  # ... or this sure and this likely beside English ("Los auriculares suenan genial,
+# totalmente recomendables.": 0.64 Spanish, 0.994 beside English; no English review of four sets topped 0.3 elsewhere)
 LIKELY = 0.7  # ... or when the shop has a lexicon for it and it is this likely among the lexicons' languages
 LEXICON_SUFFIX = ".txt"
 SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
 # imports the package, Dagster included: seconds; one core scores about 10,000 short texts a second)
-_CODE_VERSION = "6"  # bump when the rules above change: every review is scored again
+_CODE_VERSION = "7"  # bump when the rules above change: every review is scored again
 # clauses end after . ! ? , ; : and before a "but" that turns the text ("but also" adds, "anything but" negates)
 _CLAUSE_END = re.compile(r"(?<=[.!?,;:])\s+|(?<!\banything)\s+(?=but\b(?!\s+also\b))", re.IGNORECASE)
 _CONTRAST = re.compile(r"(?:but|however)\b(?!\s+also\b)", re.IGNORECASE)  # a clause opening with it turns the text
@@ -70,6 +76,12 @@ _RATING = re.compile(r"(?<![\w/.,])(\d+(?:\.\d+)?|zero|one|two|three|four|five|s
                      r"(?:\s*(?:/|out\s+of)\s*(5|10)(?![\w/.,]\d)|[\s-]*stars?\b|\s*\*(?!\w))", re.IGNORECASE)
 _STARS = re.compile("([\u2605\u2b50]+)(\u2606*)")  # filled stars (black star, emoji star), then empty ones
 RATING_WORDS = {"stars_high": 2.0, "stars_low": -2.0}  # a rating said in the text: >= 80 % / <= 40 % of its scale
+# Words as bad denied as said: "they won't refund me", "never got my money back" (VADER's negation made them praise)
+NEGATION_PROOF = frozenset({"refund", "refunds", "refunded", "money_back"})
+# Markup of shops' exports: a tag glued to a word hid it ("Terrible<br/>"), an escaped apostrophe broke a negation
+# ("Didn&#39;t work"). A block tag ends a clause; an inline one ("not <b>good</b>") is a space.
+_BLOCK_TAG = re.compile(r"</?(?:br|p|div|li|ul|ol|tr|td|th|h[1-6]|hr|blockquote)\b[^<>]*>", re.IGNORECASE)
+_TAG = re.compile(r"</?[a-z][a-z0-9]*\b[^<>]*>", re.IGNORECASE)
 
 SCORE_SCHEMA = {"review_id": pl.String, "language": pl.String, "sentiment": pl.Float64, "label": pl.String,
                 "label_from": pl.String, "note": pl.String}
@@ -129,6 +141,17 @@ def lexicon_language(path: Path) -> str:
     return code
 
 
+class ShopAnalyzer(SentimentIntensityAnalyzer):
+    """VADER, but a word of ``NEGATION_PROOF`` keeps its valence after a negation."""
+
+    def sentiment_valence(self, valence, sentitext, item, i, sentiments):
+        word = item.lower()
+        if word in NEGATION_PROOF and word in self.lexicon:
+            sentiments.append(self.lexicon[word])
+            return sentiments
+        return super().sentiment_valence(valence, sentitext, item, i, sentiments)
+
+
 @dataclass
 class Scorer:
     """One VADER analyzer per supported language; ``version`` changes when any lexicon or rule does."""
@@ -145,11 +168,10 @@ class Scorer:
 
 def load_scorer(lexicon_dir: Path | None = None) -> Scorer:
     """English (VADER's own lexicon, the shop words, then ``en.txt`` if present) and a language per ``<code>.txt`` file."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    digest = hashlib.sha256(f"{_CODE_VERSION}|vader {version('vaderSentiment')}|{THRESHOLD}|{CONFIDENT}|{LIKELY}".encode())
+    digest = hashlib.sha256(f"{_CODE_VERSION}|vader {version('vaderSentiment')}|{THRESHOLD}|{CONFIDENT}|{PROBABLE}|"
+                            f"{BESIDE_ENGLISH}|{LIKELY}|{sorted(NEGATION_PROOF)}".encode())
     files = sorted(Path(lexicon_dir).glob(f"*{LEXICON_SUFFIX}")) if lexicon_dir and Path(lexicon_dir).is_dir() else []
-    english = SentimentIntensityAnalyzer()
+    english = ShopAnalyzer()
     english.lexicon.update(RATING_WORDS)
     words = {"en": read_lexicon(SHOP_LEXICON)}
     digest.update(b"|shop:" + SHOP_LEXICON.read_bytes())
@@ -193,7 +215,10 @@ def _star_run(m: re.Match) -> str:
 
 
 def prepared(text: str, analyzer, phrases: re.Pattern | None) -> str:
-    """The text as VADER should read it: ratings as rating words, emoji as VADER's names for them, phrases as tokens."""
+    """The text as VADER should read it: markup removed, ratings as rating words, emoji as VADER's names for them,
+    phrases as tokens."""
+    if "<" in text or "&" in text:
+        text = _TAG.sub(" ", _BLOCK_TAG.sub(". ", html.unescape(text)))
     text = _RATING.sub(_said_rating, _STARS.sub(_star_run, text.translate(_APOSTROPHES)))
     text = "".join(f" {analyzer.emojis[c]} " if c in analyzer.emojis else c for c in text)
     return phrases.sub(lambda m: "_".join(m.group(0).split()), text) if phrases else text
@@ -215,13 +240,19 @@ def _identifier(languages: tuple[str, ...] | None = None):
 
 
 def language_of(text: str, lexicons: tuple[str, ...] = ("en",), has_words=None) -> str:
-    """ISO 639-1 code: another language than English when the identifier is ``CONFIDENT`` of it, or when the shop has a
-    lexicon for it (``lexicons``: the languages with one) and it is ``LIKELY`` among those languages. A short German
-    review ("Ware kam kaputt an") is no language in particular among all (Javanese, 0.08) and clearly German beside
-    English (0.98): a shop that wrote a German lexicon had such reviews read with the English one, which scored them 0."""
-    code, probability = _identifier().classify(text)
+    """ISO 639-1 code: another language than English when the identifier is ``CONFIDENT`` of it, or ``PROBABLE`` and
+    ``BESIDE_ENGLISH`` likely beside English, or when the shop has a lexicon for it (``lexicons``: the languages with
+    one) and it is ``LIKELY`` among those languages. A short German review ("Ware kam kaputt an") is no language in
+    particular among all (Javanese, 0.08) and clearly German beside English (0.98): a shop that wrote a German lexicon
+    had such reviews read with the English one, which scored them 0."""
+    ranked = _identifier().rank(text)
+    code, probability = ranked[0]
+    if code != "en":
+        english = next(p for c, p in ranked if c == "en")
+        if probability >= CONFIDENT or (probability >= PROBABLE and probability / (probability + english) >= BESIDE_ENGLISH):
+            return code
     if probability >= CONFIDENT or len(lexicons) < 2:
-        return code if code != "en" and probability >= CONFIDENT else "en"
+        return "en"
     code, probability = _identifier(lexicons).classify(text)
     if code == "en" or probability < LIKELY:
         return "en"
