@@ -486,6 +486,19 @@ def test_a_column_named_with_a_hyphen_is_that_column(tmp_path):
     con.close()
 
 
+def test_a_column_named_like_a_sql_statement_is_that_column(tmp_path):
+    """`order_id: Comment` (or Show, Drop, Set, Begin) parses as a statement, which was refused as a command."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    columns:\n      order_id: Comment\n"
+                                           "      user_id: Show\n      status: Drop Status\n      items: Set\n")
+    write(tmp_path, "orders/a.csv", "Comment,Show,order_ts,amount,Set,Drop Status\n"
+                                    "o1,k7,2026-03-01T10:00:00Z,10,1,completed\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert [(r[1], r[2], r[4]) for r in ledger][-1] == ("orders/a.csv", "ingested", 1), ledger
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    assert con.sql("SELECT order_id, user_id, items, status FROM raw.orders").fetchall() == [("o1", "k7", 1, "completed")]
+    con.close()
+
+
 @pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
 def test_a_windows_export_is_read_with_its_source_dialect(tmp_path, suffix):
     """';' and Windows-1252 (a euro sign and curly quotes, which DuckDB's own Latin-1 refuses), quoted fields with the

@@ -170,7 +170,8 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
             raise SourceConfigError(f"{where}: {node.sql()} reads another table; name the file's column only (a STRUCT "
                                     f"column named {root!r}: write {root}['{node.name}'])")
     tree = struct_fields(trees[0])
-    if not condition and isinstance(tree, exp.Alias) and re.fullmatch(r"[^()'\";]+", text):  # `Invoice Date`: bare
+    # `Invoice Date` (an alias to sqlglot), `Comment`, `Show`, `Drop` (statements): a column's name written bare
+    if not condition and not isinstance(tree, exp.Condition) and re.fullmatch(r"[^()'\";]+", text):
         return Expr(text, frozenset({text.lower()}), column_name=text)
     for node in tree.walk():
         if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):  # x.upper(): its x is no column to sqlglot
