@@ -182,7 +182,8 @@ def test_review_profile_compares_each_segment_with_the_shop():
     assert out["negative_review_share"].to_list()[:2] == [0.22, 14 / 290]
     assert out["avg_sentiment"].to_list()[:2] == [-5.0 / 90, 90.0 / 280]
     assert out["reviews_note"].to_list() == ["22 % of 100 reviews negative (shop: 9 %)",
-                                             "5 % of 300 reviews negative (shop: 9 %)", "no reviews from this segment"]
+                                             "5 % of 290 reviews negative (shop: 9 %); 10 more without text or stars",
+                                             "no reviews from this segment"]  # the share's own count
     empty = review_profile(pl.DataFrame(), [1, 2])
     assert empty["reviews_note"].to_list() == [REVIEWS_NOT_AVAILABLE] * 2 and empty["negative_review_share"].null_count() == 2
 

@@ -200,13 +200,15 @@ def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.
     else:
         shop_share = shop["negative_reviews"] / shop["labelled_reviews"] if shop["labelled_reviews"] else None
         notes = []
-        for n, share in seg.select("reviews", "negative_review_share").iter_rows():
+        for n, labelled, share in seg.select("reviews", "labelled_reviews", "negative_review_share").iter_rows():
             if not n:
                 notes.append("no reviews from this segment")
             elif share is None or shop_share is None:
                 notes.append(f"{n:,} reviews, none with a usable text or rating")
-            else:
-                notes.append(f"{_pct_text(share)} of {n:,} review{'' if n == 1 else 's'} negative (shop: {_pct_text(shop_share)})")
+            else:  # the share is of the labelled reviews: say so where some have neither text nor stars
+                more = f"; {n - labelled:,.0f} more without text or stars" if labelled < n else ""
+                notes.append(f"{_pct_text(share)} of {labelled:,.0f} review{'' if labelled == 1 else 's'} negative "
+                             f"(shop: {_pct_text(shop_share)}){more}")
     return seg.with_columns(pl.Series("reviews_note", notes, dtype=pl.String)).select(
         SEG, *[pl.col(c).cast(t) for c, t in REVIEW_COLUMNS.items()])
 
