@@ -49,13 +49,13 @@ def test_a_file_that_looks_cut_short_is_not_settled_until_long_unchanged(tmp_pat
     start = time.time()
     now = [start]
     settled, why = wait_until_settled(paths, 5, 60, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    assert settled == {tmp_path / n for n in whole}
+    assert set(settled) == {tmp_path / n for n in whole}
     assert why == {tmp_path / "a.csv": "its last line has no end yet", tmp_path / "b.parquet": "no Parquet footer yet",
                    tmp_path / "c.csv": "empty so far"}
     assert now[0] - start <= 6  # watched unchanged for the settle time, not waited for until the deadline
     old = time.time() - UNFINISHED_SETTLE_SECONDS - 1  # a CSV exported without a last line end is read in the end
     os.utime(tmp_path / "a.csv", (old, old))
-    assert wait_until_settled([tmp_path / "a.csv"], 0.2, 60)[0] == {tmp_path / "a.csv"}  # after watching it 0.2 s
+    assert set(wait_until_settled([tmp_path / "a.csv"], 0.2, 60)[0]) == {tmp_path / "a.csv"}  # after watching it 0.2 s
 
 
 
@@ -68,7 +68,7 @@ def test_an_mtime_in_the_future_settles_by_watching(tmp_path):
     os.utime(f, (later, later))
     clock = [time.time()]
     settled, _ = wait_until_settled([f], 5, 60, clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
-    assert settled == {f}
+    assert set(settled) == {f}
     files, cursor = scan_landing(tmp_path), SensorCursor()
     assert ready_files(files, cursor, clock[0], 5) == []  # first seen now
     cursor = load_cursor(dump_cursor(cursor, files))
@@ -137,6 +137,6 @@ def test_waiting_for_a_file_to_settle(tmp_path):
         os.utime(young, (now[0], now[0]))
 
     settled, changing = wait_until_settled([old, young], 5, 10, clock=lambda: now[0], sleep=sleep)
-    assert settled == {old} and changing == {young: "still being written"}
+    assert set(settled) == {old} and changing == {young: "still being written"}
     settled, changing = wait_until_settled([young], 5, 30, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    assert settled == {young} and not changing  # the writer stopped: read after 5 quiet seconds
+    assert set(settled) == {young} and not changing  # the writer stopped: read after 5 quiet seconds

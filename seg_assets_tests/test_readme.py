@@ -18,3 +18,11 @@ def test_every_asset_is_on_the_architecture_map():
     keys = [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()]
     missing = [k for k in keys if f"`{k}`" not in README]
     assert not missing, missing
+
+
+def test_every_in_progress_suffix_is_named():
+    """The README tells writers which names are never read: the list is sources.py's (three were missing)."""
+    from seg_assets.ingest.sources import IN_PROGRESS_SUFFIXES
+
+    section = README[README.index("**When is a landing file read?**"):][:600]
+    assert not [s for s in IN_PROGRESS_SUFFIXES if f"`{s}`" not in section]

@@ -38,6 +38,7 @@ from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_
 from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef, load_sources
 from seg_assets.ingest.sources import (
+    CHANGED_SINCE_SETTLED,
     CHANGED_WHILE_READ,
     UNFINISHED_SETTLE_SECONDS,
     discover_files,
@@ -153,10 +154,20 @@ def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason:
     )
 
 
-def still_written(fmt: str, path: Path, exc: BaseException) -> bool:
-    """A gzip stream still being written (its end is read only when the file is read: the landing rule reads last
-    bytes); one cut short and unchanged for UNFINISHED_SETTLE_SECONDS is a broken file (failed, said so)."""
-    return fmt == "csv.gz" and GZIP_CUT_SHORT in str(exc) and _recent(path)
+def still_written(fmt: str, path: Path, exc: BaseException) -> str | None:
+    """Why a file that failed to read is left to the next run (no ledger row), or None: it changed while it was read
+    (:data:`CHANGED_WHILE_READ`), or its gzip stream is still being written (its end is read only when the file is
+    read: the landing rule reads last bytes); one cut short and unchanged for UNFINISHED_SETTLE_SECONDS is a broken
+    file (failed, said so)."""
+    if isinstance(exc, OSError) and exc.errno == errno.ESTALE and exc.strerror in (CHANGED_WHILE_READ, CHANGED_SINCE_SETTLED):
+        return exc.strerror
+    return GZIP_UNFINISHED if fmt == "csv.gz" and GZIP_CUT_SHORT in str(exc) and _recent(path) else None
+
+
+def unchanged(pinned: Path, identity: tuple, why: str = CHANGED_WHILE_READ) -> None:
+    """Raise the error :func:`still_written` leaves to the next run when the opened file is no longer ``identity``."""
+    if file_identity(pinned) != identity:
+        raise OSError(errno.ESTALE, why)
 
 
 def _recent(path: Path) -> bool:
@@ -244,8 +255,11 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: _Bo
     return not rejected
 
 
-def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds) -> None:
+def _ingest_file(con, source: SourceDef, path: Path, out: FileOutcome, run_id: str, bounds: _Bounds, identity: tuple) -> None:
+    """Stage, then commit only if the file is still the one hashed: a writer that went on during the read left rows
+    of no one content (the end of a line it was still writing)."""
     insert_rows = stage_file(con, source, path, out, bounds)
+    unchanged(path, identity)
     commit_file(con, out, source, run_id, bounds.now, insert_rows=insert_rows)
 
 
@@ -323,10 +337,14 @@ def ingest_landing(
                 continue
             with opened_inside(path, landing_dir) as pinned:
                 identity = file_identity(pinned)
+                if identity[1:] != settled[path]:  # read well after it settled (files before it): its writer went on
+                    raise OSError(errno.ESTALE, CHANGED_SINCE_SETTLED)
                 sha, size = file_sha256(pinned)
-                if file_identity(pinned) != identity:  # written to while hashed: the hash is of no one content
-                    raise OSError(errno.ESTALE, CHANGED_WHILE_READ)
+                unchanged(pinned, identity)  # written to while hashed: the hash is of no one content
         except OSError as exc:  # unreadable (permissions, gone, a link swapped in): this file fails, the others go on
+            if why := still_written(fmt, path, exc):
+                report.unsettled[rel] = why
+                continue
             out = unreadable_outcome(source, rel, fmt, path, exc)
             out.file_id = next_id = _next_file_id(con, next_id)
             report.files.append(out)
@@ -365,14 +383,13 @@ def ingest_landing(
                 ledger_only(con, out, run_id, now)
             else:
                 with opened_inside(path, landing_dir) as pinned:  # checked again: a link may be swapped in after hashing
-                    if file_identity(pinned) != identity:
-                        raise OSError(errno.ESTALE, CHANGED_WHILE_READ)
-                    _ingest_file(con, source, pinned, out, run_id, bounds)
+                    unchanged(pinned, identity)
+                    _ingest_file(con, source, pinned, out, run_id, bounds, identity)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
-            if still_written(fmt, path, exc):
+            if why := still_written(fmt, path, exc):
                 report.files.remove(out)
-                report.unsettled[rel] = GZIP_UNFINISHED
+                report.unsettled[rel] = why
                 continue
             out.__dict__.update(failed_outcome(out, exc).__dict__)
             ledger_only(con, out, run_id, now)
@@ -382,7 +399,7 @@ def ingest_landing(
     while pending:
         for out in stage_files(con, pending, bounds, run_id, now):  # returned: still being written, not read
             report.files.remove(out)
-            report.unsettled[out.file_name] = GZIP_UNFINISHED
+            report.unsettled[out.file_name] = out.note or GZIP_UNFINISHED
         pending, copies = _copies_to_read(copies, report.unsettled)
     for _, _, out, _, first in copies:
         if first.file_name in report.unsettled:  # the same bytes as a file still being written: read with it, later

@@ -123,7 +123,8 @@ def file_identity(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-CHANGED_WHILE_READ = "the file changed between hashing and reading it (landed files must not change): read again next run"
+CHANGED_WHILE_READ = "changed while it was read (still being written?): left to the next run"
+CHANGED_SINCE_SETTLED = "changed after it had settled (its writer went on): left to the next run"
 
 
 NOT_A_FILE = "not a regular file (a pipe, socket or device): not read"
@@ -263,23 +264,26 @@ def is_settled(quiet: float, watched: float, unfinished_reason: str | None, sett
     return quiet >= settle_seconds
 
 
-def _stamp(path: Path) -> tuple[int, float] | None:
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime ns): what :func:`file_identity` compares, less the inode."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return st.st_size, st.st_mtime
+    return st.st_size, st.st_mtime_ns
 
 
 def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float,
-                       clock=time.time, sleep=time.sleep) -> tuple[set[Path], dict[Path, str]]:
-    """(settled, not settled -> why) after waiting at most ``max_wait`` seconds for files to settle (:func:`is_settled`).
+                       clock=time.time, sleep=time.sleep) -> tuple[dict[Path, tuple[int, int]], dict[Path, str]]:
+    """(settled -> its (size, mtime ns) when it settled, not settled -> why) after waiting at most ``max_wait`` seconds
+    for files to settle (:func:`is_settled`). Ingestion reads a settled file later (after the files before it): one whose
+    size or mtime differs by then was read half-written when its writer paused and went on.
 
     A file that changes is watched anew; one that looks cut short and has not changed for ``settle_seconds`` of
     watching is not waited for further (its writer may have paused for minutes: the next run looks again)."""
     start = clock()
     watch = {p: (_stamp(p), start) for p in paths}  # stamp, and since when we have seen it unchanged
-    settled: set[Path] = set()
+    settled: dict[Path, tuple[int, int]] = {}
     why: dict[Path, str] = {}
     deadline = start + max_wait
     while True:
@@ -291,9 +295,9 @@ def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float
                 why[path] = "gone" if current is None else "still being written"
                 continue
             reason = unfinished(path, current[0])
-            quiet = quiet_seconds(current[1], now - since, now)
+            quiet = quiet_seconds(current[1] / 1e9, now - since, now)
             if is_settled(quiet, now - since, reason, settle_seconds):
-                settled.add(path)
+                settled[path] = current
                 del watch[path]
                 why.pop(path, None)
             elif reason and now - since >= settle_seconds:  # unchanged but cut short: not worth waiting for

@@ -17,7 +17,6 @@ removed before the next run, so a failure in between leaves no orphan rows.
 
 from __future__ import annotations
 
-import errno
 import shutil
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pyarrow as pa
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
-from seg_assets.ingest.sources import CHANGED_WHILE_READ, file_identity, link_roots, opened_inside
+from seg_assets.ingest.sources import link_roots, opened_inside
 from seg_assets.ingest.writing import STAGE
 from seg_assets.settings import DataPaths, duckdb_memory_limit
 from seg_assets.spark.tables import duckdb_view, parquet_rows, read_path
@@ -81,15 +80,16 @@ def _stage_task(item):
         con.sql("SET TimeZone = 'UTC'")
         con.sql("SET python_enable_replacements = false")
         with opened_inside(Path(path), Path(landing), roots) as pinned:  # as the DuckDB loader: the file as opened, checked
-            if file_identity(pinned) != identity:
-                raise OSError(errno.ESTALE, CHANGED_WHILE_READ)
+            loader.unchanged(pinned, identity)
             insertable = loader.stage_file(con, source, pinned, out, bounds)
+            loader.unchanged(pinned, identity)  # a writer that went on during the read: rows of no one content
         present = {r[0] for r in con.sql(f"DESCRIBE temp.{STAGE}").fetchall()}
         con.sql(f"COPY (SELECT {_staged_columns(source.spec, present, out.file_id)} FROM temp.{STAGE}) "
                 f"TO {sql_string(target)} (FORMAT parquet)")
         return out, insertable
     except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others (as in the DuckDB loader)
-        if loader.still_written(out.file_format, Path(path), exc):
+        if why := loader.still_written(out.file_format, Path(path), exc):
+            out.note = why
             return out, None  # not read: left to the next run, as the DuckDB loader leaves it
         return ledger.failed_outcome(out, exc), False
     finally:
