@@ -109,6 +109,11 @@ def refresh(
     except InputError as exc:
         _input_error(exc)
     if not overrides.get("ops") and not paths.warehouse.exists() and not landed(paths):  # settings given: checked first
+        if unread := _unread(paths):  # files were landed, none that a source reads (a .tsv export, a misnamed folder)
+            console.print(f"Nothing read: {len(unread):,} file(s) under {escape(str(paths.landing))}, none that a source "
+                          "reads (named above): fix their names or folders, or map them in sources.yaml (see the README).",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(3 if strict else 0)
         console.print(f"Nothing to do: no landing files under {escape(str(paths.landing))} yet. Land orders, order lines or clicks "
                       "there (see the README), or make a demo shop: seg-assets generate.", highlight=False, soft_wrap=True)
         return
@@ -117,7 +122,7 @@ def refresh(
         current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))
         if current:
             console.print(f"[green]Segments are current[/green]: {escape(current)}.", highlight=False, soft_wrap=True)
-            if strict and (FAILED_FILES in current or _unread(paths)):  # still not taken in
+            if strict and (_unread(paths) or FAILED_FILES in current):  # still not taken in (each unread one named)
                 raise typer.Exit(3)
             return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

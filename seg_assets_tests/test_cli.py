@@ -174,6 +174,9 @@ def test_strict_exits_3_while_a_landing_file_is_not_taken_in(tmp_path, monkeypat
     assert runner.invoke(app, ["refresh", "--no-summary", "--strict"]).exit_code == 3
     again = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
     assert again.exit_code == 3 and "Segments are current" in again.output and "(orders/bad_rows.csv)" in again.output
+    (root / "landing" / "orders" / "sheet.xlsx").write_bytes(b"PK")  # named beside the failed file (it was not)
+    again = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
+    assert again.exit_code == 3 and "not read landing/orders/sheet.xlsx" in again.output, again.output
 
 
 def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
@@ -182,6 +185,23 @@ def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
     result = runner.invoke(app, ["refresh"])
     assert result.exit_code == 0 and "Nothing to do: no landing files under" in result.output
     assert not (tmp_path / "data" / "warehouse.duckdb").exists()
+
+
+def test_a_landing_folder_of_files_no_source_reads_is_not_empty(tmp_path, monkeypatch):
+    """A tab-separated export named .tsv and a folder no source reads: "Nothing to do: no landing files", exit 0 even
+    with --strict. Each file is named; --strict exits 3; no warehouse is made."""
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    (root / "landing" / "orders" / "export.tsv").write_text("order_id\tuser_id\no1\tu1\n")
+    (root / "landing" / "ordres").mkdir()
+    (root / "landing" / "ordres" / "a.csv").write_text("order_id,user_id\no1,u1\n")
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    plain = runner.invoke(app, ["refresh"])
+    assert plain.exit_code == 0 and "Nothing read: 2 file(s)" in plain.output and "Nothing to do" not in plain.output
+    assert "not read landing/orders/export.tsv" in plain.output and "not read landing/ordres/a.csv" in plain.output
+    assert runner.invoke(app, ["refresh", "--strict"]).exit_code == 3
+    assert not (root / "warehouse.duckdb").exists()
 
 
 def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
