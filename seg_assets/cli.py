@@ -52,13 +52,21 @@ def generate(
     if fault_rate > 0 and (lines or reviews):  # generate.py: an order rejected at order grain would come back from its lines
         console.print("[yellow]With --fault-rate, no order lines and no reviews are written (a faulty order rejected at "
                       "order grain would come back from its lines); generate them in a clean delivery.[/yellow]")
-    with console.status(f"Generating {users:,} users x {days} days ..."):
-        summary = run_generate(
-            directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
-            end=parse_utc(end) if end else DEFAULT_END, with_clicks=clicks, with_customers=customers,
-            event_vocabulary=event_vocabulary, with_lines=lines, with_campaigns=campaigns,
-            with_reviews=reviews, lines_per_order=lines_per_order,
-        )
+    try:
+        last = parse_utc(end) if end else DEFAULT_END
+    except ValueError as exc:
+        raise typer.BadParameter(f"{end!r} is no ISO-8601 timestamp ({exc})", param_hint="--end") from None
+    try:
+        with console.status(f"Generating {users:,} users x {days} days ..."):
+            summary = run_generate(
+                directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
+                end=last, with_clicks=clicks, with_customers=customers,
+                event_vocabulary=event_vocabulary, with_lines=lines, with_campaigns=campaigns,
+                with_reviews=reviews, lines_per_order=lines_per_order,
+            )
+    except (ValueError, OSError) as exc:  # a bad number (--users 0, --fault-rate 1.5) or a folder it cannot write
+        console.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(f"[green]Generated[/green] {summary}")
 
 

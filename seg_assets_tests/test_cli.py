@@ -690,3 +690,13 @@ def test_a_second_command_line_refresh_waits_for_the_first(data_dir, monkeypatch
     finally:
         first.release()
     assert not (data_dir / "warehouse.duckdb").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--users", "0"], "users and days must be >= 1"), (["--fault-rate", "1.5"], "rates and shares must be in [0, 1)"),
+    (["--end", "notadate"], "is no ISO-8601 timestamp"),
+])
+def test_generate_refuses_bad_numbers_in_one_line(tmp_path, args, words):
+    """They were 40-line tracebacks (exit 1)."""
+    result = runner.invoke(app, ["generate", str(tmp_path / "d"), *args])
+    assert result.exit_code == 2 and words in " ".join(result.output.split()) and "Traceback" not in result.output, result.output
