@@ -159,3 +159,28 @@ def test_a_cancelled_order_row_is_no_basket_and_counts_follow_it(retail):
     assert _rules(con).sort(pl.all()).equals(_full_rules(con))
     baskets = {r[0] for r in con.sql(f"SELECT DISTINCT order_id FROM ({C.baskets_sql(CFG.counts)})").fetchall()}
     assert {o for o, _ in top[:20]}.isdisjoint(baskets) and {o for o, _ in top[20:]} <= baskets
+
+
+def test_counts_as_of_a_past_date_leave_later_orders_out(retail):
+    """A refresh as of a past date (a backfill, a time split) counted every order delivered, also those placed after
+    it: the profiles' rules read the future. Orders after the as-of are left out, and counted again when it moves on."""
+    from datetime import datetime
+
+    lines = retail.with_columns(pl.col("order_ts").str.strptime(pl.Datetime, "%m/%d/%Y %H:%M"))
+    cut = datetime(2011, 9, 1)
+    con = _warehouse(lines)
+    step = C.update_counts(con, CFG.counts, as_of=cut)
+    assert step.mode == "full" and "as of 2011-09-01" in step.reason, step
+    early = _warehouse(lines.filter(pl.col("order_ts") <= cut))
+    early.register("segments_frame", con.sql("SELECT * FROM analytics.user_segments").pl())
+    early.sql("CREATE OR REPLACE TABLE analytics.user_segments AS SELECT * FROM segments_frame")
+    C.update_counts(early, CFG.counts)
+    counts = pl.exclude("antecedent_description", "consequent_description")  # labels: from every line of the product
+    assert _rules(con).select(counts).sort(pl.all()).equals(_rules(early).select(counts).sort(pl.all()))
+    assert con.sql("SELECT baskets FROM meta.basket_scopes WHERE scope = -1").fetchall() == early.sql(
+        "SELECT baskets FROM meta.basket_scopes WHERE scope = -1").fetchall()
+    assert C.update_counts(con, CFG.counts, as_of=cut).mode == "unchanged"
+    latest = con.sql("SELECT max(order_ts) FROM raw.order_items").fetchall()[0][0]
+    step = C.update_counts(con, CFG.counts, as_of=latest)  # the as-of moved on: every order counts again
+    assert step.mode == "full" and "every order counted" in step.reason, step
+    assert _rules(con).sort(pl.all()).equals(_full_rules(con))

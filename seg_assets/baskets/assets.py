@@ -21,7 +21,7 @@ from seg_assets.baskets import rules as R
 from seg_assets.features import incremental as inc
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.resources import Warehouse
-from seg_assets.segmentation.scoring import SEGMENT_BASKET_RULES, USER_SEGMENTS
+from seg_assets.segmentation.scoring import SEGMENT_BASKET_RULES, USER_SEGMENTS, segments_as_of
 from seg_assets.warehouse import create_table_from, table_exists, transaction
 
 GROUP = "baskets"
@@ -87,7 +87,7 @@ def basket_rules(context: dg.AssetExecutionContext, config: BasketRulesConfig, d
             yield dg.MaterializeResult(asset_key=SEGMENT_BASKET_RULES, metadata={"skipped": reason, "dagster/row_count": 0})
             return
         with transaction(con):
-            update = C.update_counts(con, cfg.counts, full=inc.rebase_requested(context.run.tags))
+            update = C.update_counts(con, cfg.counts, full=inc.rebase_requested(context.run.tags), as_of=segments_as_of(con))
             rule_key = _rule_key(con, config)
             current = (update.mode == "unchanged" and table_exists(con, "analytics.segment_basket_rules")
                        and con.sql("SELECT rule_key FROM meta.basket_rules_state").fetchall() == [(rule_key,)])

@@ -8,7 +8,8 @@ cancellation on the order's first line only, so its later lines are mapped ``com
 (``min(user_id)`` of its lines, as ``staging.stg_orders``). Baskets
 with more than ``max_basket_size`` distinct products are left out of every scope (numerator and
 denominator). A **scope** is the whole shop (``SHOP``) or a segment: the baskets whose owner is in that
-segment *now* (``analytics.user_segments``), whenever the order was placed.
+segment *now* (``analytics.user_segments``), whenever the order was placed up to the segments' as-of (a refresh
+as of a past date leaves later orders out, and counts every scope in full while it does).
 
 Counts per scope, in ``meta``: baskets (``basket_scopes``), baskets per product (``basket_items``, every
 product) and baskets per product pair (``basket_pairs``) for the pairs of *tracked* products only: those
@@ -38,6 +39,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 from seg_assets.ingest.contract import LEDGER_TABLE as LEDGER
 from seg_assets.warehouse import table_exists
@@ -50,6 +52,7 @@ DEFERRED = ("no new order lines or cancellations: nothing counted; buyers whose 
 DDL = (
     "CREATE TABLE IF NOT EXISTS meta.basket_state (watermark BIGINT, counts_key VARCHAR, mode VARCHAR, "
     "dirty_users BIGINT, rescoped VARCHAR, built_at TIMESTAMP)",
+    "ALTER TABLE meta.basket_state ADD COLUMN IF NOT EXISTS until TIMESTAMP",  # the as-of of counts that left orders out
     "CREATE TABLE IF NOT EXISTS meta.basket_members (user_id VARCHAR, segment_id INTEGER)",
     "CREATE TABLE IF NOT EXISTS meta.basket_scopes (scope INTEGER, baskets BIGINT, tracked_from BIGINT)",
     "CREATE TABLE IF NOT EXISTS meta.basket_items (scope INTEGER, product_id VARCHAR, baskets BIGINT, tracked BOOLEAN)",
@@ -86,15 +89,18 @@ def threshold_sql(n: str, cfg: CountSettings) -> str:
     return f"greatest(ceil({n} * {cfg.min_support!r} - 1e-9)::BIGINT, {int(cfg.min_baskets)}, 1)"
 
 
-def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str | None = None, detail: bool = False) -> str:
+def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str | None = None, detail: bool = False,
+                until: datetime | None = None) -> str:
     """(order_id, user_id, product_id): one row per basket and distinct product; ``watermark`` keeps the
     lines of files up to it (the counts' past), ``orders_of`` (a table with ``user_id``) the orders with a
-    line of those users; ``detail`` adds the order's time (``order_ts``) and the line's ``category``
-    (recommendations read baskets in time)."""
+    line of those users, ``until`` the lines placed by then (an as-of in the past); ``detail`` adds the order's time
+    (``order_ts``) and the line's ``category`` (recommendations read baskets in time)."""
     up_to = f" AND _file_id <= {int(watermark)}" if watermark is not None else ""
     where = ["status = 'completed'", f"order_id NOT IN ({CANCELLED_ORDERS}{up_to})"]
     if watermark is not None:
         where.append(f"_file_id <= {int(watermark)}")
+    if until is not None:
+        where.append(f"order_ts <= TIMESTAMP '{until:%Y-%m-%d %H:%M:%S.%f}'")
     if orders_of is not None:
         where.append(f"order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN (SELECT user_id FROM {orders_of}))")
     line_detail, order_detail, select_detail = ((", min(order_ts) AS order_ts, any_value(category) AS category",
@@ -174,9 +180,9 @@ def _count_full(con, cfg: CountSettings, shop: bool, segments: str | None) -> No
         con.sql(f"DROP TABLE {t}")
 
 
-def rebuild(con, cfg: CountSettings) -> None:
-    """Count every scope from scratch."""
-    _scoped(con, "_b", baskets_sql(cfg), SEGMENTS)
+def rebuild(con, cfg: CountSettings, until: datetime | None = None) -> None:
+    """Count every scope from scratch (the orders placed by ``until``; None: all)."""
+    _scoped(con, "_b", baskets_sql(cfg, until=until), SEGMENTS)
     _count_full(con, cfg, shop=True, segments="all")
     con.sql("CREATE OR REPLACE TABLE meta.basket_members AS SELECT DISTINCT user_id, segment_id FROM _b")
     con.sql("DROP TABLE _b")
@@ -252,26 +258,42 @@ def _incremental(con, cfg: CountSettings, wm_old: int) -> CountUpdate:
     return CountUpdate("incremental", f"{dirty} users with new orders or a new segment", dirty, tuple(stale))
 
 
-def update_counts(con, cfg: CountSettings, full: bool = False) -> CountUpdate:
-    """Bring the counts up to date with the order lines, cancelled order rows and current segments (module doc)."""
+def _lines_after(con, as_of: datetime | None) -> datetime | None:
+    """``as_of`` if order lines were placed after it (a refresh as of a date in the past), else None: then every
+    line counts, and the counts can be kept up to date incrementally."""
+    if as_of is None:
+        return None
+    latest = con.sql("SELECT max(order_ts) FROM raw.order_items").fetchall()[0][0]
+    return as_of if latest is not None and latest > as_of else None
+
+
+def update_counts(con, cfg: CountSettings, full: bool = False, as_of: datetime | None = None) -> CountUpdate:
+    """Bring the counts up to date with the order lines, cancelled order rows and current segments (module doc),
+    counting the orders placed by ``as_of`` (the segments' as-of): all of them, unless the refresh is as of a date in
+    the past; then (and on the first refresh after one) every scope is counted in full."""
     ensure_tables(con)
     wm = watermark(con)
-    state = con.sql("SELECT watermark, counts_key FROM meta.basket_state").fetchall()
+    until = _lines_after(con, as_of)
+    state = con.sql("SELECT watermark, counts_key, until FROM meta.basket_state").fetchall()
     reason = ("requested (rebase)" if full else "first count" if not state
-              else "count settings changed" if state[0][1] != cfg.key() else "")
+              else "count settings changed" if state[0][1] != cfg.key()
+              else f"as of {until:%Y-%m-%d %H:%M}: orders placed after it left out" if until is not None and state[0][2] != until
+              else "no longer as of a past date: every order counted" if until is None and state[0][2] is not None else "")
     if reason:
-        rebuild(con, cfg)
-        update = CountUpdate("full", reason)
+        rebuild(con, cfg, until)
+        cut = f"; as of {until:%Y-%m-%d %H:%M}: orders placed after it left out" if until and "as of" not in reason else ""
+        update = CountUpdate("full", reason + cut)
     else:
         wm_old = int(state[0][0])
         if wm == wm_old:
             return CountUpdate("unchanged", DEFERRED)
-        if _last_replacing_file(con, after=wm_old):  # the rows as counted are gone: their contribution is unknown
-            rebuild(con, cfg)
-            update = CountUpdate("full", "rows of orders or order lines replaced since the last count (keep: latest)")
+        if until is not None or _last_replacing_file(con, after=wm_old):  # the rows as counted are gone, or cut by time
+            rebuild(con, cfg, until)
+            update = CountUpdate("full", "rows of orders or order lines replaced since the last count (keep: latest)"
+                                 if until is None else f"new order lines, counted as of {until:%Y-%m-%d %H:%M}")
         else:
             update = _incremental(con, cfg, wm_old)
     con.sql("DELETE FROM meta.basket_state")
-    con.execute("INSERT INTO meta.basket_state VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
-                [wm, cfg.key(), update.mode, update.dirty_users, ",".join(map(str, update.recounted))])
+    con.execute("INSERT INTO meta.basket_state VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
+                [wm, cfg.key(), update.mode, update.dirty_users, ",".join(map(str, update.recounted)), until])
     return update
