@@ -145,7 +145,7 @@ def as_enums(columns: dict[str, tuple[str, ...]]) -> str:
     """``* REPLACE (...)`` casting each column to an ENUM of its values: a closed vocabulary stored as one
     byte per row (a third of the cost of strings to write, copy and export) that also rejects other values."""
     def enum(values: tuple[str, ...]) -> str:
-        return "ENUM(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+        return "ENUM(" + ", ".join(map(sql_string, values)) + ")"
 
     return "* REPLACE (" + ", ".join(f"{col}::{enum(values)} AS {col}" for col, values in columns.items()) + ")"
 

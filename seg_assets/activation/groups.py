@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import math
 
+from seg_assets.warehouse import sql_string
+
 BUCKETS = 10_000
 SALTS_TABLE = "meta.control_salts"
 SALTS_DDL = f"""CREATE TABLE IF NOT EXISTS {SALTS_TABLE} (
@@ -25,7 +27,7 @@ def bucket(user_id: str, salt: str) -> int:
 
 def bucket_sql(user_column: str, salt: str) -> str:
     """The same bucket in DuckDB SQL."""
-    return salted_bucket_sql(user_column, "'" + salt.replace("'", "''") + "'")
+    return salted_bucket_sql(user_column, sql_string(salt))
 
 
 def salted_bucket_sql(user_column: str, salt_sql: str) -> str:

@@ -62,7 +62,7 @@ LANDING_SENSOR = "landing_sensor"
 
 
 @dg.sensor(name=LANDING_SENSOR, job=refresh_job, minimum_interval_seconds=20, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Starts a refresh for each new set of settled landing files (see automation/landing.py for the rule).")
+           description="Starts a refresh for each new set of settled landing files (the rule: ingest/sources.py, is_settled).")
 def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     try:
         sources = load_sources(settings.paths.root)

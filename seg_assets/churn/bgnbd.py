@@ -10,7 +10,7 @@ probability (beta distributed, ``a, b``). It needs per customer only
 
 in one unit (weeks, as in the paper). Fitted by maximum likelihood (L-BFGS-B on log parameters,
 vectorised over customers). On the CDNOW sample the paper reports r = 0.243, alpha = 4.414, a = 0.793,
-b = 2.426; ``test_churn_bgnbd.py`` checks the fit reproduces them. ``lifetimes`` is not used.
+b = 2.426; ``test_churn_cdnow.py`` checks the fit reproduces them. ``lifetimes`` is not used.
 """
 
 from __future__ import annotations

@@ -46,7 +46,6 @@ ORDERS_TABLE = "staging.stg_orders"
 # Where users come from, with the column that says when: known at c if a row is at or before c.
 USER_SOURCES = ((ORDERS_TABLE, "order_ts"), ("staging.stg_clicks", "event_ts"), (CUSTOMERS_TABLE, "signup_ts"))
 SAMPLED = "_seg_snapshot_users"
-LABEL_COLUMNS = ("snapshot", "snapshot_ts", "churned", "orders_next_h", "spend_next_h")
 
 
 @dataclass(frozen=True)
@@ -179,8 +178,9 @@ def labels_after(con, cutoff: datetime, horizon_days: int, as_of: datetime) -> p
 def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *, index: int = 0,
                    max_users: int | None = 200_000, seed: int = 0, sql_dir: Path | None = None,
                    seen: pl.DataFrame | None = None) -> pl.DataFrame:
-    """One snapshot: the feature columns as of ``cutoff`` plus :data:`LABEL_COLUMNS` (``seen``: :func:`first_seen`
-    up to at least ``cutoff``, shared by the snapshots of one build)."""
+    """One snapshot: the feature columns as of ``cutoff`` plus the labels (snapshot, snapshot_ts, churned,
+    orders_next_h, spend_next_h). ``seen``: :func:`first_seen` up to at least ``cutoff``, shared by the snapshots of
+    one build."""
     if cutoff + timedelta(days=horizon_days) > as_of:
         raise ValueError(f"cut-off {cutoff} + {horizon_days} days is after the as-of time {as_of}: the label would "
                          "need data from the future")

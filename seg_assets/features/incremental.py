@@ -27,7 +27,7 @@ from datetime import datetime
 import sqlglot
 from sqlglot import exp
 
-from seg_assets.warehouse import table_exists, upsert
+from seg_assets.warehouse import sql_string, table_exists, upsert
 
 STATE_TABLE = "meta.model_builds"
 CHANGED = "_seg_changed_keys"  # temp table holding the changed keys of the build in progress
@@ -286,7 +286,7 @@ def pending_rows_sql(con, target: str, versions: dict[str, str | None], *, every
 
 def stale_row_sql(versions: dict[str, str | None]) -> str:
     """The condition, on ``s`` (the scored row, left-joined) and ``f`` (its features), that the score must be redone."""
-    lit = lambda v: "NULL" if v is None else "'" + str(v).replace("'", "''") + "'"  # noqa: E731
+    lit = lambda v: "NULL" if v is None else sql_string(v)  # noqa: E731
     stale = "".join(f" OR s.{col} IS DISTINCT FROM {lit(v)}" for col, v in versions.items())
     return f"(s.user_id IS NULL OR s.as_of IS DISTINCT FROM f.as_of OR s.features_build IS DISTINCT FROM f.features_build{stale})"
 

@@ -1,4 +1,4 @@
-"""Ingestion stage: landing files -> raw.orders / raw.clicks / raw.customers, raw.rejects, meta.ingest_ledger.
+"""Ingestion stage: landing files -> the contract's raw tables (contract.TABLES), raw.rejects, meta.ingest_ledger.
 
 ``assets`` and ``asset_checks`` are what the code location registers; the loader functions
 (:func:`seg_assets.ingest.loader.ingest_landing`) work on any DuckDB connection.

@@ -38,7 +38,7 @@ from pathlib import Path
 import duckdb
 
 from seg_assets import interrupts
-from seg_assets.warehouse import read_parquet_sql, sql_ident
+from seg_assets.warehouse import read_parquet_sql, sql_ident, sql_string
 
 BI_FILE = "segments.duckdb"
 CURRENT = "current"  # the link to the current version folder
@@ -57,11 +57,6 @@ class Publication:
     rows: dict[str, int]
     written: tuple[str, ...]  # tables whose content changed since the last publication (written again)
     columns: dict[str, list[tuple]]  # per table: (name, type, description) (published_columns)
-
-
-def _sql_text(value: str | Path) -> str:
-    """A path or text inside a SQL string literal."""
-    return str(value).replace("'", "''")
 
 
 def fingerprint(con, table: str) -> tuple[int, str]:
@@ -174,7 +169,7 @@ def _write_views(bi_dir: Path, tables: list[str], comments: Mapping[str, Mapping
             out.sql(f"CREATE VIEW {table} AS SELECT * FROM {read_parquet_sql(path)}")
             for column, text in comments.get(table, {}).items():
                 if text:
-                    out.sql(f"COMMENT ON COLUMN {table}.{sql_ident(column)} IS '{_sql_text(text)}'")
+                    out.sql(f"COMMENT ON COLUMN {table}.{sql_ident(column)} IS {sql_string(text)}")
         out.sql(f"CREATE TABLE {LAYOUT} (layout VARCHAR)")
         out.sql(f"COMMENT ON COLUMN {LAYOUT}.layout IS 'For the publisher: the folder and tables these views read, and a "
                 "digest of their column comments (this file is written again when they change).'")
@@ -207,12 +202,12 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
                 os.link(old, version / old.name)  # unchanged: the same file in the new version
                 manifest.append((table, rows[table], fp, previous[table][2]))
                 continue
-            con.sql(f"COPY (SELECT * FROM {table}) TO '{_sql_text(version / f'{table}.parquet')}' (FORMAT parquet)")
+            con.sql(f"COPY (SELECT * FROM {table}) TO {sql_string(version / f'{table}.parquet')} (FORMAT parquet)")
             manifest.append((table, rows[table], fp, now))
             written.append(table)
         values = ", ".join("(?, ?, ?, ?)" for _ in manifest) or "(NULL, NULL, NULL, NULL)"
         con.execute(f"""COPY (SELECT * FROM (VALUES {values}) t({', '.join(MANIFEST_COLUMNS)})
-                        WHERE table_name IS NOT NULL) TO '{_sql_text(version / f'{MANIFEST}.parquet')}' (FORMAT parquet)""",
+                        WHERE table_name IS NOT NULL) TO {sql_string(version / f'{MANIFEST}.parquet')} (FORMAT parquet)""",
                     [v for row in manifest for v in row])
         interrupts.check()  # Ctrl-C / SIGTERM before the switch: nothing of this publication is seen
         stale = bi_dir / CURRENT

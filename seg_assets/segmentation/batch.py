@@ -64,15 +64,15 @@ class SegmentScorer:
 
 
 def assign(frame: pl.DataFrame, model: SegmentModel, classifier, previous: np.ndarray | None = None,
-           chunk_rows: int = 500_000) -> tuple[np.ndarray, np.ndarray, str]:
-    """(segment ids, confidence, who assigned) for every row of ``frame``.
+           chunk_rows: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+    """(segment ids, confidence) for every row of ``frame``.
 
     ``previous``: each user's published segment id (``NO_SEGMENT`` for none); a user keeps it unless
     another segment is clearly better (the model's ``sticky_odds``, membership.py). Confidence is the
     assigner's probability of the segment given.
     """
     if frame.height == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0), "nobody to assign"
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     odds = getattr(model.config, "sticky_odds", DEFAULT_ODDS)
     prev = np.full(frame.height, NO_SEGMENT, dtype=np.int64) if previous is None else np.asarray(previous, dtype=np.int64)
     ids, conf = [], []
@@ -85,7 +85,7 @@ def assign(frame: pl.DataFrame, model: SegmentModel, classifier, previous: np.nd
         i, c = sticky_assign(proba, classes, before, odds, same_stage(model, part, before))
         ids.append(i)
         conf.append(c)
-    return np.concatenate(ids), np.concatenate(conf), (f"classifier {classifier.kind}" if classifier is not None else "model")
+    return np.concatenate(ids), np.concatenate(conf)
 
 
 def score_segments(batch: pl.DataFrame, scorer: SegmentScorer) -> pl.DataFrame:
@@ -94,7 +94,7 @@ def score_segments(batch: pl.DataFrame, scorer: SegmentScorer) -> pl.DataFrame:
     model = scorer.model
     todo = batch.filter(pl.col("kept_id").is_null())
     previous = todo["previous_id"].fill_null(NO_SEGMENT).to_numpy().astype(np.int64)
-    ids, confidence, _ = assign(todo, model, scorer.classifier, previous)
+    ids, confidence = assign(todo, model, scorer.classifier, previous)
     new = pl.DataFrame({"user_id": todo["user_id"], "segment_id": ids.astype(np.int32), "confidence": confidence},
                        schema={"user_id": pl.String, "segment_id": pl.Int32, "confidence": pl.Float64})
     assigned = batch.select("user_id", pl.col("kept_id").cast(pl.Int32).alias("segment_id"),

@@ -33,13 +33,12 @@ from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.reviews.assets import TABLE as REVIEW_TABLE
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL
-from seg_assets.segmentation.batch import (  # noqa: F401  (assign, COLUMNS, RULE_INPUTS: imported from here too)
+from seg_assets.segmentation.batch import (  # noqa: F401  (COLUMNS, RULE_INPUTS: imported from here too)
     CHURN_COLUMNS,
     COLUMNS,
     EXPECTED_VALUE,
     RULE_INPUTS,
     SegmentScorer,
-    assign,
     score_segments,
 )
 from seg_assets.segmentation.model import SegmentModel
@@ -58,7 +57,7 @@ from seg_assets.segmentation.rules import explain_model
 from seg_assets.settings import MAX_DAYS
 from seg_assets.spark import scoring as on_spark
 from seg_assets.spark.session import Engine
-from seg_assets.warehouse import as_enums, create_table_from, read_parquet_sql, registered, table_exists, transaction, upsert
+from seg_assets.warehouse import as_enums, create_table_from, read_parquet_sql, registered, sql_string, table_exists, transaction, upsert
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
@@ -236,11 +235,10 @@ def _selection_sql(con, versions: dict[str, str], rules_version: str, everyone: 
                 f"FROM features.user_features f {published} {churn}")
     keep = f"NOT {inc.stale_row_sql(versions)}"  # the segment stays: what pending_rows_sql would not select
     churn_changed = " OR ".join(f"s.{c} IS DISTINCT FROM {'c.' + c if has_churn else 'NULL'}" for c in CHURN_COLUMNS[1:])
-    quoted = rules_version.replace("'", "''")
     return (f"SELECT f.user_id, CASE WHEN {keep} THEN s.segment_id END::INTEGER AS kept_id, "
             f"CASE WHEN {keep} THEN s.confidence END::DOUBLE AS kept_confidence, {previous}, {cols} "
             f"FROM features.user_features f {published} {churn} "
-            f"WHERE NOT ({keep}) OR {churn_changed} OR s.rules_version IS DISTINCT FROM '{quoted}'")
+            f"WHERE NOT ({keep}) OR {churn_changed} OR s.rules_version IS DISTINCT FROM {sql_string(rules_version)}")
 
 
 def _reference_sql(con, config: ScoringConfig) -> str:

@@ -9,8 +9,8 @@ A model that needs another form on Spark says so explicitly with a sibling file 
 folder): that file is used on Spark instead of transpiling, must read the same tables, and is itself checked
 (bound and written by sqlglot, so it may use either dialect's spelling of what sqlglot knows).
 
-Tables are read as ``<schema>__<name>`` temporary views (Spark's temp views are unqualified); the resolver in
-``spark/models.py`` registers each one: raw Parquet, a view model's SQL, or a table model's Parquet.
+Tables are read as ``<schema>__<name>`` temporary views (Spark's temp views are unqualified); ``spark/tables.py``
+registers each one: raw Parquet, a view model's SQL, or a table model's Parquet.
 """
 
 from __future__ import annotations
