@@ -220,6 +220,15 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     order = runner.invoke(app, ["refresh", "--set", "analytics__user_segments.at_risk_max_recency_days=10"])
     assert order.exit_code == 2 and "Traceback" not in order.output
     assert "invalid setting: analytics__user_segments: Value error, recency thresholds must not decrease" in order.output
+    # one meaning in two ops: the model's "new" stage and the rules' lifecycle_stage drifted apart when one was set
+    new = runner.invoke(app, ["refresh", "--set", "segment_model.new_max_tenure_days=14"])
+    said = " ".join(new.output.split())
+    assert new.exit_code == 2 and "segment_model.new_max_tenure_days=14" in said and "set them to one value" in said, said
+    from seg_assets.automation.limits import check_limits
+    from seg_assets.definitions import defs
+
+    both = {"ops": {op: {"config": {"new_max_tenure_days": 14.0}} for op in ("segment_model", "analytics__user_segments")}}
+    check_limits(defs.resolve_job_def("refresh"), both)  # set together: accepted
     assert not (tmp_path / "data" / "warehouse.duckdb").exists()
     config = tmp_path / "settings.yaml"
     config.write_text("ops:\n  no_such_op:\n    config:\n      x: 1\n")

@@ -47,9 +47,21 @@ def config_classes(job: dg.JobDefinition) -> dict[str, type[dg.Config]]:
     return out
 
 
+# Fields that several ops have and that must mean one thing: the model's "new" stage and the rules' lifecycle_stage
+ONE_MEANING = {"new_max_tenure_days": "when a customer is 'new'"}
+
+
 def check_limits(job: dg.JobDefinition, run_config: dict) -> None:
-    """Raise SettingsError (one line) for a value outside its field's limits."""
+    """Raise SettingsError (one line) for a value outside its field's limits, or a field of :data:`ONE_MEANING` set
+    to different values in two ops."""
     classes = config_classes(job)
+    for name, meaning in ONE_MEANING.items():
+        values = {f"{op}.{name}": ((run_config or {}).get("ops", {}).get(op, {}).get("config") or {}).get(name,
+                                   cls.model_fields[name].default)
+                  for op, cls in classes.items() if name in cls.model_fields}
+        if len(set(values.values())) > 1:
+            raise SettingsError(f"{' and '.join(f'{k}={v}' for k, v in sorted(values.items()))}: both say {meaning}; set them "
+                                "to one value")
     for op, entry in (run_config or {}).get("ops", {}).items():
         if op in classes and isinstance(entry, dict):
             try:
