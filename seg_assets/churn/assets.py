@@ -251,8 +251,9 @@ def _not_fitted(context, duckdb: Warehouse, message: str, current, as_of) -> dg.
 
 def _risk_sql(high: float, medium: float) -> str:
     """churn_risk from churn_probability in SQL, exactly as :func:`risk_levels`."""
-    return (f"CASE WHEN churn_probability IS NULL THEN NULL WHEN churn_probability >= {float(high)!r} THEN 'high' "
-            f"WHEN churn_probability >= {float(medium)!r} THEN 'medium' ELSE 'low' END")
+    top, middle, bottom = RISK_LEVELS
+    return (f"CASE WHEN churn_probability IS NULL THEN NULL WHEN churn_probability >= {float(high)!r} THEN '{top}' "
+            f"WHEN churn_probability >= {float(medium)!r} THEN '{middle}' ELSE '{bottom}' END")
 
 
 @dg.asset(

@@ -54,6 +54,7 @@ import numpy as np
 import polars as pl
 
 from seg_assets.artifacts import save_artifact
+from seg_assets.churn.keys import RISK_LEVELS
 from seg_assets.features.dictionary import CHURN_FEATURES, REVIEW_FEATURES
 from seg_assets.segmentation.selection import limit_threads, sample_indices
 
@@ -220,8 +221,9 @@ def reliability(y_churn: np.ndarray, p_churn: np.ndarray, bins: int = 10) -> lis
 
 
 def risk_levels(p: np.ndarray, high: float, medium: float) -> np.ndarray:
-    """'high' when p >= high, 'medium' when p >= medium, else 'low'."""
-    return np.where(p >= high, "high", np.where(p >= medium, "medium", "low"))
+    """'high' when p >= high, 'medium' when p >= medium, else 'low' (keys.RISK_LEVELS; SQL: churn/assets._risk_sql)."""
+    top, middle, bottom = RISK_LEVELS
+    return np.where(p >= high, top, np.where(p >= medium, middle, bottom))
 
 
 @dataclass(frozen=True)

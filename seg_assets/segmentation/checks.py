@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 
 from seg_assets.automation.conditions import check_drift_on_new_features
+from seg_assets.churn.keys import RISK_LEVELS
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
@@ -65,6 +66,7 @@ def _segment_aggregates(con, model: SegmentModel) -> pl.DataFrame:
     ids = ", ".join(str(i) for i in model.segment_ids)
     stages = ", ".join(f"'{s}'" for s in LIFECYCLE_STAGES)
     tiers = ", ".join(f"'{t}'" for t in VALUE_TIERS)
+    risks = ", ".join(f"'{r}'" for r in RISK_LEVELS)
     return con.sql(f"""
         SELECT
             (SELECT count(*) FROM features.user_features) - count(*) AS users_missing,
@@ -78,7 +80,7 @@ def _segment_aggregates(con, model: SegmentModel) -> pl.DataFrame:
             count(*) FILTER (WHERE value_tier NOT IN ({tiers})) AS bad_value_tier,
             count(*) FILTER (WHERE model_version <> '{model.version}') AS wrong_model_version,
             count(*) FILTER (WHERE churn_probability < 0 OR churn_probability > 1
-                             OR (churn_risk IS NOT NULL AND churn_risk NOT IN ('high', 'medium', 'low'))) AS bad_churn
+                             OR (churn_risk IS NOT NULL AND churn_risk NOT IN ({risks}))) AS bad_churn
         FROM analytics.user_segments""").pl()
 
 
