@@ -21,3 +21,11 @@ def input_failure(message: str):
     import dagster as dg  # here, so that the CLI can import InputError without loading Dagster
 
     return dg.Failure(description=message, allow_retries=False)
+
+
+def root_error(error):
+    """The exception a step raised, from its ``SerializableErrorInfo``: past the retry policy's wrapper ("Exceeded
+    max_retries of 2" said nothing of the cause) and Dagster's own."""
+    while error.cause is not None:
+        error = error.cause
+    return error

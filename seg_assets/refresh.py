@@ -23,6 +23,7 @@ from seg_assets.automation.jobs import REFRESH_JOB
 from seg_assets.automation.limits import check_limits
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs, stage_groups
+from seg_assets.errors import root_error
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.publish.assets import BI_SEGMENTS
@@ -99,13 +100,6 @@ def step_groups(defs: dg.Definitions) -> dict[str, str]:
     return out
 
 
-def _root_error(error) -> dg.SerializableErrorInfo:
-    """The exception the step raised (a retry policy wraps it in 'Exceeded max_retries')."""
-    while error.cause is not None:
-        error = error.cause
-    return error
-
-
 def _failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str, Problem]]:
     """(step key, stage failure text, problem) of failed steps and failed checks."""
     out = []
@@ -117,7 +111,7 @@ def _failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str, Problem
             message = (data.user_failure_data.description or data.error.message).strip()
             problem = Problem("error", event.step_key, message)
         else:
-            root = _root_error(data.error)
+            root = root_error(data.error)
             message = root.message.strip()  # "ValueError: ..."
             problem = Problem("error", event.step_key, f"{message} (unexpected: please report it with the traceback)",
                               traceback=data.error.to_string())

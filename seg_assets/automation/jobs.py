@@ -14,6 +14,7 @@ import dagster as dg
 from seg_assets.automation.instance import fail_dead_runs
 from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files, retry_failed, run_key
 from seg_assets.automation.run_config import refresh_run_config
+from seg_assets.errors import root_error
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest.assets import LEDGER_KEY
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
@@ -116,12 +117,8 @@ def refresh_failure_log(context: dg.RunFailureSensorContext):
 
 
 def _cause(error) -> str:
-    """A step's error, past the retry policy's wrapper ("Exceeded max_retries of 2" said nothing of the cause)."""
-    if error is None:
-        return "unknown"
-    while error.message.startswith("Exceeded max_retries") and error.cause is not None:
-        error = error.cause
-    return error.message.strip()
+    """A step's error as the person should read it: the exception it raised (errors.root_error)."""
+    return "unknown" if error is None else root_error(error).message.strip()
 
 
 @dg.sensor(name="dead_cli_runs", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
