@@ -32,7 +32,7 @@ from seg_assets.activation.lift import LIFT_COLUMNS
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
 from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes, time_split
-from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, fit_policy
+from seg_assets.activation.policy import NBA_COLUMNS, NBA_SCHEMA, ThompsonPolicy, fit_policy
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
@@ -292,9 +292,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                            FROM analytics.user_segments s LEFT JOIN analytics.user_groups g USING (user_id)""").pl()
         if not arms:
             with transaction(con):
-                _write(con, "analytics.next_best_action", pl.DataFrame(schema={
-                    "user_id": pl.Utf8, "segment_id": pl.Int64, "action_id": pl.Utf8, "expected_reward": pl.Float64,
-                    "explore": pl.Boolean, "propensity": pl.Float64, "policy_version": pl.Utf8}))
+                _write(con, "analytics.next_best_action", pl.DataFrame(schema=NBA_SCHEMA))
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
         outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days)[0])
         con.execute(POLICIES_DDL)

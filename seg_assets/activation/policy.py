@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-NBA_COLUMNS = ("user_id", "segment_id", "action_id", "expected_reward", "explore", "propensity", "policy_version")
+NBA_SCHEMA = {"user_id": pl.Utf8, "segment_id": pl.Int64, "action_id": pl.Utf8, "expected_reward": pl.Float64,
+              "explore": pl.Boolean, "propensity": pl.Float64, "policy_version": pl.Utf8}  # analytics.next_best_action
+NBA_COLUMNS = tuple(NBA_SCHEMA)
 POOLED = "__pooled__"
 
 
