@@ -82,8 +82,9 @@ def refresh(
                                           "(ops: OP: config: FIELD: VALUE); --set wins over it."),
     data_dir: Path | None = typer.Option(None, envvar="SEG_DATA_DIR", help="Data root (default: $SEG_DATA_DIR or ./data)."),
     summary: bool = typer.Option(True, help="Print what was built."),
-    strict: bool = typer.Option(False, help="Exit 3 when a landing file was not taken in (rejected, failed, or not read: "
-                                "a link out of landing/, an unknown format), though the rest was published (for cron and "
+    strict: bool = typer.Option(False, help="Exit 3 when a landing file was not taken in (rejected, failed, not read: "
+                                "a link out of landing/, an unknown format, or left to the next run: still being written), though the "
+                                "rest was published (for cron and "
                                 "CI: by default such a refresh exits 0 and names the file)."),
     engine: str | None = typer.Option(None, "--engine", envvar="SEG_ENGINE",
                                       help="duckdb (default) or spark: where ingestion, the SQL models and the features run "

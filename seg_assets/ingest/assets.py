@@ -217,8 +217,8 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     for name, reason in [(n, r) for n, r in report.ignored.items() if r][:10]:
         context.log.warning(f"ingest: landing/{name} not read: {reason}")
     if report.unsettled:
-        context.log.warning(f"ingest: {len(report.unsettled)} file(s) not settled yet, left to the next run: "
-                            + ", ".join(f"{path} ({why})" for path, why in list(report.unsettled.items())[:5]))
+        context.log.warning(f"ingest: {len(report.unsettled)} file(s) left to the next run: "
+                            + "; ".join(f"{path}: {why}" for path, why in list(report.unsettled.items())[:5]))
     for f in report.files:
         if f.status == C.STATUS_FAILED:
             context.log.warning(f"ingest: {f.file_name} failed: {f.message}")

@@ -123,8 +123,8 @@ def file_identity(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-CHANGED_WHILE_READ = "changed while it was read (still being written?): left to the next run"
-CHANGED_SINCE_SETTLED = "changed after it had settled (its writer went on): left to the next run"
+CHANGED_WHILE_READ = "changed while it was read (still being written?)"
+CHANGED_SINCE_SETTLED = "changed after it had settled (its writer went on)"
 
 
 NOT_A_FILE = "not a regular file (a pipe, socket or device): not read"
