@@ -26,6 +26,7 @@ from seg_assets.definitions import build_defs, stage_groups
 from seg_assets.errors import root_error
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
+from seg_assets.ingest.loader import REWRITTEN
 from seg_assets.publish.assets import BI_SEGMENTS
 from seg_assets.resources import Warehouse, WarehouseLocked
 from seg_assets.settings import data_paths
@@ -185,6 +186,11 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
         WHERE l.run_id = ? AND l.status = '{C.STATUS_INGESTED}' AND l.rejected > 0
         GROUP BY l.file_id, l.file_name ORDER BY l.file_id""", params=[run_id]).fetchall()
     out = []
+    for (name,) in con.sql(f"SELECT file_name FROM {C.LEDGER_TABLE} WHERE run_id = ? AND message LIKE ? ORDER BY file_id",
+                           params=[run_id, f"%{REWRITTEN}%"]).fetchall():
+        out.append(Problem("warning", name, "was taken in before with other content (landed files must not change): read "
+                           "again, rows with known ids kept as first taken in; land changes under a new name, or declare "
+                           "keep: latest for its source"))
     for name, status, message in rows:
         what = (message or status).removeprefix(f"{name}: ")
         fix = "" if status == C.STATUS_REJECTED_FILE and OWN_FIX.search(what) else f"; {FILE_FIXES[status]}"

@@ -710,3 +710,18 @@ def test_generate_refuses_bad_numbers_in_one_line(tmp_path, args, words):
     """They were 40-line tracebacks (exit 1)."""
     result = runner.invoke(app, ["generate", str(tmp_path / "d"), *args])
     assert result.exit_code == 2 and words in " ".join(result.output.split()) and "Traceback" not in result.output, result.output
+
+
+def test_a_landed_file_rewritten_under_its_name_is_named(tmp_path, monkeypatch):
+    """Read again with its known ids kept as first taken in: the only trace was the ledger's message."""
+    root = tmp_path / "data"
+    assert runner.invoke(app, ["generate", str(root), "--users", "60", "--days", "30", "--seed", "5", "--format", "csv",
+                               "--no-reviews", "--no-lines"]).exit_code == 0
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert runner.invoke(app, ["refresh", "--no-summary"]).exit_code == 0
+    orders = sorted((root / "landing" / "orders").glob("*.csv"))[0]
+    orders.write_text("".join(orders.read_text().splitlines(keepends=True)[:5]))  # cut: other content, other size
+    again = runner.invoke(app, ["refresh", "--no-summary"])
+    said = " ".join(again.output.split())
+    assert again.exit_code == 0 and f"orders/{orders.name}: was taken in before with other content" in said, again.output

@@ -52,6 +52,7 @@ from seg_assets.ingest.writing import STAGE, commit_file
 from seg_assets.warehouse import prepare_connection, sql_string
 
 GZIP_UNFINISHED = "its gzip stream has no end yet"
+REWRITTEN = "was ingested before with other content (landed files must not change)"
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ def ingest_landing(
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
         out.file_id = next_id = _next_file_id(con, next_id)
         if (source.name, rel) in seen:
-            out.note = f"{rel} was ingested before with other content (landed files must not change)"
+            out.note = f"{rel} {REWRITTEN}"
         report.files.append(out)
         if stage_files is not None and not known:
             twin = (source.name, sha, fmt)  # the same bytes under the same format: a Parquet file named .csv fails,
