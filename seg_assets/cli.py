@@ -123,8 +123,10 @@ def refresh(
                           "reads (named above): fix their names or folders, or map them in sources.yaml (see the README).",
                           highlight=False, soft_wrap=True)
             raise typer.Exit(3 if strict else 0)
-        console.print(f"Nothing to do: no landing files under {escape(str(paths.landing))} yet. Land orders, order lines or clicks "
-                      "there (see the README), or make a demo shop: seg-assets generate.", highlight=False, soft_wrap=True)
+        where = "" if paths.root.is_dir() else f" (the data root {escape(str(paths.root))} does not exist: a typo in SEG_DATA_DIR?)"
+        console.print(f"Nothing to do: no landing files under {escape(str(paths.landing))} yet{where}. Land orders, order lines or "
+                      f"clicks there (see the README), or make a demo shop: seg-assets generate {escape(str(paths.root))}.",
+                      highlight=False, soft_wrap=True)
         return
     if not (refit or rebase):
         ops = merge(refresh_run_config(), overrides)["ops"]

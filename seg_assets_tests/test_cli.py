@@ -183,7 +183,9 @@ def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     result = runner.invoke(app, ["refresh"])
-    assert result.exit_code == 0 and "Nothing to do: no landing files under" in result.output
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "Nothing to do: no landing files under" in said and "does not exist" in said
+    assert f"seg-assets generate {tmp_path / 'data'}" in said  # the command to run, whole
     assert not (tmp_path / "data" / "warehouse.duckdb").exists()
 
 

@@ -26,3 +26,15 @@ def test_every_in_progress_suffix_is_named():
 
     section = README[README.index("**When is a landing file read?**"):][:600]
     assert not [s for s in IN_PROGRESS_SUFFIXES if f"`{s}`" not in section]
+
+
+def test_the_actions_yaml_example_is_the_catalogues_and_loads(tmp_path):
+    """The README's actions.yaml is the one activation/catalogue.py documents, and it is a valid file."""
+    from seg_assets.activation import catalogue
+
+    block = catalogue.__doc__[catalogue.__doc__.index("```yaml"):]
+    block = block[:block.index("```\n", 7) + 3]
+    assert block in README
+    (tmp_path / "actions.yaml").write_text(block.removeprefix("```yaml\n").removesuffix("```"))
+    loaded = catalogue.load_catalogue(tmp_path)
+    assert list(loaded.actions) == ["winback_10"] and loaded.holdout_of("spring_test") == 0.5
