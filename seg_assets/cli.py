@@ -184,8 +184,15 @@ def refresh(
     if not outcome.success:
         raise typer.Exit(1)
     if strict:
+        from seg_assets.published_state import not_taken_in
+
         unread = _unread(paths)  # named either way
-        if unread or any(p.kind == "file" for p in outcome.problems):
+        named = {p.where for p in outcome.problems if p.kind == "file"}
+        waiting = [name for name in not_taken_in(paths) if name not in named]  # from earlier runs, unchanged since
+        for name in waiting[:10]:
+            console.print(f"[yellow]not taken in[/yellow] {escape(f'landing/{name}')}: failed or rejected by an earlier "
+                          "refresh, unchanged since (see meta.ingest_ledger)", highlight=False, soft_wrap=True)
+        if unread or named or waiting:
             raise typer.Exit(3)
 
 

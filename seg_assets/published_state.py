@@ -153,6 +153,24 @@ def landed(paths: DataPaths) -> bool:
         return True
 
 
+def _failed_in(known: dict, landing: list[tuple[str, int]]) -> list[str]:
+    """The landing files the publication recorded as not taken in (failed or rejected whole), as they are still."""
+    return sorted(name for (name, size), flag in known.items() if flag[:1] == [True] and (name, size) in set(landing))
+
+
+def not_taken_in(paths: DataPaths) -> list[str]:
+    """Landing files the last publication could not take in and that are there unchanged: --strict counts them after a
+    refresh that took in other files, as it does when the segments are current."""
+    state = read_state(paths)
+    if state is None:
+        return []
+    try:
+        landing = [(f.path, f.size) for f in scan_landing(paths.landing, load_sources(paths.root))]
+    except SourceConfigError:
+        return []
+    return _failed_in({(name, size): failed for name, size, *failed in state["files"]}, landing)
+
+
 def nothing_new(paths: DataPaths, settings: str) -> str | None:
     """A message if the published segments already reflect every landing file, this code and these settings."""
     from seg_assets.publish.bi import views_read  # here: publish/ imports this module
@@ -172,7 +190,7 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
     landing = [(f.path, f.size) for f in scan_landing(paths.landing, sources)]
     if any(f not in known for f in landing):
         return None
-    failed = sorted(name for (name, size), flag in known.items() if flag[:1] == [True] and (name, size) in set(landing))
+    failed = _failed_in(known, landing)
     if any(known[(name, size)][1:] != [_changed_at(paths.landing, name)] for name, size in landing if name in failed):
         return None  # a failed file was touched since (its permissions fixed, rewritten at the same size): read it again
     waiting = (f"; {len(failed)} {FAILED_FILES} ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}) are read "

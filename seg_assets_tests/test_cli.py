@@ -727,3 +727,21 @@ def test_a_landed_file_rewritten_under_its_name_is_named(tmp_path, monkeypatch):
     again = runner.invoke(app, ["refresh", "--no-summary"])
     said = " ".join(again.output.split())
     assert again.exit_code == 0 and f"orders/{orders.name}: was taken in before with other content" in said, again.output
+
+
+def test_strict_counts_a_file_an_earlier_refresh_could_not_take_in(tmp_path, monkeypatch):
+    """A rejected file, then a good delivery: the refresh that took the good one in exited 0 under --strict, the one
+    before and after (segments current) 3, for the same landing folder."""
+    from seg_assets.demo.generate import generate
+
+    root = tmp_path / "data"
+    generate(root, users=60, days=60, seed=3, with_reviews=False, with_lines=False)
+    (root / "landing" / "orders" / "export.csv").write_text("customer,date,qty,amount\n1,19970101,1,29.33\n")
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert runner.invoke(app, ["refresh", "--no-summary"]).exit_code == 0
+    good = (root / "landing" / "orders" / "late.csv")
+    good.write_text("order_id,user_id,order_ts,amount,items,status\nlate1,u000001,2026-10-30T10:00:00Z,10,1,completed\n")
+    strict = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
+    assert strict.exit_code == 3 and "not taken in landing/orders/export.csv" in strict.output, strict.output
+    assert runner.invoke(app, ["refresh", "--no-summary", "--strict"]).exit_code == 3  # current: as before
