@@ -74,6 +74,11 @@ class GenerateSummary:
     seconds: float = 0.0
     faults: int = 0  # rows in truth/faults.parquet
 
+    def __str__(self) -> str:
+        rows = ", ".join(f"{n:,} {table}" for table, n in self.rows.items())
+        faults = f", {self.faults:,} faulty rows (truth/faults.parquet)" if self.faults else ""
+        return (f"{self.users:,} users into {self.root}/landing: {rows} in {len(self.files)} files{faults} "
+                f"({self.seconds:.1f}s)")
 
 
 def _user_id(col: str = "_u", offset: int = 1) -> pl.Expr:
