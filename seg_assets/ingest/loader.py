@@ -192,8 +192,10 @@ def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
                 "fix the file or the mapping in sources.yaml")
     missing = mapped.missing_required(source.spec)
     listed = ", ".join(f"'{source.spec.column(c).file_name}'" for c in missing)
-    fix = (f"add the column or map it in sources.yaml under sources.{source.name}.columns" if source.declared
-           else "add the column, or declare a source in sources.yaml that maps your column names (see the README)")
+    fix = (f"land the file with the column under a new name, or map it in sources.yaml under sources.{source.name}.columns "
+           "(the file is then read again)" if source.declared
+           else "land the file with the column under a new name, or declare a source in sources.yaml that maps your column "
+           "names (see the README; the file is then read again)")
     return f"missing_column:{missing[0]}", f"missing required column{'s' if len(missing) > 1 else ''} {listed}: {fix}"
 
 
