@@ -23,7 +23,7 @@ from seg_assets.automation.jobs import REFRESH_JOB
 from seg_assets.automation.limits import check_limits
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs, stage_groups
-from seg_assets.errors import root_error
+from seg_assets.errors import step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.loader import REWRITTEN
@@ -108,12 +108,10 @@ def _failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str, Problem
         if not event.is_step_failure:
             continue
         data = event.step_failure_data
-        if data.user_failure_data is not None:  # dg.Failure: the asset told what is wrong
-            message = (data.user_failure_data.description or data.error.message).strip()
+        message, expected = step_failure(data)  # dg.Failure: the asset told what is wrong; else "ValueError: ..."
+        if expected:
             problem = Problem("error", event.step_key, message)
         else:
-            root = root_error(data.error)
-            message = root.message.strip()  # "ValueError: ..."
             problem = Problem("error", event.step_key, f"{message} (unexpected: please report it with the traceback)",
                               traceback=data.error.to_string())
         out.append((event.step_key, f"step {event.step_key} failed: {message}", problem))

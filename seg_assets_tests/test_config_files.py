@@ -142,7 +142,15 @@ def test_a_run_launched_with_a_value_out_of_range_stops_at_its_first_step_in_one
         def __init__(self, message, cause=None):
             self.message, self.cause = message, cause
 
-    assert _cause(Error("Exceeded max_retries of 2\n", Error("OverflowError: too big"))) == "OverflowError: too big"
+    class Data:  # StepFailureData's
+        def __init__(self, error, description=None):
+            self.error = error
+            self.user_failure_data = None if description is None else type("U", (), {"description": description})()
+
+    assert _cause(Data(Error("Exceeded max_retries of 2\n", Error("OverflowError: too big")))) == "OverflowError: too big"
+    # a Failure raised from another error says its own description (the sensor said the cause under it)
+    stopped = Data(Error("Failure: interrupted", Error("InterruptException: INTERRUPT Error")), "interrupted (Ctrl-C)")
+    assert _cause(stopped) == "interrupted (Ctrl-C)"
 
 
 @pytest.mark.parametrize("field, value", [("refit_retry_hours", 1e300), ("max_match_distance", -1.0),

@@ -14,7 +14,7 @@ import dagster as dg
 from seg_assets.automation.instance import fail_dead_runs
 from seg_assets.automation.landing import dump_cursor, load_cursor, ready_files, retry_failed, run_key
 from seg_assets.automation.run_config import refresh_run_config
-from seg_assets.errors import root_error
+from seg_assets.errors import step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest.assets import LEDGER_KEY
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
@@ -107,7 +107,7 @@ def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[st
                        description="Logs which asset failed and why; published segments were left as they were.")
 def refresh_failure_log(context: dg.RunFailureSensorContext):
     failed = [e for e in context.get_step_failure_events()]
-    details = "; ".join(f"{e.step_key}: {_cause(e.step_failure_data.error)}" for e in failed) or context.failure_event.message
+    details = "; ".join(f"{e.step_key}: {_cause(e.step_failure_data)}" for e in failed) or context.failure_event.message
     from seg_assets.published_state import mark_not_current
     from seg_assets.settings import data_paths
 
@@ -116,9 +116,9 @@ def refresh_failure_log(context: dg.RunFailureSensorContext):
                       "Published BI tables were not touched.")
 
 
-def _cause(error) -> str:
-    """A step's error as the person should read it: the exception it raised (errors.root_error)."""
-    return "unknown" if error is None else root_error(error).message.strip()
+def _cause(data) -> str:
+    """A step's failure as the person should read it (errors.step_failure, as the CLI says it)."""
+    return "unknown" if data is None else step_failure(data)[0]
 
 
 @dg.sensor(name="dead_cli_runs", minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
