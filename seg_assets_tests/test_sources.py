@@ -488,6 +488,10 @@ def test_a_column_named_with_a_hyphen_is_that_column(tmp_path):
 
 def test_a_column_named_like_a_sql_statement_is_that_column(tmp_path):
     """`order_id: Comment` (or Show, Drop, Set, Begin) parses as a statement, which was refused as a command."""
+    for text in ("ts AT TIME ZONE tz", "INTERVAL 1 DAY", "amount * 1"):  # expressions stay expressions
+        assert parse_expression(text, "x").column_name is None, text
+    with pytest.raises(SourceConfigError, match="not allowed"):
+        parse_expression("*", "x")
     (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    columns:\n      order_id: Comment\n"
                                            "      user_id: Show\n      status: Drop Status\n      items: Set\n")
     write(tmp_path, "orders/a.csv", "Comment,Show,order_ts,amount,Set,Drop Status\n"

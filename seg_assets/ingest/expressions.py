@@ -12,6 +12,7 @@ how a CSV column is typed, and which Parquet columns are cast to text, so one ma
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +21,9 @@ import sqlglot
 from sqlglot import exp
 
 from seg_assets.config_files import ConfigError
+
+# sqlglot logs "contains unsupported syntax" for `Drop Status` (a column's name, read as one below): not the user's news
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 # Node types an expression may not contain, with the words a person reads.
 _FORBIDDEN: tuple[tuple[type[exp.Expression], str], ...] = (
@@ -170,8 +174,11 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
             raise SourceConfigError(f"{where}: {node.sql()} reads another table; name the file's column only (a STRUCT "
                                     f"column named {root!r}: write {root}['{node.name}'])")
     tree = struct_fields(trees[0])
-    # `Invoice Date` (an alias to sqlglot), `Comment`, `Show`, `Drop` (statements): a column's name written bare
-    if not condition and not isinstance(tree, exp.Condition) and re.fullmatch(r"[^()'\";]+", text):
+    # `Invoice Date` (an alias to sqlglot), `Comment Text`, `Drop Status` (commands), `Set`, `Begin` (one-word
+    # statements): a column's name written bare; `ts AT TIME ZONE tz`, `INTERVAL 1 DAY`, `*` stay expressions
+    statement = isinstance(tree, (exp.Alias, exp.Command)) or (
+        not isinstance(tree, exp.Condition) and re.fullmatch(r"[A-Za-z_]\w*", text))
+    if not condition and statement and re.fullmatch(r"[^()'\";]+", text):
         return Expr(text, frozenset({text.lower()}), column_name=text)
     for node in tree.walk():
         if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):  # x.upper(): its x is no column to sqlglot
