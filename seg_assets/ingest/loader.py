@@ -325,8 +325,12 @@ def ingest_landing(
                           unsettled={p.relative_to(landing_dir).as_posix(): why for p, why in sorted(unsettled.items())})
     taken = taken_rows({s.name: s.key for s in sources})
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
-    for source, name, sha, size in con.sql(f"SELECT source, file_name, content_sha256, size_bytes FROM ({taken})").fetchall():
+    rows_in: set[tuple[str, str]] = set()  # (source, name) of files whose rows were taken in (a rewrite keeps them)
+    for source, name, sha, size, status in con.sql(
+            f"SELECT source, file_name, content_sha256, size_bytes, status FROM ({taken})").fetchall():
         seen.setdefault((source, name), set()).add((sha, size))
+        if status == C.STATUS_INGESTED:
+            rows_in.add((source, name))
     planned: dict[tuple[str, str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha, format)
     pending: list[tuple[SourceDef, Path, FileOutcome, tuple]] = []  # with the identity hashed (sources.file_identity)
     copies: list[tuple[SourceDef, Path, FileOutcome, tuple, FileOutcome]] = []  # a pending item and the file it copies
@@ -368,7 +372,7 @@ def ingest_landing(
             known = []
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
         out.file_id = next_id = _next_file_id(con, next_id)
-        if (source.name, rel) in seen:
+        if (source.name, rel) in rows_in and source.keep != KEEP_LATEST:  # with keep: latest its rows are replaced
             out.note = f"{rel} {REWRITTEN}"
         report.files.append(out)
         if stage_files is not None and not known:
