@@ -140,3 +140,18 @@ def test_waiting_for_a_file_to_settle(tmp_path):
     assert set(settled) == {old} and changing == {young: "still being written"}
     settled, changing = wait_until_settled([young], 5, 30, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert set(settled) == {young} and not changing  # the writer stopped: read after 5 quiet seconds
+
+
+def test_a_file_moved_away_while_waited_for_is_not_waited_for(tmp_path):
+    """An archiver moved a discovered file out of landing/: ingestion waited the whole max_settle_wait for it, and it
+    was then reported as left to the next run (--strict exited 3 for a file that no longer existed)."""
+    young = tmp_path / "young.csv"
+    young.write_text("a\n1\n")
+    now = [time.time()]
+
+    def sleep(seconds):
+        young.unlink(missing_ok=True)  # moved away during the first wait
+        now[0] += seconds
+
+    settled, why = wait_until_settled([young], 5, 60, clock=lambda: now[0], sleep=sleep)
+    assert not settled and why == {young: "gone"} and now[0] - time.time() < 5  # not the full 60 s

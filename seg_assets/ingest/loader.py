@@ -40,6 +40,7 @@ from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef, load_sources
 from seg_assets.ingest.sources import (
     CHANGED_SINCE_SETTLED,
     CHANGED_WHILE_READ,
+    GONE,
     UNFINISHED_SETTLE_SECONDS,
     discover_files,
     file_identity,
@@ -322,7 +323,8 @@ def ingest_landing(
     settled, unsettled = wait_until_settled(sorted({p for _, p, _ in files}), settle_seconds, max_settle_wait)
     files = [f for f in files if f[1] in settled]
     report = IngestReport(run_id=run_id, ignored=ignored,
-                          unsettled={p.relative_to(landing_dir).as_posix(): why for p, why in sorted(unsettled.items())})
+                          unsettled={p.relative_to(landing_dir).as_posix(): why for p, why in sorted(unsettled.items())
+                                     if why != GONE})  # moved away: not left to a next run
     taken = taken_rows({s.name: s.key for s in sources})
     seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
     rows_in: set[tuple[str, str]] = set()  # (source, name) of files whose rows were taken in (a rewrite keeps them)
@@ -411,7 +413,7 @@ def ingest_landing(
     for _, _, out, _, first in copies:
         if first.file_name in report.unsettled:  # the same bytes as a file still being written: read with it, later
             report.files.remove(out)
-            report.unsettled[out.file_name] = GZIP_UNFINISHED
+            report.unsettled[out.file_name] = report.unsettled[first.file_name]
             continue
         if first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects
             reject_as(con, out, first, run_id, now)

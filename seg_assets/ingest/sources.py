@@ -125,6 +125,7 @@ def file_identity(path: Path) -> tuple[int, int, int]:
 
 CHANGED_WHILE_READ = "changed while it was read (still being written?)"
 CHANGED_SINCE_SETTLED = "changed after it had settled (its writer went on)"
+GONE = "gone"  # a file discovered, then moved away or deleted before it was read
 
 
 NOT_A_FILE = "not a regular file (a pipe, socket or device): not read"
@@ -290,9 +291,13 @@ def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float
         now = clock()
         for path, (stamp, since) in list(watch.items()):
             current = _stamp(path)
-            if current is None or current != stamp:
+            if current is None:  # moved away or deleted (an archiver): nothing to wait for, nothing left to read
+                why[path] = GONE
+                del watch[path]
+                continue
+            if current != stamp:
                 watch[path] = (current, now)
-                why[path] = "gone" if current is None else "still being written"
+                why[path] = "still being written"
                 continue
             reason = unfinished(path, current[0])
             quiet = quiet_seconds(current[1] / 1e9, now - since, now)
