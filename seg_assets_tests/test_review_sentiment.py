@@ -182,7 +182,7 @@ def test_review_profile_compares_each_segment_with_the_shop():
     assert out["negative_review_share"].to_list()[:2] == [0.22, 14 / 290]
     assert out["avg_sentiment"].to_list()[:2] == [-5.0 / 90, 90.0 / 280]
     assert out["reviews_note"].to_list() == ["22 % of 100 reviews negative (shop: 9 %)",
-                                             "5 % of 290 reviews negative (shop: 9 %); 10 more without text or stars",
+                                             "5 % of 290 reviews negative (shop: 9 %); 10 more without a label (no usable text or stars)",
                                              "no reviews from this segment"]  # the share's own count
     empty = review_profile(pl.DataFrame(), [1, 2])
     assert empty["reviews_note"].to_list() == [REVIEWS_NOT_AVAILABLE] * 2 and empty["negative_review_share"].null_count() == 2
@@ -259,7 +259,7 @@ def test_a_lexicon_that_is_a_link_or_not_text_is_one_line_without_its_content(tm
 
 @pytest.mark.parametrize("text, sign", [
     ("Terrible<br/>", -1), ("<p>Love it</p>", 1), ("Didn&#39;t work at all", -1), ("It is not <b>good</b>.", -1),
-    ("Broke in a week.<br><br>Avoid!", -1), ("Size &lt; 10 &amp; comfy, love it", 1),
+    ("Broke in a week.<br><br>Avoid!", -1), ("Size &lt; 10 &amp; comfy, love it", 1), ("They never give refunds.", -1),
 ])
 def test_markup_of_an_export_is_read_as_text(scorer, text, sign):
     """A tag glued to a word hid the word, an escaped apostrophe broke the negation: markup is read as its text."""

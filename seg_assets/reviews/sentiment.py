@@ -81,7 +81,8 @@ NEGATION_PROOF = frozenset({"refund", "refunds", "refunded", "money_back"})
 # Markup of shops' exports: a tag glued to a word hid it ("Terrible<br/>"), an escaped apostrophe broke a negation
 # ("Didn&#39;t work"). A block tag ends a clause; an inline one ("not <b>good</b>") is a space.
 _BLOCK_TAG = re.compile(r"</?(?:br|p|div|li|ul|ol|tr|td|th|h[1-6]|hr|blockquote)\b[^<>]*>", re.IGNORECASE)
-_TAG = re.compile(r"</?[a-z][a-z0-9]*\b[^<>]*>", re.IGNORECASE)
+_TAG = re.compile(r"</?(?:a|b|i|u|s|em|strong|span|font|small|big|sup|sub|img|mark|strike|del|ins|code|q)\b[^<>]*>",
+                  re.IGNORECASE)  # HTML's inline tags only: "Size <M> fits" keeps its <M>
 
 SCORE_SCHEMA = {"review_id": pl.String, "language": pl.String, "sentiment": pl.Float64, "label": pl.String,
                 "label_from": pl.String, "note": pl.String}

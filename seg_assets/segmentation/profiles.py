@@ -206,7 +206,7 @@ def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.
             elif share is None or shop_share is None:
                 notes.append(f"{n:,} reviews, none with a usable text or rating")
             else:  # the share is of the labelled reviews: say so where some have neither text nor stars
-                more = f"; {n - labelled:,.0f} more without text or stars" if labelled < n else ""
+                more = f"; {n - labelled:,.0f} more without a label (no usable text or stars)" if labelled < n else ""
                 notes.append(f"{_pct_text(share)} of {labelled:,.0f} review{'' if labelled == 1 else 's'} negative "
                              f"(shop: {_pct_text(shop_share)}){more}")
     return seg.with_columns(pl.Series("reviews_note", notes, dtype=pl.String)).select(
