@@ -24,10 +24,15 @@ def scored_now(instance: dg.DagsterInstance) -> int:
 
 def test_demo_reviews_show_per_segment_sentiment_and_only_new_reviews_are_scored(tmp_path):
     generate(tmp_path, users=2_500, days=200, seed=7, with_reviews=True, with_lines=True)
+    (tmp_path / "landing" / "reviews" / "ghosts.csv").write_text(  # users no other delivery names: in no profile, counted
+        "review_id,user_id,review_ts,rating,text\ng1,ghost1,2026-10-01T10:00:00Z,1,Awful\ng2,ghost2,2026-10-02T10:00:00Z,5,Great\n")
     instance = dg.DagsterInstance.ephemeral()
     outcome = run_refresh(tmp_path, instance=instance)
     assert outcome.success, [m for s in outcome.stages for m in s.failures]
-    landed = pl.read_parquet(tmp_path / "landing" / "reviews" / "*.parquet")
+    profiled = instance.get_latest_materialization_event(dg.AssetKey(["analytics", "segment_profiles"])).asset_materialization
+    assert profiled.metadata["reviews_without_segment"].value == 2
+    landed = pl.concat([pl.read_parquet(tmp_path / "landing" / "reviews" / "*.parquet").select("review_id"),
+                        pl.DataFrame({"review_id": ["g1", "g2"]})])
     scored = read_bi(tmp_path, "SELECT * FROM analytics.review_sentiment")
     assert scored.height == landed.height == scored_now(instance) and "text" not in scored.columns
 

@@ -265,7 +265,7 @@ def _reference_sql(con, config: ScoringConfig) -> str:
 def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
-        review_counts = _review_counts(con, as_of)
+        review_counts, unprofiled = _review_counts(con, as_of), _reviews_without_segment(con, as_of)
         basket_rules, best_rules = _basket_rules(con)
         current = registry.in_service_model(con)
         model = SegmentModel.load(current.artifact)
@@ -307,7 +307,11 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         "reviews": dg.MetadataValue.md(_markdown(profiles.select("segment_id", "segment_name", "reviews", "negative_review_share",
                                                                  "avg_sentiment", "avg_rating", "reviews_note"), ".3f")),
         "basket_rules": dg.MetadataValue.md(rules_markdown(best_rules, model.name_of)),
+        "reviews_without_segment": dg.MetadataValue.int(unprofiled),
     })
+    if unprofiled:
+        context.log.info(f"segment_profiles: {unprofiled:,} reviews by users with no segment (no order, click or sign-up of "
+                         "theirs delivered) are scored in analytics.review_sentiment but in no profile")
     yield dg.MaterializeResult(asset_key=SEGMENT_RULES, metadata={
         "dagster/row_count": dg.MetadataValue.int(rule_rows.height), "dagster/table_name": "analytics.segment_rules",
         "surrogate_fidelity": dg.MetadataValue.float(fidelity),
@@ -328,6 +332,15 @@ def _review_counts(con, as_of) -> pl.DataFrame:
                coalesce(sum(r.rating), 0)::DOUBLE AS rating_sum, count(r.rating) AS rated_reviews
         FROM {REVIEW_TABLE} r JOIN {TABLE} s USING (user_id)
         WHERE r.review_ts <= $as_of GROUP BY s.segment_id""", params={"as_of": as_of}).pl()
+
+
+def _reviews_without_segment(con, as_of) -> int:
+    """Reviews up to as-of by users with no segment (no order, click or sign-up of theirs delivered): scored, in no
+    profile; the UI says how many."""
+    if not table_exists(con, REVIEW_TABLE):
+        return 0
+    return int(con.sql(f"SELECT count(*) FROM {REVIEW_TABLE} r ANTI JOIN {TABLE} s USING (user_id) WHERE r.review_ts <= $as_of",
+                       params={"as_of": as_of}).fetchall()[0][0])
 
 
 def _basket_rules(con) -> tuple[pl.DataFrame, pl.DataFrame]:
