@@ -155,7 +155,8 @@ def landed(paths: DataPaths) -> bool:
 
 def _failed_in(known: dict, landing: list[tuple[str, int]]) -> list[str]:
     """The landing files the publication recorded as not taken in (failed or rejected whole), as they are still."""
-    return sorted(name for (name, size), flag in known.items() if flag[:1] == [True] and (name, size) in set(landing))
+    present = set(landing)
+    return sorted(name for (name, size), flag in known.items() if flag[:1] == [True] and (name, size) in present)
 
 
 def not_taken_in(paths: DataPaths) -> list[str]:

@@ -166,10 +166,10 @@ def still_written(fmt: str, path: Path, exc: BaseException) -> str | None:
     return GZIP_UNFINISHED if fmt == "csv.gz" and GZIP_CUT_SHORT in str(exc) and _recent(path) else None
 
 
-def unchanged(pinned: Path, identity: tuple, why: str = CHANGED_WHILE_READ) -> None:
+def unchanged(pinned: Path, identity: tuple) -> None:
     """Raise the error :func:`still_written` leaves to the next run when the opened file is no longer ``identity``."""
     if file_identity(pinned) != identity:
-        raise OSError(errno.ESTALE, why)
+        raise OSError(errno.ESTALE, CHANGED_WHILE_READ)
 
 
 def _recent(path: Path) -> bool:

@@ -265,7 +265,9 @@ def _reference_sql(con, config: ScoringConfig) -> str:
 def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
-        review_counts, unprofiled = _review_counts(con, as_of), _reviews_without_segment(con, as_of)
+        review_counts = _review_counts(con, as_of)
+        unprofiled = int(review_counts.filter(pl.col("segment_id").is_null())["reviews"].sum()) if review_counts.height else 0
+        review_counts = review_counts.filter(pl.col("segment_id").is_not_null()) if review_counts.height else review_counts
         basket_rules, best_rules = _basket_rules(con)
         current = registry.in_service_model(con)
         model = SegmentModel.load(current.artifact)
@@ -322,7 +324,8 @@ def segment_profiles(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 
 
 def _review_counts(con, as_of) -> pl.DataFrame:
-    """Per current segment, sums over its users' reviews up to as-of (review_profile's input)."""
+    """Per current segment, sums over its users' reviews up to as-of (review_profile's input); segment_id NULL: the
+    reviews of users with no segment (no order, click or sign-up of theirs delivered: scored, in no profile)."""
     if not table_exists(con, REVIEW_TABLE):
         return pl.DataFrame()
     return con.sql(f"""
@@ -330,17 +333,8 @@ def _review_counts(con, as_of) -> pl.DataFrame:
                count(*) FILTER (WHERE r.label = 'negative') AS negative_reviews,
                coalesce(sum(r.sentiment), 0)::DOUBLE AS sentiment_sum, count(r.sentiment) AS scored_reviews,
                coalesce(sum(r.rating), 0)::DOUBLE AS rating_sum, count(r.rating) AS rated_reviews
-        FROM {REVIEW_TABLE} r JOIN {TABLE} s USING (user_id)
+        FROM {REVIEW_TABLE} r LEFT JOIN {TABLE} s USING (user_id)
         WHERE r.review_ts <= $as_of GROUP BY s.segment_id""", params={"as_of": as_of}).pl()
-
-
-def _reviews_without_segment(con, as_of) -> int:
-    """Reviews up to as-of by users with no segment (no order, click or sign-up of theirs delivered): scored, in no
-    profile; the UI says how many."""
-    if not table_exists(con, REVIEW_TABLE):
-        return 0
-    return int(con.sql(f"SELECT count(*) FROM {REVIEW_TABLE} r ANTI JOIN {TABLE} s USING (user_id) WHERE r.review_ts <= $as_of",
-                       params={"as_of": as_of}).fetchall()[0][0])
 
 
 def _basket_rules(con) -> tuple[pl.DataFrame, pl.DataFrame]:
