@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from seg_assets.churn import registry as churn_registry
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import ROW_COUNTS
 from seg_assets.resources import Warehouse, WarehouseLocked
@@ -37,13 +38,12 @@ MIN_AUC_HINT = "set with --set churn_model.min_auc=..."
 def not_computed(con) -> list[str]:
     """One line per thing the last refresh could not compute, and why (empty when everything was)."""
     lines = []
-    if table_exists(con, "meta.churn_runs"):
-        last = con.sql("SELECT in_service_version, note FROM meta.churn_runs ORDER BY recorded_at DESC LIMIT 1").fetchall()
-        if last and last[0][0] is None:
-            hint = f" ({MIN_AUC_HINT})" if "min_auc" in last[0][1] else ""
-            lines.append(f"churn: not scored: {last[0][1]}{hint}")
-        elif last and "keeps serving" in last[0][1]:
-            lines.append(f"churn: {last[0][1]}")
+    last = churn_registry.latest_run(con)
+    if last and last.in_service_version is None:
+        hint = f" ({MIN_AUC_HINT})" if last.outcome == "below_floor" else ""
+        lines.append(f"churn: not scored: {last.note}{hint}")
+    elif last and last.outcome in ("below_floor", "not_fitted"):  # an older model keeps serving
+        lines.append(f"churn: {last.note}")
     if table_exists(con, "meta.segment_models"):
         rows = con.sql("SELECT metrics FROM meta.segment_models WHERE in_service").fetchall()
         left_out = json.loads(rows[0][0]).get("left_out_features") or {} if rows and rows[0][0] else {}

@@ -21,6 +21,7 @@ from seg_assets import definitions
 from seg_assets.churn.cdnow import import_cdnow
 from seg_assets.churn.snapshots import features_as_of
 from seg_assets.refresh import run_refresh
+from seg_assets.report import not_computed
 from seg_assets.resources import build_resources
 from seg_assets.settings import data_paths
 from seg_assets_tests.test_churn_model import START, simulate_orders
@@ -108,9 +109,11 @@ def test_second_refresh_keeps_the_model_and_a_weak_fit_does_not_serve_nor_block(
     with _con(root) as con:
         rows = con.sql("SELECT version, in_service, passed FROM meta.churn_models ORDER BY version").fetchall()
         after = con.sql("SELECT * FROM analytics.churn_scores ORDER BY user_id").pl()
-        note = con.sql("SELECT in_service_version, note FROM meta.churn_runs ORDER BY recorded_at DESC LIMIT 1").fetchall()
+        note = con.sql("SELECT in_service_version, note, outcome FROM meta.churn_runs ORDER BY recorded_at DESC LIMIT 1").fetchall()
+        summary = not_computed(con)
     assert rows == [("churn-0001", True, True), ("churn-0002", False, False)]
-    assert note[0][0] == "churn-0001" and "< min_auc 0.99" in note[0][1]
+    assert note[0][0] == "churn-0001" and "< min_auc 0.99" in note[0][1] and note[0][2] == "below_floor"
+    assert [line for line in summary if line.startswith("churn:")] == [f"churn: {note[0][1]}"]  # the CLI says it
     assert after.equals(before)
 
 

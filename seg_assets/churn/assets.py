@@ -196,7 +196,8 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
                                        min_auc=config.min_auc)
             context.log.info(f"keeping churn model {current.version} in service")
             registry.record_run(con, run_id=context.run_id, as_of=as_of, in_service_version=current.version,
-                                note=f"{current.version} in service (kept; holdout ROC-AUC {_auc(current.roc_auc)})")
+                                note=f"{current.version} in service (kept; holdout ROC-AUC {_auc(current.roc_auc)})",
+                                outcome="kept")
             return dg.MaterializeResult(metadata={
                 "decision": f"kept {current.version} in service (no refit needed)", "in_service_version": current.version,
                 "roc_auc": float(current.roc_auc or 0.0), "horizon_days": current.horizon_days})
@@ -226,7 +227,7 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
                 below_floor_note(version, auc, config.min_auc, kept))
     with duckdb.get_connection() as con:
         registry.record_run(con, run_id=context.run_id, as_of=as_of, in_service_version=version if serving else kept,
-                            note=decision)
+                            note=decision, outcome="fitted" if serving else "below_floor")
     (context.log.info if serving else context.log.warning)(decision)
     return dg.MaterializeResult(metadata={
         "version": version, "decision": decision, "trigger": reason, "in_service": serving,
@@ -245,7 +246,7 @@ def _not_fitted(context, duckdb: Warehouse, message: str, current, as_of) -> dg.
     note = f"{message}: {current.version} keeps serving" if current else f"{message}: churn columns left empty"
     with duckdb.get_connection() as con:
         registry.record_run(con, run_id=context.run_id, as_of=as_of, in_service_version=current.version if current else None,
-                            note=note)
+                            note=note, outcome="not_fitted")
     return dg.MaterializeResult(metadata={"decision": note, "in_service_version": current.version if current else ""})
 
 
@@ -312,7 +313,7 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
     else:
         with duckdb.get_connection() as con:
             last = registry.latest_run(con)
-        why = last[1] if last else "no churn model in service"
+        why = last.note if last else "no churn model in service"
         metadata["churn_columns"] = f"null: {why}"
         context.log.warning(f"no churn model in service: churn columns are null ({why})")
     context.log.info(f"churn_scores: {selected} of {users} users scored ({'on spark' if on else 'in process'})")

@@ -6,8 +6,9 @@ keeps serving; with none, the churn columns stay null. Nothing is blocked: the `
 ``analytics/churn_scores`` are stored with the model (``risk_high``, ``risk_medium``), as is the AUC floor;
 both are updated without a refit when only they change. A row is only written after its artifact exists.
 
-``meta.churn_runs`` holds one row per ``churn_model`` run: which model serves after it and, in words, why
-(or why the churn columns are empty): the asset shows it, the CLI summary reads it.
+``meta.churn_runs`` holds one row per ``churn_model`` run: which model serves after it, the run's
+:data:`OUTCOMES` value and, in words, why (or why the churn columns are empty): the asset shows the words, the
+CLI summary decides from the outcome what to tell the person.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from seg_assets.artifacts import located_path, recorded_path
-from seg_assets.warehouse import transaction
+from seg_assets.warehouse import table_exists, transaction
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta.churn_models (
@@ -32,6 +33,10 @@ RUNS_DDL = """
 CREATE TABLE IF NOT EXISTS meta.churn_runs (
     recorded_at TIMESTAMP, run_id VARCHAR, as_of TIMESTAMP, in_service_version VARCHAR, note VARCHAR
 )"""
+OUTCOME_DDL = "ALTER TABLE meta.churn_runs ADD COLUMN IF NOT EXISTS outcome VARCHAR"  # warehouses from before it
+# What a run of churn_model did: put a new fit in service, kept the model in service without a fit, fitted one below
+# min_auc (not serving), or could not fit at all (too little history, nothing to learn).
+OUTCOMES = ("fitted", "kept", "below_floor", "not_fitted")
 
 
 @dataclass(frozen=True)
@@ -59,20 +64,36 @@ _COLUMNS = ("version, kind, horizon_days, calibration, roc_auc, min_auc, passed,
 def ensure_tables(con) -> None:
     con.sql(DDL)
     con.sql(RUNS_DDL)
+    con.sql(OUTCOME_DDL)
 
 
-def record_run(con, *, run_id: str | None, as_of: datetime | None, in_service_version: str | None, note: str) -> None:
-    """What this run of ``churn_model`` left in service, and why, in words."""
+@dataclass(frozen=True)
+class ChurnRun:
+    in_service_version: str | None
+    note: str
+    outcome: str | None  # one of OUTCOMES (None: recorded before the column existed)
+
+
+def record_run(con, *, run_id: str | None, as_of: datetime | None, in_service_version: str | None, note: str,
+               outcome: str) -> None:
+    """What this run of ``churn_model`` left in service, what it did (``outcome``) and why, in words."""
+    assert outcome in OUTCOMES, outcome
     ensure_tables(con)
-    con.execute("INSERT INTO meta.churn_runs VALUES (?, ?, ?, ?, ?)",
-                [datetime.now(UTC).replace(tzinfo=None), run_id, _naive(as_of), in_service_version or None, note])
+    con.execute("INSERT INTO meta.churn_runs (recorded_at, run_id, as_of, in_service_version, note, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [datetime.now(UTC).replace(tzinfo=None), run_id, _naive(as_of), in_service_version or None, note, outcome])
 
 
-def latest_run(con) -> tuple[str | None, str] | None:
-    """(version in service or None, note) of the latest ``churn_model`` run, or None before the first."""
-    ensure_tables(con)
-    rows = con.sql("SELECT in_service_version, note FROM meta.churn_runs ORDER BY recorded_at DESC LIMIT 1").fetchall()
-    return (rows[0][0], rows[0][1]) if rows else None
+def latest_run(con) -> ChurnRun | None:
+    """The latest ``churn_model`` run, or None before the first. Reads only (the CLI summary calls it)."""
+    if not table_exists(con, "meta.churn_runs"):
+        return None
+    rel = con.sql("SELECT * FROM meta.churn_runs ORDER BY recorded_at DESC LIMIT 1")
+    rows = rel.fetchall()
+    if not rows:
+        return None
+    row = dict(zip(rel.columns, rows[0]))
+    return ChurnRun(row["in_service_version"], row["note"], row.get("outcome"))
 
 
 def artifact_path(models_dir: Path, version: str) -> Path:
