@@ -17,8 +17,9 @@ from seg_assets.churn import registry as churn_registry
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import ROW_COUNTS
 from seg_assets.resources import Warehouse, WarehouseLocked
+from seg_assets.reviews.sentiment import UNSUPPORTED
 from seg_assets.settings import data_paths
-from seg_assets.warehouse import row_count, table_exists
+from seg_assets.warehouse import row_count, sql_string, table_exists
 
 
 def _pct(value) -> str:
@@ -67,10 +68,10 @@ def _reviews_and_baskets(con) -> list[str]:
     """Reviews without a sentiment score, and empty basket rules or recommendations, with why."""
     lines = []
     if table_exists(con, "analytics.review_sentiment"):
+        unsupported = f"sentiment IS NULL AND starts_with(note, {sql_string(UNSUPPORTED)})"
         total, unscored, languages = con.sql(
-            "SELECT count(*), count(*) FILTER (WHERE sentiment IS NULL AND note LIKE 'language not supported%'), "
-            "string_agg(DISTINCT language, ', ' ORDER BY language) FILTER (WHERE sentiment IS NULL AND note LIKE "
-            "'language not supported%') FROM analytics.review_sentiment").fetchall()[0]
+            f"SELECT count(*), count(*) FILTER (WHERE {unsupported}), string_agg(DISTINCT language, ', ' ORDER BY "
+            f"language) FILTER (WHERE {unsupported}) FROM analytics.review_sentiment").fetchall()[0]
         if not total:
             lines.append(f"reviews: {_none_taken(con, 'reviews')}: review features left out of churn and the profiles")
         elif unscored:

@@ -62,6 +62,7 @@ PROBABLE, BESIDE_ENGLISH = 0.5, 0.99  # ... or this sure and this likely beside 
 # totalmente recomendables.": 0.64 Spanish, 0.994 beside English; no English review of four sets topped 0.3 elsewhere)
 LIKELY = 0.7  # ... or when the shop has a lexicon for it and it is this likely among the lexicons' languages
 LEXICON_SUFFIX = ".txt"
+UNSUPPORTED = "language not supported"  # the note's opening for a language without a lexicon (the CLI summary counts them)
 SHOP_LEXICON = Path(__file__).parent / "lexicons" / "en_shop.txt"
 PARALLEL_FROM = 100_000  # distinct (text, rating) pairs from which a batch is scored in several processes (a worker
 # imports the package, Dagster included: seconds; one core scores about 10,000 short texts a second)
@@ -288,7 +289,7 @@ def score_text(text: str | None, rating: int | None, scorer: Scorer) -> tuple[st
     analyzer = scorer.analyzers.get(language)
     if analyzer is None:
         label = rating_label(rating)
-        return language, None, label, "rating" if label else None, f"language not supported: {language}"
+        return language, None, label, "rating" if label else None, f"{UNSUPPORTED}: {language}"
     clauses = [c.strip() for c in _CLAUSE_END.split(prepared(text, analyzer, scorer.phrases.get(language)).strip())]
     turn = next((i for i, c in enumerate(clauses) if _CONTRAST.match(c)), None)
     scores = [float(analyzer.polarity_scores(c)["compound"]) if c else 0.0 for c in clauses]
