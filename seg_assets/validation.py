@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 
 from seg_assets.expectations import ValidationOutcome
+from seg_assets.markdown import table as md_table
 
 
 def nonzero(counts: Mapping[str, int]) -> dict[str, int]:
@@ -42,12 +43,9 @@ def ge_metadata(outcome: ValidationOutcome) -> dict[str, Any]:
 def failures_markdown(outcome: ValidationOutcome) -> str:
     if outcome.success:
         return f"All {outcome.evaluated} expectations passed on {outcome.rows} rows."
-    lines = ["| expectation | column | unexpected | examples | details |", "|---|---|---|---|---|"]
-    for f in outcome.failed:
-        examples = ", ".join(map(str, f.examples)).replace("|", "/")
-        count = f.unexpected_count if f.unexpected_count is not None else ""
-        lines.append(f"| {f.expectation} | {f.column or ''} | {count} | {examples} | {f.details} |")
-    return "\n".join(lines)
+    return md_table(["expectation", "column", "unexpected", "examples", "details"],
+                    [(f.expectation, f.column, f.unexpected_count, ", ".join(map(str, f.examples)), f.details)
+                     for f in outcome.failed])
 
 
 # A check of what an asset just decided (a gate, a holdout score): it reads one registry row.

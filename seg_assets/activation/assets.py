@@ -37,6 +37,7 @@ from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
+from seg_assets.markdown import table as md_table
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation.scoring import HISTORY_TABLE, SEGMENT_HISTORY, USER_SEGMENTS
@@ -62,11 +63,10 @@ Policy = ThompsonPolicy | ContextualPolicy
 def catalogue_markdown(catalogue: Catalogue) -> str:
     if not catalogue.actions:
         return "No actions declared (actions.yaml under the data root)."
-    rows = ["| action | channel | cost per send | segments | lifecycle stages | description |", "|---|---|---:|---|---|---|"]
-    for name, a in catalogue.actions.items():
-        rows.append(f"| {name} | {a.channel} | {a.cost_per_send:g} | {', '.join(map(str, a.eligible_segments)) or 'all'} "
-                    f"| {', '.join(a.eligible_stages) or 'all'} | {a.description} |")
-    return "\n".join(rows)
+    rows = [(name, a.channel, f"{a.cost_per_send:g}", ", ".join(map(str, a.eligible_segments)) or "all",
+             ", ".join(a.eligible_stages) or "all", a.description) for name, a in catalogue.actions.items()]
+    return md_table(["action", "channel", "cost per send", "segments", "lifecycle stages", "description"], rows,
+                    right=["cost per send"])
 
 
 @dg.asset(
@@ -87,8 +87,8 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
             FROM (SELECT user_id, {bucket_sql('user_id', control.salt)} AS bucket FROM analytics.user_segments)""")
         users, in_control = con.sql(f"SELECT count(*), count(*) FILTER (WHERE global_control) FROM {TABLE}").fetchall()[0]
         salts = con.sql(f"SELECT salt_version, salt, share, since FROM {SALTS_TABLE} ORDER BY 1").fetchall()
-    history = "\n".join(["| version | salt | share | since |", "|---|---|---:|---|"]
-                        + [f"| {v} | {s} | {sh:g} | {since:%Y-%m-%d %H:%M} |" for v, s, sh, since in salts])
+    history = md_table(["version", "salt", "share", "since"],
+                       [(v, s, f"{sh:g}", f"{since:%Y-%m-%d %H:%M}") for v, s, sh, since in salts], right=["share"])
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(int(users)),
         "global_control_users": dg.MetadataValue.int(int(in_control)),
@@ -121,10 +121,8 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> str:
     if not frame.height:
         return "(none)"
     head = frame.head(limit)
-    rows = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    rows += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in head.iter_rows()]
-    return "\n".join(rows) + (f"\n\n({frame.height - limit} more rows in the table)" if frame.height > limit else "")
+    return md_table(head.columns, head.iter_rows()) + (
+        f"\n\n({frame.height - limit} more rows in the table)" if frame.height > limit else "")
 
 
 @dg.asset(

@@ -20,6 +20,8 @@ from seg_assets.baskets import counts as C
 from seg_assets.baskets import rules as R
 from seg_assets.features import incremental as inc
 from seg_assets.ingest.assets import RAW_KEYS
+from seg_assets.markdown import frame as md_frame
+from seg_assets.markdown import table as md_table
 from seg_assets.resources import Warehouse
 from seg_assets.segmentation.scoring import SEGMENT_BASKET_RULES, USER_SEGMENTS, segments_as_of
 from seg_assets.warehouse import create_table_from, table_exists, transaction
@@ -54,11 +56,8 @@ def _empty(con, table: str, columns: dict[str, str]) -> None:
 def _markdown(best: pl.DataFrame, names: dict) -> str:
     if best.height == 0:
         return "no rules above the thresholds"
-    lines = ["| segment | # | rule |", "|---|---|---|"]
-    for sid, rank, rule in best.iter_rows():
-        scope = "whole shop" if sid is None else f"{sid}: {names.get(sid) or ''}"
-        lines.append(f"| {scope} | {rank} | {rule.replace('|', '/')} |")
-    return "\n".join(lines)
+    return md_table(["segment", "#", "rule"], [("whole shop" if sid is None else f"{sid}: {names.get(sid) or ''}", rank, rule)
+                                               for sid, rank, rule in best.iter_rows()])
 
 
 @dg.multi_asset(
@@ -120,8 +119,7 @@ def basket_rules(context: dg.AssetExecutionContext, config: BasketRulesConfig, d
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_BASKET_RULES, metadata={
         "dagster/row_count": dg.MetadataValue.int(per_segment.height), "dagster/table_name": "analytics.segment_basket_rules",
-        "segments": dg.MetadataValue.md(per_segment.select("segment_id", "segment_name", "baskets", "rules")
-                                        .to_pandas().to_markdown(index=False)),
+        "segments": dg.MetadataValue.md(md_frame(per_segment.select("segment_id", "segment_name", "baskets", "rules"))),
     })
 
 

@@ -42,6 +42,7 @@ from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_sna
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
+from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.settings import MAX_DAYS
 from seg_assets.spark import scoring as on_spark
@@ -104,7 +105,7 @@ def refit_reason(current: "registry.ChurnRow | None", last: "registry.ChurnRow |
 
 
 def _md(frame: pl.DataFrame, floatfmt: str = ".3f") -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.to_pandas().to_markdown(index=False, floatfmt=floatfmt))
+    return dg.MetadataValue.md(md_frame(frame, floatfmt=floatfmt))
 
 
 def _model_metadata(model: ChurnModel, plan_text: str) -> dict:

@@ -35,6 +35,7 @@ import polars as pl
 
 from seg_assets.churn.bgnbd import BGNBD, fit_bgnbd, summarize
 from seg_assets.churn.cdnow import fetch_cdnow, import_cdnow, read_orders
+from seg_assets.markdown import table as md_table
 
 CALIBRATION_END = date(1997, 9, 30)
 HOLDOUT_END = date(1998, 6, 30)
@@ -59,10 +60,8 @@ class CdnowEvaluation:
         return self.auc.get("churn_probability")
 
     def table(self) -> str:
-        rows = ["| score (higher = more likely to buy in weeks 40-78) | ROC-AUC |", "|---|---|"]
-        for name, value in sorted(self.auc.items(), key=lambda kv: -kv[1]):
-            rows.append(f"| {name} | {value:.4f} |")
-        return "\n".join(rows)
+        return md_table(["score (higher = more likely to buy in weeks 40-78)", "ROC-AUC"],
+                        sorted(self.auc.items(), key=lambda kv: -kv[1]), floatfmt=".4f")
 
     def report(self) -> str:
         head = (f"CDNOW {self.dataset}: {self.users:,} customers, {self.buyers:,} ({self.buyers / max(self.users, 1):.1%}) buy in "

@@ -16,6 +16,7 @@ from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import built_inputs, discover_models, event_time_of, sql_assets
 from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features, top_category_list
+from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import create_table_from, drop_other_kind, table_exists, transaction
@@ -116,7 +117,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
             "as_of": str(as_of),
             "columns": dg.MetadataValue.int(features.width),
             "feature_dictionary": dg.MetadataValue.md(markdown_table()),
-            "preview": dg.MetadataValue.md(features.head(5).to_pandas().to_markdown(index=False)),
+            "preview": dg.MetadataValue.md(md_frame(features.head(5))),
         }
     )
 
@@ -156,7 +157,7 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
         inc.write_state(con, TABLE, _code_version(), as_of, plan, params={**params, "categories": categories})
         summary = con.sql(f"SELECT count(*) FILTER (WHERE frequency > 0), coalesce(sum(monetary), 0), "
                           f"coalesce(median(recency_days), 0) FROM {TABLE}").fetchall()[0]
-        preview = con.sql(f"SELECT * FROM {TABLE} ORDER BY user_id LIMIT 5").df()
+        preview = con.sql(f"SELECT * FROM {TABLE} ORDER BY user_id LIMIT 5").pl()
     context.log.info(f"user_features: {plan.mode} on Spark ({plan.reason}), {users} users as of {as_of} -> {folder}")
     return dg.MaterializeResult(
         metadata={
@@ -171,9 +172,9 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
             "median_recency_days": dg.MetadataValue.float(float(summary[2])),
             "as_of": str(as_of),
             "categories": dg.MetadataValue.json(categories),
-            "columns": dg.MetadataValue.int(preview.shape[1]),
+            "columns": dg.MetadataValue.int(preview.width),
             "feature_dictionary": dg.MetadataValue.md(markdown_table()),
-            "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+            "preview": dg.MetadataValue.md(md_frame(preview)),
         }
     )
 

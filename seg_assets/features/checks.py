@@ -12,6 +12,7 @@ import polars as pl
 
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.features.dictionary import FEATURES, MODEL_FEATURES
+from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import Warehouse
 
 _NUMERIC = [f for f in FEATURES if f.dtype in ("int", "float")]
@@ -68,6 +69,6 @@ def user_features_valid(duckdb: Warehouse) -> dg.AssetCheckResult:
         description=(f"features.user_features ({users:,} users): " + ("; ".join(broken) if broken else
                      f"ids unique, {len(features)} features within their ranges")),
         metadata={"users": dg.MetadataValue.int(users), "violations": dg.MetadataValue.json(broken),
-                  "features": dg.MetadataValue.md(features.to_pandas().to_markdown(index=False))})
+                  "features": dg.MetadataValue.md(md_frame(features))})
 
 asset_checks = [user_features_valid]

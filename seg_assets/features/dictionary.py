@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seg_assets.markdown import table as md_table
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -79,13 +81,14 @@ BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 
 
 def markdown_table() -> str:
-    rows = ["| column | type | range | model | meaning |", "|---|---|---|---|---|"]
+    rows = []
     for f in FEATURES:
         lo = "" if f.min_value is None else f"{f.min_value:g}"
         hi = "" if f.max_value is None else f"{f.max_value:g}"
-        rng = f"[{lo}, {hi or '∞'}]" if (lo or hi) else ""
-        rows.append(f"| `{f.name}` | {f.dtype} | {rng} | {'yes' if f.model else ''} | {f.description} |")
-    rows.append(f"| `{CATEGORY_SHARE_PREFIX}<category>` | float | [0, 1] |  | Share of the user's orders and clicks in that category "
-                f"(the most common categories when the table was last built in full: first build, code or settings "
-                f"change, daily rebase; the rest, and a category that became common since, in `{CATEGORY_SHARE_PREFIX}other`). |")
-    return "\n".join(rows)
+        rows.append((f"`{f.name}`", f.dtype, f"[{lo}, {hi or '∞'}]" if (lo or hi) else "", "yes" if f.model else "",
+                     f.description))
+    rows.append((f"`{CATEGORY_SHARE_PREFIX}<category>`", "float", "[0, 1]", "", "Share of the user's orders and clicks in "
+                 "that category (the most common categories when the table was last built in full: first build, code or "
+                 "settings change, daily rebase; the rest, and a category that became common since, in "
+                 f"`{CATEGORY_SHARE_PREFIX}other`)."))
+    return md_table(["column", "type", "range", "model", "meaning"], rows)

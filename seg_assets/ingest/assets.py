@@ -19,6 +19,7 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader
 from seg_assets.ingest.source_config import SourceConfigError, check_engine, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
+from seg_assets.markdown import table as md_table
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import row_count
@@ -94,9 +95,7 @@ def _rejects_by(con, column: str, run_id: str, table: str | None = None, limit: 
 def _reasons_markdown(reasons: dict[str, int]) -> str:
     if not reasons:
         return "No rejects in this run."
-    lines = ["| reason | rows |", "|---|---|"]
-    lines += [f"| {r.replace('|', '/')} | {n} |" for r, n in reasons.items()]
-    return "\n".join(lines)
+    return md_table(["reason", "rows"], reasons.items())
 
 
 def _counts(report: ledger.IngestReport, table: str | None) -> dict:

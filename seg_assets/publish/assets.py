@@ -8,6 +8,7 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.errors import input_failure
+from seg_assets.markdown import frame as md_frame
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
 from seg_assets.publish.history import record_history, segment_sizes_over_time
@@ -73,7 +74,7 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     })
     yield dg.MaterializeResult(asset_key=SEGMENT_TRANSITIONS, metadata={
         "as_of": str(as_of), **skipped,
-        "moves": dg.MetadataValue.md(moves.to_pandas().to_markdown(index=False)) if moves.height else "no moves",
+        "moves": dg.MetadataValue.md(md_frame(moves)) if moves.height else "no moves",
     })
 
 
@@ -127,7 +128,7 @@ def _sizes_table(sizes) -> str:
     """Users per segment at the last 12 recorded as-ofs, one row per as-of."""
     wide = sizes.with_columns(segment=pl.format("{}: {}", "segment_id", "segment_name")).pivot(
         on="segment", index="as_of", values="users", aggregate_function="sum", sort_columns=True).sort("as_of").tail(12)
-    return wide.to_pandas().to_markdown(index=False)
+    return md_frame(wide)
 
 
 assets = [segment_history, bi_segments]

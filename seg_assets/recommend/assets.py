@@ -21,6 +21,7 @@ from seg_assets.automation.limits import CheckedConfig
 from seg_assets.baskets.assets import BASKET_INPUTS
 from seg_assets.baskets.counts import watermark
 from seg_assets.features import incremental as inc
+from seg_assets.markdown import frame as md_frame
 from seg_assets.recommend import model as M
 from seg_assets.resources import Warehouse
 from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
@@ -123,7 +124,7 @@ def _summary(con, table: str) -> dict:
     rows = con.sql(f"SELECT reason, count(DISTINCT user_id) AS users, count(*) AS rows FROM {table} GROUP BY 1 ORDER BY 3 DESC").pl()
     users = int(con.sql(f"SELECT count(DISTINCT user_id) FROM {table}").fetchall()[0][0])
     return {"rows": int(rows["rows"].sum()) if rows.height else 0, "users": users,
-            "reasons": rows.to_pandas().to_markdown(index=False) if rows.height else "no recommendations"}
+            "reasons": md_frame(rows) if rows.height else "no recommendations"}
 
 
 def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.Weights]:

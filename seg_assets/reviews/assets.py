@@ -16,6 +16,7 @@ from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.sql_models import discover_models
 from seg_assets.ingest.assets import RAW_KEYS
+from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.sentiment import LexiconError, load_scorer, score_reviews
 from seg_assets.spark.session import Engine
@@ -125,10 +126,10 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         "distinct_scored": dg.MetadataValue.int(distinct),
         "reviews_per_second": dg.MetadataValue.float(round(rate, 1)), "scorer_version": scorer.version,
         "languages": ", ".join(scorer.languages), "lexicon_folder": str(lexicons),
-        "labels": dg.MetadataValue.md(labels.to_pandas().to_markdown(index=False) if labels.height else "no reviews"),
+        "labels": dg.MetadataValue.md(md_frame(labels) if labels.height else "no reviews"),
     }
     if notes.height:
-        metadata["not_scored"] = dg.MetadataValue.md(notes.to_pandas().to_markdown(index=False))
+        metadata["not_scored"] = dg.MetadataValue.md(md_frame(notes))
     if not total:
         metadata["skipped"] = "no reviews (landing/reviews/ is empty): review features are left out"
     return dg.MaterializeResult(metadata=metadata)

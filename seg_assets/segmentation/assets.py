@@ -28,6 +28,8 @@ from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.ingest.ledger import why_no_rows
+from seg_assets.markdown import frame as md_frame
+from seg_assets.markdown import table as md_table
 from seg_assets.plots import k_selection_plot, projection_plot
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
@@ -132,7 +134,7 @@ def left_out_metadata(model: SegmentModel) -> dict:
     if not model.left_out:
         return {"features_left_out": "none"}
     table = pl.DataFrame({"feature": [f for f, _ in model.left_out], "reason": [r for _, r in model.left_out]})
-    return {"features_left_out": dg.MetadataValue.md(table.to_pandas().to_markdown(index=False)),
+    return {"features_left_out": dg.MetadataValue.md(md_frame(table)),
             "features_left_out_summary": FeatureAvailability(tuple(model.features), model.left_out).describe()}
 
 
@@ -202,11 +204,8 @@ def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: p
 def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:
     keys = ("silhouette", "stability", "classifier_macro_f1", "membership_churn", "membership_churn_stable",
             "davies_bouldin", "calinski_harabasz")
-    rows = ["| metric | candidate | in service |", "|---|---|---|"]
-    for k in keys:
-        fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-        rows.append(f"| {k} | {fmt(candidate.get(k))} | {fmt((incumbent or {}).get(k))} |")
-    return dg.MetadataValue.md("\n".join(rows))
+    rows = [(k, candidate.get(k), (incumbent or {}).get(k)) for k in keys]
+    return dg.MetadataValue.md(md_table(["metric", "candidate", "in service"], rows, floatfmt=".3f"))
 
 
 def _projection(model: SegmentModel, frame: pl.DataFrame, seed: int) -> str:
@@ -310,7 +309,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         **left_out_metadata(candidate), "artifact": dg.MetadataValue.path(str(artifact)),
         "metrics": _metrics_table(cand_metrics, prev_metrics),
         **{k: float(cand_metrics[k]) for k in ("membership_churn", "membership_churn_stable") if k in cand_metrics},
-        "segments": dg.MetadataValue.md(candidate.segments_frame().to_pandas().to_markdown(index=False)),
+        "segments": dg.MetadataValue.md(md_frame(candidate.segments_frame())),
         "projection": dg.MetadataValue.md(_projection(candidate, frame, config.seed)),
     }
     if ksel is not None and ksel.height:
@@ -401,7 +400,7 @@ def _segment_classifier(context: dg.AssetExecutionContext, config: ClassifierCon
     return dg.MaterializeResult(metadata={
         "version": version, "model_version": model.version, "kind": config.kind, "in_service": serve, "reason": reason,
         "accuracy": float(clf.metrics["accuracy"]), "macro_f1": float(f1),
-        "recall_by_segment": dg.MetadataValue.md(recall.to_pandas().to_markdown(index=False)),
-        "feature_importance": dg.MetadataValue.md(clf.importances.head(15).to_pandas().to_markdown(index=False))
+        "recall_by_segment": dg.MetadataValue.md(md_frame(recall)),
+        "feature_importance": dg.MetadataValue.md(md_frame(clf.importances.head(15)))
         if clf.importances is not None else "",
     })

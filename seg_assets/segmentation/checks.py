@@ -19,6 +19,7 @@ import polars as pl
 from seg_assets.automation.conditions import check_drift_on_new_features
 from seg_assets.churn.keys import RISK_LEVELS
 from seg_assets.features.assets import USER_FEATURES
+from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import DRIFT_CHECK, PSI_METADATA, SEGMENT_MODEL, drift_table, read_drift_panel
@@ -47,7 +48,7 @@ def population_stable(context: dg.AssetCheckExecutionContext, duckdb: Warehouse,
         passed=worst <= settings.psi_threshold, severity=dg.AssetCheckSeverity.WARN,
         description=f"max PSI {worst:.3f} ({psi['feature'][0]}) vs threshold {settings.psi_threshold}",
         metadata={"model_version": current.version, "psi_measured_by": measured_by, "max_psi": worst, "threshold": settings.psi_threshold,
-                  "psi_by_feature": dg.MetadataValue.md(psi.to_pandas().to_markdown(index=False, floatfmt=".3f"))},
+                  "psi_by_feature": dg.MetadataValue.md(md_frame(psi, floatfmt=".3f"))},
     )
 
 

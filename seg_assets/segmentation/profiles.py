@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from seg_assets.markdown import table as md_table
 from seg_assets.segmentation import naming
 
 SEG = "segment_id"
@@ -221,6 +222,5 @@ def rules_markdown(best: pl.DataFrame, names: Mapping[int, str]) -> str:
     parts = []
     for (sid,), rows in best.sort(SEG, "rank", nulls_last=False).group_by(SEG, maintain_order=True):
         title = "Whole shop" if sid is None else f"Segment {sid}: {names.get(sid) or ''}"
-        parts.append(f"**{title}**\n\n| # | rule (lift, support) |\n|---|---|\n"
-                     + "\n".join(f"| {r} | {t.replace('|', '/')} |" for r, t in rows.select("rank", "rule").iter_rows()))
+        parts.append(f"**{title}**\n\n" + md_table(["#", "rule (lift, support)"], rows.select("rank", "rule").iter_rows()))
     return "\n\n".join(parts)

@@ -28,6 +28,7 @@ from seg_assets.churn.keys import CHURN_SCORES, RISK_LEVELS
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
+from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.reviews.assets import TABLE as REVIEW_TABLE
@@ -164,8 +165,8 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
             _write(con, "rescored", everyone)
             con.sql("DROP VIEW rescored")
         sizes = con.sql(f"SELECT segment_id, segment_name, count(*) AS users, avg(confidence) AS mean_confidence "
-                        f"FROM {TABLE} GROUP BY ALL ORDER BY segment_id").df()
-        groups = con.sql(f"SELECT rfm_group, count(*) AS users FROM {TABLE} GROUP BY ALL ORDER BY users DESC").df()
+                        f"FROM {TABLE} GROUP BY ALL ORDER BY segment_id").pl()
+        groups = con.sql(f"SELECT rfm_group, count(*) AS users FROM {TABLE} GROUP BY ALL ORDER BY users DESC").pl()
         (total,) = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0]
     where = "on spark" if work is not None and selected else "in process"
     context.log.info(f"user_segments: {assigning} of {total} users assigned ({scored_with}), "
@@ -175,8 +176,8 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         "users_assigned": dg.MetadataValue.int(int(assigning)), "rows_rewritten": dg.MetadataValue.int(int(selected)),
         "engine": engine.kind, "scored": where,
         "model_version": model.version, "assigned_by": scored_with, "rules_version": rules_version, "as_of": str(as_of),
-        "segments": dg.MetadataValue.md(sizes.to_markdown(index=False)),
-        "rfm_groups": dg.MetadataValue.md(groups.to_markdown(index=False)),
+        "segments": dg.MetadataValue.md(md_frame(sizes)),
+        "rfm_groups": dg.MetadataValue.md(md_frame(groups)),
     })
 
 
@@ -361,6 +362,5 @@ def _cached_rules(con, version: str) -> tuple[pl.DataFrame, pl.DataFrame] | None
 
 
 def _markdown(frame: pl.DataFrame, floatfmt: str) -> str:
-    """A table for the UI with "n/a" where a value is missing (pandas printed its NaN as "nan")."""
-    table = frame.to_pandas().astype(object)
-    return table.where(table.notna(), None).to_markdown(index=False, floatfmt=floatfmt, missingval="n/a")
+    """A table for the UI with "n/a" where a value is missing."""
+    return md_frame(frame, floatfmt=floatfmt, missing="n/a")

@@ -1,0 +1,42 @@
+"""Markdown tables for the Dagster UI's metadata (and the README's feature dictionary): one way to write them.
+
+``tabulate`` writes them; cells come from data (reject reasons, product descriptions, rules, file names), and a
+``|`` or a line break in one split its row, so every text cell is escaped here first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+from tabulate import tabulate
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _cell(value, floatfmt: str, missing: str) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return missing
+    if isinstance(value, float):
+        return format(value, floatfmt)
+    return " ".join(str(value).replace("|", "\\|").splitlines())
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence], right: Iterable[str] = (), floatfmt: str = "g",
+          missing: str = "") -> str:
+    """A markdown table of ``rows`` under ``columns``: number columns (and the ``right`` ones) right-aligned.
+
+    Cells are formatted here, not parsed by tabulate: a product id "00123" stays text."""
+    rows = [list(row) for row in rows]
+    right = set(right) | {c for i, c in enumerate(columns)
+                          if rows and all(_is_number(r[i]) or r[i] is None for r in rows) and any(_is_number(r[i]) for r in rows)}
+    return tabulate([[_cell(v, floatfmt, missing) for v in row] for row in rows],
+                    headers=[_cell(c, floatfmt, missing) for c in columns], tablefmt="pipe",
+                    colalign=["right" if c in right else "left" for c in columns], disable_numparse=True)
+
+
+def frame(data: pl.DataFrame, floatfmt: str = "g", missing: str = "") -> str:
+    """A polars frame as a markdown table (no index column)."""
+    return table(data.columns, data.iter_rows(), floatfmt=floatfmt, missing=missing)
