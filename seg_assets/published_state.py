@@ -198,3 +198,24 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
                "again when they change (their permissions too), the configuration or the code changes, or with --rebase "
                "(see meta.ingest_ledger)") if failed else ""
     return f"nothing new in {paths.landing} since the last refresh ({len(landing)} files, as of {state['as_of']}){waiting}"
+
+
+def refuse_tables_of_failed_runs(context, settings, keys) -> None:
+    """A run that failed or was killed may have written some tables (each step commits its own): published later by
+    another run (automation re-publishes after any new materialization), they put settings no finished run had in
+    front of BI (the Parquet copy or bi/audiences). The tables stay out until a run writes them again and finishes."""
+    import dagster as dg
+
+    from seg_assets.errors import input_failure
+
+    broken = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    for key in keys:
+        event = context.instance.get_latest_materialization_event(key)
+        if event is None or event.run_id == context.run.run_id:
+            continue
+        run = context.instance.get_run_by_id(event.run_id)
+        if run is not None and run.status in broken:
+            mark_not_current(settings.paths)  # the next refresh runs (and rewrites the table), not "current"
+            raise input_failure(f"{key.to_user_string()} was last written by run {event.run_id}, which did not finish "
+                                f"({run.status.value.lower()}): BI keeps the last publication; refresh again (seg-assets "
+                                "refresh --rebase rewrites every table)")

@@ -27,8 +27,8 @@ from seg_assets.errors import step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.loader import REWRITTEN
-from seg_assets.publish.assets import BI_SEGMENTS
 from seg_assets.resources import Warehouse, WarehouseLocked
+from seg_assets.segmentation.scoring import BI_SEGMENTS
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import table_exists
 

@@ -233,6 +233,12 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
     assert f"analytics/user_segments was last written by run {killed.run_id}, which did not finish" in \
         failure.step_failure_data.user_failure_data.description
     assert sorted(p.name for p in (data_dir / "bi").iterdir()) == bi_before
+    # nor do the campaign audiences (a CRM imports them): written after the BI publication, from finished runs only
+    audiences = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["bi", "audiences"])],
+                                       run_config=QUIET, raise_on_error=False)
+    [failure] = [e for e in audiences.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "which did not finish" in failure.step_failure_data.user_failure_data.description
+    assert sorted(p.name for p in (data_dir / "bi").iterdir()) == bi_before
     from seg_assets.published_state import nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
 

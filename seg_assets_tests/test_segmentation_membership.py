@@ -100,12 +100,12 @@ def test_a_refit_that_splits_a_segment_moves_only_the_users_who_clearly_belong_t
     col = {s: i for i, s in enumerate(new.segment_ids)}
     p_prev = proba[np.arange(frame.height), [col.get(int(p), 0) for p in prev]]
     assert (proba.max(axis=1)[sticky != prev] > 3.0 * p_prev[sticky != prev]).all()  # clearly better off
-    churn = refit_churn(old, new, frame, prev, 3.0)
+    churn = refit_churn(old, new, frame, prev)
     assert churn["membership_churn"] == pytest.approx(moved(sticky)) and churn["stable_users"] > 0.9 * frame.height
     # refitting on the same data keeps everyone
     same = fit_segment_model(frame, _cfg((2, 2)), previous=old)
     assert (sticky_model_assign(same, frame, prev, 3.0)[0] == prev).all()
-    assert refit_churn(old, same, frame, prev, 3.0)["membership_churn"] == 0.0
+    assert refit_churn(old, same, frame, prev)["membership_churn"] == 0.0
 
 
 def test_the_gate_refuses_a_candidate_that_moves_too_many_stable_users():
@@ -161,3 +161,53 @@ def test_a_refused_fit_is_retried_a_day_later_not_every_hour():
     hourly = SegmentModelConfig(refit_retry_hours=0)
     assert refit_reason(served, today, t, hourly, 0.25, latest=refused) is None  # never again on the same data
     assert refit_reason(served, today, t + timedelta(hours=1), hourly, 0.25, latest=refused) is not None
+
+
+def test_the_gate_measures_churn_from_the_segment_scoring_sticks_to_not_a_backfills_past():
+    """After `refresh --as-of` in the past, analytics.user_segments holds that day's segments while the open spells
+    of segment_history hold today's, which scoring's sticky rule keeps users in. The gate's churn must be measured
+    from the same place: a candidate that keeps every user where they are now moves nobody."""
+    import duckdb
+
+    from seg_assets.segmentation.assets import churn_metrics
+
+    frame = _blobs(200, [(0, 0), (4, 0)], 3)
+    served = fit_segment_model(frame, _cfg((2, 2)))
+    now, _ = served.predict(frame)
+    candidate = fit_segment_model(frame, _cfg((2, 2)), previous=served)  # same users, same data: moves nobody
+    assert (sticky_model_assign(candidate, frame, now, 3.0)[0] == now).all()
+    a, b = served.segment_ids
+    past = np.where(now == a, b, a)  # what the backfill published: every user in the other segment
+    users = frame["user_id"]
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA analytics")
+    con.register("published", pl.DataFrame({"user_id": users, "segment_id": past}))
+    con.sql("CREATE TABLE analytics.user_segments AS SELECT * FROM published")
+    spells = pl.DataFrame({"user_id": pl.concat([users, users]), "segment_id": np.concatenate([past, now]),
+                           "closed": [True] * len(users) + [False] * len(users)})
+    con.register("spells", spells)
+    con.sql("CREATE TABLE analytics.segment_history AS SELECT user_id, segment_id::INTEGER AS segment_id, "
+            "TIMESTAMP '2026-10-01' AS valid_from, CASE WHEN closed THEN TIMESTAMP '2026-10-15' END AS valid_to "
+            "FROM spells")
+    churn = churn_metrics(con, served, candidate, frame, seed=0)
+    assert churn["users_compared"] == frame.height
+    assert churn["membership_churn"] == 0.0 and churn["membership_churn_stable"] == 0.0
+    assert churn["stable_users"] == frame.height
+
+
+def test_each_model_keeps_users_with_its_own_margin_in_the_gate():
+    """"Barely changed" is what the model in service's scoring would keep, with its own sticky_odds: a candidate
+    fitted with another margin does not change who counts as stable."""
+    from dataclasses import replace
+
+    frame = _blobs(200, [(0, 0), (4, 0)], 3)
+    served = fit_segment_model(frame, _cfg((2, 2)))
+    served = replace(served, config=replace(served.config, sticky_odds=float("inf")))  # it never moves anyone
+    candidate = fit_segment_model(frame, _cfg((2, 2)), previous=served)
+    candidate = replace(candidate, config=replace(candidate.config, sticky_odds=1.0))  # plain argmax
+    now, _ = served.predict(frame)
+    a, b = served.segment_ids
+    previous = np.where(now == a, b, a)  # everyone published in the other segment
+    churn = refit_churn(served, candidate, frame, previous)
+    assert churn["stable_users"] == frame.height  # the model in service keeps them all
+    assert churn["membership_churn"] == 1.0  # and the candidate, by its own margin, moves them all

@@ -38,9 +38,10 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import table as md_table
+from seg_assets.published_state import refuse_tables_of_failed_runs
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.segmentation.scoring import HISTORY_TABLE, SEGMENT_HISTORY, USER_SEGMENTS
+from seg_assets.segmentation.scoring import BI_SEGMENTS, HISTORY_TABLE, SEGMENT_HISTORY, USER_SEGMENTS
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"
@@ -376,7 +377,8 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 
 
 @dg.asset(
-    key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS], group_name=GROUP, pool="duckdb", kinds={"parquet", "csv"},
+    key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS, BI_SEGMENTS], group_name=GROUP, pool="duckdb",
+    kinds={"parquet", "csv"},
     automation_condition=rescore_on_new_inputs(),
     check_specs=[dg.AssetCheckSpec("no_global_control", asset=AUDIENCES, blocking=True, description="Reads back every "
                                    "file under bi/audiences/: none holds a global-control user, none is of a campaign "
@@ -386,6 +388,8 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     "under bi/audiences/, each file replaced atomically: what a CRM or ESP imports. No global-control user.",
 )
 def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
+    # after the BI switch only (deps: bi/segments), and never from tables of a run that did not finish
+    refuse_tables_of_failed_runs(context, settings, [NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS, USER_SEGMENTS])
     catalogue = _catalogue(settings)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)  # the refresh's, as next_best_action's

@@ -7,16 +7,21 @@ from seg_assets.activation.assets import CAMPAIGN_LIFT, NEXT_BEST_ACTION, USER_G
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
-from seg_assets.errors import input_failure
 from seg_assets.markdown import frame as md_frame
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
 from seg_assets.publish.history import record_history, segment_sizes_over_time
-from seg_assets.published_state import ledger_files, mark_not_current, settings_fingerprint, write_published_state
+from seg_assets.published_state import (
+    ledger_files,
+    refuse_tables_of_failed_runs,
+    settings_fingerprint,
+    write_published_state,
+)
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.segmentation.scoring import (
+    BI_SEGMENTS,
     HISTORY_TABLE,
     SEGMENT_HISTORY,
     SEGMENT_PROFILES,
@@ -29,7 +34,6 @@ from seg_assets.segmentation.scoring import (
 from seg_assets.spark.session import Engine
 
 GROUP = "publish"
-BI_SEGMENTS = dg.AssetKey(["bi", "segments"])
 # What BI gets: these assets' tables (key analytics/x -> table analytics.x), copied after all of them.
 PUBLISHED = (USER_SEGMENTS, SEGMENT_PROFILES, SEGMENT_RULES, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, CHURN_SCORES,
              USER_GROUPS, BASKET_RULES, SEGMENT_BASKET_RULES, CAMPAIGN_LIFT, NEXT_BEST_ACTION,
@@ -88,7 +92,7 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     "linked, not written again (meta.bi_tables). Each column carries its description (publish/columns.py) as a comment.",
 )
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
-    _refuse_tables_of_failed_runs(context, settings)
+    refuse_tables_of_failed_runs(context, settings, PUBLISHED)
     with duckdb.get_connection() as con:
         publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
         as_of = segments_as_of(con)
@@ -105,23 +109,6 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
             dg.TableColumn(name, kind, description=text or None) for name, kind, text in columns]))
            for table, columns in publication.columns.items()},
     })
-
-
-def _refuse_tables_of_failed_runs(context: dg.AssetExecutionContext, settings: SegSettings) -> None:
-    """A run that failed or was killed may have written some tables (each step commits its own): published later by
-    another run (automation re-publishes after any new materialization), they put settings no finished run had in
-    front of BI. The tables stay out of BI until a run writes them again and finishes."""
-    broken = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
-    for key in PUBLISHED:
-        event = context.instance.get_latest_materialization_event(key)
-        if event is None or event.run_id == context.run.run_id:
-            continue
-        run = context.instance.get_run_by_id(event.run_id)
-        if run is not None and run.status in broken:
-            mark_not_current(settings.paths)  # the next refresh runs (and rewrites the table), not "current"
-            raise input_failure(f"{key.to_user_string()} was last written by run {event.run_id}, which did not finish "
-                                f"({run.status.value.lower()}): BI keeps the last publication; refresh again (seg-assets "
-                                "refresh --rebase rewrites every table)")
 
 
 def _sizes_table(sizes) -> str:

@@ -37,13 +37,20 @@ from seg_assets.segmentation.availability import FeatureAvailability, gained_dat
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.gate import SEGMENTS_USED, Decision, decide_promotion
-from seg_assets.segmentation.membership import DEFAULT_MAX_CHURN, DEFAULT_ODDS, NO_SEGMENT, refit_churn
+from seg_assets.segmentation.membership import (
+    DEFAULT_MAX_CHURN,
+    DEFAULT_ODDS,
+    HISTORY_TABLE,
+    NO_SEGMENT,
+    previous_id_sql,
+    refit_churn,
+)
 from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model
 from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
 from seg_assets.validation import with_checks
-from seg_assets.warehouse import latest_activity, row_count, table_exists
+from seg_assets.warehouse import latest_activity, registered, row_count, table_exists
 
 SEGMENT_MODEL = dg.AssetKey("segment_model")
 SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")
@@ -189,16 +196,18 @@ CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
 
 
 def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int) -> dict:
-    """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment."""
+    """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment, from the
+    segment scoring's sticky rule starts from (membership.previous_id_sql)."""
     if not table_exists(con, "analytics.user_segments"):
         return {}
     sample = frame[sample_indices(frame.height, CHURN_SAMPLE_ROWS, seed + 13)]
-    con.register("churn_sample", sample.select("user_id"))
-    published = con.sql("SELECT c.user_id, s.segment_id FROM churn_sample c "
-                        "LEFT JOIN analytics.user_segments s USING (user_id)").pl()
-    con.unregister("churn_sample")
-    prev = sample.select("user_id").join(published, on="user_id", how="left")["segment_id"].fill_null(NO_SEGMENT)
-    return refit_churn(previous, candidate, sample, prev.to_numpy(), candidate.config.sticky_odds)
+    join, previous_id = previous_id_sql(table_exists(con, HISTORY_TABLE), "s", "u.user_id")
+    with registered(con, churn_sample=sample.select("user_id")):
+        published = con.sql(f"SELECT u.user_id, {previous_id} AS segment_id FROM churn_sample u "
+                            f"LEFT JOIN analytics.user_segments s USING (user_id) {join}").pl()
+    prev = sample.select("user_id").join(published, on="user_id", how="left",
+                                         maintain_order="left")["segment_id"].fill_null(NO_SEGMENT)
+    return refit_churn(previous, candidate, sample, prev.to_numpy())
 
 
 def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:

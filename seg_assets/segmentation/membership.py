@@ -43,6 +43,20 @@ if TYPE_CHECKING:
 DEFAULT_ODDS = 3.0
 DEFAULT_MAX_CHURN = 0.02  # the gate's max_membership_churn (gate.py), see README
 NO_SEGMENT = -1  # a user with no previous assignment
+HISTORY_TABLE = "analytics.segment_history"  # its open spells are where the sticky rule starts from
+
+
+def previous_id_sql(history: bool, published: str | None, user: str) -> tuple[str, str]:
+    """(JOIN clause, expression) of the segment a user's sticky rule starts from, for a query whose user column is
+    ``user``: the open spell of segment_history (``history``: the table exists), else the published row (the
+    alias ``published`` of analytics.user_segments in the query; None without one). History only moves forward,
+    so after a backfill (``refresh --as-of`` in the past) the published rows hold that day's segments, not the
+    ones a return to now sticks to. Scoring and the gate's membership churn both read it."""
+    fallback = f"{published}.segment_id" if published else "NULL"
+    if not history:
+        return "", f"{fallback}::BIGINT"
+    return (f"LEFT JOIN (SELECT user_id, segment_id FROM {HISTORY_TABLE} WHERE valid_to IS NULL) h ON h.user_id = {user}",
+            f"coalesce(h.segment_id, {fallback})::BIGINT")
 
 
 def sticky_assign(proba: np.ndarray, classes: Sequence[int], previous: np.ndarray, odds: float,
@@ -173,14 +187,19 @@ def membership_churn(previous: np.ndarray, candidate: np.ndarray, barely_changed
             "users_compared": int(had.sum()), "stable_users": int(barely.sum())}
 
 
-def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, previous: np.ndarray,
-                odds: float) -> dict[str, float | int]:
-    """Membership churn of ``candidate`` against the published ids ``previous`` (aligned with ``frame``).
+def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame,
+                previous: np.ndarray) -> dict[str, float | int]:
+    """Membership churn of ``candidate`` against the ids ``previous`` (aligned with ``frame``), each model with its
+    own margin (``sticky_odds``), as scoring would assign with it.
 
-    "Barely changed": the model in service, with the same margin rule in its own space, keeps the user
+    "Barely changed": the model in service, with its margin rule in its own space, keeps the user
     where they are (their lifecycle stage did not move and no other segment became clearly better).
     """
     previous = np.asarray(previous, dtype=np.int64)
-    stays, _ = sticky_model_assign(incumbent, frame, previous, odds)
-    moved_to, _ = sticky_model_assign(candidate, frame, previous, odds)
+    stays, _ = sticky_model_assign(incumbent, frame, previous, _odds(incumbent))
+    moved_to, _ = sticky_model_assign(candidate, frame, previous, _odds(candidate))
     return membership_churn(previous, moved_to, stays == previous)
+
+
+def _odds(model: SegmentModel) -> float:
+    return getattr(model.config, "sticky_odds", DEFAULT_ODDS)  # artifacts from before the setting

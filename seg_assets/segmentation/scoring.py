@@ -42,6 +42,7 @@ from seg_assets.segmentation.batch import (  # noqa: F401  (COLUMNS, RULE_INPUTS
     SegmentScorer,
     score_segments,
 )
+from seg_assets.segmentation.membership import HISTORY_TABLE, previous_id_sql
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import review_profile, rules_markdown
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
@@ -66,9 +67,10 @@ SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
 # Written by baskets/assets.py, which imports it from here (it reads USER_SEGMENTS: the other way round is a cycle).
 SEGMENT_BASKET_RULES = dg.AssetKey(["analytics", "segment_basket_rules"])
 # Written by publish/assets.py, read by activation too (publish imports activation: the keys live here, as above).
-SEGMENT_HISTORY = dg.AssetKey(["analytics", "segment_history"])
+SEGMENT_HISTORY = dg.AssetKey(HISTORY_TABLE.split("."))  # the table's name: membership.py (scoring's sticky rule)
 SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
-HISTORY_TABLE, TRANSITIONS_TABLE = (".".join(k.path) for k in (SEGMENT_HISTORY, SEGMENT_TRANSITIONS))  # their tables
+BI_SEGMENTS = dg.AssetKey(["bi", "segments"])  # the BI publication (publish/assets.py): bi/audiences follow it
+TRANSITIONS_TABLE = ".".join(SEGMENT_TRANSITIONS.path)
 PROFILE_BASKET_RULES = 5  # rules per segment in the profile asset's table (the column holds the basket stage's top_rules)
 TABLE = "analytics.user_segments"
 
@@ -224,13 +226,9 @@ def _selection_sql(con, versions: dict[str, str], rules_version: str, everyone: 
     churn = "LEFT JOIN analytics.churn_scores c ON c.user_id = f.user_id" if has_churn else ""
     types = ("DOUBLE", "VARCHAR", "DOUBLE")
     cols = ", ".join(f"c.{c}::{t} AS {c}" if has_churn else f"NULL::{t} AS {c}" for c, t in zip(CHURN_COLUMNS[1:], types))
-    published = f"LEFT JOIN {TABLE} s ON s.user_id = f.user_id" if has_table else ""
-    if table_exists(con, HISTORY_TABLE):
-        published += (f" LEFT JOIN (SELECT user_id, segment_id FROM {HISTORY_TABLE} WHERE valid_to IS NULL) h "
-                      "ON h.user_id = f.user_id")
-        previous = f"coalesce(h.segment_id, {'s.segment_id' if has_table else 'NULL'})::BIGINT AS previous_id"
-    else:
-        previous = f"{'s.segment_id' if has_table else 'NULL'}::BIGINT AS previous_id"
+    history_join, previous = previous_id_sql(table_exists(con, HISTORY_TABLE), "s" if has_table else None, "f.user_id")
+    published = f"LEFT JOIN {TABLE} s ON s.user_id = f.user_id {history_join}" if has_table else history_join
+    previous += " AS previous_id"
     if everyone:
         return (f"SELECT f.user_id, NULL::INTEGER AS kept_id, NULL::DOUBLE AS kept_confidence, {previous}, {cols} "
                 f"FROM features.user_features f {published} {churn}")
