@@ -10,6 +10,7 @@ DEMO_USERS ?= 20000
 DEMO_DAYS ?= 180
 DEMO_SEED ?= 7
 SIZE ?= small
+UI_PORT ?= 3000
 # Test workers (pytest-xdist): whole modules per worker, modules with a slow test first (seg_assets_tests/conftest.py).
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
@@ -57,7 +58,7 @@ test-fast: $(STAMP)
 ui: $(STAMP)
 	home="$$($(BIN)/seg-assets init-dagster-home --print-path)" || exit 1; \
 	echo "DAGSTER_HOME=$$home"; export DAGSTER_HOME="$$home"; \
-	$(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/dagster dev -w workspace.yaml -p $(UI_PORT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --size $(SIZE) $(BENCH_ARGS)

@@ -226,6 +226,14 @@ def test_misnamed_and_damaged_files_fail_at_once_saying_what_they_are(con, landi
     for name, words in expected.items():
         row = rows[f"orders/{name}"]
         assert row["status"] == "failed" and words in row["message"] and str(landing) not in row["message"], row["message"]
+        assert "'the file'" not in row["message"] and "/proc/" not in row["message"], row["message"]
+    from seg_assets.ingest.reading import _parquet_source
+
+    cut = landing.parent / "cut.parquet"  # held back while it may be written; read when it is old enough
+    cut.write_bytes(good.read_bytes()[:-4])
+    with pytest.raises(ValueError) as failed:
+        _parquet_source(con, cut)
+    assert "cut short (" in str(failed.value) and "'" not in str(failed.value) and str(cut) not in str(failed.value)
 
 
 def test_a_nested_column_read_as_one_value_fails_the_file_saying_so(con, landing):

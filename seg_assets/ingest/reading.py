@@ -153,8 +153,8 @@ def _parquet_source(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
     try:
         described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {read})").fetchall()]
     except duckdb.Error as exc:  # the footer (the schema) does not parse: "Footer length error", "Invalid data", ...
-        raise ValueError(f"the Parquet file is damaged or cut short ({str(exc).splitlines()[0].replace(str(path), 'the file')}):"
-                         " land it again, whole, under a new name") from None
+        why = str(exc).splitlines()[0].replace(f" '{path}'", "").replace(str(path), "the file")  # the line names the file
+        raise ValueError(f"the Parquet file is damaged or cut short ({why}): land it again, whole, under a new name") from None
     names = [n for n, _ in described]
     if any(n.lower() == ROW_COLUMN for n in names):
         raise ValueError(f"the file has a column named {ROW_COLUMN}, a name DuckDB's Parquet reader keeps for itself: "
