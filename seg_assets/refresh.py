@@ -81,8 +81,8 @@ class RefreshOutcome:
 
     @property
     def causes(self) -> list[Problem]:
-        """What the closing summary repeats: errors and files not taken in."""
-        return [p for p in self.problems if p.kind in ("error", "file")]
+        """What the closing summary repeats: errors (what failed the refresh, first), then files not taken in."""
+        return [p for p in self.problems if p.kind == "error"] + [p for p in self.problems if p.kind == "file"]
 
 
 def step_groups(defs: dg.Definitions) -> dict[str, str]:

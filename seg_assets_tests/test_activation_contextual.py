@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from seg_assets.activation.assets import MIN_SENDS_PER_ACTION, _fit
 from seg_assets.activation.context import CONTEXT_FEATURES, context_at
 from seg_assets.activation.contextual import (
     ContextualPolicy,
@@ -17,6 +16,8 @@ from seg_assets.activation.contextual import (
     fit_contextual_policy,
     load_policy,
 )
+from seg_assets.activation.policies import MIN_SENDS_PER_ACTION
+from seg_assets.activation.policies import fit as _fit
 from seg_assets.activation.policy import ThompsonPolicy
 
 ARMS = ("a", "b", "c", "d")

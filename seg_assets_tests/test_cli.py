@@ -450,7 +450,7 @@ def test_duckdb_memory_limit_is_applied_and_a_bad_one_is_one_line(tmp_path, monk
 def test_the_summary_says_what_campaigns_measured_and_which_policy_serves():
     import duckdb
 
-    from seg_assets.activation.assets import POLICIES_DDL
+    from seg_assets.activation.policies import POLICIES_DDL
     from seg_assets.report import activation_lines
 
     con = duckdb.connect()
@@ -746,3 +746,16 @@ def test_strict_counts_a_file_an_earlier_refresh_could_not_take_in(tmp_path, mon
     strict = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
     assert strict.exit_code == 3 and "not taken in landing/orders/export.csv" in strict.output, strict.output
     assert runner.invoke(app, ["refresh", "--no-summary", "--strict"]).exit_code == 3  # current: as before
+
+
+def test_the_closing_line_names_what_failed_the_refresh_before_files_not_taken_in(tmp_path):
+    """A file held back from an earlier delivery was named first and the failed step (the real cause) after it."""
+    from seg_assets.cli import _closing_line
+    from seg_assets.refresh import Problem, RefreshOutcome
+    from seg_assets.settings import data_paths
+
+    outcome = RefreshOutcome(False, [], problems=[Problem("file", "orders/old.parquet", "failed: cut short"),
+                                                  Problem("warning", "bi__segments", "slow"),
+                                                  Problem("error", "bi__segments", "PermissionError: bi/ is read-only")])
+    line = _closing_line(outcome, data_paths(tmp_path).ensure())
+    assert line.index("bi__segments: PermissionError") < line.index("orders/old.parquet") and "slow" not in line

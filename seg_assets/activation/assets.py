@@ -10,29 +10,29 @@ catalogue (actions.yaml) so a person sees in the UI what can be sent to whom.
 regressions of the user's history as of the send, context.py, and the segment) fitted on the treated sends, or the
 per-segment Thompson-sampling policy (policy.py) while there are fewer than MIN_SENDS_PER_ACTION sends of an action
 to fit it on; evaluated off-policy on the latest sends (offpolicy.py) against the policy in service (of either kind),
-promoted only when not worse, recorded in ``meta.policies``; one action per eligible user, none for the global control.
+promoted only when not worse, recorded in ``meta.policies`` (policies.py: the policy's life, this asset wires
+it); one action per eligible user, none for the global control.
 ``bi/audiences``: per campaign, the treated and held-out users as Parquet and CSV (audiences.py).
 """
 
-import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
+from seg_assets.activation import policies
 from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_files, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.context import context_at
-from seg_assets.activation.contextual import ContextualPolicy, choose_contextual, fit_contextual_policy, load_policy
+from seg_assets.activation.contextual import ContextualPolicy, choose_contextual
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS
 from seg_assets.activation.lift import campaign_lift as lift_table
-from seg_assets.activation.offpolicy import PromotionDecision, cell_reward_model, evaluate_candidates, promote
+from seg_assets.activation.offpolicy import PromotionDecision, promote
 from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes, time_split
-from seg_assets.activation.policy import NBA_COLUMNS, NBA_SCHEMA, ThompsonPolicy, fit_policy
+from seg_assets.activation.policy import NBA_COLUMNS, NBA_SCHEMA
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.errors import input_failure
@@ -41,7 +41,7 @@ from seg_assets.markdown import table as md_table
 from seg_assets.published_state import refuse_tables_of_failed_runs
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.segmentation.scoring import BI_SEGMENTS, HISTORY_TABLE, SEGMENT_HISTORY, USER_SEGMENTS
+from seg_assets.segmentation.scoring import BI_SEGMENTS, SEGMENT_HISTORY, USER_SEGMENTS
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"
@@ -52,13 +52,6 @@ NEXT_BEST_ACTION = dg.AssetKey(["analytics", "next_best_action"])
 AUDIENCES = dg.AssetKey(["bi", "audiences"])
 RAW_CAMPAIGN_SENDS = RAW_KEYS["campaign_sends"]
 STG_ORDERS = dg.AssetKey(["staging", "stg_orders"])
-POLICIES_TABLE = "meta.policies"
-POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (
-  policy_version VARCHAR NOT NULL, fitted_at TIMESTAMP NOT NULL, as_of TIMESTAMP, run_id VARCHAR,
-  fit_sends BIGINT, holdout_sends BIGINT, promoted BOOLEAN NOT NULL, reason VARCHAR, state JSON, estimates JSON)"""
-HOLDOUT_SHARE = 0.3  # latest share of sends (by send time) held out to evaluate a candidate policy
-MIN_SENDS_PER_ACTION = 100  # fewer treated sends of any action to fit on: the per-segment policy, not the contextual one
-Policy = ThompsonPolicy | ContextualPolicy
 
 
 def catalogue_markdown(catalogue: Catalogue) -> str:
@@ -201,75 +194,6 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
     }, check_results=[check, control_check])
 
 
-def _eligible_lists(catalogue: Catalogue, arms: tuple[str, ...], users: pl.DataFrame) -> pl.DataFrame:
-    """``users`` (segment_id, segment_name, lifecycle_stage, ...) with ``eligible_actions`` from the catalogue."""
-    keys = users.select("segment_id", "segment_name", "lifecycle_stage").unique()
-    lists = [[a for a in arms if catalogue.actions[a].eligible(int(sid), name or "", stage)] for sid, name, stage in keys.iter_rows()]
-    keys = keys.with_columns(pl.Series("eligible_actions", lists, dtype=pl.List(pl.Utf8)))
-    return users.join(keys, on=["segment_id", "segment_name", "lifecycle_stage"], how="left", nulls_equal=True)
-
-
-def _in_service(con) -> tuple[Policy | None, str, object]:
-    """The promoted policy, its version and the as-of it was fitted at (it saw the sends whose window closed by then)."""
-    row = con.sql(f"SELECT state, as_of FROM {POLICIES_TABLE} WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()
-    if not row:
-        return None, "none", None
-    policy = load_policy(json.loads(row[0][0]))
-    return policy, policy.policy_version, row[0][1]
-
-
-def _fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...]) -> Policy:
-    """The contextual policy when every action has MIN_SENDS_PER_ACTION sends with a context, else per segment (thin
-    data); uniform over the eligible actions before any send (epsilon 1: propensity exactly 1/k)."""
-    per_action = dict(sends.group_by("action_id").len().iter_rows())
-    if sends.height and min(per_action.get(a, 0) for a in arms) >= MIN_SENDS_PER_ACTION:
-        return fit_contextual_policy(x[sends["__row"].to_numpy()], sends["segment_id"].to_list(), sends["action_id"].to_list(),
-                                     sends["reward"].cast(pl.Float64).to_numpy(), arms)
-    return fit_policy(sends, arms, seed=0) if sends.height else fit_policy(sends, arms, seed=0, epsilon=1.0)
-
-
-def _probabilities(policy: Policy, rows: pl.DataFrame, x: np.ndarray, eligible) -> np.ndarray:
-    """(n, k) choice probabilities of ``policy`` for logged sends (``segment_id``, ``__row`` into the send contexts)."""
-    if isinstance(policy, ContextualPolicy):
-        return policy.action_probabilities(x[rows["__row"].to_numpy()], rows["segment_id"].to_list(), eligible)
-    return policy.action_probabilities(rows["segment_id"].to_list(), eligible)
-
-
-def _evaluate(candidate: Policy, in_service: Policy | None, holdout: pl.DataFrame, x: np.ndarray, arms, eligible_of):
-    """Off-policy evaluation of ``candidate`` on the held-out treated sends with a logged propensity."""
-    logs = holdout.filter(pl.col("propensity").is_not_null() & (pl.col("propensity") > 0))
-    if logs.height == 0:
-        return None, logs
-    index = {a: i for i, a in enumerate(arms)}
-    segs = logs["segment_id"].to_list()
-    elig = [eligible_of.get(u) for u in logs["user_id"].to_list()]
-    frame = pl.DataFrame({"action": [index[a] for a in logs["action_id"].to_list()],
-                          "reward": logs["converted"].cast(pl.Float64), "propensity": logs["propensity"]})
-    mask = np.array([[e is None or a in e for a in arms] for e in elig], dtype=bool)
-    q_hat = cell_reward_model(segs, frame["action"].to_numpy(), frame["reward"].to_numpy(), len(arms))
-    evaluation = evaluate_candidates(
-        frame, _probabilities(candidate, logs, x, elig),
-        _probabilities(in_service, logs, x, elig) if in_service is not None else None, len(arms),
-        eligible=mask, q_hat=q_hat, primary="snips", n_boot=500)
-    return evaluation, logs
-
-
-def _policy_segments(con, policy: Policy, users: pl.DataFrame) -> pl.DataFrame:
-    """``users`` with ``policy_segment``: the segment whose posterior chooses the user's action. That is the current
-    segment when the policy has sends of it; a segment it has none of (new after a refit) takes the user's latest
-    earlier segment that it has (analytics.segment_history), else the pooled posterior."""
-    known = list(policy.segments) if isinstance(policy, ContextualPolicy) else [k for k in policy.counts if isinstance(k, int)]
-    users = users.with_columns(pl.col("segment_id").alias("policy_segment"))
-    if not known or users.filter(~pl.col("segment_id").is_in(known)).height == 0:
-        return users
-    history = con.sql(f"SELECT user_id, segment_id::BIGINT AS segment_id, valid_from FROM {HISTORY_TABLE}").pl()
-    earlier = history.filter(pl.col("segment_id").is_in(known)).sort("valid_from").group_by("user_id").agg(
-        pl.col("segment_id").last().alias("earlier_segment"))
-    return users.join(earlier, on="user_id", how="left").with_columns(
-        pl.when(pl.col("segment_id").is_in(known)).then(pl.col("segment_id"))
-        .otherwise(pl.coalesce("earlier_segment", "segment_id")).alias("policy_segment")).drop("earlier_segment")
-
-
 @dg.asset(
     key=NEXT_BEST_ACTION, deps=[CAMPAIGN_LIFT, RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, USER_GROUPS, SEGMENT_HISTORY],
     group_name=GROUP, pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
@@ -294,8 +218,8 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                 _write(con, "analytics.next_best_action", pl.DataFrame(schema=NBA_SCHEMA))
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "reason": "no actions in actions.yaml"})
         outcomes = policy_context(send_outcomes(con, as_of, catalogue.attribution_days)[0])
-        con.execute(POLICIES_DDL)
-        in_service, in_service_version, in_service_as_of = _in_service(con)
+        con.execute(policies.POLICIES_DDL)
+        in_service, in_service_version, in_service_as_of = policies.in_service(con)
         treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(
             pl.col("converted").cast(pl.Int8).alias("reward")).with_row_index("__row")
         x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
@@ -303,7 +227,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     if in_service is not None and tuple(in_service.arms) != arms:
         notes.append(f"the catalogue's actions changed since {in_service_version}: it cannot serve them")
         in_service = None
-    users = _eligible_lists(catalogue, arms, users)
+    users = policies.eligible_lists(catalogue, arms, users)
     offered = {a for actions in users.filter(~pl.col("global_control"))["eligible_actions"].to_list() for a in actions or []}
     if set(arms) - offered:
         context.log.warning(f"next_best_action: no user is eligible for {', '.join(sorted(set(arms) - offered))}: its "
@@ -316,12 +240,12 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                                 f"{', '.join(map(repr, unknown[:5]))} (current: "
                                 f"{', '.join(sorted(map(str, users['segment_name'].unique().to_list())))})")
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
-    fit, holdout = time_split(treated, HOLDOUT_SHARE)
-    candidate = _fit(fit, x_sends, arms)
+    fit, holdout = time_split(treated, policies.HOLDOUT_SHARE)
+    candidate = policies.fit(fit, x_sends, arms)
     if in_service is not None and in_service_as_of is not None:
         # only sends the policy in service was not fitted on: on its own training sends it would look better than it is
         holdout = holdout.filter(pl.col("sent_ts") + pl.duration(days=catalogue.attribution_days) > in_service_as_of)
-    evaluation, logs = _evaluate(candidate, in_service, holdout, x_sends, arms, eligible_of)
+    evaluation, logs = policies.evaluate(candidate, in_service, holdout, x_sends, arms, eligible_of)
     if evaluation is None:
         decision = PromotionDecision(in_service is None, "no held-out sends (that the policy in service was not fitted on) "
                                      "to evaluate on: " + (
@@ -331,11 +255,11 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                            difference=evaluation.difference if in_service is not None else None)
     if decision.promote:
         # The gate judged the fitting procedure on sends it had not seen; the policy served is fitted on all sends.
-        served = _fit(treated, x_sends, arms) if treated.height and evaluation is not None else candidate
+        served = policies.fit(treated, x_sends, arms) if treated.height and evaluation is not None else candidate
     else:
         served = in_service
     with duckdb.get_connection() as con:
-        context_users = _policy_segments(con, served, users).select(
+        context_users = policies.policy_segments(con, served, users).select(
             "user_id", pl.col("policy_segment").alias("segment_id"), "global_control", "eligible_actions")
         if isinstance(served, ContextualPolicy):
             served_users = context_users.filter(~pl.col("global_control"))
@@ -347,13 +271,10 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     nba = nba.join(users.select("user_id", "segment_id"), on="user_id", how="left").select(NBA_COLUMNS)
     estimates = evaluation.table.to_dicts() if evaluation is not None else []
     with duckdb.get_connection() as con, transaction(con):
-        con.execute(POLICIES_DDL)
-        con.execute(f"INSERT INTO {POLICIES_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            served.policy_version if decision.promote else candidate.policy_version,
-            datetime.now(UTC).replace(tzinfo=None), as_of, context.run_id, fit.height, logs.height, decision.promote,
-            "; ".join([decision.reason, *notes, *(evaluation.notes if evaluation is not None else ())]),
-            json.dumps(served.state() if decision.promote else candidate.state()),
-            json.dumps(estimates, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else str(v))])
+        policies.record(con, version=served.policy_version if decision.promote else candidate.policy_version, as_of=as_of,
+                        run_id=context.run_id, fit_sends=fit.height, holdout_sends=logs.height, promoted=decision.promote,
+                        reason="; ".join([decision.reason, *notes, *(evaluation.notes if evaluation is not None else ())]),
+                        state=served.state() if decision.promote else candidate.state(), estimates=estimates)
         _write(con, "analytics.next_best_action", nba)
         con.execute("DELETE FROM analytics.next_best_action WHERE user_id IN "
                     "(SELECT user_id FROM analytics.user_groups WHERE global_control)")  # never, defensively
