@@ -8,7 +8,7 @@ import duckdb
 from seg_assets.publish.bi import publish_tables
 from seg_assets.warehouse import prepare_connection
 
-LIVE = ["current", "meta.bi_tables.parquet", "segments.duckdb"]  # besides a link per table
+LIVE = ["current", "meta.bi_tables.parquet", "segments.duckdb", "tables"]  # besides a link per table
 
 
 def visible(bi):
@@ -199,3 +199,65 @@ def test_columns_carry_their_descriptions_and_a_new_column_or_description_rewrit
     docs["score"] = "Two times the id."
     publish_tables(con, bi, ["analytics.a"], lambda table, column: docs.get(column))
     assert comments() == {**docs, "extra": None}
+
+
+def test_a_query_bound_before_a_switch_reads_the_file_it_was_bound_to(tmp_path):
+    """DuckDB binds a query (reading the file's footer) and then runs it (reading pages at the footer's offsets): with
+    views over a path whose file a publication replaced, a query bound before the switch and run after it read the
+    new file at the old offsets (Parquet errors for a reader in a loop). A statement prepared before a publication
+    and run after it gets one whole publication; new queries the newest; each table folder keeps two files."""
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    bi = tmp_path / "bi"
+
+    def publish(n: int, rows: int) -> None:
+        con.sql(f"CREATE OR REPLACE TABLE analytics.t AS SELECT i, 'v{n}-' || md5(i::VARCHAR) AS s, {n} AS version "
+                f"FROM range({rows}) r(i)")
+        publish_tables(con, bi, ["analytics.t"])
+
+    publish(1, 200_000)
+    reader = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
+    reader.execute("PREPARE q AS SELECT count(*), count(DISTINCT s), min(version), max(version) FROM analytics.t")
+    publish(2, 50_000)  # another layout (rows, row groups, strings): old offsets are garbage in it
+    assert reader.execute("EXECUTE q").fetchall() in ([(200_000, 200_000, 1, 1)], [(50_000, 50_000, 2, 2)])  # one whole
+    assert reader.sql("SELECT count(*), min(version) FROM analytics.t").fetchall() == [(50_000, 2)]  # a new query: 2
+    publish(3, 10)
+    assert reader.sql("SELECT count(*), min(version) FROM analytics.t").fetchall() == [(10, 3)]
+    files = sorted((bi / "tables" / "analytics.t").iterdir())
+    assert len(files) == 2 and files[0].name < files[1].name  # the newest sorts first; older ones are removed
+
+
+def test_a_reader_in_a_loop_never_errors_across_publications(tmp_path):
+    """A held read-only connection querying while tables are published again and again: every result is one whole
+    publication of each table."""
+    import threading
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    bi = tmp_path / "bi"
+    con.sql("CREATE TABLE analytics.t AS SELECT i, 0 AS version FROM range(100000) r(i)")
+    publish_tables(con, bi, ["analytics.t"])
+    reader = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
+    seen, errors, stop = [], [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(reader.sql("SELECT count(*), min(version), max(version), sum(i) FROM analytics.t").fetchall()[0])
+            except duckdb.Error as exc:
+                errors.append(str(exc))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for n in range(1, 21):
+            rows = 100_000 - 3_000 * n  # each publication another size, so a mixed read shows
+            con.sql(f"CREATE OR REPLACE TABLE analytics.t AS SELECT i, {n} AS version FROM range({rows}) r(i)")
+            publish_tables(con, bi, ["analytics.t"])
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors, errors[:3]
+    assert seen and all(lo == hi and count == 100_000 - 3_000 * lo and total == count * (count - 1) // 2
+                        for count, lo, hi, total in seen)
+    assert seen[-1][1] == 20 or reader.sql("SELECT min(version) FROM analytics.t").fetchall() == [(20,)]

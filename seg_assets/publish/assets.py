@@ -87,8 +87,9 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
     retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     description="The analytics tables written as Parquet into a new version of SEG_DATA_DIR/bi/, switched in one "
-    "rename (bi/current); bi/segments.duckdb holds views over them: BI tools open it read-only, never block (or see "
-    "half of) a refresh, and a held connection sees each new publication. Tables whose content did not change are "
+    "rename (bi/current) and named in each table's folder (bi/tables/); bi/segments.duckdb holds views over their "
+    "newest files: BI tools open it read-only, never block (or see half of) a refresh, and a held connection sees each "
+    "new publication. Tables whose content did not change are "
     "linked, not written again (meta.bi_tables). Each column carries its description (publish/columns.py) as a comment.",
 )
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
