@@ -21,7 +21,7 @@ def _cell(value, floatfmt: str, missing: str) -> str:
         return missing
     if isinstance(value, float):
         return format(value, floatfmt)
-    return " ".join(str(value).replace("|", "\\|").splitlines())
+    return " ".join(str(value).replace("\\", "\\\\").replace("|", "\\|").splitlines())
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence], right: Iterable[str] = (), floatfmt: str = "g",

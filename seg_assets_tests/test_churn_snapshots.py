@@ -57,7 +57,7 @@ def test_plan_has_the_hand_computed_cutoffs(con):
     short = plan_snapshots(datetime(2024, 4, 1), T, H, step_days=10, min_history_days=5)
     assert short.cutoffs == (datetime(2024, 4, 20), datetime(2024, 4, 10)) and short.enough
     one = plan_snapshots(datetime(2024, 4, 12), T, H, step_days=10, min_history_days=5)
-    assert not one.enough and one.reason.endswith("a model two cut-offs: 25 days")  # 5 before + 10 after + a step
+    assert not one.enough and one.reason.endswith("a model needs two cut-offs: 25 days")  # 5 before + 10 after + a step
     assert "two cut-offs" not in short.reason
     assert plan_snapshots(None, T, H).cutoffs == ()
     assert plan_snapshots(datetime(2024, 1, 1), T, 90).step_days == 30  # default step: H // 3

@@ -297,8 +297,11 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
     return dg.MaterializeResult(metadata=meta)
 
 
+AUDIENCE_INPUTS = (NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS, USER_SEGMENTS)  # what the files are made of
+
+
 @dg.asset(
-    key=AUDIENCES, deps=[NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS, BI_SEGMENTS], group_name=GROUP, pool="duckdb",
+    key=AUDIENCES, deps=[*AUDIENCE_INPUTS, BI_SEGMENTS], group_name=GROUP, pool="duckdb",
     kinds={"parquet", "csv"},
     automation_condition=rescore_on_new_inputs(),
     check_specs=[dg.AssetCheckSpec("no_global_control", asset=AUDIENCES, blocking=True, description="Reads back every "
@@ -310,7 +313,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
 )
 def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
     # after the BI switch only (deps: bi/segments), and never from tables of a run that did not finish
-    refuse_tables_of_failed_runs(context, settings, [NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS, USER_SEGMENTS])
+    refuse_tables_of_failed_runs(context, settings, AUDIENCE_INPUTS)
     catalogue = _catalogue(settings)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)  # the refresh's, as next_best_action's

@@ -13,7 +13,7 @@ from seg_assets.activation.catalogue import Catalogue
 from seg_assets.activation.contextual import ContextualPolicy, fit_contextual_policy, load_policy
 from seg_assets.activation.offpolicy import cell_reward_model, evaluate_candidates
 from seg_assets.activation.policy import ThompsonPolicy, fit_policy
-from seg_assets.segmentation.scoring import HISTORY_TABLE
+from seg_assets.segmentation.membership import HISTORY_TABLE
 
 POLICIES_TABLE = "meta.policies"
 POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (

@@ -92,7 +92,7 @@ def plan_snapshots(first_ts: datetime | None, as_of: datetime, horizon_days: int
         reason = (f"{history:.0f} days of history; each cut-off needs {min_history_days} days before it and "
                   f"{horizon_days} after it")
         if len(cutoffs) < 2:  # one to train on, the latest to test on (SnapshotPlan.enough)
-            reason += f", and a model two cut-offs: {min_history_days + horizon_days + step} days"
+            reason += f", and a model needs two cut-offs: {min_history_days + horizon_days + step} days"
     return SnapshotPlan(as_of, horizon_days, step, first_ts, tuple(cutoffs), reason)
 
 

@@ -196,8 +196,8 @@ CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
 
 
 def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int) -> dict:
-    """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment, from the
-    segment scoring's sticky rule starts from (membership.previous_id_sql)."""
+    """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment, from where
+    scoring's sticky rule starts (membership.previous_id_sql)."""
     if not table_exists(con, "analytics.user_segments"):
         return {}
     sample = frame[sample_indices(frame.height, CHURN_SAMPLE_ROWS, seed + 13)]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seg_assets.segmentation.membership import NO_SEGMENT, _odds, in_stage, model_proba, same_stage, sticky_assign
+from seg_assets.segmentation.membership import NO_SEGMENT, in_stage, model_proba, same_stage, sticky_assign, sticky_odds_of
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.rule_based import (
     RFM_GROUPS,
@@ -73,7 +73,7 @@ def assign(frame: pl.DataFrame, model: SegmentModel, classifier, previous: np.nd
     """
     if frame.height == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    odds = _odds(model)
+    odds = sticky_odds_of(model)
     prev = np.full(frame.height, NO_SEGMENT, dtype=np.int64) if previous is None else np.asarray(previous, dtype=np.int64)
     ids, conf = [], []
     for start in range(0, frame.height, chunk_rows):

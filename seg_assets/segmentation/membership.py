@@ -196,10 +196,10 @@ def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.Data
     where they are (their lifecycle stage did not move and no other segment became clearly better).
     """
     previous = np.asarray(previous, dtype=np.int64)
-    stays, _ = sticky_model_assign(incumbent, frame, previous, _odds(incumbent))
-    moved_to, _ = sticky_model_assign(candidate, frame, previous, _odds(candidate))
+    stays, _ = sticky_model_assign(incumbent, frame, previous, sticky_odds_of(incumbent))
+    moved_to, _ = sticky_model_assign(candidate, frame, previous, sticky_odds_of(candidate))
     return membership_churn(previous, moved_to, stays == previous)
 
 
-def _odds(model: SegmentModel) -> float:
+def sticky_odds_of(model: SegmentModel) -> float:
     return getattr(model.config, "sticky_odds", DEFAULT_ODDS)  # artifacts from before the setting
