@@ -22,7 +22,8 @@ console = Console(width=None if Console().is_terminal else 160)
 def generate(
     directory: Path = typer.Argument(..., help="Data root: files go to DIR/landing/<table>/, ground truth to DIR/truth/."),
     users: int = typer.Option(20_000, help="Number of users."),
-    days: int = typer.Option(120, help="Days of history, ending at --end."),
+    days: int = typer.Option(180, help="Days of history, ending at --end (churn scores need about 150: two "
+                             "training cut-offs before a 90-day horizon)."),
     seed: int = typer.Option(1, help="Random seed: the same seed gives the same files."),
     format: str = typer.Option("parquet", "--format", help="csv or parquet."),
     fault_rate: float = typer.Option(0.0, help="Share of rows with the contract's faults injected (0 = clean)."),
