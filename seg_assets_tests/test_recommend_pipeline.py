@@ -56,7 +56,10 @@ def test_generated_shoppers_recommendations_beat_the_segment_baseline(demo):
     assert r["recommendations"]["recall"] > r["segment_popular"]["recall"], r
 
 
-def test_retail_extract_recommendations_beat_the_segment_baseline(tmp_path):
+def test_retail_extract_recommendations_beat_the_baselines_on_recall(tmp_path):
+    """On the retail extract nearly every basket holds postage (``POST``), so every method's hit rate@10 is 0.94-1.0
+    and they differ by one or two of 40-70 test users, either way (bench/RESULTS.md, session 18); what the blend adds
+    is the other products a buyer re-orders: recall."""
     landing = tmp_path / "landing" / "retail_lines"
     landing.mkdir(parents=True)
     shutil.copy(RETAIL, landing / "online_retail.csv")
@@ -65,8 +68,8 @@ def test_retail_extract_recommendations_beat_the_segment_baseline(tmp_path):
     assert outcome.success, [m for s in outcome.stages for m in s.failures]
     r = _evaluate(tmp_path, test_days=90)
     assert r["recommendations"]["users"] >= 40
-    assert r["recommendations"]["hit_rate"] > r["segment_popular"]["hit_rate"], r
-    assert r["recommendations"]["recall"] > r["segment_popular"]["recall"], r
+    assert r["recommendations"]["hit_rate"] >= 0.9, r
+    assert r["recommendations"]["recall"] > 1.2 * max(r["segment_popular"]["recall"], r["shop_popular"]["recall"]), r
 
 
 

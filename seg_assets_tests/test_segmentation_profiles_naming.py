@@ -124,6 +124,22 @@ def test_stage_restricts_archetypes_and_names_stay_unique():
         assign_names(ranks, fixed={1: "X", 2: "X"})
 
 
+def test_a_name_that_claims_value_is_not_given_to_a_segment_that_spends_below_the_median():
+    """A retail extract: five "High-value loyal" clusters, the last one spending 0.6x the average (best archetype on its
+    recent orders, qualifiers used up) was "High-value loyal 2"."""
+    loyal = {"monetary": 0.85, "frequency": 0.8, "orders_90d": 0.8, "recency_days": 0.2, "tenure_days": 0.6,
+             "avg_order_value": 0.6}
+    ranks = {i: dict(loyal, tenure_days=t, avg_order_value=a) for i, (t, a) in enumerate([(0.6, 0.6), (0.3, 0.6),
+                                                                                       (0.6, 0.3), (0.5, 0.5)], 1)}
+    ranks[5] = {"monetary": 0.4, "frequency": 0.55, "orders_90d": 0.75, "recency_days": 0.1, "tenure_days": 0.5,
+                "avg_order_value": 0.4}
+    assert max(archetype_scores(ranks[5]).items(), key=lambda t: t[1])[0] != "High-value loyal"
+    names = assign_names(ranks)
+    assert not names[5].startswith("High-value"), names
+    assert sum(n.startswith("High-value loyal") for n in names.values()) == 4, names
+    assert "Bargain hunters" not in archetype_scores({"discount_share": 0.3, "avg_order_value": 0.1})
+
+
 def test_a_segment_that_never_ordered_gets_no_buyer_name():
     """"Occasional buyers | 100% never ordered" (and "At risk" for users who never completed an order): a name that
     says the segment buys needs most of its users to have ordered."""

@@ -3,8 +3,9 @@
 Why this and not ALS: measured with a time split on generated shoppers and on the retail extract
 (README, bench/RESULTS.md), `implicit`'s ALS and item-item cosine/BM25/TF-IDF all ranked *below* the
 most-popular-in-segment baseline on hit rate@10: most buyers have a handful of orders, and what they buy
-next is mostly what their kind of shopper buys most. What beats the baseline is the baseline plus the
-user's own signal, weighted by how much that signal predicted purchases in this shop. So each candidate
+next is mostly what their kind of shopper buys most. What keeps the baseline's hit rate and adds recall (the
+other products a buyer goes on to buy: README, Evaluation) is the baseline plus the user's own signal, weighted
+by how much that signal predicted purchases in this shop. So each candidate
 (user, product) gets these features, all exact counts in DuckDB over the baskets (baskets/counts.py: an
 order's distinct products, credit notes and cancelled orders excluded) up to the cut-off:
 

@@ -70,6 +70,8 @@ class SegmentModelConfig(CheckedConfig):
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
     k_min: int = Field(default=2, ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments).")
     k_max: int = Field(default=8, ge=2, le=50, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
+    min_cluster_rows: int = Field(default=MODEL_DEFAULTS.min_cluster_rows, ge=1, le=1_000_000, description="A stage is "
+                                  "split in at most (its users // this) behaviour clusters: no segment of a handful of users.")
     algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
         default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
     new_max_tenure_days: float = Field(default=MODEL_DEFAULTS.new_max_tenure_days, ge=0, le=MAX_DAYS,
@@ -105,7 +107,8 @@ class SegmentModelConfig(CheckedConfig):
         selection = SelectionConfig(algorithm=self.algorithm, k_min=self.k_min, k_max=self.k_max, random_state=self.seed)
         return ModelConfig(hierarchy=self.hierarchy, new_max_tenure_days=self.new_max_tenure_days,
                            lapsed_after_days=self.lapsed_after_days, k_range=(self.k_min, self.k_max),
-                           max_distance=self.max_match_distance, selection=selection, sticky_odds=self.sticky_odds)
+                           max_distance=self.max_match_distance, selection=selection, sticky_odds=self.sticky_odds,
+                           min_cluster_rows=self.min_cluster_rows)
 
 
 def read_features(con) -> pl.DataFrame:

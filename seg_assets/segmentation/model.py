@@ -78,6 +78,7 @@ class ModelConfig:
     new_k: tuple[int, int] = (1, 1)
     lapsed_k: tuple[int, int] = (1, 1)
     min_stage_rows: int = 20  # a smaller stage gets no segment of its own (nearest centroid instead)
+    min_cluster_rows: int = 10  # a stage is split in at most rows // this clusters
     scaler: str = "standard"
     clip_quantile: float | None = 0.995
     skew_transform: str = "auto"  # heavy tails: sqrt for counts/money, log1p for days (preprocess.py)
@@ -289,6 +290,9 @@ def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tupl
     k_min, k_max = cfg.stage_k(name)
     if name == "all" and cfg.k_range is None:
         k_min, k_max = cfg.selection.k_min, cfg.selection.k_max
+    # Room for min_cluster_rows users per cluster (a retail extract of 57 customers was 8 segments, one of a single
+    # customer: selection's min_cluster_share, 1 %, binds only from a few thousand users)
+    k_max = min(k_max, max(1, len(Zs) // cfg.min_cluster_rows))
     if k_max <= 1:
         centers = Zs.mean(axis=0, keepdims=True)
         labels = np.zeros(len(Zs), dtype=np.int64)

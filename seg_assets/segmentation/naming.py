@@ -48,6 +48,12 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "New customers": ("tenure_days",),
 }
 
+# Names whose words state a fact a person takes at its word: given only to a segment whose users lean that way on the
+# feature the words are about (mean percentile rank above 0.5 for +1). On a retail extract of 57 customers a segment
+# that "spends 0.6x the average" was "High-value loyal 2": the archetype scored best on its recent orders, and its
+# qualifiers were taken.
+CLAIMS: dict[str, tuple[str, int]] = {"High-value loyal": ("monetary", 1), "Bargain hunters": ("discount_share", 1)}
+
 STAGE_ARCHETYPES: dict[str | None, tuple[str, ...]] = {
     None: tuple(ARCHETYPES),
     "all": tuple(ARCHETYPES),
@@ -84,10 +90,14 @@ CLOSE_TO_BEST = 0.08  # an archetype may be used for uniqueness if within this s
 
 def archetype_scores(ranks: Mapping[str, float], allowed: tuple[str, ...] = tuple(ARCHETYPES)) -> dict[str, float]:
     """Score of each allowed archetype for one segment (features missing from ``ranks`` are skipped; an
-    archetype none of whose ``REQUIRES`` features is in ``ranks`` is not scored at all)."""
+    archetype none of whose ``REQUIRES`` features is in ``ranks``, or whose words the segment contradicts
+    (:data:`CLAIMS`), is not scored at all)."""
     out = {}
     for name in allowed:
         if not any(f in ranks for f in REQUIRES.get(name, ())):
+            continue
+        feature, side = CLAIMS.get(name, (None, 0))
+        if feature in ranks and side * (ranks[feature] - 0.5) <= 0:
             continue
         sig = {f: w for f, w in ARCHETYPES[name].items() if f in ranks}
         total = sum(abs(w) for w in sig.values())
