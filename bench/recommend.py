@@ -33,6 +33,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from seg_assets import markdown  # noqa: E402
 from seg_assets.recommend import evaluate as E  # noqa: E402
 from seg_assets.recommend import model as M  # noqa: E402
 from seg_assets.recommend.assets import SEGMENTS  # noqa: E402
@@ -177,9 +178,9 @@ def main() -> None:
             rows += implicit_rows(con, cut, s, args.test_days)
         print(f"cut-off {cut}, test {args.test_days} days, k={s.top_n}, exclude {s.exclude_days} days; segments as of the "
               "cut-off\n\nThe model offline, every buyer of the test window:\n")
-        print(pl.DataFrame(rows).to_pandas().to_markdown(index=False, floatfmt=".4f"))
+        print(markdown.frame(pl.DataFrame(rows), floatfmt=".4f"))
         print("\nThe published lists, the test window's buyers known at the cut-off:\n")
-        print(pl.DataFrame(published_rows(con, cut, s, args.test_days)).to_pandas().to_markdown(index=False, floatfmt=".4f"))
+        print(markdown.frame(pl.DataFrame(published_rows(con, cut, s, args.test_days)), floatfmt=".4f"))
         print("weights:", result["weights"][0])
         con.close()
 
