@@ -130,3 +130,22 @@ def test_bgnbd_fit_on_simulated_data():
     model = fit_bgnbd(s["x"], s["t_x"], s["T"])
     assert model.a > 0 and model.b > 0 and model.r > 0 and np.isfinite(model.log_likelihood)
     assert s["x"].min() == 0 and (s["t_x"] <= s["T"]).all()
+
+
+def test_convergence_warnings_become_notes_and_other_warnings_pass_through():
+    """A 120-user shop's value model stopped at its iteration limit and the refresh printed scikit-learn's six lines."""
+    import warnings
+
+    from sklearn.linear_model import PoissonRegressor
+
+    from seg_assets.churn.model import convergence_notes
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 5)) * 100, rng.poisson(50, size=200)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with convergence_notes() as notes:
+            PoissonRegressor(max_iter=1).fit(x, y)
+            warnings.warn("something else", UserWarning, stacklevel=1)
+    assert len(notes) == 1 and "failed to converge" in notes[0] and "\n" not in notes[0]
+    assert [str(w.message) for w in shown] == ["something else"]

@@ -45,6 +45,8 @@ Fits run single-threaded by default (``threads``; see ``segmentation.selection.l
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,6 +132,26 @@ def make_regressor(kind: str, seed: int = 0):
 
         return _log_pipeline(PoissonRegressor(alpha=1e-2, max_iter=1_000))
     raise ValueError(f"kind must be 'gbm' or 'logreg', not {kind!r}")
+
+
+@contextmanager
+def convergence_notes():
+    """Collects scikit-learn's ConvergenceWarnings as one-line notes instead of letting them print (a 120-user shop's
+    value model stopped at its iteration limit and the refresh printed six lines of advice to scale the data, which
+    the pipeline does); other warnings pass through."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield notes
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            line = str(w.message).splitlines()[0].strip()
+            if line not in notes:
+                notes.append(line)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -332,7 +354,7 @@ def train_churn_model(snapshots: pl.DataFrame, *, horizon_days: int, kind: str =
     if len(np.unique(y[tr])) < 2:
         raise ValueError("the training snapshots hold a single class (everyone churned or nobody did)")
 
-    with limit_threads(threads):
+    with limit_threads(threads), convergence_notes() as unconverged:
         candidates = {}
         for name in (("gbm", "logreg") if kind == "auto" else (kind,)):
             holdout_model = make_classifier(name, seed).fit(x[tr], y[tr])
@@ -372,6 +394,7 @@ def train_churn_model(snapshots: pl.DataFrame, *, horizon_days: int, kind: str =
         "training_churn_rate": float(y.mean()),
         "snapshots": int(k.max() + 1),
         "rows_by_snapshot": {str(int(i)): int((k == i).sum()) for i in np.unique(k)},
+        "not_converged": unconverged,  # scikit-learn's ConvergenceWarnings, one line each (a fit stopped at max_iter)
     }
     return ChurnModel(version=version, kind=chosen, horizon_days=horizon_days, features=features, classifier=classifier,
                       calibrator=calibrator, regressor=regressor, metrics=metrics, as_of=as_of, cutoffs=tuple(cutoffs),
