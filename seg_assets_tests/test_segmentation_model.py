@@ -167,8 +167,9 @@ def test_stage_thresholds_are_inclusive_and_small_stages_fold():
     assert set(ids) <= set(m.segment_ids) and np.all(conf > 0)
 
 
-def test_a_small_stage_is_split_in_at_most_one_cluster_per_min_cluster_rows_users():
-    """57 retail customers were 8 segments, one of a single customer: k is capped at the stage's rows // 10."""
+def test_a_small_stage_gets_no_cluster_under_min_cluster_rows_users():
+    """57 retail customers were 8 segments, one of a single customer: k is capped at the stage's rows // 10, and a fit
+    that still leaves a smaller cluster is done again with one cluster fewer (90 generated users: one of 2 users)."""
     frame, _ = make_shoppers(60, seed=5, shares={"new_customer": 0.0})
     for flat, cap in ((False, ModelConfig().min_cluster_rows), (True, 25)):
         config = ModelConfig(hierarchy="flat" if flat else "lifecycle", k_range=(3, 8), min_cluster_rows=cap,
@@ -177,6 +178,7 @@ def test_a_small_stage_is_split_in_at_most_one_cluster_per_min_cluster_rows_user
         per_stage = Counter(m.cluster_stage)
         rows = Counter(stage_of(frame, config).tolist())
         assert all(k <= max(1, rows[stage] // cap) for stage, k in per_stage.items()), (per_stage, rows)
+        assert min(Counter(m.predict(frame)[0].tolist()).values()) >= min(cap, 10), Counter(m.predict(frame)[0].tolist())
     assert fit_segment_model(frame, ModelConfig(hierarchy="flat", k_range=(3, 8), min_cluster_rows=40, stability_boot=2,
                                                 stability_sample=60)).k == 1
 

@@ -102,6 +102,13 @@ def test_gate_rules():
     db = decide_promotion({"davies_bouldin": 1.5}, {"davies_bouldin": 1.0}, 0.05, metrics=("davies_bouldin",))
     assert not db.promote and db.deltas["davies_bouldin"] == pytest.approx(-0.5)
     assert decide_promotion({"silhouette": float("nan")}, base).promote  # nothing comparable
+    # a model fitted on a small shop is no yardstick once the shop has doubled (40 users -> 373 kept the first model)
+    small, grown = {**base, "fitted_users": 40, "segments_used": 2}, {**base, "stability": 0.4, "fitted_users": 100,
+                                                                       "segments_used": 3, "membership_churn_stable": 1.0}
+    assert decide_promotion(grown, small, 0.05, max_membership_churn=0.02).promote
+    assert "grown 2.5-fold" in decide_promotion(grown, small, 0.05).reason
+    assert not decide_promotion({**grown, "fitted_users": 79}, small, 0.05).promote
+    assert not decide_promotion({**grown, "segments_used": 1}, small, 0.05).promote
 
 
 def _gate_metrics(model, frame):

@@ -72,6 +72,9 @@ def test_no_revenue_and_no_orders_and_constant_columns():
     assert c.left_out == (("cancel_rate", "the same value for every user"),)
     assert feature_availability(users(), MODEL).left_out == ()
     assert "no click events" in feature_availability(users(clicks=False), MODEL).describe()
+    # purchase events are clicks: without clicks they are missing, not "the same value for every user"
+    no_clicks = dict(feature_availability(users(clicks=False).with_columns(purchases=pl.lit(0)), (*MODEL, "purchases")).left_out)
+    assert no_clicks["purchases"] == no_clicks["sessions"] == "no click events", no_clicks
 
 
 def test_nothing_informative_keeps_everything_rather_than_nothing():
@@ -311,3 +314,21 @@ def test_customer_records_alone_date_the_refresh_by_the_latest_sign_up():
     assert resolve_as_of(con, None) == datetime(2026, 2, 1)
     con.sql("CREATE TABLE raw.orders AS SELECT TIMESTAMP '2026-01-15 00:00:00' AS order_ts")
     assert resolve_as_of(con, None) == datetime(2026, 1, 15)  # activity dates a refresh when there is some
+
+
+def test_a_refresh_as_of_before_the_first_order_line_says_so_not_that_orders_were_cancelled():
+    """A backfill before any order said "every order with lines was cancelled or a credit note" (a tester's --as-of)."""
+    from seg_assets.report import not_computed
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA raw; CREATE SCHEMA analytics; CREATE SCHEMA meta")
+    con.execute("CREATE TABLE raw.order_items AS SELECT 'o1' AS order_id, TIMESTAMP '2026-06-01' AS order_ts")
+    con.execute("CREATE TABLE analytics.user_segments AS SELECT 'u1' AS user_id, TIMESTAMP '2026-01-01' AS as_of, "
+                "'model v0001' AS assigned_by")
+    con.execute("CREATE TABLE analytics.basket_rules (segment_id INTEGER); CREATE TABLE analytics.user_recommendations (user_id VARCHAR)")
+    con.execute("CREATE TABLE meta.basket_scopes (scope INTEGER, baskets BIGINT)")
+    lines = [line for line in not_computed(con) if line.startswith(("basket rules", "recommendations"))]
+    assert lines == ["basket rules: no order line placed by the as-of (2026-01-01 00:00)",
+                     "recommendations: none (no order line placed by the as-of (2026-01-01 00:00))"], lines
+    con.execute("UPDATE analytics.user_segments SET as_of = TIMESTAMP '2026-07-01'")
+    assert any("every order with lines was cancelled" in line for line in not_computed(con))

@@ -36,7 +36,7 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
-from seg_assets.segmentation.gate import SEGMENTS_USED, Decision, decide_promotion
+from seg_assets.segmentation.gate import FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
 from seg_assets.segmentation.membership import (
     DEFAULT_MAX_CHURN,
     DEFAULT_ODDS,
@@ -189,6 +189,7 @@ def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int)
     sample = frame[sample_indices(frame.height, 50_000, seed + 11)]
     labels, _ = model.predict(sample)
     metrics[SEGMENTS_USED] = len(np.unique(labels))
+    metrics[FITTED_USERS] = model.metrics.get("n_rows")
     if len(np.unique(labels)) > 1:
         metrics["classifier_macro_f1"] = train_classifier(sample, labels, kind, features=model.features, seed=seed).metrics["macro_f1"]
     metrics["stability"] = stability_on(model, frame, seed)

@@ -25,7 +25,7 @@ import polars as pl
 
 from seg_assets.features.dictionary import REVIEW_FEATURES
 
-CLICK_FEATURES = ("sessions", "views", "searches", "add_to_carts", "checkouts", "view_to_cart", "cart_to_checkout",
+CLICK_FEATURES = ("sessions", "views", "searches", "add_to_carts", "checkouts", "purchases", "view_to_cart", "cart_to_checkout",
                   "checkout_to_order", "session_to_order", "days_since_last_visit")
 REVENUE_FEATURES = ("monetary", "avg_order_value", "discount_share")
 ORDER_FEATURES = ("recency_days", "frequency", "orders_30d", "orders_90d", "checkout_to_order", "session_to_order",

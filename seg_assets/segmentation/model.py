@@ -290,25 +290,31 @@ def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tupl
     k_min, k_max = cfg.stage_k(name)
     if name == "all" and cfg.k_range is None:
         k_min, k_max = cfg.selection.k_min, cfg.selection.k_max
-    # Room for min_cluster_rows users per cluster (a retail extract of 57 customers was 8 segments, one of a single
-    # customer: selection's min_cluster_share, 1 %, binds only from a few thousand users)
+    # Every cluster at least min_cluster_rows users (a retail extract of 57 customers was 8 segments, one of a single
+    # customer: selection's min_cluster_share, 1 %, binds only from a few thousand users): room for them, then fewer
+    # clusters while the fit still leaves a smaller one
     k_max = min(k_max, max(1, len(Zs) // cfg.min_cluster_rows))
-    if k_max <= 1:
-        centers = Zs.mean(axis=0, keepdims=True)
-        labels = np.zeros(len(Zs), dtype=np.int64)
-        est, algo, ksel = None, None, None
-    else:
+    est, algo, ksel, k = None, None, None, 1
+    if k_max > 1:
         k_min, k_max = max(2, k_min), min(k_max, len(Zs) - 1)
         if k_min >= k_max:
-            k, ksel = k_max, None
+            k = k_max
         else:
             chosen = select_k(Zs, cfg.selection, (k_min, k_max))
             k, ksel = chosen.k, chosen.metrics.with_columns(stage=pl.lit(name))
+    while k > 1:
         est, algo = fit_clusters(Zs, k, cfg.selection)
         centers = centroids_of(est)
         labels, _ = _soft_assign(Zs, centers, 1.0)
         if _is_mixture(est):
             labels = est.predict(Zs)
+        if np.bincount(labels, minlength=k).min() >= min(cfg.min_cluster_rows, len(Zs)):
+            break
+        k -= 1
+    if k <= 1:
+        centers = Zs.mean(axis=0, keepdims=True)
+        labels = np.zeros(len(Zs), dtype=np.int64)
+        est, algo = None, None
     sigma2 = float(((Zs - centers[labels]) ** 2).sum() / max(Zs.size, 1)) or 1.0
     stage = StageFit(name, list(range(offset, offset + len(centers))), est, sigma2, ksel)
     return stage, centers, labels, algo
