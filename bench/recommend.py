@@ -60,13 +60,21 @@ def prepare(kind: str, args, root: Path) -> Path:
     return root
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system allows one (another device: a copy)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def as_of_copy(root: Path, cut, into: Path) -> Path:
     """The same landing (hard links) and settings files, refreshed as of ``cut``."""
     from seg_assets.refresh import run_refresh
     from seg_assets.settings import data_paths
 
     into.mkdir()
-    shutil.copytree(data_paths(root).landing, data_paths(into).landing, copy_function=os.link)
+    shutil.copytree(data_paths(root).landing, data_paths(into).landing, copy_function=_link_or_copy)
     for name in ("sources.yaml", "actions.yaml"):
         if (root / name).exists():
             shutil.copy(root / name, into / name)

@@ -82,21 +82,27 @@ def _reviews_and_baskets(con) -> list[str]:
         lines.append(f"basket rules and recommendations: {_none_taken(con, 'order_items', 'no order lines')}: nothing "
                      "to find bought together or to recommend from")
     # a refresh as of a date before the first order line (a backfill) has no basket for another reason than cancellations
-    until = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0][0] \
-        if lines_in and table_exists(con, "analytics.user_segments") else None
-    before = lines_in and until is not None and not con.sql(
-        "SELECT count(*) FROM raw.order_items WHERE order_ts <= ?", params=[until]).fetchall()[0][0]
-    no_lines_yet = f"no order line placed by the as-of ({until:%Y-%m-%d %H:%M})" if before else ""
+    before = None
+    if lines_in and table_exists(con, "analytics.user_segments"):
+        from seg_assets.segmentation.scoring import segments_as_of
+
+        until = segments_as_of(con)
+        if until is not None and not con.sql("SELECT count(*) FROM raw.order_items WHERE order_ts <= ?",
+                                             params=[until]).fetchall()[0][0]:
+            before = f"no order line placed by the as-of, {until:%Y-%m-%d %H:%M}"
     if lines_in and table_exists(con, "analytics.basket_rules") and not row_count(con, "analytics.basket_rules"):
         baskets = con.sql("SELECT coalesce(max(baskets), 0) FROM meta.basket_scopes").fetchall()[0][0] \
             if table_exists(con, "meta.basket_scopes") else 0
-        lines.append(f"basket rules: none passed the thresholds in {baskets:,} baskets; lower them with "
-                     "--set basket_rules.min_support=... (README, Bought together)" if baskets else
-                     f"basket rules: {no_lines_yet}" if before else
-                     "basket rules: no basket left: every order with lines was cancelled or a credit note")
+        if baskets:
+            lines.append(f"basket rules: none passed the thresholds in {baskets:,} baskets; lower them with "
+                         "--set basket_rules.min_support=... (README, Bought together)")
+        elif before:
+            lines.append(f"basket rules: {before}")
+        else:
+            lines.append("basket rules: no basket left: every order with lines was cancelled or a credit note")
     if lines_in and table_exists(con, "analytics.user_recommendations") and \
             not row_count(con, "analytics.user_recommendations"):
-        lines.append(f"recommendations: none ({no_lines_yet})" if before else
+        lines.append(f"recommendations: none: {before}" if before else
                      "recommendations: none (no basket left once cancelled orders and credit notes are set aside, or "
                      "every candidate bought in the exclusion window)")
     return lines

@@ -178,7 +178,8 @@ def test_a_small_stage_gets_no_cluster_under_min_cluster_rows_users():
         per_stage = Counter(m.cluster_stage)
         rows = Counter(stage_of(frame, config).tolist())
         assert all(k <= max(1, rows[stage] // cap) for stage, k in per_stage.items()), (per_stage, rows)
-        assert min(Counter(m.predict(frame)[0].tolist()).values()) >= min(cap, 10), Counter(m.predict(frame)[0].tolist())
+        sizes = Counter(m.predict(frame)[0].tolist())
+        assert min(sizes.values()) >= cap or len(sizes) == 1, sizes
     assert fit_segment_model(frame, ModelConfig(hierarchy="flat", k_range=(3, 8), min_cluster_rows=40, stability_boot=2,
                                                 stability_sample=60)).k == 1
 

@@ -140,6 +140,8 @@ def test_a_name_that_claims_value_is_not_given_to_a_segment_that_spends_below_th
     assert "Bargain hunters" not in archetype_scores({"discount_share": 0.3, "avg_order_value": 0.1})
     # a small shop's non-buyers with two sessions each (sessions rank 0.11) were "Window shoppers"
     assert "Window shoppers" not in archetype_scores({"sessions": 0.11, "views": 0.2, "session_to_order": 0.1, "frequency": 0.1})
+    assert "Window shoppers" not in archetype_scores({"views": 0.2, "session_to_order": 0.1, "frequency": 0.1})
+    assert "Window shoppers" in archetype_scores({"views": 0.9, "session_to_order": 0.1, "frequency": 0.1})
 
 
 def test_a_segment_that_never_ordered_gets_no_buyer_name():

@@ -105,10 +105,13 @@ def test_gate_rules():
     # a model fitted on a small shop is no yardstick once the shop has doubled (40 users -> 373 kept the first model)
     small, grown = {**base, "fitted_users": 40, "segments_used": 2}, {**base, "stability": 0.4, "fitted_users": 100,
                                                                        "segments_used": 3, "membership_churn_stable": 1.0}
-    assert decide_promotion(grown, small, 0.05, max_membership_churn=0.02).promote
-    assert "grown 2.5-fold" in decide_promotion(grown, small, 0.05).reason
+    outgrown = decide_promotion(grown, small, 0.05, max_membership_churn=0.02)
+    assert outgrown.promote and "grown 2.5-fold" in outgrown.reason and "membership_churn_stable" in outgrown.reason
     assert not decide_promotion({**grown, "fitted_users": 79}, small, 0.05).promote
     assert not decide_promotion({**grown, "segments_used": 1}, small, 0.05).promote
+    # a larger shop keeps the whole gate, membership churn included
+    big = decide_promotion({**grown, "fitted_users": 250_000}, {**small, "fitted_users": 100_000}, 0.05, max_membership_churn=0.02)
+    assert not big.promote and "membership_churn_stable" in big.failed
 
 
 def _gate_metrics(model, frame):

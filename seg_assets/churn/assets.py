@@ -123,6 +123,7 @@ def _model_metadata(model: ChurnModel, plan_text: str) -> dict:
         "value_mae": fmt(v["mae"]), "value_mae_mean_baseline": fmt(v["mae_mean_baseline"]),
         "value_total_predicted_over_actual": fmt(v["total_predicted"] / v["total_actual"]) if v["total_actual"] else None,
         "value_spearman": fmt(v["spearman"]),
+        "not_converged": dg.MetadataValue.json(model.metrics.get("not_converged", [])),
         "reliability": _md(pl.DataFrame(model.metrics["holdout_reliability"]).with_columns(pl.col("rows").cast(pl.String))),
     }
     if model.importances is not None:
@@ -218,6 +219,8 @@ def _churn_model(context: dg.AssetExecutionContext, config: ChurnConfig, duckdb:
         return _not_fitted(context, duckdb, f"no churn model: {err}", current, as_of)
     model.metrics["settings"] = config.settings()
     model.metrics["plan"] = plan.describe()
+    for note in model.metrics["not_converged"]:  # a small shop's fit stopped at its iteration limit: one line, not six
+        context.log.warning(f"{version}: a fit did not converge: {note}")
     artifact = model.save(registry.artifact_path(settings.paths.models, version))
     with duckdb.get_connection() as con:
         serving = registry.record(con, model, artifact=artifact, min_auc=config.min_auc, risk_high=config.risk_high,

@@ -142,16 +142,18 @@ def convergence_notes():
     from sklearn.exceptions import ConvergenceWarning
 
     notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        yield notes
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            line = str(w.message).splitlines()[0].strip()
-            if line not in notes:
-                notes.append(line)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            yield notes
+    finally:
+        for w in caught:
+            if issubclass(w.category, ConvergenceWarning):
+                line = str(w.message).splitlines()[0].strip()
+                if line not in notes:
+                    notes.append(line)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

@@ -68,7 +68,8 @@ class SegmentModelConfig(CheckedConfig):
         "data, on drift (not again within refit_retry_hours of a refused fit), or when it is too old; 'always': now.")
     hierarchy: Literal["lifecycle", "flat"] = Field(
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
-    k_min: int = Field(default=2, ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments).")
+    k_min: int = Field(default=2, ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments); "
+                     "a small stage gets fewer, every cluster holding min_cluster_rows users.")
     k_max: int = Field(default=8, ge=2, le=50, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
     min_cluster_rows: int = Field(default=MODEL_DEFAULTS.min_cluster_rows, ge=1, le=1_000_000, description="A stage is "
                                   "split in at most (its users // this) behaviour clusters: no segment of a handful of users.")

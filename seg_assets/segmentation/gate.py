@@ -14,9 +14,10 @@ by more than ``tolerance`` (absolute, default 0.05). The reason names every metr
 the deltas when it passes. A model in service that puts today's users in one segment (``segments_used``,
 fitted on a handful of users or on identical ones) is no yardstick: one segment is trivially stable and
 every refit "moves" users, so it would refuse every later fit; any candidate that separates users replaces it. Nor
-is a model fitted on under a ``GROWTH``-th of the users the candidate was fitted on (``fitted_users``): a shop of 40
-users grew to 373 and kept its first 2-segment model through every refit (its 8-row classifier test scored 1.0, and
-the grown population's segments "moved" everyone); the candidate replaces it, once per doubling.
+is a model of a small shop (fitted on under ``SMALL_SHOP`` users) once the shop has grown ``GROWTH``-fold
+(``fitted_users``): a shop of 40 users grew to 373 and kept its first 2-segment model through every refit (its 8-row
+classifier test scored 1.0, and the grown population's segments "moved" everyone); the candidate replaces it, and the
+reason names the checks it would have failed. A larger shop keeps the whole gate, membership churn included.
 
 Membership churn (membership.py): with ``max_membership_churn``, a candidate whose
 ``membership_churn_stable`` (the share of users whose features barely changed that it would move to
@@ -34,7 +35,7 @@ GATE_METRICS = ("silhouette", "stability", "classifier_macro_f1")
 CHURN_METRIC = "membership_churn_stable"
 SEGMENTS_USED = "segments_used"  # segments today's users fall in (a sample of them)
 FITTED_USERS = "fitted_users"  # users the model was fitted on (its population then)
-GROWTH = 2.0
+GROWTH, SMALL_SHOP = 2.0, 1_000  # a small shop's model is no yardstick once the shop has doubled
 LOWER_IS_BETTER = frozenset({"davies_bouldin"})
 
 
@@ -61,9 +62,8 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
         return Decision(True, f"the model in service puts every user in one segment; this fit separates them into "
                               f"{candidate_metrics[SEGMENTS_USED]:g}")
     then, now = in_service_metrics.get(FITTED_USERS), candidate_metrics.get(FITTED_USERS)
-    if _ok(then) and _ok(now) and then > 0 and now >= GROWTH * then and candidate_metrics.get(SEGMENTS_USED, 0) >= 2:
-        return Decision(True, f"the model in service was fitted on {then:,.0f} users, this fit on {now:,.0f}: the "
-                              f"population has grown {now / then:.1f}-fold since")
+    outgrown = (_ok(then) and _ok(now) and 0 < then < SMALL_SHOP and now >= GROWTH * then
+                and candidate_metrics.get(SEGMENTS_USED, 0) >= 2)
     deltas: dict[str, float] = {}
     failed: list[str] = []
     notes: list[str] = []
@@ -80,6 +80,10 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
     if max_membership_churn is not None and _ok(churn) and churn > max_membership_churn:
         failed.append(CHURN_METRIC)
         notes.append(f"{CHURN_METRIC} {churn:.3f} > {max_membership_churn:.3f} (moves users whose features barely changed)")
+    if outgrown:
+        return Decision(True, f"the model in service was fitted on {then:,.0f} users, this fit on {now:,.0f}: the shop "
+                              f"has grown {now / then:.1f}-fold" + (f" (promoted over: {'; '.join(notes)})" if notes else ""),
+                        deltas)
     if failed:
         return Decision(False, "worse than the model in service: " + "; ".join(notes), deltas, tuple(failed))
     if not deltas:

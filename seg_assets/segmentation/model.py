@@ -291,8 +291,8 @@ def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tupl
     if name == "all" and cfg.k_range is None:
         k_min, k_max = cfg.selection.k_min, cfg.selection.k_max
     # Every cluster at least min_cluster_rows users (a retail extract of 57 customers was 8 segments, one of a single
-    # customer: selection's min_cluster_share, 1 %, binds only from a few thousand users): room for them, then fewer
-    # clusters while the fit still leaves a smaller one
+    # customer: selection's min_cluster_share, 1 %, binds only from a few thousand users): room for them, a k whose
+    # selection fit leaves a smaller cluster not eligible, and fewer clusters while the final fit still does
     k_max = min(k_max, max(1, len(Zs) // cfg.min_cluster_rows))
     est, algo, ksel, k = None, None, None, 1
     if k_max > 1:
@@ -300,7 +300,8 @@ def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tupl
         if k_min >= k_max:
             k = k_max
         else:
-            chosen = select_k(Zs, cfg.selection, (k_min, k_max))
+            floor = max(cfg.selection.min_cluster_share, cfg.min_cluster_rows / len(Zs))
+            chosen = select_k(Zs, replace(cfg.selection, min_cluster_share=floor), (k_min, k_max))
             k, ksel = chosen.k, chosen.metrics.with_columns(stage=pl.lit(name))
     while k > 1:
         est, algo = fit_clusters(Zs, k, cfg.selection)
@@ -308,9 +309,11 @@ def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tupl
         labels, _ = _soft_assign(Zs, centers, 1.0)
         if _is_mixture(est):
             labels = est.predict(Zs)
-        if np.bincount(labels, minlength=k).min() >= min(cfg.min_cluster_rows, len(Zs)):
+        if np.bincount(labels, minlength=k).min() >= cfg.min_cluster_rows:
             break
         k -= 1
+    if ksel is not None:  # the k used, which the size rule may have lowered below the selection's choice
+        ksel = ksel.with_columns(chosen=pl.col("k") == k)
     if k <= 1:
         centers = Zs.mean(axis=0, keepdims=True)
         labels = np.zeros(len(Zs), dtype=np.int64)
