@@ -140,3 +140,31 @@ def test_the_version_does_not_depend_on_the_last_bits_of_the_contexts():
     one = fit_contextual_policy(x, [1] * 400, actions, rewards, ["a", "b"])
     two = fit_contextual_policy(x * (1 + 1e-15), [1] * 400, actions, rewards, ["a", "b"])
     assert one.policy_version == two.policy_version
+
+
+def test_each_action_is_judged_against_its_own_campaigns_control():
+    """A tester's loop: normal buying dropped between campaigns, and the action sent mostly in the later campaign looked
+    worse than it was (its raw conversion), so the policy moved a segment to its worst action. With each send's campaign
+    control log-odds as an offset the better action wins, and ``expected`` states conversion at the latest baseline."""
+    from seg_assets.activation.policies import control_baselines
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for campaign, base, shares in (("c1", 0.30, {"a": 900, "b": 100}), ("c2", 0.05, {"a": 100, "b": 900})):
+        lo = np.log(base / (1 - base))
+        for action, n in shares.items():
+            p = 1 / (1 + np.exp(-(lo + {"a": 0.2, "b": 0.8}[action])))
+            rows += [(campaign, action, "treatment", bool(c)) for c in rng.random(n) < p]
+        rows += [(campaign, None, "control", bool(c)) for c in rng.random(600) < base]
+    outcomes = pl.DataFrame(rows, schema=["campaign_id", "action_id", "group", "converted"], orient="row").with_columns(
+        sent_ts=pl.when(pl.col("campaign_id") == "c1").then(pl.lit(datetime(2026, 1, 1))).otherwise(pl.lit(datetime(2026, 3, 1))))
+    sends = (outcomes.filter(pl.col("group") == "treatment").join(control_baselines(outcomes), on="campaign_id", how="left",
+                                                                  maintain_order="left"))
+    x = rng.random((sends.height, len(CONTEXT_FEATURES)))
+    args = (x, [1] * sends.height, sends["action_id"].to_list(), sends["converted"].cast(pl.Float64).to_numpy(), ("a", "b"))
+    raw = fit_contextual_policy(*args).expected(x[:200], [1] * 200).mean(axis=0)
+    fair = fit_contextual_policy(*args, offsets=sends["baseline"].to_numpy(), offset_now=sends["baseline"][-1])
+    judged = fair.expected(x[:200], [1] * 200).mean(axis=0)
+    assert raw[0] > raw[1] and judged[1] > judged[0], (raw, judged)
+    assert 0.05 < judged[1] < 0.15  # at the latest campaign's baseline (5 %) with b's lift
+    assert load_policy(fair.state()).expected(x[:5], [1] * 5) == pytest.approx(fair.expected(x[:5], [1] * 5))

@@ -222,6 +222,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
         in_service, in_service_version, in_service_as_of = policies.in_service(con)
         treated = outcomes.filter((pl.col("group") == "treatment") & pl.col("action_id").is_in(list(arms))).with_columns(
             pl.col("converted").cast(pl.Int8).alias("reward")).with_row_index("__row")
+        treated = treated.join(policies.control_baselines(outcomes), on="campaign_id", how="left", maintain_order="left")
         x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
     notes = []
     if in_service is not None and tuple(in_service.arms) != arms:

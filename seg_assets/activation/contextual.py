@@ -9,7 +9,9 @@ segmentation (docs/activation.md, "How good is the policy"); the user's own hist
   ``C = 1 / l2_lambda``), its posterior the Laplace approximation ``N(beta, A^-1)``, ``A`` the penalised
   log-likelihood's Hessian (Chapelle and Li, 2011); scores ``x . beta`` are log-odds, ``expected`` their logistic
   transform. Conversions are rare 0/1 outcomes whose base rate differs several-fold between shoppers: the
-  logistic model fits that with fewer wrong turns than a straight line (docs/activation.md: +0.00-0.06 of the gap);
+  logistic model fits that with fewer wrong turns than a straight line (docs/activation.md: +0.00-0.06 of the gap).
+  The pipeline gives each send its campaign's control log-odds as an offset, so actions sent when normal buying was
+  lower are not judged worse for it (policies.control_baselines);
 * ``model="linear"``: one ridge regression, fitted by mabwiser's ``LinTS`` (``A = l2_lambda I + X'X``,
   ``beta = A^-1 X'y``), the model before; states saved by it (no ``link``) load as such.
 
@@ -70,6 +72,7 @@ class ContextualPolicy:
     epsilon: float = 0.0
     policy_version: str = ""
     link: str = "identity"  # "logit": beta are logistic-regression coefficients (scores on the log-odds scale)
+    offset: float = 0.0  # logit: the latest campaign's control log-odds, the baseline the expected rewards are at
 
     def _design(self, x: np.ndarray, segment_ids: Sequence) -> np.ndarray:
         return _design(np.asarray(x, float).reshape(-1, len(self.features)), segment_ids, self.segments, self.mean, self.scale)
@@ -78,7 +81,7 @@ class ContextualPolicy:
         """(n, k) estimates of every action's conversion probability: ``x . beta`` (linear), or its logistic
         transform (``link`` "logit"). Either is increasing in ``x . beta``, the score the choice compares."""
         score = self._design(x, segment_ids) @ self.beta.T
-        return 1.0 / (1.0 + np.exp(-score)) if self.link == "logit" else score
+        return 1.0 / (1.0 + np.exp(-(score + self.offset))) if self.link == "logit" else score
 
     def action_probabilities(self, x: np.ndarray, segment_ids: Sequence,
                              eligible: Sequence[Sequence[str] | None] | None = None, chunk: int = 20_000) -> np.ndarray:
@@ -113,7 +116,7 @@ class ContextualPolicy:
                 "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(), "beta": self.beta.tolist(), "a_inv": self.a_inv.tolist(),
                 "alpha": self.alpha, "seed": self.seed, "epsilon": self.epsilon, "policy_version": self.policy_version,
-                "link": self.link}
+                "link": self.link, **({"offset": self.offset} if self.offset else {})}
 
 
 def _mask(arms: Sequence[str], n: int, eligible) -> np.ndarray:
@@ -149,22 +152,33 @@ def _version(state: Mapping) -> str:
     return "lints-" + hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _logistic_arm(z: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+def _logistic_arm(z: np.ndarray, y: np.ndarray, c: float, offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One action's L2-penalised logistic regression (scikit-learn; the constant, the last column of ``z``, is its
     unpenalised intercept) and the Laplace approximation of its posterior: ``beta`` and ``A^-1`` = the inverse of the
     penalised log-likelihood's Hessian at ``beta`` (Chapelle and Li, 2011). An action whose sends all have one reward
-    (or none) gets the constant only, at the smoothed rate (s + 0.5) / (n + 1)."""
+    (or none) gets the constant only, at the smoothed rate (s + 0.5) / (n + 1).
+
+    ``offset``: each send's baseline log-odds (its campaign's control conversion), a term with coefficient 1, so that
+    ``beta`` measures the action against the control of its own campaign (statsmodels' GLM, the same penalty as
+    scikit-learn's ``C``: ``1 / (C n)`` per coefficient, none on the constant; scikit-learn has no offset)."""
     from sklearn.linear_model import LogisticRegression
 
     d = z.shape[1]
     beta = np.zeros(d)
-    if len(np.unique(y)) == 2:
+    base = np.zeros(len(y)) if offset is None else np.asarray(offset, float)
+    if len(np.unique(y)) == 2 and offset is not None:
+        import statsmodels.api as sm
+
+        penalty = np.r_[np.full(d - 1, 1.0 / (c * len(y))), 0.0]
+        beta = np.asarray(sm.GLM(y, z, family=sm.families.Binomial(), offset=base).fit_regularized(
+            alpha=penalty, L1_wt=0.0).params, float)
+    elif len(np.unique(y)) == 2:
         model = LogisticRegression(C=c, max_iter=5000).fit(z[:, :-1], y)
         beta[:-1], beta[-1] = model.coef_[0], model.intercept_[0]
     else:
         rate = (y.sum() + 0.5) / (len(y) + 1)
-        beta[-1] = np.log(rate / (1 - rate))
-    p = 1.0 / (1.0 + np.exp(-(z @ beta)))
+        beta[-1] = np.log(rate / (1 - rate)) - (base.mean() if len(base) else 0.0)
+    p = 1.0 / (1.0 + np.exp(-(z @ beta + base)))
     penalty = np.full(d, 1.0 / c)
     penalty[-1] = 1e-6  # the intercept is not penalised: a tiny ridge keeps the Hessian invertible with no sends
     hessian = (z * (p * (1 - p))[:, None]).T @ z + np.diag(penalty)
@@ -173,14 +187,18 @@ def _logistic_arm(z: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, n
 
 def fit_contextual_policy(x: np.ndarray, segment_ids: Sequence, actions: Sequence[str], rewards: Sequence[float], arms: Sequence[str], *,
                           alpha: float | None = None, l2_lambda: float = 1.0, seed: int = 0, epsilon: float = 0.0,
-                          features: Sequence[str] = CONTEXT_FEATURES, model: str = "logistic") -> ContextualPolicy:
+                          features: Sequence[str] = CONTEXT_FEATURES, model: str = "logistic",
+                          offsets: Sequence[float] | None = None, offset_now: float = 0.0) -> ContextualPolicy:
     """Fit one reward model per action (``model``: "logistic", scikit-learn with its Laplace posterior, or "linear",
     mabwiser's LinTS ridge) on send-time contexts ``x`` and the segment at send time (rows = treated sends; the
     segments sharpen the context: docs/activation.md).
 
-    ``rewards`` 0/1. ``alpha`` scales the posterior spread of the coefficients: the exploration (default
-    ALPHA_LOGISTIC or ALPHA_LINEAR). Logistic, 0.1 explores on 3-7 % of users of the measured runs; 0.2 on 7-11 %
-    at a cost of 0.00-0.01 of the gap; linear, 0.1 explored on 9-16 % (docs/activation.md).
+    ``rewards`` 0/1. ``offsets`` (logistic only): each send's baseline log-odds, its campaign's control conversion,
+    so an action is judged against the control of its own campaign, not against sends made when normal buying was
+    higher or lower; ``offset_now`` the baseline the expected rewards are stated at. ``alpha`` scales the posterior
+    spread of the coefficients: the exploration (default ALPHA_LOGISTIC or ALPHA_LINEAR). Logistic, 0.1 explores on
+    3-7 % of users of the measured runs; 0.2 on 7-11 % at a cost of 0.00-0.01 of the gap; linear, 0.1 explored on
+    9-16 % (docs/activation.md).
     """
     x = np.asarray(x, float)
     arms = tuple(str(a) for a in arms)
@@ -196,7 +214,9 @@ def fit_contextual_policy(x: np.ndarray, segment_ids: Sequence, actions: Sequenc
     y = np.asarray(rewards, float)
     if model == "logistic":
         alpha = ALPHA_LOGISTIC if alpha is None else alpha
-        fitted = [_logistic_arm(z[acts == a], y[acts == a], 1.0 / l2_lambda) for a in arms]
+        base = None if offsets is None else np.asarray(offsets, float)
+        fitted = [_logistic_arm(z[acts == a], y[acts == a], 1.0 / l2_lambda, None if base is None else base[acts == a])
+                  for a in arms]
         beta, a_inv = [b.tolist() for b, _ in fitted], [v.tolist() for _, v in fitted]
     elif model == "linear":
         from mabwiser.mab import MAB, LearningPolicy
@@ -213,6 +233,8 @@ def fit_contextual_policy(x: np.ndarray, segment_ids: Sequence, actions: Sequenc
              "epsilon": float(epsilon)}
     if model == "logistic":
         state["link"] = "logit"
+    if model == "logistic" and offsets is not None and offset_now:
+        state["offset"] = float(offset_now)
     return load_policy(state | {"policy_version": _version(state)})
 
 
@@ -223,7 +245,7 @@ def load_policy(state: Mapping) -> ThompsonPolicy | ContextualPolicy:
     return ContextualPolicy(tuple(state["arms"]), tuple(state["features"]), tuple(state["segments"]), np.array(state["mean"], float),
                             np.array(state["scale"], float), np.array(state["beta"], float), np.array(state["a_inv"], float),
                             float(state["alpha"]), int(state["seed"]), float(state["epsilon"]), state["policy_version"],
-                            state.get("link", "identity"))
+                            state.get("link", "identity"), float(state.get("offset", 0.0)))
 
 
 def choose_contextual(policy: ContextualPolicy, users: pl.DataFrame, x: np.ndarray, *, seed: int | None = None) -> pl.DataFrame:

@@ -11,6 +11,7 @@ import polars as pl
 
 from seg_assets.activation.catalogue import Catalogue
 from seg_assets.activation.contextual import ContextualPolicy, fit_contextual_policy, load_policy
+from seg_assets.activation.lift import CONTROL
 from seg_assets.activation.offpolicy import cell_reward_model, evaluate_candidates
 from seg_assets.activation.policy import ThompsonPolicy, fit_policy
 from seg_assets.segmentation.membership import HISTORY_TABLE
@@ -41,13 +42,30 @@ def in_service(con) -> tuple[Policy | None, str, object]:
     return policy, policy.policy_version, row[0][1]
 
 
+def control_baselines(outcomes: pl.DataFrame) -> pl.DataFrame:
+    """(campaign_id, baseline): the log-odds of each campaign's control conversion, (conversions + 0.5) / (sends + 1);
+    a campaign without control sends gets every campaign's control pooled (none at all: 0, no baseline)."""
+    control = outcomes.filter(pl.col("group") == CONTROL)
+    smoothed = ((pl.col("converted").cast(pl.Float64).sum() + 0.5) / (pl.len() + 1)).alias("rate")
+    pooled = control.select(smoothed)["rate"][0] if control.height else 0.5
+    rates = control.group_by("campaign_id").agg(smoothed)
+    return (outcomes.select("campaign_id").unique().join(rates, on="campaign_id", how="left")
+            .with_columns(baseline=(pl.col("rate").fill_null(pooled) / (1 - pl.col("rate").fill_null(pooled))).log())
+            .select("campaign_id", "baseline"))
+
+
 def fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...]) -> Policy:
     """The contextual policy when every action has MIN_SENDS_PER_ACTION sends with a context, else per segment (thin
-    data); uniform over the eligible actions before any send (epsilon 1: propensity exactly 1/k)."""
+    data); uniform over the eligible actions before any send (epsilon 1: propensity exactly 1/k). With a ``baseline``
+    column (:func:`control_baselines`) the contextual policy judges each action against its campaign's control: when
+    normal buying dropped between campaigns, the actions sent in the later one looked worse than they were (a tester's
+    loop moved a segment to its worst action)."""
     per_action = dict(sends.group_by("action_id").len().iter_rows())
     if sends.height and min(per_action.get(a, 0) for a in arms) >= MIN_SENDS_PER_ACTION:
+        baseline = sends["baseline"].to_numpy() if "baseline" in sends.columns else None
+        now = float(sends.sort("sent_ts")["baseline"][-1]) if baseline is not None else 0.0
         return fit_contextual_policy(x[sends["__row"].to_numpy()], sends["segment_id"].to_list(), sends["action_id"].to_list(),
-                                     sends["reward"].cast(pl.Float64).to_numpy(), arms)
+                                     sends["reward"].cast(pl.Float64).to_numpy(), arms, offsets=baseline, offset_now=now)
     return fit_policy(sends, arms, seed=0) if sends.height else fit_policy(sends, arms, seed=0, epsilon=1.0)
 
 
