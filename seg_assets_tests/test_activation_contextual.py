@@ -168,3 +168,18 @@ def test_each_action_is_judged_against_its_own_campaigns_control():
     assert raw[0] > raw[1] and judged[1] > judged[0], (raw, judged)
     assert 0.05 < judged[1] < 0.15  # at the latest campaign's baseline (5 %) with b's lift
     assert load_policy(fair.state()).expected(x[:5], [1] * 5) == pytest.approx(fair.expected(x[:5], [1] * 5))
+
+
+def test_the_served_contextual_policy_keeps_every_eligible_action_at_the_exploration_floor():
+    """Without a floor a tester's 20,000 users had 95.6 % of propensities >= 0.99: the gate had no sends to judge on."""
+    from seg_assets.activation.policies import EXPLORE_FLOOR
+
+    rng = np.random.default_rng(5)
+    n = 4 * MIN_SENDS_PER_ACTION
+    sends = pl.DataFrame({"action_id": ["a", "b"] * (n // 2), "segment_id": [1] * n, "sent_ts": [datetime(2026, 1, 1)] * n,
+                          "reward": (rng.random(n) < np.tile([0.02, 0.6], n // 2)).astype(np.int8),
+                          "baseline": [-2.0] * n}).with_row_index("__row")
+    x = rng.random((n, len(CONTEXT_FEATURES)))
+    policy = _fit(sends, x, ("a", "b"))
+    p = policy.action_probabilities(x, [1] * n)
+    assert policy.epsilon == EXPLORE_FLOOR and p.min() >= EXPLORE_FLOOR / 2 - 1e-12 and p[:, 1].mean() > 0.9
