@@ -71,8 +71,8 @@ class SegmentModelConfig(CheckedConfig):
     k_min: int = Field(default=2, ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments); "
                      "a small stage gets fewer, every cluster holding min_cluster_rows users.")
     k_max: int = Field(default=8, ge=2, le=50, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
-    min_cluster_rows: int = Field(default=MODEL_DEFAULTS.min_cluster_rows, ge=1, le=1_000_000, description="A stage is "
-                                  "split in at most (its users // this) behaviour clusters: no segment of a handful of users.")
+    min_cluster_rows: int = Field(default=MODEL_DEFAULTS.min_cluster_rows, ge=1, le=1_000_000, description="No behaviour "
+                                  "cluster of fewer users (a stage gets at most its users // this): no segment of a handful.")
     algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
         default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
     new_max_tenure_days: float = Field(default=MODEL_DEFAULTS.new_max_tenure_days, ge=0, le=MAX_DAYS,

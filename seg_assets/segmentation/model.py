@@ -78,7 +78,7 @@ class ModelConfig:
     new_k: tuple[int, int] = (1, 1)
     lapsed_k: tuple[int, int] = (1, 1)
     min_stage_rows: int = 20  # a smaller stage gets no segment of its own (nearest centroid instead)
-    min_cluster_rows: int = 10  # a stage is split in at most rows // this clusters
+    min_cluster_rows: int = 10  # no behaviour cluster of fewer users (a stage gets at most rows // this clusters)
     scaler: str = "standard"
     clip_quantile: float | None = 0.995
     skew_transform: str = "auto"  # heavy tails: sqrt for counts/money, log1p for days (preprocess.py)
