@@ -3,6 +3,7 @@ refresh before the first send (the segments the sends were made to) and one afte
 policy and the audience files are checked against the planted truth."""
 
 import filecmp
+import re
 from datetime import timedelta
 
 import duckdb
@@ -205,13 +206,18 @@ def test_a_later_as_of_closes_attribution_windows_without_new_data(campaigns_roo
 
 def test_settings_that_match_nothing_are_named(campaigns_root, tmp_path):
     """A campaign share for an id no send names, and one mistyped segment in an eligibility list (the action still had
-    users, so nothing warned: a segment silently never got it)."""
+    users, so nothing warned: a segment silently never got it). In the same refresh (one refresh for both: it is the
+    slow part), a campaign delivered without its control rows is named and fails the sample-ratio check."""
     import shutil
 
     import yaml
 
     root = tmp_path / "named"
     shutil.copytree(campaigns_root, root)
+    sends = pl.read_parquet(root / "landing" / "campaign_sends" / "*.parquet")
+    late = sends.filter(pl.col("group") == "treatment").with_columns(
+        pl.lit("no-holdout").alias("campaign_id"), ("nh" + pl.col("send_id")).alias("send_id"))
+    late.write_parquet(root / "landing" / "campaign_sends" / "no_holdout.parquet")
     actions = yaml.safe_load((root / "actions.yaml").read_text())
     first = next(iter(actions["actions"]))
     actions["actions"][first]["eligible_segments"] = [1, "Bargain  huntres"]
@@ -222,3 +228,9 @@ def test_settings_that_match_nothing_are_named(campaigns_root, tmp_path):
     warnings = " ".join(p.message for p in outcome.problems if p.kind == "warning")
     assert "holdout share for campaign(s) no send names: 'Demo-Typo'" in warnings
     assert f"{first}'s eligible_segments name no current segment: 'Bargain  huntres'" in warnings
+    named = re.search(r"campaign 'no-holdout' has ([\d,]+) treated sends and no control row \((\d+)% planned\): its lift "
+                      "cannot be measured", warnings)
+    users = late["user_id"].n_unique()  # a campaign counts a user once (the merged campaigns sent some users 2-4 times)
+    assert named and 0.9 * users <= int(named[1].replace(",", "")) <= users, warnings
+    assert int(named[2]) == round(100 * yaml.safe_load((root / "actions.yaml").read_text()).get("holdout_share", 0.5)), named[0]
+    assert "check analytics/campaign_lift:sample_ratio" in {p.where for p in outcome.problems if p.kind == "warning"}

@@ -181,3 +181,22 @@ def test_an_id_no_delivery_names_is_an_unknown_user_whatever_its_hash(tmp_path):
     con.execute("INSERT INTO raw.campaign_sends VALUES ('ghost', 'c1', ?, 'a1', ?, 'treatment', 1.0, 3, 1)", [ghost, SENT])
     left_out = send_outcomes(con, AS_OF, 7)[1]
     assert left_out["unknown_user"] == 1 and left_out["global_control"] == 0 and left_out["treatment_to_global_control"] == 0
+
+
+def test_a_campaign_without_its_holdout_warns_as_a_whole_when_no_cell_can():
+    """A campaign sent with no control row, spread over 60 small cells at a 5 % planned holdout: each cell misses
+    1-2 held-out users, which no cell's test can tell from chance; the campaign's 100 missing users can."""
+    from seg_assets.activation.lift import campaign_sample_ratio
+
+    rng = np.random.default_rng(3)
+    cells = [(f"a{a}", s) for a in range(4) for s in range(15)]
+    rows = [{"campaign_id": "no-holdout", "action_id": a, "segment_id": s, "user_id": f"{a}-{s}-{i}", "group": "treatment",
+             "converted": bool(rng.random() < 0.1), "revenue": 0.0} for a, s in cells for i in range(33)]
+    sound = [{"campaign_id": "sound", "action_id": "a0", "segment_id": 0, "user_id": f"s{i}",
+              "group": "control" if i % 20 == 0 else "treatment", "converted": False, "revenue": 0.0} for i in range(2000)]
+    lift = campaign_lift(pl.DataFrame(rows + sound), planned_control_share=0.05)
+    assert not lift["srm_warning"].any()  # what the cells alone said
+    per_campaign = campaign_sample_ratio(lift)
+    assert per_campaign.rows() == [("no-holdout", 1980, 0, 0.05, pytest.approx(0.0, abs=1e-20),
+                                    pytest.approx(0.0, abs=1e-20), True),
+                                   ("sound", 1900, 100, 0.05, pytest.approx(1.0), pytest.approx(1.0), False)]

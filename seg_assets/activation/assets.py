@@ -28,7 +28,7 @@ from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_
 from seg_assets.activation.context import context_at
 from seg_assets.activation.contextual import ContextualPolicy, choose_contextual
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
-from seg_assets.activation.lift import LIFT_COLUMNS
+from seg_assets.activation.lift import LIFT_COLUMNS, campaign_sample_ratio
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PromotionDecision, promote
 from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes, time_split
@@ -123,7 +123,8 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> str:
     key=CAMPAIGN_LIFT, deps=[RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, SEGMENT_HISTORY, USER_GROUPS], group_name=GROUP,
     pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
     check_specs=[dg.AssetCheckSpec("sample_ratio", asset=CAMPAIGN_LIFT, description="Treated/control split of every "
-                                   "campaign x action x segment against the planned holdout share (chi-square, p < 0.001 warns)."),
+                                   "campaign x action x segment, and of every campaign as a whole, against the planned "
+                                   "holdout share (chi-square, Holm-adjusted p < 0.001 warns)."),
                  dg.AssetCheckSpec("no_sends_to_global_control", asset=CAMPAIGN_LIFT, description="No treatment send "
                                    "went to a user of the global control group (such sends are left out of lift; warns).")],
     description="Lift of each campaign x action x segment: conversion (completed order within the attribution window "
@@ -142,6 +143,8 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         with transaction(con):
             _write(con, "analytics.campaign_lift", lift)
     broken = lift.filter(pl.col("srm_warning").fill_null(False))
+    campaigns = campaign_sample_ratio(lift)
+    _warn_broken_campaigns(context, campaigns.filter("srm_warning"))
     treated = outcomes.filter(pl.col("group") == "treatment")
     control = outcomes.filter(pl.col("group") == "control")
     per_action = outcomes.group_by("action_id", "group").agg(pl.col("converted").mean().alias("rate"))
@@ -170,8 +173,11 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         check_name="no_sends_to_global_control", passed=breach == 0, severity=dg.AssetCheckSeverity.WARN,
         metadata={"treatment_sends_to_global_control": breach})
     check = dg.AssetCheckResult(
-        check_name="sample_ratio", passed=broken.height == 0, severity=dg.AssetCheckSeverity.WARN,
+        check_name="sample_ratio", passed=broken.height == 0 and not campaigns["srm_warning"].any(),
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={"cells": lift.height, "cells_with_mismatch": broken.height,
+                  "campaigns_with_mismatch": int(campaigns["srm_warning"].sum()),
+                  "campaigns": dg.MetadataValue.md(_md(campaigns)),
                   "planned_control_share": catalogue.holdout_share,
                   "campaigns_with_own_share": len(set(catalogue.campaigns) & set(planned)),
                   "mismatched": dg.MetadataValue.md(_md(broken.select("campaign_id", "action_id", "segment_id", "n_treated",
@@ -192,6 +198,22 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         "attribution_days": catalogue.attribution_days, **plots,
         "lift": dg.MetadataValue.md(_md(shown)),
     }, check_results=[check, control_check])
+
+
+def _warn_broken_campaigns(context, broken: pl.DataFrame) -> None:
+    """One line per campaign whose treated/control split as a whole is off its plan; a campaign without any control
+    row is named as such, the likeliest cause (its holdout was not delivered)."""
+    for c in broken.iter_rows(named=True):
+        share = f"{c['planned_control_share']:.0%}"
+        if c["n_control"] == 0:
+            context.log.warning(f"campaign_lift: campaign {c['campaign_id']!r} has {c['n_treated']:,} treated sends and no "
+                                f"control row ({share} planned): its lift cannot be measured and the policy judges its "
+                                "sends against the other campaigns' control; deliver its held-out users as sends with "
+                                "send_group 'control'")
+        else:
+            context.log.warning(f"campaign_lift: campaign {c['campaign_id']!r} held out {c['n_control']:,} of "
+                                f"{c['n_treated'] + c['n_control']:,} users, {share} planned (p {c['srm_p_holm']:.1e}): "
+                                "its lift is suspect; check how the sender drew the holdout, or its share in actions.yaml")
 
 
 @dg.asset(

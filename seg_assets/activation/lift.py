@@ -35,6 +35,9 @@ Output: one row per campaign x action x segment (:data:`LIFT_COLUMNS`):
   warn on one run in ten by chance alone; a real mismatch gives p-values far below the threshold and still warns.
 
 Cells with no treated or no control user get null statistics (counts still shown).
+
+:func:`campaign_sample_ratio` runs the same check once per campaign over all its cells: a campaign delivered without
+its holdout (no control row at all) splits into cells too small to warn one by one, but not in total.
 """
 
 from __future__ import annotations
@@ -227,15 +230,46 @@ def campaign_lift(frame, planned_control_share: float | Mapping[str, float] = 0.
     schema = {k: pl.Utf8 for k in KEYS} | {c: pl.Float64 for c in LIFT_COLUMNS if c not in KEYS}
     schema |= {c: pl.Int64 for c in ("n_treated", "n_control", "conversions_treated", "conversions_control")}
     schema |= {"srm_warning": pl.Boolean}
-    tested = [i for i, r in enumerate(out) if r["srm_p_value"] is not None]
-    if tested:  # Holm over the table's cells: the family-wise chance of a false warning stays below the threshold
-        from statsmodels.stats.multitest import multipletests
-
-        reject, adjusted, _, _ = multipletests([out[i]["srm_p_value"] for i in tested], alpha=srm_threshold, method="holm")
-        for i, r, a in zip(tested, reject, adjusted, strict=True):
-            out[i].update(srm_p_holm=float(a), srm_warning=bool(r))
-    for r in out:
-        r.setdefault("srm_p_holm", None)
+    _holm(out, srm_threshold)  # over the table's cells: the family-wise chance of a false warning stays below the threshold
     for k in KEYS:  # keep the caller's key types (segment ids are integers elsewhere in the project)
         schema[k] = df.schema[k]
     return pl.DataFrame(out, schema=schema).select(LIFT_COLUMNS).sort(list(KEYS))
+
+
+CAMPAIGN_SRM_COLUMNS = ("campaign_id", "n_treated", "n_control", "planned_control_share", "srm_p_value", "srm_p_holm",
+                        "srm_warning")
+
+
+def campaign_sample_ratio(lift: pl.DataFrame, srm_threshold: float = SRM_THRESHOLD) -> pl.DataFrame:
+    """One row per campaign of a :func:`campaign_lift` table: its treated and control counts summed over its cells,
+    tested against its planned share as one split (Holm over the campaigns). Why per campaign too: the cells of a
+    campaign sent with no control row are each tested on a few hundred users and Holm-adjusted over the whole table,
+    so small cells pass; the campaign's total cannot."""
+    totals = (lift.group_by("campaign_id", maintain_order=True)
+              .agg(pl.col("n_treated").sum(), pl.col("n_control").sum(), pl.col("planned_control_share").first())
+              .sort("campaign_id"))
+    rows = []
+    for campaign, n_t, n_c, share in totals.select("campaign_id", "n_treated", "n_control", "planned_control_share").rows():
+        srm = sample_ratio_mismatch(int(n_t), int(n_c), float(share), srm_threshold)
+        rows.append({"campaign_id": campaign, "n_treated": int(n_t), "n_control": int(n_c),
+                     "planned_control_share": float(share),
+                     "srm_p_value": None if math.isnan(srm.p_value) else srm.p_value, "srm_warning": srm.warning})
+    _holm(rows, srm_threshold)
+    schema = {"campaign_id": lift.schema["campaign_id"], "n_treated": pl.Int64, "n_control": pl.Int64,
+              "planned_control_share": pl.Float64, "srm_p_value": pl.Float64, "srm_p_holm": pl.Float64,
+              "srm_warning": pl.Boolean}
+    return pl.DataFrame(rows, schema=schema).select(CAMPAIGN_SRM_COLUMNS)
+
+
+def _holm(rows: list[dict], threshold: float) -> None:
+    """Sets ``srm_p_holm`` and ``srm_warning`` of each row from the Holm adjustment of the rows' ``srm_p_value``
+    (rows without one keep their warning, p null)."""
+    tested = [r for r in rows if r["srm_p_value"] is not None]
+    if tested:
+        from statsmodels.stats.multitest import multipletests
+
+        reject, adjusted, _, _ = multipletests([r["srm_p_value"] for r in tested], alpha=threshold, method="holm")
+        for r, rej, adj in zip(tested, reject, adjusted, strict=True):
+            r.update(srm_p_holm=float(adj), srm_warning=bool(rej))
+    for r in rows:
+        r.setdefault("srm_p_holm", None)
