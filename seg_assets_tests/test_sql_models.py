@@ -9,6 +9,7 @@ import sqlglot
 
 from seg_assets.features.incremental import sliding_windows
 from seg_assets.features.sql_models import (
+    SqlModelError,
     build_sql_asset,
     discover_models,
     incremental_windows,
@@ -44,6 +45,20 @@ def test_a_model_is_one_query(sql):
 def test_header_is_read_until_the_first_sql_line():
     assert read_header("-- materialized: view\n-- description: d e f\nSELECT 1 -- owner: nobody") == {
         "materialized": "view", "description": "d e f"}
+
+
+def test_a_misspelt_header_key_is_refused_naming_the_key_it_meant(tmp_path):
+    """A misspelt key was ignored: '-- evnt_time:' left an incremental model's inputs undated, '-- descripton:' the UI
+    without a description. Any key the loader does not read is refused in one line; the project's own models load."""
+    (tmp_path / "f").mkdir()
+    path = tmp_path / "f" / "agg.sql"
+    for key, meant in (("evnt_time", "event_time"), ("descripton", "description"), ("unique_kye", "unique_key"),
+                       ("owner", None)):
+        path.write_text(f"-- materialized: table\n-- {key}: x\nSELECT 1 AS user_id")
+        hint = f"did you mean '-- {meant}:'\\? " if meant else ""
+        with pytest.raises(SqlModelError, match=rf"agg\.sql: unknown header '-- {key}:' \({hint}the header sets materialized"):
+            load_model(path)
+    assert len(discover_models()) >= 9
 
 
 def test_project_models_form_a_graph_rooted_in_raw_tables():

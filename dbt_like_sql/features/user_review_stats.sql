@@ -7,13 +7,10 @@ WITH reviews AS (
 SELECT
     user_id,
     count(*) AS reviews,
-    count(rating) AS rated_reviews,
     avg(rating)::DOUBLE AS avg_rating,
-    count(sentiment) AS scored_reviews,
     sum(sentiment::DECIMAL(18, 4))::DOUBLE / NULLIF(count(sentiment), 0) AS avg_sentiment,
     count(*) FILTER (WHERE label = 'negative') AS negative_reviews,
     count(*) FILTER (WHERE label IS NOT NULL) AS labelled_reviews,
-    count(*) FILTER (WHERE label = 'negative' AND review_ts > getvariable('as_of') - INTERVAL 90 DAY) AS negative_reviews_90d,
-    max(review_ts) AS last_review_ts
+    count(*) FILTER (WHERE label = 'negative' AND review_ts > getvariable('as_of') - INTERVAL 90 DAY) AS negative_reviews_90d
 FROM reviews
 GROUP BY user_id

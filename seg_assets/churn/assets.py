@@ -38,7 +38,14 @@ from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_LEVELS
 from seg_assets.churn.model import ChurnModel, train_churn_model
 from seg_assets.churn.scoring import SCORE_COLUMNS, ChurnScorer, score_churn
-from seg_assets.churn.snapshots import build_snapshots, first_order_ts, plan_snapshots
+from seg_assets.churn.snapshots import (
+    MAX_SNAPSHOTS,
+    MAX_USERS_PER_SNAPSHOT,
+    MIN_HISTORY_DAYS,
+    build_snapshots,
+    first_order_ts,
+    plan_snapshots,
+)
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
@@ -66,9 +73,9 @@ class ChurnConfig(CheckedConfig):
     calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration on out-of-time scores (sigmoid keeps the ranking).")
     step_days: int | None = Field(default=None, ge=1, le=MAX_DAYS, description="Days between training cut-offs (default max(7, H // 3)).")
-    max_snapshots: int = Field(default=6, ge=2, description="Most training snapshots (cut-offs T-H, T-H-step, ...).")
-    min_history_days: int = Field(default=30, ge=0, le=MAX_DAYS, description="Days of data a cut-off needs before it.")
-    max_users_per_snapshot: int = Field(default=50_000, ge=1_000, description="Users sampled per snapshot (bounds training "
+    max_snapshots: int = Field(default=MAX_SNAPSHOTS, ge=2, description="Most training snapshots (cut-offs T-H, T-H-step, ...).")
+    min_history_days: int = Field(default=MIN_HISTORY_DAYS, ge=0, le=MAX_DAYS, description="Days of data a cut-off needs before it.")
+    max_users_per_snapshot: int = Field(default=MAX_USERS_PER_SNAPSHOT, ge=1_000, description="Users sampled per snapshot (bounds training "
                                         "cost; 50k, 100k and 200k gave the same holdout AUC at 1M users, bench/RESULTS.md).")
     risk_high: float = Field(default=0.7, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
     risk_medium: float = Field(default=0.4, ge=0, le=1, description="churn_risk 'medium' when churn_probability >= this (else 'low').")

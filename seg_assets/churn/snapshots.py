@@ -34,18 +34,20 @@ import polars as pl
 
 from seg_assets.features.incremental import restrict_to_changed
 from seg_assets.features.sql_models import discover_models, set_as_of
-from seg_assets.features.user_features import build_user_features
+from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features
 from seg_assets.segmentation.selection import sample_indices
 from seg_assets.warehouse import create_table_from, table_exists
 
-# build_user_features argument -> the SQL model (features/<name>.sql) or table that feeds it.
-FEATURE_MODELS = {"order_stats": "user_order_stats", "click_stats": "user_click_stats",
-                  "category_activity": "user_category_activity", "review_stats": "user_review_stats"}
-CUSTOMERS_TABLE = "staging.stg_customers"
+# build_user_features argument -> the table that feeds it, as the asset reads them (user_features.py): the feature SQL
+# models among them are run as queries at each cut-off, the others (the customers) are read as they are.
+INPUTS = {arg: table for arg, (table, _) in USER_INPUTS.items()} | {CATEGORY_INPUT[0]: CATEGORY_INPUT[1]}
+CUSTOMERS_TABLE = INPUTS["customers"]
 ORDERS_TABLE = "staging.stg_orders"
 # Where users come from, with the column that says when: known at c if a row is at or before c.
 USER_SOURCES = ((ORDERS_TABLE, "order_ts"), ("staging.stg_clicks", "event_ts"), (CUSTOMERS_TABLE, "signup_ts"))
 SAMPLED = "_seg_snapshot_users"
+# Defaults of the churn asset's config (churn/assets.py ChurnConfig reads them) and of the functions below
+MAX_SNAPSHOTS, MIN_HISTORY_DAYS, MAX_USERS_PER_SNAPSHOT = 6, 30, 50_000
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,6 @@ class SnapshotPlan:
     as_of: datetime
     horizon_days: int
     step_days: int
-    first_ts: datetime | None
     cutoffs: tuple[datetime, ...]  # newest first; cutoffs[0] = as_of - horizon
     reason: str  # why there are this many snapshots
 
@@ -72,14 +73,14 @@ def default_step(horizon_days: int) -> int:
 
 
 def plan_snapshots(first_ts: datetime | None, as_of: datetime, horizon_days: int, *, step_days: int | None = None,
-                   max_snapshots: int = 6, min_history_days: int = 30) -> SnapshotPlan:
+                   max_snapshots: int = MAX_SNAPSHOTS, min_history_days: int = MIN_HISTORY_DAYS) -> SnapshotPlan:
     """The cut-offs ``c_k = as_of - H - k * step`` with at least ``min_history_days`` of data before each."""
     if horizon_days < 1:
         raise ValueError("horizon_days must be >= 1")
     step = step_days or default_step(horizon_days)
     cutoffs: list[datetime] = []
     if first_ts is None:
-        return SnapshotPlan(as_of, horizon_days, step, None, (), "no orders")
+        return SnapshotPlan(as_of, horizon_days, step, (), "no orders")
     for k in range(max_snapshots):
         cut = as_of - timedelta(days=horizon_days + k * step)
         if cut - first_ts < timedelta(days=min_history_days):
@@ -93,7 +94,7 @@ def plan_snapshots(first_ts: datetime | None, as_of: datetime, horizon_days: int
                   f"{horizon_days} after it")
         if len(cutoffs) < 2:  # one to train on, the latest to test on (SnapshotPlan.enough)
             reason += f", and a model needs two cut-offs: {min_history_days + horizon_days + step} days"
-    return SnapshotPlan(as_of, horizon_days, step, first_ts, tuple(cutoffs), reason)
+    return SnapshotPlan(as_of, horizon_days, step, tuple(cutoffs), reason)
 
 
 def first_order_ts(con, as_of: datetime) -> datetime | None:
@@ -104,11 +105,13 @@ def first_order_ts(con, as_of: datetime) -> datetime | None:
 
 
 def _feature_sql(sql_dir: Path | None = None) -> dict[str, object]:
-    models = {m.name: m for m in discover_models(sql_dir) if m.schema == "features"}
-    missing = [name for name in FEATURE_MODELS.values() if name not in models]
+    """build_user_features argument -> the SQL model of its table, for the inputs in the features schema."""
+    models = {m.table: m for m in discover_models(sql_dir)}
+    wanted = {arg: table for arg, table in INPUTS.items() if table.startswith("features.")}
+    missing = [table for table in wanted.values() if table not in models]
     if missing:
         raise RuntimeError(f"feature SQL models not found: {missing}")
-    return {arg: models[name] for arg, name in FEATURE_MODELS.items()}
+    return {arg: models[table] for arg, table in wanted.items()}
 
 
 def _current_as_of(con):
@@ -136,7 +139,8 @@ def known_users(seen: pl.DataFrame, cutoff: datetime) -> pl.Series:
 
 
 def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None, users: pl.Series | None = None) -> pl.DataFrame:
-    """``features.user_features`` as the production asset would have built it at ``cutoff``.
+    """``features.user_features`` as the production asset would have built it at ``cutoff`` (the category share
+    columns, which no model reads, over the default top categories of these rows).
 
     Runs the feature SQL models as plain queries (nothing is written) with ``as_of`` set to ``cutoff`` and
     restores the connection's previous ``as_of`` afterwards. A model whose inputs do not exist (no clicks
@@ -178,7 +182,7 @@ def labels_after(con, cutoff: datetime, horizon_days: int, as_of: datetime) -> p
 
 
 def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *, index: int = 0,
-                   max_users: int | None = 200_000, seed: int = 0, sql_dir: Path | None = None,
+                   max_users: int | None = MAX_USERS_PER_SNAPSHOT, seed: int = 0, sql_dir: Path | None = None,
                    seen: pl.DataFrame | None = None) -> pl.DataFrame:
     """One snapshot: the feature columns as of ``cutoff`` plus the labels (snapshot, snapshot_ts, churned,
     orders_next_h, spend_next_h). ``seen``: :func:`first_seen` up to at least ``cutoff``, shared by the snapshots of
@@ -199,7 +203,7 @@ def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *,
     ).with_columns(churned=(pl.col("orders_next_h") == 0).cast(pl.Int8))
 
 
-def build_snapshots(con, plan: SnapshotPlan, *, max_users_per_snapshot: int | None = 200_000, seed: int = 0,
+def build_snapshots(con, plan: SnapshotPlan, *, max_users_per_snapshot: int | None = MAX_USERS_PER_SNAPSHOT, seed: int = 0,
                     sql_dir: Path | None = None) -> pl.DataFrame:
     """All snapshots of ``plan`` stacked (``snapshot`` = k, 0 the latest), restricted to the columns they share."""
     seen = first_seen(con, max(plan.cutoffs)) if plan.cutoffs else None

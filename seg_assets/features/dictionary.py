@@ -19,47 +19,59 @@ class Feature:
     min_value: float | None = None
     max_value: float | None = None
     model: bool = False  # used by the segment model by default
+    # The data the column carries information from ("orders", "revenue", "clicks", "reviews"): without that data it is
+    # left out of the models (segmentation/availability.py)
+    needs: tuple[str, ...] = ()
+    measures: str | None = None  # what it measures, when other columns measure it too (segmentation/preprocess.py)
 
 
 FEATURES: tuple[Feature, ...] = (
     Feature("user_id", "str", "User id from the landing files (orders, clicks or customers)."),
     Feature("recency_days", "float", "Days from the last completed order to as-of; users who never completed an order get their "
-            "tenure.", 0, None, True),
-    Feature("frequency", "int", "Completed orders, lifetime.", 0, None, True),
-    Feature("monetary", "float", "Sum of `amount` over completed orders (after discount).", 0, None, True),
-    Feature("avg_order_value", "float", "monetary / frequency; 0 without completed orders.", 0, None, True),
-    Feature("tenure_days", "float", "Days from signup (customers file) or else first activity to as-of.", 0, None, True),
-    Feature("orders_30d", "int", "Completed orders in the 30 days up to as-of.", 0, None, True),
-    Feature("orders_90d", "int", "Completed orders in the 90 days up to as-of.", 0, None, True),
+            "tenure.", 0, None, True, needs=("orders",), measures="recency"),
+    Feature("frequency", "int", "Completed orders, lifetime.", 0, None, True, needs=("orders",), measures="value"),
+    Feature("monetary", "float", "Sum of `amount` over completed orders (after discount).", 0, None, True,
+            needs=("orders", "revenue"), measures="value"),
+    Feature("avg_order_value", "float", "monetary / frequency; 0 without completed orders.", 0, None, True,
+            needs=("orders", "revenue"), measures="value"),
+    Feature("tenure_days", "float", "Days from signup (customers file) or else first activity to as-of.", 0, None, True, measures="tenure"),
+    Feature("orders_30d", "int", "Completed orders in the 30 days up to as-of.", 0, None, True, needs=("orders",), measures="value"),
+    Feature("orders_90d", "int", "Completed orders in the 90 days up to as-of.", 0, None, True, needs=("orders",), measures="value"),
     Feature("discount_share", "float", "Discount / (amount + discount) over completed orders: how much of the list price was "
-            "discounted.", 0, 1, True),
-    Feature("cancel_rate", "float", "Cancelled orders / all orders.", 0, 1, True),
-    Feature("return_rate", "float", "Returned orders / all orders.", 0, 1, True),
-    Feature("sessions", "int", "Distinct click sessions.", 0, None, True),
-    Feature("views", "int", "Click events of funnel stage `view` (product, page, catalog views: ingest/events.py).", 0, None, True),
-    Feature("searches", "int", "Click events of funnel stage `search`.", 0, None, True),
-    Feature("add_to_carts", "int", "Click events of funnel stage `add_to_cart`.", 0, None, True),
-    Feature("checkouts", "int", "Click events of funnel stage `checkout`.", 0, None, True),
+            "discounted.", 0, 1, True, needs=("orders", "revenue"), measures="discount"),
+    Feature("cancel_rate", "float", "Cancelled orders / all orders.", 0, 1, True, measures="quality"),
+    Feature("return_rate", "float", "Returned orders / all orders.", 0, 1, True, measures="quality"),
+    Feature("sessions", "int", "Distinct click sessions.", 0, None, True, needs=("clicks",), measures="engagement"),
+    Feature("views", "int", "Click events of funnel stage `view` (product, page, catalog views: ingest/events.py).", 0, None, True,
+            needs=("clicks",), measures="engagement"),
+    Feature("searches", "int", "Click events of funnel stage `search`.", 0, None, True, needs=("clicks",), measures="engagement"),
+    Feature("add_to_carts", "int", "Click events of funnel stage `add_to_cart`.", 0, None, True, needs=("clicks",), measures="engagement"),
+    Feature("checkouts", "int", "Click events of funnel stage `checkout`.", 0, None, True, needs=("clicks",), measures="engagement"),
     Feature("purchases", "int", "Click events of funnel stage `purchase` (the clickstream's own record of buying; orders "
-            "come from the orders or order_items tables only).", 0, None, True),
-    Feature("view_to_cart", "float", "add_to_carts / views (0 without views), capped at 1.", 0, 1, True),
-    Feature("cart_to_checkout", "float", "checkouts / add_to_carts (0 without carts), capped at 1.", 0, 1, True),
-    Feature("checkout_to_order", "float", "Completed orders / checkouts (0 without checkouts), capped at 1.", 0, 1, True),
-    Feature("session_to_order", "float", "Completed orders / sessions (0 without sessions), capped at 1: overall conversion.", 0, 1, True),
+            "come from the orders or order_items tables only).", 0, None, True, needs=("clicks",), measures="engagement"),
+    Feature("view_to_cart", "float", "add_to_carts / views (0 without views), capped at 1.", 0, 1, True,
+            needs=("clicks",), measures="funnel"),
+    Feature("cart_to_checkout", "float", "checkouts / add_to_carts (0 without carts), capped at 1.", 0, 1, True,
+            needs=("clicks",), measures="funnel"),
+    Feature("checkout_to_order", "float", "Completed orders / checkouts (0 without checkouts), capped at 1.", 0, 1, True,
+            needs=("clicks", "orders"), measures="funnel"),
+    Feature("session_to_order", "float", "Completed orders / sessions (0 without sessions), capped at 1: overall conversion.", 0, 1, True,
+            needs=("clicks", "orders"), measures="funnel"),
     Feature("days_since_last_visit", "float", "Days from the last click event to as-of; users without clicks get their tenure.",
-            0, None, True),
-    Feature("category_count", "int", "Distinct categories ordered or browsed.", 0, None, False),
+            0, None, True, needs=("clicks",), measures="recency"),
+    Feature("category_count", "int", "Distinct categories ordered or browsed.", 0, None, False, measures="preferences"),
     Feature("top_category", "str", "The category with the most orders and clicks ('' without any)."),
-    Feature("top_category_share", "float", "Share of the user's orders and clicks in `top_category`.", 0, 1, False),
+    Feature("top_category_share", "float", "Share of the user's orders and clicks in `top_category`.", 0, 1, False, measures="preferences"),
     Feature("first_seen_ts", "datetime", "First order, click or signup time (UTC)."),
     Feature("last_order_ts", "datetime", "Last completed order time (UTC); null without one."),
-    Feature("reviews", "int", "Reviews written up to as-of (any language, with or without text).", 0, None, False),
-    Feature("avg_rating", "float", "Mean stars (1-5) of the user's rated reviews; null without one.", 1, 5, False),
+    Feature("reviews", "int", "Reviews written up to as-of (any language, with or without text).", 0, None, False, needs=("reviews",)),
+    Feature("avg_rating", "float", "Mean stars (1-5) of the user's rated reviews; null without one.", 1, 5, False, needs=("reviews",)),
     Feature("avg_sentiment", "float", "Mean text sentiment (VADER compound, -1..1) of the user's reviews with a scored text; "
-            "null without one (reviews/sentiment.py).", -1, 1, False),
-    Feature("negative_reviews_90d", "int", "Negative reviews (by text, else by stars) in the 90 days up to as-of.", 0, None, False),
+            "null without one (reviews/sentiment.py).", -1, 1, False, needs=("reviews",)),
+    Feature("negative_reviews_90d", "int", "Negative reviews (by text, else by stars) in the 90 days up to as-of.", 0, None, False,
+            needs=("reviews",)),
     Feature("negative_review_share", "float", "Negative reviews / reviews with a label (text or stars); null without one.",
-            0, 1, False),
+            0, 1, False, needs=("reviews",)),
     Feature("country", "str", "Country from the customers file ('' when unknown)."),
     Feature("channel", "str", "Acquisition channel from the customers file ('' when unknown)."),
     Feature("as_of", "datetime", "The as-of time these features were computed for."),
@@ -73,9 +85,25 @@ CATEGORY_SHARE_PREFIX = "cat_share_"
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 MODEL_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.model)
+
+
+def needing(source: str) -> tuple[str, ...]:
+    """The columns that carry no information without ``source`` (``Feature.needs``), in dictionary order."""
+    return tuple(f.name for f in FEATURES if source in f.needs)
+
+
+def feature_groups() -> dict[str, tuple[str, ...]]:
+    """What each group of columns measures -> its columns (``Feature.measures``), in dictionary order."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for f in FEATURES:
+        if f.measures:
+            groups[f.measures] = (*groups.get(f.measures, ()), f.name)
+    return groups
+
+
 # Not in the segment model (module doc of reviews/sentiment.py and the README say why): churn and profiles only,
 # and only when the population has reviews (segmentation/availability.py).
-REVIEW_FEATURES: tuple[str, ...] = ("reviews", "avg_rating", "avg_sentiment", "negative_reviews_90d", "negative_review_share")
+REVIEW_FEATURES: tuple[str, ...] = needing("reviews")
 CHURN_FEATURES: tuple[str, ...] = MODEL_FEATURES + REVIEW_FEATURES
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 

@@ -24,6 +24,7 @@ rebuilt when one of its rows leaves such a window). The windows are read from th
 """
 
 
+import difflib
 import hashlib
 import re
 from contextlib import contextmanager
@@ -46,6 +47,9 @@ from seg_assets.warehouse import drop_other_kind, sql_model_files, transaction
 
 _HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
 STRATEGIES = ("recompute", "delete+insert", "additive")
+# What a model's leading comment block may set: a line "-- <key>: <value>" with another key is refused (a misspelt key
+# was silently ignored: an incremental model without its event time, a model without its description)
+HEADER_KEYS = ("materialized", "description", "unique_key", "incremental_strategy", "event_time")
 
 
 class SqlModelError(InputError, ValueError):
@@ -137,6 +141,12 @@ def load_model(path: Path) -> SqlModel:
                          "delete+insert: several rows per key)")
     if "windows" in header:
         raise SqlModelError(f"{path}: windows are derived from the SQL; remove the '-- windows:' header")
+    for key in header:
+        if key not in HEADER_KEYS:
+            close = difflib.get_close_matches(key, HEADER_KEYS, n=1)
+            hint = f"did you mean '-- {close[0]}:'? " if close else ""
+            raise SqlModelError(f"{path}: unknown header '-- {key}:' ({hint}the header sets {', '.join(HEADER_KEYS)}; a "
+                                "comment in it must not start with a word and a colon)")
     return SqlModel(
         schema=path.parent.name,
         name=path.stem,

@@ -131,9 +131,9 @@ def build_user_features(
         .join(cat_summary, on="user_id", how="left")
         .join(reviews, on="user_id", how="left")
     )
-    counts = ["completed_orders", "all_orders", "cancelled_orders", "returned_orders", "orders_30d", "orders_90d",
-              "sessions", "views", "searches", "add_to_carts", "checkouts", "purchases", "category_count",
-              "reviews", "negative_reviews", "labelled_reviews", "negative_reviews_90d"]
+    # a user with no row in a per-user table has none of what it counts
+    counts = [c for schema in (ORDER_STATS_SCHEMA, CLICK_STATS_SCHEMA, REVIEW_STATS_SCHEMA) for c, t in schema.items()
+              if t == pl.Int64] + ["category_count"]
     frame = frame.with_columns(
         [pl.col(c).fill_null(0) for c in counts]
         + [pl.col(c).fill_null(0.0) for c in ("monetary", "discount_total", "top_category_share", *share_cols)]

@@ -23,13 +23,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from seg_assets.features.dictionary import REVIEW_FEATURES
+from seg_assets.features.dictionary import REVIEW_FEATURES, needing
 
-CLICK_FEATURES = ("sessions", "views", "searches", "add_to_carts", "checkouts", "purchases", "view_to_cart", "cart_to_checkout",
-                  "checkout_to_order", "session_to_order", "days_since_last_visit")
-REVENUE_FEATURES = ("monetary", "avg_order_value", "discount_share")
-ORDER_FEATURES = ("recency_days", "frequency", "orders_30d", "orders_90d", "checkout_to_order", "session_to_order",
-                  *REVENUE_FEATURES)
+# Which columns need which data: the feature dictionary says it of each column (Feature.needs)
+CLICK_FEATURES, ORDER_FEATURES, REVENUE_FEATURES = needing("clicks"), needing("orders"), needing("revenue")
 
 NO_CLICKS = "no click events"
 NO_ORDERS = "no completed orders"

@@ -34,24 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from seg_assets.features.dictionary import BY_NAME
+from seg_assets.features.dictionary import BY_NAME, feature_groups
 
 SCALERS = ("standard", "robust")
 
-# Groups of model features that measure the same thing. With ``balanced_weights`` each group gets a
-# total weight of 1 (each column 1/sqrt(group size) after scaling), so five correlated engagement
-# counts do not outvote the one column that says a user only buys on discount.
-FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
-    "recency": ("recency_days", "days_since_last_visit"),
-    "value": ("frequency", "monetary", "avg_order_value", "orders_30d", "orders_90d"),
-    "tenure": ("tenure_days",),
-    "discount": ("discount_share",),
-    "quality": ("cancel_rate", "return_rate"),
-    "engagement": ("sessions", "views", "searches", "add_to_carts", "checkouts", "purchases"),
-    "funnel": ("view_to_cart", "cart_to_checkout", "checkout_to_order", "session_to_order"),
-    "preferences": ("category_count", "top_category_share"),
-}
-
+# Groups of model features that measure the same thing (the feature dictionary's Feature.measures). With
+# ``balanced_weights`` each group gets a total weight of 1 (each column 1/sqrt(group size) after scaling), so five
+# correlated engagement counts do not outvote the one column that says a user only buys on discount.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = feature_groups()
 
 def balanced_weights(features: Sequence[str], groups: Mapping[str, Sequence[str]] = FEATURE_GROUPS) -> dict[str, float]:
     """Per-column weights giving every feature group the same total variance.
