@@ -141,6 +141,14 @@ def count_rows(landing: Path) -> dict[str, int]:
     return rows
 
 
+def link_or_copy(src, dst) -> None:
+    """A hard link where the file system allows one (another device: a copy)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def link_landing(src_landing: Path, dst_landing: Path, tables: tuple[str, ...] | None = None,
                  exclude: tuple[str, ...] = ()) -> int:
     """Hard-link every landing file of ``src`` (of ``tables`` only, if given; none of ``exclude``) into ``dst``
@@ -152,10 +160,7 @@ def link_landing(src_landing: Path, dst_landing: Path, tables: tuple[str, ...] |
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(table_dir.iterdir()):
             if path.is_file():
-                try:
-                    os.link(path, target / path.name)
-                except OSError:
-                    shutil.copy2(path, target / path.name)
+                link_or_copy(path, target / path.name)
                 added += 1
     return added
 
@@ -168,7 +173,7 @@ def dagster_home(home: Path) -> str:
     return "project dagster.yaml (seg-assets init-dagster-home)"
 
 
-def new_scenario(size: Size, seed: int, fmt: str, base: Path, exclude: tuple[str, ...] = ()) -> tuple[Path, str]:
+def new_scenario(base: Path, exclude: tuple[str, ...] = ()) -> tuple[Path, str]:
     """A fresh data root (next to ``base``) whose landing holds the base delivery (but its tables in ``exclude``),
     and an empty Dagster home."""
     scenario = base.parent / "scenario"

@@ -19,7 +19,6 @@ baskets (purchases weight 1, product clicks ``click_weight``) and serves them un
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -33,6 +32,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.data import link_or_copy  # noqa: E402
 from seg_assets import markdown  # noqa: E402
 from seg_assets.recommend import evaluate as E  # noqa: E402
 from seg_assets.recommend import model as M  # noqa: E402
@@ -60,21 +60,13 @@ def prepare(kind: str, args, root: Path) -> Path:
     return root
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    """A hard link where the file system allows one (another device: a copy)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def as_of_copy(root: Path, cut, into: Path) -> Path:
     """The same landing (hard links) and settings files, refreshed as of ``cut``."""
     from seg_assets.refresh import run_refresh
     from seg_assets.settings import data_paths
 
     into.mkdir()
-    shutil.copytree(data_paths(root).landing, data_paths(into).landing, copy_function=_link_or_copy)
+    shutil.copytree(data_paths(root).landing, data_paths(into).landing, copy_function=link_or_copy)
     for name in ("sources.yaml", "actions.yaml"):
         if (root / name).exists():
             shutil.copy(root / name, into / name)

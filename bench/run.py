@@ -57,12 +57,12 @@ def _measure(label: str, cmd: list[str], logs: Path, **env: str) -> Measurement:
     return m
 
 
-def one_pass(size: data.Size, seed: int, fmt: str, only: set[str], base: Path, followup: Path,
+def one_pass(only: set[str], base: Path, followup: Path,
              gen: dict, engine: str = "duckdb", clicks: Path | None = None,
              exclude: tuple[str, ...] = ()) -> tuple[dict, dict, dict, Path, str]:
     """Cold, incremental, (clicks-only,) no-op on a fresh scenario, then the baselines: (measurements, runs,
     notes, dir, home). ``clicks``: the root of a delivery whose clicks alone make the clicks-only scenario."""
-    scenario, home_note = data.new_scenario(size, seed, fmt, base, exclude)
+    scenario, home_note = data.new_scenario(base, exclude)
     root, home, logs = scenario / "data", scenario / "dagster_home", scenario / "logs"
     refresh = [data.BIN / "seg-assets", "refresh", "--engine", engine]
     ms: dict[str, Measurement | None] = dict.fromkeys(SCENARIOS + (LINES_SCENARIOS if clicks else ()))
@@ -173,7 +173,7 @@ def run(size: data.Size, seed: int, fmt: str, only: set[str], keep: bool, repeat
     for i in range(repeat):
         if repeat > 1:
             _say(f"pass {i + 1}/{repeat}")
-        *result, scenario, home_note = one_pass(size, seed, fmt, only, base, followup, gen, engine,
+        *result, scenario, home_note = one_pass(only, base, followup, gen, engine,
                                                 base.parent / "clicks" if lines else None,
                                                 ("orders",) if lines_only else ())
         passes.append(result)

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from seg_assets.churn import registry as churn_registry
+from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import ROW_COUNTS
 from seg_assets.resources import Warehouse, WarehouseLocked
@@ -196,7 +197,7 @@ def _print_tables(con, console: Console) -> None:
             console.print(_table("Most common reject reasons (all rows in raw.rejects)",
                                  ["table", "rule", "rows", "example"], [tuple(r) for r in reasons]))
     raw_tables = [f"raw.{t}" for t in C.TABLES] + ["raw.rejects"]
-    counts = [(t, row_count(con, t)) for t in (*raw_tables, "features.user_features") if table_exists(con, t)]
+    counts = [(t, row_count(con, t)) for t in (*raw_tables, USER_FEATURES_TABLE) if table_exists(con, t)]
     console.print(_table("Tables", ["table", "rows"], counts))
     if table_exists(con, "analytics.segment_profiles"):
         rows = con.sql(

@@ -219,6 +219,9 @@ def test_unknown_settings_are_one_line_and_exit_2(tmp_path, monkeypatch):
     limit = runner.invoke(app, ["refresh", "--set", "basket_rules.min_support=0"])
     assert limit.exit_code == 2 and "Traceback" not in limit.output
     assert "invalid setting: basket_rules.min_support: Input should be greater than 0" in limit.output
+    floor = runner.invoke(app, ["refresh", "--set", "analytics__next_best_action.explore_floor=1.5"])
+    assert floor.exit_code == 2 and "invalid setting: analytics__next_best_action.explore_floor: Input should be less than " \
+        "or equal to 1" in floor.output, floor.output
     # settings that only make sense together (thresholds in order) are checked together, before the run too
     order = runner.invoke(app, ["refresh", "--set", "analytics__user_segments.at_risk_max_recency_days=10"])
     assert order.exit_code == 2 and "Traceback" not in order.output

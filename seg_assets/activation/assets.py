@@ -8,7 +8,7 @@ catalogue (actions.yaml) so a person sees in the UI what can be sent to whom.
 (lift.py), with a sample-ratio-mismatch check against the catalogue's ``holdout_share``.
 ``analytics/next_best_action``: a contextual policy (contextual.py: Thompson sampling on per-action logistic
 regressions of the user's history as of the send, context.py, and the segment) fitted on the treated sends, or the
-per-segment Thompson-sampling policy (policy.py) while there are fewer than MIN_SENDS_PER_ACTION sends of an action
+per-segment Thompson-sampling policy (policy.py) while there are fewer than min_sends_per_action sends of an action
 to fit it on; evaluated off-policy on the latest sends (offpolicy.py) against the policy in service (of either kind),
 promoted only when not worse, recorded in ``meta.policies`` (policies.py: the policy's life, this asset wires
 it); one action per eligible user, none for the global control.
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from seg_assets.activation import policies
 from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_files, audiences, write_audiences
@@ -35,6 +36,7 @@ from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_cont
 from seg_assets.activation.policy import NBA_COLUMNS, NBA_SCHEMA
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
+from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import table as md_table
@@ -216,6 +218,16 @@ def _warn_broken_campaigns(context, broken: pl.DataFrame) -> None:
                                 "its lift is suspect; check how the sender drew the holdout, or its share in actions.yaml")
 
 
+class NextBestActionConfig(CheckedConfig):
+    min_sends_per_action: int = Field(default=policies.MIN_SENDS_PER_ACTION, ge=1, description="Treated sends every "
+                                      "action needs before the contextual policy replaces the per-segment one.")
+    explore_floor: float = Field(default=policies.EXPLORE_FLOOR, ge=0, le=1, description="Uniform share mixed into the "
+                                 "contextual policy's choices: every eligible action keeps a propensity of at least this / k "
+                                 "(docs/activation.md, 'An exploration floor').")
+    holdout_share: float = Field(default=policies.HOLDOUT_SHARE, gt=0, lt=1, description="Latest share of the sends (by "
+                                 "send time) a candidate policy is not fitted on, and judged on against the one in service.")
+
+
 @dg.asset(
     key=NEXT_BEST_ACTION, deps=[CAMPAIGN_LIFT, RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, USER_GROUPS, SEGMENT_HISTORY],
     group_name=GROUP, pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
@@ -226,7 +238,8 @@ def _warn_broken_campaigns(context, broken: pl.DataFrame) -> None:
     "when its off-policy value on the latest sends is not worse than the policy in service (meta.policies). "
     "Global-control users never get an action.",
 )
-def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
+def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionConfig, duckdb: Warehouse,
+                     settings: SegSettings) -> dg.MaterializeResult:
     catalogue = _catalogue(settings)
     arms = tuple(sorted(catalogue.actions))
     with duckdb.get_connection() as con:
@@ -263,8 +276,9 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                                 f"{', '.join(map(repr, unknown[:5]))} (current: "
                                 f"{', '.join(sorted(map(str, users['segment_name'].unique().to_list())))})")
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
-    fit, holdout = time_split(treated, policies.HOLDOUT_SHARE)
-    candidate = policies.fit(fit, x_sends, arms)
+    fit, holdout = time_split(treated, config.holdout_share)
+    tuning = {"min_sends": config.min_sends_per_action, "explore_floor": config.explore_floor}
+    candidate = policies.fit(fit, x_sends, arms, **tuning)
     if in_service is not None and in_service_as_of is not None:
         # only sends the policy in service was not fitted on: on its own training sends it would look better than it is
         holdout = holdout.filter(pl.col("sent_ts") + pl.duration(days=catalogue.attribution_days) > in_service_as_of)
@@ -278,7 +292,7 @@ def next_best_action(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                            difference=evaluation.difference if in_service is not None else None)
     if decision.promote:
         # The gate judged the fitting procedure on sends it had not seen; the policy served is fitted on all sends.
-        served = policies.fit(treated, x_sends, arms) if treated.height and evaluation is not None else candidate
+        served = policies.fit(treated, x_sends, arms, **tuning) if treated.height and evaluation is not None else candidate
     else:
         served = in_service
     with duckdb.get_connection() as con:

@@ -5,13 +5,14 @@ segmentation (docs/activation.md, "How good is the policy"); the user's own hist
 (context.py) tells them apart. Fit (:func:`fit_contextual_policy`): contexts of the treated sends at their
 ``sent_ts``, standardized (mean and scale of the fitted sends) with a constant column, and per action either
 
-* ``model="logistic"`` (the default): an L2-penalised logistic regression of the 0/1 conversion (scikit-learn,
-  ``C = 1 / l2_lambda``), its posterior the Laplace approximation ``N(beta, A^-1)``, ``A`` the penalised
-  log-likelihood's Hessian (Chapelle and Li, 2011); scores ``x . beta`` are log-odds, ``expected`` their logistic
-  transform. Conversions are rare 0/1 outcomes whose base rate differs several-fold between shoppers: the
-  logistic model fits that with fewer wrong turns than a straight line (docs/activation.md: +0.00-0.06 of the gap).
-  The pipeline gives each send its campaign's control log-odds as an offset, so actions sent when normal buying was
-  lower are not judged worse for it (policies.control_baselines);
+* ``model="logistic"`` (the default): an L2-penalised logistic regression of the 0/1 conversion (``C = 1 /
+  l2_lambda``; statsmodels' GLM when the sends carry offsets, as the pipeline's do, else scikit-learn), its
+  posterior the Laplace approximation ``N(beta, A^-1)``, ``A`` the penalised log-likelihood's Hessian (Chapelle and
+  Li, 2011); scores ``x . beta`` are log-odds, ``expected`` their logistic transform. Conversions are rare 0/1
+  outcomes whose base rate differs several-fold between shoppers: the logistic model fits that with fewer wrong
+  turns than a straight line (docs/activation.md: +0.00-0.06 of the gap). The pipeline gives each send its
+  campaign's control log-odds as an offset, so actions sent when normal buying was lower are not judged worse for it
+  (policies.control_baselines);
 * ``model="linear"``: one ridge regression, fitted by mabwiser's ``LinTS`` (``A = l2_lambda I + X'X``,
   ``beta = A^-1 X'y``), the model before; states saved by it (no ``link``) load as such.
 
@@ -24,9 +25,10 @@ probabilities and the chosen one's probability is the logged ``propensity``: wha
 independent across actions, as in LinTS with one model per action (Agrawal and Goyal, 2013); mabwiser's own
 ``predict`` draws every action's coefficients from copies of one random state (its ``_Linear.fit`` deep-copies the
 model, generator included), so its arms share the same standard-normal draw: mabwiser is used to fit, not to choose. ``epsilon`` mixes in
-a uniform share over the eligible actions. ``expected_reward`` is ``x . beta`` of the chosen action (a linear
-estimate of its conversion probability); ``explore`` marks a chosen action that is not the one with the
-highest ``x . beta`` (one tied for the highest is no exploring).
+a uniform share over the eligible actions (the pipeline's floor, policies.EXPLORE_FLOOR). ``expected_reward`` is the
+chosen action's estimated conversion probability (:meth:`ContextualPolicy.expected`: ``sigmoid(x . beta + offset)``
+for the logistic model, ``x . beta`` for the linear one); ``explore`` marks a chosen action whose estimate is below
+the highest (one tied for the highest is no exploring).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, _seed_for,
 
 KIND = "lints"
 ALPHA_LINEAR = 0.1  # posterior scale of the linear model (mabwiser LinTS)
-ALPHA_LOGISTIC = 0.1  # posterior scale of the logistic model (Laplace posterior): explores on 3-7 % of users (docs)
+ALPHA_LOGISTIC = 0.1  # posterior scale of the logistic model (Laplace posterior): 3-7 % of users explored on the demo
+# rates, 0.8 % on a tester's loop, hence the pipeline's exploration floor (docs/activation.md)
 
 
 def _quadrature() -> tuple[np.ndarray, np.ndarray]:
@@ -189,16 +192,17 @@ def fit_contextual_policy(x: np.ndarray, segment_ids: Sequence, actions: Sequenc
                           alpha: float | None = None, l2_lambda: float = 1.0, seed: int = 0, epsilon: float = 0.0,
                           features: Sequence[str] = CONTEXT_FEATURES, model: str = "logistic",
                           offsets: Sequence[float] | None = None, offset_now: float = 0.0) -> ContextualPolicy:
-    """Fit one reward model per action (``model``: "logistic", scikit-learn with its Laplace posterior, or "linear",
+    """Fit one reward model per action (``model``: "logistic", a penalised logistic regression with its Laplace
+    posterior (statsmodels with ``offsets``, scikit-learn without), or "linear",
     mabwiser's LinTS ridge) on send-time contexts ``x`` and the segment at send time (rows = treated sends; the
     segments sharpen the context: docs/activation.md).
 
     ``rewards`` 0/1. ``offsets`` (logistic only): each send's baseline log-odds, its campaign's control conversion,
     so an action is judged against the control of its own campaign, not against sends made when normal buying was
     higher or lower; ``offset_now`` the baseline the expected rewards are stated at. ``alpha`` scales the posterior
-    spread of the coefficients: the exploration (default ALPHA_LOGISTIC or ALPHA_LINEAR). Logistic, 0.1 explores on
-    3-7 % of users of the measured runs; 0.2 on 7-11 % at a cost of 0.00-0.01 of the gap; linear, 0.1 explored on
-    9-16 % (docs/activation.md).
+    spread of the coefficients: the exploration (default ALPHA_LOGISTIC or ALPHA_LINEAR). Logistic, 0.1 explored on
+    3-7 % of users of the demo runs (0.8 % on a tester's loop: the pipeline adds ``epsilon``); 0.2 on 7-11 % at a
+    cost of 0.00-0.01 of the gap; linear, 0.1 explored on 9-16 % (docs/activation.md).
     """
     x = np.asarray(x, float)
     arms = tuple(str(a) for a in arms)

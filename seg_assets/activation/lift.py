@@ -173,32 +173,27 @@ def _revenue_stats(m_t: float, v_t: float, n_t: int, m_c: float, v_c: float, n_c
     return out
 
 
-def _as_polars(frame) -> pl.DataFrame:
-    return frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
-
-
 def campaign_lift(frame, planned_control_share: float | Mapping[str, float] = 0.5, alpha: float = 0.05,
                   power: float = 0.8, srm_threshold: float = SRM_THRESHOLD) -> pl.DataFrame:
     """One row per campaign x action x segment: lift of treatment over control (see the module doc).
 
-    ``frame``: polars or pandas frame with the columns of the module doc (one row per user and campaign).
+    ``frame``: a polars frame with the columns of the module doc (one row per user and campaign).
     ``planned_control_share``: the control share each campaign planned (one float for all campaigns, or a
     mapping campaign_id -> share; a campaign missing from the mapping gets 0.5). Rows whose ``group`` is
     neither ``treatment`` nor ``control`` are an error, as is a user counted twice in one cell.
     """
-    df = _as_polars(frame)
-    missing = [c for c in (*KEYS, "user_id", "group", "converted", "revenue") if c not in df.columns]
+    missing = [c for c in (*KEYS, "user_id", "group", "converted", "revenue") if c not in frame.columns]
     if missing:
         raise ValueError(f"campaign_lift: missing column(s) {missing}")
-    bad = df.filter(~pl.col("group").is_in([TREATMENT, CONTROL]))
+    bad = frame.filter(~pl.col("group").is_in([TREATMENT, CONTROL]))
     if bad.height:
         raise ValueError(f"campaign_lift: group must be 'treatment' or 'control', found {bad['group'].unique().to_list()[:5]}")
-    dup = df.group_by([*KEYS, "user_id"]).len().filter(pl.col("len") > 1)
+    dup = frame.group_by([*KEYS, "user_id"]).len().filter(pl.col("len") > 1)
     if dup.height:
         raise ValueError(f"campaign_lift: {dup.height} user(s) appear more than once in a campaign x action x segment cell")
-    df = df.with_columns(pl.col("converted").cast(pl.Boolean).fill_null(False).cast(pl.Int64),
+    frame = frame.with_columns(pl.col("converted").cast(pl.Boolean).fill_null(False).cast(pl.Int64),
                          pl.col("revenue").cast(pl.Float64).fill_null(0.0))
-    agg = (df.group_by([*KEYS, "group"])
+    agg = (frame.group_by([*KEYS, "group"])
            .agg(n=pl.len(), x=pl.col("converted").sum(), rev_mean=pl.col("revenue").mean(),
                 rev_var=pl.col("revenue").var(ddof=1))
            .sort([*KEYS, "group"]))
@@ -232,7 +227,7 @@ def campaign_lift(frame, planned_control_share: float | Mapping[str, float] = 0.
     schema |= {"srm_warning": pl.Boolean}
     _holm(out, srm_threshold)  # over the table's cells: the family-wise chance of a false warning stays below the threshold
     for k in KEYS:  # keep the caller's key types (segment ids are integers elsewhere in the project)
-        schema[k] = df.schema[k]
+        schema[k] = frame.schema[k]
     return pl.DataFrame(out, schema=schema).select(LIFT_COLUMNS).sort(list(KEYS))
 
 

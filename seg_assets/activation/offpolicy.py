@@ -193,14 +193,13 @@ class Evaluation:
 
 
 def _logs_arrays(logs, n_actions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    df = logs if isinstance(logs, pl.DataFrame) else pl.from_pandas(logs)
-    missing = [c for c in ("action", "reward", "propensity") if c not in df.columns]
+    missing = [c for c in ("action", "reward", "propensity") if c not in logs.columns]
     if missing:
         raise ValueError(f"logs need columns action (index 0..n_actions-1), reward, propensity; missing {missing}")
-    a = df["action"].cast(pl.Int64).to_numpy()
+    a = logs["action"].cast(pl.Int64).to_numpy()
     if len(a) and (a.min() < 0 or a.max() >= n_actions):
         raise ValueError(f"logged action indices must be in 0..{n_actions - 1}")
-    return a, df["reward"].cast(pl.Float64).to_numpy(), df["propensity"].cast(pl.Float64).to_numpy()
+    return a, logs["reward"].cast(pl.Float64).to_numpy(), logs["propensity"].cast(pl.Float64).to_numpy()
 
 
 def evaluate_candidates(logs, candidate: np.ndarray, in_service: np.ndarray | None, n_actions: int, *,

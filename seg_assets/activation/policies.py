@@ -20,6 +20,7 @@ POLICIES_TABLE = "meta.policies"
 POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (
   policy_version VARCHAR NOT NULL, fitted_at TIMESTAMP NOT NULL, as_of TIMESTAMP, run_id VARCHAR,
   fit_sends BIGINT, holdout_sends BIGINT, promoted BOOLEAN NOT NULL, reason VARCHAR, state JSON, estimates JSON)"""
+# Defaults of NextBestActionConfig (activation/assets.py), the settings a user can change:
 HOLDOUT_SHARE = 0.3  # latest share of sends (by send time) held out to evaluate a candidate policy
 MIN_SENDS_PER_ACTION = 100  # fewer treated sends of any action to fit on: the per-segment policy, not the contextual one
 # A uniform share mixed into the contextual policy's choices: every eligible action keeps a propensity of at least
@@ -58,19 +59,20 @@ def control_baselines(outcomes: pl.DataFrame) -> pl.DataFrame:
             .select("campaign_id", "baseline"))
 
 
-def fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...]) -> Policy:
-    """The contextual policy when every action has MIN_SENDS_PER_ACTION sends with a context, else per segment (thin
+def fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...], *, min_sends: int = MIN_SENDS_PER_ACTION,
+        explore_floor: float = EXPLORE_FLOOR) -> Policy:
+    """The contextual policy when every action has ``min_sends`` sends with a context, else per segment (thin
     data); uniform over the eligible actions before any send (epsilon 1: propensity exactly 1/k). With a ``baseline``
     column (:func:`control_baselines`) the contextual policy judges each action against its campaign's control: when
     normal buying dropped between campaigns, the actions sent in the later one looked worse than they were (a tester's
     loop moved a segment to its worst action)."""
     per_action = dict(sends.group_by("action_id").len().iter_rows())
-    if sends.height and min(per_action.get(a, 0) for a in arms) >= MIN_SENDS_PER_ACTION:
+    if sends.height and min(per_action.get(a, 0) for a in arms) >= min_sends:
         baseline = sends["baseline"].to_numpy() if "baseline" in sends.columns else None
         now = float(sends.sort("sent_ts")["baseline"][-1]) if baseline is not None else 0.0
         return fit_contextual_policy(x[sends["__row"].to_numpy()], sends["segment_id"].to_list(), sends["action_id"].to_list(),
                                      sends["reward"].cast(pl.Float64).to_numpy(), arms, offsets=baseline, offset_now=now,
-                                     epsilon=EXPLORE_FLOOR)
+                                     epsilon=explore_floor)
     return fit_policy(sends, arms, seed=0) if sends.height else fit_policy(sends, arms, seed=0, epsilon=1.0)
 
 

@@ -145,29 +145,28 @@ def fit_policy(logs, arms: Sequence[str] | None = None, *, binarize: Callable[[s
                seed: int = 0, n_draws: int = 2000, epsilon: float = 0.0) -> ThompsonPolicy:
     """Fit one Thompson-sampling bandit per segment (mabwiser) from logged sends.
 
-    ``logs``: polars or pandas frame, one row per treated send, with ``segment_col``, ``action_col`` and
+    ``logs``: a polars frame, one row per treated send, with ``segment_col``, ``action_col`` and
     ``reward_col``. Rewards must be 0/1 unless ``binarize(action_id, reward) -> bool`` is given (for
     revenue, e.g. ``lambda a, r: r > 0``). ``arms``: the actions the policy may choose (default: those in
     the logs); an arm never logged keeps the Beta(1, 1) prior, so Thompson sampling tries it.
     ``epsilon``: share of uniform exploration mixed into every choice (0 = pure Thompson sampling; a small
     value keeps every eligible action's propensity above epsilon / k for later off-policy evaluation).
     """
-    df = logs if isinstance(logs, pl.DataFrame) else pl.from_pandas(logs)
-    df = df.select(pl.col(segment_col).alias("segment"), pl.col(action_col).cast(pl.Utf8).alias("action"),
+    logs = logs.select(pl.col(segment_col).alias("segment"), pl.col(action_col).cast(pl.Utf8).alias("action"),
                    pl.col(reward_col).cast(pl.Float64).alias("reward")).drop_nulls()
-    arm_list = tuple(sorted(set(df["action"].to_list()))) if arms is None else tuple(str(a) for a in arms)
+    arm_list = tuple(sorted(set(logs["action"].to_list()))) if arms is None else tuple(str(a) for a in arms)
     if not arm_list:
         raise ValueError("fit_policy: no arms (empty logs and no arms given)")
-    df = df.filter(pl.col("action").is_in(list(arm_list)))
-    rewards = df["reward"].to_numpy()
+    logs = logs.filter(pl.col("action").is_in(list(arm_list)))
+    rewards = logs["reward"].to_numpy()
     if binarize is not None:
-        rewards = np.fromiter((bool(binarize(a, r)) for a, r in zip(df["action"].to_list(), rewards)), float, len(rewards))
+        rewards = np.fromiter((bool(binarize(a, r)) for a, r in zip(logs["action"].to_list(), rewards)), float, len(rewards))
     elif not np.isin(rewards, (0.0, 1.0)).all():
         raise ValueError("fit_policy: rewards must be 0/1; pass binarize=(action, reward) -> bool for other rewards")
-    df = df.with_columns(pl.Series("reward", rewards))
+    logs = logs.with_columns(pl.Series("reward", rewards))
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    groups = {POOLED: df} | {k[0]: g for k, g in df.group_by("segment", maintain_order=True)}
+    groups = {POOLED: logs} | {k[0]: g for k, g in logs.group_by("segment", maintain_order=True)}
     counts: dict[object, dict[str, tuple[float, float]]] = {}
     for key in sorted(groups, key=repr):
         per_arm = groups[key].group_by("action").agg(s=pl.col("reward").sum(), n=pl.len())
@@ -180,26 +179,25 @@ def fit_policy(logs, arms: Sequence[str] | None = None, *, binarize: Callable[[s
 def next_best_action(policy: ThompsonPolicy, users, *, seed: int | None = None) -> pl.DataFrame:
     """One row per eligible user: the action drawn by the policy and its logged propensity.
 
-    ``users``: polars or pandas frame with ``user_id``, ``segment_id`` and optionally ``global_control``
+    ``users``: a polars frame with ``user_id``, ``segment_id`` and optionally ``global_control``
     (bool: those users never get an action) and ``eligible_actions`` (list of action ids; null or missing =
     every arm of the policy). Users are sorted by ``user_id`` before drawing, so the result depends on the
     user set and the seed (default: the policy's seed), not on row order.
     """
-    df = users if isinstance(users, pl.DataFrame) else pl.from_pandas(users)
-    if "global_control" in df.columns:
-        df = df.filter(~pl.col("global_control").fill_null(False).cast(pl.Boolean))
-    if "eligible_actions" not in df.columns:
-        df = df.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("eligible_actions"))
-    df = df.sort("user_id").with_columns(
+    if "global_control" in users.columns:
+        users = users.filter(~pl.col("global_control").fill_null(False).cast(pl.Boolean))
+    if "eligible_actions" not in users.columns:
+        users = users.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("eligible_actions"))
+    users = users.sort("user_id").with_columns(
         pl.col("eligible_actions").cast(pl.List(pl.Utf8)).list.sort().list.join("\x1f").alias("__elig_key"))
     rng = np.random.default_rng(_seed_for(policy.seed if seed is None else seed, ("choose", policy.policy_version)))
-    u = rng.random(df.height)
+    u = rng.random(users.height)
     arms = np.array(policy.arms)
-    chosen = np.full(df.height, -1, dtype=np.int64)
-    expected = np.full(df.height, np.nan)
-    explore = np.zeros(df.height, dtype=bool)
-    propensity = np.zeros(df.height)
-    groups = df.with_row_index("__i").group_by("segment_id", "__elig_key", maintain_order=True).agg(
+    chosen = np.full(users.height, -1, dtype=np.int64)
+    expected = np.full(users.height, np.nan)
+    explore = np.zeros(users.height, dtype=bool)
+    propensity = np.zeros(users.height)
+    groups = users.with_row_index("__i").group_by("segment_id", "__elig_key", maintain_order=True).agg(
         pl.col("__i"), pl.col("eligible_actions").first())
     for seg, _key, idx, elig in groups.iter_rows():  # one (segment, eligible set) at a time: probabilities are shared
         p = policy.probabilities(seg, elig)
@@ -214,7 +212,7 @@ def next_best_action(policy: ThompsonPolicy, users, *, seed: int | None = None) 
         best = np.max(np.where(mask, mean, -np.inf))
         chosen[idx], expected[idx], explore[idx], propensity[idx] = j, mean[j], mean[j] < best, p[j]
     keep = chosen >= 0
-    out = df.filter(pl.Series(keep)).select("user_id", "segment_id")
+    out = users.filter(pl.Series(keep)).select("user_id", "segment_id")
     return out.with_columns(pl.Series("action_id", arms[chosen[keep]].tolist(), dtype=pl.Utf8),
                             pl.Series("expected_reward", expected[keep], dtype=pl.Float64),
                             pl.Series("explore", explore[keep], dtype=pl.Boolean),
@@ -225,8 +223,7 @@ def next_best_action(policy: ThompsonPolicy, users, *, seed: int | None = None) 
 def _rate_lookup(planted_rates) -> Callable[[object, str], float]:
     if isinstance(planted_rates, Mapping):
         return lambda s, a: float(planted_rates[(s, a)])
-    df = planted_rates if isinstance(planted_rates, pl.DataFrame) else pl.from_pandas(planted_rates)
-    table = {(s, str(a)): float(r) for s, a, r in df.select("segment_id", "action_id", "rate").iter_rows()}
+    table = {(s, str(a)): float(r) for s, a, r in planted_rates.select("segment_id", "action_id", "rate").iter_rows()}
     return lambda s, a: table[(s, a)]
 
 
@@ -236,9 +233,8 @@ def true_value(choices, planted_rates) -> float:
     ``planted_rates``: mapping ``(segment_id, action_id) -> rate`` or a frame with ``segment_id``,
     ``action_id``, ``rate``. For simulations and tests, where the true response is known.
     """
-    df = choices if isinstance(choices, pl.DataFrame) else pl.from_pandas(choices)
     rate = _rate_lookup(planted_rates)
-    vals = [rate(s, a) for s, a in df.select("segment_id", "action_id").iter_rows()]
+    vals = [rate(s, a) for s, a in choices.select("segment_id", "action_id").iter_rows()]
     return float(np.mean(vals)) if vals else float("nan")
 
 

@@ -25,34 +25,26 @@ SCORE_COLUMNS = tuple(OUTPUT)
 @dataclass(frozen=True)
 class ChurnScorer:
     model: ChurnModel | None  # None: no model in service, every score null
-    risk_high: float = 0.7
-    risk_medium: float = 0.4
+    risk_high: float  # ChurnConfig's thresholds
+    risk_medium: float
 
 
-def score_users(frame: pl.DataFrame, model: ChurnModel | None, as_of, *, risk_high: float = 0.7,
-                risk_medium: float = 0.4) -> pl.DataFrame:
-    """The rows of ``analytics.churn_scores`` for a features frame (nulls without a model), stamped ``as_of``."""
-    n = frame.height
+def score_churn(batch: pl.DataFrame, scorer: ChurnScorer) -> pl.DataFrame:
+    """Score rows for ``batch`` (nulls without a model), stamped with the as-of and build of the features scored
+    (columns :data:`OUTPUT`)."""
+    n, model = batch.height, scorer.model
     if model is None:
         p = pl.Series("churn_probability", [None] * n, dtype=pl.Float64)
         risk = pl.Series("churn_risk", [None] * n, dtype=pl.String)
         value = pl.Series("expected_value_next_h", [None] * n, dtype=pl.Float64)
         version = None
     else:
-        prob = model.churn_probability(frame)
+        prob = model.churn_probability(batch)
         p = pl.Series("churn_probability", prob, dtype=pl.Float64)
-        risk = pl.Series("churn_risk", risk_levels(prob, risk_high, risk_medium) if n else [], dtype=pl.String)
-        value = pl.Series("expected_value_next_h", np.round(model.expected_value(frame), 2), dtype=pl.Float64)
+        risk = pl.Series("churn_risk", risk_levels(prob, scorer.risk_high, scorer.risk_medium) if n else [], dtype=pl.String)
+        value = pl.Series("expected_value_next_h", np.round(model.expected_value(batch), 2), dtype=pl.Float64)
         version = model.version
-    return pl.DataFrame({"user_id": frame["user_id"]}).with_columns(
+    return pl.DataFrame({"user_id": batch["user_id"]}).with_columns(
         p, risk, value, churn_model_version=pl.lit(version, dtype=pl.String),
-        as_of=pl.lit(as_of).cast(pl.Datetime("us")), features_build=pl.lit(None, dtype=pl.String),
-    ).select(SCORE_COLUMNS)
-
-
-def score_churn(batch: pl.DataFrame, scorer: ChurnScorer) -> pl.DataFrame:
-    """Score rows for ``batch``, stamped with the as-of and build of the features scored (columns :data:`OUTPUT`)."""
-    scores = score_users(batch, scorer.model, None, risk_high=scorer.risk_high, risk_medium=scorer.risk_medium)
-    return scores.with_columns(as_of=batch["as_of"].cast(pl.Datetime("us")),
-                               features_build=batch["features_build"].cast(pl.String)).select(
+        as_of=batch["as_of"].cast(pl.Datetime("us")), features_build=batch["features_build"].cast(pl.String)).select(
         [pl.col(c).cast(t) for c, t in OUTPUT.items()])

@@ -208,7 +208,7 @@ def _write_faulty(df: pl.DataFrame, data: list[pl.Expr], spec: TableSpec, plan: 
         # Ids are unique before duplication, so valid ids need no dedupe: clean rows and the originals of
         # duplicated rows, minus the row whose CSV line gets cut (below).
         ok = part.filter(pl.col("_k").is_in([-1, K["duplicate_row"]])).get_column(spec.id_col) if i < nf else None
-        part, whole = _plant_in_file(part, i, spec, plan, fmt, rng), []
+        part, whole = _plant_in_file(part, i, plan, fmt, rng), []
         if ok is not None and i == plan.truncate and fmt == "csv":
             ok = ok.filter(~ok.is_in(part.filter(pl.col("_k") == K["truncated_line"]).get_column(spec.id_col)))
         valid += [ok] if ok is not None else []
@@ -244,7 +244,7 @@ def _write_faulty(df: pl.DataFrame, data: list[pl.Expr], spec: TableSpec, plan: 
     return TableWrite(files, rows, pl.concat(faults), pl.concat(valid))
 
 
-def _plant_in_file(part: pl.DataFrame, i: int, spec: TableSpec, plan: FilePlan, fmt: str,
+def _plant_in_file(part: pl.DataFrame, i: int, plan: FilePlan, fmt: str,
                    rng: np.random.Generator) -> pl.DataFrame:
     """Insert each duplicate a few rows after its original and move the line to cut to the end."""
     m = part.height

@@ -15,14 +15,21 @@ from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_models import built_inputs, discover_models, event_time_of, sql_assets
-from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features, top_category_list
+from seg_assets.features.user_features import (
+    CATEGORY_INPUT,
+    TOP_CATEGORIES,
+    USER_FEATURES_TABLE,
+    USER_INPUTS,
+    build_user_features,
+    top_category_list,
+)
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import create_table_from, drop_other_kind, table_exists, transaction
 
 USER_FEATURES = dg.AssetKey(["features", "user_features"])
-TABLE = "features.user_features"
+TABLE = USER_FEATURES_TABLE
 # Refreshed hourly: warn when 75 minutes old, fail at 2 hours (reported in the UI; never launches runs).
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
 _INPUTS = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
@@ -37,7 +44,8 @@ def sources(models: dict) -> list[inc.Source]:
 
 class FeatureConfig(CheckedConfig):
     top_categories: int = Field(
-        default=10, ge=1, le=100, description="Categories that get their own cat_share_<category> column; the rest go to cat_share_other."
+        default=TOP_CATEGORIES, ge=1, le=100,
+        description="Categories that get their own cat_share_<category> column; the rest go to cat_share_other.",
     )
 
 
@@ -110,7 +118,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
             "dagster/row_count": dg.MetadataValue.int(users),
             "build": f"{plan.mode}: {plan.reason}",
             "users_recomputed": dg.MetadataValue.int(summary["rows_written"]),
-            "dagster/table_name": "features.user_features",
+            "dagster/table_name": TABLE,
             "recomputed_buyers": dg.MetadataValue.int(int(summary["buyers"])),
             "recomputed_revenue": dg.MetadataValue.float(float(summary["revenue"] or 0.0)),
             "recomputed_median_recency_days": dg.MetadataValue.float(float(summary["median_recency_days"] or 0.0)),

@@ -16,6 +16,7 @@ import polars as pl
 from seg_assets.features.dictionary import CATEGORY_SHARE_PREFIX, FEATURE_NAMES
 
 TOP_CATEGORIES = 10
+USER_FEATURES_TABLE = "features.user_features"  # where the rows of build_user_features are kept
 _DAY_SECONDS = 86_400.0
 
 ORDER_STATS_SCHEMA = {

@@ -15,6 +15,7 @@ import polars as pl
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.sql_models import discover_models
+from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
@@ -29,7 +30,6 @@ TABLE = "analytics.review_sentiment"
 COLUMNS = {"review_id": "VARCHAR", "user_id": "VARCHAR", "order_id": "VARCHAR", "review_ts": "TIMESTAMP",
            "rating": "INTEGER", "language": "VARCHAR", "sentiment": "DOUBLE", "label": "VARCHAR", "label_from": "VARCHAR",
            "note": "VARCHAR", "scored_with": "VARCHAR"}
-USER_FEATURES_TABLE = "features.user_features"
 STATE = "meta.review_sentiment_state"  # raw.reviews as of the last scoring: while it holds, nothing new to score
 
 

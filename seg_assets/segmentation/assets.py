@@ -27,6 +27,7 @@ from seg_assets.automation.conditions import refit_segment_model, retrain_on_new
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
+from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest.ledger import why_no_rows
 from seg_assets.markdown import frame as md_frame
 from seg_assets.markdown import table as md_table
@@ -276,7 +277,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         reason = ("a re-fit was asked for (fit=always)" if config.fit == "always"
                   else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi, registry.latest_fit(con)))
         if reason is None:
-            users = row_count(con, "features.user_features")
+            users = row_count(con, USER_FEATURES_TABLE)
             context.log.info(f"keeping {previous.version} in service: no refit needed")
             return dg.MaterializeResult(metadata={
                 "decision": f"kept {previous.version} in service (no refit needed)", "in_service_version": previous.version,

@@ -24,7 +24,7 @@ from seg_assets.spark.tables import SparkTables, parquet_rows, read_path, write_
 
 INPUTS = uf.USER_INPUTS
 ACTIVITY = uf.CATEGORY_INPUT[1]
-USER_FEATURES = "features.user_features"
+USER_FEATURES = uf.USER_FEATURES_TABLE
 
 
 def build_model(spark, paths: DataPaths, model, models: dict, as_of: datetime) -> int:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from seg_assets.errors import input_failure
+from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.settings import data_paths
 from seg_assets.spark.tables import read_path
 from seg_assets.warehouse import read_parquet_sql, sql_string
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 def features_dir(data_root: str | Path) -> Path:
     """Where the Spark engine keeps ``features.user_features`` (Parquet; the layout is DataPaths.spark_table's)."""
-    return data_paths(data_root).spark_table("features.user_features")
+    return data_paths(data_root).spark_table(USER_FEATURES_TABLE)
 
 
 def work_dir(data_root: str | Path, table: str) -> Path:
