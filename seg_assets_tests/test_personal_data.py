@@ -116,3 +116,43 @@ def test_a_file_rejected_whole_keeps_the_columns_read_under_their_contract_names
     (raw,) = [json.loads(v) for (v,) in con.sql("SELECT raw_values FROM raw.rejects").fetchall()]
     assert raw == {"user_id": "u1", "order_ts": "2026-03-01T10:00:00Z", "amount": "10", "items": "1", "status": "completed"}
     assert "the other 1 field(s) of its first line are not repeated here" in report.files[0].message
+
+
+def test_an_address_delivered_as_a_category_country_or_channel_reaches_no_feature_segment_or_bi_table(tmp_path):
+    """A tester's delivery: a referrer address as a customer's channel, an address as a category of an order, an order
+    line and a click. Staging reads such a value as unknown (NULL; ingest/contract.py EMAIL_LIKE): no table outside the
+    raw ones, and no published file, holds it, and the users' orders still count. Every staging SQL copy of the
+    pattern is the contract's."""
+    import re
+
+    from seg_assets.refresh import run_refresh
+    from seg_assets.warehouse import sql_model_files
+
+    copies = [m for p in sql_model_files(None) for m in re.findall(r"regexp_matches\([^,]+, '([^']*)'\)", p.read_text())]
+    assert len(copies) == 5 and set(copies) == {C.EMAIL_LIKE}
+    t = "2026-03-0{}T10:00:00Z"
+    files = {
+        "customers/c.csv": "user_id,signup_ts,country,channel,email\n"
+                           f"u1,{t.format(1)},DE,ref:alice@example.com,a@example.com\nu2,{t.format(1)},bob@example.org,ads,\n",
+        "orders/o.csv": "order_id,user_id,order_ts,amount,items,category,discount,status\n"
+                        f"o1,u1,{t.format(2)},20,1,promo-carol@example.org,0,completed\no2,u2,{t.format(3)},30,1,shoes,0,completed\n",
+        "order_items/l.csv": "line_id,order_id,user_id,order_ts,product_id,quantity,unit_price,category,description,status\n"
+                             f"l1,o3,u2,{t.format(4)},p1,1,15,dave@example.net,Mug,completed\n",
+        "clicks/k.csv": "event_id,user_id,session_id,event_ts,event_type,funnel_stage,product_id,category\n"
+                        f"e1,u1,s1,{t.format(2)},view,,p1,x eve@example.com\n",
+    }
+    for name, text in files.items():
+        (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "landing" / name).write_text(text)
+    assert run_refresh(tmp_path, as_of="2026-03-09T00:00:00Z").success
+    found = []
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT user_id, frequency FROM features.user_features ORDER BY 1").fetchall() == [("u1", 1), ("u2", 2)]
+        for schema, table in con.sql("SELECT table_schema, table_name FROM information_schema.tables").fetchall():
+            if schema != "raw" and "@example." in str(con.sql(f'SELECT * FROM "{schema}"."{table}"').fetchall()):
+                found.append(f"{schema}.{table}")
+        assert con.sql("SELECT count(*) FROM raw.orders WHERE category LIKE '%@example.%'").fetchall() == [(1,)]  # as delivered
+    for path in (tmp_path / "bi").rglob("*.parquet"):
+        if "@example." in str(duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall()):
+            found.append(str(path.relative_to(tmp_path)))
+    assert not found, found

@@ -1,6 +1,6 @@
 -- materialized: view
 -- event_time: event_ts
--- description: Click events with their funnel stage (view, search, add_to_cart, checkout, purchase, other; from the event name at ingestion), empty product and category as NULL.
+-- description: Click events with their funnel stage (view, search, add_to_cart, checkout, purchase, other; from the event name at ingestion), empty product and category as NULL (a category holding an e-mail address too: ingest/contract.py EMAIL_LIKE).
 SELECT
     event_id,
     user_id,
@@ -9,6 +9,6 @@ SELECT
     event_type,
     CAST(funnel_stage AS VARCHAR) AS funnel_stage,
     NULLIF(TRIM(product_id), '') AS product_id,
-    NULLIF(TRIM(category), '') AS category,
+    CASE WHEN regexp_matches(category, '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}') THEN NULL ELSE NULLIF(TRIM(category), '') END AS category,
     _file_id
 FROM raw.clicks

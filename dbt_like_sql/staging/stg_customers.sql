@@ -1,10 +1,10 @@
 -- materialized: view
 -- event_time: signup_ts
--- description: Customer records without personal data: the email never leaves raw.customers.
+-- description: Customer records without personal data: the email never leaves raw.customers, and a country or channel holding an e-mail address is NULL (ingest/contract.py EMAIL_LIKE).
 SELECT
     user_id,
     signup_ts,
-    NULLIF(UPPER(TRIM(country)), '') AS country,
-    NULLIF(LOWER(TRIM(channel)), '') AS channel,
+    CASE WHEN regexp_matches(country, '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}') THEN NULL ELSE NULLIF(UPPER(TRIM(country)), '') END AS country,
+    CASE WHEN regexp_matches(channel, '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}') THEN NULL ELSE NULLIF(LOWER(TRIM(channel)), '') END AS channel,
     _file_id
 FROM raw.customers

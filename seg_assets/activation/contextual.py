@@ -42,7 +42,7 @@ import numpy as np
 import polars as pl
 
 from seg_assets.activation.context import CONTEXT_FEATURES
-from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, _seed_for, policy_from_state
+from seg_assets.activation.policy import NBA_COLUMNS, ThompsonPolicy, _seed_for, check_epsilon, mix_uniform, policy_from_state
 
 KIND = "lints"
 ALPHA_LINEAR = 0.1  # posterior scale of the linear model (mabwiser LinTS)
@@ -109,8 +109,7 @@ class ContextualPolicy:
                 win[:, a] = np.where(m[:, a], cdf.prod(axis=1) @ weights, 0.0)
             total = win.sum(axis=1, keepdims=True)
             p = np.where(total > 0, win / np.where(total > 0, total, 1), 0.0)
-            k = m.sum(axis=1, keepdims=True)
-            out[lo:lo + chunk] = np.where(k > 0, (1 - self.epsilon) * p + self.epsilon * m / np.maximum(k, 1), 0.0)
+            out[lo:lo + chunk] = mix_uniform(p, m, self.epsilon)
         return out
 
     def state(self) -> dict:
@@ -208,8 +207,7 @@ def fit_contextual_policy(x: np.ndarray, segment_ids: Sequence, actions: Sequenc
     arms = tuple(str(a) for a in arms)
     if x.ndim != 2 or x.shape[1] != len(features) or len(x) != len(actions) or len(x) == 0:
         raise ValueError(f"fit_contextual_policy: need an (n > 0, {len(features)}) context per send, got {x.shape}")
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    check_epsilon(epsilon)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     segments = tuple(sorted({s for s in segment_ids if s is not None}, key=repr))

@@ -42,6 +42,18 @@ def _seed_for(seed: int, key: object) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(repr(key).encode())) % (2**32)
 
 
+def check_epsilon(epsilon: float) -> None:
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+
+
+def mix_uniform(p: np.ndarray, mask: np.ndarray, epsilon: float) -> np.ndarray:
+    """Choice probabilities ``p`` (rows or one row) with ``epsilon`` of uniform choice over each row's eligible
+    actions (``mask``) mixed in; a row with none stays 0."""
+    k = mask.sum(axis=-1, keepdims=True)
+    return np.where(k > 0, (1 - epsilon) * p + epsilon * mask / np.maximum(k, 1), 0.0)
+
+
 @dataclass
 class ThompsonPolicy:
     """A fitted per-segment Thompson-sampling policy.
@@ -94,7 +106,7 @@ class ThompsonPolicy:
             else:
                 draws = np.where(mask, self._posterior_draws(key), -np.inf)
                 wins = np.bincount(np.argmax(draws, axis=1), minlength=len(self.arms)).astype(float)
-                p = (1 - self.epsilon) * wins / wins.sum() + self.epsilon * mask / mask.sum()
+                p = mix_uniform(wins / wins.sum(), mask, self.epsilon)
             self._probs[cache_key] = p
         return self._probs[cache_key]
 
@@ -164,8 +176,7 @@ def fit_policy(logs, arms: Sequence[str] | None = None, *, binarize: Callable[[s
     elif not np.isin(rewards, (0.0, 1.0)).all():
         raise ValueError("fit_policy: rewards must be 0/1; pass binarize=(action, reward) -> bool for other rewards")
     logs = logs.with_columns(pl.Series("reward", rewards))
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    check_epsilon(epsilon)
     groups = {POOLED: logs} | {k[0]: g for k, g in logs.group_by("segment", maintain_order=True)}
     counts: dict[object, dict[str, tuple[float, float]]] = {}
     for key in sorted(groups, key=repr):

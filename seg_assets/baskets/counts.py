@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from seg_assets.ingest.contract import LEDGER_TABLE as LEDGER
+from seg_assets.ingest.contract import without_email_sql
 from seg_assets.warehouse import table_exists
 
 SHOP = -1  # the whole shop's scope id in the count tables (segment_id NULL in analytics.basket_rules)
@@ -103,7 +104,7 @@ def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str
         where.append(f"order_ts <= TIMESTAMP '{until:%Y-%m-%d %H:%M:%S.%f}'")
     if orders_of is not None:
         where.append(f"order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN (SELECT user_id FROM {orders_of}))")
-    line_detail, order_detail, select_detail = ((", min(order_ts) AS order_ts, any_value(category) AS category",
+    line_detail, order_detail, select_detail = ((f", min(order_ts) AS order_ts, any_value({without_email_sql('category')}) AS category",
                                                  ", min(order_ts) AS order_ts", ", o.order_ts, l.category")
                                                 if detail else ("", "", ""))
     return f"""

@@ -36,6 +36,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from seg_assets.baskets.counts import MAX_BASKET_SIZE, CountSettings, baskets_sql
+from seg_assets.ingest.contract import without_email_sql
 
 FEATURES = ("seg_pop", "shop_pop", "bought_before", "bought_together", "category", "clicked")
 # The reason a row is recommended: the personal feature that adds most to its score, else the segment.
@@ -240,7 +241,8 @@ def click_counts_sql(cut: datetime, s: RecSettings, users: str | None = None) ->
     rows (30 of 180 days are a sixth of them) and say little about what a user buys next."""
     semi = f"SEMI JOIN {users} x ON x.user_id = u.code " if users else ""
     since = f"AND c.event_ts > {_ts(cut - timedelta(days=s.click_days))} " if s.click_days > 0 else ""
-    return (f"SELECT u.code AS user_id, p.code AS product_id, c.category, count(*) AS n FROM raw.clicks c "
+    return (f"SELECT u.code AS user_id, p.code AS product_id, {without_email_sql('c.category')} AS category, count(*) AS n "
+            "FROM raw.clicks c "
             f"JOIN {USERS} u ON u.name = c.user_id {semi}LEFT JOIN {PRODUCTS} p ON p.name = c.product_id "
             f"WHERE c.event_ts <= {_ts(cut)} {since}AND (c.product_id IS NOT NULL OR c.category IS NOT NULL) "
             "GROUP BY ALL")
