@@ -144,6 +144,21 @@ def test_a_name_that_claims_value_is_not_given_to_a_segment_that_spends_below_th
     assert "Window shoppers" in archetype_scores({"views": 0.9, "session_to_order": 0.1, "frequency": 0.1})
 
 
+def test_without_amounts_the_recent_frequent_buyers_are_loyal_buyers_not_at_risk():
+    """A tester's clickstream with every amount 0: "High-value loyal" needs amounts, and the most recent, most frequent
+    buyers (13 days since their last order, churn 0.42 against 0.88) took "At risk". The lapse names now claim a long
+    recency, and "Loyal buyers" stands in for "High-value loyal" where amounts say nothing (never beside it)."""
+    ranks = {1: {"recency_days": 0.2, "frequency": 0.85, "orders_90d": 0.8, "sessions": 0.7, "views": 0.7,
+                 "days_since_last_visit": 0.3, "tenure_days": 0.6},
+             2: {"recency_days": 0.75, "frequency": 0.3, "orders_90d": 0.3, "sessions": 0.4, "views": 0.4,
+                 "days_since_last_visit": 0.7, "tenure_days": 0.5}}
+    assert "At risk" not in archetype_scores(ranks[1]) and "Dormant" not in archetype_scores(ranks[1])
+    assert assign_names(ranks)[1] == "Loyal buyers"
+    with_amounts = {s: dict(r, monetary=r["frequency"]) for s, r in ranks.items()}
+    assert "Loyal buyers" not in archetype_scores(with_amounts[1]) and assign_names(with_amounts)[1] == "High-value loyal"
+    assert "New customers" not in archetype_scores({"tenure_days": 0.7})
+
+
 def test_a_segment_that_never_ordered_gets_no_buyer_name():
     """"Occasional buyers | 100% never ordered" (and "At risk" for users who never completed an order): a name that
     says the segment buys needs most of its users to have ordered."""
