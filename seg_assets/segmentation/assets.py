@@ -36,7 +36,7 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
-from seg_assets.segmentation.gate import FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
+from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
 from seg_assets.segmentation.membership import (
     DEFAULT_MAX_CHURN,
     DEFAULT_ODDS,
@@ -57,7 +57,9 @@ SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")
 GROUP = "segmentation"
 
 
-MODEL_DEFAULTS = ModelConfig()  # the maths' defaults, so each lives in one place
+# The maths' defaults, read here so each lives in one place. k_min..k_max (2..8) are the pipeline's own range: ModelConfig
+# alone falls back to model.LIFECYCLE_K (3..8)
+MODEL_DEFAULTS = ModelConfig()
 
 
 class SegmentModelConfig(CheckedConfig):
@@ -79,10 +81,11 @@ class SegmentModelConfig(CheckedConfig):
                                        description="Lifecycle stage 'new': tenure up to this many days.")
     lapsed_after_days: float = Field(default=MODEL_DEFAULTS.lapsed_after_days, gt=0, le=MAX_DAYS,
                                      description="Lifecycle stage 'lapsed': no order and no visit for longer.")
-    max_match_distance: float = Field(default=1.0, ge=0, le=1000, description="A re-fitted segment keeps an old id only within this "
-                                      "centroid distance (standardized features; 0: every re-fitted segment gets a new id).")
+    max_match_distance: float = Field(default=MODEL_DEFAULTS.max_distance, ge=0, le=1000, description="A re-fitted segment "
+                                      "keeps an old id only within this centroid distance (standardized features; 0: every "
+                                      "re-fitted segment gets a new id).")
     promotion_tolerance: float = Field(
-        default=0.05, ge=0, le=1, description="A candidate may be this much worse on a gate metric and still serve.")
+        default=DEFAULT_TOLERANCE, ge=0, le=1, description="A candidate may be this much worse on a gate metric and still serve.")
     sticky_odds: float = Field(
         default=DEFAULT_ODDS, ge=1.0, le=1e6, description="The refit margin: a user leaves a segment that still exists only for one "
         "this many times as likely (1: plain nearest segment). Carried by the model, so scoring and the gate use the same.")
@@ -105,7 +108,7 @@ class SegmentModelConfig(CheckedConfig):
         return self
 
     def to_model_config(self) -> ModelConfig:
-        selection = SelectionConfig(algorithm=self.algorithm, k_min=self.k_min, k_max=self.k_max, random_state=self.seed)
+        selection = SelectionConfig(algorithm=self.algorithm, random_state=self.seed)  # the k range goes in once, as k_range
         return ModelConfig(hierarchy=self.hierarchy, new_max_tenure_days=self.new_max_tenure_days,
                            lapsed_after_days=self.lapsed_after_days, k_range=(self.k_min, self.k_max),
                            max_distance=self.max_match_distance, selection=selection, sticky_odds=self.sticky_odds,

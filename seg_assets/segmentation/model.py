@@ -8,8 +8,9 @@ Every user is first put in a coarse lifecycle stage by two visible thresholds on
   ``min(recency_days, days_since_last_visit) > 90``;
 * ``engaged``: everyone else.
 
-Behaviour clusters (k chosen by silhouette, default 3..8, so 5..10 segments in all) are fitted inside
-``engaged``; ``new`` and ``lapsed`` are one segment each by default (configurable k ranges). Why:
+Behaviour clusters (k chosen by silhouette in ``k_range``; the pipeline passes SegmentModelConfig's k_min..k_max,
+2..8 by default, so 4..10 segments in all) are fitted inside ``engaged``; ``new`` and ``lapsed`` are one segment
+each by default (configurable k ranges). Why:
 
 * "new" and "lapsed" are *states in time*, not behaviours. In a flat k-means they are one or two
   coordinates among twenty and blur into the behaviour clusters (a lapsed occasional buyer sits next
@@ -25,7 +26,7 @@ Behaviour clusters (k chosen by silhouette, default 3..8, so 5..10 segments in a
   ``lapsed_after_days=75`` scores ~+0.03 on the demo data (its lapsed users stop 60-120 days before
   the end); 90 is kept because it is the "at risk" boundary of the lifecycle column.
 
-``hierarchy="flat"`` (one stage ``all``, k 3..10) remains available; the lifecycle stage of
+``hierarchy="flat"`` (one stage ``all``) remains available; the lifecycle stage of
 rule_based.py stays a separate column either way.
 
 ``predict`` returns ``(segment_id, confidence)``. Confidence for a k-means cluster is the posterior
@@ -66,6 +67,7 @@ from seg_assets.segmentation.selection import (
 ARTIFACT_FORMAT = 1
 STAGE_ORDER = ("engaged", "new", "lapsed", "all")
 HIERARCHIES = ("lifecycle", "flat")
+LIFECYCLE_K = (3, 8)  # behaviour clusters inside 'engaged' when ModelConfig.k_range is None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class ModelConfig:
     hierarchy: str = "lifecycle"
     new_max_tenure_days: float = LifecycleThresholds.new_max_tenure_days  # 'new' means what it means in the rules
     lapsed_after_days: float = 90.0
-    k_range: tuple[int, int] | None = None  # behaviour clusters; None: (3, 8) lifecycle, (3, 10) flat (the asset passes its own)
+    k_range: tuple[int, int] | None = None  # behaviour clusters; None: LIFECYCLE_K, flat: selection's k_min..k_max
     new_k: tuple[int, int] = (1, 1)
     lapsed_k: tuple[int, int] = (1, 1)
     min_stage_rows: int = 20  # a smaller stage gets no segment of its own (nearest centroid instead)
@@ -100,7 +102,9 @@ class ModelConfig:
             return self.new_k
         if stage == "lapsed":
             return self.lapsed_k
-        return self.k_range or ((3, 8) if self.hierarchy == "lifecycle" else (3, 10))
+        if self.k_range:
+            return self.k_range
+        return LIFECYCLE_K if self.hierarchy == "lifecycle" else (self.selection.k_min, self.selection.k_max)
 
 
 @dataclass
@@ -288,8 +292,6 @@ class SegmentModel:
 def _fit_stage(name: str, Zs: np.ndarray, cfg: ModelConfig, offset: int) -> tuple[StageFit, np.ndarray, np.ndarray, str | None]:
     """Fit one stage; returns (stage, centroids, labels on Zs, resolved algorithm or None)."""
     k_min, k_max = cfg.stage_k(name)
-    if name == "all" and cfg.k_range is None:
-        k_min, k_max = cfg.selection.k_min, cfg.selection.k_max
     # Every cluster at least min_cluster_rows users (a retail extract of 57 customers was 8 segments, one of a single
     # customer: selection's min_cluster_share, 1 %, binds only from a few thousand users): room for them, a k whose
     # selection fit leaves a smaller cluster not eligible, and fewer clusters while the final fit still does
