@@ -238,19 +238,6 @@ class SegmentModel:
             out_conf.append(cf)
         return np.concatenate(out_id), np.concatenate(out_conf)
 
-    def assign(self, frame: pl.DataFrame, id_col: str = "user_id") -> pl.DataFrame:
-        """user id, segment_id, segment_name, stage, confidence: the rows of a segment table."""
-        sid, conf = self.predict(frame)
-        stage_by_id = dict(zip(self.segment_ids, self.cluster_stage))
-        out = pl.DataFrame({"segment_id": sid, "confidence": conf})
-        out = out.with_columns(
-            segment_name=pl.col("segment_id").replace_strict(self.name_of, return_dtype=pl.Utf8),
-            stage=pl.col("segment_id").replace_strict(stage_by_id, return_dtype=pl.Utf8),
-            model_version=pl.lit(self.version))
-        if id_col in frame.columns:
-            out = out.insert_column(0, frame[id_col])
-        return out
-
     def segments_frame(self) -> pl.DataFrame:
         """One row per segment of this version (for meta tables and the UI)."""
         status = {}
