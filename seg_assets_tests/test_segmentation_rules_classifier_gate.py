@@ -50,7 +50,7 @@ def test_rules_reproduce_separable_segments_and_read_right():
         # the text is the tree's own leaf: evaluating it gives the stated precision (on the whole frame)
         assert abs((seg[mask] == row["segment_id"]).mean() - row["precision"]) < 0.05
         assert 0 < row["coverage"] <= 1 and row["support"] > 0
-    assert r.text_for(2) and r.summary()["segment_id"].to_list() == [1, 2, 3, 4, 5]
+    assert r.summary()["segment_id"].to_list() == [1, 2, 3, 4, 5] and r.summary()["rules"][1]
 
 
 def test_model_rules_use_exact_stage_thresholds(shoppers):
