@@ -113,15 +113,6 @@ def fit_weights(x: np.ndarray, y: np.ndarray, min_positives: int = 20) -> Weight
     return Weights(tuple(float(c) for c in model.coef_[0]), float(model.intercept_[0]), True, "fitted", len(y), pos)
 
 
-def score(x: np.ndarray, w: Weights) -> np.ndarray:
-    """The blend's probability for feature rows ``x`` (the same formula as :func:`score_sql`); without fitted weights,
-    the segment's popularity itself (the baseline's ranking; the blend's form would put a product the segment never
-    bought, ``ln`` term 0, above every product it did)."""
-    if not w.fitted:
-        return np.asarray(x, dtype=np.float64)[:, FEATURES.index("seg_pop")]
-    return 1.0 / (1.0 + np.exp(-(w.intercept + design(x) @ np.asarray(w.coef))))
-
-
 def _terms(w: Weights) -> dict[str, str]:
     """Each feature's term of the logit, in SQL (the columns of :func:`design` times their weights)."""
     k = len(FEATURES)
@@ -130,6 +121,8 @@ def _terms(w: Weights) -> dict[str, str]:
 
 
 def score_sql(w: Weights) -> str:
+    """The blend's probability over the FEATURES columns; without fitted weights, the segment's popularity itself (the
+    blend's form would put a product the segment never bought, ``ln`` term 0, above every product it did)."""
     if not w.fitted:
         return "seg_pop::DOUBLE"
     return f"1.0 / (1.0 + exp(-({float(w.intercept)!r} + {' + '.join(_terms(w).values())})))"
