@@ -13,7 +13,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from seg_assets.segmentation.batch import COLUMNS, SegmentScorer, score_segments
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model, stage_of
+from seg_assets.segmentation.fit import fit_segment_model
+from seg_assets.segmentation.model import ModelConfig, SegmentModel, stage_of
 from seg_assets.segmentation.quality import evaluate_model
 from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, reference_cuts
 from seg_assets.segmentation.selection import SelectionConfig

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 
 from seg_assets.segmentation.classifier import SegmentClassifier, train_classifier
+from seg_assets.segmentation.fit import fit_segment_model
 from seg_assets.segmentation.gate import decide_promotion
-from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+from seg_assets.segmentation.model import ModelConfig
 from seg_assets.segmentation.quality import evaluate_model
 from seg_assets.segmentation.rules import auto_depth, explain_model, extract_rules
 from seg_assets.segmentation.selection import SelectionConfig

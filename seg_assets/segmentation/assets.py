@@ -36,6 +36,7 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
+from seg_assets.segmentation.fit import fit_segment_model
 from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
 from seg_assets.segmentation.membership import (
     DEFAULT_MAX_CHURN,
@@ -45,7 +46,7 @@ from seg_assets.segmentation.membership import (
     previous_id_sql,
     refit_churn,
 )
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model
+from seg_assets.segmentation.model import ModelConfig, SegmentModel
 from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
