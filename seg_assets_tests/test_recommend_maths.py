@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from seg_assets.ingest import contract as CONTRACT
+from seg_assets.recommend import blend as B
 from seg_assets.recommend import evaluate as E
 from seg_assets.recommend import model as M
 
@@ -22,30 +23,30 @@ def test_hit_rate_and_recall_by_hand():
 
 def test_fitted_weights_follow_the_signal_and_thin_history_gives_the_baseline():
     rng = np.random.default_rng(0)
-    x = rng.random((4000, len(M.FEATURES))) * (rng.random((4000, len(M.FEATURES))) < 0.5)
-    i = M.FEATURES.index("bought_before")
+    x = rng.random((4000, len(B.FEATURES))) * (rng.random((4000, len(B.FEATURES))) < 0.5)
+    i = B.FEATURES.index("bought_before")
     y = (rng.random(4000) < np.where(x[:, i] > 0, 0.6, 0.05)).astype(int)
-    w = M.fit_weights(x, y)
+    w = B.fit_weights(x, y)
     assert w.fitted and w.coef[i] > 1  # "has bought it" raises the odds a lot
-    assert max(abs(w.coef[j]) for j in range(len(M.FEATURES)) if j != i) < 0.3  # the noise features barely count
-    thin = M.fit_weights(x[:50], np.r_[np.ones(3), np.zeros(47)].astype(int))
-    assert not thin.fitted and thin.coef == M.BASELINE.coef and "need 20" in thin.note
+    assert max(abs(w.coef[j]) for j in range(len(B.FEATURES)) if j != i) < 0.3  # the noise features barely count
+    thin = B.fit_weights(x[:50], np.r_[np.ones(3), np.zeros(47)].astype(int))
+    assert not thin.fitted and thin.coef == B.BASELINE.coef and "need 20" in thin.note
 
 
 def test_sql_score_equals_the_python_score_and_reason_names_the_biggest_personal_term():
     rng = np.random.default_rng(1)
-    x = rng.random((200, len(M.FEATURES))) * (rng.random((200, len(M.FEATURES))) < 0.6)
-    w = M.Weights(tuple(rng.normal(size=2 * len(M.FEATURES))), -1.0, True, "")
-    frame = pl.DataFrame(x, schema=list(M.FEATURES))
+    x = rng.random((200, len(B.FEATURES))) * (rng.random((200, len(B.FEATURES))) < 0.6)
+    w = B.Weights(tuple(rng.normal(size=2 * len(B.FEATURES))), -1.0, True, "")
+    frame = pl.DataFrame(x, schema=list(B.FEATURES))
     con = duckdb.connect()
     con.register("f", frame)
-    out = con.sql(f"SELECT {M.score_sql(w)} AS s, {M.reason_sql(w)} AS r FROM f").fetchnumpy()
-    assert np.allclose(out["s"], M.score(x, w), rtol=1e-12)
-    terms = M.design(x) * np.asarray(w.coef)
-    k = len(M.FEATURES)
-    personal = [f for f in M.FEATURES if f in M.REASONS]
-    gain = np.column_stack([np.maximum(terms[:, M.FEATURES.index(f)] + terms[:, k + M.FEATURES.index(f)], 0) for f in personal])
-    expect = np.where(gain.max(axis=1) <= 0, M.SEGMENT_POPULAR, np.array([M.REASONS[f] for f in personal])[gain.argmax(axis=1)])
+    out = con.sql(f"SELECT {B.score_sql(w)} AS s, {B.reason_sql(w)} AS r FROM f").fetchnumpy()
+    assert np.allclose(out["s"], 1.0 / (1.0 + np.exp(-(w.intercept + B.design(x) @ np.asarray(w.coef)))), rtol=1e-12)
+    terms = B.design(x) * np.asarray(w.coef)
+    k = len(B.FEATURES)
+    personal = [f for f in B.FEATURES if f in B.REASONS]
+    gain = np.column_stack([np.maximum(terms[:, B.FEATURES.index(f)] + terms[:, k + B.FEATURES.index(f)], 0) for f in personal])
+    expect = np.where(gain.max(axis=1) <= 0, B.SEGMENT_POPULAR, np.array([B.REASONS[f] for f in personal])[gain.argmax(axis=1)])
     assert list(out["r"]) == list(expect)
 
 
@@ -87,7 +88,7 @@ def test_serving_rules_on_a_tiny_shop():
     u1 = recs.filter(pl.col("user_id") == "u1")
     assert not set(u1["product_id"]) & {"A", "B"}  # bought 3 days ago: excluded
     u3 = recs.filter(pl.col("user_id") == "u3")  # no history: the segment's popular products, said so
-    assert u3["product_id"].to_list()[:2] == ["A", "B"] and set(u3["reason"]) == {M.SEGMENT_POPULAR}
+    assert u3["product_id"].to_list()[:2] == ["A", "B"] and set(u3["reason"]) == {B.SEGMENT_POPULAR}
     assert recs.group_by("user_id").agg(pl.col("rank").sort()).filter(
         pl.col("rank").list.eval(pl.element() == pl.int_range(1, pl.len() + 1)).list.all().not_()).height == 0
     # popularity baselines exclude the same recent purchases; the shop fills a segment with too few products
@@ -170,5 +171,5 @@ def test_without_fitted_weights_a_product_the_segment_never_bought_gives_its_per
                          "category": [0.0, 0.0, 0.4, 0.0, 0.0], "clicked": [0.9, 0.0, 0.0, 0.7, 0.0]})
     con = duckdb.connect()
     con.register("f", rows)
-    reasons = [r for (r,) in con.sql(f"SELECT {M.reason_sql(M.BASELINE)} FROM f").fetchall()]
-    assert reasons == [M.SEGMENT_POPULAR, "bought_together", "favourite_category", "clicked", M.SEGMENT_POPULAR]
+    reasons = [r for (r,) in con.sql(f"SELECT {B.reason_sql(B.BASELINE)} FROM f").fetchall()]
+    assert reasons == [B.SEGMENT_POPULAR, "bought_together", "favourite_category", "clicked", B.SEGMENT_POPULAR]

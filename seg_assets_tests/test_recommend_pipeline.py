@@ -19,6 +19,7 @@ import pytest
 
 from seg_assets.demo.generate import generate
 from seg_assets.features import incremental as inc
+from seg_assets.recommend import blend as B
 from seg_assets.recommend import evaluate as E
 from seg_assets.recommend import model as M
 from seg_assets.recommend.assets import SEGMENTS, user_recommendations
@@ -80,7 +81,7 @@ def test_published_to_bi_and_audiences_and_refreshed_only_when_needed(demo):
     recs = read_bi(demo, "SELECT * FROM analytics.user_recommendations")
     users = read_bi(demo, "SELECT count(*) AS n FROM analytics.user_segments")["n"][0]
     assert recs["user_id"].n_unique() == users and recs.group_by("user_id").len()["len"].max() == 10
-    assert set(recs["reason"]) >= {M.SEGMENT_POPULAR, "bought_before"}
+    assert set(recs["reason"]) >= {B.SEGMENT_POPULAR, "bought_before"}
     con = duckdb.connect(str(demo / "warehouse.duckdb"), read_only=True)
     (as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
     recent = con.sql("SELECT DISTINCT user_id, product_id FROM raw.order_items WHERE status = 'completed' "

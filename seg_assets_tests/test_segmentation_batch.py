@@ -7,7 +7,8 @@ import numpy as np
 import polars as pl
 
 from seg_assets.segmentation.batch import COLUMNS, SegmentScorer, score_segments
-from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+from seg_assets.segmentation.fit import fit_segment_model
+from seg_assets.segmentation.model import ModelConfig
 from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, reference_cuts, rule_based_segments
 from seg_assets.segmentation.selection import SelectionConfig
 

@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from seg_assets.segmentation.fit import fit_segment_model
 from seg_assets.segmentation.gate import decide_promotion
 from seg_assets.segmentation.membership import (
     NO_SEGMENT,
@@ -14,7 +15,7 @@ from seg_assets.segmentation.membership import (
     sticky_assign,
     sticky_model_assign,
 )
-from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+from seg_assets.segmentation.model import ModelConfig
 from seg_assets.segmentation.quality import stability_on
 from seg_assets.segmentation.selection import SelectionConfig
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
+from datetime import datetime
 
 import numpy as np
 import polars as pl
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model, stage_of
+from seg_assets.segmentation.batch import COLUMNS, SegmentScorer, score_segments
+from seg_assets.segmentation.fit import fit_segment_model
+from seg_assets.segmentation.model import ModelConfig, SegmentModel, stage_of
 from seg_assets.segmentation.quality import evaluate_model
+from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, reference_cuts
 from seg_assets.segmentation.selection import SelectionConfig
 from seg_assets_tests.test_segmentation_synth import SHOPPER_TYPES, VIP, make_shoppers
 
@@ -148,9 +152,14 @@ def test_save_load_roundtrip_and_record(tmp_path, shoppers, model):
     assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
     rec = json.loads(json.dumps(model.to_record()))
     assert rec["k"] == model.k and len(rec["segments"]) == model.k and rec["features"] == model.features
-    out = model.assign(frame)
-    assert out.columns == ["user_id", "segment_id", "confidence", "segment_name", "stage", "model_version"]
-    assert out.height == frame.height and out["segment_name"].null_count() == 0
+    tiers = ValueTiers()  # the loaded model's rows of analytics.user_segments, as scoring makes them
+    scorer = SegmentScorer(model=loaded, classifier=None, assigned_by=f"model {loaded.version}", rules_version="r",
+                           bins=5, lifecycle=LifecycleThresholds(), tiers=tiers, cuts=reference_cuts(frame, bins=5, tiers=tiers))
+    out = score_segments(frame.with_columns(
+        as_of=pl.lit(datetime(2026, 10, 31)), features_build=pl.lit("x"), churn_probability=None, churn_risk=None,
+        expected_value_next_h=None, kept_id=None, kept_confidence=None, previous_id=None), scorer)
+    assert out.columns == list(COLUMNS) and out["segment_id"].to_list() == b[0].tolist()
+    assert out.height == frame.height and out["segment_name"].null_count() == 0 and out["segment_stage"].null_count() == 0
     assert model.reference_sample.columns == model.features and model.reference_sample.height == N
 
 

@@ -84,7 +84,8 @@ def test_nothing_informative_keeps_everything_rather_than_nothing():
 
 def test_identical_users_are_one_segment_of_everyone_said_so():
     """Nothing tells 30 users apart: one segment, named for no contrast ("At risk" for users who ordered today)."""
-    from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+    from seg_assets.segmentation.fit import fit_segment_model
+    from seg_assets.segmentation.model import ModelConfig
 
     same = users(1).select(pl.all().repeat_by(30).explode()).with_columns(user_id=pl.Series([f"u{i}" for i in range(30)]))
     model = fit_segment_model(same, ModelConfig(features=MODEL))
@@ -199,7 +200,8 @@ def test_one_segment_is_said_with_its_cause_when_only_one_stage_is_big_enough():
     had one segment and "Not computed" said nothing."""
     import numpy as np
 
-    from seg_assets.segmentation.model import ModelConfig, fit_segment_model
+    from seg_assets.segmentation.fit import fit_segment_model
+    from seg_assets.segmentation.model import ModelConfig
 
     rng = np.random.default_rng(0)
     n = 200

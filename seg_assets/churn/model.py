@@ -57,6 +57,7 @@ import polars as pl
 
 from seg_assets.artifacts import save_artifact
 from seg_assets.churn.keys import RISK_LEVELS
+from seg_assets.churn.metrics import classification_metrics, regression_metrics, reliability, roc_auc
 from seg_assets.features.dictionary import CHURN_FEATURES, REVIEW_FEATURES
 from seg_assets.segmentation.selection import limit_threads, sample_indices
 
@@ -192,58 +193,6 @@ class Calibrator:
         return self._model.predict_proba(_logit(scores)[:, None])[:, 1]
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else None
-
-
-def classification_metrics(y_churn: np.ndarray, p_churn: np.ndarray) -> dict:
-    """ROC-AUC, PR-AUC (churners, and buyers: the rarer class in most stores), Brier, log loss."""
-    from sklearn.metrics import average_precision_score, log_loss
-
-    both = len(np.unique(y_churn)) == 2
-    rate = float(np.mean(y_churn)) if len(y_churn) else float("nan")
-    return {
-        "roc_auc": _auc(y_churn, p_churn),
-        "pr_auc": float(average_precision_score(y_churn, p_churn)) if both else None,
-        "pr_auc_buyers": float(average_precision_score(1 - y_churn, 1 - p_churn)) if both else None,
-        "brier": float(np.mean((p_churn - y_churn) ** 2)),
-        "brier_base_rate": float(np.mean((y_churn - rate) ** 2)),
-        "log_loss": float(log_loss(y_churn, np.clip(p_churn, 1e-6, 1 - 1e-6), labels=[0, 1])),
-        "churn_rate": rate,
-        "mean_churn_probability": float(np.mean(p_churn)),
-        "rows": int(len(y_churn)),
-    }
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
-    from scipy.stats import spearmanr
-
-    err = pred - y
-    rho = spearmanr(y, pred).statistic if np.std(y) > 0 and np.std(pred) > 0 else float("nan")
-    return {
-        "mae": float(np.mean(np.abs(err))),
-        "rmse": float(np.sqrt(np.mean(err ** 2))),
-        "mae_mean_baseline": float(np.mean(np.abs(y - np.mean(y)))),
-        "total_actual": float(np.sum(y)),
-        "total_predicted": float(np.sum(pred)),
-        "spearman": None if rho != rho else float(rho),
-    }
-
-
-def reliability(y_churn: np.ndarray, p_churn: np.ndarray, bins: int = 10) -> list[dict]:
-    """Calibration table: per decile of predicted probability, mean prediction vs observed churn rate."""
-    if len(y_churn) == 0:
-        return []
-    order = np.argsort(p_churn, kind="stable")
-    out = []
-    for part in np.array_split(order, min(bins, len(order))):
-        out.append({"rows": int(len(part)), "mean_predicted": float(p_churn[part].mean()),
-                    "observed": float(y_churn[part].mean())})
-    return out
-
-
 def risk_levels(p: np.ndarray, high: float, medium: float) -> np.ndarray:
     """'high' when p >= high, 'medium' when p >= medium, else 'low' (keys.RISK_LEVELS; SQL: churn/assets._risk_sql)."""
     top, middle, bottom = RISK_LEVELS
@@ -361,7 +310,7 @@ def train_churn_model(snapshots: pl.DataFrame, *, horizon_days: int, kind: str =
         for name in (("gbm", "logreg") if kind == "auto" else (kind,)):
             holdout_model = make_classifier(name, seed).fit(x[tr], y[tr])
             raw = holdout_model.predict_proba(x[te])[:, 1]
-            candidates[name] = (_auc(y[te], raw), holdout_model, raw)
+            candidates[name] = (roc_auc(y[te], raw), holdout_model, raw)
         chosen = max(candidates, key=lambda n: (candidates[n][0] or 0.0, n == "gbm"))
         auc, holdout_model, raw = candidates[chosen]
 
@@ -370,8 +319,8 @@ def train_churn_model(snapshots: pl.DataFrame, *, horizon_days: int, kind: str =
         holdout["roc_auc_calibrated"] = holdout["roc_auc"]
         holdout["roc_auc"] = auc  # the model's ranking (Platt keeps it; isotonic may add ties)
         recency = snapshots["recency_days"].to_numpy()[te]
-        holdout["roc_auc_recency_only"] = _auc(y[te], recency)
-        holdout["roc_auc_frequency_only"] = _auc(y[te], -snapshots["frequency"].to_numpy()[te].astype(float))
+        holdout["roc_auc_recency_only"] = roc_auc(y[te], recency)
+        holdout["roc_auc_frequency_only"] = roc_auc(y[te], -snapshots["frequency"].to_numpy()[te].astype(float))
         importances = _importances(holdout_model, x[te], y[te], features, seed)
 
         value_model = make_regressor(chosen, seed).fit(x[tr], spend[tr])

@@ -55,7 +55,7 @@ _C1 = re.compile("[\x80-\x9f]")  # control characters no text holds: what cp1252
 
 
 def _cut_short() -> ValueError:
-    """A gzip stream that ends early, said as DuckDB says it (loader.still_written reads the words)."""
+    """A gzip stream that ends early, said as DuckDB says it (staging.still_written reads the words)."""
     return ValueError(f"{GZIP_CUT_SHORT}: the file ends before its compressed stream does")
 
 

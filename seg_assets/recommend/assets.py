@@ -23,6 +23,7 @@ from seg_assets.baskets.counts import watermark
 from seg_assets.features import incremental as inc
 from seg_assets.markdown import frame as md_frame
 from seg_assets.recommend import model as M
+from seg_assets.recommend.blend import Weights
 from seg_assets.resources import Warehouse
 from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
 from seg_assets.settings import MAX_DAYS
@@ -105,7 +106,7 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
             mode = "full"
         else:
             stored = json.loads(state[0]["weights"])
-            weights, summary, users = M.Weights(**{**stored, "coef": tuple(stored["coef"])}), json.loads(state[0]["summary"]), 0
+            weights, summary, users = Weights(**{**stored, "coef": tuple(stored["coef"])}), json.loads(state[0]["summary"]), 0
             mode, as_of = "unchanged", state[0]["as_of"]
             why = ("no new order lines or cancellations: nothing re-ranked or written. Users whose segment moved or who are new "
                    f"since the last full build (as of {as_of:%Y-%m-%d %H:%M}) keep their list, or have none, until the next "
@@ -127,7 +128,7 @@ def _summary(con, table: str) -> dict:
             "reasons": md_frame(rows) if rows.height else "no recommendations"}
 
 
-def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, M.Weights]:
+def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, Weights]:
     """Every user ranked into ``NEXT``, in chunks of about ``chunk_users`` users (by hash): a chunk's candidates are
     independent of the other users', and sorting one chunk at a time bounds the memory (and the sorts' cost, which
     grows faster than the rows). The ``meta.rec_*`` tables it replaces are read by full builds only."""

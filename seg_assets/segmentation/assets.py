@@ -1,20 +1,18 @@
-"""``segment_model`` and ``segment_classifier``: fit, match ids, gate, and register.
+"""``segment_model``: fit, match ids, gate, and register (``segment_classifier`` is in classifier_asset.py).
 
 Thin wiring around the pure maths in this package: read ``features.user_features``, call
-``fit_segment_model`` / ``train_classifier`` / ``decide_promotion``, store the artifact and the
-registry row (registry.py), and show what happened in the UI.
+``fit_segment_model`` / ``decide_promotion``, store the artifact and the registry row (registry.py), and
+show what happened in the UI.
 
-Both assets take ``fit``: ``always`` (the default: a run someone or something asked for, e.g. the
-automation on drift or the weekly cron) or ``when_needed`` (the hourly job, the landing sensor and the
-CLI). ``segment_model`` then fits only for one of :func:`refit_reason`'s reasons: no model in service,
-features it left out for lack of data now have data, the population drifted beyond the PSI threshold,
-or the latest fit (promoted or refused) is older than ``max_age_days``; never again on the data as-of of
-a refused fit. Either way the promotion gate decides whether a new fit serves. ``segment_classifier``
-then trains only if the model in service has no classifier yet.
+``fit``: ``when_needed`` (the default: the runs automation launches carry no run config) fits only for one of
+:func:`refit_reason`'s reasons: no model in service, features it left out for lack of data now have data, the
+population drifted beyond the PSI threshold, or the latest fit (promoted or refused) is older than
+``max_age_days``; never again on the data as-of of a refused fit. ``always`` (``seg-assets refresh --refit``)
+fits now. Either way the promotion gate decides whether a new fit serves.
 """
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import dagster as dg
@@ -23,7 +21,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from seg_assets.artifacts import MAX_SEED
-from seg_assets.automation.conditions import refit_segment_model, retrain_on_new_model
+from seg_assets.automation.conditions import refit_segment_model
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
@@ -37,7 +35,8 @@ from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
-from seg_assets.segmentation.gate import FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
+from seg_assets.segmentation.fit import fit_segment_model
+from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
 from seg_assets.segmentation.membership import (
     DEFAULT_MAX_CHURN,
     DEFAULT_ODDS,
@@ -46,7 +45,7 @@ from seg_assets.segmentation.membership import (
     previous_id_sql,
     refit_churn,
 )
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, fit_segment_model
+from seg_assets.segmentation.model import ModelConfig, SegmentModel
 from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
@@ -54,11 +53,13 @@ from seg_assets.validation import with_checks
 from seg_assets.warehouse import latest_activity, registered, row_count, table_exists
 
 SEGMENT_MODEL = dg.AssetKey("segment_model")
-SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")
+SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")  # its asset: classifier_asset.py
 GROUP = "segmentation"
 
 
-MODEL_DEFAULTS = ModelConfig()  # the maths' defaults, so each lives in one place
+# The maths' defaults, read here so each lives in one place. k_min..k_max (2..8) are the pipeline's own range: ModelConfig
+# alone falls back to model.LIFECYCLE_K (3..8)
+MODEL_DEFAULTS = ModelConfig()
 
 
 class SegmentModelConfig(CheckedConfig):
@@ -80,10 +81,11 @@ class SegmentModelConfig(CheckedConfig):
                                        description="Lifecycle stage 'new': tenure up to this many days.")
     lapsed_after_days: float = Field(default=MODEL_DEFAULTS.lapsed_after_days, gt=0, le=MAX_DAYS,
                                      description="Lifecycle stage 'lapsed': no order and no visit for longer.")
-    max_match_distance: float = Field(default=1.0, ge=0, le=1000, description="A re-fitted segment keeps an old id only within this "
-                                      "centroid distance (standardized features; 0: every re-fitted segment gets a new id).")
+    max_match_distance: float = Field(default=MODEL_DEFAULTS.max_distance, ge=0, le=1000, description="A re-fitted segment "
+                                      "keeps an old id only within this centroid distance (standardized features; 0: every "
+                                      "re-fitted segment gets a new id).")
     promotion_tolerance: float = Field(
-        default=0.05, ge=0, le=1, description="A candidate may be this much worse on a gate metric and still serve.")
+        default=DEFAULT_TOLERANCE, ge=0, le=1, description="A candidate may be this much worse on a gate metric and still serve.")
     sticky_odds: float = Field(
         default=DEFAULT_ODDS, ge=1.0, le=1e6, description="The refit margin: a user leaves a segment that still exists only for one "
         "this many times as likely (1: plain nearest segment). Carried by the model, so scoring and the gate use the same.")
@@ -106,7 +108,7 @@ class SegmentModelConfig(CheckedConfig):
         return self
 
     def to_model_config(self) -> ModelConfig:
-        selection = SelectionConfig(algorithm=self.algorithm, k_min=self.k_min, k_max=self.k_max, random_state=self.seed)
+        selection = SelectionConfig(algorithm=self.algorithm, random_state=self.seed)  # the k range goes in once, as k_range
         return ModelConfig(hierarchy=self.hierarchy, new_max_tenure_days=self.new_max_tenure_days,
                            lapsed_after_days=self.lapsed_after_days, k_range=(self.k_min, self.k_max),
                            max_distance=self.max_match_distance, selection=selection, sticky_odds=self.sticky_odds,
@@ -333,89 +335,3 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
             engaged["k"].to_list(), engaged["silhouette"].to_list(), engaged["davies_bouldin"].to_list(),
             candidate.metrics.get("k_behaviour")))
     return dg.MaterializeResult(metadata=metadata)
-
-
-class ClassifierConfig(CheckedConfig):
-    fit: Literal["always", "when_needed"] = Field(
-        default="when_needed", description="'when_needed': only if the model in service has no classifier yet; 'always': now.")
-    kind: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier family.")
-    min_macro_f1: float = Field(default=0.80, ge=0, le=1, description="A classifier below this held-out macro-F1 stays out of service.")
-    max_rows: int = Field(default=200_000, ge=1_000, description="Training sample size (bounded so cost does not grow with users).")
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
-
-
-CLASSIFIER_QUALITY = dg.AssetCheckSpec(
-    "classifier_quality", asset=SEGMENT_CLASSIFIER, blocking=False,
-    description="The latest classifier reached its macro-F1 threshold and is in service (otherwise it stays out of "
-    "service and the segment model itself assigns users: slower, never wrong, so nothing is blocked).")
-
-
-def classifier_quality(con) -> dg.AssetCheckResult:
-    registry.ensure_tables(con)
-    current = registry.in_service_model(con)
-    rows = con.sql("SELECT version, model_version, in_service, reason, metrics FROM meta.segment_classifiers "
-                   "WHERE model_version = ? ORDER BY trained_at DESC LIMIT 1",
-                   params=[current.version if current else None]).fetchall()
-    if not rows:
-        what = f"for the model in service ({current.version}): it assigns users itself" if current else "trained"
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"no classifier {what}")
-    version, model_version, serving, reason, metrics = rows[0]
-    m = json.loads(metrics)
-    if not serving:
-        kept = con.sql("SELECT version FROM meta.segment_classifiers WHERE in_service AND model_version = ?",
-                       params=[model_version]).fetchall()
-        reason += (f": not in service, {kept[0][0]} keeps serving" if kept else
-                   ": not in service, users are assigned by the segment model itself")
-    return dg.AssetCheckResult(passed=bool(serving), severity=dg.AssetCheckSeverity.WARN, description=reason, metadata={
-        "version": version, "model_version": model_version, "macro_f1": float(m["macro_f1"]), "accuracy": float(m["accuracy"])})
-
-
-@dg.asset(
-    key=SEGMENT_CLASSIFIER, deps=[SEGMENT_MODEL, USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
-    automation_condition=retrain_on_new_model(SEGMENT_MODEL), check_specs=[CLASSIFIER_QUALITY],
-    description="Classifier trained on the segment labels of the model in service; assigns users between re-fits. "
-    "Held-out accuracy, macro-F1 and per-segment recall; below the threshold it stays out of service.",
-)
-def segment_classifier(context: dg.AssetExecutionContext, config: ClassifierConfig, duckdb: Warehouse, settings: SegSettings):
-    return with_checks(context, _segment_classifier(context, config, duckdb, settings), duckdb,
-                       [(CLASSIFIER_QUALITY, classifier_quality)])
-
-
-def _segment_classifier(context: dg.AssetExecutionContext, config: ClassifierConfig, duckdb: Warehouse,
-                        settings: SegSettings) -> dg.MaterializeResult:
-    with duckdb.get_connection() as con:
-        current = registry.in_service_model(con)
-        if current is None:
-            raise input_failure("No segment model in service: materialize segment_model first.")
-        existing = registry.in_service_classifier(con, current.version)
-        if config.fit == "when_needed" and existing is not None:
-            return dg.MaterializeResult(metadata={"decision": f"kept {existing[0]} for model {current.version}"})
-        frame = read_features(con)
-        version = registry.next_version(con, "meta.segment_classifiers", prefix="c")
-    model = SegmentModel.load(current.artifact)
-    sample = frame[sample_indices(frame.height, config.max_rows, config.seed)]  # the rows train_classifier would keep:
-    labels, _ = model.predict(sample)  # labelled alone (at 1M users, 200k predictions instead of 1M)
-    if len(np.unique(labels)) < 2:  # a model of one segment (a shop's first few users): nothing to tell apart
-        why = "one segment: users are assigned by the segment model itself"
-        context.log.info(f"no classifier trained for {model.version}: {why}")
-        return dg.MaterializeResult(metadata={"decision": f"no classifier for {model.version}: {why}"})
-    clf = train_classifier(sample, labels, config.kind, features=model.features, max_rows=config.max_rows,
-                           seed=config.seed, model_version=model.version)
-    f1 = clf.metrics["macro_f1"]
-    serve = f1 >= config.min_macro_f1
-    reason = f"macro-F1 {f1:.3f} {'>=' if serve else '<'} {config.min_macro_f1}"
-    artifact = registry.save_artifact(clf, registry.classifier_path(settings.paths.models, version))
-    with duckdb.get_connection() as con:
-        registry.record_classifier(con, version=version, model_version=model.version, kind=config.kind, metrics=clf.metrics,
-                                   artifact=artifact, in_service=serve, reason=reason, run_id=context.run_id,
-                                   trained_at=datetime.now(UTC))
-    recall = pl.DataFrame({"segment_id": list(clf.metrics["recall_by_segment"]),
-                           "segment_name": [model.name_of.get(s, "") for s in clf.metrics["recall_by_segment"]],
-                           "recall": list(clf.metrics["recall_by_segment"].values())})
-    return dg.MaterializeResult(metadata={
-        "version": version, "model_version": model.version, "kind": config.kind, "in_service": serve, "reason": reason,
-        "accuracy": float(clf.metrics["accuracy"]), "macro_f1": float(f1),
-        "recall_by_segment": dg.MetadataValue.md(md_frame(recall)),
-        "feature_importance": dg.MetadataValue.md(md_frame(clf.importances.head(15)))
-        if clf.importances is not None else "",
-    })

@@ -4,7 +4,7 @@
   model in service was fitted on. It runs whenever the features change; when it newly fails, the
   automation re-fits the model (conditions.py).
 * ``candidate_promoted`` (on ``segment_model``, WARN) and ``classifier_quality`` (on
-  ``segment_classifier``, WARN) run in their asset's own step (assets.py): whether the latest fit
+  ``segment_classifier``, WARN) run in their asset's own step (assets.py, classifier_asset.py): whether the latest fit
   passed the promotion gate and why not (a refused fit is not an error: the model in service stays),
   and whether the latest classifier reached its macro-F1 threshold (if not, it does not serve and the
   segment model itself assigns users: thin data, e.g. one day of it, still gets segments).

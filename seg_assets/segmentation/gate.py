@@ -37,6 +37,7 @@ SEGMENTS_USED = "segments_used"  # segments today's users fall in (a sample of t
 FITTED_USERS = "fitted_users"  # users the model was fitted on (its population then)
 GROWTH, SMALL_SHOP = 2.0, 1_000  # a small shop's model is no yardstick once the shop has doubled
 LOWER_IS_BETTER = frozenset({"davies_bouldin"})
+DEFAULT_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,10 @@ def _ok(v) -> bool:
 
 
 def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics: Mapping[str, float] | None,
-                     tolerance: float | Mapping[str, float] = 0.05, metrics: tuple[str, ...] = GATE_METRICS,
+                     tolerance: float | Mapping[str, float] = DEFAULT_TOLERANCE, metrics: tuple[str, ...] = GATE_METRICS,
                      max_membership_churn: float | None = None) -> Decision:
     """Decide whether the candidate model replaces the one in service."""
-    tol = (lambda m: float(tolerance.get(m, 0.05))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
+    tol = (lambda m: float(tolerance.get(m, DEFAULT_TOLERANCE))) if isinstance(tolerance, Mapping) else (lambda m: float(tolerance))
     if in_service_metrics is None:
         return Decision(True, "the first model")
     if in_service_metrics.get(SEGMENTS_USED, 2) < 2 <= candidate_metrics.get(SEGMENTS_USED, 0):

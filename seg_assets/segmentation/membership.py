@@ -120,7 +120,7 @@ def model_proba(model: SegmentModel, frame: pl.DataFrame) -> np.ndarray:
     """(n, k) posterior of each of ``model.segment_ids`` (columns in that order), the model's own
     assignment made soft: zero outside the user's lifecycle stage, the stage's mixture posterior
     (GMM) or the isotropic-Gaussian softmax of ``-d^2 / (2 sigma^2)`` (k-means) inside it."""
-    from seg_assets.segmentation.model import _is_mixture, stage_of
+    from seg_assets.segmentation.model import is_mixture, stage_of
 
     n, k = frame.height, model.k
     out = np.zeros((n, k))
@@ -137,7 +137,7 @@ def model_proba(model: SegmentModel, frame: pl.DataFrame) -> np.ndarray:
         done[rows] = True
         if st.estimator is None:
             out[rows, st.clusters[0]] = 1.0
-        elif _is_mixture(st.estimator):
+        elif is_mixture(st.estimator):
             out[np.ix_(rows, st.clusters)] = st.estimator.predict_proba(Z[rows])
         else:
             out[np.ix_(rows, st.clusters)] = _softmax(Z[rows], model.centroids[st.clusters], st.sigma2)

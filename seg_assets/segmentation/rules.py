@@ -41,11 +41,6 @@ class SegmentRules:
     features: list[str]
     tree: DecisionTreeClassifier | None = field(default=None, repr=False)
 
-    def text_for(self, segment_id: int) -> str:
-        """All rules of one segment joined with OR (empty if the tree never predicts it)."""
-        rows = self.rules.filter(pl.col("segment_id") == segment_id)["rule"].to_list()
-        return " OR ".join(f"({r})" if len(rows) > 1 else r for r in rows)
-
     def summary(self) -> pl.DataFrame:
         """One row per segment: its rules as one text, and their combined precision/coverage."""
         return (self.rules.group_by("segment_id", maintain_order=True)

@@ -1,7 +1,7 @@
 """Ingestion with ``--engine spark``: landing files -> raw Parquet, read and validated in Spark tasks.
 
 The unit of parallel work is the landing file. Each new file is read, mapped, typed and validated in a Spark
-task by the SAME function the DuckDB engine runs (``loader.stage_file``: the contract's rules as DuckDB SQL, on
+task by the SAME function the DuckDB engine runs (``staging.stage_file``: the contract's rules as DuckDB SQL, on
 an in-memory DuckDB inside the task), and its staged rows are written as Parquet. Why not transpile that SQL to
 Spark: the rules parse text (timestamps, numbers), and the two engines' parsers disagree on real inputs
 (``'2026/10/01 12:00:00'`` is a timestamp to DuckDB, NULL to Spark's ``try_cast``; ``' 2026-10-01 '`` the
@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from seg_assets.ingest import contract as C
-from seg_assets.ingest import ledger, loader
+from seg_assets.ingest import ledger, loader, staging
 from seg_assets.ingest.sources import link_roots, opened_inside
 from seg_assets.ingest.writing import STAGE
 from seg_assets.settings import DataPaths, duckdb_memory_limit
@@ -73,22 +73,22 @@ def _staged_columns(spec: C.TableSpec, present: set[str], file_id: int) -> str:
 
 
 def _stage_task(item):
-    """In a Spark task: one file through ``loader.stage_file`` on an in-memory DuckDB, staged rows to Parquet."""
+    """In a Spark task: one file through ``staging.stage_file`` on an in-memory DuckDB, staged rows to Parquet."""
     source, path, out, bounds, target, landing, roots, identity, memory_limit = item
     con = duckdb.connect(config={"memory_limit": memory_limit} if memory_limit else {})  # the warehouse's limit
     try:
         con.sql("SET TimeZone = 'UTC'")
         con.sql("SET python_enable_replacements = false")
         with opened_inside(Path(path), Path(landing), roots) as pinned:  # as the DuckDB loader: the file as opened, checked
-            loader.unchanged(pinned, identity)
-            insertable = loader.stage_file(con, source, pinned, out, bounds)
-            loader.unchanged(pinned, identity)  # a writer that went on during the read: rows of no one content
+            staging.unchanged(pinned, identity)
+            insertable = staging.stage_file(con, source, pinned, out, bounds)
+            staging.unchanged(pinned, identity)  # a writer that went on during the read: rows of no one content
         present = {r[0] for r in con.sql(f"DESCRIBE temp.{STAGE}").fetchall()}
         con.sql(f"COPY (SELECT {_staged_columns(source.spec, present, out.file_id)} FROM temp.{STAGE}) "
                 f"TO {sql_string(target)} (FORMAT parquet)")
         return out, insertable
     except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others (as in the DuckDB loader)
-        if why := loader.still_written(out.file_format, Path(path), exc):
+        if why := staging.still_written(out.file_format, Path(path), exc):
             out.note = why
             return out, None  # not read: left to the next run, as the DuckDB loader leaves it
         return ledger.failed_outcome(out, exc), False
