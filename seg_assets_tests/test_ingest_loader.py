@@ -485,3 +485,14 @@ def test_an_unreadable_file_fails_alone_in_one_line_and_is_read_once_readable(tm
         assert counts(ledger(con)["orders/b.csv"]) == ("ingested", 1, 1, 0, 0)
         assert con.sql("SELECT count(*) FROM meta.ingest_ledger WHERE file_name = 'orders/b.csv'").fetchall() == [(1,)]
         assert ids(con) == ["o1", "o2", "o3"]
+
+
+def test_a_column_repeated_in_the_header_is_read_once_and_named(con, landing):
+    """An export with two 'amount' columns (a tester's; the second 99): the first is read, as before, and the file's
+    message now says so instead of choosing silently."""
+    write(landing, "orders", "a.csv", order("o1") + ",99.00", header=ORDERS + ",Amount")
+    report = run(con, landing)
+    assert con.sql("SELECT amount FROM raw.orders").fetchall()[0][0] == 10
+    (f,) = report.files
+    assert f.status == C.STATUS_INGESTED
+    assert "column(s) amount appear more than once in the header: the first of each is read" in f.message, f.message

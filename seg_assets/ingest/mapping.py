@@ -19,6 +19,7 @@ text and is typed by the contract's rules, row by row.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import duckdb
@@ -198,6 +199,10 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
         if col.name not in mapping and not col.derived:  # read under its contract name (or a name the contract allows)
             used.update(name for name in (col.name, *col.file_names) if name in by_lower)
     out.extras = [n for n in src.names if n.strip().lower() not in used]  # what nothing reads
+    seen = Counter(n.strip().lower() for n in src.names)
+    repeated = sorted(n for n in used if seen[n] > 1)
+    if repeated:  # two 'amount' columns (an export joined twice): the first is read, and the person is told
+        out.notes.append(f"column(s) {', '.join(repeated)} appear more than once in the header: the first of each is read")
     if out.missing_inputs:
         return out
     typed = _typed_inputs(con, src, expr_inputs, by_lower, text_inputs, string_inputs)
