@@ -33,7 +33,7 @@ def test_fitted_weights_follow_the_signal_and_thin_history_gives_the_baseline():
     assert not thin.fitted and thin.coef == B.BASELINE.coef and "need 20" in thin.note
 
 
-def test_sql_score_equals_the_python_score_and_reason_names_the_biggest_personal_term():
+def test_sql_score_is_the_logistic_blend_and_reason_names_the_biggest_personal_term():
     rng = np.random.default_rng(1)
     x = rng.random((200, len(B.FEATURES))) * (rng.random((200, len(B.FEATURES))) < 0.6)
     w = B.Weights(tuple(rng.normal(size=2 * len(B.FEATURES))), -1.0, True, "")
@@ -48,6 +48,8 @@ def test_sql_score_equals_the_python_score_and_reason_names_the_biggest_personal
     gain = np.column_stack([np.maximum(terms[:, B.FEATURES.index(f)] + terms[:, k + B.FEATURES.index(f)], 0) for f in personal])
     expect = np.where(gain.max(axis=1) <= 0, B.SEGMENT_POPULAR, np.array([B.REASONS[f] for f in personal])[gain.argmax(axis=1)])
     assert list(out["r"]) == list(expect)
+    unfitted = con.sql(f"SELECT {B.score_sql(B.BASELINE)} AS s FROM f").fetchnumpy()["s"]
+    assert np.array_equal(unfitted, x[:, B.FEATURES.index("seg_pop")])  # without weights: the segment baseline's ranking
 
 
 def _tiny() -> duckdb.DuckDBPyConnection:

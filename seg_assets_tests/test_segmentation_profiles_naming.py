@@ -157,6 +157,11 @@ def test_without_amounts_the_recent_frequent_buyers_are_loyal_buyers_not_at_risk
     with_amounts = {s: dict(r, monetary=r["frequency"]) for s, r in ranks.items()}
     assert "Loyal buyers" not in archetype_scores(with_amounts[1]) and assign_names(with_amounts)[1] == "High-value loyal"
     assert "New customers" not in archetype_scores({"tenure_days": 0.7})
+    # a lapsed stage is lapsed by its thresholds: in a shop of long-standing browsers who never bought (their recency is
+    # their tenure), its buyers rank below the median on recency and still are "Dormant" or "At risk" (a reviewer's case)
+    lapsed = {"recency_days": 0.445, "days_since_last_visit": 0.9, "frequency": 0.6, "orders_90d": 0.1, "tenure_days": 0.6}
+    assert assign_names({1: lapsed, 2: ranks[1]}, stages={1: "lapsed", 2: "engaged"})[1] in ("Dormant", "At risk")
+    assert "Dormant" not in archetype_scores(lapsed)  # the same ranks outside the lapsed stage: the claim is checked
 
 
 def test_a_segment_that_never_ordered_gets_no_buyer_name():

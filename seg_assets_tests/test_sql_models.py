@@ -287,6 +287,29 @@ def test_orders_rewritten_by_line_orders_are_counted_once_per_category(tmp_path)
     assert activity == con.sql(f"{body} ORDER BY ALL").fetchall()
 
 
+def test_a_changed_view_rebuilds_the_incremental_models_above_it_in_full(tmp_path):
+    """An incremental model keeps the rows of users without new input rows: after a change of a staging view it read
+    through (a reviewer's case: categories holding an address read as NULL from an upgrade on), those rows kept the old
+    view's values until the daily rebase. The build version includes the views' SQL: a full rebuild, exact."""
+    import dataclasses
+
+    models = {m.table: m for m in discover_models()}
+    orders = "order_id,user_id,order_ts,amount,items,category,discount,status\n"
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _deliver(con, tmp_path, 0, {
+        "orders/o1.csv": orders + "".join(f"O{i},u{i},2026-01-02T10:00:00Z,5.00,1,books,0,completed\n" for i in range(4))})
+    chain = ("staging.line_orders", "staging.stg_orders", "staging.stg_clicks", "features.user_category_activity")
+    for t in chain:
+        run_model(con, models[t], datetime(2026, 1, 31), models=models)
+    view = models["staging.stg_orders"]
+    changed = {**models, view.table: dataclasses.replace(view, sql=view.sql.replace("ELSE NULLIF(TRIM(category), '') END",
+                                                                                    "ELSE upper(TRIM(category)) END", 1))}
+    assert changed[view.table].sql != view.sql
+    plans = [run_model(con, changed[t], datetime(2026, 1, 31), models=changed)[1] for t in chain]
+    assert plans[-1].mode == "full" and plans[-1].reason == "code changed", plans[-1]
+    assert con.sql("SELECT DISTINCT category FROM features.user_category_activity").fetchall() == [("BOOKS",)]
+
+
 def test_line_orders_stay_incremental_for_order_rows_and_as_of_moves(tmp_path):
     """staging.line_orders never reads as-of, and new order rows are keys it does not hold: a delivery of many
     order rows and one new line order, or an as-of moved back, is not a reason to aggregate every line again."""

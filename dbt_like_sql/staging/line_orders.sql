@@ -37,7 +37,7 @@ SELECT
     o.order_ts,
     CAST(round(o.amount, 2) AS DOUBLE) AS amount,
     CAST(o.items AS INTEGER) AS items,
-    CASE WHEN regexp_matches(c.category, '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}') THEN NULL ELSE NULLIF(TRIM(c.category), '') END AS category,
+    CASE WHEN regexp_matches(c.category, '[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}') THEN NULL ELSE NULLIF(TRIM(c.category), '') END AS category,
     CAST(0 AS DOUBLE) AS discount,
     o.status,
     o._file_id

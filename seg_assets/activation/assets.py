@@ -224,8 +224,9 @@ class NextBestActionConfig(CheckedConfig):
     explore_floor: float = Field(default=policies.EXPLORE_FLOOR, ge=0, le=1, description="Uniform share mixed into the "
                                  "contextual policy's choices: every eligible action keeps a propensity of at least this / k "
                                  "(docs/activation.md, 'An exploration floor').")
-    holdout_share: float = Field(default=policies.HOLDOUT_SHARE, gt=0, lt=1, description="Latest share of the sends (by "
-                                 "send time) a candidate policy is not fitted on, and judged on against the one in service.")
+    evaluation_share: float = Field(default=policies.EVALUATION_SHARE, gt=0, lt=1, description="Latest share of the sends "
+                                    "(by send time) a candidate policy is not fitted on, and judged on against the one in "
+                                    "service (not a campaign's control share: actions.yaml's holdout_share).")
 
 
 @dg.asset(
@@ -276,7 +277,7 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
                                 f"{', '.join(map(repr, unknown[:5]))} (current: "
                                 f"{', '.join(sorted(map(str, users['segment_name'].unique().to_list())))})")
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
-    fit, holdout = time_split(treated, config.holdout_share)
+    fit, holdout = time_split(treated, config.evaluation_share)
     tuning = {"min_sends": config.min_sends_per_action, "explore_floor": config.explore_floor}
     candidate = policies.fit(fit, x_sends, arms, **tuning)
     if in_service is not None and in_service_as_of is not None:

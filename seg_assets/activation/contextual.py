@@ -25,7 +25,7 @@ probabilities and the chosen one's probability is the logged ``propensity``: wha
 independent across actions, as in LinTS with one model per action (Agrawal and Goyal, 2013); mabwiser's own
 ``predict`` draws every action's coefficients from copies of one random state (its ``_Linear.fit`` deep-copies the
 model, generator included), so its arms share the same standard-normal draw: mabwiser is used to fit, not to choose. ``epsilon`` mixes in
-a uniform share over the eligible actions (the pipeline's floor, policies.EXPLORE_FLOOR). ``expected_reward`` is the
+a uniform share over the eligible actions (the pipeline's floor, NextBestActionConfig.explore_floor). ``expected_reward`` is the
 chosen action's estimated conversion probability (:meth:`ContextualPolicy.expected`: ``sigmoid(x . beta + offset)``
 for the logistic model, ``x . beta`` for the linear one); ``explore`` marks a chosen action whose estimate is below
 the highest (one tied for the highest is no exploring).

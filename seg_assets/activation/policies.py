@@ -21,7 +21,7 @@ POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (
   policy_version VARCHAR NOT NULL, fitted_at TIMESTAMP NOT NULL, as_of TIMESTAMP, run_id VARCHAR,
   fit_sends BIGINT, holdout_sends BIGINT, promoted BOOLEAN NOT NULL, reason VARCHAR, state JSON, estimates JSON)"""
 # Defaults of NextBestActionConfig (activation/assets.py), the settings a user can change:
-HOLDOUT_SHARE = 0.3  # latest share of sends (by send time) held out to evaluate a candidate policy
+EVALUATION_SHARE = 0.3  # latest share of sends (by send time) held out to evaluate a candidate policy
 MIN_SENDS_PER_ACTION = 100  # fewer treated sends of any action to fit on: the per-segment policy, not the contextual one
 # A uniform share mixed into the contextual policy's choices: every eligible action keeps a propensity of at least
 # EXPLORE_FLOOR / k, so the next round's off-policy evaluation has sends of every action to judge a change on (a

@@ -14,7 +14,7 @@ from seg_assets.features import dictionary
 from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
-from seg_assets.features.sql_models import built_inputs, discover_models, event_time_of, sql_assets
+from seg_assets.features.sql_models import build_version, built_inputs, discover_models, event_time_of, sql_assets
 from seg_assets.features.user_features import (
     CATEGORY_INPUT,
     TOP_CATEGORIES,
@@ -53,11 +53,15 @@ def read_frame(con, table: str, where: str = "") -> "pl.DataFrame | None":
     return con.sql(f"SELECT * FROM {table} {where}").pl() if table_exists(con, table) else None
 
 
-def _code_version() -> str:
-    """user_features is rebuilt in full when its code changes (the maths and the dictionary)."""
+def _code_version(models: dict) -> str:
+    """user_features is rebuilt in full when its code changes (the maths and the dictionary) or the SQL of what it
+    reads (sql_models.build_version of its input models and views: their rows of unchanged users change too)."""
     digest = hashlib.sha256()
     for module in (user_features_module, dictionary):
         digest.update(Path(module.__file__).read_bytes())
+    for table in sorted({t for t, _ in USER_INPUTS.values()} | {CATEGORY_INPUT[1]}):
+        if table in models:
+            digest.update(build_version(models[table], models).encode())
     return digest.hexdigest()[:12]
 
 
@@ -80,7 +84,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
         as_of = settings.resolve_as_of(con)
         models = {m.table: m for m in discover_models()}
         built = built_inputs(list(STAGING) + list(_INPUTS.values()), models)
-        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(),
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(models),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags),
                               params={"top_categories": config.top_categories}, built=built)
         where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""
@@ -90,7 +94,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
             categories = inc.read_state(con, TABLE).params["categories"]
         else:
             categories = top_category_list(activity, config.top_categories) if activity is not None else []
-        stamp = inc.build_stamp(plan, _code_version(), {"top_categories": config.top_categories, "categories": categories})
+        stamp = inc.build_stamp(plan, _code_version(models), {"top_categories": config.top_categories, "categories": categories})
         features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories, categories=categories,
                                        build=stamp)
         del frames, activity  # the inputs (5M category rows at 1M users) are freed before DuckDB copies the result
@@ -102,7 +106,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
             else:
                 drop_other_kind(con, TABLE, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
                 create_table_from(con, TABLE, features)
-            inc.write_state(con, TABLE, _code_version(), as_of, plan,
+            inc.write_state(con, TABLE, _code_version(models), as_of, plan,
                             params={"top_categories": config.top_categories, "categories": categories})
         users = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
     summary = features.select(
@@ -146,7 +150,7 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
         as_of = settings.resolve_as_of(con)
         # the DuckDB engine's plan, on the raw Parquet views: the SQL models are rebuilt in full on Spark in this run,
         # so only the raw inputs (built=()) say which users changed
-        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(),
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(models),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags), params=params, built=())
         if plan.incremental:
             categories = inc.read_state(con, TABLE).params["categories"]
@@ -154,7 +158,7 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
             con.sql(f"COPY (SELECT user_id FROM temp.{inc.CHANGED}) TO {sql_string(str(changed))} (FORMAT parquet)")
 
     def stamp(cats: list[str]) -> str:  # the categories are known on Spark, on a first build
-        return inc.build_stamp(plan, _code_version(), {"top_categories": config.top_categories, "categories": cats})
+        return inc.build_stamp(plan, _code_version(models), {"top_categories": config.top_categories, "categories": cats})
 
     users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories,
                                        changed=changed, categories=categories, stamp=stamp)
@@ -162,7 +166,7 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
         changed.unlink()
     with duckdb.get_connection() as con, transaction(con):
         duckdb_view(con, TABLE, folder)
-        inc.write_state(con, TABLE, _code_version(), as_of, plan, params={**params, "categories": categories})
+        inc.write_state(con, TABLE, _code_version(models), as_of, plan, params={**params, "categories": categories})
         summary = con.sql(f"SELECT count(*) FILTER (WHERE frequency > 0), coalesce(sum(monetary), 0), "
                           f"coalesce(median(recency_days), 0) FROM {TABLE}").fetchall()[0]
         preview = con.sql(f"SELECT * FROM {TABLE} ORDER BY user_id LIMIT 5").pl()

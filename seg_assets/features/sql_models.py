@@ -180,6 +180,25 @@ def _read_through_views(tables, models: dict[str, SqlModel]) -> set[str]:
     return found
 
 
+def build_version(model: SqlModel, models: dict[str, SqlModel]) -> str:
+    """What a build of ``model`` computes from: its SQL and that of every view it reads through. An incremental model
+    keeps its rows of keys without new input rows, so a changed view (a category holding an address now read as NULL)
+    must rebuild it in full, as a change of its own SQL does."""
+    digest = hashlib.sha256(model.sql.encode())
+    for view in sorted(_views_read_through(model.inputs, models)):
+        digest.update(models[view].sql.encode())
+    return digest.hexdigest()[:12]
+
+
+def _views_read_through(tables, models: dict[str, SqlModel]) -> set[str]:
+    found: set[str] = set()
+    for table in tables:
+        model = models.get(table)
+        if model is not None and model.materialized == "view":
+            found |= {table} | _views_read_through(model.inputs, models)
+    return found
+
+
 def built_inputs(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
     """The SQL table and incremental models that reading ``tables`` reads, directly or through views: their rows
     are rewritten by their builds. An incremental build over them sees the raw rows only as far as their last
@@ -245,11 +264,12 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
         return None, plan
     models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
     if model.materialized == "incremental":
+        version = build_version(model, models)
         windows = incremental_windows(model, models)
         sources = [inc.Source(".".join(u), t) for u, t in _event_times(model, models).items()]
         additive_model = model.strategy == "additive"
         plan = inc.plan_build(con, model=model.table, target=model.table, key=None if additive_model else model.unique_key,
-                              sources=sources, code_version=model.code_version, as_of=as_of, rebase=rebase,
+                              sources=sources, code_version=version, as_of=as_of, rebase=rebase,
                               windows=windows, built=built_inputs(model.inputs, models), dated=inc.reads_as_of(model.sql))
         with transaction(con):
             if plan.incremental and additive_model:
@@ -265,12 +285,12 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
             else:
                 drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
                 con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
-            inc.write_state(con, model.table, model.code_version, as_of, plan)
+            inc.write_state(con, model.table, version, as_of, plan)
     else:
         watermark, _ = inc.built_watermark(con, inc.ledger_watermark(con), built_inputs(model.inputs, models))
         with transaction(con):  # its build state: how far the incremental models that read it may trust it
             con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
-            inc.write_state(con, model.table, model.code_version, as_of, inc.Plan("full", "table model", watermark))
+            inc.write_state(con, model.table, build_version(model, models), as_of, inc.Plan("full", "table model", watermark))
     return int(con.sql(f"SELECT count(*) FROM {model.table}").fetchall()[0][0]), plan
 
 

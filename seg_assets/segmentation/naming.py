@@ -63,11 +63,14 @@ CLAIMS: dict[str, int] = {"High-value loyal": 1, "Loyal buyers": 1, "Bargain hun
 # name -> the name it stands in for: used only where that one cannot be (none of its REQUIRES among the features)
 STANDS_IN: dict[str, str] = {"Loyal buyers": "High-value loyal"}
 
+# The names a lifecycle stage itself says are true of its users (its thresholds did): their CLAIMS are not checked
+# again on the ranks (a lapsed segment of buyers ranks below the median on recency in a shop of long-standing browsers
+# who never bought, whose recency is their tenure, and lost both its names)
+STAGE_SAYS: dict[str, tuple[str, ...]] = {"new": ("New customers",), "lapsed": ("Dormant", "At risk")}
 STAGE_ARCHETYPES: dict[str | None, tuple[str, ...]] = {
     None: tuple(ARCHETYPES),
     "all": tuple(ARCHETYPES),
-    "new": ("New customers",),
-    "lapsed": ("Dormant", "At risk"),
+    **STAGE_SAYS,
     "engaged": ("High-value loyal", "Loyal buyers", "Bargain hunters", "Window shoppers", "Occasional buyers", "At risk"),
 }
 
@@ -97,17 +100,18 @@ EVERYONE = "All customers"  # the one segment of everyone: names are contrasts, 
 CLOSE_TO_BEST = 0.08  # an archetype may be used for uniqueness if within this score of the best
 
 
-def archetype_scores(ranks: Mapping[str, float], allowed: tuple[str, ...] = tuple(ARCHETYPES)) -> dict[str, float]:
+def archetype_scores(ranks: Mapping[str, float], allowed: tuple[str, ...] = tuple(ARCHETYPES),
+                     stage: str | None = None) -> dict[str, float]:
     """Score of each allowed archetype for one segment (features missing from ``ranks`` are skipped; an
     archetype none of whose ``REQUIRES`` features is in ``ranks``, or whose words the segment contradicts
-    (:data:`CLAIMS`), is not scored at all)."""
+    (:data:`CLAIMS`, unless the segment's ``stage`` says them: :data:`STAGE_SAYS`), is not scored at all)."""
     out = {}
     for name in allowed:
         if not any(f in ranks for f in REQUIRES.get(name, ())):
             continue
         if name in STANDS_IN and any(f in ranks for f in REQUIRES[STANDS_IN[name]]):
             continue
-        side = CLAIMS.get(name, 0)
+        side = 0 if name in STAGE_SAYS.get(stage or "", ()) else CLAIMS.get(name, 0)
         feature = next((f for f in REQUIRES.get(name, ()) if f in ranks), None)
         if side and feature is not None and side * (ranks[feature] - 0.5) <= 0:
             continue
@@ -148,7 +152,7 @@ def assign_names(ranks: Mapping[int, Mapping[str, float]], *, stages: Mapping[in
         names_ = STAGE_ARCHETYPES.get((stages or {}).get(s), tuple(ARCHETYPES))
         return names_ if buying((buyer_share or {}).get(s)) else tuple(a for a in names_ if a not in BUYER_ARCHETYPES)
 
-    scores = {s: archetype_scores(ranks[s], allowed(s)) for s in todo}
+    scores = {s: archetype_scores(ranks[s], allowed(s), (stages or {}).get(s)) for s in todo}
     best = {s: max(sc.items(), key=lambda t: (t[1], -list(ARCHETYPES).index(t[0]))) for s, sc in scores.items() if sc}
     pairs = sorted(((sc, s, a) for s in todo for a, sc in scores[s].items() if sc >= best[s][1] - CLOSE_TO_BEST),
                    key=lambda t: (-t[0], t[1], t[2]))
