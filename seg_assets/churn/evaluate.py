@@ -30,11 +30,11 @@ from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import polars as pl
 
 from seg_assets.churn.bgnbd import BGNBD, fit_bgnbd, summarize
 from seg_assets.churn.cdnow import fetch_cdnow, import_cdnow, read_orders
+from seg_assets.churn.metrics import roc_auc
 from seg_assets.markdown import table as md_table
 
 CALIBRATION_END = date(1997, 9, 30)
@@ -75,12 +75,6 @@ class CdnowEvaluation:
         return "\n".join(lines)
 
 
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, score))
-
-
 def holdout_labels(sample_file: Path, calibration_end: date = CALIBRATION_END, holdout_end: date = HOLDOUT_END) -> pl.DataFrame:
     """``user_id, buy``: 1 when the customer (first purchase by ``calibration_end``) bought in the holdout window."""
     orders, *_ = read_orders(Path(sample_file))
@@ -118,10 +112,10 @@ def evaluate_cdnow(data_dir: Path, sample_file: Path, *, calibration_end: date =
         raise RuntimeError(f"{missing} of {frame.height} customers have no churn_probability: is a churn model in service?")
     y = frame["buy"].to_numpy()
     auc = {
-        "churn_probability": _auc(y, 1.0 - frame["churn_probability"].to_numpy()),
-        "expected_value_next_h": _auc(y, frame["expected_value_next_h"].to_numpy()),
-        "recency only": _auc(y, -frame["recency_days"].to_numpy()),
-        "frequency only": _auc(y, frame["frequency"].to_numpy().astype(float)),
+        "churn_probability": roc_auc(y, 1.0 - frame["churn_probability"].to_numpy()),
+        "expected_value_next_h": roc_auc(y, frame["expected_value_next_h"].to_numpy()),
+        "recency only": roc_auc(y, -frame["recency_days"].to_numpy()),
+        "frequency only": roc_auc(y, frame["frequency"].to_numpy().astype(float)),
     }
     version, horizon, kind = meta[0] if meta else (None, None, None)
     result = CdnowEvaluation(users=frame.height, buyers=int(y.sum()), auc=auc, churn_model_version=version,
@@ -131,9 +125,9 @@ def evaluate_cdnow(data_dir: Path, sample_file: Path, *, calibration_end: date =
         joined = labels.join(bg, on="user_id", how="inner")
         yb = joined["buy"].to_numpy()
         result.bgnbd = model
-        result.auc["BG/NBD expected purchases"] = _auc(yb, joined["bg_expected"].to_numpy())
-        result.auc["BG/NBD P(alive)"] = _auc(yb, joined["bg_p_alive"].to_numpy())
-        result.auc["frequency only, repeat purchase days (BG/NBD x)"] = _auc(yb, joined["x"].to_numpy())
+        result.auc["BG/NBD expected purchases"] = roc_auc(yb, joined["bg_expected"].to_numpy())
+        result.auc["BG/NBD P(alive)"] = roc_auc(yb, joined["bg_p_alive"].to_numpy())
+        result.auc["frequency only, repeat purchase days (BG/NBD x)"] = roc_auc(yb, joined["x"].to_numpy())
     return result
 
 
@@ -157,7 +151,7 @@ def compare_kinds(data_dir: Path, sample_file: Path, *, as_of: str = AS_OF, hori
     for kind in kinds:
         model = train_churn_model(snapshots, horizon_days=horizon_days, kind=kind, as_of=t, cutoffs=plan.cutoffs)
         frame = labels.join(features.with_columns(p=pl.Series(model.churn_probability(features))), on="user_id", how="left")
-        out[kind] = {"eval_auc": _auc(frame["buy"].to_numpy(), 1.0 - frame["p"].to_numpy()),
+        out[kind] = {"eval_auc": roc_auc(frame["buy"].to_numpy(), 1.0 - frame["p"].to_numpy()),
                      "holdout_auc": model.metrics["holdout"]["roc_auc"]}
     return out
 
