@@ -137,7 +137,9 @@ def test_an_address_delivered_as_a_category_country_or_channel_reaches_no_featur
         "orders/o.csv": "order_id,user_id,order_ts,amount,items,category,discount,status\n"
                         f"o1,u1,{t.format(2)},20,1,promo-carol@example.org,0,completed\no2,u2,{t.format(3)},30,1,shoes,0,completed\n",
         "order_items/l.csv": "line_id,order_id,user_id,order_ts,product_id,quantity,unit_price,category,description,status\n"
-                             f"l1,o3,u2,{t.format(4)},p1,1,15,dave@example.net,Mug,completed\n",
+                             f"l1,o3,u2,{t.format(4)},p1,1,15,dave@example.net,Mug,completed\n"
+                             f"l2,o3,u2,{t.format(4)},p2,1,15,dave@example.net,Cup,completed\n"
+                             f"l3,o3,u2,{t.format(4)},p3,1,15,kitchen,Pan,completed\n",
         "clicks/k.csv": "event_id,user_id,session_id,event_ts,event_type,funnel_stage,product_id,category\n"
                         f"e1,u1,s1,{t.format(2)},view,,p1,x eve@example.com\n",
     }
@@ -148,6 +150,8 @@ def test_an_address_delivered_as_a_category_country_or_channel_reaches_no_featur
     found = []
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT user_id, frequency FROM features.user_features ORDER BY 1").fetchall() == [("u1", 1), ("u2", 2)]
+        # the order's category is its lines' most common one: an address on two of three lines does not outvote 'kitchen'
+        assert con.sql("SELECT category FROM staging.line_orders WHERE order_id = 'o3'").fetchall() == [("kitchen",)]
         for schema, table in con.sql("SELECT table_schema, table_name FROM information_schema.tables").fetchall():
             if schema != "raw" and re.search("(@|%40)example[.]", str(con.sql(f'SELECT * FROM "{schema}"."{table}"').fetchall())):
                 found.append(f"{schema}.{table}")

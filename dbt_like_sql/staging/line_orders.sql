@@ -21,12 +21,14 @@ WITH line_orders AS (
     GROUP BY order_id
 ),
 line_categories AS (
-    -- The order's category: the one on most of its lines (ties: the first by name), deterministic in any row order.
+    -- The order's category: the one on most of its lines (ties: the first by name), deterministic in any row order;
+    -- a line's category holding an e-mail address (ingest/contract.py EMAIL_LIKE) is none, and does not outvote the others.
     SELECT order_id, arg_max(category, (lines, -rank)) AS category
     FROM (
         SELECT order_id, category, count(*) AS lines, dense_rank() OVER (PARTITION BY order_id ORDER BY category) AS rank
         FROM raw.order_items
         WHERE NULLIF(TRIM(category), '') IS NOT NULL AND order_id NOT IN (SELECT order_id FROM raw.orders)
+          AND NOT ((contains(category, '@') OR contains(category, '%40')) AND regexp_matches(category, '[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}'))
         GROUP BY order_id, category
     )
     GROUP BY order_id
@@ -37,7 +39,7 @@ SELECT
     o.order_ts,
     CAST(round(o.amount, 2) AS DOUBLE) AS amount,
     CAST(o.items AS INTEGER) AS items,
-    CASE WHEN regexp_matches(c.category, '[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}') THEN NULL ELSE NULLIF(TRIM(c.category), '') END AS category,
+    NULLIF(TRIM(c.category), '') AS category,
     CAST(0 AS DOUBLE) AS discount,
     o.status,
     o._file_id

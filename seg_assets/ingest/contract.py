@@ -40,14 +40,16 @@ ORDER_STATUSES = ("completed", "cancelled", "returned")
 # A delivered value holding an e-mail address (a tracking mistake: a referrer in `channel`, an address as a category;
 # in a URL its @ is %40).
 # The staging views turn such a dimension value (category, country, channel) into NULL, so no feature, segment or BI
-# table holds one; their SQL writes this pattern as a literal (test_personal_data.py keeps every copy equal to it).
+# table holds one; their SQL writes this pattern as a literal (test_personal_data.py keeps every copy equal to it),
+# behind a contains() guard: the regular expression on every click cost 2 s more per 30M rows, the guard 1 s.
 EMAIL_LIKE = "[A-Za-z0-9._%+-]+(@|%40)[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}"
 
 
 def without_email_sql(column: str) -> str:
     """SQL of ``column`` with a value holding an e-mail address read as NULL (what the staging views do), for the
     Python-built SQL that reads a raw table's dimension column itself."""
-    return f"CASE WHEN regexp_matches({column}, '{EMAIL_LIKE}') THEN NULL ELSE {column} END"
+    return (f"CASE WHEN (contains({column}, '@') OR contains({column}, '%40')) AND regexp_matches({column}, '{EMAIL_LIKE}') "
+            f"THEN NULL ELSE {column} END")
 
 
 @dataclass(frozen=True)
