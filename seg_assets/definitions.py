@@ -35,7 +35,7 @@ def all_checks() -> list:
 def build_defs(data_dir: str | Path | None = None, as_of: str | None = None, engine: str | None = None) -> dg.Definitions:
     resources = build_resources(data_dir, as_of, engine)
     if resources["engine"].is_spark:  # a model Spark cannot run fails here, naming it and the function
-        from seg_assets.features.sql_models import discover_models
+        from seg_assets.features.sql_files import discover_models
         from seg_assets.spark.sql import check_models
 
         check_models(discover_models())

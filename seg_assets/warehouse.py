@@ -17,7 +17,7 @@ PYTHON_SCHEMAS = ("raw", "meta", "features", "analytics")
 
 
 def sql_model_files(root: Path | None = None) -> list[Path]:
-    """The SQL models: ``<schema>/<name>.sql`` under the SQL dir (features/sql_models.py reads them); a
+    """The SQL models: ``<schema>/<name>.sql`` under the SQL dir (features/sql_files.py reads them); a
     ``<name>.spark.sql`` beside one is that model's Spark form (spark/sql.py), not a model."""
     folder = root or sql_dir()
     if not folder.is_dir():

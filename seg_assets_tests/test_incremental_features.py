@@ -267,7 +267,8 @@ def test_an_additive_model_cannot_read_rewritten_rows(tmp_path):
     """stg_orders reads staging.line_orders, whose builds rewrite an order's row (more lines, or the order row
     delivered later), and raw.orders, whose rows a source with keep: latest replaces: added up again, that order
     would count twice. Refused at load time, with the fix. Raw clicks are events, never replaced."""
-    from seg_assets.features.sql_models import built_inputs, discover_models, incremental_windows, updatable_inputs
+    from seg_assets.features.sql_files import discover_models
+    from seg_assets.features.sql_models import built_inputs, incremental_windows, updatable_inputs
     from seg_assets.settings import sql_dir
 
     sql = tmp_path / "sql"
@@ -300,7 +301,8 @@ def test_an_additive_model_must_say_what_makes_it_additive():
 def test_a_new_windowed_column_stays_exact(data_dir, tmp_path, monkeypatch):
     """Add ``orders_7d`` to user_order_stats and nothing else: its 7-day window is read from the SQL, so as
     as-of moves and orders leave the window, the incremental table stays exactly what a full rebuild gives."""
-    from seg_assets.features.sql_models import discover_models, incremental_windows, set_as_of, sql_assets
+    from seg_assets.features.sql_files import discover_models
+    from seg_assets.features.sql_models import incremental_windows, set_as_of, sql_assets
     from seg_assets.ingest import ingest_landing
     from seg_assets.resources import build_resources
     from seg_assets.reviews.assets import review_sentiment

@@ -8,7 +8,8 @@ import polars as pl
 
 from seg_assets.demo.generate import generate
 from seg_assets.features.dictionary import REVIEW_FEATURES
-from seg_assets.features.sql_models import discover_models, set_as_of
+from seg_assets.features.sql_files import discover_models
+from seg_assets.features.sql_models import set_as_of
 from seg_assets.publish.assets import BI_SEGMENTS, PUBLISHED_TABLES
 from seg_assets.refresh import run_refresh
 from seg_assets.report import not_computed

@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from seg_assets.features.sql_models import discover_models
+from seg_assets.features.sql_files import discover_models
 from seg_assets.spark.sql import SparkSqlError, check_models, model_spark_sql, spark_form_path, to_spark
 from seg_assets.warehouse import sql_model_files
 

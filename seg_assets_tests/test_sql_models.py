@@ -8,17 +8,8 @@ import pytest
 import sqlglot
 
 from seg_assets.features.incremental import sliding_windows
-from seg_assets.features.sql_models import (
-    SqlModelError,
-    build_sql_asset,
-    discover_models,
-    incremental_windows,
-    load_model,
-    read_header,
-    run_model,
-    sql_assets,
-    upstream_tables,
-)
+from seg_assets.features.sql_files import SqlModelError, discover_models, load_model, read_header, upstream_tables
+from seg_assets.features.sql_models import build_sql_asset, incremental_windows, run_model, sql_assets
 
 
 def test_upstream_tables_excludes_ctes_and_finds_joins():

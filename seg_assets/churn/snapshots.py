@@ -33,7 +33,8 @@ from pathlib import Path
 import polars as pl
 
 from seg_assets.features.incremental import restrict_to_changed
-from seg_assets.features.sql_models import discover_models, set_as_of
+from seg_assets.features.sql_files import discover_models
+from seg_assets.features.sql_models import set_as_of
 from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features
 from seg_assets.segmentation.selection import sample_indices
 from seg_assets.warehouse import create_table_from, table_exists

@@ -14,7 +14,8 @@ from seg_assets.features import dictionary
 from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
-from seg_assets.features.sql_models import build_version, built_inputs, discover_models, event_time_of, sql_assets
+from seg_assets.features.sql_files import discover_models
+from seg_assets.features.sql_models import build_version, built_inputs, event_time_of, sql_assets
 from seg_assets.features.user_features import (
     CATEGORY_INPUT,
     TOP_CATEGORIES,

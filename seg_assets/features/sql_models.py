@@ -24,145 +24,23 @@ rebuilt when one of its rows leaves such a window). The windows are read from th
 """
 
 
-import difflib
 import hashlib
-import re
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 import duckdb
-import sqlglot
-from sqlglot import exp
 
-from seg_assets.errors import InputError, input_failure
+from seg_assets.errors import input_failure
 from seg_assets.features import additive
 from seg_assets.features import incremental as inc
+from seg_assets.features.sql_files import SqlModel, SqlModelError, discover_models
 from seg_assets.ingest import contract as C
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.settings import DEFAULT_SQL_DIR
 from seg_assets.spark.session import Engine
-from seg_assets.warehouse import drop_other_kind, sql_model_files, transaction
-
-_HEADER = re.compile(r"^\s*--\s*(\w+)\s*:\s*(.*?)\s*$")
-STRATEGIES = ("recompute", "delete+insert", "additive")
-# What a model's leading comment block may set: a line "-- <key>: <value>" with another key is refused (a misspelt key
-# was silently ignored: an incremental model without its event time, a model without its description)
-HEADER_KEYS = ("materialized", "description", "unique_key", "incremental_strategy", "event_time")
-
-
-class SqlModelError(InputError, ValueError):
-    """A SQL model file that cannot be a model (one line naming the file; the command line exits 2 before a run)."""
-
-
-@dataclass(frozen=True)
-class SqlModel:
-    schema: str
-    name: str
-    sql: str
-    materialized: str
-    description: str
-    upstream: tuple[tuple[str, str], ...]
-    path: Path
-    unique_key: str | None = None
-    event_time: str | None = None
-    strategy: str = "recompute"
-
-    @property
-    def keys(self) -> list[str]:
-        return [k.strip() for k in (self.unique_key or "").split(",") if k.strip()]
-
-    @property
-    def table(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def inputs(self) -> list[str]:
-        return [".".join(u) for u in self.upstream]
-
-    @property
-    def key(self) -> dg.AssetKey:
-        return dg.AssetKey([self.schema, self.name])
-
-    @property
-    def code_version(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()[:12]
-
-
-def read_header(sql: str) -> dict[str, str]:
-    header = {}
-    for line in sql.splitlines():
-        if not line.strip():
-            continue
-        match = _HEADER.match(line)
-        if not match:
-            break
-        header[match.group(1).lower()] = match.group(2)
-    return header
-
-
-def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str], ...]:
-    """The qualified tables a query reads, from its syntax tree (CTE names are not tables). A model is one query: a
-    second statement after a ``;`` would run too (``COPY ... TO`` a file), unseen by this reading."""
-    try:
-        statements = [t for t in sqlglot.parse(sql, dialect="duckdb") if t is not None]
-    except sqlglot.errors.ParseError as exc:
-        first = next((str(e.get("description")) for e in exc.errors), str(exc).splitlines()[0])
-        raise SqlModelError(f"{source}: not SQL DuckDB reads ({first}): fix the model") from None
-    if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-        raise SqlModelError(f"{source}: a model is one SELECT (or WITH ... SELECT) query; found "
-                         f"{', '.join(type(t).__name__.upper() for t in statements) or 'nothing'}")
-    tree = statements[0]
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    found = set()
-    for table in tree.find_all(exp.Table):
-        if not table.db and table.name in ctes:
-            continue
-        if not table.db:
-            raise SqlModelError(f"{source}: table '{table.name}' must be schema-qualified (e.g. raw.{table.name})")
-        found.add((table.db, table.name))
-    return tuple(sorted(found))
-
-
-def load_model(path: Path) -> SqlModel:
-    sql = path.read_text()
-    header = read_header(sql)
-    materialized = header.get("materialized", "table").lower()
-    if materialized not in ("table", "view", "incremental"):
-        raise SqlModelError(f"{path}: materialized must be 'table', 'view' or 'incremental', not '{materialized}'")
-    if materialized == "incremental" and not header.get("unique_key"):
-        raise SqlModelError(f"{path}: an incremental model needs a '-- unique_key:' header")
-    strategy = header.get("incremental_strategy", "recompute").lower()
-    if strategy not in STRATEGIES:
-        raise SqlModelError(f"{path}: incremental_strategy must be {' or '.join(STRATEGIES)}, not '{strategy}'")
-    if materialized == "incremental" and strategy != "additive" and "," in header["unique_key"]:
-        raise SqlModelError(f"{path}: a {strategy} model rebuilds the rows of one key column (e.g. user_id; "
-                         "delete+insert: several rows per key)")
-    if "windows" in header:
-        raise SqlModelError(f"{path}: windows are derived from the SQL; remove the '-- windows:' header")
-    for key in header:
-        if key not in HEADER_KEYS:
-            close = difflib.get_close_matches(key, HEADER_KEYS, n=1)
-            hint = f"did you mean '-- {close[0]}:'? " if close else ""
-            raise SqlModelError(f"{path}: unknown header '-- {key}:' ({hint}the header sets {', '.join(HEADER_KEYS)}; a "
-                                "comment in it must not start with a word and a colon)")
-    return SqlModel(
-        schema=path.parent.name,
-        name=path.stem,
-        sql=sql,
-        materialized=materialized,
-        description=header.get("description", f"SQL model {path.parent.name}.{path.stem}"),
-        upstream=upstream_tables(sql, source=str(path)),
-        path=path,
-        unique_key=header.get("unique_key"),
-        event_time=header.get("event_time"),
-        strategy=strategy,
-    )
-
-
-def discover_models(root: Path | None = None) -> list[SqlModel]:
-    return [load_model(p) for p in sql_model_files(root)]
+from seg_assets.warehouse import drop_other_kind, transaction
 
 
 def set_as_of(con, as_of) -> None:

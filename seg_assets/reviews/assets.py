@@ -14,7 +14,7 @@ import polars as pl
 
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
-from seg_assets.features.sql_models import discover_models
+from seg_assets.features.sql_files import discover_models
 from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import frame as md_frame

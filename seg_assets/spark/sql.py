@@ -57,7 +57,7 @@ def _bind(tree: exp.Expression, variables: dict[str, exp.Expression], source: st
 def _rename_tables(tree: exp.Expression) -> exp.Expression:
     """``schema.name`` -> the temp view ``schema__name`` (aliased as ``name`` so qualified columns still resolve)."""
     for table in list(tree.find_all(exp.Table)):
-        if not table.db:  # a CTE (models read only schema-qualified tables: sql_models.upstream_tables)
+        if not table.db:  # a CTE (models read only schema-qualified tables: sql_files.upstream_tables)
             continue
         alias = table.alias or table.name
         table.replace(exp.table_(view_name(table.db, table.name), alias=exp.to_identifier(alias)))
@@ -84,8 +84,8 @@ def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb") ->
 
 
 def model_spark_sql(model, as_of: datetime) -> str:
-    """The Spark SQL of a SqlModel (features/sql_models.py): its ``.spark.sql`` form if it has one, else transpiled."""
-    from seg_assets.features.sql_models import upstream_tables
+    """The Spark SQL of a SqlModel (features/sql_files.py): its ``.spark.sql`` form if it has one, else transpiled."""
+    from seg_assets.features.sql_files import upstream_tables
 
     explicit = spark_form_path(model.path)
     if explicit.exists():
