@@ -20,7 +20,7 @@ _SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE
 _MIB = {"KB": 1 / 1024, "MB": 1, "GB": 1024, "TB": 1024**2}  # near enough to tell a usable size (KiB: the same keys)
 MAX_DAYS = 36_500  # a day count in a setting: 100 years; past it a typo overflows Python's and DuckDB's dates mid-run
 
-# The SQL models (features/sql_models.py); here, without Dagster, for the published state's code fingerprint.
+# The SQL models (features/sql_files.py reads them); here, without Dagster, for the published state's code fingerprint.
 SQL_DIR_ENV = "SEG_SQL_DIR"
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
 

@@ -9,7 +9,7 @@ import sqlglot
 
 from seg_assets.features.incremental import sliding_windows
 from seg_assets.features.sql_files import SqlModelError, discover_models, load_model, read_header, upstream_tables
-from seg_assets.features.sql_models import build_sql_asset, incremental_windows, run_model, sql_assets
+from seg_assets.features.sql_models import build_sql_asset, build_version, incremental_windows, run_model, sql_assets
 
 
 def test_upstream_tables_excludes_ctes_and_finds_joins():
@@ -299,6 +299,11 @@ def test_a_changed_view_rebuilds_the_incremental_models_above_it_in_full(tmp_pat
     plans = [run_model(con, changed[t], datetime(2026, 1, 31), models=changed)[1] for t in chain]
     assert plans[-1].mode == "full" and plans[-1].reason == "code changed", plans[-1]
     assert con.sql("SELECT DISTINCT category FROM features.user_category_activity").fetchall() == [("BOOKS",)]
+    # a table model read through a view counts too: line_orders rebuilt with other SQL rewrites old orders' rows
+    lines = models["staging.line_orders"]
+    other = {**models, lines.table: dataclasses.replace(lines, sql=lines.sql + "\n-- changed")}
+    activity = models["features.user_category_activity"]
+    assert build_version(activity, other) != build_version(activity, models)
 
 
 def test_line_orders_stay_incremental_for_order_rows_and_as_of_moves(tmp_path):

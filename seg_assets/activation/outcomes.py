@@ -113,15 +113,16 @@ def policy_context(outcomes: pl.DataFrame) -> pl.DataFrame:
     return outcomes.with_columns(pl.coalesce("segment_id", "current_segment_id").alias("segment_id"))
 
 
-def time_split(outcomes: pl.DataFrame, holdout_share: float = 0.3) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(fit, holdout): the latest ``holdout_share`` of sends by ``sent_ts`` are held out for evaluation.
+def time_split(outcomes: pl.DataFrame, evaluation_share: float) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(fit, holdout): the latest ``evaluation_share`` of sends by ``sent_ts`` are held out to evaluate a policy
+    (NextBestActionConfig; not a campaign's control share).
 
     The cut is at a send time, so one campaign (one send time) is never split between the two.
     """
     if outcomes.height == 0:
         return outcomes, outcomes
     times = outcomes["sent_ts"].sort()
-    cut = times[min(int(round((1 - holdout_share) * len(times))), len(times) - 1)]
+    cut = times[min(int(round((1 - evaluation_share) * len(times))), len(times) - 1)]
     fit, holdout = outcomes.filter(pl.col("sent_ts") < cut), outcomes.filter(pl.col("sent_ts") >= cut)
     if fit.height == 0:  # a single send time: nothing earlier to fit on
         return outcomes, outcomes.clear()

@@ -1,4 +1,5 @@
-"""SQL models from ``dbt_like_sql/``: one file, one table or view, one Dagster asset.
+"""SQL models from ``dbt_like_sql/``: one file, one table or view, one Dagster asset (the files are read by
+sql_files.py; this module builds them).
 
 ``dbt_like_sql/<schema>/<name>.sql`` becomes the asset ``<schema>/<name>`` and the DuckDB object
 ``<schema>.<name>``. Its upstream assets are read from the SQL itself with sqlglot (every qualified
@@ -59,12 +60,15 @@ def _read_through_views(tables, models: dict[str, SqlModel]) -> set[str]:
 
 
 def build_version(model: SqlModel, models: dict[str, SqlModel]) -> str:
-    """What a build of ``model`` computes from: its SQL and that of every view it reads through. An incremental model
-    keeps its rows of keys without new input rows, so a changed view (a category holding an address now read as NULL)
-    must rebuild it in full, as a change of its own SQL does."""
+    """What a build of ``model`` computes from: its SQL, that of every view it reads through and the build version of
+    every SQL model it reads. An incremental model keeps its rows of keys without new input rows, so a changed input
+    (a view reading a category holding an address as NULL, a table model rebuilt with other rows) must rebuild it in
+    full, as a change of its own SQL does."""
     digest = hashlib.sha256(model.sql.encode())
     for view in sorted(_views_read_through(model.inputs, models)):
         digest.update(models[view].sql.encode())
+    for table in built_inputs(model.inputs, models):
+        digest.update(build_version(models[table], models).encode())
     return digest.hexdigest()[:12]
 
 
