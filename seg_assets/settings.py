@@ -23,6 +23,7 @@ MAX_DAYS = 36_500  # a day count in a setting: 100 years; past it a typo overflo
 # The SQL models (features/sql_files.py reads them); here, without Dagster, for the published state's code fingerprint.
 SQL_DIR_ENV = "SEG_SQL_DIR"
 DEFAULT_SQL_DIR = Path(__file__).resolve().parents[1] / "dbt_like_sql"
+WAREHOUSE_FILE = "warehouse.duckdb"  # its stem is the catalog name a connection to it reads tables under
 
 
 def sql_dir() -> Path:
@@ -45,7 +46,7 @@ class DataPaths:
     @property
     def warehouse(self) -> Path:
         """The DuckDB file all assets write to (one writer at a time)."""
-        return self.root / "warehouse.duckdb"
+        return self.root / WAREHOUSE_FILE
 
     @property
     def models(self) -> Path:

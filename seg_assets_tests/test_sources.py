@@ -29,6 +29,7 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     ("(SELECT max(user_id) FROM raw.orders)", "subquery"),
     ("user_id IN (SELECT user_id FROM raw.customers)", "subquery"),
     ("raw.orders.user_id", "another table"),
+    ("warehouse.raw.orders.category", "another table"),  # the warehouse file's catalog (a tester's; it read nothing)
     ("read_text('/etc/passwd')", "table function"),
     ("query('SELECT 1')", "table function"),
     ("sum(amount)", "aggregate"),

@@ -16,6 +16,7 @@ import logging
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import sqlglot
 from sqlglot import exp
@@ -123,10 +124,13 @@ def _duckdb_functions() -> dict[str, set[str]]:
 
 @lru_cache(maxsize=1)
 def _warehouse_names() -> frozenset[str]:
-    """Names a dotted name may not start with: the warehouse's schemas (one per SQL model folder too) and DuckDB's own."""
+    """Names a dotted name may not start with: the warehouse's schemas (one per SQL model folder too), its catalog
+    (``warehouse.raw.orders.category``: the file's stem) and DuckDB's own."""
+    from seg_assets.settings import WAREHOUSE_FILE
     from seg_assets.warehouse import schemas
 
-    return frozenset({*schemas(), "main", "temp", "system", "information_schema", "pg_catalog", "memory"})
+    return frozenset({*schemas(), Path(WAREHOUSE_FILE).stem, "main", "temp", "system", "information_schema", "pg_catalog",
+                      "memory"})
 
 
 def struct_fields(tree: exp.Expression) -> exp.Expression:
