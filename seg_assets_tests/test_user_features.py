@@ -85,3 +85,14 @@ def test_orders_only_data(inputs):
 
 def test_category_slug():
     assert category_slug("Home & Garden") == "home_garden" and category_slug("  ") == "unknown"
+
+
+def test_categories_whose_names_read_alike_keep_their_own_share_columns(inputs):
+    """'@home' and 'Home', or a delivered category called 'Other', must not add up in one column (a tester's find)."""
+    activity = pl.DataFrame({"user_id": ["a", "a", "a", "a"], "category": ["Home", "@home", "Other", "toys"],
+                             "events": [4, 3, 2, 1]})
+    f = build_user_features(inputs[0], None, activity, None, as_of=AS_OF, top_categories=3)
+    shares = {c: v for c, v in row(f, "a").items() if c.startswith("cat_share_")}
+    assert sorted(shares.values()) == [0.1, 0.2, 0.3, 0.4]  # four columns, nothing merged
+    assert shares["cat_share_home"] == 0.4 and shares["cat_share_other"] == 0.1  # the first name keeps the plain slug
+    assert sum(shares.values()) == pytest.approx(1.0)

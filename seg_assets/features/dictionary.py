@@ -118,5 +118,6 @@ def markdown_table() -> str:
     rows.append((f"`{CATEGORY_SHARE_PREFIX}<category>`", "float", "[0, 1]", "", "Share of the user's orders and clicks in "
                  "that category (the most common categories when the table was last built in full: first build, code or "
                  "settings change, daily rebase; the rest, and a category that became common since, in "
-                 f"`{CATEGORY_SHARE_PREFIX}other`)."))
+                 f"`{CATEGORY_SHARE_PREFIX}other`; a category whose column name is taken gets `_2`, `_3`, ...: `Home`, "
+                 "`@home`)."))
     return md_table(["column", "type", "range", "model", "meaning"], rows)
