@@ -118,6 +118,16 @@ def test_a_file_rejected_whole_keeps_the_columns_read_under_their_contract_names
     assert "the other 1 field(s) of its first line are not repeated here" in report.files[0].message
 
 
+def test_the_address_pattern_takes_international_quoted_and_ip_addresses_and_keeps_other_at_signs():
+    """Addresses a tester found kept in clear (a non-ASCII domain, a quoted local part, an IP literal), and values with
+    an @ that are no address."""
+    addresses = ["jürgen@exämple.de", '"john doe"@example.com', "user@[192.168.0.1]", "user@[IPv6:2001:db8::1]",
+                 "ｆｕｌｌ@ｗｉｄｅ.ｊｐ", "ref=anna%40example.org", "Ünal.Öz@mail.com.tr", "a@example.com"]
+    kept = ["@home", "home", "50 % @ shop", "ok@host", "a@b.c", "email@", "@handle.", "x @ y.com"]
+    values = duckdb.sql(f"SELECT {C.without_email_sql('v')} FROM unnest($v) t(v)", params={"v": addresses + kept}).fetchall()
+    assert [v for (v,) in values] == [None] * len(addresses) + kept
+
+
 def test_an_address_delivered_as_a_category_country_or_channel_reaches_no_feature_segment_or_bi_table(tmp_path):
     """A tester's delivery: a referrer address as a customer's channel, an address as a category of an order, an order
     line and a click. Staging reads such a value as unknown (NULL; ingest/contract.py EMAIL_LIKE): no table outside the
