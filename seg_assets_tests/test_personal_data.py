@@ -138,8 +138,10 @@ def test_an_address_delivered_as_a_category_country_or_channel_reaches_no_featur
     from seg_assets.refresh import run_refresh
     from seg_assets.warehouse import sql_model_files
 
-    copies = [m for p in sql_model_files(None) for m in re.findall(r"regexp_matches\([^,]+, '([^']*)'\)", p.read_text())]
-    assert len(copies) == 5 and set(copies) == {C.EMAIL_LIKE}
+    copies = [m.groups() for p in sql_model_files(None) for m in
+              re.finditer(r"(\(contains\((\w+), [^\n]*?)regexp_matches\((\w+), '([^']*)'\)", p.read_text())]
+    assert len(copies) == 5 and all(f"{guard}regexp_matches({col}, '{pattern}')" == C.holds_email_sql(col) == C.holds_email_sql(c2)
+                                    for guard, col, c2, pattern in copies), copies
     t = "2026-03-0{}T10:00:00Z"
     files = {
         "customers/c.csv": "user_id,signup_ts,country,channel,email\n"

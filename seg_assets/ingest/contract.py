@@ -46,11 +46,16 @@ ORDER_STATUSES = ("completed", "cancelled", "returned")
 EMAIL_LIKE = r'("[^"]+"|[\p{L}\p{N}._%+-]+)(@|%40)(\[(IPv6:)?[0-9A-Fa-f.:]+\]|[\p{L}\p{N}-]+([.][\p{L}\p{N}-]+)*[.]\p{L}{2,})'
 
 
+def holds_email_sql(column: str) -> str:
+    """SQL: ``column`` holds an e-mail address (:data:`EMAIL_LIKE`, behind the cheap ``contains`` guard). The staging
+    SQL writes this text out; a test keeps every copy equal to it."""
+    return f"(contains({column}, '@') OR contains({column}, '%40')) AND regexp_matches({column}, '{EMAIL_LIKE}')"
+
+
 def without_email_sql(column: str) -> str:
     """SQL of ``column`` with a value holding an e-mail address read as NULL (what the staging views do), for the
     Python-built SQL that reads a raw table's dimension column itself."""
-    return (f"CASE WHEN (contains({column}, '@') OR contains({column}, '%40')) AND regexp_matches({column}, '{EMAIL_LIKE}') "
-            f"THEN NULL ELSE {column} END")
+    return f"CASE WHEN {holds_email_sql(column)} THEN NULL ELSE {column} END"
 
 
 @dataclass(frozen=True)
