@@ -104,3 +104,36 @@ def test_scored_reviews_lost_since_the_last_scoring_are_scored_again(tmp_path):
                 "(SELECT review_id FROM analytics.review_sentiment ORDER BY review_id LIMIT 7)")
     assert run_refresh(tmp_path, instance=instance).success
     assert _metadata(instance, REVIEW_SENTIMENT)["scored_now"] == 7 and total > 7
+
+
+@pytest.mark.slow
+def test_lists_follow_a_refresh_as_of_a_past_date_and_back(tmp_path):
+    """A tester's find: after a refresh as of a past date the lists stayed as of whichever date came first (later
+    purchases used before it; just-bought products recommended and new buyers without a list after it). Like the
+    basket counts, a change to or from a past as-of rebuilds them."""
+    root = tmp_path / "shop"
+    generate(root, users=600, days=90, seed=23, with_lines=True)
+    instance = dg.DagsterInstance.ephemeral()
+    past = DEFAULT_END - timedelta(days=20)
+
+    def refresh_and_check(as_of: str | None, why: str) -> None:
+        outcome = run_refresh(root, instance=instance, **({"as_of": as_of} if as_of else {}))
+        assert outcome.success, [m for s in outcome.stages for m in s.failures]
+        assert why in _metadata(instance, USER_RECOMMENDATIONS)["why"]
+        with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+            (segments_as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
+            assert con.sql("SELECT as_of FROM meta.rec_state").fetchall() == [(segments_as_of,)]
+            # no list recommends what its user bought (a completed order) in the day before the as-of
+            just_bought = con.sql("""SELECT count(*) FROM analytics.user_recommendations r JOIN raw.order_items b
+                USING (user_id, product_id) WHERE b.status = 'completed' AND b.order_ts <= $t
+                AND b.order_ts > $t - INTERVAL 1 DAY""",
+                                  params={"t": segments_as_of}).fetchall()[0][0]
+            assert just_bought == 0
+            listed = con.sql("SELECT count(DISTINCT user_id) FROM analytics.user_recommendations").fetchall()[0][0]
+            buyers = con.sql("""SELECT count(DISTINCT user_id) FROM raw.order_items SEMI JOIN analytics.user_segments
+                                USING (user_id) WHERE order_ts <= $t""", params={"t": segments_as_of}).fetchall()[0][0]
+            assert listed >= buyers > 0
+
+    refresh_and_check(None, "first build")
+    refresh_and_check(f"{past:%Y-%m-%dT%H:%M:%S}Z", "as of")
+    refresh_and_check(None, "no longer as of a past date")

@@ -259,7 +259,7 @@ def _incremental(con, cfg: CountSettings, wm_old: int) -> CountUpdate:
     return CountUpdate("incremental", f"{dirty} users with new orders or a new segment", dirty, tuple(stale))
 
 
-def _lines_after(con, as_of: datetime | None) -> datetime | None:
+def lines_after(con, as_of: datetime | None) -> datetime | None:
     """``as_of`` if order lines were placed after it (a refresh as of a date in the past), else None: then every
     line counts, and the counts can be kept up to date incrementally."""
     if as_of is None:
@@ -274,7 +274,7 @@ def update_counts(con, cfg: CountSettings, full: bool = False, as_of: datetime |
     the past; then (and on the first refresh after one) every scope is counted in full."""
     ensure_tables(con)
     wm = watermark(con)
-    until = _lines_after(con, as_of)
+    until = lines_after(con, as_of)
     state = con.sql("SELECT watermark, counts_key, until FROM meta.basket_state").fetchall()
     reason = ("requested (rebase)" if full else "first count" if not state
               else "count settings changed" if state[0][1] != cfg.key()

@@ -1,7 +1,8 @@
 """``analytics/user_recommendations``: each user's top-N products (model.py), refreshed with the order lines.
 
 Thin wiring. A **full build** (first build, new order lines, cancelled order rows or replaced rows of either,
-other settings, a rebase) recomputes the shared tables (``meta.rec_*``: popularity per segment and shop,
+other settings, a rebase, a refresh as of another date in the past or the first one after it: the basket counts'
+rule) recomputes the shared tables (``meta.rec_*``: popularity per segment and shop,
 co-purchases, category products), re-fits the weights on the last horizon and re-ranks every user, a chunk of
 users at a time. Otherwise nothing is read but the baskets' watermark (baskets/counts.py) and the state, and
 nothing is written: users whose segment moved
@@ -19,7 +20,7 @@ from pydantic import Field
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.baskets.assets import BASKET_INPUTS
-from seg_assets.baskets.counts import watermark
+from seg_assets.baskets.counts import lines_after, watermark
 from seg_assets.features import incremental as inc
 from seg_assets.markdown import frame as md_frame
 from seg_assets.recommend import model as M
@@ -36,7 +37,7 @@ SEGMENTS = "SELECT user_id, segment_id FROM analytics.user_segments"
 PREFIX = "meta.rec_"
 NEXT = "analytics.user_recommendations_next"  # a full build's lists, renamed to TABLE in one transaction when complete
 STATE_COLUMNS = ("watermark BIGINT, settings_key VARCHAR, as_of TIMESTAMP, weights JSON, users BIGINT, summary JSON, "
-                 "built_at TIMESTAMP")
+                 "built_at TIMESTAMP, until TIMESTAMP")  # until: the as-of of lists that left later orders out
 
 
 DEFAULTS = M.RecSettings()  # the model's defaults, so each lives in one place
@@ -84,15 +85,18 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
             _empty(con)
             context.log.info(f"recommendations skipped: {reason}")
             return dg.MaterializeResult(metadata={"skipped": reason, "dagster/row_count": 0})
-        wm = watermark(con)
+        wm, as_of = watermark(con), segments_as_of(con)
+        until = lines_after(con, as_of)  # the basket counts' rule: a refresh as of a past date
         state = con.sql("SELECT * FROM meta.rec_state").pl().to_dicts() if table_exists(con, "meta.rec_state") else []
         why = ("rebase requested" if inc.rebase_requested(context.run.tags) else "first build" if not state
-               else "state of an older version" if "summary" not in state[0]
+               else "state of an older version" if "until" not in state[0]
                else "new order lines or cancellations" if state[0]["watermark"] != wm
                else "settings changed" if state[0]["settings_key"] != s.key()
+               else f"as of {until:%Y-%m-%d %H:%M}: orders placed after it left out"
+               if until is not None and state[0]["as_of"] != as_of
+               else "no longer as of a past date: every order counted" if until is None and state[0]["until"] is not None
                else "table missing" if not table_exists(con, TABLE) else "")
         if why:
-            as_of = segments_as_of(con)
             # built outside a transaction (each chunk's temp tables are freed as it ends; in one transaction DuckDB
             # keeps them all until the commit: 9.3 GiB at 1M users), published in one: a failure leaves the table
             users, weights = _full_build(con, s, as_of, config.chunk_users)
@@ -101,8 +105,8 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
                 con.sql(f"DROP TABLE IF EXISTS {TABLE}")
                 con.sql(f"ALTER TABLE {NEXT} RENAME TO {TABLE.split('.')[1]}")
                 con.sql(f"CREATE OR REPLACE TABLE meta.rec_state ({STATE_COLUMNS})")
-                con.execute("INSERT INTO meta.rec_state VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
-                            [wm, s.key(), as_of, json.dumps(weights.__dict__), users, json.dumps(summary)])
+                con.execute("INSERT INTO meta.rec_state VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
+                            [wm, s.key(), as_of, json.dumps(weights.__dict__), users, json.dumps(summary), until])
             mode = "full"
         else:
             stored = json.loads(state[0]["weights"])
