@@ -41,6 +41,10 @@ def test_clear_tone_gets_the_right_sign_on_the_hand_labelled_set(scorer):
     ("Flimsy and overpriced.", -1), ("Never arrived.", -1), ("Stopped working after a week.", -1),
     ("DO NOT BUY, total rubbish. Customer service never replied.", -1), ("Not worth the money, cheap plastic.", -1),
     ("Item as described, fast delivery.", 1), ("Works perfectly.", 1), ("Sturdy and comfy.", 1),
+    # arriving is no praise: how it arrived is the tone (a tester's find: these scored +0.15)
+    ("Arrived in pieces.", -1), ("Arrived smashed.", -1), ("Arrived in bits.", -1), ("The parcel didn't arrive.", -1),
+    ("Never turned up.", -1), ("Still hasn't arrived after three weeks.", -1), ("Arrived on time.", 1),
+    ("Arrived safely, well packaged.", 1), ("Chuffed to bits with it.", 1),
 ])
 def test_terse_shop_reviews_read_with_the_shop_words(scorer, text, sign):
     """VADER's general lexicon scores these 0 (neutral) or barely: the shop words (lexicons/en_shop.txt) read them."""
