@@ -116,6 +116,25 @@ def test_duplicate_of_existing_row_keeps_existing(con, landing):
     assert ids(con) == ["o1", "o3"]
 
 
+def test_an_id_repeated_with_other_values_is_named_in_the_files_message(con, landing):
+    """A tester's campaign send id reused for another user was only counted as a duplicate, silently: a repeat with
+    other values (in the file, or of a stored row) is likely a mistake, so the file's message (and the CLI) says so;
+    an exact repeat stays a plain duplicate."""
+    write(landing, "orders", "a.csv", order("o1", amount="1"), order("o2"))
+    run(con, landing, "r1")
+    write(landing, "orders", "b.csv", order("o1", amount="2"), order("o2"), order("o3"), order("o3", user="u9"))
+    run(con, landing, "r2")
+    assert counts(ledger(con)["orders/b.csv"]) == ("ingested", 4, 1, 3, 0)
+    message = con.sql("SELECT message FROM meta.ingest_ledger WHERE file_name = 'orders/b.csv'").fetchall()[0][0]
+    assert "2 row(s) repeat an id taken in with other values" in message and "keep: latest" in message, message
+    assert con.sql("SELECT message FROM meta.ingest_ledger WHERE file_name = 'orders/a.csv'").fetchall()[0][0] is None
+    from seg_assets.refresh import _ledger_problems
+
+    lines = [p.line() for p in _ledger_problems(con, "r2")]
+    assert lines == ["orders/b.csv: 2 row(s) repeat an id taken in with other values: the first taken in is kept (if they "
+                     "are changes, declare keep: latest for its source to take the newest)"], lines
+
+
 def test_redelivered_file_under_new_name(con, landing):
     write(landing, "orders", "a.csv", order("o1"), order("o2"), order("bad", amount="-1"))
     (landing / "orders" / "b_copy.csv").write_bytes((landing / "orders" / "a.csv").read_bytes())

@@ -11,6 +11,7 @@ from seg_assets.ingest.ledger import FileOutcome, rollback, write_ledger
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
 
 STAGE = "_seg_ingest_stage"
+OTHER_VALUES = "repeat an id taken in with other values"  # a file's message; the CLI shows it as a warning
 
 
 def insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
@@ -43,6 +44,18 @@ def insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
         SELECT {cols}, {int(file_id)}, _row FROM {STAGE} s WHERE {' AND '.join(where)} ORDER BY _row""",
         bounds if known else {},
     ).fetchall()[0][0]
+
+
+def repeats_with_other_values(con, spec: C.TableSpec, file_id: int) -> int:
+    """STAGE's good rows not taken in (``keep: first``) whose id is stored with other values: an id reused for
+    another order, user or send is likelier a mistake than a re-delivery. Run only when the file had duplicates: the
+    rows not taken in are found among this file's stored rows, then looked up by id."""
+    key = spec.id_column
+    same = " AND ".join(f"r.{c} IS NOT DISTINCT FROM d.{c}" for c in spec.column_names)
+    return con.execute(f"""
+        WITH d AS (SELECT s.* FROM {STAGE} s WHERE s.rule IS NULL AND s._row NOT IN
+                   (SELECT _row FROM {spec.qualified} WHERE _file_id = {int(file_id)}))
+        SELECT count(*) FROM d JOIN {spec.qualified} r ON r.{key} = d.{key} WHERE NOT ({same})""").fetchall()[0][0]
 
 
 def replace_changed_rows(con, spec: C.TableSpec, file_id: int) -> tuple[int, int]:
@@ -85,6 +98,10 @@ def commit_file(con, out: FileOutcome, source: SourceDef, run_id: str, now: date
         elif insert_rows:
             out.accepted = insert_new_rows(con, spec, out.file_id)
         out.count_duplicates()
+        if insert_rows and source.keep != KEEP_LATEST and out.duplicate and (n := repeats_with_other_values(con, spec, out.file_id)):
+            fix = "declare keep: latest for its source to take the newest" if spec.updatable else "give each its own id"
+            out.message = "; ".join(filter(None, [out.message, f"{n} row(s) {OTHER_VALUES}: the first taken in is kept "
+                                                              f"(if they are changes, {fix})"]))
         write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:
