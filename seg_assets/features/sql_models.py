@@ -163,7 +163,7 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
             elif plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
                 write_delta = inc.replace_changed_groups if model.strategy == "delete+insert" else inc.replace_changed
-                write_delta(con, model.table, model.unique_key, delta)
+                write_delta(con, model.table, model.unique_key, delta, plan.max_file_id)
             else:
                 drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
                 con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
