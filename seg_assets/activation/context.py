@@ -19,6 +19,10 @@ import polars as pl
 CONTEXT_FEATURES = ("orders", "orders_90d", "discount_share_x10", "avg_order_value", "days_since_order",
                     "other_orders", "sessions", "events", "add_to_carts", "days_since_first_click")
 KEYS_VIEW = "activation_context_keys"
+# Money summed in DECIMAL: exact, so the context (and the fitted policy, whose version seeds its draws) does not
+# depend on the order threads add rows up (over Spark's Parquet files a DOUBLE sum moved the fit by 1e-10, enough to
+# cross a rounding step of the version: 9.5 % of users got another action than on DuckDB, a tester's find)
+EXACT = "DECIMAL(38, 4)"
 NO_CLICKS = ("(SELECT NULL::VARCHAR AS user_id, NULL::VARCHAR AS session_id, NULL::VARCHAR AS event_id, "
              "NULL::VARCHAR AS funnel_stage, NULL::TIMESTAMP AS event_ts WHERE false)")
 
@@ -27,9 +31,10 @@ WITH k AS (SELECT key, user_id, CAST(t AS TIMESTAMP) AS t FROM {KEYS_VIEW}),
 o AS (SELECT k.key,
         count(o.order_id) FILTER (WHERE o.status = 'completed') AS orders,
         count(o.order_id) FILTER (WHERE o.status = 'completed' AND o.order_ts > k.t - INTERVAL 90 DAY) AS orders_90d,
-        coalesce(sum(o.discount) FILTER (WHERE o.status = 'completed')
-                 / nullif(sum(o.amount + o.discount) FILTER (WHERE o.status = 'completed'), 0), 0) * 10 AS discount_share_x10,
-        coalesce(avg(o.amount) FILTER (WHERE o.status = 'completed'), 0) AS avg_order_value,
+        coalesce(sum(o.discount::{EXACT}) FILTER (WHERE o.status = 'completed')
+                 / nullif(sum((o.amount + o.discount)::{EXACT}) FILTER (WHERE o.status = 'completed'), 0), 0) * 10
+          AS discount_share_x10,
+        coalesce(avg(o.amount::{EXACT}) FILTER (WHERE o.status = 'completed'), 0) AS avg_order_value,
         coalesce(date_diff('day', max(o.order_ts) FILTER (WHERE o.status = 'completed'), k.t), 999) AS days_since_order,
         count(o.order_id) FILTER (WHERE o.status <> 'completed') AS other_orders
       FROM k LEFT JOIN staging.stg_orders o ON o.user_id = k.user_id AND o.order_ts < k.t GROUP BY k.key, k.t),
