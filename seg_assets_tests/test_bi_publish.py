@@ -125,7 +125,8 @@ def test_the_next_publication_removes_the_temp_files_of_a_killed_one(tmp_path):
     assert killed.returncode == -9, killed.stderr
     live = (bi / "current").resolve().name
     left = sorted(p.name for p in bi.iterdir() if p.name.startswith("."))
-    assert any(n.startswith(".current.") and n.endswith(".tmp") for n in left), left  # killed at the switch
+    staged = list((bi / "tables" / "analytics.user_segments").glob(".*.tmp"))
+    assert len(staged) == 1, left  # killed at the switch: its file staged in the table's folder, not yet named
     killed_version = [n for n in versions(bi) if n != live]
     assert len(killed_version) == 1, left
     assert duckdb.connect(str(bi / "segments.duckdb"), read_only=True).sql(
@@ -136,7 +137,7 @@ def test_the_next_publication_removes_the_temp_files_of_a_killed_one(tmp_path):
     con.sql("INSERT INTO analytics.user_segments SELECT 'v' || i, 1 FROM range(5) t(i)")
     publish_tables(con, bi, ["analytics.user_segments"])
     assert visible(bi) == sorted(["analytics.user_segments.parquet", "notes.txt", *LIVE])
-    assert killed_version[0] not in versions(bi) and not any(p.name.endswith(".tmp") for p in bi.iterdir())
+    assert killed_version[0] not in versions(bi) and not any(p.name.endswith(".tmp") for p in bi.rglob("*"))
     published = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
     count = "SELECT count(*) FROM analytics.user_segments"
     assert published.sql(count).fetchall() == con.sql(count).fetchall()
@@ -289,3 +290,52 @@ def test_a_column_named_like_the_views_file_column_is_refused_before_the_switch(
     with pytest.raises(ValueError, match="rename that column"):
         publish_tables(con, tmp_path / "bi", ["analytics.t"])
     assert not (tmp_path / "bi" / "current").exists()
+
+
+def test_a_publication_that_fails_half_way_leaves_every_table_as_it_was(tmp_path, monkeypatch):
+    """A tester's find: one table's folder could not take its new file, after the link ``current`` and the tables
+    before it had switched: BI showed part of a failed run (17,000 users in user_segments, 16,000 in the profiles) and
+    the CLI said the published tables were left as they were. Every file is now staged before anything switches,
+    and a failure after the switch undoes it."""
+    import os
+
+    import pytest
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    for name, n in (("a", 10), ("b", 20), ("c", 30)):
+        con.sql(f"CREATE TABLE analytics.{name} AS SELECT i FROM range({n}) t(i)")
+    bi = tmp_path / "bi"
+    first = publish_tables(con, bi, ["analytics.a", "analytics.b", "analytics.c"])
+    target = os.readlink(bi / "current")
+    con.sql("INSERT INTO analytics.a SELECT i FROM range(5) t(i)")
+    con.sql("INSERT INTO analytics.c SELECT i FROM range(5) t(i)")
+
+    def counts():
+        with duckdb.connect(str(first.database), read_only=True) as reader:
+            return [reader.sql(f"SELECT count(*) FROM analytics.{t}").fetchall()[0][0] for t in "ac"] + [
+                duckdb.sql(f"SELECT count(*) FROM '{bi}/analytics.{t}.parquet'").fetchall()[0][0] for t in "ac"]
+
+    folder = bi / "tables" / "analytics.c"  # c's folder cannot take a file (a read-only folder, for root too)
+    saved = tmp_path / "saved_c"
+    folder.rename(saved)
+    folder.write_text("not a folder")
+    with pytest.raises(OSError):
+        publish_tables(con, bi, ["analytics.a", "analytics.b", "analytics.c"])
+    folder.unlink()
+    saved.rename(folder)
+    assert os.readlink(bi / "current") == target and counts() == [10, 30, 10, 30]
+    assert not [p for p in bi.rglob("*") if p.name.endswith(".tmp")]  # nothing staged is left behind
+
+    def fail_views(*args):
+        raise OSError("disk full")
+
+    from seg_assets.publish import bi as B
+
+    with monkeypatch.context() as m:  # a failure after the switch: the views file is written last
+        m.setattr(B, "_write_views", fail_views)
+        with pytest.raises(OSError, match="disk full"):
+            publish_tables(con, bi, ["analytics.a", "analytics.b", "analytics.c"])
+    assert os.readlink(bi / "current") == target and counts() == [10, 30, 10, 30]
+    assert publish_tables(con, bi, ["analytics.a", "analytics.b", "analytics.c"]).rows["analytics.c"] == 35
+    assert counts() == [15, 35, 15, 35]

@@ -21,9 +21,12 @@ immutable files, one per publication that changed the table, named so that the n
 * limits (README, BI): a statement reading the same view three or more times, across a publication, may get 0 rows
   from one read (DuckDB lists the folder more than once per statement); a table flipping between empty and not may
   fail one query at that switch;
-* the tables are switched one after another in a few milliseconds: a query over several views may mix two
-  publications if it runs across the switch (and a publication killed in those milliseconds leaves the tables
-  switched so far until the next one).
+* every table's new file is first linked into its folder under a temporary name (:func:`_stage_tables`: a folder
+  that cannot take it fails the publication before anything is seen), then the tables are switched one rename after
+  another in a few milliseconds: a query over several views may mix two publications if it runs across the switch.
+  A failure after the switch (the views file not written, say) undoes it (:class:`_Switch`): a failed refresh
+  leaves every table as it was; only a publication killed in those milliseconds leaves the tables switched so far
+  until the next one.
 
 The DuckDB file itself is written again (under a temporary name, renamed into place) only when the set of
 tables or the folder changes. The version folder before the current one is kept until the next
@@ -40,13 +43,14 @@ folder; the next one removes them (:func:`remove_leftovers`).
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -110,8 +114,9 @@ def _replace_link(link: Path, target: str, token: str) -> None:
 
 
 def remove_leftovers(bi_dir: Path) -> list[str]:
-    """Remove what earlier publications left: temporary files of one killed before its own cleanup, and version
-    folders other than the current one (the previous one was kept for queries running across its switch); their names.
+    """Remove what earlier publications left: temporary files of one killed before its own cleanup (in ``bi/`` and
+    the staged links in the tables' folders), and version folders other than the current one (the previous one was
+    kept for queries running across its switch); their names.
 
     Only these names are touched, never the live files. Safe because publications never overlap: the one caller
     (publish/assets.py: bi_segments) publishes while holding the warehouse's write connection, i.e. its file lock
@@ -119,7 +124,9 @@ def remove_leftovers(bi_dir: Path) -> list[str]:
     """
     removed = []
     current = _current_version(bi_dir)
-    for path in bi_dir.iterdir() if bi_dir.is_dir() else ():
+    staged = [p for folder in (bi_dir / TABLES).iterdir() if folder.is_dir() for p in folder.iterdir()] \
+        if (bi_dir / TABLES).is_dir() else []
+    for path in [*(bi_dir.iterdir() if bi_dir.is_dir() else ()), *staged]:
         if TEMP_NAME.match(path.name) and (path.is_symlink() or path.is_file()):
             path.unlink(missing_ok=True)
             removed.append(path.name)
@@ -157,23 +164,54 @@ def view_sql(folder: Path) -> str:
             f"ON t.{FILE_COLUMN} = p.f")
 
 
-def _switch_tables(bi_dir: Path, version: Path, tables: list[str], empty: set[str]) -> None:
-    """Each table's file of ``version`` named in its folder under a key that sorts before every earlier one (one
-    link: it appears whole), unless it is that folder's newest already (an unchanged table); then each folder keeps
-    its :data:`KEEP` newest files, an ``empty`` table only its newest: with an empty file DuckDB builds the join's
-    hash table from the scan, which then reads every file of the folder (a column added since failed every query)."""
+def _stage_tables(bi_dir: Path, version: Path, tables: list[str], token: str) -> tuple[dict[str, Path], str]:
+    """The first half of the switch for the views: each table's file of ``version`` linked into its folder under a
+    temporary name (no ``*.parquet`` a view reads), unless it is that folder's newest already (an unchanged table);
+    so a folder that cannot take its file fails the publication before anything is seen. Returns the staged links
+    and the key their final names take, which sorts before every earlier one."""
     folders = {t: bi_dir / TABLES / t for t in tables}
     keys = [int(f.stem) for d in folders.values() if d.is_dir() for f in d.glob("*.parquet") if f.stem.isdigit()]
     key = f"{min(keys, default=10**KEY_DIGITS) - 1:0{KEY_DIGITS}d}"
+    staged = {}
     for table, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
         files = sorted(folder.glob("*.parquet"))
         source = version / f"{table}.parquet"
         if not files or not os.path.samefile(files[0], source):
-            os.link(source, folder / f"{key}.parquet")
-            files.insert(0, folder / f"{key}.parquet")
-        for old in files[1 if table in empty else KEEP:]:
-            old.unlink(missing_ok=True)
+            staged[table] = folder / f".{key}.{token}.parquet.tmp"
+            os.link(source, staged[table])
+    return staged, key
+
+
+def _trim_tables(bi_dir: Path, tables: list[str], empty: set[str]) -> None:
+    """After a publication: each folder keeps its :data:`KEEP` newest files, an ``empty`` table only its newest (with an
+    empty file DuckDB builds the join's hash table from the scan, which then reads every file of the folder: a column
+    added since failed every query). Best effort: the publication is already seen; the next one trims again."""
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for old in sorted((bi_dir / TABLES / table).glob("*.parquet"))[1 if table in empty else KEEP:]:
+                old.unlink(missing_ok=True)
+
+
+@dataclass
+class _Switch:
+    """What a publication has switched so far, to undo it if a later part fails: the BI folder as it was."""
+
+    bi_dir: Path
+    before: str | None  # the target of ``current`` before (None: the first publication)
+    named: list[Path] = field(default_factory=list)  # tables' new files, under their final names
+    links: list[Path] = field(default_factory=list)  # per-table links made by this publication
+    current: bool = False
+
+    def undo(self) -> None:
+        for path in [*self.named, *self.links]:
+            path.unlink(missing_ok=True)  # the file before is each folder's newest again
+        if self.current:
+            link = self.bi_dir / CURRENT
+            if self.before is None:
+                link.unlink(missing_ok=True)
+            else:
+                _replace_link(link, self.before, uuid.uuid4().hex[:TOKEN_HEX])
 
 
 def _stored_layout(bi_dir: Path) -> str | None:
@@ -262,26 +300,41 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
         stale = bi_dir / CURRENT
         if stale.exists() and not stale.is_symlink():  # a copy of bi/ that followed the links: set aside, removed next time
             os.rename(stale, bi_dir / f".v-{uuid.uuid4().hex[:TOKEN_HEX]}")
-        _replace_link(bi_dir / CURRENT, version.name, token)  # the switch for Parquet readers
+        published = [*tables, MANIFEST]
+        staged, key = _stage_tables(bi_dir, version, published, token)
+        columns = published_columns(con, tables, describe)
+        switch = _Switch(bi_dir, os.readlink(bi_dir / CURRENT) if (bi_dir / CURRENT).is_symlink() else None)
+        try:
+            for link in staged.values():  # the switch for the views, one rename per table
+                os.replace(link, link.with_name(f"{key}.parquet"))
+                switch.named.append(link.with_name(f"{key}.parquet"))
+            _replace_link(bi_dir / CURRENT, version.name, token)  # and for Parquet readers
+            switch.current = True
+            for table in published:
+                link = bi_dir / f"{table}.parquet"
+                if not link.is_symlink():  # first publication, or a regular file of an earlier version
+                    _replace_link(link, f"{CURRENT}/{table}.parquet", token)
+                    switch.links.append(link)
+            # after the switch: a view is checked against its file
+            tmp_db = _write_views(bi_dir, tables, _comments(columns, describe), token)
+            if tmp_db is not None:
+                os.replace(tmp_db, bi_dir / BI_FILE)
+        except BaseException:
+            switch.undo()  # a reader sees the publication before again
+            raise
         switched = True
-        _switch_tables(bi_dir, version, [*tables, MANIFEST], {t for t in tables if not rows[t]})  # and for the views
-        for table in [*tables, MANIFEST]:
-            link = bi_dir / f"{table}.parquet"
-            if not link.is_symlink():  # first publication, or a regular file of an earlier version
-                _replace_link(link, f"{CURRENT}/{table}.parquet", token)
+        _trim_tables(bi_dir, published, {t for t in tables if not rows[t]})
         for table in set(previous) - set(tables):
             (bi_dir / f"{table}.parquet").unlink(missing_ok=True)
             shutil.rmtree(bi_dir / TABLES / table, ignore_errors=True)
-        columns = published_columns(con, tables, describe)
-        # after the switch: a view is checked against its file
-        tmp_db = _write_views(bi_dir, tables, _comments(columns, describe), token)
-        if tmp_db is not None:
-            os.replace(tmp_db, bi_dir / BI_FILE)
         return Publication(database=bi_dir / BI_FILE, parquet={t: bi_dir / f"{t}.parquet" for t in tables}, rows=rows,
                            written=tuple(written), columns=columns)
     except BaseException:
-        if not switched:  # nothing of it was seen
+        if not switched:  # nothing of it is seen
             shutil.rmtree(version, ignore_errors=True)
+            for table in [*tables, MANIFEST]:
+                for link in (bi_dir / TABLES / table).glob(f".*.{token}.parquet.tmp"):
+                    link.unlink(missing_ok=True)
         raise
     finally:
         con.sql("RESET preserve_insertion_order")
