@@ -1,5 +1,7 @@
 """Publish stage: record who moved between segments, then publish the analytics tables for BI."""
 
+import errno
+
 import dagster as dg
 import polars as pl
 
@@ -7,6 +9,7 @@ from seg_assets.activation.assets import CAMPAIGN_LIFT, NEXT_BEST_ACTION, USER_G
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
+from seg_assets.errors import input_failure
 from seg_assets.markdown import frame as md_frame
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
@@ -95,7 +98,13 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     refuse_tables_of_failed_runs(context, settings, PUBLISHED)
     with duckdb.get_connection() as con:
-        publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
+        try:
+            publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
+        except OSError as exc:  # the folder, not the data: one line and its fix (publish_tables undid what it switched)
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+                raise
+            raise input_failure(f"cannot write the BI copy: {exc.strerror}: {exc.filename2 or exc.filename}; give the refresh write access "
+                                f"to {settings.paths.bi} (and space), then refresh again") from exc
         as_of = segments_as_of(con)
         run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
         write_published_state(settings.paths, ledger_files(con), as_of, run_settings)
