@@ -8,7 +8,9 @@ WITH line_orders AS (
         min(order_ts) AS order_ts,
         -- an order with a completed line is what was kept: its completed lines (cancelled or returned lines of it are
         -- not spend); an order without one keeps the value of all its lines, as an order row would
-        coalesce(sum(quantity * unit_price) FILTER (WHERE status = 'completed'), sum(quantity * unit_price)) AS amount,
+        -- the product in DECIMAL(34,4) (INTEGER x DECIMAL(14,4) is DECIMAL(18,4) in DuckDB: 1e6 units x 1e9 overflowed)
+        coalesce(sum(CAST(quantity AS DECIMAL(20, 0)) * unit_price) FILTER (WHERE status = 'completed'),
+                 sum(CAST(quantity AS DECIMAL(20, 0)) * unit_price)) AS amount,
         coalesce(sum(quantity) FILTER (WHERE status = 'completed'), sum(quantity)) AS items,
         CASE
             WHEN bool_or(status = 'completed') THEN 'completed'
@@ -38,7 +40,7 @@ SELECT
     o.user_id,
     o.order_ts,
     CAST(round(o.amount, 2) AS DOUBLE) AS amount,
-    CAST(o.items AS INTEGER) AS items,
+    CAST(o.items AS BIGINT) AS items,
     NULLIF(TRIM(c.category), '') AS category,
     CAST(0 AS DOUBLE) AS discount,
     o.status,

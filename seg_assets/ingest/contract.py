@@ -185,8 +185,12 @@ ORDER_ITEMS = TableSpec(
         Column("user_id", ID, True, "Customer who placed the order."),
         Column("order_ts", TIMESTAMP, True, "Order time, naive UTC."),
         Column("product_id", ID, True, "Product id (stock code)."),
-        Column("quantity", INTEGER, True, "Units, >= 1 (map credit notes' negative quantities with abs()).", min_value=1),
-        Column("unit_price", DECIMAL, True, "Price per unit, >= 0.", min_value=0, type_override="DECIMAL(14,4)"),
+        # Bounded so that any order of lines adds up exactly (a tester's 2,000,000 x 9,999,999,999 overflowed DuckDB's
+        # decimal product and wrapped around on Spark)
+        Column("quantity", INTEGER, True, "Units, 1 to 1,000,000 (map credit notes' negative quantities with abs()).",
+               min_value=1, max_value=1_000_000),
+        Column("unit_price", DECIMAL, True, "Price per unit, 0 to 1,000,000,000.", min_value=0, max_value=1_000_000_000,
+               type_override="DECIMAL(14,4)"),
         Column("category", STRING, False, "Product category; NULL when empty."),
         Column("description", STRING, False, "Product description; NULL when empty."),
         Column("status", ENUM, False, "One of " + ", ".join(ORDER_STATUSES) + "; empty means completed (a credit "
