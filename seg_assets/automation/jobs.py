@@ -43,13 +43,19 @@ refresh_job = dg.define_asset_job(
 def hourly_refresh(context: dg.ScheduleEvaluationContext, settings: SegSettings):
     """A run that would change nothing is not started: it re-materialized every asset each hour, so the freshness
     policies could never notice a feed that stopped (and re-ran the drift check for nothing)."""
-    from seg_assets.published_state import nothing_new, settings_fingerprint
-    from seg_assets.spark.session import engine_from_env
-
-    current = nothing_new(settings.paths, settings_fingerprint(refresh_run_config()["ops"], settings.as_of, engine_from_env()))
+    current = segments_current(settings)
     if current:
         return dg.SkipReason(f"segments are current: {current}")
     return dg.RunRequest()
+
+
+def segments_current(settings: SegSettings) -> str | None:
+    """The CLI's "segments are current" rule for the job's own settings (published_state.nothing_new): the schedule's
+    and the landing sensor's."""
+    from seg_assets.published_state import nothing_new, settings_fingerprint
+    from seg_assets.spark.session import engine_from_env
+
+    return nothing_new(settings.paths, settings_fingerprint(refresh_run_config()["ops"], settings.as_of, engine_from_env()))
 
 daily_rebase = dg.ScheduleDefinition(
     name="daily_rebase", job=refresh_job, cron_schedule="30 2 * * *", execution_timezone="UTC",
@@ -83,6 +89,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
         return dg.SkipReason(f"no new settled files ({len(files)} known)")
     keys = sorted(f.key for f in ready)
     cursor.seen |= set(keys)
+    current = segments_current(settings)  # a file touched, not changed (same path and size as published): no run
+    if current:
+        context.update_cursor(dump_cursor(cursor, files))
+        return dg.SkipReason(f"segments are current: {current}")
     retries = max(cursor.requested.get(k, 0) for k in keys)
     cursor.requested |= {k: cursor.requested.get(k, 0) for k in keys}
     context.update_cursor(dump_cursor(cursor, files))
