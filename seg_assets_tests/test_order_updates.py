@@ -172,25 +172,27 @@ def test_an_order_row_naming_another_user_than_its_lines_recomputes_the_user_it_
     lines = "line_id,order_id,user_id,order_ts,product_id,quantity,unit_price,status\n"
     orders = "order_id,user_id,order_ts,amount,items,status\n"
     filler = "".join(f"q{i},w{i},2026-08-{1 + i % 28:02d}T10:00:00Z,5,1,completed\n" for i in range(20))
-    files = {"order_items/a.csv": lines + "l1,o1,u1,2026-09-01T10:00:00Z,A,1,10,completed\n"
-                                          "l2,o5,u1,2026-09-05T10:00:00Z,B,1,20,completed\n",
-             "orders/a.csv": orders + filler}
-    later = {"orders/b.csv": orders + "o1,u2,2026-09-01T10:00:00Z,10,1,completed\n"}
-    for root, deliveries in ((live, (files, later)), (cold, ({**files, **later},))):
-        (root / "landing").mkdir(parents=True)
-        for delivery in deliveries:
-            for name, text in delivery.items():
-                (root / "landing" / name).parent.mkdir(exist_ok=True)
-                (root / "landing" / name).write_text(text)
-            _materialize(root)
-    sql = "SELECT user_id, all_orders, completed_orders, monetary FROM features.user_order_stats WHERE user_id LIKE 'u%' ORDER BY 1"
-    assert _read(live, sql).rows() == [("u1", 1, 1, 20.0), ("u2", 1, 1, 10.0)]
-    assert _read(live, sql).equals(_read(cold, sql))
-    features = "SELECT user_id, frequency, monetary FROM features.user_features WHERE user_id LIKE 'u%' ORDER BY 1"
-    assert _read(live, features).equals(_read(cold, features)), (_read(live, features), _read(cold, features))
-    modes = _read(live, "SELECT model, mode FROM meta.model_builds WHERE model IN ('staging.line_orders', "
-                        "'features.user_order_stats', 'features.user_features') ORDER BY 1").rows()
-    assert all(mode == "incremental" for _, mode in modes), modes
+    for other_lines, line_orders_build in (("l2,o5,u1,2026-09-05T10:00:00Z,B,1,20,completed\n", "incremental"),
+                                           ("", "full")):  # o1 alone: 1 of 1 keys changed, line_orders rebuilt in full
+        files = {"order_items/a.csv": lines + "l1,o1,u1,2026-09-01T10:00:00Z,A,1,10,completed\n" + other_lines,
+                 "orders/a.csv": orders + filler + "q99,u1,2026-08-03T10:00:00Z,7,1,completed\n"}
+        later = {"orders/b.csv": orders + "o1,u2,2026-09-01T10:00:00Z,10,1,completed\n"}
+        for root, deliveries in ((live, (files, later)), (cold, ({**files, **later},))):
+            shutil.rmtree(root, ignore_errors=True)
+            (root / "landing").mkdir(parents=True)
+            for delivery in deliveries:
+                for name, text in delivery.items():
+                    (root / "landing" / name).parent.mkdir(exist_ok=True)
+                    (root / "landing" / name).write_text(text)
+                _materialize(root)
+        sql = "SELECT user_id, all_orders, completed_orders, monetary FROM features.user_order_stats WHERE user_id LIKE 'u%' ORDER BY 1"
+        assert _read(live, sql).rows()[1] == ("u2", 1, 1, 10.0) and _read(live, sql).equals(_read(cold, sql)), _read(live, sql)
+        features = "SELECT user_id, frequency, monetary FROM features.user_features WHERE user_id LIKE 'u%' ORDER BY 1"
+        assert _read(live, features).equals(_read(cold, features)), (_read(live, features), _read(cold, features))
+        modes = dict(_read(live, "SELECT model, mode FROM meta.model_builds WHERE model IN ('staging.line_orders', "
+                                 "'features.user_order_stats', 'features.user_features')").rows())
+        assert modes == {"staging.line_orders": line_orders_build, "features.user_order_stats": "incremental",
+                         "features.user_features": "incremental"}, modes
 
 
 def test_the_largest_lines_the_contract_takes_make_exact_orders_and_larger_ones_are_rejected(tmp_path):

@@ -8,7 +8,8 @@ WITH line_orders AS (
         min(order_ts) AS order_ts,
         -- an order with a completed line is what was kept: its completed lines (cancelled or returned lines of it are
         -- not spend); an order without one keeps the value of all its lines, as an order row would
-        -- the product in DECIMAL(34,4) (INTEGER x DECIMAL(14,4) is DECIMAL(18,4) in DuckDB: 1e6 units x 1e9 overflowed)
+        -- summed exactly in DECIMAL(34,4) (INTEGER x DECIMAL(14,4) is DECIMAL(18,4) in DuckDB: 1e6 units x 1e9 overflowed),
+        -- stored as DOUBLE below (exact to the cent up to about 9e13)
         coalesce(sum(CAST(quantity AS DECIMAL(20, 0)) * unit_price) FILTER (WHERE status = 'completed'),
                  sum(CAST(quantity AS DECIMAL(20, 0)) * unit_price)) AS amount,
         coalesce(sum(quantity) FILTER (WHERE status = 'completed'), sum(quantity)) AS items,

@@ -246,43 +246,6 @@ def restrict_to_changed(sql: str, tables: set[tuple[str, str]], key: str, keys_t
     return restrict_inputs(sql, dict.fromkeys(tables, f"{key} IN (SELECT {key} FROM temp.{keys_table})"))
 
 
-OWNER = "user_id"  # the key of the per-user models
-
-
-def record_left_owners(con, target: str, key: str, file_id: int) -> None:
-    """Users whom the changed keys' rows of ``target`` (keyed by another id, an order's) named and the new rows (temp
-    ``DELTA``) no longer give that key: an order delivered as lines, then as an order row naming another user. Kept in
-    ``meta.replaced_keys`` like a replaced row's old keys (under ``file_id``, the build's watermark), so the per-user
-    models recompute them in this refresh, not at the daily rebase (their own rows are unchanged)."""
-    from seg_assets.ingest.contract import REPLACED_KEYS_DDL, REPLACED_KEYS_TABLE
-
-    if key == OWNER or OWNER not in con.table(target).columns:
-        return
-    con.sql(REPLACED_KEYS_DDL)
-    con.sql(f"""INSERT INTO {REPLACED_KEYS_TABLE} SELECT DISTINCT {sql_string(target)}, {int(file_id)}, '{OWNER}', t.{OWNER}
-                FROM {target} t WHERE t.{key} IN (SELECT {key} FROM temp.{CHANGED}) AND t.{OWNER} IS NOT NULL
-                AND NOT EXISTS (SELECT 1 FROM temp.{DELTA} d WHERE d.{key} = t.{key} AND d.{OWNER} = t.{OWNER})""")
-
-
-def replace_changed(con, target: str, key: str, delta_sql: str, file_id: int) -> int:
-    """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written.
-    ``file_id``: the build's watermark (:func:`record_left_owners`)."""
-    con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
-    record_left_owners(con, target, key, file_id)
-    replace_keys(con, target, key, f"temp.{DELTA}", con.table(f"temp.{DELTA}").columns)
-    return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
-
-
-def replace_changed_groups(con, target: str, key: str, delta_sql: str, file_id: int) -> int:
-    """Replace every row of the changed keys in ``target`` (several rows per key: ``delete+insert``) by
-    ``delta_sql``'s rows (call inside a transaction); rows written."""
-    con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
-    record_left_owners(con, target, key, file_id)
-    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})")
-    con.sql(f"INSERT INTO {target} BY NAME SELECT * FROM temp.{DELTA}")
-    return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
-
-
 def replace_keys(con, target: str, key: str, source: str, columns: list[str]) -> None:
     """Make the changed keys' rows of ``target`` those of ``source`` (a table or registered frame): rows of
     keys still present are updated in place (see :func:`upsert`), new keys inserted, changed keys that

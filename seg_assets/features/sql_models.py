@@ -35,6 +35,7 @@ import duckdb
 
 from seg_assets.errors import input_failure
 from seg_assets.features import additive
+from seg_assets.features import delta as delta_rows
 from seg_assets.features import incremental as inc
 from seg_assets.features.sql_files import SqlModel, SqlModelError, discover_models
 from seg_assets.ingest import contract as C
@@ -162,11 +163,12 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
                 plan = replace(plan, changed=merged, reason=f"{merged:,} rows merged from the rows since the last build")
             elif plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
-                write_delta = inc.replace_changed_groups if model.strategy == "delete+insert" else inc.replace_changed
+                write_delta = delta_rows.replace_changed_groups if model.strategy == "delete+insert" else delta_rows.replace_changed
                 write_delta(con, model.table, model.unique_key, delta, plan.max_file_id)
             else:
                 drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
-                con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
+                delta_rows.rebuild_recording_owners(con, model.table, None if additive_model else model.unique_key, body,
+                                             plan.max_file_id)
             inc.write_state(con, model.table, version, as_of, plan)
     else:
         watermark, _ = inc.built_watermark(con, inc.ledger_watermark(con), built_inputs(model.inputs, models))

@@ -1,0 +1,73 @@
+"""Writing a keyed model's build: its changed keys' rows replaced (incremental.py says which keys changed), and the users
+an order left recorded for the per-user models above it.
+
+An order delivered as order lines and then as an order row naming another user leaves its first user without a new
+row of their own: the rows of an order's table (``staging.line_orders``, keyed by order) that no longer give a user
+that order are kept in ``meta.replaced_keys`` like a replaced row's old keys, under the build's watermark, so the
+per-user models recompute that user in the same refresh, not at the daily rebase.
+"""
+
+from __future__ import annotations
+
+from seg_assets.features.incremental import CHANGED, DELTA, replace_keys
+from seg_assets.warehouse import sql_string, table_exists
+
+OWNER = "user_id"  # the key of the per-user models
+OWNERS_BEFORE = "_seg_owners_before"
+
+
+def _owned(con, target: str, key: str | None) -> bool:
+    """Whether ``target`` is keyed by another id than the user's and names a user (an order's table)."""
+    return key is not None and key != OWNER and table_exists(con, target) and OWNER in con.table(target).columns
+
+
+def record_left_owners(con, target: str, key: str, before: str, after: str, file_id: int) -> None:
+    """Users whom ``before``'s rows of ``target`` (SQL with ``key`` and ``user_id``) named and ``after``'s no longer
+    give that key: an order delivered as lines, then as an order row naming another user. Kept in
+    ``meta.replaced_keys`` like a replaced row's old keys (under ``file_id``, the build's watermark), so the per-user
+    models recompute them in this refresh, not at the daily rebase (their own rows are unchanged)."""
+    from seg_assets.ingest.contract import REPLACED_KEYS_DDL, REPLACED_KEYS_TABLE
+
+    con.sql(REPLACED_KEYS_DDL)
+    con.sql(f"""INSERT INTO {REPLACED_KEYS_TABLE} SELECT DISTINCT {sql_string(target)}, {int(file_id)}, '{OWNER}', b.{OWNER}
+                FROM ({before}) b WHERE b.{OWNER} IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM ({after}) a WHERE a.{key} = b.{key} AND a.{OWNER} = b.{OWNER})""")
+
+
+def rebuild_recording_owners(con, target: str, key: str | None, body: str, file_id: int) -> None:
+    """``CREATE OR REPLACE TABLE target AS body``, recording the users it no longer gives a key (as
+    :func:`record_left_owners`): a full rebuild while the per-user models above it build incrementally (more than
+    half its keys changed) must not leave them the order a user lost."""
+    owned = _owned(con, target, key)
+    if owned:
+        con.sql(f"CREATE OR REPLACE TEMP TABLE {OWNERS_BEFORE} AS SELECT DISTINCT {key}, {OWNER} FROM {target}")
+    con.sql(f"CREATE OR REPLACE TABLE {target} AS\n{body}")
+    if owned:
+        record_left_owners(con, target, key, f"SELECT * FROM temp.{OWNERS_BEFORE}", f"SELECT * FROM {target}", file_id)
+        con.sql(f"DROP TABLE temp.{OWNERS_BEFORE}")
+
+
+def _record_changed_owners(con, target: str, key: str, file_id: int) -> None:
+    """:func:`record_left_owners` for the changed keys' rows of ``target`` and their new rows (temp ``DELTA``)."""
+    if _owned(con, target, key):
+        record_left_owners(con, target, key, f"SELECT {key}, {OWNER} FROM {target} WHERE {key} IN (SELECT {key} FROM "
+                           f"temp.{CHANGED})", f"SELECT * FROM temp.{DELTA}", file_id)
+
+
+def replace_changed(con, target: str, key: str, delta_sql: str, file_id: int) -> int:
+    """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written.
+    ``file_id``: the build's watermark (:func:`record_left_owners`)."""
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
+    _record_changed_owners(con, target, key, file_id)
+    replace_keys(con, target, key, f"temp.{DELTA}", con.table(f"temp.{DELTA}").columns)
+    return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
+
+
+def replace_changed_groups(con, target: str, key: str, delta_sql: str, file_id: int) -> int:
+    """Replace every row of the changed keys in ``target`` (several rows per key: ``delete+insert``) by
+    ``delta_sql``'s rows (call inside a transaction); rows written."""
+    con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
+    _record_changed_owners(con, target, key, file_id)
+    con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})")
+    con.sql(f"INSERT INTO {target} BY NAME SELECT * FROM temp.{DELTA}")
+    return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
