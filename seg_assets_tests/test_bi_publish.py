@@ -1,9 +1,11 @@
 """BI publication: one atomic switch per publication, seen by a reader that holds the file open."""
 
+import os
 import subprocess
 import sys
 
 import duckdb
+import pytest
 
 from seg_assets.publish.bi import publish_tables
 from seg_assets.warehouse import prepare_connection
@@ -297,10 +299,6 @@ def test_a_publication_that_fails_half_way_leaves_every_table_as_it_was(tmp_path
     before it had switched: BI showed part of a failed run (17,000 users in user_segments, 16,000 in the profiles) and
     the CLI said the published tables were left as they were. Every file is now staged before anything switches,
     and a failure after the switch undoes it."""
-    import os
-
-    import pytest
-
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     prepare_connection(con)
     for name, n in (("a", 10), ("b", 20), ("c", 30)):

@@ -119,7 +119,8 @@ def test_lists_follow_a_refresh_as_of_a_past_date_and_back(tmp_path):
     def refresh_and_check(as_of: str | None, why: str) -> None:
         outcome = run_refresh(root, instance=instance, **({"as_of": as_of} if as_of else {}))
         assert outcome.success, [m for s in outcome.stages for m in s.failures]
-        assert why in _metadata(instance, USER_RECOMMENDATIONS)["why"]
+        recs = _metadata(instance, USER_RECOMMENDATIONS)
+        assert recs["mode"] == "full" and recs["why"].startswith(why), recs
         with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
             (segments_as_of,) = con.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()[0]
             assert con.sql("SELECT as_of FROM meta.rec_state").fetchall() == [(segments_as_of,)]
@@ -135,5 +136,5 @@ def test_lists_follow_a_refresh_as_of_a_past_date_and_back(tmp_path):
             assert listed >= buyers > 0
 
     refresh_and_check(None, "first build")
-    refresh_and_check(f"{past:%Y-%m-%dT%H:%M:%S}Z", "as of")
+    refresh_and_check(f"{past:%Y-%m-%dT%H:%M:%S}Z", f"as of {past:%Y-%m-%d %H:%M}: orders placed after it left out")
     refresh_and_check(None, "no longer as of a past date")

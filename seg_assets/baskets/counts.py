@@ -268,6 +268,17 @@ def lines_after(con, as_of: datetime | None) -> datetime | None:
     return as_of if latest is not None and latest > as_of else None
 
 
+def as_of_moved(until: datetime | None, counted_until: datetime | None) -> str:
+    """Why what was counted as of ``counted_until`` (None: every order) must be counted again for ``until``
+    (:func:`lines_after`), or '': a refresh as of another past date, or the first one back after one. The basket
+    counts' rule, and the recommendations'."""
+    if until is not None and until != counted_until:
+        return f"as of {until:%Y-%m-%d %H:%M}: orders placed after it left out"
+    if until is None and counted_until is not None:
+        return "no longer as of a past date: every order counted"
+    return ""
+
+
 def update_counts(con, cfg: CountSettings, full: bool = False, as_of: datetime | None = None) -> CountUpdate:
     """Bring the counts up to date with the order lines, cancelled order rows and current segments (module doc),
     counting the orders placed by ``as_of`` (the segments' as-of): all of them, unless the refresh is as of a date in
@@ -277,9 +288,7 @@ def update_counts(con, cfg: CountSettings, full: bool = False, as_of: datetime |
     until = lines_after(con, as_of)
     state = con.sql("SELECT watermark, counts_key, until FROM meta.basket_state").fetchall()
     reason = ("requested (rebase)" if full else "first count" if not state
-              else "count settings changed" if state[0][1] != cfg.key()
-              else f"as of {until:%Y-%m-%d %H:%M}: orders placed after it left out" if until is not None and state[0][2] != until
-              else "no longer as of a past date: every order counted" if until is None and state[0][2] is not None else "")
+              else "count settings changed" if state[0][1] != cfg.key() else as_of_moved(until, state[0][2]))
     if reason:
         rebuild(con, cfg, until)
         cut = f"; as of {until:%Y-%m-%d %H:%M}: orders placed after it left out" if until and "as of" not in reason else ""

@@ -4,6 +4,7 @@ import errno
 
 import dagster as dg
 import polars as pl
+from duckdb import IOException
 
 from seg_assets.activation.assets import CAMPAIGN_LIFT, NEXT_BEST_ACTION, USER_GROUPS
 from seg_assets.automation.conditions import rescore_on_new_inputs
@@ -100,11 +101,14 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     with duckdb.get_connection() as con:
         try:
             publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
-        except OSError as exc:  # the folder, not the data: one line and its fix (publish_tables undid what it switched)
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+        except (OSError, IOException) as exc:  # the folder, not the data: one line and its fix (nothing was switched)
+            if isinstance(exc, OSError) and exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                                                              errno.EDQUOT):
                 raise
-            raise input_failure(f"cannot write the BI copy: {exc.strerror}: {exc.filename2 or exc.filename}; give the refresh write access "
-                                f"to {settings.paths.bi} (and space), then refresh again") from exc
+            what = (f"{exc.strerror}: {exc.filename2 or exc.filename}" if isinstance(exc, OSError)
+                    else str(exc).splitlines()[0])  # DuckDB's Parquet writer: a full disk fails there first
+            raise input_failure(f"cannot write the BI copy: {what}; give the refresh write access to {settings.paths.bi} "
+                                "(and space), then refresh again") from exc
         as_of = segments_as_of(con)
         run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
         write_published_state(settings.paths, ledger_files(con), as_of, run_settings)

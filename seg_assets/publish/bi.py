@@ -14,7 +14,7 @@ immutable files, one per publication that changed the table, named so that the n
   after it read the new file with the old offsets and failed (measured: 0.5-1.5 % of queries of a reader in a tight
   loop across rapid switches). A view picks the newest file with ``glob()`` at bind, in the same statement as the
   scan, and the scan joins on its file name, so it opens that file only (an empty table's folder keeps one file:
-  see :func:`_switch_tables`): a file never changes once named, and the
+  see :func:`_trim_tables`): a file never changes once named, and the
   one before stays until the next publication (:data:`KEEP`), so a query bound before a switch reads the file it
   was bound to (0 errors in 24,600 queries over 11,600 publications of a race harness: README, BI; the test keeps a
   reader in a loop across publications);
@@ -198,20 +198,48 @@ class _Switch:
     """What a publication has switched so far, to undo it if a later part fails: the BI folder as it was."""
 
     bi_dir: Path
-    before: str | None  # the target of ``current`` before (None: the first publication)
     named: list[Path] = field(default_factory=list)  # tables' new files, under their final names
-    links: list[Path] = field(default_factory=list)  # per-table links made by this publication
+    before: str | None = None  # the target of ``current`` before (None: the first publication)
+    aside: Path | None = None  # a ``current`` folder (a copy of bi/ that followed the links), renamed out of the way
     current: bool = False
 
+    def set_aside(self) -> None:
+        link = self.bi_dir / CURRENT
+        if link.is_symlink():
+            self.before = os.readlink(link)
+        elif link.exists():
+            self.aside = self.bi_dir / f".v-{uuid.uuid4().hex[:TOKEN_HEX]}"
+            os.rename(link, self.aside)
+
+    def point_current(self, target: str, token: str) -> None:
+        _replace_link(self.bi_dir / CURRENT, target, token)
+        self.current = True
+
     def undo(self) -> None:
-        for path in [*self.named, *self.links]:
-            path.unlink(missing_ok=True)  # the file before is each folder's newest again
+        """``current`` first (Parquet readers), then each table's new file (views: the file before is the folder's
+        newest again; a query bound to the new file in these milliseconds fails once). Every step is tried, whatever
+        failed before it."""
+        link, token = self.bi_dir / CURRENT, uuid.uuid4().hex[:TOKEN_HEX]
+        steps = []
         if self.current:
-            link = self.bi_dir / CURRENT
-            if self.before is None:
-                link.unlink(missing_ok=True)
-            else:
-                _replace_link(link, self.before, uuid.uuid4().hex[:TOKEN_HEX])
+            steps.append(lambda: _replace_link(link, self.before, token) if self.before else link.unlink(missing_ok=True))
+        if self.aside is not None:
+            steps.append(lambda: os.rename(self.aside, link))
+        steps += [lambda path=path: path.unlink(missing_ok=True) for path in self.named]
+        for step in steps:
+            with contextlib.suppress(OSError):
+                step()
+
+
+def _link_tables(bi_dir: Path, tables: list[str], token: str) -> None:
+    """``bi/<table>.parquet`` -> ``current/<table>.parquet`` for Parquet readers, where missing (the first publication,
+    or a regular file of an earlier layout). After the switch and best effort: the next publication links what is
+    missing."""
+    for table in tables:
+        link = bi_dir / f"{table}.parquet"
+        if not link.is_symlink():
+            with contextlib.suppress(OSError):
+                _replace_link(link, f"{CURRENT}/{table}.parquet", token)
 
 
 def _stored_layout(bi_dir: Path) -> str | None:
@@ -297,24 +325,16 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
                         WHERE table_name IS NOT NULL) TO {sql_string(version / f'{MANIFEST}.parquet')} (FORMAT parquet)""",
                     [v for row in manifest for v in row])
         interrupts.check()  # Ctrl-C / SIGTERM before the switch: nothing of this publication is seen
-        stale = bi_dir / CURRENT
-        if stale.exists() and not stale.is_symlink():  # a copy of bi/ that followed the links: set aside, removed next time
-            os.rename(stale, bi_dir / f".v-{uuid.uuid4().hex[:TOKEN_HEX]}")
         published = [*tables, MANIFEST]
         staged, key = _stage_tables(bi_dir, version, published, token)
         columns = published_columns(con, tables, describe)
-        switch = _Switch(bi_dir, os.readlink(bi_dir / CURRENT) if (bi_dir / CURRENT).is_symlink() else None)
+        switch = _Switch(bi_dir)
         try:
+            switch.set_aside()
             for link in staged.values():  # the switch for the views, one rename per table
                 os.replace(link, link.with_name(f"{key}.parquet"))
                 switch.named.append(link.with_name(f"{key}.parquet"))
-            _replace_link(bi_dir / CURRENT, version.name, token)  # and for Parquet readers
-            switch.current = True
-            for table in published:
-                link = bi_dir / f"{table}.parquet"
-                if not link.is_symlink():  # first publication, or a regular file of an earlier version
-                    _replace_link(link, f"{CURRENT}/{table}.parquet", token)
-                    switch.links.append(link)
+            switch.point_current(version.name, token)  # and for Parquet readers
             # after the switch: a view is checked against its file
             tmp_db = _write_views(bi_dir, tables, _comments(columns, describe), token)
             if tmp_db is not None:
@@ -323,6 +343,7 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
             switch.undo()  # a reader sees the publication before again
             raise
         switched = True
+        _link_tables(bi_dir, published, token)
         _trim_tables(bi_dir, published, {t for t in tables if not rows[t]})
         for table in set(previous) - set(tables):
             (bi_dir / f"{table}.parquet").unlink(missing_ok=True)
@@ -330,7 +351,7 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
         return Publication(database=bi_dir / BI_FILE, parquet={t: bi_dir / f"{t}.parquet" for t in tables}, rows=rows,
                            written=tuple(written), columns=columns)
     except BaseException:
-        if not switched:  # nothing of it is seen
+        if not switched and _current_version(bi_dir) != version.resolve():  # nothing of it is seen (the undo worked)
             shutil.rmtree(version, ignore_errors=True)
             for table in [*tables, MANIFEST]:
                 for link in (bi_dir / TABLES / table).glob(f".*.{token}.parquet.tmp"):

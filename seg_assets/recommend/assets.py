@@ -20,7 +20,7 @@ from pydantic import Field
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.baskets.assets import BASKET_INPUTS
-from seg_assets.baskets.counts import lines_after, watermark
+from seg_assets.baskets.counts import as_of_moved, lines_after, watermark
 from seg_assets.features import incremental as inc
 from seg_assets.markdown import frame as md_frame
 from seg_assets.recommend import model as M
@@ -92,10 +92,7 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
                else "state of an older version" if "until" not in state[0]
                else "new order lines or cancellations" if state[0]["watermark"] != wm
                else "settings changed" if state[0]["settings_key"] != s.key()
-               else f"as of {until:%Y-%m-%d %H:%M}: orders placed after it left out"
-               if until is not None and state[0]["as_of"] != as_of
-               else "no longer as of a past date: every order counted" if until is None and state[0]["until"] is not None
-               else "table missing" if not table_exists(con, TABLE) else "")
+               else as_of_moved(until, state[0]["until"]) or ("table missing" if not table_exists(con, TABLE) else ""))
         if why:
             # built outside a transaction (each chunk's temp tables are freed as it ends; in one transaction DuckDB
             # keeps them all until the commit: 9.3 GiB at 1M users), published in one: a failure leaves the table
