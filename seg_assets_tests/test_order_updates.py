@@ -201,13 +201,13 @@ def test_the_largest_lines_the_contract_takes_make_exact_orders_and_larger_ones_
     unit_price <= 1,000,000,000): larger lines are rejected with their reason, and an order of the largest lines is
     exact."""
     lines = "line_id,order_id,user_id,order_ts,product_id,quantity,unit_price,status\n"
-    big = "".join(f"l{i},o1,u1,2026-09-01T10:00:00Z,P{i},1000000,1000000000,completed\n" for i in range(3))
+    big = "".join(f"l{i},o1,u1,2026-09-01T10:00:00Z,P{i},1000000,1000000000,completed\n" for i in range(10))
     (tmp_path / "landing" / "order_items").mkdir(parents=True)
     (tmp_path / "landing" / "order_items" / "a.csv").write_text(
         lines + big + "l8,o2,u2,2026-09-01T10:00:00Z,P,2000000,9999999999,completed\n"
                       "l9,o3,u3,2026-09-01T10:00:00Z,P,2000000000,1,completed\n")
     _materialize(tmp_path)
-    assert _read(tmp_path, "SELECT order_id, amount, items FROM staging.line_orders").rows() == [("o1", 3e15, 3_000_000)]
+    assert _read(tmp_path, "SELECT order_id, amount, items FROM staging.line_orders").rows() == [("o1", 1e16, 10_000_000)]
     assert sorted(_read(tmp_path, "SELECT rule FROM raw.rejects").rows()) == [
         ("above_max:quantity",), ("above_max:quantity",)]
-    assert _read(tmp_path, "SELECT monetary FROM features.user_order_stats").rows() == [(3e15,)]
+    assert _read(tmp_path, "SELECT monetary FROM features.user_order_stats").rows() == [(1e16,)]  # 10 lines: was an overflow
