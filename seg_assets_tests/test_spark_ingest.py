@@ -61,6 +61,9 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
         shutil.copy(orders, orders.with_name("again_" + orders.name))
         lines = orders.read_text().splitlines()
         (root / "landing" / "orders" / "zz_overlap.csv").write_text("\n".join([lines[0], *lines[1:40]]) + "\n")
+        header, first = lines[0].split(","), lines[1].split(",")
+        first[header.index("user_id")] = "someone_else"  # an id taken in, repeated with other values: named on both
+        (root / "landing" / "orders" / "zz_reused_id.csv").write_text("\n".join([lines[0], ",".join(first)]) + "\n")
         _ingest(root, engine, spark, "run2")
     duck, spark_rows = (_rows(roots[e], LEDGER) for e in ("duckdb", "spark"))
     assert duck == spark_rows
@@ -70,6 +73,9 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
                                                                     ("orders/zz_bad_copy.csv", C.STATUS_REJECTED_FILE, 2)]
     assert [(r[3], "a Parquet file named as CSV" in r[9]) for r in duck if "zz_misnamed" in r[2]] == [(C.STATUS_FAILED, True)] * 2
     assert sum(r[7] for r in duck) > 0 and sum(r[6] for r in duck) > 0  # rows rejected and rows duplicate
+    [reused] = [r[9] for r in duck if r[2] == "orders/zz_reused_id.csv"]
+    assert reused.endswith("; 1 row(s) repeat an id taken in with other values: the first taken in is kept (if they are "
+                           "changes, declare keep: latest for its source to take the newest)"), reused
     for spec in C.TABLES.values():
         sql = f"SELECT * FROM {spec.qualified} ORDER BY _file_id, _row"
         assert _rows(roots["duckdb"], sql) == _rows(roots["spark"], sql), spec.name

@@ -46,6 +46,15 @@ def insert_new_rows(con, spec: C.TableSpec, file_id: int) -> int:
     ).fetchall()[0][0]
 
 
+def note_repeats(out: FileOutcome, spec: C.TableSpec, repeats: int) -> None:
+    """Add to the file's message how many of its rows repeat an id taken in with other values, and the fix (both
+    engines)."""
+    if repeats:
+        fix = "declare keep: latest for its source to take the newest" if spec.updatable else "give each its own id"
+        out.message = "; ".join(filter(None, [out.message, f"{repeats} row(s) {OTHER_VALUES}: the first taken in is "
+                                                           f"kept (if they are changes, {fix})"]))
+
+
 def repeats_with_other_values(con, spec: C.TableSpec, file_id: int) -> int:
     """STAGE's good rows not taken in (``keep: first``) whose id is stored with other values: an id reused for
     another order, user or send is likelier a mistake than a re-delivery. Run only when the file had duplicates: the
@@ -98,10 +107,8 @@ def commit_file(con, out: FileOutcome, source: SourceDef, run_id: str, now: date
         elif insert_rows:
             out.accepted = insert_new_rows(con, spec, out.file_id)
         out.count_duplicates()
-        if insert_rows and source.keep != KEEP_LATEST and out.duplicate and (n := repeats_with_other_values(con, spec, out.file_id)):
-            fix = "declare keep: latest for its source to take the newest" if spec.updatable else "give each its own id"
-            out.message = "; ".join(filter(None, [out.message, f"{n} row(s) {OTHER_VALUES}: the first taken in is kept "
-                                                              f"(if they are changes, {fix})"]))
+        if insert_rows and source.keep != KEEP_LATEST and out.duplicate:
+            note_repeats(out, spec, repeats_with_other_values(con, spec, out.file_id))
         write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:

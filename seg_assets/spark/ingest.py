@@ -26,7 +26,7 @@ import pyarrow as pa
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader, staging
 from seg_assets.ingest.sources import link_roots, opened_inside
-from seg_assets.ingest.writing import STAGE
+from seg_assets.ingest.writing import STAGE, note_repeats
 from seg_assets.settings import DataPaths, duckdb_memory_limit
 from seg_assets.spark.tables import duckdb_view, parquet_rows, read_path
 from seg_assets.warehouse import object_type, sql_string
@@ -127,6 +127,27 @@ def spark_stager(spark, paths: DataPaths):
     return stage_files
 
 
+def _repeats_with_other_values(spark, staged, spec: C.TableSpec, folder: Path, written: Path,
+                               insertable: set[int]) -> dict[int, int]:
+    """Per file, its good rows not taken in whose id is stored with other values (writing.repeats_with_other_values'
+    count, on Spark): the rows not in this run's Parquet, joined by id to the table's one row of that id."""
+    from pyspark.sql import functions as F
+
+    key = spec.id_column
+    good = staged.where(F.col("rule").isNull() & F.col("_file_id").isin(sorted(insertable)))
+    taken = spark.read.parquet(read_path(written)).select("_file_id", "_row") if any(written.glob("*.parquet")) else None
+    not_taken = good.join(taken, on=["_file_id", "_row"], how="left_anti") if taken is not None else good
+    stored = spark.read.option("recursiveFileLookup", "true").parquet(read_path(folder)).select(
+        *[F.col(c).alias(f"_stored_{c}") for c in spec.column_names])
+    differs = None
+    for c in spec.column_names:
+        cond = ~F.col(c).eqNullSafe(F.col(f"_stored_{c}"))
+        differs = cond if differs is None else differs | cond
+    rows = (not_taken.join(stored, F.col(key) == F.col(f"_stored_{key}")).where(differs)
+            .groupBy("_file_id").count().collect())
+    return {int(r["_file_id"]): int(r["count"]) for r in rows}
+
+
 def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertable: set[int], staging: Path,
                 run_id: str, now) -> None:
     """Dedupe and append one table's staged rows on Spark; rejects and ledger rows to DuckDB in one transaction."""
@@ -170,6 +191,10 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
                 out.rejected = rejected.get(out.file_id, 0)
                 out.accepted = counts.get(out.file_id, 0)
                 out.count_duplicates()
+        repeats = _repeats_with_other_values(spark, staged, spec, folder, written, insertable) \
+            if read and any(o.duplicate for o in read) else {}
+        for out in outs:
+            note_repeats(out, spec, repeats.get(out.file_id, 0))
             ledger.write_ledger(con, out, run_id, now)
         con.execute("COMMIT")
     except BaseException:
