@@ -93,8 +93,8 @@ def published_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
     rows = [{"method": "published lists", **E.hit_rate_recall(con.sql("SELECT * FROM _pub").pl(), truth)}]
     for method, scope in (("segment_popular", "segment"), ("shop_popular", "shop")):
         rows.append({"method": method, **E.hit_rate_recall(con.sql(E.popular_sql(cut, "_pu", s, "_pb_", scope)).pl(), truth)})
-    for t in ("_pub", "_pu", "_pb_seg_pop", "_pb_shop_pop", "_pb_together", "_pb_cat_pop"):
-        con.sql(f"DROP TABLE {t}")
+    con.sql("DROP TABLE _pub; DROP TABLE _pu")
+    M.drop_model_tables(con, "_pb_")
     return rows
 
 
@@ -143,8 +143,8 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
         recs = pl.concat([recs.select("user_id", "product_id"), fill.join(recs.select("user_id").unique(), on="user_id", how="anti")],
                          how="vertical_relaxed")  # codes: python ints from the model, INTEGER from DuckDB
         rows.append({"method": name, **E.hit_rate_recall(recs, truth), "seconds": round(time.time() - t, 1)})
-    for t in ("_eu", "_im_seg_pop", "_im_shop_pop", "_im_together", "_im_cat_pop"):
-        con.sql(f"DROP TABLE {t}")
+    con.sql("DROP TABLE _eu")
+    M.drop_model_tables(con, "_im_")
     return rows
 
 

@@ -169,9 +169,52 @@ def test_without_fitted_weights_a_product_the_segment_never_bought_gives_its_per
     """Unfitted, the ranking is the segment's popularity; a product listed with none of it is there for the user's own
     signal (a shop whose orders were all cancelled listed the clicked products as 'segment_popular', score 0)."""
     rows = pl.DataFrame({"seg_pop": [0.2, 0.0, 0.0, 0.0, 0.0], "shop_pop": [0.1, 0.1, 0.0, 0.0, 0.3],
-                         "bought_before": [0.5, 0.0, 0.0, 0.0, 0.0], "bought_together": [0.0, 0.3, 0.0, 0.0, 0.0],
+                         "bought_before": [0.5, 0.0, 0.0, 0.0, 0.0], "also_bought": [0.0, 0.3, 0.0, 0.0, 0.0],
                          "category": [0.0, 0.0, 0.4, 0.0, 0.0], "clicked": [0.9, 0.0, 0.0, 0.7, 0.0]})
     con = duckdb.connect()
     con.register("f", rows)
     reasons = [r for (r,) in con.sql(f"SELECT {B.reason_sql(B.BASELINE)} FROM f").fetchall()]
-    assert reasons == [B.SEGMENT_POPULAR, "bought_together", "favourite_category", "clicked", B.SEGMENT_POPULAR]
+    assert reasons == [B.SEGMENT_POPULAR, "also_bought", "favourite_category", "clicked", B.SEGMENT_POPULAR]
+
+
+def _also(con, prefix: str) -> dict:
+    return {(j, i): float(p) for j, i, p in con.sql(
+        f"SELECT pj.name, pi.name, t.p FROM {prefix}also t JOIN {M.PRODUCTS} pj ON pj.code = t.j "
+        f"JOIN {M.PRODUCTS} pi ON pi.code = t.i").fetchall()}
+
+
+def test_also_bought_counts_shoppers_by_hand_at_each_cut_off():
+    """P(bought i | bought j) over shoppers, as of each cut-off (a pair counts once one shopper had both by then)."""
+    con = _tiny()
+    s = M.RecSettings()
+    M.load(con, s, "SELECT user_id, segment_id FROM analytics.user_segments")
+    M.model_tables(con, s, {"_a_": (datetime(2026, 3, 1), True), "_b_": (datetime(2026, 1, 15), True)})
+    # by 1 March: A bought by u1, u4, u5; B, E by u1; C by u2, u4; D by u2 (u2's E is a credit note: no basket)
+    third, half = 1 / 3, 1 / 2
+    assert _also(con, "_a_") == {("A", "B"): third, ("A", "E"): third, ("A", "C"): third, ("B", "A"): 1, ("B", "E"): 1,
+                                 ("E", "A"): 1, ("E", "B"): 1, ("C", "D"): half, ("C", "A"): half, ("D", "C"): 1}
+    # by 15 January u4 had bought nothing: A's buyers are u1 and u5
+    assert _also(con, "_b_") == {("A", "B"): half, ("A", "E"): half, ("B", "A"): 1, ("B", "E"): 1, ("E", "A"): 1,
+                                 ("E", "B"): 1, ("C", "D"): 1, ("D", "C"): 1}
+
+
+def test_also_bought_finds_what_buyers_get_later_and_samples_beyond_max_pair_users():
+    """Three shoppers bought a machine M, and its refill R weeks later: no basket holds both, the shoppers do."""
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA raw")
+    con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
+            "category VARCHAR, status VARCHAR, _file_id BIGINT)")
+    con.sql(CONTRACT.TABLES["orders"].ddl())
+    for k in range(4):
+        con.execute("INSERT INTO raw.order_items VALUES (?, ?, 'M', TIMESTAMP '2026-01-05', NULL, 'completed', 1)", [f"m{k}", f"x{k}"])
+        if k < 3:
+            con.execute("INSERT INTO raw.order_items VALUES (?, ?, 'R', TIMESTAMP '2026-02-01', NULL, 'completed', 1)", [f"r{k}", f"x{k}"])
+    segments = "SELECT * FROM (VALUES ('x0', 1), ('x1', 1), ('x2', 1), ('x3', 1)) t(user_id, segment_id)"
+    M.load(con, M.RecSettings(), segments)
+    cut = {"_a_": (datetime(2026, 3, 1), True)}
+    M.model_tables(con, M.RecSettings(), cut)
+    assert _also(con, "_a_") == {("M", "R"): 3 / 4, ("R", "M"): 1}
+    M.model_tables(con, M.RecSettings(max_pair_users=2), cut)  # two shoppers of four, by hash: the same two every time
+    sampled = _also(con, "_a_")
+    M.model_tables(con, M.RecSettings(max_pair_users=2), cut)
+    assert _also(con, "_a_") == sampled and set(sampled.values()) <= {1 / 2, 1.0}

@@ -219,7 +219,7 @@ TABLES: dict[str, dict[str, str]] = {
         "product_id": "Recommended product id.",
         "score": "Score 0-1 of a logistic blend of popularity and the user's own signals fitted on the last 30 days "
                  "(horizon_days); the segment's popularity share if too few purchases to fit.",
-        "reason": "The signal adding most to the score: bought_before, bought_together, favourite_category, clicked; "
+        "reason": "The signal adding most to the score: bought_before, also_bought, favourite_category, clicked; "
                   "else segment_popular.",
     },
     "meta.bi_tables": {  # publish/bi.py: the publication's manifest, a view in bi/segments.duckdb too

@@ -3,7 +3,7 @@
 Thin wiring. A **full build** (first build, new order lines, cancelled order rows or replaced rows of either,
 other settings, a rebase, a refresh as of another date in the past or the first one after it: the basket counts'
 rule) recomputes the shared tables (``meta.rec_*``: popularity per segment and shop,
-co-purchases, category products), re-fits the weights on the last horizon and re-ranks every user, a chunk of
+"also bought" products, category products), re-fits the weights on the last horizon and re-ranks every user, a chunk of
 users at a time. Otherwise nothing is read but the baskets' watermark (baskets/counts.py) and the state, and
 nothing is written: users whose segment moved
 since (with new clicks, say) and users new since keep their list, or have none, until the next delivery with
@@ -58,6 +58,8 @@ class RecommendConfig(CheckedConfig):
     max_basket_size: int = Field(default=DEFAULTS.max_basket_size, ge=2, description="Orders with more distinct products are left out "
                                  "(the rule and default of basket rules; set apart from basket_rules.max_basket_size).")
     max_fit_users: int = Field(default=DEFAULTS.max_fit_users, ge=100, description="Users (a hash sample) the weights are fitted on.")
+    max_pair_users: int = Field(default=DEFAULTS.max_pair_users, ge=1_000, description="'Also bought' is counted over "
+                                "up to this many shoppers (a hash sample beyond; exact below).")
     chunk_users: int = Field(default=125_000, ge=1_000, description="A full build ranks about this many users at a time "
                              "(bounds its memory; the result does not depend on it).")
 
@@ -135,7 +137,8 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, We
     grows faster than the rows). The ``meta.rec_*`` tables it replaces are read by full builds only."""
     M.load(con, s, SEGMENTS)
     weights = M.fit(con, as_of, s, serve=(PREFIX, False))
-    con.sql("DROP TABLE IF EXISTS meta.rec_members")  # written by earlier versions, read by nothing
+    for old in ("members", "together"):  # written by earlier versions, read by nothing
+        con.sql(f"DROP TABLE IF EXISTS meta.rec_{old}")
     users = int(con.sql(f"SELECT count(*) FROM {M.SEGMENTS}").fetchall()[0][0])
     chunks = max(1, -(-users // chunk_users))
     chunk = f"hash(user_id) % {chunks}"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FEATURES = ("seg_pop", "shop_pop", "bought_before", "bought_together", "category", "clicked")
+FEATURES = ("seg_pop", "shop_pop", "bought_before", "also_bought", "category", "clicked")
 # The reason a row is recommended: the personal feature that adds most to its score, else the segment.
-REASONS = {"bought_before": "bought_before", "bought_together": "bought_together", "category": "favourite_category",
+REASONS = {"bought_before": "bought_before", "also_bought": "also_bought", "category": "favourite_category",
            "clicked": "clicked"}
 SEGMENT_POPULAR = "segment_popular"
 

@@ -78,8 +78,8 @@ def evaluate(con, cut: datetime, s: M.RecSettings, test_days: int | None = None)
                         ("shop_popular", popular_sql(cut, "_eval_users", s, "_ev_", "shop"))):
         rows.append({"method": method, **hit_rate_recall(con.sql(sql).pl(), truth)})
     M.drop_candidates(con)
-    for t in ("_recs", "_eval_users", "_ev_seg_pop", "_ev_shop_pop", "_ev_together", "_ev_cat_pop"):
-        con.sql(f"DROP TABLE {t}")
+    con.sql("DROP TABLE _recs; DROP TABLE _eval_users")
+    M.drop_model_tables(con, "_ev_")
     out = pl.DataFrame(rows).with_columns(k=pl.lit(s.top_n), cut=pl.lit(cut), test_days=pl.lit(test_days or s.horizon_days))
     return out.with_columns(weights=pl.lit(json.dumps(weights.as_dict())))
 

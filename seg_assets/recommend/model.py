@@ -6,14 +6,18 @@ most-popular-in-segment baseline on hit rate@10: most buyers have a handful of o
 next is mostly what their kind of shopper buys most. What keeps the baseline's hit rate and adds recall (the
 other products a buyer goes on to buy: README, Evaluation) is the baseline plus the user's own signal, weighted
 by how much that signal predicted purchases in this shop. So each candidate
-(user, product) gets these features, all exact counts in DuckDB over the baskets (baskets/counts.py: an
+(user, product) gets these features, all counts in DuckDB over the baskets (baskets/counts.py: an
 order's distinct products, credit notes and cancelled orders excluded) up to the cut-off:
 
 * ``seg_pop``: share of the segment's baskets holding the product (the baseline itself);
 * ``shop_pop``: the same over the whole shop;
 * ``bought_before``: share of the user's own baskets holding it (replenishment);
-* ``bought_together``: mean over the user's products j of P(product in basket | j in basket)
-  (exact item-item co-occurrence, each product's ``candidates`` strongest neighbours);
+* ``also_bought``: mean over the user's products j of P(a shopper bought the product | they bought j), over
+  the shoppers' whole histories up to the cut-off ("who bought j also bought": item-item co-occurrence per
+  shopper, each product's ``candidates`` strongest neighbours, counted exactly over up to ``max_pair_users``
+  shoppers, a hash sample beyond). Per shopper, not per basket: it also finds what buyers of j buy *later*
+  (a machine, then its refills), and on shops where pairs sit in one basket it ranked as the per-basket
+  count did (README, Evaluation);
 * ``category``: sum over the user's top 3 categories c of share(c | user) x P(product | c), where a
   user's category shares count purchased lines 1 and category clicks ``click_weight`` each;
 * ``clicked``: share of the user's product clicks on it (``click_weight``; 0 without clicks);
@@ -67,6 +71,7 @@ class RecSettings:
     max_basket_size: int = MAX_BASKET_SIZE
     max_fit_users: int = 5_000
     min_fit_positives: int = 20
+    max_pair_users: int = 200_000
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -113,19 +118,26 @@ def _ts(t: datetime) -> str:
 
 def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) -> None:
     """What every user's candidates read, from the baskets up to a cut-off, per ``prefix: (cut, temp)`` of
-    ``tables``: popularity per segment (owners outside the segments count in segment -1) and in the shop, each
-    product's strongest co-purchased products, and each category's products.
+    ``tables`` (:data:`MODEL_TABLES`): popularity per segment (owners outside the segments count in segment -1) and
+    in the shop, each product's strongest "also bought" products, and each category's products.
 
-    The co-purchase counts of every cut-off come from one self-join of the baskets: a pair's count up to a cut-off
-    is the count of its baskets placed by then, a ``FILTER`` of the same join (a full build needs two cut-offs, the
-    fit's and as-of: the second join cost 2.9 s at 1M users)."""
+    The "also bought" counts of every cut-off come from one self-join of the shoppers' (product, first bought)
+    rows: a pair counts up to a cut-off where one shopper had bought both by then, a ``FILTER`` of the same join (a
+    full build needs two cut-offs, the fit's and as-of: a second join of the baskets cost 2.9 s at 1M users). The
+    join's rows grow with the square of a shopper's products (five times a per-basket join's on generated shops),
+    so beyond ``max_pair_users`` shoppers the counts are those of a hash sample of them."""
     m = int(s.candidates)
     cuts = {prefix: _ts(cut) for prefix, (cut, _) in tables.items()}
-    counts = ", ".join(f"count(*) FILTER (WHERE x.order_ts <= {ts}) AS c{k}" for k, ts in enumerate(cuts.values()))
+    counts = ", ".join(f"count(*) FILTER (WHERE greatest(x.first_ts, y.first_ts) <= {ts}) AS c{k}"
+                       for k, ts in enumerate(cuts.values()))
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_first AS
+        WITH f AS (SELECT user_id, product_id, min(order_ts) AS first_ts FROM {BASKETS}
+                   WHERE order_ts <= {max(cuts.values())} GROUP BY ALL)
+        SELECT * FROM f SEMI JOIN (SELECT DISTINCT user_id FROM f ORDER BY hash(user_id), user_id
+                                   LIMIT {int(s.max_pair_users)}) USING (user_id)""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_pairs AS
-        SELECT x.product_id AS j, y.product_id AS i, {counts} FROM {BASKETS} x
-        JOIN {BASKETS} y ON x.order_id = y.order_id AND x.product_id <> y.product_id
-        WHERE x.order_ts <= {max(cuts.values())} GROUP BY ALL""")
+        SELECT x.product_id AS j, y.product_id AS i, {counts} FROM _rb_first x
+        JOIN _rb_first y ON x.user_id = y.user_id AND x.product_id <> y.product_id GROUP BY ALL""")
     for k, (prefix, (cut, temp)) in enumerate(tables.items()):
         kind = "TEMP TABLE" if temp else "TABLE"
         con.sql(f"CREATE OR REPLACE TEMP VIEW _rb AS SELECT * FROM {BASKETS} WHERE order_ts <= {_ts(cut)}")
@@ -138,16 +150,25 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
             SELECT product_id, count(*) / (SELECT count(DISTINCT order_id) FROM _rb) AS shop_pop,
                    row_number() OVER (ORDER BY count(*) DESC, product_id) AS pop_rank FROM _rb GROUP BY product_id""")
         # p in DECIMAL once here, not once per (user, product, neighbour) row where candidates() sums it
-        con.sql(f"""CREATE OR REPLACE {kind} {prefix}together AS
+        con.sql(f"""CREATE OR REPLACE {kind} {prefix}also AS
             SELECT j, i, p::{EXACT} AS p FROM (
                 SELECT x.j, x.i, x.c{k} / n.n AS p FROM _rb_pairs x
-                JOIN (SELECT product_id, count(*) AS n FROM _rb GROUP BY ALL) n ON n.product_id = x.j WHERE x.c{k} > 0
+                JOIN (SELECT product_id, count(*) AS n FROM _rb_first WHERE first_ts <= {_ts(cut)} GROUP BY ALL) n
+                  ON n.product_id = x.j WHERE x.c{k} > 0
                 QUALIFY row_number() OVER (PARTITION BY x.j ORDER BY p DESC, x.i) <= {m})""")
         con.sql(f"""CREATE OR REPLACE {kind} {prefix}cat_pop AS
             SELECT * FROM (SELECT category, product_id, count(*) / sum(count(*)) OVER (PARTITION BY category) AS p FROM _rb
                            WHERE category IS NOT NULL GROUP BY category, product_id)
             QUALIFY row_number() OVER (PARTITION BY category ORDER BY p DESC, product_id) <= {m}""")
-    con.sql("DROP VIEW _rb; DROP TABLE _rb_pairs")
+    con.sql("DROP VIEW _rb; DROP TABLE _rb_pairs; DROP TABLE _rb_first")
+
+
+MODEL_TABLES = ("seg_pop", "shop_pop", "also", "cat_pop")  # what model_tables() writes under its prefixes
+
+
+def drop_model_tables(con, prefix: str) -> None:
+    for name in MODEL_TABLES:
+        con.sql(f"DROP TABLE IF EXISTS {prefix}{name}")
 
 
 def _clicks(con) -> bool:
@@ -190,10 +211,10 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
         SELECT user_id, product_id, count(*) / any_value(n) AS bought_before, max(order_ts) AS last_ts, any_value(h) AS h
         FROM (SELECT *, count(DISTINCT order_id) OVER (PARTITION BY user_id) AS n FROM _ub)
         JOIN (SELECT user_id, count(DISTINCT product_id) AS h FROM _ub GROUP BY ALL) USING (user_id) GROUP BY ALL""")
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE _tog AS SELECT * FROM (
-                  SELECT h.user_id, t.i AS product_id, sum(t.p)::DOUBLE / any_value(h.h) AS bought_together
-                  FROM _hist h JOIN {prefix}together t ON t.j = h.product_id GROUP BY ALL)
-                QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY bought_together DESC, product_id) <= {m}""")
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _also AS SELECT * FROM (
+                  SELECT h.user_id, t.i AS product_id, sum(t.p)::DOUBLE / any_value(h.h) AS also_bought
+                  FROM _hist h JOIN {prefix}also t ON t.j = h.product_id GROUP BY ALL)
+                QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY also_bought DESC, product_id) <= {m}""")
     use_clicks = w > 0 and _clicks(con)
     if use_clicks:
         con.sql(f"CREATE OR REPLACE TEMP TABLE _uclk AS {clicks or click_counts_sql(cut, s, users)}")
@@ -228,13 +249,13 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
     z = "0.0::DOUBLE"
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _cand AS
         WITH f AS (SELECT user_id, product_id, bought_before AS bb, {z} AS bt, {z} AS ca, {z} AS cl, last_ts FROM _hist
-                   UNION ALL SELECT user_id, product_id, {z}, bought_together, {z}, {z}, NULL FROM _tog
+                   UNION ALL SELECT user_id, product_id, {z}, also_bought, {z}, {z}, NULL FROM _also
                    UNION ALL SELECT user_id, product_id, {z}, {z}, category, {z}, NULL FROM _cat
                    UNION ALL SELECT user_id, product_id, {z}, {z}, {z}, clicked, NULL FROM _clk),
-             c AS (SELECT user_id, product_id, max(bb) AS bought_before, max(bt) AS bought_together, max(ca) AS category,
+             c AS (SELECT user_id, product_id, max(bb) AS bought_before, max(bt) AS also_bought, max(ca) AS category,
                           max(cl) AS clicked, max(last_ts) AS last_ts FROM f GROUP BY user_id, product_id)
         SELECT c.user_id, u.segment_id, c.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, coalesce(p.shop_pop, 0) AS shop_pop,
-               c.bought_before, c.bought_together, c.category, c.clicked, coalesce({excluded}, false) AS excluded
+               c.bought_before, c.also_bought, c.category, c.clicked, coalesce({excluded}, false) AS excluded
         FROM c JOIN {users} u USING (user_id)
         LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = u.segment_id AND sp.product_id = c.product_id
         LEFT JOIN {prefix}shop_pop p ON p.product_id = c.product_id""")
@@ -246,7 +267,7 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
         SELECT q.segment_id, q.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, coalesce(p.shop_pop, 0) AS shop_pop FROM q
         LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = q.segment_id AND sp.product_id = q.product_id
         LEFT JOIN {prefix}shop_pop p ON p.product_id = q.product_id""")
-    con.sql("DROP TABLE _ub; DROP TABLE _hist; DROP TABLE _tog; DROP TABLE _cat; DROP TABLE _clk")
+    con.sql("DROP TABLE _ub; DROP TABLE _hist; DROP TABLE _also; DROP TABLE _cat; DROP TABLE _clk")
 
 
 def all_candidates(users: str) -> str:
@@ -280,8 +301,8 @@ def fit(con, cut: datetime, s: RecSettings, serve: tuple[str, bool] | None = Non
         LEFT JOIN (SELECT DISTINCT user_id, product_id FROM {BASKETS} WHERE order_ts > {_ts(start)} AND order_ts <= {_ts(cut)}) l
         USING (user_id, product_id) WHERE NOT c.excluded ORDER BY c.user_id, c.product_id""").fetchnumpy()  # same rows, same weights
     drop_candidates(con)
-    for t in ("_fit_users", "_fit_seg_pop", "_fit_shop_pop", "_fit_together", "_fit_cat_pop"):
-        con.sql(f"DROP TABLE {t}")
+    con.sql("DROP TABLE _fit_users")
+    drop_model_tables(con, "_fit_")
     x = np.column_stack([frame[f] for f in FEATURES]) if len(frame["y"]) else np.zeros((0, len(FEATURES)))
     return fit_weights(x, np.asarray(frame["y"]), s.min_fit_positives)
 
@@ -322,7 +343,7 @@ def _ranked_per_segment(w: Weights, rows: str) -> str:
     return f"""SELECT segment_id, product_id, seg_pop, shop_pop, score, reason,
                       row_number() OVER (PARTITION BY segment_id ORDER BY {ORDER}) AS fill_rank
                FROM (SELECT segment_id, product_id, seg_pop, shop_pop, {score_sql(w)} AS score, {reason_sql(w)} AS reason
-                     FROM (SELECT *, {z} AS bought_before, {z} AS bought_together, {z} AS category, {z} AS clicked
+                     FROM (SELECT *, {z} AS bought_before, {z} AS also_bought, {z} AS category, {z} AS clicked
                            FROM ({rows})))"""
 
 
