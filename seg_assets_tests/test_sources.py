@@ -74,6 +74,15 @@ def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, w
     assert words in message and "'shop'" in message and "user_id" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("line", ["      user_id: '\"CustomerID'\n", "      status: \"CASE WHEN x LIKE 'C% THEN 1 END\"\n"])
+def test_an_unterminated_quote_is_refused_in_one_line(line):
+    """sqlglot's TokenError (not a ParseError) went up as a traceback (a tester's `'"CustomerID'`)."""
+    with pytest.raises(SourceConfigError) as err:
+        parse(one_source(line))
+    message = str(err.value)
+    assert "'shop'" in message and "not a column name or a SQL expression" in message and "\n" not in message
+
+
 def test_columns_named_like_state_functions_are_columns():
     assert parse(one_source("      category: \"version || '/' || upper(user)\"\n"))
 

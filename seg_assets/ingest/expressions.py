@@ -163,7 +163,7 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
         trees = sqlglot.parse(text, read="duckdb")
     except RecursionError:
         raise SourceConfigError(f"{where}: nested too deeply to read (parentheses or operators); write it flatter") from None
-    except sqlglot.errors.ParseError as exc:
+    except sqlglot.errors.SqlglotError as exc:  # ParseError, and TokenError (an unterminated quote)
         if not condition and re.fullmatch(r"[^()'\";]+", text):  # a column name with spaces or symbols, written bare
             return Expr(text, frozenset({text.lower()}), column_name=text)
         hint = ('; a column name with spaces or symbols is written in double quotes: "Customer ID" IS NOT NULL'
