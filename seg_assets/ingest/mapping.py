@@ -46,6 +46,7 @@ class Mapped:
     missing_inputs: dict[str, list[str]] = field(default_factory=dict)  # file column -> contract columns needing it
     pii_names: set[str] = field(default_factory=set)  # file columns holding personal data (lower-cased)
     notes: list[str] = field(default_factory=list)
+    computed: set[str] = field(default_factory=set)  # contract columns a source computes with an expression
 
     def missing_required(self, spec: C.TableSpec) -> list[str]:
         return [c for c in spec.file_required_columns if c not in self.columns]
@@ -222,6 +223,7 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             out.columns[col.name] = (ident, src.types[src.idents.index(ident)])
     types = _describe(con, src, exprs, source)
     out.columns.update({name: (sql, types.get(name)) for name, sql in exprs.items()})
+    out.computed = set(exprs)
     out.columns = {c.name: out.columns[c.name] for c in spec.columns if c.name in out.columns}  # contract order
     nested = next(((n, t) for n, (_, t) in out.columns.items() if t and (t.endswith("]") or t.startswith(NESTED))), None)
     if nested is not None:  # a LIST id was stored as the text '[a]', a STRUCT category as '{...}'

@@ -91,6 +91,7 @@ def text_sql(source: str | None) -> str:
 def column_sql(
     col: Column, source: str | None, source_type: str | None, future_limit: datetime, min_ts: datetime,
     timestamp_format: str | None = None, local_time: bool = False, mapped_from: str | None = None,
+    failed: str | None = None,
 ) -> tuple[list[str], list[str], str, list[str]]:
     """(text select items, typed select items, final typed expression, rule CASEs) for one contract column.
 
@@ -98,7 +99,8 @@ def column_sql(
     trimmed text ``v`` (NULL when empty or missing) and yield 'rule|reason'. A column whose type already
     fits the kind (:func:`typed_sql`, parquet) is typed as is: ``v`` is then no column but an expression
     inside reasons only, built for the rows a rule rejects (a CASE branch runs for its own rows only). ``mapped_from``:
-    the file column or expression a source maps the column from, named in reasons.
+    the file column or expression a source maps the column from, named in reasons; ``failed``: SQL true where that
+    expression failed on the row (a CAST of 'n/a', a division by zero), its first rule.
     Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601 (an offset
     may follow a space); text without an offset is local time of the session's TimeZone (UTC unless the source names
     one).
@@ -110,7 +112,9 @@ def column_sql(
     v = text_sql(source) if typed else f"v__{n}"
     texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]
     x = source if typed else v  # NULL exactly when the value is missing (a typed value's text is never blank)
-    rules = [f"WHEN {x} IS NULL THEN 'missing:{n}|missing {shown}'"] if col.required else []
+    rules = [f"WHEN {failed} THEN 'mapping_failed:{n}|{shown} fails on this row (its values: raw_values)'"] if failed else []
+    if col.required:
+        rules.append(f"WHEN {x} IS NULL THEN 'missing:{n}|missing {shown}'")
     inner: list[str] = []
     if col.kind in (ID, STRING):
         final = v

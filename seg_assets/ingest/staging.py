@@ -78,13 +78,21 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         cases.append(f"WHEN {OVERFLOW} IS NOT NULL THEN 'too_many_fields:row|too many fields: more than {n}'")
     local_time = source.timezone != "UTC"
     keys = [col for col in spec.columns if mapped.columns.get(col.name, (None,))[0] == DERIVED_KEY]
+    tried = []  # a mapped expression is computed under TRY, so a row it fails on is a reject, not a failed file
     for col in spec.columns:
         if col in keys:
             continue
         sql, typ = mapped.columns.get(col.name, (None, None))
-        mapped_from = source.columns[col.name].text if col.name in source.columns else None
+        failed = None
+        if col.name in mapped.computed:
+            # one TRY per expression, of a struct: NULL only where it failed (its value may be NULL); two TRYs of the
+            # same expression had DuckDB compute it once, outside both, and fail the file again
+            tried.append(f"try(struct_pack(v := {sql})) AS _try__{col.name}")
+            sql, failed = f"_try__{col.name}.v", f"_try__{col.name} IS NULL"
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
-                                              source.timestamp_format, local_time, mapped_from)
+                                              source.timestamp_format, local_time,
+                                              source.columns[col.name].text if col.name in source.columns else None,
+                                              failed)
         values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")
@@ -102,7 +110,8 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         FROM (SELECT *, {why} AS why FROM (
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
                 SELECT *, {', '.join(values) if values else 'NULL AS _seg_no_text'} FROM (
-                    SELECT *, {src.row_expr} AS _row FROM {src.relation}) WHERE {mapped.where or 'true'}))))"""
+                    SELECT *, {', '.join(tried) if tried else 'NULL AS _seg_no_try'} FROM (
+                        SELECT *, {src.row_expr} AS _row FROM {src.relation}) WHERE {mapped.where or 'true'})))))"""
     )
 
 
