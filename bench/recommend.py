@@ -1,6 +1,7 @@
 """Recommendations with a time split: our blend vs the popularity baselines and `implicit`'s models.
 
     python bench/recommend.py demo [--users 5000 --days 180 --seed 3] [--test-days 30]
+    python bench/recommend.py taste [--users 5000 --seed 1 --follow 0.7]   # shoppers with tastes of their own
     python bench/recommend.py retail ../shared/data/online_retail_germany.csv [--test-days 90]
     python bench/recommend.py warehouse DIR        # a data root already refreshed (its landing is read again)
 
@@ -49,6 +50,10 @@ def prepare(kind: str, args, root: Path) -> Path:
         from seg_assets.demo.generate import generate
 
         generate(root, users=args.users, days=args.days, seed=args.seed, with_customers=False, with_lines=True)
+    elif kind == "taste":
+        from bench.taste_shop import generate
+
+        generate(root, args.users, args.seed, args.follow)
     elif kind == "retail":
         (root / "landing" / "retail_lines").mkdir(parents=True)
         shutil.copy(args.path, root / "landing" / "retail_lines" / "online_retail.csv")
@@ -150,12 +155,13 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("kind", choices=("demo", "retail", "warehouse"))
+    ap.add_argument("kind", choices=("demo", "taste", "retail", "warehouse"))
     ap.add_argument("path", nargs="?")
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--days", type=int, default=180)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--test-days", type=int, default=30)
+    ap.add_argument("--follow", type=float, default=0.7, help="taste: chance a product brings its follow-up later")
     ap.add_argument("--exclude-days", type=int, default=M.RecSettings.exclude_days)
     ap.add_argument("--implicit", action="store_true")
     args = ap.parse_args()

@@ -3,11 +3,13 @@
 Issue 15's acceptance asks the recommendations to beat the most-popular-in-segment baseline on hit rate@10; on a
 fair time split they are level with it and better on recall (README, Evaluation). Here: hit rate and recall above
 it on one generated shop (segments of all the data; on the cut-off's segments too, 0.3309 vs 0.3275, measured with
-bench/recommend.py), recall on the retail extract, whose hit rates postage saturates.
+bench/recommend.py), well above it on a shop of shoppers with tastes of their own (bench/taste_shop.py), recall on
+the retail extract, whose hit rates postage saturates.
 Wiring: the table is published for BI and its top 3 reach the audience files; a materialization with nothing
 new or only segment moves writes nothing (the moves wait for the next order lines or the rebase), and a full
 build in chunks of users gives the lists of one in a piece."""
 
+import json
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -58,6 +60,22 @@ def test_generated_shoppers_recommendations_beat_the_segment_baseline(demo):
     assert r["recommendations"]["users"] > 500
     assert r["recommendations"]["hit_rate"] > r["segment_popular"]["hit_rate"], r
     assert r["recommendations"]["recall"] > r["segment_popular"]["recall"], r
+
+
+def test_shoppers_with_tastes_of_their_own_get_what_shoppers_like_them_bought(tmp_path):
+    """bench/taste_shop.py: each shopper's products follow a taste the segments (fitted on order features) cannot see,
+    with follow-ups bought in later orders; "also bought" per shopper carries it (README: 0.87 against 0.76 at 5,000
+    users; the per-basket count it replaced, 0.85)."""
+    from bench.taste_shop import generate as taste_shop
+
+    taste_shop(tmp_path, users=2_000, seed=5, follow=0.7)
+    outcome = run_refresh(tmp_path)
+    assert outcome.success, [m for s in outcome.stages for m in s.failures]
+    r = _evaluate(tmp_path, test_days=30)
+    weights = json.loads(r["recommendations"]["weights"])
+    assert weights["fitted"] and weights["has"]["also_bought"] > 1, weights
+    assert r["recommendations"]["hit_rate"] > r["segment_popular"]["hit_rate"] + 0.05, r
+    assert r["recommendations"]["recall"] > 1.3 * r["segment_popular"]["recall"], r
 
 
 def test_retail_extract_recommendations_beat_the_baselines_on_recall(tmp_path):

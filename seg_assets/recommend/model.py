@@ -71,7 +71,7 @@ class RecSettings:
     max_basket_size: int = MAX_BASKET_SIZE
     max_fit_users: int = 5_000
     min_fit_positives: int = 20
-    max_pair_users: int = 200_000
+    max_pair_users: int = 100_000
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
