@@ -167,17 +167,23 @@ def test_a_row_an_expression_fails_on_is_a_reject_not_a_failed_file(tmp_path):
     (tmp_path / "sources.yaml").write_text(
         "sources:\n  lines:\n    table: order_items\n    columns:\n"
         "      quantity: CAST(Qty AS INTEGER)\n      unit_price: Total // Units\n"
-        "      category: NULLIF(Cat, '')\n      status: \"'completed'\"\n")
-    write(tmp_path, "lines/a.csv", "order_id,user_id,order_ts,product_id,Qty,Total,Units,Cat\n"
-          "o1,u1,2026-03-01T10:00:00Z,A,2,10,2,toys\n"
-          "o2,u1,2026-03-01T10:00:00Z,A,n/a,10,2,toys\n"   # the CAST fails
-          "o3,u2,2026-03-01T10:00:00Z,B,1,10,0,\n"         # 10 // 0 fails
-          "o4,u2,2026-03-01T10:00:00Z,B,1,7,1,\n")         # NULLIF gives NULL: an empty category, kept
+        "      category: NULLIF(Cat, '')\n      status: \"'completed'\"\n"
+        "    where: \"100 // W > 1 OR Cat = 'keep'\"\n")
+    header = "order_id,user_id,order_ts,product_id,Qty,Total,Units,Cat,W\n"
+    write(tmp_path, "lines/a.csv", header +
+          "o1,u1,2026-03-01T10:00:00Z,A,2,10,2,toys,1\n"
+          "o2,u1,2026-03-01T10:00:00Z,A,n/a,10,2,toys,1\n"   # the CAST fails
+          "o3,u2,2026-03-01T10:00:00Z,B,1,10,0,,1\n"         # 10 // 0 fails
+          "o4,u2,2026-03-01T10:00:00Z,B,1,7,1,,1\n"          # NULLIF gives NULL: an empty category, kept
+          "o5,u2,2026-03-01T10:00:00Z,B,1,7,1,toys,0\n")     # the where's 100 // 0 fails: rejected too
+    write(tmp_path, "lines/b.csv", header + "o6,u2,2026-03-01T10:00:00Z,B,1,17,1,toys,90\n")  # left out by the where
     _, ledger, rejects = ingest(tmp_path)
-    assert [r[:8] for r in ledger] == [("lines", "lines/a.csv", "ingested", 4, 2, 0, 2, 0)]
+    assert [r[:8] for r in ledger] == [("lines", "lines/a.csv", "ingested", 5, 2, 0, 3, 0),
+                                       ("lines", "lines/b.csv", "ingested", 1, 0, 0, 0, 1)]
     assert sorted((r[4], r[5]) for r in rejects) == [
         ("mapping_failed:quantity", "quantity (from CAST(Qty AS INTEGER)) fails on this row (its values: raw_values)"),
-        ("mapping_failed:unit_price", "unit_price (from Total // Units) fails on this row (its values: raw_values)")]
+        ("mapping_failed:unit_price", "unit_price (from Total // Units) fails on this row (its values: raw_values)"),
+        ("mapping_failed:where", "the source's where fails on this row (its values: raw_values)")]
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     rows = con.sql("SELECT order_id, quantity, unit_price::DOUBLE, category FROM raw.order_items ORDER BY 1").fetchall()
     con.close()

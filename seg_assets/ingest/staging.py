@@ -97,6 +97,11 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         inner += i
         finals.append(f"{final} AS {col.name}")
         cases += rules
+    keep, where = "true", "NULL AS _seg_no_where"
+    if mapped.where:  # under TRY too: a row the condition fails on is kept, to be rejected (not the whole file)
+        keep, where = "_try__where IS NULL OR _try__where.v", f"try(struct_pack(v := {mapped.where})) AS _try__where"
+        cases.insert(0, "WHEN _try__where IS NULL THEN 'mapping_failed:where|the source''s where fails on this row "
+                        "(its values: raw_values)'")
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     typed = {c.name for c in spec.columns if c not in keys}
@@ -111,7 +116,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
                 SELECT *, {', '.join(values) if values else 'NULL AS _seg_no_text'} FROM (
                     SELECT *, {', '.join(tried) if tried else 'NULL AS _seg_no_try'} FROM (
-                        SELECT *, {src.row_expr} AS _row FROM {src.relation}) WHERE {mapped.where or 'true'})))))"""
+                        SELECT *, {src.row_expr} AS _row, {where} FROM {src.relation}) WHERE {keep})))))"""
     )
 
 
