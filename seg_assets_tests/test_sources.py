@@ -1051,3 +1051,20 @@ def test_a_column_named_with_a_dot_in_an_expression_is_told_to_be_quoted(tmp_pat
     _, ledger, _ = ingest(tmp_path)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT category FROM raw.orders").fetchall() == [("BOOKS",)]
+
+
+def test_with_every_row_rejected_the_first_problem_is_a_reject_not_a_note(tmp_path):
+    """A timestamp_format that fits no row: the closing line named the file's notes ("line_id derived from each row's
+    values; ...") as its first problem, the 399 unparseable times after it (a tester's)."""
+    from seg_assets.refresh import run_refresh
+
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  lines:\n    table: order_items\n    timestamp_format: '%Y-%m-%d %H:%M'\n    columns:\n"
+        "      order_id: Invoice\n      order_ts: Date\n      status: \"'completed'\"\n")
+    write(tmp_path, "lines/a.csv", "Invoice,user_id,Date,product_id,quantity,unit_price,Country\n"
+          "i1,u1,12/1/2010 13:04,A,1,2.5,DE\ni2,u2,12/2/2010 13:04,B,1,2.5,DE\n")
+    outcome = run_refresh(tmp_path)
+    assert not outcome.success
+    line = next(m for s in outcome.stages for m in s.failures if "first problem" in m)
+    assert "first problem: lines/a.csv: 2 of 2 rows rejected, first: unparseable order_ts (from Date): '12/1/2010 13:04'" \
+        in line and "derived" not in line, line

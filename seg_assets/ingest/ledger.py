@@ -215,8 +215,14 @@ def why_no_rows(con) -> str:
     files, accepted = con.sql(f"SELECT count(*), coalesce(sum(accepted), 0) FROM {C.LEDGER_TABLE}").fetchall()[0]
     if not files:
         return "no landing files ingested yet: land orders, order lines or clicks under landing/ (see the README)"
-    problems = con.sql(f"SELECT file_name, message FROM {C.LEDGER_TABLE} WHERE accepted = 0 AND message IS NOT NULL "
-                       "ORDER BY file_id LIMIT 1").fetchall()
-    first = f"; first problem: {problems[0][1]}" if problems else ""
+    # a file whose rows were all rejected: its first reject's reason (its message holds only notes then: "line_id
+    # derived ...", which a tester saw named as the problem); another file without rows: its message
+    problems = con.sql(f"""SELECT l.file_name, coalesce(
+            (SELECT l.rejected || ' of ' || l.delivered || ' rows rejected, first: ' || arg_min(r.reason, r.row_number)
+             FROM {C.REJECTS_TABLE} r WHERE r.file_id = l.file_id AND l.rejected > 0), l.message)
+        FROM {C.LEDGER_TABLE} l WHERE l.accepted = 0 AND (l.message IS NOT NULL OR l.rejected > 0)
+        ORDER BY l.file_id LIMIT 1""").fetchall()
+    name, what = problems[0] if problems else (None, None)
+    first = f"; first problem: {what if what.startswith(f'{name}: ') else f'{name}: {what}'}" if what else ""
     return (f"{files} landing file(s) ingested, {accepted} row(s) accepted (see meta.ingest_ledger and raw.rejects)"
             f"{first}")
