@@ -172,3 +172,43 @@ def test_an_address_delivered_as_a_category_country_or_channel_reaches_no_featur
         if re.search("(@|%40)example[.]", str(duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall())):
             found.append(str(path.relative_to(tmp_path)))
     assert not found, found
+
+
+def test_a_user_id_that_is_an_address_is_taken_in_as_its_sha256_in_every_table(tmp_path):
+    """A shop keyed by e-mail (a tester's `jane.doe@corp.example`): the id reached the features, segments, BI copy and
+    Parquet files in clear. It is taken in as its sha256 in every raw table (so orders, lines and clicks still join,
+    and a rejected row's hash matches), and no table or published file holds the address."""
+    import hashlib
+    import re
+
+    from seg_assets.refresh import run_refresh
+
+    address, t = "jane.doe@corp.example", "2026-03-0{}T10:00:00Z"
+    files = {
+        "orders/o.csv": "order_id,user_id,order_ts,amount,items,status\n"
+                        f"o1,{address},{t.format(2)},20,1,completed\no2,u2,{t.format(3)},30,1,completed\n"
+                        f"o3,{address},{t.format(4)},-5,1,completed\n",  # rejected: its raw values hash the id alike
+        "order_items/l.csv": "order_id,user_id,order_ts,product_id,quantity,unit_price,status\n"
+                             f"o4,{address},{t.format(5)},p1,1,15,completed\n",
+        "clicks/k.csv": "event_id,user_id,session_id,event_ts,event_type\n"
+                        f"e1,{address},s1,{t.format(2)},view\ne2,u2,s2,{t.format(2)},view\n",
+    }
+    for name, text in files.items():
+        (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "landing" / name).write_text(text)
+    assert run_refresh(tmp_path, as_of="2026-03-09T00:00:00Z").success
+    hashed = hashlib.sha256(address.encode()).hexdigest()
+    found = []
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        for table in ("raw.orders", "raw.order_items", "raw.clicks"):
+            assert {u for (u,) in con.sql(f"SELECT DISTINCT user_id FROM {table}").fetchall()} <= {hashed, "u2"}, table
+        assert con.sql("SELECT user_id, frequency, sessions FROM features.user_features ORDER BY 1").fetchall() == [
+            (hashed, 2, 1), ("u2", 1, 1)]  # its order and its line's order, and its click: one user
+        assert json.loads(con.sql("SELECT raw_values FROM raw.rejects").fetchall()[0][0])["user_id"] == hashed
+        for schema, table in con.sql("SELECT table_schema, table_name FROM information_schema.tables").fetchall():
+            if address in str(con.sql(f'SELECT * FROM "{schema}"."{table}"').fetchall()):
+                found.append(f"{schema}.{table}")
+    for path in (tmp_path / "bi").rglob("*.parquet"):
+        if re.search(re.escape(address), str(duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall())):
+            found.append(str(path.relative_to(tmp_path)))
+    assert not found, found

@@ -52,6 +52,15 @@ def holds_email_sql(column: str) -> str:
     return f"(contains({column}, '@') OR contains({column}, '%40')) AND regexp_matches({column}, '{EMAIL_LIKE}')"
 
 
+USER_ID = "user_id"  # every table's user column: a value holding an e-mail address is taken in as its sha256
+
+
+def user_id_sql(column: str) -> str:
+    """SQL of a delivered user id as stored: an id that holds an e-mail address (shops that key customers by address)
+    becomes its sha256, the hash rejected rows carry for it, in every table alike so the tables still join."""
+    return f"CASE WHEN {holds_email_sql(column)} THEN sha256({column}) ELSE {column} END"
+
+
 def without_email_sql(column: str) -> str:
     """SQL of ``column`` with a value holding an e-mail address read as NULL (what the staging views do), for the
     Python-built SQL that reads a raw table's dimension column itself."""
