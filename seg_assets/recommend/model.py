@@ -1,4 +1,4 @@
-"""Top-N products per user: a logistic blend of exact counts, fitted on the shop's own recent past.
+"""Top-N products per user: a logistic blend of counts over the baskets, fitted on the shop's own recent past.
 
 Why this and not ALS: measured with a time split on generated shoppers and on the retail extract
 (README, bench/RESULTS.md), `implicit`'s ALS and item-item cosine/BM25/TF-IDF all ranked *below* the
