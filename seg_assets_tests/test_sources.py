@@ -1068,3 +1068,18 @@ def test_with_every_row_rejected_the_first_problem_is_a_reject_not_a_note(tmp_pa
     line = next(m for s in outcome.stages for m in s.failures if "first problem" in m)
     assert "first problem: lines/a.csv: 2 of 2 rows rejected, first: unparseable order_ts (from Date): '12/1/2010 13:04'" \
         in line and "derived" not in line, line
+
+
+def test_an_expression_written_twice_still_fails_one_row_only(tmp_path):
+    """DuckDB computed a subexpression repeated inside one column, across two columns or inside the where once,
+    outside the TRYs (its common-subexpression pass), and the row's error failed the file again (a reviewer's)."""
+    cast = "CAST(Qty AS INTEGER)"
+    (tmp_path / "sources.yaml").write_text(
+        f"sources:\n  lines:\n    table: order_items\n    where: \"{cast} > 0 AND {cast} < 100\"\n    columns:\n"
+        f"      quantity: CASE WHEN {cast} > 0 THEN {cast} END\n      unit_price: {cast} * 2\n"
+        "      status: \"'completed'\"\n")
+    write(tmp_path, "lines/a.csv", "order_id,user_id,order_ts,product_id,Qty\n"
+          "o1,u1,2026-03-01T10:00:00Z,A,2\no2,u1,2026-03-01T10:00:00Z,A,n/a\no3,u2,2026-03-01T10:00:00Z,B,200\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [r[:8] for r in ledger] == [("lines", "lines/a.csv", "ingested", 3, 1, 0, 1, 1)]
+    assert [r[4] for r in rejects] == ["mapping_failed:where"]

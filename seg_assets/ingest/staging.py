@@ -41,10 +41,13 @@ class Bounds:
 # ----------------------------------------------------------------------------------------- typing and rules
 
 
+NO_SHARED_SUBEXPRESSIONS = "common_subexpressions"  # the optimizer pass that lifts a repeated expression out of TRY
+
+
 def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
     """JSON of the row as read, of the columns the mapping reads: the file's other columns are not copied (a platform
     export carries names, addresses and phone numbers nothing here needs; the file and row number find them). PII
-    columns hashed, any other text with an '@' hashed too."""
+    columns hashed, any other text with an '@' (or '%40') hashed too."""
     pii, unread = set(spec.pii_columns) | set(mapped.pii_names), set(mapped.extras)
     parts = []
     for name, ident, typ in zip(src.names, src.idents, src.types):
@@ -53,7 +56,8 @@ def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
         if name.strip().lower() in pii:
             value = f"sha256(CAST({ident} AS VARCHAR))"
         elif typ == "VARCHAR":
-            value = f"CASE WHEN {ident} LIKE '%@%' THEN sha256({ident}) ELSE {ident} END"
+            # trimmed, as an id is taken in: a user id that is an address has the same hash here as in the tables
+            value = f"CASE WHEN contains({ident}, '@') OR contains({ident}, '%40') THEN sha256(trim({ident})) ELSE {ident} END"
         else:
             value = ident
         parts += [sql_string(redact(name)), value]  # a headerless file makes data (maybe an e-mail) the header
@@ -85,8 +89,8 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         sql, typ = mapped.columns.get(col.name, (None, None))
         failed = None
         if col.name in mapped.computed:
-            # one TRY per expression, of a struct: NULL only where it failed (its value may be NULL); two TRYs of the
-            # same expression had DuckDB compute it once, outside both, and fail the file again
+            # one TRY per expression, of a struct: NULL only where it failed (its value may be NULL), not a second TRY
+            # for the test (see stage_file: DuckDB would compute the shared expression once, outside both)
             tried.append(f"try(struct_pack(v := {sql})) AS _try__{col.name}")
             sql, failed = f"_try__{col.name}.v", f"_try__{col.name} IS NULL"
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
@@ -214,10 +218,15 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
             notes.append(f"optional column(s) {', '.join(absent)} absent: treated as empty")
         if source.timezone != "UTC":
             con.execute(f"SET TimeZone = {sql_string(source.timezone)}")
+        if mapped.computed or mapped.where:
+            # a subexpression written twice (CASE WHEN CAST(q AS INT) > 0 THEN CAST(q AS INT) END, or in two columns)
+            # is computed once by DuckDB's common-subexpression pass, outside the TRYs: the row's error failed the file
+            con.execute(f"SET disabled_optimizers = '{NO_SHARED_SUBEXPRESSIONS}'")
         try:
             _stage_rows(con, source, src, mapped, bounds)
         finally:
             con.execute("SET TimeZone = 'UTC'")
+            con.execute("RESET disabled_optimizers")
         if source.keep == KEEP_LATEST and mapped.columns.get(spec.id_column, (None,))[0] == DERIVED_KEY:
             notes.append(f"keep: latest cannot replace rows of this file: its {spec.id_column} is derived from each "
                          "row's values, so a changed row is a new row; deliver or map an id column")
