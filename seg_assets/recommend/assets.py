@@ -50,7 +50,7 @@ class RecommendConfig(CheckedConfig):
     horizon_days: int = Field(default=DEFAULTS.horizon_days, ge=1, le=MAX_DAYS, description="The weights are fitted on purchases in this "
                               "many days before as-of (features as of its start).")
     candidates: int = Field(default=DEFAULTS.candidates, ge=1, le=1000, description="Per source (segment's popular, "
-                            "co-purchased, category): products considered per user.")
+                            "also bought, category): products considered per user.")
     click_weight: float = Field(default=DEFAULTS.click_weight, ge=0, le=1000, description="A click counts this much of a purchased line "
                                 "(category shares, clicked products); 0 ignores clicks.")
     click_days: int = Field(default=DEFAULTS.click_days, ge=0, le=MAX_DAYS, description="Only clicks in this many days "
@@ -59,7 +59,7 @@ class RecommendConfig(CheckedConfig):
                                  "(the rule and default of basket rules; set apart from basket_rules.max_basket_size).")
     max_fit_users: int = Field(default=DEFAULTS.max_fit_users, ge=100, description="Users (a hash sample) the weights are fitted on.")
     max_pair_users: int = Field(default=DEFAULTS.max_pair_users, ge=1_000, description="'Also bought' is counted over "
-                                "up to this many shoppers (a hash sample beyond; exact below).")
+                                "up to this many shoppers (exact up to it, a hash sample beyond).")
     chunk_users: int = Field(default=125_000, ge=1_000, description="A full build ranks about this many users at a time "
                              "(bounds its memory; the result does not depend on it).")
 
@@ -75,7 +75,8 @@ def _empty(con, table: str = TABLE) -> None:
     key=USER_RECOMMENDATIONS, deps=[USER_SEGMENTS, *BASKET_INPUTS], group_name=GROUP, pool="duckdb", kinds={"duckdb"},
     automation_condition=rescore_on_new_inputs(),
     description="Top-N products per user (user_id, rank, product_id, score, reason): a logistic blend of the segment's "
-    "popular products with the user's own purchases, co-purchases, categories and clicks, fitted on the last horizon; "
+    "popular products with the user's own purchases, what shoppers who bought them also bought, categories and clicks, "
+    "fitted on the last horizon; "
     "products bought recently excluded; users with thin history get their segment's popular products.",
 )
 def user_recommendations(context: dg.AssetExecutionContext, config: RecommendConfig, duckdb: Warehouse) -> dg.MaterializeResult:

@@ -112,6 +112,13 @@ def decoded(sql: str) -> str:
             f"LEFT JOIN {USERS} u ON u.code = r.user_id LEFT JOIN {PRODUCTS} p ON p.code = r.product_id")
 
 
+def sample(rows: str, n: int) -> str:
+    """SQL: up to ``n`` of the rows of ``rows`` (with a coded user_id), by a hash of the delivered id: the codes are
+    numbered in the ids' order, so one new id sorting first moved every code, and a sample of codes (64 of 100 users)."""
+    return (f"SELECT r.* FROM ({rows}) r JOIN {USERS} u ON u.code = r.user_id "
+            f"ORDER BY hash(u.name), u.name LIMIT {int(n)}")
+
+
 def _ts(t: datetime) -> str:
     return f"TIMESTAMP '{t:%Y-%m-%d %H:%M:%S.%f}'"
 
@@ -133,8 +140,7 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_first AS
         WITH f AS (SELECT user_id, product_id, min(order_ts) AS first_ts FROM {BASKETS}
                    WHERE order_ts <= {max(cuts.values())} GROUP BY ALL)
-        SELECT * FROM f SEMI JOIN (SELECT DISTINCT user_id FROM f ORDER BY hash(user_id), user_id
-                                   LIMIT {int(s.max_pair_users)}) USING (user_id)""")
+        SELECT * FROM f SEMI JOIN ({sample("SELECT DISTINCT user_id FROM f", s.max_pair_users)}) USING (user_id)""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_pairs AS
         SELECT x.product_id AS j, y.product_id AS i, {counts} FROM _rb_first x
         JOIN _rb_first y ON x.user_id = y.user_id AND x.product_id <> y.product_id GROUP BY ALL""")
@@ -290,11 +296,10 @@ def fit(con, cut: datetime, s: RecSettings, serve: tuple[str, bool] | None = Non
     in the horizon (buyers without earlier baskets carry no personal purchase signal to weigh).
     ``serve`` (prefix, temp): also build the model tables as of ``cut`` under that prefix, in the same pass."""
     start = cut - timedelta(days=s.horizon_days)
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE _fit_users AS
-        SELECT DISTINCT b.user_id, b.segment_id FROM {BASKETS} b
+    buyers = f"""SELECT DISTINCT b.user_id, b.segment_id FROM {BASKETS} b
         WHERE b.order_ts > {_ts(start)} AND b.order_ts <= {_ts(cut)}
-        AND b.user_id IN (SELECT user_id FROM {BASKETS} WHERE order_ts <= {_ts(start)})
-        ORDER BY hash(b.user_id), b.user_id LIMIT {int(s.max_fit_users)}""")
+        AND b.user_id IN (SELECT user_id FROM {BASKETS} WHERE order_ts <= {_ts(start)})"""
+    con.sql(f"CREATE OR REPLACE TEMP TABLE _fit_users AS {sample(buyers, s.max_fit_users)}")
     model_tables(con, s, {"_fit_": (start, True)} | ({serve[0]: (cut, serve[1])} if serve else {}))
     candidates(con, start, "_fit_users", s, "_fit_")
     frame = con.sql(f"""SELECT {', '.join(FEATURES)}, (l.user_id IS NOT NULL)::INTEGER AS y FROM ({all_candidates("_fit_users")}) c
