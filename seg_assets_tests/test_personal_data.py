@@ -215,3 +215,25 @@ def test_a_user_id_that_is_an_address_is_taken_in_as_its_sha256_in_every_table(t
         if re.search(re.escape(address), str(duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall())):
             found.append(str(path.relative_to(tmp_path)))
     assert not found, found
+
+
+def test_a_warehouse_holding_address_ids_from_before_is_refused_with_its_fix(tmp_path):
+    """A warehouse that took address ids in clear (before session 21) would count those users twice from the next file
+    on (a reviewer's: o1 under the address, o2 under its hash): ingestion stops, in one line, with the rebuild."""
+    from seg_assets.refresh import run_refresh
+
+    (tmp_path / "landing" / "orders").mkdir(parents=True)
+    (tmp_path / "landing" / "orders" / "o.csv").write_text(
+        "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-02T10:00:00Z,20,1,completed\n")
+    assert run_refresh(tmp_path, as_of="2026-03-09T00:00:00Z").success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:  # as an older version left it
+        con.sql("UPDATE features.user_features SET user_id = 'jane.doe@corp.example'")
+    (tmp_path / "landing" / "orders" / "o2.csv").write_text(
+        "order_id,user_id,order_ts,amount,items,status\no2,u1,2026-03-03T10:00:00Z,20,1,completed\n")
+    outcome = run_refresh(tmp_path, as_of="2026-03-09T00:00:00Z")
+    assert not outcome.success
+    line = next(m for s in outcome.stages for m in s.failures if "e-mail addresses" in m)
+    assert "1 user id(s) in features.user_features" in line and "move warehouse.duckdb and bi/ aside" in line, line
+    assert not any(p.traceback for p in outcome.problems)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM raw.orders").fetchall() == [(1,)]  # nothing taken in

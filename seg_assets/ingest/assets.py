@@ -22,7 +22,7 @@ from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.markdown import table as md_table
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.spark.session import Engine
-from seg_assets.warehouse import row_count
+from seg_assets.warehouse import row_count, table_exists
 
 GROUP = "ingest"
 RAW_KEYS: dict[str, dg.AssetKey] = {name: dg.AssetKey(["raw", name]) for name in C.TABLES}
@@ -170,6 +170,14 @@ def build_metadata(con, report: ledger.IngestReport) -> dict[dg.AssetKey, dict]:
     return out
 
 
+def addresses_taken_in_clear(con) -> int:
+    """Users whose id is an e-mail address in the feature table: taken in before ids holding one were stored as their
+    sha256 (contract.user_id_sql, session 21). One row per user, so a cheap look (the raw tables are the events)."""
+    if not table_exists(con, "features.user_features"):
+        return 0
+    return con.sql(f"SELECT count(*) FROM features.user_features WHERE {C.holds_email_sql('user_id')}").fetchall()[0][0]
+
+
 @dg.multi_asset(
     name="ingest_landing",
     specs=SPECS,
@@ -199,6 +207,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         elif spark_ingested(con):
             raise input_failure(f"the raw tables of {settings.paths.root} are Parquet written by --engine spark: keep "
                                 "--engine spark for this data root, or ingest into a new one with --engine duckdb")
+        if clear := addresses_taken_in_clear(con):
+            raise input_failure(f"{clear} user id(s) in features.user_features are e-mail addresses, taken in before such "
+                                "ids were stored as their sha256: new files would count those users twice. Rebuild "
+                                f"from landing/: move {settings.paths.warehouse.name} and bi/ aside, then refresh")
         report = loader.ingest_landing(
             con, landing, sources=sources, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None),
             min_ts=min_ts, settle_seconds=settings.settle_seconds, max_settle_wait=settings.max_settle_wait_seconds,
