@@ -180,6 +180,11 @@ def test_a_row_an_expression_fails_on_is_a_reject_not_a_failed_file(tmp_path):
     _, ledger, rejects = ingest(tmp_path)
     assert [r[:8] for r in ledger] == [("lines", "lines/a.csv", "ingested", 5, 2, 0, 3, 0),
                                        ("lines", "lines/b.csv", "ingested", 1, 0, 0, 0, 1)]
+    # DuckDB's reason, on the first row each failed on, in the file's message
+    assert "quantity could not be computed on 1 row(s) (mapping_failed), the first (row 2): Conversion Error: " \
+        "Could not convert string 'n/a' to INT32" in ledger[0][8], ledger[0][8]
+    assert "where could not be computed on 1 row(s) (mapping_failed), the first (row 5): Invalid Input Error: " \
+        "Division by zero" in ledger[0][8], ledger[0][8]
     assert sorted((r[4], r[5]) for r in rejects) == [
         ("mapping_failed:quantity", "quantity (from CAST(Qty AS INTEGER)) fails on this row (its values: raw_values)"),
         ("mapping_failed:unit_price", "unit_price (from Total // Units) fails on this row (its values: raw_values)"),

@@ -83,6 +83,9 @@ def id_source(source: str | None, source_type: str | None) -> str | None:
             f"ELSE CAST({source} AS VARCHAR) END")
 
 
+MAPPING_FAILED = "mapping_failed:"  # the rule of a row a source's expression failed on (staging.py: its where too)
+
+
 def text_sql(source: str | None) -> str:
     """A delivered column as trimmed text, NULL when empty or missing (no such column)."""
     return "CAST(NULL AS VARCHAR)" if source is None else f"nullif(trim(CAST({source} AS VARCHAR)), '')"
@@ -112,7 +115,7 @@ def column_sql(
     v = text_sql(source) if typed else f"v__{n}"
     texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]
     x = source if typed else v  # NULL exactly when the value is missing (a typed value's text is never blank)
-    rules = [f"WHEN {failed} THEN 'mapping_failed:{n}|{shown} fails on this row (its values: raw_values)'"] if failed else []
+    rules = [f"WHEN {failed} THEN '{MAPPING_FAILED}{n}|{shown} fails on this row (its values: raw_values)'"] if failed else []
     if col.required:
         rules.append(f"WHEN {x} IS NULL THEN 'missing:{n}|missing {shown}'")
     inner: list[str] = []

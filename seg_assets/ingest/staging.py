@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
+
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import row_rules
 from seg_assets.ingest.ledger import FileOutcome, redact
@@ -104,8 +106,8 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
     keep, where = "true", "NULL AS _seg_no_where"
     if mapped.where:  # under TRY too: a row the condition fails on is kept, to be rejected (not the whole file)
         keep, where = "_try__where IS NULL OR _try__where.v", f"try(struct_pack(v := {mapped.where})) AS _try__where"
-        cases.insert(0, "WHEN _try__where IS NULL THEN 'mapping_failed:where|the source''s where fails on this row "
-                        "(its values: raw_values)'")
+        cases.insert(0, f"WHEN _try__where IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
+                        "row (its values: raw_values)'")
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     typed = {c.name for c in spec.columns if c not in keys}
@@ -122,6 +124,25 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
                     SELECT *, {', '.join(tried) if tried else 'NULL AS _seg_no_try'} FROM (
                         SELECT *, {src.row_expr} AS _row, {where} FROM {src.relation}) WHERE {keep})))))"""
     )
+
+
+def _first_failures(con, src: Source, mapped: Mapped) -> list[str]:
+    """For each computed column (or the where) that failed on rows: how many, and DuckDB's reason on the first of
+    them, computed again without TRY (a wrong strptime format said why when it failed the file; as rejects it did not)."""
+    if not (mapped.computed or mapped.where):
+        return []
+    out = []
+    for rule, row, n in con.sql(f"SELECT rule, min(_row), count(*) FROM temp.{STAGE} WHERE starts_with(rule, '{row_rules.MAPPING_FAILED}') "
+                                "GROUP BY rule ORDER BY rule").fetchall():
+        name = rule.removeprefix(row_rules.MAPPING_FAILED)
+        sql = mapped.where if name == "where" else mapped.columns[name][0]
+        try:
+            con.sql(f"SELECT {sql} FROM (SELECT *, {src.row_expr} AS _row FROM {src.relation}) WHERE _row = {int(row)}").fetchall()
+            why = "it computes alone"  # an error of its row's other values, under the same optimizer: said as it is
+        except duckdb.Error as exc:
+            why = str(exc).splitlines()[0].strip()
+        out.append(f"{name} could not be computed on {n} row(s) (mapping_failed), the first (row {row}): {why}")
+    return out
 
 
 def _stage_file_rejected(con, spec: C.TableSpec, src: Source, rule: str, reason: str, mapped: Mapped) -> None:
@@ -224,6 +245,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
             con.execute(f"SET disabled_optimizers = '{NO_SHARED_SUBEXPRESSIONS}'")
         try:
             _stage_rows(con, source, src, mapped, bounds)
+            notes += _first_failures(con, src, mapped)
         finally:
             con.execute("SET TimeZone = 'UTC'")
             con.execute("RESET disabled_optimizers")
