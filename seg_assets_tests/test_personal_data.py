@@ -237,3 +237,12 @@ def test_a_warehouse_holding_address_ids_from_before_is_refused_with_its_fix(tmp
     assert not any(p.traceback for p in outcome.problems)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM raw.orders").fetchall() == [(1,)]  # nothing taken in
+
+
+def test_a_reason_hashes_an_address_in_its_url_encoded_form_too():
+    """A reason quotes the value it rejects: 'heidi%40mail.example' was quoted in clear (only '@' was looked for)."""
+    from seg_assets.ingest.row_rules import shown_sql
+
+    shown = [v for (v,) in duckdb.sql(f"SELECT {shown_sql('v')} FROM (VALUES ('heidi%40mail.example'), "
+                                      "('heidi@mail.example'), ('shoes')) t(v)").fetchall()]
+    assert shown[0].startswith("'sha256:") and shown[1].startswith("'sha256:") and shown[2] == "'shoes'"

@@ -16,7 +16,7 @@ REASON_VALUE_CHARS = 60
 def shown_sql(v: str) -> str:
     """A raw value inside a reason: quoted, shortened, e-mail-like values hashed."""
     return (
-        f"'''' || CASE WHEN {v} LIKE '%@%' THEN 'sha256:' || left(sha256({v}), 16) "
+        f"'''' || CASE WHEN contains({v}, '@') OR contains({v}, '%40') THEN 'sha256:' || left(sha256({v}), 16) "
         f"ELSE left({v}, {REASON_VALUE_CHARS}) END || ''''"
     )
 
