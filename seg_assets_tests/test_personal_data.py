@@ -26,6 +26,12 @@ def _ingest(root: Path):
     return con, report
 
 
+def _land(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "landing" / name).write_text(text)
+
+
 def _shown(con, report) -> str:
     """Everything the ledger, the rejects and the CLI's file lines say."""
     rows = con.sql("SELECT * FROM meta.ingest_ledger").fetchall() + con.sql("SELECT * FROM raw.rejects").fetchall()
@@ -155,9 +161,7 @@ def test_an_address_delivered_as_a_category_country_or_channel_reaches_no_featur
         "clicks/k.csv": "event_id,user_id,session_id,event_ts,event_type,funnel_stage,product_id,category\n"
                         f"e1,u1,s1,{t.format(2)},view,,p1,x eve@example.com\n",
     }
-    for name, text in files.items():
-        (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "landing" / name).write_text(text)
+    _land(tmp_path, files)
     assert run_refresh(tmp_path, as_of="2026-03-09T00:00:00Z").success
     found = []
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
@@ -195,9 +199,7 @@ def test_a_user_id_that_is_an_address_is_taken_in_as_its_sha256_in_every_table(t
         "clicks/k.csv": "event_id,user_id,session_id,event_ts,event_type\n"
                         f"e1,{address},s1,{t.format(2)},view\ne2,u2,s2,{t.format(2)},view\n",
     }
-    for name, text in files.items():
-        (tmp_path / "landing" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "landing" / name).write_text(text)
+    _land(tmp_path, files)
     assert run_refresh(tmp_path, as_of="2026-03-09T00:00:00Z").success
     hashed = hashlib.sha256(address.encode()).hexdigest()
     found = []

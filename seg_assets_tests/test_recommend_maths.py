@@ -52,6 +52,16 @@ def test_sql_score_is_the_logistic_blend_and_reason_names_the_biggest_personal_t
     assert np.array_equal(unfitted, x[:, B.FEATURES.index("seg_pop")])  # without weights: the segment baseline's ranking
 
 
+def _no_baskets() -> duckdb.DuckDBPyConnection:
+    """A warehouse with the raw tables the baskets read, empty."""
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA raw")
+    con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
+            "category VARCHAR, status VARCHAR, _file_id BIGINT)")
+    con.sql(CONTRACT.TABLES["orders"].ddl())
+    return con
+
+
 def _tiny() -> duckdb.DuckDBPyConnection:
     """Two segments; u1 bought A+B twice (last time 3 days before as-of), u2 bought C+D, u3 (segment 1) never bought."""
     con = duckdb.connect()
@@ -144,11 +154,7 @@ def test_click_weight_zero_keeps_the_coded_ids_and_the_lists():
 
 
 def test_only_the_recent_clicks_count():
-    con = duckdb.connect()
-    con.sql("CREATE SCHEMA raw")
-    con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
-            "category VARCHAR, status VARCHAR, _file_id BIGINT)")
-    con.sql(CONTRACT.TABLES["orders"].ddl())
+    con = _no_baskets()
     con.sql("CREATE TABLE raw.clicks AS SELECT * FROM (VALUES ('u1', 'A', 'toys', TIMESTAMP '2026-02-25'), "
             "('u1', 'A', 'toys', TIMESTAMP '2026-01-10'), ('u1', 'B', NULL, TIMESTAMP '2026-02-28 23:00'), "
             "('u2', 'C', 'food', TIMESTAMP '2026-03-02'), ('u9', 'A', 'toys', TIMESTAMP '2026-02-26')) "
@@ -200,11 +206,7 @@ def test_also_bought_counts_shoppers_by_hand_at_each_cut_off():
 
 def test_also_bought_finds_what_buyers_get_later_and_samples_beyond_max_pair_users():
     """Three shoppers bought a machine M, and its refill R weeks later: no basket holds both, the shoppers do."""
-    con = duckdb.connect()
-    con.sql("CREATE SCHEMA raw")
-    con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
-            "category VARCHAR, status VARCHAR, _file_id BIGINT)")
-    con.sql(CONTRACT.TABLES["orders"].ddl())
+    con = _no_baskets()
     for k in range(4):
         con.execute("INSERT INTO raw.order_items VALUES (?, ?, 'M', TIMESTAMP '2026-01-05', NULL, 'completed', 1)", [f"m{k}", f"x{k}"])
         if k < 3:
@@ -223,11 +225,7 @@ def test_also_bought_finds_what_buyers_get_later_and_samples_beyond_max_pair_use
 def test_the_samples_follow_the_delivered_ids_not_their_codes():
     """Codes are numbered in the ids' order: a new shopper whose id sorts first moved every code, and a sample by
     code hash kept 36 of 100 shoppers (a reviewer's). By the id's hash, the same shoppers stay sampled."""
-    con = duckdb.connect()
-    con.sql("CREATE SCHEMA raw")
-    con.sql("CREATE TABLE raw.order_items (order_id VARCHAR, user_id VARCHAR, product_id VARCHAR, order_ts TIMESTAMP, "
-            "category VARCHAR, status VARCHAR, _file_id BIGINT)")
-    con.sql(CONTRACT.TABLES["orders"].ddl())
+    con = _no_baskets()
     con.sql("INSERT INTO raw.order_items SELECT 'o' || i, 'u' || lpad(i::VARCHAR, 4, '0'), 'p' || (i % 7), "
             "TIMESTAMP '2026-01-01' + INTERVAL (i) MINUTE, NULL, 'completed', 1 FROM range(1, 300) r(i)")
 
