@@ -16,6 +16,7 @@ import duckdb
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import row_rules
+from seg_assets.ingest.expressions import repeats_a_subexpression
 from seg_assets.ingest.ledger import FileOutcome, redact
 from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns
 from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
@@ -239,9 +240,11 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
             notes.append(f"optional column(s) {', '.join(absent)} absent: treated as empty")
         if source.timezone != "UTC":
             con.execute(f"SET TimeZone = {sql_string(source.timezone)}")
-        if mapped.computed or mapped.where:
+        written = [source.columns[c].text for c in sorted(mapped.computed)] + ([source.where.text] if mapped.where else [])
+        if repeats_a_subexpression(written):
             # a subexpression written twice (CASE WHEN CAST(q AS INT) > 0 THEN CAST(q AS INT) END, or in two columns)
-            # is computed once by DuckDB's common-subexpression pass, outside the TRYs: the row's error failed the file
+            # is computed once by DuckDB's common-subexpression pass, outside the TRYs: the row's error failed the file.
+            # Only then without that pass: it costs 14 % of staging a 5M-row file (bench/RESULTS.md, session 21)
             con.execute(f"SET disabled_optimizers = '{NO_SHARED_SUBEXPRESSIONS}'")
         try:
             _stage_rows(con, source, src, mapped, bounds)
