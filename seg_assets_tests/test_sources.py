@@ -1077,7 +1077,7 @@ def test_with_every_row_rejected_the_first_problem_is_a_reject_not_a_note(tmp_pa
 
 @pytest.mark.parametrize("texts, repeats", [
     (["CASE WHEN CAST(q AS INTEGER) > 0 THEN CAST(q AS INTEGER) END"], True), (["CAST(q AS INTEGER)", "CAST(q AS INTEGER) * 2"], True),
-    (["q // u > 0 AND q // u < 9"], True),
+    (["q // u > 0 AND q // u < 9"], True), (["CAST(Qty AS INTEGER)", "cast(qty as int) * 2"], True),
     (["upper(user_id)", "lower(trim(e))", "CASE WHEN c = '' THEN NULL ELSE c END", "user_id IS NOT NULL AND length(user_id) > 1"], False),
     (["abs(Menge)", "Preis / 100", "CASE WHEN Menge < 0 THEN 'returned' ELSE 'completed' END"], False),
 ])

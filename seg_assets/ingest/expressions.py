@@ -225,7 +225,7 @@ def repeats_a_subexpression(texts: list[str]) -> bool:
             if isinstance(node, (exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Star, exp.DataType, exp.Var,
                                  exp.Paren)):
                 continue
-            key = node.sql(dialect="duckdb")
+            key = node.sql(dialect="duckdb").lower()  # `Qty` and `qty` are one column to DuckDB (and 'A', 'a': merely safe)
             if key in seen:
                 return True
             seen.add(key)
