@@ -46,10 +46,16 @@ ORDER_STATUSES = ("completed", "cancelled", "returned")
 EMAIL_LIKE = r'("[^"]+"|[\p{L}\p{N}._%+-]+)(@|%40)(\[(IPv6:)?[0-9A-Fa-f.:]+\]|[\p{L}\p{N}-]+([.][\p{L}\p{N}-]+)*[.]\p{L}{2,})'
 
 
+def has_at_sign_sql(column: str) -> str:
+    """SQL: ``column`` holds an '@', plain or URL-encoded: the cheap guard before the pattern, and what rejected values
+    and reasons hash without the pattern (anything that may be an address)."""
+    return f"contains({column}, '@') OR contains({column}, '%40')"
+
+
 def holds_email_sql(column: str) -> str:
     """SQL: ``column`` holds an e-mail address (:data:`EMAIL_LIKE`, behind the cheap ``contains`` guard). The staging
     SQL writes this text out; a test keeps every copy equal to it."""
-    return f"(contains({column}, '@') OR contains({column}, '%40')) AND regexp_matches({column}, '{EMAIL_LIKE}')"
+    return f"({has_at_sign_sql(column)}) AND regexp_matches({column}, '{EMAIL_LIKE}')"
 
 
 USER_ID = "user_id"  # every table's user column: a value holding an e-mail address is taken in as its sha256
