@@ -1,6 +1,7 @@
 """sources.yaml: parsing and refusing mappings, and real ingestion of the user's own layouts on real DuckDB files."""
 
 import hashlib
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -1075,17 +1076,25 @@ def test_with_every_row_rejected_the_first_problem_is_a_reject_not_a_note(tmp_pa
         in line and "derived" not in line, line
 
 
-@pytest.mark.parametrize("texts, repeats", [
-    (["CASE WHEN CAST(q AS INTEGER) > 0 THEN CAST(q AS INTEGER) END"], True), (["CAST(q AS INTEGER)", "CAST(q AS INTEGER) * 2"], True),
-    (["q // u > 0 AND q // u < 9"], True), (["CAST(Qty AS INTEGER)", "cast(qty as int) * 2"], True),
-    (["upper(user_id)", "lower(trim(e))", "CASE WHEN c = '' THEN NULL ELSE c END", "user_id IS NOT NULL AND length(user_id) > 1"], False),
-    (["abs(Menge)", "Preis / 100", "CASE WHEN Menge < 0 THEN 'returned' ELSE 'completed' END"], False),
+@pytest.mark.parametrize("columns, where", [
+    ({"quantity": "NULLIF(CAST(Qty AS INTEGER), 0)"}, None),  # the README's "NULL by design" idiom
+    ({"quantity": "Qty", "status": "CASE CAST(Qty AS INTEGER) WHEN 0 THEN 'cancelled' WHEN -1 THEN 'returned' ELSE 'completed' END"}, None),
+    ({"quantity": "Qty"}, "CAST(Qty AS INTEGER) BETWEEN 1 AND 99"),
+    ({"quantity": "Qty"}, "CAST(Qty AS INTEGER) IN (1, 2, 3)"),
+    ({"quantity": 'CAST("Qty" AS INTEGER)', "unit_price": "CAST(Qty AS INTEGER) * 2"}, None),
 ])
-def test_only_expressions_that_repeat_a_part_stage_without_shared_subexpressions(texts, repeats):
-    """Staging without DuckDB's common-subexpression pass cost 14 % on a 5M-row file: only where a part repeats."""
-    from seg_assets.ingest.expressions import repeats_a_subexpression
-
-    assert repeats_a_subexpression(texts) is repeats
+def test_a_part_duckdb_itself_repeats_still_fails_one_row_only(tmp_path, columns, where):
+    """DuckDB's binder repeats an operand of its own (NULLIF, a simple CASE, BETWEEN, IN; "Qty" and Qty are one
+    column): its common-subexpression pass then computed it once outside the TRYs, and one bad row failed the file
+    (a reviewer's five forms; the text of the expressions showed no repeat)."""
+    mapping = "".join(f"      {k}: {json.dumps(v)}\n" for k, v in {"status": "'completed'", **columns}.items())
+    (tmp_path / "sources.yaml").write_text("sources:\n  lines:\n    table: order_items\n"
+                                           + (f"    where: {json.dumps(where)}\n" if where else "") + "    columns:\n" + mapping)
+    write(tmp_path, "lines/a.csv", "order_id,user_id,order_ts,product_id,unit_price,Qty\n"
+          "o1,u1,2026-03-01T10:00:00Z,A,1.5,2\no2,u1,2026-03-01T10:00:00Z,A,1.5,n/a\no3,u2,2026-03-01T10:00:00Z,B,1.5,3\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [r[:8] for r in ledger] == [("lines", "lines/a.csv", "ingested", 3, 2, 0, 1, 0)], ledger
+    assert len(rejects) == 1  # mapping_failed, or the plain Qty's own rule first (not an integer)
 
 
 def test_an_expression_written_twice_still_fails_one_row_only(tmp_path):
@@ -1101,3 +1110,20 @@ def test_an_expression_written_twice_still_fails_one_row_only(tmp_path):
     _, ledger, rejects = ingest(tmp_path)
     assert [r[:8] for r in ledger] == [("lines", "lines/a.csv", "ingested", 3, 1, 0, 1, 1)]
     assert [r[4] for r in rejects] == ["mapping_failed:where"]
+
+
+def test_a_computed_event_type_a_row_fails_on_is_a_reject(tmp_path):
+    """The event names were listed, and the funnel stage computed, from the raw expression outside any TRY: one bad
+    row failed the whole clicks file (a reviewer's)."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  web:\n    table: clicks\n    columns:\n"
+        "      event_type: \"CASE WHEN NULLIF(CAST(Code AS INTEGER), 0) = 1 THEN 'view' ELSE 'purchase' END\"\n")
+    write(tmp_path, "web/a.csv", "event_id,user_id,session_id,event_ts,Code\n"
+          "e1,u1,s1,2026-03-01T10:00:00Z,1\ne2,u1,s1,2026-03-01T10:01:00Z,n/a\ne3,u2,s2,2026-03-01T10:02:00Z,2\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [r[:8] for r in ledger] == [("web", "web/a.csv", "ingested", 3, 2, 0, 1, 0)], ledger
+    assert [r[4] for r in rejects] == ["mapping_failed:event_type"]
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    assert con.sql("SELECT event_id, event_type, funnel_stage FROM raw.clicks ORDER BY 1").fetchall() == [
+        ("e1", "view", "view"), ("e3", "purchase", "purchase")]
+    con.close()

@@ -215,23 +215,6 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     return Expr(text, columns, text_columns=text_columns(tree), string_columns=text_columns(tree, comparisons=False))
 
 
-def repeats_a_subexpression(texts: list[str]) -> bool:
-    """Whether a part of these expressions, more than a column or a constant, is written twice (in one or across
-    several): DuckDB's common-subexpression pass then computes it once, outside the TRY each expression is staged
-    under (staging.py), and a row it fails on fails the file. Columns are safe to share (typed with TRY_CAST)."""
-    seen: set[str] = set()
-    for text in texts:
-        for node in sqlglot.parse_one(text, read="duckdb").walk():
-            if isinstance(node, (exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Star, exp.DataType, exp.Var,
-                                 exp.Paren)):
-                continue
-            key = node.sql(dialect="duckdb").lower()  # `Qty` and `qty` are one column to DuckDB (and 'A', 'a': merely safe)
-            if key in seen:
-                return True
-            seen.add(key)
-    return False
-
-
 def _function_names(node: exp.Func) -> set[str]:
     """The names a function node goes by, lower-cased (see _DENIED_FUNCTIONS)."""
     written = re.match(r"([A-Za-z_]\w*)(?:\(|$)", node.sql(dialect="duckdb"))  # NAME(...) or a bare NAME

@@ -20,6 +20,7 @@ text and is typed by the contract's rules, row by row.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import duckdb
@@ -131,6 +132,24 @@ def _binds(con, src: Source, sql: str) -> bool:
         return False
 
 
+def tried(column: str) -> str:
+    """Staging's name for a computed column's TRY(struct_pack(v := expr)): NULL where the expression failed on the row."""
+    return f"_try__{column}"
+
+
+@contextmanager
+def tries_hold(con):
+    """DuckDB's common-subexpression pass off while expressions run under TRY: it computes a part its bound plan
+    repeats once, outside the TRYs, and a row's error failed the file. Its binder makes repeats of its own (NULLIF,
+    a simple CASE, BETWEEN and IN repeat their operand), so no reading of the text can tell which need it. Costs 14 %
+    of staging a 5M-row mapped file (bench/RESULTS.md, session 21)."""
+    con.execute("SET disabled_optimizers = 'common_subexpressions'")
+    try:
+        yield
+    finally:
+        con.execute("RESET disabled_optimizers")
+
+
 DERIVED_KEY = "<derived from the row's typed values>"  # Mapped.columns' SQL of an id that derived_key_sql computes
 
 
@@ -144,12 +163,15 @@ def derived_key_sql(col: C.Column, present: set[str]) -> str:
     return f"md5({values} || '{_KEY_SEPARATOR}' || {occurrence})"
 
 
-def _funnel_stage(con, src: Source, event_sql: str, source: SourceDef) -> str:
-    """A CASE giving each event name of this file its stage (names decided in Python by events.stage_of)."""
-    name = f"trim(CAST({event_sql} AS VARCHAR))"
-    names = [r[0] for r in con.sql(f"SELECT DISTINCT {name} FROM {src.relation} WHERE {name} <> ''").fetchall()]
+def _funnel_stage(con, src: Source, event_sql: str, computed: bool, source: SourceDef) -> str:
+    """A CASE giving each event name of this file its stage (names decided in Python by events.stage_of). A computed
+    event_type is read under TRY here and from its staged TRY value in the CASE: a row it fails on is a reject."""
+    listed = f"trim(CAST(try({event_sql}) AS VARCHAR))" if computed else f"trim(CAST({event_sql} AS VARCHAR))"
+    with tries_hold(con):
+        names = [r[0] for r in con.sql(f"SELECT DISTINCT {listed} AS n FROM {src.relation} WHERE n <> ''").fetchall()]
     whens = [f"WHEN {sql_string(n)} THEN '{stage_of(n, source.event_types)}'" for n in sorted(names)]
     whens = [w for w in whens if not w.endswith("THEN 'other'")]
+    name = f"trim(CAST({tried('event_type')}.v AS VARCHAR))" if computed else f"trim(CAST({event_sql} AS VARCHAR))"
     return f"CASE {name} {' '.join(whens)} ELSE 'other' END" if whens else "'other'"
 
 
@@ -237,5 +259,6 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
             out.columns[col.name] = (DERIVED_KEY, "VARCHAR")
             out.notes.append(f"{col.name} derived from each row's values")
         if col.derived and col.name == "funnel_stage" and "event_type" in out.columns:
-            out.columns[col.name] = (_funnel_stage(con, src, out.columns["event_type"][0], source), "VARCHAR")
+            out.columns[col.name] = (_funnel_stage(con, src, out.columns["event_type"][0], "event_type" in out.computed, source),
+                                     "VARCHAR")
     return out

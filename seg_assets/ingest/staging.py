@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,9 +17,8 @@ import duckdb
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import row_rules
-from seg_assets.ingest.expressions import repeats_a_subexpression
 from seg_assets.ingest.ledger import FileOutcome, redact
-from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns
+from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns, tried, tries_hold
 from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
 from seg_assets.ingest.sources import (
@@ -44,7 +44,6 @@ class Bounds:
 # ----------------------------------------------------------------------------------------- typing and rules
 
 
-NO_SHARED_SUBEXPRESSIONS = "common_subexpressions"  # the optimizer pass that lifts a repeated expression out of TRY
 
 
 def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
@@ -85,7 +84,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         cases.append(f"WHEN {OVERFLOW} IS NOT NULL THEN 'too_many_fields:row|too many fields: more than {n}'")
     local_time = source.timezone != "UTC"
     keys = [col for col in spec.columns if mapped.columns.get(col.name, (None,))[0] == DERIVED_KEY]
-    tried = []  # a mapped expression is computed under TRY, so a row it fails on is a reject, not a failed file
+    tries = []  # a mapped expression is computed under TRY, so a row it fails on is a reject, not a failed file
     for col in spec.columns:
         if col in keys:
             continue
@@ -94,8 +93,8 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         if col.name in mapped.computed:
             # one TRY per expression, of a struct: NULL only where it failed (its value may be NULL), not a second TRY
             # for the test (see stage_file: DuckDB would compute the shared expression once, outside both)
-            tried.append(f"try(struct_pack(v := {sql})) AS _try__{col.name}")
-            sql, failed = f"_try__{col.name}.v", f"_try__{col.name} IS NULL"
+            tries.append(f"try(struct_pack(v := {sql})) AS {tried(col.name)}")
+            sql, failed = f"{tried(col.name)}.v", f"{tried(col.name)} IS NULL"
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time,
                                               source.columns[col.name].text if col.name in source.columns else None,
@@ -106,8 +105,9 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         cases += rules
     keep, where = "true", "NULL AS _seg_no_where"
     if mapped.where:  # under TRY too: a row the condition fails on is kept, to be rejected (not the whole file)
-        keep, where = "_try__where IS NULL OR _try__where.v", f"try(struct_pack(v := {mapped.where})) AS _try__where"
-        cases.insert(0, f"WHEN _try__where IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
+        t = tried("where")
+        keep, where = f"{t} IS NULL OR {t}.v", f"try(struct_pack(v := {mapped.where})) AS {t}"
+        cases.insert(0, f"WHEN {t} IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
                         "row (its values: raw_values)'")
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
@@ -122,7 +122,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         FROM (SELECT *, {why} AS why FROM (
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
                 SELECT *, {', '.join(values) if values else 'NULL AS _seg_no_text'} FROM (
-                    SELECT *, {', '.join(tried) if tried else 'NULL AS _seg_no_try'} FROM (
+                    SELECT *, {', '.join(tries) if tries else 'NULL AS _seg_no_try'} FROM (
                         SELECT *, {src.row_expr} AS _row, {where} FROM {src.relation}) WHERE {keep})))))"""
     )
 
@@ -240,18 +240,12 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
             notes.append(f"optional column(s) {', '.join(absent)} absent: treated as empty")
         if source.timezone != "UTC":
             con.execute(f"SET TimeZone = {sql_string(source.timezone)}")
-        written = [source.columns[c].text for c in sorted(mapped.computed)] + ([source.where.text] if mapped.where else [])
-        if repeats_a_subexpression(written):
-            # a subexpression written twice (CASE WHEN CAST(q AS INT) > 0 THEN CAST(q AS INT) END, or in two columns)
-            # is computed once by DuckDB's common-subexpression pass, outside the TRYs: the row's error failed the file.
-            # Only then without that pass: it costs 14 % of staging a 5M-row file (bench/RESULTS.md, session 21)
-            con.execute(f"SET disabled_optimizers = '{NO_SHARED_SUBEXPRESSIONS}'")
         try:
-            _stage_rows(con, source, src, mapped, bounds)
-            notes += _first_failures(con, src, mapped)
+            with tries_hold(con) if mapped.computed or mapped.where else nullcontext():
+                _stage_rows(con, source, src, mapped, bounds)
+                notes += _first_failures(con, src, mapped)
         finally:
             con.execute("SET TimeZone = 'UTC'")
-            con.execute("RESET disabled_optimizers")
         if source.keep == KEEP_LATEST and mapped.columns.get(spec.id_column, (None,))[0] == DERIVED_KEY:
             notes.append(f"keep: latest cannot replace rows of this file: its {spec.id_column} is derived from each "
                          "row's values, so a changed row is a new row; deliver or map an id column")
