@@ -193,7 +193,8 @@ def test_a_user_id_that_is_an_address_is_taken_in_as_its_sha256_in_every_table(t
                         f"o1,{address},{t.format(2)},20,1,completed\no2,u2,{t.format(3)},30,1,completed\n"
                         f"o3,{address},{t.format(4)},-5,1,completed\n"  # rejected: its raw values hash the id alike
                         f"o5, {address} ,{t.format(4)},-5,1,completed\n"  # spaces around: the same id, the same hash
-                        f"o6,{address.replace('@', '%40')},{t.format(4)},-5,1,completed\n",  # URL-encoded: hashed too
+                        f"o6,{address.replace('@', '%40')},{t.format(4)},-5,1,completed\n"  # URL-encoded: hashed too
+                        f"o7,team@shop,{t.format(4)},20,1,completed\no8,team@shop,{t.format(4)},-5,1,completed\n",
         "order_items/l.csv": "order_id,user_id,order_ts,product_id,quantity,unit_price,status\n"
                              f"o4,{address},{t.format(5)},p1,1,15,completed\n",
         "clicks/k.csv": "event_id,user_id,session_id,event_ts,event_type\n"
@@ -201,17 +202,18 @@ def test_a_user_id_that_is_an_address_is_taken_in_as_its_sha256_in_every_table(t
     }
     _land(tmp_path, files)
     assert run_refresh(tmp_path, as_of="2026-03-09T00:00:00Z").success
-    hashed = hashlib.sha256(address.encode()).hexdigest()
+    hashed, team = (hashlib.sha256(a.encode()).hexdigest() for a in (address, "team@shop"))
     found = []
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         for table in ("raw.orders", "raw.order_items", "raw.clicks"):
-            assert {u for (u,) in con.sql(f"SELECT DISTINCT user_id FROM {table}").fetchall()} <= {hashed, "u2"}, table
-        assert con.sql("SELECT user_id, frequency, sessions FROM features.user_features ORDER BY 1").fetchall() == [
-            (hashed, 2, 1), ("u2", 1, 1)]  # its order and its line's order, and its click: one user
+            assert {u for (u,) in con.sql(f"SELECT DISTINCT user_id FROM {table}").fetchall()} <= {hashed, team, "u2"}, table
+        assert sorted(con.sql("SELECT user_id, frequency, sessions FROM features.user_features").fetchall()) == sorted([
+            (hashed, 2, 1), ("u2", 1, 1), (team, 1, 0)])  # its order and its line's order, and its click: one user
         rejected = [json.loads(v)["user_id"] for (v,) in con.sql("SELECT raw_values FROM raw.rejects ORDER BY row_number").fetchall()]
         assert rejected[:2] == [hashed, hashed] and rejected[2] == hashlib.sha256(address.replace("@", "%40").encode()).hexdigest()
+        assert rejected[3] == team  # an id with an '@' but no address (team@shop): hashed alike in the table and the reject
         for schema, table in con.sql("SELECT table_schema, table_name FROM information_schema.tables").fetchall():
-            if re.search("jane.doe(@|%40)", str(con.sql(f'SELECT * FROM "{schema}"."{table}"').fetchall())):
+            if re.search("jane.doe(@|%40)|team@shop", str(con.sql(f'SELECT * FROM "{schema}"."{table}"').fetchall())):
                 found.append(f"{schema}.{table}")
     for path in (tmp_path / "bi").rglob("*.parquet"):
         if re.search(re.escape(address), str(duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall())):
@@ -248,3 +250,11 @@ def test_a_reason_hashes_an_address_in_its_url_encoded_form_too():
     shown = [v for (v,) in duckdb.sql(f"SELECT {shown_sql('v')} FROM (VALUES ('heidi%40mail.example'), "
                                       "('heidi@mail.example'), ('shoes')) t(v)").fetchall()]
     assert shown[0].startswith("'sha256:") and shown[1].startswith("'sha256:") and shown[2] == "'shoes'"
+
+
+def test_a_message_redacts_an_address_in_its_url_encoded_form_too():
+    """DuckDB's error quotes the value a mapped expression failed on: 'heidi%40mail.example' reached the ledger."""
+    from seg_assets.ingest.ledger import redact
+
+    assert redact("Could not convert string 'heidi%40mail.example' to INT32; also team@shop") == \
+        "Could not convert string '<redacted e-mail>' to INT32; also <redacted e-mail>"

@@ -26,7 +26,8 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("user_id", "str", "User id from the landing files (orders, clicks or customers; an id that is an e-mail address: its sha256)."),
+    Feature("user_id", "str", "User id from the landing files (orders, clicks or customers; an id holding an '@', as "
+            "an e-mail address does: its sha256)."),
     Feature("recency_days", "float", "Days from the last completed order to as-of; users who never completed an order get their "
             "tenure.", 0, None, True, needs=("orders",), measures="recency"),
     Feature("frequency", "int", "Completed orders, lifetime.", 0, None, True, needs=("orders",), measures="value"),

@@ -171,11 +171,11 @@ def build_metadata(con, report: ledger.IngestReport) -> dict[dg.AssetKey, dict]:
 
 
 def addresses_taken_in_clear(con) -> int:
-    """Users whose id is an e-mail address in the feature table: taken in before ids holding one were stored as their
-    sha256 (contract.user_id_sql, session 21). One row per user, so a cheap look (the raw tables are the events)."""
+    """Users whose id holds an '@' in the feature table: taken in before such ids were stored as their sha256
+    (contract.user_id_sql). One row per user, so a cheap look (the raw tables are the events)."""
     if not table_exists(con, "features.user_features"):
         return 0
-    return con.sql(f"SELECT count(*) FROM features.user_features WHERE {C.holds_email_sql('user_id')}").fetchall()[0][0]
+    return con.sql(f"SELECT count(*) FROM features.user_features WHERE {C.has_at_sign_sql('user_id')}").fetchall()[0][0]
 
 
 @dg.multi_asset(
@@ -208,8 +208,8 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             raise input_failure(f"the raw tables of {settings.paths.root} are Parquet written by --engine spark: keep "
                                 "--engine spark for this data root, or ingest into a new one with --engine duckdb")
         if clear := addresses_taken_in_clear(con):
-            raise input_failure(f"{clear} user id(s) in features.user_features are e-mail addresses, taken in before such "
-                                "ids were stored as their sha256: new files would count those users twice. Rebuild "
+            raise input_failure(f"{clear} user id(s) in features.user_features hold an '@' (e-mail addresses), taken in "
+                                "before such ids were stored as their sha256: new files would count those users twice. Rebuild "
                                 f"from landing/: move {settings.paths.warehouse.name} and bi/ aside, then refresh")
         report = loader.ingest_landing(
             con, landing, sources=sources, run_id=context.run_id, now=now, clock_skew=future_limit - now.replace(tzinfo=None),

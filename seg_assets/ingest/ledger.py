@@ -18,7 +18,8 @@ import duckdb
 from seg_assets.ingest import contract as C
 from seg_assets.warehouse import sql_string
 
-_EMAIL = re.compile(r"[^\s,;:\"'<>()\[\]{}|=]+@[^\s,;:\"'<>()\[\]{}|=]+")
+_NOT_IN_AN_ADDRESS = r"\s,;:\"'<>()\[\]{}|="
+_EMAIL = re.compile(rf"[^{_NOT_IN_AN_ADDRESS}]+(?:{'|'.join(map(re.escape, C.AT_SIGNS))})[^{_NOT_IN_AN_ADDRESS}]+")
 
 
 # A file's row counts, as the ledger stores them: delivered = accepted + updated + duplicate + rejected + filtered
@@ -82,7 +83,7 @@ class IngestReport:
 
 
 def redact(text: str | None) -> str | None:
-    """Replace anything that looks like an e-mail address in a message by a marker."""
+    """Replace anything that may be an e-mail address (a word with an '@', plain or URL-encoded) by a marker."""
     return None if text is None else _EMAIL.sub("<redacted e-mail>", text)
 
 
