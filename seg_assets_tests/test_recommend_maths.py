@@ -222,6 +222,23 @@ def test_also_bought_finds_what_buyers_get_later_and_samples_beyond_max_pair_use
     assert _also(con, "_a_") == sampled and set(sampled.values()) <= {1 / 2, 1.0}
 
 
+def test_a_shopper_with_more_than_max_pair_products_counts_in_no_pair():
+    """One reseller's products paired with each other (4,000 products: 16M rows, 20 s, a reviewer's): such a shopper
+    is left out of "also bought", as wholesale orders are left out of baskets."""
+    con = _no_baskets()
+    rows = [(f"m{k}", f"x{k}", "M", "2026-01-05") for k in range(3)] + [(f"r{k}", f"x{k}", "R", "2026-02-01") for k in range(2)]
+    rows += [(f"big{k}", "reseller", p, "2026-01-10") for k, p in enumerate(["M", "R", *(f"P{n}" for n in range(10))])]
+    for order, user, product, day in rows:
+        con.execute("INSERT INTO raw.order_items VALUES (?, ?, ?, CAST(? AS TIMESTAMP), NULL, 'completed', 1)", [order, user, product, day])
+    segments = "SELECT DISTINCT user_id, 1 AS segment_id FROM raw.order_items"
+    cut = {"_a_": (datetime(2026, 3, 1), True)}
+    M.load(con, M.RecSettings(), segments)
+    M.model_tables(con, M.RecSettings(max_pair_products=11), cut)  # the reseller has 12
+    assert _also(con, "_a_") == {("M", "R"): 2 / 3, ("R", "M"): 1}
+    M.model_tables(con, M.RecSettings(max_pair_products=12), cut)
+    assert _also(con, "_a_")[("M", "R")] == 3 / 4 and ("P0", "M") in _also(con, "_a_")
+
+
 def test_the_samples_follow_the_delivered_ids_not_their_codes():
     """Codes are numbered in the ids' order: a new shopper whose id sorts first moved every code, and a sample by
     code hash kept 36 of 100 shoppers (a reviewer's). By the id's hash, the same shoppers stay sampled."""

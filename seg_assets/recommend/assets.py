@@ -60,6 +60,9 @@ class RecommendConfig(CheckedConfig):
     max_fit_users: int = Field(default=DEFAULTS.max_fit_users, ge=100, description="Users (a hash sample) the weights are fitted on.")
     max_pair_users: int = Field(default=DEFAULTS.max_pair_users, ge=1_000, description="'Also bought' is counted over "
                                 "up to this many shoppers (exact up to it, a hash sample beyond).")
+    max_pair_products: int = Field(default=DEFAULTS.max_pair_products, ge=10, description="A shopper with more distinct "
+                                   "products than this (a reseller) counts in no 'also bought' pair (its cost grows with "
+                                   "the square of one shopper's products).")
     chunk_users: int = Field(default=125_000, ge=1_000, description="A full build ranks about this many users at a time "
                              "(bounds its memory; the result does not depend on it).")
 

@@ -15,9 +15,9 @@ order's distinct products, credit notes and cancelled orders excluded) up to the
 * ``also_bought``: mean over the user's products j of P(a shopper bought the product | they bought j), over
   the shoppers' whole histories up to the cut-off ("who bought j also bought": item-item co-occurrence per
   shopper, each product's ``candidates`` strongest neighbours, counted exactly over up to ``max_pair_users``
-  shoppers, a hash sample beyond). Per shopper, not per basket: it also finds what buyers of j buy *later*
-  (a machine, then its refills), and on shops where pairs sit in one basket it ranked as the per-basket
-  count did (README, Evaluation);
+  shoppers, a hash sample beyond, each with at most ``max_pair_products`` products). Per shopper, not per
+  basket: it also finds what buyers of j buy *later* (a machine, then its refills), and on shops where pairs
+  sit in one basket it ranked as the per-basket count did (README, Evaluation);
 * ``category``: sum over the user's top 3 categories c of share(c | user) x P(product | c), where a
   user's category shares count purchased lines 1 and category clicks ``click_weight`` each;
 * ``clicked``: share of the user's product clicks on it (``click_weight``; 0 without clicks);
@@ -72,6 +72,7 @@ class RecSettings:
     max_fit_users: int = 5_000
     min_fit_positives: int = 20
     max_pair_users: int = 100_000
+    max_pair_products: int = 300  # a shopper with more distinct products (a reseller) counts in no pair (model_tables)
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -132,14 +133,17 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
     rows: a pair counts up to a cut-off where one shopper had bought both by then, a ``FILTER`` of the same join (a
     full build needs two cut-offs, the fit's and as-of: a second join of the baskets cost 2.9 s at 1M users). The
     join's rows grow with the square of a shopper's products (five times a per-basket join's on generated shops),
-    so beyond ``max_pair_users`` shoppers the counts are those of a hash sample of them."""
+    so beyond ``max_pair_users`` shoppers the counts are those of a hash sample of them, and a shopper with more than
+    ``max_pair_products`` distinct products counts in no pair (one reseller of 4,000 products took 20 s, a reviewer's;
+    as ``max_basket_size`` leaves out wholesale orders; the Germany retail extract's largest customer has 261)."""
     m = int(s.candidates)
     cuts = {prefix: _ts(cut) for prefix, (cut, _) in tables.items()}
     counts = ", ".join(f"count(*) FILTER (WHERE greatest(x.first_ts, y.first_ts) <= {ts}) AS c{k}"
                        for k, ts in enumerate(cuts.values()))
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_first AS
         WITH f AS (SELECT user_id, product_id, min(order_ts) AS first_ts FROM {BASKETS}
-                   WHERE order_ts <= {max(cuts.values())} GROUP BY ALL)
+                   WHERE order_ts <= {max(cuts.values())} GROUP BY user_id, product_id
+                   QUALIFY count(*) OVER (PARTITION BY user_id) <= {int(s.max_pair_products)})
         SELECT * FROM f SEMI JOIN ({sample("SELECT DISTINCT user_id FROM f", s.max_pair_users)}) USING (user_id)""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_pairs AS
         SELECT x.product_id AS j, y.product_id AS i, {counts} FROM _rb_first x
