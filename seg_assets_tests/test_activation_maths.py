@@ -332,3 +332,11 @@ def test_a_tie_for_the_best_action_is_not_exploring():
     nba = next_best_action(policy, users)
     assert nba.height == 400 and not nba["explore"].any()
     assert nba["action_id"].n_unique() == 4
+
+
+def test_revenue_lift_without_any_spread_has_no_interval():
+    """No revenue in either group (19 treated, 4 control, a tester's thin shop): the interval read [0, 0], p 1.0,
+    certainty from four users; a variance of zero estimates nothing."""
+    out = campaign_lift(cell_frame(0, 19, 0, 4, np.zeros(19), np.zeros(4))).row(0, named=True)
+    assert out["revenue_abs_lift"] == 0.0
+    assert (out["revenue_abs_lift_ci_low"], out["revenue_abs_lift_ci_high"], out["revenue_p_value"]) == (None, None, None)

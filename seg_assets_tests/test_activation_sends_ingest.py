@@ -23,6 +23,7 @@ BAD_ROWS = {  # send_id -> (line, rule of its reject)
     "s8": ("s8,c1,u8,a1,yesterday at ten,treatment,0.25", "unparseable:sent_ts"),
     "s9": ("s9,c1,u9,a1,,control,", "missing:sent_ts"),
     "s10": (f"s10,c1,u10,a1,{TS},treatment,a quarter", "unparseable:propensity"),
+    "s11": (f"s11,c1,u11,a1,{TS},treatment,NaN", "unparseable:propensity"),  # it read "propensity > 1: 'NaN'"
 }
 
 
@@ -51,25 +52,27 @@ def test_campaign_sends_with_bad_rows_are_accounted_like_the_other_tables(tmp_pa
                          "FROM meta.ingest_ledger WHERE table_name = 'campaign_sends' ORDER BY file_name").fetchall()
         rejects = con.sql("SELECT file_name, raw_values, rule FROM raw.rejects WHERE table_name = 'campaign_sends'").fetchall()
         reasons = [r for (r,) in con.sql("SELECT reason FROM raw.rejects WHERE rule LIKE '%send_group'").fetchall()]
+        nan = con.sql("SELECT reason FROM raw.rejects WHERE raw_values LIKE '%NaN%'").fetchall()
         raw = con.sql("SELECT send_id, user_id, send_group, propensity FROM raw.campaign_sends ORDER BY send_id").fetchall()
     finally:
         con.close()
     for _, _, delivered, *parts in ledger:
         assert delivered == sum(parts)  # every delivered row accounted for
-    assert ledger == [("campaign_sends/sends_1.csv", "ingested", 11, 2, 1, 8, 0),
+    assert ledger == [("campaign_sends/sends_1.csv", "ingested", 12, 2, 1, 9, 0),
                       ("esp_log/log.csv", "ingested", 3, 1, 0, 1, 1)]
     by_send = {json.loads(values)["send_id"]: rule for file, values, rule in rejects if file == "campaign_sends/sends_1.csv"}
     assert by_send == {send: rule for send, (_, rule) in BAD_ROWS.items()}
     assert sorted(rule for file, _, rule in rejects if file == "esp_log/log.csv") == ["unknown:send_group"]
     assert reasons and all("send_group" not in r and "group" in r for r in reasons)  # the file's name for the column
+    assert nan == [("propensity is not a number: 'NaN'",)]
     assert raw == [("e1", "u1", "treatment", 0.5), ("s1", "u1", "treatment", 0.25), ("s2", "u2", "control", None)]
 
     sends = {k: v.value for k, v in next(m for m in result.asset_materializations_for_node("ingest_landing")
                                          if m.asset_key == RAW_KEYS["campaign_sends"]).metadata.items()}
-    assert (sends["rows_accepted"], sends["rows_duplicate"], sends["rows_rejected"]) == (3, 1, 9)
+    assert (sends["rows_accepted"], sends["rows_duplicate"], sends["rows_rejected"]) == (3, 1, 10)
     assert sends["dagster/row_count"] == 3
     rejected = next(m for m in result.asset_materializations_for_node("ingest_landing") if m.asset_key == REJECTS_KEY)
-    assert rejected.metadata["dagster/row_count"].value == 9
+    assert rejected.metadata["dagster/row_count"].value == 10
     assert any(m.asset_key == LEDGER_KEY for m in result.asset_materializations_for_node("ingest_landing"))
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["raw_campaign_sends_contract"].passed  # bad rows never reach the raw table

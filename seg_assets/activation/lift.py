@@ -157,9 +157,7 @@ def _revenue_stats(m_t: float, v_t: float, n_t: int, m_c: float, v_c: float, n_c
         return out
     a, b = v_t / n_t, v_c / n_c
     se = math.sqrt(a + b)
-    if se == 0:
-        out.update(revenue_abs_lift_ci_low=diff, revenue_abs_lift_ci_high=diff, revenue_p_value=1.0 if diff == 0 else 0.0)
-    else:
+    if se > 0:  # no spread in either group (no revenue at all, say): no interval, not a certain [0, 0] from 4 users
         dof = (a + b) ** 2 / (a * a / (n_t - 1) + b * b / (n_c - 1))
         q = stats.t.ppf(1 - alpha / 2, dof)
         out.update(revenue_abs_lift_ci_low=diff - q * se, revenue_abs_lift_ci_high=diff + q * se,

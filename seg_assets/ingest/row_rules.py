@@ -144,6 +144,8 @@ def column_sql(
                 f"THEN try_cast(try_cast({v} AS DECIMAL(18,3)) AS INTEGER) END AS {p}"
             )
         rules.append(f"WHEN {x} IS NOT NULL AND {p} IS NULL THEN 'unparseable:{n}|unparseable {shown}: ' || {shown_sql(v)}")
+        if col.sql_type == "DOUBLE":  # 'NaN' is a DOUBLE (sorted above every number: it read "propensity > 1")
+            rules.append(f"WHEN isnan({p}) THEN 'unparseable:{n}|{shown} is not a number: ' || {shown_sql(v)}")
         if col.min_value is not None:
             label = f"negative {shown}" if col.min_value == 0 else f"{shown} < {col.min_value:g}"
             rule = "negative" if col.min_value == 0 else "below_min"
