@@ -251,6 +251,9 @@ def test_evaluate_candidates_and_the_promotion_rule():
     # within tolerance and not worse beyond noise: promoted
     same = evaluate_candidates(logs, good, good, k, n_boot=200)
     assert same.difference.value == pytest.approx(0.0) and promote(same.candidate, same.in_service, difference=same.difference).promote
+    # fitted on sends without a conversion: nothing learned, the policy in service stays (none in service: promoted)
+    assert not promote(same.candidate, same.in_service, difference=same.difference, fit_conversions=0).promote
+    assert promote(same.candidate, None, fit_conversions=0).promote
 
 
 def test_learned_policy_as_candidate_end_to_end():

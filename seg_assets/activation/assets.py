@@ -290,7 +290,8 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
             "nothing in service, promoting" if in_service is None else f"keeping {in_service_version}"))
     else:
         decision = promote(evaluation.candidate, evaluation.in_service if in_service is not None else None,
-                           difference=evaluation.difference if in_service is not None else None)
+                           difference=evaluation.difference if in_service is not None else None,
+                           fit_conversions=int(fit["reward"].cast(pl.Float64).sum()) if fit.height else 0)
     if decision.promote:
         # The gate judged the fitting procedure on sends it had not seen; the policy served is fitted on all sends.
         served = policies.fit(treated, x_sends, arms, **tuning) if treated.height and evaluation is not None else candidate
