@@ -260,8 +260,12 @@ def _closing_line(outcome, paths) -> str:
         causes = "; ".join(filter(None, [causes, *map(escape, unread[:3]), f"{len(unread) - 3} more not read" * (len(unread) > 3)]))
         return f"[green]Refresh done[/green] in {outcome.seconds:.1f}s" + (f"; not taken in: {causes}" if causes else "")
     state = read_state(paths) if published(paths) else None
-    bi = (f"published segments (as of {state['as_of']}) were left as they were" if state
-          else "published segments were left as they were" if published(paths) else "nothing has been published yet")
+    if outcome.published:  # a step after bi_segments failed (the audiences, say): BI shows this run's segments
+        bi = (f"this run had published its segments (as of {state['as_of']}) before it failed" if state
+              else "this run had published its segments before it failed")
+    else:
+        bi = (f"published segments (as of {state['as_of']}) were left as they were" if state
+              else "published segments were left as they were" if published(paths) else "nothing has been published yet")
     return f"[red]Refresh failed[/red]: {causes or 'see the errors above'}. {bi[0].upper()}{bi[1:]}."
 
 

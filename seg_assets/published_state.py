@@ -106,21 +106,36 @@ def read_state(paths: DataPaths) -> dict | None:
         return None
 
 
-def _write_state(paths: DataPaths, state: dict) -> Path:
-    """Written under a name of its own and renamed: a CLI and a daemon run may write at once."""
+def _stage_state(paths: DataPaths, state: dict) -> Path:
+    """The state written under a name of its own (a CLI and a daemon run may write at once): what can fail (the
+    folder, the disk) fails here, before ``bi_segments`` switches BI; :func:`commit_state` then renames it."""
     target = state_path(paths)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(state))
-    os.replace(tmp, target)
-    return target
+    return tmp
+
+
+def commit_state(paths: DataPaths, tmp: Path) -> Path:
+    """Put a staged state in place (a rename in its own folder)."""
+    os.replace(tmp, state_path(paths))
+    return state_path(paths)
+
+
+def _write_state(paths: DataPaths, state: dict) -> Path:
+    return commit_state(paths, _stage_state(paths, state))
+
+
+def stage_published_state(paths: DataPaths, files: list[list], as_of: datetime, settings: str) -> Path:
+    """The record of a publication, staged (:func:`commit_state` after the switch)."""
+    files = [[*f, _changed_at(paths.landing, f[0])] if f[2] else f for f in files]  # a failed file: when it last changed
+    return _stage_state(paths, {"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
+                                "lexicons": lexicon_fingerprint(paths), "config": config_fingerprint(paths.root),
+                                "published_at": datetime.now(UTC).isoformat()})
 
 
 def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, settings: str) -> Path:
-    files = [[*f, _changed_at(paths.landing, f[0])] if f[2] else f for f in files]  # a failed file: when it last changed
-    return _write_state(paths, {"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
-                                "lexicons": lexicon_fingerprint(paths), "config": config_fingerprint(paths.root),
-                                "published_at": datetime.now(UTC).isoformat()})
+    return commit_state(paths, stage_published_state(paths, files, as_of, settings))
 
 
 def mark_not_current(paths: DataPaths) -> None:
@@ -128,7 +143,10 @@ def mark_not_current(paths: DataPaths) -> None:
     refresh must run, whatever the landing files and settings say (it said "Segments are current" and left them)."""
     state = read_state(paths)
     if state is not None and state.get("settings") is not None:
-        _write_state(paths, {**state, "settings": None})
+        try:
+            _write_state(paths, {**state, "settings": None})
+        except OSError:  # the state folder cannot be written: the failure being reported says more; the landing
+            pass         # files or settings that changed still make the next refresh run
 
 
 def published(paths: DataPaths) -> bool:

@@ -169,3 +169,38 @@ def test_a_classifier_below_its_threshold_does_not_serve_and_the_model_assigns(r
     assert job.execute_in_process(asset_selection=[USER_SEGMENTS, BI_SEGMENTS], tags={"seg-assets/rebase": "true"}).success
     alone = segments(refreshed)
     assert set(alone["assigned_by"]) == {f"model {alone['model_version'][0]}"} and alone["segment_id"].null_count() == 0
+
+
+@pytest.mark.slow
+def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says_bi_changed(refreshed):
+    """A tester's two finds. A state folder that could not take the record failed bi__segments after its switch: BI
+    showed the failed run's tables and the CLI a traceback. A run failing after its publication (at the audiences)
+    said, in the CLI and the failure sensor, that the published segments were left as they were."""
+    import dagster as dg
+
+    from seg_assets.automation.jobs import _what_the_run_did
+    from seg_assets.cli import _closing_line
+
+    paths = data_paths(refreshed)
+    bi = paths.bi / "segments.duckdb"
+    before = bi.read_bytes(), (paths.bi / "current").resolve()
+    generate(refreshed / "more", users=3_000, days=5, seed=9)  # new data: the next refresh publishes
+    shutil.copytree(refreshed / "more" / "landing" / "orders", refreshed / "landing" / "orders", dirs_exist_ok=True)
+    state, saved = refreshed / "state", refreshed / "state_saved"
+    state.rename(saved)
+    state.write_text("not a folder")  # the state folder cannot take the record (read-only, for root too)
+    outcome = run_refresh(refreshed)
+    failures = " ".join(f for s in outcome.stages for f in s.failures)
+    assert not outcome.success and not outcome.published and "cannot record the publication" in failures, failures
+    assert (bi.read_bytes(), (paths.bi / "current").resolve()) == before  # BI as it was
+    state.unlink()
+    saved.rename(state)
+    audiences = paths.bi / "audiences"
+    shutil.rmtree(audiences, ignore_errors=True)
+    audiences.write_text("not a folder")  # the step after the publication fails
+    instance = dg.DagsterInstance.ephemeral()
+    outcome = run_refresh(refreshed, instance=instance)
+    assert not outcome.success and outcome.published
+    assert (paths.bi / "current").resolve() != before[1]
+    assert "had published its segments" in _closing_line(outcome, paths) and "left as they were" not in _closing_line(outcome, paths)
+    assert _what_the_run_did(instance, outcome.run_id) == (True, [])

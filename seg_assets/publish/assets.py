@@ -16,10 +16,12 @@ from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
 from seg_assets.publish.history import record_history, segment_sizes_over_time
 from seg_assets.published_state import (
+    commit_state,
     ledger_files,
     refuse_tables_of_failed_runs,
     settings_fingerprint,
-    write_published_state,
+    stage_published_state,
+    state_path,
 )
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
@@ -99,19 +101,26 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings, engine: Engine):
     refuse_tables_of_failed_runs(context, settings, PUBLISHED)
     with duckdb.get_connection() as con:
+        run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
+        try:  # the record of the publication, staged first: a state folder that cannot take it fails before the switch
+            record = stage_published_state(settings.paths, ledger_files(con), segments_as_of(con), run_settings)
+        except OSError as exc:
+            raise input_failure(f"cannot record the publication in {state_path(settings.paths).parent}: {exc.strerror}: "
+                                f"{exc.filename}; give the refresh write access to it, then refresh again (BI was not "
+                                "touched)") from exc
         try:
             publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
-        except (OSError, IOException) as exc:  # the folder, not the data: one line and its fix (nothing was switched)
-            if isinstance(exc, OSError) and exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                                                              errno.EDQUOT):
+        except BaseException as exc:
+            record.unlink(missing_ok=True)
+            folder = isinstance(exc, IOException) or isinstance(exc, OSError) and exc.errno in (
+                errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+            if not folder:  # the folder, not the data: one line and its fix (nothing was switched)
                 raise
             what = (f"{exc.strerror}: {exc.filename2 or exc.filename}" if isinstance(exc, OSError)
                     else str(exc).splitlines()[0])  # DuckDB's Parquet writer: a full disk fails there first
             raise input_failure(f"cannot write the BI copy: {what}; give the refresh write access to {settings.paths.bi} "
                                 "(and space), then refresh again") from exc
-        as_of = segments_as_of(con)
-        run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
-        write_published_state(settings.paths, ledger_files(con), as_of, run_settings)
+        commit_state(settings.paths, record)
     return dg.MaterializeResult(metadata={
         "database": dg.MetadataValue.path(str(publication.database)),
         "rows": dg.MetadataValue.json(publication.rows),
