@@ -111,9 +111,17 @@ def test_an_unknown_engine_is_one_line_and_exit_2(tmp_path, monkeypatch):
 
 def test_after_an_incremental_delivery_both_engines_publish_the_same_rows(two_engines, tmp_path, monkeypatch):
     """A second delivery a week later: the DuckDB engine recomputes the users with new rows and keeps the others at
-    the as-of of their features; Spark follows the same plan (a full rebuild there gave 94.5 % equal segments)."""
+    the as-of of their features; Spark follows the same plan (a full rebuild there gave 94.5 % equal segments). One
+    order first delivered as lines now comes as an order row naming another user: the user it left is recomputed on
+    both engines (Spark kept their old features, a tester's)."""
     generate_followup(tmp_path / "more", users=2_000, days=7, seed=11, start=datetime(2026, 11, 1), changed_share=0.05,
                       new_users=100)
+    (order, owner, ts), (other,) = (_read(two_engines["duckdb"][0], sql).row(0) for sql in (
+        "SELECT order_id, user_id, order_ts FROM raw.order_items ANTI JOIN raw.orders USING (order_id) ORDER BY order_id LIMIT 1",
+        "SELECT max(user_id) FROM raw.order_items"))
+    assert owner != other
+    (tmp_path / "more" / "landing" / "orders" / "moved.csv").write_text(
+        f"order_id,user_id,order_ts,amount,items,status\n{order},{other},{ts:%Y-%m-%dT%H:%M:%SZ},10,1,completed\n")
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     for engine, (root, _) in two_engines.items():
         for folder in (tmp_path / "more" / "landing").iterdir():
@@ -125,6 +133,7 @@ def test_after_an_incremental_delivery_both_engines_publish_the_same_rows(two_en
     duck, spark = (_read(two_engines[e][0], features) for e in ("duckdb", "spark"))
     assert duck.columns == spark.columns and duck["user_id"].to_list() == spark["user_id"].to_list()
     assert duck["as_of"].n_unique() == 2  # kept users at the first as-of, recomputed ones at the second
+    assert duck.filter(duck["user_id"] == owner)["as_of"].dt.date().to_list() == [datetime(2026, 11, 7).date()]
     _assert_same_values(duck, spark)
     segments = "SELECT user_id, segment_id, as_of FROM analytics.user_segments ORDER BY user_id"
     duck, spark = (_read(two_engines[e][0], segments) for e in ("duckdb", "spark"))

@@ -9,6 +9,8 @@ per-user models recompute that user in the same refresh, not at the daily rebase
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from seg_assets.features.incremental import CHANGED, DELTA, replace_keys
 from seg_assets.warehouse import sql_string, table_exists
 
@@ -34,14 +36,15 @@ def record_left_owners(con, target: str, key: str, before: str, after: str, file
                 AND NOT EXISTS (SELECT 1 FROM ({after}) a WHERE a.{key} = b.{key} AND a.{OWNER} = b.{OWNER})""")
 
 
-def rebuild_recording_owners(con, target: str, key: str | None, body: str, file_id: int) -> None:
-    """``CREATE OR REPLACE TABLE target AS body``, recording the users it no longer gives a key (as
-    :func:`record_left_owners`): a full rebuild while the per-user models above it build incrementally (more than
-    half its keys changed) must not leave them the order a user lost."""
+def rebuild_recording_owners(con, target: str, key: str | None, build: Callable[[], None], file_id: int) -> None:
+    """``build()`` rebuilds ``target`` in full (DuckDB's ``CREATE OR REPLACE TABLE``, or Spark's Parquet and its view);
+    the users it no longer gives a key are recorded (as :func:`record_left_owners`): a full rebuild while the per-user
+    models above it build incrementally (more than half its keys changed, or every build on Spark) must not leave them
+    the order a user lost."""
     owned = _owned(con, target, key)
     if owned:
         con.sql(f"CREATE OR REPLACE TEMP TABLE {OWNERS_BEFORE} AS SELECT DISTINCT {key}, {OWNER} FROM {target}")
-    con.sql(f"CREATE OR REPLACE TABLE {target} AS\n{body}")
+    build()
     if owned:
         record_left_owners(con, target, key, f"SELECT * FROM temp.{OWNERS_BEFORE}", f"SELECT * FROM {target}", file_id)
         con.sql(f"DROP TABLE temp.{OWNERS_BEFORE}")

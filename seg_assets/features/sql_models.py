@@ -167,8 +167,9 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
                 write_delta(con, model.table, model.unique_key, delta, plan.max_file_id)
             else:
                 drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
-                delta_rows.rebuild_recording_owners(con, model.table, None if additive_model else model.unique_key, body,
-                                             plan.max_file_id)
+                delta_rows.rebuild_recording_owners(con, model.table, None if additive_model else model.unique_key,
+                                                    lambda: con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}"),
+                                                    plan.max_file_id)
             inc.write_state(con, model.table, version, as_of, plan)
     else:
         watermark, _ = inc.built_watermark(con, inc.ledger_watermark(con), built_inputs(model.inputs, models))
@@ -218,11 +219,17 @@ def _materialize_on_spark(context, con, engine: Engine, settings: SegSettings, m
 
     as_of = settings.resolve_as_of(con)
     models = models if models is not None else {m.table: m for m in discover_models(model.path.parents[1])}
-    rows = build_model(engine.spark(), settings.paths, model, models, as_of)
     folder = settings.paths.spark_table(model.table)
-    with transaction(con):
+    built = {}
+
+    def build() -> None:
+        built["rows"] = build_model(engine.spark(), settings.paths, model, models, as_of)
         duckdb_view(con, model.table, folder)
+
+    with transaction(con):  # the users an order left are recorded, as on DuckDB, for user_features' changed users
+        delta_rows.rebuild_recording_owners(con, model.table, model.unique_key, build, inc.ledger_watermark(con))
         inc.forget_state(con, model.table)  # a later DuckDB build of this table starts from a full one
+    rows = built["rows"]
     context.log.info(f"{model.table}: {rows} rows (full build on Spark, as of {as_of}) -> {folder}")
     return dg.MaterializeResult(
         asset_key=model.key,
