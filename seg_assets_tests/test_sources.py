@@ -299,12 +299,13 @@ def test_a_file_whose_every_row_was_rejected_is_read_again_once_its_source_chang
 
 def test_a_mapping_that_does_not_fit_the_file_fails_that_file_only_with_a_reason(tmp_path):
     (tmp_path / "sources.yaml").write_text(
-        "sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: customer, amount: total, items: 1}\n")
+        "sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: Customer, amount: total, items: 1}\n")
     write(tmp_path, "shop/a.csv", "id,customer,total,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\n")
     write(tmp_path, "shop/b.csv", "id,client,total,order_ts,status\no2,u2,10,2026-03-01T00:00:00Z,completed\n")
     _, ledger, rejects = ingest(tmp_path)
     assert [(r[1], r[2], r[4]) for r in ledger] == [("shop/a.csv", "ingested", 1), ("shop/b.csv", "rejected_file", 0)]
-    assert "customer not in the file" in ledger[1][8] and "sources.yaml" in ledger[1][8]
+    # named as the mapping writes it (it read 'customer', lower-cased: a tester's 'kunde' for Kunde)
+    assert "Customer not in the file" in ledger[1][8] and "from 'Customer'" in ledger[1][8] and "sources.yaml" in ledger[1][8]
     assert len(rejects) == 1
 
 
@@ -521,7 +522,7 @@ def test_a_column_named_with_a_hyphen_is_that_column(tmp_path):
     write(tmp_path, "orders/a.csv", "Bestell-Nr.,Kunden-ID,order_ts,Betrag-EUR,items,status\n"
                                     "o1,k7,2026-03-01T10:00:00Z,10,1,completed\n")
     _, ledger, _ = ingest(tmp_path)
-    assert ledger[0][2] == "rejected_file" and "betrag" in ledger[0][8]  # an expression stays an expression
+    assert ledger[0][2] == "rejected_file" and "Betrag" in ledger[0][8]  # an expression stays an expression
     (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    columns:\n      order_id: Bestell-Nr.\n"
                                            "      user_id: Kunden-ID\n      amount: '\"Betrag-EUR\" * 1'\n")
     _, ledger, _ = ingest(tmp_path)
@@ -1126,4 +1127,20 @@ def test_a_computed_event_type_a_row_fails_on_is_a_reject(tmp_path):
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     assert con.sql("SELECT event_id, event_type, funnel_stage FROM raw.clicks ORDER BY 1").fetchall() == [
         ("e1", "view", "view"), ("e3", "purchase", "purchase")]
+    con.close()
+
+
+def test_a_source_of_another_table_over_a_contract_folder_leaves_its_rows_to_its_own_table(tmp_path):
+    """Orders declared from the purchases in landing/clicks/: the folder's clicks reached no table, without a word
+    (a tester's 450 clicks)."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  web_purchases:\n    table: orders\n    folder: clicks\n    where: \"event_type = 'purchase'\"\n"
+        "    columns: {order_id: event_id, amount: 0, items: 1, status: \"'completed'\", order_ts: event_ts}\n")
+    write(tmp_path, "clicks/a.csv", "event_id,user_id,session_id,event_ts,event_type\n"
+          "e1,u1,s1,2026-03-01T10:00:00Z,view\ne2,u1,s1,2026-03-01T10:01:00Z,purchase\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert sorted((r[0], r[4], r[7]) for r in ledger) == [("clicks", 2, 0), ("web_purchases", 1, 1)] and rejects == []
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    assert con.sql("SELECT count(*) FROM raw.clicks").fetchall() == [(2,)]
+    assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("e2",)]
     con.close()

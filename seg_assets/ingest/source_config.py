@@ -248,10 +248,12 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
 
 
 def parse_sources(text: str, path: Path) -> list[SourceDef]:
-    """The declared sources of one file's text, plus an implicit source per unclaimed contract folder."""
+    """The declared sources of one file's text, plus an implicit source per contract folder no declared source of
+    that table reads: a source of another table over it (orders from the purchases in ``clicks/``) leaves the
+    folder's own rows to its table (they were lost without a word, a tester's)."""
     model = parse_model(text, path, _FileModel, SourceConfigError)
     declared = [_source(name, m, path) for name, m in model.sources.items()]
-    claimed = {s.folder for s in declared}
+    claimed = {s.folder for s in declared if s.folder == s.table}
     implicit = [SourceDef(t, t, t, declared=False) for t in C.TABLES if t not in claimed and t not in model.sources]
     return declared + implicit
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -181,13 +182,20 @@ def _recent(path: Path) -> bool:
 def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
     """(rule, one-line message) of a file that cannot feed its table: what is missing and how to fix it."""
     if mapped.missing_inputs:
+        texts = [e.text for e in source.columns.values()] + ([source.where.text] if source.where is not None else [])
+
+        def written(column: str) -> str:  # the mapping's spelling (`Kunde`), not the lower-cased name it is matched by
+            found = (re.search(rf'(?<![\w"]){re.escape(column)}(?![\w"])|"{re.escape(column)}"', t, re.IGNORECASE) for t in texts)
+            return next((m.group(0).strip('"') for m in found if m), column)
+
         name, used_by = next(iter(mapped.missing_inputs.items()))
-        listed = ", ".join(sorted(mapped.missing_inputs))
+        listed = ", ".join(sorted(map(written, mapped.missing_inputs)))
         # `upper(a.b)` reads field b of a STRUCT column a: a column named "a.b" is written in double quotes
         dotted = next((e for e in mapped.extras if e.strip().lower().startswith(f"{name}.")), None)
         hint = f' (the file has a column {dotted!r}: in an expression write it in double quotes, "{dotted}")' if dotted else ""
         return (f"missing_column:{name}",
-                f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {name!r}){hint}: "
+                f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {written(name)!r})"
+                f"{hint}: "
                 "fix the file or the mapping in sources.yaml")
     missing = mapped.missing_required(source.spec)
     listed = ", ".join(f"'{source.spec.column(c).file_name}'" for c in missing)
