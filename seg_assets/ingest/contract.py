@@ -69,13 +69,7 @@ def user_id_sql(column: str) -> str:
     """SQL of a delivered user id as stored: an id holding an '@' (shops that key customers by address; also
     ``eve@localhost``) becomes its sha256 in every table alike, so the tables still join, and it is the hash rejected
     rows and reasons carry for it (one rule: :func:`has_at_sign_sql`)."""
-    return f"CASE WHEN {has_at_sign_sql(column)} THEN {at_sign_hash_sql(column)} ELSE {column} END"
-
-
-def at_sign_hash_sql(column: str) -> str:
-    """SQL: the sha256 a value holding an '@' is stored and shown as: trimmed, its URL-encoded '%40' read as '@' (a
-    tracker that encodes the address would split one customer in two); the case is kept (``DAVE@`` is another id)."""
-    return f"sha256(replace(trim({column}), '%40', '@'))"
+    return f"CASE WHEN {has_at_sign_sql(column)} THEN sha256({column}) ELSE {column} END"
 
 
 def without_email_sql(column: str) -> str:

@@ -8,19 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from seg_assets.ingest.contract import (
-    DECIMAL,
-    ENUM,
-    ID,
-    INTEGER,
-    STRING,
-    TIMESTAMP,
-    USER_ID,
-    Column,
-    at_sign_hash_sql,
-    has_at_sign_sql,
-    user_id_sql,
-)
+from seg_assets.ingest.contract import DECIMAL, ENUM, ID, INTEGER, STRING, TIMESTAMP, USER_ID, Column, has_at_sign_sql, user_id_sql
 
 REASON_VALUE_CHARS = 60
 
@@ -28,7 +16,7 @@ REASON_VALUE_CHARS = 60
 def shown_sql(v: str) -> str:
     """A raw value inside a reason: quoted, shortened, e-mail-like values hashed."""
     return (
-        f"'''' || CASE WHEN {has_at_sign_sql(v)} THEN 'sha256:' || left({at_sign_hash_sql(v)}, 16) "
+        f"'''' || CASE WHEN {has_at_sign_sql(v)} THEN 'sha256:' || left(sha256({v}), 16) "
         f"ELSE left({v}, {REASON_VALUE_CHARS}) END || ''''"
     )
 

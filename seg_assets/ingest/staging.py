@@ -60,7 +60,7 @@ def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
             value = f"sha256(CAST({ident} AS VARCHAR))"
         elif typ == "VARCHAR":
             # trimmed, as an id is taken in: a user id that is an address has the same hash here as in the tables
-            value = f"CASE WHEN {C.has_at_sign_sql(ident)} THEN {C.at_sign_hash_sql(ident)} ELSE {ident} END"
+            value = f"CASE WHEN {C.has_at_sign_sql(ident)} THEN sha256(trim({ident})) ELSE {ident} END"
         else:
             value = ident
         parts += [sql_string(redact(name)), value]  # a headerless file makes data (maybe an e-mail) the header
