@@ -386,3 +386,16 @@ def test_back_to_now_after_a_backfill_publishes_what_it_did_before(data_dir):
     # every user as of now again, none left in the backfill's past, and none kept by the sticky rule in the segment
     # the backfill gave them: it sticks to the history, which a backfill does not write
     assert published() == before
+
+
+def test_only_a_table_keyed_by_one_other_id_records_the_users_it_leaves():
+    """A key of two columns (`user_id, category`, an additive model's) was read as one: every later Spark build of such
+    a model failed on the SQL it made (a reviewer's)."""
+    import duckdb
+
+    from seg_assets.features.delta import _owned
+
+    con = duckdb.connect()
+    con.sql("CREATE TABLE t (order_id VARCHAR, user_id VARCHAR, category VARCHAR)")
+    assert _owned(con, "main.t", "order_id")
+    assert not _owned(con, "main.t", "user_id, category") and not _owned(con, "main.t", "user_id") and not _owned(con, "main.t", None)

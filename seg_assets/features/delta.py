@@ -19,8 +19,9 @@ OWNERS_BEFORE = "_seg_owners_before"
 
 
 def _owned(con, target: str, key: str | None) -> bool:
-    """Whether ``target`` is keyed by another id than the user's and names a user (an order's table)."""
-    return key is not None and key != OWNER and table_exists(con, target) and OWNER in con.table(target).columns
+    """Whether ``target`` is keyed by one other id than the user's and names a user (an order's table)."""
+    return key is not None and "," not in key and key.strip() != OWNER and table_exists(con, target) and \
+        OWNER in con.table(target).columns
 
 
 def record_left_owners(con, target: str, key: str, before: str, after: str, file_id: int) -> None:

@@ -227,7 +227,8 @@ def _materialize_on_spark(context, con, engine: Engine, settings: SegSettings, m
         duckdb_view(con, model.table, folder)
 
     with transaction(con):  # the users an order left are recorded, as on DuckDB, for user_features' changed users
-        delta_rows.rebuild_recording_owners(con, model.table, model.unique_key, build, inc.ledger_watermark(con))
+        key = None if model.strategy == "additive" else model.unique_key  # as run_model's full build
+        delta_rows.rebuild_recording_owners(con, model.table, key, build, inc.ledger_watermark(con))
         inc.forget_state(con, model.table)  # a later DuckDB build of this table starts from a full one
     rows = built["rows"]
     context.log.info(f"{model.table}: {rows} rows (full build on Spark, as of {as_of}) -> {folder}")
