@@ -16,7 +16,7 @@ import codecs
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -130,6 +130,7 @@ class SourceDef:
     declared: bool = True  # False: the implicit source of a contract folder
     csv: CsvDialect = CONTRACT_CSV
     keep: str = KEEP_FIRST  # KEEP_LATEST: a later delivery of an id with other values replaces the stored row
+    note: str | None = None  # said on each file it reads (parse_sources: a contract folder it takes from its table)
 
     @property
     def spec(self) -> C.TableSpec:
@@ -248,12 +249,19 @@ def _source(name: str, model: _SourceModel, path: Path) -> SourceDef:
 
 
 def parse_sources(text: str, path: Path) -> list[SourceDef]:
-    """The declared sources of one file's text, plus an implicit source per contract folder no declared source of
-    that table reads: a source of another table over it (orders from the purchases in ``clicks/``) leaves the
-    folder's own rows to its table (they were lost without a word, a tester's)."""
+    """The declared sources of one file's text, plus an implicit source per unclaimed contract folder. A declared
+    source claims its folder: when only sources of other tables read a contract folder (orders from the purchases in
+    ``clicks/``), each file's line says its rows go to no ``clicks`` (they were lost without a word, a tester's).
+    Not an implicit source beside them: a declared ``order_items`` source over ``orders/`` (one row per line item)
+    would have every file rejected whole by it (a reviewer's)."""
     model = parse_model(text, path, _FileModel, SourceConfigError)
     declared = [_source(name, m, path) for name, m in model.sources.items()]
-    claimed = {s.folder for s in declared if s.folder == s.table}
+    claimed = {s.folder for s in declared}
+    own = {s.folder for s in declared if s.folder == s.table}
+    declared = [replace(s, note=f"landing/{s.folder}/ is the {s.folder} contract folder, read here as {s.table} only: "
+                        f"its rows are not taken in as {s.folder} (declare a source of table {s.folder} with folder: "
+                        f"{s.folder} for that)") if s.folder in C.TABLES and s.folder not in own else s
+                for s in declared]
     implicit = [SourceDef(t, t, t, declared=False) for t in C.TABLES if t not in claimed and t not in model.sources]
     return declared + implicit
 

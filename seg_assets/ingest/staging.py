@@ -219,7 +219,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
         return False
     mapped = map_columns(con, source, src)
     out.extra_columns = tuple(redact(e) for e in mapped.extras)
-    notes = [*([src.note] if src.note else []), *mapped.notes]
+    notes = [*([src.note] if src.note else []), *([source.note] if source.note else []), *mapped.notes]
     rejected = bool(mapped.missing_inputs or mapped.missing_required(spec))
     out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
     if rejected:
