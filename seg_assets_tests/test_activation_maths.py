@@ -343,3 +343,5 @@ def test_revenue_lift_without_any_spread_has_no_interval():
     out = campaign_lift(cell_frame(0, 19, 0, 4, np.zeros(19), np.zeros(4))).row(0, named=True)
     assert out["revenue_abs_lift"] == 0.0
     assert (out["revenue_abs_lift_ci_low"], out["revenue_abs_lift_ci_high"], out["revenue_p_value"]) == (None, None, None)
+    out = campaign_lift(cell_frame(19, 19, 4, 4, np.full(19, 10.0), np.full(4, 5.0))).row(0, named=True)  # all alike
+    assert out["revenue_rel_lift"] == 1.0 and (out["revenue_rel_lift_ci_low"], out["revenue_rel_lift_ci_high"]) == (None, None)

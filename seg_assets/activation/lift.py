@@ -163,11 +163,13 @@ def _revenue_stats(m_t: float, v_t: float, n_t: int, m_c: float, v_c: float, n_c
         out.update(revenue_abs_lift_ci_low=diff - q * se, revenue_abs_lift_ci_high=diff + q * se,
                    revenue_p_value=float(2 * stats.t.sf(abs(diff) / se, dof)))
     if m_t > 0 and m_c > 0:
+        out["revenue_rel_lift"] = m_t / m_c - 1
         se_log = math.sqrt(v_t / (n_t * m_t * m_t) + v_c / (n_c * m_c * m_c))
-        z = stats.norm.ppf(1 - alpha / 2)
-        log_ratio = math.log(m_t / m_c)
-        out.update(revenue_rel_lift=m_t / m_c - 1, revenue_rel_lift_ci_low=math.exp(log_ratio - z * se_log) - 1,
-                   revenue_rel_lift_ci_high=math.exp(log_ratio + z * se_log) - 1)
+        if se_log > 0:  # as above: no spread, no interval
+            z = stats.norm.ppf(1 - alpha / 2)
+            log_ratio = math.log(m_t / m_c)
+            out.update(revenue_rel_lift_ci_low=math.exp(log_ratio - z * se_log) - 1,
+                       revenue_rel_lift_ci_high=math.exp(log_ratio + z * se_log) - 1)
     return out
 
 

@@ -175,13 +175,15 @@ TABLES: dict[str, dict[str, str]] = {
         "rel_lift_ci_high": "Upper bound of the 95 % interval of rel_lift.",
         "p_value": "Two-sided p-value of abs_lift (two-proportion score test); NULL when a group is empty.",
         "revenue_abs_lift": "revenue_per_user_treated - revenue_per_user_control (delivered currency).",
-        "revenue_abs_lift_ci_low": "Lower bound of the 95 % Welch interval of revenue_abs_lift; NULL with under 2 users in a group.",
-        "revenue_abs_lift_ci_high": "Upper bound of the 95 % Welch interval of revenue_abs_lift; NULL with under 2 users in a group.",
+        "revenue_abs_lift_ci_low": "Lower bound of the 95 % Welch interval of revenue_abs_lift; NULL with under 2 users in "
+                                     "a group or without spread.",
+        "revenue_abs_lift_ci_high": "Upper bound of the 95 % Welch interval of revenue_abs_lift; NULL with under 2 users in "
+                                     "a group or without spread.",
         "revenue_rel_lift": "revenue_per_user_treated / revenue_per_user_control - 1; NULL unless both groups have 2+ users and both "
                             "means are above 0.",
-        "revenue_rel_lift_ci_low": "Lower bound of the 95 % (delta-method) interval of revenue_rel_lift.",
-        "revenue_rel_lift_ci_high": "Upper bound of the 95 % (delta-method) interval of revenue_rel_lift.",
-        "revenue_p_value": "Two-sided Welch t-test p-value of revenue_abs_lift; NULL with under 2 users in a group.",
+        "revenue_rel_lift_ci_low": "Lower bound of the 95 % (delta-method) interval of revenue_rel_lift; NULL without spread.",
+        "revenue_rel_lift_ci_high": "Upper bound of the 95 % (delta-method) interval of revenue_rel_lift; NULL without spread.",
+        "revenue_p_value": "Two-sided Welch t-test p-value of revenue_abs_lift; NULL with under 2 users in a group or without spread.",
         "mde_abs": "Smallest absolute conversion lift detectable with these group sizes (alpha 0.05, power 0.8); NULL "
                    "when a group is empty.",
         "planned_control_share": "Share of users the campaign meant to hold out (holdout_share in actions.yaml).",
