@@ -1130,7 +1130,7 @@ def test_a_computed_event_type_a_row_fails_on_is_a_reject(tmp_path):
     con.close()
 
 
-def test_a_source_of_another_table_over_a_contract_folder_says_its_rows_reach_no_table_of_their_own(tmp_path):
+def test_a_source_of_another_table_over_a_contract_folder_says_the_folders_rows_are_not_taken_in(tmp_path):
     """Orders declared from the purchases in landing/clicks/: the folder's clicks reached no table, without a word
     (a tester's 450 clicks). Each file's line now says so and how to take them in; reading them beside the declared
     source instead had every file of a declared order_items source over orders/ rejected whole (a reviewer's)."""
