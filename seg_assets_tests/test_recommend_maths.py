@@ -237,6 +237,15 @@ def test_a_shopper_with_more_than_max_pair_products_counts_in_no_pair():
     assert _also(con, "_a_") == {("M", "R"): 2 / 3, ("R", "M"): 1}
     M.model_tables(con, M.RecSettings(max_pair_products=12), cut)
     assert _also(con, "_a_")[("M", "R")] == 3 / 4 and ("P0", "M") in _also(con, "_a_")
+    # counted per cut-off: by 8 January the reseller had 0 products, by 10 January 12; the cap of 11 leaves them out
+    # of the later cut-off only, and the earlier one's table is what a build as of that day gives (a reviewer's)
+    con.execute("INSERT INTO raw.order_items VALUES ('early', 'reseller', 'Q', TIMESTAMP '2026-01-08', NULL, 'completed', 1), "
+                "('early', 'reseller', 'M', TIMESTAMP '2026-01-08', NULL, 'completed', 1)")
+    M.load(con, M.RecSettings(), segments)
+    two = {"_a_": (datetime(2026, 3, 1), True), "_e_": (datetime(2026, 1, 9), True)}
+    M.model_tables(con, M.RecSettings(max_pair_products=11), two)
+    assert _also(con, "_e_") == {("M", "Q"): 1 / 4, ("Q", "M"): 1.0}  # x0-x2 and the reseller had bought M by then
+    assert _also(con, "_a_") == {("M", "R"): 2 / 3, ("R", "M"): 1}
 
 
 def test_the_samples_follow_the_delivered_ids_not_their_codes():
