@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from seg_assets import interrupts
-from seg_assets.automation.jobs import REFRESH_JOB
+from seg_assets.automation.jobs import REFRESH_JOB, what_the_run_did
 from seg_assets.automation.limits import check_limits
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs, stage_groups
@@ -29,7 +29,6 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.loader import REWRITTEN
 from seg_assets.ingest.writing import OTHER_VALUES
 from seg_assets.resources import Warehouse, WarehouseLocked
-from seg_assets.segmentation.scoring import BI_SEGMENTS
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import table_exists
 
@@ -298,6 +297,6 @@ def run_refresh(
             on_stage(group, "done", outcome)
     files = _files_not_taken(paths.warehouse, result.run_id) + _files_left(result)
     problems = files + _logged_warnings(instance, result.run_id, files) + [problem for _, _, problem in failures]
-    published = any(e.is_step_materialization and e.asset_key == BI_SEGMENTS for e in result.all_events)
+    published, _ = what_the_run_did(instance, result.run_id)
     return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems,
                           published)
