@@ -221,9 +221,11 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
 def refuse_tables_of_failed_runs(context, settings, keys) -> None:
     """A run that failed or was killed may have written some tables (each step commits its own): published later by
     another run (automation re-publishes after any new materialization), they put settings no finished run had in
-    front of BI (the Parquet copy or bi/audiences). The tables stay out until a run writes them again and finishes."""
+    front of BI (the Parquet copy or bi/audiences). The tables stay out until a run writes them again and finishes.
+    A run that published BI before it failed (at the audiences, say) is what BI shows: its tables are not refused."""
     import dagster as dg
 
+    from seg_assets.automation.jobs import what_the_run_did
     from seg_assets.errors import input_failure
 
     broken = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -232,7 +234,7 @@ def refuse_tables_of_failed_runs(context, settings, keys) -> None:
         if event is None or event.run_id == context.run.run_id:
             continue
         run = context.instance.get_run_by_id(event.run_id)
-        if run is not None and run.status in broken:
+        if run is not None and run.status in broken and not what_the_run_did(context.instance, event.run_id)[0]:
             mark_not_current(settings.paths)  # the next refresh runs (and rewrites the table), not "current"
             raise input_failure(f"{key.to_user_string()} was last written by run {event.run_id}, which did not finish "
                                 f"({run.status.value.lower()}): BI keeps the last publication; refresh again (seg-assets "

@@ -249,6 +249,12 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
     redone = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS, dg.AssetKey(["bi", "segments"])],
                                     run_config=QUIET)
     assert redone.success
+    # A run that published BI, then failed (at the audiences, say): BI shows its tables, which are not refused.
+    instance.report_run_failed(instance.get_run_by_id(redone.run_id), message="failed after publishing (test)")
+    audiences = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["bi", "audiences"])],
+                                       run_config=QUIET, raise_on_error=False)
+    assert audiences.success, [e.step_failure_data.user_failure_data.description for e in audiences.all_events
+                               if e.event_type == dg.DagsterEventType.STEP_FAILURE]
 
 
 def test_a_run_that_writes_the_warehouse_carries_its_process(tmp_path):
