@@ -309,6 +309,15 @@ def test_a_mapping_that_does_not_fit_the_file_fails_that_file_only_with_a_reason
     assert len(rejects) == 1
 
 
+def test_a_missing_column_is_named_as_the_mapping_writes_it_not_as_a_literal_spelling_it(tmp_path):
+    """A reviewer's: the spelling was found by a pattern over the text, which took the literal 'menge' for MENGE."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: u, "
+                                           "amount: \"CASE WHEN kind = 'menge' THEN MENGE * price ELSE price END\", items: 1}\n")
+    write(tmp_path, "shop/a.csv", "id,u,kind,price,order_ts,status\no1,u1,x,10,2026-03-01T00:00:00Z,completed\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert "MENGE not in the file" in ledger[0][8] and "from 'MENGE'" in ledger[0][8], ledger[0][8]
+
+
 def test_a_file_rejected_for_a_mapping_mistake_is_read_again_once_the_mapping_is_fixed(tmp_path):
     """Its rows were lost for good: the ledger took the rejected file in, and a re-delivery was a duplicate."""
     mapping = "sources:\n  shop:\n    table: orders\n    columns: {{order_id: id, user_id: {user}, amount: total, items: 1}}\n"

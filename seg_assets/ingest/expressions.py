@@ -77,6 +77,13 @@ class Expr:
     column_name: str | None = None  # set when the value is just a column of the file
     text_columns: frozenset[str] = frozenset()  # the columns it uses as text (text_columns())
     string_columns: frozenset[str] = frozenset()  # of those, the ones a string function or || reads (not a comparison)
+    spelled: tuple[tuple[str, str], ...] = ()  # (lower-cased name, as written) of each column it reads
+
+    def spelling(self, column: str) -> str | None:
+        """How the mapping writes ``column`` (`Kunde`), which errors name; None if it does not read it."""
+        if self.column_name is not None:
+            return self.column_name if self.column_name.lower() == column else None
+        return dict(self.spelled).get(column)
 
     def sql(self, idents: dict[str, str]) -> str:
         """The expression with each column replaced by its identifier in the file's relation."""
@@ -209,10 +216,11 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
                     what = "a table function" if kinds & {"table", "table_macro"} else (
                         "an aggregate function" if "aggregate" in kinds else "not a DuckDB scalar function")
                     raise SourceConfigError(f"{where}: function {node.name}() is {what}; only scalar functions are allowed")
-    columns = frozenset(c.name.lower() for c in tree.find_all(exp.Column))
+    spelled = {c.name.lower(): c.name for c in tree.find_all(exp.Column)}
     if isinstance(tree, exp.Column):
-        return Expr(text, columns, column_name=tree.name)
-    return Expr(text, columns, text_columns=text_columns(tree), string_columns=text_columns(tree, comparisons=False))
+        return Expr(text, frozenset(spelled), column_name=tree.name)
+    return Expr(text, frozenset(spelled), text_columns=text_columns(tree), string_columns=text_columns(tree, comparisons=False),
+                spelled=tuple(spelled.items()))
 
 
 def _function_names(node: exp.Func) -> set[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import json
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -182,11 +181,10 @@ def _recent(path: Path) -> bool:
 def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
     """(rule, one-line message) of a file that cannot feed its table: what is missing and how to fix it."""
     if mapped.missing_inputs:
-        texts = [e.text for e in source.columns.values()] + ([source.where.text] if source.where is not None else [])
+        exprs = [*source.columns.values(), *([source.where] if source.where is not None else [])]
 
         def written(column: str) -> str:  # the mapping's spelling (`Kunde`), not the lower-cased name it is matched by
-            found = (re.search(rf'(?<![\w"]){re.escape(column)}(?![\w"])|"{re.escape(column)}"', t, re.IGNORECASE) for t in texts)
-            return next((m.group(0).strip('"') for m in found if m), column)
+            return next((s for e in exprs if (s := e.spelling(column))), column)
 
         name, used_by = next(iter(mapped.missing_inputs.items()))
         listed = ", ".join(sorted(map(written, mapped.missing_inputs)))
