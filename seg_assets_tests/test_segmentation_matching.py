@@ -52,6 +52,19 @@ def test_groups_forbid_matches_across_stages():
     assert r.segment_ids[:2] == [1, 2] and r.segment_ids[2] == 4 and r.retired == [3]
 
 
+def test_a_stage_of_one_segment_keeps_its_id_however_far_its_centroid_moved():
+    """Its members are the stage's by rule (new customers turn over in weeks): a tester's refits renumbered them."""
+    old_groups, new_groups = ["new", "engaged", "engaged"], ["new", "engaged", "engaged"]
+    new = np.array([[3.0, 0.5], [10.0, 0.1], [40.0, 40.0]])  # "new" moved 3.0; an engaged cluster moved far
+    r = match_segments(OLD, [1, 2, 3], new, max_distance=1.0, old_groups=old_groups, new_groups=new_groups)
+    assert r.segment_ids == [1, 2, 4] and r.status == ["kept", "kept", "new"] and r.retired == [3]
+    assert r.distance[0] == pytest.approx(np.hypot(3.0, 0.5))
+    # a stage of two clusters on one side is clustered, not one segment by rule: the distance decides
+    r = match_segments(OLD, [1, 2, 3], new, max_distance=1.0, old_groups=["new", "new", "engaged"],
+                       new_groups=["new", "engaged", "engaged"])
+    assert r.status[0] == "new"
+
+
 def test_duplicate_old_ids_rejected():
     with pytest.raises(ValueError):
         match_segments(OLD, [1, 1, 2], OLD, max_distance=1.0)
