@@ -66,6 +66,12 @@ def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
     ("COLUMNS('c[01]')", "COLUMNS(...)"),
     ("pg_sleep(3600)", "reads state"), ("ago(INTERVAL 0 SECOND)", "reads state"), ("write_log('x')", "reads state"),
     ("current_transaction_id()", "reads state"), ("error('x')", "reads state"), ("get_block_size('memory')", "reads state"),
+    # a tester's (session 23): statements and set-returning macros passed the check and failed the file at run time
+    ("ATTACH DATABASE 'x.db'", "starts a SQL statement"), ("ATTACH x", "starts a SQL statement"),
+    ("DETACH x", "starts a SQL statement"), ("PRAGMA x", "starts a SQL statement"), ("SET x = 1", "starts a SQL statement"),
+    ("INSTALL 'httpfs'", "starts a SQL statement"), ("regexp_split_to_table(a, ',')", "set-returning"),
+    ("generate_subscripts(a, 1)", "set-returning"),
+    ("Total (USD)", 'written in double quotes: "Total (USD)"'),
     ("(" * 60 + "x" + ")" * 60, "nested too deeply"), (" OR ".join(f"x = {i}" for i in range(2000)), "characters, more than"),
 ])
 def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, words):

@@ -103,20 +103,43 @@ def _unrepeatable_functions() -> frozenset[str]:
     its storage) or calls one of these (``ago`` reads the clock, ``pg_sleep`` sleeps), to any depth."""
     import duckdb
 
-    rows = duckdb.sql("SELECT function_name, function_type, stability, macro_definition FROM duckdb_functions() "
-                      "WHERE function_type IN ('scalar', 'macro')").fetchall()
-    bad = {n.lower() for n, kind, stability, _ in rows if kind == "scalar" and stability != "CONSISTENT"}
-    bad |= _DENIED_FUNCTIONS
-    macros: dict[str, str] = {}  # every overload's definition (pg_get_constraintdef has one with a subquery)
-    for n, kind, _, d in rows:
-        if kind == "macro":
-            macros[n.lower()] = macros.get(n.lower(), "") + " " + (d or "").lower()
+    rows = duckdb.sql("SELECT function_name, stability FROM duckdb_functions() WHERE function_type = 'scalar'").fetchall()
+    return _and_macros_calling({n.lower() for n, stability in rows if stability != "CONSISTENT"} | _DENIED_FUNCTIONS,
+                               also=("select",))
+
+
+@lru_cache(maxsize=1)
+def _set_returning_macros() -> frozenset[str]:
+    """Macros that give several rows per row, as ``unnest`` does (``regexp_split_to_table``, ``generate_subscripts``):
+    a mapped column is one value per row (a tester's got past the check as macros)."""
+    return _and_macros_calling({"unnest"}) - {"unnest"}
+
+
+def _and_macros_calling(functions: set[str], also: tuple[str, ...] = ()) -> frozenset[str]:
+    """``functions`` and DuckDB's macros whose definition calls one of them or holds a word of ``also``, to any depth
+    (every overload's definition: pg_get_constraintdef has one with a subquery)."""
+    import duckdb
+
+    macros: dict[str, str] = {}
+    for n, d in duckdb.sql("SELECT function_name, macro_definition FROM duckdb_functions() "
+                           "WHERE function_type = 'macro'").fetchall():
+        macros[n.lower()] = macros.get(n.lower(), "") + " " + (d or "").lower()
+    found = set(functions)
     while True:
-        words = re.compile(r"\b(select|" + "|".join(map(re.escape, sorted(bad))) + r")\b")
-        more = {n for n, definition in macros.items() if n not in bad and words.search(definition)}
+        words = re.compile(r"\b(" + "|".join(map(re.escape, sorted({*also, *found}))) + r")\b")
+        more = {n for n, definition in macros.items() if n not in found and words.search(definition)}
         if not more:
-            return frozenset(bad)
-        bad |= more
+            return frozenset(found)
+        found |= more
+
+
+def _starts_a_statement(text: str) -> bool:
+    """Its first word opens a statement in sqlglot's DuckDB parser (its own list, not one kept here)."""
+    from sqlglot.dialects.duckdb import DuckDB
+    from sqlglot.tokens import TokenType
+
+    tokens = DuckDB().tokenize(text)
+    return bool(tokens) and tokens[0].token_type in set(DuckDB.parser_class.STATEMENT_PARSERS) - {TokenType.SEMICOLON}
 
 
 @lru_cache(maxsize=1)
@@ -191,6 +214,10 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
         not isinstance(tree, exp.Condition) and re.fullmatch(r"[A-Za-z_]\w*", text))
     if not condition and statement and re.fullmatch(r"[^()'\";]+", text):
         return Expr(text, frozenset({text.lower()}), column_name=text)
+    if _starts_a_statement(text):  # ATTACH 'x.db', SET x = 1, INSTALL httpfs, PRAGMA ...: not one value per row
+        word = text.split()[0]
+        raise SourceConfigError(f"{where}: {word.upper()} starts a SQL statement, not an expression: map a column of the "
+                                f'file (one named like a keyword in double quotes: "{word}") or compute one value from them')
     for node in tree.walk():
         if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):  # x.upper(): its x is no column to sqlglot
             raise SourceConfigError(f"{where}: method-call syntax is not allowed ({node.sql(dialect='duckdb')[:80]}): "
@@ -210,12 +237,18 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
             if _function_names(node) & _unrepeatable_functions() or since_now:
                 raise SourceConfigError(f"{where}: function {node.sql(dialect='duckdb')[:80]} reads state or is not "
                                         "repeatable")
+            if isinstance(node, exp.Anonymous) and name in _set_returning_macros():
+                raise SourceConfigError(f"{where}: function {node.name}() is a set-returning function (several rows per "
+                                        "row); a mapped column is one value per row")
             if isinstance(node, exp.Anonymous):
                 kinds = _duckdb_functions().get(name, set())
                 if not kinds & {"scalar", "macro"}:
                     what = "a table function" if kinds & {"table", "table_macro"} else (
                         "an aggregate function" if "aggregate" in kinds else "not a DuckDB scalar function")
-                    raise SourceConfigError(f"{where}: function {node.name}() is {what}; only scalar functions are allowed")
+                    quote = ("" if kinds else f' (a column name with spaces or brackets is written in double quotes: '
+                                              f'"{text}")' if re.fullmatch(r"[^'\";]+", text) else "")
+                    raise SourceConfigError(f"{where}: function {node.name}() is {what}; only scalar functions are "
+                                            f"allowed{quote}")
     spelled = {c.name.lower(): c.name for c in tree.find_all(exp.Column)}
     if isinstance(tree, exp.Column):
         return Expr(text, frozenset(spelled), column_name=tree.name)
