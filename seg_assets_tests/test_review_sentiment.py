@@ -188,6 +188,8 @@ def test_review_profile_compares_each_segment_with_the_shop():
     assert out["reviews_note"].to_list() == ["22 % of 100 reviews negative (shop: 9 %)",
                                              "5 % of 290 reviews negative (shop: 9 %); 10 more without a label (no usable text or stars)",
                                              "no reviews from this segment"]  # the share's own count
+    half = review_profile(counts.with_columns(reviews=pl.lit(40), labelled_reviews=pl.lit(40), negative_reviews=pl.lit(9)), [1])
+    assert half["reviews_note"][0].startswith("23 % of 40 reviews negative")  # 22.5 %, rounded as a person does
     empty = review_profile(pl.DataFrame(), [1, 2])
     assert empty["reviews_note"].to_list() == [REVIEWS_NOT_AVAILABLE] * 2 and empty["negative_review_share"].null_count() == 2
 

@@ -10,6 +10,7 @@ zero-inflation of counts, where z-scores of raw means are dominated by a few wha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -172,7 +173,8 @@ REVIEW_COLUMNS = {"reviews": pl.Int64, "negative_review_share": pl.Float64, "avg
 
 
 def _pct_text(share: float) -> str:
-    return f"{100 * share:.0f} %"
+    """Whole percent, halves up as a person rounds (Python's format rounds 22.5 to even: 22, a tester's recount)."""
+    return f"{math.floor(100 * share + 0.5)} %"
 
 
 def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.DataFrame:
