@@ -118,6 +118,7 @@ def test_where_is_checked_like_a_column():
     ("sources:\n  s:\n    table: orders\n    csv: {encoding: raw_unicode_escape}\n", "does not read ASCII text as itself"),
     ("sources:\n  s:\n    table: orders\n    folder: ../../etc\n", "folder"),
     ("sources:\n  s:\n    table: orders\n    folder: /etc\n", "folder"),
+    ("sources:\n  s:\n    table: orders\n    folder: .\n", "folder"),  # landing/ itself: it read nothing (a tester's)
     ("sources:\n  s:\n    table: orders\n    event_types: {x: view}\n", "clicks sources only"),
     ("sources:\n  s:\n    table: clicks\n    event_types: {wishlist_add: basket}\n", "not a funnel stage"),
     ("sources: [1, 2\n", "not valid YAML"),

@@ -200,7 +200,7 @@ def _folder(name: str, value: str | None, where: str) -> str:
     raw = (value or name).strip()
     folder = raw.rstrip("/")
     parts = Path(folder).parts
-    if not folder or raw.startswith(("/", "~")) or any(p in ("..", ".") for p in parts) or "\\" in folder:
+    if not parts or raw.startswith(("/", "~")) or any(p in ("..", ".") for p in parts) or "\\" in folder:  # "." too
         raise SourceConfigError(f"{where}: folder {value!r} must be a folder name under landing/ (no '..', not absolute)")
     return folder
 
