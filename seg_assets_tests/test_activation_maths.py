@@ -254,6 +254,10 @@ def test_evaluate_candidates_and_the_promotion_rule():
     # fitted on sends without a conversion: nothing learned, the policy in service stays (none in service: promoted)
     assert not promote(same.candidate, same.in_service, difference=same.difference, fit_conversions=0).promote
     assert promote(same.candidate, None, fit_conversions=0).promote
+    # judged on held-out sends without a conversion (both 0.0000): they cannot tell the two apart, nothing swaps
+    decision = promote(same.candidate, same.in_service, difference=same.difference, fit_conversions=3, holdout_conversions=0)
+    assert not decision.promote and "held-out sends have no conversion" in decision.reason
+    assert promote(same.candidate, None, holdout_conversions=0).promote
 
 
 def test_learned_policy_as_candidate_end_to_end():

@@ -287,19 +287,24 @@ class PromotionDecision:
 
 
 def promote(candidate_estimate: Estimate, in_service_estimate: Estimate | None, tolerance: float = 0.05,
-            difference: Estimate | None = None, fit_conversions: int | None = None) -> PromotionDecision:
+            difference: Estimate | None = None, fit_conversions: int | None = None,
+            holdout_conversions: int | None = None) -> PromotionDecision:
     """The segment model's gate rule applied to policy value: promote unless the candidate is worse.
 
     Promote when nothing is in service; refuse when the candidate's value is below the in-service value by
     more than ``tolerance`` x the in-service value (relative, default 5 %: reward rates are small numbers,
     an absolute tolerance would mean nothing across campaigns), or when the paired ``difference`` interval
     (``Evaluation.difference``) lies wholly below zero (worse beyond noise). An estimate that is not a
-    finite number is refused, and so is a candidate fitted on sends without one conversion (``fit_conversions`` 0)
-    while a policy is in service: it learned nothing, and "0.0000 vs 0.0000" swapped policies (a tester's thin shop).
+    finite number is refused. While a policy is in service, so is a candidate fitted on sends without one conversion
+    (``fit_conversions`` 0: it learned nothing) or judged on held-out sends without one (``holdout_conversions`` 0:
+    they cannot tell the two apart); "0.0000 vs 0.0000" swapped policies on a tester's thin shop.
     """
     c = candidate_estimate.value
     if fit_conversions == 0 and in_service_estimate is not None:
         return PromotionDecision(False, "the candidate was fitted on sends without a conversion: it learned nothing")
+    if holdout_conversions == 0 and in_service_estimate is not None:
+        return PromotionDecision(False, "the held-out sends have no conversion: they cannot tell the candidate from the "
+                                        "policy in service")
     if not math.isfinite(c):
         return PromotionDecision(False, f"candidate value is not a number ({c}): nothing to compare")
     if in_service_estimate is None:
