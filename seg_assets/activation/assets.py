@@ -31,8 +31,7 @@ from seg_assets.activation.contextual import ContextualPolicy, choose_contextual
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS, campaign_sample_ratio
 from seg_assets.activation.lift import campaign_lift as lift_table
-from seg_assets.activation.offpolicy import PromotionDecision, promote
-from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes, time_split
+from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes
 from seg_assets.activation.policy import NBA_COLUMNS, NBA_SCHEMA
 from seg_assets.activation.policy import next_best_action as choose
 from seg_assets.automation.conditions import rescore_on_new_inputs
@@ -227,6 +226,12 @@ class NextBestActionConfig(CheckedConfig):
     evaluation_share: float = Field(default=policies.EVALUATION_SHARE, gt=0, lt=1, description="Latest share of the sends "
                                     "(by send time) a candidate policy is not fitted on, and judged on against the one in "
                                     "service (not a campaign's control share: actions.yaml's holdout_share).")
+    l2_lambda: float | None = Field(default=None, gt=0, description="L2 penalty of the contextual policy's per-action "
+                                    "logistic regressions; empty: chosen at each fit by 5-fold cross-validation among "
+                                    "1, 3, 10, 30, 100 (docs/activation.md, 'How strongly to trust each action's model').")
+    promotion_tolerance: float = Field(default=policies.PROMOTION_TOLERANCE, ge=0, description="A candidate policy "
+                                       "whose off-policy value is below the one in service by more than this share of it "
+                                       "is refused (relative: reward rates are small numbers).")
 
 
 @dg.asset(
@@ -277,26 +282,11 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
                                 f"{', '.join(map(repr, unknown[:5]))} (current: "
                                 f"{', '.join(sorted(map(str, users['segment_name'].unique().to_list())))})")
     eligible_of = dict(zip(users["user_id"].to_list(), users["eligible_actions"].to_list()))
-    fit, holdout = time_split(treated, config.evaluation_share)
-    tuning = {"min_sends": config.min_sends_per_action, "explore_floor": config.explore_floor}
-    candidate = policies.fit(fit, x_sends, arms, **tuning)
-    if in_service is not None and in_service_as_of is not None:
-        # only sends the policy in service was not fitted on: on its own training sends it would look better than it is
-        holdout = holdout.filter(pl.col("sent_ts") + pl.duration(days=catalogue.attribution_days) > in_service_as_of)
-    evaluation, logs = policies.evaluate(candidate, in_service, holdout, x_sends, arms, eligible_of)
-    if evaluation is None:
-        decision = PromotionDecision(in_service is None, "no held-out sends (that the policy in service was not fitted on) "
-                                     "to evaluate on: " + (
-            "nothing in service, promoting" if in_service is None else f"keeping {in_service_version}"))
-    else:
-        decision = promote(evaluation.candidate, evaluation.in_service if in_service is not None else None,
-                           difference=evaluation.difference if in_service is not None else None,
-                           fit_conversions=int(fit["reward"].cast(pl.Float64).sum()) if fit.height else 0)
-    if decision.promote:
-        # The gate judged the fitting procedure on sends it had not seen; the policy served is fitted on all sends.
-        served = policies.fit(treated, x_sends, arms, **tuning) if treated.height and evaluation is not None else candidate
-    else:
-        served = in_service
+    gate = policies.decide(treated, x_sends, arms, eligible_of, (in_service, in_service_version, in_service_as_of),
+                           evaluation_share=config.evaluation_share, attribution_days=catalogue.attribution_days,
+                           tolerance=config.promotion_tolerance, min_sends=config.min_sends_per_action,
+                           explore_floor=config.explore_floor, l2_lambda=config.l2_lambda)
+    candidate, served, decision, evaluation = gate.candidate, gate.served, gate.decision, gate.evaluation
     with duckdb.get_connection() as con:
         context_users = policies.policy_segments(con, served, users).select(
             "user_id", pl.col("policy_segment").alias("segment_id"), "global_control", "eligible_actions")
@@ -311,7 +301,8 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
     estimates = evaluation.table.to_dicts() if evaluation is not None else []
     with duckdb.get_connection() as con, transaction(con):
         policies.record(con, version=served.policy_version if decision.promote else candidate.policy_version, as_of=as_of,
-                        run_id=context.run_id, fit_sends=fit.height, holdout_sends=logs.height, promoted=decision.promote,
+                        run_id=context.run_id, fit_sends=gate.fit_sends, holdout_sends=gate.holdout_sends,
+                        promoted=decision.promote,
                         reason="; ".join([decision.reason, *notes, *(evaluation.notes if evaluation is not None else ())]),
                         state=served.state() if decision.promote else candidate.state(), estimates=estimates)
         _write(con, "analytics.next_best_action", nba)
@@ -322,7 +313,9 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
         "policy_version": served.policy_version, "candidate_version": candidate.policy_version,
         "policy_kind": "per segment (Thompson)" if not isinstance(served, ContextualPolicy) else
         "contextual (logistic TS)" if served.link == "logit" else "contextual (LinTS)",
-        "promoted": decision.promote, "reason": decision.reason, "fit_sends": fit.height, "holdout_sends": logs.height,
+        **({"l2_lambda": dg.MetadataValue.float(served.l2_lambda)} if getattr(served, "l2_lambda", None) else {}),
+        "promoted": decision.promote, "reason": decision.reason, "fit_sends": gate.fit_sends,
+        "holdout_sends": gate.holdout_sends,
         "explore_share": dg.MetadataValue.float(float(nba["explore"].mean() or 0.0)),
         **{f"users_{a}": dg.MetadataValue.int(int(n)) for a, n in nba.group_by("action_id").len().sort("action_id").iter_rows()},
     }

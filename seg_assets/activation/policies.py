@@ -4,6 +4,7 @@ these to the warehouse)."""
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -12,7 +13,8 @@ import polars as pl
 from seg_assets.activation.catalogue import Catalogue
 from seg_assets.activation.contextual import ContextualPolicy, fit_contextual_policy, load_policy
 from seg_assets.activation.lift import CONTROL
-from seg_assets.activation.offpolicy import cell_reward_model, evaluate_candidates
+from seg_assets.activation.offpolicy import Evaluation, PromotionDecision, cell_reward_model, evaluate_candidates, promote
+from seg_assets.activation.outcomes import time_split
 from seg_assets.activation.policy import ThompsonPolicy, fit_policy
 from seg_assets.segmentation.membership import HISTORY_TABLE
 
@@ -27,6 +29,7 @@ MIN_SENDS_PER_ACTION = 100  # fewer treated sends of any action to fit on: the p
 # EXPLORE_FLOOR / k, so the next round's off-policy evaluation has sends of every action to judge a change on (a
 # tester's 20,000 users: without it 0.8 % explored and 95.6 % had a propensity >= 0.99; it costs EXPLORE_FLOOR x the gap)
 EXPLORE_FLOOR = 0.05
+PROMOTION_TOLERANCE = 0.05  # a candidate worse than the policy in service by more than this share of its value: refused
 Policy = ThompsonPolicy | ContextualPolicy
 
 
@@ -60,7 +63,7 @@ def control_baselines(outcomes: pl.DataFrame) -> pl.DataFrame:
 
 
 def fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...], *, min_sends: int = MIN_SENDS_PER_ACTION,
-        explore_floor: float = EXPLORE_FLOOR) -> Policy:
+        explore_floor: float = EXPLORE_FLOOR, l2_lambda: float | None = None) -> Policy:
     """The contextual policy when every action has ``min_sends`` sends with a context, else per segment (thin
     data); uniform over the eligible actions before any send (epsilon 1: propensity exactly 1/k). With a ``baseline``
     column (:func:`control_baselines`) the contextual policy judges each action against its campaign's control: when
@@ -72,7 +75,7 @@ def fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...], *, min_sends:
         now = float(sends.sort("sent_ts")["baseline"][-1]) if baseline is not None else 0.0
         return fit_contextual_policy(x[sends["__row"].to_numpy()], sends["segment_id"].to_list(), sends["action_id"].to_list(),
                                      sends["reward"].cast(pl.Float64).to_numpy(), arms, offsets=baseline, offset_now=now,
-                                     epsilon=explore_floor)
+                                     epsilon=explore_floor, l2_lambda=l2_lambda)
     return fit_policy(sends, arms, seed=0) if sends.height else fit_policy(sends, arms, seed=0, epsilon=1.0)
 
 
@@ -100,6 +103,48 @@ def evaluate(candidate: Policy, in_service: Policy | None, holdout: pl.DataFrame
         probabilities(in_service, logs, x, elig) if in_service is not None else None, len(arms),
         eligible=mask, q_hat=q_hat, primary="snips", n_boot=500)
     return evaluation, logs
+
+
+@dataclass(frozen=True)
+class Gate:
+    """:func:`decide`'s result: the candidate, the policy to serve (the refitted candidate or the one in service), the
+    decision and the evaluation it rests on, and how many sends each side had."""
+
+    candidate: Policy
+    served: Policy
+    decision: PromotionDecision
+    evaluation: Evaluation | None
+    fit_sends: int
+    holdout_sends: int
+
+
+def decide(treated: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...], eligible_of: dict, in_service: tuple,
+           *, evaluation_share: float, attribution_days: int, tolerance: float = PROMOTION_TOLERANCE, **tuning) -> Gate:
+    """Fit a candidate on the earlier treated sends, judge it off-policy on the latest ``evaluation_share`` against the
+    policy in service (``in_service``: policy, version, the as-of it was fitted at), and choose what serves: a promoted
+    candidate is refitted on every send (the gate judged the fitting procedure, with the penalty it chose, on sends it
+    had not seen), else the policy in service stays. ``tuning``: :func:`fit`'s keywords."""
+    policy, version, fitted_as_of = in_service
+    fit_sends, holdout = time_split(treated, evaluation_share)
+    candidate = fit(fit_sends, x, arms, **tuning)
+    if policy is not None and fitted_as_of is not None:
+        # only sends the policy in service was not fitted on: on its own training sends it would look better than it is
+        holdout = holdout.filter(pl.col("sent_ts") + pl.duration(days=attribution_days) > fitted_as_of)
+    evaluation, logs = evaluate(candidate, policy, holdout, x, arms, eligible_of)
+    if evaluation is None:
+        decision = PromotionDecision(policy is None, "no held-out sends (that the policy in service was not fitted on) "
+                                     "to evaluate on: " + ("nothing in service, promoting" if policy is None else
+                                                           f"keeping {version}"))
+    else:
+        decision = promote(evaluation.candidate, evaluation.in_service if policy is not None else None, tolerance,
+                           difference=evaluation.difference if policy is not None else None,
+                           fit_conversions=int(fit_sends["reward"].cast(pl.Float64).sum()) if fit_sends.height else 0,
+                           holdout_conversions=int(logs["converted"].cast(pl.Float64).sum()))
+    served = policy
+    if decision.promote:
+        chosen = {"l2_lambda": candidate.l2_lambda} if isinstance(candidate, ContextualPolicy) and candidate.l2_lambda else {}
+        served = fit(treated, x, arms, **(tuning | chosen)) if treated.height and evaluation is not None else candidate
+    return Gate(candidate, served, decision, evaluation, fit_sends.height, logs.height)
 
 
 def policy_segments(con, policy: Policy, users: pl.DataFrame) -> pl.DataFrame:
