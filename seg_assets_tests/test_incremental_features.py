@@ -2,6 +2,7 @@
 
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -394,8 +395,15 @@ def test_only_a_table_keyed_by_one_other_id_records_the_users_it_leaves():
     import duckdb
 
     from seg_assets.features.delta import _owned
+    from seg_assets.features.sql_files import SqlModel
 
+    def model(key: str | None, strategy: str = "recompute") -> SqlModel:  # the one rule both engines read (a reviewer's)
+        return SqlModel("staging", "t", "SELECT 1", "incremental", "", (), Path("t.sql"), key, None, strategy)
+
+    assert model("order_id").owner_key == "order_id" and model(" order_id ").owner_key == "order_id"
+    assert model("user_id, category").owner_key is None and model("user_id").owner_key is None and model(None).owner_key is None
+    assert model("order_id", "additive").owner_key is None  # merged rows, not a key's rebuilt
     con = duckdb.connect()
     con.sql("CREATE TABLE t (order_id VARCHAR, user_id VARCHAR, category VARCHAR)")
-    assert _owned(con, "main.t", "order_id")
-    assert not _owned(con, "main.t", "user_id, category") and not _owned(con, "main.t", "user_id") and not _owned(con, "main.t", None)
+    con.sql("CREATE TABLE n (order_id VARCHAR)")
+    assert _owned(con, "main.t", "order_id") and not _owned(con, "main.t", None) and not _owned(con, "main.n", "order_id")

@@ -12,16 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from seg_assets.features.incremental import CHANGED, DELTA, replace_keys
+from seg_assets.features.sql_files import OWNER
 from seg_assets.warehouse import sql_string, table_exists
 
-OWNER = "user_id"  # the key of the per-user models
 OWNERS_BEFORE = "_seg_owners_before"
 
 
-def _owned(con, target: str, key: str | None) -> bool:
-    """Whether ``target`` is keyed by one other id than the user's and names a user (an order's table)."""
-    return key is not None and "," not in key and key.strip() != OWNER and table_exists(con, target) and \
-        OWNER in con.table(target).columns
+def _owned(con, target: str, owner_key: str | None) -> bool:
+    """Whether ``target`` has an owner key (``SqlModel.owner_key``) and names a user in its rows."""
+    return owner_key is not None and table_exists(con, target) and OWNER in con.table(target).columns
 
 
 def record_left_owners(con, target: str, key: str, before: str, after: str, file_id: int) -> None:
@@ -51,27 +50,28 @@ def rebuild_recording_owners(con, target: str, key: str | None, build: Callable[
         con.sql(f"DROP TABLE temp.{OWNERS_BEFORE}")
 
 
-def _record_changed_owners(con, target: str, key: str, file_id: int) -> None:
-    """:func:`record_left_owners` for the changed keys' rows of ``target`` and their new rows (temp ``DELTA``)."""
+def _record_changed_owners(con, target: str, key: str | None, file_id: int) -> None:
+    """:func:`record_left_owners` for the changed keys' rows of ``target`` and their new rows (temp ``DELTA``);
+    ``key``: its owner key (None: nothing to record)."""
     if _owned(con, target, key):
         record_left_owners(con, target, key, f"SELECT {key}, {OWNER} FROM {target} WHERE {key} IN (SELECT {key} FROM "
                            f"temp.{CHANGED})", f"SELECT * FROM temp.{DELTA}", file_id)
 
 
-def replace_changed(con, target: str, key: str, delta_sql: str, file_id: int) -> int:
+def replace_changed(con, target: str, key: str, delta_sql: str, file_id: int, owner_key: str | None) -> int:
     """Replace the changed keys' rows of ``target`` by ``delta_sql`` (call inside a transaction); rows written.
-    ``file_id``: the build's watermark (:func:`record_left_owners`)."""
+    ``file_id``: the build's watermark; ``owner_key``: ``SqlModel.owner_key`` (:func:`record_left_owners`)."""
     con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
-    _record_changed_owners(con, target, key, file_id)
+    _record_changed_owners(con, target, owner_key, file_id)
     replace_keys(con, target, key, f"temp.{DELTA}", con.table(f"temp.{DELTA}").columns)
     return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])
 
 
-def replace_changed_groups(con, target: str, key: str, delta_sql: str, file_id: int) -> int:
+def replace_changed_groups(con, target: str, key: str, delta_sql: str, file_id: int, owner_key: str | None) -> int:
     """Replace every row of the changed keys in ``target`` (several rows per key: ``delete+insert``) by
     ``delta_sql``'s rows (call inside a transaction); rows written."""
     con.sql(f"CREATE OR REPLACE TEMP TABLE {DELTA} AS {delta_sql}")
-    _record_changed_owners(con, target, key, file_id)
+    _record_changed_owners(con, target, owner_key, file_id)
     con.sql(f"DELETE FROM {target} WHERE {key} IN (SELECT {key} FROM temp.{CHANGED})")
     con.sql(f"INSERT INTO {target} BY NAME SELECT * FROM temp.{DELTA}")
     return int(con.sql(f"SELECT count(*) FROM temp.{DELTA}").fetchall()[0][0])

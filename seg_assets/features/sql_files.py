@@ -25,6 +25,9 @@ class SqlModelError(InputError, ValueError):
     """A SQL model file that cannot be a model (one line naming the file; the command line exits 2 before a run)."""
 
 
+OWNER = "user_id"  # the key of the per-user models
+
+
 @dataclass(frozen=True)
 class SqlModel:
     schema: str
@@ -41,6 +44,14 @@ class SqlModel:
     @property
     def keys(self) -> list[str]:
         return [k.strip() for k in (self.unique_key or "").split(",") if k.strip()]
+
+    @property
+    def owner_key(self) -> str | None:
+        """The key by which this table's rows name a user (an order's table: features/delta.py records the users an
+        order left, on either engine), or None: an additive model merges rows instead of rebuilding a key's, and a key
+        of several columns, or the user id itself, names no order."""
+        keys = self.keys
+        return keys[0] if self.strategy != "additive" and len(keys) == 1 and keys[0] != OWNER else None
 
     @property
     def table(self) -> str:

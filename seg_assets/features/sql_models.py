@@ -164,17 +164,18 @@ def run_model(con, model: SqlModel, as_of, *, models: dict[str, SqlModel] | None
             elif plan.incremental:
                 delta = inc.restrict_to_changed(body, set(model.upstream), model.unique_key)
                 write_delta = delta_rows.replace_changed_groups if model.strategy == "delete+insert" else delta_rows.replace_changed
-                write_delta(con, model.table, model.unique_key, delta, plan.max_file_id)
+                write_delta(con, model.table, model.unique_key, delta, plan.max_file_id, model.owner_key)
             else:
                 drop_other_kind(con, model.table, "BASE TABLE")  # a view over Spark's Parquet after --engine spark
-                delta_rows.rebuild_recording_owners(con, model.table, None if additive_model else model.unique_key,
+                delta_rows.rebuild_recording_owners(con, model.table, model.owner_key,
                                                     lambda: con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}"),
                                                     plan.max_file_id)
             inc.write_state(con, model.table, version, as_of, plan)
     else:
         watermark, _ = inc.built_watermark(con, inc.ledger_watermark(con), built_inputs(model.inputs, models))
         with transaction(con):  # its build state: how far the incremental models that read it may trust it
-            con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}")
+            delta_rows.rebuild_recording_owners(con, model.table, model.owner_key,
+                                                lambda: con.sql(f"CREATE OR REPLACE TABLE {model.table} AS\n{body}"), watermark)
             inc.write_state(con, model.table, build_version(model, models), as_of, inc.Plan("full", "table model", watermark))
     return int(con.sql(f"SELECT count(*) FROM {model.table}").fetchall()[0][0]), plan
 
@@ -227,8 +228,7 @@ def _materialize_on_spark(context, con, engine: Engine, settings: SegSettings, m
         duckdb_view(con, model.table, folder)
 
     with transaction(con):  # the users an order left are recorded, as on DuckDB, for user_features' changed users
-        key = None if model.strategy == "additive" else model.unique_key  # as run_model's full build
-        delta_rows.rebuild_recording_owners(con, model.table, key, build, inc.ledger_watermark(con))
+        delta_rows.rebuild_recording_owners(con, model.table, model.owner_key, build, inc.ledger_watermark(con))
         inc.forget_state(con, model.table)  # a later DuckDB build of this table starts from a full one
     rows = built["rows"]
     context.log.info(f"{model.table}: {rows} rows (full build on Spark, as of {as_of}) -> {folder}")
