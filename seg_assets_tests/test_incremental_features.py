@@ -389,6 +389,33 @@ def test_back_to_now_after_a_backfill_publishes_what_it_did_before(data_dir):
     assert published() == before
 
 
+def test_a_build_outside_the_transaction_that_fails_after_its_swap_leaves_the_left_users_to_its_rerun(tmp_path):
+    """Spark swaps its Parquet outside DuckDB's transaction: the owners before the build were a temp table of the
+    transaction, so a failure after the swap lost them and the re-run compared the new table with itself (a reviewer's)."""
+    import duckdb
+
+    from seg_assets.features.delta import KEPT_OWNERS, rebuild_outside_transaction
+    from seg_assets.ingest.contract import REPLACED_KEYS_DDL, REPLACED_KEYS_TABLE
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.sql("CREATE SCHEMA meta; CREATE SCHEMA staging")
+    con.sql(REPLACED_KEYS_DDL)
+    now, later = tmp_path / "lines.parquet", tmp_path / "next.parquet"
+    con.sql(f"COPY (SELECT 'o1' AS order_id, 'u1' AS user_id UNION ALL SELECT 'o2', 'u3') TO '{now}'")
+    con.sql(f"COPY (SELECT 'o1' AS order_id, 'u2' AS user_id UNION ALL SELECT 'o2', 'u3') TO '{later}'")  # o1 moved
+    con.sql(f"CREATE VIEW staging.lines AS SELECT * FROM read_parquet('{now}')")
+
+    def fail() -> None:
+        raise RuntimeError("after the swap")
+
+    with pytest.raises(RuntimeError):
+        rebuild_outside_transaction(con, "staging.lines", "order_id", lambda: shutil.copy(later, now), 7, then=fail)
+    assert con.sql(f"SELECT count(*) FROM {REPLACED_KEYS_TABLE}").fetchall() == [(0,)]  # rolled back with the step
+    rebuild_outside_transaction(con, "staging.lines", "order_id", lambda: None, 8)  # the re-run: the table is new already
+    assert con.sql(f"SELECT file_id, value FROM {REPLACED_KEYS_TABLE}").fetchall() == [(8, "u1")]
+    assert con.sql(f"SELECT count(*) FROM {KEPT_OWNERS}").fetchall() == [(0,)]
+
+
 def test_only_a_table_keyed_by_one_other_id_records_the_users_it_leaves():
     """A key of two columns (`user_id, category`, an additive model's) was read as one: every later Spark build of such
     a model failed on the SQL it made (a reviewer's)."""

@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 from seg_assets.features.incremental import CHANGED, DELTA, replace_keys
 from seg_assets.features.sql_files import OWNER
-from seg_assets.warehouse import sql_string, table_exists
+from seg_assets.warehouse import sql_string, table_exists, transaction
 
 OWNERS_BEFORE = "_seg_owners_before"
+KEPT_OWNERS = "meta.owners_before_build"  # (target, key, user_id): the owners before a build outside the transaction
 
 
 def _owned(con, target: str, owner_key: str | None) -> bool:
@@ -48,6 +49,29 @@ def rebuild_recording_owners(con, target: str, key: str | None, build: Callable[
     if owned:
         record_left_owners(con, target, key, f"SELECT * FROM temp.{OWNERS_BEFORE}", f"SELECT * FROM {target}", file_id)
         con.sql(f"DROP TABLE temp.{OWNERS_BEFORE}")
+
+
+def rebuild_outside_transaction(con, target: str, key: str | None, build: Callable[[], None], file_id: int,
+                                then: Callable[[], None] = lambda: None) -> None:
+    """:func:`rebuild_recording_owners` for a ``build()`` that writes outside DuckDB's transaction (Spark's Parquet,
+    swapped into place; the view over it is DuckDB's): the owners before it are kept in ``KEPT_OWNERS``, committed
+    before the build, and recorded and dropped in the transaction that ends it (``then()`` runs in it too). A failure
+    after the swap rolls that back and leaves them: the re-run compares the table with them, not with the new table
+    (it found the new one and recorded nobody, a reviewer's reading)."""
+    owned = _owned(con, target, key)
+    if owned:
+        con.sql(f"CREATE TABLE IF NOT EXISTS {KEPT_OWNERS} (target VARCHAR, key VARCHAR, {OWNER} VARCHAR)")
+        if not con.sql(f"SELECT 1 FROM {KEPT_OWNERS} WHERE target = {sql_string(target)} LIMIT 1").fetchall():
+            con.sql(f"INSERT INTO {KEPT_OWNERS} SELECT DISTINCT {sql_string(target)}, {key}::VARCHAR, {OWNER}::VARCHAR "
+                    f"FROM {target}")  # committed: none was left by a failed build
+    with transaction(con):
+        build()
+        if owned:
+            kept = f"SELECT key AS {key}, {OWNER} FROM {KEPT_OWNERS} WHERE target = {sql_string(target)}"
+            record_left_owners(con, target, key, kept, f"SELECT {key}::VARCHAR AS {key}, {OWNER}::VARCHAR AS {OWNER} "
+                               f"FROM {target}", file_id)
+            con.sql(f"DELETE FROM {KEPT_OWNERS} WHERE target = {sql_string(target)}")
+        then()
 
 
 def _record_changed_owners(con, target: str, key: str | None, file_id: int) -> None:

@@ -227,9 +227,10 @@ def _materialize_on_spark(context, con, engine: Engine, settings: SegSettings, m
         built["rows"] = build_model(engine.spark(), settings.paths, model, models, as_of)
         duckdb_view(con, model.table, folder)
 
-    with transaction(con):  # the users an order left are recorded, as on DuckDB, for user_features' changed users
-        delta_rows.rebuild_recording_owners(con, model.table, model.owner_key, build, inc.ledger_watermark(con))
-        inc.forget_state(con, model.table)  # a later DuckDB build of this table starts from a full one
+    # the users an order left are recorded, as on DuckDB, for user_features' changed users; a later DuckDB build of
+    # this table starts from a full one (forget_state)
+    delta_rows.rebuild_outside_transaction(con, model.table, model.owner_key, build, inc.ledger_watermark(con),
+                                           then=lambda: inc.forget_state(con, model.table))
     rows = built["rows"]
     context.log.info(f"{model.table}: {rows} rows (full build on Spark, as of {as_of}) -> {folder}")
     return dg.MaterializeResult(
