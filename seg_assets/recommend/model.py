@@ -133,9 +133,7 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
     rows: a pair counts up to a cut-off where one shopper had bought both by then, a ``FILTER`` of the same join (a
     full build needs two cut-offs, the fit's and as-of: a second join of the baskets cost 2.9 s at 1M users). The
     join's rows grow with the square of a shopper's products (five times a per-basket join's on generated shops),
-    so beyond ``max_pair_users`` shoppers by a cut-off its counts are those of a hash sample of them (the first by
-    hash of the id among the shoppers by that cut-off: a shopper who first buys later moves no earlier cut-off's
-    sample, a reviewer's), and a shopper with more than
+    so beyond ``max_pair_users`` shoppers the counts are those of a hash sample of them, and a shopper with more than
     ``max_pair_products`` distinct products by a cut-off counts in no pair of that cut-off (one reseller of 4,000
     products took 20 s, a reviewer's; as ``max_basket_size`` leaves out wholesale orders; the Germany retail extract's
     largest customer has 261). A shopper's rows are kept up to the last cut-off they are under it at, so the join
@@ -144,20 +142,14 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
     cap = int(s.max_pair_products)
     cuts = {prefix: _ts(cut) for prefix, (cut, _) in tables.items()}
     held = {k: f"count(*) FILTER (WHERE first_ts <= {ts}) OVER (PARTITION BY user_id)" for k, ts in enumerate(cuts.values())}
-    sampled = {k: f"since <= {ts} AND count(*) FILTER (WHERE since <= {ts}) OVER (ORDER BY hash(u.name), u.name "
-                  f"ROWS UNBOUNDED PRECEDING) <= {int(s.max_pair_users)}" for k, ts in enumerate(cuts.values())}
-    def counted(k: int, row: str = "") -> str:  # a shopper's products count in cut-off k's pairs
-        return f"{row}s{k} AND {row}n{k} <= {cap}"
-
-    counts = ", ".join(f"count(*) FILTER (WHERE greatest(x.first_ts, y.first_ts) <= {ts} AND {counted(k, 'x.')}) AS c{k}"
+    counts = ", ".join(f"count(*) FILTER (WHERE greatest(x.first_ts, y.first_ts) <= {ts} AND x.n{k} <= {cap}) AS c{k}"
                        for k, ts in enumerate(cuts.values()))
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_first AS
         WITH f AS (SELECT user_id, product_id, min(order_ts) AS first_ts FROM {BASKETS}
                    WHERE order_ts <= {max(cuts.values())} GROUP BY user_id, product_id),
-             s AS (SELECT f.user_id, {', '.join(f"{w} AS s{k}" for k, w in sampled.items())}
-                   FROM (SELECT user_id, min(first_ts) AS since FROM f GROUP BY user_id) f JOIN {USERS} u ON u.code = f.user_id),
-             n AS (SELECT *, {', '.join(f"{w} AS n{k}" for k, w in held.items())} FROM f JOIN s USING (user_id))
-        SELECT * FROM n WHERE {' OR '.join(f"({counted(k)} AND first_ts <= {ts})" for k, ts in enumerate(cuts.values()))}""")
+             n AS (SELECT *, {', '.join(f"{w} AS n{k}" for k, w in held.items())} FROM f)
+        SELECT * FROM n SEMI JOIN ({sample("SELECT DISTINCT user_id FROM f", s.max_pair_users)}) USING (user_id)
+        WHERE {' OR '.join(f"(n{k} <= {cap} AND first_ts <= {ts})" for k, ts in enumerate(cuts.values()))}""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_pairs AS
         SELECT x.product_id AS j, y.product_id AS i, {counts} FROM _rb_first x
         JOIN _rb_first y ON x.user_id = y.user_id AND x.product_id <> y.product_id GROUP BY ALL""")
@@ -176,7 +168,7 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
         con.sql(f"""CREATE OR REPLACE {kind} {prefix}also AS
             SELECT j, i, p::{EXACT} AS p FROM (
                 SELECT x.j, x.i, x.c{k} / n.n AS p FROM _rb_pairs x
-                JOIN (SELECT product_id, count(*) AS n FROM _rb_first WHERE first_ts <= {_ts(cut)} AND {counted(k)}
+                JOIN (SELECT product_id, count(*) AS n FROM _rb_first WHERE first_ts <= {_ts(cut)} AND n{k} <= {cap}
                       GROUP BY ALL) n
                   ON n.product_id = x.j WHERE x.c{k} > 0
                 QUALIFY row_number() OVER (PARTITION BY x.j ORDER BY p DESC, x.i) <= {m})""")
