@@ -114,8 +114,9 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
             record.unlink(missing_ok=True)
             folder = isinstance(exc, IOException) or isinstance(exc, OSError) and exc.errno in (
                 errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
-            if not folder:  # the folder, not the data: one line and its fix (nothing was switched)
+            if not folder:
                 raise
+            # the folder, not the data: one line and its fix (nothing was switched)
             what = (f"{exc.strerror}: {exc.filename2 or exc.filename}" if isinstance(exc, OSError)
                     else str(exc).splitlines()[0])  # DuckDB's Parquet writer: a full disk fails there first
             raise input_failure(f"cannot write the BI copy: {what}; give the refresh write access to {settings.paths.bi} "
