@@ -41,11 +41,6 @@ class Bounds:
     min_ts: datetime
 
 
-# ----------------------------------------------------------------------------------------- typing and rules
-
-
-
-
 def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
     """JSON of the row as read, of the columns the mapping reads: the file's other columns are not copied (a platform
     export carries names, addresses and phone numbers nothing here needs; the file and row number find them). PII
@@ -92,7 +87,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         failed = None
         if col.name in mapped.computed:
             # one TRY per expression, of a struct: NULL only where it failed (its value may be NULL), not a second TRY
-            # for the test (see stage_file: DuckDB would compute the shared expression once, outside both)
+            # for the test (see mapping.tries_hold: DuckDB would compute the shared expression once, outside both)
             tries.append(f"try(struct_pack(v := {sql})) AS {tried(col.name)}")
             sql, failed = f"{tried(col.name)}.v", f"{tried(col.name)} IS NULL"
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
