@@ -122,10 +122,6 @@ def commit_state(paths: DataPaths, tmp: Path) -> Path:
     return state_path(paths)
 
 
-def _write_state(paths: DataPaths, state: dict) -> Path:
-    return commit_state(paths, _stage_state(paths, state))
-
-
 def stage_published_state(paths: DataPaths, files: list[list], as_of: datetime, settings: str) -> Path:
     """The record of a publication, staged (:func:`commit_state` after the switch)."""
     files = [[*f, _changed_at(paths.landing, f[0])] if f[2] else f for f in files]  # a failed file: when it last changed
@@ -134,17 +130,13 @@ def stage_published_state(paths: DataPaths, files: list[list], as_of: datetime, 
                                 "published_at": datetime.now(UTC).isoformat()})
 
 
-def write_published_state(paths: DataPaths, files: list[list], as_of: datetime, settings: str) -> Path:
-    return commit_state(paths, stage_published_state(paths, files, as_of, settings))
-
-
 def mark_not_current(paths: DataPaths) -> None:
     """The warehouse holds tables newer than the publication (a run that wrote some and did not finish): the next
     refresh must run, whatever the landing files and settings say (it said "Segments are current" and left them)."""
     state = read_state(paths)
     if state is not None and state.get("settings") is not None:
         try:
-            _write_state(paths, {**state, "settings": None})
+            commit_state(paths, _stage_state(paths, {**state, "settings": None}))
         except OSError:  # the state folder cannot be written: the failure being reported says more; the landing
             pass         # files or settings that changed still make the next refresh run
 

@@ -97,25 +97,29 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
     with duckdb.connect() as con:  # a publication of no table: the views file and bi/current
         publish_tables(con, paths.bi, [])
     settings = published_state.settings_fingerprint({}, None)
-    published_state.write_published_state(paths, [], "2026-10-31", settings)
+
+    def record(files):  # as bi_segments records a publication: staged, then put in place
+        published_state.commit_state(paths, published_state.stage_published_state(paths, files, "2026-10-31", settings))
+
+    record([])
     assert published_state.nothing_new(paths, settings)
     assert published_state.nothing_new(paths, published_state.settings_fingerprint({}, "2026-10-01")) is None
     # a configuration file is input too: a new or changed sources.yaml or actions.yaml refreshes
     (paths.root / "actions.yaml").write_text("actions: {}\n")
     assert published_state.nothing_new(paths, settings) is None
-    published_state.write_published_state(paths, [], "2026-10-31", settings)
+    record([])
     assert published_state.nothing_new(paths, settings)
     # a file that failed is read again when it changes, not on every refresh (it would fail the same way)
     (paths.landing / "orders").mkdir(parents=True)
     (paths.landing / "orders" / "a.csv").write_text("x\n")
     assert published_state.nothing_new(paths, settings) is None
-    published_state.write_published_state(paths, [["orders/a.csv", 2, True]], "2026-10-31", settings)
+    record([["orders/a.csv", 2, True]])
     assert "1 file(s) not taken in (orders/a.csv) are read again" in published_state.nothing_new(paths, settings)
     # fixed without a change of size (chmod of an unreadable file, a rewrite at the same size): read again
     time.sleep(0.05)  # past the file system's timestamp tick
     os.chmod(paths.landing / "orders" / "a.csv", 0o600)
     assert published_state.nothing_new(paths, settings) is None
-    published_state.write_published_state(paths, [["orders/a.csv", 2, True]], "2026-10-31", settings)
+    record([["orders/a.csv", 2, True]])
     assert published_state.nothing_new(paths, settings)
     (paths.landing / "orders" / "a.csv").write_text("x,y\n")
     assert published_state.nothing_new(paths, settings) is None

@@ -70,7 +70,6 @@ class SampleRatioCheck:
     n_treated: int
     n_control: int
     planned_control_share: float
-    observed_control_share: float
     chi2: float
     p_value: float
     warning: bool  # p_value < threshold: the split is broken, do not trust the cell's lift
@@ -89,16 +88,16 @@ def sample_ratio_mismatch(n_treated: int, n_control: int, planned_control_share:
         raise ValueError(f"planned_control_share must be in [0, 1), got {planned_control_share}")
     n = n_treated + n_control
     if n == 0:
-        return SampleRatioCheck(0, 0, planned_control_share, math.nan, math.nan, math.nan, False)
+        return SampleRatioCheck(0, 0, planned_control_share, math.nan, math.nan, False)
     if planned_control_share == 0.0:  # no chi-square with an expected count of 0: held-out users are off plan or not
         p = 0.0 if n_control else 1.0
-        return SampleRatioCheck(int(n_treated), int(n_control), 0.0, n_control / n, math.nan, p, bool(p < threshold))
+        return SampleRatioCheck(int(n_treated), int(n_control), 0.0, math.nan, p, bool(p < threshold))
     expected = np.array([n * (1 - planned_control_share), n * planned_control_share])
     from scipy import stats  # here: loading the code location must not import SciPy
 
     chi2, p = stats.chisquare([n_treated, n_control], expected)
-    return SampleRatioCheck(int(n_treated), int(n_control), float(planned_control_share), n_control / n,
-                            float(chi2), float(p), bool(p < threshold))
+    return SampleRatioCheck(int(n_treated), int(n_control), float(planned_control_share), float(chi2), float(p),
+                            bool(p < threshold))
 
 
 def minimum_detectable_effect(n_treated: int, n_control: int, control_rate: float, alpha: float = 0.05,

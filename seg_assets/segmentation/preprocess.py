@@ -112,10 +112,6 @@ class Preprocessor:
             raise ValueError(f"transforms must be in {TRANSFORMS}, got {sorted(bad)}")
 
     @property
-    def logged(self) -> list[bool]:
-        return [t == "log1p" for t in self.transforms]
-
-    @property
     def fitted(self) -> bool:
         return self.center is not None
 
