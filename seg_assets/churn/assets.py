@@ -35,7 +35,7 @@ from seg_assets.artifacts import MAX_SEED
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.churn import registry
-from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_LEVELS
+from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_HIGH, RISK_LEVELS, RISK_MEDIUM
 from seg_assets.churn.model import ChurnModel, train_churn_model
 from seg_assets.churn.scoring import SCORE_COLUMNS, ChurnScorer, score_churn
 from seg_assets.churn.snapshots import (
@@ -77,8 +77,9 @@ class ChurnConfig(CheckedConfig):
     min_history_days: int = Field(default=MIN_HISTORY_DAYS, ge=0, le=MAX_DAYS, description="Days of data a cut-off needs before it.")
     max_users_per_snapshot: int = Field(default=MAX_USERS_PER_SNAPSHOT, ge=1_000, description="Users sampled per snapshot (bounds training "
                                         "cost; 50k, 100k and 200k gave the same holdout AUC at 1M users, bench/RESULTS.md).")
-    risk_high: float = Field(default=0.7, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
-    risk_medium: float = Field(default=0.4, ge=0, le=1, description="churn_risk 'medium' when churn_probability >= this (else 'low').")
+    risk_high: float = Field(default=RISK_HIGH, ge=0, le=1, description="churn_risk 'high' when churn_probability >= this.")
+    risk_medium: float = Field(default=RISK_MEDIUM, ge=0, le=1,
+                               description="churn_risk 'medium' when churn_probability >= this (else 'low').")
     min_auc: float = Field(default=0.65, ge=0, le=1, description="Holdout ROC-AUC floor: below it the fit does not serve "
                            "(churn columns null unless an earlier model serves) and the churn_auc check warns.")
     max_age_days: float = Field(default=7.0, gt=0, le=MAX_DAYS,
@@ -292,7 +293,7 @@ def churn_scores(context: dg.AssetExecutionContext, duckdb: Warehouse, settings:
             frame = con.sql(f"{pending} ORDER BY user_id").pl()
             selected = frame.height
     model = ChurnModel.load(row.artifact) if row else None
-    high, medium = (row.risk_high, row.risk_medium) if row else (0.7, 0.4)
+    high, medium = (row.risk_high, row.risk_medium) if row else (RISK_HIGH, RISK_MEDIUM)
     scorer = ChurnScorer(model, high, medium)
     on = work is not None and selected
     if on:

@@ -5,3 +5,4 @@ import dagster as dg
 CHURN_MODEL = dg.AssetKey("churn_model")
 CHURN_SCORES = dg.AssetKey(["analytics", "churn_scores"])
 RISK_LEVELS = ("high", "medium", "low")  # analytics.churn_scores.churn_risk
+RISK_HIGH, RISK_MEDIUM = 0.7, 0.4  # default churn_probability thresholds of "high" and "medium" (ChurnConfig)

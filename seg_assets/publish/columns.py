@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from seg_assets.churn.keys import RISK_HIGH, RISK_MEDIUM
 from seg_assets.features.dictionary import BY_NAME, CATEGORY_SHARE_PREFIX
 
 MAX_CHARS = 160
@@ -22,7 +23,8 @@ _FEATURES_BUILD = "Build of the user's features the row was computed from (ledge
 _CHURN = {  # churn/scoring.py, copied into user_segments
     "churn_probability": "Calibrated probability (0-1) of no completed order in the next H days (horizon_days, default 90); "
                          "NULL without a churn model in service.",
-    "churn_risk": "high / medium / low: churn_probability >= 0.7 / >= 0.4 / below (configurable); NULL without a churn model.",
+    "churn_risk": f"high / medium / low: churn_probability >= {RISK_HIGH} / >= {RISK_MEDIUM} / below (configurable); NULL "
+                  "without a churn model.",
     "expected_value_next_h": "Predicted spend (completed-order amounts, delivered currency) in the next H days, >= 0; "
                              "NULL without a churn model.",
 }
