@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from seg_assets.markdown import table as md_table
 
+USER_ID_HASHED = "an id holding an '@', as an e-mail address does: its sha256"  # what a user_id is when it was an address
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -26,8 +28,7 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("user_id", "str", "User id from the landing files (orders, clicks or customers; an id holding an '@', as "
-            "an e-mail address does: its sha256)."),
+    Feature("user_id", "str", f"User id from the landing files (orders, clicks or customers; {USER_ID_HASHED})."),
     Feature("recency_days", "float", "Days from the last completed order to as-of; users who never completed an order get their "
             "tenure.", 0, None, True, needs=("orders",), measures="recency"),
     Feature("frequency", "int", "Completed orders, lifetime.", 0, None, True, needs=("orders",), measures="value"),

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 
 from seg_assets.churn.keys import RISK_HIGH, RISK_MEDIUM
-from seg_assets.features.dictionary import BY_NAME, CATEGORY_SHARE_PREFIX
+from seg_assets.features.dictionary import BY_NAME, CATEGORY_SHARE_PREFIX, USER_ID_HASHED
 
 MAX_CHARS = 160
+_USER_ID = f"User id from the landing files ({USER_ID_HASHED})."
 _SEGMENT_ID = "Stable segment id (kept across refits while the segment matches an earlier one)."
 _SEGMENT_NAME = "Segment name given by the segment model."
 _AS_OF_FEATURES = "As-of time (UTC) of the user's features the row was computed from."
@@ -31,7 +32,7 @@ _CHURN = {  # churn/scoring.py, copied into user_segments
 
 TABLES: dict[str, dict[str, str]] = {
     "analytics.user_segments": {  # segmentation/batch.py, rule_based.py, scoring.py
-        "user_id": "User id from the landing files (an id holding an '@', as an e-mail address does: its sha256).",
+        "user_id": _USER_ID,
         "segment_id": _SEGMENT_ID,
         "segment_name": _SEGMENT_NAME,
         "confidence": "Probability (0-1) the assigner gave this segment when the user was last assigned (1 where a stage "
@@ -100,7 +101,7 @@ TABLES: dict[str, dict[str, str]] = {
                               "trust the rules.",
     },
     "analytics.segment_history": {  # publish/history.py: one row per user and segment spell
-        "user_id": "User id from the landing files (an id holding an '@', as an e-mail address does: its sha256).",
+        "user_id": _USER_ID,
         "segment_id": _SEGMENT_ID,
         "segment_name": "Segment name when the spell started.",
         "valid_from": "As-of (UTC) from which the user was in this segment.",
@@ -118,14 +119,14 @@ TABLES: dict[str, dict[str, str]] = {
         "recorded_at": "Wall-clock time (UTC) the move was recorded.",
     },
     "analytics.churn_scores": {  # churn/scoring.py
-        "user_id": "User id from the landing files (an id holding an '@', as an e-mail address does: its sha256).",
+        "user_id": _USER_ID,
         **_CHURN,
         "churn_model_version": "Churn model that scored the row (churn-0001, ...); NULL without a model in service.",
         "as_of": _AS_OF_FEATURES,
         "features_build": _FEATURES_BUILD,
     },
     "analytics.user_groups": {  # activation/groups.py
-        "user_id": "User id from the landing files (an id holding an '@', as an e-mail address does: its sha256).",
+        "user_id": _USER_ID,
         "global_control": "True for the global control group (bucket below control share x 10,000), which never receives an action.",
         "bucket": "Hash bucket 0-9,999 of the user (md5 of salt and user_id): the same on every refresh.",
         "salt_version": "Version of the control group's salt and share that drew the group (meta.control_salts).",
@@ -218,7 +219,7 @@ TABLES: dict[str, dict[str, str]] = {
         "scored_with": "Version of the scorer (code, VADER and lexicons) that scored the review.",
     },
     "analytics.user_recommendations": {  # recommend/model.py
-        "user_id": "User id from the landing files (an id holding an '@', as an e-mail address does: its sha256).",
+        "user_id": _USER_ID,
         "rank": "Position in the user's list, 1 = best (up to top_n, default 10).",
         "product_id": "Recommended product id.",
         "score": "Score 0-1 of a logistic blend of popularity and the user's own signals fitted on the last 30 days "
