@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from seg_assets import interrupts
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
-from seg_assets.warehouse import as_of_setting, parse_utc, prepare_connection, resolve_as_of
+from seg_assets.warehouse import as_of_setting, naive_utc, parse_utc, prepare_connection, resolve_as_of
 
 
 class Warehouse(DuckDBResource):
@@ -155,7 +155,7 @@ class SegSettings(dg.ConfigurableResource):
 
         One place for both ingestion (which rejects rows outside it) and its checks (which verify it).
         """
-        now = now.replace(tzinfo=None) if now.tzinfo is None else now.astimezone(UTC).replace(tzinfo=None)
+        now = naive_utc(now)
         return parse_utc(self.min_valid_ts), now + timedelta(minutes=self.clock_skew_minutes)
 
     def resolve_as_of(self, con: duckdb.DuckDBPyConnection) -> datetime:

@@ -150,12 +150,22 @@ def as_enums(columns: dict[str, tuple[str, ...]]) -> str:
     return "* REPLACE (" + ", ".join(f"{col}::{enum(values)} AS {col}" for col, values in columns.items()) + ")"
 
 
+def naive_utc(value: datetime | None) -> datetime | None:
+    """A time as the warehouse stores it: naive UTC (a naive time is taken to be UTC already)."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
 def parse_utc(text: str) -> datetime:
     """Parse an ISO-8601 timestamp into a naive UTC datetime (the warehouse stores naive UTC)."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+    return naive_utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+
+
+def numbered_version(con, table: str, prefix: str) -> str:
+    """The version of a registry's next row: ``prefix`` and the row's number (v0001, c0001, churn-0001, ...)."""
+    (count,) = con.sql(f"SELECT count(*) FROM {table}").fetchall()[0]
+    return f"{prefix}{count + 1:04d}"
 
 
 def as_of_setting(text: str, skew_minutes: float = 60) -> datetime:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from seg_assets.artifacts import located_path, recorded_path
-from seg_assets.warehouse import table_exists, transaction
+from seg_assets.warehouse import naive_utc, numbered_version, table_exists, transaction
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta.churn_models (
@@ -81,7 +81,7 @@ def record_run(con, *, run_id: str | None, as_of: datetime | None, in_service_ve
     ensure_tables(con)
     con.execute("INSERT INTO meta.churn_runs (recorded_at, run_id, as_of, in_service_version, note, outcome) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [datetime.now(UTC).replace(tzinfo=None), run_id, _naive(as_of), in_service_version or None, note, outcome])
+                [datetime.now(UTC).replace(tzinfo=None), run_id, naive_utc(as_of), in_service_version or None, note, outcome])
 
 
 def latest_run(con) -> ChurnRun | None:
@@ -102,8 +102,7 @@ def artifact_path(models_dir: Path, version: str) -> Path:
 
 def next_version(con) -> str:
     ensure_tables(con)
-    (count,) = con.sql("SELECT count(*) FROM meta.churn_models").fetchall()[0]
-    return f"churn-{count + 1:04d}"
+    return numbered_version(con, "meta.churn_models", "churn-")
 
 
 def _row(con, values) -> ChurnRow:
@@ -138,7 +137,7 @@ def record(con, model, *, artifact: Path, min_auc: float, risk_high: float, risk
             "INSERT INTO meta.churn_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [model.version, model.kind, model.horizon_days, model.metrics.get("calibration"), auc, holdout.get("pr_auc"),
              holdout.get("brier"), min_auc, passed, passed, risk_high, risk_medium, json.dumps(model.metrics),
-             list(model.features), [_naive(c) for c in model.cutoffs], _naive(model.fitted_at), _naive(model.as_of),
+             list(model.features), [naive_utc(c) for c in model.cutoffs], naive_utc(model.fitted_at), naive_utc(model.as_of),
              reason, recorded_path(con, artifact), run_id],
         )
     return passed
@@ -148,9 +147,3 @@ def update_thresholds(con, version: str, *, risk_high: float, risk_medium: float
     """New risk thresholds and AUC floor for a model, without a refit (the ``churn_auc`` check reads ``min_auc``)."""
     con.execute("UPDATE meta.churn_models SET risk_high = ?, risk_medium = ?, min_auc = ? WHERE version = ?",
                 [risk_high, risk_medium, min_auc, version])
-
-
-def _naive(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)

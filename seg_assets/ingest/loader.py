@@ -13,7 +13,7 @@ ledger: ``delivered = accepted + updated + duplicate + rejected + filtered`` (fi
 from __future__ import annotations
 
 import errno
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -42,13 +42,9 @@ from seg_assets.ingest.sources import (
 )
 from seg_assets.ingest.staging import GZIP_UNFINISHED, Bounds, stage_file, still_written, unchanged
 from seg_assets.ingest.writing import STAGE, commit_file
-from seg_assets.warehouse import prepare_connection
+from seg_assets.warehouse import naive_utc, prepare_connection
 
 REWRITTEN = "was ingested before with other content (landed files must not change)"
-
-
-def naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import joblib
@@ -22,7 +22,7 @@ from seg_assets.artifacts import (
     save_artifact,  # noqa: F401  (re-exported for the assets)
 )
 from seg_assets.segmentation.model import SegmentModel
-from seg_assets.warehouse import transaction
+from seg_assets.warehouse import naive_utc, numbered_version, transaction
 
 MODELS_DDL = """
 CREATE TABLE IF NOT EXISTS meta.segment_models (
@@ -66,8 +66,7 @@ def classifier_path(models_dir: Path, version: str) -> Path:
 
 def next_version(con, table: str = "meta.segment_models", prefix: str = "v") -> str:
     ensure_tables(con)
-    (count,) = con.sql(f"SELECT count(*) FROM {table}").fetchall()[0]
-    return f"{prefix}{count + 1:04d}"
+    return numbered_version(con, table, prefix)
 
 
 def in_service_model(con) -> InService | None:
@@ -103,7 +102,7 @@ def record_model(con, model: SegmentModel, *, artifact: Path, promoted: bool, re
         con.execute(
             "INSERT INTO meta.segment_models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [model.version, model.parent_version, model.algorithm, model.hierarchy, model.k, list(model.features),
-             json.dumps(record["metrics"]), _naive(model.fitted_at), _naive(model.as_of), promoted, promoted, reason,
+             json.dumps(record["metrics"]), naive_utc(model.fitted_at), naive_utc(model.as_of), promoted, promoted, reason,
              recorded_path(con, artifact), run_id, fit_reason],
         )
         frame = model.matching
@@ -134,13 +133,6 @@ def record_classifier(con, *, version: str, model_version: str, kind: str, metri
             con.sql("UPDATE meta.segment_classifiers SET in_service = false WHERE in_service")
         con.execute(
             "INSERT INTO meta.segment_classifiers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [version, model_version, kind, json.dumps(metrics), _naive(trained_at), in_service, reason,
+            [version, model_version, kind, json.dumps(metrics), naive_utc(trained_at), in_service, reason,
              recorded_path(con, artifact), run_id],
         )
-
-
-def _naive(value: datetime | None) -> datetime | None:
-    """The warehouse stores naive UTC."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None)
