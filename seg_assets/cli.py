@@ -250,35 +250,36 @@ def _unread(paths) -> dict[str, str]:
     return unread
 
 
+def _what_bi_shows(outcome, paths) -> str:
+    """The segments BI tools see after a run that did not finish: this run's (a step after bi_segments failed, the
+    audiences say), the earlier publication's, or none yet."""
+    from seg_assets.published_state import published, read_state
+
+    state = read_state(paths) if published(paths) else None
+    as_of = f" (as of {state['as_of']})" if state else ""
+    if outcome.published:
+        return f"this run had published its segments{as_of}"
+    return f"published segments{as_of} were left as they were" if published(paths) else "nothing has been published yet"
+
+
 def _closing_line(outcome, paths) -> str:
     """Says how it went, repeats the causes, and says what BI tools see now."""
-    from seg_assets.published_state import not_read, published, read_state
+    from seg_assets.published_state import not_read
 
     causes = "; ".join(escape(p.line()) for p in outcome.causes)
     if outcome.success:
         unread = [f"{name}: {why}" for name, why in not_read(paths).items()]  # a link out of landing/, a pipe, ...
         causes = "; ".join(filter(None, [causes, *map(escape, unread[:3]), f"{len(unread) - 3} more not read" * (len(unread) > 3)]))
         return f"[green]Refresh done[/green] in {outcome.seconds:.1f}s" + (f"; not taken in: {causes}" if causes else "")
-    state = read_state(paths) if published(paths) else None
-    if outcome.published:  # a step after bi_segments failed (the audiences, say): BI shows this run's segments
-        bi = (f"this run had published its segments (as of {state['as_of']}) before it failed" if state
-              else "this run had published its segments before it failed")
-    else:
-        bi = (f"published segments (as of {state['as_of']}) were left as they were" if state
-              else "published segments were left as they were" if published(paths) else "nothing has been published yet")
+    bi = _what_bi_shows(outcome, paths) + (" before it failed" if outcome.published else "")
     return f"[red]Refresh failed[/red]: {causes or 'see the errors above'}. {bi[0].upper()}{bi[1:]}."
 
 
 def _interrupted_line(outcome, paths, instance) -> str:
     """Ctrl-C or SIGTERM stopped the run: what was published, and what to do."""
-    from seg_assets.published_state import published, read_state
-
-    state = read_state(paths) if published(paths) else None
-    if outcome.published:
-        bi = f"this run had published its segments (as of {state['as_of']})" if state else "this run had published"
-    else:
-        bi = "nothing published by this run; " + (f"published segments (as of {state['as_of']}) were left as they were"
-                                                  if state else "nothing has been published yet")
+    bi = _what_bi_shows(outcome, paths)
+    if not outcome.published:
+        bi = f"nothing published by this run; {bi}"
     return (f"[red]interrupted[/red]: {bi}; run seg-assets refresh again to finish (run {outcome.run_id}, marked failed, "
             f"is in the Dagster instance at {escape(instance.root_directory)}).")
 
