@@ -143,7 +143,9 @@ def mark_not_current(paths: DataPaths) -> None:
 
 def published(paths: DataPaths) -> bool:
     """Whether a refresh has ever published segments for BI."""
-    return (paths.bi / "segments.duckdb").exists()
+    from seg_assets.publish.bi import BI_FILE  # here: seg_assets.publish imports this module (publish/assets.py)
+
+    return (paths.bi / BI_FILE).exists()
 
 
 def not_read(paths: DataPaths) -> dict[str, str]:

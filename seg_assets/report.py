@@ -17,6 +17,7 @@ from seg_assets.churn import registry as churn_registry
 from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import ROW_COUNTS
+from seg_assets.recommend.assets import TABLE as RECOMMENDATIONS
 from seg_assets.resources import Warehouse, WarehouseLocked
 from seg_assets.reviews.sentiment import UNSUPPORTED
 from seg_assets.settings import data_paths
@@ -101,8 +102,7 @@ def _reviews_and_baskets(con) -> list[str]:
             lines.append(f"basket rules: {before}")
         else:
             lines.append("basket rules: no basket left: every order with lines was cancelled or a credit note")
-    if lines_in and table_exists(con, "analytics.user_recommendations") and \
-            not row_count(con, "analytics.user_recommendations"):
+    if lines_in and table_exists(con, RECOMMENDATIONS) and not row_count(con, RECOMMENDATIONS):
         lines.append(f"recommendations: none: {before}" if before else
                      "recommendations: none (no basket left once cancelled orders and credit notes are set aside, or "
                      "every candidate bought in the exclusion window)")

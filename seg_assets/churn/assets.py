@@ -42,6 +42,7 @@ from seg_assets.churn.snapshots import (
     MAX_SNAPSHOTS,
     MAX_USERS_PER_SNAPSHOT,
     MIN_HISTORY_DAYS,
+    USER_SOURCES,
     build_snapshots,
     first_order_ts,
     plan_snapshots,
@@ -58,8 +59,7 @@ from seg_assets.validation import with_checks
 from seg_assets.warehouse import as_enums, registered, table_exists, transaction, upsert
 
 GROUP = "segmentation"
-STAGING_INPUTS = [dg.AssetKey(["staging", "stg_orders"]), dg.AssetKey(["staging", "stg_clicks"]),
-                  dg.AssetKey(["staging", "stg_customers"])]
+STAGING_INPUTS = [dg.AssetKey(table.split(".")) for table, _ in USER_SOURCES]  # the staging tables users are read from
 TABLE = "analytics.churn_scores"
 
 
