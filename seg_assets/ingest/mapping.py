@@ -132,13 +132,13 @@ def _binds(con, src: Source, sql: str) -> bool:
         return False
 
 
-def tried(column: str) -> str:
+def try_alias(column: str) -> str:
     """Staging's name for a computed column's TRY(struct_pack(v := expr)): NULL where the expression failed on the row."""
     return f"_try__{column}"
 
 
 @contextmanager
-def tries_hold(con):
+def no_shared_subexpressions(con):
     """DuckDB's common-subexpression pass off while expressions run under TRY: it computes a part its bound plan
     repeats once, outside the TRYs, and a row's error failed the file. Its binder makes repeats of its own (NULLIF,
     a simple CASE, BETWEEN and IN repeat their operand), so no reading of the text can tell which need it. Costs 14 %
@@ -167,11 +167,11 @@ def _funnel_stage(con, src: Source, event_sql: str, computed: bool, source: Sour
     """A CASE giving each event name of this file its stage (names decided in Python by events.stage_of). A computed
     event_type is read under TRY here and from its staged TRY value in the CASE: a row it fails on is a reject."""
     listed = f"trim(CAST(try({event_sql}) AS VARCHAR))" if computed else f"trim(CAST({event_sql} AS VARCHAR))"
-    with tries_hold(con):
+    with no_shared_subexpressions(con):
         names = [r[0] for r in con.sql(f"SELECT DISTINCT {listed} AS n FROM {src.relation} WHERE n <> ''").fetchall()]
     whens = [f"WHEN {sql_string(n)} THEN '{stage_of(n, source.event_types)}'" for n in sorted(names)]
     whens = [w for w in whens if not w.endswith("THEN 'other'")]
-    name = f"trim(CAST({tried('event_type')}.v AS VARCHAR))" if computed else f"trim(CAST({event_sql} AS VARCHAR))"
+    name = f"trim(CAST({try_alias('event_type')}.v AS VARCHAR))" if computed else f"trim(CAST({event_sql} AS VARCHAR))"
     return f"CASE {name} {' '.join(whens)} ELSE 'other' END" if whens else "'other'"
 
 

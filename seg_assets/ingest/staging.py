@@ -18,7 +18,7 @@ import duckdb
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import row_rules
 from seg_assets.ingest.ledger import FileOutcome, redact
-from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns, tried, tries_hold
+from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns, no_shared_subexpressions, try_alias
 from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
 from seg_assets.ingest.sources import (
@@ -87,9 +87,9 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         failed = None
         if col.name in mapped.computed:
             # one TRY per expression, of a struct: NULL only where it failed (its value may be NULL), not a second TRY
-            # for the test (see mapping.tries_hold: DuckDB would compute the shared expression once, outside both)
-            tries.append(f"try(struct_pack(v := {sql})) AS {tried(col.name)}")
-            sql, failed = f"{tried(col.name)}.v", f"{tried(col.name)} IS NULL"
+            # for the test (see mapping.no_shared_subexpressions: DuckDB would compute the shared expression once, outside both)
+            tries.append(f"try(struct_pack(v := {sql})) AS {try_alias(col.name)}")
+            sql, failed = f"{try_alias(col.name)}.v", f"{try_alias(col.name)} IS NULL"
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time,
                                               source.columns[col.name].text if col.name in source.columns else None,
@@ -100,7 +100,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         cases += rules
     keep, where = "true", "NULL AS _seg_no_where"
     if mapped.where:  # under TRY too: a row the condition fails on is kept, to be rejected (not the whole file)
-        t = tried("where")
+        t = try_alias("where")
         keep, where = f"{t} IS NULL OR {t}.v", f"try(struct_pack(v := {mapped.where})) AS {t}"
         cases.insert(0, f"WHEN {t} IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
                         "row (its values: raw_values)'")
@@ -242,7 +242,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
         if source.timezone != "UTC":
             con.execute(f"SET TimeZone = {sql_string(source.timezone)}")
         try:
-            with tries_hold(con) if mapped.computed or mapped.where else nullcontext():
+            with no_shared_subexpressions(con) if mapped.computed or mapped.where else nullcontext():
                 _stage_rows(con, source, src, mapped, bounds)
                 notes += _first_failures(con, src, mapped)
         finally:
