@@ -157,10 +157,11 @@ def _revenue_stats(m_t: float, v_t: float, n_t: int, m_c: float, v_c: float, n_c
     a, b = v_t / n_t, v_c / n_c
     se = math.sqrt(a + b)
     if se > 0:  # no spread in either group (no revenue at all, say): no interval, not a certain [0, 0] from 4 users
-        dof = (a + b) ** 2 / (a * a / (n_t - 1) + b * b / (n_c - 1))
+        welch = stats.ttest_ind_from_stats(m_t, math.sqrt(v_t), n_t, m_c, math.sqrt(v_c), n_c, equal_var=False)
+        dof = (a + b) ** 2 / (a * a / (n_t - 1) + b * b / (n_c - 1))  # Welch's, for the interval: scipy does not return it
         q = stats.t.ppf(1 - alpha / 2, dof)
         out.update(revenue_abs_lift_ci_low=diff - q * se, revenue_abs_lift_ci_high=diff + q * se,
-                   revenue_p_value=float(2 * stats.t.sf(abs(diff) / se, dof)))
+                   revenue_p_value=float(welch.pvalue))
     if m_t > 0 and m_c > 0:
         out["revenue_rel_lift"] = m_t / m_c - 1
         se_log = math.sqrt(v_t / (n_t * m_t * m_t) + v_c / (n_c * m_c * m_c))
