@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from seg_assets import interrupts
-from seg_assets.automation.jobs import REFRESH_JOB, what_the_run_did
+from seg_assets.automation.jobs import REFRESH_JOB, published_and_unfinished
 from seg_assets.automation.limits import check_limits
 from seg_assets.automation.run_config import SettingsError, merge, refresh_run_config
 from seg_assets.definitions import build_defs, stage_groups
@@ -297,6 +297,6 @@ def run_refresh(
             on_stage(group, "done", outcome)
     files = _files_not_taken(paths.warehouse, result.run_id) + _files_left(result)
     problems = files + _logged_warnings(instance, result.run_id, files) + [problem for _, _, problem in failures]
-    published, _ = what_the_run_did(instance, result.run_id)
+    published, _ = published_and_unfinished(instance, result.run_id)
     return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems,
                           published)

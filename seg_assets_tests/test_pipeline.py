@@ -178,7 +178,7 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
     said, in the CLI and the failure sensor, that the published segments were left as they were."""
     import dagster as dg
 
-    from seg_assets.automation.jobs import what_the_run_did
+    from seg_assets.automation.jobs import published_and_unfinished
     from seg_assets.cli import _closing_line
 
     paths = data_paths(refreshed)
@@ -203,4 +203,4 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
     assert not outcome.success and outcome.published
     assert (paths.bi / "current").resolve() != before[1]
     assert "had published its segments" in _closing_line(outcome, paths) and "left as they were" not in _closing_line(outcome, paths)
-    assert what_the_run_did(instance, outcome.run_id) == (True, [])
+    assert published_and_unfinished(instance, outcome.run_id) == (True, [])

@@ -116,7 +116,7 @@ def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[st
 @dg.run_failure_sensor(name="refresh_failure_log", default_status=dg.DefaultSensorStatus.RUNNING,
                        description="Logs which asset failed and why, and whether the run had published BI tables.")
 def refresh_failure_log(context: dg.RunFailureSensorContext):
-    published, unfinished = what_the_run_did(context.instance, context.dagster_run.run_id)
+    published, unfinished = published_and_unfinished(context.instance, context.dagster_run.run_id)
     failed = [e for e in context.get_step_failure_events()]
     details = "; ".join(f"{e.step_key}: {_cause(e.step_failure_data)}" for e in failed) or (
         f"{', '.join(unfinished)} did not finish (its process stopped: killed or out of memory?)" if unfinished
@@ -129,7 +129,7 @@ def refresh_failure_log(context: dg.RunFailureSensorContext):
         "It had published its BI tables before it failed." if published else "Published BI tables were not touched."))
 
 
-def what_the_run_did(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, list[str]]:
+def published_and_unfinished(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, list[str]]:
     """Whether the run materialized the BI publication, and the steps it started and never ended."""
     from seg_assets.segmentation.scoring import BI_SEGMENTS
 
