@@ -26,6 +26,7 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import NOTHING_TAKEN
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import discover_files, scan_landing
+from seg_assets.publish.bi import BI_FILE
 from seg_assets.settings import DataPaths, sql_dir
 
 STATE_FILE = "published.json"
@@ -143,8 +144,6 @@ def mark_not_current(paths: DataPaths) -> None:
 
 def published(paths: DataPaths) -> bool:
     """Whether a refresh has ever published segments for BI."""
-    from seg_assets.publish.bi import BI_FILE  # here: seg_assets.publish imports this module (publish/assets.py)
-
     return (paths.bi / BI_FILE).exists()
 
 

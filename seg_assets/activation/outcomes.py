@@ -28,7 +28,7 @@ from __future__ import annotations
 import polars as pl
 
 from seg_assets.activation.groups import SALTS_TABLE, in_control_at_sql
-from seg_assets.segmentation.scoring import HISTORY_TABLE
+from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.warehouse import table_exists
 
 OUTCOME_COLUMNS = ("send_id", "campaign_id", "action_id", "segment_id", "current_segment_id", "user_id", "group",

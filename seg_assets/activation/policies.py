@@ -16,7 +16,7 @@ from seg_assets.activation.lift import CONTROL
 from seg_assets.activation.offpolicy import Evaluation, PromotionDecision, cell_reward_model, evaluate_candidates, promote
 from seg_assets.activation.outcomes import time_split
 from seg_assets.activation.policy import ThompsonPolicy, fit_policy
-from seg_assets.segmentation.membership import HISTORY_TABLE
+from seg_assets.publish.keys import HISTORY_TABLE
 
 POLICIES_TABLE = "meta.policies"
 POLICIES_DDL = f"""CREATE TABLE IF NOT EXISTS {POLICIES_TABLE} (

@@ -131,7 +131,7 @@ def refresh_failure_log(context: dg.RunFailureSensorContext):
 
 def published_and_unfinished(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, list[str]]:
     """Whether the run materialized the BI publication, and the steps it started and never ended."""
-    from seg_assets.segmentation.scoring import BI_SEGMENTS
+    from seg_assets.publish.keys import BI_SEGMENTS
 
     kinds = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_START,
              dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}

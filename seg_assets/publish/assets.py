@@ -15,6 +15,7 @@ from seg_assets.markdown import frame as md_frame
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
 from seg_assets.publish.history import record_history, segment_sizes_over_time
+from seg_assets.publish.keys import BI_SEGMENTS, HISTORY_TABLE, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, TRANSITIONS_TABLE
 from seg_assets.published_state import (
     commit_state,
     ledger_files,
@@ -26,17 +27,7 @@ from seg_assets.published_state import (
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
-from seg_assets.segmentation.scoring import (
-    BI_SEGMENTS,
-    HISTORY_TABLE,
-    SEGMENT_HISTORY,
-    SEGMENT_PROFILES,
-    SEGMENT_RULES,
-    SEGMENT_TRANSITIONS,
-    TRANSITIONS_TABLE,
-    USER_SEGMENTS,
-    segments_as_of,
-)
+from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS, segments_as_of
 from seg_assets.spark.session import Engine
 
 GROUP = "publish"

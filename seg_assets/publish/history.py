@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from seg_assets.segmentation.scoring import HISTORY_TABLE, TABLE, TRANSITIONS_TABLE
+from seg_assets.publish.keys import HISTORY_TABLE, TRANSITIONS_TABLE
+from seg_assets.segmentation.scoring import TABLE
 from seg_assets.warehouse import transaction
 
 HISTORY_DDL = f"""

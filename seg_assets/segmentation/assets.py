@@ -30,6 +30,7 @@ from seg_assets.ingest.ledger import why_no_rows
 from seg_assets.markdown import frame as md_frame
 from seg_assets.markdown import table as md_table
 from seg_assets.plots import k_selection_plot, projection_plot
+from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
@@ -40,7 +41,6 @@ from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMEN
 from seg_assets.segmentation.membership import (
     DEFAULT_MAX_CHURN,
     DEFAULT_ODDS,
-    HISTORY_TABLE,
     NO_SEGMENT,
     previous_id_sql,
     refit_churn,

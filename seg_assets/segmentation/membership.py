@@ -37,13 +37,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from seg_assets.publish.keys import HISTORY_TABLE
+
 if TYPE_CHECKING:
     from seg_assets.segmentation.model import SegmentModel
 
 DEFAULT_ODDS = 3.0
 DEFAULT_MAX_CHURN = 0.02  # the gate's max_membership_churn (gate.py), see README
 NO_SEGMENT = -1  # a user with no previous assignment
-HISTORY_TABLE = "analytics.segment_history"  # its open spells are where the sticky rule starts from
 
 
 def previous_id_sql(history: bool, published: str | None, user: str) -> tuple[str, str]:

@@ -29,6 +29,11 @@ from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.markdown import frame as md_frame
+from seg_assets.publish.keys import (  # noqa: F401  (BI_SEGMENTS, SEGMENT_HISTORY: activation/assets.py imports them from here)
+    BI_SEGMENTS,
+    HISTORY_TABLE,
+    SEGMENT_HISTORY,
+)
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.reviews.assets import TABLE as REVIEW_TABLE
@@ -42,7 +47,7 @@ from seg_assets.segmentation.batch import (  # noqa: F401  (COLUMNS, RULE_INPUTS
     SegmentScorer,
     score_segments,
 )
-from seg_assets.segmentation.membership import HISTORY_TABLE, previous_id_sql
+from seg_assets.segmentation.membership import previous_id_sql
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.profiles import review_profile, rules_markdown
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
@@ -66,11 +71,6 @@ SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
 SEGMENT_RULES = dg.AssetKey(["analytics", "segment_rules"])
 # Written by baskets/assets.py, which imports it from here (it reads USER_SEGMENTS: the other way round is a cycle).
 SEGMENT_BASKET_RULES = dg.AssetKey(["analytics", "segment_basket_rules"])
-# Written by publish/assets.py, read by activation too (publish imports activation: the keys live here, as above).
-SEGMENT_HISTORY = dg.AssetKey(HISTORY_TABLE.split("."))  # the table's name: membership.py (scoring's sticky rule)
-SEGMENT_TRANSITIONS = dg.AssetKey(["analytics", "segment_transitions"])
-BI_SEGMENTS = dg.AssetKey(["bi", "segments"])  # the BI publication (publish/assets.py): bi/audiences follow it
-TRANSITIONS_TABLE = ".".join(SEGMENT_TRANSITIONS.path)
 PROFILE_BASKET_RULES = 5  # rules per segment in the profile asset's table (the column holds the basket stage's top_rules)
 TABLE = "analytics.user_segments"
 
