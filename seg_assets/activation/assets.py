@@ -39,10 +39,11 @@ from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import table as md_table
+from seg_assets.publish.keys import BI_SEGMENTS, SEGMENT_HISTORY
 from seg_assets.published_state import refuse_tables_of_failed_runs
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
-from seg_assets.segmentation.scoring import BI_SEGMENTS, SEGMENT_HISTORY, USER_SEGMENTS
+from seg_assets.segmentation.scoring import USER_SEGMENTS
 from seg_assets.warehouse import table_exists, transaction
 
 GROUP = "activation"

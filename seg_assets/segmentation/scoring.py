@@ -29,11 +29,7 @@ from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.markdown import frame as md_frame
-from seg_assets.publish.keys import (  # noqa: F401  (BI_SEGMENTS, SEGMENT_HISTORY: activation/assets.py imports them from here)
-    BI_SEGMENTS,
-    HISTORY_TABLE,
-    SEGMENT_HISTORY,
-)
+from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.reviews.assets import TABLE as REVIEW_TABLE
