@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import polars as pl
 import pytest
@@ -19,20 +17,11 @@ from seg_assets_tests.test_segmentation_profiles_naming import FEATS, caricature
 from seg_assets_tests.test_segmentation_synth import make_shoppers
 
 FIXED = ModelConfig(k_range=(4, 4), stability_boot=3, stability_sample=1000)
-_COND = re.compile(r"^(?:(?P<lo>[-\d.e+]+) < )?(?P<f>\w+) (?P<op><=|>) (?P<v>[-\d.e+]+)$")
-
-
 def rule_mask(frame: pl.DataFrame, rule: str) -> np.ndarray:
-    """Evaluate a rule text of extract_rules on a frame (only AND of simple conditions)."""
-    mask = np.ones(frame.height, dtype=bool)
-    for cond in rule.split(" AND "):
-        m = _COND.match(cond.strip())
-        assert m, cond
-        x = frame[m["f"]].to_numpy()
-        mask &= (x <= float(m["v"])) if m["op"] == "<=" else (x > float(m["v"]))
-        if m["lo"]:
-            mask &= x > float(m["lo"])
-    return mask
+    """Evaluate a rule text of extract_rules on a frame as a BI user would: pasted into a DuckDB WHERE clause."""
+    import duckdb
+
+    return duckdb.sql(f"SELECT coalesce({rule}, false) AS m FROM frame").pl()["m"].to_numpy()
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +41,16 @@ def test_rules_reproduce_separable_segments_and_read_right():
         assert abs((seg[mask] == row["segment_id"]).mean() - row["precision"]) < 0.05
         assert 0 < row["coverage"] <= 1 and row["support"] > 0
     assert r.summary()["segment_id"].to_list() == [1, 2, 3, 4, 5] and r.summary()["rules"][1]
+
+
+def test_a_rule_with_two_bounds_runs_pasted_into_sql():
+    """`0.14 < x <= 0.17` read well, but DuckDB refuses chained comparisons: a BI user pasting a rule got an error."""
+    from seg_assets.segmentation.rules import _condition
+
+    frame = pl.DataFrame({"discount_share": [0.1, 0.15, 0.2], "recency_days": [5.0, 50.0, 500.0]})
+    assert rule_mask(frame, _condition("discount_share", 0.14, 0.17)).tolist() == [False, True, False]
+    assert rule_mask(frame, _condition("recency_days", None, 40) + " OR " + _condition("recency_days", 400, None)).tolist() \
+        == [True, False, True]
 
 
 def test_model_rules_use_exact_stage_thresholds(shoppers):

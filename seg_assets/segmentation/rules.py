@@ -55,8 +55,10 @@ def _fmt(x: float) -> str:
 
 
 def _condition(feature: str, lo: float | None, hi: float | None) -> str:
+    """SQL a BI user can paste into a WHERE clause (``0.14 < x <= 0.17`` read well but DuckDB refuses chained
+    comparisons, a tester's)."""
     if lo is not None and hi is not None:
-        return f"{_fmt(lo)} < {feature} <= {_fmt(hi)}"
+        return f"{feature} > {_fmt(lo)} AND {feature} <= {_fmt(hi)}"
     if hi is not None:
         return f"{feature} <= {_fmt(hi)}"
     return f"{feature} > {_fmt(lo)}"
