@@ -155,3 +155,21 @@ def test_a_file_moved_away_while_waited_for_is_not_waited_for(tmp_path):
 
     settled, why = wait_until_settled([young], 5, 60, clock=lambda: now[0], sleep=sleep)
     assert not settled and why == {young: "gone"} and now[0] - time.time() < 5  # not the full 60 s
+
+
+def test_a_file_a_local_process_holds_open_for_writing_is_named_and_so_is_a_link_to_it(tmp_path):
+    """A writer paused at a line end looks finished by time and bytes; psutil tells it is still open for writing.
+    A link to it in landing/ is the same file (a reviewer's: only the link was named, the file was read)."""
+    from seg_assets.ingest.sources import open_for_writing
+
+    target, link, other = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    other.write_text("id\n1\n")
+    with target.open("w") as writer:
+        writer.write("id\n1\n")
+        writer.flush()
+        link.symlink_to(target)
+        with other.open() as reader:  # open for reading only: no writer
+            held = open_for_writing([target, link, other])
+            assert reader.readable()
+    assert set(held) == {target, link} and "open for writing by process" in held[target]
+    assert open_for_writing([target, link]) == {}  # closed
