@@ -414,6 +414,13 @@ def test_a_build_outside_the_transaction_that_fails_after_its_swap_leaves_the_le
     rebuild_outside_transaction(con, "staging.lines", "order_id", lambda: None, 8)  # the re-run: the table is new already
     assert con.sql(f"SELECT file_id, value FROM {REPLACED_KEYS_TABLE}").fetchall() == [(8, "u1")]
     assert con.sql(f"SELECT count(*) FROM {KEPT_OWNERS}").fetchall() == [(0,)]
+    # a failed build, builds elsewhere that bring an order o3 (u5), then a build that moves it: u5 is recorded too
+    with pytest.raises(RuntimeError):
+        rebuild_outside_transaction(con, "staging.lines", "order_id", lambda: None, 9, then=fail)
+    con.sql(f"COPY (SELECT * FROM (VALUES ('o1', 'u2'), ('o2', 'u3'), ('o3', 'u5')) t(order_id, user_id)) TO '{now}'")
+    con.sql(f"COPY (SELECT * FROM (VALUES ('o1', 'u2'), ('o2', 'u3'), ('o3', 'u6')) t(order_id, user_id)) TO '{later}'")
+    rebuild_outside_transaction(con, "staging.lines", "order_id", lambda: shutil.copy(later, now), 10)
+    assert con.sql(f"SELECT file_id, value FROM {REPLACED_KEYS_TABLE} WHERE file_id = 10").fetchall() == [(10, "u5")]
 
 
 def test_only_a_table_keyed_by_one_other_id_records_the_users_it_leaves():

@@ -57,13 +57,14 @@ def rebuild_outside_transaction(con, target: str, key: str | None, build: Callab
     swapped into place; the view over it is DuckDB's): the owners before it are kept in ``KEPT_OWNERS``, committed
     before the build, and recorded and dropped in the transaction that ends it (``then()`` runs in it too). A failure
     after the swap rolls that back and leaves them: the re-run compares the table with them, not with the new table
-    (it found the new one and recorded nobody, a reviewer's reading)."""
+    (it found the new one and recorded nobody, a reviewer's reading). Each build adds the table's owners as they are
+    to any kept ones (builds on DuckDB in between leave them: a later order's owner was missing, a reviewer's); one
+    recorded twice is recomputed once more."""
     owned = _owned(con, target, key)
     if owned:
         con.sql(f"CREATE TABLE IF NOT EXISTS {KEPT_OWNERS} (target VARCHAR, key VARCHAR, {OWNER} VARCHAR)")
-        if not con.sql(f"SELECT 1 FROM {KEPT_OWNERS} WHERE target = {sql_string(target)} LIMIT 1").fetchall():
-            con.sql(f"INSERT INTO {KEPT_OWNERS} SELECT DISTINCT {sql_string(target)}, {key}::VARCHAR, {OWNER}::VARCHAR "
-                    f"FROM {target}")  # committed: none was left by a failed build
+        con.sql(f"""INSERT INTO {KEPT_OWNERS} SELECT DISTINCT {sql_string(target)}, {key}::VARCHAR, {OWNER}::VARCHAR
+                    FROM {target} EXCEPT SELECT * FROM {KEPT_OWNERS} WHERE target = {sql_string(target)}""")  # committed
     with transaction(con):
         build()
         if owned:
