@@ -26,7 +26,7 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import NOTHING_TAKEN
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import discover_files, scan_landing
-from seg_assets.publish.bi import BI_FILE
+from seg_assets.publish.bi import BI_FILE, views_read
 from seg_assets.settings import DataPaths, sql_dir
 
 STATE_FILE = "published.json"
@@ -185,7 +185,6 @@ def not_taken_in(paths: DataPaths) -> list[str]:
 
 def nothing_new(paths: DataPaths, settings: str) -> str | None:
     """A message if the published segments already reflect every landing file, this code and these settings."""
-    from seg_assets.publish.bi import views_read  # here: publish/ imports this module
 
     state = read_state(paths)
     if state is None or not published(paths) or views_read(paths.bi) is None:  # None: BI's views read another folder

@@ -153,6 +153,8 @@ def test_the_penalty_is_chosen_by_cross_validation_strong_on_noise_weak_on_signa
     x, segs, actions, rewards = planted(3000)
     policy = fit_contextual_policy(x, segs, actions, rewards, ARMS)
     assert policy.l2_lambda in L2_GRID and load_policy(policy.state()).l2_lambda == policy.l2_lambda
+    offsets = np.where(np.arange(len(x)) < 5, np.nan, -2.0)  # sends without a campaign's baseline: the others' mean
+    assert np.isfinite(fit_contextual_policy(x, segs, actions, rewards, ARMS, offsets=offsets, offset_now=-2.0).beta).all()
 
 
 def test_the_version_does_not_depend_on_the_last_bits_of_the_contexts():

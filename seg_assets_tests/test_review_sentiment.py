@@ -190,6 +190,8 @@ def test_review_profile_compares_each_segment_with_the_shop():
                                              "no reviews from this segment"]  # the share's own count
     half = review_profile(counts.with_columns(reviews=pl.lit(40), labelled_reviews=pl.lit(40), negative_reviews=pl.lit(9)), [1])
     assert half["reviews_note"][0].startswith("23 % of 40 reviews negative")  # 22.5 %, rounded as a person does
+    floats = review_profile(counts.with_columns(reviews=pl.lit(200), labelled_reviews=pl.lit(200), negative_reviews=pl.lit(29)), [1])
+    assert floats["reviews_note"][0].startswith("15 % of 200")  # 14.5 %, 14.499999999999998 in floats (a reviewer's)
     empty = review_profile(pl.DataFrame(), [1, 2])
     assert empty["reviews_note"].to_list() == [REVIEWS_NOT_AVAILABLE] * 2 and empty["negative_review_share"].null_count() == 2
 

@@ -27,10 +27,11 @@ from seg_assets.activation import policies
 from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_files, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.context import context_at
-from seg_assets.activation.contextual import ContextualPolicy, choose_contextual
+from seg_assets.activation.contextual import CV_FOLDS, L2_GRID, ContextualPolicy, choose_contextual
 from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS, campaign_sample_ratio
 from seg_assets.activation.lift import campaign_lift as lift_table
+from seg_assets.activation.offpolicy import PROMOTION_TOLERANCE
 from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes
 from seg_assets.activation.policy import NBA_COLUMNS, NBA_SCHEMA
 from seg_assets.activation.policy import next_best_action as choose
@@ -228,9 +229,10 @@ class NextBestActionConfig(CheckedConfig):
                                     "(by send time) a candidate policy is not fitted on, and judged on against the one in "
                                     "service (not a campaign's control share: actions.yaml's holdout_share).")
     l2_lambda: float | None = Field(default=None, gt=0, description="L2 penalty of the contextual policy's per-action "
-                                    "logistic regressions; empty: chosen at each fit by 5-fold cross-validation among "
-                                    "1, 3, 10, 30, 100 (docs/activation.md, 'How strongly to trust each action's model').")
-    promotion_tolerance: float = Field(default=policies.PROMOTION_TOLERANCE, ge=0, description="A candidate policy "
+                                    f"logistic regressions; empty: chosen at each fit by {CV_FOLDS}-fold cross-validation "
+                                    f"among {', '.join(f'{g:g}' for g in L2_GRID)} (docs/activation.md, 'How strongly to "
+                                    "trust each action's model').")
+    promotion_tolerance: float = Field(default=PROMOTION_TOLERANCE, ge=0, le=1, description="A candidate policy "
                                        "whose off-policy value is below the one in service by more than this share of it "
                                        "is refused (relative: reward rates are small numbers).")
 
@@ -314,7 +316,8 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
         "policy_version": served.policy_version, "candidate_version": candidate.policy_version,
         "policy_kind": "per segment (Thompson)" if not isinstance(served, ContextualPolicy) else
         "contextual (logistic TS)" if served.link == "logit" else "contextual (LinTS)",
-        **({"l2_lambda": dg.MetadataValue.float(served.l2_lambda)} if getattr(served, "l2_lambda", None) else {}),
+        **{f"{who}l2_lambda": dg.MetadataValue.float(p.l2_lambda) for who, p in (("", served), ("candidate_", candidate))
+           if getattr(p, "l2_lambda", None)},  # the served policy's penalty, and the one the candidate chose
         "promoted": decision.promote, "reason": decision.reason, "fit_sends": gate.fit_sends,
         "holdout_sends": gate.holdout_sends,
         "explore_share": dg.MetadataValue.float(float(nba["explore"].mean() or 0.0)),

@@ -265,6 +265,8 @@ def fit_contextual_policy(x: np.ndarray, segment_ids: Sequence, actions: Sequenc
     if model == "logistic":
         alpha = ALPHA_LOGISTIC if alpha is None else alpha
         base = np.zeros(len(y)) if offsets is None else np.asarray(offsets, float)
+        known = np.isfinite(base)  # a send without a campaign's baseline (no campaign id): the other sends' mean
+        base = np.where(known, base, base[known].mean() if known.any() else 0.0)
         if l2_lambda is None:
             l2_lambda, _ = choose_l2(z, y, acts, arms, base, seed=seed)
         fitted = [_logistic_arm(z[acts == a], y[acts == a], l2_lambda, base[acts == a]) for a in arms]

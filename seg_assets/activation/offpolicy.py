@@ -286,7 +286,10 @@ class PromotionDecision:
     delta: float | None = None  # candidate - in service (better > 0)
 
 
-def promote(candidate_estimate: Estimate, in_service_estimate: Estimate | None, tolerance: float = 0.05,
+PROMOTION_TOLERANCE = 0.05  # a candidate worse than the policy in service by more than this share of its value: refused
+
+
+def promote(candidate_estimate: Estimate, in_service_estimate: Estimate | None, tolerance: float = PROMOTION_TOLERANCE,
             difference: Estimate | None = None, fit_conversions: int | None = None,
             holdout_conversions: int | None = None) -> PromotionDecision:
     """The segment model's gate rule applied to policy value: promote unless the candidate is worse.

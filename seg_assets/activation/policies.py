@@ -13,7 +13,14 @@ import polars as pl
 from seg_assets.activation.catalogue import Catalogue
 from seg_assets.activation.contextual import ContextualPolicy, fit_contextual_policy, load_policy
 from seg_assets.activation.lift import CONTROL
-from seg_assets.activation.offpolicy import Evaluation, PromotionDecision, cell_reward_model, evaluate_candidates, promote
+from seg_assets.activation.offpolicy import (
+    PROMOTION_TOLERANCE,
+    Evaluation,
+    PromotionDecision,
+    cell_reward_model,
+    evaluate_candidates,
+    promote,
+)
 from seg_assets.activation.outcomes import time_split
 from seg_assets.activation.policy import ThompsonPolicy, fit_policy
 from seg_assets.publish.keys import HISTORY_TABLE
@@ -29,7 +36,6 @@ MIN_SENDS_PER_ACTION = 100  # fewer treated sends of any action to fit on: the p
 # EXPLORE_FLOOR / k, so the next round's off-policy evaluation has sends of every action to judge a change on (a
 # tester's 20,000 users: without it 0.8 % explored and 95.6 % had a propensity >= 0.99; it costs EXPLORE_FLOOR x the gap)
 EXPLORE_FLOOR = 0.05
-PROMOTION_TOLERANCE = 0.05  # a candidate worse than the policy in service by more than this share of its value: refused
 Policy = ThompsonPolicy | ContextualPolicy
 
 

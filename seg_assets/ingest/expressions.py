@@ -215,9 +215,10 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
     if not condition and statement and re.fullmatch(r"[^()'\";]+", text):
         return Expr(text, frozenset({text.lower()}), column_name=text)
     if _starts_a_statement(text):  # ATTACH 'x.db', SET x = 1, INSTALL httpfs, PRAGMA ...: not one value per row
-        word = text.split()[0]
+        word = re.split(r"[\s(]", text, maxsplit=1)[0]
+        quote = f' (one named like a keyword in double quotes: "{text}")' if re.fullmatch(r"[\w ]+", text) else ""
         raise SourceConfigError(f"{where}: {word.upper()} starts a SQL statement, not an expression: map a column of the "
-                                f'file (one named like a keyword in double quotes: "{word}") or compute one value from them')
+                                f"file{quote} or compute one value from its columns")
     for node in tree.walk():
         if isinstance(node, exp.Dot) and isinstance(node.expression, exp.Func):  # x.upper(): its x is no column to sqlglot
             raise SourceConfigError(f"{where}: method-call syntax is not allowed ({node.sql(dialect='duckdb')[:80]}): "

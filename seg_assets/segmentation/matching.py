@@ -118,7 +118,7 @@ def match_segments(old_centroids: np.ndarray, old_ids: Sequence[int], new_centro
 
         rows, cols = linear_sum_assignment(cost)
         grouped = old_groups is not None and new_groups is not None
-        alone = {g for g in set(new_groups or ()) if grouped and list(old_groups).count(g) == list(new_groups).count(g) == 1}
+        alone = {g for g in set(new_groups) if list(old_groups).count(g) == list(new_groups).count(g) == 1} if grouped else set()
         for r, c in zip(rows, cols):
             if cost[r, c] >= _FORBIDDEN:
                 continue

@@ -173,8 +173,9 @@ REVIEW_COLUMNS = {"reviews": pl.Int64, "negative_review_share": pl.Float64, "avg
 
 
 def _pct_text(share: float) -> str:
-    """Whole percent, halves up as a person rounds (Python's format rounds 22.5 to even: 22, a tester's recount)."""
-    return f"{math.floor(100 * share + 0.5)} %"
+    """Whole percent, halves up as a person rounds (Python's format rounds 22.5 to even: 22, a tester's recount);
+    to 9 decimals first, so a float's last bit does not decide (29/200 is 14.499999999999998 in floats)."""
+    return f"{math.floor(round(100 * share, 9) + 0.5)} %"
 
 
 def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.DataFrame:
