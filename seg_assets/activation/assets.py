@@ -39,6 +39,7 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
+from seg_assets.markdown import frame as md_frame
 from seg_assets.markdown import table as md_table
 from seg_assets.publish.keys import BI_SEGMENTS, SEGMENT_HISTORY
 from seg_assets.published_state import refuse_tables_of_failed_runs
@@ -117,8 +118,7 @@ def _write(con, table: str, frame: pl.DataFrame) -> None:
 def _md(frame: pl.DataFrame, limit: int = 40) -> str:
     if not frame.height:
         return "(none)"
-    head = frame.head(limit)
-    return md_table(head.columns, head.iter_rows()) + (
+    return md_frame(frame.head(limit)) + (
         f"\n\n({frame.height - limit} more rows in the table)" if frame.height > limit else "")
 
 

@@ -186,11 +186,18 @@ def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetim
     return None
 
 
+# The gate's samples of today's users: the silhouette is O(n^2) in memory (10k rows cost ~950 MiB, 5k ~370 MiB,
+# bench/RESULTS.md); the classifier's macro-F1 is trained and scored on its own sample; the UI's projection plots a few
+# thousand points.
+SILHOUETTE_SAMPLE_ROWS = 5_000
+CLASSIFIER_SAMPLE_ROWS = 50_000
+PROJECTION_POINTS = 3_000
+
+
 def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int) -> dict:
     """The gate's metrics for a model, measured on TODAY's users so candidate and incumbent compare fairly."""
-    # 5k rows: the silhouette is O(n^2) in memory; 10k rows cost ~950 MiB, 5k ~370 MiB (bench/RESULTS.md).
-    metrics = evaluate_model(model, frame, sample_size=5_000, seed=seed)
-    sample = frame[sample_indices(frame.height, 50_000, seed + 11)]
+    metrics = evaluate_model(model, frame, sample_size=SILHOUETTE_SAMPLE_ROWS, seed=seed)
+    sample = frame[sample_indices(frame.height, CLASSIFIER_SAMPLE_ROWS, seed + 11)]
     labels, _ = model.predict(sample)
     metrics[SEGMENTS_USED] = len(np.unique(labels))
     metrics[FITTED_USERS] = model.metrics.get("n_rows")
@@ -228,7 +235,7 @@ def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:
 def _projection(model: SegmentModel, frame: pl.DataFrame, seed: int) -> str:
     from sklearn.decomposition import PCA
 
-    sample = frame[sample_indices(frame.height, 3_000, seed + 21)]
+    sample = frame[sample_indices(frame.height, PROJECTION_POINTS, seed + 21)]
     ids, _ = model.predict(sample)
     points = PCA(n_components=2, random_state=seed).fit_transform(model.preprocessor.transform(sample))
     return projection_plot(points, ids, model.name_of)
