@@ -75,6 +75,21 @@ def test_adding_a_file_adds_an_asset(tmp_path):
     assert dg.AssetKey(["features", "user_order_stats"]) in {d.asset_key for d in asset.specs_by_key[asset.key].deps}
 
 
+def test_a_models_macros_expand_to_the_contracts_rule_and_a_bad_one_is_one_line(tmp_path):
+    """`{{ holds_email('c') }}` is ingest/contract.py's test, in every model that asks for it (five staging columns
+    wrote the pattern out); a macro that does not exist is refused at load, naming the file."""
+    from seg_assets.ingest.contract import holds_email_sql
+
+    (tmp_path / "marts").mkdir()
+    good = tmp_path / "marts" / "x.sql"
+    good.write_text("-- materialized: view\nSELECT CASE WHEN {{ holds_email('c') }} THEN NULL ELSE c END AS c FROM raw.t\n")
+    assert f"CASE WHEN {holds_email_sql('c')} THEN" in load_model(good).sql
+    bad = tmp_path / "marts" / "y.sql"
+    bad.write_text("-- materialized: view\nSELECT {{ hides_email('c') }} FROM raw.t\n")
+    with pytest.raises(SqlModelError, match=r"y\.sql: UndefinedError: 'hides_email' is undefined \(macros: holds_email\)"):
+        load_model(bad)
+
+
 def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):
     """The warehouse creates a schema per SQL folder: a new folder needs no list kept in sync."""
     from seg_assets.resources import build_resources

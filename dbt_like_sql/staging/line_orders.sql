@@ -31,7 +31,7 @@ line_categories AS (
         SELECT order_id, category, count(*) AS lines, dense_rank() OVER (PARTITION BY order_id ORDER BY category) AS rank
         FROM raw.order_items
         WHERE NULLIF(TRIM(category), '') IS NOT NULL AND order_id NOT IN (SELECT order_id FROM raw.orders)
-          AND NOT ((contains(category, '@') OR contains(category, '%40')) AND regexp_matches(category, '("[^"]+"|[\p{L}\p{N}._%+-]+)(@|%40)(\[(IPv6:)?[0-9A-Fa-f.:]+\]|[\p{L}\p{N}-]+([.][\p{L}\p{N}-]+)*[.]\p{L}{2,})'))
+          AND NOT ({{ holds_email('category') }})
         GROUP BY order_id, category
     )
     GROUP BY order_id

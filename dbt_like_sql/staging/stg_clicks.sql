@@ -9,6 +9,6 @@ SELECT
     event_type,
     CAST(funnel_stage AS VARCHAR) AS funnel_stage,
     NULLIF(TRIM(product_id), '') AS product_id,
-    CASE WHEN (contains(category, '@') OR contains(category, '%40')) AND regexp_matches(category, '("[^"]+"|[\p{L}\p{N}._%+-]+)(@|%40)(\[(IPv6:)?[0-9A-Fa-f.:]+\]|[\p{L}\p{N}-]+([.][\p{L}\p{N}-]+)*[.]\p{L}{2,})') THEN NULL ELSE NULLIF(TRIM(category), '') END AS category,
+    CASE WHEN {{ holds_email('category') }} THEN NULL ELSE NULLIF(TRIM(category), '') END AS category,
     _file_id
 FROM raw.clicks

@@ -4,7 +4,7 @@
 SELECT
     user_id,
     signup_ts,
-    CASE WHEN (contains(country, '@') OR contains(country, '%40')) AND regexp_matches(country, '("[^"]+"|[\p{L}\p{N}._%+-]+)(@|%40)(\[(IPv6:)?[0-9A-Fa-f.:]+\]|[\p{L}\p{N}-]+([.][\p{L}\p{N}-]+)*[.]\p{L}{2,})') THEN NULL ELSE NULLIF(UPPER(TRIM(country)), '') END AS country,
-    CASE WHEN (contains(channel, '@') OR contains(channel, '%40')) AND regexp_matches(channel, '("[^"]+"|[\p{L}\p{N}._%+-]+)(@|%40)(\[(IPv6:)?[0-9A-Fa-f.:]+\]|[\p{L}\p{N}-]+([.][\p{L}\p{N}-]+)*[.]\p{L}{2,})') THEN NULL ELSE NULLIF(LOWER(TRIM(channel)), '') END AS channel,
+    CASE WHEN {{ holds_email('country') }} THEN NULL ELSE NULLIF(UPPER(TRIM(country)), '') END AS country,
+    CASE WHEN {{ holds_email('channel') }} THEN NULL ELSE NULLIF(LOWER(TRIM(channel)), '') END AS channel,
     _file_id
 FROM raw.customers

@@ -7,7 +7,7 @@ SELECT
     order_ts,
     CAST(amount AS DOUBLE) AS amount,
     items,
-    CASE WHEN (contains(category, '@') OR contains(category, '%40')) AND regexp_matches(category, '("[^"]+"|[\p{L}\p{N}._%+-]+)(@|%40)(\[(IPv6:)?[0-9A-Fa-f.:]+\]|[\p{L}\p{N}-]+([.][\p{L}\p{N}-]+)*[.]\p{L}{2,})') THEN NULL ELSE NULLIF(TRIM(category), '') END AS category,
+    CASE WHEN {{ holds_email('category') }} THEN NULL ELSE NULLIF(TRIM(category), '') END AS category,
     CAST(COALESCE(discount, 0) AS DOUBLE) AS discount,
     status,
     _file_id

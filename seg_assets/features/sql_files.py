@@ -105,8 +105,25 @@ def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str]
     return tuple(sorted(found))
 
 
+def render_sql(text: str, source: str) -> str:
+    """A model file's SQL with its Jinja macros expanded (dbt's way, with Jinja itself): ``{{ holds_email('category') }}``
+    is the contract's one test for a value holding an e-mail address (ingest/contract.py), which five staging
+    columns wrote out and a test kept equal. A file without ``{{`` is its own SQL."""
+    if "{{" not in text and "{%" not in text:
+        return text
+    import jinja2
+
+    from seg_assets.ingest.contract import holds_email_sql
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    try:
+        return env.from_string(text).render(holds_email=holds_email_sql)
+    except jinja2.TemplateError as exc:
+        raise SqlModelError(f"{source}: {exc.__class__.__name__}: {str(exc).splitlines()[0]} (macros: holds_email)") from None
+
+
 def load_model(path: Path) -> SqlModel:
-    sql = path.read_text()
+    sql = render_sql(path.read_text(), str(path))
     header = read_header(sql)
     materialized = header.get("materialized", "table").lower()
     if materialized not in ("table", "view", "incremental"):

@@ -57,8 +57,8 @@ def has_at_sign_sql(column: str) -> str:
 
 def holds_email_sql(column: str) -> str:
     """SQL: ``column`` holds an e-mail address (:data:`EMAIL_LIKE`, behind the cheap ``contains`` guard): a dimension
-    value turned NULL (losing a value, so only a real address). The staging SQL writes this text out; a test keeps
-    every copy equal to it."""
+    value turned NULL (losing a value, so only a real address). The staging SQL models call it as the Jinja macro
+    ``{{ holds_email('column') }}`` (features/sql_files.render_sql)."""
     return f"({has_at_sign_sql(column)}) AND regexp_matches({column}, '{EMAIL_LIKE}')"
 
 

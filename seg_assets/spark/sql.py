@@ -85,11 +85,11 @@ def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb") ->
 
 def model_spark_sql(model, as_of: datetime) -> str:
     """The Spark SQL of a SqlModel (features/sql_files.py): its ``.spark.sql`` form if it has one, else transpiled."""
-    from seg_assets.features.sql_files import upstream_tables
+    from seg_assets.features.sql_files import render_sql, upstream_tables
 
     explicit = spark_form_path(model.path)
     if explicit.exists():
-        text = explicit.read_text()
+        text = render_sql(explicit.read_text(), str(explicit))
         reads = upstream_tables(text, source=str(explicit))
         if reads != model.upstream:
             raise SparkSqlError(f"{explicit}: reads {_names(reads)} but {model.path.name} reads {_names(model.upstream)}: "
