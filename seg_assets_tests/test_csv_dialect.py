@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from seg_assets.ingest.source_config import SourceConfigError
-from seg_assets_tests.test_sources import ingest, parse
+from seg_assets_tests.sources_ingest import ingest, parse
 
 ORDERS = "order_id{d}user_id{d}order_ts{d}amount{d}items{d}status\r\no1{d}Zoë{d}2026-03-01T10:00:00Z{d}10{d}1{d}completed\r\n"
 

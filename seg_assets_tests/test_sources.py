@@ -3,26 +3,16 @@
 import hashlib
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from seg_assets.ingest.loader import ingest_landing
 from seg_assets.ingest.source_config import SourceConfigError, load_sources, parse_expression, parse_sources
 from seg_assets.ingest.sources import LINK_REFUSED, LINK_ROOTS_ENV, discover_files
-
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-
-
-def parse(text: str):
-    return parse_sources(text, Path("sources.yaml"))
-
-
-def one_source(columns: str, table: str = "orders", extra: str = "") -> str:
-    return f"sources:\n  shop:\n    table: {table}\n{extra}    columns:\n{columns}"
+from seg_assets_tests.sources_ingest import ingest, one_source, parse, write
 
 
 @pytest.mark.parametrize("expression, words", [
@@ -144,29 +134,6 @@ def test_no_sources_file_means_the_contract_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("SEG_SOURCES_FILE", str(tmp_path / "elsewhere.yaml"))
     with pytest.raises(SourceConfigError, match="does not exist"):
         load_sources(tmp_path)
-
-
-# ----------------------------------------------------------------------------------------- ingestion
-
-
-def ingest(root: Path, now=NOW):
-    con = duckdb.connect(str(root / "warehouse.duckdb"))
-    try:
-        report = ingest_landing(con, root / "landing", run_id="r1", now=now, clock_skew=timedelta(minutes=60),
-                                min_ts=datetime(1990, 1, 1))
-        ledger = con.sql("SELECT source, file_name, status, delivered, accepted, duplicate, rejected, filtered, message, "
-                         "updated FROM meta.ingest_ledger ORDER BY file_id").fetchall()
-        for row in ledger:
-            assert row[3] == sum(row[4:8]) + row[9], row  # every delivered row accounted for
-        return report, ledger, con.sql("SELECT * FROM raw.rejects").fetchall()
-    finally:
-        con.close()
-
-
-def write(root: Path, rel: str, text: str) -> None:
-    path = root / "landing" / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
 
 
 def test_a_row_an_expression_fails_on_is_a_reject_not_a_failed_file(tmp_path):
