@@ -1,7 +1,6 @@
 """sources.yaml: parsing and refusing mappings, and real ingestion of the user's own layouts on real DuckDB files."""
 
 import hashlib
-import json
 import os
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,146 +12,6 @@ import pytest
 from seg_assets.ingest.source_config import SourceConfigError, parse_sources
 from seg_assets.ingest.sources import LINK_REFUSED, LINK_ROOTS_ENV, discover_files
 from seg_assets_tests.sources_ingest import ingest, parse, write
-
-
-def test_a_file_in_another_encoding_fails_with_the_reason_and_the_fix_not_the_row(tmp_path):
-    path = tmp_path / "landing" / "orders" / "cp1252.csv"
-    path.parent.mkdir(parents=True)
-    path.write_bytes("order_id,user_id,order_ts,amount,items,status\no1,Zoë Müller,2026-03-01T00:00:00Z,5,1,completed\n"
-                     .encode("cp1252"))
-    _, ledger, _ = ingest(tmp_path)
-    status, message = ledger[0][2], ledger[0][8]
-    assert status == "failed" and "\n" not in message
-    assert "not utf-8 encoded" in message and "save the file as UTF-8" in message
-    assert "Original Line" not in message and "M\ufffdller" not in message and "ller" not in message
-
-
-def test_a_file_whose_every_row_was_rejected_is_read_again_once_its_source_changes(tmp_path):
-    """A timestamp_format that fits no row rejects every row; fixing it in sources.yaml took none of them in (the same
-    bytes under a new name were counted as duplicates of rows never accepted). Nothing of the file was taken in, so it
-    is read again, its ledger row and rejects replaced. A file with some rows taken in is not (first delivery wins)."""
-    rows = "".join(f"o{i},u{i},01.03.2026 10:0{i},5,1,completed\n" for i in range(3))
-    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\n" + rows)
-    write(tmp_path, "orders/b.csv", "order_id,user_id,order_ts,amount,items,status\n"
-                                    "p1,u1,2026-03-01T10:00:00Z,5,1,completed\np2,u2,01.03.2026 10:00,5,1,completed\n")
-    _, ledger, rejects = ingest(tmp_path)
-    assert sorted((r[1], r[4], r[6]) for r in ledger) == [("orders/a.csv", 0, 3), ("orders/b.csv", 1, 1)]
-    (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    timestamp_format: '%d.%m.%Y %H:%M'\n")
-    _, ledger, rejects = ingest(tmp_path)
-    assert sorted((r[1], r[2], r[3], r[4], r[5], r[6]) for r in ledger) == [
-        ("orders/a.csv", "ingested", 3, 3, 0, 0), ("orders/b.csv", "ingested", 2, 1, 0, 1)]  # b: kept as it was
-    assert [r[2] for r in rejects] == ["orders/b.csv"]
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    assert con.sql("SELECT order_id, strftime(order_ts, '%H:%M') FROM raw.orders ORDER BY 1").fetchall() == [
-        ("o0", "10:00"), ("o1", "10:01"), ("o2", "10:02"), ("p1", "10:00")]
-    con.close()
-
-
-def test_a_mapping_that_does_not_fit_the_file_fails_that_file_only_with_a_reason(tmp_path):
-    (tmp_path / "sources.yaml").write_text(
-        "sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: Customer, amount: total, items: 1}\n")
-    write(tmp_path, "shop/a.csv", "id,customer,total,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\n")
-    write(tmp_path, "shop/b.csv", "id,client,total,order_ts,status\no2,u2,10,2026-03-01T00:00:00Z,completed\n")
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[1], r[2], r[4]) for r in ledger] == [("shop/a.csv", "ingested", 1), ("shop/b.csv", "rejected_file", 0)]
-    # named as the mapping writes it (it read 'customer', lower-cased: a tester's 'kunde' for Kunde)
-    assert "Customer not in the file" in ledger[1][8] and "from 'Customer'" in ledger[1][8] and "sources.yaml" in ledger[1][8]
-    assert len(rejects) == 1
-
-
-def test_a_missing_column_is_named_as_the_mapping_writes_it_not_as_a_literal_spelling_it(tmp_path):
-    """A reviewer's: the spelling was found by a pattern over the text, which took the literal 'menge' for MENGE."""
-    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: u, "
-                                           "amount: \"CASE WHEN kind = 'menge' THEN MENGE * price ELSE price END\", items: 1}\n")
-    write(tmp_path, "shop/a.csv", "id,u,kind,price,order_ts,status\no1,u1,x,10,2026-03-01T00:00:00Z,completed\n")
-    _, ledger, _ = ingest(tmp_path)
-    assert "MENGE not in the file" in ledger[0][8] and "from 'MENGE'" in ledger[0][8], ledger[0][8]
-
-
-def test_a_file_rejected_for_a_mapping_mistake_is_read_again_once_the_mapping_is_fixed(tmp_path):
-    """Its rows were lost for good: the ledger took the rejected file in, and a re-delivery was a duplicate."""
-    mapping = "sources:\n  shop:\n    table: orders\n    columns: {{order_id: id, user_id: {user}, amount: total, items: 1}}\n"
-    (tmp_path / "sources.yaml").write_text(mapping.format(user="custmer"))
-    write(tmp_path, "shop/a.csv", "id,customer,total,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\n"
-          "o2,u2,12,2026-03-01T00:00:00Z,completed\n")
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[1], r[2], r[3], r[6]) for r in ledger] == [("shop/a.csv", "rejected_file", 2, 2)] and len(rejects) == 2
-    report, ledger, rejects = ingest(tmp_path)  # the same mapping: not read again, nothing counted twice
-    assert report.skipped == ["shop/a.csv"] and len(ledger) == 1 and len(rejects) == 2
-    (tmp_path / "sources.yaml").write_text(mapping.format(user="customer"))
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[1], r[2], r[3], r[4]) for r in ledger] == [("shop/a.csv", "ingested", 2, 2)] and rejects == []
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
-    assert con.sql("SELECT order_id, user_id FROM raw.orders ORDER BY 1").fetchall() == [("o1", "u1"), ("o2", "u2")]
-    con.close()
-    report, ledger, _ = ingest(tmp_path)
-    assert report.skipped == ["shop/a.csv"] and len(ledger) == 1
-
-
-def test_a_copy_of_a_rejected_file_is_no_duplicate_and_both_are_read_again_after_the_fix(tmp_path):
-    """A copy counted as duplicates of a rejected file's rows made the rows vanish once the first was read again."""
-    mapping = "sources:\n  shop:\n    table: orders\n    columns: {{order_id: id, user_id: {user}, amount: total, items: 1}}\n"
-    (tmp_path / "sources.yaml").write_text(mapping.format(user="custmer"))
-    text = "id,customer,total,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\no2,u2,12,2026-03-01T00:00:00Z,completed\n"
-    write(tmp_path, "shop/a.csv", text)
-    write(tmp_path, "shop/b.csv", text)
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[1], r[2], r[6]) for r in ledger] == [("shop/a.csv", "rejected_file", 2), ("shop/b.csv", "rejected_file", 2)]
-    (tmp_path / "sources.yaml").write_text(mapping.format(user="customer"))
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[1], r[2], r[4], r[5]) for r in ledger] == [("shop/a.csv", "ingested", 2, 0), ("shop/b.csv", "duplicate_file", 0, 2)]
-    assert rejects == []
-    # files rejected before the ledger recorded the mapping keep their outcome (no surprise re-read after an upgrade)
-    (tmp_path / "sources.yaml").write_text(mapping.format(user="custmer"))
-    write(tmp_path, "shop/c.csv", text.replace("o1,", "o3,").replace("o2,", "o4,"))
-    ingest(tmp_path)
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
-        con.sql("UPDATE meta.ingest_ledger SET source_key = NULL WHERE file_name = 'shop/c.csv'")
-    (tmp_path / "sources.yaml").write_text(mapping.format(user="customer"))
-    report, ledger, _ = ingest(tmp_path)
-    assert "shop/c.csv" in report.skipped and ledger[-1][2] == "rejected_file"
-
-
-def test_a_file_taken_in_with_rejected_rows_gets_one_line_naming_it_and_the_fix(tmp_path):
-    from seg_assets.refresh import _files_not_taken
-
-    good = "".join(f"o{i},u{i},2026-03-0{i}T10:00:00Z,10,1,completed\n" for i in range(1, 6))
-    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\n" + good +
-          "o8,u8,2026-13-45T10:00:00Z,10,1,completed\no9,u9,31/10/2026,10,1,completed\no10,u10,2026-03-01T10:00:00Z,-5,1,completed\n")
-    ingest(tmp_path)
-    [problem] = _files_not_taken(tmp_path / "warehouse.duckdb", "r1")
-    assert (problem.kind, problem.where) == ("warning", "orders/a.csv")
-    assert problem.message.startswith("3 of 8 rows rejected: unparseable:order_ts (2), ")
-    assert "first: unparseable order_ts: '2026-13-45T10:00:00Z'" in problem.message
-    assert "raw.rejects" in problem.message and "timestamp_format in sources.yaml" in problem.message
-
-
-def test_a_file_with_every_row_rejected_is_named_as_not_taken_in(tmp_path):
-    """902 of 902 Shopify rows rejected was a warning like any other: the closing line named no file, --strict exited 0."""
-    from seg_assets.refresh import _files_not_taken
-
-    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\n"
-                                    "o1,u1,05.02.2026 23:14,10,1,completed\no2,u2,06.02.2026 10:00,10,1,completed\n")
-    ingest(tmp_path)
-    [problem] = _files_not_taken(tmp_path / "warehouse.duckdb", "r1")
-    assert (problem.kind, problem.where) == ("file", "orders/a.csv")
-    assert problem.message.startswith("2 of 2 rows rejected, none taken in: unparseable:order_ts (2); ")
-    assert "read again" in problem.message and "timestamp_format in sources.yaml" in problem.message
-
-
-def test_a_rejected_value_names_the_file_column_or_expression_it_was_mapped_from(tmp_path):
-    """'missing product_id' on 21 Shopify lines did not say the column was 'Lineitem sku'."""
-    (tmp_path / "sources.yaml").write_text(
-        "sources:\n  shop:\n    table: order_items\n    columns:\n      order_id: Name\n      product_id: Lineitem sku\n"
-        "      quantity: Lineitem quantity\n      unit_price: Lineitem price\n"
-        "      status: \"CASE WHEN Paid = 'yes' THEN 'completed' ELSE 'pending' END\"\n")
-    write(tmp_path, "shop/a.csv", "Name,user_id,order_ts,Lineitem sku,Lineitem quantity,Lineitem price,Paid\n"
-                                  "#1,u1,2026-03-01T10:00:00Z,,1,5,yes\n#2,u1,2026-03-01T10:00:00Z,p1,1,5,no\n"
-                                  "#3,u1,2026-03-01T10:00:00Z,p1,1,5,yes\n")
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[4], r[6]) for r in ledger] == [(1, 2)]
-    assert [r[5] for r in rejects] == ["missing product_id (from Lineitem sku)",
-                                       "unknown status (from CASE WHEN Paid = 'yes' THEN 'completed' ELSE 'pending' END) 'pending'"]
 
 
 def test_an_id_delivered_as_a_float_is_the_same_id_as_in_a_csv(tmp_path):
@@ -515,28 +374,6 @@ def test_lines_without_an_id_are_the_same_lines_in_any_format(tmp_path):
     assert [(r[1], r[3], r[4], r[5]) for r in ledger] == [("order_items/a.parquet", 3, 3, 0), ("order_items/b.csv", 4, 1, 3)]
 
 
-def test_rejects_keep_the_columns_the_mapping_reads_not_the_names_and_phones_beside_them(tmp_path):
-    """A platform export carries names, addresses and phones nothing here reads: a rejected row's raw values hold
-    the columns its source maps (the file and row number find the rest), also when the whole file is rejected."""
-
-    (tmp_path / "sources.yaml").write_text(
-        "sources:\n  shop:\n    table: orders\n    columns: {order_id: Name, user_id: Customer, amount: Total, items: 1, "
-        "order_ts: Created, status: \"'completed'\"}\n")
-    header = "Name,Customer,Total,Created,Billing Name,Phone,Shipping Street\n"
-    write(tmp_path, "shop/a.csv", header + "#1,c1,10,2026-03-01T00:00:00Z,Jane Roe,+49 30 1234567,Hauptstr. 1\n"
-          "#2,c2,-5,2026-03-01T00:00:00Z,John Doe,+49 30 7654321,Nebenstr. 2\n")
-    write(tmp_path, "shop/b.csv", "Name,Client,Total,Created,Billing Name,Phone,Shipping Street\n"
-          "#3,c3,10,2026-03-01T00:00:00Z,Ann Poe,+49 30 5555555,Weg 3\n")
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[1], r[2]) for r in ledger] == [("shop/a.csv", "ingested"), ("shop/b.csv", "rejected_file")]
-    raws = {r[2]: json.loads(r[6]) for r in rejects}
-    assert raws["shop/a.csv"] == {"Name": "#2", "Customer": "c2", "Total": "-5", "Created": "2026-03-01T00:00:00Z"}
-    assert raws["shop/b.csv"] == {"Name": "#3", "Total": "10", "Created": "2026-03-01T00:00:00Z"}
-    dump = json.dumps(rejects, default=str)
-    assert not any(word in dump for word in ("Doe", "Poe", "+49", "str.", "Weg"))
-    assert "Billing Name" not in ledger[1][8] and "not repeated here" in ledger[1][8]  # a CSV's first line may be data
-
-
 def test_local_times_of_a_clock_change_are_read_as_the_readme_says(tmp_path):
     """The autumn hour that repeats: its second occurrence (standard time); the spring hour that is skipped: the
     standard-time offset; the same with and without a timestamp_format."""
@@ -656,39 +493,3 @@ def test_typed_times_ignore_a_text_format_and_int96_is_utc(tmp_path):
     local_noon = datetime(2026, 1, 29, 11)  # 12:00 in Berlin (winter) is 11:00 UTC
     assert rows == {"ns": local_noon, "ms": local_noon, "text": local_noon, "nstz": noon, "int96": noon,
                     "date": datetime(2026, 1, 28, 23)}
-
-
-def test_with_every_row_rejected_the_first_problem_is_a_reject_not_a_note(tmp_path):
-    """A timestamp_format that fits no row: the closing line named the file's notes ("line_id derived from each row's
-    values; ...") as its first problem, the 399 unparseable times after it (a tester's)."""
-    from seg_assets.refresh import run_refresh
-
-    (tmp_path / "sources.yaml").write_text(
-        "sources:\n  lines:\n    table: order_items\n    timestamp_format: '%Y-%m-%d %H:%M'\n    columns:\n"
-        "      order_id: Invoice\n      order_ts: Date\n      status: \"'completed'\"\n")
-    write(tmp_path, "lines/a.csv", "Invoice,user_id,Date,product_id,quantity,unit_price,Country\n"
-          "i1,u1,12/1/2010 13:04,A,1,2.5,DE\ni2,u2,12/2/2010 13:04,B,1,2.5,DE\n")
-    outcome = run_refresh(tmp_path)
-    assert not outcome.success
-    line = next(m for s in outcome.stages for m in s.failures if "first problem" in m)
-    assert "first problem: lines/a.csv: 2 of 2 rows rejected, first: unparseable order_ts (from Date): '12/1/2010 13:04'" \
-        in line and "derived" not in line, line
-
-
-def test_a_source_of_another_table_over_a_contract_folder_says_the_folders_rows_are_not_taken_in(tmp_path):
-    """Orders declared from the purchases in landing/clicks/: the folder's clicks reached no table, without a word
-    (a tester's 450 clicks). Each file's line now says so and how to take them in; reading them beside the declared
-    source instead had every file of a declared order_items source over orders/ rejected whole (a reviewer's)."""
-    (tmp_path / "sources.yaml").write_text(
-        "sources:\n  web_purchases:\n    table: orders\n    folder: clicks\n    where: \"event_type = 'purchase'\"\n"
-        "    columns: {order_id: event_id, amount: 0, items: 1, status: \"'completed'\", order_ts: event_ts}\n")
-    write(tmp_path, "clicks/a.csv", "event_id,user_id,session_id,event_ts,event_type\n"
-          "e1,u1,s1,2026-03-01T10:00:00Z,view\ne2,u1,s1,2026-03-01T10:01:00Z,purchase\n")
-    _, ledger, rejects = ingest(tmp_path)
-    assert [(r[0], r[4], r[7]) for r in ledger] == [("web_purchases", 1, 1)] and rejects == []
-    assert "its rows are not taken in as clicks (declare a source of table clicks with folder: clicks" in ledger[0][8]
-    (tmp_path / "sources.yaml").write_text(  # an order_items source over orders/ (Shopify's line-item export)
-        "sources:\n  shop:\n    table: order_items\n    folder: orders\n")
-    write(tmp_path, "orders/b.csv", "order_id,user_id,order_ts,product_id,quantity,unit_price\no1,u1,2026-03-01T10:00:00Z,p1,1,2\n")
-    _, ledger, _ = ingest(tmp_path)
-    assert [(r[1], r[2], r[4]) for r in ledger if r[0] == "shop"] == [("orders/b.csv", "ingested", 1)]  # no file rejected
