@@ -52,35 +52,6 @@ def test_a_large_id_delivered_as_a_double_or_decimal_is_its_whole_number(tmp_pat
     assert rows == [("o1", "1234567890123456"), ("o2", "12345678901234567890"), ("o3", "10000000000000000")]
 
 
-@pytest.mark.parametrize("name, stage", [
-    ("Product Added", "add_to_cart"), ("Cart Viewed", "other"), ("Product Viewed", "view"), ("Product List Viewed", "view"),
-    ("Products Searched", "search"), ("Checkout Started", "checkout"), ("Order Completed", "purchase"),
-])
-def test_segments_ecommerce_event_names_land_in_their_stage(name, stage):
-    from seg_assets.ingest.events import stage_of
-
-    assert stage_of(name) == stage  # "Product Added" was a view and "Cart Viewed" an add to cart (keywords)
-
-
-@pytest.mark.parametrize("name, stage", [
-    # Klaviyo-style names: the verb before the noun; "review" holds "view", "Subscribed to List" holds "list"
-    ("Placed Order", "purchase"), ("Ordered Product", "purchase"), ("Completed Order", "purchase"),
-    ("Order Submitted", "purchase"), ("place_order", "purchase"), ("Viewed Product", "view"), ("Started Checkout", "checkout"),
-    ("Added to Cart", "add_to_cart"), ("item_added", "add_to_cart"), ("scAdd", "add_to_cart"), ("Wrote Review", "other"),
-    ("review_submitted", "other"), ("Subscribed to List", "other"), ("cart_view", "other"), ("Order Cancelled", "other"),
-    ("purchase_refund", "other"), ("add_payment_info", "checkout"), ("Checked Out", "checkout"),
-    ("productview", "view"), ("ordercomplete", "purchase"),  # run together: patterns inside the name
-    # a purchase that failed is none, a completed checkout step is still checking out, "buy now" starts a checkout
-    ("purchase_failed", "other"), ("Payment Declined", "other"), ("paymentfailed", "other"),
-    ("Completed Checkout Step", "checkout"), ("checkout_step_2_completed", "checkout"), ("Buy Now Clicked", "checkout"),
-    ("one_click_buy", "purchase"), ("buy_now_purchase_completed", "purchase"),
-])
-def test_event_names_are_read_by_their_words(name, stage):
-    from seg_assets.ingest.events import stage_of
-
-    assert stage_of(name) == stage
-
-
 def test_a_semicolon_separated_file_is_told_so_and_read_once_its_source_says_so(tmp_path):
     write(tmp_path, "orders/a.csv", "order_id;user_id;order_ts;amount;items;status\no1;u1;2026-03-01T10:00:00Z;10,5;1;completed\n")
     _, ledger, rejects = ingest(tmp_path)
