@@ -8,15 +8,13 @@ import time
 
 import dagster as dg
 import pytest
-from typer.testing import CliRunner
 
 from seg_assets import published_state
 from seg_assets.automation.run_config import merge, parse_assignment, refresh_run_config
 from seg_assets.cli import app
 from seg_assets.settings import data_paths
+from seg_assets_tests.cli_runner import runner
 from seg_assets_tests.fresh_python import python_stdout
-
-runner = CliRunner()
 
 
 def test_help_lists_the_commands():
