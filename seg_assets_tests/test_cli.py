@@ -14,51 +14,6 @@ from seg_assets.automation.run_config import merge, parse_assignment, refresh_ru
 from seg_assets.cli import app
 from seg_assets.settings import data_paths
 from seg_assets_tests.cli_runner import runner
-from seg_assets_tests.fresh_python import python_stdout
-
-
-def test_help_lists_the_commands():
-    result = runner.invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for command in ("generate", "refresh", "init-dagster-home"):
-        assert command in result.output
-
-
-@pytest.mark.slow
-def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    result = runner.invoke(app, ["generate", str(root), "--users", "1500", "--days", "45", "--seed", "2", "--format", "csv"])
-    assert result.exit_code == 0, result.output
-    monkeypatch.setenv("SEG_DATA_DIR", str(root))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-
-    first = runner.invoke(app, ["refresh"])
-    assert first.exit_code == 0, first.output
-    assert "Segments" in first.output and "Refresh done" in first.output
-    assert "Segment model v0001 in service (" in first.output and "no model in service" in first.output
-
-    # The run is in the instance `make ui` uses, as the `refresh` job, with its materializations.
-    instance = dg.DagsterInstance.from_config(str(root / "dagster_home"))
-    [run] = instance.get_runs()
-    assert run.job_name == "refresh" and run.status == dg.DagsterRunStatus.SUCCESS
-    assert instance.get_latest_materialization_event(dg.AssetKey(["bi", "segments"])).run_id == run.run_id
-
-    again = runner.invoke(app, ["refresh"])
-    assert again.exit_code == 0 and "Segments are current" in again.output
-
-    # A setting is part of what was published: a new value refreshes, the same value again does not.
-    setting = ["refresh", "--set", "raw_contracts.sample_rows=10000"]
-    changed = runner.invoke(app, setting)
-    assert changed.exit_code == 0 and "Refresh done" in changed.output, changed.output
-    assert "Segments are current" in runner.invoke(app, setting).output
-    assert len(instance.get_runs()) == 2
-
-    # A re-delivered file under a new name is new to the folder: the refresh runs, and adds no rows.
-    orders = sorted((root / "landing" / "orders").iterdir())[0]
-    shutil.copy(orders, orders.with_name("resent_" + orders.name))
-    third = runner.invoke(app, setting)
-    assert third.exit_code == 0 and "Refresh done" in third.output, third.output
-    assert "Segments are current" in runner.invoke(app, setting).output
 
 
 def test_the_summary_names_the_model_in_service_and_a_refused_refit():
@@ -306,41 +261,6 @@ def test_settings_are_yaml_scalars_laid_over_the_refresh_config():
     assert laid["ops"]["segment_model"]["config"] == {"fit": "when_needed", "k_max": 6}
     assert parse_assignment("churn_model.kind=logreg")["ops"]["churn_model"]["config"] == {"kind": "logreg"}
     assert parse_assignment("x.flag=true")["ops"]["x"]["config"]["flag"] is True
-
-
-def _console(*args: str) -> "subprocess.CompletedProcess[str]":
-    """The installed entry point's code path (``seg_assets.cli:main``) in a fresh interpreter."""
-    code = "import sys; from seg_assets.cli import main; sys.argv = ['seg-assets', *sys.argv[1:]]; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
-
-
-def test_the_console_entry_point_keeps_exit_codes_and_output(tmp_path):
-    """main() ends the process without Python's module teardown: output still arrives, codes still say what happened."""
-    ok = _console("init-dagster-home", str(tmp_path / "home"))
-    assert ok.returncode == 0 and "DAGSTER_HOME ready" in ok.stdout
-    assert (tmp_path / "home" / "dagster.yaml").exists()
-    bad = _console("generate", str(tmp_path / "x"), "--format", "xml")
-    assert bad.returncode == 2 and "--format must be csv or parquet" in bad.stderr
-    assert _console("no-such-command").returncode == 2
-
-
-def test_loading_the_code_location_does_not_import_the_heavy_libraries():
-    """scikit-learn, SciPy, matplotlib, pandas, GE and pyspark are imported by the steps that use them (or beside
-    ingestion), not when Dagster (webserver, daemon, CLI) loads the definitions."""
-    code = ("import sys, seg_assets.definitions as d; d.defs; print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'sklearn', 'scipy', 'matplotlib', 'pandas', 'great_expectations', 'pyspark'}))")
-    assert python_stdout(code).strip() == "[]"
-
-
-def test_ingestion_preloads_scikit_learn_in_a_background_thread():
-    """The model steps unpickle scikit-learn objects; ingestion starts importing it beside DuckDB's work."""
-    code = ("import sys, threading\n"
-            "from seg_assets.artifacts import preload_model_libraries\n"
-            "preload_model_libraries(); preload_model_libraries()\n"
-            "threads = [t for t in threading.enumerate() if t.name == 'preload-scikit-learn']\n"
-            "[t.join() for t in threads]\n"
-            "print(len(threads), 'sklearn.ensemble' in sys.modules)\n")
-    assert python_stdout(code).split() == ["1", "True"]
 
 
 def test_a_failure_is_one_line_and_a_bug_keeps_its_traceback():
@@ -605,12 +525,6 @@ def test_a_killed_refresh_is_marked_failed_by_the_next_so_it_holds_no_pool_slot(
     assert {instance.get_run_by_id(r).status for r in others.values()} == {dg.DagsterRunStatus.STARTED}
 
 
-def test_generate_with_faults_says_it_writes_no_lines_or_reviews(tmp_path):
-    result = runner.invoke(app, ["generate", str(tmp_path / "d"), "--users", "200", "--days", "20", "--fault-rate", "0.02"])
-    assert result.exit_code == 0 and "no order lines and no reviews are written" in result.output
-    assert not (tmp_path / "d" / "landing" / "order_items").exists()
-
-
 def test_a_bad_lexicon_is_one_line_before_the_run_and_a_pipe_there_does_not_hang(tmp_path, monkeypatch):
     """A lexicon was checked only when the review step reached it (after ingestion and features), and the "segments
     are current" check read a pipe in sentiment/ until its writer came (forever) or /dev/zero until memory ran out."""
@@ -719,16 +633,6 @@ def test_a_second_command_line_refresh_waits_for_the_first(data_dir, monkeypatch
     finally:
         first.release()
     assert not (data_dir / "warehouse.duckdb").exists()
-
-
-@pytest.mark.parametrize("args, words", [
-    (["--users", "0"], "users and days must be >= 1"), (["--fault-rate", "1.5"], "rates and shares must be in [0, 1)"),
-    (["--end", "notadate"], "is no ISO-8601 timestamp"),
-])
-def test_generate_refuses_bad_numbers_in_one_line(tmp_path, args, words):
-    """They were 40-line tracebacks (exit 1)."""
-    result = runner.invoke(app, ["generate", str(tmp_path / "d"), *args])
-    assert result.exit_code == 2 and words in " ".join(result.output.split()) and "Traceback" not in result.output, result.output
 
 
 def test_a_landed_file_rewritten_under_its_name_is_named(tmp_path, monkeypatch):
