@@ -1,4 +1,6 @@
-"""The `seg-assets` command line, in-process through typer's runner, on real files."""
+"""`seg-assets refresh` beside other writers, and stopped: a process holding the warehouse open, a run writing it
+under dagster dev, a second command-line refresh, Ctrl-C or SIGTERM (nothing published), and a SIGKILLed refresh's
+run marked failed by the next."""
 
 import subprocess
 import sys
