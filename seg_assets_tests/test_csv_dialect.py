@@ -1,6 +1,6 @@
 """A source's CSV dialect (sources.yaml `csv:`) on the exports people actually land: what is refused at load, what
 a person is told, and what is read. The tests before `test_a_csv_dialect_that_cannot_be_read_is_refused` were found
-by a review of the first version (each failed on it); the ones from there on came from test_sources.py."""
+by a review of the first version (each failed on it); the ones from there on were written with the sources.yaml tests."""
 
 import gzip
 import os
