@@ -163,13 +163,43 @@ def test_a_file_a_local_process_holds_open_for_writing_is_named_and_so_is_a_link
     from seg_assets.ingest.sources import open_for_writing
 
     target, link, other = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
+    hard = tmp_path / "landing" / "d.csv"  # a hard link: an exporter writing elsewhere, linked into landing/ (a reviewer's)
+    hard.parent.mkdir()
     other.write_text("id\n1\n")
     with target.open("w") as writer:
         writer.write("id\n1\n")
         writer.flush()
         link.symlink_to(target)
+        os.link(target, hard)
         with other.open() as reader:  # open for reading only: no writer
-            held = open_for_writing([target, link, other])
+            held = open_for_writing([target, link, other, hard])
             assert reader.readable()
-    assert set(held) == {target, link} and "open for writing by process" in held[target]
-    assert open_for_writing([target, link]) == {}  # closed
+    assert set(held) == {target, link, hard} and "open for writing by process" in held[target]
+    assert open_for_writing([target, link, hard]) == {}  # closed
+
+
+def test_a_held_file_quiet_for_ten_minutes_is_read_by_ingestion_as_the_sensor_says(tmp_path):
+    """One rule for a file its writer still holds open: it waits like one cut short (read once unchanged for
+    UNFINISHED_SETTLE_SECONDS and watched), for the sensor and ingestion alike. Ingestion refused it for an hour
+    while the sensor started a run for it after ten minutes: a run that read nothing, then no run (a reviewer's)."""
+    (tmp_path / "landing" / "orders").mkdir(parents=True)
+    old, young = tmp_path / "landing" / "orders" / "old.csv", tmp_path / "landing" / "orders" / "young.csv"
+    with old.open("w") as w_old, young.open("w") as w_young:
+        for w, path, age in ((w_old, old, UNFINISHED_SETTLE_SECONDS + 60), (w_young, young, 120)):
+            w.write("order_id,user_id,order_ts,amount\no1,u1,2026-10-30T10:00:00Z,10.5\n")
+            w.flush()
+            os.utime(path, (time.time() - age, time.time() - age))
+        now = time.time()
+        files = scan(tmp_path / "landing", SOURCES)
+        assert all(f.unfinished and "open for writing" in f.unfinished for f in files)
+        cursor = SensorCursor()
+        ready_files(files, cursor, now, 5)
+        sensor = {f.path for f in ready_files(files, cursor, now + 5, 5)}
+        clock = [now]
+
+        def sleep(seconds):
+            clock[0] += seconds
+
+        settled, why = wait_until_settled([old, young], 5, 60, clock=lambda: clock[0], sleep=sleep)
+    assert sensor == {"orders/old.csv"} and set(settled) == {old}
+    assert "open for writing" in why[young] and clock[0] - now < 10  # not waited for the full minute

@@ -226,22 +226,33 @@ def open_for_writing(paths: list[Path]) -> dict[Path, str]:
     at a line end longer than ``settle_seconds`` leaves a file that looks finished (a tester's: 788 of 2,365 rows
     read, the rest by the next run). psutil reads the processes' open files; those of another user's processes (not
     visible without privileges) and writers on other machines are not seen; nor any writer where psutil gives no
-    file mode (only Linux does). It reads every process's open files: 6-13 ms here, 0.4 s beside a process holding
-    15,000 (a reviewer's), so it is asked only about files about to settle."""
-    if not paths:
+    file mode (only Linux does). Files are compared by device and inode, not by name: a symbolic or hard link in
+    landing/ to a file written elsewhere, or a writer in a container that mounts the folder under another path, is
+    the same file (the open descriptor is looked at through /proc). It reads every process's open files: 6-13 ms
+    here, 0.4 s beside a process holding 15,000 (a reviewer's), so it is asked only about files about to settle."""
+    wanted: dict[tuple[int, int], list[Path]] = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        wanted.setdefault((st.st_dev, st.st_ino), []).append(p)
+    if not wanted:
         return {}
     import psutil
 
-    wanted: dict[str, list[Path]] = {}
-    for p in paths:  # a file and a link to it, both in landing/, are one file
-        wanted.setdefault(os.path.realpath(p), []).append(p)
     held: dict[Path, str] = {}
     for proc in psutil.process_iter(["pid", "name"]):
         try:
             for f in proc.open_files():
-                if f.path in wanted and getattr(f, "mode", "r") != "r":
-                    held.update(dict.fromkeys(wanted[f.path], f"open for writing by process {proc.info['pid']} "
-                                                              f"({proc.info['name']})"))
+                if getattr(f, "mode", "r") == "r":
+                    continue
+                try:
+                    st = os.stat(f"/proc/{proc.pid}/fd/{f.fd}" if getattr(f, "fd", -1) >= 0 else f.path)
+                except OSError:  # closed meanwhile
+                    continue
+                for p in wanted.get((st.st_dev, st.st_ino), []):
+                    held[p] = f"open for writing by process {proc.info['pid']} ({proc.info['name']})"
         except (psutil.Error, OSError):  # gone, not ours to read, or a platform that cannot say
             continue
     return held
@@ -322,7 +333,7 @@ def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float
     deadline = start + max_wait
     while True:
         now = clock()
-        settling: dict[Path, tuple[int, int]] = {}
+        settling: dict[Path, tuple[tuple[int, int], float, float]] = {}  # -> (stamp, quiet, watched)
         for path, (stamp, since) in list(watch.items()):
             current = _stamp(path)
             if current is None:  # moved away or deleted (an archiver): nothing to wait for, nothing left to read
@@ -336,20 +347,23 @@ def wait_until_settled(paths: list[Path], settle_seconds: float, max_wait: float
             reason = unfinished(path, current[0])
             quiet = quiet_seconds(current[1] / 1e9, now - since, now)
             if is_settled(quiet, now - since, reason, settle_seconds):
-                settling[path] = current
+                settling[path] = (current, quiet, now - since)
             elif reason and now - since >= settle_seconds:  # unchanged but cut short: not worth waiting for
                 why[path] = reason
                 del watch[path]
             else:
                 why[path] = reason or "still being written"
-        held = open_for_writing([p for p, (_, ns) in settling.items() if ns / 1e9 > now - WRITER_CHECK_SECONDS])
-        for path, current in settling.items():
-            del watch[path]
-            if path in held:  # settled by time and bytes, but its writer still holds it: as if cut short
+        held = open_for_writing([p for p, ((_, ns), _, _) in settling.items() if ns / 1e9 > now - WRITER_CHECK_SECONDS])
+        for path, (current, quiet, watched) in settling.items():
+            # settled by time and bytes, but its writer still holds it: as if cut short, as scan_landing (the sensor) says
+            if path in held and not is_settled(quiet, watched, held[path], settle_seconds):
                 why[path] = held[path]
-            else:
-                settled[path] = current
-                why.pop(path, None)
+                if watched >= settle_seconds:  # unchanged and held: not worth waiting for (as a file cut short)
+                    del watch[path]
+                continue
+            del watch[path]
+            settled[path] = current
+            why.pop(path, None)
         if not watch or now >= deadline:
             return settled, why
         sleep(max(0.05, min(deadline - now, 1.0)))
