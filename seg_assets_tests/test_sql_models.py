@@ -86,8 +86,29 @@ def test_a_models_macros_expand_to_the_contracts_rule_and_a_bad_one_is_one_line(
     assert f"CASE WHEN {holds_email_sql('c')} THEN" in load_model(good).sql
     bad = tmp_path / "marts" / "y.sql"
     bad.write_text("-- materialized: view\nSELECT {{ hides_email('c') }} FROM raw.t\n")
-    with pytest.raises(SqlModelError, match=r"y\.sql: UndefinedError: 'hides_email' is undefined \(macros: holds_email\)"):
+    with pytest.raises(SqlModelError, match=r"y\.sql: line 2: Jinja other than a call of a macro .*\(macros: holds_email;"):
         load_model(bad)
+
+
+def test_duckdb_braces_in_a_model_are_refused_not_changed_and_raw_keeps_them(tmp_path):
+    """DuckDB writes a literal brace in format() as '{{': Jinja read `format('{{{}}}', user_id)` as its own and the
+    model gave 'u1' instead of '{u1}' without a word (a reviewer's). Only macro calls are expanded; other Jinja is one
+    line naming the file and line, and {% raw %} keeps DuckDB's braces as written."""
+    import duckdb
+
+    (tmp_path / "marts").mkdir()
+    changed = tmp_path / "marts" / "tagged.sql"
+    changed.write_text("-- materialized: view\nSELECT format('{{{}}}', user_id) AS tag FROM raw.t\n")
+    with pytest.raises(SqlModelError, match=r"tagged\.sql: line 2: .*\{% raw %\}"):
+        load_model(changed)
+    kept = tmp_path / "marts" / "kept.sql"
+    kept.write_text("-- materialized: view\nSELECT format('{% raw %}{{{}}}{% endraw %}', user_id) AS tag FROM raw.t\n")
+    sql = load_model(kept).sql
+    assert duckdb.sql(sql.replace("raw.t", "(SELECT 'u1' AS user_id)")).fetchall() == [("{u1}",)]
+    wrong = tmp_path / "marts" / "args.sql"
+    wrong.write_text("-- materialized: view\nSELECT {{ holds_email('a', 'b') }} FROM raw.t\n")
+    with pytest.raises(SqlModelError, match=r"args\.sql: .*TypeError"):
+        load_model(wrong)
 
 
 def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):

@@ -105,21 +105,41 @@ def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str]
     return tuple(sorted(found))
 
 
+MACROS = ("holds_email",)  # the Jinja macros a model file may call (render_sql)
+
+
 def render_sql(text: str, source: str) -> str:
     """A model file's SQL with its Jinja macros expanded (dbt's way, with Jinja itself): ``{{ holds_email('category') }}``
     is the contract's one test for a value holding an e-mail address (ingest/contract.py), which five staging
-    columns wrote out and a test kept equal. A file without ``{{`` is its own SQL."""
+    columns wrote out and a test kept equal. A file without ``{{`` or ``{%`` is its own SQL. Only calls of
+    :data:`MACROS` with literal arguments are expanded; any other Jinja is refused, naming its line: DuckDB writes a
+    literal brace in ``format()`` as ``{{``, which Jinja would otherwise take as its own and change without a word
+    (a reviewer's: ``format('{{{}}}', x)`` gave ``x`` instead of ``{x}``)."""
     if "{{" not in text and "{%" not in text:
         return text
     import jinja2
+    from jinja2 import nodes
 
     from seg_assets.ingest.contract import holds_email_sql
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    hint = (f"(macros: {', '.join(MACROS)}; DuckDB's literal '{{{{' or '{{%' is written inside {{% raw %}}...{{% endraw %}}, "
+            "as in dbt)")
     try:
+        tree = env.parse(text)
+        for node in tree.body:
+            parts = node.nodes if isinstance(node, nodes.Output) else [node]
+            for part in parts:
+                if isinstance(part, nodes.TemplateData):
+                    continue
+                if not (isinstance(part, nodes.Call) and isinstance(part.node, nodes.Name) and part.node.name in MACROS
+                        and all(isinstance(a, nodes.Const) for a in part.args) and not part.kwargs):
+                    raise SqlModelError(f"{source}: line {part.lineno}: Jinja other than a call of a macro with literal "
+                                        f"arguments {hint}")
         return env.from_string(text).render(holds_email=holds_email_sql)
-    except jinja2.TemplateError as exc:
-        raise SqlModelError(f"{source}: {exc.__class__.__name__}: {str(exc).splitlines()[0]} (macros: holds_email)") from None
+    except (jinja2.TemplateError, TypeError) as exc:  # TypeError: a macro called with the wrong arguments
+        line = f"line {exc.lineno}: " if getattr(exc, "lineno", None) else ""
+        raise SqlModelError(f"{source}: {line}{exc.__class__.__name__}: {str(exc).splitlines()[0]} {hint}") from None
 
 
 def load_model(path: Path) -> SqlModel:
