@@ -56,6 +56,10 @@ from seg_assets_tests.sources_ingest import one_source, parse, write
     ("INSTALL 'httpfs'", "starts a SQL statement"), ("regexp_split_to_table(a, ',')", "set-returning"),
     ("generate_subscripts(a, 1)", "set-returning"),
     ("Total (USD)", 'written in double quotes: "Total (USD)"'),
+    # a reviewer's: the hint quoted the whole expression, which then reads as one column named so
+    ("Total (USD) * 1.2", 'written in double quotes: "Total (USD)" * 1.2)'),
+    ("comment || ''", 'written in double quotes: "comment" || \'\')'),
+    ("set || ''", 'written in double quotes: "set" || \'\')'),
     ("(" * 60 + "x" + ")" * 60, "nested too deeply"), (" OR ".join(f"x = {i}" for i in range(2000)), "characters, more than"),
 ])
 def test_a_mapping_that_could_read_or_run_anything_else_is_refused(expression, words):

@@ -216,7 +216,7 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
         return Expr(text, frozenset({text.lower()}), column_name=text)
     if _starts_a_statement(text):  # ATTACH 'x.db', SET x = 1, INSTALL httpfs, PRAGMA ...: not one value per row
         word = re.split(r"[\s(]", text, maxsplit=1)[0]
-        quote = f' (one named like a keyword in double quotes: "{text}")' if re.fullmatch(r"[\w ]+", text) else ""
+        quote = _quoted_hint(text, text[:len(word)], "one named like a keyword")
         raise SourceConfigError(f"{where}: {word.upper()} starts a SQL statement, not an expression: map a column of the "
                                 f"file{quote} or compute one value from its columns")
     for node in tree.walk():
@@ -246,8 +246,9 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
                 if not kinds & {"scalar", "macro"}:
                     what = "a table function" if kinds & {"table", "table_macro"} else (
                         "an aggregate function" if "aggregate" in kinds else "not a DuckDB scalar function")
-                    quote = ("" if kinds else f' (a column name with spaces or brackets is written in double quotes: '
-                                              f'"{text}")' if re.fullmatch(r"[^'\";]+", text) else "")
+                    call = re.search(rf"{re.escape(node.name)}\s*\([^()'\";]*\)", text)
+                    quote = "" if kinds or not call else _quoted_hint(text, call.group(0),
+                                                                      "a column name with spaces or brackets")
                     raise SourceConfigError(f"{where}: function {node.name}() is {what}; only scalar functions are "
                                             f"allowed{quote}")
     spelled = {c.name.lower(): c.name for c in tree.find_all(exp.Column)}
@@ -255,6 +256,18 @@ def parse_expression(text: str, where: str, condition: bool = False) -> Expr:
         return Expr(text, frozenset(spelled), column_name=tree.name)
     return Expr(text, frozenset(spelled), text_columns=text_columns(tree), string_columns=text_columns(tree, comparisons=False),
                 spelled=tuple(spelled.items()))
+
+
+def _quoted_hint(text: str, name: str, what: str) -> str:
+    """' (<what> is written in double quotes: <text with its first ``name`` quoted>)' when that reads as one expression,
+    else '': quote the column's name, not the whole expression (a reviewer's: "comment IS NOT NULL" is one column)."""
+    fixed = text.replace(name, f'"{name}"', 1)
+    try:
+        tree = sqlglot.parse_one(fixed, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return ""
+    return "" if isinstance(tree, (exp.Alias, exp.Command)) or _starts_a_statement(fixed) else \
+        f" ({what} is written in double quotes: {fixed})"
 
 
 def _function_names(node: exp.Func) -> set[str]:
