@@ -53,6 +53,22 @@ def test_a_rule_with_two_bounds_runs_pasted_into_sql():
         == [True, False, True]
 
 
+def test_pasted_rules_select_the_users_the_tree_splits_and_one_segment_of_everyone_is_sql():
+    """Thresholds were printed to 4 significant digits: a split at 1234.55 read `monetary <= 1235`, which pasted into
+    SQL selected both segments for one and none for the other, each published with precision 1.00 (a reviewer's)."""
+    import duckdb
+
+    frame = pl.DataFrame({"monetary": np.r_[np.full(50, 1234.4), np.full(50, 1234.7)], "frequency": np.ones(100)})
+    seg = np.r_[np.ones(50, int), np.full(50, 2)]
+    rules = extract_rules(frame, seg, ["monetary", "frequency"], test_size=0, min_leaf_share=0.0).summary()
+    con = duckdb.connect()
+    con.register("frame", frame.with_columns(seg=pl.Series(seg)))
+    for sid, rule in rules.select("segment_id", "rules").iter_rows():
+        assert con.sql(f"SELECT count(*), count(*) FILTER (WHERE seg = {sid}) FROM frame WHERE {rule}").fetchall() == [(50, 50)]
+    one = extract_rules(frame, np.ones(100, int), ["monetary"]).summary()["rules"][0]
+    assert con.sql(f"SELECT count(*) FROM frame WHERE {one}").fetchall() == [(100,)]
+
+
 def test_model_rules_use_exact_stage_thresholds(shoppers):
     frame, model = shoppers
     r = explain_model(model, frame)

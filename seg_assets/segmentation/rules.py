@@ -50,29 +50,48 @@ class SegmentRules:
                 .drop("_hits").sort("segment_id"))
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.0f}"
+EVERYONE = "TRUE"  # the rule of a segment that is everyone (of its stage): SQL too
 
 
-def _condition(feature: str, lo: float | None, hi: float | None) -> str:
+def shortest_between(threshold: float, values: np.ndarray | None = None) -> str:
+    """The threshold as the shortest decimal that splits ``values`` (the column the tree split) as the threshold
+    does: ``x <= it`` for the values at or below it, not for the next one above. A tree's threshold is the midpoint of
+    two neighbouring values, so a rounded one (4 significant digits: 1234.55 printed as 1235) put users on the other
+    side of a rule a BI user pastes (a reviewer's). Without ``values``, the shortest repr of the float."""
+    if values is not None and values.size:
+        below, above = values[values <= threshold], values[values > threshold]
+        lo = float(below.max()) if below.size else -np.inf
+        hi = float(above.min()) if above.size else np.inf
+        for digits in range(1, 18):
+            text = f"{threshold:.{digits}g}"
+            if "e" not in text and lo <= float(text) < hi:
+                return text
+    return repr(float(threshold))
+
+
+def _condition(feature: str, lo: str | None, hi: str | None) -> str:
     """SQL a BI user can paste into a WHERE clause (``0.14 < x <= 0.17`` read well but DuckDB refuses chained
     comparisons, a tester's)."""
     if lo is not None and hi is not None:
-        return f"{feature} > {_fmt(lo)} AND {feature} <= {_fmt(hi)}"
+        return f"{feature} > {lo} AND {feature} <= {hi}"
     if hi is not None:
-        return f"{feature} <= {_fmt(hi)}"
-    return f"{feature} > {_fmt(lo)}"
+        return f"{feature} <= {hi}"
+    return f"{feature} > {lo}"
 
 
-def leaf_rules(tree: DecisionTreeClassifier, features: Sequence[str]) -> list[tuple[int, str]]:
-    """(leaf node id, readable conjunction) for every leaf; bounds on one feature are merged."""
+def leaf_rules(tree: DecisionTreeClassifier, features: Sequence[str], X: np.ndarray | None = None) -> list[tuple[int, str]]:
+    """(leaf node id, readable conjunction) for every leaf; bounds on one feature are merged. ``X``: the rows the
+    tree was fitted on, to print each threshold as the shortest number that splits them the same (:func:`shortest_between`)."""
     t = tree.tree_
     out: list[tuple[int, str]] = []
 
+    def text(f: int, thr: float | None) -> str | None:
+        return None if thr is None else shortest_between(thr, None if X is None else X[:, f])
+
     def walk(node: int, bounds: dict[int, tuple[float | None, float | None]]) -> None:
         if t.children_left[node] == -1:
-            parts = [_condition(features[f], lo, hi) for f, (lo, hi) in sorted(bounds.items())]
-            out.append((node, " AND ".join(parts) if parts else "everyone"))
+            parts = [_condition(features[f], text(f, lo), text(f, hi)) for f, (lo, hi) in sorted(bounds.items())]
+            out.append((node, " AND ".join(parts) if parts else EVERYONE))
             return
         f, thr = int(t.feature[node]), float(t.threshold[node])
         lo, hi = bounds.get(f, (None, None))
@@ -96,7 +115,7 @@ def _tree_rules(X: np.ndarray, y: np.ndarray, features: list[str], depth: int | 
 
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) == 1:  # the prefix alone decides (e.g. a lifecycle stage that is one segment)
-        return [{"segment_id": int(classes[0]), "rule": prefix or "everyone", "hits": len(y), "support": len(y)}], 1.0, None
+        return [{"segment_id": int(classes[0]), "rule": prefix or EVERYONE, "hits": len(y), "support": len(y)}], 1.0, None
     depth = depth or auto_depth(len(classes))
     strat = y if counts.min() >= 2 else None
     if len(y) >= 20 and test_size > 0:
@@ -108,12 +127,12 @@ def _tree_rules(X: np.ndarray, y: np.ndarray, features: list[str], depth: int | 
     accuracy = float((tree.predict(X_te) == y_te).mean())
     leaves, pred = tree.apply(X_tr), tree.predict(X_tr)
     rows = []
-    for node, text in leaf_rules(tree, features):
+    for node, text in leaf_rules(tree, features, X_tr):
         in_leaf = leaves == node
         support = int(in_leaf.sum())
         if support:
             seg = int(pred[in_leaf][0])
-            rule = f"{prefix} AND {text}" if prefix and text != "everyone" else (prefix or text)
+            rule = f"{prefix} AND {text}" if prefix and text != EVERYONE else (prefix or text)
             rows.append({"segment_id": seg, "rule": rule, "hits": int((y_tr[in_leaf] == seg).sum()), "support": support,
                          "_scale": len(y) / len(y_tr)})
     return rows, accuracy, tree
