@@ -76,6 +76,12 @@ def test_a_segment_that_never_visits_says_so_without_a_last_visit():
     assert describe_segment(stats, {}).endswith("3 sessions, last visit 400 days ago")
 
 
+def test_a_description_rounds_a_share_as_the_review_note_does():
+    """12.5 % read "12%" in a segment's description (Python's format rounds halves to even) and "13 %" in its review
+    note: one rule now, markdown.percent (a reviewer's)."""
+    assert "63% of spend discounted" in describe_segment({"buyer_discount_share": 0.625}, {})
+
+
 def test_feature_contrasts_ranks_and_smd():
     frame, seg = caricatures()
     c = feature_contrasts(frame, seg, FEATS)

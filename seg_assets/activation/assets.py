@@ -40,6 +40,7 @@ from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import frame as md_frame
+from seg_assets.markdown import percent
 from seg_assets.markdown import table as md_table
 from seg_assets.publish.keys import BI_SEGMENTS, SEGMENT_HISTORY
 from seg_assets.published_state import refuse_tables_of_failed_runs
@@ -207,7 +208,7 @@ def _warn_broken_campaigns(context, broken: pl.DataFrame) -> None:
     """One line per campaign whose treated/control split as a whole is off its plan; a campaign without any control
     row is named as such, the likeliest cause (its holdout was not delivered)."""
     for c in broken.iter_rows(named=True):
-        share = f"{c['planned_control_share']:.0%}"
+        share = percent(c["planned_control_share"])
         if c["n_control"] == 0:
             context.log.warning(f"campaign_lift: campaign {c['campaign_id']!r} has {c['n_treated']:,} treated sends and no "
                                 f"control row ({share} planned): its lift cannot be measured and the policy judges its "

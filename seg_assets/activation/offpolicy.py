@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from seg_assets.markdown import percent
+
 ESTIMATORS = ("ips", "snips", "dr")
 
 
@@ -323,5 +325,5 @@ def promote(candidate_estimate: Estimate, in_service_estimate: Estimate | None, 
     if difference is not None and math.isfinite(difference.ci_high) and difference.ci_high < 0:
         return PromotionDecision(False, f"worse than the policy in service beyond noise: difference {delta:.4f}, "
                                         f"95 % interval [{difference.ci_low:.4f}, {difference.ci_high:.4f}] below 0", delta)
-    return PromotionDecision(True, f"not worse than the policy in service (tolerance {tolerance:.0%}): "
+    return PromotionDecision(True, f"not worse than the policy in service (tolerance {percent(tolerance)}): "
                                    f"{c:.4f} vs {s:.4f} ({'+' if delta >= 0 else ''}{delta:.4f})", delta)

@@ -10,12 +10,12 @@ zero-inflation of counts, where z-scores of raw means are dominated by a few wha
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
+from seg_assets.markdown import percent
 from seg_assets.markdown import table as md_table
 from seg_assets.segmentation import naming
 
@@ -88,7 +88,7 @@ def describe_segment(stats: Mapping[str, float], population: Mapping[str, float]
     buyers = stats.get("buyer_share")
     buying = naming.buying(buyers)
     if not buying:
-        parts.append(f"{(1 - buyers):.0%} never ordered")
+        parts.append(f"{percent(1 - buyers)} never ordered")
     pop_tenure = population.get("tenure_days")
     if stats.get("median_tenure_days") is not None and pop_tenure and stats["median_tenure_days"] < 0.25 * pop_tenure:
         parts.append(f"joined {_fmt_days(stats['median_tenure_days'])} ago")
@@ -102,7 +102,7 @@ def describe_segment(stats: Mapping[str, float], population: Mapping[str, float]
         parts.append(f"orders every {_fmt_days(gap)}")
     disc = stats.get("buyer_discount_share")
     if disc is not None and np.isfinite(disc) and disc >= 0.15:
-        parts.append(f"{disc:.0%} of spend discounted")
+        parts.append(f"{percent(disc)} of spend discounted")
     recency = stats.get("buyer_recency_days", stats.get("median_recency_days"))
     if buying and recency is not None and np.isfinite(recency):
         parts.append(f"last ordered {_fmt_days(recency)} ago")
@@ -172,12 +172,6 @@ REVIEW_COLUMNS = {"reviews": pl.Int64, "negative_review_share": pl.Float64, "avg
                   "avg_rating": pl.Float64, "reviews_note": pl.String}
 
 
-def _pct_text(share: float) -> str:
-    """Whole percent, halves up as a person rounds (Python's format rounds 22.5 to even: 22, a tester's recount);
-    to 9 decimals first, so a float's last bit does not decide (29/200 is 14.499999999999998 in floats)."""
-    return f"{math.floor(round(100 * share, 9) + 0.5)} %"
-
-
 def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.DataFrame:
     """What each segment's reviews say, next to the whole shop's.
 
@@ -211,8 +205,8 @@ def review_profile(per_segment: pl.DataFrame, segment_ids: Sequence[int]) -> pl.
                 notes.append(f"{n:,} reviews, none with a usable text or rating")
             else:  # the share is of the labelled reviews: say so where some have neither text nor stars
                 more = f"; {n - labelled:,.0f} more without a label (no usable text or stars)" if labelled < n else ""
-                notes.append(f"{_pct_text(share)} of {labelled:,.0f} review{'' if labelled == 1 else 's'} negative "
-                             f"(shop: {_pct_text(shop_share)}){more}")
+                notes.append(f"{percent(share, ' ')} of {labelled:,.0f} review{'' if labelled == 1 else 's'} negative "
+                             f"(shop: {percent(shop_share, ' ')}){more}")
     return seg.with_columns(pl.Series("reviews_note", notes, dtype=pl.String)).select(
         SEG, *[pl.col(c).cast(t) for c, t in REVIEW_COLUMNS.items()])
 
