@@ -14,8 +14,9 @@ assigned here, never taken from the estimator.
   (new clip bounds, means, scales). The Hungarian algorithm (``linear_sum_assignment``) pairs old and
   new clusters minimising total distance; pairs across hierarchy stages are forbidden.
 * A pair keeps the old id only when its distance is ``<= max_distance``, except the one segment of a group (a
-  lifecycle stage that is one segment by design: new customers, dormant) that is its group's only cluster in both
-  fits: its members are the stage's, by rule, whatever its centroid did (a tester's: "New customers" turn over in
+  lifecycle stage) that is its group's only cluster in both fits: new customers and dormant by design, the engaged
+  stage when the size rule left it one cluster both times. Its members are the stage's, by rule, whatever its
+  centroid did, and it keeps its name with its id (a tester's: "New customers" turn over in
   two weeks, their centroid moved 1.0-1.6, and every 14-day refit renumbered them, which the membership gate then
   counted as 5.8-14.9 % of users moving). Unmatched (or too distant)
   new clusters get fresh ids: ``max_issued_id + 1, + 2 ...`` in canonical order, where
