@@ -3,7 +3,7 @@ end through the command line, with campaigns and audience files), re-drawn only 
 the actions file validated like any configuration."""
 
 import shutil
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -137,11 +137,28 @@ def test_the_control_group_is_the_same_users_after_a_refit_a_drift_and_a_redeliv
     again, _ = refresh("--rebase")
     assert again == drifted
 
-    # A new salt re-draws the group (the same users), recorded as the next salt version.
+    # A new salt re-draws the group (the same users), recorded as the next salt version once its audiences are
+    # written: a run that drew it and stopped before them dates nothing (a tester's: sends from the audiences in place
+    # were then judged by a group nobody had sent against, 10 of 10 called breaches).
     actions = root / "actions.yaml"
     actions.write_text(actions.read_text().replace(f'salt: "{CONTROL_SALT}"', 'salt: "new-season"'))
+    import dagster as dg
+
+    from seg_assets.activation.assets import user_groups
+    from seg_assets.resources import build_resources
+
+    assert dg.materialize([user_groups], resources=build_resources(root)).success  # the run stops here
+
+    def salts():
+        with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
+            return con.sql("SELECT salt_version, salt, since FROM meta.control_salts ORDER BY 1").fetchall()
+
+    assert [v for v, *_ in salts()] == [1]
+    started = datetime.now(UTC).replace(tzinfo=None)
     redrawn, _ = refresh("--rebase", salt="new-season", version=2)
     assert redrawn != again and set(redrawn) == set(again)
+    (v1, _, since1), (v2, salt2, since2) = salts()
+    assert (v1, v2, salt2) == (1, 2, "new-season") and since1 < started <= since2
 
 
 def test_lifecycle_stages_and_campaign_shares_in_the_actions_file_are_checked(tmp_path, monkeypatch):

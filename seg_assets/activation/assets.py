@@ -28,7 +28,7 @@ from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_fi
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.context import context_at
 from seg_assets.activation.contextual import CV_FOLDS, L2_GRID, ContextualPolicy, choose_contextual
-from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, salt_version
+from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, record_salt, salt_version
 from seg_assets.activation.lift import LIFT_COLUMNS, campaign_sample_ratio
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PROMOTION_TOLERANCE
@@ -78,16 +78,22 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     catalogue = _catalogue(settings)
     control = catalogue.control
     with duckdb.get_connection() as con, transaction(con):
-        # dated by the wall clock: the sends after it were made against this group (groups.in_control_at_sql)
-        version = salt_version(con, control.salt, control.share, datetime.now(UTC).replace(tzinfo=None))
+        # a new salt is recorded (dated) when its audiences are written (campaign_audiences): sends before then were
+        # made against the group in place (groups.in_control_at_sql)
+        version, recorded = salt_version(con, control.salt, control.share)
+        if not recorded and version == 1:  # the first salt: no audiences before it, every send is judged by it
+            record_salt(con, control.salt, control.share, datetime.now(UTC).replace(tzinfo=None))
+            recorded = True
         con.execute(f"""CREATE OR REPLACE TABLE {TABLE} AS
             SELECT user_id, bucket < {control_cutoff(control.share)} AS global_control, bucket,
                    {version}::INTEGER AS salt_version
             FROM (SELECT user_id, {bucket_sql('user_id', control.salt)} AS bucket FROM analytics.user_segments)""")
         users, in_control = con.sql(f"SELECT count(*), count(*) FILTER (WHERE global_control) FROM {TABLE}").fetchall()[0]
         salts = con.sql(f"SELECT salt_version, salt, share, since FROM {SALTS_TABLE} ORDER BY 1").fetchall()
+    pending = [] if recorded else [(version, control.salt, f"{control.share:g}", "when its audiences are written")]
     history = md_table(["version", "salt", "share", "since"],
-                       [(v, s, f"{sh:g}", f"{since:%Y-%m-%d %H:%M}") for v, s, sh, since in salts], right=["share"])
+                       [(v, s, f"{sh:g}", f"{since:%Y-%m-%d %H:%M}") for v, s, sh, since in salts] + pending,
+                       right=["share"])
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(int(users)),
         "global_control_users": dg.MetadataValue.int(int(in_control)),
@@ -366,6 +372,8 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
     folder = settings.paths.bi / "audiences"
     try:
         counts = write_audiences(frame, folder)
+        with duckdb.get_connection() as con:  # the group these files were drawn against is in force from now on
+            record_salt(con, catalogue.control.salt, catalogue.control.share, datetime.now(UTC).replace(tzinfo=None))
     except OSError as exc:  # permissions, a read-only or immutable file: the folder is as it was; retrying cannot fix it
         name = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
         raise input_failure(f"bi/audiences: {exc.strerror or exc}{name}: the folder was left as it was (no audience "

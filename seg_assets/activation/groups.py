@@ -40,7 +40,7 @@ def in_control_at_sql(user_column: str, time_column: str) -> str:
     one recorded latest by then; before the first, the first). A new salt re-draws the group from its use on: the
     sends before it are judged by the group they were sent against (judged by today's group, a salt change dropped
     past sends from lift and called sends to users then outside the group broken promises). ``since`` is the wall
-    clock of the refresh that first drew a salt, when its audiences were written: the data's as-of lags behind sends
+    clock of the refresh that first wrote audiences drawn with a salt (:func:`record_salt`): the data's as-of lags behind sends
     made from the previous audiences, and moves back and forth with ``--as-of``."""
     return f"""(SELECT {salted_bucket_sql(user_column, 'v.salt')} < round(v.share * {BUCKETS}) FROM {SALTS_TABLE} v
                 ORDER BY (v.since <= {time_column}) DESC, CASE WHEN v.since <= {time_column} THEN -epoch(v.since)
@@ -53,12 +53,21 @@ def control_cutoff(share: float) -> int:
     return math.floor(share * BUCKETS + 0.5)
 
 
-def salt_version(con, salt: str, share: float, now) -> int:
-    """The version of (salt, share), recorded with the time it was first used when it is new."""
+def salt_version(con, salt: str, share: float) -> tuple[int, bool]:
+    """(version of (salt, share), whether it is recorded): the latest recorded one when it is the same, else the next
+    number, which :func:`record_salt` records when the audiences drawn with it are written."""
     con.execute(SALTS_DDL)
     rows = con.sql(f"SELECT salt_version, salt, share FROM {SALTS_TABLE} ORDER BY salt_version DESC LIMIT 1").fetchall()
     if rows and rows[0][1] == salt and rows[0][2] == share:
-        return int(rows[0][0])
-    version = (int(rows[0][0]) if rows else 0) + 1
-    con.execute(f"INSERT INTO {SALTS_TABLE} VALUES (?, ?, ?, ?)", [version, salt, share, now])
-    return version
+        return int(rows[0][0]), True
+    return (int(rows[0][0]) if rows else 0) + 1, False
+
+
+def record_salt(con, salt: str, share: float, now) -> None:
+    """Record (salt, share) with ``now`` as its ``since`` when it is new: called once the audiences drawn with it are
+    written, as sends from then on are made against it. Recorded when the group was drawn, a refresh stopped before
+    its audiences dated a group nobody had sent against, and sends made meanwhile from the audiences in place were
+    judged by it: 10 of 10 called breaches (a tester's)."""
+    version, recorded = salt_version(con, salt, share)
+    if not recorded:
+        con.execute(f"INSERT INTO {SALTS_TABLE} VALUES (?, ?, ?, ?)", [version, salt, share, now])
