@@ -11,8 +11,10 @@ wins) and appends the accepted rows to ``spark/raw/<table>/run_<run id>/``. The 
 DuckDB, keyed by (source, sha256), with the same accounting: delivered = accepted + duplicate + rejected + filtered.
 
 DuckDB reads the raw tables through views over that Parquet (so the contract checks, GE samples, the churn
-snapshots and the baskets run unchanged). Rows written by a run whose ledger rows were never committed are
-removed before the next run, so a failure in between leaves no orphan rows.
+snapshots and the baskets run unchanged). A table's rows and its files' ledger rows are committed table by table;
+a run's folder in a table holding rows of a file without a ledger row (its table's commit never happened: a failed
+or killed run, even one that committed other tables first) is removed before the next run, so a failure in between
+leaves no orphan rows.
 """
 
 from __future__ import annotations
@@ -41,14 +43,19 @@ def raw_folder(paths: DataPaths, spec: C.TableSpec) -> Path:
 
 def raw_as_parquet_views(con, paths: DataPaths) -> None:
     """Make each raw table a DuckDB view over its Parquet folder. Rows a DuckDB-engine run ingested move into
-    the folder first; run folders without ledger rows (a failed run) are removed."""
+    the folder first; a run folder with rows of a file the ledger does not know (its table's commit never happened)
+    is removed: judged by the run alone, a run killed after committing one table kept another's uncommitted rows,
+    counted as duplicates when their files were read again, and as rows of no file when they were not (a tester's)."""
     loader.ensure_tables(con)
-    runs = {r[0] for r in con.sql(f"SELECT DISTINCT run_id FROM {C.LEDGER_TABLE}").fetchall()}
+    known = {r[0] for r in con.sql(f"SELECT file_id FROM {C.LEDGER_TABLE}").fetchall()}
     for spec in C.TABLES.values():
         folder = raw_folder(paths, spec)
         folder.mkdir(parents=True, exist_ok=True)
         for run_dir in folder.glob(f"{RUN_PREFIX}*"):
-            if run_dir.name[len(RUN_PREFIX):] not in runs:
+            parts = sql_string(str(run_dir / "*.parquet"))
+            files = {r[0] for r in con.sql(f"SELECT DISTINCT _file_id FROM read_parquet({parts})").fetchall()} \
+                if any(run_dir.glob("*.parquet")) else set()
+            if not files or files - known:
                 shutil.rmtree(run_dir)
         if object_type(con, spec.qualified) == "BASE TABLE":
             target = folder / "duckdb_engine" / "rows.parquet"
