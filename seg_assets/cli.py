@@ -257,8 +257,8 @@ def _what_bi_shows(outcome, paths) -> str:
 
     state = read_state(paths) if published(paths) else None
     as_of = f" (as of {state['as_of']})" if state else ""
-    if outcome.published:
-        return f"this run had published its segments{as_of}"
+    if outcome.published:  # the state's as-of may be the publication's before (its record failed: the error says)
+        return "this run had published its segments"
     return f"published segments{as_of} were left as they were" if published(paths) else "nothing has been published yet"
 
 

@@ -118,8 +118,13 @@ def _stage_state(paths: DataPaths, state: dict) -> Path:
 
 
 def commit_state(paths: DataPaths, tmp: Path) -> Path:
-    """Put a staged state in place (a rename in its own folder)."""
-    os.replace(tmp, state_path(paths))
+    """Put a staged state in place (a rename in its own folder); the staged file is removed if it cannot be (they
+    piled up in state/ after every failed attempt, a tester's)."""
+    try:
+        os.replace(tmp, state_path(paths))
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return state_path(paths)
 
 

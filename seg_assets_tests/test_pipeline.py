@@ -172,7 +172,7 @@ def test_a_classifier_below_its_threshold_does_not_serve_and_the_model_assigns(r
 
 
 @pytest.mark.slow
-def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says_bi_changed(refreshed):
+def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says_bi_changed(refreshed, monkeypatch):
     """A tester's two finds. A state folder that could not take the record failed bi__segments after its switch: BI
     showed the failed run's tables and the CLI a traceback. A run failing after its publication (at the audiences)
     said, in the CLI and the failure sensor, that the published segments were left as they were."""
@@ -204,3 +204,27 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
     assert (paths.bi / "current").resolve() != before[1]
     assert "had published its segments" in _closing_line(outcome, paths) and "left as they were" not in _closing_line(outcome, paths)
     assert published_and_unfinished(instance, outcome.run_id) == (True, [])
+
+    # The record cannot be put in place after the switch (a tester's immutable state/published.json): BI shows this
+    # run, and every message said it was left as it was, while each retry published again and left a staged file.
+    import seg_assets.published_state as ps
+
+    audiences.unlink()
+    generate(refreshed / "more2", users=3_000, days=6, seed=10)
+    shutil.copytree(refreshed / "more2" / "landing" / "orders", refreshed / "landing" / "orders", dirs_exist_ok=True)
+    real = ps.os.replace
+
+    def replace(src, dst):
+        if Path(dst) == ps.state_path(paths):
+            raise PermissionError(1, "Operation not permitted", str(src), None, str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(ps.os, "replace", replace)
+    shown = (paths.bi / "current").resolve()
+    outcome = run_refresh(refreshed, instance=instance)
+    failures = " ".join(f for s in outcome.stages for f in s.failures)
+    assert not outcome.success and outcome.published and "BI shows this run's segments" in failures, failures
+    assert (paths.bi / "current").resolve() != shown and "had published its segments" in _closing_line(outcome, paths)
+    assert published_and_unfinished(instance, outcome.run_id)[0]
+    retried = [e for e in instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)]
+    assert not retried and not list(state.glob(".published.json.*.tmp"))

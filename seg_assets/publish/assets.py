@@ -93,8 +93,9 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     refuse_tables_of_failed_runs(context, settings, PUBLISHED)
     with duckdb.get_connection() as con:
         run_settings = settings_fingerprint(context.run.run_config.get("ops", {}), settings.as_of, engine.kind)
+        as_of = segments_as_of(con)
         try:  # the record of the publication, staged first: a state folder that cannot take it fails before the switch
-            record = stage_published_state(settings.paths, ledger_files(con), segments_as_of(con), run_settings)
+            record = stage_published_state(settings.paths, ledger_files(con), as_of, run_settings)
         except OSError as exc:
             raise input_failure(f"cannot record the publication in {state_path(settings.paths).parent}: {exc.strerror}: "
                                 f"{exc.filename}; give the refresh write access to it, then refresh again (BI was not "
@@ -112,7 +113,17 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
                     else str(exc).splitlines()[0])  # DuckDB's Parquet writer: a full disk fails there first
             raise input_failure(f"cannot write the BI copy: {what}; give the refresh write access to {settings.paths.bi} "
                                 "(and space), then refresh again") from exc
-        commit_state(settings.paths, record)
+        try:
+            commit_state(settings.paths, record)
+        except OSError as exc:  # after the switch: BI shows this run's tables. Say so, as a publication of this run
+            # (cli, refresh_failure_log and the next run read it so), and fail without a retry (each retry published
+            # again; a tester's immutable state/published.json)
+            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, metadata={
+                "database": dg.MetadataValue.path(str(publication.database)), "as_of": str(as_of),
+                "state": f"not recorded: {exc.strerror}"}))
+            raise input_failure(f"BI shows this run's segments (as of {as_of}), but the record of the publication could "
+                                f"not be put in place: {exc.strerror}: {state_path(settings.paths)}; give the refresh "
+                                "write access to it (the next refresh publishes again)") from exc
     return dg.MaterializeResult(metadata={
         "database": dg.MetadataValue.path(str(publication.database)),
         "rows": dg.MetadataValue.json(publication.rows),
