@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import typer
-from filelock import FileLock
-from rich.console import Console
 from rich.markup import escape
 
+from seg_assets import refresh_cli
+from seg_assets.console import console
+from seg_assets.refresh_cli import closing_line as _closing_line  # noqa: F401 (tests import it from here)
+
 app = typer.Typer(help="seg-assets: dynamic customer segmentation on Dagster + DuckDB.", no_args_is_help=True)
-# Wide enough for the segment summary when output is not a terminal (make demo | tee, CI logs).
-console = Console(width=None if Console().is_terminal else 160)
 
 
 @app.command()
@@ -92,212 +92,24 @@ def refresh(
                                       "(spark: local[2], or $SEG_SPARK_MASTER)."),
 ) -> None:
     """Run the refresh job in-process, recorded in the instance `make ui` shows; exits non-zero on failure."""
-    from seg_assets.automation.run_config import merge, refresh_run_config, settings_overrides
-    from seg_assets.config_files import check_files
-    from seg_assets.errors import InputError
     from seg_assets.settings import data_paths
-    from seg_assets.spark.session import engine_from_env
-    from seg_assets.warehouse import as_of_setting
 
-    if engine is not None and engine.strip().lower() not in ("duckdb", "spark"):
-        raise typer.BadParameter(f"{engine!r}: the engine is duckdb or spark", param_hint="--engine")
-    engine = engine.strip().lower() if engine else None
-    if as_of is not None:
-        try:
-            as_of_setting(as_of)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--as-of") from None
+    engine = refresh_cli.checked_options(engine, as_of)
     paths = data_paths(data_dir)
-    try:
-        _check_environment(paths)
-        from seg_assets.ingest.source_config import check_engine, load_sources  # loads the stages (the SQL models too)
-        from seg_assets.published_state import FAILED_FILES, landed, nothing_new, settings_fingerprint
-
-        overrides = settings_overrides(config, set_)
-        check_files(paths.root)  # sources.yaml, actions.yaml, lexicons: refused here, not after the stages before theirs ran
-        check_engine(load_sources(paths.root), (engine or engine_from_env()) == "spark")
-    except InputError as exc:
-        _input_error(exc)
-    if not overrides.get("ops") and not paths.warehouse.exists() and not landed(paths):  # settings given: checked first
-        if unread := _unread(paths):  # files were landed, none that a source reads (a .tsv export, a misnamed folder)
-            console.print(f"Nothing read: {len(unread):,} file(s) under {escape(str(paths.landing))}, none that a source "
-                          "reads (named above): fix their names or folders, or map them in sources.yaml (see the README).",
-                          highlight=False, soft_wrap=True)
-            raise typer.Exit(3 if strict else 0)
-        where = "" if paths.root.is_dir() else f" (the data root {escape(str(paths.root))} does not exist: a typo in SEG_DATA_DIR?)"
-        console.print(f"Nothing to do: no landing files under {escape(str(paths.landing))} yet{where}. Land orders, order lines or "
-                      f"clicks there (see the README), or make a demo shop: seg-assets generate {escape(str(paths.root))}.",
-                      highlight=False, soft_wrap=True)
+    overrides = refresh_cli.checked_settings(paths, config, set_, engine)
+    if refresh_cli.nothing_landed(paths, overrides, strict):
         return
-    if not (refit or rebase):
-        ops = merge(refresh_run_config(), overrides)["ops"]
-        current = nothing_new(paths, settings_fingerprint(ops, as_of, engine or engine_from_env()))
-        if current:
-            console.print(f"[green]Segments are current[/green]: {escape(current)}.", highlight=False, soft_wrap=True)
-            if strict and (_unread(paths) or FAILED_FILES in current):  # still not taken in (each unread one named)
-                raise typer.Exit(3)
-            return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from seg_assets import interrupts
-    from seg_assets.automation.instance import PID_TAG, fail_dead_runs, open_instance, process_tags
-    from seg_assets.report import print_summary
-
-    instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
-    for dead in fail_dead_runs(instance):
-        console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "
-                      "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
-    turn = FileLock(str(paths.root / ".refresh.lock"), thread_local=False)  # one command-line refresh of a root at a time
-    try:
-        from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
-
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as progress:
-            progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
-            outcome = interrupts.run_until_signal(lambda: run_refresh(
-                paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides, instance=instance,
-                tags={"seg-assets/launched_by": "cli", **process_tags()}, engine=engine,
-                before_run=lambda: _take_turn(turn, instance)))
-    except InputError as exc:
-        _input_error(exc)
-    finally:
-        if turn.is_locked:
-            turn.release()
-    if not outcome.success:  # its steps may have written tables newer than the publication: the next refresh runs
-        from seg_assets.published_state import mark_not_current
-
-        mark_not_current(paths)
-    if interrupts.STOP.is_set() and not outcome.success:
-        console.print(_interrupted_line(outcome, paths, instance), highlight=False, soft_wrap=True)
-        raise typer.Exit(interrupts.exit_code())
-    for stage in outcome.stages:
-        mark = "[green]ok[/green]" if stage.success else "[red]FAILED[/red]"
-        console.print(f"{stage.group} {mark} ({stage.seconds:.1f}s)")
-    for problem in outcome.problems:
-        colour = {"warning": "yellow"}.get(problem.kind, "red")
-        console.print(f"[{colour}]{problem.kind}[/] {escape(problem.line())}", highlight=False, soft_wrap=True)
-        if problem.traceback:
-            console.print(problem.traceback, markup=False, highlight=False, soft_wrap=True)
-    if summary:
-        print_summary(paths.root, console)
-    console.print(_closing_line(outcome, paths), highlight=False, soft_wrap=True)
-    console.print(f"Run {outcome.run_id} is in the Dagster instance at {escape(instance.root_directory)}.", highlight=False,
-                  soft_wrap=True)
-    if not outcome.success:
-        raise typer.Exit(1)
+    if not (refit or rebase) and refresh_cli.segments_current(paths, overrides, as_of, engine, strict):
+        return
+    outcome, instance = refresh_cli.run_in_turn(paths, as_of, refit, rebase, overrides, engine, WAIT_FOR_RUNS_SECONDS)
+    refresh_cli.print_outcome(outcome, paths, instance, summary)
     if strict:
-        from seg_assets.published_state import not_taken_in
-
-        unread = _unread(paths)  # named either way
-        named = {p.where for p in outcome.problems if p.kind == "file"}
-        waiting = [name for name in not_taken_in(paths) if name not in named]  # from earlier runs, unchanged since
-        for name in waiting[:10]:
-            console.print(f"[yellow]not taken in[/yellow] {escape(f'landing/{name}')}: failed or rejected by an earlier "
-                          "refresh, unchanged since (see meta.ingest_ledger)", highlight=False, soft_wrap=True)
-        if unread or named or waiting:
-            raise typer.Exit(3)
+        refresh_cli.exit_if_files_not_taken_in(outcome, paths)
 
 
-WAIT_FOR_RUNS_SECONDS = 3600.0  # as long as a writer waits for the warehouse's lock (resource duckdb)
-
-
-def _take_turn(turn, instance, poll_seconds: float = 2.0) -> None:
-    """One refresh at a time, once the settings are checked (a bad one is refused at once): wait for another
-    command-line refresh of this data root (two started half a second apart both ran), then for a run of the instance
-    (the schedule's, the sensor's, the UI's) that writes the warehouse; after WAIT_FOR_RUNS_SECONDS, one line, exit 1."""
-    import time
-
-    from filelock import Timeout
-
-    from seg_assets import interrupts
-    from seg_assets.automation.instance import runs_writing
-
-    deadline, told = time.monotonic() + WAIT_FOR_RUNS_SECONDS, set()
-    while True:
-        interrupts.check()  # Ctrl-C while waiting stops the wait (it ran the refresh once the wait ended)
-        try:
-            turn.acquire(timeout=poll_seconds)
-            break
-        except Timeout:
-            if not told:
-                told.add("cli")
-                console.print("waiting for another seg-assets refresh of this data root to finish", highlight=False)
-            if time.monotonic() > deadline:
-                console.print("[red]Refresh not started[/red]: another seg-assets refresh of this data root has run for "
-                              f"{WAIT_FOR_RUNS_SECONDS / 60:.0f} min", highlight=False, soft_wrap=True)
-                raise typer.Exit(1) from None
-    while running := runs_writing(instance):
-        interrupts.check()
-        for run in running:
-            if run.run_id not in told:
-                told.add(run.run_id)
-                console.print(f"waiting for run {run.run_id} ({run.job_name}) to finish: one refresh at a time",
-                              highlight=False, soft_wrap=True)
-        if time.monotonic() > deadline:
-            console.print(f"[red]Refresh not started[/red]: run {running[0].run_id} has been writing the warehouse for "
-                          f"{WAIT_FOR_RUNS_SECONDS / 60:.0f} min; let it finish, or terminate it in the Dagster UI "
-                          "(Runs), then refresh again", highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
-        time.sleep(poll_seconds)
-
-
-def _unread(paths) -> dict[str, str]:
-    """--strict: the landing files no source reads (a link out of landing/, an unknown format), each named."""
-    from seg_assets.published_state import not_read
-
-    unread = not_read(paths)
-    for name, why in list(unread.items())[:10]:
-        console.print(f"[yellow]not read[/yellow] {escape(f'landing/{name}: {why}')}", highlight=False, soft_wrap=True)
-    return unread
-
-
-def _what_bi_shows(outcome, paths) -> str:
-    """The segments BI tools see after a run that did not finish: this run's (a step after bi_segments failed, the
-    audiences say), the earlier publication's, or none yet."""
-    from seg_assets.published_state import published, read_state
-
-    state = read_state(paths) if published(paths) else None
-    as_of = f" (as of {state['as_of']})" if state else ""
-    if outcome.published:  # the state's as-of may be the publication's before (its record failed: the error says)
-        return "this run had published its segments"
-    return f"published segments{as_of} were left as they were" if published(paths) else "nothing has been published yet"
-
-
-def _closing_line(outcome, paths) -> str:
-    """Says how it went, repeats the causes, and says what BI tools see now."""
-    from seg_assets.published_state import not_read
-
-    causes = "; ".join(escape(p.line()) for p in outcome.causes)
-    if outcome.success:
-        unread = [f"{name}: {why}" for name, why in not_read(paths).items()]  # a link out of landing/, a pipe, ...
-        causes = "; ".join(filter(None, [causes, *map(escape, unread[:3]), f"{len(unread) - 3} more not read" * (len(unread) > 3)]))
-        return f"[green]Refresh done[/green] in {outcome.seconds:.1f}s" + (f"; not taken in: {causes}" if causes else "")
-    bi = _what_bi_shows(outcome, paths) + (" before it failed" if outcome.published else "")
-    return f"[red]Refresh failed[/red]: {causes or 'see the errors above'}. {bi[0].upper()}{bi[1:]}."
-
-
-def _interrupted_line(outcome, paths, instance) -> str:
-    """Ctrl-C or SIGTERM stopped the run: what was published, and what to do."""
-    bi = _what_bi_shows(outcome, paths)
-    if not outcome.published:
-        bi = f"nothing published by this run; {bi}"
-    return (f"[red]interrupted[/red]: {bi}; run seg-assets refresh again to finish (run {outcome.run_id}, marked failed, "
-            f"is in the Dagster instance at {escape(instance.root_directory)}).")
-
-
-def _check_environment(paths) -> None:
-    """The environment's settings, each refused in one line (InputError) before anything runs or is opened."""
-    from seg_assets.automation.instance import dagster_home
-    from seg_assets.settings import duckdb_memory_limit, settle_seconds
-    from seg_assets.warehouse import sql_model_files
-
-    dagster_home(paths), sql_model_files(), settle_seconds(), duckdb_memory_limit()
-
-
-def _input_error(exc: Exception) -> None:
-    """An input problem: one line on stderr, exit 2, no traceback."""
-    Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160).print(
-        f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+# How long a refresh waits for another one of its data root (a module setting, so tests can shorten it): as long as a
+# writer waits for the warehouse's lock (resource duckdb).
+WAIT_FOR_RUNS_SECONDS = 3600.0
 
 
 @app.command("import-cdnow")
