@@ -13,6 +13,7 @@ ledger: ``delivered = accepted + updated + duplicate + rejected + filtered`` (fi
 from __future__ import annotations
 
 import errno
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -126,102 +127,157 @@ def ingest_landing(
     report = IngestReport(run_id=run_id, ignored=ignored,
                           unsettled={p.relative_to(landing_dir).as_posix(): why for p, why in sorted(unsettled.items())
                                      if why != GONE})  # moved away: not left to a next run
-    taken = taken_rows({s.name: s.key for s in sources})
-    seen: dict[tuple[str, str], set[tuple[str, int]]] = {}
-    rows_in: set[tuple[str, str]] = set()  # (source, name) of files whose rows were taken in (a rewrite keeps them)
-    for source, name, sha, size, status in con.sql(
-            f"SELECT source, file_name, content_sha256, size_bytes, status FROM ({taken})").fetchall():
-        seen.setdefault((source, name), set()).add((sha, size))
-        if status == C.STATUS_INGESTED:
-            rows_in.add((source, name))
-    planned: dict[tuple[str, str, str], FileOutcome] = {}  # stage_files: the files read at the end, by (source, sha, format)
-    pending: list[tuple[SourceDef, Path, FileOutcome, tuple]] = []  # with the identity hashed (sources.file_identity)
-    copies: list[tuple[SourceDef, Path, FileOutcome, tuple, FileOutcome]] = []  # a pending item and the file it copies
-    next_id = 0
+    run = _LandingRun(con, landing_dir, run_id, now, bounds, settled, report, rehash_known,
+                      taken=taken_rows({s.name: s.key for s in sources}))
     for source, path, fmt in files:
         interrupts.check()  # Ctrl-C / SIGTERM: stop between files
         rel = path.relative_to(landing_dir).as_posix()
+        if (hashed := run.hash_file(source, path, fmt, rel)) is None:
+            continue
+        identity, sha, size = hashed
+        if (recorded := run.record_new(source, rel, fmt, sha, size)) is None:
+            continue
+        out, known = recorded
+        if stage_files is not None and not known:
+            run.plan_staged(source, path, out, identity)
+        else:
+            run.take_in(source, path, fmt, rel, out, identity, known)
+    run.finish_staged(stage_files)
+    return report
+
+
+@dataclass
+class _LandingRun:
+    """What one :func:`ingest_landing` call carries from file to file, so that each step of a file is a method: the
+    report, the ledger as it was before the run, the ledger ids given out, and the files left to ``stage_files``."""
+
+    con: duckdb.DuckDBPyConnection
+    landing_dir: Path
+    run_id: str
+    now: datetime
+    bounds: Bounds
+    settled: dict[Path, tuple[int, int]]  # each settled file's (size, mtime ns) when it settled
+    report: IngestReport
+    rehash_known: bool
+    taken: str  # SQL of the ledger rows whose file is taken in (ledger.taken_rows)
+    seen: dict[tuple[str, str], set[tuple[str, int]]] = field(init=False)  # (source, name) -> (sha, size) in the ledger
+    rows_in: set[tuple[str, str]] = field(init=False)  # (source, name) of files whose rows were taken in (a rewrite keeps them)
+    # stage_files: the files read at the end, by (source, sha, format)
+    planned: dict[tuple[str, str, str], FileOutcome] = field(default_factory=dict)
+    # their (source, path, outcome, identity hashed: sources.file_identity)
+    pending: list[tuple[SourceDef, Path, FileOutcome, tuple]] = field(default_factory=list)
+    # a pending item and the outcome of the file it copies
+    copies: list[tuple[SourceDef, Path, FileOutcome, tuple, FileOutcome]] = field(default_factory=list)
+    next_id: int = 0
+
+    def __post_init__(self) -> None:
+        """Reads the ledger once, before any file of this run is recorded in it."""
+        self.seen, self.rows_in = {}, set()
+        for source, name, sha, size, status in self.con.sql(
+                f"SELECT source, file_name, content_sha256, size_bytes, status FROM ({self.taken})").fetchall():
+            self.seen.setdefault((source, name), set()).add((sha, size))
+            if status == C.STATUS_INGESTED:
+                self.rows_in.add((source, name))
+
+    def hash_file(self, source: SourceDef, path: Path, fmt: str, rel: str) -> tuple[tuple, str, int] | None:
+        """(identity, sha256, size) of a landing file, hashed through a handle pinned inside landing/; None when that is
+        all there is to do: a file known by name and size is skipped, one still being written is left to the next run,
+        an unreadable one is recorded as such."""
         try:
-            if not rehash_known and path.stat().st_size in {size for _, size in seen.get((source.name, rel), ())}:
-                report.skipped.append(rel)
-                continue
-            with opened_inside(path, landing_dir) as pinned:
+            if not self.rehash_known and path.stat().st_size in {size for _, size in self.seen.get((source.name, rel), ())}:
+                self.report.skipped.append(rel)
+                return None
+            with opened_inside(path, self.landing_dir) as pinned:
                 identity = file_identity(pinned)
-                if identity[1:] != settled[path]:  # read well after it settled (files before it): its writer went on
+                if identity[1:] != self.settled[path]:  # read well after it settled (files before it): its writer went on
                     raise OSError(errno.ESTALE, CHANGED_SINCE_SETTLED)
                 sha, size = file_sha256(pinned)
                 unchanged(pinned, identity)  # written to while hashed: the hash is of no one content
         except OSError as exc:  # unreadable (permissions, gone, a link swapped in): this file fails, the others go on
             if why := still_written(fmt, path, exc):
-                report.unsettled[rel] = why
-                continue
+                self.report.unsettled[rel] = why
+                return None
             out = unreadable_outcome(source, rel, fmt, path, exc)
-            out.file_id = next_id = _next_file_id(con, next_id)
-            report.files.append(out)
-            ledger_only(con, out, run_id, now)
-            continue
-        known = con.sql(
-            f"""SELECT file_id, file_name, delivered, status, filtered FROM ({taken})
+            out.file_id = self.next_id = _next_file_id(self.con, self.next_id)
+            self.report.files.append(out)
+            ledger_only(self.con, out, self.run_id, self.now)
+            return None
+        return identity, sha, size
+
+    def record_new(self, source: SourceDef, rel: str, fmt: str, sha: str, size: int) -> tuple[FileOutcome, list] | None:
+        """The outcome of a file not yet in the ledger under this name and content, in the report with its ledger id,
+        and the ledger rows of the same content taken in under other names (the file is then a copy of the first, not
+        read; with ``keep: latest`` none, it is read again); None: the file is known, skipped."""
+        known = self.con.sql(
+            f"""SELECT file_id, file_name, delivered, status, filtered FROM ({self.taken})
             WHERE source = ? AND content_sha256 = ? ORDER BY (file_name = ?) DESC, file_id""",
             params=[source.name, sha, rel],
         ).fetchall()
         if known and known[0][1] == rel:
-            report.skipped.append(rel)
-            continue
+            self.report.skipped.append(rel)
+            return None
         # a re-delivery of rows taken in; a copy of a file rejected as a whole is read on its own (its rows were not
         # taken in: counted as duplicates of them, they were lost once the first was read again under a fixed mapping)
         known = [k for k in known if k[3] == C.STATUS_INGESTED]
         if source.keep == KEEP_LATEST:  # the same bytes delivered again are the latest: they restore what came between
             known = []
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
-        out.file_id = next_id = _next_file_id(con, next_id)
-        if (source.name, rel) in rows_in and source.keep != KEEP_LATEST:  # with keep: latest its rows are replaced
+        out.file_id = self.next_id = _next_file_id(self.con, self.next_id)
+        if (source.name, rel) in self.rows_in and source.keep != KEEP_LATEST:  # with keep: latest its rows are replaced
             out.note = f"{rel} {REWRITTEN}"
-        report.files.append(out)
-        if stage_files is not None and not known:
-            twin = (source.name, sha, fmt)  # the same bytes under the same format: a Parquet file named .csv fails,
-            if twin in planned:  # its twin named .parquet is read (the engine read the first only and failed both)
-                copies.append((source, path, out, identity, planned[twin]))
-            else:
-                planned[twin] = out
-                pending.append((source, path, out, identity))
-            continue
+        self.report.files.append(out)
+        return out, known
+
+    def plan_staged(self, source: SourceDef, path: Path, out: FileOutcome, identity: tuple) -> None:
+        """Leaves a new file to ``stage_files`` at the end; a twin of one planned (same bytes, same format) copies it."""
+        twin = (source.name, out.content_sha256, out.file_format)  # the same bytes under the same format: a Parquet file named .csv fails,
+        if twin in self.planned:  # its twin named .parquet is read (the engine read the first only and failed both)
+            self.copies.append((source, path, out, identity, self.planned[twin]))
+        else:
+            self.planned[twin] = out
+            self.pending.append((source, path, out, identity))
+
+    def take_in(self, source: SourceDef, path: Path, fmt: str, rel: str, out: FileOutcome, identity: tuple,
+                known: list) -> None:
+        """Records a copy of content taken in, or reads the file in its own transaction; a failure is the file's alone
+        (recorded failed), and a file found still being written is left to the next run, unrecorded."""
         try:
             if known:  # the same bytes under another name: a re-delivery, nothing to read
                 orig_id, orig_name, delivered, _, filtered = known[0]
                 out.as_copy_of(orig_id, orig_name, delivered, filtered)
-                ledger_only(con, out, run_id, now)
+                ledger_only(self.con, out, self.run_id, self.now)
             else:
-                with opened_inside(path, landing_dir) as pinned:  # checked again: a link may be swapped in after hashing
+                with opened_inside(path, self.landing_dir) as pinned:  # checked again: a link may be swapped in after hashing
                     unchanged(pinned, identity)
-                    _ingest_file(con, source, pinned, out, run_id, bounds, identity)
+                    _ingest_file(self.con, source, pinned, out, self.run_id, self.bounds, identity)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
             if why := still_written(fmt, path, exc):
-                report.files.remove(out)
-                report.unsettled[rel] = why
-                continue
+                self.report.files.remove(out)
+                self.report.unsettled[rel] = why
+                return
             out.__dict__.update(failed_outcome(out, exc).__dict__)
-            ledger_only(con, out, run_id, now)
+            ledger_only(self.con, out, self.run_id, self.now)
         finally:
             for temp in (SRC, STAGE):
-                con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
-    while pending:
-        for out in stage_files(con, pending, bounds, run_id, now):  # returned: still being written, not read
-            report.files.remove(out)
-            report.unsettled[out.file_name] = out.note or GZIP_UNFINISHED
-        pending, copies = _copies_to_read(copies, report.unsettled)
-    for _, _, out, _, first in copies:
-        if first.file_name in report.unsettled:  # the same bytes as a file still being written: read with it, later
-            report.files.remove(out)
-            report.unsettled[out.file_name] = report.unsettled[first.file_name]
-            continue
-        if first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects
-            reject_as(con, out, first, run_id, now)
-            continue
-        else:
-            out.as_copy_of(first.file_id, first.file_name, first.delivered, first.filtered)
-        ledger_only(con, out, run_id, now)
-    return report
+                self.con.execute(f"DROP TABLE IF EXISTS temp.{temp}")
 
-
+    def finish_staged(self, stage_files) -> None:
+        """Reads the files left to ``stage_files`` (then the first copy of each that failed, on its own), and records
+        each remaining copy as its first fared: left to the next run with it, rejected as it was, or a copy of it."""
+        while self.pending:
+            for out in stage_files(self.con, self.pending, self.bounds, self.run_id, self.now):  # returned: still being written, not read
+                self.report.files.remove(out)
+                self.report.unsettled[out.file_name] = out.note or GZIP_UNFINISHED
+            self.pending, self.copies = _copies_to_read(self.copies, self.report.unsettled)
+        for _, _, out, _, first in self.copies:
+            if first.file_name in self.report.unsettled:  # the same bytes as a file still being written: read with it, later
+                self.report.files.remove(out)
+                self.report.unsettled[out.file_name] = self.report.unsettled[first.file_name]
+                continue
+            if first.status == C.STATUS_REJECTED_FILE:  # rejected as the first was: its rows are its own rejects
+                reject_as(self.con, out, first, self.run_id, self.now)
+                continue
+            else:
+                out.as_copy_of(first.file_id, first.file_name, first.delivered, first.filtered)
+            ledger_only(self.con, out, self.run_id, self.now)
