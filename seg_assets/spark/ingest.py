@@ -52,9 +52,7 @@ def raw_as_parquet_views(con, paths: DataPaths) -> None:
         folder = raw_folder(paths, spec)
         folder.mkdir(parents=True, exist_ok=True)
         for run_dir in folder.glob(f"{RUN_PREFIX}*"):
-            parts = sql_string(str(run_dir / "*.parquet"))
-            files = {r[0] for r in con.sql(f"SELECT DISTINCT _file_id FROM read_parquet({parts})").fetchall()} \
-                if any(run_dir.glob("*.parquet")) else set()
+            files = set(parquet_rows(run_dir, by="_file_id"))  # (a data root named like a glob, shop[eu], read as written)
             if not files or files - known:
                 shutil.rmtree(run_dir)
         if object_type(con, spec.qualified) == "BASE TABLE":
