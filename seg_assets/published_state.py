@@ -231,7 +231,7 @@ def refuse_tables_of_failed_runs(context, settings, keys) -> None:
         if event is None or event.run_id == context.run.run_id:
             continue
         run = context.instance.get_run_by_id(event.run_id)
-        if run is not None and run.status in broken and not published_and_unfinished(context.instance, event.run_id)[0]:
+        if run is not None and run.status in broken and not published_and_unfinished(context.instance, event.run_id, settings.paths.bi)[0]:
             mark_not_current(settings.paths)  # the next refresh runs (and rewrites the table), not "current"
             raise input_failure(f"{key.to_user_string()} was last written by run {event.run_id}, which did not finish "
                                 f"({run.status.value.lower()}): BI keeps the last publication; refresh again (seg-assets "

@@ -297,6 +297,6 @@ def run_refresh(
             on_stage(group, "done", outcome)
     files = _files_not_taken(paths.warehouse, result.run_id) + _files_left(result)
     problems = files + _logged_warnings(instance, result.run_id, files) + [problem for _, _, problem in failures]
-    published, _ = published_and_unfinished(instance, result.run_id)
+    published, _ = published_and_unfinished(instance, result.run_id, paths.bi)
     return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems,
                           published)

@@ -228,3 +228,24 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
     assert published_and_unfinished(instance, outcome.run_id)[0]
     retried = [e for e in instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)]
     assert not retried and not list(state.glob(".published.json.*.tmp"))
+
+    # A run stopped after its switch and before the end of its step (killed, say) has no materialization of
+    # bi/segments, and every message said BI was not touched (a tester's SIGKILL): the version records its run.
+    import seg_assets.publish.bi as bi_module
+    from seg_assets.errors import input_failure
+
+    monkeypatch.undo()
+    generate(refreshed / "more3", users=3_000, days=7, seed=12)
+    shutil.copytree(refreshed / "more3" / "landing" / "orders", refreshed / "landing" / "orders", dirs_exist_ok=True)
+
+    def stopped(*args, **kwargs):
+        raise input_failure("stopped after the switch")
+
+    monkeypatch.setattr(bi_module, "_trim_tables", stopped)
+    shown = (paths.bi / "current").resolve()
+    outcome = run_refresh(refreshed, instance=instance)
+    materialized = [e for e in instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                    if e.dagster_event.asset_key.to_user_string() == "bi/segments"]
+    assert not outcome.success and not materialized and (paths.bi / "current").resolve() != shown
+    assert outcome.published and "had published its segments" in _closing_line(outcome, paths)
+    assert bi_module.publishing_run(paths.bi) == outcome.run_id

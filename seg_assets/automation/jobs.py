@@ -8,6 +8,7 @@ after a re-fit, through the automation-condition sensor.
 """
 
 import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -116,27 +117,31 @@ def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[st
 @dg.run_failure_sensor(name="refresh_failure_log", default_status=dg.DefaultSensorStatus.RUNNING,
                        description="Logs which asset failed and why, and whether the run had published BI tables.")
 def refresh_failure_log(context: dg.RunFailureSensorContext):
-    published, unfinished = published_and_unfinished(context.instance, context.dagster_run.run_id)
+    from seg_assets.settings import data_paths
+
+    published, unfinished = published_and_unfinished(context.instance, context.dagster_run.run_id, data_paths().bi)
     failed = [e for e in context.get_step_failure_events()]
     details = "; ".join(f"{e.step_key}: {_cause(e.step_failure_data)}" for e in failed) or (
         f"{', '.join(unfinished)} did not finish (its process stopped: killed or out of memory?)" if unfinished
         else context.failure_event.message.rstrip("."))
     from seg_assets.published_state import mark_not_current
-    from seg_assets.settings import data_paths
 
     mark_not_current(data_paths())  # it may have written tables newer than the publication: the next refresh runs
     context.log.error(f"run {context.dagster_run.run_id} ({context.dagster_run.job_name}) failed: {details}. " + (
         "It had published its BI tables before it failed." if published else "Published BI tables were not touched."))
 
 
-def published_and_unfinished(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, list[str]]:
-    """Whether the run materialized the BI publication, and the steps it started and never ended."""
+def published_and_unfinished(instance: dg.DagsterInstance, run_id: str, bi_dir: Path | None = None) -> tuple[bool, list[str]]:
+    """Whether BI shows the run's publication (it materialized bi/segments, or ``bi_dir``'s current version is the
+    run's: a run killed after its switch has no materialization), and the steps it started and never ended."""
+    from seg_assets.publish.bi import publishing_run
     from seg_assets.publish.keys import BI_SEGMENTS
 
     kinds = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.STEP_START,
              dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
     events = [e.dagster_event for e in instance.all_logs(run_id, of_type=kinds) if e.dagster_event]
-    published = any(e.is_step_materialization and e.asset_key == BI_SEGMENTS for e in events)
+    published = any(e.is_step_materialization and e.asset_key == BI_SEGMENTS for e in events) or (
+        bi_dir is not None and publishing_run(bi_dir) == run_id)
     ended = {e.step_key for e in events if e.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)}
     started = [e.step_key for e in events if e.event_type == dg.DagsterEventType.STEP_START]
     return published, [k for k in dict.fromkeys(started) if k not in ended]

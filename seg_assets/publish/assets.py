@@ -101,7 +101,7 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
                                 f"{exc.filename}; give the refresh write access to it, then refresh again (BI was not "
                                 "touched)") from exc
         try:
-            publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe)
+            publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe, context.run_id)
         except BaseException as exc:
             record.unlink(missing_ok=True)
             folder = isinstance(exc, IOException) or isinstance(exc, OSError) and exc.errno in (

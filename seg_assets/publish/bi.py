@@ -68,6 +68,7 @@ FILE_COLUMN = "__bi_file"  # the file name column of a view's scan (a published 
 MANIFEST = "meta.bi_tables"  # table_name, rows, fingerprint, written_at (of the content)
 LAYOUT = "meta.bi_layout"  # in the DuckDB file: what its views read (rewritten when that changes)
 TOKEN_HEX = 12
+RUN_FILE = "_run"  # in a version folder: the id of the run that published it (publishing_run)
 VERSION = re.compile(rf"^\.v-[0-9a-f]{{{TOKEN_HEX}}}$")
 # Temporary names of a publication: .segments.duckdb.<token>.tmp (and DuckDB's .wal beside it), .<name>.<token>.tmp links
 TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{{TOKEN_HEX}}}(\.parquet)?\.tmp(\.wal)?$")
@@ -94,6 +95,16 @@ def _current_version(bi_dir: Path) -> Path | None:
     link = bi_dir / CURRENT
     target = link.resolve() if link.is_symlink() else None
     return target if target is not None and target.is_dir() and target.parent == bi_dir.resolve() else None
+
+
+def publishing_run(bi_dir: Path) -> str | None:
+    """The run whose publication BI shows (None: none recorded). A run killed between its switch and the end of its
+    step has no materialization of bi/segments, and every message said BI was not touched (a tester's)."""
+    version = _current_version(bi_dir)
+    try:
+        return (version / RUN_FILE).read_text().strip() or None if version else None
+    except OSError:
+        return None
 
 
 def _manifest(con, version: Path | None) -> dict[str, tuple[int, str, datetime]]:
@@ -290,10 +301,11 @@ def _write_views(bi_dir: Path, tables: list[str], comments: Mapping[str, Mapping
 
 
 def publish_tables(con, bi_dir: Path, tables: list[str],
-                   describe: Callable[[str, str], str | None] = lambda table, column: None) -> Publication:
+                   describe: Callable[[str, str], str | None] = lambda table, column: None,
+                   run_id: str | None = None) -> Publication:
     """Copy ``tables`` (``schema.name``) from the warehouse into a new BI version and switch to it; tables whose
     content did not change since the last publication are linked, not written again. ``describe(table, column)``:
-    the comment BI tools show for a column (None: none)."""
+    the comment BI tools show for a column (None: none). ``run_id``: recorded in the version (:func:`publishing_run`)."""
     bi_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(bi_dir)
     token = uuid.uuid4().hex[:TOKEN_HEX]
@@ -324,6 +336,8 @@ def publish_tables(con, bi_dir: Path, tables: list[str],
         con.execute(f"""COPY (SELECT * FROM (VALUES {values}) t({', '.join(MANIFEST_COLUMNS)})
                         WHERE table_name IS NOT NULL) TO {sql_string(version / f'{MANIFEST}.parquet')} (FORMAT parquet)""",
                     [v for row in manifest for v in row])
+        if run_id:
+            (version / RUN_FILE).write_text(run_id)
         interrupts.check()  # Ctrl-C / SIGTERM before the switch: nothing of this publication is seen
         published = [*tables, MANIFEST]
         staged, key = _stage_tables(bi_dir, version, published, token)
