@@ -225,7 +225,7 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
     failures = " ".join(f for s in outcome.stages for f in s.failures)
     assert not outcome.success and outcome.published and "BI shows this run's segments" in failures, failures
     assert (paths.bi / "current").resolve() != shown and "had published its segments" in _closing_line(outcome, paths)
-    assert published_and_unfinished(instance, outcome.run_id)[0]
+    assert published_and_unfinished(instance, outcome.run_id, paths.bi)[0]
     retried = [e for e in instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)]
     assert not retried and not list(state.glob(".published.json.*.tmp"))
 

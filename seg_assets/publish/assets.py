@@ -115,12 +115,9 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
                                 "(and space), then refresh again") from exc
         try:
             commit_state(settings.paths, record)
-        except OSError as exc:  # after the switch: BI shows this run's tables. Say so, as a publication of this run
-            # (cli, refresh_failure_log and the next run read it so), and fail without a retry (each retry published
-            # again; a tester's immutable state/published.json)
-            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, metadata={
-                "database": dg.MetadataValue.path(str(publication.database)), "as_of": str(as_of),
-                "state": f"not recorded: {exc.strerror}"}))
+        except OSError as exc:  # after the switch: BI shows this run's tables (its version records the run, which the
+            # CLI, refresh_failure_log and the next run read); fail without a retry (each retry published again; a
+            # tester's immutable state/published.json)
             raise input_failure(f"BI shows this run's segments (as of {as_of}), but the record of the publication could "
                                 f"not be put in place: {exc.strerror}: {state_path(settings.paths)}; give the refresh "
                                 "write access to it (the next refresh publishes again)") from exc
