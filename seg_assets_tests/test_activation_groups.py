@@ -240,3 +240,34 @@ def test_campaign_keys_are_trimmed_and_flags_are_no_segments(tmp_path, monkeypat
     (tmp_path / "actions.yaml").write_text("control:\n  on: 1\n")
     with pytest.raises(ActionsConfigError, match="control: a key must be text"):
         load_catalogue(tmp_path)
+
+
+def test_the_audiences_date_the_salt_their_group_was_drawn_with_not_the_one_the_file_says_now(tmp_path):
+    """actions.yaml edited between user_groups and the audiences (a refresh in flight, or the audiences materialized
+    alone in the UI): the salt dated is the one the files' group was drawn with; dating the file's new salt judged
+    sends to that group's users as sends to the control group (a reviewer's: 57 of 1,079)."""
+    import dagster as dg
+
+    from seg_assets.activation.assets import campaign_audiences, user_groups
+    from seg_assets.demo.campaigns import ACTIONS_YAML
+    from seg_assets.resources import build_resources
+
+    users = [f"u{i}" for i in range(400)]
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.sql("CREATE SCHEMA analytics")
+        con.execute("CREATE TABLE analytics.user_segments AS SELECT unnest(?::VARCHAR[]) AS user_id", [users])
+        con.execute("""CREATE TABLE analytics.next_best_action AS SELECT unnest(?::VARCHAR[]) AS user_id,
+                       'discount_10' AS action_id, 0.5 AS propensity, 'v1' AS policy_version""", [users])
+    actions = tmp_path / "actions.yaml"
+    resources = build_resources(tmp_path, as_of="2026-11-30")
+    for salt in (CONTROL_SALT, "season-B"):  # the first salt, then a new one drawn and sent with
+        actions.write_text(ACTIONS_YAML.replace(f'salt: "{CONTROL_SALT}"', f'salt: "{salt}"'))
+        assert dg.materialize([user_groups, campaign_audiences], resources=resources).success
+    actions.write_text(ACTIONS_YAML.replace(f'salt: "{CONTROL_SALT}"', 'salt: "season-C"'))  # edited: not drawn yet
+    assert dg.materialize([campaign_audiences], resources=resources).success
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        salts = [s for (s,) in con.sql("SELECT salt FROM meta.control_salts ORDER BY salt_version").fetchall()]
+    assert salts == [CONTROL_SALT, "season-B"]
+    targeted = {u for p in audience_files(tmp_path / "bi" / "audiences") if p.suffix == ".parquet"
+                for u in pl.read_parquet(p)["user_id"].to_list()}
+    assert targeted and not {u for u in targeted if bucket(u, "season-B") < control_cutoff(CONTROL_SHARE)}

@@ -28,7 +28,16 @@ from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_fi
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.context import context_at
 from seg_assets.activation.contextual import CV_FOLDS, L2_GRID, ContextualPolicy, choose_contextual
-from seg_assets.activation.groups import BUCKETS, SALTS_TABLE, bucket_sql, control_cutoff, record_salt, salt_version
+from seg_assets.activation.groups import (
+    BUCKETS,
+    SALTS_TABLE,
+    bucket_sql,
+    control_cutoff,
+    drawn_with,
+    record_drawn,
+    record_salt,
+    salt_version,
+)
 from seg_assets.activation.lift import LIFT_COLUMNS, campaign_sample_ratio
 from seg_assets.activation.lift import campaign_lift as lift_table
 from seg_assets.activation.offpolicy import PROMOTION_TOLERANCE
@@ -84,6 +93,7 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
         if not recorded and version == 1:  # the first salt: no audiences before it, every send is judged by it
             record_salt(con, control.salt, control.share, datetime.now(UTC).replace(tzinfo=None))
             recorded = True
+        record_drawn(con, control.salt, control.share)
         con.execute(f"""CREATE OR REPLACE TABLE {TABLE} AS
             SELECT user_id, bucket < {control_cutoff(control.share)} AS global_control, bucket,
                    {version}::INTEGER AS salt_version
@@ -373,7 +383,8 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
     try:
         counts = write_audiences(frame, folder)
         with duckdb.get_connection() as con:  # the group these files were drawn against is in force from now on
-            record_salt(con, catalogue.control.salt, catalogue.control.share, datetime.now(UTC).replace(tzinfo=None))
+            salt, share = drawn_with(con) or (catalogue.control.salt, catalogue.control.share)
+            record_salt(con, salt, share, datetime.now(UTC).replace(tzinfo=None))
     except OSError as exc:  # permissions, a read-only or immutable file: the folder is as it was; retrying cannot fix it
         name = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
         raise input_failure(f"bi/audiences: {exc.strerror or exc}{name}: the folder was left as it was (no audience "

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import math
 
+import duckdb
+
 from seg_assets.warehouse import sql_string
 
 BUCKETS = 10_000
@@ -61,6 +63,24 @@ def salt_version(con, salt: str, share: float) -> tuple[int, bool]:
     if rows and rows[0][1] == salt and rows[0][2] == share:
         return int(rows[0][0]), True
     return (int(rows[0][0]) if rows else 0) + 1, False
+
+
+DRAWN_TABLE = "meta.control_group_drawn"  # one row: the (salt, share) analytics.user_groups was last drawn with
+
+
+def record_drawn(con, salt: str, share: float) -> None:
+    """What ``user_groups`` drew the group with, in its transaction: the audiences date that salt, not whatever
+    actions.yaml says when they are written (an edit in between dated a group nobody was drawn against)."""
+    con.execute(f"CREATE OR REPLACE TABLE {DRAWN_TABLE} AS SELECT ?::VARCHAR AS salt, ?::DOUBLE AS share", [salt, share])
+
+
+def drawn_with(con) -> tuple[str, float] | None:
+    """(salt, share) of the group in ``analytics.user_groups``; None for a group drawn before it was recorded."""
+    try:
+        rows = con.sql(f"SELECT salt, share FROM {DRAWN_TABLE}").fetchall()
+    except duckdb.CatalogException:
+        return None
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 def record_salt(con, salt: str, share: float, now) -> None:
