@@ -109,6 +109,10 @@ def test_duckdb_braces_in_a_model_are_refused_not_changed_and_raw_keeps_them(tmp
     wrong.write_text("-- materialized: view\nSELECT {{ holds_email('a', 'b') }} FROM raw.t\n")
     with pytest.raises(SqlModelError, match=r"args\.sql: .*TypeError"):
         load_model(wrong)
+    comment = tmp_path / "marts" / "comment.sql"  # Jinja drops a {# ... #} without a word (a reviewer's)
+    comment.write_text("-- materialized: view\nSELECT {{ holds_email('c') }} AS e,\n  '{#' || c || '#}' AS tag FROM raw.t\n")
+    with pytest.raises(SqlModelError, match=r"comment\.sql: line 3: a Jinja comment"):
+        load_model(comment)
 
 
 def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):

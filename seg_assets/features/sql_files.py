@@ -123,9 +123,12 @@ def render_sql(text: str, source: str) -> str:
     from seg_assets.ingest.contract import holds_email_sql
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    hint = (f"(macros: {', '.join(MACROS)}; DuckDB's literal '{{{{' or '{{%' is written inside {{% raw %}}...{{% endraw %}}, "
+    hint = (f"(macros: {', '.join(MACROS)}; DuckDB's literal '{{{{', '{{%' or '{{#' is written inside {{% raw %}}...{{% endraw %}}, "
             "as in dbt)")
     try:
+        for line, token, _ in env.lex(text):  # a {# comment #} never reaches the tree: Jinja drops it in silence
+            if token == "comment_begin":
+                raise SqlModelError(f"{source}: line {line}: a Jinja comment, which Jinja would drop {hint}")
         tree = env.parse(text)
         for node in tree.body:
             parts = node.nodes if isinstance(node, nodes.Output) else [node]

@@ -37,17 +37,17 @@ SQL_TYPES = {
 }
 
 ORDER_STATUSES = ("completed", "cancelled", "returned")
-# A delivered value holding an e-mail address (a tracking mistake: a referrer in `channel`, an address as a category;
-# in a URL its @ is %40): a local part (or a quoted one), then a domain of dot-separated labels ending in a name of two
-# or more characters that are no digit or ASCII punctuation (or an IP literal). A local part holds no '/?#&=' (the
-# pattern is searched for, so an address in a URL matches from the character after them: 'https://www.tiktok.com/@brand.de'
+# A delivered value holding an e-mail address (a tracking mistake: a referrer in `channel`, an address as a category; in
+# a URL its @ is %40): a local part (or a quoted one), then a domain of dot-separated labels ending in a name of two or
+# more characters that are no digit or ASCII punctuation (or an IP literal). A local part holds no '/?#&=' (the pattern
+# is searched for, so an address in a URL matches from the character after them: 'https://www.tiktok.com/@brand.de'
 # holds no address, '?email=jane%40example.com' does), a label no ASCII punctuation but '-' and '_'. Otherwise the parts
-# are "anything but a separator", listed in ASCII, not Unicode classes: \p{L} and \p{N} depend on the engine's Unicode version (DuckDB's RE2 knows
-# 3,919 letters Java 17's regex on Spark does not: 'ⰯⰯ@example.com' was an address on one engine and a category on
-# the other, a tester's). One syntax for both engines (sqlglot doubles the backslashes in Spark's string literal).
-# The staging views turn such a dimension value (category, country, channel) into NULL, so no feature, segment or BI
-# table holds one; their SQL calls holds_email_sql as a Jinja macro, behind a contains() guard: the regular
-# expression on every click cost 2 s more per 30M rows, the guard 1 s.
+# are "anything but a separator", listed in ASCII, not Unicode classes: \p{L} and \p{N} depend on the engine's Unicode
+# version (DuckDB's RE2 knows 3,919 letters Java 17's regex on Spark does not: 'ⰯⰯ@example.com' was an address on one
+# engine and a category on the other, a tester's). One syntax for both engines (sqlglot doubles the backslashes in
+# Spark's string literal). The staging views turn such a dimension value (category, country, channel) into NULL, so no
+# feature, segment or BI table holds one; their SQL calls holds_email_sql as a Jinja macro, behind a contains() guard:
+# the regular expression on every click cost 2 s more per 30M rows, the guard 1 s.
 _SEPARATORS = r' \t\r\n\f"@<>(),;:\[\]'
 _URL_PUNCTUATION = r'/?#&='
 _LABEL_PUNCTUATION = r'!#$%&*+/=?^`{|}~'
