@@ -170,3 +170,44 @@ def test_a_misnamed_twin_does_not_fail_the_well_named_file_on_spark(spark, tmp_p
     assert [r[2:4] for r in spark_rows] == [("orders/a_orders.csv", "failed"), ("orders/b_orders.parquet", "ingested")]
     assert [r[2:6] for r in duck] == [r[2:6] for r in spark_rows]
     assert _rows(roots["spark"], "SELECT order_id FROM raw.orders ORDER BY 1") == [("o1",), ("o2",)]
+
+
+def test_a_killed_spark_write_and_a_half_committed_run_folder_lose_no_committed_row(tmp_path):
+    """What a killed Spark run leaves (no Spark needed to lay it out): a run folder written in two rounds, the first
+    committed (files 1 and 2 in the ledger) and the second not (file 5), lost the first round's rows with the second's;
+    a job killed mid-write leaves part files without a footer under ``_temporary``, which failed every later refresh
+    with a traceback (a reviewer's)."""
+    from seg_assets.ingest import loader
+
+    paths = data_paths(tmp_path)
+    spec = C.TABLES["orders"]
+    with duckdb.connect(str(paths.warehouse)) as con:
+        loader.ensure_tables(con)
+        for fid in (1, 2):
+            con.execute(f"""INSERT INTO {C.LEDGER_TABLE} (file_id, source, table_name, file_name, file_format,
+                content_sha256, size_bytes, status, delivered, accepted, duplicate, rejected, filtered, extra_columns,
+                run_id, ingested_at, updated) VALUES (?, 'orders', 'orders', ?, 'csv', ?, 10, 'ingested', 3, 3, 0, 0, 0,
+                [], 'R', now(), 0)""", [fid, f"orders/f{fid}.csv", f"sha{fid}"])
+        columns = con.sql(f"DESCRIBE {spec.qualified}").fetchall()
+
+        def part(folder, file_ids, name):
+            select = ", ".join("i::INTEGER AS _file_id" if c == "_file_id" else "r::BIGINT AS _row" if c == "_row" else
+                               f"'o' || i || '-' || r AS {c}" if c == spec.id_column else f"NULL::{t} AS {c}"
+                               for c, t, *_ in columns)
+            folder.mkdir(parents=True, exist_ok=True)
+            con.sql(f"""COPY (SELECT {select} FROM unnest({list(file_ids)}) u(i), range(3) t(r))
+                        TO '{folder / name}' (FORMAT parquet)""")
+
+        run = paths.spark_table(spec.qualified) / "run_R"
+        part(run, (1, 2), "part-00000-a.snappy.parquet")  # round 1, committed
+        part(run, (5,), "part-00000-b.snappy.parquet")  # round 2, its ledger commit never happened
+        for folder in (run, paths.spark_table(spec.qualified) / "run_killed"):  # a job killed mid-write
+            attempt = folder / "_temporary" / "0" / "_temporary" / "attempt_1"
+            attempt.mkdir(parents=True)
+            (attempt / "part-00000-c.snappy.parquet").write_bytes(b"PAR1" + b"\0" * 100)  # no footer
+            (attempt / "part-00001-c.snappy.parquet").write_bytes(b"")
+        raw_as_parquet_views(con, paths)
+        kept = dict(con.sql(f"SELECT _file_id, count(*) FROM {spec.qualified} GROUP BY 1").fetchall())
+    assert kept == {1: 3, 2: 3}
+    assert not (paths.spark_table(spec.qualified) / "run_killed").exists()
+    assert not (run / "_temporary").exists()

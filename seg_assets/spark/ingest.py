@@ -31,7 +31,7 @@ from seg_assets.ingest.sources import link_roots, opened_inside
 from seg_assets.ingest.writing import STAGE, note_repeats
 from seg_assets.settings import DataPaths, duckdb_memory_limit
 from seg_assets.spark.tables import duckdb_view, parquet_rows, read_path
-from seg_assets.warehouse import object_type, sql_string
+from seg_assets.warehouse import glob_escaped, object_type, sql_string
 
 EMPTY = "empty.parquet"  # a table with no rows yet still has its schema, for Spark and for DuckDB's view
 RUN_PREFIX = "run_"
@@ -43,18 +43,14 @@ def raw_folder(paths: DataPaths, spec: C.TableSpec) -> Path:
 
 def raw_as_parquet_views(con, paths: DataPaths) -> None:
     """Make each raw table a DuckDB view over its Parquet folder. Rows a DuckDB-engine run ingested move into
-    the folder first; a run folder with rows of a file the ledger does not know (its table's commit never happened)
-    is removed: judged by the run alone, a run killed after committing one table kept another's uncommitted rows,
-    counted as duplicates when their files were read again, and as rows of no file when they were not (a tester's)."""
+    the folder first; rows Spark wrote whose ledger commit never happened go (:func:`_remove_uncommitted`)."""
     loader.ensure_tables(con)
     known = {r[0] for r in con.sql(f"SELECT file_id FROM {C.LEDGER_TABLE}").fetchall()}
     for spec in C.TABLES.values():
         folder = raw_folder(paths, spec)
         folder.mkdir(parents=True, exist_ok=True)
         for run_dir in folder.glob(f"{RUN_PREFIX}*"):
-            files = set(parquet_rows(run_dir, by="_file_id"))  # (a data root named like a glob, shop[eu], read as written)
-            if not files or files - known:
-                shutil.rmtree(run_dir)
+            _remove_uncommitted(run_dir, known)
         if object_type(con, spec.qualified) == "BASE TABLE":
             target = folder / "duckdb_engine" / "rows.parquet"
             if con.sql(f"SELECT count(*) FROM {spec.qualified}").fetchall()[0][0]:
@@ -64,6 +60,28 @@ def raw_as_parquet_views(con, paths: DataPaths) -> None:
             if not (folder / EMPTY).exists():
                 con.sql(f"COPY (SELECT * FROM {spec.qualified} LIMIT 0) TO {sql_string(str(folder / EMPTY))} (FORMAT parquet)")
             duckdb_view(con, spec.qualified, folder)
+
+
+def _remove_uncommitted(run_dir: Path, known: set[int]) -> None:
+    """A killed run's leftovers in one run folder: a Spark job's ``_temporary`` (part files without a footer: read, they
+    failed every later refresh), and each part file holding rows of a file the ledger does not know. Judged part file
+    by part file, as each comes from one write, committed with its ledger rows or not at all: a run writes its folder
+    once per round of files (a failed file's first copy is read in a second round), and judged as a whole folder, a
+    second round killed before its commit took the first round's committed rows with it (a reviewer's). Left in
+    place, uncommitted rows were counted as duplicates when their files were read again (a tester's)."""
+    for hidden in [p for p in run_dir.iterdir() if p.name.startswith(("_", "."))]:  # _temporary, _SUCCESS, .crc files
+        shutil.rmtree(hidden) if hidden.is_dir() else hidden.unlink()
+    parts = []
+    if any(run_dir.glob("*.parquet")):  # (a data root named like a glob, shop[eu], read as written)
+        source = sql_string(glob_escaped(run_dir) + "/*.parquet")
+        with duckdb.connect() as files:
+            parts = files.sql(f"""SELECT filename, list(DISTINCT _file_id)
+                FROM read_parquet({source}, hive_partitioning=false, filename=true) GROUP BY 1""").fetchall()
+    for name, file_ids in parts:
+        if set(file_ids) - known:
+            Path(name).unlink()
+    if not any(run_dir.glob("*.parquet")):
+        shutil.rmtree(run_dir)
 
 
 def spark_ingested(con) -> bool:
