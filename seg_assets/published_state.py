@@ -26,8 +26,9 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import NOTHING_TAKEN
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
 from seg_assets.ingest.sources import discover_files, scan_landing
-from seg_assets.publish.bi import BI_FILE, views_read
+from seg_assets.publish.bi import BI_FILE, CURRENT, views_read
 from seg_assets.settings import DataPaths, sql_dir
+from seg_assets.warehouse import read_parquet_sql
 
 STATE_FILE = "published.json"
 FAILED_FILES = "file(s) not taken in"  # how "current" names the files that wait for a fix (cli --strict reads it)
@@ -150,6 +151,21 @@ def mark_not_current(paths: DataPaths) -> None:
 def published(paths: DataPaths) -> bool:
     """Whether a refresh has ever published segments for BI."""
     return (paths.bi / BI_FILE).exists()
+
+
+def shown_as_of(paths: DataPaths) -> str | None:
+    """The as-of of the segments BI shows, read from them (None: none readable). The record can be a publication
+    behind (one whose record could not be put in place after its switch: the next failed run named the as-of before,
+    a reviewer's)."""
+    import duckdb
+
+    segments = paths.bi / CURRENT / "analytics.user_segments.parquet"  # segmentation/scoring.py's TABLE, as published
+    try:
+        with duckdb.connect() as con:
+            [(as_of,)] = con.sql(f"SELECT max(as_of) FROM {read_parquet_sql(segments)}").fetchall()
+    except (duckdb.Error, ValueError):
+        return None
+    return None if as_of is None else str(as_of)
 
 
 def not_read(paths: DataPaths) -> dict[str, str]:

@@ -219,12 +219,12 @@ def _unread(paths) -> dict[str, str]:
 def _what_bi_shows(outcome, paths) -> str:
     """The segments BI tools see after a run that did not finish: this run's (a step after bi_segments failed, the
     audiences say), the earlier publication's, or none yet."""
-    from seg_assets.published_state import published, read_state
+    from seg_assets.published_state import published, shown_as_of
 
-    state = read_state(paths) if published(paths) else None
-    as_of = f" (as of {state['as_of']})" if state else ""
-    if outcome.published:  # the state's as-of may be the publication's before (its record failed: the error says)
+    if outcome.published:
         return "this run had published its segments"
+    shown = shown_as_of(paths) if published(paths) else None
+    as_of = f" (as of {shown})" if shown else ""
     return f"published segments{as_of} were left as they were" if published(paths) else "nothing has been published yet"
 
 

@@ -210,8 +210,12 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
     import seg_assets.published_state as ps
 
     audiences.unlink()
-    generate(refreshed / "more2", users=3_000, days=6, seed=10)
-    shutil.copytree(refreshed / "more2" / "landing" / "orders", refreshed / "landing" / "orders", dirs_exist_ok=True)
+    from datetime import timedelta
+
+    from seg_assets.demo.generate import DEFAULT_END, generate_followup
+
+    # days after the data so far: BI's as-of moves while the record keeps the one before
+    generate_followup(refreshed, users=3_000, days=6, seed=5, start=DEFAULT_END + timedelta(seconds=1), tag="more2")
     real = ps.os.replace
 
     def replace(src, dst):
@@ -228,6 +232,13 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
     assert published_and_unfinished(instance, outcome.run_id, paths.bi)[0]
     retried = [e for e in instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)]
     assert not retried and not list(state.glob(".published.json.*.tmp"))
+    import dataclasses
+
+    with duckdb.connect(str(bi), read_only=True) as views:  # the next run failing before its switch names what BI shows
+        [(shown_as_of,)] = views.sql("SELECT max(as_of) FROM analytics.user_segments").fetchall()
+    assert ps.read_state(paths)["as_of"] != str(shown_as_of)  # the record is the publication's before
+    line = _closing_line(dataclasses.replace(outcome, published=False, problems=[]), paths)
+    assert line.endswith(f"Published segments (as of {shown_as_of}) were left as they were."), line
 
     # A run stopped after its switch and before the end of its step (killed, say) has no materialization of
     # bi/segments, and every message said BI was not touched (a tester's SIGKILL): the version records its run.
