@@ -220,5 +220,35 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: C
     finally:
         if copy is not None:
             copy.unlink(missing_ok=True)
+    if (unclosed := _unclosed_quote(con, idents, dialect.delimiter, path.stat().st_size)) is not None:
+        raise ValueError(unclosed)
     # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
     return Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC, note)
+
+
+def _unclosed_quote(con, idents: list[str], delimiter: str, size: int) -> str | None:
+    """The file's line where a double quote opens a field that is never closed, said as the fix (None: none). The
+    lenient reader takes such a field as a value over line ends, so the rows after it were read as one value of one
+    row, rejected, and counted nowhere (a tester's: 490 of 1,000 orders). A value over line ends is a stray quote
+    when its row is broken (too many or too few fields), or when a line inside it holds a row's delimiters (the
+    quote closed by the next quoted field: the row can come out whole); a quoted line break in a whole row (an
+    address, a description) stays data. The second test looks only at values at least half as long as the file's
+    average row (what a value holding a row's fields is): DuckDB skips the rest by its string statistics, where
+    looking for line breaks in every value cost a fifth of the read (0.3 s per 2M rows)."""
+    columns = [*idents, OVERFLOW]
+    spans = " OR ".join(f"contains({c}, chr(10))" for c in columns)
+    rows = con.sql(f"SELECT count(*) FROM {SRC}").fetchall()[0][0]
+    long = max(len(idents), size // max(rows, 1) // 2)
+    a_row = "\\n([^\\n]*" + re.escape(delimiter) + "){" + str(len(idents) - 1) + "}"
+    row_inside = " OR ".join(f"(length({c}) >= {long} AND regexp_matches({c}, {sql_string(a_row)}))" for c in columns)
+    found = con.sql(f"""SELECT rowid FROM {SRC} WHERE (({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL) AND ({spans}))
+                        OR {row_inside} ORDER BY rowid LIMIT 1""").fetchall()
+    if not found:
+        return None
+    breaks = " + ".join(f"coalesce(length({c}) - length(replace({c}, chr(10), '')), 0)" for c in columns)
+    [(before, inside)] = con.sql(f"""SELECT coalesce(sum({breaks}) FILTER (WHERE rowid < $r), 0),
+        coalesce(sum({breaks}) FILTER (WHERE rowid = $r), 0) FROM {SRC}""", params={"r": found[0][0]}).fetchall()
+    line = 2 + found[0][0] + before  # the header's line, then each row's lines
+    return (f"line {line}: a double quote opens a field that is not closed, so the {inside} line(s) after it were read "
+            "as one value: close the quote, or write a quote inside a quoted field as two (\"\"), and land the file "
+            "again (nothing of this file was taken in)")
