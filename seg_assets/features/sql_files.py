@@ -145,7 +145,14 @@ def render_sql(text: str, source: str) -> str:
         raise SqlModelError(f"{source}: {line}{exc.__class__.__name__}: {str(exc).splitlines()[0]} {hint}") from None
 
 
+SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a folder (schema) or file (table) name, written unquoted in SQL
+
+
 def load_model(path: Path) -> SqlModel:
+    for part, what in ((path.parent.name, "folder (the schema)"), (path.stem, "file name (the table)")):
+        if not SQL_NAME.fullmatch(part):  # data-marts/ failed the refresh with a traceback (a tester's)
+            raise SqlModelError(f"{path}: the {what} {part!r} must be a plain SQL name (letters, digits and '_', not "
+                                "starting with a digit): rename it")
     sql = render_sql(path.read_text(), str(path))
     header = read_header(sql)
     materialized = header.get("materialized", "table").lower()

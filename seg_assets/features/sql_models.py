@@ -28,6 +28,7 @@ rebuilt when one of its rows leaves such a window). The windows are read from th
 import hashlib
 from contextlib import contextmanager
 from dataclasses import replace
+from graphlib import TopologicalSorter
 from pathlib import Path
 
 import dagster as dg
@@ -286,6 +287,14 @@ def build_sql_asset(model: SqlModel, group_name: str = "features",
     return _sql_model
 
 
+def _in_dependency_order(views: list[SqlModel]) -> list[SqlModel]:
+    """Views before the views that read them (DuckDB binds a view when it is made): in path order, a mart over a
+    staging view failed every refresh (a tester's), and Dagster refuses outputs yielded before their inputs."""
+    by_table = {m.table: m for m in views}
+    graph = {m.table: [t for t in m.inputs if t in by_table] for m in views}
+    return [by_table[t] for t in TopologicalSorter(graph).static_order()]
+
+
 def build_view_assets(views: list[SqlModel], group_name: str = "features") -> dg.AssetsDefinition:
     """All ``view`` models as one multi-asset: one step creates them all (a view holds no data, and every
     step costs about 70 ms of Dagster work). Each view is still its own asset, and can be built alone."""
@@ -299,7 +308,7 @@ def build_view_assets(views: list[SqlModel], group_name: str = "features") -> dg
     def _views(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings):
         with duckdb.get_connection() as con:
             as_of = settings.resolve_as_of(con)
-            for model in views:
+            for model in _in_dependency_order(views):
                 if model.key in context.selected_asset_keys:
                     with _your_sql(model):
                         yield _materialize(context, con, model, as_of, None)
