@@ -243,6 +243,17 @@ def test_windows_are_derived_from_the_sql(tmp_path):
     with pytest.raises(ValueError, match="windows are derived from the SQL; remove the '-- windows:' header"):
         load_model(path)
 
+    # a window inside a view the model reads: rows leave the view as as-of moves, unseen by an incremental build (a
+    # tester's: 382 users counted with orders that had left a 7-day view)
+    sql = tmp_path / "sql"
+    (sql / "marts").mkdir(parents=True)
+    (sql / "marts" / "recent.sql").write_text("-- materialized: view\n-- event_time: order_ts\nSELECT * FROM raw.orders "
+                                              "WHERE order_ts > getvariable('as_of') - INTERVAL 7 DAY\n")
+    (sql / "marts" / "per_user.sql").write_text("-- materialized: incremental\n-- unique_key: user_id\n"
+                                                "SELECT user_id, count(*) AS n FROM marts.recent GROUP BY user_id\n")
+    with pytest.raises(SqlModelError, match=r"per_user\.sql: incremental model reads marts\.recent, a view that uses"):
+        sql_assets(sql)
+
 
 def _deliver(con, tmp_path, k: int, files: dict[str, str]) -> None:
     """Land ``files`` (path under landing/ -> CSV text) and ingest them as run ``r<k>``."""

@@ -109,6 +109,11 @@ def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[s
         raise SqlModelError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be raw tables or SQL "
                          "models with an '-- event_time:' header")
     windows = inc.sliding_windows(model.sql, set(_event_times(model, models).values()), source=str(model.path))
+    if dated := sorted(v for v in _views_read_through(model.inputs, models) if inc.reads_as_of(models[v].sql)):
+        raise SqlModelError(f"{model.path}: incremental model reads {', '.join(dated)}, a view that uses "
+                            "getvariable('as_of'): its rows change as as-of moves, which an incremental build cannot see "
+                            "(a row that left the view stays counted); compare the event time with as-of in this model "
+                            "instead, or make it '-- materialized: table'")
     if model.strategy == "additive":
         if rewritten := built_inputs(model.inputs, models) + updatable_inputs(model.inputs, models):
             raise SqlModelError(f"{model.path}: an additive model adds the rows that are new since its last build, but it "
