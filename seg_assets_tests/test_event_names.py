@@ -31,3 +31,18 @@ def test_event_names_are_read_by_their_words(name, stage):
     from seg_assets.ingest.events import stage_of
 
     assert stage_of(name) == stage
+
+
+@pytest.mark.parametrize("name, stage", [
+    # Shopify's web-pixel standard events: the four checkout steps end in "submitted", read as an order placed (one
+    # order counted as five purchases, a tester's); Snowplow's time-on-page heartbeat is no page view
+    ("checkout_contact_info_submitted", "checkout"), ("checkout_address_info_submitted", "checkout"),
+    ("checkout_shipping_info_submitted", "checkout"), ("payment_info_submitted", "checkout"),
+    ("Checkout Address Info Submitted", "checkout"), ("checkout_completed", "purchase"), ("checkout_started", "checkout"),
+    ("search_submitted", "search"), ("product_added_to_cart", "add_to_cart"), ("collection_viewed", "view"),
+    ("page_ping", "other"), ("Order Submitted", "purchase"),
+])
+def test_checkout_steps_submitted_are_checkout_and_a_page_ping_no_view(name, stage):
+    from seg_assets.ingest.events import stage_of
+
+    assert stage_of(name) == stage

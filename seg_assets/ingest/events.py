@@ -76,6 +76,10 @@ _PAIRS: tuple[tuple[str, set[str], set[str]], ...] = (
     ("other", {"sign", "log"}, {"up", "in", "out"}),
     ("other", {"cart", "basket", "bag", "sc"}, {"view", "viewed", "open", "opened"}),
     ("checkout", {"checkout", "payment"}, {"step", "steps"}),  # a step of checking out, completed or not
+    # a checkout form submitted (Shopify's pixels: checkout_contact_info_submitted, payment_info_submitted): read as an
+    # order placed, one order counted as five purchases (a tester's)
+    ("checkout", {"info", "information", "address", "contact", "details"}, _DONE),
+    ("other", {"page", "screen"}, {"ping", "heartbeat"}),  # time-on-page heartbeats (Snowplow's page_ping), no views
     ("purchase", {"order", "orders", "checkout", "payment", "purchase"}, _DONE),
     ("checkout", {"buy"}, {"now", "button"}),  # a button that starts a checkout ("one click buy" buys)
     ("purchase", {"thank"}, {"you"}),
