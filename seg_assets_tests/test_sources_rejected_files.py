@@ -227,3 +227,14 @@ def test_an_unclosed_quote_fails_the_file_naming_its_line_and_loses_no_row_silen
         status, message = by_file[name][2], by_file[name][8]
         assert status == "failed" and "line 11" in message and "double quote" in message, (name, status, message)
     assert by_file["orders/multiline.csv"][2:5] == ("ingested", 2, 2)
+
+
+def test_a_hyphenated_column_a_file_lacks_is_named_as_written_not_as_its_parts(tmp_path):
+    """`user_id: Kunden-Nr` over an export whose header says KundenNr: the message named `Kunden` and `Nr`, columns
+    nobody wrote (a tester's); the missing column is the name as written."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    columns: {order_id: id, user_id: "
+                                           "Kunden-Nr, amount: price, items: 1}\n")
+    write(tmp_path, "shop/a.csv", "id,KundenNr,price,order_ts,status\no1,u1,10,2026-03-01T00:00:00Z,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert "column(s) Kunden-Nr not in the file" in ledger[0][8] and "Kunden," not in ledger[0][8], ledger[0][8]
+    assert {r[4] for r in rejects} == {"missing_column:kunden-nr"}

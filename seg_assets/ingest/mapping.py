@@ -19,6 +19,7 @@ text and is typed by the contract's rules, row by row.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -181,7 +182,14 @@ def _as_column(expr: Expr, by_lower: dict[str, str]) -> Expr:
     name = expr.text.strip()
     if expr.column_name is None and name.lower() in by_lower:
         return Expr(expr.text, frozenset({name.lower()}), column_name=name)
+    if expr.column_name is None and HYPHENATED.fullmatch(name) and expr.columns and not expr.columns & set(by_lower):
+        # the same name in a file that lacks it: the missing column is the name as written, not its parts (a
+        # tester's: `Kunden-Nr` over an export saying `KundenNr` named `Kunden` and `Nr`)
+        return Expr(expr.text, frozenset({name.lower()}), column_name=name)
     return expr
+
+
+HYPHENATED = re.compile(r"[\w.]+(-[\w.]+)+")  # Kunden-Nr, E-Mail, Artikel-Nr.: read as one column's name
 
 
 def map_columns(con, source: SourceDef, src: Source) -> Mapped:

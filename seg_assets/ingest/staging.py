@@ -179,7 +179,9 @@ def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
         exprs = [*source.columns.values(), *([source.where] if source.where is not None else [])]
 
         def written(column: str) -> str:  # the mapping's spelling (`Kunde`), not the lower-cased name it is matched by
-            return next((s for e in exprs if (s := e.spelling(column))), column)
+            as_written = (e.spelling(column) or (e.text.strip() if e.text.strip().lower() == column else None)
+                          for e in exprs)  # (a whole value read as one column's name: `Kunden-Nr`)
+            return next((s for s in as_written if s), column)
 
         name, used_by = next(iter(mapped.missing_inputs.items()))
         listed = ", ".join(sorted(map(written, mapped.missing_inputs)))
