@@ -26,6 +26,7 @@ from seg_assets.markdown import frame as md_frame
 from seg_assets.recommend import model as M
 from seg_assets.recommend.blend import Weights
 from seg_assets.resources import Warehouse
+from seg_assets.segmentation.registry import in_service_version
 from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
 from seg_assets.settings import MAX_DAYS
 from seg_assets.warehouse import table_exists, transaction
@@ -37,7 +38,8 @@ SEGMENTS = "SELECT user_id, segment_id FROM analytics.user_segments"
 PREFIX = "meta.rec_"
 NEXT = "analytics.user_recommendations_next"  # a full build's lists, renamed to TABLE in one transaction when complete
 STATE_COLUMNS = ("watermark BIGINT, settings_key VARCHAR, as_of TIMESTAMP, weights JSON, users BIGINT, summary JSON, "
-                 "built_at TIMESTAMP, until TIMESTAMP")  # until: the as-of of lists that left later orders out
+                 "built_at TIMESTAMP, until TIMESTAMP, segment_model VARCHAR")  # until: the as-of of lists that left
+# later orders out; segment_model: the model in service they were ranked with
 
 
 DEFAULTS = M.RecSettings()  # the model's defaults, so each lives in one place
@@ -91,14 +93,16 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
             _empty(con)
             context.log.info(f"recommendations skipped: {reason}")
             return dg.MaterializeResult(metadata={"skipped": reason, "dagster/row_count": 0})
-        wm, as_of = watermark(con), segments_as_of(con)
+        wm, as_of, model = watermark(con), segments_as_of(con), in_service_version(con)
         until = lines_after(con, as_of)  # the basket counts' rule: a refresh as of a past date
         state = con.sql("SELECT * FROM meta.rec_state").pl().to_dicts() if table_exists(con, "meta.rec_state") else []
         why = ("rebase requested" if inc.rebase_requested(context.run.tags) else "first build" if not state
-               else "state of an older version" if "until" not in state[0]
+               else "state of an older version" if "segment_model" not in state[0]
                else "new order lines or cancellations" if state[0]["watermark"] != wm
                else "settings changed" if state[0]["settings_key"] != s.key()
-               else as_of_moved(until, state[0]["until"]) or ("table missing" if not table_exists(con, TABLE) else ""))
+               else as_of_moved(until, state[0]["until"])
+               or ("a new segment model in service" if state[0]["segment_model"] != model
+                   else "table missing" if not table_exists(con, TABLE) else ""))
         if why:
             # built outside a transaction (each chunk's temp tables are freed as it ends; in one transaction DuckDB
             # keeps them all until the commit: 9.3 GiB at 1M users), published in one: a failure leaves the table
@@ -108,8 +112,8 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
                 con.sql(f"DROP TABLE IF EXISTS {TABLE}")
                 con.sql(f"ALTER TABLE {NEXT} RENAME TO {TABLE.split('.')[1]}")
                 con.sql(f"CREATE OR REPLACE TABLE meta.rec_state ({STATE_COLUMNS})")
-                con.execute("INSERT INTO meta.rec_state VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?)",
-                            [wm, s.key(), as_of, json.dumps(weights.__dict__), users, json.dumps(summary), until])
+                con.execute("INSERT INTO meta.rec_state VALUES (?, ?, ?, ?, ?, ?, now()::TIMESTAMP, ?, ?)",
+                            [wm, s.key(), as_of, json.dumps(weights.__dict__), users, json.dumps(summary), until, model])
             mode = "full"
         else:
             stored = json.loads(state[0]["weights"])

@@ -22,7 +22,7 @@ from seg_assets.artifacts import (
     save_artifact,  # noqa: F401  (re-exported for the assets)
 )
 from seg_assets.segmentation.model import SegmentModel
-from seg_assets.warehouse import naive_utc, numbered_version, transaction
+from seg_assets.warehouse import naive_utc, numbered_version, table_exists, transaction
 
 MODELS_DDL = """
 CREATE TABLE IF NOT EXISTS meta.segment_models (
@@ -76,6 +76,15 @@ def in_service_model(con) -> InService | None:
         return None
     version, metrics, artifact = rows[0]
     return InService(version, json.loads(metrics) if metrics else {}, located_path(con, artifact))
+
+
+def in_service_version(con) -> str | None:
+    """The version of the segment model in service (None: none yet). A promotion moves many users at once: the stages
+    that defer segment moves (basket counts, recommendations) catch up when it changes."""
+    if not table_exists(con, "meta.segment_models"):
+        return None
+    rows = con.sql("SELECT version FROM meta.segment_models WHERE in_service").fetchall()
+    return rows[0][0] if rows else None
 
 
 @dataclass(frozen=True)
