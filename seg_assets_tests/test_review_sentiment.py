@@ -82,6 +82,11 @@ def test_labels_from_the_score_or_else_the_stars(scorer):
     assert score_text("Bought it for my dad on Tuesday.", None, scorer) == ("en", 0.0, "neutral", "text", None)
     for short in ("Top", "ok", "Super!", "AWESOME quality!!!"):  # unsure guesses stay English
         assert score_text(short, None, scorer)[0] == "en"
+    # no words at all (emoji, markup): no language, so none without a lexicon ("zxx" was counted as one, a tester's)
+    for emoji in ("💩💩💩", "💩"):
+        language, _, label, label_from, _ = score_text(emoji, None, scorer)
+        assert (language, label, label_from) == ("en", "negative", "text"), emoji
+    assert score_text("<br/><br/>", 2, scorer) == ("en", 0.0, "negative", "rating", "no sentiment words")
 
 
 def test_a_lexicon_file_adds_a_language_and_en_txt_extends_english(tmp_path):

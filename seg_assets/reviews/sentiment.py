@@ -249,6 +249,8 @@ def language_of(text: str, lexicons: tuple[str, ...] = ("en",), has_words=None) 
     had such reviews read with the English one, which scored them 0."""
     ranked = _identifier().rank(text)
     code, probability = ranked[0]
+    if code == NO_LANGUAGE:  # emoji, markup: read by the English lexicon, which knows emoji (a tester's "zxx" reviews
+        return "en"         # were counted as in a language without a lexicon)
     if code != "en":
         english = next(p for c, p in ranked if c == "en")
         if probability >= CONFIDENT or (probability >= PROBABLE and probability / (probability + english) >= BESIDE_ENGLISH):
@@ -264,6 +266,7 @@ def language_of(text: str, lexicons: tuple[str, ...] = ("en",), has_words=None) 
 
 
 _WORD = re.compile(r"\w+(?:'\w+)?")
+NO_LANGUAGE = "zxx"  # py3langid's (ISO 639-2) "no linguistic content"
 
 
 def _has_lexicon_word(scorer: Scorer, code: str, text: str) -> bool:
