@@ -59,6 +59,16 @@ def test_users_without_activity_get_zeros_and_tenure_based_recency(inputs):
     assert "late" not in f["user_id"].to_list()  # signed up after as-of
 
 
+def test_tenure_counts_from_the_first_activity_when_the_user_bought_before_signing_up(inputs):
+    """A guest who bought in January and made an account in March was 'new' with a last order before their tenure
+    began (a tester's: tenure 11 days, recency 16)."""
+    orders, clicks, categories, customers = inputs
+    customers = customers.with_columns(pl.when(pl.col("user_id") == "a").then(datetime(2026, 3, 25))
+                                       .otherwise(pl.col("signup_ts")).alias("signup_ts"))
+    a = row(build_user_features(orders, clicks, categories, customers, as_of=AS_OF), "a")
+    assert a["tenure_days"] == 90.0 and a["recency_days"] == 10.0  # from the first click, 2025-12-31
+
+
 def test_every_user_once_no_nulls_in_model_features(inputs):
     f = build_user_features(*inputs, as_of=AS_OF)
     assert sorted(f["user_id"].to_list()) == ["a", "b", "c", "d"]

@@ -36,7 +36,8 @@ FEATURES: tuple[Feature, ...] = (
             needs=("orders", "revenue"), measures="value"),
     Feature("avg_order_value", "float", "monetary / frequency; 0 without completed orders.", 0, None, True,
             needs=("orders", "revenue"), measures="value"),
-    Feature("tenure_days", "float", "Days from signup (customers file) or else first activity to as-of.", 0, None, True, measures="tenure"),
+    Feature("tenure_days", "float", "Days from the first of signup (customers file), first order and first click to "
+            "as-of (a guest who bought before signing up is no new customer).", 0, None, True, measures="tenure"),
     Feature("orders_30d", "int", "Completed orders in the 30 days up to as-of.", 0, None, True, needs=("orders",), measures="value"),
     Feature("orders_90d", "int", "Completed orders in the 90 days up to as-of.", 0, None, True, needs=("orders",), measures="value"),
     Feature("discount_share", "float", "Discount / (amount + discount) over completed orders: how much of the list price was "

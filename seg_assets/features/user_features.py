@@ -159,7 +159,8 @@ def build_user_features(
         + [pl.col(c).fill_null(0.0) for c in ("monetary", "discount_total", "top_category_share", *share_cols)]
         + [pl.min_horizontal("first_order_ts", "first_click_ts", "signup_ts").alias("first_seen_ts")]
     ).with_columns(
-        tenure_days=_days_between(as_of, "signup_ts").fill_null(_days_between(as_of, "first_seen_ts")).fill_null(0.0),
+        # from the first of signup, order and click: a guest who bought before signing up is no new customer
+        tenure_days=_days_between(as_of, "first_seen_ts").fill_null(0.0),
     ).with_columns(
         recency_days=_days_between(as_of, "last_order_ts").fill_null(pl.col("tenure_days")),
         days_since_last_visit=_days_between(as_of, "last_click_ts").fill_null(pl.col("tenure_days")),
