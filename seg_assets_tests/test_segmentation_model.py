@@ -99,6 +99,29 @@ def test_refit_on_same_data_keeps_every_id_and_name(shoppers, fixed_model):
     assert again.name_of == renamed.name_of
 
 
+def test_a_population_that_only_grew_older_keeps_its_ids_and_shows_no_drift(shoppers):
+    """Sixty days on and nobody behaving otherwise, everyone's tenure is 60 days longer: matched in absolute tenure,
+    every segment was new (the gate then refused every re-fit, and the tenure's PSI asked for one every day: a
+    tester's). The model's typical users and reference sample grow older with the data."""
+    from datetime import timedelta
+
+    from seg_assets.segmentation.assets import drift_table
+
+    frame, _ = shoppers
+    established = pl.col("tenure_days") > 30
+    # a young shop: its customers past their first month joined within a few weeks of each other (a launch)
+    frame = frame.with_columns(pl.when(established).then(150 + pl.col("tenure_days") % 20).otherwise(pl.col("tenure_days"))
+                               .alias("tenure_days"))
+    then = datetime(2026, 6, 30)
+    served = fit_segment_model(frame, FIXED, version="v1", as_of=then)
+    # 60 days on they are 60 days older; the new customers are new arrivals like those before
+    older = frame.with_columns(pl.when(established).then(pl.col("tenure_days") + 60).otherwise(pl.col("tenure_days")))
+    refit = fit_segment_model(older, FIXED, previous=served, version="v2", as_of=then + timedelta(days=60))
+    assert refit.name_of == served.name_of and refit.matching.filter(pl.col("status") != "kept").height == 0
+    psi = drift_table(served, older, then + timedelta(days=60))
+    assert psi.filter(pl.col("feature") == "tenure_days")["psi"][0] < 0.05, psi
+
+
 def test_refit_after_part_of_one_cluster_moves_keeps_other_ids(shoppers, fixed_model):
     frame, truth = shoppers
     ids, _ = fixed_model.predict(frame)

@@ -45,7 +45,7 @@ from seg_assets.segmentation.membership import (
     previous_id_sql,
     refit_churn,
 )
-from seg_assets.segmentation.model import ModelConfig, SegmentModel
+from seg_assets.segmentation.model import ModelConfig, SegmentModel, aged
 from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
@@ -152,13 +152,15 @@ def left_out_metadata(model: SegmentModel) -> dict:
             "features_left_out_summary": FeatureAvailability(tuple(model.features), model.left_out).describe()}
 
 
-def drift_table(model: SegmentModel, frame: pl.DataFrame) -> pl.DataFrame:
-    """PSI per model feature of today's users (a fixed sample of them) against the model's reference."""
+def drift_table(model: SegmentModel, frame: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """PSI per model feature of today's users (a fixed sample of them, as of ``as_of``) against the model's reference,
+    grown as old as they are (model.aged: growing older is no drift)."""
     if model.reference_sample is None:
         return pl.DataFrame(schema={"feature": pl.String, "psi": pl.Float64})
     if frame.height > DRIFT_SAMPLE_ROWS:
         frame = frame[sample_indices(frame.height, DRIFT_SAMPLE_ROWS, 31)]
-    return population_stability(build_reference(model.reference_sample, list(model.features)), frame)
+    reference = aged(model.reference_sample, model.as_of, as_of)
+    return population_stability(build_reference(reference, list(model.features)), frame)
 
 
 def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetime, cfg: SegmentModelConfig,
@@ -178,7 +180,7 @@ def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetim
     if latest.version != model.version and fitted_on is not None and (
             fitted_on == as_of or as_of - fitted_on < timedelta(hours=cfg.refit_retry_hours)):
         return None
-    psi = drift_table(model, frame) if psi is None else psi
+    psi = drift_table(model, frame, as_of) if psi is None else psi
     if psi.height and psi["psi"][0] > psi_threshold:
         return f"population drift: PSI of {psi['feature'][0]} is {psi['psi'][0]:.2f} > {psi_threshold}"
     if fitted_on is not None and as_of - fitted_on > timedelta(days=cfg.max_age_days):
@@ -282,7 +284,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         previous = SegmentModel.load(current.artifact) if current else None
         keep_possible = previous is not None and config.fit != "always"
         panel = read_drift_panel(con, panel_columns(previous)) if keep_possible else None  # deciding to keep needs no more than this
-        psi = drift_table(previous, panel) if keep_possible else None
+        psi = drift_table(previous, panel, as_of) if keep_possible else None
         reason = ("a re-fit was asked for (fit=always)" if config.fit == "always"
                   else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi, registry.latest_fit(con)))
         if reason is None:

@@ -42,7 +42,8 @@ def population_stable(context: dg.AssetCheckExecutionContext, duckdb: Warehouse,
         psi, measured_by = _psi_of_this_run(context, current.version), "segment_model, in this run"
         if psi is None:  # not measured by segment_model in this run (it fitted, or the check runs alone)
             model = SegmentModel.load(current.artifact)
-            psi, measured_by = drift_table(model, read_drift_panel(con, model.features)), "this check"
+            panel = read_drift_panel(con, model.features)
+            psi, measured_by = drift_table(model, panel, settings.resolve_as_of(con)), "this check"
     worst = float(psi["psi"].max() or 0.0)
     return dg.AssetCheckResult(
         passed=worst <= settings.psi_threshold, severity=dg.AssetCheckSeverity.WARN,

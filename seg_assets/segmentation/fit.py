@@ -17,6 +17,7 @@ from seg_assets.segmentation.model import (
     ModelConfig,
     SegmentModel,
     StageFit,
+    aged,
     is_mixture,
     soft_assign,
     stage_of,
@@ -127,7 +128,9 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         retired: list[int] = []
     else:
         common = [f for f in previous.features if f in features]
-        old = pre.transform_array(previous.centroids_original[:, [previous.features.index(f) for f in common]], common)
+        typical = pl.DataFrame(previous.centroids_original[:, [previous.features.index(f) for f in common]], schema=common,
+                               orient="row")
+        old = pre.transform_array(aged(typical, previous.as_of, as_of).to_numpy(), common)  # its typical users, now
         new = C[:, [features.index(f) for f in common]]
         grouped = previous.hierarchy == config.hierarchy == "lifecycle"
         match = matching.match_segments(old, previous.segment_ids, new, max_distance=config.max_distance,

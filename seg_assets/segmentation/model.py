@@ -107,6 +107,20 @@ class StageFit:
 
 
 
+AGEING = ("tenure_days",)  # features every user gains a day of per day of data time, whatever they do
+
+
+def aged(frame: pl.DataFrame, since: datetime | None, until: datetime | None) -> pl.DataFrame:
+    """Values measured as of ``since`` as they are at ``until``: a population that only grew older is the same
+    population. Compared in absolute tenure, 60 days on every segment of a tester's shop was new (the gate then
+    refused every re-fit) and the tenure's PSI asked for a re-fit every day."""
+    if since is None or until is None:
+        return frame
+    days = (until.replace(tzinfo=None) - since.replace(tzinfo=None)).total_seconds() / 86_400
+    columns = [c for c in AGEING if c in frame.columns]
+    return frame.with_columns(pl.col(c) + days for c in columns) if days > 0 and columns else frame
+
+
 def is_mixture(estimator) -> bool:
     """A GaussianMixture (soft assignments of its own); sklearn is imported when a model is used, not loaded."""
     from sklearn.mixture import GaussianMixture
