@@ -231,9 +231,11 @@ def test_windows_are_derived_from_the_sql(tmp_path):
     assert windows(f"order_ts BETWEEN {as_of} - CAST('1 month' AS INTERVAL) AND {as_of}") == ("1 month",)
     assert windows(f"order_ts < {as_of}") == ("0 days",)  # strict: a row at the last as-of comes in now
     for unbounded in (f"date_diff('day', order_ts, {as_of}) < 30", f"signup_ts > {as_of} - INTERVAL 3 DAY",
-                      f"order_ts > {as_of} - INTERVAL (n) DAY", f"order_ts = {as_of}"):
-        with pytest.raises(ValueError, match=r"m\.sql: cannot tell which rows `.*(DATE_DIFF|signup_ts|\(n\)|=)"):
+                      f"order_ts > {as_of} - INTERVAL (n) DAY", f"order_ts = {as_of}",
+                      f"order_ts >= {as_of}::DATE - INTERVAL 7 DAY"):  # a day-aligned edge moves at midnight (a tester's)
+        with pytest.raises(ValueError, match=r"m\.sql: cannot tell which rows `.*(DATE_DIFF|signup_ts|\(n\)|=|DATE)"):
             windows(unbounded)
+    assert windows(f"order_ts >= {as_of}::TIMESTAMP - INTERVAL 7 DAY") == ("7 days",)
     with pytest.raises(ValueError, match="AS stamped"):
         sliding_windows(f"SELECT user_id, {as_of} AS stamped FROM s.t", {"order_ts"})
 
