@@ -122,6 +122,21 @@ def test_a_population_that_only_grew_older_keeps_its_ids_and_shows_no_drift(shop
     assert psi.filter(pl.col("feature") == "tenure_days")["psi"][0] < 0.05, psi
 
 
+def test_the_gate_measures_both_models_in_one_space(shoppers, fixed_model):
+    """Each model's silhouette in its own preprocessed space put the two on two scales (a tester's better candidate
+    refused as worse): the model in service is measured in the candidate's features."""
+    from seg_assets.segmentation.selection import cluster_metrics, sample_indices
+
+    frame, _ = shoppers
+    today = frame.with_columns(pl.col("monetary") * 10, pl.col("avg_order_value") * 10)  # another population's scale
+    candidate = fit_segment_model(today, FIXED, previous=fixed_model, version="v2")
+    sub = today[sample_indices(today.height, 2000, 5)]
+    labels, _ = fixed_model.predict_clusters(sub)
+    assert evaluate_model(fixed_model, today, 2000, 5, space=candidate) == cluster_metrics(
+        candidate.preprocessor.transform(sub), labels, 2000, 5)
+    assert evaluate_model(fixed_model, today, 2000, 5) != evaluate_model(fixed_model, today, 2000, 5, space=candidate)
+
+
 def test_refit_after_part_of_one_cluster_moves_keeps_other_ids(shoppers, fixed_model):
     frame, truth = shoppers
     ids, _ = fixed_model.predict(frame)

@@ -196,9 +196,10 @@ CLASSIFIER_SAMPLE_ROWS = 50_000
 PROJECTION_POINTS = 3_000
 
 
-def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int) -> dict:
-    """The gate's metrics for a model, measured on TODAY's users so candidate and incumbent compare fairly."""
-    metrics = evaluate_model(model, frame, sample_size=SILHOUETTE_SAMPLE_ROWS, seed=seed)
+def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int, space: SegmentModel | None = None) -> dict:
+    """The gate's metrics for a model, measured on TODAY's users (the cluster metrics in ``space``'s features: the
+    candidate's, for both) so candidate and incumbent compare fairly."""
+    metrics = evaluate_model(model, frame, sample_size=SILHOUETTE_SAMPLE_ROWS, seed=seed, space=space)
     sample = frame[sample_indices(frame.height, CLASSIFIER_SAMPLE_ROWS, seed + 11)]
     labels, _ = model.predict(sample)
     metrics[SEGMENTS_USED] = len(np.unique(labels))
@@ -313,7 +314,8 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     # A model in service that leaves out features which have data now is not a fair comparison (fewer
     # dimensions score a better silhouette): it describes a population that no longer exists.
     blind = gained_data([f for f, _ in previous.left_out], frame) if previous else []
-    prev_metrics = gate_metrics(previous, frame, config.gate_classifier, config.seed) if previous and not blind else None
+    prev_metrics = (gate_metrics(previous, frame, config.gate_classifier, config.seed, space=candidate)
+                    if previous and not blind else None)
     if previous is not None:
         with duckdb.get_connection() as con:
             cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed))

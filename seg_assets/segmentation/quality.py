@@ -9,12 +9,16 @@ from seg_assets.segmentation.model import STAGE_ORDER, SegmentModel, stage_of
 from seg_assets.segmentation.selection import bootstrap_stability, cluster_metrics, limit_threads, sample_indices
 
 
-def evaluate_model(model: SegmentModel, frame: pl.DataFrame, sample_size: int = 10_000, seed: int = 0) -> dict[str, float]:
-    """Silhouette / DB / CH of ``model``'s segments on ``frame`` (e.g. the in-service model on today's data)."""
+def evaluate_model(model: SegmentModel, frame: pl.DataFrame, sample_size: int = 10_000, seed: int = 0,
+                   space: SegmentModel | None = None) -> dict[str, float]:
+    """Silhouette / DB / CH of ``model``'s segments on ``frame`` (e.g. the in-service model on today's data),
+    measured in ``space``'s features (default: the model's own). The gate measures the model in service in the
+    candidate's: each in its own, the two numbers were on two scales (a preprocessor fitted on another population),
+    and a candidate better on every measure in either space was refused as 0.065 worse (a tester's)."""
     sub = frame[sample_indices(frame.height, sample_size, seed)]
     cl, _ = model.predict_clusters(sub)
     with limit_threads(model.config.selection.threads):
-        return cluster_metrics(model.preprocessor.transform(sub), cl, sample_size, seed)
+        return cluster_metrics((space or model).preprocessor.transform(sub), cl, sample_size, seed)
 
 
 def stability_on(model: SegmentModel, frame: pl.DataFrame, seed: int = 0) -> float:
