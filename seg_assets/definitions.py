@@ -6,6 +6,7 @@ their own data root (and, for reproducible runs, a fixed as-of time).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +21,22 @@ STAGES = (ingest, reviews, features, segmentation, churn, baskets, recommend, ac
 
 
 def all_assets() -> list:
-    return [a for stage in STAGES for a in stage.assets]
+    assets = [a for stage in STAGES for a in stage.assets]
+    _one_writer_per_table(assets)
+    return assets
+
+
+def _one_writer_per_table(assets: list) -> None:
+    """A SQL model named like a table a stage's Python writes (analytics/user_segments.sql) failed every run with
+    Dagster's "Duplicate asset key" traceback (a tester's): refused in one line naming the file."""
+    written = Counter(key for a in assets for key in a.keys)
+    if clash := [key for key, n in written.items() if n > 1]:
+        from seg_assets.features.sql_files import SqlModelError, discover_models
+
+        files = {m.key: m.path for m in discover_models()}
+        key = next((k for k in clash if k in files), clash[0])
+        raise SqlModelError(f"{files.get(key, key.to_user_string())}: {'.'.join(key.path)} is a table the project's own "
+                            "Python writes: rename the model's file (its table takes the file's name)")
 
 
 def stage_groups() -> tuple[str, ...]:

@@ -426,3 +426,20 @@ def test_a_model_file_that_is_no_sql_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"{sql / 'features' / 'zz_mine.sql'}: not SQL DuckDB reads" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_model_named_like_a_table_the_python_stages_write_is_refused_naming_its_file(tmp_path):
+    """analytics/user_segments.sql failed with Dagster's "Duplicate asset key" traceback (a tester's)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sql = tmp_path / "sql"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), os.pardir, "dbt_like_sql"), sql)
+    (sql / "analytics").mkdir()
+    (sql / "analytics" / "user_segments.sql").write_text("-- materialized: table\nSELECT 1 AS user_id\n")
+    done = subprocess.run([sys.executable, "-c", "import seg_assets.definitions"], capture_output=True, text=True,
+                          env={**os.environ, "SEG_SQL_DIR": str(sql), "SEG_DATA_DIR": str(tmp_path / "data")})
+    assert done.returncode != 0
+    assert "user_segments.sql: analytics.user_segments is a table the project's own Python writes" in done.stderr, done.stderr
