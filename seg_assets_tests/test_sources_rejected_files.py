@@ -238,3 +238,17 @@ def test_a_hyphenated_column_a_file_lacks_is_named_as_written_not_as_its_parts(t
     _, ledger, rejects = ingest(tmp_path)
     assert "column(s) Kunden-Nr not in the file" in ledger[0][8] and "Kunden," not in ledger[0][8], ledger[0][8]
     assert {r[4] for r in rejects} == {"missing_column:kunden-nr"}
+
+
+def test_a_truncated_or_overlong_row_is_rejected_even_where_the_sources_where_would_leave_it_out(tmp_path):
+    """With a `where`, a row cut short failed the condition on its shifted fields and was counted as filtered ("left
+    out by the source's where"), in no table and no reject (a tester's)."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    where: \"kind = 'sale'\"\n")
+    write(tmp_path, "shop/a.csv", "order_id,user_id,order_ts,amount,items,status,kind\n"
+                                  "o1,u1,2026-03-01T10:00:00Z,5,1,completed,sale\n"
+                                  "o2,u2,2026-03-01T10:00:00Z,5\n"
+                                  "o3,u3,2026-03-01T10:00:00Z,5,1,completed,sale,extra\n"
+                                  "o4,u4,2026-03-01T10:00:00Z,5,1,completed,test\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert ledger[0][3:8] == (4, 1, 0, 2, 1), ledger[0]  # delivered, accepted, duplicate, rejected, filtered
+    assert sorted(r[4] for r in rejects) == ["too_many_fields:row", "truncated_row:row"]

@@ -102,6 +102,8 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
     if mapped.where:  # under TRY too: a row the condition fails on is kept, to be rejected (not the whole file)
         t = try_alias("where")
         keep, where = f"{t} IS NULL OR {t}.v", f"try(struct_pack(v := {mapped.where})) AS {t}"
+        if src.is_csv:  # a row cut short or overlong is a reject, whatever the where says of its shifted fields (it
+            keep += f" OR {src.idents[-1]} IS NULL OR {OVERFLOW} IS NOT NULL"  # was counted as left out: a tester's)
         cases.insert(0, f"WHEN {t} IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
                         "row (its values: raw_values)'")
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
