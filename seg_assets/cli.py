@@ -74,7 +74,8 @@ def generate(
 @app.command()
 def refresh(
     as_of: str | None = typer.Option(None, help="Fix 'now' (ISO-8601, UTC). Default: the latest event time in the data."),
-    refit: bool = typer.Option(False, help="Force a new segment model fit (the promotion gate still decides)."),
+    refit: bool = typer.Option(False, help="Force a new segment model fit on every user's features as of now "
+                               "(implies --rebase; the promotion gate still decides)."),
     rebase: bool = typer.Option(False, help="Recompute every user's features and scores (the daily rebase), not only "
                                 "the users with new rows."),
     set_: list[str] = typer.Option([], "--set", metavar="OP.FIELD=VALUE",

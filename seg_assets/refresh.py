@@ -258,7 +258,8 @@ def run_refresh(
 ) -> RefreshOutcome:
     """Run the refresh job once; ``on_stage(group, 'done', outcome)`` reports each stage after it.
 
-    ``rebase`` recomputes every user's features and scores instead of only the users with new rows;
+    ``rebase`` recomputes every user's features and scores instead of only the users with new rows (``refit``
+    too: a model fitted on rows of two dates splits them apart);
     ``overrides`` (``{"ops": {op: {"config": {...}}}}``) are laid over the job's settings; ``engine``: duckdb
     or spark (default ``$SEG_ENGINE``, else duckdb). Without an
     ``instance`` the run is recorded in a temporary one. ``before_run()`` is called once the settings are checked,
@@ -278,7 +279,7 @@ def run_refresh(
         instance=instance,
         run_config={**SILENT, **run_config},
         raise_on_error=False,
-        tags={**(tags or {}), **({REBASE_TAG: "true"} if rebase else {})},
+        tags={**(tags or {}), **({REBASE_TAG: "true"} if rebase or refit else {})},  # a fit reads everyone as of now
     )
     wall = time.perf_counter() - start
     groups = step_groups(defs)

@@ -29,6 +29,8 @@ def test_a_refit_after_drift_keeps_the_users_who_did_not_change(data_dir):
     drift = kept_share(before, after, changed)
     assert drift["kept_same_stage"] >= 0.95, drift
     with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:
+        # --refit scores everyone as of now (users without new rows kept the features of 14 days before)
+        assert con.sql("SELECT count(DISTINCT as_of) FROM features.user_features").fetchall() == [(1,)]
         (metrics,) = con.sql("SELECT metrics FROM meta.segment_models ORDER BY version DESC LIMIT 1").fetchall()[0]
         check = candidate_promoted(con)
     metrics = json.loads(metrics)
@@ -67,4 +69,9 @@ def test_when_needed_dates_the_age_from_the_latest_fit_even_a_refused_one(data_d
         con.sql("UPDATE meta.segment_models SET in_service = (version = 'v0001'), promoted = (version = 'v0001')")
     assert len(when_needed(8)) == 2  # refused on this very data: not fitted again
     assert len(when_needed(9)) == 2  # a day later: the latest fit is a day old, v0001 in service nine
+    with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:  # half the users scored three days before
+        con.sql("UPDATE features.user_features SET as_of = as_of - INTERVAL 3 DAY WHERE hash(user_id) % 2 = 0")
+    assert len(when_needed(16)) == 2  # a fit on rows of two dates waits for the rebase (a tester's split of them)
+    with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:
+        con.sql("UPDATE features.user_features SET as_of = (SELECT max(as_of) FROM features.user_features)")
     assert len(when_needed(16)) == 3  # a week after the latest fit

@@ -25,6 +25,7 @@ from seg_assets.automation.conditions import refit_segment_model
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
+from seg_assets.features.incremental import rebase_requested
 from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest.ledger import why_no_rows
 from seg_assets.markdown import frame as md_frame
@@ -113,6 +114,13 @@ class SegmentModelConfig(CheckedConfig):
                            lapsed_after_days=self.lapsed_after_days, k_range=(self.k_min, self.k_max),
                            max_distance=self.max_match_distance, selection=selection, sticky_odds=self.sticky_odds,
                            min_cluster_rows=self.min_cluster_rows)
+
+
+def stale_users(con) -> int:
+    """Users whose features were computed more than a day before the newest rows': an incremental refresh scores
+    again only users with new rows, the daily rebase everyone. (Rows all of one date are one population.)"""
+    return con.sql(f"""SELECT count(*) FROM {USER_FEATURES_TABLE}
+                       WHERE as_of < (SELECT max(as_of) FROM {USER_FEATURES_TABLE}) - INTERVAL 1 DAY""").fetchall()[0][0]
 
 
 def read_features(con) -> pl.DataFrame:
@@ -288,11 +296,18 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         psi = drift_table(previous, panel, as_of) if keep_possible else None
         reason = ("a re-fit was asked for (fit=always)" if config.fit == "always"
                   else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi, registry.latest_fit(con)))
+        stale = stale_users(con) if reason and previous is not None and not rebase_requested(context.run.tags) else 0
+        if stale:  # a fit on rows of two dates splits them apart (a tester's "High-value loyal 2": last quarter's rows)
+            reason, why = None, (f"a fit was due ({reason}) but waits: {stale:,} users' features are more than a day "
+                                 "older than the newest (users without new rows are scored again by the daily rebase or "
+                                 "--rebase; seg-assets refresh --refit does both)")
+            context.log.warning(f"segment_model: {why}")
         if reason is None:
             users = row_count(con, USER_FEATURES_TABLE)
             context.log.info(f"keeping {previous.version} in service: no refit needed")
             return dg.MaterializeResult(metadata={
-                "decision": f"kept {previous.version} in service (no refit needed)", "in_service_version": previous.version,
+                "decision": f"kept {previous.version} in service ({why if stale else 'no refit needed'})",
+                "in_service_version": previous.version,
                 "max_psi": float(psi["psi"].max() or 0.0), "users": users, "features_used": len(previous.features),
                 **left_out_metadata(previous),
                 PSI_METADATA: dg.MetadataValue.json({"model_version": previous.version, "psi": psi.to_dicts()})})
