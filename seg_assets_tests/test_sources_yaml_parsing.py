@@ -164,3 +164,14 @@ def test_a_refused_sources_file_ingests_nothing(tmp_path, content, words):
         tables = {r[0] for r in con.sql("SELECT table_name FROM information_schema.tables").fetchall()}
         assert "ingest_ledger" not in tables or con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall()[0][0] == 0
         con.close()
+
+
+def test_a_source_whose_folder_is_missing_is_named_beside_the_files_no_source_reads(tmp_path):
+    """`folder: erp_belegee` (a typo) said only "no source reads folder 'erp_belege'", though a source was declared
+    (a tester's): the declared source and the folder it reads are named."""
+    from seg_assets.ingest.sources import discover_files
+
+    (tmp_path / "sources.yaml").write_text("sources:\n  erp_belege:\n    table: orders\n    folder: erp_belegee\n")
+    write(tmp_path, "erp_belege/a.csv", "order_id,user_id,order_ts,amount,items,status\n")
+    _, ignored = discover_files(tmp_path / "landing", load_sources(tmp_path))
+    assert "source 'erp_belege' reads landing/erp_belegee/, which does not exist" in ignored["erp_belege/a.csv"]

@@ -67,15 +67,19 @@ def is_candidate(rel: str) -> bool:
     return not _in_progress(rel) and file_format(Path(rel)) is not None
 
 
-def ignore_reason(rel: str, readers: list[SourceDef], folder: str) -> str | None:
-    """Why a file that is not read deserves a person's attention; None for in-progress names (by design)."""
+def ignore_reason(rel: str, readers: list[SourceDef], folder: str, missing: list[SourceDef] = ()) -> str | None:
+    """Why a file that is not read deserves a person's attention; None for in-progress names (by design).
+    ``missing``: declared sources whose folder does not exist (a typo there left the files unread, unnamed)."""
     if _in_progress(rel):
         return None
     if file_format(Path(rel)) is None:
         suffix = Path(rel).suffix or "no extension"
         return f"unknown format ({suffix}): land it as .csv, .csv.gz or .parquet"
     if not readers:
-        return f"no source reads folder '{folder}': use a contract table's folder or declare a source in sources.yaml"
+        astray = "".join(f"; source {s.name!r} reads landing/{s.folder}/, which does not exist (folder: is a folder "
+                         "under landing/)" for s in missing)
+        return (f"no source reads folder '{folder}': use a contract table's folder or declare a source in "
+                f"sources.yaml{astray}")
     return None
 
 
@@ -181,6 +185,7 @@ def discover_files(landing_dir: Path, sources: list[SourceDef]
     if not landing_dir.is_dir():
         return found, ignored
     files, refused = _files_under(landing_dir)
+    missing = [s for s in sources if s.declared and not (landing_dir / s.folder).is_dir()]
     ignored.update({p.relative_to(landing_dir).as_posix(): why for p, why in refused.items()})
     for path in sorted(files, key=lambda p: p.relative_to(landing_dir).as_posix()):
         rel = path.relative_to(landing_dir).as_posix()
@@ -188,7 +193,7 @@ def discover_files(landing_dir: Path, sources: list[SourceDef]
         # below the source's folder (a folder a source declares may itself start with '_')
         inner = rel[max((len(s.folder) + 1 for s in readers), default=0):]
         if not readers or not is_candidate(inner):
-            ignored[rel] = ignore_reason(inner, readers, rel.rsplit("/", 1)[0] if "/" in rel else ".")
+            ignored[rel] = ignore_reason(inner, readers, rel.rsplit("/", 1)[0] if "/" in rel else ".", missing)
         else:
             found += [(source, path, file_format(path)) for source in readers]
     return found, ignored
