@@ -252,3 +252,11 @@ def test_a_truncated_or_overlong_row_is_rejected_even_where_the_sources_where_wo
     _, ledger, rejects = ingest(tmp_path)
     assert ledger[0][3:8] == (4, 1, 0, 2, 1), ledger[0]  # delivered, accepted, duplicate, rejected, filtered
     assert sorted(r[4] for r in rejects) == ["too_many_fields:row", "truncated_row:row"]
+
+
+def test_a_csv_with_carriage_returns_alone_fails_saying_what_to_do(tmp_path):
+    path = tmp_path / "landing" / "orders" / "mac.csv"  # an old Mac export: csv's own message said nothing to do
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"order_id,user_id,order_ts,amount,items,status\ro1,u1,2026-03-01T00:00:00Z,5,1,completed\r")
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "failed" and "carriage return alone" in ledger[0][8] and "LF or CRLF" in ledger[0][8]

@@ -79,6 +79,9 @@ def _csv_header(path: Path, fmt: str, dialect: CsvDialect) -> tuple[list[str] | 
     text = line.decode("utf-8-sig" if utf8 else dialect.encoding, errors="replace")
     if not text.strip():
         return None, utf8
+    if "\r" in text.rstrip("\r\n"):  # the whole file read as its first line (csv's own error said nothing to do)
+        raise ValueError("the file's lines end in a carriage return alone (an old Mac export): save it with LF or CRLF "
+                         "line ends and land it again")
     return [name.strip() for name in next(csv.reader([text], delimiter=dialect.delimiter))], utf8
 
 
