@@ -260,3 +260,20 @@ def test_a_csv_with_carriage_returns_alone_fails_saying_what_to_do(tmp_path):
     path.write_bytes(b"order_id,user_id,order_ts,amount,items,status\ro1,u1,2026-03-01T00:00:00Z,5,1,completed\r")
     _, ledger, _ = ingest(tmp_path)
     assert ledger[0][2] == "failed" and "carriage return alone" in ledger[0][8] and "LF or CRLF" in ledger[0][8]
+
+
+def test_a_changed_mapping_names_the_files_taken_in_with_the_one_before(tmp_path):
+    """A corrected sources.yaml (a time zone, a status rule) changed nothing for the files already taken in, and the
+    run said nothing (a tester's): until a file is read with the new mapping, each run names what keeps the old one."""
+    from seg_assets.ingest.ledger import remapped
+    from seg_assets.ingest.source_config import load_sources
+
+    yaml = "sources:\n  shop:\n    table: orders\n    timezone: {tz}\n"
+    (tmp_path / "sources.yaml").write_text(yaml.format(tz="Europe/Berlin"))
+    write(tmp_path, "shop/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T10:00:00,5,1,completed\n")
+    ingest(tmp_path)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    assert remapped(con, load_sources(tmp_path)) == {}
+    (tmp_path / "sources.yaml").write_text(yaml.format(tz="America/New_York"))
+    assert remapped(con, load_sources(tmp_path)) == {"shop": 1}
+    con.close()

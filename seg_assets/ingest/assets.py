@@ -217,6 +217,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             stage_files=stage_files,
         )
         metadata = build_metadata(con, report)
+        kept_old = ledger.remapped(con, sources)
     taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}
     metadata[LEDGER_KEY].update(taken_files_metadata(landing, sources, taken))
     metadata[LEDGER_KEY]["files_still_settling"] = dg.MetadataValue.json(report.unsettled)
@@ -235,5 +236,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             context.log.warning(f"ingest: {f.file_name} failed: {f.message}")
         elif f.status == C.STATUS_REJECTED_FILE:
             context.log.warning(f"ingest: {f.message}")
+    for name, files in kept_old.items():
+        context.log.warning(f"ingest: sources.yaml's mapping of source {name!r} changed since {files} file(s) were taken "
+                            "in: their rows keep the mapping they were read with (a file is read once); to read them "
+                            f"with this one, rebuild from landing/: move {settings.paths.warehouse.name} and bi/ aside, "
+                            "then refresh")
     for spec in SPECS:
         yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata[spec.key])

@@ -198,14 +198,34 @@ NOTHING_TAKEN = (f"(status = '{C.STATUS_REJECTED_FILE}' OR (status = '{C.STATUS_
                  "AND updated = 0 AND rejected > 0))")
 
 
+def _keys_sql(keys: dict[str, str]) -> str:
+    """The sources' mapping fingerprints (source -> SourceDef.key) as a relation k(source, key)."""
+    values = ", ".join(f"({sql_string(name)}, {sql_string(key)})" for name, key in keys.items()) or "(NULL, NULL)"
+    return f"(VALUES {values}) k(source, key)"
+
+
 def taken_rows(keys: dict[str, str]) -> str:
     """SQL of the ledger rows whose file is taken in (not read again): all but failed ones and files of which nothing
     was taken in (:data:`NOTHING_TAKEN`) under another mapping of their source (``keys``: source -> SourceDef.key);
     rows written before the ledger recorded the mapping keep theirs."""
-    values = ", ".join(f"({sql_string(name)}, {sql_string(key)})" for name, key in keys.items()) or "(NULL, NULL)"
-    return (f"SELECT l.* FROM {C.LEDGER_TABLE} l LEFT JOIN (VALUES {values}) k(source, key) ON k.source = l.source "
+    return (f"SELECT l.* FROM {C.LEDGER_TABLE} l LEFT JOIN {_keys_sql(keys)} ON k.source = l.source "
             f"WHERE l.status <> '{C.STATUS_FAILED}' AND NOT ({NOTHING_TAKEN} "
             "AND l.source_key IS NOT NULL AND l.source_key IS DISTINCT FROM k.key)")
+
+
+def remapped(con, sources) -> dict[str, int]:
+    """Per declared source whose mapping changed since its files were taken in, and that has read no file with the new
+    one yet: how many files keep the mapping they were read with (rows taken in are not read again; a tester's
+    corrected time zone changed nothing, and nothing said so)."""
+    keys = {s.name: s.key for s in sources if s.declared}
+    if not keys:
+        return {}
+    rows = con.sql(f"""SELECT l.source, count(*) FILTER (WHERE l.source_key <> k.key) AS old,
+                              count(*) FILTER (WHERE l.source_key = k.key) AS new
+        FROM {C.LEDGER_TABLE} l JOIN {_keys_sql(keys)} ON k.source = l.source
+        WHERE l.status = '{C.STATUS_INGESTED}' AND (l.accepted > 0 OR l.updated > 0) AND l.source_key IS NOT NULL
+        GROUP BY 1""").fetchall()
+    return {source: int(old) for source, old, new in rows if old and not new}
 
 
 def why_no_rows(con) -> str:
