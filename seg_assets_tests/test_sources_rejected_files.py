@@ -277,3 +277,18 @@ def test_a_changed_mapping_names_the_files_taken_in_with_the_one_before(tmp_path
     (tmp_path / "sources.yaml").write_text(yaml.format(tz="America/New_York"))
     assert remapped(con, load_sources(tmp_path)) == {"shop": 1}
     con.close()
+
+
+def test_an_order_whose_lines_name_two_customers_is_named(tmp_path):
+    """Two shops whose invoice numbers overlap: the order went to the smaller id without a word, one shop's customers
+    vanished and the other's spend doubled (a tester's)."""
+    from seg_assets.ingest.assets import orders_of_several_users
+
+    write(tmp_path, "order_items/a.csv", "order_id,user_id,order_ts,product_id,quantity,unit_price\n"
+                                         "i1,u1,2026-03-01T10:00:00Z,p1,1,5\ni1,u2,2026-03-01T10:00:00Z,p2,1,5\n"
+                                         "i2,u3,2026-03-01T10:00:00Z,p1,1,5\ni2,u3,2026-03-01T10:00:00Z,p2,1,5\n")
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        file_ids = [i for (i,) in con.sql("SELECT file_id FROM meta.ingest_ledger").fetchall()]
+        assert orders_of_several_users(con, file_ids) == (1, "i1")
+        assert orders_of_several_users(con, []) == (0, None)
