@@ -202,11 +202,12 @@ def test_unparseable_timestamp_rejected(con, landing):
 def test_an_offset_after_a_space_is_read_as_iso_8601(con, landing):
     """Shopify writes '2026-02-05 23:14:00 +0100' (a space before the offset): every row was rejected."""
     write(landing, "orders", "a.csv", order("o1", ts="2026-03-01 08:00:00 +0100"), order("o2", ts="2026-03-01 08:00:00 -05:00"),
-          order("o3", ts="2026-03-01T08:00:00 Z"), order("o4", ts="2026-03-01 08:00 +02"), order("o5", ts="08:00 +0100"))
+          order("o3", ts="2026-03-01T08:00:00 Z"), order("o4", ts="2026-03-01 08:00 +02"), order("o5", ts="08:00 +0100"),
+          order("o6", ts="2026-03-01t08:00:00z"))  # RFC 3339 allows lower case (a tester's row was rejected)
     run(con, landing)
-    assert counts(ledger(con)["orders/a.csv"]) == ("ingested", 5, 4, 0, 1)
+    assert counts(ledger(con)["orders/a.csv"]) == ("ingested", 6, 5, 0, 1)
     assert con.sql("SELECT order_id, strftime(order_ts, '%d %H:%M') FROM raw.orders ORDER BY 1").fetchall() == [
-        ("o1", "01 07:00"), ("o2", "01 13:00"), ("o3", "01 08:00"), ("o4", "01 06:00")]
+        ("o1", "01 07:00"), ("o2", "01 13:00"), ("o3", "01 08:00"), ("o4", "01 06:00"), ("o6", "01 08:00")]
 
 
 def test_far_future_and_too_old_timestamps_rejected(con, landing):

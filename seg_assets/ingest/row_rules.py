@@ -131,9 +131,10 @@ def column_sql(
             if timestamp_format:
                 fmt = timestamp_format.replace("'", "''")
                 parsed = f"CAST(try_strptime({v}, '{fmt}') AS TIMESTAMPTZ) AT TIME ZONE 'UTC'"
-            else:  # an offset after a space ('2026-02-05 23:14:00 +0100': Shopify's exports) joined to the time, only
-                # where the plain cast fails (coalesce evaluates it for those rows: a regex on every value cost 3x)
-                spaced = f"regexp_replace({v}, '\\s+([+-]\\d{{2}}(:?\\d{{2}})?|Z)$', '\\1')"
+            else:  # an offset after a space ('2026-02-05 23:14:00 +0100': Shopify's exports) joined to the time, and
+                # RFC 3339's lower-case 't' and 'z' read as upper case, only where the plain cast fails (coalesce
+                # evaluates it for those rows: a regex on every value cost 3x)
+                spaced = f"regexp_replace(upper({v}), '\\s+([+-]\\d{{2}}(:?\\d{{2}})?|Z)$', '\\1')"
                 parsed = f"coalesce(try_cast({v} AS TIMESTAMPTZ), try_cast({spaced} AS TIMESTAMPTZ)) AT TIME ZONE 'UTC'"
             inner.append(f"coalesce({parsed}, {epoch_sql(v)}) AS {p}")
         elif col.kind == DECIMAL:
