@@ -92,9 +92,12 @@ TABLES: dict[str, dict[str, str]] = {
         "rule": "Conditions on features, in their own units, that describe the segment (the stage's rule first in the "
                 "lifecycle model).",
         "precision": "Share (0-1) of sampled users matching the rule whom the segment model itself assigns to the segment "
-                     "(not the published, sticky assignment).",
-        "coverage": "Share (0-1) of the segment's users (as the segment model assigns them, on a sample) matching the rule.",
-        "support": "Users matching the rule, estimated for all segmented users from the sample the rules were read on.",
+                     "(not the published, sticky assignment), on the users the rules were read on: when the model was "
+                     "fitted or last rebased (a tester's rule read 0.906 then and 0.52 on today's users).",
+        "coverage": "Share (0-1) of the segment's users (as the segment model assigns them, on a sample) matching the "
+                    "rule, when the rules were read (as precision).",
+        "support": "Users matching the rule, estimated for all segmented users from the sample the rules were read on "
+                   "(as precision).",
         "segment_name": _SEGMENT_NAME,
         "model_version": "Segment model version the rules describe.",
         "surrogate_fidelity": "Share (0-1) of held-out users whose segment the rules' trees predict right: how far to "
