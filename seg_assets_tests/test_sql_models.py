@@ -117,23 +117,27 @@ def test_duckdb_braces_in_a_model_are_refused_not_changed_and_raw_keeps_them(tmp
 
 def test_a_new_schema_folder_materializes(tmp_path, monkeypatch):
     """The warehouse creates a schema per SQL folder: a new folder needs no list kept in sync."""
-    from seg_assets.resources import build_resources
-
     sql = tmp_path / "sql"
     (sql / "marts").mkdir(parents=True)
     (sql / "marts" / "x.sql").write_text("-- materialized: table\nSELECT 42 AS answer\n")
+    assert _built(sql, tmp_path, monkeypatch, "SELECT answer FROM marts.x") == [(42,)]
+
+
+def _built(sql, tmp_path, monkeypatch, query: str) -> list:
+    """Materialize the models of the folder ``sql`` into a warehouse under ``tmp_path``; ``query``'s rows."""
+    from seg_assets.resources import build_resources
+
     monkeypatch.setenv("SEG_SQL_DIR", str(sql))
     result = dg.materialize(sql_assets(sql), resources=build_resources(tmp_path / "data", "2026-01-01T00:00:00Z"))
     assert result.success
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
-        assert con.sql("SELECT answer FROM marts.x").fetchall() == [(42,)]
+        return con.sql(query).fetchall()
 
 
 def test_views_are_made_in_the_order_they_read_each_other_and_a_folder_or_file_name_must_be_an_sql_name(tmp_path,
                                                                                                      monkeypatch):
     """A view in a new folder reading another view failed every refresh: views were made in path order (a tester's
     mart over a staging view). A folder or file name that is no plain SQL name (data-marts/) failed with a traceback."""
-    from seg_assets.resources import build_resources
 
     sql = tmp_path / "sql"
     for folder in ("a_marts", "z_staging"):
@@ -141,11 +145,7 @@ def test_views_are_made_in_the_order_they_read_each_other_and_a_folder_or_file_n
     (sql / "z_staging" / "base.sql").write_text("-- materialized: view\nSELECT 42 AS answer\n")
     (sql / "a_marts" / "over.sql").write_text("-- materialized: view\nSELECT answer + 1 AS answer FROM z_staging.base\n")
     (sql / "a_marts" / "a_first.sql").write_text("-- materialized: view\nSELECT answer * 2 AS answer FROM a_marts.over\n")
-    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
-    result = dg.materialize(sql_assets(sql), resources=build_resources(tmp_path / "data", "2026-01-01T00:00:00Z"))
-    assert result.success
-    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
-        assert con.sql("SELECT answer FROM a_marts.a_first").fetchall() == [(86,)]
+    assert _built(sql, tmp_path, monkeypatch, "SELECT answer FROM a_marts.a_first") == [(86,)]
     for bad in ("data-marts/x.sql", "marts/big-spenders.sql", "1st/x.sql"):
         path = tmp_path / "bad" / bad
         path.parent.mkdir(parents=True, exist_ok=True)
