@@ -292,3 +292,10 @@ def test_an_order_whose_lines_name_two_customers_is_named(tmp_path):
         file_ids = [i for (i,) in con.sql("SELECT file_id FROM meta.ingest_ledger").fetchall()]
         assert orders_of_several_users(con, file_ids) == (1, "i1")
         assert orders_of_several_users(con, []) == (0, None)
+    # a later file's line of an earlier order, by another user: that order only (i1's lines are all earlier)
+    write(tmp_path, "order_items/b.csv", "order_id,user_id,order_ts,product_id,quantity,unit_price\n"
+                                         "i2,u4,2026-03-01T10:00:00Z,p3,1,5\n")
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        [(later,)] = con.sql("SELECT max(file_id) FROM meta.ingest_ledger").fetchall()
+        assert orders_of_several_users(con, [later]) == (1, "i2")
