@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM stop a refresh, instead of being retried.
 
-Dagster turns a signal that arrives inside a step into DagsterExecutionInterruptedError and, since the job has
-a retry policy (automation/jobs.py), retries the step as if it were a transient failure: the run went on and
+Dagster turns a signal that arrives inside a step into DagsterExecutionInterruptedError and, since each step has
+a retry policy (retries.py), retries the step as if it were a transient failure: the run went on and
 ended "Refresh done". So the CLI runs the job in a worker thread (Dagster installs its signal handlers only in
 the main thread) and owns the signals itself: the first one sets :data:`STOP` and interrupts the DuckDB
 queries running now; the warehouse connection (resources.py) then fails the current step and every later one

@@ -275,3 +275,18 @@ def test_a_run_that_writes_the_warehouse_carries_its_process(tmp_path):
     result = dg.materialize([touches], resources={"duckdb": Warehouse(database=str(tmp_path / "w.duckdb"))}, instance=instance)
     tags = instance.get_run_by_id(result.run_id).tags
     assert tags[PID_TAG] == str(os.getpid()) and tags[HOST_TAG] == socket.gethostname()
+
+
+def test_every_step_is_retried_whichever_job_runs_it(tmp_path):
+    """Only the refresh job had a retry policy: runs from the UI's Materialize button and the automation sensor go
+    through Dagster's implicit asset job, where 26 of 27 steps failed at the first transient error. Each asset and
+    check now carries the policy, as Dagster resolves it in both jobs."""
+    from dagster._core.definitions.dependency import NodeHandle
+
+    from seg_assets.retries import TRANSIENT_RETRY
+
+    defs = build_defs(tmp_path)
+    for job in (defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("refresh")):
+        policies = {n.name: job.get_retry_policy_for_handle(NodeHandle(n.name, None)) for n in job.graph.nodes}
+        assert len(policies) >= len(all_assets()) - 1
+        assert {name for name, policy in policies.items() if policy != TRANSIENT_RETRY} == set(), job.name

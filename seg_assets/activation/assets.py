@@ -55,6 +55,7 @@ from seg_assets.publish.keys import BI_SEGMENTS, SEGMENT_HISTORY
 from seg_assets.published_state import refuse_tables_of_failed_runs
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation.scoring import USER_SEGMENTS
 from seg_assets.warehouse import table_exists, transaction
 
@@ -78,6 +79,7 @@ def catalogue_markdown(catalogue: Catalogue) -> str:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=USER_GROUPS, deps=[USER_SEGMENTS], group_name=GROUP, pool="duckdb", kinds={"duckdb"},
     automation_condition=rescore_on_new_inputs(),
     description="Every scored user's hash bucket (md5 of salt and user_id, 0-9,999) and whether they are in the "
@@ -140,6 +142,7 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> str:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=CAMPAIGN_LIFT, deps=[RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, SEGMENT_HISTORY, USER_GROUPS], group_name=GROUP,
     pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
     check_specs=[dg.AssetCheckSpec("sample_ratio", asset=CAMPAIGN_LIFT, description="Treated/control split of every "
@@ -255,6 +258,7 @@ class NextBestActionConfig(CheckedConfig):
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=NEXT_BEST_ACTION, deps=[CAMPAIGN_LIFT, RAW_CAMPAIGN_SENDS, STG_ORDERS, USER_SEGMENTS, USER_GROUPS, SEGMENT_HISTORY],
     group_name=GROUP, pool="duckdb", kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
     description="One action per eligible user from a Thompson-sampling policy (per-action logistic regressions) on the user's "
@@ -354,6 +358,7 @@ AUDIENCE_INPUTS = (NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS, USER_SEG
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=AUDIENCES, deps=[*AUDIENCE_INPUTS, BI_SEGMENTS], group_name=GROUP, pool="duckdb",
     kinds={"parquet", "csv"},
     automation_condition=rescore_on_new_inputs(),

@@ -30,10 +30,7 @@ refresh_job = dg.define_asset_job(
     REFRESH_JOB,
     selection=dg.AssetSelection.all(),
     config=refresh_run_config(),
-    # Transient failures (a file still syncing, a database hiccup) get two more tries with exponential backoff; each
-    # step is idempotent, so a retry is always safe. A warehouse held by another process is not retried
-    # (resources.py: WarehouseLocked says what to do).
-    op_retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    # Retries: each step's own policy (retries.py), the same under the UI's and automation's implicit job.
     description="Ingest new landing files, validate, rebuild features, re-fit when needed, re-score, record history, publish for BI.",
 )
 

@@ -23,6 +23,7 @@ from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import frame as md_frame
 from seg_assets.markdown import table as md_table
 from seg_assets.resources import Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation.scoring import SEGMENT_BASKET_RULES, USER_SEGMENTS, segments_as_of
 from seg_assets.warehouse import create_table_from, table_exists, transaction
 
@@ -61,6 +62,7 @@ def _markdown(best: pl.DataFrame, names: dict) -> str:
 
 
 @dg.multi_asset(
+    retry_policy=TRANSIENT_RETRY,
     specs=[
         dg.AssetSpec(BASKET_RULES, deps=[USER_SEGMENTS, *BASKET_INPUTS], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),

@@ -52,6 +52,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.settings import MAX_DAYS
 from seg_assets.spark import scoring as on_spark
 from seg_assets.spark.session import Engine
@@ -179,6 +180,7 @@ def churn_auc(con) -> dg.AssetCheckResult:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=CHURN_MODEL, deps=[USER_FEATURES, *STAGING_INPUTS], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
     automation_condition=(dg.AutomationCondition.on_missing() | dg.AutomationCondition.on_cron(WEEKLY_REFIT_CRON))
     .with_label(f"fit when missing; weekly check ({WEEKLY_REFIT_CRON})"),
@@ -270,6 +272,7 @@ def _risk_sql(high: float, medium: float) -> str:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=CHURN_SCORES, deps=[USER_FEATURES, CHURN_MODEL], group_name=GROUP, pool="duckdb", kinds={"duckdb", "polars"},
     automation_condition=rescore_on_new_inputs(),
     description="One row per user: churn_probability (no completed order in the next H days), churn_risk "

@@ -26,6 +26,7 @@ from seg_assets.features.user_features import (
 )
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import create_table_from, drop_other_kind, table_exists, transaction
 
@@ -67,6 +68,7 @@ def _code_version(models: dict) -> str:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=USER_FEATURES,
     deps=[dg.AssetKey(t.split(".")) for t in _INPUTS.values()],
     group_name="features",

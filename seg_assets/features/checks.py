@@ -14,6 +14,7 @@ from seg_assets.features.assets import USER_FEATURES
 from seg_assets.features.dictionary import FEATURES, MODEL_FEATURES
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 
 _NUMERIC = [f for f in FEATURES if f.dtype in ("int", "float")]
 
@@ -55,6 +56,7 @@ def range_violations(ids: pl.DataFrame, features: pl.DataFrame) -> list[str]:
 
 
 @dg.asset_check(
+    retry_policy=TRANSIENT_RETRY,
     asset=USER_FEATURES,
     blocking=True,
     description="user_id unique and not null, no nulls in model features, every feature within its dictionary range.",

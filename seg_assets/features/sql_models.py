@@ -41,6 +41,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features.sql_files import SqlModel, SqlModelError, discover_models
 from seg_assets.ingest import contract as C
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.settings import DEFAULT_SQL_DIR
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import drop_other_kind, transaction
@@ -275,6 +276,7 @@ def _your_sql(model: SqlModel):
 def build_sql_asset(model: SqlModel, group_name: str = "features",
                     models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:
     @dg.asset(
+        retry_policy=TRANSIENT_RETRY,
         key=model.key,
         deps=[dg.AssetKey(list(t)) for t in model.upstream],
         group_name=group_name,
@@ -304,6 +306,7 @@ def build_view_assets(views: list[SqlModel], group_name: str = "features") -> dg
     """All ``view`` models as one multi-asset: one step creates them all (a view holds no data, and every
     step costs about 70 ms of Dagster work). Each view is still its own asset, and can be built alone."""
     @dg.multi_asset(
+        retry_policy=TRANSIENT_RETRY,
         specs=[dg.AssetSpec(m.key, deps=[dg.AssetKey(list(t)) for t in m.upstream], group_name=group_name,
                             description=m.description, code_version=m.code_version, kinds={"duckdb", "sql"}, skippable=True)
                for m in views],

@@ -21,6 +21,7 @@ from seg_assets.ingest.source_config import SourceConfigError, check_engine, loa
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.markdown import table as md_table
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import row_count, table_exists
 
@@ -195,6 +196,7 @@ def addresses_taken_in_clear(con) -> int:
 
 
 @dg.multi_asset(
+    retry_policy=TRANSIENT_RETRY,
     name="ingest_landing",
     specs=SPECS,
     pool="duckdb",

@@ -30,6 +30,7 @@ from seg_assets.ingest import contract as C
 from seg_assets.ingest.assets import RAW_KEYS, REJECTS_KEY
 from seg_assets.ingest.row_rules import outside_enum_sql
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.validation import describe_counts, ge_metadata, nonzero
 
 
@@ -229,6 +230,7 @@ REJECT_RATIO = dg.AssetCheckKey(REJECTS_KEY, "reject_ratio")
 
 
 @dg.multi_asset_check(
+    retry_policy=TRANSIENT_RETRY,
     specs=[
         *(dg.AssetCheckSpec(
             f"raw_{name}_contract", asset=RAW_KEYS[name], blocking=True,

@@ -26,6 +26,7 @@ from seg_assets.published_state import (
 )
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.segmentation.scoring import SEGMENT_PROFILES, SEGMENT_RULES, USER_SEGMENTS, segments_as_of
 from seg_assets.spark.session import Engine
@@ -39,6 +40,7 @@ PUBLISHED_TABLES = tuple(".".join(key.path) for key in PUBLISHED)
 
 
 @dg.multi_asset(
+    retry_policy=TRANSIENT_RETRY,
     specs=[
         dg.AssetSpec(SEGMENT_HISTORY, deps=[USER_SEGMENTS], group_name=GROUP, kinds={"duckdb"},
                      automation_condition=rescore_on_new_inputs(),
@@ -80,9 +82,9 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=BI_SEGMENTS, deps=list(PUBLISHED),
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
-    retry_policy=dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     description="The analytics tables written as Parquet into a new version of SEG_DATA_DIR/bi/, switched in one "
     "rename (bi/current) and named in each table's folder (bi/tables/); bi/segments.duckdb holds views over their "
     "newest files: BI tools open it read-only, never block (or see half of) a refresh, and a held connection sees each "

@@ -26,6 +26,7 @@ from seg_assets.markdown import frame as md_frame
 from seg_assets.recommend import model as M
 from seg_assets.recommend.blend import Weights
 from seg_assets.resources import Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation.registry import in_service_version
 from seg_assets.segmentation.scoring import USER_SEGMENTS, segments_as_of
 from seg_assets.settings import MAX_DAYS
@@ -77,6 +78,7 @@ def _empty(con, table: str = TABLE) -> None:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=USER_RECOMMENDATIONS, deps=[USER_SEGMENTS, *BASKET_INPUTS], group_name=GROUP, pool="duckdb", kinds={"duckdb"},
     automation_condition=rescore_on_new_inputs(),
     description="Top-N products per user (user_id, rank, product_id, score, reason): a logistic blend of the segment's "

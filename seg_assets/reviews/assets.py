@@ -19,6 +19,7 @@ from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.reviews.sentiment import LexiconError, load_scorer, score_reviews
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import registered, table_exists, transaction
@@ -50,6 +51,7 @@ def _downstream_models() -> list[str]:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=REVIEW_SENTIMENT, deps=[RAW_REVIEWS], group_name=GROUP, pool="duckdb", kinds={"duckdb", "python"},
     description="Per review: language, text sentiment (VADER compound, -1..1; NULL when the language has no lexicon), "
     "label (positive / neutral / negative; from the stars when the text cannot be scored) and where the label came "

@@ -33,6 +33,7 @@ from seg_assets.markdown import table as md_table
 from seg_assets.plots import k_selection_plot, projection_plot
 from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import train_classifier
@@ -273,6 +274,7 @@ def candidate_promoted(con) -> dg.AssetCheckResult:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=SEGMENT_MODEL, deps=[USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
     automation_condition=refit_segment_model(DRIFT_CHECK), check_specs=[CANDIDATE_PROMOTED],
     description="Segment model: preprocessing, k by silhouette, clusters with stable ids and names, promotion gate. "

@@ -21,6 +21,7 @@ from seg_assets.churn.keys import RISK_LEVELS
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import DRIFT_CHECK, PSI_METADATA, SEGMENT_MODEL, drift_table, read_drift_panel
 from seg_assets.segmentation.model import SegmentModel
@@ -30,6 +31,7 @@ from seg_assets.validation import describe_counts, nonzero
 
 
 @dg.asset_check(
+    retry_policy=TRANSIENT_RETRY,
     asset=SEGMENT_MODEL, name=DRIFT_CHECK.name, additional_deps=[USER_FEATURES], blocking=False, pool="duckdb",
     automation_condition=check_drift_on_new_features(),
     description="Population stability index of each model feature against the model's reference data.",
@@ -86,7 +88,7 @@ def _segment_aggregates(con, model: SegmentModel) -> pl.DataFrame:
         FROM analytics.user_segments""").pl()
 
 
-@dg.asset_check(asset=USER_SEGMENTS, blocking=True, pool="duckdb",
+@dg.asset_check(retry_policy=TRANSIENT_RETRY, asset=USER_SEGMENTS, blocking=True, pool="duckdb",
                 description="Every user once, known segment ids and names, confidence in [0, 1], valid RFM and enums.")
 def user_segments_valid(duckdb: Warehouse) -> dg.AssetCheckResult:
     with duckdb.get_connection() as con:

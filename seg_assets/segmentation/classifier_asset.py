@@ -21,6 +21,7 @@ from seg_assets.errors import input_failure
 from seg_assets.features.assets import USER_FEATURES
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL, read_features
 from seg_assets.segmentation.classifier import train_classifier
@@ -65,6 +66,7 @@ def classifier_quality(con) -> dg.AssetCheckResult:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=SEGMENT_CLASSIFIER, deps=[SEGMENT_MODEL, USER_FEATURES], group_name=GROUP, pool="duckdb", kinds={"scikitlearn"},
     automation_condition=retrain_on_new_model(SEGMENT_MODEL), check_specs=[CLASSIFIER_QUALITY],
     description="Classifier trained on the segment labels of the model in service; assigns users between re-fits. "

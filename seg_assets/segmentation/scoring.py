@@ -31,6 +31,7 @@ from seg_assets.features.assets import FRESHNESS, USER_FEATURES
 from seg_assets.markdown import frame as md_frame
 from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.resources import SegSettings, Warehouse
+from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.reviews.assets import REVIEW_SENTIMENT
 from seg_assets.reviews.assets import TABLE as REVIEW_TABLE
 from seg_assets.segmentation import registry
@@ -114,6 +115,7 @@ class ScoringConfig(CheckedConfig):
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     key=USER_SEGMENTS, deps=[USER_FEATURES, SEGMENT_MODEL, SEGMENT_CLASSIFIER, CHURN_SCORES], group_name=GROUP, pool="duckdb",
     kinds={"duckdb", "polars"}, automation_condition=rescore_on_new_inputs(), freshness_policy=FRESHNESS,
     description="One row per user: segment (stable id and name), confidence, model version, as-of, "
@@ -245,6 +247,7 @@ def _reference_sql(con, config: ScoringConfig) -> str:
 
 
 @dg.multi_asset(
+    retry_policy=TRANSIENT_RETRY,
     specs=[
         dg.AssetSpec(SEGMENT_PROFILES, deps=[USER_SEGMENTS, USER_FEATURES, SEGMENT_BASKET_RULES, REVIEW_SENTIMENT],
                      group_name=GROUP, kinds={"duckdb"}, automation_condition=rescore_on_new_inputs(),
