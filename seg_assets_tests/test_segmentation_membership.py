@@ -8,6 +8,7 @@ from seg_assets.segmentation.fit import fit_segment_model
 from seg_assets.segmentation.gate import decide_promotion
 from seg_assets.segmentation.membership import (
     NO_SEGMENT,
+    emerged_segments,
     membership_churn,
     model_proba,
     refit_churn,
@@ -58,8 +59,11 @@ def test_membership_churn_counts_users_with_a_previous_segment():
     cand = np.array([1, 2, 2, 3, 4])
     stable = np.array([True, True, True, False, True])
     out = membership_churn(prev, cand, stable)
-    assert out == {"membership_churn": 0.5, "membership_churn_stable": pytest.approx(1 / 3),
-                   "users_compared": 4, "stable_users": 3}
+    assert out == {"membership_churn": 0.5, "membership_churn_stable": pytest.approx(1 / 3), "moved_to_new_kind": 0.0,
+                   "emerged_segments": 0, "users_compared": 4, "stable_users": 3}
+    new_kind = membership_churn(prev, cand, stable, emerged=[2])  # user 2's move 1 -> 2 is a move to a new kind
+    assert new_kind["membership_churn_stable"] == 0.0 and new_kind["moved_to_new_kind"] == pytest.approx(1 / 3)
+    assert new_kind["membership_churn"] == 0.5
     assert membership_churn(prev[:0], cand[:0], stable[:0])["membership_churn"] == 0.0
 
 
@@ -103,10 +107,30 @@ def test_a_refit_that_splits_a_segment_moves_only_the_users_who_clearly_belong_t
     assert (proba.max(axis=1)[sticky != prev] > 3.0 * p_prev[sticky != prev]).all()  # clearly better off
     churn = refit_churn(old, new, frame, prev)
     assert churn["membership_churn"] == pytest.approx(moved(sticky)) and churn["stable_users"] > 0.9 * frame.height
+    # a split of a segment is no new kind of shopper: its new segment held its share when the old model was fitted
+    assert emerged_segments(old, new, frame) == [] and churn["membership_churn_stable"] > 0
     # refitting on the same data keeps everyone
     same = fit_segment_model(frame, _cfg((2, 2)), previous=old)
     assert (sticky_model_assign(same, frame, prev, 3.0)[0] == prev).all()
     assert refit_churn(old, same, frame, prev)["membership_churn"] == 0.0
+
+
+def test_a_new_kind_of_shopper_moving_to_its_own_segment_is_not_churn():
+    """A tester's 800 bulk buyers signed up after the fit and were published in old segments; their move to the
+    candidate's new segment counted as churn (0.122 > 0.02) and refused every re-fit. The new segment held none of
+    the old fit's population: it is a new kind, reported apart; the old kinds' users stay put."""
+    before = _blobs(400, [(0, 0), (4, 0)], 3)
+    old = fit_segment_model(before, _cfg((2, 2)))
+    grown = _blobs(400, [(0, 0), (4, 0), (2, 6)], 3)
+    prev, _ = old.predict(grown)  # the newcomers were published in the old segments, for want of a better one
+    new = fit_segment_model(grown, _cfg((3, 3)), previous=old)
+    new_id = [s for s in new.segment_ids if s not in old.segment_ids]
+    assert emerged_segments(old, new, grown) == new_id
+    churn = refit_churn(old, new, grown, prev)
+    assert churn["membership_churn_stable"] < 0.01 and churn["moved_to_new_kind"] > 0.3
+    assert churn["emerged_segments"] == 1 and churn["membership_churn"] > 0.3
+    decision = decide_promotion({**churn, "silhouette": 0.5}, {"silhouette": 0.5}, 0.05, max_membership_churn=0.02)
+    assert decision.promote and "moved to 1 new kind(s) of shopper" in decision.reason
 
 
 def test_the_gate_refuses_a_candidate_that_moves_too_many_stable_users():

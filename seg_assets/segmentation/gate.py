@@ -22,7 +22,8 @@ reason names the checks it would have failed. A larger shop keeps the whole gate
 Membership churn (membership.py): with ``max_membership_churn``, a candidate whose
 ``membership_churn_stable`` (the share of users whose features barely changed that it would move to
 another segment) is above it is refused too: a campaign keyed on a segment cannot live with a refit
-that reshuffles users who did nothing. With nothing in service there is nobody to move.
+that reshuffles users who did nothing. Moves into a segment of a new kind of shopper are not counted (they are
+``moved_to_new_kind``, named in the reason). With nothing in service there is nobody to move.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 
 GATE_METRICS = ("silhouette", "stability", "classifier_macro_f1")
 CHURN_METRIC = "membership_churn_stable"
+NEW_KIND, EMERGED = "moved_to_new_kind", "emerged_segments"  # moves to segments of a new kind of shopper (membership.py)
 SEGMENTS_USED = "segments_used"  # segments today's users fall in (a sample of them)
 FITTED_USERS = "fitted_users"  # users the model was fitted on (its population then)
 GROWTH, SMALL_SHOP = 2.0, 1_000  # a small shop's model is no yardstick once the shop has doubled
@@ -92,4 +94,7 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
     detail = ", ".join(f"{m} {'+' if d >= 0 else ''}{d:.3f}" for m, d in deltas.items())
     if _ok(churn):
         detail += f"; {CHURN_METRIC} {churn:.3f}" + (f" <= {max_membership_churn:.3f}" if max_membership_churn is not None else "")
+    if candidate_metrics.get(NEW_KIND, 0) > 0:
+        detail += (f"; {candidate_metrics[NEW_KIND]:.3f} of stable users moved to {candidate_metrics.get(EMERGED, 0):g} "
+                   "new kind(s) of shopper (not churn)")
     return Decision(True, f"not worse than the model in service (tolerance {tolerance}): {detail}", deltas)

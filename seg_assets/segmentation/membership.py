@@ -27,6 +27,13 @@ of data nudge their features, although nothing about them changed. So every (re-
   model's own preprocessed space and posterior decide what "barely" means, so no feature snapshot is
   needed) and their lifecycle stage did not move. The gate (gate.py) refuses a candidate that moves
   more than ``max_membership_churn`` of them.
+* **A new kind of shopper is no churn** (:func:`emerged_segments`). A new segment whose kind of shopper was
+  (nearly) absent when the model in service was fitted, holding ``EMERGED_GROWTH`` times its share of that fit's
+  population (the model's reference sample, grown as old as today's users) or more, takes users the old segments
+  only held for want of a better one: moving them is what a re-fit is for. On a tester's shop 800 bulk buyers
+  signed up after the fit; published in "Occasional buyers" and "High-value loyal", their move to the candidate's
+  new segment (0.0 % of the fit's population, 8.8 % of today's) counted as churn and refused every re-fit. A split
+  of an old segment holds about its old share (0.9-1.1x there), so its moves still count.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ODDS = 3.0
 DEFAULT_MAX_CHURN = 0.02  # the gate's max_membership_churn (gate.py), see README
+EMERGED_GROWTH = 3.0  # a new segment this many times larger than its share of the old fit's population is a new kind
 NO_SEGMENT = -1  # a user with no previous assignment
 
 
@@ -177,15 +185,34 @@ def sticky_model_assign(model: SegmentModel, frame: pl.DataFrame, previous: np.n
                          same_stage(model, frame, previous))
 
 
-def membership_churn(previous: np.ndarray, candidate: np.ndarray, barely_changed: np.ndarray) -> dict[str, float | int]:
-    """Share of users with a previous id whose id ``candidate`` changes: overall and among ``barely_changed``."""
+def membership_churn(previous: np.ndarray, candidate: np.ndarray, barely_changed: np.ndarray,
+                     emerged: Sequence[int] = ()) -> dict[str, float | int]:
+    """Share of users with a previous id whose id ``candidate`` changes: overall and among ``barely_changed``, where a
+    move into an ``emerged`` segment (a new kind of shopper) is reported apart, not as churn."""
     previous, candidate = np.asarray(previous), np.asarray(candidate)
     had = previous != NO_SEGMENT
     barely = had & np.asarray(barely_changed, dtype=bool)
     moved = previous != candidate
-    share = lambda m: float(moved[m].mean()) if m.any() else 0.0  # noqa: E731
-    return {"membership_churn": share(had), "membership_churn_stable": share(barely),
+    to_new_kind = moved & np.isin(candidate, np.asarray(list(emerged), dtype=np.int64))
+    share = lambda m, of: float(m[of].mean()) if of.any() else 0.0  # noqa: E731
+    return {"membership_churn": share(moved, had), "membership_churn_stable": share(moved & ~to_new_kind, barely),
+            "moved_to_new_kind": share(to_new_kind, barely), "emerged_segments": len(emerged),
             "users_compared": int(had.sum()), "stable_users": int(barely.sum())}
+
+
+def emerged_segments(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame) -> list[int]:
+    """The candidate's new segment ids whose share of today's users (``frame``) is ``EMERGED_GROWTH`` times their share
+    of the incumbent's fit population or more (its reference sample, grown as old as the candidate's data, assigned
+    by the candidate): a kind of shopper that was not there when the model in service was fitted."""
+    from seg_assets.segmentation.model import aged
+
+    new = [s for s in candidate.segment_ids if s not in set(incumbent.segment_ids)]
+    reference = incumbent.reference_sample
+    if not new or reference is None or frame.height == 0 or not set(candidate.features) <= set(reference.columns):
+        return []
+    then, _ = candidate.predict(aged(reference, incumbent.as_of, candidate.as_of))
+    now, _ = candidate.predict(frame)
+    return [s for s in new if (now == s).mean() > 0 and (now == s).mean() >= EMERGED_GROWTH * (then == s).mean()]
 
 
 def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame,
@@ -194,12 +221,13 @@ def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.Data
     own margin (``sticky_odds``), as scoring would assign with it.
 
     "Barely changed": the model in service, with its margin rule in its own space, keeps the user
-    where they are (their lifecycle stage did not move and no other segment became clearly better).
+    where they are (their lifecycle stage did not move and no other segment became clearly better). Moves into a
+    segment of a new kind of shopper (:func:`emerged_segments`) are ``moved_to_new_kind``, not churn.
     """
     previous = np.asarray(previous, dtype=np.int64)
     stays, _ = sticky_model_assign(incumbent, frame, previous, sticky_odds_of(incumbent))
     moved_to, _ = sticky_model_assign(candidate, frame, previous, sticky_odds_of(candidate))
-    return membership_churn(previous, moved_to, stays == previous)
+    return membership_churn(previous, moved_to, stays == previous, emerged_segments(incumbent, candidate, frame))
 
 
 def sticky_odds_of(model: SegmentModel) -> float:
