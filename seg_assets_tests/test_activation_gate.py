@@ -64,3 +64,64 @@ def test_the_tolerance_reaches_the_rule(sends):
     assert not strict.decision.promote and "tolerance 0.0000" in strict.decision.reason
     loose = _decide(frame, x, in_service=(first, first.policy_version, T0), tolerance=1.0, l2_lambda=100.0)
     assert not loose.decision.promote and "beyond noise" in loose.decision.reason
+
+
+def _users(n: int, seed: int, eligible=None):
+    rng = np.random.default_rng(seed)
+    users = pl.DataFrame({"user_id": [f"n{i:05d}" for i in range(n)], "segment_id": rng.integers(1, 4, n),
+                          "global_control": np.zeros(n, bool),
+                          "eligible_actions": [eligible] * n}, schema_overrides={"eligible_actions": pl.List(pl.Utf8)})
+    return users, rng.random((n, len(CONTEXT_FEATURES)))
+
+
+def test_a_new_action_is_explored_on_a_bounded_share_while_the_policy_in_service_serves_the_rest(sends):
+    """An action added to actions.yaml dropped the policy in service ungated; the per-segment fallback's prior (mean
+    0.5) sent a tester's zero-effect new action to 81 % of users with expected_reward 0.5, not flagged as exploring.
+    Now the policy in service keeps choosing among the actions it knows and the new one goes to `share` of users,
+    with no expected reward, flagged, at its true propensity; no candidate is promoted before it has sends."""
+    from seg_assets.activation.contextual import choose_contextual
+    from seg_assets.activation.new_actions import WithNewActions
+
+    frame, x = sends
+    first = _decide(frame, x).served
+    arms = (*ARMS, "d")
+    wrapped = WithNewActions(first, arms, share=0.1)
+    gate = policies.decide(frame, x, arms, {}, (wrapped, first.policy_version, T0), evaluation_share=0.2,
+                           attribution_days=7)
+    assert not gate.decision.promote and gate.served is wrapped
+    assert "exploring new actions: d (0 of 100 treated sends)" in gate.decision.reason
+
+    users, xu = _users(4000, 5)
+    nba = wrapped.choose(users, lambda u: choose_contextual(first, u, xu))
+    assert nba.height == users.height and nba["user_id"].is_sorted()
+    new = nba.filter(pl.col("action_id") == "d")
+    assert 0.08 < new.height / nba.height < 0.12
+    assert new["expected_reward"].is_null().all() and new["explore"].all() and (new["propensity"] == 0.1).all()
+    old = nba.filter(pl.col("action_id") != "d").join(choose_contextual(first, users, xu).select(
+        "user_id", pl.col("action_id").alias("base_action"), pl.col("propensity").alias("base_p")), on="user_id")
+    assert (old["action_id"] == old["base_action"]).all()  # the policy in service's own choice, at 0.9 of its chance
+    assert np.allclose(old["propensity"].to_numpy(), 0.9 * old["base_p"].to_numpy())
+    p = policies.probabilities(wrapped, frame.head(50), x, [None] * 50)
+    assert np.allclose(p.sum(axis=1), 1.0) and np.allclose(p[:, 3], 0.1)
+
+    only_new, xo = _users(20, 6, eligible=["d"])  # eligible for the new action alone: it is their only choice
+    alone = wrapped.choose(only_new, lambda u: choose_contextual(first, u, xo))
+    assert alone.height == 20 and (alone["action_id"] == "d").all() and (alone["propensity"] == 1.0).all()
+
+
+def test_an_action_removed_from_the_catalogue_is_no_longer_chosen_and_the_gate_still_judges(sends):
+    from seg_assets.activation.contextual import choose_contextual
+    from seg_assets.activation.new_actions import WithNewActions
+
+    frame, x = sends
+    first = _decide(frame, x).served
+    wrapped = WithNewActions(first, ("a", "b"))
+    users, xu = _users(2000, 7)
+    nba = wrapped.choose(users, lambda u: choose_contextual(first, u, xu))
+    assert nba.height == users.height and set(nba["action_id"].unique()) <= {"a", "b"}
+    p = policies.probabilities(wrapped, frame.head(50), x, [None] * 50)
+    assert p.shape == (50, 2) and np.allclose(p.sum(axis=1), 1.0)
+    kept = frame.filter(pl.col("action_id") != "c")
+    gate = policies.decide(kept, x, ("a", "b"), {}, (wrapped, first.policy_version, T0 + timedelta(days=14)),
+                           evaluation_share=0.2, attribution_days=7)
+    assert "exploring" not in gate.decision.reason and gate.evaluation is not None  # judged, not promoted unseen

@@ -234,3 +234,28 @@ def test_settings_that_match_nothing_are_named(campaigns_root, tmp_path):
     assert named and 0.9 * users <= int(named[1].replace(",", "")) <= users, warnings
     assert int(named[2]) == round(100 * yaml.safe_load((root / "actions.yaml").read_text()).get("holdout_share", 0.5)), named[0]
     assert "check analytics/campaign_lift:sample_ratio" in {p.where for p in outcome.problems if p.kind == "warning"}
+
+
+def test_an_action_added_to_the_catalogue_is_explored_not_trusted(campaigns_root, tmp_path):
+    """A new action in actions.yaml: the policy in service keeps serving the others, the new one goes to about
+    new_action_share of the users (no expected reward, flagged as exploring) and no policy is promoted unseen."""
+    import shutil
+
+    root = tmp_path / "new_action"
+    shutil.copytree(campaigns_root, root)
+    served = read_bi(root, "SELECT DISTINCT policy_version FROM analytics.next_best_action")["policy_version"].to_list()
+    catalogue = root / "actions.yaml"
+    catalogue.write_text(catalogue.read_text() + "  gift_wrap:\n    description: Free gift wrap\n    channel: email\n"
+                         "    cost_per_send: 0.01\n")
+    assert run_refresh(root, rebase=True).success
+    nba = read_bi(root, "SELECT * FROM analytics.next_best_action")
+    new = nba.filter(pl.col("action_id") == "gift_wrap")
+    assert 0.07 < new.height / nba.height < 0.13, new.height / nba.height
+    assert new["expected_reward"].is_null().all() and new["explore"].all()
+    assert nba["policy_version"].unique().to_list() == served
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    try:
+        promoted, reason = con.sql("SELECT promoted, reason FROM meta.policies ORDER BY fitted_at DESC LIMIT 1").fetchall()[0]
+    finally:
+        con.close()
+    assert not promoted and "exploring new actions: gift_wrap (0 of 100 treated sends)" in reason, reason

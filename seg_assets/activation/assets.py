@@ -40,6 +40,7 @@ from seg_assets.activation.groups import (
 )
 from seg_assets.activation.lift import LIFT_COLUMNS, campaign_sample_ratio
 from seg_assets.activation.lift import campaign_lift as lift_table
+from seg_assets.activation.new_actions import NEW_ACTION_SHARE, WithNewActions
 from seg_assets.activation.offpolicy import PROMOTION_TOLERANCE
 from seg_assets.activation.outcomes import CONTROL_BREACH, LEFT_OUT, policy_context, send_outcomes
 from seg_assets.activation.policy import NBA_COLUMNS, NBA_SCHEMA
@@ -252,6 +253,10 @@ class NextBestActionConfig(CheckedConfig):
                                     f"logistic regressions; empty: chosen at each fit by {CV_FOLDS}-fold cross-validation "
                                     f"among {', '.join(f'{g:g}' for g in L2_GRID)} (docs/activation.md, 'How strongly to "
                                     "trust each action's model').")
+    new_action_share: float = Field(default=NEW_ACTION_SHARE, gt=0, le=1, description="Share of the users eligible "
+                                    "for an action the policy in service has not learnt (new in actions.yaml) who are "
+                                    "sent one, until each such action has min_sends_per_action sends; the others keep "
+                                    "the policy in service (activation/new_actions.py).")
     promotion_tolerance: float = Field(default=PROMOTION_TOLERANCE, ge=0, le=1, description="A candidate policy "
                                        "whose off-policy value is below the one in service by more than this share of it "
                                        "is refused (relative: reward rates are small numbers).")
@@ -290,9 +295,14 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
         treated = treated.join(policies.control_baselines(outcomes), on="campaign_id", how="left", maintain_order="left")
         x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
     notes = []
-    if in_service is not None and tuple(in_service.arms) != arms:
-        notes.append(f"the catalogue's actions changed since {in_service_version}: it cannot serve them")
-        in_service = None
+    if in_service is not None and tuple(in_service.arms) != arms:  # new_actions.py: it serves what it knows
+        in_service = WithNewActions(in_service, arms, config.new_action_share)
+        gone = sorted(set(in_service.base.arms) - set(arms))
+        notes.append(f"the catalogue's actions changed since {in_service_version}: "
+                     + "; ".join(part for part in (
+                         f"new {', '.join(in_service.new)}, sent to {percent(config.new_action_share)} of the users "
+                         "eligible for them until each has min_sends_per_action sends" if in_service.new else "",
+                         f"removed {', '.join(gone)}" if gone else "") if part))
     users = policies.eligible_lists(catalogue, arms, users)
     offered = {a for actions in users.filter(~pl.col("global_control"))["eligible_actions"].to_list() for a in actions or []}
     if set(arms) - offered:
@@ -311,16 +321,17 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
                            tolerance=config.promotion_tolerance, min_sends=config.min_sends_per_action,
                            explore_floor=config.explore_floor, l2_lambda=config.l2_lambda)
     candidate, served, decision, evaluation = gate.candidate, gate.served, gate.decision, gate.evaluation
+    base = served.base if isinstance(served, WithNewActions) else served
     with duckdb.get_connection() as con:
         context_users = policies.policy_segments(con, served, users).select(
             "user_id", pl.col("policy_segment").alias("segment_id"), "global_control", "eligible_actions")
-        if isinstance(served, ContextualPolicy):
-            served_users = context_users.filter(~pl.col("global_control"))
-            x_users = context_at(con, served_users.select("user_id", pl.lit(as_of).alias("t")))
-    if isinstance(served, ContextualPolicy):
-        nba = choose_contextual(served, served_users, x_users).drop("segment_id")
-    else:
-        nba = choose(served, context_users).drop("segment_id")
+        if isinstance(base, ContextualPolicy):
+            context_users = context_users.filter(~pl.col("global_control"))
+            x_users = context_at(con, context_users.select("user_id", pl.lit(as_of).alias("t")))
+    chooser = ((lambda u: choose_contextual(base, u, x_users)) if isinstance(base, ContextualPolicy)
+               else (lambda u: choose(base, u)))
+    nba = (served.choose(context_users, chooser) if isinstance(served, WithNewActions) else chooser(context_users))
+    nba = nba.drop("segment_id")
     nba = nba.join(users.select("user_id", "segment_id"), on="user_id", how="left").select(NBA_COLUMNS)
     estimates = evaluation.table.to_dicts() if evaluation is not None else []
     with duckdb.get_connection() as con, transaction(con):
@@ -335,9 +346,10 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
     meta = {
         "dagster/row_count": dg.MetadataValue.int(nba.height), "as_of": str(as_of),
         "policy_version": served.policy_version, "candidate_version": candidate.policy_version,
-        "policy_kind": "per segment (Thompson)" if not isinstance(served, ContextualPolicy) else
-        "contextual (logistic TS)" if served.link == "logit" else "contextual (LinTS)",
-        **{f"{who}l2_lambda": dg.MetadataValue.float(p.l2_lambda) for who, p in (("", served), ("candidate_", candidate))
+        "policy_kind": ("per segment (Thompson)" if not isinstance(base, ContextualPolicy) else
+                        "contextual (logistic TS)" if base.link == "logit" else "contextual (LinTS)")
+        + (f", new actions explored: {', '.join(served.new)}" if isinstance(served, WithNewActions) and served.new else ""),
+        **{f"{who}l2_lambda": dg.MetadataValue.float(p.l2_lambda) for who, p in (("", base), ("candidate_", candidate))
            if getattr(p, "l2_lambda", None)},  # the served policy's penalty, and the one the candidate chose
         "promoted": decision.promote, "reason": decision.reason, "fit_sends": gate.fit_sends,
         "holdout_sends": gate.holdout_sends,

@@ -13,6 +13,7 @@ import polars as pl
 from seg_assets.activation.catalogue import Catalogue
 from seg_assets.activation.contextual import ContextualPolicy, fit_contextual_policy, load_policy
 from seg_assets.activation.lift import CONTROL
+from seg_assets.activation.new_actions import WithNewActions
 from seg_assets.activation.offpolicy import (
     PROMOTION_TOLERANCE,
     Evaluation,
@@ -36,7 +37,7 @@ MIN_SENDS_PER_ACTION = 100  # fewer treated sends of any action to fit on: the p
 # EXPLORE_FLOOR / k, so the next round's off-policy evaluation has sends of every action to judge a change on (a
 # tester's 20,000 users: without it 0.8 % explored and 95.6 % had a propensity >= 0.99; it costs EXPLORE_FLOOR x the gap)
 EXPLORE_FLOOR = 0.05
-Policy = ThompsonPolicy | ContextualPolicy
+Policy = ThompsonPolicy | ContextualPolicy | WithNewActions
 
 
 def eligible_lists(catalogue: Catalogue, arms: tuple[str, ...], users: pl.DataFrame) -> pl.DataFrame:
@@ -87,6 +88,8 @@ def fit(sends: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...], *, min_sends:
 
 def probabilities(policy: Policy, rows: pl.DataFrame, x: np.ndarray, eligible) -> np.ndarray:
     """(n, k) choice probabilities of ``policy`` for logged sends (``segment_id``, ``__row`` into the send contexts)."""
+    if isinstance(policy, WithNewActions):
+        return policy.mix(probabilities(policy.base, rows, x, policy.split(eligible)[0]), eligible)
     if isinstance(policy, ContextualPolicy):
         return policy.action_probabilities(x[rows["__row"].to_numpy()], rows["segment_id"].to_list(), eligible)
     return policy.action_probabilities(rows["segment_id"].to_list(), eligible)
@@ -146,6 +149,11 @@ def decide(treated: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...], eligible
                            difference=evaluation.difference if policy is not None else None,
                            fit_conversions=int(fit_sends["reward"].cast(pl.Float64).sum()) if fit_sends.height else 0,
                            holdout_conversions=int(logs["converted"].cast(pl.Float64).sum()))
+    if isinstance(policy, WithNewActions):  # no candidate knows a new action before it has sends to learn from
+        sent = dict(treated.group_by("action_id").len().iter_rows())
+        need = tuning.get("min_sends", MIN_SENDS_PER_ACTION)
+        if thin := [f"{a} ({sent.get(a, 0)} of {need} treated sends)" for a in policy.new if sent.get(a, 0) < need]:
+            decision = PromotionDecision(False, f"exploring new actions: {', '.join(thin)}; {version} serves the others")
     served = policy
     if decision.promote:
         chosen = {"l2_lambda": candidate.l2_lambda} if isinstance(candidate, ContextualPolicy) and candidate.l2_lambda else {}
@@ -157,6 +165,7 @@ def policy_segments(con, policy: Policy, users: pl.DataFrame) -> pl.DataFrame:
     """``users`` with ``policy_segment``: the segment whose posterior chooses the user's action. That is the current
     segment when the policy has sends of it; a segment it has none of (new after a refit) takes the user's latest
     earlier segment that it has (analytics.segment_history), else the pooled posterior."""
+    policy = policy.base if isinstance(policy, WithNewActions) else policy
     known = list(policy.segments) if isinstance(policy, ContextualPolicy) else [k for k in policy.counts if isinstance(k, int)]
     users = users.with_columns(pl.col("segment_id").alias("policy_segment"))
     if not known or users.filter(~pl.col("segment_id").is_in(known)).height == 0:
