@@ -145,10 +145,13 @@ def activation_lines(con) -> list[str]:
     """Campaigns measured and the next-best-action policy in service (nothing when no campaign was sent)."""
     lines = []
     if table_exists(con, "analytics.campaign_lift") and row_count(con, "analytics.campaign_lift"):
-        campaigns, cells, no_control = con.sql("SELECT count(DISTINCT campaign_id), count(*), count(*) FILTER "
-                                               "(WHERE n_control = 0) FROM analytics.campaign_lift").fetchall()[0]
+        campaigns, cells, no_control, small = con.sql(
+            "SELECT count(DISTINCT campaign_id), count(*), count(*) FILTER (WHERE n_control = 0), "
+            "count(*) FILTER (WHERE conversion_test = 'exact') FROM analytics.campaign_lift").fetchall()[0]
+        notes = [f"{no_control} without control users: no interval" if no_control else "",
+                 f"{small} too small for the usual test: exact test, wide interval" if small else ""]
         lines.append(f"Campaign lift: {campaigns} campaign(s), {cells} campaign x action x segment cells"
-                     + (f" ({no_control} without control users: no interval)" if no_control else ""))
+                     + (f" ({'; '.join(n for n in notes if n)})" if any(notes) else ""))
     if table_exists(con, "meta.policies"):
         latest = con.sql("SELECT policy_version, promoted, reason FROM meta.policies ORDER BY fitted_at DESC LIMIT 1").fetchall()
         serving = con.sql("SELECT policy_version FROM meta.policies WHERE promoted ORDER BY fitted_at DESC LIMIT 1").fetchall()

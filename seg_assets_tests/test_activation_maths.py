@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from seg_assets.activation.lift import campaign_lift, minimum_detectable_effect, sample_ratio_mismatch
+from seg_assets.activation.lift import _conversion_stats, campaign_lift, minimum_detectable_effect, sample_ratio_mismatch
 from seg_assets.activation.offpolicy import cell_reward_model, dr, evaluate_candidates, ips, promote, snips
 from seg_assets.activation.policy import (
     NBA_COLUMNS,
@@ -64,6 +64,25 @@ def test_conversion_lift_matches_hand_computation():
     assert out["rel_lift_ci_low"] == pytest.approx(1.5 * math.exp(-Z * se) - 1, abs=0.02)
     assert out["rel_lift_ci_high"] == pytest.approx(1.5 * math.exp(Z * se) - 1, abs=0.05)
     assert out["srm_warning"] is False and out["srm_p_value"] == pytest.approx(1.0)
+
+
+def test_small_cells_get_an_exact_test_that_keeps_its_level():
+    """The score test called a tester's 0/3 treated vs 1/1 control cell significant (p 0.046; Fisher's exact 0.25), and
+    11-13 % of simulated 3-vs-1 cells without an effect. Cells with an expected count under 5 get Boschloo's exact test
+    and the Agresti-Caffo interval; on null cells neither calls more than 5 % significant."""
+    tiny = campaign_lift(cell_frame(0, 3, 1, 1)).row(0, named=True)
+    assert tiny["conversion_test"] == "exact" and tiny["p_value"] > 0.2
+    assert tiny["abs_lift_ci_low"] == -1.0 and tiny["abs_lift_ci_high"] > 0
+    assert campaign_lift(cell_frame(60, 1000, 40, 1000)).row(0, named=True)["conversion_test"] == "score"
+    rng = np.random.default_rng(3)
+    for n_t, n_c in ((3, 1), (8, 2), (20, 5)):
+        significant = excludes_zero = 0
+        for _ in range(150):
+            x_t, x_c = int(rng.binomial(n_t, 0.25)), int(rng.binomial(n_c, 0.25))
+            out = _conversion_stats(x_t, n_t, x_c, n_c, 0.05)
+            significant += out["p_value"] is not None and out["p_value"] < 0.05
+            excludes_zero += not out["abs_lift_ci_low"] <= 0 <= out["abs_lift_ci_high"]
+        assert significant <= 0.05 * 150 and excludes_zero <= 0.05 * 150, (n_t, n_c, significant, excludes_zero)
 
 
 def test_revenue_lift_is_welch_and_matches_statsmodels():
