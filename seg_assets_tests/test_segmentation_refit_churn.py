@@ -52,10 +52,10 @@ def test_when_needed_dates_the_age_from_the_latest_fit_even_a_refused_one(data_d
 
     assert run_refresh(data_dir).success  # v0001 in service, fitted on data as of DEFAULT_END
 
-    def when_needed(days):
+    def when_needed(days, fit="when_needed"):
         as_of = (DEFAULT_END + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
         result = dg.materialize([segment_model], resources=build_resources(data_dir, as_of),
-                                run_config={"ops": {"segment_model": {"config": {"fit": "when_needed"}}}})
+                                run_config={"ops": {"segment_model": {"config": {"fit": fit}}}})
         assert result.success
         with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:
             return [v for (v,) in con.sql("SELECT version FROM meta.segment_models ORDER BY version").fetchall()]
@@ -75,3 +75,6 @@ def test_when_needed_dates_the_age_from_the_latest_fit_even_a_refused_one(data_d
     with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:
         con.sql("UPDATE features.user_features SET as_of = (SELECT max(as_of) FROM features.user_features)")
     assert len(when_needed(16)) == 3  # a week after the latest fit
+    with duckdb.connect(str(data_paths(data_dir).warehouse)) as con:
+        con.sql("UPDATE features.user_features SET as_of = as_of - INTERVAL 3 DAY WHERE hash(user_id) % 2 = 0")
+    assert len(when_needed(17, fit="always")) == 4  # asked for (--set fit=always): fitted, not a TypeError (a reviewer's)

@@ -299,6 +299,10 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         reason = ("a re-fit was asked for (fit=always)" if config.fit == "always"
                   else refit_reason(previous, panel, as_of, config, settings.psi_threshold, psi, registry.latest_fit(con)))
         stale = stale_users(con) if reason and previous is not None and not rebase_requested(context.run.tags) else 0
+        if stale and not keep_possible:  # fit=always without the rebase --refit adds (--set, a config file, the UI)
+            context.log.warning(f"segment_model: fitting as asked (fit=always) on features of several dates: {stale:,} "
+                                "users' are more than a day older than the newest; seg-assets refresh --refit rebases first")
+            stale = 0
         if stale:  # a fit on rows of two dates splits them apart (a tester's "High-value loyal 2": last quarter's rows)
             reason, why = None, (f"a fit was due ({reason}) but waits: {stale:,} users' features are more than a day "
                                  "older than the newest (users without new rows are scored again by the daily rebase or "
