@@ -41,6 +41,10 @@ def test_event_names_are_read_by_their_words(name, stage):
     ("Checkout Address Info Submitted", "checkout"), ("checkout_completed", "purchase"), ("checkout_started", "checkout"),
     ("search_submitted", "search"), ("product_added_to_cart", "add_to_cart"), ("collection_viewed", "view"),
     ("page_ping", "other"), ("Order Submitted", "purchase"),
+    # ... but a contact form or a profile's details are no checkout step (a reviewer's: they became one with that fix)
+    ("contact_form_submitted", "other"), ("contact_us_submitted", "other"), ("Contact Submitted", "other"),
+    ("info_request_submitted", "other"), ("profile_info_completed", "other"), ("address_confirmed", "other"),
+    ("account_details_confirmed", "view"), ("order_details_confirmed", "purchase"), ("order_info_submitted", "purchase"),
 ])
 def test_checkout_steps_submitted_are_checkout_and_a_page_ping_no_view(name, stage):
     from seg_assets.ingest.events import stage_of

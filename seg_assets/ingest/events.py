@@ -76,9 +76,6 @@ _PAIRS: tuple[tuple[str, set[str], set[str]], ...] = (
     ("other", {"sign", "log"}, {"up", "in", "out"}),
     ("other", {"cart", "basket", "bag", "sc"}, {"view", "viewed", "open", "opened"}),
     ("checkout", {"checkout", "payment"}, {"step", "steps"}),  # a step of checking out, completed or not
-    # a checkout form submitted (Shopify's pixels: checkout_contact_info_submitted, payment_info_submitted): read as an
-    # order placed, one order counted as five purchases (a tester's)
-    ("checkout", {"info", "information", "address", "contact", "details"}, _DONE),
     ("other", {"page", "screen"}, {"ping", "heartbeat"}),  # time-on-page heartbeats (Snowplow's page_ping), no views
     ("purchase", {"order", "orders", "checkout", "payment", "purchase"}, _DONE),
     ("checkout", {"buy"}, {"now", "button"}),  # a button that starts a checkout ("one click buy" buys)
@@ -102,10 +99,19 @@ _RUN_TOGETHER: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 
+# A checkout form submitted (Shopify's pixels: checkout_contact_info_submitted, payment_info_submitted) was read as an
+# order placed, one order counted as five purchases (a tester's): information about a checkout's contact, address,
+# shipping or payment, completed, is a checkout step; a contact form or a profile's details are not (a reviewer's).
+_FORM = {"info", "information", "details"}
+_CHECKOUT_FORM = {"checkout", "payment", "shipping", "billing", "delivery", "address", "contact"}
+
+
 def _word_stage(key: str) -> str:
     words = set(re.split(r"[^a-z0-9]+", key))
     if words & _WORDS["other"]:
         return OTHER
+    if words & _FORM and words & _CHECKOUT_FORM and words & _DONE:
+        return "checkout"
     for stage, first, second in _PAIRS:
         if words & first and words & second:
             return stage
