@@ -28,15 +28,20 @@ def all_assets() -> list:
 
 def _one_writer_per_table(assets: list) -> None:
     """A SQL model named like a table a stage's Python writes (analytics/user_segments.sql) failed every run with
-    Dagster's "Duplicate asset key" traceback (a tester's): refused in one line naming the file."""
-    written = Counter(key for a in assets for key in a.keys)
-    if clash := [key for key, n in written.items() if n > 1]:
+    Dagster's "Duplicate asset key" traceback (a tester's): refused in one line naming the file. Names compare as DuckDB
+    does, case-blind (analytics/User_Segments.sql replaced the segments), with the tables Python writes that are no
+    asset (a full build's recommendations); the project's own schemas are refused when a model is read."""
+    from seg_assets.recommend.assets import NEXT
+
+    written = Counter(".".join(key.path).lower() for a in assets for key in a.keys)
+    written[NEXT] += 1
+    if clash := [name for name, n in written.items() if n > 1]:
         from seg_assets.features.sql_files import SqlModelError, discover_models
 
-        files = {m.key: m.path for m in discover_models()}
-        key = next((k for k in clash if k in files), clash[0])
-        raise SqlModelError(f"{files.get(key, key.to_user_string())}: {'.'.join(key.path)} is a table the project's own "
-                            "Python writes: rename the model's file (its table takes the file's name)")
+        files = {".".join(m.key.path).lower(): m.path for m in discover_models()}
+        name = next((n for n in clash if n in files), clash[0])
+        raise SqlModelError(f"{files.get(name, name)}: {name} is a table the project's own Python writes (or another "
+                            "model's, names compared case-blind): rename the model's file (its table takes the file's name)")
 
 
 def stage_groups() -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from seg_assets.settings import sql_dir
 # The schemas Python code writes to (ingestion, bookkeeping, features.user_features, scoring); the SQL
 # models add one schema per folder of the SQL dir (see schemas()).
 PYTHON_SCHEMAS = ("raw", "meta", "features", "analytics")
+OWN_SCHEMAS = ("raw", "meta")  # ingested rows and the project's bookkeeping: no SQL model writes there
 
 
 def sql_model_files(root: Path | None = None) -> list[Path]:

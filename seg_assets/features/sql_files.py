@@ -2,6 +2,7 @@
 :data:`HEADER_KEYS`) and the tables its one query reads (sqlglot). sql_models.py builds and materializes them."""
 
 import difflib
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -148,11 +149,27 @@ def render_sql(text: str, source: str) -> str:
 SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a folder (schema) or file (table) name, written unquoted in SQL
 
 
+@functools.cache
+def reserved_words() -> frozenset[str]:
+    """DuckDB's reserved keywords: ``CREATE SCHEMA IF NOT EXISTS order`` is a syntax error (a reviewer's traceback)."""
+    import duckdb
+
+    return frozenset(w for (w,) in duckdb.sql("SELECT keyword_name FROM duckdb_keywords() "
+                                              "WHERE keyword_category = 'reserved'").fetchall())
+
+
 def load_model(path: Path) -> SqlModel:
+    from seg_assets.warehouse import OWN_SCHEMAS
+
     for part, what in ((path.parent.name, "folder (the schema)"), (path.stem, "file name (the table)")):
         if not SQL_NAME.fullmatch(part):  # data-marts/ failed the refresh with a traceback (a tester's)
             raise SqlModelError(f"{path}: the {what} {part!r} must be a plain SQL name (letters, digits and '_', not "
                                 "starting with a digit): rename it")
+        if part.lower() in reserved_words():
+            raise SqlModelError(f"{path}: the {what} {part!r} is a reserved word of SQL: rename it")
+    if path.parent.name.lower() in OWN_SCHEMAS:  # meta/segment_models.sql replaced the model registry (a reviewer's)
+        raise SqlModelError(f"{path}: the schema {path.parent.name!r} is the project's own ({', '.join(OWN_SCHEMAS)}: "
+                            "ingested rows and bookkeeping): put the model in another folder")
     sql = render_sql(path.read_text(), str(path))
     header = read_header(sql)
     materialized = header.get("materialized", "table").lower()
