@@ -229,6 +229,26 @@ def test_an_unclosed_quote_fails_the_file_naming_its_line_and_loses_no_row_silen
     assert by_file["orders/multiline.csv"][2:5] == ("ingested", 2, 2)
 
 
+def test_a_closed_multiline_value_is_data_even_with_commas_or_in_a_broken_row(tmp_path):
+    """A reviewer's: a review whose second paragraph lists things with commas, and a row with one field too many and a
+    closed quoted line break, failed their files as "a double quote ... not closed". A line of prose is no row (its
+    fields start with spaces); the broken row is rejected alone."""
+    reviews = "review_id,user_id,order_id,review_ts,rating,text\n" + "".join(
+        f"r{i},u{i},o{i},2026-03-01T10:00:00Z,5,great\n" for i in range(5)) + (
+        'r9,u9,o9,2026-03-01T10:00:00Z,4,"Arrived quickly and well packed.\n'
+        'Pros: soft, warm, cheap, light, pretty, washable. Would buy again."\n')
+    write(tmp_path, "reviews/a.csv", reviews)
+    orders = "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(
+        f"o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,shoes\n" for i in range(5)) + (
+        'o9,u9,2026-03-01T10:00:00Z,5,1,completed,"two\nlines",extra\n')
+    write(tmp_path, "orders/a.csv", orders)
+    _, ledger, rejects = ingest(tmp_path)
+    by_file = {r[1]: r for r in ledger}
+    assert by_file["reviews/a.csv"][2:5] == ("ingested", 6, 6), by_file["reviews/a.csv"]
+    assert by_file["orders/a.csv"][2:5] == ("ingested", 6, 5), by_file["orders/a.csv"]
+    assert [r[4] for r in rejects] == ["too_many_fields:row"]
+
+
 def test_a_hyphenated_column_a_file_lacks_is_named_as_written_not_as_its_parts(tmp_path):
     """`user_id: Kunden-Nr` over an export whose header says KundenNr: the message named `Kunden` and `Nr`, columns
     nobody wrote (a tester's); the missing column is the name as written."""
