@@ -285,8 +285,12 @@ def test_a_csv_with_carriage_returns_alone_fails_saying_what_to_do(tmp_path):
 def test_a_changed_mapping_names_the_files_taken_in_with_the_one_before(tmp_path):
     """A corrected sources.yaml (a time zone, a status rule) changed nothing for the files already taken in, and the
     run said nothing (a tester's): until a file is read with the new mapping, each run names what keeps the old one."""
+    from datetime import datetime, timedelta
+
     from seg_assets.ingest.ledger import remapped
+    from seg_assets.ingest.loader import ingest_landing
     from seg_assets.ingest.source_config import load_sources
+    from seg_assets_tests.sources_ingest import NOW
 
     yaml = "sources:\n  shop:\n    table: orders\n    timezone: {tz}\n"
     (tmp_path / "sources.yaml").write_text(yaml.format(tz="Europe/Berlin"))
@@ -297,6 +301,21 @@ def test_a_changed_mapping_names_the_files_taken_in_with_the_one_before(tmp_path
     (tmp_path / "sources.yaml").write_text(yaml.format(tz="America/New_York"))
     assert remapped(con, load_sources(tmp_path)) == {"shop": 1}
     con.close()
+    # a reviewer's: the day's file read with the new mapping in the same run silenced it; a file whose rows the old
+    # `where` left out was neither read again nor named
+    write(tmp_path, "shop/b.csv", "order_id,user_id,order_ts,amount,items,status\no2,u2,2026-03-02T10:00:00,5,1,completed\n")
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    ingest_landing(con, tmp_path / "landing", sources=load_sources(tmp_path), run_id="r2", now=NOW,
+                   clock_skew=timedelta(minutes=60), min_ts=datetime(1990, 1, 1))
+    assert remapped(con, load_sources(tmp_path), run_id="r2") == {"shop": 1}
+    assert remapped(con, load_sources(tmp_path), run_id="r3") == {}  # a later run: the new mapping has read a file
+    con.close()
+    (tmp_path / "sources.yaml").write_text(yaml.format(tz="America/New_York") + "    where: \"status = 'x'\"\n")
+    write(tmp_path, "shop/c.csv", "order_id,user_id,order_ts,amount,items,status\no3,u3,2026-03-03T10:00:00,5,1,completed\n")
+    ingest(tmp_path)
+    (tmp_path / "sources.yaml").write_text(yaml.format(tz="America/New_York") + "    where: \"status = 'completed'\"\n")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        assert remapped(con, load_sources(tmp_path), run_id="r4") == {"shop": 3}
 
 
 def test_an_order_whose_lines_name_two_customers_is_named(tmp_path):

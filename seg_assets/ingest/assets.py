@@ -235,7 +235,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             stage_files=stage_files,
         )
         metadata = build_metadata(con, report)
-        kept_old = ledger.remapped(con, sources)
+        kept_old = ledger.remapped(con, sources, context.run_id)
         shared, first = orders_of_several_users(
             con, [f.file_id for f in report.for_table("order_items") if f.status == C.STATUS_INGESTED])
     taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}

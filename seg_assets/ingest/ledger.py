@@ -213,18 +213,21 @@ def taken_rows(keys: dict[str, str]) -> str:
             "AND l.source_key IS NOT NULL AND l.source_key IS DISTINCT FROM k.key)")
 
 
-def remapped(con, sources) -> dict[str, int]:
-    """Per declared source whose mapping changed since its files were taken in, and that has read no file with the new
-    one yet: how many files keep the mapping they were read with (rows taken in are not read again; a tester's
-    corrected time zone changed nothing, and nothing said so)."""
+def remapped(con, sources, run_id: str | None = None) -> dict[str, int]:
+    """Per declared source whose mapping changed since its files were taken in, and that had read no file with the new
+    one before this run (``run_id``): how many files keep the mapping they were read with (rows taken in are not read
+    again; a tester's corrected time zone changed nothing, and nothing said so). Files whose rows the old mapping's
+    ``where`` left out count too; a file read with the new mapping in this very run (the day's delivery beside the
+    correction) does not silence it (a reviewer's)."""
     keys = {s.name: s.key for s in sources if s.declared}
     if not keys:
         return {}
     rows = con.sql(f"""SELECT l.source, count(*) FILTER (WHERE l.source_key <> k.key) AS old,
-                              count(*) FILTER (WHERE l.source_key = k.key) AS new
+                              count(*) FILTER (WHERE l.source_key = k.key AND l.run_id IS DISTINCT FROM $run) AS new
         FROM {C.LEDGER_TABLE} l JOIN {_keys_sql(keys)} ON k.source = l.source
-        WHERE l.status = '{C.STATUS_INGESTED}' AND (l.accepted > 0 OR l.updated > 0) AND l.source_key IS NOT NULL
-        GROUP BY 1""").fetchall()
+        WHERE l.status = '{C.STATUS_INGESTED}' AND (l.accepted > 0 OR l.updated > 0 OR l.filtered > 0)
+          AND l.source_key IS NOT NULL
+        GROUP BY 1""", params={"run": run_id}).fetchall()
     return {source: int(old) for source, old, new in rows if old and not new}
 
 
