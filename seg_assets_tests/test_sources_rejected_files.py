@@ -338,3 +338,8 @@ def test_an_order_whose_lines_name_two_customers_is_named(tmp_path):
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         [(later,)] = con.sql("SELECT max(file_id) FROM meta.ingest_ledger").fetchall()
         assert orders_of_several_users(con, [later]) == (1, "i2")
+    # an order delivered as an order row too is that row's user's, whatever its lines say (a reviewer's)
+    write(tmp_path, "orders/c.csv", "order_id,user_id,order_ts,amount,items,status\ni2,u9,2026-03-01T10:00:00Z,15,3,completed\n")
+    ingest(tmp_path)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert orders_of_several_users(con, [later]) == (0, None)
