@@ -258,6 +258,8 @@ def test_a_hyphenated_column_a_file_lacks_is_named_as_written_not_as_its_parts(t
     _, ledger, rejects = ingest(tmp_path)
     assert "column(s) Kunden-Nr not in the file" in ledger[0][8] and "Kunden," not in ledger[0][8], ledger[0][8]
     assert {r[4] for r in rejects} == {"missing_column:kunden-nr"}
+    # a hyphen may also be a subtraction over two columns the file lacks: the message says how to write one (a reviewer's)
+    assert "for a subtraction, write it with spaces: Kunden - Nr" in ledger[0][8]
 
 
 def test_a_truncated_or_overlong_row_is_rejected_even_where_the_sources_where_would_leave_it_out(tmp_path):

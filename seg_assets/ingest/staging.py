@@ -18,7 +18,15 @@ import duckdb
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import row_rules
 from seg_assets.ingest.ledger import FileOutcome, redact
-from seg_assets.ingest.mapping import DERIVED_KEY, Mapped, derived_key_sql, map_columns, no_shared_subexpressions, try_alias
+from seg_assets.ingest.mapping import (
+    DERIVED_KEY,
+    HYPHENATED,
+    Mapped,
+    derived_key_sql,
+    map_columns,
+    no_shared_subexpressions,
+    try_alias,
+)
 from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
 from seg_assets.ingest.sources import (
@@ -190,6 +198,8 @@ def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
         # `upper(a.b)` reads field b of a STRUCT column a: a column named "a.b" is written in double quotes
         dotted = next((e for e in mapped.extras if e.strip().lower().startswith(f"{name}.")), None)
         hint = f' (the file has a column {dotted!r}: in an expression write it in double quotes, "{dotted}")' if dotted else ""
+        if not hint and HYPHENATED.fullmatch(written(name)):  # `brutto-rabatt`: a column's name, or a subtraction?
+            hint = f" (for a subtraction, write it with spaces: {written(name).replace('-', ' - ')})"
         return (f"missing_column:{name}",
                 f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {written(name)!r})"
                 f"{hint}: "
