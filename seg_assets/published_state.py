@@ -40,11 +40,20 @@ def state_path(paths: DataPaths) -> Path:
 
 
 def ledger_files(con) -> list[list]:
-    """(path under landing/, size, not taken in) of every file in the ledger. A file that failed or of which nothing
-    was taken in (rejected as a whole, or every row rejected: ledger.NOTHING_TAKEN) and has not changed since (nor the
-    configuration or the code) is no reason to run: it would fare the same."""
+    """(path under landing/, size, not taken in) of every file in the ledger that the features were built from (up to
+    the ledger watermark of features.user_features' build). A file that failed or of which nothing was taken in
+    (rejected as a whole, or every row rejected: ledger.NOTHING_TAKEN) and has not changed since (nor the
+    configuration or the code) is no reason to run: it would fare the same. A file taken in after the features were
+    built is: a `dagster dev` run killed after ingestion left its rows in no features, and the automation's next run
+    (re-scoring other inputs) published them as reflected, so every refresh then said "Segments are current" (a
+    tester's)."""
+    from seg_assets.features.incremental import read_state
+    from seg_assets.features.user_features import USER_FEATURES_TABLE
+
+    built = read_state(con, USER_FEATURES_TABLE)
+    until = f"WHERE file_id <= {built.max_file_id}" if built is not None else ""
     rows = con.sql(f"SELECT file_name, size_bytes, bool_and(status = '{C.STATUS_FAILED}' OR {NOTHING_TAKEN}) "
-                   f"FROM {C.LEDGER_TABLE} GROUP BY ALL ORDER BY 1").fetchall()
+                   f"FROM {C.LEDGER_TABLE} {until} GROUP BY ALL ORDER BY 1").fetchall()
     return [[name, int(size), bool(failed)] for name, size, failed in rows]
 
 

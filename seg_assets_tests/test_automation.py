@@ -255,6 +255,18 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
                                        run_config=QUIET, raise_on_error=False)
     assert audiences.success, [e.step_failure_data.user_failure_data.description for e in audiences.all_events
                                if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    # A run killed after ingestion: the next run that published (automation's, re-scoring other inputs) recorded the
+    # new file as reflected, though no features held its rows, and every refresh then said "Segments are current"
+    # (a tester's, under `dagster dev`). A publication names only the files the features were built from.
+    orders = sorted((data_dir / "landing" / "orders").iterdir())[0]
+    shutil.copy(orders, orders.with_name("late_" + orders.name))
+    graph = defs.resolve_asset_graph()
+    ingest = [k for k in graph.materializable_asset_keys if graph.get(k).group_name == "ingest"]
+    killed = job.execute_in_process(instance=instance, asset_selection=ingest, run_config=QUIET)
+    instance.report_run_failed(instance.get_run_by_id(killed.run_id), message="killed after ingestion (test)")
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["bi", "segments"])],
+                                  run_config=QUIET).success
+    assert nothing_new(data_paths(data_dir), settings_fingerprint({}, None)) is None
 
 
 def test_a_run_that_writes_the_warehouse_carries_its_process(tmp_path):
