@@ -41,6 +41,15 @@ def test_the_actions_file_is_checked(tmp_path, monkeypatch):
     (tmp_path / "actions.yaml").write_text("actions:\n  a1: {chanel: email}\n")
     with pytest.raises(ActionsConfigError, match="chanel"):
         load_catalogue(tmp_path)
+    # a tester's: two ids one file on a case-insensitive share, and YAML's `true` taken for a cost of 1.0
+    (tmp_path / "actions.yaml").write_text("actions:\n  Promo: {}\n  promo: {}\n")
+    with pytest.raises(ActionsConfigError, match="'Promo' and 'promo' differ only in case"):
+        load_catalogue(tmp_path)
+    (tmp_path / "actions.yaml").write_text("actions:\n  promo: {cost_per_send: true}\n")
+    with pytest.raises(ActionsConfigError, match="cost_per_send is a number, not true"):
+        load_catalogue(tmp_path)
+    (tmp_path / "actions.yaml").write_text("actions:\n  promo: {cost_per_send: 2}\n")
+    assert load_catalogue(tmp_path).actions["promo"].cost_per_send == 2.0
 
 
 @pytest.mark.parametrize("action_id", ["/../../../../outside/pwn_action", "a/b", "..", ".hidden", "a\\nb", "x" * 65])

@@ -56,6 +56,14 @@ class Action(BaseModel):
     eligible_segments: list[str | int] = Field(default_factory=list)
     eligible_stages: list[str] = Field(default_factory=list)
 
+    @field_validator("cost_per_send", mode="before")
+    @classmethod
+    def _a_number(cls, cost):
+        """YAML's ``true`` was read as a cost of 1.0 (a tester's)."""
+        if isinstance(cost, bool):
+            raise ValueError(f"cost_per_send is a number, not {str(cost).lower()}")
+        return cost
+
     @field_validator("eligible_segments", mode="before")
     @classmethod
     def _no_flags(cls, segments):
@@ -113,9 +121,13 @@ class Catalogue(BaseModel):
     @classmethod
     def _ids_are_file_names(cls, actions: dict[str, Action]) -> dict[str, Action]:
         """An action id names its audience files (bi/audiences/<id>-<yyyymmdd>.csv): never a path."""
+        seen: dict[str, str] = {}
         for action_id in actions:
             if not SAFE_NAME.fullmatch(action_id):
                 raise ValueError(f"action id {action_id[:80]!r} must use {SAFE_NAME_RULE} (it names audience files)")
+            if (other := seen.setdefault(action_id.lower(), action_id)) != action_id:  # Promo-*.csv and promo-*.csv:
+                raise ValueError(f"action ids {other!r} and {action_id!r} differ only in case: their audience files "
+                                 "would be one file on a case-insensitive file system (a CRM's share); rename one")
         return actions
 
 
