@@ -277,6 +277,11 @@ def test_evaluate_candidates_and_the_promotion_rule():
     decision = promote(same.candidate, same.in_service, difference=same.difference, fit_conversions=3, holdout_conversions=0)
     assert not decision.promote and "held-out sends have no conversion" in decision.reason
     assert promote(same.candidate, None, holdout_conversions=0).promote
+    assert not ev.notes
+    # a campaign of one action logs propensity 1 where others were eligible: said, since IPS then undercounts (a tester's)
+    forced = logs.with_columns(propensity=pl.when(pl.int_range(pl.len()) < 100).then(1.0).otherwise(pl.col("propensity")))
+    noted = evaluate_candidates(forced, good, None, k, n_boot=20).notes
+    assert any(f"100 of {n} held-out sends were logged with propensity 1" in note for note in noted), noted
 
 
 def test_learned_policy_as_candidate_end_to_end():
