@@ -227,6 +227,11 @@ def test_an_unclosed_quote_fails_the_file_naming_its_line_and_loses_no_row_silen
         status, message = by_file[name][2], by_file[name][8]
         assert status == "failed" and "line 11" in message and "double quote" in message, (name, status, message)
     assert by_file["orders/multiline.csv"][2:5] == ("ingested", 2, 2)
+    # blank lines before it (DuckDB skips them): the line named is still the quote's (a reviewer's: line 9 for 11)
+    blank = tmp_path / "blank"
+    write(blank, "orders/a.csv", head + "".join(rows[:2]) + "\n\n" + "".join(rows[4:12]))
+    _, ledger, _ = ingest(blank)
+    assert ledger[0][2] == "failed" and "line 11:" in ledger[0][8], ledger[0][8]
 
 
 def test_a_closed_multiline_value_is_data_even_with_commas_or_in_a_broken_row(tmp_path):

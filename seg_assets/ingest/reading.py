@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import io
 import os
 import re
 import tempfile
@@ -223,13 +224,30 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: C
     finally:
         if copy is not None:
             copy.unlink(missing_ok=True)
-    if (unclosed := _unclosed_quote(con, idents, dialect.delimiter, path.stat().st_size)) is not None:
+    if (unclosed := _unclosed_quote(con, idents, dialect, path, fmt)) is not None:
         raise ValueError(unclosed)
     # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
     return Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC, note)
 
 
-def _unclosed_quote(con, idents: list[str], delimiter: str, size: int) -> str | None:
+def _line_of_row(path: Path, fmt: str, dialect: CsvDialect, rowid: int) -> int:
+    """The file line a row starts on (``rowid`` counts rows as DuckDB read them): Python's csv reader splits the rows
+    as DuckDB's does, and skips blank lines as it does, which counting rows and their line breaks missed (a
+    reviewer's stray quote on line 11 was named on line 9)."""
+    with _open(path, fmt) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig" if dialect.utf8 else dialect.encoding, errors="replace", newline="")
+        reader = csv.reader(text, delimiter=dialect.delimiter, quotechar='"', doublequote=True)
+        next(reader, None)  # the header
+        row, start = -1, reader.line_num + 1
+        for fields in reader:
+            row += bool(fields)
+            if fields and row == rowid:
+                return start
+            start = reader.line_num + 1
+    return start
+
+
+def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt: str) -> str | None:
     """The file's line where a double quote opens a field that is never closed, said as the fix (None: none). The
     lenient reader takes such a field as a value over line ends, so the rows after it were read as one value of one
     row, rejected, and counted nowhere (a tester's: 490 of 1,000 orders). A value over line ends is a stray quote
@@ -239,10 +257,10 @@ def _unclosed_quote(con, idents: list[str], delimiter: str, size: int) -> str | 
     looks only at values at least half as long as the file's
     average row (what a value holding a row's fields is): DuckDB skips the rest by its string statistics, where
     looking for line breaks in every value cost a fifth of the read (0.3 s per 2M rows)."""
-    columns = [*idents, OVERFLOW]
+    columns, delimiter = [*idents, OVERFLOW], dialect.delimiter
     spans = " OR ".join(f"contains({c}, chr(10))" for c in columns)
     rows = con.sql(f"SELECT count(*) FROM {SRC}").fetchall()[0][0]
-    long = max(len(idents), size // max(rows, 1) // 2)
+    long = max(len(idents), path.stat().st_size // max(rows, 1) // 2)
     # a line that reads as a row: exactly the row's delimiters, no field starting with a space (prose, "soft, warm,
     # cheap", is no row: a reviewer's multi-line review failed its file)
     d, d_class = re.escape(delimiter), ("\\" + delimiter if delimiter in "\\]^-" else delimiter)
@@ -255,9 +273,8 @@ def _unclosed_quote(con, idents: list[str], delimiter: str, size: int) -> str | 
     if not found:
         return None
     breaks = " + ".join(f"coalesce(length({c}) - length(replace({c}, chr(10), '')), 0)" for c in columns)
-    [(before, inside)] = con.sql(f"""SELECT coalesce(sum({breaks}) FILTER (WHERE rowid < $r), 0),
-        coalesce(sum({breaks}) FILTER (WHERE rowid = $r), 0) FROM {SRC}""", params={"r": found[0][0]}).fetchall()
-    line = 2 + found[0][0] + before  # the header's line, then each row's lines
+    [(inside,)] = con.sql(f"SELECT coalesce(sum({breaks}), 0) FROM {SRC} WHERE rowid = $r", params={"r": found[0][0]}).fetchall()
+    line = _line_of_row(path, fmt, dialect, found[0][0])
     return (f"line {line}: a double quote opens a field that is not closed, so the {inside} line(s) after it were read "
             "as one value: close the quote, or write a quote inside a quoted field as two (\"\"), and land the file "
             "again (nothing of this file was taken in)")
