@@ -135,6 +135,11 @@ def test_the_gate_measures_both_models_in_one_space(shoppers, fixed_model):
     assert evaluate_model(fixed_model, today, 2000, 5, space=candidate) == cluster_metrics(
         candidate.preprocessor.transform(sub), labels, 2000, 5)
     assert evaluate_model(fixed_model, today, 2000, 5) != evaluate_model(fixed_model, today, 2000, 5, space=candidate)
+    # what the asset compares (a reviewer found this test passing with the asset's `space=` removed)
+    from seg_assets.segmentation.assets import SILHOUETTE_SAMPLE_ROWS, gate_pair
+
+    _, in_service = gate_pair(candidate, fixed_model, today, "logreg", 5)
+    assert in_service["silhouette"] == evaluate_model(fixed_model, today, SILHOUETTE_SAMPLE_ROWS, 5, space=candidate)["silhouette"]
 
 
 def test_refit_after_part_of_one_cluster_moves_keeps_other_ids(shoppers, fixed_model):
