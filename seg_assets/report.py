@@ -145,9 +145,12 @@ def activation_lines(con) -> list[str]:
     """Campaigns measured and the next-best-action policy in service (nothing when no campaign was sent)."""
     lines = []
     if table_exists(con, "analytics.campaign_lift") and row_count(con, "analytics.campaign_lift"):
+        columns = {c for (c,) in con.sql("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'analytics' "
+                                          "AND table_name = 'campaign_lift'").fetchall()}
+        exact = "count(*) FILTER (WHERE conversion_test = 'exact')" if "conversion_test" in columns else "0"  # an older table
         campaigns, cells, no_control, small = con.sql(
             "SELECT count(DISTINCT campaign_id), count(*), count(*) FILTER (WHERE n_control = 0), "
-            "count(*) FILTER (WHERE conversion_test = 'exact') FROM analytics.campaign_lift").fetchall()[0]
+            f"{exact} FROM analytics.campaign_lift").fetchall()[0]
         notes = [f"{no_control} without control users: no interval" if no_control else "",
                  f"{small} too small for the usual test: exact test, wide interval" if small else ""]
         lines.append(f"Campaign lift: {campaigns} campaign(s), {cells} campaign x action x segment cells"

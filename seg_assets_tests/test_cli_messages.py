@@ -49,6 +49,9 @@ def test_the_summary_says_what_campaigns_measured_and_which_policy_serves():
     assert activation_lines(con) == [
         "Campaign lift: 2 campaign(s), 3 campaign x action x segment cells (1 without control users: no interval)",
         "Next best action: policy p1 in service; the latest candidate p2 was refused: worse beyond noise"]
+    con.sql("ALTER TABLE analytics.campaign_lift ADD COLUMN conversion_test VARCHAR DEFAULT 'exact'")
+    assert activation_lines(con)[0] == ("Campaign lift: 2 campaign(s), 3 campaign x action x segment cells (1 without "
+                                        "control users: no interval; 3 too small for the usual test: exact test, wide interval)")
 
 
 def test_a_failure_is_one_line_and_a_bug_keeps_its_traceback():
