@@ -32,21 +32,18 @@ def test_python_and_sql_buckets_agree_and_the_share_is_near_plan():
     assert sum(sql[i] != other[i] for i in ids) > 0.99 * len(ids)  # a new salt re-draws
 
 
-def test_the_actions_file_is_checked(tmp_path, monkeypatch):
+@pytest.mark.parametrize("text, said", [
+    ("control: {share: 0.7}\n", "control.share"),
+    ("actions:\n  a1: {chanel: email}\n", "chanel"),
+    # a tester's: two ids one file on a case-insensitive share, and YAML's `true` taken for a cost of 1.0
+    ("actions:\n  Promo: {}\n  promo: {}\n", "'Promo' and 'promo' differ only in case"),
+    ("actions:\n  promo: {cost_per_send: true}\n", "cost_per_send is a number, not true"),
+])
+def test_the_actions_file_is_checked(tmp_path, monkeypatch, text, said):
     monkeypatch.delenv("SEG_ACTIONS_FILE", raising=False)
     assert load_catalogue(tmp_path).control.share == 0.05 and not load_catalogue(tmp_path).actions
-    (tmp_path / "actions.yaml").write_text("control: {share: 0.7}\n")
-    with pytest.raises(ActionsConfigError, match="control.share"):
-        load_catalogue(tmp_path)
-    (tmp_path / "actions.yaml").write_text("actions:\n  a1: {chanel: email}\n")
-    with pytest.raises(ActionsConfigError, match="chanel"):
-        load_catalogue(tmp_path)
-    # a tester's: two ids one file on a case-insensitive share, and YAML's `true` taken for a cost of 1.0
-    (tmp_path / "actions.yaml").write_text("actions:\n  Promo: {}\n  promo: {}\n")
-    with pytest.raises(ActionsConfigError, match="'Promo' and 'promo' differ only in case"):
-        load_catalogue(tmp_path)
-    (tmp_path / "actions.yaml").write_text("actions:\n  promo: {cost_per_send: true}\n")
-    with pytest.raises(ActionsConfigError, match="cost_per_send is a number, not true"):
+    (tmp_path / "actions.yaml").write_text(text)
+    with pytest.raises(ActionsConfigError, match=said):
         load_catalogue(tmp_path)
     (tmp_path / "actions.yaml").write_text("actions:\n  promo: {cost_per_send: 2}\n")
     assert load_catalogue(tmp_path).actions["promo"].cost_per_send == 2.0
