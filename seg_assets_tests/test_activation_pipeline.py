@@ -247,7 +247,7 @@ def test_an_action_added_to_the_catalogue_is_explored_not_trusted(campaigns_root
     catalogue = root / "actions.yaml"
     catalogue.write_text(catalogue.read_text() + "  gift_wrap:\n    description: Free gift wrap\n    channel: email\n"
                          "    cost_per_send: 0.01\n")
-    assert run_refresh(root, rebase=True).success
+    assert run_refresh(root).success
     nba = read_bi(root, "SELECT * FROM analytics.next_best_action")
     new = nba.filter(pl.col("action_id") == "gift_wrap")
     assert 0.07 < new.height / nba.height < 0.13, new.height / nba.height
