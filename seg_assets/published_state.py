@@ -51,9 +51,11 @@ def ledger_files(con) -> list[list]:
     from seg_assets.features.user_features import USER_FEATURES_TABLE
 
     built = read_state(con, USER_FEATURES_TABLE)
-    until = f"WHERE file_id <= {built.max_file_id}" if built is not None else ""
+    # a file read again (failed, then fixed in place) counts by its latest reading: its earlier failed row alone made
+    # it "not taken in" and reflected (a reviewer's)
+    until = f"HAVING max(file_id) <= {built.max_file_id}" if built is not None else ""
     rows = con.sql(f"SELECT file_name, size_bytes, bool_and(status = '{C.STATUS_FAILED}' OR {NOTHING_TAKEN}) "
-                   f"FROM {C.LEDGER_TABLE} {until} GROUP BY ALL ORDER BY 1").fetchall()
+                   f"FROM {C.LEDGER_TABLE} GROUP BY ALL {until} ORDER BY 1").fetchall()
     return [[name, int(size), bool(failed)] for name, size, failed in rows]
 
 

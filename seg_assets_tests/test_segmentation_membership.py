@@ -1,5 +1,7 @@
 """The refit margin: a user keeps their segment unless another one fits clearly better (membership.py)."""
 
+from datetime import datetime, timedelta
+
 import numpy as np
 import polars as pl
 import pytest
@@ -236,3 +238,44 @@ def test_each_model_keeps_users_with_its_own_margin_in_the_gate():
     churn = refit_churn(served, candidate, frame, previous)
     assert churn["stable_users"] == frame.height  # the model in service keeps them all
     assert churn["membership_churn"] == 1.0  # and the candidate, by its own margin, moves them all
+
+
+T0 = datetime(2026, 9, 1)
+LIFECYCLE_FEATURES = ("monetary", "frequency", "tenure_days", "recency_days")
+
+
+def _stage_population(seed: int) -> pl.DataFrame:
+    """Every day's shop: 30 % new users (tenure <= 30) of two kinds (small / big first basket), 70 % engaged of two."""
+    rng = np.random.default_rng(seed)
+    n_new, n_eng = 600, 1400
+    small = rng.random(n_new) < 0.5
+    new = pl.DataFrame({"monetary": np.where(small, rng.normal(20, 4, n_new), rng.normal(200, 30, n_new)).clip(1),
+                        "frequency": np.ones(n_new), "tenure_days": rng.uniform(1, 29, n_new),
+                        "recency_days": rng.uniform(0, 20, n_new)})
+    loyal = rng.random(n_eng) < 0.5
+    eng = pl.DataFrame({"monetary": np.where(loyal, rng.normal(600, 80, n_eng), rng.normal(80, 15, n_eng)).clip(1),
+                        "frequency": np.where(loyal, rng.normal(8, 1.5, n_eng), rng.normal(2, 0.5, n_eng)).clip(1),
+                        "tenure_days": rng.uniform(60, 400, n_eng), "recency_days": rng.uniform(0, 60, n_eng)})
+    out = pl.concat([new, eng])
+    return out.with_columns(pl.Series("user_id", [f"u{seed}_{i:05d}" for i in range(out.height)]))
+
+
+def _lifecycle_cfg(new_k):
+    return ModelConfig(features=LIFECYCLE_FEATURES, hierarchy="lifecycle", k_range=(2, 2), new_k=new_k, balance_groups=False,
+                       selection=SelectionConfig(k_min=2, k_max=2, random_state=0))
+
+
+def test_a_split_of_new_customers_a_month_later_is_no_new_kind_of_shopper():
+    """A reviewer's: grown 40 days older, every user of the fit's reference sample had left the "new" stage, so a split
+    of New customers held no share of it and was taken for a new kind (its moves not counted as churn)."""
+    before = _stage_population(1)
+    old = fit_segment_model(before, _lifecycle_cfg((1, 1)), as_of=T0)
+    today = _stage_population(2)  # the same kinds of shopper, 40 days later
+    prev, _ = old.predict(today)
+    new = fit_segment_model(today, _lifecycle_cfg((2, 2)), previous=old, as_of=T0 + timedelta(days=40))
+    split = [s for s in new.segment_ids if s not in old.segment_ids]
+    assert split, "the candidate split New customers"
+    churn = refit_churn(old, new, today, prev)
+    # the same split fitted only 5 days later is judged a split (churn counted): the 40-day one must be too
+    assert emerged_segments(old, new, today) == [], "a split of 'new' customers taken for a new kind of shopper"
+    assert churn["moved_to_new_kind"] == 0.0 and churn["membership_churn_stable"] > 0.02

@@ -202,17 +202,28 @@ def membership_churn(previous: np.ndarray, candidate: np.ndarray, barely_changed
 
 def emerged_segments(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame) -> list[int]:
     """The candidate's new segment ids whose share of today's users (``frame``) is ``EMERGED_GROWTH`` times their share
-    of the incumbent's fit population or more (its reference sample, grown as old as the candidate's data, assigned
-    by the candidate): a kind of shopper that was not there when the model in service was fitted."""
-    from seg_assets.segmentation.model import aged
+    of the incumbent's fit population or more (its reference sample, grown as old as the candidate's data but for
+    its new users, assigned by the candidate), shares taken within the segment's lifecycle stage: a kind of shopper
+    that was not there when the model in service was fitted."""
+    from seg_assets.segmentation.model import aged, stage_of
 
     new = [s for s in candidate.segment_ids if s not in set(incumbent.segment_ids)]
     reference = incumbent.reference_sample
     if not new or reference is None or frame.height == 0 or not set(candidate.features) <= set(reference.columns):
         return []
-    then, _ = candidate.predict(aged(reference, incumbent.as_of, candidate.as_of))
+    # The fit's new users stand for the new users of then (new ones keep arriving): grown 40 days older, all of them
+    # had left the "new" stage and a split of New customers looked like a kind nobody had been (a reviewer's).
+    fresh = pl.Series(stage_of(reference, candidate.config, candidate.features) == "new")
+    reference = pl.concat([reference.filter(fresh), aged(reference.filter(~fresh), incumbent.as_of, candidate.as_of)])
+    then, _ = candidate.predict(reference)
     now, _ = candidate.predict(frame)
-    return [s for s in new if (now == s).mean() > 0 and (now == s).mean() >= EMERGED_GROWTH * (then == s).mean()]
+    stage = dict(zip(candidate.segment_ids, candidate.cluster_stage))
+
+    def share(ids: np.ndarray, s: int) -> float:  # among the users of the segment's lifecycle stage
+        of_stage = np.isin(ids, [t for t in candidate.segment_ids if stage[t] == stage[s]])
+        return float((ids == s).sum() / of_stage.sum()) if of_stage.any() else 0.0
+
+    return [s for s in new if share(now, s) > 0 and share(now, s) >= EMERGED_GROWTH * share(then, s)]
 
 
 def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame,
