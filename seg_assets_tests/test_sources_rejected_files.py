@@ -350,3 +350,46 @@ def test_an_order_whose_lines_name_two_customers_is_named(tmp_path):
     ingest(tmp_path)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert orders_of_several_users(con, [later]) == (0, None)
+
+
+def test_a_publication_counts_only_the_files_the_features_were_built_from(tmp_path):
+    """A run killed after ingestion left new rows in no features, and the next publication recorded their file as
+    reflected: every refresh then said "Segments are current" (a tester's). A file that failed, was fixed in place at
+    the same size and taken in by such a run, counted by its old failed reading (a reviewer's)."""
+    import os
+
+    import polars as pl
+
+    from seg_assets.features import incremental as inc
+    from seg_assets.features.user_features import USER_FEATURES_TABLE
+    from seg_assets.published_state import ledger_files
+    from seg_assets_tests.sources_ingest import NOW
+
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T10:00:00Z,5,1,completed\n")
+    good = tmp_path / "late.parquet"
+    pl.DataFrame({"order_id": ["o2"], "user_id": ["u2"], "order_ts": ["2026-03-02T10:00:00Z"], "amount": [5.0],
+                  "items": [1], "status": ["completed"]}).write_parquet(good)
+    late = tmp_path / "landing" / "orders" / "late.parquet"
+    late.write_bytes(b"XXXX" + good.read_bytes()[4:])  # broken at the same size
+    os.utime(late, (NOW.timestamp() - 600, NOW.timestamp() - 600))
+    ingest(tmp_path)
+
+    def built_to_the_ledger_now():
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+            inc.ensure_state_table(con)
+            inc.write_state(con, USER_FEATURES_TABLE, "test", NOW.replace(tzinfo=None),
+                            inc.Plan("full", "test", inc.ledger_watermark(con)))
+
+    def published():
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+            return {name: failed for name, _, failed in ledger_files(con)}
+
+    built_to_the_ledger_now()
+    assert published() == {"orders/a.csv": False, "orders/late.parquet": True}
+    late.write_bytes(good.read_bytes())  # fixed in place, taken in by a run that built no features
+    os.utime(late, (NOW.timestamp() - 300, NOW.timestamp() - 300))
+    write(tmp_path, "orders/b.csv", "order_id,user_id,order_ts,amount,items,status\no3,u3,2026-03-03T10:00:00Z,5,1,completed\n")
+    ingest(tmp_path)
+    assert published() == {"orders/a.csv": False}  # neither is reflected: the next refresh runs
+    built_to_the_ledger_now()
+    assert published() == {"orders/a.csv": False, "orders/b.csv": False, "orders/late.parquet": False}
