@@ -125,3 +125,48 @@ def test_an_action_removed_from_the_catalogue_is_no_longer_chosen_and_the_gate_s
     gate = policies.decide(kept, x, ("a", "b"), {}, (wrapped, first.policy_version, T0 + timedelta(days=14)),
                            evaluation_share=0.2, attribution_days=7)
     assert "exploring" not in gate.decision.reason and gate.evaluation is not None  # judged, not promoted unseen
+
+
+def _swapping_sends(n, weeks, flip_after, rng, x):
+    """Uniform sends of a, b, c; a converts with feature 0 and b with feature 1 until `flip_after`, then swapped."""
+    rows = []
+    for w in range(weeks):
+        act = rng.choice(["a", "b", "c"], n)
+        f_a, f_b = (1, 0) if w >= flip_after else (0, 1)
+        p = np.where(act == "a", 0.05 + 0.3 * x[:, f_a], np.where(act == "b", 0.05 + 0.3 * x[:, f_b], 0.08))
+        conv = rng.random(n) < p
+        rows.append(pl.DataFrame({"user_id": [f"u{i}" for i in range(n)], "segment_id": np.ones(n, dtype=np.int64),
+                                  "action_id": act, "sent_ts": [T0 + timedelta(days=7 * w)] * n,
+                                  "reward": conv.astype(int), "converted": conv, "propensity": np.full(n, 1 / 3)}))
+    return pl.concat(rows).with_row_index("__row")
+
+
+def test_a_new_action_nobody_is_eligible_for_does_not_freeze_the_policy():
+    """A reviewer's: an action open to nobody (a typo in its eligible_segments) can never get sends, and held every
+    candidate for good, however much better: the hold asks for what a round of exploring can give."""
+    from seg_assets.activation.new_actions import WithNewActions
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    xu = rng.random((n, len(CONTEXT_FEATURES)))
+    early = _swapping_sends(n, 4, 99, rng, xu)
+    x = np.tile(xu, (4, 1))
+    first = policies.decide(early, x, ("a", "b", "c"), {}, (None, "none", None), evaluation_share=0.3,
+                            attribution_days=7).served
+    as_of = T0 + timedelta(days=28)
+    # the shop changed: a and b swapped whom they convert; four more weeks of uniform sends show it
+    later = _swapping_sends(n, 8, 4, rng, xu)
+    x = np.tile(xu, (8, 1))
+    arms = ("a", "b", "c", "d")  # d added to actions.yaml, eligible for nobody
+    eligible_of = {f"u{i}": ["a", "b", "c"] for i in range(n)}
+    wrapped = WithNewActions(first, arms, 0.1, {"a": n, "b": n, "c": n})
+    gate = policies.decide(later, x, arms, eligible_of, (wrapped, first.policy_version, as_of), evaluation_share=0.3,
+                           attribution_days=7)
+    ev = gate.evaluation
+    assert ev.difference.ci_low > 0, "the candidate is better beyond noise"
+    assert "exploring" not in gate.decision.reason and gate.decision.promote, gate.decision.reason
+    rare = WithNewActions(first, arms, 0.1, {"a": n, "b": n, "c": n, "d": 30})  # open to 30 users: 3 sends suffice
+    assert rare.sends_needed(100) == {"d": 3}
+    held = policies.decide(later, x, arms, eligible_of, (rare, first.policy_version, as_of), evaluation_share=0.3,
+                           attribution_days=7)
+    assert "exploring new actions: d (0 of 3 treated sends)" in held.decision.reason

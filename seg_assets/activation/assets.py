@@ -295,16 +295,19 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
         treated = treated.join(policies.control_baselines(outcomes), on="campaign_id", how="left", maintain_order="left")
         x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
     notes = []
+    users = policies.eligible_lists(catalogue, arms, users)
+    reachable = users.filter(~pl.col("global_control"))["eligible_actions"].explode().value_counts()
+    eligible_users = {a: int(n) for a, n in reachable.drop_nulls().iter_rows()}
+    offered = set(eligible_users)
     if in_service is not None and tuple(in_service.arms) != arms:  # new_actions.py: it serves what it knows
-        in_service = WithNewActions(in_service, arms, config.new_action_share)
+        in_service = WithNewActions(in_service, arms, config.new_action_share, eligible_users)
         gone = sorted(set(in_service.base.arms) - set(arms))
         notes.append(f"the catalogue's actions changed since {in_service_version}: "
                      + "; ".join(part for part in (
                          f"new {', '.join(in_service.new)}, sent to {percent(config.new_action_share)} of the users "
-                         "eligible for them until each has min_sends_per_action sends" if in_service.new else "",
+                         "eligible for them until each has the sends one round of that gives (at most "
+                         "min_sends_per_action)" if in_service.new else "",
                          f"removed {', '.join(gone)}" if gone else "") if part))
-    users = policies.eligible_lists(catalogue, arms, users)
-    offered = {a for actions in users.filter(~pl.col("global_control"))["eligible_actions"].to_list() for a in actions or []}
     if set(arms) - offered:
         context.log.warning(f"next_best_action: no user is eligible for {', '.join(sorted(set(arms) - offered))}: its "
                             "eligible_segments / eligible_stages in actions.yaml name no current segment or stage of a user")

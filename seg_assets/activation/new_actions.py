@@ -11,12 +11,14 @@ proportions), and a user eligible for a new action is sent one of them (uniforml
 ``new_action_share``, the only choice for a user eligible for nothing else. Those rows carry no ``expected_reward``
 (nothing is known yet), ``explore`` true and their real propensity, so the next rounds judge a candidate policy that
 knows the new action against this wrapped policy off-policy, with sends of every action to judge on. Until each new
-action has ``min_sends_per_action`` treated sends no candidate is promoted (policies.decide).
+action has ``min_sends_per_action`` treated sends, or the sends one round of exploring it gives when fewer
+(:meth:`WithNewActions.sends_needed`), no candidate is promoted (policies.decide).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,16 @@ class WithNewActions:
     base: object  # the policy in service (ThompsonPolicy | ContextualPolicy)
     arms: tuple[str, ...]  # the catalogue's actions now
     share: float = NEW_ACTION_SHARE
+    eligible_users: Mapping[str, int] | None = None  # users (not in the global control) each action is open to now
+
+    def sends_needed(self, min_sends: int) -> dict[str, int]:
+        """Treated sends each new action needs before a candidate may be promoted: ``min_sends``, or what one round
+        of exploring it can give when that is less. An action open to nobody (its eligible_segments name no current
+        segment) held every candidate for good, and one open to 1 % of 3,000 users for 34 weekly rounds (a
+        reviewer's); a round of sends is what judging a candidate against this policy needs to see it at all."""
+        open_to = self.eligible_users if self.eligible_users is not None else {}
+        return {a: min(min_sends, math.ceil(self.share * open_to.get(a, 0))) if self.eligible_users is not None
+                else min_sends for a in self.new}
 
     @property
     def kept(self) -> tuple[str, ...]:

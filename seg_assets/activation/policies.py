@@ -151,8 +151,8 @@ def decide(treated: pl.DataFrame, x: np.ndarray, arms: tuple[str, ...], eligible
                            holdout_conversions=int(logs["converted"].cast(pl.Float64).sum()))
     if isinstance(policy, WithNewActions):  # no candidate knows a new action before it has sends to learn from
         sent = dict(treated.group_by("action_id").len().iter_rows())
-        need = tuning.get("min_sends", MIN_SENDS_PER_ACTION)
-        if thin := [f"{a} ({sent.get(a, 0)} of {need} treated sends)" for a in policy.new if sent.get(a, 0) < need]:
+        need = policy.sends_needed(tuning.get("min_sends", MIN_SENDS_PER_ACTION))
+        if thin := [f"{a} ({sent.get(a, 0)} of {need[a]} treated sends)" for a in policy.new if sent.get(a, 0) < need[a]]:
             decision = PromotionDecision(False, f"exploring new actions: {', '.join(thin)}; {version} serves the others")
     served = policy
     if decision.promote:
