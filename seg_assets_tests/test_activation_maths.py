@@ -68,12 +68,16 @@ def test_conversion_lift_matches_hand_computation():
 
 def test_small_cells_get_an_exact_test_that_keeps_its_level():
     """The score test called a tester's 0/3 treated vs 1/1 control cell significant (p 0.046; Fisher's exact 0.25), and
-    11-13 % of simulated 3-vs-1 cells without an effect. Cells with an expected count under 5 get Boschloo's exact test
+    11-13 % of simulated 3-vs-1 cells without an effect. Cells with an expected count under 5 get Fisher's exact test
     and the Agresti-Caffo interval; on null cells neither calls more than 5 % significant."""
     tiny = campaign_lift(cell_frame(0, 3, 1, 1)).row(0, named=True)
     assert tiny["conversion_test"] == "exact" and tiny["p_value"] > 0.2
     assert tiny["abs_lift_ci_low"] == -1.0 and tiny["abs_lift_ci_high"] > 0
     assert campaign_lift(cell_frame(60, 1000, 40, 1000)).row(0, named=True)["conversion_test"] == "score"
+    # a reviewer's: a large cell with a rare conversion (Boschloo's test took 89 s on it), and one where nobody converted
+    rare = _conversion_stats(38, 20_000, 3, 2_000, 0.05)
+    assert rare["conversion_test"] == "exact" and 0 < rare["p_value"] <= 1
+    assert _conversion_stats(0, 20_000, 0, 2_000, 0.05)["conversion_test"] == "score"
     rng = np.random.default_rng(3)
     for n_t, n_c in ((3, 1), (8, 2), (20, 5)):
         significant = excludes_zero = 0

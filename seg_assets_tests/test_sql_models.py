@@ -436,6 +436,7 @@ def test_a_model_file_that_is_no_sql_is_one_line_and_exit_2(tmp_path):
     ("analytics", "user_recommendations_next", "is a table the project's own Python writes"),
     ("meta", "segment_models", "the schema 'meta' is the project's own"),
     ("order", "buyers", "the folder (the schema) 'order' is a reserved word of SQL"),
+    ("left", "buyers", "the folder (the schema) 'left' is a reserved word of SQL"),
 ])
 def test_a_model_named_like_a_table_the_python_stages_write_is_refused_naming_its_file(tmp_path, folder, name, said):
     """analytics/user_segments.sql failed with Dagster's "Duplicate asset key" traceback (a tester's)."""

@@ -151,11 +151,12 @@ SQL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a folder (schema) or file (t
 
 @functools.cache
 def reserved_words() -> frozenset[str]:
-    """DuckDB's reserved keywords: ``CREATE SCHEMA IF NOT EXISTS order`` is a syntax error (a reviewer's traceback)."""
+    """DuckDB's keywords that cannot name a schema or table unquoted: ``CREATE SCHEMA IF NOT EXISTS order`` is a syntax
+    error (a reviewer's traceback), and so are most of the type/function keywords (``left``, ``join``, ``asof``)."""
     import duckdb
 
     return frozenset(w for (w,) in duckdb.sql("SELECT keyword_name FROM duckdb_keywords() "
-                                              "WHERE keyword_category = 'reserved'").fetchall())
+                                              "WHERE keyword_category IN ('reserved', 'type_function')").fetchall())
 
 
 def load_model(path: Path) -> SqlModel:

@@ -179,9 +179,9 @@ TABLES: dict[str, dict[str, str]] = {
         "rel_lift": "conv_rate_treated / conv_rate_control - 1; NULL when no held-out user converted.",
         "rel_lift_ci_low": "Lower bound of the 95 % interval of rel_lift.",
         "rel_lift_ci_high": "Upper bound of the 95 % interval of rel_lift.",
-        "p_value": "Two-sided p-value of abs_lift (conversion_test: the two-proportion score test, or Boschloo's exact test "
+        "p_value": "Two-sided p-value of abs_lift (conversion_test: the two-proportion score test, or Fisher's exact test "
                    "in a cell with an expected count under 5); NULL when a group is empty.",
-        "conversion_test": "'score' (score test, Newcomb interval) or 'exact' (a cell too small for them: Boschloo's exact "
+        "conversion_test": "'score' (score test, Newcomb interval) or 'exact' (a cell too small for them: Fisher's exact "
                            "test, Agresti-Caffo interval); NULL when a group is empty.",
         "revenue_abs_lift": "revenue_per_user_treated - revenue_per_user_control (delivered currency).",
         "revenue_abs_lift_ci_low": "Lower bound of the 95 % Welch interval of revenue_abs_lift; NULL with under 2 users in "
