@@ -254,6 +254,21 @@ def test_a_closed_multiline_value_is_data_even_with_commas_or_in_a_broken_row(tm
     assert [r[4] for r in rejects] == ["too_many_fields:row"]
 
 
+def test_a_stray_quote_is_found_in_files_written_with_comma_space_or_without_optional_last_columns(tmp_path):
+    """A reviewer's: the row-like rule (no field starting with a space, a full row's delimiters) missed a stray quote in
+    a file written with ", " and in rows that leave an optional last column out: 30 of 40 rows counted nowhere."""
+    head = "order_id,user_id,order_ts,amount,items,status,category\n"
+    spaced = [f"o{i}, u{i}, 2026-03-01T10:00:00Z, 5, 1, completed, shoes\n" for i in range(40)]
+    spaced[9] = 'o9, u9, 2026-03-01T10:00:00Z, 5, 1, completed, "Deluxe 12 inch\n'
+    write(tmp_path, "orders/spaced.csv", head.replace(",", ", ") + "".join(spaced))
+    short = [f"o{i},u{i},2026-03-01T10:00:00Z,5,1,completed\n" for i in range(40)]
+    short[9] = 'o9,u9,2026-03-01T10:00:00Z,5,1,"completed\n'
+    write(tmp_path, "orders/short.csv", head + "".join(short).replace(",u", ",w"))
+    _, ledger, _ = ingest(tmp_path)
+    for row in ledger:
+        assert row[2] == "failed" and "line 11:" in row[8] and "double quote" in row[8], row
+
+
 def test_a_hyphenated_column_a_file_lacks_is_named_as_written_not_as_its_parts(tmp_path):
     """`user_id: Kunden-Nr` over an export whose header says KundenNr: the message named `Kunden` and `Nr`, columns
     nobody wrote (a tester's); the missing column is the name as written."""

@@ -261,11 +261,16 @@ def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt
     spans = " OR ".join(f"contains({c}, chr(10))" for c in columns)
     rows = con.sql(f"SELECT count(*) FROM {SRC}").fetchall()[0][0]
     long = max(len(idents), path.stat().st_size // max(rows, 1) // 2)
-    # a line that reads as a row: exactly the row's delimiters, no field starting with a space (prose, "soft, warm,
-    # cheap", is no row: a reviewer's multi-line review failed its file)
+    # a line that reads as a row: the delimiters of this file's rows (a full row's, or as many as its rows have when
+    # they leave optional last columns out), no field starting with a space unless this file's fields do (", "):
+    # prose, "soft, warm, cheap", is no row (a reviewer's multi-line review failed its file)
+    fields = " + ".join(f"({c} IS NOT NULL)::INT" for c in idents)
+    spaced = f"avg(({idents[1]} LIKE ' %')::DOUBLE)" if len(idents) > 1 else "0"
+    typical, spaces = con.sql(f"SELECT mode({fields}), {spaced} FROM {SRC} WHERE rowid < 1000").fetchall()[0]
     d, d_class = re.escape(delimiter), ("\\" + delimiter if delimiter in "\\]^-" else delimiter)
-    field = f"([^ \\n{d_class}][^\\n{d_class}]*)?"
-    a_row = sql_string(f"\\n{field}({d}{field}){{{len(idents) - 1}}}(\\n|$)")
+    field = f"({' ?' if (spaces or 0) > 0.5 else ''}[^ \\n{d_class}][^\\n{d_class}]*)?"
+    fewest = max(min(int(typical or len(idents)), len(idents)) - 1, 0)
+    a_row = sql_string(f"\\n{field}({d}{field}){{{fewest},{len(idents) - 1}}}(\\n|$)")
     holds_row = " OR ".join(f"regexp_matches({c}, {a_row})" for c in columns)
     long_holds_row = " OR ".join(f"(length({c}) >= {long} AND regexp_matches({c}, {a_row}))" for c in columns)
     found = con.sql(f"""SELECT rowid FROM {SRC} WHERE (({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL) AND ({spans})
