@@ -45,6 +45,7 @@ def test_event_names_are_read_by_their_words(name, stage):
     ("contact_form_submitted", "other"), ("contact_us_submitted", "other"), ("Contact Submitted", "other"),
     ("info_request_submitted", "other"), ("profile_info_completed", "other"), ("address_confirmed", "other"),
     ("account_details_confirmed", "view"), ("order_details_confirmed", "purchase"), ("order_info_submitted", "purchase"),
+    ("card_details_submitted", "checkout"), ("Card Details Submitted", "checkout"), ("card_info_submitted", "checkout"),
 ])
 def test_checkout_steps_submitted_are_checkout_and_a_page_ping_no_view(name, stage):
     from seg_assets.ingest.events import stage_of

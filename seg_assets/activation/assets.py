@@ -255,8 +255,9 @@ class NextBestActionConfig(CheckedConfig):
                                     "trust each action's model').")
     new_action_share: float = Field(default=NEW_ACTION_SHARE, gt=0, le=1, description="Share of the users eligible "
                                     "for an action the policy in service has not learnt (new in actions.yaml) who are "
-                                    "sent one, until each such action has min_sends_per_action sends; the others keep "
-                                    "the policy in service (activation/new_actions.py).")
+                                    "sent one, until a candidate policy that knows it is promoted (none is before it has "
+                                    "min_sends_per_action sends); the others keep the policy in service "
+                                    "(activation/new_actions.py).")
     promotion_tolerance: float = Field(default=PROMOTION_TOLERANCE, ge=0, le=1, description="A candidate policy "
                                        "whose off-policy value is below the one in service by more than this share of it "
                                        "is refused (relative: reward rates are small numbers).")
@@ -305,8 +306,8 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
         notes.append(f"the catalogue's actions changed since {in_service_version}: "
                      + "; ".join(part for part in (
                          f"new {', '.join(in_service.new)}, sent to {percent(config.new_action_share)} of the users "
-                         "eligible for them until each has the sends one round of that gives (at most "
-                         "min_sends_per_action)" if in_service.new else "",
+                         "eligible for them until a candidate policy that knows them is promoted (none before each "
+                         "has min_sends_per_action sends, or what one round gives)" if in_service.new else "",
                          f"removed {', '.join(gone)}" if gone else "") if part))
     if set(arms) - offered:
         context.log.warning(f"next_best_action: no user is eligible for {', '.join(sorted(set(arms) - offered))}: its "

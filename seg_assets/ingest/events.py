@@ -103,7 +103,7 @@ _RUN_TOGETHER: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 # order placed, one order counted as five purchases (a tester's): information about a checkout's contact, address,
 # shipping or payment, completed, is a checkout step; a contact form or a profile's details are not (a reviewer's).
 _FORM = {"info", "information", "details"}
-_CHECKOUT_FORM = {"checkout", "payment", "shipping", "billing", "delivery", "address", "contact"}
+_CHECKOUT_FORM = {"checkout", "payment", "shipping", "billing", "delivery", "address", "contact", "card"}
 
 
 def _word_stage(key: str) -> str:

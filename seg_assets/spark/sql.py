@@ -46,14 +46,26 @@ _MEANS_OTHERWISE = {
 }
 
 
+def _not_positive(value: exp.Expression | None) -> bool:
+    """A literal position or length of 0 or less (``-2`` parses as a negation of 2)."""
+    if isinstance(value, exp.Neg):
+        return True
+    return isinstance(value, exp.Literal) and value.is_number and float(value.name) <= 0
+
+
 def _means_otherwise(node: exp.Expression) -> str | None:
     """Why ``node`` computes another value on Spark as transpiled (None: the same)."""
     if type(node) in _MEANS_OTHERWISE:
         return _MEANS_OTHERWISE[type(node)]
     if isinstance(node, exp.Log) and node.args.get("expression") is None:
         return "log(x) (base 10 on DuckDB, e on Spark: write log10 or ln)"
-    if isinstance(node, exp.RegexpReplace) and "g" not in (node.args.get("modifiers") or exp.Literal.string("")).name:
-        return "regexp_replace without 'g' (DuckDB replaces the first match, Spark every one)"
+    if isinstance(node, exp.RegexpReplace) and (node.args.get("modifiers") or exp.Literal.string("")).name != "g":
+        return "regexp_replace without 'g', or with other options (DuckDB replaces the first match, Spark every one; " \
+               "Spark drops the options)"
+    if isinstance(node, exp.RegexpLike) and node.args.get("flag") is not None:
+        return "regexp_matches with options (Spark drops them)"
+    if isinstance(node, (exp.Substring, exp.Left)) and _not_positive(node.args.get("start") or node.args.get("expression")):
+        return "substring from 0 or left with a negative length (counted otherwise on Spark)"
     if isinstance(node, exp.Extract) and node.this.name.lower() in ("dow", "isodow", "dayofweek", "weekday"):
         return f"extract({node.this.name}) (days of the week numbered otherwise)"
     return None
