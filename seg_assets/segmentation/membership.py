@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 
 DEFAULT_ODDS = 3.0
 DEFAULT_MAX_CHURN = 0.02  # the gate's max_membership_churn (gate.py), see README
-EMERGED_GROWTH = 3.0  # a new segment this many times larger than its share of the old fit's population is a new kind
+EMERGED_GROWTH = 5.0  # a new segment this many times larger than its share of the old fit's population is a new kind
+# (the demo's drifted follow-up grew two split-off segments 3.1x and 3.3x within their stage: a drift, not a new kind)
 NO_SEGMENT = -1  # a user with no previous assignment
 
 
