@@ -41,9 +41,9 @@ class WithNewActions:
         of exploring it can give when that is less. An action open to nobody (its eligible_segments name no current
         segment) held every candidate for good, and one open to 1 % of 3,000 users for 34 weekly rounds (a
         reviewer's); a round of sends is what judging a candidate against this policy needs to see it at all."""
-        open_to = self.eligible_users if self.eligible_users is not None else {}
-        return {a: min(min_sends, math.ceil(self.share * open_to.get(a, 0))) if self.eligible_users is not None
-                else min_sends for a in self.new}
+        if self.eligible_users is None:
+            return dict.fromkeys(self.new, min_sends)
+        return {a: min(min_sends, math.ceil(self.share * self.eligible_users.get(a, 0))) for a in self.new}
 
     @property
     def kept(self) -> tuple[str, ...]:

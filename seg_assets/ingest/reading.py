@@ -251,12 +251,12 @@ def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt
     """The file's line where a double quote opens a field that is never closed, said as the fix (None: none). The
     lenient reader takes such a field as a value over line ends, so the rows after it were read as one value of one
     row, rejected, and counted nowhere (a tester's: 490 of 1,000 orders). A value over line ends is a stray quote
-    when a line inside it reads as a row (exactly a row's delimiters, no field starting with a space), in a broken
-    row (too many or too few fields) or in a whole one (the quote closed by the next quoted field); other quoted
-    line breaks (an address, a review of several paragraphs, in a broken row or not) stay data. In whole rows it
-    looks only at values at least half as long as the file's
-    average row (what a value holding a row's fields is): DuckDB skips the rest by its string statistics, where
-    looking for line breaks in every value cost a fifth of the read (0.3 s per 2M rows)."""
+    when a line inside it reads as one of this file's rows (as many delimiters as they have, no field starting with
+    a space unless theirs do), in a broken row (too many or too few fields) or in a whole one (the quote closed by the
+    next quoted field); other quoted line breaks (an address, a review of several paragraphs) stay data. In whole
+    rows it looks only at values at least half as long as the file's average row (what a value holding a row's
+    fields is): DuckDB skips the rest by its string statistics, where looking for line breaks in every value cost a
+    fifth of the read (0.3 s per 2M rows)."""
     columns, delimiter = [*idents, OVERFLOW], dialect.delimiter
     spans = " OR ".join(f"contains({c}, chr(10))" for c in columns)
     rows = con.sql(f"SELECT count(*) FROM {SRC}").fetchall()[0][0]
