@@ -21,7 +21,7 @@ from seg_assets.recommend.assets import TABLE as RECOMMENDATIONS
 from seg_assets.resources import Warehouse, WarehouseLocked
 from seg_assets.reviews.sentiment import UNSUPPORTED
 from seg_assets.settings import data_paths
-from seg_assets.warehouse import row_count, sql_string, table_exists
+from seg_assets.warehouse import has_column, row_count, sql_string, table_exists
 
 
 def _pct(value) -> str:
@@ -145,9 +145,8 @@ def activation_lines(con) -> list[str]:
     """Campaigns measured and the next-best-action policy in service (nothing when no campaign was sent)."""
     lines = []
     if table_exists(con, "analytics.campaign_lift") and row_count(con, "analytics.campaign_lift"):
-        columns = {c for (c,) in con.sql("SELECT column_name FROM duckdb_columns() WHERE schema_name = 'analytics' "
-                                          "AND table_name = 'campaign_lift'").fetchall()}
-        exact = "count(*) FILTER (WHERE conversion_test = 'exact')" if "conversion_test" in columns else "0"  # an older table
+        exact = ("count(*) FILTER (WHERE conversion_test = 'exact')"
+                 if has_column(con, "analytics.campaign_lift", "conversion_test") else "0")  # an older table: none
         campaigns, cells, no_control, small = con.sql(
             "SELECT count(DISTINCT campaign_id), count(*), count(*) FILTER (WHERE n_control = 0), "
             f"{exact} FROM analytics.campaign_lift").fetchall()[0]

@@ -107,6 +107,13 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
     )
 
 
+def has_column(con: duckdb.DuckDBPyConnection, qualified_name: str, column: str) -> bool:
+    """Whether a table or view has this column (a table written by an earlier version may lack a newer one)."""
+    schema, name = qualified_name.split(".", 1)
+    return bool(con.sql("SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                        "AND column_name = ?", params=[schema, name, column]).fetchall()[0][0])
+
+
 def object_type(con, table: str) -> str | None:
     """'BASE TABLE', 'VIEW' or None for a DuckDB object."""
     schema, name = table.split(".", 1)

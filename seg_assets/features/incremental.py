@@ -27,7 +27,7 @@ from datetime import datetime
 import sqlglot
 from sqlglot import exp
 
-from seg_assets.warehouse import sql_string, table_exists, upsert
+from seg_assets.warehouse import has_column, sql_string, table_exists, upsert
 
 STATE_TABLE = "meta.model_builds"
 CHANGED = "_seg_changed_keys"  # temp table holding the changed keys of the build in progress
@@ -136,12 +136,6 @@ def ledger_watermark(con) -> int:
     return int(con.sql("SELECT coalesce(max(file_id), 0) FROM meta.ingest_ledger").fetchall()[0][0])
 
 
-def _has_file_id(con, table: str) -> bool:
-    schema, name = table.split(".", 1)
-    return bool(con.sql("SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-                        "AND column_name = '_file_id'", params=[schema, name]).fetchall()[0][0])
-
-
 def built_watermark(con, ledger: int, built: tuple[str, ...]) -> tuple[int, str | None]:
     """(watermark, reason for a full build or None) of a build that reads the tables ``built``: tables that their
     own builds rewrite (SQL table and incremental models), which hold the raw rows only up to their last build's
@@ -190,7 +184,7 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
     present = [s for s in sources if table_exists(con, s.table)]  # an absent input (no clicks yet) adds no rows
     if reason is None and not present:
         reason = "no inputs yet"
-    elif reason is None and (missing := [s.table for s in present if not _has_file_id(con, s.table)]):
+    elif reason is None and (missing := [s.table for s in present if not has_column(con, s.table, '_file_id')]):
         reason = f"inputs without _file_id: {', '.join(missing)}"
     if reason:
         return Plan("full", reason, watermark)
