@@ -7,6 +7,7 @@ Tests, the CLI and ``dagster dev`` all build their resources with :func:`build_r
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ class Warehouse(DuckDBResource):
         another process (DuckDBResource retried it for 100 s, and each step's retries again: 7 minutes of silence):
         waited for briefly, then :class:`WarehouseLocked`."""
         config = {"custom_user_agent": "dagster", **self.connection_config}
+        create_atomically(Path(self.database))
         deadline, delay = time.monotonic() + self.other_process_wait_seconds, 0.1
         while True:
             try:
@@ -95,6 +97,24 @@ class WarehouseLocked(dg.Failure):
         bi = data_paths(Path(database).parent).bi / BI_FILE  # the warehouse's own data root
         super().__init__(description=f"the warehouse {database} is locked by another process{by}: BI tools and notebooks "
                          f"must open {bi} (read-only), never the warehouse; close it and run again", allow_retries=False)
+
+
+def create_atomically(database: Path) -> None:
+    """Create a missing warehouse beside it and link it into place. DuckDB writes a new file's three 4 KiB headers
+    one after another: a refresh killed between them left a file no later run could open ("Could not read enough
+    bytes ... location 8192"). Called under the warehouse lock, so a leftover from a killed creation is stale."""
+    if database.exists():
+        return
+    for stale in database.parent.glob(f".{database.name}.*.creating"):
+        stale.unlink(missing_ok=True)
+    tmp = database.with_name(f".{database.name}.{os.getpid()}.creating")
+    try:
+        duckdb.connect(str(tmp)).close()
+        os.link(tmp, database)  # unlike a rename, never replaces a warehouse another process just created
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 _LOCKS: dict[str, FileLock] = {}

@@ -4,6 +4,7 @@ run marked failed by the next."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -45,6 +46,31 @@ def test_a_process_holding_the_warehouse_open_fails_the_refresh_soon_in_one_line
     [line] = [line for line in result.output.splitlines() if line.startswith("error")]
     assert line.startswith("error ingest_landing: the warehouse ") and f"is locked by another process (PID {holder.pid}," in line
     assert line.endswith(f"must open {root / 'bi' / 'segments.duckdb'} (read-only), never the warehouse; close it and run again")
+
+
+
+def test_a_warehouse_whose_creation_is_killed_half_written_is_not_left_behind(tmp_path, monkeypatch):
+    """A refresh SIGKILLed while DuckDB wrote a new file's headers left 8 KiB of the 12 no run could open again ("Could
+    not read enough bytes ... location 8192"). The warehouse is created beside its place and linked in whole."""
+    import duckdb
+
+    from seg_assets import resources
+    from seg_assets.resources import Warehouse
+
+    database, real_connect = tmp_path / "warehouse.duckdb", duckdb.connect
+
+    def killed_while_creating(path, *args, **kwargs):
+        Path(path).write_bytes(b"\0" * 8192)  # the first two of three headers written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resources.duckdb, "connect", killed_while_creating)
+    with pytest.raises(KeyboardInterrupt), Warehouse(database=str(database)).get_connection():
+        pass
+    assert not database.exists()
+    monkeypatch.setattr(resources.duckdb, "connect", real_connect)
+    with Warehouse(database=str(database)).get_connection() as con:
+        assert con.execute("SELECT 1").fetchone() == (1,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["warehouse.duckdb", "warehouse.duckdb.lock"]
 
 
 @pytest.mark.slow
