@@ -29,6 +29,28 @@ def data_dir(small_landing, tmp_path):
     return root
 
 
+@pytest.fixture(scope="session")
+def refreshed_template(small_landing, tmp_path_factory):
+    """The small dataset after one default refresh (`run_refresh`), built once per worker: most pipeline tests start
+    there, and a refresh is 7-10 s of a suite that must stay under CI's 15 minutes. Copy it (see `refreshed`)."""
+    from seg_assets.refresh import run_refresh
+
+    root = tmp_path_factory.mktemp("refreshed") / "data"
+    shutil.copytree(small_landing, root)
+    outcome = run_refresh(root)
+    assert outcome.success, [f for s in outcome.stages for f in s.failures]
+    return root
+
+
+@pytest.fixture()
+def refreshed(refreshed_template, tmp_path):
+    """A fresh SEG_DATA_DIR as `data_dir` after one default refresh: warehouse, models, BI and state copied (BI's
+    links are relative; its views read the template's folder until this copy publishes again)."""
+    root = tmp_path / "data"
+    shutil.copytree(refreshed_template, root, symlinks=True)
+    return root
+
+
 @pytest.fixture
 def con(tmp_path):
     """A warehouse file of its own (ingestion tests)."""

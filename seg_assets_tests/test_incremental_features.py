@@ -339,21 +339,20 @@ def test_a_new_windowed_column_stays_exact(data_dir, tmp_path, monkeypatch):
     assert left_window > 0  # the case the window is for did happen
 
 
-def test_late_rows_at_an_unchanged_as_of_are_scored_again(data_dir):
+def test_late_rows_at_an_unchanged_as_of_are_scored_again(refreshed):
     """Orders that arrive late (dated before the latest activity) recompute their users' features at the same
     as-of; their churn scores and segments were kept until the daily rebase, as the as-of had not moved."""
     from seg_assets.refresh import run_refresh
 
-    assert run_refresh(data_dir).success
-    with duckdb.connect(str(data_paths(data_dir).warehouse), read_only=True) as con:
+    with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
         as_of = con.sql("SELECT max(as_of) FROM features.user_features").fetchall()[0][0]
         late = [r[0] for r in con.sql("SELECT user_id FROM features.user_features WHERE frequency = 0 "
                                       "AND as_of = $a ORDER BY user_id LIMIT 40", params={"a": as_of}).fetchall()]
     rows = [f"late-{i},{u},{as_of - timedelta(days=2):%Y-%m-%d %H:%M:%S},250.00,3,,0,completed" for i, u in enumerate(late)]
-    (data_dir / "landing" / "orders" / "late_orders.csv").write_text(
+    (refreshed / "landing" / "orders" / "late_orders.csv").write_text(
         "order_id,user_id,order_ts,amount,items,category,discount,status\n" + "\n".join(rows) + "\n")
-    assert run_refresh(data_dir).success
-    with duckdb.connect(str(data_paths(data_dir).warehouse), read_only=True) as con:
+    assert run_refresh(refreshed).success
+    with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
         assert con.sql("SELECT count(DISTINCT as_of) FROM features.user_features").fetchall()[0][0] == 1  # not moved
         for table in ("analytics.churn_scores", "analytics.user_segments"):
             stale = con.sql(f"SELECT count(*) FROM features.user_features f JOIN {table} s USING (user_id) "
@@ -368,22 +367,21 @@ def test_late_rows_at_an_unchanged_as_of_are_scored_again(data_dir):
     assert scored.equals(everyone.select(scored.columns))
 
 
-def test_back_to_now_after_a_backfill_publishes_what_it_did_before(data_dir):
+def test_back_to_now_after_a_backfill_publishes_what_it_did_before(refreshed):
     """A backfill (--as-of in the past) rebuilds everything as of then; a plain refresh after it published that past
     for every user who did nothing since, and re-recorded the latest as-of's moves from it (a tester lost 189 moves)."""
     from seg_assets.refresh import run_refresh
 
     def published():
-        with duckdb.connect(str(data_paths(data_dir).warehouse), read_only=True) as con:
+        with duckdb.connect(str(data_paths(refreshed).warehouse), read_only=True) as con:
             return (con.sql("SELECT user_id, segment_id, as_of FROM analytics.user_segments ORDER BY ALL").fetchall(),
                     con.sql("SELECT * FROM analytics.segment_history ORDER BY ALL").fetchall())
 
-    assert run_refresh(data_dir).success
     before = published()
     as_of = max(r[2] for r in before[0])
-    assert run_refresh(data_dir, as_of=f"{as_of - timedelta(days=10):%Y-%m-%dT%H:%M:%SZ}").success
+    assert run_refresh(refreshed, as_of=f"{as_of - timedelta(days=10):%Y-%m-%dT%H:%M:%SZ}").success
     assert published()[1] == before[1]  # the backfill records no history
-    assert run_refresh(data_dir, as_of=f"{as_of:%Y-%m-%dT%H:%M:%S}Z").success
+    assert run_refresh(refreshed, as_of=f"{as_of:%Y-%m-%dT%H:%M:%S}Z").success
     # every user as of now again, none left in the backfill's past, and none kept by the sticky rule in the segment
     # the backfill gave them: it sticks to the history, which a backfill does not write
     assert published() == before

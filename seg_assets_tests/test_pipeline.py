@@ -32,13 +32,6 @@ def segments(root) -> pl.DataFrame:
         return con.sql("SELECT * FROM analytics.user_segments ORDER BY user_id").pl()
 
 
-@pytest.fixture()
-def refreshed(data_dir):
-    outcome = run_refresh(data_dir)
-    assert outcome.success, [f for s in outcome.stages for f in s.failures]
-    return data_dir
-
-
 def test_refresh_builds_and_publishes_every_table(refreshed):
     published = segments(refreshed)
     truth = pl.read_parquet(refreshed / "truth" / "shopper_types.parquet")
