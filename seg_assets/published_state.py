@@ -13,10 +13,12 @@ shortcut: deleting it just means the next refresh runs (and finds nothing to ing
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,11 +121,18 @@ def read_state(paths: DataPaths) -> dict | None:
         return None
 
 
+STALE_STAGED_SECONDS = 3600.0  # a staged record older than this was left by a killed run
+
+
 def _stage_state(paths: DataPaths, state: dict) -> Path:
     """The state written under a name of its own (a CLI and a daemon run may write at once): what can fail (the
     folder, the disk) fails here, before ``bi_segments`` switches BI; :func:`commit_state` then renames it."""
     target = state_path(paths)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a killed run's: one is staged for seconds
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_STAGED_SECONDS:
+                stale.unlink()
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(state))
     return tmp

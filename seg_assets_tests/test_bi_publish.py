@@ -337,3 +337,22 @@ def test_a_publication_that_fails_half_way_leaves_every_table_as_it_was(tmp_path
     assert os.readlink(bi / "current") == target and counts() == [10, 30, 10, 30]
     assert publish_tables(con, bi, ["analytics.a", "analytics.b", "analytics.c"]).rows["analytics.c"] == 35
     assert counts() == [15, 35, 15, 35]
+
+
+def test_a_publication_record_staged_by_a_killed_run_is_removed_by_a_later_one(tmp_path):
+    """A run killed between staging the record of its publication and putting it in place left
+    `state/.published.json.<token>.tmp`; they piled up. The next publication removes one older than an hour."""
+    import time
+
+    from seg_assets import published_state
+    from seg_assets.settings import data_paths
+
+    paths = data_paths(tmp_path).ensure()
+    state = published_state.state_path(paths)
+    state.parent.mkdir(parents=True)
+    stale, recent = state.with_name(f".{state.name}.0badc0de.tmp"), state.with_name(f".{state.name}.5eedf00d.tmp")
+    for path, age in ((stale, published_state.STALE_STAGED_SECONDS + 60), (recent, 5)):
+        path.write_text("{}")
+        os.utime(path, (time.time() - age, time.time() - age))
+    published_state.commit_state(paths, published_state.stage_published_state(paths, [], "2026-10-31", "settings"))
+    assert sorted(p.name for p in state.parent.iterdir()) == [recent.name, state.name]
