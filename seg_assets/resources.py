@@ -110,9 +110,13 @@ def create_atomically(database: Path) -> None:
     tmp = database.with_name(f".{database.name}.{os.getpid()}.creating")
     try:
         duckdb.connect(str(tmp)).close()
-        os.link(tmp, database)  # unlike a rename, never replaces a warehouse another process just created
-    except FileExistsError:
-        pass
+        try:
+            os.link(tmp, database)  # unlike a rename, never replaces a warehouse another process just created
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: a rename, under the lock all writers take
+            if not database.exists():
+                os.replace(tmp, database)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -73,6 +73,23 @@ def test_a_warehouse_whose_creation_is_killed_half_written_is_not_left_behind(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["warehouse.duckdb", "warehouse.duckdb.lock"]
 
 
+def test_a_warehouse_is_created_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from seg_assets import resources
+    from seg_assets.resources import Warehouse
+
+    def no_links(*_):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(resources.os, "link", no_links)
+    with Warehouse(database=str(tmp_path / "warehouse.duckdb")).get_connection() as con:
+        con.sql("CREATE TABLE t AS SELECT 1 AS x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["warehouse.duckdb", "warehouse.duckdb.lock"]
+    assert os.path.getsize(tmp_path / "warehouse.duckdb") >= 12288
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_or_sigterm_stops_the_refresh_and_publishes_nothing(data_dir, signum, code):
