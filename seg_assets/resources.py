@@ -71,7 +71,7 @@ class Warehouse(DuckDBResource):
         another process (DuckDBResource retried it for 100 s, and each step's retries again: 7 minutes of silence):
         waited for briefly, then :class:`WarehouseLocked`."""
         config = {"custom_user_agent": "dagster", **self.connection_config}
-        create_atomically(Path(self.database))
+        create_atomically(Path(self.database), config)
         deadline, delay = time.monotonic() + self.other_process_wait_seconds, 0.1
         while True:
             try:
@@ -99,7 +99,7 @@ class WarehouseLocked(dg.Failure):
                          f"must open {bi} (read-only), never the warehouse; close it and run again", allow_retries=False)
 
 
-def create_atomically(database: Path) -> None:
+def create_atomically(database: Path, config: dict | None = None) -> None:
     """Create a missing warehouse beside it and link it into place. DuckDB writes a new file's three 4 KiB headers
     one after another: a refresh killed between them left a file no later run could open ("Could not read enough
     bytes ... location 8192"). Called under the warehouse lock, so a leftover from a killed creation is stale."""
@@ -109,7 +109,7 @@ def create_atomically(database: Path) -> None:
         stale.unlink(missing_ok=True)
     tmp = database.with_name(f".{database.name}.{os.getpid()}.creating")
     try:
-        duckdb.connect(str(tmp)).close()
+        duckdb.connect(str(tmp), config=config or {}).close()  # created as the writers open it
         try:
             os.link(tmp, database)  # unlike a rename, never replaces a warehouse another process just created
         except FileExistsError:
