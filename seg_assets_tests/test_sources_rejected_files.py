@@ -247,9 +247,15 @@ def test_a_closed_multiline_value_is_data_even_with_commas_or_in_a_broken_row(tm
         f"o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,shoes\n" for i in range(5)) + (
         'o9,u9,2026-03-01T10:00:00Z,5,1,completed,"two\nlines",extra\n')
     write(tmp_path, "orders/a.csv", orders)
+    # a line of decimal commas inside a review (a reviewer's: as many commas as a row has delimiters, no spaces)
+    write(tmp_path, "reviews/b.csv", reviews.splitlines(keepends=True)[0] + (
+        'r20,u20,o20,2026-03-02T10:00:00Z,5,"Schöner Tisch, schnell geliefert.\n'
+        'Maße 120,5 x 80,5 x 75,5 cm / Gewicht 12,4 kg / Preis 199,99\nGerne wieder."\n') + "".join(
+        f"r2{i},u2{i},o2{i},2026-03-02T10:00:00Z,4,ok\n" for i in range(1, 4)))
     _, ledger, rejects = ingest(tmp_path)
     by_file = {r[1]: r for r in ledger}
     assert by_file["reviews/a.csv"][2:5] == ("ingested", 6, 6), by_file["reviews/a.csv"]
+    assert by_file["reviews/b.csv"][2:5] == ("ingested", 4, 4), by_file["reviews/b.csv"]
     assert by_file["orders/a.csv"][2:5] == ("ingested", 6, 5), by_file["orders/a.csv"]
     assert [r[4] for r in rejects] == ["too_many_fields:row"]
 
@@ -260,6 +266,8 @@ def test_a_stray_quote_is_found_in_files_written_with_comma_space_or_without_opt
     head = "order_id,user_id,order_ts,amount,items,status,category\n"
     spaced = [f"o{i}, u{i}, 2026-03-01T10:00:00Z, 5, 1, completed, shoes\n" for i in range(40)]
     spaced[9] = 'o9, u9, 2026-03-01T10:00:00Z, 5, 1, completed, "Deluxe 12 inch\n'
+    spaced[2] = 'o2, u2, 2026-03-01T10:00:00Z, 5, 1, completed, "toys\nand games"\n'  # closed, after ", ": one row
+    spaced[3:4] = []  # so that the stray quote is still on line 11 (a reviewer's: line 10 was named)
     write(tmp_path, "orders/spaced.csv", head.replace(",", ", ") + "".join(spaced))
     short = [f"o{i},u{i},2026-03-01T10:00:00Z,5,1,completed\n" for i in range(40)]
     short[9] = 'o9,u9,2026-03-01T10:00:00Z,5,1,"completed\n'
