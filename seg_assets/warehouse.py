@@ -9,12 +9,15 @@ from pathlib import Path
 
 import duckdb
 
-from seg_assets.settings import sql_dir
+from seg_assets.settings import WAREHOUSE_FILE, sql_dir
 
 # The schemas Python code writes to (ingestion, bookkeeping, features.user_features, scoring); the SQL
 # models add one schema per folder of the SQL dir (see schemas()).
 PYTHON_SCHEMAS = ("raw", "meta", "features", "analytics")
 OWN_SCHEMAS = ("raw", "meta")  # ingested rows and the project's bookkeeping: no SQL model writes there
+# DuckDB's catalogs: a schema of one of these names is ambiguous in SQL ("Ambiguous reference to catalog or schema"
+# from the second connection on), and the system ones refuse schemas
+CATALOG_NAMES = ("temp", "system", "memory", "information_schema", "pg_catalog", Path(WAREHOUSE_FILE).stem)
 
 
 def sql_model_files(root: Path | None = None) -> list[Path]:

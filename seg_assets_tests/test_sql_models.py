@@ -437,6 +437,9 @@ def test_a_model_file_that_is_no_sql_is_one_line_and_exit_2(tmp_path):
     ("meta", "segment_models", "the schema 'meta' is the project's own"),
     ("order", "buyers", "the folder (the schema) 'order' is a reserved word of SQL"),
     ("left", "buyers", "the folder (the schema) 'left' is a reserved word of SQL"),
+    # DuckDB's catalogs: a traceback from the second connection on (a reviewer's)
+    ("temp", "buyers", "the folder 'temp' is also the name of one of DuckDB's catalogs"),
+    ("warehouse", "buyers", "the folder 'warehouse' is also the name of one of DuckDB's catalogs"),
 ])
 def test_a_model_named_like_a_table_the_python_stages_write_is_refused_naming_its_file(tmp_path, folder, name, said):
     """analytics/user_segments.sql failed with Dagster's "Duplicate asset key" traceback (a tester's)."""

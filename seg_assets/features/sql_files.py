@@ -160,7 +160,7 @@ def reserved_words() -> frozenset[str]:
 
 
 def load_model(path: Path) -> SqlModel:
-    from seg_assets.warehouse import OWN_SCHEMAS
+    from seg_assets.warehouse import CATALOG_NAMES, OWN_SCHEMAS
 
     for part, what in ((path.parent.name, "folder (the schema)"), (path.stem, "file name (the table)")):
         if not SQL_NAME.fullmatch(part):  # data-marts/ failed the refresh with a traceback (a tester's)
@@ -171,6 +171,10 @@ def load_model(path: Path) -> SqlModel:
     if path.parent.name.lower() in OWN_SCHEMAS:  # meta/segment_models.sql replaced the model registry (a reviewer's)
         raise SqlModelError(f"{path}: the schema {path.parent.name!r} is the project's own ({', '.join(OWN_SCHEMAS)}: "
                             "ingested rows and bookkeeping): put the model in another folder")
+    if path.parent.name.lower() in CATALOG_NAMES:  # temp/: a 170-line traceback at the second connection (a reviewer's)
+        raise SqlModelError(f"{path}: the folder {path.parent.name!r} is also the name of one of DuckDB's catalogs "
+                            f"({', '.join(CATALOG_NAMES)}), which SQL cannot tell from a schema: put the model in "
+                            "another folder")
     sql = render_sql(path.read_text(), str(path))
     header = read_header(sql)
     materialized = header.get("materialized", "table").lower()
