@@ -230,6 +230,8 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
     state = read_state(paths)
     if state is None or not published(paths) or views_read(paths.bi) is None:  # None: BI's views read another folder
         return None
+    if not paths.warehouse.exists():  # moved aside to be rebuilt (a damaged file's advice): not current
+        return None
     if state.get("settings") != settings or state.get("code") != code_fingerprint():
         return None
     if state.get("lexicons") != lexicon_fingerprint(paths) or state.get("config") != config_fingerprint(paths.root):

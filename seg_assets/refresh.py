@@ -28,7 +28,7 @@ from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.loader import REWRITTEN
 from seg_assets.ingest.writing import OTHER_VALUES
-from seg_assets.resources import Warehouse, WarehouseLocked
+from seg_assets.resources import Warehouse, WarehouseDamaged, WarehouseLocked
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import table_exists
 
@@ -163,7 +163,7 @@ def _files_not_taken(database: Path, run_id: str) -> list[Problem]:
     try:
         with Warehouse(database=str(database), other_process_wait_seconds=0).get_connection() as con:
             return _ledger_problems(con, run_id)
-    except WarehouseLocked:  # the run failed on it, and says so
+    except (WarehouseLocked, WarehouseDamaged):  # the run failed on it, and says so
         return []
 
 

@@ -18,7 +18,7 @@ from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import ROW_COUNTS
 from seg_assets.recommend.assets import TABLE as RECOMMENDATIONS
-from seg_assets.resources import Warehouse, WarehouseLocked
+from seg_assets.resources import Warehouse, WarehouseDamaged, WarehouseLocked
 from seg_assets.reviews.sentiment import UNSUPPORTED
 from seg_assets.settings import data_paths
 from seg_assets.warehouse import has_column, row_count, sql_string, table_exists
@@ -184,7 +184,7 @@ def print_summary(data_dir: str | Path | None = None, console: Console | None = 
     try:
         with Warehouse(database=str(paths.warehouse), other_process_wait_seconds=0).get_connection() as con:
             _print_tables(con, console)
-    except WarehouseLocked:  # the refresh failed on it, and said so
+    except (WarehouseLocked, WarehouseDamaged):  # the refresh failed on it, and said so
         pass
 
 

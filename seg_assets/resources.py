@@ -77,6 +77,8 @@ class Warehouse(DuckDBResource):
             try:
                 return duckdb.connect(self.database, read_only=False, config=config)
             except duckdb.IOException as exc:
+                if DAMAGED.search(str(exc)):
+                    raise WarehouseDamaged(self.database, exc) from None
                 if "Could not set lock" not in str(exc):
                     raise
                 if time.monotonic() + delay > deadline:
@@ -119,6 +121,20 @@ def create_atomically(database: Path, config: dict | None = None) -> None:
                 os.replace(tmp, database)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+DAMAGED = re.compile(r"not a valid DuckDB database file|Could not read enough bytes")
+
+
+class WarehouseDamaged(dg.Failure):
+    """The warehouse file is no DuckDB database DuckDB can open (cut short, overwritten): one line and the way out, never
+    retried (a 128-line traceback on every run, a reviewer's)."""
+
+    def __init__(self, database: str, error: Exception) -> None:
+        why = str(error).splitlines()[0].removeprefix("IO Error: ")
+        super().__init__(description=f"the warehouse {database} cannot be read ({why}): restore it from a backup, or move "
+                         "it aside and refresh to rebuild it from landing/ (the model registry, segment history and "
+                         "campaign groups kept in it start again)", allow_retries=False)
 
 
 _LOCKS: dict[str, FileLock] = {}

@@ -73,6 +73,27 @@ def test_a_warehouse_whose_creation_is_killed_half_written_is_not_left_behind(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["warehouse.duckdb", "warehouse.duckdb.lock"]
 
 
+def test_a_damaged_warehouse_is_one_line_and_moved_aside_it_is_rebuilt(refreshed, monkeypatch):
+    """A warehouse cut short (a refresh killed while an earlier version created it) failed every run with a 128-line
+    traceback (a reviewer's). One line says what to do; once it is moved aside the next refresh rebuilds it (the
+    published state alone said "Segments are current")."""
+    import os
+
+    warehouse = refreshed / "warehouse.duckdb"
+    os.truncate(warehouse, 8192)
+    monkeypatch.setenv("SEG_DATA_DIR", str(refreshed))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--no-summary"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert line.startswith(f"error ingest_landing: the warehouse {warehouse} cannot be read (Could not read enough bytes")
+    assert "move it aside and refresh to rebuild it from landing/" in line
+    warehouse.rename(refreshed / "warehouse.damaged")
+    result = runner.invoke(app, ["refresh", "--no-summary"])
+    assert result.exit_code == 0 and "Segments are current" not in result.output, result.output
+    assert warehouse.stat().st_size > 8192
+
+
 def test_a_warehouse_is_created_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
     import errno
     import os
