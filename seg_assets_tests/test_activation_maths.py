@@ -333,14 +333,21 @@ def test_obd_validation_on_a_synthetic_file_in_the_obd_format(tmp_path):
     assert "| synthetic | 10 |" in markdown([check], 200, 0)
 
 
-def test_a_cell_where_everyone_converted_has_no_interval_and_no_mde():
+def test_a_cell_where_a_group_converted_entirely_has_no_ratio_interval_and_no_mde():
     """4/4 treated against 2/2 held out: the ratio's interval was [0, 0] (the method's at x = n) and the MDE 0 (no rate
     above 1 to detect), both read as certainty; the difference keeps its (wide) interval."""
     row = campaign_lift(cell_frame(4, 4, 2, 2)).row(0, named=True)
     assert row["rel_lift"] == 0.0 and row["rel_lift_ci_low"] is None and row["rel_lift_ci_high"] is None
     assert row["mde_abs"] is None and row["abs_lift_ci_low"] < 0 < row["abs_lift_ci_high"]
-    half = campaign_lift(cell_frame(4, 4, 1, 2)).row(0, named=True)  # one group short of it: an interval
+    # one group where everyone converted adds no variance to the log ratio: 50/100 vs 5/5 read "-39 % to -59 %"
+    # beside p 0.058, 19,999/20,000 vs 2/2 +-0.0001 (a reviewer's): no interval either
+    for cell in ((4, 4, 1, 2), (50, 100, 5, 5), (19_999, 20_000, 2, 2)):
+        out = _conversion_stats(*cell, 0.05)
+        assert out["rel_lift"] is not None and (out["rel_lift_ci_low"], out["rel_lift_ci_high"]) == (None, None), cell
+    half = campaign_lift(cell_frame(3, 4, 1, 2)).row(0, named=True)  # neither group: an interval
     assert half["rel_lift_ci_low"] < half["rel_lift"] < half["rel_lift_ci_high"] and half["mde_abs"] > 0
+    none_treated = _conversion_stats(0, 30, 2, 10, 0.05)  # the interval holds rel_lift's -100 %
+    assert none_treated["rel_lift"] == none_treated["rel_lift_ci_low"] == -1.0 < none_treated["rel_lift_ci_high"]
 
 
 def test_campaigns_that_hold_out_nobody_and_campaigns_with_their_own_share():

@@ -17,15 +17,17 @@ Output: one row per campaign x action x segment (:data:`LIFT_COLUMNS`):
 * counts and rates: ``n_treated``, ``n_control``, ``conversions_treated``, ``conversions_control``,
   ``conv_rate_treated``, ``conv_rate_control``, ``revenue_per_user_treated``, ``revenue_per_user_control``;
 * conversion lift: ``abs_lift`` = rate_t - rate_c with a 95 % Newcomb (hybrid Wilson score) interval
-  ``abs_lift_ci_low/high``; ``rel_lift`` = rate_t / rate_c - 1 with the log-adjusted ratio interval
-  (both ``statsmodels.stats.proportion.confint_proportions_2indep``; null when the control has no
-  conversion); ``p_value`` of the pooled two-proportion score test (= Pearson chi-square without continuity
-  correction, ``test_proportions_2indep(method="score", correction=False)``). A cell too small for that
-  approximation (an expected count under ``SMALL_EXPECTED``) gets Fisher's exact test and the Agresti-Caffo
-  interval instead, and ``conversion_test`` says which: on simulated cells without an effect, the score test called
-  11-13 % of 3-vs-1 cells and 7-9 % of 8-vs-2 cells significant at 5 % (a tester's 0/3 vs 1/1 cell: p 0.046), Newcomb's
-  interval excluded 0 in 13 % of 3-vs-1 cells; Fisher's test and Agresti-Caffo stay at or under 5 %. (Boschloo's
-  test, more powerful, took 18-90 s for one cell of 20,000 vs 2,000 users with 41 conversions: a reviewer's);
+  ``abs_lift_ci_low/high``; ``rel_lift`` = rate_t / rate_c - 1 with the log-adjusted ratio interval (both
+  ``statsmodels.stats.proportion.confint_proportions_2indep``; ``rel_lift`` null when the control has no conversion,
+  its interval also when every user of a group converted); ``p_value`` of the pooled two-proportion score test (=
+  Pearson chi-square without continuity correction, ``test_proportions_2indep(method="score", correction=False)``). A
+  cell too small for that approximation (an expected count under ``SMALL_EXPECTED``) gets Fisher's exact test and the
+  Agresti-Caffo interval instead, and ``conversion_test`` says which: on simulated cells without an effect, the score
+  test called 11-13 % of 3-vs-1 cells and 7-9 % of 8-vs-2 cells significant at 5 % (a tester's 0/3 vs 1/1 cell: p
+  0.046), Newcomb's interval excluded 0 in 13 % of 3-vs-1 cells; Fisher's test stays at or under 5 % (1.6-4 % in
+  9-vs-1 cells, the default holdout's), Agresti-Caffo at or under 5 % in cells from 3-vs-1 to 40-vs-40 but up to 6-7 %
+  in 9-vs-1 cells of 50-400 users (a reviewer's exact enumeration): read ``p_value`` there. (Boschloo's test, more
+  powerful, took 18-90 s for one cell of 20,000 vs 2,000 users with 41 conversions: a reviewer's);
 * revenue lift: ``revenue_abs_lift`` with a Welch t interval, ``revenue_p_value`` (Welch t test) and
   ``revenue_rel_lift`` with a delta-method interval on the log ratio of means; computed from per-cell
   sums and sums of squares, so the cost is one group-by (tests check it against statsmodels'
@@ -148,9 +150,11 @@ def _conversion_stats(x_t: int, n_t: int, x_c: int, n_c: int, alpha: float) -> d
     out.update(abs_lift=p_t - p_c, abs_lift_ci_low=float(low), abs_lift_ci_high=float(high))
     if x_c > 0:
         out["rel_lift"] = p_t / p_c - 1
-    if x_c > 0 and (x_t, x_c) != (n_t, n_c):  # every user of both groups converted: the method's interval is [1, 1]
+    if 0 < x_c < n_c and x_t < n_t:  # a group where everyone converted adds no variance to the log ratio: the interval
+        # of 50/100 vs 5/5 read "-39 % to -59 %" beside p 0.058, of 19,999/20,000 vs 2/2 +-0.0001 (a reviewer's)
         low, high = confint_proportions_2indep(x_t, n_t, x_c, n_c, method="log-adjusted", compare="ratio", alpha=alpha)
-        out.update(rel_lift_ci_low=float(low) - 1, rel_lift_ci_high=float(high) - 1)
+        # nobody treated converted: the method's added half count lifts the bound off -1, which rel_lift then is
+        out.update(rel_lift_ci_low=-1.0 if x_t == 0 else float(low) - 1, rel_lift_ci_high=float(high) - 1)
     if small:
         from scipy.stats import fisher_exact
 

@@ -177,8 +177,8 @@ TABLES: dict[str, dict[str, str]] = {
         "abs_lift_ci_low": "Lower bound of the 95 % (Newcomb) interval of abs_lift.",
         "abs_lift_ci_high": "Upper bound of the 95 % (Newcomb) interval of abs_lift.",
         "rel_lift": "conv_rate_treated / conv_rate_control - 1; NULL when no held-out user converted.",
-        "rel_lift_ci_low": "Lower bound of the 95 % interval of rel_lift.",
-        "rel_lift_ci_high": "Upper bound of the 95 % interval of rel_lift.",
+        "rel_lift_ci_low": "Lower bound of the 95 % interval of rel_lift; NULL when every user of a group converted.",
+        "rel_lift_ci_high": "Upper bound of the 95 % interval of rel_lift; NULL when every user of a group converted.",
         "p_value": "Two-sided p-value of abs_lift (conversion_test: the two-proportion score test, or Fisher's exact test "
                    "in a cell with an expected count under 5); NULL when a group is empty.",
         "conversion_test": "'score' (score test, Newcomb interval) or 'exact' (a cell too small for them: Fisher's exact "
