@@ -297,17 +297,18 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
         x_sends = context_at(con, treated.select("user_id", pl.col("sent_ts").alias("t")))
     notes = []
     users = policies.eligible_lists(catalogue, arms, users)
-    reachable = users.filter(~pl.col("global_control"))["eligible_actions"].explode().value_counts()
-    eligible_users = {a: int(n) for a, n in reachable.drop_nulls().iter_rows()}
-    offered = set(eligible_users)
+    reachable = users.filter(~pl.col("global_control")).group_by("eligible_actions").len()  # a list per segment
+    offered = {a for lst in reachable["eligible_actions"].to_list() for a in (lst or ())}
     if in_service is not None and tuple(in_service.arms) != arms:  # new_actions.py: it serves what it knows
-        in_service = WithNewActions(in_service, arms, config.new_action_share, eligible_users)
+        in_service = WithNewActions(in_service, arms, config.new_action_share).expecting(
+            [lst or [] for lst in reachable["eligible_actions"].to_list()], reachable["len"].to_list(),
+            catalogue.holdout_share)
         gone = sorted(set(in_service.base.arms) - set(arms))
         notes.append(f"the catalogue's actions changed since {in_service_version}: "
                      + "; ".join(part for part in (
                          f"new {', '.join(in_service.new)}, sent to {percent(config.new_action_share)} of the users "
                          "eligible for them until a candidate policy that knows them is promoted (none before each "
-                         "has min_sends_per_action sends, or what one round gives)" if in_service.new else "",
+                         "has min_sends_per_action sends, or half what one round gives)" if in_service.new else "",
                          f"removed {', '.join(gone)}" if gone else "") if part))
     if set(arms) - offered:
         context.log.warning(f"next_best_action: no user is eligible for {', '.join(sorted(set(arms) - offered))}: its "

@@ -11,15 +11,15 @@ proportions), and a user eligible for a new action is sent one of them (uniforml
 ``new_action_share``, the only choice for a user eligible for nothing else. Those rows carry no ``expected_reward``
 (nothing is known yet), ``explore`` true and their real propensity, so the next rounds judge a candidate policy that
 knows the new action against this wrapped policy off-policy, with sends of every action to judge on. Until each new
-action has ``min_sends_per_action`` treated sends, or the sends one round of exploring it gives when fewer
-(:meth:`WithNewActions.sends_needed`), no candidate is promoted (policies.decide).
+action has ``min_sends_per_action`` treated sends, or half the treated sends one round of exploring it is expected to
+give when fewer (:meth:`WithNewActions.sends_needed`), no candidate is promoted (policies.decide).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,9 @@ import polars as pl
 from seg_assets.activation.policy import NBA_COLUMNS, _seed_for
 
 NEW_ACTION_SHARE = 0.10  # default of NextBestActionConfig.new_action_share
+# of the treated sends one round is expected to give a new action: what one round gives nearly always (a binomial count
+# reaches half its mean but rarely when the mean is a few sends); the whole mean was reached in 20-28 % of rounds
+ONE_ROUND = 0.5
 
 
 @dataclass(frozen=True)
@@ -34,16 +37,29 @@ class WithNewActions:
     base: object  # the policy in service (ThompsonPolicy | ContextualPolicy)
     arms: tuple[str, ...]  # the catalogue's actions now
     share: float = NEW_ACTION_SHARE
-    eligible_users: Mapping[str, int] | None = None  # users (not in the global control) each action is open to now
+    expected_sends: Mapping[str, float] | None = None  # treated sends one round gives each new action (:meth:`expecting`)
+
+    def expecting(self, eligible: Sequence[Sequence[str] | None], users: Sequence[int], holdout_share: float) -> WithNewActions:
+        """This policy knowing the treated sends one round gives each new action in expectation: ``users[i]`` users
+        (not in the global control) may get the actions ``eligible[i]``; each is sent a new action with the chance
+        :meth:`new_share` gives, split evenly between the new actions open to them, and the campaign's holdout keeps
+        ``holdout_share`` of the sends back (a reviewer's: two new actions open to the same users got half each)."""
+        known, new_lists = self.split(eligible)
+        expected = dict.fromkeys(self.new, 0.0)
+        for kept, new, n in zip(known, new_lists, users, strict=True):
+            for a in new:
+                expected[a] += n * (self.share if kept else 1.0) / len(new) * (1 - holdout_share)
+        return replace(self, expected_sends=expected)
 
     def sends_needed(self, min_sends: int) -> dict[str, int]:
-        """Treated sends each new action needs before a candidate may be promoted: ``min_sends``, or what one round
-        of exploring it can give when that is less. An action open to nobody (its eligible_segments name no current
-        segment) held every candidate for good, and one open to 1 % of 3,000 users for 34 weekly rounds (a
-        reviewer's); a round of sends is what judging a candidate against this policy needs to see it at all."""
-        if self.eligible_users is None:
+        """Treated sends each new action needs before a candidate may be promoted: ``min_sends``, or :data:`ONE_ROUND`
+        of what one round of exploring it is expected to give when that is less. An action open to nobody (its
+        eligible_segments name no current segment) held every candidate for good, and one open to 1 % of 3,000 users
+        for 34 weekly rounds (a reviewer's); a round of sends is what judging a candidate against this policy needs to
+        see it at all."""
+        if self.expected_sends is None:
             return dict.fromkeys(self.new, min_sends)
-        return {a: min(min_sends, math.ceil(self.share * self.eligible_users.get(a, 0))) for a in self.new}
+        return {a: min(min_sends, math.ceil(ONE_ROUND * self.expected_sends.get(a, 0.0))) for a in self.new}
 
     @property
     def kept(self) -> tuple[str, ...]:
