@@ -244,6 +244,25 @@ def test_a_typed_parquet_column_compared_with_a_text_literal_is_compared_as_its_
         assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("o2",)]
 
 
+
+def test_an_empty_text_in_a_parquet_file_is_no_value_as_in_a_csv_file(tmp_path):
+    """`where: Kunde IS NOT NULL` left a guest's line (empty customer number) out of CSV files, but pandas writes it
+    to Parquet as '': there it was kept and rejected as missing:user_id, told to be corrected (a tester's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    columns: {user_id: Kunde}\n"
+                                           "    where: \"Kunde IS NOT NULL\"\n")
+    header, rows = "order_id,Kunde,order_ts,amount,items,status\n", ["o1,k1", "o2,", "o3,k3"]
+    write(tmp_path, "shop/a.csv", header + "".join(f"{r},2026-03-01T10:00:00Z,5,1,completed\n" for r in rows))
+    pq.write_table(pa.table({"order_id": ["p1", "p2", "p3"], "Kunde": ["k1", "", "k3"], "amount": [5.0] * 3,
+                             "order_ts": pa.array([datetime(2026, 3, 1)] * 3, pa.timestamp("us")), "items": [1] * 3,
+                             "status": ["completed"] * 3}), tmp_path / "landing" / "shop" / "b.parquet")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [r[1:8] for r in ledger] == [("shop/a.csv", "ingested", 3, 2, 0, 0, 1),
+                                        ("shop/b.parquet", "ingested", 3, 2, 0, 0, 1)] and rejects == []
+
+
 @pytest.mark.parametrize("columns, where", [
     ({"quantity": "NULLIF(CAST(Qty AS INTEGER), 0)"}, None),  # the README's "NULL by design" idiom
     ({"quantity": "Qty", "status": "CASE CAST(Qty AS INTEGER) WHEN 0 THEN 'cancelled' WHEN -1 THEN 'returned' ELSE 'completed' END"}, None),

@@ -56,13 +56,15 @@ class Mapped:
 
 def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], text: set[str],
                   strings: set[str]) -> dict[str, str]:
-    """SQL for each file column an expression reads: as is (Parquet; a number or time the expressions use as text,
-    ``strings``, is cast to text: ``replace(Betrag, ',', '.')`` fits a file where Betrag is DOUBLE) or typed from its
-    text (CSV, see above; ``text``: the columns the expressions use as text, or that an id is made of)."""
+    """SQL for each file column an expression reads: as is (Parquet, an empty text NULL as in a CSV file: a guest's
+    empty customer number passed a source's ``where: Kunde IS NOT NULL`` in Parquet only, a tester's; a number or time
+    the expressions use as text, ``strings``, is cast to text: ``replace(Betrag, ',', '.')`` fits a file where Betrag
+    is DOUBLE) or typed from its text (CSV, see above; ``text``: the columns the expressions use as text, or that an id
+    is made of)."""
     if not src.is_csv:
         type_of = dict(zip(src.idents, src.types))
-        return {n: f"CAST({by_lower[n]} AS VARCHAR)" if n in strings and _scalar(type_of[by_lower[n]]) else by_lower[n]
-                for n in names}
+        return {n: f"CAST({by_lower[n]} AS VARCHAR)" if n in strings and _scalar(type_of[by_lower[n]])
+                else f"nullif({by_lower[n]}, '')" if type_of[by_lower[n]] == "VARCHAR" else by_lower[n] for n in names}
     names = sorted(names)
     if not names:
         return {}
