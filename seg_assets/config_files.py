@@ -9,6 +9,7 @@ expand to gigabytes), no duplicate keys (the last would silently win), no infini
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import os
@@ -16,7 +17,7 @@ import re
 import stat
 import time
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -165,7 +166,34 @@ def parse_model(text: str, path: Path, model: type[M], error: type[ValueError]) 
             raise error(f"{path}: {where}: a key must be text, and YAML read one as {type(err['input']).__name__} "
                         f"{shown(str(err['input']))} (yes/no/on/off and numbers are not text): quote the key") from None
         where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden" and (keys := keys_at(model, err["loc"][:-1])):  # a misspelt key (a tester's
+            # `timestamp_fromat` got pydantic's "Extra inputs are not permitted"): the keys of that level, the likeliest
+            close = difflib.get_close_matches(str(err["loc"][-1]), keys, n=1)
+            raise error(f"{path}: {where}: unknown key; {f'did you mean {close[0]!r}? ' if close else ''}the keys here "
+                        f"are {', '.join(keys)}") from None
         raise error(f"{path}: {where}: {err['msg']}") from None
+
+
+def keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys of the (sub)model at ``loc`` in a file read as ``model`` (the name of a mapping's entry, a source's,
+    is passed over); [] when that is no model."""
+    current: object = model
+    parts = list(loc)
+    while parts:
+        field = current.model_fields.get(str(parts.pop(0))) if _is_model(current) else None
+        if field is None:
+            return []
+        current, entries = field.annotation, False
+        while get_origin(current) is not None:  # X | None, dict[str, X], list[X]: the model inside
+            entries = entries or get_origin(current) is dict
+            current = next((a for a in get_args(current)[::-1] if a is not type(None)), None)
+        if entries and parts:
+            parts.pop(0)
+    return list(current.model_fields) if _is_model(current) else []
+
+
+def _is_model(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
 
 
 def load_model(data_root: Path, file_name: str, env: str, model: type[M], error: type[ValueError]) -> M:

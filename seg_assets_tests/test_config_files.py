@@ -181,3 +181,19 @@ def test_a_subset_launched_with_a_value_out_of_range_fails_in_one_line_not_retri
     assert failure.step_failure_data.user_failure_data.description == (
         "invalid setting: k_min: Input should be greater than or equal to 2")
     assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+
+
+@pytest.mark.parametrize("name, content, said", [
+    ("sources.yaml", "sources:\n  crm:\n    table: customers\n    timestamp_fromat: '%d.%m.%Y'\n",
+     "sources.crm.timestamp_fromat: unknown key; did you mean 'timestamp_format'? the keys here are table, folder, csv"),
+    ("sources.yaml", "sources:\n  shop:\n    table: order_items\n    csv: {encodng: cp1252}\n",
+     "sources.shop.csv.encodng: unknown key; did you mean 'encoding'? the keys here are delimiter, encoding"),
+    ("actions.yaml", "actions:\n  winback:\n    descripton: a coupon\n",
+     "actions.winback.descripton: unknown key; did you mean 'description'?"),
+])
+def test_a_misspelt_key_is_named_with_the_likeliest_key_and_the_keys_of_its_level(tmp_path, name, content, said):
+    """`timestamp_fromat:` got pydantic's "Extra inputs are not permitted", naming no key (a tester's)."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises((SourceConfigError, ActionsConfigError)) as err:
+        load_sources(tmp_path) if name == "sources.yaml" else load_catalogue(tmp_path)
+    assert said in str(err.value), str(err.value)
