@@ -19,7 +19,7 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
     from seg_assets.publish.bi import publish_tables
 
     paths = data_paths(tmp_path).ensure()
-    with duckdb.connect() as con:  # a publication of no table: the views file and bi/current
+    with duckdb.connect(str(paths.warehouse)) as con:  # a publication of no table: the views file and bi/current
         publish_tables(con, paths.bi, [])
     settings = published_state.settings_fingerprint({}, None)
 
@@ -29,6 +29,9 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
     record([])
     assert published_state.nothing_new(paths, settings)
     assert published_state.nothing_new(paths, published_state.settings_fingerprint({}, "2026-10-01")) is None
+    paths.warehouse.rename(paths.root / "aside.duckdb")  # moved aside to be rebuilt (a damaged file's advice)
+    assert published_state.nothing_new(paths, settings) is None
+    (paths.root / "aside.duckdb").rename(paths.warehouse)
     # a configuration file is input too: a new or changed sources.yaml or actions.yaml refreshes
     (paths.root / "actions.yaml").write_text("actions: {}\n")
     assert published_state.nothing_new(paths, settings) is None
