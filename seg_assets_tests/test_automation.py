@@ -36,13 +36,41 @@ def materialize_groups(defs, instance, *groups):
     assert result.success
 
 
-@pytest.fixture()
-def refreshed_instance(data_dir):
+@pytest.fixture(scope="module")
+def refreshed_template(small_landing, tmp_path_factory):
+    """A data root after one refresh, its run with every event (as `dagster debug export` keeps it) and the automation
+    cursor from before it: built once per module, each test gets copies (`refreshed_instance`)."""
+    from dagster._core.debug import DebugRunPayload
+
+    root = tmp_path_factory.mktemp("automation") / "data"
+    shutil.copytree(small_landing, root)
+    _, instance, cursor = _refresh(root)
+    return root, [DebugRunPayload.build(instance, run) for run in instance.get_runs()], cursor
+
+
+def _refresh(root):
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    defs, instance = build_defs(data_dir), dg.DagsterInstance.ephemeral()
+    defs, instance = build_defs(root), dg.DagsterInstance.ephemeral()
     start = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert defs.resolve_job_def("refresh").execute_in_process(instance=instance, run_config={**refresh_run_config(), **QUIET}).success
     return defs, instance, start.cursor
+
+
+@pytest.fixture()
+def refreshed_instance(refreshed_template, data_dir):
+    """`data_dir` and an instance as one refresh left them (a refresh is 7-12 s of each of these tests). A copied data
+    root is not "current" (its files are other files, BI's views read the template's folder): tests of that use
+    `refreshed_here`."""
+    root, runs, cursor = refreshed_template
+    shutil.rmtree(data_dir)
+    shutil.copytree(root, data_dir, symlinks=True)
+    return build_defs(data_dir), dg.DagsterInstance.ephemeral(preload=runs), cursor
+
+
+@pytest.fixture()
+def refreshed_here(data_dir):
+    """`data_dir` refreshed in place, with its instance and the automation cursor from before the refresh."""
+    return _refresh(data_dir)
 
 
 def test_a_refresh_leaves_nothing_for_automation_to_redo(refreshed_instance):
@@ -96,9 +124,9 @@ def test_the_drift_check_reuses_the_psi_segment_model_measured_in_its_run(refres
     assert in_run.metadata["psi_by_feature"].value == measured.metadata["psi_by_feature"].value
 
 
-def test_the_landing_sensor_does_not_redo_what_a_run_ingested(refreshed_instance, data_dir):
+def test_the_landing_sensor_does_not_redo_what_a_run_ingested(refreshed_here, data_dir):
     """The refresh ran outside the sensor (as `seg-assets refresh` does): its files are not requested again."""
-    defs, instance, _ = refreshed_instance
+    defs, instance, _ = refreshed_here
     sensor = defs.resolve_sensor_def("landing_sensor")
     resources = build_resources(data_dir)
     tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
@@ -178,9 +206,9 @@ def test_drift_that_lasts_asks_for_one_fit_per_delivery_not_one_per_tick(refresh
         cursor = again.cursor
 
 
-def test_the_hourly_schedule_skips_when_the_segments_are_current(refreshed_instance, data_dir):
+def test_the_hourly_schedule_skips_when_the_segments_are_current(refreshed_here, data_dir):
     """It re-materialized every asset each hour with nothing new, so the freshness policies never saw a stalled feed."""
-    defs, instance, _ = refreshed_instance
+    defs, instance, _ = refreshed_here
     schedule = defs.resolve_schedule_def("hourly_refresh")
     context = dg.build_schedule_context(instance=instance, resources=build_resources(data_dir))
     idle = schedule.evaluate_tick(context)
