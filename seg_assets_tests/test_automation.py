@@ -61,6 +61,7 @@ def refreshed_instance(refreshed_template, data_dir):
     """`data_dir` and an instance as one refresh left them (a refresh is 7-12 s of each of these tests). A copied data
     root is not "current" (its files are other files, BI's views read the template's folder): tests of that use
     `refreshed_here`."""
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     root, runs, cursor = refreshed_template
     shutil.rmtree(data_dir)
     shutil.copytree(root, data_dir, symlinks=True)
