@@ -126,7 +126,7 @@ def column_sql(
         if col.empty_default is not None and failed is not None:  # an expression's NULL is no delivered empty value: a
             # CASE without ELSE made a tester's 60 pending lines paid ones (the default is for an empty field)
             rules.append(f"WHEN {v} IS NULL THEN 'unknown:{n}|{shown} gives no value for this row: give every value "
-                         "it may read one (ELSE ...)'")
+                         f"it may read one (CASE ... ELSE, or coalesce(..., {col.empty_default.replace(chr(39), chr(39) * 2)}))'")
         rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {shown} ' || {shown_sql(v)}")
     else:
         if typed:
