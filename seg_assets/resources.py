@@ -107,6 +107,9 @@ def create_atomically(database: Path, config: dict | None = None) -> None:
     bytes ... location 8192"). Called under the warehouse lock, so a leftover from a killed creation is stale."""
     if database.exists():
         return
+    wal = database.with_name(database.name + ".wal")  # left by a warehouse moved aside without it: DuckDB refuses a new
+    if wal.exists():  # file beside it ("WAL does not match database file", a reviewer's 129-line traceback)
+        wal.rename(wal.with_name(f"{wal.name}.orphaned-{int(time.time())}"))
     for stale in database.parent.glob(f".{database.name}.*.creating"):
         stale.unlink(missing_ok=True)
     tmp = database.with_name(f".{database.name}.{os.getpid()}.creating")

@@ -94,6 +94,28 @@ def test_a_damaged_warehouse_is_one_line_and_moved_aside_it_is_rebuilt(refreshed
     assert warehouse.stat().st_size > 8192
 
 
+def test_a_warehouse_moved_aside_without_its_wal_is_created_again(tmp_path):
+    """The damaged-file advice followed, `warehouse.duckdb.wal` left behind: DuckDB refused the new file beside it
+    ("WAL does not match database file", a reviewer's 129-line traceback). The orphan is renamed out of the way."""
+    import duckdb
+
+    from seg_assets.resources import Warehouse
+
+    database = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(database))
+    con.sql("CREATE TABLE base AS SELECT 1 AS i")
+    con.sql("CHECKPOINT")
+    con.sql("PRAGMA disable_checkpoint_on_shutdown")
+    con.sql("SET wal_autocheckpoint = '10GB'")
+    con.sql("CREATE TABLE from_wal AS SELECT range AS i FROM range(1000)")
+    con.close()
+    database.rename(tmp_path / "aside.duckdb")
+    assert (tmp_path / "warehouse.duckdb.wal").exists()
+    with Warehouse(database=str(database), other_process_wait_seconds=0).get_connection() as con:
+        assert con.sql("SELECT count(*) FROM duckdb_tables()").fetchall() == [(0,)]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("warehouse.duckdb.wal.orphaned-")]
+
+
 def test_a_warehouse_is_created_where_the_file_system_has_no_hard_links(tmp_path, monkeypatch):
     import errno
     import os

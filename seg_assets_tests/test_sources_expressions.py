@@ -248,23 +248,28 @@ def test_a_typed_parquet_column_compared_with_a_text_literal_is_compared_as_its_
 def test_a_line_status_an_expression_leaves_null_is_rejected_not_taken_for_paid(tmp_path):
     """A status CASE without ELSE gave NULL for a new ERP status ('offen', payment pending), and the line was taken in
     as completed (an empty delivered status's default): a tester's 60 unpaid lines counted 9,913 EUR as revenue. The
-    same CASE over an orders file rejected them. An empty delivered status keeps its default."""
+    same CASE over an orders file rejected them. An empty delivered status keeps its default, also through an
+    expression that passes it on (a reviewer's)."""
     (tmp_path / "sources.yaml").write_text(
         "sources:\n  lines:\n    table: order_items\n    columns:\n"
         "      status: \"CASE Status WHEN 'bezahlt' THEN 'completed' WHEN 'storniert' THEN 'cancelled' END\"\n"
-        "  plain:\n    table: order_items\n")
+        "  plain:\n    table: order_items\n"
+        # a reviewer's: an expression that passes an empty status through keeps its default
+        "  passed:\n    table: order_items\n    columns: {status: \"lower(Status)\"}\n")
     header = "order_id,user_id,order_ts,product_id,quantity,unit_price,Status\n"
     write(tmp_path, "lines/a.csv", header + "o1,u1,2026-03-01T10:00:00Z,A,1,5,bezahlt\n"
                                             "o2,u1,2026-03-01T10:00:00Z,A,1,5,offen\n"
                                             "o3,u2,2026-03-01T10:00:00Z,B,1,5,storniert\n")
     write(tmp_path, "plain/a.csv", header.replace("Status", "status") + "p1,u3,2026-03-01T10:00:00Z,A,1,5,\n")
+    write(tmp_path, "passed/a.csv", header + "q1,u4,2026-03-01T10:00:00Z,A,1,5,\n")
     _, ledger, rejects = ingest(tmp_path)
-    assert [r[1:7] for r in ledger] == [("lines/a.csv", "ingested", 3, 2, 0, 1), ("plain/a.csv", "ingested", 1, 1, 0, 0)]
+    assert [r[1:7] for r in ledger] == [("lines/a.csv", "ingested", 3, 2, 0, 1), ("passed/a.csv", "ingested", 1, 1, 0, 0),
+                                        ("plain/a.csv", "ingested", 1, 1, 0, 0)], ledger
     [reject] = rejects
     assert reject[4] == "unknown:status" and "gives no value for this row" in reject[5], reject
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT order_id, status FROM raw.order_items ORDER BY 1").fetchall() == [
-            ("o1", "completed"), ("o3", "cancelled"), ("p1", "completed")]
+            ("o1", "completed"), ("o3", "cancelled"), ("p1", "completed"), ("q1", "completed")]
 
 
 def test_an_empty_text_in_a_parquet_file_is_no_value_as_in_a_csv_file(tmp_path):

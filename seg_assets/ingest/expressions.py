@@ -79,6 +79,16 @@ class Expr:
     string_columns: frozenset[str] = frozenset()  # of those, the ones a string function or || reads (not a comparison)
     spelled: tuple[tuple[str, str], ...] = ()  # (lower-cased name, as written) of each column it reads
 
+    @property
+    def case_without_else(self) -> bool:
+        """A ``CASE`` with no ``ELSE``: NULL for every value it does not name (a status an export adds later)."""
+        if self.column_name is not None:
+            return False
+        tree = sqlglot.parse_one(self.text, read="duckdb")
+        while isinstance(tree, exp.Paren):
+            tree = tree.this
+        return isinstance(tree, exp.Case) and tree.args.get("default") is None
+
     def spelling(self, column: str) -> str | None:
         """How the mapping writes ``column`` (`Kunde`), which errors name; None if it does not read it."""
         if self.column_name is not None:

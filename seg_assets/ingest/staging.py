@@ -101,7 +101,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time,
                                               source.columns[col.name].text if col.name in source.columns else None,
-                                              failed)
+                                              failed, col.name in source.columns and source.columns[col.name].case_without_else)
         values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")
