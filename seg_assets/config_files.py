@@ -158,7 +158,8 @@ def parse_model(text: str, path: Path, model: type[M], error: type[ValueError]) 
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()  # a misspelt key first: `tabel:` also makes `table` missing (a reviewer's "Field required")
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         if not all(map(plain, err["loc"])):
             raise error(f"{path}: not a mapping of the expected keys ({expected}): is it the right file?") from None
         if err["loc"][-1:] == ("[key]",) or err["type"] == "invalid_key":  # a key YAML read as a boolean or a number

@@ -190,6 +190,8 @@ def test_a_subset_launched_with_a_value_out_of_range_fails_in_one_line_not_retri
      "sources.shop.csv.encodng: unknown key; did you mean 'encoding'? the keys here are delimiter, encoding"),
     ("actions.yaml", "actions:\n  winback:\n    descripton: a coupon\n",
      "actions.winback.descripton: unknown key; did you mean 'description'?"),
+    ("sources.yaml", "sources:\n  crm:\n    tabel: customers\n",  # a required key misspelt: not "Field required"
+     "sources.crm.tabel: unknown key; did you mean 'table'?"),
 ])
 def test_a_misspelt_key_is_named_with_the_likeliest_key_and_the_keys_of_its_level(tmp_path, name, content, said):
     """`timestamp_fromat:` got pydantic's "Extra inputs are not permitted", naming no key (a tester's)."""
