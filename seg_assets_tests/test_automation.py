@@ -37,7 +37,7 @@ def materialize_groups(defs, instance, *groups):
 
 
 @pytest.fixture(scope="module")
-def refreshed_template(small_landing, tmp_path_factory):
+def refreshed_run_template(small_landing, tmp_path_factory):
     """A data root after one refresh, its run with every event (as `dagster debug export` keeps it) and the automation
     cursor from before it: built once per module, each test gets copies (`refreshed_instance`)."""
     from dagster._core.debug import DebugRunPayload
@@ -57,12 +57,12 @@ def _refresh(root):
 
 
 @pytest.fixture()
-def refreshed_instance(refreshed_template, data_dir):
+def refreshed_instance(refreshed_run_template, data_dir):
     """`data_dir` and an instance as one refresh left them (a refresh is 7-12 s of each of these tests). A copied data
     root is not "current" (its files are other files, BI's views read the template's folder): tests of that use
     `refreshed_here`."""
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    root, runs, cursor = refreshed_template
+    root, runs, cursor = refreshed_run_template
     shutil.rmtree(data_dir)
     shutil.copytree(root, data_dir, symlinks=True)
     return build_defs(data_dir), dg.DagsterInstance.ephemeral(preload=runs), cursor
