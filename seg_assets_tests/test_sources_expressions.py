@@ -245,14 +245,17 @@ def test_a_typed_parquet_column_compared_with_a_text_literal_is_compared_as_its_
 
 
 
-def test_a_line_status_an_expression_leaves_null_is_rejected_not_taken_for_paid(tmp_path):
+@pytest.mark.parametrize("around", ["{}", "lower({})", "trim(({}))", "{} ELSE NULL"])
+def test_a_line_status_an_expression_leaves_null_is_rejected_not_taken_for_paid(tmp_path, around):
     """A status CASE without ELSE gave NULL for a new ERP status ('offen', payment pending), and the line was taken in
     as completed (an empty delivered status's default): a tester's 60 unpaid lines counted 9,913 EUR as revenue. The
     same CASE over an orders file rejected them. An empty delivered status keeps its default, also through an
-    expression that passes it on (a reviewer's)."""
+    expression that passes it on (a reviewer's). The CASE inside a function, or with ELSE NULL, too (a reviewer's)."""
+    case = around.format("CASE Status WHEN 'bezahlt' THEN 'completed' WHEN 'storniert' THEN 'cancelled'")
+    case = case.replace("'cancelled'", "'cancelled' END", 1) if "ELSE" not in case else case + " END"
     (tmp_path / "sources.yaml").write_text(
         "sources:\n  lines:\n    table: order_items\n    columns:\n"
-        "      status: \"CASE Status WHEN 'bezahlt' THEN 'completed' WHEN 'storniert' THEN 'cancelled' END\"\n"
+        f"      status: \"{case}\"\n"
         "  plain:\n    table: order_items\n"
         # a reviewer's: an expression that passes an empty status through keeps its default
         "  passed:\n    table: order_items\n    columns: {status: \"lower(Status)\"}\n")

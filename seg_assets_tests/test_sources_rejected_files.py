@@ -424,3 +424,23 @@ def test_a_stray_quote_that_swallows_more_than_pythons_field_limit_is_still_name
           + "".join(rows).replace("&quot;", '"'))
     _, ledger, _ = ingest(tmp_path)
     assert ledger[0][2] == "failed" and "line 12: a double quote opens a field" in ledger[0][8], ledger[0][8]
+
+
+def test_a_stray_quote_after_a_few_long_values_is_found_and_named_by_its_line(tmp_path):
+    """Two files where long closed values raised the average row: a stray quote swallowing a short row (reviews of
+    several paragraphs) or the rest of the file (one 200,000-character value) was not looked for, and the file was
+    "ingested" with its rows lost unsaid (a reviewer's: 199 of 200, 30 of 40); Python's csv field limit named the long
+    value's line instead of the quote's."""
+    paragraph = " ".join(["Long review paragraph about the fit and the delivery."] * 20)
+    reviews = [f"r{i},u{i},o{i},2026-03-01T10:00:00Z,5," + (f'"{paragraph}\n\n{paragraph}"' if i % 10 == 5 else "Nice")
+               + "\n" for i in range(200)]
+    reviews[198] = 'r198,u198,o198,2026-03-01T10:00:00Z,4,"Good value\n'
+    write(tmp_path, "reviews/a.csv", "review_id,user_id,order_id,review_ts,rating,text\n" + "".join(reviews))
+    orders = [f"o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,shoes\n" for i in range(40)]
+    orders[2] = 'o2,u2,2026-03-01T10:00:00Z,5,1,completed,"' + "x" * 200_000 + '"\n'  # line 4: long, closed
+    orders[9] = 'o9,u9,2026-03-01T10:00:00Z,5,1,completed,"Deluxe 12 inch\n'  # line 11: the stray quote
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(orders))
+    _, ledger, _ = ingest(tmp_path)
+    said = {row[1]: (row[2], row[8]) for row in ledger}
+    assert said["orders/a.csv"][0] == "failed" and "line 11: a double quote opens" in said["orders/a.csv"][1], said
+    assert said["reviews/a.csv"][0] == "failed" and "a double quote opens a field" in said["reviews/a.csv"][1], said

@@ -81,13 +81,12 @@ class Expr:
 
     @property
     def case_without_else(self) -> bool:
-        """A ``CASE`` with no ``ELSE``: NULL for every value it does not name (a status an export adds later)."""
+        """A ``CASE`` with no ``ELSE`` (or ``ELSE NULL``) anywhere in it, ``lower(CASE ...)`` too: NULL for every value
+        it does not name (a status an export adds later). A NULL that a ``coalesce`` fills never reaches the rule."""
         if self.column_name is not None:
             return False
         tree = sqlglot.parse_one(self.text, read="duckdb")
-        while isinstance(tree, exp.Paren):
-            tree = tree.this
-        return isinstance(tree, exp.Case) and tree.args.get("default") is None
+        return any(isinstance(case.args.get("default") or exp.Null(), exp.Null) for case in tree.find_all(exp.Case))
 
     def spelling(self, column: str) -> str | None:
         """How the mapping writes ``column`` (`Kunde`), which errors name; None if it does not read it."""
