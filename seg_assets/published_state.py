@@ -224,13 +224,24 @@ def not_taken_in(paths: DataPaths) -> list[str]:
     return _failed_in({(name, size): failed for name, size, *failed in state["files"]}, landing)
 
 
+def _whole_database(path: Path) -> bool:
+    """DuckDB's magic bytes and its three 4 KiB headers are there: a file cut short or overwritten from its start is
+    not current (the refresh that runs then says it is damaged and what to do; it said "Segments are current")."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+        return head[8:12] == b"DUCK" and path.stat().st_size >= 3 * 4096
+    except OSError:
+        return False
+
+
 def nothing_new(paths: DataPaths, settings: str) -> str | None:
     """A message if the published segments already reflect every landing file, this code and these settings."""
 
     state = read_state(paths)
     if state is None or not published(paths) or views_read(paths.bi) is None:  # None: BI's views read another folder
         return None
-    if not paths.warehouse.exists():  # moved aside to be rebuilt (a damaged file's advice): not current
+    if not _whole_database(paths.warehouse):  # moved aside to be rebuilt (a damaged file's advice), or cut short
         return None
     if state.get("settings") != settings or state.get("code") != code_fingerprint():
         return None

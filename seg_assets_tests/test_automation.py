@@ -251,10 +251,15 @@ def test_the_files_of_a_sensor_run_that_failed_before_ingesting_are_requested_ag
     assert not result.run_requests and "no new settled files" in result.skip_message  # not a fourth time
 
 
-def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_another(refreshed_instance, data_dir):
+def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_another(refreshed_here, data_dir):
     """A run killed after user_segments (other settings) left its table; automation's next run published it to BI,
-    settings no finished run had. BI now keeps its last publication until a run rewrites the table and finishes."""
-    defs, instance, _ = refreshed_instance
+    settings no finished run had. BI now keeps its last publication until a run rewrites the table and finishes.
+    Refreshed in place: a copied root is never "current", so the "not current" below would hold whatever the code."""
+    from seg_assets.published_state import nothing_new, settings_fingerprint
+    from seg_assets.settings import data_paths
+
+    defs, instance, _ = refreshed_here
+    assert nothing_new(data_paths(data_dir), settings_fingerprint({}, None))  # current before the killed run
     job = defs.resolve_implicit_global_asset_job_def()
     killed = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS], run_config=QUIET)
     instance.report_run_failed(instance.get_run_by_id(killed.run_id), message="killed (test)")
@@ -271,9 +276,6 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
     [failure] = [e for e in audiences.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert "which did not finish" in failure.step_failure_data.user_failure_data.description
     assert sorted(p.name for p in (data_dir / "bi").iterdir()) == bi_before
-    from seg_assets.published_state import nothing_new, settings_fingerprint
-    from seg_assets.settings import data_paths
-
     assert nothing_new(data_paths(data_dir), settings_fingerprint({}, None)) is None  # the next refresh runs: not "current"
     redone = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS, dg.AssetKey(["bi", "segments"])],
                                     run_config=QUIET)

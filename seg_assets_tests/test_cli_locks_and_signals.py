@@ -73,16 +73,19 @@ def test_a_warehouse_whose_creation_is_killed_half_written_is_not_left_behind(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["warehouse.duckdb", "warehouse.duckdb.lock"]
 
 
-def test_a_damaged_warehouse_is_one_line_and_moved_aside_it_is_rebuilt(refreshed, monkeypatch):
+def test_a_damaged_warehouse_is_one_line_and_moved_aside_it_is_rebuilt(data_dir, monkeypatch):
     """A warehouse cut short (a refresh killed while an earlier version created it) failed every run with a 128-line
     traceback (a reviewer's). One line says what to do; once it is moved aside the next refresh rebuilds it (the
-    published state alone said "Segments are current")."""
+    published state alone said "Segments are current"). Refreshed in place: a copied root is never current, and a
+    reviewer found this root said "Segments are current" with exit 0 while its warehouse was cut short."""
     import os
 
-    warehouse = refreshed / "warehouse.duckdb"
-    os.truncate(warehouse, 8192)
-    monkeypatch.setenv("SEG_DATA_DIR", str(refreshed))
+    monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert runner.invoke(app, ["refresh", "--no-summary"]).exit_code == 0
+    assert "Segments are current" in runner.invoke(app, ["refresh", "--no-summary"]).output
+    warehouse, refreshed = data_dir / "warehouse.duckdb", data_dir
+    os.truncate(warehouse, 8192)
     result = runner.invoke(app, ["refresh", "--no-summary"])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     [line] = [line for line in result.output.splitlines() if line.startswith("error")]
@@ -92,6 +95,24 @@ def test_a_damaged_warehouse_is_one_line_and_moved_aside_it_is_rebuilt(refreshed
     result = runner.invoke(app, ["refresh", "--no-summary"])
     assert result.exit_code == 0 and "Segments are current" not in result.output, result.output
     assert warehouse.stat().st_size > 8192
+
+
+def test_a_warehouse_with_an_overwritten_block_is_one_line(tmp_path):
+    """A block overwritten after the headers fails DuckDB's checksum with a plain duckdb.Error, which was not taken
+    for a damaged file: a 129-line traceback (a reviewer's)."""
+    import os
+
+    from seg_assets.resources import Warehouse, WarehouseDamaged
+
+    database = tmp_path / "warehouse.duckdb"
+    with Warehouse(database=str(database)).get_connection() as con:
+        con.sql("CREATE TABLE t AS SELECT range AS i FROM range(100000)")
+    with database.open("r+b") as handle:
+        handle.seek(12288 + 100)
+        handle.write(os.urandom(65536))
+    with pytest.raises(WarehouseDamaged, match="cannot be read .*Corrupt database file"):
+        with Warehouse(database=str(database), other_process_wait_seconds=0).get_connection():
+            pass
 
 
 def test_a_warehouse_moved_aside_without_its_wal_is_created_again(tmp_path):
