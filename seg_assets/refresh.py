@@ -27,6 +27,7 @@ from seg_assets.errors import step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.loader import REWRITTEN
+from seg_assets.ingest.staging import NO_LINE_END
 from seg_assets.ingest.writing import OTHER_VALUES
 from seg_assets.resources import Warehouse, WarehouseDamaged, WarehouseLocked
 from seg_assets.settings import data_paths
@@ -189,10 +190,11 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
         out.append(Problem("warning", name, "was taken in before with other content (landed files must not change): read "
                            "again, rows with known ids kept as first taken in; land changes under a new name, or declare "
                            "keep: latest for its source"))
-    for name, message in con.sql(f"SELECT file_name, message FROM {C.LEDGER_TABLE} WHERE run_id = ? AND status = ? "
-                                 "AND message LIKE ? ORDER BY file_id",
-                                 params=[run_id, C.STATUS_INGESTED, f"%{OTHER_VALUES}%"]).fetchall():
-        out.append(Problem("warning", name, next(p for p in message.split("; ") if OTHER_VALUES in p)))
+    for said in (OTHER_VALUES, NO_LINE_END):  # parts of an ingested file's message that are warnings
+        for name, message in con.sql(f"SELECT file_name, message FROM {C.LEDGER_TABLE} WHERE run_id = ? AND status = ? "
+                                     "AND message LIKE ? ORDER BY file_id",
+                                     params=[run_id, C.STATUS_INGESTED, f"%{said}%"]).fetchall():
+            out.append(Problem("warning", name, next(p for p in message.split("; ") if said in p)))
     for name, status, message in rows:
         what = (message or status).removeprefix(f"{name}: ")
         fix = "" if status == C.STATUS_REJECTED_FILE and OWN_FIX.search(what) else f"; {FILE_FIXES[status]}"

@@ -444,3 +444,38 @@ def test_a_stray_quote_after_a_few_long_values_is_found_and_named_by_its_line(tm
     said = {row[1]: (row[2], row[8]) for row in ledger}
     assert said["orders/a.csv"][0] == "failed" and "line 11: a double quote opens" in said["orders/a.csv"][1], said
     assert said["reviews/a.csv"][0] == "failed" and "a double quote opens a field" in said["reviews/a.csv"][1], said
+
+
+def test_a_csv_read_without_its_last_line_end_says_its_last_value_may_be_cut(tmp_path):
+    """A transfer cut inside the last value ('8.76' -> '8.7', no line end) is read once the file has been quiet for
+    the landing rule's longer wait; its row was taken in as 8.70 unsaid (a tester's). The file's message names it."""
+    import os
+    import time
+    from datetime import UTC, datetime
+
+    from seg_assets.ingest.staging import NO_LINE_END
+
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,items,status,amount\n"
+          "o1,u1,2026-03-01T10:00:00Z,1,completed,5.25\no2,u2,2026-03-01T11:00:00Z,1,completed,8.7")
+    write(tmp_path, "orders/b.csv", "order_id,user_id,order_ts,items,status,amount\no3,u3,2026-03-01T10:00:00Z,1,completed,1\n")
+    hour_ago = time.time() - 3600  # quiet an hour: read
+    os.utime(tmp_path / "landing" / "orders" / "a.csv", (hour_ago, hour_ago))
+    _, ledger, _ = ingest(tmp_path, now=datetime.now(UTC))
+    said = {row[1]: (row[2], row[4], row[8] or "") for row in ledger}
+    assert said["orders/a.csv"][:2] == ("ingested", 2) and f"{NO_LINE_END} (row 2)" in said["orders/a.csv"][2], said
+    assert NO_LINE_END not in said["orders/b.csv"][2]
+
+
+def test_excel_semicolon_resaves_say_what_to_set_without_their_rows(tmp_path):
+    """German Excel's re-save (';', cp1252) failed with DuckDB's raw error, order rows pasted into the message and the
+    encoding hint cut off; in UTF-8 with commas inside quoted names, the wrong separator was blamed on a quote (a
+    tester's). Each now says what to set, and no row of the file is in the message."""
+    header = "order_id;user_id;order_ts;amount;items;status;category\n"
+    rows = "".join(f'o{i};u{i};2026-03-01T10:00:00Z;5;1;completed;"Hoodie, ""XL"" edition@"\n' for i in range(30))
+    (tmp_path / "landing" / "orders").mkdir(parents=True)
+    (tmp_path / "landing" / "orders" / "utf8.csv").write_text(header + rows.replace("@", ""), encoding="utf-8")
+    (tmp_path / "landing" / "orders" / "excel.csv").write_text(header + rows.replace("@", " – Größe M"), encoding="cp1252")
+    _, ledger, _ = ingest(tmp_path)
+    said = {row[1]: (row[2], row[8]) for row in ledger}
+    assert said["orders/utf8.csv"][0] == "rejected_file" and 'csv: {delimiter: ";"}' in said["orders/utf8.csv"][1], said
+    assert "encoding" in said["orders/excel.csv"][1] and "Hoodie" not in said["orders/excel.csv"][1], said

@@ -143,8 +143,13 @@ def error_line(exc: Exception) -> str:
     lines = str(exc).splitlines()
     if not lines:
         return type(exc).__name__
-    kept = [lines[0].strip()] + [x.strip() for x in lines[1:]
-                                 if x.strip() and not x.startswith((" ", "\t")) and not x.startswith(_NOISE)]
+    kept, in_row = [lines[0].strip()], False
+    for x in lines[1:]:
+        # DuckDB's "Original Line" may go on over several lines of the file (a quote read with the wrong delimiter):
+        # they are rows (personal data), not an explanation
+        in_row = x.startswith("Original Line") or (in_row and sum(x.count(c) for c in ",;\t|") >= 3)
+        if x.strip() and not in_row and not x.startswith((" ", "\t")) and not x.startswith(_NOISE):
+            kept.append(x.strip())
     text = "; ".join(k.rstrip(".") for k in kept)
     fixes = [fix for words, fix in _FIXES.items() if words in text.lower()]
     return "; ".join([text, *fixes])

@@ -224,7 +224,9 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: C
     finally:
         if copy is not None:
             copy.unlink(missing_ok=True)
-    if (unclosed := _unclosed_quote(con, idents, dialect, path, fmt)) is not None:
+    one_column_of_another_separator = len(header) == 1 and any(
+        sep in header[0] for sep in ",;\t|" if sep != dialect.delimiter)  # staging says which csv: to set
+    if not one_column_of_another_separator and (unclosed := _unclosed_quote(con, idents, dialect, path, fmt)) is not None:
         raise ValueError(unclosed)
     # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
     return Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC, note)

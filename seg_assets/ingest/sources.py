@@ -272,15 +272,17 @@ def taken_files_metadata(landing: Path, sources: list[SourceDef], taken: Mapping
 
 
 PARQUET_MAGIC = b"PAR1"  # a Parquet file's first and last four bytes
+NO_LINE_END_YET = "its last line has no end yet"
 
 
-def unfinished(path: Path, size: int) -> str | None:
+def unfinished(path: Path, size: int, fmt: str | None = None) -> str | None:
     """Why a file looks cut short, or None: a Parquet file ends with its footer's magic bytes (a writer adds the
     footer last), a CSV file with a line end (a writer paused mid-line left a value cut short: '131.52' read as
-    '13'), and an empty file is a writer that has not started. Cheap: the last bytes only."""
+    '13'), and an empty file is a writer that has not started. Cheap: the last bytes only. ``fmt``: the format of a
+    landing file opened under another name (``/proc/self/fd/N``)."""
     if size == 0:
         return "empty so far"
-    fmt = file_format(path)
+    fmt = fmt or file_format(path)
     if fmt not in ("parquet", "csv"):
         return None
     try:
@@ -295,7 +297,7 @@ def unfinished(path: Path, size: int) -> str | None:
     if fmt == "parquet" and tail != PARQUET_MAGIC:
         return "no Parquet footer yet"
     if fmt == "csv" and not tail.endswith((b"\n", b"\r", b"\n\x00", b"\r\x00")):  # UTF-16 LE's too: read, told to convert
-        return "its last line has no end yet"
+        return NO_LINE_END_YET
     return None
 
 

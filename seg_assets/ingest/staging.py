@@ -32,14 +32,17 @@ from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
 from seg_assets.ingest.sources import (
     CHANGED_SINCE_SETTLED,
     CHANGED_WHILE_READ,
+    NO_LINE_END_YET,
     UNFINISHED_SETTLE_SECONDS,
     file_identity,
     quiet_seconds,
+    unfinished,
 )
 from seg_assets.ingest.writing import STAGE
 from seg_assets.warehouse import sql_string
 
 GZIP_UNFINISHED = "its gzip stream has no end yet"
+NO_LINE_END = "its last line has no line end"  # a file's message; the CLI shows it as a warning (a value cut: 8.76 -> 8.7)
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,9 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
     notes = [*([src.note] if src.note else []), *([source.note] if source.note else []), *mapped.notes]
     rejected = bool(mapped.missing_inputs or mapped.missing_required(spec))
     out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
+    if out.delivered and unfinished(path, path.stat().st_size, out.file_format) == NO_LINE_END_YET:  # read once settled
+        notes.append(f"{NO_LINE_END} (row {out.delivered}): if the file was cut short, that row's last value may be cut "
+                     "too (check it; if it is, land the row corrected in a new file)")
     if rejected:
         rule, what = _missing_message(source, mapped)
         delimiter = source.csv.delimiter
