@@ -15,8 +15,9 @@ unchanged for ``settle_seconds`` (a CSV exported without a final line end is rea
 for settled files; ingestion waits (a bounded time) for a young file to settle and leaves one still
 changing, or still looking cut short, to the next run: a file
 being written slowly is not read half-written, even when its writer pauses longer than ``settle_seconds``
-in the middle of a line or before a Parquet footer, or, on this machine, at a line end (a writer elsewhere, on a
-shared mount, is not seen: there the rename is the safe way).
+in the middle of a line or before a Parquet footer, or at a line end while it holds the file open on this machine
+(a writer elsewhere, on a shared mount, or one that opens and closes the file for each line, ``echo >> file``, is
+not seen: there the rename is the safe way).
 
 Each file is read as a relation by ``reading.py``.
 """
