@@ -194,3 +194,24 @@ def test_a_new_action_nobody_is_eligible_for_does_not_freeze_the_policy():
     held = policies.decide(later, x, arms, eligible_of, (rare, first.policy_version, as_of), evaluation_share=0.3,
                            attribution_days=7)
     assert "exploring new actions: d (0 of 2 treated sends)" in held.decision.reason
+
+
+def test_each_round_draws_the_new_actions_recipients_afresh(sends):
+    """Seeded by the policy alone, every round sent a new action to the same users while the hold lasted, so a round
+    that fell short fell short for good (a reviewer's). A round's draw is its own; the same round drawn again is the
+    same (a re-run publishes what it did)."""
+    from seg_assets.activation.contextual import choose_contextual
+    from seg_assets.activation.new_actions import WithNewActions
+
+    frame, x = sends
+    first = _decide(frame, x).served
+    wrapped = WithNewActions(first, (*ARMS, "d"), share=0.1)
+    users, xu = _users(600, 8)
+
+    def recipients(round_key):
+        nba = wrapped.choose(users, lambda u: choose_contextual(first, u, xu), round_key=round_key)
+        return set(nba.filter(pl.col("action_id") == "d")["user_id"].to_list())
+
+    week1, week2 = recipients("2026-11-01 00:00:00"), recipients("2026-11-08 00:00:00")
+    assert week1 == recipients("2026-11-01 00:00:00") and week1 and week2
+    assert len(week1 & week2) < 0.5 * min(len(week1), len(week2))  # about a tenth of them, by chance

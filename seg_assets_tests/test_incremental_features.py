@@ -1,7 +1,7 @@
 """Incremental feature builds give the same rows as a full rebuild, and fall back to full when they must."""
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -439,3 +439,19 @@ def test_only_a_table_keyed_by_one_other_id_records_the_users_it_leaves():
     con.sql("CREATE TABLE t (order_id VARCHAR, user_id VARCHAR, category VARCHAR)")
     con.sql("CREATE TABLE n (order_id VARCHAR)")
     assert _owned(con, "main.t", "order_id") and not _owned(con, "main.t", None) and not _owned(con, "main.n", "order_id")
+
+
+def test_a_build_record_replaced_says_when_it_was_built():
+    """`INSERT OR REPLACE` left a replaced row's `built_at` at its first build (a tester's)."""
+    import time
+    from types import SimpleNamespace
+
+    from seg_assets.features import incremental
+
+    con = duckdb.connect()
+    plan = SimpleNamespace(max_file_id=1, mode="full", changed=0, reason="first")
+    incremental.write_state(con, "m", "v1", datetime(2026, 1, 1), plan)
+    [(first,)] = con.sql(f"SELECT built_at FROM {incremental.STATE_TABLE}").fetchall()
+    time.sleep(0.01)
+    incremental.write_state(con, "m", "v1", datetime(2026, 1, 2), plan)
+    assert con.sql(f"SELECT built_at > ? FROM {incremental.STATE_TABLE}", params=[first]).fetchall() == [(True,)]

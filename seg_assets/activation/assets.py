@@ -335,7 +335,8 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
             x_users = context_at(con, context_users.select("user_id", pl.lit(as_of).alias("t")))
     chooser = ((lambda u: choose_contextual(base, u, x_users)) if isinstance(base, ContextualPolicy)
                else (lambda u: choose(base, u)))
-    nba = (served.choose(context_users, chooser) if isinstance(served, WithNewActions) else chooser(context_users))
+    nba = (served.choose(context_users, chooser, round_key=str(as_of)) if isinstance(served, WithNewActions)
+           else chooser(context_users))
     nba = nba.drop("segment_id")
     nba = nba.join(users.select("user_id", "segment_id"), on="user_id", how="left").select(NBA_COLUMNS)
     estimates = evaluation.table.to_dicts() if evaluation is not None else []

@@ -101,9 +101,12 @@ class WithNewActions:
                 out[i, self.arms.index(a)] = share[i] / n_new[i]
         return out
 
-    def choose(self, users: pl.DataFrame, base_choose: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+    def choose(self, users: pl.DataFrame, base_choose: Callable[[pl.DataFrame], pl.DataFrame],
+               round_key: object = None) -> pl.DataFrame:
         """:data:`NBA_COLUMNS` rows: ``base_choose`` (the base policy's chooser, given ``users`` in the same row order
-        with their eligible actions narrowed to those it knows), then the draw of a new action."""
+        with their eligible actions narrowed to those it knows), then the draw of a new action, fresh for each
+        ``round_key`` (the as-of): seeded by the policy alone, every round sent it to the same users, and a round that
+        fell short of the hold's sends fell short for good (a reviewer's: 13 of 200 layouts of 30 eligible users)."""
         if "global_control" in users.columns:
             users = users.filter(~pl.col("global_control").fill_null(False))
         elig = users["eligible_actions"].to_list() if "eligible_actions" in users.columns else [None] * users.height
@@ -113,7 +116,7 @@ class WithNewActions:
         users = users.join(base.select("user_id", pl.lit(True).alias("__has")), on="user_id", how="left").sort("user_id")
         n_new = users["__new"].list.len().to_numpy()
         share = self.new_share(users["__has"].fill_null(False).to_numpy(), n_new)
-        rng = np.random.default_rng(_seed_for(getattr(self.base, "seed", 0), ("new actions", self.policy_version, self.new)))
+        rng = np.random.default_rng(_seed_for(getattr(self.base, "seed", 0), ("new actions", self.policy_version, self.new, round_key)))
         draw, pick = rng.random(users.height), rng.random(users.height)
         sent_new = draw < share
         chosen = [lst[int(p * len(lst))] if s else None for lst, p, s in zip(users["__new"].to_list(), pick, sent_new)]

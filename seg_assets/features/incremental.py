@@ -117,8 +117,8 @@ def build_stamp(plan: Plan, code_version: str, params: dict) -> str:
 def write_state(con, model: str, code_version: str, as_of: datetime, plan: Plan, params: dict | None = None) -> None:
     ensure_state_table(con)
     con.execute(
-        f"INSERT OR REPLACE INTO {STATE_TABLE} (model, code_version, as_of, max_file_id, mode, changed_keys, reason, params) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO {STATE_TABLE} (model, code_version, as_of, max_file_id, mode, changed_keys, reason, params, "
+        "built_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now() AT TIME ZONE 'UTC')",  # a replaced row kept its first built_at
         [model, code_version, as_of, plan.max_file_id, plan.mode, plan.changed, plan.reason, json.dumps(params or {})],
     )
 
