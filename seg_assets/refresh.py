@@ -143,6 +143,20 @@ def _logged_warnings(instance: dg.DagsterInstance, run_id: str, files: list[Prob
     return out
 
 
+def _retried(instance: dg.DagsterInstance, run_id: str) -> list[Problem]:
+    """Steps that failed and were retried (``retries.TRANSIENT_RETRY``): the run may have succeeded, and the CLI said
+    nothing of a failure that may come back (a tester's)."""
+    out = []
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY).records:
+        event = record.event_log_entry.dagster_event
+        error = event.event_specific_data.error
+        while error is not None and error.cause is not None and "RetryRequested" in (error.cls_name or ""):
+            error = error.cause  # the policy's wrapper: say what the step raised
+        why = (error.message.strip().splitlines() or [error.cls_name or "an error"])[0] if error else "an error"
+        out.append(Problem("warning", event.step_key, f"failed and was retried: {why}"))
+    return out
+
+
 def _files_left(result: dg.ExecuteInProcessResult) -> list[Problem]:
     """Files ingestion left to the next run (still being written, or changed while read): not taken in, so named in
     the closing line and counted by --strict (a file that never settles never failed a strict cron job)."""
@@ -300,7 +314,8 @@ def run_refresh(
         if on_stage:
             on_stage(group, "done", outcome)
     files = _files_not_taken(paths.warehouse, result.run_id) + _files_left(result)
-    problems = files + _logged_warnings(instance, result.run_id, files) + [problem for _, _, problem in failures]
+    problems = (files + _logged_warnings(instance, result.run_id, files) + _retried(instance, result.run_id)
+                + [problem for _, _, problem in failures])
     published, _ = published_and_unfinished(instance, result.run_id, paths.bi)
     return RefreshOutcome(result.success and all(s.success for s in stages), stages, wall, result.run_id, problems,
                           published)

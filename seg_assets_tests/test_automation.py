@@ -333,3 +333,24 @@ def test_every_step_is_retried_whichever_job_runs_it(tmp_path):
         policies = {n.name: job.get_retry_policy_for_handle(NodeHandle(n.name, None)) for n in job.graph.nodes}
         assert len(policies) >= len(all_assets()) - 1
         assert {name for name, policy in policies.items() if policy != TRANSIENT_RETRY} == set(), job.name
+
+
+def test_a_step_that_failed_and_was_retried_is_said(tmp_path):
+    """A step that failed once and succeeded on its retry left no trace in the CLI's output (a tester's): the
+    refresh's problems now carry one warning per retry, naming the step and the error."""
+    from seg_assets.refresh import _retried
+
+    tries = []
+
+    @dg.op(retry_policy=dg.RetryPolicy(max_retries=1))
+    def flaky():
+        tries.append(1)
+        if len(tries) == 1:
+            raise OSError("the file system hiccuped\nsecond line")
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.GraphDefinition(name="flaky_job", node_defs=[flaky]).to_job().execute_in_process(instance=instance)
+    assert result.success and len(tries) == 2
+    [said] = _retried(instance, result.run_id)
+    assert (said.kind, said.where) == ("warning", "flaky")
+    assert said.message == "failed and was retried: OSError: the file system hiccuped", said.message
