@@ -142,6 +142,11 @@ def test_a_mapping_that_does_not_fit_one_file_names_the_expression_and_the_value
     _, ledger, _ = ingest(tmp_path)
     assert [(r[1], r[2]) for r in ledger] == [("pos/a.csv", "ingested"), ("pos/b.csv", "failed")]
     assert "amount: summe * 1.0 does not fit this file (summe is VARCHAR (e.g. '10,50'))" in ledger[1][8]
+    # one stray text among numbers: that value is shown (the first value, '6', was), and the cast that fixes it
+    write(tmp_path, "pos/c.csv", head + "D1,K1,2024-05-03T10:00:00Z,6,1\nD2,K1,2024-05-03T11:00:00Z,abc,1\n")
+    _, ledger, _ = ingest(tmp_path)
+    said = {r[1]: r[8] for r in ledger}["pos/c.csv"]
+    assert "(summe is VARCHAR (e.g. 'abc'))" in said and "CAST(col AS DOUBLE) where text meets a number" in said, said
 
 
 def test_a_column_named_with_a_hyphen_is_that_column(tmp_path):

@@ -241,7 +241,8 @@ def why_no_rows(con) -> str:
     if not con.sql(f"SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = "
                    f"'{C.LEDGER_TABLE}'").fetchall()[0][0]:
         return "no landing files ingested yet: land orders, order lines or clicks under landing/ (see the README)"
-    files, accepted = con.sql(f"SELECT count(*), coalesce(sum(accepted), 0) FROM {C.LEDGER_TABLE}").fetchall()[0]
+    files, ingested, accepted = con.sql(f"SELECT count(*), count(*) FILTER (status = '{C.STATUS_INGESTED}'), "
+                                        f"coalesce(sum(accepted), 0) FROM {C.LEDGER_TABLE}").fetchall()[0]
     if not files:
         return "no landing files ingested yet: land orders, order lines or clicks under landing/ (see the README)"
     # a file whose rows were all rejected: its first reject's reason (its message holds only notes then: "line_id
@@ -253,5 +254,6 @@ def why_no_rows(con) -> str:
         ORDER BY l.file_id LIMIT 1""").fetchall()
     name, what = problems[0] if problems else (None, None)
     first = f"; first problem: {what if what.startswith(f'{name}: ') else f'{name}: {what}'}" if what else ""
-    return (f"{files} landing file(s) ingested, {accepted} row(s) accepted (see meta.ingest_ledger and raw.rejects)"
+    return (f"{files} landing file(s) read, {ingested} ingested, {accepted} row(s) accepted (see meta.ingest_ledger and "
+            "raw.rejects)"
             f"{first}")

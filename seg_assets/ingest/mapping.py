@@ -121,10 +121,15 @@ def _misfit(con, src: Source, exprs: dict[str, str], source: SourceDef, exc: Exc
     seen = []
     for col in sorted(expr.columns & set(columns)):
         ident, typ = columns[col]
-        value = con.sql(f"SELECT {ident}::VARCHAR FROM {src.relation} WHERE {ident} IS NOT NULL LIMIT 1").fetchall()
+        value = []
+        if typ.startswith("VARCHAR"):  # show the value that made the column text, not any value (h5's '6' beside 'abc')
+            value = con.sql(f"SELECT {ident}::VARCHAR FROM {src.relation} WHERE nullif(trim({ident}::VARCHAR), '') IS NOT NULL "
+                            f"AND try_cast(trim({ident}::VARCHAR) AS DOUBLE) IS NULL LIMIT 1").fetchall()
+        value = value or con.sql(f"SELECT {ident}::VARCHAR FROM {src.relation} WHERE {ident} IS NOT NULL LIMIT 1").fetchall()
         seen.append(f"{col} is {typ}" + (f" (e.g. {str(value[0][0])[:30]!r})" if value else ""))
     return (f"source {source.name!r}: {name}: {expr.text} does not fit this file ({'; '.join(seen)}): {first}. "
-            "Make it fit every file in sources.yaml (CAST(col AS VARCHAR) where a number or time meets text)")
+            "Make it fit every file in sources.yaml (CAST(col AS VARCHAR) where a number or time meets text; "
+            "CAST(col AS DOUBLE) where text meets a number: a row it fails on is rejected as mapping_failed)")
 
 
 def _binds(con, src: Source, sql: str) -> bool:
