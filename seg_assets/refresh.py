@@ -291,13 +291,12 @@ def run_refresh(
     if before_run is not None:
         before_run()
     start = time.perf_counter()
-    with defs.resources["duckdb"].kept_open():
-        result = job.execute_in_process(
-            instance=instance,
-            run_config={**SILENT, **run_config},
-            raise_on_error=False,
-            tags={**(tags or {}), **({REBASE_TAG: "true"} if rebase or refit else {})},  # a fit reads everyone as of now
-        )
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={**SILENT, **run_config},
+        raise_on_error=False,
+        tags={**(tags or {}), **({REBASE_TAG: "true"} if rebase or refit else {})},  # a fit reads everyone as of now
+    )
     wall = time.perf_counter() - start
     groups = step_groups(defs)
     seconds = _step_seconds(instance, result.run_id)

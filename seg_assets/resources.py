@@ -18,13 +18,13 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from pydantic import Field, model_validator
 
 from seg_assets import interrupts
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
-from seg_assets.warehouse import as_of_setting, naive_utc, parse_utc, prepare_connection, resolve_as_of, sql_string
+from seg_assets.warehouse import as_of_setting, naive_utc, parse_utc, prepare_connection, resolve_as_of
 
 
 class Warehouse(DuckDBResource):
@@ -65,51 +65,12 @@ class Warehouse(DuckDBResource):
                     yield con
             finally:
                 con.close()
-                if self.database in _KEPT:
-                    _release_cache(_KEPT[self.database], self.connection_config.get("memory_limit"))
-
-    @contextmanager
-    def kept_open(self) -> Iterator[None]:
-        """Keep the warehouse open across the steps of one in-process run (``run_refresh``: the CLI, tests). DuckDB
-        keeps one database per file in a process while any connection to it is open, so each step's connection then
-        joins it in well under a millisecond; opened and closed every time, it loaded the catalog and checkpointed
-        about 40 times a refresh (1.5 s of a 60-user one). The writers' file lock is held meanwhile: a process waiting
-        for it waits for the run, not for a step (the CLI's run holds no slot of the 'duckdb' pool, so a ``dagster
-        dev`` run waiting for the lock holds nothing the CLI needs). Taken only if it is free now; otherwise, or if the
-        file cannot be opened, nothing is kept and each step opens the file and says what is wrong as before. Runs
-        that ``dagster dev`` launches still open the file per step: only the CLI's and the tests' runs were measured."""
-        lock = warehouse_lock(self.database, self.lock_timeout_seconds)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            yield
-            return
-        try:
-            try:
-                config = self._config()
-                create_atomically(Path(self.database), config)
-                keeper = duckdb.connect(self.database, read_only=False, config=config)
-            except Exception:  # noqa: BLE001 (the first step opens it again and names the problem)
-                keeper = None
-            if keeper is not None:
-                _KEPT[self.database] = keeper
-            try:
-                yield
-            finally:
-                if keeper is not None:
-                    _KEPT.pop(self.database, None)
-                    keeper.close()
-        finally:
-            lock.release()
-
-    def _config(self) -> dict:
-        return {"custom_user_agent": "dagster", **self.connection_config}
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         """A write connection. Writers of this project queue on the file lock; DuckDB's own lock held past it is
         another process (DuckDBResource retried it for 100 s, and each step's retries again: 7 minutes of silence):
         waited for briefly, then :class:`WarehouseLocked`."""
-        config = self._config()
+        config = {"custom_user_agent": "dagster", **self.connection_config}
         create_atomically(Path(self.database), config)
         deadline, delay = time.monotonic() + self.other_process_wait_seconds, 0.1
         while True:
@@ -125,22 +86,6 @@ class Warehouse(DuckDBResource):
             time.sleep(delay)
             interrupts.check()
             delay = min(delay * 2, 2.0)
-
-
-_KEPT: dict[str, duckdb.DuckDBPyConnection] = {}  # warehouses this process keeps open for a run (Warehouse.kept_open)
-
-
-def _release_cache(keeper: duckdb.DuckDBPyConnection, limit: str | None) -> None:
-    """Let go of the table blocks a step read, as closing the database did: kept open, DuckDB caches them up to its
-    memory limit (80 % of RAM by default), and a first build at 1M users peaked at 3.1 GiB instead of 2.3. Lowering
-    the limit is how DuckDB evicts its buffer pool on demand (nothing is in use between steps); it is then set back
-    to the warehouse's ``limit`` (None: DuckDB's default). If DuckDB cannot go that low, the cache stays."""
-    try:
-        keeper.sql("SET memory_limit = '64MB'")
-    except duckdb.Error:
-        pass
-    finally:
-        keeper.sql(f"SET memory_limit = {sql_string(limit)}" if limit else "RESET memory_limit")
 
 
 class WarehouseLocked(dg.Failure):

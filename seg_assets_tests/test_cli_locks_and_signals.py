@@ -115,38 +115,6 @@ def test_a_warehouse_with_an_overwritten_block_is_one_line(tmp_path):
             pass
 
 
-def test_a_run_keeps_the_warehouse_open_between_steps_and_lets_go_of_its_cache(tmp_path):
-    """`kept_open` (run_refresh): a step's connection joins the kept database (a table of one step is there for the
-    next without reopening the file), its memory limit is what it was after each step (the cache is released by
-    lowering it), and another process's lock means nothing is kept and the steps open the file themselves."""
-    from filelock import FileLock
-
-    from seg_assets import resources
-    from seg_assets.resources import Warehouse
-
-    warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"), connection_config={"memory_limit": "1GB"})
-    with warehouse.kept_open():
-        assert str(tmp_path / "warehouse.duckdb") in resources._KEPT
-        with warehouse.get_connection() as con:
-            limit = con.sql("SELECT current_setting('memory_limit')").fetchall()
-            con.sql("CREATE TABLE t AS SELECT range AS i FROM range(100000)")
-        with warehouse.get_connection() as con:
-            assert con.sql("SELECT count(*) FROM t").fetchall() == [(100000,)]
-            assert con.sql("SELECT current_setting('memory_limit')").fetchall() == limit
-    assert not resources._KEPT
-    other = FileLock(str(tmp_path / "warehouse.duckdb") + ".lock", thread_local=False)
-    import threading
-
-    holder = threading.Thread(target=other.acquire)
-    holder.start()
-    holder.join()
-    try:
-        with warehouse.kept_open():
-            assert not resources._KEPT
-    finally:
-        other.release()
-
-
 def test_a_warehouse_moved_aside_without_its_wal_is_created_again(tmp_path):
     """The damaged-file advice followed, `warehouse.duckdb.wal` left behind: DuckDB refused the new file beside it
     ("WAL does not match database file", a reviewer's 129-line traceback). The orphan is renamed out of the way."""

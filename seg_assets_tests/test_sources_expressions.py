@@ -250,7 +250,8 @@ def test_a_typed_parquet_column_compared_with_a_text_literal_is_compared_as_its_
 
 
 
-@pytest.mark.parametrize("around", ["{}", "lower({})", "trim(({}))", "{} ELSE NULL"])
+@pytest.mark.parametrize("around", ["{}", "lower({})", "trim(({}))", "{} ELSE NULL", "{} ELSE CAST(NULL AS VARCHAR)",
+                                    "{} ELSE (NULL)"])
 def test_a_line_status_an_expression_leaves_null_is_rejected_not_taken_for_paid(tmp_path, around):
     """A status CASE without ELSE gave NULL for a new ERP status ('offen', payment pending), and the line was taken in
     as completed (an empty delivered status's default): a tester's 60 unpaid lines counted 9,913 EUR as revenue. The
@@ -349,3 +350,13 @@ def test_a_computed_event_type_a_row_fails_on_is_a_reject(tmp_path):
     assert con.sql("SELECT event_id, event_type, funnel_stage FROM raw.clicks ORDER BY 1").fetchall() == [
         ("e1", "view", "view"), ("e3", "purchase", "purchase")]
     con.close()
+
+
+@pytest.mark.parametrize(("text", "leaves_null"), [
+    ("if(Status = 'bezahlt', 'completed', NULL)", True), ("CASE WHEN x THEN 'a' ELSE NULL::VARCHAR END", True),
+    ("coalesce(CASE WHEN x THEN 'a' END, 'completed')", True),  # flagged, but its NULL never reaches the rule
+    ("lower(Status)", False), ("CASE WHEN x THEN 'a' ELSE 'completed' END", False), ("Status", False)])
+def test_what_can_leave_a_status_null_by_itself(text, leaves_null):
+    from seg_assets.ingest.expressions import parse_expression
+
+    assert parse_expression(text, "status").case_without_else is leaves_null
