@@ -259,3 +259,4 @@ def test_an_action_added_to_the_catalogue_is_explored_not_trusted(campaigns_root
     finally:
         con.close()
     assert not promoted and "exploring new actions: gift_wrap (0 of 100 treated sends)" in reason, reason
+    assert "none before each has the treated sends it needs: gift_wrap 100)" in reason, reason  # the hold, in figures

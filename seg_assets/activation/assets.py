@@ -308,7 +308,9 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
                      + "; ".join(part for part in (
                          f"new {', '.join(in_service.new)}, sent to {percent(config.new_action_share)} of the users "
                          "eligible for them until a candidate policy that knows them is promoted (none before each "
-                         "has min_sends_per_action sends, or half what one round gives)" if in_service.new else "",
+                         "has the treated sends it needs: " + ", ".join(
+                             f"{a} {n}" for a, n in in_service.sends_needed(config.min_sends_per_action).items()) + ")"
+                         if in_service.new else "",
                          f"removed {', '.join(gone)}" if gone else "") if part))
     if set(arms) - offered:
         context.log.warning(f"next_best_action: no user is eligible for {', '.join(sorted(set(arms) - offered))}: its "
