@@ -224,12 +224,17 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: C
     finally:
         if copy is not None:
             copy.unlink(missing_ok=True)
-    one_column_of_another_separator = len(header) == 1 and any(
-        sep in header[0] for sep in ",;\t|" if sep != dialect.delimiter)  # staging says which csv: to set
-    if not one_column_of_another_separator and (unclosed := _unclosed_quote(con, idents, dialect, path, fmt)) is not None:
+    if other_separator(header, dialect.delimiter) is None and (  # else staging says which csv: to set
+            unclosed := _unclosed_quote(con, idents, dialect, path, fmt)) is not None:
         raise ValueError(unclosed)
     # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
     return Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC, note)
+
+
+def other_separator(header: list[str], delimiter: str) -> str | None:
+    """The separator a CSV file is written with when its header read as one column holding it (``;`` read with
+    ``,``): no mapping can fix that, only the source's ``csv: {delimiter: ...}``."""
+    return next((s for s in ",;\t|" if len(header) == 1 and s in header[0] and s != delimiter), None)
 
 
 def _line_of_row(path: Path, fmt: str, dialect: CsvDialect, rowid: int) -> int:

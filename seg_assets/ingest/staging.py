@@ -27,7 +27,7 @@ from seg_assets.ingest.mapping import (
     no_shared_subexpressions,
     try_alias,
 )
-from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source
+from seg_assets.ingest.reading import GZIP_CUT_SHORT, OVERFLOW, SRC, Source, load_source, other_separator
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
 from seg_assets.ingest.sources import (
     CHANGED_SINCE_SETTLED,
@@ -238,8 +238,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
     if rejected:
         rule, what = _missing_message(source, mapped)
         delimiter = source.csv.delimiter
-        separator = next((s for s in ",;\t|" if src.is_csv and len(src.names) == 1 and s in src.names[0]
-                          and s != delimiter), None)
+        separator = other_separator(src.names, delimiter) if src.is_csv else None
         if separator:  # the whole header read as one column: that is the one thing to fix (no mapping can)
             csv = source.csv.yaml(delimiter=separator)
             where = (f"set csv: {csv} on source {source.name!r} in sources.yaml" if source.declared else
