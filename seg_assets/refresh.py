@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dagster as dg
@@ -26,6 +26,7 @@ from seg_assets.definitions import build_defs, stage_groups
 from seg_assets.errors import step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
+from seg_assets.ingest.ledger import FIRST_PROBLEM
 from seg_assets.ingest.loader import REWRITTEN
 from seg_assets.ingest.staging import NO_LINE_END
 from seg_assets.ingest.writing import OTHER_VALUES
@@ -82,8 +83,14 @@ class RefreshOutcome:
 
     @property
     def causes(self) -> list[Problem]:
-        """What the closing summary repeats: errors (what failed the refresh, first), then files not taken in."""
-        return [p for p in self.problems if p.kind == "error"] + [p for p in self.problems if p.kind == "file"]
+        """What the closing summary repeats: errors (what failed the refresh, first), then files not taken in. An error
+        that quotes a file's message (an empty warehouse's first problem) is cut there when the file is named anyway: a
+        long mapping error read twice in one line."""
+        files = [p for p in self.problems if p.kind == "file"]
+        errors = [p for p in self.problems if p.kind == "error"]
+        named = tuple(f"{FIRST_PROBLEM}{f.where}: " for f in files)
+        return [replace(p, message=p.message.split(FIRST_PROBLEM)[0]) if any(n in p.message for n in named) else p
+                for p in errors] + files
 
 
 def step_groups(defs: dg.Definitions) -> dict[str, str]:

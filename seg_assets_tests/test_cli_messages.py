@@ -94,6 +94,7 @@ def test_a_rejected_file_is_one_line_and_the_cause_in_the_closing_line(tmp_path,
     assert "orders/export.csv: rejected file: missing required column" in closing
     assert "land the file with the column under a new name" in closing
     assert "correct it to the data contract" not in closing  # the advice once (the generic one repeated it)
+    assert closing.count("missing required column") == 1, closing  # the empty warehouse's first problem is that file
     assert closing.endswith("Nothing has been published yet.") and "left as they were" not in closing
 
 

@@ -236,6 +236,10 @@ def remapped(con, sources, run_id: str | None = None) -> dict[str, int]:
     return {source: int(old) for source, old, new in rows if old and not new}
 
 
+# Where the empty-warehouse line starts quoting a file's own message (the CLI, naming the file itself, cuts it there).
+FIRST_PROBLEM = "; first problem: "
+
+
 def why_no_rows(con) -> str:
     """For a person looking at an empty warehouse: were files landed at all, and what happened to them."""
     if not con.sql(f"SELECT count(*) FROM information_schema.tables WHERE table_schema || '.' || table_name = "
@@ -253,7 +257,7 @@ def why_no_rows(con) -> str:
         FROM {C.LEDGER_TABLE} l WHERE l.accepted = 0 AND (l.message IS NOT NULL OR l.rejected > 0)
         ORDER BY l.file_id LIMIT 1""").fetchall()
     name, what = problems[0] if problems else (None, None)
-    first = f"; first problem: {what if what.startswith(f'{name}: ') else f'{name}: {what}'}" if what else ""
+    first = f"{FIRST_PROBLEM}{what if what.startswith(f'{name}: ') else f'{name}: {what}'}" if what else ""
     return (f"{files} landing file(s) read, {ingested} ingested, {accepted} row(s) accepted (see meta.ingest_ledger and "
             "raw.rejects)"
             f"{first}")
