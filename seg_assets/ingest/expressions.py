@@ -79,24 +79,6 @@ class Expr:
     string_columns: frozenset[str] = frozenset()  # of those, the ones a string function or || reads (not a comparison)
     spelled: tuple[tuple[str, str], ...] = ()  # (lower-cased name, as written) of each column it reads
 
-    @property
-    def case_without_else(self) -> bool:
-        """A ``CASE`` with no ``ELSE`` (or ``ELSE NULL``), or an ``if(c, x, NULL)``, anywhere in it (``lower(CASE
-        ...)`` too): NULL for every value it does not name (a status an export adds later). A NULL that a ``coalesce``
-        fills never reaches the rule."""
-        if self.column_name is not None:
-            return False
-        tree = sqlglot.parse_one(self.text, read="duckdb")
-
-        def null(node) -> bool:  # no ELSE, ELSE NULL, (NULL), CAST(NULL AS VARCHAR), NULL::VARCHAR (a reviewer's)
-            while isinstance(node, (exp.Paren, exp.Cast, exp.TryCast)):
-                node = node.this
-            return node is None or isinstance(node, exp.Null)
-
-        return (any(null(case.args.get("default")) for case in tree.find_all(exp.Case))
-                or any(null(branch.args.get("false")) for branch in tree.find_all(exp.If)
-                       if not isinstance(branch.parent, exp.Case)))  # a CASE's WHEN branches are If nodes too
-
     def spelling(self, column: str) -> str | None:
         """How the mapping writes ``column`` (`Kunde`), which errors name; None if it does not read it."""
         if self.column_name is not None:

@@ -95,7 +95,7 @@ def column_sql(
     col: Column, source: str | None, source_type: str | None, future_limit: datetime, min_ts: datetime,
     timestamp_format: str | None = None, local_time: bool = False, mapped_from: str | None = None,
     failed: str | None = None,
-    case_without_else: bool = False,
+    read_something: str | None = None,
 ) -> tuple[list[str], list[str], str, list[str]]:
     """(text select items, typed select items, final typed expression, rule CASEs) for one contract column.
 
@@ -104,8 +104,9 @@ def column_sql(
     fits the kind (:func:`typed_sql`, parquet) is typed as is: ``v`` is then no column but an expression
     inside reasons only, built for the rows a rule rejects (a CASE branch runs for its own rows only). ``mapped_from``:
     the file column or expression a source maps the column from, named in reasons; ``failed``: SQL true where that
-    expression failed on the row (a CAST of 'n/a', a division by zero), its first rule; ``case_without_else``: the
-    source maps the column with a ``CASE`` that has no ``ELSE``, whose NULL is a value it does not know, not an empty one.
+    expression failed on the row (a CAST of 'n/a', a division by zero), its first rule; ``read_something``: SQL true
+    where the expression mapping the column had a non-empty value to read (staging._read_something): its NULL there
+    is a value it does not know, not an empty one.
     Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601 (an offset
     may follow a space); text without an offset is local time of the session's TimeZone (UTC unless the source names
     one).
@@ -125,9 +126,9 @@ def column_sql(
         final = user_id_sql(v) if n == USER_ID else v
     elif col.kind == ENUM:
         final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
-        if col.empty_default is not None and case_without_else:  # its NULL is a value it does not know, not an empty
+        if col.empty_default is not None and read_something:  # its NULL is a value it does not know, not an empty
             # one: a tester's 60 pending lines were taken for paid ones (lower(Status) of an empty field keeps the default)
-            rules.append(f"WHEN {v} IS NULL THEN 'unknown:{n}|{shown} gives no value for this row: give every value "
+            rules.append(f"WHEN {v} IS NULL AND ({read_something}) THEN 'unknown:{n}|{shown} gives no value for this row: give every value "
                          f"it may read one (CASE ... ELSE, or coalesce(..., {col.empty_default.replace(chr(39), chr(39) * 2)}))'")
         rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {shown} ' || {shown_sql(v)}")
     else:

@@ -72,6 +72,17 @@ def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
     return f"json_object({', '.join(parts)})::VARCHAR" if parts else "'{}'"
 
 
+def _read_something(src: Source, expr) -> str | None:
+    """SQL true where a mapped expression (not a plain column) had a value to read: one of the file columns it reads
+    is not empty. Its NULL there is a value it does not know (a status an export adds later, whatever the expression:
+    CASE without ELSE, ``if(c, x, NULL)``, a MAP lookup), not an empty field; None for a column or a constant."""
+    if expr is None or expr.column_name is not None:
+        return None
+    idents = {n.strip().lower(): i for n, i in zip(src.names, src.idents)}
+    read = [f"nullif(trim(CAST({idents[c]} AS VARCHAR)), '') IS NOT NULL" for c in sorted(expr.columns) if c in idents]
+    return " OR ".join(read) or None
+
+
 def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bounds) -> None:
     """STAGE = one row per delivered row the source keeps: _row, typed contract columns, rule/reason (NULL if
     good), raw_values.
@@ -104,7 +115,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time,
                                               source.columns[col.name].text if col.name in source.columns else None,
-                                              failed, col.name in source.columns and source.columns[col.name].case_without_else)
+                                              failed, _read_something(src, source.columns.get(col.name)))
         values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")
