@@ -63,6 +63,10 @@ class Warehouse(DuckDBResource):
                 with interrupts.interruptible(con):
                     prepare_connection(con)
                     yield con
+            except duckdb.Error as exc:  # a damaged block a step reads (not one the connection read): one line, no retry
+                if DAMAGED_BLOCK.search(str(exc)) or (DAMAGED.search(str(exc)) and Path(self.database).name in str(exc)):
+                    raise WarehouseDamaged(self.database, exc) from None
+                raise
             finally:
                 con.close()
 
@@ -127,6 +131,7 @@ def create_atomically(database: Path, config: dict | None = None) -> None:
 
 
 DAMAGED = re.compile(r"not a valid DuckDB database file|Could not read enough bytes|Corrupt database file")
+DAMAGED_BLOCK = re.compile(r"Corrupt database file")  # DuckDB storage's checksum: no landing file's error (those name it)
 
 
 class WarehouseDamaged(dg.Failure):

@@ -115,6 +115,24 @@ def test_a_warehouse_with_an_overwritten_block_is_one_line(tmp_path):
             pass
 
 
+def test_a_damaged_block_a_step_reads_is_one_line_too(tmp_path):
+    """A data block overwritten: the connection opens (it reads the catalog only), the query that reads the block
+    failed with DuckDB's plain error, a traceback, retried twice (a reviewer's)."""
+    import os
+
+    from seg_assets.resources import Warehouse, WarehouseDamaged
+
+    database = tmp_path / "warehouse.duckdb"
+    with Warehouse(database=str(database)).get_connection() as con:
+        con.sql("CREATE TABLE t AS SELECT range AS i, md5(range::VARCHAR) AS s FROM range(300000)")
+    with database.open("r+b") as handle:
+        handle.seek(12288 + 262144 + 100)  # inside the first data block after the headers and the first block
+        handle.write(os.urandom(65536))
+    with pytest.raises(WarehouseDamaged, match="cannot be read .*Corrupt database file"):
+        with Warehouse(database=str(database), other_process_wait_seconds=0).get_connection() as con:
+            con.sql("SELECT max(s) FROM t").fetchall()
+
+
 def test_a_warehouse_moved_aside_without_its_wal_is_created_again(tmp_path):
     """The damaged-file advice followed, `warehouse.duckdb.wal` left behind: DuckDB refused the new file beside it
     ("WAL does not match database file", a reviewer's 129-line traceback). The orphan is renamed out of the way."""
