@@ -479,3 +479,18 @@ def test_excel_semicolon_resaves_say_what_to_set_without_their_rows(tmp_path):
     said = {row[1]: (row[2], row[8]) for row in ledger}
     assert said["orders/utf8.csv"][0] == "rejected_file" and 'csv: {delimiter: ";"}' in said["orders/utf8.csv"][1], said
     assert "encoding" in said["orders/excel.csv"][1] and "Hoodie" not in said["orders/excel.csv"][1], said
+
+
+def test_a_non_utf8_row_over_several_lines_is_not_copied_into_the_message(tmp_path):
+    """A cp1252 export whose bad row holds an address over three lines: DuckDB's "Original Line" ran on over them, and
+    the street and city went into the ledger and the CLI's lines (a reviewer's); only rows with a row's separators were
+    cut before."""
+    (tmp_path / "landing" / "customers").mkdir(parents=True)
+    rows = "".join(f"u{i},2026-01-0{1 + i % 9}T10:00:00Z,DE,web\n" for i in range(30))
+    text = ("user_id,signup_ts,country,channel,note\n" + rows.replace("web\n", "web,\n")
+            + 'u99,2026-01-05T10:00:00Z,DE,web,"Lieferung an Zoë Müller\nHauptstraße 5\n12345 Berlin"\n')
+    (tmp_path / "landing" / "customers" / "export.csv").write_bytes(text.encode("cp1252"))
+    _, ledger, _ = ingest(tmp_path)
+    [row] = ledger
+    assert row[2] in ("failed", "rejected_file") and "encoding" in row[8], row
+    assert "Hauptstra" not in row[8] and "Berlin" not in row[8] and "Zo" not in row[8], row[8]

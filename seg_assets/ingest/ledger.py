@@ -131,6 +131,9 @@ def ledger_only(con, out: FileOutcome, run_id: str, now: datetime) -> None:
 # Lines of a reader's error that do not help a person fix the file: the row as read (it may hold personal data),
 # the reader's own option dump and its hints about reader options the loader sets itself.
 _NOISE = ("Original Line", "Possible", "*", "LINE ", "^")
+# How DuckDB's CSV errors explain themselves after the row (its csv_error.cpp): where the row's lines end.
+_EXPLAINS = re.compile(r"Error when converting column|Maximum line size|The CSV Parser|Value with unterminated quote|"
+                       r"Expected Number of Columns|Invalid unicode|The parallel scanner")
 _FIXES = {"not utf-8 encoded": "save the file as UTF-8 (the data contract's encoding) and land it again, or set its "
                                "source's csv encoding in sources.yaml (e.g. csv: {encoding: cp1252})",
           "unexpected end of gzip stream": "the compressed file is cut short: land it again whole, under a new name",
@@ -145,9 +148,9 @@ def error_line(exc: Exception) -> str:
         return type(exc).__name__
     kept, in_row = [lines[0].strip()], False
     for x in lines[1:]:
-        # DuckDB's "Original Line" may go on over several lines of the file (a quote read with the wrong delimiter):
-        # they are rows (personal data), not an explanation
-        in_row = x.startswith("Original Line") or (in_row and sum(x.count(c) for c in ",;\t|") >= 3)
+        # DuckDB's "Original Line" goes on over as many lines as the row has (a quote read with the wrong delimiter, an
+        # address in a quoted value): they are the row (personal data) up to DuckDB's explanation, whatever they hold
+        in_row = x.startswith("Original Line") or (in_row and not _EXPLAINS.match(x))
         if x.strip() and not in_row and not x.startswith((" ", "\t")) and not x.startswith(_NOISE):
             kept.append(x.strip())
     text = "; ".join(k.rstrip(".") for k in kept)
