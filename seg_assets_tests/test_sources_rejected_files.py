@@ -464,6 +464,9 @@ def test_a_csv_read_without_its_last_line_end_says_its_last_value_may_be_cut(tmp
     said = {row[1]: (row[2], row[4], row[8] or "") for row in ledger}
     assert said["orders/a.csv"][:2] == ("ingested", 2) and f"{NO_LINE_END} (row 2)" in said["orders/a.csv"][2], said
     assert NO_LINE_END not in said["orders/b.csv"][2]
+    # the CLI's warning is the message's part that says it (refresh._ledger_problems): whole, not cut at its own '; '
+    [warning] = [part for part in said["orders/a.csv"][2].split("; ") if NO_LINE_END in part]
+    assert warning.endswith("land the row corrected in a new file)"), warning
 
 
 def test_excel_semicolon_resaves_say_what_to_set_without_their_rows(tmp_path):

@@ -245,7 +245,7 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
     out.delivered = con.sql(f"SELECT count(*) FROM {src.relation}").fetchall()[0][0]
     if out.delivered and unfinished(path, path.stat().st_size, out.file_format) == NO_LINE_END_YET:  # read once settled
         notes.append(f"{NO_LINE_END} (row {out.delivered}): if the file was cut short, that row's last value may be cut "
-                     "too (check it; if it is, land the row corrected in a new file)")
+                     "too (check it, and if it is, land the row corrected in a new file)")  # no '; ': notes are joined by it
     if rejected:
         rule, what = _missing_message(source, mapped)
         delimiter = source.csv.delimiter
