@@ -497,3 +497,17 @@ def test_a_non_utf8_row_over_several_lines_is_not_copied_into_the_message(tmp_pa
     [row] = ledger
     assert row[2] in ("failed", "rejected_file") and "encoding" in row[8], row
     assert "Hauptstra" not in row[8] and "Berlin" not in row[8] and "Zo" not in row[8], row[8]
+
+
+def test_a_stray_quote_that_swallows_a_short_last_row_among_long_ones_is_found(tmp_path):
+    """Most rows long (a 150-character title each), a quote left open in the last but one row swallowing the short
+    last row: under the length guard, the file was "ingested" with 39 of 40 rows and the last row inside a category
+    (a reviewer's)."""
+    title = ("Premium leather walking shoe with cushioned sole and breathable lining for all seasons, in brown, black "
+             "or navy; sizes 36 to 47, wide fit available")
+    rows = [f'o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,"{title}"\n' for i in range(40)]
+    rows[38] = 'o38,u38,2026-03-01T10:00:00Z,5,1,completed,"Deluxe 12 inch\n'
+    rows[39] = "o39,u39,2026-03-01T10:00:00Z,7,1,completed,Socks\n"
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(rows))
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "failed" and "line 40: a double quote opens a field" in ledger[0][8], ledger[0]
