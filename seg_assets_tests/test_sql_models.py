@@ -1,6 +1,7 @@
 """SQL models: dependencies come from the SQL itself; a new file is a new asset."""
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -456,3 +457,31 @@ def test_a_model_named_like_a_table_the_python_stages_write_is_refused_naming_it
                           env={**os.environ, "SEG_SQL_DIR": str(sql), "SEG_DATA_DIR": str(tmp_path / "data")})
     assert done.returncode != 0
     assert f"{name}.sql: " in done.stderr and said in done.stderr, done.stderr
+
+
+def test_the_views_behind_user_features_are_read_from_the_sql_not_listed(tmp_path):
+    """A new feature source (a view of campaign sends, a model counting them per user) left off a hand-kept list: an
+    incremental refresh after a sends-only delivery left 2,778 users' features stale until the rebase (a reviewer's).
+    The views are found from what the models read; one without its `event_time` header is refused in one line."""
+    import shutil
+
+    from seg_assets.features.assets import sources
+    from seg_assets.features.sql_files import SqlModelError, discover_models
+    from seg_assets.features.sql_models import first_views
+
+    sql = tmp_path / "sql"
+    shutil.copytree(Path(__file__).parents[1] / "dbt_like_sql", sql)
+    (sql / "staging" / "stg_sends.sql").write_text("-- materialized: view\n-- event_time: sent_ts\n"
+                                                    "SELECT user_id, sent_ts, _file_id FROM raw.campaign_sends\n")
+    (sql / "features" / "user_send_stats.sql").write_text("-- materialized: table\n"
+                                                          "SELECT user_id, count(*) AS sends FROM staging.stg_sends GROUP BY 1\n")
+    models = {m.table: m for m in discover_models(sql)}
+    assert first_views(["features.user_send_stats", "features.user_order_stats"], models) == (
+        "staging.stg_orders", "staging.stg_sends")
+    shipped = {s.table: s.event_time for s in sources(models)}
+    assert shipped == {"staging.stg_clicks": "event_ts", "staging.stg_customers": "signup_ts",
+                       "staging.stg_orders": "order_ts", "staging.stg_reviews": "review_ts"}
+    (sql / "staging" / "stg_orders.sql").write_text(
+        (sql / "staging" / "stg_orders.sql").read_text().replace("-- event_time: order_ts\n", ""))
+    with pytest.raises(SqlModelError, match="staging.stg_orders: a view that user features read needs an `-- event_time"):
+        sources({m.table: m for m in discover_models(sql)})

@@ -14,8 +14,8 @@ from seg_assets.features import dictionary
 from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
-from seg_assets.features.sql_files import discover_models
-from seg_assets.features.sql_models import build_version, built_inputs, event_time_of, sql_assets
+from seg_assets.features.sql_files import SqlModelError, discover_models
+from seg_assets.features.sql_models import build_version, built_inputs, event_time_of, first_views, sql_assets
 from seg_assets.features.user_features import (
     CATEGORY_INPUT,
     TOP_CATEGORIES,
@@ -35,13 +35,16 @@ TABLE = USER_FEATURES_TABLE
 # Refreshed hourly: warn when 75 minutes old, fail at 2 hours (reported in the UI; never launches runs).
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(minutes=75))
 _INPUTS = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
-# The views whose rows are behind a user's features: a user with a new row in any of them is recomputed.
-STAGING = ("staging.stg_orders", "staging.stg_clicks", "staging.stg_customers", "staging.stg_reviews")
 
 
 def sources(models: dict) -> list[inc.Source]:
-    """STAGING with the column that dates each view's rows: its SQL's ``-- event_time:`` header, read, not spelled here."""
-    return [inc.Source(table, event_time_of(table, models)) for table in STAGING]
+    """The views whose rows are behind a user's features (a user with a new row in any of them is recomputed), each with
+    the column that dates its rows: both read from the SQL (sql_models.first_views, the ``-- event_time:`` header)."""
+    out = [inc.Source(table, event_time_of(table, models)) for table in first_views(_INPUTS.values(), models)]
+    if undated := [s.table for s in out if s.event_time is None]:
+        raise SqlModelError(f"{', '.join(undated)}: a view that user features read needs an `-- event_time: <column>` "
+                            "header (the column that dates its rows: what finds the users with new rows)")
+    return out
 
 
 class FeatureConfig(CheckedConfig):
@@ -86,8 +89,9 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
         models = {m.table: m for m in discover_models()}
-        built = built_inputs(list(STAGING) + list(_INPUTS.values()), models)
-        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(models),
+        behind = sources(models)
+        built = built_inputs([s.table for s in behind] + list(_INPUTS.values()), models)
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=behind, code_version=_code_version(models),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags),
                               params={"top_categories": config.top_categories}, built=built)
         where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""

@@ -128,6 +128,18 @@ def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[s
     return windows
 
 
+def first_views(tables, models: dict[str, SqlModel]) -> tuple[str, ...]:
+    """The views (or raw tables) whose rows reach ``tables`` first: each table itself if it is one, else those of the
+    models it reads (not the views behind a view: its rows carry theirs). A user with a new row in one of them has
+    new features (features/assets.py), so a new source's view is found here, not added to a list by hand (one left
+    off the list left its users' features stale until the daily rebase: a reviewer's)."""
+    found: set[str] = set()
+    for table in tables:
+        model = models.get(table)
+        found.update(first_views(model.inputs, models) if model is not None and model.materialized != "view" else [table])
+    return tuple(sorted(found))
+
+
 def event_time_of(table: str, models: dict[str, SqlModel]) -> str | None:
     """The column that dates ``table``'s rows: its model's ``event_time``, or a raw table's contract timestamp."""
     if table in models:
