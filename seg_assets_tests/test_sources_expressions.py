@@ -147,6 +147,10 @@ def test_a_mapping_that_does_not_fit_one_file_names_the_expression_and_the_value
     _, ledger, _ = ingest(tmp_path)
     said = {r[1]: r[8] for r in ledger}["pos/c.csv"]
     assert "(summe is VARCHAR (e.g. 'abc'))" in said and "CAST(col AS DOUBLE) where text meets a number" in said, said
+    # a leading zero keeps a column text too: that value is the one shown (a reviewer's '6' beside '007')
+    write(tmp_path, "pos/d.csv", head + "E1,K1,2024-05-04T10:00:00Z,6,1\nE2,K1,2024-05-04T11:00:00Z,007,1\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert "(summe is VARCHAR (e.g. '007'))" in {r[1]: r[8] for r in ledger}["pos/d.csv"]
 
 
 def test_a_column_named_with_a_hyphen_is_that_column(tmp_path):

@@ -54,6 +54,9 @@ class Mapped:
         return [c for c in spec.file_required_columns if c not in self.columns]
 
 
+# A value with a leading zero ('007', a code) keeps its column text: a number would lose the zero.
+LEADING_ZERO = "^[+-]?0[0-9]"
+
 def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], text: set[str],
                   strings: set[str]) -> dict[str, str]:
     """SQL for each file column an expression reads: as is (Parquet, an empty text NULL as in a CSV file: a guest's
@@ -71,7 +74,7 @@ def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], t
     probes = []
     for n in names:
         v = f"nullif(trim({by_lower[n]}), '')"
-        plain = f"({v} IS NULL OR NOT regexp_matches({v}, '^[+-]?0[0-9]'))"
+        plain = f"({v} IS NULL OR NOT regexp_matches({v}, '{LEADING_ZERO}'))"
         # digits only: DuckDB's try_cast('2.5' AS BIGINT) rounds to 3 (8.16 was stored as 8)
         whole = f"regexp_full_match({v}, '[+-]?[0-9]+') AND try_cast({v} AS BIGINT) IS NOT NULL"
         probes += [f"count({v}) > 0", f"bool_and({v} IS NULL OR ({whole} AND {plain}))",
@@ -124,7 +127,8 @@ def _misfit(con, src: Source, exprs: dict[str, str], source: SourceDef, exc: Exc
         value = []
         if typ.startswith("VARCHAR"):  # show the value that made the column text, not any value (h5's '6' beside 'abc')
             value = con.sql(f"SELECT {ident}::VARCHAR FROM {src.relation} WHERE nullif(trim({ident}::VARCHAR), '') IS NOT NULL "
-                            f"AND try_cast(trim({ident}::VARCHAR) AS DOUBLE) IS NULL LIMIT 1").fetchall()
+                            f"AND (try_cast(trim({ident}::VARCHAR) AS DOUBLE) IS NULL "
+                            f"OR regexp_matches(trim({ident}::VARCHAR), '{LEADING_ZERO}')) LIMIT 1").fetchall()
         value = value or con.sql(f"SELECT {ident}::VARCHAR FROM {src.relation} WHERE {ident} IS NOT NULL LIMIT 1").fetchall()
         seen.append(f"{col} is {typ}" + (f" (e.g. {str(value[0][0])[:30]!r})" if value else ""))
     return (f"source {source.name!r}: {name}: {expr.text} does not fit this file ({'; '.join(seen)}): {first}. "
