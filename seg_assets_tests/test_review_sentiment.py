@@ -321,3 +321,15 @@ def test_a_lexicon_named_by_no_language_code_is_refused(tmp_path):
     (tmp_path / "german.txt").write_text("kaputt\t-2.5\n", encoding="utf-8")
     with pytest.raises(LexiconError, match=r"german\.txt: 'german' is no language code the identifier knows: .*de\.txt"):
         load_scorer(tmp_path)
+
+
+def test_the_scorer_version_follows_its_rules_text(tmp_path, monkeypatch):
+    """The version that decides whether reviews are scored again was a number bumped by hand: a rule changed without the
+    bump kept every review's old score after an upgrade, --rebase too (a reviewer's). It is the rules' own text."""
+    from seg_assets.reviews import sentiment
+
+    before = sentiment.load_scorer().version
+    changed = tmp_path / "sentiment.py"
+    changed.write_text(Path(sentiment.__file__).read_text().replace("THRESHOLD = 0.05", "THRESHOLD = 0.06"))
+    monkeypatch.setattr(sentiment, "__file__", str(changed))
+    assert sentiment.load_scorer().version != before
