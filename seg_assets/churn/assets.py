@@ -36,7 +36,7 @@ from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_i
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.churn import registry
 from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_HIGH, RISK_LEVELS, RISK_MEDIUM
-from seg_assets.churn.model import ChurnModel, train_churn_model
+from seg_assets.churn.model import KINDS, ChurnModel, train_churn_model
 from seg_assets.churn.scoring import SCORE_COLUMNS, ChurnScorer, score_churn
 from seg_assets.churn.snapshots import (
     MAX_SNAPSHOTS,
@@ -69,7 +69,7 @@ class ChurnConfig(CheckedConfig):
         default="when_needed", description="'when_needed': only without a model in service, after a settings change, "
         "when the model's data is older than max_age_days, or after a fit below min_auc. 'always' forces a fit.")
     horizon_days: int = Field(default=90, ge=1, le=MAX_DAYS, description="H: a user churns when they complete no order in the next H days.")
-    kind: Literal["auto", "gbm", "logreg"] = Field(
+    kind: Literal[KINDS] = Field(
         default="auto", description="gbm (HistGradientBoosting), logreg, or auto: both, keep the better time-based holdout ROC-AUC.")
     calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration on out-of-time scores (sigmoid keeps the ranking).")

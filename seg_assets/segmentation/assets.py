@@ -36,6 +36,7 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
+from seg_assets.segmentation.classifier import KINDS as CLASSIFIER_KINDS
 from seg_assets.segmentation.classifier import train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.fit import fit_segment_model
@@ -47,9 +48,9 @@ from seg_assets.segmentation.membership import (
     previous_id_sql,
     refit_churn,
 )
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, aged
+from seg_assets.segmentation.model import HIERARCHIES, ModelConfig, SegmentModel, aged
 from seg_assets.segmentation.quality import evaluate_model, stability_on
-from seg_assets.segmentation.selection import SelectionConfig, sample_indices
+from seg_assets.segmentation.selection import ALGORITHMS, SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
 from seg_assets.validation import with_checks
 from seg_assets.warehouse import latest_activity, registered, row_count, table_exists
@@ -70,14 +71,14 @@ class SegmentModelConfig(CheckedConfig):
     fit: Literal["always", "when_needed"] = Field(
         default="when_needed", description="'when_needed': only without a model in service, when left-out features gained "
         "data, on drift (not again within refit_retry_hours of a refused fit), or when it is too old; 'always': now.")
-    hierarchy: Literal["lifecycle", "flat"] = Field(
+    hierarchy: Literal[HIERARCHIES] = Field(
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
     k_min: int = Field(default=2, ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments); "
                      "a small stage gets fewer, every cluster holding min_cluster_rows users.")
     k_max: int = Field(default=8, ge=2, le=50, description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
     min_cluster_rows: int = Field(default=MODEL_DEFAULTS.min_cluster_rows, ge=1, le=1_000_000, description="No behaviour "
                                   "cluster of fewer users (a stage gets at most its users // this): no segment of a handful.")
-    algorithm: Literal["auto", "kmeans", "minibatch", "gmm"] = Field(
+    algorithm: Literal[ALGORITHMS] = Field(
         default="auto", description="auto: KMeans, MiniBatchKMeans above 200k rows.")
     new_max_tenure_days: float = Field(default=MODEL_DEFAULTS.new_max_tenure_days, ge=0, le=MAX_DAYS,
                                        description="Lifecycle stage 'new': tenure up to this many days.")
@@ -94,7 +95,7 @@ class SegmentModelConfig(CheckedConfig):
     max_membership_churn: float | None = Field(
         default=DEFAULT_MAX_CHURN, ge=0, le=1, description="Refuse a candidate that moves more than this share of the users "
         "whose features barely changed to another segment (None: report only).")
-    gate_classifier: Literal["logreg", "tree", "gbm", "mlp"] = Field(
+    gate_classifier: Literal[CLASSIFIER_KINDS] = Field(
         default="logreg", description="Classifier used for the gate's macro-F1.")
     max_age_days: float = Field(default=7.0, gt=0, le=MAX_DAYS, description="'when_needed' re-fits when the latest fit, promoted or "
                                 "refused, is older than this (data time).")

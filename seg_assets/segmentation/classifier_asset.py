@@ -24,7 +24,7 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.assets import GROUP, SEGMENT_CLASSIFIER, SEGMENT_MODEL, read_features
-from seg_assets.segmentation.classifier import train_classifier
+from seg_assets.segmentation.classifier import KINDS, train_classifier
 from seg_assets.segmentation.model import SegmentModel
 from seg_assets.segmentation.selection import sample_indices
 from seg_assets.validation import with_checks
@@ -33,10 +33,10 @@ from seg_assets.validation import with_checks
 class ClassifierConfig(CheckedConfig):
     fit: Literal["always", "when_needed"] = Field(
         default="when_needed", description="'when_needed': only if the model in service has no classifier yet; 'always': now.")
-    kind: Literal["logreg", "tree", "gbm", "mlp"] = Field(default="logreg", description="Classifier family.")
+    kind: Literal[KINDS] = Field(default="logreg", description="Classifier family.")
     min_macro_f1: float = Field(default=0.80, ge=0, le=1, description="A classifier below this held-out macro-F1 stays out of service.")
     max_rows: int = Field(default=200_000, ge=1_000, description="Training sample size (bounded so cost does not grow with users).")
-    seed: int = Field(default=0, ge=0, le=MAX_SEED)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the training sample and of the classifier.")
 
 
 CLASSIFIER_QUALITY = dg.AssetCheckSpec(
