@@ -23,12 +23,18 @@ def input_failure(message: str):
     return dg.Failure(description=message, allow_retries=False)
 
 
+# What Dagster raises in a step whose blocking asset check failed: no bug, the check's own result says what is wrong.
+CHECK_BLOCKED = "DagsterAssetCheckFailedError"
+
+
 def step_failure(data) -> tuple[str, bool]:
     """(message, expected) of a step's ``StepFailureData``: a ``dg.Failure``'s description (an input problem the asset
     told: expected), else the deepest cause of its error, past the retry policy's wrapper ("Exceeded max_retries of
     2" said nothing of the cause) and Dagster's own (a bug: unexpected). The CLI and the run-failure sensor both say it."""
     if data.user_failure_data is not None:
         return (data.user_failure_data.description or data.error.message).strip(), True
+    if data.error is not None and data.error.cls_name == CHECK_BLOCKED:  # a blocking check failed: its result says why
+        return " ".join(data.error.message.split()), True
     error = data.error
     while error.cause is not None:
         error = error.cause

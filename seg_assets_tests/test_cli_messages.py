@@ -126,3 +126,23 @@ def test_names_and_values_with_brackets_are_printed_as_they_are(tmp_path, monkey
     flat = " ".join(result.output.split())
     assert "shop[eu]/dagster_home" in flat and "orders/[b]a.csv: 1 of 2 rows rejected" in flat
     assert "unparseable amount: '[/b]'" in flat
+
+
+def test_a_failed_blocking_check_is_its_one_line_not_an_unexpected_error(tmp_path, monkeypatch):
+    """A blocking check that fails raises Dagster's DagsterAssetCheckFailedError in its step: it was shown as
+    "unexpected: please report it with the traceback", a stack trace, beside the check's own line (a reviewer's)."""
+    from seg_assets.features import checks
+
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    (root / "landing" / "orders" / "a.csv").write_text(
+        "order_id,user_id,order_ts,amount,items,status\n"
+        + "".join(f"o{i},u{i % 7},2026-10-0{1 + i % 9}T10:00:00Z,{5 + i},1,completed\n" for i in range(40)))
+    monkeypatch.setattr(checks, "range_violations", lambda ids, features: ["monetary: 3 nulls (allowed 0)"])
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--no-summary"])
+    assert result.exit_code == 1, result.output
+    assert "unexpected" not in result.output and "Stack Trace" not in result.output, result.output
+    [closing] = [line for line in result.output.splitlines() if line.startswith("Refresh failed")]
+    assert "user_features_valid: failed: features.user_features" in closing and "monetary: 3 nulls" in closing, closing
