@@ -23,6 +23,7 @@ from seg_assets.features.user_features import (
     USER_INPUTS,
     build_user_features,
     top_category_list,
+    unread_columns,
 )
 from seg_assets.markdown import frame as md_frame
 from seg_assets.resources import SegSettings, Warehouse
@@ -96,6 +97,10 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
                               params={"top_categories": config.top_categories}, built=built)
         where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""
         frames = {name: read_frame(con, table, where) for name, table in _INPUTS.items()}
+        for table, columns in unread_columns(frames).items():
+            context.log.warning(f"{table} has column(s) user_features does not read: {', '.join(columns)} (a column "
+                                "becomes a feature through its input's schema in features/user_features.py and its entry "
+                                "in features/dictionary.py)")
         activity = frames["category_activity"]
         if plan.incremental:
             categories = inc.read_state(con, TABLE).params["categories"]

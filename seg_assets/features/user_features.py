@@ -46,6 +46,20 @@ USER_INPUTS = {
 CATEGORY_INPUT = ("category_activity", "features.user_category_activity")
 
 
+def unread_columns(frames: dict[str, pl.DataFrame | None]) -> dict[str, list[str]]:
+    """Per input table, the columns its model has that build_user_features does not read (``_`` ones are
+    bookkeeping): a column added to a feature model's SQL becomes a feature only through its schema above and its
+    entry in dictionary.py, and was dropped without a word (a reviewer's)."""
+    schemas = {name: schema for name, (_, schema) in USER_INPUTS.items()} | {CATEGORY_INPUT[0]: CATEGORY_SCHEMA}
+    tables = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
+    out = {}
+    for name, frame in frames.items():
+        extra = [c for c in frame.columns if c not in schemas[name] and not c.startswith("_")] if frame is not None else []
+        if extra:
+            out[tables[name]] = extra
+    return out
+
+
 def _conform(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:
     """Cast to the expected schema; a missing input becomes an empty frame of that schema, a missing column nulls."""
     if frame is None:
