@@ -356,3 +356,21 @@ def test_a_publication_record_staged_by_a_killed_run_is_removed_by_a_later_one(t
         os.utime(path, (time.time() - age, time.time() - age))
     published_state.commit_state(paths, published_state.stage_published_state(paths, [], "2026-10-31", "settings"))
     assert sorted(p.name for p in state.parent.iterdir()) == [recent.name, state.name]
+
+
+def test_bi_comments_name_the_settings_defaults_from_their_one_definition():
+    """BI comments stated default thresholds as facts ('1-5', '80th / 50th') written by hand: wrong after --set and apt
+    to drift from the code (a reviewer's). They say 'default' and read each value where it is defined."""
+    from seg_assets.churn.assets import ChurnConfig
+    from seg_assets.publish.columns import describe
+    from seg_assets.segmentation.scoring import ScoringConfig
+
+    scoring, churn = ScoringConfig(), ChurnConfig()
+    assert f"1..rfm_bins (default {scoring.rfm_bins})" in describe("analytics.user_segments", "f_score")
+    life = describe("analytics.user_segments", "lifecycle_stage")
+    for days in (scoring.new_max_tenure_days, scoring.active_max_recency_days, scoring.at_risk_max_recency_days,
+                 scoring.dormant_max_recency_days):
+        assert f"<= {days:g} d" in life, life
+    tier = describe("analytics.user_segments", "value_tier")
+    assert f"{scoring.value_high_quantile:.0%} / {scoring.value_medium_quantile:.0%}" in tier and "defaults" in tier
+    assert f"default {churn.horizon_days})" in describe("analytics.user_segments", "churn_probability")

@@ -40,7 +40,8 @@ class BasketRulesConfig(CheckedConfig):
     min_lift: float = Field(default=1.0, ge=0, description="Lift at least this (1: bought together more often than by chance).")
     max_basket_size: int = Field(default=C.MAX_BASKET_SIZE, ge=2,
                                  description="Orders with more distinct products are left out (wholesale, data errors).")
-    top_rules: int = Field(default=5, ge=1, le=100, description="Rules per segment in segment_basket_rules.top_rules and the UI.")
+    top_rules: int = Field(default=R.RuleSettings.top_rules, ge=1, le=100,
+                           description="Rules per segment in segment_basket_rules.top_rules and the UI.")
     track_margin: float = Field(default=C.CountSettings.track_margin, gt=0, le=1,
                                 description="Pairs are kept for products above margin x threshold, "
                                 "so most refreshes update counts instead of recounting.")

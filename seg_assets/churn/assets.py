@@ -35,7 +35,7 @@ from seg_assets.artifacts import MAX_SEED
 from seg_assets.automation.conditions import WEEKLY_REFIT_CRON, rescore_on_new_inputs
 from seg_assets.automation.limits import CheckedConfig
 from seg_assets.churn import registry
-from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, RISK_HIGH, RISK_LEVELS, RISK_MEDIUM
+from seg_assets.churn.keys import CHURN_MODEL, CHURN_SCORES, HORIZON_DAYS, RISK_HIGH, RISK_LEVELS, RISK_MEDIUM
 from seg_assets.churn.model import KINDS, ChurnModel, train_churn_model
 from seg_assets.churn.scoring import SCORE_COLUMNS, ChurnScorer, score_churn
 from seg_assets.churn.snapshots import (
@@ -68,7 +68,8 @@ class ChurnConfig(CheckedConfig):
     fit: Literal["when_needed", "always"] = Field(
         default="when_needed", description="'when_needed': only without a model in service, after a settings change, "
         "when the model's data is older than max_age_days, or after a fit below min_auc. 'always' forces a fit.")
-    horizon_days: int = Field(default=90, ge=1, le=MAX_DAYS, description="H: a user churns when they complete no order in the next H days.")
+    horizon_days: int = Field(default=HORIZON_DAYS, ge=1, le=MAX_DAYS,
+                              description="H: a user churns when they complete no order in the next H days.")
     kind: Literal[KINDS] = Field(
         default="auto", description="gbm (HistGradientBoosting), logreg, or auto: both, keep the better time-based holdout ROC-AUC.")
     calibration: Literal["sigmoid", "isotonic"] = Field(

@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import re
 
-from seg_assets.churn.keys import RISK_HIGH, RISK_MEDIUM
+from seg_assets.activation.groups import BUCKETS
+from seg_assets.activation.lift import SRM_THRESHOLD
+from seg_assets.baskets.rules import RuleSettings
+from seg_assets.churn.keys import HORIZON_DAYS, RISK_HIGH, RISK_MEDIUM
 from seg_assets.features.dictionary import BY_NAME, CATEGORY_SHARE_PREFIX, USER_ID_HASHED
+from seg_assets.recommend.model import RecSettings
+from seg_assets.segmentation.rule_based import RFM_BINS, LifecycleThresholds, ValueTiers
+
+# Defaults are named as defaults, from their one definition: a run may set others (its rules_version, its run config)
+_LIFE, _TIERS = LifecycleThresholds(), ValueTiers()
 
 MAX_CHARS = 160
 _USER_ID = f"User id from the landing files ({USER_ID_HASHED})."
@@ -22,7 +30,7 @@ _SEGMENT_NAME = "Segment name given by the segment model."
 _AS_OF_FEATURES = "As-of time (UTC) of the user's features the row was computed from."
 _FEATURES_BUILD = "Build of the user's features the row was computed from (ledger watermark and code digest)."
 _CHURN = {  # churn/scoring.py, copied into user_segments
-    "churn_probability": "Calibrated probability (0-1) of no completed order in the next H days (horizon_days, default 90); "
+    "churn_probability": f"Calibrated probability (0-1) of no completed order in the next H days (horizon_days, default {HORIZON_DAYS}); "
                          "NULL without a churn model in service.",
     "churn_risk": f"high / medium / low: churn_probability >= {RISK_HIGH} / >= {RISK_MEDIUM} / below (configurable); NULL "
                   "without a churn model.",
@@ -40,16 +48,18 @@ TABLES: dict[str, dict[str, str]] = {
         "model_version": "Segment model in service when the row was written (v0001, v0002, ...).",
         "as_of": _AS_OF_FEATURES,
         "segment_stage": "The model's stage of the segment: new, lapsed or engaged (all for a flat model).",
-        "r_score": "Recency score 1..rfm_bins (default 5): rank of recency_days (tenure if never ordered) among all users; the "
+        "r_score": f"Recency score 1..rfm_bins (default {RFM_BINS}): rank of recency_days (tenure if never ordered) among all users; the "
                    "top score is the most recent.",
-        "f_score": "Frequency score 1-5 (rfm_bins): rank of completed orders among buyers; 1 for users who never ordered.",
-        "m_score": "Monetary score 1-5 (rfm_bins): rank of lifetime spend among buyers; 1 for users who never ordered.",
+        "f_score": f"Frequency score 1..rfm_bins (default {RFM_BINS}): rank of completed orders among buyers; 1 for users who "
+                   "never ordered.",
+        "m_score": f"Monetary score 1..rfm_bins (default {RFM_BINS}): rank of lifetime spend among buyers; 1 for users who never ordered.",
         "rfm_score": "r_score, f_score and m_score as one text, e.g. '545'.",
         "rfm_group": "RFM group from the R x F grid (Champions, Loyal, ..., Lost).",
-        "lifecycle_stage": "new (tenure <= 30 d), else by recency_days (tenure if never ordered): active <= 30 d, at risk <= 90 d, "
-                           "dormant <= 180 d, else churned; configurable.",
-        "value_tier": "high / medium / low: lifetime spend at or above the 80th / 50th percentile of buyers', else low "
-                      "(configurable, also by expected value).",
+        "lifecycle_stage": f"new (tenure <= {_LIFE.new_max_tenure_days:g} d), else by recency_days: active <= "
+                           f"{_LIFE.active_max_recency_days:g} d, at risk <= {_LIFE.at_risk_max_recency_days:g} d, dormant <= "
+                           f"{_LIFE.dormant_max_recency_days:g} d, else churned (defaults).",
+        "value_tier": f"high / medium / low: lifetime spend at or above the {_TIERS.high_quantile:.0%} / "
+                      f"{_TIERS.medium_quantile:.0%} quantile of buyers' (defaults; also by expected value), else low.",
         **_CHURN,
         "assigned_by": "What assigned the segment: 'classifier <version>' in service, else 'model <version>'.",
         "rules_version": "Hash of the settings of the rule-based columns (RFM bins, lifecycle and value thresholds).",
@@ -130,7 +140,7 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "analytics.user_groups": {  # activation/groups.py
         "user_id": _USER_ID,
-        "global_control": "True for the global control group (bucket below control share x 10,000), which never receives an action.",
+        "global_control": f"True for the global control group (bucket below control share x {BUCKETS:,}), which never receives an action.",
         "bucket": "Hash bucket 0-9,999 of the user (md5 of salt and user_id): the same on every refresh.",
         "salt_version": "Version of the control group's salt and share that drew the group (meta.control_salts).",
     },
@@ -156,7 +166,7 @@ TABLES: dict[str, dict[str, str]] = {
         "segment_name": "Segment name; '(whole shop)' for the whole shop.",
         "baskets": "Baskets (orders with completed lines) of the scope's users.",
         "rules": "Basket rules found in the scope (both directions of a pair count).",
-        "top_rules": "The strongest rules (top_rules, default 5) by lift then support, one direction per pair, "
+        "top_rules": f"The strongest rules (top_rules, default {RuleSettings.top_rules}) by lift then support, one direction per pair, "
                      "'; '-separated; '' when none.",
     },
     "analytics.campaign_lift": {  # activation/lift.py, outcomes.py: one row per campaign x action x segment
@@ -198,7 +208,7 @@ TABLES: dict[str, dict[str, str]] = {
         "planned_control_share": "Share of users the campaign meant to hold out (holdout_share in actions.yaml).",
         "srm_p_value": "Chi-square p-value of the treated/control counts against the planned split (sample-ratio mismatch).",
         "srm_p_holm": "srm_p_value Holm-adjusted over all the cells of the table.",
-        "srm_warning": "True when srm_p_holm < 0.001: the treated/control split looks broken; do not trust the cell's lift.",
+        "srm_warning": f"True when srm_p_holm < {SRM_THRESHOLD}: the treated/control split looks broken; do not trust the cell's lift.",
     },
     "analytics.next_best_action": {  # activation/policy.py, contextual.py, assets.py
         "user_id": "User id (global-control users and users with no eligible action get no row).",
@@ -226,7 +236,7 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "analytics.user_recommendations": {  # recommend/model.py
         "user_id": _USER_ID,
-        "rank": "Position in the user's list, 1 = best (up to top_n, default 10).",
+        "rank": f"Position in the user's list, 1 = best (up to top_n, default {RecSettings.top_n}).",
         "product_id": "Recommended product id.",
         "score": "Score 0-1 of a logistic blend of popularity and the user's own signals fitted on the last 30 days "
                  "(horizon_days); the segment's popularity share if too few purchases to fit.",

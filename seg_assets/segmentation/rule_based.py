@@ -31,6 +31,7 @@ import polars as pl
 
 # (group, R min, R max, F min, F max) on scores 1..GRID_BINS; the first match wins.
 GRID_BINS = 5
+RFM_BINS = 5  # the default score range 1..RFM_BINS (ScoringConfig.rfm_bins)
 RFM_GROUPS: tuple[tuple[str, int, int, int, int], ...] = (
     ("Champions", 5, 5, 4, 5),
     ("Loyal", 3, 4, 4, 5),
@@ -135,7 +136,7 @@ class ReferenceCuts:
     value: tuple[float | None, float | None]
 
 
-def reference_cuts(reference: pl.DataFrame, *, bins: int = 5, tiers: ValueTiers = ValueTiers(),
+def reference_cuts(reference: pl.DataFrame, *, bins: int = RFM_BINS, tiers: ValueTiers = ValueTiers(),
                    recency: str = "recency_days", frequency: str = "frequency", monetary: str = "monetary") -> ReferenceCuts:
     """R ranks recency (descending) among all users; F and M rank among buyers; value cuts among buyers."""
     buyer = reference[frequency] > 0
@@ -147,7 +148,7 @@ def reference_cuts(reference: pl.DataFrame, *, bins: int = 5, tiers: ValueTiers 
     )
 
 
-def rfm_scores(frame: pl.DataFrame, *, bins: int = 5, recency: str = "recency_days", frequency: str = "frequency",
+def rfm_scores(frame: pl.DataFrame, *, bins: int = RFM_BINS, recency: str = "recency_days", frequency: str = "frequency",
                monetary: str = "monetary", reference: pl.DataFrame | None = None,
                cuts: ReferenceCuts | None = None) -> pl.DataFrame:
     """``frame`` plus r_score, f_score, m_score (Int8) and rfm_score ("545"), ranked within ``reference``
@@ -213,7 +214,7 @@ def value_tier_expr(tiers: ValueTiers = ValueTiers(), monetary: str = "monetary"
             .otherwise(pl.lit("low")).alias("value_tier"))
 
 
-def rule_based_segments(frame: pl.DataFrame, *, id_col: str = "user_id", bins: int = 5,
+def rule_based_segments(frame: pl.DataFrame, *, id_col: str = "user_id", bins: int = RFM_BINS,
                         groups: Sequence[tuple[str, int, int, int, int]] = RFM_GROUPS,
                         lifecycle: LifecycleThresholds = LifecycleThresholds(),
                         tiers: ValueTiers = ValueTiers(), reference: pl.DataFrame | None = None,

@@ -50,6 +50,7 @@ from seg_assets.segmentation.profiles import review_profile, rules_markdown
 from seg_assets.segmentation.profiles import segment_profiles as build_profiles
 from seg_assets.segmentation.rule_based import (
     LIFECYCLE_STAGES,
+    RFM_BINS,
     RFM_GROUPS,
     VALUE_TIERS,
     LifecycleThresholds,
@@ -86,7 +87,7 @@ LIFECYCLE, TIERS = LifecycleThresholds(), ValueTiers()  # the rules' defaults, s
 class ScoringConfig(CheckedConfig):
     assign_with: Literal["classifier", "model"] = Field(
         default="classifier", description="Who assigns users: the classifier in service (falls back to the model if none).")
-    rfm_bins: int = Field(default=5, ge=2, le=10, description="RFM score range 1..rfm_bins (quantiles).")
+    rfm_bins: int = Field(default=RFM_BINS, ge=2, le=10, description="RFM score range 1..rfm_bins (quantiles).")
     new_max_tenure_days: float = Field(default=LIFECYCLE.new_max_tenure_days, ge=0, le=MAX_DAYS,
                                        description="Lifecycle 'new': tenure up to this many days.")
     active_max_recency_days: float = Field(default=LIFECYCLE.active_max_recency_days, ge=0, le=MAX_DAYS,
