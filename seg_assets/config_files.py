@@ -26,7 +26,7 @@ from seg_assets.errors import InputError
 
 M = TypeVar("M", bound=BaseModel)
 # The data root's configuration files and the environment variable that can name another path for each. Only these
-# are read (load_model), and a change to any of them makes the next refresh run (published_state).
+# are read (load_model), and a change to any of them makes the next refresh run (publish/state.py).
 FILES = {"sources.yaml": "SEG_SOURCES_FILE", "actions.yaml": "SEG_ACTIONS_FILE"}
 # A name from a configuration file that becomes part of a file or table name (a source, an action id).
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

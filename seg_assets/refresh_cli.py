@@ -55,7 +55,7 @@ def checked_settings(paths, config: Path | None, set_: list[str], engine: str | 
 def nothing_landed(paths, overrides: dict, strict: bool) -> bool:
     """True (and said) when there is nothing to refresh: no warehouse, no settings given (those are checked by a run),
     and no landing file a source reads. Files that no source reads are named, and exit 3 under --strict."""
-    from seg_assets.published_state import landed
+    from seg_assets.publish.state import landed
 
     if overrides.get("ops") or paths.warehouse.exists() or landed(paths):
         return False
@@ -75,7 +75,7 @@ def segments_current(paths, overrides: dict, as_of: str | None, engine: str | No
     """True (and said) when the published segments were built from these landing files, settings and code: no run.
     Under --strict, files still not taken in (each unread one named) exit 3."""
     from seg_assets.automation.run_config import merge, refresh_run_config
-    from seg_assets.published_state import FAILED_FILES, nothing_new, settings_fingerprint
+    from seg_assets.publish.state import FAILED_FILES, nothing_new, settings_fingerprint
     from seg_assets.spark.session import engine_from_env
 
     ops = merge(refresh_run_config(), overrides)["ops"]
@@ -128,7 +128,7 @@ def print_outcome(outcome, paths, instance, summary: bool) -> None:
     from seg_assets.report import print_summary
 
     if not outcome.success:  # its steps may have written tables newer than the publication: the next refresh runs
-        from seg_assets.published_state import mark_not_current
+        from seg_assets.publish.state import mark_not_current
 
         mark_not_current(paths)
     if interrupts.STOP.is_set() and not outcome.success:
@@ -154,7 +154,7 @@ def print_outcome(outcome, paths, instance, summary: bool) -> None:
 def exit_if_files_not_taken_in(outcome, paths) -> None:
     """--strict after a successful run: exit 3 if a landing file was not taken in (not read, failed or rejected by
     this run, or by an earlier one and unchanged since), each named."""
-    from seg_assets.published_state import not_taken_in
+    from seg_assets.publish.state import not_taken_in
 
     unread = _unread(paths)  # named either way
     named = {p.where for p in outcome.problems if p.kind == "file"}
@@ -208,7 +208,7 @@ def _take_turn(turn, instance, wait_seconds: float, poll_seconds: float = 2.0) -
 
 def _unread(paths) -> dict[str, str]:
     """--strict: the landing files no source reads (a link out of landing/, an unknown format), each named."""
-    from seg_assets.published_state import not_read
+    from seg_assets.publish.state import not_read
 
     unread = not_read(paths)
     for name, why in list(unread.items())[:10]:
@@ -219,7 +219,7 @@ def _unread(paths) -> dict[str, str]:
 def _what_bi_shows(outcome, paths) -> str:
     """The segments BI tools see after a run that did not finish: this run's (a step after bi_segments failed, the
     audiences say), the earlier publication's, or none yet."""
-    from seg_assets.published_state import published, shown_as_of
+    from seg_assets.publish.state import published, shown_as_of
 
     if outcome.published:
         return "this run had published its segments"
@@ -230,7 +230,7 @@ def _what_bi_shows(outcome, paths) -> str:
 
 def closing_line(outcome, paths) -> str:
     """Says how it went, repeats the causes, and says what BI tools see now."""
-    from seg_assets.published_state import not_read
+    from seg_assets.publish.state import not_read
 
     causes = "; ".join(escape(p.line()) for p in outcome.causes)
     if outcome.success:

@@ -255,7 +255,7 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
     """A run killed after user_segments (other settings) left its table; automation's next run published it to BI,
     settings no finished run had. BI now keeps its last publication until a run rewrites the table and finishes.
     Refreshed in place: a copied root is never "current", so the "not current" below would hold whatever the code."""
-    from seg_assets.published_state import nothing_new, settings_fingerprint
+    from seg_assets.publish.state import nothing_new, settings_fingerprint
     from seg_assets.settings import data_paths
 
     defs, instance, _ = refreshed_here

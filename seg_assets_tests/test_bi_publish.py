@@ -344,7 +344,7 @@ def test_a_publication_record_staged_by_a_killed_run_is_removed_by_a_later_one(t
     `state/.published.json.<token>.tmp`; they piled up. The next publication removes one older than an hour."""
     import time
 
-    from seg_assets import published_state
+    from seg_assets.publish import state as published_state
     from seg_assets.settings import data_paths
 
     paths = data_paths(tmp_path).ensure()

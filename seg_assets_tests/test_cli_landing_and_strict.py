@@ -7,8 +7,8 @@ import os
 import shutil
 import time
 
-from seg_assets import published_state
 from seg_assets.cli import app
+from seg_assets.publish import state as published_state
 from seg_assets.settings import data_paths
 from seg_assets_tests.cli_runner import runner
 

@@ -140,7 +140,7 @@ def test_a_bad_lexicon_is_one_line_before_the_run_and_a_pipe_there_does_not_hang
     assert not (root / "warehouse.duckdb").exists()
     (root / "sentiment" / "de.txt").unlink()
     os.mkfifo(root / "sentiment" / "de.txt")
-    from seg_assets.published_state import lexicon_fingerprint
+    from seg_assets.publish.state import lexicon_fingerprint
     from seg_assets.settings import data_paths
 
     assert lexicon_fingerprint(data_paths(root))  # returns (a pipe is not read), the run then refuses it in one line

@@ -200,7 +200,7 @@ def test_the_publication_is_recorded_before_bi_switches_and_a_later_failure_says
 
     # The record cannot be put in place after the switch (a tester's immutable state/published.json): BI shows this
     # run, and every message said it was left as it was, while each retry published again and left a staged file.
-    import seg_assets.published_state as ps
+    import seg_assets.publish.state as ps
 
     audiences.unlink()
     from datetime import timedelta

@@ -382,7 +382,7 @@ def test_a_publication_counts_only_the_files_the_features_were_built_from(tmp_pa
 
     from seg_assets.features import incremental as inc
     from seg_assets.features.user_features import USER_FEATURES_TABLE
-    from seg_assets.published_state import ledger_files
+    from seg_assets.publish.state import ledger_files
     from seg_assets_tests.sources_ingest import NOW
 
     write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T10:00:00Z,5,1,completed\n")

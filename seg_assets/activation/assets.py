@@ -53,7 +53,7 @@ from seg_assets.markdown import frame as md_frame
 from seg_assets.markdown import percent
 from seg_assets.markdown import table as md_table
 from seg_assets.publish.keys import BI_SEGMENTS, SEGMENT_HISTORY
-from seg_assets.published_state import refuse_tables_of_failed_runs
+from seg_assets.publish.state import refuse_tables_of_failed_runs
 from seg_assets.recommend.assets import USER_RECOMMENDATIONS
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY

@@ -48,9 +48,9 @@ def hourly_refresh(context: dg.ScheduleEvaluationContext, settings: SegSettings)
 
 
 def segments_current(settings: SegSettings) -> str | None:
-    """The CLI's "segments are current" rule for the job's own settings (published_state.nothing_new): the schedule's
+    """The CLI's "segments are current" rule for the job's own settings (publish/state.py: nothing_new): the schedule's
     and the landing sensor's."""
-    from seg_assets.published_state import nothing_new, settings_fingerprint
+    from seg_assets.publish.state import nothing_new, settings_fingerprint
     from seg_assets.spark.session import engine_from_env
 
     return nothing_new(settings.paths, settings_fingerprint(refresh_run_config()["ops"], settings.as_of, engine_from_env()))
@@ -121,7 +121,7 @@ def refresh_failure_log(context: dg.RunFailureSensorContext):
     details = "; ".join(f"{e.step_key}: {_cause(e.step_failure_data)}" for e in failed) or (
         f"{', '.join(unfinished)} did not finish (its process stopped: killed or out of memory?)" if unfinished
         else context.failure_event.message.rstrip("."))
-    from seg_assets.published_state import mark_not_current
+    from seg_assets.publish.state import mark_not_current
 
     mark_not_current(data_paths())  # it may have written tables newer than the publication: the next refresh runs
     context.log.error(f"run {context.dagster_run.run_id} ({context.dagster_run.job_name}) failed: {details}. " + (

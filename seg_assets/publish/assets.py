@@ -16,7 +16,7 @@ from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
 from seg_assets.publish.history import record_history, segment_sizes_over_time
 from seg_assets.publish.keys import BI_SEGMENTS, HISTORY_TABLE, SEGMENT_HISTORY, SEGMENT_TRANSITIONS, TRANSITIONS_TABLE
-from seg_assets.published_state import (
+from seg_assets.publish.state import (
     commit_state,
     ledger_files,
     refuse_tables_of_failed_runs,
