@@ -263,3 +263,32 @@ def test_the_samples_follow_the_delivered_ids_not_their_codes():
     con.sql("INSERT INTO raw.order_items VALUES ('o0', 'a0', 'p1', TIMESTAMP '2026-03-01', NULL, 'completed', 1)")
     after = sampled()
     assert len(before) == 100 and len(before - after) <= 1  # at most the one the newcomer displaced
+
+
+def test_a_staple_bought_yesterday_stays_recommendable_and_a_one_off_does_not():
+    """Excluding every product just bought cost hits where shoppers re-buy (postage in most retail orders, a
+    generated segment's top product; a tester's): a product bought again in the next basket at least as often as the
+    shop's baskets hold it is a staple, kept; the sofa bought once is excluded, in the lists and in the baselines."""
+    con = _no_baskets()
+    lines = []
+    for u in range(6):  # S in every basket, D once, F1 and F2 once each
+        for k in range(3):
+            o = f"o{u}_{k}"
+            lines += [(o, f"u{u}", "S", f"2026-02-{10 + 5 * k:02d}"), (o, f"u{u}", f"F{k}" if k else "D", f"2026-02-{10 + 5 * k:02d}")]
+    lines += [("x1", "ux", "S", "2026-02-28"), ("x1", "ux", "D", "2026-02-28")]  # ux: bought both yesterday
+    for o, u, p, t in lines:
+        con.execute("INSERT INTO raw.order_items VALUES (?, ?, ?, ?, NULL, 'completed', 1)", [o, u, p, t])
+    con.sql("CREATE SCHEMA analytics")
+    con.sql("CREATE TABLE analytics.user_segments AS SELECT DISTINCT user_id, 1 AS segment_id FROM raw.order_items")
+    s = M.RecSettings(top_n=3, exclude_days=3, min_fit_positives=1000)
+    cut = datetime(2026, 3, 1)
+    M.load(con, s, "SELECT user_id, segment_id FROM analytics.user_segments")
+    w = M.fit(con, cut, s, serve=("_t_", True))
+    assert con.sql(f"SELECT p.name FROM _t_staple s JOIN {M.PRODUCTS} p ON p.code = s.product_id").fetchall() == [("S",)]
+    con.sql(f"CREATE TEMP TABLE _u AS SELECT * FROM {M.SEGMENTS}")
+    M.candidates(con, cut, "_u", s, "_t_")
+    M.rank(con, w, s, "_u", "_t_")
+    ux = set(con.sql(f"SELECT product_id FROM ({M.decoded('_recs')}) WHERE user_id = 'ux'").pl()["product_id"])
+    assert "S" in ux and "D" not in ux, ux
+    base = con.sql(M.decoded(E.popular_sql(cut, "_u", s, "_t_", "segment"))).pl().filter(pl.col("user_id") == "ux")
+    assert "S" in set(base["product_id"]) and "D" not in set(base["product_id"])

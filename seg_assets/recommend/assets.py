@@ -1,9 +1,9 @@
 """``analytics/user_recommendations``: each user's top-N products (model.py), refreshed with the order lines.
 
 Thin wiring. A **full build** (first build, new order lines, cancelled order rows or replaced rows of either,
-other settings, a rebase, a refresh as of another date in the past or the first one after it: the basket counts'
-rule) recomputes the shared tables (``meta.rec_*``: popularity per segment and shop,
-"also bought" products, category products), re-fits the weights on the last horizon and re-ranks every user, a chunk of
+other settings or code, a rebase, a refresh as of another date in the past or the first one after it: the basket
+counts' rule) recomputes the shared tables (``meta.rec_*``: popularity per segment and shop,
+"also bought" products, category products, staples), re-fits the weights on the last horizon and re-ranks every user, a chunk of
 users at a time. Otherwise nothing is read but the baskets' watermark (baskets/counts.py) and the state, and
 nothing is written: users whose segment moved
 since (with new clicks, say) and users new since keep their list, or have none, until the next delivery with
@@ -101,7 +101,7 @@ def user_recommendations(context: dg.AssetExecutionContext, config: RecommendCon
         why = ("rebase requested" if inc.rebase_requested(context.run.tags) else "first build" if not state
                else "state of an older version" if "segment_model" not in state[0]
                else "new order lines or cancellations" if state[0]["watermark"] != wm
-               else "settings changed" if state[0]["settings_key"] != s.key()
+               else "settings or code changed" if state[0]["settings_key"] != s.key()
                else as_of_moved(until, state[0]["until"])
                or ("a new segment model in service" if state[0]["segment_model"] != model
                    else "table missing" if not table_exists(con, TABLE) else ""))

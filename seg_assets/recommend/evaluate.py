@@ -5,7 +5,8 @@ the distinct products each user bought in (``cut``, ``cut + test_days``]. Every 
 window is a test user (those without history get their segment's popular items, from every method).
 **hit rate@k**: share of test users with at least one bought product among their k recommendations;
 **recall@k**: per test user, bought products recommended / bought products, averaged over test users.
-Baselines, served under the same rule (no product the user bought in the ``exclude_days`` before ``cut``):
+Baselines, served under the same rule (no product the user bought in the ``exclude_days`` before ``cut``, staples
+aside):
 the k most popular products of the user's segment (share of the segment's baskets) and of the whole shop.
 Segments are those given to ``model.load`` (the current ones), the same for every method.
 """
@@ -40,7 +41,8 @@ def popular_sql(cut: datetime, users: str, s: M.RecSettings, prefix: str, scope:
     fill in when the segment has too few) or of the shop, less the products the user bought in the
     ``exclude_days`` before ``cut`` (``prefix``: model_tables' tables)."""
     recent = (f"SELECT user_id, product_id FROM {M.BASKETS} WHERE order_ts <= {M._ts(cut)} "
-              f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))}") if s.exclude_days > 0 else \
+              f"AND order_ts > {M._ts(cut - timedelta(days=s.exclude_days))} "
+              f"AND product_id NOT IN (SELECT product_id FROM {prefix}staple)") if s.exclude_days > 0 else \
         f"SELECT user_id, product_id FROM {M.BASKETS} WHERE false"
     # Enough of each list for top_n after the exclusions, whatever the model's ``candidates``: drawn from the top
     # ``candidates`` it was cut short when candidates < top_n (3: the segment baseline's hit rate 0.289 -> 0.236 on

@@ -27,7 +27,9 @@ on "has it" and "log of it" per feature, fitted on the last ``horizon_days`` bef
 of ``cut-off - horizon`` for buyers in the horizon with earlier baskets, label: bought in the horizon).
 Where a signal does not predict, its weights go to ~0; too little history to fit gives the baseline's
 ranking (the score is ``seg_pop`` itself).
-Products the user bought in the last ``exclude_days`` are never recommended.
+Products the user bought in the last ``exclude_days`` are not recommended, unless they are staples: bought again in
+the next basket at least as often as the shop's baskets hold them at all (postage, refills; a sofa is not). Every product
+excluded outright cost hits where shoppers re-buy (README, Rules).
 
 This module builds the candidates, their features and the ranked lists in DuckDB; the weights and the score are
 blend.py's.
@@ -39,6 +41,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -75,7 +78,14 @@ class RecSettings:
     max_pair_products: int = 300  # a shopper with more distinct products (a reseller) counts in no pair (model_tables)
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """These settings and the code that applies them (this module, blend.py): a change of either rebuilds every
+        list (an upgrade kept the old code's lists until new order lines or the rebase: a tester's)."""
+        from seg_assets.recommend import blend
+
+        digest = hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode())
+        for module in (__file__, blend.__file__):
+            digest.update(Path(module).read_bytes())
+        return digest.hexdigest()[:12]
 
 
 def load(con, s: RecSettings, segments: str) -> None:
@@ -175,6 +185,15 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
                       GROUP BY ALL) n
                   ON n.product_id = x.j WHERE x.c{k} > 0
                 QUALIFY row_number() OVER (PARTITION BY x.j ORDER BY p DESC, x.i) <= {m})""")
+        # staples: products bought again in the next basket at least as often as any basket holds them (postage, refills,
+        # a shopper's weekly coffee): kept recommendable after a recent purchase, where a sofa is not (:func:`candidates`)
+        con.sql(f"""CREATE OR REPLACE {kind} {prefix}staple AS
+            WITH o AS (SELECT order_id, lead(order_id) OVER (PARTITION BY user_id ORDER BY min(order_ts), order_id) AS next_id
+                       FROM _rb GROUP BY user_id, order_id),
+                 r AS (SELECT b.product_id, count(*) AS n, count(x.order_id) AS again FROM _rb b JOIN o USING (order_id)
+                       LEFT JOIN _rb x ON x.order_id = o.next_id AND x.product_id = b.product_id
+                       WHERE o.next_id IS NOT NULL GROUP BY b.product_id)
+            SELECT r.product_id FROM r JOIN {prefix}shop_pop p USING (product_id) WHERE r.again > 0 AND r.again / r.n >= p.shop_pop""")
         con.sql(f"""CREATE OR REPLACE {kind} {prefix}cat_pop AS
             SELECT * FROM (SELECT category, product_id, count(*) / sum(count(*)) OVER (PARTITION BY category) AS p FROM _rb
                            WHERE category IS NOT NULL GROUP BY category, product_id)
@@ -182,7 +201,7 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
     con.sql("DROP VIEW _rb; DROP TABLE _rb_pairs; DROP TABLE _rb_first")
 
 
-MODEL_TABLES = ("seg_pop", "shop_pop", "also", "cat_pop")  # what model_tables() writes under its prefixes
+MODEL_TABLES = ("seg_pop", "shop_pop", "also", "cat_pop", "staple")  # what model_tables() writes under its prefixes
 
 
 def drop_model_tables(con, prefix: str) -> None:
@@ -262,7 +281,8 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
         con.sql("DROP TABLE _uclk")
     else:
         con.sql("CREATE OR REPLACE TEMP TABLE _clk AS SELECT user_id, product_id, 0.0::DOUBLE AS clicked FROM _hist WHERE false")
-    excluded = f"c.last_ts > {_ts(cut - timedelta(days=s.exclude_days))}" if s.exclude_days > 0 else "false"
+    excluded = (f"c.last_ts > {_ts(cut - timedelta(days=s.exclude_days))} AND st.product_id IS NULL"
+                if s.exclude_days > 0 else "false")
     # One row per (user, product) from every source, then one aggregation: each source holds a (user, product) once,
     # so max() is its value (0 where it has none); cheaper than a DISTINCT union joined back to every source.
     z = "0.0::DOUBLE"
@@ -277,7 +297,8 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
                c.bought_before, c.also_bought, c.category, c.clicked, coalesce({excluded}, false) AS excluded
         FROM c JOIN {users} u USING (user_id)
         LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = u.segment_id AND sp.product_id = c.product_id
-        LEFT JOIN {prefix}shop_pop p ON p.product_id = c.product_id""")
+        LEFT JOIN {prefix}shop_pop p ON p.product_id = c.product_id
+        LEFT JOIN {prefix}staple st ON st.product_id = c.product_id""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _pop AS
         WITH q AS (SELECT segment_id, product_id FROM {prefix}seg_pop WHERE pop_rank <= {m}
                      AND segment_id IN (SELECT segment_id FROM {users})
