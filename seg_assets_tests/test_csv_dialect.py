@@ -179,7 +179,7 @@ def test_a_semicolon_separated_file_is_told_so_and_read_once_its_source_says_so(
     _, ledger, rejects = ingest(tmp_path)
     assert ledger[0][2] == "rejected_file" and 'the file is not separated by ","' in ledger[0][8]
     assert 'sources: {orders: {table: orders, csv: {delimiter: ";"}}}' in ledger[0][8]
-    assert {r[4] for r in rejects} == {"not_comma_separated:file"}  # what the reject-ratio check counts it as
+    assert {r[4] for r in rejects} == {"wrong_separator:file"}  # what the reject-ratio check counts it as
     # the fix the message names: the same file is read again (its source now reads files differently)
     (tmp_path / "sources.yaml").write_text("sources:\n  orders:\n    table: orders\n    csv: {delimiter: ';'}\n"
                                            "    columns: {amount: \"replace(amount, ',', '.')\"}\n")
@@ -228,3 +228,15 @@ def test_a_file_not_in_its_sources_encoding_fails_alone_with_the_byte_and_the_fi
     assert by_file["orders/a.csv"][0] == "ingested" and by_file["orders/b.csv"][0] == "failed"
     assert "not cp1252 encoded: byte 0x81 at byte offset 50" in by_file["orders/b.csv"][1]
     assert "csv encoding in sources.yaml" in by_file["orders/b.csv"][1]
+
+
+def test_a_semicolon_file_in_a_source_that_read_comma_files_is_told_to_come_as_they_do(tmp_path):
+    """A colleague's ';' export among a source's ',' files was told to set the source's delimiter: that rejected every
+    ',' file after it, and the rebuild the next warning advised rejected all of them (a tester's)."""
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-03-01T10:00:00Z,10.5,1,completed\n")
+    ingest(tmp_path)
+    write(tmp_path, "orders/b.csv", "order_id;user_id;order_ts;amount;items;status\no2;u1;2026-03-02T10:00:00Z;10,5;1;completed\n")
+    _, ledger, _ = ingest(tmp_path)
+    said = {r[1]: r[8] for r in ledger}["orders/b.csv"]
+    assert 'export it with "," and land it under a new name (1 file(s) of source \'orders\' were read with ","' in said, said
+    assert "in a folder of their own" in said and "set csv" not in said, said

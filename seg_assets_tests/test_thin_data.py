@@ -195,6 +195,18 @@ def test_clicks_only_refresh_publishes_segments(tmp_path):
     assert "n/a" in text and NO_ORDERS in text
 
 
+def test_a_customers_only_shop_fits_on_its_one_feature_without_a_retry(tmp_path):
+    """A first delivery of the CRM export alone leaves one model feature (tenure): the fit's projection plot asked PCA
+    for two components of one, failed after the fit was recorded, and the retry said "kept v0001 (no refit needed)"
+    for the model that run had fitted (a tester's)."""
+    generate(tmp_path, users=600, days=60, seed=3, with_clicks=False)
+    shutil.rmtree(data_paths(tmp_path).landing / "orders")
+    outcome = refresh_ok(tmp_path)
+    assert not [p for p in outcome.problems if "retried" in p.message], outcome.problems
+    segs, _ = published(tmp_path)
+    assert segs.height > 0
+
+
 def test_one_segment_is_said_with_its_cause_when_only_one_stage_is_big_enough():
     """A shop in its first month: only the 'new' stage has enough users, and it is one segment by design; the model
     had one segment and "Not computed" said nothing."""

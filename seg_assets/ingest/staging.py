@@ -252,11 +252,21 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
         separator = other_separator(src.names, delimiter) if src.is_csv else None
         if separator:  # the whole header read as one column: that is the one thing to fix (no mapping can)
             csv = source.csv.yaml(delimiter=separator)
+            try:  # files of this source already read with its delimiter: a source-wide change would reject them
+                read = con.sql(f"SELECT count(*) FROM {C.LEDGER_TABLE} WHERE source = ? AND accepted + duplicate > 0",
+                               params=[source.name]).fetchall()[0][0]
+            except duckdb.Error:
+                read = 0
             where = (f"set csv: {csv} on source {source.name!r} in sources.yaml" if source.declared else
                      f"declare its folder in sources.yaml: sources: {{{source.name}: {{table: {source.table}, csv: {csv}}}}}")
-            rule, what = "not_comma_separated:file", (
+            rule, what = "wrong_separator:file", (
                 f"the file is not separated by {json.dumps(delimiter)} (its header is one column holding "
-                f"{json.dumps(separator)}): {where} (the file is then read again), or export it with {json.dumps(delimiter)}")
+                f"{json.dumps(separator)}): "
+                + (f"export it with {json.dumps(delimiter)} and land it under a new name ({read} file(s) of source "
+                   f"{source.name!r} were read with {json.dumps(delimiter)}: changing the source's csv would reject "
+                   f"them and every later one), or land files written with {json.dumps(separator)} in a folder of their "
+                   f"own with a source that sets csv: {csv}" if read else
+                   f"{where} (the file is then read again), or export it with {json.dumps(delimiter)}"))
             out.extra_columns, notes = (), []
         elif src.is_csv and mapped.extras:  # the first line may be data (no header row): its fields are not repeated
             what += (f"; the other {len(mapped.extras)} field(s) of its first line are not repeated here (if they are "

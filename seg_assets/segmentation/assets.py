@@ -259,7 +259,11 @@ def _projection(model: SegmentModel, frame: pl.DataFrame, seed: int) -> str:
 
     sample = frame[sample_indices(frame.height, PROJECTION_POINTS, seed + 21)]
     ids, _ = model.predict(sample)
-    points = PCA(n_components=2, random_state=seed).fit_transform(model.preprocessor.transform(sample))
+    x = model.preprocessor.transform(sample)
+    if x.shape[1] < 2:  # one feature left (a shop with customers only): plotted against zero, not PCA of one column
+        points = np.column_stack([x[:, 0], np.zeros(len(x))])
+    else:
+        points = PCA(n_components=2, random_state=seed).fit_transform(x)
     return projection_plot(points, ids, model.name_of)
 
 
