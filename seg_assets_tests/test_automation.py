@@ -354,3 +354,13 @@ def test_a_step_that_failed_and_was_retried_is_said(tmp_path):
     [said] = _retried(instance, result.run_id)
     assert (said.kind, said.where) == ("warning", "flaky")
     assert said.message == "failed and was retried: OSError: the file system hiccuped", said.message
+
+
+def test_what_bi_reads_has_the_freshness_policy_too():
+    """The policies sat on features and segments only, which a failed run's writes keep fresh: with the publication
+    failing every hour BI went stale while every policy stayed green (a tester's). bi/segments has one."""
+    from seg_assets.definitions import build_defs
+    from seg_assets.features.assets import FRESHNESS
+    from seg_assets.publish.keys import BI_SEGMENTS
+
+    assert build_defs().resolve_asset_graph().get(BI_SEGMENTS).freshness_policy == FRESHNESS

@@ -11,6 +11,7 @@ from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
 from seg_assets.errors import input_failure
+from seg_assets.features.assets import FRESHNESS
 from seg_assets.markdown import frame as md_frame
 from seg_assets.publish.bi import publish_tables
 from seg_assets.publish.columns import describe
@@ -85,6 +86,9 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     retry_policy=TRANSIENT_RETRY,
     key=BI_SEGMENTS, deps=list(PUBLISHED),
     group_name=GROUP, pool="duckdb", kinds={"duckdb", "parquet"}, automation_condition=rescore_on_new_inputs(),
+    # what BI reads: the tables upstream count a failed run's writes as fresh, so a publication failing every hour
+    # kept every policy green (a tester's)
+    freshness_policy=FRESHNESS,
     description="The analytics tables written as Parquet into a new version of SEG_DATA_DIR/bi/, switched in one "
     "rename (bi/current) and named in each table's folder (bi/tables/); bi/segments.duckdb holds views over their "
     "newest files: BI tools open it read-only, never block (or see half of) a refresh, and a held connection sees each "

@@ -283,5 +283,6 @@ def refuse_tables_of_failed_runs(context, settings, keys) -> None:
         if run is not None and run.status in broken and not published_and_unfinished(context.instance, event.run_id, settings.paths.bi)[0]:
             mark_not_current(settings.paths)  # the next refresh runs (and rewrites the table), not "current"
             raise input_failure(f"{key.to_user_string()} was last written by run {event.run_id}, which did not finish "
-                                f"({run.status.value.lower()}): BI keeps the last publication; refresh again (seg-assets "
-                                "refresh --rebase rewrites every table)")
+                                f"({run.status.value.lower()}): BI keeps the last publication until a run that rewrites it "
+                                "finishes (the next scheduled refresh, or seg-assets refresh now; --rebase rewrites every "
+                                "table)")
