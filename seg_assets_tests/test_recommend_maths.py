@@ -285,6 +285,10 @@ def test_a_staple_bought_yesterday_stays_recommendable_and_a_one_off_does_not():
     M.load(con, s, "SELECT user_id, segment_id FROM analytics.user_segments")
     w = M.fit(con, cut, s, serve=("_t_", True))
     assert con.sql(f"SELECT p.name FROM _t_staple s JOIN {M.PRODUCTS} p ON p.code = s.product_id").fetchall() == [("S",)]
+    # each cut-off counts the baskets whose next one it has seen: on 02-12 nobody had come back yet
+    M.model_tables(con, s, {"_early_": (datetime(2026, 2, 12), True), "_late_": (cut, True)})
+    assert con.sql("SELECT count(*) FROM _early_staple").fetchall() == [(0,)]
+    assert con.sql("SELECT * FROM _late_staple").fetchall() == con.sql("SELECT * FROM _t_staple").fetchall()
     con.sql(f"CREATE TEMP TABLE _u AS SELECT * FROM {M.SEGMENTS}")
     M.candidates(con, cut, "_u", s, "_t_")
     M.rank(con, w, s, "_u", "_t_")

@@ -163,6 +163,19 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
              n AS (SELECT *, {', '.join(f"{w} AS n{k}" for k, w in held.items())} FROM f)
         SELECT * FROM n SEMI JOIN ({sample("SELECT DISTINCT user_id FROM f", s.max_pair_users)}) USING (user_id)
         WHERE {' OR '.join(f"(n{k} <= {cap} AND first_ts <= {ts})" for k, ts in enumerate(cuts.values()))}""")
+    # staples: products bought again in the next basket at least as often as any basket holds them (postage, refills,
+    # a shopper's weekly coffee), kept recommendable after a recent purchase where a sofa is not (:func:`candidates`).
+    # Per product, (baskets followed by another, of them followed by one holding it again) up to each cut-off: one
+    # pass for every cut-off, as the pairs below
+    again = ", ".join(f"count(*) FILTER (WHERE o.next_ts <= {ts}) AS n{k}, "
+                      f"count(x.order_id) FILTER (WHERE o.next_ts <= {ts}) AS a{k}" for k, ts in enumerate(cuts.values()))
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_again AS
+        WITH o AS (SELECT order_id, lead(order_id) OVER w AS next_id, lead(min(order_ts)) OVER w AS next_ts
+                   FROM {BASKETS} WHERE order_ts <= {max(cuts.values())} GROUP BY user_id, order_id
+                   WINDOW w AS (PARTITION BY user_id ORDER BY min(order_ts), order_id))
+        SELECT b.product_id, {again} FROM {BASKETS} b JOIN o USING (order_id)
+        LEFT JOIN {BASKETS} x ON x.order_id = o.next_id AND x.product_id = b.product_id
+        WHERE o.next_ts <= {max(cuts.values())} GROUP BY b.product_id""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _rb_pairs AS
         SELECT x.product_id AS j, y.product_id AS i, {counts} FROM _rb_first x
         JOIN _rb_first y ON x.user_id = y.user_id AND x.product_id <> y.product_id GROUP BY ALL""")
@@ -185,20 +198,13 @@ def model_tables(con, s: RecSettings, tables: dict[str, tuple[datetime, bool]]) 
                       GROUP BY ALL) n
                   ON n.product_id = x.j WHERE x.c{k} > 0
                 QUALIFY row_number() OVER (PARTITION BY x.j ORDER BY p DESC, x.i) <= {m})""")
-        # staples: products bought again in the next basket at least as often as any basket holds them (postage, refills,
-        # a shopper's weekly coffee): kept recommendable after a recent purchase, where a sofa is not (:func:`candidates`)
-        con.sql(f"""CREATE OR REPLACE {kind} {prefix}staple AS
-            WITH o AS (SELECT order_id, lead(order_id) OVER (PARTITION BY user_id ORDER BY min(order_ts), order_id) AS next_id
-                       FROM _rb GROUP BY user_id, order_id),
-                 r AS (SELECT b.product_id, count(*) AS n, count(x.order_id) AS again FROM _rb b JOIN o USING (order_id)
-                       LEFT JOIN _rb x ON x.order_id = o.next_id AND x.product_id = b.product_id
-                       WHERE o.next_id IS NOT NULL GROUP BY b.product_id)
-            SELECT r.product_id FROM r JOIN {prefix}shop_pop p USING (product_id) WHERE r.again > 0 AND r.again / r.n >= p.shop_pop""")
+        con.sql(f"""CREATE OR REPLACE {kind} {prefix}staple AS SELECT product_id FROM _rb_again
+            JOIN {prefix}shop_pop USING (product_id) WHERE a{k} > 0 AND a{k} / n{k} >= shop_pop""")
         con.sql(f"""CREATE OR REPLACE {kind} {prefix}cat_pop AS
             SELECT * FROM (SELECT category, product_id, count(*) / sum(count(*)) OVER (PARTITION BY category) AS p FROM _rb
                            WHERE category IS NOT NULL GROUP BY category, product_id)
             QUALIFY row_number() OVER (PARTITION BY category ORDER BY p DESC, product_id) <= {m}""")
-    con.sql("DROP VIEW _rb; DROP TABLE _rb_pairs; DROP TABLE _rb_first")
+    con.sql("DROP VIEW _rb; DROP TABLE _rb_pairs; DROP TABLE _rb_first; DROP TABLE _rb_again")
 
 
 MODEL_TABLES = ("seg_pop", "shop_pop", "also", "cat_pop", "staple")  # what model_tables() writes under its prefixes
