@@ -49,7 +49,8 @@ DEFAULTS = M.RecSettings()  # the model's defaults, so each lives in one place
 class RecommendConfig(CheckedConfig):
     top_n: int = Field(default=DEFAULTS.top_n, ge=1, le=100, description="Products per user.")
     exclude_days: int = Field(default=DEFAULTS.exclude_days, ge=0, le=MAX_DAYS, description="Products the user bought in this many days "
-                              "before as-of are not recommended (0: none excluded).")
+                              "before as-of are not recommended, staples aside (re-bought in the next basket at least as "
+                              "often as baskets hold them); 0: none excluded.")
     horizon_days: int = Field(default=DEFAULTS.horizon_days, ge=1, le=MAX_DAYS, description="The weights are fitted on purchases in this "
                               "many days before as-of (features as of its start).")
     candidates: int = Field(default=DEFAULTS.candidates, ge=1, le=1000, description="Per source (segment's popular, "
@@ -84,7 +85,7 @@ def _empty(con, table: str = TABLE) -> None:
     description="Top-N products per user (user_id, rank, product_id, score, reason): a logistic blend of the segment's "
     "popular products with the user's own purchases, what shoppers who bought them also bought, categories and clicks, "
     "fitted on the last horizon; "
-    "products bought recently excluded; users with thin history get their segment's popular products.",
+    "products bought recently excluded (staples aside); users with thin history get their segment's popular products.",
 )
 def user_recommendations(context: dg.AssetExecutionContext, config: RecommendConfig, duckdb: Warehouse) -> dg.MaterializeResult:
     s = config.settings()
