@@ -65,7 +65,7 @@ class ModelConfig:
     features: tuple[str, ...] | None = None  # default: MODEL_FEATURES present in the frame
     hierarchy: str = "lifecycle"
     new_max_tenure_days: float = LifecycleThresholds.new_max_tenure_days  # 'new' means what it means in the rules
-    lapsed_after_days: float = 90.0
+    lapsed_after_days: float = LifecycleThresholds.at_risk_max_recency_days  # past "at risk" in the rules
     k_range: tuple[int, int] | None = None  # behaviour clusters; None: LIFECYCLE_K, flat: selection's k_min..k_max
     new_k: tuple[int, int] = (1, 1)
     lapsed_k: tuple[int, int] = (1, 1)
