@@ -511,3 +511,15 @@ def test_a_stray_quote_that_swallows_a_short_last_row_among_long_ones_is_found(t
     write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(rows))
     _, ledger, _ = ingest(tmp_path)
     assert ledger[0][2] == "failed" and "line 40: a double quote opens a field" in ledger[0][8], ledger[0]
+
+
+def test_a_mapped_column_renamed_by_the_export_is_named_by_its_near_match(tmp_path):
+    """A new tracker version renamed `event` to `event_name`: the message hid the one field that explains it and
+    suggested the file lacked its header row (a tester's). A near-match of the missing name is named; the file's other
+    fields are still not repeated."""
+    (tmp_path / "sources.yaml").write_text("sources:\n  web:\n    table: clicks\n    columns: {event_type: event}\n")
+    write(tmp_path, "web/a.csv", "event_id,user_id,session_id,event_ts,event_name,referrer\n"
+                                 "e1,u1,s1,2026-03-01T10:00:00Z,page_viewed,someone@example.com\n")
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "rejected_file" and "(the file has 'event_name')" in ledger[0][8], ledger[0][8]
+    assert "referrer" not in ledger[0][8] and "example.com" not in ledger[0][8]

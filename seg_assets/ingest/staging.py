@@ -5,6 +5,7 @@ Both engines run it: the DuckDB loader (loader.py) and the Spark engine, in a ta
 
 from __future__ import annotations
 
+import difflib
 import errno
 import json
 import time
@@ -214,6 +215,11 @@ def _missing_message(source: SourceDef, mapped: Mapped) -> tuple[str, str]:
         hint = f' (the file has a column {dotted!r}: in an expression write it in double quotes, "{dotted}")' if dotted else ""
         if not hint and HYPHENATED.fullmatch(written(name)):  # `brutto-rabatt`: a column's name, or a subtraction?
             hint = f" (for a subtraction, write it with spaces: {written(name).replace('-', ' - ')})"
+        # a column renamed by a new export (`event` -> `event_name`) or mistyped (`Created_at`): the one field named is
+        # a near-match of a missing name, not a row's data (the other fields are still not repeated; a tester's)
+        near = difflib.get_close_matches(name, [e.strip().lower() for e in mapped.extras], n=1, cutoff=0.6)
+        if not hint and near:
+            hint = f" (the file has {next(e for e in mapped.extras if e.strip().lower() == near[0])!r})"
         return (f"missing_column:{name}",
                 f"column(s) {listed} not in the file (source {source.name!r} maps {', '.join(used_by)} from {written(name)!r})"
                 f"{hint}: "
