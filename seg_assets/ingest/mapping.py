@@ -57,6 +57,7 @@ class Mapped:
 # A value with a leading zero ('007', a code) keeps its column text: a number would lose the zero.
 LEADING_ZERO = "^[+-]?0[0-9]"
 
+
 def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], text: set[str],
                   strings: set[str]) -> dict[str, str]:
     """SQL for each file column an expression reads: as is (Parquet, an empty text NULL as in a CSV file: a guest's
