@@ -33,7 +33,7 @@ def step_failure(data) -> tuple[str, bool]:
     2" said nothing of the cause) and Dagster's own (a bug: unexpected). The CLI and the run-failure sensor both say it."""
     if data.user_failure_data is not None:
         return (data.user_failure_data.description or data.error.message).strip(), True
-    if data.error is not None and data.error.cls_name == CHECK_BLOCKED:  # a blocking check failed: its result says why
+    if getattr(data.error, "cls_name", None) == CHECK_BLOCKED:  # a blocking check failed: its result says why
         return " ".join(data.error.message.split()), True
     error = data.error
     while error.cause is not None:

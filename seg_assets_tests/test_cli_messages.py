@@ -147,27 +147,3 @@ def test_a_failed_blocking_check_is_its_one_line_not_an_unexpected_error(tmp_pat
     [closing] = [line for line in result.output.splitlines() if line.startswith("Refresh failed")]
     assert "user_features_valid: failed: features.user_features" in closing and "monetary: 3 nulls" in closing, closing
 
-
-def test_a_column_added_to_a_feature_model_and_not_to_user_features_is_a_warning(tmp_path, monkeypatch):
-    """`max_order_amount` added to user_order_stats.sql reached that table and stopped there without a word (a
-    reviewer's): a column becomes a feature through user_features' schema and the dictionary, which the line names."""
-    import shutil
-    from pathlib import Path
-
-    sql = tmp_path / "sql"
-    shutil.copytree(Path(__file__).parents[1] / "dbt_like_sql", sql)
-    model = sql / "features" / "user_order_stats.sql"
-    model.write_text(model.read_text().replace("    min(order_ts) AS first_order_ts\n",
-                                               "    min(order_ts) AS first_order_ts,\n    max(amount) AS max_order_amount\n"))
-    root = tmp_path / "data"
-    (root / "landing" / "orders").mkdir(parents=True)
-    (root / "landing" / "orders" / "a.csv").write_text(
-        "order_id,user_id,order_ts,amount,items,status\n"
-        + "".join(f"o{i},u{i % 7},2026-10-0{1 + i % 9}T10:00:00Z,{5 + i},1,completed\n" for i in range(40)))
-    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
-    monkeypatch.setenv("SEG_DATA_DIR", str(root))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    result = runner.invoke(app, ["refresh", "--no-summary"])
-    flat = " ".join(result.output.split())
-    assert ("features.user_order_stats has column(s) user_features does not read: max_order_amount" in flat
-            and "features/dictionary.py" in flat), result.output

@@ -485,3 +485,31 @@ def test_the_views_behind_user_features_are_read_from_the_sql_not_listed(tmp_pat
         (sql / "staging" / "stg_orders.sql").read_text().replace("-- event_time: order_ts\n", ""))
     with pytest.raises(SqlModelError, match="staging.stg_orders: a view that user features read needs an `-- event_time"):
         sources({m.table: m for m in discover_models(sql)})
+
+
+def test_a_column_added_to_a_feature_model_and_not_to_user_features_is_a_warning(tmp_path, monkeypatch):
+    """`max_order_amount` added to user_order_stats.sql reached that table and stopped there without a word (a
+    reviewer's): a column becomes a feature through user_features' schema and the dictionary, which the warning names
+    (the CLI prints a step's warnings)."""
+    import shutil
+
+    from seg_assets.demo.generate import generate
+    from seg_assets.features.assets import user_features
+    from seg_assets.ingest import ingest_landing
+    from seg_assets.resources import build_resources
+    from seg_assets.reviews.assets import review_sentiment
+
+    sql = tmp_path / "sql"
+    shutil.copytree(Path(__file__).parents[1] / "dbt_like_sql", sql)
+    model = sql / "features" / "user_order_stats.sql"
+    model.write_text(model.read_text().replace("    min(order_ts) AS first_order_ts\n",
+                                               "    min(order_ts) AS first_order_ts,\n    max(amount) AS max_order_amount\n"))
+    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
+    generate(tmp_path / "data", users=200, days=30, seed=1, with_clicks=False, with_customers=False)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([ingest_landing, review_sentiment, *sql_assets(sql), user_features],
+                            resources=build_resources(tmp_path / "data"), instance=instance)
+    assert result.success
+    said = [r.user_message for r in instance.all_logs(result.run_id) if not r.is_dagster_event]
+    assert any("features.user_order_stats has column(s) user_features does not read: max_order_amount" in m
+               and "features/dictionary.py" in m for m in said), said
