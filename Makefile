@@ -15,12 +15,14 @@ UI_PORT ?= 3000
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
-.PHONY: help venv demo test test-fast lint ui bench eval-cdnow clean
+.PHONY: help venv demo test test-fast dictionary lint ui bench eval-cdnow clean
 
 help:
 	@echo "make demo    generate demo data into \$$SEG_DATA_DIR ($(SEG_DATA_DIR)), materialize everything, print the segments"
 	@echo "make test    lint (ruff), then the test suite (unit, materialize(), end-to-end with a real dagster dev)"
 	@echo "make lint    ruff on the whole tree"
+	@echo "make test-fast   the suite without the end-to-end dagster dev test"
+	@echo "make dictionary  rewrite README's feature dictionary from features/dictionary.py"
 	@echo "make ui      start the Dagster UI (dagster dev) with DAGSTER_HOME under \$$SEG_DATA_DIR"
 	@echo "make bench   benchmark (SIZE=small|medium|large), not part of CI"
 	@echo "make eval-cdnow  churn model vs recency, frequency and BG/NBD on the CDNOW sample (downloads it from PyPI)"
@@ -54,6 +56,9 @@ test: $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not e2e"
+
+dictionary: $(STAMP)
+	$(BIN)/python -c "from seg_assets.features.dictionary import write_readme; write_readme('README.md')"
 
 ui: $(STAMP)
 	home="$$($(BIN)/seg-assets init-dagster-home --print-path)" || exit 1; \

@@ -1,17 +1,15 @@
 """The README is the newcomer's map: every asset is on it and the feature dictionary is current."""
 
-import re
 from pathlib import Path
 
 from seg_assets.definitions import defs
-from seg_assets.features.dictionary import markdown_table
+from seg_assets.features.dictionary import README_BLOCK, readme_with_table
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def test_feature_dictionary_copy_is_in_sync():
-    copy = re.search(r"<!-- feature-dictionary:start -->\n(.*?)\n<!-- feature-dictionary:end -->", README, re.S).group(1)
-    assert copy.strip() == markdown_table().strip(), "regenerate the README table from features/dictionary.py"
+    assert README_BLOCK.search(README) and readme_with_table(README) == README, "run `make dictionary` (features/dictionary.py)"
 
 
 def test_every_asset_is_on_the_architecture_map():

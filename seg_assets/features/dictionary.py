@@ -1,12 +1,14 @@
 """The feature dictionary: every column of ``features.user_features``, what it means, and its range.
 
-This is the single place a column is described; the README table, the asset's column schema and the
-GE range checks are all generated from it.
+This is the single place a column is described; the README table (``make dictionary``), the asset's column schema
+and the range check (features/checks.py) are all generated from it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from seg_assets.markdown import table as md_table
 
@@ -124,3 +126,18 @@ def markdown_table() -> str:
                  f"`{CATEGORY_SHARE_PREFIX}other`; a category whose column name is taken gets `_2`, `_3`, ...: `Home`, "
                  "`@home`)."))
     return md_table(["column", "type", "range", "model", "meaning"], rows)
+
+
+# README's copy of the table, between these markers: rewritten by ``make dictionary``, compared by test_readme.py
+README_BLOCK = re.compile(r"(<!-- feature-dictionary:start -->\n)(.*?)(\n<!-- feature-dictionary:end -->)", re.S)
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` (README's) with its feature-dictionary block rewritten from :data:`FEATURES`."""
+    return README_BLOCK.sub(lambda m: m[1] + markdown_table().strip() + m[3], text, count=1)
+
+
+def write_readme(path: str | Path = "README.md") -> None:
+    """``make dictionary``: README's copy of the table made current."""
+    readme = Path(path)
+    readme.write_text(readme_with_table(readme.read_text()))
