@@ -44,6 +44,21 @@ def save_artifact(obj, path: str | Path) -> Path:
     return path
 
 
+def load_artifact(path: str | Path):
+    """A saved model. A file that cannot be unpickled (overwritten, cut short by a restore, a disk fault) is one line
+    naming it and what to do, never retried: pickle raised a bare ``KeyError: 216``, retried twice, with a traceback
+    (a tester's)."""
+    from seg_assets.errors import input_failure
+
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # pickle raises anything on bad bytes: KeyError, EOFError, UnpicklingError, ValueError
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else 'unreadable'}"
+        raise input_failure(f"the model file {path} cannot be read ({why}): restore it from a backup of models/ (the "
+                            "warehouse's registry names it), or move warehouse.duckdb and models/ aside and refresh to "
+                            "rebuild from landing/ (the registry, segment history and campaign groups start again)") from None
+
+
 def _models_dir(con) -> Path | None:
     """The ``models/`` folder of the data root whose warehouse ``con`` is on (None: an in-memory database)."""
     rows = con.sql("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()

@@ -309,3 +309,21 @@ def test_a_second_command_line_refresh_waits_for_the_first(data_dir, monkeypatch
     finally:
         first.release()
     assert not (data_dir / "warehouse.duckdb").exists()
+
+
+def test_a_damaged_model_file_is_one_line_naming_it_not_retried(refreshed):
+    """The classifier in service overwritten (a bad restore, a disk fault): pickle raised a bare `KeyError: 216`, the
+    step was retried twice and the CLI printed a 40-line traceback (a tester's). One line names the file."""
+    import os
+
+    from seg_assets.refresh import run_refresh
+
+    [artifact] = sorted((refreshed / "models").rglob("c0001.joblib"))
+    artifact.write_bytes(os.urandom(1000))
+    outcome = run_refresh(refreshed, rebase=True)
+    assert not outcome.success
+    errors = [p for p in outcome.problems if p.kind == "error"]
+    assert errors and all(p.traceback is None for p in errors), errors
+    assert any(f"the model file {artifact} cannot be read" in p.message and "restore it from a backup" in p.message
+               for p in errors), errors
+    assert not [p for p in outcome.problems if "retried" in p.message], outcome.problems

@@ -51,11 +51,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import joblib
 import numpy as np
 import polars as pl
 
-from seg_assets.artifacts import save_artifact
+from seg_assets.artifacts import load_artifact, save_artifact
 from seg_assets.churn.keys import RISK_LEVELS
 from seg_assets.churn.metrics import classification_metrics, regression_metrics, reliability, roc_auc
 from seg_assets.features.dictionary import CHURN_FEATURES, REVIEW_FEATURES
@@ -270,7 +269,7 @@ class ChurnModel:
 
     @staticmethod
     def load(path: Path) -> ChurnModel:
-        return joblib.load(path)
+        return load_artifact(path)
 
 
 def _importances(clf, x: np.ndarray, y: np.ndarray, features: tuple[str, ...], seed: int) -> pl.DataFrame | None:

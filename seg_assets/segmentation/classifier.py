@@ -22,6 +22,7 @@ import joblib
 import numpy as np
 import polars as pl
 
+from seg_assets.artifacts import load_artifact
 from seg_assets.segmentation.preprocess import Preprocessor, to_matrix
 from seg_assets.segmentation.selection import limit_threads, sample_indices
 
@@ -75,7 +76,7 @@ class SegmentClassifier:
 
     @staticmethod
     def load(path) -> SegmentClassifier:
-        obj = joblib.load(path)
+        obj = load_artifact(path)
         if not isinstance(obj, SegmentClassifier):
             raise TypeError(f"{path} does not hold a SegmentClassifier")
         return obj

@@ -42,11 +42,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import polars as pl
 
-from seg_assets.artifacts import save_artifact
+from seg_assets.artifacts import load_artifact, save_artifact
 from seg_assets.segmentation import matching
 from seg_assets.segmentation.availability import recency_signals
 from seg_assets.segmentation.membership import DEFAULT_ODDS
@@ -272,7 +271,7 @@ class SegmentModel:
 
     @staticmethod
     def load(path: str | Path) -> SegmentModel:
-        obj = joblib.load(path)
+        obj = load_artifact(path)
         if not isinstance(obj, SegmentModel):
             raise TypeError(f"{path} does not hold a SegmentModel")
         if obj.artifact_format != ARTIFACT_FORMAT:

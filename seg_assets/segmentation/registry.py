@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import joblib
-
 from seg_assets.artifacts import (
+    load_artifact,
     located_path,
     recorded_path,
     save_artifact,  # noqa: F401  (re-exported for the assets)
@@ -131,7 +130,7 @@ def in_service_classifier(con, model_version: str):
     if not rows:
         return None
     version, metrics, artifact = rows[0]
-    return version, json.loads(metrics), joblib.load(located_path(con, artifact))
+    return version, json.loads(metrics), load_artifact(located_path(con, artifact))
 
 
 def record_classifier(con, *, version: str, model_version: str, kind: str, metrics: dict, artifact: Path,
