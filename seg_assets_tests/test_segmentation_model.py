@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from seg_assets.segmentation.batch import COLUMNS, SegmentScorer, score_segments
 from seg_assets.segmentation.fit import fit_segment_model
-from seg_assets.segmentation.model import ModelConfig, SegmentModel, stage_of
+from seg_assets.segmentation.model import LIFECYCLE_K, ModelConfig, SegmentModel, stage_of
 from seg_assets.segmentation.quality import evaluate_model
 from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, reference_cuts
 from seg_assets.segmentation.selection import SelectionConfig
@@ -51,10 +51,11 @@ def test_recovers_planted_types(shoppers, model):
     assert adjusted_rand_score(truth, ids) > 0.8
     assert ids.dtype == np.int64 and set(ids) <= set(model.segment_ids)
     assert np.all((conf > 0) & (conf <= 1)) and conf.mean() > 0.7
-    assert 3 <= model.metrics["k_behaviour"] <= 8 and model.k == model.metrics["k_behaviour"] + 2
+    low, high = LIFECYCLE_K  # the pipeline's range too (SegmentModelConfig reads it)
+    assert low <= model.metrics["k_behaviour"] <= high and model.k == model.metrics["k_behaviour"] + 2
     assert model.metrics["stability"] > 0.7 and model.metrics["silhouette"] > 0.2
     ks = model.k_selection
-    assert ks["k"].to_list() == list(range(3, 9)) and ks.filter(pl.col("chosen"))["k"].item() == model.metrics["k_behaviour"]
+    assert ks["k"].to_list() == list(range(low, high + 1)) and ks.filter(pl.col("chosen"))["k"].item() == model.metrics["k_behaviour"]
 
 
 def test_names_are_unique_and_fit_the_planted_types(shoppers, model):

@@ -56,7 +56,7 @@ from seg_assets.segmentation.selection import SelectionConfig
 ARTIFACT_FORMAT = 1
 STAGE_ORDER = ("engaged", "new", "lapsed", "all")
 HIERARCHIES = ("lifecycle", "flat")
-LIFECYCLE_K = (3, 8)  # behaviour clusters inside 'engaged' when ModelConfig.k_range is None
+LIFECYCLE_K = (2, 8)  # behaviour clusters inside 'engaged' when ModelConfig.k_range is None (the pipeline's default)
 
 
 @dataclass(frozen=True)
