@@ -235,6 +235,15 @@ def click_counts_sql(cut: datetime, s: RecSettings, users: str | None = None) ->
             "GROUP BY ALL")
 
 
+def just_bought(ts: str, product: str, cut: datetime, s: RecSettings, prefix: str) -> str:
+    """SQL true where a purchase at ``ts`` keeps ``product`` off the user's lists (and the baselines'): in the
+    ``exclude_days`` before ``cut``, and no staple of ``prefix``'s model tables."""
+    if s.exclude_days <= 0:
+        return "false"
+    return (f"({ts} > {_ts(cut - timedelta(days=s.exclude_days))} "
+            f"AND {product} NOT IN (SELECT product_id FROM {prefix}staple))")
+
+
 def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clicks: str | None = None) -> None:
     """The candidates of the users of the table ``users`` (user_id, segment_id), in two tables.
 
@@ -287,8 +296,7 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
         con.sql("DROP TABLE _uclk")
     else:
         con.sql("CREATE OR REPLACE TEMP TABLE _clk AS SELECT user_id, product_id, 0.0::DOUBLE AS clicked FROM _hist WHERE false")
-    excluded = (f"c.last_ts > {_ts(cut - timedelta(days=s.exclude_days))} AND st.product_id IS NULL"
-                if s.exclude_days > 0 else "false")
+    excluded = just_bought("c.last_ts", "c.product_id", cut, s, prefix)
     # One row per (user, product) from every source, then one aggregation: each source holds a (user, product) once,
     # so max() is its value (0 where it has none); cheaper than a DISTINCT union joined back to every source.
     z = "0.0::DOUBLE"
@@ -303,8 +311,7 @@ def candidates(con, cut: datetime, users: str, s: RecSettings, prefix: str, clic
                c.bought_before, c.also_bought, c.category, c.clicked, coalesce({excluded}, false) AS excluded
         FROM c JOIN {users} u USING (user_id)
         LEFT JOIN {prefix}seg_pop sp ON sp.segment_id = u.segment_id AND sp.product_id = c.product_id
-        LEFT JOIN {prefix}shop_pop p ON p.product_id = c.product_id
-        LEFT JOIN {prefix}staple st ON st.product_id = c.product_id""")
+        LEFT JOIN {prefix}shop_pop p ON p.product_id = c.product_id""")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _pop AS
         WITH q AS (SELECT segment_id, product_id FROM {prefix}seg_pop WHERE pop_rank <= {m}
                      AND segment_id IN (SELECT segment_id FROM {users})
