@@ -106,3 +106,44 @@ def test_categories_whose_names_read_alike_keep_their_own_share_columns(inputs):
     assert sorted(shares.values()) == [0.1, 0.2, 0.3, 0.4]  # four columns, nothing merged
     assert shares["cat_share_home"] == 0.4 and shares["cat_share_other"] == 0.1  # the first name keeps the plain slug
     assert sum(shares.values()) == pytest.approx(1.0)
+
+
+def test_a_column_named_in_the_dictionary_passes_through_as_a_feature(inputs, monkeypatch):
+    """A new feature is a line of SQL and a dictionary entry: ``orders_7d`` in the order stats reaches the rows (0 for
+    a user without orders, and for everyone when no orders were delivered), and is no longer an unread column."""
+    from seg_assets.features import dictionary
+    from seg_assets.features.user_features import unread_columns
+
+    feature = dictionary.Feature("orders_7d", "int", "Completed orders in the 7 days up to as-of.", 0)
+    monkeypatch.setattr(dictionary, "BY_NAME", dictionary.BY_NAME | {"orders_7d": feature})
+    monkeypatch.setattr(dictionary, "FEATURE_NAMES", (*dictionary.FEATURE_NAMES, "orders_7d"))
+    orders, clicks, categories, customers = inputs
+    orders = orders.with_columns(orders_7d=pl.Series([1, 0], dtype=pl.Int32), max_amount=pl.Series([9.0, 0.0]))
+    f = build_user_features(orders, clicks, categories, customers, as_of=AS_OF)
+    assert f.schema["orders_7d"] == pl.Int64
+    assert dict(f.select("user_id", "orders_7d").iter_rows()) == {"a": 1, "b": 0, "c": 0, "d": 0}
+    assert "max_amount" not in f.columns
+    assert unread_columns({"order_stats": orders, "click_stats": None}) == {"features.user_order_stats": ["max_amount"]}
+    without_orders = build_user_features(None, clicks, categories, customers, as_of=AS_OF)
+    assert without_orders["orders_7d"].to_list() == [0] * without_orders.height
+
+
+def test_spark_reads_the_same_passed_through_columns(inputs, monkeypatch):
+    """Spark's wide row per user carries a dictionary column of an input's view, and its batches give it the value
+    the DuckDB path gives (test_spark_engine compares every feature of both engines)."""
+    from seg_assets.features import dictionary
+    from seg_assets.spark.features import _read_columns, _wide_sql, features_of_batch
+
+    feature = dictionary.Feature("orders_7d", "int", "Completed orders in the 7 days up to as-of.", 0)
+    monkeypatch.setattr(dictionary, "BY_NAME", dictionary.BY_NAME | {"orders_7d": feature})
+    monkeypatch.setattr(dictionary, "FEATURE_NAMES", (*dictionary.FEATURE_NAMES, "orders_7d"))
+    assert _read_columns("order_stats", ["user_id", "orders_7d", "max_amount"])[-1] == "orders_7d"
+    views = {"order_stats": "o", "click_stats": "c", "customers": "u", "review_stats": "r"}
+    present = {name: ["user_id", "orders_7d"] if name == "order_stats" else ["user_id"] for name in views}
+    assert "order_stats.orders_7d AS order_stats__orders_7d" in _wide_sql(views, "a", present)
+    wide = pl.DataFrame({"user_id": ["a", "b"], "order_stats__user_id": ["a", None], "order_stats__orders_7d": [3, None],
+                         "click_stats__user_id": [None, "b"], "customers__user_id": [None, None],
+                         "review_stats__user_id": [None, None], "activity": [None, None]},
+                        schema_overrides={"activity": pl.List(pl.Struct({"category": pl.String, "events": pl.Int64}))})
+    out = features_of_batch(wide, AS_OF, 10, [])
+    assert dict(out.select("user_id", "orders_7d").iter_rows()) == {"a": 3, "b": 0}

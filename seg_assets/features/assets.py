@@ -99,8 +99,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
         frames = {name: read_frame(con, table, where) for name, table in _INPUTS.items()}
         for table, columns in unread_columns(frames).items():
             context.log.warning(f"{table} has column(s) user_features does not read: {', '.join(columns)} (a column "
-                                "becomes a feature through its input's schema in features/user_features.py and its entry "
-                                "in features/dictionary.py)")
+                                "becomes a feature through its entry in features/dictionary.py)")
         activity = frames["category_activity"]
         if plan.incremental:
             categories = inc.read_state(con, TABLE).params["categories"]

@@ -2,7 +2,9 @@
 
 Pure functions only (frames in, frame out) so the maths is unit-tested without a warehouse; the asset in
 ``assets.py`` reads the aggregates from DuckDB and writes the result back. Every column is described in
-``dictionary.py``. Users are everyone with an order, a click or a customer record up to as-of; a table
+``dictionary.py``; a column of an input named there and not declared below passes through as a feature (0 for a user
+without a row in that input when it is a number), so a new feature is a line of SQL and a dictionary entry.
+Users are everyone with an order, a click or a customer record up to as-of; a table
 that is absent (orders-only stores have no clicks) simply means zero activity.
 """
 
@@ -13,7 +15,8 @@ from datetime import datetime
 
 import polars as pl
 
-from seg_assets.features.dictionary import CATEGORY_SHARE_PREFIX, FEATURE_NAMES
+from seg_assets.features import dictionary
+from seg_assets.features.dictionary import CATEGORY_SHARE_PREFIX
 
 TOP_CATEGORIES = 10
 USER_FEATURES_TABLE = "features.user_features"  # where the rows of build_user_features are kept
@@ -48,24 +51,37 @@ CATEGORY_INPUT = ("category_activity", "features.user_category_activity")
 
 def unread_columns(frames: dict[str, pl.DataFrame | None]) -> dict[str, list[str]]:
     """Per input table, the columns its model has that build_user_features does not read (``_`` ones are
-    bookkeeping): a column added to a feature model's SQL becomes a feature only through its schema above and its
-    entry in dictionary.py, and was dropped without a word (a reviewer's)."""
+    bookkeeping): neither declared above nor named in dictionary.py, such a column was dropped without a word (a
+    reviewer's)."""
     schemas = {name: schema for name, (_, schema) in USER_INPUTS.items()} | {CATEGORY_INPUT[0]: CATEGORY_SCHEMA}
     tables = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
     out = {}
     for name, frame in frames.items():
-        extra = [c for c in frame.columns if c not in schemas[name] and not c.startswith("_")] if frame is not None else []
+        extra = [c for c in frame.columns if c not in schemas[name] and not c.startswith("_")
+                 and c not in dictionary.BY_NAME] if frame is not None else []
         if extra:
             out[tables[name]] = extra
     return out
 
 
+_DTYPES = {"int": pl.Int64, "float": pl.Float64, "str": pl.String, "datetime": pl.Datetime("us")}  # Feature.dtype
+
+
 def _conform(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:
-    """Cast to the expected schema; a missing input becomes an empty frame of that schema, a missing column nulls."""
+    """Cast to the expected schema, plus the columns named in the dictionary (cast to its type): they pass through;
+    a missing input becomes an empty frame of that schema, a missing column nulls."""
     if frame is None:
         return pl.DataFrame(schema=schema)
+    passed = [pl.col(c).cast(_DTYPES[dictionary.BY_NAME[c].dtype]) for c in frame.columns
+              if c not in schema and c in dictionary.BY_NAME]
     return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
-                         for c, t in schema.items()])
+                         for c, t in schema.items()] + passed)
+
+
+def _absent(name: str) -> pl.Expr:
+    """A dictionary column no input delivered (its input is absent): none of what it counts, or unknown."""
+    dtype = _DTYPES[dictionary.BY_NAME[name].dtype]
+    return pl.lit(0 if dtype in (pl.Int64, pl.Float64) else None, dtype=dtype).alias(name)
 
 
 def category_slug(category: str) -> str:
@@ -165,11 +181,14 @@ def build_user_features(
         .join(cat_summary, on="user_id", how="left")
         .join(reviews, on="user_id", how="left")
     )
-    # a user with no row in a per-user table has none of what it counts
+    # a user with no row in a per-user table has none of what it counts (nor of a number passed through)
+    declared = ORDER_STATS_SCHEMA | CLICK_STATS_SCHEMA | REVIEW_STATS_SCHEMA | CUSTOMER_SCHEMA
     counts = [c for schema in (ORDER_STATS_SCHEMA, CLICK_STATS_SCHEMA, REVIEW_STATS_SCHEMA) for c, t in schema.items()
               if t == pl.Int64] + ["category_count"]
+    passed = [c for part in (orders, clicks, reviews) for c in part.columns if c not in declared]
     frame = frame.with_columns(
         [pl.col(c).fill_null(0) for c in counts]
+        + [pl.col(c).fill_null(0) for c in passed if frame.schema[c] in (pl.Int64, pl.Float64)]
         + [pl.col(c).fill_null(0.0) for c in ("monetary", "discount_total", "top_category_share", *share_cols)]
         + [pl.min_horizontal("first_order_ts", "first_click_ts", "signup_ts").alias("first_seen_ts")]
     ).with_columns(
@@ -197,4 +216,5 @@ def build_user_features(
         as_of=pl.lit(as_of).cast(pl.Datetime("us")),
         features_build=pl.lit(build, dtype=pl.String),
     )
-    return frame.select([*FEATURE_NAMES, *share_cols])
+    frame = frame.with_columns([_absent(c) for c in dictionary.FEATURE_NAMES if c not in frame.columns])
+    return frame.select([*dictionary.FEATURE_NAMES, *share_cols])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from seg_assets.features import dictionary
 from seg_assets.features import user_features as uf
 from seg_assets.settings import DataPaths
 from seg_assets.spark.sql import model_spark_sql
@@ -43,12 +44,19 @@ def _prefix(side: str, column: str) -> str:
     return f"{side}__{column}"
 
 
-def _wide_sql(views: dict[str, str], activity: str) -> str:
-    """One row per user: each input's columns under ``<input>__``, the category activity as a list of structs."""
+def _read_columns(name: str, present: list[str]) -> list[str]:
+    """An input's columns that build_user_features reads: its schema's, and those named in the feature dictionary."""
+    schema = INPUTS[name][1]
+    return [*schema, *(c for c in present if c not in schema and c in dictionary.BY_NAME)]
+
+
+def _wide_sql(views: dict[str, str], activity: str, present: dict[str, list[str]]) -> str:
+    """One row per user: each input's columns under ``<input>__`` (``present``: the columns each view has), the
+    category activity as a list of structs."""
     unions = " UNION ".join(f"SELECT user_id FROM {views[name]}" for name in INPUTS)
     cols, joins = [], []
-    for name, (_, schema) in INPUTS.items():
-        cols += [f"{name}.{c} AS {_prefix(name, c)}" for c in schema]
+    for name in INPUTS:
+        cols += [f"{name}.{c} AS {_prefix(name, c)}" for c in _read_columns(name, present[name])]
         joins.append(f"LEFT JOIN {views[name]} AS {name} ON {name}.user_id = u.user_id")
     return (f"SELECT u.user_id, {', '.join(cols)}, a.activity FROM ({unions}) AS u {' '.join(joins)} "
             f"LEFT JOIN (SELECT user_id, collect_list(named_struct('category', category, 'events', events)) AS activity "
@@ -59,9 +67,10 @@ def features_of_batch(wide: pl.DataFrame, as_of: datetime, top_categories: int, 
                       build: str | None = None) -> pl.DataFrame:
     """``build_user_features`` on one batch of whole users (the rows of ``_wide_sql``)."""
     frames = {}
-    for name, (_, schema) in INPUTS.items():
+    for name in INPUTS:
         present = wide.filter(pl.col(_prefix(name, "user_id")).is_not_null())
-        frames[name] = present.select([pl.col(_prefix(name, c)).alias(c) for c in schema])
+        frames[name] = present.select([pl.col(c).alias(c.removeprefix(_prefix(name, ""))) for c in wide.columns
+                                       if c.startswith(_prefix(name, ""))])
     activity = (wide.select("user_id", "activity").filter(pl.col("activity").is_not_null())
                 .explode("activity").unnest("activity"))
     return uf.build_user_features(**frames, **{uf.CATEGORY_INPUT[0]: activity}, as_of=as_of,
@@ -103,7 +112,7 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
             out = features_of_batch(wide, as_of, top_categories, categories, build)
             yield from out.to_arrow().cast(arrow_schema).to_batches()
 
-    wide = spark.sql(_wide_sql(views, activity))
+    wide = spark.sql(_wide_sql(views, activity, {name: spark.table(view).columns for name, view in views.items()}))
     target = paths.spark_table(USER_FEATURES)
     if changed is not None:
         keys = spark.read.parquet(read_path(changed))
