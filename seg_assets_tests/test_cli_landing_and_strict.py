@@ -6,6 +6,7 @@ name named."""
 import os
 import shutil
 import time
+from pathlib import Path
 
 from seg_assets.cli import app
 from seg_assets.publish import state as published_state
@@ -53,6 +54,18 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
     assert published_state.nothing_new(paths, settings) is None
     monkeypatch.setattr(published_state, "code_fingerprint", lambda: "other code")
     assert published_state.nothing_new(paths, settings) is None
+
+
+def test_the_code_fingerprint_covers_every_module_of_the_package():
+    """When the module moved into publish/, the fingerprint covered its 7 neighbours only: an upgrade of any other
+    module said "Segments are current" and never ran (a reviewer's)."""
+    import seg_assets
+    from seg_assets.publish.state import code_files
+
+    covered = {path for label, _, path in code_files() if label == "py"}
+    package = Path(seg_assets.__file__).resolve().parent
+    assert covered == set(package.rglob("*.py")) and package / "recommend" / "model.py" in covered
+    assert any(label == "lexicon" for label, _, _ in code_files())
 
 
 def test_strict_exits_3_while_a_landing_file_is_not_taken_in(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ from seg_assets.warehouse import read_parquet_sql
 
 STATE_FILE = "published.json"
 FAILED_FILES = "file(s) not taken in"  # how "current" names the files that wait for a fix (cli --strict reads it)
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # seg_assets/: this module is in seg_assets/publish/
 
 
 def state_path(paths: DataPaths) -> Path:
@@ -70,18 +70,24 @@ def _changed_at(landing: Path, name: str) -> int | None:
         return None
 
 
+def code_files() -> list[tuple[str, Path, Path]]:
+    """(label, root, path) of what the code fingerprint covers: the package's .py files, the SQL models, its lexicons."""
+    return [(label, root, path)
+            for label, root, pattern in (("py", PACKAGE_DIR, "*.py"), ("sql", sql_dir(), "*.sql"), ("lexicon", PACKAGE_DIR, "*.txt"))
+            for path in sorted(root.rglob(pattern))]
+
+
 @functools.cache
 def code_fingerprint() -> str:
-    """sha256 over the package's .py files, the SQL models and its lexicons, by relative path and content.
+    """sha256 over :func:`code_files`, by relative path and content.
 
     Computed once per process: a long-running code server records the code it loaded (about), not
     edits made on disk since.
     """
     digest = hashlib.sha256()
-    for label, root, pattern in (("py", PACKAGE_DIR, "*.py"), ("sql", sql_dir(), "*.sql"), ("lexicon", PACKAGE_DIR, "*.txt")):
-        for path in sorted(root.rglob(pattern)):
-            digest.update(f"{label}:{path.relative_to(root).as_posix()}\0".encode())
-            digest.update(path.read_bytes())
+    for label, root, path in code_files():
+        digest.update(f"{label}:{path.relative_to(root).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
