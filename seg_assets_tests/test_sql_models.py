@@ -483,8 +483,33 @@ def test_the_views_behind_user_features_are_read_from_the_sql_not_listed(tmp_pat
                        "staging.stg_orders": "order_ts", "staging.stg_reviews": "review_ts"}
     (sql / "staging" / "stg_orders.sql").write_text(
         (sql / "staging" / "stg_orders.sql").read_text().replace("-- event_time: order_ts\n", ""))
-    with pytest.raises(SqlModelError, match="staging.stg_orders: a view that user features read needs an `-- event_time"):
+    with pytest.raises(SqlModelError, match="stg_orders.sql: a view that user features read needs an `-- event_time"):
         sources({m.table: m for m in discover_models(sql)})
+
+
+def test_a_view_behind_user_features_without_its_event_time_is_refused_before_a_run(tmp_path):
+    """It failed the features step with Dagster's traceback, "unexpected: please report it", retried twice (a
+    reviewer's): it is refused when the definitions load, in one line naming the file, exit 2. A process of its own:
+    the models are read once per process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from seg_assets.settings import DEFAULT_SQL_DIR
+
+    sql = tmp_path / "sql"
+    shutil.copytree(DEFAULT_SQL_DIR, sql)
+    view = sql / "staging" / "stg_customers.sql"
+    view.write_text(view.read_text().replace("-- event_time: signup_ts\n", ""))
+    (tmp_path / "data" / "landing" / "orders").mkdir(parents=True)
+    env = {**os.environ, "SEG_SQL_DIR": str(sql), "SEG_DATA_DIR": str(tmp_path / "data")}
+    env.pop("DAGSTER_HOME", None)
+    done = subprocess.run([sys.executable, "-m", "seg_assets.cli", "refresh"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{view}: a view that user features read needs an `-- event_time" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 def test_a_column_added_to_a_feature_model_and_not_to_user_features_is_a_warning(tmp_path, monkeypatch):

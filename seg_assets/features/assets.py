@@ -10,6 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from seg_assets.automation.limits import CheckedConfig
+from seg_assets.errors import input_failure
 from seg_assets.features import dictionary
 from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
@@ -43,9 +44,18 @@ def sources(models: dict) -> list[inc.Source]:
     the column that dates its rows: both read from the SQL (sql_models.first_views, the ``-- event_time:`` header)."""
     out = [inc.Source(table, event_time_of(table, models)) for table in first_views(_INPUTS.values(), models)]
     if undated := [s.table for s in out if s.event_time is None]:
-        raise SqlModelError(f"{', '.join(undated)}: a view that user features read needs an `-- event_time: <column>` "
-                            "header (the column that dates its rows: what finds the users with new rows)")
+        files = ", ".join(str(models[t].path) if t in models else t for t in undated)
+        raise SqlModelError(f"{files}: a view that user features read needs an `-- event_time: <column>` header (the "
+                            "column that dates its rows: what finds the users with new rows)")
     return out
+
+
+def _sources_in_run(models: dict) -> list[inc.Source]:
+    """:func:`sources` in a step (the SQL edited after the definitions loaded): one line, not retried."""
+    try:
+        return sources(models)
+    except SqlModelError as exc:
+        raise input_failure(str(exc)) from None
 
 
 class FeatureConfig(CheckedConfig):
@@ -90,7 +100,7 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
         models = {m.table: m for m in discover_models()}
-        behind = sources(models)
+        behind = _sources_in_run(models)
         built = built_inputs([s.table for s in behind] + list(_INPUTS.values()), models)
         plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=behind, code_version=_code_version(models),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags),
@@ -161,7 +171,8 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
         as_of = settings.resolve_as_of(con)
         # the DuckDB engine's plan, on the raw Parquet views: the SQL models are rebuilt in full on Spark in this run,
         # so only the raw inputs (built=()) say which users changed
-        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=sources(models), code_version=_code_version(models),
+        plan = inc.plan_build(con, model=TABLE, target=TABLE, key="user_id", sources=_sources_in_run(models),
+                              code_version=_code_version(models),
                               as_of=as_of, rebase=inc.rebase_requested(context.run.tags), params=params, built=())
         if plan.incremental:
             categories = inc.read_state(con, TABLE).params["categories"]
@@ -203,3 +214,4 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
 
 
 assets = [*sql_assets(), user_features]
+sources({m.table: m for m in discover_models()})  # an undated view is refused when the definitions load, as SQL errors are
