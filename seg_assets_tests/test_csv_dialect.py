@@ -240,3 +240,20 @@ def test_a_semicolon_file_in_a_source_that_read_comma_files_is_told_to_come_as_t
     said = {r[1]: r[8] for r in ledger}["orders/b.csv"]
     assert 'export it with "," and land it under a new name (1 file(s) of source \'orders\' were read with ","' in said, said
     assert "in a folder of their own" in said and "set csv" not in said, said
+
+
+def test_a_semicolon_file_in_a_source_of_parquet_files_is_told_the_csv_line(tmp_path):
+    """Parquet files ignore `csv:`: a source that took in only Parquet files was counted as having read files with
+    ',' and its ';' file was told to come as they do, not the source's csv line that reads it (a reviewer's)."""
+    import polars as pl
+
+    folder = tmp_path / "landing" / "orders"
+    folder.mkdir(parents=True)
+    pl.DataFrame({"order_id": ["o1"], "user_id": ["u1"], "order_ts": ["2026-03-01T10:00:00Z"], "amount": [10.5],
+                  "items": [1], "status": ["completed"]}).write_parquet(folder / "a.parquet")
+    ingest(tmp_path)
+    write(tmp_path, "orders/b.csv", "order_id;user_id;order_ts;amount;items;status\no2;u1;2026-03-02T10:00:00Z;10.5;1;completed\n")
+    _, ledger, _ = ingest(tmp_path)
+    by_file = {r[1]: (r[2], r[8]) for r in ledger}
+    assert by_file["orders/a.parquet"][0] == "ingested"
+    assert 'sources: {orders: {table: orders, csv: {delimiter: ";"}}}' in by_file["orders/b.csv"][1], by_file

@@ -258,9 +258,9 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
         separator = other_separator(src.names, delimiter) if src.is_csv else None
         if separator:  # the whole header read as one column: that is the one thing to fix (no mapping can)
             csv = source.csv.yaml(delimiter=separator)
-            try:  # files of this source already read with its delimiter: a source-wide change would reject them
-                read = con.sql(f"SELECT count(*) FROM {C.LEDGER_TABLE} WHERE source = ? AND accepted + duplicate > 0",
-                               params=[source.name]).fetchall()[0][0]
+            try:  # CSV files of this source already read with its delimiter: a source-wide change would reject them
+                read = con.sql(f"SELECT count(*) FROM {C.LEDGER_TABLE} WHERE source = ? AND accepted + duplicate > 0 "
+                               "AND file_format LIKE 'csv%'", params=[source.name]).fetchall()[0][0]
             except duckdb.Error:
                 read = 0
             where = (f"set csv: {csv} on source {source.name!r} in sources.yaml" if source.declared else
