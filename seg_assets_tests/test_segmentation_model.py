@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from seg_assets.segmentation.batch import COLUMNS, SegmentScorer, score_segments
 from seg_assets.segmentation.fit import fit_segment_model
-from seg_assets.segmentation.model import LIFECYCLE_K, ModelConfig, SegmentModel, stage_of
+from seg_assets.segmentation.model import DEFAULT_K, ModelConfig, SegmentModel, stage_of
 from seg_assets.segmentation.quality import evaluate_model
 from seg_assets.segmentation.rule_based import LifecycleThresholds, ValueTiers, reference_cuts
 from seg_assets.segmentation.selection import SelectionConfig
@@ -51,7 +51,7 @@ def test_recovers_planted_types(shoppers, model):
     assert adjusted_rand_score(truth, ids) > 0.8
     assert ids.dtype == np.int64 and set(ids) <= set(model.segment_ids)
     assert np.all((conf > 0) & (conf <= 1)) and conf.mean() > 0.7
-    low, high = LIFECYCLE_K  # the pipeline's range too (SegmentModelConfig reads it)
+    low, high = DEFAULT_K  # the pipeline's range too (SegmentModelConfig reads it)
     assert low <= model.metrics["k_behaviour"] <= high and model.k == model.metrics["k_behaviour"] + 2
     assert model.metrics["stability"] > 0.7 and model.metrics["silhouette"] > 0.2
     ks = model.k_selection
@@ -253,3 +253,13 @@ def test_evaluate_in_service_model_on_new_data(model):
     m = evaluate_model(model, frame, sample_size=1500)
     assert m["silhouette"] == pytest.approx(model.metrics["silhouette"], abs=0.05) and m["davies_bouldin"] > 0
     assert evaluate_model(model, frame, sample_size=1500) == m  # deterministic sample
+
+
+def test_one_default_range_of_clusters_for_either_hierarchy_and_the_pipeline():
+    """A flat ModelConfig without a k_range searched 3..10 while the pipeline and lifecycle searched 2..8 (a
+    reviewer's): the range is selection's, read by both hierarchies and by the segment model's config."""
+    from seg_assets.segmentation.assets import SegmentModelConfig
+
+    pipeline = SegmentModelConfig()
+    assert ModelConfig(hierarchy="flat").stage_k("all") == ModelConfig().stage_k("engaged") == DEFAULT_K
+    assert (pipeline.k_min, pipeline.k_max) == DEFAULT_K

@@ -48,7 +48,7 @@ from seg_assets.segmentation.membership import (
     previous_id_sql,
     refit_churn,
 )
-from seg_assets.segmentation.model import HIERARCHIES, LIFECYCLE_K, ModelConfig, SegmentModel, aged
+from seg_assets.segmentation.model import DEFAULT_K, HIERARCHIES, ModelConfig, SegmentModel, aged
 from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import ALGORITHMS, SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
@@ -60,8 +60,8 @@ SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")  # its asset: classifier_
 GROUP = "segmentation"
 
 
-# The maths' defaults, read here so each lives in one place (k_min..k_max: model.LIFECYCLE_K, the range a ModelConfig
-# without one fits too, so that the unit tests fit what the pipeline does)
+# The maths' defaults, read here so each lives in one place (k_min..k_max: model.DEFAULT_K, the range a ModelConfig
+# without one fits too, either hierarchy, so that the unit tests fit what the pipeline does)
 MODEL_DEFAULTS = ModelConfig()
 
 
@@ -73,9 +73,9 @@ class SegmentModelConfig(CheckedConfig):
         "data, on drift (not again within refit_retry_hours of a refused fit), or when it is too old; 'always': now.")
     hierarchy: Literal[HIERARCHIES] = Field(
         default="lifecycle", description="lifecycle: new / lapsed / engaged first, behaviour clusters inside 'engaged'.")
-    k_min: int = Field(default=LIFECYCLE_K[0], ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments); "
+    k_min: int = Field(default=DEFAULT_K[0], ge=2, le=50, description="Fewest behaviour clusters (flat: fewest segments); "
                      "a small stage gets fewer, every cluster holding min_cluster_rows users.")
-    k_max: int = Field(default=LIFECYCLE_K[1], ge=2, le=50,
+    k_max: int = Field(default=DEFAULT_K[1], ge=2, le=50,
                        description="Most behaviour clusters; with new and lapsed that is 4..10 segments.")
     min_cluster_rows: int = Field(default=MODEL_DEFAULTS.min_cluster_rows, ge=1, le=1_000_000, description="No behaviour "
                                   "cluster of fewer users (a stage gets at most its users // this): no segment of a handful.")

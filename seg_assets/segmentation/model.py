@@ -56,7 +56,7 @@ from seg_assets.segmentation.selection import SelectionConfig
 ARTIFACT_FORMAT = 1
 STAGE_ORDER = ("engaged", "new", "lapsed", "all")
 HIERARCHIES = ("lifecycle", "flat")
-LIFECYCLE_K = (2, 8)  # behaviour clusters inside 'engaged' when ModelConfig.k_range is None (the pipeline's default)
+DEFAULT_K = (SelectionConfig.k_min, SelectionConfig.k_max)  # behaviour clusters when ModelConfig.k_range is None
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class ModelConfig:
     hierarchy: str = "lifecycle"
     new_max_tenure_days: float = LifecycleThresholds.new_max_tenure_days  # 'new' means what it means in the rules
     lapsed_after_days: float = LifecycleThresholds.at_risk_max_recency_days  # past "at risk" in the rules
-    k_range: tuple[int, int] | None = None  # behaviour clusters; None: LIFECYCLE_K, flat: selection's k_min..k_max
+    k_range: tuple[int, int] | None = None  # behaviour clusters; None: selection's k_min..k_max (DEFAULT_K)
     new_k: tuple[int, int] = (1, 1)
     lapsed_k: tuple[int, int] = (1, 1)
     min_stage_rows: int = 20  # a smaller stage gets no segment of its own (nearest centroid instead)
@@ -91,9 +91,7 @@ class ModelConfig:
             return self.new_k
         if stage == "lapsed":
             return self.lapsed_k
-        if self.k_range:
-            return self.k_range
-        return LIFECYCLE_K if self.hierarchy == "lifecycle" else (self.selection.k_min, self.selection.k_max)
+        return self.k_range or (self.selection.k_min, self.selection.k_max)
 
 
 @dataclass

@@ -34,8 +34,8 @@ class SelectionConfig:
     """How clusters are searched for and fitted (all sizes are row counts)."""
 
     algorithm: str = "auto"
-    k_min: int = 3
-    k_max: int = 10
+    k_min: int = 2  # the range of clusters searched when no k_range is given: the pipeline's default too
+    k_max: int = 8  # (model.DEFAULT_K, read by segment_model's config)
     selection_sample: int = 20_000
     silhouette_sample: int = 5_000
     fit_sample: int = 300_000
