@@ -96,6 +96,7 @@ def column_sql(
     timestamp_format: str | None = None, local_time: bool = False, mapped_from: str | None = None,
     failed: str | None = None,
     read_something: str | None = None,
+    values_read: str | None = None,
 ) -> tuple[list[str], list[str], str, list[str]]:
     """(text select items, typed select items, final typed expression, rule CASEs) for one contract column.
 
@@ -106,19 +107,22 @@ def column_sql(
     the file column or expression a source maps the column from, named in reasons; ``failed``: SQL true where that
     expression failed on the row (a CAST of 'n/a', a division by zero), its first rule; ``read_something``: SQL true
     where the expression mapping the column had a non-empty value to read (staging._read_something): its NULL there
-    is a value it does not know, not an empty one.
+    is a value it does not know, not an empty one; ``values_read``: SQL text of the values that expression read, for
+    the reasons of both.
     Timestamps as text are parsed with ``timestamp_format`` (strptime codes) when given, else as ISO-8601 (an offset
     may follow a space); text without an offset is local time of the session's TimeZone (UTC unless the source names
     one).
     """
     n, p = col.name, f"p__{col.name}"
     # how a person finds the value: the contract column, and the file's column or expression a source maps it from
-    shown = (col.file_name if mapped_from is None else f"{col.file_name} (from {mapped_from[:60]})").replace("'", "''")
+    cut = mapped_from if mapped_from is None or len(mapped_from) <= 80 else mapped_from[:77] + "..."
+    shown = (col.file_name if cut is None else f"{col.file_name} (from {cut})").replace("'", "''")
+    read = values_read or "'its values: raw.rejects.raw_values'"
     typed = typed_sql(col, source, source_type, local_time) if source and source_type else None
     v = text_sql(source) if typed else f"v__{n}"
     texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]
     x = source if typed else v  # NULL exactly when the value is missing (a typed value's text is never blank)
-    rules = [f"WHEN {failed} THEN '{MAPPING_FAILED}{n}|{shown} fails on this row (its values: raw_values)'"] if failed else []
+    rules = [f"WHEN {failed} THEN '{MAPPING_FAILED}{n}|{shown} fails on this row (' || {read} || ')'"] if failed else []
     if col.required:
         rules.append(f"WHEN {x} IS NULL THEN 'missing:{n}|missing {shown}'")
     inner: list[str] = []
@@ -128,8 +132,8 @@ def column_sql(
         final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
         if col.empty_default is not None and read_something:  # its NULL is a value it does not know, not an empty
             # one: a tester's 60 pending lines were taken for paid ones (lower(Status) of an empty field keeps the default)
-            rules.append(f"WHEN {v} IS NULL AND ({read_something}) THEN 'unknown:{n}|{shown} gives no value for this row: give every value "
-                         f"it may read one (CASE ... ELSE, or coalesce(..., {col.empty_default.replace(chr(39), chr(39) * 2)}))'")
+            rules.append(f"WHEN {v} IS NULL AND ({read_something}) THEN 'unknown:{n}|{shown} gives no value for ' || {read} || "
+                         f"': map each value it may read (a WHEN per value; an ELSE only if every other value means the same)'")
         rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {shown} ' || {shown_sql(v)}")
     else:
         if typed:

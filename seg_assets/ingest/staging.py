@@ -73,15 +73,27 @@ def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
     return f"json_object({', '.join(parts)})::VARCHAR" if parts else "'{}'"
 
 
-def _read_something(src: Source, expr) -> str | None:
-    """SQL true where a mapped expression (not a plain column) had a value to read: one of the file columns it reads
-    is not empty. Its NULL there is a value it does not know (a status an export adds later, whatever the expression:
-    CASE without ELSE, ``if(c, x, NULL)``, a MAP lookup), not an empty field; None for a column or a constant."""
+def _inputs_read(src: Source, expr) -> list[tuple[str, str]]:
+    """(name, SQL identifier) of the file columns a mapped expression (not a plain column) reads; none for a column or
+    a constant."""
     if expr is None or expr.column_name is not None:
-        return None
+        return []
     idents = {n.strip().lower(): i for n, i in zip(src.names, src.idents)}
-    read = [f"nullif(trim(CAST({idents[c]} AS VARCHAR)), '') IS NOT NULL" for c in sorted(expr.columns) if c in idents]
-    return " OR ".join(read) or None
+    return [(c, idents[c]) for c in sorted(expr.columns) if c in idents]
+
+
+def _read_something(inputs: list[tuple[str, str]]) -> str | None:
+    """SQL true where a mapped expression had a value to read: one of the file columns it reads is not empty. Its NULL
+    there is a value it does not know (a status an export adds later, whatever the expression: CASE without ELSE,
+    ``if(c, x, NULL)``, a MAP lookup), not an empty field."""
+    return " OR ".join(f"{row_rules.text_sql(i)} IS NOT NULL" for _, i in inputs) or None
+
+
+def _values_read(inputs: list[tuple[str, str]]) -> str | None:
+    """SQL text of the values an expression read on the row, for its reasons: ``qty = 'n/a'`` (a tester saw none)."""
+    parts = [f"'{name.replace(chr(39), chr(39) * 2)} = ' || coalesce({row_rules.shown_sql(row_rules.text_sql(i))}, 'empty')"
+             for name, i in inputs]
+    return " || ', ' || ".join(parts) or None
 
 
 def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bounds) -> None:
@@ -113,10 +125,11 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
             # for the test (see mapping.no_shared_subexpressions: DuckDB would compute the shared expression once, outside both)
             tries.append(f"try(struct_pack(v := {sql})) AS {try_alias(col.name)}")
             sql, failed = f"{try_alias(col.name)}.v", f"{try_alias(col.name)} IS NULL"
+        inputs = _inputs_read(src, source.columns.get(col.name))
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time,
                                               source.columns[col.name].text if col.name in source.columns else None,
-                                              failed, _read_something(src, source.columns.get(col.name)))
+                                              failed, _read_something(inputs), _values_read(inputs))
         values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")
@@ -128,7 +141,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         if src.is_csv:  # a row cut short or overlong is a reject, whatever the where says of its shifted fields (it
             keep += f" OR {src.idents[-1]} IS NULL OR {OVERFLOW} IS NOT NULL"  # was counted as left out: a tester's)
         cases.insert(0, f"WHEN {t} IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
-                        "row (its values: raw_values)'")
+                        "row (its values: raw.rejects.raw_values)'")
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     typed = {c.name for c in spec.columns if c not in keys}
