@@ -3,7 +3,10 @@ fails alone with the reason and the fix, what a person is told of rejected rows 
 mapped from, never the personal columns beside it), and a file nothing of which was taken in is read again once its
 source is fixed (a copy of it is no duplicate)."""
 
+import gzip
+
 import duckdb
+import pytest
 
 from seg_assets_tests.sources_ingest import ingest, write
 
@@ -499,7 +502,8 @@ def test_a_non_utf8_row_over_several_lines_is_not_copied_into_the_message(tmp_pa
     assert "Hauptstra" not in row[8] and "Berlin" not in row[8] and "Zo" not in row[8], row[8]
 
 
-def test_a_stray_quote_that_swallows_a_short_last_row_among_long_ones_is_found(tmp_path):
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
+def test_a_stray_quote_that_swallows_a_short_last_row_among_long_ones_is_found(tmp_path, suffix):
     """Most rows long (a 150-character title each), a quote left open in the last but one row swallowing the short
     last row: under the length guard, the file was "ingested" with 39 of 40 rows and the last row inside a category
     (a reviewer's)."""
@@ -508,9 +512,30 @@ def test_a_stray_quote_that_swallows_a_short_last_row_among_long_ones_is_found(t
     rows = [f'o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,"{title}"\n' for i in range(40)]
     rows[38] = 'o38,u38,2026-03-01T10:00:00Z,5,1,completed,"Deluxe 12 inch\n'
     rows[39] = "o39,u39,2026-03-01T10:00:00Z,7,1,completed,Socks\n"
-    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(rows))
+    text = "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(rows)
+    path = tmp_path / "landing" / "orders" / f"a.{suffix}"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress(text.encode()) if suffix == "csv.gz" else text.encode())
     _, ledger, _ = ingest(tmp_path)
     assert ledger[0][2] == "failed" and "line 40: a double quote opens a field" in ledger[0][8], ledger[0]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz"])
+def test_a_short_last_row_whose_quoted_lines_are_closed_is_data(tmp_path, suffix):
+    """The same long rows, the last a short quoted value over two lines whose second reads as a row, its quote
+    closed: the search for the swallowing quote above refused the whole file (a reviewer's 40 reviews); compressed,
+    by a row length taken from the compressed size, also with that row in the middle."""
+    title = ("Premium leather walking shoe with cushioned sole and breathable lining for all seasons, in brown, black "
+             "or navy; sizes 36 to 47, wide fit available")
+    rows = [f'o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,"{title}"\n' for i in range(40)]
+    rows[39] = 'o39,u39,2026-03-01T10:00:00Z,7,1,completed,"Colours:\nred,blue,green,black,white,grey,pink"\n'
+    rows[20] = rows[39].replace("o39,u39", "o20,u20")
+    text = "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(rows)
+    path = tmp_path / "landing" / "orders" / f"a.{suffix}"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress(text.encode()) if suffix == "csv.gz" else text.encode())
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2:5] == ("ingested", 40, 40), ledger[0]
 
 
 def test_a_mapped_column_renamed_by_the_export_is_named_by_its_near_match(tmp_path):

@@ -260,6 +260,25 @@ def _line_of_row(path: Path, fmt: str, dialect: CsvDialect, rowid: int) -> int:
     return start
 
 
+def _open_at_end(path: Path, fmt: str, dialect: CsvDialect) -> bool:
+    """Whether a quoted field is still open where the file ends, by Python's strict csv reader: its only way to tell
+    a quote left open from one closed in the last row. Another error on the way (``"ab"c``) counts as open: the
+    caller then keeps its finding."""
+    with _open(path, fmt) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig" if dialect.utf8 else dialect.encoding, errors="replace", newline="")
+        reader = csv.reader(text, delimiter=dialect.delimiter, quotechar='"', doublequote=True, skipinitialspace=True,
+                            strict=True)
+        limit = csv.field_size_limit(2**31 - 1)
+        try:
+            for _ in reader:
+                pass
+        except csv.Error:
+            return True
+        finally:
+            csv.field_size_limit(limit)
+    return False
+
+
 def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt: str) -> str | None:
     """The file's line where a double quote opens a field that is never closed, said as the fix (None: none). The
     lenient reader takes such a field as a value over line ends, so the rows after it were read as one value of one
@@ -279,7 +298,8 @@ def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt
     # swallowed row, and its rows were lost unsaid (a reviewer's: 30 of 40)
     row_len = " + ".join(f"coalesce(length({c}), 0)" for c in idents)
     [(median,)] = con.sql(f"SELECT median({row_len}) FROM {SRC} WHERE rowid < 1000").fetchall()
-    long = max(len(idents), min(path.stat().st_size // max(rows, 1), int(median or 0)) // 2)
+    mean = path.stat().st_size // max(rows, 1) if fmt == "csv" else int(median or 0)  # a .gz file's size is compressed
+    long = max(len(idents), min(mean, int(median or 0)) // 2)
     # a line that reads as a row: the delimiters of this file's rows (a full row's, or as many as its rows have when
     # they leave optional last columns out), no field starting with a space unless this file's fields do (", "):
     # prose, "soft, warm, cheap", is no row (a reviewer's multi-line review failed its file)
@@ -295,10 +315,14 @@ def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt
     # row read, and a short row swallowed there is under the length guard when most rows are long (a reviewer's)
     long_holds_row = " OR ".join(f"((length({c}) >= {long} OR rowid = {rows - 1}) AND regexp_matches({c}, {a_row}))"
                                  for c in columns)
-    found = con.sql(f"""SELECT rowid FROM {SRC} WHERE (({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL) AND ({spans})
-                        AND ({holds_row})) OR {long_holds_row} ORDER BY rowid LIMIT 1""").fetchall()
+    broken_or_long = f"""(({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL) AND ({spans}) AND ({holds_row})) OR
+                         {long_holds_row.replace(f" OR rowid = {rows - 1}", "")}"""
+    found = con.sql(f"""SELECT rowid, ({broken_or_long}) FROM {SRC} WHERE (({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL)
+                        AND ({spans}) AND ({holds_row})) OR {long_holds_row} ORDER BY rowid LIMIT 1""").fetchall()
     if not found:
         return None
+    if not found[0][1] and not _open_at_end(path, fmt, dialect):  # a short last row whose quoted lines were closed:
+        return None  # a value over line ends, as an address is (its whole file was refused: a reviewer's)
     breaks = " + ".join(f"coalesce(length({c}) - length(replace({c}, chr(10), '')), 0)" for c in columns)
     [(inside,)] = con.sql(f"SELECT coalesce(sum({breaks}), 0) FROM {SRC} WHERE rowid = $r", params={"r": found[0][0]}).fetchall()
     line = _line_of_row(path, fmt, dialect, found[0][0])
