@@ -51,3 +51,42 @@ def test_checkout_steps_submitted_are_checkout_and_a_page_ping_no_view(name, sta
     from seg_assets.ingest.events import stage_of
 
     assert stage_of(name) == stage
+
+
+def test_a_stage_guessed_from_the_words_and_a_latest_source_without_line_ids_are_said_in_the_refresh(tmp_path):
+    """A tester's `wc_thankyou_page` beside GA4's `purchase` counted every order twice, unsaid (the stage came from
+    the word "thankyou"); and a `keep: latest` source of order lines without a line id booked its refunds beside the
+    paid lines, said only in the ledger. Both are warnings of the ingestion step; a declared name and a built-in one
+    are not, and the UI's table says where each stage came from."""
+    import dagster as dg
+
+    from seg_assets.ingest import ingest_landing
+    from seg_assets.resources import build_resources
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sources.yaml").write_text(
+        "sources:\n  web:\n    table: clicks\n    event_types: {newsletter_thankyou: other, Page Viewed Twice: view}\n"
+        "  shop:\n    table: order_items\n    keep: latest\n")
+    landing = tmp_path / "data" / "landing"
+    (landing / "web").mkdir(parents=True)
+    (landing / "shop").mkdir(parents=True)
+    (landing / "web" / "a.csv").write_text(
+        "event_id,user_id,session_id,event_ts,event_type\n"
+        "e1,u1,s1,2026-03-01T10:00:00Z,purchase\ne2,u1,s1,2026-03-01T10:00:01Z,wc_thankyou_page\n"
+        "e3,u1,s1,2026-03-01T10:00:02Z,newsletter_thankyou\ne4,u1,s1,2026-03-01T10:00:03Z,Page Viewed Twice\n")
+    (landing / "shop" / "a.csv").write_text("order_id,user_id,order_ts,product_id,quantity,unit_price,status\n"
+                                            "o1,u1,2026-03-01T10:00:00Z,p1,1,5,completed\n")
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([ingest_landing], resources=build_resources(tmp_path / "data", "2026-03-02T00:00:00Z"),
+                            instance=instance)
+    assert result.success
+    said = " | ".join(r.user_message for r in instance.all_logs(result.run_id) if not r.is_dagster_event)
+    assert "given a funnel stage by their words" in said and "wc_thankyou_page -> purchase (1 rows)" in said, said
+    assert "newsletter_thankyou" not in said and "page viewed twice" not in said.lower() and "purchase (" not in said.replace(
+        "wc_thankyou_page -> purchase (", "")
+    assert "source 'shop' says keep: latest, but its files carry no line id" in said, said
+    events = [m for m in result.asset_materializations_for_node("ingest_landing")
+              if m.asset_key == dg.AssetKey(["raw", "clicks"])][0].metadata["events_by_name"]
+    assert {(r.data["event_type"], r.data["stage_from"]) for r in events.value.records} == {
+        ("purchase", "built in"), ("wc_thankyou_page", "words"), ("newsletter_thankyou", "declared"),
+        ("Page Viewed Twice", "declared")}

@@ -84,7 +84,7 @@ def test_an_address_in_a_where_or_an_event_name_is_redacted_where_the_product_sh
     con, report = _ingest(tmp_path)
     assert [(f.accepted, f.filtered) for f in report.files] == [(3, 1)]
     assert "<redacted e-mail>" in report.files[0].message and "@" not in _shown(con, report)
-    events = _events_table(con, report)["events_by_name"]
+    events = _events_table(con, report, [])[0]["events_by_name"]
     shown = {(r.data["event_type"], r.data["rows"]) for r in events.value.records}
     assert shown == {("page_view", 1), ("signup <redacted e-mail>", 2)}
 

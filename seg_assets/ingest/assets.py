@@ -16,9 +16,10 @@ from seg_assets.automation.limits import check_limits
 from seg_assets.automation.run_config import SettingsError
 from seg_assets.errors import input_failure
 from seg_assets.ingest import contract as C
-from seg_assets.ingest import ledger, loader
+from seg_assets.ingest import events, ledger, loader
 from seg_assets.ingest.source_config import SourceConfigError, check_engine, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
+from seg_assets.ingest.staging import LATEST_WITHOUT_ID
 from seg_assets.markdown import table as md_table
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
@@ -129,31 +130,38 @@ def orders_of_several_users(con, file_ids: list[int]) -> tuple[int, str | None]:
         GROUP BY order_id HAVING min(user_id) <> max(user_id)) {rows}""").fetchall()[0]
 
 
-def _events_table(con, report: ledger.IngestReport) -> dict:
-    """Rows per event name and funnel stage among this run's new clicks (an unmapped name shows as 'other')."""
-    ids = [f.file_id for f in report.for_table("clicks") if f.status == C.STATUS_INGESTED]
-    if not ids:
-        return {}
+def _events_table(con, report: ledger.IngestReport, sources) -> tuple[dict, dict[tuple[str, str], int]]:
+    """(metadata: rows per event name, funnel stage and the rule that gave it among this run's new clicks, an
+    unmapped name showing as 'other'; rows per (name, stage) of names staged by their words, other than 'other')."""
+    files = {f.file_id: f.source for f in report.for_table("clicks") if f.status == C.STATUS_INGESTED}
+    if not files:
+        return {}, {}
+    declared = {s.name: events.check_overrides(s.event_types) for s in sources}
     rows = con.sql(
-        f"SELECT event_type, funnel_stage::VARCHAR, count(*) FROM raw.clicks WHERE _file_id IN ({', '.join(map(str, ids))}) "
-        "GROUP BY ALL ORDER BY 3 DESC, 1 LIMIT 200").fetchall()
+        f"SELECT _file_id, event_type, funnel_stage::VARCHAR, count(*) FROM raw.clicks WHERE _file_id IN "
+        f"({', '.join(map(str, files))}) GROUP BY ALL").fetchall()
     schema = dg.TableSchema(columns=[dg.TableColumn("event_type", "string"), dg.TableColumn("funnel_stage", "string"),
-                                     dg.TableColumn("rows", "int")])
+                                     dg.TableColumn("stage_from", "string"), dg.TableColumn("rows", "int")])
     stages: dict[str, int] = {}
-    names: dict[tuple[str, str], int] = {}  # an e-mail in an event name (a tracking bug) is not shown
-    for name, stage, n in rows:
+    names: dict[tuple[str, str, str], int] = {}  # an e-mail in an event name (a tracking bug) is not shown
+    for file_id, name, stage, n in rows:
         stages[stage] = stages.get(stage, 0) + int(n)
-        names[(ledger.redact(name), stage)] = names.get((ledger.redact(name), stage), 0) + int(n)
+        key = (ledger.redact(name), stage, events.stage_from(name, declared.get(files[file_id])))
+        names[key] = names.get(key, 0) + int(n)
+    top = sorted(names.items(), key=lambda item: (-item[1], item[0]))
+    guessed = {(e, s): n for (e, s, rule), n in top if rule == events.WORDS and s != events.OTHER}
     return {
-        "events_by_name": dg.MetadataValue.table([dg.TableRecord({"event_type": e, "funnel_stage": s, "rows": n})
-                                                  for (e, s), n in names.items()], schema),
+        "events_by_name": dg.MetadataValue.table([dg.TableRecord({"event_type": e, "funnel_stage": s, "stage_from": r,
+                                                                  "rows": n}) for (e, s, r), n in top[:200]], schema),
         "rows_by_funnel_stage": dg.MetadataValue.json(stages),
-    }
+    }, guessed
 
 
-def build_metadata(con, report: ledger.IngestReport) -> dict[dg.AssetKey, dict]:
-    """Metadata of each output for one ingest report (queried after the load, on the same connection)."""
+def build_metadata(con, report: ledger.IngestReport, sources) -> tuple[dict[dg.AssetKey, dict], dict[tuple[str, str], int]]:
+    """Metadata of each output for one ingest report (queried after the load, on the same connection), and the event
+    names staged by their words (_events_table)."""
     out: dict[dg.AssetKey, dict] = {}
+    clicks, guessed = _events_table(con, report, sources)
     for name, spec in C.TABLES.items():
         total = row_count(con, spec.qualified)
         out[RAW_KEYS[name]] = {
@@ -163,7 +171,7 @@ def build_metadata(con, report: ledger.IngestReport) -> dict[dg.AssetKey, dict]:
             "files": _files_table(report.for_table(name)),
             "rejects_by_rule": dg.MetadataValue.json(_rejects_by(con, "rule", report.run_id, name)),
             "extra_columns_seen": dg.MetadataValue.json(report.extra_columns(name)),
-            **(_events_table(con, report) if name == "clicks" else {}),
+            **(clicks if name == "clicks" else {}),
         }
     total_rejects = row_count(con, C.REJECTS_TABLE)
     t = report.totals()
@@ -186,7 +194,7 @@ def build_metadata(con, report: ledger.IngestReport) -> dict[dg.AssetKey, dict]:
         "failed_files": dg.MetadataValue.json(failed),
         "extra_columns_seen": dg.MetadataValue.json({n: report.extra_columns(n) for n in C.TABLES if report.extra_columns(n)}),
     }
-    return out
+    return out, guessed
 
 
 def addresses_taken_in_clear(con) -> int:
@@ -236,7 +244,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             min_ts=min_ts, settle_seconds=settings.settle_seconds, max_settle_wait=settings.max_settle_wait_seconds,
             stage_files=stage_files,
         )
-        metadata = build_metadata(con, report)
+        metadata, guessed = build_metadata(con, report, sources)
         kept_old = ledger.remapped(con, sources, context.run_id)
         shared, first = orders_of_several_users(
             con, [f.file_id for f in report.for_table("order_items") if f.status == C.STATUS_INGESTED])
@@ -262,6 +270,16 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         context.log.warning(f"ingest: {shared} order(s) have order lines of more than one user (first: order {first!r}): "
                             "each is counted as the smallest user id's order; if two shops' or systems' order ids "
                             "overlap, map order_id to a unique one in sources.yaml (e.g. store || '-' || InvoiceNo)")
+    if guessed:
+        context.log.warning("ingest: event name(s) given a funnel stage by their words, a guess (neither built in nor in "
+                            "the source's event_types): " + ", ".join(f"{e} -> {s} ({n:,} rows)" for (e, s), n in
+                                                                      list(guessed.items())[:10])
+                            + "; if one is wrong (a thank-you page beside a purchase event counts each order twice), "
+                            "declare it under the source's event_types in sources.yaml, e.g. {name: other}")
+    for name in sorted({f.source for f in report.files if LATEST_WITHOUT_ID in (f.message or "")}):
+        context.log.warning(f"ingest: source {name!r} says keep: latest, but its files carry no line id (it is derived "
+                            "from each line's values): a changed line (a refund, a cancellation) is taken in beside the "
+                            "old one, which keeps counting; map line_id to the export's line id column in sources.yaml")
     for name, files in kept_old.items():
         context.log.warning(f"ingest: sources.yaml's mapping of source {name!r} changed since {files} file(s) were taken "
                             "in: their rows keep the mapping they were read with (a file is read once); to read them "

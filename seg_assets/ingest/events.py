@@ -137,6 +137,17 @@ def check_overrides(overrides: dict[str, str]) -> dict[str, str]:
     return out
 
 
+DECLARED, BUILT_IN, WORDS = "declared", "built in", "words"  # where a name's stage comes from (stage_from)
+
+
+def stage_from(name: str | None, overrides: dict[str, str] | None = None) -> str:
+    """Which rule of :func:`stage_of` gives the name its stage: the source's ``event_types``, the built-in names, or
+    the words of the name (a guess, said in the refresh when it is not 'other': a tester's ``wc_thankyou_page`` was a
+    second purchase per order, unsaid)."""
+    key = normalize_event_name(name or "")
+    return DECLARED if overrides and key in overrides else BUILT_IN if name is None or key in DEFAULT_EVENT_STAGES else WORDS
+
+
 def stage_of(name: str | None, overrides: dict[str, str] | None = None) -> str:
     """The funnel stage of one event name (see the module docstring for the order of the rules)."""
     if name is None:

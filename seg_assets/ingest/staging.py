@@ -73,6 +73,9 @@ def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
     return f"json_object({', '.join(parts)})::VARCHAR" if parts else "'{}'"
 
 
+LATEST_WITHOUT_ID = "keep: latest cannot replace rows of this file"  # a file's note; ingestion warns once per source
+
+
 def _inputs_read(src: Source, expr) -> list[tuple[str, str]]:
     """(name, SQL identifier) of the file columns a mapped expression (not a plain column) reads; none for a column or
     a constant."""
@@ -307,8 +310,8 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
         finally:
             con.execute("SET TimeZone = 'UTC'")
         if source.keep == KEEP_LATEST and mapped.columns.get(spec.id_column, (None,))[0] == DERIVED_KEY:
-            notes.append(f"keep: latest cannot replace rows of this file: its {spec.id_column} is derived from each "
-                         "row's values, so a changed row is a new row; deliver or map an id column")
+            notes.append(f"{LATEST_WITHOUT_ID}: its {spec.id_column} is derived from each row's values, so a changed "
+                         f"row is a new row beside the old one; map {spec.id_column} to the export's own id column")
         out.filtered = out.delivered - con.sql(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
         if out.filtered:
             notes.append(f"{out.filtered} row(s) left out by the source's where: {source.where.text}")
