@@ -230,12 +230,20 @@ def _what_bi_shows(outcome, paths) -> str:
 
 def closing_line(outcome, paths) -> str:
     """Says how it went, repeats the causes, and says what BI tools see now."""
-    from seg_assets.publish.state import not_read
+    from seg_assets.publish.state import not_read, not_taken_in
 
     causes = "; ".join(escape(p.line()) for p in outcome.causes)
     if outcome.success:
         unread = [f"{name}: {why}" for name, why in not_read(paths).items()]  # a link out of landing/, a pipe, ...
-        causes = "; ".join(filter(None, [causes, *map(escape, unread[:3]), f"{len(unread) - 3} more not read" * (len(unread) > 3)]))
+        named = {p.where for p in outcome.problems if p.kind == "file"}
+        # a file an earlier refresh failed or rejected, unchanged since: named as when the segments are current (a
+        # tester's was named then and with --strict, not after a refresh that published other files)
+        waiting = [name for name in not_taken_in(paths) if name not in named]
+        earlier = (f"{len(waiting)} file(s) failed or rejected by an earlier refresh, unchanged since ("
+                   + ", ".join(escape(f"landing/{n}") for n in waiting[:3]) + ", ..." * (len(waiting) > 3)
+                   + "; see meta.ingest_ledger)") if waiting else ""
+        causes = "; ".join(filter(None, [causes, *map(escape, unread[:3]), f"{len(unread) - 3} more not read" * (len(unread) > 3),
+                                         earlier]))
         return f"[green]Refresh done[/green] in {outcome.seconds:.1f}s" + (f"; not taken in: {causes}" if causes else "")
     bi = _what_bi_shows(outcome, paths) + (" before it failed" if outcome.published else "")
     return f"[red]Refresh failed[/red]: {causes or 'see the errors above'}. {bi[0].upper()}{bi[1:]}."

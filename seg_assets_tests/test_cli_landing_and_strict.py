@@ -124,6 +124,13 @@ def test_strict_counts_a_file_an_earlier_refresh_could_not_take_in(tmp_path, mon
     strict = runner.invoke(app, ["refresh", "--no-summary", "--strict"])
     assert strict.exit_code == 3 and "not taken in landing/orders/export.csv" in strict.output, strict.output
     assert runner.invoke(app, ["refresh", "--no-summary", "--strict"]).exit_code == 3  # current: as before
+    # without --strict, a refresh that publishes other files names it in its closing line too (a tester's: only a
+    # refresh that found nothing new, or --strict, named it)
+    (root / "landing" / "orders" / "later.csv").write_text(good.read_text().replace("late1", "late2"))
+    ran = runner.invoke(app, ["refresh", "--no-summary"])
+    [closing] = [line for line in ran.output.splitlines() if line.startswith("Refresh done")]
+    assert ran.exit_code == 0 and "1 file(s) failed or rejected by an earlier refresh" in closing, ran.output
+    assert "landing/orders/export.csv" in closing and "later.csv" not in closing, closing
 
 
 def test_an_empty_data_root_has_nothing_to_do(tmp_path, monkeypatch):
