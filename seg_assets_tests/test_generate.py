@@ -346,3 +346,12 @@ def test_rejects_bad_arguments(tmp_path):
         generate_followup(tmp_path, 10, 1, 1, start=DEFAULT_END, tag="a/b")
     with pytest.raises(ValueError):
         generate(tmp_path, 10, 10, 1, event_vocabulary="ga4")  # type: ignore[arg-type]
+
+
+def test_the_valid_ids_of_a_faulty_delivery_with_campaigns_hold_the_response_orders(tmp_path):
+    """The response orders of the campaigns were left out of truth/valid_ids_orders (a tester counted 7,159
+    "extra" rows that a correct ingestion takes in): the id set equals what the reference ingestion takes."""
+    generate(tmp_path, 400, 90, 5, fault_rate=0.02, with_campaigns=True)
+    valid = set(pl.read_parquet(tmp_path / "truth/valid_ids_orders.parquet").to_series().to_list())
+    assert any(i.startswith("o-cr-") for i in valid)
+    assert valid == _reference_ingest(tmp_path, "orders", DEFAULT_END)

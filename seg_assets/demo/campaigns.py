@@ -78,8 +78,9 @@ def _buckets(user_ids: list[str], salt: str) -> np.ndarray:
 
 def write_campaigns(root: Path, landing_for, rng: np.random.Generator, shopper: np.ndarray, signup: np.ndarray,
                     end_s: int, start_s: int, fmt: str, shopper_types: tuple[str, ...],
-                    categories: tuple[str, ...]) -> tuple[dict[str, int], list[Path], dict[str, pl.DataFrame]]:
-    """Write campaign sends, response orders and actions.yaml; return (rows, files, truth frames)."""
+                    categories: tuple[str, ...]) -> tuple[dict[str, int], list[Path], dict[str, pl.DataFrame], pl.Series]:
+    """Write campaign sends, response orders and actions.yaml; return (rows, files, truth frames, the response orders'
+    ids: valid orders, for the truth of a delivery with faults)."""
     n = len(shopper)
     user_ids = [f"u{i:07d}" for i in range(1, n + 1)]  # demo.generate's ids (u + 7 digits)
     reachable = _buckets(user_ids, CONTROL_SALT) >= control_cutoff(CONTROL_SHARE)
@@ -122,14 +123,14 @@ def write_campaigns(root: Path, landing_for, rng: np.random.Generator, shopper: 
                   label("_cat", categories).alias("category"), pl.lit(0.0).alias("discount"),
                   pl.lit("completed").alias("status")]
     o = F.write_table(orders, order_cols, F.SPECS["orders"], F.FilePlan([f"orders_campaign_responses_{span}"]),
-                      landing_for("orders"), fmt, rng, 0.0)
+                      landing_for("orders"), fmt, rng, 0.0, want_ids=True)
     (Path(root) / "actions.yaml").write_text(ACTIONS_YAML)
     rates = pl.DataFrame([{"shopper_type": t, "action_id": a, "rate": float(RESPONSE_RATES[i, j])}
                           for i, t in enumerate(shopper_types) for j, a in enumerate(ACTIONS)])
     truth_sends = sends.select(id_num(pl.col("_n"), "cs", 8).alias("send_id"), pl.col("_r").alias("planted_response"))
     return ({"campaign_sends": written.rows, "campaign_response_orders": o.rows},
             [*written.files, *o.files, Path(root) / "actions.yaml"],
-            {"planted_action_rates.parquet": rates, "campaign_responses.parquet": truth_sends})
+            {"planted_action_rates.parquet": rates, "campaign_responses.parquet": truth_sends}, o.valid_ids)
 
 
 def before_first_send(root: Path) -> str | None:

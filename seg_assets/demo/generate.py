@@ -287,12 +287,15 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     if with_campaigns:
         from seg_assets.demo.campaigns import write_campaigns
 
-        rows, files, campaign_truth = write_campaigns(
+        rows, files, campaign_truth, response_orders = write_campaigns(
             paths.root, paths.landing_for, np.random.default_rng([seed, _CAMPAIGNS]), u.shopper, signup, end_s, start_s,
             fmt, SHOPPER_TYPES, CATEGORIES)
         summary.rows |= rows
         summary.files += [str(p.relative_to(paths.root)) for p in files]
         truth_files |= campaign_truth
+        if fault_rate > 0:  # the response orders are valid orders too (they were missing from the id set: a tester's)
+            known = truth_files["valid_ids_orders.parquet"]
+            truth_files["valid_ids_orders.parquet"] = pl.concat([known, response_orders.to_frame()])
     for name, df in truth_files.items():
         df.write_parquet(truth / name)
         summary.files.append(f"truth/{name}")
