@@ -149,3 +149,27 @@ def test_convergence_warnings_become_notes_and_other_warnings_pass_through():
             warnings.warn("something else", UserWarning, stacklevel=1)
     assert len(notes) == 1 and "failed to converge" in notes[0] and "\n" not in notes[0]
     assert [str(w.message) for w in shown] == ["something else"]
+
+
+@pytest.mark.parametrize("kind", ["gbm", "logreg"])
+def test_permutation_importance_in_one_call_is_scikit_learns(snapshots, kind):
+    """model._importances scores every shuffled copy in one call of the model: the same figures as scikit-learn's
+    permutation_importance (one call per feature and repeat) on the same rows, seed and shuffles."""
+    from sklearn.inspection import permutation_importance
+
+    from seg_assets.churn.model import IMPORTANCE_REPEATS, IMPORTANCE_ROWS, _importances, _matrix, make_classifier
+    from seg_assets.segmentation.selection import sample_indices
+
+    frame, _ = snapshots
+    features = ("recency_days", "frequency", "monetary", "tenure_days", "orders_per_30d", "mean_gap_days")
+    x, y = _matrix(frame, features), frame["churned"].to_numpy().astype(np.int64)
+    clf = make_classifier(kind, seed=0).fit(x, y)
+    for seed in (0, 5):
+        ours = _importances(clf, x, y, features, seed)
+        idx = sample_indices(len(y), IMPORTANCE_ROWS, seed + 17)
+        theirs = permutation_importance(clf, x[idx], y[idx], scoring="roc_auc", n_repeats=IMPORTANCE_REPEATS,
+                                        random_state=seed).importances_mean
+        expected = pl.DataFrame({"feature": list(features), "auc_drop": theirs}).sort("auc_drop", descending=True)
+        assert ours["feature"].to_list() == expected["feature"].to_list()
+        assert np.allclose(ours["auc_drop"].to_numpy(), expected["auc_drop"].to_numpy(), rtol=0, atol=1e-12)
+        assert ours["auc_drop"].abs().max() > 0.001  # the shuffles do move the AUC (not a vacuous comparison)
