@@ -263,3 +263,25 @@ def test_one_default_range_of_clusters_for_either_hierarchy_and_the_pipeline():
     pipeline = SegmentModelConfig()
     assert ModelConfig(hierarchy="flat").stage_k("all") == ModelConfig().stage_k("engaged") == DEFAULT_K
     assert (pipeline.k_min, pipeline.k_max) == DEFAULT_K
+
+
+@pytest.mark.parametrize("hierarchy", ["lifecycle", "flat"])
+def test_predict_and_the_classifier_read_only_the_input_columns(shoppers, model, hierarchy):
+    """segment_classifier reads model.input_columns() (and user_id) instead of every feature column: the same labels,
+    the same classifier, the same assignments as from the whole table."""
+    from seg_assets.segmentation.batch import assign
+    from seg_assets.segmentation.classifier import train_classifier
+
+    frame = shoppers[0].with_columns(country=pl.lit("DE"), top_category=pl.lit("books"),  # columns no model reads
+                                     cat_share_books=pl.Series(np.random.default_rng(1).random(shoppers[0].height)))
+    m = model if hierarchy == "lifecycle" else fit_segment_model(frame, ModelConfig(hierarchy="flat", stability_boot=2,
+                                                                                    stability_sample=1500))
+    columns = m.input_columns()
+    assert set(m.features) <= set(columns) and not {"country", "top_category", "cat_share_books"} & set(columns)
+    narrow = frame.select("user_id", *columns)
+    labels, conf = m.predict(frame)
+    assert np.array_equal(m.predict(narrow)[0], labels) and np.array_equal(m.predict(narrow)[1], conf)
+    wide_clf = train_classifier(frame, labels, "logreg", features=m.features, max_rows=3_000, seed=0)
+    narrow_clf = train_classifier(narrow, labels, "logreg", features=m.features, max_rows=3_000, seed=0)
+    assert wide_clf.metrics == narrow_clf.metrics
+    assert np.array_equal(assign(frame, m, wide_clf)[0], assign(narrow, m, narrow_clf)[0])

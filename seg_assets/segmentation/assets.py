@@ -53,7 +53,7 @@ from seg_assets.segmentation.quality import evaluate_model, stability_on
 from seg_assets.segmentation.selection import ALGORITHMS, SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
 from seg_assets.validation import with_checks
-from seg_assets.warehouse import latest_activity, registered, row_count, table_exists
+from seg_assets.warehouse import latest_activity, registered, row_count, sql_ident, table_exists
 
 SEGMENT_MODEL = dg.AssetKey("segment_model")
 SEGMENT_CLASSIFIER = dg.AssetKey("segment_classifier")  # its asset: classifier_asset.py
@@ -126,9 +126,14 @@ def stale_users(con) -> int:
                        WHERE as_of < (SELECT max(as_of) FROM {USER_FEATURES_TABLE}) - INTERVAL 1 DAY""").fetchall()[0][0]
 
 
-def read_features(con) -> pl.DataFrame:
-    """All users, sorted by id (the maths samples by row position: sorted input, reproducible output)."""
-    return con.sql("SELECT * FROM features.user_features ORDER BY user_id").pl()
+def read_features(con, columns: list[str] | None = None) -> pl.DataFrame:
+    """All users, sorted by id (the maths samples by row position: sorted input, reproducible output); ``columns``: only
+    these (and user_id), those of them the table has (a missing one fails where it is used, as with every column)."""
+    if columns is None:
+        return con.sql(f"SELECT * FROM {USER_FEATURES_TABLE} ORDER BY user_id").pl()
+    have = set(con.table(USER_FEATURES_TABLE).columns)
+    wanted = [c for c in dict.fromkeys(["user_id", *columns]) if c in have]
+    return con.sql(f"SELECT {', '.join(sql_ident(c) for c in wanted)} FROM {USER_FEATURES_TABLE} ORDER BY user_id").pl()
 
 
 PSI_METADATA = "psi_by_feature"  # the kept model's PSI table, which the population_stable check reuses in the same run

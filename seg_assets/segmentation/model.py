@@ -203,6 +203,11 @@ class SegmentModel:
         return {"new": f"tenure_days <= {t}", "lapsed": f"tenure_days > {t} AND {quiet}",
                 "engaged": f"tenure_days > {t} AND " + (f"({active})" if len(signals) > 1 else active)}
 
+    def input_columns(self) -> list[str]:
+        """The columns :meth:`predict` reads: the features, and what the lifecycle stage is decided from."""
+        stage = [] if self.hierarchy == "flat" else ["tenure_days", *recency_signals(self.features)]
+        return list(dict.fromkeys([*self.features, *stage]))
+
     def predict_clusters(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Global cluster index and confidence per row (stable ids: see ``predict``)."""
         Z = self.preprocessor.transform(frame)
