@@ -87,6 +87,8 @@ def test_train_evaluate_calibrate(snapshots, kind, tmp_path):
     p = model.churn_probability(today)
     assert p.min() >= 0 and p.max() <= 1 and len(np.unique(p)) > 10
     assert model.expected_value(today).min() >= 0
+    both = model.scores(today)  # scoring's one matrix for both columns: the same figures as the two calls
+    assert np.array_equal(both[0], p) and np.array_equal(both[1], model.expected_value(today))
     path = model.save(tmp_path / "m.joblib")
     assert np.array_equal(ChurnModel.load(path).churn_probability(today), p)
 

@@ -254,15 +254,23 @@ class ChurnModel:
         return self.metrics.get("holdout", {}).get("roc_auc")
 
     def churn_probability(self, frame: pl.DataFrame) -> np.ndarray:
-        if frame.height == 0:
-            return np.zeros(0)
-        raw = self.classifier.predict_proba(_matrix(frame, self.features))[:, 1]
-        return np.clip(self.calibrator.transform(raw), 0.0, 1.0)
+        return self._probability(_matrix(frame, self.features)) if frame.height else np.zeros(0)
 
     def expected_value(self, frame: pl.DataFrame) -> np.ndarray:
+        return self._value(_matrix(frame, self.features)) if frame.height else np.zeros(0)
+
+    def scores(self, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(churn_probability, expected_value) from one input matrix (scoring reads both for every row)."""
         if frame.height == 0:
-            return np.zeros(0)
-        return np.clip(self.regressor.predict(_matrix(frame, self.features)), 0.0, None)
+            return np.zeros(0), np.zeros(0)
+        x = _matrix(frame, self.features)
+        return self._probability(x), self._value(x)
+
+    def _probability(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(self.calibrator.transform(self.classifier.predict_proba(x)[:, 1]), 0.0, 1.0)
+
+    def _value(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(self.regressor.predict(x), 0.0, None)
 
     def save(self, path: str | Path) -> Path:
         return save_artifact(self, path)

@@ -39,10 +39,10 @@ def score_churn(batch: pl.DataFrame, scorer: ChurnScorer) -> pl.DataFrame:
         value = pl.Series("expected_value_next_h", [None] * n, dtype=pl.Float64)
         version = None
     else:
-        prob = model.churn_probability(batch)
+        prob, expected = model.scores(batch)
         p = pl.Series("churn_probability", prob, dtype=pl.Float64)
         risk = pl.Series("churn_risk", risk_levels(prob, scorer.risk_high, scorer.risk_medium) if n else [], dtype=pl.String)
-        value = pl.Series("expected_value_next_h", np.round(model.expected_value(batch), 2), dtype=pl.Float64)
+        value = pl.Series("expected_value_next_h", np.round(expected, 2), dtype=pl.Float64)
         version = model.version
     return pl.DataFrame({"user_id": batch["user_id"]}).with_columns(
         p, risk, value, churn_model_version=pl.lit(version, dtype=pl.String),
