@@ -303,17 +303,19 @@ def _importances(clf, x: np.ndarray, y: np.ndarray, features: tuple[str, ...], s
         return None
     idx = sample_indices(len(y), IMPORTANCE_ROWS, seed + 17)
     xs, ys = np.asarray(x[idx], dtype=np.float64), y[idx]
+    n, width = xs.shape
     column_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
-    blocks = [xs]
-    for col in range(xs.shape[1]):
-        rng, permuted, order = np.random.RandomState(column_seed), xs.copy(), np.arange(len(xs))
-        for _ in range(IMPORTANCE_REPEATS):
+    stacked = np.tile(xs, (1 + width * IMPORTANCE_REPEATS, 1))  # block 0 as is, then one per (column, repeat)
+    for col in range(width):
+        rng, order, column = np.random.RandomState(column_seed), np.arange(n), xs[:, col]
+        for rep in range(IMPORTANCE_REPEATS):
             rng.shuffle(order)
-            permuted[:, col] = permuted[order, col]
-            blocks.append(permuted.copy())
-    scores = _ranking_score(clf, np.vstack(blocks)).reshape(len(blocks), len(xs))
+            column = column[order]  # each repeat shuffles the shuffled column again, as scikit-learn does
+            block = 1 + col * IMPORTANCE_REPEATS + rep
+            stacked[block * n:(block + 1) * n, col] = column
+    scores = _ranking_score(clf, stacked).reshape(-1, n)
     baseline = roc_auc_score(ys, scores[0])
-    drops = np.array([baseline - roc_auc_score(ys, s) for s in scores[1:]]).reshape(xs.shape[1], IMPORTANCE_REPEATS)
+    drops = np.array([baseline - roc_auc_score(ys, s) for s in scores[1:]]).reshape(width, IMPORTANCE_REPEATS)
     return pl.DataFrame({"feature": list(features), "auc_drop": drops.mean(axis=1)}).sort("auc_drop", descending=True)
 
 
