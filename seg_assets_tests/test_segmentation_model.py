@@ -285,3 +285,26 @@ def test_predict_and_the_classifier_read_only_the_input_columns(shoppers, model,
     narrow_clf = train_classifier(narrow, labels, "logreg", features=m.features, max_rows=3_000, seed=0)
     assert wide_clf.metrics == narrow_clf.metrics
     assert np.array_equal(assign(frame, m, wide_clf)[0], assign(narrow, m, narrow_clf)[0])
+
+
+def test_scoring_reads_only_the_feature_columns_it_uses(shoppers, model):
+    """user_segments reads batch.feature_columns() of features.user_features: the same rows as from every column,
+    with the model assigning and with a classifier."""
+    from seg_assets.segmentation.batch import feature_columns
+    from seg_assets.segmentation.classifier import train_classifier
+
+    frame = shoppers[0].with_columns(
+        as_of=pl.lit(datetime(2026, 10, 31)), features_build=pl.lit("x"), country=pl.lit("DE"), top_category=pl.lit("books"),
+        cat_share_books=pl.Series(np.random.default_rng(2).random(shoppers[0].height)))
+    selection = dict(churn_probability=None, churn_risk=None, expected_value_next_h=None, kept_id=None,
+                     kept_confidence=None, previous_id=None)
+    labels, _ = model.predict(frame)
+    tiers = ValueTiers()
+    for clf in (None, train_classifier(frame, labels, "logreg", features=model.features, max_rows=3_000, seed=0)):
+        scorer = SegmentScorer(model=model, classifier=clf, assigned_by="x", rules_version="r", bins=5,
+                               lifecycle=LifecycleThresholds(), tiers=tiers, cuts=reference_cuts(frame, bins=5, tiers=tiers))
+        columns = feature_columns(model, clf)
+        assert not {"country", "top_category", "cat_share_books"} & set(columns)
+        wide = score_segments(frame.with_columns(**selection), scorer)
+        narrow = score_segments(frame.select(columns).with_columns(**selection), scorer)
+        assert narrow.equals(wide)

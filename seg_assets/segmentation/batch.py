@@ -63,6 +63,13 @@ class SegmentScorer:
     groups: tuple[tuple[str, int, int, int, int], ...] = RFM_GROUPS
 
 
+def feature_columns(model: SegmentModel, classifier) -> list[str]:
+    """The columns of ``features.user_features`` that :func:`score_segments` reads (the batch's others come from the
+    selection): the model's and the classifier's inputs, the rules' inputs and the stamps copied to each row."""
+    return list(dict.fromkeys(["user_id", "as_of", "features_build", *RULE_INPUTS, *model.input_columns(),
+                               *(classifier.features if classifier is not None else ())]))
+
+
 def assign(frame: pl.DataFrame, model: SegmentModel, classifier, previous: np.ndarray | None = None,
            chunk_rows: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
     """(segment ids, confidence) for every row of ``frame``.

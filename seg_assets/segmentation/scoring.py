@@ -42,6 +42,7 @@ from seg_assets.segmentation.batch import (  # noqa: F401  (COLUMNS, RULE_INPUTS
     EXPECTED_VALUE,
     RULE_INPUTS,
     SegmentScorer,
+    feature_columns,
     score_segments,
 )
 from seg_assets.segmentation.membership import previous_id_sql
@@ -62,7 +63,17 @@ from seg_assets.segmentation.rules import explain_model
 from seg_assets.settings import MAX_DAYS
 from seg_assets.spark import scoring as on_spark
 from seg_assets.spark.session import Engine
-from seg_assets.warehouse import as_enums, create_table_from, read_parquet_sql, registered, sql_string, table_exists, transaction, upsert
+from seg_assets.warehouse import (
+    as_enums,
+    create_table_from,
+    read_parquet_sql,
+    registered,
+    sql_ident,
+    sql_string,
+    table_exists,
+    transaction,
+    upsert,
+)
 
 USER_SEGMENTS = dg.AssetKey(["analytics", "user_segments"])
 SEGMENT_PROFILES = dg.AssetKey(["analytics", "segment_profiles"])
@@ -149,7 +160,9 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
             path, selected = on_spark.export_selection(con, selection, work)
             (assigning,) = con.sql(f"SELECT count(*) FROM {read_parquet_sql(path)} WHERE kept_id IS NULL").fetchall()[0]
         if not selected:  # the DuckDB engine, or nobody to score (Spark is not started for nothing)
-            batch = con.sql(f"SELECT f.*, s.* EXCLUDE (user_id) FROM features.user_features f "
+            have = set(con.table("features.user_features").columns)  # what scoring reads: half the columns
+            read = ", ".join(f"f.{sql_ident(c)}" for c in feature_columns(model, scorer.classifier) if c in have)
+            batch = con.sql(f"SELECT {read}, s.* EXCLUDE (user_id) FROM features.user_features f "
                             f"JOIN ({selection}) s USING (user_id) ORDER BY user_id").pl()
             selected, assigning = batch.height, batch["kept_id"].null_count()
     if work is not None and selected:
