@@ -174,9 +174,10 @@ def dagster_home(home: Path) -> str:
 
 
 def new_scenario(base: Path, exclude: tuple[str, ...] = ()) -> tuple[Path, str]:
-    """A fresh data root (next to ``base``) whose landing holds the base delivery (but its tables in ``exclude``),
-    and an empty Dagster home."""
-    scenario = base.parent / "scenario"
+    """A fresh data root (``bench/.scenario/<size>/<data>``, outside the cache: a cache linked from another checkout is
+    shared, and a run there removed another's scenario) whose landing holds the base delivery (but its tables in
+    ``exclude``), and an empty Dagster home."""
+    scenario = BENCH_DIR / ".scenario" / base.parent.parent.name / base.parent.name
     shutil.rmtree(scenario, ignore_errors=True)
     (scenario / "data").mkdir(parents=True)
     link_landing(base / "landing", scenario / "data" / "landing", exclude=exclude)
