@@ -37,7 +37,7 @@ from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
 from seg_assets.segmentation.availability import FeatureAvailability, gained_data
 from seg_assets.segmentation.classifier import KINDS as CLASSIFIER_KINDS
-from seg_assets.segmentation.classifier import train_classifier
+from seg_assets.segmentation.classifier import TRAINING_ROWS, train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.fit import fit_segment_model
 from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
@@ -208,7 +208,7 @@ def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetim
 # bench/RESULTS.md); the classifier's macro-F1 is trained and scored on its own sample; the UI's projection plots a few
 # thousand points.
 SILHOUETTE_SAMPLE_ROWS = 5_000
-CLASSIFIER_SAMPLE_ROWS = 50_000
+CLASSIFIER_SAMPLE_ROWS = TRAINING_ROWS  # the classifier in service trains on as many
 PROJECTION_POINTS = 3_000
 
 
