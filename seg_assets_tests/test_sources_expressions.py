@@ -362,3 +362,20 @@ def test_a_computed_event_type_a_row_fails_on_is_a_reject(tmp_path):
     assert con.sql("SELECT event_id, event_type, funnel_stage FROM raw.clicks ORDER BY 1").fetchall() == [
         ("e1", "view", "view"), ("e3", "purchase", "purchase")]
     con.close()
+
+
+def test_an_order_status_an_expression_leaves_null_is_unknown_with_its_value_not_missing(tmp_path):
+    """An order's status is required: its CASE's NULL for `payment_review` was rejected as "missing status", without
+    the value or the fix (a tester's); an empty status field is still missing."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  shop:\n    table: orders\n    columns:\n"
+        "      status: \"CASE state WHEN 'complete' THEN 'completed' WHEN 'canceled' THEN 'cancelled' END\"\n")
+    write(tmp_path, "shop/a.csv", "order_id,user_id,order_ts,amount,items,state\n"
+                                  "o1,u1,2026-03-01T10:00:00Z,5,1,complete\n"
+                                  "o2,u1,2026-03-01T10:00:00Z,5,1,payment_review\n"
+                                  "o3,u2,2026-03-01T10:00:00Z,5,1,\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert [r[1:7] for r in ledger] == [("shop/a.csv", "ingested", 3, 1, 0, 2)], ledger
+    by_rule = {r[4]: r[5] for r in rejects}
+    assert set(by_rule) == {"unknown:status", "missing:status"}, by_rule
+    assert "gives no value for state = 'payment_review': map each value" in by_rule["unknown:status"], by_rule

@@ -123,6 +123,11 @@ def column_sql(
     texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]
     x = source if typed else v  # NULL exactly when the value is missing (a typed value's text is never blank)
     rules = [f"WHEN {failed} THEN '{MAPPING_FAILED}{n}|{shown} fails on this row (' || {read} || ')'"] if failed else []
+    if col.kind == ENUM and read_something:  # a NULL from a value the expression read is a value it does not know, not
+        # an empty field: a tester's 60 pending lines were taken for paid ones (an empty line status keeps its default),
+        # and an order's was "missing status" without its value (a tester's)
+        rules.append(f"WHEN {v} IS NULL AND ({read_something}) THEN 'unknown:{n}|{shown} gives no value for ' || {read} || "
+                     f"': map each value it may read (a WHEN per value; an ELSE only if every other value means the same)'")
     if col.required:
         rules.append(f"WHEN {x} IS NULL THEN 'missing:{n}|missing {shown}'")
     inner: list[str] = []
@@ -130,10 +135,6 @@ def column_sql(
         final = user_id_sql(v) if n == USER_ID else v
     elif col.kind == ENUM:
         final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
-        if col.empty_default is not None and read_something:  # its NULL is a value it does not know, not an empty
-            # one: a tester's 60 pending lines were taken for paid ones (lower(Status) of an empty field keeps the default)
-            rules.append(f"WHEN {v} IS NULL AND ({read_something}) THEN 'unknown:{n}|{shown} gives no value for ' || {read} || "
-                         f"': map each value it may read (a WHEN per value; an ELSE only if every other value means the same)'")
         rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {shown} ' || {shown_sql(v)}")
     else:
         if typed:
