@@ -406,9 +406,9 @@ def test_line_orders_stay_incremental_for_order_rows_and_as_of_moves(tmp_path):
     assert con.sql("SELECT count(*) FROM staging.line_orders").fetchall() == [(21,)]
 
 
-def test_a_model_file_that_is_no_sql_is_one_line_and_exit_2(tmp_path):
-    """sqlglot's ParseError, and every other "this cannot be a model" (headers, two statements), was a traceback of
-    the command line: the models are read when the stages load. A process of its own: they load once per process."""
+def _refresh_with_sql(tmp_path, edit) -> tuple[Path, str]:
+    """(the SQL folder, what `seg-assets refresh` printed) after ``edit(folder)`` on a copy of the project's models, in
+    a process of its own (the models are read once per process, when the stages load); exit 2 and no traceback."""
     import os
     import shutil
     import subprocess
@@ -418,15 +418,23 @@ def test_a_model_file_that_is_no_sql_is_one_line_and_exit_2(tmp_path):
 
     sql = tmp_path / "sql"
     shutil.copytree(DEFAULT_SQL_DIR, sql)
-    (sql / "features" / "zz_mine.sql").write_text("-- materialized: table\nSELECT FROM WHERE\n")
+    edit(sql)
     (tmp_path / "data" / "landing" / "orders").mkdir(parents=True)
     env = {**os.environ, "SEG_SQL_DIR": str(sql), "SEG_DATA_DIR": str(tmp_path / "data")}
     env.pop("DAGSTER_HOME", None)
     done = subprocess.run([sys.executable, "-m", "seg_assets.cli", "refresh"], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert f"{sql / 'features' / 'zz_mine.sql'}: not SQL DuckDB reads" in " ".join(done.stderr.split())
     assert "Traceback" not in done.stdout + done.stderr
+    return sql, " ".join(done.stderr.split())
+
+
+def test_a_model_file_that_is_no_sql_is_one_line_and_exit_2(tmp_path):
+    """sqlglot's ParseError, and every other "this cannot be a model" (headers, two statements), was a traceback of
+    the command line: the models are read when the stages load."""
+    sql, said = _refresh_with_sql(tmp_path, lambda sql: (sql / "features" / "zz_mine.sql").write_text(
+        "-- materialized: table\nSELECT FROM WHERE\n"))
+    assert f"{sql / 'features' / 'zz_mine.sql'}: not SQL DuckDB reads" in said
 
 
 @pytest.mark.parametrize("folder, name, said", [
@@ -489,27 +497,13 @@ def test_the_views_behind_user_features_are_read_from_the_sql_not_listed(tmp_pat
 
 def test_a_view_behind_user_features_without_its_event_time_is_refused_before_a_run(tmp_path):
     """It failed the features step with Dagster's traceback, "unexpected: please report it", retried twice (a
-    reviewer's): it is refused when the definitions load, in one line naming the file, exit 2. A process of its own:
-    the models are read once per process."""
-    import os
-    import shutil
-    import subprocess
-    import sys
+    reviewer's): it is refused when the definitions load, in one line naming the file, exit 2."""
+    def undated(sql):
+        view = sql / "staging" / "stg_customers.sql"
+        view.write_text(view.read_text().replace("-- event_time: signup_ts\n", ""))
 
-    from seg_assets.settings import DEFAULT_SQL_DIR
-
-    sql = tmp_path / "sql"
-    shutil.copytree(DEFAULT_SQL_DIR, sql)
-    view = sql / "staging" / "stg_customers.sql"
-    view.write_text(view.read_text().replace("-- event_time: signup_ts\n", ""))
-    (tmp_path / "data" / "landing" / "orders").mkdir(parents=True)
-    env = {**os.environ, "SEG_SQL_DIR": str(sql), "SEG_DATA_DIR": str(tmp_path / "data")}
-    env.pop("DAGSTER_HOME", None)
-    done = subprocess.run([sys.executable, "-m", "seg_assets.cli", "refresh"], env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert f"{view}: a view that user features read needs an `-- event_time" in " ".join(done.stderr.split())
-    assert "Traceback" not in done.stdout + done.stderr
+    sql, said = _refresh_with_sql(tmp_path, undated)
+    assert f"{sql / 'staging' / 'stg_customers.sql'}: a view that user features read needs an `-- event_time" in said
 
 
 def test_a_column_added_to_a_feature_model_and_not_to_user_features_is_a_warning(tmp_path, monkeypatch):
