@@ -38,8 +38,8 @@ def test_a_row_an_expression_fails_on_is_a_reject_not_a_failed_file(tmp_path):
     assert "where could not be computed on 1 row(s) (mapping_failed), the first (row 5): Invalid Input Error: " \
         "Division by zero" in ledger[0][8], ledger[0][8]
     assert sorted((r[4], r[5]) for r in rejects) == [
-        ("mapping_failed:quantity", "quantity (from CAST(Qty AS INTEGER)) fails on this row (qty = 'n/a')"),
-        ("mapping_failed:unit_price", "unit_price (from Total // Units) fails on this row (total = '10', units = '0')"),
+        ("mapping_failed:quantity", "quantity (from CAST(Qty AS INTEGER)) fails on this row (Qty = 'n/a')"),
+        ("mapping_failed:unit_price", "unit_price (from Total // Units) fails on this row (Total = '10', Units = '0')"),
         ("mapping_failed:where", "the source's where fails on this row (its values: raw.rejects.raw_values)")]
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     rows = con.sql("SELECT order_id, quantity, unit_price::DOUBLE, category FROM raw.order_items ORDER BY 1").fetchall()
@@ -286,7 +286,7 @@ def test_a_line_status_an_expression_leaves_null_is_rejected_not_taken_for_paid(
     assert [r[1:7] for r in ledger] == [("lines/a.csv", "ingested", 4, 3, 0, 1), ("passed/a.csv", "ingested", 1, 1, 0, 0),
                                         ("plain/a.csv", "ingested", 1, 1, 0, 0)], ledger
     [reject] = rejects
-    assert reject[4] == "unknown:status" and "gives no value for status = 'offen': map each value" in reject[5], reject
+    assert reject[4] == "unknown:status" and "gives no value for Status = 'offen': map each value" in reject[5], reject
     assert "coalesce" not in reject[5]  # a default would book what it does not know as paid (a tester's)
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT order_id, status FROM raw.order_items ORDER BY 1").fetchall() == [

@@ -538,6 +538,20 @@ def test_a_short_last_row_whose_quoted_lines_are_closed_is_data(tmp_path, suffix
     assert ledger[0][2:5] == ("ingested", 40, 40), ledger[0]
 
 
+def test_a_closed_last_row_after_a_malformed_row_is_data(tmp_path):
+    """A row with an unescaped quote inside its quoted value ("Monitor 27" wide, great") before a closed quoted last
+    row over lines: Python's strict reader stopped at the first and the file was refused whole, naming the last row's
+    line (a reviewer's); the malformed row is that row's, the rest is taken in."""
+    title = ("Premium leather walking shoe with cushioned sole and breathable lining for all seasons, in brown, black "
+             "or navy; sizes 36 to 47, wide fit available")
+    rows = [f'o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,"{title}"\n' for i in range(40)]
+    rows[30] = 'o30,u30,2026-03-01T10:00:00Z,5,1,completed,"Monitor 27" wide, great"\n'
+    rows[39] = 'o39,u39,2026-03-01T10:00:00Z,7,1,completed,"Colours:\nred,blue,green,black,white,grey,pink"\n'
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(rows))
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "ingested" and ledger[0][3] == 40 and ledger[0][4] >= 39, ledger[0]
+
+
 def test_a_mapped_column_renamed_by_the_export_is_named_by_its_near_match(tmp_path):
     """A new tracker version renamed `event` to `event_name`: the message hid the one field that explains it and
     suggested the file lacked its header row (a tester's). A near-match of the missing name is named; the file's other

@@ -262,21 +262,24 @@ def _line_of_row(path: Path, fmt: str, dialect: CsvDialect, rowid: int) -> int:
 
 def _open_at_end(path: Path, fmt: str, dialect: CsvDialect) -> bool:
     """Whether a quoted field is still open where the file ends, by Python's strict csv reader: its only way to tell
-    a quote left open from one closed in the last row. Another error on the way (``"ab"c``) counts as open: the
-    caller then keeps its finding."""
+    a quote left open from one closed in the last row. A malformed row on the way (``"ab"c``) is that row's: read on
+    (counted as open, it refused a reviewer's good file whole, naming a line whose quote was closed)."""
     with _open(path, fmt) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig" if dialect.utf8 else dialect.encoding, errors="replace", newline="")
         reader = csv.reader(text, delimiter=dialect.delimiter, quotechar='"', doublequote=True, skipinitialspace=True,
                             strict=True)
         limit = csv.field_size_limit(2**31 - 1)
         try:
-            for _ in reader:
-                pass
-        except csv.Error:
-            return True
+            while True:
+                try:
+                    next(reader)
+                except StopIteration:
+                    return False
+                except csv.Error as exc:  # a malformed row elsewhere ("ab"c) is that row's: read on
+                    if "unexpected end of data" in str(exc):
+                        return True
         finally:
             csv.field_size_limit(limit)
-    return False
 
 
 def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt: str) -> str | None:

@@ -81,8 +81,8 @@ def _inputs_read(src: Source, expr) -> list[tuple[str, str]]:
     a constant."""
     if expr is None or expr.column_name is not None:
         return []
-    idents = {n.strip().lower(): i for n, i in zip(src.names, src.idents)}
-    return [(c, idents[c]) for c in sorted(expr.columns) if c in idents]
+    idents = {n.strip().lower(): (n.strip(), i) for n, i in zip(src.names, src.idents)}  # the file's own spelling
+    return [idents[c] for c in sorted(expr.columns) if c in idents]
 
 
 def _read_something(inputs: list[tuple[str, str]]) -> str | None:
