@@ -147,3 +147,29 @@ def test_spark_reads_the_same_passed_through_columns(inputs, monkeypatch):
                         schema_overrides={"activity": pl.List(pl.Struct({"category": pl.String, "events": pl.Int64}))})
     out = features_of_batch(wide, AS_OF, 10, [])
     assert dict(out.select("user_id", "orders_7d").iter_rows()) == {"a": 3, "b": 0}
+
+
+def test_a_dictionary_column_no_input_delivers_is_one_line_not_zeros(inputs, monkeypatch):
+    """A dictionary entry whose SQL line was never written was 0 for every user, unsaid (a reviewer's): with every
+    input there, it is an error naming the column; an absent input (a shop without clicks) still means none of it.
+    A customer attribute passed through stays empty for a user without a customer record (no count to fill)."""
+    from seg_assets.features import dictionary
+    from seg_assets.features.user_features import FeatureError, unread_columns
+
+    entries = {"orders_7d": dictionary.Feature("orders_7d", "int", "Completed orders in 7 days.", 0),
+               "age": dictionary.Feature("age", "int", "Age from the customer record.", 0)}
+    monkeypatch.setattr(dictionary, "BY_NAME", dictionary.BY_NAME | entries)
+    monkeypatch.setattr(dictionary, "FEATURE_NAMES", (*dictionary.FEATURE_NAMES, *entries))
+    orders, clicks, categories, customers = inputs
+    reviews = pl.DataFrame({"user_id": ["a"], "reviews": [1]})
+    customers = customers.with_columns(age=pl.Series([30, 40, 50]))
+    with pytest.raises(FeatureError, match="orders_7d: in the feature dictionary"):
+        build_user_features(orders, clicks, categories, customers, as_of=AS_OF, review_stats=reviews)
+    f = build_user_features(orders.with_columns(orders_7d=pl.lit(1)), clicks, categories, customers, as_of=AS_OF,
+                            review_stats=reviews)
+    assert dict(f.select("user_id", "age").iter_rows()) == {"a": 40, "b": None, "c": None, "d": 30}
+    without_clicks = build_user_features(orders, None, categories, customers, as_of=AS_OF)
+    assert without_clicks["orders_7d"].to_list() == [0] * without_clicks.height
+    # a column of the long per-category table is not passed through: it stays a warning
+    assert unread_columns({"category_activity": categories.with_columns(orders_7d=pl.lit(1))}) == {
+        "features.user_category_activity": ["orders_7d"]}

@@ -22,6 +22,7 @@ from seg_assets.features.user_features import (
     TOP_CATEGORIES,
     USER_FEATURES_TABLE,
     USER_INPUTS,
+    FeatureError,
     build_user_features,
     top_category_list,
     unread_columns,
@@ -116,8 +117,11 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
         else:
             categories = top_category_list(activity, config.top_categories) if activity is not None else []
         stamp = inc.build_stamp(plan, _code_version(models), {"top_categories": config.top_categories, "categories": categories})
-        features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories, categories=categories,
-                                       build=stamp)
+        try:
+            features = build_user_features(**frames, as_of=as_of, top_categories=config.top_categories,
+                                           categories=categories, build=stamp)
+        except FeatureError as exc:
+            raise input_failure(str(exc)) from None
         del frames, activity  # the inputs (5M category rows at 1M users) are freed before DuckDB copies the result
         with transaction(con):
             if plan.incremental:
@@ -182,8 +186,11 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
     def stamp(cats: list[str]) -> str:  # the categories are known on Spark, on a first build
         return inc.build_stamp(plan, _code_version(models), {"top_categories": config.top_categories, "categories": cats})
 
-    users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories,
-                                       changed=changed, categories=categories, stamp=stamp)
+    try:
+        users, categories = build_on_spark(engine.spark(), settings.paths, models, as_of, config.top_categories,
+                                           changed=changed, categories=categories, stamp=stamp)
+    except FeatureError as exc:
+        raise input_failure(str(exc)) from None
     if changed is not None:
         changed.unlink()
     with duckdb.get_connection() as con, transaction(con):

@@ -2,8 +2,9 @@
 
 Pure functions only (frames in, frame out) so the maths is unit-tested without a warehouse; the asset in
 ``assets.py`` reads the aggregates from DuckDB and writes the result back. Every column is described in
-``dictionary.py``; a column of an input named there and not declared below passes through as a feature (0 for a user
-without a row in that input when it is a number), so a new feature is a line of SQL and a dictionary entry.
+``dictionary.py``; a column of a per-user input named there and not declared below passes through as a feature (0
+for a user without a row in the order, click or review stats when it is a number; a customer attribute stays empty),
+so a new feature is a line of SQL and a dictionary entry.
 Users are everyone with an order, a click or a customer record up to as-of; a table
 that is absent (orders-only stores have no clicks) simply means zero activity.
 """
@@ -15,6 +16,7 @@ from datetime import datetime
 
 import polars as pl
 
+from seg_assets.errors import InputError
 from seg_assets.features import dictionary
 from seg_assets.features.dictionary import CATEGORY_SHARE_PREFIX
 
@@ -51,17 +53,22 @@ CATEGORY_INPUT = ("category_activity", "features.user_category_activity")
 
 def unread_columns(frames: dict[str, pl.DataFrame | None]) -> dict[str, list[str]]:
     """Per input table, the columns its model has that build_user_features does not read (``_`` ones are
-    bookkeeping): neither declared above nor named in dictionary.py, such a column was dropped without a word (a
-    reviewer's)."""
+    bookkeeping): neither declared above nor, in a per-user input, named in dictionary.py, such a column was dropped
+    without a word (a reviewer's)."""
     schemas = {name: schema for name, (_, schema) in USER_INPUTS.items()} | {CATEGORY_INPUT[0]: CATEGORY_SCHEMA}
     tables = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
     out = {}
     for name, frame in frames.items():
         extra = [c for c in frame.columns if c not in schemas[name] and not c.startswith("_")
-                 and c not in dictionary.BY_NAME] if frame is not None else []
+                 and (c not in dictionary.BY_NAME or name not in USER_INPUTS)] if frame is not None else []
         if extra:
             out[tables[name]] = extra
     return out
+
+
+class FeatureError(InputError, ValueError):
+    """A dictionary column no input delivers (an entry whose SQL line was never written was 0 for every user, unsaid:
+    a reviewer's): one line, no retry."""
 
 
 _DTYPES = {"int": pl.Int64, "float": pl.Float64, "str": pl.String, "datetime": pl.Datetime("us")}  # Feature.dtype
@@ -216,5 +223,9 @@ def build_user_features(
         as_of=pl.lit(as_of).cast(pl.Datetime("us")),
         features_build=pl.lit(build, dtype=pl.String),
     )
-    frame = frame.with_columns([_absent(c) for c in dictionary.FEATURE_NAMES if c not in frame.columns])
+    if missing := [c for c in dictionary.FEATURE_NAMES if c not in frame.columns]:
+        if all(f is not None for f in (order_stats, click_stats, customers, review_stats)):  # not an absent input's
+            raise FeatureError(f"{', '.join(missing)}: in the feature dictionary (features/dictionary.py) but in no input "
+                               "of user_features: add the column to a feature model's SQL, or remove the entry")
+        frame = frame.with_columns([_absent(c) for c in missing])
     return frame.select([*dictionary.FEATURE_NAMES, *share_cols])

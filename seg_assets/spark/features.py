@@ -112,7 +112,11 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
             out = features_of_batch(wide, as_of, top_categories, categories, build)
             yield from out.to_arrow().cast(arrow_schema).to_batches()
 
-    wide = spark.sql(_wide_sql(views, activity, {name: spark.table(view).columns for name, view in views.items()}))
+    present = {name: spark.table(view).columns for name, view in views.items()}
+    # a dictionary column no input carries fails here, on the driver, in one line (not in every batch's worker)
+    uf.build_user_features(**{name: pl.DataFrame(schema=dict.fromkeys(present[name], pl.String)) for name in INPUTS},
+                           category_activity=None, as_of=as_of, categories=categories)
+    wide = spark.sql(_wide_sql(views, activity, present))
     target = paths.spark_table(USER_FEATURES)
     if changed is not None:
         keys = spark.read.parquet(read_path(changed))
