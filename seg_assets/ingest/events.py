@@ -46,8 +46,18 @@ _SEGMENT_SPEC = {"product_viewed": "view", "product_clicked": "view", "product_l
                  "viewed_checkout_step": "checkout", "completed_checkout_step": "checkout",  # the spec's v1 names
                  "promotion_viewed": "other", "promotion_clicked": "other"}
 
+# Shopify's standard Web Pixel events, by name: their words gave the same stages, but as guesses the refresh warned
+# about on every delivery of a Shopify shop (a reviewer's)
+_SHOPIFY_PIXELS = {"page_viewed": "view", "collection_viewed": "view", "search_submitted": "search",
+                   "product_added_to_cart": "add_to_cart", "product_removed_from_cart": "other", "cart_viewed": "other",
+                   "checkout_started": "checkout", "checkout_contact_info_submitted": "checkout",
+                   "checkout_address_info_submitted": "checkout", "checkout_shipping_info_submitted": "checkout",
+                   "payment_info_submitted": "checkout", "checkout_completed": "purchase", "alert_displayed": "other",
+                   "ui_extension_errored": "other"}
+
 # Built-in name -> stage (names compared trimmed and lower-cased).
-DEFAULT_EVENT_STAGES: dict[str, str] = {name: stage for stage, names in _DEFAULTS.items() for name in names} | _SEGMENT_SPEC
+DEFAULT_EVENT_STAGES: dict[str, str] = ({name: stage for stage, names in _DEFAULTS.items() for name in names} | _SEGMENT_SPEC
+                                        | _SHOPIFY_PIXELS)
 
 # Word rules for names not listed: a name is split into words (``Placed Order`` -> placed, order), and the first rule
 # whose words it holds wins. Words, not substrings: "review" holds "view" and "Subscribed to List" holds "list".
