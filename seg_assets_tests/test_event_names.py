@@ -94,7 +94,7 @@ def test_a_stage_guessed_from_the_words_and_a_latest_source_without_line_ids_are
 
 def test_shopifys_pixel_events_are_built_in_with_the_stages_their_words_gave():
     """Their stages were right, but guessed from the words: a warning on every delivery of a Shopify shop."""
-    from seg_assets.ingest.events import BUILT_IN, _SHOPIFY_PIXELS, _word_stage, stage_from, stage_of
+    from seg_assets.ingest.events import _SHOPIFY_PIXELS, BUILT_IN, _word_stage, stage_from, stage_of
 
     for name, stage in _SHOPIFY_PIXELS.items():
         assert stage_from(name) == BUILT_IN and stage_of(name) == stage, name
