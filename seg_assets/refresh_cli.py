@@ -151,14 +151,19 @@ def print_outcome(outcome, paths, instance, summary: bool) -> None:
         raise typer.Exit(1)
 
 
+def _waiting(outcome, paths) -> tuple[set[str], list[str]]:
+    """(the files this run named as not taken in, those an earlier refresh failed or rejected, unchanged since)."""
+    from seg_assets.publish.state import not_taken_in
+
+    named = {p.where for p in outcome.problems if p.kind == "file"}
+    return named, [name for name in not_taken_in(paths) if name not in named]
+
+
 def exit_if_files_not_taken_in(outcome, paths) -> None:
     """--strict after a successful run: exit 3 if a landing file was not taken in (not read, failed or rejected by
     this run, or by an earlier one and unchanged since), each named."""
-    from seg_assets.publish.state import not_taken_in
-
     unread = _unread(paths)  # named either way
-    named = {p.where for p in outcome.problems if p.kind == "file"}
-    waiting = [name for name in not_taken_in(paths) if name not in named]  # from earlier runs, unchanged since
+    named, waiting = _waiting(outcome, paths)
     for name in waiting[:10]:
         console.print(f"[yellow]not taken in[/yellow] {escape(f'landing/{name}')}: failed or rejected by an earlier "
                       "refresh, unchanged since (see meta.ingest_ledger)", highlight=False, soft_wrap=True)
@@ -230,15 +235,14 @@ def _what_bi_shows(outcome, paths) -> str:
 
 def closing_line(outcome, paths) -> str:
     """Says how it went, repeats the causes, and says what BI tools see now."""
-    from seg_assets.publish.state import not_read, not_taken_in
+    from seg_assets.publish.state import not_read
 
     causes = "; ".join(escape(p.line()) for p in outcome.causes)
     if outcome.success:
         unread = [f"{name}: {why}" for name, why in not_read(paths).items()]  # a link out of landing/, a pipe, ...
-        named = {p.where for p in outcome.problems if p.kind == "file"}
         # a file an earlier refresh failed or rejected, unchanged since: named as when the segments are current (a
         # tester's was named then and with --strict, not after a refresh that published other files)
-        waiting = [name for name in not_taken_in(paths) if name not in named]
+        _, waiting = _waiting(outcome, paths)
         earlier = (f"{len(waiting)} file(s) failed or rejected by an earlier refresh, unchanged since ("
                    + ", ".join(escape(f"landing/{n}") for n in waiting[:3]) + ", ..." * (len(waiting) > 3)
                    + "; see meta.ingest_ledger)") if waiting else ""

@@ -220,5 +220,6 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
     )
 
 
-assets = [*sql_assets(), user_features]
-sources({m.table: m for m in discover_models()})  # an undated view is refused when the definitions load, as SQL errors are
+_MODELS = discover_models()
+sources({m.table: m for m in _MODELS})  # an undated view is refused when the definitions load, as SQL errors are
+assets = [*sql_assets(models=_MODELS), user_features]

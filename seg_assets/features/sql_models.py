@@ -336,8 +336,9 @@ def build_view_assets(views: list[SqlModel], group_name: str = "features") -> dg
     return _views
 
 
-def sql_assets(root: Path | None = None) -> list[dg.AssetsDefinition]:
-    models = discover_models(root)
+def sql_assets(root: Path | None = None, models: list[SqlModel] | None = None) -> list[dg.AssetsDefinition]:
+    """The assets of the SQL models under ``root`` (or of ``models``, when the caller has read them)."""
+    models = discover_models(root) if models is None else models
     by_table = {m.table: m for m in models}
     for model in models:
         incremental_windows(model, by_table)

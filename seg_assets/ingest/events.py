@@ -150,21 +150,25 @@ def check_overrides(overrides: dict[str, str]) -> dict[str, str]:
 DECLARED, BUILT_IN, WORDS = "declared", "built in", "words"  # where a name's stage comes from (stage_from)
 
 
-def stage_from(name: str | None, overrides: dict[str, str] | None = None) -> str:
-    """Which rule of :func:`stage_of` gives the name its stage: the source's ``event_types``, the built-in names, or
-    the words of the name (a guess, said in the refresh when it is not 'other': a tester's ``wc_thankyou_page`` was a
-    second purchase per order, unsaid)."""
-    key = normalize_event_name(name or "")
-    return DECLARED if overrides and key in overrides else BUILT_IN if name is None or key in DEFAULT_EVENT_STAGES else WORDS
+def staged(name: str | None, overrides: dict[str, str] | None = None) -> tuple[str, str]:
+    """(the funnel stage of one event name, the rule that gave it: the source's ``event_types``, the built-in names,
+    or the words of the name), in the order of the module docstring. A stage from the words is a guess, said in the
+    refresh when it is not 'other' (a tester's ``wc_thankyou_page`` was a second purchase per order, unsaid)."""
+    if name is None:
+        return OTHER, BUILT_IN
+    key = normalize_event_name(name)
+    if overrides and key in overrides:
+        return overrides[key], DECLARED
+    if key in DEFAULT_EVENT_STAGES:
+        return DEFAULT_EVENT_STAGES[key], BUILT_IN
+    return _word_stage(key), WORDS
 
 
 def stage_of(name: str | None, overrides: dict[str, str] | None = None) -> str:
-    """The funnel stage of one event name (see the module docstring for the order of the rules)."""
-    if name is None:
-        return OTHER
-    key = normalize_event_name(name)
-    if overrides and key in overrides:
-        return overrides[key]
-    if key in DEFAULT_EVENT_STAGES:
-        return DEFAULT_EVENT_STAGES[key]
-    return _word_stage(key)
+    """The funnel stage of one event name."""
+    return staged(name, overrides)[0]
+
+
+def stage_from(name: str | None, overrides: dict[str, str] | None = None) -> str:
+    """Which rule gives the name its stage (:func:`staged`)."""
+    return staged(name, overrides)[1]

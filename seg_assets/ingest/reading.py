@@ -314,14 +314,12 @@ def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt
     fewest = max(min(int(typical or len(idents)), len(idents)) - 1, 0)
     a_row = sql_string(f"\\n{field}({d}{field}){{{fewest},{len(idents) - 1}}}(\\n|$)")
     holds_row = " OR ".join(f"regexp_matches({c}, {a_row})" for c in columns)
+    broken_or_long = (f"(({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL) AND ({spans}) AND ({holds_row})) OR "
+                      + " OR ".join(f"(length({c}) >= {long} AND regexp_matches({c}, {a_row}))" for c in columns))
     # the last row whatever its length: a quote left open to the end of the file swallows what follows it into the last
     # row read, and a short row swallowed there is under the length guard when most rows are long (a reviewer's)
-    long_holds_row = " OR ".join(f"((length({c}) >= {long} OR rowid = {rows - 1}) AND regexp_matches({c}, {a_row}))"
-                                 for c in columns)
-    broken_or_long = f"""(({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL) AND ({spans}) AND ({holds_row})) OR
-                         {long_holds_row.replace(f" OR rowid = {rows - 1}", "")}"""
-    found = con.sql(f"""SELECT rowid, ({broken_or_long}) FROM {SRC} WHERE (({OVERFLOW} IS NOT NULL OR {idents[-1]} IS NULL)
-                        AND ({spans}) AND ({holds_row})) OR {long_holds_row} ORDER BY rowid LIMIT 1""").fetchall()
+    found = con.sql(f"""SELECT rowid, ({broken_or_long}) FROM {SRC} WHERE {broken_or_long} OR (rowid = {rows - 1} AND
+                        ({holds_row})) ORDER BY rowid LIMIT 1""").fetchall()
     if not found:
         return None
     if not found[0][1] and not _open_at_end(path, fmt, dialect):  # a short last row whose quoted lines were closed:

@@ -83,6 +83,7 @@ def id_source(source: str | None, source_type: str | None) -> str | None:
             f"ELSE CAST({source} AS VARCHAR) END")
 
 
+RAW_VALUES = "its values: raw.rejects.raw_values"  # where a reason that cannot show the values sends a person
 MAPPING_FAILED = "mapping_failed:"  # the rule of a row a source's expression failed on (staging.py: its where too)
 
 
@@ -117,7 +118,7 @@ def column_sql(
     # how a person finds the value: the contract column, and the file's column or expression a source maps it from
     cut = mapped_from if mapped_from is None or len(mapped_from) <= 80 else mapped_from[:77] + "..."
     shown = (col.file_name if cut is None else f"{col.file_name} (from {cut})").replace("'", "''")
-    read = values_read or "'its values: raw.rejects.raw_values'"
+    read = values_read or f"'{RAW_VALUES}'"
     typed = typed_sql(col, source, source_type, local_time) if source and source_type else None
     v = text_sql(source) if typed else f"v__{n}"
     texts = [] if typed else [f"{text_sql(id_source(source, source_type) if col.kind == ID else source)} AS {v}"]

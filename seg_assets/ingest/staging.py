@@ -144,7 +144,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         if src.is_csv:  # a row cut short or overlong is a reject, whatever the where says of its shifted fields (it
             keep += f" OR {src.idents[-1]} IS NULL OR {OVERFLOW} IS NOT NULL"  # was counted as left out: a tester's)
         cases.insert(0, f"WHEN {t} IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
-                        "row (its values: raw.rejects.raw_values)'")
+                        f"row ({row_rules.RAW_VALUES})'")
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     typed = {c.name for c in spec.columns if c not in keys}
