@@ -213,26 +213,47 @@ def test_the_largest_lines_the_contract_takes_make_exact_orders_and_larger_ones_
     assert _read(tmp_path, "SELECT monetary FROM features.user_order_stats").rows() == [(1e16,)]  # 10 lines: was an overflow
 
 
-def test_orders_left_out_by_a_where_beside_their_lines_are_said(tmp_path):
+def test_orders_left_out_or_rejected_beside_their_lines_are_no_orders(tmp_path):
     """A tester's pending orders, left out of the orders source with a where, came back as completed orders of their
-    lines (10 % of revenue), unsaid: the ids left out are not kept, so the refresh warns and names the remedy."""
-    import dagster as dg
+    lines (10 % of revenue). An order row left out or rejected now keeps its id (raw.withheld_orders), and its lines
+    make no order: at once, and when the order row arrives after its lines (the incremental builds drop the order and
+    recompute its user), equal to a cold build of the same files."""
+    import shutil
 
-    from seg_assets.ingest import ingest_landing
-    from seg_assets.resources import build_resources
-
-    root = tmp_path / "data"
-    (root / "landing" / "shop").mkdir(parents=True)
-    (root / "landing" / "items").mkdir(parents=True)
-    (root / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    where: \"status <> 'pending'\"\n"
+    live = tmp_path / "live"
+    (live / "landing" / "shop").mkdir(parents=True)
+    (live / "landing" / "items").mkdir(parents=True)
+    (live / "sources.yaml").write_text("sources:\n  shop:\n    table: orders\n    where: \"status <> 'pending'\"\n"
                                        "  items:\n    table: order_items\n")
-    (root / "landing" / "shop" / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
-                                                     "o1,u1,2026-03-01T10:00:00Z,5,1,completed\n"
-                                                     "o2,u1,2026-03-01T11:00:00Z,9,1,pending\n")
-    (root / "landing" / "items" / "a.csv").write_text("order_id,user_id,order_ts,product_id,quantity,unit_price\n"
-                                                      "o1,u1,2026-03-01T10:00:00Z,p1,1,5\no2,u1,2026-03-01T11:00:00Z,p2,1,9\n")
-    instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([ingest_landing], resources=build_resources(root, "2026-03-02T00:00:00Z"), instance=instance)
-    said = " | ".join(r.user_message for r in instance.all_logs(result.run_id) if not r.is_dagster_event)
-    assert result.success and "source 'shop' left out (where) or rejected 1 order row(s) while order lines" in said, said
-    assert "map their status to 'cancelled'" in said
+    head = "order_id,user_id,order_ts,amount,items,status\n"
+    (live / "landing" / "shop" / "a.csv").write_text(head + "o1,u1,2026-09-01T10:00:00Z,5,1,completed\n"
+                                                     "o2,u1,2026-09-01T11:00:00Z,9,1,pending\n"
+                                                     "o3,u2,2026-09-01T12:00:00Z,7,1,on-hold\n")
+    lines = "line_id,order_id,user_id,order_ts,product_id,quantity,unit_price\n"
+    (live / "landing" / "items" / "a.csv").write_text(
+        lines + "l1,o1,u1,2026-09-01T10:00:00Z,p1,1,5\nl2,o2,u1,2026-09-01T11:00:00Z,p2,1,9\n"
+                "l3,o3,u2,2026-09-01T12:00:00Z,p3,1,7\nl4,o4,u2,2026-09-02T12:00:00Z,p4,2,4\n"
+                + "".join(f"m{i},x{i},v{i},2026-09-03T12:00:00Z,p1,1,3\n" for i in range(6)))  # others: builds stay incremental
+    _materialize(live)
+    assert _read(live, "SELECT order_id FROM staging.stg_orders WHERE order_id LIKE 'o%' ORDER BY 1").rows() == [
+        ("o1",), ("o4",)]
+    assert _read(live, "SELECT order_id, rule FROM raw.withheld_orders ORDER BY 1").rows() == [
+        ("o2", "left_out:where"), ("o3", "unknown:status")]
+    assert _read(live, "SELECT rule FROM raw.rejects").rows() == [("unknown:status",)]  # the row left out is no reject
+    assert _read(live, "SELECT delivered, accepted, rejected, filtered FROM meta.ingest_ledger WHERE source = 'shop'"
+                 ).rows() == [(3, 1, 1, 1)]
+    # o4's order row arrives after its lines, pending: the order of its lines goes, and u2 is recomputed at once
+    stats = "SELECT user_id, all_orders, monetary FROM features.user_order_stats WHERE user_id LIKE 'u%' ORDER BY 1"
+    assert _read(live, stats).rows() == [("u1", 1, 5.0), ("u2", 1, 8.0)]
+    (live / "landing" / "shop" / "b.csv").write_text(head + "o4,u2,2026-09-02T12:00:00Z,8,2,pending\n")
+    _materialize(live)
+    cold = tmp_path / "cold"
+    shutil.copytree(live / "landing", cold / "landing")
+    shutil.copy(live / "sources.yaml", cold / "sources.yaml")
+    _materialize(cold)
+    for root in (live, cold):
+        assert _read(root, "SELECT order_id FROM staging.stg_orders WHERE order_id LIKE 'o%'").rows() == [("o1",)], root
+        assert _read(root, stats).rows() == [("u1", 1, 5.0)], root
+    modes = dict(_read(live, "SELECT model, mode FROM meta.model_builds WHERE model IN ('staging.line_orders', "
+                             "'features.user_order_stats')").rows())
+    assert modes == {"staging.line_orders": "incremental", "features.user_order_stats": "incremental"}, modes

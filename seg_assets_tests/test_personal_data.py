@@ -70,6 +70,22 @@ def test_a_personal_column_is_hashed_in_the_rejects_of_a_file_rejected_whole(tmp
     assert "Peter Parker" not in _shown(con, report)
 
 
+def test_a_reason_naming_the_values_an_expression_read_hashes_a_personal_column(tmp_path):
+    """A reject's reason names the values its expression read (``stars = 'n/a'``); a review payload mapped into the
+    personal column `text` is shown by its hash there too, as in raw_values (a reviewer saw a name and address)."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  revs:\n    table: reviews\n    columns:\n      text: \"json_extract_string(payload, '$.body')\"\n"
+        "      rating: \"CAST(json_extract_string(payload, '$.stars') AS INTEGER)\"\n")
+    body = '{""stars"": ""n/a"", ""body"": ""Peter Parker, +1 212 555 0123""}'
+    _land(tmp_path, {"revs/a.csv": f'review_id,user_id,review_ts,payload\nr1,u1,2026-03-01T10:00:00Z,"{body}"\n'})
+    con, report = _ingest(tmp_path)
+    [(reason,)] = con.sql("SELECT reason FROM raw.rejects").fetchall()
+    digest = con.sql("SELECT sha256(payload) FROM (SELECT '{\"stars\": \"n/a\", \"body\": \"Peter Parker, +1 212 555 0123\"}' "
+                     "AS payload)").fetchall()[0][0]
+    assert f"payload = sha256:{digest[:16]}" in reason, reason
+    assert not any(p.lower() in _shown(con, report).lower() for p in PERSONAL)
+
+
 def test_an_address_in_a_where_or_an_event_name_is_redacted_where_the_product_shows_it(tmp_path):
     (tmp_path / "sources.yaml").write_text(
         "sources:\n  web:\n    table: clicks\n    where: \"user_id <> 'jane.roe@example.com'\"\n")

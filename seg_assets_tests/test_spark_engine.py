@@ -77,8 +77,10 @@ def test_every_feature_of_every_user_is_equal(two_engines):
 
 
 def test_the_sql_models_and_the_row_accounting_are_equal(two_engines):
-    for table in ("features.user_order_stats", "features.user_click_stats", "features.user_category_activity"):
-        keys = "user_id, category" if table.endswith("activity") else "user_id"
+    for table in ("features.user_order_stats", "features.user_click_stats", "features.user_category_activity",
+                  "staging.line_orders", "raw.withheld_orders"):
+        keys = {"features.user_category_activity": "user_id, category", "staging.line_orders": "order_id",
+                "raw.withheld_orders": "_file_id, _row"}.get(table, "user_id")
         duck, spark = (_read(two_engines[e][0], f"SELECT * FROM {table} ORDER BY {keys}") for e in ("duckdb", "spark"))
         assert duck.equals(spark), table
     ledger = "SELECT source, file_name, status, delivered, accepted, duplicate, rejected, filtered FROM meta.ingest_ledger ORDER BY file_id"

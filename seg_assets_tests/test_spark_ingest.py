@@ -48,6 +48,7 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
     roots = {e: tmp_path / "env=prod" / f"shop[eu] o'brien {e}" for e in ("duckdb", "spark")}
     for engine, root in roots.items():
         shutil.copytree(landings / "first" / "landing", root / "landing")
+        (root / "sources.yaml").write_text("sources:\n  orders: {table: orders, where: \"status <> 'cancelled'\"}\n")
         bad = "order_id,order_ts,amount,items,status\nb1,2026-10-01T00:00:00Z,5,1,completed\nb2,2026-10-01T00:00:00Z,6,1,completed\n"
         for name in ("zz_bad.csv", "zz_bad_copy.csv"):  # no user_id: rejected whole; the copy too, with its own rejects
             (root / "landing" / "orders" / name).write_text(bad)
@@ -81,6 +82,9 @@ def test_two_runs_give_the_same_ledger_rows_and_rejects(landings, spark, tmp_pat
         assert _rows(roots["duckdb"], sql) == _rows(roots["spark"], sql), spec.name
     rejects = "SELECT table_name, file_id, file_name, row_number, rule, reason, raw_values FROM raw.rejects ORDER BY 2, 4"
     assert _rows(roots["duckdb"], rejects) == _rows(roots["spark"], rejects)
+    withheld = f"SELECT rule, count(*), min(order_id) FROM {C.WITHHELD_TABLE} GROUP BY 1 ORDER BY 1"
+    kept = _rows(roots["duckdb"], withheld)  # order rows left out by the where, or rejected, keep their ids alike
+    assert kept == _rows(roots["spark"], withheld) and "left_out:where" in {r[0] for r in kept} and len(kept) > 1, kept
     with duckdb.connect(str(roots["spark"] / "warehouse.duckdb"), read_only=True) as con:
         assert spark_ingested(con)
 

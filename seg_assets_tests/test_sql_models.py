@@ -58,7 +58,7 @@ def test_project_models_form_a_graph_rooted_in_raw_tables():
     assert {"staging.stg_orders", "staging.stg_clicks", "staging.stg_customers", "features.user_order_stats",
             "features.user_click_stats", "features.user_category_activity"} <= set(models)
     assert set(models["staging.stg_orders"].upstream) == {("raw", "orders"), ("staging", "line_orders")}
-    assert set(models["staging.line_orders"].upstream) == {("raw", "orders"), ("raw", "order_items")}
+    assert set(models["staging.line_orders"].upstream) == {("raw", "orders"), ("raw", "order_items"), ("raw", "withheld_orders")}
     assert models["features.user_order_stats"].upstream == (("staging", "stg_orders"),)
     assert set(models["features.user_category_activity"].upstream) == {("staging", "stg_orders"), ("staging", "stg_clicks")}
     # Personal data stays in raw.customers.
@@ -202,14 +202,20 @@ def test_a_view_model_is_created_not_run(tmp_path):
         con.sql("SELECT * FROM s.m").fetchall()
 
 
-def test_an_incremental_model_must_read_dated_sql_models(tmp_path):
+def test_an_incremental_model_that_reads_as_of_must_read_dated_sql_models(tmp_path):
+    """Which rows come inside as-of is told by the input's event time; a model that does not read as-of changes only
+    with new files (staging.line_orders reads raw.withheld_orders, which has no event time)."""
     (tmp_path / "staging").mkdir()
     (tmp_path / "features").mkdir()
-    (tmp_path / "staging" / "undated.sql").write_text("-- materialized: view\nSELECT user_id, _file_id FROM raw.clicks")
-    (tmp_path / "features" / "agg.sql").write_text(
-        "-- materialized: incremental\n-- unique_key: user_id\nSELECT user_id, count(*) AS n FROM staging.undated GROUP BY 1")
+    (tmp_path / "staging" / "undated.sql").write_text(
+        "-- materialized: view\nSELECT user_id, event_ts, _file_id FROM raw.clicks")
+    agg = "-- materialized: incremental\n-- unique_key: user_id\nSELECT user_id, count(*) AS n FROM staging.undated {} GROUP BY 1"
+    (tmp_path / "features" / "agg.sql").write_text(agg.format("WHERE event_ts <= getvariable('as_of')"))
     with pytest.raises(ValueError, match="event_time"):
         sql_assets(tmp_path)
+    (tmp_path / "features" / "agg.sql").write_text(agg.format(""))
+    assert len(sql_assets(tmp_path)) == 2
+    (tmp_path / "features" / "agg.sql").write_text(agg.format("WHERE event_ts <= getvariable('as_of')"))
     (tmp_path / "staging" / "undated.sql").write_text(
         "-- materialized: view\n-- event_time: event_ts\nSELECT user_id, event_ts, _file_id FROM raw.clicks")
     assert len(sql_assets(tmp_path)) == 2

@@ -1,6 +1,6 @@
 -- materialized: incremental
 -- unique_key: order_id
--- description: Orders derived from order lines (raw.order_items) whose order id was not delivered as an order row: amount = sum(quantity * unit_price) and items = sum(quantity) over its completed lines (over all lines when none is completed), the most common category (ties: the first by name), completed if any line is, else returned if any line is, else cancelled. A table for stg_orders, which every model reading orders queries: as part of that view the lines were aggregated again on every query (at 8M lines, about a second each, a dozen times in a cold refresh). Incremental: only the orders with new lines, or newly delivered as order rows (then dropped here), are recomputed.
+-- description: Orders derived from order lines (raw.order_items) whose order id was not delivered as an order row (taken in, or left out by a source's where or rejected: raw.withheld_orders): amount = sum(quantity * unit_price) and items = sum(quantity) over its completed lines (over all lines when none is completed), the most common category (ties: the first by name), completed if any line is, else returned if any line is, else cancelled. A table for stg_orders, which every model reading orders queries: as part of that view the lines were aggregated again on every query (at 8M lines, about a second each, a dozen times in a cold refresh). Incremental: only the orders with new lines, or newly delivered as order rows (then dropped here), are recomputed.
 WITH line_orders AS (
     SELECT
         order_id,
@@ -20,7 +20,7 @@ WITH line_orders AS (
         END AS status,
         max(_file_id) AS _file_id
     FROM raw.order_items
-    WHERE order_id NOT IN (SELECT order_id FROM raw.orders)
+    WHERE order_id NOT IN (SELECT order_id FROM raw.orders) AND order_id NOT IN (SELECT order_id FROM raw.withheld_orders)
     GROUP BY order_id
 ),
 line_categories AS (
@@ -31,6 +31,7 @@ line_categories AS (
         SELECT order_id, category, count(*) AS lines, dense_rank() OVER (PARTITION BY order_id ORDER BY category) AS rank
         FROM raw.order_items
         WHERE NULLIF(TRIM(category), '') IS NOT NULL AND order_id NOT IN (SELECT order_id FROM raw.orders)
+          AND order_id NOT IN (SELECT order_id FROM raw.withheld_orders)
           AND NOT ({{ holds_email('category') }})
         GROUP BY order_id, category
     )

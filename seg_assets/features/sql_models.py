@@ -106,7 +106,7 @@ def incremental_windows(model: SqlModel, models: dict[str, SqlModel]) -> tuple[s
     if model.materialized != "incremental":
         return ()
     undated = [t for t in model.inputs if event_time_of(t, models) is None]
-    if undated:
+    if undated and (inc.reads_as_of(model.sql) or model.strategy == "additive"):  # else new files alone change keys
         raise SqlModelError(f"{model.path}: incremental model reads {', '.join(undated)}, which must be raw tables or SQL "
                          "models with an '-- event_time:' header")
     windows = inc.sliding_windows(model.sql, set(_event_times(model, models).values()), source=str(model.path))

@@ -354,8 +354,23 @@ REPLACED_KEYS_DDL = (f"CREATE TABLE IF NOT EXISTS {REPLACED_KEYS_TABLE} (table_n
                      "file_id BIGINT NOT NULL, key_column VARCHAR NOT NULL, value VARCHAR NOT NULL)")
 
 
+# Orders whose order row was delivered but not taken in: the order grain said "not an order" (a source's where left the
+# row out: a pending order) or could not be read (a reject), so staging.line_orders does not make the order's lines an
+# order of their own (a tester's pending orders came back as completed revenue). Only ids not taken in are kept.
+WITHHELD_FROM = "orders"  # the table whose rows left out or rejected are recorded (their ids, not their values)
+WITHHELD_TABLE = "raw.withheld_orders"
+WITHHELD_COLUMNS = (
+    ("order_id", "VARCHAR", "An order id delivered as an order row that was left out by its source's where or rejected, "
+     "and is not in raw.orders: its order lines are not an order (staging.line_orders)."),
+    ("rule", "VARCHAR", "Why: left_out:where, or the reject's rule (raw.rejects has the row)."),
+    ("_file_id", "BIGINT", "meta.ingest_ledger.file_id of the file the row came from."),
+    ("_row", "BIGINT", "1-based data row of that file."),
+)
+WITHHELD_DDL = _ddl(WITHHELD_TABLE, WITHHELD_COLUMNS, nullable=())
+
+
 def all_ddl() -> list[str]:
-    return [t.ddl() for t in TABLES.values()] + [REJECTS_DDL, LEDGER_DDL, REPLACED_KEYS_DDL]
+    return [t.ddl() for t in TABLES.values()] + [REJECTS_DDL, LEDGER_DDL, REPLACED_KEYS_DDL, WITHHELD_DDL]
 
 
 # Warehouses created before a column existed: (table, column, statements that add and fill it).

@@ -101,6 +101,7 @@ def write_ledger(con, out: FileOutcome, run_id: str, now: datetime) -> None:
                f"OR (content_sha256 = '{UNREAD}' AND status = '{C.STATUS_FAILED}'))")
     params = [out.source, out.file_name, out.file_id, out.content_sha256]
     con.execute(f"DELETE FROM {C.REJECTS_TABLE} WHERE file_id IN ({earlier})", params)
+    con.execute(f"DELETE FROM {C.WITHHELD_TABLE} WHERE _file_id IN ({earlier})", params)
     con.execute(f"DELETE FROM {C.LEDGER_TABLE} WHERE file_id IN ({earlier})", params)
     row = {"file_id": out.file_id, "source": out.source, "table_name": out.table_name, "file_name": out.file_name,
            "file_format": out.file_format, "content_sha256": out.content_sha256, "size_bytes": out.size_bytes,

@@ -85,6 +85,9 @@ def id_source(source: str | None, source_type: str | None) -> str | None:
 
 RAW_VALUES = "its values: raw.rejects.raw_values"  # where a reason that cannot show the values sends a person
 MAPPING_FAILED = "mapping_failed:"  # the rule of a row a source's expression failed on (staging.py: its where too)
+# a staged row the source's where left out, kept (for contract.WITHHELD_FROM only) for its id: counted as filtered,
+# never a reject nor a row taken in (staging.py, writing.py)
+LEFT_OUT = "left_out:where"
 
 
 def text_sql(source: str | None) -> str:

@@ -53,11 +53,16 @@ class Bounds:
     min_ts: datetime
 
 
+def _personal(spec: C.TableSpec, mapped: Mapped) -> set[str]:
+    """The file columns (lower case) whose values are personal: the contract's and those mapped into one of them."""
+    return set(spec.pii_columns) | set(mapped.pii_names)
+
+
 def _raw_json(src: Source, spec: C.TableSpec, mapped: Mapped) -> str:
     """JSON of the row as read, of the columns the mapping reads: the file's other columns are not copied (a platform
     export carries names, addresses and phone numbers nothing here needs; the file and row number find them). PII
     columns hashed, any other text with an '@' (or '%40') hashed too."""
-    pii, unread = set(spec.pii_columns) | set(mapped.pii_names), set(mapped.extras)
+    pii, unread = _personal(spec, mapped), set(mapped.extras)
     parts = []
     for name, ident, typ in zip(src.names, src.idents, src.types):
         if name in unread:
@@ -92,10 +97,16 @@ def _read_something(inputs: list[tuple[str, str]]) -> str | None:
     return " OR ".join(f"{row_rules.text_sql(i)} IS NOT NULL" for _, i in inputs) or None
 
 
-def _values_read(inputs: list[tuple[str, str]]) -> str | None:
-    """SQL text of the values an expression read on the row, for its reasons: ``qty = 'n/a'`` (a tester saw none)."""
-    parts = [f"'{name.replace(chr(39), chr(39) * 2)} = ' || coalesce({row_rules.shown_sql(row_rules.text_sql(i))}, 'empty')"
-             for name, i in inputs]
+def _values_read(inputs: list[tuple[str, str]], personal: set[str]) -> str | None:
+    """SQL text of the values an expression read on the row, for its reasons: ``qty = 'n/a'`` (a tester saw none); a
+    personal column's (``personal``, as raw_values hashes it) by the start of its sha256 (a reviewer saw a review's
+    name and address in a reason)."""
+    def shown(name: str, ident: str) -> str:
+        if name.strip().lower() in personal:
+            return f"'sha256:' || left(sha256(CAST({ident} AS VARCHAR)), 16)"
+        return row_rules.shown_sql(row_rules.text_sql(ident))
+
+    parts = [f"'{name.replace(chr(39), chr(39) * 2)} = ' || coalesce({shown(name, i)}, 'empty')" for name, i in inputs]
     return " || ', ' || ".join(parts) or None
 
 
@@ -118,6 +129,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
     local_time = source.timezone != "UTC"
     keys = [col for col in spec.columns if mapped.columns.get(col.name, (None,))[0] == DERIVED_KEY]
     tries = []  # a mapped expression is computed under TRY, so a row it fails on is a reject, not a failed file
+    personal = _personal(spec, mapped)
     for col in spec.columns:
         if col in keys:
             continue
@@ -132,7 +144,7 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         texts, i, final, rules = row_rules.column_sql(col, sql, typ, bounds.future_limit, bounds.min_ts,
                                               source.timestamp_format, local_time,
                                               source.columns[col.name].text if col.name in source.columns else None,
-                                              failed, _read_something(inputs), _values_read(inputs))
+                                              failed, _read_something(inputs), _values_read(inputs, personal))
         values += texts
         inner += i
         finals.append(f"{final} AS {col.name}")
@@ -145,6 +157,9 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
             keep += f" OR {src.idents[-1]} IS NULL OR {OVERFLOW} IS NOT NULL"  # was counted as left out: a tester's)
         cases.insert(0, f"WHEN {t} IS NULL THEN '{row_rules.MAPPING_FAILED}where|the source''s where fails on this "
                         f"row ({row_rules.RAW_VALUES})'")
+        if spec.name == C.WITHHELD_FROM:  # rows left out stay, marked, for their ids (contract.WITHHELD_TABLE)
+            cases.insert(0, f"WHEN NOT coalesce({keep}, false) THEN '{row_rules.LEFT_OUT}|left out by the source''s where'")
+            keep = "true"
     why = "CASE " + " ".join(cases) + " END" if cases else "NULL"
     con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
     typed = {c.name for c in spec.columns if c not in keys}
@@ -154,7 +169,8 @@ def _stage_rows(con, source: SourceDef, src: Source, mapped: Mapped, bounds: Bou
         SELECT _row, {', '.join(finals)},
                split_part(why, '|', 1) AS rule,
                substr(why, strpos(why, '|') + 1) AS reason,
-               CASE WHEN why IS NOT NULL THEN {_raw_json(src, spec, mapped)} END AS raw_values
+               CASE WHEN why IS NOT NULL AND NOT starts_with(why, '{row_rules.LEFT_OUT}')
+                    THEN {_raw_json(src, spec, mapped)} END AS raw_values
         FROM (SELECT *, {why} AS why FROM (
             SELECT *, {', '.join(inner) if inner else 'NULL AS _seg_none'} FROM (
                 SELECT *, {', '.join(values) if values else 'NULL AS _seg_no_text'} FROM (
@@ -312,7 +328,8 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
         if source.keep == KEEP_LATEST and mapped.columns.get(spec.id_column, (None,))[0] == DERIVED_KEY:
             notes.append(f"{LATEST_WITHOUT_ID}: its {spec.id_column} is derived from each row's values, so a changed "
                          f"row is a new row beside the old one; map {spec.id_column} to the export's own id column")
-        out.filtered = out.delivered - con.sql(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
+        out.filtered = out.delivered - con.sql(f"SELECT count(*) FROM {STAGE} WHERE rule IS DISTINCT FROM "
+                                               f"'{row_rules.LEFT_OUT}'").fetchall()[0][0]
         if out.filtered:
             notes.append(f"{out.filtered} row(s) left out by the source's where: {source.where.text}")
     if out.extra_columns:

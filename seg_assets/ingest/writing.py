@@ -8,6 +8,7 @@ from datetime import datetime
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import FileOutcome, rollback, write_ledger
+from seg_assets.ingest.row_rules import LEFT_OUT
 from seg_assets.ingest.source_config import KEEP_LATEST, SourceDef
 
 STAGE = "_seg_ingest_stage"
@@ -98,6 +99,16 @@ def replace_changed_rows(con, spec: C.TableSpec, file_id: int) -> tuple[int, int
     return inserted - replaced, replaced
 
 
+def record_withheld(con, staged: str) -> None:
+    """The ids of ``staged``'s rows (SQL: id, rule, _file_id, _row) that were left out or rejected and are not in the
+    table (contract.WITHHELD_TABLE); a whole file rejected has no typed ids and records none."""
+    spec = C.TABLES[C.WITHHELD_FROM]
+    key = spec.id_column
+    con.execute(f"""INSERT INTO {C.WITHHELD_TABLE} SELECT s.* FROM ({staged}) s
+                    WHERE s.rule IS NOT NULL AND s.{key} IS NOT NULL
+                    AND s.{key} NOT IN (SELECT {key} FROM {spec.qualified}) ORDER BY s._file_id, s._row""")
+
+
 def commit_file(con, out: FileOutcome, source: SourceDef, run_id: str, now: datetime, insert_rows: bool) -> None:
     """Rejects, new rows and the ledger row of one file, all or nothing."""
     spec = source.spec
@@ -105,13 +116,15 @@ def commit_file(con, out: FileOutcome, source: SourceDef, run_id: str, now: date
     try:
         out.rejected = con.execute(
             f"""INSERT INTO {C.REJECTS_TABLE} SELECT ?, ?, ?, _row, rule, reason, raw_values, ?, ?
-            FROM {STAGE} WHERE rule IS NOT NULL ORDER BY _row""",
+            FROM {STAGE} WHERE rule IS NOT NULL AND rule <> '{LEFT_OUT}' ORDER BY _row""",
             [spec.name, out.file_id, out.file_name, run_id, now],
         ).fetchall()[0][0]
         if insert_rows and source.keep == KEEP_LATEST:
             out.accepted, out.updated = replace_changed_rows(con, spec, out.file_id)
         elif insert_rows:
             out.accepted = insert_new_rows(con, spec, out.file_id)
+        if insert_rows and spec.name == C.WITHHELD_FROM and out.rejected + out.filtered:
+            record_withheld(con, f"SELECT {spec.id_column}, rule, {int(out.file_id)} AS _file_id, _row FROM {STAGE}")
         out.count_duplicates()
         if insert_rows and source.keep != KEEP_LATEST and out.duplicate:
             note_repeats(out, spec, repeats_with_other_values(con, spec, out.file_id))

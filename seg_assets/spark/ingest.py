@@ -27,8 +27,9 @@ import pyarrow as pa
 
 from seg_assets.ingest import contract as C
 from seg_assets.ingest import ledger, loader, staging
+from seg_assets.ingest.row_rules import LEFT_OUT
 from seg_assets.ingest.sources import link_roots, opened_inside
-from seg_assets.ingest.writing import STAGE, note_repeats
+from seg_assets.ingest.writing import STAGE, note_repeats, record_withheld
 from seg_assets.settings import DataPaths, duckdb_memory_limit
 from seg_assets.spark.tables import duckdb_view, parquet_rows, read_path
 from seg_assets.warehouse import glob_escaped, object_type, sql_string
@@ -180,7 +181,7 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
     read = [o for o in outs if o.status != C.STATUS_FAILED]
     folder = raw_folder(paths, spec)
     counts: dict[int, int] = {}
-    rejects = None
+    rejects = withheld = None
     if read:
         staged = spark.read.parquet(*[read_path(staging / f"{o.file_id}.parquet") for o in read])
         key = spec.id_column
@@ -192,8 +193,12 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
         written = folder / f"{RUN_PREFIX}{run_id}"
         accepted.write.mode("append").parquet(str(written))
         counts = parquet_rows(written, by="_file_id")
-        rejects = (staged.where(F.col("rule").isNotNull()).select("_file_id", "_row", "rule", "reason", "raw_values")
-                   .orderBy("_file_id", "_row").toArrow())
+        rejects = (staged.where(F.col("rule").isNotNull() & (F.col("rule") != LEFT_OUT))
+                   .select("_file_id", "_row", "rule", "reason", "raw_values").orderBy("_file_id", "_row").toArrow())
+        if spec.name == C.WITHHELD_FROM:  # the ids of rows left out or rejected, as the DuckDB loader keeps them
+            withheld = (staged.where(F.col("rule").isNotNull() & F.col(key).isNotNull()
+                                     & F.col("_file_id").isin(sorted(insertable)))
+                        .select(key, "rule", "_file_id", "_row").toArrow())
     names = {o.file_id: o.file_name for o in outs}
     con.execute("BEGIN TRANSACTION")
     try:
@@ -205,6 +210,10 @@ def _load_table(spark, con, paths: DataPaths, spec: C.TableSpec, outs, insertabl
                 ORDER BY r._file_id, r._row""", [spec.name, run_id, now])
             con.unregister("_seg_spark_rejects")
             con.unregister("_seg_spark_files")
+        if withheld is not None and withheld.num_rows:
+            con.register("_seg_spark_withheld", withheld)
+            record_withheld(con, "SELECT * FROM _seg_spark_withheld")
+            con.unregister("_seg_spark_withheld")
         rejected = {}
         if rejects is not None:
             for file_id in rejects.column("_file_id").to_pylist():
