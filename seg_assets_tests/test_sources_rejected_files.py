@@ -552,6 +552,22 @@ def test_a_closed_last_row_after_a_malformed_row_is_data(tmp_path):
     assert ledger[0][2] == "ingested" and ledger[0][3] == 40 and ledger[0][4] >= 39, ledger[0]
 
 
+@pytest.mark.parametrize("row38", ['o38,u38,2026-03-01T10:00:00Z,5,1,completed,"Monitor 27""\n',
+                                   'o38,u38,2026-03-01T10:00:00Z,5,1,"compl"eted,"Deluxe 12 inch\n',
+                                   'o38,u38,2026-03-01T10:00:00Z,5,1,"27" x,"Deluxe\n'])
+def test_a_quote_left_open_before_a_short_last_row_refuses_the_file(tmp_path, row38):
+    """A naive export's ``"Monitor 27""`` (the value's quote not doubled) swallows the short last row: Python's strict
+    reader stopped inside that row, read on, and found the file closed, so 39 of 40 rows were taken in and the last
+    counted nowhere (a reviewer's). An error inside the last row is the quote in question: the file is refused."""
+    title = ("Premium leather walking shoe with cushioned sole and breathable lining for all seasons, in brown, black "
+             "or navy; sizes 36 to 47, wide fit available")
+    rows = [f'o{i},u{i},2026-03-01T10:00:00Z,5,1,completed,"{title}"\n' for i in range(40)]
+    rows[38], rows[39] = row38, 'o39,u39,2026-03-01T10:00:00Z,7,1,completed,"Socks"\n'
+    write(tmp_path, "orders/a.csv", "order_id,user_id,order_ts,amount,items,status,category\n" + "".join(rows))
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "failed" and "line 40: a double quote opens a field that is not closed" in ledger[0][8], ledger[0]
+
+
 def test_a_mapped_column_renamed_by_the_export_is_named_by_its_near_match(tmp_path):
     """A new tracker version renamed `event` to `event_name`: the message hid the one field that explains it and
     suggested the file lacked its header row (a tester's). A near-match of the missing name is named; the file's other

@@ -260,10 +260,12 @@ def _line_of_row(path: Path, fmt: str, dialect: CsvDialect, rowid: int) -> int:
     return start
 
 
-def _open_at_end(path: Path, fmt: str, dialect: CsvDialect) -> bool:
+def _open_at_end(path: Path, fmt: str, dialect: CsvDialect, last_row_line: int) -> bool:
     """Whether a quoted field is still open where the file ends, by Python's strict csv reader: its only way to tell
-    a quote left open from one closed in the last row. A malformed row on the way (``"ab"c``) is that row's: read on
-    (counted as open, it refused a reviewer's good file whole, naming a line whose quote was closed)."""
+    a quote left open from one closed in the last row (which starts on ``last_row_line`` as DuckDB read it). A
+    malformed row before it (``"ab"c``) is that row's: read on (counted as open, it refused a reviewer's good file
+    whole, naming a line whose quote was closed). One inside it is the quote in question: the reader drops the rest
+    of the line and would find the file closed (a naive export's ``"Monitor 27""`` swallowed the row after it)."""
     with _open(path, fmt) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig" if dialect.utf8 else dialect.encoding, errors="replace", newline="")
         reader = csv.reader(text, delimiter=dialect.delimiter, quotechar='"', doublequote=True, skipinitialspace=True,
@@ -276,7 +278,7 @@ def _open_at_end(path: Path, fmt: str, dialect: CsvDialect) -> bool:
                 except StopIteration:
                     return False
                 except csv.Error as exc:  # a malformed row elsewhere ("ab"c) is that row's: read on
-                    if "unexpected end of data" in str(exc):
+                    if "unexpected end of data" in str(exc) or reader.line_num >= last_row_line:
                         return True
         finally:
             csv.field_size_limit(limit)
@@ -322,11 +324,11 @@ def _unclosed_quote(con, idents: list[str], dialect: CsvDialect, path: Path, fmt
                         ({holds_row})) ORDER BY rowid LIMIT 1""").fetchall()
     if not found:
         return None
-    if not found[0][1] and not _open_at_end(path, fmt, dialect):  # a short last row whose quoted lines were closed:
-        return None  # a value over line ends, as an address is (its whole file was refused: a reviewer's)
+    line = _line_of_row(path, fmt, dialect, found[0][0])
+    if not found[0][1] and not _open_at_end(path, fmt, dialect, line):  # a short last row whose quoted lines were
+        return None  # closed: a value over line ends, as an address is (its whole file was refused: a reviewer's)
     breaks = " + ".join(f"coalesce(length({c}) - length(replace({c}, chr(10), '')), 0)" for c in columns)
     [(inside,)] = con.sql(f"SELECT coalesce(sum({breaks}), 0) FROM {SRC} WHERE rowid = $r", params={"r": found[0][0]}).fetchall()
-    line = _line_of_row(path, fmt, dialect, found[0][0])
     return (f"line {line}: a double quote opens a field that is not closed, so the {inside} line(s) after it were read "
             "as one value: close the quote, or write a quote inside a quoted field as two (\"\"), and land the file "
             "again (nothing of this file was taken in)")
