@@ -128,6 +128,51 @@ def test_a_column_named_in_the_dictionary_passes_through_as_a_feature(inputs, mo
     assert without_orders["orders_7d"].to_list() == [0] * without_orders.height
 
 
+def test_the_derived_list_names_every_feature_build_user_features_computes(inputs):
+    """A computed feature left out of DERIVED would let a model's column of its name pass through (and replace it or
+    be replaced, unsaid): every output column is an input's declared column, a derived one or a share column."""
+    from seg_assets.features.user_features import _DECLARED, DERIVED
+
+    f = build_user_features(*inputs, as_of=AS_OF)
+    made = {c for c in f.columns if not c.startswith("cat_share_")} - _DECLARED
+    assert made == set(DERIVED), made ^ set(DERIVED)
+
+
+def test_a_model_column_named_like_a_computed_feature_or_another_inputs_is_warned_not_passed(inputs):
+    """A reviewer's avg_order_value in the order stats silently replaced the computed one, and a shipping `country`
+    there replaced the customer record's: such names do not pass through; they are unread, and the advice says to
+    rename them."""
+    from seg_assets.features.user_features import unread_advice, unread_columns
+
+    orders, clicks, categories, customers = inputs
+    mixed = orders.with_columns(avg_order_value=pl.lit(1.0), country=pl.lit("FR"))
+    f = build_user_features(mixed, clicks, categories, customers, as_of=AS_OF)
+    expected = build_user_features(orders, clicks, categories, customers, as_of=AS_OF)
+    assert f.equals(expected)
+    unread = unread_columns({"order_stats": mixed})
+    assert unread == {"features.user_order_stats": ["avg_order_value", "country"]}, unread
+    advice = unread_advice("features.user_order_stats", unread["features.user_order_stats"])
+    assert advice.startswith("avg_order_value, country: the name of a feature user_features computes") and "rename" in advice
+    assert "per-user model" in unread_advice("features.user_category_activity", ["orders_7d"])
+
+
+def test_a_passed_column_of_a_type_its_entry_cannot_be_is_one_line(inputs, monkeypatch):
+    """Text declared "int" in the dictionary failed the step with polars' traceback, retried twice (a reviewer's): it
+    is a FeatureError naming the table, the column and both types, before any value is cast."""
+    from seg_assets.features import dictionary
+    from seg_assets.features.user_features import FeatureError
+
+    feature = dictionary.Feature("last_status", "int", "The last order's status.", 0)
+    monkeypatch.setattr(dictionary, "BY_NAME", dictionary.BY_NAME | {"last_status": feature})
+    monkeypatch.setattr(dictionary, "FEATURE_NAMES", (*dictionary.FEATURE_NAMES, "last_status"))
+    orders, clicks, categories, customers = inputs
+    with pytest.raises(FeatureError, match=r"features.user_order_stats.last_status is String, but its entry .* says 'int'"):
+        build_user_features(orders.with_columns(last_status=pl.lit("completed")), clicks, categories, customers, as_of=AS_OF)
+    empty = pl.DataFrame(schema={"user_id": pl.String, "last_status": pl.String})  # Spark's check on the driver: no rows
+    with pytest.raises(FeatureError, match="last_status is String"):
+        build_user_features(empty, None, None, None, as_of=AS_OF)
+
+
 def test_spark_reads_the_same_passed_through_columns(inputs, monkeypatch):
     """Spark's wide row per user carries a dictionary column of an input's view, and its batches give it the value
     the DuckDB path gives (test_spark_engine compares every feature of both engines)."""

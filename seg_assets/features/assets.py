@@ -25,6 +25,7 @@ from seg_assets.features.user_features import (
     FeatureError,
     build_user_features,
     top_category_list,
+    unread_advice,
     unread_columns,
 )
 from seg_assets.markdown import frame as md_frame
@@ -109,8 +110,8 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
         where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""
         frames = {name: read_frame(con, table, where) for name, table in _INPUTS.items()}
         for table, columns in unread_columns(frames).items():
-            context.log.warning(f"{table} has column(s) user_features does not read: {', '.join(columns)} (a column "
-                                "becomes a feature through its entry in features/dictionary.py)")
+            context.log.warning(f"{table} has column(s) user_features does not read: {', '.join(columns)} "
+                                f"({unread_advice(table, columns)})")
         activity = frames["category_activity"]
         if plan.incremental:
             categories = inc.read_state(con, TABLE).params["categories"]

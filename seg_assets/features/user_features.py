@@ -51,19 +51,48 @@ USER_INPUTS = {
 CATEGORY_INPUT = ("category_activity", "features.user_category_activity")
 
 
+# The columns build_user_features computes itself (from the inputs above): a dictionary name among them, or among the
+# inputs' declared columns, is taken; a model's column of that name would replace or be replaced by it, unsaid (a
+# reviewer's avg_order_value and country). test_user_features checks that this list is complete.
+DERIVED = frozenset({
+    "top_category", "top_category_share", "category_count", "first_seen_ts", "tenure_days", "recency_days",
+    "days_since_last_visit", "frequency", "avg_order_value", "discount_share", "cancel_rate", "return_rate",
+    "view_to_cart", "cart_to_checkout", "checkout_to_order", "session_to_order", "negative_review_share", "as_of",
+    "features_build",
+})
+_DECLARED = frozenset(c for _, schema in USER_INPUTS.values() for c in schema) | frozenset(CATEGORY_SCHEMA)
+
+
+def passes_through(column: str) -> bool:
+    """Whether a per-user model's column becomes a feature as it is: named in dictionary.py, and neither an input's
+    declared column nor one build_user_features computes (the one rule both engines read)."""
+    return column in dictionary.BY_NAME and column not in _DECLARED and column not in DERIVED
+
+
 def unread_columns(frames: dict[str, pl.DataFrame | None]) -> dict[str, list[str]]:
     """Per input table, the columns its model has that build_user_features does not read (``_`` ones are
-    bookkeeping): neither declared above nor, in a per-user input, named in dictionary.py, such a column was dropped
+    bookkeeping): neither declared above nor, in a per-user input, passed through, such a column was dropped
     without a word (a reviewer's)."""
     schemas = {name: schema for name, (_, schema) in USER_INPUTS.items()} | {CATEGORY_INPUT[0]: CATEGORY_SCHEMA}
     tables = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
     out = {}
     for name, frame in frames.items():
         extra = [c for c in frame.columns if c not in schemas[name] and not c.startswith("_")
-                 and (c not in dictionary.BY_NAME or name not in USER_INPUTS)] if frame is not None else []
+                 and not (name in USER_INPUTS and passes_through(c))] if frame is not None else []
         if extra:
             out[tables[name]] = extra
     return out
+
+
+def unread_advice(table: str, columns: list[str]) -> str:
+    """What to do about a table's unread columns (:func:`unread_columns`), for its warning."""
+    if table == CATEGORY_INPUT[1]:
+        return "the per-category table gives the top categories and their shares; a per-user column belongs in a per-user model"
+    taken = [c for c in columns if c in dictionary.BY_NAME]
+    return "; ".join(filter(None, [
+        f"{', '.join(taken)}: the name of a feature user_features computes or another input's column: rename it in the "
+        "model's SQL (and add the new name to features/dictionary.py)" if taken else "",
+        "a column becomes a feature through its entry in features/dictionary.py" if len(taken) < len(columns) else ""]))
 
 
 class FeatureError(InputError, ValueError):
@@ -74,15 +103,28 @@ class FeatureError(InputError, ValueError):
 _DTYPES = {"int": pl.Int64, "float": pl.Float64, "str": pl.String, "datetime": pl.Datetime("us")}  # Feature.dtype
 
 
-def _conform(frame: pl.DataFrame | None, schema: dict) -> pl.DataFrame:
-    """Cast to the expected schema, plus the columns named in the dictionary (cast to its type): they pass through;
-    a missing input becomes an empty frame of that schema, a missing column nulls."""
+def _fits(dtype: pl.DataType, entry: str) -> bool:
+    """Whether a column of ``dtype`` can be the dictionary's type ``entry`` (Feature.dtype) without a value failing."""
+    if entry == "int":
+        return dtype.is_integer() or dtype == pl.Boolean
+    if entry == "float":
+        return dtype.is_numeric() or dtype == pl.Boolean
+    return entry == "str" or dtype.is_temporal() and dtype != pl.Time and dtype != pl.Duration
+
+
+def _conform(frame: pl.DataFrame | None, schema: dict, table: str = "") -> pl.DataFrame:
+    """Cast to the expected schema, plus the columns that pass through (cast to their dictionary type); a missing
+    input becomes an empty frame of that schema, a missing column nulls. A passed column whose type cannot be its
+    entry's is a FeatureError (text cast to int failed the step with polars' traceback: a reviewer's)."""
     if frame is None:
         return pl.DataFrame(schema=schema)
-    passed = [pl.col(c).cast(_DTYPES[dictionary.BY_NAME[c].dtype]) for c in frame.columns
-              if c not in schema and c in dictionary.BY_NAME]
+    passed = [c for c in frame.columns if c not in schema and passes_through(c)]
+    if wrong := [c for c in passed if not _fits(frame.schema[c], dictionary.BY_NAME[c].dtype)]:
+        c = wrong[0]
+        raise FeatureError(f"{table}.{c} is {frame.schema[c]}, but its entry in features/dictionary.py says "
+                           f"{dictionary.BY_NAME[c].dtype!r}: cast it in the model's SQL, or change the entry's dtype")
     return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, dtype=t).alias(c)
-                         for c, t in schema.items()] + passed)
+                         for c, t in schema.items()] + [pl.col(c).cast(_DTYPES[dictionary.BY_NAME[c].dtype]) for c in passed])
 
 
 def _absent(name: str) -> pl.Expr:
@@ -172,11 +214,12 @@ def build_user_features(
 
     Reviews add to a user's row but never make a user: a reviewer is a user through an order, a click or a
     customer record. Without reviews the review averages and share are null (unknown, not 0)."""
-    orders = _conform(order_stats, ORDER_STATS_SCHEMA)
-    clicks = _conform(click_stats, CLICK_STATS_SCHEMA)
+    orders = _conform(order_stats, ORDER_STATS_SCHEMA, USER_INPUTS["order_stats"][0])
+    clicks = _conform(click_stats, CLICK_STATS_SCHEMA, USER_INPUTS["click_stats"][0])
     activity = _conform(category_activity, CATEGORY_SCHEMA)
-    reviews = _conform(review_stats, REVIEW_STATS_SCHEMA)
-    custs = _conform(customers, CUSTOMER_SCHEMA).filter(pl.col("signup_ts").is_null() | (pl.col("signup_ts") <= as_of))
+    reviews = _conform(review_stats, REVIEW_STATS_SCHEMA, USER_INPUTS["review_stats"][0])
+    custs = _conform(customers, CUSTOMER_SCHEMA, USER_INPUTS["customers"][0])
+    custs = custs.filter(pl.col("signup_ts").is_null() | (pl.col("signup_ts") <= as_of))
     custs = custs.unique("user_id", keep="first", maintain_order=True)
 
     users = pl.concat([orders.select("user_id"), clicks.select("user_id"), custs.select("user_id")]).unique().sort("user_id")
@@ -189,10 +232,9 @@ def build_user_features(
         .join(reviews, on="user_id", how="left")
     )
     # a user with no row in a per-user table has none of what it counts (nor of a number passed through)
-    declared = ORDER_STATS_SCHEMA | CLICK_STATS_SCHEMA | REVIEW_STATS_SCHEMA | CUSTOMER_SCHEMA
     counts = [c for schema in (ORDER_STATS_SCHEMA, CLICK_STATS_SCHEMA, REVIEW_STATS_SCHEMA) for c, t in schema.items()
               if t == pl.Int64] + ["category_count"]
-    passed = [c for part in (orders, clicks, reviews) for c in part.columns if c not in declared]
+    passed = [c for part in (orders, clicks, reviews) for c in part.columns if passes_through(c)]
     frame = frame.with_columns(
         [pl.col(c).fill_null(0) for c in counts]
         + [pl.col(c).fill_null(0) for c in passed if frame.schema[c] in (pl.Int64, pl.Float64)]

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import polars as pl
 
-from seg_assets.features import dictionary
 from seg_assets.features import user_features as uf
 from seg_assets.settings import DataPaths
 from seg_assets.spark.sql import model_spark_sql
@@ -45,9 +44,9 @@ def _prefix(side: str, column: str) -> str:
 
 
 def _read_columns(name: str, present: list[str]) -> list[str]:
-    """An input's columns that build_user_features reads: its schema's, and those named in the feature dictionary."""
+    """An input's columns that build_user_features reads: its schema's, and those that pass through (uf.passes_through)."""
     schema = INPUTS[name][1]
-    return [*schema, *(c for c in present if c not in schema and c in dictionary.BY_NAME)]
+    return [*schema, *(c for c in present if c not in schema and uf.passes_through(c))]
 
 
 def _wide_sql(views: dict[str, str], activity: str, present: dict[str, list[str]]) -> str:
@@ -112,10 +111,11 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
             out = features_of_batch(wide, as_of, top_categories, categories, build)
             yield from out.to_arrow().cast(arrow_schema).to_batches()
 
-    present = {name: spark.table(view).columns for name, view in views.items()}
-    # a dictionary column no input carries fails here, on the driver, in one line (not in every batch's worker)
-    uf.build_user_features(**{name: pl.DataFrame(schema=dict.fromkeys(present[name], pl.String)) for name in INPUTS},
-                           category_activity=None, as_of=as_of, categories=categories)
+    typed = {name: pl.from_arrow(to_arrow_schema(spark.table(view).schema).empty_table()) for name, view in views.items()}
+    present = {name: frame.columns for name, frame in typed.items()}
+    # a dictionary column no input carries, or of a type its entry cannot be, fails here, on the driver, in one line
+    # (not in every batch's worker)
+    uf.build_user_features(**typed, category_activity=None, as_of=as_of, categories=categories)
     wide = spark.sql(_wide_sql(views, activity, present))
     target = paths.spark_table(USER_FEATURES)
     if changed is not None:
