@@ -65,8 +65,21 @@ class _StrictLoader(yaml.SafeLoader):
             raise yaml.MarkedYAMLError(problem=f"{node.value} is not a finite number", problem_mark=node.start_mark)
         return value
 
+    def construct_yaml_str(self, node):
+        value = super().construct_yaml_str(node)
+        bad = next((ch for ch in value if (ord(ch) < 32 and ch not in "\t\n\r") or 0x7F <= ord(ch) <= 0x9F
+                    or ch in "\u2028\u2029"), None)
+        if bad is not None:
+            raise yaml.MarkedYAMLError(
+                problem=f"the text holds the control character U+{ord(bad):04X}, which no setting or SQL expression means "
+                        "(in double quotes YAML reads \\N as U+0085, \\L and \\P as line separators, \\0 as NUL): write "
+                        "the backslash twice (\\\\N) or put the value in single quotes",
+                problem_mark=node.start_mark)
+        return value
+
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:str", _StrictLoader.construct_yaml_str)
 
 
 def load_yaml(text: str):

@@ -27,7 +27,7 @@ from seg_assets.errors import CHECK_BLOCKED, step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import FIRST_PROBLEM
-from seg_assets.ingest.loader import REWRITTEN
+from seg_assets.ingest.loader import REWRITTEN, SAME_BYTES_AGAIN
 from seg_assets.ingest.staging import NO_LINE_END
 from seg_assets.ingest.writing import OTHER_VALUES
 from seg_assets.resources import Warehouse, WarehouseDamaged, WarehouseLocked
@@ -213,6 +213,14 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
         out.append(Problem("warning", name, "was taken in before with other content (landed files must not change): read "
                            "again, rows with known ids kept as first taken in; land changes under a new name, or declare "
                            "keep: latest for its source"))
+    for name, message, n in con.sql(f"SELECT file_name, message, updated FROM {C.LEDGER_TABLE} WHERE run_id = ? "
+                                    "AND message LIKE ? AND updated > 0 ORDER BY file_id",
+                                    params=[run_id, f"%{SAME_BYTES_AGAIN}%"]).fetchall():
+        first = message.split(f"{SAME_BYTES_AGAIN} (", 1)[1].split(")", 1)[0]
+        out.append(Problem("warning", name, f"holds the same bytes as {first}, taken in before: with keep: latest its "
+                           f"{n:,} row(s) replaced newer values stored since (changes delivered in between are undone); "
+                           "if it is a stale re-delivery, land the newer exports again after it, or remove it and "
+                           "rebuild from landing/"))
     for said in (OTHER_VALUES, NO_LINE_END):  # parts of an ingested file's message that are warnings
         for name, message in con.sql(f"SELECT file_name, message FROM {C.LEDGER_TABLE} WHERE run_id = ? AND status = ? "
                                      "AND message LIKE ? ORDER BY file_id",

@@ -39,6 +39,8 @@ def refusal(tmp_path, name: str, content: bytes | None) -> str:
     (b"sources: {}\nsources: {}\n", "duplicate key 'sources'"),
     (b"control:\n  share: .nan\n", ".nan is not a finite number"),
     (b"holdout_share: -.inf\n", "-.inf is not a finite number"),
+    # YAML reads \N in double quotes as U+0085: a tester's NULLIF(customer, "\N") took a missing customer as a user
+    (b"sources:\n  s: {table: orders, columns: {user_id: \"NULLIF(customer, '\\N')\"}}\n", "control character U+0085"),
     (b"actions:\n  w:\n    description: \"\xff\xfe\"\n", "not UTF-8 text (byte 0xff"),
     (None, "is a folder, not a file"),
     (b"x: !!python/object/apply:os.system [\"true\"]\n", "could not determine a constructor"),

@@ -46,6 +46,7 @@ from seg_assets.ingest.writing import STAGE, commit_file
 from seg_assets.warehouse import naive_utc, prepare_connection
 
 REWRITTEN = "was ingested before with other content (landed files must not change)"
+SAME_BYTES_AGAIN = "holds the same bytes as a file taken in before"
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -219,9 +220,12 @@ class _LandingRun:
         # a re-delivery of rows taken in; a copy of a file rejected as a whole is read on its own (its rows were not
         # taken in: counted as duplicates of them, they were lost once the first was read again under a fixed mapping)
         known = [k for k in known if k[3] == C.STATUS_INGESTED]
+        again = None
         if source.keep == KEEP_LATEST:  # the same bytes delivered again are the latest: they restore what came between
-            known = []
+            again, known = (known[0][1] if known else None), []
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
+        if again:
+            out.note = f"{rel} {SAME_BYTES_AGAIN} ({again})"
         out.file_id = self.next_id = _next_file_id(self.con, self.next_id)
         if (source.name, rel) in self.rows_in and source.keep != KEEP_LATEST:  # with keep: latest its rows are replaced
             out.note = f"{rel} {REWRITTEN}"
