@@ -458,7 +458,9 @@ def test_empty_files(con, landing):
     run(con, landing)
     led = ledger(con)
     assert counts(led["orders/header_only.csv"]) == ("ingested", 0, 0, 0, 0)
-    assert counts(led["orders/zero.csv"]) == ("rejected_file", 0, 0, 0, 0) and "no header" in led["orders/zero.csv"]["message"]
+    # settled, it is a day without rows (mysqldump --tab writes 0 bytes), not a reject that --strict counts for ever
+    assert counts(led["orders/zero.csv"]) == ("ingested", 0, 0, 0, 0), led["orders/zero.csv"]
+    assert led["orders/zero.csv"]["message"] == "orders/zero.csv: empty file (0 bytes): no rows"
 
 
 def test_row_numbers_follow_file_order_on_a_multi_threaded_read(con, landing):

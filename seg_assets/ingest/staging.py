@@ -270,6 +270,13 @@ def stage_file(con, source: SourceDef, path: Path, out: FileOutcome, bounds: Bou
     message); whether its good rows may be inserted (False: the whole file is rejected). Both engines run this:
     the DuckDB loader on the warehouse connection, the Spark engine in a task per file (spark/ingest.py)."""
     spec = source.spec
+    if path.stat().st_size == 0:  # settled empty: a day without rows (mysqldump --tab writes 0 bytes), not a reject
+        con.execute(f"DROP TABLE IF EXISTS temp.{STAGE}")
+        typed = ", ".join(f"NULL::{c.sql_type} AS {c.name}" for c in spec.columns)
+        con.execute(f"CREATE TEMP TABLE {STAGE} AS SELECT NULL::BIGINT AS _row, {typed}, NULL::VARCHAR AS rule, "
+                    "NULL::VARCHAR AS reason, NULL::VARCHAR AS raw_values WHERE false")
+        out.message = f"{out.file_name}: empty file (0 bytes): no rows"
+        return True
     src = load_source(con, path, out.file_format, source.csv)
     if src is None:
         out.status, out.message = C.STATUS_REJECTED_FILE, f"{out.file_name}: empty file (no header row)"
