@@ -172,3 +172,20 @@ def test_the_classifier_assigns_within_the_users_lifecycle_stage(shoppers):
     given, confidence = assign(frame, model, clf)
     assert (np.array([stage_by_id[int(s)] for s in given]) == stages).all()
     assert (confidence > 0).all()
+
+
+def test_a_model_blind_to_new_data_is_replaced_only_within_the_membership_churn_limit():
+    """A model that left out features which have data now is replaced without comparing quality (fewer dimensions
+    score better), but not past the membership churn limit: a tester's two days of a new website's clicks beside a
+    year of orders moved 27 % of the users whose features barely changed, and kept segments' names no longer fitted."""
+    moved = {"silhouette": 0.1, "membership_churn_stable": 0.274, "stable_users": 672, "users_compared": 836}
+    refused = decide_promotion(moved, {"silhouette": 0.5}, max_membership_churn=0.02, gained=("sessions", "views"), in_service="v0001")
+    assert not refused.promote and refused.failed == ("membership_churn_stable",)
+    assert refused.reason.startswith("v0001 leaves out features that have data now (sessions, views), but this fit moves "
+                                     "22.0% of the users although they have none of that data (27.4% of those"), refused.reason
+    settled = decide_promotion({**moved, "membership_churn_stable": 0.01}, {"silhouette": 0.5}, max_membership_churn=0.02,
+                               gained=("sessions",), in_service="v0001")
+    assert settled.promote and settled.reason == "v0001 leaves out features that have data now (sessions)"
+    assert decide_promotion(moved, {"silhouette": 0.5}, max_membership_churn=None, gained=("sessions",), in_service="v0001").promote
+    few = {**moved, "membership_churn_stable": 0.714, "stable_users": 7, "users_compared": 488}  # nearly all have clicks
+    assert decide_promotion(few, {"silhouette": 0.5}, max_membership_churn=0.02, gained=("sessions",), in_service="v0001").promote

@@ -35,12 +35,12 @@ from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.availability import FeatureAvailability, gained_data
+from seg_assets.segmentation.availability import FeatureAvailability, gained_data, without_new_data
 from seg_assets.segmentation.classifier import KINDS as CLASSIFIER_KINDS
 from seg_assets.segmentation.classifier import TRAINING_ROWS, train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.fit import fit_segment_model
-from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMENTS_USED, Decision, decide_promotion
+from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMENTS_USED, decide_promotion
 from seg_assets.segmentation.membership import (
     DEFAULT_MAX_CHURN,
     DEFAULT_ODDS,
@@ -238,9 +238,11 @@ def gate_pair(candidate: SegmentModel, previous: SegmentModel | None, frame: pl.
 CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
 
 
-def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int) -> dict:
+def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int,
+                  gained: list[str] | tuple[str, ...] = ()) -> dict:
     """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment, from where
-    scoring's sticky rule starts (membership.previous_id_sql)."""
+    scoring's sticky rule starts (membership.previous_id_sql); ``gained``: the features ``previous`` left out that
+    have data now (only the users without such data count as barely changed)."""
     if not table_exists(con, "analytics.user_segments"):
         return {}
     sample = frame[sample_indices(frame.height, CHURN_SAMPLE_ROWS, seed + 13)]
@@ -250,7 +252,8 @@ def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: p
                             f"LEFT JOIN analytics.user_segments s USING (user_id) {join}").pl()
     prev = sample.select("user_id").join(published, on="user_id", how="left",
                                          maintain_order="left")["segment_id"].fill_null(NO_SEGMENT)
-    return refit_churn(previous, candidate, sample, prev.to_numpy())
+    unseen = ~without_new_data(sample, gained).to_numpy() if gained else None
+    return refit_churn(previous, candidate, sample, prev.to_numpy(), unseen)
 
 
 def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:
@@ -352,16 +355,15 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         context.log.warning(f"{version}: features without data left out: "
                             f"{FeatureAvailability(tuple(candidate.features), candidate.left_out).describe()}")
     # A model in service that leaves out features which have data now is not a fair comparison (fewer
-    # dimensions score a better silhouette): it describes a population that no longer exists.
+    # dimensions score a better silhouette): it describes a population that no longer exists (gate.decide_promotion).
     blind = gained_data([f for f, _ in previous.left_out], frame) if previous else []
-    cand_metrics, prev_metrics = gate_pair(candidate, previous if not blind else None, frame, config.gate_classifier,
-                                           config.seed)
+    cand_metrics, prev_metrics = gate_pair(candidate, previous, frame, config.gate_classifier, config.seed)
     if previous is not None:
         with duckdb.get_connection() as con:
-            cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed))
-    decision = (Decision(True, f"{previous.version} leaves out features that have data now ({', '.join(blind)})")
-                if blind else decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance,
-                                               max_membership_churn=config.max_membership_churn))
+            cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed, blind))
+    decision = decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance,
+                                max_membership_churn=config.max_membership_churn, gained=tuple(blind),
+                                in_service=previous.version if previous else "")
     artifact = candidate.save(registry.model_path(settings.paths.models, version))
     candidate.metrics.update({f"gate_{k}": v for k, v in cand_metrics.items() if v is not None})
     with duckdb.get_connection() as con:

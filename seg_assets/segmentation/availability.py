@@ -113,6 +113,22 @@ def without_data(frame: pl.DataFrame, candidates: Sequence[str]) -> dict[str, st
     return {f: why for f, why in _reasons(frame, present).items() if f in present}
 
 
+def _source_indicator(feature: str) -> str:
+    """The column that says whether a user has any data of ``feature``'s source (the rules above)."""
+    return ("sessions" if feature in CLICK_FEATURES else "monetary" if feature in REVENUE_FEATURES
+            else "frequency" if feature in ORDER_FEATURES else feature)
+
+
+def without_new_data(frame: pl.DataFrame, gained: Sequence[str]) -> pl.Series:
+    """Per user of ``frame``: none of the sources of the ``gained`` features has data of them (no click for a model
+    that gains the click features). Their features are what the model in service saw: the users a refit must not
+    move (membership.refit_churn)."""
+    indicators = sorted({_source_indicator(f) for f in gained if _source_indicator(f) in frame.columns})
+    if not indicators:
+        return pl.Series([True] * frame.height)
+    return frame.select(pl.all_horizontal([pl.col(c).fill_null(0).cast(pl.Float64) == 0 for c in indicators]))[:, 0]
+
+
 def gained_data(left_out: Sequence[str], frame: pl.DataFrame) -> list[str]:
     """Features a model left out that ``frame`` now has data for (a reason to re-fit). ``frame`` should hold
     every model feature: whether clicks or orders exist is read from ``sessions`` and ``frequency``."""

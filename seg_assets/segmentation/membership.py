@@ -228,18 +228,21 @@ def emerged_segments(incumbent: SegmentModel, candidate: SegmentModel, frame: pl
 
 
 def refit_churn(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame,
-                previous: np.ndarray) -> dict[str, float | int]:
+                previous: np.ndarray, unseen_data: np.ndarray | None = None) -> dict[str, float | int]:
     """Membership churn of ``candidate`` against the ids ``previous`` (aligned with ``frame``), each model with its
     own margin (``sticky_odds``), as scoring would assign with it.
 
     "Barely changed": the model in service, with its margin rule in its own space, keeps the user
-    where they are (their lifecycle stage did not move and no other segment became clearly better). Moves into a
-    segment of a new kind of shopper (:func:`emerged_segments`) are ``moved_to_new_kind``, not churn.
+    where they are (their lifecycle stage did not move and no other segment became clearly better), and the user has
+    none of the data the candidate sees and the model in service does not (``unseen_data``: True where the user has
+    some, availability.without_new_data; blind to it, the model in service kept everyone). Moves into a segment of a
+    new kind of shopper (:func:`emerged_segments`) are ``moved_to_new_kind``, not churn.
     """
     previous = np.asarray(previous, dtype=np.int64)
     stays, _ = sticky_model_assign(incumbent, frame, previous, sticky_odds_of(incumbent))
     moved_to, _ = sticky_model_assign(candidate, frame, previous, sticky_odds_of(candidate))
-    return membership_churn(previous, moved_to, stays == previous, emerged_segments(incumbent, candidate, frame))
+    barely = (stays == previous) & (~np.asarray(unseen_data, dtype=bool) if unseen_data is not None else True)
+    return membership_churn(previous, moved_to, barely, emerged_segments(incumbent, candidate, frame))
 
 
 def sticky_odds_of(model: SegmentModel) -> float:
