@@ -115,6 +115,17 @@ def test_one_mapping_fits_every_file_of_a_source_whatever_its_values_look_like(t
     assert rows == [("536365", "12680", 2, "completed"), ("536367", "12681", 3, "completed"), ("C536366", "12680", 1, "returned")]
 
 
+def test_nullif_with_a_text_literal_reads_its_column_as_text(tmp_path):
+    """``rating: NULLIF(Stars, '')`` on a column of digits rejected 146 of a tester's 149 reviews ('' is no number):
+    NULLIF with a text literal compares as text, as ``=`` does."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  revs:\n    table: reviews\n    columns: {rating: \"NULLIF(Stars, '')\"}\n")
+    write(tmp_path, "revs/a.csv", "review_id,user_id,review_ts,Stars,text\nr1,u1,2026-03-01T10:00:00Z,5,great\n"
+          "r2,u2,2026-03-01T10:00:00Z,,fine\nr3,u3,2026-03-01T10:00:00Z,1,bad\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert ledger[0][2:8] == ("ingested", 3, 3, 0, 0, 0) and not rejects, (ledger, rejects)
+
+
 def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_text(tmp_path):
     """DuckDB's try_cast('8.16' AS BIGINT) is 8: a column of decimals was typed as whole numbers (amounts rounded), and
     GA4 ids made of digits and a dot became one number (200 users became one)."""

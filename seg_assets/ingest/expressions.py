@@ -288,7 +288,8 @@ _TEXT_OPERAND = (exp.Like, exp.ILike, exp.Glob, exp.SimilarTo, exp.RegexpLike, e
                  exp.Replace)
 
 
-_COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.In)
+_COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.In,
+               exp.Nullif)  # NULLIF(Stars, '') compares too: a tester's all-digit star column failed on ''
 
 
 def text_columns(tree: exp.Expression, comparisons: bool = True) -> frozenset[str]:
