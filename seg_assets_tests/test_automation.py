@@ -280,12 +280,16 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
     redone = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS, dg.AssetKey(["bi", "segments"])],
                                     run_config=QUIET)
     assert redone.success
+    # its audiences are not written yet: not "current" (a tester's run killed between the two said so, and the stale
+    # audience files stayed for good)
+    assert nothing_new(data_paths(data_dir), settings_fingerprint({}, None)) is None
     # A run that published BI, then failed (at the audiences, say): BI shows its tables, which are not refused.
     instance.report_run_failed(instance.get_run_by_id(redone.run_id), message="failed after publishing (test)")
     audiences = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["bi", "audiences"])],
                                        run_config=QUIET, raise_on_error=False)
     assert audiences.success, [e.step_failure_data.user_failure_data.description for e in audiences.all_events
                                if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert nothing_new(data_paths(data_dir), settings_fingerprint({}, None))  # the publication is whole now
     # A run killed after ingestion: the next run that published (automation's, re-scoring other inputs) recorded the
     # new file as reflected, though no features held its rows, and every refresh then said "Segments are current"
     # (a tester's, under `dagster dev`). A publication names only the files the features were built from.

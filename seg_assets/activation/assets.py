@@ -410,6 +410,9 @@ def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, set
         with duckdb.get_connection() as con:  # the group these files were drawn against is in force from now on
             salt, share = drawn_with(con) or (catalogue.control.salt, catalogue.control.share)
             record_salt(con, salt, share, datetime.now(UTC).replace(tzinfo=None))
+        from seg_assets.publish.state import finish_publication
+
+        finish_publication(settings.paths)
     except OSError as exc:  # permissions, a read-only or immutable file: the folder is as it was; retrying cannot fix it
         name = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
         raise input_failure(f"bi/audiences: {exc.strerror or exc}{name}: the folder was left as it was (no audience "

@@ -156,11 +156,19 @@ def commit_state(paths: DataPaths, tmp: Path) -> Path:
 
 
 def stage_published_state(paths: DataPaths, files: list[list], as_of: datetime, settings: str) -> Path:
-    """The record of a publication, staged (:func:`commit_state` after the switch)."""
+    """The record of a publication, staged (:func:`commit_state` after the switch). It is ``pending`` until the audiences
+    of the same publication are written (:func:`finish_publication`): a run killed in between is not current."""
     files = [[*f, _changed_at(paths.landing, f[0])] if f[2] else f for f in files]  # a failed file: when it last changed
     return _stage_state(paths, {"files": files, "as_of": str(as_of), "settings": settings, "code": code_fingerprint(),
                                 "lexicons": lexicon_fingerprint(paths), "config": config_fingerprint(paths.root),
-                                "published_at": datetime.now(UTC).isoformat()})
+                                "published_at": datetime.now(UTC).isoformat(), "pending": True})
+
+
+def finish_publication(paths: DataPaths) -> None:
+    """The audiences of the publication are written: the record no longer waits for them."""
+    state = read_state(paths)
+    if state is not None and state.get("pending"):
+        commit_state(paths, _stage_state(paths, {k: v for k, v in state.items() if k != "pending"}))
 
 
 def mark_not_current(paths: DataPaths) -> None:
@@ -249,8 +257,8 @@ def nothing_new(paths: DataPaths, settings: str) -> str | None:
         return None
     if not _whole_database(paths.warehouse):  # moved aside to be rebuilt (a damaged file's advice), or cut short
         return None
-    if state.get("settings") != settings or state.get("code") != code_fingerprint():
-        return None
+    if state.get("pending") or state.get("settings") != settings or state.get("code") != code_fingerprint():
+        return None  # pending: the publication's audiences were never written (a run killed after the switch)
     if state.get("lexicons") != lexicon_fingerprint(paths) or state.get("config") != config_fingerprint(paths.root):
         return None
     known = {(name, size): failed for name, size, *failed in state["files"]}  # failed: [] or [True, ctime] or [False]
