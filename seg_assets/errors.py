@@ -9,6 +9,14 @@ and how to fix it.
 from __future__ import annotations
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full (DuckDB's write-ahead log, a Parquet copy): no file's fault, no retry's fix
+    (resources.WarehouseDiskFull says it in one line)."""
+    import errno
+
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+
+
 class InputError(Exception):
     """Raised outside a run (settings, definitions): the CLI prints ``str(exc)`` and exits 2."""
 

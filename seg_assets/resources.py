@@ -22,6 +22,7 @@ from filelock import FileLock
 from pydantic import Field, model_validator
 
 from seg_assets import interrupts
+from seg_assets.errors import disk_full
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
 from seg_assets.warehouse import as_of_setting, naive_utc, parse_utc, prepare_connection, resolve_as_of
@@ -63,8 +64,11 @@ class Warehouse(DuckDBResource):
                 with interrupts.interruptible(con):
                     prepare_connection(con)
                     yield con
-            except duckdb.Error as exc:  # a damaged block a step reads (not one the connection read): one line, no retry
-                if DAMAGED_BLOCK.search(str(exc)) or (DAMAGED.search(str(exc)) and Path(self.database).name in str(exc)):
+            except (duckdb.Error, OSError) as exc:  # a damaged block a step reads (not one the connection read), a full
+                if disk_full(exc):  # disk: one line, no retry
+                    raise WarehouseDiskFull(self.database, exc) from None
+                if isinstance(exc, duckdb.Error) and (DAMAGED_BLOCK.search(str(exc)) or (
+                        DAMAGED.search(str(exc)) and Path(self.database).name in str(exc))):
                     raise WarehouseDamaged(self.database, exc) from None
                 raise
             finally:
@@ -143,6 +147,16 @@ class WarehouseDamaged(dg.Failure):
         super().__init__(description=f"the warehouse {database} cannot be read ({why}): restore it from a backup, or move "
                          "it aside and refresh to rebuild it from landing/ (the model registry, segment history and "
                          "campaign groups kept in it start again)", allow_retries=False)
+
+
+class WarehouseDiskFull(dg.Failure):
+    """The disk under the warehouse (or its copies) is full: one line, never retried; what the run wrote is rolled back
+    (a tester's 40-line traceback, and a good landing file marked failed with "fix the file")."""
+
+    def __init__(self, database: str, error: BaseException) -> None:
+        super().__init__(description=f"no space left on the disk of {Path(database).parent} (writing: "
+                         f"{str(error).splitlines()[0][:200]}): free space and refresh again; nothing this step wrote "
+                         "was kept, and the published tables are as they were", allow_retries=False)
 
 
 _LOCKS: dict[str, FileLock] = {}

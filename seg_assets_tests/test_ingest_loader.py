@@ -540,3 +540,29 @@ def test_a_column_repeated_in_the_header_is_read_once_and_named(con, landing):
     (f,) = report.files
     assert f.status == C.STATUS_INGESTED
     assert "column(s) amount appear more than once in the header: the first of each is read" in f.message, f.message
+
+
+def test_a_full_disk_is_no_fault_of_the_file_and_one_line(tmp_path, landing, monkeypatch):
+    """A tester's warehouse on a full disk: a good landing file was recorded failed ("fix the file") and the step
+    showed a 40-line traceback. The full disk stops the step, the file is not recorded, and the warehouse resource
+    says it in one line, never retried."""
+    import dagster as dg
+    import duckdb
+
+    from seg_assets.ingest import loader
+    from seg_assets.resources import Warehouse
+
+    write(landing, "orders", "a.csv", order("o1"))
+
+    def full(*args, **kwargs):
+        raise duckdb.IOException('IO Error: Could not write file "warehouse.duckdb.wal": No space left on device')
+
+    monkeypatch.setattr(loader, "_ingest_file", full)
+    warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+    with pytest.raises(dg.Failure) as err, warehouse.get_connection() as con:
+        run(con, landing)
+    assert err.value.description.startswith(f"no space left on the disk of {tmp_path} (writing: IO Error: Could not "
+                                            "write file"), err.value.description
+    assert not err.value.allow_retries and "free space and refresh again" in err.value.description
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall() == [(0,)]  # not blamed on the file

@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from seg_assets import interrupts
+from seg_assets.errors import disk_full
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import (
     FileOutcome,
@@ -256,6 +257,8 @@ class _LandingRun:
                     _ingest_file(self.con, source, pinned, out, self.run_id, self.bounds, identity)
         except Exception as exc:  # noqa: BLE001 - one bad file never blocks the others
             interrupts.check()  # a query stopped by Ctrl-C / SIGTERM: not the file's fault
+            if disk_full(exc):  # nor a full disk: the step stops in one line (resources.WarehouseDiskFull)
+                raise
             if why := still_written(fmt, path, exc):
                 self.report.files.remove(out)
                 self.report.unsettled[rel] = why
