@@ -174,7 +174,7 @@ def labels_after(con, cutoff: datetime, horizon_days: int, as_of: datetime) -> p
     """Per user with a completed order in ``(cutoff, min(cutoff + H, as_of)]``: orders and spend."""
     end = min(cutoff + timedelta(days=horizon_days), as_of)
     return con.sql(
-        f"""SELECT user_id, count(*) AS orders_next_h, sum(amount)::DOUBLE AS spend_next_h
+        f"""SELECT user_id, count(*) AS orders_next_h, sum(amount::DECIMAL(38, 2))::DOUBLE AS spend_next_h
             FROM {ORDERS_TABLE}
             WHERE status = 'completed' AND order_ts > ? AND order_ts <= ? AND order_ts <= ?
             GROUP BY user_id""",

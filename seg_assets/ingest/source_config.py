@@ -277,6 +277,12 @@ def load_sources(data_root: Path) -> list[SourceDef]:
 
 def check_engine(sources: list[SourceDef], spark: bool) -> None:
     """What the Spark engine cannot do yet, refused before a run (the CLI) and in ingestion's step (the UI)."""
+    import shutil
+
+    java_home = os.environ.get("JAVA_HOME")
+    if spark and not (java_home and os.path.exists(os.path.join(java_home, "bin", "java"))) and shutil.which("java") is None:
+        raise SourceConfigError("the Spark engine needs Java 17 or later: no `java` on PATH and no JAVA_HOME; install a "
+                                "JDK (or set JAVA_HOME), or use --engine duckdb")
     latest = [s.name for s in sources if s.keep == KEEP_LATEST]
     if spark and latest:  # its raw tables are append-only Parquet: a replaced row would be a rewrite
         raise SourceConfigError(f"source(s) {', '.join(latest)} keep the latest delivery of an id (keep: latest), which "

@@ -66,6 +66,10 @@ def _means_otherwise(node: exp.Expression) -> str | None:
         return "regexp_matches with options (Spark drops them)"
     if isinstance(node, (exp.Substring, exp.Left)) and _not_positive(node.args.get("start") or node.args.get("expression")):
         return "substring from 0 or left with a negative length (counted otherwise on Spark)"
+    if isinstance(node, exp.TimeToStr) and isinstance(node.args.get("format"), exp.Literal):
+        written = node.args["format"].name
+        if "%" in exp.TimeToStr(this=exp.column("t"), format=node.args["format"].copy()).sql(dialect="spark"):
+            return f"strftime format '{written}' (codes Spark has no pattern for; it fails when Spark runs the model)"
     if isinstance(node, exp.Extract) and node.this.name.lower() in ("dow", "isodow", "dayofweek", "weekday"):
         return f"extract({node.this.name}) (days of the week numbered otherwise)"
     return None
