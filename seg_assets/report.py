@@ -48,12 +48,15 @@ def not_computed(con) -> list[str]:
     elif last and last.outcome in ("below_floor", "not_fitted"):  # an older model keeps serving
         lines.append(f"churn: {last.note}")
     if table_exists(con, "meta.segment_models"):
-        rows = con.sql("SELECT metrics FROM meta.segment_models WHERE in_service").fetchall()
+        rows = con.sql("SELECT metrics, version FROM meta.segment_models WHERE in_service").fetchall()
         left_out = json.loads(rows[0][0]).get("left_out_features") or {} if rows and rows[0][0] else {}
         by_reason: dict[str, list[str]] = {}  # as FeatureAvailability.by_reason; not imported: it loads the stage
         for feature, why in left_out.items():
             by_reason.setdefault(why, []).append(feature)
-        lines += [f"segments: features without data left out ({why}): {', '.join(fs)}" for why, fs in by_reason.items()]
+        # said of the fit (the data may have come since: a re-fit waits, and the refresh says so; a tester read "no
+        # click events" beside the clicks just taken in)
+        lines += [f"segments: features without data when {rows[0][1]} was fitted, left out ({why}): {', '.join(fs)}"
+                  for why, fs in by_reason.items()]
         single = json.loads(rows[0][0]).get("single_segment") if rows and rows[0][0] else None
         lines += [f"segments: {single}"] if single else []
     lines += _reviews_and_baskets(con)

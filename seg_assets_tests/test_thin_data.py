@@ -168,7 +168,7 @@ def test_orders_only_refresh_never_talks_about_sessions(tmp_path):
     text = " ".join(prof["description"]) + " ".join(prof["top_features"]) + " ".join(prof["rules"].fill_null(""))
     assert "session" not in text and "visit" not in text
     assert any("no click events" in n and "sessions" in n for n in notes(tmp_path))
-    assert "no click events" in summary_text(tmp_path)
+    assert "segments: features without data when v0001 was fitted, left out (no click events)" in summary_text(tmp_path)
     # Clicks arrive later: the left-out features have data now, so the next (when_needed) refresh re-fits with them.
     generate(tmp_path / "with_clicks", users=600, days=60, seed=3, with_customers=False)
     shutil.copytree(tmp_path / "with_clicks" / "landing" / "clicks", data_paths(tmp_path).landing / "clicks",
