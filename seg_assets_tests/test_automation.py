@@ -302,6 +302,16 @@ def test_tables_written_by_a_run_that_did_not_finish_are_not_published_by_anothe
     assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["bi", "segments"])],
                                   run_config=QUIET).success
     assert nothing_new(data_paths(data_dir), settings_fingerprint({}, None)) is None
+    # An instance shared by two data roots: another root's failed run refused this root's publication (an operations
+    # tester's). Runs carry their data root; another root's are not this one's.
+    from seg_assets.automation.instance import ROOT_TAG
+
+    other = job.execute_in_process(instance=instance, asset_selection=[USER_SEGMENTS], run_config=QUIET)
+    assert instance.get_run_by_id(other.run_id).tags[ROOT_TAG] == str(data_dir.resolve())
+    instance.add_run_tags(other.run_id, {ROOT_TAG: "/another/root"})
+    instance.report_run_failed(instance.get_run_by_id(other.run_id), message="another root's run failed (test)")
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["bi", "segments"])],
+                                  run_config=QUIET).success
 
 
 def test_a_run_that_writes_the_warehouse_carries_its_process(tmp_path):

@@ -68,6 +68,7 @@ def open_instance(paths: DataPaths) -> dg.DagsterInstance:
 # STARTED forever, and every queued run would wait for it: the runs of `seg-assets refresh` carry its pid and host.
 PID_TAG = "seg-assets/pid"
 HOST_TAG = "seg-assets/host"
+ROOT_TAG = "seg-assets/data_root"  # the data root a run wrote (Warehouse.setup_for_execution): one instance may serve several
 
 
 def process_tags() -> dict[str, str]:

@@ -285,15 +285,19 @@ def refuse_tables_of_failed_runs(context, settings, keys) -> None:
     A run that published BI before it failed (at the audiences, say) is what BI shows: its tables are not refused."""
     import dagster as dg
 
+    from seg_assets.automation.instance import ROOT_TAG
     from seg_assets.automation.jobs import published_and_unfinished
     from seg_assets.errors import input_failure
 
     broken = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    root = str(settings.paths.root.resolve())
     for key in keys:
         event = context.instance.get_latest_materialization_event(key)
         if event is None or event.run_id == context.run.run_id:
             continue
         run = context.instance.get_run_by_id(event.run_id)
+        if run is not None and run.tags.get(ROOT_TAG, root) != root:  # another data root's run (a shared instance)
+            continue
         if run is not None and run.status in broken and not published_and_unfinished(context.instance, event.run_id, settings.paths.bi)[0]:
             mark_not_current(settings.paths)  # the next refresh runs (and rewrites the table), not "current"
             raise input_failure(f"{key.to_user_string()} was last written by run {event.run_id}, which did not finish "
