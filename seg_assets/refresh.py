@@ -216,7 +216,8 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
     for name, message, n in con.sql(f"SELECT file_name, message, updated FROM {C.LEDGER_TABLE} WHERE run_id = ? "
                                     "AND message LIKE ? AND updated > 0 ORDER BY file_id",
                                     params=[run_id, f"%{SAME_BYTES_AGAIN}%"]).fetchall():
-        first = message.split(f"{SAME_BYTES_AGAIN} (", 1)[1].split(")", 1)[0]
+        said = message.split(f"{SAME_BYTES_AGAIN} (", 1)[1].split("; ", 1)[0]  # the note, up to the next one
+        first = said[:said.rfind(")")]  # a file name may hold ')' ("export (1).csv", a reviewer's)
         out.append(Problem("warning", name, f"holds the same bytes as {first}, taken in before: with keep: latest its "
                            f"{n:,} row(s) replaced newer values stored since (changes delivered in between are undone); "
                            "if it is a stale re-delivery, land the newer exports again after it, or remove it and "

@@ -143,9 +143,9 @@ def test_an_old_export_landed_again_with_keep_latest_is_said(con, landing):
     it had (a tester's 82 refunds counted as revenue again), by design and unsaid. Its rows are still taken as the
     latest, and the CLI warns, naming the earlier file, when they replaced anything."""
     (landing.parent / "sources.yaml").write_text("sources:\n  orders: {table: orders, keep: latest}\n")
-    a = write(landing, "orders", "a.csv", order("o1"), order("o2"))
+    a = write(landing, "orders", "export (1).csv", order("o1"), order("o2"))  # a browser's names (a reviewer's)
     run(con, landing, "r1")
-    write(landing, "orders", "b.csv", order("o1", status="returned"))
+    write(landing, "orders", "export (2).csv", order("o1", status="returned"))
     run(con, landing, "r2")
     (landing / "orders" / "c_again.csv").write_bytes(a.read_bytes())
     run(con, landing, "r3")
@@ -153,8 +153,9 @@ def test_an_old_export_landed_again_with_keep_latest_is_said(con, landing):
     from seg_assets.refresh import _ledger_problems
 
     lines = [p.line() for p in _ledger_problems(con, "r3")]
-    assert len(lines) == 1 and lines[0].startswith("orders/c_again.csv: holds the same bytes as orders/a.csv, taken in "
-                                                   "before: with keep: latest its 1 row(s) replaced newer values"), lines
+    assert len(lines) == 1 and lines[0].startswith("orders/c_again.csv: holds the same bytes as orders/export (1).csv, "
+                                                   "taken in before: with keep: latest its 1 row(s) replaced newer "
+                                                   "values"), lines
 
 
 def test_redelivered_file_under_new_name(con, landing):

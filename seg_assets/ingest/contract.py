@@ -356,12 +356,14 @@ REPLACED_KEYS_DDL = (f"CREATE TABLE IF NOT EXISTS {REPLACED_KEYS_TABLE} (table_n
 
 # Orders whose order row was delivered but not taken in: the order grain said "not an order" (a source's where left the
 # row out: a pending order) or could not be read (a reject), so staging.line_orders does not make the order's lines an
-# order of their own (a tester's pending orders came back as completed revenue). Only ids not taken in are kept.
+# order of their own (a tester's pending orders came back as completed revenue). Ids taken in by the time the file is
+# written (on Spark: its run) are not kept (another row of the same file, the first line of a Shopify order); one taken in later stays
+# (staging.line_orders reads raw.orders first either way).
 WITHHELD_FROM = "orders"  # the table whose rows left out or rejected are recorded (their ids, not their values)
 WITHHELD_TABLE = "raw.withheld_orders"
 WITHHELD_COLUMNS = (
     ("order_id", "VARCHAR", "An order id delivered as an order row that was left out by its source's where or rejected, "
-     "and is not in raw.orders: its order lines are not an order (staging.line_orders)."),
+     "not in raw.orders when its file was read: its order lines are not an order (staging.line_orders)."),
     ("rule", "VARCHAR", "Why: left_out:where, or the reject's rule (raw.rejects has the row)."),
     ("_file_id", "BIGINT", "meta.ingest_ledger.file_id of the file the row came from."),
     ("_row", "BIGINT", "1-based data row of that file."),

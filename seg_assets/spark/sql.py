@@ -70,6 +70,8 @@ def _means_otherwise(node: exp.Expression) -> str | None:
         written = node.args["format"].name
         if "%" in exp.TimeToStr(this=exp.column("t"), format=node.args["format"].copy()).sql(dialect="spark"):
             return f"strftime format '{written}' (codes Spark has no pattern for; it fails when Spark runs the model)"
+        if "%j" in written:  # written 'DD': 45, not DuckDB's 045 (a reviewer's)
+            return f"strftime format '{written}' (%j, the day of the year, is not zero-padded on Spark)"
     if isinstance(node, exp.Extract) and node.this.name.lower() in ("dow", "isodow", "dayofweek", "weekday"):
         return f"extract({node.this.name}) (days of the week numbered otherwise)"
     return None
