@@ -24,9 +24,13 @@ def test_a_change_of_code_or_as_of_makes_the_segments_not_current(tmp_path, monk
         publish_tables(con, paths.bi, [])
     settings = published_state.settings_fingerprint({}, None)
 
-    def record(files):  # as bi_segments records a publication: staged, then put in place
+    def record(files, audiences=True):  # as bi_segments records a publication: staged, then put in place; current once
         published_state.commit_state(paths, published_state.stage_published_state(paths, files, "2026-10-31", settings))
+        if audiences:  # campaign_audiences has written its files
+            published_state.finish_publication(paths)
 
+    record([], audiences=False)
+    assert published_state.nothing_new(paths, settings) is None  # killed before the audiences: not current
     record([])
     assert published_state.nothing_new(paths, settings)
     assert published_state.nothing_new(paths, published_state.settings_fingerprint({}, "2026-10-01")) is None
