@@ -111,7 +111,7 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
             progress.add_task("refresh: ingest, features, segmentation, publish", total=None)
             outcome = interrupts.run_until_signal(lambda: run_refresh(
                 paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides, instance=instance,
-                tags={"seg-assets/launched_by": "cli", **process_tags()}, engine=engine,
+                tags={"seg-assets/launched_by": "cli", **process_tags(paths.root)}, engine=engine,
                 before_run=lambda: _take_turn(turn, instance, wait_seconds)))
     except InputError as exc:
         _input_error(exc)

@@ -48,10 +48,9 @@ class Warehouse(DuckDBResource):
         dev` stayed STARTED, held the 'duckdb' pool and made `seg-assets refresh` wait for it an hour; tagged, the CLI
         and the dead_cli_runs sensor mark it failed (automation/instance.py: fail_dead_runs). And with its data root:
         an instance shared by several roots told one root's failed run as another's (publish/state.py)."""
-        from seg_assets.automation.instance import ROOT_TAG, process_tags
+        from seg_assets.automation.instance import process_tags
 
-        run, instance = context.dagster_run, context.instance
-        mine = {**process_tags(), ROOT_TAG: str(Path(self.database).resolve().parent)}
+        run, instance, mine = context.dagster_run, context.instance, process_tags(Path(self.database).parent)
         # a re-executed run copies its parent's tags: the parent's (dead) process would get the live run failed
         if run is not None and instance is not None and any(run.tags.get(k) != v for k, v in mine.items()):
             instance.add_run_tags(run.run_id, mine)

@@ -71,9 +71,11 @@ HOST_TAG = "seg-assets/host"
 ROOT_TAG = "seg-assets/data_root"  # the data root a run wrote (Warehouse.setup_for_execution): one instance may serve several
 
 
-def process_tags() -> dict[str, str]:
-    """Tags that let a later process tell whether this one still runs the run."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+def process_tags(root: Path) -> dict[str, str]:
+    """Tags that let a later process tell whether this one still runs the run, and the data root it writes. Given at
+    launch by the CLI; added by the warehouse resource to a run launched without them (each step's resource sees the
+    run as launched: missing, they are added by every step, a SQLite write each)."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), ROOT_TAG: str(Path(root).resolve())}
 
 
 def _alive(pid: int) -> bool:
