@@ -87,8 +87,19 @@ def test_a_models_macros_expand_to_the_contracts_rule_and_a_bad_one_is_one_line(
     assert f"CASE WHEN {holds_email_sql('c')} THEN" in load_model(good).sql
     bad = tmp_path / "marts" / "y.sql"
     bad.write_text("-- materialized: view\nSELECT {{ hides_email('c') }} FROM raw.t\n")
-    with pytest.raises(SqlModelError, match=r"y\.sql: line 2: Jinja other than a call of a macro .*\(macros: holds_email;"):
+    with pytest.raises(SqlModelError, match=r"y\.sql: line 2: Jinja other than a call of a macro .*\(macros: holds_email, "
+                       r"without_order_row;"):
         load_model(bad)
+
+
+def test_line_orders_reads_the_contracts_rule_of_an_order_row():
+    """Which order ids have an order row (taken in or withheld) is contract.without_order_row_sql, in both of
+    staging.line_orders' reads of the lines (and in the ingest warning about orders of several users)."""
+    from seg_assets.ingest.contract import without_order_row_sql
+    from seg_assets.settings import DEFAULT_SQL_DIR
+
+    rule = without_order_row_sql("order_id")
+    assert load_model(DEFAULT_SQL_DIR / "staging" / "line_orders.sql").sql.count(rule) == 2
 
 
 def test_duckdb_braces_in_a_model_are_refused_not_changed_and_raw_keeps_them(tmp_path):

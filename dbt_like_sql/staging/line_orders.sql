@@ -20,7 +20,7 @@ WITH line_orders AS (
         END AS status,
         max(_file_id) AS _file_id
     FROM raw.order_items
-    WHERE order_id NOT IN (SELECT order_id FROM raw.orders) AND order_id NOT IN (SELECT order_id FROM raw.withheld_orders)
+    WHERE {{ without_order_row('order_id') }}
     GROUP BY order_id
 ),
 line_categories AS (
@@ -30,8 +30,7 @@ line_categories AS (
     FROM (
         SELECT order_id, category, count(*) AS lines, dense_rank() OVER (PARTITION BY order_id ORDER BY category) AS rank
         FROM raw.order_items
-        WHERE NULLIF(TRIM(category), '') IS NOT NULL AND order_id NOT IN (SELECT order_id FROM raw.orders)
-          AND order_id NOT IN (SELECT order_id FROM raw.withheld_orders)
+        WHERE NULLIF(TRIM(category), '') IS NOT NULL AND {{ without_order_row('order_id') }}
           AND NOT ({{ holds_email('category') }})
         GROUP BY order_id, category
     )

@@ -106,7 +106,7 @@ def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str]
     return tuple(sorted(found))
 
 
-MACROS = ("holds_email",)  # the Jinja macros a model file may call (render_sql)
+MACROS = ("holds_email", "without_order_row")  # the Jinja macros a model file may call: ingest/contract.py's <name>_sql
 
 
 def render_sql(text: str, source: str) -> str:
@@ -121,7 +121,7 @@ def render_sql(text: str, source: str) -> str:
     import jinja2
     from jinja2 import nodes
 
-    from seg_assets.ingest.contract import holds_email_sql
+    from seg_assets.ingest import contract
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     hint = (f"(macros: {', '.join(MACROS)}; DuckDB's literal '{{{{', '{{%' or '{{#' is written inside {{% raw %}}...{{% endraw %}}, "
@@ -140,7 +140,7 @@ def render_sql(text: str, source: str) -> str:
                         and all(isinstance(a, nodes.Const) for a in part.args) and not part.kwargs):
                     raise SqlModelError(f"{source}: line {part.lineno}: Jinja other than a call of a macro with literal "
                                         f"arguments {hint}")
-        return env.from_string(text).render(holds_email=holds_email_sql)
+        return env.from_string(text).render({name: getattr(contract, f"{name}_sql") for name in MACROS})
     except (jinja2.TemplateError, TypeError) as exc:  # TypeError: a macro called with the wrong arguments
         line = f"line {exc.lineno}: " if getattr(exc, "lineno", None) else ""
         raise SqlModelError(f"{source}: {line}{exc.__class__.__name__}: {str(exc).splitlines()[0]} {hint}") from None

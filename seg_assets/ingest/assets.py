@@ -129,8 +129,7 @@ def orders_of_several_users(con, file_ids: list[int]) -> tuple[int, str | None]:
     lines = (f"raw.order_items WHERE order_id IN (SELECT order_id FROM raw.order_items WHERE _file_id IN ({ids}))"
              if older else "raw.order_items")
     # an order delivered as an order row too is that row's user's (staging.line_orders reads its lines' products only)
-    rows = ("WHERE order_id NOT IN (SELECT order_id FROM raw.orders) AND order_id NOT IN (SELECT order_id FROM "
-            f"{C.WITHHELD_TABLE})") if table_exists(con, "raw.orders") else ""
+    rows = f"WHERE {C.without_order_row_sql('order_id')}" if table_exists(con, "raw.orders") else ""
     return con.sql(f"""SELECT count(*), min(order_id) FROM (SELECT order_id FROM {lines}
         GROUP BY order_id HAVING min(user_id) <> max(user_id)) {rows}""").fetchall()[0]
 

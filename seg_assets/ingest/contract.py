@@ -371,6 +371,14 @@ WITHHELD_COLUMNS = (
 WITHHELD_DDL = _ddl(WITHHELD_TABLE, WITHHELD_COLUMNS, nullable=())
 
 
+def without_order_row_sql(column: str) -> str:
+    """SQL: the order id ``column`` was not delivered as an order row, taken in or withheld: its order lines make an
+    order of their own (staging.line_orders, as the Jinja macro ``{{ without_order_row('order_id') }}``); an order
+    left out by a where or rejected makes none (a tester's pending orders were completed revenue)."""
+    return (f"{column} NOT IN (SELECT order_id FROM raw.{WITHHELD_FROM}) "
+            f"AND {column} NOT IN (SELECT order_id FROM {WITHHELD_TABLE})")
+
+
 def all_ddl() -> list[str]:
     return [t.ddl() for t in TABLES.values()] + [REJECTS_DDL, LEDGER_DDL, REPLACED_KEYS_DDL, WITHHELD_DDL]
 

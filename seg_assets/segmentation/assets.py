@@ -12,6 +12,7 @@ fits now. Either way the promotion gate decides whether a new fit serves.
 """
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -35,7 +36,7 @@ from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.availability import FeatureAvailability, gained_data, without_new_data
+from seg_assets.segmentation.availability import FeatureAvailability, gained_data, source_columns, without_new_data
 from seg_assets.segmentation.classifier import KINDS as CLASSIFIER_KINDS
 from seg_assets.segmentation.classifier import TRAINING_ROWS, train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
@@ -155,7 +156,7 @@ def read_drift_panel(con, features) -> pl.DataFrame:
 def panel_columns(model: SegmentModel) -> list[str]:
     """What deciding to keep ``model`` reads: its features, plus what tells whether a feature it left out
     has data now (availability.py)."""
-    extra = [f for f, _ in model.left_out] + (["sessions", "frequency", "monetary"] if model.left_out else [])
+    extra = [f for f, _ in model.left_out] + source_columns([f for f, _ in model.left_out])
     return list(dict.fromkeys([*model.features, *extra]))
 
 
@@ -239,10 +240,10 @@ CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
 
 
 def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int,
-                  gained: list[str] | tuple[str, ...] = ()) -> dict:
+                  gained: Sequence[tuple[str, str]] = ()) -> dict:
     """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment, from where
     scoring's sticky rule starts (membership.previous_id_sql); ``gained``: the features ``previous`` left out that
-    have data now (only the users without such data count as barely changed)."""
+    have data now, with the reason it left them out (only the users without such data count as barely changed)."""
     if not table_exists(con, "analytics.user_segments"):
         return {}
     sample = frame[sample_indices(frame.height, CHURN_SAMPLE_ROWS, seed + 13)]
@@ -360,7 +361,8 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     cand_metrics, prev_metrics = gate_pair(candidate, previous, frame, config.gate_classifier, config.seed)
     if previous is not None:
         with duckdb.get_connection() as con:
-            cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed, blind))
+            cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed,
+                                              [(f, why) for f, why in previous.left_out if f in blind]))
     decision = decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance,
                                 max_membership_churn=config.max_membership_churn, gained=tuple(blind),
                                 in_service=previous.version if previous else "")

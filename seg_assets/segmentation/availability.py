@@ -34,6 +34,12 @@ NO_REVENUE = "all order amounts are 0"
 NO_REVIEWS = "no reviews"
 CONSTANT = "the same value for every user"
 
+# Per source of data: the column that is 0 for a user without any of it, the features that need it, and the reason
+# they are left out when that column is 0 for every user. In order: a feature needing two sources is left out for the
+# first it lacks (revenue needs orders: with no completed order at all, the revenue features' reason is the orders').
+SOURCES = (("sessions", CLICK_FEATURES, NO_CLICKS), ("frequency", ORDER_FEATURES, NO_ORDERS),
+           ("monetary", REVENUE_FEATURES, NO_REVENUE), ("reviews", REVIEW_FEATURES, NO_REVIEWS))
+
 
 @dataclass(frozen=True)
 class FeatureAvailability:
@@ -67,8 +73,12 @@ def recency_signals(features) -> tuple[str, ...]:
 
 
 def _all_zero(frame: pl.DataFrame, column: str) -> bool:
-    if column not in frame.columns or frame.height == 0:
+    """No user has data of the source ``column`` stands for (SOURCES): 0 or NULL for every user, or no user. A frame
+    without the column says nothing of its source."""
+    if column not in frame.columns:
         return False
+    if frame.height == 0:
+        return True
     return bool(frame.select((pl.col(column).fill_null(0).cast(pl.Float64).abs().max() == 0).alias("z"))["z"][0])
 
 
@@ -79,14 +89,9 @@ def _constant(frame: pl.DataFrame, column: str) -> bool:
 def _reasons(frame: pl.DataFrame, candidates: Sequence[str]) -> dict[str, str]:
     """feature -> why it carries no information (features with data are absent)."""
     reasons: dict[str, str] = {}
-    if _all_zero(frame, "sessions"):
-        reasons.update({f: NO_CLICKS for f in CLICK_FEATURES})
-    if _all_zero(frame, "frequency"):
-        reasons.update({f: NO_ORDERS for f in ORDER_FEATURES if f not in reasons})
-    elif _all_zero(frame, "monetary"):
-        reasons.update({f: NO_REVENUE for f in REVENUE_FEATURES if f not in reasons})
-    if "reviews" in frame.columns and (frame.height == 0 or _all_zero(frame, "reviews")):
-        reasons.update({f: NO_REVIEWS for f in REVIEW_FEATURES})
+    for column, features, why in SOURCES:
+        if _all_zero(frame, column):
+            reasons.update({f: why for f in features if f not in reasons})
     for f in candidates:
         if f not in reasons and f in frame.columns and frame.height and _constant(frame, f):
             reasons[f] = CONSTANT
@@ -113,17 +118,17 @@ def without_data(frame: pl.DataFrame, candidates: Sequence[str]) -> dict[str, st
     return {f: why for f, why in _reasons(frame, present).items() if f in present}
 
 
-def _source_indicator(feature: str) -> str:
-    """The column that says whether a user has any data of ``feature``'s source (the rules above)."""
-    return ("sessions" if feature in CLICK_FEATURES else "monetary" if feature in REVENUE_FEATURES
-            else "frequency" if feature in ORDER_FEATURES else feature)
+def source_columns(features: Sequence[str]) -> list[str]:
+    """The SOURCES columns that tell whether ``features`` have data (what :func:`gained_data` reads beside them)."""
+    return [column for column, needing_it, _ in SOURCES if any(f in needing_it for f in features)]
 
 
-def without_new_data(frame: pl.DataFrame, gained: Sequence[str]) -> pl.Series:
-    """Per user of ``frame``: none of the sources of the ``gained`` features has data of them (no click for a model
-    that gains the click features). Their features are what the model in service saw: the users a refit must not
-    move (membership.refit_churn)."""
-    indicators = sorted({_source_indicator(f) for f in gained if _source_indicator(f) in frame.columns})
+def without_new_data(frame: pl.DataFrame, gained: Sequence[tuple[str, str]]) -> pl.Series:
+    """Per user of ``frame``: no data of what the ``gained`` features (feature, the reason a model left it out) lacked
+    (no click for a model blind to clicks). Their features are what the model in service saw: the users a refit must
+    not move (membership.refit_churn)."""
+    column_of = {why: column for column, _, why in SOURCES}
+    indicators = sorted({c for f, why in gained if (c := column_of.get(why, f)) in frame.columns})
     if not indicators:
         return pl.Series([True] * frame.height)
     return frame.select(pl.all_horizontal([pl.col(c).fill_null(0).cast(pl.Float64) == 0 for c in indicators]))[:, 0]
