@@ -11,8 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from seg_assets import baskets, churn, features, ingest, recommend, reviews, segmentation
-from seg_assets.activation import assets as activation
+from seg_assets import activation, baskets, churn, features, ingest, recommend, reviews, segmentation
 from seg_assets.automation import jobs as automation
 from seg_assets.publish import assets as publish
 from seg_assets.resources import build_resources

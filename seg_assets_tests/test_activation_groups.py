@@ -254,7 +254,8 @@ def test_the_audiences_date_the_salt_their_group_was_drawn_with_not_the_one_the_
     sends to that group's users as sends to the control group (a reviewer's: 57 of 1,079)."""
     import dagster as dg
 
-    from seg_assets.activation.assets import campaign_audiences, user_groups
+    from seg_assets.activation.assets import user_groups
+    from seg_assets.activation.audience_asset import campaign_audiences
     from seg_assets.demo.campaigns import ACTIONS_YAML
     from seg_assets.resources import build_resources
 

@@ -12,19 +12,17 @@ per-segment Thompson-sampling policy (policy.py) while there are fewer than min_
 to fit it on; evaluated off-policy on the latest sends (offpolicy.py) against the policy in service (of either kind),
 promoted only when not worse, recorded in ``meta.policies`` (policies.py: the policy's life, this asset wires
 it); one action per eligible user, none for the global control.
-``bi/audiences``: per campaign, the treated and held-out users as Parquet and CSV (audiences.py).
+``bi/audiences``: per campaign, the treated and held-out users as Parquet and CSV (audience_asset.py).
 """
 
 import math
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from seg_assets.activation import policies
-from seg_assets.activation.audiences import RECOMMENDED_IN_AUDIENCE, audience_files, audiences, write_audiences
 from seg_assets.activation.catalogue import ActionsConfigError, Catalogue, load_catalogue
 from seg_assets.activation.context import context_at
 from seg_assets.activation.contextual import CV_FOLDS, L2_GRID, ContextualPolicy, choose_contextual
@@ -33,7 +31,6 @@ from seg_assets.activation.groups import (
     SALTS_TABLE,
     bucket_sql,
     control_cutoff,
-    drawn_with,
     record_drawn,
     record_salt,
     salt_version,
@@ -52,9 +49,7 @@ from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import frame as md_frame
 from seg_assets.markdown import percent
 from seg_assets.markdown import table as md_table
-from seg_assets.publish.keys import BI_SEGMENTS, SEGMENT_HISTORY
-from seg_assets.publish.state import refuse_tables_of_failed_runs
-from seg_assets.recommend.assets import USER_RECOMMENDATIONS
+from seg_assets.publish.keys import SEGMENT_HISTORY
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation.scoring import USER_SEGMENTS
@@ -87,7 +82,7 @@ def catalogue_markdown(catalogue: Catalogue) -> str:
     "global control group, which never receives an action: the same users on every refresh, refit and engine.",
 )
 def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
-    catalogue = _catalogue(settings)
+    catalogue = settings_catalogue(settings)
     control = catalogue.control
     with duckdb.get_connection() as con, transaction(con):
         # a new salt is recorded (dated) when its audiences are written (campaign_audiences): sends before then were
@@ -118,7 +113,8 @@ def user_groups(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
     })
 
 
-def _catalogue(settings: SegSettings) -> Catalogue:
+def settings_catalogue(settings: SegSettings) -> Catalogue:
+    """The data root's action catalogue (actions.yaml); a mistake in it fails the step in one line."""
     try:
         return load_catalogue(settings.paths.root)
     except ActionsConfigError as exc:
@@ -135,7 +131,8 @@ def _write(con, table: str, frame: pl.DataFrame) -> None:
         con.unregister(name)
 
 
-def _md(frame: pl.DataFrame, limit: int = 40) -> str:
+def md_rows(frame: pl.DataFrame, limit: int = 40) -> str:
+    """The first ``limit`` rows as a markdown table for the UI, saying how many more the table holds."""
     if not frame.height:
         return "(none)"
     return md_frame(frame.head(limit)) + (
@@ -155,7 +152,7 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> str:
     "after the send) and revenue of treated vs held-out users, with 95 % intervals, p-values, MDE and a sample-ratio check.",
 )
 def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
-    catalogue = _catalogue(settings)
+    catalogue = settings_catalogue(settings)
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)  # the refresh's (--as-of closes windows even when no user had new rows)
         outcomes, left_out = send_outcomes(con, as_of, catalogue.attribution_days)
@@ -201,10 +198,10 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"cells": lift.height, "cells_with_mismatch": broken.height,
                   "campaigns_with_mismatch": int(campaigns["srm_warning"].sum()),
-                  "campaigns": dg.MetadataValue.md(_md(campaigns)),
+                  "campaigns": dg.MetadataValue.md(md_rows(campaigns)),
                   "planned_control_share": catalogue.holdout_share,
                   "campaigns_with_own_share": len(set(catalogue.campaigns) & set(planned)),
-                  "mismatched": dg.MetadataValue.md(_md(broken.select("campaign_id", "action_id", "segment_id", "n_treated",
+                  "mismatched": dg.MetadataValue.md(md_rows(broken.select("campaign_id", "action_id", "segment_id", "n_treated",
                                                                       "n_control", "srm_p_value")))})
     shown = lift.sort("campaign_id", "action_id", "segment_id").select(
         "campaign_id", "action_id", "segment_id", "n_treated", "n_control", "conv_rate_treated", "conv_rate_control",
@@ -212,7 +209,7 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
     return dg.MaterializeResult(metadata={
         "dagster/row_count": dg.MetadataValue.int(lift.height), "as_of": str(as_of),
         "sends": dg.MetadataValue.int(outcomes.height), "treated": dg.MetadataValue.int(treated.height),
-        "sends_left_out": dg.MetadataValue.md(_md(pl.DataFrame(
+        "sends_left_out": dg.MetadataValue.md(md_rows(pl.DataFrame(
             [(k, LEFT_OUT.get(k, "of all sends left out: treatment sent to a global-control user (counted above too)"), v)
              for k, v in left_out.items() if v],
             schema=["reason", "meaning", "sends"], orient="row"))),
@@ -220,7 +217,7 @@ def campaign_lift(context: dg.AssetExecutionContext, duckdb: Warehouse, settings
         "conversion_treated": dg.MetadataValue.float(float(treated["converted"].mean() or 0.0)),
         "conversion_control": dg.MetadataValue.float(float(control["converted"].mean() or 0.0)),
         "attribution_days": catalogue.attribution_days, **plots,
-        "lift": dg.MetadataValue.md(_md(shown)),
+        "lift": dg.MetadataValue.md(md_rows(shown)),
     }, check_results=[check, control_check])
 
 
@@ -276,7 +273,7 @@ class NextBestActionConfig(CheckedConfig):
 )
 def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionConfig, duckdb: Warehouse,
                      settings: SegSettings) -> dg.MaterializeResult:
-    catalogue = _catalogue(settings)
+    catalogue = settings_catalogue(settings)
     arms = tuple(sorted(catalogue.actions))
     with duckdb.get_connection() as con:
         as_of = settings.resolve_as_of(con)
@@ -370,80 +367,9 @@ def next_best_action(context: dg.AssetExecutionContext, config: NextBestActionCo
             if math.isfinite(est.value):
                 meta[f"value_{name}"] = dg.MetadataValue.float(est.value)
         meta["best_single_action"] = arms[evaluation.best_action]
-        meta["estimates"] = dg.MetadataValue.md(_md(evaluation.table))
+        meta["estimates"] = dg.MetadataValue.md(md_rows(evaluation.table))
     return dg.MaterializeResult(metadata=meta)
 
 
-AUDIENCE_INPUTS = (NEXT_BEST_ACTION, USER_GROUPS, USER_RECOMMENDATIONS, USER_SEGMENTS)  # what the files are made of
-
-
-@dg.asset(
-    retry_policy=TRANSIENT_RETRY,
-    key=AUDIENCES, deps=[*AUDIENCE_INPUTS, BI_SEGMENTS], group_name=GROUP, pool="duckdb",
-    kinds={"parquet", "csv"},
-    automation_condition=rescore_on_new_inputs(),
-    check_specs=[dg.AssetCheckSpec("no_global_control", asset=AUDIENCES, blocking=True, description="Reads back every "
-                                   "file under bi/audiences/: none holds a global-control user, none is of a campaign "
-                                   "that is no longer current.")],
-    description="Per campaign (one per action of the next-best-action run: <action_id>-<as_of yyyymmdd>), the users "
-    "to target and the held-out users (per-campaign salted hash, the catalogue's holdout_share) as Parquet and CSV "
-    "under bi/audiences/, each file replaced atomically: what a CRM or ESP imports. No global-control user.",
-)
-def campaign_audiences(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: SegSettings) -> dg.MaterializeResult:
-    # after the BI switch only (deps: bi/segments), and never from tables of a run that did not finish
-    refuse_tables_of_failed_runs(context, settings, AUDIENCE_INPUTS)
-    catalogue = _catalogue(settings)
-    with duckdb.get_connection() as con:
-        as_of = settings.resolve_as_of(con)  # the refresh's, as next_best_action's
-        nba = con.sql("SELECT user_id, action_id, propensity, policy_version FROM analytics.next_best_action").pl()
-        control = set(con.sql("SELECT user_id FROM analytics.user_groups WHERE global_control").pl()["user_id"].to_list())
-        # one column per rank, joined in rank order (concat_ws skips a missing one): a quarter of the cost of an
-        # ordered string_agg (0.24 vs 0.9 s at 1M users), which sorts every user's rows
-        by_rank = ", ".join(f"max(product_id) FILTER (rank = {k})" for k in range(1, RECOMMENDED_IN_AUDIENCE + 1))
-        recommended = con.sql(f"""SELECT user_id, concat_ws(',', {by_rank}) AS recommended_products
-            FROM analytics.user_recommendations WHERE rank <= {RECOMMENDED_IN_AUDIENCE} GROUP BY user_id""").pl() \
-            if table_exists(con, "analytics.user_recommendations") else None
-    frame = audiences(nba, as_of, catalogue.holdout_of, control, recommended)
-    folder = settings.paths.bi / "audiences"
-    try:
-        counts = write_audiences(frame, folder)
-        with duckdb.get_connection() as con:  # the group these files were drawn against is in force from now on
-            salt, share = drawn_with(con) or (catalogue.control.salt, catalogue.control.share)
-            record_salt(con, salt, share, datetime.now(UTC).replace(tzinfo=None))
-        from seg_assets.publish.state import finish_publication
-
-        finish_publication(settings.paths)
-    except OSError as exc:  # permissions, a read-only or immutable file: the folder is as it was; retrying cannot fix it
-        name = f" ({Path(exc.filename).name})" if getattr(exc, "filename", None) else ""
-        raise input_failure(f"bi/audiences: {exc.strerror or exc}{name}: the folder was left as it was (no audience "
-                            "replaced or removed); fix the folder's permissions and refresh again") from None
-    return dg.MaterializeResult(check_results=[_audience_check(folder, control, set(counts))], metadata={
-        "folder": dg.MetadataValue.path(str(folder)), "campaigns": dg.MetadataValue.int(len(counts)),
-        "dagster/row_count": dg.MetadataValue.int(frame.height),
-        "audiences": dg.MetadataValue.md(_md(pl.DataFrame(
-            [{"campaign_id": c, "treatment": g.get("treatment", 0), "control": g.get("control", 0)} for c, g in counts.items()],
-            schema={"campaign_id": pl.Utf8, "treatment": pl.Int64, "control": pl.Int64}))),
-    })
-
-
-def _audience_check(folder, control: set[str], campaigns: set[str]) -> dg.AssetCheckResult:
-    """What a CRM would import, read back from the files: no global-control user, only the current campaigns."""
-    files = audience_files(folder)
-    leaked: dict[str, int] = {}
-    for path in files:
-        users = (pl.read_parquet(path, columns=["user_id"]) if path.suffix == ".parquet"
-                 else pl.read_csv(path, columns=["user_id"], schema_overrides={"user_id": pl.Utf8}))["user_id"]
-        n = int(users.is_in(list(control)).sum()) if control else 0
-        if n:
-            leaked[path.name] = n
-    stale = sorted(p.name for p in files if p.stem not in campaigns)
-    return dg.AssetCheckResult(
-        check_name="no_global_control", passed=not leaked and not stale, severity=dg.AssetCheckSeverity.ERROR,
-        description=None if not leaked and not stale else
-        f"global-control users in {leaked or 'no file'}; files of campaigns no longer current: {stale or 'none'}",
-        metadata={"files": len(files), "global_control_users": len(control),
-                  "control_users_in_files": sum(leaked.values()), "stale_files": len(stale)})
-
-
-assets = [user_groups, campaign_lift, next_best_action, campaign_audiences]
+assets = [user_groups, campaign_lift, next_best_action]
 asset_checks: list = []
