@@ -282,3 +282,37 @@ def test_a_withheld_order_with_lines_of_two_users_is_not_said_to_be_the_smallest
     result = dg.materialize([ingest_landing], resources=build_resources(root, "2026-03-02T00:00:00Z"), instance=instance)
     said = [r.user_message for r in instance.all_logs(result.run_id) if "more than one user" in r.user_message]
     assert result.success and not said, said
+
+
+def test_lines_of_a_file_the_orders_source_refused_make_no_order_until_it_reads_it(tmp_path):
+    """One export read at both grains (Shopify's) whose orders mapping did not fit the file: the file was refused for
+    the orders and taken in for the lines, and its lines' orders were published as completed revenue, the voided
+    ones too (a tester's 479 orders, +20,745.81). They are held (raw.withheld_orders, file_refused) until the orders
+    source reads the file; then its order rows decide."""
+    from seg_assets.ingest.writing import held_by_refused_files
+
+    root = tmp_path / "data"
+    (root / "landing" / "shop").mkdir(parents=True)
+    lines = ("lines:\n    table: order_items\n    folder: shop\n    columns: {order_id: Name, user_id: Email, "
+             "order_ts: Created, product_id: Sku, quantity: Qty, unit_price: Price, status: \"'completed'\"}\n")
+    orders = ("orders:\n    table: orders\n    folder: shop\n    where: '\"Status\" IS NOT NULL'\n    columns: {order_id: "
+              "Name, user_id: Email, order_ts: Created, amount: {total}, items: Qty, status: \"CASE WHEN Status = "
+              "'voided' THEN 'cancelled' ELSE 'completed' END\"}\n")
+    (root / "sources.yaml").write_text("sources:\n  " + lines + "  " + orders.replace("{total}", "Totl"))  # a typo
+    (root / "landing" / "shop" / "a.csv").write_text(
+        "Name,Email,Created,Status,Total,Sku,Qty,Price\n"
+        "#1,u1,2026-09-01T10:00:00Z,paid,12.5,p1,1,5\n#1,u1,2026-09-01T10:00:00Z,,,p2,1,9\n"
+        "#2,u2,2026-09-01T11:00:00Z,voided,7,p3,1,7\n"
+        + "".join(f"#x{i},v{i},2026-09-03T12:00:00Z,paid,3,p1,1,3\n" for i in range(4)))
+    _materialize(root)
+    status = "SELECT status FROM meta.ingest_ledger WHERE source = 'orders'"
+    assert _read(root, status).rows() == [("rejected_file",)]
+    assert _read(root, "SELECT count(*) FROM staging.stg_orders").rows() == [(0,)]  # none made of the lines
+    with duckdb.connect(str(data_paths(root).warehouse), read_only=True) as con:
+        assert held_by_refused_files(con) == (6, "shop/a.csv")
+    (root / "sources.yaml").write_text("sources:\n  " + lines + "  " + orders.replace("{total}", "Total"))
+    _materialize(root)
+    assert _read(root, "SELECT order_id, amount, status FROM staging.stg_orders WHERE order_id IN ('#1', '#2') "
+                       "ORDER BY 1").rows() == [("#1", 12.5, "completed"), ("#2", 7.0, "cancelled")]
+    assert _read(root, "SELECT count(*) FROM raw.withheld_orders").rows() == [(0,)]
+    assert _read(root, "SELECT monetary FROM features.user_order_stats WHERE user_id = 'u1'").rows() == [(12.5,)]

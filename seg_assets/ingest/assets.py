@@ -20,6 +20,7 @@ from seg_assets.ingest import events, ledger, loader
 from seg_assets.ingest.source_config import SourceConfigError, check_engine, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.ingest.staging import LATEST_WITHOUT_ID
+from seg_assets.ingest.writing import held_by_refused_files
 from seg_assets.markdown import table as md_table
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
@@ -262,6 +263,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         kept_old = ledger.remapped(con, sources, context.run_id)
         shared, first = orders_of_several_users(
             con, [f.file_id for f in report.for_table("order_items") if f.status == C.STATUS_INGESTED])
+        held, refused = held_by_refused_files(con)
     taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}
     metadata[LEDGER_KEY].update(taken_files_metadata(landing, sources, taken))
     metadata[LEDGER_KEY]["files_still_settling"] = dg.MetadataValue.json(report.unsettled)
@@ -284,6 +286,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         context.log.warning(f"ingest: {shared} order(s) have order lines of more than one user (first: order {first!r}): "
                             "each is counted as the smallest user id's order; if two shops' or systems' order ids "
                             "overlap, map order_id to a unique one in sources.yaml (e.g. store || '-' || InvoiceNo)")
+    if held:
+        context.log.warning(f"ingest: {held} order(s) of order lines are held, not counted: the orders source refused the "
+                            f"file their lines came from (first: {refused}); fix its mapping (its failure above says "
+                            "how) and they count with their order rows at the next refresh")
     if guessed:
         context.log.warning("ingest: event name(s) given a funnel stage by their words, a guess (neither built in nor in "
                             "the source's event_types): " + ", ".join(f"{e} -> {s} ({n:,} rows)" for (e, s), n in

@@ -364,7 +364,9 @@ WITHHELD_TABLE = "raw.withheld_orders"
 WITHHELD_COLUMNS = (
     ("order_id", "VARCHAR", "An order id delivered as an order row that was left out by its source's where or rejected, "
      "not in raw.orders when its file was read: its order lines are not an order (staging.line_orders)."),
-    ("rule", "VARCHAR", "Why: left_out:where, or the reject's rule (raw.rejects has the row)."),
+    ("rule", "VARCHAR", "Why: left_out:where, the reject's rule (raw.rejects has the row), or file_refused: the order's "
+     "lines came from a file the orders source refused (rejected whole or failed; _file_id is that refusal, _row the "
+     "first line's)."),
     ("_file_id", "BIGINT", "meta.ingest_ledger.file_id of the file the row came from."),
     ("_row", "BIGINT", "1-based data row of that file."),
 )

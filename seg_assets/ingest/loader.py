@@ -43,7 +43,7 @@ from seg_assets.ingest.sources import (
     wait_until_settled,
 )
 from seg_assets.ingest.staging import GZIP_UNFINISHED, Bounds, stage_file, still_written, unchanged
-from seg_assets.ingest.writing import STAGE, commit_file
+from seg_assets.ingest.writing import STAGE, commit_file, withhold_lines_of_refused_files
 from seg_assets.warehouse import naive_utc, prepare_connection
 
 REWRITTEN = "was ingested before with other content (landed files must not change)"
@@ -145,6 +145,7 @@ def ingest_landing(
         else:
             run.take_in(source, path, fmt, rel, out, identity, known)
     run.finish_staged(stage_files)
+    withhold_lines_of_refused_files(con)
     return report
 
 
