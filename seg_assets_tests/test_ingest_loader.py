@@ -567,3 +567,31 @@ def test_a_full_disk_is_no_fault_of_the_file_and_one_line(tmp_path, landing, mon
     assert not err.value.allow_retries and "free space and refresh again" in err.value.description
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall() == [(0,)]  # not blamed on the file
+
+
+def test_a_disk_quota_exceeded_is_a_full_disk_too(tmp_path, landing, monkeypatch):
+    """EDQUOT ("Disk quota exceeded", a user's quota on a shared disk) is no fault of the file either: errors.disk_full
+    knew ENOSPC only, so the good landing file was recorded failed with advice to fix it (the BI publication already
+    counted both as the folder's problem)."""
+    import errno
+
+    import dagster as dg
+    import duckdb
+
+    from seg_assets.errors import disk_full
+    from seg_assets.ingest import loader
+    from seg_assets.resources import Warehouse
+
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    write(landing, "orders", "a.csv", order("o1"))
+
+    def over_quota(*args, **kwargs):
+        raise duckdb.IOException('IO Error: Could not write file "warehouse.duckdb.wal": Disk quota exceeded')
+
+    monkeypatch.setattr(loader, "_ingest_file", over_quota)
+    warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+    with pytest.raises(dg.Failure) as err, warehouse.get_connection() as con:
+        run(con, landing)
+    assert not err.value.allow_retries and "Disk quota exceeded" in err.value.description
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall() == [(0,)]
