@@ -27,7 +27,7 @@ from seg_assets.errors import CHECK_BLOCKED, step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import FIRST_PROBLEM
-from seg_assets.ingest.loader import REWRITTEN, SAME_BYTES_AGAIN
+from seg_assets.ingest.loader import REWRITTEN, SAME_BYTES_AGAIN, same_bytes_as
 from seg_assets.ingest.staging import NO_LINE_END
 from seg_assets.ingest.writing import OTHER_VALUES
 from seg_assets.resources import Warehouse, WarehouseDamaged, WarehouseLocked
@@ -216,8 +216,7 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
     for name, message, n in con.sql(f"SELECT file_name, message, updated FROM {C.LEDGER_TABLE} WHERE run_id = ? "
                                     "AND message LIKE ? AND updated > 0 ORDER BY file_id",
                                     params=[run_id, f"%{SAME_BYTES_AGAIN}%"]).fetchall():
-        said = message.split(f"{SAME_BYTES_AGAIN} (", 1)[1].split("; ", 1)[0]  # the note, up to the next one
-        first = said[:said.rfind(")")]  # a file name may hold ')' ("export (1).csv", a reviewer's)
+        first = same_bytes_as(message)  # a file name may hold ')' and '; ' ("export (1).csv", a reviewer's)
         out.append(Problem("warning", name, f"holds the same bytes as {first}, taken in before: with keep: latest its "
                            f"{n:,} row(s) replaced newer values stored since (changes delivered in between are undone); "
                            "if it is a stale re-delivery, land the newer exports again after it, or remove it and "
