@@ -18,6 +18,7 @@ from seg_assets.baskets.rules import RuleSettings
 from seg_assets.churn.keys import HORIZON_DAYS, RISK_HIGH, RISK_MEDIUM
 from seg_assets.features.dictionary import BY_NAME, CATEGORY_SHARE_PREFIX, USER_ID_HASHED
 from seg_assets.recommend.model import RecSettings
+from seg_assets.reviews.sentiment import BESIDE_ENGLISH, CONFIDENT, LIKELY, PROBABLE
 from seg_assets.segmentation.rule_based import RFM_BINS, LifecycleThresholds, ValueTiers
 
 # Defaults are named as defaults, from their one definition: a run may set others (its rules_version, its run config)
@@ -226,7 +227,9 @@ TABLES: dict[str, dict[str, str]] = {
         "order_id": "Order reviewed; NULL when not given.",
         "review_ts": "Review time (UTC).",
         "rating": "Stars 1-5; NULL when not given.",
-        "language": "ISO 639-1 code of the text (English unless the identifier is 90 % sure); NULL without text.",
+        "language": f"ISO 639-1 code of the text: English unless the identifier is {CONFIDENT:.0%} sure of another, "
+                    f"{PROBABLE:.0%} sure and {BESIDE_ENGLISH:.0%} likely beside English, or {LIKELY:.0%} likely among "
+                    "the languages with a lexicon; NULL without text.",
         "sentiment": "Text sentiment, VADER compound -1..1 averaged over clauses; NULL without text or a lexicon for its language.",
         "label": "positive / neutral / negative from the text, else from the stars (1-2 negative, 3 neutral, 4-5 positive); "
                  "NULL with neither.",
