@@ -259,7 +259,7 @@ def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: p
                             f"LEFT JOIN analytics.user_segments s USING (user_id) {join}").pl()
     prev = sample.select("user_id").join(published, on="user_id", how="left",
                                          maintain_order="left")["segment_id"].fill_null(NO_SEGMENT)
-    unseen = ~without_new_data(sample, gained).to_numpy() if gained else None
+    unseen = ~without_new_data(sample, gained, dict(previous.left_out)).to_numpy() if gained else None
     return refit_churn(previous, candidate, sample, prev.to_numpy(), unseen)
 
 

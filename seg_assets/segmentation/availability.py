@@ -18,7 +18,7 @@ Rules, in order (the first that applies gives the reason):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -113,17 +113,22 @@ def without_data(frame: pl.DataFrame, candidates: Sequence[str]) -> dict[str, st
     return {f: why for f, why in _reasons(frame, present).items() if f in present}
 
 
-def _source_indicator(feature: str) -> str:
-    """The column that says whether a user has any data of ``feature``'s source (the rules above)."""
+def _source_indicator(feature: str, why: str | None = None) -> str:
+    """The column that says whether a user has any data of ``feature``'s source (the rules above), given why the
+    feature was left out (``why``): one left out as :data:`CONSTANT` had its source's data (its users had orders, say)
+    and was the same for everyone, so its own value says who has something new (a discount share no longer 0 for
+    everyone: the source's indicator, spend, counted every buyer as having new data)."""
+    if why == CONSTANT:
+        return feature
     return ("sessions" if feature in CLICK_FEATURES else "monetary" if feature in REVENUE_FEATURES
             else "frequency" if feature in ORDER_FEATURES else feature)
 
 
-def without_new_data(frame: pl.DataFrame, gained: Sequence[str]) -> pl.Series:
+def without_new_data(frame: pl.DataFrame, gained: Sequence[str], left_out: Mapping[str, str]) -> pl.Series:
     """Per user of ``frame``: none of the sources of the ``gained`` features has data of them (no click for a model
-    that gains the click features). Their features are what the model in service saw: the users a refit must not
-    move (membership.refit_churn)."""
-    indicators = sorted({_source_indicator(f) for f in gained if _source_indicator(f) in frame.columns})
+    that gains the click features; ``left_out``: feature -> why the model in service left it out). Their features are
+    what the model in service saw: the users a refit must not move (membership.refit_churn)."""
+    indicators = sorted({c for c in (_source_indicator(f, left_out.get(f)) for f in gained) if c in frame.columns})
     if not indicators:
         return pl.Series([True] * frame.height)
     return frame.select(pl.all_horizontal([pl.col(c).fill_null(0).cast(pl.Float64) == 0 for c in indicators]))[:, 0]
