@@ -126,6 +126,18 @@ def test_nullif_with_a_text_literal_reads_its_column_as_text(tmp_path):
     assert ledger[0][2:8] == ("ingested", 3, 3, 0, 0, 0) and not rejects, (ledger, rejects)
 
 
+def test_a_simple_case_with_text_literals_reads_its_column_as_text(tmp_path):
+    """``CASE Stars WHEN '' THEN NULL ELSE Stars END`` is ``Stars = ''`` written another way: a column of digits was read
+    as a number, and comparing it with '' failed on every row (the rule for comparisons and NULLIF missed this form)."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  revs:\n    table: reviews\n    columns: {rating: \"CASE Stars WHEN '' THEN NULL WHEN 'n/a' THEN NULL "
+        "ELSE Stars END\"}\n")
+    write(tmp_path, "revs/a.csv", "review_id,user_id,review_ts,Stars,text\nr1,u1,2026-03-01T10:00:00Z,5,great\n"
+          "r2,u2,2026-03-01T10:00:00Z,,fine\nr3,u3,2026-03-01T10:00:00Z,1,bad\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert ledger[0][2:8] == ("ingested", 3, 3, 0, 0, 0) and not rejects, (ledger, rejects)
+
+
 def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_text(tmp_path):
     """DuckDB's try_cast('8.16' AS BIGINT) is 8: a column of decimals was typed as whole numbers (amounts rounded), and
     GA4 ids made of digits and a dot became one number (200 users became one)."""
