@@ -84,7 +84,7 @@ def unread_columns(frames: dict[str, pl.DataFrame | None]) -> dict[str, list[str
     return out
 
 
-def missing_columns(frames: dict[str, pl.DataFrame | None]) -> None:
+def check_input_columns(frames: dict[str, pl.DataFrame | None]) -> None:
     """A FeatureError naming the first input table that lacks a column declared above (an absent input, None, lacks
     none: it means no such data). Filled with nulls by :func:`_conform`, such a column was 0 for every user, unsaid,
     as a dictionary entry no input delivers was before that became an error (a model of your own in SEG_SQL_DIR

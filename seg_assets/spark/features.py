@@ -115,7 +115,7 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
     present = {name: frame.columns for name, frame in typed.items()}
     # a declared or dictionary column no input carries, or of a type its entry cannot be, fails here, on the driver, in
     # one line (not in every batch's worker, nor as Spark's AnalysisException in the wide query)
-    uf.missing_columns(typed)
+    uf.check_input_columns(typed)
     uf.build_user_features(**typed, category_activity=None, as_of=as_of, categories=categories)
     wide = spark.sql(_wide_sql(views, activity, present))
     target = paths.spark_table(USER_FEATURES)
