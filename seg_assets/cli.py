@@ -93,6 +93,7 @@ def refresh(
                                       "(spark: local[2], or $SEG_SPARK_MASTER)."),
 ) -> None:
     """Run the refresh job in-process, recorded in the instance `make ui` shows; exits non-zero on failure."""
+    from seg_assets.automation.run_config import forces_a_fit
     from seg_assets.settings import data_paths
 
     engine = refresh_cli.checked_options(engine, as_of)
@@ -100,7 +101,7 @@ def refresh(
     overrides = refresh_cli.checked_settings(paths, config, set_, engine)
     if refresh_cli.nothing_landed(paths, overrides, strict):
         return
-    if not (refit or rebase) and refresh_cli.segments_current(paths, overrides, as_of, engine, strict):
+    if not (refit or rebase or forces_a_fit(overrides)) and refresh_cli.segments_current(paths, overrides, as_of, engine, strict):
         return
     outcome, instance = refresh_cli.run_in_turn(paths, as_of, refit, rebase, overrides, engine, WAIT_FOR_RUNS_SECONDS)
     refresh_cli.print_outcome(outcome, paths, instance, summary)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 
 def disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` says the disk is full (DuckDB's write-ahead log, a Parquet copy): no file's fault, no retry's fix
-    (resources.WarehouseDiskFull says it in one line)."""
+    """Whether ``exc`` says the disk is full, or the user's quota on it (DuckDB's write-ahead log, a Parquet copy): no
+    file's fault, no retry's fix (resources.WarehouseDiskFull says it in one line; the BI publication, publish/assets.py,
+    calls it the folder's). The one rule: it knew ENOSPC only, so a quota exceeded failed a good landing file."""
     import errno
 
-    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc)
+    return ((isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+            or any(said in str(exc) for said in ("No space left on device", "Disk quota exceeded")))
 
 
 class InputError(Exception):

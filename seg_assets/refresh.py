@@ -26,8 +26,8 @@ from seg_assets.definitions import build_defs, stage_groups
 from seg_assets.errors import CHECK_BLOCKED, step_failure
 from seg_assets.features.incremental import REBASE_TAG
 from seg_assets.ingest import contract as C
-from seg_assets.ingest.ledger import FIRST_PROBLEM
-from seg_assets.ingest.loader import REWRITTEN, SAME_BYTES_AGAIN
+from seg_assets.ingest.ledger import FIRST_PROBLEM, NOTHING_TAKEN
+from seg_assets.ingest.loader import REWRITTEN, SAME_BYTES_AGAIN, same_bytes_as
 from seg_assets.ingest.staging import NO_LINE_END
 from seg_assets.ingest.writing import OTHER_VALUES
 from seg_assets.resources import Warehouse, WarehouseDamaged, WarehouseLocked
@@ -200,7 +200,7 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
                    f"AND status IN ({', '.join('?' * len(statuses))}) ORDER BY file_id",
                    params=[run_id, *statuses]).fetchall()
     rejected = con.sql(f"""
-        SELECT l.file_name, any_value(l.delivered), any_value(l.rejected), any_value(l.accepted + l.updated + l.duplicate) = 0,
+        SELECT l.file_name, any_value(l.delivered), any_value(l.rejected), bool_and({NOTHING_TAKEN}),
                string_agg(r.rule || ' (' || r.n || ')', ', ' ORDER BY r.n DESC, r.rule), arg_min(r.example, r.first)
         FROM {C.LEDGER_TABLE} l
         JOIN (SELECT file_id, rule, count(*) AS n, arg_min(reason, row_number) AS example, min(row_number) AS first
@@ -216,8 +216,7 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
     for name, message, n in con.sql(f"SELECT file_name, message, updated FROM {C.LEDGER_TABLE} WHERE run_id = ? "
                                     "AND message LIKE ? AND updated > 0 ORDER BY file_id",
                                     params=[run_id, f"%{SAME_BYTES_AGAIN}%"]).fetchall():
-        said = message.split(f"{SAME_BYTES_AGAIN} (", 1)[1].split("; ", 1)[0]  # the note, up to the next one
-        first = said[:said.rfind(")")]  # a file name may hold ')' ("export (1).csv", a reviewer's)
+        first = same_bytes_as(message)  # a file name may hold ')' and '; ' ("export (1).csv", a reviewer's)
         out.append(Problem("warning", name, f"holds the same bytes as {first}, taken in before: with keep: latest its "
                            f"{n:,} row(s) replaced newer values stored since (changes delivered in between are undone); "
                            "if it is a stale re-delivery, land the newer exports again after it, or remove it and "
@@ -233,7 +232,7 @@ def _ledger_problems(con, run_id: str) -> list[Problem]:
         out.append(Problem("file", name, f"{status.replace('_', ' ')}: {what}{fix}"))
     for name, delivered, n, none_taken, rules, example in rejected:  # the file was taken in, some of its rows were not
         hint = TIME_HINT if "unparseable:" in rules and "_ts" in rules else ""
-        if none_taken:  # ledger.NOTHING_TAKEN: read again once its source changes; named like a file not taken in
+        if none_taken:  # read again once its source changes (ledger.NOTHING_TAKEN); named like a file not taken in
             out.append(Problem("file", name, f"{n} of {delivered} rows rejected, none taken in: {rules}; first: {example}; "
                                "fix its source in sources.yaml (the file is then read again) or land it corrected under "
                                f"a new name{hint}"))

@@ -25,7 +25,7 @@ from seg_assets import interrupts
 from seg_assets.errors import disk_full
 from seg_assets.settings import DEFAULT_SETTLE_SECONDS, DataPaths, data_paths, duckdb_memory_limit, settle_seconds
 from seg_assets.spark.session import Engine, engine_from_env, spark_master
-from seg_assets.warehouse import as_of_setting, naive_utc, parse_utc, prepare_connection, resolve_as_of
+from seg_assets.warehouse import CLOCK_SKEW_MINUTES, as_of_setting, naive_utc, parse_utc, prepare_connection, resolve_as_of
 
 
 class Warehouse(DuckDBResource):
@@ -182,7 +182,7 @@ class SegSettings(dg.ConfigurableResource):
     )
 
     clock_skew_minutes: int = Field(
-        default=60, ge=0,
+        default=CLOCK_SKEW_MINUTES, ge=0,
         description="Allowance for producer clocks: a timestamp later than now + this many minutes is rejected as 'in the future'.",
     )
     min_valid_ts: str = Field(

@@ -179,7 +179,10 @@ def numbered_version(con, table: str, prefix: str) -> str:
     return f"{prefix}{count + 1:04d}"
 
 
-def as_of_setting(text: str, skew_minutes: float = 60) -> datetime:
+CLOCK_SKEW_MINUTES = 60  # producers' clocks may run this far ahead (resources.SegSettings.clock_skew_minutes' default)
+
+
+def as_of_setting(text: str, skew_minutes: float = CLOCK_SKEW_MINUTES) -> datetime:
     """An as-of a person gives (``--as-of``, resource ``settings.as_of``): an ISO-8601 time no later than now plus the
     clock skew ingestion allows (a time past it closed attribution windows no order could have filled yet, and
     dated audiences in the future). ValueError says which rule it breaks."""

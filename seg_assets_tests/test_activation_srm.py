@@ -200,3 +200,24 @@ def test_a_campaign_without_its_holdout_warns_as_a_whole_when_no_cell_can():
     assert per_campaign.rows() == [("no-holdout", 1980, 0, 0.05, pytest.approx(0.0, abs=1e-20),
                                     pytest.approx(0.0, abs=1e-20), True),
                                    ("sound", 1900, 100, 0.05, pytest.approx(1.0), pytest.approx(1.0), False)]
+
+
+def test_a_sends_revenue_is_summed_exactly_in_any_order():
+    """A send's revenue summed its orders' amounts as DOUBLE: 0.1 + 0.2 + 0.3 is 0.6000000000000001 in that order and
+    0.6 in another (the rows' order on a Spark root's Parquet files, or DuckDB's threads), where features, churn labels
+    and the policy's context sum money in DECIMAL (exact in any order)."""
+    con = duckdb.connect()
+    for schema in ("raw", "staging", "analytics"):
+        con.execute(f"CREATE SCHEMA {schema}")
+    con.execute("""CREATE TABLE raw.campaign_sends AS SELECT 's1' AS send_id, 'c1' AS campaign_id, 'u1' AS user_id,
+                   'a1' AS action_id, TIMESTAMP '2026-10-01 10:00' AS sent_ts, 'treatment' AS send_group,
+                   1.0 AS propensity, 1 AS _file_id, 1 AS _row""")
+    con.execute("CREATE TABLE analytics.user_segments AS SELECT 'u1' AS user_id, 1 AS segment_id")
+    for amounts in ((0.1, 0.2, 0.3), (0.3, 0.2, 0.1)):
+        con.execute("CREATE OR REPLACE TABLE staging.stg_orders (order_id VARCHAR, user_id VARCHAR, order_ts TIMESTAMP, "
+                    "amount DOUBLE, status VARCHAR)")
+        for i, amount in enumerate(amounts):
+            con.execute("INSERT INTO staging.stg_orders VALUES (?, 'u1', TIMESTAMP '2026-10-02', ?, 'completed')",
+                        [f"o{i}", amount])
+        outcomes, _ = send_outcomes(con, AS_OF, 7)
+        assert outcomes["revenue"].to_list() == [0.6], (amounts, outcomes["revenue"].to_list())

@@ -374,3 +374,15 @@ def test_bi_comments_name_the_settings_defaults_from_their_one_definition():
     tier = describe("analytics.user_segments", "value_tier")
     assert f"{scoring.value_high_quantile:.0%} / {scoring.value_medium_quantile:.0%}" in tier and "defaults" in tier
     assert f"default {churn.horizon_days})" in describe("analytics.user_segments", "churn_probability")
+
+
+def test_the_language_comment_says_the_rule_language_of_applies():
+    """review_sentiment.language's BI comment said 'English unless the identifier is 90 % sure', while language_of also
+    takes a language at 50 % and 99 % beside English, or at 70 % among the languages with a lexicon (a German review of
+    a shop with de.txt is 'de' far below 90 %). It names each threshold from reviews/sentiment.py."""
+    from seg_assets.publish.columns import describe
+    from seg_assets.reviews.sentiment import BESIDE_ENGLISH, CONFIDENT, LIKELY, PROBABLE
+
+    said = describe("analytics.review_sentiment", "language")
+    for share in (CONFIDENT, PROBABLE, BESIDE_ENGLISH, LIKELY):
+        assert f"{share:.0%}" in said, said

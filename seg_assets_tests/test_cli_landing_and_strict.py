@@ -256,3 +256,18 @@ def test_a_landed_file_rewritten_under_its_name_is_named(tmp_path, monkeypatch):
     again = runner.invoke(app, ["refresh", "--no-summary"])
     said = " ".join(again.output.split())
     assert again.exit_code == 0 and f"orders/{orders.name}: was taken in before with other content" in said, again.output
+
+
+def test_a_publication_of_a_forced_fit_is_current_for_the_plain_refresh_after_it():
+    """The fit mode says when to fit, not what a publication reflects: after `refresh --refit` (segment_model.fit =
+    always) the next plain refresh with nothing new ran the whole job again (17.5 s on a 400-user shop) instead of
+    saying the segments are current; the hourly schedule did the same. A refresh that asks for a fit still runs."""
+    from seg_assets.automation.run_config import forces_a_fit, parse_assignment, refresh_run_config
+
+    refit = published_state.settings_fingerprint(refresh_run_config(refit=True)["ops"], None)
+    assert refit == published_state.settings_fingerprint({}, None)
+    churn = parse_assignment("churn_model.fit=always")
+    assert published_state.settings_fingerprint(churn["ops"], None) == published_state.settings_fingerprint({}, None)
+    assert published_state.settings_fingerprint(parse_assignment("churn_model.min_auc=0.6")["ops"], None) != refit
+    assert forces_a_fit(churn) and forces_a_fit(parse_assignment("segment_model.fit=always"))
+    assert not forces_a_fit(parse_assignment("segment_model.fit=when_needed")) and not forces_a_fit({"ops": {}})

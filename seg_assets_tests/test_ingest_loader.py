@@ -543,6 +543,23 @@ def test_a_column_repeated_in_the_header_is_read_once_and_named(con, landing):
     assert "column(s) amount appear more than once in the header: the first of each is read" in f.message, f.message
 
 
+def test_the_same_bytes_warning_names_an_earlier_file_holding_a_semicolon_whole(con, landing):
+    """The warning read the earlier file's name out of the ledger message up to the first '; ' (the notes' separator):
+    a name holding one ("export; v1 (1).csv") was shown as 'orders/export'. The note is written and read by one rule."""
+    (landing.parent / "sources.yaml").write_text("sources:\n  orders: {table: orders, keep: latest}\n")
+    a = write(landing, "orders", "export; v1 (1).csv", order("o1"), order("o2"))
+    run(con, landing, "r1")
+    write(landing, "orders", "export; v2.csv", order("o1", status="returned"))
+    run(con, landing, "r2")
+    (landing / "orders" / "c_again.csv").write_bytes(a.read_bytes())
+    run(con, landing, "r3")
+    from seg_assets.refresh import _ledger_problems
+
+    lines = [p.line() for p in _ledger_problems(con, "r3")]
+    assert len(lines) == 1 and lines[0].startswith("orders/c_again.csv: holds the same bytes as orders/export; v1 (1).csv, "
+                                                   "taken in before"), lines
+
+
 def test_a_full_disk_is_no_fault_of_the_file_and_one_line(tmp_path, landing, monkeypatch):
     """A tester's warehouse on a full disk: a good landing file was recorded failed ("fix the file") and the step
     showed a 40-line traceback. The full disk stops the step, the file is not recorded, and the warehouse resource
@@ -567,3 +584,31 @@ def test_a_full_disk_is_no_fault_of_the_file_and_one_line(tmp_path, landing, mon
     assert not err.value.allow_retries and "free space and refresh again" in err.value.description
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall() == [(0,)]  # not blamed on the file
+
+
+def test_a_disk_quota_exceeded_is_a_full_disk_too(tmp_path, landing, monkeypatch):
+    """EDQUOT ("Disk quota exceeded", a user's quota on a shared disk) is no fault of the file either: errors.disk_full
+    knew ENOSPC only, so the good landing file was recorded failed with advice to fix it (the BI publication already
+    counted both as the folder's problem)."""
+    import errno
+
+    import dagster as dg
+    import duckdb
+
+    from seg_assets.errors import disk_full
+    from seg_assets.ingest import loader
+    from seg_assets.resources import Warehouse
+
+    assert disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    write(landing, "orders", "a.csv", order("o1"))
+
+    def over_quota(*args, **kwargs):
+        raise duckdb.IOException('IO Error: Could not write file "warehouse.duckdb.wal": Disk quota exceeded')
+
+    monkeypatch.setattr(loader, "_ingest_file", over_quota)
+    warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+    with pytest.raises(dg.Failure) as err, warehouse.get_connection() as con:
+        run(con, landing)
+    assert not err.value.allow_retries and "Disk quota exceeded" in err.value.description
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall() == [(0,)]

@@ -203,3 +203,17 @@ def test_a_held_file_quiet_for_ten_minutes_is_read_by_ingestion_as_the_sensor_sa
         settled, why = wait_until_settled([old, young], 5, 60, clock=lambda: clock[0], sleep=sleep)
     assert sensor == {"orders/old.csv"} and set(settled) == {old}
     assert "open for writing" in why[young] and clock[0] - now < 10  # not waited for the full minute
+
+
+def test_a_failed_runs_files_are_retried_whatever_their_names_hold():
+    """A run key joins the files' keys with '|' and a retry adds '#retry<n>': a landing file named with either
+    ('orders/export|2026.csv', 'clicks/#retry1.csv') was split into keys no request knew, so its failed run was never
+    retried (left to the hourly schedule). The keys are written and read back by one rule."""
+    from seg_assets.automation.landing import keys_of, retry_failed, run_key
+
+    keys = ["orders/export|2026.csv:10:1700000000", "clicks/#retry1.csv:5:1700000000", "orders/100%.csv:1:1"]
+    assert keys_of(run_key(keys, 0)) == keys and keys_of(run_key(keys, 1)) == keys
+    cursor = SensorCursor(seen=set(keys), requested=dict.fromkeys(keys, 0))
+    retry_failed(cursor, [("run-1", run_key(keys, 0))])
+    assert cursor.seen == set() and cursor.requested == dict.fromkeys(keys, 1)
+    assert run_key(["orders/a.csv:1:1", "orders/b.csv:2:2"], 0) == "orders/a.csv:1:1|orders/b.csv:2:2"  # as before

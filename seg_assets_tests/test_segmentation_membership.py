@@ -220,6 +220,9 @@ def test_the_gate_measures_churn_from_the_segment_scoring_sticks_to_not_a_backfi
     assert churn["users_compared"] == frame.height
     assert churn["membership_churn"] == 0.0 and churn["membership_churn_stable"] == 0.0
     assert churn["stable_users"] == frame.height
+    feature = served.features[0]  # a gained feature: only the users without its data count as barely changed
+    gained = churn_metrics(con, served, candidate, frame, seed=0, gained=[feature])
+    assert gained["stable_users"] == int((frame[feature].fill_null(0) == 0).sum())
 
 
 def test_each_model_keeps_users_with_its_own_margin_in_the_gate():

@@ -189,3 +189,25 @@ def test_a_model_blind_to_new_data_is_replaced_only_within_the_membership_churn_
     assert decide_promotion(moved, {"silhouette": 0.5}, max_membership_churn=None, gained=("sessions",), in_service="v0001").promote
     few = {**moved, "membership_churn_stable": 0.714, "stable_users": 7, "users_compared": 488}  # nearly all have clicks
     assert decide_promotion(few, {"silhouette": 0.5}, max_membership_churn=0.02, gained=("sessions",), in_service="v0001").promote
+
+
+def test_a_feature_gained_after_being_the_same_for_everyone_counts_the_users_whose_value_is_new():
+    """A feature left out as the same value for every user (no discount delivered yet: discount_share 0 for all) that
+    varies now: the users with new data are those whose value moved, not every user of its source. By its source
+    (spend), every buyer had 'new data', so no user counted for the membership churn limit and any refit passed."""
+    from seg_assets.segmentation.availability import (
+        CONSTANT,
+        NO_CLICKS,
+        feature_availability,
+        gained_data,
+        without_new_data,
+    )
+
+    then = pl.DataFrame({"monetary": [10.0, 20, 30, 40], "frequency": [1, 2, 3, 4], "discount_share": [0.0, 0, 0, 0]})
+    left_out = dict(feature_availability(then, ["monetary", "frequency", "discount_share"]).left_out)
+    assert left_out == {"discount_share": CONSTANT}
+    now = then.with_columns(discount_share=pl.Series([0.0, 0, 0, 0.3]))
+    assert gained_data(list(left_out), now) == ["discount_share"]
+    assert without_new_data(now, list(left_out.items())).to_list() == [True, True, True, False]
+    no_clicks = now.with_columns(sessions=pl.Series([0, 0, 2, 0]))  # a source that had no data at all: by its indicator
+    assert without_new_data(no_clicks, [("sessions", NO_CLICKS)]).to_list() == [True, True, False, True]

@@ -126,6 +126,33 @@ def test_nullif_with_a_text_literal_reads_its_column_as_text(tmp_path):
     assert ledger[0][2:8] == ("ingested", 3, 3, 0, 0, 0) and not rejects, (ledger, rejects)
 
 
+def test_a_simple_case_with_text_literals_reads_its_column_as_text(tmp_path):
+    """``CASE Stars WHEN '' THEN NULL ELSE Stars END`` is ``Stars = ''`` written another way: a column of digits was read
+    as a number, and comparing it with '' failed on every row (the rule for comparisons and NULLIF missed this form)."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  revs:\n    table: reviews\n    columns: {rating: \"CASE Stars WHEN '' THEN NULL WHEN 'n/a' THEN NULL "
+        "ELSE Stars END\"}\n")
+    write(tmp_path, "revs/a.csv", "review_id,user_id,review_ts,Stars,text\nr1,u1,2026-03-01T10:00:00Z,5,great\n"
+          "r2,u2,2026-03-01T10:00:00Z,,fine\nr3,u3,2026-03-01T10:00:00Z,1,bad\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert ledger[0][2:8] == ("ingested", 3, 3, 0, 0, 0) and not rejects, (ledger, rejects)
+
+
+def test_coalesce_and_between_with_text_literals_read_their_column_as_text(tmp_path):
+    """``coalesce(Dept, 'unknown')`` on a column of digits: DuckDB typed the column as a number and the literal with it,
+    so every row without a department failed ('unknown' is no number) instead of taking 'unknown'; ``BETWEEN`` with
+    text bounds on such a column failed on every row."""
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  shop:\n    table: orders\n    columns: {category: \"coalesce(Dept, 'unknown')\"}\n"
+        "    where: \"Store NOT BETWEEN 'x' AND 'z'\"\n")
+    write(tmp_path, "shop/a.csv", "order_id,user_id,Dept,Store,order_ts,amount,items,status\n"
+          "o1,u1,12,7,2026-03-01T10:00:00Z,10,1,completed\no2,u2,,8,2026-03-01T10:00:00Z,5,1,completed\n")
+    _, ledger, rejects = ingest(tmp_path)
+    assert ledger[0][2:8] == ("ingested", 2, 2, 0, 0, 0) and not rejects, (ledger, rejects)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT order_id, category FROM raw.orders ORDER BY 1").fetchall() == [("o1", "12"), ("o2", "unknown")]
+
+
 def test_decimals_in_an_expression_keep_their_fraction_and_an_ids_parts_stay_text(tmp_path):
     """DuckDB's try_cast('8.16' AS BIGINT) is 8: a column of decimals was typed as whole numbers (amounts rounded), and
     GA4 ids made of digits and a dot became one number (200 users became one)."""

@@ -549,3 +549,31 @@ def test_a_column_added_to_a_feature_model_and_not_to_user_features_is_a_warning
     said = [r.user_message for r in instance.all_logs(result.run_id) if not r.is_dagster_event]
     assert any("features.user_order_stats has column(s) user_features does not read: max_order_amount" in m
                and "features/dictionary.py" in m for m in said), said
+
+
+def test_a_column_user_features_reads_missing_from_its_model_is_one_line_not_zeros(tmp_path, monkeypatch):
+    """A feature model of your own without a column user_features reads (``views`` left out of user_click_stats.sql):
+    the column was filled with nulls, then 0, so views and view_to_cart were 0 for every user without a word (a
+    dictionary entry no input delivers is an error since 01c9d4d; this is the same rule for the input schemas)."""
+    import shutil
+
+    from seg_assets.demo.generate import generate
+    from seg_assets.features.assets import user_features
+    from seg_assets.ingest import ingest_landing
+    from seg_assets.resources import build_resources
+    from seg_assets.reviews.assets import review_sentiment
+
+    sql = tmp_path / "sql"
+    shutil.copytree(Path(__file__).parents[1] / "dbt_like_sql", sql)
+    model = sql / "features" / "user_click_stats.sql"
+    text = model.read_text()
+    assert "    sum(views)::BIGINT AS views,\n" in text
+    model.write_text(text.replace("    sum(views)::BIGINT AS views,\n", ""))
+    monkeypatch.setenv("SEG_SQL_DIR", str(sql))
+    generate(tmp_path / "data", users=200, days=30, seed=1, with_customers=False)
+    result = dg.materialize([ingest_landing, review_sentiment, *sql_assets(sql), user_features],
+                            resources=build_resources(tmp_path / "data"), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure and e.step_key == "features__user_features")
+    message = failure.step_failure_data.error.message
+    assert "features.user_click_stats has no column(s) views, which user_features reads" in message, message

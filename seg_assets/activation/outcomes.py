@@ -85,7 +85,8 @@ def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict
             WHERE left_out IS NULL
         ),
         outcome AS (
-            SELECT s.send_id, count(o.order_id) > 0 AS converted, coalesce(sum(o.amount), 0)::DOUBLE AS revenue
+            -- money summed in DECIMAL, as the features and churn labels: exact, so the same in any row order
+            SELECT s.send_id, count(o.order_id) > 0 AS converted, coalesce(sum(o.amount::DECIMAL(38, 2)), 0)::DOUBLE AS revenue
             FROM sends s
             LEFT JOIN staging.stg_orders o
               ON o.user_id = s.user_id AND o.status = 'completed'

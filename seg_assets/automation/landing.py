@@ -15,6 +15,7 @@ a run that failed before taking them in are requested again, at most ``MAX_RETRI
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from seg_assets.ingest.sources import LandingFile, is_settled, quiet_seconds
@@ -32,12 +33,21 @@ class SensorCursor:
     handled: list[str] = field(default_factory=list)  # failed runs whose files were requested again (the latest)
 
 
+# A run key joins the files' keys with '|' (and a retry adds RETRY): a file name may hold '|' or '#', so each key is
+# written with those (and '%') escaped, and read back by keys_of; a key without them is written as it is.
+_ESCAPES = {"%": "%25", "|": "%7C", "#": "%23"}
+_ESCAPED = re.compile("|".join(map(re.escape, _ESCAPES.values())))
+
+
 def run_key(keys: list[str], retries: int) -> str:
-    return "|".join(keys) + (f"{RETRY}{retries}" if retries else "")
+    escaped = ("".join(_ESCAPES.get(ch, ch) for ch in k) for k in keys)
+    return "|".join(escaped) + (f"{RETRY}{retries}" if retries else "")
 
 
 def keys_of(key: str) -> list[str]:
-    return key.split(RETRY)[0].split("|")
+    """The file keys of a :func:`run_key`."""
+    back = {v: k for k, v in _ESCAPES.items()}
+    return [_ESCAPED.sub(lambda m: back[m.group(0)], k) for k in key.split(RETRY)[0].split("|")]
 
 
 def retry_failed(cursor: SensorCursor, failed: list[tuple[str, str]]) -> None:

@@ -23,9 +23,32 @@ class SettingsError(InputError):
 def refresh_run_config(refit: bool = False) -> dict:
     """What the schedule, the sensor and the CLI run: model and classifier fitted only when needed."""
     return {"ops": {
-        "segment_model": {"config": {"fit": "always" if refit else "when_needed"}},
-        "segment_classifier": {"config": {"fit": "when_needed"}},
+        "segment_model": {"config": {FIT: "always" if refit else "when_needed"}},
+        "segment_classifier": {"config": {FIT: "when_needed"}},
     }}
+
+
+FIT = "fit"  # an op's fit mode (segment_model, segment_classifier, churn_model): "always" or "when_needed"
+
+
+def without_fit_modes(ops: dict) -> dict:
+    """``ops`` (``{op: {"config": {...}}}``) without the fit modes: what a publication reflects does not depend on
+    whether its model was fitted because it was due or because it was asked for (publish/state.settings_fingerprint)."""
+    out = {}
+    for op, entry in ops.items():
+        if isinstance(entry, dict) and isinstance(entry.get("config"), dict):
+            entry = {**entry, "config": {k: v for k, v in entry["config"].items() if k != FIT}}
+            if entry == {"config": {}}:  # only a fit mode was set (--set churn_model.fit=always): as if none
+                continue
+        out[op] = entry
+    return out
+
+
+def forces_a_fit(overrides: dict) -> bool:
+    """Whether settings laid over the refresh ask an op to fit whatever is due (``--set segment_model.fit=always``):
+    such a refresh runs even when the segments are current, as ``--refit`` does."""
+    return any(isinstance(entry, dict) and isinstance(entry.get("config"), dict) and entry["config"].get(FIT) == "always"
+               for entry in (overrides or {}).get("ops", {}).values())
 
 
 def merge(base: dict, override: dict) -> dict:

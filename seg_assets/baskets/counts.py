@@ -4,8 +4,10 @@ A **basket** is an order: the distinct product ids of its ``completed`` lines in
 (credit notes are ``returned`` orders and cancelled orders have no completed line, so neither is a
 basket), and no order whose own row in ``raw.orders`` says ``cancelled`` (Shopify's export carries the
 cancellation on the order's first line only, so its later lines are mapped ``completed``). An order row saying
-``returned`` (a refund, maybe partial) keeps the basket: its products were bought together; its owner is the order's user
-(``min(user_id)`` of its lines, as ``staging.stg_orders``). Baskets
+``returned`` (a refund, maybe partial) keeps the basket: its products were bought together; its owner is ``min(user_id)``
+of its completed lines. Not ``staging.stg_orders``' user (the smallest of all its lines', or its order row's when one
+was delivered): an order whose order row or cancelled line names another user is that user's in the features and
+this one's in the basket counts. Baskets
 with more than ``max_basket_size`` distinct products are left out of every scope (numerator and
 denominator). A **scope** is the whole shop (``SHOP``) or a segment: the baskets whose owner is in that
 segment *now* (``analytics.user_segments``), whenever the order was placed up to the segments' as-of (a refresh

@@ -24,6 +24,7 @@ from seg_assets.features.user_features import (
     USER_INPUTS,
     FeatureError,
     build_user_features,
+    check_input_columns,
     top_category_list,
     unread_advice,
     unread_columns,
@@ -109,6 +110,10 @@ def user_features(context: dg.AssetExecutionContext, config: FeatureConfig, duck
                               params={"top_categories": config.top_categories}, built=built)
         where = f"WHERE user_id IN (SELECT user_id FROM temp.{inc.CHANGED})" if plan.incremental else ""
         frames = {name: read_frame(con, table, where) for name, table in _INPUTS.items()}
+        try:
+            check_input_columns(frames)
+        except FeatureError as exc:
+            raise input_failure(str(exc)) from None
         for table, columns in unread_columns(frames).items():
             context.log.warning(f"{table} has column(s) user_features does not read: {', '.join(columns)} "
                                 f"({unread_advice(table, columns)})")

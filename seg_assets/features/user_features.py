@@ -84,6 +84,20 @@ def unread_columns(frames: dict[str, pl.DataFrame | None]) -> dict[str, list[str
     return out
 
 
+def check_input_columns(frames: dict[str, pl.DataFrame | None]) -> None:
+    """A FeatureError naming the first input table that lacks a column declared above (an absent input, None, lacks
+    none: it means no such data). Filled with nulls by :func:`_conform`, such a column was 0 for every user, unsaid,
+    as a dictionary entry no input delivers was before that became an error (a model of your own in SEG_SQL_DIR
+    replaces the shipped one whole: one without ``views`` made view_to_cart 0 for everyone); on Spark the same model
+    failed with an AnalysisException. Both engines' assets call it with the frames they read."""
+    schemas = {name: schema for name, (_, schema) in USER_INPUTS.items()} | {CATEGORY_INPUT[0]: CATEGORY_SCHEMA}
+    tables = {name: table for name, (table, _) in USER_INPUTS.items()} | dict([CATEGORY_INPUT])
+    for name, frame in frames.items():
+        if frame is not None and (absent := [c for c in schemas[name] if c not in frame.columns]):
+            raise FeatureError(f"{tables[name]} has no column(s) {', '.join(absent)}, which user_features reads (the "
+                               "input schemas in features/user_features.py): add them to the model's SQL")
+
+
 def unread_advice(table: str, columns: list[str]) -> str:
     """What to do about a table's unread columns (:func:`unread_columns`), for its warning."""
     if table == CATEGORY_INPUT[1]:

@@ -129,7 +129,8 @@ def orders_of_several_users(con, file_ids: list[int]) -> tuple[int, str | None]:
     # 1.3 s against 0.6 s for 8M lines)
     lines = (f"raw.order_items WHERE order_id IN (SELECT order_id FROM raw.order_items WHERE _file_id IN ({ids}))"
              if older else "raw.order_items")
-    # an order delivered as an order row too is that row's user's (staging.line_orders reads its lines' products only)
+    # an order delivered as an order row (taken in or withheld) is no order of its lines: staging.line_orders leaves it
+    # out (baskets/counts.py still reads its lines, as a basket)
     rows = f"WHERE {C.without_order_row_sql('order_id')}" if table_exists(con, "raw.orders") else ""
     return con.sql(f"""SELECT count(*), min(order_id) FROM (SELECT order_id FROM {lines}
         GROUP BY order_id HAVING min(user_id) <> max(user_id)) {rows}""").fetchall()[0]

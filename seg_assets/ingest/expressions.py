@@ -278,9 +278,10 @@ def _function_names(node: exp.Func) -> set[str]:
 
 
 # Where an expression uses a column as text: the operand of a pattern match or of a string function, the parts of
-# a concatenation, a side of a comparison with a text literal. A CSV column used so stays text in every file
-# (mapping.py), also in a file where all its values look like numbers: invoice numbers are digits except credit
-# notes ('C536379'), and a day without credit notes made `InvoiceNo LIKE 'C%'` fail on a BIGINT.
+# a concatenation, a side of a comparison with a text literal (``NULLIF``, ``BETWEEN``, a simple ``CASE x WHEN 'a'``
+# compare too; ``coalesce`` types its literal as the column). A CSV column used so stays text in every file
+# (mapping.py), also in a file where all its values look like numbers: invoice numbers are digits except credit notes
+# ('C536379'), and a day without credit notes made `InvoiceNo LIKE 'C%'` fail on a BIGINT.
 _TEXT_OPERAND = (exp.Like, exp.ILike, exp.Glob, exp.SimilarTo, exp.RegexpLike, exp.RegexpILike, exp.StartsWith,
                  exp.Upper, exp.Lower, exp.Substring, exp.Trim, exp.Left, exp.Right, exp.RegexpExtract,
                  exp.RegexpReplace, exp.RegexpSplit, exp.StrPosition, exp.StrToTime, exp.StrToDate, exp.Contains,
@@ -289,7 +290,8 @@ _TEXT_OPERAND = (exp.Like, exp.ILike, exp.Glob, exp.SimilarTo, exp.RegexpLike, e
 
 
 _COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ, exp.In,
-               exp.Nullif)  # NULLIF(Stars, '') compares too: a tester's all-digit star column failed on ''
+               exp.Nullif,  # NULLIF(Stars, '') compares too: a tester's all-digit star column failed on ''
+               exp.Between, exp.Coalesce)  # and BETWEEN 'a' AND 'z'; coalesce(Dept, 'unknown') types the literal as Dept
 
 
 def text_columns(tree: exp.Expression, comparisons: bool = True) -> frozenset[str]:
@@ -302,7 +304,8 @@ def text_columns(tree: exp.Expression, comparisons: bool = True) -> frozenset[st
 
     out: set[str] = set()
     for node in tree.walk():
-        operands = [node.this, node.args.get("expression"), *(node.args.get("expressions") or [])]
+        operands = [node.this, node.args.get("expression"), *(node.args.get("expressions") or []),
+                    node.args.get("low"), node.args.get("high")]  # (BETWEEN's bounds)
         if isinstance(node, (exp.DPipe, exp.Concat)):
             picked = operands
         elif isinstance(node, _TEXT_OPERAND):
@@ -312,6 +315,9 @@ def text_columns(tree: exp.Expression, comparisons: bool = True) -> frozenset[st
         elif isinstance(node, _COMPARISON) and comparisons:
             text = any(isinstance(o, exp.Literal) and o.is_string for o in operands)
             picked = [o.this if isinstance(o, exp.Bracket) else o for o in operands] if text else []
+        elif isinstance(node, exp.Case) and node.this is not None and comparisons:  # CASE x WHEN 'a': x = 'a'
+            text = any(isinstance(i.this, exp.Literal) and i.this.is_string for i in node.args.get("ifs") or [])
+            picked = [node.this.this if isinstance(node.this, exp.Bracket) else node.this] if text else []
         else:
             picked = []
         out |= {c for c in map(column, picked) if c}

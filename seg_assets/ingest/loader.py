@@ -13,6 +13,7 @@ ledger: ``delivered = accepted + updated + duplicate + rejected + filtered`` (fi
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,6 +49,19 @@ from seg_assets.warehouse import naive_utc, prepare_connection
 
 REWRITTEN = "was ingested before with other content (landed files must not change)"
 SAME_BYTES_AGAIN = "holds the same bytes as a file taken in before"
+# the note, ``<file> holds the same bytes ... (<earlier file>)``, and the earlier file read back out of a ledger message
+# (notes are joined by '; ', which a file name may hold too, as it may hold ')': "export; v1 (1).csv")
+_SAME_BYTES_NOTE = re.compile(re.escape(SAME_BYTES_AGAIN) + r" \((.*?)\)(?:; |$)", re.DOTALL)
+
+
+def same_bytes_note(rel: str, earlier: str) -> str:
+    return f"{rel} {SAME_BYTES_AGAIN} ({earlier})"
+
+
+def same_bytes_as(message: str) -> str | None:
+    """The earlier file a ledger message's :func:`same_bytes_note` names (None: it has none)."""
+    found = _SAME_BYTES_NOTE.search(message or "")
+    return found.group(1) if found else None
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -227,7 +241,7 @@ class _LandingRun:
             again, known = (known[0][1] if known else None), []
         out = FileOutcome(source.name, source.table, rel, fmt, sha, size, C.STATUS_INGESTED, source_key=source.key)
         if again:
-            out.note = f"{rel} {SAME_BYTES_AGAIN} ({again})"
+            out.note = same_bytes_note(rel, again)
         out.file_id = self.next_id = _next_file_id(self.con, self.next_id)
         if (source.name, rel) in self.rows_in and source.keep != KEEP_LATEST:  # with keep: latest its rows are replaced
             out.note = f"{rel} {REWRITTEN}"

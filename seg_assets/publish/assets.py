@@ -10,7 +10,7 @@ from seg_assets.activation.assets import CAMPAIGN_LIFT, NEXT_BEST_ACTION, USER_G
 from seg_assets.automation.conditions import rescore_on_new_inputs
 from seg_assets.baskets.assets import BASKET_RULES, SEGMENT_BASKET_RULES
 from seg_assets.churn.keys import CHURN_SCORES
-from seg_assets.errors import input_failure
+from seg_assets.errors import disk_full, input_failure
 from seg_assets.features.assets import FRESHNESS
 from seg_assets.markdown import frame as md_frame
 from seg_assets.publish.bi import publish_tables
@@ -110,8 +110,8 @@ def bi_segments(context: dg.AssetExecutionContext, duckdb: Warehouse, settings: 
             publication = publish_tables(con, settings.paths.bi, list(PUBLISHED_TABLES), describe, context.run_id)
         except BaseException as exc:
             record.unlink(missing_ok=True)
-            folder = isinstance(exc, IOException) or isinstance(exc, OSError) and exc.errno in (
-                errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+            folder = isinstance(exc, IOException) or disk_full(exc) or isinstance(exc, OSError) and exc.errno in (
+                errno.EACCES, errno.EPERM, errno.EROFS)
             if not folder:
                 raise
             # the folder, not the data: one line and its fix (nothing was switched)

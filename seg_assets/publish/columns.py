@@ -18,6 +18,8 @@ from seg_assets.baskets.rules import RuleSettings
 from seg_assets.churn.keys import HORIZON_DAYS, RISK_HIGH, RISK_MEDIUM
 from seg_assets.features.dictionary import BY_NAME, CATEGORY_SHARE_PREFIX, USER_ID_HASHED
 from seg_assets.recommend.model import RecSettings
+from seg_assets.reviews.sentiment import BESIDE_ENGLISH, CONFIDENT, LIKELY, PROBABLE
+from seg_assets.segmentation.profiles import ORDER_RATE_WINDOW_DAYS
 from seg_assets.segmentation.rule_based import RFM_BINS, LifecycleThresholds, ValueTiers
 
 # Defaults are named as defaults, from their one definition: a run may set others (its rules_version, its run config)
@@ -76,8 +78,8 @@ TABLES: dict[str, dict[str, str]] = {
         "top_features": "The 3 features whose segment mean differs most from the other users', as 'feature (difference "
                         "in standard deviations)'.",
         "buyer_share": "Share (0-1) of the segment's users with at least one completed order.",
-        "order_interval_days": "Days per completed order of the segment's buyers in the last 90 days (each buyer counted "
-                               "from signup if later); NULL without such orders.",
+        "order_interval_days": f"Days per completed order of the segment's buyers in the last {ORDER_RATE_WINDOW_DAYS} days "
+                               "(each buyer counted from signup if later); NULL without such orders.",
         "buyer_discount_share": "Mean discount_share (0-1, share of the list price discounted) over the segment's buyers.",
         "buyer_recency_days": "Median days since the last completed order, over the segment's buyers (median_recency_days "
         "also counts users who never ordered, whose recency is their tenure).",
@@ -141,7 +143,7 @@ TABLES: dict[str, dict[str, str]] = {
     "analytics.user_groups": {  # activation/groups.py
         "user_id": _USER_ID,
         "global_control": f"True for the global control group (bucket below control share x {BUCKETS:,}), which never receives an action.",
-        "bucket": "Hash bucket 0-9,999 of the user (md5 of salt and user_id): the same on every refresh.",
+        "bucket": f"Hash bucket 0-{BUCKETS - 1:,} of the user (md5 of salt and user_id): the same on every refresh.",
         "salt_version": "Version of the control group's salt and share that drew the group (meta.control_salts).",
     },
     "analytics.basket_rules": {  # baskets/rules.py: pair rules from exact basket counts
@@ -226,7 +228,9 @@ TABLES: dict[str, dict[str, str]] = {
         "order_id": "Order reviewed; NULL when not given.",
         "review_ts": "Review time (UTC).",
         "rating": "Stars 1-5; NULL when not given.",
-        "language": "ISO 639-1 code of the text (English unless the identifier is 90 % sure); NULL without text.",
+        "language": f"ISO 639-1 code of the text: English unless the identifier is {CONFIDENT:.0%} sure of another, "
+                    f"{PROBABLE:.0%} sure and {BESIDE_ENGLISH:.0%} likely beside English, or {LIKELY:.0%} likely among "
+                    "the languages with a lexicon; NULL without text.",
         "sentiment": "Text sentiment, VADER compound -1..1 averaged over clauses; NULL without text or a lexicon for its language.",
         "label": "positive / neutral / negative from the text, else from the stars (1-2 negative, 3 neutral, 4-5 positive); "
                  "NULL with neither.",
@@ -238,8 +242,8 @@ TABLES: dict[str, dict[str, str]] = {
         "user_id": _USER_ID,
         "rank": f"Position in the user's list, 1 = best (up to top_n, default {RecSettings.top_n}).",
         "product_id": "Recommended product id.",
-        "score": "Score 0-1 of a logistic blend of popularity and the user's own signals fitted on the last 30 days "
-                 "(horizon_days); the segment's popularity share if too few purchases to fit.",
+        "score": "Score 0-1 of a logistic blend of popularity and the user's own signals fitted on the last horizon_days "
+                 f"(default {RecSettings.horizon_days}); the segment's popularity share if too few purchases to fit.",
         "reason": "The signal adding most to the score: bought_before, also_bought, favourite_category, clicked; "
                   "else segment_popular.",
     },

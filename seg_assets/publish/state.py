@@ -108,11 +108,12 @@ def lexicon_fingerprint(paths: DataPaths) -> str:
 
 def settings_fingerprint(ops_config: dict, as_of_setting: str | None, engine: str = "duckdb") -> str:
     """sha256 of the run's op config as the refresh runs it (laid over the refresh's own: a sensor's or automation's
-    run carries none, and its publication never looked current to the hourly schedule or the CLI), as-of setting and
-    engine (key order does not matter)."""
-    from seg_assets.automation.run_config import merge, refresh_run_config
+    run carries none, and its publication never looked current to the hourly schedule or the CLI), less the ops' fit
+    modes (when to fit, not what a publication reflects: after ``refresh --refit`` the next refresh ran the whole job
+    for nothing), as-of setting and engine (key order does not matter)."""
+    from seg_assets.automation.run_config import merge, refresh_run_config, without_fit_modes
 
-    ops = merge(refresh_run_config()["ops"], ops_config or {})
+    ops = without_fit_modes(merge(refresh_run_config()["ops"], ops_config or {}))
     what = {"ops": ops, "as_of": as_of_setting, **({"engine": engine} if engine != "duckdb" else {})}
     text = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -41,7 +41,14 @@ from seg_assets.segmentation.classifier import KINDS as CLASSIFIER_KINDS
 from seg_assets.segmentation.classifier import TRAINING_ROWS, train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.fit import fit_segment_model
-from seg_assets.segmentation.gate import DEFAULT_TOLERANCE, FITTED_USERS, SEGMENTS_USED, decide_promotion
+from seg_assets.segmentation.gate import (
+    CHURN_METRICS,
+    DEFAULT_TOLERANCE,
+    FITTED_USERS,
+    GATE_METRICS,
+    SEGMENTS_USED,
+    decide_promotion,
+)
 from seg_assets.segmentation.membership import (
     DEFAULT_MAX_CHURN,
     DEFAULT_ODDS,
@@ -258,8 +265,7 @@ def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: p
 
 
 def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:
-    keys = ("silhouette", "stability", "classifier_macro_f1", "membership_churn", "membership_churn_stable",
-            "davies_bouldin", "calinski_harabasz")
+    keys = (*GATE_METRICS, *CHURN_METRICS, "davies_bouldin", "calinski_harabasz")
     rows = [(k, candidate.get(k), (incumbent or {}).get(k)) for k in keys]
     return dg.MetadataValue.md(md_table(["metric", "candidate", "in service"], rows, floatfmt=".3f"))
 
@@ -291,7 +297,7 @@ def candidate_promoted(con) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=True, metadata={"note": "no model fitted yet"})
     version, promoted, reason, fit_reason, metrics = rows[0]
     metrics = json.loads(metrics)
-    churn = {k: float(metrics[f"gate_{k}"]) for k in ("membership_churn", "membership_churn_stable") if f"gate_{k}" in metrics}
+    churn = {k: float(metrics[f"gate_{k}"]) for k in CHURN_METRICS if f"gate_{k}" in metrics}
     return dg.AssetCheckResult(passed=bool(promoted), severity=dg.AssetCheckSeverity.WARN, description=reason,
                                metadata={"version": version, "reason": reason, "fitted_because": fit_reason or "", **churn,
                                          "metrics": dg.MetadataValue.json(metrics)})
@@ -380,7 +386,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
         "algorithm": candidate.algorithm, "users": frame.height, "features_used": len(candidate.features),
         **left_out_metadata(candidate), "artifact": dg.MetadataValue.path(str(artifact)),
         "metrics": _metrics_table(cand_metrics, prev_metrics),
-        **{k: float(cand_metrics[k]) for k in ("membership_churn", "membership_churn_stable") if k in cand_metrics},
+        **{k: float(cand_metrics[k]) for k in CHURN_METRICS if k in cand_metrics},
         "segments": dg.MetadataValue.md(md_frame(candidate.segments_frame())),
         "projection": dg.MetadataValue.md(_projection(candidate, frame, config.seed)),
     }

@@ -125,8 +125,9 @@ def source_columns(features: Sequence[str]) -> list[str]:
 
 def without_new_data(frame: pl.DataFrame, gained: Sequence[tuple[str, str]]) -> pl.Series:
     """Per user of ``frame``: no data of what the ``gained`` features (feature, the reason a model left it out) lacked
-    (no click for a model blind to clicks). Their features are what the model in service saw: the users a refit must
-    not move (membership.refit_churn)."""
+    (no click for a model blind to clicks; for one left out as :data:`CONSTANT`, its own value is 0: a discount share
+    no longer 0 for everyone is new data of the users it moved for, not of every buyer). Their features are what the
+    model in service saw: the users a refit must not move (membership.refit_churn)."""
     column_of = {why: column for column, _, why in SOURCES}
     indicators = sorted({c for f, why in gained if (c := column_of.get(why, f)) in frame.columns})
     if not indicators:

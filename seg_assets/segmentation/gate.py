@@ -33,8 +33,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 GATE_METRICS = ("silhouette", "stability", "classifier_macro_f1")
-CHURN_METRIC = "membership_churn_stable"
+# The names of membership.membership_churn's figures (written there, read here and by segmentation/assets.py)
+ALL_CHURN, CHURN_METRIC = "membership_churn", "membership_churn_stable"  # moved among all users / the barely changed
+CHURN_METRICS = (ALL_CHURN, CHURN_METRIC)
 NEW_KIND, EMERGED = "moved_to_new_kind", "emerged_segments"  # moves to segments of a new kind of shopper (membership.py)
+USERS_COMPARED, STABLE_USERS = "users_compared", "stable_users"  # users with a segment / of them, barely changed
 SEGMENTS_USED = "segments_used"  # segments today's users fall in (a sample of them)
 FITTED_USERS = "fitted_users"  # users the model was fitted on (its population then)
 GROWTH, SMALL_SHOP = 2.0, 1_000  # a small shop's model is no yardstick once the shop has doubled
@@ -76,7 +79,7 @@ def decide_promotion(candidate_metrics: Mapping[str, float], in_service_metrics:
     if gained and not outgrown:  # the users without the new data who moved, as a share of all: a few left behind by a source that
         # now covers nearly everyone move with the rest (a test's 5 of 488 users without a click)
         why = f"{in_service} leaves out features that have data now ({', '.join(gained)})"
-        without, compared = candidate_metrics.get("stable_users"), candidate_metrics.get("users_compared")
+        without, compared = candidate_metrics.get(STABLE_USERS), candidate_metrics.get(USERS_COMPARED)
         moved = churn * without / compared if _ok(churn) and _ok(without) and _ok(compared) and compared else 0.0
         if max_membership_churn is not None and moved > max_membership_churn:
             return Decision(False, f"{why}, but this fit moves {moved:.1%} of the users although they have none of that "

@@ -45,6 +45,7 @@ import numpy as np
 import polars as pl
 
 from seg_assets.publish.keys import HISTORY_TABLE
+from seg_assets.segmentation.gate import ALL_CHURN, CHURN_METRIC, EMERGED, NEW_KIND, STABLE_USERS, USERS_COMPARED
 
 if TYPE_CHECKING:
     from seg_assets.segmentation.model import SegmentModel
@@ -196,9 +197,9 @@ def membership_churn(previous: np.ndarray, candidate: np.ndarray, barely_changed
     moved = previous != candidate
     to_new_kind = moved & np.isin(candidate, np.asarray(list(emerged), dtype=np.int64))
     share = lambda m, of: float(m[of].mean()) if of.any() else 0.0  # noqa: E731
-    return {"membership_churn": share(moved, had), "membership_churn_stable": share(moved & ~to_new_kind, barely),
-            "moved_to_new_kind": share(to_new_kind, barely), "emerged_segments": len(emerged),
-            "users_compared": int(had.sum()), "stable_users": int(barely.sum())}
+    return {ALL_CHURN: share(moved, had), CHURN_METRIC: share(moved & ~to_new_kind, barely),
+            NEW_KIND: share(to_new_kind, barely), EMERGED: len(emerged),
+            USERS_COMPARED: int(had.sum()), STABLE_USERS: int(barely.sum())}
 
 
 def emerged_segments(incumbent: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame) -> list[int]:

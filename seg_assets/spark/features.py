@@ -113,8 +113,9 @@ def build_user_features(spark, paths: DataPaths, models: dict, as_of: datetime, 
 
     typed = {name: pl.from_arrow(to_arrow_schema(spark.table(view).schema).empty_table()) for name, view in views.items()}
     present = {name: frame.columns for name, frame in typed.items()}
-    # a dictionary column no input carries, or of a type its entry cannot be, fails here, on the driver, in one line
-    # (not in every batch's worker)
+    # a declared or dictionary column no input carries, or of a type its entry cannot be, fails here, on the driver, in
+    # one line (not in every batch's worker, nor as Spark's AnalysisException in the wide query)
+    uf.check_input_columns(typed)
     uf.build_user_features(**typed, category_activity=None, as_of=as_of, categories=categories)
     wide = spark.sql(_wide_sql(views, activity, present))
     target = paths.spark_table(USER_FEATURES)
