@@ -5,7 +5,9 @@ A **basket** is an order: the distinct product ids of its ``completed`` lines in
 basket), and no order whose own row in ``raw.orders`` says ``cancelled`` (Shopify's export carries the
 cancellation on the order's first line only, so its later lines are mapped ``completed``). An order row saying
 ``returned`` (a refund, maybe partial) keeps the basket: its products were bought together; its owner is the order's user
-(``min(user_id)`` of its lines, as ``staging.stg_orders``). Baskets
+as ``staging.stg_orders`` has it: the user of its order row in ``raw.orders`` when there is one, else ``min(user_id)`` of its
+lines (a Shopify shop keys its orders by the customer id its line rows do not carry: the baskets of every account
+customer belonged to an e-mail hash that is no user, in no segment, and their recommendations ignored what they bought). Baskets
 with more than ``max_basket_size`` distinct products are left out of every scope (numerator and
 denominator). A **scope** is the whole shop (``SHOP``) or a segment: the baskets whose owner is in that
 segment *now* (``analytics.user_segments``), whenever the order was placed up to the segments' as-of (a refresh
@@ -66,6 +68,11 @@ DDL = (
 
 # Orders whose own row says they were cancelled: their lines are no basket (their order row may arrive later)
 CANCELLED_ORDERS = "SELECT order_id FROM raw.orders WHERE status = 'cancelled'"
+# The user of each order row (the owner of its basket, as in staging.stg_orders; GROUP BY order_id follows)
+ORDER_ROW_USERS = "SELECT order_id, min(user_id) AS user_id FROM raw.orders"
+# Order rows that name another user than their lines: they move a basket to another owner
+MOVED_ORDERS = ("SELECT o.order_id, o._file_id FROM raw.orders o JOIN (SELECT order_id, min(user_id) AS user_id FROM raw.order_items "
+                "GROUP BY order_id) l ON l.order_id = o.order_id AND l.user_id <> o.user_id")
 MAX_BASKET_SIZE = 1000  # the default of basket rules and recommendations: larger orders are wholesale or data errors
 
 
@@ -105,15 +112,19 @@ def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str
         where.append(f"_file_id <= {int(watermark)}")
     if until is not None:
         where.append(f"order_ts <= TIMESTAMP '{until:%Y-%m-%d %H:%M:%S.%f}'")
-    if orders_of is not None:
-        where.append(f"order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN (SELECT user_id FROM {orders_of}))")
+    if orders_of is not None:  # the orders of those users as owners of their lines or of their order rows
+        users = f"(SELECT user_id FROM {orders_of})"
+        where.append(f"(order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN {users}) "
+                     f"OR order_id IN (SELECT order_id FROM raw.orders WHERE user_id IN {users}))")
     line_detail, order_detail, select_detail = ((f", min(order_ts) AS order_ts, any_value({without_email_sql('category')}) AS category",
-                                                 ", min(order_ts) AS order_ts", ", o.order_ts, l.category")
+                                                 ", min(l.order_ts) AS order_ts", ", o.order_ts, l.category")
                                                 if detail else ("", "", ""))
     return f"""
         WITH l AS (SELECT order_id, product_id, min(user_id) AS user_id{line_detail} FROM raw.order_items
                    WHERE {' AND '.join(where)} GROUP BY order_id, product_id),
-             o AS (SELECT order_id, min(user_id) AS user_id, count(*) AS size{order_detail} FROM l GROUP BY order_id)
+             r AS ({ORDER_ROW_USERS}{up_to.replace(' AND ', ' WHERE ')} GROUP BY order_id),
+             o AS (SELECT l.order_id, coalesce(min(r.user_id), min(l.user_id)) AS user_id, count(*) AS size{order_detail}
+                   FROM l LEFT JOIN r USING (order_id) GROUP BY l.order_id)
         SELECT l.order_id, o.user_id, l.product_id{select_detail} FROM l JOIN o USING (order_id)
         WHERE o.size <= {int(cfg.max_basket_size)}"""
 
@@ -122,9 +133,12 @@ def watermark(con) -> int:
     """The newest ledger file id of the rows baskets read: order lines and cancelled order rows (an order row that
     cancels nothing changes no basket, and so re-ranks no recommendation), and files that replaced rows of either
     (a source with ``keep: latest``: an order cancelled, then restored)."""
-    return max(int(con.sql("SELECT greatest((SELECT coalesce(max(_file_id), 0) FROM raw.order_items), "
-                           "(SELECT coalesce(max(_file_id), 0) FROM raw.orders WHERE status = 'cancelled'))"
-                           ).fetchall()[0][0]), _last_replacing_file(con))
+    lines = int(con.sql("SELECT coalesce(max(_file_id), 0) FROM raw.order_items").fetchall()[0][0])
+    # an order row naming another user than its lines moves the basket: only rows after the newest lines can do so
+    # unseen (a count at the newest lines' file reads every order row before it), so only those are joined
+    moved = (f"SELECT coalesce(max(_file_id), 0) FROM ({MOVED_ORDERS} AND o._file_id > {lines})")
+    return max(int(con.sql(f"SELECT greatest({lines}, (SELECT coalesce(max(_file_id), 0) FROM raw.orders WHERE status = 'cancelled'), "
+                           f"({moved}))").fetchall()[0][0]), _last_replacing_file(con))
 
 
 def _last_replacing_file(con, after: int = 0) -> int:
@@ -197,6 +211,13 @@ def _dirty_users(con, wm_old: int) -> int:
         SELECT DISTINCT user_id FROM raw.order_items WHERE _file_id > {int(wm_old)} AND status = 'completed'
         UNION
         SELECT DISTINCT user_id FROM raw.order_items WHERE order_id IN ({CANCELLED_ORDERS} AND _file_id > {int(wm_old)})
+        UNION
+        -- an order row that moved a basket: its user (the new owner) and its lines' (the owner counted before)
+        SELECT DISTINCT o.user_id FROM raw.orders o SEMI JOIN ({MOVED_ORDERS}) m
+            ON m.order_id = o.order_id AND m._file_id > {int(wm_old)}
+        UNION
+        SELECT DISTINCT i.user_id FROM raw.order_items i SEMI JOIN ({MOVED_ORDERS}) m
+            ON m.order_id = i.order_id AND m._file_id > {int(wm_old)}
         UNION
         SELECT m.user_id FROM meta.basket_members m LEFT JOIN {SEGMENTS} s USING (user_id)
         WHERE s.segment_id IS DISTINCT FROM m.segment_id""")
