@@ -70,9 +70,15 @@ DDL = (
 CANCELLED_ORDERS = "SELECT order_id FROM raw.orders WHERE status = 'cancelled'"
 # The user of each order row (the owner of its basket, as in staging.stg_orders; GROUP BY order_id follows)
 ORDER_ROW_USERS = "SELECT order_id, min(user_id) AS user_id FROM raw.orders"
-# Order rows that name another user than their lines: they move a basket to another owner
-MOVED_ORDERS = ("SELECT o.order_id, o._file_id FROM raw.orders o JOIN (SELECT order_id, min(user_id) AS user_id FROM raw.order_items "
-                "GROUP BY order_id) l ON l.order_id = o.order_id AND l.user_id <> o.user_id")
+
+
+def moved_orders_sql(after: int) -> str:
+    """(order_id, user_id, _file_id) of the order rows of files after ``after`` that name another user than a line of
+    theirs: they (may) move a basket to another owner. A join from the few new order rows (14 ms at 9M lines and 3M
+    orders), not the lines' owners (``min(user_id)`` per order: 1.2 s, the whole table aggregated)."""
+    return (f"SELECT DISTINCT o.order_id, o.user_id, o._file_id FROM raw.orders o JOIN raw.order_items i "
+            f"ON i.order_id = o.order_id AND i.user_id <> o.user_id WHERE o._file_id > {int(after)}")
+
 MAX_BASKET_SIZE = 1000  # the default of basket rules and recommendations: larger orders are wholesale or data errors
 
 
@@ -114,15 +120,15 @@ def baskets_sql(cfg: CountSettings, watermark: int | None = None, orders_of: str
         where.append(f"order_ts <= TIMESTAMP '{until:%Y-%m-%d %H:%M:%S.%f}'")
     if orders_of is not None:  # the orders of those users as owners of their lines or of their order rows
         users = f"(SELECT user_id FROM {orders_of})"
-        where.append(f"(order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN {users}) "
-                     f"OR order_id IN (SELECT order_id FROM raw.orders WHERE user_id IN {users}))")
+        where.append(f"order_id IN (SELECT order_id FROM raw.order_items WHERE user_id IN {users} "
+                     f"UNION SELECT order_id FROM raw.orders WHERE user_id IN {users})")
     line_detail, order_detail, select_detail = ((f", min(order_ts) AS order_ts, any_value({without_email_sql('category')}) AS category",
                                                  ", min(l.order_ts) AS order_ts", ", o.order_ts, l.category")
                                                 if detail else ("", "", ""))
     return f"""
         WITH l AS (SELECT order_id, product_id, min(user_id) AS user_id{line_detail} FROM raw.order_items
                    WHERE {' AND '.join(where)} GROUP BY order_id, product_id),
-             r AS ({ORDER_ROW_USERS}{up_to.replace(' AND ', ' WHERE ')} GROUP BY order_id),
+             r AS ({ORDER_ROW_USERS} WHERE order_id IN (SELECT order_id FROM l){up_to} GROUP BY order_id),
              o AS (SELECT l.order_id, coalesce(min(r.user_id), min(l.user_id)) AS user_id, count(*) AS size{order_detail}
                    FROM l LEFT JOIN r USING (order_id) GROUP BY l.order_id)
         SELECT l.order_id, o.user_id, l.product_id{select_detail} FROM l JOIN o USING (order_id)
@@ -136,7 +142,7 @@ def watermark(con) -> int:
     lines = int(con.sql("SELECT coalesce(max(_file_id), 0) FROM raw.order_items").fetchall()[0][0])
     # an order row naming another user than its lines moves the basket: only rows after the newest lines can do so
     # unseen (a count at the newest lines' file reads every order row before it), so only those are joined
-    moved = (f"SELECT coalesce(max(_file_id), 0) FROM ({MOVED_ORDERS} AND o._file_id > {lines})")
+    moved = f"SELECT coalesce(max(_file_id), 0) FROM ({moved_orders_sql(lines)})"
     return max(int(con.sql(f"SELECT greatest({lines}, (SELECT coalesce(max(_file_id), 0) FROM raw.orders WHERE status = 'cancelled'), "
                            f"({moved}))").fetchall()[0][0]), _last_replacing_file(con))
 
@@ -213,11 +219,9 @@ def _dirty_users(con, wm_old: int) -> int:
         SELECT DISTINCT user_id FROM raw.order_items WHERE order_id IN ({CANCELLED_ORDERS} AND _file_id > {int(wm_old)})
         UNION
         -- an order row that moved a basket: its user (the new owner) and its lines' (the owner counted before)
-        SELECT DISTINCT o.user_id FROM raw.orders o SEMI JOIN ({MOVED_ORDERS}) m
-            ON m.order_id = o.order_id AND m._file_id > {int(wm_old)}
+        SELECT user_id FROM ({moved_orders_sql(wm_old)})
         UNION
-        SELECT DISTINCT i.user_id FROM raw.order_items i SEMI JOIN ({MOVED_ORDERS}) m
-            ON m.order_id = i.order_id AND m._file_id > {int(wm_old)}
+        SELECT DISTINCT i.user_id FROM raw.order_items i JOIN ({moved_orders_sql(wm_old)}) m ON m.order_id = i.order_id
         UNION
         SELECT m.user_id FROM meta.basket_members m LEFT JOIN {SEGMENTS} s USING (user_id)
         WHERE s.segment_id IS DISTINCT FROM m.segment_id""")
