@@ -98,7 +98,15 @@ def _reviews_and_baskets(con) -> list[str]:
     if lines_in and table_exists(con, "analytics.basket_rules") and not row_count(con, "analytics.basket_rules"):
         baskets = con.sql("SELECT coalesce(max(baskets), 0) FROM meta.basket_scopes").fetchall()[0][0] \
             if table_exists(con, "meta.basket_scopes") else 0
-        if baskets:
+        if baskets and not _baskets_with_a_pair(con):
+            # no threshold finds a pair then: a Shopify export whose later lines lack the e-mail, rejected, left one
+            # line per order (a tester's 36,229 baskets), and the line said to lower the thresholds
+            rejected = con.sql(f"SELECT coalesce(sum(rejected), 0) FROM {C.LEDGER_TABLE} WHERE table_name = 'order_items'"
+                               ).fetchall()[0][0] if table_exists(con, C.LEDGER_TABLE) else 0
+            why = f"; {rejected:,} order lines were rejected (raw.rejects says why)" if rejected else ""
+            lines.append(f"basket rules: none of the {baskets:,} baskets holds two products (one line per order){why}: "
+                         "no threshold finds a pair")
+        elif baskets:
             lines.append(f"basket rules: none passed the thresholds in {baskets:,} baskets; lower them with "
                          "--set basket_rules.min_support=... (README, Bought together)")
         elif before:
@@ -110,6 +118,12 @@ def _reviews_and_baskets(con) -> list[str]:
                      "recommendations: none (no basket left once cancelled orders and credit notes are set aside, or "
                      "every candidate bought in the exclusion window)")
     return lines
+
+
+def _baskets_with_a_pair(con) -> bool:
+    """Whether an order has two distinct products on its completed lines (else no basket rule can exist)."""
+    return bool(con.sql("SELECT count(*) FROM (SELECT order_id FROM raw.order_items WHERE status = 'completed' "
+                        "GROUP BY order_id HAVING count(DISTINCT product_id) > 1 LIMIT 1)").fetchall()[0][0])
 
 
 def _none_taken(con, table: str, what: str | None = None) -> str:

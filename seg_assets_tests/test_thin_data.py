@@ -233,7 +233,8 @@ def test_not_computed_names_unscored_languages_and_empty_rules():
         con.sql(f"CREATE SCHEMA {schema}")
     con.sql("CREATE TABLE analytics.review_sentiment AS SELECT * FROM (VALUES ('de', NULL, 'language not supported: de'), "
             "('fr', NULL, 'language not supported: fr'), ('en', 0.5, NULL), ('en', NULL, 'no text')) t(language, sentiment, note)")
-    con.sql("CREATE TABLE raw.order_items AS SELECT 'o1' AS order_id")
+    con.sql("CREATE TABLE raw.order_items AS SELECT * FROM (VALUES ('o1', 'p1', 'completed'), ('o1', 'p2', 'completed'), "
+            "('o2', 'p1', 'completed')) t(order_id, product_id, status)")
     con.sql("CREATE TABLE analytics.basket_rules (segment_id INTEGER)")
     con.sql("CREATE TABLE meta.basket_scopes AS SELECT -1 AS scope, 40 AS baskets")
     con.sql("CREATE TABLE analytics.user_recommendations (user_id VARCHAR)")
@@ -243,6 +244,12 @@ def test_not_computed_names_unscored_languages_and_empty_rules():
     assert lines[2].startswith("recommendations: none")
     # no basket at all (every order cancelled): thresholds are not the cause; rows delivered but all rejected are not
     # "none delivered"
+    # every basket of one product (a Shopify export's later lines rejected): no threshold is the cause either
+    con.sql("DELETE FROM raw.order_items WHERE product_id = 'p2'")
+    con.sql("CREATE TABLE meta.ingest_ledger AS SELECT 'order_items' AS table_name, 77113 AS delivered, 38924 AS rejected")
+    assert ("basket rules: none of the 40 baskets holds two products (one line per order); 38,924 order lines were "
+            "rejected (raw.rejects says why): no threshold finds a pair") in not_computed(con)
+    con.sql("DROP TABLE meta.ingest_ledger")
     con.sql("UPDATE meta.basket_scopes SET baskets = 0")
     assert any(n.startswith("basket rules: no basket left: every order") for n in not_computed(con))
     con.sql("DELETE FROM analytics.review_sentiment; DELETE FROM raw.order_items")

@@ -253,10 +253,21 @@ def language_of(text: str, lexicons: tuple[str, ...] = ("en",), has_words=None) 
         return "en"         # were counted as in a language without a lexicon)
     if code != "en":
         english = next(p for c, p in ranked if c == "en")
-        if probability >= CONFIDENT or (probability >= PROBABLE and probability / (probability + english) >= BESIDE_ENGLISH):
-            return code
+        if probability >= CONFIDENT or len(lexicons) < 2 or code in lexicons:
+            if probability >= CONFIDENT or (probability >= PROBABLE and probability / (probability + english) >= BESIDE_ENGLISH):
+                return code
+        elif probability >= PROBABLE and probability / (probability + english) >= BESIDE_ENGLISH:
+            # probable only, in a language without a lexicon: a language with one may be as likely (a tester's German
+            # "Schlechte Qualität. Schlechte Qualität, zurückgeschickt." was 54 % Luxembourgish, 46 % German: left unscored beside de.txt)
+            near = _lexicon_language(text, lexicons, has_words)
+            return near if near != "en" else code
     if probability >= CONFIDENT or len(lexicons) < 2:
         return "en"
+    return _lexicon_language(text, lexicons, has_words)
+
+
+def _lexicon_language(text: str, lexicons: tuple[str, ...], has_words) -> str:
+    """The language among those with a lexicon (``lexicons``) that ``text`` is ``LIKELY`` in, else 'en'."""
     code, probability = _identifier(lexicons).classify(text)
     if code == "en" or probability < LIKELY:
         return "en"
