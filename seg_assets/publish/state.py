@@ -110,10 +110,18 @@ def settings_fingerprint(ops_config: dict, as_of_setting: str | None, engine: st
     """sha256 of the run's op config as the refresh runs it (laid over the refresh's own: a sensor's or automation's
     run carries none, and its publication never looked current to the hourly schedule or the CLI), less the ops' fit
     modes (when to fit, not what a publication reflects: after ``refresh --refit`` the next refresh ran the whole job
-    for nothing), as-of setting and engine (key order does not matter)."""
+    for nothing), as-of setting and engine (key order does not matter). The as-of counts as the instant it names, not
+    as typed: ``...Z``, ``...+00:00`` and ``... `` with a space are one setting (each had made the next refresh run
+    again)."""
     from seg_assets.automation.run_config import merge, refresh_run_config, without_fit_modes
+    from seg_assets.warehouse import parse_utc
 
     ops = without_fit_modes(merge(refresh_run_config()["ops"], ops_config or {}))
+    if isinstance(as_of_setting, str):
+        try:
+            as_of_setting = parse_utc(as_of_setting).isoformat()
+        except ValueError:  # not a time: the run refuses it, and no fingerprint matches it
+            pass
     what = {"ops": ops, "as_of": as_of_setting, **({"engine": engine} if engine != "duckdb" else {})}
     text = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
