@@ -197,6 +197,7 @@ def test_the_gate_measures_churn_from_the_segment_scoring_sticks_to_not_a_backfi
     import duckdb
 
     from seg_assets.segmentation.assets import churn_metrics
+    from seg_assets.segmentation.availability import CONSTANT
 
     frame = _blobs(200, [(0, 0), (4, 0)], 3)
     served = fit_segment_model(frame, _cfg((2, 2)))
@@ -221,7 +222,7 @@ def test_the_gate_measures_churn_from_the_segment_scoring_sticks_to_not_a_backfi
     assert churn["membership_churn"] == 0.0 and churn["membership_churn_stable"] == 0.0
     assert churn["stable_users"] == frame.height
     feature = served.features[0]  # a gained feature: only the users without its data count as barely changed
-    gained = churn_metrics(con, served, candidate, frame, seed=0, gained=[feature])
+    gained = churn_metrics(con, served, candidate, frame, seed=0, gained=[(feature, CONSTANT)])
     assert gained["stable_users"] == int((frame[feature].fill_null(0) == 0).sum())
 
 
