@@ -20,7 +20,7 @@ from seg_assets.ingest import events, ledger, loader
 from seg_assets.ingest.source_config import SourceConfigError, check_engine, load_sources
 from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.ingest.staging import LATEST_WITHOUT_ID
-from seg_assets.ingest.writing import held_by_refused_files
+from seg_assets.ingest.writing import held_by_refused_files, lines_read_from
 from seg_assets.markdown import table as md_table
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
@@ -265,6 +265,9 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         shared, first = orders_of_several_users(
             con, [f.file_id for f in report.for_table("order_items") if f.status == C.STATUS_INGESTED])
         held, refused = held_by_refused_files(con)
+        # an orders file refused whole beside lines of other files: their orders are made of the lines meanwhile
+        apart = [f.file_name for f in report.for_table(C.WITHHELD_FROM) if f.status in (C.STATUS_REJECTED_FILE,
+                 C.STATUS_FAILED) and f.file_name not in lines_read_from(con)] if row_count(con, "raw.order_items") else []
     taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}
     metadata[LEDGER_KEY].update(taken_files_metadata(landing, sources, taken))
     metadata[LEDGER_KEY]["files_still_settling"] = dg.MetadataValue.json(report.unsettled)
@@ -291,6 +294,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
         context.log.warning(f"ingest: {held} order(s) of order lines are held, not counted: the orders source refused the "
                             f"file their lines came from (first: {refused}); fix its mapping (its failure above says "
                             "how) and they count with their order rows at the next refresh")
+    if apart:
+        context.log.warning(f"ingest: {len(apart)} orders file(s) refused whole (first: {apart[0]}): order lines of "
+                            "their orders delivered in other files are counted as orders of their own (completed, "
+                            "valued from the lines) until the file is read; fix it (its message above) and refresh")
     if guessed:
         context.log.warning("ingest: event name(s) given a funnel stage by their words, a guess (neither built in nor in "
                             "the source's event_types): " + ", ".join(f"{e} -> {s} ({n:,} rows)" for (e, s), n in

@@ -136,6 +136,12 @@ def withhold_lines_of_refused_files(con) -> int:
     return recorded
 
 
+def lines_read_from(con) -> set[str]:
+    """The landing files (names) order lines were taken in from."""
+    return {r[0] for r in con.execute(f"SELECT DISTINCT file_name FROM {C.LEDGER_TABLE} WHERE table_name = 'order_items' "
+                                      f"AND status = '{C.STATUS_INGESTED}'").fetchall()}
+
+
 def held_by_refused_files(con) -> tuple[int, str | None]:
     """(orders held by :func:`withhold_lines_of_refused_files`, the first refused file's name) for the run's warning."""
     return con.execute(f"""SELECT count(*), min(l.file_name) FROM {C.WITHHELD_TABLE} w
