@@ -9,6 +9,7 @@ import pytest
 from seg_assets.segmentation.fit import fit_segment_model
 from seg_assets.segmentation.gate import decide_promotion
 from seg_assets.segmentation.membership import (
+    DEFAULT_ODDS,
     NO_SEGMENT,
     emerged_segments,
     membership_churn,
@@ -100,20 +101,20 @@ def test_a_refit_that_splits_a_segment_moves_only_the_users_who_clearly_belong_t
     prev, _ = old.predict(frame)
     new = fit_segment_model(frame, _cfg((3, 3)), previous=old)
     plain, _ = sticky_model_assign(new, frame, prev, odds=1.0)
-    sticky, _ = sticky_model_assign(new, frame, prev, odds=3.0)
+    sticky, _ = sticky_model_assign(new, frame, prev, odds=DEFAULT_ODDS)  # the models' own
     moved = lambda ids: float((ids != prev).mean())  # noqa: E731
     assert 0 < moved(sticky) < moved(plain)
     proba = model_proba(new, frame)
     col = {s: i for i, s in enumerate(new.segment_ids)}
     p_prev = proba[np.arange(frame.height), [col.get(int(p), 0) for p in prev]]
-    assert (proba.max(axis=1)[sticky != prev] > 3.0 * p_prev[sticky != prev]).all()  # clearly better off
+    assert (proba.max(axis=1)[sticky != prev] > DEFAULT_ODDS * p_prev[sticky != prev]).all()  # clearly better off
     churn = refit_churn(old, new, frame, prev)
     assert churn["membership_churn"] == pytest.approx(moved(sticky)) and churn["stable_users"] > 0.9 * frame.height
     # a split of a segment is no new kind of shopper: its new segment held its share when the old model was fitted
     assert emerged_segments(old, new, frame) == [] and churn["membership_churn_stable"] > 0
     # refitting on the same data keeps everyone
     same = fit_segment_model(frame, _cfg((2, 2)), previous=old)
-    assert (sticky_model_assign(same, frame, prev, 3.0)[0] == prev).all()
+    assert (sticky_model_assign(same, frame, prev, DEFAULT_ODDS)[0] == prev).all()
     assert refit_churn(old, same, frame, prev)["membership_churn"] == 0.0
 
 

@@ -13,7 +13,7 @@ of data nudge their features, although nothing about them changed. So every (re-
   behaviour: a user whose stage moved goes where the rules put them, and that is not churn. Ids kept
   by matching (matching.py) are the same segment and new ids are never re-used, so "the previous id
   still exists" means "the same segment still exists".
-* **Why an odds ratio** (``SegmentModelConfig.sticky_odds``, default 3): in the model's own space it
+* **Why an odds ratio** (``SegmentModelConfig.sticky_odds``, default 5): in the model's own space it
   is exactly a distance margin, ``d_prev^2 - d_best^2 > 2 sigma^2 ln(odds)`` (sigma^2: the stage's
   within-cluster variance), a band of fixed width around each boundary in units of the clusters'
   own spread, so it does not depend on k, the feature weights or today's population; for the
@@ -50,7 +50,7 @@ from seg_assets.segmentation.gate import ALL_CHURN, CHURN_METRIC, EMERGED, NEW_K
 if TYPE_CHECKING:
     from seg_assets.segmentation.model import SegmentModel
 
-DEFAULT_ODDS = 3.0
+DEFAULT_ODDS = 5.0  # the refit margin (module doc; README "Membership that does not churn": why 5)
 DEFAULT_MAX_CHURN = 0.02  # the gate's max_membership_churn (gate.py), see README
 EMERGED_GROWTH = 5.0  # a new segment this many times larger than its share of the old fit's population is a new kind
 # (the demo's drifted follow-up grew two split-off segments 3.1x and 3.3x within their stage: a drift, not a new kind)
