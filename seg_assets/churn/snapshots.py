@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 
@@ -105,9 +104,9 @@ def first_order_ts(con, as_of: datetime) -> datetime | None:
     return con.sql(f"SELECT min(order_ts) FROM {ORDERS_TABLE} WHERE order_ts <= ?", params=[as_of]).fetchall()[0][0]
 
 
-def _feature_sql(sql_dir: Path | None = None) -> dict[str, object]:
+def _feature_sql() -> dict[str, object]:
     """build_user_features argument -> the SQL model of its table, for the inputs in the features schema."""
-    models = {m.table: m for m in discover_models(sql_dir)}
+    models = {m.table: m for m in discover_models()}
     wanted = {arg: table for arg, table in INPUTS.items() if table.startswith("features.")}
     missing = [table for table in wanted.values() if table not in models]
     if missing:
@@ -139,7 +138,7 @@ def known_users(seen: pl.DataFrame, cutoff: datetime) -> pl.Series:
     return seen.filter(pl.col("first_seen") <= cutoff)["user_id"]
 
 
-def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None, users: pl.Series | None = None) -> pl.DataFrame:
+def features_as_of(con, cutoff: datetime, *, users: pl.Series | None = None) -> pl.DataFrame:
     """``features.user_features`` as the production asset would have built it at ``cutoff`` (the category share
     columns, which no model reads, over the default top categories of these rows).
 
@@ -156,7 +155,7 @@ def features_as_of(con, cutoff: datetime, *, sql_dir: Path | None = None, users:
         keys = SAMPLED
     try:
         frames = {}
-        for arg, model in _feature_sql(sql_dir).items():
+        for arg, model in _feature_sql().items():
             ready = all(table_exists(con, f"{schema}.{name}") for schema, name in model.upstream)
             sql = model.sql.strip().rstrip(";")
             if keys:
@@ -183,7 +182,7 @@ def labels_after(con, cutoff: datetime, horizon_days: int, as_of: datetime) -> p
 
 
 def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *, index: int = 0,
-                   max_users: int | None = MAX_USERS_PER_SNAPSHOT, seed: int = 0, sql_dir: Path | None = None,
+                   max_users: int | None = MAX_USERS_PER_SNAPSHOT, seed: int = 0,
                    seen: pl.DataFrame | None = None) -> pl.DataFrame:
     """One snapshot: the feature columns as of ``cutoff`` plus the labels (snapshot, snapshot_ts, churned,
     orders_next_h, spend_next_h). ``seen``: :func:`first_seen` up to at least ``cutoff``, shared by the snapshots of
@@ -193,7 +192,7 @@ def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *,
                          "need data from the future")
     users = known_users(first_seen(con, cutoff) if seen is None else seen, cutoff)  # sampled before aggregating
     sampled = max_users is not None and users.len() > max_users
-    features = features_as_of(con, cutoff, sql_dir=sql_dir,
+    features = features_as_of(con, cutoff,
                               users=users[sample_indices(users.len(), max_users, seed + 101 * index)] if sampled else None)
     labels = labels_after(con, cutoff, horizon_days, as_of)
     return features.join(labels, on="user_id", how="left").with_columns(
@@ -204,12 +203,12 @@ def build_snapshot(con, cutoff: datetime, horizon_days: int, as_of: datetime, *,
     ).with_columns(churned=(pl.col("orders_next_h") == 0).cast(pl.Int8))
 
 
-def build_snapshots(con, plan: SnapshotPlan, *, max_users_per_snapshot: int | None = MAX_USERS_PER_SNAPSHOT, seed: int = 0,
-                    sql_dir: Path | None = None) -> pl.DataFrame:
+def build_snapshots(con, plan: SnapshotPlan, *, max_users_per_snapshot: int | None = MAX_USERS_PER_SNAPSHOT,
+                    seed: int = 0) -> pl.DataFrame:
     """All snapshots of ``plan`` stacked (``snapshot`` = k, 0 the latest), restricted to the columns they share."""
     seen = first_seen(con, max(plan.cutoffs)) if plan.cutoffs else None
     parts = [build_snapshot(con, cut, plan.horizon_days, plan.as_of, index=k, max_users=max_users_per_snapshot,
-                            seed=seed, sql_dir=sql_dir, seen=seen)
+                            seed=seed, seen=seen)
              for k, cut in enumerate(plan.cutoffs)]
     if not parts:
         return pl.DataFrame()
