@@ -266,8 +266,9 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             con, [f.file_id for f in report.for_table("order_items") if f.status == C.STATUS_INGESTED])
         held, refused = held_by_refused_files(con)
         # an orders file refused whole beside lines of other files: their orders are made of the lines meanwhile
-        apart = [f.file_name for f in report.for_table(C.WITHHELD_FROM) if f.status in (C.STATUS_REJECTED_FILE,
-                 C.STATUS_FAILED) and f.file_name not in lines_read_from(con)] if row_count(con, "raw.order_items") else []
+        refused_orders = {f.file_name for f in report.for_table(C.WITHHELD_FROM)
+                          if f.status in (C.STATUS_REJECTED_FILE, C.STATUS_FAILED)}  # read only when there are some
+        apart = sorted(refused_orders - lines_read_from(con)) if refused_orders and row_count(con, "raw.order_items") else []
     taken = {f.file_name: f.size_bytes for f in report.files if f.status != C.STATUS_FAILED}
     metadata[LEDGER_KEY].update(taken_files_metadata(landing, sources, taken))
     metadata[LEDGER_KEY]["files_still_settling"] = dg.MetadataValue.json(report.unsettled)

@@ -110,6 +110,8 @@ def record_withheld(con, staged: str) -> None:
 
 
 REFUSED_FILE = "file_refused"  # raw.withheld_orders' rule of an order whose lines' file the orders source refused
+# a ledger row ({t}: its alias) of a file whose order lines were taken in
+_LINES_TAKEN = ("{t}table_name = 'order_items' AND {t}status = '" + C.STATUS_INGESTED + "' AND {t}accepted + {t}updated > 0")
 
 
 def withhold_lines_of_refused_files(con) -> int:
@@ -120,8 +122,7 @@ def withhold_lines_of_refused_files(con) -> int:
     (write_ledger then drops them with the refusal); ids with an order row or already withheld are not recorded.
     Returns the ids recorded; the small ledger is read first, the lines only when such a file exists."""
     ids = con.execute(f"""SELECT r.file_id, list(DISTINCT l.file_id) FROM {C.LEDGER_TABLE} r
-        JOIN {C.LEDGER_TABLE} l ON l.file_name = r.file_name AND l.table_name = 'order_items'
-             AND l.status = '{C.STATUS_INGESTED}' AND l.accepted + l.updated > 0
+        JOIN {C.LEDGER_TABLE} l ON l.file_name = r.file_name AND {_LINES_TAKEN.format(t='l.')}
         WHERE r.table_name = '{C.WITHHELD_FROM}' AND r.status IN ('{C.STATUS_REJECTED_FILE}', '{C.STATUS_FAILED}')
           AND NOT EXISTS (SELECT 1 FROM {C.LEDGER_TABLE} k WHERE k.source = r.source AND k.file_name = r.file_name
                           AND k.status IN ('{C.STATUS_INGESTED}', '{C.STATUS_DUPLICATE_FILE}') AND k.file_id > r.file_id)
@@ -137,9 +138,9 @@ def withhold_lines_of_refused_files(con) -> int:
 
 
 def lines_read_from(con) -> set[str]:
-    """The landing files (names) order lines were taken in from."""
-    return {r[0] for r in con.execute(f"SELECT DISTINCT file_name FROM {C.LEDGER_TABLE} WHERE table_name = 'order_items' "
-                                      f"AND status = '{C.STATUS_INGESTED}'").fetchall()}
+    """The landing files (names) order lines were taken in from (those whose refusal for orders holds their lines)."""
+    return {r[0] for r in con.execute(f"SELECT DISTINCT file_name FROM {C.LEDGER_TABLE} WHERE {_LINES_TAKEN.format(t='')}"
+                                      ).fetchall()}
 
 
 def held_by_refused_files(con) -> tuple[int, str | None]:
