@@ -80,6 +80,13 @@ def test_an_explicit_spark_form_is_used_and_must_read_the_same_tables(tmp_path):
         model_spark_sql(other, AS_OF)
 
 
+def test_an_explicit_spark_form_is_read_as_spark_sql(tmp_path):
+    """A Spark form was parsed as DuckDB SQL: backquoted names did not parse."""
+    model = _model(tmp_path, "odd", "SELECT user_id, list_aggregate(tags, 'min') AS t FROM raw.orders",
+                   "SELECT `user_id`, array_min(`tags`) AS t FROM raw.orders")
+    assert model_spark_sql(model, AS_OF) == "SELECT `user_id`, ARRAY_MIN(`tags`) AS t FROM raw__orders AS orders"
+
+
 def test_an_explicit_spark_form_runs_on_spark(tmp_path, spark):
     model = _model(tmp_path, "odd", "SELECT list_aggregate(tags, 'min') AS t FROM raw.orders",
                    "SELECT array_min(tags) AS t FROM raw.orders")

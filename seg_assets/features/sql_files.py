@@ -83,14 +83,16 @@ def read_header(sql: str) -> dict[str, str]:
     return header
 
 
-def upstream_tables(sql: str, *, source: str = "<sql>") -> tuple[tuple[str, str], ...]:
+def upstream_tables(sql: str, *, source: str = "<sql>", dialect: str = "duckdb") -> tuple[tuple[str, str], ...]:
     """The qualified tables a query reads, from its syntax tree (CTE names are not tables). A model is one query: a
-    second statement after a ``;`` would run too (``COPY ... TO`` a file), unseen by this reading."""
+    second statement after a ``;`` would run too (``COPY ... TO`` a file), unseen by this reading. ``dialect``:
+    ``spark`` for a model's explicit Spark form (spark/sql.py)."""
     try:
-        statements = [t for t in sqlglot.parse(sql, dialect="duckdb") if t is not None]
+        statements = [t for t in sqlglot.parse(sql, dialect=dialect) if t is not None]
     except sqlglot.errors.ParseError as exc:
         first = next((str(e.get("description")) for e in exc.errors), str(exc).splitlines()[0])
-        raise SqlModelError(f"{source}: not SQL DuckDB reads ({first}): fix the model") from None
+        engine = "Spark" if dialect == "spark" else "DuckDB"
+        raise SqlModelError(f"{source}: not SQL {engine} reads ({first}): fix the model") from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise SqlModelError(f"{source}: a model is one SELECT (or WITH ... SELECT) query; found "
                          f"{', '.join(type(t).__name__.upper() for t in statements) or 'nothing'}")

@@ -113,7 +113,9 @@ def _rename_tables(tree: exp.Expression) -> exp.Expression:
 
 def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb", explicit: bool = False) -> str:
     """The query in Spark SQL, as-of bound, tables renamed to their temp views; SparkSqlError if it cannot be, or if
-    a function would compute another value there (not in an ``explicit`` Spark form, whose author meant Spark's)."""
+    a function would compute another value there (not in an ``explicit`` Spark form, whose author meant Spark's).
+    ``read``: the dialect the query is written in (an explicit form is Spark SQL: read as DuckDB, its backquoted
+    names did not parse and a Spark function DuckDB also has was taken in DuckDB's meaning)."""
     try:
         tree = sqlglot.parse_one(sql, dialect=read)
     except ParseError as exc:
@@ -142,11 +144,11 @@ def model_spark_sql(model, as_of: datetime) -> str:
     explicit = spark_form_path(model.path)
     if explicit.exists():
         text = render_sql(explicit.read_text(), str(explicit))
-        reads = upstream_tables(text, source=str(explicit))
+        reads = upstream_tables(text, source=str(explicit), dialect="spark")
         if reads != model.upstream:
             raise SparkSqlError(f"{explicit}: reads {_names(reads)} but {model.path.name} reads {_names(model.upstream)}: "
                                 "the Spark form must read the same tables")
-        return to_spark(text, source=str(explicit), as_of=as_of, explicit=True)
+        return to_spark(text, source=str(explicit), as_of=as_of, read="spark", explicit=True)
     return to_spark(model.sql, source=str(model.path), as_of=as_of)
 
 
