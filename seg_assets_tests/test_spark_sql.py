@@ -3,6 +3,7 @@
 from datetime import datetime
 
 import pytest
+import sqlglot
 
 from seg_assets.features.sql_files import discover_models
 from seg_assets.spark.sql import SparkSqlError, check_models, model_spark_sql, spark_form_path, to_spark
@@ -51,7 +52,8 @@ def test_a_function_spark_computes_otherwise_is_refused_unless_the_model_has_a_s
     sql = f"SELECT user_id, {expr} AS v, x, t FROM raw.orders"
     with pytest.raises(SparkSqlError, match="the same SQL gives other values on Spark.*spark\\.sql beside it"):
         check_models([_model(tmp_path, "calendar", sql)])
-    check_models([_model(tmp_path, "calendar", sql, spark_sql=sql)])  # its author's Spark form: taken as meant
+    spark_sql = sqlglot.transpile(sql, read="duckdb", write="spark")[0]  # what its author checked on Spark
+    check_models([_model(tmp_path, "calendar", sql, spark_sql=spark_sql)])  # its author's Spark form: taken as meant
 
 
 def test_the_functions_refused_do_compute_otherwise_on_spark(spark):
@@ -85,6 +87,10 @@ def test_an_explicit_spark_form_is_read_as_spark_sql(tmp_path):
     model = _model(tmp_path, "odd", "SELECT user_id, list_aggregate(tags, 'min') AS t FROM raw.orders",
                    "SELECT `user_id`, array_min(`tags`) AS t FROM raw.orders")
     assert model_spark_sql(model, AS_OF) == "SELECT `user_id`, ARRAY_MIN(`tags`) AS t FROM raw__orders AS orders"
+    duck_in_spark_form = _model(tmp_path, "odd", "SELECT list_aggregate(tags, 'min') AS t FROM raw.orders",
+                                "SELECT list_aggregate(tags, 'min') AS t FROM raw.orders")
+    with pytest.raises(SparkSqlError, match=r"odd\.spark\.sql: function\(s\) list_aggregate are not Spark SQL: fix this"):
+        model_spark_sql(duck_in_spark_form, AS_OF)
 
 
 def test_an_explicit_spark_form_runs_on_spark(tmp_path, spark):

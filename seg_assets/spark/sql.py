@@ -123,6 +123,8 @@ def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb", ex
     literal = exp.cast(exp.Literal.string(as_of.isoformat(sep=" ")), exp.DataType.build("TIMESTAMPNTZ"))
     tree = _bind(tree, {"as_of": literal}, source)
     unknown = sorted({node.name for node in tree.find_all(exp.Anonymous)})
+    if unknown and explicit:
+        raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} are not Spark SQL: fix this Spark form")
     if unknown:
         raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} have no known Spark form: rewrite them, or "
                             f"give the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
