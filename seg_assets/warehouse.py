@@ -31,9 +31,9 @@ def sql_model_files(root: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("*/*.sql") if not p.name.endswith(".spark.sql"))
 
 
-def schemas(root: Path | None = None) -> tuple[str, ...]:
+def schemas() -> tuple[str, ...]:
     """The schemas Python writes plus every SQL model folder: adding a folder needs no list kept in sync."""
-    return tuple(dict.fromkeys([*PYTHON_SCHEMAS, *(path.parent.name for path in sql_model_files(root))]))
+    return tuple(dict.fromkeys([*PYTHON_SCHEMAS, *(path.parent.name for path in sql_model_files())]))
 
 
 def sql_ident(name: str) -> str:
@@ -82,10 +82,10 @@ def registered(con: duckdb.DuckDBPyConnection, **frames) -> Iterator[duckdb.Duck
             con.unregister(name)
 
 
-def create_table_from(con: duckdb.DuckDBPyConnection, table: str, frame, select: str = "*", *, temp: bool = False) -> None:
-    """``CREATE OR REPLACE [TEMP] TABLE table AS SELECT select FROM`` a Python frame, registered by name."""
+def create_table_from(con: duckdb.DuckDBPyConnection, table: str, frame, *, temp: bool = False) -> None:
+    """``CREATE OR REPLACE [TEMP] TABLE table AS SELECT * FROM`` a Python frame, registered by name."""
     with registered(con, _seg_frame=frame):
-        con.sql(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS SELECT {select} FROM _seg_frame")
+        con.sql(f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {table} AS SELECT * FROM _seg_frame")
 
 
 @contextmanager

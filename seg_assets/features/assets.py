@@ -16,7 +16,7 @@ from seg_assets.features import incremental as inc
 from seg_assets.features import user_features as user_features_module
 from seg_assets.features.dictionary import markdown_table
 from seg_assets.features.sql_files import SqlModelError, discover_models
-from seg_assets.features.sql_models import build_version, built_inputs, event_time_of, first_views, sql_assets
+from seg_assets.features.sql_models import GROUP, build_version, built_inputs, event_time_of, first_views, sql_assets
 from seg_assets.features.user_features import (
     CATEGORY_INPUT,
     TOP_CATEGORIES,
@@ -88,7 +88,7 @@ def _code_version(models: dict) -> str:
     retry_policy=TRANSIENT_RETRY,
     key=USER_FEATURES,
     deps=[dg.AssetKey(t.split(".")) for t in _INPUTS.values()],
-    group_name="features",
+    group_name=GROUP,
     kinds={"duckdb", "polars", "spark"},
     pool="duckdb",
     freshness_policy=FRESHNESS,

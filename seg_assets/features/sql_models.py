@@ -46,6 +46,8 @@ from seg_assets.settings import DEFAULT_SQL_DIR
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import drop_other_kind, transaction
 
+GROUP = "features"  # the SQL models and user_features (features/assets.py)
+
 
 def set_as_of(con, as_of) -> None:
     """Expose the run's "now" to SQL as ``getvariable('as_of')`` (a naive UTC TIMESTAMP)."""
@@ -285,13 +287,12 @@ def _your_sql(model: SqlModel):
         raise input_failure(f"SQL model {model.path}: {first}: fix the model (DuckDB SQL) and refresh again") from None
 
 
-def build_sql_asset(model: SqlModel, group_name: str = "features",
-                    models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:
+def build_sql_asset(model: SqlModel, models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:
     @dg.asset(
         retry_policy=TRANSIENT_RETRY,
         key=model.key,
         deps=[dg.AssetKey(list(t)) for t in model.upstream],
-        group_name=group_name,
+        group_name=GROUP,
         description=model.description,
         code_version=model.code_version,
         kinds={"duckdb", "sql", "spark"},
@@ -314,12 +315,12 @@ def _in_dependency_order(views: list[SqlModel]) -> list[SqlModel]:
     return [by_table[t] for t in TopologicalSorter(graph).static_order()]
 
 
-def build_view_assets(views: list[SqlModel], group_name: str = "features") -> dg.AssetsDefinition:
+def build_view_assets(views: list[SqlModel]) -> dg.AssetsDefinition:
     """All ``view`` models as one multi-asset: one step creates them all (a view holds no data, and every
     step costs about 70 ms of Dagster work). Each view is still its own asset, and can be built alone."""
     @dg.multi_asset(
         retry_policy=TRANSIENT_RETRY,
-        specs=[dg.AssetSpec(m.key, deps=[dg.AssetKey(list(t)) for t in m.upstream], group_name=group_name,
+        specs=[dg.AssetSpec(m.key, deps=[dg.AssetKey(list(t)) for t in m.upstream], group_name=GROUP,
                             description=m.description, code_version=m.code_version, kinds={"duckdb", "sql"}, skippable=True)
                for m in views],
         name=f"{views[0].schema}_views" if len({m.schema for m in views}) == 1 else "sql_views",

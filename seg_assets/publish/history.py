@@ -50,12 +50,12 @@ def recorded_as_of(con) -> datetime | None:
 CHANGES = f"""
     CREATE OR REPLACE TEMP TABLE _changes AS
     SELECT u.user_id, h.segment_id AS from_segment, u.segment_id AS to_segment, u.segment_name AS to_name, u.model_version
-    FROM {{source}} u
+    FROM {TABLE} u
     LEFT JOIN {HISTORY_TABLE} h ON h.user_id = u.user_id AND h.valid_to IS NULL
     WHERE h.segment_id IS DISTINCT FROM u.segment_id"""
 
 
-def record_history(con, as_of: datetime, run_id: str | None = None, source: str = TABLE) -> HistoryUpdate:
+def record_history(con, as_of: datetime, run_id: str | None = None) -> HistoryUpdate:
     """Compare the current assignment with the open history rows and record the differences, atomically.
 
     History is a forward-only record: a publication dated before its latest as-of (a backfill) would
@@ -67,14 +67,14 @@ def record_history(con, as_of: datetime, run_id: str | None = None, source: str 
         return HistoryUpdate(0, 0, 0, skipped=f"as of {as_of} is before the latest as-of in the history ({latest}): "
                                               "history only moves forward, left as it was")
     with transaction(con):
-        con.sql(CHANGES.format(source=source))
+        con.sql(CHANGES)
         changed = con.sql("SELECT count(*) FROM _changes").fetchall()[0][0]
         if changed and as_of == latest:  # undo this as-of's move of the users it changes again: their spell before it reopens
             con.execute(f"DELETE FROM {HISTORY_TABLE} WHERE valid_from = ? AND user_id IN (SELECT user_id FROM _changes)",
                         [as_of])
             con.execute(f"UPDATE {HISTORY_TABLE} SET valid_to = NULL WHERE valid_to = ? AND user_id IN "
                         "(SELECT user_id FROM _changes)", [as_of])
-            con.sql(CHANGES.format(source=source))
+            con.sql(CHANGES)
         con.execute(
             f"UPDATE {HISTORY_TABLE} SET valid_to = ? WHERE valid_to IS NULL AND user_id IN "
             "(SELECT user_id FROM _changes WHERE from_segment IS NOT NULL)", [as_of])
@@ -94,7 +94,7 @@ def record_history(con, as_of: datetime, run_id: str | None = None, source: str 
         new, moved = con.sql(
             "SELECT count(*) FILTER (WHERE from_segment IS NULL), count(*) FILTER (WHERE from_segment IS NOT NULL) FROM _changes"
         ).fetchall()[0]
-        total = con.sql(f"SELECT count(*) FROM {source}").fetchall()[0][0]
+        total = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         con.sql("DROP TABLE _changes")
     return HistoryUpdate(new_users=int(new), moved_users=int(moved), unchanged_users=int(total - new - moved))
 

@@ -162,9 +162,9 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, We
         M.candidates(con, as_of, "_chunk", s, PREFIX,
                      clicks=f"SELECT user_id, product_id, category, n FROM _clicks WHERE chunk = {i}" if clicks else None)
         M.rank(con, weights, s, "_chunk", PREFIX)
-        con.sql(f"INSERT INTO {NEXT} SELECT user_id, rank, product_id, score, reason FROM ({M.decoded('_recs')})")
+        con.sql(f"INSERT INTO {NEXT} SELECT user_id, rank, product_id, score, reason FROM ({M.decoded(M.RECS)})")
         M.drop_candidates(con)
-        con.sql("DROP TABLE _recs; DROP TABLE _chunk")
+        con.sql(f"DROP TABLE {M.RECS}; DROP TABLE _chunk")
     M.unload(con)
     if clicks:
         con.sql("DROP TABLE _clicks")

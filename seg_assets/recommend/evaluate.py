@@ -73,12 +73,12 @@ def evaluate(con, cut: datetime, s: M.RecSettings, test_days: int | None = None)
     M.candidates(con, cut, "_eval_users", s, "_ev_")
     M.rank(con, weights, s, "_eval_users", "_ev_")
     rows = []
-    for method, sql in (("recommendations", "SELECT user_id, product_id FROM _recs"),
+    for method, sql in (("recommendations", f"SELECT user_id, product_id FROM {M.RECS}"),
                         ("segment_popular", popular_sql(cut, "_eval_users", s, "_ev_", "segment")),
                         ("shop_popular", popular_sql(cut, "_eval_users", s, "_ev_", "shop"))):
         rows.append({"method": method, **hit_rate_recall(con.sql(sql).pl(), truth)})
     M.drop_candidates(con)
-    con.sql("DROP TABLE _recs; DROP TABLE _eval_users")
+    con.sql(f"DROP TABLE {M.RECS}; DROP TABLE _eval_users")
     M.drop_model_tables(con, "_ev_")
     out = pl.DataFrame(rows).with_columns(k=pl.lit(s.top_n), cut=pl.lit(cut), test_days=pl.lit(test_days or s.horizon_days))
     return out.with_columns(weights=pl.lit(json.dumps(weights.as_dict())))

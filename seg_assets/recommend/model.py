@@ -359,8 +359,11 @@ def fit(con, cut: datetime, s: RecSettings, serve: tuple[str, bool] | None = Non
     return fit_weights(x, np.asarray(frame["y"]), s.min_fit_positives)
 
 
-def rank(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str = "_recs") -> None:
-    """``out``: each user's ``top_n`` best candidates (excluded ones never), with score and reason.
+RECS = "_recs"  # the temp table rank() writes, the lists its callers read
+
+
+def rank(con, w: Weights, s: RecSettings, users: str, prefix: str) -> None:
+    """``RECS``: each user's ``top_n`` best candidates (excluded ones never), with score and reason.
 
     The popular candidates (``_pop``) are scored once per segment; a user gets the best of their segment's list less
     the products they have a personal row for (``_cand``: scored with their own features, or excluded), merged with
@@ -374,7 +377,7 @@ def rank(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str = "_
                SEMI JOIN _pop p ON p.segment_id IS NOT DISTINCT FROM c.segment_id AND p.product_id = c.product_id""")
     columns = (f"user_id, row_number() OVER (PARTITION BY user_id ORDER BY {ORDER})::INTEGER AS rank, product_id, score, "
                "reason, seg_pop, shop_pop")
-    con.sql(f"""CREATE OR REPLACE TEMP TABLE {out} AS
+    con.sql(f"""CREATE OR REPLACE TEMP TABLE {RECS} AS
         WITH k AS (SELECT user_id, count(*) AS k FROM _mine GROUP BY user_id),
              fill AS (SELECT u.user_id, p.product_id, p.seg_pop, p.shop_pop, p.score, p.reason
                       FROM {users} u JOIN _popr p ON p.segment_id IS NOT DISTINCT FROM u.segment_id LEFT JOIN k USING (user_id)
@@ -385,7 +388,7 @@ def rank(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str = "_
         SELECT {columns} FROM (SELECT * FROM own UNION ALL SELECT * FROM fill)
         QUALIFY rank <= {n}""")
     con.sql("DROP TABLE _popr; DROP TABLE _mine")
-    _top_up(con, w, s, users, prefix, out)
+    _top_up(con, w, s, users, prefix)
 
 
 def _ranked_per_segment(w: Weights, rows: str) -> str:
@@ -399,30 +402,30 @@ def _ranked_per_segment(w: Weights, rows: str) -> str:
                            FROM ({rows})))"""
 
 
-def _top_up(con, w: Weights, s: RecSettings, users: str, prefix: str, out: str) -> None:
-    """Users of ``out`` with fewer than ``top_n`` rows get the next products of their segment's ranking over the
+def _top_up(con, w: Weights, s: RecSettings, users: str, prefix: str) -> None:
+    """Users of ``RECS`` with fewer than ``top_n`` rows get the next products of their segment's ranking over the
     whole shop (``prefix``'s popularity tables), below the rows they have, never one of their personal rows
     (``_cand``: listed, or excluded). The products are scored once per segment (few segments, few short users)."""
     n = int(s.top_n)
     con.sql(f"""CREATE OR REPLACE TEMP TABLE _short AS SELECT u.user_id, u.segment_id, count(r.user_id) AS have
-                FROM {users} u LEFT JOIN {out} r USING (user_id) GROUP BY ALL HAVING count(r.user_id) < {n}""")
+                FROM {users} u LEFT JOIN {RECS} r USING (user_id) GROUP BY ALL HAVING count(r.user_id) < {n}""")
     if con.sql("SELECT count(*) FROM _short").fetchall()[0][0]:
         con.sql(f"""CREATE OR REPLACE TEMP TABLE _skip AS SELECT user_id, count(*) AS k FROM (
                         SELECT user_id, product_id FROM _cand SEMI JOIN _short USING (user_id)
-                        UNION SELECT user_id, product_id FROM {out} SEMI JOIN _short USING (user_id)) GROUP BY ALL""")
+                        UNION SELECT user_id, product_id FROM {RECS} SEMI JOIN _short USING (user_id)) GROUP BY ALL""")
         most = con.sql(f"SELECT {n} + coalesce(max(k), 0) FROM _skip").fetchall()[0][0]  # the longest ranking a user needs
         shop = (f"SELECT g.segment_id, p.product_id, coalesce(sp.seg_pop, 0) AS seg_pop, p.shop_pop "
                 f"FROM (SELECT DISTINCT segment_id FROM _short) g CROSS JOIN {prefix}shop_pop p LEFT JOIN {prefix}seg_pop sp "
                 "ON sp.segment_id IS NOT DISTINCT FROM g.segment_id AND sp.product_id = p.product_id")
         con.sql(f"""CREATE OR REPLACE TEMP TABLE _shopr AS SELECT * FROM ({_ranked_per_segment(w, shop)})
             WHERE fill_rank <= {int(most)}""")
-        con.sql(f"""INSERT INTO {out}
+        con.sql(f"""INSERT INTO {RECS}
             SELECT x.user_id, (x.have + row_number() OVER (PARTITION BY x.user_id ORDER BY p.fill_rank))::INTEGER AS rank,
                    p.product_id, p.score, p.reason, p.seg_pop, p.shop_pop
             FROM _short x LEFT JOIN _skip k USING (user_id)
             JOIN _shopr p ON p.segment_id IS NOT DISTINCT FROM x.segment_id AND p.fill_rank <= {n} - x.have + coalesce(k.k, 0)
             ANTI JOIN _cand c ON c.user_id = x.user_id AND c.product_id = p.product_id
-            ANTI JOIN {out} r ON r.user_id = x.user_id AND r.product_id = p.product_id
+            ANTI JOIN {RECS} r ON r.user_id = x.user_id AND r.product_id = p.product_id
             QUALIFY rank <= {n}""")
         con.sql("DROP TABLE _skip; DROP TABLE _shopr")
     con.sql("DROP TABLE _short")

@@ -15,6 +15,7 @@ import polars as pl
 from seg_assets.errors import input_failure
 from seg_assets.features import incremental as inc
 from seg_assets.features.sql_files import discover_models
+from seg_assets.features.sql_models import GROUP as FEATURES_GROUP
 from seg_assets.features.user_features import USER_FEATURES_TABLE
 from seg_assets.ingest.assets import RAW_KEYS
 from seg_assets.markdown import frame as md_frame
@@ -24,7 +25,7 @@ from seg_assets.reviews.sentiment import LexiconError, load_scorer, score_review
 from seg_assets.spark.session import Engine
 from seg_assets.warehouse import registered, table_exists, transaction
 
-GROUP = "features"  # scoring text is feature preparation: the feature SQL (staging.stg_reviews) reads it
+GROUP = FEATURES_GROUP  # scoring text is feature preparation: the feature SQL (staging.stg_reviews) reads it
 REVIEW_SENTIMENT = dg.AssetKey(["analytics", "review_sentiment"])
 RAW_REVIEWS = RAW_KEYS["reviews"]
 TABLE = "analytics.review_sentiment"
