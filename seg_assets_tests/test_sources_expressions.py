@@ -443,6 +443,20 @@ def test_a_struct_field_no_row_of_a_file_carries_is_named_with_a_mapping_that_fi
     assert "properties has no field 'product_id' in this file (its fields: path, url)" in message, message
     assert "json_extract_string(to_json(properties), '$.product_id')" in message, message
     assert "CAST(col AS VARCHAR)" not in message, message
+    # of two STRUCTs read for one key, the one that lacks it is named
+    rows = {"messageId": ["m1"], "anonymousId": ["d1"], "event": ["Page Viewed"],
+            "timestamp": pa.array([datetime(2026, 3, 1, 10)], pa.timestamp("us")),
+            "properties": pa.array([{"path": "/", "url": "u"}], props)}
+    (tmp_path / "landing" / "segment" / "a.parquet").unlink()
+    pq.write_table(pa.table({**rows, "context": pa.array([{"url": "x"}], pa.struct([("url", pa.string())]))}),
+                   tmp_path / "landing" / "segment" / "b.parquet")
+    (tmp_path / "sources.yaml").write_text(mapping % "\"coalesce(properties.path, context.path)\"")
+    _, ledger, _ = ingest(tmp_path)
+    [b] = [r for r in ledger if r[1] == "segment/b.parquet"]
+    assert "context has no field 'path' in this file (its fields: url)" in b[8], b[8]
+    (tmp_path / "landing" / "segment" / "b.parquet").unlink()
+    pq.write_table(pa.table({**rows, "messageId": ["m2"]}), tmp_path / "landing" / "segment" / "c.parquet")
     (tmp_path / "sources.yaml").write_text(mapping % "\"json_extract_string(to_json(properties), '$.product_id')\"")
     _, ledger, rejects = ingest(tmp_path)
-    assert rejects == [] and ledger[-1][2:5] == ("ingested", 2, 2), ledger
+    [c] = [r for r in ledger if r[1] == "segment/c.parquet"]
+    assert rejects == [] and c[2:5] == ("ingested", 1, 1), ledger

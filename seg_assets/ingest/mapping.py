@@ -174,6 +174,8 @@ def _absent_field(con, src: Source, name: str, expr: Expr, columns: dict[str, tu
         fields.append(typ[start:-1].strip())
         names = [f.split(" ", 1)[0] if not f.startswith('"') else f[1:f.index('"', 1)]
                  for f in fields]
+        if key.lower() in (n.lower() for n in names):  # another struct of the expression lacks it
+            continue
         struct = ".".join(parts[:-1])
         return (f"{name}: {expr.text}: {struct} has no field {key!r} in this file (its fields: {', '.join(names)}): "
                 f"check its spelling; if the field is only missing from this file (a STRUCT converted from JSON holds "
