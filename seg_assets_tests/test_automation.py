@@ -143,6 +143,23 @@ def test_the_landing_sensor_does_not_redo_what_a_run_ingested(refreshed_here, da
     assert request.run_key.startswith(f"orders/late_{orders.name}:") and "|" not in request.run_key
 
 
+def test_the_landing_sensor_names_the_files_no_run_will_read(tmp_path):
+    """A Segment export dropped as NDJSON is no format ingestion reads: the CLI names it ("unknown format"), but the
+    sensor's tick said only "no new settled files (0 known)", the one word a UI-only deployment gets between the
+    hourly runs (a tester's, session 33). The tick names such files and why, as the CLI does."""
+    from seg_assets.definitions import defs
+
+    (tmp_path / "landing" / "clicks").mkdir(parents=True)
+    (tmp_path / "landing" / "clicks" / "events.ndjson").write_text('{"type": "track"}\n')
+    (tmp_path / "landing" / "clicks" / "next.csv.part").write_text("event_id\n")  # in progress: by design, unnamed
+    sensor = defs.resolve_sensor_def("landing_sensor")
+    tick = sensor.evaluate_tick(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(),
+                                                        resources=build_resources(tmp_path)))
+    assert not tick.run_requests
+    assert tick.skip_message == ("no new settled files (0 known); not read: clicks/events.ndjson: unknown format "
+                                 "(.ndjson): land it as .csv, .csv.gz or .parquet"), tick.skip_message
+
+
 def test_the_dead_cli_runs_sensor_fails_runs_whose_process_is_gone():
     """Under `make ui` the daemon frees the pool a killed `seg-assets refresh` held, without waiting for the next one."""
     import socket

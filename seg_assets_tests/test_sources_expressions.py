@@ -417,3 +417,46 @@ def test_an_order_status_an_expression_leaves_null_is_unknown_with_its_value_not
     by_rule = {r[4]: r[5] for r in rejects}
     assert set(by_rule) == {"unknown:status", "missing:status"}, by_rule
     assert "gives no value for state = 'payment_review': map each value" in by_rule["unknown:status"], by_rule
+
+
+def test_a_struct_field_no_row_of_a_file_carries_is_named_with_a_mapping_that_fits_every_file(tmp_path):
+    """A Segment drop converted from NDJSON with read_json has in its STRUCT only the keys its events carry: a drop of
+    page calls has no ``properties.product_id``. The file failed with DuckDB's 'Could not find key' and advice to CAST,
+    which cannot help (a tester's, session 33); the message names the field, the fields the file has, and a mapping
+    that reads the key through JSON (NULL where absent), which then takes the file in."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "landing" / "segment").mkdir(parents=True)
+    props = pa.struct([("path", pa.string()), ("url", pa.string())])
+    pq.write_table(pa.table({
+        "messageId": ["m1", "m2"], "anonymousId": ["d1", "d1"], "event": ["Page Viewed", "Page Viewed"],
+        "timestamp": pa.array([datetime(2026, 3, 1, 10), datetime(2026, 3, 1, 11)], pa.timestamp("us")),
+        "properties": pa.array([{"path": "/", "url": "u"}, {"path": "/cart", "url": None}], props)}),
+        tmp_path / "landing" / "segment" / "a.parquet")
+    mapping = ("sources:\n  segment:\n    table: clicks\n    columns: {event_id: messageId, user_id: anonymousId, "
+               "session_id: anonymousId, event_ts: timestamp, event_type: event, product_id: %s}\n")
+    (tmp_path / "sources.yaml").write_text(mapping % "properties.product_id")
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "failed", ledger
+    message = ledger[0][8]
+    assert "properties has no field 'product_id' in this file (its fields: path, url)" in message, message
+    assert "json_extract_string(to_json(properties), '$.product_id')" in message, message
+    assert "CAST(col AS VARCHAR)" not in message, message
+    # of two STRUCTs read for one key, the one that lacks it is named
+    rows = {"messageId": ["m1"], "anonymousId": ["d1"], "event": ["Page Viewed"],
+            "timestamp": pa.array([datetime(2026, 3, 1, 10)], pa.timestamp("us")),
+            "properties": pa.array([{"path": "/", "url": "u"}], props)}
+    (tmp_path / "landing" / "segment" / "a.parquet").unlink()
+    pq.write_table(pa.table({**rows, "context": pa.array([{"url": "x"}], pa.struct([("url", pa.string())]))}),
+                   tmp_path / "landing" / "segment" / "b.parquet")
+    (tmp_path / "sources.yaml").write_text(mapping % "\"coalesce(properties.path, context.path)\"")
+    _, ledger, _ = ingest(tmp_path)
+    [b] = [r for r in ledger if r[1] == "segment/b.parquet"]
+    assert "context has no field 'path' in this file (its fields: url)" in b[8], b[8]
+    (tmp_path / "landing" / "segment" / "b.parquet").unlink()
+    pq.write_table(pa.table({**rows, "messageId": ["m2"]}), tmp_path / "landing" / "segment" / "c.parquet")
+    (tmp_path / "sources.yaml").write_text(mapping % "\"json_extract_string(to_json(properties), '$.product_id')\"")
+    _, ledger, rejects = ingest(tmp_path)
+    [c] = [r for r in ledger if r[1] == "segment/c.parquet"]
+    assert rejects == [] and c[2:5] == ("ingested", 1, 1), ledger

@@ -73,7 +73,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
         sources = load_sources(settings.paths.root)
     except SourceConfigError as exc:
         return dg.SkipReason(f"sources.yaml cannot be used: {exc}")
-    files = scan_landing(settings.paths.landing, sources)
+    not_read: dict[str, str] = {}
+    files = scan_landing(settings.paths.landing, sources, not_read)
     cursor = load_cursor(context.cursor)
     taken, cursor.ledger_storage_id = taken_since(context.instance, cursor.ledger_storage_id)
     cursor.seen |= taken  # ingested by a run the sensor did not start (the CLI, the schedule, a person)
@@ -84,7 +85,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     ready = ready_files(files, cursor, time.time(), settings.settle_seconds)
     if not ready:
         context.update_cursor(dump_cursor(cursor, files))
-        return dg.SkipReason(f"no new settled files ({len(files)} known)")
+        return dg.SkipReason(f"no new settled files ({len(files)} known){not_read_note(not_read)}")
     keys = sorted(f.key for f in ready)
     cursor.seen |= set(keys)
     current = segments_current(settings)  # a file touched, not changed (same path and size as published): no run
@@ -95,6 +96,16 @@ def landing_sensor(context: dg.SensorEvaluationContext, settings: SegSettings):
     cursor.requested |= {k: cursor.requested.get(k, 0) for k in keys}
     context.update_cursor(dump_cursor(cursor, files))
     return dg.RunRequest(run_key=run_key(keys, retries), tags={"seg-assets/new_files": str(len(keys))})
+
+
+def not_read_note(not_read: dict[str, str], shown: int = 3) -> str:
+    """The files no run will read, as the CLI names them: a UI-only deployment heard of an .ndjson export only from
+    the next scheduled run's warning, the sensor's tick said "no new settled files" (a tester's, session 33)."""
+    if not not_read:
+        return ""
+    listed = "; ".join(f"{rel}: {why}" for rel, why in sorted(not_read.items())[:shown])
+    more = f"; and {len(not_read) - shown} more" if len(not_read) > shown else ""
+    return f"; not read: {listed}{more}"
 
 
 def taken_since(instance: dg.DagsterInstance, after: int | None) -> tuple[set[str], int | None]:

@@ -212,10 +212,15 @@ class LandingFile:
         return f"{self.path}:{self.size}:{int(self.mtime)}"
 
 
-def scan_landing(landing: Path, sources: list[SourceDef]) -> list[LandingFile]:
-    """The candidate files the sources read (each once, however many sources read it), by path."""
+def scan_landing(landing: Path, sources: list[SourceDef], not_read: dict[str, str] | None = None) -> list[LandingFile]:
+    """The candidate files the sources read (each once, however many sources read it), by path. ``not_read``, when
+    given, is filled with the files no run will read that a person should hear of (path -> why: an unknown format,
+    a folder no source reads, a link out of landing/; not in-progress names), from the same scan."""
     files: dict[str, LandingFile] = {}
-    for _, path, _ in discover_files(landing, sources)[0]:
+    found, ignored = discover_files(landing, sources)
+    if not_read is not None:
+        not_read.update({rel: why for rel, why in ignored.items() if why})
+    for _, path, _ in found:
         rel = path.relative_to(landing).as_posix()
         if rel not in files:
             stat = path.stat()
