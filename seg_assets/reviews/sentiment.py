@@ -10,7 +10,7 @@
   has it, it is read as one token of that valence, so VADER's negation and "but" rules treat it as a word ("never
   fell apart" is praise). Complaints are mostly phrases of plain words ("fell apart", "sent it back") and emoji are
   read by VADER as their names ("thumbs down"), which carry no word it scores.
-* **Ratings in the text**: "5 stars", "1/5", "10/10", "★★★★☆" read as a strong word: 80 % of the scale or more
+* **Ratings in the text**: "5 stars", "1/5", "10/10", "ten out of ten", "★★★★☆" read as a strong word: 80 % of the scale or more
   positive, 40 % or less negative (VADER reads the digits as nothing).
 * **Language**: py3langid (langid.py's model, shipped in its wheel) names the language. Short reviews are
   hard to place ("Top", "ok", "Super!"), so a review counts as another language only when the identifier
@@ -73,7 +73,7 @@ _BEFORE, _AFTER = 0.5, 1.5  # VADER's own weights of the words before and after 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})  # "don\u2019t" is "don't" to VADER's negation
 _NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
 _RATING = re.compile(r"(?<![\w/.,])(\d+(?:\.\d+)?|zero|one|two|three|four|five|six|seven|eight|nine|ten)"
-                     r"(?:\s*(?:/|out\s+of)\s*(5|10)(?![\w/.,]\d)|[\s-]*stars?\b|\s*\*(?!\w))", re.IGNORECASE)
+                     r"(?:\s*(?:/|out\s+of)\s*(5|10|(?:five|ten)\b)(?![\w/.,]\d)|[\s-]*stars?\b|\s*\*(?!\w))", re.IGNORECASE)
 _STARS = re.compile("([\u2605\u2b50]+)(\u2606*)")  # filled stars (black star, emoji star), then empty ones
 RATING_WORDS = {"stars_high": 2.0, "stars_low": -2.0}  # a rating said in the text: >= 80 % / <= 40 % of its scale
 # Words as bad denied as said: "they won't refund me", "never got my money back" (VADER's negation made them praise)
@@ -206,7 +206,8 @@ def _rating_word(filled: float, scale: float) -> str | None:
 
 def _said_rating(m: re.Match) -> str:
     value = m.group(1).lower()
-    word = _rating_word(float(_NUMBERS.get(value, value)), float(m.group(2) or 5))
+    scale = (m.group(2) or "5").lower()  # "out of ten" as "out of 10"
+    word = _rating_word(float(_NUMBERS.get(value, value)), float(_NUMBERS.get(scale, scale)))
     return f" {word} " if word else m.group(0)
 
 
