@@ -7,7 +7,7 @@ import sys
 import duckdb
 import pytest
 
-from seg_assets.publish.bi import publish_tables, remove_leftovers
+from seg_assets.publish.bi import publish_tables
 from seg_assets.warehouse import prepare_connection
 
 LIVE = ["current", "meta.bi_tables.parquet", "segments.duckdb", "tables"]  # besides a link per table
@@ -104,43 +104,6 @@ def test_the_bi_folder_keeps_two_versions_and_the_views_file_is_written_when_the
     reader = duckdb.connect(str(bi / "segments.duckdb"), read_only=True)
     assert reader.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics'").fetchall() == [("big",)]
     assert visible(bi) == sorted(["analytics.big.parquet", *LIVE])
-
-
-def test_a_publication_killed_during_its_switch_is_undone_before_the_next_refresh_publishes(tmp_path):
-    """Killed after the first of its tables' renames, before ``current`` switched: the views read one table of the
-    killed run beside the other of the publication before (a tester's, 2 of 13 tables). Ingestion removes what the
-    killed switch named (remove_leftovers), so a refresh that fails before it publishes does not leave that in view."""
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    prepare_connection(con)
-    con.sql("CREATE TABLE analytics.a AS SELECT i FROM range(3) t(i)")
-    con.sql("CREATE TABLE analytics.b AS SELECT i FROM range(3) t(i)")
-    bi, tables = tmp_path / "bi", ["analytics.a", "analytics.b"]
-    publish_tables(con, bi, tables)
-    con.close()
-    killed = subprocess.run([sys.executable, "-c", (
-        "import os, signal, sys, duckdb\n"
-        "from pathlib import Path\n"
-        "from seg_assets.publish import bi\n"
-        "calls, replace = [], os.replace\n"
-        "def second_kills(*a):\n"
-        "    calls.append(a)\n"
-        "    if len(calls) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    replace(*a)\n"
-        "os.replace = second_kills\n"
-        "con = duckdb.connect(sys.argv[1])\n"
-        "con.sql('INSERT INTO analytics.a VALUES (7)'); con.sql('INSERT INTO analytics.b VALUES (7)')\n"
-        "bi.publish_tables(con, Path(sys.argv[2]), ['analytics.a', 'analytics.b'])\n"),
-        str(tmp_path / "warehouse.duckdb"), str(bi)], capture_output=True, text=True, timeout=60)
-    assert killed.returncode == -9, killed.stderr
-
-    def seen():
-        with duckdb.connect(str(bi / "segments.duckdb"), read_only=True) as views:
-            return [views.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables]
-
-    assert sorted(seen()) == [3, 4]  # the mix: one table of each run
-    removed = remove_leftovers(bi)
-    assert seen() == [3, 3] and len(removed) >= 1  # the publication before, whole
-    assert remove_leftovers(bi) == []
 
 
 def test_the_next_publication_removes_the_temp_files_of_a_killed_one(tmp_path):

@@ -22,7 +22,6 @@ from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.ingest.staging import LATEST_WITHOUT_ID
 from seg_assets.ingest.writing import held_by_refused_files, lines_read_from
 from seg_assets.markdown import table as md_table
-from seg_assets.publish.bi import remove_leftovers
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.spark.session import Engine
@@ -241,8 +240,6 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager  # (Spark tasks import it)
 
     with duckdb.get_connection() as con:
-        if left := remove_leftovers(settings.paths.bi):  # under the warehouse's lock: no publication is writing
-            context.log.info(f"BI: removed what earlier publications left: {', '.join(left)}")
         stage_files = None
         if engine.is_spark:  # files read and validated in Spark tasks, raw tables as Parquet (spark/ingest.py)
             raw_as_parquet_views(con, settings.paths)

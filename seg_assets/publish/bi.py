@@ -26,7 +26,7 @@ immutable files, one per publication that changed the table, named so that the n
   another in a few milliseconds: a query over several views may mix two publications if it runs across the switch.
   A failure after the switch (the views file not written, say) undoes it (:class:`_Switch`): a failed refresh
   leaves every table as it was; only a publication killed in those milliseconds leaves the tables switched so far
-  until the next refresh starts (its ingestion removes them: :func:`remove_leftovers`).
+  until the next one.
 
 The DuckDB file itself is written again (under a temporary name, renamed into place) only when the set of
 tables or the folder changes. The version folder before the current one is kept until the next
@@ -126,22 +126,15 @@ def _replace_link(link: Path, target: str, token: str) -> None:
 
 def remove_leftovers(bi_dir: Path) -> list[str]:
     """Remove what earlier publications left: temporary files of one killed before its own cleanup (in ``bi/`` and
-    the staged links in the tables' folders), the tables' files of one killed during its switch (:func:`_unswitched`),
-    and version folders other than the current one (the previous one was kept for queries running across its
-    switch); their names.
+    the staged links in the tables' folders), and version folders other than the current one (the previous one was
+    kept for queries running across its switch); their names.
 
-    Only these names are touched, never the live files. Safe because publications never overlap: both callers
-    (publish/assets.py: bi_segments, before it publishes; ingest/assets.py: ingest_landing, so that a refresh failing
-    before it publishes does not leave a killed switch in view) hold the warehouse's write connection, i.e. its file
-    lock (resources.py: warehouse_lock) and DuckDB's one-writer lock, so no publication is writing now.
+    Only these names are touched, never the live files. Safe because publications never overlap: the one caller
+    (publish/assets.py: bi_segments) publishes while holding the warehouse's write connection, i.e. its file lock
+    (resources.py: warehouse_lock) and DuckDB's one-writer lock, so no other publication is writing now.
     """
-    if not bi_dir.is_dir():
-        return []
     removed = []
     current = _current_version(bi_dir)
-    for path in _unswitched(bi_dir, current):
-        path.unlink(missing_ok=True)
-        removed.append(path.name)
     staged = [p for folder in (bi_dir / TABLES).iterdir() if folder.is_dir() for p in folder.iterdir()] \
         if (bi_dir / TABLES).is_dir() else []
     for path in [*(bi_dir.iterdir() if bi_dir.is_dir() else ()), *staged]:
@@ -152,21 +145,6 @@ def remove_leftovers(bi_dir: Path) -> list[str]:
             shutil.rmtree(path)
             removed.append(path.name)
     return sorted(removed)
-
-
-def _unswitched(bi_dir: Path, current: Path | None) -> list[Path]:
-    """Tables' files newer than the current version's: a publication killed (SIGKILL) between its tables' renames and
-    the switch of ``current`` left the views reading them, some tables of that run beside others of the one before
-    (a tester's kill after 2 of 13 renames); the current version's file is the same file (a hard link)."""
-    out = []
-    for folder in sorted((bi_dir / TABLES).iterdir()) if current is not None and (bi_dir / TABLES).is_dir() else []:
-        live = current / f"{folder.name}.parquet"
-        if not folder.is_dir() or not live.is_file():
-            continue
-        files = sorted(folder.glob("*.parquet"))  # newest first
-        at = next((i for i, f in enumerate(files) if os.path.samefile(f, live)), None)
-        out += files[:at] if at is not None else []
-    return out
 
 
 def _layout(bi_dir: Path, tables, comments: Mapping[str, Mapping[str, str]]) -> str:
