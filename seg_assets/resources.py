@@ -199,8 +199,8 @@ class WarehouseDiskFull(dg.Failure):
     def __init__(self, database: str, error: BaseException) -> None:
         super().__init__(description=f"no space left on the disk of {Path(database).parent} (writing: "
                          f"{str(error).splitlines()[0][:200]}): free space and refresh again; the write that failed was "
-                         "rolled back (landing files taken in before it stay, in the ledger; the rest are read next time), "
-                         "and the published tables are as they were", allow_retries=False)
+                         "rolled back, what was committed before it stays (landing files taken in are in the ledger, the "
+                         "others are read next time) and the published tables are as they were", allow_retries=False)
 
 
 _LOCKS: dict[str, FileLock] = {}

@@ -613,7 +613,7 @@ def test_a_full_disk_after_some_files_says_those_are_kept(tmp_path, landing, mon
         assert con.sql("SELECT file_name, accepted FROM meta.ingest_ledger").fetchall() == [("orders/a.csv", 1)]
         assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("o1",)]
     said = err.value.description
-    assert "nothing this step wrote was kept" not in said and "taken in before it stay" in said, said
+    assert "nothing this step wrote was kept" not in said and "landing files taken in are in the ledger" in said, said
     assert "\n" not in said and "the published tables are as they were" in said
 
 
