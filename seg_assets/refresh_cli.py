@@ -7,6 +7,7 @@ when Ctrl-C or SIGTERM stopped it).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -88,6 +89,21 @@ def segments_current(paths, overrides: dict, as_of: str | None, engine: str | No
     return True
 
 
+def check_writable(root: Path) -> None:
+    """One line and exit 2 when the data root cannot be written: a read-only mount (a tester's) failed on the refresh
+    lock with a 170-line traceback. Only ``landing/`` may be read-only; everything else is written by a refresh."""
+    from seg_assets.errors import InputError
+
+    lock = root / ".refresh.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        _input_error(InputError(f"cannot write the data root {root} ({exc.strerror or exc}: {exc.filename or lock}): a "
+                                "refresh writes its lock, warehouse, models, state and bi/ there; give it write access "
+                                "(landing/ alone may be read-only)"))
+
+
 def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: dict, engine: str | None,
                 wait_seconds: float):
     """Run the refresh job in the instance `make ui` shows, once no other refresh of the data root runs (waiting at
@@ -99,6 +115,7 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
     from seg_assets.automation.instance import PID_TAG, fail_dead_runs, open_instance, process_tags
     from seg_assets.errors import InputError
 
+    check_writable(paths.root)  # before the instance, which may live in the root too (dagster_home/)
     instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
     for dead in fail_dead_runs(instance):
         console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "

@@ -327,3 +327,37 @@ def test_a_damaged_model_file_is_one_line_naming_it_not_retried(refreshed):
     assert any(f"the model file {artifact} cannot be read" in p.message and "restore it from a backup" in p.message
                for p in errors), errors
     assert not [p for p in outcome.problems if "retried" in p.message], outcome.problems
+
+
+def test_a_read_only_data_root_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    """A tester's data root on a read-only mount: the refresh lock failed with a 170-line traceback (EROFS). Now one line
+    naming the root and what to do, exit 2, before the Dagster instance (which may live in the root) is touched."""
+    import errno
+    import os
+    import time
+
+    from seg_assets import refresh_cli
+
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    landed = root / "landing" / "orders" / "a.csv"
+    landed.write_text("order_id,user_id,order_ts,amount,items,category,discount,status\n"
+                      "o1,u1,2026-03-01T10:00:00Z,10.00,1,books,,completed\n")
+    os.utime(landed, (time.time() - 60, time.time() - 60))  # settled
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # a read-only mount, as the tests do not run with mount rights
+        if str(path).startswith(str(root)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(refresh_cli.os, "open", read_only)
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--no-summary"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith(f"error cannot write the data root {root} (Read-only file system: {root / '.refresh.lock'})"), line
+    assert "give it write access (landing/ alone may be read-only)" in line
+    assert not (root / "dagster_home").exists() and not (root / "warehouse.duckdb").exists()
