@@ -112,14 +112,12 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from seg_assets import interrupts
-    from seg_assets.automation.instance import PID_TAG, fail_dead_runs, open_instance, process_tags
+    from seg_assets.automation.instance import open_instance, process_tags
     from seg_assets.errors import InputError
 
     check_writable(paths.root)  # before the instance, which may live in the root too (dagster_home/)
     instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
-    for dead in fail_dead_runs(instance):
-        console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "
-                      "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
+    _fail_dead_runs(instance)
     turn = FileLock(str(paths.root / ".refresh.lock"), thread_local=False)  # one command-line refresh of a root at a time
     try:
         from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
@@ -132,6 +130,13 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
                 before_run=lambda: _take_turn(turn, instance, wait_seconds)))
     except InputError as exc:
         _input_error(exc)
+    except Exception:
+        if not interrupts.STOP.is_set():
+            raise
+        # stopped while waiting for its turn (a signal in a step ends the run, which run_refresh returns): nothing ran
+        console.print("[red]Refresh not started[/red]: interrupted (Ctrl-C or SIGTERM) while waiting for its turn",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(interrupts.exit_code()) from None
     finally:
         if turn.is_locked:
             turn.release()
@@ -188,6 +193,17 @@ def exit_if_files_not_taken_in(outcome, paths) -> None:
         raise typer.Exit(3)
 
 
+def _fail_dead_runs(instance) -> list:
+    """Mark failed the runs left in progress by a process that ended, each said in a warning; those marked."""
+    from seg_assets.automation.instance import PID_TAG, fail_dead_runs
+
+    dead = fail_dead_runs(instance)
+    for run in dead:
+        console.print(f"[yellow]warning[/yellow] run {run.run_id} was left in progress by process {run.tags[PID_TAG]}, "
+                      "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
+    return dead
+
+
 def _take_turn(turn, instance, wait_seconds: float, poll_seconds: float = 2.0) -> None:
     """One refresh at a time, once the settings are checked (a bad one is refused at once): wait for another
     command-line refresh of this data root (two started half a second apart both ran), then for a run of the instance
@@ -213,7 +229,11 @@ def _take_turn(turn, instance, wait_seconds: float, poll_seconds: float = 2.0) -
                 console.print("[red]Refresh not started[/red]: another seg-assets refresh of this data root has run for "
                               f"{wait_seconds / 60:.0f} min", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
-    while running := runs_writing(instance):
+    while True:
+        _fail_dead_runs(instance)  # a refresh SIGKILLed while this one waited for the lock: marked failed, not waited
+        running = runs_writing(instance)  # for (a tester's waited for the dead run, and would have for an hour)
+        if not running:
+            break
         interrupts.check()
         for run in running:
             if run.run_id not in told:
