@@ -7,6 +7,7 @@ when Ctrl-C or SIGTERM stopped it).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -88,6 +89,21 @@ def segments_current(paths, overrides: dict, as_of: str | None, engine: str | No
     return True
 
 
+def check_writable(root: Path) -> None:
+    """One line and exit 2 when the data root cannot be written: a read-only mount (a tester's) failed on the refresh
+    lock with a 170-line traceback. Only ``landing/`` may be read-only; everything else is written by a refresh."""
+    from seg_assets.errors import InputError
+
+    lock = root / ".refresh.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+    except OSError as exc:
+        _input_error(InputError(f"cannot write the data root {root} ({exc.strerror or exc}: {exc.filename or lock}): a "
+                                "refresh writes its lock, warehouse, models, state and bi/ there; give it write access "
+                                "(landing/ alone may be read-only)"))
+
+
 def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: dict, engine: str | None,
                 wait_seconds: float):
     """Run the refresh job in the instance `make ui` shows, once no other refresh of the data root runs (waiting at
@@ -96,13 +112,12 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from seg_assets import interrupts
-    from seg_assets.automation.instance import PID_TAG, fail_dead_runs, open_instance, process_tags
+    from seg_assets.automation.instance import open_instance, process_tags
     from seg_assets.errors import InputError
 
+    check_writable(paths.root)  # before the instance, which may live in the root too (dagster_home/)
     instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
-    for dead in fail_dead_runs(instance):
-        console.print(f"[yellow]warning[/yellow] run {dead.run_id} was left in progress by process {dead.tags[PID_TAG]}, "
-                      "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
+    _fail_dead_runs(instance)
     turn = FileLock(str(paths.root / ".refresh.lock"), thread_local=False)  # one command-line refresh of a root at a time
     try:
         from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
@@ -115,6 +130,13 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
                 before_run=lambda: _take_turn(turn, instance, wait_seconds)))
     except InputError as exc:
         _input_error(exc)
+    except Exception:
+        if not interrupts.STOP.is_set():
+            raise
+        # stopped while waiting for its turn (a signal in a step ends the run, which run_refresh returns): nothing ran
+        console.print("[red]Refresh not started[/red]: interrupted (Ctrl-C or SIGTERM) while waiting for its turn",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(interrupts.exit_code()) from None
     finally:
         if turn.is_locked:
             turn.release()
@@ -171,6 +193,17 @@ def exit_if_files_not_taken_in(outcome, paths) -> None:
         raise typer.Exit(3)
 
 
+def _fail_dead_runs(instance) -> list:
+    """Mark failed the runs left in progress by a process that ended, each said in a warning; those marked."""
+    from seg_assets.automation.instance import PID_TAG, fail_dead_runs
+
+    dead = fail_dead_runs(instance)
+    for run in dead:
+        console.print(f"[yellow]warning[/yellow] run {run.run_id} was left in progress by process {run.tags[PID_TAG]}, "
+                      "which ended (killed?): marked failed, so queued runs are not held back", highlight=False, soft_wrap=True)
+    return dead
+
+
 def _take_turn(turn, instance, wait_seconds: float, poll_seconds: float = 2.0) -> None:
     """One refresh at a time, once the settings are checked (a bad one is refused at once): wait for another
     command-line refresh of this data root (two started half a second apart both ran), then for a run of the instance
@@ -196,7 +229,11 @@ def _take_turn(turn, instance, wait_seconds: float, poll_seconds: float = 2.0) -
                 console.print("[red]Refresh not started[/red]: another seg-assets refresh of this data root has run for "
                               f"{wait_seconds / 60:.0f} min", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
-    while running := runs_writing(instance):
+    while True:
+        _fail_dead_runs(instance)  # a refresh SIGKILLed while this one waited for the lock: marked failed, not waited
+        running = runs_writing(instance)  # for (a tester's waited for the dead run, and would have for an hour)
+        if not running:
+            break
         interrupts.check()
         for run in running:
             if run.run_id not in told:

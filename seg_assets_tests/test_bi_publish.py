@@ -386,3 +386,67 @@ def test_the_language_comment_says_the_rule_language_of_applies():
     said = describe("analytics.review_sentiment", "language")
     for share in (CONFIDENT, PROBABLE, BESIDE_ENGLISH, LIKELY):
         assert f"{share:.0%}" in said, said
+
+
+def test_a_switch_killed_half_way_is_undone_before_the_next_refresh_writes(tmp_path, monkeypatch):
+    """The views switch table by table, then ``current``: a SIGKILL (or a second Ctrl-C) in between left some views on
+    the killed run's tables and the rest, and the Parquet links, on the last publication, until a later refresh
+    published (a tester's: user_segments and segment_profiles of the killed run beside 11 tables of the one before).
+    The first step of the next refresh (ingestion, under the write lock) removes what the killed switch left."""
+    from seg_assets.publish import bi as B
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    prepare_connection(con)
+    tables = [f"analytics.{t}" for t in "abc"]
+    for name, n in (("a", 10), ("b", 20), ("c", 30)):
+        con.sql(f"CREATE TABLE analytics.{name} AS SELECT i FROM range({n}) t(i)")
+    bi = tmp_path / "bi"
+    first = publish_tables(con, bi, tables)
+    for name in "abc":
+        con.sql(f"INSERT INTO analytics.{name} SELECT i FROM range(5) t(i)")
+
+    def counts():
+        with duckdb.connect(str(first.database), read_only=True) as reader:
+            return [reader.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables]
+
+    class Killed(BaseException):  # SIGKILL: nothing after it runs, no undo either
+        pass
+
+    real_replace, renamed = os.replace, []
+
+    def killed_after_two(src, dst):
+        if "/tables/" in str(dst):
+            if len(renamed) == 2:
+                raise Killed
+            renamed.append(dst)
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(B.os, "replace", killed_after_two)
+        m.setattr(B._Switch, "undo", lambda self: None)
+        m.setattr(B.shutil, "rmtree", lambda *a, **k: None)  # nor the cleanup of its version folder
+        with pytest.raises(Killed):
+            publish_tables(con, bi, tables)
+    assert counts() == [15, 25, 30]  # the split a reader saw
+    undone = B.undo_unfinished_switch(bi)
+    assert len(undone) == 2 and counts() == [10, 20, 30], undone
+    assert B.undo_unfinished_switch(bi) == []  # nothing more; a finished publication is left alone
+    assert publish_tables(con, bi, tables).rows == dict(zip(tables, [15, 25, 35], strict=True))
+    assert B.undo_unfinished_switch(bi) == [] and counts() == [15, 25, 35]
+
+
+def test_ingestion_undoes_a_killed_switch_first(refreshed):
+    """The call sits in ingest_landing's connection: a refresh after a killed switch starts from the last publication."""
+    import shutil
+
+    from seg_assets.publish.bi import undo_unfinished_switch
+    from seg_assets.refresh import run_refresh
+
+    bi = refreshed / "bi"
+    assert run_refresh(refreshed, rebase=True).success  # this copy's own views (they read the template's until then)
+    folder = bi / "tables" / "analytics.user_segments"  # not empty: an empty table's folder keeps its newest file only
+    stray = folder / "000000000001.parquet"  # sorts before every file: what a killed switch leaves
+    shutil.copy(sorted(folder.glob("*.parquet"))[0], stray)  # another file (a killed run's own), not current's
+    outcome = run_refresh(refreshed, rebase=True)
+    assert outcome.success and undo_unfinished_switch(bi) == []
+    assert not stray.exists()

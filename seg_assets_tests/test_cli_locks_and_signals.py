@@ -327,3 +327,131 @@ def test_a_damaged_model_file_is_one_line_naming_it_not_retried(refreshed):
     assert any(f"the model file {artifact} cannot be read" in p.message and "restore it from a backup" in p.message
                for p in errors), errors
     assert not [p for p in outcome.problems if "retried" in p.message], outcome.problems
+
+
+def test_a_read_only_data_root_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    """A tester's data root on a read-only mount: the refresh lock failed with a 170-line traceback (EROFS). Now one line
+    naming the root and what to do, exit 2, before the Dagster instance (which may live in the root) is touched."""
+    import errno
+    import os
+    import time
+
+    from seg_assets import refresh_cli
+
+    root = tmp_path / "data"
+    (root / "landing" / "orders").mkdir(parents=True)
+    landed = root / "landing" / "orders" / "a.csv"
+    landed.write_text("order_id,user_id,order_ts,amount,items,category,discount,status\n"
+                      "o1,u1,2026-03-01T10:00:00Z,10.00,1,books,,completed\n")
+    os.utime(landed, (time.time() - 60, time.time() - 60))  # settled
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # a read-only mount, as the tests do not run with mount rights
+        if str(path).startswith(str(root)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(refresh_cli.os, "open", read_only)
+    monkeypatch.setenv("SEG_DATA_DIR", str(root))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = runner.invoke(app, ["refresh", "--no-summary"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    [line] = [line for line in result.output.splitlines() if line.strip()]
+    assert line.startswith(f"error cannot write the data root {root} (Read-only file system: {root / '.refresh.lock'})"), line
+    assert "give it write access (landing/ alone may be read-only)" in line
+    assert not (root / "dagster_home").exists() and not (root / "warehouse.duckdb").exists()
+
+
+def _hold_then_die(data_dir, seconds: float):
+    """A stand-in for a refresh that holds the data root's turn and a STARTED run writing the warehouse, then is
+    SIGKILLed after ``seconds``: (its process, the run's id, the thread that kills it and releases the turn)."""
+    import socket
+    import threading
+    import time
+    import uuid
+
+    import dagster as dg
+    from dagster._core.storage.dagster_run import RunOpConcurrency
+    from filelock import FileLock
+
+    from seg_assets.automation.instance import HOST_TAG, PID_TAG, open_instance
+    from seg_assets.settings import data_paths
+
+    instance = open_instance(data_paths(data_dir))
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    pools = RunOpConcurrency(root_key_counts={"duckdb": 1}, has_unconstrained_root_nodes=False, all_pools={"duckdb"})
+    run_id = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="refresh", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
+                                   run_op_concurrency=pools,
+                                   tags={PID_TAG: str(holder.pid), HOST_TAG: socket.gethostname()}))
+    turn = FileLock(str(data_dir / ".refresh.lock"), thread_local=False)
+    turn.acquire()
+
+    def die() -> None:
+        time.sleep(seconds)
+        holder.kill()  # SIGKILL: its run stays STARTED, its lock goes with it
+        holder.wait()
+        turn.release()
+
+    return holder, run_id, threading.Thread(target=die, daemon=True)
+
+
+def test_a_refresh_killed_while_another_waits_for_it_is_not_waited_for(data_dir, monkeypatch):
+    """The second of two refreshes, waiting for the first's turn, then waited for the first's run after it was SIGKILLed:
+    dead runs were marked failed only before the wait (a tester's waited 6 min of the hour it would have). Now the
+    dead run is marked failed when the turn comes, and the refresh runs."""
+    from seg_assets import cli
+
+    monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(cli, "WAIT_FOR_RUNS_SECONDS", 20.0)
+    from seg_assets import refresh_cli
+
+    holder, run_id, killer = _hold_then_die(data_dir, 3.0)
+    real_take_turn = refresh_cli._take_turn
+
+    def take_turn(*args, **kwargs):  # the first dies once the second is past its first check of dead runs, waiting
+        killer.start()
+        return real_take_turn(*args, **kwargs)
+
+    monkeypatch.setattr(refresh_cli, "_take_turn", take_turn)
+    try:
+        result = runner.invoke(app, ["refresh", "--no-summary"])
+    finally:
+        holder.kill()
+    killer.join()
+    flat = " ".join(result.output.split())
+    assert "waiting for another seg-assets refresh of this data root to finish" in flat
+    assert f"warning run {run_id} was left in progress by process {holder.pid}, which ended" in flat, flat
+    assert "Refresh not started" not in flat and result.exit_code == 0, flat
+    assert (data_dir / "warehouse.duckdb").exists()
+
+
+def test_a_signal_while_waiting_for_the_turn_is_one_line(data_dir, monkeypatch):
+    """SIGTERM (or Ctrl-C) while a refresh waited for another one printed a traceback of interrupts.interrupted()."""
+    import signal
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from seg_assets import cli
+
+    monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(cli, "WAIT_FOR_RUNS_SECONDS", 30.0)
+    first = FileLock(str(data_dir / ".refresh.lock"), thread_local=False)
+    first.acquire()
+    sender = threading.Timer(3.0, lambda: signal.raise_signal(signal.SIGTERM))
+    try:
+        sender.start()
+        start = time.monotonic()
+        result = runner.invoke(app, ["refresh"])
+    finally:
+        sender.cancel()
+        first.release()
+    flat = " ".join(result.output.split())
+    assert time.monotonic() - start < 20 and result.exit_code == 143, (result.exit_code, flat)
+    assert "Traceback" not in result.output and "Refresh not started: interrupted (Ctrl-C or SIGTERM) while waiting" in flat
+    assert not (data_dir / "warehouse.duckdb").exists()

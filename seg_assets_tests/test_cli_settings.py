@@ -164,3 +164,50 @@ def test_an_as_of_in_the_future_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="is in the future"):
         SegSettings(data_dir=str(tmp_path), as_of="2030-01-01T00:00:00Z")
     assert SegSettings(data_dir=str(tmp_path), as_of="2026-10-31T23:59:59Z").as_of
+
+
+@pytest.mark.parametrize("resources, words", [
+    ({"settings": {"config": {"data_dir": "EVIL"}}}, "resources.settings.config.data_dir"),
+    ({"duckdb": {"config": {"database": "EVIL/w.duckdb"}}}, "resources.duckdb.config.database"),
+    ({"duckdb": {"config": {"database": "DATA/warehouse.duckdb", "connection_config": {"temp_directory": "EVIL"}}}},
+     "resources.duckdb.config.connection_config"),
+    ({"engine": {"config": {"conf": {"spark.driver.extraJavaOptions": "-Dx=1"}}}}, "resources.engine.config.conf"),
+])
+def test_a_run_config_from_the_launchpad_cannot_move_the_data_root(tmp_path, resources, words):
+    """The CLI refuses `resources:` in --config; the Dagster launchpad takes any resource field. A tester's run with
+    `settings.data_dir` set to another folder read that folder's landing/ into this warehouse and published there."""
+    import dagster as dg
+
+    from seg_assets.definitions import build_defs
+
+    evil = tmp_path / "evil"
+    (evil / "landing" / "orders").mkdir(parents=True)
+    (evil / "landing" / "orders" / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
+                                                         "o1,u1,2026-10-01T10:00:00Z,10,1,completed\n")
+    (tmp_path / "data" / "landing").mkdir(parents=True)
+    def place(value):
+        return value.replace("EVIL", str(evil)).replace("DATA", str(tmp_path / "data")) if isinstance(value, str) else (
+            {k: place(v) for k, v in value.items()} if isinstance(value, dict) else value)
+    resources = place(resources)
+    job = build_defs(tmp_path / "data").resolve_job_def("refresh")
+    result = job.execute_in_process(run_config={**refresh_run_config(), "resources": resources},
+                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    said = [ev.event_specific_data.error.message for ev in result.all_events
+            if ev.event_type_value == "RESOURCE_INIT_FAILURE" and ev.event_specific_data.error]
+    assert said and words in said[0] and "deployment's" in said[0] and "\n" not in said[0].strip(), said
+    assert not (tmp_path / "data" / "warehouse.duckdb").exists() and sorted(p.name for p in evil.iterdir()) == ["landing"]
+
+
+def test_a_run_config_may_still_set_the_runs_own_settings(tmp_path):
+    """The launchpad asks for data_dir beside as_of (a resource's config is given whole): the deployment's own is fine."""
+    from types import SimpleNamespace
+
+    from seg_assets.resources import build_resources, refuse_deployment_config
+
+    build_resources(tmp_path / "data")
+    run = SimpleNamespace(run_config={"resources": {
+        "settings": {"config": {"data_dir": str(tmp_path / "data" / ".." / "data"), "as_of": "2026-10-01T00:00:00"}},
+        "duckdb": {"config": {"database": str(tmp_path / "data" / "warehouse.duckdb"), "other_process_wait_seconds": 5}}}})
+    refuse_deployment_config(SimpleNamespace(dagster_run=run))  # no error
+    refuse_deployment_config(SimpleNamespace(dagster_run=None))  # a sensor's or schedule's resources: no run

@@ -586,6 +586,37 @@ def test_a_full_disk_is_no_fault_of_the_file_and_one_line(tmp_path, landing, mon
         assert con.sql("SELECT count(*) FROM meta.ingest_ledger").fetchall() == [(0,)]  # not blamed on the file
 
 
+def test_a_full_disk_after_some_files_says_those_are_kept(tmp_path, landing, monkeypatch):
+    """Ingestion commits file by file: a disk that fills on the second file keeps the first (in the ledger, its rows in
+    raw), and the one line said "nothing this step wrote was kept" (a tester's tmpfs: 1 of 7 new files kept)."""
+    import dagster as dg
+    import duckdb
+
+    from seg_assets.ingest import loader
+    from seg_assets.resources import Warehouse
+
+    write(landing, "orders", "a.csv", order("o1"))
+    write(landing, "orders", "b.csv", order("o2"))
+    real, calls = loader._ingest_file, []
+
+    def full_on_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise duckdb.IOException('IO Error: Could not write file "warehouse.duckdb.wal": No space left on device')
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loader, "_ingest_file", full_on_the_second)
+    warehouse = Warehouse(database=str(tmp_path / "warehouse.duckdb"))
+    with pytest.raises(dg.Failure) as err, warehouse.get_connection() as con:
+        run(con, landing)
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT file_name, accepted FROM meta.ingest_ledger").fetchall() == [("orders/a.csv", 1)]
+        assert con.sql("SELECT order_id FROM raw.orders").fetchall() == [("o1",)]
+    said = err.value.description
+    assert "nothing this step wrote was kept" not in said and "landing files taken in are in the ledger" in said, said
+    assert "\n" not in said and "the published tables are as they were" in said
+
+
 def test_a_disk_quota_exceeded_is_a_full_disk_too(tmp_path, landing, monkeypatch):
     """EDQUOT ("Disk quota exceeded", a user's quota on a shared disk) is no fault of the file either: errors.disk_full
     knew ENOSPC only, so the good landing file was recorded failed with advice to fix it (the BI publication already

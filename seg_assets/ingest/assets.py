@@ -22,6 +22,7 @@ from seg_assets.ingest.sources import taken_files_metadata
 from seg_assets.ingest.staging import LATEST_WITHOUT_ID
 from seg_assets.ingest.writing import held_by_refused_files, lines_read_from
 from seg_assets.markdown import table as md_table
+from seg_assets.publish.bi import undo_unfinished_switch
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.spark.session import Engine
@@ -240,6 +241,9 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager  # (Spark tasks import it)
 
     with duckdb.get_connection() as con:
+        if undone := undo_unfinished_switch(settings.paths.bi):  # under the write lock: no publication runs now
+            context.log.warning(f"BI: {len(undone)} table file(s) of a publication killed during its switch removed; the "
+                                "views read the last finished publication again")
         stage_files = None
         if engine.is_spark:  # files read and validated in Spark tasks, raw tables as Parquet (spark/ingest.py)
             raw_as_parquet_views(con, settings.paths)

@@ -147,6 +147,29 @@ def remove_leftovers(bi_dir: Path) -> list[str]:
     return sorted(removed)
 
 
+def undo_unfinished_switch(bi_dir: Path) -> list[str]:
+    """Table files that a publication killed during its switch left to the views (they switch table by table, before
+    ``current``; a SIGKILL or a second Ctrl-C there left some views on the killed run's tables, the rest and the Parquet
+    links on the last publication: a tester's): each file sorting before the one that is ``current``'s own is removed,
+    so every view reads the publication ``current`` names again. A folder without ``current``'s file (hard links a copy
+    did not keep) is left alone. Only under the warehouse's write lock, as publications are (remove_leftovers); the
+    names removed."""
+    current = _current_version(bi_dir)
+    if current is None or not (bi_dir / TABLES).is_dir():
+        return []
+    removed = []
+    for folder in sorted((bi_dir / TABLES).iterdir()):
+        own = current / f"{folder.name}.parquet"
+        if not folder.is_dir() or not own.is_file():
+            continue
+        files = sorted(folder.glob("*.parquet"))
+        at = next((i for i, f in enumerate(files) if os.path.samefile(f, own)), 0)
+        for newer in files[:at]:
+            newer.unlink(missing_ok=True)
+            removed.append(f"{folder.name}/{newer.name}")
+    return removed
+
+
 def _layout(bi_dir: Path, tables, comments: Mapping[str, Mapping[str, str]]) -> str:
     """What the views file holds: the folder its views read, the tables, and a digest of the column comments (a
     column or a description that changed rewrites the file)."""

@@ -108,6 +108,11 @@ class Engine(dg.ConfigurableResource):
     master: str = Field(default="local[2]", description="spark.master: local[N], spark://host:7077, yarn, k8s://...")
     conf: dict[str, str] = Field(default_factory=dict, description="Extra Spark settings laid over the defaults.")
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from seg_assets.resources import refuse_deployment_config  # (resources.py imports this module)
+
+        refuse_deployment_config(context)
+
     @property
     def is_spark(self) -> bool:
         return self.kind == "spark"
