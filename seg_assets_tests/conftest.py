@@ -10,7 +10,17 @@ import pytest
 # Tests write landing files and read them at once: no settling wait (the landing rule's own tests set it).
 os.environ["SEG_SETTLE_SECONDS"] = "0"
 
+from seg_assets import interrupts
 from seg_assets.demo.generate import generate
+
+
+@pytest.fixture(autouse=True)
+def _no_signal_left_set():
+    """A test that signals its own process (a refresh stopped by SIGTERM while it waits) leaves ``interrupts.STOP``
+    set for the caller to read; cleared after each test, or every later test of that worker is "interrupted"."""
+    yield
+    interrupts.STOP.clear()
+    interrupts.received.clear()
 
 
 @pytest.fixture(scope="session")
