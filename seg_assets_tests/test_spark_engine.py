@@ -7,6 +7,7 @@ import math
 import shutil
 from datetime import datetime
 
+import dagster as dg
 import duckdb
 import pytest
 from typer.testing import CliRunner
@@ -124,11 +125,12 @@ def test_after_an_incremental_delivery_both_engines_publish_the_same_rows(two_en
     assert owner != other
     (tmp_path / "more" / "landing" / "orders" / "moved.csv").write_text(
         f"order_id,user_id,order_ts,amount,items,status\n{order},{other},{ts:%Y-%m-%dT%H:%M:%SZ},10,1,completed\n")
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     for engine, (root, _) in two_engines.items():
         for folder in (tmp_path / "more" / "landing").iterdir():
             shutil.copytree(folder, root / "landing" / folder.name, dirs_exist_ok=True)
         monkeypatch.setenv("SEG_DATA_DIR", str(root))
+        (tmp_path / f"home_{engine}").mkdir()
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / f"home_{engine}"))  # to read the asset's metadata below
         result = runner.invoke(app, ["refresh", "--engine", engine, "--as-of", "2026-11-07T23:59:59Z", "--no-summary"])
         assert result.exit_code == 0, f"{engine}: {result.output}"
     features = "SELECT * FROM features.user_features ORDER BY user_id"
@@ -140,3 +142,17 @@ def test_after_an_incremental_delivery_both_engines_publish_the_same_rows(two_en
     segments = "SELECT user_id, segment_id, as_of FROM analytics.user_segments ORDER BY user_id"
     duck, spark = (_read(two_engines[e][0], segments) for e in ("duckdb", "spark"))
     assert duck.height > 1_900 and duck.equals(spark)
+    # what the UI shows of the build: the same figures under the same names on both engines (Spark reported the
+    # whole table's buyers and revenue under other names, a tester's session 33)
+    shown = {}
+    for engine in ("duckdb", "spark"):
+        with dg.DagsterInstance.from_config(str(tmp_path / f"home_{engine}")) as instance:
+            event = instance.get_latest_materialization_event(dg.AssetKey(["features", "user_features"]))
+        shown[engine] = {k: v.value for k, v in event.asset_materialization.metadata.items()
+                         if k.startswith("recomputed_") or k == "users_recomputed"}
+    assert set(shown["duckdb"]) == {"users_recomputed", "recomputed_buyers", "recomputed_revenue",
+                                    "recomputed_median_recency_days"}, shown
+    assert set(shown["spark"]) == set(shown["duckdb"]), shown
+    assert 0 < shown["duckdb"]["users_recomputed"] < duck.height, shown
+    for key, value in shown["duckdb"].items():
+        assert math.isclose(shown["spark"][key], value, rel_tol=1e-9), (key, shown)

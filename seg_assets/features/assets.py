@@ -197,14 +197,18 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
                                            changed=changed, categories=categories, stamp=stamp)
     except FeatureError as exc:
         raise input_failure(str(exc)) from None
-    if changed is not None:
-        changed.unlink()
     with duckdb.get_connection() as con, transaction(con):
         duckdb_view(con, TABLE, folder)
         inc.write_state(con, TABLE, _code_version(models), as_of, plan, params={**params, "categories": categories})
+        # of the users recomputed, as the DuckDB engine reports them (the whole table was read here: a UI's
+        # recomputed_revenue then changed meaning and name with the engine, a tester's)
+        only = "" if changed is None else \
+            f"WHERE user_id IN (SELECT user_id FROM read_parquet({sql_string(str(changed))}))"
         summary = con.sql(f"SELECT count(*) FILTER (WHERE frequency > 0), coalesce(sum(monetary), 0), "
-                          f"coalesce(median(recency_days), 0) FROM {TABLE}").fetchall()[0]
+                          f"coalesce(median(recency_days), 0) FROM {TABLE} {only}").fetchall()[0]
         preview = con.sql(f"SELECT * FROM {TABLE} ORDER BY user_id LIMIT 5").pl()
+    if changed is not None:
+        changed.unlink()
     context.log.info(f"user_features: {plan.mode} on Spark ({plan.reason}), {users} users as of {as_of} -> {folder}")
     return dg.MaterializeResult(
         metadata={
@@ -214,9 +218,9 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
             "users_recomputed": dg.MetadataValue.int(users if not plan.incremental else int(plan.changed or 0)),
             "dagster/table_name": TABLE,
             "parquet": dg.MetadataValue.path(str(folder)),
-            "buyers": dg.MetadataValue.int(int(summary[0])),  # of every user: the Spark table is read whole here
-            "revenue": dg.MetadataValue.float(float(summary[1])),
-            "median_recency_days": dg.MetadataValue.float(float(summary[2])),
+            "recomputed_buyers": dg.MetadataValue.int(int(summary[0])),
+            "recomputed_revenue": dg.MetadataValue.float(float(summary[1])),
+            "recomputed_median_recency_days": dg.MetadataValue.float(float(summary[2])),
             "as_of": str(as_of),
             "categories": dg.MetadataValue.json(categories),
             "columns": dg.MetadataValue.int(preview.width),
