@@ -142,6 +142,7 @@ def _misfit(con, src: Source, exprs: dict[str, str], source: SourceDef, exc: Exc
 
 
 _NO_KEY = re.compile(r'Could not find key "([^"]+)" in struct')
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a name needing no quotes, in SQL and in a JSON path
 
 
 def _absent_field(con, src: Source, name: str, expr: Expr, columns: dict[str, tuple[str, str]], error: str) -> str | None:
@@ -176,11 +177,15 @@ def _absent_field(con, src: Source, name: str, expr: Expr, columns: dict[str, tu
                  for f in fields]
         if key.lower() in (n.lower() for n in names):  # another struct of the expression lacks it
             continue
-        struct = ".".join(parts[:-1])
+        struct = ".".join(p if _PLAIN.fullmatch(p) else '"' + p.replace('"', '""') + '"' for p in parts[:-1])
+        # a key that is no plain name as a JSON Pointer: '$.a.b' reads a, then b (NULL for key "a.b"), '/a.b' the key
+        path = "$." + key if _PLAIN.fullmatch(key) else "/" + key.replace("~", "~0").replace("/", "~1")
+        mapping = f"json_extract_string(to_json({struct}), {sql_string(path)})"
+        mapping = '"' + mapping.replace("\\", "\\\\").replace('"', '\\"') + '"'  # as a YAML double-quoted value
         return (f"{name}: {expr.text}: {struct} has no field {key!r} in this file (its fields: {', '.join(names)}): "
                 f"check its spelling; if the field is only missing from this file (a STRUCT converted from JSON holds "
                 f"only the keys its rows carry), map it through JSON, {name}: "
-                f"\"json_extract_string(to_json({struct}), '$.{key}')\", NULL where a file lacks it, "
+                f"{mapping}, NULL where a file lacks it, "
                 f"or convert the file with the field in its schema (read_json's columns=)")
     return None
 
