@@ -156,7 +156,7 @@ def model_spark_sql(model, as_of: datetime) -> str:
     if explicit.exists():
         text = render_sql(explicit.read_text(), str(explicit))
         reads = upstream_tables(text, source=str(explicit), dialect="spark")
-        if reads != model.upstream:
+        if _case_blind(reads) != _case_blind(model.upstream):  # RAW.ORDERS is raw.orders to both engines
             raise SparkSqlError(f"{explicit}: reads {_names(reads)} but {model.path.name} reads {_names(model.upstream)}: "
                                 "the Spark form must read the same tables")
         return to_spark(text, source=str(explicit), as_of=as_of, read="spark", explicit=True)
@@ -167,6 +167,10 @@ def check_models(models) -> None:
     """Fail at load (``--engine spark``), naming the model and the function, if any model cannot run on Spark."""
     for model in models:
         model_spark_sql(model, PLACEHOLDER_AS_OF)
+
+
+def _case_blind(tables) -> set[tuple[str, ...]]:
+    return {tuple(part.lower() for part in table) for table in tables}
 
 
 def _names(tables) -> str:
