@@ -474,13 +474,15 @@ def test_the_json_mapping_offered_for_a_key_that_is_no_plain_name_reads_that_key
     (tmp_path / "landing" / "segment").mkdir(parents=True)
     rows = {"messageId": ["m1"], "anonymousId": ["d1"], "event": ["Page Viewed"],
             "timestamp": pa.array([datetime(2026, 3, 1, 10)], pa.timestamp("us"))}
-    pq.write_table(pa.table({**rows, "properties": pa.array([{"path": "/"}], pa.struct([("path", pa.string())]))}),
+    fields = pa.struct([("path", pa.string()), ("x,y", pa.string())])  # a name with a comma: its fields were split by hand
+    pq.write_table(pa.table({**rows, "properties": pa.array([{"path": "/", "x,y": "1"}], fields)}),
                    tmp_path / "landing" / "segment" / "a.parquet")
     mapping = ("sources:\n  segment:\n    table: clicks\n    columns: {event_id: messageId, user_id: anonymousId, "
                "session_id: anonymousId, event_ts: timestamp, event_type: event, product_id: %s}\n")
     (tmp_path / "sources.yaml").write_text(mapping % "'properties.\"a.b\"'")
     _, ledger, _ = ingest(tmp_path)
-    assert ledger[0][2] == "failed" and "properties has no field 'a.b' in this file" in ledger[0][8], ledger
+    assert ledger[0][2] == "failed" and "properties has no field 'a.b' in this file (its fields: path, x,y)" in \
+        ledger[0][8], ledger
     offered = re.search(r'product_id: ("(?:[^"\\]|\\.)*")', ledger[0][8]).group(1)
     assert "'/a.b'" in offered, offered
     (tmp_path / "landing" / "segment" / "a.parquet").unlink()

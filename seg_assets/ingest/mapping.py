@@ -160,21 +160,12 @@ def _absent_field(con, src: Source, name: str, expr: Expr, columns: dict[str, tu
             continue
         sql = columns[parts[0].lower()][0] + "".join(f"[{sql_string(p)}]" for p in parts[1:-1])
         try:
-            typ = con.sql(f"DESCRIBE SELECT {sql} AS v FROM {src.relation}").fetchall()[0][1]
+            if not con.sql(f"DESCRIBE SELECT {sql} AS v FROM {src.relation}").fetchall()[0][1].startswith("STRUCT("):
+                continue
+            # its fields as DuckDB names them (the type's text was split by hand: a name holding a comma, "a,b", failed)
+            names = [row[0] for row in con.sql(f"DESCRIBE SELECT unnest({sql}) FROM {src.relation}").fetchall()]
         except duckdb.Error:
             continue
-        if not typ.startswith("STRUCT("):
-            continue
-        fields, depth, start = [], 0, len("STRUCT(")
-        for i, ch in enumerate(typ[start:-1], start):  # the top-level 'name TYPE' items of STRUCT(...)
-            depth += ch == "(" or ch == "["
-            depth -= ch == ")" or ch == "]"
-            if ch == "," and depth == 0:
-                fields.append(typ[start:i].strip())
-                start = i + 1
-        fields.append(typ[start:-1].strip())
-        names = [f.split(" ", 1)[0] if not f.startswith('"') else f[1:f.index('"', 1)]
-                 for f in fields]
         if key.lower() in (n.lower() for n in names):  # another struct of the expression lacks it
             continue
         struct = ".".join(p if _PLAIN.fullmatch(p) else '"' + p.replace('"', '""') + '"' for p in parts[:-1])
