@@ -64,7 +64,7 @@ def test_a_scale_other_than_five_or_ten_is_no_rating(scorer, text):
     ("Looks great, but it broke after a week.", -1), ("Bit pricey, but worth every penny.", 1),  # "but" after a comma
     ("Comfortable at first. But after two weeks the sole started peeling off.", -1),
     ("5 stars, would buy again.", 1), ("1/5. Fell apart in the first wash.", -1), ("10/10", 1), ("Zero stars.", -1),
-    ("Ten out of ten.", 1), ("two out of ten, would not buy again", -1), ("Five out of five!", 1),
+    ("Ten out of ten.", 1), ("two out of ten", -1), ("Five out of five!", 1),
     ("★★★★☆", 1), ("★☆☆☆☆", -1), ("👍👍👍", 1), ("Never again 👎", -1), ("Couldn't be happier.", 1),
     ("Don\u2019t buy this junk", -1), ("Wouldn't buy again.", -1), ("Don't waste your money.", -1),
     ("Smells like burnt plastic, it stinks.", -1), ("No issues at all.", 1), ("Fits him perfectly, snug but not tight.", 1),
