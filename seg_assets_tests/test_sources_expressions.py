@@ -460,3 +460,38 @@ def test_a_struct_field_no_row_of_a_file_carries_is_named_with_a_mapping_that_fi
     _, ledger, rejects = ingest(tmp_path)
     [c] = [r for r in ledger if r[1] == "segment/c.parquet"]
     assert rejects == [] and c[2:5] == ("ingested", 1, 1), ledger
+
+
+def test_the_json_mapping_offered_for_a_key_that_is_no_plain_name_reads_that_key(tmp_path):
+    """Segment property names may hold a dot ("a.b"): the mapping offered read '$.a.b', which JSON paths take as key a,
+    then b: NULL in every file, the field's values lost without a word. Offered as a JSON Pointer ('/a.b'), copied as
+    the message writes it, it reads the key where a file has it."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "landing" / "segment").mkdir(parents=True)
+    rows = {"messageId": ["m1"], "anonymousId": ["d1"], "event": ["Page Viewed"],
+            "timestamp": pa.array([datetime(2026, 3, 1, 10)], pa.timestamp("us"))}
+    fields = pa.struct([("path", pa.string()), ("x,y", pa.string())])  # a name with a comma: its fields were split by hand
+    pq.write_table(pa.table({**rows, "properties": pa.array([{"path": "/", "x,y": "1"}], fields)}),
+                   tmp_path / "landing" / "segment" / "a.parquet")
+    mapping = ("sources:\n  segment:\n    table: clicks\n    columns: {event_id: messageId, user_id: anonymousId, "
+               "session_id: anonymousId, event_ts: timestamp, event_type: event, product_id: %s}\n")
+    (tmp_path / "sources.yaml").write_text(mapping % "'properties.\"a.b\"'")
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "failed" and "properties has no field 'a.b' in this file (its fields: path, x,y)" in \
+        ledger[0][8], ledger
+    offered = re.search(r'product_id: ("(?:[^"\\]|\\.)*")', ledger[0][8]).group(1)
+    assert "'/a.b'" in offered, offered
+    (tmp_path / "landing" / "segment" / "a.parquet").unlink()
+    props = pa.struct([("path", pa.string()), ("a.b", pa.string())])
+    pq.write_table(pa.table({**rows, "messageId": ["m2"], "properties": pa.array([{"path": "/", "a.b": "P7"}], props)}),
+                   tmp_path / "landing" / "segment" / "b.parquet")
+    (tmp_path / "sources.yaml").write_text(mapping % offered)
+    _, ledger, rejects = ingest(tmp_path)
+    [b] = [r for r in ledger if r[1] == "segment/b.parquet"]
+    assert rejects == [] and b[2:5] == ("ingested", 1, 1), ledger
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        assert con.sql("SELECT product_id FROM raw.clicks WHERE event_id = 'm2'").fetchall() == [("P7",)]

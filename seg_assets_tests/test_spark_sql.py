@@ -93,6 +93,21 @@ def test_an_explicit_spark_form_is_read_as_spark_sql(tmp_path):
         model_spark_sql(duck_in_spark_form, AS_OF)
 
 
+def test_an_explicit_spark_form_may_name_the_tables_in_capitals(tmp_path):
+    """Both engines read RAW.ORDERS as raw.orders: the form was refused as reading other tables."""
+    model = _model(tmp_path, "caps", "SELECT user_id FROM raw.orders", "SELECT USER_ID FROM RAW.ORDERS")
+    assert "from raw__orders" in model_spark_sql(model, AS_OF).lower()
+
+
+def test_an_explicit_spark_form_may_call_a_spark_function_sqlglot_does_not_know(tmp_path):
+    """bround, make_date, xxhash64 are Spark's own: its form was refused as 'not Spark SQL' (sqlglot leaves them
+    unparsed), and the explicit form is the way out for a function sqlglot cannot carry over."""
+    model = _model(tmp_path, "rounded", "SELECT user_id, round_even(amount, 1) AS a FROM raw.orders",
+                   "SELECT user_id, bround(amount, 1) AS a, make_date(2026, 1, 1) AS d, xxhash64(user_id) AS h "
+                   "FROM raw.orders")
+    assert "BROUND(amount, 1) AS a, MAKE_DATE(2026, 1, 1) AS d" in model_spark_sql(model, AS_OF)
+
+
 def test_an_explicit_spark_form_runs_on_spark(tmp_path, spark):
     model = _model(tmp_path, "odd", "SELECT list_aggregate(tags, 'min') AS t FROM raw.orders",
                    "SELECT array_min(tags) AS t FROM raw.orders")

@@ -142,6 +142,7 @@ def _misfit(con, src: Source, exprs: dict[str, str], source: SourceDef, exc: Exc
 
 
 _NO_KEY = re.compile(r'Could not find key "([^"]+)" in struct')
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a name needing no quotes, in SQL and in a JSON path
 
 
 def _absent_field(con, src: Source, name: str, expr: Expr, columns: dict[str, tuple[str, str]], error: str) -> str | None:
@@ -159,28 +160,23 @@ def _absent_field(con, src: Source, name: str, expr: Expr, columns: dict[str, tu
             continue
         sql = columns[parts[0].lower()][0] + "".join(f"[{sql_string(p)}]" for p in parts[1:-1])
         try:
-            typ = con.sql(f"DESCRIBE SELECT {sql} AS v FROM {src.relation}").fetchall()[0][1]
+            if not con.sql(f"DESCRIBE SELECT {sql} AS v FROM {src.relation}").fetchall()[0][1].startswith("STRUCT("):
+                continue
+            # its fields as DuckDB names them (the type's text was split by hand: a name holding a comma, "a,b", failed)
+            names = [row[0] for row in con.sql(f"DESCRIBE SELECT unnest({sql}) FROM {src.relation}").fetchall()]
         except duckdb.Error:
             continue
-        if not typ.startswith("STRUCT("):
-            continue
-        fields, depth, start = [], 0, len("STRUCT(")
-        for i, ch in enumerate(typ[start:-1], start):  # the top-level 'name TYPE' items of STRUCT(...)
-            depth += ch == "(" or ch == "["
-            depth -= ch == ")" or ch == "]"
-            if ch == "," and depth == 0:
-                fields.append(typ[start:i].strip())
-                start = i + 1
-        fields.append(typ[start:-1].strip())
-        names = [f.split(" ", 1)[0] if not f.startswith('"') else f[1:f.index('"', 1)]
-                 for f in fields]
         if key.lower() in (n.lower() for n in names):  # another struct of the expression lacks it
             continue
-        struct = ".".join(parts[:-1])
+        struct = ".".join(p if _PLAIN.fullmatch(p) else '"' + p.replace('"', '""') + '"' for p in parts[:-1])
+        # a key that is no plain name as a JSON Pointer: '$.a.b' reads a, then b (NULL for key "a.b"), '/a.b' the key
+        path = "$." + key if _PLAIN.fullmatch(key) else "/" + key.replace("~", "~0").replace("/", "~1")
+        mapping = f"json_extract_string(to_json({struct}), {sql_string(path)})"
+        mapping = '"' + mapping.replace("\\", "\\\\").replace('"', '\\"') + '"'  # as a YAML double-quoted value
         return (f"{name}: {expr.text}: {struct} has no field {key!r} in this file (its fields: {', '.join(names)}): "
                 f"check its spelling; if the field is only missing from this file (a STRUCT converted from JSON holds "
                 f"only the keys its rows carry), map it through JSON, {name}: "
-                f"\"json_extract_string(to_json({struct}), '$.{key}')\", NULL where a file lacks it, "
+                f"{mapping}, NULL where a file lacks it, "
                 f"or convert the file with the field in its schema (read_json's columns=)")
     return None
 

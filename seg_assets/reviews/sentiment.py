@@ -73,7 +73,8 @@ _BEFORE, _AFTER = 0.5, 1.5  # VADER's own weights of the words before and after 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})  # "don\u2019t" is "don't" to VADER's negation
 _NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
 _RATING = re.compile(r"(?<![\w/.,])(\d+(?:\.\d+)?|zero|one|two|three|four|five|six|seven|eight|nine|ten)"
-                     r"(?:\s*(?:/|out\s+of)\s*(5|10|(?:five|ten)\b)(?![\w/.,]\d)|[\s-]*stars?\b|\s*\*(?!\w))", re.IGNORECASE)
+                     r"(?:\s*(?:/|out\s+of)\s*(5|10|(?:five|ten)\b(?!\s*(?:hundred|thousand)))(?!\d|[\w/.,]\d)"  # not 100, 5/2026
+                     r"|[\s-]*stars?\b|\s*\*(?!\w))", re.IGNORECASE)
 _STARS = re.compile("([\u2605\u2b50]+)(\u2606*)")  # filled stars (black star, emoji star), then empty ones
 RATING_WORDS = {"stars_high": 2.0, "stars_low": -2.0}  # a rating said in the text: >= 80 % / <= 40 % of its scale
 # Words as bad denied as said: "they won't refund me", "never got my money back" (VADER's negation made them praise)

@@ -6,8 +6,8 @@ through unchanged (``GETVARIABLE``, ``list_aggregate``...), which Spark would re
 resolve to something else: such a function fails here instead, naming the model and the function.
 
 A model that needs another form on Spark says so explicitly with a sibling file ``<name>.spark.sql`` (same
-folder): that file is used on Spark instead of transpiling, must read the same tables, and is itself checked
-(bound and written by sqlglot, so it may use either dialect's spelling of what sqlglot knows).
+folder): that file is used on Spark instead of transpiling, must read the same tables, and is itself checked: read
+as Spark SQL, bound and written by sqlglot; a function sqlglot does not know must be one pyspark lists.
 
 Tables are read as ``<schema>__<name>`` temporary views (Spark's temp views are unqualified); ``spark/tables.py``
 registers each one: raw Parquet, a view model's SQL, or a table model's Parquet.
@@ -111,6 +111,13 @@ def _rename_tables(tree: exp.Expression) -> exp.Expression:
     return tree
 
 
+def _spark_has(function: str) -> bool:
+    """Whether Spark has a function of this name: pyspark.sql.functions wraps Spark's SQL functions."""
+    from pyspark.sql import functions
+
+    return not function.startswith("_") and callable(getattr(functions, function.lower(), None))
+
+
 def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb", explicit: bool = False) -> str:
     """The query in Spark SQL, as-of bound, tables renamed to their temp views; SparkSqlError if it cannot be, or if
     a function would compute another value there (not in an ``explicit`` Spark form, whose author meant Spark's).
@@ -123,8 +130,10 @@ def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb", ex
     literal = exp.cast(exp.Literal.string(as_of.isoformat(sep=" ")), exp.DataType.build("TIMESTAMPNTZ"))
     tree = _bind(tree, {"as_of": literal}, source)
     unknown = sorted({node.name for node in tree.find_all(exp.Anonymous)})
-    if unknown and explicit:
-        raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} are not Spark SQL: fix this Spark form")
+    if explicit:  # sqlglot does not know every Spark function (bround, make_date, xxhash64...)
+        unknown = [name for name in unknown if not _spark_has(name)]
+        if unknown:
+            raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} are not Spark SQL: fix this Spark form")
     if unknown:
         raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} have no known Spark form: rewrite them, or "
                             f"give the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
@@ -147,7 +156,7 @@ def model_spark_sql(model, as_of: datetime) -> str:
     if explicit.exists():
         text = render_sql(explicit.read_text(), str(explicit))
         reads = upstream_tables(text, source=str(explicit), dialect="spark")
-        if reads != model.upstream:
+        if _case_blind(reads) != _case_blind(model.upstream):  # RAW.ORDERS is raw.orders to both engines
             raise SparkSqlError(f"{explicit}: reads {_names(reads)} but {model.path.name} reads {_names(model.upstream)}: "
                                 "the Spark form must read the same tables")
         return to_spark(text, source=str(explicit), as_of=as_of, read="spark", explicit=True)
@@ -158,6 +167,10 @@ def check_models(models) -> None:
     """Fail at load (``--engine spark``), naming the model and the function, if any model cannot run on Spark."""
     for model in models:
         model_spark_sql(model, PLACEHOLDER_AS_OF)
+
+
+def _case_blind(tables) -> set[tuple[str, ...]]:
+    return {tuple(part.lower() for part in table) for table in tables}
 
 
 def _names(tables) -> str:
