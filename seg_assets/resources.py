@@ -41,6 +41,9 @@ DEPLOYMENT_FIELDS = {
     ("engine", "master"): "SEG_SPARK_MASTER", ("engine", "conf"): "the code location",
 }
 _PATHS = {("settings", "data_dir"), ("duckdb", "database")}
+# Fields the environment sets that a run may set too, but not lose by leaving them out of a block it gives (an as_of
+# run from the launchpad, which gives `settings`, read landing files after 5 s beside SEG_SETTLE_SECONDS=600)
+KEPT_FIELDS = {("settings", "settle_seconds"): "SEG_SETTLE_SECONDS"}
 
 
 def _compared(field: tuple[str, str], value: object) -> object:
@@ -50,15 +53,16 @@ def _compared(field: tuple[str, str], value: object) -> object:
 
 def refuse_deployment_config(context: dg.InitResourceContext, key: str, resource: dg.ConfigurableResource) -> None:
     """Fail the run, in one line and without retries, when ``resource`` (key ``key``) gets another value of a
-    :data:`DEPLOYMENT_FIELDS` field than the deployment's: the value the resource was built with
-    (:func:`build_resources`; Dagster keeps those as the default of the resource's config), else the field's default."""
+    :data:`DEPLOYMENT_FIELDS` field than the deployment's, or leaves out a :data:`KEPT_FIELDS` one the deployment set:
+    the value the resource was built with (:func:`build_resources`; Dagster keeps those as the default of the
+    resource's config), else the field's default."""
     schema, run = getattr(context.resource_def, "config_schema", None), context.dagster_run
     if run is None or schema is None or not schema.default_provided:  # a sensor's or schedule's resources: no run
         return
     deployed, gets = schema.default_value or {}, context.resource_config or {}
     written = (((run.run_config or {}).get("resources") or {}).get(key) or {}).get("config") or {}
-    for (owner, name), where in sorted(DEPLOYMENT_FIELDS.items(), key=lambda f: f[0][1] not in written):  # written first
-        if owner != key:
+    for (owner, name), where in sorted({**DEPLOYMENT_FIELDS, **KEPT_FIELDS}.items(), key=lambda f: f[0][1] not in written):
+        if owner != key or (owner, name) in KEPT_FIELDS and name in written:  # (written first)
             continue
         default = type(resource).model_fields[name].get_default(call_default_factory=True)
         if _compared((key, name), gets.get(name, default)) == _compared((key, name), deployed.get(name, default)):
@@ -66,8 +70,8 @@ def refuse_deployment_config(context: dg.InitResourceContext, key: str, resource
         said = (f"sets resources.{key}.config.{name} to {str(written[name])[:120]!r}" if name in written else
                 f"gives resources.{key}.config without {name} (Dagster then takes {str(gets.get(name))[:120]!r})")
         raise dg.Failure(description=f"run config {said}, not this deployment's: it is set by {where} where Dagster "
-                         f"starts, not by a run (leave resources.{key} out of the run config, or repeat the "
-                         f"deployment's {name})", allow_retries=False)
+                         f"starts{'' if (key, name) in KEPT_FIELDS else ', not by a run'} (leave resources.{key} out of the run "
+                         f"config, or repeat the deployment's {name})", allow_retries=False)
 
 
 class Warehouse(DuckDBResource):

@@ -177,6 +177,8 @@ def test_an_as_of_in_the_future_is_refused(tmp_path, monkeypatch):
     # a block given whole: a field left out is the class default, not the deployment's (SEG_* below)
     ({"duckdb": {"config": {"database": "DATA/warehouse.duckdb"}}}, "resources.duckdb.config without connection_config"),
     ({"engine": {"config": {"kind": "duckdb"}}}, "resources.engine.config without master"),
+    ({"settings": {"config": {"data_dir": "DATA", "as_of": "2026-10-01T00:00:00"}}},
+     "resources.settings.config without settle_seconds (Dagster then takes '5.0')"),
 ])
 def test_a_run_config_from_the_launchpad_cannot_move_the_data_root(tmp_path, monkeypatch, resources, words):
     """The CLI refuses `resources:` in --config; the Dagster launchpad takes any resource field. A tester's run with
@@ -193,6 +195,7 @@ def test_a_run_config_from_the_launchpad_cannot_move_the_data_root(tmp_path, mon
     monkeypatch.setenv("OTHER_ROOT", str(evil))
     monkeypatch.setenv("SEG_DUCKDB_MEMORY_LIMIT", "1GB")
     monkeypatch.setenv("SEG_SPARK_MASTER", "spark://cluster:7077")
+    monkeypatch.setenv("SEG_SETTLE_SECONDS", "600")
     def place(value):
         return value.replace("EVIL", str(evil)).replace("DATA", str(tmp_path / "data")).replace(
             "MASTER", "spark://cluster:7077") if isinstance(value, str) else (
@@ -216,6 +219,7 @@ def test_a_run_config_may_still_set_the_runs_own_settings(tmp_path, monkeypatch)
     from seg_assets.resources import build_resources
 
     monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SEG_SETTLE_SECONDS", "600")  # a run may set its own settle time, not lose the deployment's
     got = []
 
     @dg.asset
@@ -227,7 +231,7 @@ def test_a_run_config_may_still_set_the_runs_own_settings(tmp_path, monkeypatch)
     for data_dir in (str(tmp_path / "data" / ".." / "data"), {"env": "SEG_DATA_DIR"}):
         result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config={
             "resources": {
-                "settings": {"config": {"data_dir": data_dir, "as_of": "2026-10-01T00:00:00"}},
+                "settings": {"config": {"data_dir": data_dir, "as_of": "2026-10-01T00:00:00", "settle_seconds": 1}},
                 "duckdb": {"config": {"database": str(tmp_path / "data" / "warehouse.duckdb"),
                                       "other_process_wait_seconds": 5}},
                 "engine": {"config": {"kind": "duckdb"}}}})
