@@ -32,39 +32,46 @@ from seg_assets.warehouse import CLOCK_SKEW_MINUTES, as_of_setting, naive_utc, p
 # resource field; a tester's `resources.settings.config.data_dir` read another folder's landing/ into this warehouse and
 # published there, and `duckdb.database` or `engine.conf` (JVM options) reach further still. A run config may repeat
 # the deployment's value (the launchpad asks for data_dir beside as_of), never set another: refused when a run starts.
+# Dagster takes a resource's run config whole: a field left out gets the class default, not the deployment's (an
+# `engine` block of `kind` alone ran on local[2] beside a cluster's SEG_SPARK_MASTER), so the values compared are the
+# ones the run gets.
 DEPLOYMENT_FIELDS = {
     ("settings", "data_dir"): "SEG_DATA_DIR", ("duckdb", "database"): "SEG_DATA_DIR",
-    ("duckdb", "connection_config"): "SEG_DUCKDB_MEMORY_LIMIT", ("engine", "master"): "SEG_SPARK_MASTER",
-    ("engine", "conf"): "the code location",
+    ("duckdb", "connection_config"): "SEG_DUCKDB_MEMORY_LIMIT", ("engine", "kind"): "SEG_ENGINE",
+    ("engine", "master"): "SEG_SPARK_MASTER", ("engine", "conf"): "the code location",
 }
 _PATHS = {("settings", "data_dir"), ("duckdb", "database")}
-_DEPLOYED: list[dict[tuple[str, str], object]] = []  # each build_resources' values of those fields, in this process
+# Fields the environment sets that a run may set too, but not lose by leaving them out of a block it gives (an as_of
+# run from the launchpad, which gives `settings`, read landing files after 5 s beside SEG_SETTLE_SECONDS=600)
+KEPT_FIELDS = {("settings", "settle_seconds"): "SEG_SETTLE_SECONDS"}
 
 
-def _deployed(field: tuple[str, str], value: object) -> object:
+def _compared(field: tuple[str, str], value: object) -> object:
     """A value as compared: a path resolved (``data`` and ``/abs/data`` are one folder)."""
     return str(Path(str(value)).expanduser().resolve()) if field in _PATHS else value
 
 
-def refuse_deployment_config(context) -> None:
-    """Fail the run, in one line and without retries, when its run config sets a :data:`DEPLOYMENT_FIELDS` field to
-    another value than the deployment's (:func:`build_resources` of this process)."""
-    run = context.dagster_run
-    resources = (run.run_config or {}).get("resources") if run is not None else None
-    if not isinstance(resources, dict):
+def refuse_deployment_config(context: dg.InitResourceContext, key: str, resource: dg.ConfigurableResource) -> None:
+    """Fail the run, in one line and without retries, when ``resource`` (key ``key``) gets another value of a
+    :data:`DEPLOYMENT_FIELDS` field than the deployment's, or leaves out a :data:`KEPT_FIELDS` one the deployment set:
+    the value the resource was built with (:func:`build_resources`; Dagster keeps those as the default of the
+    resource's config), else the field's default."""
+    schema, run = getattr(context.resource_def, "config_schema", None), context.dagster_run
+    if run is None or schema is None or not schema.default_provided:  # a sensor's or schedule's resources: no run
         return
-    given = {}
-    for (key, name) in DEPLOYMENT_FIELDS:
-        config = (resources.get(key) or {}).get("config") if isinstance(resources.get(key), dict) else None
-        if isinstance(config, dict) and name in config:
-            given[key, name] = _deployed((key, name), config[name])
-    if not given or any(all(built.get(f) == v for f, v in given.items()) for built in _DEPLOYED):
-        return
-    (key, name), value = next((f, v) for f, v in given.items() if all(built.get(f) != v for built in _DEPLOYED)) \
-        if _DEPLOYED else next(iter(given.items()))
-    raise dg.Failure(description=f"run config sets resources.{key}.config.{name} to {str(value)[:120]!r}, not this "
-                     f"deployment's: it is set by {DEPLOYMENT_FIELDS[key, name]} where Dagster starts, not by a run "
-                     "(remove it from the run config)", allow_retries=False)
+    deployed, gets = schema.default_value or {}, context.resource_config or {}
+    written = (((run.run_config or {}).get("resources") or {}).get(key) or {}).get("config") or {}
+    for (owner, name), where in sorted({**DEPLOYMENT_FIELDS, **KEPT_FIELDS}.items(), key=lambda f: f[0][1] not in written):
+        if owner != key or (owner, name) in KEPT_FIELDS and name in written:  # (written first)
+            continue
+        default = type(resource).model_fields[name].get_default(call_default_factory=True)
+        if _compared((key, name), gets.get(name, default)) == _compared((key, name), deployed.get(name, default)):
+            continue
+        said = (f"sets resources.{key}.config.{name} to {str(written[name])[:120]!r}" if name in written else
+                f"gives resources.{key}.config without {name} (Dagster then takes {str(gets.get(name))[:120]!r})")
+        raise dg.Failure(description=f"run config {said}, not this deployment's: it is set by {where} where Dagster "
+                         f"starts{'' if (key, name) in KEPT_FIELDS else ', not by a run'} (leave resources.{key} out of the run "
+                         f"config, or repeat the deployment's {name})", allow_retries=False)
 
 
 class Warehouse(DuckDBResource):
@@ -89,7 +96,7 @@ class Warehouse(DuckDBResource):
         an instance shared by several roots told one root's failed run as another's (publish/state.py)."""
         from seg_assets.automation.instance import process_tags
 
-        refuse_deployment_config(context)
+        refuse_deployment_config(context, "duckdb", self)
         run, instance, mine = context.dagster_run, context.instance, process_tags(Path(self.database).parent)
         # a re-executed run copies its parent's tags: the parent's (dead) process would get the live run failed
         if run is not None and instance is not None and any(run.tags.get(k) != v for k, v in mine.items()):
@@ -247,7 +254,7 @@ class SegSettings(dg.ConfigurableResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        refuse_deployment_config(context)
+        refuse_deployment_config(context, "settings", self)
 
     @model_validator(mode="after")
     def _as_of_is_a_time_up_to_now(self):
@@ -277,12 +284,8 @@ def build_resources(data_dir: str | Path | None = None, as_of: str | None = None
     paths = data_paths(data_dir)
     kind = engine or engine_from_env()
     limit = duckdb_memory_limit()
-    resources = {
+    return {
         "duckdb": Warehouse(database=str(paths.warehouse), connection_config={"memory_limit": limit} if limit else {}),
         "settings": SegSettings(data_dir=str(paths.root), as_of=as_of, settle_seconds=settle_seconds()),
         "engine": Engine(kind=kind, master=spark_master()),
     }
-    deployed = {(key, name): _deployed((key, name), getattr(resources[key], name)) for key, name in DEPLOYMENT_FIELDS}
-    if deployed not in _DEPLOYED:
-        _DEPLOYED.append(deployed)
-    return resources

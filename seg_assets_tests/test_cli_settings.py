@@ -168,12 +168,19 @@ def test_an_as_of_in_the_future_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("resources, words", [
     ({"settings": {"config": {"data_dir": "EVIL"}}}, "resources.settings.config.data_dir"),
+    ({"settings": {"config": {"data_dir": {"env": "OTHER_ROOT"}}}}, "resources.settings.config.data_dir"),
     ({"duckdb": {"config": {"database": "EVIL/w.duckdb"}}}, "resources.duckdb.config.database"),
     ({"duckdb": {"config": {"database": "DATA/warehouse.duckdb", "connection_config": {"temp_directory": "EVIL"}}}},
      "resources.duckdb.config.connection_config"),
     ({"engine": {"config": {"conf": {"spark.driver.extraJavaOptions": "-Dx=1"}}}}, "resources.engine.config.conf"),
+    ({"engine": {"config": {"kind": "spark", "master": "MASTER"}}}, "resources.engine.config.kind"),
+    # a block given whole: a field left out is the class default, not the deployment's (SEG_* below)
+    ({"duckdb": {"config": {"database": "DATA/warehouse.duckdb"}}}, "resources.duckdb.config without connection_config"),
+    ({"engine": {"config": {"kind": "duckdb"}}}, "resources.engine.config without master"),
+    ({"settings": {"config": {"data_dir": "DATA", "as_of": "2026-10-01T00:00:00"}}},
+     "resources.settings.config without settle_seconds (Dagster then takes '5.0')"),
 ])
-def test_a_run_config_from_the_launchpad_cannot_move_the_data_root(tmp_path, resources, words):
+def test_a_run_config_from_the_launchpad_cannot_move_the_data_root(tmp_path, monkeypatch, resources, words):
     """The CLI refuses `resources:` in --config; the Dagster launchpad takes any resource field. A tester's run with
     `settings.data_dir` set to another folder read that folder's landing/ into this warehouse and published there."""
     import dagster as dg
@@ -185,8 +192,13 @@ def test_a_run_config_from_the_launchpad_cannot_move_the_data_root(tmp_path, res
     (evil / "landing" / "orders" / "a.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
                                                          "o1,u1,2026-10-01T10:00:00Z,10,1,completed\n")
     (tmp_path / "data" / "landing").mkdir(parents=True)
+    monkeypatch.setenv("OTHER_ROOT", str(evil))
+    monkeypatch.setenv("SEG_DUCKDB_MEMORY_LIMIT", "1GB")
+    monkeypatch.setenv("SEG_SPARK_MASTER", "spark://cluster:7077")
+    monkeypatch.setenv("SEG_SETTLE_SECONDS", "600")
     def place(value):
-        return value.replace("EVIL", str(evil)).replace("DATA", str(tmp_path / "data")) if isinstance(value, str) else (
+        return value.replace("EVIL", str(evil)).replace("DATA", str(tmp_path / "data")).replace(
+            "MASTER", "spark://cluster:7077") if isinstance(value, str) else (
             {k: place(v) for k, v in value.items()} if isinstance(value, dict) else value)
     resources = place(resources)
     job = build_defs(tmp_path / "data").resolve_job_def("refresh")
@@ -199,15 +211,29 @@ def test_a_run_config_from_the_launchpad_cannot_move_the_data_root(tmp_path, res
     assert not (tmp_path / "data" / "warehouse.duckdb").exists() and sorted(p.name for p in evil.iterdir()) == ["landing"]
 
 
-def test_a_run_config_may_still_set_the_runs_own_settings(tmp_path):
-    """The launchpad asks for data_dir beside as_of (a resource's config is given whole): the deployment's own is fine."""
-    from types import SimpleNamespace
+def test_a_run_config_may_still_set_the_runs_own_settings(tmp_path, monkeypatch):
+    """The launchpad asks for data_dir beside as_of (a resource's config is given whole): the deployment's own is fine,
+    written as another path to the same folder or read from the deployment's own variable."""
+    import dagster as dg
 
-    from seg_assets.resources import build_resources, refuse_deployment_config
+    from seg_assets.resources import build_resources
 
-    build_resources(tmp_path / "data")
-    run = SimpleNamespace(run_config={"resources": {
-        "settings": {"config": {"data_dir": str(tmp_path / "data" / ".." / "data"), "as_of": "2026-10-01T00:00:00"}},
-        "duckdb": {"config": {"database": str(tmp_path / "data" / "warehouse.duckdb"), "other_process_wait_seconds": 5}}}})
-    refuse_deployment_config(SimpleNamespace(dagster_run=run))  # no error
-    refuse_deployment_config(SimpleNamespace(dagster_run=None))  # a sensor's or schedule's resources: no run
+    monkeypatch.setenv("SEG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SEG_SETTLE_SECONDS", "600")  # a run may set its own settle time, not lose the deployment's
+    got = []
+
+    @dg.asset
+    def probe(settings: dg.ResourceParam[dg.ConfigurableResource], duckdb: dg.ResourceParam[dg.ConfigurableResource],
+              engine: dg.ResourceParam[dg.ConfigurableResource]):
+        got.append((settings.as_of, duckdb.other_process_wait_seconds))
+
+    job = dg.Definitions(assets=[probe], resources=build_resources(tmp_path / "data")).get_implicit_global_asset_job_def()
+    for data_dir in (str(tmp_path / "data" / ".." / "data"), {"env": "SEG_DATA_DIR"}):
+        result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_config={
+            "resources": {
+                "settings": {"config": {"data_dir": data_dir, "as_of": "2026-10-01T00:00:00", "settle_seconds": 1}},
+                "duckdb": {"config": {"database": str(tmp_path / "data" / "warehouse.duckdb"),
+                                      "other_process_wait_seconds": 5}},
+                "engine": {"config": {"kind": "duckdb"}}}})
+        assert result.success, [ev.message for ev in result.all_events if ev.is_failure]
+    assert got == [("2026-10-01T00:00:00", 5.0)] * 2

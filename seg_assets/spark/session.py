@@ -111,7 +111,7 @@ class Engine(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from seg_assets.resources import refuse_deployment_config  # (resources.py imports this module)
 
-        refuse_deployment_config(context)
+        refuse_deployment_config(context, "engine", self)
 
     @property
     def is_spark(self) -> bool:
