@@ -89,12 +89,15 @@ def segments_current(paths, overrides: dict, as_of: str | None, engine: str | No
     return True
 
 
+REFRESH_LOCK = ".refresh.lock"  # in the data root: one command-line refresh of a root at a time
+
+
 def check_writable(root: Path) -> None:
     """One line and exit 2 when the data root cannot be written: a read-only mount (a tester's) failed on the refresh
     lock with a 170-line traceback. Only ``landing/`` may be read-only; everything else is written by a refresh."""
     from seg_assets.errors import InputError
 
-    lock = root / ".refresh.lock"
+    lock = root / REFRESH_LOCK
     try:
         root.mkdir(parents=True, exist_ok=True)
         os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
@@ -118,7 +121,8 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
     check_writable(paths.root)  # before the instance, which may live in the root too (dagster_home/)
     instance = open_instance(paths)  # the one `make ui` shows: the run, its logs and materializations
     _fail_dead_runs(instance)
-    turn = FileLock(str(paths.root / ".refresh.lock"), thread_local=False)  # one command-line refresh of a root at a time
+    turn = FileLock(str(paths.root / REFRESH_LOCK), thread_local=False)
+    started = []  # the turn was taken: the run starts
     try:
         from seg_assets.refresh import run_refresh  # loads the definitions: a bad setting in the environment shows here
 
@@ -127,14 +131,17 @@ def run_in_turn(paths, as_of: str | None, refit: bool, rebase: bool, overrides: 
             outcome = interrupts.run_until_signal(lambda: run_refresh(
                 paths.root, as_of=as_of, refit=refit, rebase=rebase, overrides=overrides, instance=instance,
                 tags={"seg-assets/launched_by": "cli", **process_tags(paths.root)}, engine=engine,
-                before_run=lambda: _take_turn(turn, instance, wait_seconds)))
+                before_run=lambda: (_take_turn(turn, instance, wait_seconds), started.append(True))))
     except InputError as exc:
         _input_error(exc)
     except Exception:
         if not interrupts.STOP.is_set():
             raise
-        # stopped while waiting for its turn (a signal in a step ends the run, which run_refresh returns): nothing ran
-        console.print("[red]Refresh not started[/red]: interrupted (Ctrl-C or SIGTERM) while waiting for its turn",
+        # a signal in a step ends the run, which run_refresh returns; one before it (waiting for the turn) or after it
+        # (the closing look at the warehouse) raises here: say which, not "not started" after a run that published
+        console.print("[red]Refresh not started[/red]: interrupted (Ctrl-C or SIGTERM) while waiting for its turn"
+                      if not started else "[red]Refresh stopped[/red]: interrupted (Ctrl-C or SIGTERM) after its run "
+                      "ended; the run's outcome is recorded in the Dagster instance (`make ui`, Runs)",
                       highlight=False, soft_wrap=True)
         raise typer.Exit(interrupts.exit_code()) from None
     finally:

@@ -455,3 +455,23 @@ def test_a_signal_while_waiting_for_the_turn_is_one_line(data_dir, monkeypatch):
     assert time.monotonic() - start < 20 and result.exit_code == 143, (result.exit_code, flat)
     assert "Traceback" not in result.output and "Refresh not started: interrupted (Ctrl-C or SIGTERM) while waiting" in flat
     assert not (data_dir / "warehouse.duckdb").exists()
+
+
+def test_a_signal_after_the_run_ended_is_not_said_as_not_started(data_dir, monkeypatch):
+    """A signal that lands after the run (the closing look at the warehouse checks for it) raised there, and the line
+    said "Refresh not started ... while waiting for its turn" after a run that may have published (a reviewer's)."""
+    from seg_assets import interrupts, refresh
+
+    def run_then_signal(root, before_run, **_):
+        before_run()  # the turn is taken: the run starts
+        interrupts.received.append(2)  # Ctrl-C (SIGINT) as it ends, as interrupts._on_signal records it
+        interrupts.STOP.set()
+        raise interrupts.interrupted()
+
+    monkeypatch.setenv("SEG_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(refresh, "run_refresh", run_then_signal)
+    result = runner.invoke(app, ["refresh"])
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 130 and "Traceback" not in result.output, (result.exit_code, flat)
+    assert "Refresh not started" not in flat and "Refresh stopped: interrupted (Ctrl-C or SIGTERM) after its run ended" in flat
