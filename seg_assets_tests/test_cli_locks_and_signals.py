@@ -13,13 +13,10 @@ from seg_assets.cli import app
 from seg_assets_tests.cli_runner import runner
 
 
-def test_a_process_holding_the_warehouse_open_fails_the_refresh_soon_in_one_line(tmp_path, monkeypatch):
-    """A notebook holding warehouse.duckdb (read-only) made a refresh wait 7 minutes in silence (DuckDB's backoff x
-    step retries), then print a traceback. Now: about 20 s, one line naming the holder and what to do, exit 1."""
+def one_settled_order(tmp_path: Path) -> Path:
+    """A data root whose landing holds one settled orders file of one order."""
     import os
     import time
-
-    import duckdb
 
     root = tmp_path / "data"
     (root / "landing" / "orders").mkdir(parents=True)
@@ -27,6 +24,17 @@ def test_a_process_holding_the_warehouse_open_fails_the_refresh_soon_in_one_line
     landed.write_text("order_id,user_id,order_ts,amount,items,category,discount,status\n"
                       "o1,u1,2026-03-01T10:00:00Z,10.00,1,books,,completed\n")
     os.utime(landed, (time.time() - 60, time.time() - 60))  # settled
+    return root
+
+
+def test_a_process_holding_the_warehouse_open_fails_the_refresh_soon_in_one_line(tmp_path, monkeypatch):
+    """A notebook holding warehouse.duckdb (read-only) made a refresh wait 7 minutes in silence (DuckDB's backoff x
+    step retries), then print a traceback. Now: about 20 s, one line naming the holder and what to do, exit 1."""
+    import time
+
+    import duckdb
+
+    root = one_settled_order(tmp_path)
     duckdb.connect(str(root / "warehouse.duckdb")).close()
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys\nc = duckdb.connect(sys.argv[1], read_only=True)\n"
                                "print('open', flush=True)\nsys.stdin.read()", str(root / "warehouse.duckdb")],
@@ -334,16 +342,10 @@ def test_a_read_only_data_root_is_one_line_and_exit_2(tmp_path, monkeypatch):
     naming the root and what to do, exit 2, before the Dagster instance (which may live in the root) is touched."""
     import errno
     import os
-    import time
 
     from seg_assets import refresh_cli
 
-    root = tmp_path / "data"
-    (root / "landing" / "orders").mkdir(parents=True)
-    landed = root / "landing" / "orders" / "a.csv"
-    landed.write_text("order_id,user_id,order_ts,amount,items,category,discount,status\n"
-                      "o1,u1,2026-03-01T10:00:00Z,10.00,1,books,,completed\n")
-    os.utime(landed, (time.time() - 60, time.time() - 60))  # settled
+    root = one_settled_order(tmp_path)
     real_open = os.open
 
     def read_only(path, flags, *args, **kwargs):  # a read-only mount, as the tests do not run with mount rights
