@@ -212,6 +212,12 @@ class LandingFile:
         return f"{self.path}:{self.size}:{int(self.mtime)}"
 
 
+def told(ignored: dict[str, str]) -> dict[str, str]:
+    """Of :func:`discover_files`' ignored files, those a person hears of (path -> why: an unknown format, a folder no
+    source reads, a link out of landing/); in-progress names carry no reason: not read, by design."""
+    return {rel: why for rel, why in ignored.items() if why}
+
+
 def scan_landing(landing: Path, sources: list[SourceDef], not_read: dict[str, str] | None = None) -> list[LandingFile]:
     """The candidate files the sources read (each once, however many sources read it), by path. ``not_read``, when
     given, is filled with the files no run will read that a person should hear of (path -> why: an unknown format,
@@ -219,7 +225,7 @@ def scan_landing(landing: Path, sources: list[SourceDef], not_read: dict[str, st
     files: dict[str, LandingFile] = {}
     found, ignored = discover_files(landing, sources)
     if not_read is not None:
-        not_read.update({rel: why for rel, why in ignored.items() if why})
+        not_read.update(told(ignored))
     for _, path, _ in found:
         rel = path.relative_to(landing).as_posix()
         if rel not in files:

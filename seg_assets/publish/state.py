@@ -27,7 +27,7 @@ from seg_assets.config_files import config_fingerprint
 from seg_assets.ingest import contract as C
 from seg_assets.ingest.ledger import NOTHING_TAKEN
 from seg_assets.ingest.source_config import SourceConfigError, load_sources
-from seg_assets.ingest.sources import discover_files, scan_landing
+from seg_assets.ingest.sources import discover_files, scan_landing, told
 from seg_assets.publish.bi import BI_FILE, CURRENT, views_read
 from seg_assets.settings import DataPaths, sql_dir
 from seg_assets.warehouse import read_parquet_sql
@@ -215,7 +215,7 @@ def not_read(paths: DataPaths) -> dict[str, str]:
     """Landing files no source reads, with the reason (a link out of landing/, an unknown format, a folder no source
     reads); in-progress names are left out: they are not read by design."""
     try:
-        return {name: why for name, why in discover_files(paths.landing, load_sources(paths.root))[1].items() if why}
+        return told(discover_files(paths.landing, load_sources(paths.root))[1])
     except SourceConfigError:
         return {}
 
