@@ -26,7 +26,7 @@ immutable files, one per publication that changed the table, named so that the n
   another in a few milliseconds: a query over several views may mix two publications if it runs across the switch.
   A failure after the switch (the views file not written, say) undoes it (:class:`_Switch`): a failed refresh
   leaves every table as it was; only a publication killed in those milliseconds leaves the tables switched so far
-  until the next one.
+  until the next refresh starts (its ingestion removes them: :func:`undo_unfinished_switch`).
 
 The DuckDB file itself is written again (under a temporary name, renamed into place) only when the set of
 tables or the folder changes. The version folder before the current one is kept until the next
