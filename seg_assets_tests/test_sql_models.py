@@ -88,7 +88,7 @@ def test_a_models_macros_expand_to_the_contracts_rule_and_a_bad_one_is_one_line(
     bad = tmp_path / "marts" / "y.sql"
     bad.write_text("-- materialized: view\nSELECT {{ hides_email('c') }} FROM raw.t\n")
     with pytest.raises(SqlModelError, match=r"y\.sql: line 2: Jinja other than a call of a macro .*\(macros: holds_email, "
-                       r"without_order_row;"):
+                       r"without_order_row, exact_money;"):
         load_model(bad)
 
 
@@ -100,6 +100,22 @@ def test_line_orders_reads_the_contracts_rule_of_an_order_row():
 
     rule = without_order_row_sql("order_id")
     assert load_model(DEFAULT_SQL_DIR / "staging" / "line_orders.sql").sql.count(rule) == 2
+
+
+def test_money_is_summed_by_one_rule_in_sql_and_python():
+    """The type money is summed in is contract.exact_money_sql: the order features' two sums (the Jinja macro), and the
+    churn labels and campaign outcomes (Python), each wrote DECIMAL(38, 2) out."""
+    import inspect
+
+    from seg_assets.activation import outcomes
+    from seg_assets.churn import snapshots
+    from seg_assets.ingest.contract import exact_money_sql
+    from seg_assets.settings import DEFAULT_SQL_DIR
+
+    sql = load_model(DEFAULT_SQL_DIR / "features" / "user_order_stats.sql").sql
+    assert sql.count(f"sum({exact_money_sql('amount')})") == 1 and sql.count(f"sum({exact_money_sql('discount')})") == 1
+    for module in (outcomes, snapshots):
+        assert "exact_money_sql(" in inspect.getsource(module) and "DECIMAL(38" not in inspect.getsource(module)
 
 
 def test_duckdb_braces_in_a_model_are_refused_not_changed_and_raw_keeps_them(tmp_path):

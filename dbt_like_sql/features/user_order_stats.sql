@@ -10,9 +10,9 @@ SELECT
     count(*) AS all_orders,
     count(*) FILTER (WHERE status = 'cancelled') AS cancelled_orders,
     count(*) FILTER (WHERE status = 'returned') AS returned_orders,
-    -- Money is summed in DECIMAL (exact, so in any order: an incremental build equals a full one), then DOUBLE.
-    coalesce(sum(amount::DECIMAL(38, 2)) FILTER (WHERE status = 'completed'), 0)::DOUBLE AS monetary,
-    coalesce(sum(discount::DECIMAL(38, 2)) FILTER (WHERE status = 'completed'), 0)::DOUBLE AS discount_total,
+    -- Money is summed exactly (ingest/contract.py exact_money_sql: in any order, an incremental build equals a full one), then DOUBLE.
+    coalesce(sum({{ exact_money('amount') }}) FILTER (WHERE status = 'completed'), 0)::DOUBLE AS monetary,
+    coalesce(sum({{ exact_money('discount') }}) FILTER (WHERE status = 'completed'), 0)::DOUBLE AS discount_total,
     count(*) FILTER (WHERE status = 'completed' AND order_ts > getvariable('as_of') - INTERVAL 30 DAY) AS orders_30d,
     count(*) FILTER (WHERE status = 'completed' AND order_ts > getvariable('as_of') - INTERVAL 90 DAY) AS orders_90d,
     max(order_ts) FILTER (WHERE status = 'completed') AS last_order_ts,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import polars as pl
 
 from seg_assets.activation.groups import SALTS_TABLE, in_control_at_sql
+from seg_assets.ingest.contract import exact_money_sql
 from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.warehouse import table_exists
 
@@ -85,8 +86,8 @@ def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict
             WHERE left_out IS NULL
         ),
         outcome AS (
-            -- money summed in DECIMAL, as the features and churn labels: exact, so the same in any row order
-            SELECT s.send_id, count(o.order_id) > 0 AS converted, coalesce(sum(o.amount::DECIMAL(38, 2)), 0)::DOUBLE AS revenue
+                        SELECT s.send_id, count(o.order_id) > 0 AS converted,
+                   coalesce(sum({exact_money_sql('o.amount')}), 0)::DOUBLE AS revenue
             FROM sends s
             LEFT JOIN staging.stg_orders o
               ON o.user_id = s.user_id AND o.status = 'completed'

@@ -35,6 +35,7 @@ from seg_assets.features.incremental import restrict_to_changed
 from seg_assets.features.sql_files import discover_models
 from seg_assets.features.sql_models import set_as_of
 from seg_assets.features.user_features import CATEGORY_INPUT, USER_INPUTS, build_user_features
+from seg_assets.ingest.contract import exact_money_sql
 from seg_assets.segmentation.selection import sample_indices
 from seg_assets.warehouse import create_table_from, table_exists
 
@@ -173,7 +174,7 @@ def labels_after(con, cutoff: datetime, horizon_days: int, as_of: datetime) -> p
     """Per user with a completed order in ``(cutoff, min(cutoff + H, as_of)]``: orders and spend."""
     end = min(cutoff + timedelta(days=horizon_days), as_of)
     return con.sql(
-        f"""SELECT user_id, count(*) AS orders_next_h, sum(amount::DECIMAL(38, 2))::DOUBLE AS spend_next_h
+        f"""SELECT user_id, count(*) AS orders_next_h, sum({exact_money_sql('amount')})::DOUBLE AS spend_next_h
             FROM {ORDERS_TABLE}
             WHERE status = 'completed' AND order_ts > ? AND order_ts <= ? AND order_ts <= ?
             GROUP BY user_id""",

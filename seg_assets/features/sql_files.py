@@ -108,7 +108,7 @@ def upstream_tables(sql: str, *, source: str = "<sql>", dialect: str = "duckdb")
     return tuple(sorted(found))
 
 
-MACROS = ("holds_email", "without_order_row")  # the Jinja macros a model file may call: ingest/contract.py's <name>_sql
+MACROS = ("holds_email", "without_order_row", "exact_money")  # the Jinja macros a model file may call: ingest/contract.py's <name>_sql
 
 
 def render_sql(text: str, source: str) -> str:

@@ -373,6 +373,14 @@ WITHHELD_COLUMNS = (
 WITHHELD_DDL = _ddl(WITHHELD_TABLE, WITHHELD_COLUMNS, nullable=())
 
 
+def exact_money_sql(column: str) -> str:
+    """SQL: a money ``column`` (DECIMAL(12,2) in the raw tables) as the type every sum of money is taken in: DECIMAL,
+    so a sum is exact and the same in any row order (in DOUBLE, threads adding in another order moved the last digit
+    of a user's revenue between runs), 38 digits so no sum of 12-digit amounts overflows. The features' SQL calls it
+    as the Jinja macro ``{{ exact_money('amount') }}``; churn labels and campaign outcomes call it here."""
+    return f"{column}::DECIMAL(38, 2)"
+
+
 def without_order_row_sql(column: str) -> str:
     """SQL: the order id ``column`` was not delivered as an order row, taken in or withheld: its order lines make an
     order of their own (staging.line_orders, as the Jinja macro ``{{ without_order_row('order_id') }}``); an order
