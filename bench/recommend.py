@@ -113,7 +113,7 @@ def implicit_rows(con, cut, s: M.RecSettings, test_days: int) -> list[dict]:
     truth = con.sql(f"SELECT DISTINCT user_id, product_id FROM {M.BASKETS} "
                     f"WHERE order_ts > {M._ts(cut)} AND order_ts <= {M._ts(end)}").pl()
     train = con.sql(f"SELECT user_id, product_id, 1.0 AS w FROM {M.BASKETS} WHERE order_ts <= {M._ts(cut)}").pl()
-    if s.click_weight > 0 and table_exists(con, "raw.clicks"):
+    if s.click_weight > 0 and table_exists(con, M.CLICKS):
         clicks = con.sql(f"SELECT user_id, product_id, {s.click_weight!r} * n AS w FROM ({M.click_counts_sql(cut, s)}) "
                          "WHERE product_id IS NOT NULL").pl()  # the clicks our model reads (click_days)
         train = pl.concat([train, clicks.filter(pl.col("product_id").is_in(train["product_id"].unique().implode()))])

@@ -52,12 +52,13 @@ def glob_escaped(path: str | Path) -> str:
     return "".join(f"[{ch}]" if ch in "[*?" else ch for ch in str(path))
 
 
-def read_parquet_sql(path: str | Path, pattern: str | None = None) -> str:
+def read_parquet_sql(path: str | Path, pattern: str | None = None, by_name: bool = False) -> str:
     """``read_parquet`` of a file, or of the files matching ``pattern`` (a glob) under the folder ``path``: the path
     read as written (:func:`glob_escaped`), and no folder name read as a Hive partition (a data root under
-    ``/data/env=prod/`` gave every table read so an ``env`` column)."""
+    ``/data/env=prod/`` gave every table read so an ``env`` column). ``by_name``: files with other columns are read by
+    column name (a column a file lacks is NULL); otherwise every file is read as the first one."""
     target = glob_escaped(path) + (f"/{pattern}" if pattern else "")
-    return f"read_parquet({sql_string(target)}, hive_partitioning=false)"
+    return f"read_parquet({sql_string(target)}, hive_partitioning=false{', union_by_name=true' if by_name else ''})"
 
 
 def prepare_connection(con: duckdb.DuckDBPyConnection) -> None:

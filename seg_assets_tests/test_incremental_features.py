@@ -226,7 +226,7 @@ def test_the_features_check_names_the_feature_out_of_range(two_deliveries):
 ADDITIVE_CLICKS = """-- materialized: incremental
 -- incremental_strategy: additive
 -- unique_key: user_id, category
-SELECT user_id, category, count(*) AS events FROM staging.stg_clicks
+SELECT user_id, category, count(*) AS events FROM raw.clicks
 WHERE event_ts <= getvariable('as_of') AND category IS NOT NULL
 GROUP BY user_id, category
 """
@@ -267,7 +267,8 @@ def test_an_additive_model_merges_rows_whose_time_has_come(data_dir, tmp_path, m
 def test_an_additive_model_cannot_read_rewritten_rows(tmp_path):
     """stg_orders reads staging.line_orders, whose builds rewrite an order's row (more lines, or the order row
     delivered later), and raw.orders, whose rows a source with keep: latest replaces: added up again, that order
-    would count twice. Refused at load time, with the fix. Raw clicks are events, never replaced."""
+    would count twice. Refused at load time, with the fix. Raw clicks are events, never replaced, but stg_clicks gives
+    a device's anonymous clicks to the customer a later login links it to (staging.identities): refused as well."""
     from seg_assets.features.sql_files import discover_models
     from seg_assets.features.sql_models import built_inputs, incremental_windows, updatable_inputs
     from seg_assets.settings import sql_dir
@@ -275,12 +276,16 @@ def test_an_additive_model_cannot_read_rewritten_rows(tmp_path):
     sql = tmp_path / "sql"
     shutil.copytree(sql_dir(), sql)
     (sql / "features" / "user_order_categories.sql").write_text(
-        ADDITIVE_CLICKS.replace("staging.stg_clicks", "staging.stg_orders").replace("event_ts", "order_ts"))
+        ADDITIVE_CLICKS.replace("raw.clicks", "staging.stg_orders").replace("event_ts", "order_ts"))
+    (sql / "features" / "user_click_categories.sql").write_text(ADDITIVE_CLICKS.replace("raw.clicks", "staging.stg_clicks"))
     models = {m.table: m for m in discover_models(sql)}
-    assert built_inputs(["staging.stg_orders", "staging.stg_clicks", "raw.orders"], models) == ("staging.line_orders",)
+    assert built_inputs(["staging.stg_orders", "staging.stg_clicks", "raw.orders"], models) == ("staging.identities",
+                                                                                                  "staging.line_orders")
     assert updatable_inputs(["staging.stg_orders", "staging.stg_clicks", "raw.clicks"], models) == ("raw.orders",)
     with pytest.raises(ValueError, match="reads staging.line_orders, raw.orders, whose rows can be rewritten.*delete\\+insert"):
         incremental_windows(models["features.user_order_categories"], models)
+    with pytest.raises(ValueError, match="reads staging.identities, whose rows can be rewritten"):
+        incremental_windows(models["features.user_click_categories"], models)
 
 
 def test_an_additive_model_must_say_what_makes_it_additive():

@@ -215,3 +215,28 @@ def test_a_killed_spark_write_and_a_half_committed_run_folder_lose_no_committed_
     assert kept == {1: 3, 2: 3}
     assert not (paths.spark_table(spec.qualified) / "run_killed").exists()
     assert not (run / "_temporary").exists()
+
+
+def test_parquet_written_before_a_contract_column_existed_reads_it_as_null(tmp_path):
+    """A Spark root from before `clicks.anonymous_id`: its Parquet files and empty schema file lack the column. The
+    raw view reads the files by name (DuckDB by position took the first file's columns and dropped later ones without
+    a word), the empty file is written again with the contract's columns, and the old rows read the new column as NULL."""
+    paths = data_paths(tmp_path)
+    folder = paths.spark_table("raw.clicks")
+    (folder / "run-old").mkdir(parents=True)
+    old = [c for c in C.CLICKS.columns if c.name != C.ANONYMOUS_ID]
+    select = ", ".join(f"CAST({v} AS {c.sql_type}) AS {c.name}" for c, v in zip(old, (
+        "'e1'", "'u1'", "'s1'", "TIMESTAMP '2026-10-01 10:00:00'", "'view'", "'view'", "'p1'", "'garden'"), strict=True))
+    with duckdb.connect() as con:
+        con.sql(f"COPY (SELECT {select}, 1::BIGINT AS _file_id, 1::BIGINT AS _row) TO '{folder}/run-old/part-0.parquet'")
+        con.sql(f"COPY (SELECT {select}, 1::BIGINT AS _file_id, 1::BIGINT AS _row LIMIT 0) TO '{folder}/empty.parquet'")
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        con.sql("CREATE SCHEMA IF NOT EXISTS meta")
+        raw_as_parquet_views(con, paths)
+        assert con.sql("SELECT event_id, user_id, anonymous_id FROM raw.clicks").fetchall() == [("e1", "u1", None)]
+        (found,) = con.sql(f"SELECT count(*) FROM parquet_schema('{folder}/empty.parquet') WHERE name = 'anonymous_id'"
+                           ).fetchall()[0]
+        assert found == 1
+    finally:
+        con.close()

@@ -379,7 +379,8 @@ def test_orders_rewritten_by_line_orders_are_counted_once_per_category(tmp_path)
          "orders/o1.csv": orders + "B,u2,2026-01-03T10:00:00Z,5.00,1,a,0,completed\n"},
     ]
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    chain = ("staging.line_orders", "staging.stg_orders", "staging.stg_clicks", "features.user_category_activity")
+    chain = ("staging.line_orders", "staging.stg_orders", "staging.identities", "staging.stg_clicks",
+             "features.user_category_activity")
     for k, files in enumerate(deliveries):
         _deliver(con, tmp_path, k, files)
         plans = [run_model(con, models[t], datetime(2026, 1, 31), models=models)[1] for t in chain]
@@ -401,7 +402,8 @@ def test_a_changed_view_rebuilds_the_incremental_models_above_it_in_full(tmp_pat
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     _deliver(con, tmp_path, 0, {
         "orders/o1.csv": orders + "".join(f"O{i},u{i},2026-01-02T10:00:00Z,5.00,1,books,0,completed\n" for i in range(4))})
-    chain = ("staging.line_orders", "staging.stg_orders", "staging.stg_clicks", "features.user_category_activity")
+    chain = ("staging.line_orders", "staging.stg_orders", "staging.identities", "staging.stg_clicks",
+             "features.user_category_activity")
     for t in chain:
         run_model(con, models[t], datetime(2026, 1, 31), models=models)
     view = models["staging.stg_orders"]

@@ -201,11 +201,12 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
         duckdb_view(con, TABLE, folder)
         inc.write_state(con, TABLE, _code_version(models), as_of, plan, params={**params, "categories": categories})
         # of the users recomputed, as the DuckDB engine reports them (the whole table was read here: a UI's
-        # recomputed_revenue then changed meaning and name with the engine, a tester's)
+        # recomputed_revenue then changed meaning and name with the engine, a tester's); a changed key without rows
+        # now (a device a login linked to its customer) is no user recomputed, as on DuckDB
         only = "" if changed is None else \
             f"WHERE user_id IN (SELECT user_id FROM read_parquet({sql_string(str(changed))}))"
         summary = con.sql(f"SELECT count(*) FILTER (WHERE frequency > 0), coalesce(sum(monetary), 0), "
-                          f"coalesce(median(recency_days), 0) FROM {TABLE} {only}").fetchall()[0]
+                          f"coalesce(median(recency_days), 0), count(*) FROM {TABLE} {only}").fetchall()[0]
         preview = con.sql(f"SELECT * FROM {TABLE} ORDER BY user_id LIMIT 5").pl()
     if changed is not None:
         changed.unlink()
@@ -215,7 +216,7 @@ def _user_features_on_spark(context, config: FeatureConfig, duckdb: Warehouse, s
             "dagster/row_count": dg.MetadataValue.int(users),
             "build": f"{plan.mode} on Spark: {plan.reason}",
             "engine": "spark",
-            "users_recomputed": dg.MetadataValue.int(users if not plan.incremental else int(plan.changed or 0)),
+            "users_recomputed": dg.MetadataValue.int(int(summary[3])),
             "dagster/table_name": TABLE,
             "parquet": dg.MetadataValue.path(str(folder)),
             "recomputed_buyers": dg.MetadataValue.int(int(summary[0])),

@@ -73,6 +73,8 @@ def holds_email_sql(column: str) -> str:
 
 
 USER_ID = "user_id"  # every table's user column: a value holding an '@' is taken in as its sha256
+ANONYMOUS_ID = "anonymous_id"  # a click's device id: a user id until a login links it (staging.identities)
+USER_ID_COLUMNS = (USER_ID, ANONYMOUS_ID)  # hashed alike, so a device id compares with the user ids it stands for
 
 
 def user_id_sql(column: str) -> str:
@@ -198,6 +200,10 @@ CLICKS = TableSpec(
                "and the source's event_types).", enum=FUNNEL_STAGES, derived=True),
         Column("product_id", STRING, False, "Product id; NULL when empty (search events)."),
         Column("category", STRING, False, "Category; NULL when empty."),
+        Column(ANONYMOUS_ID, ID, False, "The tracker's device or cookie id (Segment's anonymousId, GA4's user_pseudo_id, "
+               "Snowplow's domain_userid); NULL when empty. A row carrying it and another user_id (a login) links the "
+               "device to that user: the device's anonymous rows (user_id = anonymous_id) are theirs "
+               "(staging.identities)."),
     ),
 )
 
@@ -404,4 +410,5 @@ MIGRATIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "ALTER TABLE raw.clicks ADD COLUMN funnel_stage VARCHAR",
         "UPDATE raw.clicks SET funnel_stage = CASE WHEN event_type IN ('view', 'search', 'add_to_cart', 'checkout', "
         "'purchase') THEN event_type ELSE 'other' END")),
+    ("raw.clicks", ANONYMOUS_ID, (f"ALTER TABLE raw.clicks ADD COLUMN {ANONYMOUS_ID} VARCHAR",)),
 )

@@ -69,10 +69,13 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     prepare_connection(con)
     for ddl in C.all_ddl():
         con.execute(ddl)
-    present = set(con.sql("SELECT table_schema || '.' || table_name || '.' || column_name "
-                          "FROM information_schema.columns").fetchall())
+    # base tables only: on the Spark engine a raw table is a view over its Parquet (spark/ingest.py gives it new columns)
+    present = set(con.sql("SELECT c.table_schema || '.' || c.table_name, c.column_name FROM information_schema.columns c "
+                          "JOIN information_schema.tables t USING (table_schema, table_name) "
+                          "WHERE t.table_type = 'BASE TABLE'").fetchall())
+    tables = {table for table, _ in present}
     for table, column, statements in C.MIGRATIONS:
-        if (f"{table}.{column}",) not in present:
+        if table in tables and (table, column) not in present:
             for statement in statements:
                 con.execute(statement)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from seg_assets.ingest.contract import DECIMAL, ENUM, ID, INTEGER, STRING, TIMESTAMP, USER_ID, Column, has_at_sign_sql, user_id_sql
+from seg_assets.ingest.contract import DECIMAL, ENUM, ID, INTEGER, STRING, TIMESTAMP, USER_ID_COLUMNS, Column, has_at_sign_sql, user_id_sql
 
 REASON_VALUE_CHARS = 60
 
@@ -136,7 +136,7 @@ def column_sql(
         rules.append(f"WHEN {x} IS NULL THEN 'missing:{n}|missing {shown}'")
     inner: list[str] = []
     if col.kind in (ID, STRING):
-        final = user_id_sql(v) if n == USER_ID else v
+        final = user_id_sql(v) if n in USER_ID_COLUMNS else v
     elif col.kind == ENUM:
         final = f"lower({v})" if col.empty_default is None else f"coalesce(lower({v}), {col.empty_default})"
         rules.append(f"WHEN {outside_enum_sql(col, f'lower({v})')} THEN 'unknown:{n}|unknown {shown} ' || {shown_sql(v)}")

@@ -65,11 +65,12 @@ def segment_history(context: dg.AssetExecutionContext, duckdb: Warehouse):
     if update.skipped:
         context.log.warning(f"segment history not recorded: {update.skipped}")
     else:
-        context.log.info(f"history as of {as_of}: {update.new_users} new, {update.moved_users} moved, {update.unchanged_users} unchanged")
+        context.log.info(f"history as of {as_of}: {update.new_users} new, {update.moved_users} moved, {update.unchanged_users} unchanged, "
+                         f"{update.left_users} left")
     skipped = {"not_recorded": update.skipped} if update.skipped else {}
     yield dg.MaterializeResult(asset_key=SEGMENT_HISTORY, metadata={
         "as_of": str(as_of), **skipped, "new_users": update.new_users, "moved_users": update.moved_users,
-        "unchanged_users": update.unchanged_users, "dagster/row_count": dg.MetadataValue.int(int(spells)),
+        "unchanged_users": update.unchanged_users, "left_users": update.left_users, "dagster/row_count": dg.MetadataValue.int(int(spells)),
         # Numeric metadata per segment: the asset's Plots tab in the UI draws each as a line over refreshes.
         **{f"segment_{sid}_users": dg.MetadataValue.int(int(n))
            for sid, n in sizes.filter(pl.col("as_of") == pl.col("as_of").max()).select("segment_id", "users")

@@ -4,7 +4,9 @@
 segment changes; the open row (``valid_to IS NULL``) is their current segment. The open rows are also
 the "previous assignment" the next refresh compares against, so no snapshot has to be kept.
 ``analytics.segment_transitions`` counts, per as-of, the users who entered a segment (``from_segment``
-NULL: first seen) or moved from one to another. Re-running with nothing changed writes nothing.
+NULL: first seen) or moved from one to another. A user no longer segmented (a device whose clicks a login gave to its
+customer: staging.identities; a user whose only order now names another) has their open spell closed, with no
+transition. Re-running with nothing changed writes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class HistoryUpdate:
     new_users: int
     moved_users: int
     unchanged_users: int
+    left_users: int = 0  # open spells closed: users no longer in the segment table
     skipped: str | None = None  # why nothing was recorded (a publication dated before the history's latest as-of)
 
 
@@ -78,6 +81,8 @@ def record_history(con, as_of: datetime, run_id: str | None = None) -> HistoryUp
         con.execute(
             f"UPDATE {HISTORY_TABLE} SET valid_to = ? WHERE valid_to IS NULL AND user_id IN "
             "(SELECT user_id FROM _changes WHERE from_segment IS NOT NULL)", [as_of])
+        left = con.execute(f"UPDATE {HISTORY_TABLE} SET valid_to = ? WHERE valid_to IS NULL AND user_id NOT IN "
+                           f"(SELECT user_id FROM {TABLE})", [as_of]).fetchall()[0][0]
         con.execute(
             f"INSERT INTO {HISTORY_TABLE} SELECT user_id, to_segment, to_name, ?, NULL, model_version FROM _changes",
             [as_of])
@@ -96,7 +101,8 @@ def record_history(con, as_of: datetime, run_id: str | None = None) -> HistoryUp
         ).fetchall()[0]
         total = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         con.sql("DROP TABLE _changes")
-    return HistoryUpdate(new_users=int(new), moved_users=int(moved), unchanged_users=int(total - new - moved))
+    return HistoryUpdate(new_users=int(new), moved_users=int(moved), unchanged_users=int(total - new - moved),
+                         left_users=int(left))
 
 
 def segment_sizes_over_time(con):

@@ -154,7 +154,7 @@ def _full_build(con, s: M.RecSettings, as_of, chunk_users: int) -> tuple[int, We
     chunks = max(1, -(-users // chunk_users))
     chunk = f"hash(user_id) % {chunks}"
     clicks = s.click_weight > 0 and M._clicks(con)
-    if clicks:  # every user's clicks counted once (one scan of raw.clicks), not once per chunk
+    if clicks:  # every user's clicks counted once (one scan of the clicks), not once per chunk
         con.sql(f"CREATE OR REPLACE TEMP TABLE _clicks AS SELECT *, {chunk} AS chunk FROM ({M.click_counts_sql(as_of, s)})")
     _empty(con, NEXT)
     for i in range(chunks):

@@ -46,7 +46,6 @@ from pathlib import Path
 import numpy as np
 
 from seg_assets.baskets.counts import MAX_BASKET_SIZE, CountSettings, baskets_sql
-from seg_assets.ingest.contract import without_email_sql
 from seg_assets.recommend.blend import FEATURES, Weights, fit_weights, reason_sql, score_sql
 
 ORDER = "score DESC, seg_pop DESC, shop_pop DESC, product_id"  # a list's order (ties: the more popular, then the id)
@@ -61,6 +60,9 @@ EXACT, WEIGHT = "DECIMAL(18, 17)", "DECIMAL(38, 12)"
 BASKETS = "_rb_all"  # every basket line with time, category and the owner's segment (-1: none)
 USERS, PRODUCTS = "_rb_users", "_rb_products"  # the codes: (name, code) per user and per product
 SEGMENTS = "_rb_segments"  # (user_id, segment_id) of the segments given to :func:`load`
+# the clicks as the features see them: whose they are (a device's anonymous clicks are its user's once linked), products
+# and categories cleaned (staging/stg_clicks.sql)
+CLICKS = "staging.stg_clicks"
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def load(con, s: RecSettings, segments: str) -> None:
     con.sql(f"CREATE OR REPLACE TEMP TABLE _rb_segments_named AS {segments}")
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {USERS} AS SELECT user_id AS name, row_number() OVER (ORDER BY user_id) AS code
                 FROM (SELECT user_id FROM _rb_named UNION SELECT user_id FROM _rb_segments_named)""")
-    clicked = "UNION SELECT product_id FROM raw.clicks WHERE product_id IS NOT NULL" if _clicks(con) else ""
+    clicked = f"UNION SELECT product_id FROM {CLICKS} WHERE product_id IS NOT NULL" if _clicks(con) else ""
     con.sql(f"""CREATE OR REPLACE TEMP TABLE {PRODUCTS} AS
                 SELECT product_id AS name, row_number() OVER (ORDER BY product_id)::INTEGER AS code
                 FROM (SELECT DISTINCT product_id FROM _rb_named {clicked})""")
@@ -218,7 +220,7 @@ def drop_model_tables(con, prefix: str) -> None:
 def _clicks(con) -> bool:
     from seg_assets.warehouse import table_exists
 
-    return table_exists(con, "raw.clicks")
+    return table_exists(con, CLICKS)
 
 
 def click_counts_sql(cut: datetime, s: RecSettings, users: str | None = None) -> str:
@@ -228,8 +230,7 @@ def click_counts_sql(cut: datetime, s: RecSettings, users: str | None = None) ->
     rows (30 of 180 days are a sixth of them) and say little about what a user buys next."""
     semi = f"SEMI JOIN {users} x ON x.user_id = u.code " if users else ""
     since = f"AND c.event_ts > {_ts(cut - timedelta(days=s.click_days))} " if s.click_days > 0 else ""
-    return (f"SELECT u.code AS user_id, p.code AS product_id, {without_email_sql('c.category')} AS category, count(*) AS n "
-            "FROM raw.clicks c "
+    return (f"SELECT u.code AS user_id, p.code AS product_id, c.category, count(*) AS n FROM {CLICKS} c "
             f"JOIN {USERS} u ON u.name = c.user_id {semi}LEFT JOIN {PRODUCTS} p ON p.name = c.product_id "
             f"WHERE c.event_ts <= {_ts(cut)} {since}AND (c.product_id IS NOT NULL OR c.category IS NOT NULL) "
             "GROUP BY ALL")

@@ -44,7 +44,10 @@ def raw_folder(paths: DataPaths, spec: C.TableSpec) -> Path:
 
 def raw_as_parquet_views(con, paths: DataPaths) -> None:
     """Make each raw table a DuckDB view over its Parquet folder. Rows a DuckDB-engine run ingested move into
-    the folder first; rows Spark wrote whose ledger commit never happened go (:func:`_remove_uncommitted`)."""
+    the folder first; rows Spark wrote whose ledger commit never happened go (:func:`_remove_uncommitted`). Each folder
+    holds an empty file of the contract's columns as they are now, and the view reads its files by column name: files
+    written before an optional column existed (``clicks.anonymous_id``) read it as NULL (by position DuckDB takes the
+    first file's columns and drops the rest without a word)."""
     loader.ensure_tables(con)
     known = {r[0] for r in con.sql(f"SELECT file_id FROM {C.LEDGER_TABLE}").fetchall()}
     for spec in C.TABLES.values():
@@ -58,9 +61,21 @@ def raw_as_parquet_views(con, paths: DataPaths) -> None:
                 target.parent.mkdir(exist_ok=True)
                 con.sql(f"COPY (SELECT * FROM {spec.qualified} ORDER BY _file_id, _row) TO {sql_string(str(target))} "
                         "(FORMAT parquet)")
-            if not (folder / EMPTY).exists():
-                con.sql(f"COPY (SELECT * FROM {spec.qualified} LIMIT 0) TO {sql_string(str(folder / EMPTY))} (FORMAT parquet)")
-            duckdb_view(con, spec.qualified, folder)
+        _write_empty(con, spec, folder / EMPTY)
+        duckdb_view(con, spec.qualified, folder, by_name=True)
+
+
+def _write_empty(con, spec: C.TableSpec, path: Path) -> None:
+    """``path``: a Parquet file of no rows with the table's columns (the contract's and ``_file_id``, ``_row``), written
+    when it is missing or has other columns (a column added to the contract since)."""
+    columns = [(c.name, c.sql_type) for c in spec.columns] + [("_file_id", "BIGINT"), ("_row", "BIGINT")]
+    if path.exists():
+        found = [r[0] for r in con.sql(f"SELECT name FROM parquet_schema({sql_string(str(path))}) WHERE num_children IS NULL "
+                                       "OR num_children = 0").fetchall()]
+        if sorted(found) == sorted(name for name, _ in columns):
+            return
+    select = ", ".join(f"CAST(NULL AS {sql_type}) AS {name}" for name, sql_type in columns)
+    con.sql(f"COPY (SELECT {select} LIMIT 0) TO {sql_string(str(path))} (FORMAT parquet)")
 
 
 def _remove_uncommitted(run_dir: Path, known: set[int]) -> None:

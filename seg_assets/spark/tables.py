@@ -44,7 +44,9 @@ class SparkTables:
                 built_by = "its SQL model's step" if model is not None else "ingestion (raw tables)"
                 raise FileNotFoundError(f"{table}: no Spark table at {folder}; it is written by {built_by} with "
                                         "--engine spark: materialize that first")
-            reader = self.spark.read.option("recursiveFileLookup", "true") if schema == "raw" else self.spark.read
+            # a raw folder's files may have different columns (written before a contract column was added): merged
+            reader = (self.spark.read.option("recursiveFileLookup", "true").option("mergeSchema", "true") if schema == "raw"
+                      else self.spark.read)
             reader.parquet(read_path(folder)).createOrReplaceTempView(view)
         self._done.add(table)
         return view
@@ -103,7 +105,8 @@ def read_path(path: str | Path) -> str:
     return _HADOOP_GLOB.sub(r"\\\1", str(path))
 
 
-def duckdb_view(con, table: str, folder: Path) -> None:
-    """``table`` in DuckDB as a view over Spark's Parquet folder (what downstream steps and checks read)."""
+def duckdb_view(con, table: str, folder: Path, by_name: bool = False) -> None:
+    """``table`` in DuckDB as a view over Spark's Parquet folder (what downstream steps and checks read). ``by_name``:
+    its files may have different columns (raw tables: files written before a column was added), read by name."""
     drop_other_kind(con, table, "VIEW")
-    con.sql(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {read_parquet_sql(folder, PARQUET_FILES)}")
+    con.sql(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {read_parquet_sql(folder, PARQUET_FILES, by_name)}")
