@@ -177,6 +177,14 @@ def test_plan_build_falls_back_to_full_only_when_it_must():
     inc.write_state(con, "m", "v1", datetime(2026, 1, 4), back, params={"k": 1})
     assert plan("2026-01-04").mode == "incremental"  # the backfill again: nothing new
     assert plan("2026-01-10").reason.startswith("the last build was a backfill")
+    # a state reset by another asset (reviews re-scored): one full build that says why, not "first build"
+    inc.write_state(con, "m", "v1", datetime(2026, 1, 10), plan("2026-01-10"), params={"k": 1})
+    inc.reset_state(con, ["m"], "reviews scored again with a new scorer")
+    reset = plan("2026-01-10")
+    assert (reset.mode, reset.reason) == ("full", "build state reset: reviews scored again with a new scorer")
+    assert inc.built_watermark(con, 3, ["m"])[1] == "input m has no build state"  # a build reading it: as if deleted
+    inc.write_state(con, "m", "v1", datetime(2026, 1, 10), reset, params={"k": 1})
+    assert plan("2026-01-10").mode == "incremental"
 
 
 def test_new_rule_settings_rescore_everyone(two_deliveries):

@@ -78,6 +78,20 @@ def test_materialize_reports_and_checks_pass(tmp_path):
     assert checks["raw_orders_contract"].metadata["rows_validated"].value == 40
 
 
+def test_top_reasons_count_rows_per_rule_not_per_refused_value(tmp_path):
+    """A reason quotes the value it refused: three future times of one rule were three "top reasons" of 1 row each."""
+    root = tmp_path / "data"
+    future = [(datetime.now(UTC) + timedelta(days=d)).strftime("%Y-%m-%dT%H:%M:%SZ") for d in (3, 4, 5)]
+    write(root, "orders", "o1.csv", ORDERS, [f"o{i},u1,{ts},5,1,,,completed" for i, ts in enumerate(future)]
+          + [f"o9,u1,{TS},5,1,,,shipped"])
+    result = materialize(tmp_path)
+    assert result.success
+    top = meta(result, REJECTS_KEY)["top_reasons"]
+    lines = [line for line in top.splitlines() if "future:order_ts" in line]
+    assert len(lines) == 1 and [c.strip() for c in lines[0].split("|")][1:4] == ["orders", "future:order_ts", "3"], top
+    assert future[0] in lines[0] and "unknown status 'shipped'" in top, top
+
+
 def test_rejects_are_reported_and_ratio_only_warns(tmp_path):
     root = tmp_path / "data"
     write(root, "orders", "o1.csv", ORDERS,

@@ -495,3 +495,37 @@ def test_the_json_mapping_offered_for_a_key_that_is_no_plain_name_reads_that_key
     assert rejects == [] and b[2:5] == ("ingested", 1, 1), ledger
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         assert con.sql("SELECT product_id FROM raw.clicks WHERE event_id = 'm2'").fetchall() == [("P7",)]
+
+
+@pytest.mark.parametrize("product_id", ["items.item_id", "items"])
+def test_a_ga4_items_list_mapped_as_a_struct_says_it_is_a_list_and_how_to_read_an_item(tmp_path, product_id):
+    """GA4's ``items`` is a LIST of STRUCTs. The file's line cut its type to 60 characters, ``STRUCT(item_id VARCHAR,
+    ... VAR``, without the ``[]``, and advised ``column.field for a STRUCT``: ``items.item_id``, which the same line then
+    refused again (DuckDB reads it as the list indexed by a text). It now says the column is a list and how to read its
+    first item (a session-34 tester's)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  ga4:\n    table: clicks\n"
+        "    columns: {user_id: user_pseudo_id, event_ts: event_timestamp, event_type: event_name, session_id: sid,\n"
+        f"              product_id: \"{product_id}\"}}\n")
+    item = pa.struct([("item_id", pa.string()), ("item_name", pa.string()), ("item_category", pa.string()),
+                      ("price", pa.float64())])
+    (tmp_path / "landing" / "ga4").mkdir(parents=True)
+    pq.write_table(pa.table({
+        "event_timestamp": pa.array([1772366400000000], pa.int64()), "event_name": ["purchase"], "sid": ["s1"],
+        "user_pseudo_id": ["123.456"],
+        "items": pa.array([[{"item_id": "A", "item_name": "a", "item_category": "c", "price": 1.0},
+                            {"item_id": "B", "item_name": "b", "item_category": "c", "price": 2.0}]], pa.list_(item))}),
+        tmp_path / "landing" / "ga4" / "events.parquet")
+    _, ledger, _ = ingest(tmp_path)
+    message = ledger[0][8]
+    assert ledger[0][2] == "failed" and "product_id is read from a nested value (STRUCT(" in message, ledger
+    assert "items is a list (STRUCT(item_id VARCHAR, item_name VARCHAR, item_category VAR...)[]): " in message, message
+    assert "items[1].field reads its first item" in message, message
+    (tmp_path / "sources.yaml").write_text((tmp_path / "sources.yaml").read_text().replace(product_id, "items[1].item_id"))
+    _, ledger, _ = ingest(tmp_path)
+    assert ledger[0][2] == "ingested", ledger
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT product_id FROM raw.clicks").fetchall() == [("A",)]

@@ -69,6 +69,17 @@ def test_tenure_counts_from_the_first_activity_when_the_user_bought_before_signi
     assert a["tenure_days"] == 90.0 and a["recency_days"] == 10.0  # from the first click, 2025-12-31
 
 
+def test_days_keep_the_fraction_of_a_second(inputs):
+    """Times to the microsecond (GA4's event_timestamp, an as-of taken from them) lost up to a second of recency."""
+    orders, clicks, categories, customers = inputs
+    as_of = datetime(2026, 3, 31, 0, 0, 0, 831161)
+    orders = orders.with_columns(pl.when(pl.col("user_id") == "a").then(datetime(2026, 3, 21, 0, 0, 0, 500000))
+                                 .otherwise(pl.col("last_order_ts")).alias("last_order_ts"))
+    a = row(build_user_features(orders, clicks, categories, customers, as_of=as_of), "a")
+    assert a["recency_days"] == pytest.approx(10 + 0.331161 / 86_400, abs=1e-12)
+    assert a["days_since_last_visit"] == pytest.approx(1 + 0.831161 / 86_400, abs=1e-12)
+
+
 def test_every_user_once_no_nulls_in_model_features(inputs):
     f = build_user_features(*inputs, as_of=AS_OF)
     assert sorted(f["user_id"].to_list()) == ["a", "b", "c", "d"]

@@ -64,6 +64,7 @@ class BuildState:
     max_file_id: int
     params: dict = field(default_factory=dict)
     reason: str = ""  # why the last build ran as it did
+    mode: str = ""  # full, incremental, or RESET (reset_state: the next build is full, for the reason it gives)
 
     @property
     def backfill(self) -> bool:
@@ -98,12 +99,12 @@ def ensure_state_table(con) -> None:
 
 def read_state(con, model: str) -> BuildState | None:
     ensure_state_table(con)
-    row = con.sql(f"SELECT code_version, as_of, max_file_id, params, reason FROM {STATE_TABLE} WHERE model = ?",
+    row = con.sql(f"SELECT code_version, as_of, max_file_id, params, reason, mode FROM {STATE_TABLE} WHERE model = ?",
                   params=[model]).fetchall()
     if not row:
         return None
-    code, as_of, max_file_id, params, reason = row[0]
-    return BuildState(code, as_of, int(max_file_id), json.loads(params) if params else {}, reason or "")
+    code, as_of, max_file_id, params, reason, mode = row[0]
+    return BuildState(code, as_of, int(max_file_id), json.loads(params) if params else {}, reason or "", mode or "")
 
 
 def build_stamp(plan: Plan, code_version: str, params: dict) -> str:
@@ -121,6 +122,20 @@ def write_state(con, model: str, code_version: str, as_of: datetime, plan: Plan,
         "built_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, now() AT TIME ZONE 'UTC')",  # a replaced row kept its first built_at
         [model, code_version, as_of, plan.max_file_id, plan.mode, plan.changed, plan.reason, json.dumps(params or {})],
     )
+
+
+RESET = "reset"  # a build state's mode once reset_state has made its next build a full one
+
+
+def reset_state(con, models: list[str], why: str) -> None:
+    """Make the next build of ``models`` a full one that says ``why`` (reviews re-scored with a new scorer: deleting
+    the state made it say "first build", a session-34 tester's). Until then the state counts as missing for the
+    builds that read these tables (:func:`built_watermark`)."""
+    if not models:
+        return
+    ensure_state_table(con)
+    con.execute(f"UPDATE {STATE_TABLE} SET mode = ?, reason = ? WHERE model IN ({', '.join('?' * len(models))})",
+                [RESET, f"build state reset: {why}", *models])
 
 
 def forget_state(con, model: str) -> None:
@@ -144,7 +159,7 @@ def built_watermark(con, ledger: int, built: tuple[str, ...]) -> tuple[int, str 
     marks = [ledger]
     for table in built:
         state = read_state(con, table)
-        if state is None:
+        if state is None or state.mode == RESET:
             return ledger, f"input {table} has no build state"
         marks.append(state.max_file_id)
     return min(marks), None
@@ -169,6 +184,8 @@ def plan_build(con, *, model: str, target: str, key: str | None, sources: list[S
         reason = unbuilt
     elif state is None or not table_exists(con, target):
         reason = "first build"
+    elif state.mode == RESET:
+        reason = state.reason
     elif state.code_version != code_version:
         reason = "code changed"
     elif params is not None and any(state.params.get(k) != v for k, v in params.items()):

@@ -166,7 +166,8 @@ def failed_outcome(out: FileOutcome, exc: Exception) -> FileOutcome:
     rel = out.file_name
     # the engine names the file by the path it read (absolute, or the open file's): the line starts with its name
     text = re.sub(r"""(['"]?)(/[^'"\s]*/""" + re.escape(rel) + r"|/proc/self/fd/\d+)\1", "the file", error_line(exc))
-    failed.message = (f"{rel}: {text}" if "source" in text else f"{rel}: {type(exc).__name__}: {text}")[:1000]
+    plain = "source" in text or getattr(exc, "for_people", False)  # reading.FileProblem: said for a person already
+    failed.message = (f"{rel}: {text}" if plain else f"{rel}: {type(exc).__name__}: {text}")[:1000]
     return failed
 
 

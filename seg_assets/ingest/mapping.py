@@ -92,6 +92,30 @@ def _typed_inputs(con, src: Source, names: set[str], by_lower: dict[str, str], t
     return out
 
 
+def _short_type(duckdb_type: str, width: int = 60) -> str:
+    """A DuckDB type for a message, cut to ``width`` but keeping what says it is a list (``STRUCT(...)[]``: cut to its
+    first 60 characters, a GA4 ``items`` column read as a STRUCT, and ``items.item_id`` was what the message advised)."""
+    lists = re.search(r"(\[\d*\])+$", duckdb_type)
+    suffix = lists.group(0) if lists else ""
+    body = duckdb_type[:len(duckdb_type) - len(suffix)]
+    return (body if len(body) <= width else body[:width] + ("...)" if body.endswith(")") else "...")) + suffix
+
+
+def _list_hint(expr: Expr | None, src: Source) -> str:
+    """For a mapping that reads a LIST column: how to reach its items' fields (``items.item_id`` indexes the list by a
+    text and reads no field)."""
+    if expr is None:
+        return ""
+    lists = [(n.strip(), t) for n, t in zip(src.names, src.types) if n.strip().lower() in expr.columns and t.endswith("]")]
+    if not lists:
+        return ""
+    name, typ = lists[0]
+    part = ".field" if typ[:-2].startswith("STRUCT") else ""
+    return (f"; {name} is a list ({_short_type(typ)}): {name}[1]{part} reads its first item"
+            f"{' (' + name + '.field reads no field of a list)' if part else ''}; a mapping reads one row, so the "
+            "other items of a row are not taken in")
+
+
 NESTED = ("STRUCT", "MAP", "UNION")  # with a LIST ("...[]"): DuckDB types whose parts an expression reaches into
 
 
@@ -313,9 +337,9 @@ def map_columns(con, source: SourceDef, src: Source) -> Mapped:
     out.columns = {c.name: out.columns[c.name] for c in spec.columns if c.name in out.columns}  # contract order
     nested = next(((n, t) for n, (_, t) in out.columns.items() if t and (t.endswith("]") or t.startswith(NESTED))), None)
     if nested is not None:  # a LIST id was stored as the text '[a]', a STRUCT category as '{...}'
-        raise MappingError(f"source {source.name!r}: {nested[0]} is read from a nested value ({nested[1][:60]}), not one "
-                           "value: map one of its parts in sources.yaml (column.field for a STRUCT, column[1] for a "
-                           "list's first item)")
+        raise MappingError(f"source {source.name!r}: {nested[0]} is read from a nested value ({_short_type(nested[1])}), "
+                           "not one value: map one of its parts in sources.yaml (column.field for a STRUCT, column[1] "
+                           "for a list's first item)" + _list_hint(mapping.get(nested[0]), src))
     if source.where is not None:
         out.where = f"coalesce(CAST(({source.where.sql(typed)}) AS BOOLEAN), false)"
     for col in spec.columns:

@@ -74,14 +74,14 @@ def _csv_header(path: Path, fmt: str, dialect: CsvDialect) -> tuple[list[str] | 
         raise _cut_short() from None
     for bom, name in _FOREIGN_BOMS:
         if line.startswith(bom):
-            raise ValueError(f"the file is {name} (its byte-order mark says so): save it as UTF-8 (or as the source's "
+            raise FileProblem(f"the file is {name} (its byte-order mark says so): save it as UTF-8 (or as the source's "
                              f"csv encoding, {dialect.encoding}) and land it again")
     utf8 = dialect.utf8 or line.startswith(codecs.BOM_UTF8)
     text = line.decode("utf-8-sig" if utf8 else dialect.encoding, errors="replace")
     if not text.strip():
         return None, utf8
     if "\r" in text.rstrip("\r\n"):  # the whole file read as its first line (csv's own error said nothing to do)
-        raise ValueError("the file's lines end in a carriage return alone (an old Mac export): save it with LF or CRLF "
+        raise FileProblem("the file's lines end in a carriage return alone (an old Mac export): save it with LF or CRLF "
                          "line ends and land it again")
     return [name.strip() for name in next(csv.reader([text], delimiter=dialect.delimiter))], utf8
 
@@ -99,11 +99,11 @@ def _decode_into(src, out, encoding: str, gz: bool) -> bool:
             text = decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as exc:
             at = offset - pending + exc.start
-            raise ValueError(f"not {encoding} encoded: byte {exc.object[exc.start]:#04x} at byte offset {at} {where} has "
+            raise FileProblem(f"not {encoding} encoded: byte {exc.object[exc.start]:#04x} at byte offset {at} {where} has "
                              f"no character in {encoding}; set the source's csv encoding in sources.yaml to the file's "
                              "own") from None
         if (c1 := _C1.search(text)) is not None:
-            raise ValueError(f"not {encoding} encoded: it holds {c1.group()!r}, a control character no text holds (in "
+            raise FileProblem(f"not {encoding} encoded: it holds {c1.group()!r}, a control character no text holds (in "
                              f"{encoding}); Windows files are cp1252: set the source's csv encoding in sources.yaml")
         wide = wide or not text.isascii()
         out.write(text)
@@ -140,6 +140,13 @@ def _utf8_copy(path: Path, fmt: str, encoding: str) -> tuple[Path, str | None]:
     return Path(temp), note
 
 
+class FileProblem(ValueError):
+    """A landing file that cannot be read, in a line written for a person: the ledger shows it without the exception's
+    class (a cut-short upload said "failed: ValueError: the Parquet file is damaged or cut short ...")."""
+
+    for_people = True
+
+
 # Folder names such as ``status=cancelled/`` are folders, not columns that override the file's own (DuckDB guesses
 # Hive partitions otherwise)
 PARQUET_OPTIONS = "hive_partitioning=false"
@@ -158,10 +165,10 @@ def _parquet_source(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
         described = [(r[0], r[1]) for r in con.sql(f"DESCRIBE SELECT * FROM {read})").fetchall()]
     except duckdb.Error as exc:  # the footer (the schema) does not parse: "Footer length error", "Invalid data", ...
         why = str(exc).splitlines()[0].replace(f" '{path}'", "").replace(str(path), "the file")  # the line names the file
-        raise ValueError(f"the Parquet file is damaged or cut short ({why}): land it again, whole, under a new name") from None
+        raise FileProblem(f"the Parquet file is damaged or cut short ({why}): land it again, whole, under a new name") from None
     names = [n for n, _ in described]
     if any(n.lower() == ROW_COLUMN for n in names):
-        raise ValueError(f"the file has a column named {ROW_COLUMN}, a name DuckDB's Parquet reader keeps for itself: "
+        raise FileProblem(f"the file has a column named {ROW_COLUMN}, a name DuckDB's Parquet reader keeps for itself: "
                          "rename that column and land the file again")
     # Spark's legacy INT96 times are UTC instants, which DuckDB reads as naive times: a source's timezone would shift them
     int96 = {r[0] for r in con.sql(f"SELECT name FROM parquet_schema({_path_lit(path)}) WHERE type = 'INT96'").fetchall()}
@@ -196,7 +203,7 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: C
     """Describe one file; a CSV is read into the temp table SRC (for rowid). None: a CSV without a header row."""
     con.execute(f"DROP TABLE IF EXISTS temp.{SRC}")
     if (wrong := misnamed(path, fmt)) is not None:
-        raise ValueError(wrong)
+        raise FileProblem(wrong)
     if fmt == "parquet":
         return _parquet_source(con, path)
     header, utf8 = _csv_header(path, fmt, dialect)
@@ -226,7 +233,7 @@ def load_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, dialect: C
             copy.unlink(missing_ok=True)
     if other_separator(header, dialect.delimiter) is None and (  # else staging says which csv: to set
             unclosed := _unclosed_quote(con, idents, dialect, path, fmt)) is not None:
-        raise ValueError(unclosed)
+        raise FileProblem(unclosed)
     # rowid follows insertion order, which DuckDB preserves (preserve_insertion_order): the file's row order.
     return Source(header, idents, ["VARCHAR"] * len(header), "rowid + 1", True, SRC, note)
 

@@ -98,10 +98,8 @@ def review_sentiment(context: dg.AssetExecutionContext, duckdb: Warehouse, setti
                 con.sql(f"DELETE FROM {TABLE} WHERE review_id IN (SELECT review_id FROM scored_reviews)")
                 con.sql(f"INSERT INTO {TABLE} BY NAME SELECT * FROM scored_reviews")
                 if rescored:  # old reviews changed score: the per-user aggregates cannot be updated by new rows alone
-                    inc.ensure_state_table(con)
-                    models = _downstream_models()
-                    con.sql(f"DELETE FROM {inc.STATE_TABLE} WHERE model IN ({', '.join('?' * len(models))})",
-                            params=models)
+                    inc.reset_state(con, _downstream_models(), "reviews scored again with a new scorer (a lexicon "
+                                    "or the scoring rules changed)")
         if seen is not None and not unchanged:
             with transaction(con):
                 con.sql(f"DELETE FROM {STATE}")
