@@ -67,6 +67,9 @@ class RecommendConfig(CheckedConfig):
     max_pair_products: int = Field(default=DEFAULTS.max_pair_products, ge=10, description="A shopper with more distinct "
                                    "products than this (a reseller) counts in no 'also bought' pair (its cost grows with "
                                    "the square of one shopper's products).")
+    min_staple_repeats: int = Field(default=DEFAULTS.min_staple_repeats, ge=1, description="A product is a staple "
+                                    "(recommendable the day after its purchase) only if bought again in the next basket "
+                                    "at least this many times, besides as often as baskets hold it.")
     chunk_users: int = Field(default=125_000, ge=1_000, description="A full build ranks about this many users at a time "
                              "(bounds its memory; the result does not depend on it).")
 
