@@ -154,3 +154,41 @@ def test_the_spark_engine_without_java_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(SourceConfigError, match="the Spark engine needs Java 17 or later"):
         check_engine([], spark=True)
     check_engine([], spark=False)
+
+
+def test_a_model_of_your_own_folder_that_spark_refuses_is_one_line_not_retried(tmp_path):
+    """A helper's own model ran on DuckDB; on Spark the analyzer refused it (``quantile_cont`` transpiled to a
+    two-argument ``percentile_cont``; a correlated subquery beside aggregates): "unexpected: please report it",
+    retried twice, with a traceback. It is the model's SQL to fix, as a DuckDB refusal is: one line, a dg.Failure."""
+    import dagster as dg
+    from pyspark.errors import AnalysisException
+
+    from seg_assets.features.sql_files import load_model
+    from seg_assets.features.sql_models import _your_sql
+
+    path = tmp_path / "marts" / "p90.sql"
+    path.parent.mkdir()
+    path.write_text("-- materialized: table\nSELECT user_id, quantile_cont(amount, 0.9) AS p90 FROM staging.stg_orders "
+                    "GROUP BY user_id\n")
+    refused = AnalysisException("[WRONG_NUM_ARGS.WITHOUT_SUGGESTION] The `percentile_cont` requires 1 parameters but "
+                                "the actual number is 2. SQLSTATE: 42605; line 1 pos 109\n+- Aggregate [user_id#1] ...")
+    with pytest.raises(dg.Failure) as failure, _your_sql(load_model(path)):
+        raise refused
+    said = failure.value.description
+    assert said.startswith(f"SQL model {path}: Spark cannot run it as transpiled: [WRONG_NUM_ARGS")
+    assert "p90.spark.sql" in said and "\n" not in said and not failure.value.allow_retries
+    with pytest.raises(RuntimeError), _your_sql(load_model(path)):  # anything else stays a bug, with its traceback
+        raise RuntimeError("boom")
+
+
+def test_pyspark_does_not_print_each_refused_query_with_its_plan(capfd):
+    """pyspark 4 logs every AnalysisException when it is made, as a JSON line with the whole plan on stderr (110 KB of
+    a helper's console for two refused models, once per retry); the step's failure says it once."""
+    from pyspark.logger import PySparkLogger
+
+    from seg_assets.spark.session import QUERY_CONTEXT_LOGGERS, quiet_query_context_loggers
+
+    quiet_query_context_loggers()
+    for name in QUERY_CONTEXT_LOGGERS:
+        PySparkLogger.getLogger(name).exception("refused", errorClass="WRONG_NUM_ARGS")
+    assert "refused" not in capfd.readouterr().err
