@@ -192,3 +192,29 @@ def test_pyspark_does_not_print_each_refused_query_with_its_plan(capfd):
     for name in QUERY_CONTEXT_LOGGERS:
         PySparkLogger.getLogger(name).exception("refused", errorClass="WRONG_NUM_ARGS")
     assert "refused" not in capfd.readouterr().err
+
+
+def test_a_model_column_of_time_intervals_is_refused_on_spark_in_one_line(tmp_path):
+    """``max(order_ts) - min(order_ts)`` in a helper's model: DuckDB built an INTERVAL ('143 days 04:39:00'), Spark
+    wrote Parquet microseconds that DuckDB read as a BIGINT (12371940000000), for all 2,336 users, without a word."""
+    import dagster as dg
+    from pyspark.sql.types import DayTimeIntervalType, DoubleType, StringType, StructField, StructType
+
+    from seg_assets.features.sql_files import load_model
+    from seg_assets.features.sql_models import _your_sql
+    from seg_assets.spark.features import refuse_intervals
+
+    path = tmp_path / "marts" / "span.sql"
+    path.parent.mkdir()
+    path.write_text("-- materialized: table\nSELECT user_id, max(order_ts) - min(order_ts) AS span, avg(amount) AS a "
+                    "FROM staging.stg_orders GROUP BY user_id\n")
+    model = load_model(path)
+    refuse_intervals(model, StructType([StructField("user_id", StringType()), StructField("a", DoubleType())]))
+    schema = StructType([StructField("user_id", StringType()), StructField("span", DayTimeIntervalType()),
+                         StructField("a", DoubleType())])
+    with pytest.raises(SparkSqlError, match=r"span\.sql: column\(s\) span hold time intervals"):
+        refuse_intervals(model, schema)
+    with pytest.raises(dg.Failure) as failure, _your_sql(model):  # in the step: one line naming the file
+        refuse_intervals(model, schema)
+    assert failure.value.description.startswith(f"SQL model {path}: column(s) span hold time intervals")
+    assert "\n" not in failure.value.description and not failure.value.allow_retries

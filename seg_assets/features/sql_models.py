@@ -45,6 +45,7 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.settings import DEFAULT_SQL_DIR
 from seg_assets.spark.session import Engine
+from seg_assets.spark.sql import SparkSqlError
 from seg_assets.warehouse import drop_other_kind, transaction
 
 GROUP = "features"  # the SQL models and user_features (features/assets.py)
@@ -290,6 +291,8 @@ def _your_sql(model: SqlModel):
     except Exception as exc:
         if not _refused_by_spark(exc) or Path(model.path).resolve().is_relative_to(DEFAULT_SQL_DIR):
             raise
+        if isinstance(exc, SparkSqlError):  # what Spark would compute otherwise, found in the step (spark/features.py)
+            raise input_failure(f"SQL model {exc}") from None
         first = str(exc).strip().splitlines()[0]
         raise input_failure(f"SQL model {model.path}: Spark cannot run it as transpiled: {first}: rewrite it, or give "
                             f"the model an explicit Spark form in {Path(model.path).stem}.spark.sql beside it") from None
@@ -298,6 +301,8 @@ def _your_sql(model: SqlModel):
 def _refused_by_spark(exc: BaseException) -> bool:
     """Whether Spark refused the query (parse or analysis: an unknown signature, a construct Spark does not allow): the
     model's SQL to fix, as DuckDB's own refusals are. Checked without importing pyspark on the DuckDB engine."""
+    if isinstance(exc, SparkSqlError):
+        return True
     errors = sys.modules.get("pyspark.errors")
     return errors is not None and isinstance(exc, errors.AnalysisException)
 
