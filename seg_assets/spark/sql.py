@@ -43,6 +43,7 @@ _MEANS_OTHERWISE = {
     exp.Format: "format ('{}' is no Spark placeholder)",
     exp.Dayname: "dayname ('Sunday' on DuckDB, 'Sun' on Spark)",
     exp.Monthname: "monthname ('January' on DuckDB, 'Jan' on Spark)",
+    exp.TimeToUnix: "epoch (seconds with their fraction on DuckDB, whole seconds as unix_timestamp on Spark)",
 }
 
 
