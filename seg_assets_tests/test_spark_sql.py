@@ -220,3 +220,33 @@ def test_a_model_column_of_time_intervals_is_refused_on_spark_in_one_line(tmp_pa
         refuse_intervals(model, schema)
     assert failure.value.description.startswith(f"SQL model {path}: column(s) span hold time intervals")
     assert "\n" not in failure.value.description and not failure.value.allow_retries
+
+
+CONCAT_CRASHES = ["SELECT u, count(DISTINCT x) AS n, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u",
+                  "SELECT u, count(DISTINCT c) AS n, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u"]
+CONCAT_RUNS = ["SELECT u, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u",
+               "SELECT u, count(DISTINCT x) AS n, string_agg(DISTINCT c, ',') AS s FROM raw.t GROUP BY u",
+               "SELECT u, count(x) AS n, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u"]
+
+
+def test_an_ordered_distinct_string_agg_beside_another_distinct_aggregate_is_refused_at_load(tmp_path):
+    """A helper's model ran on DuckDB and failed on Spark with a ClassCastException, "unexpected: please report it",
+    retried twice: ``LISTAGG(DISTINCT c) WITHIN GROUP (ORDER BY c)`` beside ``count(DISTINCT x)``."""
+    for sql in CONCAT_CRASHES:
+        with pytest.raises(SparkSqlError, match=r"string_agg\(DISTINCT c \.\.\. ORDER BY \.\.\.\) beside another DISTINCT"):
+            to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))
+    for sql in CONCAT_RUNS:
+        to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))
+
+
+def test_the_ordered_distinct_string_agg_refused_does_fail_on_spark_and_the_others_run(spark):
+    """The refusal stands on Spark's failure (a Spark that fixes it makes this test say so)."""
+    spark.sql("SELECT * FROM VALUES ('u1', 'b', 1), ('u1', 'a', 2), ('u2', 'c', 3) AS t(u, c, x)") \
+        .createOrReplaceTempView("raw__t")
+    as_spark = {sql: sqlglot.transpile(sql, read="duckdb", write="spark")[0].replace("raw.t", "raw__t")
+                for sql in [*CONCAT_CRASHES, *CONCAT_RUNS]}
+    for sql in CONCAT_CRASHES:
+        with pytest.raises(Exception, match="ClassCastException|SortOrder"):
+            spark.sql(as_spark[sql]).collect()
+    for sql in CONCAT_RUNS:
+        assert len(spark.sql(as_spark[sql]).collect()) == 2, sql
