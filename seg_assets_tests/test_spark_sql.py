@@ -250,3 +250,26 @@ def test_the_ordered_distinct_string_agg_refused_does_fail_on_spark_and_the_othe
             spark.sql(as_spark[sql]).collect()
     for sql in CONCAT_RUNS:
         assert len(spark.sql(as_spark[sql]).collect()) == 2, sql
+
+
+ARG_EXTREMES = ["arg_max(a, b)", "arg_min(a, b)", "max_by(a, b)", "arg_min(a, b) FILTER (WHERE b > 1 OR b IS NULL)"]
+
+
+def test_arg_max_skips_null_values_on_spark_as_on_duckdb():
+    """DuckDB's arg_max/arg_min skip rows whose value is NULL, Spark's max_by/min_by return that NULL: a helper's probe
+    read 'Garden' on DuckDB and NULL on Spark. The Spark form filters the NULLs out, keeping a filter of its own."""
+    sql = f"SELECT {', '.join(f'{e} AS v{i}' for i, e in enumerate(ARG_EXTREMES))} FROM raw.t"
+    on_spark = to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))
+    assert on_spark.count("FILTER(WHERE") == 4 and on_spark.count("NOT a IS NULL") == 4
+    assert "(b > 1 OR b IS NULL) AND NOT a IS NULL" in on_spark
+
+
+def test_arg_max_and_arg_min_give_the_same_values_on_both_engines(spark):
+    import duckdb
+
+    rows = "(VALUES (NULL, 10), ('x', 5), ('y', 1), (NULL, 0)) AS t(a, b)"
+    spark.sql(f"SELECT * FROM {rows}").createOrReplaceTempView("raw__t")
+    sql = f"SELECT {', '.join(f'{e} AS v{i}' for i, e in enumerate(ARG_EXTREMES))} FROM raw.t"
+    duck = duckdb.sql(sql.replace("raw.t", rows)).fetchall()[0]
+    assert duck == ("x", "y", "x", "x")
+    assert tuple(spark.sql(to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))).collect()[0]) == duck

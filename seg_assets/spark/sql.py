@@ -93,6 +93,22 @@ def _ordered_distinct_concat_beside_distinct(tree: exp.Expression) -> str | None
     return None
 
 
+def _skip_null_args(tree: exp.Expression) -> exp.Expression:
+    """DuckDB's ``arg_max``/``arg_min`` (``max_by``/``min_by``) skip the rows whose value is NULL; Spark's ``max_by`` and
+    ``min_by`` return the NULL of the extreme row (a helper's probe: 'Garden' on DuckDB, NULL on Spark, without a word).
+    Written for Spark with ``FILTER (WHERE <value> IS NOT NULL)``, added to a filter the call has (not in a window)."""
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Filter) and isinstance(node.this, (exp.ArgMax, exp.ArgMin)):
+            kept = exp.not_(exp.Is(this=node.this.this.copy(), expression=exp.Null()))
+            return exp.Filter(this=node.this.copy(), expression=exp.Where(this=exp.and_(node.expression.this.copy(), kept)))
+        if isinstance(node, (exp.ArgMax, exp.ArgMin)) and not isinstance(node.parent, (exp.Filter, exp.Window)):
+            kept = exp.not_(exp.Is(this=node.this.copy(), expression=exp.Null()))
+            return exp.Filter(this=node.copy(), expression=exp.Where(this=kept))
+        return node
+
+    return tree.transform(fix)
+
+
 def spark_form_path(model_path: Path) -> Path:
     """Where a model's explicit Spark form lives: ``<name>.spark.sql`` beside ``<name>.sql``."""
     return model_path.with_name(model_path.stem + SPARK_SUFFIX)
@@ -161,6 +177,8 @@ def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb", ex
     if differ:
         raise SparkSqlError(f"{source}: {'; '.join(differ)}: the same SQL gives other values on Spark: rewrite it, or give "
                             f"the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+    if not explicit:
+        tree = _skip_null_args(tree)
     tree = _rename_tables(tree)
     try:
         return tree.sql(dialect="spark", unsupported_level=sqlglot.ErrorLevel.RAISE)
