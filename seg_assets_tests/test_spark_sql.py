@@ -42,7 +42,9 @@ DIFFERS = ["dayofweek(TIMESTAMP '2026-11-01 10:00:00')", "isodow(TIMESTAMP '2026
            "extract(dow FROM TIMESTAMP '2026-11-01 10:00:00')",
            # a reviewer's: options Spark drops, and positions counted otherwise
            "regexp_replace('aAa', 'a', 'b', 'gi')", "regexp_matches('ABC', 'a', 'i')", "substring('abcdef', 0, 3)",
-           "left('abcdef', -2)", "strftime(TIMESTAMP '2026-02-14 10:00:00', '%Y-%j')"]
+           "left('abcdef', -2)", "strftime(TIMESTAMP '2026-02-14 10:00:00', '%Y-%j')",
+           # a helper's: click times in milliseconds lose their fraction (Spark's unix_timestamp)
+           "epoch(TIMESTAMP '2026-11-01 10:00:00.250')"]
 
 
 @pytest.mark.parametrize("expr", [*DIFFERS, "mode(x)", "format('{} x', 3)", "monthname(t)"])
@@ -154,3 +156,120 @@ def test_the_spark_engine_without_java_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(SourceConfigError, match="the Spark engine needs Java 17 or later"):
         check_engine([], spark=True)
     check_engine([], spark=False)
+
+
+def test_a_model_of_your_own_folder_that_spark_refuses_is_one_line_not_retried(tmp_path):
+    """A helper's own model ran on DuckDB; on Spark the analyzer refused it (``quantile_cont`` transpiled to a
+    two-argument ``percentile_cont``; a correlated subquery beside aggregates): "unexpected: please report it",
+    retried twice, with a traceback. It is the model's SQL to fix, as a DuckDB refusal is: one line, a dg.Failure."""
+    import dagster as dg
+    from pyspark.errors import AnalysisException
+
+    from seg_assets.features.sql_files import load_model
+    from seg_assets.features.sql_models import _your_sql
+
+    path = tmp_path / "marts" / "p90.sql"
+    path.parent.mkdir()
+    path.write_text("-- materialized: table\nSELECT user_id, quantile_cont(amount, 0.9) AS p90 FROM staging.stg_orders "
+                    "GROUP BY user_id\n")
+    refused = AnalysisException("[WRONG_NUM_ARGS.WITHOUT_SUGGESTION] The `percentile_cont` requires 1 parameters but "
+                                "the actual number is 2. SQLSTATE: 42605; line 1 pos 109\n+- Aggregate [user_id#1] ...")
+    with pytest.raises(dg.Failure) as failure, _your_sql(load_model(path)):
+        raise refused
+    said = failure.value.description
+    assert said.startswith(f"SQL model {path}: Spark cannot run it as transpiled: [WRONG_NUM_ARGS")
+    assert "p90.spark.sql" in said and "\n" not in said and not failure.value.allow_retries
+    with pytest.raises(RuntimeError), _your_sql(load_model(path)):  # anything else stays a bug, with its traceback
+        raise RuntimeError("boom")
+
+
+def test_pyspark_does_not_print_each_refused_query_with_its_plan(capfd):
+    """pyspark 4 logs every AnalysisException when it is made, as a JSON line with the whole plan on stderr (110 KB of
+    a helper's console for two refused models, once per retry); the step's failure says it once."""
+    from pyspark.logger import PySparkLogger
+
+    from seg_assets.spark.session import QUERY_CONTEXT_LOGGERS, quiet_query_context_loggers
+
+    quiet_query_context_loggers()
+    for name in QUERY_CONTEXT_LOGGERS:
+        PySparkLogger.getLogger(name).exception("refused", errorClass="WRONG_NUM_ARGS")
+    assert "refused" not in capfd.readouterr().err
+
+
+def test_a_model_column_of_time_intervals_is_refused_on_spark_in_one_line(tmp_path):
+    """``max(order_ts) - min(order_ts)`` in a helper's model: DuckDB built an INTERVAL ('143 days 04:39:00'), Spark
+    wrote Parquet microseconds that DuckDB read as a BIGINT (12371940000000), for all 2,336 users, without a word."""
+    import dagster as dg
+    from pyspark.sql.types import DayTimeIntervalType, DoubleType, StringType, StructField, StructType
+
+    from seg_assets.features.sql_files import load_model
+    from seg_assets.features.sql_models import _your_sql
+    from seg_assets.spark.features import refuse_intervals
+
+    path = tmp_path / "marts" / "span.sql"
+    path.parent.mkdir()
+    path.write_text("-- materialized: table\nSELECT user_id, max(order_ts) - min(order_ts) AS span, avg(amount) AS a "
+                    "FROM staging.stg_orders GROUP BY user_id\n")
+    model = load_model(path)
+    refuse_intervals(model, StructType([StructField("user_id", StringType()), StructField("a", DoubleType())]))
+    schema = StructType([StructField("user_id", StringType()), StructField("span", DayTimeIntervalType()),
+                         StructField("a", DoubleType())])
+    with pytest.raises(SparkSqlError, match=r"span\.sql: column\(s\) span hold time intervals"):
+        refuse_intervals(model, schema)
+    with pytest.raises(dg.Failure) as failure, _your_sql(model):  # in the step: one line naming the file
+        refuse_intervals(model, schema)
+    assert failure.value.description.startswith(f"SQL model {path}: column(s) span hold time intervals")
+    assert "\n" not in failure.value.description and not failure.value.allow_retries
+
+
+CONCAT_CRASHES = ["SELECT u, count(DISTINCT x) AS n, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u",
+                  "SELECT u, count(DISTINCT c) AS n, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u"]
+CONCAT_RUNS = ["SELECT u, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u",
+               "SELECT u, count(DISTINCT x) AS n, string_agg(DISTINCT c, ',') AS s FROM raw.t GROUP BY u",
+               "SELECT u, count(x) AS n, string_agg(DISTINCT c, ',' ORDER BY c) AS s FROM raw.t GROUP BY u"]
+
+
+def test_an_ordered_distinct_string_agg_beside_another_distinct_aggregate_is_refused_at_load(tmp_path):
+    """A helper's model ran on DuckDB and failed on Spark with a ClassCastException, "unexpected: please report it",
+    retried twice: ``LISTAGG(DISTINCT c) WITHIN GROUP (ORDER BY c)`` beside ``count(DISTINCT x)``."""
+    for sql in CONCAT_CRASHES:
+        with pytest.raises(SparkSqlError, match=r"string_agg\(DISTINCT c \.\.\. ORDER BY \.\.\.\) beside another DISTINCT"):
+            to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))
+    for sql in CONCAT_RUNS:
+        to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))
+
+
+def test_the_ordered_distinct_string_agg_refused_does_fail_on_spark_and_the_others_run(spark):
+    """The refusal stands on Spark's failure (a Spark that fixes it makes this test say so)."""
+    spark.sql("SELECT * FROM VALUES ('u1', 'b', 1), ('u1', 'a', 2), ('u2', 'c', 3) AS t(u, c, x)") \
+        .createOrReplaceTempView("raw__t")
+    as_spark = {sql: sqlglot.transpile(sql, read="duckdb", write="spark")[0].replace("raw.t", "raw__t")
+                for sql in [*CONCAT_CRASHES, *CONCAT_RUNS]}
+    for sql in CONCAT_CRASHES:
+        with pytest.raises(Exception, match="ClassCastException|SortOrder"):
+            spark.sql(as_spark[sql]).collect()
+    for sql in CONCAT_RUNS:
+        assert len(spark.sql(as_spark[sql]).collect()) == 2, sql
+
+
+ARG_EXTREMES = ["arg_max(a, b)", "arg_min(a, b)", "max_by(a, b)", "arg_min(a, b) FILTER (WHERE b > 1 OR b IS NULL)"]
+
+
+def test_arg_max_skips_null_values_on_spark_as_on_duckdb():
+    """DuckDB's arg_max/arg_min skip rows whose value is NULL, Spark's max_by/min_by return that NULL: a helper's probe
+    read 'Garden' on DuckDB and NULL on Spark. The Spark form filters the NULLs out, keeping a filter of its own."""
+    sql = f"SELECT {', '.join(f'{e} AS v{i}' for i, e in enumerate(ARG_EXTREMES))} FROM raw.t"
+    on_spark = to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))
+    assert on_spark.count("FILTER(WHERE") == 4 and on_spark.count("NOT a IS NULL") == 4
+    assert "(b > 1 OR b IS NULL) AND NOT a IS NULL" in on_spark
+
+
+def test_arg_max_and_arg_min_give_the_same_values_on_both_engines(spark):
+    import duckdb
+
+    rows = "(VALUES (NULL, 10), ('x', 5), ('y', 1), (NULL, 0)) AS t(a, b)"
+    spark.sql(f"SELECT * FROM {rows}").createOrReplaceTempView("raw__t")
+    sql = f"SELECT {', '.join(f'{e} AS v{i}' for i, e in enumerate(ARG_EXTREMES))} FROM raw.t"
+    duck = duckdb.sql(sql.replace("raw.t", rows)).fetchall()[0]
+    assert duck == ("x", "y", "x", "x")
+    assert tuple(spark.sql(to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))).collect()[0]) == duck

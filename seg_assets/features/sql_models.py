@@ -26,6 +26,7 @@ rebuilt when one of its rows leaves such a window). The windows are read from th
 
 
 import hashlib
+import sys
 from contextlib import contextmanager
 from dataclasses import replace
 from graphlib import TopologicalSorter
@@ -44,6 +45,7 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.settings import DEFAULT_SQL_DIR
 from seg_assets.spark.session import Engine
+from seg_assets.spark.sql import SparkSqlError
 from seg_assets.warehouse import drop_other_kind, transaction
 
 GROUP = "features"  # the SQL models and user_features (features/assets.py)
@@ -274,8 +276,9 @@ def _materialize_on_spark(context, con, engine: Engine, settings: SegSettings, m
 
 @contextmanager
 def _your_sql(model: SqlModel):
-    """A model of a folder the user keeps (``SEG_SQL_DIR``) that DuckDB cannot parse, bind or run is the user's SQL to
-    fix: one line naming the file, not retried (it was "unexpected: please report it", retried twice)."""
+    """A model of a folder the user keeps (``SEG_SQL_DIR``) that DuckDB cannot parse, bind or run, or that Spark refuses
+    as transpiled, is the user's SQL to fix: one line naming the file, not retried (it was "unexpected: please report
+    it", retried twice; on Spark with 100 KB of JVM plans on the console, a helper's)."""
     try:
         yield
     except (duckdb.ParserException, duckdb.SyntaxException, duckdb.BinderException, duckdb.CatalogException,
@@ -285,6 +288,23 @@ def _your_sql(model: SqlModel):
             raise  # the project's own SQL: a bug to report, with its traceback
         first = str(exc).strip().splitlines()[0]
         raise input_failure(f"SQL model {model.path}: {first}: fix the model (DuckDB SQL) and refresh again") from None
+    except Exception as exc:
+        if not _refused_by_spark(exc) or Path(model.path).resolve().is_relative_to(DEFAULT_SQL_DIR):
+            raise
+        if isinstance(exc, SparkSqlError):  # what Spark would compute otherwise, found in the step (spark/features.py)
+            raise input_failure(f"SQL model {exc}") from None
+        first = str(exc).strip().splitlines()[0]
+        raise input_failure(f"SQL model {model.path}: Spark cannot run it as transpiled: {first}: rewrite it, or give "
+                            f"the model an explicit Spark form in {Path(model.path).stem}.spark.sql beside it") from None
+
+
+def _refused_by_spark(exc: BaseException) -> bool:
+    """Whether Spark refused the query (parse or analysis: an unknown signature, a construct Spark does not allow): the
+    model's SQL to fix, as DuckDB's own refusals are. Checked without importing pyspark on the DuckDB engine."""
+    if isinstance(exc, SparkSqlError):
+        return True
+    errors = sys.modules.get("pyspark.errors")
+    return errors is not None and isinstance(exc, errors.AnalysisException)
 
 
 def build_sql_asset(model: SqlModel, models: dict[str, SqlModel] | None = None) -> dg.AssetsDefinition:

@@ -59,7 +59,23 @@ def get_spark(master: str = "local[2]", conf: dict[str, str] | None = None) -> S
         with _utf8_locale():
             spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("ERROR")
+        quiet_query_context_loggers()
         return spark
+
+
+# pyspark 4 logs every AnalysisException it converts, when it is made, at ERROR as one JSON line to stderr with the
+# whole plan (about 50 KB per failed query, again on every retry): the exception itself is what the step reports.
+QUERY_CONTEXT_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+
+
+def quiet_query_context_loggers() -> None:
+    """Silence pyspark's loggers of failed queries (the exception carries the message; the step says it)."""
+    import logging
+
+    from pyspark.logger import PySparkLogger
+
+    for name in QUERY_CONTEXT_LOGGERS:
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @contextmanager
