@@ -158,6 +158,18 @@ def model_line(con) -> str | None:
     return line
 
 
+def identities_line(con) -> str | None:
+    """How many click devices a login linked to a user (staging.identities, docs/identity.md); nothing without any."""
+    if not table_exists(con, "staging.identities"):
+        return None
+    devices, linked = con.sql("SELECT count(*), count(*) FILTER (WHERE user_id <> anonymous_id) "
+                              "FROM staging.identities").fetchall()[0]
+    if not devices:
+        return None
+    return (f"Identities: {linked:,} of {devices:,} click devices linked to a user by a login (their anonymous clicks "
+            "are that user's; the others are users of their own)")
+
+
 def activation_lines(con) -> list[str]:
     """Campaigns measured and the next-best-action policy in service (nothing when no campaign was sent)."""
     lines = []
@@ -228,7 +240,7 @@ def _print_tables(con, console: Console) -> None:
         ).fetchall()
         console.print(_table("Segments", ["id", "segment", "users", "share", "revenue share", "description"],
                              [(sid, name, int(u or 0), _pct(s), _pct(r), d or "") for sid, name, u, s, r, d in rows]))
-        for line in [model_line(con), *activation_lines(con)]:
+        for line in [model_line(con), identities_line(con), *activation_lines(con)]:
             if line:
                 console.print(escape(line), highlight=False)
     if table_exists(con, "analytics.segment_profiles") and "reviews_note" in con.table("analytics.segment_profiles").columns:

@@ -6,9 +6,11 @@ import shutil
 
 import duckdb
 import polars as pl
+from rich.console import Console
 
 from seg_assets.demo.generate import generate
 from seg_assets.refresh import run_refresh
+from seg_assets.report import print_summary
 from seg_assets.settings import data_paths
 from seg_assets_tests.bi_copy import read_bi
 
@@ -84,6 +86,9 @@ def test_a_login_gives_a_devices_clicks_to_its_customer_as_a_cold_build_does(tmp
     spells = _read(live, "SELECT user_id, valid_to FROM analytics.segment_history WHERE user_id LIKE 'dev%'")
     closed = set(spells.filter(pl.col("valid_to").is_not_null())["user_id"])
     assert closed == set(devices[:10])
+    console = Console(record=True, width=200)
+    print_summary(live, console)
+    assert "Identities: 10 of 20 click devices linked to a user by a login" in console.export_text()
 
 
 def _read_customers(root) -> list[str]:
