@@ -247,14 +247,14 @@ CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
 
 
 def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int,
-                  gained: Sequence[tuple[str, str]] = ()) -> dict:
+                  gained: Sequence[tuple[str, str]] = (), as_of: datetime | None = None) -> dict:
     """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment, from where
     scoring's sticky rule starts (membership.previous_id_sql); ``gained``: the features ``previous`` left out that
     have data now, with the reason it left them out (only the users without such data count as barely changed)."""
     if not table_exists(con, "analytics.user_segments"):
         return {}
     sample = frame[sample_indices(frame.height, CHURN_SAMPLE_ROWS, seed + 13)]
-    join, previous_id = previous_id_sql(table_exists(con, HISTORY_TABLE), "s", "u.user_id")
+    join, previous_id = previous_id_sql(table_exists(con, HISTORY_TABLE), "s", "u.user_id", as_of)
     with registered(con, churn_sample=sample.select("user_id")):
         published = con.sql(f"SELECT u.user_id, {previous_id} AS segment_id FROM churn_sample u "
                             f"LEFT JOIN analytics.user_segments s USING (user_id) {join}").pl()
@@ -368,7 +368,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     if previous is not None:
         with duckdb.get_connection() as con:
             cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed,
-                                              [(f, why) for f, why in previous.left_out if f in blind]))
+                                              [(f, why) for f, why in previous.left_out if f in blind], as_of))
     decision = decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance,
                                 max_membership_churn=config.max_membership_churn, gained=tuple(blind),
                                 in_service=previous.version if previous else "")
