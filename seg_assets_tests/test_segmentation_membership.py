@@ -284,3 +284,34 @@ def test_a_split_of_new_customers_a_month_later_is_no_new_kind_of_shopper():
     # the same split fitted only 5 days later is judged a split (churn counted): the 40-day one must be too
     assert emerged_segments(old, new, today) == [], "a split of 'new' customers taken for a new kind of shopper"
     assert churn["moved_to_new_kind"] == 0.0 and churn["membership_churn_stable"] > 0.02
+
+
+def test_a_backfill_sticks_to_the_segment_recorded_for_its_day_not_a_later_one():
+    """`refresh --as-of` in the past (a backfill) must not read the future: its sticky rule starts from the spell of
+    segment_history in force at its as-of, not from the open spell a later refresh recorded (h3, session 34: a
+    backfill to 10-15 run on 11-02 published 37 users in their 11-02 segment whose features were those of the
+    10-15 publication, where they had been in another). Refreshes at or after the latest recorded as-of are
+    unchanged: the open spell, else the published row."""
+    import duckdb
+
+    from seg_assets.segmentation.membership import previous_id_sql
+
+    con = duckdb.connect()
+    con.sql("CREATE SCHEMA analytics")
+    con.sql("CREATE TABLE analytics.segment_history (user_id VARCHAR, segment_id INTEGER, valid_from TIMESTAMP, "
+            "valid_to TIMESTAMP)")
+    con.sql("""INSERT INTO analytics.segment_history VALUES
+        ('a', 1, '2026-10-01', '2026-10-20'), ('a', 2, '2026-10-20', NULL),   -- moved 1 -> 2 on 10-20
+        ('b', 3, '2026-10-20', NULL)                                          -- first scored on 10-20""")
+    con.sql("CREATE TABLE analytics.user_segments AS SELECT * FROM (VALUES ('a', 2), ('b', 3), ('c', 4)) t(user_id, segment_id)")
+
+    def previous(as_of):
+        join, expr = previous_id_sql(True, "s", "u.user_id", as_of)
+        return dict(con.sql(f"SELECT u.user_id, {expr} FROM (VALUES ('a'), ('b'), ('c')) u(user_id) "
+                            f"LEFT JOIN analytics.user_segments s ON s.user_id = u.user_id {join}").fetchall())
+
+    assert previous(None) == {"a": 2, "b": 3, "c": 4}  # the open spells, else the published row (as before)
+    assert previous(datetime(2026, 10, 20)) == {"a": 2, "b": 3, "c": 4}  # a re-run at the latest as-of
+    assert previous(datetime(2026, 11, 2, 2, 30)) == {"a": 2, "b": 3, "c": 4}  # a later refresh
+    # a backfill: the spell in force on its day; no spell then is no previous segment (not today's published row)
+    assert previous(datetime(2026, 10, 15)) == {"a": 1, "b": None, "c": None}

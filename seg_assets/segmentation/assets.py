@@ -36,7 +36,13 @@ from seg_assets.publish.keys import HISTORY_TABLE
 from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.segmentation import registry
-from seg_assets.segmentation.availability import FeatureAvailability, gained_data, source_columns, without_new_data
+from seg_assets.segmentation.availability import (
+    RECENCY_SIGNALS,
+    FeatureAvailability,
+    gained_data,
+    source_columns,
+    without_new_data,
+)
 from seg_assets.segmentation.classifier import KINDS as CLASSIFIER_KINDS
 from seg_assets.segmentation.classifier import TRAINING_ROWS, train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
@@ -153,7 +159,8 @@ def read_drift_panel(con, features) -> pl.DataFrame:
     lowest ``DRIFT_SAMPLE_ROWS / users`` of the hash range (everyone in a smaller population). A filter, not
     a top-N sort of a million hashes (0.05 s instead of 0.2-0.4 s), and the same users from one refresh to
     the next: the cut moves only as the population grows."""
-    cols = ", ".join(["user_id", *features])
+    as_of = ["as_of"] if "as_of" in con.table("features.user_features").columns else []  # each row aged: rows_as_of
+    cols = ", ".join(dict.fromkeys(["user_id", *features, *as_of]))
     return con.sql(f"""
         SELECT {cols} FROM features.user_features
         WHERE hash(user_id)::DOUBLE < (SELECT least(1.0, {DRIFT_SAMPLE_ROWS} / greatest(count(*), 1)) FROM features.user_features)
@@ -184,7 +191,24 @@ def drift_table(model: SegmentModel, frame: pl.DataFrame, as_of: datetime) -> pl
     if frame.height > DRIFT_SAMPLE_ROWS:
         frame = frame[sample_indices(frame.height, DRIFT_SAMPLE_ROWS, 31)]
     reference = aged(model.reference_sample, model.as_of, as_of)
-    return population_stability(build_reference(reference, list(model.features)), frame)
+    return population_stability(build_reference(reference, list(model.features)), rows_as_of(frame, as_of))
+
+
+GROWING = ("tenure_days", *RECENCY_SIGNALS)  # a day more per day of data time for a user without new rows
+
+
+def rows_as_of(frame: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Every row as it is at ``as_of``: an incremental refresh recomputes only the users with new rows, the others keep
+    the features of the last rebase, hours older; having done nothing since, their tenure, recency and days since the
+    last visit have grown by the time between (windowed counts are left as they are). Compared as kept, three users in
+    four read younger than they are: recency's PSI was 0.07-0.08 higher in every incremental refresh than in the rebase
+    after it, and a refresh re-fitted for drift at 0.255 that was 0.212 (h3, session 34). A frame without ``as_of``
+    is taken as it is."""
+    if "as_of" not in frame.columns:
+        return frame
+    days = ((pl.lit(as_of.replace(tzinfo=None)).cast(pl.Datetime("us")) - pl.col("as_of").cast(pl.Datetime("us")))
+            .dt.total_microseconds() / 86_400e6).clip(lower_bound=0).fill_null(0)
+    return frame.with_columns(pl.col(c) + days for c in GROWING if c in frame.columns)
 
 
 def refit_reason(model: SegmentModel | None, frame: pl.DataFrame, as_of: datetime, cfg: SegmentModelConfig,
@@ -247,14 +271,14 @@ CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
 
 
 def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: pl.DataFrame, seed: int,
-                  gained: Sequence[tuple[str, str]] = ()) -> dict:
+                  gained: Sequence[tuple[str, str]] = (), as_of: datetime | None = None) -> dict:
     """Membership churn of ``candidate`` (membership.py) on a sample of the users with a published segment, from where
     scoring's sticky rule starts (membership.previous_id_sql); ``gained``: the features ``previous`` left out that
     have data now, with the reason it left them out (only the users without such data count as barely changed)."""
     if not table_exists(con, "analytics.user_segments"):
         return {}
     sample = frame[sample_indices(frame.height, CHURN_SAMPLE_ROWS, seed + 13)]
-    join, previous_id = previous_id_sql(table_exists(con, HISTORY_TABLE), "s", "u.user_id")
+    join, previous_id = previous_id_sql(table_exists(con, HISTORY_TABLE), "s", "u.user_id", as_of)
     with registered(con, churn_sample=sample.select("user_id")):
         published = con.sql(f"SELECT u.user_id, {previous_id} AS segment_id FROM churn_sample u "
                             f"LEFT JOIN analytics.user_segments s USING (user_id) {join}").pl()
@@ -368,7 +392,7 @@ def _segment_model(context: dg.AssetExecutionContext, config: SegmentModelConfig
     if previous is not None:
         with duckdb.get_connection() as con:
             cand_metrics.update(churn_metrics(con, previous, candidate, frame, config.seed,
-                                              [(f, why) for f, why in previous.left_out if f in blind]))
+                                              [(f, why) for f, why in previous.left_out if f in blind], as_of))
     decision = decide_promotion(cand_metrics, prev_metrics, config.promotion_tolerance,
                                 max_membership_churn=config.max_membership_churn, gained=tuple(blind),
                                 in_service=previous.version if previous else "")

@@ -39,6 +39,7 @@ of data nudge their features, although nothing about them changed. So every (re-
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,16 +58,28 @@ EMERGED_GROWTH = 5.0  # a new segment this many times larger than its share of t
 NO_SEGMENT = -1  # a user with no previous assignment
 
 
-def previous_id_sql(history: bool, published: str | None, user: str) -> tuple[str, str]:
+def previous_id_sql(history: bool, published: str | None, user: str, as_of: datetime | None = None) -> tuple[str, str]:
     """(JOIN clause, expression) of the segment a user's sticky rule starts from, for a query whose user column is
-    ``user``: the open spell of segment_history (``history``: the table exists), else the published row (the
-    alias ``published`` of analytics.user_segments in the query; None without one). History only moves forward,
-    so after a backfill (``refresh --as-of`` in the past) the published rows hold that day's segments, not the
-    ones a return to now sticks to. Scoring and the gate's membership churn both read it."""
+    ``user``: the spell of segment_history in force at ``as_of`` (``history``: the table exists; without an as-of,
+    the open spell), else the published row (the alias ``published`` of analytics.user_segments in the query; None
+    without one). History only moves forward, so after a backfill (``refresh --as-of`` in the past) the published
+    rows hold that day's segments, not the ones a return to now sticks to; and a backfill itself starts from the
+    spell of its own day, never from a later one (nor from today's published row): it reads nothing after its
+    as-of. At or after the latest recorded as-of, the spell in force is the open one. Scoring and the gate's
+    membership churn both read it."""
     fallback = f"{published}.segment_id" if published else "NULL"
     if not history:
         return "", f"{fallback}::BIGINT"
-    return (f"LEFT JOIN (SELECT user_id, segment_id FROM {HISTORY_TABLE} WHERE valid_to IS NULL) h ON h.user_id = {user}",
+    if as_of is None:
+        spells = "valid_to IS NULL"
+    else:
+        if as_of.tzinfo is not None:
+            as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+        ts = f"TIMESTAMP '{as_of:%Y-%m-%d %H:%M:%S.%f}'"
+        spells = f"valid_from <= {ts} AND (valid_to IS NULL OR valid_to > {ts})"
+        backfill = f"{ts} < (SELECT coalesce(max(valid_from), {ts}) FROM {HISTORY_TABLE})"
+        fallback = f"CASE WHEN NOT ({backfill}) THEN {fallback} END"
+    return (f"LEFT JOIN (SELECT user_id, segment_id FROM {HISTORY_TABLE} WHERE {spells}) h ON h.user_id = {user}",
             f"coalesce(h.segment_id, {fallback})::BIGINT")
 
 

@@ -152,7 +152,7 @@ def user_segments(context: dg.AssetExecutionContext, config: ScoringConfig, duck
         versions = {"model_version": model.version, "assigned_by": scored_with}
         everyone = (inc.rebase_requested(context.run.tags) or not table_exists(con, TABLE)
                     or not {"rules_version", "features_build"} <= set(con.table(TABLE).columns))
-        selection = _selection_sql(con, versions, rules_version, everyone=everyone)
+        selection = _selection_sql(con, versions, rules_version, everyone=everyone, as_of=as_of)
         scorer = _scorer(con, config, model, served[2] if served else None, scored_with, rules_version)
         work, selected = None, 0
         if engine.is_spark:
@@ -228,17 +228,19 @@ def _rules_version(config: ScoringConfig) -> str:
     return "rules-" + hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _selection_sql(con, versions: dict[str, str], rules_version: str, everyone: bool) -> str:
+def _selection_sql(con, versions: dict[str, str], rules_version: str, everyone: bool, as_of=None) -> str:
     """Every user (``everyone``) or the users whose row must be rewritten, with the segment kept from the
     last refresh (``kept_id``, NULL when the user must be re-assigned, as in ``pending_rows_sql``), the
-    one the history last recorded, else the published one (``previous_id``, for the sticky rule: history only
-    moves forward, so a backfill's published past is not what a return to now sticks to) and the churn scores. A row is rewritten when its
+    one the history recorded in force at ``as_of`` (the open spell; a backfill's own day), else the published one
+    (``previous_id``, for the sticky rule: history only moves forward, so a backfill's published past is not what a
+    return to now sticks to) and the churn scores. A row is rewritten when its
     user is re-assigned, when its churn scores changed or when the rule settings did."""
     has_churn, has_table = table_exists(con, "analytics.churn_scores"), table_exists(con, TABLE)
     churn = "LEFT JOIN analytics.churn_scores c ON c.user_id = f.user_id" if has_churn else ""
     types = ("DOUBLE", "VARCHAR", "DOUBLE")
     cols = ", ".join(f"c.{c}::{t} AS {c}" if has_churn else f"NULL::{t} AS {c}" for c, t in zip(CHURN_COLUMNS[1:], types))
-    history_join, previous = previous_id_sql(table_exists(con, HISTORY_TABLE), "s" if has_table else None, "f.user_id")
+    history_join, previous = previous_id_sql(table_exists(con, HISTORY_TABLE), "s" if has_table else None, "f.user_id",
+                                              as_of)
     published = f"LEFT JOIN {TABLE} s ON s.user_id = f.user_id {history_join}" if has_table else history_join
     previous += " AS previous_id"
     if everyone:
