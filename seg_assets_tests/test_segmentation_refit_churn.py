@@ -52,6 +52,11 @@ def test_when_needed_dates_the_age_from_the_latest_fit_even_a_refused_one(refres
 
     def when_needed(days, fit="when_needed"):
         as_of = (DEFAULT_END + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with duckdb.connect(str(data_paths(refreshed).warehouse)) as con:  # the features dated as a refresh then dates
+            # them (the newest at the run's as-of): the drift check ages rows to the run, and everyone 8 days older
+            # with nothing new is drift, which would hide the age this test is about
+            con.execute("UPDATE features.user_features SET as_of = as_of + (?::TIMESTAMP - (SELECT max(as_of) "
+                        "FROM features.user_features))", [DEFAULT_END + timedelta(days=days)])
         result = dg.materialize([segment_model], resources=build_resources(refreshed, as_of),
                                 run_config={"ops": {"segment_model": {"config": {"fit": fit}}}})
         assert result.success
