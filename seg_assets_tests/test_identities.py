@@ -9,23 +9,18 @@ import polars as pl
 from rich.console import Console
 
 from seg_assets.demo.generate import generate
-from seg_assets.refresh import run_refresh
 from seg_assets.report import print_summary
 from seg_assets.settings import data_paths
 from seg_assets_tests.bi_copy import read_bi
+from seg_assets_tests.warehouse_read import read_warehouse as _read
+from seg_assets_tests.warehouse_read import refresh_ok
 
 AS_OF = "2026-11-01T00:00:00Z"
 HEADER = "event_id,user_id,session_id,event_ts,event_type,product_id,category,anonymous_id\n"
 
 
 def _refresh(root) -> None:
-    outcome = run_refresh(root, as_of=AS_OF)
-    assert outcome.success, [f for s in outcome.stages for f in s.failures]
-
-
-def _read(root, sql: str) -> pl.DataFrame:
-    with duckdb.connect(str(data_paths(root).warehouse), read_only=True) as con:
-        return con.sql(sql).pl()
+    refresh_ok(root, AS_OF)
 
 
 def _device_clicks(devices: list[str]) -> str:

@@ -10,19 +10,15 @@ import polars as pl
 from seg_assets.demo.generate import generate
 from seg_assets.refresh import run_refresh
 from seg_assets.settings import data_paths
+from seg_assets_tests.warehouse_read import read_warehouse as _read
+from seg_assets_tests.warehouse_read import refresh_ok
 
 SOURCES = "sources:\n  orders: {table: orders, keep: latest}\n  order_items: {table: order_items, keep: latest}\n"
 AS_OF = "2026-10-01T00:00:00Z"
 
 
 def _refresh(root) -> None:
-    outcome = run_refresh(root, as_of=AS_OF)
-    assert outcome.success, [f for s in outcome.stages for f in s.failures]
-
-
-def _read(root, sql: str) -> pl.DataFrame:
-    with duckdb.connect(str(data_paths(root).warehouse), read_only=True) as con:
-        return con.sql(sql).pl()
+    refresh_ok(root, AS_OF)
 
 
 def test_a_later_export_cancelling_orders_and_changing_lines_equals_a_cold_build(tmp_path):
