@@ -47,7 +47,12 @@ def checked_settings(paths, config: Path | None, set_: list[str], engine: str | 
 
         overrides = settings_overrides(config, set_)
         check_files(paths.root)  # sources.yaml, actions.yaml, lexicons: refused here, not after the stages before theirs ran
-        check_engine(load_sources(paths.root), (engine or engine_from_env()) == "spark")
+        spark = (engine or engine_from_env()) == "spark"
+        check_engine(load_sources(paths.root), spark)
+        from seg_assets.spark.ingest import kept_engine_message, written_by_spark
+
+        if not spark and written_by_spark(paths):  # it failed in the run's first step, after the summary, exit 1
+            raise InputError(kept_engine_message(paths.root))
     except InputError as exc:
         _input_error(exc)
     return overrides

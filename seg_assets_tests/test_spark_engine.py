@@ -106,7 +106,7 @@ def test_the_engine_is_part_of_what_was_published_and_a_root_keeps_its_engine(tw
     again = runner.invoke(app, ["refresh", "--engine", "spark", "--as-of", AS_OF, "--no-summary"])
     assert again.exit_code == 0 and "Segments are current" in again.output, again.output
     other = runner.invoke(app, ["refresh", "--engine", "duckdb", "--as-of", AS_OF, "--no-summary"])
-    assert other.exit_code == 1 and "Parquet written by --engine spark" in other.output, other.output
+    assert other.exit_code == 2 and "Parquet written by --engine spark" in other.output, other.output
     assert (root / "bi" / "segments.duckdb").exists()
 
 

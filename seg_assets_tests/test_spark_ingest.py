@@ -240,3 +240,24 @@ def test_parquet_written_before_a_contract_column_existed_reads_it_as_null(tmp_p
         assert found == 1
     finally:
         con.close()
+
+
+def test_the_duckdb_engine_on_a_root_spark_ingested_is_refused_before_a_run(tmp_path, monkeypatch):
+    """It failed in the run's first step, after the summary tables, exit 1 (a tester's): now one line and exit 2 before
+    anything runs, as the other engine mismatches are; the warehouse is not opened (another process may hold it)."""
+    from typer.testing import CliRunner
+
+    from seg_assets.cli import app
+
+    paths = data_paths(tmp_path)
+    folder = paths.spark_table("raw.orders") / "run-1"
+    folder.mkdir(parents=True)
+    with duckdb.connect() as con:
+        con.sql(f"COPY (SELECT 1 AS x) TO '{folder}/part-0.parquet'")
+    (paths.landing / "orders").mkdir(parents=True)
+    (paths.landing / "orders" / "o.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
+                                                     "o1,u1,2026-10-01T10:00:00Z,5,1,completed\n")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    result = CliRunner().invoke(app, ["refresh", "--engine", "duckdb", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "Parquet written by --engine spark" in result.output, result.output
+    assert not paths.warehouse.exists()

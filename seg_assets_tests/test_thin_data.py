@@ -207,6 +207,18 @@ def test_a_customers_only_shop_fits_on_its_one_feature_without_a_retry(tmp_path)
     assert segs.height > 0
 
 
+def test_a_shops_first_order_publishes_one_user_without_a_retry(tmp_path):
+    """One order, one user: the projection plot asked PCA for two components of one row and the step failed once,
+    then was retried ("segment_model: failed and was retried: ValueError: n_components=2 ...", found by accident)."""
+    (data_paths(tmp_path).landing / "orders").mkdir(parents=True)
+    (data_paths(tmp_path).landing / "orders" / "first.csv").write_text(
+        "order_id,user_id,order_ts,amount,items,status\no1,u1,2026-10-01T10:00:00Z,5,1,completed\n")
+    outcome = refresh_ok(tmp_path)
+    assert not [p for p in outcome.problems if "retried" in p.message], outcome.problems
+    segs, _ = published(tmp_path)
+    assert segs["user_id"].to_list() == ["u1"]
+
+
 def test_one_segment_is_said_with_its_cause_when_only_one_stage_is_big_enough():
     """A shop in its first month: only the 'new' stage has enough users, and it is one segment by design; the model
     had one segment and "Not computed" said nothing."""

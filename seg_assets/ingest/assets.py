@@ -244,7 +244,12 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
     except (SourceConfigError, SettingsError) as exc:  # configuration, not a transient fault: no retry, nothing ingested
         raise input_failure(str(exc)) from None
     preload_model_libraries()  # the model steps unpickle scikit-learn objects: import it beside DuckDB's work
-    from seg_assets.spark.ingest import raw_as_parquet_views, spark_ingested, spark_stager  # (Spark tasks import it)
+    from seg_assets.spark.ingest import (  # (Spark tasks import it)
+        kept_engine_message,
+        raw_as_parquet_views,
+        spark_ingested,
+        spark_stager,
+    )
 
     with duckdb.get_connection() as con:
         if undone := undo_unfinished_switch(settings.paths.bi):  # under the write lock: no publication runs now
@@ -255,8 +260,7 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
             raw_as_parquet_views(con, settings.paths)
             stage_files = spark_stager(engine.spark(), settings.paths)
         elif spark_ingested(con):
-            raise input_failure(f"the raw tables of {settings.paths.root} are Parquet written by --engine spark: keep "
-                                "--engine spark for this data root, or ingest into a new one with --engine duckdb")
+            raise input_failure(kept_engine_message(settings.paths.root))
         if clear := addresses_taken_in_clear(con):
             raise input_failure(f"{clear} user id(s) in features.user_features hold an '@' (e-mail addresses), taken in "
                                 "before such ids were stored as their sha256: new files would count those users twice. Rebuild "

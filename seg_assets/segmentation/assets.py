@@ -300,7 +300,8 @@ def _projection(model: SegmentModel, frame: pl.DataFrame, seed: int) -> str:
     sample = frame[sample_indices(frame.height, PROJECTION_POINTS, seed + 21)]
     ids, _ = model.predict(sample)
     x = model.preprocessor.transform(sample)
-    if x.shape[1] < 2:  # one feature left (a shop with customers only): plotted against zero, not PCA of one column
+    if min(x.shape) < 2:  # one feature left (a shop with customers only), or one user (a shop's first order): plotted
+        # against zero, not PCA, which needs two of each (the first order's refresh failed the step once, then retried)
         points = np.column_stack([x[:, 0], np.zeros(len(x))])
     else:
         points = PCA(n_components=2, random_state=seed).fit_transform(x)

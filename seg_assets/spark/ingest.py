@@ -105,6 +105,19 @@ def spark_ingested(con) -> bool:
     return any(object_type(con, spec.qualified) == "VIEW" for spec in C.TABLES.values())
 
 
+def written_by_spark(paths: DataPaths) -> bool:
+    """Whether Spark wrote this data root's raw tables (a raw folder holds Parquet): the command line's look before a
+    run, without opening the warehouse (another process may hold it); ingestion's step asks the warehouse
+    (:func:`spark_ingested`)."""
+    return any(any(raw_folder(paths, spec).rglob("*.parquet")) for spec in C.TABLES.values())
+
+
+def kept_engine_message(root: Path) -> str:
+    """Why the DuckDB engine refuses a data root Spark ingested (the command line before a run, ingestion in its step)."""
+    return (f"the raw tables of {root} are Parquet written by --engine spark: keep --engine spark for this data root, or "
+            "ingest into a new one with --engine duckdb")
+
+
 def _staged_columns(spec: C.TableSpec, present: set[str], file_id: int) -> str:
     """One schema for every staged file of a table (a rejected file stages only rule and reason)."""
     cols = [f"CAST({c.name if c.name in present else 'NULL'} AS {c.sql_type}) AS {c.name}" for c in spec.columns]
