@@ -86,7 +86,7 @@ def send_outcomes(con, as_of, attribution_days: int) -> tuple[pl.DataFrame, dict
             WHERE left_out IS NULL
         ),
         outcome AS (
-                        SELECT s.send_id, count(o.order_id) > 0 AS converted,
+            SELECT s.send_id, count(o.order_id) > 0 AS converted,
                    coalesce(sum({exact_money_sql('o.amount')}), 0)::DOUBLE AS revenue
             FROM sends s
             LEFT JOIN staging.stg_orders o
