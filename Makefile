@@ -38,7 +38,7 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	@if [ -z "$$(ls -A "$(SEG_DATA_DIR)/landing/orders" 2>/dev/null)" ]; then \
-	  $(BIN)/seg-assets generate "$(SEG_DATA_DIR)" --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --campaigns; \
+	  $(BIN)/seg-assets generate "$(SEG_DATA_DIR)" --users $(DEMO_USERS) --days $(DEMO_DAYS) --seed $(DEMO_SEED) --campaigns --devices; \
 	else echo "landing data already in $(SEG_DATA_DIR)/landing: reusing it"; fi
 	@# Segments as a shop had them when it sent the campaigns: lift then counts each send in the segment it was sent to.
 	@if [ ! -f "$(SEG_DATA_DIR)/warehouse.duckdb" ]; then \

@@ -36,6 +36,8 @@ def generate(
                                    "type and action, and actions.yaml (the activation stage: lift, next best action)."),
     reviews: bool = typer.Option(True, help="Also write English reviews of the orders, their tone by shopper type and "
                                  "order outcome (landing/reviews/: review sentiment; --no-reviews: none)."),
+    devices: bool = typer.Option(False, help="Clicks also carry their device (anonymous_id): sessions without a "
+                                 "checkout are often browsed before a login, their user_id the device's (identities)."),
     lines_per_order: float | None = typer.Option(None, min=1.0, help="Items (order lines) per order on average "
                                                  "(default: each shopper type's own, 2.2 over the mix)."),
     event_vocabulary: str = typer.Option("rich", "--event-vocabulary", help="Click event names: rich (20 tracker "
@@ -50,9 +52,9 @@ def generate(
         raise typer.BadParameter("--format must be csv or parquet")
     if event_vocabulary not in ("rich", "contract"):
         raise typer.BadParameter("--event-vocabulary must be rich or contract")
-    if fault_rate > 0 and (lines or reviews):  # generate.py: an order rejected at order grain would come back from its lines
-        console.print("[yellow]With --fault-rate, no order lines and no reviews are written (a faulty order rejected at "
-                      "order grain would come back from its lines); generate them in a clean delivery.[/yellow]")
+    if fault_rate > 0 and (lines or reviews or devices):  # generate.py: a rejected order would come back from its lines
+        console.print("[yellow]With --fault-rate, no order lines, reviews or devices are written (a faulty order "
+                      "rejected at order grain would come back from its lines); generate them in a clean delivery.[/yellow]")
     try:
         last = parse_utc(end) if end else DEFAULT_END
     except ValueError as exc:
@@ -63,7 +65,7 @@ def generate(
                 directory, users=users, days=days, seed=seed, fmt=format, fault_rate=fault_rate,
                 end=last, with_clicks=clicks, with_customers=customers,
                 event_vocabulary=event_vocabulary, with_lines=lines, with_campaigns=campaigns,
-                with_reviews=reviews, lines_per_order=lines_per_order,
+                with_reviews=reviews, lines_per_order=lines_per_order, with_devices=devices,
             )
     except (ValueError, OSError) as exc:  # a bad number (--users 0, --fault-rate 1.5) or a folder it cannot write
         console.print(f"[red]error[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)

@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from seg_assets.cli import app
 from seg_assets_tests.cli_runner import runner
 from seg_assets_tests.fresh_python import python_stdout
+from seg_assets_tests.warehouse_read import read_warehouse
 
 
 def test_help_lists_the_commands():
@@ -24,7 +26,8 @@ def test_help_lists_the_commands():
 @pytest.mark.slow
 def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
     root = tmp_path / "data"
-    result = runner.invoke(app, ["generate", str(root), "--users", "1500", "--days", "45", "--seed", "2", "--format", "csv"])
+    result = runner.invoke(app, ["generate", str(root), "--users", "1500", "--days", "45", "--seed", "2", "--format", "csv",
+                                 "--devices"])
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("SEG_DATA_DIR", str(root))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
@@ -33,6 +36,7 @@ def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
     assert first.exit_code == 0, first.output
     assert "Segments" in first.output and "Refresh done" in first.output
     assert "Segment model v0001 in service (" in first.output and "no model in service" in first.output
+    _devices_are_their_customers(root, first.output)
 
     # The run is in the instance `make ui` uses, as the `refresh` job, with its materializations.
     instance = dg.DagsterInstance.from_config(str(root / "dagster_home"))
@@ -56,6 +60,25 @@ def test_generate_refresh_then_nothing_new_then_new_file(tmp_path, monkeypatch):
     third = runner.invoke(app, setting)
     assert third.exit_code == 0 and "Refresh done" in third.output, third.output
     assert "Segments are current" in runner.invoke(app, setting).output
+
+
+def _devices_are_their_customers(root, output: str) -> None:
+    """The generator's devices (--devices, truth/devices.parquet): a device a login links is its customer's, counted
+    here from the landing files; the others stay users of their own."""
+    truth = pl.read_parquet(root / "truth" / "devices.parquet")
+    linked = truth.filter("logs_in")
+    assert 0 < linked.height < truth.height
+    assert f"Identities: {linked.height:,} of {truth.height:,} click devices linked" in output
+    owner_of = dict(zip(linked["anonymous_id"], linked["user_id"]))
+    clicks = pl.scan_csv(str(root / "landing" / "clicks" / "*.csv")).select("user_id", "anonymous_id", "session_id").collect()
+    anonymous = clicks["user_id"] == clicks["anonymous_id"]
+    assert 0 < anonymous.sum() < clicks.height
+    owner = [owner_of.get(d, d) if a else u for u, d, a in zip(clicks["user_id"], clicks["anonymous_id"], anonymous)]
+    expected = clicks.with_columns(owner=pl.Series(owner)).group_by("owner").agg(pl.col("session_id").n_unique())
+    features = read_warehouse(root, "SELECT user_id, sessions FROM features.user_features WHERE sessions > 0")
+    assert set(features.iter_rows()) == set(expected.iter_rows())
+    segmented = read_warehouse(root, "SELECT user_id FROM analytics.user_segments")["user_id"]
+    assert not segmented.is_in(linked["anonymous_id"]).any()
 
 
 def _console(*args: str) -> "subprocess.CompletedProcess[str]":

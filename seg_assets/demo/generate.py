@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from seg_assets.demo import devices as D
 from seg_assets.demo import faults as F
 from seg_assets.demo import lines as L
 from seg_assets.demo import reviews as R
@@ -59,7 +60,7 @@ Vocabulary = Literal["rich", "contract"]
 DEFAULT_END = datetime(2026, 10, 31, 23, 59, 59)  # naive UTC; deterministic, never the wall clock
 
 
-_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES, _CAMPAIGNS, _REVIEWS = 1, 2, 3, 4, 5, 6, 7, 8
+_USERS, _EVENTS, _FAULTS, _FOLLOWUP, _NAMES, _LINES, _CAMPAIGNS, _REVIEWS, _DEVICES = 1, 2, 3, 4, 5, 6, 7, 8, 9
 
 
 
@@ -130,7 +131,9 @@ def _ids(col: str, n: int, prefix: str, width: int) -> pl.Expr:
 
 
 def _clicks_frame(rng: np.random.Generator, c: list[dict], start_s: int, nper: int, prefix: str,
-                  sprefix: str, names: tuple[str, ...]) -> tuple[pl.DataFrame, Cols]:
+                  sprefix: str, names: tuple[str, ...],
+                  devices: np.random.Generator | None = None) -> tuple[pl.DataFrame, Cols]:
+    """``devices``: also the device of each click, anonymous before a login (devices.py), drawn from this stream."""
     key = _order_key(c)
     df = pl.concat([pl.DataFrame({"_u": p["user"], "_s": p["session"], "_ts": p["ts"], "_et": p["etype"],
                                   "_cat": p["cat"], "_p": p["product"],
@@ -139,11 +142,15 @@ def _clicks_frame(rng: np.random.Generator, c: list[dict], start_s: int, nper: i
     by = ["_ts", "_s", "_pos"] if key[0] is None else ["_k"]
     df = _numbered(df.sort(by).drop(by[-1]), rng, start_s, nper)
     n_u, n_s = (int(df.get_column(col).max() or 0) + 1 for col in ("_u", "_s"))
-    return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), _ids("_u", n_u, "u", 7).alias("user_id"),
+    user, device = _ids("_u", n_u, "u", 7), []
+    if devices is not None:
+        df = D.add_devices(df, devices, names)
+        user, device = pl.when(pl.col("_anon")).then(D.device_id()).otherwise(user), [D.device_id().alias("anonymous_id")]
+    return df, [id_num(pl.col("_n"), prefix, 9).alias("event_id"), user.alias("user_id"),
                 _ids("_s", n_s, sprefix, 8).alias("session_id"), to_datetime("_ts").alias("event_ts"),
                 label("_et", names).alias("event_type"),
                 pl.when(pl.col("_p") >= 0).then(id_num(pl.col("_p"), "p", 5)).alias("product_id"),
-                label("_cat", CATEGORIES).alias("category")]
+                label("_cat", CATEGORIES).alias("category"), *device]
 
 
 def _customers_frame(u: Users, idx: np.ndarray, signup: np.ndarray, file: np.ndarray,
@@ -212,7 +219,7 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
              fault_rate: float = 0.0, with_clicks: bool = True, with_customers: bool = True,
              event_vocabulary: Vocabulary = "rich", with_lines: bool = False,
              with_campaigns: bool = False, with_reviews: bool = False,
-             lines_per_order: float | None = None) -> GenerateSummary:
+             lines_per_order: float | None = None, with_devices: bool = False) -> GenerateSummary:
     """Write a first delivery of ``days`` days ending at ``end`` for ``users`` users, plus ground truth.
 
     ``event_vocabulary``: ``rich`` (EVENT_NAMES, with purchase and other events) or ``contract`` (the
@@ -226,6 +233,8 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
 
     ``lines_per_order``: items per order about this on average (None: each type's own, 2.2 over the mix); the
     benchmark's order-lines variant asks for 3, the shape issue 15 measures at.
+    ``with_devices``: clicks also carry their device (``anonymous_id``), anonymous before a login (devices.py;
+    truth/devices.parquet); opt-in, not with faults.
 
     ``fault_rate`` P > 0 turns about a share P of each table's rows into the bad inputs of the data
     contract and adds the file-level faults; truth/faults.parquet and truth/valid_ids_*.parquet say
@@ -250,12 +259,15 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     # A faulty delivery has no lines: an order rejected at order grain would come back from its lines.
     line_orders = frames["orders"][0] if with_lines and fault_rate == 0 else None
     review_orders = frames["orders"][0] if with_reviews and fault_rate == 0 else None
+    device_truth = None
     if with_clicks:
         browse = rng.poisson(BROWSE_30D[u.shopper] * u.browse * months)
         c = draw_clicks(rng, u, o, browse, a0, a1, end_s, names_rng)
         del o
-        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, "e", "s", names),
+        devices = np.random.default_rng([seed, _DEVICES]) if with_devices and fault_rate == 0 else None
+        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, "e", "s", names, devices),
                             period_names("clicks", start_s, end_s, nper))
+        device_truth = D.devices_truth(frames["clicks"][0]) if devices else None
         del c
     if with_customers:
         idx = np.arange(users, dtype=np.int32)
@@ -270,6 +282,9 @@ def generate(root: Path, users: int, days: int, seed: int, fmt: Format = "parque
     plan = (lambda t, names: F.plan_for(t, names, fmt, with_clicks)) if fault_rate > 0 else None
     written = _write_frames(paths, frames, fmt, np.random.default_rng([seed, _FAULTS]), fault_rate, summary, plan)
     truth_files = {"shopper_types.parquet": _types_frame(u.shopper)}
+    (truth / "devices.parquet").unlink(missing_ok=True)
+    if device_truth is not None:
+        truth_files["devices.parquet"] = device_truth
     if line_orders is not None:
         _write_lines(paths, line_orders, u.shopper, "o", period_names("order_items", start_s, end_s, nper), fmt,
                      np.random.default_rng([seed, _LINES]), summary)
@@ -307,12 +322,13 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
                       new_users: int = 0, fmt: Format = "parquet", tag: str = "followup",
                       with_clicks: bool = True, event_vocabulary: Vocabulary = "rich",
                       with_lines: bool = False, with_reviews: bool = False,
-                      lines_per_order: float | None = None) -> GenerateSummary:
+                      lines_per_order: float | None = None, with_devices: bool = False) -> GenerateSummary:
     """Write a new delivery of ``days`` more days from ``start`` for the users of ``generate(users, seed)``.
 
     Exactly ``round(changed_share * users)`` users (chosen by seed and tag) switch to another shopper
     type for the new period (never to new_customer; a user switching to lapsed goes quiet), and
     ``new_users`` users sign up during it. Used for incremental-refresh benchmarks and drift tests.
+    ``with_devices``: as in :func:`generate` (a customer's devices are the same; truth/devices_<tag>.parquet).
     """
     t0 = time.perf_counter()
     _check(users, days, fmt, changed_share)
@@ -344,11 +360,14 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
                          period_names("orders", start_s, end_s, nper, tag))}
     line_orders = frames["orders"][0] if with_lines else None
     review_orders = frames["orders"][0] if with_reviews else None
+    device_truth = None
     if with_clicks:
         brate = np.where(allu.shopper == LAPSED, 0.0, BROWSE_30D[allu.shopper] * allu.browse)
         c = draw_clicks(rng, allu, o, rng.poisson(brate * months), a0, a1, end_s, names_rng)
-        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, f"e-{tag}-", f"s-{tag}-", names),
+        devices = np.random.default_rng([seed, _DEVICES, zlib.crc32(tag.encode())]) if with_devices else None
+        frames["clicks"] = (*_clicks_frame(rng, c, start_s, nper, f"e-{tag}-", f"s-{tag}-", names, devices),
                             period_names("clicks", start_s, end_s, nper, tag))
+        device_truth = D.devices_truth(frames["clicks"][0]) if devices else None
     if new_users:
         frames["customers"] = (*_customers_frame(nu, np.arange(new_users, dtype=np.int32), nu_signup,
                                                  np.zeros(new_users, dtype=np.int32), offset=users + 1),
@@ -356,6 +375,9 @@ def generate_followup(root: Path, users: int, days: int, seed: int, *, start: da
     summary = GenerateSummary(root=Path(root), users=users + new_users, rows={})
     truth = paths.truth
     truth.mkdir(parents=True, exist_ok=True)
+    if device_truth is not None:
+        device_truth.write_parquet(truth / f"devices_{tag}.parquet")
+        summary.files.append(f"truth/devices_{tag}.parquet")
     want = (truth / "valid_ids_orders.parquet").exists()
     for table, w in _write_frames(paths, frames, fmt, rng, 0.0, summary, want_ids=want).items():
         known = truth / f"valid_ids_{table}.parquet"
