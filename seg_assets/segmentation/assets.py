@@ -48,6 +48,7 @@ from seg_assets.segmentation.classifier import TRAINING_ROWS, train_classifier
 from seg_assets.segmentation.drift import build_reference, population_stability
 from seg_assets.segmentation.fit import fit_segment_model
 from seg_assets.segmentation.gate import (
+    BEHAVIOUR_CLUSTERS,
     CHURN_METRICS,
     DEFAULT_TOLERANCE,
     FITTED_USERS,
@@ -63,7 +64,7 @@ from seg_assets.segmentation.membership import (
     refit_churn,
 )
 from seg_assets.segmentation.model import DEFAULT_K, HIERARCHIES, ModelConfig, SegmentModel, aged
-from seg_assets.segmentation.quality import evaluate_model, stability_on
+from seg_assets.segmentation.quality import behaviour_stage, evaluate_model, stability_on, stability_pair
 from seg_assets.segmentation.selection import ALGORITHMS, SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
 from seg_assets.validation import with_checks
@@ -244,9 +245,11 @@ CLASSIFIER_SAMPLE_ROWS = TRAINING_ROWS  # the classifier in service trains on as
 PROJECTION_POINTS = 3_000
 
 
-def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int, space: SegmentModel | None = None) -> dict:
+def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int, space: SegmentModel | None = None,
+                 stability: float | None = None) -> dict:
     """The gate's metrics for a model, measured on TODAY's users (the cluster metrics in ``space``'s features: the
-    candidate's, for both) so candidate and incumbent compare fairly."""
+    candidate's, for both) so candidate and incumbent compare fairly. ``stability``: measured already (the pair's,
+    quality.stability_pair); None: on its own (quality.stability_on)."""
     metrics = evaluate_model(model, frame, sample_size=SILHOUETTE_SAMPLE_ROWS, seed=seed, space=space)
     sample = frame[sample_indices(frame.height, CLASSIFIER_SAMPLE_ROWS, seed + 11)]
     labels, _ = model.predict(sample)
@@ -254,7 +257,9 @@ def gate_metrics(model: SegmentModel, frame: pl.DataFrame, kind: str, seed: int,
     metrics[FITTED_USERS] = model.metrics.get("n_rows")
     if len(np.unique(labels)) > 1:
         metrics["classifier_macro_f1"] = train_classifier(sample, labels, kind, features=model.features, seed=seed).metrics["macro_f1"]
-    metrics["stability"] = stability_on(model, frame, seed)
+    metrics["stability"] = stability_on(model, frame, seed) if stability is None else stability
+    behaviour = behaviour_stage(model)
+    metrics[BEHAVIOUR_CLUSTERS] = behaviour[1] if behaviour else 1  # what the stability re-fits (the UI's table)
     return metrics
 
 
@@ -262,9 +267,13 @@ def gate_pair(candidate: SegmentModel, previous: SegmentModel | None, frame: pl.
               seed: int) -> tuple[dict, dict | None]:
     """The gate's metrics of the candidate and of the model in service (None: none to compare), both on today's users
     and both in the candidate's features: each in its own space, a candidate better on every measure was refused as
-    0.065 worse (a tester's)."""
-    return (gate_metrics(candidate, frame, kind, seed),
-            gate_metrics(previous, frame, kind, seed, space=candidate) if previous is not None else None)
+    0.065 worse (a tester's). Their stability is paired (quality.stability_pair, gate.py): the same rows, bootstrap
+    samples and seeds for both; measured apart, one model's figure spanned 0.75-0.96 over ten seeds."""
+    if previous is None:
+        return gate_metrics(candidate, frame, kind, seed), None
+    ours, theirs = stability_pair(candidate, previous, frame, seed)
+    return (gate_metrics(candidate, frame, kind, seed, stability=ours),
+            gate_metrics(previous, frame, kind, seed, space=candidate, stability=theirs))
 
 
 CHURN_SAMPLE_ROWS = 200_000  # a share estimated to about +-0.001
@@ -289,7 +298,7 @@ def churn_metrics(con, previous: SegmentModel, candidate: SegmentModel, frame: p
 
 
 def _metrics_table(candidate: dict, incumbent: dict | None) -> dg.MetadataValue:
-    keys = (*GATE_METRICS, *CHURN_METRICS, "davies_bouldin", "calinski_harabasz")
+    keys = (*GATE_METRICS, BEHAVIOUR_CLUSTERS, *CHURN_METRICS, "davies_bouldin", "calinski_harabasz")
     rows = [(k, candidate.get(k), (incumbent or {}).get(k)) for k in keys]
     return dg.MetadataValue.md(md_table(["metric", "candidate", "in service"], rows, floatfmt=".3f"))
 

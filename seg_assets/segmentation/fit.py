@@ -163,7 +163,8 @@ def fit_segment_model(frame: pl.DataFrame, config: ModelConfig = ModelConfig(), 
         metrics.update({f"behaviour_{m}": v for m, v in bm.items()}, k_behaviour=kb)
         metrics["stability"] = bootstrap_stability(Z[rows], kb, algorithm="gmm" if algorithm == "gmm" else "kmeans",
                                                    n_boot=config.stability_boot, sample_size=config.stability_sample,
-                                                   seed=sel.random_state, threads=sel.threads)
+                                                   seed=sel.random_state, n_init=sel.n_init,
+                                                   threads=sel.threads)
     else:
         metrics["stability"] = 1.0
     for name in stages:
