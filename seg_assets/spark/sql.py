@@ -96,8 +96,16 @@ def _ordered_distinct_concat_beside_distinct(tree: exp.Expression) -> str | None
 def _skip_null_args(tree: exp.Expression) -> exp.Expression:
     """DuckDB's ``arg_max``/``arg_min`` (``max_by``/``min_by``) skip the rows whose value is NULL; Spark's ``max_by`` and
     ``min_by`` return the NULL of the extreme row (a helper's probe: 'Garden' on DuckDB, NULL on Spark, without a word).
-    Written for Spark with ``FILTER (WHERE <value> IS NOT NULL)``, added to a filter the call has (not in a window)."""
+    Written for Spark with ``FILTER (WHERE <value> IS NOT NULL)``, added to a filter the call has; in a window (which
+    takes no FILTER) with the ordering NULL where the value is, as Spark skips rows of a NULL ordering (``OVER (...)``
+    read NULL on Spark for 'x' on DuckDB, h2 of session 35)."""
     def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, (exp.ArgMax, exp.ArgMin)) and isinstance(node.parent, exp.Window):
+            unset = exp.Is(this=node.this.copy(), expression=exp.Null())
+            ordering = exp.If(this=unset, true=exp.Null(), false=node.expression.copy())
+            fixed = node.copy()
+            fixed.set("expression", ordering)
+            return fixed
         if isinstance(node, exp.Filter) and isinstance(node.this, (exp.ArgMax, exp.ArgMin)):
             kept = exp.not_(exp.Is(this=node.this.this.copy(), expression=exp.Null()))
             return exp.Filter(this=node.this.copy(), expression=exp.Where(this=exp.and_(node.expression.this.copy(), kept)))
