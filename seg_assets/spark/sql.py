@@ -122,6 +122,11 @@ def spark_form_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + SPARK_SUFFIX)
 
 
+def explicit_form_advice(source: str | Path) -> str:
+    """The end of every refusal of a model's SQL on Spark: where its explicit Spark form would go."""
+    return f"give the model an explicit Spark form in {spark_form_path(Path(source)).name} beside it"
+
+
 def view_name(schema: str, name: str) -> str:
     return f"{schema}__{name}"
 
@@ -176,15 +181,15 @@ def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb", ex
             raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} are not Spark SQL: fix this Spark form")
     if unknown:
         raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} have no known Spark form: rewrite them, or "
-                            f"give the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+                            + explicit_form_advice(source))
     differ = [] if explicit else sorted({why for node in tree.walk() if (why := _means_otherwise(node))})
     if not explicit and (crash := _ordered_distinct_concat_beside_distinct(tree)):
         raise SparkSqlError(f"{source}: {crash} beside another DISTINCT aggregate fails on Spark (a ClassCastException in "
-                            "its rewrite of several DISTINCT aggregates): drop its ORDER BY, aggregate in two steps, or give "
-                            f"the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+                            "its rewrite of several DISTINCT aggregates): drop its ORDER BY, aggregate in two steps, or "
+                            + explicit_form_advice(source))
     if differ:
-        raise SparkSqlError(f"{source}: {'; '.join(differ)}: the same SQL gives other values on Spark: rewrite it, or give "
-                            f"the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+        raise SparkSqlError(f"{source}: {'; '.join(differ)}: the same SQL gives other values on Spark: rewrite it, or "
+                            + explicit_form_advice(source))
     if not explicit:
         tree = _skip_null_args(tree)
     tree = _rename_tables(tree)
