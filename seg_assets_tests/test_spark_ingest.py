@@ -261,3 +261,25 @@ def test_the_duckdb_engine_on_a_root_spark_ingested_is_refused_before_a_run(tmp_
     result = CliRunner().invoke(app, ["refresh", "--engine", "duckdb", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "Parquet written by --engine spark" in result.output, result.output
     assert not paths.warehouse.exists()
+
+
+def test_a_spark_that_cannot_start_leaves_the_root_to_either_engine(tmp_path, monkeypatch):
+    """An old Java (JAVA_GATEWAY_EXITED) failed the first --engine spark run after the raw tables had become views
+    over Parquet files of no rows: the root was then refused to --engine duckdb ("Parquet written by --engine spark",
+    exit 2) although Spark never ran (h2, session 35). Spark is started before the raw tables are touched."""
+    from seg_assets.refresh import run_refresh
+    from seg_assets.spark import session
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    paths = data_paths(tmp_path)
+    (paths.landing / "orders").mkdir(parents=True)
+    (paths.landing / "orders" / "o.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
+                                                   "o1,u1,2026-10-01T10:00:00Z,5,1,completed\n")
+
+    def no_java(*args, **kwargs):
+        raise RuntimeError("[JAVA_GATEWAY_EXITED] Java gateway process exited before sending its port number.")
+
+    monkeypatch.setattr(session, "get_spark", no_java)
+    assert not run_refresh(tmp_path, engine="spark").success
+    assert not list((tmp_path / "spark").rglob("*.parquet"))
+    assert run_refresh(tmp_path, engine="duckdb").success
