@@ -175,3 +175,17 @@ def test_permutation_importance_in_one_call_is_scikit_learns(snapshots, kind):
         assert ours["feature"].to_list() == expected["feature"].to_list()
         assert np.allclose(ours["auc_drop"].to_numpy(), expected["auc_drop"].to_numpy(), rtol=0, atol=1e-12)
         assert ours["auc_drop"].abs().max() > 0.001  # the shuffles do move the AUC (not a vacuous comparison)
+
+
+def test_a_user_scored_alone_has_the_inputs_of_a_batch_of_many():
+    """A refresh re-scores the users with new rows, often one: polars divided a one-row column by a constant truly and
+    a longer one by its reciprocal, so a user's churn inputs differed in the last digit with the batch (h2, session 35)."""
+    from seg_assets.churn.model import churn_inputs
+
+    frame = pl.DataFrame({"user_id": ["a", "b", "c"], "frequency": [3, 1, 0], "monetary": [70.0, 10.0, 0.0],
+                          "recency_days": [10.583333333333334, 3.0, 7.0], "tenure_days": [3.3, 40.0, 7.0],
+                          "first_seen_ts": [datetime(2026, 10, 20, 9)] * 3,  # a's span 25 hours
+                          "last_order_ts": [datetime(2026, 10, 21, 10), datetime(2026, 10, 1), None]})
+    batch = churn_inputs(frame)
+    for i in range(frame.height):
+        assert churn_inputs(frame[i:i + 1]).row(0) == batch.row(i), i

@@ -39,8 +39,8 @@ def _logins(pairs: list[tuple[str, str]], day: int) -> str:
 def test_a_login_gives_a_devices_clicks_to_its_customer_as_a_cold_build_does(tmp_path):
     """20 devices browse anonymously; a later delivery links 10 to customers (one device twice in the file, another
     again a file later: the first link wins). After that refresh the 10 are gone from features, segments, churn scores
-    and BI, their spells closed; the customers' click features equal a cold refresh's of the same files; the other 10
-    devices stay users of their own."""
+    and BI, their spells closed (here, both refreshes at one as-of: removed, none left empty); the customers' click
+    features equal a cold refresh's of the same files; the other 10 devices stay users of their own."""
     live, cold = tmp_path / "live", tmp_path / "cold"
     generate(live, users=300, days=60, seed=3, fmt="csv")
     clicks = data_paths(live).landing / "clicks"
@@ -78,9 +78,13 @@ def test_a_login_gives_a_devices_clicks_to_its_customer_as_a_cold_build_does(tmp
     stats = dict(_read(live, "SELECT user_id, sessions FROM features.user_click_stats").rows())
     before = dict(_read(cold, "SELECT user_id, count(DISTINCT session_id) FROM raw.clicks GROUP BY 1").rows())
     assert all(stats[u] == before[u] + 1 for u, _ in linked)  # raw counts the login's session: + the device's
-    spells = _read(live, "SELECT user_id, valid_to FROM analytics.segment_history WHERE user_id LIKE 'dev%'")
-    closed = set(spells.filter(pl.col("valid_to").is_not_null())["user_id"])
-    assert closed == set(devices[:10])
+    spells = _read(live, "SELECT user_id, valid_from, valid_to FROM analytics.segment_history WHERE user_id LIKE 'dev%'")
+    assert set(spells.filter(pl.col("valid_to").is_null())["user_id"]) == set(devices[10:])  # the linked ones' closed
+    # both refreshes ran at one as-of: the linked devices' spells opened at it went (no empty spell), and the
+    # transitions at it count the users segmented, not the devices too (320 entered for 310, h2 of session 35)
+    assert spells.filter(pl.col("valid_to") <= pl.col("valid_from")).is_empty()
+    entered = _read(live, "SELECT sum(users) AS n FROM analytics.segment_transitions WHERE from_segment IS NULL")["n"][0]
+    assert entered == _read(live, "SELECT count(*) AS n FROM analytics.user_segments")["n"][0]
     console = Console(record=True, width=200)
     print_summary(live, console)
     assert "Identities: 10 of 20 click devices linked to a user by a login" in console.export_text()

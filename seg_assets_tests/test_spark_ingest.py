@@ -261,3 +261,31 @@ def test_the_duckdb_engine_on_a_root_spark_ingested_is_refused_before_a_run(tmp_
     result = CliRunner().invoke(app, ["refresh", "--engine", "duckdb", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "Parquet written by --engine spark" in result.output, result.output
     assert not paths.warehouse.exists()
+
+
+def test_a_spark_that_cannot_start_leaves_the_root_to_either_engine(tmp_path, monkeypatch):
+    """An old Java (JAVA_GATEWAY_EXITED) failed the first --engine spark run after the raw tables had become views
+    over Parquet files of no rows: the root was then refused to --engine duckdb ("Parquet written by --engine spark",
+    exit 2) although Spark never ran (h2, session 35). Spark is started before the raw tables are touched, and its
+    failure to start is one line about Java, not "unexpected: please report it" retried."""
+    from seg_assets.refresh import run_refresh
+    from seg_assets.spark import session
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    paths = data_paths(tmp_path)
+    (paths.landing / "orders").mkdir(parents=True)
+    (paths.landing / "orders" / "o.csv").write_text("order_id,user_id,order_ts,amount,items,status\n"
+                                                   "o1,u1,2026-10-01T10:00:00Z,5,1,completed\n")
+
+    def no_java(*args, **kwargs):
+        from pyspark.errors import PySparkRuntimeError
+
+        raise PySparkRuntimeError(errorClass="JAVA_GATEWAY_EXITED", messageParameters={})
+
+    monkeypatch.setattr(session, "get_spark", no_java)
+    failed = run_refresh(tmp_path, engine="spark")
+    said = [f for s in failed.stages for f in s.failures]
+    assert not failed.success and len(said) == 1 and "pyspark 4 needs Java 17 or later" in said[0], said
+    assert "unexpected" not in said[0] and "retried" not in " ".join(p.message for p in failed.problems)
+    assert not list((tmp_path / "spark").rglob("*.parquet"))
+    assert run_refresh(tmp_path, engine="duckdb").success

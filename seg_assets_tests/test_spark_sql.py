@@ -273,3 +273,16 @@ def test_arg_max_and_arg_min_give_the_same_values_on_both_engines(spark):
     duck = duckdb.sql(sql.replace("raw.t", rows)).fetchall()[0]
     assert duck == ("x", "y", "x", "x")
     assert tuple(spark.sql(to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))).collect()[0]) == duck
+
+
+def test_arg_max_and_arg_min_in_a_window_give_the_same_values_on_both_engines(spark):
+    """In a window (no FILTER there) Spark's MAX_BY read NULL for every row where DuckDB's arg_max read 'x' (h2)."""
+    import duckdb
+
+    rows = "(VALUES ('k', NULL, 10), ('k', 'x', 5), ('k', 'y', 1), ('k', NULL, 0)) AS t(k, a, b)"
+    spark.sql(f"SELECT * FROM {rows}").createOrReplaceTempView("raw__t")
+    sql = ("SELECT b, arg_max(a, b) OVER (PARTITION BY k) AS v0, arg_min(a, b) OVER (PARTITION BY k ORDER BY b) AS v1, "
+           "max_by(a, b) OVER (PARTITION BY k ORDER BY b DESC) AS v2 FROM raw.t ORDER BY b")
+    duck = duckdb.sql(sql.replace("raw.t", rows)).fetchall()
+    assert [r[1] for r in duck] == ["x"] * 4 and [r[2] for r in duck] == [None, "y", "y", "y"]
+    assert [tuple(r) for r in spark.sql(to_spark(sql, source="m.sql", as_of=datetime(2026, 1, 1))).collect()] == duck

@@ -64,13 +64,16 @@ KINDS = ("auto", "gbm", "logreg")
 CALIBRATIONS = ("sigmoid", "isotonic")
 OUT_OF_TIME = "out-of-time"
 UNSEEN_USERS = "out-of-time, unseen users"
-_DAY = 86_400.0
+# divisions by a constant as products with its reciprocal: polars divides a one-row column truly and a longer one by
+# the reciprocal, so a refresh scoring one user gave other last digits than a batch of many (features/user_features.py)
+_DAYS_PER_SECOND = 1.0 / 86_400.0
+_MONTHS_PER_DAY = 1.0 / 30.0
 
 
 def churn_inputs(frame: pl.DataFrame) -> pl.DataFrame:
     """The model's input columns (float64), from a frame with the feature dictionary's columns."""
-    span = ((pl.col("last_order_ts") - pl.col("first_seen_ts")).dt.total_seconds() / _DAY).fill_null(0.0).clip(lower_bound=0.0)
-    months = pl.col("tenure_days").clip(lower_bound=1.0) / 30.0
+    span = ((pl.col("last_order_ts") - pl.col("first_seen_ts")).dt.total_seconds() * _DAYS_PER_SECOND).fill_null(0.0).clip(lower_bound=0.0)
+    months = pl.col("tenure_days").clip(lower_bound=1.0) * _MONTHS_PER_DAY
     gap = (pl.when(pl.col("frequency") >= 2).then(span / (pl.col("frequency") - 1).clip(lower_bound=1))
            .otherwise(pl.col("tenure_days"))).clip(lower_bound=1.0)
     base = [c for c in CHURN_FEATURES if c in frame.columns]

@@ -45,7 +45,7 @@ from seg_assets.resources import SegSettings, Warehouse
 from seg_assets.retries import TRANSIENT_RETRY
 from seg_assets.settings import DEFAULT_SQL_DIR
 from seg_assets.spark.session import Engine
-from seg_assets.spark.sql import SparkSqlError
+from seg_assets.spark.sql import SparkSqlError, explicit_form_advice
 from seg_assets.warehouse import drop_other_kind, transaction
 
 GROUP = "features"  # the SQL models and user_features (features/assets.py)
@@ -294,8 +294,8 @@ def _your_sql(model: SqlModel):
         if isinstance(exc, SparkSqlError):  # what Spark would compute otherwise, found in the step (spark/features.py)
             raise input_failure(f"SQL model {exc}") from None
         first = str(exc).strip().splitlines()[0]
-        raise input_failure(f"SQL model {model.path}: Spark cannot run it as transpiled: {first}: rewrite it, or give "
-                            f"the model an explicit Spark form in {Path(model.path).stem}.spark.sql beside it") from None
+        raise input_failure(f"SQL model {model.path}: Spark cannot run it as transpiled: {first}: rewrite it, or "
+                            + explicit_form_advice(model.path)) from None
 
 
 def _refused_by_spark(exc: BaseException) -> bool:

@@ -22,7 +22,10 @@ from seg_assets.features.dictionary import CATEGORY_SHARE_PREFIX
 
 TOP_CATEGORIES = 10
 USER_FEATURES_TABLE = "features.user_features"  # where the rows of build_user_features are kept
-_DAY_SECONDS = 86_400.0
+# days = seconds * (1 / 86400): polars divides a column of several rows by a number as a product with its reciprocal
+# and a one-row column truly, so a refresh that recomputed one user stored other last digits than a full build
+# (10.583333333333334 against 10.583333333333332 days); a product is the same for any number of rows
+_DAYS_PER_SECOND = 1.0 / 86_400.0
 
 ORDER_STATS_SCHEMA = {
     "user_id": pl.String, "completed_orders": pl.Int64, "all_orders": pl.Int64, "cancelled_orders": pl.Int64,
@@ -174,7 +177,7 @@ def share_columns(top: list[str]) -> dict[str, str]:
 def _days_between(as_of: datetime, column: str) -> pl.Expr:
     # fractional: whole seconds dropped up to a second of every difference (GA4's microsecond times: a tester's
     # recency 2.5418287 days where as-of minus the last order is 2.5418383)
-    return ((pl.lit(as_of) - pl.col(column)).dt.total_seconds(fractional=True) / _DAY_SECONDS).clip(lower_bound=0.0)
+    return ((pl.lit(as_of) - pl.col(column)).dt.total_seconds(fractional=True) * _DAYS_PER_SECOND).clip(lower_bound=0.0)
 
 
 def _ratio(num: str, den: str, cap: float | None = 1.0) -> pl.Expr:

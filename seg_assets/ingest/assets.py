@@ -257,8 +257,10 @@ def ingest_landing(context: dg.AssetExecutionContext, duckdb: Warehouse, setting
                                 "views read the last finished publication again")
         stage_files = None
         if engine.is_spark:  # files read and validated in Spark tasks, raw tables as Parquet (spark/ingest.py)
+            spark = engine.spark()  # first: a Spark that cannot start (an old Java, a cluster not reached) leaves the
+            # raw tables DuckDB's (made views first, a fresh root was then refused to --engine duckdb for good, h2)
             raw_as_parquet_views(con, settings.paths)
-            stage_files = spark_stager(engine.spark(), settings.paths)
+            stage_files = spark_stager(spark, settings.paths)
         elif spark_ingested(con):
             raise input_failure(kept_engine_message(settings.paths.root))
         if clear := addresses_taken_in_clear(con):

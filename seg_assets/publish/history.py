@@ -6,7 +6,8 @@ the "previous assignment" the next refresh compares against, so no snapshot has 
 ``analytics.segment_transitions`` counts, per as-of, the users who entered a segment (``from_segment``
 NULL: first seen) or moved from one to another. A user no longer segmented (a device whose clicks a login gave to its
 customer: staging.identities; a user whose only order now names another) has their open spell closed, with no
-transition. Re-running with nothing changed writes nothing.
+transition; a spell opened at the very as-of the user leaves at (a re-run at an unchanged as-of) is removed, with its
+transition: no spell is empty. Re-running with nothing changed writes nothing.
 """
 
 from __future__ import annotations
@@ -81,12 +82,16 @@ def record_history(con, as_of: datetime, run_id: str | None = None) -> HistoryUp
         con.execute(
             f"UPDATE {HISTORY_TABLE} SET valid_to = ? WHERE valid_to IS NULL AND user_id IN "
             "(SELECT user_id FROM _changes WHERE from_segment IS NOT NULL)", [as_of])
+        gone = 0
+        if as_of == latest:  # a user gone at the as-of that opened their spell was never in it: no spell is empty
+            gone = con.execute(f"DELETE FROM {HISTORY_TABLE} WHERE valid_from = ? AND valid_to IS NULL AND user_id NOT IN "
+                               f"(SELECT user_id FROM {TABLE})", [as_of]).fetchall()[0][0]
         left = con.execute(f"UPDATE {HISTORY_TABLE} SET valid_to = ? WHERE valid_to IS NULL AND user_id NOT IN "
                            f"(SELECT user_id FROM {TABLE})", [as_of]).fetchall()[0][0]
         con.execute(
             f"INSERT INTO {HISTORY_TABLE} SELECT user_id, to_segment, to_name, ?, NULL, model_version FROM _changes",
             [as_of])
-        if changed:  # this as-of's transitions, as the history now holds them
+        if changed or gone:  # this as-of's transitions, as the history now holds them
             con.execute(f"DELETE FROM {TRANSITIONS_TABLE} WHERE as_of = ?", [as_of])
             con.execute(f"""
                 INSERT INTO {TRANSITIONS_TABLE}
@@ -102,7 +107,7 @@ def record_history(con, as_of: datetime, run_id: str | None = None) -> HistoryUp
         total = con.sql(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0]
         con.sql("DROP TABLE _changes")
     return HistoryUpdate(new_users=int(new), moved_users=int(moved), unchanged_users=int(total - new - moved),
-                         left_users=int(left))
+                         left_users=int(left + gone))
 
 
 def segment_sizes_over_time(con):

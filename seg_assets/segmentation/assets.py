@@ -63,7 +63,7 @@ from seg_assets.segmentation.membership import (
     previous_id_sql,
     refit_churn,
 )
-from seg_assets.segmentation.model import DEFAULT_K, HIERARCHIES, ModelConfig, SegmentModel, aged
+from seg_assets.segmentation.model import AGEING, DEFAULT_K, HIERARCHIES, ModelConfig, SegmentModel, aged
 from seg_assets.segmentation.quality import behaviour_stage, evaluate_model, stability_on, stability_pair
 from seg_assets.segmentation.selection import ALGORITHMS, SelectionConfig, sample_indices
 from seg_assets.settings import MAX_DAYS
@@ -195,7 +195,7 @@ def drift_table(model: SegmentModel, frame: pl.DataFrame, as_of: datetime) -> pl
     return population_stability(build_reference(reference, list(model.features)), rows_as_of(frame, as_of))
 
 
-GROWING = ("tenure_days", *RECENCY_SIGNALS)  # a day more per day of data time for a user without new rows
+GROWING = (*AGEING, *RECENCY_SIGNALS)  # a day more per day of data time for a user without new rows
 
 
 def rows_as_of(frame: pl.DataFrame, as_of: datetime) -> pl.DataFrame:

@@ -143,11 +143,26 @@ class Engine(dg.ConfigurableResource):
         if not self.is_spark:
             raise RuntimeError("the engine is duckdb: no Spark session (set --engine spark or SEG_ENGINE=spark)")
         running = SparkContext._active_spark_context  # any thread's: a test session's fixture, say
-        spark = get_spark(self.master, self.conf)
+        try:
+            spark = get_spark(self.master, self.conf)
+        except Exception as exc:
+            if _condition(exc) != "JAVA_GATEWAY_EXITED":
+                raise
+            from seg_assets.errors import input_failure
+
+            # the machine's Java, not a bug: it was "unexpected: please report it", with a traceback, retried (h2)
+            raise input_failure(f"Spark could not start ({str(exc).splitlines()[0]}): pyspark 4 needs Java 17 or later "
+                                "(`java -version`, JAVA_HOME); or use --engine duckdb") from None
         if running is None and not _OWNED:
             _OWNED.append(spark)
             atexit.register(_stop_owned)
         return spark
+
+
+def _condition(exc: BaseException) -> str | None:
+    """A pyspark error's class (``JAVA_GATEWAY_EXITED``), None for any other exception."""
+    get = getattr(exc, "getCondition", None) or getattr(exc, "getErrorClass", None)
+    return get() if callable(get) else None
 
 
 def _stop_owned() -> None:

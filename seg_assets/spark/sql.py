@@ -96,8 +96,16 @@ def _ordered_distinct_concat_beside_distinct(tree: exp.Expression) -> str | None
 def _skip_null_args(tree: exp.Expression) -> exp.Expression:
     """DuckDB's ``arg_max``/``arg_min`` (``max_by``/``min_by``) skip the rows whose value is NULL; Spark's ``max_by`` and
     ``min_by`` return the NULL of the extreme row (a helper's probe: 'Garden' on DuckDB, NULL on Spark, without a word).
-    Written for Spark with ``FILTER (WHERE <value> IS NOT NULL)``, added to a filter the call has (not in a window)."""
+    Written for Spark with ``FILTER (WHERE <value> IS NOT NULL)``, added to a filter the call has; in a window (which
+    takes no FILTER) with the ordering NULL where the value is, as Spark skips rows of a NULL ordering (``OVER (...)``
+    read NULL on Spark for 'x' on DuckDB, h2 of session 35)."""
     def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, (exp.ArgMax, exp.ArgMin)) and isinstance(node.parent, exp.Window):
+            unset = exp.Is(this=node.this.copy(), expression=exp.Null())
+            ordering = exp.If(this=unset, true=exp.Null(), false=node.expression.copy())
+            fixed = node.copy()
+            fixed.set("expression", ordering)
+            return fixed
         if isinstance(node, exp.Filter) and isinstance(node.this, (exp.ArgMax, exp.ArgMin)):
             kept = exp.not_(exp.Is(this=node.this.this.copy(), expression=exp.Null()))
             return exp.Filter(this=node.this.copy(), expression=exp.Where(this=exp.and_(node.expression.this.copy(), kept)))
@@ -112,6 +120,11 @@ def _skip_null_args(tree: exp.Expression) -> exp.Expression:
 def spark_form_path(model_path: Path) -> Path:
     """Where a model's explicit Spark form lives: ``<name>.spark.sql`` beside ``<name>.sql``."""
     return model_path.with_name(model_path.stem + SPARK_SUFFIX)
+
+
+def explicit_form_advice(source: str | Path) -> str:
+    """The end of every refusal of a model's SQL on Spark: where its explicit Spark form would go."""
+    return f"give the model an explicit Spark form in {spark_form_path(Path(source)).name} beside it"
 
 
 def view_name(schema: str, name: str) -> str:
@@ -168,15 +181,15 @@ def to_spark(sql: str, *, source: str, as_of: datetime, read: str = "duckdb", ex
             raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} are not Spark SQL: fix this Spark form")
     if unknown:
         raise SparkSqlError(f"{source}: function(s) {', '.join(unknown)} have no known Spark form: rewrite them, or "
-                            f"give the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+                            + explicit_form_advice(source))
     differ = [] if explicit else sorted({why for node in tree.walk() if (why := _means_otherwise(node))})
     if not explicit and (crash := _ordered_distinct_concat_beside_distinct(tree)):
         raise SparkSqlError(f"{source}: {crash} beside another DISTINCT aggregate fails on Spark (a ClassCastException in "
-                            "its rewrite of several DISTINCT aggregates): drop its ORDER BY, aggregate in two steps, or give "
-                            f"the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+                            "its rewrite of several DISTINCT aggregates): drop its ORDER BY, aggregate in two steps, or "
+                            + explicit_form_advice(source))
     if differ:
-        raise SparkSqlError(f"{source}: {'; '.join(differ)}: the same SQL gives other values on Spark: rewrite it, or give "
-                            f"the model an explicit Spark form in {Path(source).stem}{SPARK_SUFFIX} beside it")
+        raise SparkSqlError(f"{source}: {'; '.join(differ)}: the same SQL gives other values on Spark: rewrite it, or "
+                            + explicit_form_advice(source))
     if not explicit:
         tree = _skip_null_args(tree)
     tree = _rename_tables(tree)
