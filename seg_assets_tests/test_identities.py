@@ -117,3 +117,24 @@ def test_a_source_maps_the_device_id_and_one_holding_an_at_sign_is_hashed_like_a
     assert first == {"c-17": "2026-10-20 10:00:00", "other-device": "2026-10-21 11:00:00"}
     stored = _read(root, "SELECT DISTINCT anonymous_id FROM raw.clicks")["anonymous_id"].to_list()
     assert not any("@" in str(a) for a in stored)
+
+
+def test_a_linked_devices_recommendations_go_in_the_refresh_that_links_it_without_new_order_lines(tmp_path):
+    """A delivery of logins only (no order lines: the recommendations are not re-ranked) still drops the linked devices'
+    lists from analytics.user_recommendations and its BI copy, as segments drop them; the other devices keep theirs.
+    They stayed until the next delivery with order lines (session 35's h1: 10 of 10 linked devices)."""
+    root = tmp_path / "shop"
+    generate(root, users=300, days=60, seed=3, fmt="csv", with_lines=True)
+    clicks = data_paths(root).landing / "clicks"
+    devices = [f"dev{k:02d}" for k in range(20)]
+    (clicks / "zz_1_devices.csv").write_text(_device_clicks(devices))
+    _refresh(root)
+    listed = "SELECT DISTINCT user_id FROM analytics.user_recommendations WHERE user_id LIKE 'dev%'"
+    assert set(_read(root, listed)["user_id"]) == set(devices)
+    (clicks / "zz_2_logins.csv").write_text(_logins(list(zip(_read_customers(root)[:10], devices[:10])), 28))
+    _refresh(root)
+    assert set(_read(root, listed)["user_id"]) == set(devices[10:])
+    assert set(read_bi(root, listed)["user_id"]) == set(devices[10:])
+    rows, users = _read(root, "SELECT count(*), count(DISTINCT user_id) FROM analytics.user_recommendations").row(0)
+    summary = _read(root, "SELECT summary FROM meta.rec_state")["summary"][0]
+    assert f'"rows": {rows}' in summary and f'"users": {users}' in summary
