@@ -117,9 +117,11 @@ def test_ingestion_preloads_scikit_learn_in_a_background_thread():
 
 
 def test_generate_with_faults_says_it_writes_no_lines_or_reviews(tmp_path):
-    result = runner.invoke(app, ["generate", str(tmp_path / "d"), "--users", "200", "--days", "20", "--fault-rate", "0.02"])
-    assert result.exit_code == 0 and "no order lines and no reviews are written" in result.output
+    result = runner.invoke(app, ["generate", str(tmp_path / "d"), "--users", "200", "--days", "20", "--fault-rate", "0.02",
+                                 "--devices"])
+    assert result.exit_code == 0 and "no order lines, reviews or devices are written" in result.output
     assert not (tmp_path / "d" / "landing" / "order_items").exists()
+    assert not (tmp_path / "d" / "truth" / "devices.parquet").exists()
 
 
 @pytest.mark.parametrize("args, words", [
